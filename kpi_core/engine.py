@@ -1,0 +1,671 @@
+"""The KPI engine: folds validated events into a :class:`~kpi_core.state.StateStore`.
+
+How it stays exact whatever the arrival order
+---------------------------------------------
+Every event belongs to an *entity*: a call, a customer (repeat callers and callbacks are
+per customer, tenant-wide), a callback request, a ticket, an agent, a knowledge-base
+session. The entity's record holds its facts (offers, outcomes, replies...) and the
+*contributions* it has already added to the buckets: ``cid -> [scope, ts, {field: value}]``.
+An event updates the facts, the engine recomputes the contributions the facts imply, and
+applies only the difference (retracting what changed). The result is a pure function of the
+set of facts, so shuffled or duplicated arrival ends in the same buckets as ordered arrival.
+
+Two limits, both documented in docs/KPI_ENGINE.md:
+
+* ``max_*`` fields (longest wait, longest callback delay) are never retracted: if a call's
+  outcome changes because an earlier terminal event arrives late, the old wait may linger in
+  that bucket's maximum. Sums and counts are retracted exactly.
+* Contributions older than the lateness horizon are frozen (no event can change them, since
+  such events are rejected ``too_late``); a call record is kept for ``max_call_age`` after its
+  last event, so an event for a call older than that starts a new record.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from kpi_core.config import Config
+from kpi_core.errors import InvalidEventError
+from kpi_core.events import Event, Rejection
+from kpi_core.state import KB_SCOPE_PREFIX, Record, StateStore
+from kpi_core.windows import local_midnight
+
+#: Upper bounds (``le``) of the wait-time histogram, seconds. The service-level thresholds in
+#: common use (10, 15, 20, 30, 45, 60, 90, 120 s) are all bounds, so quantiles are exact there.
+WAIT_BUCKETS: tuple[float, ...] = (
+    1, 2, 3, 5, 8, 10, 15, 20, 25, 30, 40, 45, 50, 60, 75, 90, 120, 150, 180, 240, 300,
+    420, 600, 900, 1200, 1800, 2700, 3600, 7200, 14400, float("inf"),
+)  # fmt: skip
+
+TERMINAL_KINDS = {
+    "call.answered": "answered",
+    "call.abandoned": "abandoned",
+    "call.timeout": "timeout",
+    "call.voicemail": "voicemail",
+    "call.transferred": "transferred",
+}
+MISSED_KINDS = frozenset({"abandoned", "timeout", "voicemail"})
+BUSY_STATES = frozenset({"on_call", "acw"})
+STAFFED_STATES = frozenset({"available", "on_call", "acw"})
+
+#: Live set names.
+WAITING = "waiting"
+CALLBACKS = "callbacks"
+TICKETS = "tickets"
+AGENTS = "agents"
+
+ALL = "_all"
+_DAY = 86400.0
+_TICKET_MAX_AGE = 30 * _DAY
+
+Contribution = list[Any]  # [scope, ts, {field: value}]
+
+
+def wait_bucket(wait: float) -> int:
+    return bisect.bisect_left(WAIT_BUCKETS, wait)
+
+
+class Engine:
+    """Applies events to a store. One engine per store; not thread-safe."""
+
+    def __init__(self, config: Config, store: StateStore) -> None:
+        self.config = config
+        self.store = store
+        self._handlers: dict[str, Callable[[Event], None]] = {
+            "call.offered": self._call,
+            "call.answered": self._call,
+            "call.abandoned": self._call,
+            "call.timeout": self._call,
+            "call.voicemail": self._call,
+            "call.ring_no_answer": self._call,
+            "call.transferred": self._call,
+            "call.ended": self._call,
+            "callback.requested": self._callback,
+            "callback.attempted": self._callback,
+            "agent.state": self._agent,
+            "ticket.created": self._ticket,
+            "ticket.replied": self._ticket,
+            "ticket.resolved": self._ticket,
+            "ticket.reopened": self._ticket,
+            "survey.response": self._survey,
+            "kb.viewed": self._kb,
+        }
+        self._now = 0.0
+        self._cutoff = 0.0
+
+    # -- entry points ----------------------------------------------------------------------
+    def lateness_cutoff(self, tenant: str, now: float) -> float:
+        """Events with ``ts`` before this are ``too_late`` (older than every window)."""
+        cutoff = now - self.config.longest_sliding_seconds
+        if self.config.has_today:
+            cutoff = min(cutoff, local_midnight(now, self.config.timezone(tenant)))
+        return cutoff
+
+    def process(self, event: Event, now: float) -> bool:
+        """Apply one event as of wall-clock ``now``. ``False`` for a duplicate.
+
+        Raises InvalidEventError (``too_late``, ``from_the_future``) without changing state;
+        the caller counts it with :meth:`reject`.
+        """
+        cutoff = self.lateness_cutoff(event.tenant, now)
+        if event.ts < cutoff:
+            raise InvalidEventError(
+                "too_late", f"ts {event.ts:.0f} is older than the state kept (cutoff {cutoff:.0f})"
+            )
+        if event.ts > now + self.config.max_future_seconds:
+            raise InvalidEventError(
+                "from_the_future", f"ts {event.ts:.0f} is more than "
+                f"{self.config.max_future_seconds:.0f} s ahead of the clock ({now:.0f})"
+            )
+        store = self.store
+        if not store.claim_event(event.tenant, event.event_id, event.ts):
+            store.count("duplicates", event.type)
+            return False
+        self._now = now
+        self._cutoff = cutoff
+        self._handlers[event.type](event)
+        store.count("events", event.type)
+        store.count_max("last_event_ts", "", event.ts)
+        return True
+
+    def reject(self, reason: str) -> None:
+        self.store.count("rejected", reason)
+
+    def handle(self, item: Event | Rejection, now: float) -> str:
+        """Process an event or count a rejection; returns ``accepted``, ``duplicate`` or the
+        rejection reason."""
+        if isinstance(item, Rejection):
+            self.reject(item.reason)
+            return item.reason
+        try:
+            return "accepted" if self.process(item, now) else "duplicate"
+        except InvalidEventError as exc:
+            self.reject(exc.reason)
+            return exc.reason
+
+    def maintain(self, now: float) -> None:
+        """Expire waiting calls older than ``max_call_age`` and prune old state."""
+        store = self.store
+        max_age = self.config.max_call_age_seconds
+        for tenant, scopes in store.scopes().items():
+            for scope in scopes:
+                for member, score in store.live(WAITING, tenant, scope).items():
+                    if score < now - max_age:
+                        store.live_remove(WAITING, tenant, scope, member)
+                        call_id = member.split("\x1f", 1)[-1]
+                        record = store.get_record("call", tenant, call_id)
+                        if record is not None:
+                            record.setdefault("expired", []).append(member)
+                            store.put_record("call", tenant, call_id, record, now + max_age)
+                        store.add(tenant, scope, now, {"calls_expired": 1})
+        store.maintain(
+            now,
+            fine_keep_seconds=self.config.longest_sliding_seconds + 3600,
+            coarse_keep_seconds=self.config.horizon_seconds + 3600,
+        )
+
+    # -- contributions ---------------------------------------------------------------------
+    def _reconcile(self, tenant: str, record: Record, desired: dict[str, Contribution]) -> None:
+        """Apply the difference between the contributions ``record`` has applied and
+        ``desired``. Contributions older than the lateness cutoff are frozen: dropped from
+        both sides, never retracted."""
+        store = self.store
+        cutoff = self._cutoff
+        applied: dict[str, Contribution] = record.get("applied", {})
+        for cid, old in applied.items():
+            if old[1] < cutoff:
+                continue
+            new = desired.get(cid)
+            if new == old:
+                continue
+            retract = {k: -v for k, v in old[2].items() if not k.startswith("max_")}
+            if retract:
+                store.add(tenant, old[0], old[1], retract)
+        kept: dict[str, Contribution] = {}
+        for cid, new in desired.items():
+            if new[1] < cutoff:
+                continue
+            kept[cid] = new
+            if applied.get(cid) != new:
+                store.add(tenant, new[0], new[1], new[2])
+        record["applied"] = kept
+
+    def _reconcile_live(self, tenant: str, record: Record, desired: list[list[Any]]) -> None:
+        """Make the live-set memberships of ``record`` equal ``desired``
+        (``[name, scope, member, score]`` items)."""
+        store = self.store
+        old = record.get("live", [])
+        if old == desired:
+            return
+        for item in old:
+            if item not in desired:
+                store.live_remove(item[0], tenant, item[1], item[2])
+        for item in desired:
+            if item not in old:
+                store.live_put(item[0], tenant, item[1], item[2], item[3])
+        record["live"] = desired
+
+    # -- calls -----------------------------------------------------------------------------
+    def _call(self, ev: Event) -> None:
+        store = self.store
+        tenant = ev.tenant
+        call_id = ev.call_id
+        assert call_id is not None
+        record = store.get_record("call", tenant, call_id) or {}
+        fact = [ev.ts, ev.event_id, ev.queue]
+        kind = TERMINAL_KINDS.get(ev.type)
+        if ev.type == "call.offered":
+            record.setdefault("offers", []).append([ev.ts, ev.event_id, ev.queue, ev.direction])
+            if ev.customer_id is not None and "customer" not in record:
+                record["customer"] = ev.customer_id
+        elif kind is not None:
+            record.setdefault("terminals", []).append([*fact, kind, ev.wait_seconds])
+        elif ev.type == "call.ring_no_answer":
+            record.setdefault("rings", []).append(fact)
+        else:  # call.ended
+            record.setdefault("ended", []).append(
+                [*fact, ev.talk_seconds or 0.0, ev.hold_seconds or 0.0, ev.acw_seconds or 0.0,
+                 ev.resolved, ev.outcome]
+            )  # fmt: skip
+        before = record.get("summary")
+        legs = self._call_legs(record)
+        desired = self._call_contributions(tenant, legs)
+        self._reconcile(tenant, record, desired)
+        expired = record.get("expired", [])
+        self._reconcile_live(
+            tenant,
+            record,
+            [
+                [WAITING, leg["queue"], f"{leg['queue']}\x1f{call_id}", leg["offer_ts"]]
+                for leg in legs
+                if leg["offer_ts"] is not None
+                and leg["direction"] == "inbound"
+                and leg["outcome"] is None
+                and f"{leg['queue']}\x1f{call_id}" not in expired
+            ],
+        )
+        summary = [
+            [leg["direction"], leg["offer_ts"], leg["queue"], *(leg["outcome"] or (None, None))[:2]]
+            for leg in legs
+        ]
+        record["summary"] = summary
+        last_ts = max(self._fact_times(record))
+        store.put_record("call", tenant, call_id, record, last_ts + self.config.max_call_age_seconds)
+        customer = record.get("customer")
+        if customer is not None and summary != before:
+            self._customer_update(tenant, customer, lambda rec: rec["calls"].__setitem__(call_id, summary))
+
+    @staticmethod
+    def _fact_times(record: Record) -> Iterable[float]:
+        for key in ("offers", "terminals", "rings", "ended"):
+            for fact in record.get(key, ()):
+                yield fact[0]
+
+    def _call_legs(self, record: Record) -> list[dict[str, Any]]:
+        """Split a call into legs, one per offer (a transfer re-offers the call to another
+        queue), and give each leg its terminals, rings and endings."""
+        offers = sorted(record.get("offers", ()), key=lambda o: (o[0], o[1]))
+        legs: list[dict[str, Any]] = [
+            {
+                "offer_ts": o[0], "queue": o[2], "direction": o[3], "key": o[1],
+                "terminals": [], "rings": [], "ended": [], "outcome": None,
+            }
+            for o in offers
+        ]  # fmt: skip
+        virtual: dict[str, dict[str, Any]] = {}
+
+        def leg_for(ts: float, queue: str | None) -> dict[str, Any] | None:
+            candidates = [leg for leg in legs if queue is None or leg["queue"] == queue]
+            if candidates:
+                earlier = [leg for leg in candidates if leg["offer_ts"] <= ts]
+                return earlier[-1] if earlier else candidates[0]
+            if queue is None:
+                return None
+            leg = virtual.get(queue)
+            if leg is None:
+                leg = virtual[queue] = {
+                    "offer_ts": None, "queue": queue, "direction": "inbound", "key": f"q:{queue}",
+                    "terminals": [], "rings": [], "ended": [], "outcome": None,
+                }  # fmt: skip
+            return leg
+
+        for key in ("terminals", "rings", "ended"):
+            for fact in record.get(key, ()):
+                leg = leg_for(fact[0], fact[2])
+                if leg is not None:
+                    leg[key].append(fact)
+        all_legs = legs + [virtual[q] for q in sorted(virtual)]
+        for leg in all_legs:
+            if leg["terminals"]:
+                first = min(leg["terminals"], key=lambda t: (t[0], t[1]))
+                leg["outcome"] = (first[3], first[0], first[4])  # kind, ts, wait_seconds
+        return all_legs
+
+    def _call_contributions(self, tenant: str, legs: list[dict[str, Any]]) -> dict[str, Contribution]:
+        desired: dict[str, Contribution] = {}
+        for leg in legs:
+            queue = leg["queue"]
+            key = leg["key"]
+            offer_ts = leg["offer_ts"]
+            if leg["direction"] == "outbound":
+                if leg["ended"]:
+                    end = min(leg["ended"], key=lambda e: (e[0], e[1]))
+                    desired[f"{key}:end"] = [
+                        queue, end[0], {"out_ended": 1, "out_sales": 1 if end[7] == "sale" else 0}
+                    ]
+                continue
+            if offer_ts is not None:
+                desired[f"{key}:off"] = [queue, offer_ts, {"offered": 1}]
+            queue_config = self.config.queue(tenant, queue)
+            outcome = leg["outcome"]
+            if outcome is not None:
+                kind, ts, wait = outcome
+                if wait is None and offer_ts is not None:
+                    wait = max(0.0, ts - offer_ts)
+                fields: dict[str, float] = {kind: 1}
+                if wait is not None:
+                    fields["max_wait"] = wait
+                    threshold = queue_config.sl_threshold_seconds
+                    if kind != "transferred":
+                        fields["wait_n"] = 1
+                        fields["wait_sum"] = wait
+                    if kind == "answered":
+                        fields["asa_n"] = 1
+                        fields["asa_sum"] = wait
+                        fields["answered_within"] = 1 if wait <= threshold else 0
+                        fields[f"wa{wait_bucket(wait)}"] = 1
+                    elif kind == "abandoned":
+                        fields["short_abandoned"] = 1 if wait < queue_config.short_abandon_seconds else 0
+                        fields["abandoned_within"] = 1 if wait <= threshold else 0
+                        fields["abandoned_after"] = 1 if wait > threshold else 0
+                        fields["ab_wait_sum"] = wait
+                        fields[f"wb{wait_bucket(wait)}"] = 1
+                desired[f"{key}:out"] = [queue, ts, fields]
+            transfers = [t for t in leg["terminals"] if t[3] == "transferred"]
+            if transfers:
+                desired[f"{key}:xfer"] = [queue, min(t[0] for t in transfers), {"transfers_out": 1}]
+            for ring in leg["rings"]:
+                desired[f"r:{ring[1]}"] = [queue, ring[0], {"rings": 1}]
+            if leg["ended"]:
+                end = min(leg["ended"], key=lambda e: (e[0], e[1]))
+                talk, hold, acw, resolved = end[3], end[4], end[5], end[6]
+                fields = {"handled": 1, "handle_sum": talk + hold + acw, "talk_sum": talk}
+                if resolved is not None:
+                    fields["fcr_n"] = 1
+                    fields["fcr_ok"] = 1 if resolved else 0
+                desired[f"{key}:end"] = [queue, end[0], fields]
+        return desired
+
+    # -- customers: repeat callers and callbacks -------------------------------------------
+    def _customer_update(self, tenant: str, customer: str, mutate: Callable[[Record], None]) -> None:
+        store = self.store
+        record = store.get_record("customer", tenant, customer) or {"calls": {}, "callbacks": {}}
+        mutate(record)
+        desired, live, keep_from = self._customer_contributions(customer, record)
+        self._reconcile(tenant, record, desired)
+        self._reconcile_live(tenant, record, live)
+        # Forget calls no contribution can depend on any more.
+        horizon = self._cutoff - self.config.repeat_caller_seconds
+        keep_from = min(keep_from, horizon)
+        record["calls"] = {
+            cid: legs for cid, legs in record["calls"].items()
+            if any((leg[1] or leg[4] or 0) >= keep_from for leg in legs)
+        }  # fmt: skip
+        last = max(
+            [leg[4] or leg[1] or 0 for legs in record["calls"].values() for leg in legs]
+            + [cb[0] or 0 for cb in record["callbacks"].values()]
+            + [0.0]
+        )
+        expire_at = max(last + self.config.horizon_seconds + self.config.repeat_caller_seconds,
+                        self._now + 3600)  # fmt: skip
+        if live:
+            expire_at = max(expire_at, self._now + 30 * _DAY)
+        store.put_record("customer", tenant, customer, record, expire_at)
+
+    def _customer_contributions(
+        self, customer: str, record: Record
+    ) -> tuple[dict[str, Contribution], list[list[Any]], float]:
+        desired: dict[str, Contribution] = {}
+        # Repeat callers: each inbound offer with a customer id; "repeat" when another call of
+        # the same customer was offered in the look-back before it.
+        offers = sorted(
+            (leg[1], cid, leg[2])
+            for cid, legs in record["calls"].items()
+            for leg in legs
+            if leg[0] == "inbound" and leg[1] is not None
+        )
+        times = [o[0] for o in offers]
+        look_back = self.config.repeat_caller_seconds
+        for i, (ts, cid, queue) in enumerate(offers):
+            lo = bisect.bisect_left(times, ts - look_back)
+            repeat = any(offers[j][1] != cid and offers[j][0] < ts for j in range(lo, i))
+            desired[f"rep:{cid}:{ts}:{queue}"] = [queue, ts, {"repeat_n": 1, "repeat": 1 if repeat else 0}]
+
+        # Callbacks: walk the customer's timeline.
+        timeline: list[tuple[float, int, str, str, str | None]] = []  # ts, order, kind, id, queue
+        for cid, legs in record["calls"].items():
+            for leg in legs:
+                direction, offer_ts, queue, kind, kind_ts = leg
+                if direction == "outbound":
+                    if offer_ts is not None:
+                        timeline.append((offer_ts, 1, "outbound", cid, queue))
+                elif kind in MISSED_KINDS and self.config.callback_on_missed:
+                    timeline.append((kind_ts, 0, "missed", f"m:{cid}:{kind_ts}", queue))
+                elif kind == "answered":
+                    timeline.append((kind_ts, 1, "answered", cid, queue))
+        for cb_id, (req_ts, queue, attempts) in record["callbacks"].items():
+            if req_ts is not None:
+                timeline.append((req_ts, 0, "request", cb_id, queue))
+            for ts in attempts:
+                timeline.append((ts, 1, "attempt", cb_id, None))
+        timeline.sort(key=lambda item: (item[0], item[1], item[2], item[3]))
+
+        live: list[list[Any]] = []
+        keep_from = float("inf")
+        open_cb: dict[str, Any] | None = None
+        for ts, _order, kind, ident, queue in timeline:
+            if kind in ("missed", "request"):
+                if open_cb is None:
+                    open_cb = {"due": ts, "queue": queue, "id": ident, "aliases": {ident}}
+                else:
+                    open_cb["aliases"].add(ident)
+                continue
+            if open_cb is None:
+                continue
+            if kind == "attempt" and ident not in open_cb["aliases"]:
+                continue
+            delay = ts - open_cb["due"]
+            if kind == "answered":
+                fields = {"cb_recontacted": 1}
+            else:
+                fields = {"cb_made": 1, "cb_delay_sum": delay, "max_cb_delay": delay}
+            desired[f"cb:{open_cb['id']}"] = [open_cb["queue"], ts, fields]
+            desired[f"due:{open_cb['id']}"] = [open_cb["queue"], open_cb["due"], {"cb_due": 1}]
+            if ts >= self._cutoff:
+                keep_from = min(keep_from, open_cb["due"])
+            open_cb = None
+        if open_cb is not None:
+            desired[f"due:{open_cb['id']}"] = [open_cb["queue"], open_cb["due"], {"cb_due": 1}]
+            live.append([CALLBACKS, open_cb["queue"], customer, open_cb["due"]])
+            keep_from = min(keep_from, open_cb["due"])
+        return desired, live, keep_from
+
+    def _callback(self, ev: Event) -> None:
+        store = self.store
+        tenant = ev.tenant
+        cb_id = ev.callback_id
+        assert cb_id is not None
+        record = store.get_record("callback", tenant, cb_id) or {"attempts": []}
+        if ev.type == "callback.requested":
+            request = [ev.ts, ev.event_id, ev.queue, ev.customer_id]
+            if "request" not in record or request[:2] < record["request"][:2]:
+                record["request"] = request
+        else:
+            record["attempts"].append(ev.ts)
+        record["attempts"].sort()
+        request = record.get("request")
+        customer = request[3] if request else None
+        last = max([*record["attempts"], request[0] if request else 0.0])
+        if customer is not None:
+            summary = [request[0], request[2], list(record["attempts"])]
+            store.put_record("callback", tenant, cb_id, record, last + 30 * _DAY)
+
+            def mutate(rec: Record) -> None:
+                rec["callbacks"][cb_id] = summary
+
+            self._customer_update(tenant, customer, mutate)
+            return
+        # No customer id: the callback stands alone (closed only by its own attempts).
+        desired: dict[str, Contribution] = {}
+        live: list[list[Any]] = []
+        if request is not None:
+            due, queue = request[0], request[2]
+            desired["due"] = [queue, due, {"cb_due": 1}]
+            closing = [ts for ts in record["attempts"] if ts >= due]
+            if closing:
+                delay = closing[0] - due
+                desired["cb"] = [queue, closing[0],
+                                 {"cb_made": 1, "cb_delay_sum": delay, "max_cb_delay": delay}]  # fmt: skip
+            else:
+                live.append([CALLBACKS, queue, f"\x1fcb\x1f{cb_id}", due])
+        self._reconcile(tenant, record, desired)
+        self._reconcile_live(tenant, record, live)
+        store.put_record("callback", tenant, cb_id, record, last + (30 * _DAY if live else self.config.horizon_seconds))
+
+    # -- agents ----------------------------------------------------------------------------
+    def _agent(self, ev: Event) -> None:
+        """Occupancy is integrated from state changes: each change adds ``d`` (+1/-1 agents
+        busy or staffed) and ``d * ts`` to its bucket, per queue of the agent and ``_all``;
+        the KPI layer turns those and the live count at ``at`` into time-weighted shares."""
+        store = self.store
+        tenant = ev.tenant
+        agent = ev.agent_id
+        assert agent is not None
+        record = store.get_record("agent", tenant, agent) or {"changes": []}
+        queues = list(ev.queues) if ev.queues is not None else None
+        record["changes"].append([ev.ts, ev.event_id, ev.state, queues])
+        changes = sorted(record["changes"], key=lambda c: (c[0], c[1]))
+        # An event without `queues` keeps the queues the agent had.
+        resolved: list[tuple[float, str, str, list[str]]] = []
+        current: list[str] = []
+        for ts, eid, state, qs in changes:
+            if qs is not None:
+                current = qs
+            resolved.append((ts, eid, state, current))
+        desired: dict[str, Contribution] = {}
+        previous: tuple[str, list[str]] | None = None
+        for ts, eid, state, qs in resolved:
+            deltas: dict[str, dict[str, float]] = {}
+            if previous is not None:
+                for scope in [*previous[1], ALL]:
+                    self._occupancy_delta(deltas, scope, previous[0], -1)
+            for scope in [*qs, ALL]:
+                self._occupancy_delta(deltas, scope, state, +1)
+            for scope, d in deltas.items():
+                fields = {k: v for k, v in d.items() if v}
+                if fields:
+                    fields.update({f"{k}_t": v * ts for k, v in list(fields.items())})
+                    desired[f"{eid}:{scope}"] = [scope, ts, fields]
+            previous = (state, qs)
+        self._reconcile(tenant, record, desired)
+        last_ts, _eid, state, qs = resolved[-1]
+        self._reconcile_live(
+            tenant, record, [[AGENTS, scope, f"{state}\x1f{agent}", last_ts] for scope in [*qs, ALL]]
+        )
+        # Keep only the latest change that is older than the lateness cutoff, and the rest.
+        older = [c for c in changes if c[0] < self._cutoff]
+        record["changes"] = older[-1:] + [c for c in changes if c[0] >= self._cutoff]
+        store.put_record("agent", tenant, agent, record, last_ts + max(self.config.horizon_seconds, 7 * _DAY))
+
+    @staticmethod
+    def _occupancy_delta(deltas: dict[str, dict[str, float]], scope: str, state: str, sign: int) -> None:
+        d = deltas.setdefault(scope, {"occ_busy": 0.0, "occ_staffed": 0.0})
+        if state in BUSY_STATES:
+            d["occ_busy"] += sign
+        if state in STAFFED_STATES:
+            d["occ_staffed"] += sign
+
+    # -- tickets ---------------------------------------------------------------------------
+    def _ticket(self, ev: Event) -> None:
+        store = self.store
+        tenant = ev.tenant
+        ticket_id = ev.ticket_id
+        assert ticket_id is not None
+        record = store.get_record("ticket", tenant, ticket_id) or {"replies": [], "resolutions": [], "reopens": []}
+        if ev.type == "ticket.created":
+            created = [ev.ts, ev.event_id, ev.queue, ev.kb_session_id]
+            if "created" not in record or created[:2] < record["created"][:2]:
+                record["created"] = created
+        elif ev.type == "ticket.replied":
+            record["replies"].append([ev.ts, ev.event_id, ev.author, ev.queue])
+        elif ev.type == "ticket.resolved":
+            record["resolutions"].append([ev.ts, ev.event_id, ev.resolution, ev.first_contact, ev.queue])
+        else:
+            record["reopens"].append([ev.ts, ev.event_id, ev.queue])
+        created = record.get("created")
+        queue = created[2] if created else next(
+            (fact[-1] for key in ("replies", "resolutions", "reopens") for fact in record[key] if fact[-1]), None
+        )
+        desired: dict[str, Contribution] = {}
+        live: list[list[Any]] = []
+        if queue is not None:
+            desired, live = self._ticket_contributions(ticket_id, record, queue)
+        self._reconcile(tenant, record, desired)
+        self._reconcile_live(tenant, record, live)
+        times = [f[0] for key in ("replies", "resolutions", "reopens") for f in record[key]]
+        last = max([*times, created[0] if created else 0.0])
+        keep = _TICKET_MAX_AGE if live else self.config.horizon_seconds
+        store.put_record("ticket", tenant, ticket_id, record, last + keep)
+        if ev.type == "ticket.created" and ev.kb_session_id is not None and created is not None:
+            self._kb_escalation(tenant, ev.kb_session_id, ticket_id, created[0])
+
+    def _ticket_contributions(
+        self, ticket_id: str, record: Record, queue: str
+    ) -> tuple[dict[str, Contribution], list[list[Any]]]:
+        desired: dict[str, Contribution] = {}
+        created = record.get("created")
+        replies = sorted(record["replies"], key=lambda r: (r[0], r[1]))
+        resolutions = sorted(record["resolutions"], key=lambda r: (r[0], r[1]))
+        reopens = sorted(record["reopens"], key=lambda r: (r[0], r[1]))
+        if created is not None:
+            created_ts = created[0]
+            desired["created"] = [queue, created_ts, {"tk_created": 1}]
+            agent_replies = [r for r in replies if r[2] == "agent"]
+            if agent_replies:
+                first = agent_replies[0]
+                desired["frt"] = [queue, first[0], {"frt_n": 1, "frt_sum": max(0.0, first[0] - created_ts)}]
+            pending_since: float | None = created_ts
+            for ts, eid, author, _q in replies:
+                if author == "customer":
+                    if pending_since is None:
+                        pending_since = ts
+                elif pending_since is not None:
+                    desired[f"rt:{eid}"] = [queue, ts, {"rt_n": 1, "rt_sum": max(0.0, ts - pending_since)}]
+                    pending_since = None
+        for ts, eid, resolution, _fc, _q in resolutions:
+            desired[f"res:{eid}"] = [
+                queue, ts,
+                {"tk_resolved": 1, "tk_solved": 1 if resolution == "solved" else 0,
+                 "tk_unresolvable": 1 if resolution == "unresolvable" else 0},
+            ]  # fmt: skip
+        if resolutions:
+            ts, eid, _res, first_contact, _q = resolutions[0]
+            if first_contact is None:
+                replies_before = sum(1 for r in replies if r[2] == "agent" and r[0] <= ts)
+                first_contact = replies_before <= 1 and not reopens
+            fields = {"tfcr_n": 1, "tfcr_ok": 1 if first_contact else 0}
+            if created is not None:
+                fields["art_n"] = 1
+                fields["art_sum"] = max(0.0, ts - created[0])
+            desired["first_res"] = [queue, ts, fields]
+        for ts, eid, _q in reopens:
+            desired[f"reo:{eid}"] = [queue, ts, {"tk_reopened": 1}]
+        live: list[list[Any]] = []
+        if created is not None:
+            last_res = resolutions[-1][0] if resolutions else None
+            last_reopen = reopens[-1][0] if reopens else None
+            if last_res is None or (last_reopen is not None and last_reopen > last_res):
+                live.append([TICKETS, queue, ticket_id, created[0]])
+        return desired, live
+
+    # -- knowledge base --------------------------------------------------------------------
+    def _kb(self, ev: Event) -> None:
+        assert ev.session_id is not None and ev.article_id is not None
+        self._kb_update(ev.tenant, ev.session_id, lambda rec: rec["views"].append([ev.ts, ev.event_id, ev.article_id]))
+
+    def _kb_escalation(self, tenant: str, session: str, ticket_id: str, ts: float) -> None:
+        def mutate(rec: Record) -> None:
+            rec["tickets"][ticket_id] = ts
+
+        self._kb_update(tenant, session, mutate)
+
+    def _kb_update(self, tenant: str, session: str, mutate: Callable[[Record], None]) -> None:
+        store = self.store
+        record = store.get_record("kb", tenant, session) or {"views": [], "tickets": {}}
+        mutate(record)
+        desired: dict[str, Contribution] = {}
+        articles = sorted({view[2] for view in record["views"]})
+        for ts, eid, article in record["views"]:
+            desired[f"v:{eid}"] = [KB_SCOPE_PREFIX + article, ts, {"kb_views": 1}]
+        for ticket_id, ts in record["tickets"].items():
+            for article in articles:
+                desired[f"e:{ticket_id}:{article}"] = [KB_SCOPE_PREFIX + article, ts, {"kb_escalations": 1}]
+        self._reconcile(tenant, record, desired)
+        last = max([v[0] for v in record["views"]] + list(record["tickets"].values()))
+        store.put_record("kb", tenant, session, record, last + self.config.horizon_seconds)
+
+    # -- surveys ---------------------------------------------------------------------------
+    def _survey(self, ev: Event) -> None:
+        assert ev.queue is not None and ev.score is not None
+        score = ev.score
+        fields: Mapping[str, float]
+        if ev.survey == "csat":
+            scale_max = ev.scale_max or 5
+            fields = {"csat_n": 1, "csat_top": 1 if score >= scale_max - 1 else 0}
+        elif ev.survey == "nps":
+            fields = {"nps_n": 1, "nps_pro": 1 if score >= 9 else 0, "nps_det": 1 if score <= 6 else 0}
+        else:
+            fields = {"ces_n": 1, "ces_sum": score}
+        self.store.add(ev.tenant, ev.queue, ev.ts, fields)

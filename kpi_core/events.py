@@ -1,0 +1,421 @@
+"""Canonical events (shared/spec/EVENTS.md): parsing and validation into typed records.
+
+Everything that enters the engine passes through :func:`parse_event`. It either returns an
+:class:`Event` with every field type-checked and ``ts`` normalised to UTC epoch seconds, or
+raises :class:`~kpi_core.errors.InvalidEventError` whose ``reason`` is machine-readable:
+
+==========================  ==========================================================
+reason                      when
+==========================  ==========================================================
+``invalid_json``            not UTF-8, not JSON, too deeply nested, a number too big
+``not_an_object``           JSON, but not an object
+``missing_field:<name>``    a required field is absent, null or empty
+``invalid_field:<name>``    a field has the wrong type, an unknown value, or is too long
+``unknown_type``            ``type`` is not one of :data:`EVENT_TYPES`
+``bad_timestamp``           ``ts`` is neither RFC 3339 with an offset nor epoch seconds
+``negative_duration``       a ``*_seconds`` field is below zero
+``score_out_of_range``      a survey score outside its scale
+==========================  ==========================================================
+
+The engine adds ``too_late`` (older than the state it keeps) and, later, ``too_many_series``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kpi_core.errors import InvalidEventError
+
+CALL_TYPES = frozenset(
+    {
+        "call.offered",
+        "call.answered",
+        "call.abandoned",
+        "call.timeout",
+        "call.voicemail",
+        "call.ring_no_answer",
+        "call.transferred",
+        "call.ended",
+    }
+)
+EVENT_TYPES = CALL_TYPES | {
+    "callback.requested",
+    "callback.attempted",
+    "agent.state",
+    "ticket.created",
+    "ticket.replied",
+    "ticket.resolved",
+    "ticket.reopened",
+    "survey.response",
+    "kb.viewed",
+}
+
+AGENT_STATES = ("available", "on_call", "acw", "away", "offline")
+CHANNELS = frozenset({"voice", "chat", "email", "social", "sms"})
+SURVEYS = frozenset({"csat", "nps", "ces"})
+CSAT_SCALES = frozenset({3, 5, 7, 10})
+
+#: Longest id (event, call, customer...) accepted. Longer ones are rejected, not truncated.
+MAX_ID_LENGTH = 256
+#: Longest name that may become a metric label value (tenant, queue, agent, state...).
+MAX_NAME_LENGTH = 128
+#: Epoch seconds accepted: 1970 up to (not including) 2100-01-01.
+MAX_EPOCH_SECONDS = 4_102_444_800.0
+#: Queue names ccmon uses itself.
+RESERVED_QUEUES = frozenset({"_all"})
+
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "call.offered": ("call_id", "queue"),
+    "call.answered": ("call_id", "agent_id"),
+    "call.abandoned": ("call_id",),
+    "call.timeout": ("call_id",),
+    "call.voicemail": ("call_id",),
+    "call.ring_no_answer": ("call_id", "agent_id"),
+    "call.transferred": ("call_id",),
+    "call.ended": ("call_id", "talk_seconds"),
+    "callback.requested": ("callback_id", "queue"),
+    "callback.attempted": ("callback_id", "agent_id"),
+    "agent.state": ("agent_id", "state"),
+    "ticket.created": ("ticket_id", "queue"),
+    "ticket.replied": ("ticket_id", "author"),
+    "ticket.resolved": ("ticket_id",),
+    "ticket.reopened": ("ticket_id",),
+    "survey.response": ("survey", "score", "queue"),
+    "kb.viewed": ("article_id", "session_id"),
+}
+
+_ID_FIELDS = (
+    "call_id",
+    "customer_id",
+    "callback_id",
+    "ticket_id",
+    "contact_id",
+    "article_id",
+    "session_id",
+    "kb_session_id",
+)
+_NAME_FIELDS = ("queue", "agent_id", "to_queue", "outcome")
+_DURATION_FIELDS = ("wait_seconds", "talk_seconds", "hold_seconds", "acw_seconds")
+_BOOL_FIELDS = ("resolved", "connected", "first_contact")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One validated canonical event. ``ts`` is UTC epoch seconds.
+
+    Fields that do not apply to an event's ``type`` are ``None``. Unknown extra fields of the
+    input are not kept here; the raw input is what goes to the dead-letter topic.
+    """
+
+    event_id: str
+    type: str
+    ts: float
+    tenant: str = "default"
+    queue: str | None = None
+    channel: str | None = None
+    call_id: str | None = None
+    customer_id: str | None = None
+    direction: str = "inbound"
+    agent_id: str | None = None
+    wait_seconds: float | None = None
+    talk_seconds: float | None = None
+    hold_seconds: float | None = None
+    acw_seconds: float | None = None
+    resolved: bool | None = None
+    outcome: str | None = None
+    to_queue: str | None = None
+    callback_id: str | None = None
+    connected: bool | None = None
+    state: str | None = None
+    queues: tuple[str, ...] | None = None
+    ticket_id: str | None = None
+    author: str | None = None
+    resolution: str | None = None
+    first_contact: bool | None = None
+    kb_session_id: str | None = None
+    survey: str | None = None
+    score: float | None = None
+    scale_max: int | None = None
+    contact_id: str | None = None
+    article_id: str | None = None
+    session_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """An input that was not accepted: the raw bytes (for the DLQ, unchanged) and why."""
+
+    raw: bytes
+    reason: str
+    message: str
+
+
+def _preview(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def parse_ts(value: Any) -> float:
+    """RFC 3339 with an offset, or epoch seconds (int or float), to UTC epoch seconds."""
+    if isinstance(value, bool):
+        raise InvalidEventError("bad_timestamp", f"ts must be RFC 3339 or epoch seconds, got {value!r}")
+    if isinstance(value, int | float):
+        ts = float(value)
+        if not math.isfinite(ts) or not 0 <= ts < MAX_EPOCH_SECONDS:
+            raise InvalidEventError("bad_timestamp", f"epoch ts out of range: {_preview(value)}")
+        return ts
+    if isinstance(value, str):
+        if len(value) > 64:
+            raise InvalidEventError("bad_timestamp", f"ts too long: {_preview(value)}")
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidEventError("bad_timestamp", f"ts is not RFC 3339: {_preview(value)}") from None
+        if parsed.tzinfo is None or parsed.utcoffset() is None:
+            raise InvalidEventError("bad_timestamp", f"ts has no UTC offset: {_preview(value)}")
+        ts = parsed.timestamp()
+        if not 0 <= ts < MAX_EPOCH_SECONDS:
+            raise InvalidEventError("bad_timestamp", f"ts out of range: {_preview(value)}")
+        return ts
+    raise InvalidEventError("bad_timestamp", f"ts must be RFC 3339 or epoch seconds, got {_preview(value)}")
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0 for ch in text)
+
+
+def _id(obj: dict[str, Any], name: str) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise InvalidEventError(f"invalid_field:{name}", f"{name} must be a string, got {_preview(value)}")
+    if not value:
+        return None
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidEventError(
+            f"invalid_field:{name}", f"{name} longer than {MAX_ID_LENGTH} characters"
+        )
+    return value
+
+
+def _name(obj: dict[str, Any], name: str) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidEventError(f"invalid_field:{name}", f"{name} must be a string, got {_preview(value)}")
+    if not value:
+        return None
+    if len(value) > MAX_NAME_LENGTH or _has_control(value):
+        raise InvalidEventError(
+            f"invalid_field:{name}",
+            f"{name} must be at most {MAX_NAME_LENGTH} printable characters, got {_preview(value)}",
+        )
+    return value
+
+
+def _duration(obj: dict[str, Any], name: str) -> float | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidEventError(f"invalid_field:{name}", f"{name} must be a number, got {_preview(value)}")
+    seconds = float(value)
+    if not math.isfinite(seconds):
+        raise InvalidEventError(f"invalid_field:{name}", f"{name} must be finite, got {_preview(value)}")
+    if seconds < 0:
+        raise InvalidEventError("negative_duration", f"{name} is negative: {_preview(value)}")
+    if seconds > 366 * 86400:
+        raise InvalidEventError(f"invalid_field:{name}", f"{name} longer than a year: {_preview(value)}")
+    return seconds
+
+
+def _bool(obj: dict[str, Any], name: str) -> bool | None:
+    value = obj.get(name)
+    if value is None or isinstance(value, bool):
+        return value
+    raise InvalidEventError(f"invalid_field:{name}", f"{name} must be true or false, got {_preview(value)}")
+
+
+def _choice(obj: dict[str, Any], name: str, allowed: frozenset[str] | tuple[str, ...]) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in allowed:
+        raise InvalidEventError(
+            f"invalid_field:{name}", f"{name} must be one of {sorted(allowed)}, got {_preview(value)}"
+        )
+    return value
+
+
+def _score(obj: dict[str, Any], survey: str) -> tuple[float, int | None]:
+    value = obj.get("score")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidEventError("invalid_field:score", f"score must be a number, got {_preview(value)}")
+    scale_max: int | None = None
+    if survey == "csat":
+        raw_scale = obj.get("scale_max", 5)
+        if isinstance(raw_scale, float) and raw_scale.is_integer():
+            raw_scale = int(raw_scale)
+        if isinstance(raw_scale, bool) or raw_scale not in CSAT_SCALES:
+            raise InvalidEventError(
+                "invalid_field:scale_max",
+                f"scale_max must be one of {sorted(CSAT_SCALES)}, got {_preview(raw_scale)}",
+            )
+        scale_max = int(raw_scale)
+        low, high = 1, scale_max
+    elif survey == "nps":
+        low, high = 0, 10
+    else:  # ces
+        low, high = 1, 7
+    if not low <= value <= high:
+        raise InvalidEventError(
+            "score_out_of_range", f"{survey} score must be within {low}..{high}, got {_preview(value)}"
+        )
+    return float(value), scale_max
+
+
+def parse_event(obj: Any) -> Event:
+    """Validate one decoded JSON value into an :class:`Event` or raise InvalidEventError."""
+    if not isinstance(obj, dict):
+        raise InvalidEventError("not_an_object", f"an event must be a JSON object, got {_preview(obj)}")
+    event_type = obj.get("type")
+    if event_type is None or event_type == "":
+        raise InvalidEventError("missing_field:type", "type is required")
+    if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
+        raise InvalidEventError("unknown_type", f"unknown event type {_preview(event_type)}")
+    event_id = _id(obj, "event_id")
+    if event_id is None:
+        raise InvalidEventError("missing_field:event_id", "event_id is required")
+    if "ts" not in obj or obj["ts"] is None or obj["ts"] == "":
+        raise InvalidEventError("missing_field:ts", "ts is required")
+    ts = parse_ts(obj["ts"])
+    for name in _REQUIRED[event_type]:
+        value = obj.get(name)
+        if value is None or value == "":
+            raise InvalidEventError(f"missing_field:{name}", f"{event_type} needs {name}")
+
+    fields: dict[str, Any] = {}
+    for name in _ID_FIELDS:
+        if name in obj:
+            fields[name] = _id(obj, name)
+    for name in _NAME_FIELDS:
+        if name in obj:
+            fields[name] = _name(obj, name)
+    for name in _DURATION_FIELDS:
+        if name in obj:
+            fields[name] = _duration(obj, name)
+    for name in _BOOL_FIELDS:
+        if name in obj:
+            fields[name] = _bool(obj, name)
+
+    tenant = _name(obj, "tenant") or "default"
+    queue = fields.get("queue")
+    if queue in RESERVED_QUEUES or fields.get("to_queue") in RESERVED_QUEUES:
+        raise InvalidEventError("invalid_field:queue", f"queue name {queue!r} is reserved")
+    channel = _choice(obj, "channel", CHANNELS)
+    if channel is None and event_type in CALL_TYPES:
+        channel = "voice"
+    direction = _choice(obj, "direction", ("inbound", "outbound")) or "inbound"
+
+    if event_type == "agent.state":
+        fields["state"] = _choice(obj, "state", AGENT_STATES)
+        raw_queues = obj.get("queues")
+        if raw_queues is not None:
+            if not isinstance(raw_queues, list) or len(raw_queues) > 1000:
+                raise InvalidEventError("invalid_field:queues", "queues must be a list of names")
+            names = []
+            for item in raw_queues:
+                if not isinstance(item, str) or not item or len(item) > MAX_NAME_LENGTH or _has_control(item):
+                    raise InvalidEventError("invalid_field:queues", f"bad queue name {_preview(item)}")
+                if item in RESERVED_QUEUES:
+                    raise InvalidEventError("invalid_field:queues", f"queue name {item!r} is reserved")
+                names.append(item)
+            fields["queues"] = tuple(sorted(set(names)))
+    elif event_type == "ticket.replied":
+        fields["author"] = _choice(obj, "author", ("agent", "customer"))
+    elif event_type == "ticket.resolved":
+        fields["resolution"] = _choice(obj, "resolution", ("solved", "unresolvable")) or "solved"
+    elif event_type == "survey.response":
+        survey = _choice(obj, "survey", SURVEYS)
+        assert survey is not None  # required above
+        fields["survey"] = survey
+        fields["score"], fields["scale_max"] = _score(obj, survey)
+
+    return Event(
+        event_id=event_id,
+        type=event_type,
+        ts=ts,
+        tenant=tenant,
+        channel=channel,
+        direction=direction,
+        **fields,
+    )
+
+
+def decode_json(raw: bytes | str) -> Any:
+    """``json.loads`` with every failure mapped to ``invalid_json``."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw
+        return json.loads(text)
+    except UnicodeDecodeError:
+        raise InvalidEventError("invalid_json", "not valid UTF-8") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, huge ints, deep nesting
+        raise InvalidEventError("invalid_json", _preview(str(exc), 120)) from None
+
+
+def parse_line(raw: bytes | str) -> Event:
+    """One JSON event (a line of a ``.jsonl`` file, or a one-event Kafka message)."""
+    return parse_event(decode_json(raw))
+
+
+def iter_envelope(raw: bytes) -> Iterator[Event | Rejection]:
+    """The events of one Kafka message value: a JSON object, a JSON array of objects, or
+    newline-delimited objects. A bad event inside an envelope is rejected alone.
+
+    Rejections carry the raw bytes of just the bad event (re-serialised for array elements) so
+    the dead-letter topic receives what was wrong, not its neighbours.
+    """
+    try:
+        decoded = decode_json(raw)
+    except InvalidEventError as exc:
+        if b"\n" not in raw.strip():
+            yield Rejection(bytes(raw), exc.reason, exc.message)
+            return
+        for line in raw.splitlines():
+            if line.strip():
+                yield _parse_or_reject(line)
+        return
+    if isinstance(decoded, list):
+        for item in decoded:
+            try:
+                yield parse_event(item)
+            except InvalidEventError as exc:
+                yield Rejection(_dump(item), exc.reason, exc.message)
+        return
+    try:
+        yield parse_event(decoded)
+    except InvalidEventError as exc:
+        yield Rejection(bytes(raw), exc.reason, exc.message)
+
+
+def _parse_or_reject(raw: bytes) -> Event | Rejection:
+    try:
+        return parse_line(raw)
+    except InvalidEventError as exc:
+        return Rejection(bytes(raw), exc.reason, exc.message)
+
+
+def _dump(item: Any) -> bytes:
+    try:
+        return json.dumps(item, ensure_ascii=False, allow_nan=True).encode("utf-8", "surrogatepass")
+    except (ValueError, TypeError, RecursionError):
+        return repr(item).encode("utf-8", "replace")

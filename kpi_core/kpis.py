@@ -1,0 +1,405 @@
+"""From stored components to KPI values: the one place that builds metric names.
+
+:func:`snapshot` reads a :class:`~kpi_core.state.StateStore` at instant ``at`` and returns
+:class:`MetricFamily` objects named as in ``shared/spec/METRICS.md``. It is used by
+``ccmon replay``, the demo and the production exporter alike, so every path exports the same
+names with the same meaning.
+
+Tenant totals (``queue="_all"``) are computed from summed components (counts, sums, the
+per-queue service-level numerator and denominator), never by averaging ratios. Agent series
+for ``_all`` count each agent once, however many queues it serves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from kpi_core.config import TARGET_METRICS, Config, QueueConfig
+from kpi_core.engine import (
+    AGENTS,
+    ALL,
+    BUSY_STATES,
+    CALLBACKS,
+    STAFFED_STATES,
+    TICKETS,
+    WAIT_BUCKETS,
+    WAITING,
+)
+from kpi_core.events import AGENT_STATES
+from kpi_core.state import KB_SCOPE_PREFIX, StateStore, is_queue_scope, merge_into
+from kpi_core.windows import window_range
+
+Components = dict[str, float]
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass(slots=True)
+class MetricFamily:
+    """A metric and its samples. Histogram samples carry their suffix
+    (``_bucket``/``_sum``/``_count``) in ``suffix``."""
+
+    name: str
+    kind: str  # gauge | counter | histogram
+    help: str
+    samples: list[tuple[str, Labels, float]] = field(default_factory=list)
+
+    def add(self, labels: Labels, value: float, suffix: str = "") -> None:
+        self.samples.append((suffix, labels, value))
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator > 0 else None
+
+
+def service_level_parts(c: Components, formula: str) -> tuple[float, float]:
+    """Numerator and denominator of a queue's service level (KPIS.md, four variants)."""
+    within = c.get("answered_within", 0.0)
+    answered = c.get("answered", 0.0)
+    abandoned = c.get("abandoned", 0.0)
+    if formula == "answered":
+        return within, answered
+    if formula == "offered":
+        return within, answered + abandoned
+    if formula == "removed_within":
+        return within + c.get("abandoned_within", 0.0), answered + abandoned
+    if formula == "abandoned_after":
+        return within, answered + c.get("abandoned_after", 0.0)
+    return within, answered + abandoned - c.get("short_abandoned", 0.0)
+
+
+def wait_quantile(q: float, c: Components, prefix: str = "wa") -> float | None:
+    """``q``-quantile of waits from histogram fields ``wa0..waN`` (linear within a bucket,
+    like PromQL's histogram_quantile; error at most one bucket)."""
+    counts = [c.get(f"{prefix}{i}", 0.0) for i in range(len(WAIT_BUCKETS))]
+    total = sum(counts)
+    if total <= 0:
+        return None
+    rank = q * total
+    cumulative = 0.0
+    for i, count in enumerate(counts):
+        if count > 0 and cumulative + count >= rank:
+            lower = WAIT_BUCKETS[i - 1] if i > 0 else 0.0
+            upper = WAIT_BUCKETS[i]
+            if math.isinf(upper):
+                return lower
+            return lower + (upper - lower) * (rank - cumulative) / count
+        cumulative += count
+    return None  # pragma: no cover - rank <= total always lands above
+
+
+def _g(name: str) -> Callable[[Components], float]:
+    return lambda c: c.get(name, 0.0)
+
+
+def _mean(total: str, count: str) -> Callable[[Components], float | None]:
+    return lambda c: _ratio(c.get(total, 0.0), c.get(count, 0.0))
+
+
+# name, help, value(components); counts are always present (0), ratios and means are absent
+# when their denominator is empty.
+WINDOWED: tuple[tuple[str, str, Callable[[Components], float | None]], ...] = (
+    ("ccmon_calls_offered", "Inbound calls offered in the window.", _g("offered")),
+    ("ccmon_calls_answered", "Calls answered in the window.", _g("answered")),
+    ("ccmon_calls_abandoned", "Calls abandoned while waiting.", _g("abandoned")),
+    ("ccmon_calls_abandoned_short", "Abandoned before short_abandon_seconds.", _g("short_abandoned")),
+    ("ccmon_calls_timed_out", "Calls taken out of the queue unanswered.", _g("timeout")),
+    ("ccmon_calls_voicemail", "Waiting calls that went to voicemail.", _g("voicemail")),
+    ("ccmon_calls_transferred_unanswered", "Calls whose outcome was a transfer before answer.", _g("transferred")),
+    ("ccmon_calls_missed", "Inbound calls no agent answered (abandoned + timeouts + voicemails).",
+     lambda c: c.get("abandoned", 0.0) + c.get("timeout", 0.0) + c.get("voicemail", 0.0)),
+    ("ccmon_calls_answered_within_threshold", "Answered with wait <= the queue's threshold.", _g("answered_within")),
+    ("ccmon_service_level_numerator", "Service-level numerator (per the queue's formula).", _g("sl_num")),
+    ("ccmon_service_level_denominator", "Service-level denominator (per the queue's formula).", _g("sl_den")),
+    ("ccmon_service_level_ratio", "Service level per the queue's formula.", _mean("sl_num", "sl_den")),
+    ("ccmon_average_speed_of_answer_seconds", "Mean wait of answered calls.", _mean("asa_sum", "asa_n")),
+    ("ccmon_answered_wait_seconds_sum", "Sum of waits of answered calls.", _g("asa_sum")),
+    ("ccmon_average_wait_seconds", "Mean wait of answered, abandoned, timed-out and voicemail calls.",
+     _mean("wait_sum", "wait_n")),
+    ("ccmon_wait_seconds_sum", "Sum of waits of answered, abandoned, timed-out and voicemail calls.", _g("wait_sum")),
+    ("ccmon_wait_count", "Calls in ccmon_wait_seconds_sum.", _g("wait_n")),
+    ("ccmon_max_wait_seconds", "Longest wait of any outcome.", lambda c: c.get("max_wait")),
+    ("ccmon_abandon_rate_ratio", "(abandoned - short) / (answered + abandoned - short).",
+     lambda c: _ratio(c.get("abandoned", 0.0) - c.get("short_abandoned", 0.0),
+                      c.get("answered", 0.0) + c.get("abandoned", 0.0) - c.get("short_abandoned", 0.0))),
+    ("ccmon_voicemail_share_ratio", "Voicemails / missed calls.",
+     lambda c: _ratio(c.get("voicemail", 0.0),
+                      c.get("abandoned", 0.0) + c.get("timeout", 0.0) + c.get("voicemail", 0.0))),
+    ("ccmon_agent_missed_rings", "Agents rung who did not pick up.", _g("rings")),
+    ("ccmon_transfers_out", "Calls that left the queue by transfer.", _g("transfers_out")),
+    ("ccmon_calls_handled", "Inbound calls ended after an answer.", _g("handled")),
+    ("ccmon_average_handle_time_seconds", "Mean talk + hold + after-call work.", _mean("handle_sum", "handled")),
+    ("ccmon_average_talk_time_seconds", "Mean talk time.", _mean("talk_sum", "handled")),
+    ("ccmon_repeat_caller_ratio", "Offered calls whose customer called in the look-back before.",
+     _mean("repeat", "repeat_n")),
+    ("ccmon_outbound_conversion_ratio", "Outbound calls ended with outcome=sale.", _mean("out_sales", "out_ended")),
+    ("ccmon_callback_delay_seconds", "Mean delay from callback due to callback made.",
+     _mean("cb_delay_sum", "cb_made")),
+    ("ccmon_callback_delay_max_seconds", "Longest callback delay.", lambda c: c.get("max_cb_delay")),
+    ("ccmon_callbacks_made", "Callbacks closed by an attempt or outbound call.", _g("cb_made")),
+    ("ccmon_callbacks_recontacted", "Callbacks closed because the customer called and was answered.",
+     _g("cb_recontacted")),
+    ("ccmon_callbacks_due", "Callbacks that fell due.", _g("cb_due")),
+    ("ccmon_tickets_created", "Tickets created.", _g("tk_created")),
+    ("ccmon_ticket_first_response_seconds", "Mean time to the first agent reply.", _mean("frt_sum", "frt_n")),
+    ("ccmon_ticket_response_seconds", "Mean time from a customer message to the next agent reply.",
+     _mean("rt_sum", "rt_n")),
+    ("ccmon_ticket_resolution_seconds", "Mean time from creation to first resolution.", _mean("art_sum", "art_n")),
+    ("ccmon_tickets_resolved", "Ticket resolutions.", _g("tk_resolved")),
+    ("ccmon_ticket_resolution_rate_ratio", "solved / (solved + unresolvable).",
+     lambda c: _ratio(c.get("tk_solved", 0.0), c.get("tk_solved", 0.0) + c.get("tk_unresolvable", 0.0))),
+    ("ccmon_ticket_reopen_rate_ratio", "Reopens / resolutions.", _mean("tk_reopened", "tk_resolved")),
+    ("ccmon_csat_ratio", "Share of CSAT answers in the top two points of the scale.", _mean("csat_top", "csat_n")),
+    ("ccmon_nps_score", "Net promoter score, -100..100.",
+     lambda c: None if c.get("nps_n", 0) <= 0 else
+     100.0 * (c.get("nps_pro", 0.0) - c.get("nps_det", 0.0)) / c["nps_n"]),
+    ("ccmon_ces_score", "Mean customer effort score (1-7).", _mean("ces_sum", "ces_n")),
+)  # fmt: skip
+
+# Lifetime counters: (metric, component).
+COUNTERS: tuple[tuple[str, str, str], ...] = (
+    ("ccmon_calls_offered_total", "Inbound calls offered.", "offered"),
+    ("ccmon_calls_answered_total", "Calls answered.", "answered"),
+    ("ccmon_calls_answered_within_threshold_total", "Calls answered within the threshold.", "answered_within"),
+    ("ccmon_calls_abandoned_total", "Calls abandoned.", "abandoned"),
+    ("ccmon_calls_abandoned_short_total", "Short abandons.", "short_abandoned"),
+    ("ccmon_calls_timed_out_total", "Calls timed out.", "timeout"),
+    ("ccmon_calls_voicemail_total", "Calls sent to voicemail.", "voicemail"),
+    ("ccmon_service_level_numerator_total", "Service-level numerator.", "sl_num"),
+    ("ccmon_service_level_denominator_total", "Service-level denominator.", "sl_den"),
+    ("ccmon_calls_handled_total", "Inbound calls ended.", "handled"),
+    ("ccmon_handle_seconds_total", "Talk + hold + after-call work.", "handle_sum"),
+    ("ccmon_agent_missed_rings_total", "Agents rung who did not pick up.", "rings"),
+    ("ccmon_transfers_out_total", "Calls transferred out.", "transfers_out"),
+    ("ccmon_callbacks_made_total", "Callbacks made.", "cb_made"),
+    ("ccmon_calls_expired_total", "Calls that waited longer than max_call_age with no outcome.", "calls_expired"),
+    ("ccmon_tickets_created_total", "Tickets created.", "tk_created"),
+    ("ccmon_tickets_resolved_total", "Ticket resolutions.", "tk_resolved"),
+    ("ccmon_survey_responses_total", "Survey answers (CSAT, NPS, CES).", "survey_n"),
+)
+
+
+def _with_derived(c: Components, queue_config: QueueConfig | None) -> Components:
+    if queue_config is not None:
+        c["sl_num"], c["sl_den"] = service_level_parts(c, queue_config.sl_formula)
+    c["survey_n"] = c.get("csat_n", 0.0) + c.get("nps_n", 0.0) + c.get("ces_n", 0.0)
+    return c
+
+
+def _sum_components(parts: Iterable[Components], skip_prefix: str = "occ_") -> Components:
+    total: Components = {}
+    for part in parts:
+        merge_into(total, {k: v for k, v in part.items() if not k.startswith(skip_prefix)})
+    return total
+
+
+def _occupancy(c: Components, agents_live: Mapping[str, float], start: float, at: float) -> float | None:
+    """Time-weighted busy / staffed agents over ``[start, at)`` from change deltas."""
+    busy_now = staffed_now = 0
+    for member in agents_live:
+        state = member.split("\x1f", 1)[0]
+        busy_now += state in BUSY_STATES
+        staffed_now += state in STAFFED_STATES
+    length = at - start
+
+    def integral(now: int, key: str) -> float:
+        return now * length - (c.get(f"{key}_t", 0.0) - start * c.get(key, 0.0))
+
+    return _ratio(integral(busy_now, "occ_busy"), integral(staffed_now, "occ_staffed"))
+
+
+def _labels(tenant: str, queue: str, **extra: str) -> Labels:
+    return (("tenant", tenant), ("queue", queue), *extra.items())
+
+
+def queues_of(config: Config, store: StateStore) -> dict[str, list[str]]:
+    """tenant -> queue names with state or configuration (sorted, without ``_all``)."""
+    result: dict[str, set[str]] = {}
+    for tenant, scopes in store.scopes().items():
+        result.setdefault(tenant, set()).update(s for s in scopes if is_queue_scope(s) and s != ALL)
+    for tenant, tenant_config in config.tenants.items():
+        result.setdefault(tenant, set()).update(tenant_config.queues)
+    return {tenant: sorted(queues) for tenant, queues in sorted(result.items())}
+
+
+def snapshot(config: Config, store: StateStore, at: float) -> list[MetricFamily]:
+    """Every KPI of every tenant and queue at instant ``at``."""
+    families: dict[str, MetricFamily] = {}
+
+    def family(name: str, kind: str, help_text: str) -> MetricFamily:
+        fam = families.get(name)
+        if fam is None:
+            fam = families[name] = MetricFamily(name, kind, help_text)
+        return fam
+
+    for name, help_text, _fn in WINDOWED:
+        family(name, "gauge", help_text)
+    fcr = family("ccmon_first_contact_resolution_ratio", "gauge", "First contact resolution (voice and ticket).")
+    quantiles = family("ccmon_wait_seconds_quantile", "gauge", "Quantiles of answered waits (from the histogram).")
+    occupancy = family("ccmon_occupancy_ratio", "gauge", "Time-weighted (on_call + acw) / (available + on_call + acw).")
+    kb_rate = family("ccmon_kb_transfer_rate_ratio", "gauge", "Knowledge-base escalations / views, per article.")
+
+    all_scopes = store.scopes()
+    for tenant, queues in queues_of(config, store).items():
+        zone = config.timezone(tenant)
+        scopes = set(all_scopes.get(tenant, ()))
+        for window in config.windows:
+            start, end = window_range(window, at, zone)
+            per_queue: dict[str, Components] = {}
+            for queue in queues:
+                comps = store.read_window(tenant, queue, start, end) if queue in scopes else {}
+                per_queue[queue] = _with_derived(comps, config.queue(tenant, queue))
+            total = _with_derived(_sum_components(per_queue.values()), None)
+            if ALL in scopes:
+                total.update({k: v for k, v in store.read_window(tenant, ALL, start, end).items()
+                              if k.startswith("occ_")})  # fmt: skip
+            per_queue[ALL] = total
+            for queue, comps in per_queue.items():
+                labels = _labels(tenant, queue, window=window.name)
+                for name, _help, fn in WINDOWED:
+                    value = fn(comps)
+                    if value is not None:
+                        families[name].add(labels, value)
+                for channel, num, den in (("voice", "fcr_ok", "fcr_n"), ("ticket", "tfcr_ok", "tfcr_n")):
+                    value = _ratio(comps.get(num, 0.0), comps.get(den, 0.0))
+                    if value is not None:
+                        fcr.add(_labels(tenant, queue, window=window.name, channel=channel), value)
+                for q in (0.5, 0.9):
+                    value = wait_quantile(q, comps)
+                    if value is not None:
+                        quantiles.add(_labels(tenant, queue, window=window.name, quantile=str(q)), value)
+                live_scope = queue if queue != ALL else ALL
+                agents_live = store.live(AGENTS, tenant, live_scope) if live_scope in scopes else {}
+                value = _occupancy(comps, agents_live, start, end)
+                if value is not None:
+                    occupancy.add(labels, value)
+            for scope in sorted(s for s in scopes if s.startswith(KB_SCOPE_PREFIX)):
+                comps = store.read_window(tenant, scope, start, end)
+                value = _ratio(comps.get("kb_escalations", 0.0), comps.get("kb_views", 0.0))
+                if value is not None:
+                    article = scope[len(KB_SCOPE_PREFIX):]
+                    kb_rate.add((("tenant", tenant), ("article", article), ("window", window.name)), value)
+        _live_families(config, store, tenant, queues, scopes, at, family)
+        _counter_families(config, store, tenant, queues, scopes, family)
+    _pipeline_families(store, at, family)
+    return list(families.values())
+
+
+def _live_families(
+    config: Config,
+    store: StateStore,
+    tenant: str,
+    queues: list[str],
+    scopes: set[str],
+    at: float,
+    family: Callable[[str, str, str], MetricFamily],
+) -> None:
+    waiting = family("ccmon_calls_waiting", "gauge", "Inbound calls waiting now.")
+    longest = family("ccmon_longest_wait_seconds", "gauge", "Wait so far of the oldest waiting call; 0 if none.")
+    pending = family("ccmon_callbacks_pending", "gauge", "Callbacks due and not yet made.")
+    oldest = family("ccmon_oldest_pending_callback_age_seconds", "gauge", "Age of the oldest pending callback; 0 if none.")
+    overdue = family("ccmon_callbacks_overdue", "gauge", "Pending callbacks older than the callback target.")
+    tickets_open = family("ccmon_tickets_open", "gauge", "Tickets created and not resolved.")
+    ticket_age = family("ccmon_open_ticket_age_seconds", "gauge", "Mean age of open tickets.")
+    agents = family("ccmon_agents", "gauge", "Agents by their latest state.")
+    threshold = family("ccmon_service_level_threshold_seconds", "gauge", "The queue's service-level threshold.")
+    max_age = config.max_call_age_seconds
+
+    totals = {"waiting": 0.0, "longest": 0.0, "pending": 0.0, "oldest": 0.0, "overdue": 0.0,
+              "open": 0.0, "age_sum": 0.0}  # fmt: skip
+    for queue in [*queues, ALL]:
+        labels = _labels(tenant, queue)
+        queue_config = config.queue(tenant, queue) if queue != ALL else config.defaults
+        if queue != ALL:
+            has = queue in scopes
+            calls = [s for s in (store.live(WAITING, tenant, queue) if has else {}).values() if at - max_age <= s < at]
+            callbacks = [s for s in (store.live(CALLBACKS, tenant, queue) if has else {}).values() if s < at]
+            tickets = [s for s in (store.live(TICKETS, tenant, queue) if has else {}).values() if s < at]
+            target = queue_config.callback_target_seconds
+            values = {
+                "waiting": float(len(calls)),
+                "longest": at - min(calls) if calls else 0.0,
+                "pending": float(len(callbacks)),
+                "oldest": at - min(callbacks) if callbacks else 0.0,
+                "overdue": float(sum(1 for s in callbacks if at - s > target)),
+                "open": float(len(tickets)),
+                "age_sum": sum(at - s for s in tickets),
+            }
+            for key in ("waiting", "pending", "overdue", "open", "age_sum"):
+                totals[key] += values[key]
+            for key in ("longest", "oldest"):
+                totals[key] = max(totals[key], values[key])
+            threshold.add(labels, queue_config.sl_threshold_seconds)
+        else:
+            values = totals
+        waiting.add(labels, values["waiting"])
+        longest.add(labels, values["longest"])
+        pending.add(labels, values["pending"])
+        oldest.add(labels, values["oldest"])
+        overdue.add(labels, values["overdue"])
+        tickets_open.add(labels, values["open"])
+        if values["open"]:
+            ticket_age.add(labels, values["age_sum"] / values["open"])
+        by_state = dict.fromkeys(AGENT_STATES, 0.0)
+        scope = queue if queue != ALL else ALL
+        if scope in scopes:
+            for member, since in store.live(AGENTS, tenant, scope).items():
+                if since < at:
+                    by_state[member.split("\x1f", 1)[0]] += 1
+        for state, count in by_state.items():
+            agents.add(_labels(tenant, queue, state=state), count)
+        for target_name, value in sorted(queue_config.targets.items()):
+            metric = TARGET_METRICS[target_name]
+            family(f"ccmon_target_{metric}", "gauge", f"Target for ccmon_{metric}.").add(labels, value)
+
+
+def _counter_families(
+    config: Config,
+    store: StateStore,
+    tenant: str,
+    queues: list[str],
+    scopes: set[str],
+    family: Callable[[str, str, str], MetricFamily],
+) -> None:
+    per_queue = {
+        q: _with_derived(store.totals(tenant, q) if q in scopes else {}, config.queue(tenant, q)) for q in queues
+    }
+    per_queue[ALL] = _with_derived(_sum_components(per_queue.values()), None)
+    hist = family("ccmon_call_wait_seconds", "histogram", "Waits of answered and abandoned calls.")
+    for queue, comps in per_queue.items():
+        labels = _labels(tenant, queue)
+        for name, help_text, component in COUNTERS:
+            family(name, "counter", help_text).add(labels, comps.get(component, 0.0))
+        for outcome, prefix, total_key in (("answered", "wa", "asa_sum"), ("abandoned", "wb", "ab_wait_sum")):
+            cumulative = 0.0
+            for i, bound in enumerate(WAIT_BUCKETS):
+                cumulative += comps.get(f"{prefix}{i}", 0.0)
+                le = "+Inf" if math.isinf(bound) else f"{bound:g}"
+                hist.add((*labels, ("outcome", outcome), ("le", le)), cumulative, "_bucket")
+            hist.add((*labels, ("outcome", outcome)), comps.get(total_key, 0.0), "_sum")
+            hist.add((*labels, ("outcome", outcome)), cumulative, "_count")
+
+
+def _pipeline_families(store: StateStore, at: float, family: Callable[[str, str, str], MetricFamily]) -> None:
+    counts = store.counts()
+    events = family("ccmon_events_total", "counter", "Events accepted, by type.")
+    for label, value in sorted(counts.get("events", {}).items()):
+        events.add((("type", label),), value)
+    rejected = family("ccmon_events_rejected_total", "counter", "Events rejected, by reason.")
+    for label, value in sorted(counts.get("rejected", {}).items()):
+        rejected.add((("reason", label),), value)
+    duplicates = family("ccmon_events_duplicate_total", "counter", "Duplicate events ignored, by type.")
+    for label, value in sorted(counts.get("duplicates", {}).items()):
+        duplicates.add((("type", label),), value)
+    last = counts.get("last_event_ts", {}).get("")
+    if last is not None:
+        family("ccmon_last_event_timestamp_seconds", "gauge", "Event time of the newest event processed.").add((), last)
+        family("ccmon_event_lag_seconds", "gauge", "Evaluation time minus the newest event time.").add(
+            (), max(0.0, at - last)
+        )
+
+
+def flatten(families: Iterable[MetricFamily]) -> dict[tuple[str, Labels], float]:
+    """``(name + suffix, labels) -> value`` for tests and the JSON API."""
+    return {(fam.name + suffix, labels): value for fam in families for suffix, labels, value in fam.samples}

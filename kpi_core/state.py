@@ -1,0 +1,231 @@
+"""The engine's state, behind one small interface.
+
+The engine (``kpi_core.engine``) never holds state itself. Everything it remembers goes
+through a :class:`StateStore`, in four shapes:
+
+``records``
+    One JSON-serialisable dict per entity (a call, a customer, a callback, a ticket, an agent,
+    a knowledge-base session), read and rewritten whole, with an expiry time. Records are
+    what make the engine order-independent: each holds the entity's facts and the
+    contributions already applied for it, so a late event recomputes and applies the
+    difference.
+``buckets``
+    Counters and sums per ``(tenant, scope, bucket)``, in a fine and a coarse tier
+    (``kpi_core.windows``), plus lifetime totals of every field. A field whose name starts
+    with ``max_`` keeps the maximum instead of the sum and is never retracted.
+``live sets``
+    ``member -> score`` per ``(name, tenant, scope)``: calls waiting (score = offer time),
+    callbacks pending (due time), open tickets (creation time), agents (``state\\x1fagent``).
+``pipeline counts``
+    ``name -> label -> value`` (events by type, rejections by reason, duplicates...).
+
+A scope is a queue name, ``_all`` for tenant-wide agent series, or an internal name starting
+with ``\\x1f`` (knowledge-base articles), which never collides with a queue because event
+names cannot hold control characters.
+
+Memory is bounded by the number of buckets (which :meth:`StateStore.maintain` prunes), the
+live sets, and records, which expire. :class:`MemoryState` is the in-process store used by
+``ccmon replay`` and ``ccmon demo``; ``streams.redis_state`` keeps the same shapes in Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from kpi_core import windows
+
+Record = dict[str, Any]
+KB_SCOPE_PREFIX = "\x1fkb\x1f"
+
+
+def is_queue_scope(scope: str) -> bool:
+    return not scope.startswith("\x1f")
+
+
+class StateStore(Protocol):
+    """What the engine needs from a store. All times are UTC epoch seconds."""
+
+    fine_seconds: int
+    coarse_seconds: int
+
+    # -- write side ------------------------------------------------------------------------
+    def claim_event(self, tenant: str, event_id: str, ts: float) -> bool:
+        """Remember ``event_id``; ``False`` when it was seen before (a duplicate)."""
+
+    def get_record(self, kind: str, tenant: str, key: str) -> Record | None: ...
+
+    def put_record(self, kind: str, tenant: str, key: str, record: Record, expire_at: float) -> None: ...
+
+    def delete_record(self, kind: str, tenant: str, key: str) -> None: ...
+
+    def add(self, tenant: str, scope: str, ts: float, deltas: Mapping[str, float]) -> None:
+        """Add ``deltas`` to the buckets holding ``ts`` and to the lifetime totals."""
+
+    def live_put(self, name: str, tenant: str, scope: str, member: str, score: float) -> None: ...
+
+    def live_remove(self, name: str, tenant: str, scope: str, member: str) -> None: ...
+
+    def count(self, name: str, label: str, delta: float = 1.0) -> None: ...
+
+    def count_max(self, name: str, label: str, value: float) -> None: ...
+
+    # -- read side -------------------------------------------------------------------------
+    def scopes(self) -> Mapping[str, Iterable[str]]:
+        """tenant -> scopes that have any state."""
+
+    def read_window(self, tenant: str, scope: str, start: float, end: float) -> dict[str, float]: ...
+
+    def totals(self, tenant: str, scope: str) -> dict[str, float]: ...
+
+    def live(self, name: str, tenant: str, scope: str) -> dict[str, float]: ...
+
+    def counts(self) -> dict[str, dict[str, float]]: ...
+
+    # -- upkeep ----------------------------------------------------------------------------
+    def maintain(self, now: float, fine_keep_seconds: float, coarse_keep_seconds: float) -> None:
+        """Drop buckets, records and remembered event ids that can no longer matter."""
+
+
+def merge_into(target: dict[str, float], deltas: Mapping[str, float]) -> None:
+    """Sum ``deltas`` into ``target``; ``max_*`` fields take the maximum."""
+    for field, value in deltas.items():
+        if field.startswith("max_"):
+            if value > target.get(field, float("-inf")):
+                target[field] = value
+        else:
+            target[field] = target.get(field, 0.0) + value
+
+
+class MemoryState:
+    """In-process :class:`StateStore`: dicts, pruned by :meth:`maintain`."""
+
+    def __init__(self, fine_seconds: int = 10, coarse_seconds: int = 900) -> None:
+        self.fine_seconds = fine_seconds
+        self.coarse_seconds = coarse_seconds
+        self._seen: dict[int, float] = {}
+        self._records: dict[tuple[str, str, str], tuple[Record, float]] = {}
+        self._fine: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
+        self._coarse: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
+        self._totals: dict[tuple[str, str], dict[str, float]] = {}
+        self._live: dict[tuple[str, str, str], dict[str, float]] = {}
+        self._counts: dict[str, dict[str, float]] = {}
+        self._scopes: dict[str, set[str]] = {}
+
+    # -- write side ------------------------------------------------------------------------
+    def claim_event(self, tenant: str, event_id: str, ts: float) -> bool:
+        # A 64-bit hash instead of the id itself keeps a day of ids small; a false duplicate
+        # needs a collision among ~2^32 ids. hash() is salted per process, which is fine for a
+        # store that lives in one process.
+        key = hash((tenant, event_id))
+        if key in self._seen:
+            return False
+        self._seen[key] = ts
+        return True
+
+    def get_record(self, kind: str, tenant: str, key: str) -> Record | None:
+        entry = self._records.get((kind, tenant, key))
+        return entry[0] if entry is not None else None
+
+    def put_record(self, kind: str, tenant: str, key: str, record: Record, expire_at: float) -> None:
+        self._records[(kind, tenant, key)] = (record, expire_at)
+
+    def delete_record(self, kind: str, tenant: str, key: str) -> None:
+        self._records.pop((kind, tenant, key), None)
+
+    def add(self, tenant: str, scope: str, ts: float, deltas: Mapping[str, float]) -> None:
+        key = (tenant, scope)
+        fine = self._fine.get(key)
+        if fine is None:
+            fine = self._fine[key] = {}
+            self._coarse[key] = {}
+            self._totals[key] = {}
+            self._scopes.setdefault(tenant, set()).add(scope)
+        fstart = int(ts // self.fine_seconds) * self.fine_seconds
+        cstart = int(ts // self.coarse_seconds) * self.coarse_seconds
+        bucket = fine.get(fstart)
+        if bucket is None:
+            bucket = fine[fstart] = {}
+        merge_into(bucket, deltas)
+        coarse = self._coarse[key]
+        cbucket = coarse.get(cstart)
+        if cbucket is None:
+            cbucket = coarse[cstart] = {}
+        merge_into(cbucket, deltas)
+        merge_into(self._totals[key], deltas)
+
+    def live_put(self, name: str, tenant: str, scope: str, member: str, score: float) -> None:
+        key = (name, tenant, scope)
+        members = self._live.get(key)
+        if members is None:
+            members = self._live[key] = {}
+            self._scopes.setdefault(tenant, set()).add(scope)
+        members[member] = score
+
+    def live_remove(self, name: str, tenant: str, scope: str, member: str) -> None:
+        members = self._live.get((name, tenant, scope))
+        if members is not None:
+            members.pop(member, None)
+
+    def count(self, name: str, label: str, delta: float = 1.0) -> None:
+        labels = self._counts.setdefault(name, {})
+        labels[label] = labels.get(label, 0.0) + delta
+
+    def count_max(self, name: str, label: str, value: float) -> None:
+        labels = self._counts.setdefault(name, {})
+        if value > labels.get(label, float("-inf")):
+            labels[label] = value
+
+    # -- read side -------------------------------------------------------------------------
+    def scopes(self) -> Mapping[str, Iterable[str]]:
+        return {tenant: sorted(scopes) for tenant, scopes in self._scopes.items()}
+
+    def read_window(self, tenant: str, scope: str, start: float, end: float) -> dict[str, float]:
+        key = (tenant, scope)
+        result: dict[str, float] = {}
+        fine = self._fine.get(key)
+        if fine is None:
+            return result
+        coarse = self._coarse[key]
+        head, middle, tail = windows.cover(start, end, self.fine_seconds, self.coarse_seconds)
+        for starts, tier in ((head, fine), (middle, coarse), (tail, fine)):
+            if len(starts) > len(tier):
+                for bstart, bucket in tier.items():
+                    if bstart in starts:
+                        merge_into(result, bucket)
+            else:
+                for bstart in starts:
+                    bucket = tier.get(bstart)
+                    if bucket is not None:
+                        merge_into(result, bucket)
+        return result
+
+    def totals(self, tenant: str, scope: str) -> dict[str, float]:
+        return dict(self._totals.get((tenant, scope), {}))
+
+    def live(self, name: str, tenant: str, scope: str) -> dict[str, float]:
+        return dict(self._live.get((name, tenant, scope), {}))
+
+    def counts(self) -> dict[str, dict[str, float]]:
+        return {name: dict(labels) for name, labels in self._counts.items()}
+
+    # -- upkeep ----------------------------------------------------------------------------
+    def maintain(self, now: float, fine_keep_seconds: float, coarse_keep_seconds: float) -> None:
+        fine_cutoff = now - fine_keep_seconds - self.fine_seconds
+        coarse_cutoff = now - coarse_keep_seconds - self.coarse_seconds
+        for tiers, cutoff in ((self._fine, fine_cutoff), (self._coarse, coarse_cutoff)):
+            for buckets in tiers.values():
+                for bstart in [b for b in buckets if b < cutoff]:
+                    del buckets[bstart]
+        self._seen = {k: ts for k, ts in self._seen.items() if ts >= coarse_cutoff}
+        self._records = {k: v for k, v in self._records.items() if v[1] >= now}
+
+    # -- introspection (tests, benchmarks) -------------------------------------------------
+    def sizes(self) -> dict[str, int]:
+        return {
+            "event_ids": len(self._seen),
+            "records": len(self._records),
+            "fine_buckets": sum(len(b) for b in self._fine.values()),
+            "coarse_buckets": sum(len(b) for b in self._coarse.values()),
+            "live_members": sum(len(m) for m in self._live.values()),
+        }

@@ -1,0 +1,66 @@
+"""``ccmon``: the command line.
+
+Each command lives in its own module exposing ``add_arguments(parser)`` and
+``run(args) -> int``; heavy imports (faust, redis) happen inside ``run`` so ``ccmon --help``
+and ``ccmon replay`` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from kpi_core.errors import CcmonError
+
+#: command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "replay": ("streams.commands.replay", "run a JSONL file through the engine and print the KPIs"),
+    "worker": ("streams.commands.worker", "consume events from Kafka and keep KPI state in Redis"),
+    "exporter": ("streams.commands.exporter", "serve /metrics (and the JSON API) from Redis"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ccmon",
+        description="ccmon: a streaming, real-time call-center monitor "
+        "(Kafka -> Faust -> Redis -> Prometheus).",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(name, help=help_text, description=module.__doc__)
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return f"ccmon {version('ccmon')}"
+    except Exception:  # not installed (running from a checkout)
+        return "ccmon (development)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except CcmonError as exc:
+        print(f"ccmon {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
