@@ -94,13 +94,19 @@ class Engine:
         }
         self._now = 0.0
         self._cutoff = 0.0
+        self._days: dict[str, tuple[float, float]] = {}  # tenant -> [midnight, +23 h)
 
     # -- entry points ----------------------------------------------------------------------
     def lateness_cutoff(self, tenant: str, now: float) -> float:
         """Events with ``ts`` before this are ``too_late`` (older than every window)."""
         cutoff = now - self.config.longest_sliding_seconds
         if self.config.has_today:
-            cutoff = min(cutoff, local_midnight(now, self.config.timezone(tenant)))
+            day = self._days.get(tenant)
+            # Every local day lasts at least 23 h, so a midnight is valid for 23 h after it.
+            if day is None or not day[0] <= now < day[1]:
+                midnight = local_midnight(now, self.config.timezone(tenant))
+                day = self._days[tenant] = (midnight, midnight + 23 * 3600)
+            cutoff = min(cutoff, day[0])
         return cutoff
 
     def process(self, event: Event, now: float) -> bool:
@@ -255,7 +261,9 @@ class Engine:
         store.put_record("call", tenant, call_id, record, last_ts + self.config.max_call_age_seconds)
         customer = record.get("customer")
         if customer is not None and summary != before:
-            self._customer_update(tenant, customer, lambda rec: rec["calls"].__setitem__(call_id, summary))
+            self._customer_update(
+                tenant, customer, ev.ts, lambda rec: rec["calls"].__setitem__(call_id, summary)
+            )
 
     @staticmethod
     def _fact_times(record: Record) -> Iterable[float]:
@@ -359,25 +367,22 @@ class Engine:
         return desired
 
     # -- customers: repeat callers and callbacks -------------------------------------------
-    def _customer_update(self, tenant: str, customer: str, mutate: Callable[[Record], None]) -> None:
+    def _customer_update(self, tenant: str, customer: str, ts: float, mutate: Callable[[Record], None]) -> None:
         store = self.store
-        record = store.get_record("customer", tenant, customer) or {"calls": {}, "callbacks": {}}
+        record = store.get_record("customer", tenant, customer) or {"calls": {}, "callbacks": {}, "last": 0.0}
         mutate(record)
         desired, live, keep_from = self._customer_contributions(customer, record)
         self._reconcile(tenant, record, desired)
         self._reconcile_live(tenant, record, live)
-        # Forget calls no contribution can depend on any more.
-        horizon = self._cutoff - self.config.repeat_caller_seconds
-        keep_from = min(keep_from, horizon)
-        record["calls"] = {
-            cid: legs for cid, legs in record["calls"].items()
-            if any((leg[1] or leg[4] or 0) >= keep_from for leg in legs)
-        }  # fmt: skip
-        last = max(
-            [leg[4] or leg[1] or 0 for legs in record["calls"].values() for leg in legs]
-            + [cb[0] or 0 for cb in record["callbacks"].values()]
-            + [0.0]
-        )
+        record["last"] = last = max(record["last"], ts)
+        if last - record.get("pruned", 0.0) > 3600:
+            # Forget calls no contribution can depend on any more (at most hourly).
+            record["pruned"] = last
+            keep_from = min(keep_from, self._cutoff - self.config.repeat_caller_seconds)
+            record["calls"] = {
+                cid: legs for cid, legs in record["calls"].items()
+                if any((leg[4] or leg[1] or 0) >= keep_from for leg in legs)
+            }  # fmt: skip
         expire_at = max(last + self.config.horizon_seconds + self.config.repeat_caller_seconds,
                         self._now + 3600)  # fmt: skip
         if live:
@@ -403,6 +408,14 @@ class Engine:
             repeat = any(offers[j][1] != cid and offers[j][0] < ts for j in range(lo, i))
             desired[f"rep:{cid}:{ts}:{queue}"] = [queue, ts, {"repeat_n": 1, "repeat": 1 if repeat else 0}]
 
+        live: list[list[Any]] = []
+        keep_from = float("inf")
+        on_missed = self.config.callback_on_missed
+        if not record["callbacks"] and not (
+            on_missed
+            and any(leg[3] in MISSED_KINDS for legs in record["calls"].values() for leg in legs)
+        ):
+            return desired, live, keep_from
         # Callbacks: walk the customer's timeline.
         timeline: list[tuple[float, int, str, str, str | None]] = []  # ts, order, kind, id, queue
         for cid, legs in record["calls"].items():
@@ -411,7 +424,7 @@ class Engine:
                 if direction == "outbound":
                     if offer_ts is not None:
                         timeline.append((offer_ts, 1, "outbound", cid, queue))
-                elif kind in MISSED_KINDS and self.config.callback_on_missed:
+                elif kind in MISSED_KINDS and on_missed:
                     timeline.append((kind_ts, 0, "missed", f"m:{cid}:{kind_ts}", queue))
                 elif kind == "answered":
                     timeline.append((kind_ts, 1, "answered", cid, queue))
@@ -422,8 +435,6 @@ class Engine:
                 timeline.append((ts, 1, "attempt", cb_id, None))
         timeline.sort(key=lambda item: (item[0], item[1], item[2], item[3]))
 
-        live: list[list[Any]] = []
-        keep_from = float("inf")
         open_cb: dict[str, Any] | None = None
         for ts, _order, kind, ident, queue in timeline:
             if kind in ("missed", "request"):
@@ -475,7 +486,7 @@ class Engine:
             def mutate(rec: Record) -> None:
                 rec["callbacks"][cb_id] = summary
 
-            self._customer_update(tenant, customer, mutate)
+            self._customer_update(tenant, customer, ev.ts, mutate)
             return
         # No customer id: the callback stands alone (closed only by its own attempts).
         desired: dict[str, Contribution] = {}

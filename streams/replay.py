@@ -80,7 +80,7 @@ def newest_ts(path: str, progress: Progress | None = None) -> float | None:
     with open(path, "rb") as handle:
         for count, (_number, line) in enumerate(_lines(handle)):
             try:
-                ts = parse_line(line).ts
+                ts = parse_line(line).ts  # only a valid event may set `at`
             except InvalidEventError:
                 continue
             if newest is None or ts > newest:
