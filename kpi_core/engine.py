@@ -57,6 +57,9 @@ TICKETS = "tickets"
 AGENTS = "agents"
 
 ALL = "_all"
+#: A finished call's record (every leg has its outcome, answered legs have ended) is kept
+#: this long after its last event for late or out-of-order events, then dropped.
+COMPLETE_CALL_GRACE_SECONDS = 900.0
 _DAY = 86400.0
 _TICKET_MAX_AGE = 30 * _DAY
 
@@ -258,7 +261,11 @@ class Engine:
         ]
         record["summary"] = summary
         last_ts = max(self._fact_times(record))
-        store.put_record("call", tenant, call_id, record, last_ts + self.config.max_call_age_seconds)
+        complete = bool(legs) and all(
+            leg["outcome"] is not None and (leg["outcome"][0] != "answered" or leg["ended"]) for leg in legs
+        )
+        keep = COMPLETE_CALL_GRACE_SECONDS if complete else self.config.max_call_age_seconds
+        store.put_record("call", tenant, call_id, record, last_ts + keep)
         customer = record.get("customer")
         if customer is not None and summary != before:
             self._customer_update(

@@ -103,7 +103,7 @@ class MemoryState:
     def __init__(self, fine_seconds: int = 10, coarse_seconds: int = 900) -> None:
         self.fine_seconds = fine_seconds
         self.coarse_seconds = coarse_seconds
-        self._seen: dict[int, float] = {}
+        self._seen: dict[int, set[int]] = {}  # hour -> hashes of (tenant, event_id)
         self._records: dict[tuple[str, str, str], tuple[Record, float]] = {}
         self._fine: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
         self._coarse: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
@@ -117,10 +117,15 @@ class MemoryState:
         # A 64-bit hash instead of the id itself keeps a day of ids small; a false duplicate
         # needs a collision among ~2^32 ids. hash() is salted per process, which is fine for a
         # store that lives in one process.
+        # A duplicate carries the same ts as its original, so it lands in the same hour.
         key = hash((tenant, event_id))
-        if key in self._seen:
+        hour = int(ts // 3600)
+        seen = self._seen.get(hour)
+        if seen is None:
+            seen = self._seen[hour] = set()
+        elif key in seen:
             return False
-        self._seen[key] = ts
+        seen.add(key)
         return True
 
     def get_record(self, kind: str, tenant: str, key: str) -> Record | None:
@@ -217,13 +222,14 @@ class MemoryState:
             for buckets in tiers.values():
                 for bstart in [b for b in buckets if b < cutoff]:
                     del buckets[bstart]
-        self._seen = {k: ts for k, ts in self._seen.items() if ts >= coarse_cutoff}
+        for hour in [h for h in self._seen if (h + 1) * 3600 < coarse_cutoff]:
+            del self._seen[hour]
         self._records = {k: v for k, v in self._records.items() if v[1] >= now}
 
     # -- introspection (tests, benchmarks) -------------------------------------------------
     def sizes(self) -> dict[str, int]:
         return {
-            "event_ids": len(self._seen),
+            "event_ids": sum(len(s) for s in self._seen.values()),
             "records": len(self._records),
             "fine_buckets": sum(len(b) for b in self._fine.values()),
             "coarse_buckets": sum(len(b) for b in self._coarse.values()),

@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("streams.commands.replay", "run a JSONL file through the engine and print the KPIs"),
     "worker": ("streams.commands.worker", "consume events from Kafka and keep KPI state in Redis"),
     "exporter": ("streams.commands.exporter", "serve /metrics (and the JSON API) from Redis"),
+    "simulate": ("streams.commands.simulate", "generate realistic contact-center traffic"),
+    "demo": ("streams.commands.demo", "live wallboard on simulated traffic, no services needed"),
 }
 
 

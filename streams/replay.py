@@ -24,8 +24,8 @@ from kpi_core.exposition import render
 from kpi_core.kpis import MetricFamily, snapshot
 from kpi_core.state import MemoryState
 
-#: Upkeep (pruning) every this many events of a long file.
-MAINTAIN_EVERY = 200_000
+#: Upkeep (pruning old buckets, records and event ids) every this many events.
+MAINTAIN_EVERY = 20_000
 
 
 @dataclass

@@ -1,0 +1,38 @@
+# ccmon developer entry points. `make test` is exactly what CI runs (.ci/run).
+PYTHON ?= python3
+
+.PHONY: help install test test-unit services-up services-down run lint bench
+
+help:
+	@echo "make test        install, start real Kafka + Redis, run every test (what CI runs)"
+	@echo "make test-unit   unit tests only, no services"
+	@echo "make run         start Kafka + Redis, a worker and an exporter on :9108"
+	@echo "make services-up / services-down"
+	@echo "make lint        ruff + mypy"
+	@echo "make bench       benchmarks -> docs/BENCHMARKS.md (not part of the tests)"
+
+install:
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+
+test:
+	bash deploy/local/test.sh
+
+test-unit: install
+	$(PYTHON) -m pytest tests/unit -q
+
+services-up:
+	bash deploy/local/services.sh up
+
+services-down:
+	bash deploy/local/services.sh down
+
+run:
+	bash deploy/local/run.sh
+
+lint:
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PYTHON) -m ruff check kpi_core streams tests bench
+	$(PYTHON) -m mypy
+
+bench:
+	bash bench/run_all.sh

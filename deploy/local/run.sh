@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# `make run`: install ccmon, start the real Apache Kafka and Redis, then a ccmon worker and
+# the exporter on :9108 in the foreground. Ctrl-C stops the worker and the exporter; the
+# services keep running (deploy/local/services.sh down stops them).
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$repo"
+python="${PYTHON:-python3}"
+port="${CCMON_EXPORTER_PORT:-9108}"
+
+"$python" -m pip install --quiet --disable-pip-version-check -e .
+bash deploy/local/services.sh up
+eval "$(bash deploy/local/services.sh env)"
+export CCMON_KAFKA_BOOTSTRAP="$KAFKA_BOOTSTRAP" CCMON_REDIS_URL="$REDIS_URL"
+export CCMON_CONFIG="${CCMON_CONFIG:-$repo/deploy/config/ccmon.toml}"
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+ccmon exporter --port "$port" &
+pids+=($!)
+ccmon worker &
+pids+=($!)
+echo "ccmon is running: worker consuming ccmon.events on $KAFKA_BOOTSTRAP, state in $REDIS_URL"
+echo "metrics: http://127.0.0.1:$port/metrics   (Ctrl-C to stop)"
+wait -n "${pids[@]}"

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The one test command (README, `make test`, .ci/run): installs ccmon with its test extras,
+# starts the real Apache Kafka and Redis (deploy/local/services.sh), runs every test, and
+# stops the services again if it started them. Extra arguments go to pytest.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$repo"
+python="${PYTHON:-python3}"
+
+echo "== installing ccmon and its test dependencies"
+"$python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+
+started=0
+if ! bash deploy/local/services.sh status >/dev/null 2>&1; then
+  echo "== starting Apache Kafka and Redis"
+  bash deploy/local/services.sh up
+  started=1
+else
+  echo "== Apache Kafka and Redis already running"
+  bash deploy/local/services.sh status
+fi
+stop() {
+  if [ "$started" = 1 ]; then
+    echo "== stopping Apache Kafka and Redis"
+    bash deploy/local/services.sh down || true
+  fi
+}
+trap stop EXIT
+eval "$(bash deploy/local/services.sh env)"
+export KAFKA_BOOTSTRAP REDIS_URL
+
+echo "== pytest (KAFKA_BOOTSTRAP=$KAFKA_BOOTSTRAP)"
+set +e
+"$python" -m pytest "$@"
+rc=$?
+set -e
+if [ "$rc" = 5 ]; then
+  echo "pytest collected no tests: that is a failure here" >&2
+  exit 1
+fi
+exit "$rc"
