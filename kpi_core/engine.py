@@ -98,12 +98,14 @@ class Engine:
         self._now = 0.0
         self._cutoff = 0.0
         self._days: dict[str, tuple[float, float]] = {}  # tenant -> [midnight, +23 h)
+        self._longest = config.longest_sliding_seconds
+        self._has_today = config.has_today
 
     # -- entry points ----------------------------------------------------------------------
     def lateness_cutoff(self, tenant: str, now: float) -> float:
         """Events with ``ts`` before this are ``too_late`` (older than every window)."""
-        cutoff = now - self.config.longest_sliding_seconds
-        if self.config.has_today:
+        cutoff = now - self._longest
+        if self._has_today:
             day = self._days.get(tenant)
             # Every local day lasts at least 23 h, so a midnight is valid for 23 h after it.
             if day is None or not day[0] <= now < day[1]:
@@ -176,15 +178,28 @@ class Engine:
         )
 
     # -- contributions ---------------------------------------------------------------------
-    def _reconcile(self, tenant: str, record: Record, desired: dict[str, Contribution]) -> None:
-        """Apply the difference between the contributions ``record`` has applied and
-        ``desired``. Contributions older than the lateness cutoff are frozen: dropped from
-        both sides, never retracted."""
+    def _reconcile(
+        self,
+        tenant: str,
+        record: Record,
+        desired: dict[str, Contribution],
+        *,
+        key: str = "applied",
+        only: Callable[[Contribution], bool] | None = None,
+    ) -> None:
+        """Apply the difference between the contributions ``record[key]`` holds as applied
+        and ``desired``. With ``only``, just the applied contributions it selects are compared
+        (``desired`` must hold exactly the ones it would select); the rest stay as they are.
+        Contributions older than the lateness cutoff are frozen: dropped, never retracted."""
         store = self.store
         cutoff = self._cutoff
-        applied: dict[str, Contribution] = record.get("applied", {})
+        applied: dict[str, Contribution] = record.get(key, {})
+        kept: dict[str, Contribution] = {}
         for cid, old in applied.items():
             if old[1] < cutoff:
+                continue
+            if only is not None and not only(old):
+                kept[cid] = old
                 continue
             new = desired.get(cid)
             if new == old:
@@ -192,14 +207,13 @@ class Engine:
             retract = {k: -v for k, v in old[2].items() if not k.startswith("max_")}
             if retract:
                 store.add(tenant, old[0], old[1], retract)
-        kept: dict[str, Contribution] = {}
         for cid, new in desired.items():
             if new[1] < cutoff:
                 continue
             kept[cid] = new
             if applied.get(cid) != new:
                 store.add(tenant, new[0], new[1], new[2])
-        record["applied"] = kept
+        record[key] = kept
 
     def _reconcile_live(self, tenant: str, record: Record, desired: list[list[Any]]) -> None:
         """Make the live-set memberships of ``record`` equal ``desired``
@@ -268,8 +282,24 @@ class Engine:
         store.put_record("call", tenant, call_id, record, last_ts + keep)
         customer = record.get("customer")
         if customer is not None and summary != before:
+            # Repeat-caller status depends only on offers: recompute it only when the call's
+            # offers changed, and only for offers that change can affect.
+            old_offers = {(leg[1], leg[2]) for leg in before or () if leg[0] == "inbound" and leg[1] is not None}
+            new_offers = {(leg[1], leg[2]) for leg in summary if leg[0] == "inbound" and leg[1] is not None}
+            changed = [ts for ts, _queue in old_offers ^ new_offers]
+
+            def mutate(rec: Record) -> None:
+                rec["calls"][call_id] = summary
+                offers = rec.setdefault("offers", [])
+                for ts, queue in old_offers - new_offers:
+                    item = [ts, call_id, queue]
+                    if item in offers:
+                        offers.remove(item)
+                for ts, queue in new_offers - old_offers:
+                    bisect.insort(offers, [ts, call_id, queue])
+
             self._customer_update(
-                tenant, customer, ev.ts, lambda rec: rec["calls"].__setitem__(call_id, summary)
+                tenant, customer, ev.ts, mutate, (min(changed), max(changed)) if changed else None
             )
 
     @staticmethod
@@ -374,13 +404,27 @@ class Engine:
         return desired
 
     # -- customers: repeat callers and callbacks -------------------------------------------
-    def _customer_update(self, tenant: str, customer: str, ts: float, mutate: Callable[[Record], None]) -> None:
+    def _customer_update(
+        self,
+        tenant: str,
+        customer: str,
+        ts: float,
+        mutate: Callable[[Record], None],
+        repeat_range: tuple[float, float] | None = None,
+    ) -> None:
         store = self.store
         record = store.get_record("customer", tenant, customer) or {"calls": {}, "callbacks": {}, "last": 0.0}
         mutate(record)
-        desired, live, keep_from = self._customer_contributions(customer, record)
-        self._reconcile(tenant, record, desired)
-        self._reconcile_live(tenant, record, live)
+        if repeat_range is not None:
+            lo, hi = repeat_range[0], repeat_range[1] + self.config.repeat_caller_seconds
+            self._reconcile(
+                tenant, record, self._repeat_contributions(record, lo, hi),
+                key="applied_repeat", only=lambda c: lo <= c[1] <= hi,
+            )  # fmt: skip
+        desired, live, keep_from = self._callback_contributions(customer, record)
+        if desired or live or record.get("applied") or record.get("live"):
+            self._reconcile(tenant, record, desired)
+            self._reconcile_live(tenant, record, live)
         record["last"] = last = max(record["last"], ts)
         if last - record.get("pruned", 0.0) > 3600:
             # Forget calls no contribution can depend on any more (at most hourly).
@@ -390,31 +434,32 @@ class Engine:
                 cid: legs for cid, legs in record["calls"].items()
                 if any((leg[4] or leg[1] or 0) >= keep_from for leg in legs)
             }  # fmt: skip
+            record["offers"] = [o for o in record.get("offers", []) if o[1] in record["calls"]]
         expire_at = max(last + self.config.horizon_seconds + self.config.repeat_caller_seconds,
                         self._now + 3600)  # fmt: skip
         if live:
             expire_at = max(expire_at, self._now + 30 * _DAY)
         store.put_record("customer", tenant, customer, record, expire_at)
 
-    def _customer_contributions(
+    def _repeat_contributions(self, record: Record, lo: float, hi: float) -> dict[str, Contribution]:
+        """Repeat-caller contributions of the customer's inbound offers with ``lo <= ts <= hi``:
+        an offer is a repeat when another call of the customer was offered in the look-back
+        before it."""
+        offers = record.get("offers", [])  # [ts, call_id, queue], sorted
+        times = [o[0] for o in offers]
+        look_back = self.config.repeat_caller_seconds
+        desired: dict[str, Contribution] = {}
+        for i in range(bisect.bisect_left(times, lo), bisect.bisect_right(times, hi)):
+            ts, cid, queue = offers[i]
+            first = bisect.bisect_left(times, ts - look_back)
+            repeat = any(offers[j][1] != cid and offers[j][0] < ts for j in range(first, i))
+            desired[f"rep:{cid}:{ts}:{queue}"] = [queue, ts, {"repeat_n": 1, "repeat": 1 if repeat else 0}]
+        return desired
+
+    def _callback_contributions(
         self, customer: str, record: Record
     ) -> tuple[dict[str, Contribution], list[list[Any]], float]:
         desired: dict[str, Contribution] = {}
-        # Repeat callers: each inbound offer with a customer id; "repeat" when another call of
-        # the same customer was offered in the look-back before it.
-        offers = sorted(
-            (leg[1], cid, leg[2])
-            for cid, legs in record["calls"].items()
-            for leg in legs
-            if leg[0] == "inbound" and leg[1] is not None
-        )
-        times = [o[0] for o in offers]
-        look_back = self.config.repeat_caller_seconds
-        for i, (ts, cid, queue) in enumerate(offers):
-            lo = bisect.bisect_left(times, ts - look_back)
-            repeat = any(offers[j][1] != cid and offers[j][0] < ts for j in range(lo, i))
-            desired[f"rep:{cid}:{ts}:{queue}"] = [queue, ts, {"repeat_n": 1, "repeat": 1 if repeat else 0}]
-
         live: list[list[Any]] = []
         keep_from = float("inf")
         on_missed = self.config.callback_on_missed
@@ -523,8 +568,9 @@ class Engine:
         assert agent is not None
         record = store.get_record("agent", tenant, agent) or {"changes": []}
         queues = list(ev.queues) if ev.queues is not None else None
-        record["changes"].append([ev.ts, ev.event_id, ev.state, queues])
-        changes = sorted(record["changes"], key=lambda c: (c[0], c[1]))
+        changes: list[list[Any]] = record["changes"]  # [ts, event_id, state, queues|None], sorted
+        new = [ev.ts, ev.event_id, ev.state, queues]
+        bisect.insort(changes, new, key=lambda c: (c[0], c[1]))
         # An event without `queues` keeps the queues the agent had.
         resolved: list[tuple[float, str, str, list[str]]] = []
         current: list[str] = []
@@ -532,13 +578,23 @@ class Engine:
             if qs is not None:
                 current = qs
             resolved.append((ts, eid, state, current))
+        # The new change alters its own contribution and the next one's (which starts from
+        # it), and the queues of the following changes that inherit them.
+        index = changes.index(new)
+        last = index + 1
+        while last < len(changes) - 1 and changes[last][3] is None:
+            last += 1
+        last = min(last, len(changes) - 1)
+        lo, hi = changes[index][0], changes[last][0]
         desired: dict[str, Contribution] = {}
-        previous: tuple[str, list[str]] | None = None
-        for ts, eid, state, qs in resolved:
+        for i, (ts, eid, state, qs) in enumerate(resolved):
+            if not lo <= ts <= hi:
+                continue
             deltas: dict[str, dict[str, float]] = {}
-            if previous is not None:
-                for scope in [*previous[1], ALL]:
-                    self._occupancy_delta(deltas, scope, previous[0], -1)
+            if i > 0:
+                previous = resolved[i - 1]
+                for scope in [*previous[3], ALL]:
+                    self._occupancy_delta(deltas, scope, previous[2], -1)
             for scope in [*qs, ALL]:
                 self._occupancy_delta(deltas, scope, state, +1)
             for scope, d in deltas.items():
@@ -546,15 +602,15 @@ class Engine:
                 if fields:
                     fields.update({f"{k}_t": v * ts for k, v in list(fields.items())})
                     desired[f"{eid}:{scope}"] = [scope, ts, fields]
-            previous = (state, qs)
-        self._reconcile(tenant, record, desired)
+        self._reconcile(tenant, record, desired, only=lambda c: lo <= c[1] <= hi)
         last_ts, _eid, state, qs = resolved[-1]
         self._reconcile_live(
             tenant, record, [[AGENTS, scope, f"{state}\x1f{agent}", last_ts] for scope in [*qs, ALL]]
         )
         # Keep only the latest change that is older than the lateness cutoff, and the rest.
-        older = [c for c in changes if c[0] < self._cutoff]
-        record["changes"] = older[-1:] + [c for c in changes if c[0] >= self._cutoff]
+        older = bisect.bisect_left(changes, self._cutoff, key=lambda c: c[0])
+        if older > 1:
+            del changes[: older - 1]
         store.put_record("agent", tenant, agent, record, last_ts + max(self.config.horizon_seconds, 7 * _DAY))
 
     @staticmethod
