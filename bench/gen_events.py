@@ -11,8 +11,8 @@ order, across many queues and customers.
 from __future__ import annotations
 
 import argparse
-import json
 import heapq
+import json
 import random
 import sys
 from collections.abc import Iterator
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default="-")
     args = parser.parse_args(argv)
-    out = sys.stdout if args.out == "-" else open(args.out, "w")
+    out = sys.stdout if args.out == "-" else open(args.out, "w")  # noqa: SIM115 - closed below
     try:
         for event in generate(args.events, args.queues, args.seed):
             out.write(json.dumps(event, separators=(",", ":")))

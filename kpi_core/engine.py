@@ -522,14 +522,14 @@ class Engine:
         assert cb_id is not None
         record = store.get_record("callback", tenant, cb_id) or {"attempts": []}
         if ev.type == "callback.requested":
-            request = [ev.ts, ev.event_id, ev.queue, ev.customer_id]
-            if "request" not in record or request[:2] < record["request"][:2]:
-                record["request"] = request
+            new_request = [ev.ts, ev.event_id, ev.queue, ev.customer_id]
+            if "request" not in record or new_request[:2] < record["request"][:2]:
+                record["request"] = new_request
         else:
             record["attempts"].append(ev.ts)
         record["attempts"].sort()
-        request = record.get("request")
-        customer = request[3] if request else None
+        request: list[Any] | None = record.get("request")
+        customer: str | None = request[3] if request else None
         last = max([*record["attempts"], request[0] if request else 0.0])
         if customer is not None:
             summary = [request[0], request[2], list(record["attempts"])]
@@ -628,6 +628,7 @@ class Engine:
         ticket_id = ev.ticket_id
         assert ticket_id is not None
         record = store.get_record("ticket", tenant, ticket_id) or {"replies": [], "resolutions": [], "reopens": []}
+        created: list[Any] | None
         if ev.type == "ticket.created":
             created = [ev.ts, ev.event_id, ev.queue, ev.kb_session_id]
             if "created" not in record or created[:2] < record["created"][:2]:

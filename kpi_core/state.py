@@ -200,9 +200,9 @@ class MemoryState:
                         merge_into(result, bucket)
             else:
                 for bstart in starts:
-                    bucket = tier.get(bstart)
-                    if bucket is not None:
-                        merge_into(result, bucket)
+                    found = tier.get(bstart)
+                    if found is not None:
+                        merge_into(result, found)
         return result
 
     def totals(self, tenant: str, scope: str) -> dict[str, float]:
