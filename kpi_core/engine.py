@@ -531,7 +531,7 @@ class Engine:
         request: list[Any] | None = record.get("request")
         customer: str | None = request[3] if request else None
         last = max([*record["attempts"], request[0] if request else 0.0])
-        if customer is not None:
+        if customer is not None and request is not None:
             summary = [request[0], request[2], list(record["attempts"])]
             store.put_record("callback", tenant, cb_id, record, last + 30 * _DAY)
 
