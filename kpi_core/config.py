@@ -116,6 +116,9 @@ class Config:
     bucket_seconds: int = 10
     coarse_bucket_seconds: int = 900
     max_call_age_seconds: float = 4 * 3600.0
+    #: A finished call's record (every leg has an outcome, answered legs have ended) is kept
+    #: this long after its last event for late events, then dropped to bound memory.
+    finished_call_grace_seconds: float = 900.0
     callback_on_missed: bool = True
     repeat_caller_seconds: float = 86400.0
     max_future_seconds: float = 300.0
@@ -215,6 +218,7 @@ _ENGINE_FIELDS = {
     "bucket_seconds",
     "coarse_bucket_seconds",
     "max_call_age_seconds",
+    "finished_call_grace_seconds",
     "callback_on_missed",
     "repeat_caller_seconds",
     "max_future_seconds",
@@ -286,6 +290,9 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
         bucket_seconds=bucket,
         coarse_bucket_seconds=coarse,
         max_call_age_seconds=_number(engine, "max_call_age_seconds", "engine.", base.max_call_age_seconds, minimum=60),
+        finished_call_grace_seconds=_number(
+            engine, "finished_call_grace_seconds", "engine.", base.finished_call_grace_seconds
+        ),
         callback_on_missed=on_missed,
         repeat_caller_seconds=_number(engine, "repeat_caller_seconds", "engine.", base.repeat_caller_seconds, minimum=60),
         max_future_seconds=_number(engine, "max_future_seconds", "engine.", base.max_future_seconds),

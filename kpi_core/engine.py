@@ -57,9 +57,6 @@ TICKETS = "tickets"
 AGENTS = "agents"
 
 ALL = "_all"
-#: A finished call's record (every leg has its outcome, answered legs have ended) is kept
-#: this long after its last event for late or out-of-order events, then dropped.
-COMPLETE_CALL_GRACE_SECONDS = 900.0
 _DAY = 86400.0
 _TICKET_MAX_AGE = 30 * _DAY
 
@@ -237,6 +234,7 @@ class Engine:
         call_id = ev.call_id
         assert call_id is not None
         record = store.get_record("call", tenant, call_id) or {}
+        had_customer = "customer" in record
         fact = [ev.ts, ev.event_id, ev.queue]
         kind = TERMINAL_KINDS.get(ev.type)
         if ev.type == "call.offered":
@@ -278,9 +276,11 @@ class Engine:
         complete = bool(legs) and all(
             leg["outcome"] is not None and (leg["outcome"][0] != "answered" or leg["ended"]) for leg in legs
         )
-        keep = COMPLETE_CALL_GRACE_SECONDS if complete else self.config.max_call_age_seconds
+        keep = self.config.finished_call_grace_seconds if complete else self.config.max_call_age_seconds
         store.put_record("call", tenant, call_id, record, last_ts + keep)
         customer = record.get("customer")
+        if customer is not None and not had_customer:
+            before = None  # the customer's record has seen none of this call's legs yet
         if customer is not None and summary != before:
             # Repeat-caller status depends only on offers: recompute it only when the call's
             # offers changed, and only for offers that change can affect.
@@ -532,6 +532,10 @@ class Engine:
         customer: str | None = request[3] if request else None
         last = max([*record["attempts"], request[0] if request else 0.0])
         if customer is not None and request is not None:
+            # Anything this callback counted on its own (before the request naming the
+            # customer arrived) now belongs to the customer's timeline.
+            self._reconcile(tenant, record, {})
+            self._reconcile_live(tenant, record, [])
             summary = [request[0], request[2], list(record["attempts"])]
             store.put_record("callback", tenant, cb_id, record, last + 30 * _DAY)
 

@@ -160,12 +160,20 @@ def _preview(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _float(value: int | float) -> float:
+    """``float(value)``, with integers too large for a float mapped to infinity."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def parse_ts(value: Any) -> float:
     """RFC 3339 with an offset, or epoch seconds (int or float), to UTC epoch seconds."""
     if isinstance(value, bool):
         raise InvalidEventError("bad_timestamp", f"ts must be RFC 3339 or epoch seconds, got {value!r}")
     if isinstance(value, int | float):
-        ts = float(value)
+        ts = _float(value)
         if not math.isfinite(ts) or not 0 <= ts < MAX_EPOCH_SECONDS:
             raise InvalidEventError("bad_timestamp", f"epoch ts out of range: {_preview(value)}")
         return ts
@@ -173,7 +181,8 @@ def parse_ts(value: Any) -> float:
         if len(value) > 64:
             raise InvalidEventError("bad_timestamp", f"ts too long: {_preview(value)}")
         try:
-            parsed = datetime.fromisoformat(value)
+            # RFC 3339 allows lower-case 't' and 'z'; no other letter is valid in one.
+            parsed = datetime.fromisoformat(value.upper())
         except ValueError:
             raise InvalidEventError("bad_timestamp", f"ts is not RFC 3339: {_preview(value)}") from None
         if parsed.tzinfo is None or parsed.utcoffset() is None:
@@ -186,7 +195,8 @@ def parse_ts(value: Any) -> float:
 
 
 def _has_control(text: str) -> bool:
-    return any(ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0 for ch in text)
+    """Control characters, or lone surrogates (valid JSON escapes that are not text)."""
+    return any(ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0 or 0xD800 <= ord(ch) < 0xE000 for ch in text)
 
 
 def _id(obj: dict[str, Any], name: str) -> str | None:
@@ -203,6 +213,8 @@ def _id(obj: dict[str, Any], name: str) -> str | None:
         raise InvalidEventError(
             f"invalid_field:{name}", f"{name} longer than {MAX_ID_LENGTH} characters"
         )
+    if any(0xD800 <= ord(ch) < 0xE000 for ch in value):
+        raise InvalidEventError(f"invalid_field:{name}", f"{name} holds a lone surrogate, not text")
     return value
 
 
@@ -228,7 +240,7 @@ def _duration(obj: dict[str, Any], name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidEventError(f"invalid_field:{name}", f"{name} must be a number, got {_preview(value)}")
-    seconds = float(value)
+    seconds = _float(value)
     if not math.isfinite(seconds):
         raise InvalidEventError(f"invalid_field:{name}", f"{name} must be finite, got {_preview(value)}")
     if seconds < 0:
@@ -258,7 +270,7 @@ def _choice(obj: dict[str, Any], name: str, allowed: frozenset[str] | tuple[str,
 
 def _score(obj: dict[str, Any], survey: str) -> tuple[float, int | None]:
     value = obj.get("score")
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(_float(value)):
         raise InvalidEventError("invalid_field:score", f"score must be a number, got {_preview(value)}")
     scale_max: int | None = None
     if survey == "csat":
@@ -319,8 +331,9 @@ def parse_event(obj: Any) -> Event:
 
     tenant = _name(obj, "tenant") or "default"
     queue = fields.get("queue")
-    if queue in RESERVED_QUEUES or fields.get("to_queue") in RESERVED_QUEUES:
-        raise InvalidEventError("invalid_field:queue", f"queue name {queue!r} is reserved")
+    for name in ("queue", "to_queue"):
+        if fields.get(name) in RESERVED_QUEUES:
+            raise InvalidEventError(f"invalid_field:{name}", f"queue name {fields[name]!r} is reserved")
     channel = _choice(obj, "channel", CHANNELS)
     if channel is None and event_type in CALL_TYPES:
         channel = "voice"

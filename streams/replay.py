@@ -13,7 +13,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO, TextIO
 
 from kpi_core.config import Config
@@ -106,6 +106,9 @@ def replay(
         meter.done()
         if at is None:
             at = time.time()
+    # A file need not be in time order: keep finished calls for the whole horizon, so a late
+    # line for any call of the replayed span still finds its record.
+    config = replace(config, finished_call_grace_seconds=max(config.finished_call_grace_seconds, config.horizon_seconds))
     store = MemoryState(config.bucket_seconds, config.coarse_bucket_seconds)
     engine = Engine(config, store)
     result = ReplayResult(at=at, families=[])
