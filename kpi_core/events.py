@@ -330,7 +330,6 @@ def parse_event(obj: Any) -> Event:
             fields[name] = _bool(obj, name)
 
     tenant = _name(obj, "tenant") or "default"
-    queue = fields.get("queue")
     for name in ("queue", "to_queue"):
         if fields.get(name) in RESERVED_QUEUES:
             raise InvalidEventError(f"invalid_field:{name}", f"queue name {fields[name]!r} is reserved")
