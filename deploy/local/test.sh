@@ -9,6 +9,7 @@ python="${PYTHON:-python3}"
 
 echo "== installing ccmon and its test dependencies"
 "$python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+bash deploy/local/install-test-tools.sh
 
 started=0
 if ! bash deploy/local/services.sh status >/dev/null 2>&1; then

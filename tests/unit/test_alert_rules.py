@@ -1,0 +1,320 @@
+"""The Prometheus alert rules (deploy/prometheus/rules/) and the Alertmanager routes.
+
+* ``promtool check rules`` and ``promtool test rules`` on deploy/prometheus/tests/*.yml
+  (skipped, with the reason, only when promtool is not installed: Debian package
+  ``prometheus``);
+* every alert has a promtool case where it fires and one where it stays silent, so a new rule
+  without tests fails here;
+* every alert has the labels and annotations Alertmanager and the runbooks rely on, queue
+  alerts compare per queue against target gauges and go through the paging-hours gate, and
+  only documented constants appear in them;
+* every metric a rule reads is one ccmon exports (kpi_core/kpis.py);
+* every alert is documented in docs/ALERTS.md with its exact expression;
+* with ``amtool`` (Debian package ``prometheus-alertmanager``): every alert routes to a real
+  receiver.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from test_dashboards import metric_names_in, normalize, unknown_metrics
+
+REPO = Path(__file__).resolve().parents[2]
+RULES_DIR = REPO / "deploy" / "prometheus" / "rules"
+TESTS_DIR = REPO / "deploy" / "prometheus" / "tests"
+ALERTMANAGER_FILE = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
+DOC = REPO / "docs" / "ALERTS.md"
+
+SEVERITIES = {"warning", "critical"}
+TEAMS = {"supervisors", "ops"}
+ANNOTATIONS = ("summary", "description", "runbook")
+GATE = "and on(tenant, queue) (ccmon:queue_paging == 1)"
+GATE_GROUP = "ccmon-paging-gate"
+#: The only numbers queue (team=supervisors) rules may hold; docs/ALERTS.md, "Constants".
+QUEUE_RULE_CONSTANTS = {"0.15", "1", "2", "3", "5"}
+#: Receiver each (team, severity) must reach.
+EXPECTED_RECEIVERS = {
+    ("supervisors", "critical"): "supervisors-pager",
+    ("supervisors", "warning"): "supervisors",
+    ("ops", "critical"): "ops",
+    ("ops", "warning"): "ops",
+}
+
+PROMTOOL = shutil.which("promtool")
+AMTOOL = shutil.which("amtool")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool not on PATH (apt-get install prometheus)"
+)
+needs_amtool = pytest.mark.skipif(
+    AMTOOL is None, reason="amtool not on PATH (apt-get install prometheus-alertmanager)"
+)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def rule_files() -> list[Path]:
+    return sorted(RULES_DIR.glob("*.yml"))
+
+
+def promtool_test_files() -> list[Path]:
+    return sorted(TESTS_DIR.glob("*.yml"))
+
+
+def load_groups(paths: list[Path] | None = None) -> list[dict[str, Any]]:
+    groups: list[dict[str, Any]] = []
+    for path in rule_files() if paths is None else paths:
+        groups += (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("groups", [])
+    return groups
+
+
+def alert_rules(groups: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    return [
+        rule
+        for group in (load_groups() if groups is None else groups)
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
+
+
+def promtool_cases(paths: list[Path] | None = None) -> tuple[set[str], set[str]]:
+    """Alert names with a firing case (non-empty exp_alerts) and with a silent case."""
+    firing: set[str] = set()
+    silent: set[str] = set()
+    for path in promtool_test_files() if paths is None else paths:
+        for test in yaml.safe_load(path.read_text(encoding="utf-8")).get("tests", []):
+            for case in test.get("alert_rule_test") or []:
+                (firing if case.get("exp_alerts") else silent).add(case["alertname"])
+    return firing, silent
+
+
+def numbers_in(expr: str) -> set[str]:
+    """Numeric literals of a PromQL expression (not inside names, strings or ranges)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"\[[^\]]*\]", "", text)
+    return set(re.findall(r"(?<![\w.:])(\d+(?:\.\d+)?)(?![\w.])", text))
+
+
+# --------------------------------------------------------------------------- checkers
+
+
+def alert_problems(rule: Mapping[str, Any]) -> list[str]:
+    name = rule.get("alert", "?")
+    labels = rule.get("labels") or {}
+    annotations = rule.get("annotations") or {}
+    problems = []
+    if labels.get("severity") not in SEVERITIES:
+        problems.append(f"{name}: severity {labels.get('severity')!r} not in {sorted(SEVERITIES)}")
+    if labels.get("team") not in TEAMS:
+        problems.append(f"{name}: team {labels.get('team')!r} not in {sorted(TEAMS)}")
+    if not labels.get("family"):
+        problems.append(f"{name}: no family label (Alertmanager inhibits per family)")
+    for key in ANNOTATIONS:
+        if not str(annotations.get(key, "")).strip():
+            problems.append(f"{name}: no {key} annotation")
+    if not rule.get("for"):
+        problems.append(f"{name}: no 'for' duration")
+    if not re.fullmatch(r"Ccmon[A-Z][A-Za-z]+", name):
+        problems.append(f"{name}: alert names are CcmonCamelCase")
+    expr = normalize(str(rule.get("expr", "")))
+    if labels.get("team") == "supervisors":
+        if not expr.endswith(GATE):
+            problems.append(f"{name}: a queue alert must end in {GATE!r} (paging hours)")
+        if 'queue!="_all"' not in expr or "on(tenant, queue)" not in expr:
+            problems.append(f'{name}: a queue alert compares per queue and leaves out queue="_all"')
+        for key in ("summary", "description"):
+            text = str(annotations.get(key, ""))
+            if "$labels.tenant" not in text or "$labels.queue" not in text:
+                problems.append(f"{name}: the {key} must name $labels.tenant and $labels.queue")
+        extra = numbers_in(expr) - QUEUE_RULE_CONSTANTS
+        if extra:
+            problems.append(
+                f"{name}: thresholds come from target gauges, not numbers: {sorted(extra)}"
+            )
+    return problems
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def groups() -> list[dict[str, Any]]:
+    return load_groups()
+
+
+@pytest.fixture(scope="module")
+def alerts(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rules = alert_rules(groups)
+    assert rules, "no alert rules found"
+    return rules
+
+
+# --------------------------------------------------------------------------- promtool
+
+
+@needs_promtool
+def test_promtool_check_rules() -> None:
+    result = subprocess.run(
+        [str(PROMTOOL), "check", "rules", *map(str, rule_files())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_promtool_unit_tests() -> None:
+    result = subprocess.run(
+        [str(PROMTOOL), "test", "rules", *map(str, promtool_test_files())],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=TESTS_DIR,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_has_a_firing_and_a_silent_case(alerts: list[dict[str, Any]]) -> None:
+    firing, silent = promtool_cases()
+    names = {rule["alert"] for rule in alerts}
+    assert sorted(names - firing) == [], "alerts without a promtool case where they fire"
+    assert sorted(names - silent) == [], "alerts without a promtool case where they stay silent"
+    assert sorted((firing | silent) - names) == [], "promtool cases for alerts that do not exist"
+
+
+def test_promtool_files_load_every_rule_file_and_order_the_gate_first(
+    groups: list[dict[str, Any]],
+) -> None:
+    names = [group["name"] for group in groups]
+    assert len(names) == len(set(names)), f"rule group names repeat: {names}"
+    for path in promtool_test_files():
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = {(path.parent / f).resolve() for f in doc["rule_files"]}
+        assert loaded == {p.resolve() for p in rule_files()}, f"{path.name}: rule_files"
+        order = doc.get("group_eval_order") or []
+        assert order[:1] == [GATE_GROUP] and sorted(order) == sorted(names), (
+            f"{path.name}: group_eval_order must list every group, {GATE_GROUP} first"
+        )
+
+
+# --------------------------------------------------------------------------- rule content
+
+
+def test_alerts_have_labels_annotations_and_per_queue_targets(alerts: list[dict[str, Any]]) -> None:
+    assert [p for rule in alerts for p in alert_problems(rule)] == []
+    names = [rule["alert"] for rule in alerts]
+    assert len(names) == len(set(names)), f"alert names repeat: {names}"
+
+
+def test_alert_problems_are_detected(alerts: list[dict[str, Any]]) -> None:
+    rule = copy.deepcopy(next(r for r in alerts if r["alert"] == "CcmonServiceLevelBelowTarget"))
+    rule["expr"] = 'ccmon_service_level_ratio{window="15m"} < 0.8'
+    del rule["annotations"]["runbook"]
+    rule["labels"]["severity"] = "page"
+    problems = alert_problems(rule)
+    assert any("severity 'page'" in p for p in problems)
+    assert any("no runbook annotation" in p for p in problems)
+    assert any("paging hours" in p for p in problems)
+    assert any('leaves out queue="_all"' in p for p in problems)
+    assert any("not numbers: ['0.8']" in p for p in problems)
+
+
+def test_numbers_in() -> None:
+    assert numbers_in('x{window="15m"} > 2 * rate(y[5m]) - 0.15 and ccmon:z == 1') == {
+        "2",
+        "0.15",
+        "1",
+    }
+
+
+def test_queue_alerts_compare_with_target_gauges(alerts: list[dict[str, Any]]) -> None:
+    """Each queue alert reads a target gauge or, where no target exists, a per-queue baseline
+    (the SL threshold, the queue's own recent history)."""
+    for rule in alerts:
+        if rule["labels"]["team"] != "supervisors":
+            continue
+        expr = rule["expr"]
+        assert (
+            "ccmon_target_" in expr
+            or "ccmon_service_level_threshold_seconds" in expr
+            or 'window="1h"' in expr
+        ), rule["alert"]
+
+
+def test_rules_use_only_exported_metrics(groups: list[dict[str, Any]]) -> None:
+    exprs = [rule["expr"] for group in groups for rule in group["rules"]]
+    assert unknown_metrics(exprs) == []
+    used = set().union(*(metric_names_in(e) for e in exprs))
+    assert "ccmon_consumer_lag" in used  # written against the exporter's forthcoming metric
+
+
+def test_recording_rules_follow_the_naming_convention(groups: list[dict[str, Any]]) -> None:
+    for group in groups:
+        for rule in group["rules"]:
+            if "record" in rule:
+                assert re.fullmatch(r"ccmon:[a-z_]+", rule["record"]), rule["record"]
+
+
+def test_every_alert_is_documented(alerts: list[dict[str, Any]]) -> None:
+    doc = DOC.read_text(encoding="utf-8")
+    flat = normalize(doc)
+    for rule in alerts:
+        assert f"#### {rule['alert']}" in doc, f"docs/ALERTS.md has no section for {rule['alert']}"
+        assert normalize(rule["expr"]) in flat, (
+            f"docs/ALERTS.md shows an outdated expr of {rule['alert']}"
+        )
+        assert normalize(rule["annotations"]["runbook"]) in flat, f"runbook of {rule['alert']}"
+
+
+# --------------------------------------------------------------------------- alertmanager
+
+
+def test_alertmanager_groups_per_queue_and_inhibits_per_family() -> None:
+    config = yaml.safe_load(ALERTMANAGER_FILE.read_text(encoding="utf-8"))
+    assert config["route"]["group_by"] == ["tenant", "queue"]
+    (rule,) = config["inhibit_rules"]
+    assert rule["source_matchers"] == ['severity="critical"']
+    assert rule["target_matchers"] == ['severity="warning"']
+    assert set(rule["equal"]) == {"tenant", "queue", "family"}
+    receivers = {r["name"] for r in config["receivers"]}
+    assert set(EXPECTED_RECEIVERS.values()) <= receivers
+
+
+@needs_amtool
+def test_every_alert_routes_to_its_receiver(alerts: list[dict[str, Any]]) -> None:
+    for rule in alerts:
+        labels = {
+            **rule["labels"],
+            "alertname": rule["alert"],
+            "tenant": "acme",
+            "queue": "support",
+        }
+        result = subprocess.run(
+            [
+                str(AMTOOL),
+                "config",
+                "routes",
+                "test",
+                f"--config.file={ALERTMANAGER_FILE}",
+                *(f"{k}={v}" for k, v in sorted(labels.items())),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        expected = EXPECTED_RECEIVERS[(rule["labels"]["team"], rule["labels"]["severity"])]
+        assert result.stdout.split() == [expected], f"{rule['alert']} -> {result.stdout!r}"
