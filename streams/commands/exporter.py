@@ -1,13 +1,24 @@
-"""Placeholder: filled in by the streams work."""
+"""Serve the KPIs from Redis: /metrics (Prometheus text), /api/kpis (JSON, optional
+?tenant=&queue= filters), /api/callbacks/pending and /healthz. Every scrape reads Redis at
+that instant (the clock: wall, or fixed for tests). Each value comes from its flag, else its
+environment variable, else the default."""
 
 from __future__ import annotations
 
 import argparse
 
+from streams import settings as settings_module
+
+FLAGS = ("exporter_port", "exporter_host", "redis_url", "redis_prefix", "config_path", "clock", "log_level")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    settings_module.add_arguments(parser, FLAGS)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("not implemented yet")
+    settings = settings_module.from_args(args)
+    settings_module.setup_logging(settings)
+    from streams.exporter import serve
+
+    return serve(settings)

@@ -1,13 +1,28 @@
-"""Placeholder: filled in by the streams work."""
+"""Consume events from Kafka, fold them into KPI state in Redis, and send rejected events to
+the dead-letter topic. Run several with the same --group to split the topic's partitions.
+Each value comes from its flag, else its environment variable, else the default. Keeps
+retrying (with one clear log line per attempt) while Kafka or Redis cannot be reached."""
 
 from __future__ import annotations
 
 import argparse
 
+from streams import settings as settings_module
+
+FLAGS = (
+    "kafka_bootstrap", "redis_url", "events_topic", "dlq_topic", "group_id", "config_path",
+    "redis_prefix", "batch_size", "batch_within", "worker_web_port", "offset_reset", "clock",
+    "log_level",
+)  # fmt: skip
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    settings_module.add_arguments(parser, FLAGS)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("not implemented yet")
+    settings = settings_module.from_args(args)
+    settings_module.setup_logging(settings)
+    from streams.worker import run_worker
+
+    return run_worker(settings)

@@ -1,0 +1,193 @@
+"""The exporter: KPIs read from Redis at request time, served over HTTP.
+
+* ``/metrics`` -- Prometheus text (or OpenMetrics when asked) from :class:`KpiCollector`, a
+  custom collector on its own :class:`~prometheus_client.CollectorRegistry` that builds
+  :func:`kpi_core.kpis.snapshot` from :class:`~streams.redis_state.RedisState` at each scrape,
+  plus the worker group's ``ccmon_consumer_lag`` and ``ccmon_exporter_scrape_seconds``. So
+  ``/metrics`` says exactly what ``ccmon replay`` would print for the same events.
+* ``/api/samples`` -- every KPI sample as JSON ``{"at", "samples": [{name, labels, value}]}``,
+  filtered by ``?tenant=`` and ``?queue=``.
+* Everything else -- the wallboard (``/``), ``/api/kpis``, ``/api/callbacks/pending`` and
+  ``/healthz`` -- is :mod:`streams.web`, the same app ``ccmon demo`` serves, here over Redis.
+
+A scrape while Redis is unreachable answers 503 (Prometheus marks the target down) rather
+than an empty page that would look like every KPI vanished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from urllib.parse import parse_qs
+
+import redis
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from kpi_core.config import Config
+from kpi_core.kpis import MetricFamily, snapshot
+from kpi_core.state import StateStore
+from streams import web
+from streams.settings import Settings
+
+log = logging.getLogger("ccmon.exporter")
+
+Clock = Callable[[], float]
+
+
+def to_prometheus(family: MetricFamily) -> Metric:
+    """One :class:`~kpi_core.kpis.MetricFamily` as a prometheus_client metric family, with
+    the same samples (names with their suffixes, labels, values)."""
+    metric: Metric
+    if family.kind == "counter":
+        # prometheus_client names a counter family without ``_total``; samples keep it.
+        base = family.name.removesuffix("_total")
+        metric = CounterMetricFamily(base, family.help)
+        for suffix, labels, value in family.samples:
+            metric.add_sample(base + "_total" + suffix, dict(labels), value)
+        return metric
+    if family.kind == "histogram":
+        metric = HistogramMetricFamily(family.name, family.help)
+    else:
+        metric = GaugeMetricFamily(family.name, family.help)
+    for suffix, labels, value in family.samples:
+        metric.add_sample(family.name + suffix, dict(labels), value)
+    return metric
+
+
+class KpiCollector(Collector):
+    """Builds every KPI from the store at each scrape."""
+
+    def __init__(self, config: Config, store: StateStore, clock: Clock) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+
+    def snapshot(self) -> tuple[float, list[MetricFamily]]:
+        at = self.clock()
+        return at, snapshot(self.config, self.store, at)
+
+    def collect(self) -> Iterator[Metric]:
+        started = time.perf_counter()
+        _at, families = self.snapshot()
+        for family in families:
+            if family.samples:
+                yield to_prometheus(family)
+        consumer_lag = getattr(self.store, "consumer_lag", None)  # RedisState: from the worker
+        if consumer_lag is not None:
+            lag = GaugeMetricFamily("ccmon_consumer_lag", "Kafka messages of the events topic not yet "
+                                    "processed by the worker group (measured every 5 s).",
+                                    labels=["topic", "partition"])  # fmt: skip
+            for (topic, partition), value in sorted(consumer_lag().items()):
+                lag.add_metric([topic, str(partition)], value)
+            yield lag
+        scrape = GaugeMetricFamily("ccmon_exporter_scrape_seconds", "Time to read the KPIs from Redis.")
+        scrape.add_metric([], time.perf_counter() - started)
+        yield scrape
+
+
+def samples_document(at: float, families: Iterable[MetricFamily], tenant: str | None, queue: str | None) -> dict[str, Any]:
+    """``{"at", "samples": [{"name", "labels", "value"}]}``, filtered by tenant and queue."""
+    samples = []
+    for family in families:
+        for suffix, labels, value in family.samples:
+            label_map = dict(labels)
+            if tenant is not None and label_map.get("tenant") != tenant:
+                continue
+            if queue is not None and label_map.get("queue") != queue:
+                continue
+            samples.append({"name": family.name + suffix, "labels": label_map,
+                            "value": value if math.isfinite(value) else None})  # fmt: skip
+    return {"at": at, "samples": samples}
+
+
+def build_app(config: Config, store: StateStore, clock: Clock, ping: Callable[[], Any] | None = None) -> web.app.WSGIApp:
+    """The exporter's WSGI app over ``store``; ``ping`` (Redis's) decides ``/healthz``."""
+    collector = KpiCollector(config, store, clock)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    metrics_app = make_wsgi_app(registry)
+
+    def info() -> dict[str, Any]:
+        ready = True
+        if ping is not None:
+            try:
+                ping()
+            except redis.RedisError:
+                ready = False
+        return {"at": clock(), "ready": ready, "source": "redis"}
+
+    web_app = web.make_wsgi_app(
+        lambda: collector.snapshot()[1],
+        lambda: web.pending_callbacks(config, store, clock()),
+        get_info=info,
+    )
+
+    def respond(start_response: Callable[..., Any], status: str, body: bytes, content_type: str) -> list[bytes]:
+        start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body))),
+                                ("Cache-Control", "no-store")])  # fmt: skip
+        return [body]
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/") or "/"
+        try:
+            if path in ("/metrics", "/metrics/"):
+                return metrics_app(environ, start_response)
+            if path == "/api/samples":
+                query = parse_qs(environ.get("QUERY_STRING", ""))
+                at, families = collector.snapshot()
+                document = samples_document(at, families, query.get("tenant", [None])[0], query.get("queue", [None])[0])
+                body = json.dumps(document, ensure_ascii=False, allow_nan=False).encode("utf-8")
+                return respond(start_response, "200 OK", body, web.app.JSON_CONTENT_TYPE)
+        except redis.RedisError as exc:
+            log.error("%s: Redis error: %s: %s", path, type(exc).__name__, exc)
+            body = f"Redis unavailable: {type(exc).__name__}\n".encode()
+            return respond(start_response, "503 Service Unavailable", body, "text/plain; charset=utf-8")
+        return web_app(environ, start_response)
+
+    return app
+
+
+def serve(settings: Settings) -> int:
+    """``ccmon exporter``: serve until SIGTERM/SIGINT."""
+    from kpi_core.config import load_config
+    from streams.redis_state import RedisState
+
+    config = load_config(settings.config_path)
+    state = RedisState.from_url(settings.redis_url, config, prefix=settings.redis_prefix,
+                                clock=settings.make_clock())  # fmt: skip
+    app = build_app(config, state, settings.make_clock(), ping=state.client.ping)
+    try:
+        server = web.serve(app, settings.exporter_host, settings.exporter_port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", settings.exporter_host, settings.exporter_port, exc.strerror or exc)
+        return 1
+    try:
+        state.client.ping()
+    except redis.RedisError as exc:
+        log.error("Redis at %s is not reachable yet (%s); /metrics answers 503 until it is",
+                  settings.redacted()["redis_url"], exc)  # fmt: skip
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stopped.set())
+    log.info("serving %smetrics from %s (prefix %s)", server.url, settings.redacted()["redis_url"], settings.redis_prefix)
+    try:
+        while not stopped.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    log.info("stopped")
+    return 0

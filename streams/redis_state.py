@@ -1,0 +1,637 @@
+"""The engine's :class:`~kpi_core.state.StateStore` in Redis, with the semantics of
+:class:`~kpi_core.state.MemoryState`.
+
+Key layout (``P`` is the prefix, ``ccmon`` by default; ``<x>`` is a name encoded by
+:func:`encode`, so no key part ever holds ``:``, ``{`` or ``}``)::
+
+    P:{t:<tenant>}:scopes                   set   scope names (raw), for listing
+    P:{t:<tenant>}:b:f:<scope>:<start>      hash  fine bucket: field -> number (TTL)
+    P:{t:<tenant>}:b:c:<scope>:<start>      hash  coarse bucket (TTL)
+    P:{t:<tenant>}:tot:<scope>              hash  lifetime totals (no TTL)
+    P:{t:<tenant>}:live:<name>:<scope>      zset  member -> score
+    P:{t:<tenant>}:rec:<kind>:<key>         string JSON record (TTL = its expiry)
+    P:{t:<tenant>}:seen:<hour>              set   digests of the event ids seen (TTL)
+    P:{p}:tenants                           set   tenant names (raw)
+    P:{p}:counts                            set   pipeline count names
+    P:{p}:count:<name>                      hash  label -> number
+
+``{t:<tenant>}`` is a Redis Cluster hash tag: all of a tenant's keys share one slot.
+
+Writes happen in batches (:meth:`RedisState.batch`). Inside one, records are read through a
+per-batch cache, and every record key read is ``WATCH``ed; all writes are buffered and merged
+in Python (one value per key and field), and leave in one ``MULTI``/``EXEC`` that runs one
+Lua script (:data:`APPLY_LUA`). The script first checks that none of the batch's event ids is
+already in its ``seen`` set, then applies everything. The batch fails with
+:class:`BatchConflict`, having changed nothing, when a watched record changed meanwhile or
+another worker applied one of its events first: the caller recomputes the batch from
+scratch. Because the ``seen`` sets are written in the same transaction as the counters, a
+batch that is run again after a crash finds its events already seen and counts nothing twice.
+
+Expiry is by TTL, computed from the store's clock: a bucket lives as long as
+:meth:`MemoryState.maintain <kpi_core.state.MemoryState.maintain>` would keep it, a record
+until its ``expire_at`` (at least :data:`MIN_TTL_SECONDS`), so :meth:`RedisState.maintain`
+has nothing to do.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from kpi_core import windows
+from kpi_core.config import Config
+from kpi_core.errors import CcmonError
+from kpi_core.state import Record, merge_into
+
+#: A key (record, bucket, seen set) that by the engine's clock is already due to expire
+#: still lives this long, so a record is never dropped while its batch is being written.
+MIN_TTL_SECONDS = 3600.0
+#: Bytes of blake2b digest kept per event id (a false duplicate needs ~2^64 ids).
+SEEN_DIGEST_BYTES = 16
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+class BatchConflict(CcmonError):
+    """A batch could not be applied because another writer got there first (a watched
+    record changed, or one of its events was applied). Nothing was written: recompute the
+    whole batch and try again."""
+
+
+@functools.lru_cache(maxsize=65536)
+def encode(name: str) -> str:
+    """A key part for ``name``: itself when it is plain (letters, digits, ``_.-``), else
+    ``~`` + urlsafe base64 of its UTF-8. Injective; never contains ``:``, ``{`` or ``}``."""
+    if _SAFE_NAME.fullmatch(name):
+        return name
+    data = name.encode("utf-8", "surrogatepass")
+    return "~" + base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def decode(part: str) -> str:
+    if not part.startswith("~"):
+        return part
+    body = part[1:]
+    return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode("utf-8", "surrogatepass")
+
+
+def _num(value: float) -> str:
+    """A float as text that Redis and Lua read back exactly."""
+    return repr(float(value))
+
+
+# The batch script. KEYS are consumed in order by the operations in ARGV:
+#   ARGV[1] = number of seen-set operations, which come first:
+#     S ttl_ms n id1..idn        (key: a seen set)  -- checked, then added
+#   then any of:
+#     H ttl_ms nsum nmax f v ... (key: a hash)      -- HINCRBYFLOAT sums, max for max fields
+#     R ttl_ms value             (key: a record)    -- SET PX
+#     D                          (key: a record)    -- DEL
+#     Z n score member ...       (key: a zset)      -- ZADD
+#     X n member ...             (key: a zset)      -- ZREM
+#     A n member ...             (key: a set)       -- SADD
+# ttl_ms 0 means "no expiry". Returns 0, or {1, dup_count} without writing anything when an
+# event id is already in its seen set.
+APPLY_LUA = """
+local nseen = tonumber(ARGV[1])
+local a = 2
+local k = 1
+local dups = 0
+for _ = 1, nseen do
+  local key = KEYS[k]
+  local n = tonumber(ARGV[a + 2])
+  for i = 1, n do
+    if redis.call('SISMEMBER', key, ARGV[a + 2 + i]) == 1 then dups = dups + 1 end
+  end
+  a = a + 3 + n
+  k = k + 1
+end
+if dups > 0 then return {1, dups} end
+a = 2
+k = 1
+for _ = 1, nseen do
+  local key = KEYS[k]
+  local ttl = tonumber(ARGV[a + 1])
+  local n = tonumber(ARGV[a + 2])
+  for i = 1, n, 5000 do
+    redis.call('SADD', key, unpack(ARGV, a + 2 + i, a + 2 + math.min(i + 4999, n)))
+  end
+  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+  a = a + 3 + n
+  k = k + 1
+end
+local nargv = #ARGV
+while a <= nargv do
+  local op = ARGV[a]
+  local key = KEYS[k]
+  k = k + 1
+  if op == 'H' then
+    local ttl = tonumber(ARGV[a + 1])
+    local nsum = tonumber(ARGV[a + 2])
+    local nmax = tonumber(ARGV[a + 3])
+    a = a + 4
+    for _ = 1, nsum do
+      redis.call('HINCRBYFLOAT', key, ARGV[a], ARGV[a + 1])
+      a = a + 2
+    end
+    for _ = 1, nmax do
+      local cur = redis.call('HGET', key, ARGV[a])
+      if (not cur) or tonumber(cur) < tonumber(ARGV[a + 1]) then
+        redis.call('HSET', key, ARGV[a], ARGV[a + 1])
+      end
+      a = a + 2
+    end
+    -- PTTL is -1 for a key without expiry: a TTL only ever extends.
+    if ttl > 0 and redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+  elseif op == 'R' then
+    redis.call('SET', key, ARGV[a + 2], 'PX', ARGV[a + 1])
+    a = a + 3
+  elseif op == 'D' then
+    redis.call('DEL', key)
+    a = a + 1
+  elseif op == 'Z' then
+    local n = tonumber(ARGV[a + 1])
+    for i = 0, n - 1 do
+      redis.call('ZADD', key, ARGV[a + 2 + 2 * i], ARGV[a + 3 + 2 * i])
+    end
+    a = a + 2 + 2 * n
+  elseif op == 'X' then
+    local n = tonumber(ARGV[a + 1])
+    for i = 0, n - 1 do
+      redis.call('ZREM', key, ARGV[a + 2 + i])
+    end
+    a = a + 2 + n
+  elseif op == 'A' then
+    local n = tonumber(ARGV[a + 1])
+    for i = 0, n - 1 do
+      redis.call('SADD', key, ARGV[a + 2 + i])
+    end
+    a = a + 2 + n
+  else
+    return redis.error_reply('ccmon apply: unknown op ' .. tostring(op))
+  end
+end
+return 0
+"""
+
+
+@dataclass
+class _Hash:
+    """Buffered changes to one hash: summed deltas and maxima. Bucket hashes keep both in
+    ``sums`` (merged by :func:`~kpi_core.state.merge_into`: ``max_*`` fields take the max)."""
+
+    ttl_at: float | None  # engine-clock expiry, None = keep
+    sums: dict[str, float] = field(default_factory=dict)
+    maxes: dict[str, float] = field(default_factory=dict)
+
+    def split(self) -> tuple[dict[str, float], dict[str, float]]:
+        sums = {k: v for k, v in self.sums.items() if not k.startswith("max_")}
+        maxes = {k: v for k, v in self.sums.items() if k.startswith("max_")}
+        maxes.update(self.maxes)
+        return sums, maxes
+
+
+@dataclass
+class _Batch:
+    pipe: Any  # redis.client.Pipeline in WATCH mode
+    records: dict[str, Record | None] = field(default_factory=dict)  # key -> cached value
+    watched: set[str] = field(default_factory=set)
+    dirty_records: dict[str, tuple[Record | None, float]] = field(default_factory=dict)
+    seen_known: set[tuple[str, bytes]] = field(default_factory=set)  # (seen key, digest) in Redis
+    seen_checked: set[tuple[str, bytes]] = field(default_factory=set)  # looked up this batch
+    seen_new: dict[str, tuple[float, set[bytes]]] = field(default_factory=dict)  # key -> (expire, ids)
+    hashes: dict[str, _Hash] = field(default_factory=dict)
+    live: dict[str, dict[str, float | None]] = field(default_factory=dict)  # key -> member -> score/None
+    scopes: dict[str, set[str]] = field(default_factory=dict)  # tenant -> new scopes
+    counts: dict[str, _Hash] = field(default_factory=dict)  # count name -> changes
+
+
+class RedisState:
+    """A :class:`~kpi_core.state.StateStore` in Redis. Reads outside a batch may come from
+    many threads (the exporter); a batch belongs to one thread (the worker's)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        config: Config,
+        *,
+        prefix: str = "ccmon",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not prefix or any(ch in prefix for ch in "{}:"):
+            raise ValueError(f"redis prefix must be non-empty without '{{', '}}' or ':', got {prefix!r}")
+        self.client = client
+        self.config = config
+        self.prefix = prefix
+        self.clock = clock
+        self.fine_seconds = config.bucket_seconds
+        self.coarse_seconds = config.coarse_bucket_seconds
+        # How long MemoryState keeps buckets (Engine.maintain passes these).
+        self.fine_keep_seconds = config.longest_sliding_seconds + 3600.0
+        self.coarse_keep_seconds = config.horizon_seconds + 3600.0
+        self._batch: _Batch | None = None
+        self._pipeline_tag = f"{prefix}:{{p}}"
+        self._tenant_tags: dict[str, str] = {}
+
+    @classmethod
+    def from_url(cls, url: str, config: Config, **kwargs: Any) -> RedisState:
+        client = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5, health_check_interval=30)
+        return cls(client, config, **kwargs)
+
+    # -- keys ------------------------------------------------------------------------------
+    def _tag(self, tenant: str) -> str:
+        tag = self._tenant_tags.get(tenant)
+        if tag is None:
+            tag = self._tenant_tags[tenant] = f"{self.prefix}:{{t:{encode(tenant)}}}"
+        return tag
+
+    def _scopes_key(self, tenant: str) -> str:
+        return f"{self._tag(tenant)}:scopes"
+
+    def _bucket_key(self, tenant: str, tier: str, scope: str, start: int) -> str:
+        return f"{self._tag(tenant)}:b:{tier}:{encode(scope)}:{start}"
+
+    def _totals_key(self, tenant: str, scope: str) -> str:
+        return f"{self._tag(tenant)}:tot:{encode(scope)}"
+
+    def _live_key(self, name: str, tenant: str, scope: str) -> str:
+        return f"{self._tag(tenant)}:live:{encode(name)}:{encode(scope)}"
+
+    def _record_key(self, kind: str, tenant: str, key: str) -> str:
+        return f"{self._tag(tenant)}:rec:{encode(kind)}:{encode(key)}"
+
+    def _seen_key(self, tenant: str, hour: int) -> str:
+        return f"{self._tag(tenant)}:seen:{hour}"
+
+    @property
+    def _tenants_key(self) -> str:
+        return f"{self._pipeline_tag}:tenants"
+
+    @property
+    def _count_names_key(self) -> str:
+        return f"{self._pipeline_tag}:counts"
+
+    def _count_key(self, name: str) -> str:
+        return f"{self._pipeline_tag}:count:{encode(name)}"
+
+    # -- batches ---------------------------------------------------------------------------
+    @contextmanager
+    def batch(self) -> Iterator[RedisState]:
+        """One unit of work: every write inside leaves in one transaction at the end, or,
+        on an exception (including :class:`BatchConflict`), not at all."""
+        if self._batch is not None:
+            raise RuntimeError("RedisState.batch() does not nest")
+        pipe = self.client.pipeline(transaction=True)
+        self._batch = _Batch(pipe)
+        try:
+            yield self
+            self._commit(self._batch)
+        finally:
+            self._batch = None
+            pipe.reset()
+
+    @property
+    def in_batch(self) -> bool:
+        return self._batch is not None
+
+    def _autocommit(self, write: Callable[[], Any]) -> Any:
+        with self.batch():
+            return write()
+
+    def prefetch_records(self, kind: str, tenant: str, keys: Iterable[str]) -> None:
+        """Read (and watch) many records in one round trip, for the batch's cache."""
+        b = self._batch
+        if b is None:
+            return
+        wanted = [k for k in dict.fromkeys(self._record_key(kind, tenant, key) for key in keys) if k not in b.records]
+        if wanted:
+            self._read_records(b, wanted)
+
+    def _read_records(self, b: _Batch, keys: list[str]) -> None:
+        b.pipe.watch(*keys)  # WATCH first: a change after it, before EXEC, aborts the batch
+        b.watched.update(keys)
+        values = b.pipe.mget(keys)
+        for key, raw in zip(keys, values, strict=True):
+            b.records[key] = json.loads(raw) if raw is not None else None
+
+    def prefetch_seen(self, items: Iterable[tuple[str, str, float]]) -> None:
+        """Look up many ``(tenant, event_id, ts)`` in the seen sets in one round trip."""
+        b = self._batch
+        if b is None:
+            return
+        by_key: dict[str, list[bytes]] = {}
+        for tenant, event_id, ts in items:
+            key = self._seen_key(tenant, int(ts // 3600))
+            digest = _digest(event_id)
+            if (key, digest) not in b.seen_checked:
+                b.seen_checked.add((key, digest))
+                by_key.setdefault(key, []).append(digest)
+        if not by_key:
+            return
+        with self.client.pipeline(transaction=False) as pipe:
+            for key, digests in by_key.items():
+                pipe.smismember(key, digests)
+            results = pipe.execute()
+        for (key, digests), flags in zip(by_key.items(), results, strict=True):
+            for digest, flag in zip(digests, flags, strict=True):
+                if flag:
+                    b.seen_known.add((key, digest))
+
+    def _commit(self, b: _Batch) -> None:
+        keys, argv = self._encode(b)
+        if not keys:
+            return
+        pipe = b.pipe
+        pipe.multi()
+        # EVAL, not EVALSHA: a script missing from the server's cache cannot fail inside
+        # MULTI (Redis caches it by its SHA anyway).
+        pipe.eval(APPLY_LUA, len(keys), *keys, *argv)
+        try:
+            (result,) = pipe.execute()
+        except redis.WatchError:
+            raise BatchConflict(f"{len(b.watched)} watched record(s): one changed before the batch was applied") from None
+        if result != 0:
+            raise BatchConflict(f"{result[1]} event(s) of the batch were applied by another writer first")
+
+    def _ttl_ms(self, expire_at: float, now: float) -> int:
+        return int(max(expire_at - now, MIN_TTL_SECONDS) * 1000)
+
+    def _encode(self, b: _Batch) -> tuple[list[str], list[Any]]:
+        now = self.clock()
+        keys: list[str] = []
+        argv: list[Any] = [len(b.seen_new)]
+        for key, (expire_at, digests) in b.seen_new.items():
+            keys.append(key)
+            argv += ["S", self._ttl_ms(expire_at, now), len(digests), *digests]
+        for key, h in b.hashes.items():
+            self._encode_hash(keys, argv, key, h, now)
+        for name, h in b.counts.items():
+            self._encode_hash(keys, argv, self._count_key(name), h, now, split=False)
+        if b.counts:
+            keys.append(self._count_names_key)
+            argv += ["A", len(b.counts), *map(_utf8, b.counts)]
+        for key, (record, expire_at) in b.dirty_records.items():
+            keys.append(key)
+            if record is None:
+                argv.append("D")
+            else:
+                value = json.dumps(record, separators=(",", ":"), allow_nan=False)  # ASCII
+                argv += ["R", self._ttl_ms(expire_at, now), value]
+        for key, members in b.live.items():
+            puts = [(m, s) for m, s in members.items() if s is not None]
+            removes = [m for m, s in members.items() if s is None]
+            if puts:
+                keys.append(key)
+                argv += ["Z", len(puts)]
+                for member, score in puts:
+                    argv += [_num(score), _utf8(member)]
+            if removes:
+                keys.append(key)
+                argv += ["X", len(removes), *map(_utf8, removes)]
+        for tenant, scopes in b.scopes.items():
+            keys.append(self._scopes_key(tenant))
+            argv += ["A", len(scopes), *map(_utf8, scopes)]
+        if b.scopes:
+            keys.append(self._tenants_key)
+            argv += ["A", len(b.scopes), *map(_utf8, b.scopes)]
+        return keys, argv
+
+    def _encode_hash(
+        self, keys: list[str], argv: list[Any], key: str, h: _Hash, now: float, split: bool = True
+    ) -> None:
+        sums, maxes = h.split() if split else (h.sums, h.maxes)
+        keys.append(key)
+        ttl = self._ttl_ms(h.ttl_at, now) if h.ttl_at is not None else 0
+        argv += ["H", ttl, len(sums), len(maxes)]
+        for fld, value in sums.items():
+            argv += [_utf8(fld), _num(value)]
+        for fld, value in maxes.items():
+            argv += [_utf8(fld), _num(value)]
+
+    # -- write side ------------------------------------------------------------------------
+    # Outside ``batch()`` every write is a batch of its own (tests, tools); the worker always
+    # writes inside one.
+    def claim_event(self, tenant: str, event_id: str, ts: float) -> bool:
+        b = self._batch
+        if b is None:
+            return bool(self._autocommit(lambda: self.claim_event(tenant, event_id, ts)))
+        hour = int(ts // 3600)
+        key = self._seen_key(tenant, hour)
+        digest = _digest(event_id)
+        pending = b.seen_new.get(key)
+        if pending is not None and digest in pending[1]:
+            return False
+        if (key, digest) not in b.seen_checked:
+            b.seen_checked.add((key, digest))
+            if self.client.sismember(key, digest):  # type: ignore[arg-type]  # bytes are fine
+                b.seen_known.add((key, digest))
+        if (key, digest) in b.seen_known:
+            return False
+        if pending is None:
+            # MemoryState forgets an hour once it ends before now - coarse_keep - coarse.
+            expire_at = (hour + 1) * 3600 + self.coarse_keep_seconds + self.coarse_seconds
+            pending = b.seen_new[key] = (expire_at, set())
+        pending[1].add(digest)
+        return True
+
+    def get_record(self, kind: str, tenant: str, key: str) -> Record | None:
+        rkey = self._record_key(kind, tenant, key)
+        b = self._batch
+        if b is None:
+            raw = self.client.get(rkey)
+            return json.loads(raw) if raw is not None else None
+        if rkey not in b.records:
+            self._read_records(b, [rkey])
+        return b.records[rkey]
+
+    def put_record(self, kind: str, tenant: str, key: str, record: Record, expire_at: float) -> None:
+        b = self._batch
+        if b is None:
+            return self._autocommit(lambda: self.put_record(kind, tenant, key, record, expire_at))
+        rkey = self._record_key(kind, tenant, key)
+        b.records[rkey] = record
+        b.dirty_records[rkey] = (record, expire_at)
+
+    def delete_record(self, kind: str, tenant: str, key: str) -> None:
+        b = self._batch
+        if b is None:
+            return self._autocommit(lambda: self.delete_record(kind, tenant, key))
+        rkey = self._record_key(kind, tenant, key)
+        b.records[rkey] = None
+        b.dirty_records[rkey] = (None, 0.0)
+
+    def add(self, tenant: str, scope: str, ts: float, deltas: Mapping[str, float]) -> None:
+        b = self._batch
+        if b is None:
+            return self._autocommit(lambda: self.add(tenant, scope, ts, deltas))
+        self._note_scope(b, tenant, scope)
+        fine, coarse = self.fine_seconds, self.coarse_seconds
+        fstart = int(ts // fine) * fine
+        cstart = int(ts // coarse) * coarse
+        hashes = b.hashes
+        for key, expire_at in (
+            (self._bucket_key(tenant, windows.FINE, scope, fstart), fstart + self.fine_keep_seconds + fine),
+            (self._bucket_key(tenant, windows.COARSE, scope, cstart), cstart + self.coarse_keep_seconds + coarse),
+            (self._totals_key(tenant, scope), None),
+        ):
+            h = hashes.get(key)
+            if h is None:
+                h = hashes[key] = _Hash(expire_at)
+            merge_into(h.sums, deltas)
+
+    def live_put(self, name: str, tenant: str, scope: str, member: str, score: float) -> None:
+        b = self._batch
+        if b is None:
+            return self._autocommit(lambda: self.live_put(name, tenant, scope, member, score))
+        self._note_scope(b, tenant, scope)
+        b.live.setdefault(self._live_key(name, tenant, scope), {})[member] = float(score)
+
+    def live_remove(self, name: str, tenant: str, scope: str, member: str) -> None:
+        b = self._batch
+        if b is None:
+            return self._autocommit(lambda: self.live_remove(name, tenant, scope, member))
+        b.live.setdefault(self._live_key(name, tenant, scope), {})[member] = None
+
+    def count(self, name: str, label: str, delta: float = 1.0) -> None:
+        b = self._batch
+        if b is None:
+            return self._autocommit(lambda: self.count(name, label, delta))
+        h = b.counts.get(name)
+        if h is None:
+            h = b.counts[name] = _Hash(None)
+        h.sums[label] = h.sums.get(label, 0.0) + delta
+
+    def count_max(self, name: str, label: str, value: float) -> None:
+        b = self._batch
+        if b is None:
+            return self._autocommit(lambda: self.count_max(name, label, value))
+        h = b.counts.get(name)
+        if h is None:
+            h = b.counts[name] = _Hash(None)
+        if value > h.maxes.get(label, -math.inf):
+            h.maxes[label] = value
+
+    def _note_scope(self, b: _Batch, tenant: str, scope: str) -> None:
+        scopes = b.scopes.get(tenant)
+        if scopes is None:
+            scopes = b.scopes[tenant] = set()
+        scopes.add(scope)
+
+    # -- read side -------------------------------------------------------------------------
+    # Outside a batch these read Redis. Inside one, records and live sets include the batch's
+    # own pending changes (and are watched); bucket, total and count reads show what is
+    # committed.
+    def scopes(self) -> Mapping[str, Iterable[str]]:
+        tenants = sorted(_text(m) for m in self.client.smembers(self._tenants_key))
+        result: dict[str, set[str]] = {}
+        if tenants:
+            with self.client.pipeline(transaction=False) as pipe:
+                for tenant in tenants:
+                    pipe.smembers(self._scopes_key(tenant))
+                for tenant, members in zip(tenants, pipe.execute(), strict=True):
+                    result[tenant] = {_text(m) for m in members}
+        if self._batch is not None:
+            for tenant, scopes in self._batch.scopes.items():
+                result.setdefault(tenant, set()).update(scopes)
+        return {tenant: sorted(scopes) for tenant, scopes in sorted(result.items()) if scopes}
+
+    def read_window(self, tenant: str, scope: str, start: float, end: float) -> dict[str, float]:
+        head, middle, tail = windows.cover(start, end, self.fine_seconds, self.coarse_seconds)
+        keys = [self._bucket_key(tenant, windows.FINE, scope, s) for s in head]
+        keys += [self._bucket_key(tenant, windows.COARSE, scope, s) for s in middle]
+        keys += [self._bucket_key(tenant, windows.FINE, scope, s) for s in tail]
+        result: dict[str, float] = {}
+        if not keys:
+            return result
+        with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(key)
+            for bucket in pipe.execute():
+                if bucket:
+                    merge_into(result, _floats(bucket))
+        return result
+
+    def totals(self, tenant: str, scope: str) -> dict[str, float]:
+        return _floats(self.client.hgetall(self._totals_key(tenant, scope)))
+
+    def live(self, name: str, tenant: str, scope: str) -> dict[str, float]:
+        key = self._live_key(name, tenant, scope)
+        b = self._batch
+        if b is None:
+            pairs: list[Any] = self.client.zrange(key, 0, -1, withscores=True)
+            return {_text(member): float(score) for member, score in pairs}
+        # Inside a batch (the upkeep), watch the set: two workers must not both expire a call.
+        b.pipe.watch(key)
+        b.watched.add(key)
+        result = {_text(member): float(score) for member, score in b.pipe.zrange(key, 0, -1, withscores=True)}
+        for member, score in b.live.get(key, {}).items():
+            if score is None:
+                result.pop(member, None)
+            else:
+                result[member] = score
+        return result
+
+    def counts(self) -> dict[str, dict[str, float]]:
+        names = sorted(_text(m) for m in self.client.smembers(self._count_names_key))
+        if not names:
+            return {}
+        with self.client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(self._count_key(name))
+            values = pipe.execute()
+        return {name: _floats(raw) for name, raw in zip(names, values, strict=True)}
+
+    # -- consumer lag (written by a worker, served by the exporter) ------------------------
+    #: Lag figures older than this are dropped: no figure rather than a stale one.
+    LAG_TTL_SECONDS = 60
+
+    def put_consumer_lag(self, lag: Mapping[tuple[str, int], float]) -> None:
+        """Replace the consumer group's lag, ``(topic, partition) -> messages behind``."""
+        key = f"{self._pipeline_tag}:consumer-lag"
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            if lag:
+                pipe.hset(key, mapping={f"{topic}\x1f{partition}": _num(value) for (topic, partition), value in lag.items()})
+                pipe.expire(key, self.LAG_TTL_SECONDS)
+            pipe.execute()
+
+    def consumer_lag(self) -> dict[tuple[str, int], float]:
+        raw = self.client.hgetall(f"{self._pipeline_tag}:consumer-lag")
+        result: dict[tuple[str, int], float] = {}
+        for fld, value in _floats(raw).items():
+            topic, _sep, partition = fld.rpartition("\x1f")
+            result[(topic, int(partition))] = value
+        return result
+
+    # -- upkeep ----------------------------------------------------------------------------
+    def maintain(self, now: float, fine_keep_seconds: float, coarse_keep_seconds: float) -> None:
+        """Nothing to do: buckets, records and seen sets expire by TTL."""
+
+
+def _utf8(text: str) -> bytes:
+    # Names may hold lone surrogates (JSON "\\ud800"): keep them, as Python's own str does.
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _digest(event_id: str) -> bytes:
+    return hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=SEEN_DIGEST_BYTES).digest()
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else str(value)
+
+
+def _floats(raw: Mapping[Any, Any]) -> dict[str, float]:
+    return {_text(k): float(v) for k, v in raw.items()}
+

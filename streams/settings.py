@@ -1,0 +1,269 @@
+"""Run-time settings of the streaming side: one frozen object, built once at start-up.
+
+Each value comes from its command-line flag, else its environment variable, else the
+default. A bad value raises :class:`~kpi_core.errors.ConfigError` naming the flag or the
+variable it came from (``config field 'CCMON_BATCH_SIZE': must be an integer >= 1, got 'x'``).
+
+Secrets (a password in ``redis_url``) are never logged: log :meth:`Settings.redacted`, and
+``repr(settings)`` is redacted too.
+
+The clock is ``wall`` (live) or ``fixed:<epoch seconds | RFC 3339>`` (tests, replays): it
+gives the worker's lateness "now" and the exporter's evaluation instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from kpi_core.errors import ConfigError, InvalidEventError
+from kpi_core.events import parse_ts
+
+Clock = Callable[[], float]
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_OFFSET_RESETS = ("earliest", "latest")
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    redis_url: str = "redis://127.0.0.1:16379/0"
+    events_topic: str = "ccmon.events"
+    dlq_topic: str = "ccmon.dlq"
+    group_id: str = "ccmon"
+    config_path: str | None = None
+    redis_prefix: str = "ccmon"
+    exporter_host: str = "0.0.0.0"
+    exporter_port: int = 9108
+    worker_web_port: int = 9109
+    batch_size: int = 2000
+    batch_within: float = 0.2
+    offset_reset: str = "earliest"
+    clock: str = "wall"
+    log_level: str = "INFO"
+
+    # -- derived ---------------------------------------------------------------------------
+    @property
+    def fixed_time(self) -> float | None:
+        """The instant of a ``fixed:`` clock, ``None`` for the wall clock."""
+        return _parse_clock(self.clock, "clock")
+
+    def now(self) -> float:
+        fixed = self.fixed_time
+        return time.time() if fixed is None else fixed
+
+    def make_clock(self) -> Clock:
+        fixed = self.fixed_time
+        if fixed is None:
+            return time.time
+        return lambda: fixed
+
+    @property
+    def kafka_url(self) -> str:
+        """``kafka://host:port[;host:port]`` for Faust."""
+        return "kafka://" + ";".join(self.kafka_servers)
+
+    @property
+    def kafka_servers(self) -> list[str]:
+        return [s.strip() for s in re.split(r"[,;]", self.kafka_bootstrap) if s.strip()]
+
+    # -- secrets ---------------------------------------------------------------------------
+    def redacted(self) -> dict[str, Any]:
+        """Every setting, with passwords in URLs replaced by ``***``: safe to log."""
+        values = asdict(self)
+        values["redis_url"] = redact_url(self.redis_url)
+        return values
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{key}={value!r}" for key, value in self.redacted().items())
+        return f"Settings({inner})"
+
+
+def redact_url(url: str) -> str:
+    """``redis://user:secret@host/0`` -> ``redis://user:***@host/0``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    userinfo = f"{parts.username}:***" if parts.username else ":***"
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    netloc = f"{userinfo}@{host}" + (f":{parts.port}" if parts.port is not None else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+# -- sources: (attribute, flag dest, environment variables) ----------------------------------
+#: attribute -> (argparse dest, flag, environment variables in order of precedence)
+SOURCES: Mapping[str, tuple[str, tuple[str, ...]]] = {
+    "kafka_bootstrap": ("--kafka", ("CCMON_KAFKA_BOOTSTRAP", "KAFKA_BOOTSTRAP")),
+    "redis_url": ("--redis", ("CCMON_REDIS_URL", "REDIS_URL")),
+    "events_topic": ("--topic", ("CCMON_EVENTS_TOPIC",)),
+    "dlq_topic": ("--dlq-topic", ("CCMON_DLQ_TOPIC",)),
+    "group_id": ("--group", ("CCMON_GROUP_ID",)),
+    "config_path": ("--config", ("CCMON_CONFIG",)),
+    "redis_prefix": ("--redis-prefix", ("CCMON_REDIS_PREFIX",)),
+    "exporter_host": ("--host", ("CCMON_EXPORTER_HOST",)),
+    "exporter_port": ("--port", ("CCMON_EXPORTER_PORT",)),
+    "worker_web_port": ("--web-port", ("CCMON_WORKER_WEB_PORT",)),
+    "batch_size": ("--batch-size", ("CCMON_BATCH_SIZE",)),
+    "batch_within": ("--batch-within", ("CCMON_BATCH_WITHIN",)),
+    "offset_reset": ("--offset-reset", ("CCMON_OFFSET_RESET",)),
+    "clock": ("--clock", ("CCMON_CLOCK",)),
+    "log_level": ("--log-level", ("CCMON_LOG_LEVEL",)),
+}
+
+_HELP: Mapping[str, str] = {
+    "kafka_bootstrap": "Kafka bootstrap servers, host:port[,host:port]",
+    "redis_url": "Redis URL, redis://[:password@]host:port/db",
+    "events_topic": "topic the events are read from",
+    "dlq_topic": "dead-letter topic for rejected events",
+    "group_id": "Kafka consumer group (Faust app id); workers with the same one split the partitions",
+    "config_path": "KPI config TOML (see deploy/config/ccmon.toml); without one, built-in defaults",
+    "redis_prefix": "prefix of every Redis key (lets several deployments or tests share a Redis)",
+    "exporter_host": "address the exporter listens on",
+    "exporter_port": "port the exporter listens on",
+    "worker_web_port": "port of the worker's web server (/metrics of the worker itself); 0: none",
+    "batch_size": "Kafka messages per batch (a message may hold many events)",
+    "batch_within": "seconds to wait for a batch to fill",
+    "offset_reset": "where a new consumer group starts: earliest or latest",
+    "clock": "'wall', or 'fixed:<epoch seconds or RFC 3339>' for tests and replays",
+    "log_level": "DEBUG, INFO, WARNING or ERROR",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
+    """Add the flags of the settings ``names`` (every default is ``None``: unset)."""
+    defaults = Settings()
+    for name in names:
+        flag, env = SOURCES[name]
+        default = getattr(defaults, name)
+        shown = f"${' or $'.join(env)}, else {default}" if default is not None else f"${env[0]}"
+        parser.add_argument(
+            flag,
+            dest=name,
+            default=None,
+            metavar=name.split("_")[-1].upper(),
+            help=f"{_HELP[name]} (default: {shown})",
+        )
+
+
+def from_args(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Flags, else environment, else defaults; validated."""
+    env = os.environ if environ is None else environ
+    defaults = Settings()
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for f in fields(Settings):
+        flag, names = SOURCES[f.name]
+        raw = getattr(args, f.name, None) if args is not None else None
+        where = flag
+        if raw is None:
+            for var in names:
+                if env.get(var, "") != "":
+                    raw, where = env[var], var
+                    break
+        if raw is None:
+            values[f.name] = getattr(defaults, f.name)
+            origin[f.name] = f.name
+        else:
+            values[f.name] = raw
+            origin[f.name] = where
+    return _validate(values, origin)
+
+
+def _validate(values: dict[str, Any], origin: Mapping[str, str]) -> Settings:
+    def fail(name: str, message: str) -> ConfigError:
+        return ConfigError(origin[name], f"{message}, got {values[name]!r}")
+
+    def integer(name: str, low: int, high: int) -> int:
+        value = values[name]
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise fail(name, f"must be an integer in {low}..{high}") from None
+        if not low <= number <= high:
+            raise fail(name, f"must be an integer in {low}..{high}")
+        return number
+
+    out = dict(values)
+    for name in ("exporter_port", "worker_web_port"):
+        out[name] = integer(name, 0, 65535)
+    out["batch_size"] = integer("batch_size", 1, 1_000_000)
+    try:
+        within = float(str(values["batch_within"]).strip())
+    except ValueError:
+        raise fail("batch_within", "must be a number of seconds in (0, 60]") from None
+    if not 0 < within <= 60:
+        raise fail("batch_within", "must be a number of seconds in (0, 60]")
+    out["batch_within"] = within
+
+    for name in ("kafka_bootstrap", "redis_url", "events_topic", "dlq_topic", "group_id",
+                 "redis_prefix", "exporter_host", "offset_reset", "clock", "log_level"):  # fmt: skip
+        out[name] = str(values[name]).strip()
+    bootstrap = out["kafka_bootstrap"].removeprefix("kafka://")
+    servers = [s.strip() for s in re.split(r"[,;]", bootstrap) if s.strip()]
+    if not servers or not all(re.fullmatch(r"\[?[A-Za-z0-9._:-]+\]?:[0-9]{1,5}", s) for s in servers):
+        raise fail("kafka_bootstrap", "must be host:port[,host:port...]")
+    out["kafka_bootstrap"] = ",".join(servers)
+    try:
+        scheme = urlsplit(out["redis_url"]).scheme
+    except ValueError:
+        scheme = ""
+    if scheme not in ("redis", "rediss", "unix"):
+        # Echo the URL without its password.
+        raise ConfigError(origin["redis_url"], f"must be a redis://, rediss:// or unix:// URL, got {redact_url(out['redis_url'])!r}")
+    for name in ("events_topic", "dlq_topic", "group_id"):
+        if not _TOPIC_RE.match(out[name]):
+            raise fail(name, "must be 1-249 characters of letters, digits, '.', '_', '-'")
+    if out["events_topic"] == out["dlq_topic"]:
+        raise fail("dlq_topic", "must differ from the events topic")
+    if not _PREFIX_RE.match(out["redis_prefix"]):
+        raise fail("redis_prefix", "must be 1-64 characters of letters, digits, '.', '_', '-'")
+    if not out["exporter_host"]:
+        raise fail("exporter_host", "must not be empty")
+    out["offset_reset"] = out["offset_reset"].lower()
+    if out["offset_reset"] not in _OFFSET_RESETS:
+        raise fail("offset_reset", f"must be one of {', '.join(_OFFSET_RESETS)}")
+    out["log_level"] = out["log_level"].upper()
+    if out["log_level"] not in _LOG_LEVELS:
+        raise fail("log_level", f"must be one of {', '.join(_LOG_LEVELS)}")
+    _parse_clock(out["clock"], origin["clock"])
+    if values["config_path"] is not None:
+        out["config_path"] = str(values["config_path"])
+    return Settings(**out)
+
+
+def _parse_clock(spec: str, where: str) -> float | None:
+    if spec == "wall":
+        return None
+    if spec.startswith("fixed:"):
+        raw = spec[len("fixed:"):].strip()
+        try:
+            value: Any = float(raw)
+        except ValueError:
+            value = raw
+        try:
+            return parse_ts(value)
+        except InvalidEventError as exc:
+            raise ConfigError(where, f"fixed clock: {exc.message}") from None
+    raise ConfigError(where, f"must be 'wall' or 'fixed:<epoch seconds or RFC 3339>', got {spec!r}")
+
+
+def setup_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

@@ -1,0 +1,607 @@
+"""The streaming worker: Kafka -> KPI engine -> Redis, as a Faust app.
+
+Two layers:
+
+* :class:`BatchProcessor` is plain synchronous code and knows nothing of Faust: it splits
+  Kafka message values into events (:func:`split_envelope`), runs a batch of them through
+  :class:`~kpi_core.engine.Engine` on :class:`~streams.redis_state.RedisState` inside one
+  ``state.batch()`` (one Redis transaction), and returns the rejections for the dead-letter
+  topic. It retries a batch that conflicts with another worker, waits out Redis outages, and
+  isolates an event that makes the engine fail (it is dead-lettered as ``internal_error``).
+* :func:`build_app` wires it into Faust: one agent takes batches of messages from the events
+  topic, hands each batch to the processor in a worker thread (the event loop keeps
+  heart-beating Kafka meanwhile), sends the rejections to the DLQ topic, and only then lets
+  Faust commit the offsets. A timer runs the engine's upkeep every
+  :data:`MAINTAIN_INTERVAL_SECONDS` on one worker at a time; another measures the consumer
+  group's lag (:class:`LagProbe`) for the exporter.
+
+Exactly-once effect: a batch that is processed again after a crash finds its event ids (and,
+for rejections, its Kafka coordinates) in Redis's ``seen`` sets, written in the same
+transaction as its counters, so it changes nothing a second time. The DLQ is at-least-once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from kpi_core.config import Config
+from kpi_core.engine import Engine
+from kpi_core.errors import InvalidEventError
+from kpi_core.events import Event, Rejection, decode_json, parse_event
+from streams.redis_state import BatchConflict, RedisState
+from streams.settings import Settings
+
+if TYPE_CHECKING:
+    import faust
+
+log = logging.getLogger("ccmon.worker")
+
+#: Seconds between two runs of the engine's upkeep (expiring calls that waited too long).
+MAINTAIN_INTERVAL_SECONDS = 10.0
+#: Seconds between two measurements of the consumer group's lag.
+LAG_INTERVAL_SECONDS = 5.0
+#: Attempts of a whole batch that keeps conflicting with other workers before it is split.
+CONFLICT_ATTEMPTS = 8
+#: Events per Redis transaction at most: a take of many envelopes is applied in chunks (each
+#: atomic and idempotent on its own), so Redis is never blocked long by one script.
+MAX_TRANSACTION_EVENTS = 5000
+#: Longest wait between two attempts to reach Redis.
+REDIS_BACKOFF_MAX_SECONDS = 5.0
+#: A tenant no event can have: the seen-set namespace of rejections' Kafka coordinates.
+PIPELINE_TENANT = "\x1fpipeline"
+INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """What the processor needs of one Kafka message."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp: float | None = None
+
+    @property
+    def coordinates(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A rejected event for the DLQ topic: its raw bytes, unchanged, and why."""
+
+    key: bytes | None
+    value: bytes
+    reason: str
+    error: str
+    source: str  # topic/partition/offset of the message it came from
+
+    @property
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [
+            ("ccmon-reason", self.reason.encode("utf-8", "replace")),
+            ("ccmon-error", self.error.encode("utf-8", "replace")[:1000]),
+            ("ccmon-source", self.source.encode("utf-8", "replace")),
+        ]
+
+
+# -- envelopes ---------------------------------------------------------------------------------
+def split_envelope(raw: bytes) -> Iterator[tuple[bytes, Event | Rejection]]:
+    """:func:`kpi_core.events.iter_envelope`, with the raw bytes of every event (an accepted
+    event may still be rejected by the engine, e.g. ``too_late``, and then goes to the DLQ as
+    it came). Same splitting rules: one JSON object, a JSON array of objects, or NDJSON."""
+    try:
+        decoded = decode_json(raw)
+    except InvalidEventError as exc:
+        if b"\n" not in raw.strip():
+            yield bytes(raw), Rejection(bytes(raw), exc.reason, exc.message)
+            return
+        for line in raw.splitlines():
+            if line.strip():
+                yield line, _parse(line)
+        return
+    if isinstance(decoded, list):
+        for element in decoded:
+            element_raw = _dump(element)
+            yield element_raw, _parse(element_raw, element)
+        return
+    yield bytes(raw), _parse(bytes(raw), decoded)
+
+
+_UNDECODED = object()
+
+
+def _parse(raw: bytes, decoded: Any = _UNDECODED) -> Event | Rejection:
+    try:
+        return parse_event(decode_json(raw) if decoded is _UNDECODED else decoded)
+    except InvalidEventError as exc:
+        return Rejection(raw, exc.reason, exc.message)
+
+
+def _dump(element: Any) -> bytes:
+    try:
+        return json.dumps(element, ensure_ascii=False, allow_nan=True).encode("utf-8", "surrogatepass")
+    except (ValueError, TypeError, RecursionError):
+        return repr(element).encode("utf-8", "replace")
+
+
+# -- the records an event will read (prefetched in one round trip per kind) -------------------
+def _record_keys(event: Event) -> Iterator[tuple[str, str]]:
+    if event.call_id is not None:
+        yield "call", event.call_id
+    if event.callback_id is not None:
+        yield "callback", event.callback_id
+    if event.customer_id is not None and (event.call_id is not None or event.callback_id is not None):
+        yield "customer", event.customer_id
+    if event.type == "agent.state" and event.agent_id is not None:
+        yield "agent", event.agent_id
+    if event.ticket_id is not None:
+        yield "ticket", event.ticket_id
+    if event.kb_session_id is not None:
+        yield "kb", event.kb_session_id
+    if event.session_id is not None:
+        yield "kb", event.session_id
+
+
+@dataclass(slots=True)
+class _Item:
+    message: Message
+    index: int
+    raw: bytes
+    parsed: Event | Rejection
+
+
+@dataclass
+class BatchResult:
+    dead: list[DeadLetter]
+    accepted: int = 0
+    duplicates: int = 0
+    attempts: int = 1
+
+    @classmethod
+    def combine(cls, parts: Sequence[BatchResult], attempts: int = 0) -> BatchResult:
+        return cls(
+            dead=[dead for part in parts for dead in part.dead],
+            accepted=sum(part.accepted for part in parts),
+            duplicates=sum(part.duplicates for part in parts),
+            attempts=attempts + sum(part.attempts for part in parts),
+        )
+
+
+class Stopping(Exception):
+    """The worker is stopping while a batch waits for Redis: the batch was not applied."""
+
+
+class BatchProcessor:
+    """Runs batches of Kafka messages through the engine on Redis. One thread at a time."""
+
+    def __init__(self, config: Config, state: RedisState, clock: Callable[[], float]) -> None:
+        self.config = config
+        self.state = state
+        self.engine = Engine(config, state)
+        self.clock = clock
+        self.stopping = threading.Event()
+        self._redis_down_since: float | None = None
+        self._last_down_log = 0.0
+
+    # -- batches of messages ---------------------------------------------------------------
+    def process(self, messages: Sequence[Message]) -> BatchResult:
+        """Apply ``messages`` exactly once; returns the rejections for the DLQ. Raises
+        :class:`Stopping` when asked to stop while Redis cannot be reached."""
+        items = [
+            _Item(message, index, raw, parsed)
+            for message in messages
+            for index, (raw, parsed) in enumerate(split_envelope(message.value))
+        ]
+        chunks = range(0, len(items), MAX_TRANSACTION_EVENTS)
+        return BatchResult.combine([self._resilient(items[i:i + MAX_TRANSACTION_EVENTS]) for i in chunks])
+
+    def _resilient(self, items: list[_Item]) -> BatchResult:
+        """Apply ``items``; a failure inside the engine (a bug, not bad data) is narrowed
+        down by halving until the one event is found, which is then dead-lettered."""
+        try:
+            return self._with_retries(items)
+        except (Stopping, KeyboardInterrupt):
+            raise
+        except Exception:
+            if len(items) == 1:
+                log.exception("the engine failed on one event (%s #%d); it goes to the DLQ as %s",
+                              items[0].message.coordinates, items[0].index, INTERNAL_ERROR)
+                item = items[0]
+                failed = _Item(item.message, item.index, item.raw,
+                               Rejection(item.raw, INTERNAL_ERROR, "the engine failed on this event; see the worker log"))  # fmt: skip
+                return self._with_retries([failed])
+            middle = len(items) // 2
+            return BatchResult.combine([self._resilient(items[:middle]), self._resilient(items[middle:])])
+
+    def _with_retries(self, items: list[_Item]) -> BatchResult:
+        conflicts = 0
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                result = self._apply(items, self.clock())
+            except BatchConflict as exc:
+                conflicts += 1
+                if conflicts >= CONFLICT_ATTEMPTS and len(items) > 1:
+                    log.warning("batch of %d events conflicted %d times (%s); applying it in halves",
+                                len(items), conflicts, exc)
+                    middle = len(items) // 2
+                    halves = [self._with_retries(items[:middle]), self._with_retries(items[middle:])]
+                    return BatchResult.combine(halves, attempts)
+                log.debug("batch conflict (%s), retrying", exc)
+                time.sleep(min(0.5, 0.005 * 2 ** min(conflicts, 7)) * (0.5 + random.random()))
+                continue
+            except redis.RedisError as exc:
+                self._redis_down(exc)
+                continue
+            self._redis_up()
+            result.attempts = attempts
+            return result
+
+    def _redis_down(self, exc: redis.RedisError) -> None:
+        now = time.monotonic()
+        if self._redis_down_since is None:
+            self._redis_down_since = now
+            self._last_down_log = now
+            log.error("Redis error: %s: %s; the batch waits and is retried (not dropped)",
+                      type(exc).__name__, exc)
+        elif now - self._last_down_log >= 30:
+            self._last_down_log = now
+            log.error("Redis still failing after %.0f s: %s: %s", now - self._redis_down_since,
+                      type(exc).__name__, exc)
+        if self.stopping.is_set():
+            raise Stopping("stopping while Redis is unreachable") from exc
+        backoff = min(REDIS_BACKOFF_MAX_SECONDS, 0.25 * 2 ** min(6, int(now - self._redis_down_since)))
+        self.stopping.wait(backoff * (0.5 + random.random() / 2))
+        if self.stopping.is_set():
+            raise Stopping("stopping while Redis is unreachable") from exc
+
+    def _redis_up(self) -> None:
+        if self._redis_down_since is not None:
+            log.warning("Redis is back after %.0f s", time.monotonic() - self._redis_down_since)
+            self._redis_down_since = None
+
+    def _apply(self, items: list[_Item], now: float) -> BatchResult:
+        state = self.state
+        engine = self.engine
+        result = BatchResult(dead=[])
+        with state.batch():
+            events = [item.parsed for item in items if isinstance(item.parsed, Event)]
+            state.prefetch_seen((ev.tenant, ev.event_id, ev.ts) for ev in events)
+            wanted: dict[tuple[str, str], set[str]] = {}
+            for ev in events:
+                for kind, key in _record_keys(ev):
+                    wanted.setdefault((kind, ev.tenant), set()).add(key)
+            for (kind, tenant), keys in wanted.items():
+                state.prefetch_records(kind, tenant, keys)
+            # Second wave: the customers of calls whose events do not name them.
+            customers: dict[str, set[str]] = {}
+            for ev in events:
+                if ev.call_id is not None and ev.customer_id is None:
+                    record = state.get_record("call", ev.tenant, ev.call_id)  # cached now
+                    if record is not None and record.get("customer") is not None:
+                        customers.setdefault(ev.tenant, set()).add(record["customer"])
+            for tenant, keys in customers.items():
+                state.prefetch_records("customer", tenant, keys)
+            for item in items:
+                parsed = item.parsed
+                if isinstance(parsed, Event):
+                    try:
+                        if engine.process(parsed, now):
+                            result.accepted += 1
+                        else:
+                            result.duplicates += 1
+                        continue
+                    except InvalidEventError as exc:
+                        reason, error = exc.reason, exc.message
+                else:
+                    reason, error = parsed.reason, parsed.message
+                # A rejection has no trustworthy id: it counts once per Kafka coordinate.
+                message = item.message
+                ts = message.timestamp if message.timestamp is not None and message.timestamp > 0 else now
+                if state.claim_event(PIPELINE_TENANT, f"{message.coordinates}/{item.index}", ts):
+                    engine.reject(reason)
+                result.dead.append(DeadLetter(message.key, item.raw, reason, error, message.coordinates))
+        return result
+
+    # -- upkeep ----------------------------------------------------------------------------
+    def maintain(self) -> None:
+        """The engine's upkeep (expire calls that waited longer than ``max_call_age``)."""
+        for _attempt in range(CONFLICT_ATTEMPTS):
+            try:
+                with self.state.batch():
+                    self.engine.maintain(self.clock())
+                return
+            except BatchConflict:
+                time.sleep(0.05 * (0.5 + random.random()))
+        log.warning("upkeep kept conflicting with other workers; it runs again later")
+
+
+# -- Kafka -------------------------------------------------------------------------------------
+def wait_for_kafka(settings: Settings, stop: threading.Event | None = None, interval: float = 5.0) -> bool:
+    """Block until a Kafka broker answers at ``settings.kafka_bootstrap`` (one clear log line
+    per failed attempt), then create the events and DLQ topics if they are missing (a consumer
+    would otherwise ignore a topic created later for minutes). ``False`` when stopped first."""
+    import kafka
+    from kafka.errors import KafkaError
+
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)  # its own retries are noisy
+    attempt = 0
+    while stop is None or not stop.is_set():
+        attempt += 1
+        try:
+            admin = kafka.KafkaAdminClient(
+                bootstrap_servers=settings.kafka_servers, request_timeout_ms=10000,
+                bootstrap_timeout_ms=int(interval * 1000), client_id="ccmon-worker-probe",
+            )  # fmt: skip
+        except (KafkaError, OSError) as exc:
+            log.error("cannot reach Kafka at %s (%s: %s); retrying in %.0f s",
+                      settings.kafka_bootstrap, type(exc).__name__, exc, interval)  # fmt: skip
+            if stop is not None:
+                stop.wait(interval)
+            else:
+                time.sleep(interval)
+            continue
+        if attempt > 1:
+            log.warning("Kafka at %s is reachable now", settings.kafka_bootstrap)
+        missing = [settings.events_topic, settings.dlq_topic]
+        try:
+            missing = sorted(set(missing) - set(admin.list_topics()))
+            if missing:
+                # Broker defaults for partitions and replication (KIP-464).
+                admin.create_topics({name: {} for name in missing}, timeout_ms=10000, wait_for_metadata=True)
+                log.info("created topic(s) %s", ", ".join(missing))
+        except Exception as exc:  # creating them is a convenience; the broker may forbid it
+            log.warning("could not create topics %s (%s: %s); create them or allow auto-creation",
+                        ", ".join(missing), type(exc).__name__, exc)  # fmt: skip
+        finally:
+            admin.close()
+        return True
+    return False
+
+
+class LagProbe:
+    """The consumer group's lag per partition (log end offset minus committed offset), read
+    from Kafka with the plain client: it holds for the whole group, whichever worker owns a
+    partition, and goes on being right when the workers stall."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._consumer: Any = None
+
+    def measure(self) -> dict[tuple[str, int], float]:
+        import kafka
+
+        topic = self.settings.events_topic
+        if self._consumer is None:
+            self._consumer = kafka.KafkaConsumer(
+                bootstrap_servers=self.settings.kafka_servers, group_id=self.settings.group_id,
+                enable_auto_commit=False, client_id="ccmon-lag-probe", request_timeout_ms=10000,
+            )  # fmt: skip
+        consumer = self._consumer
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [kafka.TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return {}
+        ends = consumer.end_offsets(tps)
+        starts = consumer.beginning_offsets(tps)
+        lag: dict[tuple[str, int], float] = {}
+        for tp in tps:
+            committed = consumer.committed(tp)
+            position = committed if committed is not None else starts[tp]
+            lag[(topic, tp.partition)] = float(max(0, ends[tp] - position))
+        return lag
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+
+def build_app(settings: Settings, processor: BatchProcessor) -> faust.App:
+    """The Faust app: one agent on the events topic, a DLQ topic, an upkeep timer."""
+    import faust
+    from prometheus_client import CollectorRegistry
+
+    web: dict[str, Any] = {"web_port": settings.worker_web_port} if settings.worker_web_port else {}
+    app = faust.App(
+        settings.group_id,
+        broker=settings.kafka_url,
+        store="memory://",
+        web_enabled=settings.worker_web_port != 0,
+        **web,
+        consumer_auto_offset_reset=settings.offset_reset,
+        stream_wait_empty=False,  # do not wait for a batch that cannot finish (Redis down)
+        producer_acks=-1,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    if settings.worker_web_port:
+        # The worker's own metrics (messages, lag, commits) at :web_port/metrics.
+        from faust.sensors.prometheus import setup_prometheus_sensors
+
+        setup_prometheus_sensors(app, registry=CollectorRegistry(), name_prefix="ccmon_worker")
+
+    events_topic = app.topic(settings.events_topic, key_serializer="raw", value_serializer="raw")
+    dlq_topic = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ccmon-batch")
+    stats = {"events": 0, "messages": 0, "rejected": 0, "duplicates": 0, "since": time.monotonic()}
+
+    @app.agent(events_topic, name="ccmon-events")
+    async def consume(stream: Any) -> None:
+        loop = asyncio.get_running_loop()
+        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within):
+            # take_events acks the batch when the generator moves on *or is closed* (Faust
+            # closes it on stop, even mid-batch). Hold one more reference per message so
+            # that ack alone cannot make an unapplied offset committable; ours comes after.
+            for event in batch:
+                event.message.incref()
+            messages = [_message(event.message) for event in batch]
+            future = loop.run_in_executor(executor, processor.process, messages)
+            try:
+                result = await asyncio.shield(future)
+            except asyncio.CancelledError:
+                # Stopping: give a batch in flight a moment to land; one that waits for
+                # Redis gives up, stays unacked, and is read again on the next start.
+                processor.stopping.set()
+                try:
+                    late = await asyncio.wait_for(asyncio.shield(future), timeout=10)
+                    if not late.dead:  # else unacked: read again, its dead letters resent
+                        for event in batch:
+                            event.ack()
+                except BaseException:  # Stopping, a timeout, a second cancel
+                    log.warning("stopped with a batch of %d messages not applied; it is read again on restart",
+                                len(batch))  # fmt: skip
+                raise
+            deliveries = []
+            for dead in result.dead:
+                deliveries.append(await dlq_topic.send(key=dead.key, value=dead.value, headers=dead.headers))
+            if deliveries:
+                await asyncio.gather(*deliveries)
+            for event in batch:
+                event.ack()  # applied and dead-lettered: now its offset may be committed
+            stats["messages"] += len(messages)
+            stats["events"] += result.accepted
+            stats["duplicates"] += result.duplicates
+            stats["rejected"] += len(result.dead)
+
+    lock_key = f"{settings.redis_prefix}:{{p}}:maintain-lock"
+    me = uuid.uuid4().hex
+    lag_probe = LagProbe(settings)
+
+    def measure_lag() -> None:
+        try:
+            processor.state.put_consumer_lag(lag_probe.measure())
+        except redis.RedisError as exc:
+            log.debug("consumer lag not stored: %s", exc)
+        except Exception as exc:  # Kafka hiccups: the next interval tries again
+            log.debug("consumer lag not measured: %s: %s", type(exc).__name__, exc)
+            lag_probe.close()
+
+    @app.timer(interval=MAINTAIN_INTERVAL_SECONDS)
+    async def upkeep() -> None:
+        loop = asyncio.get_running_loop()
+
+        def run() -> None:
+            # One worker of the group does the upkeep per interval.
+            client = processor.state.client
+            try:
+                if client.set(lock_key, me, nx=True, px=int(MAINTAIN_INTERVAL_SECONDS * 900)):
+                    processor.maintain()
+            except redis.RedisError as exc:
+                log.warning("upkeep skipped: Redis error: %s", exc)
+
+        await loop.run_in_executor(executor, run)
+
+    # Its own thread: a slow Kafka answer to the probe never holds up a batch.
+    lag_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ccmon-lag")
+
+    @app.task
+    async def lag_at_start() -> None:
+        await asyncio.get_running_loop().run_in_executor(lag_executor, measure_lag)
+
+    @app.timer(interval=LAG_INTERVAL_SECONDS)
+    async def lag() -> None:
+        # Every worker measures the whole group's lag (the same figures): cheap, and it
+        # keeps going whichever workers are alive.
+        await asyncio.get_running_loop().run_in_executor(lag_executor, measure_lag)
+
+    @app.timer(interval=30.0)
+    async def report() -> None:
+        elapsed = time.monotonic() - stats["since"]
+        if stats["messages"]:
+            log.info("last %.0f s: %d messages, %d events applied (%.0f/s), %d duplicates, %d rejected",
+                     elapsed, stats["messages"], stats["events"], stats["events"] / elapsed,
+                     stats["duplicates"], stats["rejected"])  # fmt: skip
+        stats.update(events=0, messages=0, rejected=0, duplicates=0, since=time.monotonic())
+
+    return app
+
+
+def _message(message: Any) -> Message:
+    return Message(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value if message.value is not None else b"",
+        timestamp=message.timestamp,
+    )
+
+
+def run_worker(settings: Settings) -> int:
+    """``ccmon worker``: connect, then consume until SIGTERM/SIGINT."""
+    import faust
+
+    from kpi_core.config import load_config
+
+    config = load_config(settings.config_path)
+    _check_port_free(settings.worker_web_port)
+    log.info("starting: %s", settings.redacted())
+    state = RedisState.from_url(settings.redis_url, config, prefix=settings.redis_prefix,
+                                clock=settings.make_clock())  # fmt: skip
+    processor = BatchProcessor(config, state, settings.make_clock())
+    _wait_for_redis(state)
+    wait_for_kafka(settings)
+    app = build_app(settings, processor)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        processor.stopping.set()
+    return 0
+
+
+def _check_port_free(port: int) -> None:
+    """Fail fast (not with a traceback from deep inside Faust) when the web port is taken."""
+    import socket
+
+    from kpi_core.errors import ConfigError
+
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError as exc:
+            raise ConfigError("--web-port", f"port {port} is not free ({exc.strerror}); pick another, or 0 for no web server") from None
+
+
+def _wait_for_redis(state: RedisState, interval: float = 5.0) -> None:
+    first = True
+    while True:
+        try:
+            state.client.ping()
+            if not first:
+                log.warning("Redis is reachable now")
+            return
+        except redis.RedisError as exc:
+            log.error("cannot reach Redis at %s (%s: %s); retrying in %.0f s",
+                      _redis_where(state), type(exc).__name__, exc, interval)
+            first = False
+            time.sleep(interval)
+
+
+def _redis_where(state: RedisState) -> str:
+    kwargs = state.client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return str(kwargs["path"])
+    return f"{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)}"

@@ -1,0 +1,272 @@
+"""RedisState against the real Redis: the same KPIs as MemoryState, exactly, whatever the
+batching, order and duplication; a batch counts once; conflicts apply nothing."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pytest
+
+from kpi_core.config import Config
+from kpi_core.engine import ALL, CALLBACKS, WAITING, Engine
+from kpi_core.events import Event, parse_event, parse_line
+from kpi_core.kpis import flatten, snapshot
+from kpi_core.state import KB_SCOPE_PREFIX, MemoryState
+from streams.redis_state import BatchConflict, RedisState, decode, encode
+
+pytestmark = pytest.mark.integration
+
+CONFIG = Config()
+Flat = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def events_of(lines: Iterable[bytes]) -> list[Event]:
+    return [parse_line(line) for line in lines]
+
+
+def memory_snapshot(events: Sequence[Event], at: float) -> Flat:
+    store = MemoryState(CONFIG.bucket_seconds, CONFIG.coarse_bucket_seconds)
+    engine = Engine(CONFIG, store)
+    for event in events:
+        engine.handle(event, at)
+    engine.maintain(at)
+    return flatten(snapshot(CONFIG, store, at))
+
+
+def make_state(client: Any, prefix: str, at: float) -> RedisState:
+    return RedisState(client, CONFIG, prefix=prefix, clock=lambda: at)
+
+
+def run_batches(state: RedisState, events: Sequence[Event], at: float, size: int = 7) -> None:
+    engine = Engine(CONFIG, state)
+    for start in range(0, len(events), size):
+        with state.batch():
+            for event in events[start:start + size]:
+                engine.handle(event, at)
+    with state.batch():
+        engine.maintain(at)
+
+
+def redis_snapshot(state: RedisState, at: float) -> Flat:
+    return flatten(snapshot(CONFIG, state, at))
+
+
+def assert_golden(flat: Flat, expected: Flat) -> None:
+    for key, value in expected.items():
+        assert key in flat, f"missing {key}"
+        assert flat[key] == pytest.approx(value, rel=1e-12, abs=1e-12), key
+        name, labels = key
+        total = (name, tuple((k, ALL if k == "queue" else v) for k, v in labels))
+        assert flat[total] == pytest.approx(value, rel=1e-12, abs=1e-12), total
+
+
+def without(flat: Flat, *names: str) -> Flat:
+    return {key: value for key, value in flat.items() if key[0] not in names}
+
+
+# -- equivalence with MemoryState -------------------------------------------------------------
+def test_golden_in_batches_equals_memory_and_expected(
+    redis_client: Any, redis_prefix: str, golden_lines: list[bytes], golden_at: float, golden_expected: Flat
+) -> None:
+    events = events_of(golden_lines)
+    state = make_state(redis_client, redis_prefix, golden_at)
+    run_batches(state, events, golden_at)
+    got = redis_snapshot(state, golden_at)
+    assert got == memory_snapshot(events, golden_at)
+    assert_golden(got, golden_expected)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_golden_shuffled_equals_memory(
+    redis_client: Any, redis_prefix: str, golden_lines: list[bytes], golden_at: float, golden_expected: Flat,
+    seed: int,
+) -> None:  # fmt: skip
+    events = events_of(golden_lines)
+    random.Random(seed).shuffle(events)
+    state = make_state(redis_client, redis_prefix, golden_at)
+    run_batches(state, events, golden_at, size=random.Random(seed).randint(1, 13))
+    got = redis_snapshot(state, golden_at)
+    assert got == memory_snapshot(events, golden_at)
+    assert_golden(got, golden_expected)
+
+
+def test_golden_every_event_twice(
+    redis_client: Any, redis_prefix: str, golden_lines: list[bytes], golden_at: float, golden_expected: Flat
+) -> None:
+    events = [event for event in events_of(golden_lines) for event in (event, event)]
+    state = make_state(redis_client, redis_prefix, golden_at)
+    run_batches(state, events, golden_at)
+    got = redis_snapshot(state, golden_at)
+    assert got == memory_snapshot(events, golden_at)
+    assert_golden(got, golden_expected)
+    duplicates = {labels: v for (name, labels), v in got.items() if name == "ccmon_events_duplicate_total"}
+    assert sum(duplicates.values()) == len(golden_lines)
+
+
+def test_batch_applied_twice_changes_nothing(
+    redis_client: Any, redis_prefix: str, golden_lines: list[bytes], golden_at: float
+) -> None:
+    """A crash after the commit and before Kafka's offset commit replays the batch: the
+    second run finds every event seen (the seen sets left in the same transaction)."""
+    events = events_of(golden_lines)
+    state = make_state(redis_client, redis_prefix, golden_at)
+    run_batches(state, events, golden_at, size=10)
+    before = redis_snapshot(state, golden_at)
+    run_batches(make_state(redis_client, redis_prefix, golden_at), events, golden_at, size=10)
+    after = redis_snapshot(state, golden_at)
+    dup = "ccmon_events_duplicate_total"
+    assert without(after, dup) == without(before, dup)
+    assert sum(v for (name, _), v in after.items() if name == dup) == len(events)
+
+
+def test_failed_batch_applies_nothing(
+    redis_client: Any, redis_prefix: str, golden_lines: list[bytes], golden_at: float
+) -> None:
+    events = events_of(golden_lines)
+    state = make_state(redis_client, redis_prefix, golden_at)
+    engine = Engine(CONFIG, state)
+    with pytest.raises(RuntimeError), state.batch():
+        for event in events:
+            engine.handle(event, golden_at)
+        raise RuntimeError("crash before the commit")
+    assert redis_client.keys(f"{redis_prefix}:*") == []
+    run_batches(state, events, golden_at)
+    assert redis_snapshot(state, golden_at) == memory_snapshot(events, golden_at)
+
+
+# -- conflicts ----------------------------------------------------------------------------------
+def call_event(event_id: str, kind: str, ts: float, **fields: Any) -> Event:
+    return parse_event({"event_id": event_id, "type": kind, "ts": ts, "queue": "support", **fields})
+
+
+def test_conflict_on_a_shared_customer_record(redis_client: Any, redis_prefix: str, golden_at: float) -> None:
+    """Two workers touch the same customer in overlapping batches: the later commit fails
+    with BatchConflict, applies nothing, and succeeds when recomputed."""
+    at = golden_at
+    a = make_state(redis_client, redis_prefix, at)
+    b = make_state(redis_client, redis_prefix, at)
+    engine_a, engine_b = Engine(CONFIG, a), Engine(CONFIG, b)
+    first = call_event("e1", "call.offered", at - 600, call_id="c1", customer_id="cust")
+    second = call_event("e2", "call.offered", at - 300, call_id="c2", customer_id="cust")
+
+    def offered() -> float:
+        flat = redis_snapshot(a, at)
+        return flat[("ccmon_calls_offered_total", (("tenant", "default"), ("queue", "support")))]
+
+    with pytest.raises(BatchConflict), a.batch():
+        engine_a.process(first, at)  # reads (and watches) the customer record
+        with b.batch():
+            engine_b.process(second, at)  # commits first, rewriting the customer record
+    assert offered() == 1  # only b's event
+    assert redis_client.exists(a._record_key("call", "default", "c1")) == 0
+    with a.batch():  # recompute from scratch
+        assert engine_a.process(first, at)
+    flat = redis_snapshot(a, at)
+    assert offered() == 2
+    repeat = flat[("ccmon_repeat_caller_ratio", (("tenant", "default"), ("queue", "support"), ("window", "1h")))]
+    assert repeat == pytest.approx(0.5)  # c2 repeats c1, whichever committed first
+
+
+def test_conflict_on_the_same_event_applied_by_another_writer(
+    redis_client: Any, redis_prefix: str, golden_at: float
+) -> None:
+    """An event that touches no record (a survey answer) processed by two workers at once
+    counts once: the loser's batch conflicts in the commit script."""
+    at = golden_at
+    a = make_state(redis_client, redis_prefix, at)
+    b = make_state(redis_client, redis_prefix, at)
+    survey = parse_event({"event_id": "s1", "type": "survey.response", "ts": at - 60, "queue": "support",
+                          "survey": "ces", "score": 6})  # fmt: skip
+    with pytest.raises(BatchConflict), a.batch():
+        assert Engine(CONFIG, a).process(survey, at)
+        with b.batch():
+            assert Engine(CONFIG, b).process(survey, at)
+    with a.batch():
+        assert not Engine(CONFIG, a).process(survey, at)  # now a duplicate
+    flat = redis_snapshot(a, at)
+    assert flat[("ccmon_survey_responses_total", (("tenant", "default"), ("queue", "support")))] == 1
+    assert flat[("ccmon_events_duplicate_total", (("type", "survey.response"),))] == 1
+
+
+# -- names and keys ---------------------------------------------------------------------------
+ODD_NAMES = ["a:b", "{x}", "}{", "with space", "ünï cødé 😀", "~tilde", "x" * 128, "q:{t:default}:b:f"]
+
+
+@pytest.mark.parametrize("name", ODD_NAMES)
+def test_encode_round_trips(name: str) -> None:
+    part = encode(name)
+    assert decode(part) == name
+    assert not set(part) & set(":{}")
+
+
+def test_odd_names_round_trip(redis_client: Any, redis_prefix: str, golden_at: float) -> None:
+    at = golden_at
+    state = make_state(redis_client, redis_prefix, at)
+    engine = Engine(CONFIG, state)
+    tenants = ["acme:{1}", "plain"]
+    with state.batch():
+        for t, tenant in enumerate(tenants):
+            for q, queue in enumerate(ODD_NAMES):
+                base = {"tenant": tenant, "queue": queue}
+                engine.process(parse_event({**base, "event_id": f"o{t}-{q}", "type": "call.offered",
+                                            "ts": at - 100, "call_id": f"id:{{{q}}} ü"}), at)  # fmt: skip
+                engine.process(parse_event({**base, "event_id": f"r{t}-{q}", "type": "callback.requested",
+                                            "ts": at - 50, "callback_id": f"cb {q}", "customer_id": f"c:{q}"}), at)  # fmt: skip
+            engine.process(parse_event({"tenant": tenant, "event_id": f"kb{t}", "type": "kb.viewed",
+                                        "ts": at - 10, "article_id": "art:{1}", "session_id": "s 1"}), at)  # fmt: skip
+    scopes = state.scopes()
+    assert set(scopes) == set(tenants)
+    for tenant in tenants:
+        assert set(scopes[tenant]) == {*ODD_NAMES, KB_SCOPE_PREFIX + "art:{1}"}
+        for q, queue in enumerate(ODD_NAMES):
+            assert state.live(WAITING, tenant, queue) == {f"{queue}\x1fid:{{{q}}} ü": at - 100}
+            assert state.live(CALLBACKS, tenant, queue) == {f"c:{q}": at - 50}
+            assert state.read_window(tenant, queue, at - 3600, at)["offered"] == 1
+            assert state.totals(tenant, queue)["cb_due"] == 1
+            assert state.get_record("call", tenant, f"id:{{{q}}} ü") is not None
+    # Every key of a tenant carries its hash tag; totals keep, buckets and records expire.
+    for tenant in tenants:
+        tag = f"{redis_prefix}:{{t:{encode(tenant)}}}:"
+        keys = [k.decode() for k in redis_client.scan_iter(match=f"{tag}*".replace("{", "\\{").replace("}", "\\}").replace("[", "\\["))]
+        assert keys
+        for key in keys:
+            ttl = redis_client.ttl(key)
+            if ":tot:" in key or ":live:" in key or key.endswith(":scopes"):
+                assert ttl == -1, key
+            else:
+                assert ttl > 0, key
+    flat = redis_snapshot(state, at)
+    assert flat[("ccmon_calls_waiting", (("tenant", "acme:{1}"), ("queue", "ünï cødé 😀")))] == 1
+
+
+def test_writes_outside_a_batch_apply_at_once(redis_client: Any, redis_prefix: str, golden_at: float) -> None:
+    state = make_state(redis_client, redis_prefix, golden_at)
+    assert state.claim_event("t", "e", golden_at)
+    assert not state.claim_event("t", "e", golden_at)
+    state.add("t", "q", golden_at - 5, {"offered": 1, "max_wait": 3})
+    state.add("t", "q", golden_at - 5, {"offered": 1, "max_wait": 2})
+    state.count("events", "call.offered")
+    state.count_max("last_event_ts", "", 5.0)
+    state.count_max("last_event_ts", "", 4.0)
+    assert state.read_window("t", "q", golden_at - 60, golden_at) == {"offered": 2, "max_wait": 3}
+    assert state.counts() == {"events": {"call.offered": 1}, "last_event_ts": {"": 5.0}}
+
+
+def test_two_upkeeps_expire_a_call_once(redis_client: Any, redis_prefix: str, golden_at: float) -> None:
+    at = golden_at
+    a = make_state(redis_client, redis_prefix, at)
+    b = make_state(redis_client, redis_prefix, at)
+    engine_a, engine_b = Engine(CONFIG, a), Engine(CONFIG, b)
+    with a.batch():  # a call offered 5 h ago that never got an outcome
+        engine_a.process(call_event("w1", "call.offered", at - 5 * 3600, call_id="stuck"), at)
+    with pytest.raises(BatchConflict), a.batch():
+        engine_a.maintain(at)
+        with b.batch():
+            engine_b.maintain(at)
+    with a.batch():
+        engine_a.maintain(at)
+    flat = redis_snapshot(a, at)
+    assert flat[("ccmon_calls_expired_total", (("tenant", "default"), ("queue", "support")))] == 1
+    assert flat[("ccmon_calls_waiting", (("tenant", "default"), ("queue", "support")))] == 0

@@ -1,0 +1,119 @@
+"""The worker's batch processor on the real Redis, without Kafka: dead letters, exactly-once
+effect of a replayed batch (rejections included), isolation of an event the engine fails on."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from kpi_core.config import Config
+from kpi_core.kpis import flatten, snapshot
+from streams.redis_state import RedisState
+from streams.worker import INTERNAL_ERROR, BatchProcessor, Message
+
+pytestmark = pytest.mark.integration
+
+CONFIG = Config()
+
+
+def messages(lines: list[bytes]) -> list[Message]:
+    out = []
+    # Half as single-event messages, half as one array envelope, plus bad ones.
+    half = len(lines) // 2
+    for offset, line in enumerate(lines[:half]):
+        out.append(Message("events", 0, offset, b"k", line, 1795168000.0))
+    envelope = b"[" + b",".join(lines[half:]) + b"]"
+    out.append(Message("events", 1, 0, None, envelope, 1795168000.0))
+    out.append(Message("events", 2, 0, b"bad", b"{not json", 1795168000.0))
+    old = b'{"event_id": "x", "type": "call.offered", "ts": 1, "queue": "support", "call_id": "old"}'
+    no_call = b'{"event_id": "y", "type": "call.answered", "ts": 1795168000, "agent_id": "a"}'
+    out.append(Message("events", 2, 1, b"bad", b"[" + old + b", 7, " + no_call + b"]", 1795168000.0))
+    return out
+
+
+def rejected(flat: dict[Any, float]) -> dict[str, float]:
+    return {dict(labels)["reason"]: v for (name, labels), v in flat.items() if name == "ccmon_events_rejected_total"}
+
+
+def test_process_and_replay(redis_client: Any, redis_prefix: str, golden_lines: list[bytes], golden_at: float,
+                            golden_expected: dict[Any, float]) -> None:  # fmt: skip
+    clock = lambda: golden_at  # noqa: E731
+    state = RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=clock)
+    processor = BatchProcessor(CONFIG, state, clock)
+    batch = messages(golden_lines)
+    result = processor.process(batch)
+    assert result.accepted == len(golden_lines)
+    reasons = sorted(d.reason for d in result.dead)
+    assert reasons == ["invalid_json", "missing_field:call_id", "not_an_object", "too_late"]
+    dead = {d.reason: d for d in result.dead}
+    assert dead["invalid_json"].value == b"{not json"
+    assert dead["invalid_json"].source == "events/2/0"
+    assert json.loads(dead["too_late"].value)["call_id"] == "old"
+    assert dict(dead["too_late"].headers)["ccmon-reason"] == b"too_late"
+    flat = flatten(snapshot(CONFIG, state, golden_at))
+    for key, value in golden_expected.items():
+        assert flat[key] == pytest.approx(value)
+    assert rejected(flat) == {"invalid_json": 1, "missing_field:call_id": 1, "not_an_object": 1, "too_late": 1}
+
+    # The same batch again (a crash before the offsets were committed): nothing changes but
+    # the duplicate count; the rejections are still dead-lettered (at least once).
+    again = BatchProcessor(CONFIG, RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=clock), clock)
+    result = again.process(batch)
+    assert result.accepted == 0 and result.duplicates == len(golden_lines)
+    assert len(result.dead) == 4
+    flat2 = flatten(snapshot(CONFIG, state, golden_at))
+    dup = "ccmon_events_duplicate_total"
+    assert {k: v for k, v in flat2.items() if k[0] != dup} == {k: v for k, v in flat.items() if k[0] != dup}
+
+
+def test_an_event_the_engine_fails_on_is_isolated(
+    redis_client: Any, redis_prefix: str, golden_lines: list[bytes], golden_at: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = lambda: golden_at  # noqa: E731
+    state = RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=clock)
+    processor = BatchProcessor(CONFIG, state, clock)
+    original = processor.engine.process
+
+    def flaky(event: Any, now: float) -> bool:
+        if event.event_id == "g5":
+            raise KeyError("a bug")
+        return original(event, now)
+
+    monkeypatch.setattr(processor.engine, "process", flaky)
+    result = processor.process(messages(golden_lines))
+    assert [d.reason for d in result.dead].count(INTERNAL_ERROR) == 1
+    assert result.accepted == len(golden_lines) - 1
+    flat = flatten(snapshot(CONFIG, state, golden_at))
+    assert rejected(flat)[INTERNAL_ERROR] == 1
+    assert sum(v for (name, _l), v in flat.items() if name == "ccmon_events_total") == len(golden_lines) - 1
+
+
+def test_redis_errors_wait_and_retry_the_same_batch(
+    redis_client: Any, redis_prefix: str, golden_lines: list[bytes], golden_at: float,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    import redis
+
+    clock = lambda: golden_at  # noqa: E731
+    state = RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=clock)
+    processor = BatchProcessor(CONFIG, state, clock)
+    original = RedisState._commit
+    failures = [redis.ConnectionError("connection refused"), redis.TimeoutError("timed out")]
+
+    def flaky_commit(self: RedisState, batch: Any) -> None:
+        if failures:
+            raise failures.pop(0)
+        original(self, batch)
+
+    monkeypatch.setattr(RedisState, "_commit", flaky_commit)
+    with caplog.at_level("WARNING", logger="ccmon.worker"):
+        result = processor.process(messages(golden_lines))
+    assert result.attempts == 3
+    assert result.accepted == len(golden_lines)
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "Redis error" in errors[0].getMessage()
+    assert any("Redis is back" in r.getMessage() for r in caplog.records)
+    flat = flatten(snapshot(CONFIG, state, golden_at))
+    assert sum(v for (name, _l), v in flat.items() if name == "ccmon_events_total") == len(golden_lines)
