@@ -1,0 +1,25 @@
+"""ccmon's HTTP face: the live wallboard, ``/metrics``, the JSON API and ``/healthz`` as one
+WSGI app that any KPI source can mount (the demo over memory, the exporter over Redis).
+
+* :func:`make_wsgi_app` - from ``get_families`` / ``get_pending_callbacks`` callables;
+* :func:`make_store_app` - the same over any :class:`~kpi_core.state.StateStore`;
+* :func:`serve` - a threaded standard-library server for it;
+* :mod:`streams.web.api` - the JSON documents, the callback worklist, the SL history.
+
+The page itself is package data: ``streams/static/wallboard.html``.
+"""
+
+from streams.web.api import SlHistory, kpis_document, pending_callbacks
+from streams.web.app import make_store_app, make_wsgi_app, wallboard_html
+from streams.web.server import Server, serve
+
+__all__ = [
+    "Server",
+    "SlHistory",
+    "kpis_document",
+    "make_store_app",
+    "make_wsgi_app",
+    "pending_callbacks",
+    "serve",
+    "wallboard_html",
+]

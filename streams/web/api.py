@@ -1,0 +1,184 @@
+"""What the HTTP endpoints return, computed from metric families or a state store.
+
+Pure functions (and one small thread-safe ring buffer); no HTTP here.
+
+* :func:`kpis_document` shapes :class:`~kpi_core.kpis.MetricFamily` lists into the
+  ``/api/kpis`` JSON document the wallboard reads.
+* :func:`pending_callbacks` reads the callback worklist from any
+  :class:`~kpi_core.state.StateStore` (memory or Redis).
+* :class:`SlHistory` keeps recent service-level values per queue for the sparklines.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from kpi_core.config import Config
+from kpi_core.engine import CALLBACKS
+from kpi_core.kpis import MetricFamily
+from kpi_core.state import StateStore, is_queue_scope
+
+PREFIX = "ccmon_"
+#: Standalone callbacks (requests without a customer id) are kept under this member prefix.
+STANDALONE_CALLBACK_PREFIX = "\x1fcb\x1f"
+
+
+def iso(ts: float) -> str:
+    """RFC 3339 UTC, whole milliseconds."""
+    ms = round(ts * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+
+def _queue_entry(tenants: dict[str, Any], tenant: str, queue: str) -> dict[str, Any]:
+    queues = tenants.setdefault(tenant, {"queues": {}})["queues"]
+    entry = queues.get(queue)
+    if entry is None:
+        entry = queues[queue] = {"live": {}, "agents": {}, "targets": {}, "windows": {}}
+    return entry
+
+
+def kpis_document(
+    families: Iterable[MetricFamily],
+    *,
+    at: float,
+    info: Mapping[str, Any] | None = None,
+    history: SlHistory | None = None,
+) -> dict[str, Any]:
+    """The ``/api/kpis`` document::
+
+        {"at": 1795169400.0, "at_iso": "...Z", "info": {...},
+         "tenants": {"default": {
+            "queues": {"support": {
+                "live": {"calls_waiting": 3, "longest_wait_seconds": 41.5, ...},
+                "agents": {"available": 4, "on_call": 11, ...},
+                "targets": {"service_level_ratio": 0.8, ...},
+                "windows": {"15m": {"service_level_ratio": 0.83, "calls_offered": 41,
+                                    "wait_seconds_quantile": {"0.5": 4.1, "0.9": 33.0}, ...}}},
+              "_all": {...}},
+            "history": {"window": "15m", "series": {"support": [[at, 0.83], ...]}}}},
+         "pipeline": {"events_total": {"call.offered": 1234, ...}, "event_lag_seconds": 0.2}}
+
+    Names are the Prometheus names without ``ccmon_``; labels other than tenant, queue and
+    window become a nested level (``quantile``, ``channel``). Counters and histograms are
+    left to ``/metrics``; a KPI with no value in a window is absent, as in ``/metrics``.
+    """
+    tenants: dict[str, Any] = {}
+    pipeline: dict[str, Any] = {}
+    for fam in families:
+        name = fam.name[len(PREFIX):] if fam.name.startswith(PREFIX) else fam.name
+        for suffix, labels, value in fam.samples:
+            label_map = dict(labels)
+            tenant = label_map.pop("tenant", None)
+            queue = label_map.pop("queue", None)
+            if tenant is None or queue is None:
+                if fam.kind != "histogram" and tenant is None and not suffix:
+                    if label_map:
+                        pipeline.setdefault(name, {})[next(iter(label_map.values()))] = value
+                    else:
+                        pipeline[name] = value
+                continue
+            if fam.kind != "gauge":
+                continue
+            entry = _queue_entry(tenants, tenant, queue)
+            window = label_map.pop("window", None)
+            if name.startswith("target_"):
+                entry["targets"][name[len("target_"):]] = value
+                continue
+            if name == "agents" and "state" in label_map:
+                entry["agents"][label_map["state"]] = value
+                continue
+            container = entry["windows"].setdefault(window, {}) if window is not None else entry["live"]
+            if label_map:
+                container.setdefault(name, {})[next(iter(label_map.values()))] = value
+            else:
+                container[name] = value
+    if history is not None:
+        for tenant, body in tenants.items():
+            body["history"] = {"window": history.window, "series": history.series(tenant, since=at - history.keep_seconds)}
+    return {"at": at, "at_iso": iso(at), "info": dict(info or {}), "tenants": tenants, "pipeline": pipeline}
+
+
+def pending_callbacks(config: Config, store: StateStore, at: float) -> list[dict[str, Any]]:
+    """The callback worklist at ``at``: every callback due before ``at`` and not yet made,
+    oldest first. Works with any :class:`StateStore`.
+
+    Each item: ``tenant``, ``queue``, ``customer_id`` (or ``callback_id`` for a request
+    without a customer), ``due`` (epoch seconds), ``due_iso``, ``age_seconds`` and
+    ``overdue`` (older than the queue's ``callback_seconds`` target). Customer ids belong in
+    this worklist (an agent needs them to call back) and never in a metric label.
+    """
+    items: list[dict[str, Any]] = []
+    for tenant, scopes in store.scopes().items():
+        for scope in scopes:
+            if not is_queue_scope(scope) or scope == "_all":
+                continue
+            target = config.queue(tenant, scope).callback_target_seconds
+            for member, due in store.live(CALLBACKS, tenant, scope).items():
+                if due >= at:
+                    continue
+                item: dict[str, Any] = {"tenant": tenant, "queue": scope}
+                if member.startswith(STANDALONE_CALLBACK_PREFIX):
+                    item["callback_id"] = member[len(STANDALONE_CALLBACK_PREFIX):]
+                else:
+                    item["customer_id"] = member
+                age = at - due
+                item.update({"due": due, "due_iso": iso(due), "age_seconds": age, "overdue": age > target})
+                items.append(item)
+    items.sort(key=lambda i: (i["due"], i["tenant"], i["queue"], i.get("customer_id") or i.get("callback_id", "")))
+    return items
+
+
+class SlHistory:
+    """A ring buffer of service-level values per ``(tenant, queue)`` for the sparklines.
+
+    Call :meth:`record` with each new snapshot (the demo does it once a simulated minute;
+    an exporter could do it on a timer). Points older than ``keep_seconds`` before the newest
+    are dropped; ``max_points`` caps memory whatever the recording rate. Thread-safe.
+    """
+
+    def __init__(self, window: str = "15m", keep_seconds: float = 3600.0, max_points: int = 720) -> None:
+        if keep_seconds <= 0:
+            raise ValueError(f"keep_seconds must be > 0, got {keep_seconds!r}")
+        if max_points < 2:
+            raise ValueError(f"max_points must be >= 2, got {max_points!r}")
+        self.window = window
+        self.keep_seconds = keep_seconds
+        self.max_points = max_points
+        self._points: deque[tuple[float, dict[tuple[str, str], float]]] = deque(maxlen=max_points)
+        self._lock = threading.Lock()
+
+    def record(self, at: float, families: Iterable[MetricFamily]) -> None:
+        values: dict[tuple[str, str], float] = {}
+        for fam in families:
+            if fam.name != "ccmon_service_level_ratio":
+                continue
+            for _suffix, labels, value in fam.samples:
+                label_map = dict(labels)
+                if label_map.get("window") == self.window:
+                    values[(label_map["tenant"], label_map["queue"])] = value
+        with self._lock:
+            while self._points and self._points[-1][0] >= at:
+                self._points.pop()  # a clock that went back (or the same instant twice)
+            self._points.append((at, values))
+            while self._points and self._points[0][0] < at - self.keep_seconds:
+                self._points.popleft()
+
+    def series(self, tenant: str, since: float = float("-inf")) -> dict[str, list[list[float | None]]]:
+        """``queue -> [[at, value or None], ...]`` since ``since``, oldest first. ``None`` marks
+        an instant with no value (nothing answered or abandoned in the window)."""
+        with self._lock:
+            points = [(at, values) for at, values in self._points if at >= since]
+        queues = sorted({queue for _at, values in points for (t, queue) in values if t == tenant})
+        return {queue: [[at, values.get((tenant, queue))] for at, values in points] for queue in queues}
+
+
+def select_callbacks(
+    items: Sequence[Mapping[str, Any]], *, tenant: str | None = None, queue: str | None = None, limit: int | None = None
+) -> list[Mapping[str, Any]]:
+    """Filter the worklist by tenant and queue, and keep the ``limit`` oldest."""
+    chosen = [i for i in items if (tenant is None or i["tenant"] == tenant) and (queue is None or i["queue"] == queue)]
+    return chosen if limit is None else chosen[:limit]

@@ -1,0 +1,159 @@
+"""One WSGI application for ccmon's HTTP face, independent of where the KPIs come from.
+
+===========================  ====================================================
+path                         what
+===========================  ====================================================
+``/`` (``/wallboard``)       the live wallboard (static HTML, vanilla JS, no CDN)
+``/metrics``                 Prometheus text (:func:`kpi_core.exposition.render`)
+``/api/kpis``                KPIs as JSON (:func:`streams.web.api.kpis_document`)
+``/api/callbacks/pending``   the callback worklist (``?tenant=&queue=&limit=``)
+``/healthz``                 ``200 {"status": "ok"}``, or 503 while not ready
+===========================  ====================================================
+
+The app is built from callables, so the demo (state in memory) and the production exporter
+(state in Redis) mount the same handler::
+
+    app = make_wsgi_app(
+        get_families=lambda: snapshot(config, store, clock()),
+        get_pending_callbacks=lambda: pending_callbacks(config, store, clock()),
+        get_info=lambda: {"at": clock()},
+    )
+
+or, for any :class:`~kpi_core.state.StateStore`, :func:`make_store_app` does exactly that
+under a lock. ``get_info()`` may return ``at`` (the evaluation instant shown on the page;
+default: the wall clock), ``ready`` (``False`` makes ``/healthz`` answer 503) and anything
+else worth showing (``clock``, ``speed``, ``paused``...), which ``/api/kpis`` passes on under
+``info``. Every request calls the callables afresh; cache inside them if they are costly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs
+
+from kpi_core.config import Config
+from kpi_core.exposition import render
+from kpi_core.kpis import MetricFamily, snapshot
+from kpi_core.state import StateStore
+from streams.web.api import SlHistory, kpis_document, pending_callbacks, select_callbacks
+
+log = logging.getLogger(__name__)
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+JSON_CONTENT_TYPE = "application/json; charset=utf-8"
+
+
+def wallboard_html() -> bytes:
+    """The wallboard page, shipped as package data (``streams/static/wallboard.html``)."""
+    return resources.files("streams").joinpath("static/wallboard.html").read_bytes()
+
+
+def make_wsgi_app(
+    get_families: Callable[[], Sequence[MetricFamily]],
+    get_pending_callbacks: Callable[[], Sequence[Mapping[str, Any]]],
+    *,
+    get_info: Callable[[], Mapping[str, Any]] | None = None,
+    history: SlHistory | None = None,
+) -> WSGIApp:
+    """A WSGI app serving the wallboard, ``/metrics``, the JSON API and ``/healthz``."""
+    page: list[bytes] = []
+
+    def info() -> Mapping[str, Any]:
+        return get_info() if get_info is not None else {}
+
+    def json_body(document: Any) -> bytes:
+        return json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+    def route(path: str, query: dict[str, list[str]]) -> tuple[str, str, bytes]:
+        if path in ("/", "/wallboard", "/index.html"):
+            if not page:
+                page.append(wallboard_html())
+            return "200 OK", "text/html; charset=utf-8", page[0]
+        if path == "/metrics":
+            return "200 OK", METRICS_CONTENT_TYPE, render(get_families()).encode("utf-8")
+        if path == "/api/kpis":
+            meta = info()
+            at = float(meta.get("at", time.time()))
+            document = kpis_document(get_families(), at=at, info=meta, history=history)
+            return "200 OK", JSON_CONTENT_TYPE, json_body(document)
+        if path == "/api/callbacks/pending":
+            meta = info()
+            try:
+                limit = int(query["limit"][0]) if "limit" in query else None
+                if limit is not None and limit < 0:
+                    raise ValueError
+            except ValueError:
+                return "400 Bad Request", JSON_CONTENT_TYPE, json_body(
+                    {"error": f"limit must be a whole number >= 0, got {query['limit'][0]!r}"}
+                )
+            items = select_callbacks(
+                get_pending_callbacks(),
+                tenant=query.get("tenant", [None])[0],
+                queue=query.get("queue", [None])[0],
+            )
+            at = float(meta.get("at", time.time()))
+            shown = items if limit is None else items[:limit]
+            return "200 OK", JSON_CONTENT_TYPE, json_body({"at": at, "count": len(items), "callbacks": list(shown)})
+        if path == "/healthz":
+            meta = info()
+            if meta.get("ready", True):
+                return "200 OK", JSON_CONTENT_TYPE, json_body({"status": "ok"})
+            return "503 Service Unavailable", JSON_CONTENT_TYPE, json_body({"status": "starting"})
+        return "404 Not Found", JSON_CONTENT_TYPE, json_body({"error": f"no such path: {path}"})
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO", "/") or "/"
+        if method not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Content-Type", JSON_CONTENT_TYPE), ("Allow", "GET, HEAD")])
+            return [b'{"error":"only GET and HEAD"}'] if method != "HEAD" else []
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        try:
+            status, content_type, body = route(path, query)
+        except Exception:
+            log.exception("error serving %s", path)
+            status, content_type, body = "500 Internal Server Error", JSON_CONTENT_TYPE, b'{"error":"internal error"}'
+        headers = [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+        ]
+        start_response(status, headers)
+        return [] if method == "HEAD" else [body]
+
+    return app
+
+
+def make_store_app(
+    config: Config,
+    store: StateStore,
+    clock: Callable[[], float] = time.time,
+    *,
+    lock: threading.Lock | None = None,
+    history: SlHistory | None = None,
+    info: Mapping[str, Any] | None = None,
+) -> WSGIApp:
+    """:func:`make_wsgi_app` over any state store: each request evaluates the KPIs at
+    ``clock()`` (under ``lock``, if the store is written by another thread)."""
+    guard = lock or threading.Lock()
+    extra = dict(info or {})
+
+    def families() -> list[MetricFamily]:
+        with guard:
+            return snapshot(config, store, clock())
+
+    def pending() -> list[dict[str, Any]]:
+        with guard:
+            return pending_callbacks(config, store, clock())
+
+    return make_wsgi_app(families, pending, get_info=lambda: {**extra, "at": clock()}, history=history)

@@ -1,0 +1,334 @@
+"""``ccmon demo`` end to end, as a person sees it: the real command in a subprocess, the
+wallboard in headless Chromium, its tiles checked against ``/metrics``; and, without a
+browser, the demo's HTTP app (``streams.web`` over a ``DemoRunner``).
+
+Needs no Kafka or Redis, so it carries no ``integration`` marker; the browser test is
+skipped (with the reason) only where Chromium or the playwright package is missing. Chromium is Debian's
+(``apt-get install -y chromium``), driven by playwright with ``executable_path`` (playwright's
+own browser download is never used). The demo runs with ``--pause-after``, so its simulated
+clock freezes a few seconds after start-up: the page and ``/metrics`` then show the same
+instant and must agree exactly. The screenshot goes to ``test-artifacts/wallboard.png``.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import math
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+START = "2026-11-20T10:40:00Z"  # the late-morning peak: a mix of green, amber and red
+SPEED = 60.0
+PAUSE_AFTER = 3.0
+
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install -y chromium)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get(url: str, timeout: float = 5.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return bytes(response.read())
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    samples = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = _SAMPLE.match(line)
+        assert match, line
+        labels = frozenset(_LABEL.findall(match.group(3) or ""))
+        samples[(match.group(1), labels)] = float(match.group(4))
+    return samples
+
+
+@pytest.fixture(scope="module")
+def demo() -> Any:
+    port = free_port()
+    command = [sys.executable, "-m", "streams.cli", "demo", "--port", str(port), "--seed", "3", "--queues", "5",
+               "--start", START, "--speed", str(SPEED), "--pause-after", str(PAUSE_AFTER)]  # fmt: skip
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 90
+        info: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"ccmon demo exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+            try:
+                info = json.loads(get(base + "api/kpis"))["info"]
+            except OSError:
+                info = {}
+            if info.get("paused"):
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail(f"the demo did not pause in time: {info}")
+        yield proc, base
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@needs_chromium
+def test_wallboard_shows_the_metrics(demo: Any, tmp_path: Path) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    proc, base = demo
+    document = json.loads(get(base + "api/kpis"))
+    at = document["at"]
+    live_start = calendar.timegm(time.strptime(START, "%Y-%m-%dT%H:%M:%SZ"))
+    # The clock ran live (about PAUSE_AFTER * SPEED simulated seconds) before it froze.
+    assert live_start + 0.5 * PAUSE_AFTER * SPEED <= at <= live_start + PAUSE_AFTER * SPEED + 1
+    metrics = parse_metrics(get(base + "metrics").decode())
+    assert json.loads(get(base + "api/kpis"))["at"] == at  # frozen: nothing moves any more
+
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),  # a fresh --user-data-dir
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1920, "height": 1080},
+        )
+        try:
+            page = context.pages[0] if context.pages else context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(base)
+            page.wait_for_function(
+                f"document.body.dataset.paused === 'true' && Number(document.body.dataset.at) === {at!r}",
+                timeout=20000,
+            )
+            tiles = page.eval_on_selector_all(
+                ".tile",
+                "els => els.map(e => ({queue: e.dataset.queue, kpi: e.dataset.kpi, value: e.dataset.value,"
+                " text: e.querySelector('.v').textContent, cls: e.className}))",
+            )
+            status = page.text_content("#status")
+            clock = page.text_content("#clock")
+            sparklines = page.eval_on_selector_all(".queue svg path", "els => els.length")
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "wallboard.png"))
+        finally:
+            context.close()
+
+    assert errors == []
+    assert status is not None and "PAUSED" in status
+    assert clock == time.strftime("%H:%M:%S", time.gmtime(at))
+    queues = sorted(
+        dict(labels)["queue"] for name, labels in metrics if name == "ccmon_calls_waiting" and dict(labels)["tenant"] == "default"
+    )
+    assert queues == ["_all", "billing", "retention", "sales", "support", "tech"]
+    by_tile = {(t["queue"], t["kpi"]): t for t in tiles}
+    assert len(by_tile) == 7 * len(queues)
+    assert sparklines >= len(queues)
+
+    def metric(name: str, queue: str, **extra: str) -> float | None:
+        return metrics.get((name, frozenset({("tenant", "default"), ("queue", queue), *extra.items()})))
+
+    for queue in queues:
+        waiting = metric("ccmon_calls_waiting", queue)
+        tile = by_tile[(queue, "calls_waiting")]
+        assert waiting is not None
+        assert tile["text"] == str(int(waiting)), (queue, tile, waiting)
+        assert float(tile["value"]) == waiting
+
+        sl = metric("ccmon_service_level_ratio", queue, window="15m")
+        target = metric("ccmon_target_service_level_ratio", queue)
+        tile = by_tile[(queue, "service_level")]
+        if sl is None:
+            assert tile["text"] == "\u2014" and tile["value"] == ""
+            continue
+        assert math.isclose(float(tile["value"]), sl, rel_tol=1e-12), (queue, tile, sl)
+        assert tile["text"].endswith("%") and abs(float(tile["text"][:-1]) - 100 * sl) <= 0.5 + 1e-9, (tile, sl)
+        assert target is not None
+        expected = "ok" if sl >= target else "warn" if sl >= target - 0.1 else "bad"
+        assert expected in tile["cls"].split(), (queue, tile, sl, target)
+
+        free = metric("ccmon_agents", queue, state="available")
+        assert by_tile[(queue, "agents_available")]["text"] == str(int(free or 0))
+        pending = metric("ccmon_callbacks_pending", queue)
+        assert by_tile[(queue, "callbacks")]["text"] == str(int(pending or 0))
+
+    # The board is not all one colour at the morning peak.
+    colours = {c for t in tiles for c in t["cls"].split() if c in ("ok", "warn", "bad")}
+    assert len(colours) >= 2, colours
+
+    # A clean shutdown on Ctrl-C: exit 0, no traceback.
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "wallboard on http://127.0.0.1:" in out and "stopped" in out
+
+
+# -- the same app without a browser ------------------------------------------------------------
+DAY = 1_795_132_800.0  # 2026-11-20T00:00:00Z
+
+
+def call(app: Any, path: str, method: str = "GET") -> tuple[str, dict[str, str], bytes]:
+    path, _, query = path.partition("?")
+    seen: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        seen["status"], seen["headers"] = status, dict(headers)
+
+    body = b"".join(app({"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query}, start_response))
+    return seen["status"], seen["headers"], body
+
+
+@pytest.fixture(scope="module")
+def runner() -> Any:
+    from streams.commands.demo import demo_config
+    from streams.demo import DemoRunner
+    from streams.simulator import SimParams, default_queues
+
+    queues = default_queues(["support", "sales", "vip"])
+    params = SimParams(start=DAY + 8 * 3600, hours=None, queues=queues, seed=5)
+    demo_runner = DemoRunner(params, demo_config([q.name for q in queues]), speed=60.0, warmup_seconds=3600.0,
+                             pause_after=0.0)  # fmt: skip
+    return demo_runner
+
+
+def test_demo_app_before_and_after_warm_up(runner: Any) -> None:
+    from streams.web import make_wsgi_app
+
+    app = make_wsgi_app(runner.families, runner.pending, get_info=runner.info, history=runner.history)
+    if runner.view() is None:
+        status, _headers, body = call(app, "/healthz")
+        assert status.startswith("503") and json.loads(body) == {"status": "starting"}
+        runner.warm_up()
+    assert runner.paused and runner.clock == DAY + 9 * 3600
+    status, headers, body = call(app, "/healthz")
+    assert status == "200 OK" and json.loads(body) == {"status": "ok"}
+
+    status, headers, page = call(app, "/")
+    assert status == "200 OK" and headers["Content-Type"].startswith("text/html")
+    assert b"api/kpis" in page and b"http" not in page.replace(b"http://www.w3.org/2000/svg", b"")  # no CDN
+
+    status, headers, text = call(app, "/metrics")
+    assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    metrics = parse_metrics(text.decode())
+    assert metrics[("ccmon_target_service_level_ratio", frozenset({("tenant", "default"), ("queue", "vip")}))] == 0.9
+
+    status, headers, body = call(app, "/api/kpis")
+    document = json.loads(body)
+    assert document["at"] == DAY + 9 * 3600 and document["at_iso"] == "2026-11-20T09:00:00.000Z"
+    assert document["info"]["paused"] is True and document["info"]["clock"] == "simulated"
+    queues = document["tenants"]["default"]["queues"]
+    assert set(queues) == {"support", "sales", "vip", "_all"}
+    support = queues["support"]
+    assert support["live"]["calls_waiting"] == metrics[
+        ("ccmon_calls_waiting", frozenset({("tenant", "default"), ("queue", "support")}))
+    ]
+    assert set(support["agents"]) == {"available", "on_call", "acw", "away", "offline"}
+    assert support["targets"]["service_level_ratio"] == 0.8
+    assert set(support["windows"]) == {"5m", "15m", "1h", "today"}
+    assert set(support["windows"]["1h"]["wait_seconds_quantile"]) == {"0.5", "0.9"}
+    history = document["tenants"]["default"]["history"]
+    assert history["window"] == "15m" and len(history["series"]["support"]) == 60  # a point a minute
+    assert document["pipeline"]["events_total"]["call.offered"] > 100
+
+    status, _headers, body = call(app, "/api/callbacks/pending")
+    worklist = json.loads(body)
+    assert worklist["count"] == len(worklist["callbacks"])
+    for item in worklist["callbacks"]:
+        assert item["due"] < worklist["at"] and "customer_id" in item and item["overdue"] is False
+    dues = [i["due"] for i in worklist["callbacks"]]
+    assert dues == sorted(dues)
+    _status, _headers, body = call(app, "/api/callbacks/pending?queue=nope&limit=5")
+    assert json.loads(body)["callbacks"] == []
+    status, _headers, _body = call(app, "/api/callbacks/pending?limit=-1")
+    assert status.startswith("400")
+
+    assert call(app, "/nope")[0].startswith("404")
+    assert call(app, "/metrics", "POST")[0].startswith("405")
+    status, headers, body = call(app, "/metrics", "HEAD")
+    assert status == "200 OK" and body == b"" and int(headers["Content-Length"]) > 1000
+
+
+def test_store_app_over_any_state_store() -> None:
+    from kpi_core.config import Config
+    from kpi_core.engine import Engine
+    from kpi_core.events import parse_event
+    from kpi_core.state import MemoryState
+    from streams.web import make_store_app
+
+    store = MemoryState()
+    engine = Engine(Config(), store)
+    events = [
+        {"event_id": "1", "type": "call.offered", "ts": DAY + 100, "call_id": "c1", "queue": "q", "customer_id": "k1"},
+        {"event_id": "2", "type": "call.abandoned", "ts": DAY + 130, "call_id": "c1"},
+        {"event_id": "3", "type": "callback.requested", "ts": DAY + 200, "callback_id": "cb", "queue": "q"},
+    ]
+    for event in events:
+        engine.handle(parse_event(event), DAY + 300)
+    app = make_store_app(Config(), store, clock=lambda: DAY + 7300.0)
+    worklist = json.loads(call(app, "/api/callbacks/pending")[2])
+    assert worklist["callbacks"] == [
+        {"tenant": "default", "queue": "q", "customer_id": "k1", "due": DAY + 130, "due_iso": "2026-11-20T00:02:10.000Z",
+         "age_seconds": 7170.0, "overdue": True},
+        {"tenant": "default", "queue": "q", "callback_id": "cb", "due": DAY + 200, "due_iso": "2026-11-20T00:03:20.000Z",
+         "age_seconds": 7100.0, "overdue": True},
+    ]  # fmt: skip
+    document = json.loads(call(app, "/api/kpis")[2])
+    assert document["at"] == DAY + 7300.0
+    assert document["tenants"]["default"]["queues"]["q"]["live"]["callbacks_pending"] == 2
+
+
+def test_sl_history_ring_buffer() -> None:
+    from kpi_core.kpis import MetricFamily
+    from streams.web import SlHistory
+
+    def families(value: float) -> list[MetricFamily]:
+        fam = MetricFamily("ccmon_service_level_ratio", "gauge", "")
+        fam.add((("tenant", "t"), ("queue", "q"), ("window", "15m")), value)
+        fam.add((("tenant", "t"), ("queue", "q"), ("window", "1h")), 0.0)
+        return [fam]
+
+    history = SlHistory(keep_seconds=120.0)
+    for minute in range(5):
+        history.record(DAY + 60 * minute, families(minute / 10))
+    assert history.series("t") == {"q": [[DAY + 120, 0.2], [DAY + 180, 0.3], [DAY + 240, 0.4]]}
+    history.record(DAY + 200, families(0.9))  # the clock went back: later points are dropped
+    assert history.series("t")["q"][-1] == [DAY + 200, 0.9]
+    assert history.series("other") == {}
+    with pytest.raises(ValueError):
+        SlHistory(keep_seconds=0)
