@@ -1,9 +1,10 @@
 # ccmon developer entry points. `make test` is exactly what CI runs (.ci/run).
 PYTHON ?= python3
 
-.PHONY: help install test test-unit services-up services-down run lint bench
+.PHONY: help install demo test test-unit services-up services-down run lint bench
 
 help:
+	@echo "make demo        install ccmon, live wallboard on simulated traffic (no services)"
 	@echo "make test        install, start real Kafka + Redis, run every test (what CI runs)"
 	@echo "make test-unit   unit tests only, no services"
 	@echo "make run         start Kafka + Redis, a worker and an exporter on :9108"
@@ -13,6 +14,10 @@ help:
 
 install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+
+demo:
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e .
+	ccmon demo
 
 test:
 	bash deploy/local/test.sh
