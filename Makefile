@@ -17,7 +17,7 @@ install:
 
 demo:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e .
-	ccmon demo
+	$(PYTHON) -m streams.cli demo
 
 test:
 	bash deploy/local/test.sh

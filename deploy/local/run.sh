@@ -21,9 +21,9 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-ccmon exporter --port "$port" &
+"$python" -m streams.cli exporter --port "$port" &
 pids+=($!)
-ccmon worker &
+"$python" -m streams.cli worker &
 pids+=($!)
 echo "ccmon is running: worker consuming ccmon.events on $KAFKA_BOOTSTRAP, state in $REDIS_URL"
 echo "metrics: http://127.0.0.1:$port/metrics   (Ctrl-C to stop)"
