@@ -30,6 +30,7 @@ live sets, and records, which expire. :class:`MemoryState` is the in-process sto
 
 from __future__ import annotations
 
+import marshal
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
@@ -53,7 +54,8 @@ class StateStore(Protocol):
     def claim_event(self, tenant: str, event_id: str, ts: float) -> bool:
         """Remember ``event_id``; ``False`` when it was seen before (a duplicate)."""
 
-    def get_record(self, kind: str, tenant: str, key: str) -> Record | None: ...
+    def get_record(self, kind: str, tenant: str, key: str) -> Record | None:
+        """A copy the caller may change; changes persist only through :meth:`put_record`."""
 
     def put_record(self, kind: str, tenant: str, key: str, record: Record, expire_at: float) -> None: ...
 
@@ -104,7 +106,9 @@ class MemoryState:
         self.fine_seconds = fine_seconds
         self.coarse_seconds = coarse_seconds
         self._seen: dict[int, set[int]] = {}  # hour -> hashes of (tenant, event_id)
-        self._records: dict[tuple[str, str, str], tuple[Record, float]] = {}
+        # Records are kept marshalled: a finished call is ~0.5 KB of bytes instead of ~3 KB
+        # of live lists and dicts, which matters for a day of calls.
+        self._records: dict[tuple[str, str, str], tuple[bytes, float]] = {}
         self._fine: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
         self._coarse: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
         self._totals: dict[tuple[str, str], dict[str, float]] = {}
@@ -130,10 +134,10 @@ class MemoryState:
 
     def get_record(self, kind: str, tenant: str, key: str) -> Record | None:
         entry = self._records.get((kind, tenant, key))
-        return entry[0] if entry is not None else None
+        return marshal.loads(entry[0]) if entry is not None else None  # type: ignore[no-any-return]
 
     def put_record(self, kind: str, tenant: str, key: str, record: Record, expire_at: float) -> None:
-        self._records[(kind, tenant, key)] = (record, expire_at)
+        self._records[(kind, tenant, key)] = (marshal.dumps(record), expire_at)
 
     def delete_record(self, kind: str, tenant: str, key: str) -> None:
         self._records.pop((kind, tenant, key), None)
