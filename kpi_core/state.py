@@ -134,7 +134,7 @@ class MemoryState:
 
     def get_record(self, kind: str, tenant: str, key: str) -> Record | None:
         entry = self._records.get((kind, tenant, key))
-        return marshal.loads(entry[0]) if entry is not None else None  # type: ignore[no-any-return]
+        return marshal.loads(entry[0]) if entry is not None else None
 
     def put_record(self, kind: str, tenant: str, key: str, record: Record, expire_at: float) -> None:
         self._records[(kind, tenant, key)] = (marshal.dumps(record), expire_at)
