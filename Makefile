@@ -13,10 +13,10 @@ help:
 	@echo "make bench       benchmarks -> docs/BENCHMARKS.md (not part of the tests)"
 
 install:
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	PYTHON=$(PYTHON) bash deploy/local/install.sh test
 
 demo:
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e .
+	PYTHON=$(PYTHON) bash deploy/local/install.sh
 	$(PYTHON) -m streams.cli demo
 
 test:
@@ -35,7 +35,7 @@ run:
 	bash deploy/local/run.sh
 
 lint:
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	PYTHON=$(PYTHON) bash deploy/local/install.sh dev
 	$(PYTHON) -m ruff check kpi_core streams tests bench
 	$(PYTHON) -m mypy
 

@@ -8,7 +8,7 @@ cd "$repo"
 python="${PYTHON:-python3}"
 port="${CCMON_EXPORTER_PORT:-9108}"
 
-"$python" -m pip install --quiet --disable-pip-version-check -e .
+bash deploy/local/install.sh
 bash deploy/local/services.sh up
 eval "$(bash deploy/local/services.sh env)"
 export CCMON_KAFKA_BOOTSTRAP="$KAFKA_BOOTSTRAP" CCMON_REDIS_URL="$REDIS_URL"

@@ -8,7 +8,7 @@ cd "$repo"
 python="${PYTHON:-python3}"
 
 echo "== installing ccmon and its test dependencies"
-"$python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+bash deploy/local/install.sh test
 bash deploy/local/install-test-tools.sh
 
 started=0
