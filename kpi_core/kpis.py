@@ -213,14 +213,25 @@ def _labels(tenant: str, queue: str, **extra: str) -> Labels:
     return (("tenant", tenant), ("queue", queue), *extra.items())
 
 
+def _has_state(store: StateStore, tenant: str, scope: str) -> bool:
+    """A scope counts when it holds something: a non-zero total or a live member. (A scope
+    whose contributions were all retracted, e.g. a call first seen in the wrong queue, is
+    as if it never existed, whatever the arrival order.)"""
+    if any(abs(v) > 1e-9 for k, v in store.totals(tenant, scope).items() if not k.startswith("max_")):
+        return True
+    return any(store.live(name, tenant, scope) for name in (WAITING, CALLBACKS, TICKETS, AGENTS))
+
+
 def queues_of(config: Config, store: StateStore) -> dict[str, list[str]]:
     """tenant -> queue names with state or configuration (sorted, without ``_all``)."""
     result: dict[str, set[str]] = {}
     for tenant, scopes in store.scopes().items():
-        result.setdefault(tenant, set()).update(s for s in scopes if is_queue_scope(s) and s != ALL)
+        result.setdefault(tenant, set()).update(
+            s for s in scopes if is_queue_scope(s) and s != ALL and _has_state(store, tenant, s)
+        )
     for tenant, tenant_config in config.tenants.items():
         result.setdefault(tenant, set()).update(tenant_config.queues)
-    return {tenant: sorted(queues) for tenant, queues in sorted(result.items())}
+    return {tenant: sorted(queues) for tenant, queues in sorted(result.items()) if queues}
 
 
 def snapshot(config: Config, store: StateStore, at: float) -> list[MetricFamily]:
