@@ -118,7 +118,7 @@ class Config:
     max_call_age_seconds: float = 4 * 3600.0
     #: A finished call's record (every leg has an outcome, answered legs have ended) is kept
     #: this long after its last event for late events, then dropped to bound memory.
-    finished_call_grace_seconds: float = 900.0
+    finished_call_grace_seconds: float = 4 * 3600.0
     callback_on_missed: bool = True
     repeat_caller_seconds: float = 86400.0
     max_future_seconds: float = 300.0

@@ -162,7 +162,7 @@ class Engine:
                 for member, score in store.live(WAITING, tenant, scope).items():
                     if score < now - max_age:
                         store.live_remove(WAITING, tenant, scope, member)
-                        call_id = member.split("\x1f", 1)[-1]
+                        call_id = member.split("\x1f")[1]  # queue, call id, leg
                         record = store.get_record("call", tenant, call_id)
                         if record is not None:
                             record.setdefault("expired", []).append(member)
@@ -259,12 +259,12 @@ class Engine:
             tenant,
             record,
             [
-                [WAITING, leg["queue"], f"{leg['queue']}\x1f{call_id}", leg["offer_ts"]]
+                [WAITING, leg["queue"], f"{leg['queue']}\x1f{call_id}\x1f{leg['key']}", leg["offer_ts"]]
                 for leg in legs
                 if leg["offer_ts"] is not None
                 and leg["direction"] == "inbound"
                 and leg["outcome"] is None
-                and f"{leg['queue']}\x1f{call_id}" not in expired
+                and f"{leg['queue']}\x1f{call_id}\x1f{leg['key']}" not in expired
             ],
         )
         summary = [
@@ -276,7 +276,8 @@ class Engine:
         complete = bool(legs) and all(
             leg["outcome"] is not None and (leg["outcome"][0] != "answered" or leg["ended"]) for leg in legs
         )
-        keep = self.config.finished_call_grace_seconds if complete else self.config.max_call_age_seconds
+        grace = self.config.finished_call_grace_seconds
+        keep = grace if complete else max(self.config.max_call_age_seconds, grace)
         store.put_record("call", tenant, call_id, record, last_ts + keep)
         customer = record.get("customer")
         if customer is not None and not had_customer:
@@ -525,11 +526,13 @@ class Engine:
             new_request = [ev.ts, ev.event_id, ev.queue, ev.customer_id]
             if "request" not in record or new_request[:2] < record["request"][:2]:
                 record["request"] = new_request
+            if ev.customer_id is not None and "customer" not in record:
+                record["customer"] = ev.customer_id  # whichever request names it
         else:
             record["attempts"].append(ev.ts)
         record["attempts"].sort()
         request: list[Any] | None = record.get("request")
-        customer: str | None = request[3] if request else None
+        customer: str | None = record.get("customer")
         last = max([*record["attempts"], request[0] if request else 0.0])
         if customer is not None and request is not None:
             # Anything this callback counted on its own (before the request naming the
