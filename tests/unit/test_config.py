@@ -1,0 +1,235 @@
+"""The TOML configuration: a valid file, and bad ones that name the exact dotted field."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from kpi_core.config import Config, QueueConfig, Window, config_from_dict, load_config, parse_window
+from kpi_core.errors import CcmonError, ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+VALID = """
+[engine]
+windows = ["1m", "5m", "2h", "today"]
+bucket_seconds = 5
+coarse_bucket_seconds = 300
+max_call_age_seconds = 7200
+finished_call_grace_seconds = 600
+callback_on_missed = false
+repeat_caller_seconds = 3600
+max_future_seconds = 60
+
+[defaults]
+sl_threshold_seconds = 15
+sl_formula = "offered"
+short_abandon_seconds = 3
+
+[defaults.targets]
+service_level = 0.75
+asa_seconds = 30
+
+[tenants.acme]
+timezone = "Asia/Kathmandu"
+
+[tenants.acme.queues.support]
+sl_threshold_seconds = 30
+
+[tenants.acme.queues.support.targets]
+service_level = 0.85
+nps = -20
+
+[tenants.acme.queues.sales]
+sl_formula = "abandoned_after"
+
+[tenants.globex]
+timezone = "America/New_York"
+
+[tenants.initech]
+
+[streams]
+anything = "is for the worker"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "ccmon.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_valid_config(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, VALID))
+    assert config.windows == (Window("1m", 60), Window("5m", 300), Window("2h", 7200), Window("today", 0))
+    assert config.bucket_seconds == 5
+    assert config.coarse_bucket_seconds == 300
+    assert config.max_call_age_seconds == 7200
+    assert config.finished_call_grace_seconds == 600
+    assert config.callback_on_missed is False
+    assert config.repeat_caller_seconds == 3600
+    assert config.max_future_seconds == 60
+    assert config.longest_sliding_seconds == 7200
+    # [defaults] apply to unknown queues and unknown tenants
+    for tenant, queue in (("acme", "billing"), ("nobody", "support"), ("globex", "x")):
+        qc = config.queue(tenant, queue)
+        assert (qc.sl_threshold_seconds, qc.sl_formula, qc.short_abandon_seconds) == (15, "offered", 3)
+        assert qc.targets["service_level"] == 0.75
+        assert qc.targets["asa_seconds"] == 30
+        assert qc.targets["abandon_rate"] == 0.05  # built-in default target kept
+    support = config.queue("acme", "support")
+    assert support.sl_threshold_seconds == 30
+    assert support.sl_formula == "offered"  # inherited from [defaults]
+    assert support.short_abandon_seconds == 3
+    assert support.targets["service_level"] == 0.85
+    assert support.targets["asa_seconds"] == 30  # merged with [defaults.targets]
+    assert support.targets["nps"] == -20
+    sales = config.queue("acme", "sales")
+    assert sales.sl_formula == "abandoned_after"
+    assert sales.sl_threshold_seconds == 15
+    assert config.queue("globex", "support") == config.defaults
+    # time zones
+    assert str(config.timezone("acme")) == "Asia/Kathmandu"
+    assert str(config.timezone("globex")) == "America/New_York"
+    assert str(config.timezone("initech")) == "UTC"
+    assert str(config.timezone("not-configured")) == "UTC"
+
+
+def test_no_file_gives_defaults() -> None:
+    config = load_config(None)
+    assert config == Config()
+    assert [w.name for w in config.windows] == ["5m", "15m", "1h", "today"]
+    assert config.defaults == QueueConfig()
+    assert config.defaults.sl_threshold_seconds == 20
+    assert config.defaults.short_abandon_seconds == 5
+    assert config.defaults.callback_target_seconds == 3600
+    assert config.defaults.targets["service_level"] == 0.8
+    assert config.max_call_age_seconds == 4 * 3600
+    assert config.callback_on_missed is True
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "")) == Config()
+
+
+def test_example_config_in_the_repository_is_valid() -> None:
+    example = REPO / "deploy" / "config" / "ccmon.toml"
+    if not example.exists():
+        pytest.skip("no example config")
+    config = load_config(example)
+    assert config.queue("acme", "support").sl_threshold_seconds == 30
+    assert config.queue("acme", "sales").sl_formula == "answered"
+
+
+BAD = [
+    # (toml text, dotted field)
+    ('[tenants.acme]\ntimezone = "Mars/Olympus_Mons"\n', "tenants.acme.timezone"),
+    ('[tenants.acme]\ntimezone = ""\n', "tenants.acme.timezone"),
+    ("[tenants.acme]\ntimezone = 5\n", "tenants.acme.timezone"),
+    ('[tenants.acme]\ntimezone = "../../etc/passwd"\n', "tenants.acme.timezone"),
+    ('[defaults]\nsl_formula = "mean"\n', "defaults.sl_formula"),
+    ("[defaults]\nsl_threshold_seconds = -3\n", "defaults.sl_threshold_seconds"),
+    ('[defaults]\nsl_threshold_seconds = "20"\n', "defaults.sl_threshold_seconds"),
+    ("[defaults]\nshort_abandon_seconds = true\n", "defaults.short_abandon_seconds"),
+    ("[defaults]\nsl_threshold_seconds = nan\n", "defaults.sl_threshold_seconds"),
+    ("[defaults]\nsl_threshold_seconds = inf\n", "defaults.sl_threshold_seconds"),
+    ("[defaults.targets]\nservice_level = 1.5\n", "defaults.targets.service_level"),
+    ("[defaults.targets]\nsurvival = 1\n", "defaults.targets.survival"),
+    ('[engine]\nwindows = ["5m", "7x"]\n', "engine.windows[1]"),
+    ('[engine]\nwindows = ["5m", "15m", "0m"]\n', "engine.windows[2]"),
+    ('[engine]\nwindows = ["25h"]\n', "engine.windows[0]"),
+    ('[engine]\nwindows = ["1h", 5]\n', "engine.windows[1]"),
+    ('[engine]\nwindows = ["5m", "15s"]\n', "engine.windows[1]"),  # not a multiple of 10 s
+    ("[engine]\nwindows = []\n", "engine.windows"),
+    ('[engine]\nwindows = "5m"\n', "engine.windows"),
+    ('[engine]\nwindows = ["5m", "5m"]\n', "engine.windows"),
+    ("[engine]\nbucket_seconds = 7\n", "engine.bucket_seconds"),
+    ("[engine]\nbucket_seconds = 20\n", "engine.bucket_seconds"),
+    ("[engine]\nbucket_seconds = 2.5\n", "engine.bucket_seconds"),
+    ("[engine]\nbucket_seconds = 0\n", "engine.bucket_seconds"),
+    ("[engine]\ncoarse_bucket_seconds = 600\n", "engine.coarse_bucket_seconds"),
+    ("[engine]\nmax_call_age_seconds = 10\n", "engine.max_call_age_seconds"),
+    ("[engine]\nfinished_call_grace_seconds = -1\n", "engine.finished_call_grace_seconds"),
+    ("[engine]\nrepeat_caller_seconds = -1\n", "engine.repeat_caller_seconds"),
+    ('[engine]\ncallback_on_missed = "yes"\n', "engine.callback_on_missed"),
+    ("[engine]\nmax_future_seconds = -1\n", "engine.max_future_seconds"),
+    ("[engine]\nbogus = 1\n", "engine.bogus"),
+    ("engine = 5\n", "engine"),
+    ("bogus = 1\n", "bogus"),
+    ("[metrics]\nport = 9108\n", "metrics"),
+    ('tenants = "acme"\n', "tenants"),
+    ('[tenants]\nacme = "x"\n', "tenants.acme"),
+    ("[tenants.acme]\ncolour = 1\n", "tenants.acme.colour"),
+    ("[tenants.acme.queues]\nsupport = 3\n", "tenants.acme.queues.support"),
+    ("[tenants.acme.queues.support]\nsla = 0.8\n", "tenants.acme.queues.support.sla"),
+    ('[tenants.acme.queues.support]\nsl_formula = "Default"\n', "tenants.acme.queues.support.sl_formula"),
+    ("[tenants.acme.queues.support.targets]\nservice_level = 80\n", "tenants.acme.queues.support.targets.service_level"),
+    ("[tenants.acme.queues.support.targets]\nnps = 101\n", "tenants.acme.queues.support.targets.nps"),
+    ("[tenants.acme.queues.support.targets]\nnps = -101\n", "tenants.acme.queues.support.targets.nps"),
+    ("[tenants.acme.queues.support.targets]\nasa_seconds = -1\n", "tenants.acme.queues.support.targets.asa_seconds"),
+    ("[tenants.acme.queues.support.targets]\nfcr = true\n", "tenants.acme.queues.support.targets.fcr"),
+    ("[tenants.acme.queues.support.targets]\nwait = 1\n", "tenants.acme.queues.support.targets.wait"),
+    ("[tenants.acme.queues.support]\ntargets = 1\n", "tenants.acme.queues.support.targets"),
+    ("[tenants.acme.queues._all]\nsl_threshold_seconds = 10\n", "tenants.acme.queues._all"),
+]
+
+
+@pytest.mark.parametrize(("text", "field"), BAD, ids=[f for _t, f in BAD])
+def test_bad_config_names_the_field(tmp_path: Path, text: str, field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert info.value.field == field
+    assert field in str(info.value)
+    assert isinstance(info.value, CcmonError) and isinstance(info.value, ValueError)
+
+
+def test_error_echoes_the_bad_value(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "[tenants.acme.queues.support]\nsl_threshold_seconds = -3\n"))
+    assert "-3" in info.value.message
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, '[tenants.acme]\ntimezone = "Mars/Olympus_Mons"\n'))
+    assert "Mars/Olympus_Mons" in info.value.message
+
+
+def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "nope.toml")
+    assert info.value.field == "--config"
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "[engine\nwindows = 1"))
+    assert info.value.field == "--config"
+
+
+def test_first_error_in_file_order_wins_for_tenants() -> None:
+    raw = {"tenants": {"a": {"timezone": "UTC"}, "b": {"timezone": "Nowhere/Land"}}}
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(raw)
+    assert info.value.field == "tenants.b.timezone"
+
+
+@pytest.mark.parametrize(
+    ("name", "seconds"), [("30s", 30), ("5m", 300), ("1h", 3600), ("24h", 86400), ("today", 0)]
+)
+def test_parse_window(name: str, seconds: int) -> None:
+    window = parse_window(name)
+    assert window.seconds == seconds
+    assert window.is_today == (name == "today")
+
+
+@pytest.mark.parametrize("name", ["", "5", "m5", "05m", "1d", "1.5h", "-5m", "Today", " 5m", None, 5])
+def test_parse_window_rejects(name: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_window(name, "engine.windows[3]")
+    assert info.value.field == "engine.windows[3]"
+
+
+def test_horizon_covers_a_long_day_and_the_repeat_look_back() -> None:
+    assert Config().horizon_seconds == 25 * 3600  # a 25 h DST day outlasts the 24 h look-back
+    no_today = config_from_dict({"engine": {"windows": ["1h"], "repeat_caller_seconds": 60}})
+    assert no_today.horizon_seconds == 3600
+    assert not no_today.has_today
+    today = config_from_dict({"engine": {"windows": ["today"], "repeat_caller_seconds": 60}})
+    assert today.horizon_seconds == 25 * 3600

@@ -1,0 +1,83 @@
+"""kpi_core is pure domain logic: it imports nothing but the standard library and numpy (no
+faust, redis, kafka or prometheus_client), so the same code runs everywhere."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+KPI_CORE = Path(__file__).resolve().parents[2] / "kpi_core"
+ALLOWED_THIRD_PARTY = {"numpy"}
+FILES = sorted(KPI_CORE.rglob("*.py"))
+
+
+def imported_modules(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import in ``path``, including imports inside
+    functions and ``if TYPE_CHECKING`` blocks. Relative imports resolve to kpi_core."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # from . import x
+                found.append((node.lineno, "kpi_core"))
+            elif node.module is not None:
+                found.append((node.lineno, node.module))
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
+            "import_module", "__import__",
+        ):  # fmt: skip
+            found.append((node.lineno, "<dynamic import>"))
+    return found
+
+
+def test_kpi_core_has_modules() -> None:
+    assert {p.name for p in FILES} >= {"events.py", "config.py", "windows.py", "state.py", "engine.py", "kpis.py"}
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+def test_imports_only_stdlib_numpy_and_itself(path: Path) -> None:
+    bad = []
+    for lineno, module in imported_modules(path):
+        top = module.split(".")[0]
+        if top in sys.stdlib_module_names or top in ALLOWED_THIRD_PARTY or top == "kpi_core":
+            continue
+        bad.append(f"{path.name}:{lineno}: import {module}")
+    assert not bad, "kpi_core must import only the standard library and numpy:\n" + "\n".join(bad)
+
+
+def test_the_checker_catches_a_bad_import(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import json\nfrom . import x\nimport numpy as np\n"
+        "def f():\n    import redis\n    from prometheus_client import Gauge\n"
+    )
+    tops = [m.split(".")[0] for _line, m in imported_modules(sample)]
+    assert tops == ["json", "kpi_core", "numpy", "redis", "prometheus_client"]
+    assert [t for t in tops if t not in sys.stdlib_module_names and t not in {"numpy", "kpi_core"}] == [
+        "redis", "prometheus_client",
+    ]  # fmt: skip
+
+
+def test_importing_kpi_core_loads_no_third_party_module() -> None:
+    """At run time too: a fresh interpreter importing every kpi_core module loads nothing
+    outside the standard library, numpy and kpi_core."""
+    modules = ", ".join(f"kpi_core.{p.stem}" for p in FILES if p.stem != "__init__")
+    code = (
+        "import sys\n"
+        f"import {modules}\n"
+        "extra = sorted({m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names)"
+        " - {'kpi_core', 'numpy', '__main__'})\n"
+        "extra = [m for m in extra if not m.startswith('_sysconfigdata')]  # stdlib internals\n"
+        "print(','.join(extra))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", f"import sys; sys.path.insert(0, {str(KPI_CORE.parent)!r})\n{code}"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""
