@@ -218,10 +218,11 @@ def test_odd_names_round_trip(redis_client: Any, redis_prefix: str, golden_at: f
                                         "ts": at - 10, "article_id": "art:{1}", "session_id": "s 1"}), at)  # fmt: skip
     scopes = state.scopes()
     assert set(scopes) == set(tenants)
-    for tenant in tenants:
+    for t, tenant in enumerate(tenants):
         assert set(scopes[tenant]) == {*ODD_NAMES, KB_SCOPE_PREFIX + "art:{1}"}
         for q, queue in enumerate(ODD_NAMES):
-            assert state.live(WAITING, tenant, queue) == {f"{queue}\x1fid:{{{q}}} ü": at - 100}
+            # member: queue, call id, leg (the offer's event id)
+            assert state.live(WAITING, tenant, queue) == {f"{queue}\x1fid:{{{q}}} ü\x1fo{t}-{q}": at - 100}
             assert state.live(CALLBACKS, tenant, queue) == {f"c:{q}": at - 50}
             assert state.read_window(tenant, queue, at - 3600, at)["offered"] == 1
             assert state.totals(tenant, queue)["cb_due"] == 1
