@@ -33,8 +33,8 @@ def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_up_status_env_roundtrip_down(script_env: dict[str, str]) -> None:
-    from kafka import KafkaConsumer, KafkaProducer
     import redis
+    from kafka import KafkaConsumer, KafkaProducer
 
     up = run(script_env, "up")
     try:
