@@ -48,6 +48,7 @@ class Settings:
     worker_web_port: int = 9109
     batch_size: int = 2000
     batch_within: float = 0.2
+    session_timeout: float = 60.0
     offset_reset: str = "earliest"
     clock: str = "wall"
     log_level: str = "INFO"
@@ -120,6 +121,7 @@ SOURCES: Mapping[str, tuple[str, tuple[str, ...]]] = {
     "worker_web_port": ("--web-port", ("CCMON_WORKER_WEB_PORT",)),
     "batch_size": ("--batch-size", ("CCMON_BATCH_SIZE",)),
     "batch_within": ("--batch-within", ("CCMON_BATCH_WITHIN",)),
+    "session_timeout": ("--session-timeout", ("CCMON_KAFKA_SESSION_TIMEOUT",)),
     "offset_reset": ("--offset-reset", ("CCMON_OFFSET_RESET",)),
     "clock": ("--clock", ("CCMON_CLOCK",)),
     "log_level": ("--log-level", ("CCMON_LOG_LEVEL",)),
@@ -138,6 +140,7 @@ _HELP: Mapping[str, str] = {
     "worker_web_port": "port of the worker's web server (/metrics of the worker itself); 0: none",
     "batch_size": "Kafka messages per batch (a message may hold many events)",
     "batch_within": "seconds to wait for a batch to fill",
+    "session_timeout": "seconds before the group gives a silent (crashed) worker's partitions to the others",
     "offset_reset": "where a new consumer group starts: earliest or latest",
     "clock": "'wall', or 'fixed:<epoch seconds or RFC 3339>' for tests and replays",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
@@ -209,6 +212,13 @@ def _validate(values: dict[str, Any], origin: Mapping[str, str]) -> Settings:
     if not 0 < within <= 60:
         raise fail("batch_within", "must be a number of seconds in (0, 60]")
     out["batch_within"] = within
+    try:
+        session = float(str(values["session_timeout"]).strip())
+    except ValueError:
+        raise fail("session_timeout", "must be a number of seconds in [6, 300]") from None
+    if not 6 <= session <= 300:
+        raise fail("session_timeout", "must be a number of seconds in [6, 300]")
+    out["session_timeout"] = session
 
     for name in ("kafka_bootstrap", "redis_url", "events_topic", "dlq_topic", "group_id",
                  "redis_prefix", "exporter_host", "offset_reset", "clock", "log_level"):  # fmt: skip

@@ -426,6 +426,8 @@ def build_app(settings: Settings, processor: BatchProcessor) -> faust.App:
         web_enabled=settings.worker_web_port != 0,
         **web,
         consumer_auto_offset_reset=settings.offset_reset,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
         stream_wait_empty=False,  # do not wait for a batch that cannot finish (Redis down)
         producer_acks=-1,
         key_serializer="raw",
