@@ -99,6 +99,14 @@ class Pipeline:
     def log_tail(self) -> str:
         return "\n".join(f"--- {name}\n{path.read_text(errors='replace')[-4000:]}" for name, path in self.logs.items())
 
+    def drop_redis_keys(self) -> None:
+        import redis
+
+        client = redis.Redis.from_url(self.redis_url)
+        keys = list(client.scan_iter(match=f"{self.prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """The KPI samples of /metrics (without the exporter's own timing)."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as response:
@@ -109,7 +117,6 @@ class Pipeline:
 @pytest.fixture(scope="module")
 def pipeline(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     import kafka
-    import redis
 
     p = Pipeline(kafka_bootstrap, redis_url, tmp_path_factory.mktemp("e2e"))
     admin = kafka.KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
@@ -145,10 +152,7 @@ def pipeline(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.Temp
     finally:
         for process in p.processes:
             stop(process)
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=f"{p.prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
+        p.drop_redis_keys()
         try:
             admin = kafka.KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
             admin.delete_topics([p.topic, p.dlq])

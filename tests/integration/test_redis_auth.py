@@ -61,6 +61,15 @@ def auth_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         process.wait(timeout=10)
 
 
+def start_exporter(url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "exporter", "--port", str(port), "--redis", url,
+             "--redis-prefix", "auth", "--clock", f"fixed:{AT}"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
 def test_state_and_exporter_with_auth(auth_redis: int, tmp_path: Path) -> None:
     import redis
 
@@ -85,12 +94,7 @@ def test_state_and_exporter_with_auth(auth_redis: int, tmp_path: Path) -> None:
 
     port = free_port()
     log = tmp_path / "exporter.log"
-    with log.open("wb") as out:
-        exporter = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "exporter", "--port", str(port), "--redis", url,
-             "--redis-prefix", "auth", "--clock", f"fixed:{AT}"],
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    exporter = start_exporter(url, port, log)
     try:
         body = ""
         deadline = time.monotonic() + 30
@@ -119,12 +123,7 @@ def test_wrong_password_is_a_clear_redacted_error(auth_redis: int, tmp_path: Pat
     url = f"redis://:{WRONG}@127.0.0.1:{auth_redis}/0"
     port = free_port()
     log = tmp_path / "exporter.log"
-    with log.open("wb") as out:
-        exporter = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "exporter", "--port", str(port), "--redis", url,
-             "--redis-prefix", "auth", "--clock", f"fixed:{AT}"],
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    exporter = start_exporter(url, port, log)
     try:
         status = None
         deadline = time.monotonic() + 30

@@ -62,7 +62,6 @@ def produce(kafka: str, topic: str, lines: list[bytes], per_message: int = 20) -
 @pytest.fixture
 def run(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Iterator[Pipeline]:
     import kafka
-    import redis
 
     p = Pipeline(kafka_bootstrap, redis_url, tmp_path)
     admin = kafka.KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
@@ -74,10 +73,7 @@ def run(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Iterator[Pipeli
     finally:
         for process in p.processes:
             stop(process)
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=f"{p.prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
+        p.drop_redis_keys()
 
 
 def events_total(p: Pipeline) -> float:
