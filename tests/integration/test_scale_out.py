@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -76,6 +77,17 @@ def run(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Iterator[Pipeli
         p.drop_redis_keys()
 
 
+def assigned(log: Path, topic: str) -> str | None:
+    """The partitions of ``topic`` in a worker's latest assignment (from Faust's log table),
+    ``None`` before its first assignment, ``""`` when it was given none of them."""
+    text = log.read_text(errors="replace")
+    last = text.rfind("Setting newly assigned partitions")
+    if last < 0:
+        return None
+    found = re.search(r"\| " + re.escape(topic) + r" +\| (\{[^}]*\}) +\|", text[last:])
+    return found.group(1) if found else ""
+
+
 def events_total(p: Pipeline) -> float:
     try:
         return sum(v for (name, _), v in p.metrics().items() if name == "ccmon_events_total")
@@ -89,8 +101,6 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(run: Pipeline, tmp_path: P
     assert len(lines) > 1000
     at = math.ceil(max(parse_line(line).ts for line in lines) / 60) * 60 + 60
     half = len(lines) // 2
-    produce(p.kafka, p.topic, lines[:half])
-
     common = ["--redis", p.redis_url, "--redis-prefix", p.prefix, "--clock", f"fixed:{at}"]
     worker_args = ["worker", "--kafka", p.kafka, "--topic", p.topic, "--dlq-topic", p.dlq, "--group", p.group,
                    "--batch-size", "5", "--batch-within", "0.1", "--session-timeout", "6", *common]  # fmt: skip
@@ -98,11 +108,23 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(run: Pipeline, tmp_path: P
     a = p.start("worker-a", *worker_args, "--web-port", str(free_port()))
     p.start("worker-b", *worker_args, "--web-port", str(free_port()))
 
-    # Kill A with SIGKILL once processing is under way (before the first half is done).
+    # Both workers must own partitions before events arrive: with the first half already in
+    # the topic, the first to join would read it all, and killing a worker that never held a
+    # partition proves nothing.
     deadline = time.monotonic() + 90
-    while events_total(p) < half * 0.2:
-        assert time.monotonic() < deadline, f"no progress:\n{p.log_tail()}"
+    while not all(assigned(p.logs[name], p.topic) for name in ("worker-a", "worker-b")):
+        assert time.monotonic() < deadline, f"the group did not split the partitions:\n{p.log_tail()}"
+        assert all(proc.poll() is None for proc in p.processes), f"a process exited:\n{p.log_tail()}"
         time.sleep(0.2)
+    produce(p.kafka, p.topic, lines[:half])
+
+    # Kill A with SIGKILL as soon as processing is under way, while it holds partitions.
+    deadline = time.monotonic() + 90
+    while events_total(p) < 1:
+        assert time.monotonic() < deadline, f"no progress:\n{p.log_tail()}"
+        time.sleep(0.05)
+    a_partitions = assigned(p.logs["worker-a"], p.topic)
+    assert a_partitions, f"worker A holds no partition of {p.topic} at the kill:\n{p.log_tail()}"
     a.send_signal(signal.SIGKILL)
     a.wait(10)
     killed_at = events_total(p)
@@ -133,7 +155,8 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(run: Pipeline, tmp_path: P
         pytest.fail(f"the counts did not settle within {SETTLE_TIMEOUT:.0f} s:\n{p.log_tail()}")
 
     duplicates = sum(v for (name, _), v in current.items() if name == "ccmon_events_duplicate_total")
-    print(f"events {want_events:.0f}, killed after {killed_at:.0f}, redelivered as duplicates {duplicates:.0f}")
+    print(f"events {want_events:.0f}, A killed holding partitions {a_partitions} after {killed_at:.0f} counted, "
+          f"redelivered as duplicates {duplicates:.0f}")
     missing = {k: v for k, v in want.items() if k not in got}
     extra = {k: v for k, v in got.items() if k not in want}
     wrong = {k: (got[k], v) for k, v in want.items() if k in got and abs(got[k] - v) > 1e-9 * max(1.0, abs(v))}
