@@ -16,8 +16,10 @@ Engine decisions mirrored here (where the spec is silent):
   leg in that queue (counted there; no wait unless ``wait_seconds``);
 * a computed wait below zero is 0; ``transferred`` is an outcome in the maximum wait but not
   in the average wait; ``call.ended`` counts its leg's first end event;
-* callbacks: one due per customer, tenant-wide; at equal ``ts`` openers (missed, request)
-  come before closers (answered, attempt, outbound); within those, by kind name then id;
+* callbacks: one due per customer, tenant-wide; a callback's due time and queue are its
+  earliest request's, its customer whichever of its requests names one; at equal ``ts``
+  openers (missed, request) come before closers (answered, attempt, outbound); within those,
+  by kind name then id;
 * events with ``ts >= at`` are left out; events older than
   ``min(at - longest sliding window, local midnight of at)`` are ``too_late``;
 * a window holds ``[at - W, at)`` (or ``[local midnight, at)`` for ``today``).
@@ -243,18 +245,21 @@ def build_callbacks(
     events: Sequence[Event], legs: Sequence[Leg], customers: dict[tuple[str, str], str], config: Config
 ) -> list[Callback]:
     requests: dict[tuple[str, str], Event] = {}
+    request_customer: dict[tuple[str, str], str] = {}
     attempts: dict[tuple[str, str], list[float]] = defaultdict(list)
     for e in events:
         if e.type == "callback.requested":
             key = (e.tenant, e.callback_id or "")
             if key not in requests or order(e) < order(requests[key]):
                 requests[key] = e
+            if e.customer_id is not None:  # the customer is whichever request names one
+                request_customer.setdefault(key, e.customer_id)
         elif e.type == "callback.attempted":
             attempts[(e.tenant, e.callback_id or "")].append(e.ts)
     result: list[Callback] = []
     # Requests without a customer stand alone: closed by their first attempt at/after due.
     for (tenant, cb_id), req in requests.items():
-        if req.customer_id is None:
+        if (tenant, cb_id) not in request_customer:
             cb = Callback(tenant, req.queue or "", req.ts)
             later = sorted(ts for ts in attempts[(tenant, cb_id)] if ts >= req.ts)
             if later:
@@ -280,9 +285,9 @@ def build_callbacks(
         elif kind == "answered":
             line.append((out.ts, 1, "answered", leg.call_id, leg.queue))
     for (tenant, cb_id), req in requests.items():
-        if req.customer_id is None:
+        if (tenant, cb_id) not in request_customer:
             continue
-        line = timelines[(tenant, req.customer_id)]
+        line = timelines[(tenant, request_customer[(tenant, cb_id)])]
         line.append((req.ts, 0, "request", cb_id, req.queue))
         for ts in attempts[(tenant, cb_id)]:
             line.append((ts, 1, "attempt", cb_id, None))

@@ -629,6 +629,8 @@ def test_a_callback_requested_twice_is_one_callback_in_any_order() -> None:
 
 
 def test_a_callback_first_requested_without_customer_is_one_callback_in_any_order() -> None:
+    """Regression: with the customer only on the later request, arriving first, the callback
+    was counted twice (due 2, pending 2). A callback's customer is whichever request names it."""
     events = [
         {"event_id": "r-ivr", "type": "callback.requested", "ts": t(900), "queue": "q", "callback_id": "cb1"},
         {"event_id": "r-crm", "type": "callback.requested", "ts": t(800), "queue": "q", "callback_id": "cb1",
@@ -696,6 +698,8 @@ SAME_QUEUE_TWICE = [
 
 
 def test_a_call_offered_twice_to_one_queue_waits_the_same_in_any_order() -> None:
+    """Regression: both legs shared one calls-waiting member, so the answered leg leaving the
+    live set removed the other: 0 waiting in time order, 1 in other orders."""
     results = set()
     for order in ([0, 1, 2], [0, 2, 1], [2, 1, 0]):
         flat, _ = run_engine(Config(), [SAME_QUEUE_TWICE[i] for i in order], AT)
@@ -717,6 +721,9 @@ def _compare_replays(tmp_path: Path, events: list[dict[str, Any]], at: float) ->
 
 
 def test_replay_of_a_day_long_file_not_in_time_order_equals_sorted(tmp_path: Path) -> None:
+    """Regression: an unfinished call's record expired 4 h after its last event while replay
+    prunes at the newest ts seen, so an answer 20,000 lines after its 08:00 offer (the file
+    having reached 22:00) counted without a wait and the offer expired unanswered."""
     at = parse_ts("2026-11-20T23:00:00Z")
     offer_ts = parse_ts("2026-11-20T08:00:00Z")  # in today's window, 15 h before `at`
     events = [{"event_id": "o", "type": "call.offered", "ts": offer_ts, "queue": "q", "call_id": "c"}]
@@ -747,6 +754,8 @@ def test_a_late_event_for_a_finished_call_within_the_grace_is_reconciled() -> No
 
 
 def test_a_late_event_for_a_finished_call_within_max_call_age_is_reconciled() -> None:
+    """Regression: finished calls were kept only 900 s, so a worker lagging 49 min took a late,
+    earlier call.abandoned as a second call (answered 1 + abandoned 1)."""
     config = Config()
     now = AT
     events = [*call("c", 3000, "answered", 10), {"type": "call.ended", "ts": t(2900), "call_id": "c", "talk_seconds": 50}]
@@ -762,10 +771,10 @@ def test_a_late_event_for_a_finished_call_within_max_call_age_is_reconciled() ->
 
 @pytest.mark.xfail(
     strict=True,
-    reason="state.MemoryState.claim_event remembers event ids per hour of ts ('a duplicate "
-    "carries the same ts as its original'); EVENTS.md promises idempotence on event_id alone, "
-    "so an event re-sent with its ts moved across an hour boundary (08:59:59 -> 09:00:00) is "
-    "counted twice",
+    reason="EVENTS.md: 'the engine is idempotent on event_id (a duplicate changes nothing)'; "
+    "MemoryState.claim_event remembers ids per hour of ts, so an event re-sent with its ts "
+    "moved across an hour boundary (08:59:59 -> 09:00:00) counts twice. docs/KPI_ENGINE.md "
+    "now lists this as a limitation; the spec does not allow it",
 )
 def test_a_resent_event_is_a_duplicate_even_with_another_ts() -> None:
     first = {"event_id": "e1", "type": "survey.response", "ts": parse_ts("2026-11-20T08:59:59Z"), "queue": "q",
