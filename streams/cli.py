@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "exporter": ("streams.commands.exporter", "serve /metrics (and the JSON API) from Redis"),
     "simulate": ("streams.commands.simulate", "generate realistic contact-center traffic"),
     "demo": ("streams.commands.demo", "live wallboard on simulated traffic, no services needed"),
+    "source": ("streams.commands.source", "import events from a PBX queue_log, call records or tickets"),
 }
 
 

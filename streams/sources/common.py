@@ -1,0 +1,147 @@
+"""What every source shares: where events go (a JSONL file, stdout or Kafka envelopes), a
+progress line for bulk imports, and the report of rows that could not be mapped (line number
+and reason), so a bad row is reported and skipped, never fatal."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from kpi_core.errors import ConfigError
+
+#: rows listed one by one on stderr before only the counts are given
+MAX_LISTED_PROBLEMS = 20
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--out`` / ``--kafka`` / ``--topic`` / ``--batch`` / ``--tenant`` / ``--progress``."""
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument("--out", default="-", metavar="FILE.jsonl", help="JSONL output file (default: stdout)")
+    out.add_argument("--kafka", metavar="BOOTSTRAP", default=None,
+                     help="send to Kafka instead, e.g. 127.0.0.1:19092")
+    parser.add_argument("--topic", default=os.environ.get("CCMON_EVENTS_TOPIC", "ccmon.events"),
+                        help="Kafka topic (default: $CCMON_EVENTS_TOPIC or ccmon.events)")
+    parser.add_argument("--batch", type=int, default=100, metavar="N",
+                        help="events per Kafka message, a JSON-array envelope per partition (default: 100)")
+    parser.add_argument("--tenant", default="default", help="tenant of every event (default: default)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress on stderr (default: when stderr is a terminal)")
+
+
+class Sink:
+    """Writes canonical events (dicts) as JSONL or as Kafka envelopes keyed per entity."""
+
+    def __init__(self, args: argparse.Namespace, prog: str) -> None:
+        from streams.simulator import KafkaSink, dumps
+
+        self._dumps = dumps
+        self._file: IO[str] | None = None
+        self._kafka: Any = None
+        self.events = 0
+        self.target = args.out if not args.kafka else f"kafka {args.kafka} topic {args.topic}"
+        if args.kafka:
+            if args.batch < 1:
+                raise ConfigError("--batch", f"must be >= 1, got {args.batch}")
+            from kafka import KafkaProducer
+            from kafka.errors import KafkaError
+
+            try:
+                producer = KafkaProducer(bootstrap_servers=args.kafka, client_id=prog, linger_ms=20, acks="all",
+                                         max_block_ms=15000)
+            except KafkaError as exc:
+                raise ConfigError("--kafka", f"cannot reach Kafka at {args.kafka}: {exc}") from exc
+            self._kafka = KafkaSink(producer, args.topic, args.batch)
+        elif args.out == "-":
+            self._file = sys.stdout
+        else:
+            self._file = open(args.out, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def write(self, events: Iterable[dict[str, Any]]) -> None:
+        if self._kafka is not None:
+            batch = list(events)
+            self._kafka.write(batch)
+            self.events += len(batch)
+            return
+        assert self._file is not None
+        for event in events:
+            self._file.write(self._dumps(event) + "\n")
+            self.events += 1
+
+    def flush(self) -> None:
+        """Everything written so far is durable (Kafka acknowledged, file flushed)."""
+        if self._kafka is not None:
+            self._kafka.flush()
+        elif self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        self.flush()
+        if self._kafka is not None:
+            self._kafka.producer.close()
+        elif self._file is not None and self._file is not sys.stdout:
+            self._file.close()
+
+
+@dataclass
+class Report:
+    """Counts rows, events, skipped rows (by kind) and problems (line, reason); prints a
+    progress line at most twice a second and a summary at the end, all on stderr."""
+
+    prog: str
+    progress: bool = False
+    stream: IO[str] = field(default_factory=lambda: sys.stderr)
+    rows: int = 0
+    events: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    problems: Counter[str] = field(default_factory=Counter)
+    listed: list[tuple[str, int, str]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    _last: float = 0.0
+
+    def problem(self, where: str, line: int, reason: str) -> None:
+        """A row that could not be mapped: reported with its line number and skipped."""
+        self.problems[reason.split(":", 1)[0]] += 1
+        if len(self.listed) < MAX_LISTED_PROBLEMS:
+            self.listed.append((where, line, reason))
+            print(f"{self.prog}: {where}:{line}: skipped: {reason}", file=self.stream)
+
+    def skip(self, kind: str) -> None:
+        """A row that is understood but carries nothing for ccmon (e.g. an unknown event)."""
+        self.skipped[kind] += 1
+
+    def tick(self, force: bool = False) -> None:
+        if not self.progress:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < 0.5:
+            return
+        self._last = now
+        rate = self.rows / max(now - self.started, 1e-9)
+        print(f"\r{self.prog}: {self.rows:,} rows, {self.events:,} events, "
+              f"{sum(self.problems.values()):,} bad rows ({rate:,.0f} rows/s)", end="", file=self.stream)
+
+    def summary(self, target: str) -> str:
+        elapsed = time.monotonic() - self.started
+        text = (f"{self.prog}: {self.rows:,} rows -> {self.events:,} events in {elapsed:.1f} s -> {target}; "
+                f"{sum(self.problems.values()):,} rows not mapped")
+        if self.problems:
+            text += " (" + ", ".join(f"{k}: {v:,}" for k, v in sorted(self.problems.items())) + ")"
+        if self.skipped:
+            text += "; skipped " + ", ".join(f"{k}: {v:,}" for k, v in sorted(self.skipped.items()))
+        return text
+
+    def finish(self, target: str) -> None:
+        if self.progress:
+            self.tick(force=True)
+            print(file=self.stream)
+        print(self.summary(target), file=self.stream)
+
+
+def progress_enabled(args: argparse.Namespace) -> bool:
+    return bool(args.progress) if args.progress is not None else sys.stderr.isatty()
