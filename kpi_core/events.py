@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -194,9 +195,14 @@ def parse_ts(value: Any) -> float:
     raise InvalidEventError("bad_timestamp", f"ts must be RFC 3339 or epoch seconds, got {_preview(value)}")
 
 
+#: Control characters (C0, DEL, C1) and lone surrogates (valid JSON escapes that are not text).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _has_control(text: str) -> bool:
     """Control characters, or lone surrogates (valid JSON escapes that are not text)."""
-    return any(ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0 or 0xD800 <= ord(ch) < 0xE000 for ch in text)
+    return _CONTROL.search(text) is not None
 
 
 def _id(obj: dict[str, Any], name: str) -> str | None:
@@ -213,7 +219,7 @@ def _id(obj: dict[str, Any], name: str) -> str | None:
         raise InvalidEventError(
             f"invalid_field:{name}", f"{name} longer than {MAX_ID_LENGTH} characters"
         )
-    if any(0xD800 <= ord(ch) < 0xE000 for ch in value):
+    if not value.isascii() and _SURROGATE.search(value) is not None:
         raise InvalidEventError(f"invalid_field:{name}", f"{name} holds a lone surrogate, not text")
     return value
 

@@ -104,6 +104,19 @@ def split_envelope(raw: bytes) -> Iterator[tuple[bytes, Event | Rejection]]:
     """:func:`kpi_core.events.iter_envelope`, with the raw bytes of every event (an accepted
     event may still be rejected by the engine, e.g. ``too_late``, and then goes to the DLQ as
     it came). Same splitting rules: one JSON object, a JSON array of objects, or NDJSON."""
+    for raw_or_element, parsed in _split(raw):
+        yield (raw_or_element if isinstance(raw_or_element, bytes) else _dump(raw_or_element.value)), parsed
+
+
+@dataclass(frozen=True, slots=True)
+class _Element:
+    """An element of a JSON-array envelope, kept decoded: its bytes are only made (by
+    :func:`_dump`) when it goes to the DLQ, not for every accepted event."""
+
+    value: Any
+
+
+def _split(raw: bytes) -> Iterator[tuple[bytes | _Element, Event | Rejection]]:
     try:
         decoded = decode_json(raw)
     except InvalidEventError as exc:
@@ -116,8 +129,11 @@ def split_envelope(raw: bytes) -> Iterator[tuple[bytes, Event | Rejection]]:
         return
     if isinstance(decoded, list):
         for element in decoded:
-            element_raw = _dump(element)
-            yield element_raw, _parse(element_raw, element)
+            try:
+                yield _Element(element), parse_event(element)
+            except InvalidEventError as exc:
+                element_raw = _dump(element)
+                yield element_raw, Rejection(element_raw, exc.reason, exc.message)
         return
     yield bytes(raw), _parse(bytes(raw), decoded)
 
@@ -161,8 +177,13 @@ def _record_keys(event: Event) -> Iterator[tuple[str, str]]:
 class _Item:
     message: Message
     index: int
-    raw: bytes
+    source: bytes | _Element
     parsed: Event | Rejection
+
+    @property
+    def raw(self) -> bytes:
+        """The event's bytes as it came (an array element re-serialised), for the DLQ."""
+        return self.source if isinstance(self.source, bytes) else _dump(self.source.value)
 
 
 @dataclass
@@ -205,7 +226,7 @@ class BatchProcessor:
         items = [
             _Item(message, index, raw, parsed)
             for message in messages
-            for index, (raw, parsed) in enumerate(split_envelope(message.value))
+            for index, (raw, parsed) in enumerate(_split(message.value))
         ]
         chunks = range(0, len(items), MAX_TRANSACTION_EVENTS)
         return BatchResult.combine([self._resilient(items[i:i + MAX_TRANSACTION_EVENTS]) for i in chunks])
