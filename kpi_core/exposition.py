@@ -13,6 +13,8 @@ from kpi_core.kpis import Labels, MetricFamily
 
 
 def escape_label(value: str) -> str:
+    if "\\" not in value and "\n" not in value and '"' not in value:
+        return value
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
@@ -21,9 +23,9 @@ def escape_help(text: str) -> str:
 
 
 def format_value(value: float) -> str:
-    if math.isnan(value):
+    if value != value:
         return "NaN"
-    if math.isinf(value):
+    if value in (math.inf, -math.inf):
         return "+Inf" if value > 0 else "-Inf"
     if float(value).is_integer() and abs(value) < 1e15:
         return f"{int(value)}"
@@ -37,12 +39,23 @@ def format_labels(labels: Labels) -> str:
 
 
 def render(families: Iterable[MetricFamily]) -> str:
+    """The text exposition of ``families``. A scrape of a thousand queues holds ~200,000
+    samples that share a few thousand label sets, so each label set is formatted once."""
     lines: list[str] = []
+    append = lines.append
+    label_text: dict[Labels, str] = {}
     for fam in families:
         if not fam.samples:
             continue
-        lines.append(f"# HELP {fam.name} {escape_help(fam.help)}")
-        lines.append(f"# TYPE {fam.name} {fam.kind}")
+        name = fam.name
+        append(f"# HELP {name} {escape_help(fam.help)}")
+        append(f"# TYPE {name} {fam.kind}")
         for suffix, labels, value in fam.samples:
-            lines.append(f"{fam.name}{suffix}{format_labels(labels)} {format_value(value)}")
+            text = label_text.get(labels)
+            if text is None:
+                text = label_text[labels] = format_labels(labels)
+            if value.__class__ is float and value.is_integer() and -1e15 < value < 1e15:
+                append(f"{name}{suffix}{text} {int(value)}")
+            else:
+                append(f"{name}{suffix}{text} {format_value(value)}")
     return "\n".join(lines) + "\n"

@@ -384,12 +384,16 @@ def _counter_families(
             family(name, "counter", help_text).add(labels, comps.get(component, 0.0))
         for outcome, prefix, total_key in (("answered", "wa", "asa_sum"), ("abandoned", "wb", "ab_wait_sum")):
             cumulative = 0.0
-            for i, bound in enumerate(WAIT_BUCKETS):
+            outcome_labels = (*labels, ("outcome", outcome))
+            for i, le in enumerate(_LE_LABELS):
                 cumulative += comps.get(f"{prefix}{i}", 0.0)
-                le = "+Inf" if math.isinf(bound) else f"{bound:g}"
-                hist.add((*labels, ("outcome", outcome), ("le", le)), cumulative, "_bucket")
-            hist.add((*labels, ("outcome", outcome)), comps.get(total_key, 0.0), "_sum")
-            hist.add((*labels, ("outcome", outcome)), cumulative, "_count")
+                hist.add((*outcome_labels, le), cumulative, "_bucket")
+            hist.add(outcome_labels, comps.get(total_key, 0.0), "_sum")
+            hist.add(outcome_labels, cumulative, "_count")
+
+
+#: The histogram's ``le`` labels, one per bound of WAIT_BUCKETS.
+_LE_LABELS = tuple(("le", "+Inf" if math.isinf(bound) else f"{bound:g}") for bound in WAIT_BUCKETS)
 
 
 def _pipeline_families(store: StateStore, at: float, family: Callable[[str, str, str], MetricFamily]) -> None:

@@ -101,6 +101,7 @@ def _num(value: float) -> str:
 #     Z n score member ...       (key: a zset)      -- ZADD
 #     X n member ...             (key: a zset)      -- ZREM
 #     A n member ...             (key: a set)       -- SADD
+#     I ttl_ms below n start ... (key: a zset)      -- bucket index: ZADD start start, drop < below
 # ttl_ms 0 means "no expiry". Returns 0, or {1, dup_count} without writing anything when an
 # event id is already in its seen set.
 APPLY_LUA = """
@@ -172,6 +173,15 @@ while a <= nargv do
       redis.call('ZREM', key, ARGV[a + 2 + i])
     end
     a = a + 2 + n
+  elseif op == 'I' then
+    local ttl = tonumber(ARGV[a + 1])
+    local n = tonumber(ARGV[a + 3])
+    for i = 0, n - 1 do
+      redis.call('ZADD', key, ARGV[a + 4 + i], ARGV[a + 4 + i])
+    end
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ARGV[a + 2])
+    if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+    a = a + 4 + n
   elseif op == 'A' then
     local n = tonumber(ARGV[a + 1])
     for i = 0, n - 1 do
@@ -184,6 +194,111 @@ while a <= nargv do
 end
 return 0
 """
+
+
+# The window script (read side): sums a tenant's bucket hashes over many windows in one call,
+# in Redis, so a scrape moves a few numbers per (scope, window) instead of every bucket.
+#   KEYS[1] = the tenant's scopes set (declares the hash slot; every key read shares its tag)
+#   Reads only buckets listed in the scope's bucket indexes (``P:{t:..}:bi:<tier>:<scope>``).
+#   ARGV = tag, fine size, coarse size, nwindows, then per window 6 numbers (fine head
+#          first/stop, coarse middle first/stop, fine tail first/stop; stop exclusive), then
+#          the encoded scopes.
+# Buckets are summed in window order (head, middle, tail, ascending), exactly as
+# MemoryState.read_window and merge_into do; ``max_*`` fields take the maximum. Returns, per
+# scope and window, a flat {field, value, ...} list with values as %.17g text (exact doubles).
+WINDOWS_LUA = """
+local tag = ARGV[1]
+local fine = tonumber(ARGV[2])
+local coarse = tonumber(ARGV[3])
+local nwin = tonumber(ARGV[4])
+local ranges = {}
+for w = 1, nwin do
+  local b = 4 + (w - 1) * 6
+  ranges[w] = {tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]),
+               tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])}
+end
+-- lo, hi: the span of every window (bucket starts in [lo, hi) can matter)
+local lo, hi = nil, nil
+for w = 1, nwin do
+  local r = ranges[w]
+  for p = 1, 5, 2 do
+    if r[p + 1] > r[p] then
+      if lo == nil or r[p] < lo then lo = r[p] end
+      if hi == nil or r[p + 1] > hi then hi = r[p + 1] end
+    end
+  end
+end
+lo = lo or 0
+hi = hi or 0
+local out = {}
+local ismax = {}
+for s = 5 + nwin * 6, #ARGV do
+  local scope = ARGV[s]
+  local fine_pf = tag .. ':b:f:' .. scope .. ':'
+  local coarse_pf = tag .. ':b:c:' .. scope .. ':'
+  -- The scope's bucket indexes (see the apply script's I op) say which buckets exist; a
+  -- scope without one (state written before indexes existed) has every bucket probed.
+  local exists = {}
+  for _, tier in ipairs({'f', 'c'}) do
+    local ikey = tag .. ':bi:' .. tier .. ':' .. scope
+    if redis.call('EXISTS', ikey) == 1 then
+      local set = {}
+      for _, m in ipairs(redis.call('ZRANGEBYSCORE', ikey, lo, '(' .. hi)) do set[tonumber(m)] = true end
+      exists[tier] = set
+    end
+  end
+  local cache = {}
+  local function bucket(tier, pf, start)
+    local set = exists[tier]
+    if set ~= nil and not set[start] then return {} end
+    local key = pf .. string.format('%d', start)
+    local flat = cache[key]
+    if flat == nil then
+      flat = redis.call('HGETALL', key)
+      cache[key] = flat
+    end
+    return flat
+  end
+  for w = 1, nwin do
+    local r = ranges[w]
+    local sums = {}
+    local order = {}
+    local function add(flat)
+      for i = 1, #flat, 2 do
+        local f = flat[i]
+        local v = tonumber(flat[i + 1])
+        local m = ismax[f]
+        if m == nil then
+          m = string.sub(f, 1, 4) == 'max_'
+          ismax[f] = m
+        end
+        local cur = sums[f]
+        if cur == nil then
+          order[#order + 1] = f
+          if m then sums[f] = v else sums[f] = 0 + v end
+        elseif m then
+          if v > cur then sums[f] = v end
+        else
+          sums[f] = cur + v
+        end
+      end
+    end
+    for t = r[1], r[2] - 1, fine do add(bucket('f', fine_pf, t)) end
+    for t = r[3], r[4] - 1, coarse do add(bucket('c', coarse_pf, t)) end
+    for t = r[5], r[6] - 1, fine do add(bucket('f', fine_pf, t)) end
+    local flat = {}
+    for _, f in ipairs(order) do
+      flat[#flat + 1] = f
+      flat[#flat + 1] = string.format('%.17g', sums[f])
+    end
+    out[#out + 1] = flat
+  end
+end
+return out
+"""
+
+#: Scopes per call of the window script: bounds the time Redis spends in one script.
+WINDOW_SCOPES_PER_CALL = 50
 
 
 @dataclass
@@ -212,6 +327,7 @@ class _Batch:
     seen_checked: set[tuple[str, bytes]] = field(default_factory=set)  # looked up this batch
     seen_new: dict[str, tuple[float, set[bytes]]] = field(default_factory=dict)  # key -> (expire, ids)
     hashes: dict[str, _Hash] = field(default_factory=dict)
+    index: dict[str, tuple[float, float, set[int]]] = field(default_factory=dict)  # key -> (expire, keep from, starts)
     live: dict[str, dict[str, float | None]] = field(default_factory=dict)  # key -> member -> score/None
     scopes: dict[str, set[str]] = field(default_factory=dict)  # tenant -> new scopes
     counts: dict[str, _Hash] = field(default_factory=dict)  # count name -> changes
@@ -261,6 +377,9 @@ class RedisState:
 
     def _bucket_key(self, tenant: str, tier: str, scope: str, start: int) -> str:
         return f"{self._tag(tenant)}:b:{tier}:{encode(scope)}:{start}"
+
+    def _index_key(self, tenant: str, tier: str, scope: str) -> str:
+        return f"{self._tag(tenant)}:bi:{tier}:{encode(scope)}"
 
     def _totals_key(self, tenant: str, scope: str) -> str:
         return f"{self._tag(tenant)}:tot:{encode(scope)}"
@@ -376,6 +495,9 @@ class RedisState:
             argv += ["S", self._ttl_ms(expire_at, now), len(digests), *digests]
         for key, h in b.hashes.items():
             self._encode_hash(keys, argv, key, h, now)
+        for key, (expire_at, keep_from, starts) in b.index.items():
+            keys.append(key)
+            argv += ["I", self._ttl_ms(expire_at, now), int(keep_from), len(starts), *sorted(starts)]
         for name, h in b.counts.items():
             self._encode_hash(keys, argv, self._count_key(name), h, now, split=False)
         if b.counts:
@@ -480,15 +602,32 @@ class RedisState:
         fstart = int(ts // fine) * fine
         cstart = int(ts // coarse) * coarse
         hashes = b.hashes
-        for key, expire_at in (
-            (self._bucket_key(tenant, windows.FINE, scope, fstart), fstart + self.fine_keep_seconds + fine),
-            (self._bucket_key(tenant, windows.COARSE, scope, cstart), cstart + self.coarse_keep_seconds + coarse),
-            (self._totals_key(tenant, scope), None),
+        for tier, bstart, keep, size in (
+            (windows.FINE, fstart, self.fine_keep_seconds, fine),
+            (windows.COARSE, cstart, self.coarse_keep_seconds, coarse),
         ):
+            key = self._bucket_key(tenant, tier, scope, bstart)
             h = hashes.get(key)
             if h is None:
-                h = hashes[key] = _Hash(expire_at)
+                h = hashes[key] = _Hash(bstart + keep + size)
+                self._index_bucket(b, tenant, tier, scope, bstart, keep + size)
             merge_into(h.sums, deltas)
+        key = self._totals_key(tenant, scope)
+        h = hashes.get(key)
+        if h is None:
+            h = hashes[key] = _Hash(None)
+        merge_into(h.sums, deltas)
+
+    def _index_bucket(self, b: _Batch, tenant: str, tier: str, scope: str, start: int, keep: float) -> None:
+        """Note bucket ``start`` in its scope's bucket index, so a scrape reads the buckets
+        that exist instead of probing every possible one (most are empty for a quiet queue)."""
+        key = self._index_key(tenant, tier, scope)
+        entry = b.index.get(key)
+        if entry is None:
+            entry = b.index[key] = (start + keep, start - keep, set())
+        elif start + keep > entry[0]:
+            entry = b.index[key] = (start + keep, start - keep, entry[2])
+        entry[2].add(start)
 
     def live_put(self, name: str, tenant: str, scope: str, member: str, score: float) -> None:
         b = self._batch
@@ -592,6 +731,10 @@ class RedisState:
             values = pipe.execute()
         return {name: _floats(raw) for name, raw in zip(names, values, strict=True)}
 
+    def snapshot_reader(self, config: Config, at: float) -> SnapshotReader:
+        """This store's read side for one snapshot at ``at``, prefetched (see SnapshotReader)."""
+        return SnapshotReader(self, config, at)
+
     # -- consumer lag (written by a worker, served by the exporter) ------------------------
     #: Lag figures older than this are dropped: no figure rather than a stale one.
     LAG_TTL_SECONDS = 60
@@ -617,6 +760,81 @@ class RedisState:
     # -- upkeep ----------------------------------------------------------------------------
     def maintain(self, now: float, fine_keep_seconds: float, coarse_keep_seconds: float) -> None:
         """Nothing to do: buckets, records and seen sets expire by TTL."""
+
+
+class SnapshotReader:
+    """The read side of a :class:`RedisState` for one scrape, prefetched in a few round trips:
+    scopes, every scope's totals and live sets in one pipeline, and the window sums of every
+    (scope, window) the snapshot will ask for from :data:`WINDOWS_LUA`. Reads it was not
+    prepared for fall through to the store, so results never differ from the store's own.
+    """
+
+    def __init__(self, state: RedisState, config: Config, at: float) -> None:
+        from kpi_core.engine import AGENTS, CALLBACKS, TICKETS, WAITING
+
+        self.state = state
+        self.fine_seconds = state.fine_seconds
+        self.coarse_seconds = state.coarse_seconds
+        self._scopes = state.scopes()
+        self._windows: dict[tuple[str, str, float, float], dict[str, float]] = {}
+        self._totals: dict[tuple[str, str], dict[str, float]] = {}
+        self._live: dict[tuple[str, str, str], dict[str, float]] = {}
+        names = (WAITING, CALLBACKS, TICKETS, AGENTS)
+        pairs = [(tenant, scope) for tenant, scopes in self._scopes.items() for scope in scopes]
+        client = state.client
+        with client.pipeline(transaction=False) as pipe:
+            for tenant, scope in pairs:
+                pipe.hgetall(state._totals_key(tenant, scope))
+                for name in names:
+                    pipe.zrange(state._live_key(name, tenant, scope), 0, -1, withscores=True)
+            replies = iter(pipe.execute())
+        for tenant, scope in pairs:
+            self._totals[(tenant, scope)] = _floats(next(replies))
+            for name in names:
+                self._live[(name, tenant, scope)] = {_text(m): float(v) for m, v in next(replies)}
+        for tenant, scopes in self._scopes.items():
+            ranges = [windows.window_range(window, at, config.timezone(tenant)) for window in config.windows]
+            self._prefetch_windows(tenant, list(scopes), ranges)
+
+    def _prefetch_windows(self, tenant: str, scopes: list[str], ranges: list[tuple[float, float]]) -> None:
+        state = self.state
+        covers = [windows.cover(start, end, self.fine_seconds, self.coarse_seconds) for start, end in ranges]
+        args: list[Any] = [state._tag(tenant), self.fine_seconds, self.coarse_seconds, len(ranges)]
+        for head, middle, tail in covers:
+            for part in (head, middle, tail):
+                args += [part.start, part.stop] if len(part) else [0, 0]
+        script = state.client.register_script(WINDOWS_LUA)
+        for i in range(0, len(scopes), WINDOW_SCOPES_PER_CALL):
+            chunk = scopes[i:i + WINDOW_SCOPES_PER_CALL]
+            replies = script(keys=[state._scopes_key(tenant)], args=[*args, *(_utf8(encode(s)) for s in chunk)])
+            it = iter(replies)
+            for scope in chunk:
+                for start, end in ranges:
+                    flat = next(it)
+                    self._windows[(tenant, scope, start, end)] = {
+                        _text(flat[j]): float(flat[j + 1]) for j in range(0, len(flat), 2)
+                    }
+
+    def scopes(self) -> Mapping[str, Iterable[str]]:
+        return self._scopes
+
+    def read_window(self, tenant: str, scope: str, start: float, end: float) -> dict[str, float]:
+        found = self._windows.get((tenant, scope, start, end))
+        return dict(found) if found is not None else self.state.read_window(tenant, scope, start, end)
+
+    def totals(self, tenant: str, scope: str) -> dict[str, float]:
+        found = self._totals.get((tenant, scope))
+        return dict(found) if found is not None else self.state.totals(tenant, scope)
+
+    def live(self, name: str, tenant: str, scope: str) -> dict[str, float]:
+        found = self._live.get((name, tenant, scope))
+        return dict(found) if found is not None else self.state.live(name, tenant, scope)
+
+    def counts(self) -> dict[str, dict[str, float]]:
+        return self.state.counts()
+
+    def __getattr__(self, name: str) -> Any:  # consumer_lag and the like: the store's own
+        return getattr(self.state, name)
 
 
 def _utf8(text: str) -> bytes:

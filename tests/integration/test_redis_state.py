@@ -271,3 +271,62 @@ def test_two_upkeeps_expire_a_call_once(redis_client: Any, redis_prefix: str, go
     flat = redis_snapshot(a, at)
     assert flat[("ccmon_calls_expired_total", (("tenant", "default"), ("queue", "support")))] == 1
     assert flat[("ccmon_calls_waiting", (("tenant", "default"), ("queue", "support")))] == 0
+
+
+# -- the scrape's prefetched reader ------------------------------------------------------------
+def _random_calls(rng: random.Random, at: float, queues: Sequence[str], tenants: Sequence[str], n: int) -> list[Event]:
+    """Calls over the last 26 hours (so ``today`` and every sliding window have edges), some
+    arriving late, in several tenants and oddly named queues."""
+    raw: list[dict[str, Any]] = []
+    for i in range(n):
+        tenant, queue = rng.choice(tenants), rng.choice(queues)
+        offered = at - rng.uniform(0, 26 * 3600)
+        call = {"tenant": tenant, "queue": queue, "call_id": f"c{i}"}
+        raw.append({**call, "event_id": f"{i}o", "type": "call.offered", "ts": round(offered, 3)})
+        wait = rng.choice([rng.uniform(0, 40), rng.uniform(0, 400)])
+        if offered + wait >= at:
+            continue
+        if rng.random() < 0.75:
+            raw.append({**call, "event_id": f"{i}a", "type": "call.answered", "ts": round(offered + wait, 3),
+                        "agent_id": "a1"})
+            if offered + wait + 120 < at:
+                raw.append({**call, "event_id": f"{i}e", "type": "call.ended", "ts": round(offered + wait + 120, 3),
+                            "talk_seconds": rng.choice([37, 90.25, 113.5])})
+        else:
+            raw.append({**call, "event_id": f"{i}b", "type": "call.abandoned", "ts": round(offered + wait, 3)})
+    rng.shuffle(raw)  # late arrivals: buckets written out of time order
+    return [parse_event(e) for e in raw]
+
+
+def test_snapshot_reader_equals_the_store_at_moving_instants(redis_client: Any, redis_prefix: str) -> None:
+    """The exporter's SnapshotReader (window sums in Redis, reads prefetched, bucket indexes)
+    gives exactly the snapshot of the store's own reads and of MemoryState, as windows slide
+    and the day turns; also for state without bucket indexes (written before they existed)."""
+    from kpi_core.config import config_from_dict
+
+    config = config_from_dict({"tenants": {"acme": {"timezone": "Asia/Kathmandu"}, "default": {"timezone": "UTC"}}})
+    rng = random.Random(7)
+    base = 1795003200.0  # 2026-11-17T09:20:00Z
+    events = _random_calls(rng, base, ["support", "sales:{eu}", "ünï cødé", "x" * 60], ["default", "acme"], 600)
+    redis_state = RedisState(redis_client, config, prefix=redis_prefix, clock=lambda: base)
+    memory = MemoryState(config.bucket_seconds, config.coarse_bucket_seconds)
+    for store in (redis_state, memory):
+        engine = Engine(config, store)
+        for start in range(0, len(events), 50):
+            if isinstance(store, RedisState):
+                with store.batch():
+                    for event in events[start:start + 50]:
+                        engine.handle(event, base)
+            else:
+                for event in events[start:start + 50]:
+                    engine.handle(event, base)
+    for at in (base, base + 420, base + 3600, base + 15 * 3600 + 45 * 60):
+        want = flatten(snapshot(config, memory, at))
+        assert flatten(snapshot(config, redis_state, at)) == want
+        assert flatten(snapshot(config, redis_state.snapshot_reader(config, at), at)) == want, at
+    indexes = list(redis_client.scan_iter(match=f"{redis_prefix}:*:bi:*", count=1000))
+    assert indexes, "the writes keep bucket indexes"
+    redis_client.delete(*indexes)
+    assert flatten(snapshot(config, redis_state.snapshot_reader(config, base), base)) == flatten(
+        snapshot(config, memory, base)
+    )
