@@ -73,6 +73,7 @@ class Engine:
     def __init__(self, config: Config, store: StateStore) -> None:
         self.config = config
         self.store = store
+        self._horizon = config.horizon_seconds  # a computed property: read once, used per event
         self._handlers: dict[str, Callable[[Event], None]] = {
             "call.offered": self._call,
             "call.answered": self._call,
@@ -436,7 +437,7 @@ class Engine:
                 if any((leg[4] or leg[1] or 0) >= keep_from for leg in legs)
             }  # fmt: skip
             record["offers"] = [o for o in record.get("offers", []) if o[1] in record["calls"]]
-        expire_at = max(last + self.config.horizon_seconds + self.config.repeat_caller_seconds,
+        expire_at = max(last + self._horizon + self.config.repeat_caller_seconds,
                         self._now + 3600)  # fmt: skip
         if live:
             expire_at = max(expire_at, self._now + 30 * _DAY)
@@ -562,7 +563,7 @@ class Engine:
                 live.append([CALLBACKS, queue, f"\x1fcb\x1f{cb_id}", due])
         self._reconcile(tenant, record, desired)
         self._reconcile_live(tenant, record, live)
-        store.put_record("callback", tenant, cb_id, record, last + (30 * _DAY if live else self.config.horizon_seconds))
+        store.put_record("callback", tenant, cb_id, record, last + (30 * _DAY if live else self._horizon))
 
     # -- agents ----------------------------------------------------------------------------
     def _agent(self, ev: Event) -> None:
@@ -618,7 +619,7 @@ class Engine:
         older = bisect.bisect_left(changes, self._cutoff, key=lambda c: c[0])
         if older > 1:
             del changes[: older - 1]
-        store.put_record("agent", tenant, agent, record, last_ts + max(self.config.horizon_seconds, 7 * _DAY))
+        store.put_record("agent", tenant, agent, record, last_ts + max(self._horizon, 7 * _DAY))
 
     @staticmethod
     def _occupancy_delta(deltas: dict[str, dict[str, float]], scope: str, state: str, sign: int) -> None:
@@ -658,7 +659,7 @@ class Engine:
         self._reconcile_live(tenant, record, live)
         times = [f[0] for key in ("replies", "resolutions", "reopens") for f in record[key]]
         last = max([*times, created[0] if created else 0.0])
-        keep = _TICKET_MAX_AGE if live else self.config.horizon_seconds
+        keep = _TICKET_MAX_AGE if live else self._horizon
         store.put_record("ticket", tenant, ticket_id, record, last + keep)
         if ev.type == "ticket.created" and ev.kb_session_id is not None and created is not None:
             self._kb_escalation(tenant, ev.kb_session_id, ticket_id, created[0])
@@ -736,7 +737,7 @@ class Engine:
                 desired[f"e:{ticket_id}:{article}"] = [KB_SCOPE_PREFIX + article, ts, {"kb_escalations": 1}]
         self._reconcile(tenant, record, desired)
         last = max([v[0] for v in record["views"]] + list(record["tickets"].values()))
-        store.put_record("kb", tenant, session, record, last + self.config.horizon_seconds)
+        store.put_record("kb", tenant, session, record, last + self._horizon)
 
     # -- surveys ---------------------------------------------------------------------------
     def _survey(self, ev: Event) -> None:

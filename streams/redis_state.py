@@ -47,6 +47,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import redis
 
 from kpi_core import windows
@@ -442,7 +443,7 @@ class RedisState:
         b.watched.update(keys)
         values = b.pipe.mget(keys)
         for key, raw in zip(keys, values, strict=True):
-            b.records[key] = json.loads(raw) if raw is not None else None
+            b.records[key] = _load_record(raw) if raw is not None else None
 
     def prefetch_seen(self, items: Iterable[tuple[str, str, float]]) -> None:
         """Look up many ``(tenant, event_id, ts)`` in the seen sets in one round trip."""
@@ -508,7 +509,7 @@ class RedisState:
             if record is None:
                 argv.append("D")
             else:
-                value = json.dumps(record, separators=(",", ":"), allow_nan=False)  # ASCII
+                value = _dump_record(record)
                 argv += ["R", self._ttl_ms(expire_at, now), value]
         for key, members in b.live.items():
             puts = [(m, s) for m, s in members.items() if s is not None]
@@ -572,7 +573,7 @@ class RedisState:
         b = self._batch
         if b is None:
             raw = self.client.get(rkey)
-            return json.loads(raw) if raw is not None else None
+            return _load_record(raw) if raw is not None else None
         if rkey not in b.records:
             self._read_records(b, [rkey])
         return b.records[rkey]
@@ -835,6 +836,24 @@ class SnapshotReader:
 
     def __getattr__(self, name: str) -> Any:  # consumer_lag and the like: the store's own
         return getattr(self.state, name)
+
+
+def _dump_record(record: Record) -> bytes:
+    """A record as compact JSON: orjson (10x json's speed) for what it can take, else json,
+    which also writes lone surrogates (ids may hold them) as escapes. NaN never reaches a
+    record (events are validated finite), but json's refusal of it is kept as the check."""
+    try:
+        return orjson.dumps(record)
+    except TypeError:  # a str orjson will not encode (lone surrogate), or a non-str key
+        return json.dumps(record, separators=(",", ":"), allow_nan=False).encode("ascii")
+
+
+def _load_record(raw: bytes | str) -> Record:
+    try:
+        record: Record = orjson.loads(raw)
+    except orjson.JSONDecodeError:  # lone surrogates written by json (see _dump_record)
+        record = json.loads(raw)
+    return record
 
 
 def _utf8(text: str) -> bytes:

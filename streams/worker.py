@@ -310,13 +310,19 @@ class BatchProcessor:
                     wanted.setdefault((kind, ev.tenant), set()).add(key)
             for (kind, tenant), keys in wanted.items():
                 state.prefetch_records(kind, tenant, keys)
-            # Second wave: the customers of calls whose events do not name them.
+            # Second wave: the customers of calls and callbacks whose events do not name them.
             customers: dict[str, set[str]] = {}
             for ev in events:
-                if ev.call_id is not None and ev.customer_id is None:
+                if ev.customer_id is not None:
+                    continue
+                if ev.call_id is not None:
                     record = state.get_record("call", ev.tenant, ev.call_id)  # cached now
-                    if record is not None and record.get("customer") is not None:
-                        customers.setdefault(ev.tenant, set()).add(record["customer"])
+                elif ev.callback_id is not None:
+                    record = state.get_record("callback", ev.tenant, ev.callback_id)
+                else:
+                    continue
+                if record is not None and record.get("customer") is not None:
+                    customers.setdefault(ev.tenant, set()).add(record["customer"])
             for tenant, keys in customers.items():
                 state.prefetch_records("customer", tenant, keys)
             for item in items:
