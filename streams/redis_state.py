@@ -329,6 +329,7 @@ class _Batch:
     seen_new: dict[str, tuple[float, set[bytes]]] = field(default_factory=dict)  # key -> (expire, ids)
     hashes: dict[str, _Hash] = field(default_factory=dict)
     index: dict[str, tuple[float, float, set[int]]] = field(default_factory=dict)  # key -> (expire, keep from, starts)
+    add_targets: dict[tuple[str, str, int], tuple[_Hash, ...]] = field(default_factory=dict)  # (tenant, scope, fine start)
     live: dict[str, dict[str, float | None]] = field(default_factory=dict)  # key -> member -> score/None
     scopes: dict[str, set[str]] = field(default_factory=dict)  # tenant -> new scopes
     counts: dict[str, _Hash] = field(default_factory=dict)  # count name -> changes
@@ -598,11 +599,21 @@ class RedisState:
         b = self._batch
         if b is None:
             return self._autocommit(lambda: self.add(tenant, scope, ts, deltas))
+        fine = self.fine_seconds
+        fstart = int(ts // fine) * fine
+        targets = b.add_targets.get((tenant, scope, fstart))
+        if targets is None:
+            targets = b.add_targets[(tenant, scope, fstart)] = self._add_targets(b, tenant, scope, fstart, ts)
+        for h in targets:
+            merge_into(h.sums, deltas)
+
+    def _add_targets(self, b: _Batch, tenant: str, scope: str, fstart: int, ts: float) -> tuple[_Hash, ...]:
+        """The hashes an ``add`` at ``ts`` changes: its fine and coarse buckets and the totals."""
         self._note_scope(b, tenant, scope)
         fine, coarse = self.fine_seconds, self.coarse_seconds
-        fstart = int(ts // fine) * fine
         cstart = int(ts // coarse) * coarse
         hashes = b.hashes
+        targets = []
         for tier, bstart, keep, size in (
             (windows.FINE, fstart, self.fine_keep_seconds, fine),
             (windows.COARSE, cstart, self.coarse_keep_seconds, coarse),
@@ -612,12 +623,13 @@ class RedisState:
             if h is None:
                 h = hashes[key] = _Hash(bstart + keep + size)
                 self._index_bucket(b, tenant, tier, scope, bstart, keep + size)
-            merge_into(h.sums, deltas)
+            targets.append(h)
         key = self._totals_key(tenant, scope)
         h = hashes.get(key)
         if h is None:
             h = hashes[key] = _Hash(None)
-        merge_into(h.sums, deltas)
+        targets.append(h)
+        return tuple(targets)
 
     def _index_bucket(self, b: _Batch, tenant: str, tier: str, scope: str, start: int, keep: float) -> None:
         """Note bucket ``start`` in its scope's bucket index, so a scrape reads the buckets
