@@ -106,6 +106,18 @@ class TenantConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """The cardinality guard: at most this many names of each kind, counted over the state
+    horizon (a name unseen for longer stops counting), not counting names the configuration
+    declares. An event that would add one more is rejected as ``too_many_series``."""
+
+    tenants: int = 100
+    queues_per_tenant: int = 2000
+    agents_per_tenant: int = 10000
+    articles_per_tenant: int = 5000
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     windows: tuple[Window, ...] = (
         Window("5m", 300),
@@ -124,6 +136,7 @@ class Config:
     max_future_seconds: float = 300.0
     defaults: QueueConfig = field(default_factory=QueueConfig)
     tenants: Mapping[str, TenantConfig] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
 
     def queue(self, tenant: str, queue: str) -> QueueConfig:
         tenant_config = self.tenants.get(tenant)
@@ -227,7 +240,7 @@ _ENGINE_FIELDS = {
 
 def config_from_dict(raw: Mapping[str, Any]) -> Config:
     """Build and validate a :class:`Config` from a decoded TOML document."""
-    _reject_unknown(raw, {"engine", "defaults", "tenants", "streams", "exporter", "sources"}, "")
+    _reject_unknown(raw, {"engine", "defaults", "tenants", "limits", "streams", "exporter", "sources"}, "")
     engine = _table(raw.get("engine", {}), "engine")
     _reject_unknown(engine, _ENGINE_FIELDS, "engine.")
     base = Config()
@@ -285,7 +298,17 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
             raise ConfigError(f"{where}queues._all", "the queue name '_all' is reserved for totals")
         tenants[tenant_name] = TenantConfig(timezone=zone, queues=MappingProxyType(queues))
 
+    limits_raw = _table(raw.get("limits", {}), "limits")
+    _reject_unknown(limits_raw, set(Limits.__dataclass_fields__), "limits.")
+    limit_values: dict[str, int] = {}
+    for name in Limits.__dataclass_fields__:
+        value = limits_raw.get(name, getattr(Limits(), name))
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000_000:
+            raise ConfigError(f"limits.{name}", f"must be a whole number in 1..10000000, got {value!r}")
+        limit_values[name] = value
+
     return Config(
+        limits=Limits(**limit_values),
         windows=windows,
         bucket_seconds=bucket,
         coarse_bucket_seconds=coarse,

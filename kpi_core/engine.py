@@ -57,6 +57,9 @@ TICKETS = "tickets"
 AGENTS = "agents"
 
 ALL = "_all"
+#: The ``[limits]`` field of each guarded kind of name.
+_LIMIT_FIELDS = {"tenant": "tenants", "queue": "queues_per_tenant", "agent": "agents_per_tenant",
+                 "article": "articles_per_tenant"}
 _DAY = 86400.0
 _TICKET_MAX_AGE = 30 * _DAY
 
@@ -73,7 +76,8 @@ class Engine:
     def __init__(self, config: Config, store: StateStore) -> None:
         self.config = config
         self.store = store
-        self._horizon = config.horizon_seconds  # a computed property: read once, used per event
+        #: How far back state is kept (config.horizon_seconds, a computed property: read once).
+        self.horizon = config.horizon_seconds
         self._handlers: dict[str, Callable[[Event], None]] = {
             "call.offered": self._call,
             "call.answered": self._call,
@@ -129,15 +133,58 @@ class Engine:
                 f"{self.config.max_future_seconds:.0f} s ahead of the clock ({now:.0f})"
             )
         store = self.store
+        admit = self._admit(event, now)
         if not store.claim_event(event.tenant, event.event_id, event.ts):
             store.count("duplicates", event.type)
             return False
+        for kind, tenant, name in admit:
+            store.series_touch(kind, tenant, name, now)
         self._now = now
         self._cutoff = cutoff
         self._handlers[event.type](event)
         store.count("events", event.type)
         store.count_max("last_event_ts", "", event.ts)
         return True
+
+    # -- the cardinality guard ---------------------------------------------------------------
+    def _admit(self, event: Event, now: float) -> list[tuple[str, str, str]]:
+        """The names ``event`` brings that must be (re-)registered, or InvalidEventError
+        ``too_many_series`` when one of them is new and its kind is at its limit. A name
+        counts for the state horizon after it was last admitted; names the configuration
+        declares are never limited. Re-admission of a known name is written at most hourly."""
+        store = self.store
+        since = now - self.horizon
+        admit: list[tuple[str, str, str]] = []
+        for kind, tenant, name, limit in self.series_of(event):
+            seen = store.series_seen(kind, tenant, name)
+            if seen is not None and seen >= since:
+                if now - seen >= 3600:
+                    admit.append((kind, tenant, name))
+                continue
+            if store.series_count(kind, tenant, since) >= limit:
+                raise InvalidEventError(
+                    "too_many_series",
+                    f"{kind} {name!r} would be one more than limits.{_LIMIT_FIELDS[kind]} = {limit}"
+                    + (f" of tenant {tenant!r}" if tenant else ""),
+                )
+            admit.append((kind, tenant, name))
+        return admit
+
+    def series_of(self, event: Event) -> Iterable[tuple[str, str, str, int]]:
+        """``(kind, tenant, name, limit)`` of every name ``event`` brings under the guard."""
+        limits = self.config.limits
+        tenant = event.tenant
+        tenant_config = self.config.tenants.get(tenant)
+        if tenant_config is None:
+            yield "tenant", "", tenant, limits.tenants
+        configured = tenant_config.queues if tenant_config is not None else {}
+        for queue in (event.queue, event.to_queue, *(event.queues or ())):
+            if queue is not None and queue not in configured:
+                yield "queue", tenant, queue, limits.queues_per_tenant
+        if event.agent_id is not None:
+            yield "agent", tenant, event.agent_id, limits.agents_per_tenant
+        if event.article_id is not None:
+            yield "article", tenant, event.article_id, limits.articles_per_tenant
 
     def reject(self, reason: str) -> None:
         self.store.count("rejected", reason)
@@ -437,7 +484,7 @@ class Engine:
                 if any((leg[4] or leg[1] or 0) >= keep_from for leg in legs)
             }  # fmt: skip
             record["offers"] = [o for o in record.get("offers", []) if o[1] in record["calls"]]
-        expire_at = max(last + self._horizon + self.config.repeat_caller_seconds,
+        expire_at = max(last + self.horizon + self.config.repeat_caller_seconds,
                         self._now + 3600)  # fmt: skip
         if live:
             expire_at = max(expire_at, self._now + 30 * _DAY)
@@ -563,7 +610,7 @@ class Engine:
                 live.append([CALLBACKS, queue, f"\x1fcb\x1f{cb_id}", due])
         self._reconcile(tenant, record, desired)
         self._reconcile_live(tenant, record, live)
-        store.put_record("callback", tenant, cb_id, record, last + (30 * _DAY if live else self._horizon))
+        store.put_record("callback", tenant, cb_id, record, last + (30 * _DAY if live else self.horizon))
 
     # -- agents ----------------------------------------------------------------------------
     def _agent(self, ev: Event) -> None:
@@ -619,7 +666,7 @@ class Engine:
         older = bisect.bisect_left(changes, self._cutoff, key=lambda c: c[0])
         if older > 1:
             del changes[: older - 1]
-        store.put_record("agent", tenant, agent, record, last_ts + max(self._horizon, 7 * _DAY))
+        store.put_record("agent", tenant, agent, record, last_ts + max(self.horizon, 7 * _DAY))
 
     @staticmethod
     def _occupancy_delta(deltas: dict[str, dict[str, float]], scope: str, state: str, sign: int) -> None:
@@ -659,7 +706,7 @@ class Engine:
         self._reconcile_live(tenant, record, live)
         times = [f[0] for key in ("replies", "resolutions", "reopens") for f in record[key]]
         last = max([*times, created[0] if created else 0.0])
-        keep = _TICKET_MAX_AGE if live else self._horizon
+        keep = _TICKET_MAX_AGE if live else self.horizon
         store.put_record("ticket", tenant, ticket_id, record, last + keep)
         if ev.type == "ticket.created" and ev.kb_session_id is not None and created is not None:
             self._kb_escalation(tenant, ev.kb_session_id, ticket_id, created[0])
@@ -737,7 +784,7 @@ class Engine:
                 desired[f"e:{ticket_id}:{article}"] = [KB_SCOPE_PREFIX + article, ts, {"kb_escalations": 1}]
         self._reconcile(tenant, record, desired)
         last = max([v[0] for v in record["views"]] + list(record["tickets"].values()))
-        store.put_record("kb", tenant, session, record, last + self._horizon)
+        store.put_record("kb", tenant, session, record, last + self.horizon)
 
     # -- surveys ---------------------------------------------------------------------------
     def _survey(self, ev: Event) -> None:

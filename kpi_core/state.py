@@ -72,6 +72,16 @@ class StateStore(Protocol):
 
     def count_max(self, name: str, label: str, value: float) -> None: ...
 
+    # -- the cardinality guard's registry: name -> when it was last admitted ---------------
+    def series_seen(self, kind: str, tenant: str, name: str) -> float | None:
+        """When ``name`` (a tenant, queue, agent or article) was last admitted, or None."""
+
+    def series_count(self, kind: str, tenant: str, since: float) -> int:
+        """How many names of ``kind`` were last admitted at or after ``since``."""
+
+    def series_touch(self, kind: str, tenant: str, name: str, at: float) -> None:
+        """Admit ``name`` (again) at ``at``; the later time wins."""
+
     # -- read side -------------------------------------------------------------------------
     def scopes(self) -> Mapping[str, Iterable[str]]:
         """tenant -> scopes that have any state."""
@@ -115,6 +125,7 @@ class MemoryState:
         self._live: dict[tuple[str, str, str], dict[str, float]] = {}
         self._counts: dict[str, dict[str, float]] = {}
         self._scopes: dict[str, set[str]] = {}
+        self._series: dict[tuple[str, str], dict[str, float]] = {}
 
     # -- write side ------------------------------------------------------------------------
     def claim_event(self, tenant: str, event_id: str, ts: float) -> bool:
@@ -185,6 +196,17 @@ class MemoryState:
         if value > labels.get(label, float("-inf")):
             labels[label] = value
 
+    def series_seen(self, kind: str, tenant: str, name: str) -> float | None:
+        return self._series.get((kind, tenant), {}).get(name)
+
+    def series_count(self, kind: str, tenant: str, since: float) -> int:
+        return sum(1 for at in self._series.get((kind, tenant), {}).values() if at >= since)
+
+    def series_touch(self, kind: str, tenant: str, name: str, at: float) -> None:
+        names = self._series.setdefault((kind, tenant), {})
+        if at > names.get(name, float("-inf")):
+            names[name] = at
+
     # -- read side -------------------------------------------------------------------------
     def scopes(self) -> Mapping[str, Iterable[str]]:
         return {tenant: sorted(scopes) for tenant, scopes in self._scopes.items()}
@@ -229,6 +251,9 @@ class MemoryState:
         for hour in [h for h in self._seen if (h + 1) * 3600 < coarse_cutoff]:
             del self._seen[hour]
         self._records = {k: v for k, v in self._records.items() if v[1] >= now}
+        for names in self._series.values():
+            for name in [n for n, at in names.items() if at < coarse_cutoff]:
+                del names[name]
 
     # -- introspection (tests, benchmarks) -------------------------------------------------
     def sizes(self) -> dict[str, int]:

@@ -103,6 +103,7 @@ def _num(value: float) -> str:
 #     X n member ...             (key: a zset)      -- ZREM
 #     A n member ...             (key: a set)       -- SADD
 #     I ttl_ms below n start ... (key: a zset)      -- bucket index: ZADD start start, drop < below
+#     G ttl_ms below n at name ..(key: a zset)      -- series registry: ZADD GT, drop < below
 # ttl_ms 0 means "no expiry". Returns 0, or {1, dup_count} without writing anything when an
 # event id is already in its seen set.
 APPLY_LUA = """
@@ -183,6 +184,15 @@ while a <= nargv do
     redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ARGV[a + 2])
     if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
     a = a + 4 + n
+  elseif op == 'G' then
+    local ttl = tonumber(ARGV[a + 1])
+    local n = tonumber(ARGV[a + 3])
+    for i = 0, n - 1 do
+      redis.call('ZADD', key, 'GT', ARGV[a + 4 + 2 * i], ARGV[a + 5 + 2 * i])
+    end
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ARGV[a + 2])
+    if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+    a = a + 4 + 2 * n
   elseif op == 'A' then
     local n = tonumber(ARGV[a + 1])
     for i = 0, n - 1 do
@@ -330,6 +340,9 @@ class _Batch:
     hashes: dict[str, _Hash] = field(default_factory=dict)
     index: dict[str, tuple[float, float, set[int]]] = field(default_factory=dict)  # key -> (expire, keep from, starts)
     add_targets: dict[tuple[str, str, int], tuple[_Hash, ...]] = field(default_factory=dict)  # (tenant, scope, fine start)
+    series_seen: dict[tuple[str, str, str], float | None] = field(default_factory=dict)  # committed, as read
+    series_counts: dict[tuple[str, str, float], int] = field(default_factory=dict)  # committed, as read
+    series_new: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)  # (kind, tenant) -> name -> at
     live: dict[str, dict[str, float | None]] = field(default_factory=dict)  # key -> member -> score/None
     scopes: dict[str, set[str]] = field(default_factory=dict)  # tenant -> new scopes
     counts: dict[str, _Hash] = field(default_factory=dict)  # count name -> changes
@@ -379,6 +392,10 @@ class RedisState:
 
     def _bucket_key(self, tenant: str, tier: str, scope: str, start: int) -> str:
         return f"{self._tag(tenant)}:b:{tier}:{encode(scope)}:{start}"
+
+    def _series_key(self, kind: str, tenant: str) -> str:
+        tag = self._pipeline_tag if kind == "tenant" else self._tag(tenant)
+        return f"{tag}:series:{encode(kind)}"
 
     def _index_key(self, tenant: str, tier: str, scope: str) -> str:
         return f"{self._tag(tenant)}:bi:{tier}:{encode(scope)}"
@@ -500,6 +517,12 @@ class RedisState:
         for key, (expire_at, keep_from, starts) in b.index.items():
             keys.append(key)
             argv += ["I", self._ttl_ms(expire_at, now), int(keep_from), len(starts), *sorted(starts)]
+        keep = self.config.horizon_seconds
+        for (kind, tenant), names in b.series_new.items():
+            keys.append(self._series_key(kind, tenant))
+            argv += ["G", self._ttl_ms(now + keep + 86400, now), _num(now - keep - 86400), len(names)]
+            for name, at in names.items():
+                argv += [_num(at), _utf8(name)]
         for name, h in b.counts.items():
             self._encode_hash(keys, argv, self._count_key(name), h, now, split=False)
         if b.counts:
@@ -673,6 +696,65 @@ class RedisState:
             h = b.counts[name] = _Hash(None)
         if value > h.maxes.get(label, -math.inf):
             h.maxes[label] = value
+
+    # -- the cardinality guard's registry ---------------------------------------------------
+    def prefetch_series(self, items: Iterable[tuple[str, str, str]], since: float) -> None:
+        """Read many names' last admission and their kinds' counts in one round trip."""
+        b = self._batch
+        if b is None:
+            return
+        by_key: dict[tuple[str, str], list[str]] = {}
+        for kind, tenant, name in items:
+            if (kind, tenant, name) not in b.series_seen:
+                b.series_seen[(kind, tenant, name)] = None
+                by_key.setdefault((kind, tenant), []).append(name)
+        if not by_key:
+            return
+        with self.client.pipeline(transaction=False) as pipe:
+            for (kind, tenant), names in by_key.items():
+                pipe.zmscore(self._series_key(kind, tenant), names)
+                pipe.zcount(self._series_key(kind, tenant), since, "+inf")
+            replies = iter(pipe.execute())
+        for (kind, tenant), names in by_key.items():
+            for name, score in zip(names, next(replies), strict=True):
+                b.series_seen[(kind, tenant, name)] = float(score) if score is not None else None
+            b.series_counts[(kind, tenant, since)] = int(next(replies))
+
+    def series_seen(self, kind: str, tenant: str, name: str) -> float | None:
+        b = self._batch
+        if b is None:
+            score = self.client.zscore(self._series_key(kind, tenant), name)
+            return float(score) if score is not None else None
+        pending = b.series_new.get((kind, tenant), {}).get(name)
+        if (kind, tenant, name) not in b.series_seen:
+            score = self.client.zscore(self._series_key(kind, tenant), name)
+            b.series_seen[(kind, tenant, name)] = float(score) if score is not None else None
+        seen = b.series_seen[(kind, tenant, name)]
+        if pending is not None and (seen is None or pending > seen):
+            return pending
+        return seen
+
+    def series_count(self, kind: str, tenant: str, since: float) -> int:
+        b = self._batch
+        key = self._series_key(kind, tenant)
+        if b is None:
+            return int(self.client.zcount(key, since, "+inf"))
+        count = b.series_counts.get((kind, tenant, since))
+        if count is None:
+            count = b.series_counts[(kind, tenant, since)] = int(self.client.zcount(key, since, "+inf"))
+        for name, at in b.series_new.get((kind, tenant), {}).items():
+            seen = b.series_seen.get((kind, tenant, name))
+            if at >= since and (seen is None or seen < since):
+                count += 1  # admitted in this batch, not counted in Redis yet
+        return count
+
+    def series_touch(self, kind: str, tenant: str, name: str, at: float) -> None:
+        b = self._batch
+        if b is None:
+            return self._autocommit(lambda: self.series_touch(kind, tenant, name, at))
+        names = b.series_new.setdefault((kind, tenant), {})
+        if at > names.get(name, -math.inf):
+            names[name] = at
 
     def _note_scope(self, b: _Batch, tenant: str, scope: str) -> None:
         scopes = b.scopes.get(tenant)

@@ -304,6 +304,8 @@ class BatchProcessor:
         with state.batch():
             events = [item.parsed for item in items if isinstance(item.parsed, Event)]
             state.prefetch_seen((ev.tenant, ev.event_id, ev.ts) for ev in events)
+            state.prefetch_series(((kind, tenant, name) for ev in events
+                                   for kind, tenant, name, _limit in engine.series_of(ev)), now - engine.horizon)
             wanted: dict[tuple[str, str], set[str]] = {}
             for ev in events:
                 for kind, key in _record_keys(ev):
