@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("streams.commands.simulate", "generate realistic contact-center traffic"),
     "demo": ("streams.commands.demo", "live wallboard on simulated traffic, no services needed"),
     "source": ("streams.commands.source", "import events from a PBX queue_log, call records or tickets"),
+    "rebuild": ("streams.commands.rebuild", "recompute the KPI state in Redis from the events topic"),
 }
 
 

@@ -1,0 +1,362 @@
+"""``ccmon rebuild``: recompute a deployment's Redis state from the events topic.
+
+The horizon is the earliest instant the engine still accepts an event for (its lateness
+cutoff): ``now`` minus the longest sliding window, and, with a ``today`` window, the local
+midnight of every tenant time zone in the config (and UTC, the zone of tenants it does not
+name). The rebuild reads every partition of the events topic from the first message whose
+Kafka timestamp is at or after ``horizon - max_future_seconds`` (an event's own clock may run
+that far ahead of the producer's; :meth:`KafkaConsumer.offsets_for_times`) up to the end
+offsets taken when it starts, and runs the messages through the worker's own
+:class:`~streams.worker.BatchProcessor`: the same splitting, engine, Redis transactions,
+duplicate detection, and counting of rejections once per Kafka coordinate. Events produced
+after the start are the workers' business.
+
+Idempotent: every event id (and every rejection's Kafka coordinate) already in Redis's
+``seen`` sets is a duplicate and changes nothing, so a rebuild over existing state only adds
+what is missing (the last second of writes an ``appendfsync everysec`` Redis lost, say), and
+may run while workers consume: whichever of the two applies an event first wins, the other
+sees a conflict, recomputes its batch and counts the event as a duplicate.
+
+``--clear`` first deletes every key of the prefix (for state that is wrong, not missing). It
+refuses while the consumer group has members, because a worker's batch in flight would land
+half on the old state and half on the new; ``--force`` overrides that check.
+
+Rejected events are not sent to the dead-letter topic again (the workers did when they
+first read them). Nothing is committed to the workers' consumer group.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo
+
+import redis
+
+from kpi_core.config import Config
+from kpi_core.errors import CcmonError
+from kpi_core.windows import local_midnight
+from streams.redis_state import RedisState
+from streams.settings import Settings, redact_url
+from streams.worker import BatchProcessor, Message
+
+log = logging.getLogger("ccmon.rebuild")
+
+#: Seconds without a single new record before the rebuild gives up on a partition read.
+STALL_SECONDS = 60.0
+
+
+class RebuildError(CcmonError):
+    """The rebuild cannot start or go on (Kafka or Redis unreachable, topic missing...)."""
+
+
+@dataclass
+class PartitionPlan:
+    partition: int
+    start: int  # first offset read
+    end: int  # end offset when the rebuild started (exclusive)
+    earliest: int  # first offset the topic still holds
+
+    @property
+    def messages(self) -> int:
+        return max(0, self.end - self.start)
+
+
+@dataclass
+class RebuildReport:
+    topic: str
+    prefix: str
+    now: float
+    horizon: float
+    read_from: float
+    partitions: list[PartitionPlan]
+    workers_running: int = 0
+    cleared_keys: int = 0
+    messages: int = 0
+    events: int = 0
+    duplicates: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "prefix": self.prefix,
+            "now": self.now,
+            "horizon": self.horizon,
+            "read_from": self.read_from,
+            "partitions": [
+                {"partition": p.partition, "start": p.start, "end": p.end, "earliest": p.earliest}
+                for p in self.partitions
+            ],
+            "workers_running": self.workers_running,
+            "cleared_keys": self.cleared_keys,
+            "messages": self.messages,
+            "events": self.events,
+            "duplicates": self.duplicates,
+            "rejected": dict(self.rejected),
+            "seconds": round(self.seconds, 3),
+            "warnings": list(self.warnings),
+        }
+
+    def text(self) -> str:
+        lines = [
+            f"rebuilt Redis prefix {self.prefix!r} from topic {self.topic!r} as of {_iso(self.now)}",
+            f"  horizon {_iso(self.horizon)} (messages from {_iso(self.read_from)} on)",
+        ]
+        for p in self.partitions:
+            lines.append(f"  partition {p.partition}: offsets {p.start}..{p.end} ({p.messages} messages)")
+        if self.cleared_keys:
+            lines.append(f"  cleared {self.cleared_keys} keys first")
+        rejected = sum(self.rejected.values())
+        lines.append(
+            f"  {self.messages} messages in {self.seconds:.1f} s: {self.events} events applied, "
+            f"{self.duplicates} already in Redis, {rejected} rejected"
+            + (" (" + ", ".join(f"{reason} {n}" for reason, n in self.rejected.most_common()) + ")" if rejected else "")
+        )
+        if self.workers_running:
+            lines.append(f"  {self.workers_running} worker(s) of the group were consuming meanwhile")
+        lines.extend(f"  warning: {w}" for w in self.warnings)
+        return "\n".join(lines)
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+
+
+def horizon_start(config: Config, now: float) -> float:
+    """The earliest event time the engine accepts at ``now`` for any tenant (its lateness
+    cutoff, :meth:`Engine.lateness_cutoff <kpi_core.engine.Engine.lateness_cutoff>`)."""
+    start = now - config.longest_sliding_seconds
+    if config.has_today:
+        zones = {tenant.timezone for tenant in config.tenants.values()} | {"UTC"}
+        start = min([start, *(local_midnight(now, ZoneInfo(zone)) for zone in zones)])
+    return start
+
+
+class Progress:
+    """One line on stderr, rewritten at most twice a second."""
+
+    def __init__(self, total: int, stream: TextIO, enabled: bool) -> None:
+        self.total = max(total, 1)
+        self.stream = stream
+        self.enabled = enabled
+        self.started = time.monotonic()
+        self.last = 0.0
+
+    def update(self, messages: int, events: int, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self.last < 0.5:
+            return
+        self.last = now
+        rate = events / max(now - self.started, 1e-9)
+        self.stream.write(f"\rrebuilding: {100 * messages / self.total:5.1f}%  {messages:,} messages  "
+                          f"{events:,} events  {rate:,.0f} events/s ")  # fmt: skip
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def rebuild(
+    settings: Settings,
+    config: Config,
+    *,
+    clear: bool = False,
+    force: bool = False,
+    progress: bool = False,
+    err: TextIO = sys.stderr,
+) -> RebuildReport:
+    """Run the rebuild; raises :class:`RebuildError` when it cannot start or go on."""
+    started = time.monotonic()
+    clock = settings.make_clock()
+    state = RedisState.from_url(settings.redis_url, config, prefix=settings.redis_prefix, clock=clock)
+    try:
+        state.client.ping()
+    except redis.RedisError as exc:
+        raise RebuildError(f"cannot reach Redis at {redact_url(settings.redis_url)}: {type(exc).__name__}: {exc}") from None
+
+    consumer = _consumer(settings)
+    try:
+        now = clock()
+        horizon = horizon_start(config, now)
+        read_from = horizon - config.max_future_seconds
+        plans = _plan(consumer, settings.events_topic, read_from)
+        report = RebuildReport(settings.events_topic, settings.redis_prefix, now, horizon, read_from, plans)
+        report.workers_running = _group_members(settings)
+        for plan in plans:
+            if plan.messages and plan.start == plan.earliest and plan.earliest > 0:
+                first_ts = _timestamp_at(consumer, settings.events_topic, plan.partition, plan.start)
+                if first_ts is not None and first_ts > read_from:
+                    report.warnings.append(
+                        f"partition {plan.partition}: the topic no longer holds messages before offset "
+                        f"{plan.start} ({_iso(first_ts)}), after the start of the horizon: the events "
+                        "deleted by retention are missing from the rebuilt KPIs"
+                    )
+        if clear:
+            if report.workers_running and not force:
+                raise RebuildError(
+                    f"--clear: {report.workers_running} worker(s) of consumer group {settings.group_id!r} are "
+                    "running; stop them first (a batch in flight would be half on the old state), or "
+                    "add --force"
+                )
+            report.cleared_keys = clear_prefix(state.client, settings.redis_prefix)
+            log.info("cleared %d keys of prefix %s", report.cleared_keys, settings.redis_prefix)
+
+        processor = BatchProcessor(config, state, clock)
+        meter = Progress(sum(p.messages for p in plans), err, progress)
+        for batch in _read(consumer, settings.events_topic, plans, settings.batch_size):
+            result = processor.process(batch)
+            report.messages += len(batch)
+            report.events += result.accepted
+            report.duplicates += result.duplicates
+            report.rejected.update(dead.reason for dead in result.dead)
+            meter.update(report.messages, report.events)
+        meter.update(report.messages, report.events, force=True)
+        meter.done()
+        processor.maintain()  # what a worker's upkeep timer would do next
+    finally:
+        consumer.close()
+        state.client.close()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def clear_prefix(client: redis.Redis, prefix: str) -> int:
+    """Delete every key of ``prefix`` (``prefix:*``); returns how many."""
+    deleted = 0
+    batch: list[Any] = []
+    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            deleted += int(client.unlink(*batch))
+            batch.clear()
+    if batch:
+        deleted += int(client.unlink(*batch))
+    return deleted
+
+
+# -- Kafka -------------------------------------------------------------------------------------
+def _consumer(settings: Settings) -> Any:
+    import kafka
+    from kafka.errors import KafkaError
+
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)  # its own retries are noisy
+    try:
+        return kafka.KafkaConsumer(
+            bootstrap_servers=settings.kafka_servers, group_id=None, enable_auto_commit=False,
+            client_id="ccmon-rebuild", request_timeout_ms=30000, max_poll_records=settings.batch_size,
+        )  # fmt: skip
+    except (KafkaError, OSError) as exc:
+        raise RebuildError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc or type(exc).__name__}") from None
+
+
+def _plan(consumer: Any, topic: str, read_from: float) -> list[PartitionPlan]:
+    import kafka
+
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        raise RebuildError(f"topic {topic!r} does not exist (or has no partitions) on this cluster")
+    tps = [kafka.TopicPartition(topic, p) for p in sorted(partitions)]
+    ends = consumer.end_offsets(tps)
+    earliest = consumer.beginning_offsets(tps)
+    found = consumer.offsets_for_times({tp: int(read_from * 1000) for tp in tps})
+    plans = []
+    for tp in tps:
+        at = found.get(tp)
+        # None: no message at or after that time, so nothing of the horizon to read.
+        start = ends[tp] if at is None else at.offset
+        plans.append(PartitionPlan(tp.partition, start, max(start, ends[tp]), earliest[tp]))
+    return plans
+
+
+def _timestamp_at(consumer: Any, topic: str, partition: int, offset: int) -> float | None:
+    import kafka
+
+    tp = kafka.TopicPartition(topic, partition)
+    consumer.assign([tp])
+    consumer.seek(tp, offset)
+    try:
+        records = consumer.poll(timeout_ms=10000, max_records=1).get(tp, [])
+    finally:
+        consumer.assign([])
+    return records[0].timestamp / 1000.0 if records else None
+
+
+def _group_members(settings: Settings) -> int:
+    """How many members the workers' consumer group has now (0 when it cannot be told)."""
+    import kafka
+
+    try:
+        admin = kafka.KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="ccmon-rebuild-admin",
+                                       request_timeout_ms=10000)  # fmt: skip
+    except Exception as exc:
+        log.warning("cannot describe consumer group %s: %s", settings.group_id, exc)
+        return 0
+    try:
+        info = admin.describe_groups([settings.group_id]).get(settings.group_id, {})
+        return len(info.get("members") or [])
+    except Exception as exc:
+        log.warning("cannot describe consumer group %s: %s", settings.group_id, exc)
+        return 0
+    finally:
+        admin.close()
+
+
+def _read(consumer: Any, topic: str, plans: list[PartitionPlan], batch_size: int) -> Iterator[list[Message]]:
+    """Batches of at most ``batch_size`` messages, from each plan's start to its end."""
+    import kafka
+
+    todo = {kafka.TopicPartition(topic, p.partition): p for p in plans if p.messages}
+    if not todo:
+        return
+    consumer.assign(list(todo))
+    for tp, plan in todo.items():
+        consumer.seek(tp, plan.start)
+    batch: list[Message] = []
+    last_progress = time.monotonic()
+    while todo:
+        polled = consumer.poll(timeout_ms=1000, max_records=batch_size)
+        for tp, records in polled.items():
+            wanted = todo.get(tp)
+            if wanted is None:
+                continue
+            for record in records:
+                if record.offset >= wanted.end:
+                    break
+                batch.append(_message(record))
+            last_progress = time.monotonic()
+        for tp in list(todo):
+            if consumer.position(tp) >= todo[tp].end:
+                consumer.pause(tp)
+                del todo[tp]
+        while len(batch) >= batch_size:
+            yield batch[:batch_size]
+            batch = batch[batch_size:]
+        if todo and time.monotonic() - last_progress > STALL_SECONDS:
+            stuck = ", ".join(f"{tp.partition} at {consumer.position(tp)} of {todo[tp].end}" for tp in todo)
+            raise RebuildError(f"no message read for {STALL_SECONDS:.0f} s (partitions {stuck}); is the broker up?")
+    if batch:
+        yield batch
+
+
+def _message(record: Any) -> Message:
+    timestamp = record.timestamp / 1000.0 if record.timestamp is not None and record.timestamp >= 0 else None
+    return Message(topic=record.topic, partition=record.partition, offset=record.offset, key=record.key,
+                   value=record.value if record.value is not None else b"", timestamp=timestamp)  # fmt: skip
+
+
+def print_report(report: RebuildReport, as_json: bool, out: Callable[[str], Any]) -> None:
+    out(json.dumps(report.as_dict(), sort_keys=True) if as_json else report.text())
