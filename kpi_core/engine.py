@@ -135,15 +135,15 @@ class Engine:
         store = self.store
         admit = self._admit(event, now)
         if not store.claim_event(event.tenant, event.event_id, event.ts):
-            store.count("duplicates", event.type)
+            store.count("duplicates", event.type, tenant=event.tenant)
             return False
         for kind, tenant, name in admit:
             store.series_touch(kind, tenant, name, now)
         self._now = now
         self._cutoff = cutoff
         self._handlers[event.type](event)
-        store.count("events", event.type)
-        store.count_max("last_event_ts", "", event.ts)
+        store.count("events", event.type, tenant=event.tenant)
+        store.count_max("last_event_ts", "", event.ts, tenant=event.tenant)
         return True
 
     # -- the cardinality guard ---------------------------------------------------------------
@@ -186,8 +186,10 @@ class Engine:
         if event.article_id is not None:
             yield "article", tenant, event.article_id, limits.articles_per_tenant
 
-    def reject(self, reason: str) -> None:
-        self.store.count("rejected", reason)
+    def reject(self, reason: str, tenant: str = "") -> None:
+        """Count a rejection (``tenant``: where the store keeps the count; the worker keeps
+        them with the Kafka coordinates it dedupes rejections by)."""
+        self.store.count("rejected", reason, tenant=tenant)
 
     def handle(self, item: Event | Rejection, now: float) -> str:
         """Process an event or count a rejection; returns ``accepted``, ``duplicate`` or the

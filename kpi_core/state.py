@@ -68,9 +68,10 @@ class StateStore(Protocol):
 
     def live_remove(self, name: str, tenant: str, scope: str, member: str) -> None: ...
 
-    def count(self, name: str, label: str, delta: float = 1.0) -> None: ...
+    def count(self, name: str, label: str, delta: float = 1.0, tenant: str = "") -> None:
+        """Add to pipeline counter ``name{label}`` (``tenant``: whose event it counts)."""
 
-    def count_max(self, name: str, label: str, value: float) -> None: ...
+    def count_max(self, name: str, label: str, value: float, tenant: str = "") -> None: ...
 
     # -- the cardinality guard's registry: name -> when it was last admitted ---------------
     def series_seen(self, kind: str, tenant: str, name: str) -> float | None:
@@ -187,11 +188,11 @@ class MemoryState:
         if members is not None:
             members.pop(member, None)
 
-    def count(self, name: str, label: str, delta: float = 1.0) -> None:
+    def count(self, name: str, label: str, delta: float = 1.0, tenant: str = "") -> None:
         labels = self._counts.setdefault(name, {})
         labels[label] = labels.get(label, 0.0) + delta
 
-    def count_max(self, name: str, label: str, value: float) -> None:
+    def count_max(self, name: str, label: str, value: float, tenant: str = "") -> None:
         labels = self._counts.setdefault(name, {})
         if value > labels.get(label, float("-inf")):
             labels[label] = value

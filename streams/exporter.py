@@ -173,7 +173,7 @@ def serve(settings: Settings) -> int:
     from streams.redis_state import RedisState
 
     config = load_config(settings.config_path)
-    state = RedisState.from_url(settings.redis_url, config, prefix=settings.redis_prefix,
+    state = RedisState.from_url(settings.redis_url, config, cluster=settings.redis_cluster, prefix=settings.redis_prefix,
                                 clock=settings.make_clock())  # fmt: skip
     app = build_app(config, state, settings.make_clock(), ping=state.client.ping)
     try:

@@ -49,6 +49,7 @@ from typing import Any
 
 import orjson
 import redis
+from redis.cluster import RedisCluster
 
 from kpi_core import windows
 from kpi_core.config import Config
@@ -330,7 +331,8 @@ class _Hash:
 
 @dataclass
 class _Batch:
-    pipe: Any  # redis.client.Pipeline in WATCH mode
+    pipe: Any  # redis.client.Pipeline in WATCH mode (Redis Cluster: the first group's)
+    pipes: dict[str, Any] = field(default_factory=dict)  # hash-slot group -> its WATCH pipeline
     records: dict[str, Record | None] = field(default_factory=dict)  # key -> cached value
     watched: set[str] = field(default_factory=set)
     dirty_records: dict[str, tuple[Record | None, float]] = field(default_factory=dict)
@@ -345,7 +347,7 @@ class _Batch:
     series_new: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)  # (kind, tenant) -> name -> at
     live: dict[str, dict[str, float | None]] = field(default_factory=dict)  # key -> member -> score/None
     scopes: dict[str, set[str]] = field(default_factory=dict)  # tenant -> new scopes
-    counts: dict[str, _Hash] = field(default_factory=dict)  # count name -> changes
+    counts: dict[tuple[str, str], _Hash] = field(default_factory=dict)  # (tenant, "sum:"/"max:" name) -> changes
 
 
 class RedisState:
@@ -354,15 +356,19 @@ class RedisState:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | RedisCluster,
         config: Config,
         *,
         prefix: str = "ccmon",
         clock: Callable[[], float] = time.time,
+        cluster: bool = False,
     ) -> None:
         if not prefix or any(ch in prefix for ch in "{}:"):
             raise ValueError(f"redis prefix must be non-empty without '{{', '}}' or ':', got {prefix!r}")
         self.client = client
+        #: Redis Cluster: a batch commits one transaction per hash-slot group (tenant) instead
+        #: of one for all; see docs/STREAMS.md.
+        self.cluster = cluster
         self.config = config
         self.prefix = prefix
         self.clock = clock
@@ -376,7 +382,13 @@ class RedisState:
         self._tenant_tags: dict[str, str] = {}
 
     @classmethod
-    def from_url(cls, url: str, config: Config, **kwargs: Any) -> RedisState:
+    def from_url(cls, url: str, config: Config, *, cluster: bool = False, **kwargs: Any) -> RedisState:
+        """A store on ``url``; with ``cluster``, ``url`` is any node of a Redis Cluster."""
+        if cluster:
+            from redis.cluster import RedisCluster
+
+            cluster_client = RedisCluster.from_url(url, socket_timeout=30, socket_connect_timeout=5)
+            return cls(cluster_client, config, cluster=True, **kwargs)
         client = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5, health_check_interval=30)
         return cls(client, config, **kwargs)
 
@@ -417,11 +429,23 @@ class RedisState:
         return f"{self._pipeline_tag}:tenants"
 
     @property
-    def _count_names_key(self) -> str:
-        return f"{self._pipeline_tag}:counts"
+    def _count_tenants_key(self) -> str:
+        return f"{self._pipeline_tag}:count-tenants"
 
-    def _count_key(self, name: str) -> str:
-        return f"{self._pipeline_tag}:count:{encode(name)}"
+    def _count_names_key(self, tenant: str) -> str:
+        return f"{self._tag(tenant)}:counts"
+
+    def _count_key(self, tenant: str, name: str) -> str:
+        """Pipeline counters live with the tenant whose events they count (rejections with
+        the pipeline's own namespace), so each tenant's part of a batch is self-contained."""
+        return f"{self._tag(tenant)}:count:{encode(name)}"
+
+    def _group(self, key: str) -> str:
+        """The hash-slot group of ``key`` (its hash tag) on Redis Cluster; one group otherwise."""
+        if not self.cluster:
+            return ""
+        start = key.index("{")
+        return key[start:key.index("}", start) + 1]
 
     # -- batches ---------------------------------------------------------------------------
     @contextmanager
@@ -431,13 +455,27 @@ class RedisState:
         if self._batch is not None:
             raise RuntimeError("RedisState.batch() does not nest")
         pipe = self.client.pipeline(transaction=True)
-        self._batch = _Batch(pipe)
+        self._batch = b = _Batch(pipe)
         try:
             yield self
-            self._commit(self._batch)
+            self._commit(b)
         finally:
             self._batch = None
             pipe.reset()
+            for other in b.pipes.values():
+                if other is not pipe:
+                    other.reset()
+
+    def _pipe(self, b: _Batch, key: str) -> Any:
+        """The batch's WATCH pipeline for ``key``: the one pipeline, or on Redis Cluster one per
+        hash-slot group (a transaction cannot span slots there)."""
+        if not self.cluster:
+            return b.pipe
+        group = self._group(key)
+        pipe = b.pipes.get(group)
+        if pipe is None:
+            pipe = b.pipes[group] = b.pipe if not b.pipes else self.client.pipeline(transaction=True)
+        return pipe
 
     @property
     def in_batch(self) -> bool:
@@ -457,11 +495,16 @@ class RedisState:
             self._read_records(b, wanted)
 
     def _read_records(self, b: _Batch, keys: list[str]) -> None:
-        b.pipe.watch(*keys)  # WATCH first: a change after it, before EXEC, aborts the batch
-        b.watched.update(keys)
-        values = b.pipe.mget(keys)
-        for key, raw in zip(keys, values, strict=True):
-            b.records[key] = _load_record(raw) if raw is not None else None
+        groups: dict[int, tuple[Any, list[str]]] = {}
+        for key in keys:
+            pipe = self._pipe(b, key)
+            groups.setdefault(id(pipe), (pipe, []))[1].append(key)
+        for pipe, group in groups.values():
+            pipe.watch(*group)  # WATCH first: a change after it, before EXEC, aborts the batch
+            b.watched.update(group)
+            values = pipe.execute_command("MGET", *group)
+            for key, raw in zip(group, values, strict=True):
+                b.records[key] = _load_record(raw) if raw is not None else None
 
     def prefetch_seen(self, items: Iterable[tuple[str, str, float]]) -> None:
         """Look up many ``(tenant, event_id, ts)`` in the seen sets in one round trip."""
@@ -487,84 +530,98 @@ class RedisState:
                     b.seen_known.add((key, digest))
 
     def _commit(self, b: _Batch) -> None:
-        keys, argv = self._encode(b)
-        if not keys:
-            return
-        pipe = b.pipe
-        pipe.multi()
-        # EVAL, not EVALSHA: a script missing from the server's cache cannot fail inside
-        # MULTI (Redis caches it by its SHA anyway).
-        pipe.eval(APPLY_LUA, len(keys), *keys, *argv)
-        try:
-            (result,) = pipe.execute()
-        except redis.WatchError:
-            raise BatchConflict(f"{len(b.watched)} watched record(s): one changed before the batch was applied") from None
-        if result != 0:
-            raise BatchConflict(f"{result[1]} event(s) of the batch were applied by another writer first")
+        seen_ops, ops = self._encode(b)
+        # One script call per group: KEYS in operation order, ARGV = number of seen-set
+        # operations (they come first: the script checks them before writing), then the ops.
+        ordered: dict[str, tuple[list[str], list[Any]]] = {}
+        for key, args in seen_ops:
+            keys, argv = ordered.setdefault(self._group(key), ([], [0]))
+            keys.append(key)
+            argv[0] += 1
+            argv.extend(args)
+        for key, args in ops:
+            keys, argv = ordered.setdefault(self._group(key), ([], [0]))
+            keys.append(key)
+            argv.extend(args)
+        for group, (keys, argv) in ordered.items():
+            pipe = self._pipe(b, keys[0]) if self.cluster else b.pipe
+            pipe.multi()
+            # EVAL, not EVALSHA: a script missing from the server's cache cannot fail inside
+            # MULTI (Redis caches it by its SHA anyway).
+            pipe.execute_command("EVAL", APPLY_LUA, len(keys), *keys, *argv)
+            try:
+                (result,) = pipe.execute()
+            except redis.WatchError:
+                raise BatchConflict(f"{len(b.watched)} watched record(s): one changed before the batch "
+                                    f"was applied{self._partly(ordered, group)}") from None  # fmt: skip
+            if result != 0:
+                raise BatchConflict(f"{result[1]} event(s) of the batch were applied by another writer "
+                                    f"first{self._partly(ordered, group)}")  # fmt: skip
+
+    @staticmethod
+    def _partly(ordered: Mapping[str, Any], failed: str) -> str:
+        done = list(ordered).index(failed)
+        return f" (Redis Cluster: {done} of {len(ordered)} slot groups were committed)" if done else ""
 
     def _ttl_ms(self, expire_at: float, now: float) -> int:
         return int(max(expire_at - now, MIN_TTL_SECONDS) * 1000)
 
-    def _encode(self, b: _Batch) -> tuple[list[str], list[Any]]:
+    def _encode(self, b: _Batch) -> tuple[list[tuple[str, list[Any]]], list[tuple[str, list[Any]]]]:
+        """The batch as script operations ``(key, args)``: seen-set ones, then the rest."""
         now = self.clock()
-        keys: list[str] = []
-        argv: list[Any] = [len(b.seen_new)]
-        for key, (expire_at, digests) in b.seen_new.items():
-            keys.append(key)
-            argv += ["S", self._ttl_ms(expire_at, now), len(digests), *digests]
+        seen_ops: list[tuple[str, list[Any]]] = [
+            (key, ["S", self._ttl_ms(expire_at, now), len(digests), *digests])
+            for key, (expire_at, digests) in b.seen_new.items()
+        ]
+        ops: list[tuple[str, list[Any]]] = []
         for key, h in b.hashes.items():
-            self._encode_hash(keys, argv, key, h, now)
+            ops.append((key, self._encode_hash(h, now)))
         for key, (expire_at, keep_from, starts) in b.index.items():
-            keys.append(key)
-            argv += ["I", self._ttl_ms(expire_at, now), int(keep_from), len(starts), *sorted(starts)]
+            ops.append((key, ["I", self._ttl_ms(expire_at, now), int(keep_from), len(starts), *sorted(starts)]))
         keep = self.config.horizon_seconds
         for (kind, tenant), names in b.series_new.items():
-            keys.append(self._series_key(kind, tenant))
-            argv += ["G", self._ttl_ms(now + keep + 86400, now), _num(now - keep - 86400), len(names)]
+            args: list[Any] = ["G", self._ttl_ms(now + keep + 86400, now), _num(now - keep - 86400), len(names)]
             for name, at in names.items():
-                argv += [_num(at), _utf8(name)]
-        for name, h in b.counts.items():
-            self._encode_hash(keys, argv, self._count_key(name), h, now, split=False)
-        if b.counts:
-            keys.append(self._count_names_key)
-            argv += ["A", len(b.counts), *map(_utf8, b.counts)]
+                args += [_num(at), _utf8(name)]
+            ops.append((self._series_key(kind, tenant), args))
+        count_names: dict[str, list[str]] = {}
+        for (tenant, name), h in b.counts.items():
+            ops.append((self._count_key(tenant, name), self._encode_hash(h, now, split=False)))
+            count_names.setdefault(tenant, []).append(name)
+        for tenant, counted in count_names.items():
+            ops.append((self._count_names_key(tenant), ["A", len(counted), *map(_utf8, counted)]))
+        if count_names:
+            ops.append((self._count_tenants_key, ["A", len(count_names), *map(_utf8, count_names)]))
         for key, (record, expire_at) in b.dirty_records.items():
-            keys.append(key)
             if record is None:
-                argv.append("D")
+                ops.append((key, ["D"]))
             else:
-                value = _dump_record(record)
-                argv += ["R", self._ttl_ms(expire_at, now), value]
+                ops.append((key, ["R", self._ttl_ms(expire_at, now), _dump_record(record)]))
         for key, members in b.live.items():
             puts = [(m, s) for m, s in members.items() if s is not None]
             removes = [m for m, s in members.items() if s is None]
             if puts:
-                keys.append(key)
-                argv += ["Z", len(puts)]
+                args = ["Z", len(puts)]
                 for member, score in puts:
-                    argv += [_num(score), _utf8(member)]
+                    args += [_num(score), _utf8(member)]
+                ops.append((key, args))
             if removes:
-                keys.append(key)
-                argv += ["X", len(removes), *map(_utf8, removes)]
+                ops.append((key, ["X", len(removes), *map(_utf8, removes)]))
         for tenant, scopes in b.scopes.items():
-            keys.append(self._scopes_key(tenant))
-            argv += ["A", len(scopes), *map(_utf8, scopes)]
+            ops.append((self._scopes_key(tenant), ["A", len(scopes), *map(_utf8, scopes)]))
         if b.scopes:
-            keys.append(self._tenants_key)
-            argv += ["A", len(b.scopes), *map(_utf8, b.scopes)]
-        return keys, argv
+            ops.append((self._tenants_key, ["A", len(b.scopes), *map(_utf8, b.scopes)]))
+        return seen_ops, ops
 
-    def _encode_hash(
-        self, keys: list[str], argv: list[Any], key: str, h: _Hash, now: float, split: bool = True
-    ) -> None:
+    def _encode_hash(self, h: _Hash, now: float, split: bool = True) -> list[Any]:
         sums, maxes = h.split() if split else (h.sums, h.maxes)
-        keys.append(key)
         ttl = self._ttl_ms(h.ttl_at, now) if h.ttl_at is not None else 0
-        argv += ["H", ttl, len(sums), len(maxes)]
+        args: list[Any] = ["H", ttl, len(sums), len(maxes)]
         for fld, value in sums.items():
-            argv += [_utf8(fld), _num(value)]
+            args += [_utf8(fld), _num(value)]
         for fld, value in maxes.items():
-            argv += [_utf8(fld), _num(value)]
+            args += [_utf8(fld), _num(value)]
+        return args
 
     # -- write side ------------------------------------------------------------------------
     # Outside ``batch()`` every write is a batch of its own (tests, tools); the worker always
@@ -678,22 +735,22 @@ class RedisState:
             return self._autocommit(lambda: self.live_remove(name, tenant, scope, member))
         b.live.setdefault(self._live_key(name, tenant, scope), {})[member] = None
 
-    def count(self, name: str, label: str, delta: float = 1.0) -> None:
+    def count(self, name: str, label: str, delta: float = 1.0, tenant: str = "") -> None:
         b = self._batch
         if b is None:
-            return self._autocommit(lambda: self.count(name, label, delta))
-        h = b.counts.get(name)
+            return self._autocommit(lambda: self.count(name, label, delta, tenant))
+        h = b.counts.get((tenant, f"sum:{name}"))
         if h is None:
-            h = b.counts[name] = _Hash(None)
+            h = b.counts[(tenant, f"sum:{name}")] = _Hash(None)
         h.sums[label] = h.sums.get(label, 0.0) + delta
 
-    def count_max(self, name: str, label: str, value: float) -> None:
+    def count_max(self, name: str, label: str, value: float, tenant: str = "") -> None:
         b = self._batch
         if b is None:
-            return self._autocommit(lambda: self.count_max(name, label, value))
-        h = b.counts.get(name)
+            return self._autocommit(lambda: self.count_max(name, label, value, tenant))
+        h = b.counts.get((tenant, f"max:{name}"))
         if h is None:
-            h = b.counts[name] = _Hash(None)
+            h = b.counts[(tenant, f"max:{name}")] = _Hash(None)
         if value > h.maxes.get(label, -math.inf):
             h.maxes[label] = value
 
@@ -806,9 +863,10 @@ class RedisState:
             pairs: list[Any] = self.client.zrange(key, 0, -1, withscores=True)
             return {_text(member): float(score) for member, score in pairs}
         # Inside a batch (the upkeep), watch the set: two workers must not both expire a call.
-        b.pipe.watch(key)
+        pipe = self._pipe(b, key)
+        pipe.watch(key)
         b.watched.add(key)
-        result = {_text(member): float(score) for member, score in b.pipe.zrange(key, 0, -1, withscores=True)}
+        result = {_text(member): float(score) for member, score in pipe.zrange(key, 0, -1, withscores=True)}
         for member, score in b.live.get(key, {}).items():
             if score is None:
                 result.pop(member, None)
@@ -817,14 +875,29 @@ class RedisState:
         return result
 
     def counts(self) -> dict[str, dict[str, float]]:
-        names = sorted(_text(m) for m in self.client.smembers(self._count_names_key))
-        if not names:
+        """The pipeline counters, summed (``max:`` ones: maximum) over every tenant."""
+        tenants = sorted(_text(m) for m in self.client.smembers(self._count_tenants_key))
+        if not tenants:
             return {}
         with self.client.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.hgetall(self._count_key(name))
+            for tenant in tenants:
+                pipe.smembers(self._count_names_key(tenant))
+            pairs = [(tenant, _text(name)) for tenant, names in zip(tenants, pipe.execute(), strict=True)
+                     for name in sorted(names)]  # fmt: skip
+        with self.client.pipeline(transaction=False) as pipe:
+            for tenant, name in pairs:
+                pipe.hgetall(self._count_key(tenant, name))
             values = pipe.execute()
-        return {name: _floats(raw) for name, raw in zip(names, values, strict=True)}
+        result: dict[str, dict[str, float]] = {}
+        for (_tenant, name), raw in zip(pairs, values, strict=True):
+            kind, _sep, bare = name.partition(":")
+            labels = result.setdefault(bare, {})
+            for label, value in _floats(raw).items():
+                if kind == "max":
+                    labels[label] = max(labels.get(label, -math.inf), value)
+                else:
+                    labels[label] = labels.get(label, 0.0) + value
+        return result
 
     def snapshot_reader(self, config: Config, at: float) -> SnapshotReader:
         """This store's read side for one snapshot at ``at``, prefetched (see SnapshotReader)."""

@@ -38,6 +38,7 @@ _PREFIX_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 class Settings:
     kafka_bootstrap: str = "127.0.0.1:19092"
     redis_url: str = "redis://127.0.0.1:16379/0"
+    redis_cluster: bool = False
     events_topic: str = "ccmon.events"
     dlq_topic: str = "ccmon.dlq"
     group_id: str = "ccmon"
@@ -111,6 +112,7 @@ def redact_url(url: str) -> str:
 SOURCES: Mapping[str, tuple[str, tuple[str, ...]]] = {
     "kafka_bootstrap": ("--kafka", ("CCMON_KAFKA_BOOTSTRAP", "KAFKA_BOOTSTRAP")),
     "redis_url": ("--redis", ("CCMON_REDIS_URL", "REDIS_URL")),
+    "redis_cluster": ("--redis-cluster", ("CCMON_REDIS_CLUSTER",)),
     "events_topic": ("--topic", ("CCMON_EVENTS_TOPIC",)),
     "dlq_topic": ("--dlq-topic", ("CCMON_DLQ_TOPIC",)),
     "group_id": ("--group", ("CCMON_GROUP_ID",)),
@@ -130,6 +132,7 @@ SOURCES: Mapping[str, tuple[str, tuple[str, ...]]] = {
 _HELP: Mapping[str, str] = {
     "kafka_bootstrap": "Kafka bootstrap servers, host:port[,host:port]",
     "redis_url": "Redis URL, redis://[:password@]host:port/db",
+    "redis_cluster": "'yes' when --redis names a node of a Redis Cluster (see docs/STREAMS.md)",
     "events_topic": "topic the events are read from",
     "dlq_topic": "dead-letter topic for rejected events",
     "group_id": "Kafka consumer group (Faust app id); workers with the same one split the partitions",
@@ -187,6 +190,9 @@ def from_args(args: argparse.Namespace | None = None, environ: Mapping[str, str]
     return _validate(values, origin)
 
 
+_BOOLEANS = {"yes": True, "true": True, "1": True, "on": True, "no": False, "false": False, "0": False, "off": False}
+
+
 def _validate(values: dict[str, Any], origin: Mapping[str, str]) -> Settings:
     def fail(name: str, message: str) -> ConfigError:
         return ConfigError(origin[name], f"{message}, got {values[name]!r}")
@@ -202,6 +208,10 @@ def _validate(values: dict[str, Any], origin: Mapping[str, str]) -> Settings:
         return number
 
     out = dict(values)
+    cluster = str(values["redis_cluster"]).strip().lower()
+    if cluster not in _BOOLEANS:
+        raise fail("redis_cluster", f"must be one of {', '.join(sorted(_BOOLEANS))}")
+    out["redis_cluster"] = _BOOLEANS[cluster]
     for name in ("exporter_port", "worker_web_port"):
         out[name] = integer(name, 0, 65535)
     out["batch_size"] = integer("batch_size", 1, 1_000_000)

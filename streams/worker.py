@@ -344,7 +344,7 @@ class BatchProcessor:
                 message = item.message
                 ts = message.timestamp if message.timestamp is not None and message.timestamp > 0 else now
                 if state.claim_event(PIPELINE_TENANT, f"{message.coordinates}/{item.index}", ts):
-                    engine.reject(reason)
+                    engine.reject(reason, tenant=PIPELINE_TENANT)
                 result.dead.append(DeadLetter(message.key, item.raw, reason, error, message.coordinates))
         return result
 
@@ -584,7 +584,7 @@ def run_worker(settings: Settings) -> int:
     config = load_config(settings.config_path)
     _check_port_free(settings.worker_web_port)
     log.info("starting: %s", settings.redacted())
-    state = RedisState.from_url(settings.redis_url, config, prefix=settings.redis_prefix,
+    state = RedisState.from_url(settings.redis_url, config, cluster=settings.redis_cluster, prefix=settings.redis_prefix,
                                 clock=settings.make_clock())  # fmt: skip
     processor = BatchProcessor(config, state, settings.make_clock())
     _wait_for_redis(state)
@@ -632,7 +632,10 @@ def _wait_for_redis(state: RedisState, interval: float = 5.0) -> None:
 
 
 def _redis_where(state: RedisState) -> str:
-    kwargs = state.client.connection_pool.connection_kwargs
+    pool = getattr(state.client, "connection_pool", None)
+    if pool is None:  # Redis Cluster: no single pool
+        return "the Redis Cluster"
+    kwargs = pool.connection_kwargs
     if "path" in kwargs:
         return str(kwargs["path"])
     return f"{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)}"

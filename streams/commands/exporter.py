@@ -9,7 +9,7 @@ import argparse
 
 from streams import settings as settings_module
 
-FLAGS = ("exporter_port", "exporter_host", "redis_url", "redis_prefix", "config_path", "clock", "log_level")
+FLAGS = ("exporter_port", "exporter_host", "redis_url", "redis_cluster", "redis_prefix", "config_path", "clock", "log_level")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

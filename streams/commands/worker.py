@@ -10,7 +10,7 @@ import argparse
 from streams import settings as settings_module
 
 FLAGS = (
-    "kafka_bootstrap", "redis_url", "events_topic", "dlq_topic", "group_id", "config_path",
+    "kafka_bootstrap", "redis_url", "redis_cluster", "events_topic", "dlq_topic", "group_id", "config_path",
     "redis_prefix", "batch_size", "batch_within", "session_timeout", "worker_web_port", "offset_reset", "clock",
     "log_level",
 )  # fmt: skip
