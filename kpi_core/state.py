@@ -116,7 +116,10 @@ class MemoryState:
     def __init__(self, fine_seconds: int = 10, coarse_seconds: int = 900) -> None:
         self.fine_seconds = fine_seconds
         self.coarse_seconds = coarse_seconds
-        self._seen: dict[int, set[int]] = {}  # hour -> hashes of (tenant, event_id)
+        # Event ids seen: hash of (tenant, event_id) -> hour of the ts it was first seen with,
+        # and per hour the hashes first seen then (for pruning).
+        self._seen: dict[int, int] = {}
+        self._seen_by_hour: dict[int, list[int]] = {}
         # Records are kept marshalled: a finished call is ~0.5 KB of bytes instead of ~3 KB
         # of live lists and dicts, which matters for a day of calls.
         self._records: dict[tuple[str, str, str], tuple[bytes, float]] = {}
@@ -133,15 +136,18 @@ class MemoryState:
         # A 64-bit hash instead of the id itself keeps a day of ids small; a false duplicate
         # needs a collision among ~2^32 ids. hash() is salted per process, which is fine for a
         # store that lives in one process.
-        # A duplicate carries the same ts as its original, so it lands in the same hour.
+        # Idempotence on event_id alone (EVENTS.md): a re-sent event is a duplicate whatever
+        # ts it carries. The id is remembered by the hour of its first ts, and forgotten with
+        # that hour's state (maintain), when no event of that time is accepted any more.
         key = hash((tenant, event_id))
-        hour = int(ts // 3600)
-        seen = self._seen.get(hour)
-        if seen is None:
-            seen = self._seen[hour] = set()
-        elif key in seen:
+        if key in self._seen:
             return False
-        seen.add(key)
+        hour = int(ts // 3600)
+        self._seen[key] = hour
+        by_hour = self._seen_by_hour.get(hour)
+        if by_hour is None:
+            by_hour = self._seen_by_hour[hour] = []
+        by_hour.append(key)
         return True
 
     def get_record(self, kind: str, tenant: str, key: str) -> Record | None:
@@ -249,8 +255,10 @@ class MemoryState:
             for buckets in tiers.values():
                 for bstart in [b for b in buckets if b < cutoff]:
                     del buckets[bstart]
-        for hour in [h for h in self._seen if (h + 1) * 3600 < coarse_cutoff]:
-            del self._seen[hour]
+        for hour in [h for h in self._seen_by_hour if (h + 1) * 3600 < coarse_cutoff]:
+            for key in self._seen_by_hour.pop(hour):
+                if self._seen.get(key) == hour:
+                    del self._seen[key]
         self._records = {k: v for k, v in self._records.items() if v[1] >= now}
         for names in self._series.values():
             for name in [n for n, at in names.items() if at < coarse_cutoff]:
@@ -259,7 +267,7 @@ class MemoryState:
     # -- introspection (tests, benchmarks) -------------------------------------------------
     def sizes(self) -> dict[str, int]:
         return {
-            "event_ids": sum(len(s) for s in self._seen.values()),
+            "event_ids": len(self._seen),
             "records": len(self._records),
             "fine_buckets": sum(len(b) for b in self._fine.values()),
             "coarse_buckets": sum(len(b) for b in self._coarse.values()),

@@ -10,7 +10,7 @@ Key layout (``P`` is the prefix, ``ccmon`` by default; ``<x>`` is a name encoded
     P:{t:<tenant>}:tot:<scope>              hash  lifetime totals (no TTL)
     P:{t:<tenant>}:live:<name>:<scope>      zset  member -> score
     P:{t:<tenant>}:rec:<kind>:<key>         string JSON record (TTL = its expiry)
-    P:{t:<tenant>}:seen:<hour>              set   digests of the event ids seen (TTL)
+    P:{t:<tenant>}:seen                     zset  digests of the event ids seen -> hour of first ts
     P:{p}:tenants                           set   tenant names (raw)
     P:{p}:counts                            set   pipeline count names
     P:{p}:count:<name>                      hash  label -> number
@@ -95,7 +95,7 @@ def _num(value: float) -> str:
 
 # The batch script. KEYS are consumed in order by the operations in ARGV:
 #   ARGV[1] = number of seen-set operations, which come first:
-#     S ttl_ms n id1..idn        (key: a seen set)  -- checked, then added
+#     S ttl_ms below n hour id ..(key: a seen zset) -- checked, then ZADD NX; drop hours < below
 #   then any of:
 #     H ttl_ms nsum nmax f v ... (key: a hash)      -- HINCRBYFLOAT sums, max for max fields
 #     R ttl_ms value             (key: a record)    -- SET PX
@@ -114,11 +114,11 @@ local k = 1
 local dups = 0
 for _ = 1, nseen do
   local key = KEYS[k]
-  local n = tonumber(ARGV[a + 2])
+  local n = tonumber(ARGV[a + 3])
   for i = 1, n do
-    if redis.call('SISMEMBER', key, ARGV[a + 2 + i]) == 1 then dups = dups + 1 end
+    if redis.call('ZSCORE', key, ARGV[a + 3 + 2 * i]) then dups = dups + 1 end
   end
-  a = a + 3 + n
+  a = a + 4 + 2 * n
   k = k + 1
 end
 if dups > 0 then return {1, dups} end
@@ -127,12 +127,13 @@ k = 1
 for _ = 1, nseen do
   local key = KEYS[k]
   local ttl = tonumber(ARGV[a + 1])
-  local n = tonumber(ARGV[a + 2])
-  for i = 1, n, 5000 do
-    redis.call('SADD', key, unpack(ARGV, a + 2 + i, a + 2 + math.min(i + 4999, n)))
+  local n = tonumber(ARGV[a + 3])
+  for i = 1, n do
+    redis.call('ZADD', key, 'NX', ARGV[a + 2 + 2 * i], ARGV[a + 3 + 2 * i])
   end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ARGV[a + 2])
   if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
-  a = a + 3 + n
+  a = a + 4 + 2 * n
   k = k + 1
 end
 local nargv = #ARGV
@@ -338,7 +339,7 @@ class _Batch:
     dirty_records: dict[str, tuple[Record | None, float]] = field(default_factory=dict)
     seen_known: set[tuple[str, bytes]] = field(default_factory=set)  # (seen key, digest) in Redis
     seen_checked: set[tuple[str, bytes]] = field(default_factory=set)  # looked up this batch
-    seen_new: dict[str, tuple[float, set[bytes]]] = field(default_factory=dict)  # key -> (expire, ids)
+    seen_new: dict[str, dict[bytes, int]] = field(default_factory=dict)  # seen key -> digest -> hour
     hashes: dict[str, _Hash] = field(default_factory=dict)
     index: dict[str, tuple[float, float, set[int]]] = field(default_factory=dict)  # key -> (expire, keep from, starts)
     add_targets: dict[tuple[str, str, int], tuple[_Hash, ...]] = field(default_factory=dict)  # (tenant, scope, fine start)
@@ -421,8 +422,8 @@ class RedisState:
     def _record_key(self, kind: str, tenant: str, key: str) -> str:
         return f"{self._tag(tenant)}:rec:{encode(kind)}:{encode(key)}"
 
-    def _seen_key(self, tenant: str, hour: int) -> str:
-        return f"{self._tag(tenant)}:seen:{hour}"
+    def _seen_key(self, tenant: str) -> str:
+        return f"{self._tag(tenant)}:seen"
 
     @property
     def _tenants_key(self) -> str:
@@ -512,8 +513,8 @@ class RedisState:
         if b is None:
             return
         by_key: dict[str, list[bytes]] = {}
-        for tenant, event_id, ts in items:
-            key = self._seen_key(tenant, int(ts // 3600))
+        for tenant, event_id, _ts in items:
+            key = self._seen_key(tenant)
             digest = _digest(event_id)
             if (key, digest) not in b.seen_checked:
                 b.seen_checked.add((key, digest))
@@ -522,11 +523,11 @@ class RedisState:
             return
         with self.client.pipeline(transaction=False) as pipe:
             for key, digests in by_key.items():
-                pipe.smismember(key, digests)
+                pipe.zmscore(key, digests)  # type: ignore[arg-type]  # bytes are fine
             results = pipe.execute()
-        for (key, digests), flags in zip(by_key.items(), results, strict=True):
-            for digest, flag in zip(digests, flags, strict=True):
-                if flag:
+        for (key, digests), scores in zip(by_key.items(), results, strict=True):
+            for digest, score in zip(digests, scores, strict=True):
+                if score is not None:
                     b.seen_known.add((key, digest))
 
     def _commit(self, b: _Batch) -> None:
@@ -569,10 +570,15 @@ class RedisState:
     def _encode(self, b: _Batch) -> tuple[list[tuple[str, list[Any]]], list[tuple[str, list[Any]]]]:
         """The batch as script operations ``(key, args)``: seen-set ones, then the rest."""
         now = self.clock()
-        seen_ops: list[tuple[str, list[Any]]] = [
-            (key, ["S", self._ttl_ms(expire_at, now), len(digests), *digests])
-            for key, (expire_at, digests) in b.seen_new.items()
-        ]
+        # MemoryState forgets an hour once it ends before now - coarse_keep - coarse.
+        forget_before = int((now - self.coarse_keep_seconds - self.coarse_seconds) // 3600) - 1
+        seen_ops: list[tuple[str, list[Any]]] = []
+        for key, digests in b.seen_new.items():
+            expire_at = (max(digests.values()) + 1) * 3600 + self.coarse_keep_seconds + self.coarse_seconds
+            seen_args: list[Any] = ["S", self._ttl_ms(expire_at, now), forget_before, len(digests)]
+            for digest, hour in digests.items():
+                seen_args += [hour, digest]
+            seen_ops.append((key, seen_args))
         ops: list[tuple[str, list[Any]]] = []
         for key, h in b.hashes.items():
             ops.append((key, self._encode_hash(h, now)))
@@ -630,23 +636,23 @@ class RedisState:
         b = self._batch
         if b is None:
             return bool(self._autocommit(lambda: self.claim_event(tenant, event_id, ts)))
-        hour = int(ts // 3600)
-        key = self._seen_key(tenant, hour)
+        # Idempotent on event_id alone, whatever ts a re-sent event carries: one sorted set
+        # per tenant, member = digest, score = hour of the ts it was first seen with, so ids
+        # are forgotten with their hour's state (as MemoryState.maintain does).
+        key = self._seen_key(tenant)
         digest = _digest(event_id)
         pending = b.seen_new.get(key)
-        if pending is not None and digest in pending[1]:
+        if pending is not None and digest in pending:
             return False
         if (key, digest) not in b.seen_checked:
             b.seen_checked.add((key, digest))
-            if self.client.sismember(key, digest):  # type: ignore[arg-type]  # bytes are fine
+            if self.client.zscore(key, digest) is not None:
                 b.seen_known.add((key, digest))
         if (key, digest) in b.seen_known:
             return False
         if pending is None:
-            # MemoryState forgets an hour once it ends before now - coarse_keep - coarse.
-            expire_at = (hour + 1) * 3600 + self.coarse_keep_seconds + self.coarse_seconds
-            pending = b.seen_new[key] = (expire_at, set())
-        pending[1].add(digest)
+            pending = b.seen_new[key] = {}
+        pending[digest] = int(ts // 3600)
         return True
 
     def get_record(self, kind: str, tenant: str, key: str) -> Record | None:

@@ -330,3 +330,20 @@ def test_snapshot_reader_equals_the_store_at_moving_instants(redis_client: Any, 
     assert flatten(snapshot(config, redis_state.snapshot_reader(config, base), base)) == flatten(
         snapshot(config, memory, base)
     )
+
+
+def test_a_resent_event_is_a_duplicate_even_with_another_ts(redis_client: Any, redis_prefix: str) -> None:
+    """Idempotence on event_id alone, in Redis too: the copy re-stamped into the next hour (and
+    the next day) is a duplicate, in the same batch or a later one."""
+    at = 1795003200.0 + 6 * 3600
+    first = {"event_id": "e1", "type": "survey.response", "ts": at - 3601, "queue": "q", "survey": "nps", "score": 0}
+    copies = [{**first, "ts": at - 3599}, {**first, "ts": at - 10}]
+    state = make_state(redis_client, redis_prefix, at)
+    engine = Engine(CONFIG, state)
+    with state.batch():
+        assert [engine.handle(parse_event(e), at) for e in (first, copies[0])] == ["accepted", "duplicate"]
+    with state.batch():
+        assert engine.handle(parse_event(copies[1]), at) == "duplicate"
+    flat = redis_snapshot(state, at)
+    assert flat[("ccmon_survey_responses_total", (("tenant", "default"), ("queue", "q")))] == 1
+    assert flat[("ccmon_events_duplicate_total", (("type", "survey.response"),))] == 2

@@ -769,14 +769,9 @@ def test_a_late_event_for_a_finished_call_within_max_call_age_is_reconciled() ->
     assert series(flat, "ccmon_calls_answered", window="1h") == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="EVENTS.md: 'the engine is idempotent on event_id (a duplicate changes nothing)'; "
-    "MemoryState.claim_event remembers ids per hour of ts, so an event re-sent with its ts "
-    "moved across an hour boundary (08:59:59 -> 09:00:00) counts twice. docs/KPI_ENGINE.md "
-    "now lists this as a limitation; the spec does not allow it",
-)
 def test_a_resent_event_is_a_duplicate_even_with_another_ts() -> None:
+    """EVENTS.md: the engine is idempotent on event_id. Regression: ids were remembered per
+    hour of ts, so a re-sent event re-stamped across an hour boundary counted twice."""
     first = {"event_id": "e1", "type": "survey.response", "ts": parse_ts("2026-11-20T08:59:59Z"), "queue": "q",
              "survey": "nps", "score": 0}  # fmt: skip
     again = {**first, "ts": parse_ts("2026-11-20T09:00:00Z")}
