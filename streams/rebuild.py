@@ -182,7 +182,8 @@ def rebuild(
     """Run the rebuild; raises :class:`RebuildError` when it cannot start or go on."""
     started = time.monotonic()
     clock = settings.make_clock()
-    state = RedisState.from_url(settings.redis_url, config, prefix=settings.redis_prefix, clock=clock)
+    state = RedisState.from_url(settings.redis_url, config, cluster=settings.redis_cluster, prefix=settings.redis_prefix,
+                                clock=clock)  # fmt: skip
     try:
         state.client.ping()
     except redis.RedisError as exc:
@@ -234,8 +235,10 @@ def rebuild(
     return report
 
 
-def clear_prefix(client: redis.Redis, prefix: str) -> int:
-    """Delete every key of ``prefix`` (``prefix:*``); returns how many."""
+def clear_prefix(client: Any, prefix: str) -> int:
+    """Delete every key of ``prefix`` (``prefix:*``); returns how many. ``client`` is a
+    ``redis.Redis`` or a ``RedisCluster`` (which scans every primary and splits ``UNLINK``
+    by slot)."""
     deleted = 0
     batch: list[Any] = []
     for key in client.scan_iter(match=f"{prefix}:*", count=1000):

@@ -16,8 +16,8 @@ import sys
 from streams import settings as settings_module
 
 FLAGS = (
-    "kafka_bootstrap", "redis_url", "events_topic", "group_id", "config_path", "redis_prefix", "batch_size",
-    "clock", "log_level",
+    "kafka_bootstrap", "redis_url", "redis_cluster", "events_topic", "group_id", "config_path", "redis_prefix",
+    "batch_size", "clock", "log_level",
 )  # fmt: skip
 
 
