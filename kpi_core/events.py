@@ -28,7 +28,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from kpi_core.errors import InvalidEventError
 
@@ -105,9 +105,12 @@ _DURATION_FIELDS = ("wait_seconds", "talk_seconds", "hold_seconds", "acw_seconds
 _BOOL_FIELDS = ("resolved", "connected", "first_contact")
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """One validated canonical event. ``ts`` is UTC epoch seconds.
+
+    A NamedTuple rather than a frozen dataclass: as immutable, and built ~4x faster (a frozen
+    dataclass sets each of its 30 fields through ``object.__setattr__``), which matters at
+    tens of thousands of events a second.
 
     Fields that do not apply to an event's ``type`` are ``None``. Unknown extra fields of the
     input are not kept here; the raw input is what goes to the dead-letter topic.
