@@ -39,6 +39,7 @@ from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 import redis
+from kafka.errors import KafkaError
 
 from kpi_core.config import Config
 from kpi_core.errors import CcmonError
@@ -77,7 +78,7 @@ class RebuildReport:
     horizon: float
     read_from: float
     partitions: list[PartitionPlan]
-    workers_running: int = 0
+    workers_running: int | None = 0  # members of the workers' consumer group; None: unknown
     cleared_keys: int = 0
     messages: int = 0
     events: int = 0
@@ -197,6 +198,8 @@ def rebuild(
         plans = _plan(consumer, settings.events_topic, read_from)
         report = RebuildReport(settings.events_topic, settings.redis_prefix, now, horizon, read_from, plans)
         report.workers_running = _group_members(settings)
+        if report.workers_running is None:
+            report.warnings.append(f"could not tell whether workers of consumer group {settings.group_id!r} are running")
         for plan in plans:
             if plan.messages and plan.start == plan.earliest and plan.earliest > 0:
                 first_ts = _timestamp_at(consumer, settings.events_topic, plan.partition, plan.start)
@@ -207,6 +210,11 @@ def rebuild(
                         "deleted by retention are missing from the rebuilt KPIs"
                     )
         if clear:
+            if report.workers_running is None and not force:
+                raise RebuildError(
+                    f"--clear: cannot tell whether workers of consumer group {settings.group_id!r} are running "
+                    "(see the log); add --force once they are stopped"
+                )
             if report.workers_running and not force:
                 raise RebuildError(
                     f"--clear: {report.workers_running} worker(s) of consumer group {settings.group_id!r} are "
@@ -218,16 +226,24 @@ def rebuild(
 
         processor = BatchProcessor(config, state, clock)
         meter = Progress(sum(p.messages for p in plans), err, progress)
-        for batch in _read(consumer, settings.events_topic, plans, settings.batch_size):
-            result = processor.process(batch)
-            report.messages += len(batch)
-            report.events += result.accepted
-            report.duplicates += result.duplicates
-            report.rejected.update(dead.reason for dead in result.dead)
-            meter.update(report.messages, report.events)
+        try:
+            for batch in _read(consumer, settings.events_topic, plans, settings.batch_size):
+                result = processor.process(batch)
+                report.messages += len(batch)
+                report.events += result.accepted
+                report.duplicates += result.duplicates
+                report.rejected.update(dead.reason for dead in result.dead)
+                meter.update(report.messages, report.events)
+        except KafkaError as exc:
+            meter.done()
+            raise RebuildError(f"Kafka failed after {report.messages} messages ({exc}); the rebuild is idempotent: "
+                               "run it again") from None  # fmt: skip
         meter.update(report.messages, report.events, force=True)
         meter.done()
-        processor.maintain()  # what a worker's upkeep timer would do next
+        try:
+            processor.maintain()  # what a worker's upkeep timer would do next
+        except redis.RedisError as exc:
+            report.warnings.append(f"the final upkeep failed ({exc}); a worker's upkeep will do it")
     finally:
         consumer.close()
         state.client.close()
@@ -254,7 +270,6 @@ def clear_prefix(client: Any, prefix: str) -> int:
 # -- Kafka -------------------------------------------------------------------------------------
 def _consumer(settings: Settings) -> Any:
     import kafka
-    from kafka.errors import KafkaError
 
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # its own retries are noisy
     try:
@@ -298,8 +313,8 @@ def _timestamp_at(consumer: Any, topic: str, partition: int, offset: int) -> flo
     return records[0].timestamp / 1000.0 if records else None
 
 
-def _group_members(settings: Settings) -> int:
-    """How many members the workers' consumer group has now (0 when it cannot be told)."""
+def _group_members(settings: Settings) -> int | None:
+    """How many members the workers' consumer group has now (``None`` when it cannot be told)."""
     import kafka
 
     try:
@@ -307,13 +322,13 @@ def _group_members(settings: Settings) -> int:
                                        request_timeout_ms=10000)  # fmt: skip
     except Exception as exc:
         log.warning("cannot describe consumer group %s: %s", settings.group_id, exc)
-        return 0
+        return None
     try:
         info = admin.describe_groups([settings.group_id]).get(settings.group_id, {})
         return len(info.get("members") or [])
     except Exception as exc:
         log.warning("cannot describe consumer group %s: %s", settings.group_id, exc)
-        return 0
+        return None
     finally:
         admin.close()
 
