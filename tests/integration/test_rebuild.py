@@ -179,3 +179,23 @@ def test_rebuild_errors_are_clear(run: Pipeline) -> None:
     assert no_redis.returncode == 2
     assert "cannot reach Redis at redis://:***@127.0.0.1:1/0" in no_redis.stderr
     assert "secret" not in no_redis.stderr and "Traceback" not in no_redis.stderr
+
+
+def test_horizon_is_the_oldest_instant_any_tenant_still_accepts() -> None:
+    """The rebuild starts where the engine's lateness cutoff is for the tenant whose day began
+    first: here Tokyo's midnight (UTC+9), before UTC's (tenants not configured) and New York's."""
+    from dataclasses import replace
+
+    from kpi_core.config import Window, config_from_dict
+    from kpi_core.engine import Engine
+    from kpi_core.state import MemoryState
+    from streams.rebuild import horizon_start
+
+    config = config_from_dict({"tenants": {"ny": {"timezone": "America/New_York"}, "tokyo": {"timezone": "Asia/Tokyo"}}})
+    now = parse_ts("2026-11-20T10:00:00Z")
+    assert horizon_start(config, now) == parse_ts("2026-11-19T15:00:00Z")  # 2026-11-20 00:00 in Tokyo
+    engine = Engine(config, MemoryState(config.bucket_seconds, config.coarse_bucket_seconds))
+    assert horizon_start(config, now) == min(engine.lateness_cutoff(t, now) for t in ("ny", "tokyo", "other"))
+    only_sliding = replace(config, windows=(Window("5m", 300), Window("1h", 3600)))  # no `today`: no midnight
+    assert horizon_start(only_sliding, now) == now - 3600
+
