@@ -128,8 +128,9 @@ for _ = 1, nseen do
   local key = KEYS[k]
   local ttl = tonumber(ARGV[a + 1])
   local n = tonumber(ARGV[a + 3])
-  for i = 1, n do
-    redis.call('ZADD', key, 'NX', ARGV[a + 2 + 2 * i], ARGV[a + 3 + 2 * i])
+  for i = 1, n, 2500 do
+    local last = math.min(i + 2499, n)
+    redis.call('ZADD', key, 'NX', unpack(ARGV, a + 2 + 2 * i, a + 3 + 2 * last))
   end
   redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ARGV[a + 2])
   if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
@@ -147,7 +148,14 @@ while a <= nargv do
     local nmax = tonumber(ARGV[a + 3])
     a = a + 4
     for _ = 1, nsum do
-      redis.call('HINCRBYFLOAT', key, ARGV[a], ARGV[a + 1])
+      -- HINCRBY (integer arithmetic, ~3x cheaper) for whole deltas; a field that holds a
+      -- fraction refuses it, and takes HINCRBYFLOAT as every fractional delta does.
+      local d = ARGV[a + 1]
+      local n = tonumber(d)
+      local whole = n == math.floor(n) and n < 1e15 and n > -1e15
+      if not whole or type(redis.pcall('HINCRBY', key, ARGV[a], string.format('%d', n))) == 'table' then
+        redis.call('HINCRBYFLOAT', key, ARGV[a], d)
+      end
       a = a + 2
     end
     for _ = 1, nmax do
@@ -383,14 +391,18 @@ class RedisState:
         self._tenant_tags: dict[str, str] = {}
 
     @classmethod
-    def from_url(cls, url: str, config: Config, *, cluster: bool = False, **kwargs: Any) -> RedisState:
-        """A store on ``url``; with ``cluster``, ``url`` is any node of a Redis Cluster."""
+    def from_url(cls, url: str, config: Config, *, cluster: bool = False, connection: Mapping[str, Any] | None = None,
+                 **kwargs: Any) -> RedisState:  # fmt: skip
+        """A store on ``url``; with ``cluster``, ``url`` is any node of a Redis Cluster.
+        ``connection``: more keyword arguments for redis-py's client (TLS files, a password:
+        :func:`streams.security.redis_connection_kwargs`)."""
+        extra = dict(connection or {})
         if cluster:
             from redis.cluster import RedisCluster
 
-            cluster_client = RedisCluster.from_url(url, socket_timeout=30, socket_connect_timeout=5)
+            cluster_client = RedisCluster.from_url(url, socket_timeout=30, socket_connect_timeout=5, **extra)
             return cls(cluster_client, config, cluster=True, **kwargs)
-        client = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5, health_check_interval=30)
+        client = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5, health_check_interval=30, **extra)
         return cls(client, config, **kwargs)
 
     # -- keys ------------------------------------------------------------------------------
