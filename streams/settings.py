@@ -4,8 +4,11 @@ Each value comes from its command-line flag, else its environment variable, else
 default. A bad value raises :class:`~kpi_core.errors.ConfigError` naming the flag or the
 variable it came from (``config field 'CCMON_BATCH_SIZE': must be an integer >= 1, got 'x'``).
 
-Secrets (a password in ``redis_url``) are never logged: log :meth:`Settings.redacted`, and
-``repr(settings)`` is redacted too.
+Secrets (a password in ``redis_url``, the Kafka, Redis and exporter passwords) are never
+logged: log :meth:`Settings.redacted`, and ``repr(settings)`` is redacted too. A password has
+no command-line flag (a flag shows in ``ps`` and in shell history): it comes from its
+environment variable or from a file named by ``--...-password-file`` / ``..._PASSWORD_FILE``,
+read once here. Security settings and their combinations: docs/SECURITY.md.
 
 The clock is ``wall`` (live) or ``fixed:<epoch seconds | RFC 3339>`` (tests, replays): it
 gives the worker's lateness "now" and the exporter's evaluation instant.
@@ -19,7 +22,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,6 +35,10 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _OFFSET_RESETS = ("earliest", "latest")
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+#: The settings that hold a secret: ``***`` in :meth:`Settings.redacted`, no flag.
+SECRETS = ("kafka_password", "redis_password", "exporter_auth_password")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +60,26 @@ class Settings:
     offset_reset: str = "earliest"
     clock: str = "wall"
     log_level: str = "INFO"
+    # -- security (docs/SECURITY.md); a password holds the secret itself, read from its
+    # environment variable or its file at start-up, and is never shown.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "PLAIN"
+    kafka_username: str | None = None
+    kafka_password: str | None = field(default=None, repr=False)
+    kafka_password_file: str | None = None
+    kafka_ca_file: str | None = None
+    kafka_cert_file: str | None = None
+    kafka_key_file: str | None = None
+    redis_password: str | None = field(default=None, repr=False)
+    redis_password_file: str | None = None
+    redis_ca_file: str | None = None
+    redis_cert_file: str | None = None
+    redis_key_file: str | None = None
+    exporter_auth_user: str | None = None
+    exporter_auth_password: str | None = field(default=None, repr=False)
+    exporter_auth_password_file: str | None = None
+    exporter_tls_cert_file: str | None = None
+    exporter_tls_key_file: str | None = None
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -81,9 +108,12 @@ class Settings:
 
     # -- secrets ---------------------------------------------------------------------------
     def redacted(self) -> dict[str, Any]:
-        """Every setting, with passwords in URLs replaced by ``***``: safe to log."""
+        """Every setting, with passwords (in URLs too) replaced by ``***``: safe to log."""
         values = asdict(self)
         values["redis_url"] = redact_url(self.redis_url)
+        for name in SECRETS:
+            if values[name] is not None:
+                values[name] = "***"
         return values
 
     def __repr__(self) -> str:
@@ -127,6 +157,25 @@ SOURCES: Mapping[str, tuple[str, tuple[str, ...]]] = {
     "offset_reset": ("--offset-reset", ("CCMON_OFFSET_RESET",)),
     "clock": ("--clock", ("CCMON_CLOCK",)),
     "log_level": ("--log-level", ("CCMON_LOG_LEVEL",)),
+    # Security (docs/SECURITY.md). An empty flag: environment only (a secret).
+    "kafka_security_protocol": ("--kafka-security-protocol", ("CCMON_KAFKA_SECURITY_PROTOCOL",)),
+    "kafka_sasl_mechanism": ("--kafka-sasl-mechanism", ("CCMON_KAFKA_SASL_MECHANISM",)),
+    "kafka_username": ("--kafka-username", ("CCMON_KAFKA_USERNAME",)),
+    "kafka_password": ("", ("CCMON_KAFKA_PASSWORD",)),
+    "kafka_password_file": ("--kafka-password-file", ("CCMON_KAFKA_PASSWORD_FILE",)),
+    "kafka_ca_file": ("--kafka-ca-file", ("CCMON_KAFKA_CA_FILE",)),
+    "kafka_cert_file": ("--kafka-cert-file", ("CCMON_KAFKA_CERT_FILE",)),
+    "kafka_key_file": ("--kafka-key-file", ("CCMON_KAFKA_KEY_FILE",)),
+    "redis_password": ("", ("CCMON_REDIS_PASSWORD",)),
+    "redis_password_file": ("--redis-password-file", ("CCMON_REDIS_PASSWORD_FILE",)),
+    "redis_ca_file": ("--redis-ca-file", ("CCMON_REDIS_CA_FILE",)),
+    "redis_cert_file": ("--redis-cert-file", ("CCMON_REDIS_CERT_FILE",)),
+    "redis_key_file": ("--redis-key-file", ("CCMON_REDIS_KEY_FILE",)),
+    "exporter_auth_user": ("--basic-auth-user", ("CCMON_EXPORTER_BASIC_AUTH_USER",)),
+    "exporter_auth_password": ("", ("CCMON_EXPORTER_BASIC_AUTH_PASSWORD",)),
+    "exporter_auth_password_file": ("--basic-auth-password-file", ("CCMON_EXPORTER_BASIC_AUTH_PASSWORD_FILE",)),
+    "exporter_tls_cert_file": ("--tls-cert-file", ("CCMON_EXPORTER_TLS_CERT_FILE",)),
+    "exporter_tls_key_file": ("--tls-key-file", ("CCMON_EXPORTER_TLS_KEY_FILE",)),
 }
 
 _HELP: Mapping[str, str] = {
@@ -147,7 +196,34 @@ _HELP: Mapping[str, str] = {
     "offset_reset": "where a new consumer group starts: earliest or latest",
     "clock": "'wall', or 'fixed:<epoch seconds or RFC 3339>' for tests and replays",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
+    "kafka_security_protocol": "Kafka security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+    "kafka_sasl_mechanism": "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+    "kafka_username": "SASL user name",
+    "kafka_password_file": "file holding the SASL password (or $CCMON_KAFKA_PASSWORD; no flag for the password itself)",
+    "kafka_ca_file": "PEM CA certificate(s) the Kafka brokers' certificates must chain to; unset: the system's CAs",
+    "kafka_cert_file": "PEM client certificate for Kafka (mutual TLS); may also hold the key",
+    "kafka_key_file": "PEM private key of --kafka-cert-file",
+    "redis_password_file": "file holding the Redis password (or $CCMON_REDIS_PASSWORD, or in the URL)",
+    "redis_ca_file": "PEM CA certificate(s) the Redis server's certificate must chain to (rediss:// URLs); unset: the system's CAs",
+    "redis_cert_file": "PEM client certificate for Redis (mutual TLS); may also hold the key",
+    "redis_key_file": "PEM private key of --redis-cert-file",
+    "exporter_auth_user": "require HTTP basic auth with this user (not for /healthz)",
+    "exporter_auth_password_file": "file holding the basic-auth password (or $CCMON_EXPORTER_BASIC_AUTH_PASSWORD)",
+    "exporter_tls_cert_file": "serve HTTPS with this PEM certificate (chain); may also hold the key",
+    "exporter_tls_key_file": "PEM private key of --tls-cert-file",
 }
+
+
+class _RefusedSecretFlag(argparse.Action):
+    """``--kafka-password VALUE``: refused without echoing the value (argparse would otherwise
+    take it for an abbreviation of ``--kafka-password-file`` and name the secret as a path)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:  # fmt: skip
+        file_flag = f"{option_string}-file"
+        env = next(SOURCES[name.removesuffix("_file")][1][0] for name, (flag, _env) in SOURCES.items() if flag == file_flag)
+        parser.error(f"{option_string}: a password has no flag (a flag shows in ps and in shell history); "
+                     f"use ${env} or {file_flag}")  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
@@ -155,6 +231,11 @@ def add_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> No
     defaults = Settings()
     for name in names:
         flag, env = SOURCES[name]
+        if not flag:  # environment only: a secret must not show in ps
+            continue
+        if name.removesuffix("_file") in SECRETS:
+            parser.add_argument(flag.removesuffix("-file"), dest=f"_refused_{name}", nargs="?", default=None,
+                                action=_RefusedSecretFlag, help=argparse.SUPPRESS)  # fmt: skip
         default = getattr(defaults, name)
         shown = f"${' or $'.join(env)}, else {default}" if default is not None else f"${env[0]}"
         parser.add_argument(
@@ -263,7 +344,113 @@ def _validate(values: dict[str, Any], origin: Mapping[str, str]) -> Settings:
     _parse_clock(out["clock"], origin["clock"])
     if values["config_path"] is not None:
         out["config_path"] = str(values["config_path"])
-    return Settings(**out)
+    _validate_security(values, origin, out)
+    settings = Settings(**out)
+    from streams.security import check_settings  # loads every certificate and key once
+
+    check_settings(settings, origin)
+    return settings
+
+
+def setting_names(name: str) -> str:
+    """How a user sets ``name``: ``--kafka-username or CCMON_KAFKA_USERNAME``."""
+    flag, env = SOURCES[name]
+    return " or ".join([flag, *env] if flag else env)
+
+
+def read_secret_file(path: str, where: str) -> str:
+    """The secret in ``path``: its text without the trailing newline(s). Raises
+    :class:`ConfigError` naming ``where`` (never the content) when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            secret = handle.read().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(where, f"cannot read {path!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(where, f"{path!r} is not UTF-8 text") from None
+    if not secret:
+        raise ConfigError(where, f"{path!r} is empty")
+    return secret
+
+
+def _validate_security(values: Mapping[str, Any], origin: Mapping[str, str], out: dict[str, Any]) -> None:
+    """The security settings (docs/SECURITY.md), alone and in combination; fills ``out``."""
+
+    def text(name: str) -> str | None:
+        value = values[name]
+        if value is None or str(value).strip() == "":
+            return None
+        return str(value).strip()
+
+    def secret(name: str) -> str | None:
+        file_name = f"{name}_file"
+        direct, path = values[name], text(file_name)
+        if direct is not None and path is not None:
+            raise ConfigError(origin[file_name], f"give the password one way, not both this file and {origin[name]}")
+        out[file_name] = path
+        if path is not None:
+            return read_secret_file(path, origin[file_name])
+        return None if direct is None or direct == "" else str(direct)
+
+    def tls_files(prefix: str, cert: str, key: str) -> None:
+        for name in (f"{prefix}_ca_file", cert, key):
+            if name in values:
+                out[name] = text(name)
+        if out[key] is not None and out[cert] is None:
+            raise ConfigError(origin[key], f"a key needs its certificate: set {setting_names(cert)}")
+
+    for name in ("kafka_security_protocol", "kafka_sasl_mechanism"):
+        out[name] = str(values[name]).strip().upper()
+    protocol = out["kafka_security_protocol"]
+    if protocol not in KAFKA_SECURITY_PROTOCOLS:
+        raise ConfigError(origin["kafka_security_protocol"], f"must be one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}, got {values['kafka_security_protocol']!r}")
+    if out["kafka_sasl_mechanism"] not in KAFKA_SASL_MECHANISMS:
+        raise ConfigError(origin["kafka_sasl_mechanism"], f"must be one of {', '.join(KAFKA_SASL_MECHANISMS)}, got {values['kafka_sasl_mechanism']!r}")
+    out["kafka_username"] = text("kafka_username")
+    out["kafka_password"] = secret("kafka_password")
+    tls_files("kafka", "kafka_cert_file", "kafka_key_file")
+    if protocol.startswith("SASL_"):
+        if out["kafka_username"] is None:
+            raise ConfigError(setting_names("kafka_username"), f"required with the security protocol {protocol}")
+        if out["kafka_password"] is None:
+            raise ConfigError("CCMON_KAFKA_PASSWORD or CCMON_KAFKA_PASSWORD_FILE", f"required with the security protocol {protocol}")
+    else:
+        for name in ("kafka_username", "kafka_password"):
+            if out[name] is not None:
+                where = origin["kafka_password_file"] if name == "kafka_password" and out["kafka_password_file"] else origin[name]
+                raise ConfigError(where, f"only used with SASL_PLAINTEXT or SASL_SSL, but {setting_names('kafka_security_protocol')} is {protocol}")
+    if not protocol.endswith("SSL"):
+        for name in ("kafka_ca_file", "kafka_cert_file", "kafka_key_file"):
+            if out[name] is not None:
+                raise ConfigError(origin[name], f"only used with SSL or SASL_SSL, but {setting_names('kafka_security_protocol')} is {protocol}")
+
+    out["redis_password"] = secret("redis_password")
+    tls_files("redis", "redis_cert_file", "redis_key_file")
+    try:
+        url = urlsplit(out["redis_url"])
+        scheme, url_password = url.scheme, url.password
+    except ValueError:
+        scheme, url_password = "", None
+    if out["redis_password"] is not None and url_password is not None:
+        where = origin["redis_password_file"] if out["redis_password_file"] else origin["redis_password"]
+        raise ConfigError(where, f"the Redis URL ({origin['redis_url']}) holds a password already: give it one way")
+    if scheme != "rediss":
+        for name in ("redis_ca_file", "redis_cert_file", "redis_key_file"):
+            if out[name] is not None:
+                raise ConfigError(origin[name], f"only used with a rediss:// (TLS) URL, got {redact_url(out['redis_url'])!r} from {origin['redis_url']}")
+
+    out["exporter_auth_user"] = text("exporter_auth_user")
+    out["exporter_auth_password"] = secret("exporter_auth_password")
+    user = out["exporter_auth_user"]
+    if user is not None and ":" in user:
+        raise ConfigError(origin["exporter_auth_user"], f"must not contain ':' (basic auth), got {user!r}")
+    if user is not None and out["exporter_auth_password"] is None:
+        raise ConfigError("CCMON_EXPORTER_BASIC_AUTH_PASSWORD or CCMON_EXPORTER_BASIC_AUTH_PASSWORD_FILE",
+                          f"required with {origin['exporter_auth_user']}")
+    if user is None and out["exporter_auth_password"] is not None:
+        where = origin["exporter_auth_password_file"] if out["exporter_auth_password_file"] else origin["exporter_auth_password"]
+        raise ConfigError(where, f"a password needs its user: set {setting_names('exporter_auth_user')}")
+    tls_files("exporter_tls", "exporter_tls_cert_file", "exporter_tls_key_file")
 
 
 def _parse_clock(spec: str, where: str) -> float | None:

@@ -1,0 +1,353 @@
+"""Security: what each client and server needs, made from :class:`~streams.settings.Settings`.
+
+* Kafka -- :func:`faust_credentials` (the worker's Faust app: ``faust.SASLCredentials`` or
+  ``faust.SSLCredentials``, with an :class:`ssl.SSLContext`) and :func:`kafka_client_kwargs`
+  (kafka-python: the worker's topic probe and lag probe, ``ccmon simulate --kafka``, ``ccmon
+  source ... --kafka``). Both use the same context from :func:`kafka_ssl_context`: the broker's
+  certificate must chain to ``--kafka-ca-file`` (else the system's CAs) and name the host
+  dialled; an optional client certificate for mutual TLS.
+* Redis -- :func:`redis_connection_kwargs`: redis-py's TLS options for a ``rediss://`` URL
+  (verification and host-name check always on) and the password from
+  ``CCMON_REDIS_PASSWORD(_FILE)``.
+* The exporter -- :func:`exporter_ssl_context` (HTTPS) and :func:`require_basic_auth`, a WSGI
+  wrapper comparing credentials in constant time (``/healthz`` stays open: see
+  docs/SECURITY.md).
+* Start-up -- :func:`check_settings` loads every certificate and key once, so a bad file stops
+  start-up with the flag or variable named; :func:`kafka_failures` and
+  :func:`kafka_config_error` tell a refused password or an untrusted certificate (a setting
+  to fix: stop) from a broker that is not up yet (wait).
+
+Secrets never reach a log line: settings are logged through ``Settings.redacted()``, error
+texts from the clients go through :func:`scrub`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import ssl
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from kpi_core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from faust.types.auth import CredentialsT
+
+    from streams.settings import Settings
+    from streams.web.app import WSGIApp
+
+#: Paths served without credentials when basic auth is on (liveness probes; says only
+#: whether Redis answers).
+AUTH_EXEMPT_PATHS = ("/healthz",)
+
+
+# -- start-up checks ---------------------------------------------------------------------------
+def check_settings(settings: Settings, origin: Mapping[str, str] | None = None) -> None:
+    """Load every certificate and key the settings name (then drop them): a missing, unreadable
+    or malformed file raises :class:`ConfigError` naming its flag or variable (``origin``:
+    setting -> where its value came from)."""
+    if settings.kafka_security_protocol.endswith("SSL"):
+        _client_context(settings, "kafka", origin)
+    if _redis_tls(settings):
+        _client_context(settings, "redis", origin)
+    exporter_ssl_context(settings, origin)
+
+
+def _where(name: str, origin: Mapping[str, str] | None) -> str:
+    from streams.settings import setting_names
+
+    given = (origin or {}).get(name)
+    return given if given and given != name else setting_names(name)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or str(exc)
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)
+
+
+def _readable(path: str, name: str, origin: Mapping[str, str] | None) -> None:
+    try:
+        with open(path, "rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        raise ConfigError(_where(name, origin), f"cannot read {path!r}: {_reason(exc)}") from None
+
+
+def _load_chain(context: ssl.SSLContext, cert: str, key: str | None, cert_name: str, key_name: str,
+                origin: Mapping[str, str] | None) -> None:  # fmt: skip
+    _readable(cert, cert_name, origin)
+    if key is not None:
+        _readable(key, key_name, origin)
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        what = f"the certificate {cert!r}" + (f" with the key {key!r} ({_where(key_name, origin)})" if key else
+                                               " (no key file given: it must hold the key too)")  # fmt: skip
+        raise ConfigError(_where(cert_name, origin), f"cannot load {what}: {_reason(exc)}") from None
+
+
+def _client_context(settings: Settings, kind: str, origin: Mapping[str, str] | None = None) -> ssl.SSLContext:
+    """A client context that verifies the server's certificate and host name (TLS >= 1.2)."""
+    ca: str | None = getattr(settings, f"{kind}_ca_file")
+    cert: str | None = getattr(settings, f"{kind}_cert_file")
+    key: str | None = getattr(settings, f"{kind}_key_file")
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)  # CERT_REQUIRED, check_hostname
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca is not None:
+        _readable(ca, f"{kind}_ca_file", origin)
+        try:
+            context.load_verify_locations(cafile=ca)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ConfigError(_where(f"{kind}_ca_file", origin),
+                              f"{ca!r} holds no usable PEM CA certificate: {_reason(exc)}") from None  # fmt: skip
+    if cert is not None:
+        _load_chain(context, cert, key, f"{kind}_cert_file", f"{kind}_key_file", origin)
+    return context
+
+
+# -- Kafka ---------------------------------------------------------------------------------------
+def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context of every Kafka connection; ``None`` without TLS."""
+    if not settings.kafka_security_protocol.endswith("SSL"):
+        return None
+    return _client_context(settings, "kafka")
+
+
+def faust_credentials(settings: Settings) -> CredentialsT | None:
+    """``broker_credentials=`` for ``faust.App``: SASL (over TLS for SASL_SSL), TLS alone, or
+    ``None`` for PLAINTEXT."""
+    import faust
+
+    protocol = settings.kafka_security_protocol
+    context = kafka_ssl_context(settings)
+    if protocol.startswith("SASL_"):
+        # With a context Faust says SASL_SSL, without one SASL_PLAINTEXT.
+        return faust.SASLCredentials(username=settings.kafka_username, password=settings.kafka_password,
+                                     mechanism=settings.kafka_sasl_mechanism, ssl_context=context)  # fmt: skip
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    return None
+
+
+def kafka_client_kwargs(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for kafka-python's ``KafkaProducer``, ``KafkaConsumer`` and
+    ``KafkaAdminClient``."""
+    protocol = settings.kafka_security_protocol
+    kwargs: dict[str, Any] = {"security_protocol": protocol}
+    context = kafka_ssl_context(settings)
+    if context is not None:
+        kwargs["ssl_context"] = context
+    if protocol.startswith("SASL_"):
+        kwargs.update(sasl_mechanism=settings.kafka_sasl_mechanism, sasl_plain_username=settings.kafka_username,
+                      sasl_plain_password=settings.kafka_password)  # fmt: skip
+    return kwargs
+
+
+def kafka_client_kwargs_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """:func:`kafka_client_kwargs` of the ``CCMON_*`` environment (for the producers of
+    ``ccmon simulate`` and ``ccmon source``, which take no security flags)."""
+    from streams.settings import from_args
+
+    return kafka_client_kwargs(from_args(None, environ))
+
+
+@contextmanager
+def kafka_failures() -> Iterator[list[BaseException]]:
+    """Collect the errors kafka-python only *logs* while it connects (its bootstrap retries
+    swallow them and finally raise a bare timeout), keeping its own log lines out of ours."""
+    logger = logging.getLogger("kafka")
+    caught: list[BaseException] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            args = record.args if isinstance(record.args, tuple) else ()
+            caught.extend(arg for arg in args if isinstance(arg, BaseException))
+
+    handler = _Collect(logging.WARNING)
+    saved = (logger.level, logger.propagate)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        yield caught
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
+def kafka_config_error(settings: Settings, failures: Iterable[BaseException]) -> ConfigError | None:
+    """A :class:`ConfigError` when the broker answered and refused us for a reason only a
+    setting can fix (the password, the mechanism, a certificate); ``None`` when it may just
+    not be up yet. ``failures``: what :func:`kafka_failures` collected during a failed
+    kafka-python connection; when they do not settle it and SASL is on, one direct login
+    with aiokafka (:func:`_sasl_refusal`) does."""
+    from kafka import errors as kafka_errors
+
+    from streams.settings import setting_names
+
+    where = settings.kafka_bootstrap
+    user = settings.kafka_username
+    collected = list(failures)
+    if settings.kafka_security_protocol.startswith("SASL_") and not any(
+            isinstance(exc, kafka_errors.SaslAuthenticationFailedError) for exc in collected):  # fmt: skip
+        refusal = _sasl_refusal(settings)
+        if refusal is not None:
+            collected.append(refusal)
+    for exc in reversed(collected):
+        text = scrub(str(exc), settings)
+        if type(exc).__name__ in ("SaslAuthenticationFailedError", "SaslAuthenticationFailed"):  # kafka-python, aiokafka
+            return ConfigError(f"{setting_names('kafka_username')}, CCMON_KAFKA_PASSWORD or CCMON_KAFKA_PASSWORD_FILE",
+                               f"Kafka at {where} refused the credentials of user {user!r} "
+                               f"({settings.kafka_sasl_mechanism}): {text}")  # fmt: skip
+        if type(exc).__name__ == "UnsupportedSaslMechanismError":
+            return ConfigError(setting_names("kafka_sasl_mechanism"),
+                               f"Kafka at {where} does not offer {settings.kafka_sasl_mechanism}: {text}")  # fmt: skip
+        if "CERTIFICATE_VERIFY_FAILED" in text:
+            return ConfigError(setting_names("kafka_ca_file"),
+                               f"the certificate of Kafka at {where} is not trusted: {text}")  # fmt: skip
+        if "ALERT_BAD_CERTIFICATE" in text or "ALERT_CERTIFICATE_REQUIRED" in text:
+            return ConfigError(setting_names("kafka_cert_file"),
+                               f"Kafka at {where} refused our client certificate: {text}")  # fmt: skip
+    return None
+
+
+def _sasl_refusal(settings: Settings, timeout: float = 10.0) -> BaseException | None:
+    """Log in once to each bootstrap server with aiokafka (Faust's client) and return the
+    broker's refusal (a failed SASL authentication, a mechanism it does not offer), if any.
+
+    kafka-python alone cannot tell: when the broker's error answer and its closing of the
+    connection arrive in the same read, it drops the answer and reports only "socket
+    disconnected" (kafka-python 3.0, ``net/transport.py``)."""
+    import asyncio
+
+    from aiokafka import errors as aio_errors
+    from aiokafka.conn import create_conn
+
+    refused = (aio_errors.SaslAuthenticationFailed, aio_errors.UnsupportedSaslMechanismError)
+
+    async def attempt(host: str, port: int) -> BaseException | None:
+        try:
+            conn = await asyncio.wait_for(create_conn(host, port, client_id="ccmon-login-probe",
+                                                      request_timeout_ms=int(timeout * 1000),
+                                                      **kafka_client_kwargs(settings)), timeout)  # fmt: skip
+        except refused as exc:
+            return exc
+        except Exception:  # not up, not reachable: not a verdict on the settings
+            return None
+        conn.close()
+        return None
+
+    loop = asyncio.new_event_loop()
+    loop.set_exception_handler(lambda _loop, _context: None)  # a dropped connection's late errors
+    try:
+        for server in settings.kafka_servers:
+            host, _, port = server.rpartition(":")
+            found = loop.run_until_complete(attempt(host.strip("[]"), int(port)))
+            if found is not None:
+                return found
+    finally:
+        loop.close()
+    return None
+
+
+def last_failure(settings: Settings, failures: Iterable[BaseException]) -> str:
+    """``; last error: <type>: <text>`` of the latest collected error, or ``""``."""
+    errors = [exc for exc in failures if "Unable to bootstrap" not in str(exc)]
+    if not errors:
+        return ""
+    return f"; last error: {type(errors[-1]).__name__}: {scrub(str(errors[-1]), settings)}"
+
+
+def scrub(text: str, settings: Settings) -> str:
+    """``text`` with every secret of ``settings`` replaced by ``***``."""
+    for secret in (settings.kafka_password, settings.redis_password, settings.exporter_auth_password):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+# -- Redis ---------------------------------------------------------------------------------------
+def _redis_tls(settings: Settings) -> bool:
+    return settings.redis_url.lower().startswith("rediss://")
+
+
+def redis_connection_kwargs(settings: Settings) -> dict[str, Any]:
+    """Extra keyword arguments for ``redis.Redis.from_url`` / ``RedisCluster.from_url``: TLS
+    options for a ``rediss://`` URL (certificate and host name always verified), the password
+    when it does not come in the URL."""
+    kwargs: dict[str, Any] = {}
+    if _redis_tls(settings):
+        kwargs.update(ssl_cert_reqs="required", ssl_check_hostname=True)
+        if settings.redis_ca_file is not None:
+            kwargs["ssl_ca_certs"] = settings.redis_ca_file
+        if settings.redis_cert_file is not None:
+            kwargs["ssl_certfile"] = settings.redis_cert_file
+            kwargs["ssl_keyfile"] = settings.redis_key_file
+    if settings.redis_password is not None:
+        kwargs["password"] = settings.redis_password
+    return kwargs
+
+
+def redis_error_hint(exc: BaseException) -> str:
+    """What to check when a TLS connection to Redis fails (``""`` for other errors)."""
+    from streams.settings import setting_names
+
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return f"; the server's certificate is not trusted: check {setting_names('redis_ca_file')}"
+    if "ALERT_CERTIFICATE_REQUIRED" in text or "ALERT_BAD_CERTIFICATE" in text:
+        return f"; the server refused our client certificate: check {setting_names('redis_cert_file')}"
+    return ""
+
+
+# -- the exporter --------------------------------------------------------------------------------
+def exporter_ssl_context(settings: Settings, origin: Mapping[str, str] | None = None) -> ssl.SSLContext | None:
+    """The exporter's HTTPS context (TLS >= 1.2), ``None`` for plain HTTP."""
+    cert = settings.exporter_tls_cert_file
+    if cert is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    _load_chain(context, cert, settings.exporter_tls_key_file, "exporter_tls_cert_file", "exporter_tls_key_file", origin)
+    return context
+
+
+def require_basic_auth(app: WSGIApp, user: str, password: str, *, realm: str = "ccmon",
+                       exempt: Iterable[str] = AUTH_EXEMPT_PATHS) -> WSGIApp:  # fmt: skip
+    """``app`` behind HTTP basic auth (RFC 7617, UTF-8): 401 with a ``WWW-Authenticate``
+    challenge unless the request carries ``user`` and ``password``. Both are compared at once,
+    as SHA-256 digests, with :func:`hmac.compare_digest`: the time taken says nothing about
+    how much of either was right, nor how long they are. ``exempt`` paths pass freely."""
+    expected = hashlib.sha256(f"{user}:{password}".encode()).digest()
+    open_paths = frozenset(exempt)
+    challenge = f'Basic realm="{realm}", charset="UTF-8"'
+    body = b"401 Unauthorized: this ccmon exporter requires HTTP basic auth\n"
+
+    def authorized(header: str) -> bool:
+        scheme, _, encoded = header.strip().partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            given = base64.b64decode(encoded.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(hashlib.sha256(given).digest(), expected)
+
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO", "/") in open_paths or authorized(environ.get("HTTP_AUTHORIZATION", "")):
+            return app(environ, start_response)
+        start_response("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
+                                            ("Content-Length", str(len(body))), ("WWW-Authenticate", challenge),
+                                            ("Cache-Control", "no-store")])  # fmt: skip
+        return [body]
+
+    return guarded
