@@ -170,25 +170,34 @@ def build_app(config: Config, store: StateStore, clock: Clock, ping: Callable[[]
 def serve(settings: Settings) -> int:
     """``ccmon exporter``: serve until SIGTERM/SIGINT."""
     from kpi_core.config import load_config
+    from streams import security
     from streams.redis_state import RedisState
 
     config = load_config(settings.config_path)
     state = RedisState.from_url(settings.redis_url, config, cluster=settings.redis_cluster, prefix=settings.redis_prefix,
-                                clock=settings.make_clock())  # fmt: skip
+                                clock=settings.make_clock(), connection=security.redis_connection_kwargs(settings))  # fmt: skip
     app = build_app(config, state, settings.make_clock(), ping=state.client.ping)
+    tls = security.exporter_ssl_context(settings)
+    if settings.exporter_auth_user is not None and settings.exporter_auth_password is not None:
+        # /healthz stays open (load balancers, liveness probes): docs/SECURITY.md.
+        app = security.require_basic_auth(app, settings.exporter_auth_user, settings.exporter_auth_password)
+        if tls is None and settings.exporter_host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("basic auth over plain HTTP: the password crosses the network in clear; "
+                        "serve HTTPS (--tls-cert-file, --tls-key-file)")  # fmt: skip
     try:
-        server = web.serve(app, settings.exporter_host, settings.exporter_port)
+        server = web.serve(app, settings.exporter_host, settings.exporter_port, ssl_context=tls)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", settings.exporter_host, settings.exporter_port, exc.strerror or exc)
         return 1
     try:
         state.client.ping()
     except redis.RedisError as exc:
-        log.error("Redis at %s is not reachable yet (%s); /metrics answers 503 until it is",
-                  settings.redacted()["redis_url"], exc)  # fmt: skip
+        log.error("Redis at %s is not reachable yet (%s%s); /metrics answers 503 until it is",
+                  settings.redacted()["redis_url"], exc, security.redis_error_hint(exc))  # fmt: skip
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stopped.set())
-    log.info("serving %smetrics from %s (prefix %s)", server.url, settings.redacted()["redis_url"], settings.redis_prefix)
+    log.info("serving %smetrics from %s (prefix %s)%s", server.url, settings.redacted()["redis_url"], settings.redis_prefix,
+             f", basic auth as {settings.exporter_auth_user!r}" if settings.exporter_auth_user else "")  # fmt: skip
     try:
         while not stopped.wait(1.0):
             pass

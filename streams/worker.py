@@ -369,18 +369,25 @@ def wait_for_kafka(settings: Settings, stop: threading.Event | None = None, inte
     import kafka
     from kafka.errors import KafkaError
 
+    from streams import security
+
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # its own retries are noisy
     attempt = 0
     while stop is None or not stop.is_set():
         attempt += 1
         try:
-            admin = kafka.KafkaAdminClient(
-                bootstrap_servers=settings.kafka_servers, request_timeout_ms=10000,
-                bootstrap_timeout_ms=int(interval * 1000), client_id="ccmon-worker-probe",
-            )  # fmt: skip
+            with security.kafka_failures() as failures:
+                admin = kafka.KafkaAdminClient(
+                    bootstrap_servers=settings.kafka_servers, request_timeout_ms=10000,
+                    bootstrap_timeout_ms=int(interval * 1000), client_id="ccmon-worker-probe",
+                    **security.kafka_client_kwargs(settings),
+                )  # fmt: skip
         except (KafkaError, OSError) as exc:
-            log.error("cannot reach Kafka at %s (%s: %s); retrying in %.0f s",
-                      settings.kafka_bootstrap, type(exc).__name__, exc, interval)  # fmt: skip
+            refused = security.kafka_config_error(settings, failures)
+            if refused is not None:  # a wrong password or certificate: retrying cannot help
+                raise refused from None
+            log.error("cannot reach Kafka at %s (%s: %s%s); retrying in %.0f s", settings.kafka_bootstrap,
+                      type(exc).__name__, exc, security.last_failure(settings, failures), interval)  # fmt: skip
             if stop is not None:
                 stop.wait(interval)
             else:
@@ -416,11 +423,14 @@ class LagProbe:
     def measure(self) -> dict[tuple[str, int], float]:
         import kafka
 
+        from streams.security import kafka_client_kwargs
+
         topic = self.settings.events_topic
         if self._consumer is None:
             self._consumer = kafka.KafkaConsumer(
                 bootstrap_servers=self.settings.kafka_servers, group_id=self.settings.group_id,
                 enable_auto_commit=False, client_id="ccmon-lag-probe", request_timeout_ms=10000,
+                **kafka_client_kwargs(self.settings),
             )  # fmt: skip
         consumer = self._consumer
         partitions = consumer.partitions_for_topic(topic) or set()
@@ -447,10 +457,13 @@ def build_app(settings: Settings, processor: BatchProcessor) -> faust.App:
     import faust
     from prometheus_client import CollectorRegistry
 
+    from streams.security import faust_credentials
+
     web: dict[str, Any] = {"web_port": settings.worker_web_port} if settings.worker_web_port else {}
     app = faust.App(
         settings.group_id,
         broker=settings.kafka_url,
+        broker_credentials=faust_credentials(settings),  # SASL and/or TLS: docs/SECURITY.md
         store="memory://",
         web_enabled=settings.worker_web_port != 0,
         **web,
@@ -584,8 +597,10 @@ def run_worker(settings: Settings) -> int:
     config = load_config(settings.config_path)
     _check_port_free(settings.worker_web_port)
     log.info("starting: %s", settings.redacted())
+    from streams.security import redis_connection_kwargs
+
     state = RedisState.from_url(settings.redis_url, config, cluster=settings.redis_cluster, prefix=settings.redis_prefix,
-                                clock=settings.make_clock())  # fmt: skip
+                                clock=settings.make_clock(), connection=redis_connection_kwargs(settings))  # fmt: skip
     processor = BatchProcessor(config, state, settings.make_clock())
     _wait_for_redis(state)
     wait_for_kafka(settings)

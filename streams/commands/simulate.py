@@ -235,9 +235,12 @@ def _kafka_sink(args: argparse.Namespace) -> Any:
     except ImportError:
         print("ccmon simulate: --kafka needs kafka-python (pip install kafka-python)", file=sys.stderr)
         return None
+    from streams.security import kafka_client_kwargs_from_env
+
+    security = kafka_client_kwargs_from_env()  # CCMON_KAFKA_SECURITY_PROTOCOL...: docs/SECURITY.md
     try:
         producer = KafkaProducer(bootstrap_servers=args.kafka, client_id="ccmon-simulate", linger_ms=20,
-                                 acks=1, max_block_ms=15000)
+                                 acks=1, max_block_ms=15000, **security)
         return KafkaSink(producer, args.topic, args.batch)
     except KafkaError as exc:
         print(f"ccmon simulate: cannot reach Kafka at {args.kafka}: {exc}", file=sys.stderr)

@@ -51,9 +51,12 @@ class Sink:
             from kafka import KafkaProducer
             from kafka.errors import KafkaError
 
+            from streams.security import kafka_client_kwargs_from_env
+
+            security = kafka_client_kwargs_from_env()  # CCMON_KAFKA_SECURITY_PROTOCOL...: docs/SECURITY.md
             try:
                 producer = KafkaProducer(bootstrap_servers=args.kafka, client_id=prog, linger_ms=20, acks="all",
-                                         max_block_ms=15000)
+                                         max_block_ms=15000, **security)
             except KafkaError as exc:
                 raise ConfigError("--kafka", f"cannot reach Kafka at {args.kafka}: {exc}") from exc
             self._kafka = KafkaSink(producer, args.topic, args.batch)
