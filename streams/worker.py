@@ -297,6 +297,13 @@ class BatchProcessor:
             log.warning("Redis is back after %.0f s", time.monotonic() - self._redis_down_since)
             self._redis_down_since = None
 
+    @property
+    def redis_wait_seconds(self) -> float:
+        """How long the batch in hand has been waiting for Redis (consumption is paused
+        meanwhile); 0 when the last attempt reached it."""
+        since = self._redis_down_since
+        return 0.0 if since is None else time.monotonic() - since
+
     def _apply(self, items: list[_Item], now: float) -> BatchResult:
         state = self.state
         engine = self.engine
@@ -479,7 +486,13 @@ def build_app(settings: Settings, processor: BatchProcessor) -> faust.App:
         # The worker's own metrics (messages, lag, commits) at :web_port/metrics.
         from faust.sensors.prometheus import setup_prometheus_sensors
 
-        setup_prometheus_sensors(app, registry=CollectorRegistry(), name_prefix="ccmon_worker")
+        registry = CollectorRegistry()
+        setup_prometheus_sensors(app, registry=registry, name_prefix="ccmon_worker")
+        from prometheus_client import Gauge
+
+        Gauge("ccmon_worker_redis_wait_seconds", "Seconds the batch in hand has been waiting for Redis "
+              "(consumption paused meanwhile); 0 when Redis answers.", registry=registry,
+              ).set_function(lambda: processor.redis_wait_seconds)  # fmt: skip
 
     events_topic = app.topic(settings.events_topic, key_serializer="raw", value_serializer="raw")
     dlq_topic = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
