@@ -183,12 +183,15 @@ def rebuild(
     """Run the rebuild; raises :class:`RebuildError` when it cannot start or go on."""
     started = time.monotonic()
     clock = settings.make_clock()
+    from streams.security import redis_connection_kwargs, redis_error_hint
+
     state = RedisState.from_url(settings.redis_url, config, cluster=settings.redis_cluster, prefix=settings.redis_prefix,
-                                clock=clock)  # fmt: skip
+                                clock=clock, connection=redis_connection_kwargs(settings))  # fmt: skip
     try:
         state.client.ping()
     except redis.RedisError as exc:
-        raise RebuildError(f"cannot reach Redis at {redact_url(settings.redis_url)}: {type(exc).__name__}: {exc}") from None
+        raise RebuildError(f"cannot reach Redis at {redact_url(settings.redis_url)}: {type(exc).__name__}: {exc}"
+                           f"{redis_error_hint(exc)}") from None  # fmt: skip
 
     consumer = _consumer(settings)
     try:
@@ -271,14 +274,23 @@ def clear_prefix(client: Any, prefix: str) -> int:
 def _consumer(settings: Settings) -> Any:
     import kafka
 
-    logging.getLogger("kafka").setLevel(logging.CRITICAL)  # its own retries are noisy
+    from streams import security
+
     try:
-        return kafka.KafkaConsumer(
-            bootstrap_servers=settings.kafka_servers, group_id=None, enable_auto_commit=False,
-            client_id="ccmon-rebuild", request_timeout_ms=30000, max_poll_records=settings.batch_size,
-        )  # fmt: skip
+        with security.kafka_failures() as failures:  # also keeps kafka-python's own retries out of the log
+            consumer = kafka.KafkaConsumer(
+                bootstrap_servers=settings.kafka_servers, group_id=None, enable_auto_commit=False,
+                client_id="ccmon-rebuild", request_timeout_ms=30000, max_poll_records=settings.batch_size,
+                **security.kafka_client_kwargs(settings),
+            )  # fmt: skip
     except (KafkaError, OSError) as exc:
-        raise RebuildError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc or type(exc).__name__}") from None
+        refused = security.kafka_config_error(settings, failures)
+        if refused is not None:  # a wrong password or certificate
+            raise refused from None
+        raise RebuildError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc or type(exc).__name__}"
+                           f"{security.last_failure(settings, failures)}") from None  # fmt: skip
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)  # its own retries while reading are noisy
+    return consumer
 
 
 def _plan(consumer: Any, topic: str, read_from: float) -> list[PartitionPlan]:
@@ -317,9 +329,11 @@ def _group_members(settings: Settings) -> int | None:
     """How many members the workers' consumer group has now (``None`` when it cannot be told)."""
     import kafka
 
+    from streams.security import kafka_client_kwargs
+
     try:
         admin = kafka.KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="ccmon-rebuild-admin",
-                                       request_timeout_ms=10000)  # fmt: skip
+                                       request_timeout_ms=10000, **kafka_client_kwargs(settings))  # fmt: skip
     except Exception as exc:
         log.warning("cannot describe consumer group %s: %s", settings.group_id, exc)
         return None

@@ -151,8 +151,14 @@ def test_redis_lost_mid_day_is_rebuilt_from_kafka(run: Pipeline, tmp_path: Path)
     # Two rebuilds at once over empty state (a message per transaction, so that they overlap)
     # apply every event exactly once between them.
     p.drop_redis_keys()
-    both = [subprocess.Popen(rebuild_args(p, at, "--batch-size", "1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True) for _ in range(2)]  # fmt: skip
+    # Both start at the same instant, once their imports are done (a process takes ~1 s to
+    # start, longer than the rebuild itself).
+    start = time.time() + 4
+    args = rebuild_args(p, at, "--batch-size", "1")[3:]  # after "python -m streams.cli"
+    code = (f"import sys, time; import kafka, redis, streams.rebuild; from streams.cli import main; "
+            f"time.sleep(max(0.0, {start!r} - time.time())); sys.exit(main({args!r}))")  # fmt: skip
+    both = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]  # fmt: skip
     reports = []
     for process in both:
         out, err = process.communicate(timeout=180)
