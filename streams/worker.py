@@ -203,6 +203,14 @@ class BatchResult:
         )
 
 
+def _script_failed(exc: redis.RedisError) -> bool:
+    """A runtime error inside ccmon's batch script: retrying the same batch fails the same
+    way, so it is treated like an engine failure (narrowed down to one event, dead-lettered
+    as internal_error) instead of as Redis being down, which would stall the stream."""
+    text = str(exc)
+    return isinstance(exc, redis.ResponseError) and ("user_script:" in text or "Error running script" in text)
+
+
 class Stopping(Exception):
     """The worker is stopping while a batch waits for Redis: the batch was not applied."""
 
@@ -268,6 +276,8 @@ class BatchProcessor:
                 time.sleep(min(0.5, 0.005 * 2 ** min(conflicts, 7)) * (0.5 + random.random()))
                 continue
             except redis.RedisError as exc:
+                if _script_failed(exc):
+                    raise  # not an outage: the data tripped the script; _resilient isolates it
                 self._redis_down(exc)
                 continue
             self._redis_up()

@@ -90,6 +90,28 @@ def test_an_event_the_engine_fails_on_is_isolated(
     assert sum(v for (name, _l), v in flat.items() if name == "ccmon_events_total") == len(golden_lines) - 1
 
 
+def test_an_event_the_batch_script_fails_on_is_isolated_not_retried_forever(
+    redis_client: Any, redis_prefix: str, golden_lines: list[bytes], golden_at: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A script error is not an outage: retrying the batch would fail the same way and stall
+    the stream. The event that trips it is narrowed down and dead-lettered; the rest count."""
+    import streams.redis_state
+
+    poisoned = "local s = 0 for i = 1, #ARGV do if ARGV[i] == 'POISON' then error('poisoned') end end\n"
+    monkeypatch.setattr(streams.redis_state, "APPLY_LUA", poisoned + streams.redis_state.APPLY_LUA)
+    poison = json.dumps({"event_id": "p1", "type": "call.offered", "ts": golden_at - 60, "queue": "POISON",
+                         "call_id": "pc"}).encode()  # fmt: skip
+    clock = lambda: golden_at  # noqa: E731
+    state = RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=clock)
+    processor = BatchProcessor(CONFIG, state, clock)
+    result = processor.process([*messages(golden_lines), Message("events", 3, 0, None, poison, golden_at)])
+    assert [json.loads(d.value)["event_id"] for d in result.dead if d.reason == INTERNAL_ERROR] == ["p1"]
+    assert result.accepted == len(golden_lines)
+    flat = flatten(snapshot(CONFIG, state, golden_at))
+    assert rejected(flat)[INTERNAL_ERROR] == 1
+    assert sum(v for (name, _l), v in flat.items() if name == "ccmon_events_total") == len(golden_lines)
+
+
 def test_redis_errors_wait_and_retry_the_same_batch(
     redis_client: Any, redis_prefix: str, golden_lines: list[bytes], golden_at: float,
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
