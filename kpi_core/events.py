@@ -215,7 +215,9 @@ def _id(obj: dict[str, Any], name: str) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
-        raise InvalidEventError(f"invalid_field:{name}", f"{name} must be a string, got {_preview(value)}")
+        # The type, not the value: an id may identify a customer (a phone number), and this
+        # message travels in the dead-letter topic's ccmon-error header.
+        raise InvalidEventError(f"invalid_field:{name}", f"{name} must be a string, got {type(value).__name__}")
     if not value:
         return None
     if len(value) > MAX_ID_LENGTH:
@@ -307,7 +309,8 @@ def _score(obj: dict[str, Any], survey: str) -> tuple[float, int | None]:
 def parse_event(obj: Any) -> Event:
     """Validate one decoded JSON value into an :class:`Event` or raise InvalidEventError."""
     if not isinstance(obj, dict):
-        raise InvalidEventError("not_an_object", f"an event must be a JSON object, got {_preview(obj)}")
+        # The type only: a stray string may be free text (a note, a phone number).
+        raise InvalidEventError("not_an_object", f"an event must be a JSON object, got {type(obj).__name__}")
     event_type = obj.get("type")
     if event_type is None or event_type == "":
         raise InvalidEventError("missing_field:type", "type is required")

@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -62,6 +62,13 @@ REDIS_BACKOFF_MAX_SECONDS = 5.0
 #: A tenant no event can have: the seen-set namespace of rejections' Kafka coordinates.
 PIPELINE_TENANT = "\x1fpipeline"
 INTERNAL_ERROR = "internal_error"
+#: Largest dead-letter record the worker sends (the DLQ producer's max request size; Kafka's
+#: default message.max.bytes is 1,048,588). A bigger rejected event is sent cut to fit, with
+#: header ``ccmon-truncated`` = its size, rather than refused by the producer (which crashed
+#: the agent and left the batch's offsets uncommitted for good).
+DLQ_MAX_RECORD_BYTES = 1_048_576
+#: Room kept in a dead-letter record for Kafka's batch and record framing.
+_DLQ_FRAMING_BYTES = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,14 +96,29 @@ class DeadLetter:
     reason: str
     error: str
     source: str  # topic/partition/offset of the message it came from
+    original_size: int | None = None  # the value's size when it was cut to fit (fitted)
 
     @property
     def headers(self) -> list[tuple[str, bytes]]:
-        return [
+        headers = [
             ("ccmon-reason", self.reason.encode("utf-8", "replace")),
             ("ccmon-error", self.error.encode("utf-8", "replace")[:1000]),
             ("ccmon-source", self.source.encode("utf-8", "replace")),
         ]
+        if self.original_size is not None:
+            headers.append(("ccmon-truncated", str(self.original_size).encode()))
+        return headers
+
+    def fitted(self, limit: int = DLQ_MAX_RECORD_BYTES) -> DeadLetter:
+        """Itself when key, value and headers fit in a Kafka record of ``limit`` bytes, else a
+        copy with the value (and a huge key) cut to fit and ``ccmon-truncated`` set."""
+        room = limit - _DLQ_FRAMING_BYTES - sum(len(n) + len(v) for n, v in self.headers) - 40
+        key = self.key
+        if len(key or b"") + len(self.value) <= room:
+            return self
+        if key is not None and len(key) > room // 2:
+            key = key[: room // 2]
+        return replace(self, key=key, value=self.value[: room - len(key or b"")], original_size=len(self.value))
 
 
 # -- envelopes ---------------------------------------------------------------------------------
@@ -489,6 +511,7 @@ def build_app(settings: Settings, processor: BatchProcessor) -> faust.App:
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
         stream_wait_empty=False,  # do not wait for a batch that cannot finish (Redis down)
         producer_acks=-1,
+        producer_max_request_size=DLQ_MAX_RECORD_BYTES,  # what DeadLetter.fitted cuts to
         key_serializer="raw",
         value_serializer="raw",
     )
@@ -537,7 +560,12 @@ def build_app(settings: Settings, processor: BatchProcessor) -> faust.App:
                 raise
             deliveries = []
             for dead in result.dead:
-                deliveries.append(await dlq_topic.send(key=dead.key, value=dead.value, headers=dead.headers))
+                fitted = dead.fitted()
+                if fitted is not dead:
+                    log.warning("a rejected event from %s is %d bytes, too big for a Kafka record: "
+                                "dead-lettered cut to %d bytes (header ccmon-truncated)",
+                                dead.source, len(dead.value), len(fitted.value))  # fmt: skip
+                deliveries.append(await dlq_topic.send(key=fitted.key, value=fitted.value, headers=fitted.headers))
             if deliveries:
                 await asyncio.gather(*deliveries)
             for event in batch:
