@@ -39,5 +39,6 @@ lint:
 	$(PYTHON) -m ruff check kpi_core streams tests bench
 	$(PYTHON) -m mypy
 
+# make bench BENCH_ARGS=--quick: small sizes, a few minutes (bench/run_all.py --help)
 bench:
-	bash bench/run_all.sh
+	$(PYTHON) bench/run_all.py $(BENCH_ARGS)

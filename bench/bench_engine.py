@@ -3,19 +3,19 @@
 Each run is a fresh process (so peak RSS is the replay's own), pinned to one core where
 taskset exists. The baseline in the same run is a bare `json.loads` of every line of the
 same file, the floor any Python engine pays; the ratio to it is what to compare across
-machines. Results are appended as a dated section to docs/BENCHMARKS.md.
+machines. The events are bench/gen_events.py's synthetic mix (fast to make at a million;
+the simulator tops out at 200 queues a tenant). Prints a JSON document (``--json FILE``);
+``bench/run_all.py`` writes docs/BENCHMARKS.md.
 
-    python bench/bench_engine.py --events 1000000 --runs 3
+    python bench/bench_engine.py               # 1,000,000 events, 3 runs
+    python bench/bench_engine.py --quick       # 100,000 events, 1 run
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
-import platform
+import json
 import shutil
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -69,16 +69,19 @@ def run(code: str, path: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="100,000 events, one run")
+    parser.add_argument("--events", type=int, default=None, help="events in the file (default 1,000,000)")
+    parser.add_argument("--runs", type=int, default=None, help="fresh processes (default 3; quick 1)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--no-write", action="store_true", help="print only, do not touch docs/BENCHMARKS.md")
+    parser.add_argument("--json", default=None, help="write the results here (default: stdout)")
     args = parser.parse_args(argv)
-    path = events_file(args.events, args.seed)
+    n_events = args.events or (100_000 if args.quick else 1_000_000)
+    runs = args.runs or (1 if args.quick else 3)
+    path = events_file(n_events, args.seed)
 
     base_rates, engine_rates, rss_mb = [], [], []
     accepted = 0
-    for i in range(args.runs):
+    for i in range(runs):
         n, seconds = run(BASELINE, path)
         base_rates.append(int(n) / float(seconds))
         n, seconds, maxrss_kb, accepted_s = run(ENGINE, path)
@@ -87,37 +90,15 @@ def main(argv: list[str] | None = None) -> int:
         accepted = int(accepted_s)
         print(f"run {i + 1}: json.loads {base_rates[-1]:,.0f}/s, engine {engine_rates[-1]:,.0f}/s, "
               f"peak {rss_mb[-1]:,.0f} MiB", file=sys.stderr)  # fmt: skip
-
-    def cell(values: list[float], fmt: str) -> str:
-        return f"{format(statistics.median(values), fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
-
-    ratios = [e / b for e, b in zip(engine_rates, base_rates, strict=True)]
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    section = "\n".join(
-        [
-            f"### Engine alone — {stamp}",
-            "",
-            f"Machine: {platform.node()}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
-            f"Python {platform.python_version()}. Command: `python bench/bench_engine.py --events {args.events} "
-            f"--runs {args.runs}` (each run a fresh process pinned to one core; median (min-max) of {args.runs}).",
-            "",
-            "| what | value |",
-            "| --- | --- |",
-            f"| events in file | {args.events:,} ({accepted:,} accepted; the rest duplicates/too late by design of the generator) |",
-            f"| baseline: `json.loads` per line | {cell(base_rates, ',.0f')} lines/s |",
-            f"| engine: `ccmon replay` (parse, validate, fold, snapshot) | {cell(engine_rates, ',.0f')} events/s |",
-            f"| engine / baseline | {cell(ratios, '.3f')} |",
-            f"| peak memory (max RSS) | {cell(rss_mb, ',.0f')} MiB |",
-            "",
-        ]
-    )
-    print(section)
-    if not args.no_write:
-        bench_md = REPO / "docs" / "BENCHMARKS.md"
-        if not bench_md.exists():
-            bench_md.write_text("# Benchmarks\n\nWritten by the scripts in `bench/`; newest first within each "
-                                "section. Speed targets are met here, not in timed tests.\n\n")  # fmt: skip
-        bench_md.write_text(bench_md.read_text() + "\n" + section)
+    document = {
+        "events": n_events, "accepted": accepted, "runs": runs, "pinned": shutil.which("taskset") is not None,
+        "baseline": base_rates, "engine": engine_rates, "peak_mib": rss_mb, "quick": args.quick,
+    }  # fmt: skip
+    text = json.dumps(document, indent=2)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    else:
+        print(text)
     return 0
 
 

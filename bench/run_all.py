@@ -1,0 +1,397 @@
+"""The whole benchmark suite (issue #8) in one command: ``make bench`` (or ``--quick``).
+
+1. Picks the Python: the benchmarks need the ``bench`` extra of pyproject.toml (Quix
+   Streams, whose orjson is newer than the project's pin allows to assume); when the current
+   interpreter lacks it, a ``bench/.venv`` is made with ``--system-site-packages`` (it sees
+   ccmon and its dependencies as installed) and the extra is installed there, so the
+   project's own environment is never changed. Every script then runs on that Python.
+2. Starts Kafka and Redis with ``deploy/local/services.sh up`` when they do not answer
+   (idempotent; it never stops them, nor anything it did not start).
+3. Runs each script ``--runs`` times (bench_engine: one call, ``--runs`` fresh processes),
+   each writing JSON under ``bench/out/suite-<stamp>/``.
+4. Writes ONE dated section on top of the results in docs/BENCHMARKS.md (older sections
+   stay): machine, versions, commands, the median (min-max) of the runs, targets met or
+   missed.
+
+    python bench/run_all.py                 # full sizes, 3 runs each (long: an hour or more)
+    python bench/run_all.py --quick         # small sizes, 1 run each (a few minutes)
+    python bench/run_all.py --quick --runs 2 --only latency peers --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+
+VENV = common.BENCH / ".venv"
+SCRIPTS = ("engine", "pipeline", "latency", "peers")
+
+
+# -- the Python ----------------------------------------------------------------------------------
+def bench_requirements() -> list[str]:
+    data = tomllib.loads((common.REPO / "pyproject.toml").read_text())
+    return list(data["project"]["optional-dependencies"]["bench"])
+
+
+def has_extra() -> bool:
+    try:
+        import quixstreams  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def reexec_in_venv(argv: list[str]) -> None:
+    """Make bench/.venv with the ``bench`` extra if needed and run this script there."""
+    python = VENV / "bin" / "python"
+    if not python.exists():
+        print(f"making {VENV} (--system-site-packages) for the bench extra", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(VENV)], check=True)
+    check = subprocess.run([str(python), "-c", "import quixstreams"], capture_output=True)
+    if check.returncode != 0:
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                        *bench_requirements()], check=True)  # fmt: skip
+    os.execv(str(python), [str(python), str(Path(__file__).resolve()), *argv])
+
+
+# -- versions and machine --------------------------------------------------------------------------
+def versions(redis_url: str) -> dict[str, str]:
+    import re
+
+    import redis
+
+    out: dict[str, str] = {"Python": sys.version.split()[0]}
+    pom = (common.REPO / "deploy" / "local" / "kafka-pom.xml").read_text()
+    match = re.search(r"<kafka.version>(.*)</kafka.version>", pom)
+    out["Apache Kafka"] = (match.group(1) if match else "?") + " (KRaft, deploy/local)"
+    try:
+        out["Redis"] = str(redis.Redis.from_url(redis_url).info("server")["redis_version"])
+    except Exception:
+        out["Redis"] = "?"
+    for dist in ("faust-streaming", "quixstreams", "aiokafka", "kafka-python", "confluent-kafka", "redis", "orjson"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+# -- running ---------------------------------------------------------------------------------------
+def run_script(name: str, args: list[str], out: Path, log: Path) -> dict[str, Any] | None:
+    cmd = [sys.executable, str(common.BENCH / f"bench_{name}.py"), *args, "--json", str(out)]
+    print(f"$ {' '.join(cmd[1:])}", file=sys.stderr)
+    with open(log, "ab") as handle:
+        done = subprocess.run(cmd, cwd=common.REPO, stdout=handle, stderr=subprocess.STDOUT)
+    if done.returncode != 0 or not out.exists():
+        print(f"  FAILED ({done.returncode}); log: {log}", file=sys.stderr)
+        return None
+    return dict(json.loads(out.read_text()))
+
+
+def values(runs: list[dict[str, Any]], *path: str | int) -> list[float]:
+    """Every run's number at ``path`` (runs lacking it skipped)."""
+    found = []
+    for run in runs:
+        node: Any = run
+        for part in path:
+            try:
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
+                node = None
+                break
+        if isinstance(node, int | float) and node == node:  # not NaN
+            found.append(float(node))
+    return found
+
+
+def med(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+# -- the section -------------------------------------------------------------------------------------
+def section(stamp: str, quick: bool, runs: int, results: dict[str, list[dict[str, Any]]], machine: dict[str, str],
+            vers: dict[str, str], commands: list[str], failed: list[str]) -> str:  # fmt: skip
+    c = common.cell
+    lines: list[str] = []
+    add = lines.append
+    mode = " (quick mode: small sizes, proves the scripts; not a measurement)" if quick else ""
+    add(f"### Benchmark suite — {stamp}{mode}")
+    add("")
+    add(f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram']} RAM, Linux {machine['kernel']} "
+        f"(`{machine['host']}`; the cores are shared with other work, so numbers are noisy: compare ratios taken "
+        "in the same run).")  # fmt: skip
+    add("Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()) + f" (Python: `{sys.executable}`).")
+    add("")
+    add(f"Command: `{'make bench' + (' BENCH_ARGS=--quick' if quick else '')}` = `python bench/run_all.py"
+        f"{' --quick' if quick else ''}`, which ran:")  # fmt: skip
+    add("")
+    add("```")
+    lines.extend(commands)
+    add("```")
+    add("")
+    add(f"Each value: median (min-max) of {runs} run{'s' if runs > 1 else ''}.")
+    if failed:
+        add(f"**Failed runs** (see bench/out/suite-*/): {', '.join(failed)}.")
+    add("")
+
+    pipe = results.get("pipeline", [])
+    lat = results.get("latency", [])
+    peers = results.get("peers", [])
+    eng = results.get("engine", [])
+    one = values(pipe, "one_worker", "steady")
+    two = values(pipe, "two_workers", "steady")
+    raw = values(pipe, "ceiling", "raw")
+    ratio = [r["one_worker"]["steady"] / r["ceiling"]["raw"] for r in pipe if "one_worker" in r and "ceiling" in r]
+    scaling = [r["two_workers"]["steady"] / r["one_worker"]["steady"] for r in pipe if "two_workers" in r and "one_worker" in r]
+    p99 = values(lat, "p99_ms")
+    scrape = {q: [r["seconds"] for run in pipe for r in run.get("scrape", []) if r["queues"] == q] for q in (10, 100, 1000)}
+    mem = [[d["per_queue_bytes"] for d in run["memory"]["days"]] for run in pipe if "memory" in run]
+    growth = [m[-1] / m[-2] for m in mem if len(m) >= 2]
+
+    def peer_rates(name: str) -> list[float]:
+        return values(peers, "systems", name, "rate")
+
+    ccmon_rate = peer_rates("ccmon")
+    best_faust = [max(x for x in (r["systems"].get(n, {}).get("rate") for n in ("faust", "faust-single")) if x)
+                  for r in peers if any(r["systems"].get(n, {}).get("rate") for n in ("faust", "faust-single"))]  # fmt: skip
+    best_quix = [max(x for x in (r["systems"].get(n, {}).get("rate") for n in ("quix", "quix-envelope")) if x)
+                 for r in peers if any(r["systems"].get(n, {}).get("rate") for n in ("quix", "quix-envelope"))]  # fmt: skip
+    mismatches = sum(len(s.get("agreement", {}).get("mismatches", [])) for r in peers for s in r["systems"].values())
+    compared = sum(s.get("agreement", {}).get("compared", 0) for r in peers for s in r["systems"].values())
+
+    def verdict(value: float | None, ok: bool) -> str:
+        return "n/a" if value is None else ("**met**" if ok else "missed")
+
+    add("**Targets (issue #8)**")
+    add("")
+    add("| target | measured | |")
+    add("| --- | --- | --- |")
+    m = med(one)
+    add(f"| one worker >= 20,000 events/s end to end | {c(one, ',.0f')} events/s | {verdict(m, (m or 0) >= 20000)} |")
+    m = med(ratio)
+    add(f"| ratio to the ceiling, aim 0.5 | {c(ratio, '.4f')} | {verdict(m, (m or 0) >= 0.5)} |")
+    m = med(p99)
+    add(f"| p99 event-to-metric latency < 1 s at 5,000 events/s | {c(p99, ',.0f', ' ms')} | {verdict(m, (m or 1e9) < 1000)} |")
+    m = med(scrape[100])
+    add(f"| /metrics < 100 ms at 100 queues | {c([s * 1000 for s in scrape[100]], ',.0f', ' ms')} | {verdict(m, (m or 1e9) < 0.1)} |")
+    m = med(scrape[1000])
+    add(f"| /metrics < 1 s at 1,000 queues | {c([s * 1000 for s in scrape[1000]], ',.0f', ' ms')} | {verdict(m, (m or 1e9) < 1.0)} |")
+    m = med(growth)
+    last = [x[-1] / 1024 for x in mem]
+    add(f"| Redis memory per queue bounded (KB) | {c(last, ',.0f', ' KiB')} at steady state; last day / day before "
+        f"{c(growth, '.3f')} | {verdict(m, (m or 9) <= 1.05)} |")  # fmt: skip
+    ahead = [r["systems"]["ccmon"]["rate"] > max(
+        [x for n in ("faust", "faust-single", "quix", "quix-envelope") if (x := r["systems"].get(n, {}).get("rate"))]
+        or [0]) for r in peers if r["systems"].get("ccmon", {}).get("rate")]  # fmt: skip
+    add(f"| ccmon ahead of both peers on events/s | ccmon {c(ccmon_rate, ',.0f')}, best Faust {c(best_faust, ',.0f')}, "
+        f"best Quix {c(best_quix, ',.0f')} | {verdict(1.0 if ahead else None, bool(ahead) and all(ahead))} |")  # fmt: skip
+    add(f"| peers agree with ccmon on the values | {compared:,} values compared, {mismatches} mismatches | "
+        f"{verdict(1.0 if compared else None, compared > 0 and mismatches == 0)} |")  # fmt: skip
+    add("")
+
+    if eng:
+        e = eng[0]
+        ratios = [a / b for a, b in zip(e["engine"], e["baseline"], strict=True)]
+        add(f"**2. Engine alone** (`bench_engine.py`: `ccmon replay` of a {e['events']:,}-event bench/gen_events.py file, "
+            f"a fresh process per run{', pinned to one core' if e['pinned'] else ''}; {len(e['engine'])} "
+            f"run{'s' if len(e['engine']) > 1 else ''})")  # fmt: skip
+        add("")
+        add("| what | value |")
+        add("| --- | --- |")
+        add(f"| engine (parse, validate, fold, snapshot) | {c(e['engine'], ',.0f')} events/s |")
+        add(f"| baseline `json.loads` per line, same file | {c(e['baseline'], ',.0f')} lines/s |")
+        add(f"| engine / baseline | {c(ratios, '.3f')} |")
+        add(f"| peak memory (max RSS) | {c(e['peak_mib'], ',.0f')} MiB |")
+        add("")
+    if pipe:
+        p = pipe[0]
+        add(f"**1, 3, 5. Pipeline** (`bench_pipeline.py`: {p['events']:,} simulator events, {p['queues']} queues, "
+            f"{p.get('messages', 0):,} envelopes of <= 100 on 4 partitions)")  # fmt: skip
+        add("")
+        add("| what | value |")
+        add("| --- | --- |")
+        add(f"| ceiling: raw aiokafka `getmany`, no processing | {c(raw, ',.0f')} events/s |")
+        add(f"| ceiling with `json.loads` per message | {c(values(pipe, 'ceiling', 'json'), ',.0f')} events/s |")
+        add(f"| one worker, steady (10-90 % counted in Redis) | {c(one, ',.0f')} events/s |")
+        add(f"| one worker, first to last event | {c(values(pipe, 'one_worker', 'first_to_last'), ',.0f')} events/s |")
+        add(f"| one worker / ceiling | {c(ratio, '.4f')} |")
+        add(f"| two workers, four partitions, steady | {c(two, ',.0f')} events/s |")
+        add(f"| scaling: two / one | {c(scaling, '.2f')} |")
+        add(f"| every event shown on /metrics at the end | {all(r['one_worker']['metrics_events'] >= r['events'] for r in pipe if 'one_worker' in r)} |")
+        for q in (10, 100, 1000):
+            sizes = [r["bytes"] / 1024 for run in pipe for r in run.get("scrape", []) if r["queues"] == q]
+            if sizes:
+                add(f"| `/metrics`, {q:,} queues, all windows (median of 5 scrapes; quick 3) | "
+                    f"{c([s * 1000 for s in scrape[q]], ',.0f', ' ms')}, {c(sizes, ',.0f', ' KiB')} |")  # fmt: skip
+        if "memory" in p:
+            days = p["memory"]["days"]
+            for i in range(len(days)):
+                per_q = [run["memory"]["days"][i]["per_queue_bytes"] / 1024 for run in pipe if "memory" in run]
+                all_keys = [run["memory"]["days"][i]["all_keys_bytes"] / 1024 / 1024 for run in pipe if "memory" in run]
+                records = [run["memory"]["days"][i]["kinds"].get("records", 0) / 1024 / 1024 for run in pipe if "memory" in run]
+                add(f"| Redis, {p['memory']['queues']} queues, end of day {i + 1} ({days[i]['events_so_far']:,} events "
+                    f"so far): per queue | {c(per_q, ',.1f', ' KiB')} (all keys {c(all_keys, ',.1f', ' MiB')}, of which "
+                    f"records {c(records, ',.1f', ' MiB')}) |")  # fmt: skip
+        add("")
+    if lat:
+        x = lat[0]
+        add(f"**4. Latency** (`bench_latency.py`: {x['rate_target']:,.0f} events/s for {x['seconds']:.0f} s after "
+            f"{x['warmup']:.0f} s of warm-up, {x['queues']} simulated queues, 5 markers/s)")  # fmt: skip
+        add("")
+        add("| what | value |")
+        add("| --- | --- |")
+        add(f"| rate achieved | {c(values(lat, 'rate_achieved'), ',.0f')} events/s; worker kept up: "
+            f"{all(r['kept_up'] for r in lat)} |")  # fmt: skip
+        add(f"| production -> /metrics (Redis commit + median scrape): p50 | {c(values(lat, 'p50_ms'), ',.0f', ' ms')} |")
+        add(f"| p99 | {c(p99, ',.0f', ' ms')} |")
+        add(f"| max | {c(values(lat, 'max_ms'), ',.0f', ' ms')} |")
+        add(f"| resolution (commit known within), median / max | {c(values(lat, 'resolution_ms_median'), ',.0f', ' ms')} / "
+            f"{c(values(lat, 'resolution_ms_max'), ',.0f', ' ms')} |")  # fmt: skip
+        add(f"| median /metrics scrape during the run | {c(values(lat, 'scrape_ms_median'), ',.0f', ' ms')} |")
+        add(f"| cross-check, /metrics polled every {x['poll_interval']} s: p50 / p99 | "
+            f"{c(values(lat, 'metrics_p50_ms'), ',.0f', ' ms')} / {c(values(lat, 'metrics_p99_ms'), ',.0f', ' ms')} |")  # fmt: skip
+        add(f"| CPU share during the run: worker / exporter | {c(values(lat, 'cpu_worker'), '.2f')} / "
+            f"{c(values(lat, 'cpu_exporter'), '.2f')} of a core |")  # fmt: skip
+        add("")
+    if peers:
+        x = peers[0]
+        add(f"**6. Peers on the same job** (`bench_peers.py`: {x['events']:,} simulator events, {x['outcomes']:,} call "
+            f"outcomes, {x['queues']} queues, 00:00-15:00; SL and average wait per queue over 15 min at 15:00; "
+            f"Faust hopping step {x['step']} s). Each peer reads its natural one event per message (keyed by queue, "
+            "so neither needs to re-key) and the same envelopes as ccmon (Faust iterates each array; Quix splits it "
+            "with `expand` and re-keys with `group_by` through its repartition topic); both keep their state's "
+            "changelog topic, as by default (Faust in-memory store, Quix RocksDB). The peers compute these two KPIs "
+            "only; ccmon computes every KPI of every event.")  # fmt: skip
+        add("")
+        add("| system | topic | events/s (first to last) | values vs ccmon |")
+        add("| --- | --- | --- | --- |")
+        labels = {"ccmon": ("ccmon worker (all KPIs)", "envelopes"), "ccmon-single": ("ccmon worker (all KPIs)", "one event/message"),
+                  "faust": ("Faust hopping table", "envelopes"), "faust-single": ("Faust hopping table", "one event/message"),
+                  "quix": ("Quix sliding window", "one event/message"),
+                  "quix-envelope": ("Quix sliding window (expand + group_by)", "envelopes")}  # fmt: skip
+        for name, (label, topic) in labels.items():
+            if not any(name in r["systems"] for r in peers):
+                continue
+            errors = [r["systems"][name]["error"] for r in peers if "error" in r["systems"].get(name, {})]
+            agree = [r["systems"][name].get("agreement") for r in peers if r["systems"].get(name, {}).get("agreement")]
+            verdict_text = "reference" if name == "ccmon" else (
+                f"{sum(a['compared'] for a in agree)} compared, {sum(len(a['mismatches']) for a in agree)} mismatches"
+                if agree else "n/a")  # fmt: skip
+            if errors:
+                verdict_text += f"; failed: {errors[0]}"
+            add(f"| {label} | {topic} | {c(peer_rates(name), ',.0f')} | {verdict_text} |")
+        add("")
+    add("How each number is taken (details in each script's docstring): rates count events from the first "
+        "one done to the last; ccmon's are counted in Redis every 0.1 s (the counters /metrics renders; a final "
+        "scrape checks them). Workers join their group before the events are produced. Latency markers go to one "
+        "partition; their commit is detected in Redis every 10 ms and a median scrape is added; /metrics polled "
+        "every 0.5 s is the cross-check (polling it faster loads the 2-core machine). Redis memory: `MEMORY USAGE` "
+        "of the prefix's keys at the end of each simulated day, written on an event-time clock, keys a live Redis "
+        "would have expired by then removed by their own TTL. Peers: one process each, one after the other, same "
+        "topics; they compute two KPIs from call outcome events (bench/peer_common.py), ccmon computes all.")  # fmt: skip
+    add("")
+    return "\n".join(lines) + "\n"
+
+
+def write_section(text: str) -> None:
+    """Insert ``text`` above the first results section of docs/BENCHMARKS.md (history kept);
+    a section with the same heading (``--render`` of the same suite) is replaced."""
+    path = common.REPO / "docs" / "BENCHMARKS.md"
+    old = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    lines = old.splitlines(keepends=True)
+    heading = text.splitlines()[0].split(" (quick")[0]
+    same = next((i for i, line in enumerate(lines) if line.startswith(heading)), None)
+    if same is not None:
+        end = next((i for i in range(same + 1, len(lines)) if lines[i].startswith(("### ", "## "))), len(lines))
+        del lines[same:end]
+        at = same
+    else:
+        at = next((i for i, line in enumerate(lines) if line.startswith("### ")), len(lines))
+    path.write_text("".join(lines[:at]) + text + "\n" + "".join(lines[at:]))
+
+
+def render(out_dir: Path, write: bool) -> int:
+    """The section again from a finished suite's JSON files (after changing this script)."""
+    suite = json.loads((out_dir / "suite.json").read_text())
+    results: dict[str, list[dict[str, Any]]] = {}
+    for name in SCRIPTS:
+        for path in sorted(out_dir.glob(f"{name}-*.json")):
+            results.setdefault(name, []).append(json.loads(path.read_text()))
+    text = section(suite["stamp"], suite["quick"], suite["runs"], results, suite["machine"], suite["versions"],
+                   suite["commands"], suite["failed"])  # fmt: skip
+    print(text)
+    if write:
+        write_section(text)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    raw_argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="every script's --quick sizes")
+    parser.add_argument("--runs", type=int, default=None, help="runs of each script (default 3; quick 1)")
+    parser.add_argument("--only", nargs="*", choices=SCRIPTS, default=list(SCRIPTS))
+    parser.add_argument("--no-write", action="store_true", help="print the section, leave docs/BENCHMARKS.md alone")
+    parser.add_argument("--no-venv", action="store_true", help="run on this Python even without the bench extra")
+    parser.add_argument("--render", metavar="DIR", help="only re-render the section of bench/out/suite-* DIR")
+    args = parser.parse_args(raw_argv)
+    if args.render:
+        return render(Path(args.render), not args.no_write)
+    if not has_extra() and not args.no_venv:
+        reexec_in_venv(raw_argv)
+    runs = args.runs or (1 if args.quick else 3)
+    started_services = common.ensure_services()
+    _kafka, redis_url = common.services_env()
+    now = dt.datetime.now(dt.UTC)
+    stamp = now.strftime("%Y-%m-%d %H:%M UTC")
+    out_dir = common.OUT / f"suite-{now.strftime('%Y%m%dT%H%M%S')}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    quick = ["--quick"] if args.quick else []
+    results: dict[str, list[dict[str, Any]]] = {}
+    commands: list[str] = []
+    failed: list[str] = []
+    for name in args.only:
+        if name == "engine":
+            script_args = [*quick, "--runs", str(runs)]
+            repeat = 1
+        else:
+            script_args = list(quick)
+            repeat = runs
+        commands.append(f"python bench/bench_{name}.py {' '.join(script_args)}".rstrip() + (f"   # x{repeat}" if repeat > 1 else ""))
+        for i in range(repeat):
+            document = run_script(name, script_args, out_dir / f"{name}-{i + 1}.json", out_dir / f"{name}.log")
+            if document is None:
+                failed.append(f"{name} #{i + 1}")
+            else:
+                results.setdefault(name, []).append(document)
+    machine, vers = common.machine(), versions(redis_url)
+    suite = {"stamp": stamp, "quick": args.quick, "runs": runs, "commands": commands, "failed": failed,
+             "machine": machine, "versions": vers}  # fmt: skip
+    (out_dir / "suite.json").write_text(json.dumps(suite, indent=1))
+    text = section(stamp, args.quick, runs, results, machine, vers, commands, failed)
+    print(text)
+    (out_dir / "section.md").write_text(text)
+    if not args.no_write:
+        write_section(text)
+        print("written to docs/BENCHMARKS.md", file=sys.stderr)
+    if started_services:
+        print("(Kafka and Redis were started for this run and are left running: deploy/local/services.sh down stops them)",
+              file=sys.stderr)  # fmt: skip
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
