@@ -82,10 +82,11 @@ def versions(redis_url: str) -> dict[str, str]:
     except Exception:
         out["Redis"] = "?"
     for dist in ("faust-streaming", "quixstreams", "aiokafka", "kafka-python", "confluent-kafka", "redis", "orjson"):
+        label = "redis-py" if dist == "redis" else dist
         try:
-            out[dist] = importlib.metadata.version(dist)
+            out[label] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
-            out[dist] = "not installed"
+            out[label] = "not installed"
     return out
 
 
