@@ -184,6 +184,8 @@ def parse_ts(value: Any) -> float:
     if isinstance(value, str):
         if len(value) > 64:
             raise InvalidEventError("bad_timestamp", f"ts too long: {_preview(value)}")
+        if _has_control(value):  # fromisoformat stops at a NUL: "...Z\x00junk" would pass
+            raise InvalidEventError("bad_timestamp", f"ts holds a control character: {_preview(value)}")
         try:
             # RFC 3339 allows lower-case 't' and 'z'; no other letter is valid in one.
             parsed = datetime.fromisoformat(value.upper())

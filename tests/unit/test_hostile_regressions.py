@@ -5,7 +5,9 @@ each, no services:
   a record over its 1,000,000-byte default), so the batch was never acked and the offsets
   never committed: ``DeadLetter.fitted`` now cuts it to fit, with ``ccmon-truncated``;
 * rejection messages (the DLQ's ``ccmon-error`` header) echoed a wrongly typed id (a
-  customer's phone number) and a stray string (free text): they now name the type only.
+  customer's phone number) and a stray string (free text): they now name the type only;
+* ``ts`` with a NUL in it was accepted: ``datetime.fromisoformat`` (CPython 3.11) stops reading
+  at the NUL, so ``"2026-11-20T09:30:00Z\x00anything"`` passed as a timestamp.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 import pytest
 
 from kpi_core.errors import InvalidEventError
-from kpi_core.events import Rejection, iter_envelope, parse_event
+from kpi_core.events import Rejection, iter_envelope, parse_event, parse_line, parse_ts
 from streams.worker import DLQ_MAX_RECORD_BYTES, DeadLetter, split_envelope
 
 PHONE = "+4915112345678"
@@ -79,3 +81,16 @@ def test_a_non_object_is_not_echoed(stray: object) -> None:
         assert rejection.reason == "not_an_object"
         assert "4915112345678" not in rejection.message
         assert "4915112345678" in rejection.raw.decode()  # the DLQ payload itself is unchanged
+
+
+@pytest.mark.parametrize("ts", ["2026-11-20T09:30:00Z\x00", "2026-11-20T09:30:00Z\x00garbage",
+                                "2026-11-20T09:30:00\x00Z", "2026-11-20T09:30:00+01:00\x1b", "2026-11-20T09:30:00Z\n"])
+def test_a_timestamp_with_a_control_character_is_rejected(ts: str) -> None:
+    with pytest.raises(InvalidEventError) as info:
+        parse_ts(ts)
+    assert info.value.reason == "bad_timestamp"
+    raw = json.dumps({"event_id": "e1", "type": "call.offered", "ts": ts, "queue": "q", "call_id": "c"}).encode()
+    with pytest.raises(InvalidEventError) as info:
+        parse_line(raw)
+    assert info.value.reason == "bad_timestamp"
+    assert parse_ts("2026-11-20T09:30:00Z") == 1795167000.0  # the same without the control character
