@@ -99,7 +99,9 @@ class Mapper:
             "\x1f".join([f"{row.epoch:.3f}", row.callid, row.queue, row.agent, row.event, *row.data]).encode(),
             digest_size=8,
         ).hexdigest()
-        event = {"event_id": f"ast-{row.callid}-{row.event.lower()}-{digest}", "type": kind, "ts": row.epoch,
+        # One row may give several events (CONNECT: the answer and the agent's state): the
+        # canonical type is part of the id, so each is its own event and a re-import dedupes.
+        event = {"event_id": f"ast-{row.callid}-{row.event.lower()}-{digest}-{kind}", "type": kind, "ts": row.epoch,
                  "tenant": self.tenant}  # fmt: skip
         event.update({k: v for k, v in fields.items() if v is not None})
         return event

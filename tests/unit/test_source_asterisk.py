@@ -188,6 +188,7 @@ def test_pipe_lines_map_like_the_asterisk_docs_say() -> None:
     assert events[0]["customer_id"] == "+4915112345678" and events[2]["agent_id"] == "8008"
     for event in events:
         parse_event(event)  # every one is a valid canonical event
+    assert len({e["event_id"] for e in events}) == len(events)  # one row, several events: distinct ids
     # Deterministic ids: a re-import dedupes.
     again = [e for i, line in enumerate(lines) for e in Mapper().map(parse_pipe_line(line, i + 1))]
     assert [e["event_id"] for e in again] == [e["event_id"] for e in events]
