@@ -12,6 +12,7 @@ import importlib
 #: source -> (module, one-line help); each module has add_arguments(parser) and run(args)
 SOURCES: dict[str, tuple[str, str]] = {
     "asterisk": ("streams.sources.asterisk", "an Asterisk queue_log: the live file (--follow) or a table export (CSV)"),
+    "cdr": ("streams.sources.cdr", "call-detail records (CSV/TSV) through a declared column mapping"),
 }
 
 
