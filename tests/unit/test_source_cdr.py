@@ -61,7 +61,7 @@ def raw_figures(path: Path) -> dict[tuple[str, str], dict[str, float]]:
                 t += timedelta(days=1)
             clock[col] = last = t
 
-        def day_of(col: str) -> str:
+        def day_of(col: str, clock: dict[str, datetime] = clock) -> str:
             return clock[col].strftime("%Y-%m-%d")
 
         queue = r["type"]
