@@ -69,6 +69,9 @@ INTERNAL_ERROR = "internal_error"
 DLQ_MAX_RECORD_BYTES = 1_048_576
 #: Room kept in a dead-letter record for Kafka's batch and record framing.
 _DLQ_FRAMING_BYTES = 1024
+#: Loggers that print every message value they send at DEBUG (Faust's and aiokafka's send):
+#: a dead letter is an event, with customer ids and free text, so they stay at INFO or above.
+PAYLOAD_LOGGERS = ("faust.topics", "faust.transport.drivers.aiokafka", "aiokafka.producer.producer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -657,6 +660,8 @@ def run_worker(settings: Settings) -> int:
     wait_for_kafka(settings)
     app = build_app(settings, processor)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    for name in PAYLOAD_LOGGERS:  # privacy: no event in a log line, even at DEBUG
+        logging.getLogger(name).setLevel(max(logging.INFO, getattr(logging, settings.log_level)))
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
