@@ -2,7 +2,8 @@
 column mapping (TOML, ``--mapping``): which column is the queue, the call and customer ids,
 the queue entry, answer, exit and service end, the outcome and what each of its values means,
 date and time formats, the time zone. A service that crosses midnight is handled (a time
-earlier than the one before it in the call's sequence is on the next day). Ready example:
+more than 12 h earlier than the one before it in the call's sequence is on the next day; a
+few seconds earlier is clock skew between the switch's columns). Ready example:
 deploy/sources/anonymous_bank_1999.toml. See docs/sources/cdr.md."""
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ MEANINGS = ("answered", "abandoned", "timeout", "voicemail", "ignore")
 #: Time columns, in the order they happen within a call.
 TIME_COLUMNS = ("arrival", "queue_entry", "exit", "answer", "service_end")
 REQUIRED = ("call_id", "queue", "date", "queue_entry", "outcome")
+#: A time of day this much earlier than the call's previous time is on the next day.
+NEXT_DAY_AFTER = timedelta(hours=12)
 
 
 class RowProblem(Exception):
@@ -174,8 +177,10 @@ class CdrMapper:
         return value
 
     def times(self, values: list[str]) -> dict[str, float]:
-        """Epoch seconds of every time column the row has, in call order; a time earlier than
-        the one before it is on the next day (a call crossing midnight)."""
+        """Epoch seconds of every time column the row has, in call order; a time more than
+        NEXT_DAY_AFTER earlier than the one before it is on the next day (a call crossing
+        midnight). Less is clock skew, not a new day: the Anonymous Bank's ser_start is often
+        1-2 s before its q_exit (~10,000 calls a month), which must not move them a day on."""
         day = self._day(self._get(values, "date") or "")
         out: dict[str, float] = {}
         previous: datetime | None = None
@@ -185,7 +190,7 @@ class CdrMapper:
                 continue
             moment = datetime.combine(day, self._time(text, role))
             if previous is not None:
-                while moment < previous:
+                while moment < previous - NEXT_DAY_AFTER:
                     moment += timedelta(days=1)
             previous = moment
             out[role] = moment.replace(tzinfo=self.mapping.zone).timestamp()
