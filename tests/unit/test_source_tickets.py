@@ -332,6 +332,17 @@ def test_bad_rows_are_reported_with_their_line_and_never_stop_the_import(tmp_pat
     assert report.rows == 7
 
 
+def test_a_row_the_csv_reader_rejects_is_reported_and_the_next_rows_still_count(tmp_path: Path) -> None:
+    huge = "x" * (csv.field_size_limit() + 10)
+    events, report = _import(tmp_path, (
+        "T1,new,2026-03-01 09:00,2026-03-01 09:00,web,c1\n"
+        f"T1,work,2026-03-01 09:10,2026-03-01 09:00,web,{huge}\n"    # line 3: over the field size limit
+        "T1,done,2026-03-01 10:00,2026-03-01 09:00,web,c1\n"
+    ))  # fmt: skip
+    assert [(line, reason.split(":", 1)[0]) for _w, line, reason in report.listed] == [(3, "unreadable_row")]
+    assert [e["type"] for e in events] == ["ticket.created", "ticket.replied", "ticket.resolved"]
+
+
 def test_the_command_reports_and_exits_cleanly(tmp_path: Path) -> None:
     log = tmp_path / "log.csv"
     log.write_text(HEADER + "T1,new,2026-03-01 09:00,2026-03-01 09:00,web,c1\nT1,bogus,x,y,web,c1\n")
