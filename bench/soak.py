@@ -14,7 +14,8 @@ actually produced is measured and reported. The first minute has a burst: every 
 
 Every ``--interval`` seconds it records: the worker's and the exporter's resident memory
 (``VmRSS`` of their processes), Redis ``used_memory`` (the whole server: other users' keys
-too) and the memory and number of this run's own keys (``MEMORY USAGE`` over ``prefix:*``),
+too) and the memory and number of this run's own keys (``MEMORY USAGE`` of every key but the
+records, and of a random sample of 2,000 records scaled to their number),
 the backlog (events produced minus events the pipeline counted: accepted, duplicate or
 rejected), the group's consumer lag in messages (``ccmon_consumer_lag``, measured by the
 worker every 5 s), the time a ``/metrics`` scrape takes, and the applied rate.
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import signal
 import statistics
 import sys
 import time
@@ -51,7 +53,7 @@ BENCHMARKS = REPO / "docs" / "BENCHMARKS.md"
 QUEUES_PER_TENANT = 20
 #: Events per call the simulator makes on average with these queues (offer, answer, end,
 #: agent states, surveys, tickets...), measured: used to size the traffic for ``--rate``.
-EVENTS_PER_CALL = 3.3
+EVENTS_PER_CALL = 5.0
 #: Tenants are added so that no tenant needs more agents than the cardinality guard allows.
 RATE_PER_TENANT = 120.0
 
@@ -131,18 +133,43 @@ def rss_mib(pid: int) -> float:
     return math.nan
 
 
-def prefix_memory(client: Any, prefix: str, per_key: bool) -> tuple[float | None, int]:
-    """(MiB the prefix's keys take, number of keys). ``MEMORY USAGE`` in pipelines of 1,000."""
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=5000))
+def prefix_memory(client: Any, prefix: str, per_key: bool, sample_size: int = 2000) -> tuple[float | None, int]:
+    """(MiB the prefix's keys take, number of keys). ``MEMORY USAGE`` of every key but the
+    records (buckets, totals, seen sets, live sets: fewer, and of very different sizes), and of a
+    uniform random sample of ``sample_size`` records (``:rec:``, the many small strings) scaled
+    to their number: one SCAN pass and a bounded number of reads on the shared Redis."""
+    import random
+
+    rng = random.Random(len(prefix))
+    count = records = 0
+    sample: list[bytes] = []
+    others: list[bytes] = []
+    for key in client.scan_iter(match=f"{prefix}:*", count=5000):
+        count += 1
+        if b":rec:" not in key:
+            others.append(key)
+            continue
+        records += 1
+        if len(sample) < sample_size:
+            sample.append(key)
+        else:
+            slot = rng.randrange(records)
+            if slot < sample_size:
+                sample[slot] = key
     if not per_key:
-        return None, len(keys)
-    total = 0
-    for i in range(0, len(keys), 1000):
-        pipe = client.pipeline(transaction=False)
-        for key in keys[i:i + 1000]:
-            pipe.memory_usage(key)
-        total += sum(x or 0 for x in pipe.execute())
-    return total / 2**20, len(keys)
+        return None, count
+
+    def usage(keys: list[bytes]) -> int:
+        total = 0
+        for i in range(0, len(keys), 1000):
+            pipe = client.pipeline(transaction=False)
+            for key in keys[i:i + 1000]:
+                pipe.memory_usage(key)
+            total += sum(x or 0 for x in pipe.execute())
+        return total
+
+    sampled = usage(sample) * records / len(sample) if sample else 0.0
+    return (usage(others) + sampled) / 2**20, count
 
 
 def _metrics(port: int) -> tuple[float | None, float | None, float | None]:
@@ -291,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="do not append to docs/BENCHMARKS.md")
     parser.add_argument("--json", help="write the samples and summary here")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))  # clean up on kill too
     kafka, redis_url = common.services_env()
     workdir = common.OUT / common.unique("soak")
     result = run_soak(kafka, redis_url, args.minutes * 60, args.rate, args.interval, workdir,
