@@ -61,7 +61,9 @@ ALL = "_all"
 _LIMIT_FIELDS = {"tenant": "tenants", "queue": "queues_per_tenant", "agent": "agents_per_tenant",
                  "article": "articles_per_tenant"}
 _DAY = 86400.0
-_TICKET_MAX_AGE = 30 * _DAY
+#: An open ticket's record is kept this long after its last event (help-desk tickets may sit
+#: untouched for months; 30 days lost the creation time of 884 of 20,769 real incidents).
+_TICKET_MAX_AGE = 366 * _DAY
 
 Contribution = list[Any]  # [scope, ts, {field: value}]
 

@@ -123,8 +123,8 @@ def imported() -> tuple[list[dict[str, Any]], Report]:
 
 @pytest.fixture(scope="module")
 def engine_run(imported: tuple[list[dict[str, Any]], Report]) -> tuple[dict[str, dict[str, float]], MemoryState]:
-    """The engine fed in time order, as a live worker would be, read at the end of each UTC
-    day (window ``today``, queue ``_all``); and its store for the whole-log components."""
+    """The engine fed in time order, as a live worker would be, with its upkeep, read at the end
+    of each UTC day (window ``today``, queue ``_all``); and its store for the whole-log components."""
     config = config_from_dict({})
     store = MemoryState(config.bucket_seconds, config.coarse_bucket_seconds)
     engine = Engine(config, store)
@@ -134,6 +134,7 @@ def engine_run(imported: tuple[list[dict[str, Any]], Report]) -> tuple[dict[str,
         at = (datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC) + timedelta(days=1)).timestamp() - 0.001
         per_day[day] = {name: value for (name, labels), value in flatten(snapshot(config, store, at)).items()
                         if dict(labels).get("queue") == "_all" and dict(labels).get("window") == "today"}  # fmt: skip
+        engine.maintain(at)  # the worker's upkeep: open tickets' records must survive it
 
     parsed = sorted((parse_event(e) for e in imported[0]), key=lambda e: (e.ts, e.event_id))
     current = None
