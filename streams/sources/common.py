@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from kpi_core.errors import ConfigError
+from kpi_core.errors import CcmonError, ConfigError
 
 #: rows listed one by one on stderr before only the counts are given
 MAX_LISTED_PROBLEMS = 20
@@ -34,10 +34,46 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
                         help="progress on stderr (default: when stderr is a terminal)")
 
 
-class Sink:
-    """Writes canonical events (dicts) as JSONL or as Kafka envelopes keyed per entity."""
+class DeliveryError(CcmonError):
+    """Kafka did not acknowledge every message sent: what was sent since the last successful
+    flush may be lost, so a source must not record progress past it."""
 
-    def __init__(self, args: argparse.Namespace, prog: str) -> None:
+
+class _TrackedProducer:
+    """A KafkaProducer that remembers the futures of its sends, so that a flush can tell
+    whether every message was acknowledged (``KafkaProducer.flush`` does not raise when a
+    record failed, e.g. timed out while the broker was down)."""
+
+    def __init__(self, producer: Any) -> None:
+        self.producer = producer
+        self.futures: list[Any] = []
+
+    def partitions_for(self, topic: str) -> Any:
+        return self.producer.partitions_for(topic)
+
+    def send(self, *args: Any, **kwargs: Any) -> Any:
+        future = self.producer.send(*args, **kwargs)
+        self.futures.append(future)
+        return future
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.producer.flush(timeout)
+        futures, self.futures = self.futures, []
+        failed = [future.exception for future in futures if future.failed()]
+        if failed:
+            raise DeliveryError(f"Kafka did not acknowledge {len(failed)} of {len(futures)} messages: {failed[0]!r}")
+
+    def close(self, timeout: float | None = None) -> None:
+        self.producer.close(timeout=timeout)
+
+
+class Sink:
+    """Writes canonical events (dicts) as JSONL or as Kafka envelopes keyed per entity.
+    ``append``: add to an existing ``--out`` file instead of replacing it (a source resuming
+    from its saved position). ``flush`` raises :class:`DeliveryError` when Kafka did not
+    acknowledge everything."""
+
+    def __init__(self, args: argparse.Namespace, prog: str, append: bool = False) -> None:
         from streams.simulator import KafkaSink, dumps
 
         self._dumps = dumps
@@ -59,11 +95,11 @@ class Sink:
                                          max_block_ms=15000, **security)
             except KafkaError as exc:
                 raise ConfigError("--kafka", f"cannot reach Kafka at {args.kafka}: {exc}") from exc
-            self._kafka = KafkaSink(producer, args.topic, args.batch)
+            self._kafka = KafkaSink(_TrackedProducer(producer), args.topic, args.batch)
         elif args.out == "-":
             self._file = sys.stdout
         else:
-            self._file = open(args.out, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            self._file = open(args.out, "a" if append else "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def write(self, events: Iterable[dict[str, Any]]) -> None:
         if self._kafka is not None:
@@ -87,6 +123,13 @@ class Sink:
         self.flush()
         if self._kafka is not None:
             self._kafka.producer.close()
+        elif self._file is not None and self._file is not sys.stdout:
+            self._file.close()
+
+    def abort(self) -> None:
+        """Close without sending what is still buffered (after a failed flush)."""
+        if self._kafka is not None:
+            self._kafka.producer.close(timeout=0)
         elif self._file is not None and self._file is not sys.stdout:
             self._file.close()
 
