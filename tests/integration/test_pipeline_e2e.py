@@ -167,7 +167,7 @@ def settled(p: Pipeline, expected_events: int) -> dict[tuple[str, tuple[tuple[st
     previous: dict[Any, float] | None = None
     while time.monotonic() < deadline:
         for process in p.processes:
-            assert process.poll() is None, f"a process exited ({process.args}):\n{p.log_tail()}"
+            assert process.poll() is None, f"a process exited ({process.args!r}):\n{p.log_tail()}"
         try:
             current = p.metrics()
         except OSError:

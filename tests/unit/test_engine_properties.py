@@ -369,7 +369,7 @@ def diff(got: dict[Any, float], want: dict[Any, float], tol: float = 0.0) -> lis
 def compact(event: Event) -> dict[str, Any]:
     """An event as the JSON object it came from (fields that are set)."""
     out: dict[str, Any] = {}
-    for name in Event.__slots__:
+    for name in Event._fields:
         value = getattr(event, name)
         if value is None or (name, value) in (("direction", "inbound"), ("tenant", "default")):
             continue
