@@ -432,6 +432,11 @@ class RedisState:
         return f"{self._tag(tenant)}:live:{encode(name)}:{encode(scope)}"
 
     def _record_key(self, kind: str, tenant: str, key: str) -> str:
+        if kind == "customer":
+            # Key names are listed by SCAN, KEYS and monitoring tools: a customer's record is
+            # named by a digest of the id, never the id (a phone number, an e-mail) itself.
+            digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16, person=b"ccmon-customer")
+            return f"{self._tag(tenant)}:rec:customer:#{digest.hexdigest()}"
         return f"{self._tag(tenant)}:rec:{encode(kind)}:{encode(key)}"
 
     def _seen_key(self, tenant: str) -> str:

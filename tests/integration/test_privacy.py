@@ -297,10 +297,8 @@ def test_no_free_text_anywhere_in_redis(run: PrivacyRun) -> None:
     assert not found, found[:10]
 
 
-@pytest.mark.xfail(strict=True, reason="streams/redis_state.py names a customer's record after the customer: "
-                   "P:{t:<tenant>}:rec:customer:<customer_id> (plain ids as they are, others base64); "
-                   "reported to the owner of redis_state.py, not fixed here")  # fmt: skip
 def test_no_customer_id_in_redis_key_names(run: PrivacyRun) -> None:
+    """Regression: a customer's record was named rec:customer:<customer id>."""
     import redis
 
     client = redis.Redis.from_url(run.redis_url)
