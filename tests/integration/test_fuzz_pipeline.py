@@ -36,8 +36,10 @@ Decisions this test pins down:
   message, unchanged, and none of them is applied. A bad element of a decodable array is
   rejected alone.
 
-Takes ~60-90 s on 2 cores (generation 5 s, group join ~5 s, the worker ~30 s, replay ~5 s,
-reading 60,000 dead letters ~5 s). Seed: ``CCMON_FUZZ_SEED`` (default 20261123).
+The corpus: 100,240 records in 1,283 messages (~60 MB): 32,828 valid events and 67,412
+invalid ones. Takes ~65 s on 2 cores (generation ~6 s, producing ~7 s, the worker ~30 s
+including the group join, replay ~3 s alongside, reading the dead letters ~15 s). Seed:
+``CCMON_FUZZ_SEED`` (default 20261123).
 """
 
 from __future__ import annotations
