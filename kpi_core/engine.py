@@ -620,57 +620,83 @@ class Engine:
     def _agent(self, ev: Event) -> None:
         """Occupancy is integrated from state changes: each change adds ``d`` (+1/-1 agents
         busy or staffed) and ``d * ts`` to its bucket, per queue of the agent and ``_all``;
-        the KPI layer turns those and the live count at ``at`` into time-weighted shares."""
+        the KPI layer turns those and the live count at ``at`` into time-weighted shares.
+
+        A change's contribution depends only on it and the change before it, so the record
+        keeps the changes (today's, for late events) and not their contributions: a new
+        change recomputes the few it alters, as they were and as they are, and applies the
+        difference. The work per event does not grow with the agent's day."""
         store = self.store
         tenant = ev.tenant
         agent = ev.agent_id
         assert agent is not None
         record = store.get_record("agent", tenant, agent) or {"changes": []}
-        queues = list(ev.queues) if ev.queues is not None else None
-        changes: list[list[Any]] = record["changes"]  # [ts, event_id, state, queues|None], sorted
-        new = [ev.ts, ev.event_id, ev.state, queues]
-        bisect.insort(changes, new, key=lambda c: (c[0], c[1]))
-        # An event without `queues` keeps the queues the agent had.
-        resolved: list[tuple[float, str, str, list[str]]] = []
-        current: list[str] = []
-        for ts, eid, state, qs in changes:
+        # Records written before contributions were recomputed kept them; they equal what is
+        # recomputed below, so they are dropped.
+        record.pop("applied", None)
+        changes: list[list[Any]] = record["changes"]  # [ts, eid, state, queues|None], sorted
+        new = [ev.ts, ev.event_id, ev.state, list(ev.queues) if ev.queues is not None else None]
+        index = bisect.bisect_right(changes, (ev.ts, ev.event_id), key=lambda c: (c[0], c[1]))
+        # The new change alters its own contribution and the next one's (which starts from
+        # it), and those of the following changes that inherit its queues.
+        stop = index + 1
+        if new[3] is not None:
+            while stop < len(changes) and changes[stop - 1][3] is None:
+                stop += 1
+        stop = min(stop, len(changes))
+        before = self._agent_contributions(changes, index, stop)
+        changes.insert(index, new)
+        after = self._agent_contributions(changes, index, stop + 1)
+        for cid, old in before.items():
+            if after.get(cid) != old:
+                store.add(tenant, old[0], old[1], {k: -v for k, v in old[2].items()})
+        for cid, contribution in after.items():
+            if before.get(cid) != contribution:
+                store.add(tenant, contribution[0], contribution[1], contribution[2])
+        last_ts, _eid, state, _qs = changes[-1]
+        qs = self._agent_queues(changes, len(changes))
+        self._reconcile_live(
+            tenant, record, [[AGENTS, scope, f"{state}\x1f{agent}", last_ts] for scope in [*qs, ALL]]
+        )
+        # Keep only the latest change that is older than the lateness cutoff (its state and
+        # queues are where the next one starts from), and the rest.
+        older = bisect.bisect_left(changes, self._cutoff, key=lambda c: c[0])
+        if older > 1:
+            changes[older - 1][3] = self._agent_queues(changes, older)
+            del changes[: older - 1]
+        store.put_record("agent", tenant, agent, record, last_ts + max(self.horizon, 7 * _DAY))
+
+    @staticmethod
+    def _agent_queues(changes: list[list[Any]], stop: int) -> list[str]:
+        """The queues an agent has after ``changes[:stop]`` (a change without queues keeps
+        the ones before it)."""
+        for i in range(stop - 1, -1, -1):
+            if changes[i][3] is not None:
+                return changes[i][3]
+        return []
+
+    def _agent_contributions(self, changes: list[list[Any]], start: int, stop: int) -> dict[str, Contribution]:
+        """The contributions of ``changes[start:stop]``, by ``<event id>:<scope>``."""
+        out: dict[str, Contribution] = {}
+        previous = changes[start - 1] if start > 0 else None
+        current = self._agent_queues(changes, start)
+        for i in range(start, stop):
+            ts, eid, state, qs = changes[i]
+            deltas: dict[str, dict[str, float]] = {}
+            if previous is not None:
+                for scope in [*current, ALL]:
+                    self._occupancy_delta(deltas, scope, previous[2], -1)
             if qs is not None:
                 current = qs
-            resolved.append((ts, eid, state, current))
-        # The new change alters its own contribution and the next one's (which starts from
-        # it), and the queues of the following changes that inherit them.
-        index = changes.index(new)
-        last = index + 1
-        while last < len(changes) - 1 and changes[last][3] is None:
-            last += 1
-        last = min(last, len(changes) - 1)
-        lo, hi = changes[index][0], changes[last][0]
-        desired: dict[str, Contribution] = {}
-        for i, (ts, eid, state, qs) in enumerate(resolved):
-            if not lo <= ts <= hi:
-                continue
-            deltas: dict[str, dict[str, float]] = {}
-            if i > 0:
-                previous = resolved[i - 1]
-                for scope in [*previous[3], ALL]:
-                    self._occupancy_delta(deltas, scope, previous[2], -1)
-            for scope in [*qs, ALL]:
+            for scope in [*current, ALL]:
                 self._occupancy_delta(deltas, scope, state, +1)
             for scope, d in deltas.items():
                 fields = {k: v for k, v in d.items() if v}
                 if fields:
                     fields.update({f"{k}_t": v * ts for k, v in list(fields.items())})
-                    desired[f"{eid}:{scope}"] = [scope, ts, fields]
-        self._reconcile(tenant, record, desired, only=lambda c: lo <= c[1] <= hi)
-        last_ts, _eid, state, qs = resolved[-1]
-        self._reconcile_live(
-            tenant, record, [[AGENTS, scope, f"{state}\x1f{agent}", last_ts] for scope in [*qs, ALL]]
-        )
-        # Keep only the latest change that is older than the lateness cutoff, and the rest.
-        older = bisect.bisect_left(changes, self._cutoff, key=lambda c: c[0])
-        if older > 1:
-            del changes[: older - 1]
-        store.put_record("agent", tenant, agent, record, last_ts + max(self.horizon, 7 * _DAY))
+                    out[f"{eid}:{scope}"] = [scope, ts, fields]
+            previous = changes[i]
+        return out
 
     @staticmethod
     def _occupancy_delta(deltas: dict[str, dict[str, float]], scope: str, state: str, sign: int) -> None:
