@@ -55,7 +55,7 @@ class Settings:
     exporter_port: int = 9108
     worker_web_port: int = 9109
     batch_size: int = 2000
-    batch_within: float = 0.2
+    batch_within: float = 0.05
     session_timeout: float = 60.0
     offset_reset: str = "earliest"
     clock: str = "wall"
