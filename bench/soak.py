@@ -277,8 +277,8 @@ def markdown(result: SoakResult, rows: int = 16) -> str:
     minutes = result.seconds / 60
     lines = [
         "", f"### Soak — {result.started_utc}", "",
-        f"Machine: {m['host']}, {m['cores']} cores ({m['cpu']}), {m['ram']}, Python {m['python']}; shared Kafka and Redis "
-        f"on loopback, other engineers' tests running at the same time (CPU contention: the numbers are what this "
+        f"Machine: {m['host']}, {m['cores']} cores ({m['cpu']}), {m['ram']}, Python {m['python']}; Kafka and Redis "
+        f"on loopback, sharing the cores with the worker, the exporter and the producer (the numbers are what this "
         f"machine gave, not a capacity). Command: `{result.command}`.", "",
         f"{minutes:.0f} minutes at {result.produced_rate:,.0f} events/s produced, steady (target {result.rate_target:,.0f}; "
         f"{result.tenants} simulated tenants x {QUEUES_PER_TENANT} queues, real time), one `ccmon worker`, "
