@@ -28,7 +28,7 @@ from kpi_core.engine import (
     WAITING,
 )
 from kpi_core.events import AGENT_STATES
-from kpi_core.state import KB_SCOPE_PREFIX, StateStore, is_queue_scope, merge_into
+from kpi_core.state import KB_SCOPE_PREFIX, LiveSummary, StateStore, is_queue_scope, merge_into
 from kpi_core.windows import window_range
 
 Components = dict[str, float]
@@ -194,19 +194,33 @@ def _sum_components(parts: Iterable[Components], skip_prefix: str = "occ_") -> C
     return total
 
 
-def _occupancy(c: Components, agents_live: Mapping[str, float], start: float, at: float) -> float | None:
-    """Time-weighted busy / staffed agents over ``[start, at)`` from change deltas."""
-    busy_now = staffed_now = 0
-    for member in agents_live:
-        state = member.split("\x1f", 1)[0]
-        busy_now += state in BUSY_STATES
-        staffed_now += state in STAFFED_STATES
+def _occupancy(c: Components, states: Mapping[str, int], start: float, at: float) -> float | None:
+    """Time-weighted busy / staffed agents over ``[start, at)`` from change deltas and the
+    agents' current states (``states``: members of the live set by state)."""
+    busy_now = sum(n for state, n in states.items() if state in BUSY_STATES)
+    staffed_now = sum(n for state, n in states.items() if state in STAFFED_STATES)
     length = at - start
 
     def integral(now: int, key: str) -> float:
         return now * length - (c.get(f"{key}_t", 0.0) - start * c.get(key, 0.0))
 
     return _ratio(integral(busy_now, "occ_busy"), integral(staffed_now, "occ_staffed"))
+
+
+class _AgentStates:
+    """Agents of a scope by state, asked of the store once per snapshot (every window's
+    occupancy and the agents-by-state gauge need them): ``(every member, members since
+    before at)``."""
+
+    def __init__(self, store: StateStore, at: float) -> None:
+        self.store, self.at = store, at
+        self._counted: dict[tuple[str, str], tuple[dict[str, int], dict[str, int]]] = {}
+
+    def __call__(self, tenant: str, scope: str) -> tuple[dict[str, int], dict[str, int]]:
+        found = self._counted.get((tenant, scope))
+        if found is None:
+            found = self._counted[(tenant, scope)] = self.store.live_states(AGENTS, tenant, scope, self.at)
+        return found
 
 
 def _labels(tenant: str, queue: str, **extra: str) -> Labels:
@@ -219,7 +233,7 @@ def _has_state(store: StateStore, tenant: str, scope: str) -> bool:
     as if it never existed, whatever the arrival order.)"""
     if any(abs(v) > 1e-9 for k, v in store.totals(tenant, scope).items() if not k.startswith("max_")):
         return True
-    return any(store.live(name, tenant, scope) for name in (WAITING, CALLBACKS, TICKETS, AGENTS))
+    return any(store.live_size(name, tenant, scope) for name in (WAITING, CALLBACKS, TICKETS, AGENTS))
 
 
 def queues_of(config: Config, store: StateStore) -> dict[str, list[str]]:
@@ -252,6 +266,7 @@ def snapshot(config: Config, store: StateStore, at: float) -> list[MetricFamily]
     kb_rate = family("ccmon_kb_transfer_rate_ratio", "gauge", "Knowledge-base escalations / views, per article.")
 
     all_scopes = store.scopes()
+    agent_states = _AgentStates(store, at)
     for tenant, queues in queues_of(config, store).items():
         zone = config.timezone(tenant)
         scopes = set(all_scopes.get(tenant, ()))
@@ -281,8 +296,8 @@ def snapshot(config: Config, store: StateStore, at: float) -> list[MetricFamily]
                     if value is not None:
                         quantiles.add(_labels(tenant, queue, window=window.name, quantile=str(q)), value)
                 live_scope = queue if queue != ALL else ALL
-                agents_live = store.live(AGENTS, tenant, live_scope) if live_scope in scopes else {}
-                value = _occupancy(comps, agents_live, start, end)
+                states = agent_states(tenant, live_scope)[0] if live_scope in scopes else {}
+                value = _occupancy(comps, states, start, end)
                 if value is not None:
                     occupancy.add(labels, value)
             for scope in sorted(s for s in scopes if s.startswith(KB_SCOPE_PREFIX)):
@@ -291,7 +306,7 @@ def snapshot(config: Config, store: StateStore, at: float) -> list[MetricFamily]
                 if value is not None:
                     article = scope[len(KB_SCOPE_PREFIX):]
                     kb_rate.add((("tenant", tenant), ("article", article), ("window", window.name)), value)
-        _live_families(config, store, tenant, queues, scopes, at, family)
+        _live_families(config, store, tenant, queues, scopes, at, family, agent_states)
         _counter_families(config, store, tenant, queues, scopes, family)
     _pipeline_families(store, at, family)
     return list(families.values())
@@ -305,6 +320,7 @@ def _live_families(
     scopes: set[str],
     at: float,
     family: Callable[[str, str, str], MetricFamily],
+    agent_states: _AgentStates,
 ) -> None:
     waiting = family("ccmon_calls_waiting", "gauge", "Inbound calls waiting now.")
     longest = family("ccmon_longest_wait_seconds", "gauge", "Wait so far of the oldest waiting call; 0 if none.")
@@ -323,19 +339,25 @@ def _live_families(
         labels = _labels(tenant, queue)
         queue_config = config.queue(tenant, queue) if queue != ALL else config.defaults
         if queue != ALL:
-            has = queue in scopes
-            calls = [s for s in (store.live(WAITING, tenant, queue) if has else {}).values() if at - max_age <= s < at]
-            callbacks = [s for s in (store.live(CALLBACKS, tenant, queue) if has else {}).values() if s < at]
-            tickets = [s for s in (store.live(TICKETS, tenant, queue) if has else {}).values() if s < at]
-            target = queue_config.callback_target_seconds
+            if queue in scopes:
+                # The same bounds as SnapshotReader prepares (streams.redis_state).
+                calls = store.live_summary(WAITING, tenant, queue, at - max_age, at, at)
+                callbacks = store.live_summary(CALLBACKS, tenant, queue, -math.inf, at, at)
+                overdue_count = store.live_summary(
+                    CALLBACKS, tenant, queue, -math.inf, at - queue_config.callback_target_seconds, at
+                ).size
+                tickets = store.live_summary(TICKETS, tenant, queue, -math.inf, at, at)
+            else:
+                calls = callbacks = tickets = LiveSummary(0, None, 0.0)
+                overdue_count = 0
             values = {
-                "waiting": float(len(calls)),
-                "longest": at - min(calls) if calls else 0.0,
-                "pending": float(len(callbacks)),
-                "oldest": at - min(callbacks) if callbacks else 0.0,
-                "overdue": float(sum(1 for s in callbacks if at - s > target)),
-                "open": float(len(tickets)),
-                "age_sum": sum(at - s for s in tickets),
+                "waiting": float(calls.size),
+                "longest": at - calls.oldest if calls.oldest is not None else 0.0,
+                "pending": float(callbacks.size),
+                "oldest": at - callbacks.oldest if callbacks.oldest is not None else 0.0,
+                "overdue": float(overdue_count),
+                "open": float(tickets.size),
+                "age_sum": tickets.age_sum,
             }
             for key in ("waiting", "pending", "overdue", "open", "age_sum"):
                 totals[key] += values[key]
@@ -355,9 +377,8 @@ def _live_families(
         by_state = dict.fromkeys(AGENT_STATES, 0.0)
         scope = queue if queue != ALL else ALL
         if scope in scopes:
-            for member, since in store.live(AGENTS, tenant, scope).items():
-                if since < at:
-                    by_state[member.split("\x1f", 1)[0]] += 1
+            for state, members in agent_states(tenant, scope)[1].items():
+                by_state[state] += members
         for state, count in by_state.items():
             agents.add(_labels(tenant, queue, state=state), count)
         for target_name, value in sorted(queue_config.targets.items()):

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import marshal
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from kpi_core import windows
 
@@ -42,6 +42,38 @@ KB_SCOPE_PREFIX = "\x1fkb\x1f"
 
 def is_queue_scope(scope: str) -> bool:
     return not scope.startswith("\x1f")
+
+
+class LiveSummary(NamedTuple):
+    """Members of a live set with ``lo <= score < hi``: how many, the smallest score (None
+    when there are none), and the sum of ``at - score`` added in ascending score order (so
+    that every store gets the same bits)."""
+
+    size: int
+    oldest: float | None
+    age_sum: float
+
+
+def summarize_live(members: Mapping[str, float], lo: float, hi: float, at: float) -> LiveSummary:
+    """:class:`LiveSummary` of ``members`` (the reference for every store)."""
+    scores = sorted(s for s in members.values() if lo <= s < hi)
+    age_sum = 0.0
+    for score in scores:
+        age_sum += at - score
+    return LiveSummary(len(scores), scores[0] if scores else None, age_sum)
+
+
+def count_states(members: Mapping[str, float], at: float) -> tuple[dict[str, int], dict[str, int]]:
+    """Members by the part of their name before ``\\x1f`` (an agent's state): all of them,
+    and those with ``score < at``."""
+    every: dict[str, int] = {}
+    before: dict[str, int] = {}
+    for member, since in members.items():
+        state = member.partition("\x1f")[0]
+        every[state] = every.get(state, 0) + 1
+        if since < at:
+            before[state] = before.get(state, 0) + 1
+    return every, before
 
 
 class StateStore(Protocol):
@@ -92,6 +124,15 @@ class StateStore(Protocol):
     def totals(self, tenant: str, scope: str) -> dict[str, float]: ...
 
     def live(self, name: str, tenant: str, scope: str) -> dict[str, float]: ...
+
+    def live_size(self, name: str, tenant: str, scope: str) -> int:
+        """How many members a live set has."""
+
+    def live_summary(self, name: str, tenant: str, scope: str, lo: float, hi: float, at: float) -> LiveSummary:
+        """:func:`summarize_live` of a live set, without handing over its members."""
+
+    def live_states(self, name: str, tenant: str, scope: str, at: float) -> tuple[dict[str, int], dict[str, int]]:
+        """:func:`count_states` of a live set, without handing over its members."""
 
     def counts(self) -> dict[str, dict[str, float]]: ...
 
@@ -243,6 +284,15 @@ class MemoryState:
 
     def live(self, name: str, tenant: str, scope: str) -> dict[str, float]:
         return dict(self._live.get((name, tenant, scope), {}))
+
+    def live_size(self, name: str, tenant: str, scope: str) -> int:
+        return len(self._live.get((name, tenant, scope), ()))
+
+    def live_summary(self, name: str, tenant: str, scope: str, lo: float, hi: float, at: float) -> LiveSummary:
+        return summarize_live(self._live.get((name, tenant, scope), {}), lo, hi, at)
+
+    def live_states(self, name: str, tenant: str, scope: str, at: float) -> tuple[dict[str, int], dict[str, int]]:
+        return count_states(self._live.get((name, tenant, scope), {}), at)
 
     def counts(self) -> dict[str, dict[str, float]]:
         return {name: dict(labels) for name, labels in self._counts.items()}

@@ -42,7 +42,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,7 +54,14 @@ from redis.cluster import RedisCluster
 from kpi_core import windows
 from kpi_core.config import Config
 from kpi_core.errors import CcmonError
-from kpi_core.state import Record, merge_into
+from kpi_core.state import (
+    LiveSummary,
+    Record,
+    count_states,
+    is_queue_scope,
+    merge_into,
+    summarize_live,
+)
 
 #: A key (record, bucket, seen set) that by the engine's clock is already due to expire
 #: still lives this long, so a record is never dropped while its batch is being written.
@@ -320,6 +327,9 @@ return out
 
 #: Scopes per call of the window script: bounds the time Redis spends in one script.
 WINDOW_SCOPES_PER_CALL = 50
+#: Live-set queries per LIVE_LUA call in a scrape (each call runs alone in Redis: a few
+#: milliseconds, so a scrape never holds up the workers' transactions long).
+LIVE_QUERIES_PER_CALL = 40
 
 
 @dataclass
@@ -357,6 +367,75 @@ class _Batch:
     live: dict[str, dict[str, float | None]] = field(default_factory=dict)  # key -> member -> score/None
     scopes: dict[str, set[str]] = field(default_factory=dict)  # tenant -> new scopes
     counts: dict[tuple[str, str], _Hash] = field(default_factory=dict)  # (tenant, "sum:"/"max:" name) -> changes
+
+
+#: Live sets summed up inside Redis, so a scrape never carries their members (a big tenant's
+#: agents-by-state sets hold one member per agent and queue; open tickets pile up for days).
+#: ARGV: tag, at, then queries of five: kind, name, scope (both encoded), lo, hi. Kinds:
+#: ``n`` ZCARD; ``s`` members with lo <= score < hi: {count, smallest score or '', sum of
+#: at - score in ascending score order}; ``a`` {part before \x1f, all, with score < at, ...}.
+#: Doubles go back as %.17g strings (a Lua number would come back as an integer).
+LIVE_LUA = """
+local tag = ARGV[1]
+local at = tonumber(ARGV[2])
+local out = {}
+for q = 3, #ARGV, 5 do
+  local kind = ARGV[q]
+  local key = tag .. ':live:' .. ARGV[q + 1] .. ':' .. ARGV[q + 2]
+  if kind == 'n' then
+    out[#out + 1] = redis.call('ZCARD', key)
+  elseif kind == 's' then
+    local hi = ARGV[q + 4]
+    if hi ~= '+inf' then hi = '(' .. hi end
+    local flat = redis.call('ZRANGEBYSCORE', key, ARGV[q + 3], hi, 'WITHSCORES')
+    local sum = 0.0
+    for i = 2, #flat, 2 do sum = sum + (at - tonumber(flat[i])) end
+    local oldest = ''
+    if #flat > 0 then oldest = flat[2] end
+    out[#out + 1] = {#flat / 2, oldest, string.format('%.17g', sum)}
+  else
+    local flat = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+    local every, before, order = {}, {}, {}
+    for i = 1, #flat, 2 do
+      local state = string.match(flat[i], '^([^\\031]*)')
+      if every[state] == nil then
+        every[state] = 0
+        before[state] = 0
+        order[#order + 1] = state
+      end
+      every[state] = every[state] + 1
+      if tonumber(flat[i + 1]) < at then before[state] = before[state] + 1 end
+    end
+    local reply = {}
+    for _, state in ipairs(order) do
+      reply[#reply + 1] = state
+      reply[#reply + 1] = every[state]
+      reply[#reply + 1] = before[state]
+    end
+    out[#out + 1] = reply
+  end
+end
+return out
+"""
+
+
+def _score_arg(x: float) -> str:
+    """A score bound for ZRANGEBYSCORE that round-trips the double."""
+    return "-inf" if x == -math.inf else "+inf" if x == math.inf else repr(x)
+
+
+def _live_reply(kind: str, reply: Any) -> Any:
+    if kind == "n":
+        return int(reply)
+    if kind == "s":
+        size, oldest, age_sum = reply
+        return LiveSummary(int(size), float(oldest) if oldest not in (b"", "") else None, float(age_sum))
+    every: dict[str, int] = {}
+    before: dict[str, int] = {}
+    for i in range(0, len(reply), 3):
+        state = _text(reply[i])
+        every[state], before[state] = int(reply[i + 1]), int(reply[i + 2])
+    return every, {state: n for state, n in before.items() if n}
 
 
 class RedisState:
@@ -897,6 +976,31 @@ class RedisState:
                 result[member] = score
         return result
 
+    def live_size(self, name: str, tenant: str, scope: str) -> int:
+        if self._batch is not None:
+            return len(self.live(name, tenant, scope))
+        return int(self.client.zcard(self._live_key(name, tenant, scope)))
+
+    def live_summary(self, name: str, tenant: str, scope: str, lo: float, hi: float, at: float) -> LiveSummary:
+        if self._batch is not None:
+            return summarize_live(self.live(name, tenant, scope), lo, hi, at)
+        result: LiveSummary = self._live_query(tenant, at, [("s", name, scope, lo, hi)])[0]
+        return result
+
+    def live_states(self, name: str, tenant: str, scope: str, at: float) -> tuple[dict[str, int], dict[str, int]]:
+        if self._batch is not None:
+            return count_states(self.live(name, tenant, scope), at)
+        result: tuple[dict[str, int], dict[str, int]] = self._live_query(tenant, at, [("a", name, scope, 0.0, 0.0)])[0]
+        return result
+
+    def _live_query(self, tenant: str, at: float, queries: Sequence[tuple[str, str, str, float, float]]) -> list[Any]:
+        """:data:`LIVE_LUA` for ``queries`` of one tenant: ``(kind, name, scope, lo, hi)``."""
+        args: list[Any] = [self._tag(tenant), repr(at)]
+        for kind, name, scope, lo, hi in queries:
+            args += [kind, _utf8(encode(name)), _utf8(encode(scope)), _score_arg(lo), _score_arg(hi)]
+        replies = self.client.register_script(LIVE_LUA)(keys=[self._scopes_key(tenant)], args=args)
+        return [_live_reply(q[0], reply) for q, reply in zip(queries, replies, strict=True)]
+
     def counts(self) -> dict[str, dict[str, float]]:
         """The pipeline counters, summed (``max:`` ones: maximum) over every tenant."""
         tenants = sorted(_text(m) for m in self.client.smembers(self._count_tenants_key))
@@ -961,28 +1065,67 @@ class SnapshotReader:
     """
 
     def __init__(self, state: RedisState, config: Config, at: float) -> None:
-        from kpi_core.engine import AGENTS, CALLBACKS, TICKETS, WAITING
+        from kpi_core.engine import AGENTS, ALL, CALLBACKS, TICKETS, WAITING
 
         self.state = state
         self.fine_seconds = state.fine_seconds
         self.coarse_seconds = state.coarse_seconds
+        self.at = at
         self._scopes = state.scopes()
         self._windows: dict[tuple[str, str, float, float], dict[str, float]] = {}
         self._totals: dict[tuple[str, str], dict[str, float]] = {}
-        self._live: dict[tuple[str, str, str], dict[str, float]] = {}
+        # Live sets summed up in Redis (LIVE_LUA) for exactly the queries kpi_core.kpis makes.
+        self._live_sizes: dict[tuple[str, str, str], int] = {}
+        self._live_summaries: dict[tuple[str, str, str, float, float], LiveSummary] = {}
+        self._live_states: dict[tuple[str, str, str], tuple[dict[str, int], dict[str, int]]] = {}
         names = (WAITING, CALLBACKS, TICKETS, AGENTS)
         pairs = [(tenant, scope) for tenant, scopes in self._scopes.items() for scope in scopes]
         client = state.client
         with client.pipeline(transaction=False) as pipe:
             for tenant, scope in pairs:
                 pipe.hgetall(state._totals_key(tenant, scope))
-                for name in names:
-                    pipe.zrange(state._live_key(name, tenant, scope), 0, -1, withscores=True)
             replies = iter(pipe.execute())
         for tenant, scope in pairs:
             self._totals[(tenant, scope)] = _floats(next(replies))
-            for name in names:
-                self._live[(name, tenant, scope)] = {_text(m): float(v) for m, v in next(replies)}
+        script = client.register_script(LIVE_LUA)
+        calls: list[tuple[str, list[tuple[str, str, str, float, float]]]] = []
+        for tenant, scopes in self._scopes.items():
+            queries: list[tuple[str, str, str, float, float]] = []
+            for scope in scopes:
+                queries += [("n", name, scope, 0.0, 0.0) for name in names]
+                queries.append(("a", AGENTS, scope, 0.0, 0.0))
+                if is_queue_scope(scope) and scope != ALL:
+                    target = config.queue(tenant, scope).callback_target_seconds
+                    queries += [
+                        ("s", WAITING, scope, at - config.max_call_age_seconds, at),
+                        ("s", CALLBACKS, scope, -math.inf, at),
+                        ("s", CALLBACKS, scope, -math.inf, at - target),
+                        ("s", TICKETS, scope, -math.inf, at),
+                    ]
+            for i in range(0, len(queries), LIVE_QUERIES_PER_CALL):
+                calls.append((tenant, queries[i:i + LIVE_QUERIES_PER_CALL]))
+        def live_args(tenant: str, chunk: list[tuple[str, str, str, float, float]]) -> list[Any]:
+            args: list[Any] = [state._tag(tenant), repr(at)]
+            for kind, name, scope, lo, hi in chunk:
+                args += [kind, _utf8(encode(name)), _utf8(encode(scope)), _score_arg(lo), _score_arg(hi)]
+            return args
+
+        if isinstance(client, RedisCluster):  # a cluster refuses scripts in a pipeline
+            results = [script(keys=[state._scopes_key(t)], args=live_args(t, chunk)) for t, chunk in calls]
+        else:
+            with client.pipeline(transaction=False) as pipe:
+                for tenant, chunk in calls:
+                    script(keys=[state._scopes_key(tenant)], args=live_args(tenant, chunk), client=pipe)
+                results = pipe.execute()
+        for (tenant, chunk), replies_ in zip(calls, results, strict=True):
+            for (kind, name, scope, lo, hi), reply in zip(chunk, replies_, strict=True):
+                value = _live_reply(kind, reply)
+                if kind == "n":
+                    self._live_sizes[(name, tenant, scope)] = value
+                elif kind == "s":
+                    self._live_summaries[(name, tenant, scope, lo, hi)] = value
+                else:
+                    self._live_states[(name, tenant, scope)] = value
         for tenant, scopes in self._scopes.items():
             ranges = [windows.window_range(window, at, config.timezone(tenant)) for window in config.windows]
             self._prefetch_windows(tenant, list(scopes), ranges)
@@ -1018,8 +1161,19 @@ class SnapshotReader:
         return dict(found) if found is not None else self.state.totals(tenant, scope)
 
     def live(self, name: str, tenant: str, scope: str) -> dict[str, float]:
-        found = self._live.get((name, tenant, scope))
-        return dict(found) if found is not None else self.state.live(name, tenant, scope)
+        return self.state.live(name, tenant, scope)
+
+    def live_size(self, name: str, tenant: str, scope: str) -> int:
+        found = self._live_sizes.get((name, tenant, scope))
+        return found if found is not None else self.state.live_size(name, tenant, scope)
+
+    def live_summary(self, name: str, tenant: str, scope: str, lo: float, hi: float, at: float) -> LiveSummary:
+        found = self._live_summaries.get((name, tenant, scope, lo, hi)) if at == self.at else None
+        return found if found is not None else self.state.live_summary(name, tenant, scope, lo, hi, at)
+
+    def live_states(self, name: str, tenant: str, scope: str, at: float) -> tuple[dict[str, int], dict[str, int]]:
+        found = self._live_states.get((name, tenant, scope)) if at == self.at else None
+        return found if found is not None else self.state.live_states(name, tenant, scope, at)
 
     def counts(self) -> dict[str, dict[str, float]]:
         return self.state.counts()

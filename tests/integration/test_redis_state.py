@@ -347,3 +347,91 @@ def test_a_resent_event_is_a_duplicate_even_with_another_ts(redis_client: Any, r
     flat = redis_snapshot(state, at)
     assert flat[("ccmon_survey_responses_total", (("tenant", "default"), ("queue", "q")))] == 1
     assert flat[("ccmon_events_duplicate_total", (("type", "survey.response"),))] == 2
+
+
+def test_live_sets_are_summed_up_in_redis_as_in_memory(redis_client: Any, redis_prefix: str) -> None:
+    """Scrapes read live sets as summaries computed inside Redis (LIVE_LUA): sizes, members in
+    a score range (count, oldest, sum of ages in ascending order) and agents by state. They
+    equal MemoryState's to the bit, through the store and the SnapshotReader, for sets of
+    thousands of members, tied scores, odd names and open bounds."""
+    import math
+
+    from kpi_core.engine import AGENTS, TICKETS
+
+    at = 1795003200.0
+    rng = random.Random(11)
+    state = make_state(redis_client, redis_prefix, at)
+    memory = MemoryState()
+    scopes = ["q", "sales:{eu}", "ünï cødé", ALL]
+    with state.batch():
+        for store in (state, memory):
+            for scope in scopes:
+                for i in range(3000 if scope == "q" else 40):
+                    agent_state = rng.choice(["available", "on_call", "acw", "away", "logged_out"])
+                    score = at - rng.choice([0, 1, 2.5, 60, 3600.125, 86400]) + rng.choice([0.0, 0.0, 30.0])
+                    store.live_put(AGENTS, "t", scope, f"{agent_state}\x1fagent-{i}", score)
+                    store.live_put(TICKETS, "t", scope, f"\x1ftk\x1f{i}", at - rng.random() * 1e6)
+                    store.live_put(CALLBACKS, "t", scope, f"\x1fcb\x1f{i}", at + rng.uniform(-7200, 600))
+            rng.seed(11)  # the same sets in both stores
+    reader = state.snapshot_reader(Config(), at)
+    bounds = [(-math.inf, at), (at - 3600.125, at), (-math.inf, math.inf), (at - 60, at - 1), (at + 1, at + 2)]
+    for scope in [*scopes, "empty"]:
+        for name in (AGENTS, TICKETS, CALLBACKS):
+            want = memory.live_size(name, "t", scope)
+            assert state.live_size(name, "t", scope) == want
+            assert reader.live_size(name, "t", scope) == want
+            for lo, hi in bounds:
+                want_summary = memory.live_summary(name, "t", scope, lo, hi, at)
+                assert state.live_summary(name, "t", scope, lo, hi, at) == want_summary, (name, scope, lo, hi)
+                assert reader.live_summary(name, "t", scope, lo, hi, at) == want_summary
+        want_states = memory.live_states(AGENTS, "t", scope, at)
+        assert state.live_states(AGENTS, "t", scope, at) == want_states
+        assert reader.live_states(AGENTS, "t", scope, at) == want_states
+    big = memory.live_summary(TICKETS, "t", "q", -math.inf, at, at)
+    assert big.size == 3000 and big.oldest is not None and big.age_sum > 0
+    every, before = memory.live_states(AGENTS, "t", "q", at)
+    assert sum(every.values()) == 3000 and 0 < sum(before.values()) < 3000
+
+
+def test_snapshot_of_a_simulated_day_in_redis_equals_memory(redis_client: Any, redis_prefix: str) -> None:
+    """A simulated contact center (agents changing state, callbacks, tickets, surveys) folded
+    into Redis and into MemoryState: the exporter's SnapshotReader, the store's own reads and
+    MemoryState give the same snapshot at instants through the day, live-set gauges included."""
+    from streams.simulator import SimParams, Simulator, default_queues
+
+    start = 1795003200.0  # 2026-11-17T09:20:00Z
+    params = SimParams(start=start, hours=3, queues=default_queues(6), seed=5)
+    events = [parse_event(r) for _t, r in Simulator(params).stream() if isinstance(r, dict)]
+    assert {"agent.state", "callback.requested", "ticket.created"} <= {e.type for e in events}
+    config = Config()
+    at_end = start + 3 * 3600
+    redis_state = RedisState(redis_client, config, prefix=redis_prefix, clock=lambda: at_end)
+    memory = MemoryState(config.bucket_seconds, config.coarse_bucket_seconds)
+    for store in (redis_state, memory):
+        engine = Engine(config, store)
+        for i in range(0, len(events), 500):
+            if isinstance(store, RedisState):
+                with store.batch():
+                    for event in events[i:i + 500]:
+                        engine.handle(event, at_end)
+            else:
+                for event in events[i:i + 500]:
+                    engine.handle(event, at_end)
+    # At the writers' clock and after it (the stores keep what a window can still need from
+    # then on, not what instants before the clock needed).
+    for at in (at_end, at_end + 17.5, at_end + 420):
+        want = flatten(snapshot(config, memory, at))
+        if at == at_end:  # live sets hold the latest state: agents count from their last change
+            assert any(key[0] == "ccmon_agents" and value for key, value in want.items())
+            assert any(key[0] == "ccmon_tickets_open" and value for key, value in want.items())
+        got = flatten(snapshot(config, redis_state, at))
+        # Sums of fractional values (occupancy's time terms) are added by Redis in long
+        # double: equal to 1e-9 relative; counts and the live-set gauges exactly.
+        assert got.keys() == want.keys()
+        wrong = {k: (v, want[k]) for k, v in got.items()
+                 if v != want[k] and (v.is_integer() or want[k].is_integer() or abs(v - want[k]) > 1e-9 * abs(want[k]))}  # fmt: skip
+        assert not wrong, (at, list(wrong.items())[:5])
+        live = {k: v for k, v in want.items() if k[0].startswith(("ccmon_agents", "ccmon_tickets_open", "ccmon_calls_waiting",
+                                                                  "ccmon_callbacks", "ccmon_open_ticket_age"))}  # fmt: skip
+        assert {k: got[k] for k in live} == live
+        assert flatten(snapshot(config, redis_state.snapshot_reader(config, at), at)) == got, at
