@@ -65,11 +65,16 @@ def sim_events(n: int, queues: int, start: float = DAY, hours: float = 24.0, see
 
 
 def end_instant(events: list[dict[str, Any]]) -> float:
-    """The next whole minute after the newest event (every window then holds events)."""
+    """The next whole minute after the newest event (every window then holds events), kept
+    before the next (UTC) midnight: a day's events evaluated after it are all ``too_late``
+    (the lateness cutoff is the evaluation day's midnight). A whole simulated day (the
+    default size at 80 queues) ends at 23:59:xx, whose next minute is midnight."""
     from kpi_core.events import parse_ts
 
     newest = max(parse_ts(e["ts"]) for e in events)
-    return float(math.floor(newest / 60) * 60 + 60)
+    at = float(math.floor(newest / 60) * 60 + 60)
+    midnight = float(math.floor(newest / 86400) * 86400 + 86400)
+    return at if at < midnight else (newest + midnight) / 2
 
 
 # -- 1. ceiling --------------------------------------------------------------------------------
@@ -163,8 +168,13 @@ def workers_run(kafka: str, redis_url: str, events: list[dict[str, Any]], at: fl
         text = common.scrape(port).decode()
         shown = sum(v for name in ("ccmon_events_total", "ccmon_events_rejected_total", "ccmon_events_duplicate_total")
                     for v in common.sample_values(text, name).values())  # fmt: skip
+        rejected = sum(common.sample_values(text, "ccmon_events_rejected_total").values())
+        if rejected:
+            # Rejections take another path (DLQ sends): a rate of them is not the worker's.
+            raise RuntimeError(f"{rejected:.0f} of {len(events)} events were rejected "
+                               f"({common.sample_values(text, 'ccmon_events_rejected_total')}): not a measurement")  # fmt: skip
         return {**rates, "joined_seconds": joined, "produce_seconds": produce_seconds, "metrics_events": shown,
-                "rejected": sum(common.sample_values(text, "ccmon_events_rejected_total").values())}
+                "rejected": rejected}
     finally:
         common.stop([*procs, exporter])
         common.clear_prefix(redis_url, prefix)
