@@ -69,9 +69,12 @@ INTERNAL_ERROR = "internal_error"
 DLQ_MAX_RECORD_BYTES = 1_048_576
 #: Room kept in a dead-letter record for Kafka's batch and record framing.
 _DLQ_FRAMING_BYTES = 1024
-#: Loggers that print every message value they send at DEBUG (Faust's and aiokafka's send):
-#: a dead letter is an event, with customer ids and free text, so they stay at INFO or above.
-PAYLOAD_LOGGERS = ("faust.topics", "faust.transport.drivers.aiokafka", "aiokafka.producer.producer")
+#: Loggers that print message values they send at DEBUG (Faust's and aiokafka's send; the
+#: connections' request dumps, which show the first bytes of a produce request's records, and
+#: kafka-python's, used by the lag probe): a dead letter is an event, with customer ids and
+#: free text, so they stay at INFO or above.
+PAYLOAD_LOGGERS = ("faust.topics", "faust.transport.drivers.aiokafka", "aiokafka.producer.producer",
+                   "aiokafka.conn", "kafka.conn", "kafka.protocol.parser")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
