@@ -3,6 +3,7 @@ batching, order and duplication; a batch counts once; conflicts apply nothing.""
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -298,6 +299,17 @@ def _random_calls(rng: random.Random, at: float, queues: Sequence[str], tenants:
     return [parse_event(e) for e in raw]
 
 
+def _fold_into(config: Config, stores: Iterable[Any], events: Sequence[Event], now: float, batch: int) -> None:
+    """``events`` through the engine into each store, ``batch`` at a time (one Redis
+    transaction each)."""
+    for store in stores:
+        engine = Engine(config, store)
+        for i in range(0, len(events), batch):
+            with store.batch() if isinstance(store, RedisState) else contextlib.nullcontext():
+                for event in events[i:i + batch]:
+                    engine.handle(event, now)
+
+
 def test_snapshot_reader_equals_the_store_at_moving_instants(redis_client: Any, redis_prefix: str) -> None:
     """The exporter's SnapshotReader (window sums in Redis, reads prefetched, bucket indexes)
     gives exactly the snapshot of the store's own reads and of MemoryState, as windows slide
@@ -310,16 +322,7 @@ def test_snapshot_reader_equals_the_store_at_moving_instants(redis_client: Any, 
     events = _random_calls(rng, base, ["support", "sales:{eu}", "ünï cødé", "x" * 60], ["default", "acme"], 600)
     redis_state = RedisState(redis_client, config, prefix=redis_prefix, clock=lambda: base)
     memory = MemoryState(config.bucket_seconds, config.coarse_bucket_seconds)
-    for store in (redis_state, memory):
-        engine = Engine(config, store)
-        for start in range(0, len(events), 50):
-            if isinstance(store, RedisState):
-                with store.batch():
-                    for event in events[start:start + 50]:
-                        engine.handle(event, base)
-            else:
-                for event in events[start:start + 50]:
-                    engine.handle(event, base)
+    _fold_into(config, (redis_state, memory), events, base, 50)
     for at in (base, base + 420, base + 3600, base + 15 * 3600 + 45 * 60):
         want = flatten(snapshot(config, memory, at))
         assert flatten(snapshot(config, redis_state, at)) == want
@@ -407,16 +410,7 @@ def test_snapshot_of_a_simulated_day_in_redis_equals_memory(redis_client: Any, r
     at_end = start + 3 * 3600
     redis_state = RedisState(redis_client, config, prefix=redis_prefix, clock=lambda: at_end)
     memory = MemoryState(config.bucket_seconds, config.coarse_bucket_seconds)
-    for store in (redis_state, memory):
-        engine = Engine(config, store)
-        for i in range(0, len(events), 500):
-            if isinstance(store, RedisState):
-                with store.batch():
-                    for event in events[i:i + 500]:
-                        engine.handle(event, at_end)
-            else:
-                for event in events[i:i + 500]:
-                    engine.handle(event, at_end)
+    _fold_into(config, (redis_state, memory), events, at_end, 500)
     # At the writers' clock and after it (the stores keep what a window can still need from
     # then on, not what instants before the clock needed).
     for at in (at_end, at_end + 17.5, at_end + 420):
