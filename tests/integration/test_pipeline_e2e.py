@@ -107,6 +107,20 @@ class Pipeline:
         if keys:
             client.delete(*keys)
 
+    def close(self) -> None:
+        """Stop the processes, drop the run's Redis keys and its topics (best effort)."""
+        import kafka
+
+        for process in self.processes:
+            stop(process)
+        self.drop_redis_keys()
+        try:
+            admin = kafka.KafkaAdminClient(bootstrap_servers=self.kafka)
+            admin.delete_topics([self.topic, self.dlq])
+            admin.close()
+        except Exception:  # best effort: the topics are unique to this run
+            pass
+
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """The KPI samples of /metrics (without the exporter's own timing)."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as response:
@@ -150,20 +164,18 @@ def pipeline(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.Temp
     try:
         yield p
     finally:
-        for process in p.processes:
-            stop(process)
-        p.drop_redis_keys()
-        try:
-            admin = kafka.KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-            admin.delete_topics([p.topic, p.dlq])
-            admin.close()
-        except Exception:  # best effort: the topics are unique to this run
-            pass
+        p.close()
 
 
-def settled(p: Pipeline, expected_events: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """/metrics once every event is accounted for and two scrapes agree."""
-    deadline = time.monotonic() + SETTLE_TIMEOUT
+#: The pipeline counters that account for an event: applied or rejected.
+ACCOUNTED = ("ccmon_events_total", "ccmon_events_rejected_total")
+
+
+def settled(p: Any, expected_events: int, counters: tuple[str, ...] = ACCOUNTED,
+            timeout: float = SETTLE_TIMEOUT) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:  # fmt: skip
+    """/metrics once ``counters`` account for ``expected_events`` and two scrapes agree
+    (``p``: anything with ``processes``, ``metrics()`` and ``log_tail()``)."""
+    deadline = time.monotonic() + timeout
     previous: dict[Any, float] | None = None
     while time.monotonic() < deadline:
         for process in p.processes:
@@ -173,13 +185,12 @@ def settled(p: Pipeline, expected_events: int) -> dict[tuple[str, tuple[tuple[st
         except OSError:
             time.sleep(0.5)
             continue
-        accepted = sum(v for (name, _), v in current.items() if name == "ccmon_events_total")
-        rejected = sum(v for (name, _), v in current.items() if name == "ccmon_events_rejected_total")
-        if accepted + rejected >= expected_events and current == previous:
+        counted = sum(v for (name, _), v in current.items() if name in counters)
+        if counted >= expected_events and current == previous:
             return current
         previous = current
         time.sleep(1.0)
-    pytest.fail(f"the counts did not settle within {SETTLE_TIMEOUT:.0f} s:\n{p.log_tail()}")
+    pytest.fail(f"the counts did not settle within {timeout:.0f} s:\n{p.log_tail()}")
 
 
 def test_golden_values_through_kafka_and_redis(pipeline: Pipeline, golden_lines: list[bytes],

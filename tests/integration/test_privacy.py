@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_pipeline_e2e import Pipeline, free_port, samples_of, stop
+from test_pipeline_e2e import Pipeline, free_port, samples_of
 
 pytestmark = [pytest.mark.integration]
 
@@ -195,15 +195,7 @@ def run(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathF
         time.sleep(6)  # a lag measurement and an upkeep run, so their log lines are in too
         yield p
     finally:
-        for process in p.processes:
-            stop(process)
-        p.drop_redis_keys()
-        try:
-            admin = kafka.KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-            admin.delete_topics([p.topic, p.dlq])
-            admin.close()
-        except Exception:  # best effort: the topics are unique to this run
-            pass
+        p.close()
 
 
 def test_no_customer_data_in_what_the_exporter_serves(run: PrivacyRun) -> None:

@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections import Counter
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from test_pipeline_e2e import ACCOUNTED
+from test_pipeline_e2e import settled as pipeline_settled
 
 pytestmark = [pytest.mark.integration]
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -178,20 +179,4 @@ def test_the_real_log_through_kafka_worker_and_exporter(pipeline: Pipeline, tmp_
 def settled(p: Pipeline, sent: int) -> Samples:
     """/metrics once every event sent is counted (accepted, duplicate or rejected) and two
     scrapes agree."""
-    deadline = time.monotonic() + SETTLE_TIMEOUT
-    previous = None
-    while time.monotonic() < deadline:
-        for process in p.processes:
-            assert process.poll() is None, f"a process exited ({process.args!r}):\n{p.log_tail()}"
-        try:
-            current = p.metrics()
-        except OSError:
-            time.sleep(0.5)
-            continue
-        counted = sum(v for (name, _), v in current.items()
-                      if name in ("ccmon_events_total", "ccmon_events_duplicate_total", "ccmon_events_rejected_total"))
-        if counted >= sent and current == previous:
-            return current
-        previous = current
-        time.sleep(1.0)
-    pytest.fail(f"the counts did not settle within {SETTLE_TIMEOUT:.0f} s:\n{p.log_tail()}")
+    return pipeline_settled(p, sent, (*ACCOUNTED, "ccmon_events_duplicate_total"), SETTLE_TIMEOUT)
