@@ -617,15 +617,24 @@ class Engine:
         store.put_record("callback", tenant, cb_id, record, last + (30 * _DAY if live else self.horizon))
 
     # -- agents ----------------------------------------------------------------------------
+    #: An agent's record keeps its latest changes (between AGENT_HEAD and twice that); older
+    #: ones move, AGENT_HEAD at a time, to history chunks that are read only for an event that
+    #: lands before the record's first change.
+    AGENT_HEAD = 16
+
     def _agent(self, ev: Event) -> None:
         """Occupancy is integrated from state changes: each change adds ``d`` (+1/-1 agents
         busy or staffed) and ``d * ts`` to its bucket, per queue of the agent and ``_all``;
         the KPI layer turns those and the live count at ``at`` into time-weighted shares.
 
-        A change's contribution depends only on it and the change before it, so the record
-        keeps the changes (today's, for late events) and not their contributions: a new
+        A change's contribution depends only on it and the change before it, so the records
+        keep the changes (today's, for late events) and not their contributions: a new
         change recomputes the few it alters, as they were and as they are, and applies the
-        difference. The work per event does not grow with the agent's day."""
+        difference. The work per event does not grow with the agent's day: the record read on
+        every change holds the latest ones (``changes``, and ``base``: the queues in effect
+        before the first of them); the day's older changes are in ``agent_h`` chunk records
+        (``chunks``: ``[seq, first ts, queues in effect before it]``), written once and read
+        only when an event lands before the record's first change."""
         store = self.store
         tenant = ev.tenant
         agent = ev.agent_id
@@ -637,6 +646,10 @@ class Engine:
         changes: list[list[Any]] = record["changes"]  # [ts, eid, state, queues|None], sorted
         new = [ev.ts, ev.event_id, ev.state, list(ev.queues) if ev.queues is not None else None]
         index = bisect.bisect_right(changes, (ev.ts, ev.event_id), key=lambda c: (c[0], c[1]))
+        if index == 0 and record.get("chunks"):
+            changes = self._agent_unsplit(tenant, agent, record)
+            index = bisect.bisect_right(changes, (ev.ts, ev.event_id), key=lambda c: (c[0], c[1]))
+        base: list[str] = record.get("base", [])
         # The new change alters its own contribution and the next one's (which starts from
         # it), and those of the following changes that inherit its queues.
         stop = index + 1
@@ -644,9 +657,9 @@ class Engine:
             while stop < len(changes) and changes[stop - 1][3] is None:
                 stop += 1
         stop = min(stop, len(changes))
-        before = self._agent_contributions(changes, index, stop)
+        before = self._agent_contributions(changes, index, stop, base)
         changes.insert(index, new)
-        after = self._agent_contributions(changes, index, stop + 1)
+        after = self._agent_contributions(changes, index, stop + 1, base)
         for cid, old in before.items():
             if after.get(cid) != old:
                 store.add(tenant, old[0], old[1], {k: -v for k, v in old[2].items()})
@@ -654,32 +667,85 @@ class Engine:
             if before.get(cid) != contribution:
                 store.add(tenant, contribution[0], contribution[1], contribution[2])
         last_ts, _eid, state, _qs = changes[-1]
-        qs = self._agent_queues(changes, len(changes))
+        qs = self._agent_queues(changes, len(changes), base)
         self._reconcile_live(
             tenant, record, [[AGENTS, scope, f"{state}\x1f{agent}", last_ts] for scope in [*qs, ALL]]
         )
-        # Keep only the latest change that is older than the lateness cutoff (its state and
-        # queues are where the next one starts from), and the rest.
-        older = bisect.bisect_left(changes, self._cutoff, key=lambda c: c[0])
-        if older > 1:
-            changes[older - 1][3] = self._agent_queues(changes, older)
+        expire_at = last_ts + max(self.horizon, 7 * _DAY)
+        self._agent_prune(tenant, agent, record)
+        self._agent_spill(tenant, agent, record, expire_at)
+        store.put_record("agent", tenant, agent, record, expire_at)
+
+    def _agent_prune(self, tenant: str, agent: str, record: Record) -> None:
+        """Forget what no event can change any more: keep the latest change older than the
+        lateness cutoff (its state and queues are where the next one starts from) and the rest;
+        drop the history chunks that end before it."""
+        changes: list[list[Any]] = record["changes"]
+        cutoff = self._cutoff
+        chunks: list[list[Any]] = record.get("chunks", [])
+        if chunks:
+            firsts = [c[1] for c in chunks[1:]] + [changes[0][0]]
+            drop = 0
+            while drop < len(chunks) and firsts[drop] < cutoff:
+                drop += 1
+            for seq, _first, _base in chunks[:drop]:
+                self.store.delete_record("agent_h", tenant, f"{agent}\x1f{seq}")
+            del chunks[:drop]
+            if not chunks:
+                record.pop("chunks")
+        older = bisect.bisect_left(changes, cutoff, key=lambda c: c[0])
+        if older > 1 or (older == 1 and "base" in record and not chunks):
+            changes[older - 1][3] = self._agent_queues(changes, older, record.get("base", []))
             del changes[: older - 1]
-        store.put_record("agent", tenant, agent, record, last_ts + max(self.horizon, 7 * _DAY))
+            if not chunks:
+                record.pop("base", None)
+
+    def _agent_spill(self, tenant: str, agent: str, record: Record, expire_at: float) -> None:
+        """Move all but the latest AGENT_HEAD changes to a new history chunk once the record
+        holds more than twice that (a write, no read)."""
+        changes: list[list[Any]] = record["changes"]
+        if len(changes) <= 2 * self.AGENT_HEAD:
+            return
+        cut = len(changes) - self.AGENT_HEAD
+        seq = record.get("seq", 0)
+        base = record.get("base", [])
+        record.setdefault("chunks", []).append([seq, changes[0][0], base])
+        self.store.put_record("agent_h", tenant, f"{agent}\x1f{seq}", {"changes": changes[:cut]}, expire_at)
+        record["base"] = self._agent_queues(changes, cut, base)
+        record["seq"] = seq + 1
+        del changes[:cut]
+
+    def _agent_unsplit(self, tenant: str, agent: str, record: Record) -> list[list[Any]]:
+        """Bring the history chunks back into the record (for an event that lands before its
+        first change): the record then holds every change kept, from the first chunk's start."""
+        every: list[list[Any]] = []
+        for seq, _first, _base in record["chunks"]:
+            chunk = self.store.get_record("agent_h", tenant, f"{agent}\x1f{seq}")
+            if chunk is not None:  # expired: only changes long frozen were in it
+                every.extend(chunk["changes"])
+            self.store.delete_record("agent_h", tenant, f"{agent}\x1f{seq}")
+        record["base"] = record["chunks"][0][2]
+        del record["chunks"]
+        every.extend(record["changes"])
+        record["changes"] = every
+        return every
 
     @staticmethod
-    def _agent_queues(changes: list[list[Any]], stop: int) -> list[str]:
+    def _agent_queues(changes: list[list[Any]], stop: int, base: list[str] | None = None) -> list[str]:
         """The queues an agent has after ``changes[:stop]`` (a change without queues keeps
-        the ones before it)."""
+        the ones before it; ``base``: the queues before ``changes[0]``)."""
         for i in range(stop - 1, -1, -1):
             if changes[i][3] is not None:
                 return changes[i][3]
-        return []
+        return base or []
 
-    def _agent_contributions(self, changes: list[list[Any]], start: int, stop: int) -> dict[str, Contribution]:
+    def _agent_contributions(
+        self, changes: list[list[Any]], start: int, stop: int, base: list[str] | None = None
+    ) -> dict[str, Contribution]:
         """The contributions of ``changes[start:stop]``, by ``<event id>:<scope>``."""
         out: dict[str, Contribution] = {}
         previous = changes[start - 1] if start > 0 else None
-        current = self._agent_queues(changes, start)
+        current = self._agent_queues(changes, start, base)
         for i in range(start, stop):
             ts, eid, state, qs = changes[i]
             deltas: dict[str, dict[str, float]] = {}

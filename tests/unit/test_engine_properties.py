@@ -547,3 +547,93 @@ def test_streams_are_realistic() -> None:
                  "ccmon_callbacks_pending", "ccmon_tickets_open", "ccmon_occupancy_ratio",
                  "ccmon_calls_transferred_unanswered", "ccmon_service_level_ratio"):  # fmt: skip
         assert found[name], f"no stream had a non-zero {name}"
+
+
+# --------------------------------------------------------------------------------------
+# (d) an agent's history chunks are invisible in the KPIs
+# --------------------------------------------------------------------------------------
+@st.composite
+def agent_days(draw: st.DrawFn) -> tuple[Config, float, list[tuple[Event, float]]]:
+    """Two agents' state changes over the 3 h before ``at`` (across midnight for the BASES
+    just after one), each delivered at a clock that only moves forward: in time order with
+    lateness, so some arrive minutes to hours late and some too late."""
+    zone = draw(st.sampled_from(sorted(CONFIGS)))
+    at = int(draw(st.sampled_from(BASES))) + 60 * draw(st.integers(0, 60))
+    raw = []
+    for n in range(2):
+        for _ in range(draw(st.integers(0, 40))):
+            ev: dict[str, Any] = {"type": "agent.state", "tenant": "acme", "agent_id": f"ag{n}",
+                                  "state": draw(st.sampled_from(("available", "on_call", "acw", "away", "offline"))),
+                                  "ts": at - draw(st.integers(0, 3 * 3600))}  # fmt: skip
+            if draw(st.integers(0, 3)) == 0:
+                ev["queues"] = draw(st.lists(st.sampled_from(QUEUES), max_size=3, unique=True))
+            raw.append(ev)
+    events = [parse_event({**ev, "event_id": f"e{i}"}) for i, ev in enumerate(raw)]
+    delays = [draw(st.sampled_from((0, 0, 0, 30, 600, 5400))) for _ in events]
+    arrival = sorted(zip(events, (e.ts + d for e, d in zip(events, delays, strict=True)), strict=True),
+                     key=lambda x: x[1])  # fmt: skip
+    clock, delivered = at - 3 * 3600, []
+    for event, due in arrival:
+        clock = max(clock, due)
+        delivered.append((event, clock))
+    return CONFIGS[zone], float(at), delivered
+
+
+@PROPERTY_SETTINGS
+@given(day=agent_days(), head=st.sampled_from((1, 2, 3)))
+def test_agent_history_chunks_change_no_kpi(day: Any, head: int) -> None:
+    """An engine that moves all but the latest 1-3 changes of an agent to history chunks
+    (written, pruned, read back for late events) gives the KPIs of one that keeps every
+    change in the agent's record, and leaves no chunk its records do not list."""
+    config, at, delivered = day
+    note("\n".join(f"{clock:.0f} {json.dumps(compact(e))}" for e, clock in delivered))
+    results = []
+    for size in (head, 10_000):
+        store = MemoryState(config.bucket_seconds, config.coarse_bucket_seconds)
+        engine = Engine(config, store)
+        engine.AGENT_HEAD = size
+        for event, clock in delivered:
+            engine.handle(event, clock)
+        results.append((flatten(snapshot(config, store, at)), store))
+    (chunked, store), (whole, _) = results
+    assert not diff(chunked, whole), "\n".join(diff(chunked, whole)[:20])
+    records = {key: store.get_record(*key) for key in store._records}
+    listed = {("agent_h", t, f"{k}\x1f{c[0]}") for (kind, t, k), r in records.items() if kind == "agent"
+              for c in r.get("chunks", ())}  # fmt: skip
+    assert {key for key in records if key[0] == "agent_h"} == listed
+    assert all(len(r["changes"]) <= 2 * head for (kind, _t, _k), r in records.items() if kind == "agent")
+
+
+def test_agent_history_chunks_are_exercised() -> None:
+    """The property above is not vacuous: its days write chunks, read them back for late
+    events and prune them as the lateness cutoff passes."""
+    found: Counter[str] = Counter()
+
+    class Counting(MemoryState):
+        def get_record(self, kind: str, tenant: str, key: str) -> Any:
+            if kind == "agent_h":
+                found["read back"] += 1
+                self.read.add(key)
+            return super().get_record(kind, tenant, key)
+
+        def put_record(self, kind: str, tenant: str, key: str, record: Any, expire_at: float) -> None:
+            found["written"] += kind == "agent_h"
+            super().put_record(kind, tenant, key, record, expire_at)
+
+        def delete_record(self, kind: str, tenant: str, key: str) -> None:
+            found["pruned"] += kind == "agent_h" and key not in self.read
+            super().delete_record(kind, tenant, key)
+
+    @settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(day=agent_days())
+    def collect(day: Any) -> None:
+        config, _at, delivered = day
+        store = Counting(config.bucket_seconds, config.coarse_bucket_seconds)
+        store.read = set()  # type: ignore[attr-defined]
+        engine = Engine(config, store)
+        engine.AGENT_HEAD = 1
+        for event, clock in delivered:
+            engine.handle(event, clock)
+
+    collect()
+    assert found["written"] and found["read back"] and found["pruned"], found
