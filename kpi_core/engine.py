@@ -101,7 +101,7 @@ class Engine:
         }
         self._now = 0.0
         self._cutoff = 0.0
-        self._days: dict[str, tuple[float, float]] = {}  # tenant -> [midnight, +23 h)
+        self._days: dict[str, tuple[float, float]] = {}  # tenant -> [midnight, next midnight)
         self._longest = config.longest_sliding_seconds
         self._has_today = config.has_today
 
@@ -111,10 +111,11 @@ class Engine:
         cutoff = now - self._longest
         if self._has_today:
             day = self._days.get(tenant)
-            # Every local day lasts at least 23 h, so a midnight is valid for 23 h after it.
             if day is None or not day[0] <= now < day[1]:
-                midnight = local_midnight(now, self.config.timezone(tenant))
-                day = self._days[tenant] = (midnight, midnight + 23 * 3600)
+                zone = self.config.timezone(tenant)
+                midnight = local_midnight(now, zone)
+                # A local day lasts 23 to 25 h: 26 h on is in the next one.
+                day = self._days[tenant] = (midnight, local_midnight(midnight + 26 * 3600, zone))
             cutoff = min(cutoff, day[0])
         return cutoff
 

@@ -9,16 +9,19 @@ where KPIS.md requires exact results.
 from __future__ import annotations
 
 import math
+import random
 from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from reference import run_engine, series
+from reference import lateness_cutoff, run_engine, series
 
 from kpi_core.config import Config, TenantConfig, Window, config_from_dict
+from kpi_core.engine import Engine
 from kpi_core.events import parse_event, parse_ts
 from kpi_core.kpis import flatten, snapshot
+from kpi_core.state import MemoryState
 from kpi_core.windows import bucket_start, cover, local_midnight, window_range
 
 AT = parse_ts("2026-11-20T10:00:00Z")
@@ -98,6 +101,20 @@ def test_day_lengths_on_dst_days() -> None:
     assert spring - local_midnight(spring, zone) == 23 * 3600 - 60
     fall = parse_ts("2026-11-02T04:59:00Z")  # 23:59 EST on the 1st
     assert fall - local_midnight(fall, zone) == 25 * 3600 - 60
+
+
+def test_lateness_cutoff_follows_the_local_day_through_dst_and_in_any_order() -> None:
+    """The engine caches each tenant's day; its cutoff equals the uncached one at every
+    instant: across both DST days of three zones (23 and 25 h days, a day starting at 01:00),
+    every 7 minutes in time order, then the same instants shuffled."""
+    for zone, days in (("America/New_York", ("2026-03-07", "2026-10-31")), ("Asia/Kathmandu", ("2026-11-20",)),
+                       ("America/Santiago", ("2026-04-03", "2026-09-05"))):  # fmt: skip
+        config = zoned(zone)
+        instants = [parse_ts(f"{day}T00:00:00Z") + 420 * i for day in days for i in range(0, 3 * 86400 // 420)]
+        for arrival in (instants, random.Random(zone).sample(instants, len(instants))):
+            engine = Engine(config, MemoryState())
+            got = [engine.lateness_cutoff("default", at) for at in arrival]
+            assert got == [lateness_cutoff(config, "default", at) for at in arrival], zone
 
 
 # --------------------------------------------------------------------------------------
