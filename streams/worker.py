@@ -23,6 +23,7 @@ transaction as its counters, so it changes nothing a second time. The DLQ is at-
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import random
@@ -59,6 +60,8 @@ CONFLICT_ATTEMPTS = 8
 MAX_TRANSACTION_EVENTS = 5000
 #: Longest wait between two attempts to reach Redis.
 REDIS_BACKOFF_MAX_SECONDS = 5.0
+#: Allocations between young GC collections (Python's default: 700); see tune_gc().
+GC_YOUNG_THRESHOLD = 50_000
 #: A tenant no event can have: the seen-set namespace of rejections' Kafka coordinates.
 PIPELINE_TENANT = "\x1fpipeline"
 INTERNAL_ERROR = "internal_error"
@@ -673,6 +676,7 @@ def run_worker(settings: Settings) -> int:
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     for name in PAYLOAD_LOGGERS:  # privacy: no event in a log line, even at DEBUG
         logging.getLogger(name).setLevel(max(logging.INFO, getattr(logging, settings.log_level)))
+    tune_gc()
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
@@ -680,6 +684,20 @@ def run_worker(settings: Settings) -> int:
     finally:
         processor.stopping.set()
     return 0
+
+
+def tune_gc() -> None:
+    """Python's cyclic GC, tuned for a process whose batches allocate millions of short-lived
+    containers (parsed events, records, contributions) next to hundreds of thousands of
+    long-lived objects (Faust, aiokafka, fetched messages): with the default thresholds the
+    worker spent ~20 % of its time collecting (10 s of a 47 s run of 300,000 events, each
+    full collection traversing ~900,000 objects while holding the GIL). What is alive at
+    start is frozen (never traversed again), and a young collection runs every
+    ``GC_YOUNG_THRESHOLD`` allocations instead of 700. Cycles are still collected; the
+    worker's own data (JSON records) has none."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
 
 
 def _check_port_free(port: int) -> None:
