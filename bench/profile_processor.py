@@ -1,0 +1,90 @@
+"""The worker's batch code alone through a simulated day: events/s as the day fills.
+
+``streams.worker.BatchProcessor`` over ``RedisState`` on the real Redis (no Kafka, no Faust):
+a simulator day of ``--queues`` queues in envelopes of 100, takes of 20 envelopes, the clock at
+each take's newest event (as a live worker's would be). Prints the rate of every ``--every``
+events, so a slowdown as the day's state grows shows; ``--profile`` adds a cProfile of the
+middle of the day. The events are freed before the run: the collector then traverses what the
+processor itself keeps, not the harness's data (keeping them inflated the mid-day slowdown in
+session 3's measurement).
+
+Used for the "Profiles and fixes" rows of docs/BENCHMARKS.md; not part of ``make bench``::
+
+    python bench/profile_processor.py --events 250000 --queues 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import json
+import pstats
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+from bench_pipeline import sim_events
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=250_000, help="simulator events asked for (default 250,000)")
+    parser.add_argument("--queues", type=int, default=60, help="simulated queues (default 60)")
+    parser.add_argument("--every", type=int, default=20_000, help="print the rate every N events (default 20,000)")
+    parser.add_argument("--profile", action="store_true", help="cProfile the middle 30 %% of the day")
+    args = parser.parse_args()
+
+    import redis
+
+    from kpi_core.config import Config
+    from kpi_core.events import parse_ts
+    from streams.redis_state import RedisState
+    from streams.worker import BatchProcessor, Message
+
+    common.ensure_services()
+    _kafka, redis_url = common.services_env()
+    events = sim_events(args.events, args.queues)
+    total = len(events)
+    messages = [Message("bench", 0, i, None, json.dumps(events[j:j + 100]).encode())
+                for i, j in enumerate(range(0, total, 100))]  # fmt: skip
+    takes = [(messages[i:i + 20], max(parse_ts(e["ts"]) for e in events[i * 100:(i + 20) * 100]))
+             for i in range(0, len(messages), 20)]  # fmt: skip
+    del events
+    gc.collect()
+
+    client = redis.Redis.from_url(redis_url)
+    prefix = common.unique("bench-processor")
+    now = [0.0]
+    config = Config()
+    processor = BatchProcessor(config, RedisState(client, config, prefix=prefix, clock=lambda: now[0]), lambda: now[0])
+    profile = cProfile.Profile() if args.profile else None
+    lo, hi = int(len(takes) * 0.35), int(len(takes) * 0.65)
+    print(f"{total:,} simulator events, {args.queues} queues, {len(takes)} takes of <= 2,000", file=sys.stderr)
+    try:
+        start = mark = time.perf_counter()
+        done = marked = 0
+        for k, (take, clock) in enumerate(takes):
+            now[0] = clock
+            if profile is not None and k in (lo, hi):
+                (profile.enable if k == lo else profile.disable)()
+            processor.process(take)
+            done = min(total, (k + 1) * 2000)
+            if done - marked >= args.every:
+                t = time.perf_counter()
+                print(f"events {marked:>9,} - {done:>9,}: {(done - marked) / (t - mark):8,.0f}/s", flush=True)
+                mark, marked = t, done
+        elapsed = time.perf_counter() - start
+        print(f"all {total:,} events: {total / elapsed:,.0f}/s ({elapsed:.1f} s)")
+    finally:
+        common.clear_prefix(redis_url, prefix)
+    if profile is not None:
+        pstats.Stats(profile).sort_stats("tottime").print_stats(25)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
