@@ -68,6 +68,11 @@ _TICKET_MAX_AGE = 366 * _DAY
 Contribution = list[Any]  # [scope, ts, {field: value}]
 
 
+def _chunk_key(agent: str, seq: int) -> str:
+    """The key of an agent's history chunk record ``seq``."""
+    return f"{agent}\x1f{seq}"
+
+
 def wait_bucket(wait: float) -> int:
     return bisect.bisect_left(WAIT_BUCKETS, wait)
 
@@ -690,16 +695,15 @@ class Engine:
             while drop < len(chunks) and firsts[drop] < cutoff:
                 drop += 1
             for seq, _first, _base in chunks[:drop]:
-                self.store.delete_record("agent_h", tenant, f"{agent}\x1f{seq}")
+                self.store.delete_record("agent_h", tenant, _chunk_key(agent, seq))
             del chunks[:drop]
             if not chunks:
                 record.pop("chunks")
+        # A change older than the cutoff in the record means every chunk was dropped above.
         older = bisect.bisect_left(changes, cutoff, key=lambda c: c[0])
-        if older > 1 or (older == 1 and "base" in record and not chunks):
-            changes[older - 1][3] = self._agent_queues(changes, older, record.get("base", []))
+        if older > 1 or (older == 1 and "base" in record):
+            changes[older - 1][3] = self._agent_queues(changes, older, record.pop("base", []))
             del changes[: older - 1]
-            if not chunks:
-                record.pop("base", None)
 
     def _agent_spill(self, tenant: str, agent: str, record: Record, expire_at: float) -> None:
         """Move all but the latest AGENT_HEAD changes to a new history chunk once the record
@@ -711,7 +715,7 @@ class Engine:
         seq = record.get("seq", 0)
         base = record.get("base", [])
         record.setdefault("chunks", []).append([seq, changes[0][0], base])
-        self.store.put_record("agent_h", tenant, f"{agent}\x1f{seq}", {"changes": changes[:cut]}, expire_at)
+        self.store.put_record("agent_h", tenant, _chunk_key(agent, seq), {"changes": changes[:cut]}, expire_at)
         record["base"] = self._agent_queues(changes, cut, base)
         record["seq"] = seq + 1
         del changes[:cut]
@@ -721,10 +725,10 @@ class Engine:
         first change): the record then holds every change kept, from the first chunk's start."""
         every: list[list[Any]] = []
         for seq, _first, _base in record["chunks"]:
-            chunk = self.store.get_record("agent_h", tenant, f"{agent}\x1f{seq}")
+            chunk = self.store.get_record("agent_h", tenant, _chunk_key(agent, seq))
             if chunk is not None:  # expired: only changes long frozen were in it
                 every.extend(chunk["changes"])
-            self.store.delete_record("agent_h", tenant, f"{agent}\x1f{seq}")
+            self.store.delete_record("agent_h", tenant, _chunk_key(agent, seq))
         record["base"] = record["chunks"][0][2]
         del record["chunks"]
         every.extend(record["changes"])
