@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_pipeline_e2e import Pipeline, entity_key, samples_of, stop
+from test_pipeline_e2e import Pipeline, delete_topics, entity_key, samples_of, stop
 from test_scale_out import NOT_KPIS, assigned, simulate
 
 from kpi_core.events import parse_line
@@ -139,17 +139,6 @@ def create_topics(kafka: str, topic: str, dlq: str, partitions: int = 4) -> None
     admin.create_topics({topic: {"num_partitions": partitions, "replication_factor": 1, "configs": {"retention.ms": "-1"}},
                          dlq: {"num_partitions": 1, "replication_factor": 1}}, wait_for_metadata=True)  # fmt: skip
     admin.close()
-
-
-def delete_topics(kafka: str, *topics: str) -> None:
-    import kafka as kafka_lib
-
-    try:
-        admin = kafka_lib.KafkaAdminClient(bootstrap_servers=kafka)
-        admin.delete_topics(list(topics))
-        admin.close()
-    except Exception:  # best effort: the topics are unique to the run
-        pass
 
 
 def wait_for_kpis(read: Any, want: Samples, timeout: float, processes: Sequence[subprocess.Popen[bytes]],

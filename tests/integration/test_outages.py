@@ -31,7 +31,6 @@ from test_crash_trials import (
     Flow,
     Samples,
     create_topics,
-    delete_topics,
     diff,
     events_total,
     kpi_samples,
@@ -39,7 +38,7 @@ from test_crash_trials import (
     replay_samples,
     wait_for_kpis,
 )
-from test_pipeline_e2e import Pipeline, free_port, samples_of, stop
+from test_pipeline_e2e import Pipeline, delete_topics, free_port, samples_of, stop
 from test_scale_out import assigned, simulate
 
 from kpi_core.events import parse_line

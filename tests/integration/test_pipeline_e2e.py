@@ -72,6 +72,18 @@ def samples_of(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float
     }
 
 
+def delete_topics(kafka: str, *topics: str) -> None:
+    """Delete a run's topics, best effort (they are unique to the run)."""
+    import kafka as kafka_lib
+
+    try:
+        admin = kafka_lib.KafkaAdminClient(bootstrap_servers=kafka)
+        admin.delete_topics(list(topics))
+        admin.close()
+    except Exception:  # best effort: the topics are unique to the run
+        pass
+
+
 class Pipeline:
     def __init__(self, kafka: str, redis_url: str, tmp: Path) -> None:
         run = uuid.uuid4().hex[:10]
@@ -109,17 +121,10 @@ class Pipeline:
 
     def close(self) -> None:
         """Stop the processes, drop the run's Redis keys and its topics (best effort)."""
-        import kafka
-
         for process in self.processes:
             stop(process)
         self.drop_redis_keys()
-        try:
-            admin = kafka.KafkaAdminClient(bootstrap_servers=self.kafka)
-            admin.delete_topics([self.topic, self.dlq])
-            admin.close()
-        except Exception:  # best effort: the topics are unique to this run
-            pass
+        delete_topics(self.kafka, self.topic, self.dlq)
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """The KPI samples of /metrics (without the exporter's own timing)."""

@@ -56,6 +56,7 @@ from typing import Any, Protocol
 
 import pytest
 import yaml
+from test_pipeline_e2e import delete_topics
 
 pytestmark = pytest.mark.integration
 
@@ -474,7 +475,6 @@ class ExporterTarget:
         )
 
     def close(self) -> None:
-        import kafka
         import redis
 
         self.producer.close()
@@ -485,12 +485,7 @@ class ExporterTarget:
         if keys:
             client.delete(*keys)
         client.close()
-        try:
-            admin = kafka.KafkaAdminClient(bootstrap_servers=self.kafka_bootstrap)
-            admin.delete_topics([self.topic, self.dlq])
-            admin.close()
-        except Exception:  # best effort: the topics are unique to this run
-            pass
+        delete_topics(self.kafka_bootstrap, self.topic, self.dlq)
 
 
 def exporter_unavailable() -> str | None:

@@ -23,7 +23,6 @@ import pytest
 from test_crash_trials import (
     Samples,
     create_topics,
-    delete_topics,
     diff,
     events_total,
     kpi_samples,
@@ -31,7 +30,7 @@ from test_crash_trials import (
     replay_samples,
     wait_for_kpis,
 )
-from test_pipeline_e2e import Pipeline, stop
+from test_pipeline_e2e import Pipeline, delete_topics, stop
 from test_scale_out import simulate
 
 from kpi_core.events import parse_line, parse_ts
