@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kpi_core.errors import ConfigError
 
-#: Service-level formulas (shared/spec/KPIS.md). ``default`` leaves short abandons out.
+#: Service-level formulas (docs/KPIS.md). ``default`` leaves short abandons out.
 SL_FORMULAS = ("default", "answered", "offered", "removed_within", "abandoned_after")
 
 #: Target name -> the KPI metric (without ``ccmon_``) it is compared with. The gauge is

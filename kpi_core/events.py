@@ -1,4 +1,4 @@
-"""Canonical events (shared/spec/EVENTS.md): parsing and validation into typed records.
+"""Canonical events (docs/EVENTS.md): parsing and validation into typed records.
 
 Everything that enters the engine passes through :func:`parse_event`. It either returns an
 :class:`Event` with every field type-checked and ``ts`` normalised to UTC epoch seconds, or

@@ -1,7 +1,7 @@
 """From stored components to KPI values: the one place that builds metric names.
 
 :func:`snapshot` reads a :class:`~kpi_core.state.StateStore` at instant ``at`` and returns
-:class:`MetricFamily` objects named as in ``shared/spec/METRICS.md``. It is used by
+:class:`MetricFamily` objects named as in ``docs/METRICS.md``. It is used by
 ``ccmon replay``, the demo and the production exporter alike, so every path exports the same
 names with the same meaning.
 

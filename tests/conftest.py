@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-GOLDEN_EVENTS = SHARED / "golden" / "basic.jsonl"
-GOLDEN_EXPECTED = SHARED / "golden" / "basic.expected.json"
+GOLDEN = REPO / "tests" / "golden"
+GOLDEN_EVENTS = GOLDEN / "basic.jsonl"
+GOLDEN_EXPECTED = GOLDEN / "basic.expected.json"
 SERVICES = REPO / "deploy" / "local" / "services.sh"
 
 Labels = tuple[tuple[str, str], ...]

@@ -1,6 +1,6 @@
 """Import events from the systems a contact center already runs: an Asterisk queue_log
 (live or bulk), call-detail records through a declared column mapping, and help-desk ticket
-event logs. Every source writes canonical events (../shared/spec/EVENTS.md) to a JSONL file or
+event logs. Every source writes canonical events (docs/EVENTS.md) to a JSONL file or
 to Kafka, reports rows it could not map with their line numbers, and never stops on a bad row.
 See docs/SOURCES.md."""
 

@@ -143,7 +143,7 @@ def pipeline(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.Temp
                          p.dlq: {"num_partitions": 1, "replication_factor": 1}}, wait_for_metadata=True)  # fmt: skip
     admin.close()
 
-    golden = Path(__file__).resolve().parents[2].parent / "shared" / "golden" / "basic.jsonl"
+    golden = Path(__file__).resolve().parents[1] / "golden" / "basic.jsonl"
     events = [json.loads(line) for line in golden.read_bytes().splitlines() if line.strip()]
     producer = kafka.KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=5)
     # Every third event alone in its message; the rest in array envelopes per entity key.

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 PASSWORD = "s3cret-Pa55-word"
 WRONG = "not-the-Pa55"
-GOLDEN = Path(__file__).resolve().parents[2] / ".." / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 AT = parse_ts("2026-11-20T10:00:00Z")
 
 

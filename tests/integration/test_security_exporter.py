@@ -94,7 +94,7 @@ def exporter(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         config = Config()
         state = RedisState(client, config, prefix=prefix, clock=lambda: AT_EPOCH)
         engine = Engine(config, state)
-        golden = REPO.parent / "shared" / "golden" / "basic.jsonl"
+        golden = REPO / "tests" / "golden" / "basic.jsonl"
         with state.batch():
             for line in golden.read_bytes().splitlines():
                 if line.strip():

@@ -111,7 +111,7 @@ def settings_for(env: dict[str, str]) -> Any:
 
 
 def golden_events() -> list[Any]:
-    golden = Path(__file__).resolve().parents[2].parent / "shared" / "golden" / "basic.jsonl"
+    golden = Path(__file__).resolve().parents[1] / "golden" / "basic.jsonl"
     return [parse_line(line) for line in golden.read_bytes().splitlines() if line.strip()]
 
 

@@ -1,4 +1,4 @@
-"""The real PBXware queue_log (../shared/data/pbxware_queue_log_2018) through the production
+"""The real PBXware queue_log (tests/data/pbxware_queue_log_2018) through the production
 path: ``ccmon source asterisk FILE.csv --kafka`` -> the real Kafka -> ``ccmon worker`` ->
 Redis -> ``ccmon exporter`` -> /metrics. The worker's clock is fixed at 23:59 local time on
 4 Dec 2018, the log's last day: that day's ``today`` figures of queue IT on /metrics equal
@@ -27,11 +27,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from test_pipeline_e2e import ACCOUNTED
 from test_pipeline_e2e import settled as pipeline_settled
+from realdata import real_data
 
 pytestmark = [pytest.mark.integration]
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "pbxware_queue_log_2018" / "queue_log.csv"
+DATA = real_data("pbxware_queue_log_2018/queue_log.csv")
 ZONE = timezone(timedelta(hours=-5))  # the log's local time (tests/unit/test_source_asterisk.py checks it)
 DAY = "2018-12-04"
 MIDNIGHT = datetime(2018, 12, 4, tzinfo=ZONE).timestamp()

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from realdata import real_data
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO.parent / "shared" / "data" / "itsm_incident_log" / "incident_event_log.zip"
+DATA = real_data("itsm_incident_log/incident_event_log.zip")
 MAPPING = REPO / "deploy" / "sources" / "itsm_incident_log.toml"
 COMMAND = [sys.executable, "-m", "streams.cli", "source", "tickets", str(DATA), "--mapping", str(MAPPING),
            "--tenant", "itsm"]  # fmt: skip

@@ -1,6 +1,6 @@
 """A deliberately naive, brute-force reference for the KPI engine.
 
-Written from ``shared/spec/KPIS.md`` (and the decisions ``docs/KPI_ENGINE.md`` records where
+Written from ``docs/KPIS.md`` (and the decisions ``docs/KPI_ENGINE.md`` records where
 the spec is silent), not from ``kpi_core/engine.py``. It keeps no buckets, no contributions
 and no incremental state: for every ``(tenant, queue, window)`` it scans the whole list of
 events again and recomputes each KPI from its definition. It is slow on purpose and only

@@ -1,4 +1,4 @@
-"""KPI timelines: small event sequences with hand-computed KPIs (shared/spec/KPIS.md).
+"""KPI timelines: small event sequences with hand-computed KPIs (docs/KPIS.md).
 
 Offsets are seconds before ``AT`` (a whole minute); every event is a whole second. Tests
 marked ``xfail(strict=True)`` reproduce engine bugs (see their reasons); they turn into

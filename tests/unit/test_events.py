@@ -1,4 +1,4 @@
-"""Parsing and validation of canonical events (shared/spec/EVENTS.md, kpi_core/events.py)."""
+"""Parsing and validation of canonical events (docs/EVENTS.md, kpi_core/events.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The golden file (shared/golden/basic.jsonl): hand-computed KPIs, reproduced exactly, in
+"""The golden file (tests/golden/basic.jsonl): hand-computed KPIs, reproduced exactly, in
 process (``streams.replay.replay``) and through the ``ccmon replay`` command line."""
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from kpi_core.kpis import flatten
 from streams.replay import replay
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = (REPO / ".." / "shared").resolve()
-GOLDEN = SHARED / "golden" / "basic.jsonl"
-EXPECTED = SHARED / "golden" / "basic.expected.json"
+GOLDEN = REPO / "tests" / "golden" / "basic.jsonl"
+EXPECTED = REPO / "tests" / "golden" / "basic.expected.json"
 
 pytestmark = pytest.mark.skipif(not GOLDEN.exists(), reason=f"no golden file at {GOLDEN}")
 

@@ -1,5 +1,5 @@
 """Hostile input: it is rejected with the documented reason, counted, and never changes a KPI
-or stops the stream (shared/spec/EVENTS.md, "Bad input").
+or stops the stream (docs/EVENTS.md, "Bad input").
 
 The hostile lines are generated here (no fixture file): binary junk, invalid UTF-8, NaN and
 Infinity, enormous numbers, 100,000-deep nesting, 1 MB strings, wrong types for every field,
@@ -26,8 +26,7 @@ from kpi_core.errors import InvalidEventError
 from kpi_core.events import Event, Rejection, iter_envelope, parse_line
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = (REPO / ".." / "shared").resolve()
-GOLDEN = SHARED / "golden" / "basic.jsonl"
+GOLDEN = REPO / "tests" / "golden" / "basic.jsonl"
 AT = "2026-11-20T10:00:00Z"
 TS = 1795165300  # inside the golden file's hour
 MB = 1_000_000

@@ -1,4 +1,4 @@
-"""``ccmon source asterisk``: on the real PBXware queue_log (../shared/data/pbxware_queue_log_2018)
+"""``ccmon source asterisk``: on the real PBXware queue_log (tests/data/pbxware_queue_log_2018)
 the figures the KPI engine computes from the command's output equal the figures this test
 derives directly from the raw rows, day by day; the classic pipe format event by event; table
 exports; bad rows; following a file across rotation, truncation and restarts; and a Kafka
@@ -32,8 +32,9 @@ from streams.replay import replay
 from streams.sources import asterisk
 from streams.sources.asterisk import Follower, Mapper, Position, map_file, parse_pipe_line
 from streams.sources.common import DeliveryError
+from realdata import real_data
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "pbxware_queue_log_2018" / "queue_log.csv"
+DATA = real_data("pbxware_queue_log_2018/queue_log.csv")
 #: The log's `time` column is local time, 5 h behind its epoch `date_time` (checked below).
 ZONE = timezone(timedelta(hours=-5))
 ZONE_NAME = "Etc/GMT+5"

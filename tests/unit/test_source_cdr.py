@@ -1,5 +1,5 @@
 """``ccmon source cdr`` with the shipped mapping on the real Anonymous Bank records
-(../shared/data/anonymous_bank_1999): daily offered, answered, abandoned, ASA, AHT and service
+(tests/data/anonymous_bank_1999): daily offered, answered, abandoned, ASA, AHT and service
 level at 20 s per service type, computed by the KPI engine from the imported events, equal
 the same figures computed here directly from the raw rows (January and October)."""
 
@@ -25,9 +25,10 @@ from kpi_core.kpis import flatten, snapshot
 from kpi_core.state import MemoryState
 from streams.sources.cdr import load_mapping, map_file, mapping_from_dict
 from streams.sources.common import Report
+from realdata import real_data
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO.parent / "shared" / "data" / "anonymous_bank_1999"
+BANK = {month: real_data(f"anonymous_bank_1999/{month}.txt") for month in ("january", "october")}
 MAPPING = REPO / "deploy" / "sources" / "anonymous_bank_1999.toml"
 ZONE = ZoneInfo("Asia/Jerusalem")
 NAMES = ("ccmon_calls_offered", "ccmon_calls_answered", "ccmon_calls_abandoned",
@@ -127,7 +128,7 @@ def engine_figures(events: list[dict[str, Any]]) -> dict[tuple[str, str], dict[s
 
 @pytest.mark.parametrize("month", ["january", "october"])
 def test_daily_figures_per_service_type_equal_the_raw_rows(month: str) -> None:
-    path = DATA / f"{month}.txt"
+    path = BANK[month]
     report = Report("test", stream=io.StringIO())
     events = map_file(str(path), load_mapping(MAPPING), report=report)
     want = raw_figures(path)
@@ -147,7 +148,7 @@ def test_clock_skew_is_not_a_new_day_but_midnight_is() -> None:
     calls a month): such a call must stay on its day, while a service that really crosses
     midnight moves to the next. Checked on the raw clock: every answer lands within 10 minutes
     of queue entry + the switch's own wait (a day's shift would be 86,400 s off)."""
-    events = map_file(str(DATA / "october.txt"), load_mapping(MAPPING))
+    events = map_file(str(BANK["october"]), load_mapping(MAPPING))
     offered = {e["call_id"]: e["ts"] for e in events if e["type"] == "call.offered"}
     answered = [e for e in events if e["type"] == "call.answered"]
     assert len(answered) > 30000
@@ -161,7 +162,7 @@ def test_clock_skew_is_not_a_new_day_but_midnight_is() -> None:
 def test_one_day_through_the_ccmon_replay_command(tmp_path: Path) -> None:
     out = tmp_path / "events.jsonl"
     proc = subprocess.run([sys.executable, "-m", "streams.cli", "source", "cdr", "--mapping", str(MAPPING),
-                           str(DATA / "january.txt"), "--out", str(out)], capture_output=True, text=True, timeout=120)  # fmt: skip
+                           str(BANK["january"]), "--out", str(out)], capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "rows not mapped" in proc.stderr and ":11848: skipped: missing_field:answer" in proc.stderr
     day = tmp_path / "day.jsonl"
@@ -176,7 +177,7 @@ def test_one_day_through_the_ccmon_replay_command(tmp_path: Path) -> None:
     replay = subprocess.run([sys.executable, "-m", "streams.cli", "replay", str(day), "--config", str(config), "--at", at],
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert replay.returncode == 0, replay.stderr[-2000:]
-    want = raw_figures(DATA / "january.txt")[("1999-01-05", "PS")]
+    want = raw_figures(BANK["january"])[("1999-01-05", "PS")]
     printed = {}
     for line in replay.stdout.splitlines():
         if line.startswith("ccmon_calls_offered{") and 'queue="PS"' in line and 'window="today"' in line:

@@ -1,5 +1,5 @@
 """``ccmon source tickets`` with the shipped mapping on the real ITSM incident log
-(../shared/data/itsm_incident_log, read from its zip): ticket volume, first response, time to
+(tests/data/itsm_incident_log, read from its zip): ticket volume, first response, time to
 resolution (mean from the engine, median from the imported events) and reopen rate equal the
 same figures computed here directly from the raw rows, per day and over the whole log; plus
 the state machine, bad rows and bad mappings on small files."""
@@ -28,9 +28,10 @@ from kpi_core.kpis import flatten, snapshot
 from kpi_core.state import MemoryState
 from streams.sources.common import Report
 from streams.sources.tickets import map_file, mapping_from_dict
+from realdata import real_data
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO.parent / "shared" / "data" / "itsm_incident_log" / "incident_event_log.zip"
+DATA = real_data("itsm_incident_log/incident_event_log.zip")
 MAPPING = REPO / "deploy" / "sources" / "itsm_incident_log.toml"
 DONE = {"Resolved", "Closed"}
 OPEN = {"New", "Active", "Awaiting User Info", "Awaiting Evidence", "Awaiting Problem", "Awaiting Vendor"}
