@@ -1,5 +1,10 @@
 # ccmon developer entry points. `make test` is exactly what CI runs (.ci/run).
+# Everything runs in the project's virtual environment (VENV, made by PYTHON on first use:
+# deploy/local/install.sh), never in the system's Python.
 PYTHON ?= python3
+VENV ?= $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+export CCMON_VENV := $(VENV)
 
 .PHONY: help install demo test test-unit services-up services-down run lint bench
 
@@ -17,13 +22,13 @@ install:
 
 demo:
 	PYTHON=$(PYTHON) bash deploy/local/install.sh
-	$(PYTHON) -m streams.cli demo
+	$(PY) -m streams.cli demo
 
 test:
-	bash deploy/local/test.sh
+	PYTHON=$(PYTHON) bash deploy/local/test.sh
 
 test-unit: install
-	$(PYTHON) -m pytest tests/unit -q
+	PATH="$(VENV)/bin:$$PATH" $(PY) -m pytest tests/unit -q
 
 services-up:
 	bash deploy/local/services.sh up
@@ -32,13 +37,14 @@ services-down:
 	bash deploy/local/services.sh down
 
 run:
-	bash deploy/local/run.sh
+	PYTHON=$(PYTHON) bash deploy/local/run.sh
 
 lint:
 	PYTHON=$(PYTHON) bash deploy/local/install.sh dev
-	$(PYTHON) -m ruff check kpi_core streams tests bench
-	$(PYTHON) -m mypy
+	$(PY) -m ruff check kpi_core streams tests bench
+	$(PY) -m mypy
 
 # make bench BENCH_ARGS=--quick: small sizes, a few minutes (bench/run_all.py --help)
 bench:
-	$(PYTHON) bench/run_all.py $(BENCH_ARGS)
+	PYTHON=$(PYTHON) bash deploy/local/install.sh bench
+	$(PY) bench/run_all.py $(BENCH_ARGS)

@@ -1,12 +1,43 @@
 #!/usr/bin/env bash
-# Install ccmon (editable) into the current Python, with optional extras:
+# Install ccmon (editable) into the project's virtual environment, made when missing:
 #   deploy/local/install.sh            runtime only
 #   deploy/local/install.sh test       + test dependencies
+#   deploy/local/install.sh dev        + lint tools
+# The environment is CCMON_VENV (default <repo>/.venv), made by PYTHON (default python3) with
+# `-m venv`, so Debian's and Ubuntu's own Python (which refuse a system-wide pip install:
+# externally-managed-environment) work as any other; where that Python lacks its venv module,
+# Debian's python3-venv is installed. Prints nothing on success but pip's own errors.
 # The build backend is installed once and used without pip's build isolation, so a second
 # run downloads nothing.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-python="${PYTHON:-python3}"
+base="${PYTHON:-python3}"
+venv="${CCMON_VENV:-$repo/.venv}"
+
+say() { printf '%s\n' "$*" >&2; }
+
+if [ ! -x "$venv/bin/python" ]; then
+  command -v "$base" >/dev/null || { say "install.sh: $base not found: install Python 3.11 or newer"; exit 1; }
+  "$base" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+    { say "install.sh: ccmon needs Python 3.11 or newer, $base is $("$base" -V 2>&1)"; exit 1; }
+  say "making the project's virtual environment $venv ($("$base" -V 2>&1))"
+  if ! "$base" -m venv "$venv" >/dev/null 2>&1; then
+    rm -rf "$venv"
+    # Debian and Ubuntu ship the venv module (and ensurepip) separately.
+    command -v apt-get >/dev/null || { say "install.sh: '$base -m venv' failed; install Python's venv module"; exit 1; }
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    minor="$("$base" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+    say "installing python3-venv (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get install -y -qq "python$minor-venv" >/dev/null 2>&1 || $sudo apt-get install -y -qq python3-venv >/dev/null 2>&1 || {
+      $sudo apt-get update -qq >/dev/null
+      $sudo apt-get install -y -qq "python$minor-venv" >/dev/null 2>&1 || $sudo apt-get install -y -qq python3-venv >/dev/null
+    }
+    "$base" -m venv "$venv"
+  fi
+fi
+python="$venv/bin/python"
 pip=("$python" -m pip install --quiet --disable-pip-version-check)
 "$python" -c 'import setuptools, wheel, sys; sys.exit(int(setuptools.__version__.split(".")[0]) < 68)' 2>/dev/null ||
   "${pip[@]}" "setuptools>=68" wheel

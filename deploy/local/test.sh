@@ -5,7 +5,9 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$repo"
-python="${PYTHON:-python3}"
+venv="${CCMON_VENV:-$repo/.venv}"
+python="$venv/bin/python"  # made by install.sh (PYTHON: the interpreter that makes it)
+export PATH="$venv/bin:$PATH"  # `ccmon` itself, for the tests that run the command
 
 echo "== installing ccmon and its test dependencies"
 bash deploy/local/install.sh test
