@@ -33,6 +33,7 @@ import heapq
 import itertools
 import json
 import math
+import re
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -1183,9 +1184,13 @@ def _as_array_item(text: str) -> str:
     return text
 
 
+#: ``now-90m``, ``now-2h``: a start that far before now.
+_AGO = re.compile(r"^now-([0-9]+(?:\.[0-9]+)?)([smh])$")
+
+
 def parse_start(text: str, now: float | None = None) -> float:
-    """A start instant: ``now``, ``today`` (00:00 UTC today), ``HH:MM`` (today, UTC), RFC 3339
-    with an offset, or epoch seconds."""
+    """A start instant: ``now``, ``now-90m`` / ``now-2h`` / ``now-30s`` (that long before now), ``today``
+    (00:00 UTC today), ``HH:MM`` (today, UTC), RFC 3339 with an offset, or epoch seconds."""
     from kpi_core.errors import InvalidEventError
     from kpi_core.events import parse_ts
 
@@ -1196,6 +1201,12 @@ def parse_start(text: str, now: float | None = None) -> float:
         return float(round(wall))
     if text == "today":
         return midnight
+    ago = _AGO.match(text)
+    if ago:
+        seconds = float(ago.group(1)) * {"s": 1, "m": 60, "h": 3600}[ago.group(2)]
+        if seconds > 7 * 86400:
+            raise ConfigError("--start", f"at most a week before now (now-168h), got {text!r}")
+        return float(round(wall - seconds))
     if len(text) in (4, 5) and ":" in text:
         hours, _, minutes = text.partition(":")
         if hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60:
@@ -1204,7 +1215,7 @@ def parse_start(text: str, now: float | None = None) -> float:
         return parse_ts(float(text) if text.replace(".", "", 1).isdigit() else text)
     except InvalidEventError:
         raise ConfigError(
-            "--start", f"use now, today, HH:MM (UTC), RFC 3339 with an offset or epoch seconds; got {text!r}"
+            "--start", f"use now, now-90m / now-2h, today, HH:MM (UTC), RFC 3339 with an offset or epoch seconds; got {text!r}"
         ) from None
 
 

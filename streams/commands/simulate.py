@@ -7,6 +7,7 @@ stdout) or JSON-array envelopes to Kafka. See docs/SIMULATOR.md."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -65,8 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=100, metavar="N",
                         help="events per Kafka message, a JSON-array envelope per partition (default: 100)")
     parser.add_argument("--start", default="today", metavar="WHEN",
-                        help="simulated start: now, today (00:00 UTC), HH:MM (today, UTC), RFC 3339 or "
-                        "epoch seconds (default: today)")
+                        help="simulated start: now, now-90m / now-2h (that long before now), today (00:00 UTC), HH:MM "
+                        "(today, UTC), RFC 3339 or epoch seconds (default: today)")
+    parser.add_argument("--live", action="store_true",
+                        help="never ahead of the wall clock (a worker rejects events from the future): the "
+                        "simulation catches up to now at --speed (0: at once), then follows real time")
     parser.add_argument("--hours", type=float, default=24.0,
                         help="simulated hours (default: 24); 0 runs until interrupted (needs --speed)")
     parser.add_argument("--speed", type=float, default=0.0,
@@ -81,8 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from streams.simulator import SimParams, default_queues, parse_start
 
-    if args.hours < 0 or (args.hours == 0 and args.speed <= 0):
-        print("ccmon simulate: --hours 0 (endless) needs --speed > 0", file=sys.stderr)
+    if args.hours < 0 or (args.hours == 0 and args.speed <= 0 and not args.live):
+        print("ccmon simulate: --hours 0 (endless) needs --speed > 0 or --live", file=sys.stderr)
         return 2
     params = SimParams(
         start=parse_start(args.start),
@@ -150,15 +154,30 @@ def drive(
     progress: _Progress | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    ceiling: Callable[[], float] | None = None,
 ) -> None:
     """Run ``sim`` to its end (forever when it has none), handing records to ``write``:
     as fast as possible (``speed`` 0, in simulated-hour steps) or paced, ``speed`` simulated
-    seconds per real second."""
+    seconds per real second. With ``ceiling`` (``--live``: the wall clock), simulated time never
+    passes ``ceiling()``: the run catches up to it, then follows it."""
     from streams.simulator import Pacer
 
     params = sim.params
     end = params.end
-    if speed <= 0:
+    if ceiling is not None:
+        pacer = Pacer(sim.now, speed, clock) if speed > 0 else None
+        t = sim.now
+        while t < end:
+            goal = min(end, ceiling(), pacer.sim_now() if pacer is not None else math.inf)
+            while t < goal:  # a long catch-up leaves in simulated 10-minute steps
+                t = min(t + 600.0, goal)
+                write(sim.advance(t))
+                flush()
+                if progress is not None:
+                    progress.update()
+            if t < end:
+                sleep(0.1)
+    elif speed <= 0:
         t = sim.now
         while t < end:
             t = min(t + 600.0, end)
@@ -187,6 +206,7 @@ def run_simulation(params: SimParams, args: argparse.Namespace, *, progress: boo
     meter = _Progress(sim, progress)
     started = time.monotonic()
     target = args.kafka or ("stdout" if args.out == "-" else args.out)
+    live = time.time if getattr(args, "live", False) else None
     try:
         if args.kafka:
             sink = _kafka_sink(args)
@@ -194,17 +214,17 @@ def run_simulation(params: SimParams, args: argparse.Namespace, *, progress: boo
                 return 1
             try:
                 drive(sim, lambda records: sink.write(r for _t, r in records), args.speed,
-                      flush=sink.flush, progress=meter)
+                      flush=sink.flush, progress=meter, ceiling=live)
             finally:
                 sink.flush()
                 sink.producer.close()
             target = f"{args.kafka} topic {args.topic} ({sink.messages:,} messages)"
         elif args.out == "-":
-            drive(sim, _jsonl_writer(sys.stdout), args.speed, flush=sys.stdout.flush, progress=meter)
+            drive(sim, _jsonl_writer(sys.stdout), args.speed, flush=sys.stdout.flush, progress=meter, ceiling=live)
         else:
             try:
                 with open(args.out, "w", encoding="utf-8", newline="\n") as handle:
-                    drive(sim, _jsonl_writer(handle), args.speed, flush=handle.flush, progress=meter)
+                    drive(sim, _jsonl_writer(handle), args.speed, flush=handle.flush, progress=meter, ceiling=live)
             except OSError as exc:
                 print(f"ccmon simulate: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
                 return 1

@@ -7,7 +7,7 @@ import collections
 import io
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -332,6 +332,17 @@ def test_parse_start() -> None:
         parse_start("tomorrow-ish", now)
 
 
+def test_parse_start_before_now() -> None:
+    now = DAY + 12345.6
+    assert parse_start("now-2h", now) == round(now - 7200)
+    assert parse_start("now-90m", now) == round(now - 5400)
+    assert parse_start("now-30s", now) == round(now - 30)
+    for bad in ("now-2d", "now-h", "now-200h", "now - 2h", "-2h"):
+        with pytest.raises(ConfigError) as info:
+            parse_start(bad, now)
+        assert info.value.field == "--start", bad
+
+
 def test_pacer_maps_wall_time_to_simulated_time() -> None:
     wall = [100.0]
     pacer = Pacer(DAY, 60.0, clock=lambda: wall[0])
@@ -354,6 +365,39 @@ def test_paced_drive_follows_the_clock() -> None:
     drive(sim, lambda records: batches.append(len(list(records))), 600.0, sleep=sleep, clock=lambda: wall[0])
     assert 5.5 <= wall[0] <= 6.5
     assert len(batches) > 50 and sum(batches) == sim.delivered
+
+
+def test_live_drive_never_runs_ahead_of_the_wall_clock() -> None:
+    """--live: two hours before now at --speed 600 catch up in 12 (fake) seconds, then follow
+    the wall clock; no record is handed over before the wall clock has reached its time."""
+    wall = [DAY + 12 * 3600.0]
+    sim = Simulator(day_params(start=wall[0] - 2 * 3600, hours=3.0))
+    ahead: list[float] = []
+    caught_up: list[float] = []
+
+    def write(records: Iterable[tuple[float, Any]]) -> None:
+        for emit_at, _record in records:
+            ahead.append(emit_at - wall[0])
+        if sim.now >= wall[0] and not caught_up:
+            caught_up.append(wall[0])
+
+    def sleep(seconds: float) -> None:
+        wall[0] += seconds
+
+    drive(sim, write, 600.0, sleep=sleep, clock=lambda: wall[0], ceiling=lambda: wall[0])
+    assert ahead and max(ahead) <= 0.0
+    assert caught_up and caught_up[0] - (DAY + 12 * 3600.0) == pytest.approx(12.0, abs=0.5)
+    assert wall[0] == pytest.approx(DAY + 13 * 3600.0, abs=0.5)  # the last hour in real time
+    assert sim.now == sim.params.end
+
+
+def test_live_drive_at_full_speed_sends_the_past_at_once() -> None:
+    wall = [DAY + 12 * 3600.0]
+    sim = Simulator(day_params(start=wall[0] - 3600, hours=1.5))
+    sent: list[float] = []
+    drive(sim, lambda records: sent.extend(t for t, _r in records), 0.0,
+          sleep=lambda s: wall.__setitem__(0, wall[0] + s), ceiling=lambda: wall[0])  # fmt: skip
+    assert max(sent) <= sim.params.end and wall[0] == pytest.approx(DAY + 12.5 * 3600.0, abs=0.5)
 
 
 # -- output ---------------------------------------------------------------------------------------
