@@ -33,8 +33,8 @@ import heapq
 import itertools
 import json
 import math
-import re
 import random
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace

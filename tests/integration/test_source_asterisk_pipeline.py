@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from realdata import real_data
 from test_pipeline_e2e import ACCOUNTED
 from test_pipeline_e2e import settled as pipeline_settled
-from realdata import real_data
 
 pytestmark = [pytest.mark.integration]
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

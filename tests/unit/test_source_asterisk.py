@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from realdata import real_data
 
 from kpi_core.config import config_from_dict
 from kpi_core.engine import Engine
@@ -32,7 +33,6 @@ from streams.replay import replay
 from streams.sources import asterisk
 from streams.sources.asterisk import Follower, Mapper, Position, map_file, parse_pipe_line
 from streams.sources.common import DeliveryError
-from realdata import real_data
 
 DATA = real_data("pbxware_queue_log_2018/queue_log.csv")
 #: The log's `time` column is local time, 5 h behind its epoch `date_time` (checked below).

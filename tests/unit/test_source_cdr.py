@@ -16,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from realdata import real_data
 
 from kpi_core.config import config_from_dict
 from kpi_core.engine import Engine
@@ -25,7 +26,6 @@ from kpi_core.kpis import flatten, snapshot
 from kpi_core.state import MemoryState
 from streams.sources.cdr import load_mapping, map_file, mapping_from_dict
 from streams.sources.common import Report
-from realdata import real_data
 
 REPO = Path(__file__).resolve().parents[2]
 BANK = {month: real_data(f"anonymous_bank_1999/{month}.txt") for month in ("january", "october")}

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from realdata import real_data
 
 from kpi_core.config import config_from_dict
 from kpi_core.engine import Engine
@@ -28,7 +29,6 @@ from kpi_core.kpis import flatten, snapshot
 from kpi_core.state import MemoryState
 from streams.sources.common import Report
 from streams.sources.tickets import map_file, mapping_from_dict
-from realdata import real_data
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = real_data("itsm_incident_log/incident_event_log.zip")
