@@ -305,17 +305,16 @@ def panel_problems(
         if not targets:
             problems.append(f"{where}: no queries")
         ds = panel.get("datasource") or {}
-        if datasource_uids.get(str(ds.get("uid"))) != ds.get("type"):
-            problems.append(f"{where}: datasource {ds!r} is not a provisioned datasource")
+        problem = datasource_problem(dashboard, ds, datasource_uids)
+        if problem:
+            problems.append(f"{where}: {problem}")
         refs = [t.get("refId") for t in targets]
         if len(set(refs)) != len(refs) or None in refs:
             problems.append(f"{where}: refIds missing or repeated: {refs}")
         for target in targets:
-            tds = target.get("datasource") or ds
-            if datasource_uids.get(str(tds.get("uid"))) != tds.get("type"):
-                problems.append(
-                    f"{where}: target {target.get('refId')} datasource {tds!r} is not provisioned"
-                )
+            problem = datasource_problem(dashboard, target.get("datasource") or ds, datasource_uids)
+            if problem:
+                problems.append(f"{where}: target {target.get('refId')} {problem}")
             if not str(target.get("expr", "")).strip():
                 problems.append(f"{where}: target {target.get('refId')} has no expr")
         for transformation in panel.get("transformations") or []:
@@ -323,6 +322,35 @@ def panel_problems(
             if transformation.get("id") == "configFromData" and ref not in refs:
                 problems.append(f"{where}: configFromData reads {ref!r}, which no query has")
     return problems
+
+
+#: How every panel and query variable names its data source: the dashboard's ``datasource``
+#: variable, so the dashboards import into any Grafana (``__inputs``) and follow its choice.
+DATASOURCE_VARIABLE = "${datasource}"
+
+
+def datasource_problem(
+    dashboard: Mapping[str, Any], ds: Mapping[str, Any], datasource_uids: Mapping[str, str]
+) -> str | None:
+    """What is wrong with a panel's, query's or variable's data source reference, if anything:
+    it must be ``${datasource}``, a variable of the dashboard listing data sources of the
+    reference's type, of which one is provisioned."""
+    uid, kind = str(ds.get("uid")), ds.get("type")
+    if uid in (DATASOURCE_VARIABLE, "$datasource"):
+        variable = next(
+            (v for v in dashboard.get("templating", {}).get("list", []) if v.get("name") == "datasource"),
+            None,
+        )
+        if variable is None or variable.get("type") != "datasource":
+            return f"datasource {ds!r} names a datasource variable the dashboard does not define"
+        if variable.get("query") != kind:
+            return f"datasource {ds!r}: the datasource variable lists {variable.get('query')!r} data sources"
+        if kind not in datasource_uids.values():
+            return f"datasource {ds!r}: no provisioned datasource of type {kind!r}"
+        return None
+    if datasource_uids.get(uid) != kind:
+        return f"datasource {ds!r} is not a provisioned datasource"
+    return f"datasource {ds!r} hard-codes a uid: use {DATASOURCE_VARIABLE}"
 
 
 def overlap_problems(name: str, dashboard: Mapping[str, Any]) -> list[str]:
@@ -355,9 +383,9 @@ def variable_problems(
     for variable in variables:
         where = f"{name}: variable {variable.get('name')!r}"
         if variable.get("type") == "query":
-            ds = variable.get("datasource") or {}
-            if datasource_uids.get(str(ds.get("uid"))) != ds.get("type"):
-                problems.append(f"{where}: datasource {ds!r} is not provisioned")
+            problem = datasource_problem(dashboard, variable.get("datasource") or {}, datasource_uids)
+            if problem:
+                problems.append(f"{where}: {problem}")
             if promql_of_variable(variable_query(variable)) is None:
                 problems.append(
                     f"{where}: query {variable_query(variable)!r} is not label_values(<PromQL>, label)"
@@ -488,6 +516,86 @@ def test_panel_problems_are_detected(
     )
     wall["panels"][2]["gridPos"] = dict(wall["panels"][1]["gridPos"])
     assert overlap_problems("w", wall) != []
+
+
+def _datasource_refs(node: Any) -> Iterator[Mapping[str, Any]]:
+    """Every ``"datasource": {...}`` reference anywhere in a dashboard."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            if key == "datasource" and isinstance(value, Mapping):
+                yield value
+            else:
+                yield from _datasource_refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _datasource_refs(item)
+
+
+def test_dashboards_import_into_any_grafana(dashboards: dict[str, dict[str, Any]]) -> None:
+    """No data source uid is written in a dashboard: each has a ``datasource`` variable (its
+    current value the ``DS_PROMETHEUS`` input Grafana's import asks for) that every panel,
+    query and query variable uses."""
+    for name, dashboard in dashboards.items():
+        assert [i["name"] for i in dashboard.get("__inputs", [])] == ["DS_PROMETHEUS"], name
+        assert dashboard["__inputs"][0]["pluginId"] == "prometheus"
+        (variable,) = [v for v in dashboard["templating"]["list"] if v["type"] == "datasource"]
+        assert (variable["name"], variable["query"]) == ("datasource", "prometheus")
+        assert variable["current"]["value"] == "${DS_PROMETHEUS}"
+        refs = list(_datasource_refs(dashboard))
+        assert refs and {r.get("uid") for r in refs} == {DATASOURCE_VARIABLE}, name
+
+
+def test_hard_coded_datasource_is_detected(
+    dashboards: dict[str, dict[str, Any]], datasource_uids: dict[str, str]
+) -> None:
+    broken = _broken(dashboards, "ccmon-wallboard")
+    panel = next(p for p in broken["panels"] if p.get("targets"))
+    panel["datasource"] = {"type": "prometheus", "uid": "prometheus"}
+    assert any("hard-codes a uid" in p for p in panel_problems("x", broken, datasource_uids))
+    broken["templating"]["list"] = [v for v in broken["templating"]["list"] if v["name"] != "datasource"]
+    assert any("does not define" in p for p in variable_problems("x", broken, datasource_uids))
+
+
+def test_wallboard_tiles_link_to_the_supervisor_trends(dashboards: dict[str, dict[str, Any]]) -> None:
+    """A click on a queue's tile opens the supervisor trends of that queue, with the time range,
+    data source and tenant carried; every variable the link sets exists on the target."""
+    (wall,) = [d for d in dashboards.values() if d["uid"] == "ccmon-wallboard"]
+    (trends,) = [d for d in dashboards.values() if d["uid"] == "ccmon-supervisor"]
+    target_variables = {v["name"] for v in trends["templating"]["list"]}
+    tiles = [p for p in iter_panels(wall["panels"]) if p["type"] == "stat"]
+    assert len(tiles) >= 16
+    queue_row = next(p for p in wall["panels"] if p["type"] == "row" and "$queue" in p["title"])
+    for tile in tiles:
+        (link,) = tile["fieldConfig"]["defaults"]["links"]
+        url = link["url"]
+        assert url.startswith(f"/d/{trends['uid']}/"), url
+        assert "${__url_time_range}" in url and "${datasource:queryparam}" in url
+        assert "${tenant:queryparam}" in url
+        assert "var-queue=${queue}" in url or "${queue:queryparam}" in url
+        carried = set(re.findall(r"\$\{(\w+):queryparam\}", url)) | set(re.findall(r"var-(\w+)=", url))
+        assert carried <= target_variables, carried - target_variables
+        if tile["gridPos"]["y"] > queue_row["gridPos"]["y"]:  # the queue's own tile: that queue
+            assert "var-queue=${queue}" in url, url
+
+
+def test_supervisor_thresholds_are_the_default_targets(dashboards: dict[str, dict[str, Any]]) -> None:
+    """The trends' KPI panels draw the [defaults.targets] as dashed thresholds (a queue's own
+    target is its dashed "target" series); they follow kpi_core's defaults."""
+    from kpi_core.config import DEFAULT_TARGETS
+
+    (trends,) = [d for d in dashboards.values() if d["uid"] == "ccmon-supervisor"]
+    by_title = {p["title"]: p for p in iter_panels(trends["panels"])}
+    for title, target in {
+        "Service level vs target": "service_level",
+        "Abandon rate vs target": "abandon_rate",
+        "Callback delay vs target": "callback_seconds",
+        "First contact resolution vs target": "fcr",
+        "NPS vs target": "nps",
+    }.items():
+        defaults = by_title[title]["fieldConfig"]["defaults"]
+        steps = defaults["thresholds"]["steps"]
+        assert steps[0]["value"] is None and steps[1]["value"] == DEFAULT_TARGETS[target], title
+        assert defaults["custom"]["thresholdsStyle"]["mode"] == "dashed", title
 
 
 def test_variables(dashboards: dict[str, dict[str, Any]], datasource_uids: dict[str, str]) -> None:
