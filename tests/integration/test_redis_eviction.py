@@ -103,12 +103,15 @@ def test_worker_refuses_an_evicting_redis(policy: str, server_factory: type, kaf
     server = server_factory("--maxmemory-policy", policy)
     run = uuid.uuid4().hex[:10]
     topic = f"ccmon-evict-{run}"
-    result = run_cli("worker", "--kafka", kafka_bootstrap, "--redis", server.url, "--topic", topic, "--dlq-topic",
-                     f"{topic}-dlq", "--group", topic, "--redis-prefix", f"evict-{run}", "--web-port", "0")  # fmt: skip
-    assert_refused("worker", result, refusal(f"127.0.0.1:{server.port}", policy))
-    # Refused before anything else: no topic created, nothing written to Redis.
-    assert not {topic, f"{topic}-dlq"} & topics(kafka_bootstrap)
-    assert redis.Redis(port=server.port).dbsize() == 0
+    try:
+        result = run_cli("worker", "--kafka", kafka_bootstrap, "--redis", server.url, "--topic", topic, "--dlq-topic",
+                         f"{topic}-dlq", "--group", topic, "--redis-prefix", f"evict-{run}", "--web-port", "0")  # fmt: skip
+        assert_refused("worker", result, refusal(f"127.0.0.1:{server.port}", policy))
+        # Refused before anything else: no topic created, nothing written to Redis.
+        assert not {topic, f"{topic}-dlq"} & topics(kafka_bootstrap)
+        assert redis.Redis(port=server.port).dbsize() == 0
+    finally:  # a worker that was not refused made them
+        delete_topics(kafka_bootstrap, topic, f"{topic}-dlq", f"{topic}-__assignor-__leader")
 
 
 @pytest.mark.parametrize("policy", ["allkeys-lru", "volatile-lru"])
@@ -204,7 +207,7 @@ def test_the_override_runs_and_the_exporter_follows_the_policy(server_factory: t
     finally:
         for process in processes:
             stop(process)
-        delete_topics(kafka_bootstrap, topic, f"{topic}-dlq")
+        delete_topics(kafka_bootstrap, topic, f"{topic}-dlq", f"{topic}-__assignor-__leader")  # Faust's too
 
 
 def test_the_watch_on_a_real_redis_logs_a_change_once(server_factory: type, caplog: pytest.LogCaptureFixture) -> None:
