@@ -3,7 +3,8 @@
 * ``/metrics`` -- Prometheus text (format 0.0.4) of :class:`KpiCollector`'s families:
   :func:`kpi_core.kpis.snapshot` over a :class:`~streams.redis_state.SnapshotReader` (the
   scrape's reads prefetched, window sums computed inside Redis), plus the worker group's
-  ``ccmon_consumer_lag`` and ``ccmon_exporter_scrape_seconds``, rendered by
+  ``ccmon_consumer_lag``, ``ccmon_exporter_scrape_seconds`` and Redis's
+  ``ccmon_redis_eviction_safe`` (:mod:`streams.redis_policy`), rendered by
   :func:`kpi_core.exposition.render` (prometheus_client's per-sample objects cost ~5 us a
   sample, too much for 200,000 samples at 1,000 queues). So ``/metrics`` says exactly what
   ``ccmon replay`` would print for the same events. The collector still plugs into a
@@ -43,6 +44,7 @@ from kpi_core.exposition import render
 from kpi_core.kpis import MetricFamily, snapshot
 from kpi_core.state import StateStore
 from streams import web
+from streams.redis_policy import EXPORTER_RECHECK_SECONDS, EvictionWatch
 from streams.settings import Settings
 
 log = logging.getLogger("ccmon.exporter")
@@ -73,10 +75,11 @@ def to_prometheus(family: MetricFamily) -> Metric:
 class KpiCollector(Collector):
     """Builds every KPI from the store at each scrape."""
 
-    def __init__(self, config: Config, store: StateStore, clock: Clock) -> None:
+    def __init__(self, config: Config, store: StateStore, clock: Clock, eviction: EvictionWatch | None = None) -> None:
         self.config = config
         self.store = store
         self.clock = clock
+        self.eviction = eviction
 
     def snapshot(self) -> tuple[float, list[MetricFamily]]:
         at = self.clock()
@@ -95,6 +98,8 @@ class KpiCollector(Collector):
             for (topic, partition), value in sorted(consumer_lag().items()):
                 lag.add((("topic", topic), ("partition", str(partition))), value)
             families.append(lag)
+        if self.eviction is not None:  # Redis's maxmemory-policy, re-read every 30 s at most
+            families.append(self.eviction.family())
         scrape = MetricFamily("ccmon_exporter_scrape_seconds", "gauge", "Time to read the KPIs from Redis.")
         scrape.add((), time.perf_counter() - started)
         families.append(scrape)
@@ -122,9 +127,11 @@ def samples_document(at: float, families: Iterable[MetricFamily], tenant: str | 
     return {"at": at, "samples": samples}
 
 
-def build_app(config: Config, store: StateStore, clock: Clock, ping: Callable[[], Any] | None = None) -> web.app.WSGIApp:
-    """The exporter's WSGI app over ``store``; ``ping`` (Redis's) decides ``/healthz``."""
-    collector = KpiCollector(config, store, clock)
+def build_app(config: Config, store: StateStore, clock: Clock, ping: Callable[[], Any] | None = None,
+              eviction: EvictionWatch | None = None) -> web.app.WSGIApp:  # fmt: skip
+    """The exporter's WSGI app over ``store``; ``ping`` (Redis's) decides ``/healthz``;
+    ``eviction`` adds the ``ccmon_redis_eviction_safe`` gauge to /metrics."""
+    collector = KpiCollector(config, store, clock, eviction)
 
     def info() -> dict[str, Any]:
         ready = True
@@ -176,7 +183,8 @@ def serve(settings: Settings) -> int:
     config = load_config(settings.config_path)
     state = RedisState.from_url(settings.redis_url, config, cluster=settings.redis_cluster, prefix=settings.redis_prefix,
                                 clock=settings.make_clock(), connection=security.redis_connection_kwargs(settings))  # fmt: skip
-    app = build_app(config, state, settings.make_clock(), ping=state.client.ping)
+    eviction = EvictionWatch(state.client, settings.redis_cluster, max_age=EXPORTER_RECHECK_SECONDS)
+    app = build_app(config, state, settings.make_clock(), ping=state.client.ping, eviction=eviction)
     tls = security.exporter_ssl_context(settings)
     if settings.exporter_auth_user is not None and settings.exporter_auth_password is not None:
         # /healthz stays open (load balancers, liveness probes): docs/SECURITY.md.

@@ -23,6 +23,10 @@ half on the old state and half on the new; ``--force`` overrides that check.
 
 Rejected events are not sent to the dead-letter topic again (the workers did when they
 first read them). Nothing is committed to the workers' consumer group.
+
+Like the worker, it refuses to start on a Redis whose ``maxmemory-policy`` may evict keys (an
+evicted ``seen`` entry makes an event count twice), unless overridden:
+:mod:`streams.redis_policy`.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from kafka.errors import KafkaError
 from kpi_core.config import Config
 from kpi_core.errors import CcmonError
 from kpi_core.windows import local_midnight
+from streams.redis_policy import check_at_start
 from streams.redis_state import RedisState
 from streams.settings import Settings, redact_url
 from streams.worker import BatchProcessor, Message
@@ -192,6 +197,8 @@ def rebuild(
     except redis.RedisError as exc:
         raise RebuildError(f"cannot reach Redis at {redact_url(settings.redis_url)}: {type(exc).__name__}: {exc}"
                            f"{redis_error_hint(exc)}") from None  # fmt: skip
+    # Before anything is read or written: on an evicting Redis the rebuild itself would count twice.
+    check_at_start(state.client, settings.redis_cluster, settings.evicting_redis_allowed)
 
     consumer = _consumer(settings)
     try:

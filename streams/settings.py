@@ -46,6 +46,7 @@ class Settings:
     kafka_bootstrap: str = "127.0.0.1:19092"
     redis_url: str = "redis://127.0.0.1:16379/0"
     redis_cluster: bool = False
+    evicting_redis_allowed: bool = False
     events_topic: str = "ccmon.events"
     dlq_topic: str = "ccmon.dlq"
     group_id: str = "ccmon"
@@ -143,6 +144,7 @@ SOURCES: Mapping[str, tuple[str, tuple[str, ...]]] = {
     "kafka_bootstrap": ("--kafka", ("CCMON_KAFKA_BOOTSTRAP", "KAFKA_BOOTSTRAP")),
     "redis_url": ("--redis", ("CCMON_REDIS_URL", "REDIS_URL")),
     "redis_cluster": ("--redis-cluster", ("CCMON_REDIS_CLUSTER",)),
+    "evicting_redis_allowed": ("--allow-evicting-redis", ("CCMON_ALLOW_EVICTING_REDIS",)),
     "events_topic": ("--topic", ("CCMON_EVENTS_TOPIC",)),
     "dlq_topic": ("--dlq-topic", ("CCMON_DLQ_TOPIC",)),
     "group_id": ("--group", ("CCMON_GROUP_ID",)),
@@ -182,6 +184,8 @@ _HELP: Mapping[str, str] = {
     "kafka_bootstrap": "Kafka bootstrap servers, host:port[,host:port]",
     "redis_url": "Redis URL, redis://[:password@]host:port/db",
     "redis_cluster": "'yes' when --redis names a node of a Redis Cluster (see docs/STREAMS.md)",
+    "evicting_redis_allowed": "'yes': run on a Redis whose maxmemory-policy may evict keys (refused otherwise: an "
+    "evicted seen set counts redelivered events again; see streams/redis_policy.py)",
     "events_topic": "topic the events are read from",
     "dlq_topic": "dead-letter topic for rejected events",
     "group_id": "Kafka consumer group (Faust app id); workers with the same one split the partitions",
@@ -289,10 +293,11 @@ def _validate(values: dict[str, Any], origin: Mapping[str, str]) -> Settings:
         return number
 
     out = dict(values)
-    cluster = str(values["redis_cluster"]).strip().lower()
-    if cluster not in _BOOLEANS:
-        raise fail("redis_cluster", f"must be one of {', '.join(sorted(_BOOLEANS))}")
-    out["redis_cluster"] = _BOOLEANS[cluster]
+    for name in ("redis_cluster", "evicting_redis_allowed"):
+        flag = str(values[name]).strip().lower()
+        if flag not in _BOOLEANS:
+            raise fail(name, f"must be one of {', '.join(sorted(_BOOLEANS))}")
+        out[name] = _BOOLEANS[flag]
     for name in ("exporter_port", "worker_web_port"):
         out[name] = integer(name, 0, 65535)
     out["batch_size"] = integer("batch_size", 1, 1_000_000)

@@ -41,6 +41,7 @@ from kpi_core.config import Config
 from kpi_core.engine import Engine
 from kpi_core.errors import InvalidEventError
 from kpi_core.events import Event, Rejection, decode_json, parse_event
+from streams.redis_policy import WORKER_RECHECK_SECONDS, EvictionWatch, check_at_start
 from streams.redis_state import BatchConflict, RedisState
 from streams.settings import Settings
 
@@ -500,8 +501,9 @@ class LagProbe:
             self._consumer = None
 
 
-def build_app(settings: Settings, processor: BatchProcessor) -> faust.App:
-    """The Faust app: one agent on the events topic, a DLQ topic, an upkeep timer."""
+def build_app(settings: Settings, processor: BatchProcessor, eviction: EvictionWatch | None = None) -> faust.App:
+    """The Faust app: one agent on the events topic, a DLQ topic, an upkeep timer; with
+    ``eviction``, a timer re-reading Redis's eviction policy and its gauge."""
     import faust
     from prometheus_client import CollectorRegistry
 
@@ -535,11 +537,18 @@ def build_app(settings: Settings, processor: BatchProcessor) -> faust.App:
         Gauge("ccmon_worker_redis_wait_seconds", "Seconds the batch in hand has been waiting for Redis "
               "(consumption paused meanwhile); 0 when Redis answers.", registry=registry,
               ).set_function(lambda: processor.redis_wait_seconds)  # fmt: skip
+        if eviction is not None:
+            registry.register(eviction)  # ccmon_redis_eviction_safe, as last read (no I/O on the loop)
 
     events_topic = app.topic(settings.events_topic, key_serializer="raw", value_serializer="raw")
     dlq_topic = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ccmon-batch")
     stats = {"events": 0, "messages": 0, "rejected": 0, "duplicates": 0, "since": time.monotonic()}
+    if eviction is not None:
+
+        @app.timer(interval=WORKER_RECHECK_SECONDS)
+        async def eviction_policy() -> None:  # in the batch thread; a change is logged, the worker goes on
+            await asyncio.get_running_loop().run_in_executor(executor, eviction.refresh)
 
     @app.agent(events_topic, name="ccmon-events")
     async def consume(stream: Any) -> None:
@@ -671,8 +680,10 @@ def run_worker(settings: Settings) -> int:
                                 clock=settings.make_clock(), connection=redis_connection_kwargs(settings))  # fmt: skip
     processor = BatchProcessor(config, state, settings.make_clock())
     _wait_for_redis(state)
+    eviction = EvictionWatch(state.client, settings.redis_cluster,
+                             check_at_start(state.client, settings.redis_cluster, settings.evicting_redis_allowed))
     wait_for_kafka(settings)
-    app = build_app(settings, processor)
+    app = build_app(settings, processor, eviction)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     for name in PAYLOAD_LOGGERS:  # privacy: no event in a log line, even at DEBUG
         logging.getLogger(name).setLevel(max(logging.INFO, getattr(logging, settings.log_level)))

@@ -61,10 +61,12 @@ def day(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[bytes], fl
 # -- a private redis-server ---------------------------------------------------------------------
 class RedisServer:
     """``redis-server`` on a free port, persisting every write to its AOF before answering
-    (``appendfsync always``), so a SIGKILL loses nothing it acknowledged."""
+    (``appendfsync always``), so a SIGKILL loses nothing it acknowledged. ``options``: more
+    command-line options (``--maxmemory-policy``, ``allkeys-lru``)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *options: str) -> None:
         self.dir = directory
+        self.options = options
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -79,7 +81,7 @@ class RedisServer:
         with (self.dir / "redis.log").open("ab") as log:
             self.process = subprocess.Popen(
                 ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                 "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+                 "--appendonly", "yes", "--appendfsync", "always", "--save", "", *self.options],
                 stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         client = redis.Redis(port=self.port)
