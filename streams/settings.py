@@ -51,7 +51,7 @@ class Settings:
     group_id: str = "ccmon"
     config_path: str | None = None
     redis_prefix: str = "ccmon"
-    exporter_host: str = "0.0.0.0"
+    exporter_host: str = "127.0.0.1"
     exporter_port: int = 9108
     worker_web_port: int = 9109
     batch_size: int = 2000
@@ -187,7 +187,8 @@ _HELP: Mapping[str, str] = {
     "group_id": "Kafka consumer group (Faust app id); workers with the same one split the partitions",
     "config_path": "KPI config TOML (see deploy/config/ccmon.toml); without one, built-in defaults",
     "redis_prefix": "prefix of every Redis key (lets several deployments or tests share a Redis)",
-    "exporter_host": "address the exporter listens on",
+    "exporter_host": "address the exporter listens on; 0.0.0.0 (all) shows customer ids in "
+                     "/api/callbacks/pending only with basic auth",
     "exporter_port": "port the exporter listens on",
     "worker_web_port": "port of the worker's web server (/metrics of the worker itself); 0: none",
     "batch_size": "Kafka messages per batch (a message may hold many events)",
