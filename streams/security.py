@@ -12,6 +12,10 @@
 * The exporter -- :func:`exporter_ssl_context` (HTTPS) and :func:`require_basic_auth`, a WSGI
   wrapper comparing credentials in constant time (``/healthz`` stays open: see
   docs/SECURITY.md).
+* Customer data -- :func:`customer_key`: the HMAC key naming customer records in Redis
+  (required by the worker and ``ccmon rebuild``); the exporter's basic auth marks each request
+  it lets through (:data:`AUTH_USER_ENVIRON`), which decides whether the callback worklist
+  shows customer ids (:func:`streams.web.api.customer_ids_visible`).
 * Start-up -- :func:`check_settings` loads every certificate and key once, so a bad file stops
   start-up with the flag or variable named; :func:`kafka_failures` and
   :func:`kafka_config_error` tell a refused password or an untrusted certificate (a setting
@@ -44,6 +48,9 @@ if TYPE_CHECKING:
 #: Paths served without credentials when basic auth is on (liveness probes; says only
 #: whether Redis answers).
 AUTH_EXEMPT_PATHS = ("/healthz",)
+#: The WSGI environ key :func:`require_basic_auth` sets to the user on a request it let
+#: through (not ``REMOTE_USER``: wsgiref copies the process environment into every request's).
+AUTH_USER_ENVIRON = "ccmon.auth_user"
 
 
 # -- start-up checks ---------------------------------------------------------------------------
@@ -343,7 +350,10 @@ def require_basic_auth(app: WSGIApp, user: str, password: str, *, realm: str = "
         return hmac.compare_digest(hashlib.sha256(given).digest(), expected)
 
     def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO", "/") in open_paths or authorized(environ.get("HTTP_AUTHORIZATION", "")):
+        if authorized(environ.get("HTTP_AUTHORIZATION", "")):
+            environ[AUTH_USER_ENVIRON] = user
+            return app(environ, start_response)
+        if environ.get("PATH_INFO", "/") in open_paths:
             return app(environ, start_response)
         start_response("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
                                             ("Content-Length", str(len(body))), ("WWW-Authenticate", challenge),
