@@ -661,7 +661,6 @@ def run_worker(settings: Settings) -> int:
     import faust
 
     from kpi_core.config import load_config
-
     from streams.security import customer_key, redis_connection_kwargs
 
     config = load_config(settings.config_path)

@@ -19,6 +19,7 @@ assertions. Takes ~30 s (a worker joining its group, two rebuilds).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -62,10 +63,8 @@ def other_address() -> str | None:
             candidates.append(probe.getsockname()[0])
         except OSError:
             pass
-    try:
+    with contextlib.suppress(OSError):
         candidates += socket.gethostbyname_ex(socket.gethostname())[2]
-    except OSError:
-        pass
     return next((a for a in candidates if not a.startswith("127.") and a != "0.0.0.0"), None)
 
 
