@@ -226,8 +226,8 @@ _HELP: Mapping[str, str] = {
     "exporter_tls_key_file": "PEM private key of --tls-cert-file",
     "customer_key_secret_file": "file holding the secret that keys customer record names in Redis "
                                 "(or $CCMON_CUSTOMER_KEY_SECRET; at least 32 characters; worker and rebuild: the same)",
-    "insecure_dev": "'yes': development only, run without a customer key secret (record names anyone can "
-                    "recompute from a customer id)",
+    "insecure_dev": "development only (the flag alone: yes): run the worker or rebuild without a customer key "
+                    "secret; customer record names are then a digest anyone can recompute from a customer id",
 }
 
 
