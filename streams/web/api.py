@@ -31,7 +31,8 @@ PREFIX = "ccmon_"
 STANDALONE_CALLBACK_PREFIX = "\x1fcb\x1f"
 #: The WSGI environ key :class:`streams.web.server.Server` sets to the address it listens on.
 LISTEN_HOST_ENVIRON = "ccmon.listen_host"
-#: What a masked customer id keeps: its last characters, when it has at least this many more.
+#: A masked customer id keeps its last MASK_KEEP_CHARS characters if it has at least
+#: MASK_MIN_CHARS, else none (:func:`mask_customer_id`).
 MASK_KEEP_CHARS = 2
 MASK_MIN_CHARS = 8
 

@@ -214,3 +214,25 @@ def test_a_customer_record_is_named_by_an_hmac_of_the_id_with_the_secret() -> No
     assert state._record_key("call", "default", "c1") == "p:{t:default}:rec:call:c1"
     with pytest.raises(ValueError, match="customer_key"):
         RedisState(redis.Redis(), Config(), prefix="p", customer_key=b"")
+
+
+def test_the_process_environment_cannot_pose_as_basic_auth(tmp_path: Path) -> None:
+    """wsgiref copies the process environment into every request's environ: a variable named
+    like the basic-auth mark must not make a request look authenticated (the server drops it)."""
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import json, urllib.request
+from streams.web import make_wsgi_app, serve
+items = [{"tenant": "t", "queue": "q", "customer_id": "+4915112345678", "due": 1.0}]
+server = serve(make_wsgi_app(lambda: [], lambda: items), "0.0.0.0", 0)
+with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/api/callbacks/pending", timeout=10) as response:
+    print(json.loads(response.read())["callbacks"][0]["customer_id"])
+server.stop()
+"""
+    env = {**os.environ, security.AUTH_USER_ENVIRON: "intruder", "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "***78"
