@@ -30,5 +30,10 @@ WORKDIR /var/lib/ccmon
 
 # 9108: exporter (/metrics); 9109: worker process metrics.
 EXPOSE 9108 9109
+# ccmon's exporter listens on 127.0.0.1 by default; in a container that is unreachable, so the
+# image says 0.0.0.0 explicitly. Off loopback, /api/callbacks/pending masks customer ids unless
+# basic auth is on (docs/SECURITY.md). The worker and `ccmon rebuild` also need
+# CCMON_CUSTOMER_KEY_SECRET(_FILE), given at run time, never baked in.
+ENV CCMON_EXPORTER_HOST=0.0.0.0
 
 CMD ["ccmon", "--help"]

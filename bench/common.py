@@ -188,7 +188,8 @@ def ccmon(args: Sequence[str], log: Path | None = None) -> subprocess.Popen[byte
 def worker_args(kafka: str, redis_url: str, topic: str, prefix: str, group: str, clock: str = "wall") -> list[str]:
     return ["worker", "--kafka", kafka, "--redis", redis_url, "--topic", topic, "--dlq-topic", f"{topic}-dlq",
             "--group", group, "--redis-prefix", prefix, "--web-port", "0", "--clock", clock,
-            "--log-level", os.environ.get("BENCH_WORKER_LOG_LEVEL", "WARNING")]  # fmt: skip
+            "--log-level", os.environ.get("BENCH_WORKER_LOG_LEVEL", "WARNING"),
+            "--insecure-dev"]  # throwaway state: no customer key secret needed (one in the environment wins)  # fmt: skip
 
 
 def exporter_args(redis_url: str, prefix: str, port: int, clock: str = "wall") -> list[str]:

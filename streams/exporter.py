@@ -192,6 +192,9 @@ def serve(settings: Settings) -> int:
         if tls is None and settings.exporter_host not in ("127.0.0.1", "::1", "localhost"):
             log.warning("basic auth over plain HTTP: the password crosses the network in clear; "
                         "serve HTTPS (--tls-cert-file, --tls-key-file)")  # fmt: skip
+    elif not web.api.is_loopback_host(settings.exporter_host):
+        log.info("listening on %s without basic auth: /api/callbacks/pending masks customer ids "
+                 "(docs/SECURITY.md)", settings.exporter_host)  # fmt: skip
     try:
         server = web.serve(app, settings.exporter_host, settings.exporter_port, ssl_context=tls)
     except OSError as exc:

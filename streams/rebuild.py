@@ -188,10 +188,11 @@ def rebuild(
     """Run the rebuild; raises :class:`RebuildError` when it cannot start or go on."""
     started = time.monotonic()
     clock = settings.make_clock()
-    from streams.security import redis_connection_kwargs, redis_error_hint
+    from streams.security import customer_key, redis_connection_kwargs, redis_error_hint
 
     state = RedisState.from_url(settings.redis_url, config, cluster=settings.redis_cluster, prefix=settings.redis_prefix,
-                                clock=clock, connection=redis_connection_kwargs(settings))  # fmt: skip
+                                clock=clock, connection=redis_connection_kwargs(settings),
+                                customer_key=customer_key(settings, "ccmon rebuild"))  # fmt: skip
     try:
         state.client.ping()
     except redis.RedisError as exc:

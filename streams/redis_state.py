@@ -38,6 +38,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import hmac
 import json
 import math
 import re
@@ -70,6 +71,10 @@ MIN_TTL_SECONDS = 3600.0
 SEEN_DIGEST_BYTES = 16
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+#: The customer key of a store given none (tests, ``--insecure-dev``): public, so its record
+#: names can be recomputed from a customer id. Production passes a secret
+#: (:func:`streams.security.customer_key`).
+INSECURE_DEV_CUSTOMER_KEY = b"ccmon-insecure-dev-customer-key"
 
 
 class BatchConflict(CcmonError):
@@ -450,7 +455,11 @@ class RedisState:
         prefix: str = "ccmon",
         clock: Callable[[], float] = time.time,
         cluster: bool = False,
+        customer_key: bytes | None = None,
     ) -> None:
+        """``customer_key``: the secret that names customer records (HMAC-SHA256 of the id);
+        every writer of one prefix must use the same, and another orphans the records written
+        so far. ``None``: :data:`INSECURE_DEV_CUSTOMER_KEY` (development and tests only)."""
         if not prefix or any(ch in prefix for ch in "{}:"):
             raise ValueError(f"redis prefix must be non-empty without '{{', '}}' or ':', got {prefix!r}")
         self.client = client
@@ -468,6 +477,9 @@ class RedisState:
         self._batch: _Batch | None = None
         self._pipeline_tag = f"{prefix}:{{p}}"
         self._tenant_tags: dict[str, str] = {}
+        if customer_key is not None and not customer_key:
+            raise ValueError("customer_key must not be empty")
+        self._customer_mac = hmac.new(customer_key or INSECURE_DEV_CUSTOMER_KEY, b"ccmon-customer\x00", hashlib.sha256)
 
     @classmethod
     def from_url(cls, url: str, config: Config, *, cluster: bool = False, connection: Mapping[str, Any] | None = None,
@@ -513,9 +525,12 @@ class RedisState:
     def _record_key(self, kind: str, tenant: str, key: str) -> str:
         if kind == "customer":
             # Key names are listed by SCAN, KEYS and monitoring tools: a customer's record is
-            # named by a digest of the id, never the id (a phone number, an e-mail) itself.
-            digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16, person=b"ccmon-customer")
-            return f"{self._tag(tenant)}:rec:customer:#{digest.hexdigest()}"
+            # named by a keyed digest of the id (HMAC-SHA256 with the deployment's secret, 128
+            # bits kept), never the id (a phone number, an e-mail) itself, nor a plain hash
+            # (phone numbers are few enough to hash them all and look the digest up).
+            mac = self._customer_mac.copy()
+            mac.update(key.encode("utf-8", "surrogatepass"))
+            return f"{self._tag(tenant)}:rec:customer:#{mac.hexdigest()[:32]}"
         return f"{self._tag(tenant)}:rec:{encode(kind)}:{encode(key)}"
 
     def _seen_key(self, tenant: str) -> str:

@@ -12,6 +12,10 @@
 * The exporter -- :func:`exporter_ssl_context` (HTTPS) and :func:`require_basic_auth`, a WSGI
   wrapper comparing credentials in constant time (``/healthz`` stays open: see
   docs/SECURITY.md).
+* Customer data -- :func:`customer_key`: the HMAC key naming customer records in Redis
+  (required by the worker and ``ccmon rebuild``); the exporter's basic auth marks each request
+  it lets through (:data:`AUTH_USER_ENVIRON`), which decides whether the callback worklist
+  shows customer ids (:func:`streams.web.api.customer_ids_visible`).
 * Start-up -- :func:`check_settings` loads every certificate and key once, so a bad file stops
   start-up with the flag or variable named; :func:`kafka_failures` and
   :func:`kafka_config_error` tell a refused password or an untrusted certificate (a setting
@@ -41,9 +45,14 @@ if TYPE_CHECKING:
     from streams.settings import Settings
     from streams.web.app import WSGIApp
 
+log = logging.getLogger("ccmon.security")
+
 #: Paths served without credentials when basic auth is on (liveness probes; says only
 #: whether Redis answers).
 AUTH_EXEMPT_PATHS = ("/healthz",)
+#: The WSGI environ key :func:`require_basic_auth` sets to the user on a request it let
+#: through (not ``REMOTE_USER``: wsgiref copies the process environment into every request's).
+AUTH_USER_ENVIRON = "ccmon.auth_user"
 
 
 # -- start-up checks ---------------------------------------------------------------------------
@@ -269,7 +278,8 @@ def last_failure(settings: Settings, failures: Iterable[BaseException]) -> str:
 
 def scrub(text: str, settings: Settings) -> str:
     """``text`` with every secret of ``settings`` replaced by ``***``."""
-    for secret in (settings.kafka_password, settings.redis_password, settings.exporter_auth_password):
+    for secret in (settings.kafka_password, settings.redis_password, settings.exporter_auth_password,
+                   settings.customer_key_secret):  # fmt: skip
         if secret:
             text = text.replace(secret, "***")
     return text
@@ -326,7 +336,8 @@ def require_basic_auth(app: WSGIApp, user: str, password: str, *, realm: str = "
     """``app`` behind HTTP basic auth (RFC 7617, UTF-8): 401 with a ``WWW-Authenticate``
     challenge unless the request carries ``user`` and ``password``. Both are compared at once,
     as SHA-256 digests, with :func:`hmac.compare_digest`: the time taken says nothing about
-    how much of either was right, nor how long they are. ``exempt`` paths pass freely."""
+    how much of either was right, nor how long they are. ``exempt`` paths pass freely. A
+    request let in by its credentials carries the user in ``environ[AUTH_USER_ENVIRON]``."""
     expected = hashlib.sha256(f"{user}:{password}".encode()).digest()
     open_paths = frozenset(exempt)
     challenge = f'Basic realm="{realm}", charset="UTF-8"'
@@ -343,7 +354,10 @@ def require_basic_auth(app: WSGIApp, user: str, password: str, *, realm: str = "
         return hmac.compare_digest(hashlib.sha256(given).digest(), expected)
 
     def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO", "/") in open_paths or authorized(environ.get("HTTP_AUTHORIZATION", "")):
+        if authorized(environ.get("HTTP_AUTHORIZATION", "")):
+            environ[AUTH_USER_ENVIRON] = user
+            return app(environ, start_response)
+        if environ.get("PATH_INFO", "/") in open_paths:
             return app(environ, start_response)
         start_response("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
                                             ("Content-Length", str(len(body))), ("WWW-Authenticate", challenge),
@@ -351,3 +365,20 @@ def require_basic_auth(app: WSGIApp, user: str, password: str, *, realm: str = "
         return [body]
 
     return guarded
+
+
+# -- customer record keys ------------------------------------------------------------------------
+def customer_key(settings: Settings, command: str) -> bytes | None:
+    """The HMAC key that names customer records in Redis (:class:`~streams.redis_state.RedisState`)
+    for ``command`` (``ccmon worker``, ``ccmon rebuild``: they write them, and must agree): the
+    secret's UTF-8 bytes. Without a secret: :class:`ConfigError` naming the setting, unless
+    ``--insecure-dev``; then ``None`` (the store's public development key) and a warning."""
+    if settings.customer_key_secret is not None:
+        return settings.customer_key_secret.encode("utf-8")
+    if settings.insecure_dev:
+        log.warning("%s: --insecure-dev: no customer key secret; customer records in Redis are named by a digest "
+                    "anyone can recompute from a customer id (development only)", command)  # fmt: skip
+        return None
+    raise ConfigError("CCMON_CUSTOMER_KEY_SECRET or CCMON_CUSTOMER_KEY_SECRET_FILE",
+                      f"required by {command}: it keys the names of customer records in Redis (the same secret "
+                      "for every worker and ccmon rebuild; docs/SECURITY.md); development only: --insecure-dev")

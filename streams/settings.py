@@ -4,11 +4,12 @@ Each value comes from its command-line flag, else its environment variable, else
 default. A bad value raises :class:`~kpi_core.errors.ConfigError` naming the flag or the
 variable it came from (``config field 'CCMON_BATCH_SIZE': must be an integer >= 1, got 'x'``).
 
-Secrets (a password in ``redis_url``, the Kafka, Redis and exporter passwords) are never
-logged: log :meth:`Settings.redacted`, and ``repr(settings)`` is redacted too. A password has
-no command-line flag (a flag shows in ``ps`` and in shell history): it comes from its
-environment variable or from a file named by ``--...-password-file`` / ``..._PASSWORD_FILE``,
-read once here. Security settings and their combinations: docs/SECURITY.md.
+Secrets (a password in ``redis_url``, the Kafka, Redis and exporter passwords, the customer
+key secret) are never logged: log :meth:`Settings.redacted`, and ``repr(settings)`` is
+redacted too. A secret has no command-line flag (a flag shows in ``ps`` and in shell
+history): it comes from its environment variable or from a file named by
+``--...-file`` / ``..._FILE``, read once here. Security settings and their combinations:
+docs/SECURITY.md.
 
 The clock is ``wall`` (live) or ``fixed:<epoch seconds | RFC 3339>`` (tests, replays): it
 gives the worker's lateness "now" and the exporter's evaluation instant.
@@ -38,7 +39,10 @@ _PREFIX_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 #: The settings that hold a secret: ``***`` in :meth:`Settings.redacted`, no flag.
-SECRETS = ("kafka_password", "redis_password", "exporter_auth_password")
+SECRETS = ("kafka_password", "redis_password", "exporter_auth_password", "customer_key_secret")
+#: Shortest customer key secret accepted: the digests of low-entropy ids (phone numbers) are
+#: only as hard to reverse as the secret is to guess.
+MIN_CUSTOMER_KEY_SECRET_CHARS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +56,7 @@ class Settings:
     group_id: str = "ccmon"
     config_path: str | None = None
     redis_prefix: str = "ccmon"
-    exporter_host: str = "0.0.0.0"
+    exporter_host: str = "127.0.0.1"
     exporter_port: int = 9108
     worker_web_port: int = 9109
     batch_size: int = 2000
@@ -81,6 +85,11 @@ class Settings:
     exporter_auth_password_file: str | None = None
     exporter_tls_cert_file: str | None = None
     exporter_tls_key_file: str | None = None
+    # -- customer record keys (docs/SECURITY.md): the HMAC key naming customer records in
+    # Redis; the worker and ``ccmon rebuild`` need it unless ``insecure_dev``.
+    customer_key_secret: str | None = field(default=None, repr=False)
+    customer_key_secret_file: str | None = None
+    insecure_dev: bool = False
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -178,6 +187,9 @@ SOURCES: Mapping[str, tuple[str, tuple[str, ...]]] = {
     "exporter_auth_password_file": ("--basic-auth-password-file", ("CCMON_EXPORTER_BASIC_AUTH_PASSWORD_FILE",)),
     "exporter_tls_cert_file": ("--tls-cert-file", ("CCMON_EXPORTER_TLS_CERT_FILE",)),
     "exporter_tls_key_file": ("--tls-key-file", ("CCMON_EXPORTER_TLS_KEY_FILE",)),
+    "customer_key_secret": ("", ("CCMON_CUSTOMER_KEY_SECRET",)),
+    "customer_key_secret_file": ("--customer-key-secret-file", ("CCMON_CUSTOMER_KEY_SECRET_FILE",)),
+    "insecure_dev": ("--insecure-dev", ("CCMON_INSECURE_DEV",)),
 }
 
 _HELP: Mapping[str, str] = {
@@ -191,7 +203,8 @@ _HELP: Mapping[str, str] = {
     "group_id": "Kafka consumer group (Faust app id); workers with the same one split the partitions",
     "config_path": "KPI config TOML (see deploy/config/ccmon.toml); without one, built-in defaults",
     "redis_prefix": "prefix of every Redis key (lets several deployments or tests share a Redis)",
-    "exporter_host": "address the exporter listens on",
+    "exporter_host": "address the exporter listens on; 0.0.0.0 (all) shows customer ids in "
+                     "/api/callbacks/pending only with basic auth",
     "exporter_port": "port the exporter listens on",
     "worker_web_port": "port of the worker's web server (/metrics of the worker itself); 0: none",
     "batch_size": "Kafka messages per batch (a message may hold many events)",
@@ -215,6 +228,10 @@ _HELP: Mapping[str, str] = {
     "exporter_auth_password_file": "file holding the basic-auth password (or $CCMON_EXPORTER_BASIC_AUTH_PASSWORD)",
     "exporter_tls_cert_file": "serve HTTPS with this PEM certificate (chain); may also hold the key",
     "exporter_tls_key_file": "PEM private key of --tls-cert-file",
+    "customer_key_secret_file": "file holding the secret that keys customer record names in Redis "
+                                "(or $CCMON_CUSTOMER_KEY_SECRET; at least 32 characters; worker and rebuild: the same)",
+    "insecure_dev": "development only (the flag alone: yes): run the worker or rebuild without a customer key "
+                    "secret; customer record names are then a digest anyone can recompute from a customer id",
 }
 
 
@@ -226,7 +243,8 @@ class _RefusedSecretFlag(argparse.Action):
                  option_string: str | None = None) -> None:  # fmt: skip
         file_flag = f"{option_string}-file"
         env = next(SOURCES[name.removesuffix("_file")][1][0] for name, (flag, _env) in SOURCES.items() if flag == file_flag)
-        parser.error(f"{option_string}: a password has no flag (a flag shows in ps and in shell history); "
+        what = "a password" if "password" in file_flag else "a secret"
+        parser.error(f"{option_string}: {what} has no flag (a flag shows in ps and in shell history); "
                      f"use ${env} or {file_flag}")  # fmt: skip
 
 
@@ -242,12 +260,15 @@ def add_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> No
                                 action=_RefusedSecretFlag, help=argparse.SUPPRESS)  # fmt: skip
         default = getattr(defaults, name)
         shown = f"${' or $'.join(env)}, else {default}" if default is not None else f"${env[0]}"
+        # A yes/no setting: the flag alone means yes (``--insecure-dev``).
+        switch: dict[str, Any] = {"nargs": "?", "const": "yes"} if isinstance(default, bool) else {}
         parser.add_argument(
             flag,
             dest=name,
             default=None,
             metavar=name.split("_")[-1].upper(),
             help=f"{_HELP[name]} (default: {shown})",
+            **switch,
         )
 
 
@@ -293,7 +314,7 @@ def _validate(values: dict[str, Any], origin: Mapping[str, str]) -> Settings:
         return number
 
     out = dict(values)
-    for name in ("redis_cluster", "evicting_redis_allowed"):
+    for name in ("redis_cluster", "evicting_redis_allowed", "insecure_dev"):
         flag = str(values[name]).strip().lower()
         if flag not in _BOOLEANS:
             raise fail(name, f"must be one of {', '.join(sorted(_BOOLEANS))}")
@@ -391,7 +412,8 @@ def _validate_security(values: Mapping[str, Any], origin: Mapping[str, str], out
         file_name = f"{name}_file"
         direct, path = values[name], text(file_name)
         if direct is not None and path is not None:
-            raise ConfigError(origin[file_name], f"give the password one way, not both this file and {origin[name]}")
+            what = "password" if "password" in name else "secret"
+            raise ConfigError(origin[file_name], f"give the {what} one way, not both this file and {origin[name]}")
         out[file_name] = path
         if path is not None:
             return read_secret_file(path, origin[file_name])
@@ -456,6 +478,15 @@ def _validate_security(values: Mapping[str, Any], origin: Mapping[str, str], out
         where = origin["exporter_auth_password_file"] if out["exporter_auth_password_file"] else origin["exporter_auth_password"]
         raise ConfigError(where, f"a password needs its user: set {setting_names('exporter_auth_user')}")
     tls_files("exporter_tls", "exporter_tls_cert_file", "exporter_tls_key_file")
+
+    # Optional here (the exporter and ``ccmon replay`` need none): the worker and ``ccmon
+    # rebuild`` require it through streams.security.customer_key.
+    out["customer_key_secret"] = secret("customer_key_secret")
+    key = out["customer_key_secret"]
+    if key is not None and len(key) < MIN_CUSTOMER_KEY_SECRET_CHARS:
+        where = origin["customer_key_secret_file"] if out["customer_key_secret_file"] else origin["customer_key_secret"]
+        raise ConfigError(where, f"must be at least {MIN_CUSTOMER_KEY_SECRET_CHARS} characters "
+                                 f"(e.g. openssl rand -hex 32), got {len(key)}")  # fmt: skip
 
 
 def _parse_clock(spec: str, where: str) -> float | None:

@@ -670,14 +670,15 @@ def run_worker(settings: Settings) -> int:
     import faust
 
     from kpi_core.config import load_config
+    from streams.security import customer_key, redis_connection_kwargs
 
     config = load_config(settings.config_path)
+    key = customer_key(settings, "ccmon worker")  # before anything else: a missing secret is one line
     _check_port_free(settings.worker_web_port)
     log.info("starting: %s", settings.redacted())
-    from streams.security import redis_connection_kwargs
-
     state = RedisState.from_url(settings.redis_url, config, cluster=settings.redis_cluster, prefix=settings.redis_prefix,
-                                clock=settings.make_clock(), connection=redis_connection_kwargs(settings))  # fmt: skip
+                                clock=settings.make_clock(), connection=redis_connection_kwargs(settings),
+                                customer_key=key)  # fmt: skip
     processor = BatchProcessor(config, state, settings.make_clock())
     _wait_for_redis(state)
     eviction = EvictionWatch(state.client, settings.redis_cluster,

@@ -27,6 +27,11 @@ SERVICES = REPO / "deploy" / "local" / "services.sh"
 
 Labels = tuple[tuple[str, str], ...]
 
+#: The customer key secret of every ccmon process the tests start (``ccmon worker`` and ``ccmon
+#: rebuild`` require one, and must share it): their environments start from this process's.
+TEST_CUSTOMER_KEY_SECRET = "tests-only-customer-key-" + "5eed" * 8
+os.environ.setdefault("CCMON_CUSTOMER_KEY_SECRET", TEST_CUSTOMER_KEY_SECRET)
+
 
 def _parse_env(text: str) -> dict[str, str]:
     """``KEY=value`` lines (optionally ``export``-ed and shell-quoted)."""

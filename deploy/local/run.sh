@@ -15,6 +15,17 @@ bash deploy/local/services.sh up
 eval "$(bash deploy/local/services.sh env)"
 export CCMON_KAFKA_BOOTSTRAP="$KAFKA_BOOTSTRAP" CCMON_REDIS_URL="$REDIS_URL"
 export CCMON_CONFIG="${CCMON_CONFIG:-$repo/deploy/config/ccmon.toml}"
+# The worker names customer records in Redis by an HMAC keyed with this secret: without one
+# given, a local one is made once and kept with the services' data (another one would orphan
+# the customer records written so far).
+if [[ -z "${CCMON_CUSTOMER_KEY_SECRET:-}${CCMON_CUSTOMER_KEY_SECRET_FILE:-}" ]]; then
+  secret_file="${CCMON_SERVICES_DIR:-$repo/.services}/customer-key-secret"
+  if [[ ! -s "$secret_file" ]]; then
+    mkdir -p "$(dirname "$secret_file")"
+    (umask 077 && "$python" -c 'import secrets; print(secrets.token_hex(32))' > "$secret_file")
+  fi
+  export CCMON_CUSTOMER_KEY_SECRET_FILE="$secret_file"
+fi
 
 pids=()
 cleanup() {

@@ -22,6 +22,8 @@ FLAGS = (
     # security, as the worker's (docs/SECURITY.md); passwords come from the environment or a file only
     "kafka_security_protocol", "kafka_sasl_mechanism", "kafka_username", "kafka_password_file", "kafka_ca_file",
     "kafka_cert_file", "kafka_key_file", "redis_password_file", "redis_ca_file", "redis_cert_file", "redis_key_file",
+    # the customer key, the workers' own (docs/SECURITY.md)
+    "customer_key_secret_file", "insecure_dev",
 )  # fmt: skip
 
 

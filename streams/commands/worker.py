@@ -17,6 +17,8 @@ FLAGS = (
     # security (docs/SECURITY.md); passwords come from the environment or a file only
     "kafka_security_protocol", "kafka_sasl_mechanism", "kafka_username", "kafka_password_file", "kafka_ca_file",
     "kafka_cert_file", "kafka_key_file", "redis_password_file", "redis_ca_file", "redis_cert_file", "redis_key_file",
+    # the customer key (docs/SECURITY.md): the secret from the environment or a file only
+    "customer_key_secret_file", "insecure_dev",
 )  # fmt: skip
 
 

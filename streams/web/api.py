@@ -6,11 +6,15 @@ Pure functions (and one small thread-safe ring buffer); no HTTP here.
   ``/api/kpis`` JSON document the wallboard reads.
 * :func:`pending_callbacks` reads the callback worklist from any
   :class:`~kpi_core.state.StateStore` (memory or Redis).
+* :func:`customer_ids_visible` decides whether a request may see the customer ids in it
+  (authenticated, or a server listening on loopback only); :func:`mask_callbacks` hides them
+  otherwise.
 * :class:`SlHistory` keeps recent service-level values per queue for the sparklines.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from collections import deque
@@ -25,6 +29,12 @@ from kpi_core.state import StateStore, is_queue_scope
 PREFIX = "ccmon_"
 #: Standalone callbacks (requests without a customer id) are kept under this member prefix.
 STANDALONE_CALLBACK_PREFIX = "\x1fcb\x1f"
+#: The WSGI environ key :class:`streams.web.server.Server` sets to the address it listens on.
+LISTEN_HOST_ENVIRON = "ccmon.listen_host"
+#: A masked customer id keeps its last MASK_KEEP_CHARS characters if it has at least
+#: MASK_MIN_CHARS, else none (:func:`mask_customer_id`).
+MASK_KEEP_CHARS = 2
+MASK_MIN_CHARS = 8
 
 
 def iso(ts: float) -> str:
@@ -109,7 +119,8 @@ def pending_callbacks(config: Config, store: StateStore, at: float) -> list[dict
     Each item: ``tenant``, ``queue``, ``customer_id`` (or ``callback_id`` for a request
     without a customer), ``due`` (epoch seconds), ``due_iso``, ``age_seconds`` and
     ``overdue`` (older than the queue's ``callback_seconds`` target). Customer ids belong in
-    this worklist (an agent needs them to call back) and never in a metric label.
+    this worklist (an agent needs them to call back) and never in a metric label; served over
+    HTTP, only to a request :func:`customer_ids_visible` allows (else :func:`mask_callbacks`).
     """
     items: list[dict[str, Any]] = []
     for tenant, scopes in store.scopes().items():
@@ -130,6 +141,50 @@ def pending_callbacks(config: Config, store: StateStore, at: float) -> list[dict
                 items.append(item)
     items.sort(key=lambda i: (i["due"], i["tenant"], i["queue"], i.get("customer_id") or i.get("callback_id", "")))
     return items
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether listening on ``host`` accepts connections from this machine only: ``localhost``
+    or a loopback address (``127.0.0.0/8``, ``::1``). Any other name counts as reachable
+    from elsewhere, whatever it resolves to."""
+    name = host.strip().strip("[]")
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def customer_ids_visible(listen_host: str | None, authenticated: bool) -> bool:
+    """Whether the callback worklist may show customer ids to this request: when the request
+    is authenticated (the exporter's basic auth let it through), or the server listens on a
+    loopback address only. ``listen_host`` ``None``: the app is not served by
+    :func:`streams.web.serve` (a test calling it, or another WSGI server, which then answers
+    for who reaches it)."""
+    return authenticated or listen_host is None or is_loopback_host(listen_host)
+
+
+def mask_customer_id(customer_id: str) -> str:
+    """``***`` and the last :data:`MASK_KEEP_CHARS` characters of an id of at least
+    :data:`MASK_MIN_CHARS` (``+4915112345678`` -> ``***78``), else ``***``: enough to tell
+    rows apart at a glance, not to identify anyone, nor to learn the id's length."""
+    if len(customer_id) >= MASK_MIN_CHARS:
+        return "***" + customer_id[-MASK_KEEP_CHARS:]
+    return "***"
+
+
+def mask_callbacks(items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The worklist with every ``customer_id`` masked (:func:`mask_customer_id`) and
+    ``"customer_id_masked": true`` on those items; the rest of each item unchanged."""
+    out: list[dict[str, Any]] = []
+    for item in items:
+        copy = dict(item)
+        if "customer_id" in copy:
+            copy["customer_id"] = mask_customer_id(str(copy["customer_id"]))
+            copy["customer_id_masked"] = True
+        out.append(copy)
+    return out
 
 
 class SlHistory:

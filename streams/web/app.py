@@ -6,7 +6,8 @@ path                         what
 ``/`` (``/wallboard``)       the live wallboard (static HTML, vanilla JS, no CDN)
 ``/metrics``                 Prometheus text (:func:`kpi_core.exposition.render`)
 ``/api/kpis``                KPIs as JSON (:func:`streams.web.api.kpis_document`)
-``/api/callbacks/pending``   the callback worklist (``?tenant=&queue=&limit=``)
+``/api/callbacks/pending``   the callback worklist (``?tenant=&queue=&limit=``); customer ids
+                             masked unless authenticated or on loopback (below)
 ``/healthz``                 ``200 {"status": "ok"}``, or 503 while not ready
 ===========================  ====================================================
 
@@ -24,6 +25,11 @@ under a lock. ``get_info()`` may return ``at`` (the evaluation instant shown on 
 default: the wall clock), ``ready`` (``False`` makes ``/healthz`` answer 503) and anything
 else worth showing (``clock``, ``speed``, ``paused``...), which ``/api/kpis`` passes on under
 ``info``. Every request calls the callables afresh; cache inside them if they are costly.
+
+The worklist shows customer ids only to a request that basic auth let through
+(:func:`streams.security.require_basic_auth`) or when :func:`streams.web.serve` listens on a
+loopback address (:func:`streams.web.api.customer_ids_visible`); otherwise they are masked
+(``***78``, ``"customer_id_masked": true``) and the document says ``"customer_ids": "masked"``.
 """
 
 from __future__ import annotations
@@ -41,7 +47,16 @@ from kpi_core.config import Config
 from kpi_core.exposition import render
 from kpi_core.kpis import MetricFamily, snapshot
 from kpi_core.state import StateStore
-from streams.web.api import SlHistory, kpis_document, pending_callbacks, select_callbacks
+from streams.security import AUTH_USER_ENVIRON
+from streams.web.api import (
+    LISTEN_HOST_ENVIRON,
+    SlHistory,
+    customer_ids_visible,
+    kpis_document,
+    mask_callbacks,
+    pending_callbacks,
+    select_callbacks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +88,7 @@ def make_wsgi_app(
     def json_body(document: Any) -> bytes:
         return json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
-    def route(path: str, query: dict[str, list[str]]) -> tuple[str, str, bytes]:
+    def route(path: str, query: dict[str, list[str]], environ: Mapping[str, Any]) -> tuple[str, str, bytes]:
         if path in ("/", "/wallboard", "/index.html"):
             if not page:
                 page.append(wallboard_html())
@@ -101,8 +116,12 @@ def make_wsgi_app(
                 queue=query.get("queue", [None])[0],
             )
             at = float(meta.get("at", time.time()))
-            shown = items if limit is None else items[:limit]
-            return "200 OK", JSON_CONTENT_TYPE, json_body({"at": at, "count": len(items), "callbacks": list(shown)})
+            shown: Sequence[Mapping[str, Any]] = items if limit is None else items[:limit]
+            visible = customer_ids_visible(environ.get(LISTEN_HOST_ENVIRON), environ.get(AUTH_USER_ENVIRON) is not None)
+            if not visible:
+                shown = mask_callbacks(shown)
+            return "200 OK", JSON_CONTENT_TYPE, json_body({"at": at, "count": len(items), "callbacks": list(shown),
+                                                           "customer_ids": "shown" if visible else "masked"})  # fmt: skip
         if path == "/healthz":
             meta = info()
             if meta.get("ready", True):
@@ -118,7 +137,7 @@ def make_wsgi_app(
             return [b'{"error":"only GET and HEAD"}'] if method != "HEAD" else []
         query = parse_qs(environ.get("QUERY_STRING", ""))
         try:
-            status, content_type, body = route(path, query)
+            status, content_type, body = route(path, query, environ)
         except Exception:
             log.exception("error serving %s", path)
             status, content_type, body = "500 Internal Server Error", JSON_CONTENT_TYPE, b'{"error":"internal error"}'

@@ -4,6 +4,9 @@ Good for the demo and for an exporter scraped by a few Prometheus servers; put a
 server in front for anything busier. With an ``ssl_context`` it serves HTTPS: each connection's
 TLS handshake happens in that connection's own thread (a client that never completes one holds
 up nobody else, and is dropped after :data:`TLS_HANDSHAKE_TIMEOUT_SECONDS`).
+
+Each request's environ carries the address listened on (:data:`~streams.web.api.LISTEN_HOST_ENVIRON`):
+off loopback, the callback worklist masks customer ids unless basic auth let the request in.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import threading
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from streams.security import AUTH_USER_ENVIRON
+from streams.web.api import LISTEN_HOST_ENVIRON
 from streams.web.app import WSGIApp
 
 #: How long an HTTPS client may take to send its request (handshake included).
@@ -57,6 +62,15 @@ def _tls(server_class: type[_ThreadingWSGIServer], context: ssl.SSLContext) -> t
     return _TlsServer
 
 
+def _listening_on(host: str, app: WSGIApp) -> WSGIApp:
+    def bound(environ: dict[str, Any], start_response: Any) -> Any:
+        environ[LISTEN_HOST_ENVIRON] = host
+        environ.pop(AUTH_USER_ENVIRON, None)  # only basic auth sets it (wsgiref copies os.environ in)
+        return app(environ, start_response)
+
+    return bound
+
+
 class Server:
     """A running server: ``url``, ``port``, and :meth:`stop`."""
 
@@ -65,7 +79,7 @@ class Server:
         handler_class: type[_QuietHandler] = _QuietHandler
         if ssl_context is not None:
             server_class, handler_class = _tls(server_class, ssl_context), _TlsHandler
-        self._httpd = make_server(host, port, app, server_class=server_class, handler_class=handler_class)
+        self._httpd = make_server(host, port, _listening_on(host, app), server_class=server_class, handler_class=handler_class)
         self.scheme = "https" if ssl_context is not None else "http"
         self.host = host
         self.port: int = self._httpd.server_address[1]

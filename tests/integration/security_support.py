@@ -66,8 +66,10 @@ def entity_key(event: dict[str, Any]) -> bytes:
 
 
 def clean_environ() -> dict[str, str]:
-    """This process's environment without any CCMON_ setting (each test sets its own)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("CCMON_")} | {"PYTHONUNBUFFERED": "1"}
+    """This process's environment without any CCMON_ setting (each test sets its own) but the
+    customer key secret tests/conftest.py gives every ccmon process."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("CCMON_") or k == "CCMON_CUSTOMER_KEY_SECRET"} | {"PYTHONUNBUFFERED": "1"}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ encoding would write it, and the phone number's digits alone - is looked for in:
 
 * ``/metrics``, ``/api/kpis``, ``/api/samples`` (and the wallboard page);
 * Redis key *names* under the run's prefix (values may hold ids: they are state), and free
-  text anywhere in Redis, values included (the engine keeps no unknown field);
+  text anywhere in Redis, values included (the engine keeps no unknown field); a customer
+  record's name is the HMAC of the id with the worker's secret, which nothing recomputes
+  without it (not a plain digest, not the public development key);
 * the headers of every dead letter (the payloads are the events, unchanged, by design);
 * every line the worker and the exporter logged.
 
@@ -299,3 +301,29 @@ def test_no_customer_id_in_redis_key_names(run: PrivacyRun) -> None:
     assert len(names) > 20
     found = [leak for name in names for leak in leaks(name, name)]
     assert not found, found[:10]
+
+
+def test_customer_record_names_cannot_be_recomputed_without_the_secret(run: PrivacyRun) -> None:
+    """A customer's record is named by HMAC-SHA256 of the id with CCMON_CUSTOMER_KEY_SECRET
+    (the worker's, from this process's environment: tests/conftest.py). Regression: it was a
+    plain blake2b of the id, which a digest of every phone number finds (one was reversed)."""
+    import hashlib
+    import hmac
+
+    import redis
+
+    from streams.redis_state import INSECURE_DEV_CUSTOMER_KEY
+
+    secret = os.environ["CCMON_CUSTOMER_KEY_SECRET"].encode()
+
+    def keyed(key: bytes, customer: str) -> str:
+        return hmac.new(key, b"ccmon-customer\x00" + customer.encode(), hashlib.sha256).hexdigest()[:32]
+
+    client = redis.Redis.from_url(run.redis_url)
+    names = {key.decode().rpartition("#")[2] for key in client.scan_iter(match=f"{run.prefix}:*:rec:customer:*")}
+    client.close()
+    assert names == {keyed(secret, c) for c in CUSTOMERS}  # every customer, under the secret's names
+    guesses = {hashlib.blake2b(c.encode(), digest_size=16, person=b"ccmon-customer").hexdigest() for c in CUSTOMERS}
+    guesses |= {keyed(INSECURE_DEV_CUSTOMER_KEY, c) for c in CUSTOMERS}  # the public development key
+    guesses |= {hashlib.sha256(c.encode()).hexdigest()[:32] for c in CUSTOMERS}
+    assert not names & guesses

@@ -547,6 +547,26 @@ def test_exporter_port_is_published_and_health_checked(services: Services) -> No
     assert f"http://localhost:{port}/metrics" in health
 
 
+def test_the_exporter_listens_on_all_addresses_explicitly(services: Services) -> None:
+    """ccmon's exporter listens on 127.0.0.1 by default, which Prometheus's container cannot
+    reach: compose says 0.0.0.0 (and the image, for any other container), and publishes it on
+    the host's loopback only."""
+    args = command_args(services["exporter"])
+    assert "--host" in args and args[args.index("--host") + 1] == "0.0.0.0"
+    assert {m.host_ip for m in published_ports(services["exporter"])} <= LOCALHOST
+    final_stage = re.split(r"(?im)^\s*FROM\s", DOCKERFILE.read_text(encoding="utf-8"))[-1]
+    assert re.search(r"(?m)^\s*ENV\s+CCMON_EXPORTER_HOST=0\.0\.0\.0\s*$", final_stage)
+
+
+def test_the_customer_key_secret_is_required_and_not_written_down(services: Services) -> None:
+    """The worker (and ``ccmon rebuild``, run in either container) need the secret: compose
+    takes it from the environment or .env and refuses to start without one (``:?``)."""
+    for app in APP_SERVICES:
+        value = env_of(services[app]).get("CCMON_CUSTOMER_KEY_SECRET", "")
+        assert re.fullmatch(r"\$\{CCMON_CUSTOMER_KEY_SECRET:\?[^}]+\}", value), f"{app}: {value!r}"
+    assert not re.search(r"(?im)^\s*(ENV|ARG)\s+CCMON_CUSTOMER_KEY", DOCKERFILE.read_text(encoding="utf-8"))  # not baked in
+
+
 # --------------------------------------------------------------------------- kafka
 
 
@@ -682,11 +702,14 @@ def _docker_compose_available() -> bool:
     not _docker_compose_available(), reason="the docker compose plugin is not installed"
 )
 def test_docker_compose_config() -> None:
+    import os
+
     result = subprocess.run(
         ["docker", "compose", "-f", str(COMPOSE_FILE), "config", "--quiet"],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        env={**os.environ, "CCMON_CUSTOMER_KEY_SECRET": "compose-config-check-" + "0" * 32},  # required (:?)
     )
     assert result.returncode == 0, result.stdout + result.stderr
