@@ -4,10 +4,12 @@ Every error names the field, dotted, and echoes the bad value::
 
     config field 'tenants.acme.queues.support.sl_threshold_seconds': must be a number in [0, 86400], got -3
 
-Every number has a range (the ``*_RANGES`` tables below): finite, and no larger than anything the
-engine can use, so a typo like ``1e300`` stops start-up instead of overflowing arithmetic later
-(in the engine or in Redis's scripts). Durations stay within a day where the engine keeps state
-for them (a day is the horizon of ``today``), ratios within 0..1, counts within a million.
+Every number has a range (the ``*_RANGES`` tables below): finite, and no larger than anything
+sane, so a typo like ``1e300`` stops start-up instead of overflowing arithmetic later (in the
+engine or in Redis's scripts). Waits, thresholds, a call's age and clock skew are at most a day;
+the finished-call grace and the callback target a week; the repeat-caller look-back (which the
+state horizon follows) 31 days; ticket targets a year. Ratios are within 0..1, NPS -100..100,
+CES 1..7, limits 1..1,000,000.
 The top-level sections are ``[engine]``, ``[limits]``, ``[defaults]`` and ``[tenants]``; any other
 is an error (a misspelt section would otherwise be ignored silently).
 
@@ -360,7 +362,7 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
     limit_values: dict[str, int] = {}
     for name in Limits.__dataclass_fields__:
         value = limits_raw.get(name, getattr(Limits(), name))
-        low, high = LIMIT_RANGES[name]
+        low, high = LIMIT_RANGES.get(name, (1, 1_000_000))
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise ConfigError(f"limits.{name}", f"must be a whole number in [{low}, {high}], got {value!r}")
         limit_values[name] = value
