@@ -2,7 +2,16 @@
 
 Every error names the field, dotted, and echoes the bad value::
 
-    config field 'tenants.acme.queues.support.sl_threshold_seconds': must be a number >= 0, got -3
+    config field 'tenants.acme.queues.support.sl_threshold_seconds': must be a number in [0, 86400], got -3
+
+Every number has a range (the ``*_RANGES`` tables below): finite, and no larger than anything
+sane, so a typo like ``1e300`` stops start-up instead of overflowing arithmetic later (in the
+engine or in Redis's scripts). Waits, thresholds, a call's age and clock skew are at most a day;
+the finished-call grace and the callback target a week; the repeat-caller look-back (which the
+state horizon follows) 31 days; ticket targets a year. Ratios are within 0..1, NPS -100..100,
+CES 1..7, limits 1..1,000,000.
+The top-level sections are ``[engine]``, ``[limits]``, ``[defaults]`` and ``[tenants]``; any other
+is an error (a misspelt section would otherwise be ignored silently).
 
 A queue that is not in the file still works: it takes ``[defaults]``. A tenant that is not in
 the file uses UTC. See ``deploy/config/ccmon.toml`` for a commented example.
@@ -10,10 +19,9 @@ the file uses UTC. See ``deploy/config/ccmon.toml`` for a commented example.
 
 from __future__ import annotations
 
-import math
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -43,7 +51,6 @@ TARGET_METRICS: Mapping[str, str] = MappingProxyType(
         "resolution_seconds": "ticket_resolution_seconds",
     }
 )
-_RATIO_TARGETS = frozenset({"service_level", "abandon_rate", "fcr", "csat"})
 
 DEFAULT_TARGETS: Mapping[str, float] = MappingProxyType(
     {
@@ -52,6 +59,56 @@ DEFAULT_TARGETS: Mapping[str, float] = MappingProxyType(
         "callback_seconds": 3600.0,
         "fcr": 0.9,
         "nps": 70.0,
+    }
+)
+
+_DAY = 86400
+_WEEK = 7 * _DAY
+_YEAR = 365 * _DAY
+
+#: [min, max] of each number of ``[engine]``. Windows are at most 24 h (see parse_window).
+ENGINE_RANGES: Mapping[str, tuple[float, float]] = MappingProxyType(
+    {
+        "bucket_seconds": (1, 10),  # and a whole divisor of 60
+        "coarse_bucket_seconds": (60, 900),  # and a divisor of 900, a multiple of bucket_seconds
+        "max_call_age_seconds": (60, _DAY),
+        "finished_call_grace_seconds": (0, _WEEK),
+        "repeat_caller_seconds": (60, 31 * _DAY),  # the state horizon follows it: a month at most
+        "max_future_seconds": (0, _DAY),
+    }
+)
+#: [min, max] of each number of a queue (``[defaults]``, ``[tenants.*.queues.*]``).
+QUEUE_RANGES: Mapping[str, tuple[float, float]] = MappingProxyType(
+    {
+        "sl_threshold_seconds": (0, _DAY),
+        "short_abandon_seconds": (0, _DAY),
+    }
+)
+#: [min, max] of each target: ratios within 0..1, NPS within -100..100, CES on its 1..7 scale,
+#: waits and handling times within a day, callbacks within a week, tickets within a year.
+TARGET_RANGES: Mapping[str, tuple[float, float]] = MappingProxyType(
+    {
+        "service_level": (0, 1),
+        "asa_seconds": (0, _DAY),
+        "abandon_rate": (0, 1),
+        "callback_seconds": (0, _WEEK),
+        "longest_wait_seconds": (0, _DAY),
+        "aht_seconds": (0, _DAY),
+        "fcr": (0, 1),
+        "csat": (0, 1),
+        "nps": (-100, 100),
+        "ces": (1, 7),
+        "first_response_seconds": (0, _YEAR),
+        "resolution_seconds": (0, _YEAR),
+    }
+)
+#: [min, max] of each whole number of ``[limits]``.
+LIMIT_RANGES: Mapping[str, tuple[int, int]] = MappingProxyType(
+    {
+        "tenants": (1, 1_000_000),
+        "queues_per_tenant": (1, 1_000_000),
+        "agents_per_tenant": (1, 1_000_000),
+        "articles_per_tenant": (1, 1_000_000),
     }
 )
 
@@ -168,12 +225,20 @@ class Config:
         return max(longest, self.repeat_caller_seconds)
 
 
-def _number(raw: Mapping[str, Any], key: str, where: str, default: float, *, minimum: float = 0.0) -> float:
+def _bound(value: float) -> str:
+    """A range bound as written in an error: ``31536000``, ``0.5``, ``-100``."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _number(raw: Mapping[str, Any], key: str, where: str, default: float, bounds: tuple[float, float]) -> float:
+    """``raw[key]`` (``default`` when absent): an int or float, finite, within ``bounds``."""
     if key not in raw:
         return default
     value = raw[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < minimum:
-        raise ConfigError(f"{where}{key}", f"must be a number >= {minimum:g}, got {value!r}")
+    low, high = bounds
+    # Finite bounds also reject NaN (no comparison holds), infinities and huge integers.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ConfigError(f"{where}{key}", f"must be a number in [{_bound(low)}, {_bound(high)}], got {value!r}")
     return float(value)
 
 
@@ -183,11 +248,11 @@ def _table(value: Any, where: str) -> Mapping[str, Any]:
     return value
 
 
-def _reject_unknown(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
+def _reject_unknown(raw: Mapping[str, Any], allowed: Collection[str], where: str, kind: str = "field") -> None:
     for key in raw:
         if key not in allowed:
             hint = ", ".join(sorted(allowed))
-            raise ConfigError(f"{where}{key}", f"unknown field (expected one of: {hint})")
+            raise ConfigError(f"{where}{key}", f"unknown {kind} (expected one of: {hint})")
 
 
 def _targets(raw: Any, where: str, base: Mapping[str, float]) -> Mapping[str, float]:
@@ -195,13 +260,7 @@ def _targets(raw: Any, where: str, base: Mapping[str, float]) -> Mapping[str, fl
     _reject_unknown(table, set(TARGET_METRICS), where)
     merged = dict(base)
     for key in table:
-        minimum = -100.0 if key == "nps" else 0.0
-        value = _number(table, key, where, 0.0, minimum=minimum)
-        if key in _RATIO_TARGETS and value > 1:
-            raise ConfigError(f"{where}{key}", f"a ratio target is within 0..1, got {value!r}")
-        if key == "nps" and value > 100:
-            raise ConfigError(f"{where}{key}", f"an NPS target is within -100..100, got {value!r}")
-        merged[key] = value
+        merged[key] = _number(table, key, where, 0.0, TARGET_RANGES[key])
     return MappingProxyType(merged)
 
 
@@ -219,28 +278,25 @@ def _queue(raw: Any, where: str, base: QueueConfig) -> QueueConfig:
         targets = _targets(table["targets"], f"{where}targets.", base.targets)
     return replace(
         base,
-        sl_threshold_seconds=_number(table, "sl_threshold_seconds", where, base.sl_threshold_seconds),
-        short_abandon_seconds=_number(table, "short_abandon_seconds", where, base.short_abandon_seconds),
+        sl_threshold_seconds=_number(
+            table, "sl_threshold_seconds", where, base.sl_threshold_seconds, QUEUE_RANGES["sl_threshold_seconds"]
+        ),
+        short_abandon_seconds=_number(
+            table, "short_abandon_seconds", where, base.short_abandon_seconds, QUEUE_RANGES["short_abandon_seconds"]
+        ),
         sl_formula=formula,
         targets=targets,
     )
 
 
-_ENGINE_FIELDS = {
-    "windows",
-    "bucket_seconds",
-    "coarse_bucket_seconds",
-    "max_call_age_seconds",
-    "finished_call_grace_seconds",
-    "callback_on_missed",
-    "repeat_caller_seconds",
-    "max_future_seconds",
-}
+_ENGINE_FIELDS = {"windows", "callback_on_missed", *ENGINE_RANGES}
+#: The top-level sections of the file.
+SECTIONS = ("engine", "limits", "defaults", "tenants")
 
 
 def config_from_dict(raw: Mapping[str, Any]) -> Config:
     """Build and validate a :class:`Config` from a decoded TOML document."""
-    _reject_unknown(raw, {"engine", "defaults", "tenants", "limits", "streams", "exporter", "sources"}, "")
+    _reject_unknown(raw, SECTIONS, "", "section")
     engine = _table(raw.get("engine", {}), "engine")
     _reject_unknown(engine, _ENGINE_FIELDS, "engine.")
     base = Config()
@@ -254,14 +310,17 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
         if len({w.name for w in windows}) != len(windows):
             raise ConfigError("engine.windows", f"has duplicates: {names!r}")
 
-    bucket = int(_number(engine, "bucket_seconds", "engine.", base.bucket_seconds, minimum=1))
+    def engine_number(key: str) -> float:
+        return _number(engine, key, "engine.", getattr(base, key), ENGINE_RANGES[key])
+
+    bucket = int(engine_number("bucket_seconds"))
     if engine.get("bucket_seconds", bucket) != bucket or bucket > 10 or 60 % bucket:
         raise ConfigError(
             "engine.bucket_seconds",
             f"must be a whole divisor of 60 no larger than 10, got {engine.get('bucket_seconds')!r}",
         )
-    coarse = int(_number(engine, "coarse_bucket_seconds", "engine.", base.coarse_bucket_seconds, minimum=60))
-    if coarse % bucket or 900 % coarse:
+    coarse = int(engine_number("coarse_bucket_seconds"))
+    if engine.get("coarse_bucket_seconds", coarse) != coarse or coarse % bucket or 900 % coarse:
         raise ConfigError(
             "engine.coarse_bucket_seconds",
             f"must divide 900 (every time zone's midnight falls on a quarter hour) and be a "
@@ -303,8 +362,9 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
     limit_values: dict[str, int] = {}
     for name in Limits.__dataclass_fields__:
         value = limits_raw.get(name, getattr(Limits(), name))
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000_000:
-            raise ConfigError(f"limits.{name}", f"must be a whole number in 1..10000000, got {value!r}")
+        low, high = LIMIT_RANGES.get(name, (1, 1_000_000))
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError(f"limits.{name}", f"must be a whole number in [{low}, {high}], got {value!r}")
         limit_values[name] = value
 
     return Config(
@@ -312,20 +372,19 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
         windows=windows,
         bucket_seconds=bucket,
         coarse_bucket_seconds=coarse,
-        max_call_age_seconds=_number(engine, "max_call_age_seconds", "engine.", base.max_call_age_seconds, minimum=60),
-        finished_call_grace_seconds=_number(
-            engine, "finished_call_grace_seconds", "engine.", base.finished_call_grace_seconds
-        ),
+        max_call_age_seconds=engine_number("max_call_age_seconds"),
+        finished_call_grace_seconds=engine_number("finished_call_grace_seconds"),
         callback_on_missed=on_missed,
-        repeat_caller_seconds=_number(engine, "repeat_caller_seconds", "engine.", base.repeat_caller_seconds, minimum=60),
-        max_future_seconds=_number(engine, "max_future_seconds", "engine.", base.max_future_seconds),
+        repeat_caller_seconds=engine_number("repeat_caller_seconds"),
+        max_future_seconds=engine_number("max_future_seconds"),
         defaults=defaults,
         tenants=MappingProxyType(tenants),
     )
 
 
 def load_config(path: str | Path | None) -> Config:
-    """Read a TOML file (``None`` gives the defaults). Raises ConfigError naming the field."""
+    """Read a TOML file (``None`` gives the defaults). Raises ConfigError naming the field, or
+    naming the file (field ``--config``) when it cannot be read or is not UTF-8 TOML."""
     if path is None:
         return Config()
     try:
@@ -333,6 +392,12 @@ def load_config(path: str | Path | None) -> Config:
             raw = tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError("--config", f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError("--config", f"{path} is a directory, not a TOML file") from None
+    except OSError as exc:  # permission denied, an I/O error...
+        raise ConfigError("--config", f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:  # a binary file: tomllib decodes UTF-8 first
+        raise ConfigError("--config", f"{path} is not a TOML file (not UTF-8 text at byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
     return config_from_dict(raw)

@@ -4,15 +4,32 @@ Events are applied in the file's order (which need not be time order). Events at
 ``at`` are left out. ``at`` defaults to the newest event time in the file, which takes a
 first pass over the file; with ``--at`` the file is read once. Rejected lines are counted,
 summarised on stderr, and never fatal.
+
+The default ``at`` ignores mis-stamped outliers: one event stamped 2099 would otherwise move
+``at`` to 2099, and every real event would be too old to count. An event time later than the
+*fence* is left out of the choice (and so, being after ``at``, out of the replay)::
+
+    fence = Q3 + 10 x (Q3 - Q1) + engine.max_future_seconds
+
+Q1 and Q3 are the quartiles of the file's valid event times, at minute resolution (rounded
+outwards, and the fence up to the end of its minute). It is Tukey's outer fence made
+deliberately loose (10 inter-quartile ranges, not 3: a small file's last straggler is no
+outlier, e.g. the golden file's last call 36 minutes after its third quartile), plus the
+clock skew the engine tolerates anyway. It is meant for stamps off by days to decades (a wrong
+year or century, a swapped month): a day's file keeps everything up to ~2.5 days after its
+third quartile; events all within one minute keep ``max_future_seconds`` after it. As Q3 is
+itself an event time, at least three quarters of the events always stay. What is excluded is
+reported (count, range, and the fence) by :func:`exclusion_note`; ``--at`` overrides it all.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO, TextIO
 
@@ -28,6 +45,21 @@ from kpi_core.state import MemoryState
 MAINTAIN_EVERY = 20_000
 
 
+#: The fence is Q3 + FENCE_IQR x (Q3 - Q1) + max_future_seconds (Tukey's "far out" uses 3).
+FENCE_IQR = 10.0
+
+
+@dataclass(frozen=True)
+class AtChoice:
+    """The default ``at``: the newest event time that is not beyond the fence."""
+
+    at: float | None  # None: no valid event in the file
+    events: int = 0  # valid event times seen
+    fence: float | None = None
+    excluded: int = 0  # event times beyond the fence
+    excluded_range: tuple[float, float] | None = None
+
+
 @dataclass
 class ReplayResult:
     at: float
@@ -37,6 +69,8 @@ class ReplayResult:
     left_out: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     first_errors: list[str] = field(default_factory=list)
+    #: How the default ``at`` was chosen (None when ``at`` was given).
+    choice: AtChoice | None = None
 
     @property
     def text(self) -> str:
@@ -75,19 +109,74 @@ def _lines(handle: BinaryIO) -> Iterator[tuple[int, bytes]]:
             yield number, line
 
 
-def newest_ts(path: str, progress: Progress | None = None) -> float | None:
-    newest: float | None = None
+def robust_at(minutes: Mapping[int, tuple[int, float, float]], max_future_seconds: float) -> AtChoice:
+    """The default ``at`` from event times grouped by minute (``minute -> (count, earliest,
+    newest)``, the minute being ``floor(ts / 60)``): the newest time not beyond the fence (see
+    the module's docstring)."""
+    if not minutes:
+        return AtChoice(at=None)
+    keys = sorted(minutes)
+    total = sum(minutes[key][0] for key in keys)
+    q1_rank, q3_rank = math.ceil(0.25 * total), math.ceil(0.75 * total)  # nearest rank, 1-based
+    q1 = q3 = None
+    seen = 0
+    for key in keys:
+        seen += minutes[key][0]
+        if q1 is None and seen >= q1_rank:
+            q1 = key * 60.0  # the start of Q1's minute, the end of Q3's: the IQR only widens
+        if seen >= q3_rank:
+            q3 = (key + 1) * 60.0
+            break
+    assert q1 is not None and q3 is not None
+    fence = q3 + FENCE_IQR * (q3 - q1) + max_future_seconds
+    fence = math.ceil(fence / 60.0) * 60.0  # whole minutes are kept or excluded
+    kept = [key for key in keys if key * 60.0 < fence]
+    out = [key for key in keys if key * 60.0 >= fence]
+    at = max(minutes[key][2] for key in kept)  # never empty: Q3's minute starts before the fence
+    if not out:
+        return AtChoice(at=at, events=total, fence=fence)
+    return AtChoice(
+        at=at,
+        events=total,
+        fence=fence,
+        excluded=sum(minutes[key][0] for key in out),
+        excluded_range=(min(minutes[key][1] for key in out), max(minutes[key][2] for key in out)),
+    )
+
+
+def choose_at(path: str, max_future_seconds: float, progress: Progress | None = None) -> AtChoice:
+    """A first pass over the file: the event times of its valid events, by minute."""
+    minutes: dict[int, tuple[int, float, float]] = {}
     with open(path, "rb") as handle:
         for count, (_number, line) in enumerate(_lines(handle)):
             try:
                 ts = parse_line(line).ts  # only a valid event may set `at`
             except InvalidEventError:
                 continue
-            if newest is None or ts > newest:
-                newest = ts
+            key = int(ts // 60)
+            seen = minutes.get(key)
+            minutes[key] = (1, ts, ts) if seen is None else (seen[0] + 1, min(seen[1], ts), max(seen[2], ts))
             if progress is not None and count % 4096 == 0:
                 progress.update(handle.tell(), count, "scanning for the newest event")
-    return newest
+    return robust_at(minutes, max_future_seconds)
+
+
+def _utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def exclusion_note(choice: AtChoice) -> str | None:
+    """What the default ``at`` left out, and why; None when nothing was."""
+    if not choice.excluded or choice.excluded_range is None or choice.fence is None or choice.at is None:
+        return None  # nothing left out (or no event at all)
+    first, last = choice.excluded_range
+    stamped = _utc(first) if first == last else f"{_utc(first)} .. {_utc(last)}"
+    return (
+        f"{choice.excluded} of {choice.events} events left out as mis-stamped: stamped {stamped}, later than "
+        f"{_utc(choice.fence)} (the third quartile of the file's event times + {FENCE_IQR:g} inter-quartile "
+        f"ranges + engine.max_future_seconds); at = {_utc(choice.at)}, the newest event time before that "
+        f"(give --at to choose)"
+    )
 
 
 def replay(
@@ -101,17 +190,17 @@ def replay(
     """Raises OSError when the file cannot be read."""
     size = os.path.getsize(path)
     meter = Progress(size, err, progress)
+    choice = None
     if at is None:
-        at = newest_ts(path, meter)
+        choice = choose_at(path, config.max_future_seconds, meter)
         meter.done()
-        if at is None:
-            at = time.time()
+        at = choice.at if choice.at is not None else time.time()
     # A file need not be in time order: keep finished calls for the whole horizon, so a late
     # line for any call of the replayed span still finds its record.
     config = replace(config, finished_call_grace_seconds=max(config.finished_call_grace_seconds, config.horizon_seconds))
     store = MemoryState(config.bucket_seconds, config.coarse_bucket_seconds)
     engine = Engine(config, store)
-    result = ReplayResult(at=at, families=[])
+    result = ReplayResult(at=at, families=[], choice=choice)
     meter = Progress(size, err, progress)
     watermark = float("-inf")  # newest event time so far: what "now" was, for pruning
     with open(path, "rb") as handle:

@@ -1192,7 +1192,7 @@ def parse_start(text: str, now: float | None = None) -> float:
     """A start instant: ``now``, ``now-90m`` / ``now-2h`` / ``now-30s`` (that long before now), ``today``
     (00:00 UTC today), ``HH:MM`` (today, UTC), RFC 3339 with an offset, or epoch seconds."""
     from kpi_core.errors import InvalidEventError
-    from kpi_core.events import parse_ts
+    from kpi_core.events import parse_instant
 
     wall = time.time() if now is None else now
     text = text.strip()
@@ -1212,7 +1212,7 @@ def parse_start(text: str, now: float | None = None) -> float:
         if hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60:
             return midnight + int(hours) * 3600.0 + int(minutes) * 60.0
     try:
-        return parse_ts(float(text) if text.replace(".", "", 1).isdigit() else text)
+        return parse_instant(text)
     except InvalidEventError:
         raise ConfigError(
             "--start", f"use now, now-90m / now-2h, today, HH:MM (UTC), RFC 3339 with an offset or epoch seconds; got {text!r}"

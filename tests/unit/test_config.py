@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import math
+import subprocess
+import sys
 import textwrap
+import tomllib
+from collections.abc import Iterator
+from copy import deepcopy
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from kpi_core.config import Config, QueueConfig, Window, config_from_dict, load_config, parse_window
+from kpi_core.config import (
+    ENGINE_RANGES,
+    LIMIT_RANGES,
+    QUEUE_RANGES,
+    TARGET_METRICS,
+    TARGET_RANGES,
+    Config,
+    Limits,
+    QueueConfig,
+    Window,
+    config_from_dict,
+    load_config,
+    parse_window,
+)
 from kpi_core.errors import CcmonError, ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,9 +69,6 @@ sl_formula = "abandoned_after"
 timezone = "America/New_York"
 
 [tenants.initech]
-
-[streams]
-anything = "is for the worker"
 """
 
 
@@ -233,3 +250,183 @@ def test_horizon_covers_a_long_day_and_the_repeat_look_back() -> None:
     assert not no_today.has_today
     today = config_from_dict({"engine": {"windows": ["today"], "repeat_caller_seconds": 60}})
     assert today.horizon_seconds == 25 * 3600
+
+
+# --------------------------------------------------------------------------------------
+# every number has a range (the issue: repeat_caller_seconds = 1e300 passed validation)
+# --------------------------------------------------------------------------------------
+EXAMPLE = REPO / "deploy" / "config" / "ccmon.toml"
+
+
+def numeric_fields(table: dict[str, Any], where: str = "") -> Iterator[tuple[str, float]]:
+    """(dotted path, value) of every number (not a bool) in a decoded TOML document."""
+    for key, value in table.items():
+        if isinstance(value, dict):
+            yield from numeric_fields(value, f"{where}{key}.")
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            yield f"{where}{key}", value
+
+
+def range_of(path: str) -> tuple[float, float]:
+    """The documented range of a dotted field, from the tables in kpi_core/config.py."""
+    *parents, key = path.split(".")
+    if parents == ["engine"]:
+        return ENGINE_RANGES[key]
+    if parents == ["limits"]:
+        return LIMIT_RANGES[key]
+    if parents[-1] == "targets":
+        return TARGET_RANGES[key]
+    return QUEUE_RANGES[key]
+
+
+def with_value(document: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    copy = deepcopy(document)
+    *parents, key = path.split(".")
+    table = copy
+    for name in parents:
+        table = table[name]
+    table[key] = value
+    return copy
+
+
+def example_fields() -> list[tuple[str, float]]:
+    """Every number of the example config, plus every target (the example lists some of them
+    only in a comment): no field of the file can be forgotten by the tests below."""
+    document = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+    fields = dict(numeric_fields(document))
+    for name in TARGET_METRICS:
+        fields.setdefault(f"defaults.targets.{name}", TARGET_RANGES[name][0])
+    return sorted(fields.items())
+
+
+EXAMPLE_FIELDS = example_fields()
+
+
+def test_the_example_shows_every_engine_and_limit_number() -> None:
+    """So that the table-driven tests below cover a field added to [engine] or [limits]."""
+    paths = {path for path, _value in EXAMPLE_FIELDS}
+    assert {f"engine.{key}" for key in ENGINE_RANGES} <= paths
+    assert {f"limits.{key}" for key in LIMIT_RANGES} == {f"limits.{key}" for key in Limits.__dataclass_fields__}
+    assert {f"limits.{key}" for key in LIMIT_RANGES} <= paths
+    assert {f"defaults.{key}" for key in QUEUE_RANGES} <= paths
+    assert set(TARGET_RANGES) == set(TARGET_METRICS)
+    assert len(EXAMPLE_FIELDS) >= 25
+
+
+def out_of_range(path: str) -> list[Any]:
+    low, high = range_of(path)
+    return [1e300, -1e300, float("nan"), float("inf"), float("-inf"), high + 1, low - 1, 10**400]
+
+
+@pytest.mark.parametrize(("path", "good"), EXAMPLE_FIELDS, ids=[p for p, _v in EXAMPLE_FIELDS])
+def test_every_number_is_bounded(path: str, good: float) -> None:
+    document = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+    config_from_dict(with_value(document, path, good))  # the example's own value is fine
+    low, high = range_of(path)
+    assert math.isfinite(low) and math.isfinite(high) and low < high
+    for bad in out_of_range(path):
+        with pytest.raises(ConfigError) as info:
+            config_from_dict(with_value(document, path, bad))
+        assert info.value.field == path, bad
+        assert f"[{low:g}, {high:g}]" in info.value.message or f"[{int(low)}, {int(high)}]" in info.value.message
+        assert info.value.message.endswith(f"got {bad!r}"), info.value.message
+
+
+@pytest.mark.parametrize(("path", "good"), EXAMPLE_FIELDS, ids=[p for p, _v in EXAMPLE_FIELDS])
+def test_the_range_bounds_themselves_are_accepted_where_the_other_rules_allow(path: str, good: float) -> None:
+    """Each bound is a value the field accepts (the bucket sizes also have divisibility rules:
+    their bounds 1/10 and 60/900 satisfy them only against a matching partner)."""
+    document = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+    document["engine"]["windows"] = ["15m", "today"]  # multiples of every allowed bucket size
+    low, high = range_of(path)
+    for bound in (low, high):
+        value = int(bound) if path.startswith("limits.") or path.endswith("bucket_seconds") else bound
+        config_from_dict(with_value(document, path, value))
+
+
+def test_the_issue_example_names_the_field_the_range_and_the_value() -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"engine": {"repeat_caller_seconds": 1e300}})
+    assert str(info.value) == (
+        "config field 'engine.repeat_caller_seconds': must be a number in [60, 2678400], got 1e+300"
+    )
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"tenants": {"acme": {"queues": {"support": {"targets": {"ces": 9}}}}}})
+    assert str(info.value) == "config field 'tenants.acme.queues.support.targets.ces': must be a number in [1, 7], got 9"
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"limits": {"agents_per_tenant": 5_000_000}})
+    assert str(info.value) == "config field 'limits.agents_per_tenant': must be a whole number in [1, 1000000], got 5000000"
+
+
+def test_a_fractional_coarse_bucket_is_rejected() -> None:
+    """300.5 was truncated to 300 and accepted."""
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"engine": {"coarse_bucket_seconds": 300.5}})
+    assert info.value.field == "engine.coarse_bucket_seconds"
+
+
+# --------------------------------------------------------------------------------------
+# sections, and files that are not TOML
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("section", ["streams", "exporter", "sources", "Engine", "tenant"])
+def test_unknown_sections_are_rejected_naming_the_known_ones(tmp_path: Path, section: str) -> None:
+    """[streams], [exporter] and [sources] were accepted and read by nothing."""
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, f"[{section}]\nport = 9108\n"))
+    assert info.value.field == section
+    assert info.value.message == "unknown section (expected one of: defaults, engine, limits, tenants)"
+
+
+def test_a_binary_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "ccmon.toml"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.field == "--config"
+    assert str(path) in info.value.message and "not a TOML file" in info.value.message
+
+
+def test_a_directory_and_an_unreadable_path_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path)
+    assert info.value.field == "--config"
+    assert info.value.message == f"{tmp_path} is a directory, not a TOML file"
+    a_file = write(tmp_path, "")
+    with pytest.raises(ConfigError) as info:
+        load_config(a_file / "ccmon.toml")  # a path through a file: NotADirectoryError
+    assert info.value.field == "--config"
+    assert info.value.message.startswith(f"cannot read {a_file / 'ccmon.toml'}: ")
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"\x7fELF\x02\x01\x01\x00\x00\x00\xff\xfe\xfd", "is not a TOML file (not UTF-8 text at byte 10)"),
+        (b"[engine]\nrepeat_caller_seconds = 1e300\n", "'engine.repeat_caller_seconds': must be a number in"),
+        (b"[exporter]\nport = 9108\n", "'exporter': unknown section"),
+        (None, "is a directory, not a TOML file"),
+    ],
+    ids=["binary", "1e300", "unknown-section", "directory"],
+)
+def test_the_cli_reports_a_bad_config_in_one_line(tmp_path: Path, content: bytes | None, expected: str) -> None:
+    """Exit 2 and one line on stderr naming the file or field, no traceback."""
+    events = tmp_path / "events.jsonl"
+    events.write_text("")
+    path = tmp_path / "config-dir"
+    if content is None:
+        path.mkdir()
+    else:
+        path = tmp_path / "ccmon.toml"
+        path.write_bytes(content)
+    result = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "replay", "--config", str(path), str(events)],
+        capture_output=True, text=True, cwd=REPO, timeout=60, check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("ccmon replay: config field ")
+    assert expected in lines[0]
+    if content is None or content.startswith(b"\x7f"):
+        assert str(path) in lines[0]

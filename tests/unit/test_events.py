@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from kpi_core.errors import CcmonError, InvalidEventError
-from kpi_core.events import EVENT_TYPES, Event, parse_event, parse_line, parse_ts
+from kpi_core.events import EVENT_TYPES, Event, parse_event, parse_instant, parse_line, parse_ts
 
 AT = 1795168800.0  # 2026-11-20T10:00:00Z
 
@@ -141,6 +141,101 @@ def test_bad_timestamps(value: Any) -> None:
         parse_ts(value)
     assert info.value.reason == "bad_timestamp"
     assert reason_of(valid(ts=value)) == "bad_timestamp"
+
+
+#: ISO 8601 forms that datetime.fromisoformat takes (and parse_ts accepted) but RFC 3339 does not.
+NOT_RFC3339 = [
+    "2026-W47-5T09:00:00Z",  # ISO week date (the issue's example)
+    "2026-W47-5T10:00:00+00:00",
+    "2026W475T100000Z",
+    "2026-324T10:00:00Z",  # ordinal date
+    "20261120T100000Z",  # basic format
+    "2026-11-20T100000Z",
+    "2026-11-20T10:00Z",  # no seconds
+    "2026-11-20T10Z",
+    "2026-11-20T10:00:00,5Z",  # comma fraction
+    "2026-11-20T10:00:00.Z",  # empty fraction
+    "2026-11-20T10:00:00+0100",  # offset without a colon
+    "2026-11-20T10:00:00+01",  # offset without minutes
+    "2026-11-20T10:00:00+01:00:30",  # offset with seconds
+    "2026-11-20T10:00:00+01:00.5",
+    "2026-11-20T10:00:00.250",  # no offset at all
+    "2026-11-20T10:00:00.25+01:00Z",
+    "2026-11-20T10:00:00\u00a0Z",
+    "\uff12\uff10\uff12\uff16-11-20T10:00:00Z",  # full-width digits
+    "2026-11-20T10:00:00.\u0661Z",  # an Arabic-Indic digit in the fraction
+    "+2026-11-20T10:00:00Z",
+    "2026-11-20T10:00:00ZZ",
+    "2026-11-20T10:00:00 Z",
+    "2026-11-20T10:00:60Z",  # leap second: fromisoformat cannot represent it
+    "2026-02-29T10:00:00Z",  # not a leap year
+    "2026-11-31T10:00:00Z",
+    "2026-11-20T10:00:00-24:00",
+]
+
+
+@pytest.mark.parametrize("value", NOT_RFC3339, ids=repr)
+def test_iso8601_forms_outside_rfc3339_are_rejected(value: str) -> None:
+    """They were accepted (datetime.fromisoformat takes ISO 8601); the reason stays bad_timestamp."""
+    with pytest.raises(InvalidEventError) as info:
+        parse_ts(value)
+    assert info.value.reason == "bad_timestamp"
+    assert reason_of(valid(ts=value)) == "bad_timestamp"
+    assert json.dumps(value)[1:-1][:20] in info.value.message or value[:10] in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-11-20 10:00:00Z", AT),  # RFC 3339 5.6 lets applications use a space
+        ("2026-11-20 11:00:00+01:00", AT),
+        ("2026-11-20T10:00:00.9999999999Z", AT + 0.999999),  # cut to microseconds, as before
+        ("2026-11-20T10:00:00.1z", AT + 0.1),
+        ("2024-02-29T10:00:00Z", 1709200800.0),  # a leap day
+        ("1970-01-01T00:00:00Z", 0.0),
+        ("1969-12-31T23:00:00-01:00", 0.0),  # an offset can bring a 1969 date into range
+    ],
+    ids=repr,
+)
+def test_rfc3339_forms_are_accepted(value: str, expected: float) -> None:
+    assert parse_ts(value) == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_missing_offset_says_so() -> None:
+    with pytest.raises(InvalidEventError) as info:
+        parse_ts("2026-11-20T10:00:00.250")
+    assert info.value.message == "ts has no UTC offset: '2026-11-20T10:00:00.250'"
+    with pytest.raises(InvalidEventError) as info:
+        parse_ts("2026-W47-5T09:00:00Z")
+    assert info.value.message == "ts is not RFC 3339: '2026-W47-5T09:00:00Z'"
+
+
+def test_the_strict_parser_gives_what_fromisoformat_gave() -> None:
+    """Same epoch seconds, bit for bit, for the shapes producers write (so a worker upgraded
+    mid-stream computes identical windows)."""
+    from datetime import datetime
+
+    for value in ("2026-11-23T10:15:02.250Z", "2026-11-23T10:15:02Z", "2026-11-23T10:15:02.123456+05:45",
+                  "2026-11-23T10:15:02.1-03:30", "2026-03-29T01:59:59.999+00:00"):
+        assert parse_ts(value) == datetime.fromisoformat(value).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("1795168800", AT), ("1795168800.5", AT + 0.5), (" 1795168800 ", AT), ("2026-11-20T10:00:00Z", AT),
+     ("2026-11-20T11:00:00+01:00", AT)],
+)
+def test_parse_instant(text: str, expected: float) -> None:
+    assert parse_instant(text) == expected
+
+
+@pytest.mark.parametrize("text", ["2026-W47-5T09:00:00Z", "2026-11-20T10:00:00", "\u00b2", "1e9", "-5", "nan", "", "."])
+def test_parse_instant_rejects(text: str) -> None:
+    """The same rules as an event's ts. '\u00b2' (a superscript 2) passed str.isdigit() in the
+    old --at parsing and then crashed float()."""
+    with pytest.raises(InvalidEventError) as info:
+        parse_instant(text)
+    assert info.value.reason == "bad_timestamp"
 
 
 def test_epoch_bounds() -> None:
