@@ -114,11 +114,11 @@ WINDOWED: tuple[tuple[str, str, Callable[[Components], float | None]], ...] = (
     ("ccmon_service_level_denominator", "Service-level denominator (per the queue's formula).", _g("sl_den")),
     ("ccmon_service_level_ratio", "Service level per the queue's formula.", _mean("sl_num", "sl_den")),
     ("ccmon_average_speed_of_answer_seconds", "Mean wait of answered calls.", _mean("asa_sum", "asa_n")),
-    ("ccmon_answered_wait_seconds_sum", "Sum of waits of answered calls.", _g("asa_sum")),
+    ("ccmon_answered_wait_time_seconds", "Sum of waits of answered calls.", _g("asa_sum")),
     ("ccmon_average_wait_seconds", "Mean wait of answered, abandoned, timed-out and voicemail calls.",
      _mean("wait_sum", "wait_n")),
-    ("ccmon_wait_seconds_sum", "Sum of waits of answered, abandoned, timed-out and voicemail calls.", _g("wait_sum")),
-    ("ccmon_wait_count", "Calls in ccmon_wait_seconds_sum.", _g("wait_n")),
+    ("ccmon_wait_time_seconds", "Sum of waits of answered, abandoned, timed-out and voicemail calls.", _g("wait_sum")),
+    ("ccmon_waits", "Calls (answered, abandoned, timed out, voicemail) whose waits ccmon_wait_time_seconds sums.", _g("wait_n")),
     ("ccmon_max_wait_seconds", "Longest wait of any outcome.", lambda c: c.get("max_wait")),
     ("ccmon_abandon_rate_ratio", "(abandoned - short) / (answered + abandoned - short).",
      lambda c: _ratio(c.get("abandoned", 0.0) - c.get("short_abandoned", 0.0),
@@ -263,7 +263,7 @@ def snapshot(config: Config, store: StateStore, at: float) -> list[MetricFamily]
     fcr = family("ccmon_first_contact_resolution_ratio", "gauge", "First contact resolution (voice and ticket).")
     quantiles = family("ccmon_wait_seconds_quantile", "gauge", "Quantiles of answered waits (from the histogram).")
     occupancy = family("ccmon_occupancy_ratio", "gauge", "Time-weighted (on_call + acw) / (available + on_call + acw).")
-    kb_rate = family("ccmon_kb_transfer_rate_ratio", "gauge", "Knowledge-base escalations / views, per article.")
+    kb_rate = family("ccmon_knowledge_base_transfer_ratio", "gauge", "Knowledge-base escalations / views, per article.")
 
     all_scopes = store.scopes()
     agent_states = _AgentStates(store, at)

@@ -71,10 +71,10 @@ WINDOWED_COVERED = (
     "ccmon_service_level_denominator",
     "ccmon_service_level_ratio",
     "ccmon_average_speed_of_answer_seconds",
-    "ccmon_answered_wait_seconds_sum",
+    "ccmon_answered_wait_time_seconds",
     "ccmon_average_wait_seconds",
-    "ccmon_wait_seconds_sum",
-    "ccmon_wait_count",
+    "ccmon_wait_time_seconds",
+    "ccmon_waits",
     "ccmon_max_wait_seconds",
     "ccmon_abandon_rate_ratio",
     "ccmon_voicemail_share_ratio",
@@ -496,11 +496,11 @@ def _windowed(config, tevents, tlegs, qlegs, tcbs, ttickets, customers, mine, in
     v["ccmon_service_level_ratio"] = _ratio(num, den)
     answered_waits = [leg.wait for leg in answered if leg.wait is not None]
     v["ccmon_average_speed_of_answer_seconds"] = _mean(answered_waits)
-    v["ccmon_answered_wait_seconds_sum"] = sum(answered_waits)
+    v["ccmon_answered_wait_time_seconds"] = sum(answered_waits)
     waits = [leg.wait for leg in answered + abandoned + timeouts + voicemails if leg.wait is not None]
     v["ccmon_average_wait_seconds"] = _mean(waits)
-    v["ccmon_wait_seconds_sum"] = sum(waits)
-    v["ccmon_wait_count"] = len(waits)
+    v["ccmon_wait_time_seconds"] = sum(waits)
+    v["ccmon_waits"] = len(waits)
     all_waits = [leg.wait for leg in done if leg.wait is not None]
     v["ccmon_max_wait_seconds"] = max(all_waits) if all_waits else None
     v["ccmon_abandon_rate_ratio"] = _ratio(

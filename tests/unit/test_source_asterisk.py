@@ -101,7 +101,7 @@ def raw_figures(threshold: float) -> dict[str, dict[str, float]]:
             "ccmon_calls_answered": d["answered"],
             "ccmon_calls_abandoned": d["abandoned"],
             "ccmon_calls_timed_out": d["timeout"],
-            "ccmon_answered_wait_seconds_sum": d["wait_sum"],
+            "ccmon_answered_wait_time_seconds": d["wait_sum"],
             "ccmon_agent_missed_rings": d["rings"],
             "ccmon_calls_handled": d["handled"],
             "ccmon_transfers_out": d["transfers"],
