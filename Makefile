@@ -10,7 +10,7 @@ export CCMON_VENV := $(VENV)
 
 help:
 	@echo "make demo        install ccmon, live wallboard on simulated traffic (no services)"
-	@echo "make test        install, start real Kafka + Redis, run every test (what CI runs)"
+	@echo "make test        install, lint, start real Kafka + Redis, run every test (what CI runs)"
 	@echo "make test-unit   unit tests only, no services"
 	@echo "make run         start Kafka + Redis, a worker and an exporter on :9108"
 	@echo "make services-up / services-down"

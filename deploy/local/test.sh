@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The one test command (README, `make test`, .ci/run): installs ccmon with its test extras,
-# starts the real Apache Kafka and Redis (deploy/local/services.sh), runs every test, and
-# stops the services again if it started them. Extra arguments go to pytest.
+# The one test command (README, `make test`, .ci/run): installs ccmon with its test and lint
+# extras, runs the linters (ruff, mypy: a finding fails the run), starts the real Apache Kafka
+# and Redis (deploy/local/services.sh), runs every test, and stops the services again if it
+# started them. Extra arguments go to pytest.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$repo"
@@ -9,9 +10,13 @@ venv="${CCMON_VENV:-$repo/.venv}"
 python="$venv/bin/python"  # made by install.sh (PYTHON: the interpreter that makes it)
 export PATH="$venv/bin:$PATH"  # `ccmon` itself, for the tests that run the command
 
-echo "== installing ccmon and its test dependencies"
-bash deploy/local/install.sh test
+echo "== installing ccmon and its test and lint dependencies"
+bash deploy/local/install.sh dev
 bash deploy/local/install-test-tools.sh
+
+echo "== lint: ruff and mypy (make lint)"
+"$python" -m ruff check kpi_core streams tests bench
+"$python" -m mypy
 
 started=0
 if ! bash deploy/local/services.sh status >/dev/null 2>&1; then
