@@ -475,7 +475,13 @@ def test_what_kafka_did_not_take_is_read_again_from_the_saved_position(
     def feed_then_stop() -> None:
         time.sleep(0.3)
         write(log, 4, 3)
-        time.sleep(0.5)
+        # Stop once the follower has delivered every line (or gave up): on a loaded machine a
+        # fixed sleep stopped it before it had read the new lines.
+        expected = len(map_file(str(log)))
+        deadline = time.monotonic() + 30
+        while len(FlakySink.delivered) < expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)  # and a moment more, in which nothing may be delivered twice
         os.kill(os.getpid(), signal.SIGTERM)  # the source's handler: a clean stop
 
     FlakySink.failures, FlakySink.delivered, FlakySink.instances = 1, [], []
