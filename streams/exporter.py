@@ -95,6 +95,13 @@ class KpiCollector(Collector):
             for (topic, partition), value in sorted(consumer_lag().items()):
                 lag.add((("topic", topic), ("partition", str(partition))), value)
             families.append(lag)
+        stuck_partitions = getattr(self.store, "stuck_partitions", None)  # RedisState: from a worker's watchdog
+        if stuck_partitions is not None:
+            stuck = MetricFamily("ccmon_stuck_partition_timestamp_seconds", "gauge", "Unix time a worker's watchdog "
+                                 "last found this partition stuck and restarted the worker (kept 1 h).")  # fmt: skip
+            for (topic, partition), value in sorted(stuck_partitions().items()):
+                stuck.add((("topic", topic), ("partition", str(partition))), value)
+            families.append(stuck)
         scrape = MetricFamily("ccmon_exporter_scrape_seconds", "gauge", "Time to read the KPIs from Redis.")
         scrape.add((), time.perf_counter() - started)
         families.append(scrape)
