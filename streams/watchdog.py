@@ -34,9 +34,10 @@ Health (on the worker's web server, ``--web-port``):
 * ``/livez``: 200 while the event loop answers (the page is served by it).
 * ``/readyz``: 200 when Redis answers a PING (and no batch is waiting for it), the worker has
   joined the group and is not rebalancing, and, when its partitions have lag, it applied a
-  batch within the readiness limit (``stuck_seconds``, else 120 s). A member the group gave no
-  partition (more workers than partitions) is ready and says ``"idle": true``: it takes
-  partitions over as soon as another member leaves. Else 503 with ``{"ready": false, "reason"}``.
+  batch within the readiness limit (half ``stuck_seconds``, else 60 s: not ready before the
+  watchdog acts). A member the group gave no partition (more workers than partitions) is
+  ready and says ``"idle": true``: it takes partitions over as soon as another member leaves.
+  Else 503 with ``{"ready": false, "reason": ...}``.
 
 TEST-ONLY hook: with ``CCMON_TEST_ONLY_HOOKS=stall-a-partition`` *and*
 ``CCMON_TEST_ONLY_PAUSE_PARTITION=<n>`` in the environment, the worker pauses partition ``n``
@@ -73,7 +74,7 @@ STALE_LAG_SECONDS = 30.0
 #: Seconds the ordinary shutdown gets before the process ends itself.
 EXIT_GRACE_SECONDS = 60.0
 #: Readiness limit on the age of the last batch when the watchdog is off.
-READY_BATCH_AGE_SECONDS = 120.0
+READY_BATCH_AGE_SECONDS = 60.0
 #: Seconds /readyz waits for Redis to answer PING.
 READY_PING_TIMEOUT_SECONDS = 2.0
 #: The test-only hook's gate and its partition (see the module docstring).
@@ -247,7 +248,7 @@ def install(app: faust.App, processor: BatchProcessor, watchdog: PartitionWatchd
     if web:
         from faust import web as faust_web
 
-        limit = watchdog.stuck_seconds or READY_BATCH_AGE_SECONDS
+        limit = watchdog.stuck_seconds / 2 if watchdog.enabled else READY_BATCH_AGE_SECONDS
 
         @app.page("/livez")
         async def livez(self: faust_web.View, request: faust_web.Request) -> faust_web.Response:
