@@ -13,7 +13,8 @@ Two layers:
   heart-beating Kafka meanwhile), sends the rejections to the DLQ topic, and only then lets
   Faust commit the offsets. A timer runs the engine's upkeep every
   :data:`MAINTAIN_INTERVAL_SECONDS` on one worker at a time; another measures the consumer
-  group's lag (:class:`LagProbe`) for the exporter.
+  group's lag (:class:`LagProbe`) for the exporter, and for the stuck-partition watchdog and
+  the ``/livez`` and ``/readyz`` pages (:mod:`streams.watchdog`).
 
 Exactly-once effect: a batch that is processed again after a crash finds its event ids (and,
 for rejections, its Kafka coordinates) in Redis's ``seen`` sets, written in the same

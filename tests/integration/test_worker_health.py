@@ -67,6 +67,8 @@ def test_livez_and_readyz_follow_the_group_and_redis(
         assert ready[1]["ready"] is True and ready[1]["partitions"] == [0], ready
         assert "idle" not in ready[1]
         assert page(ports["a"], "/livez") == (200, {"live": True})
+        metrics = get(f"http://127.0.0.1:{ports['a']}/metrics")[1]
+        assert "\nccmon_worker_stuck_partitions 0.0\n" in metrics  # the watchdog's gauge, nothing stuck
 
         # A second member of a one-partition group: it is given nothing, and is ready (idle).
         p.start("b", *args, "--web-port", str(ports["b"]))

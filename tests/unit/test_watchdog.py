@@ -137,3 +137,16 @@ def test_readiness() -> None:
     assert readiness(**(ok | {"joined": False}))[1]["reason"] == "not in the consumer group yet"
     assert readiness(**(ok | {"rebalancing": True}))[1]["reason"] == "rebalancing"
     assert readiness(**(ok | {"assigned": []})) == (200, {"ready": True, "partitions": [], "idle": True})
+
+
+def test_the_setting_is_bounded_and_named_in_errors() -> None:
+    from kpi_core.errors import ConfigError
+    from streams.settings import from_args
+
+    assert from_args(environ={}).stuck_partition_seconds == 120.0
+    assert from_args(environ={"CCMON_STUCK_PARTITION_SECONDS": "0"}).stuck_partition_seconds == 0.0  # off
+    assert from_args(environ={"CCMON_STUCK_PARTITION_SECONDS": "5"}).stuck_partition_seconds == 5.0
+    for bad in ("2", "3601", "-1", "nan", "soon"):
+        with pytest.raises(ConfigError) as caught:
+            from_args(environ={"CCMON_STUCK_PARTITION_SECONDS": bad})
+        assert "CCMON_STUCK_PARTITION_SECONDS" in str(caught.value) and repr(bad) in str(caught.value)
