@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import faust
 
+    from streams.settings import Settings
     from streams.worker import BatchProcessor
 
 log = logging.getLogger("ccmon.watchdog")
@@ -88,10 +89,16 @@ class PartitionWatchdog:
     event loop (assignment, batches, checks) and from the lag probe's thread (:meth:`observe`,
     which replaces one tuple)."""
 
-    def __init__(self, topic: str, stuck_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, topic: str, stuck_seconds: float, clock: Callable[[], float] = time.monotonic,
+                 uncommitted_lag: bool = True) -> None:  # fmt: skip
         self.topic = topic
         self.stuck_seconds = stuck_seconds
         self.clock = clock
+        #: Whether the lag of a partition without a committed offset counts: yes when a new group
+        #: starts at the earliest offset; with ``--offset-reset latest`` it starts at the end and
+        #: commits nothing until a message arrives, so the probe's lag (from the beginning) is
+        #: not the worker's.
+        self.uncommitted_lag = uncommitted_lag
         #: Partitions stuck at the last check (the worker's gauge).
         self.stuck: list[int] = []
         #: Monotonic time the last batch was applied and acknowledged, ``None`` before the first.
@@ -105,6 +112,11 @@ class PartitionWatchdog:
         self._in_flight: frozenset[int] | None = None
         self._in_flight_since = 0.0
 
+    @classmethod
+    def for_settings(cls, settings: Settings) -> PartitionWatchdog:
+        return cls(settings.events_topic, settings.stuck_partition_seconds,
+                   uncommitted_lag=settings.offset_reset == "earliest")  # fmt: skip
+
     @property
     def enabled(self) -> bool:
         return self.stuck_seconds > 0
@@ -113,11 +125,13 @@ class PartitionWatchdog:
     def observe(self, lag: Mapping[tuple[str, int], float], committed: Mapping[tuple[str, int], int | None]) -> None:
         """The lag probe's figures for the group: ``(topic, partition) -> messages behind`` and
         ``-> committed offset`` (``None``: nothing committed yet)."""
+        mine = {p: value for (topic, p), value in committed.items() if topic == self.topic}
         self._figures = (
             self.clock(),
-            {p: value for (topic, p), value in lag.items() if topic == self.topic},
-            {p: value for (topic, p), value in committed.items() if topic == self.topic},
-        )
+            {p: value for (topic, p), value in lag.items()
+             if topic == self.topic and (self.uncommitted_lag or mine.get(p) is not None)},
+            mine,
+        )  # fmt: skip
 
     def batch_started(self, partitions: Iterable[int]) -> None:
         self._in_flight = frozenset(partitions)

@@ -517,7 +517,7 @@ def build_app(settings: Settings, processor: BatchProcessor, watchdog: Partition
     from streams.security import faust_credentials
 
     if watchdog is None:
-        watchdog = PartitionWatchdog(settings.events_topic, settings.stuck_partition_seconds)
+        watchdog = PartitionWatchdog.for_settings(settings)
 
     web: dict[str, Any] = {"web_port": settings.worker_web_port} if settings.worker_web_port else {}
     app = faust.App(
@@ -694,7 +694,7 @@ def run_worker(settings: Settings) -> int:
     processor = BatchProcessor(config, state, settings.make_clock())
     _wait_for_redis(state)
     wait_for_kafka(settings)
-    watchdog = PartitionWatchdog(settings.events_topic, settings.stuck_partition_seconds)
+    watchdog = PartitionWatchdog.for_settings(settings)
     app = build_app(settings, processor, watchdog)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     for name in PAYLOAD_LOGGERS:  # privacy: no event in a log line, even at DEBUG

@@ -150,3 +150,13 @@ def test_the_setting_is_bounded_and_named_in_errors() -> None:
         with pytest.raises(ConfigError) as caught:
             from_args(environ={"CCMON_STUCK_PARTITION_SECONDS": bad})
         assert "CCMON_STUCK_PARTITION_SECONDS" in str(caught.value) and repr(bad) in str(caught.value)
+
+
+def test_with_offset_reset_latest_an_uncommitted_partition_is_not_judged(clock: Clock) -> None:
+    """A new group reading from the latest offset commits nothing until a message arrives: the
+    probe's lag (end - beginning) is not the worker's; the worker must not restart forever."""
+    dog = PartitionWatchdog(TOPIC, LIMIT, clock, uncommitted_lag=False)
+    assert run(dog, clock, 1000, lag={0: 500.0, 1: 9.0}, committed={0: None, 1: 3}) == [1]
+    assert dog.lag_of([0, 1]) == 9.0
+    earliest = PartitionWatchdog(TOPIC, LIMIT, clock)
+    assert run(earliest, clock, 1000, lag={0: 500.0, 1: 0.0}, committed={0: None, 1: 3}) == [0]
