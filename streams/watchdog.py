@@ -231,7 +231,11 @@ def install(app: faust.App, processor: BatchProcessor, watchdog: PartitionWatchd
         joined.append(time.monotonic())
 
     def assignment() -> list[int]:
-        return sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == topic)
+        try:
+            tps = app.consumer.assignment()
+        except Exception:  # faust's ConsumerNotStarted: no partitions yet (and not joined)
+            return []
+        return sorted(tp.partition for tp in tps if tp.topic == topic)
 
     def record(stuck: list[int]) -> None:
         try:
