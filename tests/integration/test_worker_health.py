@@ -63,7 +63,11 @@ def test_livez_and_readyz_follow_the_group_and_redis(
             "--session-timeout", "6", "--clock", f"fixed:{at}"]  # fmt: skip
     try:
         p.start("a", *args, "--web-port", str(ports["a"]))
-        ready = wait_for(p, "worker a ready", lambda: page(ports["a"], "/readyz"), lambda r: r[0] == 200)
+        early: list[Answer] = []
+        ready = wait_for(p, "worker a ready", lambda: early.append(page(ports["a"], "/readyz")) or early[-1],
+                         lambda r: r[0] == 200)  # fmt: skip
+        assert {status for status, _ in early} <= {0, 503, 200}, early  # starting: not listening, or not ready
+        print(f"/readyz while starting: {[body.get('reason', status) for status, body in early]}")
         assert ready[1]["ready"] is True and ready[1]["partitions"] == [0], ready
         assert "idle" not in ready[1]
         assert page(ports["a"], "/livez") == (200, {"live": True})
