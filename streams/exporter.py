@@ -3,7 +3,9 @@
 * ``/metrics`` -- Prometheus text (format 0.0.4) of :class:`KpiCollector`'s families:
   :func:`kpi_core.kpis.snapshot` over a :class:`~streams.redis_state.SnapshotReader` (the
   scrape's reads prefetched, window sums computed inside Redis), plus the worker group's
-  ``ccmon_consumer_lag`` and ``ccmon_exporter_scrape_seconds``, rendered by
+  ``ccmon_consumer_lag``, the partitions a worker's watchdog found stuck
+  (``ccmon_stuck_partition_timestamp_seconds``, streams/watchdog.py) and
+  ``ccmon_exporter_scrape_seconds``, rendered by
   :func:`kpi_core.exposition.render` (prometheus_client's per-sample objects cost ~5 us a
   sample, too much for 200,000 samples at 1,000 queues). So ``/metrics`` says exactly what
   ``ccmon replay`` would print for the same events. The collector still plugs into a
