@@ -16,6 +16,12 @@ the probe's figures are older than :data:`STALE_LAG_SECONDS` (Kafka unreachable:
 without figures), and after a batch that took over a quarter of ``stuck_seconds`` (the worker
 was busy: what it had fetched waited behind that batch). A partition's own clock starts again
 while a batch holds its messages. And the watchdog never fires while a batch is in flight.
+With ``--offset-reset latest`` a partition without a committed offset gives no verdict (a new
+group there starts at the end and commits nothing until a message arrives). Not handled, from
+Kafka's design and not tested: a producer writing the events topic in Kafka transactions leaves
+a commit marker no consumer receives, so a partition would show a lag of 1 for good and the
+watchdog would restart its worker every ``stuck_seconds``; ccmon's producers use none (turn the
+watchdog off, 0, if yours do).
 
 Recovery: the worker logs the partitions (ERROR), records them in Redis for the exporter
 (``ccmon_stuck_partition_timestamp_seconds{topic, partition}``, kept an hour; the worker's own
