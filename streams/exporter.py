@@ -3,8 +3,10 @@
 * ``/metrics`` -- Prometheus text (format 0.0.4) of :class:`KpiCollector`'s families:
   :func:`kpi_core.kpis.snapshot` over a :class:`~streams.redis_state.SnapshotReader` (the
   scrape's reads prefetched, window sums computed inside Redis), plus the worker group's
-  ``ccmon_consumer_lag``, ``ccmon_exporter_scrape_seconds`` and Redis's
-  ``ccmon_redis_eviction_safe`` (:mod:`streams.redis_policy`), rendered by
+  ``ccmon_consumer_lag``, the partitions a worker's watchdog found stuck
+  (``ccmon_stuck_partition_timestamp_seconds``, streams/watchdog.py),
+  ``ccmon_exporter_scrape_seconds`` and Redis's ``ccmon_redis_eviction_safe``
+  (:mod:`streams.redis_policy`), rendered by
   :func:`kpi_core.exposition.render` (prometheus_client's per-sample objects cost ~5 us a
   sample, too much for 200,000 samples at 1,000 queues). So ``/metrics`` says exactly what
   ``ccmon replay`` would print for the same events. The collector still plugs into a
@@ -100,6 +102,13 @@ class KpiCollector(Collector):
             families.append(lag)
         if self.eviction is not None:  # Redis's maxmemory-policy, re-read every 30 s at most
             families.append(self.eviction.family())
+        stuck_partitions = getattr(self.store, "stuck_partitions", None)  # RedisState: from a worker's watchdog
+        if stuck_partitions is not None:
+            stuck = MetricFamily("ccmon_stuck_partition_timestamp_seconds", "gauge", "Unix time a worker's watchdog "
+                                 "last found this partition stuck and restarted the worker (kept 1 h).")  # fmt: skip
+            for (topic, partition), value in sorted(stuck_partitions().items()):
+                stuck.add((("topic", topic), ("partition", str(partition))), value)
+            families.append(stuck)
         scrape = MetricFamily("ccmon_exporter_scrape_seconds", "gauge", "Time to read the KPIs from Redis.")
         scrape.add((), time.perf_counter() - started)
         families.append(scrape)

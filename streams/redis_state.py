@@ -1067,6 +1067,26 @@ class RedisState:
             result[(topic, int(partition))] = value
         return result
 
+    #: How long a partition the worker's watchdog found stuck stays on record (streams/watchdog.py).
+    STUCK_TTL_SECONDS = 3600
+
+    def put_stuck_partitions(self, stuck: Mapping[tuple[str, int], float]) -> None:
+        """Record partitions a worker's watchdog found stuck, ``(topic, partition) -> unix time``;
+        the record is kept :data:`STUCK_TTL_SECONDS` after the latest one."""
+        key = f"{self._pipeline_tag}:stuck-partitions"
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={f"{topic}\x1f{partition}": _num(when) for (topic, partition), when in stuck.items()})
+            pipe.expire(key, self.STUCK_TTL_SECONDS)
+            pipe.execute()
+
+    def stuck_partitions(self) -> dict[tuple[str, int], float]:
+        raw = self.client.hgetall(f"{self._pipeline_tag}:stuck-partitions")
+        result: dict[tuple[str, int], float] = {}
+        for fld, value in _floats(raw).items():
+            topic, _sep, partition = fld.rpartition("\x1f")
+            result[(topic, int(partition))] = value
+        return result
+
     # -- upkeep ----------------------------------------------------------------------------
     def maintain(self, now: float, fine_keep_seconds: float, coarse_keep_seconds: float) -> None:
         """Nothing to do: buckets, records and seen sets expire by TTL."""

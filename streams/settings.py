@@ -62,6 +62,7 @@ class Settings:
     batch_size: int = 2000
     batch_within: float = 0.05
     session_timeout: float = 60.0
+    stuck_partition_seconds: float = 120.0
     offset_reset: str = "earliest"
     clock: str = "wall"
     log_level: str = "INFO"
@@ -165,6 +166,7 @@ SOURCES: Mapping[str, tuple[str, tuple[str, ...]]] = {
     "batch_size": ("--batch-size", ("CCMON_BATCH_SIZE",)),
     "batch_within": ("--batch-within", ("CCMON_BATCH_WITHIN",)),
     "session_timeout": ("--session-timeout", ("CCMON_KAFKA_SESSION_TIMEOUT",)),
+    "stuck_partition_seconds": ("--stuck-partition-seconds", ("CCMON_STUCK_PARTITION_SECONDS",)),
     "offset_reset": ("--offset-reset", ("CCMON_OFFSET_RESET",)),
     "clock": ("--clock", ("CCMON_CLOCK",)),
     "log_level": ("--log-level", ("CCMON_LOG_LEVEL",)),
@@ -210,6 +212,8 @@ _HELP: Mapping[str, str] = {
     "batch_size": "Kafka messages per batch (a message may hold many events)",
     "batch_within": "seconds to wait for a batch to fill",
     "session_timeout": "seconds before the group gives a silent (crashed) worker's partitions to the others",
+    "stuck_partition_seconds": "seconds an assigned partition may lag with its committed offset standing still (no "
+                               "batch in flight, Redis answering) before the worker exits (code 75) to be restarted; 0: off",
     "offset_reset": "where a new consumer group starts: earliest or latest",
     "clock": "'wall', or 'fixed:<epoch seconds or RFC 3339>' for tests and replays",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
@@ -336,6 +340,13 @@ def _validate(values: dict[str, Any], origin: Mapping[str, str]) -> Settings:
     if not 6 <= session <= 300:
         raise fail("session_timeout", "must be a number of seconds in [6, 300]")
     out["session_timeout"] = session
+    try:
+        stuck = float(str(values["stuck_partition_seconds"]).strip())
+    except ValueError:
+        raise fail("stuck_partition_seconds", "must be 0 (off) or a number of seconds in [5, 3600]") from None
+    if not (stuck == 0 or 5 <= stuck <= 3600):
+        raise fail("stuck_partition_seconds", "must be 0 (off) or a number of seconds in [5, 3600]")
+    out["stuck_partition_seconds"] = stuck
 
     for name in ("kafka_bootstrap", "redis_url", "events_topic", "dlq_topic", "group_id",
                  "redis_prefix", "exporter_host", "offset_reset", "clock", "log_level"):  # fmt: skip

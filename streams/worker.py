@@ -13,7 +13,8 @@ Two layers:
   heart-beating Kafka meanwhile), sends the rejections to the DLQ topic, and only then lets
   Faust commit the offsets. A timer runs the engine's upkeep every
   :data:`MAINTAIN_INTERVAL_SECONDS` on one worker at a time; another measures the consumer
-  group's lag (:class:`LagProbe`) for the exporter.
+  group's lag (:class:`LagProbe`) for the exporter, and for the stuck-partition watchdog and
+  the ``/livez`` and ``/readyz`` pages (:mod:`streams.watchdog`).
 
 Exactly-once effect: a batch that is processed again after a crash finds its event ids (and,
 for rejections, its Kafka coordinates) in Redis's ``seen`` sets, written in the same
@@ -44,6 +45,7 @@ from kpi_core.events import Event, Rejection, decode_json, parse_event
 from streams.redis_policy import WORKER_RECHECK_SECONDS, EvictionWatch, check_at_start
 from streams.redis_state import BatchConflict, RedisState
 from streams.settings import Settings
+from streams.watchdog import PartitionWatchdog
 
 if TYPE_CHECKING:
     import faust
@@ -468,6 +470,8 @@ class LagProbe:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._consumer: Any = None
+        #: The committed offsets of the last measurement (``None``: nothing committed yet).
+        self.committed: dict[tuple[str, int], int | None] = {}
 
     def measure(self) -> dict[tuple[str, int], float]:
         import kafka
@@ -489,10 +493,13 @@ class LagProbe:
         ends = consumer.end_offsets(tps)
         starts = consumer.beginning_offsets(tps)
         lag: dict[tuple[str, int], float] = {}
+        committed_offsets: dict[tuple[str, int], int | None] = {}
         for tp in tps:
             committed = consumer.committed(tp)
             position = committed if committed is not None else starts[tp]
             lag[(topic, tp.partition)] = float(max(0, ends[tp] - position))
+            committed_offsets[(topic, tp.partition)] = committed
+        self.committed = committed_offsets
         return lag
 
     def close(self) -> None:
@@ -501,13 +508,19 @@ class LagProbe:
             self._consumer = None
 
 
-def build_app(settings: Settings, processor: BatchProcessor, eviction: EvictionWatch | None = None) -> faust.App:
-    """The Faust app: one agent on the events topic, a DLQ topic, an upkeep timer; with
-    ``eviction``, a timer re-reading Redis's eviction policy and its gauge."""
+def build_app(settings: Settings, processor: BatchProcessor, watchdog: PartitionWatchdog | None = None,
+              eviction: EvictionWatch | None = None) -> faust.App:
+    """The Faust app: one agent on the events topic, a DLQ topic, an upkeep timer, the
+    stuck-partition watchdog and the health pages (streams/watchdog.py); with ``eviction``, a
+    timer re-reading Redis's eviction policy and its gauge."""
     import faust
     from prometheus_client import CollectorRegistry
 
+    from streams import watchdog as watchdog_module
     from streams.security import faust_credentials
+
+    if watchdog is None:
+        watchdog = PartitionWatchdog.for_settings(settings)
 
     web: dict[str, Any] = {"web_port": settings.worker_web_port} if settings.worker_web_port else {}
     app = faust.App(
@@ -539,6 +552,10 @@ def build_app(settings: Settings, processor: BatchProcessor, eviction: EvictionW
               ).set_function(lambda: processor.redis_wait_seconds)  # fmt: skip
         if eviction is not None:
             registry.register(eviction)  # ccmon_redis_eviction_safe, as last read (no I/O on the loop)
+        Gauge("ccmon_worker_stuck_partitions", "Partitions of this worker with lag whose committed offset has not "
+              "moved for --stuck-partition-seconds (the worker then exits to be restarted).", registry=registry,
+              ).set_function(lambda: len(watchdog.stuck))  # fmt: skip
+    watchdog_module.install(app, processor, watchdog, web=settings.worker_web_port != 0)
 
     events_topic = app.topic(settings.events_topic, key_serializer="raw", value_serializer="raw")
     dlq_topic = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
@@ -561,6 +578,7 @@ def build_app(settings: Settings, processor: BatchProcessor, eviction: EvictionW
             for event in batch:
                 event.message.incref()
             messages = [_message(event.message) for event in batch]
+            watchdog.batch_started({message.partition for message in messages})
             future = loop.run_in_executor(executor, processor.process, messages)
             try:
                 result = await asyncio.shield(future)
@@ -589,6 +607,7 @@ def build_app(settings: Settings, processor: BatchProcessor, eviction: EvictionW
                 await asyncio.gather(*deliveries)
             for event in batch:
                 event.ack()  # applied and dead-lettered: now its offset may be committed
+            watchdog.batch_finished()
             if log.isEnabledFor(logging.DEBUG):
                 # Where a batch's time goes: Kafka's CreateTime of its oldest message -> the
                 # take yielding it -> applied in Redis and dead-lettered.
@@ -607,12 +626,16 @@ def build_app(settings: Settings, processor: BatchProcessor, eviction: EvictionW
 
     def measure_lag() -> None:
         try:
-            processor.state.put_consumer_lag(lag_probe.measure())
-        except redis.RedisError as exc:
-            log.debug("consumer lag not stored: %s", exc)
+            lag = lag_probe.measure()
         except Exception as exc:  # Kafka hiccups: the next interval tries again
             log.debug("consumer lag not measured: %s: %s", type(exc).__name__, exc)
             lag_probe.close()
+            return
+        watchdog.observe(lag, lag_probe.committed)
+        try:
+            processor.state.put_consumer_lag(lag)
+        except redis.RedisError as exc:
+            log.debug("consumer lag not stored: %s", exc)
 
     @app.timer(interval=MAINTAIN_INTERVAL_SECONDS)
     async def upkeep() -> None:
@@ -684,7 +707,8 @@ def run_worker(settings: Settings) -> int:
     eviction = EvictionWatch(state.client, settings.redis_cluster,
                              check_at_start(state.client, settings.redis_cluster, settings.evicting_redis_allowed))
     wait_for_kafka(settings)
-    app = build_app(settings, processor, eviction)
+    watchdog = PartitionWatchdog.for_settings(settings)
+    app = build_app(settings, processor, watchdog, eviction)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     for name in PAYLOAD_LOGGERS:  # privacy: no event in a log line, even at DEBUG
         logging.getLogger(name).setLevel(max(logging.INFO, getattr(logging, settings.log_level)))
@@ -692,10 +716,10 @@ def run_worker(settings: Settings) -> int:
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
-        return int(exc.code or 0)
+        return watchdog.exit_code or int(exc.code or 0)  # a stuck partition: the watchdog's code
     finally:
         processor.stopping.set()
-    return 0
+    return watchdog.exit_code or 0
 
 
 def tune_gc() -> None:
