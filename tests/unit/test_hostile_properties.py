@@ -167,8 +167,8 @@ HARNESS = textwrap.dedent('''
 SEEDS = [b'[{"event_id":"e","type":"call.offered","ts":1795165200,"queue":"q","call_id":"c","tenant":"t\\"x"}]',
          b'{"event_id":"e","type":"agent.state","ts":"2026-11-20T09:30:00Z","agent_id":"a","state":"acw"}\n[1]',
          b'{"event_id":"e","type":"survey.response","ts":1795165200,"queue":"q","survey":"csat","score":5}']  # fmt: skip
-ATHERIS_MISSING = ("atheris is not installed: it is in the test extra (Linux), so run `bash deploy/local/install.sh "
-                   "test` (make test and CI do); this test must not be skipped")  # fmt: skip
+ATHERIS_MISSING = ("atheris is not installed: it is in the test extra (Linux), so run `bash deploy/local/"
+                   "install.sh test` (make test and CI do); this test must not be skipped")
 
 
 #: Byte edits of a seed, the kind libFuzzer makes: (where, as a fraction of the length; bytes put there; bytes cut).
