@@ -13,7 +13,7 @@ is in Redis), and each trial asserts that redelivered events were recognised as 
 
 Seed: ``CCMON_CRASH_SEED`` (default 20261120), printed with every kill, so a failing trial
 can be run again with the same kill schedule (the instant a SIGKILL lands inside a batch
-still depends on the machine). Takes about 35 s per trial on 2 cores (the 30 s flow, which
+still depends on the machine). Takes about 45 s per trial on 2 cores (the 30 s flow, which
 outlasts both kills and the 6 s session timeout that hands a killed worker's partitions over).
 
 Also home of the helpers the rebuild and outage tests share (``kpi_samples``, ``produce_timed``,

@@ -13,7 +13,7 @@
   whole. The same kills under ``appendfsync everysec`` catch acknowledged batches lost (a
   test of its own), so the check cannot pass vacuously.
 
-Takes about 115 s: the 30 s outage, the private broker's two starts (~10 s each), the AOF
+Takes about 125 s: the 30 s outage, the private broker's two starts (~10 s each), the AOF
 kills (~15 s).
 """
 
