@@ -5,10 +5,16 @@ points (twice) and restarted after a random pause. After every trial the KPIs in
 transaction of their batch), nothing counted twice (a redelivered batch finds its event ids in
 Redis's ``seen`` sets, written in the same transaction as its counts).
 
+So that the second half cannot pass vacuously, every kill waits, after its random delay, until
+the victim has applied batches past its last commit (its own /metrics: messages acknowledged
+since the committed offsets last changed; the worker acknowledges a message only once its batch
+is in Redis), and each trial asserts that redelivered events were recognised as duplicates
+(the simulated day has none of its own).
+
 Seed: ``CCMON_CRASH_SEED`` (default 20261120), printed with every kill, so a failing trial
 can be run again with the same kill schedule (the instant a SIGKILL lands inside a batch
-still depends on the machine). Takes about 25 s per trial on 2 cores (mostly the 6 s session
-timeout that hands a killed worker's partitions over, twice per trial).
+still depends on the machine). Takes about 45 s per trial on 2 cores (the 30 s flow, which
+outlasts both kills and the 6 s session timeout that hands a killed worker's partitions over).
 
 Also home of the helpers the rebuild and outage tests share (``kpi_samples``, ``produce_timed``,
 ``replay_samples``, ``wait_for_kpis``, ``diff``).
@@ -25,12 +31,13 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_pipeline_e2e import Pipeline, delete_topics, entity_key, samples_of, stop
+from test_pipeline_e2e import Pipeline, delete_topics, entity_key, free_port, samples_of, stop
 from test_scale_out import NOT_KPIS, assigned, simulate
 
 from kpi_core.events import parse_line
@@ -42,8 +49,9 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 SEED = int(os.environ.get("CCMON_CRASH_SEED", "20261120"))
 TRIALS = 3
 KILLS_PER_TRIAL = 2
-#: Seconds over which a trial's events are produced (in time order, chunk by chunk).
-FLOW_SECONDS = 10.0
+#: Seconds over which a trial's events are produced (in time order, chunk by chunk): long enough
+#: that the second kill (after a session timeout and a rebalance) still lands while events flow.
+FLOW_SECONDS = 30.0
 SETTLE_TIMEOUT = 120.0
 
 
@@ -225,6 +233,44 @@ def _partitions(p: Pipeline, name: str) -> str:
     return assigned(p.logs[name], p.topic) or ""
 
 
+def worker_progress(web_port: int, topic: str) -> tuple[dict[int, float], float]:
+    """From a worker's own /metrics (Faust's Prometheus sensor): the offsets it last committed,
+    per partition of ``topic``, and the messages it has acknowledged (received minus still
+    active: the worker acknowledges a message only after its batch's Redis transaction)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=5) as response:
+        samples = samples_of(response.read().decode())
+    commits = {int(dict(labels)["partition"]): value for (name, labels), value in samples.items()
+               if name == "ccmon_worker_topic_partition_offset_commited"  # sic: Faust's spelling
+               and dict(labels).get("topic") == topic}  # fmt: skip
+    acked = samples[("ccmon_worker_messages_received_total", ())] - samples[("ccmon_worker_active_messages", ())]
+    return commits, acked
+
+
+def await_applied_past_commit(web_port: int, topic: str, process: subprocess.Popen[bytes], logs: Any,
+                              timeout: float = 60.0) -> float:  # fmt: skip
+    """Until the worker has acknowledged (so applied in Redis) messages after its last commit;
+    how many. The acknowledged count is read when the committed offsets are first seen with
+    their current values, which is no earlier than that commit: so messages acknowledged since
+    that reading are past the committed offsets, and a SIGKILL now leaves them to be read again."""
+    deadline = time.monotonic() + timeout
+    seen: tuple[dict[int, float], float] | None = None
+    while True:
+        assert process.poll() is None, f"the worker exited:\n{logs()}"
+        assert time.monotonic() < deadline, (f"the worker applied nothing past its last commit in {timeout:.0f} s "
+                                             f"(last seen: {seen}):\n{logs()}")  # fmt: skip
+        try:
+            commits, acked = worker_progress(web_port, topic)
+        except (OSError, KeyError):  # web server not up yet, or no message received yet
+            time.sleep(0.1)
+            continue
+        if commits:
+            if seen is None or commits != seen[0]:
+                seen = (commits, acked)
+            elif acked > seen[1]:
+                return acked - seen[1]
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize("trial", range(TRIALS))
 def test_sigkill_at_random_points_loses_and_doubles_nothing(
     trial: int, pipeline: Pipeline, day: tuple[Path, list[bytes], float, Samples], redis_url: str
@@ -232,10 +278,18 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(
     p = pipeline
     _path, lines, at, want = day
     rng = random.Random(SEED * 100 + trial)
+    # Any duplicate counted below comes from redelivery: the simulated day has none of its own.
+    assert len({json.loads(line)["event_id"] for line in lines}) == len(lines)
     worker_args = ["worker", "--kafka", p.kafka, "--topic", p.topic, "--dlq-topic", p.dlq, "--group", p.group,
                    "--redis", redis_url, "--redis-prefix", p.prefix, "--clock", f"fixed:{at}",
-                   "--batch-size", "5", "--batch-within", "0.1", "--session-timeout", "6", "--web-port", "0"]  # fmt: skip
-    live = {name: p.start(name, *worker_args) for name in ("w0", "w1")}
+                   "--batch-size", "5", "--batch-within", "0.1", "--session-timeout", "6"]  # fmt: skip
+    web_ports: dict[str, int] = {}
+
+    def start(name: str) -> subprocess.Popen[bytes]:
+        web_ports[name] = free_port()
+        return p.start(name, *worker_args, "--web-port", str(web_ports[name]))
+
+    live = {name: start(name) for name in ("w0", "w1")}
 
     def stable(timeout: float = 90) -> None:
         """Until every live worker holds partitions of the topic."""
@@ -257,16 +311,18 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(
             time.sleep(rng.uniform(0.0, 1.5))
         holders = sorted(name for name in live if _partitions(p, name))
         victim = rng.choice(holders)
-        counted = events_total(kpi_samples(redis_url, p.prefix, at))
+        past_commit = await_applied_past_commit(web_ports[victim], p.topic, live[victim], p.log_tail)
         live[victim].send_signal(signal.SIGKILL)
         live[victim].wait(10)
-        kills.append(f"{victim} holding {_partitions(p, victim)} at {time.monotonic() - flow_started:.1f} s, "
+        counted = events_total(kpi_samples(redis_url, p.prefix, at))
+        kills.append(f"{victim} holding {_partitions(p, victim)} at {time.monotonic() - flow_started:.1f} s with "
+                     f"{past_commit:.0f} messages applied past its last commit, "
                      f"{counted:.0f} events counted")  # fmt: skip
         assert counted < events_total(want), "the kill came after every event was processed"
         del live[victim]
         time.sleep(rng.uniform(0.0, 1.5))
         name = f"{victim}-{k + 1}"
-        live[name] = p.start(name, *worker_args)
+        live[name] = start(name)
     flow.finish()
 
     got = wait_for_kpis(lambda: kpi_samples(redis_url, p.prefix, at), want, SETTLE_TIMEOUT,
@@ -277,3 +333,5 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(
           f"redelivered and recognised as duplicates: {duplicates:.0f}")
     problems = diff(got, want)
     assert not problems, problems
+    # Redelivery happened: the batches applied past the victims' commits were read again.
+    assert duplicates > 0, "no event was redelivered: the kills did not land between a batch and its commit"

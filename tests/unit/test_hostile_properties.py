@@ -6,17 +6,19 @@ pipeline-level test is tests/integration/test_fuzz_pipeline.py):
   same as ``iter_envelope``; an accepted event's names can become label values; any label
   value renders to text that prometheus_client's parser reads back intact (and one batch of
   them passes ``promtool check metrics`` when promtool is installed).
-* atheris (coverage-guided, libFuzzer), when it is installed: the same invariants for 20,000
-  runs in a subprocess. atheris 3.0.0 installs from PyPI as a manylinux wheel for CPython 3.11
-  and runs here; it is not a dependency of the project yet (see the report), so the test is
-  skipped where it is missing.
+* atheris (coverage-guided, libFuzzer): the same invariants for 20,000 runs in a subprocess.
+  atheris 3.0.0 installs from PyPI as a manylinux wheel for CPython 3.11 and is in the test
+  extra (Linux), so ``deploy/local/install.sh test`` (``make test``, CI) installs it; the test
+  fails, never skips, where it is missing. Its harness check (``fuzz_one``) and seed corpus also
+  run in process through Hypothesis, so the same invariants are exercised without atheris too.
 
-Takes ~10 s (Hypothesis ~4 s, atheris ~6 s).
+Takes ~10 s on an idle machine (Hypothesis ~4 s, atheris ~6 s; the planted-failure run stops at its first input).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import re
 import shutil
@@ -131,6 +133,20 @@ def test_promtool_takes_hostile_label_values() -> None:
     assert [s.labels["tenant"] for s in parsed.samples] == values
 
 
+def fuzz_one(data: bytes) -> None:
+    """One fuzz input: the atheris harness runs this function's source, and so does Hypothesis."""
+    for raw, item in split_envelope(data):
+        assert isinstance(raw, bytes)
+        if isinstance(item, Rejection):
+            assert item.reason and " " not in item.reason
+            continue
+        assert isinstance(item, Event)
+        family = MetricFamily("ccmon_calls_offered", "gauge", "x")
+        family.add((("tenant", item.tenant), ("queue", item.queue or "q")), 1.0)
+        [parsed] = list(text_string_to_metric_families(render([family])))
+        assert parsed.samples[0].labels["tenant"] == item.tenant
+
+
 HARNESS = textwrap.dedent('''
     import sys
     import atheris
@@ -143,37 +159,60 @@ HARNESS = textwrap.dedent('''
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    def one(data: bytes) -> None:
-        for raw, item in split_envelope(data):
-            assert isinstance(raw, bytes)
-            if isinstance(item, Rejection):
-                assert item.reason and " " not in item.reason
-                continue
-            assert isinstance(item, Event)
-            family = MetricFamily("ccmon_calls_offered", "gauge", "x")
-            family.add((("tenant", item.tenant), ("queue", item.queue or "q")), 1.0)
-            [parsed] = list(text_string_to_metric_families(render([family])))
-            assert parsed.samples[0].labels["tenant"] == item.tenant
+''') + inspect.getsource(fuzz_one) + textwrap.dedent('''
 
-    atheris.Setup(sys.argv, one)
+    atheris.Setup(sys.argv, fuzz_one)
     atheris.Fuzz()
 ''')
 SEEDS = [b'[{"event_id":"e","type":"call.offered","ts":1795165200,"queue":"q","call_id":"c","tenant":"t\\"x"}]',
          b'{"event_id":"e","type":"agent.state","ts":"2026-11-20T09:30:00Z","agent_id":"a","state":"acw"}\n[1]',
          b'{"event_id":"e","type":"survey.response","ts":1795165200,"queue":"q","survey":"csat","score":5}']  # fmt: skip
+ATHERIS_MISSING = ("atheris is not installed: it is in the test extra (Linux), so run `bash deploy/local/"
+                   "install.sh test` (make test and CI do); this test must not be skipped")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("atheris") is None, reason="atheris is not installed")
-def test_atheris_finds_nothing_in_20000_runs(tmp_path: Path) -> None:
+#: Byte edits of a seed, the kind libFuzzer makes: (where, as a fraction of the length; bytes put there; bytes cut).
+edits = st.lists(st.tuples(st.floats(0, 1), st.binary(max_size=8), st.integers(0, 8)), max_size=6)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(SEEDS), edits)
+def test_fuzz_corpus_mutations_in_process(seed: bytes, changes: list[tuple[float, bytes, int]]) -> None:
+    data = seed
+    for where, put, cut in changes:
+        at = int(where * len(data))
+        data = data[:at] + put + data[at + cut :]
+    fuzz_one(data)
+
+
+def run_atheris(tmp_path: Path, harness_text: str, runs: int) -> tuple[int, str]:
     harness = tmp_path / "harness.py"
-    harness.write_text(HARNESS)
+    harness.write_text(harness_text)
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i, seed in enumerate(SEEDS):
         (corpus / f"seed{i}").write_bytes(seed)
-    done = subprocess.run([sys.executable, str(harness), "-runs=20000", "-max_len=4096", "-seed=20261123",
-                           "-timeout=10", "-rss_limit_mb=2048", str(corpus)],
+    done = subprocess.run([sys.executable, str(harness), f"-runs={runs}", "-max_len=4096", "-seed=20261123",
+                           "-timeout=10", "-rss_limit_mb=2048", f"-artifact_prefix={tmp_path}/", str(corpus)],
                           capture_output=True, timeout=300, cwd=REPO)  # fmt: skip
-    output = (done.stdout + done.stderr).decode(errors="replace")
-    assert done.returncode == 0, output[-4000:]
+    return done.returncode, (done.stdout + done.stderr).decode(errors="replace")
+
+
+def test_atheris_finds_nothing_in_20000_runs(tmp_path: Path) -> None:
+    if importlib.util.find_spec("atheris") is None:
+        pytest.fail(ATHERIS_MISSING)
+    returncode, output = run_atheris(tmp_path, HARNESS, 20000)
+    assert returncode == 0, output[-4000:]
     assert "Done 20000 runs" in output, output[-2000:]
+
+
+def test_atheris_harness_reports_a_planted_failure(tmp_path: Path) -> None:
+    """The same harness with a check that every event breaks: atheris must stop and say so (not pass)."""
+    if importlib.util.find_spec("atheris") is None:
+        pytest.fail(ATHERIS_MISSING)
+    planted = HARNESS.replace("assert isinstance(item, Event)", "assert not isinstance(item, Event), 'planted'")
+    assert planted != HARNESS
+    returncode, output = run_atheris(tmp_path, planted, 20000)
+    assert returncode != 0, output[-2000:]
+    assert "AssertionError: planted" in output, output[-4000:]
+    assert "Done 20000 runs" not in output
