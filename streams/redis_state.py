@@ -339,7 +339,9 @@ return out
 # (no bucket kept). Retiring a queue or article drops its scope: totals, live sets, bucket
 # indexes and the buckets they list, its scopes-set entry. An agent: its members of every
 # scope's agents set. Kind 'tenant' (the tenant's registry entry already removed): every
-# scope listed in ARGV, the scopes set and the tenant's registries (KEYS[1] is its scopes set).
+# scope listed in ARGV, the scopes set, the seen set and the tenant's registries (KEYS[1] is
+# its scopes set); its records expire by TTL, its pipeline counters stay (they are summed
+# into ccmon_events_total and the like, which must not go down).
 # Counts one per name retired; returns how many.
 RETIRE_LUA = """
 local kind, tag, retired_raw, retired_enc = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -374,7 +376,7 @@ end
 local retired = 0
 if kind == 'tenant' then
   for _, enc in ipairs(scopes) do drop(enc) end
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[2], tag .. ':seen')  -- ids older than the horizon: too late anyway
   for _, k in ipairs({'queue', 'agent', 'article'}) do redis.call('DEL', tag .. ':series:' .. k) end
   retired = 1
 end
@@ -393,7 +395,7 @@ for i = a, #ARGV, 4 do
     if kind == 'agent' then
       for _, senc in ipairs(scopes) do
         local key = tag .. ':live:agents:' .. senc
-        for _, state in ipairs(states) do redis.call('ZREM', key, state .. '\031' .. name) end
+        for _, state in ipairs(states) do redis.call('ZREM', key, state .. '\\031' .. name) end
       end
     else
       drop(enc)
