@@ -16,6 +16,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kpi_core.config import config_from_dict
+from kpi_core.engine import Engine
+from kpi_core.events import parse_event
+from kpi_core.kpis import queues_of
+from kpi_core.state import MemoryState
 from streams.exporter import build_app
 from streams.redis_state import RedisState, encode
 from streams.worker import BatchProcessor, Message
@@ -82,6 +86,9 @@ def test_exported_names_stay_within_the_limits_over_thirteen_days(redis_client: 
     workers = [BatchProcessor(CONFIG, RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=clock), clock)
                for _ in range(2)]  # fmt: skip
     app = build_app(CONFIG, RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=clock), clock)
+    # MemoryState (replay, demo) fed the same events at the same times must agree.
+    memory = MemoryState(CONFIG.bucket_seconds, CONFIG.coarse_bucket_seconds)
+    engine = Engine(CONFIG, memory)
     n = 0
     for day in range(12):
         now = AT + day * STEP
@@ -96,6 +103,7 @@ def test_exported_names_stay_within_the_limits_over_thirteen_days(redis_client: 
         n += 10
         result = workers[day % 2].process([envelope(day, events, now)])
         assert result.accepted == len(events) and not result.dead
+        assert [engine.handle(parse_event(e), now) for e in events] == ["accepted"] * len(events)
 
         metrics = scrape(app)
         shown = exported(metrics)
@@ -107,7 +115,10 @@ def test_exported_names_stay_within_the_limits_over_thirteen_days(redis_client: 
         now += 60
         for worker in workers:  # two workers' upkeep: retirement is idempotent
             worker.maintain()
+        engine.maintain(now)
         metrics = scrape(app)
+        assert queues_of(CONFIG, memory) == queues_of(CONFIG, workers[0].state)
+        assert memory.counts().get("series_retired") == workers[0].state.counts().get("series_retired")
         retired = {dict(labels)["kind"]: v for labels, v in metrics.get("ccmon_series_retired_total", {}).items()}
         # Displaced flood queues and guest tenants retire at the next day's upkeep; the idle
         # queue and agent of "steady" after the retention (8 days: at day 8, 8 x 26 h).
