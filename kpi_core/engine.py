@@ -270,8 +270,9 @@ class Engine:
             queues = [s for s in scopes if is_queue_scope(s) and s != ALL and s not in configured]
             articles = [s[len(KB_SCOPE_PREFIX):] for s in scopes if s.startswith(KB_SCOPE_PREFIX)]
             for kind, names in (("queue", queues), ("article", articles)):
-                for i in range(0, len(names), 100):
-                    unregistered = set(names[i:i + 100]) - set(store.series_live(kind, tenant, names[i:i + 100], 0))
+                for i in range(0, len(names), 500):
+                    chunk = names[i:i + 500]
+                    unregistered = set(chunk) - store.series_live(kind, tenant, chunk, 0)
                     if unregistered:
                         count = store.series_retire(kind, tenant, dict.fromkeys(sorted(unregistered)))
                         retired[kind] = retired.get(kind, 0) + count
