@@ -222,8 +222,10 @@ class Engine:
             self.reject(exc.reason)
             return exc.reason
 
-    def maintain(self, now: float) -> None:
-        """Expire waiting calls older than ``max_call_age`` and prune old state."""
+    def maintain(self, now: float, retire: bool = True) -> None:
+        """Expire waiting calls older than ``max_call_age``, prune old state, and (``retire``)
+        retire idle names (:meth:`retire_series`; a store writing in batches runs it after
+        the batch, as it writes at once)."""
         store = self.store
         max_age = self.config.max_call_age_seconds
         for tenant, scopes in store.scopes().items():
@@ -242,7 +244,8 @@ class Engine:
             fine_keep_seconds=self.config.longest_sliding_seconds + 3600,
             coarse_keep_seconds=self.config.horizon_seconds + 3600,
         )
-        self.retire_series(now)
+        if retire:
+            self.retire_series(now)
 
     def retire_series(self, now: float) -> dict[str, int]:
         """Retire the guarded names nobody exports any more (:func:`kpi_core.state.retirable`:
