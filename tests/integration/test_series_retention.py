@@ -148,3 +148,43 @@ def test_exported_names_stay_within_the_limits_over_thirteen_days(redis_client: 
         assert members == (set() if day >= 8 else {"available\x1fann"})
         series = redis_client.zrange(f"{redis_prefix}:{{t:flood}}:series:queue", 0, -1)
         assert sorted(m.decode() for m in series) == sorted(f"d{day}-q{i}" for i in range(3))
+
+
+def test_retirement_is_exact_with_workers_racing(redis_client: Any, redis_prefix: str) -> None:
+    """Two workers retiring the same displaced names at the same time retire and count each
+    once; a name admitted again after the upkeep looked (its registry time moved) is left."""
+    import threading
+
+    now = AT
+    clock = lambda: now  # noqa: E731
+    config = config_from_dict({"limits": {"queues_per_tenant": 40}})
+    workers = [BatchProcessor(config, RedisState(redis_client, config, prefix=redis_prefix, clock=clock), clock)
+               for _ in range(2)]  # fmt: skip
+    old = [offer("t", f"old{i}", now, i) for i in range(40)]
+    assert workers[0].process([envelope(0, old, now)]).accepted == 40
+    now = AT + STEP
+    new = [offer("t", f"new{i}", now, 100 + i) for i in range(40)]
+    assert workers[1].process([envelope(1, new, now)]).accepted == 40
+    state = workers[0].state
+    # The upkeep's view is stale for old0: it got an event (was admitted again) since.
+    assert state.series_retire("queue", "t", {"old0": AT - 1}) == 0
+    assert state.series_seen("queue", "t", "old0") == AT
+    now += 60
+    barrier = threading.Barrier(2)
+
+    def upkeep(worker: BatchProcessor) -> None:
+        barrier.wait()
+        worker.engine.retire_series(now)
+
+    threads = [threading.Thread(target=upkeep, args=(w,)) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert state.counts()["series_retired"] == {"queue": 40.0}
+    assert sorted(state.scopes()["t"]) == sorted(["\x1fretired", *(f"new{i}" for i in range(40))])
+    assert state.series_oldest("queue", "t", 100)[0] == 40
+    # Back after retirement: a new name again, at the limit now, so refused.
+    now += 60
+    back = workers[0].process([envelope(2, [offer("t", "old1", now, 999)], now)])
+    assert back.accepted == 0 and [d.reason for d in back.dead] == ["too_many_series"]
