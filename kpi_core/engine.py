@@ -275,7 +275,7 @@ class Engine:
             for kind, names in (("queue", queues), ("article", articles)):
                 for i in range(0, len(names), 500):
                     chunk = names[i:i + 500]
-                    unregistered = set(chunk) - store.series_live(kind, tenant, chunk, 0)
+                    unregistered = store.series_live(kind, tenant, chunk, 0)  # limit 0: only those
                     if unregistered:
                         count = store.series_retire(kind, tenant, dict.fromkeys(sorted(unregistered)))
                         retired[kind] = retired.get(kind, 0) + count

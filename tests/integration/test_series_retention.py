@@ -188,3 +188,25 @@ def test_retirement_is_exact_with_workers_racing(redis_client: Any, redis_prefix
     now += 60
     back = workers[0].process([envelope(2, [offer("t", "old1", now, 999)], now)])
     assert back.accepted == 0 and [d.reason for d in back.dead] == ["too_many_series"]
+
+
+def test_scopes_left_without_a_registry_entry_retire_once_idle(redis_client: Any, redis_prefix: str) -> None:
+    """State from before the registry kept names for the retention (it trimmed them ~49 h
+    after their last admission): a queue with no registry entry retires once no bucket of it
+    is kept (its bucket index has expired), and not before."""
+    now = AT
+    clock = lambda: now  # noqa: E731
+    worker = BatchProcessor(CONFIG, RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=clock), clock)
+    events = [offer("t", "legacy", now, 1), offer("t", "recent", now, 2)]
+    assert worker.process([envelope(0, events, now)]).accepted == 2
+    now += 5 * 3600
+    worker.maintain()  # the calls have waited too long: expired (written to their queues)
+    tag = f"{redis_prefix}:{{t:t}}"
+    redis_client.zrem(f"{tag}:series:queue", "legacy", "recent")  # what the old trim did
+    redis_client.delete(f"{tag}:bi:c:legacy", f"{tag}:bi:f:legacy")  # expired, as in service
+    now += 3 * DAY
+    worker.maintain()
+    state = worker.state
+    assert state.scopes()["t"] == ["\x1fretired", "recent"]
+    assert state.counts()["series_retired"] == {"queue": 1.0}
+    assert not [k for k in redis_client.scan_iter(match=f"{tag}:*legacy*") if not expired_bucket(k.decode(), now)]

@@ -183,3 +183,14 @@ def test_a_bad_retention_names_the_field(value: object) -> None:
     with pytest.raises(ConfigError, match=r"limits\.series_retention_days") as info:
         config_from_dict({"limits": {"series_retention_days": value}})
     assert repr(value) in str(info.value)
+
+
+def test_a_scope_without_a_registry_entry_retires_once_no_bucket_is_kept() -> None:
+    config, store, engine = setup({})
+    engine.handle(parse_event(offer("legacy", AT)), AT)
+    del store._series[("queue", "default")]["legacy"]  # state from before the registry kept it
+    engine.maintain(AT + 5 * 3600)  # the call has waited too long: expired (written to the queue)
+    assert queues_of(config, store) == {"default": ["legacy"]}  # a bucket is kept: not idle
+    engine.maintain(AT + 3 * DAY)
+    assert queues_of(config, store) == {}
+    assert retired(config, store, AT + 3 * DAY) == {"queue": 1.0}
