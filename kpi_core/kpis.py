@@ -28,7 +28,14 @@ from kpi_core.engine import (
     WAITING,
 )
 from kpi_core.events import AGENT_STATES
-from kpi_core.state import KB_SCOPE_PREFIX, RETIRED_SCOPE, LiveSummary, StateStore, is_queue_scope, merge_into
+from kpi_core.state import (
+    KB_SCOPE_PREFIX,
+    RETIRED_SCOPE,
+    LiveSummary,
+    StateStore,
+    is_queue_scope,
+    merge_into,
+)
 from kpi_core.windows import window_range
 
 Components = dict[str, float]
@@ -271,7 +278,8 @@ def split_scopes(config: Config, store: StateStore) -> tuple[dict[str, list[str]
     live_tenants = store.series_live(*tenants[:2], tenants[2], tenants[3]) if tenants[2] else set()
     result: dict[str, list[str]] = {}
     left_out: dict[str, list[str]] = {}
-    for (_k, tenant, queues, q_limit), (_a, _t, articles, a_limit) in zip(questions[1::2], questions[2::2], strict=True):
+    pairs = zip(questions[1::2], questions[2::2], strict=True)  # (queues, articles) of each tenant
+    for (_k, tenant, queues, q_limit), (_a, _t, articles, a_limit) in pairs:
         if tenant not in config.tenants and tenant not in live_tenants:
             continue
         hidden = set(queues) - store.series_live("queue", tenant, queues, q_limit) if queues else set()
@@ -283,7 +291,9 @@ def split_scopes(config: Config, store: StateStore) -> tuple[dict[str, list[str]
     return result, left_out
 
 
-def queues_of(config: Config, store: StateStore, scopes: Mapping[str, Iterable[str]] | None = None) -> dict[str, list[str]]:
+def queues_of(
+    config: Config, store: StateStore, scopes: Mapping[str, Iterable[str]] | None = None
+) -> dict[str, list[str]]:
     """tenant -> queue names with state or configuration (sorted, without ``_all``), of the
     exported scopes (:func:`exported_scopes`, or ``scopes`` when given)."""
     result: dict[str, set[str]] = {}

@@ -169,7 +169,9 @@ def newest_first(registry: Mapping[str, float]) -> list[tuple[str, float]]:
     return sorted(registry.items(), key=_name_order, reverse=True)
 
 
-def retirable(oldest: Iterable[tuple[str, float]], total: int, limit: int, since: float, before: float) -> list[tuple[str, float]]:
+def retirable(
+    oldest: Iterable[tuple[str, float]], total: int, limit: int, since: float, before: float
+) -> list[tuple[str, float]]:
     """The names to retire among a registry's oldest entries (``(name, at)``, oldest first, of
     ``total``): those admitted before ``before`` (idle past the retention), and those admitted
     before ``since`` (idle past the state horizon: the guard no longer counts them) that are

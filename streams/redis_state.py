@@ -1065,7 +1065,7 @@ class RedisState:
             return 0
         script = self.client.register_script(RETIRE_LUA)
         lives = [encode(n) for n in (WAITING, CALLBACKS, TICKETS, AGENTS)]
-        retired = [_utf8(RETIRED_SCOPE), encode(RETIRED_SCOPE)]
+        into: list[Any] = [_utf8(RETIRED_SCOPE), encode(RETIRED_SCOPE)]
         if kind == "tenant":
             flat: list[Any] = []
             for name, at in names.items():
@@ -1076,7 +1076,7 @@ class RedisState:
                 gone_tenant = _text(raw)
                 scopes = [_utf8(encode(_text(s))) for s in self.client.smembers(self._scopes_key(gone_tenant))]
                 script(keys=self._retire_keys("tenant", gone_tenant, self._scopes_key(gone_tenant)),
-                       args=["tenant", self._tag(gone_tenant), *retired, len(lives), *lives, 0, len(scopes), *scopes])
+                       args=["tenant", self._tag(gone_tenant), *into, len(lives), *lives, 0, len(scopes), *scopes])
                 self.client.sadd(self._count_tenants_key, _utf8(gone_tenant))
             return len(gone)
         scope_args: list[Any] = []
@@ -1085,7 +1085,8 @@ class RedisState:
             scope_args = [_utf8(encode(s)) for s in self.scopes().get(tenant, ())]
             per_call = max(1, 4000 // (len(scope_args) * len(AGENT_STATES) + 1))
         keys = self._retire_keys(kind, tenant, self._series_key(kind, tenant))
-        head = [kind, self._tag(tenant), *retired, len(lives), *lives, len(AGENT_STATES), *AGENT_STATES, len(scope_args), *scope_args]
+        head = [kind, self._tag(tenant), *into, len(lives), *lives, len(AGENT_STATES), *AGENT_STATES,
+                len(scope_args), *scope_args]  # fmt: skip
         items = list(names.items())
         retired = 0
         for i in range(0, len(items), per_call):
