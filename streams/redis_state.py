@@ -1261,13 +1261,15 @@ class SnapshotReader:
         self.at = at
         # The scopes exported (kpi_core.kpis.exported_scopes), with the guard's registry read
         # in one round trip; series_live answers from it.
-        from kpi_core.kpis import exported_scopes, guarded_names
+        from kpi_core.kpis import guarded_names, split_scopes
 
         self._scopes = state.scopes()
         questions = guarded_names(config, self._scopes)
         self._series_live = {(kind, tenant, limit): (set(names), live) for (kind, tenant, names, limit), live
                              in zip(questions, state.series_live_many(questions), strict=True)}  # fmt: skip
-        exported = exported_scopes(config, self)  # what the snapshot reads: prefetched below
+        # What the snapshot reads, prefetched below; of the scopes it leaves out, queues' totals
+        # (still summed into their tenant's _all until they retire).
+        exported, hidden = split_scopes(config, self)
         self._windows: dict[tuple[str, str, float, float], dict[str, float]] = {}
         self._totals: dict[tuple[str, str], dict[str, float]] = {}
         # Live sets summed up in Redis (LIVE_LUA) for exactly the queries kpi_core.kpis makes.
@@ -1276,6 +1278,7 @@ class SnapshotReader:
         self._live_states: dict[tuple[str, str, str], tuple[dict[str, int], dict[str, int]]] = {}
         names = (WAITING, CALLBACKS, TICKETS, AGENTS)
         pairs = [(tenant, scope) for tenant, scopes in exported.items() for scope in scopes]
+        pairs += [(tenant, scope) for tenant, scopes in hidden.items() for scope in scopes if is_queue_scope(scope)]
         client = state.client
         with client.pipeline(transaction=False) as pipe:
             for tenant, scope in pairs:
