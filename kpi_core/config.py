@@ -172,6 +172,9 @@ class Limits:
     queues_per_tenant: int = 2000
     agents_per_tenant: int = 10000
     articles_per_tenant: int = 5000
+    #: A guarded name without an event for this many days retires: its state leaves Redis and
+    #: /metrics (at least the state horizon + 1 h; docs/RELIABILITY.md, cardinality).
+    series_retention_days: int = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +369,9 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise ConfigError(f"limits.{name}", f"must be a whole number in [{low}, {high}], got {value!r}")
         limit_values[name] = value
+    if not 2 <= limit_values["series_retention_days"] <= 3660:
+        raise ConfigError("limits.series_retention_days",
+                          f"must be a whole number of days in 2..3660, got {limit_values['series_retention_days']!r}")
 
     return Config(
         limits=Limits(**limit_values),

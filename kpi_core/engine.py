@@ -29,7 +29,7 @@ from typing import Any
 from kpi_core.config import Config
 from kpi_core.errors import InvalidEventError
 from kpi_core.events import Event, Rejection
-from kpi_core.state import KB_SCOPE_PREFIX, Record, StateStore
+from kpi_core.state import KB_SCOPE_PREFIX, Record, StateStore, is_queue_scope, retirable
 from kpi_core.windows import local_midnight
 
 #: Upper bounds (``le``) of the wait-time histogram, seconds. The service-level thresholds in
@@ -66,6 +66,17 @@ _DAY = 86400.0
 _TICKET_MAX_AGE = 366 * _DAY
 
 Contribution = list[Any]  # [scope, ts, {field: value}]
+
+
+#: Most names one upkeep retires per kind and tenant (the rest go at the next one).
+RETIRE_PER_UPKEEP = 500
+
+
+def series_retention_seconds(config: Config) -> float:
+    """How long a guarded name stays without an event before it retires: ``[limits]
+    series_retention_days``, and at least the state horizon + 1 h (no event can change a
+    retired name's contributions)."""
+    return max(config.limits.series_retention_days * _DAY, config.horizon_seconds + 3600.0)
 
 
 def _chunk_key(agent: str, seq: int) -> str:
@@ -211,8 +222,10 @@ class Engine:
             self.reject(exc.reason)
             return exc.reason
 
-    def maintain(self, now: float) -> None:
-        """Expire waiting calls older than ``max_call_age`` and prune old state."""
+    def maintain(self, now: float, retire: bool = True) -> None:
+        """Expire waiting calls older than ``max_call_age``, prune old state, and (``retire``)
+        retire idle names (:meth:`retire_series`; a store writing in batches runs it after
+        the batch, as it writes at once)."""
         store = self.store
         max_age = self.config.max_call_age_seconds
         for tenant, scopes in store.scopes().items():
@@ -231,6 +244,44 @@ class Engine:
             fine_keep_seconds=self.config.longest_sliding_seconds + 3600,
             coarse_keep_seconds=self.config.horizon_seconds + 3600,
         )
+        if retire:
+            self.retire_series(now)
+
+    def retire_series(self, now: float) -> dict[str, int]:
+        """Retire the guarded names nobody exports any more (:func:`kpi_core.state.retirable`:
+        idle past the retention, or idle past the horizon with ``limit`` newer names), and
+        scopes of a queue or article with no registry entry and no bucket kept (state from
+        before the registry kept names for the retention). How many, by kind."""
+        store = self.store
+        limits = self.config.limits
+        since = now - self.horizon
+        before = now - series_retention_seconds(self.config)
+        retired: dict[str, int] = {}
+
+        def retire(kind: str, tenant: str, limit: int) -> None:
+            total, oldest = store.series_oldest(kind, tenant, RETIRE_PER_UPKEEP)
+            due = retirable(oldest, total, limit, since, before)
+            if due:
+                retired[kind] = retired.get(kind, 0) + store.series_retire(kind, tenant, dict(due))
+
+        for tenant, scopes in store.scopes().items():
+            for kind, limit in (("queue", limits.queues_per_tenant), ("agent", limits.agents_per_tenant),
+                                ("article", limits.articles_per_tenant)):  # fmt: skip
+                retire(kind, tenant, limit)
+            tenant_config = self.config.tenants.get(tenant)
+            configured = tenant_config.queues if tenant_config is not None else {}
+            queues = [s for s in scopes if is_queue_scope(s) and s != ALL and s not in configured]
+            articles = [s[len(KB_SCOPE_PREFIX):] for s in scopes if s.startswith(KB_SCOPE_PREFIX)]
+            for kind, names in (("queue", queues), ("article", articles)):
+                for i in range(0, len(names), 500):
+                    chunk = names[i:i + 500]
+                    unregistered = store.series_live(kind, tenant, chunk, 0)  # limit 0: only those
+                    if unregistered:
+                        count = store.series_retire(kind, tenant, dict.fromkeys(sorted(unregistered)))
+                        retired[kind] = retired.get(kind, 0) + count
+        # Tenants last: a retiring tenant's own names retired (and were counted) above.
+        retire("tenant", "", limits.tenants)
+        return retired
 
     # -- contributions ---------------------------------------------------------------------
     def _reconcile(

@@ -28,7 +28,14 @@ from kpi_core.engine import (
     WAITING,
 )
 from kpi_core.events import AGENT_STATES
-from kpi_core.state import KB_SCOPE_PREFIX, LiveSummary, StateStore, is_queue_scope, merge_into
+from kpi_core.state import (
+    KB_SCOPE_PREFIX,
+    RETIRED_SCOPE,
+    LiveSummary,
+    StateStore,
+    is_queue_scope,
+    merge_into,
+)
 from kpi_core.windows import window_range
 
 Components = dict[str, float]
@@ -236,12 +243,63 @@ def _has_state(store: StateStore, tenant: str, scope: str) -> bool:
     return any(store.live_size(name, tenant, scope) for name in (WAITING, CALLBACKS, TICKETS, AGENTS))
 
 
-def queues_of(config: Config, store: StateStore) -> dict[str, list[str]]:
-    """tenant -> queue names with state or configuration (sorted, without ``_all``)."""
+def guarded_names(config: Config, scopes: Mapping[str, Iterable[str]]) -> list[tuple[str, str, list[str], int]]:
+    """The ``series_live`` questions :func:`exported_scopes` asks about ``scopes``:
+    ``(kind, tenant, names, limit)`` for the tenants, then each tenant's queues and articles,
+    leaving out the names the configuration declares (never guarded)."""
+    limits = config.limits
+    questions = [("tenant", "", [t for t in scopes if t not in config.tenants], limits.tenants)]
+    for tenant, tenant_scopes in scopes.items():
+        tenant_config = config.tenants.get(tenant)
+        configured = tenant_config.queues if tenant_config is not None else {}
+        listed = list(tenant_scopes)
+        queues = [s for s in listed if is_queue_scope(s) and s != ALL and s not in configured]
+        articles = [s[len(KB_SCOPE_PREFIX):] for s in listed if s.startswith(KB_SCOPE_PREFIX)]
+        questions += [("queue", tenant, queues, limits.queues_per_tenant),
+                      ("article", tenant, articles, limits.articles_per_tenant)]  # fmt: skip
+    return questions
+
+
+def exported_scopes(config: Config, store: StateStore) -> dict[str, list[str]]:
+    """``store.scopes()`` without the names the cardinality guard has given up: a tenant,
+    queue or article the configuration does not declare is exported only while it is among
+    the ``[limits]`` newest of its kind (``StateStore.series_live``), so the series exported
+    never exceed the limits, whatever retirement has not done yet. Names the guard never
+    registered (state written directly) are kept."""
+    return split_scopes(config, store)[0]
+
+
+def split_scopes(config: Config, store: StateStore) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """:func:`exported_scopes`, and the scopes of exported tenants it leaves out (their
+    lifetime totals still count in the tenant's ``_all`` until they retire)."""
+    scopes = {tenant: list(tenant_scopes) for tenant, tenant_scopes in store.scopes().items()}
+    questions = guarded_names(config, scopes)
+    tenants = questions[0]
+    live_tenants = store.series_live(*tenants[:2], tenants[2], tenants[3]) if tenants[2] else set()
+    result: dict[str, list[str]] = {}
+    left_out: dict[str, list[str]] = {}
+    pairs = zip(questions[1::2], questions[2::2], strict=True)  # (queues, articles) of each tenant
+    for (_k, tenant, queues, q_limit), (_a, _t, articles, a_limit) in pairs:
+        if tenant not in config.tenants and tenant not in live_tenants:
+            continue
+        hidden = set(queues) - store.series_live("queue", tenant, queues, q_limit) if queues else set()
+        if articles:
+            live = store.series_live("article", tenant, articles, a_limit)
+            hidden.update(KB_SCOPE_PREFIX + a for a in articles if a not in live)
+        result[tenant] = [s for s in scopes[tenant] if s not in hidden]
+        left_out[tenant] = [s for s in scopes[tenant] if s in hidden]
+    return result, left_out
+
+
+def queues_of(
+    config: Config, store: StateStore, scopes: Mapping[str, Iterable[str]] | None = None
+) -> dict[str, list[str]]:
+    """tenant -> queue names with state or configuration (sorted, without ``_all``), of the
+    exported scopes (:func:`exported_scopes`, or ``scopes`` when given)."""
     result: dict[str, set[str]] = {}
-    for tenant, scopes in store.scopes().items():
+    for tenant, scopes_ in (scopes if scopes is not None else exported_scopes(config, store)).items():
         result.setdefault(tenant, set()).update(
-            s for s in scopes if is_queue_scope(s) and s != ALL and _has_state(store, tenant, s)
+            s for s in scopes_ if is_queue_scope(s) and s != ALL and _has_state(store, tenant, s)
         )
     for tenant, tenant_config in config.tenants.items():
         result.setdefault(tenant, set()).update(tenant_config.queues)
@@ -265,9 +323,9 @@ def snapshot(config: Config, store: StateStore, at: float) -> list[MetricFamily]
     occupancy = family("ccmon_occupancy_ratio", "gauge", "Time-weighted (on_call + acw) / (available + on_call + acw).")
     kb_rate = family("ccmon_knowledge_base_transfer_ratio", "gauge", "Knowledge-base escalations / views, per article.")
 
-    all_scopes = store.scopes()
+    all_scopes, hidden = split_scopes(config, store)
     agent_states = _AgentStates(store, at)
-    for tenant, queues in queues_of(config, store).items():
+    for tenant, queues in queues_of(config, store, all_scopes).items():
         zone = config.timezone(tenant)
         scopes = set(all_scopes.get(tenant, ()))
         for window in config.windows:
@@ -307,7 +365,7 @@ def snapshot(config: Config, store: StateStore, at: float) -> list[MetricFamily]
                     article = scope[len(KB_SCOPE_PREFIX):]
                     kb_rate.add((("tenant", tenant), ("article", article), ("window", window.name)), value)
         _live_families(config, store, tenant, queues, scopes, at, family, agent_states)
-        _counter_families(config, store, tenant, queues, scopes, family)
+        _counter_families(config, store, tenant, queues, scopes, family, hidden.get(tenant, ()))
     _pipeline_families(store, at, family)
     return list(families.values())
 
@@ -393,11 +451,17 @@ def _counter_families(
     queues: list[str],
     scopes: set[str],
     family: Callable[[str, str, str], MetricFamily],
+    hidden: Iterable[str] = (),
 ) -> None:
     per_queue = {
         q: _with_derived(store.totals(tenant, q) if q in scopes else {}, config.queue(tenant, q)) for q in queues
     }
-    per_queue[ALL] = _with_derived(_sum_components(per_queue.values()), None)
+    # The tenant's counters keep what queues no longer exported (displaced, not yet retired)
+    # and retired ones (RETIRED_SCOPE) counted: they never go down when a queue retires.
+    gone = [_with_derived(store.totals(tenant, q), config.queue(tenant, q)) for q in hidden if is_queue_scope(q)]
+    if RETIRED_SCOPE in scopes:
+        gone.append(_with_derived(store.totals(tenant, RETIRED_SCOPE), config.queue(tenant, RETIRED_SCOPE)))
+    per_queue[ALL] = _with_derived(_sum_components([*per_queue.values(), *gone]), None)
     hist = family("ccmon_call_wait_seconds", "histogram", "Waits of answered and abandoned calls.")
     for queue, comps in per_queue.items():
         labels = _labels(tenant, queue)
@@ -428,6 +492,10 @@ def _pipeline_families(store: StateStore, at: float, family: Callable[[str, str,
     duplicates = family("ccmon_events_duplicate_total", "counter", "Duplicate events ignored, by type.")
     for label, value in sorted(counts.get("duplicates", {}).items()):
         duplicates.add((("type", label),), value)
+    retired = family("ccmon_series_retired_total", "counter",
+                     "Guarded names (tenant, queue, agent, article) retired with their state, by kind.")
+    for label, value in sorted(counts.get("series_retired", {}).items()):
+        retired.add((("kind", label),), value)
     last = counts.get("last_event_ts", {}).get("")
     if last is not None:
         family("ccmon_last_event_timestamp_seconds", "gauge", "Event time of the newest event processed.").add((), last)

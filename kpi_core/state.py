@@ -38,6 +38,9 @@ from kpi_core import windows
 
 Record = dict[str, Any]
 KB_SCOPE_PREFIX = "\x1fkb\x1f"
+#: The scope holding the lifetime totals of a tenant's retired queues (series_retire), so
+#: the tenant's own counters never go down.
+RETIRED_SCOPE = "\x1fretired"
 
 
 def is_queue_scope(scope: str) -> bool:
@@ -115,6 +118,21 @@ class StateStore(Protocol):
     def series_touch(self, kind: str, tenant: str, name: str, at: float) -> None:
         """Admit ``name`` (again) at ``at``; the later time wins."""
 
+    def series_oldest(self, kind: str, tenant: str, n: int) -> tuple[int, list[tuple[str, float]]]:
+        """How many names of ``kind`` are registered, and the ``n`` least recently admitted
+        ``(name, at)``, oldest first (ties: by the name's UTF-8 bytes, as Redis orders them)."""
+
+    def series_live(self, kind: str, tenant: str, names: Iterable[str], limit: int) -> set[str]:
+        """Which of ``names`` are exported: not registered (not guarded), or among the ``limit``
+        most recently admitted names of ``kind`` (see :func:`newest_first`)."""
+
+    def series_retire(self, kind: str, tenant: str, names: Mapping[str, float | None]) -> int:
+        """Retire each name still admitted at exactly the given time (None: a scope with no
+        registry entry, retired only while it has none and no bucket is kept): its registry
+        entry and its state (a queue's or article's scope, an agent's live members, a tenant's
+        everything) go. Counts ``series_retired{kind}``; returns how many were retired.
+        Idempotent: a name admitted again meanwhile, or already retired, is left alone."""
+
     # -- read side -------------------------------------------------------------------------
     def scopes(self) -> Mapping[str, Iterable[str]]:
         """tenant -> scopes that have any state."""
@@ -139,6 +157,32 @@ class StateStore(Protocol):
     # -- upkeep ----------------------------------------------------------------------------
     def maintain(self, now: float, fine_keep_seconds: float, coarse_keep_seconds: float) -> None:
         """Drop buckets, records and remembered event ids that can no longer matter."""
+
+
+def _name_order(item: tuple[str, float]) -> tuple[float, bytes]:
+    return item[1], item[0].encode("utf-8", "surrogatepass")
+
+
+def newest_first(registry: Mapping[str, float]) -> list[tuple[str, float]]:
+    """A registry's ``(name, at)``, most recently admitted first; equal times by the name's
+    UTF-8 bytes, greatest first (Redis's ZREVRANGE order)."""
+    return sorted(registry.items(), key=_name_order, reverse=True)
+
+
+def retirable(
+    oldest: Iterable[tuple[str, float]], total: int, limit: int, since: float, before: float
+) -> list[tuple[str, float]]:
+    """The names to retire among a registry's oldest entries (``(name, at)``, oldest first, of
+    ``total``): those admitted before ``before`` (idle past the retention), and those admitted
+    before ``since`` (idle past the state horizon: the guard no longer counts them) that are
+    not among the ``limit`` newest (a newer name took their place, so they are not exported).
+    Both are prefixes of the oldest-first order, so the answer is one too."""
+    result = []
+    for i, (name, at) in enumerate(oldest):
+        if not (at < before or (i < total - limit and at < since)):
+            break
+        result.append((name, at))
+    return result
 
 
 def merge_into(target: dict[str, float], deltas: Mapping[str, float]) -> None:
@@ -255,6 +299,71 @@ class MemoryState:
         if at > names.get(name, float("-inf")):
             names[name] = at
 
+    def series_oldest(self, kind: str, tenant: str, n: int) -> tuple[int, list[tuple[str, float]]]:
+        names = self._series.get((kind, tenant), {})
+        return len(names), sorted(names.items(), key=_name_order)[:n]
+
+    def series_live(self, kind: str, tenant: str, names: Iterable[str], limit: int) -> set[str]:
+        registry = self._series.get((kind, tenant), {})
+        newest = {name for name, _at in newest_first(registry)[:limit]}
+        return {name for name in names if name not in registry or name in newest}
+
+    def series_retire(self, kind: str, tenant: str, names: Mapping[str, float | None]) -> int:
+        registry = self._series.get((kind, tenant), {})
+        retired = 0
+        for name, at in names.items():
+            if at is None:  # a scope with no registry entry (kind queue or article)
+                scope = KB_SCOPE_PREFIX + name if kind == "article" else name
+                if name in registry or self._coarse.get((tenant, scope)) or scope not in self._scopes.get(tenant, ()):
+                    continue
+                if kind == "queue":
+                    self._retire_totals(tenant, scope)
+                self._drop_scope(tenant, scope)
+            elif registry.get(name) != at:
+                continue
+            else:
+                del registry[name]
+                if kind == "queue":
+                    self._retire_totals(tenant, name)
+                    self._drop_scope(tenant, name)
+                elif kind == "article":
+                    self._drop_scope(tenant, KB_SCOPE_PREFIX + name)
+                elif kind == "agent":
+                    for (_live, live_tenant, _scope), members in self._live.items():
+                        if live_tenant == tenant:
+                            for member in [m for m in members if m.partition("\x1f")[2] == name]:
+                                del members[member]
+                elif kind == "tenant":
+                    for scope in list(self._scopes.get(name, ())):
+                        self._drop_scope(name, scope)
+                    self._scopes.pop(name, None)
+                    for key in [k for k in self._series if k[1] == name]:
+                        del self._series[key]
+            retired += 1
+        if retired:
+            self.count("series_retired", kind, retired, tenant)
+        return retired
+
+    def _retire_totals(self, tenant: str, queue: str) -> None:
+        """Add a retiring queue's lifetime totals to the tenant's :data:`RETIRED_SCOPE`."""
+        totals = self._totals.get((tenant, queue))
+        if totals:
+            merge_into(self._totals.setdefault((tenant, RETIRED_SCOPE), {}), totals)
+            self._scopes.setdefault(tenant, set()).add(RETIRED_SCOPE)
+
+    def _drop_scope(self, tenant: str, scope: str) -> bool:
+        """Forget everything of one scope; False when it had nothing listed."""
+        key = (tenant, scope)
+        for tier in (self._fine, self._coarse, self._totals):
+            tier.pop(key, None)
+        for live_key in [k for k in self._live if k[1] == tenant and k[2] == scope]:
+            del self._live[live_key]
+        scopes = self._scopes.get(tenant)
+        if scopes is None or scope not in scopes:
+            return False
+        scopes.discard(scope)
+        return True
+
     # -- read side -------------------------------------------------------------------------
     def scopes(self) -> Mapping[str, Iterable[str]]:
         return {tenant: sorted(scopes) for tenant, scopes in self._scopes.items()}
@@ -310,9 +419,8 @@ class MemoryState:
                 if self._seen.get(key) == hour:
                     del self._seen[key]
         self._records = {k: v for k, v in self._records.items() if v[1] >= now}
-        for names in self._series.values():
-            for name in [n for n, at in names.items() if at < coarse_cutoff]:
-                del names[name]
+        # The guard's registry is not pruned here: a name leaves it when it retires, with its
+        # state (Engine.maintain, series_retire), so the registry and the export always agree.
 
     # -- introspection (tests, benchmarks) -------------------------------------------------
     def sizes(self) -> dict[str, int]:

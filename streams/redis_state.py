@@ -54,8 +54,11 @@ from redis.cluster import RedisCluster
 
 from kpi_core import windows
 from kpi_core.config import Config
+from kpi_core.engine import series_retention_seconds
 from kpi_core.errors import CcmonError
 from kpi_core.state import (
+    KB_SCOPE_PREFIX,
+    RETIRED_SCOPE,
     LiveSummary,
     Record,
     count_states,
@@ -330,6 +333,109 @@ end
 return out
 """
 
+# Retirement (Engine.retire_series), one tenant's slot. KEYS: the kind's registry zset, the
+# tenant's scopes set, its count hash for ``sum:series_retired`` and its set of count names.
+#   ARGV = kind, tag, RETIRED_SCOPE raw and encoded (a retiring queue's totals are added to
+#          its totals), nlive, live-set names (encoded) ..., nstates, agent states ...,
+#          nscopes, scopes (encoded; kind 'agent': every scope of the tenant) ..., then names
+#          as four: admitted at ('' = no registry entry), name, scope, scope encoded.
+# A name is retired only while the registry still holds it at exactly that time (admitted
+# again meanwhile: left alone), or, for '', while it has no entry and no coarse bucket index
+# (no bucket kept). Retiring a queue or article drops its scope: totals, live sets, bucket
+# indexes and the buckets they list, its scopes-set entry. An agent: its members of every
+# scope's agents set. Kind 'tenant' (the tenant's registry entry already removed): every
+# scope listed in ARGV, the scopes set, the seen set and the tenant's registries (KEYS[1] is
+# its scopes set); its records expire by TTL, its pipeline counters stay (they are summed
+# into ccmon_events_total and the like, which must not go down).
+# Counts one per name retired; returns how many.
+RETIRE_LUA = """
+local kind, tag, retired_raw, retired_enc = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local a = 5
+local nlive = tonumber(ARGV[a]); local lives = {unpack(ARGV, a + 1, a + nlive)}; a = a + 1 + nlive
+local nstates = tonumber(ARGV[a]); local states = {unpack(ARGV, a + 1, a + nstates)}; a = a + 1 + nstates
+local nscopes = tonumber(ARGV[a]); local scopes = {unpack(ARGV, a + 1, a + nscopes)}; a = a + 1 + nscopes
+local function drop(enc)
+  if kind == 'queue' then  -- the tenant's counters keep what the queue counted
+    local flat = redis.call('HGETALL', tag .. ':tot:' .. enc)
+    local into = tag .. ':tot:' .. retired_enc
+    for i = 1, #flat, 2 do
+      if string.sub(flat[i], 1, 4) == 'max_' then
+        local cur = redis.call('HGET', into, flat[i])
+        if (not cur) or tonumber(cur) < tonumber(flat[i + 1]) then redis.call('HSET', into, flat[i], flat[i + 1]) end
+      else
+        redis.call('HINCRBYFLOAT', into, flat[i], flat[i + 1])
+      end
+    end
+    if #flat > 0 then redis.call('SADD', KEYS[2], retired_raw) end
+  end
+  redis.call('DEL', tag .. ':tot:' .. enc)
+  for _, name in ipairs(lives) do redis.call('DEL', tag .. ':live:' .. name .. ':' .. enc) end
+  for _, tier in ipairs({'f', 'c'}) do
+    local ikey = tag .. ':bi:' .. tier .. ':' .. enc
+    local starts = redis.call('ZRANGE', ikey, 0, -1)
+    for i = 1, #starts do starts[i] = tag .. ':b:' .. tier .. ':' .. enc .. ':' .. starts[i] end
+    for i = 1, #starts, 1000 do redis.call('DEL', unpack(starts, i, math.min(i + 999, #starts))) end
+    redis.call('DEL', ikey)
+  end
+end
+local retired = 0
+if kind == 'tenant' then
+  for _, enc in ipairs(scopes) do drop(enc) end
+  redis.call('DEL', KEYS[2], tag .. ':seen')  -- ids older than the horizon: too late anyway
+  for _, k in ipairs({'queue', 'agent', 'article'}) do redis.call('DEL', tag .. ':series:' .. k) end
+  retired = 1
+end
+for i = a, #ARGV, 4 do
+  local at, name, scope, enc = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local score = redis.call('ZSCORE', KEYS[1], name)
+  local go = false
+  if at == '' then
+    go = (not score) and redis.call('EXISTS', tag .. ':bi:c:' .. enc) == 0
+         and redis.call('SISMEMBER', KEYS[2], scope) == 1
+  elseif score and tonumber(score) == tonumber(at) then
+    redis.call('ZREM', KEYS[1], name)
+    go = true
+  end
+  if go then
+    if kind == 'agent' then
+      for _, senc in ipairs(scopes) do
+        local key = tag .. ':live:agents:' .. senc
+        for _, state in ipairs(states) do redis.call('ZREM', key, state .. '\\031' .. name) end
+      end
+    else
+      drop(enc)
+      redis.call('SREM', KEYS[2], scope)
+    end
+    retired = retired + 1
+  end
+end
+if retired > 0 then
+  redis.call('HINCRBY', KEYS[3], kind, retired)
+  redis.call('SADD', KEYS[4], 'sum:series_retired')
+end
+return retired
+"""
+
+# The tenant part of retiring tenants, in the pipeline's slot: KEYS = the tenant registry and
+# the tenants set; ARGV = pairs (admitted at, tenant). Removes each tenant still admitted at
+# exactly that time from both; returns those removed (their state is dropped next, by
+# RETIRE_LUA in the tenant's own slot).
+RETIRE_TENANTS_LUA = """
+local out = {}
+for i = 1, #ARGV, 2 do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i + 1])
+  if score and tonumber(score) == tonumber(ARGV[i]) then
+    redis.call('ZREM', KEYS[1], ARGV[i + 1])
+    redis.call('SREM', KEYS[2], ARGV[i + 1])
+    out[#out + 1] = ARGV[i + 1]
+  end
+end
+return out
+"""
+
+#: Names per call of the retirement script (an agent: fewer, see RedisState.series_retire).
+RETIRE_NAMES_PER_CALL = 20
+
 #: Scopes per call of the window script: bounds the time Redis spends in one script.
 WINDOW_SCOPES_PER_CALL = 50
 #: Live-set queries per LIVE_LUA call in a scrape (each call runs alone in Redis: a few
@@ -474,6 +580,9 @@ class RedisState:
         # How long MemoryState keeps buckets (Engine.maintain passes these).
         self.fine_keep_seconds = config.longest_sliding_seconds + 3600.0
         self.coarse_keep_seconds = config.horizon_seconds + 3600.0
+        # The guard's registry keeps a name until it retires (Engine.retire_series); a day
+        # more before the batch script trims it, for an upkeep that was late.
+        self.series_keep_seconds = max(config.horizon_seconds, series_retention_seconds(config))
         self._batch: _Batch | None = None
         self._pipeline_tag = f"{prefix}:{{p}}"
         self._tenant_tags: dict[str, str] = {}
@@ -695,7 +804,7 @@ class RedisState:
             ops.append((key, self._encode_hash(h, now)))
         for key, (expire_at, keep_from, starts) in b.index.items():
             ops.append((key, ["I", self._ttl_ms(expire_at, now), int(keep_from), len(starts), *sorted(starts)]))
-        keep = self.config.horizon_seconds
+        keep = self.series_keep_seconds
         for (kind, tenant), names in b.series_new.items():
             args: list[Any] = ["G", self._ttl_ms(now + keep + 86400, now), _num(now - keep - 86400), len(names)]
             for name, at in names.items():
@@ -930,6 +1039,85 @@ class RedisState:
         if at > names.get(name, -math.inf):
             names[name] = at
 
+    def series_oldest(self, kind: str, tenant: str, n: int) -> tuple[int, list[tuple[str, float]]]:
+        key = self._series_key(kind, tenant)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.zcard(key)
+            pipe.zrange(key, 0, n - 1, withscores=True)
+            total, pairs = pipe.execute()
+        return int(total), [(_text(name), float(at)) for name, at in pairs]
+
+    def series_live(self, kind: str, tenant: str, names: Iterable[str], limit: int) -> set[str]:
+        return self.series_live_many([(kind, tenant, list(names), limit)])[0]
+
+    def series_live_many(self, queries: Sequence[tuple[str, str, list[str], int]]) -> list[set[str]]:
+        """:meth:`series_live` of many ``(kind, tenant, names, limit)`` in one round trip."""
+        asked = [q for q in queries if q[2]]
+        if not asked:
+            return [set() for _q in queries]
+        with self.client.pipeline(transaction=False) as pipe:
+            for kind, tenant, names, limit in asked:
+                pipe.zmscore(self._series_key(kind, tenant), [_utf8(n) for n in names])  # type: ignore[misc]
+                # The limit-th newest name: a registered name is exported if it is not older.
+                pipe.zrevrange(self._series_key(kind, tenant), max(limit - 1, 0), max(limit - 1, 0), withscores=True)
+            replies = iter(pipe.execute())
+        answers: dict[int, set[str]] = {}
+        for query in asked:
+            _kind, _tenant, names, limit = query
+            scores, last = next(replies), next(replies)
+            threshold = (float(last[0][1]), _utf8(_text(last[0][0]))) if last and limit > 0 else None
+            answers[id(query)] = {
+                name for name, score in zip(names, scores, strict=True)
+                if score is None or (limit > 0 and (threshold is None or (float(score), _utf8(name)) >= threshold))
+            }  # fmt: skip
+        return [answers.get(id(q), set()) for q in queries]
+
+    def series_retire(self, kind: str, tenant: str, names: Mapping[str, float | None]) -> int:
+        from kpi_core.engine import AGENTS, CALLBACKS, TICKETS, WAITING
+        from kpi_core.events import AGENT_STATES
+
+        if not names:
+            return 0
+        script = self.client.register_script(RETIRE_LUA)
+        lives = [encode(n) for n in (WAITING, CALLBACKS, TICKETS, AGENTS)]
+        into: list[Any] = [_utf8(RETIRED_SCOPE), encode(RETIRED_SCOPE)]
+        if kind == "tenant":
+            flat: list[Any] = []
+            for name, at in names.items():
+                flat += [_num(at if at is not None else math.nan), _utf8(name)]
+            gone = self.client.register_script(RETIRE_TENANTS_LUA)(
+                keys=[self._series_key("tenant", ""), self._tenants_key], args=flat)
+            for raw in gone:
+                gone_tenant = _text(raw)
+                scopes = [_utf8(encode(_text(s))) for s in self.client.smembers(self._scopes_key(gone_tenant))]
+                script(keys=self._retire_keys("tenant", gone_tenant, self._scopes_key(gone_tenant)),
+                       args=["tenant", self._tag(gone_tenant), *into, len(lives), *lives, 0, len(scopes), *scopes])
+                self.client.sadd(self._count_tenants_key, _utf8(gone_tenant))
+            return len(gone)
+        scope_args: list[Any] = []
+        per_call = RETIRE_NAMES_PER_CALL
+        if kind == "agent":
+            scope_args = [_utf8(encode(s)) for s in self.scopes().get(tenant, ())]
+            per_call = max(1, 4000 // (len(scope_args) * len(AGENT_STATES) + 1))
+        keys = self._retire_keys(kind, tenant, self._series_key(kind, tenant))
+        head = [kind, self._tag(tenant), *into, len(lives), *lives, len(AGENT_STATES), *AGENT_STATES,
+                len(scope_args), *scope_args]  # fmt: skip
+        items = list(names.items())
+        retired = 0
+        for i in range(0, len(items), per_call):
+            args = list(head)
+            for name, at in items[i:i + per_call]:
+                scope = KB_SCOPE_PREFIX + name if kind == "article" else name
+                args += ["" if at is None else _num(at), _utf8(name), _utf8(scope), _utf8(encode(scope))]
+            retired += int(script(keys=keys, args=args))
+        if retired:
+            self.client.sadd(self._count_tenants_key, _utf8(tenant))
+        return retired
+
+    def _retire_keys(self, kind: str, tenant: str, first: str) -> list[str]:
+        return [first, self._scopes_key(tenant), self._count_key(tenant, "sum:series_retired"),
+                self._count_names_key(tenant)]  # fmt: skip
+
     def _note_scope(self, b: _Batch, tenant: str, scope: str) -> None:
         scopes = b.scopes.get(tenant)
         if scopes is None:
@@ -1106,7 +1294,17 @@ class SnapshotReader:
         self.fine_seconds = state.fine_seconds
         self.coarse_seconds = state.coarse_seconds
         self.at = at
+        # The scopes exported (kpi_core.kpis.exported_scopes), with the guard's registry read
+        # in one round trip; series_live answers from it.
+        from kpi_core.kpis import guarded_names, split_scopes
+
         self._scopes = state.scopes()
+        questions = guarded_names(config, self._scopes)
+        self._series_live = {(kind, tenant, limit): (set(names), live) for (kind, tenant, names, limit), live
+                             in zip(questions, state.series_live_many(questions), strict=True)}  # fmt: skip
+        # What the snapshot reads, prefetched below; of the scopes it leaves out, queues' totals
+        # (still summed into their tenant's _all until they retire).
+        exported, hidden = split_scopes(config, self)
         self._windows: dict[tuple[str, str, float, float], dict[str, float]] = {}
         self._totals: dict[tuple[str, str], dict[str, float]] = {}
         # Live sets summed up in Redis (LIVE_LUA) for exactly the queries kpi_core.kpis makes.
@@ -1114,7 +1312,8 @@ class SnapshotReader:
         self._live_summaries: dict[tuple[str, str, str, float, float], LiveSummary] = {}
         self._live_states: dict[tuple[str, str, str], tuple[dict[str, int], dict[str, int]]] = {}
         names = (WAITING, CALLBACKS, TICKETS, AGENTS)
-        pairs = [(tenant, scope) for tenant, scopes in self._scopes.items() for scope in scopes]
+        pairs = [(tenant, scope) for tenant, scopes in exported.items() for scope in scopes]
+        pairs += [(tenant, scope) for tenant, scopes in hidden.items() for scope in scopes if is_queue_scope(scope)]
         client = state.client
         with client.pipeline(transaction=False) as pipe:
             for tenant, scope in pairs:
@@ -1124,7 +1323,7 @@ class SnapshotReader:
             self._totals[(tenant, scope)] = _floats(next(replies))
         script = client.register_script(LIVE_LUA)
         calls: list[tuple[str, list[tuple[str, str, str, float, float]]]] = []
-        for tenant, scopes in self._scopes.items():
+        for tenant, scopes in exported.items():
             queries: list[tuple[str, str, str, float, float]] = []
             for scope in scopes:
                 queries += [("n", name, scope, 0.0, 0.0) for name in names]
@@ -1161,7 +1360,7 @@ class SnapshotReader:
                     self._live_summaries[(name, tenant, scope, lo, hi)] = value
                 else:
                     self._live_states[(name, tenant, scope)] = value
-        for tenant, scopes in self._scopes.items():
+        for tenant, scopes in exported.items():
             ranges = [windows.window_range(window, at, config.timezone(tenant)) for window in config.windows]
             self._prefetch_windows(tenant, list(scopes), ranges)
 
@@ -1212,6 +1411,13 @@ class SnapshotReader:
 
     def counts(self) -> dict[str, dict[str, float]]:
         return self.state.counts()
+
+    def series_live(self, kind: str, tenant: str, names: Iterable[str], limit: int) -> set[str]:
+        wanted = set(names)
+        found = self._series_live.get((kind, tenant, limit))
+        if found is not None and wanted <= found[0]:
+            return wanted & found[1]
+        return self.state.series_live(kind, tenant, wanted, limit)
 
     def __getattr__(self, name: str) -> Any:  # consumer_lag and the like: the store's own
         return getattr(self.state, name)

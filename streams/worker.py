@@ -401,15 +401,19 @@ class BatchProcessor:
 
     # -- upkeep ----------------------------------------------------------------------------
     def maintain(self) -> None:
-        """The engine's upkeep (expire calls that waited longer than ``max_call_age``)."""
+        """The engine's upkeep (expire calls that waited longer than ``max_call_age``), then the
+        retirement of idle names (Engine.retire_series)."""
         for _attempt in range(CONFLICT_ATTEMPTS):
             try:
                 with self.state.batch():
-                    self.engine.maintain(self.clock())
-                return
+                    self.engine.maintain(self.clock(), retire=False)
+                break
             except BatchConflict:
                 time.sleep(0.05 * (0.5 + random.random()))
-        log.warning("upkeep kept conflicting with other workers; it runs again later")
+        else:
+            log.warning("upkeep kept conflicting with other workers; it runs again later")
+        # Retirement writes at once, in small atomic steps: after the batch, never inside it.
+        self.engine.retire_series(self.clock())
 
 
 # -- Kafka -------------------------------------------------------------------------------------
