@@ -9,7 +9,7 @@ sane, so a typo like ``1e300`` stops start-up instead of overflowing arithmetic 
 engine or in Redis's scripts). Waits, thresholds, a call's age and clock skew are at most a day;
 the finished-call grace and the callback target a week; the repeat-caller look-back (which the
 state horizon follows) 31 days; ticket targets a year. Ratios are within 0..1, NPS -100..100,
-CES 1..7, limits 1..1,000,000.
+CES 1..7, limits 1..1,000,000 (``series_retention_days`` 2..3660).
 The top-level sections are ``[engine]``, ``[limits]``, ``[defaults]`` and ``[tenants]``; any other
 is an error (a misspelt section would otherwise be ignored silently).
 
@@ -109,6 +109,7 @@ LIMIT_RANGES: Mapping[str, tuple[int, int]] = MappingProxyType(
         "queues_per_tenant": (1, 1_000_000),
         "agents_per_tenant": (1, 1_000_000),
         "articles_per_tenant": (1, 1_000_000),
+        "series_retention_days": (2, 3660),  # a name idle this long retires (at least the horizon)
     }
 )
 
@@ -369,9 +370,6 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise ConfigError(f"limits.{name}", f"must be a whole number in [{low}, {high}], got {value!r}")
         limit_values[name] = value
-    if not 2 <= limit_values["series_retention_days"] <= 3660:
-        raise ConfigError("limits.series_retention_days",
-                          f"must be a whole number of days in 2..3660, got {limit_values['series_retention_days']!r}")
 
     return Config(
         limits=Limits(**limit_values),
