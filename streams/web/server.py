@@ -1,75 +1,173 @@
-"""A small threaded HTTP server for a WSGI app (standard library only).
+"""The HTTP server of the exporter and the demo: aiohttp's low-level server on an event loop of
+its own thread, the WSGI app (the one router, :mod:`streams.web.app`) run in a bounded pool.
 
-Good for the demo and for an exporter scraped by a few Prometheus servers; put a real WSGI
-server in front for anything busier. With an ``ssl_context`` it serves HTTPS: each connection's
-TLS handshake happens in that connection's own thread (a client that never completes one holds
-up nobody else, and is dropped after :data:`TLS_HANDSHAKE_TIMEOUT_SECONDS`).
+Why this shape: the WSGI app stays the single router the demo, the exporter and the basic-auth
+wrapper share (and the unit tests call without sockets), while the connections live on an
+event loop, where an idle one costs a few kilobytes instead of a thread. aiohttp comes with
+Faust already and speaks TLS; waitress has no TLS, and granian would be a new compiled
+dependency for the same result.
+
+* **Connections** -- any number, handled by the loop. Listen backlog :data:`BACKLOG` (the
+  kernel caps it at ``net.core.somaxconn``).
+* **Timeouts** -- a connection must deliver a complete request head within ``idle_timeout``
+  of being opened or of its previous response, else it is closed: the same timer is the
+  keep-alive idle timeout and the header timeout (aiohttp's keep-alive timer, armed from the
+  connection's start, closes it while the request is still incomplete: a client dribbling
+  its headers, *slowloris*, is dropped). A TLS handshake must finish within
+  :data:`TLS_HANDSHAKE_TIMEOUT_SECONDS`. Request lines and header fields are capped at 8 KiB,
+  at most 128 fields.
+* **Bounded concurrency, back-pressure** -- at most ``workers`` requests run the app at once
+  (a thread pool). A request finding them all busy waits up to ``queue_timeout`` seconds for
+  one, and at most ``max_waiting`` requests wait; beyond either it gets ``503`` with
+  ``Retry-After`` at once, costing the loop nothing. Health paths (``priority_paths``) have
+  a small lane of their own, so probes are not queued behind slow scrapes.
+* **HTTP semantics** -- ``HEAD`` gets the ``GET`` headers (``Content-Length`` included) and no
+  body, whatever the app returns; bodies of text and JSON of 1 KiB or more are gzipped when the
+  request accepts gzip (Prometheus does), once per distinct body object (an app handing the
+  same ``bytes`` object to concurrent requests, like the exporter's coalesced ``/metrics``,
+  has it compressed once). Wrong methods get ``405`` with ``Allow`` from the app.
 """
 
 from __future__ import annotations
 
-import socket
-import socketserver
+import asyncio
+import gzip
+import io
+import logging
 import ssl
+import sys
 import threading
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from urllib.parse import unquote
+
+from aiohttp import web
+from multidict import CIMultiDict
 
 from streams.web.app import WSGIApp
 
-#: How long an HTTPS client may take to send its request (handshake included).
+log = logging.getLogger("ccmon.http")
+
+#: How long a TLS client may take to complete its handshake.
 TLS_HANDSHAKE_TIMEOUT_SECONDS = 30.0
+#: Seconds a connection may stay idle, or take to send a request's head.
+IDLE_TIMEOUT_SECONDS = 30.0
+#: Requests running the app at once (threads); most of a scrape's time is Redis I/O or a
+#: wait for a coalesced render, so this is well above the number of cores.
+WORKERS = 32
+#: Seconds a request waits for a free worker before ``503``; and how many may wait.
+QUEUE_TIMEOUT_SECONDS = 10.0
+MAX_WAITING = 1024
+#: Paths served by a lane of their own (liveness and readiness probes).
+PRIORITY_PATHS = ("/livez", "/readyz", "/healthz")
+PRIORITY_WORKERS = 4
+BACKLOG = 1024
+#: Gzip bodies of at least this many bytes, of these content types.
+GZIP_MIN_BYTES = 1024
+GZIP_LEVEL = 6
+_COMPRESSIBLE = ("text/", "application/json")
+SERVER_HEADER = "ccmon"
 
 
-class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
+def accepts_gzip(header: str) -> bool:
+    """Whether an ``Accept-Encoding`` value accepts gzip (``gzip`` or ``*``, without ``q=0``)."""
+    for item in header.split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() not in ("gzip", "x-gzip", "*"):
+            continue
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if q > 0:
+            return True
+    return False
 
 
-class _ThreadingWSGIServer6(_ThreadingWSGIServer):
-    address_family = socket.AF_INET6
+class _Gzip:
+    """gzip of a body, remembering the last one compressed (by identity) so that one body
+    served to many requests is compressed once."""
+
+    def __init__(self, level: int = GZIP_LEVEL) -> None:
+        self.level = level
+        self._lock = threading.Lock()
+        self._last: tuple[bytes, bytes] | None = None
+
+    def __call__(self, body: bytes) -> bytes:
+        with self._lock:
+            last = self._last
+            if last is not None and last[0] is body:
+                return last[1]
+        compressed = gzip.compress(body, self.level, mtime=0)
+        with self._lock:
+            self._last = (body, compressed)
+        return compressed
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _TlsHandler(_QuietHandler):
-    timeout = TLS_HANDSHAKE_TIMEOUT_SECONDS
-
-
-def _tls(server_class: type[_ThreadingWSGIServer], context: ssl.SSLContext) -> type[_ThreadingWSGIServer]:
-    class _TlsServer(server_class):  # type: ignore[valid-type,misc]
-        def get_request(self) -> tuple[Any, Any]:
-            sock, address = self.socket.accept()
-            # The handshake runs on the first read, in the request's thread.
-            return context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
-
-        def handle_error(self, request: Any, client_address: Any) -> None:
-            # A failed handshake (plain HTTP, an untrusting client) or a dropped connection
-            # is that client's problem: no traceback on our stderr.
-            import sys
-
-            if not isinstance(sys.exc_info()[1], (ssl.SSLError, OSError)):
-                super().handle_error(request, client_address)
-
-    return _TlsServer
+class Busy(Exception):
+    """No worker became free in time."""
 
 
 class Server:
-    """A running server: ``url``, ``port``, and :meth:`stop`."""
+    """A running server: ``url``, ``port``, and :meth:`stop`.
 
-    def __init__(self, app: WSGIApp, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None) -> None:
-        server_class: type[_ThreadingWSGIServer] = _ThreadingWSGIServer6 if ":" in host else _ThreadingWSGIServer
-        handler_class: type[_QuietHandler] = _QuietHandler
-        if ssl_context is not None:
-            server_class, handler_class = _tls(server_class, ssl_context), _TlsHandler
-        self._httpd = make_server(host, port, app, server_class=server_class, handler_class=handler_class)
+    The socket is bound in the constructor (an ``OSError`` if it cannot be); :meth:`start`
+    starts the loop's thread."""
+
+    def __init__(self, app: WSGIApp, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None, *,
+                 workers: int | None = None, queue_timeout: float | None = None, max_waiting: int | None = None,
+                 idle_timeout: float | None = None, priority_paths: Sequence[str] = PRIORITY_PATHS,
+                 priority_workers: int | None = None) -> None:  # fmt: skip
+        # None: the module's constant at this call (so they can be tuned before a server starts).
+        workers = WORKERS if workers is None else workers
+        queue_timeout = QUEUE_TIMEOUT_SECONDS if queue_timeout is None else queue_timeout
+        max_waiting = MAX_WAITING if max_waiting is None else max_waiting
+        idle_timeout = IDLE_TIMEOUT_SECONDS if idle_timeout is None else idle_timeout
+        priority_workers = PRIORITY_WORKERS if priority_workers is None else priority_workers
+        for name, value in (("workers", workers), ("priority_workers", priority_workers), ("max_waiting", max_waiting)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value!r}")
+        for name, number in (("queue_timeout", queue_timeout), ("idle_timeout", idle_timeout)):
+            if not number > 0:
+                raise ValueError(f"{name} must be > 0 seconds, got {number!r}")
+        self.app = app
         self.scheme = "https" if ssl_context is not None else "http"
         self.host = host
-        self.port: int = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="ccmon-http", daemon=True)
+        self.queue_timeout = queue_timeout
+        self.max_waiting = max_waiting
+        self.priority_paths = frozenset(priority_paths)
+        self._gzip = _Gzip()
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="ccmon-http")
+        self._priority_pool = ThreadPoolExecutor(priority_workers, thread_name_prefix="ccmon-http-probe")
+        self._loop = asyncio.new_event_loop()
+        self._waiting = 0
+        #: Requests answered 503 because every worker stayed busy (for tests and logs).
+        self.rejected = 0
+        try:
+            self._loop.run_until_complete(self._listen(host, port, ssl_context, workers, priority_workers, idle_timeout))
+        except BaseException:
+            self._loop.close()
+            self._pool.shutdown(wait=False)
+            self._priority_pool.shutdown(wait=False)
+            raise
+        self._thread = threading.Thread(target=self._loop.run_forever, name="ccmon-http", daemon=True)
+
+    async def _listen(self, host: str, port: int, ssl_context: ssl.SSLContext | None, workers: int, priority_workers: int,
+                      idle_timeout: float) -> None:  # fmt: skip
+        self._slots = asyncio.Semaphore(workers)
+        self._priority_slots = asyncio.Semaphore(priority_workers)
+        self._http = web.Server(self._handle, loop=self._loop, keepalive_timeout=idle_timeout, access_log=None,
+                                max_line_size=8190, max_field_size=8190, max_headers=128)  # fmt: skip
+        self._listener = await self._loop.create_server(
+            self._http, host or None, port, ssl=ssl_context, backlog=BACKLOG, reuse_address=True,
+            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_SECONDS if ssl_context is not None else None,
+        )  # fmt: skip
+        self.port: int = self._listener.sockets[0].getsockname()[1]
 
     @property
     def url(self) -> str:
@@ -85,12 +183,125 @@ class Server:
         return self
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
+        """Stop listening, close every connection (waiting up to 5 s for requests in flight)."""
+        if self._thread.is_alive():
+            future = asyncio.run_coroutine_threadsafe(self._close(), self._loop)
+            try:
+                future.result(timeout=10)
+            except Exception as exc:  # a stuck request: stop anyway
+                log.warning("HTTP server stopped with requests unfinished: %s", type(exc).__name__)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+        else:
+            self._loop.run_until_complete(self._close())
+        if not self._thread.is_alive():
+            self._loop.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._priority_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _close(self) -> None:
+        self._listener.close()
+        await self._http.shutdown(5.0)
+        await self._listener.wait_closed()
+
+    # -- one request -------------------------------------------------------------------------
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        priority = request.path in self.priority_paths
+        slots, pool = (self._priority_slots, self._priority_pool) if priority else (self._slots, self._pool)
+        try:
+            await self._acquire(slots)
+        except Busy:
+            self.rejected += 1
+            return web.Response(status=503, body=b'{"error":"server busy, retry later"}\n',
+                                headers={"Content-Type": "application/json; charset=utf-8", "Retry-After": "1",
+                                         "Cache-Control": "no-store", "Server": SERVER_HEADER})  # fmt: skip
+        try:
+            environ = self._environ(request)
+            status, headers, body = await self._loop.run_in_executor(pool, self._call, environ)
+        finally:
+            slots.release()
+        code, _, reason = status.partition(" ")
+        return web.Response(status=int(code), reason=reason or None, headers=headers, body=body or None)
+
+    async def _acquire(self, slots: asyncio.Semaphore) -> None:
+        if not slots.locked():
+            await slots.acquire()
+            return
+        if self._waiting >= self.max_waiting:
+            raise Busy
+        self._waiting += 1
+        try:
+            await asyncio.wait_for(slots.acquire(), self.queue_timeout)
+        except asyncio.TimeoutError:
+            raise Busy from None
+        finally:
+            self._waiting -= 1
+
+    def _environ(self, request: web.BaseRequest) -> dict[str, Any]:
+        raw_path, _, query = request.raw_path.partition("?")
+        sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": request.method,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": unquote(raw_path, "latin-1") or "/",
+            "QUERY_STRING": query,
+            "SERVER_PROTOCOL": f"HTTP/{request.version.major}.{request.version.minor}",
+            "SERVER_NAME": self.host or "0.0.0.0",
+            "SERVER_PORT": str(sockname[1] if sockname else self.port),
+            "REMOTE_ADDR": request.remote or "",
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": self.scheme,
+            "wsgi.input": io.BytesIO(b""),  # GET and HEAD only: request bodies are not read
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+        }
+        for name, value in request.headers.items():
+            key = name.upper().replace("-", "_")
+            if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                environ[key] = value
+            else:
+                key = "HTTP_" + key
+                environ[key] = f"{environ[key]},{value}" if key in environ else value
+        return environ
+
+    def _call(self, environ: dict[str, Any]) -> tuple[str, CIMultiDict[str], bytes]:
+        """Run the app (in a worker thread): its status, headers and body, gzipped if due."""
+        started: dict[str, Any] = {}
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            started["status"], started["headers"] = status, headers
+            return lambda data: None
+
+        try:
+            result: Iterable[bytes] = self.app(environ, start_response)
+            try:
+                body = b"".join(result) if not isinstance(result, list) or len(result) != 1 else result[0]
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        except Exception:
+            log.exception("error serving %s", environ["PATH_INFO"])
+            started = {"status": "500 Internal Server Error", "headers": [("Content-Type", "application/json")]}
+            body = b'{"error":"internal error"}'
+        headers = CIMultiDict(started["headers"])
+        headers.setdefault("Server", SERVER_HEADER)  # not aiohttp's, which names its version
+        compressible = "Content-Encoding" not in headers and headers.get("Content-Type", "").startswith(_COMPRESSIBLE)
+        if compressible:
+            headers["Vary"] = "Accept-Encoding"
+        if environ["REQUEST_METHOD"] == "HEAD":
+            # The GET headers (the app's Content-Length: of the identity body), no body.
+            return started["status"], headers, b""
+        if compressible and len(body) >= GZIP_MIN_BYTES and accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING", "")):
+            body = self._gzip(body)
+            headers["Content-Encoding"] = "gzip"
+        headers["Content-Length"] = str(len(body))
+        return started["status"], headers, body
 
 
-def serve(app: WSGIApp, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None) -> Server:
+def serve(app: WSGIApp, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None, **options: Any) -> Server:
     """Start serving ``app`` on a background thread (``port`` 0 picks a free port); HTTPS with
-    ``ssl_context``."""
-    return Server(app, host, port, ssl_context).start()
+    ``ssl_context``; ``options``: :class:`Server`'s limits."""
+    return Server(app, host, port, ssl_context, **options).start()
