@@ -55,7 +55,7 @@ TLS_HANDSHAKE_TIMEOUT_SECONDS = 30.0
 IDLE_TIMEOUT_SECONDS = 30.0
 #: Requests running the app at once (threads); most of a scrape's time is Redis I/O or a
 #: wait for a coalesced render, so this is well above the number of cores.
-WORKERS = 32
+WORKERS = 64
 #: Seconds a request waits for a free worker before ``503``; and how many may wait.
 QUEUE_TIMEOUT_SECONDS = 10.0
 MAX_WAITING = 1024
