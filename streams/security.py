@@ -54,7 +54,8 @@ AUTH_EXEMPT_PATHS = ("/livez", "/readyz", "/healthz")
 
 #: Failed basic-auth logins: after ``LOGIN_MAX_FAILURES`` failures from one address within
 #: ``LOGIN_WINDOW_SECONDS``, that address gets ``429`` for ``LOGIN_COOLDOWN_SECONDS``; at most
-#: one WARNING line per address per ``LOGIN_LOG_INTERVAL_SECONDS``; ``LOGIN_MAX_ADDRESSES``
+#: one WARNING line per address per ``LOGIN_LOG_INTERVAL_SECONDS`` (and one as its cool-down
+#: starts); ``LOGIN_MAX_ADDRESSES``
 #: addresses remembered (the least recently failing are forgotten first).
 LOGIN_MAX_FAILURES = 10
 LOGIN_WINDOW_SECONDS = 60.0
@@ -342,10 +343,10 @@ class LoginThrottle:
     """Failed logins per source address: rate-limited WARNING lines, and a cool-down.
 
     :meth:`failed` counts a failure (and logs a line when the address has had none for
-    ``log_interval`` seconds: the failures since its previous line, the user name tried,
-    truncated and escaped; never the password); :meth:`blocked` says for how many more seconds
-    an address that failed ``max_failures`` times within ``window`` seconds is refused;
-    :meth:`succeeded` forgets an address's failures. Memory is bounded (``max_addresses``).
+    ``log_interval`` seconds, or when its cool-down starts: the failures since its previous
+    line, the user name tried, truncated and escaped; never the password); :meth:`blocked`
+    says for how many more seconds an address that failed ``max_failures`` times within
+    ``window`` seconds is refused; :meth:`succeeded` forgets an address's failures. Memory is bounded (``max_addresses``).
     Thread-safe. Behind a reverse proxy every client has the proxy's address: one client's
     failures then throttle them all."""
 
@@ -389,7 +390,8 @@ class LoginThrottle:
             if throttled:
                 entry.blocked_until = now + self.cooldown
                 entry.times.clear()
-            report = entry.last_logged is None or now - entry.last_logged >= self.log_interval
+            # One line per address per log_interval, and one when its cool-down starts.
+            report = throttled or entry.last_logged is None or now - entry.last_logged >= self.log_interval
             if report:
                 count, entry.unreported, entry.last_logged = entry.unreported, 0, now
             remaining = max(0.0, entry.blocked_until - now)
@@ -419,7 +421,8 @@ def require_basic_auth(app: WSGIApp, user: str, password: str, *, realm: str = "
     how much of either was right, nor how long they are. ``exempt`` paths pass freely.
 
     Requests that carry wrong credentials are failed logins for ``throttle`` (by default a
-    :class:`LoginThrottle` of its own): logged at most once a minute per address, and an
+    :class:`LoginThrottle` of its own): logged at most once a minute per address (and when it
+    is throttled), and an
     address failing too often gets ``429`` with ``Retry-After`` (credentials unchecked) until
     its cool-down ends. A request without credentials (a browser's first) is no failure."""
     expected = hashlib.sha256(f"{user}:{password}".encode()).digest()
