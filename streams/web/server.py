@@ -34,6 +34,7 @@ import asyncio
 import gzip
 import io
 import logging
+import socket
 import ssl
 import sys
 import threading
@@ -163,10 +164,23 @@ class Server:
         self._priority_slots = asyncio.Semaphore(priority_workers)
         self._http = web.Server(self._handle, loop=self._loop, keepalive_timeout=idle_timeout, access_log=None,
                                 max_line_size=8190, max_field_size=8190, max_headers=128)  # fmt: skip
-        self._listener = await self._loop.create_server(
-            self._http, host or None, port, ssl=ssl_context, backlog=BACKLOG, reuse_address=True,
-            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_SECONDS if ssl_context is not None else None,
-        )  # fmt: skip
+        handshake = TLS_HANDSHAKE_TIMEOUT_SECONDS if ssl_context is not None else None
+        if ":" in host:
+            # An IPv6 address: our own socket, so that "::" also takes IPv4 clients (the
+            # system's default, as before; asyncio would make it IPv6-only).
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((host, port))
+            except OSError:
+                sock.close()
+                raise
+            self._listener = await self._loop.create_server(self._http, sock=sock, ssl=ssl_context, backlog=BACKLOG,
+                                                            ssl_handshake_timeout=handshake)  # fmt: skip
+        else:
+            self._listener = await self._loop.create_server(self._http, host or "0.0.0.0", port, ssl=ssl_context,
+                                                            backlog=BACKLOG, reuse_address=True,
+                                                            ssl_handshake_timeout=handshake)  # fmt: skip
         self.port: int = self._listener.sockets[0].getsockname()[1]
 
     @property
