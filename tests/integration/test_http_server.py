@@ -46,7 +46,7 @@ pytestmark = pytest.mark.integration
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 CONFIG = Config()
-ROUTES = ("/", "/metrics", "/api/samples", "/api/kpis", "/api/callbacks/pending", "/livez", "/readyz", "/healthz")
+ROUTES = ("/metrics", "/api/samples", "/", "/api/kpis", "/api/callbacks/pending", "/livez", "/readyz", "/healthz")
 
 
 @pytest.fixture(scope="module")
@@ -150,10 +150,20 @@ def test_head_is_get_without_the_body(served: int) -> None:
             assert int(headers["Content-Length"]) == len(get_body), path
         else:
             assert abs(int(headers["Content-Length"]) - len(get_body)) < 30
+    # On the wire: nothing after the headers (http.client would not read a body anyway).
+    for path in ("/metrics", "/api/samples"):
+        with socket.create_connection(("127.0.0.1", served), timeout=10) as sock:
+            sock.sendall(f"HEAD {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+            received = b""
+            while chunk := sock.recv(65536):
+                received += chunk
+        head, _, rest = received.partition(b"\r\n\r\n")
+        assert rest == b"", f"HEAD {path}: {len(rest)} body bytes after the headers"
+        assert head.split(b" ")[1] == b"200" and b"\r\nContent-Length: " in head, head
     # The connection stays usable after a HEAD (no stray body bytes read as the next response).
     conn = http.client.HTTPConnection("127.0.0.1", served, timeout=10)
     try:
-        conn.request("HEAD", "/api/kpis")
+        conn.request("HEAD", "/metrics")
         first = conn.getresponse()
         assert first.read() == b""
         conn.request("GET", "/livez")
