@@ -91,23 +91,35 @@ def accepts_gzip(header: str) -> bool:
 
 
 class _Gzip:
-    """gzip of a body, remembering the last one compressed (by identity) so that one body
-    served to many requests is compressed once."""
+    """gzip of a body, remembering the last few compressed (by identity): one body served to
+    many concurrent requests is compressed once, by the first of them, while the others wait
+    for it (different bodies are compressed in parallel)."""
 
-    def __init__(self, level: int = GZIP_LEVEL) -> None:
+    def __init__(self, level: int = GZIP_LEVEL, remember: int = 4) -> None:
         self.level = level
+        self.remember = remember
         self._lock = threading.Lock()
-        self._last: tuple[bytes, bytes] | None = None
+        self._recent: list[_Compressed] = []
 
     def __call__(self, body: bytes) -> bytes:
         with self._lock:
-            last = self._last
-            if last is not None and last[0] is body:
-                return last[1]
-        compressed = gzip.compress(body, self.level, mtime=0)
-        with self._lock:
-            self._last = (body, compressed)
-        return compressed
+            entry = next((e for e in self._recent if e.body is body), None)
+            if entry is None:
+                entry = _Compressed(body)
+                self._recent = [entry, *self._recent[:self.remember - 1]]
+        with entry.lock:
+            if entry.compressed is None:
+                entry.compressed = gzip.compress(body, self.level, mtime=0)
+            return entry.compressed
+
+
+class _Compressed:
+    __slots__ = ("body", "compressed", "lock")
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.compressed: bytes | None = None
+        self.lock = threading.Lock()
 
 
 class Busy(Exception):

@@ -279,3 +279,37 @@ def test_the_throttle_remembers_a_bounded_number_of_addresses() -> None:
     assert throttle.blocked("192.0.2.1") == 0.0  # the least recently failing was forgotten first
     with pytest.raises(ValueError, match="max_failures must be >= 1, got 0"):
         security.LoginThrottle(max_failures=0)
+
+
+def test_one_body_served_concurrently_is_gzipped_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gzip as gzip_module
+
+    from streams.web import server as server_module
+
+    compressed: list[int] = []
+    real = gzip_module.compress
+
+    def counting(data: bytes, *args: Any, **kwargs: Any) -> bytes:
+        compressed.append(len(data))
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(server_module.gzip, "compress", counting)
+    squeeze = server_module._Gzip()
+    body, other = b"x" * 2_000_000, b"y" * 1000
+    barrier = threading.Barrier(16)
+    results: list[bytes] = []
+
+    def request() -> None:
+        barrier.wait()
+        results.append(squeeze(body))
+
+    threads = [threading.Thread(target=request) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(results) == 16 and all(r is results[0] for r in results)
+    assert gzip_module.decompress(results[0]) == body
+    assert compressed == [len(body)]  # 16 concurrent requests, one compression
+    assert gzip_module.decompress(squeeze(other)) == other and squeeze(body) is results[0]  # remembered
+    assert compressed == [len(body), len(other)]
