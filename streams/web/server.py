@@ -44,11 +44,30 @@ from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 
 from streams.web.app import WSGIApp
 
 log = logging.getLogger("ccmon.http")
+
+
+class _ClientErrorsQuiet(logging.Filter):
+    """aiohttp logs a malformed request (a line or header too long, TLS on the plain port...)
+    as an ERROR with a traceback: a client's mistake, and a log flood for whoever sends many.
+    One DEBUG line instead; anything else passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            # Not its message: it quotes the request (an oversized Authorization header...).
+            log.debug("bad request (%d): %s", exc.code, type(exc).__name__)
+            return False
+        return True
+
+
+_protocol_log = logging.getLogger("ccmon.http.protocol")
+_protocol_log.addFilter(_ClientErrorsQuiet())
 
 #: How long a TLS client may take to complete its handshake.
 TLS_HANDSHAKE_TIMEOUT_SECONDS = 30.0
@@ -174,7 +193,7 @@ class Server:
                       idle_timeout: float) -> None:  # fmt: skip
         self._slots = asyncio.Semaphore(workers)
         self._priority_slots = asyncio.Semaphore(priority_workers)
-        self._http = web.Server(self._handle, loop=self._loop, keepalive_timeout=idle_timeout, access_log=None,
+        self._http = web.Server(self._handle, loop=self._loop, keepalive_timeout=idle_timeout, access_log=None, logger=_protocol_log,
                                 max_line_size=8190, max_field_size=8190, max_headers=128)  # fmt: skip
         handshake = TLS_HANDSHAKE_TIMEOUT_SECONDS if ssl_context is not None else None
         if ":" in host:

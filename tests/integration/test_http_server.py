@@ -190,6 +190,25 @@ def test_gzip_when_accepted(served: int) -> None:
     assert "Content-Encoding" not in headers and json.loads(body) == {"status": "alive"}
 
 
+def test_a_malformed_request_gets_400_and_no_error_log(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = serve(make_wsgi_app(lambda: [], lambda: []))
+    secret = "Basic " + "c2VjcmV0" * 2000  # an oversized header must not be quoted in any log line
+    try:
+        for payload in (f"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: {secret}\r\n\r\n".encode(),
+                        b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00\r\n\r\n"):  # fmt: skip
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                sock.sendall(payload)
+                status_line = sock.recv(100).split(b"\r\n")[0]
+                assert status_line.startswith(b"HTTP/1.") and status_line.split(b" ")[1] == b"400", status_line
+        assert request(server.port, "GET", "/livez")[0] == 200
+    finally:
+        server.stop()
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert not any(r.exc_info for r in caplog.records)
+    assert all("c2VjcmV0" not in r.getMessage() for r in caplog.records)
+
+
 # -- timeouts ---------------------------------------------------------------------------------------
 def closed_within(sock: socket.socket, seconds: float, dribble: bytes = b"") -> float | None:
     """Seconds until the server closed ``sock`` (sending ``dribble`` a byte every 0.1 s
