@@ -346,9 +346,9 @@ class LoginThrottle:
     ``log_interval`` seconds, or when its cool-down starts: the failures since its previous
     line, the user name tried, truncated and escaped; never the password); :meth:`blocked`
     says for how many more seconds an address that failed ``max_failures`` times within
-    ``window`` seconds is refused; :meth:`succeeded` forgets an address's failures. Memory is bounded (``max_addresses``).
-    Thread-safe. Behind a reverse proxy every client has the proxy's address: one client's
-    failures then throttle them all."""
+    ``window`` seconds is refused; :meth:`succeeded` forgets an address's failures. Memory is
+    bounded (``max_addresses``). Thread-safe. Behind a reverse proxy every client has the
+    proxy's address: one client's failures then throttle them all."""
 
     def __init__(self, *, max_failures: int = LOGIN_MAX_FAILURES, window: float = LOGIN_WINDOW_SECONDS,
                  cooldown: float = LOGIN_COOLDOWN_SECONDS, log_interval: float = LOGIN_LOG_INTERVAL_SECONDS,
@@ -414,7 +414,8 @@ class _Failures:
 
 
 def require_basic_auth(app: WSGIApp, user: str, password: str, *, realm: str = "ccmon",
-                       exempt: Iterable[str] = AUTH_EXEMPT_PATHS, throttle: LoginThrottle | None = None) -> WSGIApp:  # fmt: skip
+                       exempt: Iterable[str] = AUTH_EXEMPT_PATHS,
+                       throttle: LoginThrottle | None = None) -> WSGIApp:  # fmt: skip
     """``app`` behind HTTP basic auth (RFC 7617, UTF-8): 401 with a ``WWW-Authenticate``
     challenge unless the request carries ``user`` and ``password``. Both are compared at once,
     as SHA-256 digests, with :func:`hmac.compare_digest`: the time taken says nothing about

@@ -130,8 +130,8 @@ def make_wsgi_app(
         path = environ.get("PATH_INFO", "/") or "/"
         if method not in ("GET", "HEAD"):
             refusal = json_body({"error": f"method {method[:20]!r} not allowed on {path[:200]!r}: only GET and HEAD"})
-            start_response("405 Method Not Allowed", [("Content-Type", JSON_CONTENT_TYPE), ("Content-Length", str(len(refusal))),
-                                                      ("Allow", "GET, HEAD"), ("Cache-Control", "no-store")])  # fmt: skip
+            start_response("405 Method Not Allowed", [("Content-Type", JSON_CONTENT_TYPE), ("Allow", "GET, HEAD"),
+                                                      ("Content-Length", str(len(refusal))), ("Cache-Control", "no-store")])  # fmt: skip
             return [refusal]
         query = parse_qs(environ.get("QUERY_STRING", ""))
         try:

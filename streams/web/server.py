@@ -193,8 +193,8 @@ class Server:
                       idle_timeout: float) -> None:  # fmt: skip
         self._slots = asyncio.Semaphore(workers)
         self._priority_slots = asyncio.Semaphore(priority_workers)
-        self._http = web.Server(self._handle, loop=self._loop, keepalive_timeout=idle_timeout, access_log=None, logger=_protocol_log,
-                                max_line_size=8190, max_field_size=8190, max_headers=128)  # fmt: skip
+        self._http = web.Server(self._handle, loop=self._loop, keepalive_timeout=idle_timeout, access_log=None,
+                                logger=_protocol_log, max_line_size=8190, max_field_size=8190, max_headers=128)  # fmt: skip
         handshake = TLS_HANDSHAKE_TIMEOUT_SECONDS if ssl_context is not None else None
         if ":" in host:
             # An IPv6 address: our own socket, so that "::" also takes IPv4 clients (the
@@ -346,7 +346,8 @@ class Server:
         return started["status"], headers, body
 
 
-def serve(app: WSGIApp, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None, **options: Any) -> Server:
+def serve(app: WSGIApp, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None,
+          **options: Any) -> Server:
     """Start serving ``app`` on a background thread (``port`` 0 picks a free port); HTTPS with
     ``ssl_context``; ``options``: :class:`Server`'s limits."""
     return Server(app, host, port, ssl_context, **options).start()
