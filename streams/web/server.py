@@ -15,7 +15,8 @@ dependency for the same result.
   connection's start, closes it while the request is still incomplete: a client dribbling
   its headers, *slowloris*, is dropped). A TLS handshake must finish within
   :data:`TLS_HANDSHAKE_TIMEOUT_SECONDS`. Request lines and header fields are capped at 8 KiB,
-  at most 128 fields.
+  at most 128 fields. A response must be sent within ``write_timeout`` (a client that stops
+  reading is dropped, and the response's memory freed).
 * **Bounded concurrency, back-pressure** -- at most ``workers`` requests run the app at once
   (a thread pool). A request finding them all busy waits up to ``queue_timeout`` seconds for
   one, and at most ``max_waiting`` requests wait; beyond either it gets ``503`` with
@@ -31,11 +32,13 @@ dependency for the same result.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import io
 import logging
 import socket
 import ssl
+import struct
 import sys
 import threading
 from collections.abc import Iterable, Sequence
@@ -73,6 +76,8 @@ _protocol_log.addFilter(_ClientErrorsQuiet())
 TLS_HANDSHAKE_TIMEOUT_SECONDS = 30.0
 #: Seconds a connection may stay idle, or take to send a request's head.
 IDLE_TIMEOUT_SECONDS = 30.0
+#: Seconds a response may take to be sent (a client that does not read it is then dropped).
+WRITE_TIMEOUT_SECONDS = 60.0
 #: Requests running the app at once (threads); most of a scrape's time is Redis I/O or a
 #: wait for a coalesced render, so this is well above the number of cores.
 WORKERS = 64
@@ -153,24 +158,26 @@ class Server:
 
     def __init__(self, app: WSGIApp, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None, *,
                  workers: int | None = None, queue_timeout: float | None = None, max_waiting: int | None = None,
-                 idle_timeout: float | None = None, priority_paths: Sequence[str] = PRIORITY_PATHS,
-                 priority_workers: int | None = None) -> None:  # fmt: skip
+                 idle_timeout: float | None = None, write_timeout: float | None = None,
+                 priority_paths: Sequence[str] = PRIORITY_PATHS, priority_workers: int | None = None) -> None:  # fmt: skip
         # None: the module's constant at this call (so they can be tuned before a server starts).
         workers = WORKERS if workers is None else workers
         queue_timeout = QUEUE_TIMEOUT_SECONDS if queue_timeout is None else queue_timeout
         max_waiting = MAX_WAITING if max_waiting is None else max_waiting
         idle_timeout = IDLE_TIMEOUT_SECONDS if idle_timeout is None else idle_timeout
+        write_timeout = WRITE_TIMEOUT_SECONDS if write_timeout is None else write_timeout
         priority_workers = PRIORITY_WORKERS if priority_workers is None else priority_workers
         for name, value in (("workers", workers), ("priority_workers", priority_workers), ("max_waiting", max_waiting)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value!r}")
-        for name, number in (("queue_timeout", queue_timeout), ("idle_timeout", idle_timeout)):
+        for name, number in (("queue_timeout", queue_timeout), ("idle_timeout", idle_timeout), ("write_timeout", write_timeout)):
             if not number > 0:
                 raise ValueError(f"{name} must be > 0 seconds, got {number!r}")
         self.app = app
         self.scheme = "https" if ssl_context is not None else "http"
         self.host = host
         self.queue_timeout = queue_timeout
+        self.write_timeout = write_timeout
         self.max_waiting = max_waiting
         self.priority_paths = frozenset(priority_paths)
         self._gzip = _Gzip()
@@ -266,7 +273,23 @@ class Server:
         finally:
             slots.release()
         code, _, reason = status.partition(" ")
-        return web.Response(status=int(code), reason=reason or None, headers=headers, body=body or None)
+        response = web.Response(status=int(code), reason=reason or None, headers=headers, body=body or None)
+        try:
+            # Sent here, under a deadline: a client that does not read would otherwise pin
+            # the response in memory for as long as it keeps the connection.
+            async with asyncio.timeout(self.write_timeout):
+                await response.prepare(request)
+                await response.write_eof()
+        except TimeoutError:
+            log.debug("dropped a client that did not read its response in %g s", self.write_timeout)
+            transport = request.transport
+            if transport is not None:
+                raw = transport.get_extra_info("socket")
+                if raw is not None:  # a reset: the kernel drops the unsent bytes too
+                    with contextlib.suppress(OSError):
+                        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                transport.abort()
+        return response
 
     async def _acquire(self, slots: asyncio.Semaphore) -> None:
         if not slots.locked():

@@ -261,6 +261,33 @@ def test_slowloris_and_idle_connections_are_dropped(monkeypatch: pytest.MonkeyPa
         server.stop()
 
 
+def test_a_client_that_does_not_read_its_response_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server_module, "WRITE_TIMEOUT_SECONDS", 1.0, raising=False)
+    big = b"x" * 64_000_000
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        body = big if environ["PATH_INFO"] == "/big" else b"small"
+        start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    server = serve(app)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(b"GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            time.sleep(4.0)  # not reading: the buffers fill, the server's write deadline passes
+            received, reset, started = 0, False, time.monotonic()
+            try:
+                while chunk := sock.recv(1 << 20):
+                    received += len(chunk)
+            except ConnectionResetError:
+                reset = True
+            assert reset and received < len(big) / 2, (reset, received)
+            assert time.monotonic() - started < 5
+        assert request(server.port, "GET", "/other")[2] == b"small"  # the server still serves
+    finally:
+        server.stop()
+
+
 # -- back-pressure ------------------------------------------------------------------------------------
 def test_every_worker_busy_gives_503_with_retry_after_and_probes_still_answer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(server_module, "WORKERS", 2, raising=False)
