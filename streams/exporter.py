@@ -198,24 +198,24 @@ def build_app(config: Config, store: StateStore, clock: Clock, ping: Callable[[]
         if method not in ("GET", "HEAD"):
             return web_app(environ, start_response)  # 405, with Allow
 
-        def respond(start_response: Callable[..., Any], status: str, body: bytes, content_type: str) -> list[bytes]:
+        def respond(status: str, body: bytes, content_type: str) -> list[bytes]:
             start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body))),
                                     ("Cache-Control", "no-store")])  # fmt: skip
             return [] if method == "HEAD" else [body]
 
         try:
             if path in ("/metrics", "/metrics/"):
-                return respond(start_response, "200 OK", metrics_page(), web.app.METRICS_CONTENT_TYPE)
+                return respond("200 OK", metrics_page(), web.app.METRICS_CONTENT_TYPE)
             if path == "/api/samples":
                 query = parse_qs(environ.get("QUERY_STRING", ""))
                 at, families = collector.snapshot()
                 document = samples_document(at, families, query.get("tenant", [None])[0], query.get("queue", [None])[0])
                 body = json.dumps(document, ensure_ascii=False, allow_nan=False).encode("utf-8")
-                return respond(start_response, "200 OK", body, web.app.JSON_CONTENT_TYPE)
+                return respond("200 OK", body, web.app.JSON_CONTENT_TYPE)
         except redis.RedisError as exc:
             log.error("%s: Redis error: %s: %s", path, type(exc).__name__, exc)
             body = f"Redis unavailable: {type(exc).__name__}\n".encode()
-            return respond(start_response, "503 Service Unavailable", body, "text/plain; charset=utf-8")
+            return respond("503 Service Unavailable", body, "text/plain; charset=utf-8")
         return web_app(environ, start_response)
 
     return app
