@@ -55,8 +55,8 @@ AUTH_EXEMPT_PATHS = ("/livez", "/readyz", "/healthz")
 #: Failed basic-auth logins: after ``LOGIN_MAX_FAILURES`` failures from one address within
 #: ``LOGIN_WINDOW_SECONDS``, that address gets ``429`` for ``LOGIN_COOLDOWN_SECONDS``; at most
 #: one WARNING line per address per ``LOGIN_LOG_INTERVAL_SECONDS`` (and one as its cool-down
-#: starts); ``LOGIN_MAX_ADDRESSES``
-#: addresses remembered (the least recently failing are forgotten first).
+#: starts); ``LOGIN_MAX_ADDRESSES`` addresses remembered (the least recently failing are
+#: forgotten first).
 LOGIN_MAX_FAILURES = 10
 LOGIN_WINDOW_SECONDS = 60.0
 LOGIN_COOLDOWN_SECONDS = 60.0
