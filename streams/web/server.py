@@ -9,11 +9,12 @@ dependency for the same result.
 
 * **Connections** -- any number, handled by the loop. Listen backlog :data:`BACKLOG` (the
   kernel caps it at ``net.core.somaxconn``).
-* **Timeouts** -- a connection must deliver a complete request head within ``idle_timeout``
-  of being opened or of its previous response, else it is closed: the same timer is the
-  keep-alive idle timeout and the header timeout (aiohttp's keep-alive timer, armed from the
-  connection's start, closes it while the request is still incomplete: a client dribbling
-  its headers, *slowloris*, is dropped). A TLS handshake must finish within
+* **Timeouts** -- a connection must deliver its first complete request head within
+  ``head_timeout`` (10 s), and each next one within ``idle_timeout`` (30 s) of the previous
+  response, else it is closed: a client dribbling its headers (*slowloris*) or never saying
+  anything is dropped, and so is an idle keep-alive connection. Our own timer
+  (:class:`_Connection`): aiohttp's keep-alive timer covers a connection's first request only
+  in its latest releases. A TLS handshake must finish within
   :data:`TLS_HANDSHAKE_TIMEOUT_SECONDS`. Request lines and header fields are capped at 8 KiB,
   at most 128 fields. A response must be sent within ``write_timeout`` (a client that stops
   reading is dropped, and the response's memory freed).
@@ -74,7 +75,9 @@ _protocol_log.addFilter(_ClientErrorsQuiet())
 
 #: How long a TLS client may take to complete its handshake.
 TLS_HANDSHAKE_TIMEOUT_SECONDS = 30.0
-#: Seconds a connection may stay idle, or take to send a request's head.
+#: Seconds a new connection may take to send its first request head.
+HEAD_TIMEOUT_SECONDS = 10.0
+#: Seconds a connection may stay idle after a response (and take to send the next head).
 IDLE_TIMEOUT_SECONDS = 30.0
 #: Seconds a response may take to be sent (a client that does not read it is then dropped).
 WRITE_TIMEOUT_SECONDS = 60.0
@@ -150,6 +153,50 @@ class Busy(Exception):
     """No worker became free in time."""
 
 
+class _Connection(web.RequestHandler):
+    """aiohttp's connection handler with a deadline for request heads: the first within
+    ``head_timeout`` of the connection, each next one within ``idle_timeout`` of the previous
+    response; else the connection is closed. (aiohttp's own keep-alive timer only started
+    covering a connection's first request in its latest releases.)"""
+
+    def __init__(self, manager: web.Server, *, loop: asyncio.AbstractEventLoop, head_timeout: float,
+                 idle_timeout: float, **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(manager, loop=loop, keepalive_timeout=idle_timeout, **kwargs)
+        self._head_loop = loop
+        self._head_timeout, self._idle_timeout = head_timeout, idle_timeout
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._head_transport = transport
+        self.await_head(self._head_timeout)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.head_received()
+        self._head_transport = None
+        super().connection_lost(exc)
+
+    def await_head(self, seconds: float) -> None:
+        """Close the connection unless a request head is complete within ``seconds``."""
+        self.head_received()
+        self._head_timer = self._head_loop.call_later(seconds, self._head_overdue)
+
+    def head_received(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def after_response(self) -> None:
+        self.await_head(self._idle_timeout)
+
+    def _head_overdue(self) -> None:
+        self._head_timer = None
+        if self._head_transport is not None and not self._head_transport.is_closing():
+            log.debug("closed a connection that sent no complete request head in time")
+            self._head_transport.close()
+
+
 class Server:
     """A running server: ``url``, ``port``, and :meth:`stop`.
 
@@ -158,19 +205,21 @@ class Server:
 
     def __init__(self, app: WSGIApp, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None, *,
                  workers: int | None = None, queue_timeout: float | None = None, max_waiting: int | None = None,
-                 idle_timeout: float | None = None, write_timeout: float | None = None,
+                 idle_timeout: float | None = None, head_timeout: float | None = None, write_timeout: float | None = None,
                  priority_paths: Sequence[str] = PRIORITY_PATHS, priority_workers: int | None = None) -> None:  # fmt: skip
         # None: the module's constant at this call (so they can be tuned before a server starts).
         workers = WORKERS if workers is None else workers
         queue_timeout = QUEUE_TIMEOUT_SECONDS if queue_timeout is None else queue_timeout
         max_waiting = MAX_WAITING if max_waiting is None else max_waiting
         idle_timeout = IDLE_TIMEOUT_SECONDS if idle_timeout is None else idle_timeout
+        head_timeout = HEAD_TIMEOUT_SECONDS if head_timeout is None else head_timeout
         write_timeout = WRITE_TIMEOUT_SECONDS if write_timeout is None else write_timeout
         priority_workers = PRIORITY_WORKERS if priority_workers is None else priority_workers
         for name, value in (("workers", workers), ("priority_workers", priority_workers), ("max_waiting", max_waiting)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value!r}")
-        for name, number in (("queue_timeout", queue_timeout), ("idle_timeout", idle_timeout), ("write_timeout", write_timeout)):
+        for name, number in (("queue_timeout", queue_timeout), ("idle_timeout", idle_timeout), ("head_timeout", head_timeout),
+                             ("write_timeout", write_timeout)):  # fmt: skip
             if not number > 0:
                 raise ValueError(f"{name} must be > 0 seconds, got {number!r}")
         self.app = app
@@ -188,7 +237,8 @@ class Server:
         #: Requests answered 503 because every worker stayed busy (for tests and logs).
         self.rejected = 0
         try:
-            self._loop.run_until_complete(self._listen(host, port, ssl_context, workers, priority_workers, idle_timeout))
+            self._loop.run_until_complete(self._listen(host, port, ssl_context, workers, priority_workers, idle_timeout,
+                                                       head_timeout))  # fmt: skip
         except BaseException:
             self._loop.close()
             self._pool.shutdown(wait=False)
@@ -197,11 +247,15 @@ class Server:
         self._thread = threading.Thread(target=self._loop.run_forever, name="ccmon-http", daemon=True)
 
     async def _listen(self, host: str, port: int, ssl_context: ssl.SSLContext | None, workers: int, priority_workers: int,
-                      idle_timeout: float) -> None:  # fmt: skip
+                      idle_timeout: float, head_timeout: float) -> None:  # fmt: skip
         self._slots = asyncio.Semaphore(workers)
         self._priority_slots = asyncio.Semaphore(priority_workers)
-        self._http = web.Server(self._handle, loop=self._loop, keepalive_timeout=idle_timeout, access_log=None,
-                                logger=_protocol_log, max_line_size=8190, max_field_size=8190, max_headers=128)  # fmt: skip
+        self._http = web.Server(self._handle, loop=self._loop)
+        options = {"access_log": None, "logger": _protocol_log, "max_line_size": 8190, "max_field_size": 8190,
+                   "max_headers": 128}  # fmt: skip
+
+        def connection() -> _Connection:
+            return _Connection(self._http, loop=self._loop, head_timeout=head_timeout, idle_timeout=idle_timeout, **options)
         handshake = TLS_HANDSHAKE_TIMEOUT_SECONDS if ssl_context is not None else None
         if ":" in host:
             # An IPv6 address: our own socket, so that "::" also takes IPv4 clients (the
@@ -213,10 +267,10 @@ class Server:
             except OSError:
                 sock.close()
                 raise
-            self._listener = await self._loop.create_server(self._http, sock=sock, ssl=ssl_context, backlog=BACKLOG,
+            self._listener = await self._loop.create_server(connection, sock=sock, ssl=ssl_context, backlog=BACKLOG,
                                                             ssl_handshake_timeout=handshake)  # fmt: skip
         else:
-            self._listener = await self._loop.create_server(self._http, host or "0.0.0.0", port, ssl=ssl_context,
+            self._listener = await self._loop.create_server(connection, host or "0.0.0.0", port, ssl=ssl_context,
                                                             backlog=BACKLOG, reuse_address=True,
                                                             ssl_handshake_timeout=handshake)  # fmt: skip
         self.port: int = self._listener.sockets[0].getsockname()[1]
@@ -258,6 +312,16 @@ class Server:
 
     # -- one request -------------------------------------------------------------------------
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        connection = request.protocol if isinstance(request.protocol, _Connection) else None
+        if connection is not None:
+            connection.head_received()
+        try:
+            return await self._respond(request)
+        finally:
+            if connection is not None:
+                connection.after_response()
+
+    async def _respond(self, request: web.BaseRequest) -> web.StreamResponse:
         priority = request.path in self.priority_paths
         slots, pool = (self._priority_slots, self._priority_pool) if priority else (self._slots, self._pool)
         try:
