@@ -6,8 +6,10 @@
   only a generous bound);
 * in process, the exporter's app over the golden state: 405 with ``Allow`` for a wrong method
   on every route, ``HEAD`` = ``GET`` without the body, gzip when accepted;
-* a client dribbling its headers (slowloris) is dropped after the header timeout, an idle
-  connection after the idle timeout;
+* a malformed request gets 400 and no error log (nor its bytes in any line);
+* a client dribbling its headers (slowloris), or silent, is dropped after the head deadline,
+  an idle keep-alive connection after the idle timeout; a client that does not read its
+  response is reset after the write deadline;
 * every worker busy: ``503`` with ``Retry-After`` after the bounded wait, probes still answer;
 * failed basic-auth logins: one WARNING line, then ``429`` with ``Retry-After``.
 
