@@ -18,6 +18,16 @@
 
 A scrape while Redis is unreachable answers 503 (Prometheus marks the target down) rather
 than an empty page that would look like every KPI vanished.
+
+Health: ``/livez`` says the process answers (a liveness probe: it reads nothing, so a Redis
+outage restarts no exporter), ``/readyz`` that Redis answers a PING (a readiness probe);
+``/healthz`` is the readiness check under its old name.
+
+Concurrent scrapes share one rendering (:class:`SingleFlight`): a ``/metrics`` request
+arriving while one is being rendered gets that rendering (evaluated at most one rendering's
+time, ~0.1 s at 100 queues, before it arrived) instead of starting another, so 50 scrapers at
+once cost about what one does. The page is served by :mod:`streams.web.server` (bounded
+workers, timeouts, gzip; docs there).
 """
 
 from __future__ import annotations
@@ -136,20 +146,60 @@ def samples_document(at: float, families: Iterable[MetricFamily], tenant: str | 
     return {"at": at, "samples": samples}
 
 
+class SingleFlight:
+    """``fn()`` for concurrent callers at the price of one call: a caller arriving while a call
+    is in flight waits for that call's result (or its exception) instead of starting another;
+    a caller arriving after it returned starts a new one. Thread-safe."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self._fn = fn
+        self._lock = threading.Lock()
+        self._flight: _Flight | None = None
+
+    def __call__(self) -> Any:
+        with self._lock:
+            flight, leader = self._flight, self._flight is None
+            if flight is None:
+                flight = self._flight = _Flight()
+        if not leader:
+            flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            return flight.value
+        try:
+            flight.value = self._fn()
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self._lock:
+                self._flight = None
+            flight.done.set()
+        return flight.value
+
+
+class _Flight:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
 def build_app(config: Config, store: StateStore, clock: Clock, ping: Callable[[], Any] | None = None,
               eviction: EvictionWatch | None = None) -> web.app.WSGIApp:  # fmt: skip
-    """The exporter's WSGI app over ``store``; ``ping`` (Redis's) decides ``/healthz``;
-    ``eviction`` adds the ``ccmon_redis_eviction_safe`` gauge to /metrics."""
+    """The exporter's WSGI app over ``store``; ``ping`` (Redis's) decides ``/readyz`` (and
+    ``/healthz``); ``eviction`` adds the ``ccmon_redis_eviction_safe`` gauge to /metrics."""
     collector = KpiCollector(config, store, clock, eviction)
+    metrics_page = SingleFlight(lambda: render(collector.families()).encode("utf-8"))
 
     def info() -> dict[str, Any]:
-        ready = True
+        ready, reason = True, None
         if ping is not None:
             try:
                 ping()
-            except redis.RedisError:
-                ready = False
-        return {"at": clock(), "ready": ready, "source": "redis"}
+            except redis.RedisError as exc:
+                ready, reason = False, f"Redis unreachable: {type(exc).__name__}"
+        return {"at": clock(), "ready": ready, "source": "redis", **({"reason": reason} if reason else {})}
 
     web_app = web.make_wsgi_app(
         lambda: collector.snapshot()[1],
@@ -157,27 +207,30 @@ def build_app(config: Config, store: StateStore, clock: Clock, ping: Callable[[]
         get_info=info,
     )
 
-    def respond(start_response: Callable[..., Any], status: str, body: bytes, content_type: str) -> list[bytes]:
-        start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body))),
-                                ("Cache-Control", "no-store")])  # fmt: skip
-        return [body]
-
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/") or "/"
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method not in ("GET", "HEAD"):
+            return web_app(environ, start_response)  # 405, with Allow
+
+        def respond(status: str, body: bytes, content_type: str) -> list[bytes]:
+            start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body))),
+                                    ("Cache-Control", "no-store")])  # fmt: skip
+            return [] if method == "HEAD" else [body]
+
         try:
             if path in ("/metrics", "/metrics/"):
-                body = render(collector.families()).encode("utf-8")
-                return respond(start_response, "200 OK", body, web.app.METRICS_CONTENT_TYPE)
+                return respond("200 OK", metrics_page(), web.app.METRICS_CONTENT_TYPE)
             if path == "/api/samples":
                 query = parse_qs(environ.get("QUERY_STRING", ""))
                 at, families = collector.snapshot()
                 document = samples_document(at, families, query.get("tenant", [None])[0], query.get("queue", [None])[0])
                 body = json.dumps(document, ensure_ascii=False, allow_nan=False).encode("utf-8")
-                return respond(start_response, "200 OK", body, web.app.JSON_CONTENT_TYPE)
+                return respond("200 OK", body, web.app.JSON_CONTENT_TYPE)
         except redis.RedisError as exc:
             log.error("%s: Redis error: %s: %s", path, type(exc).__name__, exc)
             body = f"Redis unavailable: {type(exc).__name__}\n".encode()
-            return respond(start_response, "503 Service Unavailable", body, "text/plain; charset=utf-8")
+            return respond("503 Service Unavailable", body, "text/plain; charset=utf-8")
         return web_app(environ, start_response)
 
     return app
@@ -196,7 +249,7 @@ def serve(settings: Settings) -> int:
     app = build_app(config, state, settings.make_clock(), ping=state.client.ping, eviction=eviction)
     tls = security.exporter_ssl_context(settings)
     if settings.exporter_auth_user is not None and settings.exporter_auth_password is not None:
-        # /healthz stays open (load balancers, liveness probes): docs/SECURITY.md.
+        # /livez, /readyz and /healthz stay open (load balancers, probes): docs/SECURITY.md.
         app = security.require_basic_auth(app, settings.exporter_auth_user, settings.exporter_auth_password)
         if tls is None and settings.exporter_host not in ("127.0.0.1", "::1", "localhost"):
             log.warning("basic auth over plain HTTP: the password crosses the network in clear; "

@@ -10,8 +10,9 @@
   (verification and host-name check always on) and the password from
   ``CCMON_REDIS_PASSWORD(_FILE)``.
 * The exporter -- :func:`exporter_ssl_context` (HTTPS) and :func:`require_basic_auth`, a WSGI
-  wrapper comparing credentials in constant time (``/healthz`` stays open: see
-  docs/SECURITY.md).
+  wrapper comparing credentials in constant time (``/livez``, ``/readyz`` and ``/healthz``
+  stay open: see docs/SECURITY.md), with failed logins logged (at most one line per address
+  a minute) and throttled (``429`` for a cool-down) by :class:`LoginThrottle`.
 * Customer data -- :func:`customer_key`: the HMAC key naming customer records in Redis
   (required by the worker and ``ccmon rebuild``); the exporter's basic auth marks each request
   it lets through (:data:`AUTH_USER_ENVIRON`), which decides whether the callback worklist
@@ -32,7 +33,11 @@ import binascii
 import hashlib
 import hmac
 import logging
+import math
 import ssl
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -47,11 +52,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ccmon.security")
 
-#: Paths served without credentials when basic auth is on (liveness probes; says only
-#: whether Redis answers).
-AUTH_EXEMPT_PATHS = ("/healthz",)
+#: Paths served without credentials when basic auth is on (liveness and readiness probes;
+#: they say only whether the process, and Redis, answer).
+AUTH_EXEMPT_PATHS = ("/livez", "/readyz", "/healthz")
+
+#: Failed basic-auth logins: after ``LOGIN_MAX_FAILURES`` failures from one address within
+#: ``LOGIN_WINDOW_SECONDS``, that address gets ``429`` for ``LOGIN_COOLDOWN_SECONDS``; at most
+#: one WARNING line per address per ``LOGIN_LOG_INTERVAL_SECONDS`` (and one as its cool-down
+#: starts); ``LOGIN_MAX_ADDRESSES`` addresses remembered (the least recently failing are
+#: forgotten first).
+LOGIN_MAX_FAILURES = 10
+LOGIN_WINDOW_SECONDS = 60.0
+LOGIN_COOLDOWN_SECONDS = 60.0
+LOGIN_LOG_INTERVAL_SECONDS = 60.0
+LOGIN_MAX_ADDRESSES = 4096
 #: The WSGI environ key :func:`require_basic_auth` sets to the user on a request it let
-#: through (not ``REMOTE_USER``: wsgiref copies the process environment into every request's).
+#: through (the server builds each environ from the request alone: nothing else sets it).
 AUTH_USER_ENVIRON = "ccmon.auth_user"
 
 
@@ -331,34 +347,139 @@ def exporter_ssl_context(settings: Settings, origin: Mapping[str, str] | None = 
     return context
 
 
+class LoginThrottle:
+    """Failed logins per source address: rate-limited WARNING lines, and a cool-down.
+
+    :meth:`failed` counts a failure (and logs a line when the address has had none for
+    ``log_interval`` seconds, or when its cool-down starts: the failures since its previous
+    line, the user name tried, truncated and escaped; never the password); :meth:`blocked`
+    says for how many more seconds an address that failed ``max_failures`` times within
+    ``window`` seconds is refused; :meth:`succeeded` forgets an address's failures. Memory is
+    bounded (``max_addresses``). Thread-safe. Behind a reverse proxy every client has the
+    proxy's address: one client's failures then throttle them all."""
+
+    def __init__(self, *, max_failures: int = LOGIN_MAX_FAILURES, window: float = LOGIN_WINDOW_SECONDS,
+                 cooldown: float = LOGIN_COOLDOWN_SECONDS, log_interval: float = LOGIN_LOG_INTERVAL_SECONDS,
+                 max_addresses: int = LOGIN_MAX_ADDRESSES, clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        if max_failures < 1:
+            raise ValueError(f"max_failures must be >= 1, got {max_failures!r}")
+        self.max_failures, self.window, self.cooldown = max_failures, window, cooldown
+        self.log_interval, self.max_addresses, self.clock = log_interval, max_addresses, clock
+        self._lock = threading.Lock()
+        self._addresses: OrderedDict[str, _Failures] = OrderedDict()
+
+    def blocked(self, address: str) -> float:
+        """Seconds ``address`` is still refused (0: it is not)."""
+        with self._lock:
+            entry = self._addresses.get(address)
+            return max(0.0, entry.blocked_until - self.clock()) if entry is not None else 0.0
+
+    def succeeded(self, address: str) -> None:
+        with self._lock:
+            entry = self._addresses.get(address)
+            if entry is not None and entry.blocked_until <= self.clock():
+                del self._addresses[address]
+
+    def failed(self, address: str, user: str | None) -> float:
+        """Count a failed login from ``address`` trying ``user`` (``None``: no user name could be
+        read); returns the seconds it is now refused (0: not)."""
+        now = self.clock()
+        with self._lock:
+            entry = self._addresses.pop(address, None)
+            if entry is None:
+                entry = _Failures()
+            self._addresses[address] = entry  # the most recent last
+            while len(self._addresses) > self.max_addresses:
+                self._addresses.popitem(last=False)
+            entry.times = [t for t in entry.times if t > now - self.window]
+            entry.times.append(now)
+            entry.unreported += 1
+            throttled = len(entry.times) >= self.max_failures
+            if throttled:
+                entry.blocked_until = now + self.cooldown
+                entry.times.clear()
+            # One line per address per log_interval, and one when its cool-down starts.
+            report = throttled or entry.last_logged is None or now - entry.last_logged >= self.log_interval
+            if report:
+                count, entry.unreported, entry.last_logged = entry.unreported, 0, now
+            remaining = max(0.0, entry.blocked_until - now)
+        if report:
+            shown = "(unreadable credentials)" if user is None else repr(user[:32]) + ("..." if len(user) > 32 else "")
+            log.warning("failed basic-auth login from %s as user %s: %d failure(s) since the last report%s",
+                        address or "(unknown address)", shown, count,
+                        f"; refused with 429 for {remaining:.0f} s" if remaining else "")  # fmt: skip
+        return remaining
+
+
+class _Failures:
+    __slots__ = ("blocked_until", "last_logged", "times", "unreported")
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.unreported = 0
+        self.last_logged: float | None = None
+        self.blocked_until = 0.0
+
+
 def require_basic_auth(app: WSGIApp, user: str, password: str, *, realm: str = "ccmon",
-                       exempt: Iterable[str] = AUTH_EXEMPT_PATHS) -> WSGIApp:  # fmt: skip
+                       exempt: Iterable[str] = AUTH_EXEMPT_PATHS,
+                       throttle: LoginThrottle | None = None) -> WSGIApp:  # fmt: skip
     """``app`` behind HTTP basic auth (RFC 7617, UTF-8): 401 with a ``WWW-Authenticate``
     challenge unless the request carries ``user`` and ``password``. Both are compared at once,
     as SHA-256 digests, with :func:`hmac.compare_digest`: the time taken says nothing about
     how much of either was right, nor how long they are. ``exempt`` paths pass freely. A
-    request let in by its credentials carries the user in ``environ[AUTH_USER_ENVIRON]``."""
+    request let in by its credentials carries the user in ``environ[AUTH_USER_ENVIRON]``.
+
+    Requests that carry wrong credentials are failed logins for ``throttle`` (by default a
+    :class:`LoginThrottle` of its own): logged at most once a minute per address (and when it
+    is throttled), and an
+    address failing too often gets ``429`` with ``Retry-After`` (credentials unchecked) until
+    its cool-down ends. A request without credentials (a browser's first) is no failure."""
     expected = hashlib.sha256(f"{user}:{password}".encode()).digest()
     open_paths = frozenset(exempt)
     challenge = f'Basic realm="{realm}", charset="UTF-8"'
     body = b"401 Unauthorized: this ccmon exporter requires HTTP basic auth\n"
+    too_many = b"429 Too Many Requests: too many failed logins from this address, retry later\n"
+    logins = throttle if throttle is not None else LoginThrottle()
 
-    def authorized(header: str) -> bool:
+    def check(header: str) -> tuple[bool, str | None]:
+        """Whether ``header`` carries the credentials, and the user name it tried."""
         scheme, _, encoded = header.strip().partition(" ")
         if scheme.lower() != "basic":
-            return False
+            return False, None
         try:
             given = base64.b64decode(encoded.strip(), validate=True)
         except (binascii.Error, ValueError):
-            return False
-        return hmac.compare_digest(hashlib.sha256(given).digest(), expected)
+            return False, None
+        if hmac.compare_digest(hashlib.sha256(given).digest(), expected):
+            return True, None
+        tried = given.partition(b":")[0].decode("utf-8", "replace")
+        return False, tried.replace(password, "***") if password else tried  # a password typed as the user
 
     def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if authorized(environ.get("HTTP_AUTHORIZATION", "")):
-            environ[AUTH_USER_ENVIRON] = user
-            return app(environ, start_response)
         if environ.get("PATH_INFO", "/") in open_paths:
             return app(environ, start_response)
+        address = environ.get("REMOTE_ADDR", "")
+        wait = logins.blocked(address)
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        if not wait:
+            if not header:
+                return refuse(start_response)
+            ok, tried = check(header)
+            if ok:
+                logins.succeeded(address)
+                environ[AUTH_USER_ENVIRON] = user  # may see customer ids (streams.web.api)
+                return app(environ, start_response)
+            wait = logins.failed(address, tried)
+            if not wait:
+                return refuse(start_response)
+        start_response("429 Too Many Requests", [("Content-Type", "text/plain; charset=utf-8"),
+                                                 ("Content-Length", str(len(too_many))),
+                                                 ("Retry-After", str(max(1, math.ceil(wait)))),
+                                                 ("Cache-Control", "no-store")])  # fmt: skip
+        return [too_many]
+
+    def refuse(start_response: Callable[..., Any]) -> list[bytes]:
         start_response("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
                                             ("Content-Length", str(len(body))), ("WWW-Authenticate", challenge),
                                             ("Cache-Control", "no-store")])  # fmt: skip

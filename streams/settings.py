@@ -228,7 +228,7 @@ _HELP: Mapping[str, str] = {
     "redis_ca_file": "PEM CA certificate(s) the Redis server's certificate must chain to (rediss:// URLs); unset: the system's CAs",
     "redis_cert_file": "PEM client certificate for Redis (mutual TLS); may also hold the key",
     "redis_key_file": "PEM private key of --redis-cert-file",
-    "exporter_auth_user": "require HTTP basic auth with this user (not for /healthz)",
+    "exporter_auth_user": "require HTTP basic auth with this user (not for /livez, /readyz, /healthz)",
     "exporter_auth_password_file": "file holding the basic-auth password (or $CCMON_EXPORTER_BASIC_AUTH_PASSWORD)",
     "exporter_tls_cert_file": "serve HTTPS with this PEM certificate (chain); may also hold the key",
     "exporter_tls_key_file": "PEM private key of --tls-cert-file",

@@ -1,5 +1,6 @@
 """Serve the KPIs from Redis: /metrics (Prometheus text), /api/kpis (JSON, optional
-?tenant=&queue= filters), /api/callbacks/pending and /healthz. Every scrape reads Redis at
+?tenant=&queue= filters), /api/callbacks/pending, /livez (liveness), /readyz (readiness:
+Redis answers) and /healthz (= /readyz, kept for compatibility). Every scrape reads Redis at
 that instant (the clock: wall, or fixed for tests). Each value comes from its flag, else its
 environment variable, else the default."""
 

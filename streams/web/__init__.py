@@ -1,9 +1,10 @@
-"""ccmon's HTTP face: the live wallboard, ``/metrics``, the JSON API and ``/healthz`` as one
-WSGI app that any KPI source can mount (the demo over memory, the exporter over Redis).
+"""ccmon's HTTP face: the live wallboard, ``/metrics``, the JSON API and the health checks
+(``/livez``, ``/readyz``, ``/healthz``) as one WSGI app that any KPI source can mount (the demo
+over memory, the exporter over Redis).
 
 * :func:`make_wsgi_app` - from ``get_families`` / ``get_pending_callbacks`` callables;
 * :func:`make_store_app` - the same over any :class:`~kpi_core.state.StateStore`;
-* :func:`serve` - a threaded standard-library server for it;
+* :func:`serve` - the server for it (aiohttp's, the app in a bounded pool: :mod:`streams.web.server`);
 * :mod:`streams.web.api` - the JSON documents, the callback worklist, the SL history.
 
 The page itself is package data: ``streams/static/wallboard.html``.

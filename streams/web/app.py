@@ -8,8 +8,16 @@ path                         what
 ``/api/kpis``                KPIs as JSON (:func:`streams.web.api.kpis_document`)
 ``/api/callbacks/pending``   the callback worklist (``?tenant=&queue=&limit=``); customer ids
                              masked unless authenticated or on loopback (below)
-``/healthz``                 ``200 {"status": "ok"}``, or 503 while not ready
+``/livez``                   ``200 {"status": "alive"}``: the process answers (liveness
+                             probe; reads nothing)
+``/readyz``                  ``200 {"status": "ready"}``, or 503 while not ready (readiness
+                             probe: the exporter's Redis answers)
+``/healthz``                 the readiness check under its old name and body (``200
+                             {"status": "ok"}`` or 503): kept for compatibility
 ===========================  ====================================================
+
+Every path answers ``GET`` and ``HEAD`` (the same headers, no body); any other method gets
+``405`` with ``Allow: GET, HEAD``.
 
 The app is built from callables, so the demo (state in memory) and the production exporter
 (state in Redis) mount the same handler::
@@ -22,7 +30,8 @@ The app is built from callables, so the demo (state in memory) and the productio
 
 or, for any :class:`~kpi_core.state.StateStore`, :func:`make_store_app` does exactly that
 under a lock. ``get_info()`` may return ``at`` (the evaluation instant shown on the page;
-default: the wall clock), ``ready`` (``False`` makes ``/healthz`` answer 503) and anything
+default: the wall clock), ``ready`` (``False`` makes ``/readyz`` and ``/healthz`` answer 503,
+with ``reason`` shown if given) and anything
 else worth showing (``clock``, ``speed``, ``paused``...), which ``/api/kpis`` passes on under
 ``info``. Every request calls the callables afresh; cache inside them if they are costly.
 
@@ -79,7 +88,7 @@ def make_wsgi_app(
     get_info: Callable[[], Mapping[str, Any]] | None = None,
     history: SlHistory | None = None,
 ) -> WSGIApp:
-    """A WSGI app serving the wallboard, ``/metrics``, the JSON API and ``/healthz``."""
+    """A WSGI app serving the wallboard, ``/metrics``, the JSON API and the health checks."""
     page: list[bytes] = []
 
     def info() -> Mapping[str, Any]:
@@ -122,19 +131,27 @@ def make_wsgi_app(
                 shown = mask_callbacks(shown)
             return "200 OK", JSON_CONTENT_TYPE, json_body({"at": at, "count": len(items), "callbacks": list(shown),
                                                            "customer_ids": "shown" if visible else "masked"})  # fmt: skip
-        if path == "/healthz":
+        if path == "/livez":
+            return "200 OK", JSON_CONTENT_TYPE, json_body({"status": "alive"})
+        if path in ("/readyz", "/healthz"):
             meta = info()
-            if meta.get("ready", True):
-                return "200 OK", JSON_CONTENT_TYPE, json_body({"status": "ok"})
-            return "503 Service Unavailable", JSON_CONTENT_TYPE, json_body({"status": "starting"})
+            ready = bool(meta.get("ready", True))
+            legacy = path == "/healthz"
+            health: dict[str, Any] = {"status": ("ok" if legacy else "ready") if ready else
+                                      ("starting" if legacy else "not ready")}  # fmt: skip
+            if not ready and meta.get("reason"):
+                health["reason"] = str(meta["reason"])
+            return ("200 OK" if ready else "503 Service Unavailable"), JSON_CONTENT_TYPE, json_body(health)
         return "404 Not Found", JSON_CONTENT_TYPE, json_body({"error": f"no such path: {path}"})
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "/") or "/"
         if method not in ("GET", "HEAD"):
-            start_response("405 Method Not Allowed", [("Content-Type", JSON_CONTENT_TYPE), ("Allow", "GET, HEAD")])
-            return [b'{"error":"only GET and HEAD"}'] if method != "HEAD" else []
+            refusal = json_body({"error": f"method {method[:20]!r} not allowed on {path[:200]!r}: only GET and HEAD"})
+            start_response("405 Method Not Allowed", [("Content-Type", JSON_CONTENT_TYPE), ("Allow", "GET, HEAD"),
+                                                      ("Content-Length", str(len(refusal))), ("Cache-Control", "no-store")])  # fmt: skip
+            return [refusal]
         query = parse_qs(environ.get("QUERY_STRING", ""))
         try:
             status, content_type, body = route(path, query, environ)
