@@ -36,7 +36,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from kpi_core.config import load_config
 from streams import settings as ccmon_settings
+from streams.commands import exporter as exporter_command
+from streams.commands import worker as worker_command
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "ccmon"
@@ -191,6 +194,18 @@ def test_minimal_release_objects(minimal: list[Doc]) -> None:
     # Without config.toml the repository's KPI configuration, byte for byte.
     config = one(minimal, "ConfigMap", "ccmon-config")["data"]["ccmon.toml"]
     assert config == (REPO / "deploy" / "config" / "ccmon.toml").read_text(encoding="utf-8").rstrip("\n")
+
+
+def test_config_toml_value_replaces_the_packaged_config(helm_env: dict[str, str], tmp_path: Path) -> None:
+    values = tmp_path / "config.yaml"
+    toml = '[engine]\nwindows = ["15m", "today"]\n'
+    values.write_text(yaml.safe_dump({"config": {"toml": toml}}), encoding="utf-8")
+    docs = render(helm_env, "-f", str(MINIMAL_VALUES), "-f", str(values))
+    assert one(docs, "ConfigMap", "ccmon-config")["data"]["ccmon.toml"] == toml.rstrip("\n")
+    # A new configuration restarts the pods (the checksum of the ConfigMap changes).
+    checksum = one(docs, "Deployment", "ccmon-worker")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+    default = render(helm_env, "-f", str(MINIMAL_VALUES))
+    assert checksum != one(default, "Deployment", "ccmon-worker")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
 
 
 def test_full_release_objects(full: list[Doc]) -> None:
@@ -497,8 +512,9 @@ def test_probes_on_the_health_endpoints(rendered: list[Doc], full: list[Doc]) ->
     assert env_of(worker)["CCMON_WORKER_WEB_PORT"] == "9109"
     assert exporter_ports == {"http": 9108}
     for container, port in ((worker, "web"), (exporter, "http")):
-        assert (container["livenessProbe"]["httpGet"]["path"], container["livenessProbe"]["httpGet"]["port"]) == ("/livez", port)
-        assert (container["readinessProbe"]["httpGet"]["path"], container["readinessProbe"]["httpGet"]["port"]) == ("/readyz", port)
+        for probe, path in (("startupProbe", "/livez"), ("livenessProbe", "/livez"), ("readinessProbe", "/readyz")):
+            get = container[probe]["httpGet"]
+            assert (get["path"], get["port"]) == (path, port), (container["name"], probe)
     # Off loopback explicitly: the exporter's default host is 127.0.0.1.
     assert exporter["command"] == ["ccmon", "exporter", "--host", "0.0.0.0", "--port", "9108"]
     assert worker["command"] == ["ccmon", "worker"]
@@ -506,9 +522,12 @@ def test_probes_on_the_health_endpoints(rendered: list[Doc], full: list[Doc]) ->
     assert tls_exporter["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
 
 
-def test_environment_names_only_settings_ccmon_knows(rendered: list[Doc]) -> None:
-    known = {var for _flag, names in ccmon_settings.SOURCES.values() for var in names}
+def test_environment_names_only_settings_of_the_command(rendered: list[Doc]) -> None:
+    """Each pod's CCMON_* variables are settings its command reads (a typo, or a setting of
+    the other command, would be ignored silently)."""
+    flags = {"ccmon-worker": worker_command.FLAGS, "ccmon-exporter": exporter_command.FLAGS}
     for name, spec in pod_specs(rendered):
+        known = {var for setting in flags[name] for var in ccmon_settings.SOURCES[setting][1]}
         for container in spec["containers"]:
             unknown = sorted(set(env_of(container)) - known)
             assert unknown == [], (name, unknown)
@@ -564,9 +583,11 @@ def test_minimal_release_environment_is_accepted_by_ccmon(minimal: list[Doc], tm
         environ = {k: (str(tmp_path) + v if k.endswith("_FILE") or k == "CCMON_CONFIG" else v)
                    for k, v in env_of(container).items()}  # fmt: skip
         settings = ccmon_settings.from_args(None, environ)
-        assert settings.kafka_bootstrap == "kafka:9092"
         assert settings.redis_url == "redis://redis:6379/0"
+        assert settings.config_path == f"{tmp_path}/etc/ccmon/config/ccmon.toml"
+        load_config(settings.config_path)  # the mounted KPI configuration loads as the commands load it
         if name == "ccmon-worker":
+            assert settings.kafka_bootstrap == "kafka:9092"
             assert settings.customer_key_secret == secret["customer-key-secret"]
             assert settings.worker_web_port == 9109
             assert not settings.insecure_dev

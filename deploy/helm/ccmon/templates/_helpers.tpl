@@ -118,8 +118,6 @@ stops the render).
 
 {{/* Environment shared by the worker and the exporter. */}}
 {{- define "ccmon.commonEnv" -}}
-- name: CCMON_KAFKA_BOOTSTRAP
-  value: {{ .Values.kafka.bootstrap | quote }}
 - name: CCMON_REDIS_URL
   value: {{ .Values.redis.url | quote }}
 - name: CCMON_REDIS_PREFIX
