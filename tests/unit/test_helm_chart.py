@@ -1,7 +1,7 @@
 """The Helm chart deploy/helm/ccmon, rendered by a real helm.
 
 helm is the pinned build of deploy/local/install-helm.sh (~/.cache/ccmon/helm/bin/helm, or
-``$CCMON_HELM``); without it these tests fail, naming the script that installs it
+``$CCMON_HELM_DIR/helm``, or ``$CCMON_HELM``); without it these tests fail, naming the script that installs it
 (deploy/local/install-test-tools.sh runs it for ``make test``).
 
 * ``helm lint --strict`` and ``helm template`` with the chart's ci/ values files: the minimal one
@@ -72,8 +72,8 @@ Doc = dict[str, Any]
 
 
 def helm_binary() -> Path:
-    override = os.environ.get("CCMON_HELM")
-    path = Path(override) if override else DEFAULT_HELM
+    override, directory = os.environ.get("CCMON_HELM"), os.environ.get("CCMON_HELM_DIR")
+    path = Path(override) if override else Path(directory) / "helm" if directory else DEFAULT_HELM
     if not (path.is_file() and os.access(path, os.X_OK)):
         pytest.fail(
             f"helm not found at {path}: run `bash {INSTALL_HELM.relative_to(REPO)}` (the pinned helm, "
@@ -455,9 +455,11 @@ def test_schema_refuses_bad_values(helm_env: dict[str, str], args: list[str], me
          "kafka.sasl.password: required with kafka.securityProtocol SASL_SSL"),
         (["--set", "redis.url=redis://:hunter2hunter2@redis:6379/0"], "redis.url: holds a password (value not shown)"),
         (["--set", "redis.tls.existingSecret=redis-tls"], 'redis.tls.existingSecret: set, but redis.url "redis://redis:6379/0"'),
+        (["--set", "secrets.existingSecret=mine", "--set", "redis.password=hunter2hunter2"],
+         "redis.password: set, but secrets.existingSecret (mine) provides the credentials"),
     ],
     ids=["replicas-above-partitions", "keda-above-partitions", "short-secret", "sasl-no-password", "password-in-url",
-         "redis-tls-without-rediss"],  # fmt: skip
+         "redis-tls-without-rediss", "password-beside-existing-secret"],  # fmt: skip
 )
 def test_templates_refuse_inconsistent_values(helm_env: dict[str, str], args: list[str], message: str) -> None:
     error = refused(helm_env, "-f", str(MINIMAL_VALUES), *args)
@@ -468,7 +470,9 @@ def test_templates_refuse_inconsistent_values(helm_env: dict[str, str], args: li
 def test_customer_key_secret_is_required(helm_env: dict[str, str]) -> None:
     error = refused(helm_env)
     assert "secrets.customerKeySecret: required (at least 32 characters" in error, error
-    # ...unless an existing Secret holds it.
+    # ...unless an existing Secret holds it (and then the value must not be set as well).
+    assert "secrets.customerKeySecret: set, but secrets.existingSecret" in refused(
+        helm_env, "-f", str(MINIMAL_VALUES), "--set", "secrets.existingSecret=mine")
     docs = render(helm_env, "--set", "secrets.existingSecret=mine")
     assert not [d for d in docs if d["kind"] == "Secret"]
 

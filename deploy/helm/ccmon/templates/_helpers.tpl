@@ -102,6 +102,13 @@ stops the render).
 {{- fail "exporter.basicAuth.password: required with exporter.basicAuth.enabled (or name a Secret holding the keys exporter-basic-auth-user and exporter-basic-auth-password in secrets.existingSecret)" }}
 {{- end }}
 {{- end }}
+{{- if .Values.secrets.existingSecret }}
+{{- range $name, $value := dict "secrets.customerKeySecret" .Values.secrets.customerKeySecret "kafka.sasl.password" .Values.kafka.sasl.password "redis.password" .Values.redis.password "exporter.basicAuth.password" .Values.exporter.basicAuth.password }}
+{{- if $value }}
+{{- fail (printf "%s: set, but secrets.existingSecret (%s) provides the credentials: put it in that Secret and leave %s empty (value not shown)" $name $.Values.secrets.existingSecret $name) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if and (include "ccmon.kafkaSasl" .) (not .Values.kafka.sasl.username) }}
 {{- fail (printf "kafka.sasl.username: required with kafka.securityProtocol %s" .Values.kafka.securityProtocol) }}
 {{- end }}
