@@ -9,7 +9,9 @@ helm is the pinned build of deploy/local/install-helm.sh (~/.cache/ccmon/helm/bi
 * every rendered manifest validated against the Kubernetes OpenAPI schemas of the oldest
   Kubernetes the chart supports and of the newest one kubernetes-validate knows (strict: an
   unknown field is an error); the custom resources (ServiceMonitor, PrometheusRule,
-  ScaledObject, TriggerAuthentication) have no schema there and are checked field by field here;
+  ScaledObject, TriggerAuthentication) have no schema there: they are validated, as strictly,
+  against their CRDs' schemas (tests/deploy_helm/crd_schemas) and checked against the rest of
+  the release here (selected Services, job labels, scale target, secret references);
 * the rendered PrometheusRule holds the groups of deploy/prometheus/rules verbatim, and passes
   ``promtool check rules`` and the project's ``promtool test rules`` suites run against it;
 * the dashboards' ConfigMaps hold the files of deploy/grafana/dashboards byte for byte;
@@ -32,6 +34,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -64,6 +67,9 @@ CUSTOM_KINDS = {
     ("keda.sh/v1alpha1", "ScaledObject"),
     ("keda.sh/v1alpha1", "TriggerAuthentication"),
 }
+
+#: The CRDs' own schemas (tests/deploy_helm/crd_schemas/README.md: releases and provenance).
+CRD_SCHEMAS = REPO / "tests" / "deploy_helm" / "crd_schemas"
 
 Doc = dict[str, Any]
 
@@ -313,6 +319,49 @@ def custom_resource_problems(doc: Doc, docs: list[Doc]) -> list[str]:
         if not spec.get("secretTargetRef"):
             problems.append(f"{where}: no secretTargetRef")
     return problems
+
+
+def strict(schema: Any) -> Any:
+    """The CRD schema with ``additionalProperties: false`` on every object that lists its
+    properties and does not keep unknown fields: what the API server would prune is an error."""
+    if isinstance(schema, list):
+        return [strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: strict(v) for k, v in schema.items()}
+    if "properties" in out and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    return out
+
+
+def crd_validator(doc: Doc) -> jsonschema.protocols.Validator:
+    group, version = doc["apiVersion"].split("/")
+    path = CRD_SCHEMAS / f"{group}_{doc['kind']}_{version}.json"
+    assert path.is_file(), f"no CRD schema for {doc['apiVersion']} {doc['kind']} in {CRD_SCHEMAS}"
+    return jsonschema.Draft4Validator(strict(json.loads(path.read_text(encoding="utf-8"))))
+
+
+def crd_errors(doc: Doc) -> list[str]:
+    return [f"{doc['kind']} {doc['metadata']['name']}: {e.message} at {list(e.absolute_path)}"
+            for e in crd_validator(doc).iter_errors(doc)]  # fmt: skip
+
+
+def test_custom_resources_match_their_crd_schemas(full: list[Doc]) -> None:
+    custom = [d for d in full if (d["apiVersion"], d["kind"]) in CUSTOM_KINDS]
+    assert {(d["apiVersion"], d["kind"]) for d in custom} == CUSTOM_KINDS
+    assert [e for doc in custom for e in crd_errors(doc)] == []
+
+
+def test_crd_schema_validation_catches_a_broken_resource(full: list[Doc]) -> None:
+    monitor = json.loads(json.dumps(one(full, "ServiceMonitor", "ccmon-exporter")))
+    monitor["spec"]["endpoints"][0]["intervall"] = "15s"  # pruned silently by the API server
+    assert any("intervall" in e for e in crd_errors(monitor))
+    scaled = json.loads(json.dumps(one(full, "ScaledObject", "ccmon-worker")))
+    del scaled["spec"]["scaleTargetRef"]
+    scaled["spec"]["minReplicaCount"] = "1"
+    errors = crd_errors(scaled)
+    assert any("'scaleTargetRef' is a required property" in e for e in errors), errors
+    assert any("'1' is not of type 'integer'" in e for e in errors), errors
 
 
 def test_custom_resources_are_well_formed(full: list[Doc]) -> None:
