@@ -482,7 +482,7 @@ def test_packaged_chart_carries_the_linked_files(helm_env: dict[str, str], full:
         (["--set", "podSecurityContext.runAsNonRoot=false"], "at '/podSecurityContext/runAsNonRoot'"),
     ],
     ids=["replicas-not-integer", "no-partitions", "port", "protocol", "redis-scheme", "unknown-key",
-         "writable-root", "root"],  # fmt: skip
+         "writable-root", "root"],
 )
 def test_schema_refuses_bad_values(helm_env: dict[str, str], args: list[str], message: str) -> None:
     error = refused(helm_env, "-f", str(MINIMAL_VALUES), *args)
@@ -508,7 +508,7 @@ def test_schema_refuses_bad_values(helm_env: dict[str, str], args: list[str], me
          "redis.password: set, but secrets.existingSecret (mine) provides the credentials"),
     ],
     ids=["replicas-above-partitions", "keda-above-partitions", "short-secret", "sasl-no-password", "password-in-url",
-         "redis-tls-without-rediss", "password-beside-existing-secret"],  # fmt: skip
+         "redis-tls-without-rediss", "password-beside-existing-secret"],
 )
 def test_templates_refuse_inconsistent_values(helm_env: dict[str, str], args: list[str], message: str) -> None:
     error = refused(helm_env, "-f", str(MINIMAL_VALUES), *args)
