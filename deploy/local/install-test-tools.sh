@@ -2,7 +2,9 @@
 # Debian packages the test suite runs for real, installed only when missing:
 # Prometheus + promtool and Alertmanager + amtool (alert rules, dashboards' queries),
 # Chromium (the wallboard browser test). Called by deploy/local/test.sh.
+# Also the pinned helm of the chart tests (install-helm.sh: built with go install, cached).
 set -euo pipefail
+bash "$(dirname "${BASH_SOURCE[0]}")/install-helm.sh"
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
