@@ -41,6 +41,7 @@ from kpi_core.config import Config
 from kpi_core.engine import Engine
 from kpi_core.errors import InvalidEventError
 from kpi_core.events import Event, Rejection, decode_json, parse_event
+from streams.logs import faust_logging_config
 from streams.redis_policy import WORKER_RECHECK_SECONDS, EvictionWatch, check_at_start
 from streams.redis_state import BatchConflict, RedisState
 from streams.settings import Settings
@@ -685,7 +686,8 @@ def run_worker(settings: Settings) -> int:
                              check_at_start(state.client, settings.redis_cluster, settings.evicting_redis_allowed))
     wait_for_kafka(settings)
     app = build_app(settings, processor, eviction)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False,
+                          logging_config=faust_logging_config(settings.log_level, settings.log_format))
     for name in PAYLOAD_LOGGERS:  # privacy: no event in a log line, even at DEBUG
         logging.getLogger(name).setLevel(max(logging.INFO, getattr(logging, settings.log_level)))
     tune_gc()
