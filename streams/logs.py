@@ -9,8 +9,8 @@
   text of a record logged with an exception (``log.exception``), ``stack`` its stack when
   ``stack_info=True``; every field passed with ``extra=`` follows under its own name (a value
   JSON cannot hold as its ``str()``; a field named like a secret as ``***``). A traceback or a
-  message with line breaks stays one line (JSON escapes them). Python warnings are logged too
-  (``py.warnings``), so nothing but JSON reaches stderr.
+  message with line breaks stays one line (JSON escapes them). Python warnings
+  (``py.warnings``) and uncaught exceptions are logged too, so nothing but JSON reaches stderr.
 
 Logs go to stderr. Nothing is redacted from messages here: the code logs what is safe to show
 (:meth:`streams.settings.Settings.redacted`, never a password or the customer key secret).
@@ -29,8 +29,10 @@ import math
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Mapping
+from types import TracebackType
 from typing import IO, Any
 
 from kpi_core.errors import ConfigError
@@ -102,6 +104,24 @@ def configure(level: str, log_format: str, stream: IO[str] | None = None) -> Non
     logging.basicConfig(level=getattr(logging, level), handlers=[handler])
     if log_format == "json":
         logging.captureWarnings(True)
+        sys.excepthook = _log_uncaught
+        threading.excepthook = _log_uncaught_in_thread
+
+
+def _log_uncaught(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+    """An exception nothing caught, as a log line (CRITICAL, with ``exc``), not a bare traceback."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, tb)
+        return
+    logging.getLogger("ccmon").critical("uncaught %s: %s", kind.__name__, value, exc_info=(kind, value, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    thread = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("ccmon").critical("uncaught %s in thread %s: %s", args.exc_type.__name__, thread, args.exc_value,
+                                        exc_info=(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback))  # fmt: skip
 
 
 def faust_logging_config(level: str, log_format: str) -> dict[str, Any] | None:

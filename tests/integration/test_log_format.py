@@ -148,3 +148,26 @@ def test_demo_logs_json_lines(tmp_path: Path) -> None:
     assert messages[0] == f"ccmon demo: wallboard on http://127.0.0.1:{port}/  (also http://127.0.0.1:{port}/metrics, " \
                           f"http://127.0.0.1:{port}/api/kpis)"
     assert messages[-1] == "ccmon demo: stopped"
+
+
+def test_source_asterisk_follow_logs_json_lines(tmp_path: Path) -> None:
+    queue_log = tmp_path / "queue_log"
+    queue_log.write_text("1795000000|c1|support|NONE|ENTERQUEUE||tel-0001|1\n")
+    events = tmp_path / "events.jsonl"
+    proc, out, err = start(["source", "asterisk", str(queue_log), "--follow", "--poll", "0.1", "--out", str(events)],
+                           tmp_path, {"CCMON_LOG_FORMAT": "json"})  # fmt: skip
+    try:
+        wait_for("the first event", lambda: events.exists() and events.read_text().count("\n") == 1, proc, err, 30)
+        with queue_log.open("a") as handle:
+            handle.write("not a queue_log line\n1795000005|c1|support|SIP/801|CONNECT|5|b1|2\n")
+        wait_for("the CONNECT's events", lambda: events.read_text().count("\n") > 1, proc, err, 30)
+    finally:
+        code = stop(proc)
+    assert code == 0, err.read_text()[-3000:]
+    problem, summary = json_lines(out, err)
+    assert problem["level"] == "WARNING" and problem["logger"] == "ccmon.source.asterisk"
+    assert (problem["file"], problem["line"]) == (str(queue_log), 2)  # extra= fields
+    assert str(problem["reason"]).startswith("too_few_fields")
+    written = events.read_text().count("\n")
+    assert summary["level"] == "INFO"
+    assert (summary["rows"], summary["events"], summary["rows_not_mapped"]) == (3, written, 1)

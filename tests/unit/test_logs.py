@@ -8,8 +8,12 @@ import io
 import json
 import logging
 import logging.config
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +21,7 @@ from kpi_core.errors import ConfigError
 from streams import logs
 from streams import settings as s
 
+ROOT = Path(__file__).resolve().parents[2]
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
@@ -134,3 +139,37 @@ def test_faust_logging_config_installs_the_json_formatter() -> None:
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+def run_python(code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k != "CCMON_CUSTOMER_KEY_SECRET"}
+    return subprocess.run([sys.executable, *(["-c", code] if code else []), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env={**environ, "PYTHONPATH": str(ROOT), **(env or {})})  # fmt: skip
+
+
+def test_json_logs_warnings_and_uncaught_exceptions_as_json_lines() -> None:
+    result = run_python("import threading, warnings\n"
+                        "from streams import logs\n"
+                        "logs.configure('INFO', 'json')\n"
+                        "t = threading.Thread(target=lambda: 1 / 0, name='t1'); t.start(); t.join()\n"
+                        "warnings.warn('careful')\n"
+                        "raise RuntimeError('boom')\n")  # fmt: skip
+    assert result.returncode == 1 and result.stdout == ""
+    thread, warning, uncaught = [json.loads(line) for line in result.stderr.splitlines()]
+    assert thread["level"] == "CRITICAL" and thread["message"] == "uncaught ZeroDivisionError in thread t1: division by zero"
+    assert isinstance(thread["exc"], str) and thread["exc"].endswith("ZeroDivisionError: division by zero")
+    assert warning["logger"] == "py.warnings" and "UserWarning: careful" in str(warning["message"])
+    assert uncaught["message"] == "uncaught RuntimeError: boom"
+    assert isinstance(uncaught["exc"], str) and uncaught["exc"].endswith("RuntimeError: boom")
+
+
+def test_a_command_error_after_the_logs_are_set_up_is_a_json_line_too() -> None:
+    # No customer key secret: the worker fails after setting up its logging (no Kafka reached).
+    result = run_python("", "-m", "streams.cli", "worker", "--web-port", "0", env={"CCMON_LOG_FORMAT": "json"})
+    assert result.returncode == 2
+    (doc,) = [json.loads(line) for line in result.stderr.splitlines()]
+    assert doc["level"] == "ERROR" and doc["logger"] == "ccmon"
+    assert str(doc["message"]).startswith("ccmon worker: config field 'CCMON_CUSTOMER_KEY_SECRET or ")
+    # Text: the same one line as always.
+    result = run_python("", "-m", "streams.cli", "worker", "--web-port", "0")
+    assert result.returncode == 2 and result.stderr == f"{doc['message']}\n"
