@@ -171,3 +171,14 @@ def test_source_asterisk_follow_logs_json_lines(tmp_path: Path) -> None:
     written = events.read_text().count("\n")
     assert summary["level"] == "INFO"
     assert (summary["rows"], summary["events"], summary["rows_not_mapped"]) == (3, written, 1)
+
+
+def test_rebuild_logs_json_lines_its_error_included(kafka_bootstrap: str, redis_url: str, redis_prefix: str,
+                                                    tmp_path: Path) -> None:  # fmt: skip
+    name = f"test-logs-{uuid.uuid4().hex[:10]}"
+    proc, out, err = start(["rebuild", "--kafka", kafka_bootstrap, "--redis", redis_url, "--topic", f"{name}.events",
+                            "--group", name, "--redis-prefix", redis_prefix], tmp_path, {"CCMON_LOG_FORMAT": "json"})  # fmt: skip
+    assert proc.wait(120) == 2
+    docs = json_lines(out, err)
+    assert docs[-1]["level"] == "ERROR" and docs[-1]["logger"] == "ccmon"
+    assert docs[-1]["message"] == f"ccmon rebuild: topic '{name}.events' does not exist (or has no partitions) on this cluster"
