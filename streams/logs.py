@@ -134,8 +134,9 @@ def faust_logging_config(level: str, log_format: str) -> dict[str, Any] | None:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": JsonFormatter}},
-        "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "json", "level": level,
-                                 "stream": "ext://sys.stderr"}},  # fmt: skip
+        "handlers": {
+            "default": {"class": "logging.StreamHandler", "formatter": "json", "level": level, "stream": "ext://sys.stderr"},
+        },
         "root": {"level": level, "handlers": ["default"]},
     }
 
