@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -60,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except CcmonError as exc:
-        print(f"ccmon {args.command}: {exc}", file=sys.stderr)
+        from streams.logs import say  # a JSON log line when the logs are JSON (--log-format json)
+
+        say(logging.getLogger("ccmon"), f"ccmon {args.command}: {exc}", sys.stderr, logging.ERROR)
         return 2
     except KeyboardInterrupt:
         return 130

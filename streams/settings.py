@@ -18,7 +18,6 @@ gives the worker's lateness "now" and the exporter's evaluation instant.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import time
@@ -29,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from kpi_core.errors import ConfigError, InvalidEventError
 from kpi_core.events import parse_ts
+from streams.logs import LOG_FORMATS, configure
 
 Clock = Callable[[], float]
 
@@ -66,6 +66,7 @@ class Settings:
     offset_reset: str = "earliest"
     clock: str = "wall"
     log_level: str = "INFO"
+    log_format: str = "text"
     # -- security (docs/SECURITY.md); a password holds the secret itself, read from its
     # environment variable or its file at start-up, and is never shown.
     kafka_security_protocol: str = "PLAINTEXT"
@@ -170,6 +171,7 @@ SOURCES: Mapping[str, tuple[str, tuple[str, ...]]] = {
     "offset_reset": ("--offset-reset", ("CCMON_OFFSET_RESET",)),
     "clock": ("--clock", ("CCMON_CLOCK",)),
     "log_level": ("--log-level", ("CCMON_LOG_LEVEL",)),
+    "log_format": ("--log-format", ("CCMON_LOG_FORMAT",)),
     # Security (docs/SECURITY.md). An empty flag: environment only (a secret).
     "kafka_security_protocol": ("--kafka-security-protocol", ("CCMON_KAFKA_SECURITY_PROTOCOL",)),
     "kafka_sasl_mechanism": ("--kafka-sasl-mechanism", ("CCMON_KAFKA_SASL_MECHANISM",)),
@@ -217,6 +219,7 @@ _HELP: Mapping[str, str] = {
     "offset_reset": "where a new consumer group starts: earliest or latest",
     "clock": "'wall', or 'fixed:<epoch seconds or RFC 3339>' for tests and replays",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
+    "log_format": "text, or json: one JSON object per log line (ts, level, logger, message...)",
     "kafka_security_protocol": "Kafka security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
     "kafka_sasl_mechanism": "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
     "kafka_username": "SASL user name",
@@ -378,6 +381,9 @@ def _validate(values: dict[str, Any], origin: Mapping[str, str]) -> Settings:
     out["log_level"] = out["log_level"].upper()
     if out["log_level"] not in _LOG_LEVELS:
         raise fail("log_level", f"must be one of {', '.join(_LOG_LEVELS)}")
+    out["log_format"] = str(values["log_format"]).strip().lower()
+    if out["log_format"] not in LOG_FORMATS:
+        raise fail("log_format", f"must be one of {', '.join(LOG_FORMATS)}")
     _parse_clock(out["clock"], origin["clock"])
     if values["config_path"] is not None:
         out["config_path"] = str(values["config_path"])
@@ -517,7 +523,5 @@ def _parse_clock(spec: str, where: str) -> float | None:
 
 
 def setup_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=getattr(logging, settings.log_level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Log at ``log_level`` to stderr, as text or JSON lines (:mod:`streams.logs`)."""
+    configure(settings.log_level, settings.log_format)

@@ -42,6 +42,7 @@ from kpi_core.config import Config
 from kpi_core.engine import Engine
 from kpi_core.errors import InvalidEventError
 from kpi_core.events import Event, Rejection, decode_json, parse_event
+from streams.logs import faust_logging_config
 from streams.redis_policy import WORKER_RECHECK_SECONDS, EvictionWatch, check_at_start
 from streams.redis_state import BatchConflict, RedisState
 from streams.settings import Settings
@@ -713,7 +714,8 @@ def run_worker(settings: Settings) -> int:
     wait_for_kafka(settings)
     watchdog = PartitionWatchdog.for_settings(settings)
     app = build_app(settings, processor, watchdog, eviction)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False,
+                          logging_config=faust_logging_config(settings.log_level, settings.log_format))
     for name in PAYLOAD_LOGGERS:  # privacy: no event in a log line, even at DEBUG
         logging.getLogger(name).setLevel(max(logging.INFO, getattr(logging, settings.log_level)))
     tune_gc()

@@ -7,13 +7,17 @@ simulated seconds per real second. Ctrl-C stops it. See docs/DEMO.md."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
 import threading
 from typing import Any
 
+from streams import logs
 from streams.commands.simulate import add_common_arguments
+
+log = logging.getLogger("ccmon.demo")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=os.environ.get("CCMON_CONFIG"),
                         help="TOML config for targets and windows (default: $CCMON_CONFIG, else demo targets)")
     add_common_arguments(parser)
+    logs.add_format_argument(parser)
 
 
 def demo_config(queue_names: list[str]) -> Any:
@@ -57,11 +62,14 @@ def run(args: argparse.Namespace) -> int:
     from streams.simulator import SimParams, default_queues, parse_start
     from streams.web import make_wsgi_app, serve
 
+    log_format = logs.format_from(args)
+    # json: the demo's own lines are logged too (INFO); text: only warnings, as print() says the rest.
+    logs.configure("INFO" if log_format == "json" else "WARNING", log_format)
     if args.speed <= 0:
-        print("ccmon demo: --speed must be > 0", file=sys.stderr)
+        logs.say(log, "ccmon demo: --speed must be > 0", sys.stderr, logging.ERROR)
         return 2
     if args.warmup < 0:
-        print("ccmon demo: --warmup must be >= 0 minutes", file=sys.stderr)
+        logs.say(log, "ccmon demo: --warmup must be >= 0 minutes", sys.stderr, logging.ERROR)
         return 2
     queues = default_queues(args.queues, args.agents)
     live_start = parse_start(args.start)
@@ -88,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         server = serve(app, args.host, args.port)
     except OSError as exc:
-        print(f"ccmon demo: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        logs.say(log, f"ccmon demo: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", sys.stderr, logging.ERROR)
         return 1
 
     stop = threading.Event()
@@ -100,15 +108,15 @@ def run(args: argparse.Namespace) -> int:
     # Ctrl-C works even when the shell started us with SIGINT ignored (a background job).
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     names = ", ".join(q.name for q in queues)
-    print(f"ccmon demo: wallboard on {server.url}  (also {server.url}metrics, {server.url}api/kpis)", flush=True)
-    print(f"ccmon demo: queues {names}; seed {args.seed}; simulated clock from {args.start} UTC at x{args.speed:g} "
-          f"after a {args.warmup:g}-minute warm-up. Ctrl-C to stop.", flush=True)
+    logs.say(log, f"ccmon demo: wallboard on {server.url}  (also {server.url}metrics, {server.url}api/kpis)")
+    logs.say(log, f"ccmon demo: queues {names}; seed {args.seed}; simulated clock from {args.start} UTC at "
+                  f"x{args.speed:g} after a {args.warmup:g}-minute warm-up. Ctrl-C to stop.")
     worker = threading.Thread(target=_run_quietly, args=(runner, stop), name="ccmon-demo-sim", daemon=True)
     worker.start()
     try:
         while not stop.wait(0.5):
             if not worker.is_alive():
-                print("ccmon demo: the simulation stopped unexpectedly", file=sys.stderr)
+                logs.say(log, "ccmon demo: the simulation stopped unexpectedly", sys.stderr, logging.ERROR)
                 return 1
     except KeyboardInterrupt:
         stop.set()
@@ -118,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         worker.join(timeout=10)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    print("ccmon demo: stopped", flush=True)
+    logs.say(log, "ccmon demo: stopped")
     return 0
 
 
@@ -126,7 +134,5 @@ def _run_quietly(runner: Any, stop: threading.Event) -> None:
     try:
         runner.run(stop)
     except Exception:  # pragma: no cover - shown once, the main thread then exits 1
-        import traceback
-
-        traceback.print_exc()
+        log.exception("ccmon demo: the simulation failed")
 

@@ -12,7 +12,7 @@ from streams import settings as settings_module
 FLAGS = (
     "kafka_bootstrap", "redis_url", "redis_cluster", "events_topic", "dlq_topic", "group_id", "config_path",
     "redis_prefix", "batch_size", "batch_within", "session_timeout", "worker_web_port", "offset_reset", "clock",
-    "log_level", "stuck_partition_seconds",
+    "log_level", "log_format", "stuck_partition_seconds",
     "evicting_redis_allowed",  # refuse a Redis that may evict keys: streams/redis_policy.py
     # security (docs/SECURITY.md); passwords come from the environment or a file only
     "kafka_security_protocol", "kafka_sasl_mechanism", "kafka_username", "kafka_password_file", "kafka_ca_file",

@@ -13,6 +13,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import signal
@@ -27,6 +28,7 @@ from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kpi_core.errors import CcmonError, ConfigError
+from streams import logs
 from streams.sources.common import (
     DeliveryError,
     Report,
@@ -36,6 +38,7 @@ from streams.sources.common import (
 )
 
 PROG = "ccmon source asterisk"
+log = logging.getLogger("ccmon.source.asterisk")
 #: Events that say nothing ccmon counts (server life, configuration): counted as skipped.
 IGNORED = frozenset({"QUEUESTART", "CONFIGRELOAD", "INFO", "SYSCOMPAT", "DID", "NONE", "QUEUEEND"})
 #: Outbound dial results (PBXware) that end an agent's dial without a conversation.
@@ -683,9 +686,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--outbound-queue", default="outbound", metavar="QUEUE",
                         help="queue of agents' outbound calls when the agent is not in exactly one queue")
     add_output_arguments(parser)
+    logs.add_format_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    # json: what the source says on stderr (problems, warnings, the summary) as JSON log lines.
+    json_logs = logs.format_from(args) == "json"
     try:
         re.compile(args.customer_pattern)
     except re.error as exc:
@@ -704,7 +710,9 @@ def run(args: argparse.Namespace) -> int:
     if csv_format and args.state:
         raise ConfigError("--state", "applies to the pipe-delimited queue_log file; a CSV export is imported whole")
     mapper = Mapper(tenant=args.tenant, customer_pattern=args.customer_pattern, outbound_queue=args.outbound_queue)
-    report = Report(PROG, progress=progress_enabled(args))
+    if json_logs:
+        logs.configure("INFO", "json")
+    report = Report(PROG, progress=progress_enabled(args), log=log if json_logs else None)
     stopped = threading.Event()
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     for sig in handlers:  # a clean stop: what was read is flushed and the position saved
@@ -728,7 +736,7 @@ def run(args: argparse.Namespace) -> int:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     if stopped.is_set() and not args.follow:
-        print(f"{PROG}: stopped by a signal before the end of {args.file}", file=sys.stderr)
+        logs.say(log, f"{PROG}: stopped by a signal before the end of {args.file}", sys.stderr, logging.WARNING)
         return 130
     return 0
 
@@ -756,7 +764,7 @@ def _read_pipe(args: argparse.Namespace, mapper: Mapper, report: Report, stopped
             raise ConfigError("--state", f"cannot write {args.state}: {exc}") from None
 
     def warn(message: str) -> None:
-        print(f"{PROG}: {message}", file=sys.stderr)
+        logs.say(log, f"{PROG}: {message}", sys.stderr, logging.WARNING)
 
     sink = Sink(args, PROG, append=bool(args.state))
     follower = Follower(args.file, copy.copy(saved.position), since=saved.at, warn=warn)

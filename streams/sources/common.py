@@ -5,6 +5,7 @@ and reason), so a bad row is reported and skipped, never fatal."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -137,7 +138,8 @@ class Sink:
 @dataclass
 class Report:
     """Counts rows, events, skipped rows (by kind) and problems (line, reason); prints a
-    progress line at most twice a second and a summary at the end, all on stderr."""
+    progress line at most twice a second and a summary at the end, all on stderr; or, with
+    ``log`` (``--log-format json``), the problems and the summary as log lines, no progress."""
 
     prog: str
     progress: bool = False
@@ -148,6 +150,7 @@ class Report:
     problems: Counter[str] = field(default_factory=Counter)
     listed: list[tuple[str, int, str]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    log: logging.Logger | None = None
     _last: float = 0.0
 
     def problem(self, where: str, line: int, reason: str) -> None:
@@ -155,6 +158,10 @@ class Report:
         self.problems[reason.split(":", 1)[0]] += 1
         if len(self.listed) < MAX_LISTED_PROBLEMS:
             self.listed.append((where, line, reason))
+            if self.log is not None:
+                self.log.warning("%s: %s:%d: skipped: %s", self.prog, where, line, reason,
+                                 extra={"file": where, "line": line, "reason": reason})  # fmt: skip
+                return
             print(f"{self.prog}: {where}:{line}: skipped: {reason}", file=self.stream)
 
     def skip(self, kind: str) -> None:
@@ -162,7 +169,7 @@ class Report:
         self.skipped[kind] += 1
 
     def tick(self, force: bool = False) -> None:
-        if not self.progress:
+        if not self.progress or self.log is not None:
             return
         now = time.monotonic()
         if not force and now - self._last < 0.5:
@@ -183,6 +190,10 @@ class Report:
         return text
 
     def finish(self, target: str) -> None:
+        if self.log is not None:
+            self.log.info(self.summary(target), extra={"rows": self.rows, "events": self.events,
+                                                       "rows_not_mapped": sum(self.problems.values())})  # fmt: skip
+            return
         if self.progress:
             self.tick(force=True)
             print(file=self.stream)

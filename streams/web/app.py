@@ -66,6 +66,7 @@ from streams.web.api import (
     pending_callbacks,
     select_callbacks,
 )
+from streams.web.openapi import OPENAPI_PATH, openapi_json
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,8 @@ def make_wsgi_app(
                 shown = mask_callbacks(shown)
             return "200 OK", JSON_CONTENT_TYPE, json_body({"at": at, "count": len(items), "callbacks": list(shown),
                                                            "customer_ids": "shown" if visible else "masked"})  # fmt: skip
+        if path == OPENAPI_PATH:
+            return "200 OK", JSON_CONTENT_TYPE, openapi_json()
         if path == "/livez":
             return "200 OK", JSON_CONTENT_TYPE, json_body({"status": "alive"})
         if path in ("/readyz", "/healthz"):
