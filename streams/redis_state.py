@@ -237,17 +237,20 @@ if dups > 0 then return {1, dups} end
 
 -- 3. Writes. Before each write, the undo log gets what restores the state it changes:
 --   {'h', key, fields, old}   hash fields back to their old text (HSET), or out (HDEL)
---   {'t', key, pttl}          the TTL before a PEXPIRE (-1: none, PERSIST)
+--   {'t', key, at}            the expiry (PEXPIRETIME) before a PEXPIRE (-1: none, PERSIST)
 --   {'z', key, members, old}  zset members back to their old score (ZADD), or out (ZREM)
 --   {'a', key, members, old}  set members that were not in the set: out (SREM)
 --   {'r', key, flat}          zset members a ZREMRANGEBYSCORE removed (member, score, ...)
---   {'s', key, value, pttl}   a string key's old value and TTL; {'x', key}: it did not exist;
---   {'d', key, dump, pttl}    a key of another type (DUMP/RESTORE)
+--   {'s', key, value, at}     a string key's old value and expiry; {'x', key}: it did not exist;
+--   {'d', key, dump, at}      a key of another type (DUMP/RESTORE)
 local undo = {}
 local nw = 0
+local cur = 0  -- the op being applied (KEYS index), named by the test hook's error
 local function step()
   nw = nw + 1
-  if nw == failat then error('injected failure before write ' .. nw .. ' (test hook)', 0) end
+  if nw == failat then
+    error('injected failure before write ' .. nw .. ' (test hook; op ' .. ARGV[starts[cur]] .. ' on KEYS[' .. cur .. '])', 0)
+  end
 end
 local function write(cmd, key, opt, list)
   for i = 1, #list, CHUNK do
@@ -264,7 +267,8 @@ local function expire(key, ttl_arg)
   local pttl = redis.call('PTTL', key)  -- -1 for a key without expiry: a TTL only ever extends
   if pttl < ttl then
     step()
-    undo[#undo + 1] = {'t', key, pttl}
+    -- Restored as the absolute instant: PTTL then PEXPIRE would drift by the script's runtime.
+    undo[#undo + 1] = {'t', key, redis.call('PEXPIRETIME', key)}
     redis.call('PEXPIRE', key, ttl_arg)
   end
 end
@@ -292,15 +296,16 @@ end
 local function save_key(key)
   local cur = redis.pcall('GET', key)
   if type(cur) == 'table' then  -- not a string
-    undo[#undo + 1] = {'d', key, redis.call('DUMP', key), redis.call('PTTL', key)}
+    undo[#undo + 1] = {'d', key, redis.call('DUMP', key), redis.call('PEXPIRETIME', key)}
   elseif cur then
-    undo[#undo + 1] = {'s', key, cur, redis.call('PTTL', key)}
+    undo[#undo + 1] = {'s', key, cur, redis.call('PEXPIRETIME', key)}
   else
     undo[#undo + 1] = {'x', key}
   end
 end
 
 local function apply(j)
+  cur = j
   local key = KEYS[j]
   local a = starts[j]
   local op = ARGV[a]
@@ -414,7 +419,7 @@ local function rollback()
       for i = 1, #put, CHUNK do redis.call(cmds[1], key, unpack(put, i, math.min(i + CHUNK - 1, #put))) end
       for i = 1, #out, CHUNK do redis.call(cmds[2], key, unpack(out, i, math.min(i + CHUNK - 1, #out))) end
     elseif kind == 't' then
-      if e[3] == -1 then redis.call('PERSIST', key) elseif e[3] > 0 then redis.call('PEXPIRE', key, e[3]) end
+      if e[3] == -1 then redis.call('PERSIST', key) elseif e[3] > 0 then redis.call('PEXPIREAT', key, e[3]) end
     elseif kind == 'r' then
       local flat, put = e[3], {}
       for i = 1, #flat, 2 do
@@ -423,11 +428,13 @@ local function rollback()
       end
       for i = 1, #put, CHUNK do redis.call('ZADD', key, unpack(put, i, math.min(i + CHUNK - 1, #put))) end
     elseif kind == 's' then
-      if e[4] > 0 then redis.call('SET', key, e[3], 'PX', e[4]) else redis.call('SET', key, e[3]) end
+      if e[4] > 0 then redis.call('SET', key, e[3], 'PXAT', e[4]) else redis.call('SET', key, e[3]) end
     elseif kind == 'd' then
-      local pttl = e[4]
-      if pttl < 0 then pttl = 0 end
-      redis.call('RESTORE', key, pttl, e[3], 'REPLACE')
+      if e[4] > 0 then
+        redis.call('RESTORE', key, e[4], e[3], 'REPLACE', 'ABSTTL')
+      else
+        redis.call('RESTORE', key, 0, e[3], 'REPLACE')
+      end
     else
       redis.call('DEL', key)
     end
