@@ -128,24 +128,33 @@ local nkeys = #KEYS
 local MAX_TTL_MS = 99999999999999  -- an integer Lua still prints as one (%.14g), ~3,000 years
 local CHUNK = 5000  -- arguments per command built with unpack (Lua's C stack holds 8000)
 
--- 1. Validation: nothing below is written before all of ARGV has been checked.
+-- 1. Validation: nothing below is written before all of ARGV has been checked. (Messages are
+-- built only on an error: a string made per checked value would cost more than the check.)
 local starts = {}
 local nseen, failat
-local function invalid(i, what, rule)
+local huge = math.huge
+local function invalid(i, what, j, rule)
   local v = ARGV[i]
   if v == nil then v = '(missing)' elseif #v > 40 then v = string.sub(v, 1, 40) .. '...' end
+  if j then what = what .. ' of op ' .. string.sub(ARGV[starts[j]], 1, 8) .. ' #' .. j end
   error('ARGV[' .. i .. '] (' .. what .. ') ' .. rule .. ', got ' .. v, 0)
 end
-local function int(i, lo, hi, what)
+local function int(i, lo, hi, what, j)
   local n = tonumber(ARGV[i])
   if n == nil or n ~= math.floor(n) or n < lo or n > hi then
-    invalid(i, what, 'must be an integer in ' .. lo .. '..' .. hi)
+    invalid(i, what, j, 'must be an integer in ' .. lo .. '..' .. hi)
   end
   return n
 end
-local function finite(i, what)
+local function finite(i, what, j)
   local n = tonumber(ARGV[i])
-  if n == nil or n ~= n or n == math.huge or n == -math.huge then invalid(i, what, 'must be a finite number') end
+  if n == nil or n ~= n or n == huge or n == -huge then invalid(i, what, j, 'must be a finite number') end
+end
+-- The span of the op at ARGV[a]: fixed + per * count, within ARGV.
+local function span_of(a, i, per, fixed, j)
+  local span = fixed + per * int(i, 0, nargv, 'count', j)
+  if a + span - 1 > nargv then invalid(i, 'count', j, 'needs ARGV up to ' .. (a + span - 1) .. ' but there are ' .. nargv) end
+  return span
 end
 local function validate()
   nseen = int(1, 0, nkeys, 'number of seen-set operations')
@@ -157,52 +166,38 @@ local function validate()
     if j > nkeys then error('ARGV[' .. a .. ']: more operations than the ' .. nkeys .. ' KEYS', 0) end
     starts[j] = a
     local op = ARGV[a]
-    local where = ' of op ' .. string.sub(op, 1, 8) .. ' #' .. j
     if (j <= nseen) ~= (op == 'S') then
-      invalid(a, 'op #' .. j, 'must be S for exactly the first ' .. nseen .. ' ops')
+      invalid(a, 'op #' .. j, nil, 'must be S for exactly the first ' .. nseen .. ' ops')
     end
     local span
-    local function count(i, per, fixed)
-      local n = int(i, 0, nargv, 'count' .. where)
-      span = fixed + per * n
-      if a + span - 1 > nargv then
-        invalid(i, 'count' .. where, 'needs ARGV up to ' .. (a + span - 1) .. ' but there are ' .. nargv)
-      end
-      return n
-    end
-    if op == 'S' then
-      int(a + 1, 1, MAX_TTL_MS, 'ttl_ms' .. where)
-      finite(a + 2, 'below' .. where)
-      local n = count(a + 3, 2, 4)
-      for i = 1, n do finite(a + 2 + 2 * i, 'hour' .. where) end
-    elseif op == 'H' then
-      int(a + 1, 0, MAX_TTL_MS, 'ttl_ms' .. where)
-      local nsum = int(a + 2, 0, nargv, 'nsum' .. where)
-      local n = count(a + 3, 2, 4 + 2 * nsum) + nsum
-      for i = 1, n do finite(a + 3 + 2 * i, 'value' .. where) end
+    if op == 'H' then
+      int(a + 1, 0, MAX_TTL_MS, 'ttl_ms', j)
+      local nsum = int(a + 2, 0, nargv, 'nsum', j)
+      span = span_of(a, a + 3, 2, 4 + 2 * nsum, j)
+      for i = a + 5, a + span - 1, 2 do finite(i, 'value', j) end
     elseif op == 'R' then
-      int(a + 1, 1, MAX_TTL_MS, 'ttl_ms' .. where)
+      int(a + 1, 1, MAX_TTL_MS, 'ttl_ms', j)
       span = 3
-      if a + 2 > nargv then invalid(a + 2, 'value' .. where, 'is required') end
+      if a + 2 > nargv then invalid(a + 2, 'value', j, 'is required') end
     elseif op == 'D' then
       span = 1
-    elseif op == 'Z' then
-      local n = count(a + 1, 2, 2)
-      for i = 0, n - 1 do finite(a + 2 + 2 * i, 'score' .. where) end
-    elseif op == 'X' or op == 'A' then
-      count(a + 1, 1, 2)
-    elseif op == 'I' or op == 'G' then
-      int(a + 1, 1, MAX_TTL_MS, 'ttl_ms' .. where)
-      finite(a + 2, 'below' .. where)
+    elseif op == 'S' or op == 'I' or op == 'G' then
+      int(a + 1, 1, MAX_TTL_MS, 'ttl_ms', j)
+      finite(a + 2, 'below', j)
       if op == 'I' then
-        local n = count(a + 3, 1, 4)
-        for i = 0, n - 1 do finite(a + 4 + i, 'start' .. where) end
+        span = span_of(a, a + 3, 1, 4, j)
+        for i = a + 4, a + span - 1 do finite(i, 'start', j) end
       else
-        local n = count(a + 3, 2, 4)
-        for i = 0, n - 1 do finite(a + 4 + 2 * i, 'score' .. where) end
+        span = span_of(a, a + 3, 2, 4, j)
+        for i = a + 4, a + span - 1, 2 do finite(i, op == 'S' and 'hour' or 'score', j) end
       end
+    elseif op == 'Z' then
+      span = span_of(a, a + 1, 2, 2, j)
+      for i = a + 2, a + span - 1, 2 do finite(i, 'score', j) end
+    elseif op == 'X' or op == 'A' then
+      span = span_of(a, a + 1, 1, 2, j)
     else
-      invalid(a, 'op #' .. j, 'must be one of S H R D Z X A I G')
+      invalid(a, 'op #' .. j, nil, 'must be one of S H R D Z X A I G')
     end
     a = a + span
   end
@@ -215,6 +210,7 @@ end
 
 -- Reads a list in chunks: cmd key list[i..] -> one flat reply.
 local function read(cmd, key, list)
+  if #list <= CHUNK then return redis.call(cmd, key, unpack(list)) end
   local out = {}
   for i = 1, #list, CHUNK do
     local part = redis.call(cmd, key, unpack(list, i, math.min(i + CHUNK - 1, #list)))
@@ -262,13 +258,15 @@ local function write(cmd, key, opt, list)
     end
   end
 end
+local clock = redis.call('TIME')
+local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+-- A TTL only ever extends. The expiry is read as an instant (PEXPIRETIME: -1 none, -2 no key),
+-- which is what the undo log restores (PTTL then PEXPIRE would drift by the script's runtime).
 local function expire(key, ttl_arg)
-  local ttl = tonumber(ttl_arg)
-  local pttl = redis.call('PTTL', key)  -- -1 for a key without expiry: a TTL only ever extends
-  if pttl < ttl then
+  local at = redis.call('PEXPIRETIME', key)
+  if at == -1 or (at >= 0 and at - now_ms < tonumber(ttl_arg)) then
     step()
-    -- Restored as the absolute instant: PTTL then PEXPIRE would drift by the script's runtime.
-    undo[#undo + 1] = {'t', key, redis.call('PEXPIRETIME', key)}
+    undo[#undo + 1] = {'t', key, at}
     redis.call('PEXPIRE', key, ttl_arg)
   end
 end
@@ -293,15 +291,24 @@ local function zadd(key, opt, first, n, old)
   undo[#undo + 1] = {'z', key, members, old or read('ZMSCORE', key, members)}
   write('ZADD', key, opt, pairs_)
 end
-local function save_key(key)
-  local cur = redis.pcall('GET', key)
-  if type(cur) == 'table' then  -- not a string
-    undo[#undo + 1] = {'d', key, redis.call('DUMP', key), redis.call('PEXPIRETIME', key)}
-  elseif cur then
-    undo[#undo + 1] = {'s', key, cur, redis.call('PEXPIRETIME', key)}
-  else
+-- A record's SET (value) or DEL (value nil): two commands, its expiry and the write that
+-- returns the old value (SET ... GET, GETDEL); a key of another type is kept whole (DUMP).
+local function record(key, value, ttl_arg)
+  local at = redis.call('PEXPIRETIME', key)
+  step()
+  if at == -2 then
     undo[#undo + 1] = {'x', key}
+    if value then redis.call('SET', key, value, 'PX', ttl_arg) end
+    return
   end
+  local old
+  if value then old = redis.pcall('SET', key, value, 'PX', ttl_arg, 'GET') else old = redis.pcall('GETDEL', key) end
+  if type(old) ~= 'table' then
+    if old then undo[#undo + 1] = {'s', key, old, at} else undo[#undo + 1] = {'x', key} end
+    return
+  end
+  undo[#undo + 1] = {'d', key, redis.call('DUMP', key), at}  -- not a string, or the write failed
+  if value then redis.call('SET', key, value, 'PX', ttl_arg) else redis.call('DEL', key) end
 end
 
 local function apply(j)
@@ -319,27 +326,22 @@ local function apply(j)
       local old = read('HMGET', key, fields)
       undo[#undo + 1] = {'h', key, fields, old}
       for i = 1, nsum do
-        -- HINCRBY (integer arithmetic, ~3x cheaper) for whole deltas to a field that holds an
-        -- integer (or nothing); a field that holds a fraction takes HINCRBYFLOAT, as every
-        -- fractional delta does.
+        -- HINCRBY (integer arithmetic, ~3x cheaper) for whole deltas; a field that holds a
+        -- fraction refuses it (known beforehand when its text has a '.'), and takes
+        -- HINCRBYFLOAT as every fractional delta does.
         local d = ARGV[a + 3 + 2 * i]
         local n = tonumber(d)
-        local cur = old[i]
+        local was = old[i]
         step()
-        if n == math.floor(n) and n < 1e15 and n > -1e15 then
-          if (not cur) or (#cur <= 15 and (cur == '0' or string.find(cur, '^%-?[1-9]%d*$'))) then
-            redis.call('HINCRBY', key, fields[i], string.format('%d', n))
-          elseif type(redis.pcall('HINCRBY', key, fields[i], string.format('%d', n))) == 'table' then
-            redis.call('HINCRBYFLOAT', key, fields[i], d)
-          end
-        else
+        if n ~= math.floor(n) or n >= 1e15 or n <= -1e15 or (was and string.find(was, '.', 1, true))
+            or type(redis.pcall('HINCRBY', key, fields[i], string.format('%d', n))) == 'table' then
           redis.call('HINCRBYFLOAT', key, fields[i], d)
         end
       end
       for i = nsum + 1, nf do
         local v = ARGV[a + 3 + 2 * i]
-        local cur = old[i]
-        if (not cur) or tonumber(cur) < tonumber(v) then
+        local was = old[i]
+        if (not was) or tonumber(was) < tonumber(v) then
           step()
           redis.call('HSET', key, fields[i], v)
         end
@@ -347,13 +349,9 @@ local function apply(j)
     end
     if tonumber(ttl_arg) > 0 then expire(key, ttl_arg) end
   elseif op == 'R' then
-    save_key(key)
-    step()
-    redis.call('SET', key, ARGV[a + 2], 'PX', ARGV[a + 1])
+    record(key, ARGV[a + 2], ARGV[a + 1])
   elseif op == 'D' then
-    save_key(key)
-    step()
-    redis.call('DEL', key)
+    record(key, nil, nil)
   elseif op == 'Z' then
     zadd(key, nil, a + 2, tonumber(ARGV[a + 1]))
   elseif op == 'X' or op == 'A' then
