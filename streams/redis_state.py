@@ -278,7 +278,8 @@ local cur = 0  -- the op being applied (KEYS index), named by the test hook's er
 local function step()
   nw = nw + 1
   if nw == failat then
-    error('injected failure before write ' .. nw .. ' (test hook; op ' .. ARGV[starts[cur]] .. ' on KEYS[' .. cur .. '])', 0)
+    local op = ARGV[starts[cur]]
+    error('injected failure before write ' .. nw .. ' (test hook; op ' .. op .. ' on KEYS[' .. cur .. '])', 0)
   end
 end
 local function write(cmd, key, opt, list)
