@@ -319,6 +319,34 @@ def test_a_malformed_batch_is_refused_before_the_first_write(
     assert redis_client.zscore(f"{p}:seen", b"new-id") == 7
 
 
+def test_the_seen_ids_are_written_last(redis_client: Any, redis_prefix: str) -> None:
+    """The seen-set ops come first in ARGV (they are checked first) but are written after
+    every other op: a failure anywhere before them leaves no id seen, so the batch run again
+    is not taken for a duplicate."""
+    p = f"{redis_prefix}:{{t:x}}"
+    keys = [f"{p}:seen", f"{p}:h", f"{p}:rec", f"{p}:z", f"{p}:set"]
+    argv: list[Any] = [1, 0, "S", 3_600_000, 0, 2, 5, b"id1", 5, b"id2", "H", 3_600_000, 1, 0, b"f", "1",
+                       "R", 60_000, b"{}", "Z", 1, "2", b"m", "A", 1, b"s"]  # fmt: skip
+    with pytest.raises(redis.ResponseError, match=r"after the last write \((\d+) writes\)") as info:
+        _eval(redis_client, keys, [argv[0], -1, *argv[2:]])
+    match = re.search(r"\((\d+) writes\)", str(info.value))
+    assert match
+    writes = int(match.group(1))
+    ops = []
+    for k in range(1, writes + 1):
+        with pytest.raises(redis.ResponseError) as info:
+            _eval(redis_client, keys, [argv[0], k, *argv[2:]])
+        found = re.search(rf"before write {k} \(test hook; op (\w) on KEYS\[(\d+)\]\)", str(info.value))
+        assert found, str(info.value)
+        ops.append((found.group(1), int(found.group(2))))
+        assert dump(redis_client, redis_prefix) == {}
+    # H: HINCRBY, PEXPIRE; R: SET; Z: ZADD; A: SADD; then S: ZADD NX, PEXPIRE.
+    assert ops == [("H", 2), ("H", 2), ("R", 3), ("Z", 4), ("A", 5), ("S", 1), ("S", 1)]
+    assert _eval(redis_client, keys, argv) == 0
+    assert redis_client.zrange(f"{p}:seen", 0, -1) == [b"id1", b"id2"]
+    assert _eval(redis_client, keys, argv) == [1, 2]  # both ids seen now: nothing written again
+
+
 def test_a_record_ttl_that_overflows_writes_nothing_and_the_retry_applies_once(
     redis_client: Any, redis_prefix: str
 ) -> None:
