@@ -241,9 +241,12 @@ class BatchResult:
 def _script_failed(exc: redis.RedisError) -> bool:
     """A runtime error inside ccmon's batch script: retrying the same batch fails the same
     way, so it is treated like an engine failure (narrowed down to one event, dead-lettered
-    as internal_error) instead of as Redis being down, which would stall the stream."""
-    text = str(exc)
-    return isinstance(exc, redis.ResponseError) and ("user_script:" in text or "Error running script" in text)
+    as internal_error) instead of as Redis being down, which would stall the stream. The script
+    rolls back what it wrote before failing (``ccmon apply:`` errors), so the retries of the
+    isolating halves apply their events exactly once."""
+    text = str(exc).rpartition("of pipeline caused error: ")[2]  # not the command's own text
+    return isinstance(exc, redis.ResponseError) and any(
+        mark in text for mark in ("user_script:", "Error running script", "ccmon apply:"))
 
 
 class Stopping(Exception):
