@@ -23,7 +23,7 @@ Where the metrics come from is the ``metrics_target`` fixture, with two variants
 
 Both are real Prometheus evaluating every dashboard query and every rule. The rules are a
 rewritten copy of deploy/prometheus/rules/: every ``for:`` becomes ``2s`` (so pending ->
-firing takes seconds) and ``ccmon:paging_hours`` becomes ``vector(1)`` (so the test does not
+firing takes seconds) and ``:ccmon_paging_hours:`` becomes ``vector(1)`` (so the test does not
 depend on the time of day); the expressions are otherwise the real ones. The Alertmanager
 config is the real one with every receiver pointed at the test's webhook and 1 s grouping
 timers; the Prometheus config is the real ``ccmon-exporter`` job pointed at the target.
@@ -606,11 +606,11 @@ def fast_rules(directory: Path) -> None:
             for rule in group["rules"]:
                 if "for" in rule:
                     rule["for"] = "2s"
-                if rule.get("record") == "ccmon:paging_hours":
+                if rule.get("record") == ":ccmon_paging_hours:":
                     rule["expr"] = "vector(1)"
                     gate_found = True
         (directory / path.name).write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-    assert gate_found, "ccmon:paging_hours not found: the test would depend on the time of day"
+    assert gate_found, ":ccmon_paging_hours: not found: the test would depend on the time of day"
 
 
 def alertmanager_config(webhook_url: str) -> dict[str, Any]:
@@ -814,7 +814,7 @@ def test_sla_breach_goes_pending_then_firing_and_reaches_the_webhook(
     assert stack.value(f'ccmon_service_level_ratio{{{selector}, window="15m"}}') == 1.0
     wait_for(
         "the paging gate of acme/support",
-        lambda: stack.value(f"ccmon:queue_paging{{{selector}}}") == 1,
+        lambda: stack.value(f"tenant_queue:ccmon_queue_paging:max{{{selector}}}") == 1,
         10,
     )
     assert _sl_alert(stack, "CcmonServiceLevelBelowTarget") is None
