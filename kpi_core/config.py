@@ -121,7 +121,7 @@ LIMIT_RANGES: Mapping[str, tuple[int, int]] = MappingProxyType(
 #: Day names of ``open_days``, Monday first (``datetime.weekday()`` order).
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 #: An ``open_hours`` range, local time: ``HH:MM-HH:MM``, 00:00 to 24:00.
-_OPEN_RANGE_RE = re.compile(r"^([01][0-9]|2[0-4]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])$")
+_OPEN_RANGE_RE = re.compile(r"([01][0-9]|2[0-4]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])")
 _MINUTES_PER_DAY = 24 * 60
 
 _WINDOW_RE = re.compile(r"^([1-9][0-9]*)([smh])$")
@@ -304,7 +304,7 @@ def _open_hours(value: Any, where: str) -> tuple[tuple[int, int], ...]:
         raise ConfigError(name, f"must be a non-empty list of 'HH:MM-HH:MM' ranges, got {value!r}")
     ranges = []
     for i, text in enumerate(value):
-        match = _OPEN_RANGE_RE.match(text) if isinstance(text, str) else None
+        match = _OPEN_RANGE_RE.fullmatch(text) if isinstance(text, str) else None
         if match is None:
             raise ConfigError(f"{name}[{i}]", f"must be a local time range 'HH:MM-HH:MM' like '08:00-20:00', got {text!r}")
         start_h, start_m, end_h, end_m = (int(part) for part in match.groups())

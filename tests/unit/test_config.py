@@ -200,6 +200,7 @@ BAD = [
     ('[defaults]\nopen_hours = ["22:00-06:00"]\n', "defaults.open_hours[0]"),
     ('[defaults]\nopen_hours = ["08:00-08:00"]\n', "defaults.open_hours[0]"),
     ("[defaults]\nopen_hours = [800]\n", "defaults.open_hours[0]"),
+    ('[defaults]\nopen_hours = ["08:00-20:00\\n"]\n', "defaults.open_hours[0]"),
     ('[defaults]\nopen_days = "mon"\n', "defaults.open_days"),
     ("[defaults]\nopen_days = []\n", "defaults.open_days"),
     ('[defaults]\nopen_days = ["mon", "Tue"]\n', "defaults.open_days[1]"),
