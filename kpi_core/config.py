@@ -306,7 +306,9 @@ def _open_hours(value: Any, where: str) -> tuple[tuple[int, int], ...]:
     for i, text in enumerate(value):
         match = _OPEN_RANGE_RE.fullmatch(text) if isinstance(text, str) else None
         if match is None:
-            raise ConfigError(f"{name}[{i}]", f"must be a local time range 'HH:MM-HH:MM' like '08:00-20:00', got {text!r}")
+            raise ConfigError(
+                f"{name}[{i}]", f"must be a local time range 'HH:MM-HH:MM' like '08:00-20:00', got {text!r}"
+            )
         start_h, start_m, end_h, end_m = (int(part) for part in match.groups())
         start, end = start_h * 60 + start_m, end_h * 60 + end_m
         if start > _MINUTES_PER_DAY or end > _MINUTES_PER_DAY:
