@@ -15,6 +15,11 @@ is an error (a misspelt section would otherwise be ignored silently).
 
 A queue that is not in the file still works: it takes ``[defaults]``. A tenant that is not in
 the file uses UTC. See ``deploy/config/ccmon.toml`` for a commented example.
+
+A queue's opening hours (``open_hours``, ``open_days``; optional) are local times of the tenant's
+zone: ``"HH:MM-HH:MM"`` from 00:00 to 24:00, start before end (a range over midnight is written
+as two), on the days named (``mon`` .. ``sun``). With either set the exporter serves
+``ccmon_queue_open{tenant,queue}``, and the SLA alerts of that queue page only while it is 1.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import re
 import tomllib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -113,6 +119,12 @@ LIMIT_RANGES: Mapping[str, tuple[int, int]] = MappingProxyType(
     }
 )
 
+#: Day names of ``open_days``, Monday first (``datetime.weekday()`` order).
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+#: An ``open_hours`` range, local time: ``HH:MM-HH:MM``, 00:00 to 24:00.
+_OPEN_RANGE_RE = re.compile(r"([01][0-9]|2[0-4]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])")
+_MINUTES_PER_DAY = 24 * 60
+
 _WINDOW_RE = re.compile(r"^([1-9][0-9]*)([smh])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
 TODAY = "today"
@@ -147,10 +159,31 @@ class QueueConfig:
     sl_formula: str = "default"
     short_abandon_seconds: float = 5.0
     targets: Mapping[str, float] = field(default_factory=lambda: DEFAULT_TARGETS)
+    #: Opening hours, local time: ``[start, end)`` minutes of the day. None (and open_days
+    #: None): the queue has no opening hours, ccmon exports no ``ccmon_queue_open`` for it.
+    open_hours: tuple[tuple[int, int], ...] | None = None
+    #: Open weekdays, 0 = Monday; None with open_hours set means every day.
+    open_days: frozenset[int] | None = None
 
     @property
     def callback_target_seconds(self) -> float:
         return self.targets.get("callback_seconds", 3600.0)
+
+    @property
+    def has_opening_hours(self) -> bool:
+        return self.open_hours is not None or self.open_days is not None
+
+    def is_open(self, at: float, zone: ZoneInfo) -> bool:
+        """Whether instant ``at`` (Unix seconds) falls in the opening hours, read on the wall
+        clock of ``zone`` (so a daylight-saving change moves the UTC hours, not the local
+        ones). A queue without opening hours is always open."""
+        local = datetime.fromtimestamp(at, zone)
+        if self.open_days is not None and local.weekday() not in self.open_days:
+            return False
+        if self.open_hours is None:
+            return True
+        minute = local.hour * 60 + local.minute
+        return any(start <= minute < end for start, end in self.open_hours)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +301,47 @@ def _targets(raw: Any, where: str, base: Mapping[str, float]) -> Mapping[str, fl
     return MappingProxyType(merged)
 
 
-_QUEUE_FIELDS = {"sl_threshold_seconds", "sl_formula", "short_abandon_seconds", "targets"}
+def _open_hours(value: Any, where: str) -> tuple[tuple[int, int], ...]:
+    """``["08:00-12:00", "13:00-20:00"]`` -> ``((480, 720), (780, 1200))``."""
+    name = f"{where}open_hours"
+    if not isinstance(value, list) or not value:
+        raise ConfigError(name, f"must be a non-empty list of 'HH:MM-HH:MM' ranges, got {value!r}")
+    ranges = []
+    for i, text in enumerate(value):
+        match = _OPEN_RANGE_RE.fullmatch(text) if isinstance(text, str) else None
+        if match is None:
+            raise ConfigError(
+                f"{name}[{i}]", f"must be a local time range 'HH:MM-HH:MM' like '08:00-20:00', got {text!r}"
+            )
+        start_h, start_m, end_h, end_m = (int(part) for part in match.groups())
+        start, end = start_h * 60 + start_m, end_h * 60 + end_m
+        if start > _MINUTES_PER_DAY or end > _MINUTES_PER_DAY:
+            raise ConfigError(f"{name}[{i}]", f"times run from 00:00 to 24:00, got {text!r}")
+        if start >= end:
+            raise ConfigError(
+                f"{name}[{i}]",
+                f"must end after it starts (write a range over midnight as two, e.g. "
+                f"'22:00-24:00', '00:00-06:00'), got {text!r}",
+            )
+        ranges.append((start, end))
+    return tuple(ranges)
+
+
+def _open_days(value: Any, where: str) -> frozenset[int]:
+    name = f"{where}open_days"
+    if not isinstance(value, list) or not value:
+        raise ConfigError(name, f"must be a non-empty list of day names ({', '.join(WEEKDAYS)}), got {value!r}")
+    days = set()
+    for i, day in enumerate(value):
+        if day not in WEEKDAYS:
+            raise ConfigError(f"{name}[{i}]", f"must be one of {', '.join(WEEKDAYS)}, got {day!r}")
+        if WEEKDAYS.index(day) in days:
+            raise ConfigError(name, f"has duplicates: {value!r}")
+        days.add(WEEKDAYS.index(day))
+    return frozenset(days)
+
+
+_QUEUE_FIELDS = {"sl_threshold_seconds", "sl_formula", "short_abandon_seconds", "targets", "open_hours", "open_days"}
 
 
 def _queue(raw: Any, where: str, base: QueueConfig) -> QueueConfig:
@@ -290,6 +363,8 @@ def _queue(raw: Any, where: str, base: QueueConfig) -> QueueConfig:
         ),
         sl_formula=formula,
         targets=targets,
+        open_hours=_open_hours(table["open_hours"], where) if "open_hours" in table else base.open_hours,
+        open_days=_open_days(table["open_days"], where) if "open_days" in table else base.open_days,
     )
 
 

@@ -422,6 +422,12 @@ def _live_families(
             for key in ("longest", "oldest"):
                 totals[key] = max(totals[key], values[key])
             threshold.add(labels, queue_config.sl_threshold_seconds)
+            if queue_config.has_opening_hours:
+                # Local opening hours, read at `at` on the tenant's wall clock: the paging
+                # gate of the alert rules (docs/ALERTS.md, "Paging hours").
+                family("ccmon_queue_open", "gauge", "1 while the queue is inside its opening hours, else 0.").add(
+                    labels, 1.0 if queue_config.is_open(at, config.timezone(tenant)) else 0.0
+                )
         else:
             values = totals
         waiting.add(labels, values["waiting"])

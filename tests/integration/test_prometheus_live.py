@@ -23,7 +23,7 @@ Where the metrics come from is the ``metrics_target`` fixture, with two variants
 
 Both are real Prometheus evaluating every dashboard query and every rule. The rules are a
 rewritten copy of deploy/prometheus/rules/: every ``for:`` becomes ``2s`` (so pending ->
-firing takes seconds) and ``ccmon:paging_hours`` becomes ``vector(1)`` (so the test does not
+firing takes seconds) and ``:ccmon_paging_hours:`` becomes ``vector(1)`` (so the test does not
 depend on the time of day); the expressions are otherwise the real ones. The Alertmanager
 config is the real one with every receiver pointed at the test's webhook and 1 s grouping
 timers; the Prometheus config is the real ``ccmon-exporter`` job pointed at the target.
@@ -57,6 +57,8 @@ from typing import Any, Protocol
 import pytest
 import yaml
 from test_pipeline_e2e import delete_topics
+
+from kpi_core.config import WEEKDAYS
 
 pytestmark = pytest.mark.integration
 
@@ -110,8 +112,14 @@ aht_seconds = 3600
 first_response_seconds = 86400
 resolution_seconds = 86400
 
+[tenants.acme.queues.support]
+open_hours = ["00:00-24:00"]
+
 [tenants.acme.queues.support.targets]
 service_level = 0.8
+
+[tenants.acme.queues.closed]
+open_days = {closed_days}
 """
 
 #: ccmon_consumer_lag{topic,partition} is served by the exporter (streams/, being written);
@@ -274,7 +282,9 @@ def stage(workdir: Path) -> Staged:
     config = workdir / "ccmon.toml"
     # UTC+12 ("Etc/GMT-12") when UTC's day is under 2 h old.
     timezone = "UTC" if time.gmtime(at).tm_hour >= 2 else "Etc/GMT-12"
-    config.write_text(CONFIG.format(timezone=timezone), encoding="utf-8")
+    # acme (UTC) has support open all day every day, and a queue closed on the day of ``at``.
+    closed_days = [d for i, d in enumerate(WEEKDAYS) if i != time.gmtime(at).tm_wday]
+    config.write_text(CONFIG.format(timezone=timezone, closed_days=json.dumps(closed_days)), encoding="utf-8")
     return Staged(at, config, baseline, breach)
 
 
@@ -606,11 +616,11 @@ def fast_rules(directory: Path) -> None:
             for rule in group["rules"]:
                 if "for" in rule:
                     rule["for"] = "2s"
-                if rule.get("record") == "ccmon:paging_hours":
+                if rule.get("record") == ":ccmon_paging_hours:":
                     rule["expr"] = "vector(1)"
                     gate_found = True
         (directory / path.name).write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-    assert gate_found, "ccmon:paging_hours not found: the test would depend on the time of day"
+    assert gate_found, ":ccmon_paging_hours: not found: the test would depend on the time of day"
 
 
 def alertmanager_config(webhook_url: str) -> dict[str, Any]:
@@ -814,9 +824,14 @@ def test_sla_breach_goes_pending_then_firing_and_reaches_the_webhook(
     assert stack.value(f'ccmon_service_level_ratio{{{selector}, window="15m"}}') == 1.0
     wait_for(
         "the paging gate of acme/support",
-        lambda: stack.value(f"ccmon:queue_paging{{{selector}}}") == 1,
+        lambda: stack.value(f"tenant_queue:ccmon_queue_paging:max{{{selector}}}") == 1,
         10,
     )
+    # The gate comes from ccmon's own opening hours (config open_hours/open_days): support is
+    # open, acme/closed is closed today.
+    assert stack.value(f"ccmon_queue_open{{{selector}}}") == 1
+    assert stack.value('ccmon_queue_open{tenant="acme", queue="closed"}') == 0
+    assert stack.value('tenant_queue:ccmon_queue_paging:max{tenant="acme", queue="closed"}') == 0
     assert _sl_alert(stack, "CcmonServiceLevelBelowTarget") is None
 
     stack.target.load(staged.breach)
@@ -890,3 +905,20 @@ def test_sla_breach_goes_pending_then_firing_and_reaches_the_webhook(
         if a["labels"].get("queue") == BREACH_QUEUE
     }
     assert "CcmonServiceLevelBelowTarget" not in sent, stack.webhook.payloads
+
+
+def test_the_watchdog_reaches_its_own_receiver(stack: Stack) -> None:
+    """CcmonWatchdog fires from the start and Alertmanager routes it to the watchdog receiver
+    (the dead man's switch) with its runbook_url, through no other receiver. It fires at
+    Prometheus' first evaluation, possibly before Alertmanager is ready; Prometheus re-sends
+    firing alerts every minute (--rules.alert.resend-delay), hence the 90 s."""
+    payload, alert = wait_for(
+        "the webhook to receive CcmonWatchdog",
+        lambda: [(p, a) for p, a in stack.webhook.alerts() if a["labels"].get("alertname") == "CcmonWatchdog"],
+        timeout=90,
+    )[0]
+    assert payload["receiver"] == "watchdog"
+    assert alert["labels"]["severity"] == "none"
+    assert alert["annotations"]["runbook_url"] == "docs/ALERTS.md#ccmonwatchdog"
+    receivers = {p["receiver"] for p, a in stack.webhook.alerts() if a["labels"].get("alertname") == "CcmonWatchdog"}
+    assert receivers == {"watchdog"}

@@ -190,6 +190,24 @@ BAD = [
     ("[tenants.acme.queues.support.targets]\nwait = 1\n", "tenants.acme.queues.support.targets.wait"),
     ("[tenants.acme.queues.support]\ntargets = 1\n", "tenants.acme.queues.support.targets"),
     ("[tenants.acme.queues._all]\nsl_threshold_seconds = 10\n", "tenants.acme.queues._all"),
+    # opening hours (the paging gate's ccmon_queue_open)
+    ('[defaults]\nopen_hours = "08:00-20:00"\n', "defaults.open_hours"),
+    ("[defaults]\nopen_hours = []\n", "defaults.open_hours"),
+    ('[defaults]\nopen_hours = ["8:00-20:00"]\n', "defaults.open_hours[0]"),
+    ('[defaults]\nopen_hours = ["08:00-12:00", "13:00-25:00"]\n', "defaults.open_hours[1]"),
+    ('[defaults]\nopen_hours = ["08:00-24:30"]\n', "defaults.open_hours[0]"),
+    ('[defaults]\nopen_hours = ["08:60-20:00"]\n', "defaults.open_hours[0]"),
+    ('[defaults]\nopen_hours = ["22:00-06:00"]\n', "defaults.open_hours[0]"),
+    ('[defaults]\nopen_hours = ["08:00-08:00"]\n', "defaults.open_hours[0]"),
+    ("[defaults]\nopen_hours = [800]\n", "defaults.open_hours[0]"),
+    ('[defaults]\nopen_hours = ["08:00-20:00\\n"]\n', "defaults.open_hours[0]"),
+    ('[defaults]\nopen_days = "mon"\n', "defaults.open_days"),
+    ("[defaults]\nopen_days = []\n", "defaults.open_days"),
+    ('[defaults]\nopen_days = ["mon", "Tue"]\n', "defaults.open_days[1]"),
+    ('[defaults]\nopen_days = ["monday"]\n', "defaults.open_days[0]"),
+    ('[defaults]\nopen_days = ["mon", "mon"]\n', "defaults.open_days"),
+    ('[tenants.acme.queues.support]\nopen_hours = ["08:00 - 20:00"]\n', "tenants.acme.queues.support.open_hours[0]"),
+    ("[tenants.acme.queues.support]\nopen_days = [1, 2]\n", "tenants.acme.queues.support.open_days[0]"),
 ]
 
 

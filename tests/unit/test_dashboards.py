@@ -65,7 +65,6 @@ BUILTIN_VARIABLES = {
 #: ccmon metrics a dashboard or rule may use before kpi_core exports them, and why.
 FORTHCOMING_METRICS = {
     "ccmon_consumer_lag": "served by `ccmon exporter` (streams/, being written): {topic,partition}",
-    "ccmon_queue_open": "optional per-queue opening-hours gauge, docs/ALERTS.md 'Paging hours'",
 }
 #: Series Prometheus itself makes.
 PROMETHEUS_METRICS = {"up", "scrape_duration_seconds", "scrape_samples_scraped", "ALERTS"}
