@@ -103,22 +103,21 @@ class KpiCollector(Collector):
         time this scrape took to read and compute them."""
         started = time.perf_counter()
         _at, families = self.snapshot()
-        consumer_lag = getattr(self.store, "consumer_lag", None)  # RedisState: from the worker
-        if consumer_lag is not None:
-            lag = MetricFamily("ccmon_consumer_lag", "gauge", "Kafka messages of the events topic not yet "
-                               "processed by the worker group (measured every 5 s).")  # fmt: skip
-            for (topic, partition), value in sorted(consumer_lag().items()):
-                lag.add((("topic", topic), ("partition", str(partition))), value)
-            families.append(lag)
+        # RedisState's figures from the workers: their group's lag, partitions their watchdog found stuck.
+        for reader, name, help_text in (
+            ("consumer_lag", "ccmon_consumer_lag",
+             "Kafka messages of the events topic not yet processed by the worker group (measured every 5 s)."),
+            ("stuck_partitions", "ccmon_stuck_partition_timestamp_seconds",
+             "Unix time a worker's watchdog last found this partition stuck and restarted the worker (kept 1 h)."),
+        ):  # fmt: skip
+            read = getattr(self.store, reader, None)
+            if read is not None:
+                family = MetricFamily(name, "gauge", help_text)
+                for (topic, partition), value in sorted(read().items()):
+                    family.add((("topic", topic), ("partition", str(partition))), value)
+                families.append(family)
         if self.eviction is not None:  # Redis's maxmemory-policy, re-read every 30 s at most
             families.append(self.eviction.family())
-        stuck_partitions = getattr(self.store, "stuck_partitions", None)  # RedisState: from a worker's watchdog
-        if stuck_partitions is not None:
-            stuck = MetricFamily("ccmon_stuck_partition_timestamp_seconds", "gauge", "Unix time a worker's watchdog "
-                                 "last found this partition stuck and restarted the worker (kept 1 h).")  # fmt: skip
-            for (topic, partition), value in sorted(stuck_partitions().items()):
-                stuck.add((("topic", topic), ("partition", str(partition))), value)
-            families.append(stuck)
         scrape = MetricFamily("ccmon_exporter_scrape_seconds", "gauge", "Time to read the KPIs from Redis.")
         scrape.add((), time.perf_counter() - started)
         families.append(scrape)

@@ -1522,9 +1522,12 @@ class RedisState:
             pipe.execute()
 
     def consumer_lag(self) -> dict[tuple[str, int], float]:
-        raw = self.client.hgetall(f"{self._pipeline_tag}:consumer-lag")
+        return self._partition_map("consumer-lag")
+
+    def _partition_map(self, name: str) -> dict[tuple[str, int], float]:
+        """A pipeline hash of ``topic\x1fpartition -> number`` as ``(topic, partition) -> number``."""
         result: dict[tuple[str, int], float] = {}
-        for fld, value in _floats(raw).items():
+        for fld, value in _floats(self.client.hgetall(f"{self._pipeline_tag}:{name}")).items():
             topic, _sep, partition = fld.rpartition("\x1f")
             result[(topic, int(partition))] = value
         return result
@@ -1542,12 +1545,7 @@ class RedisState:
             pipe.execute()
 
     def stuck_partitions(self) -> dict[tuple[str, int], float]:
-        raw = self.client.hgetall(f"{self._pipeline_tag}:stuck-partitions")
-        result: dict[tuple[str, int], float] = {}
-        for fld, value in _floats(raw).items():
-            topic, _sep, partition = fld.rpartition("\x1f")
-            result[(topic, int(partition))] = value
-        return result
+        return self._partition_map("stuck-partitions")
 
     # -- upkeep ----------------------------------------------------------------------------
     def maintain(self, now: float, fine_keep_seconds: float, coarse_keep_seconds: float) -> None:
