@@ -39,7 +39,7 @@ export KAFKA_BOOTSTRAP REDIS_URL
 
 echo "== pytest (KAFKA_BOOTSTRAP=$KAFKA_BOOTSTRAP)"
 set +e
-"$python" -m pytest "$@"
+"$python" -m pytest --durations=30 "$@"
 rc=$?
 set -e
 if [ "$rc" = 5 ]; then

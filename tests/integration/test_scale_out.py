@@ -24,13 +24,16 @@ from kpi_core.events import parse_line
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SETTLE_TIMEOUT = 180.0
-#: Series that describe the pipeline's own history, not the KPIs: a replayed batch shows
-#: up as duplicates, and the exporter adds its own.
+#: Series that describe the pipeline's own history and health, not the KPIs: a replayed batch
+#: shows up as duplicates, and the exporter adds its own (lag, Redis's eviction policy,
+#: partitions a watchdog found stuck).
 NOT_KPIS = {
     "ccmon_events_duplicate_total",
     "ccmon_event_lag_seconds",
     "ccmon_last_event_timestamp_seconds",
     "ccmon_consumer_lag",
+    "ccmon_redis_eviction_safe",
+    "ccmon_stuck_partition_timestamp_seconds",
 }
 
 
