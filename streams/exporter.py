@@ -104,15 +104,14 @@ class KpiCollector(Collector):
         started = time.perf_counter()
         _at, families = self.snapshot()
         # RedisState's figures from the workers: their group's lag, partitions their watchdog found stuck.
-        for reader, name, help_text in (
-            ("consumer_lag", "ccmon_consumer_lag",
-             "Kafka messages of the events topic not yet processed by the worker group (measured every 5 s)."),
-            ("stuck_partitions", "ccmon_stuck_partition_timestamp_seconds",
-             "Unix time a worker's watchdog last found this partition stuck and restarted the worker (kept 1 h)."),
+        for family, read in (
+            (MetricFamily("ccmon_consumer_lag", "gauge", "Kafka messages of the events topic not yet processed "
+                          "by the worker group (measured every 5 s)."), getattr(self.store, "consumer_lag", None)),
+            (MetricFamily("ccmon_stuck_partition_timestamp_seconds", "gauge", "Unix time a worker's watchdog last "
+                          "found this partition stuck and restarted the worker (kept 1 h)."),
+             getattr(self.store, "stuck_partitions", None)),
         ):  # fmt: skip
-            read = getattr(self.store, reader, None)
             if read is not None:
-                family = MetricFamily(name, "gauge", help_text)
                 for (topic, partition), value in sorted(read().items()):
                     family.add((("topic", topic), ("partition", str(partition))), value)
                 families.append(family)
