@@ -17,6 +17,10 @@ from typing import Any
 
 import pytest
 import redis
+from test_security_settings import (  # the settings of every command, from flags and environment
+    error,
+    parse,
+)
 
 from kpi_core.config import Config
 from kpi_core.errors import ConfigError
@@ -27,18 +31,6 @@ from streams.web import api
 from streams.web.app import make_wsgi_app
 
 SECRET = "unit-test-customer-key-" + "ab" * 16
-
-
-def parse(argv: list[str], env: dict[str, str] | None = None) -> s.Settings:
-    parser = argparse.ArgumentParser()
-    s.add_arguments(parser, tuple(s.SOURCES))
-    return s.from_args(parser.parse_args(argv), env or {})
-
-
-def error(argv: list[str], env: dict[str, str] | None = None) -> ConfigError:
-    with pytest.raises(ConfigError) as info:
-        parse(argv, env)
-    return info.value
 
 
 # -- where the exporter and the demo listen ------------------------------------------------------
