@@ -722,6 +722,9 @@ def stack(
                 f"--config.file={workdir / 'prometheus.yml'}",
                 f"--storage.tsdb.path={workdir / 'tsdb'}",
                 f"--web.listen-address=127.0.0.1:{prom_port}",
+                # Firing alerts go to Alertmanager again every 5 s, not every minute: an alert
+                # that fired before Alertmanager was ready arrives within seconds.
+                "--rules.alert.resend-delay=5s",
             ],
             workdir,
         )
@@ -910,8 +913,8 @@ def test_sla_breach_goes_pending_then_firing_and_reaches_the_webhook(
 def test_the_watchdog_reaches_its_own_receiver(stack: Stack) -> None:
     """CcmonWatchdog fires from the start and Alertmanager routes it to the watchdog receiver
     (the dead man's switch) with its runbook_url, through no other receiver. It fires at
-    Prometheus' first evaluation, possibly before Alertmanager is ready; Prometheus re-sends
-    firing alerts every minute (--rules.alert.resend-delay), hence the 90 s."""
+    Prometheus' first evaluation, possibly before Alertmanager is ready; the test's Prometheus
+    re-sends firing alerts every 5 s (--rules.alert.resend-delay; 1 min by default)."""
     payload, alert = wait_for(
         "the webhook to receive CcmonWatchdog",
         lambda: [(p, a) for p, a in stack.webhook.alerts() if a["labels"].get("alertname") == "CcmonWatchdog"],
