@@ -19,7 +19,7 @@ from kpi_core.exposition import render
 from kpi_core.kpis import snapshot
 from streams.exporter import build_app
 from streams.redis_state import RedisState
-from streams.web import serve
+from streams.web import Server, serve
 
 pytestmark = pytest.mark.integration
 
@@ -34,14 +34,20 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-@pytest.fixture
-def served(redis_client: Any, redis_prefix: str, golden_lines: list[bytes], golden_at: float) -> Iterator[tuple[str, RedisState]]:
-    state = RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=lambda: golden_at)
+def serve_golden(redis_client: Any, prefix: str, lines: list[bytes], at: float) -> tuple[Server, RedisState]:
+    """The golden events applied to a real Redis under ``prefix``, and the exporter's app over
+    them served on a free port (the caller stops it)."""
+    state = RedisState(redis_client, CONFIG, prefix=prefix, clock=lambda: at)
     engine = Engine(CONFIG, state)
     with state.batch():
-        for line in golden_lines:
-            engine.handle(parse_line(line), golden_at)
-    server = serve(build_app(CONFIG, state, lambda: golden_at, redis_client.ping))
+        for line in lines:
+            engine.handle(parse_line(line), at)
+    return serve(build_app(CONFIG, state, lambda: at, redis_client.ping)), state
+
+
+@pytest.fixture
+def served(redis_client: Any, redis_prefix: str, golden_lines: list[bytes], golden_at: float) -> Iterator[tuple[str, RedisState]]:
+    server, state = serve_golden(redis_client, redis_prefix, golden_lines, golden_at)
     try:
         yield f"http://127.0.0.1:{server.port}", state
     finally:

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_pipeline_e2e import Pipeline, delete_topics, free_port, stop
+from test_crash_trials import create_topics
+from test_pipeline_e2e import Pipeline, free_port, stop
 
 from kpi_core.config import Config
 from kpi_core.engine import Engine
@@ -251,19 +252,12 @@ def customer_records(client: Any, prefix: str) -> dict[str, Any]:
 
 @pytest.fixture
 def run(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Iterator[Pipeline]:
-    import kafka
-
     p = Pipeline(kafka_bootstrap, redis_url, tmp_path)
-    admin = kafka.KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    admin.create_topics([kafka.admin.NewTopic(p.topic, 2, 1), kafka.admin.NewTopic(p.dlq, 1, 1)])
-    admin.close()
+    create_topics(kafka_bootstrap, p.topic, p.dlq, partitions=2)
     try:
         yield p
     finally:
-        for process in p.processes:
-            stop(process)
-        p.drop_redis_keys()
-        delete_topics(kafka_bootstrap, p.topic, p.dlq)
+        p.close()
 
 
 def test_customer_record_keys_are_keyed_digests_shared_by_worker_and_rebuild(run: Pipeline, redis_client: Any) -> None:

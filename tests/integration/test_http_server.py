@@ -34,13 +34,10 @@ from typing import Any
 import pytest
 from conftest import delete_prefix
 from prometheus_client.parser import text_string_to_metric_families
+from test_exporter import serve_golden
 
 from kpi_core.config import Config
-from kpi_core.engine import Engine
-from kpi_core.events import parse_line
 from streams import security
-from streams.exporter import build_app
-from streams.redis_state import RedisState
 from streams.web import make_wsgi_app, serve
 from streams.web import server as server_module
 
@@ -121,12 +118,7 @@ def test_50_scrapers_for_10_seconds_none_fails(loaded_exporter: Any, bench_http:
 # -- HTTP semantics: the exporter's app in process ------------------------------------------------
 @pytest.fixture
 def served(redis_client: Any, redis_prefix: str, golden_lines: list[bytes], golden_at: float) -> Iterator[int]:
-    state = RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=lambda: golden_at)
-    engine = Engine(CONFIG, state)
-    with state.batch():
-        for line in golden_lines:
-            engine.handle(parse_line(line), golden_at)
-    server = serve(build_app(CONFIG, state, lambda: golden_at, redis_client.ping))
+    server, _state = serve_golden(redis_client, redis_prefix, golden_lines, golden_at)
     try:
         yield server.port
     finally:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_pipeline_e2e import stop as stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -40,14 +41,7 @@ def start(args: list[str], tmp_path: Path, env: dict[str, str]) -> tuple[subproc
 
 
 def stop(proc: subprocess.Popen[bytes]) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return int(proc.returncode)
+    return stop_process(proc, timeout=30)
 
 
 def wait_for(what: str, check: Any, proc: subprocess.Popen[bytes], err: Path, timeout: float = 90.0) -> None:

@@ -14,8 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +24,8 @@ import pytest
 import redis
 from conftest import delete_prefix
 from security_support import free_port
+from test_exporter import get
+from test_pipeline_e2e import stop as stop_process
 
 from kpi_core.config import Config
 from kpi_core.engine import Engine
@@ -47,28 +47,14 @@ def response_validator(document: dict[str, Any], path: str, status: str = "200")
     return jsonschema.Draft202012Validator(wrapper)
 
 
-def get(url: str) -> tuple[int, str, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.headers.get("Content-Type", ""), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers.get("Content-Type", ""), exc.read()
-
-
 def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
         return subprocess.Popen([sys.executable, "-m", "streams.cli", *args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def stop(proc: subprocess.Popen[bytes]) -> int:
+    return stop_process(proc, signal.SIGINT, timeout=30)
 
 
 def wait_until(ready: Any, proc: subprocess.Popen[bytes], log: Path, timeout: float = 90.0) -> None:

@@ -54,14 +54,16 @@ def entity_key(event: dict[str, Any]) -> bytes:
     return str(event["event_id"]).encode()
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+    """Stop ``process`` with ``sig`` (SIGKILL after ``timeout`` s); its exit code."""
     if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(sig)
         try:
-            process.wait(20)
+            process.wait(timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
+    return int(process.returncode)
 
 
 def samples_of(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
