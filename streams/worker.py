@@ -27,7 +27,9 @@ import asyncio
 import gc
 import json
 import logging
+import os
 import random
+import tempfile
 import threading
 import time
 import uuid
@@ -536,6 +538,9 @@ def build_app(settings: Settings, processor: BatchProcessor, watchdog: Partition
         broker=settings.kafka_url,
         broker_credentials=faust_credentials(settings),  # SASL and/or TLS: docs/SECURITY.md
         store="memory://",
+        # Tables live in memory; Faust still makes its data directory, so keep it out of the
+        # working directory (it was "<group>-data" wherever the worker was started).
+        datadir=os.path.join(tempfile.gettempdir(), "ccmon-faust-{conf.name}"),
         web_enabled=settings.worker_web_port != 0,
         **web,
         consumer_auto_offset_reset=settings.offset_reset,
