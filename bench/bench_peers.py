@@ -14,7 +14,17 @@ each reads a topic from the start:
 * **Faust** (bench/peer_faust.py): a windowed table, hopping 900 s every ``--step`` s,
   in-memory store, on both topics;
 * **Quix Streams** (bench/peer_quix.py): a sliding window of 900 s, on both topics (the
-  envelopes split with ``expand`` and re-keyed by ``group_by``).
+  envelopes split with ``expand`` and re-keyed by ``group_by``);
+* **Bytewax** (bench/peer_bytewax.py): ``fold_window`` over a ``SlidingWindower`` (900 s
+  every ``--step`` s) on an ``EventClock``, Kafka read to its end (``tail=False``), on both
+  topics, one worker (``bytewax-2w``: two worker threads, one event per message);
+* **Pathway** (bench/peer_pathway.py): ``windowby`` with ``pw.temporal.sliding`` (hop
+  ``--step`` s, 900 s), ``pw.io.kafka.read`` in streaming mode, on both topics, one engine
+  thread (``pathway-2t``: two, one event per message).
+
+CPU: each system's process (and Kafka's and Redis's, from deploy/local's pid files) is
+sampled every 0.1 s (psutil, user + system, every thread): ``cpu_first_to_last`` over the
+interval the rate counts, ``cpu_total`` from the process start.
 
 The peers compute only the two KPIs, from the call outcome events (bench/peer_common.py says
 why that is the same computation on these events and how each definition was aligned). Each
@@ -43,6 +53,88 @@ import peer_common as pc
 from bench_pipeline import DAY, sim_events
 
 
+class CpuSampler:
+    """CPU seconds (user + system, every thread; the peer's children included) of named processes,
+    sampled every ``period`` s on ``time.perf_counter`` (CLOCK_MONOTONIC, the clock the peers'
+    ``written_at`` uses)."""
+
+    def __init__(self, pids: dict[str, int], period: float = 0.1) -> None:
+        import threading
+
+        import psutil
+
+        self.procs = {}
+        for name, pid in pids.items():
+            try:
+                self.procs[name] = psutil.Process(pid)
+            except psutil.Error:
+                continue
+        self.period = period
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self.sample()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _cpu(proc: Any, children: bool) -> float | None:
+        import psutil
+
+        try:
+            total = 0.0
+            for p in [proc, *(proc.children(recursive=True) if children else [])]:
+                times = p.cpu_times()
+                total += times.user + times.system
+            return total
+        except psutil.Error:
+            return None
+
+    def sample(self) -> None:
+        now = time.perf_counter()
+        values = {name: self._cpu(proc, name == "process") for name, proc in self.procs.items()}
+        self.samples.append((now, {k: v for k, v in values.items() if v is not None}))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            self.sample()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def at(self, when: float, name: str) -> float | None:
+        """The last sample of ``name`` at or before ``when``."""
+        best = None
+        for t, values in self.samples:
+            if t > when:
+                break
+            if name in values:
+                best = values[name]
+        return best
+
+    def between(self, start: float, end: float) -> dict[str, float]:
+        out = {}
+        for name in self.procs:
+            a, b = self.at(start, name), self.at(end, name)
+            if b is not None:
+                out[name] = round(b - (a or 0.0), 3)
+        return out
+
+
+def service_pids() -> dict[str, int]:
+    """The pids deploy/local/services.sh recorded for Kafka and Redis."""
+    import os
+
+    services = Path(os.environ.get("CCMON_SERVICES_DIR", str(common.REPO / ".services")))
+    pids = {}
+    for name in ("kafka", "redis"):
+        try:
+            pids[name] = int((services / name / f"{name}.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
+
+
 def with_ticks(events: list[dict[str, Any]], queues: list[str], at: float) -> list[dict[str, Any]]:
     """``events`` then one tick per queue at ``at - 1 ms`` (see bench/peer_quix.py)."""
     from streams.simulator import format_ts
@@ -59,11 +151,16 @@ def ccmon_run(kafka: str, redis_url: str, topic: str, n: int, at: float, log_dir
     worker = common.ccmon(common.worker_args(kafka, redis_url, topic, prefix, prefix, clock), log_dir / f"{prefix}-worker.log")
     port = common.free_port()
     exporter = common.ccmon(common.exporter_args(redis_url, prefix, port, clock), log_dir / f"{prefix}-exporter.log")
+    sampler = CpuSampler({"process": worker.pid, **service_pids()})
     try:
+        called = time.perf_counter()
         rates = common.drain_rate(common.Counted(redis_url, prefix), n, timeout=3600, processes=[worker])
+        cpu_total = sampler.at(time.perf_counter(), "process")
+        cpu = sampler.between(called + rates["to_first"], called + rates["seconds"])
         common.wait_http(port)
         text = common.scrape(port).decode()
     finally:
+        sampler.stop()
         common.stop([worker, exporter])
         common.clear_prefix(redis_url, prefix)
         common.delete_topics(kafka, [f"{topic}-dlq", f"{prefix}-__assignor-__leader"])
@@ -73,7 +170,8 @@ def ccmon_run(kafka: str, redis_url: str, topic: str, n: int, at: float, log_dir
             label = common.labels_of(labels)
             if label.get("window") == "15m" and label.get("queue") != "_all":
                 kpis.setdefault(label["queue"], {"sl": None, "avg_wait": None})[name] = value
-    return {"rate": rates["first_to_last"], "steady": rates["steady"], "kpis": kpis}
+    return {"rate": rates["first_to_last"], "steady": rates["steady"], "kpis": kpis, "seconds": rates["seconds"] - rates["to_first"],
+            "cpu_first_to_last": cpu, "cpu_total": cpu_total}  # fmt: skip
 
 
 def peer_run(script: str, args: list[str], timeout: float, log: Path) -> dict[str, Any]:
@@ -84,6 +182,7 @@ def peer_run(script: str, args: list[str], timeout: float, log: Path) -> dict[st
     with open(log, "ab") as handle:
         process = subprocess.Popen([sys.executable, str(common.BENCH / script), *args, "--out", str(out)],
                                    stdout=handle, stderr=subprocess.STDOUT, cwd=common.REPO, start_new_session=True)  # fmt: skip
+    sampler = CpuSampler({"process": process.pid, **service_pids()})
     try:
         deadline = time.monotonic() + timeout
         while not out.exists():
@@ -91,9 +190,14 @@ def peer_run(script: str, args: list[str], timeout: float, log: Path) -> dict[st
                 raise RuntimeError(f"{script} exited with {process.returncode} before its result (log: {log})")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{script}: no result after {timeout:.0f} s (log: {log})")
-            time.sleep(0.2)
-        return dict(json.loads(out.read_text()))
+            time.sleep(0.05)
+        result = dict(json.loads(out.read_text()))
+        end = result.get("written_at", time.perf_counter())
+        result["cpu_first_to_last"] = sampler.between(end - result["seconds"], end)
+        result["cpu_total"] = sampler.at(end, "process")
+        return result
     finally:
+        sampler.stop()
         common.stop([process], timeout=20)
         out.unlink(missing_ok=True)
 
@@ -123,11 +227,13 @@ def agreement(reference: dict[str, dict[str, float | None]], other: dict[str, di
 
 
 def quix_available() -> bool:
-    try:
-        import quixstreams  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return available("quixstreams")
+
+
+def available(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queues", type=int, default=None, help="simulated queues (default 60; quick 10)")
     parser.add_argument("--step", type=int, default=60, help="Faust hopping step, seconds (default 60)")
     parser.add_argument("--skip", nargs="*", default=[],
-                        choices=["ccmon", "ccmon-single", "faust", "faust-single", "quix", "quix-envelope"])  # fmt: skip
+                        choices=["ccmon", "ccmon-single", "faust", "faust-single", "quix", "quix-envelope",
+                                 "bytewax", "bytewax-envelope", "bytewax-2w", "pathway", "pathway-envelope",
+                                 "pathway-2t"])  # fmt: skip
     parser.add_argument("--json", default=None, help="write the results here (default: stdout)")
     args = parser.parse_args(argv)
     queues = args.queues or (10 if args.quick else 60)
@@ -167,12 +275,19 @@ def main(argv: list[str] | None = None) -> int:
             ("ccmon", "ccmon", envelope_topic), ("faust", "faust", envelope_topic),
             ("faust-single", "faust", single_topic), ("quix", "quix", single_topic),
             ("quix-envelope", "quix", envelope_topic), ("ccmon-single", "ccmon", single_topic),
+            ("bytewax", "bytewax", single_topic), ("bytewax-envelope", "bytewax", envelope_topic),
+            ("bytewax-2w", "bytewax", single_topic),
+            ("pathway", "pathway", single_topic), ("pathway-envelope", "pathway", envelope_topic),
+            ("pathway-2t", "pathway", single_topic),
         ]  # fmt: skip
         for name, system, topic in plan:
             if name in skip:
                 continue
             if system == "quix" and not quix_available():
                 result["systems"][name] = {"error": "quixstreams is not installed (pip install -e '.[bench]')"}
+                continue
+            if system in ("bytewax", "pathway") and not available(system):
+                result["systems"][name] = {"error": f"{system} is not installed"}
                 continue
             started = time.monotonic()
             try:
@@ -182,11 +297,19 @@ def main(argv: list[str] | None = None) -> int:
                     group = common.unique(f"bench-{name}")
                     groups.append(group)
                     common_args = ["--kafka", kafka, "--topic", topic, "--group", group, "--expect", str(n), "--at", str(at)]
+                    mode = "single" if topic == single_topic else "envelope"
                     if system == "faust":
                         outcome = peer_run("peer_faust.py", [*common_args, "--step", str(args.step)], timeout,
                                            log_dir / f"{group}.log")  # fmt: skip
+                    elif system == "bytewax":
+                        workers = ["--workers", "2"] if name.endswith("-2w") else []
+                        outcome = peer_run("peer_bytewax.py", [*common_args, "--step", str(args.step), *workers],
+                                           timeout, log_dir / f"{group}.log")  # fmt: skip
+                    elif system == "pathway":
+                        threads = ["--threads", "2"] if name.endswith("-2t") else []
+                        outcome = peer_run("peer_pathway.py", [*common_args, "--mode", mode, "--step", str(args.step),
+                                                               *threads], timeout, log_dir / f"{group}.log")  # fmt: skip
                     else:
-                        mode = "single" if topic == single_topic else "envelope"
                         outcome = peer_run("peer_quix.py", [*common_args, "--mode", mode, "--ticks", str(len(names)),
                                                                   "--windowed", str(outcomes + len(names))],
                                            timeout, log_dir / f"{group}.log")  # fmt: skip

@@ -15,6 +15,7 @@ Transfers carry no answer and add nothing to either KPI. Other events are read a
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,9 @@ def kpis(components: Any) -> dict[str, float | None]:
 
 
 def write_result(path: str, **document: Any) -> None:
+    # perf_counter is CLOCK_MONOTONIC (system-wide on Linux): bench_peers.py places the
+    # peer's first-to-last interval (written_at - seconds, written_at) on its own CPU samples.
+    document.setdefault("written_at", time.perf_counter())
     tmp = Path(path + ".tmp")
     tmp.write_text(json.dumps(document, indent=1, sort_keys=True))
     tmp.rename(path)
