@@ -80,28 +80,30 @@ class BreachRule:
     below: bool  #: True: breach when the KPI < target (- offset); False: when > target
     severity: str
     family: str
-    what: str  #: how the summary names the KPI
+    summary: str  #: the rule's summary, before " on tenant/queue"
+    what: str  #: how the description names the KPI
     unit: str  #: ratio | seconds | score
     offset: float = 0.0
 
 
 BREACH_RULES: tuple[BreachRule, ...] = (
     BreachRule("CcmonServiceLevelFarBelowTarget", "service_level_ratio", ("15m",), "service_level_ratio", True,
-               "critical", "service_level", "15-minute service level", "ratio", FAR_BELOW),
+               "critical", "service_level", "Service level far below target", "15-minute service level", "ratio", FAR_BELOW),
     BreachRule("CcmonServiceLevelBelowTarget", "service_level_ratio", ("15m",), "service_level_ratio", True,
-               "warning", "service_level", "15-minute service level", "ratio"),
+               "warning", "service_level", "Service level below target", "15-minute service level", "ratio"),
     BreachRule("CcmonLongestWaitAboveTarget", "longest_wait_seconds", (None,), "longest_wait_seconds", False,
-               "warning", "longest_wait", "longest wait", "seconds"),
+               "warning", "longest_wait", "A caller has waited too long", "longest wait", "seconds"),
     BreachRule("CcmonAbandonRateAboveTarget", "abandon_rate_ratio", ("15m",), "abandon_rate_ratio", False,
-               "warning", "abandon_rate", "15-minute abandon rate", "ratio"),
+               "warning", "abandon_rate", "Abandon rate above target", "15-minute abandon rate", "ratio"),
     BreachRule("CcmonCallbacksOverdue", "oldest_pending_callback_age_seconds", (None,), "callback_delay_seconds", False,
-               "warning", "callbacks", "oldest pending callback", "seconds"),
+               "warning", "callbacks", "Callbacks overdue", "oldest pending callback", "seconds"),
     BreachRule("CcmonCsatBelowTarget", "csat_ratio", ("today", "1h"), "csat_ratio", True,
-               "warning", "csat", "CSAT today", "ratio"),
+               "warning", "csat", "CSAT below target", "CSAT today", "ratio"),
     BreachRule("CcmonNpsBelowTarget", "nps_score", ("today", "1h"), "nps_score", True,
-               "warning", "nps", "NPS today", "score"),
+               "warning", "nps", "NPS below target", "NPS today", "score"),
     BreachRule("CcmonFcrBelowTarget", "first_contact_resolution_ratio", ("today", "1h"),
-               "first_contact_resolution_ratio", True, "warning", "fcr", "first contact resolution today", "ratio"),
+               "first_contact_resolution_ratio", True, "warning", "fcr", "First contact resolution below target",
+               "first contact resolution today", "ratio"),
 )  # fmt: skip
 
 
@@ -160,7 +162,7 @@ def breach_alerts(families: Iterable[MetricFamily], at: float) -> list[dict[str,
             far = f" (more than {rule.offset * 100:.0f} points below)" if rule.offset else ""
             detail = f" of {dict(extra)['channel']} contacts" if "channel" in dict(extra) else ""
             alerts.append(_alert(labels, value, target,
-                                 summary=f"{rule.what[0].upper()}{rule.what[1:]}{detail} {side} target on {tenant}/{queue}",
+                                 summary=f"{rule.summary}{detail} on {tenant}/{queue}",
                                  description=f"The {rule.what}{detail} of {tenant}/{queue} is {format_value(value, rule.unit)}, "
                                              f"{side} its target of {format_value(target, rule.unit)}{far}."))  # fmt: skip
     for (name, tenant, queue, window, extra), waiting in sorted(values.items()):
