@@ -80,7 +80,7 @@ class BreachRule:
     below: bool  #: True: breach when the KPI < target (- offset); False: when > target
     severity: str
     family: str
-    summary: str  #: the rule's summary, before " on tenant/queue"
+    summary: str  #: the rule's summary, before " on tenant/queue" (``{label}``: a label's value)
     what: str  #: how the description names the KPI
     unit: str  #: ratio | seconds | score
     offset: float = 0.0
@@ -102,7 +102,7 @@ BREACH_RULES: tuple[BreachRule, ...] = (
     BreachRule("CcmonNpsBelowTarget", "nps_score", ("today", "1h"), "nps_score", True,
                "warning", "nps", "NPS below target", "NPS today", "score"),
     BreachRule("CcmonFcrBelowTarget", "first_contact_resolution_ratio", ("today", "1h"),
-               "first_contact_resolution_ratio", True, "warning", "fcr", "First contact resolution below target",
+               "first_contact_resolution_ratio", True, "warning", "fcr", "First contact resolution ({channel}) below target",
                "first contact resolution today", "ratio"),
 )  # fmt: skip
 
@@ -141,8 +141,9 @@ def breach_alerts(families: Iterable[MetricFamily], at: float) -> list[dict[str,
     closed = {(t, q) for (name, t, q, _w, _x), v in values.items() if name == "queue_open" and v == 0}
     alerts: list[dict[str, Any]] = []
     firing: set[tuple[str, str, str, tuple[tuple[str, str], ...]]] = set()
+    ordered = sorted(values.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0], kv[0][3] or "", kv[0][4]))
     for rule in BREACH_RULES:
-        for (name, tenant, queue, window, extra), value in sorted(values.items(), key=lambda kv: kv[0][:3] + (kv[0][3] or "",)):
+        for (name, tenant, queue, window, extra), value in ordered:
             if name != rule.metric or window != rule.windows[0] or (tenant, queue) in closed:
                 continue
             target = values.get(("target_" + rule.target, tenant, queue, None, ()))
@@ -156,25 +157,25 @@ def breach_alerts(families: Iterable[MetricFamily], at: float) -> list[dict[str,
             if not breached or (rule.family, tenant, queue, extra) in firing:
                 continue  # a critical alert already covers this family (it comes first)
             firing.add((rule.family, tenant, queue, extra))
-            labels = {"alertname": rule.name, "severity": rule.severity, "family": rule.family, "tenant": tenant,
-                      "queue": queue, **dict(extra), **({"window": window} if window else {})}  # fmt: skip
+            alert_labels = {"alertname": rule.name, "severity": rule.severity, "family": rule.family, "tenant": tenant,
+                            "queue": queue, **dict(extra), **({"window": window} if window else {})}  # fmt: skip
             side = "below" if rule.below else "above"
             far = f" (more than {rule.offset * 100:.0f} points below)" if rule.offset else ""
             detail = f" of {dict(extra)['channel']} contacts" if "channel" in dict(extra) else ""
-            alerts.append(_alert(labels, value, target,
-                                 summary=f"{rule.summary}{detail} on {tenant}/{queue}",
+            alerts.append(_alert(alert_labels, value, target,
+                                 summary=f"{rule.summary.format_map(dict(extra))} on {tenant}/{queue}",
                                  description=f"The {rule.what}{detail} of {tenant}/{queue} is {format_value(value, rule.unit)}, "
                                              f"{side} its target of {format_value(target, rule.unit)}{far}."))  # fmt: skip
-    for (name, tenant, queue, window, extra), waiting in sorted(values.items()):
+    for (name, tenant, queue, window, extra), waiting in ordered:
         if name != "calls_waiting" or window is not None or extra or (tenant, queue) in closed:
             continue
         available = values.get(("agents", tenant, queue, None, (("state", "available"),)), 0.0)
         longest = values.get(("longest_wait_seconds", tenant, queue, None, ()))
         threshold = values.get(("service_level_threshold_seconds", tenant, queue, None, ()))
         if waiting > available and longest is not None and threshold is not None and longest > threshold:
-            labels = {"alertname": "CcmonCallsWaitingBeyondCapacity", "severity": "warning", "family": "queue_capacity",
-                      "tenant": tenant, "queue": queue}  # fmt: skip
-            alerts.append(_alert(labels, waiting, available,
+            alert_labels = {"alertname": "CcmonCallsWaitingBeyondCapacity", "severity": "warning", "family": "queue_capacity",
+                            "tenant": tenant, "queue": queue}  # fmt: skip
+            alerts.append(_alert(alert_labels, waiting, available,
                                  summary=f"More calls waiting than agents available on {tenant}/{queue}",
                                  description=f"{waiting:.0f} calls are waiting on {tenant}/{queue}, more than the "
                                              f"{available:.0f} available agents can take; the oldest has waited "
@@ -267,7 +268,7 @@ class AlertmanagerAlerts:
             request.add_header("Authorization", self._auth)
         where = f"Alertmanager at {self.url}"
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 (http(s) only, checked)
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 body = response.read(MAX_RESPONSE_BYTES + 1)
             if len(body) > MAX_RESPONSE_BYTES:
                 raise ValueError(f"answer larger than {MAX_RESPONSE_BYTES} bytes")

@@ -141,8 +141,8 @@ def make_wsgi_app(
             at = float(info().get("at", time.time()))
             tenant = query.get("tenant", [None])[0]
             if alerts is not None:
-                items, error = alerts.fetch()
-                return "200 OK", JSON_CONTENT_TYPE, json_body(alerts_document(at, items, source="alertmanager", error=error,
+                firing, error = alerts.fetch()
+                return "200 OK", JSON_CONTENT_TYPE, json_body(alerts_document(at, firing, source="alertmanager", error=error,
                                                                               tenant=tenant))  # fmt: skip
             try:
                 breaches, error = breach_alerts(get_families(), at), None
