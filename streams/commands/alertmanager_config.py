@@ -2,8 +2,8 @@
 webhook, Slack, Microsoft Teams and e-mail, each message naming the tenant, the queue, the
 value and the target (templates: deploy/alertmanager/ccmon.tmpl). The routes, grouping and
 inhibition are those of deploy/alertmanager/alertmanager.yml (or --base). Check the result
-with `amtool check-config`. The file holds the webhook URLs and the SMTP password: it is
-written readable by its owner only. Variables: docs/ALERTS.md, "Notifications"."""
+with `amtool check-config`. The file holds the webhook URLs and the SMTP password (unless
+given as files, the ..._FILE variables): it is written readable by its owner only. Variables: docs/ALERTS.md, "Notifications"."""
 
 from __future__ import annotations
 
@@ -28,15 +28,18 @@ BASE = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
 PEOPLE_RECEIVERS = ("default", "supervisors", "supervisors-pager", "ops")
 #: The Alertmanager docker-compose.yml runs: assumed when no local binary tells its version.
 COMPOSE_VERSION = (0, 27, 0)
-#: msteams_configs came with Alertmanager 0.26.0.
+#: msteams_configs, and the webhook's url_file, came with Alertmanager 0.26.0.
 TEAMS_MIN_VERSION = (0, 26, 0)
+WEBHOOK_URL_FILE_MIN_VERSION = (0, 26, 0)
 DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")
 EMAIL = re.compile(r"^[^@\s,<>]+@[^@\s,<>]+$")
 
 #: Every variable read, with what it does (``--help`` lists them).
 VARIABLES: Mapping[str, str] = {
     "CCMON_AM_WEBHOOK_URL": "generic webhook: Alertmanager's JSON (labels tenant, queue; the description names value and target)",
+    "CCMON_AM_WEBHOOK_URL_FILE": "or: the file holding it, as Alertmanager sees it (url_file; Alertmanager >= 0.26)",
     "CCMON_AM_SLACK_WEBHOOK_URL": "Slack incoming-webhook URL",
+    "CCMON_AM_SLACK_WEBHOOK_URL_FILE": "or: the file holding it, as Alertmanager sees it (api_url_file)",
     "CCMON_AM_SLACK_CHANNEL": "Slack channel (optional; the webhook's own by default)",
     "CCMON_AM_TEAMS_WEBHOOK_URL": "Microsoft Teams incoming-webhook URL (Alertmanager >= 0.26)",
     "CCMON_AM_SMTP_SMARTHOST": "SMTP server host:port for e-mail",
@@ -44,6 +47,7 @@ VARIABLES: Mapping[str, str] = {
     "CCMON_AM_EMAIL_TO": "recipients, comma-separated",
     "CCMON_AM_SMTP_AUTH_USERNAME": "SMTP user (optional)",
     "CCMON_AM_SMTP_AUTH_PASSWORD": "SMTP password (optional)",
+    "CCMON_AM_SMTP_AUTH_PASSWORD_FILE": "or: the file holding it, as Alertmanager sees it (auth_password_file)",
     "CCMON_AM_SMTP_REQUIRE_TLS": "yes (default) or no: STARTTLS required",
     "CCMON_AM_DEADMANSSWITCH_URL": "URL the always-firing CcmonWatchdog is sent to (a dead man's switch)",
     "CCMON_AM_RECEIVERS": "receivers the channels above notify, comma-separated (default: " + ",".join(PEOPLE_RECEIVERS) + ")",
@@ -101,6 +105,20 @@ def _url(environ: Mapping[str, str], name: str) -> str | None:
     return value
 
 
+def _secret(environ: Mapping[str, str], name: str, key: str, file_key: str, *, url: bool = True) -> dict[str, str]:
+    """``{key: value}`` from ``name``, or ``{file_key: path}`` from ``name_FILE`` (the secret stays
+    out of the rendered file), or ``{}``; both set is an error."""
+    value = _url(environ, name) if url else (environ.get(name, "") or None)
+    path = environ.get(name + "_FILE", "").strip()
+    if value and path:
+        raise ConfigError(name + "_FILE", f"set either {name} or {name}_FILE, not both, got {path!r}")
+    if path:
+        if not path.startswith("/"):
+            raise ConfigError(name + "_FILE", f"must be an absolute path (as Alertmanager sees it), got {path!r}")
+        return {file_key: path}
+    return {key: value} if value else {}
+
+
 def _yes(environ: Mapping[str, str], name: str, default: bool) -> bool:
     value = environ.get(name, "").strip().lower()
     if not value:
@@ -124,12 +142,15 @@ def render_config(base: Mapping[str, Any], environ: Mapping[str, str], version: 
             raise ConfigError("CCMON_AM_RECEIVERS", f"unknown receiver {name!r} (the base config has {known}), got {chosen_text!r}")
     configs: dict[str, list[dict[str, Any]]] = {}
 
-    webhook = _url(environ, "CCMON_AM_WEBHOOK_URL")
+    webhook = _secret(environ, "CCMON_AM_WEBHOOK_URL", "url", "url_file")
+    if "url_file" in webhook and version < WEBHOOK_URL_FILE_MIN_VERSION:
+        raise ConfigError("CCMON_AM_WEBHOOK_URL_FILE", "the webhook's url_file needs Alertmanager >= 0.26, the config is for "
+                          f"Alertmanager {'.'.join(map(str, version))}: set CCMON_AM_WEBHOOK_URL instead")  # fmt: skip
     if webhook:
-        configs["webhook_configs"] = [{"url": webhook, "send_resolved": send_resolved}]
-    slack = _url(environ, "CCMON_AM_SLACK_WEBHOOK_URL")
+        configs["webhook_configs"] = [{**webhook, "send_resolved": send_resolved}]
+    slack = _secret(environ, "CCMON_AM_SLACK_WEBHOOK_URL", "api_url", "api_url_file")
     if slack:
-        entry: dict[str, Any] = {"api_url": slack, "send_resolved": send_resolved,
+        entry: dict[str, Any] = {**slack, "send_resolved": send_resolved,
                                  "title": '{{ template "ccmon.title" . }}', "text": '{{ template "ccmon.text" . }}',
                                  "color": '{{ template "ccmon.slack.color" . }}'}  # fmt: skip
         channel = environ.get("CCMON_AM_SLACK_CHANNEL", "").strip()
@@ -194,13 +215,12 @@ def _email(environ: Mapping[str, str], send_resolved: bool) -> dict[str, Any] | 
                              "headers": {"Subject": '{{ template "ccmon.email.subject" . }}'},
                              "html": '{{ template "ccmon.email.html" . }}', "text": '{{ template "ccmon.text" . }}'}  # fmt: skip
     user = environ.get("CCMON_AM_SMTP_AUTH_USERNAME", "").strip()
-    password = environ.get("CCMON_AM_SMTP_AUTH_PASSWORD", "")
+    password = _secret(environ, "CCMON_AM_SMTP_AUTH_PASSWORD", "auth_password", "auth_password_file", url=False)
     if password and not user:
-        raise ConfigError("CCMON_AM_SMTP_AUTH_USERNAME", "required with CCMON_AM_SMTP_AUTH_PASSWORD, got ''")
+        raise ConfigError("CCMON_AM_SMTP_AUTH_USERNAME", "required with CCMON_AM_SMTP_AUTH_PASSWORD(_FILE), got ''")
     if user:
         entry["auth_username"] = user
-        if password:
-            entry["auth_password"] = password
+        entry.update(password)
     return entry
 
 

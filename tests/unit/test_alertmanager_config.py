@@ -61,6 +61,26 @@ def test_every_channel_on_the_chosen_receivers() -> None:
         assert f'{{{{ define "{name}" }}}}' in template, name
 
 
+def test_secrets_from_files() -> None:
+    environ = {"CCMON_AM_SLACK_WEBHOOK_URL_FILE": "/etc/alertmanager/slack_url", "CCMON_AM_SMTP_SMARTHOST": "smtp:25",
+               "CCMON_AM_SMTP_FROM": "am@x.com", "CCMON_AM_EMAIL_TO": "a@x.com", "CCMON_AM_SMTP_AUTH_USERNAME": "am",
+               "CCMON_AM_SMTP_AUTH_PASSWORD_FILE": "/etc/alertmanager/smtp_password",
+               "CCMON_AM_WEBHOOK_URL_FILE": "/etc/alertmanager/hook_url"}  # fmt: skip
+    ops = receivers(render_config(BASE_CONFIG, environ, NEW))["ops"]
+    assert ops["slack_configs"][0]["api_url_file"] == "/etc/alertmanager/slack_url" and "api_url" not in ops["slack_configs"][0]
+    assert ops["email_configs"][0]["auth_password_file"] == "/etc/alertmanager/smtp_password"
+    assert ops["webhook_configs"] == [{"url_file": "/etc/alertmanager/hook_url", "send_resolved": True}]
+    with pytest.raises(ConfigError) as info:  # Debian's 0.25 has no url_file for webhooks
+        render_config(BASE_CONFIG, environ, OLD)
+    assert info.value.field == "CCMON_AM_WEBHOOK_URL_FILE" and "0.26" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        render_config(BASE_CONFIG, {"CCMON_AM_SLACK_WEBHOOK_URL": SLACK, "CCMON_AM_SLACK_WEBHOOK_URL_FILE": "/x"}, NEW)
+    assert info.value.field == "CCMON_AM_SLACK_WEBHOOK_URL_FILE" and "secret-token" not in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        render_config(BASE_CONFIG, {"CCMON_AM_SLACK_WEBHOOK_URL_FILE": "slack_url"}, NEW)
+    assert "absolute" in str(info.value) and "'slack_url'" in str(info.value)
+
+
 def test_teams_needs_alertmanager_0_26() -> None:
     with pytest.raises(ConfigError) as info:
         render_config(BASE_CONFIG, {"CCMON_AM_TEAMS_WEBHOOK_URL": TEAMS}, OLD)
