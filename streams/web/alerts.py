@@ -32,8 +32,9 @@ The document::
                  "since": "...Z" | null, "labels": {...}}, ...],
      "queues": {"default": {"support": "critical"}}}   # worst severity per flagged queue
 
-Alerts are sorted critical first, then by tenant, queue and name; ``?tenant=`` keeps one
-tenant's (and the alerts without a tenant: the pipeline's).
+Alerts are sorted critical first, then by KPI family (:data:`FAMILY_ORDER`: the waiting callers
+before the day's surveys), tenant, queue and name; ``?tenant=`` keeps one tenant's (and the
+alerts without a tenant: the pipeline's). The banner shows the first few.
 """
 
 from __future__ import annotations
@@ -105,6 +106,12 @@ BREACH_RULES: tuple[BreachRule, ...] = (
                "first_contact_resolution_ratio", True, "warning", "fcr", "First contact resolution ({channel}) below target",
                "first contact resolution today", "ratio"),
 )  # fmt: skip
+
+
+#: The order of alerts of one severity: what a supervisor acts on now (waiting callers) before
+#: the day's survey KPIs; other families (Alertmanager's, the pipeline's) after these.
+FAMILY_ORDER = {family: rank for rank, family in enumerate(
+    ("service_level", "longest_wait", "queue_capacity", "abandon_rate", "callbacks", "missed_calls", "csat", "nps", "fcr"))}
 
 
 def format_value(value: float, unit: str) -> str:
@@ -292,7 +299,8 @@ def alerts_document(at: float, alerts: Iterable[Mapping[str, Any]], *, source: s
                     tenant: str | None = None) -> dict[str, Any]:  # fmt: skip
     """The ``/api/alerts`` document (module docstring) from board alerts."""
     chosen = [dict(a) for a in alerts if tenant is None or a.get("tenant") in (None, tenant)]
-    chosen.sort(key=lambda a: (SEVERITY_ORDER.get(a["severity"], 9), a.get("tenant") or "", a.get("queue") or "", a["name"]))
+    chosen.sort(key=lambda a: (SEVERITY_ORDER.get(a["severity"], 9), FAMILY_ORDER.get(a.get("family") or "", len(FAMILY_ORDER)),
+                               a.get("tenant") or "", a.get("queue") or "", a["name"]))  # fmt: skip
     queues: dict[str, dict[str, str]] = {}
     for alert in chosen:
         if alert.get("tenant") is None or alert.get("queue") is None:

@@ -28,7 +28,7 @@ from streams import cli
 from streams import settings as settings_module
 from streams.exporter import build_app
 from streams.web import make_wsgi_app
-from streams.web.alerts import BREACH_RULES, AlertmanagerAlerts, breach_alerts
+from streams.web.alerts import BREACH_RULES, AlertmanagerAlerts, alerts_document, breach_alerts
 from streams.web.openapi import openapi_document
 
 REPO = Path(__file__).resolve().parents[2]
@@ -283,3 +283,12 @@ def test_demo_refuses_a_bad_alertmanager_url(capsys: pytest.CaptureFixture[str])
     assert cli.main(["demo", "--port", "0", "--warmup", "0", "--alertmanager-url", "ftp://am:9093"]) == 2
     err = capsys.readouterr().err
     assert "--alertmanager-url" in err and "'ftp://am:9093'" in err
+
+
+def test_waiting_callers_before_surveys_in_the_banner_order() -> None:
+    snapshot = families(aaa={"nps_score@today": 10.0, "nps_score@1h": 0.0, "target_nps_score": 70.0},
+                        zzz={"service_level_ratio@15m": 0.7, "target_service_level_ratio": 0.8},
+                        mmm={"service_level_ratio@15m": 0.1, "target_service_level_ratio": 0.8})  # fmt: skip
+    document = alerts_document(AT, breach_alerts(snapshot, AT), source="ccmon")
+    assert [(a["severity"], a["family"], a["queue"]) for a in document["alerts"]] == [
+        ("critical", "service_level", "mmm"), ("warning", "service_level", "zzz"), ("warning", "nps", "aaa")]
