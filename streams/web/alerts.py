@@ -128,6 +128,11 @@ def format_value(value: float, unit: str) -> str:
     return f"{value:.0f}"
 
 
+#: The gauges :func:`breach_alerts` reads (without ``ccmon_``).
+_READ = frozenset({r.metric for r in BREACH_RULES} | {"target_" + r.target for r in BREACH_RULES}
+                  | {"queue_open", "calls_waiting", "agents", "longest_wait_seconds", "service_level_threshold_seconds"})
+
+
 def breach_alerts(families: Iterable[MetricFamily], at: float) -> list[dict[str, Any]]:
     """ccmon's own firing alerts at ``at``: every queue KPI of the snapshot on the wrong side
     of the queue's target (:data:`BREACH_RULES`), plus ``CcmonCallsWaitingBeyondCapacity``
@@ -135,9 +140,9 @@ def breach_alerts(families: Iterable[MetricFamily], at: float) -> list[dict[str,
     The tenant total ``_all`` and closed queues (``ccmon_queue_open`` 0) never alert."""
     values: dict[tuple[str, str, str, str | None, tuple[tuple[str, str], ...]], float] = {}
     for fam in families:
-        if fam.kind != "gauge" or not fam.name.startswith("ccmon_"):
-            continue
         name = fam.name[len("ccmon_"):]
+        if fam.kind != "gauge" or not fam.name.startswith("ccmon_") or name not in _READ:
+            continue
         for _suffix, labels, value in fam.samples:
             label_map = dict(labels)
             tenant, queue = label_map.pop("tenant", None), label_map.pop("queue", None)
@@ -145,13 +150,18 @@ def breach_alerts(families: Iterable[MetricFamily], at: float) -> list[dict[str,
                 continue
             window = label_map.pop("window", None)
             values[(name, tenant, queue, window, tuple(sorted(label_map.items())))] = value
-    closed = {(t, q) for (name, t, q, _w, _x), v in values.items() if name == "queue_open" and v == 0}
+    # Each rule reads its own metric's series only (a snapshot of 200 queues has ~50,000).
+    by_metric: dict[str, list[tuple[tuple[str, str, str, str | None, tuple[tuple[str, str], ...]], float]]] = {}
+    for key, value in values.items():
+        by_metric.setdefault(key[0], []).append((key, value))
+    for series in by_metric.values():
+        series.sort(key=lambda kv: (kv[0][1], kv[0][2], kv[0][3] or "", kv[0][4]))
+    closed = {(t, q) for (_name, t, q, _w, _x), v in by_metric.get("queue_open", []) if v == 0}
     alerts: list[dict[str, Any]] = []
     firing: set[tuple[str, str, str, tuple[tuple[str, str], ...]]] = set()
-    ordered = sorted(values.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0], kv[0][3] or "", kv[0][4]))
     for rule in BREACH_RULES:
-        for (name, tenant, queue, window, extra), value in ordered:
-            if name != rule.metric or window != rule.windows[0] or (tenant, queue) in closed:
+        for (_name, tenant, queue, window, extra), value in by_metric.get(rule.metric, []):
+            if window != rule.windows[0] or (tenant, queue) in closed:
                 continue
             target = values.get(("target_" + rule.target, tenant, queue, None, ()))
             if target is None:
@@ -173,8 +183,8 @@ def breach_alerts(families: Iterable[MetricFamily], at: float) -> list[dict[str,
                                  summary=f"{rule.summary.format_map(dict(extra))} on {tenant}/{queue}",
                                  description=f"The {rule.what}{detail} of {tenant}/{queue} is {format_value(value, rule.unit)}, "
                                              f"{side} its target of {format_value(target, rule.unit)}{far}."))  # fmt: skip
-    for (name, tenant, queue, window, extra), waiting in ordered:
-        if name != "calls_waiting" or window is not None or extra or (tenant, queue) in closed:
+    for (_name, tenant, queue, window, extra), waiting in by_metric.get("calls_waiting", []):
+        if window is not None or extra or (tenant, queue) in closed:
             continue
         available = values.get(("agents", tenant, queue, None, (("state", "available"),)), 0.0)
         longest = values.get(("longest_wait_seconds", tenant, queue, None, ()))
