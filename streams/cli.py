@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("streams.commands.demo", "live wallboard on simulated traffic, no services needed"),
     "source": ("streams.commands.source", "import events from a PBX queue_log, call records or tickets"),
     "rebuild": ("streams.commands.rebuild", "recompute the KPI state in Redis from the events topic"),
+    "alertmanager-config": ("streams.commands.alertmanager_config",
+                            "render alertmanager.yml with webhook, Slack, Teams and e-mail receivers from CCMON_AM_*"),
 }
 
 

@@ -92,6 +92,9 @@ class Settings:
     customer_key_secret: str | None = field(default=None, repr=False)
     customer_key_secret_file: str | None = None
     insecure_dev: bool = False
+    # -- alerts on the board (streams/web/alerts.py): Alertmanager's base URL; unset: ccmon's
+    # own breach state against the queues' targets.
+    alertmanager_url: str | None = None
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -123,6 +126,8 @@ class Settings:
         """Every setting, with passwords (in URLs too) replaced by ``***``: safe to log."""
         values = asdict(self)
         values["redis_url"] = redact_url(self.redis_url)
+        if self.alertmanager_url is not None:
+            values["alertmanager_url"] = redact_url(self.alertmanager_url)
         for name in SECRETS:
             if values[name] is not None:
                 values[name] = "***"
@@ -194,6 +199,7 @@ SOURCES: Mapping[str, tuple[str, tuple[str, ...]]] = {
     "customer_key_secret": ("", ("CCMON_CUSTOMER_KEY_SECRET",)),
     "customer_key_secret_file": ("--customer-key-secret-file", ("CCMON_CUSTOMER_KEY_SECRET_FILE",)),
     "insecure_dev": ("--insecure-dev", ("CCMON_INSECURE_DEV",)),
+    "alertmanager_url": ("--alertmanager-url", ("CCMON_ALERTMANAGER_URL",)),
 }
 
 _HELP: Mapping[str, str] = {
@@ -239,6 +245,8 @@ _HELP: Mapping[str, str] = {
                                 "(or $CCMON_CUSTOMER_KEY_SECRET; at least 32 characters; worker and rebuild: the same)",
     "insecure_dev": "development only (the flag alone: yes): run the worker or rebuild without a customer key "
                     "secret; customer record names are then a digest anyone can recompute from a customer id",
+    "alertmanager_url": "Alertmanager base URL (http://host:9093) whose firing alerts the wallboard shows "
+                        "(/api/alerts); unset: ccmon's own breaches of the queues' targets",
 }
 
 
@@ -387,12 +395,29 @@ def _validate(values: dict[str, Any], origin: Mapping[str, str]) -> Settings:
     _parse_clock(out["clock"], origin["clock"])
     if values["config_path"] is not None:
         out["config_path"] = str(values["config_path"])
+    if values["alertmanager_url"] is not None:
+        out["alertmanager_url"] = check_alertmanager_url(str(values["alertmanager_url"]), origin["alertmanager_url"])
     _validate_security(values, origin, out)
     settings = Settings(**out)
     from streams.security import check_settings  # loads every certificate and key once
 
     check_settings(settings, origin)
     return settings
+
+
+def check_alertmanager_url(url: str, where: str) -> str:
+    """An Alertmanager base URL: ``http(s)://host[:port][/prefix]``, without a query or
+    fragment; raises :class:`ConfigError` naming ``where`` (the URL echoed without password)."""
+    url = url.strip().rstrip("/")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError:
+        raise ConfigError(where, f"must be an http:// or https:// URL, got {redact_url(url)!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(where, f"must be an http(s)://host[:port][/prefix] URL (Alertmanager's base URL), "
+                                 f"got {redact_url(url)!r}")  # fmt: skip
+    return url
 
 
 def setting_names(name: str) -> str:

@@ -2,7 +2,8 @@
 KPI engine in this process, and one HTTP server shows the wallboard (/), /metrics (the same
 names as production), /api/kpis, /api/callbacks/pending and /healthz. The demo runs on a
 simulated clock: it pre-simulates the morning up to --start at start-up, then runs at --speed
-simulated seconds per real second. Ctrl-C stops it. See docs/DEMO.md."""
+simulated seconds per real second. The board's alerts come from --alertmanager-url when set,
+else from the demo's own breaches of the queues' targets. Ctrl-C stops it. See docs/DEMO.md."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import threading
 from typing import Any
 
 from streams import logs
+from streams import settings as settings_module
 from streams.commands.simulate import add_common_arguments
 
 log = logging.getLogger("ccmon.demo")
@@ -37,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="TOML config for targets and windows (default: $CCMON_CONFIG, else demo targets)")
     add_common_arguments(parser)
     logs.add_format_argument(parser)
+    settings_module.add_arguments(parser, ("alertmanager_url",))
 
 
 def demo_config(queue_names: list[str]) -> Any:
@@ -61,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from streams.demo import DemoRunner
     from streams.simulator import SimParams, default_queues, parse_start
     from streams.web import make_wsgi_app, serve
+    from streams.web.alerts import AlertmanagerAlerts
 
     log_format = logs.format_from(args)
     # json: the demo's own lines are logged too (INFO); text: only warnings, as print() says the rest.
@@ -92,7 +96,11 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(None)
     runner = DemoRunner(params, config, speed=args.speed, warmup_seconds=warmup_seconds,
                         pause_after=args.pause_after)
-    app = make_wsgi_app(runner.families, runner.pending, get_info=runner.info, history=runner.history)
+    # The board's alerts: that Alertmanager's, else the demo's own breaches of its targets.
+    alertmanager_url = args.alertmanager_url or os.environ.get("CCMON_ALERTMANAGER_URL") or None
+    where = "--alertmanager-url" if args.alertmanager_url else "CCMON_ALERTMANAGER_URL"
+    alerts = AlertmanagerAlerts(settings_module.check_alertmanager_url(alertmanager_url, where)) if alertmanager_url else None
+    app = make_wsgi_app(runner.families, runner.pending, get_info=runner.info, history=runner.history, alerts=alerts)
     try:
         server = serve(app, args.host, args.port)
     except OSError as exc:

@@ -8,6 +8,8 @@ path                         what
 ``/api/kpis``                KPIs as JSON (:func:`streams.web.api.kpis_document`)
 ``/api/callbacks/pending``   the callback worklist (``?tenant=&queue=&limit=``); customer ids
                              masked unless authenticated or on loopback (below)
+``/api/alerts``              the firing alerts (``?tenant=``): Alertmanager's when ``alerts`` is
+                             given, else ccmon's own breach state (:mod:`streams.web.alerts`)
 ``/livez``                   ``200 {"status": "alive"}``: the process answers (liveness
                              probe; reads nothing)
 ``/readyz``                  ``200 {"status": "ready"}``, or 503 while not ready (readiness
@@ -57,6 +59,7 @@ from kpi_core.exposition import render
 from kpi_core.kpis import MetricFamily, snapshot
 from kpi_core.state import StateStore
 from streams.security import AUTH_USER_ENVIRON
+from streams.web.alerts import AlertmanagerAlerts, alerts_document, breach_alerts
 from streams.web.api import (
     LISTEN_HOST_ENVIRON,
     SlHistory,
@@ -88,8 +91,10 @@ def make_wsgi_app(
     *,
     get_info: Callable[[], Mapping[str, Any]] | None = None,
     history: SlHistory | None = None,
+    alerts: AlertmanagerAlerts | None = None,
 ) -> WSGIApp:
-    """A WSGI app serving the wallboard, ``/metrics``, the JSON API and the health checks."""
+    """A WSGI app serving the wallboard, ``/metrics``, the JSON API and the health checks;
+    ``/api/alerts`` from ``alerts`` (an Alertmanager) if given, else from the KPIs' breaches."""
     page: list[bytes] = []
 
     def info() -> Mapping[str, Any]:
@@ -132,6 +137,20 @@ def make_wsgi_app(
                 shown = mask_callbacks(shown)
             return "200 OK", JSON_CONTENT_TYPE, json_body({"at": at, "count": len(items), "callbacks": list(shown),
                                                            "customer_ids": "shown" if visible else "masked"})  # fmt: skip
+        if path == "/api/alerts":
+            at = float(info().get("at", time.time()))
+            tenant = query.get("tenant", [None])[0]
+            if alerts is not None:
+                firing, error = alerts.fetch()
+                return "200 OK", JSON_CONTENT_TYPE, json_body(alerts_document(at, firing, source="alertmanager", error=error,
+                                                                              tenant=tenant))  # fmt: skip
+            try:
+                breaches, error = breach_alerts(get_families(), at), None
+            except Exception as exc:  # the KPIs' store is down: the board says "alerts unavailable"
+                log.warning("alerts unavailable: %s: %s", type(exc).__name__, exc)
+                breaches, error = [], f"KPIs unavailable: {type(exc).__name__}"
+            return "200 OK", JSON_CONTENT_TYPE, json_body(alerts_document(at, breaches, source="ccmon", error=error,
+                                                                          tenant=tenant))  # fmt: skip
         if path == OPENAPI_PATH:
             return "200 OK", JSON_CONTENT_TYPE, openapi_json()
         if path == "/livez":
