@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("streams.commands.demo", "live wallboard on simulated traffic, no services needed"),
     "source": ("streams.commands.source", "import events from a PBX queue_log, call records or tickets"),
     "rebuild": ("streams.commands.rebuild", "recompute the KPI state in Redis from the events topic"),
+    "report": ("streams.commands.report", "interval reports (15m to 1d) per queue from a file or Kafka, as CSV/JSON/HTML"),
 }
 
 
