@@ -9,17 +9,16 @@ number of intervals.
 
 One pass, one engine, one :class:`~kpi_core.state.MemoryState`
 ---------------------------------------------------------------
-The events go through the engine once, in event-time order, each applied as of its own time
-(as a live worker that received it when it happened), and the state is read at every interval
-end as the first event at or after it is about to be applied. So a row counts the events
-before its end and none after (the same as ``ccmon replay --at END`` reads, without replay's
-cut-off of events older than the lateness horizon before ``--at``: a call offered just before
-the window and answered in it keeps its wait). Input need not be in time order: a reorder buffer
-holds the events of the engine's state horizon (``Config.horizon_seconds``, 25 h with a
-``today`` window) and releases them oldest first. An event that arrives later than that
-behind the newest one read is applied at once, as of the oldest time still buffered (the engine
-rejects it ``too_late`` when it is older than its lateness cutoff, as a live worker would):
-rows already written are not revised.
+The events go through the engine once, each applied as of its own time (as a live worker that
+received it when it happened), and the state is read at every interval end once the events
+before it, and none after it, are applied. So a row counts exactly the events before its end
+(what ``ccmon replay --at END`` reads, without replay's cut-off of the events older than the
+lateness horizon before ``--at``: a call offered before the window and answered in it keeps its
+wait). The input need not be in time order (the engine is order-independent, and a call-record
+export is typically sorted by line, not time): the events of each interval are held until the
+input ends, then applied interval by interval, in time order, each interval's rows read after
+its events. Memory therefore grows with the events of ``[--from, --to)`` (about 1 KB each);
+events before ``--from`` are applied as they are read.
 
 Events before ``--from`` are applied too (a ticket opened days before and resolved in an
 interval keeps its resolution time); events at or after ``--to`` cannot change any row and are
@@ -42,7 +41,6 @@ these are the report's own, stated there.)
 from __future__ import annotations
 
 import csv
-import heapq
 import html
 import io
 import json
@@ -154,7 +152,6 @@ class ReportResult:
     accepted: int = 0
     duplicates: int = 0
     left_out: int = 0  # at or after --to
-    late: int = 0  # arrived further out of order than the reorder buffer holds
     rejected: Counter[str] = field(default_factory=Counter)
     first_errors: list[str] = field(default_factory=list)
 
@@ -168,7 +165,6 @@ class ReportResult:
             f"report: {len(self.plan.ends)} intervals of {self.plan.interval} from {utc(self.plan.start)} to "
             f"{utc(self.plan.end)}, {len(self.rows)} rows; events: {self.accepted} applied, {self.duplicates} "
             f"duplicates, {sum(self.rejected.values())} rejected, {self.left_out} at or after --to left out"
-            + (f", {self.late} applied late (rows already written not revised)" if self.late else "")
         ]
         lines.extend(f"  rejected {count} x {reason}" for reason, count in self.rejected.most_common())
         lines.extend(f"  {line}" for line in self.first_errors)
@@ -188,8 +184,8 @@ def lateness_seconds(config: Config) -> float:
 
 def build_report(items: Iterable[Item], config: Config, plan: Plan, *, per_agent: bool = False) -> ReportResult:
     """Run ``items`` once through the engine and read every interval end (module docstring)."""
-    # As replay: a finished call's record is kept for the whole horizon, so an event of any call
-    # the buffer releases still finds its record.
+    # As replay: a finished call's record is kept for the whole horizon, so a late line of any
+    # call still finds its record.
     config = replace(config, finished_call_grace_seconds=max(config.finished_call_grace_seconds, config.horizon_seconds))
     evaluation = replace(config, windows=(Window(plan.interval, plan.seconds),))
     store = MemoryState(config.bucket_seconds, config.coarse_bucket_seconds)
@@ -197,17 +193,15 @@ def build_report(items: Iterable[Item], config: Config, plan: Plan, *, per_agent
     result = ReportResult(plan=plan, per_agent=per_agent)
     agents = _AgentTally(plan) if per_agent else None
     ends = plan.ends
-    pending = 0  # index in ends of the next interval end to read
-    reorder = config.horizon_seconds
-    buffer: list[tuple[float, int, Event]] = []
-    newest = -math.inf
-    released = -math.inf  # event time of the last event applied in order
+    held: list[list[Event]] = [[] for _ in ends]  # the events of each interval, until its turn
+    newest = -math.inf  # the newest event time applied: "now" for upkeep
     applied = 0
 
-    def apply(event: Event, now: float) -> None:
-        nonlocal applied
+    def apply(event: Event) -> None:
+        nonlocal applied, newest
         try:
-            if engine.process(event, now=now):
+            # As of its own time: a live worker that received it when it happened.
+            if engine.process(event, now=event.ts):
                 result.accepted += 1
                 if agents is not None:
                     agents.add(event)
@@ -216,39 +210,27 @@ def build_report(items: Iterable[Item], config: Config, plan: Plan, *, per_agent
         except InvalidEventError as exc:
             engine.reject(exc.reason, event.tenant)
             result.note(f"event {event.event_id}", exc)
+        newest = max(newest, event.ts)
         applied += 1
         if applied % MAINTAIN_EVERY == 0:
             keep = max(config.longest_sliding_seconds, plan.seconds) + 3600
-            store.maintain(released, keep, max(config.horizon_seconds, plan.seconds) + 3600)
+            store.maintain(newest, keep, max(config.horizon_seconds, plan.seconds) + 3600)
 
-    def release(event: Event) -> None:
-        nonlocal pending, released
-        while pending < len(ends) and ends[pending] <= event.ts:
-            _read_rows(evaluation, store, plan, ends[pending], result)
-            pending += 1
-        released = event.ts
-        apply(event, event.ts)
-
-    for sequence, (where, item) in enumerate(items):
+    for where, item in items:
         result.read += 1
         if isinstance(item, InvalidEventError):
             engine.reject(item.reason)
             result.note(where, item)
-            continue
-        if item.ts >= plan.end:
-            result.left_out += 1
-            continue
-        if item.ts < released:  # later than the buffer holds: applied now, as of the buffer's oldest time
-            result.late += 1
-            apply(item, released)
-            continue
-        heapq.heappush(buffer, (item.ts, sequence, item))
-        newest = max(newest, item.ts)
-        while buffer and buffer[0][0] < newest - reorder:
-            release(heapq.heappop(buffer)[2])
-    while buffer:
-        release(heapq.heappop(buffer)[2])
-    for end in ends[pending:]:
+        elif item.ts >= plan.end:
+            result.left_out += 1  # changes no row
+        elif item.ts < plan.start:
+            apply(item)  # before every interval: in every row's state, in any order
+        else:
+            held[int((item.ts - plan.start) // plan.seconds)].append(item)
+    for index, end in enumerate(ends):
+        for event in sorted(held[index], key=lambda e: e.ts):  # stable: the input's order at equal times
+            apply(event)
+        held[index] = []
         _read_rows(evaluation, store, plan, end, result)
     if agents is not None:
         result.rows.extend(agents.rows())
