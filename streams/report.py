@@ -352,7 +352,8 @@ def kafka_events(
     """Every event of ``topic`` in the messages stamped (Kafka timestamp) from ``read_from``
     up to ``read_to``, partition by partition's offsets: from the offset for ``read_from`` up
     to the offset for ``read_to`` (exclusive), or the end offset when the read started if no
-    message is stamped that late. ``progress(done, total)`` is told the messages read."""
+    message is stamped that late; a message among those offsets stamped outside the range is
+    skipped. ``progress(done, total)`` is told the messages read."""
     import kafka
     from kafka.errors import KafkaError
 
@@ -395,6 +396,9 @@ def kafka_events(
                     if record.offset >= bounds[1]:
                         break
                     done += 1
+                    stamp = record.timestamp / 1000.0 if record.timestamp is not None else None
+                    if stamp is not None and stamp >= 0 and not read_from <= stamp <= read_to:
+                        continue  # among the range's offsets, but stamped outside it
                     where = f"partition {record.partition} offset {record.offset}"
                     for item in iter_envelope(record.value or b""):
                         if isinstance(item, Rejection):

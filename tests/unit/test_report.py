@@ -20,7 +20,15 @@ from kpi_core.events import parse_event
 from kpi_core.kpis import flatten
 from streams.cli import main
 from streams.replay import replay
-from streams.report import COLUMNS, ReportResult, build_report, make_plan, render_csv, render_html, render_json
+from streams.report import (
+    COLUMNS,
+    ReportResult,
+    build_report,
+    make_plan,
+    render_csv,
+    render_html,
+    render_json,
+)
 from streams.sources.cdr import load_mapping, map_file
 
 REPO = Path(__file__).resolve().parents[2]
