@@ -28,8 +28,11 @@ the first one stamped after ``--to`` plus the same margin, or the end offsets ta
 read starts: the read always ends.
 
 A row is written per interval, tenant and queue (and ``_all``, the tenant's total) with
-traffic: some figure non-zero. A figure whose denominator is empty (no call answered: no ASA) is
-empty in CSV and ``null`` in JSON.
+traffic: some windowed figure non-zero. A figure whose denominator is empty (no call answered:
+no ASA) is empty in CSV and ``null`` in JSON. The backlog columns (open tickets and their mean
+age, pending callbacks and the oldest one's age) are the snapshot's gauges at the interval's
+end: every entity opened before it and still open then, however old (events before ``--from``
+are applied).
 
 ``--per-agent`` adds a row per interval, tenant, queue and agent, from the events that name
 the agent in the interval (``docs/REPORTS.md``): the calls the agent answered and their wait,
@@ -82,12 +85,21 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("nps_score", "ccmon_nps_score"),
     ("ces_score", "ccmon_ces_score"),
 )
+#: Backlog columns: the snapshot's gauges at the interval's end (no window). They do not make
+#: a row by themselves (a row is an interval with traffic).
+BACKLOG_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("tickets_open", "ccmon_tickets_open"),
+    ("open_ticket_age_seconds", "ccmon_open_ticket_age_seconds"),
+    ("callbacks_pending", "ccmon_callbacks_pending"),
+    ("oldest_pending_callback_age_seconds", "ccmon_oldest_pending_callback_age_seconds"),
+)
 KEY_COLUMNS = ("interval_start", "interval_end", "tenant", "queue")
 #: ``--per-agent`` rows: their own figures (module docstring).
 AGENT_COLUMNS = ("calls_answered", "asa_seconds", "calls_handled", "aht_seconds", "missed_rings", "callbacks_attempted")
 FORMATS = ("csv", "json", "html")
 
 _METRIC_COLUMN = {metric: column for column, metric in COLUMNS}
+_BACKLOG_COLUMN = {metric: column for column, metric in BACKLOG_COLUMNS}
 
 
 class ReportError(CcmonError):
@@ -241,17 +253,22 @@ def build_report(items: Iterable[Item], config: Config, plan: Plan, *, per_agent
 def _read_rows(evaluation: Config, store: MemoryState, plan: Plan, end: float, result: ReportResult) -> None:
     """The rows of the interval ending at ``end``: the snapshot's values for the window."""
     found: dict[tuple[str, str], dict[str, float | None]] = {}
+    backlog: dict[tuple[str, str], dict[str, float | None]] = {}
     for family in snapshot(evaluation, store, end):
         column = _METRIC_COLUMN.get(family.name)
-        if column is None:
-            continue
-        for _suffix, labels, value in family.samples:
-            d = dict(labels)
-            if d.get("window") != plan.interval:
-                continue
-            found.setdefault((d["tenant"], d["queue"]), dict.fromkeys(_METRIC_COLUMN.values()))[column] = value
+        if column is not None:
+            for _suffix, labels, value in family.samples:
+                d = dict(labels)
+                if d.get("window") == plan.interval:
+                    found.setdefault((d["tenant"], d["queue"]), dict.fromkeys(_METRIC_COLUMN.values()))[column] = value
+        column = _BACKLOG_COLUMN.get(family.name)
+        if column is not None:
+            for _suffix, labels, value in family.samples:
+                d = dict(labels)
+                backlog.setdefault((d["tenant"], d["queue"]), {})[column] = value
     for (tenant, queue), values in sorted(found.items(), key=lambda kv: (kv[0][0], kv[0][1] == ALL, kv[0][1])):
         if any(v for v in values.values()):
+            values.update({column: backlog.get((tenant, queue), {}).get(column) for column in _BACKLOG_COLUMN.values()})
             result.rows.append(Row(end - plan.seconds, end, tenant, queue, values))
 
 
@@ -425,8 +442,9 @@ def kafka_events(
 # -- rendering ---------------------------------------------------------------------------------
 def columns(result: ReportResult) -> list[str]:
     if result.per_agent:
-        return [*KEY_COLUMNS, "agent", *dict.fromkeys([c for c, _m in COLUMNS] + list(AGENT_COLUMNS))]
-    return [*KEY_COLUMNS, *(c for c, _m in COLUMNS)]
+        names = [c for c, _m in (*COLUMNS, *BACKLOG_COLUMNS)] + list(AGENT_COLUMNS)
+        return [*KEY_COLUMNS, "agent", *dict.fromkeys(names)]
+    return [*KEY_COLUMNS, *(c for c, _m in (*COLUMNS, *BACKLOG_COLUMNS))]
 
 
 def _number(value: float | None) -> str:

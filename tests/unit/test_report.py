@@ -21,6 +21,7 @@ from kpi_core.kpis import flatten
 from streams.cli import main
 from streams.replay import replay
 from streams.report import (
+    BACKLOG_COLUMNS,
     COLUMNS,
     ReportResult,
     build_report,
@@ -117,7 +118,13 @@ def test_each_row_is_the_snapshot_of_a_window_of_the_interval_at_its_end() -> No
             want = {column: exported.get((metric, (("tenant", "default"), ("queue", queue), ("window", "15m"))))
                     for column, metric in COLUMNS}  # fmt: skip
             row = rows.get((end, queue))
-            assert (row.values if row is not None else None) == (want if any(want.values()) else None), (end, queue)
+            if not any(want.values()):
+                assert row is None, (end, queue)
+                continue
+            assert row is not None, (end, queue)
+            want.update({column: exported.get((metric, (("tenant", "default"), ("queue", queue))))
+                         for column, metric in BACKLOG_COLUMNS})  # fmt: skip
+            assert row.values == want, (end, queue)
 
 
 def test_file_order_does_not_matter() -> None:
@@ -162,6 +169,27 @@ def test_a_ticket_opened_days_before_keeps_its_resolution_time() -> None:
     assert row.queue == "desk" and row.values["tickets_resolved"] == 1
     assert row.values["ticket_resolution_seconds"] == 3 * 86400 + 600
     assert row.values["tickets_created"] == 0 and row.values["calls_offered"] == 0
+    assert row.values["tickets_open"] == 0
+
+
+def test_the_backlog_at_each_end_carries_entities_opened_days_before() -> None:
+    """A ticket opened three days before --from and a callback requested two days before are
+    still open at every interval's end: the backlog columns show them with their ages, as the
+    live system would at that instant."""
+    events = [
+        {"event_id": "t1", "type": "ticket.created", "ts": START - 3 * 86400, "queue": "desk", "ticket_id": "T"},
+        {"event_id": "b1", "type": "callback.requested", "ts": START - 2 * 86400, "queue": "desk",
+         "callback_id": "B", "customer_id": "c9"},
+        {"event_id": "o1", "type": "call.offered", "ts": START + 60, "queue": "desk", "call_id": "c1"},
+        {"event_id": "o2", "type": "call.offered", "ts": START + 3660, "queue": "desk", "call_id": "c2"},
+        {"event_id": "a2", "type": "callback.attempted", "ts": START + 3700, "callback_id": "B", "agent_id": "x"},
+    ]  # fmt: skip
+    result = report_of(events, Config(), START, START + 7200, "1h")
+    first, second = (row.values for row in result.rows if row.queue == "desk")
+    assert first["tickets_open"] == 1 and first["open_ticket_age_seconds"] == 3 * 86400 + 3600
+    assert first["callbacks_pending"] == 1 and first["oldest_pending_callback_age_seconds"] == 2 * 86400 + 3600
+    assert second["tickets_open"] == 1 and second["open_ticket_age_seconds"] == 3 * 86400 + 7200
+    assert second["callbacks_pending"] == 0 and second["callbacks_made"] == 1
 
 
 def test_a_day_interval_is_a_24_hour_window() -> None:
