@@ -365,12 +365,14 @@ def kafka_events(
     progress: Callable[[int, int], None] | None = None,
     client_kwargs: dict[str, Any] | None = None,
     stall_seconds: float = 60.0,
+    notes: list[str] | None = None,
 ) -> Iterator[Item]:
     """Every event of ``topic`` in the messages stamped (Kafka timestamp) from ``read_from``
     up to ``read_to``, partition by partition's offsets: from the offset for ``read_from`` up
     to the offset for ``read_to`` (exclusive), or the end offset when the read started if no
     message is stamped that late; a message among those offsets stamped outside the range is
-    skipped. ``progress(done, total)`` is told the messages read."""
+    skipped. ``progress(done, total)`` is told the messages read; ``notes`` gets a sentence
+    when the topic holds messages but none stamped in the range."""
     import kafka
     from kafka.errors import KafkaError
 
@@ -397,6 +399,11 @@ def kafka_events(
                 todo[tp] = (start, stop)
         total = sum(stop - start for start, stop in todo.values())
         if not todo:
+            held = sum(ends[tp] - offset for tp, offset in consumer.beginning_offsets(tps).items())
+            if held and notes is not None:
+                notes.append(f"none of the {held} messages of topic {topic!r} is stamped between {utc(read_from)} and "
+                             f"{utc(read_to)} (Kafka timestamps: a topic filled after the fact, by an import, is "
+                             "stamped at import time; report from the file instead)")  # fmt: skip
             return
         consumer.assign(list(todo))
         for tp, (start, _stop) in todo.items():

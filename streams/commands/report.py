@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     config = load_config(args.config)
     show = args.progress if args.progress is not None else sys.stderr.isatty()
+    notes: list[str] = []
     if args.kafka is not None:
         from streams.security import kafka_client_kwargs_from_env
 
@@ -84,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
             meter.total = max(total, 1)
             meter.update(done, done, f"reading {args.topic}")
 
-        items = report_module.kafka_events(args.kafka, args.topic, plan.start - margin, plan.end + margin,
-                                           progress=told, client_kwargs=kafka_client_kwargs_from_env())  # fmt: skip
+        items = report_module.kafka_events(args.kafka, args.topic, plan.start - margin, plan.end + margin, progress=told,
+                                           client_kwargs=kafka_client_kwargs_from_env(), notes=notes)  # fmt: skip
     else:
         try:
             meter = Progress(report_module.file_size(args.file), sys.stderr, show)
@@ -113,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
             return 1
     else:
         render(result, sys.stdout)
+    for note in notes:
+        print(f"ccmon report: {note}", file=sys.stderr)
     if not args.quiet:
         print(result.summary(), file=sys.stderr)
     return 0

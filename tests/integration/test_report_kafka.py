@@ -64,6 +64,12 @@ def test_report_from_kafka_equals_report_from_the_file(kafka_bootstrap: str, tmp
     as_html = report("--kafka", kafka_bootstrap, "--topic", topic, *FLAGS, "--format", "html", "-o", str(html))
     assert as_html.returncode == 0 and html.read_text().count("<svg") == 2
 
+    # A week later: nothing of the topic is stamped then, and the report says why it is empty.
+    later = report("--kafka", kafka_bootstrap, "--topic", topic, "--from", "2026-11-27T09:00:00Z",
+                   "--to", "2026-11-27T10:00:00Z", "--interval", "1h")  # fmt: skip
+    assert later.returncode == 0 and later.stdout.count("\n") == 1  # the header only
+    assert f"none of the {len(range(0, len(lines), 3)) + 2} messages of topic {topic!r} is stamped between" in later.stderr
+
 
 def test_a_missing_topic_is_a_clear_error(kafka_bootstrap: str) -> None:
     topic = f"report-missing-{uuid.uuid4().hex[:8]}"
