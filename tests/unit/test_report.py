@@ -3,6 +3,7 @@ interval's length at each interval's end (streams/report.py, docs/REPORTS.md).""
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import random
@@ -74,8 +75,8 @@ def test_every_half_hour_of_the_bank_days_equals_the_raw_rows(month: str, first_
     end = start + 4 * 86400  # and the next day, for the calls that crossed midnight
     events = map_file(str(days), load_mapping(MAPPING))
     config = config_from_dict({"tenants": {"default": {"timezone": "Asia/Jerusalem"}}})
-    result = report_of(events, config, start, end, "30m")
-    got = {(str(int(row.end)), row.queue): row.values for row in result.rows if row.queue != "_all"}
+    result = report_of(events, config, start, end, "30m", per_agent=True)  # queue rows and agent rows
+    got = {(str(int(row.end)), row.queue): row.values for row in result.rows if row.queue != "_all" and row.agent is None}
 
     def period(moment: datetime) -> str:
         ts = moment.replace(tzinfo=ZONE).timestamp()
@@ -99,9 +100,50 @@ def test_every_half_hour_of_the_bank_days_equals_the_raw_rows(month: str, first_
     for (end_text, _queue), values in got.items():
         totals[end_text] = totals.get(end_text, 0.0) + (values["calls_offered"] or 0.0)
     for row in result.rows:
-        if row.queue == "_all":
+        if row.queue == "_all" and row.agent is None:
             assert row.values["calls_offered"] == totals.get(str(int(row.end)), 0.0)
     assert result.rejected == {}
+    # --per-agent: calls answered per half hour, service type and agent (the `server` column),
+    # and their mean wait, equal the raw rows too.
+    got_agents = {(int(row.end), row.queue, row.agent): row.values for row in result.rows
+                  if row.agent is not None and row.values["calls_answered"]}  # fmt: skip
+    want_agents = raw_answered_by_agent(days)
+    assert len(want_agents) > 1000
+    assert set(got_agents) == set(want_agents)
+    for key, (answered, wait) in want_agents.items():
+        assert got_agents[key]["calls_answered"] == answered, key
+        assert got_agents[key]["asa_seconds"] == pytest.approx(wait / answered, rel=1e-12), key
+
+
+def raw_answered_by_agent(path: Path) -> dict[tuple[int, str, str], tuple[int, float]]:
+    """(UTC end of the half hour of ser_start, type, server) -> (answered, sum of waits), by the
+    rules of raw_figures: AGENT rows with a service start, wait q_time (0 when never queued),
+    a time more than 12 h before the previous one of the row is on the next day; the
+    data's NO_SERVER is the mapping's agent "unknown"."""
+    out: dict[tuple[int, str, str], tuple[int, float]] = {}
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle, delimiter="\t"))
+    header = rows[0]
+    for values in rows[1:]:
+        r = dict(zip(header, values, strict=True))
+        if r["outcome"] != "AGENT" or r["ser_start"] == "0:00:00":
+            continue
+        day0 = datetime.strptime(r["date"], "%y%m%d")
+        last = None
+        for col in ("vru_entry", "q_start", "q_exit", "ser_start"):
+            if r[col] == "0:00:00":
+                continue
+            h, m, sec = map(int, r[col].split(":"))
+            t = day0 + timedelta(hours=h, minutes=m, seconds=sec)
+            while last is not None and t < last - timedelta(hours=12):
+                t += timedelta(days=1)
+            last = t
+        assert last is not None
+        end = int((last.replace(tzinfo=ZONE).timestamp() // 1800 + 1) * 1800)
+        key = (end, r["type"], "unknown" if r["server"] == "NO_SERVER" else r["server"])
+        answered, waits = out.get(key, (0, 0.0))
+        out[key] = (answered + 1, waits + (float(r["q_time"]) if r["q_start"] != "0:00:00" else 0.0))
+    return out
 
 
 # -- the same figures as /metrics --------------------------------------------------------------
