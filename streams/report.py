@@ -194,8 +194,17 @@ def lateness_seconds(config: Config) -> float:
     return max(float(config.longest_sliding_seconds), 25 * 3600.0 if config.has_today else 0.0)
 
 
-def build_report(items: Iterable[Item], config: Config, plan: Plan, *, per_agent: bool = False) -> ReportResult:
-    """Run ``items`` once through the engine and read every interval end (module docstring)."""
+def build_report(
+    items: Iterable[Item],
+    config: Config,
+    plan: Plan,
+    *,
+    per_agent: bool = False,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> ReportResult:
+    """Run ``items`` once through the engine and read every interval end (module docstring).
+    ``progress(intervals done, intervals, events applied)`` is told each interval's end once
+    the input is read."""
     # As replay: a finished call's record is kept for the whole horizon, so a late line of any
     # call still finds its record.
     config = replace(config, finished_call_grace_seconds=max(config.finished_call_grace_seconds, config.horizon_seconds))
@@ -244,6 +253,8 @@ def build_report(items: Iterable[Item], config: Config, plan: Plan, *, per_agent
             apply(event)
         held[index] = []
         _read_rows(evaluation, store, plan, end, result)
+        if progress is not None:
+            progress(index + 1, len(ends), applied)
     if agents is not None:
         result.rows.extend(agents.rows())
         result.rows.sort(key=lambda row: (row.end, row.tenant, row.queue == ALL, row.queue, row.agent or ""))

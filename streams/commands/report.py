@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 from kpi_core.errors import InvalidEventError
 from kpi_core.events import parse_instant
@@ -94,8 +95,17 @@ def run(args: argparse.Namespace) -> int:
             print(f"ccmon report: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
             return 1
         items = report_module.file_items(args.file, meter)
+    # Then the intervals: each one's events applied and its rows read.
+    intervals = Progress(len(plan.ends), sys.stderr, show)
+
+    def applying(done: int, total: int, events: int) -> None:
+        if done == 1:
+            meter.done()
+            intervals.started = time.monotonic()
+        intervals.update(done, events, "intervals")
+
     try:
-        result = report_module.build_report(items, config, plan, per_agent=args.per_agent)
+        result = report_module.build_report(items, config, plan, per_agent=args.per_agent, progress=applying)
     except report_module.ReportError as exc:
         meter.done()
         return _fail(str(exc))
@@ -103,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         meter.done()
         print(f"ccmon report: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    meter.done()
+    intervals.done()
     render = report_module.RENDERERS[args.format]
     if args.output:
         try:
