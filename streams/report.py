@@ -522,10 +522,19 @@ def _chart(rows: list[Row], plan: Plan) -> str:
                  'stroke="#999"/>')  # fmt: skip
     parts.append(f'<text x="4" y="{_PAD}" font-size="10">{peak:g}</text>')
     parts.append(f'<text x="{_CHART_W - _PAD + 4}" y="{_PAD}" font-size="10">100%</text>')
-    points = []
+    lines: list[list[str]] = [[]]  # service-level line, broken where an interval has none
+    step = max(1, n // 6)
+    for i in range(0, n, step):  # a few interval starts along the axis
+        x = _PAD + i * width
+        parts.append(f'<line x1="{x:.1f}" y1="{_CHART_H - _PAD}" x2="{x:.1f}" y2="{_CHART_H - _PAD + 4}" stroke="#999"/>')
+        if 0 < i <= n - step:
+            label = utc(plan.start + i * plan.seconds)[5:16].replace("T", " ")
+            parts.append(f'<text x="{x:.1f}" y="{_CHART_H - _PAD + 14}" font-size="9" text-anchor="middle">{label}</text>')
     for i, end in enumerate(ends):
         row = by_end.get(end)
         x = _PAD + i * width
+        if row is None or row.values.get("service_level") is None:
+            lines.append([])
         if row is None:
             continue
         for key, color, shrink in (("calls_offered", "#9ecae1", 0.0), ("calls_answered", "#3182bd", 0.25)):
@@ -536,9 +545,13 @@ def _chart(rows: list[Row], plan: Plan) -> str:
                          f'<title>{html.escape(utc(end))} {key} {value:g}</title></rect>')  # fmt: skip
         sl = row.values.get("service_level")
         if sl is not None:
-            points.append(f"{x + width / 2:.1f},{_CHART_H - _PAD - inner_h * sl:.1f}")
-    if points:
-        parts.append(f'<polyline points="{" ".join(points)}" fill="none" stroke="#e6550d" stroke-width="1.5"/>')
+            lines[-1].append(f"{x + width / 2:.1f},{_CHART_H - _PAD - inner_h * sl:.1f}")
+    for points in lines:
+        if len(points) > 1:
+            parts.append(f'<polyline points="{" ".join(points)}" fill="none" stroke="#e6550d" stroke-width="1.5"/>')
+        elif points:
+            cx, cy = points[0].split(",")
+            parts.append(f'<circle cx="{cx}" cy="{cy}" r="2" fill="#e6550d"/>')
     parts.append(f'<text x="{_PAD}" y="{_CHART_H - 8}" font-size="10">{html.escape(utc(plan.start))}</text>')
     parts.append(f'<text x="{_CHART_W - _PAD}" y="{_CHART_H - 8}" font-size="10" text-anchor="end">'
                  f'{html.escape(utc(plan.end))}</text></svg>')  # fmt: skip
@@ -564,7 +577,7 @@ def render_html(result: ReportResult, out: TextIO) -> None:
             groups.setdefault((row.tenant, row.queue), []).append(row)
     if not groups:
         page.write("<p>No traffic in these intervals.</p>\n")
-    for (tenant, queue), rows in groups.items():
+    for (tenant, queue), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] == ALL, kv[0][1])):
         page.write(f"<section><h2>{html.escape(tenant)} / {html.escape(queue)}</h2>\n{_chart(rows, plan)}\n</section>\n")
     page.write("<h2>All rows</h2>\n<table><thead><tr>")
     page.write("".join(f"<th>{html.escape(n)}</th>" for n in names))
