@@ -62,17 +62,17 @@ def cli(*args: str) -> tuple[int, str, str]:
 # -- the real data: every half hour equals the raw rows ---------------------------------------
 @pytest.mark.parametrize(("month", "first_day"), [("january", datetime(1999, 1, 4)), ("october", datetime(1999, 10, 10))])
 def test_every_half_hour_of_the_bank_days_equals_the_raw_rows(month: str, first_day: datetime, tmp_path: Path) -> None:
-    """Three days of each month (the rows of those dates; both have calls answered after
+    """Two days of each month (the rows of those dates; both have calls answered after
     midnight): every half hour and service type, offered, answered, abandoned, ASA, AHT and
     service level at 20 s equal the figures computed here from the raw rows by the rules of
     docs/sources/cdr.md."""
-    dates = {(first_day + timedelta(days=d)).strftime("%y%m%d") for d in range(3)}
+    dates = {(first_day + timedelta(days=d)).strftime("%y%m%d") for d in range(2)}
     rows = BANK[month].read_text().splitlines(keepends=True)
     date_column = rows[0].rstrip("\n").split("\t").index("date")
     days = tmp_path / f"{month}.txt"
     days.write_text("".join([rows[0], *(r for r in rows[1:] if r.split("\t")[date_column] in dates)]))
     start = first_day.replace(tzinfo=ZONE).timestamp()
-    end = start + 4 * 86400  # and the next day, for the calls that crossed midnight
+    end = start + 3 * 86400  # and the next day, for the calls that crossed midnight
     events = map_file(str(days), load_mapping(MAPPING))
     config = config_from_dict({"tenants": {"default": {"timezone": "Asia/Jerusalem"}}})
     result = report_of(events, config, start, end, "30m", per_agent=True)  # queue rows and agent rows
@@ -84,7 +84,7 @@ def test_every_half_hour_of_the_bank_days_equals_the_raw_rows(month: str, first_
 
     want = {key: figures for key, figures in raw_figures(days, period).items()
             if start < int(key[0]) <= end and any(figures.values())}  # fmt: skip
-    assert len(want) > 300
+    assert len(want) > 250
     assert set(got) == set(want)  # a row exactly for each half hour and service type with traffic
     names = {"ccmon_calls_offered": "calls_offered", "ccmon_calls_answered": "calls_answered",
              "ccmon_calls_abandoned": "calls_abandoned", "ccmon_average_speed_of_answer_seconds": "asa_seconds",
@@ -108,7 +108,7 @@ def test_every_half_hour_of_the_bank_days_equals_the_raw_rows(month: str, first_
     got_agents = {(int(row.end), row.queue, row.agent): row.values for row in result.rows
                   if row.agent is not None and row.values["calls_answered"]}  # fmt: skip
     want_agents = raw_answered_by_agent(days)
-    assert len(want_agents) > 1000
+    assert len(want_agents) > 700
     assert set(got_agents) == set(want_agents)
     for key, (answered, wait) in want_agents.items():
         assert got_agents[key]["calls_answered"] == answered, key
