@@ -20,9 +20,8 @@ input ends, then applied interval by interval, in time order, each interval's ro
 its events. Memory therefore grows with the events of ``[--from, --to)`` (about 0.7 KB each,
 measured on the bank's calls); events before ``--from`` are applied as they are read.
 
-Events before ``--from`` are applied too (a ticket opened days before and resolved in an
-interval keeps its resolution time); events at or after ``--to`` cannot change any row and are
-left out. From Kafka (:func:`kafka_events`) the partitions are read from the first message
+So a ticket opened days before ``--from`` and resolved in an interval keeps its resolution
+time; events at or after ``--to`` cannot change any row and are left out. From Kafka (:func:`kafka_events`) the partitions are read from the first message
 stamped at or after ``--from`` minus the lateness horizon (and ``max_future_seconds``) up to
 the first one stamped after ``--to`` plus the same margin, or the end offsets taken when the
 read starts: the read always ends.
