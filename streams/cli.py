@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rebuild": ("streams.commands.rebuild", "recompute the KPI state in Redis from the events topic"),
     "alertmanager-config": ("streams.commands.alertmanager_config",
                             "render alertmanager.yml with webhook, Slack, Teams and e-mail receivers from CCMON_AM_*"),
+    "report": ("streams.commands.report", "interval reports (15m to 1d) per queue from a file or Kafka, as CSV/JSON/HTML"),
 }
 
 

@@ -10,6 +10,7 @@ import io
 import subprocess
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,12 @@ NAMES = ("ccmon_calls_offered", "ccmon_calls_answered", "ccmon_calls_abandoned",
          "ccmon_average_speed_of_answer_seconds", "ccmon_average_handle_time_seconds", "ccmon_service_level_ratio")  # fmt: skip
 
 
-def raw_figures(path: Path) -> dict[tuple[str, str], dict[str, float]]:
-    """Per (local day, service type), from the rows, by the rules docs/sources/cdr.md states:
+def local_day(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d")
+
+
+def raw_figures(path: Path, period: Callable[[datetime], str] = local_day) -> dict[tuple[str, str], dict[str, float]]:
+    """Per (local day, or ``period`` of the local time, service type), from the rows, by the rules docs/sources/cdr.md states:
     PHANTOM ignored; a call that never reached the queue (q_start 0:00:00) counts only when it
     was served, as offered and answered at once with no wait; waits and service times are the
     switch's (q_time, ser_time); a time more than 12 h earlier than the one before it is on the
@@ -64,7 +69,7 @@ def raw_figures(path: Path) -> dict[tuple[str, str], dict[str, float]]:
             clock[col] = last = t
 
         def day_of(col: str, clock: dict[str, datetime] = clock) -> str:
-            return clock[col].strftime("%Y-%m-%d")
+            return period(clock[col])
 
         queue = r["type"]
         if r["outcome"] == "AGENT":
