@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from kpi_core.config import config_from_dict
-from kpi_core.engine import Engine
+from kpi_core.engine import Engine, series_retention_seconds
 from kpi_core.errors import ConfigError, InvalidEventError
 from kpi_core.events import parse_event
 from kpi_core.kpis import Labels, flatten, snapshot
@@ -239,3 +239,21 @@ def test_priority_is_kept_on_offers_and_ticket_creations() -> None:
     assert parse_event(_offer()).priority is None
     created = {"event_id": "e", "type": "ticket.created", "ts": AT, "queue": "q", "ticket_id": "t", "priority": 3}
     assert parse_event(created).priority == 3
+
+
+def test_breakdown_series_retire_with_their_queue() -> None:
+    config = config_from_dict(LIMITS)
+    store = MemoryState(config.bucket_seconds, config.coarse_bucket_seconds)
+    engine = Engine(config, store)
+    for raw in EVENTS:
+        engine.handle(parse_event(raw), AT)
+
+    def breakdown(at: float) -> set[str]:
+        return {dict(labels)["queue"] for (name, labels), _v in flatten(snapshot(config, store, at)).items()
+                if "_by_channel" in name or "_by_priority" in name}  # fmt: skip
+
+    assert breakdown(AT) == {"sales", "support", "_all"}
+    later = AT + series_retention_seconds(config) + 3600
+    assert breakdown(later) == {"sales", "support", "_all"}  # lifetime totals keep the labels...
+    engine.maintain(later)
+    assert breakdown(later) == set()  # ...until the queues retire, their breakdown with them
