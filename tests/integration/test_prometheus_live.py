@@ -112,6 +112,9 @@ aht_seconds = 3600
 first_response_seconds = 86400
 resolution_seconds = 86400
 
+[defaults.channels.voice.targets]
+service_level = 0.2
+
 [tenants.acme.queues.support]
 open_hours = ["00:00-24:00"]
 
