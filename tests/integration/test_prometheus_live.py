@@ -257,7 +257,7 @@ def stage(workdir: Path) -> Staged:
     )
     traffic += _calls(at, "acme-fast-", 20, 5, 14 * 60)
     # A ticket per queue created, answered and resolved within the hour (the generated tickets
-    # take hours to resolve: their creation may lie before the 65 minutes kept) On chat, for the
+    # take hours to resolve: their creation may lie before the 65 minutes kept). On chat, for the
     # per-channel first response.
     for queue in ("q000", "q001", "q002"):
         ticket = {"ticket_id": f"live-{queue}", "queue": queue}
