@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kpi_core.config import config_from_dict
-from kpi_core.engine import Engine
+from kpi_core.engine import Engine, series_retention_seconds
 from kpi_core.events import parse_event
 from kpi_core.exposition import render
 from kpi_core.kpis import snapshot
@@ -101,3 +101,10 @@ def test_worker_to_redis_to_exporter_shows_the_breakdown(redis_client: Any, redi
     assert value("ccmon_ticket_first_response_by_priority_seconds", "_all", window="5m", priority="4") == 120
     assert value("ccmon_ticket_first_response_by_channel_seconds", "support", window="5m", channel="other") == 120
     assert value("ccmon_target_service_level_by_channel_ratio", "sales", channel="chat") == 0.9
+
+    # Series retention on Redis: support (not configured) retires with its breakdown; sales
+    # (configured, never retired) keeps its labels from the lifetime totals.
+    later = AT + series_retention_seconds(CONFIG) + 3600
+    assert Engine(CONFIG, state).retire_series(later) == {"queue": 1, "agent": 1}  # support; agent a1
+    queues = {dict(labels)["queue"] for labels in (key[1] for key in samples(render(snapshot(CONFIG, state, later))))}
+    assert queues == {"sales", "_all"}
