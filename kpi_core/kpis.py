@@ -267,20 +267,25 @@ def _channel_target_families(family: Callable[[str, str, str], MetricFamily]) ->
     return families
 
 
-def split_breakdown(c: Components, mark: str) -> dict[str, Components]:
-    """The components of each value of a breakdown: ``{"offered@c:chat": 2}`` ->
-    ``{"chat": {"offered": 2}}`` (``mark`` ``@c:``)."""
-    parts: dict[str, Components] = {}
+def split_breakdowns(c: Components) -> dict[str, dict[str, Components]]:
+    """The components of each value of each breakdown, in one pass: ``{"offered@c:chat": 2,
+    "offered@p:7": 2}`` -> ``{"@c:": {"chat": {"offered": 2}}, "@p:": {"7": {"offered": 2}}}``."""
+    parts: dict[str, dict[str, Components]] = {mark: {} for _label, mark in BREAKDOWN_MARKS}
     for key, value in c.items():
-        name, found, label = key.partition(mark)
-        if found:
-            parts.setdefault(label, {})[name] = value
+        if "@" in key:
+            name, at_sign, rest = key.partition("@")
+            mark, label = at_sign + rest[:2], rest[2:]
+            found = parts.get(mark)
+            if found is not None:
+                found.setdefault(label, {})[name] = value
     return parts
 
 
-def breakdown_values(c: Components, mark: str) -> set[str]:
-    """The values of a breakdown that components ``c`` (a scope's lifetime totals) hold."""
-    return {label for label, part in split_breakdown(c, mark).items() if any(abs(v) > 1e-9 for v in part.values())}
+def breakdown_values(c: Components) -> dict[str, set[str]]:
+    """mark -> the values of that breakdown that components ``c`` (a scope's lifetime
+    totals) hold."""
+    return {mark: {label for label, part in values.items() if any(abs(v) > 1e-9 for v in part.values())}
+            for mark, values in split_breakdowns(c).items()}  # fmt: skip
 
 
 def kept_values(label: str, present: Iterable[str], limit: int) -> set[str]:
@@ -302,13 +307,15 @@ def _breakdown_labels(
 ) -> dict[str, dict[str, set[str]]]:
     """label -> queue (and ``_all``) -> the label values it exports (kept ones, and
     ``other`` when a value beyond the limit is present)."""
-    totals = {q: store.totals(tenant, q) for q in queues if q in scopes}
+    if config.limits.max_channels <= 0 and config.limits.max_priorities <= 0:
+        return {}
+    held = {q: breakdown_values(store.totals(tenant, q)) for q in queues if q in scopes}
     result: dict[str, dict[str, set[str]]] = {}
     for label, mark in BREAKDOWN_MARKS:
         limit = _breakdown_limit(config, label)
         if limit <= 0:
             continue
-        present = {q: breakdown_values(c, mark) for q, c in totals.items()}
+        present = {q: values[mark] for q, values in held.items()}
         kept = kept_values(label, set().union(*present.values()), limit)
         per_queue = {q: {v if v in kept else OTHER for v in values} for q, values in present.items() if values}
         if per_queue:
@@ -327,6 +334,7 @@ def _breakdown_window(
 ) -> None:
     """One window's breakdown series of a tenant's queues (``per_queue``: their components,
     without ``_all``), and of ``_all`` from the summed components."""
+    split = {queue: split_breakdowns(comps) for queue, comps in per_queue.items()}
     for label, mark in BREAKDOWN_MARKS:
         queue_labels = labels.get(label)
         if not queue_labels:
@@ -334,13 +342,17 @@ def _breakdown_window(
         kept = queue_labels[ALL] - {OTHER}
         totals: dict[str, Components] = {value: {} for value in queue_labels[ALL]}
         rows: list[tuple[str, str, Components]] = []
-        for queue, comps in per_queue.items():
+        for queue in per_queue:
             values = queue_labels.get(queue)
             if not values:
                 continue
             folded: dict[str, Components] = {value: {} for value in values}
-            for value, part in split_breakdown(comps, mark).items():
-                merge_into(folded.setdefault(value if value in kept else OTHER, {}), part)
+            for value, part in split[queue][mark].items():
+                target = value if value in kept else OTHER
+                if folded.get(target):
+                    merge_into(folded[target], part)
+                else:
+                    folded[target] = part
             queue_config = config.queue(tenant, queue)
             for value, part in folded.items():
                 _with_derived(part, queue_config)
@@ -363,9 +375,11 @@ def _with_derived(c: Components, queue_config: QueueConfig | None) -> Components
 
 
 def _sum_components(parts: Iterable[Components], skip_prefix: str = "occ_") -> Components:
+    """The sum of ``parts``, without the fields starting with ``skip_prefix`` and the channel
+    and priority fields (their ``_all`` is summed by :func:`_breakdown_window`)."""
     total: Components = {}
     for part in parts:
-        merge_into(total, {k: v for k, v in part.items() if not k.startswith(skip_prefix)})
+        merge_into(total, {k: v for k, v in part.items() if not k.startswith(skip_prefix) and "@" not in k})
     return total
 
 
