@@ -35,6 +35,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kpi_core.errors import ConfigError
+from kpi_core.events import CHANNELS
 
 #: Service-level formulas (docs/KPIS.md). ``default`` leaves short abandons out.
 SL_FORMULAS = ("default", "answered", "offered", "removed_within", "abandoned_after")
@@ -55,6 +56,18 @@ TARGET_METRICS: Mapping[str, str] = MappingProxyType(
         "ces": "ces_score",
         "first_response_seconds": "ticket_first_response_seconds",
         "resolution_seconds": "ticket_resolution_seconds",
+    }
+)
+
+#: The targets a queue may set per channel (``[tenants.X.queues.Y.channels.chat.targets]``),
+#: each compared with a ``*_by_channel`` family: target name -> the metric (without
+#: ``ccmon_``); the gauge is ``ccmon_target_<metric>{tenant,queue,channel}``.
+CHANNEL_TARGET_METRICS: Mapping[str, str] = MappingProxyType(
+    {
+        "service_level": "service_level_by_channel_ratio",
+        "asa_seconds": "average_speed_of_answer_by_channel_seconds",
+        "abandon_rate": "abandon_rate_by_channel_ratio",
+        "first_response_seconds": "ticket_first_response_by_channel_seconds",
     }
 )
 
@@ -116,6 +129,9 @@ LIMIT_RANGES: Mapping[str, tuple[int, int]] = MappingProxyType(
         "agents_per_tenant": (1, 1_000_000),
         "articles_per_tenant": (1, 1_000_000),
         "series_retention_days": (2, 3660),  # a name idle this long retires (at least the horizon)
+        # Label values of the *_by_channel / *_by_priority families (0: no such breakdown).
+        "max_channels": (0, len(CHANNELS)),
+        "max_priorities": (0, 10),
     }
 )
 
@@ -164,6 +180,9 @@ class QueueConfig:
     open_hours: tuple[tuple[int, int], ...] | None = None
     #: Open weekdays, 0 = Monday; None with open_hours set means every day.
     open_days: frozenset[int] | None = None
+    #: Targets per channel (``channels.<channel>.targets``): channel -> target name -> value,
+    #: only the names of CHANNEL_TARGET_METRICS, only as configured (none inherited).
+    channels: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     @property
     def callback_target_seconds(self) -> float:
@@ -209,6 +228,12 @@ class Limits:
     #: A guarded name without an event for this many days retires: its state leaves Redis and
     #: /metrics (at least the state horizon + 1 h; docs/RELIABILITY.md, cardinality).
     series_retention_days: int = 8
+    #: Channels with their own label in the ``*_by_channel`` families; more fold into
+    #: ``other`` (kpi_core.kpis.kept_values: voice, chat, email, social, sms, in that order).
+    max_channels: int = 5
+    #: Priorities with their own label in the ``*_by_priority`` families, the most urgent
+    #: first; the lower ones fold into ``other``.
+    max_priorities: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,9 +317,11 @@ def _reject_unknown(raw: Mapping[str, Any], allowed: Collection[str], where: str
             raise ConfigError(f"{where}{key}", f"unknown {kind} (expected one of: {hint})")
 
 
-def _targets(raw: Any, where: str, base: Mapping[str, float]) -> Mapping[str, float]:
+def _targets(
+    raw: Any, where: str, base: Mapping[str, float], allowed: Collection[str] = TARGET_METRICS
+) -> Mapping[str, float]:
     table = _table(raw, where.rstrip("."))
-    _reject_unknown(table, set(TARGET_METRICS), where)
+    _reject_unknown(table, set(allowed), where)
     merged = dict(base)
     for key in table:
         merged[key] = _number(table, key, where, 0.0, TARGET_RANGES[key])
@@ -341,7 +368,24 @@ def _open_days(value: Any, where: str) -> frozenset[int]:
     return frozenset(days)
 
 
-_QUEUE_FIELDS = {"sl_threshold_seconds", "sl_formula", "short_abandon_seconds", "targets", "open_hours", "open_days"}
+_QUEUE_FIELDS = {"sl_threshold_seconds", "sl_formula", "short_abandon_seconds", "targets", "open_hours", "open_days",
+                 "channels"}  # fmt: skip
+
+
+def _channels(raw: Any, where: str, base: Mapping[str, Mapping[str, float]]) -> Mapping[str, Mapping[str, float]]:
+    """``channels.<channel>.targets`` tables: targets per channel, each over the same
+    channel's targets in ``base`` (the queue's defaults), checked like the queue's own."""
+    table = _table(raw, where.rstrip("."))
+    _reject_unknown(table, CHANNELS, where, "channel")
+    merged = dict(base)
+    for channel, channel_raw in table.items():
+        channel_where = f"{where}{channel}."
+        channel_table = _table(channel_raw, channel_where.rstrip("."))
+        _reject_unknown(channel_table, {"targets"}, channel_where)
+        merged[channel] = _targets(
+            channel_table.get("targets", {}), f"{channel_where}targets.", base.get(channel, {}), CHANNEL_TARGET_METRICS
+        )
+    return MappingProxyType(merged)
 
 
 def _queue(raw: Any, where: str, base: QueueConfig) -> QueueConfig:
@@ -365,6 +409,8 @@ def _queue(raw: Any, where: str, base: QueueConfig) -> QueueConfig:
         targets=targets,
         open_hours=_open_hours(table["open_hours"], where) if "open_hours" in table else base.open_hours,
         open_days=_open_days(table["open_days"], where) if "open_days" in table else base.open_days,
+        channels=_channels(table["channels"], f"{where}channels.", base.channels) if "channels" in table
+        else base.channels,
     )
 
 

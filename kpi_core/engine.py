@@ -67,6 +67,32 @@ _TICKET_MAX_AGE = 366 * _DAY
 
 Contribution = list[Any]  # [scope, ts, {field: value}]
 
+#: The fields broken down by channel and priority (docs/KPIS.md, "Channel and priority"):
+#: besides ``offered``, a call's or ticket's contribution carries ``offered@c:chat`` (its
+#: channel) and ``offered@p:7`` (its priority), in the same scope and bucket, so the
+#: breakdown is retracted, pruned and retired with the field it breaks down.
+BREAKDOWN_FIELDS = frozenset({
+    "offered", "answered", "abandoned", "short_abandoned", "answered_within", "abandoned_within",
+    "abandoned_after", "asa_n", "asa_sum", "tk_created", "frt_n", "frt_sum",
+})  # fmt: skip
+#: Field-name suffixes of a channel's and a priority's share of a field.
+CHANNEL_MARK = "@c:"
+PRIORITY_MARK = "@p:"
+
+
+def broken_down(fields: dict[str, float], channel: str | None, priority: int | None) -> dict[str, float]:
+    """``fields`` with each non-zero BREAKDOWN_FIELDS value repeated under its channel's and
+    priority's name (none for a missing channel or priority)."""
+    marks = ([CHANNEL_MARK + channel] if channel is not None else []) + (
+        [f"{PRIORITY_MARK}{priority}"] if priority is not None else []
+    )
+    if marks:
+        for name, value in list(fields.items()):
+            if value and name in BREAKDOWN_FIELDS:
+                for mark in marks:
+                    fields[name + mark] = value
+    return fields
+
 
 #: Most names one upkeep retires per kind and tenant (the rest go at the next one).
 RETIRE_PER_UPKEEP = 500
@@ -347,7 +373,7 @@ class Engine:
         fact = [ev.ts, ev.event_id, ev.queue]
         kind = TERMINAL_KINDS.get(ev.type)
         if ev.type == "call.offered":
-            record.setdefault("offers", []).append([ev.ts, ev.event_id, ev.queue, ev.direction])
+            record.setdefault("offers", []).append([ev.ts, ev.event_id, ev.queue, ev.direction, ev.channel, ev.priority])
             if ev.customer_id is not None and "customer" not in record:
                 record["customer"] = ev.customer_id
         elif kind is not None:
@@ -422,9 +448,11 @@ class Engine:
         """Split a call into legs, one per offer (a transfer re-offers the call to another
         queue), and give each leg its terminals, rings and endings."""
         offers = sorted(record.get("offers", ()), key=lambda o: (o[0], o[1]))
+        # Offers recorded before channel and priority were kept have 4 items: no breakdown.
         legs: list[dict[str, Any]] = [
             {
                 "offer_ts": o[0], "queue": o[2], "direction": o[3], "key": o[1],
+                "channel": o[4] if len(o) > 4 else None, "priority": o[5] if len(o) > 5 else None,
                 "terminals": [], "rings": [], "ended": [], "outcome": None,
             }
             for o in offers
@@ -442,6 +470,7 @@ class Engine:
             if leg is None:
                 leg = virtual[queue] = {
                     "offer_ts": None, "queue": queue, "direction": "inbound", "key": f"q:{queue}",
+                    "channel": None, "priority": None,
                     "terminals": [], "rings": [], "ended": [], "outcome": None,
                 }  # fmt: skip
             return leg
@@ -471,8 +500,9 @@ class Engine:
                         queue, end[0], {"out_ended": 1, "out_sales": 1 if end[7] == "sale" else 0}
                     ]
                 continue
+            channel, priority = leg["channel"], leg["priority"]
             if offer_ts is not None:
-                desired[f"{key}:off"] = [queue, offer_ts, {"offered": 1}]
+                desired[f"{key}:off"] = [queue, offer_ts, broken_down({"offered": 1}, channel, priority)]
             queue_config = self.config.queue(tenant, queue)
             outcome = leg["outcome"]
             if outcome is not None:
@@ -497,7 +527,7 @@ class Engine:
                         fields["abandoned_after"] = 1 if wait > threshold else 0
                         fields["ab_wait_sum"] = wait
                         fields[f"wb{wait_bucket(wait)}"] = 1
-                desired[f"{key}:out"] = [queue, ts, fields]
+                desired[f"{key}:out"] = [queue, ts, broken_down(fields, channel, priority)]
             transfers = [t for t in leg["terminals"] if t[3] == "transferred"]
             if transfers:
                 desired[f"{key}:xfer"] = [queue, min(t[0] for t in transfers), {"transfers_out": 1}]
@@ -837,7 +867,7 @@ class Engine:
         record = store.get_record("ticket", tenant, ticket_id) or {"replies": [], "resolutions": [], "reopens": []}
         created: list[Any] | None
         if ev.type == "ticket.created":
-            created = [ev.ts, ev.event_id, ev.queue, ev.kb_session_id]
+            created = [ev.ts, ev.event_id, ev.queue, ev.kb_session_id, ev.channel, ev.priority]
             if "created" not in record or created[:2] < record["created"][:2]:
                 record["created"] = created
         elif ev.type == "ticket.replied":
@@ -873,11 +903,15 @@ class Engine:
         reopens = sorted(record["reopens"], key=lambda r: (r[0], r[1]))
         if created is not None:
             created_ts = created[0]
-            desired["created"] = [queue, created_ts, {"tk_created": 1}]
+            # Records from before channel and priority were kept: no breakdown.
+            channel, priority = (created[4], created[5]) if len(created) > 5 else (None, None)
+            desired["created"] = [queue, created_ts, broken_down({"tk_created": 1}, channel, priority)]
             agent_replies = [r for r in replies if r[2] == "agent"]
             if agent_replies:
                 first = agent_replies[0]
-                desired["frt"] = [queue, first[0], {"frt_n": 1, "frt_sum": max(0.0, first[0] - created_ts)}]
+                desired["frt"] = [queue, first[0], broken_down(
+                    {"frt_n": 1, "frt_sum": max(0.0, first[0] - created_ts)}, channel, priority
+                )]
             pending_since: float | None = created_ts
             for ts, eid, author, _q in replies:
                 if author == "customer":

@@ -148,6 +148,8 @@ class Event(NamedTuple):
     contact_id: str | None = None
     article_id: str | None = None
     session_id: str | None = None
+    #: ``call.offered`` (and ``ticket.created``): 0..9, higher = more urgent; None when absent.
+    priority: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +310,23 @@ def _choice(obj: dict[str, Any], name: str, allowed: frozenset[str] | tuple[str,
     return value
 
 
+#: ``priority`` of ``call.offered`` and ``ticket.created``: a whole number, higher = more urgent.
+PRIORITY_RANGE = (0, 9)
+
+
+def _priority(obj: dict[str, Any]) -> int | None:
+    """The optional ``priority``: an integer 0..9 (not a bool, not a float), else None."""
+    value = obj.get("priority")
+    if value is None:
+        return None
+    low, high = PRIORITY_RANGE
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidEventError(
+            "invalid_field:priority", f"priority must be a whole number in {low}..{high}, got {_preview(value)}"
+        )
+    return value
+
+
 def _score(obj: dict[str, Any], survey: str) -> tuple[float, int | None]:
     value = obj.get("score")
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(_float(value)):
@@ -393,6 +412,8 @@ def parse_event(obj: Any) -> Event:
                     raise InvalidEventError("invalid_field:queues", f"queue name {item!r} is reserved")
                 names.append(item)
             fields["queues"] = tuple(sorted(set(names)))
+    elif event_type in ("call.offered", "ticket.created"):
+        fields["priority"] = _priority(obj)
     elif event_type == "ticket.replied":
         fields["author"] = _choice(obj, "author", ("agent", "customer"))
     elif event_type == "ticket.resolved":

@@ -8,6 +8,13 @@ names with the same meaning.
 Tenant totals (``queue="_all"``) are computed from summed components (counts, sums, the
 per-queue service-level numerator and denominator), never by averaging ratios. Agent series
 for ``_all`` count each agent once, however many queues it serves.
+
+Channel and priority breakdowns (``*_by_channel``, ``*_by_priority``) are families of their
+own, so the existing ones keep their series: their components are the engine's
+``<field>@c:<channel>`` and ``<field>@p:<priority>`` fields (kpi_core.engine.broken_down),
+exported for the values a queue's lifetime totals hold, at most ``[limits] max_channels`` /
+``max_priorities`` of them per tenant (:func:`kept_values`); the rest are summed into
+``other``. Their ``_all`` and ``other`` come from summed components too.
 """
 
 from __future__ import annotations
@@ -16,12 +23,14 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from kpi_core.config import TARGET_METRICS, Config, QueueConfig
+from kpi_core.config import CHANNEL_TARGET_METRICS, TARGET_METRICS, Config, QueueConfig
 from kpi_core.engine import (
     AGENTS,
     ALL,
     BUSY_STATES,
     CALLBACKS,
+    CHANNEL_MARK,
+    PRIORITY_MARK,
     STAFFED_STATES,
     TICKETS,
     WAIT_BUCKETS,
@@ -104,6 +113,11 @@ def _mean(total: str, count: str) -> Callable[[Components], float | None]:
     return lambda c: _ratio(c.get(total, 0.0), c.get(count, 0.0))
 
 
+def _abandon_rate(c: Components) -> float | None:
+    return _ratio(c.get("abandoned", 0.0) - c.get("short_abandoned", 0.0),
+                  c.get("answered", 0.0) + c.get("abandoned", 0.0) - c.get("short_abandoned", 0.0))  # fmt: skip
+
+
 # name, help, value(components); counts are always present (0), ratios and means are absent
 # when their denominator is empty.
 WINDOWED: tuple[tuple[str, str, Callable[[Components], float | None]], ...] = (
@@ -127,9 +141,7 @@ WINDOWED: tuple[tuple[str, str, Callable[[Components], float | None]], ...] = (
     ("ccmon_wait_time_seconds", "Sum of waits of answered, abandoned, timed-out and voicemail calls.", _g("wait_sum")),
     ("ccmon_waits", "Calls (answered, abandoned, timed out, voicemail) whose waits ccmon_wait_time_seconds sums.", _g("wait_n")),
     ("ccmon_max_wait_seconds", "Longest wait of any outcome.", lambda c: c.get("max_wait")),
-    ("ccmon_abandon_rate_ratio", "(abandoned - short) / (answered + abandoned - short).",
-     lambda c: _ratio(c.get("abandoned", 0.0) - c.get("short_abandoned", 0.0),
-                      c.get("answered", 0.0) + c.get("abandoned", 0.0) - c.get("short_abandoned", 0.0))),
+    ("ccmon_abandon_rate_ratio", "(abandoned - short) / (answered + abandoned - short).", _abandon_rate),
     ("ccmon_voicemail_share_ratio", "Voicemails / missed calls.",
      lambda c: _ratio(c.get("voicemail", 0.0),
                       c.get("abandoned", 0.0) + c.get("timeout", 0.0) + c.get("voicemail", 0.0))),
@@ -187,6 +199,174 @@ COUNTERS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+#: Channels in the order they keep their own label (``[limits] max_channels``).
+CHANNEL_ORDER = ("voice", "chat", "email", "social", "sms")
+#: The label value the channels or priorities beyond the limits are summed into.
+OTHER = "other"
+#: The breakdown labels: label name -> the engine's field-name mark.
+BREAKDOWN_MARKS = (("channel", CHANNEL_MARK), ("priority", PRIORITY_MARK))
+
+BreakdownFamilies = list[tuple["MetricFamily", Callable[[Components], float | None]]]
+
+
+def _breakdown_families(family: Callable[[str, str, str], MetricFamily]) -> dict[str, BreakdownFamilies]:
+    """The windowed families of each breakdown label, with their values (as WINDOWED's)."""
+    return {
+        "channel": [
+            (family("ccmon_calls_offered_by_channel", "gauge", "Inbound calls offered in the window, by channel."),
+             _g("offered")),
+            (family("ccmon_calls_answered_by_channel", "gauge", "Calls answered in the window, by channel."),
+             _g("answered")),
+            (family("ccmon_calls_abandoned_by_channel", "gauge", "Calls abandoned while waiting, by channel."),
+             _g("abandoned")),
+            (family("ccmon_service_level_by_channel_ratio", "gauge", "Service level per the queue's formula, by channel."),
+             _mean("sl_num", "sl_den")),
+            (family("ccmon_average_speed_of_answer_by_channel_seconds", "gauge",
+                    "Mean wait of answered calls, by channel."), _mean("asa_sum", "asa_n")),
+            (family("ccmon_abandon_rate_by_channel_ratio", "gauge",
+                    "(abandoned - short) / (answered + abandoned - short), by channel."), _abandon_rate),
+            (family("ccmon_tickets_created_by_channel", "gauge", "Tickets created, by channel."), _g("tk_created")),
+            (family("ccmon_ticket_first_response_by_channel_seconds", "gauge",
+                    "Mean time to the first agent reply, by channel."), _mean("frt_sum", "frt_n")),
+        ],
+        "priority": [
+            (family("ccmon_calls_offered_by_priority", "gauge", "Inbound calls offered in the window, by priority."),
+             _g("offered")),
+            (family("ccmon_calls_answered_by_priority", "gauge", "Calls answered in the window, by priority."),
+             _g("answered")),
+            (family("ccmon_calls_abandoned_by_priority", "gauge", "Calls abandoned while waiting, by priority."),
+             _g("abandoned")),
+            (family("ccmon_service_level_by_priority_ratio", "gauge",
+                    "Service level per the queue's formula, by priority."), _mean("sl_num", "sl_den")),
+            (family("ccmon_average_speed_of_answer_by_priority_seconds", "gauge",
+                    "Mean wait of answered calls, by priority."), _mean("asa_sum", "asa_n")),
+            (family("ccmon_abandon_rate_by_priority_ratio", "gauge",
+                    "(abandoned - short) / (answered + abandoned - short), by priority."), _abandon_rate),
+            (family("ccmon_tickets_created_by_priority", "gauge", "Tickets created, by priority."), _g("tk_created")),
+            (family("ccmon_ticket_first_response_by_priority_seconds", "gauge",
+                    "Mean time to the first agent reply, by priority."), _mean("frt_sum", "frt_n")),
+        ],
+    }  # fmt: skip
+
+
+def _channel_target_families(family: Callable[[str, str, str], MetricFamily]) -> dict[str, MetricFamily]:
+    """Target name -> its per-channel gauge (CHANNEL_TARGET_METRICS)."""
+    families = {
+        "service_level": family("ccmon_target_service_level_by_channel_ratio", "gauge",
+                                "Target for ccmon_service_level_by_channel_ratio."),
+        "asa_seconds": family("ccmon_target_average_speed_of_answer_by_channel_seconds", "gauge",
+                              "Target for ccmon_average_speed_of_answer_by_channel_seconds."),
+        "abandon_rate": family("ccmon_target_abandon_rate_by_channel_ratio", "gauge",
+                               "Target for ccmon_abandon_rate_by_channel_ratio."),
+        "first_response_seconds": family("ccmon_target_ticket_first_response_by_channel_seconds", "gauge",
+                                         "Target for ccmon_ticket_first_response_by_channel_seconds."),
+    }  # fmt: skip
+    assert {name: fam.name for name, fam in families.items()} == {
+        name: f"ccmon_target_{metric}" for name, metric in CHANNEL_TARGET_METRICS.items()
+    }
+    return families
+
+
+def split_breakdowns(c: Components) -> dict[str, dict[str, Components]]:
+    """The components of each value of each breakdown, in one pass: ``{"offered@c:chat": 2,
+    "offered@p:7": 2}`` -> ``{"@c:": {"chat": {"offered": 2}}, "@p:": {"7": {"offered": 2}}}``."""
+    parts: dict[str, dict[str, Components]] = {mark: {} for _label, mark in BREAKDOWN_MARKS}
+    for key, value in c.items():
+        if "@" in key:
+            name, at_sign, rest = key.partition("@")
+            mark, label = at_sign + rest[:2], rest[2:]
+            found = parts.get(mark)
+            if found is not None:
+                found.setdefault(label, {})[name] = value
+    return parts
+
+
+def breakdown_values(c: Components) -> dict[str, set[str]]:
+    """mark -> the values of that breakdown that components ``c`` (a scope's lifetime
+    totals) hold."""
+    return {mark: {label for label, part in values.items() if any(abs(v) > 1e-9 for v in part.values())}
+            for mark, values in split_breakdowns(c).items()}  # fmt: skip
+
+
+def kept_values(label: str, present: Iterable[str], limit: int) -> set[str]:
+    """The values that keep their own label: the first ``limit`` present, channels in
+    CHANNEL_ORDER, priorities the most urgent first."""
+    if label == "channel":
+        order = sorted(present, key=lambda v: (CHANNEL_ORDER.index(v) if v in CHANNEL_ORDER else len(CHANNEL_ORDER), v))
+    else:
+        order = sorted(present, key=lambda v: (-int(v) if v.isdigit() else 1, v))
+    return set(order[:limit])
+
+
+def _breakdown_limit(config: Config, label: str) -> int:
+    return config.limits.max_channels if label == "channel" else config.limits.max_priorities
+
+
+def _breakdown_labels(
+    config: Config, store: StateStore, tenant: str, queues: Iterable[str], scopes: set[str]
+) -> dict[str, dict[str, set[str]]]:
+    """label -> queue (and ``_all``) -> the label values it exports (kept ones, and
+    ``other`` when a value beyond the limit is present)."""
+    if config.limits.max_channels <= 0 and config.limits.max_priorities <= 0:
+        return {}
+    held = {q: breakdown_values(store.totals(tenant, q)) for q in queues if q in scopes}
+    result: dict[str, dict[str, set[str]]] = {}
+    for label, mark in BREAKDOWN_MARKS:
+        limit = _breakdown_limit(config, label)
+        if limit <= 0:
+            continue
+        present = {q: values[mark] for q, values in held.items()}
+        kept = kept_values(label, set().union(*present.values()), limit)
+        per_queue = {q: {v if v in kept else OTHER for v in values} for q, values in present.items() if values}
+        if per_queue:
+            per_queue[ALL] = set().union(*per_queue.values())
+            result[label] = per_queue
+    return result
+
+
+def _breakdown_window(
+    config: Config,
+    tenant: str,
+    window: str,
+    per_queue: Mapping[str, Components],
+    labels: Mapping[str, Mapping[str, set[str]]],
+    families: Mapping[str, BreakdownFamilies],
+) -> None:
+    """One window's breakdown series of a tenant's queues (``per_queue``: their components,
+    without ``_all``), and of ``_all`` from the summed components."""
+    split = {queue: split_breakdowns(comps) for queue, comps in per_queue.items()}
+    for label, mark in BREAKDOWN_MARKS:
+        queue_labels = labels.get(label)
+        if not queue_labels:
+            continue
+        kept = queue_labels[ALL] - {OTHER}
+        totals: dict[str, Components] = {value: {} for value in queue_labels[ALL]}
+        rows: list[tuple[str, str, Components]] = []
+        for queue in per_queue:
+            values = queue_labels.get(queue)
+            if not values:
+                continue
+            folded: dict[str, Components] = {value: {} for value in values}
+            for value, part in split[queue][mark].items():
+                target = value if value in kept else OTHER
+                if folded.get(target):
+                    merge_into(folded[target], part)
+                else:
+                    folded[target] = part
+            queue_config = config.queue(tenant, queue)
+            for value, part in folded.items():
+                _with_derived(part, queue_config)
+                merge_into(totals.setdefault(value, {}), part)
+                rows.append((queue, value, part))
+        rows += [(ALL, value, _with_derived(part, None)) for value, part in totals.items()]
+        for queue, value, part in rows:
+            sample_labels = _labels(tenant, queue, window=window, **{label: value})
+            for fam, fn in families[label]:
+                result = fn(part)
+                if result is not None:
+                    fam.add(sample_labels, result)
+
+
 def _with_derived(c: Components, queue_config: QueueConfig | None) -> Components:
     if queue_config is not None:
         c["sl_num"], c["sl_den"] = service_level_parts(c, queue_config.sl_formula)
@@ -195,9 +375,11 @@ def _with_derived(c: Components, queue_config: QueueConfig | None) -> Components
 
 
 def _sum_components(parts: Iterable[Components], skip_prefix: str = "occ_") -> Components:
+    """The sum of ``parts``, without the fields starting with ``skip_prefix`` and the channel
+    and priority fields (their ``_all`` is summed by :func:`_breakdown_window`)."""
     total: Components = {}
     for part in parts:
-        merge_into(total, {k: v for k, v in part.items() if not k.startswith(skip_prefix)})
+        merge_into(total, {k: v for k, v in part.items() if not k.startswith(skip_prefix) and "@" not in k})
     return total
 
 
@@ -323,17 +505,21 @@ def snapshot(config: Config, store: StateStore, at: float) -> list[MetricFamily]
     occupancy = family("ccmon_occupancy_ratio", "gauge", "Time-weighted (on_call + acw) / (available + on_call + acw).")
     kb_rate = family("ccmon_knowledge_base_transfer_ratio", "gauge", "Knowledge-base escalations / views, per article.")
 
+    breakdown_families = _breakdown_families(family)
     all_scopes, hidden = split_scopes(config, store)
     agent_states = _AgentStates(store, at)
     for tenant, queues in queues_of(config, store, all_scopes).items():
         zone = config.timezone(tenant)
         scopes = set(all_scopes.get(tenant, ()))
+        breakdown_labels = _breakdown_labels(config, store, tenant, queues, scopes)
         for window in config.windows:
             start, end = window_range(window, at, zone)
             per_queue: dict[str, Components] = {}
             for queue in queues:
                 comps = store.read_window(tenant, queue, start, end) if queue in scopes else {}
                 per_queue[queue] = _with_derived(comps, config.queue(tenant, queue))
+            if breakdown_labels:
+                _breakdown_window(config, tenant, window.name, per_queue, breakdown_labels, breakdown_families)
             total = _with_derived(_sum_components(per_queue.values()), None)
             if ALL in scopes:
                 total.update({k: v for k, v in store.read_window(tenant, ALL, start, end).items()
@@ -389,6 +575,7 @@ def _live_families(
     ticket_age = family("ccmon_open_ticket_age_seconds", "gauge", "Mean age of open tickets.")
     agents = family("ccmon_agents", "gauge", "Agents by their latest state.")
     threshold = family("ccmon_service_level_threshold_seconds", "gauge", "The queue's service-level threshold.")
+    channel_targets = _channel_target_families(family)
     max_age = config.max_call_age_seconds
 
     totals = {"waiting": 0.0, "longest": 0.0, "pending": 0.0, "oldest": 0.0, "overdue": 0.0,
@@ -448,6 +635,9 @@ def _live_families(
         for target_name, value in sorted(queue_config.targets.items()):
             metric = TARGET_METRICS[target_name]
             family(f"ccmon_target_{metric}", "gauge", f"Target for ccmon_{metric}.").add(labels, value)
+        for channel, channel_config in sorted(queue_config.channels.items()):
+            for target_name, value in sorted(channel_config.items()):
+                channel_targets[target_name].add(_labels(tenant, queue, channel=channel), value)
 
 
 def _counter_families(

@@ -112,6 +112,9 @@ aht_seconds = 3600
 first_response_seconds = 86400
 resolution_seconds = 86400
 
+[defaults.channels.voice.targets]
+service_level = 0.2
+
 [tenants.acme.queues.support]
 open_hours = ["00:00-24:00"]
 
@@ -254,11 +257,12 @@ def stage(workdir: Path) -> Staged:
     )
     traffic += _calls(at, "acme-fast-", 20, 5, 14 * 60)
     # A ticket per queue created, answered and resolved within the hour (the generated tickets
-    # take hours to resolve: their creation may lie before the 65 minutes kept).
+    # take hours to resolve: their creation may lie before the 65 minutes kept). On chat, for the
+    # per-channel first response.
     for queue in ("q000", "q001", "q002"):
         ticket = {"ticket_id": f"live-{queue}", "queue": queue}
         traffic += [
-            {**ticket, "type": "ticket.created", "ts": at - 3000, "event_id": f"live-{queue}-c"},
+            {**ticket, "type": "ticket.created", "ts": at - 3000, "event_id": f"live-{queue}-c", "channel": "chat"},
             {
                 **ticket,
                 "type": "ticket.replied",
