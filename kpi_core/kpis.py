@@ -518,16 +518,23 @@ def _staffing_families(
     agent_states: _AgentStates,
     window_comps: Mapping[str, Components] | None,
 ) -> None:
-    """Per queue (no ``_all``: pooled queues are not one Erlang C queue): required agents,
-    forecast service level, estimated wait (:func:`queue_outlook`). ``window_comps``: the
-    queues' components over the last 15 minutes when the snapshot read them (a ``15m``
-    window is configured), else they are read here."""
+    """Per queue: required agents, forecast service level, estimated wait
+    (:func:`queue_outlook`). ``window_comps``: the queues' components over the last 15
+    minutes when the snapshot read them (a ``15m`` window is configured), else they are read
+    here.
+
+    The tenant's ``_all`` is not one Erlang C queue (its queues are staffed and served
+    apart): its required agents are the queues' sum, its forecast and estimated wait the
+    queues' figures weighted by their arrival rates (the share of the tenant's next calls
+    answered within their queue's threshold, the expected wait of its next caller)."""
     required = family("ccmon_staffing_agents_required", "gauge",
                       "Erlang C agents needed to reach the queue's service-level target at the last 15 minutes' load.")
     forecast = family("ccmon_staffing_service_level_forecast", "gauge",
                       "Erlang C service level with the agents staffed now at the last 15 minutes' load.")
     wait = family("ccmon_estimated_wait_seconds", "gauge", "Expected wait of a caller who joins the queue now.")
     max_age = config.max_call_age_seconds
+    required_sum = 0
+    weighted = {"forecast": [0.0, 0.0], "wait": [0.0, 0.0]}  # [sum of lambda x value, sum of lambda]
     for queue in queues:
         if queue not in scopes:
             continue
@@ -539,12 +546,23 @@ def _staffing_families(
         waiting = store.live_summary(WAITING, tenant, queue, at - max_age, at, at).size
         outlook = queue_outlook(comps, agent_states(tenant, queue)[1], waiting, config.queue(tenant, queue))
         labels = _labels(tenant, queue)
+        lam = outlook.arrivals_per_second
         if outlook.agents_required is not None:
             required.add(labels, float(outlook.agents_required))
-        if outlook.service_level_forecast is not None:
-            forecast.add(labels, outlook.service_level_forecast)
-        if outlook.estimated_wait_seconds is not None:
-            wait.add(labels, outlook.estimated_wait_seconds)
+            required_sum += outlook.agents_required
+        for key, fam, value in (("forecast", forecast, outlook.service_level_forecast),
+                                ("wait", wait, outlook.estimated_wait_seconds)):  # fmt: skip
+            if value is not None:
+                fam.add(labels, value)
+                weighted[key][0] += lam * value
+                weighted[key][1] += lam
+    all_labels = _labels(tenant, ALL)
+    if required_sum:
+        required.add(all_labels, float(required_sum))
+    for key, fam in (("forecast", forecast), ("wait", wait)):
+        total, weight = weighted[key]
+        if weight > 0:
+            fam.add(all_labels, total / weight)
 
 
 def _counter_families(

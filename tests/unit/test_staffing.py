@@ -178,7 +178,29 @@ def test_families_follow_the_definitions() -> None:
     assert got[("ccmon_staffing_service_level_forecast", "support")] == pytest.approx(service_level(12, load, aht, 20.0))
     # 4 waiting, 2 free: the caller is third in line for the 12 staffed agents.
     assert got[("ccmon_estimated_wait_seconds", "support")] == pytest.approx(3 * 100.0 / 12)
-    assert not any(queue == "_all" for _name, queue in got)  # pooled queues are no Erlang C queue
+    # One queue: the tenant's figures are the queue's.
+    assert {name: value for (name, queue), value in got.items() if queue == "_all"} == {
+        name: value for (name, queue), value in got.items() if queue == "support"}  # fmt: skip
+
+
+def test_tenant_totals_sum_the_required_agents_and_weight_by_arrivals() -> None:
+    events = busy_queue(staffed={"on_call": 12}, waiting=3)  # support: 93 offered, 12 agents
+    for i in range(30):  # sales: 30 calls of 60 s, 1 agent on a call, nobody waiting
+        t = AT - 800 + i * 20
+        events += [ev("call.offered", t, queue="sales", call_id=f"s{i}"),
+                   ev("call.answered", t + 1, queue="sales", call_id=f"s{i}", agent_id="b"),
+                   ev("call.ended", t + 5, queue="sales", call_id=f"s{i}", talk_seconds=60.0)]  # fmt: skip
+    events.append(ev("agent.state", AT - 1000, agent_id="sales1", state="available", queues=["sales"]))
+    events.append(ev("agent.state", AT - 1000, agent_id="sales2", state="on_call", queues=["sales"]))
+    got = run(events, Config())
+    sup, sal = 93 / 900, 30 / 900
+    assert got[("ccmon_staffing_agents_required", "sales")] == agents_required(sal * 60, 60.0, 20.0, 0.8)
+    assert got[("ccmon_staffing_agents_required", "_all")] == (
+        got[("ccmon_staffing_agents_required", "support")] + got[("ccmon_staffing_agents_required", "sales")])
+    for name in ("ccmon_staffing_service_level_forecast", "ccmon_estimated_wait_seconds"):
+        assert got[(name, "_all")] == pytest.approx((sup * got[(name, "support")] + sal * got[(name, "sales")]) / (sup + sal))
+    assert got[("ccmon_estimated_wait_seconds", "sales")] == 0.0  # an agent is free
+    assert got[("ccmon_estimated_wait_seconds", "support")] == pytest.approx(4 * 100.0 / 12)
 
 
 def test_target_and_threshold_come_from_the_queue() -> None:
@@ -201,7 +223,8 @@ def test_absent_without_arrivals_or_handle_time() -> None:
     assert ("ccmon_staffing_agents_required", "support") not in got
     assert ("ccmon_staffing_service_level_forecast", "support") not in got
     assert ("ccmon_estimated_wait_seconds", "support") not in got
-    # Nothing in the last 15 minutes (lambda = 0), an agent free: no staffing, a wait of 0.
+    # Nothing in the last 15 minutes (lambda = 0), an agent free: no staffing, a wait of 0
+    # (and no tenant total: it weights by arrivals).
     got = run([ev("agent.state", AT - 500, agent_id="a", state="available", queues=["support"])], config)
     assert got == {("ccmon_estimated_wait_seconds", "support"): 0.0}
 
