@@ -18,7 +18,8 @@ Events go in time order through the real engine (``Engine`` over ``MemoryState``
   (``ccmon_staffing_service_level_forecast``) against the service level the engine then
   reported for the next 15 minutes (``ccmon_service_level_ratio{window="15m"}`` a quarter
   later), over quarters with at least ``--min-calls`` calls; and whether a queue staffed at or
-  above ``ccmon_staffing_agents_required`` met its target.
+  above ``ccmon_staffing_agents_required`` met its target. The same for Erlang A's forecast
+  (``ccmon_staffing_service_level_forecast_erlang_a``, ``erlang_a_forecast``).
 
 Data: the simulator (``streams.simulator``, default queues, a working day, agent states
 included), and the Anonymous Bank's call records (``tests/data/anonymous_bank_1999`` through
@@ -111,7 +112,7 @@ def measure(events: Iterable[tuple[float, dict[str, Any]]], config: Config, *, p
     actual_waits: list[float] = []
     censored = 0
     queues: set[tuple[str, str]] = set()
-    forecasts: dict[tuple[str, str], tuple[float, float | None, int | None, int]] = {}
+    forecasts: dict[tuple[str, str], tuple[float, float | None, int | None, int, float | None]] = {}
     quarters: list[dict[str, Any]] = []
     next_quarter: float | None = None
 
@@ -132,11 +133,12 @@ def measure(events: Iterable[tuple[float, dict[str, Any]]], config: Config, *, p
                 if sl_den >= min_calls and made[1] is not None:
                     target = config.queue(tenant, queue).targets.get("service_level", 0.8)
                     quarters.append({"queue": queue, "at": at - QUARTER, "forecast": made[1], "required": made[2],
-                                     "staffed": made[3], "actual": sl_num / sl_den, "target": target})  # fmt: skip
+                                     "staffed": made[3], "actual": sl_num / sl_den, "target": target,
+                                     "forecast_erlang_a": made[4]})  # fmt: skip
             states = states_of(tenant, queue, at)
             outlook = queue_outlook(comps, states, waiting_of(tenant, queue, at), config.queue(tenant, queue))
             forecasts[(tenant, queue)] = (at, outlook.service_level_forecast, outlook.agents_required,
-                                          outlook.staffed)  # fmt: skip
+                                          outlook.staffed, outlook.service_level_forecast_erlang_a)  # fmt: skip
 
     for at, record in events:
         if next_quarter is None:
@@ -203,7 +205,12 @@ def summarize_quarters(quarters: list[dict[str, Any]]) -> dict[str, Any]:
     actual = [q["actual"] for q in quarters]
     forecast = [q["forecast"] for q in quarters]
     corr = statistics.correlation(forecast, actual) if len(quarters) > 2 and len(set(forecast)) > 1 else None
-    return {"quarters": len(quarters), "mean_abs_error": round(statistics.fmean(abs(d) for d in diffs), 3),
+    erlang_a_diffs = [q["forecast_erlang_a"] - q["actual"] for q in quarters if q["forecast_erlang_a"] is not None]
+    erlang_a = {"quarters": len(erlang_a_diffs),
+                "mean_abs_error": round(statistics.fmean(abs(d) for d in erlang_a_diffs), 3),
+                "median_abs_error": round(_quantile([abs(d) for d in erlang_a_diffs], 0.5), 3),
+                "bias": round(statistics.fmean(erlang_a_diffs), 3)} if erlang_a_diffs else None  # fmt: skip
+    return {"erlang_a_forecast": erlang_a, "quarters": len(quarters), "mean_abs_error": round(statistics.fmean(abs(d) for d in diffs), 3),
             "median_abs_error": round(_quantile([abs(d) for d in diffs], 0.5), 3),
             "bias": round(statistics.fmean(diffs), 3), "correlation": round(corr, 3) if corr is not None else None,
             "staffed_at_or_above_required": len(enough), "met_target_when_staffed": met(enough),

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 #: The required-agents search gives up (returns None) beyond this many agents: far more than
 #: any queue has, and it bounds the work of a corrupt load.
 MAX_AGENTS = 1_000_000
@@ -122,3 +124,69 @@ def queue_wait(ahead: int, free: int, staffed: int, aht_seconds: float) -> float
     if staffed <= 0 or not aht_seconds > 0:
         return None
     return (ahead - free + 1) * aht_seconds / staffed
+
+
+
+def erlang_a(servers: int, load: float, aht_seconds: float, patience_seconds: float,
+             threshold: float) -> tuple[float, float]:  # fmt: skip
+    """M/M/N+M (Erlang A, Palm's model): Erlang C's queue whose callers hang up after an
+    exponential patience of mean ``patience_seconds``. Returns ``(service level, share
+    abandoned)``: the share of arrivals answered within ``threshold`` seconds (the ``offered``
+    service-level formula) and the share who hang up.
+
+    Exact for the model: the number in system is a birth-death chain (births λ, deaths
+    ``min(n, N) μ + max(n - N, 0) θ``) whose stationary weights are summed in log space
+    (no overflow at any N) and truncated where they fall under 1e-16 of the total; an arrival
+    that finds ``k`` callers queued (PASTA) moves up at ``a_j = N μ + j θ`` while ``j`` are
+    ahead and is answered from ``j = 0``, its own patience running out at rate θ throughout;
+    the probability of being answered within the threshold comes from uniformising that
+    absorbing chain (Poisson weights in log space: no underflow for long thresholds).
+    """
+    if aht_seconds <= 0 or threshold < 0 or not patience_seconds > 0 or math.isinf(patience_seconds):
+        raise ValueError(f"erlang_a needs aht_seconds > 0, a finite patience_seconds > 0 and threshold >= 0, "
+                         f"got {aht_seconds}, {patience_seconds}, {threshold}")  # fmt: skip
+    _check(servers, load)
+    if servers == 0:
+        return 0.0, 1.0
+    if load == 0:
+        return 1.0, 0.0
+    mu, theta = 1.0 / aht_seconds, 1.0 / patience_seconds
+    lam = load * mu
+    # Queue positions until the chain's weights are negligible: past the drift point
+    # (N μ + j θ > λ) they fall at least geometrically.
+    drift = max(0.0, (lam - servers * mu) / theta)
+    ahead = int(drift + 40 + 12 * math.sqrt(drift + 1))
+    while True:
+        n = np.arange(1, servers + ahead + 1, dtype=float)
+        deaths = np.minimum(n, servers) * mu + np.maximum(n - servers, 0) * theta
+        log_w = np.concatenate(([0.0], np.cumsum(np.log(lam / deaths))))
+        peak = log_w.max()
+        weights = np.exp(log_w - peak)
+        weights /= weights.sum()
+        if weights[-1] < 1e-16:
+            break
+        ahead *= 2
+    queued = weights[servers:]  # an arrival finds k = n - N callers ahead
+    a = servers * mu + np.arange(len(queued)) * theta
+    p_answered = np.cumprod(a / (a + theta))  # P(answered | k ahead)
+    abandoned = float((queued * (1.0 - p_answered)).sum())
+    # Uniformised chain over positions 0..K plus "answered": from position j, rate a_j to
+    # j - 1 (or to answered from 0), rate θ out (the caller hangs up).
+    rate = float(a[-1] + theta)
+    stay = 1.0 - (a + theta) / rate
+    move = a / rate
+    lam_t = rate * threshold
+    vector = queued.copy()
+    answered = within = 0.0
+    step = 0
+    while True:
+        term = math.exp(-lam_t + step * math.log(lam_t) - math.lgamma(step + 1)) if lam_t > 0 else float(step == 0)
+        within += term * answered
+        if lam_t == 0 or (step > lam_t and term < 1e-15):
+            break
+        answered += float(vector[0] * move[0])
+        shifted = np.zeros_like(vector)
+        shifted[:-1] = vector[1:] * move[1:]
+        vector = vector * stay + shifted
+        step += 1
+    return float(weights[:servers].sum()) + within, abandoned

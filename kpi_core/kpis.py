@@ -27,7 +27,7 @@ from kpi_core.engine import (
     WAIT_BUCKETS,
     WAITING,
 )
-from kpi_core.erlang import agents_required, queue_wait, service_level
+from kpi_core.erlang import agents_required, erlang_a, queue_wait, service_level
 from kpi_core.events import AGENT_STATES
 from kpi_core.state import (
     KB_SCOPE_PREFIX,
@@ -470,6 +470,9 @@ class QueueOutlook:
     agents_required: int | None
     service_level_forecast: float | None
     estimated_wait_seconds: float | None
+    #: Erlang A's forecast (callers hang up after an exponential patience, its mean estimated
+    #: from the 15 minutes: total wait of every caller / abandons); Erlang C's without abandons.
+    service_level_forecast_erlang_a: float | None = None
 
 
 def queue_outlook(comps: Mapping[str, float], states: Mapping[str, int], waiting: int,
@@ -480,7 +483,10 @@ def queue_outlook(comps: Mapping[str, float], states: Mapping[str, int], waiting
 
     * A = lambda x AHT Erlangs; required agents: the least N > A whose Erlang C service level
       SL(N) (the queue's threshold) reaches the queue's ``service_level`` target; forecast:
-      SL(staffed) (0 when staffed <= A). Both None when lambda or AHT is 0.
+      SL(staffed) (0 when staffed <= A); and Erlang A's forecast with the callers' patience
+      estimated from the 15 minutes (total wait of every caller / abandons: the exponential
+      patience's maximum-likelihood estimate, answered callers counting as censored), which
+      is Erlang C's when nobody abandoned. All None when lambda or AHT is 0.
     * Estimated wait of a caller joining now behind the ``waiting`` calls: 0 while an agent is
       free for them, else ``(waiting - free + 1) x AHT / staffed`` (the queue-length
       predictor, :func:`kpi_core.erlang.queue_wait`); with no agent staffed (a source of
@@ -493,18 +499,21 @@ def queue_outlook(comps: Mapping[str, float], states: Mapping[str, int], waiting
     aht = comps.get("handle_sum", 0.0) / handled if handled > 0 else None
     staffed = sum(n for state, n in states.items() if state in STAFFED_STATES)
     free = states.get("available", 0)
-    required = forecast = None
+    required = forecast = forecast_a = None
     if lam > 0 and aht is not None and aht > 0:
         load = lam * aht
         threshold = queue_config.sl_threshold_seconds
         target = queue_config.targets.get("service_level")
         if target is not None:
             required = agents_required(load, aht, threshold, target)
-        forecast = service_level(staffed, load, aht, threshold)
+        forecast = forecast_a = service_level(staffed, load, aht, threshold)
+        abandoned, wait_sum = comps.get("abandoned", 0.0), comps.get("wait_sum", 0.0)
+        if abandoned > 0 and wait_sum > 0:
+            forecast_a = erlang_a(staffed, load, aht, wait_sum / abandoned, threshold)[0]
     wait = queue_wait(waiting, free, staffed, aht) if aht is not None else (0.0 if waiting < free else None)
     if wait is None and staffed == 0:
         wait = _ratio(comps.get("asa_sum", 0.0), comps.get("asa_n", 0.0))
-    return QueueOutlook(lam, aht, staffed, required, forecast, wait)
+    return QueueOutlook(lam, aht, staffed, required, forecast, wait, forecast_a)
 
 
 def _staffing_families(
@@ -532,9 +541,11 @@ def _staffing_families(
     forecast = family("ccmon_staffing_service_level_forecast", "gauge",
                       "Erlang C service level with the agents staffed now at the last 15 minutes' load.")
     wait = family("ccmon_estimated_wait_seconds", "gauge", "Expected wait of a caller who joins the queue now.")
+    forecast_a = family("ccmon_staffing_service_level_forecast_erlang_a", "gauge",
+                        "Erlang A service level with the agents staffed now and the callers' patience of the last 15 minutes.")
     max_age = config.max_call_age_seconds
     required_sum = 0
-    weighted = {"forecast": [0.0, 0.0], "wait": [0.0, 0.0]}  # [sum of lambda x value, sum of lambda]
+    weighted = {"forecast": [0.0, 0.0], "wait": [0.0, 0.0], "erlang_a": [0.0, 0.0]}  # [sum lambda x value, sum lambda]
     for queue in queues:
         if queue not in scopes:
             continue
@@ -551,7 +562,8 @@ def _staffing_families(
             required.add(labels, float(outlook.agents_required))
             required_sum += outlook.agents_required
         for key, fam, value in (("forecast", forecast, outlook.service_level_forecast),
-                                ("wait", wait, outlook.estimated_wait_seconds)):  # fmt: skip
+                                ("wait", wait, outlook.estimated_wait_seconds),
+                                ("erlang_a", forecast_a, outlook.service_level_forecast_erlang_a)):  # fmt: skip
             if value is not None:
                 fam.add(labels, value)
                 weighted[key][0] += lam * value
@@ -559,7 +571,7 @@ def _staffing_families(
     all_labels = _labels(tenant, ALL)
     if required_sum:
         required.add(all_labels, float(required_sum))
-    for key, fam in (("forecast", forecast), ("wait", wait)):
+    for key, fam in (("forecast", forecast), ("wait", wait), ("erlang_a", forecast_a)):
         total, weight = weighted[key]
         if weight > 0:
             fam.add(all_labels, total / weight)

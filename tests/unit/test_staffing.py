@@ -14,6 +14,9 @@ Published values the formulas must reproduce:
   agents, 15 s answer target: A = 48 Erlangs, occupancy 87.3 %, probability of waiting 23.9 %
   (0.2387), ASA 8.2 s, service level 84.6 %.
 * M/M/1 and M/M/2 in closed form: C(1, A) = A; C(2, A) = A^2 / (2 + A).
+
+Erlang A (M/M/N+M) is checked against tests/unit/test_erlang.py's independent implementation,
+which that module validates against the simulator through the engine.
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ import math
 import time
 
 import pytest
+from test_erlang import erlang_a as reference_erlang_a
 
 from kpi_core.config import Config, QueueConfig, Window
 from kpi_core.engine import Engine
 from kpi_core.erlang import (
     MAX_AGENTS,
     agents_required,
+    erlang_a,
     erlang_b,
     erlang_c,
     erlang_c_asa,
@@ -132,12 +137,13 @@ def ev(kind: str, ts: float, **fields: object) -> dict[str, object]:
 ev.n = 0  # type: ignore[attr-defined]
 
 
-def run(events: list[dict[str, object]], config: Config, at: float = AT) -> dict[tuple[str, str], float]:
+def run(events: list[dict[str, object]], config: Config, at: float = AT,
+        names: tuple[str, ...] = ("ccmon_staffing_agents_required", "ccmon_staffing_service_level_forecast",
+                                  "ccmon_estimated_wait_seconds")) -> dict[tuple[str, str], float]:  # fmt: skip
     store = MemoryState(config.bucket_seconds, config.coarse_bucket_seconds)
     engine = Engine(config, store)
     for event in sorted(events, key=lambda e: float(e["ts"])):  # type: ignore[arg-type]
         assert engine.handle(parse_event(event), float(event["ts"])) == "accepted"  # type: ignore[arg-type]
-    names = ("ccmon_staffing_agents_required", "ccmon_staffing_service_level_forecast", "ccmon_estimated_wait_seconds")
     return {(name, dict(labels)["queue"]): value for (name, labels), value in flatten(snapshot(config, store, at)).items()
             if name in names}  # fmt: skip
 
@@ -248,4 +254,56 @@ def test_call_records_only_fall_back_on_the_recent_answer_delay() -> None:
 def test_queue_outlook_is_the_pure_core() -> None:
     comps = {"offered": 90.0, "handled": 90.0, "handle_sum": 9000.0, "answered": 90.0}
     outlook = queue_outlook(comps, {"available": 0, "on_call": 14}, 0, QueueConfig())
-    assert outlook == QueueOutlook(0.1, 100.0, 14, 13, service_level(14, 10.0, 100.0, 20.0), 100.0 / 14)
+    sl = service_level(14, 10.0, 100.0, 20.0)
+    assert outlook == QueueOutlook(0.1, 100.0, 14, 13, sl, 100.0 / 14, sl)  # nobody hung up: Erlang A is Erlang C
+    # 8 agents for 10 Erlangs: Erlang C's queue never empties, but callers who hang up (12
+    # abandons over 2,400 s of waiting: a mean patience of 200 s) keep Erlang A's finite.
+    comps |= {"abandoned": 12.0, "wait_sum": 2400.0}
+    outlook = queue_outlook(comps, {"on_call": 8}, 0, QueueConfig())
+    assert outlook.service_level_forecast == 0.0
+    assert outlook.service_level_forecast_erlang_a == erlang_a(8, 10.0, 100.0, 200.0, 20.0)[0]
+    assert 0.05 < outlook.service_level_forecast_erlang_a < 0.6
+
+
+@pytest.mark.parametrize(("servers", "lam", "aht", "patience", "threshold"),
+                         [(2, 1 / 43.75, 70.0, 90.0, 20.0), (10, 10 / 180, 180.0, 120.0, 20.0),
+                          (5, 0.06, 100.0, 60.0, 30.0), (3, 0.2, 60.0, 30.0, 20.0), (3, 0.05, 60.0, 30.0, 0.0)])  # fmt: skip
+def test_erlang_a_matches_the_reference_the_simulator_validates(
+    servers: int, lam: float, aht: float, patience: float, threshold: float
+) -> None:
+    """tests/unit/test_erlang.py's Erlang A is checked against the simulator through the engine
+    (abandon rate, service level, ASA); the exported one must agree with it."""
+    reference = reference_erlang_a(servers, lam, 1 / aht, 1 / patience, threshold)
+    sl, abandoned = erlang_a(servers, lam * aht, aht, patience, threshold)
+    assert sl == pytest.approx(reference["sl"], abs=1e-9)
+    assert abandoned == pytest.approx(reference["p_abandon"], abs=1e-9)
+
+
+def test_erlang_a_at_scale_and_its_limits() -> None:
+    # Very patient callers: Erlang C.
+    assert erlang_a(12, 10.0, 180.0, 1e7, 20.0)[0] == pytest.approx(service_level(12, 10.0, 180.0, 20.0), abs=1e-4)
+    # Large and overloaded (N < A): finite, abandonment absorbs the excess; no overflow.
+    started = time.perf_counter()
+    sl, abandoned = erlang_a(2_000, 2_100.0, 300.0, 120.0, 20.0)
+    assert time.perf_counter() - started < 1.0
+    assert 0.0 < sl < 1.0 and abandoned == pytest.approx((2_100 - 2_000) / 2_100, abs=0.02)
+    assert erlang_a(0, 5.0, 180.0, 60.0, 20.0) == (0.0, 1.0)
+    with pytest.raises(ValueError, match=r"finite patience_seconds > 0 and threshold >= 0, got 180\.0, inf, 20\.0"):
+        erlang_a(10, 5.0, 180.0, math.inf, 20.0)
+
+
+def test_erlang_a_family_uses_the_patience_of_the_last_15_minutes() -> None:
+    events = busy_queue(staffed={"on_call": 9})  # 90 calls answered after 2 s, AHT 100 s
+    for i in range(10):  # 10 callers who hung up after 40 s
+        t = AT - 600 + i * 30
+        events += [ev("call.offered", t, queue="support", call_id=f"ab{i}"),
+                   ev("call.abandoned", t + 40, queue="support", call_id=f"ab{i}", wait_seconds=40.0)]  # fmt: skip
+    store_names = ("ccmon_staffing_service_level_forecast", "ccmon_staffing_service_level_forecast_erlang_a")
+    got = run(events, Config(), names=store_names)
+    load = 100 / 900 * 100.0  # 100 offered
+    patience = (90 * 2.0 + 10 * 40.0) / 10  # every caller's wait / abandons
+    assert got[("ccmon_staffing_service_level_forecast", "support")] == 0.0  # 9 agents, 11.1 Erlangs
+    assert got[("ccmon_staffing_service_level_forecast_erlang_a", "support")] == pytest.approx(
+        erlang_a(9, load, 100.0, patience, 20.0)[0])  # fmt: skip
+    assert got[("ccmon_staffing_service_level_forecast_erlang_a", "_all")] == pytest.approx(
+        got[("ccmon_staffing_service_level_forecast_erlang_a", "support")])  # fmt: skip
