@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 #: The required-agents search gives up (returns None) beyond this many agents: far more than
 #: any queue has, and it bounds the work of a corrupt load.
 MAX_AGENTS = 1_000_000
@@ -150,6 +148,8 @@ def erlang_a(servers: int, load: float, aht_seconds: float, patience_seconds: fl
         return 0.0, 1.0
     if load == 0:
         return 1.0, 0.0
+    import numpy as np  # on first use: importing kpi_core loads the standard library only
+
     mu, theta = 1.0 / aht_seconds, 1.0 / patience_seconds
     lam = load * mu
     # Queue positions until the chain's weights are negligible: past the drift point
