@@ -36,6 +36,7 @@ from kpi_core.engine import (
     WAIT_BUCKETS,
     WAITING,
 )
+from kpi_core.erlang import agents_required, erlang_a, queue_wait, service_level
 from kpi_core.events import AGENT_STATES
 from kpi_core.state import (
     KB_SCOPE_PREFIX,
@@ -512,6 +513,7 @@ def snapshot(config: Config, store: StateStore, at: float) -> list[MetricFamily]
         zone = config.timezone(tenant)
         scopes = set(all_scopes.get(tenant, ()))
         breakdown_labels = _breakdown_labels(config, store, tenant, queues, scopes)
+        staffing_comps: dict[str, Components] | None = None
         for window in config.windows:
             start, end = window_range(window, at, zone)
             per_queue: dict[str, Components] = {}
@@ -525,6 +527,8 @@ def snapshot(config: Config, store: StateStore, at: float) -> list[MetricFamily]
                 total.update({k: v for k, v in store.read_window(tenant, ALL, start, end).items()
                               if k.startswith("occ_")})  # fmt: skip
             per_queue[ALL] = total
+            if window.seconds == STAFFING_WINDOW_SECONDS:
+                staffing_comps = per_queue
             for queue, comps in per_queue.items():
                 labels = _labels(tenant, queue, window=window.name)
                 for name, _help, fn in WINDOWED:
@@ -551,6 +555,7 @@ def snapshot(config: Config, store: StateStore, at: float) -> list[MetricFamily]
                     article = scope[len(KB_SCOPE_PREFIX):]
                     kb_rate.add((("tenant", tenant), ("article", article), ("window", window.name)), value)
         _live_families(config, store, tenant, queues, scopes, at, family, agent_states)
+        _staffing_families(config, store, tenant, queues, scopes, at, family, agent_states, staffing_comps)
         _counter_families(config, store, tenant, queues, scopes, family, hidden.get(tenant, ()))
     _pipeline_families(store, at, family)
     return list(families.values())
@@ -638,6 +643,128 @@ def _live_families(
         for channel, channel_config in sorted(queue_config.channels.items()):
             for target_name, value in sorted(channel_config.items()):
                 channel_targets[target_name].add(_labels(tenant, queue, channel=channel), value)
+
+
+# -- staffing and estimated wait (docs/KPIS.md, "Staffing and estimated wait") -------------------
+#: The window whose offered calls and handle time give a queue's load: lambda = offered / 900 s.
+STAFFING_WINDOW_SECONDS = 900
+
+
+@dataclass(frozen=True, slots=True)
+class QueueOutlook:
+    """A queue's live staffing figures at one instant (None: not defined then)."""
+
+    arrivals_per_second: float  # lambda: calls offered in the last 15 minutes / 900 s
+    aht_seconds: float | None  # mean handle time of the calls ended in the last 15 minutes
+    staffed: int  # agents available, on_call or acw now
+    agents_required: int | None
+    service_level_forecast: float | None
+    estimated_wait_seconds: float | None
+    #: Erlang A's forecast (callers hang up after an exponential patience, its mean estimated
+    #: from the 15 minutes: total wait of every caller / abandons); Erlang C's without abandons.
+    service_level_forecast_erlang_a: float | None = None
+
+
+def queue_outlook(comps: Mapping[str, float], states: Mapping[str, int], waiting: int,
+                  queue_config: QueueConfig) -> QueueOutlook:  # fmt: skip
+    """Staffing and estimated wait of a queue from its last 15 minutes' components
+    (``offered``, ``handled``, ``handle_sum``, ``answered``), its agents by state now and the
+    calls waiting now.
+
+    * A = lambda x AHT Erlangs; required agents: the least N > A whose Erlang C service level
+      SL(N) (the queue's threshold) reaches the queue's ``service_level`` target; forecast:
+      SL(staffed) (0 when staffed <= A); and Erlang A's forecast with the callers' patience
+      estimated from the 15 minutes (total wait of every caller / abandons: the exponential
+      patience's maximum-likelihood estimate, answered callers counting as censored), which
+      is Erlang C's when nobody abandoned. All None when lambda or AHT is 0.
+    * Estimated wait of a caller joining now behind the ``waiting`` calls: 0 while an agent is
+      free for them, else ``(waiting - free + 1) x AHT / staffed`` (the queue-length
+      predictor, :func:`kpi_core.erlang.queue_wait`); with no agent staffed (a source of
+      call records only has no agent states) the mean wait of the calls answered in the 15
+      minutes (the delay history); None when neither is defined. bench/bench_staffing.py
+      measures both against the waits callers then had.
+    """
+    lam = comps.get("offered", 0.0) / STAFFING_WINDOW_SECONDS
+    handled = comps.get("handled", 0.0)
+    aht = comps.get("handle_sum", 0.0) / handled if handled > 0 else None
+    staffed = sum(n for state, n in states.items() if state in STAFFED_STATES)
+    free = states.get("available", 0)
+    required = forecast = forecast_a = None
+    if lam > 0 and aht is not None and aht > 0:
+        load = lam * aht
+        threshold = queue_config.sl_threshold_seconds
+        target = queue_config.targets.get("service_level")
+        if target is not None:
+            required = agents_required(load, aht, threshold, target)
+        forecast = forecast_a = service_level(staffed, load, aht, threshold)
+        abandoned, wait_sum = comps.get("abandoned", 0.0), comps.get("wait_sum", 0.0)
+        if abandoned > 0 and wait_sum > 0:
+            forecast_a = erlang_a(staffed, load, aht, wait_sum / abandoned, threshold)[0]
+    wait = queue_wait(waiting, free, staffed, aht) if aht is not None else (0.0 if waiting < free else None)
+    if wait is None and staffed == 0:
+        wait = _ratio(comps.get("asa_sum", 0.0), comps.get("asa_n", 0.0))
+    return QueueOutlook(lam, aht, staffed, required, forecast, wait, forecast_a)
+
+
+def _staffing_families(
+    config: Config,
+    store: StateStore,
+    tenant: str,
+    queues: list[str],
+    scopes: set[str],
+    at: float,
+    family: Callable[[str, str, str], MetricFamily],
+    agent_states: _AgentStates,
+    window_comps: Mapping[str, Components] | None,
+) -> None:
+    """Per queue: required agents, forecast service level, estimated wait
+    (:func:`queue_outlook`). ``window_comps``: the queues' components over the last 15
+    minutes when the snapshot read them (a ``15m`` window is configured), else they are read
+    here.
+
+    The tenant's ``_all`` is not one Erlang C queue (its queues are staffed and served
+    apart): its required agents are the queues' sum, its forecast and estimated wait the
+    queues' figures weighted by their arrival rates (the share of the tenant's next calls
+    answered within their queue's threshold, the expected wait of its next caller)."""
+    required = family("ccmon_staffing_agents_required", "gauge",
+                      "Erlang C agents needed to reach the queue's service-level target at the last 15 minutes' load.")
+    forecast = family("ccmon_staffing_service_level_forecast", "gauge",
+                      "Erlang C service level with the agents staffed now at the last 15 minutes' load.")
+    wait = family("ccmon_estimated_wait_seconds", "gauge", "Expected wait of a caller who joins the queue now.")
+    forecast_a = family("ccmon_staffing_service_level_forecast_erlang_a", "gauge",
+                        "Erlang A service level with the agents staffed now and the callers' patience of the last 15 minutes.")
+    max_age = config.max_call_age_seconds
+    required_sum = 0
+    weighted = {"forecast": [0.0, 0.0], "wait": [0.0, 0.0], "erlang_a": [0.0, 0.0]}  # [sum lambda x value, sum lambda]
+    for queue in queues:
+        if queue not in scopes:
+            continue
+        if window_comps is not None:
+            comps = window_comps.get(queue, {})
+        else:
+            comps = store.read_window(tenant, queue, at - STAFFING_WINDOW_SECONDS, at)
+        # The same reads as _live_families (ccmon_calls_waiting, ccmon_agents).
+        waiting = store.live_summary(WAITING, tenant, queue, at - max_age, at, at).size
+        outlook = queue_outlook(comps, agent_states(tenant, queue)[1], waiting, config.queue(tenant, queue))
+        labels = _labels(tenant, queue)
+        lam = outlook.arrivals_per_second
+        if outlook.agents_required is not None:
+            required.add(labels, float(outlook.agents_required))
+            required_sum += outlook.agents_required
+        for key, fam, value in (("forecast", forecast, outlook.service_level_forecast),
+                                ("wait", wait, outlook.estimated_wait_seconds),
+                                ("erlang_a", forecast_a, outlook.service_level_forecast_erlang_a)):  # fmt: skip
+            if value is not None:
+                fam.add(labels, value)
+                weighted[key][0] += lam * value
+                weighted[key][1] += lam
+    all_labels = _labels(tenant, ALL)
+    if required_sum:
+        required.add(all_labels, float(required_sum))
+    for key, fam in (("forecast", forecast), ("wait", wait), ("erlang_a", forecast_a)):
+        total, weight = weighted[key]
+        if weight > 0:
+            fam.add(all_labels, total / weight)
 
 
 def _counter_families(

@@ -23,8 +23,8 @@ Every event the simulator makes is stamped with the simulated time at which it i
 (``ts == emit time``), except where ``late_share`` delays its delivery. Injected malformed
 records always fail :func:`kpi_core.events.parse_event` / ``parse_line``.
 
-The Erlang C helpers at the top size the default staffing and are the reference the
-simulator is validated against (``tests/unit/test_erlang.py``).
+The Erlang C formulas (``kpi_core.erlang``, imported here) size the default staffing and are
+the reference the simulator is validated against (``tests/unit/test_erlang.py``).
 """
 
 from __future__ import annotations
@@ -41,57 +41,17 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from kpi_core.erlang import (  # noqa: F401 - re-exported: the simulator's reference (tests/unit/test_erlang.py)
+    agents_for_service_level,
+    erlang_b,
+    erlang_c,
+    erlang_c_asa,
+    erlang_c_service_level,
+)
 from kpi_core.errors import ConfigError
 
 #: A simulator output record: an event dict, or (malformed JSON) a raw string.
 Record = dict[str, Any] | str
-
-
-# -- Erlang C ---------------------------------------------------------------------------------
-def erlang_b(servers: int, load: float) -> float:
-    """Blocking probability of M/M/c/c with ``load`` = λ/μ Erlangs (stable recursion)."""
-    if servers < 0 or load < 0:
-        raise ValueError(f"erlang_b needs servers >= 0 and load >= 0, got {servers}, {load}")
-    b = 1.0
-    for k in range(1, servers + 1):
-        b = load * b / (k + load * b)
-    return b
-
-
-def erlang_c(servers: int, load: float) -> float:
-    """Probability that a call waits in M/M/c (Erlang C); 1.0 when ``load >= servers``."""
-    if load >= servers:
-        return 1.0
-    b = erlang_b(servers, load)
-    return servers * b / (servers - load * (1 - b))
-
-
-def erlang_c_service_level(servers: int, arrivals_per_second: float, aht_seconds: float, threshold: float) -> float:
-    """Share of calls answered within ``threshold`` seconds in M/M/c (FIFO, no abandonment)."""
-    load = arrivals_per_second * aht_seconds
-    if load >= servers:
-        return 0.0
-    c = erlang_c(servers, load)
-    return 1.0 - c * math.exp(-(servers - load) * threshold / aht_seconds)
-
-
-def erlang_c_asa(servers: int, arrivals_per_second: float, aht_seconds: float) -> float:
-    """Average speed of answer (mean wait of all calls) in M/M/c, seconds."""
-    load = arrivals_per_second * aht_seconds
-    if load >= servers:
-        return math.inf
-    return erlang_c(servers, load) * aht_seconds / (servers - load)
-
-
-def agents_for_service_level(
-    arrivals_per_second: float, aht_seconds: float, target: float = 0.8, threshold: float = 20.0
-) -> int:
-    """Fewest agents that reach ``target`` service level within ``threshold`` (Erlang C)."""
-    load = arrivals_per_second * aht_seconds
-    servers = max(1, math.floor(load) + 1)
-    while erlang_c_service_level(servers, arrivals_per_second, aht_seconds, threshold) < target:
-        servers += 1
-    return servers
 
 
 # -- intraday profiles --------------------------------------------------------------------------

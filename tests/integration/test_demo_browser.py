@@ -108,6 +108,60 @@ def demo() -> Any:
 
 
 @needs_chromium
+def test_wallboard_staffing_strip(demo: Any, tmp_path: Path) -> None:
+    """The board's staffing strip (estimated wait, agents staffed of required, forecast service
+    level per queue) shows exactly the demo's /metrics. Runs before the test below, which
+    stops the demo. Screenshot: ``test-artifacts/wallboard-staffing.png``."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    _proc, base = demo
+    at = json.loads(get(base + "api/kpis"))["at"]
+    metrics = parse_metrics(get(base + "metrics").decode())
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1920, "height": 1080},
+        )  # fmt: skip
+        try:
+            page = context.pages[0] if context.pages else context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(base)
+            page.wait_for_function(f"Number(document.body.dataset.at) === {at!r}", timeout=20000)
+            chips = page.eval_on_selector_all(
+                "#staffing .sq", "els => els.map(e => ({...e.dataset, text: e.textContent, cls: e.className}))"
+            )
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "wallboard-staffing.png"))
+        finally:
+            context.close()
+    assert errors == []
+
+    def metric(name: str, queue: str, **extra: str) -> float | None:
+        return metrics.get((name, frozenset({("tenant", "default"), ("queue", queue), *extra.items()})))
+
+    expected = [q for q in ["_all", *sorted({dict(labels)["queue"] for name, labels in metrics
+                                           if name == "ccmon_estimated_wait_seconds"} - {"_all"})]
+                if metric("ccmon_estimated_wait_seconds", q) is not None]  # fmt: skip
+    assert len(expected) >= 3  # the demo's queues have calls and agents: every figure is defined
+    assert [c["queue"] for c in chips] == expected
+    for chip in chips:
+        queue = chip["queue"]
+        ewt = metric("ccmon_estimated_wait_seconds", queue)
+        required = metric("ccmon_staffing_agents_required", queue)
+        forecast = metric("ccmon_staffing_service_level_forecast", queue)
+        target = metric("ccmon_target_service_level_ratio", queue)
+        staffed = sum(metric("ccmon_agents", queue, state=s) or 0.0 for s in ("available", "on_call", "acw"))
+        assert ewt is not None and float(chip["ewt"]) == ewt
+        assert required is not None and float(chip["required"]) == required
+        assert forecast is not None and target is not None and float(chip["forecast"]) == forecast
+        assert float(chip["staffed"]) == staffed
+        assert f"agents {int(staffed)} of {int(required)} needed" in chip["text"], chip
+        assert f"forecast {round(forecast * 100)}%" in chip["text"], chip
+        band = "ok" if forecast >= target else "warn" if forecast >= target - 0.1 else "bad"
+        assert band in chip["cls"].split(), (chip, forecast, target)
+
+
+@needs_chromium
 def test_wallboard_shows_the_metrics(demo: Any, tmp_path: Path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
     proc, base = demo
