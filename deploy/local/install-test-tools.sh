@@ -2,9 +2,11 @@
 # Debian packages the test suite runs for real, installed only when missing:
 # Prometheus + promtool and Alertmanager + amtool (alert rules, dashboards' queries),
 # Chromium (the wallboard browser test). Called by deploy/local/test.sh.
-# Also the pinned helm of the chart tests (install-helm.sh: built with go install, cached).
+# Also the pinned helm of the chart tests (install-helm.sh: built with go install, cached), and the
+# pinned Alertmanager >= 0.26 of the Microsoft Teams delivery test (install-alertmanager.sh, the same way).
 set -euo pipefail
 bash "$(dirname "${BASH_SOURCE[0]}")/install-helm.sh"
+bash "$(dirname "${BASH_SOURCE[0]}")/install-alertmanager.sh"
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
