@@ -3,7 +3,14 @@ webhook, Slack, Microsoft Teams and e-mail, each message naming the tenant, the 
 value and the target (templates: deploy/alertmanager/ccmon.tmpl). The routes, grouping and
 inhibition are those of deploy/alertmanager/alertmanager.yml (or --base). Check the result
 with `amtool check-config`. The file holds the webhook URLs and the SMTP password (unless
-given as files, the ..._FILE variables): it is written readable by its owner only. Variables: docs/ALERTS.md, "Notifications"."""
+given as files, the ..._FILE variables): it is written readable by its owner only. Variables: docs/ALERTS.md, "Notifications".
+
+Microsoft Teams (msteams_configs) needs Alertmanager >= 0.26, so the config is rendered for a
+version: CCMON_AM_VERSION, else that of the local binary (CCMON_ALERTMANAGER_BIN, else
+``alertmanager`` / ``prometheus-alertmanager`` on PATH), else docker-compose.yml's. A binary
+built with ``go install`` (deploy/local/install-alertmanager.sh) prints an empty version
+(``alertmanager, version  (branch: , ...)``): its version is then the module's in its Go build
+information (``go version -m``)."""
 
 from __future__ import annotations
 
@@ -28,6 +35,8 @@ BASE = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
 PEOPLE_RECEIVERS = ("default", "supervisors", "supervisors-pager", "ops")
 #: The Alertmanager docker-compose.yml runs: assumed when no local binary tells its version.
 COMPOSE_VERSION = (0, 27, 0)
+#: The Go module a ``go install`` build of Alertmanager records in its build information.
+ALERTMANAGER_MODULE = "github.com/prometheus/alertmanager"
 #: msteams_configs, and the webhook's url_file, came with Alertmanager 0.26.0.
 TEAMS_MIN_VERSION = (0, 26, 0)
 WEBHOOK_URL_FILE_MIN_VERSION = (0, 26, 0)
@@ -57,6 +66,8 @@ VARIABLES: Mapping[str, str] = {
     "CCMON_AM_REPEAT_INTERVAL": "route repeat_interval (default: the base config's, 4h)",
     "CCMON_AM_VERSION": "version of the Alertmanager the config is for (default: the local binary's, else "
                         + ".".join(map(str, COMPOSE_VERSION)) + ", docker-compose.yml's)",
+    "CCMON_ALERTMANAGER_BIN": "the local Alertmanager binary whose version is the default (default: alertmanager, "
+                              "else prometheus-alertmanager, on PATH)",
 }
 
 _YES = {"yes": True, "true": True, "1": True, "on": True, "no": False, "false": False, "0": False, "off": False}
@@ -73,24 +84,67 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
-    """``0.25.0``, ``v0.27.0`` or ``alertmanager, version 0.25.0 (branch...)`` -> (0, 25, 0)."""
-    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    """``0.25.0``, ``v0.27.0`` or ``alertmanager, version 0.25.0 (branch...)`` -> (0, 25, 0).
+
+    Only the first line counts: the rest of ``--version`` names Go's version (``go1.26.8``), not
+    Alertmanager's, and a ``go install`` build's first line has no version at all (ValueError)."""
+    line = text.strip().split("\n", 1)[0]
+    number = r"v?(\d+)\.(\d+)(?:\.(\d+))?"
+    match = re.search(r"\bversion\s+" + number if re.search(r"\bversion\b", line) else number, line)
     if match is None:
         raise ValueError(text)
     return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
 
 
-def local_alertmanager_version() -> tuple[tuple[int, int, int], str] | None:
-    """The version of the Alertmanager installed here (and the binary that said it), if any."""
-    for name in ("alertmanager", "prometheus-alertmanager"):
-        binary = shutil.which(name)
-        if binary is None:
-            continue
-        try:
-            out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
-            return parse_version(out.stdout + out.stderr), binary
-        except (OSError, subprocess.SubprocessError, ValueError):
-            continue
+def module_version(go_version_m: str, module: str = ALERTMANAGER_MODULE) -> str | None:
+    """The version of ``module`` in ``go version -m BINARY``'s output (``mod <module> v0.28.1 h1:...``)."""
+    for line in go_version_m.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[0] == "mod" and fields[1] == module:
+            return fields[2]
+    return None
+
+
+def binary_version(binary: str, environ: Mapping[str, str]) -> tuple[tuple[int, int, int], str] | None:
+    """``binary``'s version and how it was read: its ``--version``, else (a ``go install`` build)
+    the Alertmanager module's version in its Go build information; None if neither tells."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+        return parse_version(out.stdout + out.stderr), f"{binary} --version"
+    except (OSError, subprocess.SubprocessError, ValueError):
+        pass
+    go = shutil.which("go", path=environ.get("PATH"))
+    if go is None:
+        return None
+    try:
+        out = subprocess.run([go, "version", "-m", binary], capture_output=True, text=True, timeout=30)
+        found = module_version(out.stdout)
+        return (parse_version(found), f"go version -m {binary}") if found else None
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+
+
+def local_alertmanager_version(environ: Mapping[str, str] | None = None) -> tuple[tuple[int, int, int], str] | None:
+    """The version of the Alertmanager installed here (and where it was read), if there is one:
+    CCMON_ALERTMANAGER_BIN, else the first of ``alertmanager``, ``prometheus-alertmanager`` on
+    PATH that tells its version. A binary that does not tell: COMPOSE_VERSION, saying so."""
+    environ = os.environ if environ is None else environ
+    chosen = environ.get("CCMON_ALERTMANAGER_BIN", "").strip()
+    if chosen:
+        if not (os.path.isfile(chosen) and os.access(chosen, os.X_OK)):
+            raise ConfigError("CCMON_ALERTMANAGER_BIN", f"must be an executable Alertmanager binary, got {chosen!r}")
+        binaries = [chosen]
+    else:
+        binaries = [b for b in (shutil.which(n, path=environ.get("PATH")) for n in ("alertmanager", "prometheus-alertmanager")) if b]
+    for binary in binaries:
+        found = binary_version(binary, environ)
+        if found is not None:
+            return found
+    if binaries:
+        shown = ".".join(map(str, COMPOSE_VERSION))
+        print(f"ccmon alertmanager-config: {', '.join(binaries)} did not say its version (neither --version nor "
+              f"go version -m): assuming Alertmanager {shown}, docker-compose.yml's; set CCMON_AM_VERSION", file=sys.stderr)  # fmt: skip
+        return COMPOSE_VERSION, f"docker-compose.yml, the version of {', '.join(binaries)} being unknown"
     return None
 
 
@@ -242,7 +296,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("CCMON_AM_VERSION", f"must be a version such as 0.27.0, got {environ['CCMON_AM_VERSION']!r}") from None
         version_from = "CCMON_AM_VERSION"
     else:
-        found = local_alertmanager_version()
+        found = local_alertmanager_version(environ)
         version, version_from = found if found is not None else (COMPOSE_VERSION, "docker-compose.yml")
     config = render_config(base, environ, version, args.templates)
     channels = sorted({key for r in config["receivers"] for key in r if key.endswith("_configs")})

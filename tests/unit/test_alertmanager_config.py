@@ -5,6 +5,7 @@ tests/integration/test_alerts_delivery.py."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,14 @@ import pytest
 import yaml
 
 from kpi_core.errors import ConfigError
-from streams.commands.alertmanager_config import BASE, parse_version, render_config
+from streams.commands.alertmanager_config import (
+    BASE,
+    COMPOSE_VERSION,
+    local_alertmanager_version,
+    module_version,
+    parse_version,
+    render_config,
+)
 
 BASE_CONFIG = yaml.safe_load(BASE.read_text(encoding="utf-8"))
 TEMPLATE = Path(BASE).with_name("ccmon.tmpl")
@@ -88,6 +96,65 @@ def test_teams_needs_alertmanager_0_26() -> None:
     assert "0.26" in str(info.value) and "0.25.0" in str(info.value) and "secret-token" not in str(info.value)
     assert "msteams_configs" in receivers(render_config(BASE_CONFIG, {"CCMON_AM_TEAMS_WEBHOOK_URL": TEAMS}, (0, 26, 0)))["ops"]
     assert parse_version("alertmanager, version 0.25.0 (branch: debian/sid)") == OLD and parse_version("v0.27") == (0, 27, 0)
+
+
+#: ``--version`` of Alertmanager built with ``go install`` (deploy/local/install-alertmanager.sh):
+#: no version on the first line, Go's on another.
+GO_INSTALL_VERSION = """alertmanager, version  (branch: , revision: unknown)
+  build user:
+  build date:
+  go version:       go1.26.8
+  platform:         linux/amd64
+  tags:             unknown
+"""
+DEBIAN_VERSION = """alertmanager, version 0.25.0 (branch: debian/sid, revision: 0.25.0-1+b4)
+  build user:       team+pkg-go@tracker.debian.org
+  go version:       go1.19.8
+"""
+#: ``go version -m`` of that build.
+GO_VERSION_M = """{binary}: go1.26.8
+\tpath\tgithub.com/prometheus/alertmanager/cmd/alertmanager
+\tmod\tgithub.com/prometheus/alertmanager\tv0.28.1\th1:BK5pCoAtaKg01BYRUJhEDV1tqJMEtYBGzPw8QdvnnvA=
+\tdep\tgithub.com/prometheus/common\tv0.61.0\th1:K6r7Xn3Y4eX8Ud2/3jsp4bBgr6IT5+M5i7AvP6ITS4c=
+\tbuild\t-trimpath=true
+"""
+
+
+def test_version_of_a_go_install_build() -> None:
+    # Its --version has no version: not Go's (1.26.8) taken for Alertmanager's.
+    with pytest.raises(ValueError):
+        parse_version(GO_INSTALL_VERSION)
+    assert parse_version(DEBIAN_VERSION) == OLD
+    assert module_version(GO_VERSION_M.format(binary="/x/alertmanager")) == "v0.28.1"
+    assert module_version("/x/alertmanager: go1.26.8\n\tpath\tgithub.com/prometheus/prometheus/cmd/prometheus\n") is None
+
+
+def fake_binary(path: Path, output: str) -> str:
+    """An executable printing ``output`` (``{binary}``: its last argument)."""
+    path.write_text("#!/bin/sh\nfor a; do last=$a; done\ncat <<EOF\n" + output.replace("{binary}", "$last") + "EOF\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_local_version_from_the_go_build_information(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "bin").mkdir()
+    binary = fake_binary(tmp_path / "bin" / "alertmanager", GO_INSTALL_VERSION)
+    # `go version -m` tells the version of the binary on PATH...
+    go = fake_binary(tmp_path / "bin" / "go", GO_VERSION_M)
+    assert local_alertmanager_version({"PATH": str(tmp_path / "bin")}) == ((0, 28, 1), f"go version -m {binary}")
+    # ... and of the one CCMON_ALERTMANAGER_BIN names, first.
+    debian = fake_binary(tmp_path / "prometheus-alertmanager", DEBIAN_VERSION)
+    assert local_alertmanager_version({"PATH": str(tmp_path / "bin"), "CCMON_ALERTMANAGER_BIN": debian}) == (
+        OLD, f"{debian} --version")
+    # Without go: the docker-compose version, saying why.
+    os.remove(go)
+    version, whence = local_alertmanager_version({"PATH": str(tmp_path / "bin")}) or ((), "")
+    assert version == COMPOSE_VERSION and binary in whence and "unknown" in whence
+    assert "CCMON_AM_VERSION" in capsys.readouterr().err
+    assert local_alertmanager_version({"PATH": str(tmp_path / "empty")}) is None
+    with pytest.raises(ConfigError) as info:
+        local_alertmanager_version({"CCMON_ALERTMANAGER_BIN": str(tmp_path / "nope")})
+    assert info.value.field == "CCMON_ALERTMANAGER_BIN" and repr(str(tmp_path / "nope")) in str(info.value)
 
 
 @pytest.mark.parametrize(
