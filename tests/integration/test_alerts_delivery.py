@@ -15,8 +15,14 @@
   the tiles still drawn. Screenshots: test-artifacts/alerts-*.png.
 
 Microsoft Teams: msteams_configs needs Alertmanager >= 0.26 and Debian's is 0.25, so the
-generator refuses a Teams URL for it (asserted here) and renders msteams_configs for a newer
-one (tests/unit/test_alertmanager_config.py).
+generator refuses a Teams URL for it (asserted here). The pinned Alertmanager v0.28.1 that
+deploy/local/install-alertmanager.sh builds with ``go install`` (and its amtool) runs the same
+stack with a Teams receiver too: the config is rendered for the version the generator reads from
+that binary's Go build information (its ``--version`` has none), and Alertmanager's MessageCard,
+posted to this test's stand-in for the Teams incoming-webhook URL (``/teams``), names tenant,
+queue, value and target, as do the webhook, Slack and e-mail messages of that Alertmanager. Without
+the pinned build that test fails naming the script (as the helm chart tests do): ``make test``
+builds it (deploy/local/install-test-tools.sh).
 
 No Kafka or Redis, so no ``integration`` marker.
 """
@@ -33,7 +39,8 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -54,6 +61,9 @@ RULES = REPO / "deploy" / "prometheus" / "rules" / "ccmon-alerts.yml"
 TEMPLATE = REPO / "deploy" / "alertmanager" / "ccmon.tmpl"
 AMTOOL = "amtool"
 TENANT = "acme"
+INSTALL_ALERTMANAGER = REPO / "deploy" / "local" / "install-alertmanager.sh"
+#: The pinned Alertmanager (Teams needs >= 0.26) and the version its build information records.
+PINNED_VERSION = "v0.28.1"
 
 needs_alertmanager = pytest.mark.skipif(not Path(ALERTMANAGER).exists(),
                                         reason=f"{ALERTMANAGER} not installed (apt-get install prometheus-alertmanager)")  # fmt: skip
@@ -208,10 +218,24 @@ class SmtpSink:
 
 
 def render_config(environ: Mapping[str, str], output: Path) -> subprocess.CompletedProcess[str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CCMON_AM_")}
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("CCMON_AM_") and key != "CCMON_ALERTMANAGER_BIN"}  # fmt: skip
     env.update(environ)
     return subprocess.run([sys.executable, "-m", "streams.cli", "alertmanager-config", "-o", str(output),
                            "--templates", str(TEMPLATE)], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+def pinned_alertmanager() -> tuple[Path, Path]:
+    """The pinned Alertmanager and amtool of deploy/local/install-alertmanager.sh, in
+    ``$CCMON_ALERTMANAGER_DIR`` (default ~/.cache/ccmon/alertmanager/bin). Missing: the test fails
+    naming the script (deploy/local/install-test-tools.sh runs it for ``make test``)."""
+    directory = os.environ.get("CCMON_ALERTMANAGER_DIR") or str(Path.home() / ".cache" / "ccmon" / "alertmanager" / "bin")
+    binaries = (Path(directory) / "alertmanager", Path(directory) / "amtool")
+    for path in binaries:
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            pytest.fail(f"{path.name} not found at {path}: run `bash {INSTALL_ALERTMANAGER.relative_to(REPO)}` (Alertmanager "
+                        f"{PINNED_VERSION}, built with go install; deploy/local/install-test-tools.sh runs it)", pytrace=False)  # fmt: skip
+    return binaries
 
 
 @dataclass
@@ -220,13 +244,15 @@ class Stack:
     receiver: Receiver
     smtp: SmtpSink
     config: dict[str, Any]
+    header: str  #: the rendered file's first line: the Alertmanager version it is for, and whence
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    if not Path(ALERTMANAGER).exists():
-        pytest.skip(f"{ALERTMANAGER} not installed (apt-get install prometheus-alertmanager)")
-    workdir = tmp_path_factory.mktemp("alertmanager")
+@contextmanager
+def running_stack(workdir: Path, alertmanager: str, amtool: str,
+                  more: Callable[[Receiver], Mapping[str, str]] = lambda receiver: {}) -> Iterator[Stack]:  # fmt: skip
+    """``alertmanager`` on free ports with the config ``ccmon alertmanager-config`` renders for the
+    webhook (``/hook``), Slack (``/slack``) and e-mail receivers of this test, and the variables
+    ``more`` gives (given the HTTP receiver)."""
     receiver, smtp = Receiver(), SmtpSink()
     environ = {
         "CCMON_AM_WEBHOOK_URL": receiver.base + "/hook",
@@ -238,25 +264,51 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "CCMON_AM_SMTP_REQUIRE_TLS": "no",
         "CCMON_AM_GROUP_WAIT": "1s",
         "CCMON_AM_GROUP_INTERVAL": "1s",
+        **more(receiver),
     }
-    done = render_config(environ, workdir / "alertmanager.yml")
-    assert done.returncode == 0, done.stderr
-    assert (workdir / "alertmanager.yml").stat().st_mode & 0o077 == 0  # it holds the webhook URLs
-    check = subprocess.run([AMTOOL, "check-config", str(workdir / "alertmanager.yml")], capture_output=True, text=True,
-                           timeout=60)  # fmt: skip
-    assert check.returncode == 0, check.stdout + check.stderr
-    port = free_port()
-    am = Service("alertmanager", [ALERTMANAGER, f"--config.file={workdir / 'alertmanager.yml'}",
-                                  f"--storage.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-                                  "--cluster.listen-address="], workdir)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    am: Service | None = None
     try:
+        done = render_config(environ, workdir / "alertmanager.yml")
+        assert done.returncode == 0, done.stderr
+        assert (workdir / "alertmanager.yml").stat().st_mode & 0o077 == 0  # it holds the webhook URLs
+        check = subprocess.run([amtool, "check-config", str(workdir / "alertmanager.yml")], capture_output=True, text=True,
+                               timeout=60)  # fmt: skip
+        assert check.returncode == 0, check.stdout + check.stderr
+        port = free_port()
+        am = Service("alertmanager", [alertmanager, f"--config.file={workdir / 'alertmanager.yml'}",
+                                      f"--storage.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+                                      "--cluster.listen-address="], workdir)  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
         am.wait_ready(url + "/-/ready")
-        yield Stack(url, receiver, smtp, yaml.safe_load((workdir / "alertmanager.yml").read_text()))
+        text = (workdir / "alertmanager.yml").read_text()
+        yield Stack(url, receiver, smtp, yaml.safe_load(text), text.split("\n", 1)[0])
     finally:
-        am.stop()
+        if am is not None:
+            am.stop()
         receiver.close()
         smtp.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Debian's Alertmanager (0.25: no Teams)."""
+    if not Path(ALERTMANAGER).exists():
+        pytest.skip(f"{ALERTMANAGER} not installed (apt-get install prometheus-alertmanager)")
+    with running_stack(tmp_path_factory.mktemp("alertmanager"), ALERTMANAGER, AMTOOL) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def pinned_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The pinned Alertmanager v0.28.1, with a Teams receiver too (the incoming-webhook URL is
+    ``/teams`` of this test's HTTP server). CCMON_ALERTMANAGER_BIN tells the generator which
+    Alertmanager the config is for (no CCMON_AM_VERSION)."""
+    alertmanager, amtool = pinned_alertmanager()
+    def teams(receiver: Receiver) -> dict[str, str]:
+        return {"CCMON_AM_TEAMS_WEBHOOK_URL": receiver.base + "/teams", "CCMON_ALERTMANAGER_BIN": str(alertmanager)}
+
+    with running_stack(tmp_path_factory.mktemp("alertmanager-pinned"), str(alertmanager), str(amtool), teams) as running:
+        yield running
 
 
 def post_alerts(url: str, alerts: list[dict[str, Any]]) -> None:
@@ -273,6 +325,12 @@ def test_alertmanager_delivers_to_webhook_slack_and_email(stack: Stack) -> None:
     for name in ("default", "supervisors", "supervisors-pager", "ops"):
         assert {"webhook_configs", "slack_configs", "email_configs"} <= set(receivers[name]), receivers[name]
     assert set(receivers["watchdog"]) == {"name"}
+    check_webhook_slack_and_email(stack)
+
+
+def check_webhook_slack_and_email(stack: Stack) -> None:
+    """STAGED posted to the stack's Alertmanager reach the webhook, Slack and e-mail, each
+    message naming tenant, queue, value and target."""
     post_alerts(stack.url, [s.posted() for s in STAGED])
 
     def delivered() -> bool:
@@ -313,6 +371,43 @@ def test_alertmanager_delivers_to_webhook_slack_and_email(stack: Stack) -> None:
         for body in (plain.get_content(), html.get_content()):
             for needle in (TENANT, staged.queue, staged.value_text, staged.target_text):
                 assert needle in body, (needle, body)
+
+
+@needs_alertmanager
+def test_teams_refused_for_debians_alertmanager_detected(tmp_path: Path) -> None:
+    # No CCMON_AM_VERSION: the version is read from the binary named (Debian's says 0.25.0).
+    done = render_config({"CCMON_AM_TEAMS_WEBHOOK_URL": "https://example.webhook.office.com/webhookb2/x",
+                          "CCMON_ALERTMANAGER_BIN": ALERTMANAGER}, tmp_path / "am.yml")  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "CCMON_AM_TEAMS_WEBHOOK_URL" in done.stderr and "0.26" in done.stderr and "0.25.0" in done.stderr
+    assert "webhookb2" not in done.stderr
+    assert not (tmp_path / "am.yml").exists()
+
+
+def test_pinned_alertmanager_delivers_to_teams_webhook_slack_and_email(pinned_stack: Stack) -> None:
+    stack = pinned_stack
+    # Rendered for the version in the pinned build's Go build information (its --version has none).
+    assert f"for Alertmanager {PINNED_VERSION[1:]} (from go version -m " in stack.header, stack.header
+    receivers = {r["name"]: r for r in stack.config["receivers"]}
+    for name in ("default", "supervisors", "supervisors-pager", "ops"):
+        assert {"webhook_configs", "slack_configs", "msteams_configs", "email_configs"} <= set(receivers[name]), receivers[name]
+        assert receivers[name]["msteams_configs"][0]["webhook_url"] == stack.receiver.base + "/teams"
+    check_webhook_slack_and_email(stack)
+    wait_for("the Teams notifications", lambda: len(stack.receiver.at("/teams")) >= len(STAGED), timeout=30)
+
+    cards = stack.receiver.at("/teams")
+    assert len(cards) == len(STAGED), cards  # one per tenant/queue group
+    for staged in STAGED:
+        # Alertmanager's Office 365 connector card: title and text from ccmon.tmpl, red while firing.
+        (card,) = [c for c in cards if f"queue {staged.queue}" in c["title"]]
+        assert (card["type"], card["@context"]) == ("MessageCard", "http://schema.org/extensions"), card
+        assert card["title"] == f"[FIRING:1] {staged.name} · tenant {TENANT} · queue {staged.queue}"
+        assert card["themeColor"] == "8C1A1A"
+        assert staged.name in card["summary"], card["summary"]
+        for needle in (f"Tenant: {TENANT}", f"Queue: {staged.queue}", staged.value_text, staged.target_text,
+                       "Runbook: https://github.com/your-org/ccmon/blob/main/docs/ALERTS.md#" + staged.name.lower()):
+            assert needle in card["text"], (needle, card["text"])
+        assert rule(staged.name)["labels"]["severity"].upper() + ": " in card["text"]
 
 
 def board_families(breaches: bool) -> list[MetricFamily]:
