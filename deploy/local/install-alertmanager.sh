@@ -23,13 +23,17 @@ built_version() {
 }
 
 packages=()
+stale=()
 for tool in "${tools[@]}"; do
   if ! [ -x "$bin_dir/$tool" ] || [ "$(built_version "$bin_dir/$tool")" != "$AM_VERSION" ]; then
     packages+=("$AM_MODULE/cmd/$tool@$AM_VERSION")
+    stale+=("$bin_dir/$tool")
   fi
 done
 [ "${#packages[@]}" = 0 ] && exit 0
 mkdir -p "$bin_dir"
+# go install overwrites only a Go binary: another file there (a script, a non-Go build) goes first.
+rm -f "${stale[@]}"
 echo "building ${packages[*]} into $bin_dir (go install; a few minutes)" >&2
 GOBIN="$bin_dir" GOFLAGS="${GOFLAGS:-} -trimpath" go install "${packages[@]}"
 for tool in "${tools[@]}"; do
