@@ -86,6 +86,8 @@ ENGINE_RANGES: Mapping[str, tuple[float, float]] = MappingProxyType(
         "finished_call_grace_seconds": (0, _WEEK),
         "repeat_caller_seconds": (60, 31 * _DAY),  # the state horizon follows it: a month at most
         "max_future_seconds": (0, _DAY),
+        # A whole number: with 2, each of the two agents could read the other's pulse answer.
+        "pulse_min_responses": (3, 10_000),
     }
 )
 #: [min, max] of each number of a queue (``[defaults]``, ``[tenants.*.queues.*]``).
@@ -129,9 +131,6 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 #: An ``open_hours`` range, local time: ``HH:MM-HH:MM``, 00:00 to 24:00.
 _OPEN_RANGE_RE = re.compile(r"([01][0-9]|2[0-4]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])")
 _MINUTES_PER_DAY = 24 * 60
-#: [min, max] of ``pulse_min_responses``: with 2, each of the two agents could read the other's
-#: answer off the aggregate.
-PULSE_MIN_RESPONSES_RANGE = (3, 10_000)
 
 _WINDOW_RE = re.compile(r"^([1-9][0-9]*)([smh])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
@@ -387,15 +386,15 @@ def _queue(raw: Any, where: str, base: QueueConfig) -> QueueConfig:
     )
 
 
-_ENGINE_FIELDS = {"windows", "callback_on_missed", "pulse_min_responses", *ENGINE_RANGES}
+_ENGINE_FIELDS = {"windows", "callback_on_missed", *ENGINE_RANGES}
 
 
 def _pulse_min_responses(table: Mapping[str, Any], where: str, default: int | None) -> int | None:
-    """``table["pulse_min_responses"]``: a whole number in PULSE_MIN_RESPONSES_RANGE."""
+    """``table["pulse_min_responses"]``: a whole number in its ENGINE_RANGES range."""
     if "pulse_min_responses" not in table:
         return default
     value = table["pulse_min_responses"]
-    low, high = PULSE_MIN_RESPONSES_RANGE
+    low, high = (int(bound) for bound in ENGINE_RANGES["pulse_min_responses"])
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ConfigError(f"{where}pulse_min_responses", f"must be a whole number in [{low}, {high}], got {value!r}")
     return value
