@@ -16,6 +16,11 @@ is an error (a misspelt section would otherwise be ignored silently).
 A queue that is not in the file still works: it takes ``[defaults]``. A tenant that is not in
 the file uses UTC. See ``deploy/config/ccmon.toml`` for a commented example.
 
+The employee pulse (``esat``/``enps`` surveys answered by agents) is exported only in batches of
+answers from at least ``pulse_min_responses`` different agents (default 5, 3..10,000; in
+``[engine]`` for every tenant, or per tenant under ``[tenants.*]``): no single agent's answer can
+be read off (kpi_core.engine, ``_pulse``; docs/KPI_ENGINE.md).
+
 A queue's opening hours (``open_hours``, ``open_days``; optional) are local times of the tenant's
 zone: ``"HH:MM-HH:MM"`` from 00:00 to 24:00, start before end (a range over midnight is written
 as two), on the days named (``mon`` .. ``sun``). With either set the exporter serves
@@ -94,6 +99,8 @@ ENGINE_RANGES: Mapping[str, tuple[float, float]] = MappingProxyType(
         "finished_call_grace_seconds": (0, _WEEK),
         "repeat_caller_seconds": (60, 31 * _DAY),  # the state horizon follows it: a month at most
         "max_future_seconds": (0, _DAY),
+        # A whole number: with 2, each of the two agents could read the other's pulse answer.
+        "pulse_min_responses": (3, 10_000),
     }
 )
 #: [min, max] of each number of a queue (``[defaults]``, ``[tenants.*.queues.*]``).
@@ -209,6 +216,8 @@ class QueueConfig:
 class TenantConfig:
     timezone: str = "UTC"
     queues: Mapping[str, QueueConfig] = field(default_factory=dict)
+    #: The tenant's own pulse minimum (None: the ``[engine]`` one).
+    pulse_min_responses: int | None = None
 
     @property
     def zone(self) -> ZoneInfo:
@@ -253,6 +262,8 @@ class Config:
     callback_on_missed: bool = True
     repeat_caller_seconds: float = 86400.0
     max_future_seconds: float = 300.0
+    #: Employee pulse answers are exported in batches from at least this many agents.
+    pulse_min_responses: int = 5
     defaults: QueueConfig = field(default_factory=QueueConfig)
     tenants: Mapping[str, TenantConfig] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
@@ -264,6 +275,13 @@ class Config:
             if queue_config is not None:
                 return queue_config
         return self.defaults
+
+    def pulse_minimum(self, tenant: str) -> int:
+        """The fewest different agents whose pulse answers are exported together."""
+        tenant_config = self.tenants.get(tenant)
+        if tenant_config is not None and tenant_config.pulse_min_responses is not None:
+            return tenant_config.pulse_min_responses
+        return self.pulse_min_responses
 
     def timezone(self, tenant: str) -> ZoneInfo:
         tenant_config = self.tenants.get(tenant)
@@ -415,6 +433,17 @@ def _queue(raw: Any, where: str, base: QueueConfig) -> QueueConfig:
 
 
 _ENGINE_FIELDS = {"windows", "callback_on_missed", *ENGINE_RANGES}
+
+
+def _pulse_min_responses(table: Mapping[str, Any], where: str, default: int | None) -> int | None:
+    """``table["pulse_min_responses"]``: a whole number in its ENGINE_RANGES range."""
+    if "pulse_min_responses" not in table:
+        return default
+    value = table["pulse_min_responses"]
+    low, high = (int(bound) for bound in ENGINE_RANGES["pulse_min_responses"])
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{where}pulse_min_responses", f"must be a whole number in [{low}, {high}], got {value!r}")
+    return value
 #: The top-level sections of the file.
 SECTIONS = ("engine", "limits", "defaults", "tenants")
 
@@ -466,7 +495,7 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
     for tenant_name, tenant_raw in _table(raw.get("tenants", {}), "tenants").items():
         where = f"tenants.{tenant_name}."
         tenant_table = _table(tenant_raw, where.rstrip("."))
-        _reject_unknown(tenant_table, {"timezone", "queues"}, where)
+        _reject_unknown(tenant_table, {"timezone", "queues", "pulse_min_responses"}, where)
         zone = tenant_table.get("timezone", "UTC")
         try:
             if not isinstance(zone, str):
@@ -480,7 +509,8 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
         }
         if "_all" in queues:
             raise ConfigError(f"{where}queues._all", "the queue name '_all' is reserved for totals")
-        tenants[tenant_name] = TenantConfig(timezone=zone, queues=MappingProxyType(queues))
+        tenants[tenant_name] = TenantConfig(timezone=zone, queues=MappingProxyType(queues),
+                                            pulse_min_responses=_pulse_min_responses(tenant_table, where, None))
 
     limits_raw = _table(raw.get("limits", {}), "limits")
     _reject_unknown(limits_raw, set(Limits.__dataclass_fields__), "limits.")
@@ -502,6 +532,7 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
         callback_on_missed=on_missed,
         repeat_caller_seconds=engine_number("repeat_caller_seconds"),
         max_future_seconds=engine_number("max_future_seconds"),
+        pulse_min_responses=_pulse_min_responses(engine, "engine.", base.pulse_min_responses) or base.pulse_min_responses,
         defaults=defaults,
         tenants=MappingProxyType(tenants),
     )

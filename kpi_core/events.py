@@ -58,7 +58,10 @@ EVENT_TYPES = CALL_TYPES | {
 
 AGENT_STATES = ("available", "on_call", "acw", "away", "offline")
 CHANNELS = frozenset({"voice", "chat", "email", "social", "sms"})
-SURVEYS = frozenset({"csat", "nps", "ces"})
+SURVEYS = frozenset({"csat", "nps", "ces", "esat", "enps"})
+#: Employee pulse surveys: answered by agents (``agent_id`` required), exported only in batches
+#: of answers from at least ``pulse_min_responses`` agents (kpi_core.engine, ``_pulse``).
+PULSE_SURVEYS = frozenset({"esat", "enps"})
 CSAT_SCALES = frozenset({3, 5, 7, 10})
 
 #: Longest id (event, call, customer...) accepted. Longer ones are rejected, not truncated.
@@ -332,7 +335,7 @@ def _score(obj: dict[str, Any], survey: str) -> tuple[float, int | None]:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(_float(value)):
         raise InvalidEventError("invalid_field:score", f"score must be a number, got {_preview(value)}")
     scale_max: int | None = None
-    if survey == "csat":
+    if survey in ("csat", "esat"):
         raw_scale = obj.get("scale_max", 5)
         if isinstance(raw_scale, float) and raw_scale.is_integer():
             raw_scale = int(raw_scale)
@@ -343,7 +346,7 @@ def _score(obj: dict[str, Any], survey: str) -> tuple[float, int | None]:
             )
         scale_max = int(raw_scale)
         low, high = 1, scale_max
-    elif survey == "nps":
+    elif survey in ("nps", "enps"):
         low, high = 0, 10
     else:  # ces
         low, high = 1, 7
@@ -422,6 +425,8 @@ def parse_event(obj: Any) -> Event:
         survey = _choice(obj, "survey", SURVEYS)
         assert survey is not None  # required above
         fields["survey"] = survey
+        if survey in PULSE_SURVEYS and fields.get("agent_id") is None:
+            raise InvalidEventError("missing_field:agent_id", f"survey.response with survey {survey} needs agent_id")
         fields["score"], fields["scale_max"] = _score(obj, survey)
 
     return Event(

@@ -175,6 +175,16 @@ WINDOWED: tuple[tuple[str, str, Callable[[Components], float | None]], ...] = (
      lambda c: None if c.get("nps_n", 0) <= 0 else
      100.0 * (c.get("nps_pro", 0.0) - c.get("nps_det", 0.0)) / c["nps_n"]),
     ("ccmon_ces_score", "Mean customer effort score (1-7).", _mean("ces_sum", "ces_n")),
+    # The employee pulse: only whole batches of answers from pulse_min_responses agents count.
+    ("ccmon_esat_responses", "Employee satisfaction answers counted (whole batches of pulse_min_responses agents).",
+     _g("esat_n")),
+    ("ccmon_esat_ratio", "Share of employee satisfaction answers in the top two points of the scale.",
+     _mean("esat_top", "esat_n")),
+    ("ccmon_enps_responses", "Employee NPS answers counted (whole batches of pulse_min_responses agents).",
+     _g("enps_n")),
+    ("ccmon_enps_score", "Employee net promoter score, -100..100.",
+     lambda c: None if c.get("enps_n", 0) <= 0 else
+     100.0 * (c.get("enps_pro", 0.0) - c.get("enps_det", 0.0)) / c["enps_n"]),
 )  # fmt: skip
 
 # Lifetime counters: (metric, component).

@@ -59,6 +59,7 @@ from streams import web
 from streams.redis_policy import EXPORTER_RECHECK_SECONDS, EvictionWatch
 from streams.settings import Settings
 from streams.web.alerts import AlertmanagerAlerts
+from streams.web.week_over_week import WeekOverWeek
 
 log = logging.getLogger("ccmon.exporter")
 
@@ -185,10 +186,12 @@ class _Flight:
 
 
 def build_app(config: Config, store: StateStore, clock: Clock, ping: Callable[[], Any] | None = None,
-              eviction: EvictionWatch | None = None, alertmanager_url: str | None = None) -> web.app.WSGIApp:  # fmt: skip
+              eviction: EvictionWatch | None = None, alertmanager_url: str | None = None,
+              prometheus_url: str | None = None) -> web.app.WSGIApp:  # fmt: skip
     """The exporter's WSGI app over ``store``; ``ping`` (Redis's) decides ``/readyz`` (and
     ``/healthz``); ``eviction`` adds the ``ccmon_redis_eviction_safe`` gauge to /metrics;
-    ``alertmanager_url``: ``/api/alerts`` shows that Alertmanager's alerts (else ccmon's breaches)."""
+    ``alertmanager_url``: ``/api/alerts`` shows that Alertmanager's alerts (else ccmon's breaches);
+    ``prometheus_url`` feeds ``/api/week-over-week`` (streams.web.week_over_week)."""
     collector = KpiCollector(config, store, clock, eviction)
     metrics_page = SingleFlight(lambda: render(collector.families()).encode("utf-8"))
 
@@ -206,6 +209,7 @@ def build_app(config: Config, store: StateStore, clock: Clock, ping: Callable[[]
         lambda: web.pending_callbacks(config, store, clock()),
         get_info=info,
         alerts=AlertmanagerAlerts(alertmanager_url) if alertmanager_url else None,
+        week_over_week=WeekOverWeek(prometheus_url),
     )
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -248,7 +252,7 @@ def serve(settings: Settings) -> int:
                                 clock=settings.make_clock(), connection=security.redis_connection_kwargs(settings))  # fmt: skip
     eviction = EvictionWatch(state.client, settings.redis_cluster, max_age=EXPORTER_RECHECK_SECONDS)
     app = build_app(config, state, settings.make_clock(), ping=state.client.ping, eviction=eviction,
-                    alertmanager_url=settings.alertmanager_url)
+                    alertmanager_url=settings.alertmanager_url, prometheus_url=settings.prometheus_url)
     tls = security.exporter_ssl_context(settings)
     if settings.exporter_auth_user is not None and settings.exporter_auth_password is not None:
         # /livez, /readyz and /healthz stay open (load balancers, probes): docs/SECURITY.md.

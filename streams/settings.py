@@ -87,6 +87,9 @@ class Settings:
     exporter_auth_password_file: str | None = None
     exporter_tls_cert_file: str | None = None
     exporter_tls_key_file: str | None = None
+    # -- the board's "vs last week" indicator: the Prometheus that records the week-over-week
+    # rules (streams.web.week_over_week); None: no indicator.
+    prometheus_url: str | None = None
     # -- customer record keys (docs/SECURITY.md): the HMAC key naming customer records in
     # Redis; the worker and ``ccmon rebuild`` need it unless ``insecure_dev``.
     customer_key_secret: str | None = field(default=None, repr=False)
@@ -196,6 +199,7 @@ SOURCES: Mapping[str, tuple[str, tuple[str, ...]]] = {
     "exporter_auth_password_file": ("--basic-auth-password-file", ("CCMON_EXPORTER_BASIC_AUTH_PASSWORD_FILE",)),
     "exporter_tls_cert_file": ("--tls-cert-file", ("CCMON_EXPORTER_TLS_CERT_FILE",)),
     "exporter_tls_key_file": ("--tls-key-file", ("CCMON_EXPORTER_TLS_KEY_FILE",)),
+    "prometheus_url": ("--prometheus-url", ("CCMON_PROMETHEUS_URL",)),
     "customer_key_secret": ("", ("CCMON_CUSTOMER_KEY_SECRET",)),
     "customer_key_secret_file": ("--customer-key-secret-file", ("CCMON_CUSTOMER_KEY_SECRET_FILE",)),
     "insecure_dev": ("--insecure-dev", ("CCMON_INSECURE_DEV",)),
@@ -241,6 +245,8 @@ _HELP: Mapping[str, str] = {
     "exporter_auth_password_file": "file holding the basic-auth password (or $CCMON_EXPORTER_BASIC_AUTH_PASSWORD)",
     "exporter_tls_cert_file": "serve HTTPS with this PEM certificate (chain); may also hold the key",
     "exporter_tls_key_file": "PEM private key of --tls-cert-file",
+    "prometheus_url": "http(s) URL of the Prometheus that records ccmon's week-over-week rules, e.g. "
+                      "http://prometheus:9090; feeds the board's 'vs last week' indicator (/api/week-over-week)",
     "customer_key_secret_file": "file holding the secret that keys customer record names in Redis "
                                 "(or $CCMON_CUSTOMER_KEY_SECRET; at least 32 characters; worker and rebuild: the same)",
     "insecure_dev": "development only (the flag alone: yes): run the worker or rebuild without a customer key "
@@ -397,6 +403,8 @@ def _validate(values: dict[str, Any], origin: Mapping[str, str]) -> Settings:
         out["config_path"] = str(values["config_path"])
     if values["alertmanager_url"] is not None:
         out["alertmanager_url"] = check_alertmanager_url(str(values["alertmanager_url"]), origin["alertmanager_url"])
+    if values["prometheus_url"] is not None:
+        out["prometheus_url"] = _prometheus_url(str(values["prometheus_url"]).strip(), origin["prometheus_url"])
     _validate_security(values, origin, out)
     settings = Settings(**out)
     from streams.security import check_settings  # loads every certificate and key once
@@ -417,6 +425,26 @@ def check_alertmanager_url(url: str, where: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise ConfigError(where, f"must be an http(s)://host[:port][/prefix] URL (Alertmanager's base URL), "
                                  f"got {redact_url(url)!r}")  # fmt: skip
+    return url
+
+
+def _prometheus_url(url: str, where: str) -> str | None:
+    """An http(s) URL with a host and no user or password (queried without credentials), or
+    None for an empty value."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:
+        parts, port_ok = None, False
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise ConfigError(where, f"must be an http:// or https:// URL like http://prometheus:9090, got {redact_url(url)!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(where, f"must not hold a user or password (ccmon queries Prometheus without credentials), "
+                                 f"got {redact_url(url)!r}")
+    if parts.query or parts.fragment:
+        raise ConfigError(where, f"must not have a query or fragment, got {redact_url(url)!r}")
     return url
 
 

@@ -15,7 +15,9 @@ FLAGS = ("exporter_port", "exporter_host", "redis_url", "redis_cluster", "redis_
          # security (docs/SECURITY.md); passwords come from the environment or a file only
          "redis_password_file", "redis_ca_file", "redis_cert_file", "redis_key_file", "exporter_auth_user",
          "exporter_auth_password_file", "exporter_tls_cert_file", "exporter_tls_key_file",
-         "alertmanager_url")  # fmt: skip
+         "alertmanager_url",
+         # the board's "vs last week" indicator (streams/web/week_over_week.py)
+         "prometheus_url")  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

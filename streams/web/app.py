@@ -6,6 +6,9 @@ path                         what
 ``/`` (``/wallboard``)       the live wallboard (static HTML, vanilla JS, no CDN)
 ``/metrics``                 Prometheus text (:func:`kpi_core.exposition.render`)
 ``/api/kpis``                KPIs as JSON (:func:`streams.web.api.kpis_document`)
+``/api/week-over-week``      per queue, the last hour against the same hour last week and
+                             the 4-week mean, from Prometheus' recording rules when the
+                             exporter knows its URL (:mod:`streams.web.week_over_week`)
 ``/api/callbacks/pending``   the callback worklist (``?tenant=&queue=&limit=``); customer ids
                              masked unless authenticated or on loopback (below)
 ``/api/alerts``              the firing alerts (``?tenant=``): Alertmanager's when ``alerts`` is
@@ -70,6 +73,7 @@ from streams.web.api import (
     select_callbacks,
 )
 from streams.web.openapi import OPENAPI_PATH, openapi_json
+from streams.web.week_over_week import WeekOverWeek
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +96,14 @@ def make_wsgi_app(
     get_info: Callable[[], Mapping[str, Any]] | None = None,
     history: SlHistory | None = None,
     alerts: AlertmanagerAlerts | None = None,
+    week_over_week: WeekOverWeek | None = None,
 ) -> WSGIApp:
     """A WSGI app serving the wallboard, ``/metrics``, the JSON API and the health checks;
-    ``/api/alerts`` from ``alerts`` (an Alertmanager) if given, else from the KPIs' breaches."""
+    ``/api/alerts`` from ``alerts`` (an Alertmanager) if given, else from the KPIs' breaches;
+    ``week_over_week``: where ``/api/week-over-week`` comes from (default: nowhere, the
+    document says so and the board hides the indicator)."""
     page: list[bytes] = []
+    weekly = week_over_week or WeekOverWeek(None)
 
     def info() -> Mapping[str, Any]:
         return get_info() if get_info is not None else {}
@@ -115,6 +123,9 @@ def make_wsgi_app(
             at = float(meta.get("at", time.time()))
             document = kpis_document(get_families(), at=at, info=meta, history=history)
             return "200 OK", JSON_CONTENT_TYPE, json_body(document)
+        if path == "/api/week-over-week":
+            meta = info()
+            return "200 OK", JSON_CONTENT_TYPE, json_body({"at": float(meta.get("at", time.time())), **weekly.document()})
         if path == "/api/callbacks/pending":
             meta = info()
             try:

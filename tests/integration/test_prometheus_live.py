@@ -272,6 +272,11 @@ def stage(workdir: Path) -> Staged:
             },
             {**ticket, "type": "ticket.resolved", "ts": at - 1800, "event_id": f"live-{queue}-s"},
         ]
+    # Employee pulse answers on q000 from five agents: one batch, so the pulse panels have data.
+    for i in range(5):
+        for survey, score in (("esat", 4), ("enps", 9)):
+            traffic.append({"type": "survey.response", "survey": survey, "score": score, "queue": "q000",
+                            "agent_id": f"pulse-agent{i}", "ts": at - 1200 + i, "event_id": f"pulse-{survey}-{i}"})
     baseline = [json.dumps(e, separators=(",", ":")) for e in traffic]
     baseline += [
         '{"type": "call.offered", "event_id": "broken-1"',  # invalid_json
@@ -929,3 +934,25 @@ def test_the_watchdog_reaches_its_own_receiver(stack: Stack) -> None:
     assert alert["annotations"]["runbook_url"] == "docs/ALERTS.md#ccmonwatchdog"
     receivers = {p["receiver"] for p, a in stack.webhook.alerts() if a["labels"].get("alertname") == "CcmonWatchdog"}
     assert receivers == {"watchdog"}
+
+
+def test_week_over_week_reads_the_recording_rules(stack: Stack) -> None:
+    """The board's "vs last week" source (streams/web/week_over_week.py) against the real
+    Prometheus evaluating the real recording rules: this hour's figures, no comparison yet
+    (a fresh Prometheus has no week of history), the anomaly latches at 0."""
+    from streams.web.week_over_week import WeekOverWeek
+
+    doc: dict[str, Any] = {}
+
+    def recorded() -> bool:
+        nonlocal doc
+        doc = WeekOverWeek(stack.prometheus, ttl=0).document()
+        queues = doc.get("tenants", {}).get("default", {}).get("queues", {})
+        return "service_level_anomaly" in queues.get("q000", {})
+
+    wait_for("the week-over-week rules", recorded, 30)
+    assert doc["source"] == "prometheus"
+    q000 = doc["tenants"]["default"]["queues"]["q000"]
+    assert q000["calls_offered"] > 0 and 0 <= q000["service_level"] <= 1
+    assert q000["calls_offered_anomaly"] == 0 and q000["service_level_anomaly"] == 0
+    assert "calls_offered_last_week" not in q000 and "calls_offered_4w_mean" not in q000
