@@ -57,6 +57,16 @@ TICKETS = "tickets"
 AGENTS = "agents"
 
 ALL = "_all"
+#: Event types a carrying engine (``Engine(carry_open=True)``: replay, report) applies however
+#: old: they open or close something the live system holds open however long (a ticket, a
+#: callback, an agent's state, a waiting call). Surveys and knowledge-base views hold nothing
+#: open: older than the lateness cutoff they stay ``too_late``.
+CARRIED_TYPES = frozenset({
+    "call.offered", "call.answered", "call.abandoned", "call.timeout", "call.voicemail",
+    "call.ring_no_answer", "call.transferred", "call.ended", "callback.requested",
+    "callback.attempted", "agent.state", "ticket.created", "ticket.replied", "ticket.resolved",
+    "ticket.reopened",
+})  # fmt: skip
 #: The ``[limits]`` field of each guarded kind of name.
 _LIMIT_FIELDS = {"tenant": "tenants", "queue": "queues_per_tenant", "agent": "agents_per_tenant",
                  "article": "articles_per_tenant"}
@@ -91,9 +101,17 @@ def wait_bucket(wait: float) -> int:
 class Engine:
     """Applies events to a store. One engine per store; not thread-safe."""
 
-    def __init__(self, config: Config, store: StateStore) -> None:
+    def __init__(self, config: Config, store: StateStore, *, carry_open: bool = False) -> None:
         self.config = config
         self.store = store
+        #: Offline (``ccmon replay``, ``ccmon report``: one ``now`` for a file spanning days):
+        #: an event of a CARRIED_TYPES type older than the lateness cutoff is applied, not
+        #: rejected ``too_late``. Its contributions older than the cutoff stay frozen (never
+        #: applied, :meth:`_reconcile`), so windowed KPIs count only their window, while the
+        #: entities it opens or closes (open tickets, pending callbacks, agents' states) are
+        #: what the live system, which saw it when it happened, holds at ``now``. The live
+        #: worker leaves it off (docs/KPI_ENGINE.md, "Long backlogs").
+        self.carry_open = carry_open
         #: How far back state is kept (config.horizon_seconds, a computed property: read once).
         self.horizon = config.horizon_seconds
         self._handlers: dict[str, Callable[[Event], None]] = {
@@ -142,7 +160,7 @@ class Engine:
         the caller counts it with :meth:`reject`.
         """
         cutoff = self.lateness_cutoff(event.tenant, now)
-        if event.ts < cutoff:
+        if event.ts < cutoff and not (self.carry_open and event.type in CARRIED_TYPES):
             raise InvalidEventError(
                 "too_late", f"ts {event.ts:.0f} is older than the state kept (cutoff {cutoff:.0f})"
             )

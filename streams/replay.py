@@ -179,6 +179,21 @@ def exclusion_note(choice: AtChoice) -> str | None:
     )
 
 
+def offline_engine(config: Config) -> Engine:
+    """The engine a file is run through at one ``now`` (``ccmon replay``, ``ccmon report``),
+    over a MemoryState:
+
+    * A file need not be in time order: finished calls are kept for the whole horizon, so a
+      late line for any call of the replayed span still finds its record.
+    * A file may span days: open entities are carried however old (``carry_open``): an event
+      older than the lateness cutoff still opens or closes its ticket, callback, agent state or
+      call, so the open tickets, pending callbacks and their ages at ``now`` are the live
+      system's; its windowed contributions stay frozen (windows count only their own span)."""
+    config = replace(config, finished_call_grace_seconds=max(config.finished_call_grace_seconds, config.horizon_seconds))
+    store = MemoryState(config.bucket_seconds, config.coarse_bucket_seconds)
+    return Engine(config, store, carry_open=True)
+
+
 def replay(
     path: str,
     config: Config,
@@ -195,11 +210,9 @@ def replay(
         choice = choose_at(path, config.max_future_seconds, meter)
         meter.done()
         at = choice.at if choice.at is not None else time.time()
-    # A file need not be in time order: keep finished calls for the whole horizon, so a late
-    # line for any call of the replayed span still finds its record.
-    config = replace(config, finished_call_grace_seconds=max(config.finished_call_grace_seconds, config.horizon_seconds))
-    store = MemoryState(config.bucket_seconds, config.coarse_bucket_seconds)
-    engine = Engine(config, store)
+    engine = offline_engine(config)
+    config, store = engine.config, engine.store
+    assert isinstance(store, MemoryState)
     result = ReplayResult(at=at, families=[], choice=choice)
     meter = Progress(size, err, progress)
     watermark = float("-inf")  # newest event time so far: what "now" was, for pruning
