@@ -164,6 +164,8 @@ class QueueConfig:
     open_hours: tuple[tuple[int, int], ...] | None = None
     #: Open weekdays, 0 = Monday; None with open_hours set means every day.
     open_days: frozenset[int] | None = None
+    #: ``call.ended`` outcomes of an outbound call that count as a conversion.
+    conversion_outcomes: frozenset[str] = frozenset({"sale"})
 
     @property
     def callback_target_seconds(self) -> float:
@@ -341,7 +343,18 @@ def _open_days(value: Any, where: str) -> frozenset[int]:
     return frozenset(days)
 
 
-_QUEUE_FIELDS = {"sl_threshold_seconds", "sl_formula", "short_abandon_seconds", "targets", "open_hours", "open_days"}
+_QUEUE_FIELDS = {"sl_threshold_seconds", "sl_formula", "short_abandon_seconds", "targets", "open_hours", "open_days",
+                 "conversion_outcomes"}  # fmt: skip
+
+
+def _conversion_outcomes(value: Any, where: str) -> frozenset[str]:
+    name = f"{where}conversion_outcomes"
+    if not isinstance(value, list) or not value:
+        raise ConfigError(name, f"must be a non-empty list of call.ended outcomes, got {value!r}")
+    for i, outcome in enumerate(value):
+        if not isinstance(outcome, str) or not outcome:
+            raise ConfigError(f"{name}[{i}]", f"must be a non-empty string, got {outcome!r}")
+    return frozenset(value)
 
 
 def _queue(raw: Any, where: str, base: QueueConfig) -> QueueConfig:
@@ -365,6 +378,8 @@ def _queue(raw: Any, where: str, base: QueueConfig) -> QueueConfig:
         targets=targets,
         open_hours=_open_hours(table["open_hours"], where) if "open_hours" in table else base.open_hours,
         open_days=_open_days(table["open_days"], where) if "open_days" in table else base.open_days,
+        conversion_outcomes=(_conversion_outcomes(table["conversion_outcomes"], where)
+                             if "conversion_outcomes" in table else base.conversion_outcomes),
     )
 
 

@@ -49,6 +49,8 @@ TERMINAL_KINDS = {
 MISSED_KINDS = frozenset({"abandoned", "timeout", "voicemail"})
 BUSY_STATES = frozenset({"on_call", "acw"})
 STAFFED_STATES = frozenset({"available", "on_call", "acw"})
+#: Logged in: every state but ``offline`` (the agent-hours outbound productivity divides by).
+LOGGED_IN_STATES = frozenset({"available", "on_call", "acw", "away"})
 
 #: Live set names.
 WAITING = "waiting"
@@ -483,11 +485,16 @@ class Engine:
             key = leg["key"]
             offer_ts = leg["offer_ts"]
             if leg["direction"] == "outbound":
+                # Outbound legs count only in outbound productivity, never in inbound KPIs: placed
+                # and connected (answered) at the offer's time, so connected <= placed in any
+                # window; conversions at the end (its outcome in the queue's conversion_outcomes).
+                outcome = leg["outcome"]
+                connected = 1 if outcome is not None and outcome[0] == "answered" else 0
+                desired[f"{key}:placed"] = [queue, offer_ts, {"out_placed": 1, "out_connected": connected}]
                 if leg["ended"]:
                     end = min(leg["ended"], key=lambda e: (e[0], e[1]))
-                    desired[f"{key}:end"] = [
-                        queue, end[0], {"out_ended": 1, "out_sales": 1 if end[7] == "sale" else 0}
-                    ]
+                    converted = end[7] in self.config.queue(tenant, queue).conversion_outcomes
+                    desired[f"{key}:end"] = [queue, end[0], {"out_ended": 1, "out_sales": 1 if converted else 0}]
                 continue
             if offer_ts is not None:
                 desired[f"{key}:off"] = [queue, offer_ts, {"offered": 1}]
@@ -840,11 +847,13 @@ class Engine:
 
     @staticmethod
     def _occupancy_delta(deltas: dict[str, dict[str, float]], scope: str, state: str, sign: int) -> None:
-        d = deltas.setdefault(scope, {"occ_busy": 0.0, "occ_staffed": 0.0})
+        d = deltas.setdefault(scope, {"occ_busy": 0.0, "occ_staffed": 0.0, "occ_logged": 0.0})
         if state in BUSY_STATES:
             d["occ_busy"] += sign
         if state in STAFFED_STATES:
             d["occ_staffed"] += sign
+        if state in LOGGED_IN_STATES:
+            d["occ_logged"] += sign
 
     # -- tickets ---------------------------------------------------------------------------
     def _ticket(self, ev: Event) -> None:
