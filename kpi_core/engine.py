@@ -486,10 +486,12 @@ class Engine:
             offer_ts = leg["offer_ts"]
             if leg["direction"] == "outbound":
                 # Outbound legs count only in outbound productivity, never in inbound KPIs: placed
-                # and connected (answered) at the offer's time, so connected <= placed in any
-                # window; conversions at the end (its outcome in the queue's conversion_outcomes).
+                # and connected at the offer's time, so connected <= placed in any window;
+                # conversions at the end (its outcome in the queue's conversion_outcomes). A leg
+                # is connected when answered, or ended (only an answered call ends: sources that
+                # send no call.answered for outbound calls, as the simulator, still count).
                 outcome = leg["outcome"]
-                connected = 1 if outcome is not None and outcome[0] == "answered" else 0
+                connected = 1 if (outcome is not None and outcome[0] == "answered") or leg["ended"] else 0
                 desired[f"{key}:placed"] = [queue, offer_ts, {"out_placed": 1, "out_connected": connected}]
                 if leg["ended"]:
                     end = min(leg["ended"], key=lambda e: (e[0], e[1]))

@@ -109,6 +109,20 @@ def test_outbound_productivity_per_queue() -> None:
     assert get(flat, "ccmon_outbound_calls_per_agent_hour", "sales", "15m") == pytest.approx(1 / 0.5)
 
 
+def test_an_outbound_call_ended_without_an_answer_was_connected() -> None:
+    """``call.ended`` is sent only for an answered call: a source that sends no ``call.answered``
+    for outbound calls (the simulator) still has its connected calls counted."""
+    base = {"call_id": "d1", "queue": "sales"}
+    flat = run([ev("d1o", "call.offered", 10, customer_id="p9", direction="outbound", **base),
+                ev("d1e", "call.ended", 14, talk_seconds=200, outcome="sale", **base),
+                ev("d2o", "call.offered", 20, call_id="d2", queue="sales", direction="outbound")])  # fmt: skip
+    assert get(flat, "ccmon_outbound_calls", "sales") == 2
+    assert get(flat, "ccmon_outbound_calls_connected", "sales") == 1
+    assert get(flat, "ccmon_outbound_connect_rate_ratio", "sales") == 0.5
+    assert get(flat, "ccmon_outbound_conversion_ratio", "sales") == 1
+    assert get(flat, "ccmon_outbound_calls_per_agent_hour", "sales") is None  # nobody logged in
+
+
 def test_conversion_outcomes_come_from_the_queue_config() -> None:
     config = config_from_dict({"tenants": {"acme": {"queues": {"sales": {"conversion_outcomes": ["sale", "appointment"]}}}}})
     flat = run(agents() + outbound(), config)
