@@ -59,10 +59,10 @@ TICKETS = "tickets"
 AGENTS = "agents"
 
 ALL = "_all"
-#: Event types a carrying engine (``Engine(carry_open=True)``: replay, report) applies however
-#: old: they open or close something the live system holds open however long (a ticket, a
-#: callback, an agent's state, a waiting call). Surveys and knowledge-base views hold nothing
-#: open: older than the lateness cutoff they stay ``too_late``.
+#: Event types a carrying engine (``Engine(carry_open=True)``: replay, report) applies older
+#: than the lateness cutoff: they open or close something the live system holds open however
+#: long (a ticket, a callback, an agent's state, a waiting call). Surveys and knowledge-base
+#: views hold nothing open: older than the lateness cutoff they stay ``too_late``.
 CARRIED_TYPES = frozenset({
     "call.offered", "call.answered", "call.abandoned", "call.timeout", "call.voicemail",
     "call.ring_no_answer", "call.transferred", "call.ended", "callback.requested",
@@ -76,6 +76,10 @@ _DAY = 86400.0
 #: An open ticket's record is kept this long after its last event (help-desk tickets may sit
 #: untouched for months; 30 days lost the creation time of 884 of 20,769 real incidents).
 _TICKET_MAX_AGE = 366 * _DAY
+#: How far back a carrying engine applies CARRIED_TYPES events: the longest the live system
+#: keeps an open entity after its last event (an open ticket's record). Older stamps (a null
+#: date read as 1970) stay ``too_late``.
+CARRY_SECONDS = _TICKET_MAX_AGE
 
 Contribution = list[Any]  # [scope, ts, {field: value}]
 
@@ -107,8 +111,8 @@ class Engine:
         self.config = config
         self.store = store
         #: Offline (``ccmon replay``, ``ccmon report``: one ``now`` for a file spanning days):
-        #: an event of a CARRIED_TYPES type older than the lateness cutoff is applied, not
-        #: rejected ``too_late``. Its contributions older than the cutoff stay frozen (never
+        #: an event of a CARRIED_TYPES type older than the lateness cutoff (up to CARRY_SECONDS
+        #: before ``now``) is applied, not rejected ``too_late``. Its contributions older than the cutoff stay frozen (never
         #: applied, :meth:`_reconcile`), so windowed KPIs count only their window, while the
         #: entities it opens or closes (open tickets, pending callbacks, agents' states) are
         #: what the live system, which saw it when it happened, holds at ``now``. The live
@@ -162,7 +166,9 @@ class Engine:
         the caller counts it with :meth:`reject`.
         """
         cutoff = self.lateness_cutoff(event.tenant, now)
-        if event.ts < cutoff and not (self.carry_open and event.type in CARRIED_TYPES):
+        if event.ts < cutoff and not (
+            self.carry_open and event.type in CARRIED_TYPES and event.ts >= now - CARRY_SECONDS
+        ):
             raise InvalidEventError(
                 "too_late", f"ts {event.ts:.0f} is older than the state kept (cutoff {cutoff:.0f})"
             )

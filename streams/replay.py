@@ -1,7 +1,10 @@
 """``ccmon replay``: run a JSONL file through the engine and print the KPIs at ``at``.
 
 Events are applied in the file's order (which need not be time order). Events at or after
-``at`` are left out. ``at`` defaults to the newest event time in the file, which takes a
+``at`` are left out. A file may span days: call, callback, agent and ticket events older than
+the lateness cutoff (up to a year) are still applied for what they open or close, so the open
+tickets, pending callbacks and their ages at ``at`` are the live system's
+(:func:`offline_engine`, docs/KPI_ENGINE.md "Long backlogs in replay"). ``at`` defaults to the newest event time in the file, which takes a
 first pass over the file; with ``--at`` the file is read once. Rejected lines are counted,
 summarised on stderr, and never fatal.
 

@@ -128,6 +128,19 @@ def test_surveys_older_than_the_cutoff_stay_too_late(tmp_path: Path) -> None:
     assert dict(result.rejected) == {"too_late": 1}
 
 
+def test_stamps_older_than_any_open_entity_stay_too_late(tmp_path: Path) -> None:
+    """Carried: up to a year (366 days) before ``at``, the longest the live system keeps an open
+    ticket after its last event; a null date read as 1970 is still rejected."""
+    events = [ev("old", "ticket.created", AT - 365 * DAY, ticket_id="t-old", queue="desk"),
+              ev("older", "ticket.created", AT - 367 * DAY, ticket_id="t-older", queue="desk"),
+              ev("epoch", "call.offered", 0, call_id="x", queue="desk")]  # fmt: skip
+    result = replay(str(write(tmp_path / "y.jsonl", events)), Config(), AT)
+    assert dict(result.rejected) == {"too_late": 2}
+    flat = flatten(result.families)
+    assert value(flat, "ccmon_tickets_open", "desk") == 1
+    assert value(flat, "ccmon_open_ticket_age_seconds", "desk") == 365 * DAY
+
+
 def test_the_live_engine_still_rejects_events_beyond_the_cutoff() -> None:
     """The worker's engine (no carry) rejects a ticket creation three days old, as before."""
     config = Config()
