@@ -110,13 +110,14 @@ class Engine:
     def __init__(self, config: Config, store: StateStore, *, carry_open: bool = False) -> None:
         self.config = config
         self.store = store
-        #: Offline (``ccmon replay``, ``ccmon report``: one ``now`` for a file spanning days):
-        #: an event of a CARRIED_TYPES type older than the lateness cutoff (up to CARRY_SECONDS
-        #: before ``now``) is applied, not rejected ``too_late``. Its contributions older than the cutoff stay frozen (never
-        #: applied, :meth:`_reconcile`), so windowed KPIs count only their window, while the
-        #: entities it opens or closes (open tickets, pending callbacks, agents' states) are
-        #: what the live system, which saw it when it happened, holds at ``now``. The live
-        #: worker leaves it off (docs/KPI_ENGINE.md, "Long backlogs").
+        #: Offline (``ccmon replay``: one ``now`` for a file spanning days): an event of a
+        #: CARRIED_TYPES type older than the lateness cutoff (up to CARRY_SECONDS before
+        #: ``now``) is applied, not rejected ``too_late``. Its contributions older than the
+        #: cutoff stay frozen (never applied, :meth:`_reconcile`), so windowed KPIs count only
+        #: their window, while the entities it opens or closes (open tickets, pending
+        #: callbacks, agents' states) are what the live system, which saw it when it happened,
+        #: holds at ``now``. The live worker leaves it off (docs/KPI_ENGINE.md, "Long backlogs
+        #: in replay").
         self.carry_open = carry_open
         #: How far back state is kept (config.horizon_seconds, a computed property: read once).
         self.horizon = config.horizon_seconds

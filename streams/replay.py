@@ -4,8 +4,9 @@ Events are applied in the file's order (which need not be time order). Events at
 ``at`` are left out. A file may span days: call, callback, agent and ticket events older than
 the lateness cutoff (up to a year) are still applied for what they open or close, so the open
 tickets, pending callbacks and their ages at ``at`` are the live system's
-(:func:`offline_engine`, docs/KPI_ENGINE.md "Long backlogs in replay"). ``at`` defaults to the newest event time in the file, which takes a
-first pass over the file; with ``--at`` the file is read once. Rejected lines are counted,
+(:func:`offline_engine`, docs/KPI_ENGINE.md "Long backlogs in replay"). ``at`` defaults to the
+newest event time in the file, which takes a first pass over the file; with ``--at`` the file
+is read once. Rejected lines are counted,
 summarised on stderr, and never fatal.
 
 The default ``at`` ignores mis-stamped outliers: one event stamped 2099 would otherwise move
@@ -183,8 +184,8 @@ def exclusion_note(choice: AtChoice) -> str | None:
 
 
 def offline_engine(config: Config) -> Engine:
-    """The engine a file is run through at one ``now`` (``ccmon replay``, ``ccmon report``),
-    over a MemoryState:
+    """The engine a file is run through at one ``now`` (``ccmon replay``; any command that
+    evaluates a file at one instant), over a MemoryState:
 
     * A file need not be in time order: finished calls are kept for the whole horizon, so a
       late line for any call of the replayed span still finds its record.
