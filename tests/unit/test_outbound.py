@@ -124,7 +124,8 @@ def test_an_outbound_call_ended_without_an_answer_was_connected() -> None:
 
 
 def test_conversion_outcomes_come_from_the_queue_config() -> None:
-    config = config_from_dict({"tenants": {"acme": {"queues": {"sales": {"conversion_outcomes": ["sale", "appointment"]}}}}})
+    sales = {"conversion_outcomes": ["sale", "appointment"]}
+    config = config_from_dict({"tenants": {"acme": {"queues": {"sales": sales}}}})
     flat = run(agents() + outbound(), config)
     assert get(flat, "ccmon_outbound_conversions", "sales") == 3
     assert get(flat, "ccmon_outbound_conversion_ratio", "sales") == 0.75
