@@ -190,6 +190,8 @@ class QueueConfig:
     #: Targets per channel (``channels.<channel>.targets``): channel -> target name -> value,
     #: only the names of CHANNEL_TARGET_METRICS, only as configured (none inherited).
     channels: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    #: ``call.ended`` outcomes of an outbound call that count as a conversion.
+    conversion_outcomes: frozenset[str] = frozenset({"sale"})
 
     @property
     def callback_target_seconds(self) -> float:
@@ -387,7 +389,7 @@ def _open_days(value: Any, where: str) -> frozenset[int]:
 
 
 _QUEUE_FIELDS = {"sl_threshold_seconds", "sl_formula", "short_abandon_seconds", "targets", "open_hours", "open_days",
-                 "channels"}  # fmt: skip
+                 "channels", "conversion_outcomes"}  # fmt: skip
 
 
 def _channels(raw: Any, where: str, base: Mapping[str, Mapping[str, float]]) -> Mapping[str, Mapping[str, float]]:
@@ -404,6 +406,16 @@ def _channels(raw: Any, where: str, base: Mapping[str, Mapping[str, float]]) -> 
             channel_table.get("targets", {}), f"{channel_where}targets.", base.get(channel, {}), CHANNEL_TARGET_METRICS
         )
     return MappingProxyType(merged)
+
+
+def _conversion_outcomes(value: Any, where: str) -> frozenset[str]:
+    name = f"{where}conversion_outcomes"
+    if not isinstance(value, list) or not value:
+        raise ConfigError(name, f"must be a non-empty list of call.ended outcomes, got {value!r}")
+    for i, outcome in enumerate(value):
+        if not isinstance(outcome, str) or not outcome:
+            raise ConfigError(f"{name}[{i}]", f"must be a non-empty string, got {outcome!r}")
+    return frozenset(value)
 
 
 def _queue(raw: Any, where: str, base: QueueConfig) -> QueueConfig:
@@ -429,6 +441,8 @@ def _queue(raw: Any, where: str, base: QueueConfig) -> QueueConfig:
         open_days=_open_days(table["open_days"], where) if "open_days" in table else base.open_days,
         channels=_channels(table["channels"], f"{where}channels.", base.channels) if "channels" in table
         else base.channels,
+        conversion_outcomes=(_conversion_outcomes(table["conversion_outcomes"], where)
+                             if "conversion_outcomes" in table else base.conversion_outcomes),
     )
 
 

@@ -49,6 +49,8 @@ TERMINAL_KINDS = {
 MISSED_KINDS = frozenset({"abandoned", "timeout", "voicemail"})
 BUSY_STATES = frozenset({"on_call", "acw"})
 STAFFED_STATES = frozenset({"available", "on_call", "acw"})
+#: Logged in: every state but ``offline`` (the agent-hours outbound productivity divides by).
+LOGGED_IN_STATES = frozenset({"available", "on_call", "acw", "away"})
 
 #: Live set names.
 WAITING = "waiting"
@@ -57,6 +59,16 @@ TICKETS = "tickets"
 AGENTS = "agents"
 
 ALL = "_all"
+#: Event types a carrying engine (``Engine(carry_open=True)``: replay, report) applies older
+#: than the lateness cutoff: they open or close something the live system holds open however
+#: long (a ticket, a callback, an agent's state, a waiting call). Surveys and knowledge-base
+#: views hold nothing open: older than the lateness cutoff they stay ``too_late``.
+CARRIED_TYPES = frozenset({
+    "call.offered", "call.answered", "call.abandoned", "call.timeout", "call.voicemail",
+    "call.ring_no_answer", "call.transferred", "call.ended", "callback.requested",
+    "callback.attempted", "agent.state", "ticket.created", "ticket.replied", "ticket.resolved",
+    "ticket.reopened",
+})  # fmt: skip
 #: The ``[limits]`` field of each guarded kind of name.
 _LIMIT_FIELDS = {"tenant": "tenants", "queue": "queues_per_tenant", "agent": "agents_per_tenant",
                  "article": "articles_per_tenant"}
@@ -64,6 +76,10 @@ _DAY = 86400.0
 #: An open ticket's record is kept this long after its last event (help-desk tickets may sit
 #: untouched for months; 30 days lost the creation time of 884 of 20,769 real incidents).
 _TICKET_MAX_AGE = 366 * _DAY
+#: How far back a carrying engine applies CARRIED_TYPES events: the longest the live system
+#: keeps an open entity after its last event (an open ticket's record). Older stamps (a null
+#: date read as 1970) stay ``too_late``.
+CARRY_SECONDS = _TICKET_MAX_AGE
 
 Contribution = list[Any]  # [scope, ts, {field: value}]
 
@@ -117,9 +133,18 @@ def wait_bucket(wait: float) -> int:
 class Engine:
     """Applies events to a store. One engine per store; not thread-safe."""
 
-    def __init__(self, config: Config, store: StateStore) -> None:
+    def __init__(self, config: Config, store: StateStore, *, carry_open: bool = False) -> None:
         self.config = config
         self.store = store
+        #: Offline (``ccmon replay``: one ``now`` for a file spanning days): an event of a
+        #: CARRIED_TYPES type older than the lateness cutoff (up to CARRY_SECONDS before
+        #: ``now``) is applied, not rejected ``too_late``. Its contributions older than the
+        #: cutoff stay frozen (never applied, :meth:`_reconcile`), so windowed KPIs count only
+        #: their window, while the entities it opens or closes (open tickets, pending
+        #: callbacks, agents' states) are what the live system, which saw it when it happened,
+        #: holds at ``now``. The live worker leaves it off (docs/KPI_ENGINE.md, "Long backlogs
+        #: in replay").
+        self.carry_open = carry_open
         #: How far back state is kept (config.horizon_seconds, a computed property: read once).
         self.horizon = config.horizon_seconds
         self._handlers: dict[str, Callable[[Event], None]] = {
@@ -168,7 +193,9 @@ class Engine:
         the caller counts it with :meth:`reject`.
         """
         cutoff = self.lateness_cutoff(event.tenant, now)
-        if event.ts < cutoff:
+        if event.ts < cutoff and not (
+            self.carry_open and event.type in CARRIED_TYPES and event.ts >= now - CARRY_SECONDS
+        ):
             raise InvalidEventError(
                 "too_late", f"ts {event.ts:.0f} is older than the state kept (cutoff {cutoff:.0f})"
             )
@@ -494,11 +521,18 @@ class Engine:
             key = leg["key"]
             offer_ts = leg["offer_ts"]
             if leg["direction"] == "outbound":
+                # Outbound legs count only in outbound productivity, never in inbound KPIs: placed
+                # and connected at the offer's time, so connected <= placed in any window;
+                # conversions at the end (its outcome in the queue's conversion_outcomes). A leg
+                # is connected when answered, or ended (only an answered call ends: sources that
+                # send no call.answered for outbound calls, as the simulator, still count).
+                outcome = leg["outcome"]
+                connected = 1 if (outcome is not None and outcome[0] == "answered") or leg["ended"] else 0
+                desired[f"{key}:placed"] = [queue, offer_ts, {"out_placed": 1, "out_connected": connected}]
                 if leg["ended"]:
                     end = min(leg["ended"], key=lambda e: (e[0], e[1]))
-                    desired[f"{key}:end"] = [
-                        queue, end[0], {"out_ended": 1, "out_sales": 1 if end[7] == "sale" else 0}
-                    ]
+                    converted = end[7] in self.config.queue(tenant, queue).conversion_outcomes
+                    desired[f"{key}:end"] = [queue, end[0], {"out_ended": 1, "out_sales": 1 if converted else 0}]
                 continue
             channel, priority = leg["channel"], leg["priority"]
             if offer_ts is not None:
@@ -852,11 +886,13 @@ class Engine:
 
     @staticmethod
     def _occupancy_delta(deltas: dict[str, dict[str, float]], scope: str, state: str, sign: int) -> None:
-        d = deltas.setdefault(scope, {"occ_busy": 0.0, "occ_staffed": 0.0})
+        d = deltas.setdefault(scope, {"occ_busy": 0.0, "occ_staffed": 0.0, "occ_logged": 0.0})
         if state in BUSY_STATES:
             d["occ_busy"] += sign
         if state in STAFFED_STATES:
             d["occ_staffed"] += sign
+        if state in LOGGED_IN_STATES:
+            d["occ_logged"] += sign
 
     # -- tickets ---------------------------------------------------------------------------
     def _ticket(self, ev: Event) -> None:

@@ -30,6 +30,7 @@ from kpi_core.engine import (
     BUSY_STATES,
     CALLBACKS,
     CHANNEL_MARK,
+    LOGGED_IN_STATES,
     PRIORITY_MARK,
     STAFFED_STATES,
     TICKETS,
@@ -153,7 +154,15 @@ WINDOWED: tuple[tuple[str, str, Callable[[Components], float | None]], ...] = (
     ("ccmon_average_talk_time_seconds", "Mean talk time.", _mean("talk_sum", "handled")),
     ("ccmon_repeat_caller_ratio", "Offered calls whose customer called in the look-back before.",
      _mean("repeat", "repeat_n")),
-    ("ccmon_outbound_conversion_ratio", "Outbound calls ended with outcome=sale.", _mean("out_sales", "out_ended")),
+    ("ccmon_outbound_conversion_ratio", "Outbound calls ended with an outcome in the queue's conversion_outcomes "
+     "(default sale) / outbound calls ended.", _mean("out_sales", "out_ended")),
+    ("ccmon_outbound_calls", "Outbound calls placed.", _g("out_placed")),
+    ("ccmon_outbound_calls_connected", "Outbound calls placed in the window and answered.", _g("out_connected")),
+    ("ccmon_outbound_connect_rate_ratio", "Outbound calls answered / placed (placed in the window).",
+     _mean("out_connected", "out_placed")),
+    ("ccmon_outbound_calls_ended", "Outbound calls ended (connected and finished).", _g("out_ended")),
+    ("ccmon_outbound_conversions", "Outbound calls ended with an outcome in the queue's conversion_outcomes.",
+     _g("out_sales")),
     ("ccmon_callback_delay_seconds", "Mean delay from callback due to callback made.",
      _mean("cb_delay_sum", "cb_made")),
     ("ccmon_callback_delay_max_seconds", "Longest callback delay.", lambda c: c.get("max_cb_delay")),
@@ -407,6 +416,14 @@ def _occupancy(c: Components, states: Mapping[str, int], start: float, at: float
     return _ratio(integral(busy_now, "occ_busy"), integral(staffed_now, "occ_staffed"))
 
 
+def logged_in_seconds(c: Components, states: Mapping[str, int], start: float, at: float) -> float:
+    """Agent-seconds logged in (any state but ``offline``) over ``[start, at)``: integrated
+    from the change deltas like occupancy, closed by the agents' states at ``at``."""
+    logged_now = sum(n for state, n in states.items() if state in LOGGED_IN_STATES)
+    seconds = logged_now * (at - start) - (c.get("occ_logged_t", 0.0) - start * c.get("occ_logged", 0.0))
+    return max(0.0, round(seconds, 3))  # the sums of d * ts leave float noise far below a millisecond
+
+
 class _AgentStates:
     """Agents of a scope by state, asked of the store once per snapshot (every window's
     occupancy and the agents-by-state gauge need them): ``(every member, members since
@@ -515,6 +532,11 @@ def snapshot(config: Config, store: StateStore, at: float) -> list[MetricFamily]
     quantiles = family("ccmon_wait_seconds_quantile", "gauge", "Quantiles of answered waits (from the histogram).")
     occupancy = family("ccmon_occupancy_ratio", "gauge", "Time-weighted (on_call + acw) / (available + on_call + acw).")
     kb_rate = family("ccmon_knowledge_base_transfer_ratio", "gauge", "Knowledge-base escalations / views, per article.")
+    logged_in = family("ccmon_agent_logged_in_seconds", "gauge",
+                       "Agent-seconds logged in (any state but offline) in the window; an agent counts in each of "
+                       "its queues and once in _all.")
+    per_hour = family("ccmon_outbound_calls_per_agent_hour", "gauge",
+                      "Outbound calls placed per logged-in agent-hour in the window.")
 
     breakdown_families = _breakdown_families(family)
     all_scopes, hidden = split_scopes(config, store)
@@ -558,6 +580,11 @@ def snapshot(config: Config, store: StateStore, at: float) -> list[MetricFamily]
                 value = _occupancy(comps, states, start, end)
                 if value is not None:
                     occupancy.add(labels, value)
+                seconds = logged_in_seconds(comps, states, start, end)
+                logged_in.add(labels, seconds)
+                value = _ratio(comps.get("out_placed", 0.0), seconds / 3600.0)
+                if value is not None:
+                    per_hour.add(labels, value)
             for scope in sorted(s for s in scopes if s.startswith(KB_SCOPE_PREFIX)):
                 comps = store.read_window(tenant, scope, start, end)
                 value = _ratio(comps.get("kb_escalations", 0.0), comps.get("kb_views", 0.0))

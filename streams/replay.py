@@ -1,8 +1,12 @@
 """``ccmon replay``: run a JSONL file through the engine and print the KPIs at ``at``.
 
 Events are applied in the file's order (which need not be time order). Events at or after
-``at`` are left out. ``at`` defaults to the newest event time in the file, which takes a
-first pass over the file; with ``--at`` the file is read once. Rejected lines are counted,
+``at`` are left out. A file may span days: call, callback, agent and ticket events older than
+the lateness cutoff (up to a year) are still applied for what they open or close, so the open
+tickets, pending callbacks and their ages at ``at`` are the live system's
+(:func:`offline_engine`, docs/KPI_ENGINE.md "Long backlogs in replay"). ``at`` defaults to the
+newest event time in the file, which takes a first pass over the file; with ``--at`` the file
+is read once. Rejected lines are counted,
 summarised on stderr, and never fatal.
 
 The default ``at`` ignores mis-stamped outliers: one event stamped 2099 would otherwise move
@@ -179,6 +183,21 @@ def exclusion_note(choice: AtChoice) -> str | None:
     )
 
 
+def offline_engine(config: Config) -> Engine:
+    """The engine a file is run through at one ``now`` (``ccmon replay``; any command that
+    evaluates a file at one instant), over a MemoryState:
+
+    * A file need not be in time order: finished calls are kept for the whole horizon, so a
+      late line for any call of the replayed span still finds its record.
+    * A file may span days: open entities are carried however old (``carry_open``): an event
+      older than the lateness cutoff still opens or closes its ticket, callback, agent state or
+      call, so the open tickets, pending callbacks and their ages at ``now`` are the live
+      system's; its windowed contributions stay frozen (windows count only their own span)."""
+    config = replace(config, finished_call_grace_seconds=max(config.finished_call_grace_seconds, config.horizon_seconds))
+    store = MemoryState(config.bucket_seconds, config.coarse_bucket_seconds)
+    return Engine(config, store, carry_open=True)
+
+
 def replay(
     path: str,
     config: Config,
@@ -195,11 +214,9 @@ def replay(
         choice = choose_at(path, config.max_future_seconds, meter)
         meter.done()
         at = choice.at if choice.at is not None else time.time()
-    # A file need not be in time order: keep finished calls for the whole horizon, so a late
-    # line for any call of the replayed span still finds its record.
-    config = replace(config, finished_call_grace_seconds=max(config.finished_call_grace_seconds, config.horizon_seconds))
-    store = MemoryState(config.bucket_seconds, config.coarse_bucket_seconds)
-    engine = Engine(config, store)
+    engine = offline_engine(config)
+    config, store = engine.config, engine.store
+    assert isinstance(store, MemoryState)
     result = ReplayResult(at=at, families=[], choice=choice)
     meter = Progress(size, err, progress)
     watermark = float("-inf")  # newest event time so far: what "now" was, for pruning

@@ -1,6 +1,7 @@
 """Run the events of a JSONL file through the KPI engine, in the file's order, and print
 every KPI metric at AT in Prometheus text format on stdout. Events at or after AT are left
-out. Without --at, AT is the newest event time in the file, ignoring mis-stamped outliers:
+out. Open tickets, pending callbacks and agents' states are carried however old (up to a
+year): a file spanning days shows the backlog the live system holds at AT. Without --at, AT is the newest event time in the file, ignoring mis-stamped outliers:
 event times later than the fence Q3 + 10 x (Q3 - Q1) + engine.max_future_seconds (Q1, Q3: the
 quartiles of the file's event times) are left out, and a line on stderr says how many, their
 range and the fence. Rejected lines are counted and summarised on stderr; the exit code is 0

@@ -198,6 +198,12 @@ def test_wallboard_shows_the_metrics(demo: Any, tmp_path: Path) -> None:
             status = page.text_content("#status")
             clock = page.text_content("#clock")
             sparklines = page.eval_on_selector_all(".queue svg path", "els => els.length")
+            page.wait_for_function("document.body.dataset.outbound !== undefined", timeout=20000)
+            outbound = page.eval_on_selector_all(
+                "#outbound .otile",
+                "els => els.map(e => ({queue: e.dataset.queue, value: e.dataset.value,"
+                " text: e.querySelector('.v').firstChild.textContent, line: e.querySelector('.s').textContent}))",
+            )
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "wallboard.png"))
         finally:
@@ -240,6 +246,20 @@ def test_wallboard_shows_the_metrics(demo: Any, tmp_path: Path) -> None:
         assert by_tile[(queue, "agents_available")]["text"] == str(int(free or 0))
         pending = metric("ccmon_callbacks_pending", queue)
         assert by_tile[(queue, "callbacks")]["text"] == str(int(pending or 0))
+
+    # The outbound block: a tile per queue that placed outbound calls in the last hour (the
+    # simulator's sales campaign), with the figures /metrics serves.
+    dialling = sorted(q for q in queues if (metric("ccmon_outbound_calls", q, window="1h") or 0) > 0)
+    assert "sales" in dialling and "_all" in dialling
+    assert sorted(t["queue"] for t in outbound) == dialling
+    for tile in outbound:
+        rate = metric("ccmon_outbound_calls_per_agent_hour", tile["queue"], window="1h")
+        assert rate is not None and math.isclose(float(tile["value"]), rate, rel_tol=1e-12), (tile, rate)
+        assert tile["text"] == f"{rate:.1f}"
+        placed = metric("ccmon_outbound_calls", tile["queue"], window="1h")
+        connect = metric("ccmon_outbound_connect_rate_ratio", tile["queue"], window="1h")
+        assert placed is not None and connect is not None
+        assert tile["line"].startswith(f"{int(placed)} placed \u00b7 connect {round(100 * connect)}%"), tile
 
     # The board is not all one colour at the morning peak.
     colours = {c for t in tiles for c in t["cls"].split() if c in ("ok", "warn", "bad")}

@@ -38,7 +38,9 @@ from kpi_core.events import parse_line, parse_ts
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 #: Events of the day before (Kafka timestamps of that day too): older than the horizon, so
-#: the worker and replay reject them ``too_late`` and the rebuild does not even read them.
+#: the worker rejects them ``too_late`` and the rebuild does not even read them. (``ccmon
+#: replay`` carries them, as it carries every call, callback, agent and ticket event however
+#: old: docs/KPI_ENGINE.md, "Long backlogs in replay".)
 YESTERDAY = [
     {"event_id": "y1", "type": "call.offered", "ts": "2026-11-19T12:00:00Z", "queue": "support", "call_id": "y1"},
     {"event_id": "y2", "type": "call.answered", "ts": "2026-11-19T12:00:20Z", "queue": "support", "call_id": "y1",
@@ -84,8 +86,14 @@ def test_redis_lost_mid_day_is_rebuilt_from_kafka(run: Pipeline, tmp_path: Path)
     path = tmp_path / "all.jsonl"
     path.write_bytes(b"\n".join([*old, *day]) + b"\n")
     at = math.ceil(max(parse_line(line).ts for line in day) / 60) * 60 + 60
-    want = replay_samples(path, at)
-    assert want[TOO_LATE] == len(YESTERDAY)
+    # What the rebuild reads is the topic from the horizon on: today's events. Its KPIs are the
+    # replay of those; a replay of the whole file carries yesterday's call as well (it changes
+    # no KPI, having no open part, but counts in ccmon_events_total).
+    today = tmp_path / "today.jsonl"
+    today.write_bytes(b"\n".join(day) + b"\n")
+    want = replay_samples(today, at)
+    whole = replay_samples(path, at)
+    assert TOO_LATE not in whole and events_total(whole) == events_total(want) + len(YESTERDAY)
     first, rest = day[: 2 * len(day) // 3], day[2 * len(day) // 3 :]
 
     def kpis() -> Samples:
