@@ -67,6 +67,8 @@ MAX_ID_LENGTH = 256
 MAX_NAME_LENGTH = 128
 #: Epoch seconds accepted: 1970 up to (not including) 2100-01-01.
 MAX_EPOCH_SECONDS = 4_102_444_800.0
+#: Highest ``priority`` of a ``call.offered`` (0 = the least urgent, as Twilio and Genesys).
+MAX_PRIORITY = 9
 #: Queue names ccmon uses itself.
 RESERVED_QUEUES = frozenset({"_all"})
 
@@ -148,6 +150,10 @@ class Event(NamedTuple):
     contact_id: str | None = None
     article_id: str | None = None
     session_id: str | None = None
+    #: ``agent.state``: the pause/aux code ("lunch", "training"...), meaningful with ``away``.
+    reason: str | None = None
+    #: ``call.offered``: 0..9, higher = more urgent (None: not given).
+    priority: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +314,21 @@ def _choice(obj: dict[str, Any], name: str, allowed: frozenset[str] | tuple[str,
     return value
 
 
+def _priority(obj: dict[str, Any]) -> int | None:
+    """``priority`` of a ``call.offered``: a whole number 0..9 (``3.0`` counts as 3), else
+    ``invalid_field:priority``."""
+    value = obj.get("priority")
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PRIORITY:
+        raise InvalidEventError(
+            "invalid_field:priority", f"priority must be a whole number in 0..{MAX_PRIORITY}, got {_preview(value)}"
+        )
+    return value
+
+
 def _score(obj: dict[str, Any], survey: str) -> tuple[float, int | None]:
     value = obj.get("score")
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(_float(value)):
@@ -393,6 +414,9 @@ def parse_event(obj: Any) -> Event:
                     raise InvalidEventError("invalid_field:queues", f"queue name {item!r} is reserved")
                 names.append(item)
             fields["queues"] = tuple(sorted(set(names)))
+        fields["reason"] = _name(obj, "reason")
+    elif event_type == "call.offered":
+        fields["priority"] = _priority(obj)
     elif event_type == "ticket.replied":
         fields["author"] = _choice(obj, "author", ("agent", "customer"))
     elif event_type == "ticket.resolved":

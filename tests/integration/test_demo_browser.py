@@ -182,7 +182,7 @@ def test_wallboard_shows_the_metrics(demo: Any, tmp_path: Path) -> None:
         expected = "ok" if sl >= target else "warn" if sl >= target - 0.1 else "bad"
         assert expected in tile["cls"].split(), (queue, tile, sl, target)
 
-        free = metric("ccmon_agents", queue, state="available")
+        free = metric("ccmon_agents", queue, state="available", reason="none")
         assert by_tile[(queue, "agents_available")]["text"] == str(int(free or 0))
         pending = metric("ccmon_callbacks_pending", queue)
         assert by_tile[(queue, "callbacks")]["text"] == str(int(pending or 0))
