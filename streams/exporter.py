@@ -53,7 +53,7 @@ from prometheus_client.registry import Collector
 
 from kpi_core.config import Config
 from kpi_core.exposition import render
-from kpi_core.kpis import MetricFamily, snapshot
+from kpi_core.kpis import MetricFamily, live_agents, snapshot, waiting_calls
 from kpi_core.state import StateStore
 from streams import web
 from streams.redis_policy import EXPORTER_RECHECK_SECONDS, EvictionWatch
@@ -203,6 +203,8 @@ def build_app(config: Config, store: StateStore, clock: Clock, ping: Callable[[]
         lambda: collector.snapshot()[1],
         lambda: web.pending_callbacks(config, store, clock()),
         get_info=info,
+        get_agents=lambda tenant, queue: live_agents(config, store, clock(), tenant, queue),
+        get_waiting=lambda tenant, queue: waiting_calls(config, store, clock(), tenant, queue),
     )
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
