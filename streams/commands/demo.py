@@ -53,7 +53,9 @@ def demo_config(queue_names: list[str]) -> Any:
             sl_threshold_seconds=15.0,
             targets=MappingProxyType({**base.targets, "service_level": 0.9, "asa_seconds": 15.0}),
         )
-    return Config(defaults=base, tenants={"default": TenantConfig(queues=MappingProxyType(queues))})
+    # The simulator's pause reasons (streams.simulator): breaks, lunch, not ready after a missed ring.
+    return Config(defaults=base, tenants={"default": TenantConfig(queues=MappingProxyType(queues),
+                                                                  pause_reasons=("break", "lunch", "not_ready"))})
 
 
 def run(args: argparse.Namespace) -> int:
