@@ -368,7 +368,7 @@ class Engine:
         kind = TERMINAL_KINDS.get(ev.type)
         if ev.type == "call.offered":
             record.setdefault("offers", []).append(
-                [ev.ts, ev.event_id, ev.queue, ev.direction, ev.priority, ev.channel or "voice"]
+                [ev.ts, ev.event_id, ev.queue, ev.direction, ev.priority, ev.channel or "voice", ev.agent_id]
             )
             if ev.customer_id is not None and "customer" not in record:
                 record["customer"] = ev.customer_id
@@ -403,7 +403,7 @@ class Engine:
             for leg in legs
         ]
         record["summary"] = summary
-        if ev.agent_id is not None or record.get("agents"):
+        if ev.agent_id is not None or record.get("agents"):  # the agents' part, only where there is one
             self._agent_calls(tenant, call_id, record, legs)
         last_ts = max(self._fact_times(record))
         complete = bool(legs) and all(
@@ -439,13 +439,18 @@ class Engine:
     def _agent_calls(self, tenant: str, call_id: str, record: Record, legs: list[dict[str, Any]]) -> None:
         """Keep each agent's part of this call in the agent's ``agent_calls`` record, whose
         ``calls`` map ``<call id>\x1f<fact>`` to ``[kind, ts, queue, call id]``: ``talk`` (a leg the
-        agent answered, not ended yet: its current call), ``handled`` (ended; ts: the end) and
-        ``missed`` (rung, no answer). The call record keeps what it last gave each agent
+        agent answered, or an outbound call it made, not ended yet: its current call), ``handled``
+        (an inbound leg it answered that ended; ts: the end) and ``missed`` (rung, no answer). The call record keeps what it last gave each agent
         (``agents``), so an event changes only what the call's facts now imply, whatever the
         arrival order. Facts older than a day (26 h) are dropped, a ``talk`` older than
         ``max_call_age``; the record expires a day after its newest fact."""
         desired: dict[str, dict[str, list[Any]]] = {}
         for leg in legs:
+            if leg["direction"] == "outbound":  # the agent's current call until it ends; not counted
+                if leg.get("agent") is not None and not leg["ended"]:
+                    desired.setdefault(leg["agent"], {})[f"{call_id}\x1f{leg['key']}"] = [
+                        "talk", leg["offer_ts"], leg["queue"], call_id]
+                continue
             outcome = leg["outcome"]
             if outcome is not None and outcome[0] == "answered":
                 first = min(leg["terminals"], key=lambda t: (t[0], t[1]))
@@ -503,6 +508,7 @@ class Engine:
                 "offer_ts": o[0], "queue": o[2], "direction": o[3], "key": o[1],
                 "terminals": [], "rings": [], "ended": [], "outcome": None,
                 "priority": o[4] if len(o) > 4 else None, "channel": o[5] if len(o) > 5 else "voice",
+                "agent": o[6] if len(o) > 6 else None,
             }
             for o in offers
         ]  # fmt: skip

@@ -229,6 +229,17 @@ def test_an_ended_call_is_no_longer_current_and_a_late_earlier_outcome_takes_it_
     assert (row["current_call"], row["handled_today"]) == (None, 1)
 
 
+def test_an_outbound_call_is_the_agents_current_call_until_it_ends() -> None:
+    dial = [state("o", 400, "available", ["q"]), state("o", 300, "on_call"),
+            call("offered", "out1", 300, queue="q", direction="outbound", agent_id="o", customer_id="+4915100000009")]  # fmt: skip
+    row = by_agent(live_agents(CONFIG, run(parsed(dial)), AT))["o"]
+    assert (row["current_call"], row["current_queue"], row["handled_today"]) == ("out1", "q", 0)
+    assert waiting_calls(CONFIG, run(parsed(dial)), AT) == []  # an outbound call never waits
+    done = run(parsed([*dial, call("ended", "out1", 100, talk_seconds=200, queue="q", direction="outbound")]))
+    row = by_agent(live_agents(CONFIG, done, AT))["o"]
+    assert (row["current_call"], row["handled_today"]) == (None, 0)  # handled counts inbound calls, as ccmon_calls_handled
+
+
 def test_retiring_an_agent_removes_its_reason_member() -> None:
     store = run(parsed([state("z", 300, "away", ["q"], reason="lunch")]))
     engine = Engine(CONFIG, store)
