@@ -138,6 +138,7 @@ class Engine:
         self._now = 0.0
         self._cutoff = 0.0
         self._days: dict[str, tuple[float, float]] = {}  # tenant -> [midnight, next midnight)
+        self._local_days: dict[str, tuple[float, float]] = {}  # the same, of the last agent change seen
         self._longest = config.longest_sliding_seconds
         self._has_today = config.has_today
 
@@ -438,9 +439,10 @@ class Engine:
 
     def _agent_calls(self, tenant: str, call_id: str, record: Record, legs: list[dict[str, Any]]) -> None:
         """Keep each agent's part of this call in the agent's ``agent_calls`` record, whose
-        ``calls`` map ``<call id>\x1f<fact>`` to ``[kind, ts, queue, call id]``: ``talk`` (a leg the
-        agent answered, or an outbound call it made, not ended yet: its current call), ``handled``
-        (an inbound leg it answered that ended; ts: the end) and ``missed`` (rung, no answer). The call record keeps what it last gave each agent
+        ``calls`` map ``<call id>\x1f<fact>`` to ``[kind, ts, ...]``: ``talk`` (a leg the agent
+        answered, or an outbound call it made, not ended yet: its current call; ``+ [queue, call
+        id]``), ``handled`` (an inbound leg it answered that ended; ts: the end) and ``missed``
+        (rung, no answer). The call record keeps what it last gave each agent
         (``agents``), so an event changes only what the call's facts now imply, whatever the
         arrival order. Facts older than a day (26 h) are dropped, a ``talk`` older than
         ``max_call_age``; the record expires a day after its newest fact."""
@@ -458,14 +460,14 @@ class Engine:
                 if agent is not None:
                     if leg["ended"]:
                         end = min(leg["ended"], key=lambda e: (e[0], e[1]))
-                        fact = ["handled", end[0], leg["queue"], call_id]
+                        fact = ["handled", end[0]]
                     else:
                         fact = ["talk", outcome[1], leg["queue"], call_id]
                     desired.setdefault(agent, {})[f"{call_id}\x1f{leg['key']}"] = fact
             for ring in leg["rings"]:
                 agent = ring[3] if len(ring) > 3 else None
                 if agent is not None:
-                    desired.setdefault(agent, {})[f"{call_id}\x1fr\x1f{ring[1]}"] = ["missed", ring[0], leg["queue"], call_id]
+                    desired.setdefault(agent, {})[f"{call_id}\x1fr\x1f{ring[1]}"] = ["missed", ring[0]]
         applied: dict[str, dict[str, list[Any]]] = record.get("agents", {})
         if desired == applied:
             return
@@ -826,7 +828,13 @@ class Engine:
         ``_all`` one: the agent alone) to ``record["days"]``, the sums of the local day that
         holds ``ts`` (``{day start: {field: sum}}``, the last two days kept): the agent's
         occupancy today (:func:`kpi_core.kpis.live_agents`) integrates them as the queues' do."""
-        start = local_midnight(ts, self.config.timezone(tenant))
+        span = self._local_days.get(tenant)
+        if span is None or not span[0] <= ts < span[1]:
+            zone = self.config.timezone(tenant)
+            midnight = local_midnight(ts, zone)
+            # A local day lasts 23 to 25 h: 26 h on is in the next one.
+            span = self._local_days[tenant] = (midnight, local_midnight(midnight + 26 * 3600, zone))
+        start = span[0]
         days: dict[str, dict[str, float]] = record.setdefault("days", {})
         day = days.setdefault(str(int(start)), {})
         for key, value in fields.items():
