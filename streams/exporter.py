@@ -183,6 +183,19 @@ class _Flight:
         self.error: BaseException | None = None
 
 
+def _redis_guard(fn: web.app.LiveRows) -> web.app.LiveRows:
+    """``fn`` with a Redis error turned into :class:`streams.web.app.Unavailable` (a 503)."""
+
+    def call(tenant: str | None, queue: str | None) -> Any:
+        try:
+            return fn(tenant, queue)
+        except redis.RedisError as exc:
+            log.error("live rows: Redis error: %s: %s", type(exc).__name__, exc)
+            raise web.app.Unavailable(f"Redis unavailable: {type(exc).__name__}") from exc
+
+    return call
+
+
 def build_app(config: Config, store: StateStore, clock: Clock, ping: Callable[[], Any] | None = None,
               eviction: EvictionWatch | None = None) -> web.app.WSGIApp:  # fmt: skip
     """The exporter's WSGI app over ``store``; ``ping`` (Redis's) decides ``/readyz`` (and
@@ -203,8 +216,8 @@ def build_app(config: Config, store: StateStore, clock: Clock, ping: Callable[[]
         lambda: collector.snapshot()[1],
         lambda: web.pending_callbacks(config, store, clock()),
         get_info=info,
-        get_agents=lambda tenant, queue: live_agents(config, store, clock(), tenant, queue),
-        get_waiting=lambda tenant, queue: waiting_calls(config, store, clock(), tenant, queue),
+        get_agents=_redis_guard(lambda tenant, queue: live_agents(config, store, clock(), tenant, queue)),
+        get_waiting=_redis_guard(lambda tenant, queue: waiting_calls(config, store, clock(), tenant, queue)),
     )
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

@@ -95,6 +95,11 @@ def agents_html() -> bytes:
     return resources.files("streams").joinpath("static/agents.html").read_bytes()
 
 
+class Unavailable(Exception):
+    """What a callable raises when its store cannot answer now (the exporter's Redis is down):
+    the request gets ``503`` with the message, not ``500``."""
+
+
 #: The waiting callers of a queue; ``{queue}`` is the queue's name, URL-encoded.
 WAITING_PATH = "/api/queues/{queue}/waiting"
 _WAITING_HEAD, _WAITING_TAIL = WAITING_PATH.split("{queue}")
@@ -216,6 +221,8 @@ def make_wsgi_app(
         query = parse_qs(environ.get("QUERY_STRING", ""))
         try:
             status, content_type, body = route(path, query, environ)
+        except Unavailable as exc:
+            status, content_type, body = "503 Service Unavailable", JSON_CONTENT_TYPE, json_body({"error": str(exc)})
         except Exception:
             log.exception("error serving %s", path)
             status, content_type, body = "500 Internal Server Error", JSON_CONTENT_TYPE, b'{"error":"internal error"}'

@@ -6,6 +6,7 @@ events through MemoryState; an idle agent away with a reason retires from Redis.
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -100,3 +101,26 @@ def test_exporter_serves_agents_and_waiting_from_a_workers_state(redis_client: A
     assert not any(v for v in agent_samples(state).values())
     keys = [k.decode() for k in redis_client.scan_iter(match=f"{redis_prefix}:*live:agents*")]
     assert all(redis_client.zcard(k) == 0 for k in keys)
+
+
+def test_redis_down_answers_503() -> None:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from streams.web.openapi import openapi_document
+
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+    server = serve(build_app(CONFIG, RedisState(dead, CONFIG, prefix="x", clock=lambda: AT), lambda: AT, dead.ping))
+    try:
+        for path in ("/api/agents", "/api/queues/q/waiting"):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{server.port}{path}", timeout=10)
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 503, path
+                assert json.loads(exc.read())["error"] == "Redis unavailable: ConnectionError"
+                assert "503" in openapi_document()["paths"][path.replace("/q/", "/{queue}/")]["get"]["responses"]
+            else:
+                pytest.fail(f"{path} answered with Redis down")
+    finally:
+        server.stop()
