@@ -117,6 +117,7 @@ LIMIT_RANGES: Mapping[str, tuple[int, int]] = MappingProxyType(
         "articles_per_tenant": (1, 1_000_000),
         "series_retention_days": (2, 3660),  # a name idle this long retires (at least the horizon)
         "pause_reasons_per_tenant": (1, 1000),
+        "agent_series_per_tenant": (0, 100_000),
     }
 )
 
@@ -226,6 +227,9 @@ class Limits:
     #: Most ``pause_reasons`` a tenant may configure (each is a ``reason`` label value of
     #: ``ccmon_agents`` on every queue).
     pause_reasons_per_tenant: int = 20
+    #: Per-agent series (``ccmon_agent_state{tenant,agent,state,reason}``) of at most this many
+    #: agents per tenant, the most recently changed; 0 (the default): none.
+    agent_series_per_tenant: int = 0
 
 
 @dataclass(frozen=True, slots=True)

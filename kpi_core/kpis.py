@@ -467,6 +467,16 @@ def _live_families(
                 by_state[pair] = by_state.get(pair, 0.0) + members
         for (state, reason), count in by_state.items():
             agents.add(_labels(tenant, queue, state=state, reason=reason), count)
+    per_agent = config.limits.agent_series_per_tenant
+    if per_agent and ALL in scopes:
+        family_ = family("ccmon_agent_state", "gauge",
+                         "1 per agent: its latest state and (away) pause reason (limits.agent_series_per_tenant).")
+        latest = store.live(AGENTS, tenant, ALL)
+        newest = sorted(latest.items(), key=lambda item: (-item[1], item[0]))[:per_agent]
+        for member, _since in sorted(newest, key=lambda item: item[0].partition("\x1f")[2]):
+            key, _sep, agent = member.partition("\x1f")
+            state, reason = split_state(key)
+            family_.add((("tenant", tenant), ("agent", agent), ("state", state), ("reason", reason)), 1.0)
         for target_name, value in sorted(queue_config.targets.items()):
             metric = TARGET_METRICS[target_name]
             family(f"ccmon_target_{metric}", "gauge", f"Target for ccmon_{metric}.").add(labels, value)
