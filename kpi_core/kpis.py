@@ -467,6 +467,9 @@ def _live_families(
                 by_state[pair] = by_state.get(pair, 0.0) + members
         for (state, reason), count in by_state.items():
             agents.add(_labels(tenant, queue, state=state, reason=reason), count)
+        for target_name, value in sorted(queue_config.targets.items()):
+            metric = TARGET_METRICS[target_name]
+            family(f"ccmon_target_{metric}", "gauge", f"Target for ccmon_{metric}.").add(labels, value)
     per_agent = config.limits.agent_series_per_tenant
     if per_agent and ALL in scopes:
         family_ = family("ccmon_agent_state", "gauge",
@@ -477,9 +480,6 @@ def _live_families(
             key, _sep, agent = member.partition("\x1f")
             state, reason = split_state(key)
             family_.add((("tenant", tenant), ("agent", agent), ("state", state), ("reason", reason)), 1.0)
-        for target_name, value in sorted(queue_config.targets.items()):
-            metric = TARGET_METRICS[target_name]
-            family(f"ccmon_target_{metric}", "gauge", f"Target for ccmon_{metric}.").add(labels, value)
 
 
 def _counter_families(

@@ -174,11 +174,16 @@ def test_a_reason_ends_with_the_next_state_and_occupancy_ignores_it() -> None:
 
 def test_per_agent_series_are_off_by_default_and_bounded_when_on() -> None:
     store = run(parsed(EVENTS))
-    assert not [k for k in flatten(snapshot(CONFIG, store, AT)) if k[0] == "ccmon_agent_state"]
+    off = flatten(snapshot(CONFIG, store, AT))
+    assert not [k for k in off if k[0] == "ccmon_agent_state"]
     config = config_from_dict({"limits": {"agent_series_per_tenant": 3},
                                "tenants": {"acme": {"pause_reasons": ["lunch", "training"]}}})  # fmt: skip
+    on = flatten(snapshot(config, store, AT))
     series = {dict(labels)["agent"]: (dict(labels)["state"], dict(labels)["reason"], value)
-              for (name, labels), value in flatten(snapshot(config, store, AT)).items() if name == "ccmon_agent_state"}  # fmt: skip
+              for (name, labels), value in on.items() if name == "ccmon_agent_state"}  # fmt: skip
+    # Everything else as without them (the queues' targets included).
+    assert {k: v for k, v in on.items() if k[0] != "ccmon_agent_state"} == off
+    assert off[("ccmon_target_service_level_ratio", (("tenant", "acme"), ("queue", "q")))] == 0.8
     # The 3 most recently changed of the 5 agents: a5 (1 min ago), a4 (2 min), a3 (5 min).
     assert series == {"a5": ("available", "none", 1.0), "a4": ("away", "none", 1.0), "a3": ("away", "other", 1.0)}
 
