@@ -139,6 +139,8 @@ LIMIT_RANGES: Mapping[str, tuple[int, int]] = MappingProxyType(
         # Label values of the *_by_channel / *_by_priority families (0: no such breakdown).
         "max_channels": (0, len(CHANNELS)),
         "max_priorities": (0, 10),
+        "pause_reasons_per_tenant": (1, 1000),
+        "agent_series_per_tenant": (0, 100_000),
     }
 )
 
@@ -214,12 +216,25 @@ class QueueConfig:
         return any(start <= minute < end for start, end in self.open_hours)
 
 
+#: The ``reason`` label of an agent with no pause reason, and of one whose reason is not in its
+#: tenant's ``pause_reasons``: both reserved (a configured reason may not take them).
+REASON_NONE = "none"
+REASON_OTHER = "other"
+#: How long an agent may stay ``away`` before the board highlights it, by default (15 min).
+AWAY_ALERT_SECONDS = 900.0
+
+
 @dataclass(frozen=True, slots=True)
 class TenantConfig:
     timezone: str = "UTC"
     queues: Mapping[str, QueueConfig] = field(default_factory=dict)
     #: The tenant's own pulse minimum (None: the ``[engine]`` one).
     pulse_min_responses: int | None = None
+    #: The pause/aux codes of ``agent.state`` ``reason`` that keep their own ``reason`` label;
+    #: any other counts as ``other`` (at most ``limits.pause_reasons_per_tenant``).
+    pause_reasons: tuple[str, ...] = ()
+    #: An agent ``away`` longer than this is highlighted on the board (``/agents``).
+    away_alert_seconds: float = AWAY_ALERT_SECONDS
 
     @property
     def zone(self) -> ZoneInfo:
@@ -245,6 +260,12 @@ class Limits:
     #: Priorities with their own label in the ``*_by_priority`` families, the most urgent
     #: first; the lower ones fold into ``other``.
     max_priorities: int = 10
+    #: Most ``pause_reasons`` a tenant may configure (each is a ``reason`` label value of
+    #: ``ccmon_agents`` on every queue).
+    pause_reasons_per_tenant: int = 20
+    #: Per-agent series (``ccmon_agent_state{tenant,agent,state,reason}``) of at most this many
+    #: agents per tenant, the most recently changed; 0 (the default): none.
+    agent_series_per_tenant: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +309,21 @@ class Config:
     def timezone(self, tenant: str) -> ZoneInfo:
         tenant_config = self.tenants.get(tenant)
         return tenant_config.zone if tenant_config is not None else ZoneInfo("UTC")
+
+    def pause_reasons(self, tenant: str) -> tuple[str, ...]:
+        tenant_config = self.tenants.get(tenant)
+        return tenant_config.pause_reasons if tenant_config is not None else ()
+
+    def reason_label(self, tenant: str, reason: str | None) -> str:
+        """The ``reason`` label of a pause reason: itself when the tenant configures it,
+        ``none`` when there is none, else ``other`` (so the label values stay bounded)."""
+        if not reason:
+            return REASON_NONE
+        return reason if reason in self.pause_reasons(tenant) else REASON_OTHER
+
+    def away_alert_seconds(self, tenant: str) -> float:
+        tenant_config = self.tenants.get(tenant)
+        return tenant_config.away_alert_seconds if tenant_config is not None else AWAY_ALERT_SECONDS
 
     @property
     def longest_sliding_seconds(self) -> int:
@@ -446,6 +482,22 @@ def _queue(raw: Any, where: str, base: QueueConfig) -> QueueConfig:
     )
 
 
+def _pause_reasons(table: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    """A tenant's ``pause_reasons``: distinct non-empty names of at most 128 printable
+    characters, neither ``none`` nor ``other`` (the labels ccmon gives itself)."""
+    raw = table.get("pause_reasons", [])
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}pause_reasons", f"must be a list of names, got {raw!r}")
+    for i, name in enumerate(raw):
+        if not isinstance(name, str) or not name or len(name) > 128 or not name.isprintable():
+            raise ConfigError(f"{where}pause_reasons[{i}]", f"must be a name of 1 to 128 printable characters, got {name!r}")
+        if name in (REASON_NONE, REASON_OTHER):
+            raise ConfigError(f"{where}pause_reasons[{i}]", f"{name!r} is reserved (the label of no reason / another one)")
+    if len(set(raw)) != len(raw):
+        raise ConfigError(f"{where}pause_reasons", f"has duplicates: {raw!r}")
+    return tuple(raw)
+
+
 _ENGINE_FIELDS = {"windows", "callback_on_missed", *ENGINE_RANGES}
 
 
@@ -509,7 +561,8 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
     for tenant_name, tenant_raw in _table(raw.get("tenants", {}), "tenants").items():
         where = f"tenants.{tenant_name}."
         tenant_table = _table(tenant_raw, where.rstrip("."))
-        _reject_unknown(tenant_table, {"timezone", "queues", "pulse_min_responses"}, where)
+        _reject_unknown(tenant_table, {"timezone", "queues", "pulse_min_responses", "pause_reasons", "away_alert_seconds"},
+                        where)
         zone = tenant_table.get("timezone", "UTC")
         try:
             if not isinstance(zone, str):
@@ -523,8 +576,11 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
         }
         if "_all" in queues:
             raise ConfigError(f"{where}queues._all", "the queue name '_all' is reserved for totals")
+        away = _number(tenant_table, "away_alert_seconds", where, AWAY_ALERT_SECONDS, (1, _DAY))
         tenants[tenant_name] = TenantConfig(timezone=zone, queues=MappingProxyType(queues),
-                                            pulse_min_responses=_pulse_min_responses(tenant_table, where, None))
+                                            pulse_min_responses=_pulse_min_responses(tenant_table, where, None),
+                                            pause_reasons=_pause_reasons(tenant_table, where),
+                                            away_alert_seconds=away)  # fmt: skip
 
     limits_raw = _table(raw.get("limits", {}), "limits")
     _reject_unknown(limits_raw, set(Limits.__dataclass_fields__), "limits.")
@@ -535,6 +591,13 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise ConfigError(f"limits.{name}", f"must be a whole number in [{low}, {high}], got {value!r}")
         limit_values[name] = value
+    most = limit_values["pause_reasons_per_tenant"]
+    for tenant_name, tenant_config in tenants.items():
+        if len(tenant_config.pause_reasons) > most:
+            raise ConfigError(
+                f"tenants.{tenant_name}.pause_reasons",
+                f"has {len(tenant_config.pause_reasons)} reasons, more than limits.pause_reasons_per_tenant = {most}",
+            )
 
     return Config(
         limits=Limits(**limit_values),

@@ -26,7 +26,7 @@ import bisect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from kpi_core.config import Config
+from kpi_core.config import REASON_NONE, Config
 from kpi_core.errors import InvalidEventError
 from kpi_core.events import PULSE_SURVEYS, Event, Rejection
 from kpi_core.state import KB_SCOPE_PREFIX, Record, StateStore, is_queue_scope, retirable
@@ -57,6 +57,11 @@ WAITING = "waiting"
 CALLBACKS = "callbacks"
 TICKETS = "tickets"
 AGENTS = "agents"
+#: In an agents-set member ``<state>[\x1e<reason>]\x1f<agent>``, what separates an ``away``
+#: agent's state from its ``reason`` label (:func:`agent_member`; no reason: the state alone).
+REASON_SEP = "\x1e"
+#: Record kind of an agent's calls of the day (:meth:`Engine._agent_calls`).
+AGENT_CALLS = "agent_calls"
 
 ALL = "_all"
 #: Event types a carrying engine (``Engine(carry_open=True)``: replay, report) applies older
@@ -130,6 +135,21 @@ def wait_bucket(wait: float) -> int:
     return bisect.bisect_left(WAIT_BUCKETS, wait)
 
 
+def agent_member(state: str, label: str, agent: str) -> str:
+    """An agent's member of the agents live sets: the state, then (``away`` only, and only with
+    a reason: the ``reason`` label of ``ccmon_agents`` is ``none`` for every other state, so a
+    query by state keeps one series per queue) the reason label, then the agent."""
+    if state == "away" and label != REASON_NONE:
+        return f"{state}{REASON_SEP}{label}\x1f{agent}"
+    return f"{state}\x1f{agent}"
+
+
+def split_state(key: str) -> tuple[str, str]:
+    """``(state, reason label)`` of the part of an agents-set member before ``\x1f``."""
+    state, _sep, label = key.partition(REASON_SEP)
+    return state, label or REASON_NONE
+
+
 class Engine:
     """Applies events to a store. One engine per store; not thread-safe."""
 
@@ -169,6 +189,7 @@ class Engine:
         self._now = 0.0
         self._cutoff = 0.0
         self._days: dict[str, tuple[float, float]] = {}  # tenant -> [midnight, next midnight)
+        self._local_days: dict[str, tuple[float, float]] = {}  # the same, of the last agent change seen
         self._longest = config.longest_sliding_seconds
         self._has_today = config.has_today
 
@@ -400,13 +421,16 @@ class Engine:
         fact = [ev.ts, ev.event_id, ev.queue]
         kind = TERMINAL_KINDS.get(ev.type)
         if ev.type == "call.offered":
-            record.setdefault("offers", []).append([ev.ts, ev.event_id, ev.queue, ev.direction, ev.channel, ev.priority])
+            # [ts, event id, queue, direction, channel, priority, agent] (older records: fewer items)
+            record.setdefault("offers", []).append(
+                [ev.ts, ev.event_id, ev.queue, ev.direction, ev.channel, ev.priority, ev.agent_id]
+            )
             if ev.customer_id is not None and "customer" not in record:
                 record["customer"] = ev.customer_id
         elif kind is not None:
-            record.setdefault("terminals", []).append([*fact, kind, ev.wait_seconds])
+            record.setdefault("terminals", []).append([*fact, kind, ev.wait_seconds, ev.agent_id])
         elif ev.type == "call.ring_no_answer":
-            record.setdefault("rings", []).append(fact)
+            record.setdefault("rings", []).append([*fact, ev.agent_id])
         else:  # call.ended
             record.setdefault("ended", []).append(
                 [*fact, ev.talk_seconds or 0.0, ev.hold_seconds or 0.0, ev.acw_seconds or 0.0,
@@ -434,6 +458,8 @@ class Engine:
             for leg in legs
         ]
         record["summary"] = summary
+        if ev.agent_id is not None or record.get("agents"):  # the agents' part, only where there is one
+            self._agent_calls(tenant, call_id, record, legs)
         last_ts = max(self._fact_times(record))
         complete = bool(legs) and all(
             leg["outcome"] is not None and (leg["outcome"][0] != "answered" or leg["ended"]) for leg in legs
@@ -465,6 +491,64 @@ class Engine:
                 tenant, customer, ev.ts, mutate, (min(changed), max(changed)) if changed else None
             )
 
+    def _agent_calls(self, tenant: str, call_id: str, record: Record, legs: list[dict[str, Any]]) -> None:
+        """Keep each agent's part of this call in the agent's ``agent_calls`` record, whose
+        ``calls`` map ``<call id>\x1f<fact>`` to ``[kind, ts, ...]``: ``talk`` (a leg the agent
+        answered, or an outbound call it made, not ended yet: its current call; ``+ [queue, call
+        id]``), ``handled`` (an inbound leg it answered that ended; ts: the end) and ``missed``
+        (rung, no answer). The call record keeps what it last gave each agent
+        (``agents``), so an event changes only what the call's facts now imply, whatever the
+        arrival order. Facts older than a day (26 h) are dropped, a ``talk`` older than
+        ``max_call_age``; the record expires a day after its newest fact."""
+        desired: dict[str, dict[str, list[Any]]] = {}
+        for leg in legs:
+            if leg["direction"] == "outbound":  # the agent's current call until it ends; not counted
+                if leg.get("agent") is not None and not leg["ended"]:
+                    desired.setdefault(leg["agent"], {})[f"{call_id}\x1f{leg['key']}"] = [
+                        "talk", leg["offer_ts"], leg["queue"], call_id]
+                continue
+            outcome = leg["outcome"]
+            if outcome is not None and outcome[0] == "answered":
+                first = min(leg["terminals"], key=lambda t: (t[0], t[1]))
+                agent = first[5] if len(first) > 5 else None
+                if agent is not None:
+                    if leg["ended"]:
+                        end = min(leg["ended"], key=lambda e: (e[0], e[1]))
+                        fact = ["handled", end[0]]
+                    else:
+                        fact = ["talk", outcome[1], leg["queue"], call_id]
+                    desired.setdefault(agent, {})[f"{call_id}\x1f{leg['key']}"] = fact
+            for ring in leg["rings"]:
+                agent = ring[3] if len(ring) > 3 else None
+                if agent is not None:
+                    desired.setdefault(agent, {})[f"{call_id}\x1fr\x1f{ring[1]}"] = ["missed", ring[0]]
+        applied: dict[str, dict[str, list[Any]]] = record.get("agents", {})
+        if desired == applied:
+            return
+        store = self.store
+        oldest = self._now - 26 * 3600.0
+        oldest_talk = self._now - self.config.max_call_age_seconds
+        for agent in sorted(set(applied) | set(desired)):
+            old, new = applied.get(agent, {}), desired.get(agent, {})
+            if old == new:
+                continue
+            rec = store.get_record(AGENT_CALLS, tenant, agent) or {"calls": {}}
+            calls: dict[str, list[Any]] = rec["calls"]
+            for key in old:
+                if key not in new:
+                    calls.pop(key, None)
+            calls.update(new)
+            for key in [k for k, f in calls.items() if f[1] < (oldest_talk if f[0] == "talk" else oldest)]:
+                del calls[key]
+            if calls:
+                store.put_record(AGENT_CALLS, tenant, agent, rec, max(f[1] for f in calls.values()) + _DAY)
+            else:
+                store.delete_record(AGENT_CALLS, tenant, agent)
+        if desired:
+            record["agents"] = desired
+        else:
+            record.pop("agents", None)
+
     @staticmethod
     def _fact_times(record: Record) -> Iterable[float]:
         for key in ("offers", "terminals", "rings", "ended"):
@@ -475,11 +559,13 @@ class Engine:
         """Split a call into legs, one per offer (a transfer re-offers the call to another
         queue), and give each leg its terminals, rings and endings."""
         offers = sorted(record.get("offers", ()), key=lambda o: (o[0], o[1]))
-        # Offers recorded before channel and priority were kept have 4 items: no breakdown.
+        # Offers recorded before channel and priority were kept have 4 items: no breakdown;
+        # before the offering agent (outbound calls) was kept, 6.
         legs: list[dict[str, Any]] = [
             {
                 "offer_ts": o[0], "queue": o[2], "direction": o[3], "key": o[1],
                 "channel": o[4] if len(o) > 4 else None, "priority": o[5] if len(o) > 5 else None,
+                "agent": o[6] if len(o) > 6 else None,
                 "terminals": [], "rings": [], "ended": [], "outcome": None,
             }
             for o in offers
@@ -764,8 +850,8 @@ class Engine:
         # Records written before contributions were recomputed kept them; they equal what is
         # recomputed below, so they are dropped.
         record.pop("applied", None)
-        changes: list[list[Any]] = record["changes"]  # [ts, eid, state, queues|None], sorted
-        new = [ev.ts, ev.event_id, ev.state, list(ev.queues) if ev.queues is not None else None]
+        changes: list[list[Any]] = record["changes"]  # [ts, eid, state, queues|None, reason], sorted
+        new = [ev.ts, ev.event_id, ev.state, list(ev.queues) if ev.queues is not None else None, ev.reason or ""]
         index = bisect.bisect_right(changes, (ev.ts, ev.event_id), key=lambda c: (c[0], c[1]))
         if index == 0 and record.get("chunks"):
             changes = self._agent_unsplit(tenant, agent, record)
@@ -784,18 +870,42 @@ class Engine:
         for cid, old in before.items():
             if after.get(cid) != old:
                 store.add(tenant, old[0], old[1], {k: -v for k, v in old[2].items()})
+                if old[0] == ALL:
+                    self._agent_day_add(tenant, record, old[1], old[2], -1)
         for cid, contribution in after.items():
             if before.get(cid) != contribution:
                 store.add(tenant, contribution[0], contribution[1], contribution[2])
-        last_ts, _eid, state, _qs = changes[-1]
+                if contribution[0] == ALL:
+                    self._agent_day_add(tenant, record, contribution[1], contribution[2], +1)
+        last = changes[-1]
+        last_ts, state = last[0], last[2]
+        label = self.config.reason_label(tenant, last[4] if len(last) > 4 else "")
         qs = self._agent_queues(changes, len(changes), base)
-        self._reconcile_live(
-            tenant, record, [[AGENTS, scope, f"{state}\x1f{agent}", last_ts] for scope in [*qs, ALL]]
-        )
+        member = agent_member(state, label, agent)
+        self._reconcile_live(tenant, record, [[AGENTS, scope, member, last_ts] for scope in [*qs, ALL]])
         expire_at = last_ts + max(self.horizon, 7 * _DAY)
         self._agent_prune(tenant, agent, record)
         self._agent_spill(tenant, agent, record, expire_at)
         store.put_record("agent", tenant, agent, record, expire_at)
+
+    def _agent_day_add(self, tenant: str, record: Record, ts: float, fields: Mapping[str, float], sign: int) -> None:
+        """Add (``sign`` -1: retract) one of the agent's own occupancy contributions (its
+        ``_all`` one: the agent alone) to ``record["days"]``, the sums of the local day that
+        holds ``ts`` (``{day start: {field: sum}}``, the last two days kept): the agent's
+        occupancy today (:func:`kpi_core.kpis.live_agents`) integrates them as the queues' do."""
+        span = self._local_days.get(tenant)
+        if span is None or not span[0] <= ts < span[1]:
+            zone = self.config.timezone(tenant)
+            midnight = local_midnight(ts, zone)
+            # A local day lasts 23 to 25 h: 26 h on is in the next one.
+            span = self._local_days[tenant] = (midnight, local_midnight(midnight + 26 * 3600, zone))
+        start = span[0]
+        days: dict[str, dict[str, float]] = record.setdefault("days", {})
+        day = days.setdefault(str(int(start)), {})
+        for key, value in fields.items():
+            day[key] = day.get(key, 0.0) + sign * value
+        for key in [k for k in days if int(k) < start - 2 * _DAY]:
+            del days[key]
 
     def _agent_prune(self, tenant: str, agent: str, record: Record) -> None:
         """Forget what no event can change any more: keep the latest change older than the
@@ -867,7 +977,7 @@ class Engine:
         previous = changes[start - 1] if start > 0 else None
         current = self._agent_queues(changes, start, base)
         for i in range(start, stop):
-            ts, eid, state, qs = changes[i]
+            ts, eid, state, qs = changes[i][:4]
             deltas: dict[str, dict[str, float]] = {}
             if previous is not None:
                 for scope in [*current, ALL]:

@@ -70,6 +70,8 @@ MAX_ID_LENGTH = 256
 MAX_NAME_LENGTH = 128
 #: Epoch seconds accepted: 1970 up to (not including) 2100-01-01.
 MAX_EPOCH_SECONDS = 4_102_444_800.0
+#: Highest ``priority`` of a ``call.offered`` (0 = the least urgent, as Twilio and Genesys).
+MAX_PRIORITY = 9
 #: Queue names ccmon uses itself.
 RESERVED_QUEUES = frozenset({"_all"})
 
@@ -151,6 +153,8 @@ class Event(NamedTuple):
     contact_id: str | None = None
     article_id: str | None = None
     session_id: str | None = None
+    #: ``agent.state``: the pause/aux code ("lunch", "training"...), meaningful with ``away``.
+    reason: str | None = None
     #: ``call.offered`` (and ``ticket.created``): 0..9, higher = more urgent; None when absent.
     priority: int | None = None
 
@@ -313,19 +317,18 @@ def _choice(obj: dict[str, Any], name: str, allowed: frozenset[str] | tuple[str,
     return value
 
 
-#: ``priority`` of ``call.offered`` and ``ticket.created``: a whole number, higher = more urgent.
-PRIORITY_RANGE = (0, 9)
-
-
 def _priority(obj: dict[str, Any]) -> int | None:
-    """The optional ``priority``: an integer 0..9 (not a bool, not a float), else None."""
+    """``priority`` of a ``call.offered`` or ``ticket.created``: a whole number 0..9, higher =
+    more urgent (``3.0`` counts as 3, as JSON numbers are one type), else
+    ``invalid_field:priority``."""
     value = obj.get("priority")
     if value is None:
         return None
-    low, high = PRIORITY_RANGE
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PRIORITY:
         raise InvalidEventError(
-            "invalid_field:priority", f"priority must be a whole number in {low}..{high}, got {_preview(value)}"
+            "invalid_field:priority", f"priority must be a whole number in 0..{MAX_PRIORITY}, got {_preview(value)}"
         )
     return value
 
@@ -415,6 +418,7 @@ def parse_event(obj: Any) -> Event:
                     raise InvalidEventError("invalid_field:queues", f"queue name {item!r} is reserved")
                 names.append(item)
             fields["queues"] = tuple(sorted(set(names)))
+        fields["reason"] = _name(obj, "reason")
     elif event_type in ("call.offered", "ticket.created"):
         fields["priority"] = _priority(obj)
     elif event_type == "ticket.replied":

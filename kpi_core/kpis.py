@@ -22,9 +22,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from kpi_core.config import CHANNEL_TARGET_METRICS, TARGET_METRICS, Config, QueueConfig
+from kpi_core.config import (
+    CHANNEL_TARGET_METRICS,
+    REASON_NONE,
+    REASON_OTHER,
+    TARGET_METRICS,
+    Config,
+    QueueConfig,
+)
 from kpi_core.engine import (
+    AGENT_CALLS,
     AGENTS,
     ALL,
     BUSY_STATES,
@@ -36,6 +45,8 @@ from kpi_core.engine import (
     TICKETS,
     WAIT_BUCKETS,
     WAITING,
+    Engine,
+    split_state,
 )
 from kpi_core.erlang import agents_required, erlang_a, queue_wait, service_level
 from kpi_core.events import AGENT_STATES
@@ -47,7 +58,7 @@ from kpi_core.state import (
     is_queue_scope,
     merge_into,
 )
-from kpi_core.windows import window_range
+from kpi_core.windows import local_midnight, window_range
 
 Components = dict[str, float]
 Labels = tuple[tuple[str, str], ...]
@@ -427,16 +438,29 @@ def logged_in_seconds(c: Components, states: Mapping[str, int], start: float, at
 class _AgentStates:
     """Agents of a scope by state, asked of the store once per snapshot (every window's
     occupancy and the agents-by-state gauge need them): ``(every member, members since
-    before at)``."""
+    before at)``, by state (:meth:`__call__`) or by ``(state, reason label)`` (:meth:`by_reason`)."""
 
     def __init__(self, store: StateStore, at: float) -> None:
         self.store, self.at = store, at
         self._counted: dict[tuple[str, str], tuple[dict[str, int], dict[str, int]]] = {}
+        self._by_state: dict[tuple[str, str], tuple[dict[str, int], dict[str, int]]] = {}
 
-    def __call__(self, tenant: str, scope: str) -> tuple[dict[str, int], dict[str, int]]:
+    def by_reason(self, tenant: str, scope: str) -> tuple[dict[str, int], dict[str, int]]:
+        """Keys ``<state>`` or ``<state>\x1e<reason label>`` (:func:`kpi_core.engine.agent_member`)."""
         found = self._counted.get((tenant, scope))
         if found is None:
             found = self._counted[(tenant, scope)] = self.store.live_states(AGENTS, tenant, scope, self.at)
+        return found
+
+    def __call__(self, tenant: str, scope: str) -> tuple[dict[str, int], dict[str, int]]:
+        found = self._by_state.get((tenant, scope))
+        if found is None:
+            merged: tuple[dict[str, int], dict[str, int]] = ({}, {})
+            for source, target in zip(self.by_reason(tenant, scope), merged, strict=True):
+                for key, n in source.items():
+                    state = split_state(key)[0]
+                    target[state] = target.get(state, 0) + n
+            found = self._by_state[(tenant, scope)] = merged
         return found
 
 
@@ -615,7 +639,7 @@ def _live_families(
     overdue = family("ccmon_callbacks_overdue", "gauge", "Pending callbacks older than the callback target.")
     tickets_open = family("ccmon_tickets_open", "gauge", "Tickets created and not resolved.")
     ticket_age = family("ccmon_open_ticket_age_seconds", "gauge", "Mean age of open tickets.")
-    agents = family("ccmon_agents", "gauge", "Agents by their latest state.")
+    agents = family("ccmon_agents", "gauge", "Agents by their latest state and (away) pause reason.")
     threshold = family("ccmon_service_level_threshold_seconds", "gauge", "The queue's service-level threshold.")
     channel_targets = _channel_target_families(family)
     max_age = config.max_call_age_seconds
@@ -667,19 +691,35 @@ def _live_families(
         tickets_open.add(labels, values["open"])
         if values["open"]:
             ticket_age.add(labels, values["age_sum"] / values["open"])
-        by_state = dict.fromkeys(AGENT_STATES, 0.0)
+        # Every state with reason none, and away with each configured reason and other, even
+        # at 0 (a panel by reason shows 0, not a gap); a reason label no longer configured
+        # while agents still hold it, as long as they do.
+        by_state = dict.fromkeys(((state, REASON_NONE) for state in AGENT_STATES), 0.0)
+        by_state.update(dict.fromkeys((("away", r) for r in (*config.pause_reasons(tenant), REASON_OTHER)), 0.0))
         scope = queue if queue != ALL else ALL
         if scope in scopes:
-            for state, members in agent_states(tenant, scope)[1].items():
-                by_state[state] += members
-        for state, count in by_state.items():
-            agents.add(_labels(tenant, queue, state=state), count)
+            for key, members in agent_states.by_reason(tenant, scope)[1].items():
+                pair = split_state(key)
+                by_state[pair] = by_state.get(pair, 0.0) + members
+        for (state, reason), count in by_state.items():
+            agents.add(_labels(tenant, queue, state=state, reason=reason), count)
         for target_name, value in sorted(queue_config.targets.items()):
             metric = TARGET_METRICS[target_name]
             family(f"ccmon_target_{metric}", "gauge", f"Target for ccmon_{metric}.").add(labels, value)
         for channel, channel_config in sorted(queue_config.channels.items()):
             for target_name, value in sorted(channel_config.items()):
                 channel_targets[target_name].add(_labels(tenant, queue, channel=channel), value)
+
+    per_agent = config.limits.agent_series_per_tenant
+    if per_agent and ALL in scopes:
+        family_ = family("ccmon_agent_state", "gauge",
+                         "1 per agent: its latest state and (away) pause reason (limits.agent_series_per_tenant).")
+        latest = store.live(AGENTS, tenant, ALL)
+        newest = sorted(latest.items(), key=lambda item: (-item[1], item[0]))[:per_agent]
+        for member, _since in sorted(newest, key=lambda item: item[0].partition("\x1f")[2]):
+            key, _sep, agent = member.partition("\x1f")
+            state, reason = split_state(key)
+            family_.add((("tenant", tenant), ("agent", agent), ("state", state), ("reason", reason)), 1.0)
 
 
 # -- staffing and estimated wait (docs/KPIS.md, "Staffing and estimated wait") -------------------
@@ -867,3 +907,98 @@ def _pipeline_families(store: StateStore, at: float, family: Callable[[str, str,
 def flatten(families: Iterable[MetricFamily]) -> dict[tuple[str, Labels], float]:
     """``(name + suffix, labels) -> value`` for tests and the JSON API."""
     return {(fam.name + suffix, labels): value for fam in families for suffix, labels, value in fam.samples}
+
+
+# -- live detail: the board's agents and waiting callers -------------------------------------
+def live_agents(
+    config: Config, store: StateStore, at: float, tenant: str | None = None, queue: str | None = None
+) -> list[dict[str, Any]]:
+    """Every agent of the agents live sets at ``at`` (of ``tenant``, and of ``queue``: the
+    agents serving it), read through any :class:`StateStore`, sorted by tenant and agent.
+
+    Each row: ``tenant``, ``agent``, ``state``, ``reason`` (as sent, or None), ``reason_label``
+    (its ``ccmon_agents`` label), ``since`` (when the state began, as far as the agent's record
+    goes back) and ``time_in_state_seconds``, ``queues``, ``current_call`` and
+    ``current_queue`` (the call the agent answered and has not ended, while ``on_call`` or
+    ``acw``; else None), ``handled_today`` (calls it answered that ended today, local day of
+    the tenant), ``missed_today`` (rung and did not pick up), ``occupancy_today``
+    (time-weighted busy / staffed since local midnight, None before any staffed time) and
+    ``away_alert`` (``away`` longer than the tenant's ``away_alert_seconds``)."""
+    rows: list[dict[str, Any]] = []
+    tenants = [tenant] if tenant is not None else sorted(store.scopes())
+    for name in tenants:
+        midnight = local_midnight(at, config.timezone(name))
+        day_key = str(int(midnight))
+        away_limit = config.away_alert_seconds(name)
+        members = store.live(AGENTS, name, queue if queue is not None else ALL)
+        for member in sorted(members, key=lambda m: m.partition("\x1f")[2]):
+            key, _sep, agent = member.partition("\x1f")
+            state, label = split_state(key)
+            record = store.get_record("agent", name, agent) or {"changes": []}
+            changes: list[list[Any]] = record["changes"]
+            reason = None
+            since = members[member]
+            queues: list[str] = []
+            occupancy = None
+            if changes:
+                last = changes[-1]
+                reason = (last[4] if len(last) > 4 else "") or None
+                i = len(changes) - 1
+                while i > 0 and changes[i - 1][2] == last[2] and (changes[i - 1][4:5] or [""]) == (last[4:5] or [""]):
+                    i -= 1
+                since = changes[i][0]
+                queues = list(Engine._agent_queues(changes, len(changes), record.get("base")))
+                day = record.get("days", {}).get(day_key, {})
+                occupancy = _occupancy(day, {state: 1}, midnight, at)
+            calls = (store.get_record(AGENT_CALLS, name, agent) or {"calls": {}})["calls"].values()
+            handled = sum(1 for f in calls if f[0] == "handled" and midnight <= f[1] <= at)
+            missed = sum(1 for f in calls if f[0] == "missed" and midnight <= f[1] <= at)
+            talk = max((f for f in calls if f[0] == "talk" and f[1] <= at), key=lambda f: f[1], default=None)
+            if state not in BUSY_STATES:
+                talk = None
+            in_state = max(0.0, at - since)
+            rows.append({
+                "tenant": name, "agent": agent, "state": state, "reason": reason, "reason_label": label,
+                "since": since, "time_in_state_seconds": in_state, "queues": queues,
+                "current_call": talk[3] if talk else None, "current_queue": talk[2] if talk else None,
+                "handled_today": handled, "missed_today": missed, "occupancy_today": occupancy,
+                "away_alert": state == "away" and in_state > away_limit,
+            })  # fmt: skip
+    return rows
+
+
+def waiting_calls(
+    config: Config, store: StateStore, at: float, tenant: str | None = None, queue: str | None = None
+) -> list[dict[str, Any]]:
+    """The calls waiting at ``at`` in each queue (of ``tenant``; ``queue``: that one only), as
+    ``ccmon_calls_waiting`` counts them (offered before ``at``, within ``max_call_age``), read
+    through any :class:`StateStore`, in the order they will be served: higher ``priority``
+    first (none given counts as 0), then by offer time.
+
+    Each row: ``tenant``, ``queue``, ``position`` (1 = next), ``call_id``, ``offered_at``,
+    ``wait_seconds`` (so far), ``priority`` (None if not given), ``channel`` and
+    ``customer_id`` (None if not given: a caller's id, never a metric label; mask it for a
+    request that may not see it)."""
+    rows: list[dict[str, Any]] = []
+    oldest = at - config.max_call_age_seconds
+    tenants = [tenant] if tenant is not None else sorted(store.scopes())
+    for name in tenants:
+        scopes = store.scopes().get(name, ())
+        queues = [queue] if queue is not None else [s for s in scopes if is_queue_scope(s) and s != ALL]
+        for queue_name in queues:
+            found = []
+            for member, offered in store.live(WAITING, name, queue_name).items():
+                if not oldest <= offered < at:
+                    continue
+                _queue, call_id, leg = [*member.split("\x1f"), "", ""][:3]
+                record = store.get_record("call", name, call_id) or {}
+                offer = next((o for o in record.get("offers", ()) if o[1] == leg), None)
+                channel = (offer[4] if offer is not None and len(offer) > 4 else None) or "voice"
+                priority = offer[5] if offer is not None and len(offer) > 5 else None
+                found.append({"tenant": name, "queue": queue_name, "call_id": call_id, "offered_at": offered,
+                              "wait_seconds": at - offered, "priority": priority, "channel": channel,
+                              "customer_id": record.get("customer")})  # fmt: skip
+            found.sort(key=lambda r: (-int(r["priority"] or 0), r["offered_at"], str(r["call_id"])))
+            for position, row in enumerate(found, 1):
+                rows.append({"position": position, **row})
+    return rows

@@ -36,7 +36,7 @@ from kpi_core.config import Config
 from kpi_core.engine import Engine
 from kpi_core.errors import InvalidEventError
 from kpi_core.events import parse_event, parse_line
-from kpi_core.kpis import MetricFamily, snapshot
+from kpi_core.kpis import MetricFamily, live_agents, snapshot, waiting_calls
 from kpi_core.state import MemoryState
 from streams.simulator import Record, SimParams, Simulator
 from streams.web.api import SlHistory, pending_callbacks
@@ -55,6 +55,9 @@ class View:
     families: list[MetricFamily]
     pending: list[dict[str, Any]]
     info: Mapping[str, Any] = field(default_factory=dict)
+    #: Every tenant's agents and waiting calls (kpi_core.kpis.live_agents, waiting_calls).
+    agents: list[dict[str, Any]] = field(default_factory=list)
+    waiting: list[dict[str, Any]] = field(default_factory=list)
 
 
 class DemoRunner:
@@ -143,7 +146,8 @@ class DemoRunner:
         families = snapshot(self.config, self.store, at)
         if record_history:
             self.history.record(at, families)
-        view = View(at, families, pending_callbacks(self.config, self.store, at), self.status(at))
+        view = View(at, families, pending_callbacks(self.config, self.store, at), self.status(at),
+                    live_agents(self.config, self.store, at), waiting_calls(self.config, self.store, at))
         self._view = view
         return view
 
@@ -209,6 +213,18 @@ class DemoRunner:
     def pending(self) -> list[dict[str, Any]]:
         view = self._view
         return view.pending if view is not None else []
+
+    def agents(self, tenant: str | None = None, queue: str | None = None) -> list[dict[str, Any]]:
+        """The published view's agents (of ``tenant``, serving ``queue``)."""
+        view = self._view
+        rows = view.agents if view is not None else []
+        return [r for r in rows if (tenant is None or r["tenant"] == tenant) and (queue is None or queue in r["queues"])]
+
+    def waiting(self, tenant: str | None = None, queue: str | None = None) -> list[dict[str, Any]]:
+        """The published view's waiting calls (of ``tenant``, in ``queue``)."""
+        view = self._view
+        rows = view.waiting if view is not None else []
+        return [r for r in rows if (tenant is None or r["tenant"] == tenant) and (queue is None or r["queue"] == queue)]
 
     def info(self) -> Mapping[str, Any]:
         view = self._view

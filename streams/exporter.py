@@ -53,7 +53,7 @@ from prometheus_client.registry import Collector
 
 from kpi_core.config import Config
 from kpi_core.exposition import render
-from kpi_core.kpis import MetricFamily, snapshot
+from kpi_core.kpis import MetricFamily, live_agents, snapshot, waiting_calls
 from kpi_core.state import StateStore
 from streams import web
 from streams.redis_policy import EXPORTER_RECHECK_SECONDS, EvictionWatch
@@ -185,6 +185,19 @@ class _Flight:
         self.error: BaseException | None = None
 
 
+def _redis_guard(fn: web.app.LiveRows) -> web.app.LiveRows:
+    """``fn`` with a Redis error turned into :class:`streams.web.app.Unavailable` (a 503)."""
+
+    def call(tenant: str | None, queue: str | None) -> Any:
+        try:
+            return fn(tenant, queue)
+        except redis.RedisError as exc:
+            log.error("live rows: Redis error: %s: %s", type(exc).__name__, exc)
+            raise web.app.Unavailable(f"Redis unavailable: {type(exc).__name__}") from exc
+
+    return call
+
+
 def build_app(config: Config, store: StateStore, clock: Clock, ping: Callable[[], Any] | None = None,
               eviction: EvictionWatch | None = None, alertmanager_url: str | None = None,
               prometheus_url: str | None = None) -> web.app.WSGIApp:  # fmt: skip
@@ -210,6 +223,8 @@ def build_app(config: Config, store: StateStore, clock: Clock, ping: Callable[[]
         get_info=info,
         alerts=AlertmanagerAlerts(alertmanager_url) if alertmanager_url else None,
         week_over_week=WeekOverWeek(prometheus_url),
+        get_agents=_redis_guard(lambda tenant, queue: live_agents(config, store, clock(), tenant, queue)),
+        get_waiting=_redis_guard(lambda tenant, queue: waiting_calls(config, store, clock(), tenant, queue)),
     )
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

@@ -1347,7 +1347,8 @@ class RedisState:
         return [answers.get(id(q), set()) for q in queries]
 
     def series_retire(self, kind: str, tenant: str, names: Mapping[str, float | None]) -> int:
-        from kpi_core.engine import AGENTS, CALLBACKS, TICKETS, WAITING
+        from kpi_core.config import REASON_OTHER
+        from kpi_core.engine import AGENTS, CALLBACKS, REASON_SEP, TICKETS, WAITING
         from kpi_core.events import AGENT_STATES
 
         if not names:
@@ -1370,11 +1371,13 @@ class RedisState:
             return len(gone)
         scope_args: list[Any] = []
         per_call = RETIRE_NAMES_PER_CALL
+        # An agent's members: its state, or away with a reason label (kpi_core.engine.agent_member).
+        states = [*AGENT_STATES, *(f"away{REASON_SEP}{r}" for r in (*self.config.pause_reasons(tenant), REASON_OTHER))]
         if kind == "agent":
             scope_args = [_utf8(encode(s)) for s in self.scopes().get(tenant, ())]
-            per_call = max(1, 4000 // (len(scope_args) * len(AGENT_STATES) + 1))
+            per_call = max(1, 4000 // (len(scope_args) * len(states) + 1))
         keys = self._retire_keys(kind, tenant, self._series_key(kind, tenant))
-        head = [kind, self._tag(tenant), *into, len(lives), *lives, len(AGENT_STATES), *AGENT_STATES,
+        head = [kind, self._tag(tenant), *into, len(lives), *lives, len(states), *states,
                 len(scope_args), *scope_args]  # fmt: skip
         items = list(names.items())
         retired = 0

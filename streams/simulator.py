@@ -565,10 +565,11 @@ class Simulator:
         self._at(day + 86400.0 - 1800.0, self._plan_day, day + 86400.0)
         return on_now
 
-    def _set_state(self, agent: _Agent, state: str) -> None:
+    def _set_state(self, agent: _Agent, state: str, reason: str | None = None) -> None:
         if agent.state != state:
             agent.state = state
-            self._emit("agent.state", agent_id=agent.id, state=state, queues=agent.queues)
+            extra = {"reason": reason} if reason is not None else {}
+            self._emit("agent.state", agent_id=agent.id, state=state, queues=agent.queues, **extra)
 
     def _login(self, agent: _Agent) -> None:
         if agent.on_shift:
@@ -603,7 +604,7 @@ class Simulator:
             return
         if agent.breaks_pending:
             seconds = agent.breaks_pending.pop(0)
-            self._set_state(agent, "away")
+            self._set_state(agent, "away", "lunch" if seconds >= 25 * 60 else "break")
             agent.epoch += 1
             self._at(self.now + seconds, self._back_from_away, agent, agent.epoch)
             return
@@ -738,7 +739,7 @@ class Simulator:
         self._emit("call.ring_no_answer", call_id=call.id, queue=call.queue, agent_id=agent.id)
         agent.reserved = None
         # The ACD sets the agent not-ready for a while; the call goes back to the queue head.
-        self._set_state(agent, "away")
+        self._set_state(agent, "away", "not_ready")
         agent.epoch += 1
         self._at(self.now + self._rng.uniform(60.0, 180.0), self._back_from_away, agent, agent.epoch)
         q = self.queues[call.queue]

@@ -56,7 +56,9 @@ def demo_config(queue_names: list[str]) -> Any:
             sl_threshold_seconds=15.0,
             targets=MappingProxyType({**base.targets, "service_level": 0.9, "asa_seconds": 15.0}),
         )
-    return Config(defaults=base, tenants={"default": TenantConfig(queues=MappingProxyType(queues))})
+    # The simulator's pause reasons (streams.simulator): breaks, lunch, not ready after a missed ring.
+    return Config(defaults=base, tenants={"default": TenantConfig(queues=MappingProxyType(queues),
+                                                                  pause_reasons=("break", "lunch", "not_ready"))})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     alertmanager_url = args.alertmanager_url or os.environ.get("CCMON_ALERTMANAGER_URL") or None
     where = "--alertmanager-url" if args.alertmanager_url else "CCMON_ALERTMANAGER_URL"
     alerts = AlertmanagerAlerts(settings_module.check_alertmanager_url(alertmanager_url, where)) if alertmanager_url else None
-    app = make_wsgi_app(runner.families, runner.pending, get_info=runner.info, history=runner.history, alerts=alerts)
+    app = make_wsgi_app(runner.families, runner.pending, get_info=runner.info, history=runner.history, alerts=alerts,
+                        get_agents=runner.agents, get_waiting=runner.waiting)
     try:
         server = serve(app, args.host, args.port)
     except OSError as exc:

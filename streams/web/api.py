@@ -10,6 +10,9 @@ Pure functions (and one small thread-safe ring buffer); no HTTP here.
   (authenticated, or a server listening on loopback only); :func:`mask_callbacks` hides them
   otherwise.
 * :class:`SlHistory` keeps recent service-level values per queue for the sparklines.
+* :func:`agents_document` and :func:`waiting_document` shape the live agents
+  (:func:`kpi_core.kpis.live_agents`) and the calls waiting in a queue
+  (:func:`kpi_core.kpis.waiting_calls`) for ``/api/agents`` and ``/api/queues/{queue}/waiting``.
 """
 
 from __future__ import annotations
@@ -99,7 +102,9 @@ def kpis_document(
                 entry["targets"][name[len("target_"):]] = value
                 continue
             if name == "agents" and "state" in label_map:
-                entry["agents"][label_map["state"]] = value
+                # Summed over the reason label (away: one sample per pause reason).
+                state = label_map["state"]
+                entry["agents"][state] = entry["agents"].get(state, 0.0) + value
                 continue
             container = entry["windows"].setdefault(window, {}) if window is not None else entry["live"]
             if label_map:
@@ -237,3 +242,30 @@ def select_callbacks(
     """Filter the worklist by tenant and queue, and keep the ``limit`` oldest."""
     chosen = [i for i in items if (tenant is None or i["tenant"] == tenant) and (queue is None or i["queue"] == queue)]
     return chosen if limit is None else chosen[:limit]
+
+
+def agents_document(rows: Sequence[Mapping[str, Any]], *, at: float) -> dict[str, Any]:
+    """The ``/api/agents`` document: ``{"at", "at_iso", "count", "agents": [...]}``, each row of
+    :func:`kpi_core.kpis.live_agents` with ``since_iso`` added."""
+    agents = [{**row, "since_iso": iso(row["since"])} for row in rows]
+    return {"at": at, "at_iso": iso(at), "count": len(agents), "agents": agents}
+
+
+def waiting_document(
+    rows: Sequence[Mapping[str, Any]], *, at: float, visible: bool, limit: int | None = None
+) -> dict[str, Any]:
+    """The ``/api/queues/{queue}/waiting`` document: ``{"at", "count", "calls": [...],
+    "customer_ids"}``, the rows of :func:`kpi_core.kpis.waiting_calls` (at most ``limit`` of
+    each queue, the next to be served first) with ``offered_iso``; customer ids masked as the
+    callback worklist's (:func:`mask_callbacks`) unless ``visible``. A call without a
+    customer id has none."""
+    calls: list[dict[str, Any]] = []
+    for row in rows:
+        if limit is not None and row["position"] > limit:
+            continue
+        item = {k: v for k, v in row.items() if k != "customer_id" or v is not None}
+        item["offered_iso"] = iso(row["offered_at"])
+        calls.append(item)
+    if not visible:
+        calls = mask_callbacks(calls)
+    return {"at": at, "count": len(rows), "calls": calls, "customer_ids": "shown" if visible else "masked"}

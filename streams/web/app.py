@@ -13,6 +13,12 @@ path                         what
                              masked unless authenticated or on loopback (below)
 ``/api/alerts``              the firing alerts (``?tenant=``): Alertmanager's when ``alerts`` is
                              given, else ccmon's own breach state (:mod:`streams.web.alerts`)
+``/agents``                  the live agents board (static HTML: state, reason, time in state,
+                             calls today, occupancy; sortable; long breaks highlighted)
+``/api/agents``              the agents, live (``?tenant=&queue=``)
+``/api/queues/{queue}/waiting``  the calls waiting in a queue (``_all``: every queue), next
+                             served first (``?tenant=&limit=``); customer ids masked as the
+                             worklist's
 ``/livez``                   ``200 {"status": "alive"}``: the process answers (liveness
                              probe; reads nothing)
 ``/readyz``                  ``200 {"status": "ready"}``, or 503 while not ready (readiness
@@ -59,18 +65,20 @@ from urllib.parse import parse_qs
 
 from kpi_core.config import Config
 from kpi_core.exposition import render
-from kpi_core.kpis import MetricFamily, snapshot
+from kpi_core.kpis import MetricFamily, live_agents, snapshot, waiting_calls
 from kpi_core.state import StateStore
 from streams.security import AUTH_USER_ENVIRON
 from streams.web.alerts import AlertmanagerAlerts, alerts_document, breach_alerts
 from streams.web.api import (
     LISTEN_HOST_ENVIRON,
     SlHistory,
+    agents_document,
     customer_ids_visible,
     kpis_document,
     mask_callbacks,
     pending_callbacks,
     select_callbacks,
+    waiting_document,
 )
 from streams.web.openapi import OPENAPI_PATH, openapi_json
 from streams.web.week_over_week import WeekOverWeek
@@ -89,6 +97,33 @@ def wallboard_html() -> bytes:
     return resources.files("streams").joinpath("static/wallboard.html").read_bytes()
 
 
+def agents_html() -> bytes:
+    """The agents board, shipped as package data (``streams/static/agents.html``)."""
+    return resources.files("streams").joinpath("static/agents.html").read_bytes()
+
+
+class Unavailable(Exception):
+    """What a callable raises when its store cannot answer now (the exporter's Redis is down):
+    the request gets ``503`` with the message, not ``500``."""
+
+
+#: The waiting callers of a queue; ``{queue}`` is the queue's name, URL-encoded.
+WAITING_PATH = "/api/queues/{queue}/waiting"
+_WAITING_HEAD, _WAITING_TAIL = WAITING_PATH.split("{queue}")
+#: ``get_agents(tenant, queue)`` / ``get_waiting(tenant, queue)``: rows of
+#: :func:`kpi_core.kpis.live_agents` / :func:`kpi_core.kpis.waiting_calls` (None: all).
+LiveRows = Callable[[str | None, str | None], Sequence[Mapping[str, Any]]]
+
+
+def _utf8_name(part: str) -> str | None:
+    """A path segment as the name it spells: WSGI's ``PATH_INFO`` is already percent-decoded,
+    its bytes as latin-1 (PEP 3333); None when they are not UTF-8."""
+    try:
+        return part.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return None
+
+
 def make_wsgi_app(
     get_families: Callable[[], Sequence[MetricFamily]],
     get_pending_callbacks: Callable[[], Sequence[Mapping[str, Any]]],
@@ -97,12 +132,16 @@ def make_wsgi_app(
     history: SlHistory | None = None,
     alerts: AlertmanagerAlerts | None = None,
     week_over_week: WeekOverWeek | None = None,
+    get_agents: LiveRows | None = None,
+    get_waiting: LiveRows | None = None,
 ) -> WSGIApp:
     """A WSGI app serving the wallboard, ``/metrics``, the JSON API and the health checks;
     ``/api/alerts`` from ``alerts`` (an Alertmanager) if given, else from the KPIs' breaches;
     ``week_over_week``: where ``/api/week-over-week`` comes from (default: nowhere, the
-    document says so and the board hides the indicator)."""
+    document says so and the board hides the indicator); ``get_agents``, ``get_waiting``: the
+    live agents and waiting callers (none given, empty)."""
     page: list[bytes] = []
+    agents_page: list[bytes] = []
     weekly = week_over_week or WeekOverWeek(None)
 
     def info() -> Mapping[str, Any]:
@@ -162,6 +201,30 @@ def make_wsgi_app(
                 breaches, error = [], f"KPIs unavailable: {type(exc).__name__}"
             return "200 OK", JSON_CONTENT_TYPE, json_body(alerts_document(at, breaches, source="ccmon", error=error,
                                                                           tenant=tenant))  # fmt: skip
+        if path == "/agents":
+            if not agents_page:
+                agents_page.append(agents_html())
+            return "200 OK", "text/html; charset=utf-8", agents_page[0]
+        if path == "/api/agents":
+            at = float(info().get("at", time.time()))
+            rows = get_agents(query.get("tenant", [None])[0], query.get("queue", [None])[0]) if get_agents else []
+            return "200 OK", JSON_CONTENT_TYPE, json_body(agents_document(rows, at=at))
+        if path.startswith(_WAITING_HEAD) and path.endswith(_WAITING_TAIL) and len(path) > len(_WAITING_HEAD) + len(_WAITING_TAIL):
+            queue = _utf8_name(path[len(_WAITING_HEAD):-len(_WAITING_TAIL)])
+            if not queue or "/" in queue:
+                return "404 Not Found", JSON_CONTENT_TYPE, json_body({"error": f"no such path: {path}"})
+            try:
+                limit = int(query["limit"][0]) if "limit" in query else None
+                if limit is not None and limit < 0:
+                    raise ValueError
+            except ValueError:
+                return "400 Bad Request", JSON_CONTENT_TYPE, json_body(
+                    {"error": f"limit must be a whole number >= 0, got {query['limit'][0]!r}"}
+                )
+            at = float(info().get("at", time.time()))
+            rows = get_waiting(query.get("tenant", [None])[0], None if queue == "_all" else queue) if get_waiting else []
+            visible = customer_ids_visible(environ.get(LISTEN_HOST_ENVIRON), environ.get(AUTH_USER_ENVIRON) is not None)
+            return "200 OK", JSON_CONTENT_TYPE, json_body(waiting_document(rows, at=at, visible=visible, limit=limit))
         if path == OPENAPI_PATH:
             return "200 OK", JSON_CONTENT_TYPE, openapi_json()
         if path == "/livez":
@@ -188,6 +251,8 @@ def make_wsgi_app(
         query = parse_qs(environ.get("QUERY_STRING", ""))
         try:
             status, content_type, body = route(path, query, environ)
+        except Unavailable as exc:
+            status, content_type, body = "503 Service Unavailable", JSON_CONTENT_TYPE, json_body({"error": str(exc)})
         except Exception:
             log.exception("error serving %s", path)
             status, content_type, body = "500 Internal Server Error", JSON_CONTENT_TYPE, b'{"error":"internal error"}'
@@ -225,4 +290,13 @@ def make_store_app(
         with guard:
             return pending_callbacks(config, store, clock())
 
-    return make_wsgi_app(families, pending, get_info=lambda: {**extra, "at": clock()}, history=history)
+    def agents(tenant: str | None, queue: str | None) -> list[dict[str, Any]]:
+        with guard:
+            return live_agents(config, store, clock(), tenant, queue)
+
+    def waiting(tenant: str | None, queue: str | None) -> list[dict[str, Any]]:
+        with guard:
+            return waiting_calls(config, store, clock(), tenant, queue)
+
+    return make_wsgi_app(families, pending, get_info=lambda: {**extra, "at": clock()}, history=history,
+                         get_agents=agents, get_waiting=waiting)  # fmt: skip

@@ -150,7 +150,7 @@ def test_wallboard_staffing_strip(demo: Any, tmp_path: Path) -> None:
         required = metric("ccmon_staffing_agents_required", queue)
         forecast = metric("ccmon_staffing_service_level_forecast", queue)
         target = metric("ccmon_target_service_level_ratio", queue)
-        staffed = sum(metric("ccmon_agents", queue, state=s) or 0.0 for s in ("available", "on_call", "acw"))
+        staffed = sum(metric("ccmon_agents", queue, state=s, reason="none") or 0.0 for s in ("available", "on_call", "acw"))
         assert ewt is not None and float(chip["ewt"]) == ewt
         assert required is not None and float(chip["required"]) == required
         assert forecast is not None and target is not None and float(chip["forecast"]) == forecast
@@ -159,6 +159,96 @@ def test_wallboard_staffing_strip(demo: Any, tmp_path: Path) -> None:
         assert f"forecast {round(forecast * 100)}%" in chip["text"], chip
         band = "ok" if forecast >= target else "warn" if forecast >= target - 0.1 else "bad"
         assert band in chip["cls"].split(), (chip, forecast, target)
+
+
+def test_agents_board_and_waiting_callers(demo: Any, tmp_path: Path) -> None:
+    """``/agents`` in ``ccmon demo`` (before the wallboard test stops it): a row per agent of
+    /api/agents, state counts equal to ccmon_agents, sorting by a column click, long breaks
+    highlighted (on an app of its own, with one agent 50 minutes away); the wallboard's
+    waiting-callers block counts the calls ccmon_calls_waiting counts."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    from kpi_core.config import config_from_dict
+    from kpi_core.engine import Engine
+    from kpi_core.events import parse_event
+    from kpi_core.state import MemoryState
+    from streams.web import make_store_app, serve
+
+    _proc, base = demo
+    api = json.loads(get(base + "api/agents"))
+    at = api["at"]
+    metrics = parse_metrics(get(base + "metrics").decode())
+    waiting_api = json.loads(get(base + "api/queues/_all/waiting"))
+    assert waiting_api["at"] == at and api["count"] > 20
+    by_state: dict[str, float] = {}
+    for (name, labels), value in metrics.items():
+        label_map = dict(labels)
+        if name == "ccmon_agents" and label_map["queue"] == "_all":
+            by_state[label_map["state"]] = by_state.get(label_map["state"], 0.0) + value
+    assert {s: sum(1 for a in api["agents"] if a["state"] == s) for s in by_state} == by_state
+    assert any(a["reason_label"] in ("break", "lunch", "not_ready") for a in api["agents"])  # the simulator's reasons
+
+    config = config_from_dict({"tenants": {"default": {"pause_reasons": ["lunch"], "away_alert_seconds": 900}}})
+    store = MemoryState()
+    engine = Engine(config, store)
+    for i, (agent, ago, state_, reason) in enumerate([("ann", 3000, "away", "lunch"), ("bob", 300, "away", "lunch"),
+                                                      ("cyd", 60, "available", None)]):  # fmt: skip
+        event = {"event_id": f"s{i}", "type": "agent.state", "ts": DAY - ago, "agent_id": agent, "state": state_,
+                 "queues": ["q"], **({"reason": reason} if reason else {})}  # fmt: skip
+        engine.handle(parse_event(event), DAY)
+    own = serve(make_store_app(config, store, clock=lambda: DAY), "127.0.0.1", 0)
+
+    def rows(page: Any) -> list[dict[str, str]]:
+        return page.eval_on_selector_all(
+            "#agents tbody tr[data-agent]",
+            "els => els.map(e => ({agent: e.dataset.agent, state: e.dataset.state, alert: e.className}))",
+        )
+
+    try:
+        with sync_api.sync_playwright() as playwright:
+            context = playwright.chromium.launch_persistent_context(
+                str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+                viewport={"width": 1920, "height": 1080},
+            )  # fmt: skip
+            try:
+                page = context.pages[0] if context.pages else context.new_page()
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                page.goto(base + "agents")
+                page.wait_for_function(f"Number(document.body.dataset.at) === {at!r}", timeout=20000)
+                by_name = rows(page)
+                counts = page.eval_on_selector_all("#summary .count", "els => els.map(e => [e.dataset.state, "
+                                                   "Number(e.querySelector('b').textContent)])")  # fmt: skip
+                page.click("th[data-key=time_in_state_seconds]")
+                page.click("th[data-key=time_in_state_seconds]")  # again: longest first
+                longest_first = rows(page)
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "agents.png"), full_page=True)
+                page.goto(base)
+                page.wait_for_function(f"document.getElementById('waiting-callers').dataset.count === "
+                                       f"'{waiting_api['count']}' && Number(document.body.dataset.at) === {at!r}",
+                                       timeout=20000)  # fmt: skip
+                chips = page.eval_on_selector_all("#waiting-callers .wc", "els => els.length")
+                page.goto(f"http://127.0.0.1:{own.port}/agents")
+                page.wait_for_function("Number(document.body.dataset.renders) >= 1", timeout=20000)
+                alerted = rows(page)
+                page.screenshot(path=str(ARTIFACTS / "agents-away-alert.png"))
+            finally:
+                context.close()
+    finally:
+        own.stop()
+
+    assert errors == []
+    assert [r["agent"] for r in by_name] == sorted(a["agent"] for a in api["agents"])
+    assert {r["agent"]: r["state"] for r in by_name} == {a["agent"]: a["state"] for a in api["agents"]}
+    assert dict(counts) == {s: by_state.get(s, 0) for s in ("available", "on_call", "acw", "away", "offline")}
+    seconds = {a["agent"]: a["time_in_state_seconds"] for a in api["agents"]}
+    assert [seconds[r["agent"]] for r in longest_first] == sorted(seconds.values(), reverse=True)
+    assert {r["agent"] for r in by_name if "away-alert" in r["alert"]} == {a["agent"] for a in api["agents"] if a["away_alert"]}
+    waiting = metrics[("ccmon_calls_waiting", frozenset({("tenant", "default"), ("queue", "_all")}))]
+    per_queue = [sum(1 for c in waiting_api["calls"] if c["queue"] == q) for q in {c["queue"] for c in waiting_api["calls"]}]
+    assert waiting_api["count"] == waiting and chips == sum(min(6, n) for n in per_queue)  # at most 6 per queue shown
+    # 50 minutes at lunch is past the 900 s limit: highlighted; five minutes is not.
+    assert [(r["agent"], "away-alert" in r["alert"]) for r in alerted] == [("ann", True), ("bob", False), ("cyd", False)]
 
 
 @needs_chromium
@@ -242,7 +332,7 @@ def test_wallboard_shows_the_metrics(demo: Any, tmp_path: Path) -> None:
         expected = "ok" if sl >= target else "warn" if sl >= target - 0.1 else "bad"
         assert expected in tile["cls"].split(), (queue, tile, sl, target)
 
-        free = metric("ccmon_agents", queue, state="available")
+        free = metric("ccmon_agents", queue, state="available", reason="none")
         assert by_tile[(queue, "agents_available")]["text"] == str(int(free or 0))
         pending = metric("ccmon_callbacks_pending", queue)
         assert by_tile[(queue, "callbacks")]["text"] == str(int(pending or 0))

@@ -127,14 +127,18 @@ def fetch_documented(base: str, *, served: set[str] | None = None) -> dict[tuple
             continue
         operation = item["get"]
         names = []
+        url_path = path
         for parameter in operation.get("parameters", []):
             if "$ref" in parameter:
                 parameter = document["components"]["parameters"][parameter["$ref"].rsplit("/", 1)[1]]
+            if parameter["in"] == "path":  # /api/queues/{queue}/waiting
+                url_path = url_path.replace("{" + parameter["name"] + "}", PARAMETER_VALUES[parameter["name"]])
+                continue
             assert parameter["in"] == "query"
             names.append(parameter["name"])
         queries = ["", *(f"{n}={PARAMETER_VALUES[n]}" for n in names), "&".join(f"{n}={PARAMETER_VALUES[n]}" for n in names)]
         for query in dict.fromkeys(queries):
-            status, content_type, body = get(f"{base}{path}" + (f"?{query}" if query else ""))
+            status, content_type, body = get(f"{base}{url_path}" + (f"?{query}" if query else ""))
             assert str(status) in operation["responses"], (path, query, status, body[:300])
             assert content_type.startswith("application/json"), (path, query, content_type)
             doc = json.loads(body)

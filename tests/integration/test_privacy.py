@@ -202,7 +202,8 @@ def run(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathF
 
 def test_no_customer_data_in_what_the_exporter_serves(run: PrivacyRun) -> None:
     found: list[str] = []
-    for path in ("/metrics", "/api/kpis", "/api/samples", "/api/samples?tenant=default&queue=support", "/"):
+    for path in ("/metrics", "/api/kpis", "/api/samples", "/api/samples?tenant=default&queue=support", "/",
+                 "/api/agents", "/agents"):
         status, body = run.get(path)
         assert status == 200, (path, status)
         text = body.decode("utf-8")
@@ -227,6 +228,8 @@ def test_the_callback_worklist_names_customers_only_behind_basic_auth(run: Priva
     named = {item.get("customer_id") for item in json.loads(body)["callbacks"]}
     assert set(CUSTOMERS) <= named  # an agent needs them to call back
     assert FREE_TEXT not in body.decode("utf-8")
+    # The waiting callers name them as the worklist does: behind basic auth only.
+    assert run.get("/api/queues/_all/waiting", auth=False)[0] == 401
     status, _body = run.get("/healthz", auth=False)  # the one open path, and it names nobody
     assert status == 200
 

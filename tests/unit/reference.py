@@ -455,7 +455,8 @@ def reference_kpis(
             for name, value in _live(config, tevents, qlegs, tcbs, ttickets, mine, queue, at, queue_names).items():
                 if isinstance(name, tuple):
                     metric, extra = name
-                    out[(metric, (("tenant", tenant), ("queue", queue), extra))] = value
+                    extras = extra if isinstance(extra[0], tuple) else (extra,)
+                    out[(metric, (("tenant", tenant), ("queue", queue), *extras))] = value
                 elif value is not None:
                     out[(name, (("tenant", tenant), ("queue", queue)))] = value
     return out
@@ -661,7 +662,7 @@ def _live(config, tevents, qlegs, tcbs, ttickets, mine, queue, at, queue_names) 
     v["ccmon_tickets_open"] = len(open_tickets)
     v["ccmon_open_ticket_age_seconds"] = _mean([at - t["created"].ts for t in open_tickets])
     # Agents by their latest state (counted in each of their current queues, once in _all).
-    latest: dict[str, tuple[str, tuple[str, ...]]] = {}
+    latest: dict[str, tuple[str, tuple[str, ...], str]] = {}
     by_agent: dict[str, list[Event]] = defaultdict(list)
     for e in tevents:
         if e.type == "agent.state":
@@ -672,11 +673,15 @@ def _live(config, tevents, qlegs, tcbs, ttickets, mine, queue, at, queue_names) 
         for c in changes:
             if c.queues is not None:
                 queues = c.queues
-        latest[agent] = (changes[-1].state or "", queues)
+        # The reason label counts for away only (KPIS.md, ccmon_agents).
+        label = config.reason_label(changes[-1].tenant, changes[-1].reason) if changes[-1].state == "away" else "none"
+        latest[agent] = (changes[-1].state or "", queues, label)
+    tenant_reasons = (*config.pause_reasons(tevents[0].tenant), "other") if tevents else ("other",)
     for state in STATES:
-        v[("ccmon_agents", ("state", state))] = float(
-            sum(1 for s, qs in latest.values() if s == state and (queue == ALL or queue in qs))
-        )
+        for reason in ("none", *(tenant_reasons if state == "away" else ())):
+            v[("ccmon_agents", (("state", state), ("reason", reason)))] = float(
+                sum(1 for s, qs, r in latest.values() if s == state and r == reason and (queue == ALL or queue in qs))
+            )
     return v
 
 

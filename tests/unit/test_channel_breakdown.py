@@ -224,7 +224,7 @@ def _offer(**extra: Any) -> dict[str, Any]:
     return {"event_id": "e", "type": "call.offered", "ts": AT, "queue": "q", "call_id": "c", **extra}
 
 
-@pytest.mark.parametrize("value", [True, False, 5.0, 5.5, "5", 10, -1, [1]])
+@pytest.mark.parametrize("value", [True, False, 5.5, "5", 10, -1, [1]])
 def test_a_bad_priority_rejects_the_event(value: object) -> None:
     for raw in (_offer(priority=value),
                 {"event_id": "e", "type": "ticket.created", "ts": AT, "queue": "q", "ticket_id": "t", "priority": value}):

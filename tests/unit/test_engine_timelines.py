@@ -472,7 +472,7 @@ def test_agents_by_state_counts_each_agent_once_in_all() -> None:
     flat, _ = run_engine(Config(), [*OCCUPANCY_EVENTS, agent("a3", 100, "offline", [])], AT)
 
     def agents(queue: str) -> dict[str, float | None]:
-        return {s: series(flat, "ccmon_agents", queue=queue, state=s)
+        return {s: series(flat, "ccmon_agents", queue=queue, state=s, reason="none")
                 for s in ("available", "on_call", "acw", "away", "offline")}  # fmt: skip
 
     assert agents("q") == {"available": 1, "on_call": 1, "acw": 0, "away": 0, "offline": 0}
@@ -483,8 +483,8 @@ def test_agents_by_state_counts_each_agent_once_in_all() -> None:
 def test_agent_state_without_queues_keeps_the_previous_queues() -> None:
     events = [agent("a1", 600, "available", ["q"]), agent("a1", 300, "on_call"), agent("a1", 200, "acw", ["r"])]
     flat, _ = run_engine(Config(), events, AT)
-    assert series(flat, "ccmon_agents", queue="q", state="on_call") == 0
-    assert series(flat, "ccmon_agents", queue="r", state="acw") == 1
+    assert series(flat, "ccmon_agents", queue="q", state="on_call", reason="none") == 0
+    assert series(flat, "ccmon_agents", queue="r", state="acw", reason="none") == 1
     assert series(flat, "ccmon_occupancy_ratio", queue="q", window="15m") == pytest.approx(100 / 400)
 
 

@@ -23,7 +23,7 @@ from streams.web import make_store_app
 from streams.web.openapi import OPENAPI_PATH, openapi_document, openapi_json
 
 ROOT = Path(__file__).resolve().parents[2]
-API_PATH = re.compile(r"/api/[A-Za-z0-9_./-]+")
+API_PATH = re.compile(r"/api/[A-Za-z0-9_./{}-]+")  # {name}: a path parameter
 
 
 def response_validator(document: dict[str, Any], path: str, status: str = "200") -> jsonschema.Draft202012Validator:
@@ -44,7 +44,7 @@ def routed_api_paths() -> set[str]:
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and API_PATH.fullmatch(node.value):
                 found.add(node.value)
     page = (ROOT / "streams" / "static" / "wallboard.html").read_text()
-    found.update("/" + match for match in re.findall(r"\bapi/[A-Za-z0-9_./-]+", page))
+    found.update("/" + match for match in re.findall(r"\bapi/[A-Za-z0-9_./{}-]+", page))
     return found
 
 

@@ -92,7 +92,7 @@ def test_a_replay_spanning_days_shows_the_live_backlog(tmp_path: Path) -> None:
     assert value(flat, "ccmon_oldest_pending_callback_age_seconds", "support") == 2 * DAY
     assert value(flat, "ccmon_callbacks_overdue", "support") == 2
     # the agent logged in 2.5 days ago is still available
-    assert value(flat, "ccmon_agents", "support", state="available") == 1
+    assert value(flat, "ccmon_agents", "support", state="available", reason="none") == 1
     # windowed KPIs count only their window: today's creation, and the old ticket's resolution
     # (with its true creation time, as the live system measures it)
     assert value(flat, "ccmon_tickets_created", "desk", window="today") == 1

@@ -257,7 +257,7 @@ def test_kpis_of_a_day_are_plausible(clean_metrics: dict[Any, float]) -> None:
     assert value("ccmon_agent_missed_rings", window="today") > 10
     assert value("ccmon_transfers_out", window="today") > 30
     assert value("ccmon_calls_missed", window="today") > value("ccmon_calls_voicemail", window="today") > 0
-    assert value("ccmon_agents", state="offline") > 0  # after the shifts ended
+    assert value("ccmon_agents", state="offline", reason="none") > 0  # after the shifts ended
 
 
 def test_faults_are_absorbed_by_the_engine(day: list[tuple[float, Record]], clean_metrics: dict[Any, float]) -> None:
