@@ -92,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(None)
     runner = DemoRunner(params, config, speed=args.speed, warmup_seconds=warmup_seconds,
                         pause_after=args.pause_after)
-    app = make_wsgi_app(runner.families, runner.pending, get_info=runner.info, history=runner.history)
+    app = make_wsgi_app(runner.families, runner.pending, get_info=runner.info, history=runner.history, config=config,
+                        version=lambda: runner.views)
     try:
         server = serve(app, args.host, args.port)
     except OSError as exc:

@@ -6,6 +6,9 @@ path                         what
 ``/`` (``/wallboard``)       the live wallboard (static HTML, vanilla JS, no CDN)
 ``/metrics``                 Prometheus text (:func:`kpi_core.exposition.render`)
 ``/api/kpis``                KPIs as JSON (:func:`streams.web.api.kpis_document`)
+``/api/stream``              the same document pushed as Server-Sent Events whenever it
+                             changes (:mod:`streams.web.push`; streamed by
+                             :mod:`streams.web.server`, which alone can hold it open)
 ``/api/callbacks/pending``   the callback worklist (``?tenant=&queue=&limit=``); customer ids
                              masked unless authenticated or on loopback (below)
 ``/livez``                   ``200 {"status": "alive"}``: the process answers (liveness
@@ -59,6 +62,7 @@ from kpi_core.state import StateStore
 from streams.security import AUTH_USER_ENVIRON
 from streams.web.api import (
     LISTEN_HOST_ENVIRON,
+    STREAM_ENVIRON,
     SlHistory,
     customer_ids_visible,
     kpis_document,
@@ -67,6 +71,7 @@ from streams.web.api import (
     select_callbacks,
 )
 from streams.web.openapi import OPENAPI_PATH, openapi_json
+from streams.web.push import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +93,15 @@ def make_wsgi_app(
     *,
     get_info: Callable[[], Mapping[str, Any]] | None = None,
     history: SlHistory | None = None,
+    config: Config | None = None,
+    version: Callable[[], Any] | None = None,
 ) -> WSGIApp:
-    """A WSGI app serving the wallboard, ``/metrics``, the JSON API and the health checks."""
+    """A WSGI app serving the wallboard, ``/metrics``, the JSON API and the health checks.
+
+    ``config`` adds each tenant's time zone and queue settings to ``/api/kpis``; ``version``
+    (something cheap that changes when the KPIs do) lets ``/api/stream`` push a change within
+    a poll (:mod:`streams.web.push`), else it pushes every couple of seconds. The stream's
+    :class:`~streams.web.push.Publisher` is the app's ``publisher`` attribute."""
     page: list[bytes] = []
 
     def info() -> Mapping[str, Any]:
@@ -98,7 +110,14 @@ def make_wsgi_app(
     def json_body(document: Any) -> bytes:
         return json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
-    def route(path: str, query: dict[str, list[str]], environ: Mapping[str, Any]) -> tuple[str, str, bytes]:
+    def kpis_body() -> bytes:
+        meta = info()
+        at = float(meta.get("at", time.time()))
+        return json_body(kpis_document(get_families(), at=at, info=meta, history=history, config=config))
+
+    publisher = Publisher(kpis_body, version)
+
+    def route(path: str, query: dict[str, list[str]], environ: dict[str, Any]) -> tuple[str, str, bytes]:
         if path in ("/", "/wallboard", "/index.html"):
             if not page:
                 page.append(wallboard_html())
@@ -106,10 +125,12 @@ def make_wsgi_app(
         if path == "/metrics":
             return "200 OK", METRICS_CONTENT_TYPE, render(get_families()).encode("utf-8")
         if path == "/api/kpis":
-            meta = info()
-            at = float(meta.get("at", time.time()))
-            document = kpis_document(get_families(), at=at, info=meta, history=history)
-            return "200 OK", JSON_CONTENT_TYPE, json_body(document)
+            return "200 OK", JSON_CONTENT_TYPE, kpis_body()
+        if path == "/api/stream":
+            # The server streams it (only the aiohttp server knows how; to any other WSGI
+            # server this is an empty stream, which the page's EventSource gives up on).
+            environ[STREAM_ENVIRON] = publisher
+            return "200 OK", "text/event-stream; charset=utf-8", b""
         if path == "/api/callbacks/pending":
             meta = info()
             try:
@@ -170,6 +191,7 @@ def make_wsgi_app(
         start_response(status, headers)
         return [] if method == "HEAD" else [body]
 
+    app.publisher = publisher  # type: ignore[attr-defined]
     return app
 
 
@@ -195,4 +217,4 @@ def make_store_app(
         with guard:
             return pending_callbacks(config, store, clock())
 
-    return make_wsgi_app(families, pending, get_info=lambda: {**extra, "at": clock()}, history=history)
+    return make_wsgi_app(families, pending, get_info=lambda: {**extra, "at": clock()}, history=history, config=config)
