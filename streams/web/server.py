@@ -321,6 +321,11 @@ class Server:
             shown = f"[{shown}]"
         return f"{self.scheme}://{shown}:{self.port}/"
 
+    @property
+    def open_streams(self) -> int:
+        """Server-Sent Events streams open now."""
+        return len(self._streams)
+
     def start(self) -> Server:
         self._thread.start()
         return self
