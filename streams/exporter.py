@@ -283,6 +283,7 @@ def build_app(config: Config, store: StateStore, clock: Clock, ping: Callable[[]
             return respond("503 Service Unavailable", body, "text/plain; charset=utf-8")
         return web_app(environ, start_response)
 
+    app.publisher = web_app.publisher  # type: ignore[attr-defined]  # /api/stream's (tests tune it)
     return app
 
 
