@@ -16,7 +16,9 @@ once, on a thread of its own that runs only while at least one page is subscribe
 
 So the board sees a change at most ``poll_seconds`` plus one rendering after it lands, and
 the state is read once per change whatever the number of pages (polling read it once per
-page every 2.5 s). A rendering that fails (Redis unreachable) is logged (once until one
+page every 2.5 s). After a rendering the thread waits at least as long as the rendering
+took: on a state so large that a snapshot takes longer than a poll period, pushing costs at
+most half a core, and documents come as fast as that allows. A rendering that fails (Redis unreachable) is logged (once until one
 succeeds again) and nothing is published: the pages keep their last data and, receiving no
 ``alive`` events (:attr:`Publisher.healthy`), show themselves offline.
 """
@@ -124,9 +126,11 @@ class Publisher:
                     return
                 self._wake = False
             started = time.monotonic()
+            rendered = False
             try:
                 version = self._version() if self._version is not None else None
                 if self._latest is None or started >= next_refresh or version != last_version:
+                    rendered = True
                     data = self._render()
                     self.renders += 1
                     last_version, next_refresh = version, started + self.refresh_seconds
@@ -139,9 +143,13 @@ class Publisher:
                     log.warning("cannot render the board's document (retrying every %g s): %s: %s", self.poll_seconds,
                                 type(exc).__name__, exc)  # fmt: skip
                 failing = True
+            # The next poll a poll period after this one started, but after a rendering at least
+            # as long as it took: a costly snapshot (thousands of queues) takes at most half a core.
+            took = time.monotonic() - started
+            pause = max(self.poll_seconds - took, took if rendered else 0.0)
             with self._cond:
                 if not self._wake and not self._closed:
-                    self._cond.wait(max(0.0, self.poll_seconds - (time.monotonic() - started)))
+                    self._cond.wait(pause)
 
     def _publish(self, data: bytes) -> None:
         with self._cond:

@@ -115,6 +115,23 @@ def test_the_thread_ends_with_the_last_subscriber_and_restarts_fresh() -> None:
         publisher.subscribe(listener)
 
 
+def test_a_slow_rendering_takes_at_most_half_the_time() -> None:
+    source = Source()
+
+    def slow() -> bytes:
+        time.sleep(0.1)
+        source.version += 1  # always a change: a rendering at every opportunity
+        return str(source.version).encode()
+
+    publisher = Publisher(slow, lambda: source.version, poll_seconds=0.01, refresh_seconds=60)
+    publisher.subscribe(lambda: None)
+    try:
+        time.sleep(1.0)
+        assert 3 <= publisher.renders <= 6, publisher.renders  # 10 back to back without the pause
+    finally:
+        publisher.close()
+
+
 @pytest.mark.parametrize("name", ["poll_seconds", "refresh_seconds"])
 def test_bad_periods_are_refused(name: str) -> None:
     with pytest.raises(ValueError, match=f"{name} must be > 0 seconds, got 0"):
