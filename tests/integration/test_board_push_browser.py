@@ -131,7 +131,7 @@ def test_the_exporters_board_is_pushed_and_reads_clearly(exporter: tuple[str, Fe
             # a count that includes both abandons, and the tile says how many it left out.
             abandoned = tile("support", "abandon_rate")
             assert abandoned["v"] == "33%", abandoned
-            assert abandoned["s"] == "2 of 3 offered hung up\nexcl. 1 short (<5s)", abandoned
+            assert abandoned["s"] == "2 of 3 hung up\nrate excl. 1 under 5s", abandoned
             assert "leaves out short abandons" in page.get_attribute(".tile[data-queue='support'][data-kpi='abandon_rate']", "title")
             # Answered above offered (calls offered before the window): said on that row only.
             rows = page.eval_on_selector_all(".queue", "els => els.map(e => ({q: e.dataset.queue,"
