@@ -98,6 +98,8 @@ class DemoRunner:
         self.outcomes: dict[str, int] = {}
         self._next_maintain = params.start + MAINTAIN_EVERY_SECONDS
         self._view: View | None = None
+        #: Views published so far: what the board's stream polls to push each new one.
+        self.views = 0
         self._wall_live_start: float | None = None
         self._frozen_at: float | None = None
         self._stop: threading.Event | None = None
@@ -149,6 +151,7 @@ class DemoRunner:
         view = View(at, families, pending_callbacks(self.config, self.store, at), self.status(at),
                     live_agents(self.config, self.store, at), waiting_calls(self.config, self.store, at))
         self._view = view
+        self.views += 1
         return view
 
     def status(self, at: float) -> dict[str, Any]:

@@ -13,8 +13,15 @@
   prometheus_client registry (``collect``) for whoever wants one.
 * ``/api/samples`` -- every KPI sample as JSON ``{"at", "samples": [{name, labels, value}]}``,
   filtered by ``?tenant=`` and ``?queue=``.
-* Everything else -- the wallboard (``/``), ``/api/kpis``, ``/api/callbacks/pending`` and
-  ``/healthz`` -- is :mod:`streams.web`, the same app ``ccmon demo`` serves, here over Redis.
+* Everything else -- the wallboard (``/``), ``/api/kpis``, ``/api/stream``,
+  ``/api/callbacks/pending`` and ``/healthz`` -- is :mod:`streams.web`, the same app ``ccmon
+  demo`` serves, here over Redis. ``/api/stream`` pushes the board's document within about a
+  quarter of a second of a worker's batch landing: the workers' per-tenant event counters
+  are polled every 0.25 s (:meth:`~streams.redis_state.RedisState.events_version`, two round
+  trips) while a page is open, and the KPIs are read again only when they moved
+  (:mod:`streams.web.push`). The sparklines' history is kept in Redis
+  (:class:`~streams.web.api.RedisSlHistory`), recorded by :class:`HistoryRecorder` once a
+  minute, so a new page or a restarted exporter shows the last hour.
 
 A scrape while Redis is unreachable answers 503 (Prometheus marks the target down) rather
 than an empty page that would look like every KPI vanished.
@@ -198,13 +205,55 @@ def _redis_guard(fn: web.app.LiveRows) -> web.app.LiveRows:
     return call
 
 
+class HistoryRecorder:
+    """Records the KPIs into ``history`` every ``every_seconds`` (on the clock's whole
+    multiples of it, and once at start) on a thread of its own, for the board's sparklines.
+    Several exporters may record the same instants (the last write wins)."""
+
+    def __init__(self, collector: KpiCollector, history: web.SlHistory, every_seconds: float = 60.0) -> None:
+        if not every_seconds > 0:
+            raise ValueError(f"every_seconds must be > 0, got {every_seconds!r}")
+        self.collector = collector
+        self.history = history
+        self.every_seconds = every_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ccmon-history", daemon=True)
+
+    def start(self) -> HistoryRecorder:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def record(self) -> None:
+        at, families = self.collector.snapshot()
+        self.history.record(math.floor(at / self.every_seconds) * self.every_seconds, families)
+
+    def _run(self) -> None:
+        failing = False
+        while not self._stop.is_set():
+            try:
+                self.record()
+                failing = False
+            except redis.RedisError as exc:
+                if not failing:
+                    log.warning("cannot record the board's history: Redis error: %s", type(exc).__name__)
+                failing = True
+            now = self.collector.clock()
+            self._stop.wait(max(0.05, (math.floor(now / self.every_seconds) + 1) * self.every_seconds - now))
+
+
 def build_app(config: Config, store: StateStore, clock: Clock, ping: Callable[[], Any] | None = None,
               eviction: EvictionWatch | None = None, alertmanager_url: str | None = None,
-              prometheus_url: str | None = None) -> web.app.WSGIApp:  # fmt: skip
+              prometheus_url: str | None = None, history: web.SlHistory | None = None) -> web.app.WSGIApp:  # fmt: skip
     """The exporter's WSGI app over ``store``; ``ping`` (Redis's) decides ``/readyz`` (and
     ``/healthz``); ``eviction`` adds the ``ccmon_redis_eviction_safe`` gauge to /metrics;
     ``alertmanager_url``: ``/api/alerts`` shows that Alertmanager's alerts (else ccmon's breaches);
-    ``prometheus_url`` feeds ``/api/week-over-week`` (streams.web.week_over_week)."""
+    ``prometheus_url`` feeds ``/api/week-over-week`` (streams.web.week_over_week); ``history``
+    feeds the board's sparklines. ``/api/stream`` pushes when the store's ``events_version()``
+    (a :class:`~streams.redis_state.RedisState`'s) changes."""
     collector = KpiCollector(config, store, clock, eviction)
     metrics_page = SingleFlight(lambda: render(collector.families()).encode("utf-8"))
 
@@ -225,6 +274,9 @@ def build_app(config: Config, store: StateStore, clock: Clock, ping: Callable[[]
         week_over_week=WeekOverWeek(prometheus_url),
         get_agents=_redis_guard(lambda tenant, queue: live_agents(config, store, clock(), tenant, queue)),
         get_waiting=_redis_guard(lambda tenant, queue: waiting_calls(config, store, clock(), tenant, queue)),
+        history=history,
+        config=config,
+        version=getattr(store, "events_version", None),
     )
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -253,6 +305,7 @@ def build_app(config: Config, store: StateStore, clock: Clock, ping: Callable[[]
             return respond("503 Service Unavailable", body, "text/plain; charset=utf-8")
         return web_app(environ, start_response)
 
+    app.publisher = web_app.publisher  # type: ignore[attr-defined]  # /api/stream's (tests tune it)
     return app
 
 
@@ -266,8 +319,10 @@ def serve(settings: Settings) -> int:
     state = RedisState.from_url(settings.redis_url, config, cluster=settings.redis_cluster, prefix=settings.redis_prefix,
                                 clock=settings.make_clock(), connection=security.redis_connection_kwargs(settings))  # fmt: skip
     eviction = EvictionWatch(state.client, settings.redis_cluster, max_age=EXPORTER_RECHECK_SECONDS)
+    history = web.RedisSlHistory(state)
     app = build_app(config, state, settings.make_clock(), ping=state.client.ping, eviction=eviction,
-                    alertmanager_url=settings.alertmanager_url, prometheus_url=settings.prometheus_url)
+                    alertmanager_url=settings.alertmanager_url, prometheus_url=settings.prometheus_url, history=history)
+    recorder = HistoryRecorder(KpiCollector(config, state, settings.make_clock()), history)
     tls = security.exporter_ssl_context(settings)
     if settings.exporter_auth_user is not None and settings.exporter_auth_password is not None:
         # /livez, /readyz and /healthz stay open (load balancers, probes): docs/SECURITY.md.
@@ -288,6 +343,7 @@ def serve(settings: Settings) -> int:
     except redis.RedisError as exc:
         log.error("Redis at %s is not reachable yet (%s%s); /metrics answers 503 until it is",
                   settings.redacted()["redis_url"], exc, security.redis_error_hint(exc))  # fmt: skip
+    recorder.start()
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stopped.set())
     log.info("serving %smetrics from %s (prefix %s)%s", server.url, settings.redacted()["redis_url"], settings.redis_prefix,
@@ -299,5 +355,6 @@ def serve(settings: Settings) -> int:
         pass
     finally:
         server.stop()
+        recorder.stop()
     log.info("stopped")
     return 0

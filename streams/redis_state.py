@@ -934,6 +934,22 @@ class RedisState:
         the pipeline's own namespace), so each tenant's part of a batch is self-contained."""
         return f"{self._tag(tenant)}:count:{encode(name)}"
 
+    def history_key(self, tenant: str, name: str) -> str:
+        """The key of a tenant's board history (:class:`streams.web.api.RedisSlHistory`)."""
+        return f"{self._tag(tenant)}:history:{encode(name)}"
+
+    def events_version(self) -> tuple[tuple[str, bytes], ...]:
+        """What changes whenever a batch of events lands: each tenant's ``events`` counters
+        (the engine counts every event it applies), as raw bytes. Two round trips, whatever
+        the traffic: the exporter polls it a few times a second to push the board
+        (:mod:`streams.web.push`) only when something changed."""
+        tenants = sorted(_text(m) for m in self.client.smembers(self._count_tenants_key))
+        with self.client.pipeline(transaction=False) as pipe:
+            for tenant in tenants:
+                pipe.hgetall(self._count_key(tenant, "sum:events"))
+            replies = pipe.execute()
+        return tuple((tenant, repr(sorted(reply.items())).encode()) for tenant, reply in zip(tenants, replies, strict=True))
+
     def _group(self, key: str) -> str:
         """The hash-slot group of ``key`` (its hash tag) on Redis Cluster; one group otherwise."""
         if not self.cluster:

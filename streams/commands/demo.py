@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     where = "--alertmanager-url" if args.alertmanager_url else "CCMON_ALERTMANAGER_URL"
     alerts = AlertmanagerAlerts(settings_module.check_alertmanager_url(alertmanager_url, where)) if alertmanager_url else None
     app = make_wsgi_app(runner.families, runner.pending, get_info=runner.info, history=runner.history, alerts=alerts,
-                        get_agents=runner.agents, get_waiting=runner.waiting)
+                        get_agents=runner.agents, get_waiting=runner.waiting, config=config,
+                        version=lambda: runner.views)
     try:
         server = serve(app, args.host, args.port)
     except OSError as exc:

@@ -9,7 +9,9 @@ Pure functions (and one small thread-safe ring buffer); no HTTP here.
 * :func:`customer_ids_visible` decides whether a request may see the customer ids in it
   (authenticated, or a server listening on loopback only); :func:`mask_callbacks` hides them
   otherwise.
-* :class:`SlHistory` keeps recent service-level values per queue for the sparklines.
+* :class:`SlHistory` keeps recent service-level values per queue for the sparklines (in
+  memory: the demo); :class:`RedisSlHistory` the same in Redis (the exporter: shared by its
+  replicas, kept across restarts).
 * :func:`agents_document` and :func:`waiting_document` shape the live agents
   (:func:`kpi_core.kpis.live_agents`) and the calls waiting in a queue
   (:func:`kpi_core.kpis.waiting_calls`) for ``/api/agents`` and ``/api/queues/{queue}/waiting``.
@@ -18,6 +20,7 @@ Pure functions (and one small thread-safe ring buffer); no HTTP here.
 from __future__ import annotations
 
 import ipaddress
+import json
 import threading
 import time
 from collections import deque
@@ -34,6 +37,9 @@ PREFIX = "ccmon_"
 STANDALONE_CALLBACK_PREFIX = "\x1fcb\x1f"
 #: The WSGI environ key :class:`streams.web.server.Server` sets to the address it listens on.
 LISTEN_HOST_ENVIRON = "ccmon.listen_host"
+#: The WSGI environ key the app sets to its :class:`~streams.web.push.Publisher` when it
+#: answers ``/api/stream`` with 200: :class:`streams.web.server.Server` then streams it.
+STREAM_ENVIRON = "ccmon.stream"
 #: A masked customer id keeps its last MASK_KEEP_CHARS characters if it has at least
 #: MASK_MIN_CHARS, else none (:func:`mask_customer_id`).
 MASK_KEEP_CHARS = 2
@@ -60,12 +66,15 @@ def kpis_document(
     at: float,
     info: Mapping[str, Any] | None = None,
     history: SlHistory | None = None,
+    config: Config | None = None,
 ) -> dict[str, Any]:
     """The ``/api/kpis`` document::
 
         {"at": 1795169400.0, "at_iso": "...Z", "info": {...},
          "tenants": {"default": {
+            "timezone": "Europe/Berlin",
             "queues": {"support": {
+                "settings": {"sl_threshold_seconds": 20.0, "short_abandon_seconds": 5.0},
                 "live": {"calls_waiting": 3, "longest_wait_seconds": 41.5, ...},
                 "agents": {"available": 4, "on_call": 11, ...},
                 "targets": {"service_level_ratio": 0.8, ...},
@@ -78,6 +87,8 @@ def kpis_document(
     Names are the Prometheus names without ``ccmon_``; labels other than tenant, queue and
     window become a nested level (``quantile``, ``channel``). Counters and histograms are
     left to ``/metrics``; a KPI with no value in a window is absent, as in ``/metrics``.
+    ``timezone`` (the tenant's IANA zone, for the board's clock) and each queue's ``settings``
+    come from ``config``, when given.
     """
     tenants: dict[str, Any] = {}
     pipeline: dict[str, Any] = {}
@@ -111,6 +122,14 @@ def kpis_document(
                 container.setdefault(name, {})[next(iter(label_map.values()))] = value
             else:
                 container[name] = value
+    if config is not None:
+        for tenant, body in tenants.items():
+            body["timezone"] = config.timezone(tenant).key
+            for queue, entry in body["queues"].items():
+                if queue != "_all":
+                    queue_config = config.queue(tenant, queue)
+                    entry["settings"] = {"sl_threshold_seconds": queue_config.sl_threshold_seconds,
+                                         "short_abandon_seconds": queue_config.short_abandon_seconds}  # fmt: skip
     if history is not None:
         for tenant, body in tenants.items():
             body["history"] = {"window": history.window, "series": history.series(tenant, since=at - history.keep_seconds)}
@@ -234,6 +253,75 @@ class SlHistory:
             points = [(at, values) for at, values in self._points if at >= since]
         queues = sorted({queue for _at, values in points for (t, queue) in values if t == tenant})
         return {queue: [[at, values.get((tenant, queue))] for at, values in points] for queue in queues}
+
+
+class RedisSlHistory(SlHistory):
+    """:class:`SlHistory` kept in Redis, so that a new page, another exporter replica or a
+    restarted exporter shows the sparklines' last hour (the in-memory one starts empty).
+
+    One sorted set per tenant (``P:{t:<tenant>}:history:<window>``, a
+    :meth:`~streams.redis_state.RedisState.history_key`): a member per recorded instant
+    (score: the instant), ``{"at": at, "q": {queue: [value or null, ...]}}`` with the values of
+    :data:`KPIS` in order. Recording an instant replaces the points at and after it (two
+    replicas recording the same minute: the last wins), trims the points older than
+    ``keep_seconds`` and beyond ``max_points``, and sets the key to expire ``keep_seconds``
+    after the latest (an idle tenant's history disappears). The queues of a point are the
+    tenant's, bounded by ``[limits]``: at most ``max_points`` (60 a minute an hour) x queues x
+    four numbers a tenant. Reads and writes are a few commands on one key."""
+
+    #: The KPIs kept per queue (the first is the sparklines'), with their window (None: live).
+    KPIS: tuple[tuple[str, str | None], ...] = (
+        ("ccmon_service_level_ratio", "15m"),
+        ("ccmon_calls_waiting", None),
+        ("ccmon_abandon_rate_ratio", "15m"),
+        ("ccmon_average_speed_of_answer_seconds", "15m"),
+    )
+
+    def __init__(self, state: Any, window: str = "15m", keep_seconds: float = 3600.0, max_points: int = 720) -> None:
+        super().__init__(window, keep_seconds, max_points)
+        self.state = state
+        self.kpis = tuple((name, window if kpi_window is not None else None) for name, kpi_window in self.KPIS)
+
+    def record(self, at: float, families: Iterable[MetricFamily]) -> None:
+        index = {name: i for i, (name, _window) in enumerate(self.kpis)}
+        points: dict[str, dict[str, list[float | None]]] = {}
+        for fam in families:
+            i = index.get(fam.name)
+            if i is None:
+                continue
+            wanted = self.kpis[i][1]
+            for suffix, labels, value in fam.samples:
+                label_map = dict(labels)
+                if suffix or label_map.get("window") != wanted or "tenant" not in label_map or "queue" not in label_map:
+                    continue
+                row = points.setdefault(label_map["tenant"], {}).setdefault(label_map["queue"], [None] * len(self.kpis))
+                row[i] = value if value == value and abs(value) != float("inf") else None
+        keep_ms = max(1, round(self.keep_seconds * 1000))
+        with self.state.client.pipeline(transaction=False) as pipe:
+            for tenant, queues in points.items():
+                key = self.state.history_key(tenant, self.window)
+                member = json.dumps({"at": at, "q": queues}, separators=(",", ":"), sort_keys=True)
+                pipe.zremrangebyscore(key, at, "+inf")
+                pipe.zadd(key, {member: at})
+                pipe.zremrangebyscore(key, "-inf", f"({at - self.keep_seconds!r}")
+                pipe.zremrangebyrank(key, 0, -self.max_points - 1)
+                pipe.pexpire(key, keep_ms)
+            pipe.execute()
+
+    def series(self, tenant: str, since: float = float("-inf"), kpi: str = "ccmon_service_level_ratio"
+               ) -> dict[str, list[list[float | None]]]:  # fmt: skip
+        """As :meth:`SlHistory.series`; ``kpi``: another of :data:`KPIS`."""
+        i = next((n for n, (name, _window) in enumerate(self.kpis) if name == kpi), None)
+        if i is None:
+            raise ValueError(f"kpi must be one of {[name for name, _w in self.kpis]}, got {kpi!r}")
+        low = "-inf" if since == float("-inf") else repr(since)
+        points = []
+        for raw in self.state.client.zrangebyscore(self.state.history_key(tenant, self.window), low, "+inf"):
+            point = json.loads(raw)
+            points.append((float(point["at"]), point["q"]))
+        queues = sorted({queue for _at, values in points for queue, row in values.items() if row[i] is not None})
+        return {queue: [[at, (values.get(queue) or [None] * len(self.kpis))[i]] for at, values in points]
+                for queue in queues}  # fmt: skip
 
 
 def select_callbacks(

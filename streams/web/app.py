@@ -9,6 +9,9 @@ path                         what
 ``/api/week-over-week``      per queue, the last hour against the same hour last week and
                              the 4-week mean, from Prometheus' recording rules when the
                              exporter knows its URL (:mod:`streams.web.week_over_week`)
+``/api/stream``              the same document pushed as Server-Sent Events whenever it
+                             changes (:mod:`streams.web.push`; streamed by
+                             :mod:`streams.web.server`, which alone can hold it open)
 ``/api/callbacks/pending``   the callback worklist (``?tenant=&queue=&limit=``); customer ids
                              masked unless authenticated or on loopback (below)
 ``/api/alerts``              the firing alerts (``?tenant=``): Alertmanager's when ``alerts`` is
@@ -71,6 +74,7 @@ from streams.security import AUTH_USER_ENVIRON
 from streams.web.alerts import AlertmanagerAlerts, alerts_document, breach_alerts
 from streams.web.api import (
     LISTEN_HOST_ENVIRON,
+    STREAM_ENVIRON,
     SlHistory,
     agents_document,
     customer_ids_visible,
@@ -81,6 +85,7 @@ from streams.web.api import (
     waiting_document,
 )
 from streams.web.openapi import OPENAPI_PATH, openapi_json
+from streams.web.push import Publisher
 from streams.web.week_over_week import WeekOverWeek
 
 log = logging.getLogger(__name__)
@@ -134,12 +139,19 @@ def make_wsgi_app(
     week_over_week: WeekOverWeek | None = None,
     get_agents: LiveRows | None = None,
     get_waiting: LiveRows | None = None,
+    config: Config | None = None,
+    version: Callable[[], Any] | None = None,
 ) -> WSGIApp:
-    """A WSGI app serving the wallboard, ``/metrics``, the JSON API and the health checks;
+    """A WSGI app serving the wallboard, ``/metrics``, the JSON API and the health checks.
+
     ``/api/alerts`` from ``alerts`` (an Alertmanager) if given, else from the KPIs' breaches;
     ``week_over_week``: where ``/api/week-over-week`` comes from (default: nowhere, the
     document says so and the board hides the indicator); ``get_agents``, ``get_waiting``: the
-    live agents and waiting callers (none given, empty)."""
+    live agents and waiting callers (none given, empty). ``config`` adds each tenant's time
+    zone and queue settings to ``/api/kpis``; ``version`` (something cheap that changes when
+    the KPIs do) lets ``/api/stream`` push a change within a poll (:mod:`streams.web.push`),
+    else it pushes every couple of seconds. The stream's :class:`~streams.web.push.Publisher`
+    is the app's ``publisher`` attribute."""
     page: list[bytes] = []
     agents_page: list[bytes] = []
     weekly = week_over_week or WeekOverWeek(None)
@@ -150,7 +162,14 @@ def make_wsgi_app(
     def json_body(document: Any) -> bytes:
         return json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
-    def route(path: str, query: dict[str, list[str]], environ: Mapping[str, Any]) -> tuple[str, str, bytes]:
+    def kpis_body() -> bytes:
+        meta = info()
+        at = float(meta.get("at", time.time()))
+        return json_body(kpis_document(get_families(), at=at, info=meta, history=history, config=config))
+
+    publisher = Publisher(kpis_body, version)
+
+    def route(path: str, query: dict[str, list[str]], environ: dict[str, Any]) -> tuple[str, str, bytes]:
         if path in ("/", "/wallboard", "/index.html"):
             if not page:
                 page.append(wallboard_html())
@@ -158,10 +177,12 @@ def make_wsgi_app(
         if path == "/metrics":
             return "200 OK", METRICS_CONTENT_TYPE, render(get_families()).encode("utf-8")
         if path == "/api/kpis":
-            meta = info()
-            at = float(meta.get("at", time.time()))
-            document = kpis_document(get_families(), at=at, info=meta, history=history)
-            return "200 OK", JSON_CONTENT_TYPE, json_body(document)
+            return "200 OK", JSON_CONTENT_TYPE, kpis_body()
+        if path == "/api/stream":
+            # The server streams it (only the aiohttp server knows how; to any other WSGI
+            # server this is an empty stream, which the page's EventSource gives up on).
+            environ[STREAM_ENVIRON] = publisher
+            return "200 OK", "text/event-stream; charset=utf-8", b""
         if path == "/api/week-over-week":
             meta = info()
             return "200 OK", JSON_CONTENT_TYPE, json_body({"at": float(meta.get("at", time.time())), **weekly.document()})
@@ -265,6 +286,7 @@ def make_wsgi_app(
         start_response(status, headers)
         return [] if method == "HEAD" else [body]
 
+    app.publisher = publisher  # type: ignore[attr-defined]
     return app
 
 
@@ -299,4 +321,4 @@ def make_store_app(
             return waiting_calls(config, store, clock(), tenant, queue)
 
     return make_wsgi_app(families, pending, get_info=lambda: {**extra, "at": clock()}, history=history,
-                         get_agents=agents, get_waiting=waiting)  # fmt: skip
+                         get_agents=agents, get_waiting=waiting, config=config)  # fmt: skip

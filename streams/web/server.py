@@ -28,6 +28,18 @@ dependency for the same result.
   request accepts gzip (Prometheus does), once per distinct body object (an app handing the
   same ``bytes`` object to concurrent requests, like the exporter's coalesced ``/metrics``,
   has it compressed once). Wrong methods get ``405`` with ``Allow`` from the app.
+* **Pushed updates** (``GET /api/stream``, Server-Sent Events) -- the WSGI app answers the
+  request like any other (so basic auth, ``405`` and ``404`` stay its business) and, when it
+  serves a stream, hands its :class:`~streams.web.push.Publisher` over in the environ
+  (:data:`~streams.web.api.STREAM_ENVIRON`); the server then keeps the response open on the
+  loop and writes each new document as an ``event: kpis`` (one line of JSON: the whole
+  ``/api/kpis`` document, so ``Last-Event-ID`` is not needed), an ``event: alive`` every
+  ``heartbeat_seconds`` (5 s) without one while the publisher renders fine, else a comment
+  line (keeps proxies from closing an idle stream). A stream holds no worker thread: at most
+  ``max_streams`` (256) are open at once, the next gets ``503`` with ``Retry-After`` (the page
+  then polls). A client that does not take a write within ``stream_write_timeout`` (10 s) is
+  dropped; it delays no one else (each stream has its own task and only the latest document
+  is kept for it, so a slow one skips documents rather than queueing them).
 """
 
 from __future__ import annotations
@@ -51,8 +63,9 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 
-from streams.web.api import LISTEN_HOST_ENVIRON
+from streams.web.api import LISTEN_HOST_ENVIRON, STREAM_ENVIRON
 from streams.web.app import WSGIApp
+from streams.web.push import Publisher
 
 log = logging.getLogger("ccmon.http")
 
@@ -97,6 +110,13 @@ GZIP_MIN_BYTES = 1024
 GZIP_LEVEL = 6
 _COMPRESSIBLE = ("text/", "application/json")
 SERVER_HEADER = "ccmon"
+#: Server-Sent Events streams open at once; an ``alive`` event (or a comment) after this many
+#: seconds without a document; seconds a stream's client may take to accept a write.
+MAX_STREAMS = 256
+STREAM_HEARTBEAT_SECONDS = 5.0
+STREAM_WRITE_TIMEOUT_SECONDS = 10.0
+#: The page's EventSource reconnects after this many milliseconds when a stream ends.
+STREAM_RETRY_MS = 2000
 
 
 def accepts_gzip(header: str) -> bool:
@@ -207,7 +227,9 @@ class Server:
     def __init__(self, app: WSGIApp, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None, *,
                  workers: int | None = None, queue_timeout: float | None = None, max_waiting: int | None = None,
                  idle_timeout: float | None = None, head_timeout: float | None = None, write_timeout: float | None = None,
-                 priority_paths: Sequence[str] = PRIORITY_PATHS, priority_workers: int | None = None) -> None:  # fmt: skip
+                 priority_paths: Sequence[str] = PRIORITY_PATHS, priority_workers: int | None = None,
+                 max_streams: int | None = None, heartbeat_seconds: float | None = None,
+                 stream_write_timeout: float | None = None) -> None:  # fmt: skip
         # None: the module's constant at this call (so they can be tuned before a server starts).
         workers = WORKERS if workers is None else workers
         queue_timeout = QUEUE_TIMEOUT_SECONDS if queue_timeout is None else queue_timeout
@@ -216,11 +238,16 @@ class Server:
         head_timeout = HEAD_TIMEOUT_SECONDS if head_timeout is None else head_timeout
         write_timeout = WRITE_TIMEOUT_SECONDS if write_timeout is None else write_timeout
         priority_workers = PRIORITY_WORKERS if priority_workers is None else priority_workers
-        for name, value in (("workers", workers), ("priority_workers", priority_workers), ("max_waiting", max_waiting)):
+        max_streams = MAX_STREAMS if max_streams is None else max_streams
+        heartbeat_seconds = STREAM_HEARTBEAT_SECONDS if heartbeat_seconds is None else heartbeat_seconds
+        stream_write_timeout = STREAM_WRITE_TIMEOUT_SECONDS if stream_write_timeout is None else stream_write_timeout
+        for name, value in (("workers", workers), ("priority_workers", priority_workers), ("max_waiting", max_waiting),
+                            ("max_streams", max_streams)):  # fmt: skip
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value!r}")
         for name, number in (("queue_timeout", queue_timeout), ("idle_timeout", idle_timeout), ("head_timeout", head_timeout),
-                             ("write_timeout", write_timeout)):  # fmt: skip
+                             ("write_timeout", write_timeout), ("heartbeat_seconds", heartbeat_seconds),
+                             ("stream_write_timeout", stream_write_timeout)):  # fmt: skip
             if not number > 0:
                 raise ValueError(f"{name} must be > 0 seconds, got {number!r}")
         self.app = app
@@ -230,6 +257,15 @@ class Server:
         self.write_timeout = write_timeout
         self.max_waiting = max_waiting
         self.priority_paths = frozenset(priority_paths)
+        self.max_streams = max_streams
+        self.heartbeat_seconds = heartbeat_seconds
+        self.stream_write_timeout = stream_write_timeout
+        #: The open streams' wake-up events (on the loop); set when the server stops.
+        self._streams: set[asyncio.Event] = set()
+        self._stopping = False
+        #: Streams refused (``max_streams``) and dropped (a client not reading): tests, logs.
+        self.streams_refused = 0
+        self.streams_dropped = 0
         self._gzip = _Gzip()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="ccmon-http")
         self._priority_pool = ThreadPoolExecutor(priority_workers, thread_name_prefix="ccmon-http-probe")
@@ -285,6 +321,11 @@ class Server:
             shown = f"[{shown}]"
         return f"{self.scheme}://{shown}:{self.port}/"
 
+    @property
+    def open_streams(self) -> int:
+        """Server-Sent Events streams open now."""
+        return len(self._streams)
+
     def start(self) -> Server:
         self._thread.start()
         return self
@@ -307,6 +348,9 @@ class Server:
         self._priority_pool.shutdown(wait=False, cancel_futures=True)
 
     async def _close(self) -> None:
+        self._stopping = True
+        for wake in self._streams:
+            wake.set()
         self._listener.close()
         await self._http.shutdown(5.0)
         await self._listener.wait_closed()
@@ -337,6 +381,9 @@ class Server:
             status, headers, body = await self._loop.run_in_executor(pool, self._call, environ)
         finally:
             slots.release()
+        publisher = environ.get(STREAM_ENVIRON)
+        if publisher is not None and status.startswith("200") and request.method == "GET":
+            return await self._stream(request, publisher)
         code, _, reason = status.partition(" ")
         response = web.Response(status=int(code), reason=reason or None, headers=headers, body=body or None)
         try:
@@ -354,6 +401,64 @@ class Server:
                     with contextlib.suppress(OSError):
                         raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 transport.abort()
+        except ConnectionResetError:  # aiohttp's ClientConnectionResetError: the client left first
+            log.debug("the client left before its response was written")
+        return response
+
+    async def _stream(self, request: web.BaseRequest, publisher: Publisher) -> web.StreamResponse:
+        """``/api/stream``: the publisher's documents as Server-Sent Events until the client
+        leaves, stops reading, or the server stops."""
+        if len(self._streams) >= self.max_streams or self._stopping:
+            self.streams_refused += 1
+            return web.Response(status=503, body=b'{"error":"too many open streams, poll /api/kpis"}\n',
+                                headers={"Content-Type": "application/json; charset=utf-8", "Retry-After": "10",
+                                         "Cache-Control": "no-store", "Server": SERVER_HEADER})  # fmt: skip
+        wake = asyncio.Event()
+        loop = self._loop
+
+        def listener() -> None:
+            loop.call_soon_threadsafe(wake.set)
+
+        response = web.StreamResponse(status=200, headers={
+            "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff", "X-Accel-Buffering": "no", "Server": SERVER_HEADER})  # fmt: skip
+        self._streams.add(wake)
+        publisher.subscribe(listener)
+        sent = 0
+        try:
+            async with asyncio.timeout(self.stream_write_timeout):
+                await response.prepare(request)
+                await response.write(f"retry: {STREAM_RETRY_MS}\n\n".encode())
+            while not self._stopping:
+                quiet = False
+                try:
+                    await asyncio.wait_for(wake.wait(), self.heartbeat_seconds)
+                except TimeoutError:
+                    quiet = True
+                wake.clear()
+                if self._stopping or request.transport is None or request.transport.is_closing():
+                    break
+                latest = publisher.latest()
+                if latest is not None and latest[0] != sent:
+                    sent = latest[0]
+                    chunk = b"id: %d\nevent: kpis\ndata: %s\n\n" % latest
+                elif not quiet:
+                    continue
+                else:  # a heartbeat: "alive" tells the page its data is current, a comment only keeps the line open
+                    chunk = b"event: alive\ndata: %d\n\n" % sent if publisher.healthy and latest is not None else b": ping\n\n"
+                async with asyncio.timeout(self.stream_write_timeout):
+                    await response.write(chunk)
+        except TimeoutError:
+            self.streams_dropped += 1
+            log.debug("dropped a stream whose client did not read for %g s", self.stream_write_timeout)
+            transport = request.transport
+            if transport is not None:
+                transport.abort()
+        except (ConnectionError, RuntimeError):  # the client left (aiohttp: ClientConnectionResetError)
+            pass
+        finally:
+            publisher.unsubscribe(listener)
+            self._streams.discard(wake)
         return response
 
     async def _acquire(self, slots: asyncio.Semaphore) -> None:

@@ -203,6 +203,33 @@ def test_a_malformed_request_gets_400_and_no_error_log(caplog: pytest.LogCapture
     assert all("c2VjcmV0" not in r.getMessage() for r in caplog.records)
 
 
+def test_a_client_that_leaves_before_its_response_logs_no_error(caplog: pytest.LogCaptureFixture) -> None:
+    """A page closed while its request is computed (a board's poll as the browser quits): the
+    response meets a closing transport, which is the client's doing, not an error (it was an
+    ERROR with a traceback in ``ccmon demo``'s stderr)."""
+    caplog.set_level(logging.DEBUG)
+    started = threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ["PATH_INFO"] == "/slow":
+            started.set()
+            time.sleep(0.5)  # the client is gone by now
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"done"]
+
+    server = serve(app)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(b"GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert started.wait(5)
+        time.sleep(1.0)  # the server writes its response to the closed connection meanwhile
+        assert request(server.port, "GET", "/other")[2] == b"done"  # and still serves
+    finally:
+        server.stop()
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert not any(r.exc_info for r in caplog.records)
+
+
 # -- timeouts ---------------------------------------------------------------------------------------
 def closed_within(sock: socket.socket, seconds: float, dribble: bytes = b"") -> float | None:
     """Seconds until the server closed ``sock`` (sending ``dribble`` a byte every 0.1 s

@@ -117,13 +117,41 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stop(proc)
 
 
+def json_paths(document: dict[str, Any]) -> set[str]:
+    """The documented paths that answer JSON (not /api/stream's event stream: stream_document)."""
+    return {path for path, item in document["paths"].items() if "application/json" in item["get"]["responses"]["200"]["content"]}
+
+
+def stream_document(base: str) -> dict[str, Any]:
+    """The first document ``/api/stream`` pushes, validated against ``/api/kpis``'s schema."""
+    import http.client
+
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("GET", "/api/stream")
+        response = conn.getresponse()
+        assert response.status == 200 and response.getheader("Content-Type", "").startswith("text/event-stream")
+        event = ""
+        while True:
+            line = response.readline().decode().rstrip("\n")
+            if line.startswith("event: "):
+                event = line[len("event: "):]
+            elif line.startswith("data: ") and event == "kpis":
+                doc: dict[str, Any] = json.loads(line[len("data: "):])
+                response_validator(openapi_document(), "/api/kpis").validate(doc)
+                return doc
+    finally:
+        conn.close()
+
+
 def fetch_documented(base: str, *, served: set[str] | None = None) -> dict[tuple[str, str], tuple[int, Any]]:
-    """Every documented path (``served``: these only), bare and with each documented query
+    """Every documented JSON path (``served``: these only), bare and with each documented query
     parameter, each body validated against the document's schema for its status."""
     document = openapi_document()
     seen: dict[tuple[str, str], tuple[int, Any]] = {}
     for path, item in document["paths"].items():
-        if served is not None and path not in served:
+        if (served is not None and path not in served) or path not in json_paths(document):
             continue
         operation = item["get"]
         names = []
@@ -149,7 +177,8 @@ def fetch_documented(base: str, *, served: set[str] | None = None) -> dict[tuple
 
 def test_exporter_responses_match_the_document(exporters: dict[str, str]) -> None:
     seen = fetch_documented(exporters["loopback"])
-    assert {path for path, _query in seen} == set(openapi_document()["paths"])  # the exporter serves them all
+    assert {path for path, _query in seen} == json_paths(openapi_document())  # the exporter serves them all
+    assert stream_document(exporters["loopback"])["tenants"]["default"]["queues"]["support"]["windows"]["1h"]["calls_offered"] == 10
     assert all(status == 200 for status, _doc in seen.values())
     kpis = seen[("/api/kpis", "")][1]
     assert kpis["tenants"]["default"]["queues"]["support"]["windows"]["1h"]["calls_offered"] == 10
@@ -178,6 +207,7 @@ def test_demo_responses_match_the_document(demo: str) -> None:
     assert all(status == 200 for status, _doc in seen.values())
     kpis = seen[("/api/kpis", "")][1]
     assert kpis["info"]["paused"] is True and kpis["tenants"]["default"]["history"]["series"]
+    assert stream_document(demo)["at"] == kpis["at"]  # paused: the same instant, pushed
     assert seen[("/api/callbacks/pending", "")][1]["callbacks"], "the demo's morning has callbacks due"
     assert get(demo + "/api/samples")[0] == 404
 
