@@ -491,6 +491,19 @@ class Engine:
                 tenant, customer, ev.ts, mutate, (min(changed), max(changed)) if changed else None
             )
 
+    @staticmethod
+    def call_agents(event: Event, record: Record | None) -> set[str]:
+        """The agents whose ``agent_calls`` record the call event may touch: the event's own
+        and every agent the call's record names (offers, terminals, rings, and what it last
+        gave each agent), so a store can read them ahead (the worker's prefetch)."""
+        agents = {event.agent_id} if event.agent_id is not None else set()
+        if record:
+            agents.update(record.get("agents", ()))
+            agents.update(o[6] for o in record.get("offers", ()) if len(o) > 6 and o[6] is not None)
+            agents.update(t[5] for t in record.get("terminals", ()) if len(t) > 5 and t[5] is not None)
+            agents.update(r[3] for r in record.get("rings", ()) if len(r) > 3 and r[3] is not None)
+        return agents
+
     def _agent_calls(self, tenant: str, call_id: str, record: Record, legs: list[dict[str, Any]]) -> None:
         """Keep each agent's part of this call in the agent's ``agent_calls`` record, whose
         ``calls`` map ``<call id>\x1f<fact>`` to ``[kind, ts, ...]``: ``talk`` (a leg the agent

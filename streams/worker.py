@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from kpi_core.config import Config
-from kpi_core.engine import Engine
+from kpi_core.engine import AGENT_CALLS, Engine
 from kpi_core.errors import InvalidEventError
 from kpi_core.events import Event, Rejection, decode_json, parse_event
 from streams.logs import faust_logging_config
@@ -384,6 +384,16 @@ class BatchProcessor:
                     customers.setdefault(ev.tenant, set()).add(record["customer"])
             for tenant, keys in customers.items():
                 state.prefetch_records("customer", tenant, keys)
+            # And the agents' day records (agents board) that the batch's call events touch:
+            # without it, one round trip per call event (processor -36 %, latency x4).
+            agents: dict[str, set[str]] = {}
+            for ev in events:
+                if ev.call_id is not None:
+                    record = state.get_record("call", ev.tenant, ev.call_id)  # cached now
+                    agents.setdefault(ev.tenant, set()).update(Engine.call_agents(ev, record))
+            for tenant, keys in agents.items():
+                if keys:
+                    state.prefetch_records(AGENT_CALLS, tenant, keys)
             for item in items:
                 parsed = item.parsed
                 if isinstance(parsed, Event):
