@@ -49,7 +49,7 @@ from typing import Any
 
 import pytest
 import yaml
-from test_demo_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from test_demo_browser import ARTIFACTS, CHROMIUM, chromium_page
 from test_prometheus_live import ALERTMANAGER, Service, free_port, http_json, wait_for
 
 from kpi_core.kpis import MetricFamily
@@ -442,7 +442,6 @@ def board_app(families: list[MetricFamily], alerts: AlertmanagerAlerts | None) -
 
 @needs_alertmanager
 def test_the_board_shows_the_alerts(stack: Stack, tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
     if CHROMIUM is None:
         pytest.skip("Chromium is not installed (apt-get install -y chromium)")
     post_alerts(stack.url, [s.posted() for s in STAGED])  # (again: this test may run alone)
@@ -467,35 +466,25 @@ def test_the_board_shows_the_alerts(stack: Stack, tmp_path: Path) -> None:
         assert unavailable["available"] is False and unavailable["alerts"] == [], unavailable
         assert f"127.0.0.1:{dead}" in unavailable["error"]
 
-        with sync_api.sync_playwright() as playwright:
-            context = playwright.chromium.launch_persistent_context(
-                str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-                viewport={"width": 1920, "height": 1080},
-            )  # fmt: skip
-            try:
-                page = context.pages[0] if context.pages else context.new_page()
-                errors: list[str] = []
-                page.on("pageerror", lambda exc: errors.append(str(exc)))
-                ARTIFACTS.mkdir(exist_ok=True)
-                seen: dict[str, Any] = {}
-                for name, server in servers.items():
-                    page.goto(server.url + f"?tenant={TENANT}")
-                    page.wait_for_function("Number(document.body.dataset.renders) >= 1 && document.body.dataset.alerts !== undefined",
-                                           timeout=20000)  # fmt: skip
-                    page.wait_for_function("document.body.dataset.alerts === 'unavailable' || "
-                                           "document.querySelectorAll('.queue[data-alert]').length > 0", timeout=20000)  # fmt: skip
-                    seen[name] = {
-                        "alerts": page.evaluate("document.body.dataset.alerts"),
-                        "banner": page.text_content("#alerts"),
-                        "banner_visible": page.is_visible("#alerts"),
-                        "flags": page.eval_on_selector_all(".queue", "els => Object.fromEntries(els.map(e => "
-                                                           "[e.dataset.queue, e.dataset.alert || null]))"),
-                        "badges": page.eval_on_selector_all(".queue .alert-badge", "els => els.map(e => e.textContent)"),
-                        "tiles": page.eval_on_selector_all(".tile", "els => els.length"),
-                    }
-                    page.screenshot(path=str(ARTIFACTS / f"alerts-{name}.png"))
-            finally:
-                context.close()
+        with chromium_page(tmp_path / "profile") as (page, errors):
+            ARTIFACTS.mkdir(exist_ok=True)
+            seen: dict[str, Any] = {}
+            for name, server in servers.items():
+                page.goto(server.url + f"?tenant={TENANT}")
+                page.wait_for_function("Number(document.body.dataset.renders) >= 1 && document.body.dataset.alerts !== undefined",
+                                       timeout=20000)  # fmt: skip
+                page.wait_for_function("document.body.dataset.alerts === 'unavailable' || "
+                                       "document.querySelectorAll('.queue[data-alert]').length > 0", timeout=20000)  # fmt: skip
+                seen[name] = {
+                    "alerts": page.evaluate("document.body.dataset.alerts"),
+                    "banner": page.text_content("#alerts"),
+                    "banner_visible": page.is_visible("#alerts"),
+                    "flags": page.eval_on_selector_all(".queue", "els => Object.fromEntries(els.map(e => "
+                                                       "[e.dataset.queue, e.dataset.alert || null]))"),
+                    "badges": page.eval_on_selector_all(".queue .alert-badge", "els => els.map(e => e.textContent)"),
+                    "tiles": page.eval_on_selector_all(".tile", "els => els.length"),
+                }
+                page.screenshot(path=str(ARTIFACTS / f"alerts-{name}.png"))
     finally:
         for server in servers.values():
             server.stop()

@@ -27,7 +27,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from test_demo_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, needs_chromium
+from test_demo_browser import ARTIFACTS, chromium_page, needs_chromium
 
 from kpi_core.config import Config, TenantConfig
 from kpi_core.engine import Engine
@@ -106,85 +106,75 @@ def exporter(redis_client: Any, redis_prefix: str) -> Iterator[tuple[str, Feed, 
 
 
 def test_the_exporters_board_is_pushed_and_reads_clearly(exporter: tuple[str, Feed, RedisState], tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
     base, feed, _state = exporter
-    with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1920, "height": 1080})  # fmt: skip
-        try:
-            page = context.pages[0] if context.pages else context.new_page()
-            errors: list[str] = []
-            polled: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.on("request", lambda request: polled.append(request.url) if "api/kpis" in request.url else None)
-            page.goto(base)
-            page.wait_for_function("document.body.dataset.transport === 'sse' && Number(document.body.dataset.renders) > 0",
-                                   timeout=15000)  # fmt: skip
+    with chromium_page(tmp_path / "profile") as (page, errors):
+        polled: list[str] = []
+        page.on("request", lambda request: polled.append(request.url) if "api/kpis" in request.url else None)
+        page.goto(base)
+        page.wait_for_function("document.body.dataset.transport === 'sse' && Number(document.body.dataset.renders) > 0",
+                               timeout=15000)  # fmt: skip
 
-            def tile(queue: str, kpi: str) -> dict[str, str]:
-                return dict(page.eval_on_selector(f".tile[data-queue='{queue}'][data-kpi='{kpi}']",
-                            "e => ({v: e.querySelector('.v').textContent, s: e.querySelector('.s').textContent,"
-                            " value: e.dataset.value})"))  # fmt: skip
+        def tile(queue: str, kpi: str) -> dict[str, str]:
+            return dict(page.eval_on_selector(f".tile[data-queue='{queue}'][data-kpi='{kpi}']",
+                        "e => ({v: e.querySelector('.v').textContent, s: e.querySelector('.s').textContent,"
+                        " value: e.dataset.value})"))  # fmt: skip
 
-            # The Abandoned tile: the rate (1 of 3 counted: the 2 s abandon is left out) over
-            # a count that includes both abandons, and the tile says how many it left out.
-            abandoned = tile("support", "abandon_rate")
-            assert abandoned["v"] == "33%", abandoned
-            assert abandoned["s"] == "2 of 3 hung up\nrate excl. 1 under 5s", abandoned
-            assert "leaves out short abandons" in page.get_attribute(".tile[data-queue='support'][data-kpi='abandon_rate']", "title")
-            # Answered above offered (calls offered before the window): said on that row only.
-            rows = page.eval_on_selector_all(".queue", "els => els.map(e => ({q: e.dataset.queue,"
-                                             " meta: [...e.querySelectorAll('.meta')].map(m => m.textContent)}))")  # fmt: skip
-            by_queue = {row["q"]: row["meta"] for row in rows}
-            assert by_queue["support"] == ["3 offered \u00b7 2 answered in 15m"], by_queue
-            assert by_queue["retention"] == ["1 offered \u00b7 2 answered in 15m", "answered incl. calls offered earlier"], by_queue
-            # Sparklines from the history in Redis: a line on every row.
-            assert page.eval_on_selector_all(".queue svg path[stroke]", "els => els.length") == 4
-            # Two tenants: the picker shows, the default tenant first; the clock is UTC for it.
-            assert page.is_visible("#tenant") and page.eval_on_selector_all("#tenant option", "els => els.map(e => e.value)") == ["acme", "default"]
-            at = float(page.evaluate("document.body.dataset.at"))
-            assert page.text_content("#clock") == datetime.fromtimestamp(at, ZoneInfo("UTC")).strftime("%H:%M:%S")
+        # The Abandoned tile: the rate (1 of 3 counted: the 2 s abandon is left out) over
+        # a count that includes both abandons, and the tile says how many it left out.
+        abandoned = tile("support", "abandon_rate")
+        assert abandoned["v"] == "33%", abandoned
+        assert abandoned["s"] == "2 of 3 hung up\nrate excl. 1 under 5s", abandoned
+        assert "leaves out short abandons" in page.get_attribute(".tile[data-queue='support'][data-kpi='abandon_rate']", "title")
+        # Answered above offered (calls offered before the window): said on that row only.
+        rows = page.eval_on_selector_all(".queue", "els => els.map(e => ({q: e.dataset.queue,"
+                                         " meta: [...e.querySelectorAll('.meta')].map(m => m.textContent)}))")  # fmt: skip
+        by_queue = {row["q"]: row["meta"] for row in rows}
+        assert by_queue["support"] == ["3 offered \u00b7 2 answered in 15m"], by_queue
+        assert by_queue["retention"] == ["1 offered \u00b7 2 answered in 15m", "answered incl. calls offered earlier"], by_queue
+        # Sparklines from the history in Redis: a line on every row.
+        assert page.eval_on_selector_all(".queue svg path[stroke]", "els => els.length") == 4
+        # Two tenants: the picker shows, the default tenant first; the clock is UTC for it.
+        assert page.is_visible("#tenant") and page.eval_on_selector_all("#tenant option", "els => els.map(e => e.value)") == ["acme", "default"]
+        at = float(page.evaluate("document.body.dataset.at"))
+        assert page.text_content("#clock") == datetime.fromtimestamp(at, ZoneInfo("UTC")).strftime("%H:%M:%S")
 
-            # A batch lands in Redis: on the page within a second, pushed (no /api/kpis poll).
-            before = tile("support", "calls_waiting")["value"]
-            assert before == "0"
-            landed = time.monotonic()
-            feed.apply(*call("s5", "support", -1, "waiting", 0), *call("s6", "support", -1, "waiting", 0))
-            page.wait_for_function("document.querySelector(\".tile[data-queue='support'][data-kpi='calls_waiting']\")"
-                                   ".dataset.value === '2'", timeout=5000, polling=20)  # fmt: skip
-            delay = time.monotonic() - landed
-            assert delay < 2.0, delay  # a poll (0.25 s), a snapshot, the page's render: well under a second when idle
-            assert polled == [] and errors == []
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "board-exporter-default.png"))
+        # A batch lands in Redis: on the page within a second, pushed (no /api/kpis poll).
+        before = tile("support", "calls_waiting")["value"]
+        assert before == "0"
+        landed = time.monotonic()
+        feed.apply(*call("s5", "support", -1, "waiting", 0), *call("s6", "support", -1, "waiting", 0))
+        page.wait_for_function("document.querySelector(\".tile[data-queue='support'][data-kpi='calls_waiting']\")"
+                               ".dataset.value === '2'", timeout=5000, polling=20)  # fmt: skip
+        delay = time.monotonic() - landed
+        assert delay < 2.0, delay  # a poll (0.25 s), a snapshot, the page's render: well under a second when idle
+        assert polled == [] and errors == []
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "board-exporter-default.png"))
 
-            # The other tenant, picked: its queues, its name in the title, its clock in Berlin time.
-            page.select_option("#tenant", "acme")
-            page.wait_for_function("document.querySelector('#clock').dataset.zone === 'Europe/Berlin'", timeout=5000)
-            assert "tenant=acme" in page.url
-            assert [row["q"] for row in page.eval_on_selector_all(".queue", "els => els.map(e => ({q: e.dataset.queue}))")] == ["_all", "sales"]
-            assert page.eval_on_selector_all(".queue svg path[stroke]", "els => els.length") == 2
-            assert page.text_content("#title") == "live wallboard \u00b7 acme"
-            at = float(page.evaluate("document.body.dataset.at"))
-            clock = page.text_content("#clock")
-            berlin = datetime.fromtimestamp(at, ZoneInfo("Europe/Berlin"))
-            assert clock == berlin.strftime("%H:%M:%S"), clock
-            assert (page.text_content("#clock-sub") or "").startswith("Europe/Berlin (GMT+"), page.text_content("#clock-sub")
-            assert tile("sales", "calls_waiting")["value"] == "1"
-            page.screenshot(path=str(ARTIFACTS / "board-exporter-acme.png"))
-            assert polled == [] and errors == []
+        # The other tenant, picked: its queues, its name in the title, its clock in Berlin time.
+        page.select_option("#tenant", "acme")
+        page.wait_for_function("document.querySelector('#clock').dataset.zone === 'Europe/Berlin'", timeout=5000)
+        assert "tenant=acme" in page.url
+        assert [row["q"] for row in page.eval_on_selector_all(".queue", "els => els.map(e => ({q: e.dataset.queue}))")] == ["_all", "sales"]
+        assert page.eval_on_selector_all(".queue svg path[stroke]", "els => els.length") == 2
+        assert page.text_content("#title") == "live wallboard \u00b7 acme"
+        at = float(page.evaluate("document.body.dataset.at"))
+        clock = page.text_content("#clock")
+        berlin = datetime.fromtimestamp(at, ZoneInfo("Europe/Berlin"))
+        assert clock == berlin.strftime("%H:%M:%S"), clock
+        assert (page.text_content("#clock-sub") or "").startswith("Europe/Berlin (GMT+"), page.text_content("#clock-sub")
+        assert tile("sales", "calls_waiting")["value"] == "1"
+        page.screenshot(path=str(ARTIFACTS / "board-exporter-acme.png"))
+        assert polled == [] and errors == []
 
-            # Every stream slot taken (max_streams=2: this page's and a raw client's): a new
-            # page is refused the stream and polls instead.
-            with socket.create_connection((base.split("//")[1].split(":")[0], int(base.rsplit(":", 1)[1].strip("/")))) as hog:
-                hog.sendall(b"GET /api/stream HTTP/1.1\r\nHost: x\r\n\r\n")
-                time.sleep(0.3)
-                second = context.new_page()
-                second.goto(base)
-                second.wait_for_function("document.body.dataset.transport === 'poll' && Number(document.body.dataset.renders) > 0",
-                                         timeout=15000)  # fmt: skip
-                assert json.loads(second.evaluate("JSON.stringify(document.body.dataset.status)")) == "live"
-                second.close()
-        finally:
-            context.close()
+        # Every stream slot taken (max_streams=2: this page's and a raw client's): a new
+        # page is refused the stream and polls instead.
+        with socket.create_connection((base.split("//")[1].split(":")[0], int(base.rsplit(":", 1)[1].strip("/")))) as hog:
+            hog.sendall(b"GET /api/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.3)
+            second = page.context.new_page()
+            second.goto(base)
+            second.wait_for_function("document.body.dataset.transport === 'poll' && Number(document.body.dataset.renders) > 0",
+                                     timeout=15000)  # fmt: skip
+            assert json.loads(second.evaluate("JSON.stringify(document.body.dataset.status)")) == "live"
+            second.close()

@@ -13,6 +13,7 @@ instant and must agree exactly. The screenshot goes to ``test-artifacts/wallboar
 from __future__ import annotations
 
 import calendar
+import contextlib
 import json
 import math
 import re
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,25 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+
+@contextlib.contextmanager
+def chromium_page(profile: Path, width: int = 1920, height: int = 1080) -> Iterator[tuple[Any, list[str]]]:
+    """A page of Debian's Chromium, headless, on a fresh profile (``--user-data-dir``), and the
+    list its uncaught page errors go to; closed on leaving."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": width, "height": height},
+        )  # fmt: skip
+        try:
+            page = context.pages[0] if context.pages else context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            yield page, errors
+        finally:
+            context.close()
 START = "2026-11-20T10:40:00Z"  # the late-morning peak: a mix of green, amber and red
 SPEED = 60.0
 PAUSE_AFTER = 3.0
@@ -112,28 +133,17 @@ def test_wallboard_staffing_strip(demo: Any, tmp_path: Path) -> None:
     """The board's staffing strip (estimated wait, agents staffed of required, forecast service
     level per queue) shows exactly the demo's /metrics. Runs before the test below, which
     stops the demo. Screenshot: ``test-artifacts/wallboard-staffing.png``."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
     _proc, base = demo
     at = json.loads(get(base + "api/kpis"))["at"]
     metrics = parse_metrics(get(base + "metrics").decode())
-    with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1920, "height": 1080},
-        )  # fmt: skip
-        try:
-            page = context.pages[0] if context.pages else context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(base)
-            page.wait_for_function(f"Number(document.body.dataset.at) === {at!r}", timeout=20000)
-            chips = page.eval_on_selector_all(
-                "#staffing .sq", "els => els.map(e => ({...e.dataset, text: e.textContent, cls: e.className}))"
-            )
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "wallboard-staffing.png"))
-        finally:
-            context.close()
+    with chromium_page(tmp_path / "profile") as (page, errors):
+        page.goto(base)
+        page.wait_for_function(f"Number(document.body.dataset.at) === {at!r}", timeout=20000)
+        chips = page.eval_on_selector_all(
+            "#staffing .sq", "els => els.map(e => ({...e.dataset, text: e.textContent, cls: e.className}))"
+        )
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "wallboard-staffing.png"))
     assert errors == []
 
     def metric(name: str, queue: str, **extra: str) -> float | None:
@@ -166,7 +176,6 @@ def test_agents_board_and_waiting_callers(demo: Any, tmp_path: Path) -> None:
     /api/agents, state counts equal to ccmon_agents, sorting by a column click, long breaks
     highlighted (on an app of its own, with one agent 50 minutes away); the wallboard's
     waiting-callers block counts the calls ccmon_calls_waiting counts."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
     from kpi_core.config import config_from_dict
     from kpi_core.engine import Engine
     from kpi_core.events import parse_event
@@ -204,36 +213,26 @@ def test_agents_board_and_waiting_callers(demo: Any, tmp_path: Path) -> None:
         )
 
     try:
-        with sync_api.sync_playwright() as playwright:
-            context = playwright.chromium.launch_persistent_context(
-                str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-                viewport={"width": 1920, "height": 1080},
-            )  # fmt: skip
-            try:
-                page = context.pages[0] if context.pages else context.new_page()
-                errors: list[str] = []
-                page.on("pageerror", lambda exc: errors.append(str(exc)))
-                page.goto(base + "agents")
-                page.wait_for_function(f"Number(document.body.dataset.at) === {at!r}", timeout=20000)
-                by_name = rows(page)
-                counts = page.eval_on_selector_all("#summary .count", "els => els.map(e => [e.dataset.state, "
-                                                   "Number(e.querySelector('b').textContent)])")  # fmt: skip
-                page.click("th[data-key=time_in_state_seconds]")
-                page.click("th[data-key=time_in_state_seconds]")  # again: longest first
-                longest_first = rows(page)
-                ARTIFACTS.mkdir(exist_ok=True)
-                page.screenshot(path=str(ARTIFACTS / "agents.png"), full_page=True)
-                page.goto(base)
-                page.wait_for_function(f"document.getElementById('waiting-callers').dataset.count === "
-                                       f"'{waiting_api['count']}' && Number(document.body.dataset.at) === {at!r}",
-                                       timeout=20000)  # fmt: skip
-                chips = page.eval_on_selector_all("#waiting-callers .wc", "els => els.length")
-                page.goto(f"http://127.0.0.1:{own.port}/agents")
-                page.wait_for_function("Number(document.body.dataset.renders) >= 1", timeout=20000)
-                alerted = rows(page)
-                page.screenshot(path=str(ARTIFACTS / "agents-away-alert.png"))
-            finally:
-                context.close()
+        with chromium_page(tmp_path / "profile") as (page, errors):
+            page.goto(base + "agents")
+            page.wait_for_function(f"Number(document.body.dataset.at) === {at!r}", timeout=20000)
+            by_name = rows(page)
+            counts = page.eval_on_selector_all("#summary .count", "els => els.map(e => [e.dataset.state, "
+                                               "Number(e.querySelector('b').textContent)])")  # fmt: skip
+            page.click("th[data-key=time_in_state_seconds]")
+            page.click("th[data-key=time_in_state_seconds]")  # again: longest first
+            longest_first = rows(page)
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "agents.png"), full_page=True)
+            page.goto(base)
+            page.wait_for_function(f"document.getElementById('waiting-callers').dataset.count === "
+                                   f"'{waiting_api['count']}' && Number(document.body.dataset.at) === {at!r}",
+                                   timeout=20000)  # fmt: skip
+            chips = page.eval_on_selector_all("#waiting-callers .wc", "els => els.length")
+            page.goto(f"http://127.0.0.1:{own.port}/agents")
+            page.wait_for_function("Number(document.body.dataset.renders) >= 1", timeout=20000)
+            alerted = rows(page)
+            page.screenshot(path=str(ARTIFACTS / "agents-away-alert.png"))
     finally:
         own.stop()
 
@@ -253,7 +252,6 @@ def test_agents_board_and_waiting_callers(demo: Any, tmp_path: Path) -> None:
 
 @needs_chromium
 def test_wallboard_shows_the_metrics(demo: Any, tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
     proc, base = demo
     document = json.loads(get(base + "api/kpis"))
     at = document["at"]
@@ -263,41 +261,28 @@ def test_wallboard_shows_the_metrics(demo: Any, tmp_path: Path) -> None:
     metrics = parse_metrics(get(base + "metrics").decode())
     assert json.loads(get(base + "api/kpis"))["at"] == at  # frozen: nothing moves any more
 
-    with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),  # a fresh --user-data-dir
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1920, "height": 1080},
+    with chromium_page(tmp_path / "profile") as (page, errors):
+        page.goto(base)
+        page.wait_for_function(
+            f"document.body.dataset.paused === 'true' && Number(document.body.dataset.at) === {at!r}",
+            timeout=20000,
         )
-        try:
-            page = context.pages[0] if context.pages else context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(base)
-            page.wait_for_function(
-                f"document.body.dataset.paused === 'true' && Number(document.body.dataset.at) === {at!r}",
-                timeout=20000,
-            )
-            tiles = page.eval_on_selector_all(
-                ".tile",
-                "els => els.map(e => ({queue: e.dataset.queue, kpi: e.dataset.kpi, value: e.dataset.value,"
-                " text: e.querySelector('.v').textContent, cls: e.className}))",
-            )
-            status = page.text_content("#status")
-            clock = page.text_content("#clock")
-            sparklines = page.eval_on_selector_all(".queue svg path", "els => els.length")
-            page.wait_for_function("document.body.dataset.outbound !== undefined", timeout=20000)
-            outbound = page.eval_on_selector_all(
-                "#outbound .otile",
-                "els => els.map(e => ({queue: e.dataset.queue, value: e.dataset.value,"
-                " text: e.querySelector('.v').firstChild.textContent, line: e.querySelector('.s').textContent}))",
-            )
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "wallboard.png"))
-        finally:
-            context.close()
+        tiles = page.eval_on_selector_all(
+            ".tile",
+            "els => els.map(e => ({queue: e.dataset.queue, kpi: e.dataset.kpi, value: e.dataset.value,"
+            " text: e.querySelector('.v').textContent, cls: e.className}))",
+        )
+        status = page.text_content("#status")
+        clock = page.text_content("#clock")
+        sparklines = page.eval_on_selector_all(".queue svg path", "els => els.length")
+        page.wait_for_function("document.body.dataset.outbound !== undefined", timeout=20000)
+        outbound = page.eval_on_selector_all(
+            "#outbound .otile",
+            "els => els.map(e => ({queue: e.dataset.queue, value: e.dataset.value,"
+            " text: e.querySelector('.v').firstChild.textContent, line: e.querySelector('.s').textContent}))",
+        )
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "wallboard.png"))
 
     assert errors == []
     assert status is not None and "PAUSED" in status

@@ -11,8 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-from test_demo_browser import CHROMIUM, CHROMIUM_ARGS, needs_chromium
+from test_demo_browser import chromium_page, needs_chromium
 
 from kpi_core.config import Config
 from kpi_core.engine import Engine
@@ -57,30 +56,19 @@ def pulse_store() -> MemoryState:
 
 def boards(urls: list[str], tmp_path: Path) -> list[dict[str, Any]]:
     """What the block shows on each page (one browser for all)."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
     shown = []
-    with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1920, "height": 1080},
-        )  # fmt: skip
-        try:
-            page = context.pages[0] if context.pages else context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            for url in urls:
-                page.goto(url)
-                page.wait_for_function("Number(document.body.dataset.renders) > 0", timeout=20000)
-                page.wait_for_function("!document.querySelector('#pulse').hidden", timeout=20000)
-                items = "els => els.map(e => ({...e.dataset, text: e.textContent, cls: e.className}))"
-                shown.append({
-                    "errors": list(errors),
-                    "wow_hidden": page.eval_on_selector("#wow", "e => e.hidden"),
-                    "wow": page.eval_on_selector_all("#wow .item", items),
-                    "pulse": page.eval_on_selector_all("#pulse .item", items),
-                })  # fmt: skip
-        finally:
-            context.close()
+    with chromium_page(tmp_path / "profile") as (page, errors):
+        for url in urls:
+            page.goto(url)
+            page.wait_for_function("Number(document.body.dataset.renders) > 0", timeout=20000)
+            page.wait_for_function("!document.querySelector('#pulse').hidden", timeout=20000)
+            items = "els => els.map(e => ({...e.dataset, text: e.textContent, cls: e.className}))"
+            shown.append({
+                "errors": list(errors),
+                "wow_hidden": page.eval_on_selector("#wow", "e => e.hidden"),
+                "wow": page.eval_on_selector_all("#wow .item", items),
+                "pulse": page.eval_on_selector_all("#pulse .item", items),
+            })  # fmt: skip
     return shown
 
 

@@ -10,8 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from test_demo_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, needs_chromium
+from test_demo_browser import ARTIFACTS, chromium_page, needs_chromium
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "basic.jsonl"
@@ -19,32 +18,21 @@ GOLDEN = ROOT / "tests" / "golden" / "basic.jsonl"
 
 @needs_chromium
 def test_the_html_report_renders_offline(tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
     page_path = tmp_path / "report.html"
     proc = subprocess.run([sys.executable, "-m", "streams.cli", "report", str(GOLDEN), "--from", "2026-11-20T09:00:00Z",
                            "--to", "2026-11-20T10:00:00Z", "--interval", "15m", "--format", "html", "-o", str(page_path)],
                           capture_output=True, text=True, timeout=60, cwd=ROOT)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1200, "height": 900},
-        )  # fmt: skip
-        try:
-            page = context.pages[0] if context.pages else context.new_page()
-            errors: list[str] = []
-            requests: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.on("request", lambda request: requests.append(request.url))
-            page.goto(page_path.as_uri())
-            charts = page.eval_on_selector_all("svg.chart", "els => els.length")
-            bars = page.eval_on_selector_all("svg.chart rect", "els => els.filter(e => e.getBBox().height > 0).length")
-            headings = page.eval_on_selector_all("section h2", "els => els.map(e => e.textContent)")
-            cells = page.eval_on_selector_all("tbody tr", "rows => rows.map(r => r.children[3].textContent)")
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
-        finally:
-            context.close()
+    with chromium_page(tmp_path / "profile", 1200, 900) as (page, errors):
+        requests: list[str] = []
+        page.on("request", lambda request: requests.append(request.url))
+        page.goto(page_path.as_uri())
+        charts = page.eval_on_selector_all("svg.chart", "els => els.length")
+        bars = page.eval_on_selector_all("svg.chart rect", "els => els.filter(e => e.getBBox().height > 0).length")
+        headings = page.eval_on_selector_all("section h2", "els => els.map(e => e.textContent)")
+        cells = page.eval_on_selector_all("tbody tr", "rows => rows.map(r => r.children[3].textContent)")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
     assert errors == []
     assert requests == [page_path.as_uri()]  # nothing fetched: no CDN, no font, no script
     assert headings == ["default / support", "default / _all"] and charts == 2
