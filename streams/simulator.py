@@ -249,6 +249,10 @@ class SimParams:
     duplicate_share: float = 0.0  # events delivered twice (same event_id)
     malformed_share: float = 0.0  # extra records that must be rejected
     callback_min_delay_seconds: float = 120.0  # a missed caller is called back no sooner
+    #: Share of agent shifts that answer the employee pulse (an ``esat`` or ``enps``
+    #: survey.response, as the agent logs in). 0 (the default) draws nothing and emits
+    #: nothing, so every other event stays exactly as it was; ``ccmon demo`` sets 0.6.
+    pulse_share: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.start, int | float) or not 0 <= self.start < 4_102_444_800:
@@ -260,6 +264,8 @@ class SimParams:
         names = [q.name for q in self.queues]
         if len(set(names)) != len(names):
             raise ConfigError("--queues", f"queue names must be distinct, got {names!r}")
+        if not isinstance(self.pulse_share, int | float) or not 0 <= self.pulse_share <= 1:
+            raise ConfigError("pulse_share", f"must be within 0..1, got {self.pulse_share!r}")
         for key in ("late_share", "duplicate_share", "malformed_share"):
             value = getattr(self, key)
             if not isinstance(value, int | float) or not 0 <= value <= 0.5:
@@ -373,6 +379,7 @@ class Simulator:
             spec.name: random.Random(f"ccmon-sim:{seed}:arrivals:{spec.name}") for spec in params.queues
         }
         self._inject = random.Random(f"ccmon-sim:{seed}:inject")
+        self._pulse = random.Random(f"ccmon-sim:{seed}:pulse")  # only drawn with pulse_share > 0
         self._actions: list[tuple[float, int, Callable[..., object], tuple[Any, ...]]] = []
         self._out: list[tuple[float, int, Record]] = []
         self._seq = itertools.count()
@@ -577,6 +584,8 @@ class Simulator:
         agent.on_shift = True
         agent.logout_pending = False
         agent.breaks_pending.clear()
+        if self.params.pulse_share > 0:
+            self._maybe_pulse(agent)
         self._become_idle(agent)
 
     def _break_due(self, agent: _Agent, seconds: float) -> None:
@@ -605,6 +614,7 @@ class Simulator:
         if agent.breaks_pending:
             seconds = agent.breaks_pending.pop(0)
             self._set_state(agent, "away", "lunch" if seconds >= 25 * 60 else "break")
+
             agent.epoch += 1
             self._at(self.now + seconds, self._back_from_away, agent, agent.epoch)
             return
@@ -987,6 +997,20 @@ class Simulator:
             score = min(7, max(1, round(1 + 6 * p + rng.gauss(0.0, 0.7))))
         self._emit_at(when, "survey.response", survey=kind, score=score, queue=queue, agent_id=agent_id,
                       contact_id=contact_id)  # fmt: skip
+
+    def _maybe_pulse(self, agent: _Agent) -> None:
+        """The employee pulse (``esat`` 1-5 or ``enps`` 0-10) of an agent logging in, with
+        probability ``pulse_share``, from its own random stream."""
+        rng = self._pulse
+        if not agent.queues or rng.random() >= self.params.pulse_share:
+            return
+        mood = min(1.0, max(0.0, rng.gauss(0.68, 0.2)))
+        if rng.random() < 0.5:
+            self._emit("survey.response", survey="esat", score=min(5, max(1, round(1 + 4 * mood))),
+                       queue=agent.queues[0], agent_id=agent.id)  # fmt: skip
+        else:
+            self._emit("survey.response", survey="enps", score=min(10, max(0, round(10 * mood))),
+                       queue=agent.queues[0], agent_id=agent.id)  # fmt: skip
 
     # -- tickets ------------------------------------------------------------------------------
     def _next_ticket(self, q: _Queue) -> None:

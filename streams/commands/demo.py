@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         late_share=args.late_share,
         duplicate_share=args.duplicate_share,
         malformed_share=args.malformed_share,
+        pulse_share=0.6,  # the board's employee pulse strip has answers to show
     )
     if args.config:
         config = load_config(args.config)

@@ -510,3 +510,23 @@ def test_endless_simulation_keeps_going_day_after_day() -> None:
     assert offered[0] > 500 and offered[1] > 500
     with pytest.raises(ValueError):
         next(iter_records(sim))
+
+
+def test_the_employee_pulse_is_opt_in_and_adds_only_its_answers(events: list[dict[str, Any]]) -> None:
+    """``pulse_share`` 0 (the default) emits no esat/enps answer; with a share, agents answer
+    as they log in, each answer a valid event naming the agent and one of its queues, and
+    every other event is unchanged (its own random stream); the bigger queues get enough
+    answers for the pulse to show (``pulse_min_responses`` 5)."""
+    assert not any(e["type"] == "survey.response" and e["survey"] in ("esat", "enps") for e in events)
+    with_pulse = [r for _t, r in Simulator(day_params(pulse_share=0.6)).stream()]
+    pulse = [r for r in with_pulse if isinstance(r, dict) and r["type"] == "survey.response" and r["survey"] in ("esat", "enps")]
+    others = [r for r in with_pulse if r not in pulse]
+    strip = ("event_id",)  # ids count every event emitted, answers included
+    assert [{k: v for k, v in e.items() if k not in strip} for e in others] == \
+        [{k: v for k, v in e.items() if k not in strip} for e in events]  # fmt: skip
+    agents = {e["agent_id"]: set(e.get("queues", ())) for e in events if e["type"] == "agent.state"}
+    assert pulse and all(parse_event(e).agent_id == e["agent_id"] and e["queue"] in agents[e["agent_id"]] for e in pulse)
+    per_queue = collections.Counter(e["queue"] for e in pulse)
+    assert sum(1 for n in per_queue.values() if n >= 5) >= 2, per_queue
+    with pytest.raises(ConfigError, match="pulse_share"):
+        day_params(pulse_share=1.5)
