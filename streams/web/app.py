@@ -129,6 +129,17 @@ def _utf8_name(part: str) -> str | None:
         return None
 
 
+def _limit(query: Mapping[str, list[str]]) -> int | str | None:
+    """``?limit=``: a whole number >= 0, None when not given, or the error message."""
+    if "limit" not in query:
+        return None
+    try:
+        limit = int(query["limit"][0])
+    except ValueError:
+        limit = -1
+    return limit if limit >= 0 else f"limit must be a whole number >= 0, got {query['limit'][0]!r}"
+
+
 def make_wsgi_app(
     get_families: Callable[[], Sequence[MetricFamily]],
     get_pending_callbacks: Callable[[], Sequence[Mapping[str, Any]]],
@@ -188,14 +199,9 @@ def make_wsgi_app(
             return "200 OK", JSON_CONTENT_TYPE, json_body({"at": float(meta.get("at", time.time())), **weekly.document()})
         if path == "/api/callbacks/pending":
             meta = info()
-            try:
-                limit = int(query["limit"][0]) if "limit" in query else None
-                if limit is not None and limit < 0:
-                    raise ValueError
-            except ValueError:
-                return "400 Bad Request", JSON_CONTENT_TYPE, json_body(
-                    {"error": f"limit must be a whole number >= 0, got {query['limit'][0]!r}"}
-                )
+            limit = _limit(query)
+            if isinstance(limit, str):
+                return "400 Bad Request", JSON_CONTENT_TYPE, json_body({"error": limit})
             items = select_callbacks(
                 get_pending_callbacks(),
                 tenant=query.get("tenant", [None])[0],
@@ -234,14 +240,9 @@ def make_wsgi_app(
             queue = _utf8_name(path[len(_WAITING_HEAD):-len(_WAITING_TAIL)])
             if not queue or "/" in queue:
                 return "404 Not Found", JSON_CONTENT_TYPE, json_body({"error": f"no such path: {path}"})
-            try:
-                limit = int(query["limit"][0]) if "limit" in query else None
-                if limit is not None and limit < 0:
-                    raise ValueError
-            except ValueError:
-                return "400 Bad Request", JSON_CONTENT_TYPE, json_body(
-                    {"error": f"limit must be a whole number >= 0, got {query['limit'][0]!r}"}
-                )
+            limit = _limit(query)
+            if isinstance(limit, str):
+                return "400 Bad Request", JSON_CONTENT_TYPE, json_body({"error": limit})
             at = float(info().get("at", time.time()))
             rows = get_waiting(query.get("tenant", [None])[0], None if queue == "_all" else queue) if get_waiting else []
             visible = customer_ids_visible(environ.get(LISTEN_HOST_ENVIRON), environ.get(AUTH_USER_ENVIRON) is not None)
