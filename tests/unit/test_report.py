@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_source_cdr import BANK, MAPPING, ZONE, raw_figures
+from test_source_cdr import BANK, MAPPING, ZONE, raw_figures, row_times
 
 from kpi_core.config import Config, config_from_dict
 from kpi_core.events import parse_event
@@ -132,17 +132,9 @@ def raw_answered_by_agent(path: Path) -> dict[tuple[int, str, str], tuple[int, f
         r = dict(zip(header, values, strict=True))
         if r["outcome"] != "AGENT" or r["ser_start"] == "0:00:00":
             continue
-        day0 = datetime.strptime(r["date"], "%y%m%d")
-        last = None
-        for col in ("vru_entry", "q_start", "q_exit", "ser_start"):
-            if r[col] == "0:00:00":
-                continue
-            h, m, sec = map(int, r[col].split(":"))
-            t = day0 + timedelta(hours=h, minutes=m, seconds=sec)
-            while last is not None and t < last - timedelta(hours=12):
-                t += timedelta(days=1)
-            last = t
-        assert last is not None
+        clock = row_times(r, ("vru_entry", "q_start", "q_exit", "ser_start"))
+        assert "ser_start" in clock
+        last = clock["ser_start"]
         end = int((last.replace(tzinfo=ZONE).timestamp() // 1800 + 1) * 1800)
         key = (end, r["type"], "unknown" if r["server"] == "NO_SERVER" else r["server"])
         answered, waits = out.get(key, (0, 0.0))

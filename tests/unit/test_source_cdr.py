@@ -40,6 +40,24 @@ def local_day(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d")
 
 
+def row_times(r: dict[str, str], columns: tuple[str, ...] = ("vru_entry", "q_start", "q_exit", "ser_start", "ser_exit")
+              ) -> dict[str, datetime]:  # fmt: skip
+    """The row's clock times that are set (not 0:00:00), on the row's date; a time more than
+    12 h earlier than the one before it is on the next day."""
+    day0 = datetime.strptime(r["date"], "%y%m%d")
+    clock: dict[str, datetime] = {}
+    last = None
+    for col in columns:
+        if r[col] == "0:00:00":
+            continue
+        h, m, sec = map(int, r[col].split(":"))
+        t = day0 + timedelta(hours=h, minutes=m, seconds=sec)
+        while last is not None and t < last - timedelta(hours=12):
+            t += timedelta(days=1)
+        clock[col] = last = t
+    return clock
+
+
 def raw_figures(path: Path, period: Callable[[datetime], str] = local_day) -> dict[tuple[str, str], dict[str, float]]:
     """Per (local day, or ``period`` of the local time, service type), from the rows, by the rules docs/sources/cdr.md states:
     PHANTOM ignored; a call that never reached the queue (q_start 0:00:00) counts only when it
@@ -56,17 +74,7 @@ def raw_figures(path: Path, period: Callable[[datetime], str] = local_day) -> di
         r = dict(zip(header, values, strict=True))
         if r["outcome"] == "PHANTOM":
             continue
-        day0 = datetime.strptime(r["date"], "%y%m%d")
-        clock: dict[str, datetime] = {}
-        last = None
-        for col in ("vru_entry", "q_start", "q_exit", "ser_start", "ser_exit"):
-            if r[col] == "0:00:00":
-                continue
-            h, m, s = map(int, r[col].split(":"))
-            t = day0 + timedelta(hours=h, minutes=m, seconds=s)
-            while last is not None and t < last - timedelta(hours=12):
-                t += timedelta(days=1)
-            clock[col] = last = t
+        clock = row_times(r)
 
         def day_of(col: str, clock: dict[str, datetime] = clock) -> str:
             return period(clock[col])
