@@ -34,12 +34,15 @@ every event (else it did not keep up and the delays only grow; that is reported)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import re
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +226,55 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
+@dataclass
+class Live:
+    """A running pipeline on a fresh topic (:func:`live_pipeline`)."""
+
+    kafka: str
+    redis_url: str
+    topic: str
+    prefix: str
+    port: int
+    worker: Any
+    exporter: Any
+    count: Any  # events applied so far, counted in Redis (common.Counted)
+
+
+@contextlib.contextmanager
+def live_pipeline(name: str) -> Iterator[Live]:
+    """A fresh 4-partition topic (and its DLQ), one ``ccmon worker`` in its group and one
+    ``ccmon exporter`` serving, on the wall clock; stopped, and their topics and Redis keys
+    removed, on leaving."""
+    common.ensure_services()
+    kafka, redis_url = common.services_env()
+    log_dir = common.OUT / "logs"
+    topic, prefix = common.unique(name), common.unique(name)
+    common.create_topic(kafka, topic, 4)
+    common.create_topic(kafka, f"{topic}-dlq", 1)
+    worker = common.ccmon(common.worker_args(kafka, redis_url, topic, prefix, prefix), log_dir / f"{prefix}-worker.log")
+    port = common.free_port()
+    exporter = common.ccmon(common.exporter_args(redis_url, prefix, port), log_dir / f"{prefix}-exporter.log")
+    try:
+        wait_group(kafka, prefix, 1)
+        common.wait_http(port)
+        yield Live(kafka, redis_url, topic, prefix, port, worker, exporter, common.Counted(redis_url, prefix))
+    finally:
+        common.stop([worker, exporter])
+        common.clear_prefix(redis_url, prefix)
+        common.delete_topics(kafka, [topic, f"{topic}-dlq", f"{prefix}-__assignor-__leader"])
+
+
+def drain(live: Live, producer: Producer, pause: Callable[[float], None] = time.sleep) -> float:
+    """Seconds from the producer's end until every event it sent was applied (the worker's
+    backlog), or NaN after 120 s (it fell behind, and the delays only grow)."""
+    started = time.time()
+    while time.time() - started < 120:
+        if live.count() >= producer.sent + len(producer.markers):
+            return time.time() - producer.ended
+        pause(0.1)
+    return math.nan
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="15 s measured (default 60 s)")
@@ -238,26 +290,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seconds = args.seconds or (15.0 if args.quick else 60.0)
     warmup = args.warmup if args.warmup is not None else (5.0 if args.quick else 10.0)
-    common.ensure_services()
-    kafka, redis_url = common.services_env()
-    log_dir = common.OUT / "logs"
-
     total = warmup + seconds
     events = sim_days(int(args.rate * total) + 1000, args.queues)
-    topic = common.unique("bench-latency")
-    prefix = common.unique("bench-latency")
-    common.create_topic(kafka, topic, 4)
-    common.create_topic(kafka, f"{topic}-dlq", 1)
-    worker = common.ccmon(common.worker_args(kafka, redis_url, topic, prefix, prefix), log_dir / f"{prefix}-worker.log")
-    port = common.free_port()
-    exporter = common.ccmon(common.exporter_args(redis_url, prefix, port), log_dir / f"{prefix}-exporter.log")
-    try:
-        wait_group(kafka, prefix, 1)
-        common.wait_http(port)
-        count = common.Counted(redis_url, prefix)
-        producer = Producer(kafka, topic, events, args.rate, args.tick, args.markers, total, prefix[-10:])
-        poller = Poller(port, args.poll)
-        redis_poller = RedisPoller(redis_url, prefix, args.redis_poll)
+    with live_pipeline("bench-latency") as live:
+        worker, exporter = live.worker, live.exporter
+        producer = Producer(live.kafka, live.topic, events, args.rate, args.tick, args.markers, total, live.prefix[-10:])
+        poller = Poller(live.port, args.poll)
+        redis_poller = RedisPoller(live.redis_url, live.prefix, args.redis_poll)
         cpu0 = {name: cpu_seconds(p.pid) for name, p in (("worker", worker), ("exporter", exporter))}
         wall0 = time.time()
         poller.start()
@@ -268,12 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             raise producer.error
         # Every event applied? (else the worker fell behind and the delays only grow)
         drain_started = time.time()
-        backlog_seconds = math.nan
-        while time.time() - drain_started < 120:
-            if count() >= producer.sent + len(producer.markers):
-                backlog_seconds = time.time() - producer.ended
-                break
-            time.sleep(0.1)
+        backlog_seconds = drain(live, producer)
         time.sleep(max(0.0, 1.0 - (time.time() - drain_started)))
         poller.halt.set()
         redis_poller.halt.set()
@@ -281,10 +315,6 @@ def main(argv: list[str] | None = None) -> int:
         redis_poller.join()
         wall = time.time() - wall0
         cpu = {name: (cpu_seconds(p.pid) - cpu0[name]) / wall for name, p in (("worker", worker), ("exporter", exporter))}
-    finally:
-        common.stop([worker, exporter])
-        common.clear_prefix(redis_url, prefix)
-        common.delete_topics(kafka, [topic, f"{topic}-dlq", f"{prefix}-__assignor-__leader"])
 
     samples = poller.samples
     measured_from = producer.started + warmup

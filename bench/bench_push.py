@@ -44,11 +44,12 @@ from bench_latency import (
     Producer,
     RedisPoller,
     cpu_seconds,
+    drain,
+    live_pipeline,
     quantile,
     sim_days,
     visible,
 )
-from bench_pipeline import wait_group
 
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
@@ -103,24 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     seconds = args.seconds or (15.0 if args.quick else 60.0)
     warmup = args.warmup if args.warmup is not None else (5.0 if args.quick else 10.0)
-    common.ensure_services()
-    kafka, redis_url = common.services_env()
-    log_dir = common.OUT / "logs"
-
     total = warmup + seconds
     events = sim_days(int(args.rate * total) + 1000, args.queues)
-    topic = common.unique("bench-push")
-    prefix = common.unique("bench-push")
-    common.create_topic(kafka, topic, 4)
-    common.create_topic(kafka, f"{topic}-dlq", 1)
-    worker = common.ccmon(common.worker_args(kafka, redis_url, topic, prefix, prefix), log_dir / f"{prefix}-worker.log")
-    port = common.free_port()
-    exporter = common.ccmon(common.exporter_args(redis_url, prefix, port), log_dir / f"{prefix}-exporter.log")
     polled: list[str] = []
-    try:
-        wait_group(kafka, prefix, 1)
-        common.wait_http(port)
-        count = common.Counted(redis_url, prefix)
+    with live_pipeline("bench-push") as live:
+        worker, exporter, port = live.worker, live.exporter, live.port
         with sync_playwright() as playwright, tempfile.TemporaryDirectory() as profile:
             context = playwright.chromium.launch_persistent_context(profile, executable_path=chromium, headless=True,
                                                                    args=CHROMIUM_ARGS, viewport={"width": 1920, "height": 1080})  # fmt: skip
@@ -130,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
                 page.add_init_script(OBSERVER)
                 page.goto(f"http://127.0.0.1:{port}/")
                 page.wait_for_function("document.body.dataset.transport === 'sse'", timeout=30000)
-                producer = Producer(kafka, topic, events, args.rate, args.tick, args.markers, total, prefix[-10:])
-                redis_poller = RedisPoller(redis_url, prefix, 0.01)
+                producer = Producer(live.kafka, live.topic, events, args.rate, args.tick, args.markers, total,
+                                    live.prefix[-10:])  # fmt: skip
+                redis_poller = RedisPoller(live.redis_url, live.prefix, 0.01)
                 redis_poller.start()
                 cpu0 = {name: cpu_seconds(p.pid) for name, p in (("worker", worker), ("exporter", exporter))}
                 wall0 = time.time()
@@ -140,13 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                     page.wait_for_timeout(250)  # playwright's loop keeps running meanwhile
                 if producer.error is not None:
                     raise producer.error
-                drain_started = time.time()
-                backlog_seconds = math.nan
-                while time.time() - drain_started < 120:
-                    if count() >= producer.sent + len(producer.markers):
-                        backlog_seconds = time.time() - producer.ended
-                        break
-                    page.wait_for_timeout(100)
+                # playwright's loop keeps running while it waits
+                backlog_seconds = drain(live, producer, lambda seconds: page.wait_for_timeout(seconds * 1000))
                 page.wait_for_timeout(1500)  # the last push
                 redis_poller.halt.set()
                 redis_poller.join()
@@ -156,10 +140,6 @@ def main(argv: list[str] | None = None) -> int:
                 cpu = {name: (cpu_seconds(p.pid) - cpu0[name]) / wall for name, p in (("worker", worker), ("exporter", exporter))}
             finally:
                 context.close()
-    finally:
-        common.stop([worker, exporter])
-        common.clear_prefix(redis_url, prefix)
-        common.delete_topics(kafka, [topic, f"{topic}-dlq", f"{prefix}-__assignor-__leader"])
 
     since = producer.started + warmup
     delays, unseen = delays_of(producer.markers, seen, since)
