@@ -94,18 +94,25 @@ def to_prometheus(family: MetricFamily) -> Metric:
 
 
 class KpiCollector(Collector):
-    """Builds every KPI from the store at each scrape."""
+    """Builds every KPI from the store at each scrape. Concurrent callers (scrapes, the JSON
+    API, the board's push and its history) share one snapshot in flight instead of each
+    reading and holding its own (SingleFlight)."""
 
     def __init__(self, config: Config, store: StateStore, clock: Clock, eviction: EvictionWatch | None = None) -> None:
         self.config = config
         self.store = store
         self.clock = clock
         self.eviction = eviction
+        self._snapshot = SingleFlight(self._read)
 
-    def snapshot(self) -> tuple[float, list[MetricFamily]]:
+    def _read(self) -> tuple[float, list[MetricFamily]]:
         at = self.clock()
         reader = getattr(self.store, "snapshot_reader", None)  # RedisState: prefetched reads
         return at, snapshot(self.config, reader(self.config, at) if reader is not None else self.store, at)
+
+    def snapshot(self) -> tuple[float, list[MetricFamily]]:
+        at, families = self._snapshot()
+        return at, list(families)  # the caller's own list: families() appends to it
 
     def families(self) -> list[MetricFamily]:
         """Every family of a scrape: the KPIs, the consumer lag the worker measured, and the
@@ -306,6 +313,7 @@ def build_app(config: Config, store: StateStore, clock: Clock, ping: Callable[[]
         return web_app(environ, start_response)
 
     app.publisher = web_app.publisher  # type: ignore[attr-defined]  # /api/stream's (tests tune it)
+    app.collector = collector  # type: ignore[attr-defined]  # shared with the board's history recorder
     return app
 
 
@@ -322,7 +330,7 @@ def serve(settings: Settings) -> int:
     history = web.RedisSlHistory(state)
     app = build_app(config, state, settings.make_clock(), ping=state.client.ping, eviction=eviction,
                     alertmanager_url=settings.alertmanager_url, prometheus_url=settings.prometheus_url, history=history)
-    recorder = HistoryRecorder(KpiCollector(config, state, settings.make_clock()), history)
+    recorder = HistoryRecorder(app.collector, history)  # type: ignore[attr-defined]
     tls = security.exporter_ssl_context(settings)
     if settings.exporter_auth_user is not None and settings.exporter_auth_password is not None:
         # /livez, /readyz and /healthz stay open (load balancers, probes): docs/SECURITY.md.
