@@ -63,7 +63,7 @@ from kpi_core.exposition import render
 from kpi_core.kpis import MetricFamily, live_agents, snapshot, waiting_calls
 from kpi_core.state import StateStore
 from streams import web
-from streams.redis_policy import EXPORTER_RECHECK_SECONDS, EvictionWatch
+from streams.redis_policy import EvictionWatch
 from streams.settings import Settings
 from streams.web.alerts import AlertmanagerAlerts
 from streams.web.week_over_week import WeekOverWeek
@@ -326,7 +326,7 @@ def serve(settings: Settings) -> int:
     config = load_config(settings.config_path)
     state = RedisState.from_url(settings.redis_url, config, cluster=settings.redis_cluster, prefix=settings.redis_prefix,
                                 clock=settings.make_clock(), connection=security.redis_connection_kwargs(settings))  # fmt: skip
-    eviction = EvictionWatch(state.client, settings.redis_cluster, max_age=EXPORTER_RECHECK_SECONDS)
+    eviction = EvictionWatch(state.client, settings.redis_cluster, max_age=settings.redis_policy_recheck_seconds)
     history = web.RedisSlHistory(state)
     app = build_app(config, state, settings.make_clock(), ping=state.client.ping, eviction=eviction,
                     alertmanager_url=settings.alertmanager_url, prometheus_url=settings.prometheus_url, history=history)

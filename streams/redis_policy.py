@@ -17,8 +17,8 @@ CcmonWorkerWaitingForRedis), nothing is counted twice.
   2), unless ``--allow-evicting-redis yes`` (``CCMON_ALLOW_EVICTING_REDIS``), which logs a
   WARNING instead; a policy that cannot be read logs one WARNING and goes on.
 * :class:`EvictionWatch` re-reads it while running (the worker's timer every
-  :data:`WORKER_RECHECK_SECONDS`, the exporter at scrape time at most every
-  :data:`EXPORTER_RECHECK_SECONDS`), logs a change once, and serves the gauge
+  ``--redis-policy-recheck-seconds``, default 30; the exporter at scrape time at most that
+  often), logs a change once, and serves the gauge
   ``ccmon_redis_eviction_safe{policy}``: 1 under ``noeviction``, 0 under an evicting policy
   (with the override too), no sample while the policy cannot be read. A change at run time
   does not stop the worker: stopping every worker would freeze every tenant's KPIs now to
@@ -44,10 +44,6 @@ log = logging.getLogger("ccmon.redis_policy")
 
 #: The only policy under which Redis never deletes a key on its own.
 SAFE_POLICY = "noeviction"
-#: Seconds between two checks of the policy by a worker.
-WORKER_RECHECK_SECONDS = 60.0
-#: The exporter reads the policy at a scrape when its last reading is older than this.
-EXPORTER_RECHECK_SECONDS = 30.0
 #: How the check is overridden (streams/settings.py, ``evicting_redis_allowed``).
 OVERRIDE = "--allow-evicting-redis yes (CCMON_ALLOW_EVICTING_REDIS=yes)"
 

@@ -63,6 +63,7 @@ class Settings:
     batch_within: float = 0.05
     session_timeout: float = 60.0
     stuck_partition_seconds: float = 120.0
+    redis_policy_recheck_seconds: float = 30.0
     offset_reset: str = "earliest"
     clock: str = "wall"
     log_level: str = "INFO"
@@ -176,6 +177,7 @@ SOURCES: Mapping[str, tuple[str, tuple[str, ...]]] = {
     "batch_within": ("--batch-within", ("CCMON_BATCH_WITHIN",)),
     "session_timeout": ("--session-timeout", ("CCMON_KAFKA_SESSION_TIMEOUT",)),
     "stuck_partition_seconds": ("--stuck-partition-seconds", ("CCMON_STUCK_PARTITION_SECONDS",)),
+    "redis_policy_recheck_seconds": ("--redis-policy-recheck-seconds", ("CCMON_REDIS_POLICY_RECHECK_SECONDS",)),
     "offset_reset": ("--offset-reset", ("CCMON_OFFSET_RESET",)),
     "clock": ("--clock", ("CCMON_CLOCK",)),
     "log_level": ("--log-level", ("CCMON_LOG_LEVEL",)),
@@ -226,6 +228,8 @@ _HELP: Mapping[str, str] = {
     "session_timeout": "seconds before the group gives a silent (crashed) worker's partitions to the others",
     "stuck_partition_seconds": "seconds an assigned partition may lag with its committed offset standing still (no "
                                "batch in flight, Redis answering) before the worker exits (code 75) to be restarted; 0: off",
+    "redis_policy_recheck_seconds": "seconds between two reads of Redis's maxmemory-policy while running (the "
+                                    "worker's timer; the exporter at a scrape): a change is logged and exported",
     "offset_reset": "where a new consumer group starts: earliest or latest",
     "clock": "'wall', or 'fixed:<epoch seconds or RFC 3339>' for tests and replays",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
@@ -364,6 +368,13 @@ def _validate(values: dict[str, Any], origin: Mapping[str, str]) -> Settings:
     if not (stuck == 0 or 5 <= stuck <= 3600):
         raise fail("stuck_partition_seconds", "must be 0 (off) or a number of seconds in [5, 3600]")
     out["stuck_partition_seconds"] = stuck
+    try:
+        recheck = float(str(values["redis_policy_recheck_seconds"]).strip())
+    except ValueError:
+        raise fail("redis_policy_recheck_seconds", "must be a number of seconds in [1, 3600]") from None
+    if not 1 <= recheck <= 3600:
+        raise fail("redis_policy_recheck_seconds", "must be a number of seconds in [1, 3600]")
+    out["redis_policy_recheck_seconds"] = recheck
 
     for name in ("kafka_bootstrap", "redis_url", "events_topic", "dlq_topic", "group_id",
                  "redis_prefix", "exporter_host", "offset_reset", "clock", "log_level"):  # fmt: skip

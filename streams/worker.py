@@ -45,7 +45,7 @@ from kpi_core.engine import AGENT_CALLS, Engine
 from kpi_core.errors import InvalidEventError
 from kpi_core.events import Event, Rejection, decode_json, parse_event
 from streams.logs import faust_logging_config
-from streams.redis_policy import WORKER_RECHECK_SECONDS, EvictionWatch, check_at_start
+from streams.redis_policy import EvictionWatch, check_at_start
 from streams.redis_state import BatchConflict, RedisState
 from streams.settings import Settings
 from streams.watchdog import PartitionWatchdog
@@ -586,7 +586,7 @@ def build_app(settings: Settings, processor: BatchProcessor, watchdog: Partition
     stats = {"events": 0, "messages": 0, "rejected": 0, "duplicates": 0, "since": time.monotonic()}
     if eviction is not None:
 
-        @app.timer(interval=WORKER_RECHECK_SECONDS)
+        @app.timer(interval=settings.redis_policy_recheck_seconds)
         async def eviction_policy() -> None:  # in the batch thread; a change is logged, the worker goes on
             await asyncio.get_running_loop().run_in_executor(executor, eviction.refresh)
 

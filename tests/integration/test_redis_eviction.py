@@ -168,12 +168,14 @@ def wait_for(read: Callable[[], dict[str, float]], want: dict[str, float], secon
     raise AssertionError(f"{what}: {got}, want {want} after {seconds:.0f} s")
 
 
-def test_the_override_runs_and_the_exporter_follows_the_policy(server_factory: type, kafka_bootstrap: str,
-                                                                tmp_path: Path) -> None:  # fmt: skip
+def test_the_override_runs_and_worker_and_exporter_follow_the_policy(server_factory: type, kafka_bootstrap: str,
+                                                                      tmp_path: Path) -> None:  # fmt: skip
     server = server_factory("--maxmemory-policy", "allkeys-lru")
     run = uuid.uuid4().hex[:10]
     topic, web_port, port = f"ccmon-evict-{run}", free_port(), free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CCMON_ALLOW_EVICTING_REDIS": "yes"}
+    recheck = 2.0  # --redis-policy-recheck-seconds (default 30): the worker's timer, the exporter's scrapes
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CCMON_ALLOW_EVICTING_REDIS": "yes",
+           "CCMON_REDIS_POLICY_RECHECK_SECONDS": str(recheck)}
     logs = [tmp_path / "worker.log", tmp_path / "exporter.log"]
     processes: list[subprocess.Popen[bytes]] = []
     commands = [["worker", "--kafka", kafka_bootstrap, "--topic", topic, "--dlq-topic", f"{topic}-dlq", "--group", topic,
@@ -196,14 +198,17 @@ def test_the_override_runs_and_the_exporter_follows_the_policy(server_factory: t
         client = redis.Redis(port=server.port)
         client.config_set("maxmemory-policy", "noeviction")
         started = time.monotonic()
-        wait_for(exporter_gauge, {"noeviction": 1.0}, redis_policy.EXPORTER_RECHECK_SECONDS + 15,
-                 "the exporter after CONFIG SET noeviction", processes, logs)  # fmt: skip
+        for name, read in (("the worker", worker_gauge), ("the exporter", exporter_gauge)):
+            wait_for(read, {"noeviction": 1.0}, recheck + 15, f"{name} after CONFIG SET noeviction", processes, logs)
         flipped = time.monotonic() - started
         client.config_set("maxmemory-policy", "allkeys-lru")
-        wait_for(exporter_gauge, {"allkeys-lru": 0.0}, redis_policy.EXPORTER_RECHECK_SECONDS + 15,
-                 "the exporter after CONFIG SET allkeys-lru", processes, logs)  # fmt: skip
-        assert flipped <= redis_policy.EXPORTER_RECHECK_SECONDS + 15
+        for name, read in (("the worker", worker_gauge), ("the exporter", exporter_gauge)):
+            wait_for(read, {"allkeys-lru": 0.0}, recheck + 15, f"{name} after CONFIG SET allkeys-lru", processes, logs)
+        assert flipped <= recheck + 15
         assert all(process.poll() is None for process in processes)  # neither exits on a change
+        worker_log = logs[0].read_text(errors="replace")
+        assert len([line for line in worker_log.splitlines() if "maxmemory-policy is noeviction again" in line]) == 1
+        assert len([line for line in worker_log.splitlines() if "evicts keys" in line]) == 2, worker_log[-3000:]
     finally:
         for process in processes:
             stop(process)
