@@ -39,7 +39,10 @@ export KAFKA_BOOTSTRAP REDIS_URL
 
 echo "== pytest (KAFKA_BOOTSTRAP=$KAFKA_BOOTSTRAP)"
 set +e
-"$python" -m pytest --durations=30 "$@"
+# CCMON_TEST_WORKERS: pytest-xdist processes (0: one process, no xdist); a test module stays
+# in one process (--dist loadfile), so module-scoped fixtures (servers, topics) are made once.
+workers="${CCMON_TEST_WORKERS:-3}"
+"$python" -m pytest -n "$workers" --dist loadfile --durations=30 "$@"
 rc=$?
 set -e
 if [ "$rc" = 5 ]; then

@@ -254,7 +254,13 @@ def test_worker_keeps_retrying_a_dead_broker(redis_url: str, tmp_path: Path) -> 
             stdout=subprocess.DEVNULL, stderr=out,
         )  # fmt: skip
     try:
-        time.sleep(8)
+        # Until its first failed attempt is logged (a loaded machine starts Python slowly), then
+        # a little longer: it must still be running, retrying.
+        deadline = time.monotonic() + 60
+        while "cannot reach Kafka" not in log.read_text() and time.monotonic() < deadline:
+            assert process.poll() is None, log.read_text()
+            time.sleep(0.5)
+        time.sleep(3)
         assert process.poll() is None, log.read_text()
     finally:
         stop(process)
