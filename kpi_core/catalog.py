@@ -167,7 +167,8 @@ COMPONENTS: Mapping[str, Component] = MappingProxyType({c.name: c for c in (
     Component("tk_unresolvable", "Resolutions as unresolvable.", ("ticket.resolved",)),
     Component("tk_reopened", "Tickets reopened.", ("ticket.reopened",)),
     Component("tfcr_n", "Tickets resolved (first contact resolution's denominator).", ("ticket.resolved",)),
-    Component("tfcr_ok", "Tickets resolved with a single agent reply.", ("ticket.resolved",)),
+    Component("tfcr_ok", "Tickets resolved at first contact (first_contact, else at most one agent reply and "
+              "no reopen).", ("ticket.resolved", "ticket.reopened")),
     Component("kb_views", "Knowledge-base article views (article scopes).", ("kb.viewed",)),
     Component("kb_escalations", "Views followed by a ticket from the same session.", ("ticket.created",)),
     Component("csat_n", "CSAT answers.", _SURVEY),
@@ -530,6 +531,13 @@ def get(short: str) -> Kpi:
     return found
 
 
+def target_gauge(kpi: Kpi) -> Kpi:
+    """The gauge of ``kpi``'s target: ``ccmon_target_<metric>`` "Target for ccmon_<metric>.",
+    per queue (and channel, for a channel family), no window."""
+    labels = (*QUEUE, kpi.by) if kpi.by else QUEUE
+    return Kpi(kpi.target_name, f"Target for {kpi.name}.", kpi.unit, span=LIVE, labels=labels)
+
+
 def windowed(by: str | None = None) -> tuple[Kpi, ...]:
     """The windowed KPIs folded from one scope's components (``by``: their breakdown families)."""
     return tuple(k for k in CATALOG if k.span == WINDOW and k.value is not None and k.by == by)
@@ -628,3 +636,48 @@ def validate(catalog: Iterable[Kpi] = CATALOG, components: Mapping[str, Componen
 
 
 validate()
+
+
+# -- docs/METRICS.md's KPI tables (written by streams.metrics_doc) ----------------------------
+_SECTIONS = (
+    ("Windowed KPIs", "One series per configured window (`window`: `5m`, `15m`, `1h`, `today` by default), "
+     "per queue and `_all` (from summed components). Counts are 0 in an empty window; a ratio or mean "
+     "with an empty denominator is absent."),
+    ("By channel and priority", "The windowed KPIs above restricted to one `channel` (`voice`, `chat`, `email`, "
+     "`social`, `sms`, `other`) or `priority` (`0`..`9`, `other`); docs/KPIS.md, \"Channel and priority\"."),
+    ("Live", "At the snapshot instant, no `window`."),
+    ("Targets", "The configured targets (`targets.<key>`, or `channels.<channel>.targets.<key>`), one gauge per "
+     "queue where set, compared with the KPI it names."),
+    ("Lifetime", "Monotonic since the first event, for PromQL's `rate()` and `increase()`."),
+)  # fmt: skip
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _row(kpi: Kpi, meaning: str) -> str:
+    labels = ", ".join(f"`{label}`" for label in kpi.labels)
+    return f"| `{kpi.name}` | {kpi.kind} | {kpi.unit} | {labels} | {_cell(meaning)} |"
+
+
+def metrics_markdown(catalog: Iterable[Kpi] = CATALOG) -> str:
+    """The KPI tables of docs/METRICS.md, from the catalog (pure; streams.metrics_doc writes it)."""
+    entries = list(catalog)
+    rows: dict[str, list[str]] = {title: [] for title, _intro in _SECTIONS}
+    for kpi in entries:
+        meaning = kpi.help + (f" ({kpi.note})" if kpi.note else "")
+        if kpi.span == WINDOW:
+            rows["By channel and priority" if kpi.by else "Windowed KPIs"].append(_row(kpi, meaning))
+        else:
+            rows["Live" if kpi.span == LIVE else "Lifetime"].append(_row(kpi, meaning))
+    for kpi in entries:
+        if kpi.target is not None:
+            low, high = kpi.target.range
+            where = f"`channels.<channel>.targets.{kpi.target.key}`" if kpi.by else f"`targets.{kpi.target.key}`"
+            rows["Targets"].append(_row(target_gauge(kpi), f"{where}, {low:.10g}..{high:.10g}; compared with `{kpi.name}`"))
+    out = []
+    for title, intro in _SECTIONS:
+        out += [f"### {title}", "", intro, "", "| metric | type | unit | labels | meaning |",
+                "| --- | --- | --- | --- | --- |", *rows[title], ""]  # fmt: skip
+    return "\n".join(out)

@@ -168,16 +168,11 @@ def _breakdown_families(family: Family) -> dict[str, BreakdownFamilies]:
 
 def _channel_target_families(family: Family) -> dict[str, MetricFamily]:
     """Target name -> its per-channel gauge (CHANNEL_TARGET_METRICS)."""
-    return {key: family(_target_kpi(kpi)) for key, kpi in CHANNEL_TARGETS.items()}
-
-
-def _target_kpi(kpi: Kpi) -> Kpi:
-    """The gauge of ``kpi``'s target: ``ccmon_target_<metric>``, "Target for ccmon_<metric>."."""
-    return Kpi(kpi.target_name, f"Target for {kpi.name}.", kpi.unit, span=catalog.LIVE, labels=kpi.labels)
+    return {key: family(catalog.target_gauge(kpi)) for key, kpi in CHANNEL_TARGETS.items()}
 
 
 #: Target name -> its gauge (TARGET_METRICS).
-TARGET_GAUGES = {key: _target_kpi(catalog.get(metric)) for key, metric in TARGET_METRICS.items()}
+TARGET_GAUGES = {key: catalog.target_gauge(catalog.get(metric)) for key, metric in TARGET_METRICS.items()}
 
 
 def split_breakdowns(c: Components) -> dict[str, dict[str, Components]]:
