@@ -165,6 +165,34 @@ def test_snapshot_exports_the_catalog_families_with_their_help_and_kind(day: _Da
     assert {k.name for k in catalog.CATALOG} - optional <= exported
 
 
+class _Reads(dict[str, float]):
+    """Components that remember the names read from them (into ``names``)."""
+
+    def __init__(self, values: dict[str, float], names: set[str]) -> None:
+        super().__init__(values)
+        self.names = names
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.names.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> float:
+        self.names.add(key)
+        return super().__getitem__(key)
+
+
+def test_the_snapshot_reads_only_declared_components(day: _Day, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Also the families folded by name in kpi_core.kpis (fcr, occupancy, staffing, the
+    histogram, the derived service level): no field name there can be misspelt either."""
+    names: set[str] = set()
+    read_window, totals = day.store.read_window, day.store.totals
+    monkeypatch.setattr(day.store, "read_window", lambda *args: _Reads(read_window(*args), names))
+    monkeypatch.setattr(day.store, "totals", lambda *args: _Reads(totals(*args), names))
+    snapshot(day.config, day.store, AT)
+    assert sorted(name for name in names if catalog.component_of(name) is None) == []
+    assert {"fcr_ok", "kb_views", "occ_busy_t", "handle_sum", "wa3", "ab_wait_sum", "csat_n"} <= names
+
+
 def test_the_reference_covers_catalog_kpis() -> None:
     """The brute-force reference (tests/unit/reference.py) recomputes catalog KPIs only."""
     names = {kpi.name: kpi for kpi in catalog.CATALOG}
