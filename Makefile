@@ -6,7 +6,7 @@ VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 export CCMON_VENV := $(VENV)
 
-.PHONY: help install demo test test-unit services-up services-down run lint bench
+.PHONY: help install demo test test-unit services-up services-down run lint bench docs
 
 help:
 	@echo "make demo        install ccmon, live wallboard on simulated traffic (no services)"
@@ -16,6 +16,7 @@ help:
 	@echo "make services-up / services-down"
 	@echo "make lint        ruff + mypy"
 	@echo "make bench       benchmarks -> docs/BENCHMARKS.md (not part of the tests)"
+	@echo "make docs        docs/METRICS.md's KPI tables from the KPI catalog (kpi_core/catalog.py)"
 
 install:
 	PYTHON=$(PYTHON) bash deploy/local/install.sh test
@@ -48,3 +49,8 @@ lint:
 bench:
 	PYTHON=$(PYTHON) bash deploy/local/install.sh bench
 	$(PY) bench/run_all.py $(BENCH_ARGS)
+
+# docs/METRICS.md's KPI tables, generated from kpi_core/catalog.py (tests/unit/test_catalog.py fails while stale)
+docs:
+	PYTHON=$(PYTHON) bash deploy/local/install.sh
+	$(PY) -m streams.metrics_doc

@@ -39,43 +39,19 @@ from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from kpi_core.catalog import CHANNEL_TARGET_METRICS, TARGET_METRICS, TARGET_RANGES
 from kpi_core.errors import ConfigError
 from kpi_core.events import CHANNELS
 
 #: Service-level formulas (docs/KPIS.md). ``default`` leaves short abandons out.
 SL_FORMULAS = ("default", "answered", "offered", "removed_within", "abandoned_after")
 
-#: Target name -> the KPI metric (without ``ccmon_``) it is compared with. The gauge is
-#: ``ccmon_target_<metric>``, e.g. ``ccmon_target_service_level_ratio``.
-TARGET_METRICS: Mapping[str, str] = MappingProxyType(
-    {
-        "service_level": "service_level_ratio",
-        "asa_seconds": "average_speed_of_answer_seconds",
-        "abandon_rate": "abandon_rate_ratio",
-        "callback_seconds": "callback_delay_seconds",
-        "longest_wait_seconds": "longest_wait_seconds",
-        "aht_seconds": "average_handle_time_seconds",
-        "fcr": "first_contact_resolution_ratio",
-        "csat": "csat_ratio",
-        "nps": "nps_score",
-        "ces": "ces_score",
-        "first_response_seconds": "ticket_first_response_seconds",
-        "resolution_seconds": "ticket_resolution_seconds",
-    }
-)
-
-#: The targets a queue may set per channel (``[tenants.X.queues.Y.channels.chat.targets]``),
-#: each compared with a ``*_by_channel`` family: target name -> the metric (without
-#: ``ccmon_``); the gauge is ``ccmon_target_<metric>{tenant,queue,channel}``.
-CHANNEL_TARGET_METRICS: Mapping[str, str] = MappingProxyType(
-    {
-        "service_level": "service_level_by_channel_ratio",
-        "asa_seconds": "average_speed_of_answer_by_channel_seconds",
-        "abandon_rate": "abandon_rate_by_channel_ratio",
-        "first_response_seconds": "ticket_first_response_by_channel_seconds",
-    }
-)
-
+#: The target tables come from the KPI catalog (each KPI declares its target key and range):
+#: TARGET_METRICS (target name -> the KPI metric without ``ccmon_``; the gauge is
+#: ``ccmon_target_<metric>``), CHANNEL_TARGET_METRICS (the targets a queue may set per channel,
+#: ``[tenants.X.queues.Y.channels.chat.targets]``, each compared with a ``*_by_channel``
+#: family) and TARGET_RANGES (ratios within 0..1, NPS within -100..100, CES on its 1..7 scale,
+#: waits and handling times within a day, callbacks within a week, tickets within a year).
 DEFAULT_TARGETS: Mapping[str, float] = MappingProxyType(
     {
         "service_level": 0.8,
@@ -108,24 +84,6 @@ QUEUE_RANGES: Mapping[str, tuple[float, float]] = MappingProxyType(
     {
         "sl_threshold_seconds": (0, _DAY),
         "short_abandon_seconds": (0, _DAY),
-    }
-)
-#: [min, max] of each target: ratios within 0..1, NPS within -100..100, CES on its 1..7 scale,
-#: waits and handling times within a day, callbacks within a week, tickets within a year.
-TARGET_RANGES: Mapping[str, tuple[float, float]] = MappingProxyType(
-    {
-        "service_level": (0, 1),
-        "asa_seconds": (0, _DAY),
-        "abandon_rate": (0, 1),
-        "callback_seconds": (0, _WEEK),
-        "longest_wait_seconds": (0, _DAY),
-        "aht_seconds": (0, _DAY),
-        "fcr": (0, 1),
-        "csat": (0, 1),
-        "nps": (-100, 100),
-        "ces": (1, 7),
-        "first_response_seconds": (0, _YEAR),
-        "resolution_seconds": (0, _YEAR),
     }
 )
 #: [min, max] of each whole number of ``[limits]``.

@@ -1,7 +1,10 @@
-"""From stored components to KPI values: the one place that builds metric names.
+"""From stored components to KPI values.
 
 :func:`snapshot` reads a :class:`~kpi_core.state.StateStore` at instant ``at`` and returns
-:class:`MetricFamily` objects named as in ``docs/METRICS.md``. It is used by
+:class:`MetricFamily` objects as the KPI catalog (:mod:`kpi_core.catalog`) declares them: names,
+help texts, kinds and the order of families come from there, and so does the value of every
+KPI that is a function of one scope's components; the others (live sets, occupancy,
+quantiles, staffing, the histogram) are folded here, each by its catalog entry. It is used by
 ``ccmon replay``, the demo and the production exporter alike, so every path exports the same
 names with the same meaning.
 
@@ -24,14 +27,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kpi_core.config import (
-    CHANNEL_TARGET_METRICS,
-    REASON_NONE,
-    REASON_OTHER,
-    TARGET_METRICS,
-    Config,
-    QueueConfig,
-)
+from kpi_core import catalog
+from kpi_core.catalog import TARGET_METRICS, Kpi
+from kpi_core.config import REASON_NONE, REASON_OTHER, Config, QueueConfig
 from kpi_core.engine import (
     AGENT_CALLS,
     AGENTS,
@@ -118,116 +116,37 @@ def wait_quantile(q: float, c: Components, prefix: str = "wa") -> float | None:
     return None  # pragma: no cover - rank <= total always lands above
 
 
-def _g(name: str) -> Callable[[Components], float]:
-    return lambda c: c.get(name, 0.0)
-
-
-def _mean(total: str, count: str) -> Callable[[Components], float | None]:
-    return lambda c: _ratio(c.get(total, 0.0), c.get(count, 0.0))
-
-
-def _abandon_rate(c: Components) -> float | None:
-    return _ratio(c.get("abandoned", 0.0) - c.get("short_abandoned", 0.0),
-                  c.get("answered", 0.0) + c.get("abandoned", 0.0) - c.get("short_abandoned", 0.0))  # fmt: skip
-
-
-# name, help, value(components); counts are always present (0), ratios and means are absent
-# when their denominator is empty.
-WINDOWED: tuple[tuple[str, str, Callable[[Components], float | None]], ...] = (
-    ("ccmon_calls_offered", "Inbound calls offered in the window.", _g("offered")),
-    ("ccmon_calls_answered", "Calls answered in the window.", _g("answered")),
-    ("ccmon_calls_abandoned", "Calls abandoned while waiting.", _g("abandoned")),
-    ("ccmon_calls_abandoned_short", "Abandoned before short_abandon_seconds.", _g("short_abandoned")),
-    ("ccmon_calls_timed_out", "Calls taken out of the queue unanswered.", _g("timeout")),
-    ("ccmon_calls_voicemail", "Waiting calls that went to voicemail.", _g("voicemail")),
-    ("ccmon_calls_transferred_unanswered", "Calls whose outcome was a transfer before answer.", _g("transferred")),
-    ("ccmon_calls_missed", "Inbound calls no agent answered (abandoned + timeouts + voicemails).",
-     lambda c: c.get("abandoned", 0.0) + c.get("timeout", 0.0) + c.get("voicemail", 0.0)),
-    ("ccmon_calls_answered_within_threshold", "Answered with wait <= the queue's threshold.", _g("answered_within")),
-    ("ccmon_service_level_numerator", "Service-level numerator (per the queue's formula).", _g("sl_num")),
-    ("ccmon_service_level_denominator", "Service-level denominator (per the queue's formula).", _g("sl_den")),
-    ("ccmon_service_level_ratio", "Service level per the queue's formula.", _mean("sl_num", "sl_den")),
-    ("ccmon_average_speed_of_answer_seconds", "Mean wait of answered calls.", _mean("asa_sum", "asa_n")),
-    ("ccmon_answered_wait_time_seconds", "Sum of waits of answered calls.", _g("asa_sum")),
-    ("ccmon_average_wait_seconds", "Mean wait of answered, abandoned, timed-out and voicemail calls.",
-     _mean("wait_sum", "wait_n")),
-    ("ccmon_wait_time_seconds", "Sum of waits of answered, abandoned, timed-out and voicemail calls.", _g("wait_sum")),
-    ("ccmon_waits", "Calls (answered, abandoned, timed out, voicemail) whose waits ccmon_wait_time_seconds sums.", _g("wait_n")),
-    ("ccmon_max_wait_seconds", "Longest wait of any outcome.", lambda c: c.get("max_wait")),
-    ("ccmon_abandon_rate_ratio", "(abandoned - short) / (answered + abandoned - short).", _abandon_rate),
-    ("ccmon_voicemail_share_ratio", "Voicemails / missed calls.",
-     lambda c: _ratio(c.get("voicemail", 0.0),
-                      c.get("abandoned", 0.0) + c.get("timeout", 0.0) + c.get("voicemail", 0.0))),
-    ("ccmon_agent_missed_rings", "Agents rung who did not pick up.", _g("rings")),
-    ("ccmon_transfers_out", "Calls that left the queue by transfer.", _g("transfers_out")),
-    ("ccmon_calls_handled", "Inbound calls ended after an answer.", _g("handled")),
-    ("ccmon_average_handle_time_seconds", "Mean talk + hold + after-call work.", _mean("handle_sum", "handled")),
-    ("ccmon_average_talk_time_seconds", "Mean talk time.", _mean("talk_sum", "handled")),
-    ("ccmon_repeat_caller_ratio", "Offered calls whose customer called in the look-back before.",
-     _mean("repeat", "repeat_n")),
-    ("ccmon_outbound_conversion_ratio", "Outbound calls ended with an outcome in the queue's conversion_outcomes "
-     "(default sale) / outbound calls ended.", _mean("out_sales", "out_ended")),
-    ("ccmon_outbound_calls", "Outbound calls placed.", _g("out_placed")),
-    ("ccmon_outbound_calls_connected", "Outbound calls placed in the window and answered.", _g("out_connected")),
-    ("ccmon_outbound_connect_rate_ratio", "Outbound calls answered / placed (placed in the window).",
-     _mean("out_connected", "out_placed")),
-    ("ccmon_outbound_calls_ended", "Outbound calls ended (connected and finished).", _g("out_ended")),
-    ("ccmon_outbound_conversions", "Outbound calls ended with an outcome in the queue's conversion_outcomes.",
-     _g("out_sales")),
-    ("ccmon_callback_delay_seconds", "Mean delay from callback due to callback made.",
-     _mean("cb_delay_sum", "cb_made")),
-    ("ccmon_callback_delay_max_seconds", "Longest callback delay.", lambda c: c.get("max_cb_delay")),
-    ("ccmon_callbacks_made", "Callbacks closed by an attempt or outbound call.", _g("cb_made")),
-    ("ccmon_callbacks_recontacted", "Callbacks closed because the customer called and was answered.",
-     _g("cb_recontacted")),
-    ("ccmon_callbacks_due", "Callbacks that fell due.", _g("cb_due")),
-    ("ccmon_tickets_created", "Tickets created.", _g("tk_created")),
-    ("ccmon_ticket_first_response_seconds", "Mean time to the first agent reply.", _mean("frt_sum", "frt_n")),
-    ("ccmon_ticket_response_seconds", "Mean time from a customer message to the next agent reply.",
-     _mean("rt_sum", "rt_n")),
-    ("ccmon_ticket_resolution_seconds", "Mean time from creation to first resolution.", _mean("art_sum", "art_n")),
-    ("ccmon_tickets_resolved", "Ticket resolutions.", _g("tk_resolved")),
-    ("ccmon_ticket_resolution_rate_ratio", "solved / (solved + unresolvable).",
-     lambda c: _ratio(c.get("tk_solved", 0.0), c.get("tk_solved", 0.0) + c.get("tk_unresolvable", 0.0))),
-    ("ccmon_ticket_reopen_rate_ratio", "Reopens / resolutions.", _mean("tk_reopened", "tk_resolved")),
-    ("ccmon_csat_ratio", "Share of CSAT answers in the top two points of the scale.", _mean("csat_top", "csat_n")),
-    ("ccmon_nps_score", "Net promoter score, -100..100.",
-     lambda c: None if c.get("nps_n", 0) <= 0 else
-     100.0 * (c.get("nps_pro", 0.0) - c.get("nps_det", 0.0)) / c["nps_n"]),
-    ("ccmon_ces_score", "Mean customer effort score (1-7).", _mean("ces_sum", "ces_n")),
-    # The employee pulse: only whole batches of answers from pulse_min_responses agents count.
-    ("ccmon_esat_responses", "Employee satisfaction answers counted (whole batches of pulse_min_responses agents).",
-     _g("esat_n")),
-    ("ccmon_esat_ratio", "Share of employee satisfaction answers in the top two points of the scale.",
-     _mean("esat_top", "esat_n")),
-    ("ccmon_enps_responses", "Employee NPS answers counted (whole batches of pulse_min_responses agents).",
-     _g("enps_n")),
-    ("ccmon_enps_score", "Employee net promoter score, -100..100.",
-     lambda c: None if c.get("enps_n", 0) <= 0 else
-     100.0 * (c.get("enps_pro", 0.0) - c.get("enps_det", 0.0)) / c["enps_n"]),
-)  # fmt: skip
-
-# Lifetime counters: (metric, component).
-COUNTERS: tuple[tuple[str, str, str], ...] = (
-    ("ccmon_calls_offered_total", "Inbound calls offered.", "offered"),
-    ("ccmon_calls_answered_total", "Calls answered.", "answered"),
-    ("ccmon_calls_answered_within_threshold_total", "Calls answered within the threshold.", "answered_within"),
-    ("ccmon_calls_abandoned_total", "Calls abandoned.", "abandoned"),
-    ("ccmon_calls_abandoned_short_total", "Short abandons.", "short_abandoned"),
-    ("ccmon_calls_timed_out_total", "Calls timed out.", "timeout"),
-    ("ccmon_calls_voicemail_total", "Calls sent to voicemail.", "voicemail"),
-    ("ccmon_service_level_numerator_total", "Service-level numerator.", "sl_num"),
-    ("ccmon_service_level_denominator_total", "Service-level denominator.", "sl_den"),
-    ("ccmon_calls_handled_total", "Inbound calls ended.", "handled"),
-    ("ccmon_handle_seconds_total", "Talk + hold + after-call work.", "handle_sum"),
-    ("ccmon_agent_missed_rings_total", "Agents rung who did not pick up.", "rings"),
-    ("ccmon_transfers_out_total", "Calls transferred out.", "transfers_out"),
-    ("ccmon_callbacks_made_total", "Callbacks made.", "cb_made"),
-    ("ccmon_calls_expired_total", "Calls that waited longer than max_call_age with no outcome.", "calls_expired"),
-    ("ccmon_tickets_created_total", "Tickets created.", "tk_created"),
-    ("ccmon_tickets_resolved_total", "Ticket resolutions.", "tk_resolved"),
-    ("ccmon_survey_responses_total", "Survey answers (CSAT, NPS, CES).", "survey_n"),
-)
+# The families folded by name below (the others are read from the catalog in a loop); looked
+# up at import, so a name missing from the catalog stops the import.
+_FCR = catalog.get("first_contact_resolution_ratio")
+_QUANTILES = catalog.get("wait_seconds_quantile")
+_OCCUPANCY = catalog.get("occupancy_ratio")
+_KB_RATE = catalog.get("knowledge_base_transfer_ratio")
+_LOGGED_IN = catalog.get("agent_logged_in_seconds")
+_PER_HOUR = catalog.get("outbound_calls_per_agent_hour")
+_WAITING = catalog.get("calls_waiting")
+_LONGEST = catalog.get("longest_wait_seconds")
+_PENDING = catalog.get("callbacks_pending")
+_OLDEST = catalog.get("oldest_pending_callback_age_seconds")
+_OVERDUE = catalog.get("callbacks_overdue")
+_TICKETS_OPEN = catalog.get("tickets_open")
+_TICKET_AGE = catalog.get("open_ticket_age_seconds")
+_AGENTS = catalog.get("agents")
+_THRESHOLD = catalog.get("service_level_threshold_seconds")
+_QUEUE_OPEN = catalog.get("queue_open")
+_AGENT_STATE = catalog.get("agent_state")
+_REQUIRED = catalog.get("staffing_agents_required")
+_FORECAST = catalog.get("staffing_service_level_forecast")
+_ESTIMATED_WAIT = catalog.get("estimated_wait_seconds")
+_FORECAST_A = catalog.get("staffing_service_level_forecast_erlang_a")
+_WAIT_HISTOGRAM = catalog.get("call_wait_seconds")
+#: The windowed KPIs folded from one scope's components, and their breakdown families.
+WINDOWED = catalog.windowed()
+BY_LABEL = {label: catalog.windowed(label) for label in catalog.BREAKDOWNS}
+#: Lifetime counters.
+COUNTERS = catalog.counters()
+#: The per-channel target gauges: target name -> the KPI by channel it is compared with.
+CHANNEL_TARGETS = {k.target.key: k for k in BY_LABEL[catalog.CHANNEL] if k.target is not None}
 
 
 #: Channels in the order they keep their own label (``[limits] max_channels``).
@@ -237,65 +156,23 @@ OTHER = "other"
 #: The breakdown labels: label name -> the engine's field-name mark.
 BREAKDOWN_MARKS = (("channel", CHANNEL_MARK), ("priority", PRIORITY_MARK))
 
-BreakdownFamilies = list[tuple["MetricFamily", Callable[[Components], float | None]]]
+BreakdownFamilies = list[tuple["MetricFamily", catalog.Fold]]
+Family = Callable[[Kpi], "MetricFamily"]
 
 
-def _breakdown_families(family: Callable[[str, str, str], MetricFamily]) -> dict[str, BreakdownFamilies]:
+def _breakdown_families(family: Family) -> dict[str, BreakdownFamilies]:
     """The windowed families of each breakdown label, with their values (as WINDOWED's)."""
-    return {
-        "channel": [
-            (family("ccmon_calls_offered_by_channel", "gauge", "Inbound calls offered in the window, by channel."),
-             _g("offered")),
-            (family("ccmon_calls_answered_by_channel", "gauge", "Calls answered in the window, by channel."),
-             _g("answered")),
-            (family("ccmon_calls_abandoned_by_channel", "gauge", "Calls abandoned while waiting, by channel."),
-             _g("abandoned")),
-            (family("ccmon_service_level_by_channel_ratio", "gauge", "Service level per the queue's formula, by channel."),
-             _mean("sl_num", "sl_den")),
-            (family("ccmon_average_speed_of_answer_by_channel_seconds", "gauge",
-                    "Mean wait of answered calls, by channel."), _mean("asa_sum", "asa_n")),
-            (family("ccmon_abandon_rate_by_channel_ratio", "gauge",
-                    "(abandoned - short) / (answered + abandoned - short), by channel."), _abandon_rate),
-            (family("ccmon_tickets_created_by_channel", "gauge", "Tickets created, by channel."), _g("tk_created")),
-            (family("ccmon_ticket_first_response_by_channel_seconds", "gauge",
-                    "Mean time to the first agent reply, by channel."), _mean("frt_sum", "frt_n")),
-        ],
-        "priority": [
-            (family("ccmon_calls_offered_by_priority", "gauge", "Inbound calls offered in the window, by priority."),
-             _g("offered")),
-            (family("ccmon_calls_answered_by_priority", "gauge", "Calls answered in the window, by priority."),
-             _g("answered")),
-            (family("ccmon_calls_abandoned_by_priority", "gauge", "Calls abandoned while waiting, by priority."),
-             _g("abandoned")),
-            (family("ccmon_service_level_by_priority_ratio", "gauge",
-                    "Service level per the queue's formula, by priority."), _mean("sl_num", "sl_den")),
-            (family("ccmon_average_speed_of_answer_by_priority_seconds", "gauge",
-                    "Mean wait of answered calls, by priority."), _mean("asa_sum", "asa_n")),
-            (family("ccmon_abandon_rate_by_priority_ratio", "gauge",
-                    "(abandoned - short) / (answered + abandoned - short), by priority."), _abandon_rate),
-            (family("ccmon_tickets_created_by_priority", "gauge", "Tickets created, by priority."), _g("tk_created")),
-            (family("ccmon_ticket_first_response_by_priority_seconds", "gauge",
-                    "Mean time to the first agent reply, by priority."), _mean("frt_sum", "frt_n")),
-        ],
-    }  # fmt: skip
+    return {label: [(family(kpi), kpi.value) for kpi in kpis if kpi.value is not None]
+            for label, kpis in BY_LABEL.items()}  # fmt: skip
 
 
-def _channel_target_families(family: Callable[[str, str, str], MetricFamily]) -> dict[str, MetricFamily]:
+def _channel_target_families(family: Family) -> dict[str, MetricFamily]:
     """Target name -> its per-channel gauge (CHANNEL_TARGET_METRICS)."""
-    families = {
-        "service_level": family("ccmon_target_service_level_by_channel_ratio", "gauge",
-                                "Target for ccmon_service_level_by_channel_ratio."),
-        "asa_seconds": family("ccmon_target_average_speed_of_answer_by_channel_seconds", "gauge",
-                              "Target for ccmon_average_speed_of_answer_by_channel_seconds."),
-        "abandon_rate": family("ccmon_target_abandon_rate_by_channel_ratio", "gauge",
-                               "Target for ccmon_abandon_rate_by_channel_ratio."),
-        "first_response_seconds": family("ccmon_target_ticket_first_response_by_channel_seconds", "gauge",
-                                         "Target for ccmon_ticket_first_response_by_channel_seconds."),
-    }  # fmt: skip
-    assert {name: fam.name for name, fam in families.items()} == {
-        name: f"ccmon_target_{metric}" for name, metric in CHANNEL_TARGET_METRICS.items()
-    }
-    return families
+    return {key: family(catalog.target_gauge(kpi)) for key, kpi in CHANNEL_TARGETS.items()}
+
+
+#: Target name -> its gauge (TARGET_METRICS).
+TARGET_GAUGES = {key: catalog.target_gauge(catalog.get(metric)) for key, metric in TARGET_METRICS.items()}
 
 
 def split_breakdowns(c: Components) -> dict[str, dict[str, Components]]:
@@ -550,19 +427,18 @@ def snapshot(config: Config, store: StateStore, at: float) -> list[MetricFamily]
             fam = families[name] = MetricFamily(name, kind, help_text)
         return fam
 
-    for name, help_text, _fn in WINDOWED:
-        family(name, "gauge", help_text)
-    fcr = family("ccmon_first_contact_resolution_ratio", "gauge", "First contact resolution (voice and ticket).")
-    quantiles = family("ccmon_wait_seconds_quantile", "gauge", "Quantiles of answered waits (from the histogram).")
-    occupancy = family("ccmon_occupancy_ratio", "gauge", "Time-weighted (on_call + acw) / (available + on_call + acw).")
-    kb_rate = family("ccmon_knowledge_base_transfer_ratio", "gauge", "Knowledge-base escalations / views, per article.")
-    logged_in = family("ccmon_agent_logged_in_seconds", "gauge",
-                       "Agent-seconds logged in (any state but offline) in the window; an agent counts in each of "
-                       "its queues and once in _all.")
-    per_hour = family("ccmon_outbound_calls_per_agent_hour", "gauge",
-                      "Outbound calls placed per logged-in agent-hour in the window.")
+    def kpi_family(kpi: Kpi) -> MetricFamily:
+        return family(kpi.name, kpi.kind, kpi.help)
 
-    breakdown_families = _breakdown_families(family)
+    windowed = [(kpi_family(kpi), kpi.value.fn) for kpi in WINDOWED if kpi.value is not None]
+    fcr = kpi_family(_FCR)
+    quantiles = kpi_family(_QUANTILES)
+    occupancy = kpi_family(_OCCUPANCY)
+    kb_rate = kpi_family(_KB_RATE)
+    logged_in = kpi_family(_LOGGED_IN)
+    per_hour = kpi_family(_PER_HOUR)
+
+    breakdown_families = _breakdown_families(kpi_family)
     all_scopes, hidden = split_scopes(config, store)
     agent_states = _AgentStates(store, at)
     for tenant, queues in queues_of(config, store, all_scopes).items():
@@ -587,10 +463,10 @@ def snapshot(config: Config, store: StateStore, at: float) -> list[MetricFamily]
                 staffing_comps = per_queue
             for queue, comps in per_queue.items():
                 labels = _labels(tenant, queue, window=window.name)
-                for name, _help, fn in WINDOWED:
+                for fam, fn in windowed:
                     value = fn(comps)
                     if value is not None:
-                        families[name].add(labels, value)
+                        fam.add(labels, value)
                 for channel, num, den in (("voice", "fcr_ok", "fcr_n"), ("ticket", "tfcr_ok", "tfcr_n")):
                     value = _ratio(comps.get(num, 0.0), comps.get(den, 0.0))
                     if value is not None:
@@ -615,9 +491,9 @@ def snapshot(config: Config, store: StateStore, at: float) -> list[MetricFamily]
                 if value is not None:
                     article = scope[len(KB_SCOPE_PREFIX):]
                     kb_rate.add((("tenant", tenant), ("article", article), ("window", window.name)), value)
-        _live_families(config, store, tenant, queues, scopes, at, family, agent_states)
-        _staffing_families(config, store, tenant, queues, scopes, at, family, agent_states, staffing_comps)
-        _counter_families(config, store, tenant, queues, scopes, family, hidden.get(tenant, ()))
+        _live_families(config, store, tenant, queues, scopes, at, kpi_family, agent_states)
+        _staffing_families(config, store, tenant, queues, scopes, at, kpi_family, agent_states, staffing_comps)
+        _counter_families(config, store, tenant, queues, scopes, kpi_family, hidden.get(tenant, ()))
     _pipeline_families(store, at, family)
     return list(families.values())
 
@@ -629,18 +505,18 @@ def _live_families(
     queues: list[str],
     scopes: set[str],
     at: float,
-    family: Callable[[str, str, str], MetricFamily],
+    family: Family,
     agent_states: _AgentStates,
 ) -> None:
-    waiting = family("ccmon_calls_waiting", "gauge", "Inbound calls waiting now.")
-    longest = family("ccmon_longest_wait_seconds", "gauge", "Wait so far of the oldest waiting call; 0 if none.")
-    pending = family("ccmon_callbacks_pending", "gauge", "Callbacks due and not yet made.")
-    oldest = family("ccmon_oldest_pending_callback_age_seconds", "gauge", "Age of the oldest pending callback; 0 if none.")
-    overdue = family("ccmon_callbacks_overdue", "gauge", "Pending callbacks older than the callback target.")
-    tickets_open = family("ccmon_tickets_open", "gauge", "Tickets created and not resolved.")
-    ticket_age = family("ccmon_open_ticket_age_seconds", "gauge", "Mean age of open tickets.")
-    agents = family("ccmon_agents", "gauge", "Agents by their latest state and (away) pause reason.")
-    threshold = family("ccmon_service_level_threshold_seconds", "gauge", "The queue's service-level threshold.")
+    waiting = family(_WAITING)
+    longest = family(_LONGEST)
+    pending = family(_PENDING)
+    oldest = family(_OLDEST)
+    overdue = family(_OVERDUE)
+    tickets_open = family(_TICKETS_OPEN)
+    ticket_age = family(_TICKET_AGE)
+    agents = family(_AGENTS)
+    threshold = family(_THRESHOLD)
     channel_targets = _channel_target_families(family)
     max_age = config.max_call_age_seconds
 
@@ -678,7 +554,7 @@ def _live_families(
             if queue_config.has_opening_hours:
                 # Local opening hours, read at `at` on the tenant's wall clock: the paging
                 # gate of the alert rules (docs/ALERTS.md, "Paging hours").
-                family("ccmon_queue_open", "gauge", "1 while the queue is inside its opening hours, else 0.").add(
+                family(_QUEUE_OPEN).add(
                     labels, 1.0 if queue_config.is_open(at, config.timezone(tenant)) else 0.0
                 )
         else:
@@ -704,16 +580,14 @@ def _live_families(
         for (state, reason), count in by_state.items():
             agents.add(_labels(tenant, queue, state=state, reason=reason), count)
         for target_name, value in sorted(queue_config.targets.items()):
-            metric = TARGET_METRICS[target_name]
-            family(f"ccmon_target_{metric}", "gauge", f"Target for ccmon_{metric}.").add(labels, value)
+            family(TARGET_GAUGES[target_name]).add(labels, value)
         for channel, channel_config in sorted(queue_config.channels.items()):
             for target_name, value in sorted(channel_config.items()):
                 channel_targets[target_name].add(_labels(tenant, queue, channel=channel), value)
 
     per_agent = config.limits.agent_series_per_tenant
     if per_agent and ALL in scopes:
-        family_ = family("ccmon_agent_state", "gauge",
-                         "1 per agent: its latest state and (away) pause reason (limits.agent_series_per_tenant).")
+        family_ = family(_AGENT_STATE)
         latest = store.live(AGENTS, tenant, ALL)
         newest = sorted(latest.items(), key=lambda item: (-item[1], item[0]))[:per_agent]
         for member, _since in sorted(newest, key=lambda item: item[0].partition("\x1f")[2]):
@@ -790,7 +664,7 @@ def _staffing_families(
     queues: list[str],
     scopes: set[str],
     at: float,
-    family: Callable[[str, str, str], MetricFamily],
+    family: Family,
     agent_states: _AgentStates,
     window_comps: Mapping[str, Components] | None,
 ) -> None:
@@ -803,13 +677,10 @@ def _staffing_families(
     apart): its required agents are the queues' sum, its forecast and estimated wait the
     queues' figures weighted by their arrival rates (the share of the tenant's next calls
     answered within their queue's threshold, the expected wait of its next caller)."""
-    required = family("ccmon_staffing_agents_required", "gauge",
-                      "Erlang C agents needed to reach the queue's service-level target at the last 15 minutes' load.")
-    forecast = family("ccmon_staffing_service_level_forecast", "gauge",
-                      "Erlang C service level with the agents staffed now at the last 15 minutes' load.")
-    wait = family("ccmon_estimated_wait_seconds", "gauge", "Expected wait of a caller who joins the queue now.")
-    forecast_a = family("ccmon_staffing_service_level_forecast_erlang_a", "gauge",
-                        "Erlang A service level with the agents staffed now and the callers' patience of the last 15 minutes.")
+    required = family(_REQUIRED)
+    forecast = family(_FORECAST)
+    wait = family(_ESTIMATED_WAIT)
+    forecast_a = family(_FORECAST_A)
     max_age = config.max_call_age_seconds
     required_sum = 0
     weighted = {"forecast": [0.0, 0.0], "wait": [0.0, 0.0], "erlang_a": [0.0, 0.0]}  # [sum lambda x value, sum lambda]
@@ -850,7 +721,7 @@ def _counter_families(
     tenant: str,
     queues: list[str],
     scopes: set[str],
-    family: Callable[[str, str, str], MetricFamily],
+    family: Family,
     hidden: Iterable[str] = (),
 ) -> None:
     per_queue = {
@@ -862,11 +733,13 @@ def _counter_families(
     if RETIRED_SCOPE in scopes:
         gone.append(_with_derived(store.totals(tenant, RETIRED_SCOPE), config.queue(tenant, RETIRED_SCOPE)))
     per_queue[ALL] = _with_derived(_sum_components([*per_queue.values(), *gone]), None)
-    hist = family("ccmon_call_wait_seconds", "histogram", "Waits of answered and abandoned calls.")
+    hist = family(_WAIT_HISTOGRAM)
+    counters = [(family(kpi), kpi.value.fn) for kpi in COUNTERS if kpi.value is not None]
     for queue, comps in per_queue.items():
         labels = _labels(tenant, queue)
-        for name, help_text, component in COUNTERS:
-            family(name, "counter", help_text).add(labels, comps.get(component, 0.0))
+        for fam, fn in counters:
+            value = fn(comps)
+            fam.add(labels, value if value is not None else 0.0)
         for outcome, prefix, total_key in (("answered", "wa", "asa_sum"), ("abandoned", "wb", "ab_wait_sum")):
             cumulative = 0.0
             outcome_labels = (*labels, ("outcome", outcome))

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, TextIO
 
+from kpi_core.catalog import get as kpi
 from kpi_core.config import Config, Window
 from kpi_core.engine import ALL, Engine
 from kpi_core.errors import CcmonError, InvalidEventError
@@ -66,31 +67,31 @@ from streams.replay import MAINTAIN_EVERY, Progress
 #: Interval name -> seconds.
 INTERVALS: dict[str, int] = {"15m": 900, "30m": 1800, "1h": 3600, "1d": 86400}
 
-#: Report column -> the snapshot's metric it shows (window = the interval).
+#: Report column -> the snapshot's metric it shows (window = the interval), from the KPI catalog.
 COLUMNS: tuple[tuple[str, str], ...] = (
-    ("calls_offered", "ccmon_calls_offered"),
-    ("calls_answered", "ccmon_calls_answered"),
-    ("calls_abandoned", "ccmon_calls_abandoned"),
-    ("service_level", "ccmon_service_level_ratio"),
-    ("asa_seconds", "ccmon_average_speed_of_answer_seconds"),
-    ("abandon_rate", "ccmon_abandon_rate_ratio"),
-    ("aht_seconds", "ccmon_average_handle_time_seconds"),
-    ("callbacks_made", "ccmon_callbacks_made"),
-    ("tickets_created", "ccmon_tickets_created"),
-    ("tickets_resolved", "ccmon_tickets_resolved"),
-    ("ticket_first_response_seconds", "ccmon_ticket_first_response_seconds"),
-    ("ticket_resolution_seconds", "ccmon_ticket_resolution_seconds"),
-    ("csat_ratio", "ccmon_csat_ratio"),
-    ("nps_score", "ccmon_nps_score"),
-    ("ces_score", "ccmon_ces_score"),
+    ("calls_offered", kpi("calls_offered").name),
+    ("calls_answered", kpi("calls_answered").name),
+    ("calls_abandoned", kpi("calls_abandoned").name),
+    ("service_level", kpi("service_level_ratio").name),
+    ("asa_seconds", kpi("average_speed_of_answer_seconds").name),
+    ("abandon_rate", kpi("abandon_rate_ratio").name),
+    ("aht_seconds", kpi("average_handle_time_seconds").name),
+    ("callbacks_made", kpi("callbacks_made").name),
+    ("tickets_created", kpi("tickets_created").name),
+    ("tickets_resolved", kpi("tickets_resolved").name),
+    ("ticket_first_response_seconds", kpi("ticket_first_response_seconds").name),
+    ("ticket_resolution_seconds", kpi("ticket_resolution_seconds").name),
+    ("csat_ratio", kpi("csat_ratio").name),
+    ("nps_score", kpi("nps_score").name),
+    ("ces_score", kpi("ces_score").name),
 )
 #: Backlog columns: the snapshot's gauges at the interval's end (no window). They do not make
 #: a row by themselves (a row is an interval with traffic).
 BACKLOG_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("tickets_open", "ccmon_tickets_open"),
-    ("open_ticket_age_seconds", "ccmon_open_ticket_age_seconds"),
-    ("callbacks_pending", "ccmon_callbacks_pending"),
-    ("oldest_pending_callback_age_seconds", "ccmon_oldest_pending_callback_age_seconds"),
+    ("tickets_open", kpi("tickets_open").name),
+    ("open_ticket_age_seconds", kpi("open_ticket_age_seconds").name),
+    ("callbacks_pending", kpi("callbacks_pending").name),
+    ("oldest_pending_callback_age_seconds", kpi("oldest_pending_callback_age_seconds").name),
 )
 KEY_COLUMNS = ("interval_start", "interval_end", "tenant", "queue")
 #: ``--per-agent`` rows: their own figures (module docstring).

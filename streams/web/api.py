@@ -27,12 +27,15 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from kpi_core import catalog
 from kpi_core.config import Config
 from kpi_core.engine import CALLBACKS
 from kpi_core.kpis import MetricFamily
 from kpi_core.state import StateStore, is_queue_scope
 
 PREFIX = "ccmon_"
+#: The KPI the board's history keeps first (the sparklines').
+_SERVICE_LEVEL = catalog.get("service_level_ratio").name
 #: Standalone callbacks (requests without a customer id) are kept under this member prefix.
 STANDALONE_CALLBACK_PREFIX = "\x1fcb\x1f"
 #: The WSGI environ key :class:`streams.web.server.Server` sets to the address it listens on.
@@ -233,7 +236,7 @@ class SlHistory:
     def record(self, at: float, families: Iterable[MetricFamily]) -> None:
         values: dict[tuple[str, str], float] = {}
         for fam in families:
-            if fam.name != "ccmon_service_level_ratio":
+            if fam.name != _SERVICE_LEVEL:
                 continue
             for _suffix, labels, value in fam.samples:
                 label_map = dict(labels)
@@ -271,10 +274,10 @@ class RedisSlHistory(SlHistory):
 
     #: The KPIs kept per queue (the first is the sparklines'), with their window (None: live).
     KPIS: tuple[tuple[str, str | None], ...] = (
-        ("ccmon_service_level_ratio", "15m"),
-        ("ccmon_calls_waiting", None),
-        ("ccmon_abandon_rate_ratio", "15m"),
-        ("ccmon_average_speed_of_answer_seconds", "15m"),
+        (_SERVICE_LEVEL, "15m"),
+        (catalog.get("calls_waiting").name, None),
+        (catalog.get("abandon_rate_ratio").name, "15m"),
+        (catalog.get("average_speed_of_answer_seconds").name, "15m"),
     )
 
     def __init__(self, state: Any, window: str = "15m", keep_seconds: float = 3600.0, max_points: int = 720) -> None:
@@ -308,7 +311,7 @@ class RedisSlHistory(SlHistory):
                 pipe.pexpire(key, keep_ms)
             pipe.execute()
 
-    def series(self, tenant: str, since: float = float("-inf"), kpi: str = "ccmon_service_level_ratio"
+    def series(self, tenant: str, since: float = float("-inf"), kpi: str = _SERVICE_LEVEL
                ) -> dict[str, list[list[float | None]]]:  # fmt: skip
         """As :meth:`SlHistory.series`; ``kpi``: another of :data:`KPIS`."""
         i = next((n for n, (name, _window) in enumerate(self.kpis) if name == kpi), None)

@@ -212,17 +212,16 @@ def metric_names_in(expr: str) -> set[str]:
 
 
 def exported_metric_names() -> set[str]:
-    """Every metric name kpi_core/kpis.py can export (the one place that names metrics)."""
-    from kpi_core import kpis
-    from kpi_core.config import TARGET_METRICS
+    """Every metric name kpi_core can export: the KPI catalog's (with targets and histogram
+    series), and the pipeline-health families kpi_core/kpis.py names itself."""
+    from kpi_core import catalog, kpis
 
-    names = {name for name, *_ in kpis.WINDOWED} | {name for name, *_ in kpis.COUNTERS}
+    names = catalog.metric_names()
     source = Path(kpis.__file__).read_text(encoding="utf-8")
     for name, kind in re.findall(r'family\(\s*"(ccmon_\w+)",\s*"(\w+)"', source):
         names.add(name)
         if kind == "histogram":
             names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
-    names |= {f"ccmon_target_{metric}" for metric in TARGET_METRICS.values()}
     # The exporter's and worker's own series (consumer lag, scrape time, Redis wait, eviction policy).
     for module in ("exporter.py", "worker.py", "redis_policy.py"):
         text = (REPO / "streams" / module).read_text(encoding="utf-8")
