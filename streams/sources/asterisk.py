@@ -32,6 +32,7 @@ from streams import logs
 from streams.sources.common import (
     DeliveryError,
     Report,
+    RowProblem,
     Sink,
     add_output_arguments,
     progress_enabled,
@@ -50,10 +51,6 @@ CUSTOMER_PATTERN = r"^(tel-|\+|\d{7,})"
 CHECKPOINT_ROWS = 50_000
 #: Seconds between attempts when Kafka did not take what was sent (--follow).
 RETRY_SECONDS = 5.0
-
-
-class RowProblem(Exception):
-    """A row that cannot be mapped; the message is the reason."""
 
 
 class _Unknown(Exception):

@@ -21,7 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kpi_core.errors import ConfigError
-from streams.sources.common import Report, Sink, add_output_arguments, progress_enabled
+from streams.sources.common import Report, RowProblem, Sink, add_output_arguments, progress_enabled
 
 #: What an outcome value can mean.
 MEANINGS = ("answered", "abandoned", "timeout", "voicemail", "ignore")
@@ -30,10 +30,6 @@ TIME_COLUMNS = ("arrival", "queue_entry", "exit", "answer", "service_end")
 REQUIRED = ("call_id", "queue", "date", "queue_entry", "outcome")
 #: A time of day this much earlier than the call's previous time is on the next day.
 NEXT_DAY_AFTER = timedelta(hours=12)
-
-
-class RowProblem(Exception):
-    """A row that cannot be mapped; the message is the reason."""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,12 @@ from typing import IO, Any
 
 from kpi_core.errors import CcmonError, ConfigError
 
+
+class RowProblem(Exception):
+    """A row that cannot be mapped (every source's). The message is the reason, ``kind: detail``;
+    ``kind`` (``invalid_field:state``, ``bad_timestamp``...) is what the summary counts."""
+
+
 #: rows listed one by one on stderr before only the counts are given
 MAX_LISTED_PROBLEMS = 20
 

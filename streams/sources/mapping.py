@@ -28,11 +28,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kpi_core.errors import ConfigError
-
-
-class RowProblem(Exception):
-    """A row that cannot be mapped. The message is the reason, ``kind: detail``; ``kind``
-    (``invalid_field:state``, ``bad_timestamp``...) is what the summary counts."""
+from streams.sources.common import RowProblem
 
 
 @dataclass(frozen=True)
