@@ -16,8 +16,10 @@ before/after) and every size:
    document says whether they are byte-identical (every exporter runs with PYTHONHASHSEED=0:
    the ``*_by_channel`` families list a queue's channels in str-hash order).
 2. **phases**, in a fresh process of that checkout (``PYTHONPATH=root``): the SnapshotReader's
-   reads (Redis), ``kpis.snapshot`` (Python over the prefetched reads), ``exposition.render``;
-   median of ``--repeat``. ``--py-spy DIR`` records a py-spy flame graph of that process
+   reads (Redis; ``read_cpu``: this process's CPU time in them, the rest is waiting for
+   Redis), ``kpis.snapshot`` (Python over the prefetched reads), ``exposition.render``, and
+   the time the cyclic garbage collector ran during all three (the library as it is: the
+   exporter pauses the collector, streams.exporter.GcPause); median of ``--repeat``. ``--py-spy DIR`` records a py-spy flame graph of that process
    (``DIR/<root>-<queues>.svg`` and a raw ``.txt``).
 
 Prints a JSON document (``--json FILE`` too). Run alone (it loads both cores)::
@@ -28,6 +30,7 @@ Prints a JSON document (``--json FILE`` too). Run alone (it loads both cores)::
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import os
@@ -94,20 +97,33 @@ def phases(redis_url: str, prefix: str, at: float, repeat: int) -> dict[str, Any
 
     config = Config()
     state = RedisState(redis.Redis.from_url(redis_url), config, prefix=prefix, clock=lambda: at)
-    out: dict[str, list[float]] = {"read": [], "snapshot": [], "render": [], "total": []}
+    out: dict[str, list[float]] = {key: [] for key in ("read", "read_cpu", "snapshot", "render", "total", "gc")}
+    collecting = [0.0, 0.0]  # started at, seconds in the collector this repeat
+
+    def gc_time(phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            collecting[0] = time.perf_counter()
+        else:
+            collecting[1] += time.perf_counter() - collecting[0]
+
+    gc.callbacks.append(gc_time)
     samples = size = 0
     for i in range(repeat + 1):  # the first is a warm-up
-        t0 = time.perf_counter()
+        collecting[1] = 0.0
+        t0, c0 = time.perf_counter(), time.process_time()
         reader = state.snapshot_reader(config, at)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         families = snapshot(config, reader, at)
         t2 = time.perf_counter()
         text = render(families)
         t3 = time.perf_counter()
         if i:
-            for key, value in (("read", t1 - t0), ("snapshot", t2 - t1), ("render", t3 - t2), ("total", t3 - t0)):
+            for key, value in (("read", t1 - t0), ("read_cpu", c1 - c0), ("snapshot", t2 - t1), ("render", t3 - t2),
+                               ("total", t3 - t0), ("gc", collecting[1])):  # fmt: skip
                 out[key].append(value)
         samples, size = sum(len(f.samples) for f in families), len(text)
+        del reader, families, text
+    gc.callbacks.remove(gc_time)
     return {**{key: spread(values) for key, values in out.items()}, "samples": samples, "bytes": size}
 
 
