@@ -16,10 +16,11 @@ before/after) and every size:
    document says whether they are byte-identical (every exporter runs with PYTHONHASHSEED=0:
    the ``*_by_channel`` families list a queue's channels in str-hash order).
 2. **phases**, in a fresh process of that checkout (``PYTHONPATH=root``): the SnapshotReader's
-   reads (Redis; ``read_cpu``: this process's CPU time in them, the rest is waiting for
-   Redis), ``kpis.snapshot`` (Python over the prefetched reads), ``exposition.render``, and
-   the time the cyclic garbage collector ran during all three (the library as it is: the
-   exporter pauses the collector, streams.exporter.GcPause); median of ``--repeat``. ``--py-spy DIR`` records a py-spy flame graph of that process
+   reads (Redis), ``kpis.snapshot`` (Python over the prefetched reads), ``exposition.render``,
+   each as wall and CPU time (``*_cpu``; the read's wall time beyond its CPU time is Redis's),
+   and the time the cyclic garbage collector ran in them, with the collector as that
+   checkout's exporter runs it (streams.exporter.GC_PAUSE, where it exists); median of
+   ``--repeat``. ``--py-spy DIR`` records a py-spy flame graph of that process
    (``DIR/<root>-<queues>.svg`` and a raw ``.txt``).
 
 Prints a JSON document (``--json FILE`` too). Run alone (it loads both cores)::
@@ -30,6 +31,7 @@ Prints a JSON document (``--json FILE`` too). Run alone (it loads both cores)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import hashlib
 import json
@@ -87,17 +89,23 @@ def http_run(redis_url: str, prefix: str, roots: list[Path], at: float, scrapes:
 
 
 def phases(redis_url: str, prefix: str, at: float, repeat: int) -> dict[str, Any]:
-    """In this process (whichever checkout PYTHONPATH names): the scrape's three phases."""
+    """In this process (whichever checkout PYTHONPATH names): the scrape's three phases, wall
+    and CPU time (``*_cpu``: robust to a busy machine), with the garbage collector as that
+    checkout's exporter runs it (paused by streams.exporter.GC_PAUSE where it exists)."""
     import redis
 
+    import streams.exporter
     from kpi_core.config import Config
     from kpi_core.exposition import render
     from kpi_core.kpis import snapshot
     from streams.redis_state import RedisState
 
+    pause = getattr(streams.exporter, "GC_PAUSE", None) or contextlib.nullcontext()
     config = Config()
     state = RedisState(redis.Redis.from_url(redis_url), config, prefix=prefix, clock=lambda: at)
-    out: dict[str, list[float]] = {key: [] for key in ("read", "read_cpu", "snapshot", "render", "total", "gc")}
+    keys = ("read", "snapshot", "render", "total")
+    out: dict[str, list[float]] = {key: [] for k in keys for key in (k, f"{k}_cpu")}
+    out["gc"] = []
     collecting = [0.0, 0.0]  # started at, seconds in the collector this repeat
 
     def gc_time(phase: str, _info: dict[str, Any]) -> None:
@@ -110,19 +118,22 @@ def phases(redis_url: str, prefix: str, at: float, repeat: int) -> dict[str, Any
     samples = size = 0
     for i in range(repeat + 1):  # the first is a warm-up
         collecting[1] = 0.0
-        t0, c0 = time.perf_counter(), time.process_time()
-        reader = state.snapshot_reader(config, at)
-        t1, c1 = time.perf_counter(), time.process_time()
-        families = snapshot(config, reader, at)
-        t2 = time.perf_counter()
-        text = render(families)
-        t3 = time.perf_counter()
+        with pause:
+            t0, c0 = time.perf_counter(), time.process_time()
+            reader = state.snapshot_reader(config, at)
+            t1, c1 = time.perf_counter(), time.process_time()
+            families = snapshot(config, reader, at)
+            t2, c2 = time.perf_counter(), time.process_time()
+            text = render(families)
+            t3, c3 = time.perf_counter(), time.process_time()
+            samples, size = sum(len(f.samples) for f in families), len(text)
+            del reader, families, text  # freed inside the pause, as the exporter's are
         if i:
-            for key, value in (("read", t1 - t0), ("read_cpu", c1 - c0), ("snapshot", t2 - t1), ("render", t3 - t2),
-                               ("total", t3 - t0), ("gc", collecting[1])):  # fmt: skip
-                out[key].append(value)
-        samples, size = sum(len(f.samples) for f in families), len(text)
-        del reader, families, text
+            for key, wall, cpu in (("read", t1 - t0, c1 - c0), ("snapshot", t2 - t1, c2 - c1), ("render", t3 - t2, c3 - c2),
+                                   ("total", t3 - t0, c3 - c0)):  # fmt: skip
+                out[key].append(wall)
+                out[f"{key}_cpu"].append(cpu)
+            out["gc"].append(collecting[1])
     gc.callbacks.remove(gc_time)
     return {**{key: spread(values) for key, values in out.items()}, "samples": samples, "bytes": size}
 
