@@ -1610,8 +1610,9 @@ class SnapshotReader:
             for tenant, scope in pairs:
                 pipe.hgetall(state._totals_key(tenant, scope))
             replies = iter(pipe.execute())
+        fields = self._fields = _FieldNames()
         for tenant, scope in pairs:
-            self._totals[(tenant, scope)] = _floats(next(replies))
+            self._totals[(tenant, scope)] = fields.floats(next(replies))
         script = client.register_script(LIVE_LUA)
         calls: list[tuple[str, list[tuple[str, str, str, float, float]]]] = []
         for tenant, scopes in exported.items():
@@ -1629,10 +1630,26 @@ class SnapshotReader:
                     ]
             for i in range(0, len(queries), LIVE_QUERIES_PER_CALL):
                 calls.append((tenant, queries[i:i + LIVE_QUERIES_PER_CALL]))
+        # ~45,000 arguments at 1,000 queues: each name and bound encoded once, handed over as bytes.
+        names_bytes: dict[str, bytes] = {}
+        bounds_bytes: dict[float, bytes] = {}
+
+        def name_bytes(name: str) -> bytes:
+            found = names_bytes.get(name)
+            if found is None:
+                found = names_bytes[name] = _utf8(encode(name))
+            return found
+
+        def bound_bytes(bound: float) -> bytes:
+            found = bounds_bytes.get(bound)
+            if found is None:
+                found = bounds_bytes[bound] = _score_arg(bound).encode("ascii")
+            return found
+
         def live_args(tenant: str, chunk: list[tuple[str, str, str, float, float]]) -> list[Any]:
             args: list[Any] = [state._tag(tenant), repr(at)]
             for kind, name, scope, lo, hi in chunk:
-                args += [kind, _utf8(encode(name)), _utf8(encode(scope)), _score_arg(lo), _score_arg(hi)]
+                args += [kind, name_bytes(name), name_bytes(scope), bound_bytes(lo), bound_bytes(hi)]
             return args
 
         if isinstance(client, RedisCluster):  # a cluster refuses scripts in a pipeline
@@ -1667,12 +1684,10 @@ class SnapshotReader:
             chunk = scopes[i:i + WINDOW_SCOPES_PER_CALL]
             replies = script(keys=[state._scopes_key(tenant)], args=[*args, *(_utf8(encode(s)) for s in chunk)])
             it = iter(replies)
+            flat_floats = self._fields.flat
             for scope in chunk:
                 for start, end in ranges:
-                    flat = next(it)
-                    self._windows[(tenant, scope, start, end)] = {
-                        _text(flat[j]): float(flat[j + 1]) for j in range(0, len(flat), 2)
-                    }
+                    self._windows[(tenant, scope, start, end)] = flat_floats(next(it))
 
     def scopes(self) -> Mapping[str, Iterable[str]]:
         return self._scopes
@@ -1712,6 +1727,36 @@ class SnapshotReader:
 
     def __getattr__(self, name: str) -> Any:  # consumer_lag and the like: the store's own
         return getattr(self.state, name)
+
+
+class _FieldNames:
+    """Replies of field names and numbers as ``{name: float}``, each distinct name decoded
+    once: a scrape of 1,000 queues parses ~120,000 fields of ~100 distinct names."""
+
+    def __init__(self) -> None:
+        self._text: dict[Any, str] = {}
+
+    def _learn(self, names: Iterable[Any]) -> None:
+        known = self._text
+        for name in names:
+            if name not in known:
+                known[name] = _text(name)
+
+    def floats(self, raw: Mapping[Any, Any]) -> dict[str, float]:
+        """A hash (``HGETALL``): :func:`_floats`."""
+        try:
+            return dict(zip(map(self._text.__getitem__, raw), map(float, raw.values()), strict=True))
+        except KeyError:
+            self._learn(raw)
+            return dict(zip(map(self._text.__getitem__, raw), map(float, raw.values()), strict=True))
+
+    def flat(self, flat: Sequence[Any]) -> dict[str, float]:
+        """A flat ``[name, value, ...]`` list."""
+        try:
+            return dict(zip(map(self._text.__getitem__, flat[0::2]), map(float, flat[1::2]), strict=True))
+        except KeyError:
+            self._learn(flat[0::2])
+            return dict(zip(map(self._text.__getitem__, flat[0::2]), map(float, flat[1::2]), strict=True))
 
 
 def _dump_record(record: Record) -> bytes:
