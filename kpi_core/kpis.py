@@ -204,14 +204,24 @@ def breakdown_values(c: Components) -> dict[str, set[str]]:
             for mark, values in split_breakdowns(c).items()}  # fmt: skip
 
 
-def kept_values(label: str, present: Iterable[str], limit: int) -> set[str]:
-    """The values that keep their own label: the first ``limit`` present, channels in
-    CHANNEL_ORDER, priorities the most urgent first."""
+def _value_key(label: str, value: str) -> tuple[int, str]:
+    """Channels in CHANNEL_ORDER (then by name), priorities the most urgent first."""
     if label == "channel":
-        order = sorted(present, key=lambda v: (CHANNEL_ORDER.index(v) if v in CHANNEL_ORDER else len(CHANNEL_ORDER), v))
-    else:
-        order = sorted(present, key=lambda v: (-int(v) if v.isdigit() else 1, v))
-    return set(order[:limit])
+        return (CHANNEL_ORDER.index(value) if value in CHANNEL_ORDER else len(CHANNEL_ORDER), value)
+    return (-int(value) if value.isdigit() else 1, value)
+
+
+def kept_values(label: str, present: Iterable[str], limit: int) -> set[str]:
+    """The values that keep their own label: the first ``limit`` present in their order
+    (:func:`_value_key`)."""
+    return set(sorted(present, key=lambda v: _value_key(label, v))[:limit])
+
+
+def ordered_values(label: str, values: Iterable[str]) -> list[str]:
+    """Breakdown values in the order their samples are exported: :func:`_value_key`, ``other``
+    last, so every process renders the same state alike (a set's order follows the
+    string-hash seed, which differs between processes)."""
+    return sorted(values, key=lambda v: (v == OTHER, _value_key(label, v)))
 
 
 def _breakdown_limit(config: Config, label: str) -> int:
@@ -256,13 +266,13 @@ def _breakdown_window(
         if not queue_labels:
             continue
         kept = queue_labels[ALL] - {OTHER}
-        totals: dict[str, Components] = {value: {} for value in queue_labels[ALL]}
+        totals: dict[str, Components] = {value: {} for value in ordered_values(label, queue_labels[ALL])}
         rows: list[tuple[str, str, Components]] = []
         for queue in per_queue:
             values = queue_labels.get(queue)
             if not values:
                 continue
-            folded: dict[str, Components] = {value: {} for value in values}
+            folded: dict[str, Components] = {value: {} for value in ordered_values(label, values)}
             for value, part in split[queue][mark].items():
                 target = value if value in kept else OTHER
                 if folded.get(target):
