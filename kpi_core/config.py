@@ -41,7 +41,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kpi_core.catalog import CHANNEL_TARGET_METRICS, TARGET_METRICS, TARGET_RANGES
 from kpi_core.errors import ConfigError
-from kpi_core.events import CHANNELS
+from kpi_core.events import ALL, CHANNELS
 
 #: Service-level formulas (docs/KPIS.md). ``default`` leaves short abandons out.
 SL_FORMULAS = ("default", "answered", "offered", "removed_within", "abandoned_after")
@@ -532,8 +532,8 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
             name: _queue(queue_raw, f"{where}queues.{name}.", defaults)
             for name, queue_raw in _table(tenant_table.get("queues", {}), f"{where}queues").items()
         }
-        if "_all" in queues:
-            raise ConfigError(f"{where}queues._all", "the queue name '_all' is reserved for totals")
+        if ALL in queues:
+            raise ConfigError(f"{where}queues.{ALL}", f"the queue name {ALL!r} is reserved for totals")
         away = _number(tenant_table, "away_alert_seconds", where, AWAY_ALERT_SECONDS, (1, _DAY))
         tenants[tenant_name] = TenantConfig(timezone=zone, queues=MappingProxyType(queues),
                                             pulse_min_responses=_pulse_min_responses(tenant_table, where, None),

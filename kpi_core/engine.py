@@ -28,7 +28,7 @@ from typing import Any
 
 from kpi_core.config import REASON_NONE, Config
 from kpi_core.errors import InvalidEventError
-from kpi_core.events import PULSE_SURVEYS, Event, Rejection
+from kpi_core.events import ALL, PULSE_SURVEYS, Event, Rejection
 from kpi_core.state import KB_SCOPE_PREFIX, Record, StateStore, is_queue_scope, retirable
 from kpi_core.windows import local_midnight
 
@@ -63,7 +63,6 @@ REASON_SEP = "\x1e"
 #: Record kind of an agent's calls of the day (:meth:`Engine._agent_calls`).
 AGENT_CALLS = "agent_calls"
 
-ALL = "_all"
 #: Event types a carrying engine (``Engine(carry_open=True)``: replay, report) applies older
 #: than the lateness cutoff: they open or close something the live system holds open however
 #: long (a ticket, a callback, an agent's state, a waiting call). Surveys and knowledge-base

@@ -73,7 +73,9 @@ MAX_EPOCH_SECONDS = 4_102_444_800.0
 #: Highest ``priority`` of a ``call.offered`` (0 = the least urgent, as Twilio and Genesys).
 MAX_PRIORITY = 9
 #: Queue names ccmon uses itself.
-RESERVED_QUEUES = frozenset({"_all"})
+#: The ``queue`` label of a tenant's totals (every queue): no event may name it.
+ALL = "_all"
+RESERVED_QUEUES = frozenset({ALL})
 
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "call.offered": ("call_id", "queue"),

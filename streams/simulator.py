@@ -49,6 +49,7 @@ from kpi_core.erlang import (  # noqa: F401 - re-exported: the simulator's refer
     erlang_c_service_level,
 )
 from kpi_core.errors import ConfigError
+from kpi_core.events import ALL
 
 #: A simulator output record: an event dict, or (malformed JSON) a raw string.
 Record = dict[str, Any] | str
@@ -130,7 +131,7 @@ class QueueSpec:
 
     def __post_init__(self) -> None:
         where = f"queues.{self.name}."
-        if not self.name or self.name == "_all" or len(self.name) > 64:
+        if not self.name or self.name == ALL or len(self.name) > 64:
             raise ConfigError("queues", f"a queue name is 1..64 characters and not '_all', got {self.name!r}")
         for key in ("calls_per_hour", "talk_seconds", "hold_seconds", "acw_seconds", "ring_seconds",
                     "ring_timeout_seconds", "overflow_after_seconds", "outbound_per_agent_hour",
@@ -272,7 +273,7 @@ class SimParams:
                 raise ConfigError(f"--{key.replace('_', '-')}", f"must be within 0..0.5, got {value!r}")
         if self.customers < 1:
             raise ConfigError("customers", f"must be >= 1, got {self.customers!r}")
-        if not self.tenant or self.tenant == "_all":
+        if not self.tenant or self.tenant == ALL:
             raise ConfigError("--tenant", f"must be a name, got {self.tenant!r}")
 
     @property
@@ -499,7 +500,7 @@ class Simulator:
         elif kind == 4:
             bad["wait_seconds"] = -3
         else:
-            bad["queue"] = "_all"
+            bad["queue"] = ALL
         return bad
 
     # -- agents and shifts --------------------------------------------------------------------

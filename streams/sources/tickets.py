@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kpi_core.errors import ConfigError
+from kpi_core.events import ALL
 from streams.sources.common import Report, Sink, add_output_arguments, progress_enabled
 from streams.sources.mapping import (
     Clock,
@@ -78,7 +79,7 @@ def mapping_from_spec(spec: Spec) -> TicketMapping:
     default_queue = spec.string("defaults", "queue")
     if not columns["queue"] and default_queue is None:
         raise spec.error("defaults.queue", "is required when no column is the queue (columns.queue)")
-    if default_queue is not None and (default_queue == "_all" or len(default_queue) > MAX_QUEUE_LENGTH):
+    if default_queue is not None and (default_queue == ALL or len(default_queue) > MAX_QUEUE_LENGTH):
         raise spec.error("defaults.queue", f"not a usable queue name: {default_queue!r}")
     return TicketMapping(fmt, time, columns, states, none_values(spec), default_queue)
 
@@ -165,7 +166,7 @@ class TicketMapper:
             queue = self._value(values, "queue") or self.mapping.default_queue
             if queue is None:
                 raise RowProblem(f"missing_field:{self._column('queue')}: no queue and no [defaults] queue")
-            if queue == "_all" or len(queue) > MAX_QUEUE_LENGTH or not queue.isprintable():
+            if queue == ALL or len(queue) > MAX_QUEUE_LENGTH or not queue.isprintable():
                 raise RowProblem(f"invalid_field:{self._column('queue')}: not a usable queue name: {queue[:40]!r}")
             created_text = self._value(values, "created_at")
             created = changed

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from kpi_core.engine import ALL
 from kpi_core.kpis import MetricFamily
 from streams.web.api import iso
 
@@ -146,7 +147,7 @@ def breach_alerts(families: Iterable[MetricFamily], at: float) -> list[dict[str,
         for _suffix, labels, value in fam.samples:
             label_map = dict(labels)
             tenant, queue = label_map.pop("tenant", None), label_map.pop("queue", None)
-            if tenant is None or queue is None or queue == "_all" or not math.isfinite(value):
+            if tenant is None or queue is None or queue == ALL or not math.isfinite(value):
                 continue
             window = label_map.pop("window", None)
             values[(name, tenant, queue, window, tuple(sorted(label_map.items())))] = value

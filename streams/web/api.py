@@ -29,7 +29,7 @@ from typing import Any
 
 from kpi_core import catalog
 from kpi_core.config import Config
-from kpi_core.engine import CALLBACKS
+from kpi_core.engine import ALL, CALLBACKS
 from kpi_core.kpis import MetricFamily
 from kpi_core.state import StateStore, is_queue_scope
 
@@ -129,7 +129,7 @@ def kpis_document(
         for tenant, body in tenants.items():
             body["timezone"] = config.timezone(tenant).key
             for queue, entry in body["queues"].items():
-                if queue != "_all":
+                if queue != ALL:
                     queue_config = config.queue(tenant, queue)
                     entry["settings"] = {"sl_threshold_seconds": queue_config.sl_threshold_seconds,
                                          "short_abandon_seconds": queue_config.short_abandon_seconds}  # fmt: skip
@@ -152,7 +152,7 @@ def pending_callbacks(config: Config, store: StateStore, at: float) -> list[dict
     items: list[dict[str, Any]] = []
     for tenant, scopes in store.scopes().items():
         for scope in scopes:
-            if not is_queue_scope(scope) or scope == "_all":
+            if not is_queue_scope(scope) or scope == ALL:
                 continue
             target = config.queue(tenant, scope).callback_target_seconds
             for member, due in store.live(CALLBACKS, tenant, scope).items():

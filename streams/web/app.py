@@ -67,6 +67,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from kpi_core.config import Config
+from kpi_core.engine import ALL
 from kpi_core.exposition import render
 from kpi_core.kpis import MetricFamily, live_agents, snapshot, waiting_calls
 from kpi_core.state import StateStore
@@ -244,7 +245,7 @@ def make_wsgi_app(
             if isinstance(limit, str):
                 return "400 Bad Request", JSON_CONTENT_TYPE, json_body({"error": limit})
             at = float(info().get("at", time.time()))
-            rows = get_waiting(query.get("tenant", [None])[0], None if queue == "_all" else queue) if get_waiting else []
+            rows = get_waiting(query.get("tenant", [None])[0], None if queue == ALL else queue) if get_waiting else []
             visible = customer_ids_visible(environ.get(LISTEN_HOST_ENVIRON), environ.get(AUTH_USER_ENVIRON) is not None)
             return "200 OK", JSON_CONTENT_TYPE, json_body(waiting_document(rows, at=at, visible=visible, limit=limit))
         if path == OPENAPI_PATH:
