@@ -137,7 +137,7 @@ class _Progress:
 
 
 def _jsonl_writer(handle: IO[str]) -> Callable[[Iterable[tuple[float, Record]]], None]:
-    from streams.simulator import dumps
+    from streams.kafka.produce import dumps
 
     def write(records: Iterable[tuple[float, Record]]) -> None:
         handle.write("".join(dumps(record) + "\n" for _emit_at, record in records))
@@ -247,7 +247,7 @@ def run_simulation(params: SimParams, args: argparse.Namespace, *, progress: boo
 
 
 def _kafka_sink(args: argparse.Namespace) -> Any:
-    from streams.simulator import KafkaSink
+    from streams.kafka.produce import KafkaSink
 
     try:
         from kafka import KafkaProducer

@@ -81,7 +81,7 @@ class Sink:
     acknowledge everything."""
 
     def __init__(self, args: argparse.Namespace, prog: str, append: bool = False) -> None:
-        from streams.simulator import KafkaSink, dumps
+        from streams.kafka.produce import KafkaSink, dumps
 
         self._dumps = dumps
         self._file: IO[str] | None = None

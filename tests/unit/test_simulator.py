@@ -20,18 +20,15 @@ from kpi_core.kpis import flatten, snapshot
 from kpi_core.state import MemoryState
 from streams.cli import main
 from streams.commands.simulate import drive
+from streams.kafka.produce import KafkaSink, Record, dumps, partition_key
 from streams.simulator import (
-    KafkaSink,
     Pacer,
     QueueSpec,
-    Record,
     SimParams,
     Simulator,
     default_queues,
-    dumps,
     format_ts,
     parse_start,
-    partition_key,
     profile_share,
 )
 

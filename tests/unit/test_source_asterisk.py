@@ -508,7 +508,7 @@ def test_a_message_kafka_did_not_acknowledge_fails_the_flush() -> None:
     from kafka.errors import KafkaTimeoutError
     from kafka.future import Future
 
-    from streams.simulator import KafkaSink
+    from streams.kafka.produce import KafkaSink
     from streams.sources.common import _TrackedProducer
 
     class Producer:

@@ -1,0 +1,1 @@
+"""Kafka clients of ccmon: :mod:`streams.kafka.produce` writes event envelopes."""
