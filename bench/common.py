@@ -98,7 +98,7 @@ def delete_topics(kafka: str, topics: Iterable[str]) -> None:
 
 def entity_key(event: dict[str, Any]) -> str:
     """The entity an event belongs to (as ``streams.kafka.produce.partition_key``)."""
-    from streams.simulator import partition_key
+    from streams.kafka.produce import partition_key
 
     return partition_key(event) or str(event.get("event_id", ""))
 

@@ -208,7 +208,7 @@ def run_soak(kafka: str, redis_url: str, seconds: float, rate: float, interval: 
     import kafka as kafka_lib
     import redis
 
-    from streams.simulator import KafkaSink
+    from streams.kafka.produce import KafkaSink
 
     topic = common.unique("ccmon-soak")
     prefix = common.unique("soak")
