@@ -233,19 +233,22 @@ def add_into(target: dict[str, Any], deltas: Mapping[str, float], multisets: boo
     """Add ``deltas`` to a stored bucket ``target``: sums (whole numbers stay ints), a
     multiset field that reaches 0 deleted, legacy ``max_*`` fields as maxima. Without
     ``multisets`` (lifetime totals), multiset fields are left out."""
+    get = target.get
     for field, value in deltas.items():
-        if field.startswith(MAX_PREFIX):
+        if field[:1] != "m":  # the common case: a sum (both kinds of maxima start with "m")
+            target[field] = get(field, 0) + value
+        elif field.startswith(MAX_PREFIX):
             if multisets:
-                count = target.get(field, 0) + value
+                count = get(field, 0) + value
                 if count:
                     target[field] = count
                 else:
                     target.pop(field, None)
         elif field.startswith("max_"):  # written before maxima were multisets
-            if value > target.get(field, float("-inf")):
+            if value > get(field, float("-inf")):
                 target[field] = value
         else:
-            target[field] = target.get(field, 0) + value
+            target[field] = get(field, 0) + value
 
 
 def present(fields: Mapping[str, float]) -> dict[str, float]:

@@ -167,14 +167,14 @@ def legacify(store: MemoryState) -> None:
                 buckets[start] = legacy_fields(buckets[start])
     for key in store._totals:
         store._totals[key] = legacy_fields(store._totals[key])
-    for key, (raw, expire_at) in list(store._records.items()):
+    for rkey, (raw, expire_at) in list(store._records.items()):
         record = marshal.loads(raw)
         for name in ("applied", "applied_repeat"):
             for contribution in record.get(name, {}).values():
                 contribution[2] = legacy_fields(contribution[2])
         for day, sums in record.get("days", {}).items():
             record["days"][day] = legacy_fields(sums)
-        store._records[key] = (marshal.dumps(record), expire_at)
+        store._records[rkey] = (marshal.dumps(record), expire_at)
 
 
 def test_state_in_the_old_layout_reads_as_a_fresh_store_fed_every_event() -> None:
