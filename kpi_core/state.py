@@ -164,9 +164,11 @@ class StateStore(Protocol):
     def scopes(self) -> Mapping[str, Iterable[str]]:
         """tenant -> scopes that have any state."""
 
-    def read_window(self, tenant: str, scope: str, start: float, end: float) -> dict[str, float]: ...
+    def read_window(self, tenant: str, scope: str, start: float, end: float) -> dict[str, float]:
+        """The sum of the buckets covering ``[start, end)``, as :func:`present` shows it."""
 
-    def totals(self, tenant: str, scope: str) -> dict[str, float]: ...
+    def totals(self, tenant: str, scope: str) -> dict[str, float]:
+        """The lifetime totals, as :func:`present` shows them (no maxima: windowed only)."""
 
     def live(self, name: str, tenant: str, scope: str) -> dict[str, float]: ...
 

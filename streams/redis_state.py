@@ -60,6 +60,17 @@ them. A test-only hook, :attr:`RedisState.fail_at_write` (``ARGV[2]``, 0 in prod
 counter compared once per write), makes the script fail just before its k-th write, or after
 its last one (-1), to show the rollback at every step (tests/integration/test_batch_atomicity.py).
 
+Bucket arithmetic (``kpi_core.state``, "Exact arithmetic"): the engine's deltas are whole
+numbers (durations in ms, maxima as ``mx:<name>:<ms>`` multiset counts), sent as integer text
+and added by ``HINCRBY`` as they are (int64, never through a Lua double), so Redis holds the
+very integers :class:`~kpi_core.state.MemoryState` does, whatever the batching and order; a
+multiset field that reaches 0 is deleted, and the totals hashes get no multiset field. A
+fractional delta (the retraction of a contribution applied before the upgrade, under its
+legacy float name) still takes ``HINCRBYFLOAT``, and a legacy ``max_*`` field still takes the
+maximum. The read side (``read_window``, ``totals``, the snapshot reader, whose window
+script sums multiset counts like any field) returns what :func:`~kpi_core.state.present`
+makes of the raw sums: the legacy field names, in seconds.
+
 Expiry is by TTL, computed from the store's clock: a bucket lives as long as
 :meth:`MemoryState.maintain <kpi_core.state.MemoryState.maintain>` would keep it, a record
 until its ``expire_at`` (at least :data:`MIN_TTL_SECONDS`), so :meth:`RedisState.maintain`
