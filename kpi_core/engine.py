@@ -10,11 +10,17 @@ An event updates the facts, the engine recomputes the contributions the facts im
 applies only the difference (retracting what changed). The result is a pure function of the
 set of facts, so shuffled or duplicated arrival ends in the same buckets as ordered arrival.
 
-Two limits, both documented in docs/KPI_ENGINE.md:
+Every contribution value is a whole number (``kpi_core.state``, "Exact arithmetic"):
+counts, durations in milliseconds (``*_sum_ms``: a duration between two event times is the
+difference of the times in whole milliseconds, :func:`~kpi_core.state.to_ms`, so it is exact;
+a duration an event carries, ``wait_seconds`` or ``talk_seconds``, is rounded to the
+millisecond, half away from zero), the occupancy integrals ``occ_*_t_ms`` and the CES score
+in thousandths. A maximum (longest wait, longest callback delay) is one ``mx:<name>:<ms>``
+multiset field per contribution, retracted like any count, so the maxima are as exact and
+order-independent as the sums.
 
-* ``max_*`` fields (longest wait, longest callback delay) are never retracted: if a call's
-  outcome changes because an earlier terminal event arrives late, the old wait may linger in
-  that bucket's maximum. Sums and counts are retracted exactly.
+One limit, documented in docs/KPI_ENGINE.md:
+
 * Contributions older than the lateness horizon are frozen (no event can change them, since
   such events are rejected ``too_late``); a call record is kept for ``max_call_age`` after its
   last event, so an event for a call older than that starts a new record.
@@ -29,7 +35,15 @@ from typing import Any
 from kpi_core.config import REASON_NONE, Config
 from kpi_core.errors import InvalidEventError
 from kpi_core.events import ALL, PULSE_SURVEYS, Event, Rejection
-from kpi_core.state import KB_SCOPE_PREFIX, Record, StateStore, is_queue_scope, retirable
+from kpi_core.state import (
+    KB_SCOPE_PREFIX,
+    Record,
+    StateStore,
+    is_queue_scope,
+    max_field,
+    retirable,
+    to_ms,
+)
 from kpi_core.windows import local_midnight
 
 #: Upper bounds (``le``) of the wait-time histogram, seconds. The service-level thresholds in
@@ -93,7 +107,7 @@ Contribution = list[Any]  # [scope, ts, {field: value}]
 #: breakdown is retracted, pruned and retired with the field it breaks down.
 BREAKDOWN_FIELDS = frozenset({
     "offered", "answered", "abandoned", "short_abandoned", "answered_within", "abandoned_within",
-    "abandoned_after", "asa_n", "asa_sum", "tk_created", "frt_n", "frt_sum",
+    "abandoned_after", "asa_n", "asa_sum_ms", "tk_created", "frt_n", "frt_sum_ms",
 })  # fmt: skip
 #: Field-name suffixes of a channel's and a priority's share of a field.
 CHANNEL_MARK = "@c:"
@@ -383,6 +397,8 @@ class Engine:
             new = desired.get(cid)
             if new == old:
                 continue
+            # ``max_*``: a legacy contribution's maximum (before maxima were multisets), never
+            # retractable; a multiset field ``mx:*`` is a count and retracted as one.
             retract = {k: -v for k, v in old[2].items() if not k.startswith("max_")}
             if retract:
                 store.add(tenant, old[0], old[1], retract)
@@ -639,25 +655,30 @@ class Engine:
             outcome = leg["outcome"]
             if outcome is not None:
                 kind, ts, wait = outcome
-                if wait is None and offer_ts is not None:
+                # The wait in whole ms: the one the event carries rounded, else the difference
+                # of the two times in ms (exact); the thresholds compare the wait in seconds.
+                if wait is not None:
+                    wait_ms = to_ms(wait)
+                elif offer_ts is not None:
                     wait = max(0.0, ts - offer_ts)
+                    wait_ms = max(0, to_ms(ts) - to_ms(offer_ts))
                 fields: dict[str, float] = {kind: 1}
                 if wait is not None:
-                    fields["max_wait"] = wait
+                    fields[max_field("wait", wait_ms)] = 1
                     threshold = queue_config.sl_threshold_seconds
                     if kind != "transferred":
                         fields["wait_n"] = 1
-                        fields["wait_sum"] = wait
+                        fields["wait_sum_ms"] = wait_ms
                     if kind == "answered":
                         fields["asa_n"] = 1
-                        fields["asa_sum"] = wait
+                        fields["asa_sum_ms"] = wait_ms
                         fields["answered_within"] = 1 if wait <= threshold else 0
                         fields[f"wa{wait_bucket(wait)}"] = 1
                     elif kind == "abandoned":
                         fields["short_abandoned"] = 1 if wait < queue_config.short_abandon_seconds else 0
                         fields["abandoned_within"] = 1 if wait <= threshold else 0
                         fields["abandoned_after"] = 1 if wait > threshold else 0
-                        fields["ab_wait_sum"] = wait
+                        fields["ab_wait_sum_ms"] = wait_ms
                         fields[f"wb{wait_bucket(wait)}"] = 1
                 desired[f"{key}:out"] = [queue, ts, broken_down(fields, channel, priority)]
             transfers = [t for t in leg["terminals"] if t[3] == "transferred"]
@@ -668,7 +689,8 @@ class Engine:
             if leg["ended"]:
                 end = min(leg["ended"], key=lambda e: (e[0], e[1]))
                 talk, hold, acw, resolved = end[3], end[4], end[5], end[6]
-                fields = {"handled": 1, "handle_sum": talk + hold + acw, "talk_sum": talk}
+                talk_ms = to_ms(talk)
+                fields = {"handled": 1, "handle_sum_ms": talk_ms + to_ms(hold) + to_ms(acw), "talk_sum_ms": talk_ms}
                 if resolved is not None:
                     fields["fcr_n"] = 1
                     fields["fcr_ok"] = 1 if resolved else 0
@@ -771,11 +793,11 @@ class Engine:
                 continue
             if kind == "attempt" and ident not in open_cb["aliases"]:
                 continue
-            delay = ts - open_cb["due"]
             if kind == "answered":
                 fields = {"cb_recontacted": 1}
             else:
-                fields = {"cb_made": 1, "cb_delay_sum": delay, "max_cb_delay": delay}
+                delay_ms = to_ms(ts) - to_ms(open_cb["due"])
+                fields = {"cb_made": 1, "cb_delay_sum_ms": delay_ms, max_field("cb_delay", delay_ms): 1}
             desired[f"cb:{open_cb['id']}"] = [open_cb["queue"], ts, fields]
             desired[f"due:{open_cb['id']}"] = [open_cb["queue"], open_cb["due"], {"cb_due": 1}]
             if ts >= self._cutoff:
@@ -826,9 +848,9 @@ class Engine:
             desired["due"] = [queue, due, {"cb_due": 1}]
             closing = [ts for ts in record["attempts"] if ts >= due]
             if closing:
-                delay = closing[0] - due
-                desired["cb"] = [queue, closing[0],
-                                 {"cb_made": 1, "cb_delay_sum": delay, "max_cb_delay": delay}]  # fmt: skip
+                delay_ms = to_ms(closing[0]) - to_ms(due)
+                desired["cb"] = [queue, closing[0], {"cb_made": 1, "cb_delay_sum_ms": delay_ms,
+                                                     max_field("cb_delay", delay_ms): 1}]  # fmt: skip
             else:
                 live.append([CALLBACKS, queue, f"\x1fcb\x1f{cb_id}", due])
         self._reconcile(tenant, record, desired)
@@ -915,7 +937,7 @@ class Engine:
         days: dict[str, dict[str, float]] = record.setdefault("days", {})
         day = days.setdefault(str(int(start)), {})
         for key, value in fields.items():
-            day[key] = day.get(key, 0.0) + sign * value
+            day[key] = day.get(key, 0) + sign * value
         for key in [k for k in days if int(k) < start - 2 * _DAY]:
             del days[key]
 
@@ -1001,14 +1023,15 @@ class Engine:
             for scope, d in deltas.items():
                 fields = {k: v for k, v in d.items() if v}
                 if fields:
-                    fields.update({f"{k}_t": v * ts for k, v in list(fields.items())})
+                    ts_ms = to_ms(ts)
+                    fields.update({f"{k}_t_ms": v * ts_ms for k, v in list(fields.items())})
                     out[f"{eid}:{scope}"] = [scope, ts, fields]
             previous = changes[i]
         return out
 
     @staticmethod
     def _occupancy_delta(deltas: dict[str, dict[str, float]], scope: str, state: str, sign: int) -> None:
-        d = deltas.setdefault(scope, {"occ_busy": 0.0, "occ_staffed": 0.0, "occ_logged": 0.0})
+        d = deltas.setdefault(scope, {"occ_busy": 0, "occ_staffed": 0, "occ_logged": 0})
         if state in BUSY_STATES:
             d["occ_busy"] += sign
         if state in STAFFED_STATES:
@@ -1068,7 +1091,7 @@ class Engine:
             if agent_replies:
                 first = agent_replies[0]
                 desired["frt"] = [queue, first[0], broken_down(
-                    {"frt_n": 1, "frt_sum": max(0.0, first[0] - created_ts)}, channel, priority
+                    {"frt_n": 1, "frt_sum_ms": max(0, to_ms(first[0]) - to_ms(created_ts))}, channel, priority
                 )]
             pending_since: float | None = created_ts
             for ts, eid, author, _q in replies:
@@ -1076,7 +1099,7 @@ class Engine:
                     if pending_since is None:
                         pending_since = ts
                 elif pending_since is not None:
-                    desired[f"rt:{eid}"] = [queue, ts, {"rt_n": 1, "rt_sum": max(0.0, ts - pending_since)}]
+                    desired[f"rt:{eid}"] = [queue, ts, {"rt_n": 1, "rt_sum_ms": max(0, to_ms(ts) - to_ms(pending_since))}]
                     pending_since = None
         for ts, eid, resolution, _fc, _q in resolutions:
             desired[f"res:{eid}"] = [
@@ -1092,7 +1115,7 @@ class Engine:
             fields = {"tfcr_n": 1, "tfcr_ok": 1 if first_contact else 0}
             if created is not None:
                 fields["art_n"] = 1
-                fields["art_sum"] = max(0.0, ts - created[0])
+                fields["art_sum_ms"] = max(0, to_ms(ts) - to_ms(created[0]))
             desired["first_res"] = [queue, ts, fields]
         for ts, eid, _q in reopens:
             desired[f"reo:{eid}"] = [queue, ts, {"tk_reopened": 1}]
@@ -1144,7 +1167,7 @@ class Engine:
         elif ev.survey == "nps":
             fields = {"nps_n": 1, "nps_pro": 1 if score >= 9 else 0, "nps_det": 1 if score <= 6 else 0}
         else:
-            fields = {"ces_n": 1, "ces_sum": score}
+            fields = {"ces_n": 1, "ces_sum_ms": to_ms(score)}  # thousandths of a point
         self.store.add(ev.tenant, ev.queue, ev.ts, fields)
 
     def _pulse(self, ev: Event) -> None:

@@ -56,6 +56,7 @@ from kpi_core.state import (
     StateStore,
     is_queue_scope,
     merge_into,
+    present,
 )
 from kpi_core.windows import local_midnight, window_range
 
@@ -839,7 +840,7 @@ def live_agents(
                     i -= 1
                 since = changes[i][0]
                 queues = list(Engine._agent_queues(changes, len(changes), record.get("base")))
-                day = record.get("days", {}).get(day_key, {})
+                day = present(record.get("days", {}).get(day_key, {}))
                 occupancy = _occupancy(day, {state: 1}, midnight, at)
             calls = (store.get_record(AGENT_CALLS, name, agent) or {"calls": {}})["calls"].values()
             handled = sum(1 for f in calls if f[0] == "handled" and midnight <= f[1] <= at)

@@ -11,8 +11,9 @@ through a :class:`StateStore`, in four shapes:
     difference.
 ``buckets``
     Counters and sums per ``(tenant, scope, bucket)``, in a fine and a coarse tier
-    (``kpi_core.windows``), plus lifetime totals of every field. A field whose name starts
-    with ``max_`` keeps the maximum instead of the sum and is never retracted.
+    (``kpi_core.windows``), plus lifetime totals of every field but the maxima' multisets.
+    Every value the engine adds is a whole number (see "Exact arithmetic" below), so a sum is
+    exact whatever the order of its additions and retractions.
 ``live sets``
     ``member -> score`` per ``(name, tenant, scope)``: calls waiting (score = offer time),
     callbacks pending (due time), open tickets (creation time), agents (``state\\x1fagent``).
@@ -22,6 +23,32 @@ through a :class:`StateStore`, in four shapes:
 A scope is a queue name, ``_all`` for tenant-wide agent series, or an internal name starting
 with ``\\x1f`` (knowledge-base articles), which never collides with a queue because event
 names cannot hold control characters.
+
+Exact arithmetic
+----------------
+The engine adds only integers to buckets: counts, and quantities in thousandths in fields
+whose name ends in ``_ms`` (before a channel or priority mark: ``asa_sum_ms@c:chat``):
+durations in milliseconds (``wait_sum_ms``, ``handle_sum_ms``, ``frt_sum_ms``...; a duration
+between two event times is the difference of the times in whole milliseconds, :func:`to_ms`,
+so it is exact), the occupancy integrals ``occ_*_t_ms`` (``d * ts`` in ms) and the CES score
+sum in thousandths of a point. Floats drifted: ``(6.063 + 437.682) - 437.682`` is
+``6.062999999999988``, so a retraction left noise that depended on arrival order.
+
+A maximum is a multiset, so it can be retracted like a sum: a contribution adds
+``mx:<name>:<ms>`` = 1 (:func:`max_field`; ``mx:wait:5000`` for a 5 s wait) and its retraction
+adds -1; a field that reaches 0 is deleted. The maximum is the largest ``<ms>`` with a count
+above 0. A bucket's multiset holds at most one field per distinct value contributed to it
+(at most one per outcome in it), and goes with the bucket; the lifetime totals keep no
+multiset (maxima are windowed KPIs only), so nothing grows with time.
+
+The read side (:meth:`StateStore.read_window`, :meth:`StateStore.totals`) presents the
+legacy shape through :func:`present`, the one translation both stores use: ``wait_sum`` in
+seconds, ``max_wait`` in seconds... State written before (a store upgraded in place) holds
+float ``wait_sum`` and ``max_wait`` fields, and records whose applied contributions name
+them; :func:`present` adds the legacy sum to the new one and takes the larger of the legacy
+maximum and the multiset's. A legacy contribution is retracted under its own names, as
+before, except its ``max_*`` part, which was never retractable and stays until its bucket
+goes (docs/KPI_ENGINE.md, Limits).
 
 Memory is bounded by the number of buckets (which :meth:`StateStore.maintain` prunes), the
 live sets, and records, which expire. :class:`MemoryState` is the in-process store used by
@@ -137,9 +164,11 @@ class StateStore(Protocol):
     def scopes(self) -> Mapping[str, Iterable[str]]:
         """tenant -> scopes that have any state."""
 
-    def read_window(self, tenant: str, scope: str, start: float, end: float) -> dict[str, float]: ...
+    def read_window(self, tenant: str, scope: str, start: float, end: float) -> dict[str, float]:
+        """The sum of the buckets covering ``[start, end)``, as :func:`present` shows it."""
 
-    def totals(self, tenant: str, scope: str) -> dict[str, float]: ...
+    def totals(self, tenant: str, scope: str) -> dict[str, float]:
+        """The lifetime totals, as :func:`present` shows them (no maxima: windowed only)."""
 
     def live(self, name: str, tenant: str, scope: str) -> dict[str, float]: ...
 
@@ -185,8 +214,82 @@ def retirable(
     return result
 
 
+#: A maximum's multiset fields: ``mx:<name>:<thousandths>`` -> count (:func:`max_field`).
+MAX_PREFIX = "mx:"
+#: The suffix of a field in thousandths (milliseconds), before any ``@`` breakdown mark.
+MS_SUFFIX = "_ms"
+
+
+def to_ms(value: float) -> int:
+    """``value`` (seconds, or points) in whole thousandths, rounded half away from zero."""
+    scaled = value * 1000.0
+    return int(scaled + 0.5) if scaled >= 0 else -int(-scaled + 0.5)
+
+
+def max_field(name: str, value_ms: int) -> str:
+    """The multiset field of one value of maximum ``name`` (presented as ``max_<name>``)."""
+    return f"{MAX_PREFIX}{name}:{value_ms}"
+
+
+def add_into(target: dict[str, Any], deltas: Mapping[str, float], multisets: bool = True) -> None:
+    """Add ``deltas`` to a stored bucket ``target``: sums (whole numbers stay ints), a
+    multiset field that reaches 0 deleted, legacy ``max_*`` fields as maxima. Without
+    ``multisets`` (lifetime totals), multiset fields are left out."""
+    get = target.get
+    for field, value in deltas.items():
+        if field[:1] != "m":  # the common case: a sum (both kinds of maxima start with "m")
+            target[field] = get(field, 0) + value
+        elif field.startswith(MAX_PREFIX):
+            if multisets:
+                count = get(field, 0) + value
+                if count:
+                    target[field] = count
+                else:
+                    target.pop(field, None)
+        elif field.startswith("max_"):  # written before maxima were multisets
+            if value > get(field, float("-inf")):
+                target[field] = value
+        else:
+            target[field] = get(field, 0) + value
+
+
+def present(fields: Mapping[str, float]) -> dict[str, float]:
+    """Stored fields (a bucket, a sum of buckets, totals) in the shape the KPI layer reads,
+    all floats: a ``<name>_ms`` field as ``<name>`` in seconds (``asa_sum_ms@c:chat`` as
+    ``asa_sum@c:chat``), added to a legacy ``<name>`` field if there is one; the multiset
+    ``mx:<name>:<ms>`` fields with a count above 0 as ``max_<name>`` in seconds, the larger
+    of their largest value and a legacy ``max_<name>``. Everything else as it is. The one
+    translation both stores use, so they present the same bits."""
+    out: dict[str, float] = {}
+    scaled: dict[str, float] = {}
+    maxima: dict[str, int] = {}
+    for field, value in fields.items():
+        if field.startswith(MAX_PREFIX):
+            if value > 0:
+                name, _sep, ms = field[3:].rpartition(":")
+                n = int(ms)
+                if n > maxima.get(name, -(1 << 62)):
+                    maxima[name] = n
+        elif MS_SUFFIX in field:
+            base, at, mark = field.partition("@")
+            if base.endswith(MS_SUFFIX):
+                scaled[base[:-3] + at + mark] = value
+            else:
+                out[field] = float(value)
+        else:
+            out[field] = float(value)
+    for field, value in scaled.items():
+        out[field] = out.get(field, 0.0) + value / 1000
+    for name, n in maxima.items():
+        seconds = n / 1000
+        legacy = out.get("max_" + name)
+        if legacy is None or seconds > legacy:
+            out["max_" + name] = seconds
+    return out
+
+
 def merge_into(target: dict[str, float], deltas: Mapping[str, float]) -> None:
-    """Sum ``deltas`` into ``target``; ``max_*`` fields take the maximum."""
+    """Sum presented components ``deltas`` into ``target``; ``max_*`` fields take the maximum."""
     for field, value in deltas.items():
         if field.startswith("max_"):
             if value > target.get(field, float("-inf")):
@@ -258,13 +361,13 @@ class MemoryState:
         bucket = fine.get(fstart)
         if bucket is None:
             bucket = fine[fstart] = {}
-        merge_into(bucket, deltas)
+        add_into(bucket, deltas)
         coarse = self._coarse[key]
         cbucket = coarse.get(cstart)
         if cbucket is None:
             cbucket = coarse[cstart] = {}
-        merge_into(cbucket, deltas)
-        merge_into(self._totals[key], deltas)
+        add_into(cbucket, deltas)
+        add_into(self._totals[key], deltas, multisets=False)
 
     def live_put(self, name: str, tenant: str, scope: str, member: str, score: float) -> None:
         key = (name, tenant, scope)
@@ -348,7 +451,7 @@ class MemoryState:
         """Add a retiring queue's lifetime totals to the tenant's :data:`RETIRED_SCOPE`."""
         totals = self._totals.get((tenant, queue))
         if totals:
-            merge_into(self._totals.setdefault((tenant, RETIRED_SCOPE), {}), totals)
+            add_into(self._totals.setdefault((tenant, RETIRED_SCOPE), {}), totals, multisets=False)
             self._scopes.setdefault(tenant, set()).add(RETIRED_SCOPE)
 
     def _drop_scope(self, tenant: str, scope: str) -> bool:
@@ -370,7 +473,7 @@ class MemoryState:
 
     def read_window(self, tenant: str, scope: str, start: float, end: float) -> dict[str, float]:
         key = (tenant, scope)
-        result: dict[str, float] = {}
+        result: dict[str, Any] = {}
         fine = self._fine.get(key)
         if fine is None:
             return result
@@ -380,16 +483,16 @@ class MemoryState:
             if len(starts) > len(tier):
                 for bstart, bucket in tier.items():
                     if bstart in starts:
-                        merge_into(result, bucket)
+                        add_into(result, bucket)
             else:
                 for bstart in starts:
                     found = tier.get(bstart)
                     if found is not None:
-                        merge_into(result, found)
-        return result
+                        add_into(result, found)
+        return present(result)
 
     def totals(self, tenant: str, scope: str) -> dict[str, float]:
-        return dict(self._totals.get((tenant, scope), {}))
+        return present(self._totals.get((tenant, scope), {}))
 
     def live(self, name: str, tenant: str, scope: str) -> dict[str, float]:
         return dict(self._live.get((name, tenant, scope), {}))

@@ -60,6 +60,17 @@ them. A test-only hook, :attr:`RedisState.fail_at_write` (``ARGV[2]``, 0 in prod
 counter compared once per write), makes the script fail just before its k-th write, or after
 its last one (-1), to show the rollback at every step (tests/integration/test_batch_atomicity.py).
 
+Bucket arithmetic (``kpi_core.state``, "Exact arithmetic"): the engine's deltas are whole
+numbers (durations in ms, maxima as ``mx:<name>:<ms>`` multiset counts), sent as integer text
+and added by ``HINCRBY`` as they are (int64, never through a Lua double), so Redis holds the
+very integers :class:`~kpi_core.state.MemoryState` does, whatever the batching and order; a
+multiset field that reaches 0 is deleted, and the totals hashes get no multiset field. A
+fractional delta (the retraction of a contribution applied before the upgrade, under its
+legacy float name) still takes ``HINCRBYFLOAT``, and a legacy ``max_*`` field still takes the
+maximum. The read side (``read_window``, ``totals``, the snapshot reader, whose window
+script sums multiset counts like any field) returns what :func:`~kpi_core.state.present`
+makes of the raw sums: the legacy field names, in seconds.
+
 Expiry is by TTL, computed from the store's clock: a bucket lives as long as
 :meth:`MemoryState.maintain <kpi_core.state.MemoryState.maintain>` would keep it, a record
 until its ``expire_at`` (at least :data:`MIN_TTL_SECONDS`), so :meth:`RedisState.maintain`
@@ -94,9 +105,10 @@ from kpi_core.state import (
     RETIRED_SCOPE,
     LiveSummary,
     Record,
+    add_into,
     count_states,
     is_queue_scope,
-    merge_into,
+    present,
     summarize_live,
 )
 
@@ -147,7 +159,8 @@ def _num(value: float) -> str:
 #   ARGV[2] = test hook: 0 in production; k > 0 fails the script just before its k-th write,
 #             -1 just after its last one (see RedisState.fail_at_write); either way it rolls back
 #   then any of:
-#     H ttl_ms nsum nmax f v ... (key: a hash)      -- HINCRBYFLOAT sums, max for max fields
+#     H ttl_ms nsum nmax f v ... (key: a hash)      -- HINCRBY sums (a multiset field mx:* at 0
+#                                                    deleted), max for legacy max_ fields
 #     R ttl_ms value             (key: a record)    -- SET PX
 #     D                          (key: a record)    -- DEL
 #     Z n score member ...       (key: a zset)      -- ZADD
@@ -368,16 +381,29 @@ local function apply(j)
       local old = read('HMGET', key, fields)
       undo[#undo + 1] = {'h', key, fields, old}
       for i = 1, nsum do
-        -- HINCRBY (integer arithmetic, ~3x cheaper) for whole deltas; a field that holds a
-        -- fraction refuses it (known beforehand when its text has a '.'), and takes
-        -- HINCRBYFLOAT as every fractional delta does.
+        -- HINCRBY (integer arithmetic, exact, ~3x cheaper) for whole deltas: the engine's
+        -- are all whole (integers as text, passed as they are, never through a Lua double).
+        -- A field that holds a fraction (state from before) refuses it (known beforehand when
+        -- its text has a '.'), and takes HINCRBYFLOAT as every fractional delta does. A
+        -- multiset field (mx:*) that reaches 0 is deleted, so a bucket keeps only values
+        -- still counted (the undo log above restores it).
         local d = ARGV[a + 3 + 2 * i]
-        local n = tonumber(d)
         local was = old[i]
+        local f = fields[i]
         step()
-        if n ~= math.floor(n) or n >= 1e15 or n <= -1e15 or (was and string.find(was, '.', 1, true))
-            or type(redis.pcall('HINCRBY', key, fields[i], string.format('%d', n))) == 'table' then
-          redis.call('HINCRBYFLOAT', key, fields[i], d)
+        if string.find(d, '^%-?%d+$') and not (was and string.find(was, '.', 1, true)) then
+          local r = redis.pcall('HINCRBY', key, f, d)
+          if type(r) == 'table' then
+            redis.call('HINCRBYFLOAT', key, f, d)
+          elseif r == 0 and string.sub(f, 1, 3) == 'mx:' then
+            redis.call('HDEL', key, f)
+          end
+        else
+          local n = tonumber(d)
+          if n ~= math.floor(n) or n >= 1e15 or n <= -1e15 or (was and string.find(was, '.', 1, true))
+              or type(redis.pcall('HINCRBY', key, f, string.format('%d', n))) == 'table' then
+            redis.call('HINCRBYFLOAT', key, f, d)
+          end
         end
       end
       for i = nsum + 1, nf do
@@ -510,7 +536,9 @@ return redis.error_reply('ccmon apply: ' .. msg .. ' (after ' .. nw .. ' write(s
 #          first/stop, coarse middle first/stop, fine tail first/stop; stop exclusive), then
 #          the encoded scopes.
 # Buckets are summed in window order (head, middle, tail, ascending), exactly as
-# MemoryState.read_window and merge_into do; ``max_*`` fields take the maximum. Returns, per
+# MemoryState.read_window does; legacy ``max_*`` fields take the maximum, a maximum's multiset
+# fields (``mx:<name>:<ms>`` -> count) are summed like counts, which is the multisets' union
+# (kpi_core.state.present turns them into ``max_<name>`` in Python). Returns, per
 # scope and window, a flat {field, value, ...} list with values as %.17g text (exact doubles).
 WINDOWS_LUA = """
 local tag = ARGV[1]
@@ -716,7 +744,8 @@ LIVE_QUERIES_PER_CALL = 40
 @dataclass
 class _Hash:
     """Buffered changes to one hash: summed deltas and maxima. Bucket hashes keep both in
-    ``sums`` (merged by :func:`~kpi_core.state.merge_into`: ``max_*`` fields take the max)."""
+    ``sums`` (added by :func:`~kpi_core.state.add_into`: whole deltas stay ints, a multiset
+    field whose deltas cancel out is dropped, legacy ``max_*`` fields take the max)."""
 
     ttl_at: float | None  # engine-clock expiry, None = keep
     sums: dict[str, float] = field(default_factory=dict)
@@ -1134,7 +1163,8 @@ class RedisState:
         ttl = self._ttl_ms(h.ttl_at, now) if h.ttl_at is not None else 0
         args: list[Any] = ["H", ttl, len(sums), len(maxes)]
         for fld, value in sums.items():
-            args += [_utf8(fld), _num(value)]
+            # ints as themselves: the script passes whole numbers to HINCRBY as text (exact)
+            args += [_utf8(fld), str(value) if type(value) is int else _num(value)]
         for fld, value in maxes.items():
             args += [_utf8(fld), _num(value)]
         return args
@@ -1200,8 +1230,10 @@ class RedisState:
         targets = b.add_targets.get((tenant, scope, fstart))
         if targets is None:
             targets = b.add_targets[(tenant, scope, fstart)] = self._add_targets(b, tenant, scope, fstart, ts)
-        for h in targets:
-            merge_into(h.sums, deltas)
+        fine_h, coarse_h, totals_h = targets
+        add_into(fine_h.sums, deltas)
+        add_into(coarse_h.sums, deltas)
+        add_into(totals_h.sums, deltas, multisets=False)  # maxima are windowed only
 
     def _add_targets(self, b: _Batch, tenant: str, scope: str, fstart: int, ts: float) -> tuple[_Hash, ...]:
         """The hashes an ``add`` at ``ts`` changes: its fine and coarse buckets and the totals."""
@@ -1448,11 +1480,11 @@ class RedisState:
                 pipe.hgetall(key)
             for bucket in pipe.execute():
                 if bucket:
-                    merge_into(result, _floats(bucket))
-        return result
+                    add_into(result, _floats(bucket))
+        return present(result)
 
     def totals(self, tenant: str, scope: str) -> dict[str, float]:
-        return _floats(self.client.hgetall(self._totals_key(tenant, scope)))
+        return present(_floats(self.client.hgetall(self._totals_key(tenant, scope))))
 
     def live(self, name: str, tenant: str, scope: str) -> dict[str, float]:
         key = self._live_key(name, tenant, scope)
@@ -1694,11 +1726,11 @@ class SnapshotReader:
 
     def read_window(self, tenant: str, scope: str, start: float, end: float) -> dict[str, float]:
         found = self._windows.get((tenant, scope, start, end))
-        return dict(found) if found is not None else self.state.read_window(tenant, scope, start, end)
+        return present(found) if found is not None else self.state.read_window(tenant, scope, start, end)
 
     def totals(self, tenant: str, scope: str) -> dict[str, float]:
         found = self._totals.get((tenant, scope))
-        return dict(found) if found is not None else self.state.totals(tenant, scope)
+        return present(found) if found is not None else self.state.totals(tenant, scope)
 
     def live(self, name: str, tenant: str, scope: str) -> dict[str, float]:
         return self.state.live(name, tenant, scope)

@@ -6,9 +6,10 @@ rings, outbound calls, calls without offers, calls with two terminal events), ca
 tickets, surveys and agent states, on whole seconds within ~2 h before a whole-minute
 ``at``; customer ids from a small pool so repeat callers and callbacks happen.
 
-(a) shuffled arrival == time-ordered arrival,
+(a) shuffled arrival == time-ordered arrival, exactly, maxima included (and with times and
+    durations in milliseconds, shuffled and duplicated),
 (b) every event delivered twice (duplicates interleaved) == once,
-(c) engine == ``reference.py`` (a naive brute-force recomputation from KPIS.md).
+(c) engine == ``reference.py`` (a naive brute-force recomputation from KPIS.md), maxima included.
 """
 
 from __future__ import annotations
@@ -261,7 +262,9 @@ def agent_events(draw: st.DrawFn, at: int, tenants: Sequence[str], n: int) -> li
 
 
 @st.composite
-def streams(draw: st.DrawFn, max_calls: int = 30) -> tuple[Config, float, list[Event]]:
+def streams(draw: st.DrawFn, max_calls: int = 30, fractional: bool = False) -> tuple[Config, float, list[Event]]:
+    """``fractional``: every time and duration gets a random fraction of a second (whole
+    milliseconds), where float sums and retractions drifted with the arrival order."""
     zone = draw(st.sampled_from(sorted(CONFIGS)))
     at = int(draw(st.sampled_from(BASES))) + 60 * draw(st.integers(0, 120))
     tenants = draw(st.sampled_from((("default",), ("acme",), ("default", "acme"))))
@@ -277,6 +280,11 @@ def streams(draw: st.DrawFn, max_calls: int = 30) -> tuple[Config, float, list[E
         raw.append(draw(survey_event(at, tenants)))
     for n in range(draw(st.integers(0, 3))):
         raw.extend(draw(agent_events(at, tenants, n)))
+    if fractional:
+        for ev in raw:
+            for name in ("ts", "wait_seconds", "talk_seconds", "hold_seconds", "acw_seconds"):
+                if name in ev:
+                    ev[name] += draw(st.integers(0, 999)) / 1000
     # Event ids in a random order, so ties in time are broken arbitrarily.
     ids = draw(st.permutations(range(len(raw))))
     events = [parse_event({**ev, "event_id": f"e{i}"}) for ev, i in zip(raw, ids, strict=True)]
@@ -297,62 +305,6 @@ def run_engine(config: Config, events: Iterable[Event], at: float) -> tuple[dict
 
 def time_order(events: Iterable[Event]) -> list[Event]:
     return sorted(events, key=lambda e: (e.ts, e.event_id))
-
-
-def max_fields_unstable(events: Sequence[Event]) -> set[str]:
-    """Metrics documented as not retractable (docs/KPI_ENGINE.md, Limits) that a stream can
-    legitimately make order-dependent.
-
-    * ``ccmon_max_wait_seconds``: a call whose outcome or leg changes with arrival order (two
-      or more terminal events, or two or more offers, i.e. a transfer), or a terminal event
-      that names a queue and carries ``wait_seconds`` while the call's offer is outbound or
-      in another queue: arriving before that offer, it is counted provisionally in the queue
-      it names, and its wait stays in that bucket's maximum when the offer moves it.
-    * ``ccmon_callback_delay_max_seconds``: a callback whose closing event or queue changes
-      with arrival order (a customer or callback with two or more possible closers, or a
-      customer with two or more possible openers, requests or calls), or any of the above (a
-      missed call makes a callback due).
-    """
-    unstable: set[str] = set()
-    terminals: Counter[tuple[str, str]] = Counter()
-    offers: Counter[tuple[str, str]] = Counter()
-    closers: Counter[tuple[str, str]] = Counter()
-    customer_of: dict[tuple[str, str], str] = {}
-    inbound_queues: dict[tuple[str, str], set[str | None]] = {}
-    for e in events:
-        key = (e.tenant, e.call_id or "")
-        if e.type == "call.offered":
-            offers[key] += 1
-            if e.customer_id:
-                customer_of[key] = e.customer_id
-            inbound_queues.setdefault(key, set()).add(e.queue if e.direction == "inbound" else None)
-        elif e.type in TERMINAL_TYPES:
-            terminals[key] += 1
-    for e in events:
-        key = (e.tenant, e.call_id or "")
-        if (e.type in TERMINAL_TYPES and e.queue is not None and e.wait_seconds is not None
-                and key in inbound_queues and inbound_queues[key] != {e.queue}):
-            unstable |= {"ccmon_max_wait_seconds", "ccmon_callback_delay_max_seconds"}
-    for e in events:
-        if e.type == "callback.attempted":
-            closers[(e.tenant, "cb:" + (e.callback_id or ""))] += 1
-    requests = {(e.tenant, e.callback_id): e.customer_id for e in events if e.type == "callback.requested"}
-    for e in events:
-        if e.type == "callback.attempted" and requests.get((e.tenant, e.callback_id)):
-            closers[(e.tenant, requests[(e.tenant, e.callback_id)] or "")] += 1
-        elif e.type in ("call.offered", "call.answered") and (e.tenant, e.call_id or "") in customer_of:
-            closers[(e.tenant, customer_of[(e.tenant, e.call_id or "")])] += 1
-    if any(n >= 2 for n in terminals.values()) or any(n >= 2 for n in offers.values()):
-        unstable |= {"ccmon_max_wait_seconds", "ccmon_callback_delay_max_seconds"}
-    openers: Counter[tuple[str, str]] = Counter()
-    for e in events:
-        if e.type == "callback.requested" and e.customer_id:
-            openers[(e.tenant, e.customer_id)] += 1
-        elif e.type == "call.offered" and (e.tenant, e.call_id or "") in customer_of:
-            openers[(e.tenant, customer_of[(e.tenant, e.call_id or "")])] += 1
-    if any(n >= 2 for n in closers.values()) or any(n >= 2 for n in openers.values()):
-        unstable.add("ccmon_callback_delay_max_seconds")
-    return unstable
 
 
 def without(flat: dict[Any, float], names: set[str]) -> dict[Any, float]:
@@ -404,8 +356,30 @@ def test_shuffled_arrival_equals_time_ordered_arrival(data: st.DataObject, strea
     note("arrival:\n" + dump(shuffled, at))
     ordered, _ = run_engine(config, time_order(events), at)
     got, _ = run_engine(config, shuffled, at)
-    skip = max_fields_unstable(events)
-    problems = diff(without(got, skip), without(ordered, skip))
+    # Maxima included: they are retractable multisets (kpi_core.state, "Exact arithmetic").
+    problems = diff(got, ordered)
+    assert not problems, "\n".join(problems[:20])
+
+
+@PROPERTY_SETTINGS
+@given(data=st.data(), stream=streams(fractional=True))
+def test_shuffled_and_duplicated_arrival_is_exact_with_milliseconds(data: st.DataObject, stream: Any) -> None:
+    """Times and durations with fractions of a second, delivered shuffled (so many events
+    arrive late, after later ones, and retract what they supersede) with duplicates
+    interleaved: every series, maxima included, has the very bits of the time-ordered feed
+    (float sums drifted: (6.063 + 437.682) - 437.682 == 6.062999999999988)."""
+    config, at, events = stream
+    arrival = data.draw(st.permutations(events), label="arrival order")
+    rng = data.draw(st.randoms(use_true_random=False), label="interleaving")
+    doubled: list[Event] = list(arrival)
+    for event in arrival:
+        if rng.random() < 0.3:
+            doubled.insert(rng.randint(doubled.index(event) + 1, len(doubled)), event)
+    note("arrival:\n" + dump(doubled, at))
+    ordered, _ = run_engine(config, time_order(events), at)
+    got, _ = run_engine(config, doubled, at)
+    pipeline = {"ccmon_events_duplicate_total", "ccmon_events_rejected_total"}
+    problems = diff(without(got, pipeline), without(ordered, pipeline))
     assert not problems, "\n".join(problems[:20])
 
 
@@ -500,10 +474,7 @@ def _check_quantiles(config: Config, at: float, events: Sequence[Event], got: di
 def test_engine_matches_naive_reference(stream: Any) -> None:
     config, at, events = stream
     note("time order:\n" + dump(time_order(events), at))
-    skip = max_fields_unstable(events)
-    problems = [
-        p for p in compare_with_reference(config, at, events, time_order(events)) if not any(s in p for s in skip)
-    ]
+    problems = compare_with_reference(config, at, events, time_order(events))
     assert not problems, "\n".join(problems[:20])
 
 
@@ -513,8 +484,7 @@ def test_engine_matches_naive_reference_in_any_arrival_order(data: st.DataObject
     config, at, events = stream
     arrival = data.draw(st.permutations(events), label="arrival order")
     note("arrival:\n" + dump(arrival, at))
-    skip = max_fields_unstable(events)
-    problems = [p for p in compare_with_reference(config, at, events, arrival) if not any(s in p for s in skip)]
+    problems = compare_with_reference(config, at, events, arrival)
     assert not problems, "\n".join(problems[:20])
 
 

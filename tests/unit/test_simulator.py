@@ -263,13 +263,12 @@ def test_faults_are_absorbed_by_the_engine(day: list[tuple[float, Record]], clea
     faulty = list(Simulator(day_params(late_share=0.05, duplicate_share=0.05, malformed_share=0.02)).stream())
     clean, dirty = clean_metrics, run_engine(faulty, DAY_END)
     pipeline = ("ccmon_events_", "ccmon_event_lag", "ccmon_last_event")
-    # max_* fields keep a maximum that a late, superseded outcome can leave behind (documented).
-    maxima = ("ccmon_max_wait_seconds", "ccmon_callback_delay_max_seconds")
 
     def kpis(m: dict[Any, float]) -> dict[Any, float]:
-        return {k: v for k, v in m.items() if not k[0].startswith(pipeline) and k[0] not in maxima}
+        return {k: v for k, v in m.items() if not k[0].startswith(pipeline)}
 
-    assert kpis(dirty) == pytest.approx(kpis(clean))
+    # Exactly, maxima included: whole-number sums and retractable maxima (kpi_core.state).
+    assert kpis(dirty) == kpis(clean)
     rejected = {dict(k[1])["reason"]: v for k, v in dirty.items() if k[0] == "ccmon_events_rejected_total"}
     duplicates = sum(v for k, v in dirty.items() if k[0] == "ccmon_events_duplicate_total")
     n = len(day)
