@@ -129,7 +129,7 @@ COMPONENTS: Mapping[str, Component] = MappingProxyType({c.name: c for c in (
     Component("asa_sum", "Sum of the waits of answered calls, seconds.", ("call.answered",), broken_down=True),
     Component("wait_n", "Calls answered, abandoned, timed out or sent to voicemail, with a wait.", _CALL_WAITS),
     Component("wait_sum", "Sum of their waits, seconds.", _CALL_WAITS),
-    Component("max_wait", "Longest wait of any outcome (a maximum, never retracted).",
+    Component("max_wait", "Longest wait of any outcome (a retractable maximum: stored as mx:wait:<ms> counts).",
               (*_CALL_WAITS, "call.transferred")),
     Component("ab_wait_sum", "Sum of the waits of abandoned calls, seconds.", ("call.abandoned",)),
     Component("wa" + INDEXED, "Answered calls by wait bucket (index into engine.WAIT_BUCKETS).", ("call.answered",)),
