@@ -344,7 +344,7 @@ def _score(obj: dict[str, Any], survey: str) -> tuple[float, int | None]:
         raw_scale = obj.get("scale_max", 5)
         if isinstance(raw_scale, float) and raw_scale.is_integer():
             raw_scale = int(raw_scale)
-        if isinstance(raw_scale, bool) or raw_scale not in CSAT_SCALES:
+        if isinstance(raw_scale, bool) or not isinstance(raw_scale, int) or raw_scale not in CSAT_SCALES:  # [5]: unhashable
             raise InvalidEventError(
                 "invalid_field:scale_max",
                 f"scale_max must be one of {sorted(CSAT_SCALES)}, got {_preview(raw_scale)}",
