@@ -158,17 +158,19 @@ _CHUNK = 4096
 
 
 class _Kept:
-    """The parsed lines of a file, kept compact while the default ``at`` is not yet known: an
-    event as the positions of its fields that differ from the defaults (one tuple per shape,
-    shared) and their values, repeated strings (queues, agents, calls...) stored once; a
-    rejected line as its error. ~270 bytes an event against ~600 for an Event and its own
-    strings; :meth:`items` rebuilds the Events in order and frees each chunk once read."""
+    """The parsed lines of a file, kept compact while the default ``at`` is not yet known, in
+    chunks of flat lists: an event as the positions of its fields that differ from the defaults
+    (one tuple per shape, shared) followed by their values, repeated strings (queues, agents,
+    calls...) stored once; a rejected line as its error. ~200 bytes an event against ~600 for
+    an Event and its own strings; :meth:`items` rebuilds the Events in order and frees each
+    chunk once read."""
 
     def __init__(self) -> None:
-        self.chunks: list[list[tuple[Any, ...] | InvalidEventError]] = [[]]
+        self.chunks: list[list[Any]] = [[]]
         self.shapes: dict[tuple[int, ...], tuple[tuple[int, ...], itemgetter[Any]]] = {}
         self.strings: dict[str, str] = {}
         self.count = 0
+        self._in_chunk = 0
         #: (count, number): the line number of the ``count``-th non-blank line from there on
         #: is ``number + (its count - count)`` (blank lines are skipped, not kept).
         self.numbers: list[tuple[int, int]] = []
@@ -177,10 +179,11 @@ class _Kept:
         if not self.numbers or self.numbers[-1][1] + self.count - self.numbers[-1][0] != number:
             self.numbers.append((self.count, number))
         self.count += 1
+        if self._in_chunk == _CHUNK:
+            self.chunks.append([])
+            self._in_chunk = 0
+        self._in_chunk += 1
         chunk = self.chunks[-1]
-        if len(chunk) >= _CHUNK:
-            chunk = []
-            self.chunks.append(chunk)
         if isinstance(item, InvalidEventError):
             chunk.append(item)
             return
@@ -190,33 +193,37 @@ class _Kept:
             shape = self.shapes[present] = (present, itemgetter(*present))
         strings = self.strings
         values = shape[1](item)  # at least event_id, type and ts: a tuple
-        # values[0] is the event_id, unique: the others repeat (a call's id in each of its events)
-        chunk.append((shape[0], (values[0], *[strings.setdefault(v, v) if v.__class__ is str else v
-                                              for v in values[1:]])))  # fmt: skip
+        chunk.append(shape[0])
+        chunk.append(values[0])  # the event_id, unique; the other strings repeat (a call's id...)
+        chunk.extend([strings.setdefault(v, v) if v.__class__ is str else v for v in values[1:]])
 
     def items(self) -> Iterator[tuple[int, Event | InvalidEventError]]:
         """``(line number, event or error)`` in the file's order, each chunk freed once read."""
+        self.shapes.clear()  # only needed to add: freed before the engine's state grows
+        self.strings.clear()
         runs = [*self.numbers, (self.count, 0)]  # the last one is never reached
         run = 0
         count = 0
         self.chunks.reverse()
         while self.chunks:
-            for item in self.chunks.pop():
+            chunk = self.chunks.pop()
+            at = 0
+            while at < len(chunk):
                 if count == runs[run + 1][0]:
                     run += 1
                 start, number = runs[run]
                 line = number + count - start
                 count += 1
-                if isinstance(item, InvalidEventError):
-                    yield line, item
+                head = chunk[at]
+                at += 1
+                if isinstance(head, InvalidEventError):
+                    yield line, head
                     continue
-                present, values = item
                 fields = list(_DEFAULTS)
-                for position, value in zip(present, values, strict=True):
-                    fields[position] = value
+                for position in head:
+                    fields[position] = chunk[at]
+                    at += 1
                 yield line, Event._make(fields)
-        self.shapes.clear()
-        self.strings.clear()
 
 
 def _parsed(handle: BinaryIO) -> Iterator[tuple[int, Event | InvalidEventError]]:
