@@ -2,8 +2,9 @@
 
 A simulated day (``streams.simulator``, RFC 3339 times, the live mix) in JSON-array envelopes of
 100 events per partition (``bench/common.py`` ``envelopes``, as ``ccmon simulate --kafka`` writes
-them), run through the worker's splitter: ``kpi_core.events.envelope_items`` where it exists,
-else the older ``streams.worker._split``, so one run measures two checkouts::
+them), run through the worker's splitter: ``kpi_core.events.envelope_items`` with
+``streams.decoding.loads`` where they exist, else the older ``streams.worker._split``, so one run
+measures two checkouts::
 
     python bench/bench_decode.py --events 100000 --other /work/main
 
@@ -27,7 +28,11 @@ REPO = Path(__file__).resolve().parents[1]
 MEASURE = """
 import pickle, sys, time
 try:
-    from kpi_core.events import envelope_items as split
+    from kpi_core.events import envelope_items
+    from streams.decoding import loads
+
+    def split(raw):
+        return envelope_items(raw, loads)
 except ImportError:
     from streams.worker import _split as split
 from kpi_core.events import Event

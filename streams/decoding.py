@@ -11,7 +11,7 @@ the same message, because every input where the two could differ goes to ``json.
   any orjson failure is decoded again by ``json.loads``, for its value or its error message;
 * what orjson reads differently, so it never sees it:
 
-  - a run of 19 or more digits (:data:`_LONG_DIGITS`): an integer beyond 64 bits becomes a float
+  - a run of 19 or more digits: an integer beyond 64 bits becomes a float
     in orjson (``2**64`` -> ``1.8446744073709552e+19``, a numeric ``call_id`` loses digits),
     an exact int in ``json.loads``;
   - :data:`ORJSON_MAX_BRACKETS` ``[`` and ``{`` or more: orjson (3.8) nests without a limit and
@@ -37,8 +37,12 @@ from kpi_core.events import decode_json
 #: decoded by ``json.loads``, as before orjson.
 ORJSON_MAX_BRACKETS = 512
 #: A number that may not fit 64 bits (``-9223372036854775808`` has 19 digits, ``2**64`` 20).
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+_LONG_DIGITS = b"9" * 19
 _LONG_DIGITS_TEXT = re.compile(r"[0-9]{19}")
+#: Bytes to look for both in one pass: digits become ``9``, ``[`` and ``{`` become ``[``, the rest
+#: a space (``bytes.translate`` then ``in`` and ``count``: ~10x faster than ``re.search`` of
+#: ``[0-9]{19}``, which tries 19 digits from every digit of an envelope full of numbers).
+_SHAPE = bytes(57 if 48 <= byte <= 57 else 91 if byte in b"[{" else 32 for byte in range(256))
 
 
 def loads(raw: bytes | str) -> Any:
@@ -47,7 +51,8 @@ def loads(raw: bytes | str) -> Any:
     if isinstance(raw, str):
         plain = _LONG_DIGITS_TEXT.search(raw) is None and raw.count("[") + raw.count("{") < ORJSON_MAX_BRACKETS
     else:
-        plain = _LONG_DIGITS.search(raw) is None and raw.count(b"[") + raw.count(b"{") < ORJSON_MAX_BRACKETS
+        shape = raw.translate(_SHAPE)
+        plain = _LONG_DIGITS not in shape and shape.count(b"[") < ORJSON_MAX_BRACKETS
     if plain:
         try:
             return orjson.loads(raw)
