@@ -6,7 +6,7 @@ them), run through the worker's splitter: ``kpi_core.events.envelope_items`` wit
 ``streams.decoding.loads`` where they exist, else the older ``streams.worker._split``, so one run
 measures two checkouts::
 
-    python bench/bench_decode.py --events 100000 --other /work/main
+    PYTHONPATH=. python bench/bench_decode.py --events 100000 --other /work/main
 
 Each code base runs in fresh processes (``PYTHONPATH`` set to it) on the same message file, the
 code bases taking turns (``--rounds``, so a busy spell of a shared machine hits them alike); the

@@ -28,6 +28,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from kpi_core.errors import InvalidEventError
@@ -405,12 +406,13 @@ _DEFAULTS = [Event._field_defaults.get(name) for name in Event._fields]
 _INDEX = {name: index for index, name in enumerate(Event._fields)}
 _TYPE_AT, _TS_AT, _CHANNEL_AT, _RESOLUTION_AT = _INDEX["type"], _INDEX["ts"], _INDEX["channel"], _INDEX["resolution"]
 #: Per event type: the kind and Event position of every field the fast path handles, and the
-#: fields it needs. ``survey.response`` (a score on a scale per survey) always takes the full
-#: validation.
-_FAST: dict[str, tuple[dict[str, tuple[int, int]], frozenset[str]]] = {
+#: Event positions of the fields it needs besides type and ts (event_id and at least one more:
+#: the getter returns a tuple). ``survey.response`` (a score on a scale per survey) always takes
+#: the full validation.
+_FAST: dict[str, tuple[dict[str, tuple[int, int]], itemgetter[Any]]] = {
     event_type: ({name: (kind, _INDEX[name])
                   for name, kind in {**_COMMON_KINDS, **_TYPE_KINDS.get(event_type, {})}.items()},
-                 frozenset({"event_id", "type", "ts", *_REQUIRED[event_type]}))
+                 itemgetter(*(_INDEX[name] for name in ("event_id", *_REQUIRED[event_type]))))
     for event_type in EVENT_TYPES - {"survey.response"}
 }  # fmt: skip
 
@@ -428,12 +430,12 @@ def _fast_event(obj: dict[str, Any]) -> Event | None:
     if spec is None:
         return None
     kinds, required = spec
-    keys = obj.keys()
-    if not (keys >= required and keys <= kinds.keys()):
-        return None
     values = _DEFAULTS.copy()
     for name, value in obj.items():
-        kind, index = kinds[name]
+        field = kinds.get(name)
+        if field is None:  # a field this path does not handle
+            return None
+        kind, index = field
         if kind == _ID:
             if value.__class__ is not str or not 0 < len(value) <= MAX_ID_LENGTH or not value.isascii():
                 return None
@@ -465,9 +467,11 @@ def _fast_event(obj: dict[str, Any]) -> Event | None:
         else:  # type, ts
             continue
         values[index] = value
+    if None in required(values):  # a required field is missing (every one's default is None)
+        return None
     try:
-        values[_TS_AT] = parse_ts(obj["ts"])
-    except InvalidEventError:
+        values[_TS_AT] = parse_ts(obj.get("ts"))
+    except InvalidEventError:  # also a missing ts
         return None
     values[_TYPE_AT] = event_type
     if values[_CHANNEL_AT] is None and event_type in CALL_TYPES:
