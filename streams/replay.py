@@ -5,8 +5,8 @@ Events are applied in the file's order (which need not be time order). Events at
 the lateness cutoff (up to a year) are still applied for what they open or close, so the open
 tickets, pending callbacks and their ages at ``at`` are the live system's
 (:func:`offline_engine`, docs/KPI_ENGINE.md "Long backlogs in replay"). ``at`` defaults to the
-newest event time in the file, which takes a first pass over the file; with ``--at`` the file
-is read once. Rejected lines are counted,
+newest event time in the file; the file is read once either way: without ``--at`` its events
+are kept, parsed and compact (:class:`_Kept`), until ``at`` is known. Rejected lines are counted,
 summarised on stderr, and never fatal.
 
 The default ``at`` ignores mis-stamped outliers: one event stamped 2099 would otherwise move
@@ -33,9 +33,11 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import BinaryIO, TextIO
+from itertools import compress
+from operator import itemgetter, ne
+from typing import Any, BinaryIO, TextIO
 
 from kpi_core.config import Config
 from kpi_core.engine import Engine
@@ -44,6 +46,7 @@ from kpi_core.events import Event, parse_line
 from kpi_core.exposition import render
 from kpi_core.kpis import MetricFamily, snapshot
 from kpi_core.state import MemoryState
+from streams.decoding import loads
 
 #: Upkeep (pruning old buckets, records and event ids) every this many events.
 MAINTAIN_EVERY = 20_000
@@ -148,21 +151,107 @@ def robust_at(minutes: Mapping[int, tuple[int, float, float]], max_future_second
     )
 
 
-def choose_at(path: str, max_future_seconds: float, progress: Progress | None = None) -> AtChoice:
-    """A first pass over the file: the event times of its valid events, by minute."""
+#: An Event's defaults by position (event_id, type and ts have none: None here).
+_DEFAULTS = tuple(Event._field_defaults.get(name) for name in Event._fields)
+#: Events kept per chunk: a chunk is freed as soon as it has been replayed.
+_CHUNK = 4096
+
+
+class _Kept:
+    """The parsed lines of a file, kept compact while the default ``at`` is not yet known, in
+    chunks of flat lists: an event as the positions of its fields that differ from the defaults
+    (one tuple per shape, shared) followed by their values, repeated strings (queues, agents,
+    calls...) stored once; a rejected line as its error. ~200 bytes an event against ~600 for
+    an Event and its own strings; :meth:`items` rebuilds the Events in order and frees each
+    chunk once read."""
+
+    def __init__(self) -> None:
+        self.chunks: list[list[Any]] = [[]]
+        self.shapes: dict[tuple[int, ...], tuple[tuple[int, ...], itemgetter[Any]]] = {}
+        self.strings: dict[str, str] = {}
+        self.count = 0
+        self._in_chunk = 0
+        #: (count, number): the line number of the ``count``-th non-blank line from there on
+        #: is ``number + (its count - count)`` (blank lines are skipped, not kept).
+        self.numbers: list[tuple[int, int]] = []
+
+    def add(self, number: int, item: Event | InvalidEventError) -> None:
+        if not self.numbers or self.numbers[-1][1] + self.count - self.numbers[-1][0] != number:
+            self.numbers.append((self.count, number))
+        self.count += 1
+        if self._in_chunk == _CHUNK:
+            self.chunks.append([])
+            self._in_chunk = 0
+        self._in_chunk += 1
+        chunk = self.chunks[-1]
+        if isinstance(item, InvalidEventError):
+            chunk.append(item)
+            return
+        present = tuple(compress(range(len(_DEFAULTS)), map(ne, item, _DEFAULTS)))
+        shape = self.shapes.get(present)
+        if shape is None:
+            shape = self.shapes[present] = (present, itemgetter(*present))
+        strings = self.strings
+        values = shape[1](item)  # at least event_id, type and ts: a tuple
+        chunk.append(shape[0])
+        chunk.append(values[0])  # the event_id, unique; the other strings repeat (a call's id...)
+        chunk.extend([strings.setdefault(v, v) if v.__class__ is str else v for v in values[1:]])
+
+    def items(self) -> Iterator[tuple[int, Event | InvalidEventError]]:
+        """``(line number, event or error)`` in the file's order, each chunk freed once read."""
+        self.shapes.clear()  # only needed to add: freed before the engine's state grows
+        self.strings.clear()
+        runs = [*self.numbers, (self.count, 0)]  # the last one is never reached
+        run = 0
+        count = 0
+        self.chunks.reverse()
+        while self.chunks:
+            chunk = self.chunks.pop()
+            at = 0
+            while at < len(chunk):
+                if count == runs[run + 1][0]:
+                    run += 1
+                start, number = runs[run]
+                line = number + count - start
+                count += 1
+                head = chunk[at]
+                at += 1
+                if isinstance(head, InvalidEventError):
+                    yield line, head
+                    continue
+                fields = list(_DEFAULTS)
+                for position in head:
+                    fields[position] = chunk[at]
+                    at += 1
+                yield line, Event._make(fields)
+
+
+def _parsed(handle: BinaryIO) -> Iterator[tuple[int, Event | InvalidEventError]]:
+    """``(line number, event or error)`` of every non-blank line."""
+    for number, line in _lines(handle):
+        try:
+            yield number, parse_line(line, loads)
+        except InvalidEventError as exc:
+            yield number, exc
+
+
+def read_kept(path: str, max_future_seconds: float, meter: Progress) -> tuple[AtChoice, _Kept]:
+    """One pass over the file: its lines kept (:class:`_Kept`), and the default ``at`` from
+    the event times of its valid events, by minute."""
     minutes: dict[int, tuple[int, float, float]] = {}
+    kept = _Kept()
     with open(path, "rb") as handle:
-        for count, (_number, line) in enumerate(_lines(handle)):
-            try:
-                ts = parse_line(line).ts  # only a valid event may set `at`
-            except InvalidEventError:
+        for count, (number, item) in enumerate(_parsed(handle)):
+            kept.add(number, item)
+            if count % 4096 == 0:
+                meter.update(handle.tell(), count, "reading")
+            if isinstance(item, InvalidEventError):
                 continue
+            ts = item.ts  # only a valid event may set `at`
             key = int(ts // 60)
             seen = minutes.get(key)
             minutes[key] = (1, ts, ts) if seen is None else (seen[0] + 1, min(seen[1], ts), max(seen[2], ts))
-            if progress is not None and count % 4096 == 0:
-                progress.update(handle.tell(), count, "scanning for the newest event")
-    return robust_at(minutes, max_future_seconds)
+    return robust_at(minutes, max_future_seconds), kept
 
 
 def _utc(ts: float) -> str:
@@ -211,39 +300,46 @@ def replay(
     meter = Progress(size, err, progress)
     choice = None
     if at is None:
-        choice = choose_at(path, config.max_future_seconds, meter)
+        choice, kept = read_kept(path, config.max_future_seconds, meter)
         meter.done()
         at = choice.at if choice.at is not None else time.time()
+        result = _run(kept.items(), config, at, Progress(kept.count, err, progress), lambda count: count)
+    else:
+        with open(path, "rb") as handle:
+            result = _run(_parsed(handle), config, at, meter, lambda _count: handle.tell())
+    result.choice = choice
+    return result
+
+
+def _run(items: Iterable[tuple[int, Event | InvalidEventError]], config: Config, at: float, meter: Progress,
+         done: Callable[[int], int]) -> ReplayResult:  # fmt: skip
+    """Apply the parsed lines in order, at ``at`` (``done``: how far, for ``meter``)."""
     engine = offline_engine(config)
     config, store = engine.config, engine.store
     assert isinstance(store, MemoryState)
-    result = ReplayResult(at=at, families=[], choice=choice)
-    meter = Progress(size, err, progress)
+    result = ReplayResult(at=at, families=[])
     watermark = float("-inf")  # newest event time so far: what "now" was, for pruning
-    with open(path, "rb") as handle:
-        for count, (number, line) in enumerate(_lines(handle)):
-            try:
-                event: Event = parse_line(line)
-            except InvalidEventError as exc:
-                engine.reject(exc.reason)
-                _note(result, number, exc)
-                continue
-            if event.ts >= at:
-                result.left_out += 1
-                continue
-            watermark = max(watermark, event.ts)
-            try:
-                if engine.process(event, now=at):
-                    result.accepted += 1
-                else:
-                    result.duplicates += 1
-            except InvalidEventError as exc:
-                engine.reject(exc.reason)
-                _note(result, number, exc)
-            if count % MAINTAIN_EVERY == MAINTAIN_EVERY - 1:
-                store.maintain(watermark, config.longest_sliding_seconds + 3600, config.horizon_seconds + 3600)
-            if count % 4096 == 0:
-                meter.update(handle.tell(), count, "replaying")
+    for count, (number, event) in enumerate(items):
+        if isinstance(event, InvalidEventError):
+            engine.reject(event.reason)
+            _note(result, number, event)
+            continue
+        if event.ts >= at:
+            result.left_out += 1
+            continue
+        watermark = max(watermark, event.ts)
+        try:
+            if engine.process(event, now=at):
+                result.accepted += 1
+            else:
+                result.duplicates += 1
+        except InvalidEventError as exc:
+            engine.reject(exc.reason)
+            _note(result, number, exc)
+        if count % MAINTAIN_EVERY == MAINTAIN_EVERY - 1:
+            store.maintain(watermark, config.longest_sliding_seconds + 3600, config.horizon_seconds + 3600)
+        if count % 4096 == 0:
+            meter.update(done(count), count, "replaying")
     meter.done()
     engine.maintain(at)
     result.families = snapshot(config, store, at)

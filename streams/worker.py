@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
 import os
 import random
@@ -43,7 +42,8 @@ import redis
 from kpi_core.config import Config
 from kpi_core.engine import AGENT_CALLS, Engine
 from kpi_core.errors import InvalidEventError
-from kpi_core.events import Event, Rejection, decode_json, parse_event
+from kpi_core.events import Event, Rejection, Source, envelope_items, event_bytes
+from streams.decoding import loads
 from streams.logs import faust_logging_config
 from streams.redis_policy import EvictionWatch, check_at_start
 from streams.redis_state import BatchConflict, RedisState
@@ -138,58 +138,12 @@ class DeadLetter:
 
 # -- envelopes ---------------------------------------------------------------------------------
 def split_envelope(raw: bytes) -> Iterator[tuple[bytes, Event | Rejection]]:
-    """:func:`kpi_core.events.iter_envelope`, with the raw bytes of every event (an accepted
+    """The events of a message as the worker reads them (:func:`kpi_core.events.envelope_items`
+    decoding with :func:`streams.decoding.loads`), with the raw bytes of every event (an accepted
     event may still be rejected by the engine, e.g. ``too_late``, and then goes to the DLQ as
-    it came). Same splitting rules: one JSON object, a JSON array of objects, or NDJSON."""
-    for raw_or_element, parsed in _split(raw):
-        yield (raw_or_element if isinstance(raw_or_element, bytes) else _dump(raw_or_element.value)), parsed
-
-
-@dataclass(frozen=True, slots=True)
-class _Element:
-    """An element of a JSON-array envelope, kept decoded: its bytes are only made (by
-    :func:`_dump`) when it goes to the DLQ, not for every accepted event."""
-
-    value: Any
-
-
-def _split(raw: bytes) -> Iterator[tuple[bytes | _Element, Event | Rejection]]:
-    try:
-        decoded = decode_json(raw)
-    except InvalidEventError as exc:
-        if b"\n" not in raw.strip():
-            yield bytes(raw), Rejection(bytes(raw), exc.reason, exc.message)
-            return
-        for line in raw.splitlines():
-            if line.strip():
-                yield line, _parse(line)
-        return
-    if isinstance(decoded, list):
-        for element in decoded:
-            try:
-                yield _Element(element), parse_event(element)
-            except InvalidEventError as exc:
-                element_raw = _dump(element)
-                yield element_raw, Rejection(element_raw, exc.reason, exc.message)
-        return
-    yield bytes(raw), _parse(bytes(raw), decoded)
-
-
-_UNDECODED = object()
-
-
-def _parse(raw: bytes, decoded: Any = _UNDECODED) -> Event | Rejection:
-    try:
-        return parse_event(decode_json(raw) if decoded is _UNDECODED else decoded)
-    except InvalidEventError as exc:
-        return Rejection(raw, exc.reason, exc.message)
-
-
-def _dump(element: Any) -> bytes:
-    try:
-        return json.dumps(element, ensure_ascii=False, allow_nan=True).encode("utf-8", "surrogatepass")
-    except (ValueError, TypeError, RecursionError):
-        return repr(element).encode("utf-8", "replace")
+    it came)."""
+    for source, parsed in envelope_items(raw, loads):
+        yield event_bytes(source), parsed
 
 
 # -- the records an event will read (prefetched in one round trip per kind) -------------------
@@ -214,13 +168,13 @@ def _record_keys(event: Event) -> Iterator[tuple[str, str]]:
 class _Item:
     message: Message
     index: int
-    source: bytes | _Element
+    source: Source
     parsed: Event | Rejection
 
     @property
     def raw(self) -> bytes:
         """The event's bytes as it came (an array element re-serialised), for the DLQ."""
-        return self.source if isinstance(self.source, bytes) else _dump(self.source.value)
+        return event_bytes(self.source)
 
 
 @dataclass
@@ -274,7 +228,7 @@ class BatchProcessor:
         items = [
             _Item(message, index, raw, parsed)
             for message in messages
-            for index, (raw, parsed) in enumerate(_split(message.value))
+            for index, (raw, parsed) in enumerate(envelope_items(message.value, loads))
         ]
         chunks = range(0, len(items), MAX_TRANSACTION_EVENTS)
         return BatchResult.combine([self._resilient(items[i:i + MAX_TRANSACTION_EVENTS]) for i in chunks])
