@@ -62,6 +62,7 @@ from kpi_core.errors import CcmonError, InvalidEventError
 from kpi_core.events import Event, Rejection, iter_envelope, parse_line
 from kpi_core.kpis import snapshot
 from kpi_core.state import MemoryState
+from streams import decoding
 from streams.replay import MAINTAIN_EVERY, Progress
 
 #: Interval name -> seconds.
@@ -435,7 +436,7 @@ def kafka_events(
                     if stamp is not None and stamp >= 0 and not read_from <= stamp <= read_to:
                         continue  # among the range's offsets, but stamped outside it
                     where = f"partition {record.partition} offset {record.offset}"
-                    for item in iter_envelope(record.value or b""):
+                    for item in iter_envelope(record.value or b"", decoding.loads):
                         if isinstance(item, Rejection):
                             yield where, InvalidEventError(item.reason, item.message)
                         else:
