@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from security_support import Tls, clean_environ, free_port, make_tls, samples_of, stop
+from harness.processes import free_port, stop
+from harness.samples import samples_of
+from harness.tls import Tls, clean_environ, make_tls
 
 from kpi_core.config import Config
 from kpi_core.engine import Engine
