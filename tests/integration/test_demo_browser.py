@@ -27,6 +27,7 @@ import pytest
 from harness.browser import ARTIFACTS, chromium_page, needs_chromium
 from harness.processes import free_port
 from harness.processes import http_get as get
+from harness.web import wsgi_call as call
 
 ROOT = Path(__file__).resolve().parents[2]
 START = "2026-11-20T10:40:00Z"  # the late-morning peak: a mix of green, amber and red
@@ -304,17 +305,6 @@ def test_wallboard_shows_the_metrics(demo: Any, tmp_path: Path) -> None:
 
 # -- the same app without a browser ------------------------------------------------------------
 DAY = 1_795_132_800.0  # 2026-11-20T00:00:00Z
-
-
-def call(app: Any, path: str, method: str = "GET") -> tuple[str, dict[str, str], bytes]:
-    path, _, query = path.partition("?")
-    seen: dict[str, Any] = {}
-
-    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
-        seen["status"], seen["headers"] = status, dict(headers)
-
-    body = b"".join(app({"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query}, start_response))
-    return seen["status"], seen["headers"], body
 
 
 @pytest.fixture(scope="module")

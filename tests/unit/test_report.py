@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_source_cdr import BANK, MAPPING, ZONE, raw_figures, row_times
+from harness.bank import BANK, MAPPING, ZONE, raw_figures, row_times
 
 from kpi_core.config import Config, config_from_dict
 from kpi_core.events import parse_event
