@@ -144,6 +144,7 @@ def test_erlang_a_reduces_to_erlang_c_and_balances_flows() -> None:
 
 
 # -- simulation against theory --------------------------------------------------------------------
+@pytest.mark.slow
 def test_erlang_c_service_level_and_asa() -> None:
     """2 agents, 70 s calls, 51.4 calls/h (load 1 Erlang, 50 % occupancy): Erlang C gives
     P(wait) 1/3, SL(20 s) 74.95 %, ASA 23.3 s."""
@@ -159,6 +160,7 @@ def test_erlang_c_service_level_and_asa() -> None:
     assert got["asa"] == pytest.approx(expected_asa, rel=0.15), (got, expected_asa)
 
 
+@pytest.mark.slow
 def test_erlang_a_abandonment_service_level_and_asa() -> None:
     """2 agents, 70 s calls, 82 calls/h (occupancy would be 80 % without abandonment) and
     callers who hang up after 90 s on average (exponential patience)."""

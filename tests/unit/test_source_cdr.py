@@ -53,6 +53,7 @@ def engine_figures(events: list[dict[str, Any]]) -> dict[tuple[str, str], dict[s
 
 
 @pytest.mark.parametrize("month", ["january", "october"])
+@pytest.mark.realdata
 def test_daily_figures_per_service_type_equal_the_raw_rows(month: str) -> None:
     path = BANK[month]
     report = Report("test", stream=io.StringIO())
@@ -69,6 +70,7 @@ def test_daily_figures_per_service_type_equal_the_raw_rows(month: str) -> None:
         assert report.problems["wrong_field_count"] == 2  # the data's two 16-field rows
 
 
+@pytest.mark.realdata
 def test_clock_skew_is_not_a_new_day_but_midnight_is() -> None:
     """The switch's columns disagree by a second or two (ser_start before q_exit in ~10,000
     calls a month): such a call must stay on its day, while a service that really crosses
@@ -85,6 +87,7 @@ def test_clock_skew_is_not_a_new_day_but_midnight_is() -> None:
     assert [datetime.fromtimestamp(e["ts"], ZONE).isoformat() for e in crossing] == ["1999-10-12T00:00:04+02:00"]
 
 
+@pytest.mark.realdata
 def test_one_day_through_the_ccmon_replay_command(tmp_path: Path) -> None:
     out = tmp_path / "events.jsonl"
     proc = subprocess.run([sys.executable, "-m", "streams.cli", "source", "cdr", "--mapping", str(MAPPING),
