@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from harness.browser import ARTIFACTS, chromium_page, needs_chromium
-from harness.processes import free_port
+from harness.processes import free_port, stop
 from harness.processes import http_get as get
 from harness.web import wsgi_call as call
 
@@ -74,13 +74,7 @@ def demo() -> Any:
             pytest.fail(f"the demo did not pause in time: {info}")
         yield proc, base
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc, signal.SIGINT)
 
 
 @needs_chromium

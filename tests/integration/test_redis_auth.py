@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness.processes import free_port
+from harness.processes import free_port, stop
 
 from kpi_core.config import Config
 from kpi_core.engine import Engine
@@ -52,8 +52,7 @@ def auth_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
                 time.sleep(0.1)
         yield port
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop(process, timeout=10)
 
 
 def start_exporter(url: str, port: int, log: Path) -> subprocess.Popen[bytes]:

@@ -91,8 +91,7 @@ def tls_redis(tls: Tls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[in
     try:
         yield port
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop(process, timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +101,7 @@ def mtls_redis(tls: Tls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[i
     try:
         yield port
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop(process, timeout=10)
 
 
 def settings_for(env: dict[str, str]) -> Any:
