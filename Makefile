@@ -28,9 +28,10 @@ demo:
 test:
 	PYTHON=$(PYTHON) bash deploy/local/test.sh
 
-# tests/unit without the real-data regressions and the long simulations/fuzzing (`make test` runs them all)
+# tests/unit without the real-data regressions and the long simulations/fuzzing (`make test` runs them all),
+# a process per core (pytest-xdist; CPU-bound: ~55 s of CPU in all)
 test-unit: install
-	PATH="$(VENV)/bin:$$PATH" $(PY) -m pytest tests/unit -q -m "not realdata and not slow"
+	PATH="$(VENV)/bin:$$PATH" $(PY) -m pytest tests/unit -q -n auto --dist loadfile -m "not realdata and not slow"
 
 services-up:
 	bash deploy/local/services.sh up
