@@ -11,7 +11,7 @@ export CCMON_VENV := $(VENV)
 help:
 	@echo "make demo        install ccmon, live wallboard on simulated traffic (no services)"
 	@echo "make test        install, lint, start real Kafka + Redis, run every test (what CI runs)"
-	@echo "make test-unit   unit tests only, no services"
+	@echo "make test-unit   the fast unit tests: tests/unit without the realdata and slow ones, no services"
 	@echo "make run         start Kafka + Redis, a worker and an exporter on :9108"
 	@echo "make services-up / services-down"
 	@echo "make lint        ruff + mypy"
@@ -28,8 +28,10 @@ demo:
 test:
 	PYTHON=$(PYTHON) bash deploy/local/test.sh
 
+# tests/unit without the real-data regressions and the long simulations/fuzzing (`make test` runs them all),
+# a process per core (pytest-xdist; CPU-bound: ~55 s of CPU in all)
 test-unit: install
-	PATH="$(VENV)/bin:$$PATH" $(PY) -m pytest tests/unit -q
+	PATH="$(VENV)/bin:$$PATH" $(PY) -m pytest tests/unit -q -n auto --dist loadfile -m "not realdata and not slow"
 
 services-up:
 	bash deploy/local/services.sh up

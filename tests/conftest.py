@@ -4,6 +4,12 @@ Integration tests (marked ``integration``) use the real Apache Kafka and Redis: 
 ``KAFKA_BOOTSTRAP`` / ``REDIS_URL`` when both are set (``make test`` sets them), else started
 once per session with ``deploy/local/services.sh up`` and left running (``services.sh down``,
 or CI's own teardown, stops them). Unit tests never touch these fixtures.
+
+The machinery the tests share (ports, processes, topics, private Redis servers, the pipeline,
+the browser...) is the ``harness`` package (``tests/harness/``); the fixtures built on it that
+several test modules use are here (``own_redis``, ``cluster``). A module-scoped fixture stays per
+test module (``make test`` runs a module in one pytest-xdist process, ``--dist loadfile``), so a
+module that uses ``cluster`` gets a cluster of its own.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.redis_servers import RedisServer, delete_prefix, redis_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden"
@@ -98,15 +105,22 @@ def redis_prefix(redis_client: Any) -> Iterator[str]:
     delete_prefix(redis_client, prefix)
 
 
-def delete_prefix(client: Any, prefix: str) -> None:
-    batch = []
-    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-        batch.append(key)
-        if len(batch) >= 500:
-            client.delete(*batch)
-            batch.clear()
-    if batch:
-        client.delete(*batch)
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private ``redis-server`` (AOF, ``appendfsync always``) the test may kill and restart."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
+    """A private Redis Cluster of 3 primaries (no replicas): its nodes' ports."""
+    with redis_cluster(tmp_path_factory.mktemp("redis-cluster")) as ports:
+        yield ports
 
 
 # -- the golden data set ---------------------------------------------------------------------

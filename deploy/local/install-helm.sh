@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The pinned helm the chart tests run (tests/unit/test_helm_chart.py: helm lint, helm template
+# The pinned helm the chart tests run (tests/deploy/test_helm_chart.py: helm lint, helm template
 # of deploy/helm/ccmon). Built from source with the Go toolchain (`go install`, through the Go
 # module proxy) into ~/.cache/ccmon/helm/bin and reused while it is the pinned version. The
 # first build takes a few minutes of CPU. Called by deploy/local/install-test-tools.sh.

@@ -49,8 +49,9 @@ from typing import Any
 
 import pytest
 import yaml
-from test_demo_browser import ARTIFACTS, CHROMIUM, chromium_page
-from test_prometheus_live import ALERTMANAGER, Service, free_port, http_json, wait_for
+from harness.browser import ARTIFACTS, CHROMIUM, chromium_page
+from harness.monitoring import ALERTMANAGER, Service, http_json
+from harness.processes import free_port, wait_for
 
 from kpi_core.kpis import MetricFamily
 from streams.web import make_wsgi_app, serve

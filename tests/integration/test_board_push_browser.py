@@ -27,7 +27,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from test_demo_browser import ARTIFACTS, chromium_page, needs_chromium
+from harness.browser import ARTIFACTS, chromium_page, needs_chromium
 
 from kpi_core.config import Config, TenantConfig
 from kpi_core.engine import Engine

@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from harness.samples import Samples, samples_of
 
 from kpi_core.config import config_from_dict
 from kpi_core.engine import Engine, series_retention_seconds
@@ -53,13 +53,8 @@ def _events() -> list[dict[str, Any]]:
     return out
 
 
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if "_by_channel" in sample.name or "_by_priority" in sample.name
-    }
+def samples(text: str) -> Samples:
+    return {key: value for key, value in samples_of(text).items() if "_by_channel" in key[0] or "_by_priority" in key[0]}
 
 
 def test_worker_to_redis_to_exporter_shows_the_breakdown(redis_client: Any, redis_prefix: str) -> None:

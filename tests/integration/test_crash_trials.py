@@ -16,35 +16,39 @@ can be run again with the same kill schedule (the instant a SIGKILL lands inside
 still depends on the machine). Takes about 45 s per trial on 2 cores (the 30 s flow, which
 outlasts both kills and the 6 s session timeout that hands a killed worker's partitions over).
 
-Also home of the helpers the rebuild and outage tests share (``kpi_samples``, ``produce_timed``,
-``replay_samples``, ``wait_for_kpis``, ``diff``).
+The helpers it shares with the rebuild and outage tests (``kpi_samples``, ``produce_timed``,
+``replay_samples``, ``wait_for_kpis``, ``diff``) are in ``tests/harness/``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import signal
 import subprocess
-import sys
-import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_pipeline_e2e import Pipeline, delete_topics, entity_key, free_port, samples_of, stop
-from test_scale_out import NOT_KPIS, assigned, simulate
-
-from kpi_core.events import parse_line
+from harness.kafka_topics import Flow, assigned, create_topics
+from harness.pipeline import Pipeline
+from harness.processes import free_port
+from harness.samples import (
+    Samples,
+    diff,
+    events_total,
+    kpi_samples,
+    metrics_text,
+    samples_of,
+    simulated_day,
+    wait_for_kpis,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 SEED = int(os.environ.get("CCMON_CRASH_SEED", "20261120"))
 TRIALS = 3
@@ -55,130 +59,10 @@ FLOW_SECONDS = 30.0
 SETTLE_TIMEOUT = 120.0
 
 
-# -- helpers shared with test_rebuild and test_outages ----------------------------------------
-def metrics_text(redis_url: str, prefix: str, at: float) -> str:
-    """What the exporter's /metrics would serve at ``at`` (same collector, same rendering),
-    read in this process."""
-    from kpi_core.config import load_config
-    from kpi_core.exposition import render
-    from streams.exporter import KpiCollector
-    from streams.redis_state import RedisState
-
-    config = load_config(None)
-    state = RedisState.from_url(redis_url, config, prefix=prefix, clock=lambda: at)
-    try:
-        return render(KpiCollector(config, state, lambda: at).families())
-    finally:
-        state.client.close()
-
-
-def kpi_samples(redis_url: str, prefix: str, at: float) -> Samples:
-    """:func:`metrics_text` without the series that describe the pipeline's own history."""
-    return kpis_only(samples_of(metrics_text(redis_url, prefix, at)))
-
-
-def kpis_only(samples: Samples) -> Samples:
-    return {k: v for k, v in samples.items() if k[0] not in NOT_KPIS and not k[0].startswith("ccmon_exporter_")}
-
-
-def replay_samples(path: Path, at: float) -> Samples:
-    out = subprocess.run([sys.executable, "-m", "streams.cli", "replay", str(path), "--at", str(at), "--quiet"],
-                         check=True, capture_output=True, timeout=120)  # fmt: skip
-    return kpis_only(samples_of(out.stdout.decode()))
-
-
-def events_total(samples: Samples) -> float:
-    return sum(v for (name, _), v in samples.items() if name == "ccmon_events_total")
-
-
-def diff(got: Samples, want: Samples) -> str:
-    """Empty when equal (to 1e-9 relative); else the first differences, for the assertion."""
-    missing = {k: v for k, v in want.items() if k not in got}
-    extra = {k: v for k, v in got.items() if k not in want}
-    wrong = {k: (got[k], v) for k, v in want.items() if k in got and abs(got[k] - v) > 1e-9 * max(1.0, abs(v))}
-    if not missing and not extra and not wrong:
-        return ""
-    return (f"missing {len(missing)}: {list(missing.items())[:5]}\nextra {len(extra)}: {list(extra.items())[:5]}\n"
-            f"wrong {len(wrong)} (got, want): {list(wrong.items())[:10]}")  # fmt: skip
-
-
-def envelopes(lines: Sequence[bytes], per_message: int = 20) -> list[tuple[bytes, bytes, int]]:
-    """``(key, value, timestamp_ms)`` messages: JSON arrays of up to ``per_message`` events
-    of one entity key, in file order per key, stamped with their newest event's time."""
-    pending: dict[bytes, list[Any]] = {}
-    out: list[tuple[bytes, bytes, int]] = []
-
-    def flush(key: bytes) -> None:
-        group = pending.pop(key)
-        newest = max(parse_line(json.dumps(e).encode()).ts for e in group)
-        out.append((key, json.dumps(group).encode(), int(newest * 1000)))
-
-    for line in lines:
-        event = json.loads(line)
-        key = entity_key(event)
-        pending.setdefault(key, []).append(event)
-        if len(pending[key]) >= per_message:
-            flush(key)
-    for key in list(pending):
-        flush(key)
-    return out
-
-
-def produce_timed(kafka: str, topic: str, lines: Sequence[bytes], per_message: int = 20) -> int:
-    """Send ``lines`` as :func:`envelopes` (Kafka timestamp = newest event time, as
-    ``ccmon rebuild`` expects of a producer); returns the number of messages."""
-    import kafka as kafka_lib
-
-    producer = kafka_lib.KafkaProducer(bootstrap_servers=kafka, acks="all", linger_ms=5)
-    messages = envelopes(lines, per_message)
-    for key, value, timestamp_ms in messages:
-        producer.send(topic, key=key, value=value, timestamp_ms=timestamp_ms)
-    producer.flush(60)
-    producer.close()
-    return len(messages)
-
-
-def create_topics(kafka: str, topic: str, dlq: str, partitions: int = 4) -> None:
-    """The events topic (kept forever: the tests stamp messages with event times days old,
-    which a time-based retention could delete mid-test) and its DLQ."""
-    import kafka as kafka_lib
-
-    admin = kafka_lib.KafkaAdminClient(bootstrap_servers=kafka)
-    admin.create_topics({topic: {"num_partitions": partitions, "replication_factor": 1, "configs": {"retention.ms": "-1"}},
-                         dlq: {"num_partitions": 1, "replication_factor": 1}}, wait_for_metadata=True)  # fmt: skip
-    admin.close()
-
-
-def wait_for_kpis(read: Any, want: Samples, timeout: float, processes: Sequence[subprocess.Popen[bytes]],
-                  logs: Any) -> Samples:  # fmt: skip
-    """Poll ``read()`` until it holds every event ``want`` counts and two reads agree."""
-    deadline = time.monotonic() + timeout
-    want_events = events_total(want)
-    previous: Samples | None = None
-    got: Samples = {}
-    while time.monotonic() < deadline:
-        for process in processes:
-            assert process.poll() is None, f"a process exited ({process.args!r}):\n{logs()}"
-        try:
-            got = read()
-        except OSError:
-            time.sleep(0.5)
-            continue
-        if events_total(got) >= want_events and got == previous:
-            return got
-        previous = got
-        time.sleep(1.0)
-    pytest.fail(f"the KPIs did not settle within {timeout:.0f} s ({events_total(got):.0f} of {want_events:.0f} "
-                f"events):\n{logs()}")  # fmt: skip
-
-
 # -- the trials -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def day(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[bytes], float, Samples]:
-    path = tmp_path_factory.mktemp("crash") / "day.jsonl"
-    lines = simulate(path)
-    at = math.ceil(max(parse_line(line).ts for line in lines) / 60) * 60 + 60
-    return path, lines, at, replay_samples(path, at)
+    return simulated_day(tmp_path_factory.mktemp("crash"))
 
 
 @pytest.fixture
@@ -188,45 +72,7 @@ def pipeline(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Iterator[P
     try:
         yield p
     finally:
-        for process in p.processes:
-            stop(process)
-        p.drop_redis_keys()
-        delete_topics(kafka_bootstrap, p.topic, p.dlq)
-
-
-class Flow(threading.Thread):
-    """Produces ``lines`` in time order, 100 at a time, spread over ``seconds``; every send is
-    confirmed (a broker that is away meanwhile only delays them: the producer retries)."""
-
-    def __init__(self, kafka: str, topic: str, lines: Sequence[bytes], seconds: float) -> None:
-        super().__init__(daemon=True)
-        self.kafka, self.topic, self.lines, self.seconds = kafka, topic, lines, seconds
-        self.sent = 0
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        import kafka as kafka_lib
-
-        try:
-            producer = kafka_lib.KafkaProducer(bootstrap_servers=self.kafka, acks="all", linger_ms=5)
-            chunks = [self.lines[i:i + 100] for i in range(0, len(self.lines), 100)]
-            for chunk in chunks:
-                futures = [producer.send(self.topic, key=key, value=value) for key, value, _ts in envelopes(chunk)]
-                producer.flush(180)
-                for future in futures:
-                    future.get(timeout=1)
-                self.sent += len(futures)
-                time.sleep(self.seconds / len(chunks))
-            producer.close()
-        except BaseException as exc:  # reported by finish()
-            self.error = exc
-
-    def finish(self, timeout: float = 240) -> int:
-        """Wait for the last send; the number of messages sent."""
-        self.join(timeout)
-        assert not self.is_alive(), "the producer did not finish"
-        assert self.error is None, f"the producer failed: {self.error!r}"
-        return self.sent
+        p.close()
 
 
 def _partitions(p: Pipeline, name: str) -> str:

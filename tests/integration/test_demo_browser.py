@@ -13,71 +13,26 @@ instant and must agree exactly. The screenshot goes to ``test-artifacts/wallboar
 from __future__ import annotations
 
 import calendar
-import contextlib
 import json
 import math
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.browser import ARTIFACTS, chromium_page, needs_chromium
+from harness.processes import free_port, stop
+from harness.processes import http_get as get
+from harness.web import wsgi_call as call
 
 ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-@contextlib.contextmanager
-def chromium_page(profile: Path, width: int = 1920, height: int = 1080) -> Iterator[tuple[Any, list[str]]]:
-    """A page of Debian's Chromium, headless, on a fresh profile (``--user-data-dir``), and the
-    list its uncaught page errors go to; closed on leaving."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-    with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": width, "height": height},
-        )  # fmt: skip
-        try:
-            page = context.pages[0] if context.pages else context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            yield page, errors
-        finally:
-            context.close()
 START = "2026-11-20T10:40:00Z"  # the late-morning peak: a mix of green, amber and red
 SPEED = 60.0
 PAUSE_AFTER = 3.0
-
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install -y chromium)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def get(url: str, timeout: float = 5.0) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return bytes(response.read())
-
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -119,13 +74,7 @@ def demo() -> Any:
             pytest.fail(f"the demo did not pause in time: {info}")
         yield proc, base
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc, signal.SIGINT)
 
 
 @needs_chromium
@@ -350,17 +299,6 @@ def test_wallboard_shows_the_metrics(demo: Any, tmp_path: Path) -> None:
 
 # -- the same app without a browser ------------------------------------------------------------
 DAY = 1_795_132_800.0  # 2026-11-20T00:00:00Z
-
-
-def call(app: Any, path: str, method: str = "GET") -> tuple[str, dict[str, str], bytes]:
-    path, _, query = path.partition("?")
-    seen: dict[str, Any] = {}
-
-    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
-        seen["status"], seen["headers"] = status, dict(headers)
-
-    body = b"".join(app({"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query}, start_response))
-    return seen["status"], seen["headers"], body
 
 
 @pytest.fixture(scope="module")

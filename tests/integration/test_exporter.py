@@ -4,45 +4,24 @@ state; the JSON API and health check."""
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from harness.pipeline import serve_golden
+from harness.processes import http_answer as get
+from harness.samples import samples_of as samples
 
 from kpi_core.config import Config
-from kpi_core.engine import Engine
-from kpi_core.events import parse_line
 from kpi_core.exposition import render
 from kpi_core.kpis import snapshot
 from streams.exporter import build_app
 from streams.redis_state import RedisState
-from streams.web import Server, serve
+from streams.web import serve
 
 pytestmark = pytest.mark.integration
 
 CONFIG = Config()
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def serve_golden(redis_client: Any, prefix: str, lines: list[bytes], at: float) -> tuple[Server, RedisState]:
-    """The golden events applied to a real Redis under ``prefix``, and the exporter's app over
-    them served on a free port (the caller stops it)."""
-    state = RedisState(redis_client, CONFIG, prefix=prefix, clock=lambda: at)
-    engine = Engine(CONFIG, state)
-    with state.batch():
-        for line in lines:
-            engine.handle(parse_line(line), at)
-    return serve(build_app(CONFIG, state, lambda: at, redis_client.ping)), state
 
 
 @pytest.fixture
@@ -52,14 +31,6 @@ def served(redis_client: Any, redis_prefix: str, golden_lines: list[bytes], gold
         yield f"http://127.0.0.1:{server.port}", state
     finally:
         server.stop()
-
-
-def get(url: str) -> tuple[int, str, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.headers.get("Content-Type", ""), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers.get("Content-Type", ""), exc.read()
 
 
 def test_metrics_equal_kpi_core_exposition(served: tuple[str, RedisState], golden_at: float,

@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_crash_trials import create_topics
-from test_pipeline_e2e import Pipeline, free_port, stop
+from harness.kafka_topics import create_topics
+from harness.pipeline import Pipeline
+from harness.processes import free_port, stop
 
 from kpi_core.config import Config
 from kpi_core.engine import Engine

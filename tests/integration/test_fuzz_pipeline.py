@@ -58,9 +58,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.pipeline import Pipeline
+from harness.samples import diff, kpis_only, replay_samples, samples_of
 from prometheus_client.parser import text_string_to_metric_families
-from test_crash_trials import diff, kpis_only, replay_samples
-from test_pipeline_e2e import Pipeline, samples_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import delete_prefix
-from prometheus_client.parser import text_string_to_metric_families
-from test_exporter import serve_golden
+from harness.pipeline import serve_golden
+from harness.redis_servers import delete_prefix
+from harness.samples import Samples, samples_of
 
 from kpi_core.config import Config
 from streams import security
@@ -85,10 +85,8 @@ def request(port: int, method: str, path: str, headers: dict[str, str] | None = 
         conn.close()
 
 
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples
-            if s.name != "ccmon_exporter_scrape_seconds"}  # fmt: skip
+def samples(text: str) -> Samples:
+    return {key: value for key, value in samples_of(text).items() if key[0] != "ccmon_exporter_scrape_seconds"}
 
 
 # -- load: a real exporter process ----------------------------------------------------------------

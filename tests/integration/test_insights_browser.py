@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from test_demo_browser import chromium_page, needs_chromium
+from harness.browser import chromium_page, needs_chromium
 
 from kpi_core.config import Config
 from kpi_core.engine import Engine

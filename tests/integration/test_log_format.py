@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,18 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_pipeline_e2e import stop as stop_process
+from harness.processes import free_port, stop
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start(args: list[str], tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path, Path]:
@@ -38,10 +31,6 @@ def start(args: list[str], tmp_path: Path, env: dict[str, str]) -> tuple[subproc
         proc = subprocess.Popen([sys.executable, "-m", "streams.cli", *args], cwd=ROOT, stdout=stdout, stderr=stderr,
                                 env={**os.environ, "PYTHONPATH": str(ROOT), **env})  # fmt: skip
     return proc, out, err
-
-
-def stop(proc: subprocess.Popen[bytes]) -> int:
-    return stop_process(proc, timeout=30)
 
 
 def wait_for(what: str, check: Any, proc: subprocess.Popen[bytes], err: Path, timeout: float = 90.0) -> None:
@@ -83,7 +72,7 @@ def test_worker_logs_json_lines_faust_included(kafka_bootstrap: str, redis_url: 
     try:
         wait_for("'Worker: Ready' line", lambda: "[^Worker]: Ready" in err.read_text(), proc, err)
     finally:
-        code = stop(proc)
+        code = stop(proc, timeout=30)
     assert code == 0, err.read_text()[-3000:]
     docs = json_lines(out, err)
     loggers = {doc["logger"] for doc in docs}
@@ -111,7 +100,7 @@ def test_exporter_logs_json_lines(redis_url: str, redis_prefix: str, tmp_path: P
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
             assert response.status == 200
     finally:
-        code = stop(proc)
+        code = stop(proc, timeout=30)
     assert code == 0, err.read_text()[-3000:]
     docs = json_lines(out, err)
     messages = [(doc["logger"], doc["message"]) for doc in docs]
@@ -135,7 +124,7 @@ def test_demo_logs_json_lines(tmp_path: Path) -> None:
         wait_for("the wallboard line", lambda: "wallboard on" in err.read_text(), proc, err, timeout=60)
     finally:
         proc.send_signal(signal.SIGINT)
-        code = stop(proc)
+        code = stop(proc, timeout=30)
     assert code == 0, err.read_text()[-3000:]
     assert out.read_text() == ""  # the banner is a log line now, on stderr
     messages = [doc["message"] for doc in json_lines(err) if doc["logger"] == "ccmon.demo"]
@@ -156,7 +145,7 @@ def test_source_asterisk_follow_logs_json_lines(tmp_path: Path) -> None:
             handle.write("not a queue_log line\n1795000005|c1|support|SIP/801|CONNECT|5|b1|2\n")
         wait_for("the CONNECT's events", lambda: events.read_text().count("\n") > 1, proc, err, 30)
     finally:
-        code = stop(proc)
+        code = stop(proc, timeout=30)
     assert code == 0, err.read_text()[-3000:]
     problem, summary = json_lines(out, err)
     assert problem["level"] == "WARNING" and problem["logger"] == "ccmon.source.asterisk"

@@ -22,10 +22,9 @@ from typing import Any
 import jsonschema
 import pytest
 import redis
-from conftest import delete_prefix
-from security_support import free_port
-from test_exporter import get
-from test_pipeline_e2e import stop as stop_process
+from harness.processes import free_port, stop
+from harness.processes import http_answer as get
+from harness.redis_servers import delete_prefix
 
 from kpi_core.config import Config
 from kpi_core.engine import Engine
@@ -51,10 +50,6 @@ def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
         return subprocess.Popen([sys.executable, "-m", "streams.cli", *args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
-
-
-def stop(proc: subprocess.Popen[bytes]) -> int:
-    return stop_process(proc, signal.SIGINT, timeout=30)
 
 
 def wait_until(ready: Any, proc: subprocess.Popen[bytes], log: Path, timeout: float = 90.0) -> None:
@@ -98,7 +93,7 @@ def exporters(tmp_path_factory: pytest.TempPathFactory, redis_url: str, golden_l
         yield bases
     finally:
         for proc in procs:
-            stop(proc)
+            stop(proc, signal.SIGINT, timeout=30)
         delete_prefix(client, prefix)
         client.close()
 
@@ -114,7 +109,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         wait_until(lambda: json.loads(get(base + "/api/kpis")[2])["info"].get("paused"), proc, log)
         yield base
     finally:
-        stop(proc)
+        stop(proc, signal.SIGINT, timeout=30)
 
 
 def json_paths(document: dict[str, Any]) -> set[str]:

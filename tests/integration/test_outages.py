@@ -19,7 +19,6 @@ kills (~15 s).
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import re
@@ -27,29 +26,32 @@ import signal
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_crash_trials import (
+from harness.kafka_topics import (
     Flow,
-    Samples,
+    assigned,
     create_topics,
+    delete_topics,
+    produce_timed,
+)
+from harness.pipeline import Pipeline
+from harness.processes import free_port
+from harness.processes import http_status as get
+from harness.redis_servers import RedisServer
+from harness.samples import (
+    Samples,
     diff,
     events_total,
     kpi_samples,
-    produce_timed,
-    replay_samples,
+    samples_of,
+    simulated_day,
     wait_for_kpis,
 )
-from test_pipeline_e2e import Pipeline, delete_topics, free_port, samples_of, stop
-from test_scale_out import assigned, simulate
-
-from kpi_core.events import parse_line
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -60,70 +62,7 @@ OUTAGE_SECONDS = 30.0
 
 @pytest.fixture(scope="module")
 def day(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[bytes], float, Samples]:
-    path = tmp_path_factory.mktemp("outage") / "day.jsonl"
-    lines = simulate(path)
-    at = math.ceil(max(parse_line(line).ts for line in lines) / 60) * 60 + 60
-    return path, lines, at, replay_samples(path, at)
-
-
-# -- a private redis-server ---------------------------------------------------------------------
-class RedisServer:
-    """``redis-server`` on a free port, persisting every write to its AOF before answering
-    (``appendfsync always``), so a SIGKILL loses nothing it acknowledged
-    (``test_aof_always_keeps_every_acknowledged_batch_through_sigkill_mid_write``). ``options``:
-    more command-line options (``--maxmemory-policy``, ``allkeys-lru``); ``fsync`` picks another
-    policy, to show what the test catches."""
-
-    def __init__(self, directory: Path, *options: str, fsync: str = "always") -> None:
-        self.dir = directory
-        self.options = options
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.fsync = fsync
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        import redis
-
-        with (self.dir / "redis.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                 "--appendonly", "yes", "--appendfsync", self.fsync, "--save", "", *self.options],
-                stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if client.ping():
-                    break
-            except redis.RedisError:  # not listening yet, or still loading its AOF
-                pass
-            assert self.process.poll() is None, (self.dir / "redis.log").read_text()
-            assert time.monotonic() < deadline, "redis-server did not answer PING"
-            time.sleep(0.1)
-        client.close()
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.process is not None and server.process.poll() is None:
-            server.process.terminate()
-            server.process.wait(10)
+    return simulated_day(tmp_path_factory.mktemp("outage"))
 
 
 # -- AOF durability: SIGKILL while batches are being written --------------------------------------
@@ -282,14 +221,6 @@ def test_the_same_kills_catch_everysec_losing_acknowledged_batches(tmp_path: Pat
     assert rounds[-1].lost, f"no acknowledged batch lost under everysec in {len(rounds)} kills: {rounds}"
 
 
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
 def committed(kafka: str, group: str) -> dict[int, int]:
     import kafka as kafka_lib
 
@@ -379,8 +310,7 @@ def test_redis_down_30s_pauses_the_worker_which_catches_up(
         assert samples_of(text)  # the exporter serves again
         assert get(f"http://127.0.0.1:{p.port}/healthz")[0] == 200
     finally:
-        for process in p.processes:
-            stop(process)
+        p.stop_processes()
         delete_topics(kafka_bootstrap, p.topic, p.dlq)
 
 
@@ -461,8 +391,7 @@ def test_kafka_broker_restart_mid_stream_loses_nothing(
         assert not problems, problems
         assert all(w.poll() is None for w in workers)  # the same two processes throughout
     finally:
-        for process in p.processes:
-            stop(process)
+        p.stop_processes()
 
 
 def _alive(pid: int) -> bool:

@@ -8,26 +8,23 @@ each run has its own topics, consumer group and Redis key prefix.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from harness.kafka_topics import create_topics, entity_key
+from harness.pipeline import Pipeline, settled
+from harness.processes import free_port, stop
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 AT = "2026-11-20T10:00:00Z"
 AT_EPOCH = 1795168800
-SETTLE_TIMEOUT = 90.0
 #: Malformed messages and the reason each is rejected for.
 MALFORMED: list[tuple[bytes, str]] = [
     (b"{this is not json", "invalid_json"),
@@ -41,109 +38,12 @@ BAD_ELEMENT = {"event_id": "m4", "type": "survey.response", "ts": 1795165300, "q
 BAD_ELEMENT_REASON = "score_out_of_range"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def entity_key(event: dict[str, Any]) -> bytes:
-    for field in ("call_id", "ticket_id", "callback_id", "agent_id", "session_id", "contact_id"):
-        if event.get(field):
-            return str(event[field]).encode()
-    return str(event["event_id"]).encode()
-
-
-def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 20) -> int:
-    """Stop ``process`` with ``sig`` (SIGKILL after ``timeout`` s); its exit code."""
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-    return int(process.returncode)
-
-
-def samples_of(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def delete_topics(kafka: str, *topics: str) -> None:
-    """Delete a run's topics, best effort (they are unique to the run)."""
-    import kafka as kafka_lib
-
-    try:
-        admin = kafka_lib.KafkaAdminClient(bootstrap_servers=kafka)
-        admin.delete_topics(list(topics))
-        admin.close()
-    except Exception:  # best effort: the topics are unique to the run
-        pass
-
-
-class Pipeline:
-    def __init__(self, kafka: str, redis_url: str, tmp: Path) -> None:
-        run = uuid.uuid4().hex[:10]
-        self.kafka = kafka
-        self.redis_url = redis_url
-        self.topic = f"ccmon-e2e-{run}"
-        self.dlq = f"ccmon-e2e-{run}-dlq"
-        self.group = f"ccmon-e2e-{run}"
-        self.prefix = f"e2e-{run}"
-        self.port = free_port()
-        self.tmp = tmp
-        self.processes: list[subprocess.Popen[bytes]] = []
-        self.logs: dict[str, Path] = {}
-
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = self.tmp / f"{name}.log"
-        self.logs[name] = log
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with log.open("wb") as out:
-            process = subprocess.Popen([sys.executable, "-m", "streams.cli", *args], stdout=out,
-                                       stderr=subprocess.STDOUT, env=env)  # fmt: skip
-        self.processes.append(process)
-        return process
-
-    def log_tail(self) -> str:
-        return "\n".join(f"--- {name}\n{path.read_text(errors='replace')[-4000:]}" for name, path in self.logs.items())
-
-    def drop_redis_keys(self) -> None:
-        import redis
-
-        client = redis.Redis.from_url(self.redis_url)
-        keys = list(client.scan_iter(match=f"{self.prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-
-    def close(self) -> None:
-        """Stop the processes, drop the run's Redis keys and its topics (best effort)."""
-        for process in self.processes:
-            stop(process)
-        self.drop_redis_keys()
-        delete_topics(self.kafka, self.topic, self.dlq)
-
-    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        """The KPI samples of /metrics (without the exporter's own timing)."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as response:
-            samples = samples_of(response.read().decode())
-        return {key: value for key, value in samples.items() if not key[0].startswith("ccmon_exporter_")}
-
-
 @pytest.fixture(scope="module")
 def pipeline(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     import kafka
 
     p = Pipeline(kafka_bootstrap, redis_url, tmp_path_factory.mktemp("e2e"))
-    admin = kafka.KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    admin.create_topics({p.topic: {"num_partitions": 4, "replication_factor": 1},
-                         p.dlq: {"num_partitions": 1, "replication_factor": 1}}, wait_for_metadata=True)  # fmt: skip
-    admin.close()
+    create_topics(kafka_bootstrap, p.topic, p.dlq, keep_forever=False)
 
     golden = Path(__file__).resolve().parents[1] / "golden" / "basic.jsonl"
     events = [json.loads(line) for line in golden.read_bytes().splitlines() if line.strip()]
@@ -173,31 +73,6 @@ def pipeline(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.Temp
     finally:
         p.close()
 
-
-#: The pipeline counters that account for an event: applied or rejected.
-ACCOUNTED = ("ccmon_events_total", "ccmon_events_rejected_total")
-
-
-def settled(p: Any, expected_events: int, counters: tuple[str, ...] = ACCOUNTED,
-            timeout: float = SETTLE_TIMEOUT) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:  # fmt: skip
-    """/metrics once ``counters`` account for ``expected_events`` and two scrapes agree
-    (``p``: anything with ``processes``, ``metrics()`` and ``log_tail()``)."""
-    deadline = time.monotonic() + timeout
-    previous: dict[Any, float] | None = None
-    while time.monotonic() < deadline:
-        for process in p.processes:
-            assert process.poll() is None, f"a process exited ({process.args!r}):\n{p.log_tail()}"
-        try:
-            current = p.metrics()
-        except OSError:
-            time.sleep(0.5)
-            continue
-        counted = sum(v for (name, _), v in current.items() if name in counters)
-        if counted >= expected_events and current == previous:
-            return current
-        previous = current
-        time.sleep(1.0)
-    pytest.fail(f"the counts did not settle within {timeout:.0f} s:\n{p.log_tail()}")
 
 
 def test_golden_values_through_kafka_and_redis(pipeline: Pipeline, golden_lines: list[bytes],

@@ -45,7 +45,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_pipeline_e2e import Pipeline, free_port, samples_of
+from harness.pipeline import Pipeline
+from harness.processes import free_port
+from harness.samples import samples_of
 
 pytestmark = [pytest.mark.integration]
 

@@ -5,7 +5,7 @@ and evaluates the rule files every second; a real ``prometheus-alertmanager`` (p
 ``prometheus-alertmanager``) routes the alerts to a webhook served by this test. Then:
 
 1. every PromQL expression of every dashboard (panel targets and templating queries, see
-   ``tests/unit/test_dashboards.py:dashboard_queries``) runs through ``/api/v1/query`` (and
+   ``tests/harness/dashboards.py:dashboard_queries``) runs through ``/api/v1/query`` (and
    ``/api/v1/query_range`` for time-series panels) with the template variables substituted;
    a query error or an empty result fails the test;
 2. a service-level breach is staged on acme/support: the SL alerts must go ``pending``, then
@@ -35,9 +35,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -47,7 +44,7 @@ import urllib.parse
 import urllib.request
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -56,7 +53,10 @@ from typing import Any, Protocol
 
 import pytest
 import yaml
-from test_pipeline_e2e import delete_topics
+from harness.dashboards import FORTHCOMING_METRICS, VAR_RE, dashboard_queries, metric_names_in
+from harness.kafka_topics import delete_topics
+from harness.monitoring import ALERTMANAGER, PROMETHEUS, Service, http_json
+from harness.processes import free_port, stop, wait_for
 
 from kpi_core.config import WEEKDAYS
 
@@ -66,12 +66,6 @@ REPO = Path(__file__).resolve().parents[2]
 RULES_DIR = REPO / "deploy" / "prometheus" / "rules"
 PROMETHEUS_FILE = REPO / "deploy" / "prometheus" / "prometheus.yml"
 ALERTMANAGER_FILE = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
-ALERTMANAGER = (
-    shutil.which("prometheus-alertmanager")
-    or shutil.which("alertmanager")
-    or "/usr/bin/prometheus-alertmanager"
-)
 EXPORTER_JOB = "ccmon-exporter"
 
 BREACH_TENANT, BREACH_QUEUE = "acme", "support"
@@ -144,43 +138,6 @@ def _load(name: str, path: Path) -> ModuleType:
     return module
 
 
-dashboards_check = _load("ccmon_dashboards_check", REPO / "tests" / "unit" / "test_dashboards.py")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def http_json(url: str, timeout: float = 10) -> Any:
-    """GET ``url`` as JSON; Prometheus' error answers (HTTP 400/422) are JSON too."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        body = exc.read()
-        try:
-            return json.loads(body)
-        except ValueError:
-            return {"status": "error", "error": f"HTTP {exc.code}: {body[:500]!r}"}
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except OSError as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
-
-
 def substitute(expr: str) -> str:
     def value(match: re.Match[str]) -> str:
         name = next(g for g in match.groups() if g)
@@ -188,7 +145,7 @@ def substitute(expr: str) -> str:
             pytest.fail(f"no test value for ${name} in {expr!r}: add it to VARIABLES")
         return VARIABLES[name]
 
-    return dashboards_check._VAR_RE.sub(value, expr)
+    return VAR_RE.sub(value, expr)
 
 
 # --------------------------------------------------------------------------- test data
@@ -378,16 +335,6 @@ class ReplayTarget:
         self.server.server_close()
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-
 class ExporterTarget:
     """The real pipeline: Kafka topic -> ``ccmon worker`` -> Redis -> ``ccmon exporter``,
     with a topic, dead-letter topic, consumer group and Redis key prefix of its own, and
@@ -498,7 +445,7 @@ class ExporterTarget:
 
         self.producer.close()
         for process in self.processes:
-            _stop(process)
+            stop(process)
         client = redis.Redis.from_url(self.redis_url)
         keys = list(client.scan_iter(match=f"{self.prefix}:*", count=1000))
         if keys:
@@ -589,30 +536,6 @@ class Webhook:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-class Service:
-    def __init__(self, name: str, args: list[str], workdir: Path) -> None:
-        self.name = name
-        self.log = workdir / f"{name}.log"
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, url: str, timeout: float = 30) -> None:
-        def ready() -> bool:
-            assert self.process.poll() is None, (
-                f"{self.name} exited:\n{self.log.read_text()[-3000:]}"
-            )
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    return response.status == 200
-            except (OSError, urllib.error.HTTPError):
-                return False
-
-        wait_for(f"{self.name} at {url}", ready, timeout)
-
-    def stop(self) -> None:
-        _stop(self.process)
 
 
 def fast_rules(directory: Path) -> None:
@@ -770,7 +693,7 @@ def stack(
 
 
 def test_every_dashboard_query_runs_and_returns_data(stack: Stack) -> None:
-    queries = dashboards_check.dashboard_queries()
+    queries = dashboard_queries()
     assert len(queries) > 50
     served = set(re.findall(r"^# TYPE (\S+)", stack.target.metrics_text(), re.M))
     failures: list[str] = []
@@ -791,8 +714,8 @@ def test_every_dashboard_query_runs_and_returns_data(stack: Stack) -> None:
             # Legitimately empty: a forthcoming metric this target does not serve yet.
             missing = {
                 m
-                for m in dashboards_check.metric_names_in(q.expr)
-                & set(dashboards_check.FORTHCOMING_METRICS)
+                for m in metric_names_in(q.expr)
+                & set(FORTHCOMING_METRICS)
                 if m not in served
             }
             if missing:

@@ -20,18 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_crash_trials import (
-    Samples,
-    create_topics,
-    diff,
-    events_total,
-    kpi_samples,
-    produce_timed,
-    replay_samples,
-    wait_for_kpis,
-)
-from test_pipeline_e2e import Pipeline, delete_topics, stop
-from test_scale_out import simulate
+from harness.kafka_topics import create_topics, produce_timed, simulate
+from harness.pipeline import Pipeline
+from harness.processes import stop
+from harness.samples import Samples, diff, events_total, kpi_samples, replay_samples, wait_for_kpis
 
 from kpi_core.events import parse_line, parse_ts
 
@@ -58,10 +50,7 @@ def run(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Iterator[Pipeli
     try:
         yield p
     finally:
-        for process in p.processes:
-            stop(process)
-        p.drop_redis_keys()
-        delete_topics(kafka_bootstrap, p.topic, p.dlq)
+        p.close()
 
 
 def rebuild_args(p: Pipeline, at: float, *extra: str) -> list[str]:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness.processes import free_port, stop
 
 from kpi_core.config import Config
 from kpi_core.engine import Engine
@@ -28,12 +29,6 @@ PASSWORD = "s3cret-Pa55-word"
 WRONG = "not-the-Pa55"
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 AT = parse_ts("2026-11-20T10:00:00Z")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +52,7 @@ def auth_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
                 time.sleep(0.1)
         yield port
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop(process, timeout=10)
 
 
 def start_exporter(url: str, port: int, log: Path) -> subprocess.Popen[bytes]:

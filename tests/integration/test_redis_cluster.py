@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.processes import free_port
 
 from kpi_core.config import config_from_dict
 from kpi_core.engine import Engine
@@ -33,73 +31,6 @@ pytestmark = pytest.mark.integration
 AT = 1795003200.0
 TENANTS = ["default", "acme", "globex", "initech", "umbrella", "hooli"]
 CONFIG = config_from_dict({"tenants": {"acme": {"timezone": "Asia/Kathmandu"}, "globex": {"timezone": "America/New_York"}}})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def free_node_port(taken: set[int]) -> int:
-    """A port whose cluster bus port (+10000) is free too."""
-    rng = random.Random()
-    while True:
-        port = rng.randrange(21000, 45000)
-        if {port, port + 10000} & taken:
-            continue
-        try:
-            for candidate in (port, port + 10000):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", candidate))
-        except OSError:
-            continue
-        taken |= {port, port + 10000}
-        return port
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
-    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
-    if server is None or cli is None:
-        pytest.fail("redis-server and redis-cli are needed (deploy/local/services.sh installs them)")
-    root = tmp_path_factory.mktemp("redis-cluster")
-    taken: set[int] = set()
-    ports = [free_node_port(taken) for _ in range(3)]
-    procs = []
-    for port in ports:
-        node = root / str(port)
-        node.mkdir()
-        procs.append(subprocess.Popen(
-            [server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-             "--cluster-config-file", "nodes.conf", "--save", "", "--appendonly", "no", "--logfile", "redis.log"],
-            cwd=node, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))  # fmt: skip
-    try:
-        for port in ports:
-            _wait_ping(cli, port, root / str(port) / "redis.log")
-        create = subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
-                                 "--cluster-replicas", "0", "--cluster-yes"],
-                                capture_output=True, text=True, timeout=60)  # fmt: skip
-        assert create.returncode == 0, create.stdout + create.stderr
-        deadline = time.monotonic() + 30
-        while b"cluster_state:ok" not in subprocess.run([cli, "-p", str(ports[0]), "cluster", "info"],
-                                                        capture_output=True).stdout:  # fmt: skip
-            assert time.monotonic() < deadline, "the cluster never reached cluster_state:ok"
-            time.sleep(0.2)
-        yield ports
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=10)
-
-
-def _wait_ping(cli: str, port: int, log: Path) -> None:
-    deadline = time.monotonic() + 15
-    while subprocess.run([cli, "-p", str(port), "ping"], capture_output=True).stdout.strip() != b"PONG":
-        assert time.monotonic() < deadline, f"redis-server on {port} did not start: {log.read_text()[-2000:] if log.exists() else ''}"
-        time.sleep(0.1)
 
 
 def day_of_calls(seed: int, n: int) -> list[dict[str, Any]]:

@@ -27,9 +27,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from test_outages import RedisServer
-from test_pipeline_e2e import delete_topics, free_port, samples_of, stop
-from test_redis_cluster import cluster  # noqa: F401  (the fixture: a private 3-primary cluster)
+from harness.kafka_topics import delete_topics
+from harness.processes import free_port, stop
+from harness.redis_servers import RedisServer
+from harness.samples import samples_of
 
 from streams import redis_policy
 
@@ -57,9 +58,7 @@ def server_factory(tmp_path: Path) -> Iterator[type]:
 
     yield Server
     for server in started:
-        if server.process is not None and server.process.poll() is None:
-            server.process.terminate()
-            server.process.wait(10)
+        server.shutdown()
 
 
 def run_cli(*args: str, timeout: float = REFUSAL_SECONDS) -> tuple[int | None, str, float]:
@@ -132,7 +131,7 @@ def test_the_policy_is_read_from_info_when_config_is_renamed(server_factory: typ
     assert_refused("rebuild", result, refusal(f"127.0.0.1:{server.port}", "allkeys-lfu"))
 
 
-def test_a_cluster_is_refused_when_one_primary_evicts(cluster: list[int], kafka_bootstrap: str) -> None:  # noqa: F811
+def test_a_cluster_is_refused_when_one_primary_evicts(cluster: list[int], kafka_bootstrap: str) -> None:
     node = redis.Redis(port=cluster[1])
     node.config_set("maxmemory-policy", "volatile-ttl")
     try:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_demo_browser import ARTIFACTS, chromium_page, needs_chromium
+from harness.browser import ARTIFACTS, chromium_page, needs_chromium
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "basic.jsonl"

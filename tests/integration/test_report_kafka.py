@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from test_crash_trials import create_topics
+from harness.kafka_topics import create_topics
 
 pytestmark = pytest.mark.integration
 

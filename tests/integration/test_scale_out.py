@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import signal
 import subprocess
 import sys
@@ -17,31 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_pipeline_e2e import Pipeline, entity_key, free_port, samples_of, stop
+from harness.kafka_topics import assigned, create_topics, entity_key, simulate
+from harness.pipeline import Pipeline
+from harness.processes import free_port
+from harness.samples import NOT_KPIS, samples_of
 
 from kpi_core.events import parse_line
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SETTLE_TIMEOUT = 180.0
-#: Series that describe the pipeline's own history and health, not the KPIs: a replayed batch
-#: shows up as duplicates, and the exporter adds its own (lag, Redis's eviction policy,
-#: partitions a watchdog found stuck).
-NOT_KPIS = {
-    "ccmon_events_duplicate_total",
-    "ccmon_event_lag_seconds",
-    "ccmon_last_event_timestamp_seconds",
-    "ccmon_consumer_lag",
-    "ccmon_redis_eviction_safe",
-    "ccmon_stuck_partition_timestamp_seconds",
-}
-
-
-def simulate(path: Path) -> list[bytes]:
-    subprocess.run([sys.executable, "-m", "streams.cli", "simulate", "--start", "2026-11-20T08:00:00Z",
-                    "--hours", "1.5", "--queues", "2", "--seed", "11", "--quiet", "--out", str(path)],
-                   check=True, timeout=120)  # fmt: skip
-    return [line for line in path.read_bytes().splitlines() if line.strip()]
 
 
 def produce(kafka: str, topic: str, lines: list[bytes], per_message: int = 20) -> None:
@@ -65,30 +49,13 @@ def produce(kafka: str, topic: str, lines: list[bytes], per_message: int = 20) -
 
 @pytest.fixture
 def run(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Iterator[Pipeline]:
-    import kafka
-
     p = Pipeline(kafka_bootstrap, redis_url, tmp_path)
-    admin = kafka.KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    admin.create_topics({p.topic: {"num_partitions": 4, "replication_factor": 1},
-                         p.dlq: {"num_partitions": 1, "replication_factor": 1}}, wait_for_metadata=True)  # fmt: skip
-    admin.close()
+    create_topics(kafka_bootstrap, p.topic, p.dlq, keep_forever=False)
     try:
         yield p
     finally:
-        for process in p.processes:
-            stop(process)
+        p.stop_processes()
         p.drop_redis_keys()
-
-
-def assigned(log: Path, topic: str) -> str | None:
-    """The partitions of ``topic`` in a worker's latest assignment (from Faust's log table),
-    ``None`` before its first assignment, ``""`` when it was given none of them."""
-    text = log.read_text(errors="replace")
-    last = text.rfind("Setting newly assigned partitions")
-    if last < 0:
-        return None
-    found = re.search(r"\| " + re.escape(topic) + r" +\| (\{[^}]*\}) +\|", text[last:])
-    return found.group(1) if found else ""
 
 
 def events_total(p: Pipeline) -> float:

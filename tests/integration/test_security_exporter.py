@@ -35,8 +35,10 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import delete_prefix
-from security_support import Tls, clean_environ, free_port, make_tls, samples_of, stop
+from harness.processes import free_port, stop
+from harness.redis_servers import delete_prefix
+from harness.samples import samples_of
+from harness.tls import Tls, clean_environ, make_tls
 
 from kpi_core.config import Config
 from kpi_core.engine import Engine

@@ -29,8 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from private_kafka import PrivateKafka, start_private_kafka
-from security_support import Tls, clean_environ, entity_key, free_port, make_tls, samples_of, stop
+from harness.kafka_topics import entity_key
+from harness.private_kafka import PrivateKafka, start_private_kafka
+from harness.processes import free_port, stop
+from harness.samples import samples_of
+from harness.tls import Tls, clean_environ, make_tls
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from security_support import Tls, clean_environ, free_port, make_tls, samples_of, stop
+from harness.processes import free_port, stop
+from harness.samples import samples_of
+from harness.tls import Tls, clean_environ, make_tls
 
 from kpi_core.config import Config
 from kpi_core.engine import Engine
@@ -89,8 +91,7 @@ def tls_redis(tls: Tls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[in
     try:
         yield port
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop(process, timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +101,7 @@ def mtls_redis(tls: Tls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[i
     try:
         yield port
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop(process, timeout=10)
 
 
 def settings_for(env: dict[str, str]) -> Any:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness.processes import stop
 
 from streams.sources.asterisk import map_file
 
@@ -93,11 +94,6 @@ def caught_up(log: Path, state: Path, timeout: float = 60.0) -> None:
     pytest.fail(f"the source did not reach the end of {log} within {timeout:.0f} s")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0
-
-
 def consumed(kafka: str, topic: str, want: int, timeout: float = 60.0) -> Counter[str]:
     """Event ids on the topic, once ``want`` have arrived and nothing more comes for 1.5 s."""
     from kafka import KafkaConsumer
@@ -137,7 +133,7 @@ def test_live_rotated_file_arrives_in_kafka_once(kafka_bootstrap: str, topic: st
         log.append(call_lines(30, 5))
         caught_up(log.path, state)
     finally:
-        stop(proc)
+        assert stop(proc, timeout=30) == 0
     # While the source is stopped: more lines, then two rotations (.1 -> .2, queue_log -> .1).
     log.append(call_lines(35, 5))
     os.rename(tmp_path / "queue_log.1", tmp_path / "queue_log.2")
@@ -151,7 +147,7 @@ def test_live_rotated_file_arrives_in_kafka_once(kafka_bootstrap: str, topic: st
     try:
         caught_up(log.path, state)
     finally:
-        stop(proc)
+        assert stop(proc, timeout=30) == 0
 
     expected = log.expected_ids(tmp_path)
     assert sum(expected.values()) == len(expected) == 50 * 5  # per call: offered, answered, on_call, ended, available
@@ -190,7 +186,7 @@ def test_a_killed_source_loses_nothing(kafka_bootstrap: str, topic: str, tmp_pat
         log.append(call_lines(20100, 100))
         caught_up(log.path, state)
     finally:
-        stop(proc)
+        assert stop(proc, timeout=30) == 0
         probe.close()
 
     expected = log.expected_ids(tmp_path)

@@ -8,29 +8,24 @@ consumer group joining)."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import urllib.request
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from harness.kafka_topics import create_topics, delete_topics
+from harness.pipeline import ACCOUNTED, Pipeline
+from harness.pipeline import settled as pipeline_settled
+from harness.processes import free_port
+from harness.samples import Samples
 from realdata import real_data
-from test_pipeline_e2e import ACCOUNTED
-from test_pipeline_e2e import settled as pipeline_settled
 
 pytestmark = [pytest.mark.integration]
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 DATA = real_data("pbxware_queue_log_2018/queue_log.csv")
 ZONE = timezone(timedelta(hours=-5))  # the log's local time (tests/unit/test_source_asterisk.py checks it)
@@ -74,65 +69,10 @@ def raw_figures() -> dict[str, float]:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Pipeline:
-    """A worker and an exporter on topics, a consumer group and a Redis prefix of their own
-    (as tests/integration/test_pipeline_e2e.py runs them)."""
-
-    def __init__(self, kafka: str, redis_url: str, tmp: Path) -> None:
-        run = uuid.uuid4().hex[:10]
-        self.kafka, self.redis_url, self.tmp = kafka, redis_url, tmp
-        self.topic, self.dlq, self.group = f"asterisk-e2e-{run}", f"asterisk-e2e-{run}-dlq", f"asterisk-e2e-{run}"
-        self.prefix = f"asterisk-e2e-{run}"
-        self.port = free_port()
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def start(self, name: str, *args: str) -> None:
-        with (self.tmp / f"{name}.log").open("wb") as out:
-            self.processes.append(subprocess.Popen([sys.executable, "-m", "streams.cli", *args], stdout=out,
-                                                   stderr=subprocess.STDOUT,
-                                                   env={**os.environ, "PYTHONUNBUFFERED": "1"}))  # fmt: skip
-
-    def log_tail(self) -> str:
-        return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}" for log in self.tmp.glob("*.log"))
-
-    def metrics(self) -> Samples:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as response:
-            text = response.read().decode()
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value  # without the exporter's own timing
-                for family in text_string_to_metric_families(text) for s in family.samples
-                if not s.name.startswith("ccmon_exporter_")}  # fmt: skip
-
-    def stop(self) -> None:
-        for process in self.processes:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-        import redis
-
-        client = redis.Redis.from_url(self.redis_url)
-        keys = list(client.scan_iter(match=f"{self.prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
-
-
 @pytest.fixture
 def pipeline(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Iterator[Pipeline]:
-    import kafka
-
-    p = Pipeline(kafka_bootstrap, redis_url, tmp_path)
-    admin = kafka.KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    admin.create_topics({p.topic: {"num_partitions": 2, "replication_factor": 1},
-                         p.dlq: {"num_partitions": 1, "replication_factor": 1}}, wait_for_metadata=True)  # fmt: skip
+    p = Pipeline(kafka_bootstrap, redis_url, tmp_path, topic_prefix="asterisk-e2e", key_prefix="asterisk-e2e")
+    create_topics(kafka_bootstrap, p.topic, p.dlq, partitions=2, keep_forever=False)
     config = tmp_path / "ccmon.toml"
     config.write_text(CONFIG)
     common = ["--redis", redis_url, "--redis-prefix", p.prefix, "--clock", f"fixed:{AT:.0f}", "--config", str(config)]
@@ -142,10 +82,8 @@ def pipeline(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Iterator[P
     try:
         yield p
     finally:
-        p.stop()
-        with contextlib.suppress(Exception):  # best effort: the topics are unique to this run
-            admin.delete_topics([p.topic, p.dlq, f"{p.group}-__assignor-__leader"])  # (Faust's own)
-        admin.close()
+        p.close()
+        delete_topics(kafka_bootstrap, f"{p.group}-__assignor-__leader")  # (Faust's own)
 
 
 def test_the_real_log_through_kafka_worker_and_exporter(pipeline: Pipeline, tmp_path: Path) -> None:

@@ -24,19 +24,19 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_crash_trials import (
+from harness.kafka_topics import assigned, create_topics, produce_timed, simulate
+from harness.pipeline import Pipeline
+from harness.processes import free_port
+from harness.samples import (
     Samples,
-    create_topics,
     diff,
     events_total,
     kpi_samples,
     metrics_text,
-    produce_timed,
     replay_samples,
+    samples_of,
     wait_for_kpis,
 )
-from test_pipeline_e2e import Pipeline, delete_topics, free_port, samples_of, stop
-from test_scale_out import assigned, simulate
 
 from kpi_core.events import parse_line
 from streams.watchdog import STUCK_EXIT_CODE, TEST_HOOKS_ENV, TEST_HOOKS_VALUE, TEST_PAUSE_ENV
@@ -128,10 +128,7 @@ def test_a_partition_never_fetched_makes_the_worker_exit_and_the_restart_applies
         problems = diff(got, want)
         assert not problems, problems
     finally:
-        for process in p.processes:
-            stop(process)
-        p.drop_redis_keys()
-        delete_topics(kafka_bootstrap, p.topic, p.dlq)
+        p.close()
 
 
 def readyz(port: int) -> tuple[int, dict[str, object]]:

@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_crash_trials import create_topics, events_total, kpi_samples, produce_timed
-from test_outages import RedisServer, get, own_redis  # noqa: F401 (own_redis: the fixture)
-from test_pipeline_e2e import Pipeline, delete_topics, free_port, stop
-from test_scale_out import simulate
+from harness.kafka_topics import create_topics, delete_topics, produce_timed, simulate
+from harness.pipeline import Pipeline
+from harness.processes import free_port
+from harness.processes import http_status as get
+from harness.redis_servers import RedisServer
+from harness.samples import events_total, kpi_samples
 
 from kpi_core.events import parse_line
 
@@ -51,7 +53,7 @@ def wait_for(p: Pipeline, what: str, read: Callable[[], Any], ok: Callable[[Any]
 
 
 def test_livez_and_readyz_follow_the_group_and_redis(
-    kafka_bootstrap: str, own_redis: RedisServer, tmp_path: Path  # noqa: F811 (the fixture)
+    kafka_bootstrap: str, own_redis: RedisServer, tmp_path: Path
 ) -> None:
     p = Pipeline(kafka_bootstrap, own_redis.url, tmp_path)
     lines = simulate(tmp_path / "day.jsonl")[:200]
@@ -102,6 +104,5 @@ def test_livez_and_readyz_follow_the_group_and_redis(
         own_redis.start()
         wait_for(p, "ready again", both, lambda r: all(s == 200 for s, _ in r.values()), 60)
     finally:
-        for process in p.processes:
-            stop(process)
+        p.stop_processes()
         delete_topics(kafka_bootstrap, p.topic, p.dlq)

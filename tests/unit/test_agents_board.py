@@ -10,7 +10,7 @@ import random
 from typing import Any
 
 import pytest
-from test_openapi import response_validator
+from harness.web import response_validator
 
 from kpi_core.config import Config, config_from_dict
 from kpi_core.engine import Engine

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
-from test_openapi import response_validator
-from test_web_app import call
+from harness.web import response_validator
+from harness.web import wsgi_call as call
 
 from kpi_core.config import Config
 from kpi_core.errors import ConfigError

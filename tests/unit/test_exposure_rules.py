@@ -17,10 +17,8 @@ from typing import Any
 
 import pytest
 import redis
-from test_security_settings import (  # the settings of every command, from flags and environment
-    error,
-    parse,
-)
+from harness.settings import error, parse
+from harness.web import wsgi_call
 
 from kpi_core.config import Config
 from kpi_core.errors import ConfigError
@@ -88,11 +86,8 @@ WORKLIST = [{"tenant": "default", "queue": "q", "customer_id": "+4915112345678",
 
 
 def call(app: Any, path: str, environ: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    seen: list[str] = []
-    path, _, query = path.partition("?")
-    body = b"".join(app({"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query, **environ},
-                        lambda status, _headers: seen.append(status)))  # fmt: skip
-    return seen[0], json.loads(body)
+    status, _headers, body = wsgi_call(app, path, **environ)
+    return status, json.loads(body)
 
 
 def test_the_app_masks_the_worklist_off_loopback_without_auth() -> None:

@@ -87,6 +87,7 @@ def test_any_bytes_end_as_events_or_rejections(raw: bytes) -> None:
     check_message(raw)
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(events, json_values), max_size=5), st.sampled_from(["array", "ndjson", "one"]))
 def test_any_json_ends_as_events_or_rejections(values: list[Any], shape: str) -> None:
@@ -198,6 +199,7 @@ def run_atheris(tmp_path: Path, harness_text: str, runs: int) -> tuple[int, str]
     return done.returncode, (done.stdout + done.stderr).decode(errors="replace")
 
 
+@pytest.mark.slow
 def test_atheris_finds_nothing_in_20000_runs(tmp_path: Path) -> None:
     if importlib.util.find_spec("atheris") is None:
         pytest.fail(ATHERIS_MISSING)
@@ -206,6 +208,7 @@ def test_atheris_finds_nothing_in_20000_runs(tmp_path: Path) -> None:
     assert "Done 20000 runs" in output, output[-2000:]
 
 
+@pytest.mark.slow
 def test_atheris_harness_reports_a_planted_failure(tmp_path: Path) -> None:
     """The same harness with a check that every event breaks: atheris must stop and say so (not pass)."""
     if importlib.util.find_spec("atheris") is None:

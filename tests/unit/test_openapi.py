@@ -13,8 +13,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
+from harness.web import response_validator
+from harness.web import wsgi_get as call
 from openapi_spec_validator import validate as validate_openapi
 
 from kpi_core.config import Config
@@ -24,15 +25,6 @@ from streams.web.openapi import OPENAPI_PATH, openapi_document, openapi_json
 
 ROOT = Path(__file__).resolve().parents[2]
 API_PATH = re.compile(r"/api/[A-Za-z0-9_./{}-]+")  # {name}: a path parameter
-
-
-def response_validator(document: dict[str, Any], path: str, status: str = "200") -> jsonschema.Draft202012Validator:
-    """A validator of the JSON body ``path`` answers with ``status``, by the document's schema
-    (its ``#/components/...`` references resolved in the document)."""
-    schema = document["paths"][path]["get"]["responses"][status]["content"]["application/json"]["schema"]
-    wrapper = {"$schema": "https://json-schema.org/draft/2020-12/schema", "components": document["components"], **schema}
-    jsonschema.Draft202012Validator.check_schema(wrapper)
-    return jsonschema.Draft202012Validator(wrapper)
 
 
 def routed_api_paths() -> set[str]:
@@ -46,13 +38,6 @@ def routed_api_paths() -> set[str]:
     page = (ROOT / "streams" / "static" / "wallboard.html").read_text()
     found.update("/" + match for match in re.findall(r"\bapi/[A-Za-z0-9_./{}-]+", page))
     return found
-
-
-def call(app: Any, path: str, query: str = "") -> tuple[str, bytes]:
-    status: list[str] = []
-    body = b"".join(app({"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query},
-                        lambda s, _headers: status.append(s)))  # fmt: skip
-    return status[0], body
 
 
 def test_the_document_is_valid_openapi_3_1() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_source_cdr import BANK, MAPPING, ZONE, raw_figures, row_times
+from harness.bank import BANK, MAPPING, ZONE, raw_figures, row_times
 
 from kpi_core.config import Config, config_from_dict
 from kpi_core.events import parse_event
@@ -62,6 +62,7 @@ def cli(*args: str) -> tuple[int, str, str]:
 
 # -- the real data: every half hour equals the raw rows ---------------------------------------
 @pytest.mark.parametrize(("month", "first_day"), [("january", datetime(1999, 1, 4)), ("october", datetime(1999, 10, 10))])
+@pytest.mark.realdata
 def test_every_half_hour_of_the_bank_days_equals_the_raw_rows(month: str, first_day: datetime, tmp_path: Path) -> None:
     """Two days of each month (the rows of those dates; both have calls answered after
     midnight): every half hour and service type, offered, answered, abandoned, ASA, AHT and

@@ -9,27 +9,15 @@ import argparse
 import base64
 import re
 import ssl
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.settings import error, parse
+from harness.web import wsgi_call
 
-from kpi_core.errors import ConfigError
 from streams import security
 from streams import settings as s
-
-
-def parse(argv: list[str], env: dict[str, str] | None = None) -> s.Settings:
-    parser = argparse.ArgumentParser()
-    s.add_arguments(parser, tuple(s.SOURCES))
-    return s.from_args(parser.parse_args(argv), env or {})
-
-
-def error(argv: list[str], env: dict[str, str] | None = None) -> ConfigError:
-    with pytest.raises(ConfigError) as info:
-        parse(argv, env)
-    return info.value
 
 
 @pytest.fixture
@@ -222,16 +210,7 @@ def test_secrets_are_redacted(secret_file: Path) -> None:
 
 # -- basic auth ----------------------------------------------------------------------------------
 def call(app: Any, path: str, authorization: str | None = None) -> tuple[str, dict[str, str], bytes]:
-    seen: dict[str, Any] = {}
-
-    def start_response(status: str, headers: Iterable[tuple[str, str]]) -> None:
-        seen["status"], seen["headers"] = status, dict(headers)
-
-    environ = {"PATH_INFO": path}
-    if authorization is not None:
-        environ["HTTP_AUTHORIZATION"] = authorization
-    body = b"".join(app(environ, start_response))
-    return seen["status"], seen["headers"], body
+    return wsgi_call(app, path, **({} if authorization is None else {"HTTP_AUTHORIZATION": authorization}))
 
 
 def basic(credentials: str) -> str:

@@ -257,6 +257,7 @@ def test_kpis_of_a_day_are_plausible(clean_metrics: dict[Any, float]) -> None:
     assert value("ccmon_agents", state="offline", reason="none") > 0  # after the shifts ended
 
 
+@pytest.mark.slow
 def test_faults_are_absorbed_by_the_engine(day: list[tuple[float, Record]], clean_metrics: dict[Any, float]) -> None:
     """Late, duplicated and malformed deliveries change no KPI (order independence,
     idempotence, rejection), only the pipeline counters."""

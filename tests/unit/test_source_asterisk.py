@@ -155,6 +155,7 @@ def imported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[
     return out, events, proc.stderr
 
 
+@pytest.mark.realdata
 def test_every_row_is_mapped_or_skipped_by_name(imported: tuple[Path, list[dict[str, Any]], str]) -> None:
     _out, events, stderr = imported
     raw = raw_rows()
@@ -174,6 +175,7 @@ def test_every_row_is_mapped_or_skipped_by_name(imported: tuple[Path, list[dict[
 
 
 @pytest.mark.parametrize("threshold", [20, 30, 60])
+@pytest.mark.realdata
 def test_daily_figures_equal_the_raw_rows(imported: tuple[Path, list[dict[str, Any]], str], threshold: int) -> None:
     out, events, _stderr = imported
     want = raw_figures(threshold)
@@ -195,6 +197,7 @@ def test_daily_figures_equal_the_raw_rows(imported: tuple[Path, list[dict[str, A
                       "ccmon_transfers_out": 2}  # fmt: skip
 
 
+@pytest.mark.realdata
 def test_every_answered_calls_wait_is_the_pbx_hold_time(imported: tuple[Path, list[dict[str, Any]], str]) -> None:
     holds = {row["callid"]: float(row["htime"]) for row in raw_rows() if row["event"] == "CONNECT"}
     answered = {e["call_id"]: e["wait_seconds"] for e in imported[1] if e["type"] == "call.answered"}
@@ -205,6 +208,7 @@ def test_every_answered_calls_wait_is_the_pbx_hold_time(imported: tuple[Path, li
     assert ended == talks and len(ended) == 91
 
 
+@pytest.mark.realdata
 def test_callbacks_to_missed_callers_are_matched(imported: tuple[Path, list[dict[str, Any]], str]) -> None:
     """Walk each caller's timeline from the raw rows: a missed call (abandon, timeout) opens a
     callback; the caller's next answered inbound call closes it as recontacted, an agent's

@@ -169,6 +169,7 @@ def engine_run(imported: tuple[list[dict[str, Any]], Report]) -> tuple[dict[str,
     return per_day, store
 
 
+@pytest.mark.realdata
 def test_every_row_is_mapped_or_reported_with_its_line(imported: tuple[list[dict[str, Any]], Report],
                                                        raw: Raw) -> None:  # fmt: skip
     events, report = imported
@@ -184,6 +185,7 @@ def test_every_row_is_mapped_or_reported_with_its_line(imported: tuple[list[dict
         parse_event(event)  # every one is a valid canonical event
 
 
+@pytest.mark.realdata
 def test_reopens_per_incident_equal_the_logs_own_reopen_count(imported: tuple[list[dict[str, Any]], Report],
                                                               raw: Raw) -> None:  # fmt: skip
     """An independent check of the reopen rule: the export's reopen_count column (last row of
@@ -194,6 +196,7 @@ def test_reopens_per_incident_equal_the_logs_own_reopen_count(imported: tuple[li
     assert sum(expected.values()) == 276
 
 
+@pytest.mark.realdata
 def test_daily_figures_equal_the_raw_rows(engine_run: tuple[dict[str, dict[str, float]], MemoryState],
                                           raw: Raw) -> None:  # fmt: skip
     got, _store = engine_run
@@ -206,6 +209,7 @@ def test_daily_figures_equal_the_raw_rows(engine_run: tuple[dict[str, dict[str, 
     assert {d for d, f in got.items() if f.get("ccmon_tickets_created") or f.get("ccmon_tickets_resolved")} <= set(want)
 
 
+@pytest.mark.realdata
 def test_whole_log_volume_time_to_resolution_and_reopen_rate(
     imported: tuple[list[dict[str, Any]], Report], engine_run: tuple[dict[str, dict[str, float]], MemoryState],
     raw: Raw,
@@ -236,6 +240,7 @@ def test_whole_log_volume_time_to_resolution_and_reopen_rate(
     assert round(statistics.median(durations) / 3600, 2) == 18.73
 
 
+@pytest.mark.realdata
 def test_one_day_through_the_source_and_replay_commands(tmp_path: Path, raw: Raw) -> None:
     """The real commands: ``ccmon source tickets`` (with --progress) writes the JSONL file,
     ``ccmon replay --at`` the end of the busiest resolution day prints that day's volume,
@@ -265,6 +270,7 @@ def test_one_day_through_the_source_and_replay_commands(tmp_path: Path, raw: Raw
 
 
 @pytest.mark.parametrize("day", ["2016-03-31", "2016-04-29", "2016-06-15"])
+@pytest.mark.realdata
 def test_replayed_backlog_equals_the_raw_rows(day: str, imported: tuple[list[dict[str, Any]], Report], raw: Raw,
                                               tmp_path_factory: pytest.TempPathFactory) -> None:  # fmt: skip
     """``ccmon replay`` of the whole log at the end of a day: the open incidents per queue and

@@ -25,7 +25,7 @@ import math
 import time
 
 import pytest
-from test_erlang import erlang_a as reference_erlang_a
+from harness.queueing import erlang_a as reference_erlang_a
 
 from kpi_core.config import Config, QueueConfig, Window
 from kpi_core.engine import Engine

@@ -8,11 +8,12 @@ import base64
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis
+from harness.web import wsgi_call as call
 
 from kpi_core.config import Config
 from kpi_core.state import MemoryState
@@ -22,16 +23,6 @@ from streams.web import make_wsgi_app
 from streams.web.server import accepts_gzip
 
 AT = 1795168800.0
-
-
-def call(app: Any, path: str, method: str = "GET", **environ: str) -> tuple[str, dict[str, str], bytes]:
-    seen: dict[str, Any] = {}
-
-    def start_response(status: str, headers: Iterable[tuple[str, str]]) -> None:
-        seen["status"], seen["headers"] = status, dict(headers)
-
-    body = b"".join(app({"PATH_INFO": path, "REQUEST_METHOD": method, **environ}, start_response))
-    return seen["status"], seen["headers"], body
 
 
 # -- /livez, /readyz, /healthz ------------------------------------------------------------------

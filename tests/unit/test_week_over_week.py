@@ -13,7 +13,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from test_openapi import call, response_validator
+from harness.web import response_validator
+from harness.web import wsgi_get as call
 
 from kpi_core.config import Config
 from kpi_core.errors import ConfigError

@@ -1,9 +1,9 @@
 """Write the openAPIV3Schema of each served version of the CustomResourceDefinitions given
 (YAML files) to ``<group>_<kind>_<version>.json`` next to this script, verbatim.
 
-    python3 tests/deploy_helm/crd_schemas/extract.py monitoring.coreos.com_servicemonitors.yaml ...
+    python3 tests/deploy/crd_schemas/extract.py monitoring.coreos.com_servicemonitors.yaml ...
 
-tests/unit/test_helm_chart.py validates the chart's custom resources against them (README.md
+tests/deploy/test_helm_chart.py validates the chart's custom resources against them (README.md
 here says where each CRD comes from).
 """
 

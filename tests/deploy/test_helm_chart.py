@@ -10,7 +10,7 @@ helm is the pinned build of deploy/local/install-helm.sh (~/.cache/ccmon/helm/bi
   Kubernetes the chart supports and of the newest one kubernetes-validate knows (strict: an
   unknown field is an error); the custom resources (ServiceMonitor, PrometheusRule,
   ScaledObject, TriggerAuthentication) have no schema there: they are validated, as strictly,
-  against their CRDs' schemas (tests/deploy_helm/crd_schemas) and checked against the rest of
+  against their CRDs' schemas (tests/deploy/crd_schemas) and checked against the rest of
   the release here (selected Services, job labels, scale target, secret references);
 * the rendered PrometheusRule holds the groups of deploy/prometheus/rules verbatim, and passes
   ``promtool check rules`` and the project's ``promtool test rules`` suites run against it;
@@ -68,8 +68,8 @@ CUSTOM_KINDS = {
     ("keda.sh/v1alpha1", "TriggerAuthentication"),
 }
 
-#: The CRDs' own schemas (tests/deploy_helm/crd_schemas/README.md: releases and provenance).
-CRD_SCHEMAS = REPO / "tests" / "deploy_helm" / "crd_schemas"
+#: The CRDs' own schemas (tests/deploy/crd_schemas/README.md: releases and provenance).
+CRD_SCHEMAS = REPO / "tests" / "deploy" / "crd_schemas"
 
 Doc = dict[str, Any]
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 import yaml
-from test_dashboards import metric_names_in, normalize, unknown_metrics
+from harness.dashboards import metric_names_in, normalize, unknown_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 RULES_DIR = REPO / "deploy" / "prometheus" / "rules"

@@ -1,5 +1,5 @@
 """What the security tests share: certificates generated on the spot with the ``openssl``
-CLI, and a few process helpers (kept here so those tests import no other test module).
+CLI, and the environment of a ccmon process without the test process's CCMON_ settings.
 
 :func:`make_tls` writes, into a directory of its own:
 
@@ -18,51 +18,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
-Sample = tuple[str, tuple[tuple[str, str], ...]]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL after 20 s."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-
-def samples_of(text: str) -> dict[Sample, float]:
-    """Prometheus text as ``(name, sorted labels) -> value``."""
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def entity_key(event: dict[str, Any]) -> bytes:
-    """The Kafka key of an event: its entity (call, ticket...), as producers should key them."""
-    for field in ("call_id", "ticket_id", "callback_id", "agent_id", "session_id", "contact_id"):
-        if event.get(field):
-            return str(event[field]).encode()
-    return str(event["event_id"]).encode()
 
 
 def clean_environ() -> dict[str, str]:

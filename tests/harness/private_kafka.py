@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from security_support import Tls, free_port
+
+from harness.processes import free_port, stop
+from harness.tls import Tls
 
 REPO = Path(__file__).resolve().parents[2]
 LOCAL = REPO / "deploy" / "local"
@@ -84,15 +85,8 @@ class PrivateKafka:
         return text
 
     def stop(self) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        if self.process is not None:
+            stop(self.process)
 
 
 def _jaas(mechanism: str, admin_password: str, users: dict[str, str]) -> str:
