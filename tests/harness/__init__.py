@@ -27,6 +27,7 @@ test module.
 * :mod:`harness.dashboards`: the PromQL of the Grafana dashboards (queries, metric names).
 * :mod:`harness.web`: ccmon's WSGI apps called in-process, answers against the OpenAPI document.
 * :mod:`harness.settings`: the commands' settings from flags and environment.
+* :mod:`harness.hostile`: Hypothesis strategies for hostile JSON and event-like objects.
 * :mod:`harness.queueing`: an independent Erlang A model; :mod:`harness.bank`: the Anonymous Bank
   records' daily figures from the raw rows. (``realdata.py`` and ``unit/reference.py`` stay where
   they are: the real data sets, and the unit tests' reference engine.)

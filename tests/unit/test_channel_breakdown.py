@@ -260,21 +260,20 @@ def test_breakdown_series_retire_with_their_queue() -> None:
 
 
 _RENDER = """
-import hashlib, sys
-sys.path.insert(0, {repo!r})
-from test_channel_breakdown import AT, EVENTS, LIMITS
+import json, sys
 from kpi_core.config import config_from_dict
 from kpi_core.engine import Engine
 from kpi_core.events import parse_event
 from kpi_core.exposition import render
 from kpi_core.kpis import snapshot
 from kpi_core.state import MemoryState
-config = config_from_dict({{**LIMITS, "limits": {{"max_channels": 5, "max_priorities": 10}}}})
+given = json.load(sys.stdin)
+config = config_from_dict(given["config"])
 store = MemoryState(config.bucket_seconds, config.coarse_bucket_seconds)
 engine = Engine(config, store)
-for raw in EVENTS:
-    engine.process(parse_event(raw), AT)
-sys.stdout.write(render(snapshot(config, store, AT)))
+for raw in given["events"]:
+    engine.process(parse_event(raw), given["at"])
+sys.stdout.write(render(snapshot(config, store, given["at"])))
 """
 
 
@@ -282,17 +281,18 @@ def test_breakdown_samples_come_in_one_order_whatever_the_hash_seed() -> None:
     """Two processes (or one restarted) render the same state byte for byte: the breakdown
     values come in their order (channels as CHANNEL_ORDER, priorities most urgent first), not
     in a set's, which follows the string-hash seed."""
+    import json
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    here = Path(__file__).resolve()
-    script = _RENDER.format(repo=str(here.parents[2]))
+    given = json.dumps({"config": {"limits": {"max_channels": 5, "max_priorities": 10}}, "events": EVENTS, "at": AT})
     pages = []
     for seed in ("1", "2", "3"):
-        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here.parents[2])])}
-        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        done = subprocess.run([sys.executable, "-c", _RENDER], input=given, env=env, capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
         assert done.returncode == 0, done.stderr
         pages.append(done.stdout)
     assert 'channel="email"' in pages[0] and 'priority="9"' in pages[0]

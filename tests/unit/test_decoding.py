@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.hostile import events as hostile_events
+from harness.hostile import json_values as hostile_values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_hostile_properties import events as hostile_events
-from test_hostile_properties import json_values as hostile_values
 
 from kpi_core.errors import InvalidEventError
 from kpi_core.events import (

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.hostile import events, json_values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
@@ -44,22 +45,6 @@ REPO = Path(__file__).resolve().parents[2]
 REASON = re.compile(r"invalid_json|not_an_object|unknown_type|bad_timestamp|negative_duration|score_out_of_range|"
                     r"(missing_field|invalid_field):[a-z_]+")  # fmt: skip
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-TYPES = ["call.offered", "call.answered", "call.abandoned", "call.ended", "callback.requested", "agent.state",
-         "ticket.created", "ticket.replied", "survey.response", "kb.viewed", "call.exploded"]  # fmt: skip
-FIELDS = ["event_id", "type", "ts", "tenant", "queue", "call_id", "customer_id", "agent_id", "wait_seconds",
-          "talk_seconds", "resolved", "state", "queues", "author", "survey", "score", "scale_max", "article_id",
-          "session_id", "channel", "direction", "to_queue", "outcome", "note"]  # fmt: skip
-
-scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(10**30), max_value=10**30),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=40),
-    st.sampled_from(["", "_all", "support", "2026-11-20T09:30:00Z", "2026-11-20T09:30:00Z\x00x", "csat", "nps",
-                     "available", "agent", "sale", "\u202e", "a\nb", "\ud800"]),
-    st.sampled_from(TYPES), st.just(1795165200), st.just(1e308), st.just(10**400),
-)  # fmt: skip
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)  # fmt: skip
-events = st.dictionaries(st.sampled_from(FIELDS), json_values, min_size=1, max_size=12)
 
 
 def check_item(raw: bytes, item: Event | Rejection) -> None:
