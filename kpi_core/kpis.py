@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from kpi_core import catalog
-from kpi_core.catalog import TARGET_METRICS, Kpi
+from kpi_core.catalog import TARGET_METRICS, Fold, Kpi
+from kpi_core.columns import Columns
 from kpi_core.config import REASON_NONE, REASON_OTHER, Config, QueueConfig
 from kpi_core.engine import (
     AGENT_CALLS,
@@ -258,9 +261,11 @@ def _breakdown_window(
     per_queue: Mapping[str, Components],
     labels: Mapping[str, Mapping[str, set[str]]],
     families: Mapping[str, BreakdownFamilies],
+    arrays: bool = True,
 ) -> None:
     """One window's breakdown series of a tenant's queues (``per_queue``: their components,
-    without ``_all``), and of ``_all`` from the summed components."""
+    without ``_all``), and of ``_all`` from the summed components (``arrays``: as
+    :func:`snapshot`'s)."""
     split = {queue: split_breakdowns(comps) for queue, comps in per_queue.items()}
     for label, mark in BREAKDOWN_MARKS:
         queue_labels = labels.get(label)
@@ -283,8 +288,12 @@ def _breakdown_window(
             queue_config = config.queue(tenant, queue)
             for value, part in folded.items():
                 _with_derived(part, queue_config)
-                merge_into(totals.setdefault(value, {}), part)
+                if not arrays:
+                    merge_into(totals.setdefault(value, {}), part)
                 rows.append((queue, value, part))
+        if arrays:
+            _breakdown_columns(tenant, window, label, rows, totals, families[label])
+            continue
         rows += [(ALL, value, _with_derived(part, None)) for value, part in totals.items()]
         for queue, value, part in rows:
             sample_labels = _labels(tenant, queue, window=window, **{label: value})
@@ -292,6 +301,36 @@ def _breakdown_window(
                 result = fn(part)
                 if result is not None:
                     fam.add(sample_labels, result)
+
+
+def _breakdown_columns(
+    tenant: str,
+    window: str,
+    label: str,
+    rows: list[tuple[str, str, Components]],
+    totals: dict[str, Components],
+    families: BreakdownFamilies,
+) -> None:
+    """:func:`_breakdown_window`'s samples of one label from its queues' ``rows`` over
+    arrays: ``totals`` (value -> {}) gets each value's summed components, in row order."""
+    table = Columns([part for _queue, _value, part in rows])
+    positions: dict[str, list[int]] = {}
+    for i, (_queue, value, _part) in enumerate(rows):
+        positions.setdefault(value, []).append(i)
+    for value in [*totals, *(v for v in positions if v not in totals)]:
+        found = positions.get(value)
+        totals[value] = _with_derived(table.total(np.array(found)) if found else {}, None)
+    row_labels = [_labels(tenant, queue, window=window, **{label: value}) for queue, value, _part in rows]
+    row_labels += [_labels(tenant, ALL, window=window, **{label: value}) for value in totals]
+    for fam, fold in families:
+        if fold.op:
+            values = table.fold(fold).tolist() if rows else []
+            values += [math.nan if (v := fold.fn(part)) is None else v for part in totals.values()]
+            _add_column(fam, row_labels, values)
+        else:
+            parts = [*(part for _queue, _value, part in rows), *totals.values()]
+            fam.samples.extend(("", labels, v) for labels, part in zip(row_labels, parts, strict=True)
+                               if (v := fold.fn(part)) is not None)  # fmt: skip
 
 
 def _with_derived(c: Components, queue_config: QueueConfig | None) -> Components:
@@ -436,8 +475,28 @@ def queues_of(
     return {tenant: sorted(queues) for tenant, queues in sorted(result.items()) if queues}
 
 
-def snapshot(config: Config, store: StateStore, at: float) -> list[MetricFamily]:
-    """Every KPI of every tenant and queue at instant ``at``."""
+def _add_column(fam: MetricFamily, row_labels: Sequence[Labels], values: Iterable[float]) -> None:
+    """One sample per row whose value is not NaN (absent), in the rows' order."""
+    fam.samples.extend(("", labels, value) for labels, value in zip(row_labels, values, strict=True) if value == value)
+
+
+def _fold_rows(table: Columns, fold: Fold, last: Components | None = None) -> list[float]:
+    """``fold`` of every row of ``table`` (NaN: absent), then of ``last`` (the ``_all``
+    components, folded on their own) if given."""
+    values: list[float] = table.fold(fold).tolist()
+    if last is not None:
+        value = fold.fn(last)
+        values.append(math.nan if value is None else value)
+    return values
+
+
+def snapshot(config: Config, store: StateStore, at: float, arrays: bool = True) -> list[MetricFamily]:
+    """Every KPI of every tenant and queue at instant ``at``.
+
+    ``arrays``: fold the catalog's simple values (counts, peaks, means) and sum ``_all``
+    over all of a tenant's queues at once (:class:`kpi_core.columns.Columns`); False folds
+    every queue's dict on its own (the reference the array path is tested against: both
+    give the same samples, bit for bit, in the same order)."""
     families: dict[str, MetricFamily] = {}
 
     def family(name: str, kind: str, help_text: str) -> MetricFamily:
@@ -449,7 +508,9 @@ def snapshot(config: Config, store: StateStore, at: float) -> list[MetricFamily]
     def kpi_family(kpi: Kpi) -> MetricFamily:
         return family(kpi.name, kpi.kind, kpi.help)
 
-    windowed = [(kpi_family(kpi), kpi.value.fn) for kpi in WINDOWED if kpi.value is not None]
+    windowed = [(kpi_family(kpi), kpi.value) for kpi in WINDOWED if kpi.value is not None]
+    by_column = [(fam, fold) for fam, fold in windowed if arrays and fold.op]
+    by_row = [(fam, fold.fn) for fam, fold in windowed if not (arrays and fold.op)]
     fcr = kpi_family(_FCR)
     quantiles = kpi_family(_QUANTILES)
     occupancy = kpi_family(_OCCUPANCY)
@@ -472,17 +533,21 @@ def snapshot(config: Config, store: StateStore, at: float) -> list[MetricFamily]
                 comps = store.read_window(tenant, queue, start, end) if queue in scopes else {}
                 per_queue[queue] = _with_derived(comps, config.queue(tenant, queue))
             if breakdown_labels:
-                _breakdown_window(config, tenant, window.name, per_queue, breakdown_labels, breakdown_families)
-            total = _with_derived(_sum_components(per_queue.values()), None)
+                _breakdown_window(config, tenant, window.name, per_queue, breakdown_labels, breakdown_families, arrays)
+            table = Columns(list(per_queue.values())) if arrays else None
+            total = _with_derived(table.total() if table is not None else _sum_components(per_queue.values()), None)
             if ALL in scopes:
                 total.update({k: v for k, v in store.read_window(tenant, ALL, start, end).items()
                               if k.startswith("occ_")})  # fmt: skip
             per_queue[ALL] = total
             if window.seconds == STAFFING_WINDOW_SECONDS:
                 staffing_comps = per_queue
-            for queue, comps in per_queue.items():
-                labels = _labels(tenant, queue, window=window.name)
-                for fam, fn in windowed:
+            row_labels = [_labels(tenant, queue, window=window.name) for queue in per_queue]
+            if table is not None:
+                for fam, fold in by_column:
+                    _add_column(fam, row_labels, _fold_rows(table, fold, total))
+            for (queue, comps), labels in zip(per_queue.items(), row_labels, strict=True):
+                for fam, fn in by_row:
                     value = fn(comps)
                     if value is not None:
                         fam.add(labels, value)
@@ -512,7 +577,7 @@ def snapshot(config: Config, store: StateStore, at: float) -> list[MetricFamily]
                     kb_rate.add((("tenant", tenant), ("article", article), ("window", window.name)), value)
         _live_families(config, store, tenant, queues, scopes, at, kpi_family, agent_states)
         _staffing_families(config, store, tenant, queues, scopes, at, kpi_family, agent_states, staffing_comps)
-        _counter_families(config, store, tenant, queues, scopes, kpi_family, hidden.get(tenant, ()))
+        _counter_families(config, store, tenant, queues, scopes, kpi_family, hidden.get(tenant, ()), arrays)
     _pipeline_families(store, at, family)
     return list(families.values())
 
@@ -742,6 +807,7 @@ def _counter_families(
     scopes: set[str],
     family: Family,
     hidden: Iterable[str] = (),
+    arrays: bool = True,
 ) -> None:
     per_queue = {
         q: _with_derived(store.totals(tenant, q) if q in scopes else {}, config.queue(tenant, q)) for q in queues
@@ -751,12 +817,22 @@ def _counter_families(
     gone = [_with_derived(store.totals(tenant, q), config.queue(tenant, q)) for q in hidden if is_queue_scope(q)]
     if RETIRED_SCOPE in scopes:
         gone.append(_with_derived(store.totals(tenant, RETIRED_SCOPE), config.queue(tenant, RETIRED_SCOPE)))
-    per_queue[ALL] = _with_derived(_sum_components([*per_queue.values(), *gone]), None)
+    rows = [*per_queue.values(), *gone]
+    table = Columns(rows) if arrays else None
+    per_queue[ALL] = _with_derived(table.total() if table is not None else _sum_components(rows), None)
     hist = family(_WAIT_HISTOGRAM)
-    counters = [(family(kpi), kpi.value.fn) for kpi in COUNTERS if kpi.value is not None]
+    counters = [(family(kpi), kpi.value) for kpi in COUNTERS if kpi.value is not None]
+    by_row = [(fam, fold.fn) for fam, fold in counters if table is None or fold.op != "count"]
+    if table is not None:
+        row_labels = [_labels(tenant, queue) for queue in per_queue]
+        for fam, fold in counters:
+            if fold.op == "count":  # never NaN
+                values = _fold_rows(table, fold)[: len(per_queue) - 1]
+                last = fold.fn(per_queue[ALL])
+                _add_column(fam, row_labels, [*values, last if last is not None else 0.0])
     for queue, comps in per_queue.items():
         labels = _labels(tenant, queue)
-        for fam, fn in counters:
+        for fam, fn in by_row:
             value = fn(comps)
             fam.add(labels, value if value is not None else 0.0)
         for outcome, prefix, total_key in (("answered", "wa", "asa_sum"), ("abandoned", "wb", "ab_wait_sum")):
