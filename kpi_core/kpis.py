@@ -26,6 +26,7 @@ import functools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import compress, repeat
 from typing import Any
 
 import numpy as np
@@ -324,9 +325,8 @@ def _breakdown_columns(
     row_labels += [_labels(tenant, ALL, window=window, **{label: value}) for value in totals]
     for fam, fold in families:
         if fold.op:
-            values = table.fold(fold).tolist() if rows else []
-            values += [math.nan if (v := fold.fn(part)) is None else v for part in totals.values()]
-            _add_column(fam, row_labels, values)
+            last = [math.nan if (v := fold.fn(part)) is None else v for part in totals.values()]
+            _add_column(fam, row_labels, np.append(table.fold(fold), last))
         else:
             parts = [*(part for _queue, _value, part in rows), *totals.values()]
             fam.samples.extend(("", labels, v) for labels, part in zip(row_labels, parts, strict=True)
@@ -475,19 +475,75 @@ def queues_of(
     return {tenant: sorted(queues) for tenant, queues in sorted(result.items()) if queues}
 
 
-def _add_column(fam: MetricFamily, row_labels: Sequence[Labels], values: Iterable[float]) -> None:
+def _add_column(fam: MetricFamily, row_labels: Sequence[Labels], values: np.ndarray) -> None:
     """One sample per row whose value is not NaN (absent), in the rows' order."""
-    fam.samples.extend(("", labels, value) for labels, value in zip(row_labels, values, strict=True) if value == value)
+    if len(values) != len(row_labels):
+        raise ValueError(f"{fam.name}: {len(values)} values for {len(row_labels)} label sets")
+    kept = values == values
+    if kept.all():
+        fam.samples.extend(zip(repeat(""), row_labels, values.tolist()))
+    else:
+        fam.samples.extend(zip(repeat(""), compress(row_labels, kept.tolist()), values[kept].tolist()))
 
 
-def _fold_rows(table: Columns, fold: Fold, last: Components | None = None) -> list[float]:
+def _fold_rows(table: Columns, fold: Fold, last: Components | None = None) -> np.ndarray:
     """``fold`` of every row of ``table`` (NaN: absent), then of ``last`` (the ``_all``
     components, folded on their own) if given."""
-    values: list[float] = table.fold(fold).tolist()
-    if last is not None:
-        value = fold.fn(last)
-        values.append(math.nan if value is None else value)
-    return values
+    values = table.fold(fold)
+    if last is None:
+        return values
+    value = fold.fn(last)
+    return np.append(values, math.nan if value is None else value)
+
+
+#: The bounds of the wait histogram's buckets, below and above (engine.WAIT_BUCKETS).
+_UPPER = np.array(WAIT_BUCKETS)
+_LOWER = np.array((0.0, *WAIT_BUCKETS[:-1]))
+
+
+def wait_quantiles(q: float, counts: np.ndarray) -> np.ndarray:
+    """:func:`wait_quantile` of every row of ``counts`` (rows x the histogram's buckets), NaN
+    where it is absent; the same bits (the same operations in the same order on each row:
+    the running sum is a sequential ``cumsum``)."""
+    cumulative = np.cumsum(counts, axis=1)  # whole numbers: exact, as the loop's running sum
+    total = cumulative[:, -1]
+    rank = q * total
+    hit = (counts > 0) & (cumulative >= rank[:, None])  # the loop's `count > 0 and cumulative + count >= rank`
+    first = hit.argmax(axis=1)
+    rows = np.arange(len(counts))
+    count_ = counts[rows, first]
+    before = np.where(first > 0, cumulative[rows, first - 1], 0.0)
+    lower, upper = _LOWER[first], _UPPER[first]
+    upper = np.where(np.isinf(upper), lower, upper)  # the +Inf bucket: its lower bound (+ 0.0, exact)
+    with np.errstate(divide="ignore", invalid="ignore"):  # rows without a hit, left out below
+        values = lower + (upper - lower) * (rank - before) / count_
+    return np.where((total > 0) & hit.any(axis=1), values, np.nan)
+
+
+#: First contact resolution's channel label, numerator and denominator.
+_FCR_PARTS = (("voice", "fcr_ok", "fcr_n"), ("ticket", "tfcr_ok", "tfcr_n"))
+_FCR_FOLDS = tuple((channel, catalog.mean(num, den)) for channel, num, den in _FCR_PARTS)
+#: The quantiles of ``ccmon_wait_seconds_quantile``.
+QUANTILES = (0.5, 0.9)
+
+
+def _interleave(columns: list[np.ndarray]) -> np.ndarray:
+    """``[a, b]`` -> ``a0, b0, a1, b1...``: the samples of a family with one label more, in
+    the per-row order (every value of the label for a row, then the next row)."""
+    return np.column_stack(columns).ravel()
+
+
+def _fcr_and_quantiles(
+    table: Columns, total: Components, row_labels: list[Labels], fcr: MetricFamily, quantiles: MetricFamily
+) -> None:
+    """The first contact resolution and wait quantile samples of the rows of ``table`` and
+    ``total`` (``_all``), as the per-row loop adds them."""
+    labels = [(*labels, ("channel", channel)) for labels in row_labels for channel, _fold in _FCR_FOLDS]
+    _add_column(fcr, labels, _interleave([_fold_rows(table, fold, total) for _channel, fold in _FCR_FOLDS]))
+    counts = np.vstack([np.column_stack([table.column(name) for name in wait_fields("wa")]),
+                        [[total.get(name, 0.0) for name in wait_fields("wa")]]])  # fmt: skip
+    labels = [(*labels, ("quantile", str(q))) for labels in row_labels for q in QUANTILES]
+    _add_column(quantiles, labels, _interleave([wait_quantiles(q, counts) for q in QUANTILES]))
 
 
 def snapshot(config: Config, store: StateStore, at: float, arrays: bool = True) -> list[MetricFamily]:
@@ -546,19 +602,21 @@ def snapshot(config: Config, store: StateStore, at: float, arrays: bool = True) 
             if table is not None:
                 for fam, fold in by_column:
                     _add_column(fam, row_labels, _fold_rows(table, fold, total))
+                _fcr_and_quantiles(table, total, row_labels, fcr, quantiles)
             for (queue, comps), labels in zip(per_queue.items(), row_labels, strict=True):
                 for fam, fn in by_row:
                     value = fn(comps)
                     if value is not None:
                         fam.add(labels, value)
-                for channel, num, den in (("voice", "fcr_ok", "fcr_n"), ("ticket", "tfcr_ok", "tfcr_n")):
-                    value = _ratio(comps.get(num, 0.0), comps.get(den, 0.0))
-                    if value is not None:
-                        fcr.add(_labels(tenant, queue, window=window.name, channel=channel), value)
-                for q in (0.5, 0.9):
-                    value = wait_quantile(q, comps)
-                    if value is not None:
-                        quantiles.add(_labels(tenant, queue, window=window.name, quantile=str(q)), value)
+                if table is None:
+                    for channel, num, den in _FCR_PARTS:
+                        value = _ratio(comps.get(num, 0.0), comps.get(den, 0.0))
+                        if value is not None:
+                            fcr.add(_labels(tenant, queue, window=window.name, channel=channel), value)
+                    for q in QUANTILES:
+                        value = wait_quantile(q, comps)
+                        if value is not None:
+                            quantiles.add(_labels(tenant, queue, window=window.name, quantile=str(q)), value)
                 live_scope = queue if queue != ALL else ALL
                 states = agent_states(tenant, live_scope)[0] if live_scope in scopes else {}
                 value = _occupancy(comps, states, start, end)
@@ -829,13 +887,16 @@ def _counter_families(
             if fold.op == "count":  # never NaN
                 values = _fold_rows(table, fold)[: len(per_queue) - 1]
                 last = fold.fn(per_queue[ALL])
-                _add_column(fam, row_labels, [*values, last if last is not None else 0.0])
+                _add_column(fam, row_labels, np.append(values, last if last is not None else 0.0))
+        _histogram_rows(table, per_queue[ALL], row_labels, hist)
     for queue, comps in per_queue.items():
         labels = _labels(tenant, queue)
         for fam, fn in by_row:
             value = fn(comps)
             fam.add(labels, value if value is not None else 0.0)
-        for outcome, prefix, total_key in (("answered", "wa", "asa_sum"), ("abandoned", "wb", "ab_wait_sum")):
+        if table is not None:
+            continue
+        for outcome, prefix, total_key in _HISTOGRAM_PARTS:
             cumulative = 0.0
             outcome_labels = (*labels, ("outcome", outcome))
             for field_name, le in zip(wait_fields(prefix), _LE_LABELS, strict=True):
@@ -847,6 +908,31 @@ def _counter_families(
 
 #: The histogram's ``le`` labels, one per bound of WAIT_BUCKETS.
 _LE_LABELS = tuple(("le", "+Inf" if math.isinf(bound) else f"{bound:g}") for bound in WAIT_BUCKETS)
+#: The histogram's outcomes: label, bucket field prefix, sum field.
+_HISTOGRAM_PARTS = (("answered", "wa", "asa_sum"), ("abandoned", "wb", "ab_wait_sum"))
+
+
+def _histogram_rows(table: Columns, total: Components, row_labels: list[Labels], hist: MetricFamily) -> None:
+    """The histogram samples of the first ``len(row_labels) - 1`` rows of ``table`` (the
+    queues), then of ``total`` (``_all``), as :func:`_counter_families`' per-row loop adds
+    them: its running sum is a sequential ``cumsum`` of whole numbers (+ 0.0: it starts at 0.0)."""
+    n = len(row_labels) - 1
+    outcomes = []
+    for outcome, prefix, total_key in _HISTOGRAM_PARTS:
+        fields = wait_fields(prefix)
+        counts = np.vstack([np.column_stack([table.column(name)[:n] for name in fields]),
+                            [[total.get(name, 0.0) for name in fields]]])  # fmt: skip
+        cumulative: list[list[float]] = (np.cumsum(counts, axis=1) + 0.0).tolist()
+        sums: list[float] = np.append(table.column(total_key)[:n], total.get(total_key, 0.0)).tolist()
+        outcomes.append((("outcome", outcome), cumulative, sums))
+    samples = hist.samples
+    for i, labels in enumerate(row_labels):
+        for outcome_label, cumulative, sums in outcomes:
+            outcome_labels = (*labels, outcome_label)
+            row = cumulative[i]
+            samples.extend(zip(repeat("_bucket"), [(*outcome_labels, le) for le in _LE_LABELS], row))
+            samples.append(("_sum", outcome_labels, sums[i]))
+            samples.append(("_count", outcome_labels, row[-1]))
 
 
 def _pipeline_families(store: StateStore, at: float, family: Callable[[str, str, str], MetricFamily]) -> None:
