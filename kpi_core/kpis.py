@@ -321,8 +321,9 @@ def _breakdown_columns(
     for value in [*totals, *(v for v in positions if v not in totals)]:
         found = positions.get(value)
         totals[value] = _with_derived(table.total(np.array(found)) if found else {}, None)
-    row_labels = [_labels(tenant, queue, window=window, **{label: value}) for queue, value, _part in rows]
-    row_labels += [_labels(tenant, ALL, window=window, **{label: value}) for value in totals]
+    # As _labels(tenant, queue, window=window, **{label: value}), without its keyword dicts.
+    row_labels = [(("tenant", tenant), ("queue", queue), ("window", window), (label, value))
+                  for queue, value, _part in [*rows, *((ALL, v, {}) for v in totals)]]  # fmt: skip
     for fam, fold in families:
         if fold.op:
             last = [math.nan if (v := fold.fn(part)) is None else v for part in totals.values()]
@@ -928,11 +929,19 @@ def _histogram_rows(table: Columns, total: Components, row_labels: list[Labels],
     samples = hist.samples
     for i, labels in enumerate(row_labels):
         for outcome_label, cumulative, sums in outcomes:
-            outcome_labels = (*labels, outcome_label)
+            outcome_labels, bucket_labels = _bucket_labels(labels, outcome_label)
             row = cumulative[i]
-            samples.extend(zip(repeat("_bucket"), [(*outcome_labels, le) for le in _LE_LABELS], row))
+            samples.extend(zip(repeat("_bucket"), bucket_labels, row))
             samples.append(("_sum", outcome_labels, sums[i]))
             samples.append(("_count", outcome_labels, row[-1]))
+
+
+@functools.lru_cache(maxsize=8192)
+def _bucket_labels(labels: Labels, outcome_label: tuple[str, str]) -> tuple[Labels, tuple[Labels, ...]]:
+    """A queue's histogram label sets of one outcome (the same every scrape: built once for
+    the 4,096 newest queues)."""
+    outcome_labels = (*labels, outcome_label)
+    return outcome_labels, tuple((*outcome_labels, le) for le in _LE_LABELS)
 
 
 def _pipeline_families(store: StateStore, at: float, family: Callable[[str, str, str], MetricFamily]) -> None:
