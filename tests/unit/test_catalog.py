@@ -195,7 +195,12 @@ def test_the_snapshot_reads_only_declared_components(day: _Day, monkeypatch: pyt
     monkeypatch.setattr(day.store, "read_window", lambda *args: _Reads(read_window(*args), names))
     monkeypatch.setattr(day.store, "totals", lambda *args: _Reads(totals(*args), names))
     column = Columns.column  # the array path reads a tenant's components by column
-    monkeypatch.setattr(Columns, "column", lambda self, name: (names.add(name), column(self, name))[1])
+
+    def recorded(self: Columns, name: str) -> Any:
+        names.add(name)
+        return column(self, name)
+
+    monkeypatch.setattr(Columns, "column", recorded)
     snapshot(day.config, day.store, AT)
     assert sorted(name for name in names if catalog.component_of(name) is None) == []
     assert {"fcr_ok", "kb_views", "occ_busy_t", "handle_sum", "wa3", "ab_wait_sum", "csat_n"} <= names

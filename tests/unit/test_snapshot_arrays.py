@@ -25,7 +25,7 @@ from streams.simulator import SimParams, Simulator, default_queues, parse_start
 START = parse_start("2026-11-20T07:00:00Z")
 AT = START + 3600 + 7 * 60  # ragged 5m / 15m / 1h edges
 CHANNELS = (None, "voice", "chat", "email", "social", "sms")
-CONFIG = {
+CONFIG: dict[str, Any] = {
     "limits": {"max_channels": 3, "max_priorities": 2, "queues_per_tenant": 8},
     "defaults": {"targets": {"service_level": 0.8}, "channels": {"chat": {"targets": {"service_level": 0.7}}}},
     "tenants": {"acme": {"queues": {
@@ -107,8 +107,7 @@ def test_array_path_gives_the_per_queue_paths_samples_bit_for_bit(state: tuple[A
     idle = {(name, d["window"]) for name, d in series if d.get("queue") == "idle" and "window" in d}
     assert ("ccmon_calls_offered", "5m") in idle and ("ccmon_service_level_ratio", "1h") not in idle
     assert {d["window"] for name, d in series if name == "ccmon_max_wait_seconds"} == {"5m", "15m", "1h", "today"}
-    values = {v for f in arrays for _s, _l, v in f.samples}
-    assert all(type(v) is float or type(v) is int for v in values)
+    assert all(type(v) is float or type(v) is int for f in arrays for _s, _l, v in f.samples)
 
 
 def test_column_sums_are_the_dicts_sequential_sums() -> None:
