@@ -929,19 +929,12 @@ def _histogram_rows(table: Columns, total: Components, row_labels: list[Labels],
     samples = hist.samples
     for i, labels in enumerate(row_labels):
         for outcome_label, cumulative, sums in outcomes:
-            outcome_labels, bucket_labels = _bucket_labels(labels, outcome_label)
+            outcome_labels = (*labels, outcome_label)
             row = cumulative[i]
-            samples.extend(zip(repeat("_bucket"), bucket_labels, row))
+            samples.extend(zip(repeat("_bucket"), [(*outcome_labels, le) for le in _LE_LABELS], row))
             samples.append(("_sum", outcome_labels, sums[i]))
             samples.append(("_count", outcome_labels, row[-1]))
 
-
-@functools.lru_cache(maxsize=8192)
-def _bucket_labels(labels: Labels, outcome_label: tuple[str, str]) -> tuple[Labels, tuple[Labels, ...]]:
-    """A queue's histogram label sets of one outcome (the same every scrape: built once for
-    the 4,096 newest queues)."""
-    outcome_labels = (*labels, outcome_label)
-    return outcome_labels, tuple((*outcome_labels, le) for le in _LE_LABELS)
 
 
 def _pipeline_families(store: StateStore, at: float, family: Callable[[str, str, str], MetricFamily]) -> None:
