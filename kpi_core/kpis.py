@@ -18,6 +18,15 @@ own, so the existing ones keep their series: their components are the engine's
 exported for the values a queue's lifetime totals hold, at most ``[limits] max_channels`` /
 ``max_priorities`` of them per tenant (:func:`kept_values`); the rest are summed into
 ``other``. Their ``_all`` and ``other`` come from summed components too.
+
+A tenant's queues are folded together, window after window, over arrays
+(:class:`kpi_core.columns.Columns`: rows = queues, or a breakdown's (queue, value) pairs;
+columns = components): the catalog's counts, peaks and means (``Fold.op``), first contact
+resolution, the wait quantiles and the histogram's running sums for every row at once, the
+``_all`` sums as sequential column sums (the same bits as summing the dicts: see that
+module), the rest (custom values, occupancy, logged-in time) per row. ``snapshot(...,
+arrays=False)`` folds every queue's dict on its own: the reference the array path is tested
+against (tests/unit/test_snapshot_arrays.py), sample for sample and bit for bit.
 """
 
 from __future__ import annotations
