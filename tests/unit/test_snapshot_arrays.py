@@ -18,7 +18,14 @@ from kpi_core.config import config_from_dict
 from kpi_core.engine import Engine
 from kpi_core.events import parse_event
 from kpi_core.exposition import render
-from kpi_core.kpis import MetricFamily, _sum_components, snapshot
+from kpi_core.kpis import (
+    MetricFamily,
+    _sum_components,
+    snapshot,
+    wait_fields,
+    wait_quantile,
+    wait_quantiles,
+)
 from kpi_core.state import MemoryState
 from streams.simulator import SimParams, Simulator, default_queues, parse_start
 
@@ -27,11 +34,13 @@ AT = START + 3600 + 7 * 60  # ragged 5m / 15m / 1h edges
 CHANNELS = (None, "voice", "chat", "email", "social", "sms")
 CONFIG: dict[str, Any] = {
     "limits": {"max_channels": 3, "max_priorities": 2, "queues_per_tenant": 8},
+    "engine": {"max_call_age_seconds": 6 * 3600},  # a 4.5 h wait (the +Inf bucket) still counts
     "defaults": {"targets": {"service_level": 0.8}, "channels": {"chat": {"targets": {"service_level": 0.7}}}},
     "tenants": {"acme": {"queues": {
         "idle": {"targets": {"asa_seconds": 20}},  # configured, no event: every window empty
         "q00": {"sl_formula": "offered", "channels": {"email": {"targets": {"first_response_seconds": 600}}}},
         "q01": {"sl_formula": "removed_within", "sl_threshold_seconds": 30},
+        "slow": {},  # one caller, answered after 4.5 h
     }}},
 }  # fmt: skip
 
@@ -65,6 +74,11 @@ def _random_events(rng: random.Random, tenant: str, queues: list[str], n: int) -
                            **({"priority": priority} if priority is not None else {})})  # fmt: skip
             events.append({"event_id": f"{tid}-r", "type": "ticket.replied", "ts": ts + round(rng.uniform(1, 900), 3),
                            "ticket_id": tid, "author": "agent", "tenant": tenant})  # fmt: skip
+    # One caller answered after 4.5 h: its quantiles fall in the +Inf bucket (its lower bound).
+    events += [{"event_id": f"{tenant}-long-o", "type": "call.offered", "ts": AT - 5 * 3600, "queue": "slow",
+                "call_id": f"{tenant}-long", "tenant": tenant},
+               {"event_id": f"{tenant}-long-t", "type": "call.answered", "ts": AT - 1800, "call_id": f"{tenant}-long",
+                "tenant": tenant, "agent_id": "a1"}]  # fmt: skip
     return events
 
 
@@ -108,6 +122,7 @@ def test_array_path_gives_the_per_queue_paths_samples_bit_for_bit(state: tuple[A
     assert ("ccmon_calls_offered", "5m") in idle and ("ccmon_service_level_ratio", "1h") not in idle
     assert {d["window"] for name, d in series if name == "ccmon_max_wait_seconds"} == {"5m", "15m", "1h", "today"}
     assert all(type(v) is float or type(v) is int for f in arrays for _s, _l, v in f.samples)
+    assert any(f.name == "ccmon_wait_seconds_quantile" and v == 14400 for f in arrays for _s, _l, v in f.samples)
 
 
 def test_column_sums_are_the_dicts_sequential_sums() -> None:
@@ -142,3 +157,17 @@ def test_column_folds_match_the_catalogs_functions() -> None:
         assert [None if v != v else v for v in got] == [fold.fn(r) for r in rows], fold.op
     with pytest.raises(ValueError, match="op must be count, peak or mean, got ''"):
         table.fold(mean("asa_sum", "asa_n").__class__(("x",), lambda c: 0.0))
+
+
+def test_vectorised_wait_quantiles_are_the_per_row_ones_bit_for_bit() -> None:
+    rng = random.Random(3)
+    fields = wait_fields("wa")
+    rows = [{name: float(rng.choice((0, 0, 1, 3, 7, 11, 250))) for name in fields if rng.random() < 0.4}
+            for _ in range(400)] + [{}, {fields[-1]: 2.0}, {fields[0]: 1.0}]  # fmt: skip
+    counts = np.array([[row.get(name, 0.0) for name in fields] for row in rows])
+    for q in (0.5, 0.9, 0.99):
+        values, top = wait_quantiles(q, counts)
+        got = [None if v != v else repr(int(v) if t else v) for v, t in zip(values.tolist(), top.tolist(), strict=True)]
+        want = [None if (v := wait_quantile(q, row)) is None else repr(v) for row in rows]
+        assert got == want, q
+        assert top.any() and want[-3:] == [None, "14400", repr(q)]
