@@ -511,10 +511,12 @@ _UPPER = np.array(WAIT_BUCKETS)
 _LOWER = np.array((0.0, *WAIT_BUCKETS[:-1]))
 
 
-def wait_quantiles(q: float, counts: np.ndarray) -> np.ndarray:
+def wait_quantiles(q: float, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`wait_quantile` of every row of ``counts`` (rows x the histogram's buckets), NaN
     where it is absent; the same bits (the same operations in the same order on each row:
-    the running sum is a sequential ``cumsum``)."""
+    the running sum is a sequential ``cumsum``). And the rows whose quantile is in the +Inf
+    bucket, for which :func:`wait_quantile` returns its lower bound as WAIT_BUCKETS holds it
+    (an int: the JSON API writes ``14400``, not ``14400.0``)."""
     cumulative = np.cumsum(counts, axis=1)  # whole numbers: exact, as the loop's running sum
     total = cumulative[:, -1]
     rank = q * total
@@ -527,7 +529,8 @@ def wait_quantiles(q: float, counts: np.ndarray) -> np.ndarray:
     upper = np.where(np.isinf(upper), lower, upper)  # the +Inf bucket: its lower bound (+ 0.0, exact)
     with np.errstate(divide="ignore", invalid="ignore"):  # rows without a hit, left out below
         values = lower + (upper - lower) * (rank - before) / count_
-    return np.where((total > 0) & hit.any(axis=1), values, np.nan)
+    found = (total > 0) & hit.any(axis=1)
+    return np.where(found, values, np.nan), found & np.isinf(_UPPER[first])
 
 
 #: First contact resolution's channel label, numerator and denominator.
@@ -553,7 +556,11 @@ def _fcr_and_quantiles(
     counts = np.vstack([np.column_stack([table.column(name) for name in wait_fields("wa")]),
                         [[total.get(name, 0.0) for name in wait_fields("wa")]]])  # fmt: skip
     labels = [(*labels, ("quantile", str(q))) for labels in row_labels for q in QUANTILES]
-    _add_column(quantiles, labels, _interleave([wait_quantiles(q, counts) for q in QUANTILES]))
+    found = [wait_quantiles(q, counts) for q in QUANTILES]
+    values: list[float] = _interleave([v for v, _top in found]).tolist()
+    for i in np.flatnonzero(_interleave([top for _v, top in found])).tolist():
+        values[i] = WAIT_BUCKETS[-2]  # as wait_quantile returns it
+    quantiles.samples.extend(("", labels, v) for labels, v in zip(labels, values, strict=True) if v == v)
 
 
 def snapshot(config: Config, store: StateStore, at: float, arrays: bool = True) -> list[MetricFamily]:
