@@ -213,10 +213,13 @@ def component_of(field_name: str) -> Component | None:
 @dataclass(frozen=True, slots=True)
 class Fold:
     """A KPI's value from one scope's components: ``fn(components)``, None when undefined
-    (an empty denominator), reading exactly ``components``."""
+    (an empty denominator), reading exactly ``components``. ``op``: ``count``, ``peak`` or
+    ``mean`` for the values built by those functions (``kpi_core.kpis`` evaluates them over
+    a column of many scopes at once), empty for a custom one."""
 
     components: tuple[str, ...]
     fn: Callable[[Components], float | None]
+    op: str = ""
 
     def __call__(self, c: Components) -> float | None:
         return self.fn(c)
@@ -228,17 +231,17 @@ def _ratio(numerator: float, denominator: float) -> float | None:
 
 def count(name: str) -> Fold:
     """A count or sum: the component itself, 0 when absent."""
-    return Fold((name,), lambda c: c.get(name, 0.0))
+    return Fold((name,), lambda c: c.get(name, 0.0), "count")
 
 
 def peak(name: str) -> Fold:
     """A ``max_*`` component: absent when no value was recorded."""
-    return Fold((name,), lambda c: c.get(name))
+    return Fold((name,), lambda c: c.get(name), "peak")
 
 
 def mean(total: str, n: str) -> Fold:
     """``total / n``; absent when ``n`` is 0."""
-    return Fold((total, n), lambda c: _ratio(c.get(total, 0.0), c.get(n, 0.0)))
+    return Fold((total, n), lambda c: _ratio(c.get(total, 0.0), c.get(n, 0.0)), "mean")
 
 
 def fold(fn: Callable[[Components], float | None], *components: str) -> Fold:

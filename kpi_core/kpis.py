@@ -18,18 +18,31 @@ own, so the existing ones keep their series: their components are the engine's
 exported for the values a queue's lifetime totals hold, at most ``[limits] max_channels`` /
 ``max_priorities`` of them per tenant (:func:`kept_values`); the rest are summed into
 ``other``. Their ``_all`` and ``other`` come from summed components too.
+
+A tenant's queues are folded together, window after window, over arrays
+(:class:`kpi_core.columns.Columns`: rows = queues, or a breakdown's (queue, value) pairs;
+columns = components): the catalog's counts, peaks and means (``Fold.op``), first contact
+resolution, the wait quantiles and the histogram's running sums for every row at once, the
+``_all`` sums as sequential column sums (the same bits as summing the dicts: see that
+module), the rest (custom values, occupancy, logged-in time) per row. ``snapshot(...,
+arrays=False)`` folds every queue's dict on its own: the reference the array path is tested
+against (tests/unit/test_snapshot_arrays.py), sample for sample and bit for bit.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import compress, repeat
 from typing import Any
 
+import numpy as np
+
 from kpi_core import catalog
-from kpi_core.catalog import TARGET_METRICS, Kpi
+from kpi_core.catalog import TARGET_METRICS, Fold, Kpi
+from kpi_core.columns import Columns
 from kpi_core.config import REASON_NONE, REASON_OTHER, Config, QueueConfig
 from kpi_core.engine import (
     AGENT_CALLS,
@@ -258,9 +271,11 @@ def _breakdown_window(
     per_queue: Mapping[str, Components],
     labels: Mapping[str, Mapping[str, set[str]]],
     families: Mapping[str, BreakdownFamilies],
+    arrays: bool = True,
 ) -> None:
     """One window's breakdown series of a tenant's queues (``per_queue``: their components,
-    without ``_all``), and of ``_all`` from the summed components."""
+    without ``_all``), and of ``_all`` from the summed components (``arrays``: as
+    :func:`snapshot`'s)."""
     split = {queue: split_breakdowns(comps) for queue, comps in per_queue.items()}
     for label, mark in BREAKDOWN_MARKS:
         queue_labels = labels.get(label)
@@ -283,8 +298,12 @@ def _breakdown_window(
             queue_config = config.queue(tenant, queue)
             for value, part in folded.items():
                 _with_derived(part, queue_config)
-                merge_into(totals.setdefault(value, {}), part)
+                if not arrays:
+                    merge_into(totals.setdefault(value, {}), part)
                 rows.append((queue, value, part))
+        if arrays:
+            _breakdown_columns(tenant, window, label, rows, totals, families[label])
+            continue
         rows += [(ALL, value, _with_derived(part, None)) for value, part in totals.items()]
         for queue, value, part in rows:
             sample_labels = _labels(tenant, queue, window=window, **{label: value})
@@ -292,6 +311,36 @@ def _breakdown_window(
                 result = fn(part)
                 if result is not None:
                     fam.add(sample_labels, result)
+
+
+def _breakdown_columns(
+    tenant: str,
+    window: str,
+    label: str,
+    rows: list[tuple[str, str, Components]],
+    totals: dict[str, Components],
+    families: BreakdownFamilies,
+) -> None:
+    """:func:`_breakdown_window`'s samples of one label from its queues' ``rows`` over
+    arrays: ``totals`` (value -> {}) gets each value's summed components, in row order."""
+    table = Columns([part for _queue, _value, part in rows])
+    positions: dict[str, list[int]] = {}
+    for i, (_queue, value, _part) in enumerate(rows):
+        positions.setdefault(value, []).append(i)
+    for value in [*totals, *(v for v in positions if v not in totals)]:
+        found = positions.get(value)
+        totals[value] = _with_derived(table.total(np.array(found)) if found else {}, None)
+    # As _labels(tenant, queue, window=window, **{label: value}), without its keyword dicts.
+    row_labels = [(("tenant", tenant), ("queue", queue), ("window", window), (label, value))
+                  for queue, value, _part in [*rows, *((ALL, v, {}) for v in totals)]]  # fmt: skip
+    for fam, fold in families:
+        if fold.op:
+            last = [math.nan if (v := fold.fn(part)) is None else v for part in totals.values()]
+            _add_column(fam, row_labels, np.append(table.fold(fold), last))
+        else:
+            parts = [*(part for _queue, _value, part in rows), *totals.values()]
+            fam.samples.extend(("", labels, v) for labels, part in zip(row_labels, parts, strict=True)
+                               if (v := fold.fn(part)) is not None)  # fmt: skip
 
 
 def _with_derived(c: Components, queue_config: QueueConfig | None) -> Components:
@@ -436,8 +485,91 @@ def queues_of(
     return {tenant: sorted(queues) for tenant, queues in sorted(result.items()) if queues}
 
 
-def snapshot(config: Config, store: StateStore, at: float) -> list[MetricFamily]:
-    """Every KPI of every tenant and queue at instant ``at``."""
+def _add_column(fam: MetricFamily, row_labels: Sequence[Labels], values: np.ndarray) -> None:
+    """One sample per row whose value is not NaN (absent), in the rows' order."""
+    if len(values) != len(row_labels):
+        raise ValueError(f"{fam.name}: {len(values)} values for {len(row_labels)} label sets")
+    kept = values == values
+    if kept.all():
+        fam.samples.extend(zip(repeat(""), row_labels, values.tolist()))
+    else:
+        fam.samples.extend(zip(repeat(""), compress(row_labels, kept.tolist()), values[kept].tolist()))
+
+
+def _fold_rows(table: Columns, fold: Fold, last: Components | None = None) -> np.ndarray:
+    """``fold`` of every row of ``table`` (NaN: absent), then of ``last`` (the ``_all``
+    components, folded on their own) if given."""
+    values = table.fold(fold)
+    if last is None:
+        return values
+    value = fold.fn(last)
+    return np.append(values, math.nan if value is None else value)
+
+
+#: The bounds of the wait histogram's buckets, below and above (engine.WAIT_BUCKETS).
+_UPPER = np.array(WAIT_BUCKETS)
+_LOWER = np.array((0.0, *WAIT_BUCKETS[:-1]))
+
+
+def wait_quantiles(q: float, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`wait_quantile` of every row of ``counts`` (rows x the histogram's buckets), NaN
+    where it is absent; the same bits (the same operations in the same order on each row:
+    the running sum is a sequential ``cumsum``). And the rows whose quantile is in the +Inf
+    bucket, for which :func:`wait_quantile` returns its lower bound as WAIT_BUCKETS holds it
+    (an int: the JSON API writes ``14400``, not ``14400.0``)."""
+    cumulative = np.cumsum(counts, axis=1)  # whole numbers: exact, as the loop's running sum
+    total = cumulative[:, -1]
+    rank = q * total
+    hit = (counts > 0) & (cumulative >= rank[:, None])  # the loop's `count > 0 and cumulative + count >= rank`
+    first = hit.argmax(axis=1)
+    rows = np.arange(len(counts))
+    count_ = counts[rows, first]
+    before = np.where(first > 0, cumulative[rows, first - 1], 0.0)
+    lower, upper = _LOWER[first], _UPPER[first]
+    upper = np.where(np.isinf(upper), lower, upper)  # the +Inf bucket: its lower bound (+ 0.0, exact)
+    with np.errstate(divide="ignore", invalid="ignore"):  # rows without a hit, left out below
+        values = lower + (upper - lower) * (rank - before) / count_
+    found = (total > 0) & hit.any(axis=1)
+    return np.where(found, values, np.nan), found & np.isinf(_UPPER[first])
+
+
+#: First contact resolution's channel label, numerator and denominator.
+_FCR_PARTS = (("voice", "fcr_ok", "fcr_n"), ("ticket", "tfcr_ok", "tfcr_n"))
+_FCR_FOLDS = tuple((channel, catalog.mean(num, den)) for channel, num, den in _FCR_PARTS)
+#: The quantiles of ``ccmon_wait_seconds_quantile``.
+QUANTILES = (0.5, 0.9)
+
+
+def _interleave(columns: list[np.ndarray]) -> np.ndarray:
+    """``[a, b]`` -> ``a0, b0, a1, b1...``: the samples of a family with one label more, in
+    the per-row order (every value of the label for a row, then the next row)."""
+    return np.column_stack(columns).ravel()
+
+
+def _fcr_and_quantiles(
+    table: Columns, total: Components, row_labels: list[Labels], fcr: MetricFamily, quantiles: MetricFamily
+) -> None:
+    """The first contact resolution and wait quantile samples of the rows of ``table`` and
+    ``total`` (``_all``), as the per-row loop adds them."""
+    labels = [(*labels, ("channel", channel)) for labels in row_labels for channel, _fold in _FCR_FOLDS]
+    _add_column(fcr, labels, _interleave([_fold_rows(table, fold, total) for _channel, fold in _FCR_FOLDS]))
+    counts = np.vstack([np.column_stack([table.column(name) for name in wait_fields("wa")]),
+                        [[total.get(name, 0.0) for name in wait_fields("wa")]]])  # fmt: skip
+    labels = [(*labels, ("quantile", str(q))) for labels in row_labels for q in QUANTILES]
+    found = [wait_quantiles(q, counts) for q in QUANTILES]
+    values: list[float] = _interleave([v for v, _top in found]).tolist()
+    for i in np.flatnonzero(_interleave([top for _v, top in found])).tolist():
+        values[i] = WAIT_BUCKETS[-2]  # as wait_quantile returns it
+    quantiles.samples.extend(("", labels, v) for labels, v in zip(labels, values, strict=True) if v == v)
+
+
+def snapshot(config: Config, store: StateStore, at: float, arrays: bool = True) -> list[MetricFamily]:
+    """Every KPI of every tenant and queue at instant ``at``.
+
+    ``arrays``: fold the catalog's simple values (counts, peaks, means) and sum ``_all``
+    over all of a tenant's queues at once (:class:`kpi_core.columns.Columns`); False folds
+    every queue's dict on its own (the reference the array path is tested against: both
+    give the same samples, bit for bit, in the same order)."""
     families: dict[str, MetricFamily] = {}
 
     def family(name: str, kind: str, help_text: str) -> MetricFamily:
@@ -449,7 +581,9 @@ def snapshot(config: Config, store: StateStore, at: float) -> list[MetricFamily]
     def kpi_family(kpi: Kpi) -> MetricFamily:
         return family(kpi.name, kpi.kind, kpi.help)
 
-    windowed = [(kpi_family(kpi), kpi.value.fn) for kpi in WINDOWED if kpi.value is not None]
+    windowed = [(kpi_family(kpi), kpi.value) for kpi in WINDOWED if kpi.value is not None]
+    by_column = [(fam, fold) for fam, fold in windowed if arrays and fold.op]
+    by_row = [(fam, fold.fn) for fam, fold in windowed if not (arrays and fold.op)]
     fcr = kpi_family(_FCR)
     quantiles = kpi_family(_QUANTILES)
     occupancy = kpi_family(_OCCUPANCY)
@@ -472,28 +606,34 @@ def snapshot(config: Config, store: StateStore, at: float) -> list[MetricFamily]
                 comps = store.read_window(tenant, queue, start, end) if queue in scopes else {}
                 per_queue[queue] = _with_derived(comps, config.queue(tenant, queue))
             if breakdown_labels:
-                _breakdown_window(config, tenant, window.name, per_queue, breakdown_labels, breakdown_families)
-            total = _with_derived(_sum_components(per_queue.values()), None)
+                _breakdown_window(config, tenant, window.name, per_queue, breakdown_labels, breakdown_families, arrays)
+            table = Columns(list(per_queue.values())) if arrays else None
+            total = _with_derived(table.total() if table is not None else _sum_components(per_queue.values()), None)
             if ALL in scopes:
                 total.update({k: v for k, v in store.read_window(tenant, ALL, start, end).items()
                               if k.startswith("occ_")})  # fmt: skip
             per_queue[ALL] = total
             if window.seconds == STAFFING_WINDOW_SECONDS:
                 staffing_comps = per_queue
-            for queue, comps in per_queue.items():
-                labels = _labels(tenant, queue, window=window.name)
-                for fam, fn in windowed:
+            row_labels = [_labels(tenant, queue, window=window.name) for queue in per_queue]
+            if table is not None:
+                for fam, fold in by_column:
+                    _add_column(fam, row_labels, _fold_rows(table, fold, total))
+                _fcr_and_quantiles(table, total, row_labels, fcr, quantiles)
+            for (queue, comps), labels in zip(per_queue.items(), row_labels, strict=True):
+                for fam, fn in by_row:
                     value = fn(comps)
                     if value is not None:
                         fam.add(labels, value)
-                for channel, num, den in (("voice", "fcr_ok", "fcr_n"), ("ticket", "tfcr_ok", "tfcr_n")):
-                    value = _ratio(comps.get(num, 0.0), comps.get(den, 0.0))
-                    if value is not None:
-                        fcr.add(_labels(tenant, queue, window=window.name, channel=channel), value)
-                for q in (0.5, 0.9):
-                    value = wait_quantile(q, comps)
-                    if value is not None:
-                        quantiles.add(_labels(tenant, queue, window=window.name, quantile=str(q)), value)
+                if table is None:
+                    for channel, num, den in _FCR_PARTS:
+                        value = _ratio(comps.get(num, 0.0), comps.get(den, 0.0))
+                        if value is not None:
+                            fcr.add(_labels(tenant, queue, window=window.name, channel=channel), value)
+                    for q in QUANTILES:
+                        value = wait_quantile(q, comps)
+                        if value is not None:
+                            quantiles.add(_labels(tenant, queue, window=window.name, quantile=str(q)), value)
                 live_scope = queue if queue != ALL else ALL
                 states = agent_states(tenant, live_scope)[0] if live_scope in scopes else {}
                 value = _occupancy(comps, states, start, end)
@@ -512,7 +652,7 @@ def snapshot(config: Config, store: StateStore, at: float) -> list[MetricFamily]
                     kb_rate.add((("tenant", tenant), ("article", article), ("window", window.name)), value)
         _live_families(config, store, tenant, queues, scopes, at, kpi_family, agent_states)
         _staffing_families(config, store, tenant, queues, scopes, at, kpi_family, agent_states, staffing_comps)
-        _counter_families(config, store, tenant, queues, scopes, kpi_family, hidden.get(tenant, ()))
+        _counter_families(config, store, tenant, queues, scopes, kpi_family, hidden.get(tenant, ()), arrays)
     _pipeline_families(store, at, family)
     return list(families.values())
 
@@ -742,6 +882,7 @@ def _counter_families(
     scopes: set[str],
     family: Family,
     hidden: Iterable[str] = (),
+    arrays: bool = True,
 ) -> None:
     per_queue = {
         q: _with_derived(store.totals(tenant, q) if q in scopes else {}, config.queue(tenant, q)) for q in queues
@@ -751,15 +892,28 @@ def _counter_families(
     gone = [_with_derived(store.totals(tenant, q), config.queue(tenant, q)) for q in hidden if is_queue_scope(q)]
     if RETIRED_SCOPE in scopes:
         gone.append(_with_derived(store.totals(tenant, RETIRED_SCOPE), config.queue(tenant, RETIRED_SCOPE)))
-    per_queue[ALL] = _with_derived(_sum_components([*per_queue.values(), *gone]), None)
+    rows = [*per_queue.values(), *gone]
+    table = Columns(rows) if arrays else None
+    per_queue[ALL] = _with_derived(table.total() if table is not None else _sum_components(rows), None)
     hist = family(_WAIT_HISTOGRAM)
-    counters = [(family(kpi), kpi.value.fn) for kpi in COUNTERS if kpi.value is not None]
+    counters = [(family(kpi), kpi.value) for kpi in COUNTERS if kpi.value is not None]
+    by_row = [(fam, fold.fn) for fam, fold in counters if table is None or fold.op != "count"]
+    if table is not None:
+        row_labels = [_labels(tenant, queue) for queue in per_queue]
+        for fam, fold in counters:
+            if fold.op == "count":  # never NaN
+                values = _fold_rows(table, fold)[: len(per_queue) - 1]
+                last = fold.fn(per_queue[ALL])
+                _add_column(fam, row_labels, np.append(values, last if last is not None else 0.0))
+        _histogram_rows(table, per_queue[ALL], row_labels, hist)
     for queue, comps in per_queue.items():
         labels = _labels(tenant, queue)
-        for fam, fn in counters:
+        for fam, fn in by_row:
             value = fn(comps)
             fam.add(labels, value if value is not None else 0.0)
-        for outcome, prefix, total_key in (("answered", "wa", "asa_sum"), ("abandoned", "wb", "ab_wait_sum")):
+        if table is not None:
+            continue
+        for outcome, prefix, total_key in _HISTOGRAM_PARTS:
             cumulative = 0.0
             outcome_labels = (*labels, ("outcome", outcome))
             for field_name, le in zip(wait_fields(prefix), _LE_LABELS, strict=True):
@@ -771,6 +925,32 @@ def _counter_families(
 
 #: The histogram's ``le`` labels, one per bound of WAIT_BUCKETS.
 _LE_LABELS = tuple(("le", "+Inf" if math.isinf(bound) else f"{bound:g}") for bound in WAIT_BUCKETS)
+#: The histogram's outcomes: label, bucket field prefix, sum field.
+_HISTOGRAM_PARTS = (("answered", "wa", "asa_sum"), ("abandoned", "wb", "ab_wait_sum"))
+
+
+def _histogram_rows(table: Columns, total: Components, row_labels: list[Labels], hist: MetricFamily) -> None:
+    """The histogram samples of the first ``len(row_labels) - 1`` rows of ``table`` (the
+    queues), then of ``total`` (``_all``), as :func:`_counter_families`' per-row loop adds
+    them: its running sum is a sequential ``cumsum`` of whole numbers (+ 0.0: it starts at 0.0)."""
+    n = len(row_labels) - 1
+    outcomes = []
+    for outcome, prefix, total_key in _HISTOGRAM_PARTS:
+        fields = wait_fields(prefix)
+        counts = np.vstack([np.column_stack([table.column(name)[:n] for name in fields]),
+                            [[total.get(name, 0.0) for name in fields]]])  # fmt: skip
+        cumulative: list[list[float]] = (np.cumsum(counts, axis=1) + 0.0).tolist()
+        sums: list[float] = np.append(table.column(total_key)[:n], total.get(total_key, 0.0)).tolist()
+        outcomes.append((("outcome", outcome), cumulative, sums))
+    samples = hist.samples
+    for i, labels in enumerate(row_labels):
+        for outcome_label, cumulative, sums in outcomes:
+            outcome_labels = (*labels, outcome_label)
+            row = cumulative[i]
+            samples.extend(zip(repeat("_bucket"), [(*outcome_labels, le) for le in _LE_LABELS], row))
+            samples.append(("_sum", outcome_labels, sums[i]))
+            samples.append(("_count", outcome_labels, row[-1]))
+
 
 
 def _pipeline_families(store: StateStore, at: float, family: Callable[[str, str, str], MetricFamily]) -> None:
