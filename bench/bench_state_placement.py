@@ -190,15 +190,16 @@ def day_takes(queues: int) -> tuple[list[Take], int]:
     return takes, total
 
 
-def run_engine(takes: Sequence[Take], config: Config) -> tuple[float, CountingMemoryState]:
-    """The engine on ``MemoryState``, fed the same envelopes the same way: seconds, store."""
+def run_engine(takes: Sequence[Take], config: Config) -> tuple[float, float, CountingMemoryState]:
+    """The engine on ``MemoryState``, fed the same envelopes the same way: wall seconds, this
+    process's CPU seconds, the store."""
     from kpi_core.engine import Engine
     from kpi_core.errors import InvalidEventError
 
     store = CountingMemoryState(config.bucket_seconds, config.coarse_bucket_seconds)
     engine = Engine(config, store)
     gc.collect()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for take, now in takes:
         for message in take:
             for _raw, parsed in envelope_items(message.value, loads):
@@ -209,13 +210,15 @@ def run_engine(takes: Sequence[Take], config: Config) -> tuple[float, CountingMe
                         engine.reject(exc.reason)
                 else:
                     engine.reject(parsed.reason)
-    return time.perf_counter() - start, store
+    return time.perf_counter() - start, time.process_time() - cpu, store
 
 
 def run_processor(kind: str, takes: Sequence[Take], config: Config, redis_url: str,
-                  profile: cProfile.Profile | None = None) -> tuple[float, dict[str, Any]]:  # fmt: skip
-    """The batch processor on a fresh prefix over ``kind`` ("redis" or "hybrid"): seconds, and
-    for the hybrid what it holds at the end. The prefix is cleared afterwards."""
+                  profile: cProfile.Profile | None = None) -> tuple[float, float, dict[str, Any]]:  # fmt: skip
+    """The batch processor on a fresh prefix over ``kind`` ("redis" or "hybrid"): wall seconds,
+    this process's CPU seconds (the worker's own cost: on a loaded machine the wall time mostly
+    measures the neighbours; Redis's CPU is not in it), and for the hybrid what it holds at the
+    end. The prefix is cleared afterwards."""
     import redis
 
     from streams.worker import BatchProcessor
@@ -229,7 +232,7 @@ def run_processor(kind: str, takes: Sequence[Take], config: Config, redis_url: s
     extra: dict[str, Any] = {}
     gc.collect()
     try:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         if profile is not None:
             profile.enable()
         for take, clock in takes:
@@ -237,7 +240,7 @@ def run_processor(kind: str, takes: Sequence[Take], config: Config, redis_url: s
             processor.process(take)
         if profile is not None:
             profile.disable()
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         if isinstance(state, HybridState):
             extra = {"records": len(state.records), "changelog_messages": state.changelog_messages,
                      "changelog_bytes": state.changelog_bytes,
@@ -245,7 +248,7 @@ def run_processor(kind: str, takes: Sequence[Take], config: Config, redis_url: s
     finally:
         common.clear_prefix(redis_url, prefix)
         client.close()
-    return elapsed, extra
+    return elapsed, cpu, extra
 
 
 #: The batch's phases in a cProfile: (label, file suffix, function). Cumulative times overlap
@@ -351,47 +354,30 @@ def restore(kafka: str, topic: str) -> dict[str, Any]:
     return result
 
 
-# -- report --------------------------------------------------------------------------------------
-def mib(n: float) -> str:
-    return f"{n / (1 << 20):,.1f} MiB"
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--queues", type=int, default=60, help="queues of the throughput day (default 60)")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating runs of each Redis store (default 2)")
-    parser.add_argument("--sizes", default="20,60,200", help="queues of the memory/restore days (default 20,60,200)")
-    parser.add_argument("--no-profile", action="store_true", help="skip the cProfile runs")
-    parser.add_argument("--json", help="write the figures to this file too")
-    args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",") if s]
-
-    if not common.services_reachable():
-        print("Kafka/Redis not reachable at KAFKA_BOOTSTRAP/REDIS_URL (this bench never starts them)", file=sys.stderr)
-        return 2
-    kafka, redis_url = common.services_env()
-    config = Config()
-    doc: dict[str, Any] = {"machine": common.machine(), "queues": args.queues, "rounds": args.rounds}
-
-    # 1. Throughput.
+def throughput(args: argparse.Namespace, config: Config, redis_url: str, doc: dict[str, Any]) -> None:
+    """Part 1: the engine on MemoryState, then the processor over each Redis store, alternating."""
     takes, total = day_takes(args.queues)
     print(f"throughput day: {total:,} simulator events, {args.queues} queues, {len(takes)} takes", flush=True)
-    seconds, mem_store = run_engine(takes, config)
+    seconds, cpu, mem_store = run_engine(takes, config)
     runs: dict[str, list[float]] = {"memory": [total / seconds], "redis": [], "hybrid": []}
-    print(f"  engine on MemoryState: {total / seconds:8,.0f} events/s", flush=True)
+    cpu_runs: dict[str, list[float]] = {"memory": [total / cpu], "redis": [], "hybrid": []}
+    print(f"  engine on MemoryState: {total / seconds:8,.0f} events/s, {total / cpu:8,.0f} events per CPU s", flush=True)
     hybrid_extra: dict[str, Any] = {}
     for r in range(args.rounds):
         for kind in ("redis", "hybrid") if r % 2 == 0 else ("hybrid", "redis"):
-            seconds, extra = run_processor(kind, takes, config, redis_url)
+            seconds, cpu, extra = run_processor(kind, takes, config, redis_url)
             runs[kind].append(total / seconds)
+            cpu_runs[kind].append(total / cpu)
             hybrid_extra = extra or hybrid_extra
-            print(f"  round {r + 1}: processor over {kind:6}: {total / seconds:8,.0f} events/s ({seconds:.1f} s)", flush=True)
+            print(f"  round {r + 1}: processor over {kind:6}: {total / seconds:8,.0f} events/s ({seconds:.1f} s), "
+                  f"{total / cpu:8,.0f} events per CPU s", flush=True)  # fmt: skip
     # The hybrid's records must be the engine's (same day, same clock): the store is faithful.
     expected = mem_store.json_records()
     got = hybrid_extra.pop("record_values")
     same = set(got) == set(expected) and all(orjson.loads(got[k]) == orjson.loads(expected[k]) for k in expected)
     print(f"  hybrid's {len(got):,} records == the engine-on-MemoryState records: {same}", flush=True)
-    doc["throughput"] = {"events": total, "events_per_s": runs, "hybrid": hybrid_extra, "records_match": same}
+    doc["throughput"] = {"events": total, "events_per_s": runs, "events_per_cpu_s": cpu_runs, "hybrid": hybrid_extra,
+                         "records_match": same}  # fmt: skip
     if not same:
         print("  MISMATCH: the hybrid store does not reproduce the engine's records", file=sys.stderr)
     if not args.no_profile:
@@ -409,9 +395,37 @@ def main() -> int:
                 cells.append(f"{s.get(label, 0.0):6.1f} s {100 * s.get(label, 0.0) / s['total']:3.0f} %"
                              if label in s else f"{'-':>14}")
             print(f"  {label:58} {cells[0]:>14} {cells[1]:>14}")
-        print(f"  {'BatchProcessor.process':58} {shares['redis']['total']:6.1f} s 100 % {shares['hybrid']['total']:6.1f} s 100 %")
+        print(f"  {'BatchProcessor.process':58} {shares['redis']['total']:6.1f} s 100 % "
+              f"{shares['hybrid']['total']:6.1f} s 100 %")
     del takes, mem_store, expected, got
     gc.collect()
+
+
+# -- report --------------------------------------------------------------------------------------
+def mib(n: float) -> str:
+    return f"{n / (1 << 20):,.1f} MiB"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--queues", type=int, default=60, help="queues of the throughput day (default 60)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating runs of each Redis store (default 2)")
+    parser.add_argument("--sizes", default="20,60,200", help="queues of the memory/restore days (default 20,60,200)")
+    parser.add_argument("--sizes-only", action="store_true", help="skip the throughput part (1.)")
+    parser.add_argument("--no-profile", action="store_true", help="skip the cProfile runs")
+    parser.add_argument("--json", help="write the figures to this file too")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+
+    if not common.services_reachable():
+        print("Kafka/Redis not reachable at KAFKA_BOOTSTRAP/REDIS_URL (this bench never starts them)", file=sys.stderr)
+        return 2
+    kafka, redis_url = common.services_env()
+    config = Config()
+    doc: dict[str, Any] = {"machine": common.machine(), "queues": args.queues, "rounds": args.rounds}
+
+    if not args.sizes_only:
+        throughput(args, config, redis_url, doc)
 
     # 2 and 3. Memory per worker and restore, per size.
     doc["sizes"] = {}
@@ -419,7 +433,7 @@ def main() -> int:
     try:
         for queues in sizes:
             takes, total = day_takes(queues)
-            seconds, store = run_engine(takes, config)
+            seconds, _cpu, store = run_engine(takes, config)
             del takes
             records = store.json_records()
             by_kind: dict[str, int] = {}
