@@ -29,8 +29,10 @@ envelopes of 100, takes of 20 envelopes, the clock at each take's newest event):
 Needs the real services (``KAFKA_BOOTSTRAP``, ``REDIS_URL``); never starts or flushes them. Not
 part of ``make bench``; the figures are in docs/BENCHMARKS.md ("State placement")::
 
-    python bench/bench_state_placement.py --queues 20 --sizes 20 --rounds 1   # smoke, ~1 min
-    python bench/bench_state_placement.py                                     # ~8 min
+    python bench/bench_state_placement.py --queues 20 --sizes 20 --rounds 1   # smoke
+    python bench/bench_state_placement.py --queues 60 --rounds 2 --no-profile --sizes ""   # ~6 min
+    python bench/bench_state_placement.py --queues 60 --rounds 0 --sizes ""   # the profiles, ~4 min
+    python bench/bench_state_placement.py --sizes-only                         # ~3 min
 """
 
 from __future__ import annotations
