@@ -41,9 +41,20 @@ echo "== pytest (KAFKA_BOOTSTRAP=$KAFKA_BOOTSTRAP)"
 set +e
 # CCMON_TEST_WORKERS: pytest-xdist processes (0: one process, no xdist); a test module stays
 # in one process (--dist loadfile), so module-scoped fixtures (servers, topics) are made once.
+# Tests marked `serial` (they measure rates or growth) run afterwards, alone.
 workers="${CCMON_TEST_WORKERS:-3}"
-"$python" -m pytest -n "$workers" --dist loadfile --durations=30 "$@"
-rc=$?
+if [ "$workers" = 0 ]; then
+  "$python" -m pytest --durations=30 "$@"
+  rc=$?
+else
+  "$python" -m pytest -n "$workers" --dist loadfile --durations=30 -m "not serial" "$@"
+  rc=$?
+  "$python" -m pytest -p no:xdist -m serial "$@"
+  rc_serial=$?
+  # 5: nothing selected. Only a failure when neither run selected anything.
+  if [ "$rc" = 5 ] && [ "$rc_serial" != 5 ]; then rc=$rc_serial; fi
+  if [ "$rc" = 0 ] && [ "$rc_serial" != 5 ]; then rc=$rc_serial; fi
+fi
 set -e
 if [ "$rc" = 5 ]; then
   echo "pytest collected no tests: that is a failure here" >&2
