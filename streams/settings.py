@@ -338,6 +338,17 @@ def _validate(values: dict[str, Any], origin: Mapping[str, str]) -> Settings:
             raise fail(name, f"must be an integer in {low}..{high}")
         return number
 
+    def seconds(name: str, ok: Callable[[float], bool], within: str, also: str = "") -> float:
+        """A number of seconds ``ok`` accepts; else "must be <also>a number of seconds <within>"."""
+        rule = f"must be {also}a number of seconds {within}"
+        try:
+            number = float(str(values[name]).strip())
+        except ValueError:
+            raise fail(name, rule) from None
+        if not ok(number):
+            raise fail(name, rule)
+        return number
+
     out = dict(values)
     for name in ("redis_cluster", "evicting_redis_allowed", "insecure_dev"):
         flag = str(values[name]).strip().lower()
@@ -347,34 +358,12 @@ def _validate(values: dict[str, Any], origin: Mapping[str, str]) -> Settings:
     for name in ("exporter_port", "worker_web_port"):
         out[name] = integer(name, 0, 65535)
     out["batch_size"] = integer("batch_size", 1, 1_000_000)
-    try:
-        within = float(str(values["batch_within"]).strip())
-    except ValueError:
-        raise fail("batch_within", "must be a number of seconds in (0, 60]") from None
-    if not 0 < within <= 60:
-        raise fail("batch_within", "must be a number of seconds in (0, 60]")
-    out["batch_within"] = within
-    try:
-        session = float(str(values["session_timeout"]).strip())
-    except ValueError:
-        raise fail("session_timeout", "must be a number of seconds in [6, 300]") from None
-    if not 6 <= session <= 300:
-        raise fail("session_timeout", "must be a number of seconds in [6, 300]")
-    out["session_timeout"] = session
-    try:
-        stuck = float(str(values["stuck_partition_seconds"]).strip())
-    except ValueError:
-        raise fail("stuck_partition_seconds", "must be 0 (off) or a number of seconds in [5, 3600]") from None
-    if not (stuck == 0 or 5 <= stuck <= 3600):
-        raise fail("stuck_partition_seconds", "must be 0 (off) or a number of seconds in [5, 3600]")
-    out["stuck_partition_seconds"] = stuck
-    try:
-        recheck = float(str(values["redis_policy_recheck_seconds"]).strip())
-    except ValueError:
-        raise fail("redis_policy_recheck_seconds", "must be a number of seconds in [1, 3600]") from None
-    if not 1 <= recheck <= 3600:
-        raise fail("redis_policy_recheck_seconds", "must be a number of seconds in [1, 3600]")
-    out["redis_policy_recheck_seconds"] = recheck
+    out["batch_within"] = seconds("batch_within", lambda x: 0 < x <= 60, "in (0, 60]")
+    out["session_timeout"] = seconds("session_timeout", lambda x: 6 <= x <= 300, "in [6, 300]")
+    out["stuck_partition_seconds"] = seconds("stuck_partition_seconds", lambda x: x == 0 or 5 <= x <= 3600,
+                                             "in [5, 3600]", "0 (off) or ")  # fmt: skip
+    out["redis_policy_recheck_seconds"] = seconds("redis_policy_recheck_seconds", lambda x: 1 <= x <= 3600,
+                                                  "in [1, 3600]")  # fmt: skip
 
     for name in ("kafka_bootstrap", "redis_url", "events_topic", "dlq_topic", "group_id",
                  "redis_prefix", "exporter_host", "offset_reset", "clock", "log_level"):  # fmt: skip
