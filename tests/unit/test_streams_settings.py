@@ -80,3 +80,25 @@ def test_secrets_are_redacted() -> None:
     with pytest.raises(ConfigError) as info:
         parse(["--redis", "http://:hunter2@h/0"])
     assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "good", "bad", "rule"),
+    [
+        ("CCMON_BATCH_WITHIN", ("0.01", "60"), ("0", "60.5", "nan", "soon"), "must be a number of seconds in (0, 60]"),
+        ("CCMON_KAFKA_SESSION_TIMEOUT", ("6", "300"), ("5.9", "301", "inf", "-6"), "must be a number of seconds in [6, 300]"),
+        ("CCMON_STUCK_PARTITION_SECONDS", ("0", "5", "3600"), ("4", "3601", "-1", "x"),
+         "must be 0 (off) or a number of seconds in [5, 3600]"),
+        ("CCMON_REDIS_POLICY_RECHECK_SECONDS", ("1", "3600"), ("0", "0.5", "3601", "nan"),
+         "must be a number of seconds in [1, 3600]"),
+    ],
+)  # fmt: skip
+def test_duration_settings_are_bounded_and_named_in_errors(variable: str, good: tuple[str, ...],
+                                                           bad: tuple[str, ...], rule: str) -> None:  # fmt: skip
+    for value in good:
+        s.from_args(environ={variable: value})
+    for value in bad:
+        with pytest.raises(ConfigError) as caught:
+            s.from_args(environ={variable: value})
+        message = str(caught.value)
+        assert variable in message and rule in message and repr(value) in message, message
