@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+from harness.exact import AT, parsed, retraction_stream
 
 from kpi_core.config import Config
 from kpi_core.engine import Engine
@@ -22,13 +23,6 @@ from streams.redis_state import RedisState
 pytestmark = pytest.mark.integration
 
 CONFIG = Config()
-AT = parse_ts("2026-11-20T10:00:00Z")
-
-
-def parsed(raw: list[dict[str, Any]]) -> list[Event]:
-    return [parse_event({"event_id": f"x{i:04d}", **e}) for i, e in enumerate(raw)]
-
-
 def fold(store: Any, events: Sequence[Event], at: float, size: int) -> None:
     engine = Engine(CONFIG, store)
     batched = isinstance(store, RedisState)
@@ -97,14 +91,7 @@ def test_a_transfer_arriving_before_the_answer_leaves_no_stale_maximum(
 
 def test_a_retracted_fractional_wait_leaves_no_float_noise(redis_client: Any, redis_prefix: str) -> None:
     """(6.063 + 437.682) - 437.682 in one bucket, over three batches: ASA is 6.063 exactly."""
-    events = parsed([
-        {"type": "call.offered", "ts": AT - 200, "call_id": "a", "queue": "q"},
-        {"type": "call.answered", "ts": AT - 95, "call_id": "a", "queue": "q", "agent_id": "a1", "wait_seconds": 6.063},
-        {"type": "call.offered", "ts": AT - 600, "call_id": "b", "queue": "q"},
-        {"type": "call.answered", "ts": AT - 93, "call_id": "b", "queue": "q", "agent_id": "a2",
-         "wait_seconds": 437.682},
-        {"type": "call.abandoned", "ts": AT - 97, "call_id": "b", "queue": "q", "wait_seconds": 10},
-    ])  # fmt: skip
+    events = retraction_stream()
     state = RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=lambda: AT)
     fold(state, events, AT, 2)
     flat = both_reads(state, AT)

@@ -11,6 +11,7 @@ import random
 from typing import Any
 
 import pytest
+from harness.exact import AT, parsed, retraction_stream, transferred_then_answered
 from reference import series
 
 from kpi_core.config import Config
@@ -19,13 +20,6 @@ from kpi_core.events import Event, parse_event, parse_ts
 from kpi_core.kpis import flatten, snapshot
 from kpi_core.state import MemoryState, add_into, present, to_ms
 from streams.simulator import SimParams, Simulator, default_queues
-
-AT = parse_ts("2026-11-20T10:00:00Z")
-
-
-def parsed(raw: list[dict[str, Any]]) -> list[Event]:
-    """Events with ids fixed by their place in ``raw`` (so a reordering keeps them)."""
-    return [parse_event({"event_id": f"x{i:04d}", **e}) for i, e in enumerate(raw)]
 
 
 def feed(events: list[Event], at: float = AT, store: MemoryState | None = None) -> tuple[dict[Any, float], MemoryState]:
@@ -38,16 +32,6 @@ def feed(events: list[Event], at: float = AT, store: MemoryState | None = None) 
 
 
 # -- the two bugs ------------------------------------------------------------------------
-def transferred_then_answered() -> list[Event]:
-    """Answered 5 s after the offer, transferred 180 s after it: the answer is the outcome
-    (the first terminal event), so the longest wait is 5 s."""
-    return parsed([
-        {"type": "call.offered", "ts": AT - 600, "call_id": "c", "queue": "q"},
-        {"type": "call.answered", "ts": AT - 595, "call_id": "c", "queue": "q", "agent_id": "a1"},
-        {"type": "call.transferred", "ts": AT - 420, "call_id": "c", "queue": "q", "to_queue": "b"},
-    ])  # fmt: skip
-
-
 @pytest.mark.parametrize("order", [(0, 1, 2), (0, 2, 1), (2, 1, 0), (2, 0, 1)])
 def test_a_transfer_arriving_before_the_answer_leaves_no_stale_maximum(order: tuple[int, ...]) -> None:
     events = transferred_then_answered()
@@ -56,19 +40,6 @@ def test_a_transfer_arriving_before_the_answer_leaves_no_stale_maximum(order: tu
         assert series(flat, "ccmon_max_wait_seconds", window=window) == (5.0 if window != "5m" else None), window
     assert series(flat, "ccmon_max_wait_seconds", queue="_all", window="15m") == 5.0
     assert series(flat, "ccmon_calls_answered", window="15m") == 1
-
-
-def retraction_stream() -> list[Event]:
-    """Three outcomes in one 10 s bucket: call a answered after 6.063 s; call b answered after
-    437.682 s, superseded by its earlier abandonment (arriving last), which retracts it."""
-    return parsed([
-        {"type": "call.offered", "ts": AT - 200, "call_id": "a", "queue": "q"},
-        {"type": "call.answered", "ts": AT - 95, "call_id": "a", "queue": "q", "agent_id": "a1", "wait_seconds": 6.063},
-        {"type": "call.offered", "ts": AT - 600, "call_id": "b", "queue": "q"},
-        {"type": "call.answered", "ts": AT - 93, "call_id": "b", "queue": "q", "agent_id": "a2",
-         "wait_seconds": 437.682},
-        {"type": "call.abandoned", "ts": AT - 97, "call_id": "b", "queue": "q", "wait_seconds": 10},
-    ])  # fmt: skip
 
 
 def test_a_retracted_fractional_wait_leaves_no_float_noise() -> None:
