@@ -15,7 +15,7 @@ help:
 	@echo "make run         start Kafka + Redis, a worker and an exporter on :9108"
 	@echo "make services-up / services-down"
 	@echo "make lint        ruff + mypy"
-	@echo "make bench       benchmarks -> docs/BENCHMARKS.md (not part of the tests)"
+	@echo "make bench       benchmarks -> docs/BENCHMARKS.md (earlier runs: BENCHMARKS_HISTORY.md; not part of the tests)"
 	@echo "make docs        docs/METRICS.md's KPI tables from the KPI catalog (kpi_core/catalog.py)"
 
 install:

@@ -9,9 +9,10 @@
    (idempotent; it never stops them, nor anything it did not start).
 3. Runs each script ``--runs`` times (bench_engine: one call, ``--runs`` fresh processes),
    each writing JSON under ``bench/out/suite-<stamp>/``.
-4. Writes ONE dated section on top of the results in docs/BENCHMARKS.md (older sections
-   stay): machine, versions, commands, the median (min-max) of the runs, targets met or
-   missed.
+4. Writes ONE dated section: machine, versions, commands, the median (min-max) of the runs,
+   targets met or missed. A full run becomes docs/BENCHMARKS.md's "Latest full run" and the
+   run it replaces moves to the top of docs/BENCHMARKS_HISTORY.md (newest first); a quick run
+   (not a measurement) goes to the top of the history file.
 
     python bench/run_all.py                 # full sizes, 3 runs each (long: an hour or more)
     python bench/run_all.py --quick         # small sizes, 1 run each (a few minutes)
@@ -326,21 +327,72 @@ def section(stamp: str, quick: bool, runs: int, results: dict[str, list[dict[str
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str) -> None:
-    """Insert ``text`` above the first results section of docs/BENCHMARKS.md (history kept);
-    a section with the same heading (``--render`` of the same suite) is replaced."""
-    path = common.REPO / "docs" / "BENCHMARKS.md"
+#: The page's heading above the suite's latest full run; the run it replaces moves to HISTORY.
+LATEST = "## Latest full run"
+#: A heading every section of the history file starts with (a run's own ``### `` heading).
+SECTION = "### "
+
+
+def section_end(lines: list[str], start: int) -> int:
+    """The index of the first heading (``##`` or ``###``) after ``lines[start]``, else ``len(lines)``."""
+    return next((i for i in range(start + 1, len(lines)) if lines[i].startswith(("### ", "## "))), len(lines))
+
+
+def insert_history(sections: list[str], path: Path) -> None:
+    """Put ``sections`` (whole ``### `` sections, newest first) on top of the history file's runs,
+    replacing a section with the same heading."""
+    old = path.read_text() if path.exists() else "# Benchmark history\n\n"
+    lines = old.splitlines(keepends=True)
+    for text in reversed(sections):
+        heading = text.splitlines()[0]
+        same = next((i for i, line in enumerate(lines) if line.rstrip("\n") == heading.rstrip("\n")), None)
+        if same is not None:
+            del lines[same:section_end(lines, same)]
+        at = next((i for i, line in enumerate(lines) if line.startswith(SECTION)), len(lines))
+        block = text if text.endswith("\n\n") else text.rstrip("\n") + "\n\n"
+        lines[at:at] = block.splitlines(keepends=True)
+    path.write_text("".join(lines))
+
+
+def write_section(text: str, path: Path | None = None, history: Path | None = None) -> Path:
+    """Write a suite's section ``text`` (its first line the ``### Benchmark suite — <stamp>`` heading)
+    and return the file written.
+
+    A full run goes under :data:`LATEST` in docs/BENCHMARKS.md and the run it replaces moves, verbatim,
+    to the top of docs/BENCHMARKS_HISTORY.md (newest first); the subject sections below it stay. A
+    section with the same heading (``--render`` of the same suite) is replaced where it is. A quick
+    run (not a measurement) goes to the top of the history file and leaves the latest full run alone."""
+    path = path or common.REPO / "docs" / "BENCHMARKS.md"
+    history = history or path.with_name("BENCHMARKS_HISTORY.md")
+    heading = text.splitlines()[0]
+    if "(quick mode" in heading:
+        insert_history([text], history)
+        return history
     old = path.read_text() if path.exists() else "# Benchmarks\n\n"
     lines = old.splitlines(keepends=True)
-    heading = text.splitlines()[0].split(" (quick")[0]
-    same = next((i for i, line in enumerate(lines) if line.startswith(heading)), None)
+    block = (text.rstrip("\n") + "\n\n").splitlines(keepends=True)
+    same = next((i for i, line in enumerate(lines) if line.rstrip("\n") == heading), None)
     if same is not None:
-        end = next((i for i in range(same + 1, len(lines)) if lines[i].startswith(("### ", "## "))), len(lines))
-        del lines[same:end]
-        at = same
+        lines[same:section_end(lines, same)] = block
+        path.write_text("".join(lines))
+        return path
+    top = next((i for i, line in enumerate(lines) if line.rstrip("\n") == LATEST), None)
+    if top is None:  # a page without the heading yet: it goes above the first section, with the run
+        at = next((i for i, line in enumerate(lines) if line.startswith(("## ", "### "))), len(lines))
+        lines[at:at] = [LATEST + "\n", "\n", *block]
+        path.write_text("".join(lines))
+        return path
+    start = top + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
+    runs = [i for i in range(start, end) if lines[i].startswith(SECTION)]
+    previous = ["".join(lines[i:section_end(lines, i)]) for i in runs]
+    if previous:
+        insert_history(previous, history)
+        lines[runs[0]:end] = block
     else:
-        at = next((i for i, line in enumerate(lines) if line.startswith("### ")), len(lines))
-    path.write_text("".join(lines[:at]) + text + "\n" + "".join(lines[at:]))
+        lines[end:end] = block if lines[end - 1].strip() == "" else ["\n", *block]
+    path.write_text("".join(lines))
+    return path
 
 
 def render(out_dir: Path, write: bool) -> int:
@@ -354,7 +406,7 @@ def render(out_dir: Path, write: bool) -> int:
                    suite["commands"], suite["failed"])  # fmt: skip
     print(text)
     if write:
-        write_section(text)
+        print(f"written to {write_section(text).relative_to(common.REPO)}", file=sys.stderr)
     return 0
 
 
@@ -364,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="every script's --quick sizes")
     parser.add_argument("--runs", type=int, default=None, help="runs of each script (default 3; quick 1)")
     parser.add_argument("--only", nargs="*", choices=SCRIPTS, default=list(SCRIPTS))
-    parser.add_argument("--no-write", action="store_true", help="print the section, leave docs/BENCHMARKS.md alone")
+    parser.add_argument("--no-write", action="store_true",
+                        help="print the section, leave docs/BENCHMARKS.md and BENCHMARKS_HISTORY.md alone")
     parser.add_argument("--no-venv", action="store_true", help="run on this Python even without the bench extra")
     parser.add_argument("--render", metavar="DIR", help="only re-render the section of bench/out/suite-* DIR")
     args = parser.parse_args(raw_argv)
@@ -405,8 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     (out_dir / "section.md").write_text(text)
     if not args.no_write:
-        write_section(text)
-        print("written to docs/BENCHMARKS.md", file=sys.stderr)
+        print(f"written to {write_section(text).relative_to(common.REPO)}", file=sys.stderr)
     if started_services:
         print("(Kafka and Redis were started for this run and are left running: deploy/local/services.sh down stops them)",
               file=sys.stderr)  # fmt: skip
