@@ -686,7 +686,7 @@ def _live_families(
         queue_config = config.queue(tenant, queue) if queue != ALL else config.defaults
         if queue != ALL:
             if queue in scopes:
-                # The same bounds as SnapshotReader prepares (streams.redis_state).
+                # The same bounds as SnapshotReader prepares (streams.redis.state).
                 calls = store.live_summary(WAITING, tenant, queue, at - max_age, at, at)
                 callbacks = store.live_summary(CALLBACKS, tenant, queue, -math.inf, at, at)
                 overdue_count = store.live_summary(
