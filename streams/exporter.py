@@ -1,7 +1,7 @@
 """The exporter: KPIs read from Redis at request time, served over HTTP.
 
 * ``/metrics`` -- Prometheus text (format 0.0.4) of :class:`KpiCollector`'s families:
-  :func:`kpi_core.kpis.snapshot` over a :class:`~streams.redis.state.SnapshotReader` (the
+  :func:`kpi_core.kpis.snapshot` over a :class:`~streams.redis.read.SnapshotReader` (the
   scrape's reads prefetched, window sums computed inside Redis), plus the worker group's
   ``ccmon_consumer_lag``, the partitions a worker's watchdog found stuck
   (``ccmon_stuck_partition_timestamp_seconds``, streams/watchdog.py),

@@ -46,7 +46,8 @@ from kpi_core.events import Event, Rejection, Source, envelope_items, event_byte
 from streams.decoding import loads
 from streams.logs import faust_logging_config
 from streams.redis.policy import EvictionWatch, check_at_start
-from streams.redis.state import BatchConflict, RedisState
+from streams.redis.state import RedisState
+from streams.redis.write import BatchConflict
 from streams.settings import Settings
 from streams.watchdog import PartitionWatchdog
 

@@ -1,4 +1,4 @@
-"""Exact aggregation in Redis (kpi_core.state, "Exact arithmetic"; streams.redis.state's
+"""Exact aggregation in Redis (kpi_core.state, "Exact arithmetic"; streams.redis.write.s
 batch script): whole deltas by HINCRBY, maxima as multisets retracted across batches and
 deleted at 0, no multiset in the lifetime totals, and a Redis holding the old layout (float
 sums, ``max_*`` fields, records with legacy contributions) upgraded in place."""

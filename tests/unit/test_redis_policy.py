@@ -13,8 +13,8 @@ import redis
 
 from kpi_core.errors import ConfigError
 from kpi_core.exposition import render
-from streams.redis import policy as rp
 from streams import settings as s
+from streams.redis import policy as rp
 
 
 class FakeNode:
