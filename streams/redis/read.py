@@ -202,7 +202,7 @@ class SnapshotReader:
     """
 
     def __init__(self, state: StoreReader, config: Config, at: float) -> None:
-        from kpi_core.engine import AGENTS, ALL, CALLBACKS, TICKETS, WAITING
+        from kpi_core.engine import AGENTS, ALL
 
         self.state = state
         self.fine_seconds = state.fine_seconds
@@ -210,7 +210,7 @@ class SnapshotReader:
         self.at = at
         # The scopes exported (kpi_core.kpis.exported_scopes), with the guard's registry read
         # in one round trip; series_live answers from it.
-        from kpi_core.kpis import guarded_names, split_scopes
+        from kpi_core.kpis import LIVE_SETS, guarded_names, live_bounds, split_scopes
 
         self._scopes = state.scopes()
         questions = guarded_names(config, self._scopes)
@@ -221,11 +221,11 @@ class SnapshotReader:
         exported, hidden = split_scopes(config, self)
         self._windows: dict[tuple[str, str, float, float], dict[str, float]] = {}
         self._totals: dict[tuple[str, str], dict[str, float]] = {}
-        # Live sets summed up in Redis (LIVE_LUA) for exactly the queries kpi_core.kpis makes.
+        # Live sets summed up in Redis (lua/live.lua) for exactly the queries kpi_core.kpis makes
+        # (its LIVE_SETS and live_bounds).
         self._live_sizes: dict[tuple[str, str, str], int] = {}
         self._live_summaries: dict[tuple[str, str, str, float, float], LiveSummary] = {}
         self._live_states: dict[tuple[str, str, str], tuple[dict[str, int], dict[str, int]]] = {}
-        names = (WAITING, CALLBACKS, TICKETS, AGENTS)
         pairs = [(tenant, scope) for tenant, scopes in exported.items() for scope in scopes]
         pairs += [(tenant, scope) for tenant, scopes in hidden.items() for scope in scopes if is_queue_scope(scope)]
         client = state.client
@@ -241,16 +241,10 @@ class SnapshotReader:
         for tenant, scopes in exported.items():
             queries: list[tuple[str, str, str, float, float]] = []
             for scope in scopes:
-                queries += [("n", name, scope, 0.0, 0.0) for name in names]
+                queries += [("n", name, scope, 0.0, 0.0) for name in LIVE_SETS]
                 queries.append(("a", AGENTS, scope, 0.0, 0.0))
                 if is_queue_scope(scope) and scope != ALL:
-                    target = config.queue(tenant, scope).callback_target_seconds
-                    queries += [
-                        ("s", WAITING, scope, at - config.max_call_age_seconds, at),
-                        ("s", CALLBACKS, scope, -math.inf, at),
-                        ("s", CALLBACKS, scope, -math.inf, at - target),
-                        ("s", TICKETS, scope, -math.inf, at),
-                    ]
+                    queries += [("s", name, scope, lo, hi) for name, lo, hi in live_bounds(config, tenant, scope, at)]
             for i in range(0, len(queries), LIVE_QUERIES_PER_CALL):
                 calls.append((tenant, queries[i:i + LIVE_QUERIES_PER_CALL]))
         # Each name and bound encoded once per scrape, handed over as bytes.

@@ -95,13 +95,14 @@ class RedisState(StoreReader):
 
     def series_retire(self, kind: str, tenant: str, names: Mapping[str, float | None]) -> int:
         from kpi_core.config import REASON_OTHER
-        from kpi_core.engine import AGENTS, CALLBACKS, REASON_SEP, TICKETS, WAITING
+        from kpi_core.engine import REASON_SEP
         from kpi_core.events import AGENT_STATES
+        from kpi_core.kpis import LIVE_SETS
 
         if not names:
             return 0
         script = self.client.register_script(scripts.RETIRE_LUA)
-        lives = [encode(n) for n in (WAITING, CALLBACKS, TICKETS, AGENTS)]
+        lives = [encode(n) for n in LIVE_SETS]
         into: list[Any] = [utf8(RETIRED_SCOPE), encode(RETIRED_SCOPE)]
         if kind == "tenant":
             flat: list[Any] = []
