@@ -455,20 +455,24 @@ class BatchWriter(RedisKeys):
         b = self._batch
         if b is None:
             return self._autocommit(lambda: self.count(name, label, delta, tenant))
-        h = b.counts.get((tenant, f"sum:{name}"))
-        if h is None:
-            h = b.counts[(tenant, f"sum:{name}")] = _Hash(None)
+        h = self._count_hash(b, tenant, f"sum:{name}")
         h.sums[label] = h.sums.get(label, 0.0) + delta
 
     def count_max(self, name: str, label: str, value: float, tenant: str = "") -> None:
         b = self._batch
         if b is None:
             return self._autocommit(lambda: self.count_max(name, label, value, tenant))
-        h = b.counts.get((tenant, f"max:{name}"))
-        if h is None:
-            h = b.counts[(tenant, f"max:{name}")] = _Hash(None)
+        h = self._count_hash(b, tenant, f"max:{name}")
         if value > h.maxes.get(label, -math.inf):
             h.maxes[label] = value
+
+    @staticmethod
+    def _count_hash(b: _Batch, tenant: str, name: str) -> _Hash:
+        """The batch's changes to one of ``tenant``'s pipeline counters (``sum:``/``max:`` + name)."""
+        h = b.counts.get((tenant, name))
+        if h is None:
+            h = b.counts[(tenant, name)] = _Hash(None)
+        return h
 
     # -- the cardinality guard's registry ---------------------------------------------------
     def prefetch_series(self, items: Iterable[tuple[str, str, str]], since: float) -> None:
