@@ -6,4 +6,8 @@ Modules: ``keys`` (the key layout: one place for every key name), ``write`` (the
 its buffer and the one script call), ``read`` (the read side and the scrape's prefetching
 :class:`~streams.redis.read.SnapshotReader`), ``state`` (``RedisState``, composing them, and
 series retirement), ``scripts`` (the Lua scripts, files under ``lua/``), ``policy``.
+
+``import redis`` anywhere in ccmon (absolute imports only) is redis-py, not this package; a
+module under ``streams/`` is therefore never run as a script (``python streams/x.py`` would put
+``streams/`` first on ``sys.path``): commands are ``python -m streams.cli`` or ``ccmon``.
 """
