@@ -195,10 +195,11 @@ class StoreReader(BatchWriter):
 
 
 class SnapshotReader:
-    """The read side of a :class:`~streams.redis.state.RedisState` for one scrape, prefetched in a few round trips:
-    scopes, every scope's totals and live sets in one pipeline, and the window sums of every
-    (scope, window) the snapshot will ask for from the window script (``lua/windows.lua``). Reads it was not
-    prepared for fall through to the store, so results never differ from the store's own.
+    """The read side of a :class:`~streams.redis.state.RedisState` for one scrape, prefetched
+    in a few round trips: scopes, every scope's totals and live sets in one pipeline, and the
+    window sums of every (scope, window) the snapshot will ask for, from the window script
+    (``lua/windows.lua``). Reads it was not prepared for fall through to the store, so results
+    never differ from the store's own.
     """
 
     def __init__(self, state: StoreReader, config: Config, at: float) -> None:

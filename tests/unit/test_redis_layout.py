@@ -36,7 +36,8 @@ def test_each_script_is_its_file_as_it_is() -> None:
 def test_the_scripts_are_package_data() -> None:
     """A wheel (the Dockerfile's ``pip install .``) carries every ``.lua`` file: each matches
     a ``[tool.setuptools.package-data]`` pattern of its package."""
-    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["package-data"]
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    package_data = pyproject["tool"]["setuptools"]["package-data"]
     files = sorted((ROOT / "streams" / "redis" / "lua").glob("*.lua"))
     assert len(files) == len(SCRIPTS)
     for path in files:

@@ -226,7 +226,7 @@ local function apply(j)
       local old = read('HMGET', key, fields)
       undo[#undo + 1] = {'h', key, fields, old}
       for i = 1, nsum do
-        -- HINCRBY (integer arithmetic, exact, ~3x cheaper) for whole deltas: the engine's
+        -- HINCRBY (integer arithmetic, exact, cheaper than HINCRBYFLOAT) for whole deltas: the engine's
         -- are all whole (integers as text, passed as they are, never through a Lua double).
         -- A field that holds a fraction (state from before) refuses it (known beforehand when
         -- its text has a '.'), and takes HINCRBYFLOAT as every fractional delta does. A
