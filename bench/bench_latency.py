@@ -179,7 +179,7 @@ class RedisPoller(threading.Thread):
         import redis
 
         from kpi_core.config import Config
-        from streams.redis_state import RedisState
+        from streams.redis.state import RedisState
 
         super().__init__(daemon=True)
         self.client = redis.Redis.from_url(redis_url)

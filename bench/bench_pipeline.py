@@ -194,7 +194,7 @@ def apply_events(redis_url: str, prefix: str, events: list[dict[str, Any]], at: 
 
     from kpi_core.config import Config
     from kpi_core.events import parse_ts
-    from streams.redis_state import RedisState
+    from streams.redis.state import RedisState
     from streams.worker import BatchProcessor, Message
 
     now = [at if at is not None else 0.0]

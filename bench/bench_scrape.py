@@ -98,7 +98,7 @@ def phases(redis_url: str, prefix: str, at: float, repeat: int) -> dict[str, Any
     from kpi_core.config import Config
     from kpi_core.exposition import render
     from kpi_core.kpis import snapshot
-    from streams.redis_state import RedisState
+    from streams.redis.state import RedisState
 
     pause = getattr(streams.exporter, "GC_PAUSE", None) or contextlib.nullcontext()
     config = Config()

@@ -63,7 +63,7 @@ from kpi_core.config import Config
 from kpi_core.events import Event, envelope_items, parse_ts
 from kpi_core.state import MemoryState, Record
 from streams.decoding import loads
-from streams.redis_state import RedisState
+from streams.redis.state import RedisState
 from streams.worker import Message
 
 #: A take: the envelopes one ``BatchProcessor.process`` call gets, and the clock for it.
@@ -102,7 +102,7 @@ class HybridState(RedisState):
         self.changelog_bytes = 0
 
     @contextmanager
-    def batch(self) -> Iterator[RedisState]:
+    def batch(self) -> Iterator[HybridState]:
         if self._cache is not None:
             raise RuntimeError("HybridState.batch() does not nest")
         self._cache, self._dirty = {}, {}
@@ -260,13 +260,13 @@ def run_processor(kind: str, takes: Sequence[Take], config: Config, redis_url: s
 #: where one calls another (record reads happen inside the engine when not prefetched).
 PHASES = [
     ("decode envelopes (envelope_items)", "kpi_core/events.py", "envelope_items"),
-    ("seen-id lookups (prefetch_seen)", "streams/redis_state.py", "prefetch_seen"),
-    ("series lookups (prefetch_series)", "streams/redis_state.py", "prefetch_series"),
-    ("record reads, WATCHed (_read_records)", "streams/redis_state.py", "_read_records"),
+    ("seen-id lookups (prefetch_seen)", "streams/redis/write.py", "prefetch_seen"),
+    ("series lookups (prefetch_series)", "streams/redis/write.py", "prefetch_series"),
+    ("record reads, WATCHed (_read_records)", "streams/redis/write.py", "_read_records"),
     ("record reads, in memory (HybridState.get_record)", "bench_state_placement.py", "get_record"),
     ("engine (Engine.process, incl. lazy reads)", "kpi_core/engine.py", "process"),
-    ("commit: encode (RedisState._encode)", "streams/redis_state.py", "_encode"),
-    ("commit: transaction (RedisState._commit, incl. encode)", "streams/redis_state.py", "_commit"),
+    ("commit: encode (RedisState._encode)", "streams/redis/write.py", "_encode"),
+    ("commit: transaction (RedisState._commit, incl. encode)", "streams/redis/write.py", "_commit"),
     ("records to the dict after commit (HybridState._committed)", "bench_state_placement.py", "_committed"),
 ]
 

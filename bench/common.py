@@ -256,7 +256,7 @@ class Counted:
         import redis
 
         from kpi_core.config import Config
-        from streams.redis_state import RedisState
+        from streams.redis.state import RedisState
 
         self.state = RedisState(redis.Redis.from_url(redis_url), Config(), prefix=prefix)
 

@@ -42,7 +42,7 @@ def main() -> int:
 
     from kpi_core.config import Config
     from kpi_core.events import parse_ts
-    from streams.redis_state import RedisState
+    from streams.redis.state import RedisState
     from streams.worker import BatchProcessor, Message
 
     common.ensure_services()

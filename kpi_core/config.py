@@ -288,6 +288,18 @@ class Config:
         return max((w.seconds for w in self.windows), default=0)
 
     @property
+    def fine_keep_seconds(self) -> float:
+        """How long a fine bucket is kept after it ends: the longest sliding window and an
+        hour more (every store: MemoryState.maintain, the TTLs in Redis)."""
+        return self.longest_sliding_seconds + 3600.0
+
+    @property
+    def coarse_keep_seconds(self) -> float:
+        """How long a coarse bucket (and a seen event id's hour) is kept after it ends: the
+        state horizon and an hour more."""
+        return self.horizon_seconds + 3600.0
+
+    @property
     def has_today(self) -> bool:
         return any(w.is_today for w in self.windows)
 

@@ -326,11 +326,7 @@ class Engine:
                             record.setdefault("expired", []).append(member)
                             store.put_record("call", tenant, call_id, record, now + max_age)
                         store.add(tenant, scope, now, {"calls_expired": 1})
-        store.maintain(
-            now,
-            fine_keep_seconds=self.config.longest_sliding_seconds + 3600,
-            coarse_keep_seconds=self.config.horizon_seconds + 3600,
-        )
+        store.maintain(now, self.config.fine_keep_seconds, self.config.coarse_keep_seconds)
         if retire:
             self.retire_series(now)
 

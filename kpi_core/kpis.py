@@ -419,7 +419,25 @@ def _has_state(store: StateStore, tenant: str, scope: str) -> bool:
     as if it never existed, whatever the arrival order.)"""
     if any(abs(v) > 1e-9 for k, v in store.totals(tenant, scope).items() if not k.startswith("max_")):
         return True
-    return any(store.live_size(name, tenant, scope) for name in (WAITING, CALLBACKS, TICKETS, AGENTS))
+    return any(store.live_size(name, tenant, scope) for name in LIVE_SETS)
+
+
+#: A scope's live sets (kpi_core.engine): what a snapshot sizes, and what retiring a scope drops.
+LIVE_SETS = (WAITING, CALLBACKS, TICKETS, AGENTS)
+
+
+def live_bounds(config: Config, tenant: str, queue: str, at: float) -> tuple[tuple[str, float, float], ...]:
+    """The live-set summaries a snapshot at ``at`` reads of a queue, as ``(name, lo, hi)`` of
+    ``StateStore.live_summary``: calls waiting (none older than ``max_call_age_seconds``),
+    callbacks pending, callbacks overdue (due before ``at`` minus the target), tickets open.
+    A store that prefetches a scrape (streams.redis.read.SnapshotReader) asks exactly these."""
+    target = config.queue(tenant, queue).callback_target_seconds
+    return (
+        (WAITING, at - config.max_call_age_seconds, at),
+        (CALLBACKS, -math.inf, at),
+        (CALLBACKS, -math.inf, at - target),
+        (TICKETS, -math.inf, at),
+    )
 
 
 def guarded_names(config: Config, scopes: Mapping[str, Iterable[str]]) -> list[tuple[str, str, list[str], int]]:
@@ -677,7 +695,6 @@ def _live_families(
     agents = family(_AGENTS)
     threshold = family(_THRESHOLD)
     channel_targets = _channel_target_families(family)
-    max_age = config.max_call_age_seconds
 
     totals = {"waiting": 0.0, "longest": 0.0, "pending": 0.0, "oldest": 0.0, "overdue": 0.0,
               "open": 0.0, "age_sum": 0.0}  # fmt: skip
@@ -686,13 +703,10 @@ def _live_families(
         queue_config = config.queue(tenant, queue) if queue != ALL else config.defaults
         if queue != ALL:
             if queue in scopes:
-                # The same bounds as SnapshotReader prepares (streams.redis_state).
-                calls = store.live_summary(WAITING, tenant, queue, at - max_age, at, at)
-                callbacks = store.live_summary(CALLBACKS, tenant, queue, -math.inf, at, at)
-                overdue_count = store.live_summary(
-                    CALLBACKS, tenant, queue, -math.inf, at - queue_config.callback_target_seconds, at
-                ).size
-                tickets = store.live_summary(TICKETS, tenant, queue, -math.inf, at, at)
+                bounds = live_bounds(config, tenant, queue, at)
+                calls, callbacks, overdue_now, tickets = (store.live_summary(n, tenant, queue, lo, hi, at)
+                                                          for n, lo, hi in bounds)  # fmt: skip
+                overdue_count = overdue_now.size
             else:
                 calls = callbacks = tickets = LiveSummary(0, None, 0.0)
                 overdue_count = 0
@@ -840,7 +854,6 @@ def _staffing_families(
     forecast = family(_FORECAST)
     wait = family(_ESTIMATED_WAIT)
     forecast_a = family(_FORECAST_A)
-    max_age = config.max_call_age_seconds
     required_sum = 0
     weighted = {"forecast": [0.0, 0.0], "wait": [0.0, 0.0], "erlang_a": [0.0, 0.0]}  # [sum lambda x value, sum lambda]
     for queue in queues:
@@ -851,7 +864,8 @@ def _staffing_families(
         else:
             comps = store.read_window(tenant, queue, at - STAFFING_WINDOW_SECONDS, at)
         # The same reads as _live_families (ccmon_calls_waiting, ccmon_agents).
-        waiting = store.live_summary(WAITING, tenant, queue, at - max_age, at, at).size
+        name, lo, hi = live_bounds(config, tenant, queue, at)[0]
+        waiting = store.live_summary(name, tenant, queue, lo, hi, at).size
         outlook = queue_outlook(comps, agent_states(tenant, queue)[1], waiting, config.queue(tenant, queue))
         labels = _labels(tenant, queue)
         lam = outlook.arrivals_per_second

@@ -52,7 +52,7 @@ goes (docs/KPI_ENGINE.md, Limits).
 
 Memory is bounded by the number of buckets (which :meth:`StateStore.maintain` prunes), the
 live sets, and records, which expire. :class:`MemoryState` is the in-process store used by
-``ccmon replay`` and ``ccmon demo``; ``streams.redis_state`` keeps the same shapes in Redis.
+``ccmon replay`` and ``ccmon demo``; ``streams.redis.state`` keeps the same shapes in Redis.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """The exporter: KPIs read from Redis at request time, served over HTTP.
 
 * ``/metrics`` -- Prometheus text (format 0.0.4) of :class:`KpiCollector`'s families:
-  :func:`kpi_core.kpis.snapshot` over a :class:`~streams.redis_state.SnapshotReader` (the
+  :func:`kpi_core.kpis.snapshot` over a :class:`~streams.redis.read.SnapshotReader` (the
   scrape's reads prefetched, window sums computed inside Redis), plus the worker group's
   ``ccmon_consumer_lag``, the partitions a worker's watchdog found stuck
   (``ccmon_stuck_partition_timestamp_seconds``, streams/watchdog.py),
   ``ccmon_exporter_scrape_seconds`` and Redis's ``ccmon_redis_eviction_safe``
-  (:mod:`streams.redis_policy`), rendered by
+  (:mod:`streams.redis.policy`), rendered by
   :func:`kpi_core.exposition.render` (prometheus_client's per-sample objects cost ~5 us a
   sample, too much for 200,000 samples at 1,000 queues). So ``/metrics`` says exactly what
   ``ccmon replay`` would print for the same events. The collector still plugs into a
@@ -17,7 +17,7 @@
   ``/api/callbacks/pending`` and ``/healthz`` -- is :mod:`streams.web`, the same app ``ccmon
   demo`` serves, here over Redis. ``/api/stream`` pushes the board's document within about a
   quarter of a second of a worker's batch landing: the workers' per-tenant event counters
-  are polled every 0.25 s (:meth:`~streams.redis_state.RedisState.events_version`, two round
+  are polled every 0.25 s (:meth:`~streams.redis.state.RedisState.events_version`, two round
   trips) while a page is open, and the KPIs are read again only when they moved
   (:mod:`streams.web.push`). The sparklines' history is kept in Redis
   (:class:`~streams.web.api.RedisSlHistory`), recorded by :class:`HistoryRecorder` once a
@@ -70,7 +70,7 @@ from kpi_core.exposition import render
 from kpi_core.kpis import MetricFamily, live_agents, snapshot, waiting_calls
 from kpi_core.state import StateStore
 from streams import web
-from streams.redis_policy import EvictionWatch
+from streams.redis.policy import EvictionWatch
 from streams.settings import Settings
 from streams.web.alerts import AlertmanagerAlerts
 from streams.web.week_over_week import WeekOverWeek
@@ -297,7 +297,7 @@ def build_app(config: Config, store: StateStore, clock: Clock, ping: Callable[[]
     ``alertmanager_url``: ``/api/alerts`` shows that Alertmanager's alerts (else ccmon's breaches);
     ``prometheus_url`` feeds ``/api/week-over-week`` (streams.web.week_over_week); ``history``
     feeds the board's sparklines. ``/api/stream`` pushes when the store's ``events_version()``
-    (a :class:`~streams.redis_state.RedisState`'s) changes."""
+    (a :class:`~streams.redis.state.RedisState`'s) changes."""
     collector = KpiCollector(config, store, clock, eviction)
     def page() -> bytes:
         with GC_PAUSE:
@@ -362,7 +362,7 @@ def serve(settings: Settings) -> int:
     """``ccmon exporter``: serve until SIGTERM/SIGINT."""
     from kpi_core.config import load_config
     from streams import security
-    from streams.redis_state import RedisState
+    from streams.redis.state import RedisState
 
     config = load_config(settings.config_path)
     state = RedisState.from_url(settings.redis_url, config, cluster=settings.redis_cluster, prefix=settings.redis_prefix,

@@ -26,7 +26,7 @@ first read them). Nothing is committed to the workers' consumer group.
 
 Like the worker, it refuses to start on a Redis whose ``maxmemory-policy`` may evict keys (an
 evicted ``seen`` entry makes an event count twice), unless overridden:
-:mod:`streams.redis_policy`.
+:mod:`streams.redis.policy`.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ from kafka.errors import KafkaError
 from kpi_core.config import Config
 from kpi_core.errors import CcmonError
 from kpi_core.windows import local_midnight
-from streams.redis_policy import check_at_start
-from streams.redis_state import RedisState
+from streams.redis.policy import check_at_start
+from streams.redis.state import RedisState
 from streams.settings import Settings, redact_url
 from streams.worker import BatchProcessor, Message
 

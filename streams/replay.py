@@ -337,7 +337,7 @@ def _run(items: Iterable[tuple[int, Event | InvalidEventError]], config: Config,
             engine.reject(exc.reason)
             _note(result, number, exc)
         if count % MAINTAIN_EVERY == MAINTAIN_EVERY - 1:
-            store.maintain(watermark, config.longest_sliding_seconds + 3600, config.horizon_seconds + 3600)
+            store.maintain(watermark, config.fine_keep_seconds, config.coarse_keep_seconds)
         if count % 4096 == 0:
             meter.update(done(count), count, "replaying")
     meter.done()

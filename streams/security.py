@@ -490,7 +490,7 @@ def require_basic_auth(app: WSGIApp, user: str, password: str, *, realm: str = "
 
 # -- customer record keys ------------------------------------------------------------------------
 def customer_key(settings: Settings, command: str) -> bytes | None:
-    """The HMAC key that names customer records in Redis (:class:`~streams.redis_state.RedisState`)
+    """The HMAC key that names customer records in Redis (:class:`~streams.redis.state.RedisState`)
     for ``command`` (``ccmon worker``, ``ccmon rebuild``: they write them, and must agree): the
     secret's UTF-8 bytes. Without a secret: :class:`ConfigError` naming the setting, unless
     ``--insecure-dev``; then ``None`` (the store's public development key) and a warning."""

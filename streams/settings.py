@@ -213,7 +213,7 @@ _HELP: Mapping[str, str] = {
     "redis_url": "Redis URL, redis://[:password@]host:port/db",
     "redis_cluster": "'yes' when --redis names a node of a Redis Cluster (see docs/STREAMS.md)",
     "evicting_redis_allowed": "'yes': run on a Redis whose maxmemory-policy may evict keys (refused otherwise: an "
-    "evicted seen set counts redelivered events again; see streams/redis_policy.py)",
+    "evicted seen set counts redelivered events again; see streams/redis/policy.py)",
     "events_topic": "topic the events are read from",
     "dlq_topic": "dead-letter topic for rejected events",
     "group_id": "Kafka consumer group (Faust app id); workers with the same one split the partitions",

@@ -4,7 +4,7 @@ Two layers:
 
 * :class:`BatchProcessor` is plain synchronous code and knows nothing of Faust: it splits
   Kafka message values into events (:func:`split_envelope`), runs a batch of them through
-  :class:`~kpi_core.engine.Engine` on :class:`~streams.redis_state.RedisState` inside one
+  :class:`~kpi_core.engine.Engine` on :class:`~streams.redis.state.RedisState` inside one
   ``state.batch()`` (one Redis transaction), and returns the rejections for the dead-letter
   topic. It retries a batch that conflicts with another worker, waits out Redis outages, and
   isolates an event that makes the engine fail (it is dead-lettered as ``internal_error``).
@@ -45,8 +45,9 @@ from kpi_core.errors import InvalidEventError
 from kpi_core.events import Event, Rejection, Source, envelope_items, event_bytes
 from streams.decoding import loads
 from streams.logs import faust_logging_config
-from streams.redis_policy import EvictionWatch, check_at_start
-from streams.redis_state import BatchConflict, RedisState
+from streams.redis.policy import EvictionWatch, check_at_start
+from streams.redis.state import RedisState
+from streams.redis.write import BatchConflict
 from streams.settings import Settings
 from streams.watchdog import PartitionWatchdog
 

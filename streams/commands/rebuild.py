@@ -18,7 +18,7 @@ from streams import settings as settings_module
 FLAGS = (
     "kafka_bootstrap", "redis_url", "redis_cluster", "events_topic", "group_id", "config_path", "redis_prefix",
     "batch_size", "clock", "log_level", "log_format",
-    "evicting_redis_allowed",  # refuse a Redis that may evict keys: streams/redis_policy.py
+    "evicting_redis_allowed",  # refuse a Redis that may evict keys: streams/redis/policy.py
     # security, as the worker's (docs/SECURITY.md); passwords come from the environment or a file only
     "kafka_security_protocol", "kafka_sasl_mechanism", "kafka_username", "kafka_password_file", "kafka_ca_file",
     "kafka_cert_file", "kafka_key_file", "redis_password_file", "redis_ca_file", "redis_cert_file", "redis_key_file",

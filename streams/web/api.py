@@ -263,7 +263,7 @@ class RedisSlHistory(SlHistory):
     restarted exporter shows the sparklines' last hour (the in-memory one starts empty).
 
     One sorted set per tenant (``P:{t:<tenant>}:history:<window>``, a
-    :meth:`~streams.redis_state.RedisState.history_key`): a member per recorded instant
+    :meth:`~streams.redis.state.RedisState.history_key`): a member per recorded instant
     (score: the instant), ``{"at": at, "q": {queue: [value or null, ...]}}`` with the values of
     :data:`KPIS` in order. Recording an instant replaces the points at and after it (two
     replicas recording the same minute: the last wins), trims the points older than

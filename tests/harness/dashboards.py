@@ -209,7 +209,7 @@ def exported_metric_names() -> set[str]:
         if kind == "histogram":
             names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
     # The exporter's and worker's own series (consumer lag, scrape time, Redis wait, eviction policy).
-    for module in ("exporter.py", "worker.py", "redis_policy.py"):
+    for module in ("exporter.py", "worker.py", "redis/policy.py"):
         text = (REPO / "streams" / module).read_text(encoding="utf-8")
         names |= set(re.findall(r'(?:MetricFamily|Gauge)\(\s*"(ccmon_\w+)"', text))
     return names

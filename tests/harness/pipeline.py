@@ -112,7 +112,7 @@ def serve_golden(redis_client: Any, prefix: str, lines: list[bytes], at: float) 
     from kpi_core.engine import Engine
     from kpi_core.events import parse_line
     from streams.exporter import build_app
-    from streams.redis_state import RedisState
+    from streams.redis.state import RedisState
     from streams.web import serve
 
     config = Config()

@@ -45,7 +45,7 @@ def metrics_text(redis_url: str, prefix: str, at: float) -> str:
     from kpi_core.config import load_config
     from kpi_core.exposition import render
     from streams.exporter import KpiCollector
-    from streams.redis_state import RedisState
+    from streams.redis.state import RedisState
 
     config = load_config(None)
     state = RedisState.from_url(redis_url, config, prefix=prefix, clock=lambda: at)

@@ -18,7 +18,7 @@ from kpi_core.events import parse_event, parse_ts
 from kpi_core.kpis import flatten, live_agents, snapshot, waiting_calls
 from kpi_core.state import MemoryState
 from streams.exporter import build_app
-from streams.redis_state import RedisState
+from streams.redis.state import RedisState
 from streams.web import serve
 from streams.worker import BatchProcessor, Message
 

@@ -1,5 +1,5 @@
-"""A batch is all-or-nothing whatever fails inside the batch script (streams/redis_state.py,
-APPLY_LUA): a malformed ARGV is refused before the first write, a failure among the writes is
+"""A batch is all-or-nothing whatever fails inside the batch script (streams/redis/lua/apply.lua,
+streams.redis.scripts.APPLY_LUA): a malformed ARGV is refused before the first write, a failure among the writes is
 rolled back from the undo log, the ``seen`` ids are written last, and the batch run again
 afterwards applies its events exactly once. On the real Redis, each test under its own prefix.
 
@@ -23,7 +23,8 @@ from kpi_core.config import Config
 from kpi_core.engine import Engine
 from kpi_core.errors import InvalidEventError
 from kpi_core.events import Event, parse_event
-from streams.redis_state import APPLY_LUA, RedisState
+from streams.redis.scripts import APPLY_LUA
+from streams.redis.state import RedisState
 from streams.simulator import SimParams, Simulator, default_queues
 from streams.worker import INTERNAL_ERROR, PIPELINE_TENANT, BatchProcessor, Message
 

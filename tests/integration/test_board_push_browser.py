@@ -34,7 +34,7 @@ from kpi_core.engine import Engine
 from kpi_core.events import parse_event
 from kpi_core.kpis import MetricFamily
 from streams.exporter import build_app
-from streams.redis_state import RedisState
+from streams.redis.state import RedisState
 from streams.web import RedisSlHistory, serve
 
 pytestmark = [pytest.mark.integration, needs_chromium]

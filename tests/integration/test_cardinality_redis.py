@@ -12,7 +12,8 @@ import pytest
 
 from kpi_core.config import config_from_dict
 from kpi_core.kpis import flatten, queues_of, snapshot
-from streams.redis_state import RedisState, encode
+from streams.redis.keys import encode
+from streams.redis.state import RedisState
 from streams.worker import BatchProcessor, Message
 
 pytestmark = pytest.mark.integration

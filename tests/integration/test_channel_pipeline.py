@@ -18,7 +18,7 @@ from kpi_core.exposition import render
 from kpi_core.kpis import snapshot
 from kpi_core.state import MemoryState
 from streams.exporter import build_app
-from streams.redis_state import RedisState
+from streams.redis.state import RedisState
 from streams.web import serve
 from streams.worker import BatchProcessor, Message
 

@@ -16,7 +16,7 @@ from kpi_core.config import Config
 from kpi_core.exposition import render
 from kpi_core.kpis import snapshot
 from streams.exporter import build_app
-from streams.redis_state import RedisState
+from streams.redis.state import RedisState
 from streams.web import serve
 
 pytestmark = pytest.mark.integration

@@ -43,7 +43,7 @@ from kpi_core.config import Config
 from kpi_core.engine import Engine
 from kpi_core.events import parse_event
 from streams.exporter import build_app
-from streams.redis_state import RedisState
+from streams.redis.state import RedisState
 from streams.security import require_basic_auth
 from streams.web import serve
 

@@ -29,7 +29,7 @@ from harness.redis_servers import delete_prefix
 from kpi_core.config import Config
 from kpi_core.engine import Engine
 from kpi_core.events import parse_line
-from streams.redis_state import RedisState
+from streams.redis.state import RedisState
 from streams.web.openapi import openapi_document
 
 pytestmark = pytest.mark.integration

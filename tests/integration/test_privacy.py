@@ -111,7 +111,7 @@ def invalid_messages() -> list[tuple[bytes, str]]:
 def needles() -> dict[str, str]:
     """Every form a customer id or the free text could take in text: raw, JSON-escaped, the
     Redis key encoding (``~`` + urlsafe base64 of its UTF-8), plain base64, digits alone."""
-    from streams.redis_state import encode
+    from streams.redis.keys import encode
 
     out: dict[str, str] = {}
     for value in [*CUSTOMERS, FREE_TEXT, "Jane Roe-Privacy"]:
@@ -317,7 +317,7 @@ def test_customer_record_names_cannot_be_recomputed_without_the_secret(run: Priv
 
     import redis
 
-    from streams.redis_state import INSECURE_DEV_CUSTOMER_KEY
+    from streams.redis.keys import INSECURE_DEV_CUSTOMER_KEY
 
     secret = os.environ["CCMON_CUSTOMER_KEY_SECRET"].encode()
 

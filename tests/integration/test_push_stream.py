@@ -227,7 +227,7 @@ def test_a_wsgi_app_without_the_server_answers_an_empty_stream() -> None:
 # -- over the real Redis -----------------------------------------------------------------------------
 @pytest.mark.integration
 def test_events_version_moves_with_each_batch(redis_client: Any, redis_prefix: str) -> None:
-    from streams.redis_state import RedisState
+    from streams.redis.state import RedisState
 
     config = Config()
     state = RedisState(redis_client, config, prefix=redis_prefix, clock=lambda: 1_795_132_800.0)
@@ -249,7 +249,7 @@ def test_events_version_moves_with_each_batch(redis_client: Any, redis_prefix: s
 @pytest.mark.integration
 def test_sparkline_history_kept_in_redis_survives_a_new_exporter(redis_client: Any, redis_prefix: str) -> None:
     from streams.exporter import HistoryRecorder, KpiCollector, build_app
-    from streams.redis_state import RedisState
+    from streams.redis.state import RedisState
     from streams.web import RedisSlHistory
 
     day = 1_795_132_800.0

@@ -67,7 +67,7 @@ def start_exporter(url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
 def test_state_and_exporter_with_auth(auth_redis: int, tmp_path: Path) -> None:
     import redis
 
-    from streams.redis_state import RedisState
+    from streams.redis.state import RedisState
 
     url = f"redis://:{PASSWORD}@127.0.0.1:{auth_redis}/0"
     with pytest.raises(redis.AuthenticationError):  # the server really requires the password

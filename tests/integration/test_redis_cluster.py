@@ -23,7 +23,7 @@ from kpi_core.engine import Engine
 from kpi_core.events import parse_event
 from kpi_core.kpis import flatten, snapshot
 from kpi_core.state import MemoryState
-from streams.redis_state import RedisState
+from streams.redis.state import RedisState
 from streams.worker import BatchProcessor, Message
 
 pytestmark = pytest.mark.integration

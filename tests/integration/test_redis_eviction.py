@@ -1,4 +1,4 @@
-"""An evicting Redis is refused (streams/redis_policy.py), on real ``redis-server``s of the
+"""An evicting Redis is refused (streams/redis/policy.py), on real ``redis-server``s of the
 test's own started with ``--maxmemory-policy`` (the shared Redis is never reconfigured):
 
 * ``ccmon worker`` and ``ccmon rebuild`` exit with status 2 within seconds, with one line on
@@ -32,7 +32,7 @@ from harness.processes import free_port, stop
 from harness.redis_servers import RedisServer
 from harness.samples import samples_of
 
-from streams import redis_policy
+from streams.redis import policy as redis_policy
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Exact aggregation in Redis (kpi_core.state, "Exact arithmetic"; streams.redis_state's
+"""Exact aggregation in Redis (kpi_core.state, "Exact arithmetic"; streams.redis.write.s
 batch script): whole deltas by HINCRBY, maxima as multisets retracted across batches and
 deleted at 0, no multiset in the lifetime totals, and a Redis holding the old layout (float
 sums, ``max_*`` fields, records with legacy contributions) upgraded in place."""
@@ -18,7 +18,7 @@ from kpi_core.engine import Engine
 from kpi_core.events import Event, parse_event, parse_ts
 from kpi_core.kpis import flatten, snapshot
 from kpi_core.state import MemoryState
-from streams.redis_state import RedisState
+from streams.redis.state import RedisState
 
 pytestmark = pytest.mark.integration
 

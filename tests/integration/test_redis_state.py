@@ -15,7 +15,9 @@ from kpi_core.engine import ALL, CALLBACKS, WAITING, Engine
 from kpi_core.events import Event, parse_event, parse_line
 from kpi_core.kpis import flatten, snapshot
 from kpi_core.state import KB_SCOPE_PREFIX, MemoryState
-from streams.redis_state import BatchConflict, RedisState, decode, encode
+from streams.redis.keys import decode, encode
+from streams.redis.state import RedisState
+from streams.redis.write import BatchConflict
 
 pytestmark = pytest.mark.integration
 

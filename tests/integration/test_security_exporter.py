@@ -85,7 +85,7 @@ class SecureExporter:
 def exporter(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureExporter]:
     import redis
 
-    from streams.redis_state import RedisState
+    from streams.redis.state import RedisState
 
     workdir = tmp_path_factory.mktemp("secure-exporter")
     tls = make_tls(workdir / "tls")

@@ -118,7 +118,7 @@ def golden_events() -> list[Any]:
 def test_state_store_over_tls_with_the_password_from_a_file(tls: Tls, tls_redis: int, password_file: Path) -> None:
     import redis
 
-    from streams.redis_state import RedisState
+    from streams.redis.state import RedisState
     from streams.security import redis_connection_kwargs
 
     url = f"rediss://127.0.0.1:{tls_redis}/0"
@@ -217,7 +217,7 @@ def test_worker_and_exporter_over_tls(tls: Tls, tls_redis: int, password_file: P
 def test_an_untrusted_server_certificate_fails_clearly(tls: Tls, tls_redis: int, tmp_path: Path) -> None:
     import redis
 
-    from streams.redis_state import RedisState
+    from streams.redis.state import RedisState
     from streams.security import redis_connection_kwargs
 
     url = f"rediss://127.0.0.1:{tls_redis}/0"
@@ -259,7 +259,7 @@ def test_an_untrusted_server_certificate_fails_clearly(tls: Tls, tls_redis: int,
 def test_mutual_tls(tls: Tls, mtls_redis: int) -> None:
     import redis
 
-    from streams.redis_state import RedisState
+    from streams.redis.state import RedisState
     from streams.security import redis_connection_kwargs
 
     url = f"rediss://127.0.0.1:{mtls_redis}/0"

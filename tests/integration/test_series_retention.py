@@ -21,7 +21,8 @@ from kpi_core.events import parse_event
 from kpi_core.kpis import queues_of
 from kpi_core.state import MemoryState
 from streams.exporter import build_app
-from streams.redis_state import RedisState, encode
+from streams.redis.keys import encode
+from streams.redis.state import RedisState
 from streams.worker import BatchProcessor, Message
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ import pytest
 from kpi_core.config import Config
 from kpi_core.engine import AGENT_CALLS
 from kpi_core.kpis import flatten, snapshot
-from streams.redis_state import RedisState
+from streams.redis.state import RedisState
 from streams.worker import INTERNAL_ERROR, BatchProcessor, Message
 
 pytestmark = pytest.mark.integration
@@ -96,10 +96,10 @@ def test_an_event_the_batch_script_fails_on_is_isolated_not_retried_forever(
 ) -> None:
     """A script error is not an outage: retrying the batch would fail the same way and stall
     the stream. The event that trips it is narrowed down and dead-lettered; the rest count."""
-    import streams.redis_state
+    from streams.redis import scripts
 
     poisoned = "local s = 0 for i = 1, #ARGV do if ARGV[i] == 'POISON' then error('poisoned') end end\n"
-    monkeypatch.setattr(streams.redis_state, "APPLY_LUA", poisoned + streams.redis_state.APPLY_LUA)
+    monkeypatch.setattr(scripts, "APPLY_LUA", poisoned + scripts.APPLY_LUA)
     poison = json.dumps({"event_id": "p1", "type": "call.offered", "ts": golden_at - 60, "queue": "POISON",
                          "call_id": "pc"}).encode()  # fmt: skip
     clock = lambda: golden_at  # noqa: E731

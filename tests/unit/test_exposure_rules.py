@@ -24,7 +24,8 @@ from kpi_core.config import Config
 from kpi_core.errors import ConfigError
 from streams import security
 from streams import settings as s
-from streams.redis_state import INSECURE_DEV_CUSTOMER_KEY, RedisState
+from streams.redis.keys import INSECURE_DEV_CUSTOMER_KEY
+from streams.redis.state import RedisState
 from streams.web import api
 from streams.web.app import make_wsgi_app
 

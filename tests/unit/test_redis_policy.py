@@ -1,4 +1,4 @@
-"""streams.redis_policy without a Redis: how the policy is read (CONFIG GET, else INFO memory,
+"""streams.redis.policy without a Redis: how the policy is read (CONFIG GET, else INFO memory,
 else unknown), the start-up refusal and its override, the watch's logging and gauge. The real
 redis-server cases are in tests/integration/test_redis_eviction.py."""
 
@@ -13,8 +13,8 @@ import redis
 
 from kpi_core.errors import ConfigError
 from kpi_core.exposition import render
-from streams import redis_policy as rp
 from streams import settings as s
+from streams.redis import policy as rp
 
 
 class FakeNode:

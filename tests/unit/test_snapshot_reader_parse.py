@@ -1,11 +1,12 @@
-"""The SnapshotReader's reply parsing (streams.redis_state._FieldNames): field names decoded
+"""The SnapshotReader's reply parsing (streams.redis.read._FieldNames): field names decoded
 once per scrape, the result equal to the plain per-field parse, order included."""
 
 from __future__ import annotations
 
 import pytest
 
-from streams.redis_state import _FieldNames, _floats
+from streams.redis.keys import floats as _floats
+from streams.redis.read import _FieldNames
 
 
 def test_hashes_and_flat_lists_parse_like_the_plain_parse() -> None:

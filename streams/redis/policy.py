@@ -5,7 +5,7 @@ make a redelivered event a duplicate, the call and agent records, the buckets. U
 ``maxmemory-policy`` but ``noeviction``, a Redis that reaches ``maxmemory`` deletes keys to make
 room (``allkeys-*``: any key; ``volatile-*``: keys with a TTL, and ccmon's records, buckets and
 seen sets all have one), and an event delivered again after its ``seen`` entry was evicted is
-counted a second time (30,000 events were, in a test under ``allkeys-lru``). With
+counted a second time (docs/RELIABILITY.md, "Redis persistence"). With
 ``noeviction`` a full Redis refuses writes instead: the worker waits (and says so, alert
 CcmonWorkerWaitingForRedis), nothing is counted twice.
 

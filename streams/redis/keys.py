@@ -1,0 +1,218 @@
+"""The key layout of ccmon's state in Redis: every key name is built here, and the value
+encodings the other modules share.
+
+Key layout (``P`` is the prefix, ``ccmon`` by default; ``<x>`` is a name encoded by
+:func:`encode`, so no key part ever holds ``:``, ``{`` or ``}``)::
+
+    P:{t:<tenant>}:scopes                   set   scope names (raw), for listing
+    P:{t:<tenant>}:b:f:<scope>:<start>      hash  fine bucket: field -> number (TTL)
+    P:{t:<tenant>}:b:c:<scope>:<start>      hash  coarse bucket (TTL)
+    P:{t:<tenant>}:bi:<f|c>:<scope>         zset  bucket index: the starts of the buckets kept
+    P:{t:<tenant>}:tot:<scope>              hash  lifetime totals (no TTL)
+    P:{t:<tenant>}:live:<name>:<scope>      zset  member -> score
+    P:{t:<tenant>}:rec:<kind>:<key>         string JSON record (TTL = its expiry)
+    P:{t:<tenant>}:rec:customer:#<digest>   string a customer's record, named by a keyed digest
+    P:{t:<tenant>}:seen                     zset  digests of the event ids seen -> hour of first ts
+    P:{t:<tenant>}:series:<kind>            zset  the cardinality guard's registry: name -> admitted at
+    P:{t:<tenant>}:counts                   set   the tenant's pipeline count names
+    P:{t:<tenant>}:count:<name>             hash  label -> number
+    P:{t:<tenant>}:history:<name>           zset  the board's history (streams.web.api)
+    P:{p}:tenants                           set   tenant names (raw)
+    P:{p}:count-tenants                     set   tenants with pipeline counts
+    P:{p}:series:tenant                     zset  the tenants' registry
+    P:{p}:consumer-lag                      hash  topic\\x1fpartition -> messages behind (TTL)
+    P:{p}:stuck-partitions                  hash  topic\\x1fpartition -> unix time (TTL)
+
+``{t:<tenant>}`` is a Redis Cluster hash tag: all of a tenant's keys share one slot.
+
+How long keys live: buckets as long as the engine keeps them
+(:attr:`kpi_core.config.Config.fine_keep_seconds` and ``coarse_keep_seconds``, the one
+definition), records until their ``expire_at``, each at least :data:`MIN_TTL_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import hmac
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from kpi_core.state import Record
+
+#: A key (record, bucket, seen set) that by the engine's clock is already due to expire
+#: still lives this long, so a record is never dropped while its batch is being written.
+MIN_TTL_SECONDS = 3600.0
+#: Bytes of blake2b digest kept per event id (a false duplicate needs ~2^64 ids).
+SEEN_DIGEST_BYTES = 16
+#: The consumer group's lag figures older than this are dropped: no figure rather than a stale one.
+LAG_TTL_SECONDS = 60
+#: How long a partition the worker's watchdog found stuck stays on record (streams/watchdog.py).
+STUCK_TTL_SECONDS = 3600
+#: The customer key of a store given none (tests, ``--insecure-dev``): public, so its record
+#: names can be recomputed from a customer id. Production passes a secret
+#: (:func:`streams.security.customer_key`).
+INSECURE_DEV_CUSTOMER_KEY = b"ccmon-insecure-dev-customer-key"
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+@functools.lru_cache(maxsize=65536)
+def encode(name: str) -> str:
+    """A key part for ``name``: itself when it is plain (letters, digits, ``_.-``), else
+    ``~`` + urlsafe base64 of its UTF-8. Injective; never contains ``:``, ``{`` or ``}``."""
+    if _SAFE_NAME.fullmatch(name):
+        return name
+    data = name.encode("utf-8", "surrogatepass")
+    return "~" + base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def decode(part: str) -> str:
+    if not part.startswith("~"):
+        return part
+    body = part[1:]
+    return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode("utf-8", "surrogatepass")
+
+
+class RedisKeys:
+    """The names of one store's keys (``prefix``). On Redis Cluster (``cluster``), keys are
+    grouped by their hash tag: a transaction cannot span slots there."""
+
+    def __init__(self, prefix: str, *, cluster: bool = False, customer_key: bytes | None = None) -> None:
+        """``customer_key``: the secret that names customer records (HMAC-SHA256 of the id);
+        every writer of one prefix must use the same, and another orphans the records written
+        so far. ``None``: :data:`INSECURE_DEV_CUSTOMER_KEY` (development and tests only)."""
+        if not prefix or any(ch in prefix for ch in "{}:"):
+            raise ValueError(f"redis prefix must be non-empty without '{{', '}}' or ':', got {prefix!r}")
+        if customer_key is not None and not customer_key:
+            raise ValueError("customer_key must not be empty")
+        self.prefix = prefix
+        #: Redis Cluster: a batch commits one transaction per hash-slot group (tenant) instead
+        #: of one for all; see docs/STREAMS.md.
+        self.cluster = cluster
+        self._pipeline_tag = f"{prefix}:{{p}}"
+        self._tenant_tags: dict[str, str] = {}
+        self._customer_mac = hmac.new(customer_key or INSECURE_DEV_CUSTOMER_KEY, b"ccmon-customer\x00", hashlib.sha256)
+
+    def _tag(self, tenant: str) -> str:
+        tag = self._tenant_tags.get(tenant)
+        if tag is None:
+            tag = self._tenant_tags[tenant] = f"{self.prefix}:{{t:{encode(tenant)}}}"
+        return tag
+
+    def _scopes_key(self, tenant: str) -> str:
+        return f"{self._tag(tenant)}:scopes"
+
+    def _bucket_key(self, tenant: str, tier: str, scope: str, start: int) -> str:
+        return f"{self._tag(tenant)}:b:{tier}:{encode(scope)}:{start}"
+
+    def _series_key(self, kind: str, tenant: str) -> str:
+        tag = self._pipeline_tag if kind == "tenant" else self._tag(tenant)
+        return f"{tag}:series:{encode(kind)}"
+
+    def _index_key(self, tenant: str, tier: str, scope: str) -> str:
+        return f"{self._tag(tenant)}:bi:{tier}:{encode(scope)}"
+
+    def _totals_key(self, tenant: str, scope: str) -> str:
+        return f"{self._tag(tenant)}:tot:{encode(scope)}"
+
+    def _live_key(self, name: str, tenant: str, scope: str) -> str:
+        return f"{self._tag(tenant)}:live:{encode(name)}:{encode(scope)}"
+
+    def _record_key(self, kind: str, tenant: str, key: str) -> str:
+        if kind == "customer":
+            # Key names are listed by SCAN, KEYS and monitoring tools: a customer's record is
+            # named by a keyed digest of the id (HMAC-SHA256 with the deployment's secret, 128
+            # bits kept), never the id (a phone number, an e-mail) itself, nor a plain hash
+            # (phone numbers are few enough to hash them all and look the digest up).
+            mac = self._customer_mac.copy()
+            mac.update(key.encode("utf-8", "surrogatepass"))
+            return f"{self._tag(tenant)}:rec:customer:#{mac.hexdigest()[:32]}"
+        return f"{self._tag(tenant)}:rec:{encode(kind)}:{encode(key)}"
+
+    def _seen_key(self, tenant: str) -> str:
+        return f"{self._tag(tenant)}:seen"
+
+    @property
+    def _tenants_key(self) -> str:
+        return f"{self._pipeline_tag}:tenants"
+
+    @property
+    def _count_tenants_key(self) -> str:
+        return f"{self._pipeline_tag}:count-tenants"
+
+    def _count_names_key(self, tenant: str) -> str:
+        return f"{self._tag(tenant)}:counts"
+
+    def _count_key(self, tenant: str, name: str) -> str:
+        """Pipeline counters live with the tenant whose events they count (rejections with
+        the pipeline's own namespace), so each tenant's part of a batch is self-contained."""
+        return f"{self._tag(tenant)}:count:{encode(name)}"
+
+    def _pipeline_key(self, name: str) -> str:
+        """A key of the pipeline's own (``consumer-lag``, ``stuck-partitions``)."""
+        return f"{self._pipeline_tag}:{name}"
+
+    def history_key(self, tenant: str, name: str) -> str:
+        """The key of a tenant's board history (:class:`streams.web.api.RedisSlHistory`)."""
+        return f"{self._tag(tenant)}:history:{encode(name)}"
+
+    def _group(self, key: str) -> str:
+        """The hash-slot group of ``key`` (its hash tag) on Redis Cluster; one group otherwise."""
+        if not self.cluster:
+            return ""
+        start = key.index("{")
+        return key[start:key.index("}", start) + 1]
+
+
+# -- values as Redis holds them ----------------------------------------------------------------
+def num(value: float) -> str:
+    """A float as text that Redis and Lua read back exactly."""
+    return repr(float(value))
+
+
+def score_arg(x: float) -> str:
+    """A score bound for ZRANGEBYSCORE that round-trips the double."""
+    return "-inf" if x == -math.inf else "+inf" if x == math.inf else repr(x)
+
+
+def utf8(name: str) -> bytes:
+    # Names may hold lone surrogates (JSON "\\ud800"): keep them, as Python's own str does.
+    return name.encode("utf-8", "surrogatepass")
+
+
+def text(value: Any) -> str:
+    return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else str(value)
+
+
+def floats(raw: Mapping[Any, Any]) -> dict[str, float]:
+    return {text(k): float(v) for k, v in raw.items()}
+
+
+def seen_digest(event_id: str) -> bytes:
+    """The member of a seen set for ``event_id``."""
+    return hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=SEEN_DIGEST_BYTES).digest()
+
+
+def dump_record(record: Record) -> bytes:
+    """A record as compact JSON: orjson for what it can take, else json, which also writes
+    lone surrogates (ids may hold them) as escapes. NaN never reaches a record (events are
+    validated finite), but json's refusal of it is kept as the check."""
+    try:
+        return orjson.dumps(record)
+    except TypeError:  # a str orjson will not encode (lone surrogate), or a non-str key
+        return json.dumps(record, separators=(",", ":"), allow_nan=False).encode("ascii")
+
+
+def load_record(raw: bytes | str) -> Record:
+    try:
+        record: Record = orjson.loads(raw)
+    except orjson.JSONDecodeError:  # lone surrogates written by json (see dump_record)
+        record = json.loads(raw)
+    return record

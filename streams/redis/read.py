@@ -1,0 +1,377 @@
+"""The read side of :class:`~streams.redis.state.RedisState`, and :class:`SnapshotReader`,
+what a scrape reads through.
+
+Outside a batch the reads go to Redis. Inside one, records and live sets include the batch's
+own pending changes (and are watched); bucket, total and count reads show what is committed.
+The read side returns what :func:`~kpi_core.state.present` makes of the raw sums (the legacy
+field names, in seconds); the window script (``lua/windows.lua``) sums multiset counts like
+any field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from redis.cluster import RedisCluster
+
+from kpi_core import windows
+from kpi_core.config import Config
+from kpi_core.state import (
+    LiveSummary,
+    add_into,
+    count_states,
+    is_queue_scope,
+    present,
+    summarize_live,
+)
+from streams.redis import scripts
+from streams.redis.keys import encode, floats, score_arg, text, utf8
+from streams.redis.write import BatchWriter
+
+#: Scopes per call of the window script: bounds the time Redis spends in one script.
+WINDOW_SCOPES_PER_CALL = 50
+#: Live-set queries per LIVE_LUA call in a scrape (each call runs alone in Redis, so a scrape
+#: never holds up the workers' transactions long).
+LIVE_QUERIES_PER_CALL = 40
+
+
+def _live_reply(kind: str, reply: Any) -> Any:
+    if kind == "n":
+        return int(reply)
+    if kind == "s":
+        size, oldest, age_sum = reply
+        return LiveSummary(int(size), float(oldest) if oldest not in (b"", "") else None, float(age_sum))
+    every: dict[str, int] = {}
+    before: dict[str, int] = {}
+    for i in range(0, len(reply), 3):
+        state = text(reply[i])
+        every[state], before[state] = int(reply[i + 1]), int(reply[i + 2])
+    return every, {state: n for state, n in before.items() if n}
+
+
+class StoreReader(BatchWriter):
+    """The read side of :class:`~streams.redis.state.RedisState`. Reads outside a batch may
+    come from many threads (the exporter)."""
+
+    def series_oldest(self, kind: str, tenant: str, n: int) -> tuple[int, list[tuple[str, float]]]:
+        key = self._series_key(kind, tenant)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.zcard(key)
+            pipe.zrange(key, 0, n - 1, withscores=True)
+            total, pairs = pipe.execute()
+        return int(total), [(text(name), float(at)) for name, at in pairs]
+
+    def series_live(self, kind: str, tenant: str, names: Iterable[str], limit: int) -> set[str]:
+        return self.series_live_many([(kind, tenant, list(names), limit)])[0]
+
+    def series_live_many(self, queries: Sequence[tuple[str, str, list[str], int]]) -> list[set[str]]:
+        """:meth:`series_live` of many ``(kind, tenant, names, limit)`` in one round trip."""
+        asked = [q for q in queries if q[2]]
+        if not asked:
+            return [set() for _q in queries]
+        with self.client.pipeline(transaction=False) as pipe:
+            for kind, tenant, names, limit in asked:
+                pipe.zmscore(self._series_key(kind, tenant), [utf8(n) for n in names])  # type: ignore[misc]
+                # The limit-th newest name: a registered name is exported if it is not older.
+                pipe.zrevrange(self._series_key(kind, tenant), max(limit - 1, 0), max(limit - 1, 0), withscores=True)
+            replies = iter(pipe.execute())
+        answers: dict[int, set[str]] = {}
+        for query in asked:
+            _kind, _tenant, names, limit = query
+            scores, last = next(replies), next(replies)
+            threshold = (float(last[0][1]), utf8(text(last[0][0]))) if last and limit > 0 else None
+            answers[id(query)] = {
+                name for name, score in zip(names, scores, strict=True)
+                if score is None or (limit > 0 and (threshold is None or (float(score), utf8(name)) >= threshold))
+            }  # fmt: skip
+        return [answers.get(id(q), set()) for q in queries]
+
+    def scopes(self) -> Mapping[str, Iterable[str]]:
+        tenants = sorted(text(m) for m in self.client.smembers(self._tenants_key))
+        result: dict[str, set[str]] = {}
+        if tenants:
+            with self.client.pipeline(transaction=False) as pipe:
+                for tenant in tenants:
+                    pipe.smembers(self._scopes_key(tenant))
+                for tenant, members in zip(tenants, pipe.execute(), strict=True):
+                    result[tenant] = {text(m) for m in members}
+        if self._batch is not None:
+            for tenant, scopes in self._batch.scopes.items():
+                result.setdefault(tenant, set()).update(scopes)
+        return {tenant: sorted(scopes) for tenant, scopes in sorted(result.items()) if scopes}
+
+    def read_window(self, tenant: str, scope: str, start: float, end: float) -> dict[str, float]:
+        head, middle, tail = windows.cover(start, end, self.fine_seconds, self.coarse_seconds)
+        keys = [self._bucket_key(tenant, windows.FINE, scope, s) for s in head]
+        keys += [self._bucket_key(tenant, windows.COARSE, scope, s) for s in middle]
+        keys += [self._bucket_key(tenant, windows.FINE, scope, s) for s in tail]
+        result: dict[str, float] = {}
+        if not keys:
+            return result
+        with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(key)
+            for bucket in pipe.execute():
+                if bucket:
+                    add_into(result, floats(bucket))
+        return present(result)
+
+    def totals(self, tenant: str, scope: str) -> dict[str, float]:
+        return present(floats(self.client.hgetall(self._totals_key(tenant, scope))))
+
+    def live(self, name: str, tenant: str, scope: str) -> dict[str, float]:
+        key = self._live_key(name, tenant, scope)
+        b = self._batch
+        if b is None:
+            pairs: list[Any] = self.client.zrange(key, 0, -1, withscores=True)
+            return {text(member): float(score) for member, score in pairs}
+        # Inside a batch (the upkeep), watch the set: two workers must not both expire a call.
+        pipe = self._pipe(b, key)
+        pipe.watch(key)
+        b.watched.add(key)
+        result = {text(member): float(score) for member, score in pipe.zrange(key, 0, -1, withscores=True)}
+        for member, score in b.live.get(key, {}).items():
+            if score is None:
+                result.pop(member, None)
+            else:
+                result[member] = score
+        return result
+
+    def live_size(self, name: str, tenant: str, scope: str) -> int:
+        if self._batch is not None:
+            return len(self.live(name, tenant, scope))
+        return int(self.client.zcard(self._live_key(name, tenant, scope)))
+
+    def live_summary(self, name: str, tenant: str, scope: str, lo: float, hi: float, at: float) -> LiveSummary:
+        if self._batch is not None:
+            return summarize_live(self.live(name, tenant, scope), lo, hi, at)
+        result: LiveSummary = self._live_query(tenant, at, [("s", name, scope, lo, hi)])[0]
+        return result
+
+    def live_states(self, name: str, tenant: str, scope: str, at: float) -> tuple[dict[str, int], dict[str, int]]:
+        if self._batch is not None:
+            return count_states(self.live(name, tenant, scope), at)
+        result: tuple[dict[str, int], dict[str, int]] = self._live_query(tenant, at, [("a", name, scope, 0.0, 0.0)])[0]
+        return result
+
+    def _live_query(self, tenant: str, at: float, queries: Sequence[tuple[str, str, str, float, float]]) -> list[Any]:
+        """:data:`~streams.redis.scripts.LIVE_LUA` for ``queries`` of one tenant: ``(kind, name, scope, lo, hi)``."""
+        args: list[Any] = [self._tag(tenant), repr(at)]
+        for kind, name, scope, lo, hi in queries:
+            args += [kind, utf8(encode(name)), utf8(encode(scope)), score_arg(lo), score_arg(hi)]
+        replies = self.client.register_script(scripts.LIVE_LUA)(keys=[self._scopes_key(tenant)], args=args)
+        return [_live_reply(q[0], reply) for q, reply in zip(queries, replies, strict=True)]
+
+    def counts(self) -> dict[str, dict[str, float]]:
+        """The pipeline counters, summed (``max:`` ones: maximum) over every tenant."""
+        tenants = sorted(text(m) for m in self.client.smembers(self._count_tenants_key))
+        if not tenants:
+            return {}
+        with self.client.pipeline(transaction=False) as pipe:
+            for tenant in tenants:
+                pipe.smembers(self._count_names_key(tenant))
+            pairs = [(tenant, text(name)) for tenant, names in zip(tenants, pipe.execute(), strict=True)
+                     for name in sorted(names)]  # fmt: skip
+        with self.client.pipeline(transaction=False) as pipe:
+            for tenant, name in pairs:
+                pipe.hgetall(self._count_key(tenant, name))
+            values = pipe.execute()
+        result: dict[str, dict[str, float]] = {}
+        for (_tenant, name), raw in zip(pairs, values, strict=True):
+            kind, _sep, bare = name.partition(":")
+            labels = result.setdefault(bare, {})
+            for label, value in floats(raw).items():
+                if kind == "max":
+                    labels[label] = max(labels.get(label, -math.inf), value)
+                else:
+                    labels[label] = labels.get(label, 0.0) + value
+        return result
+
+    def snapshot_reader(self, config: Config, at: float) -> SnapshotReader:
+        """This store's read side for one snapshot at ``at``, prefetched (see SnapshotReader)."""
+        return SnapshotReader(self, config, at)
+
+
+class SnapshotReader:
+    """The read side of a :class:`~streams.redis.state.RedisState` for one scrape, prefetched
+    in a few round trips: scopes, every scope's totals and live sets in one pipeline, and the
+    window sums of every (scope, window) the snapshot will ask for, from the window script
+    (``lua/windows.lua``). Reads it was not prepared for fall through to the store, so results
+    never differ from the store's own.
+    """
+
+    def __init__(self, state: StoreReader, config: Config, at: float) -> None:
+        from kpi_core.engine import AGENTS, ALL
+
+        self.state = state
+        self.fine_seconds = state.fine_seconds
+        self.coarse_seconds = state.coarse_seconds
+        self.at = at
+        # The scopes exported (kpi_core.kpis.exported_scopes), with the guard's registry read
+        # in one round trip; series_live answers from it.
+        from kpi_core.kpis import LIVE_SETS, guarded_names, live_bounds, split_scopes
+
+        self._scopes = state.scopes()
+        questions = guarded_names(config, self._scopes)
+        self._series_live = {(kind, tenant, limit): (set(names), live) for (kind, tenant, names, limit), live
+                             in zip(questions, state.series_live_many(questions), strict=True)}  # fmt: skip
+        # What the snapshot reads, prefetched below; of the scopes it leaves out, queues' totals
+        # (still summed into their tenant's _all until they retire).
+        exported, hidden = split_scopes(config, self)
+        self._windows: dict[tuple[str, str, float, float], dict[str, float]] = {}
+        self._totals: dict[tuple[str, str], dict[str, float]] = {}
+        # Live sets summed up in Redis (lua/live.lua) for exactly the queries kpi_core.kpis makes
+        # (its LIVE_SETS and live_bounds).
+        self._live_sizes: dict[tuple[str, str, str], int] = {}
+        self._live_summaries: dict[tuple[str, str, str, float, float], LiveSummary] = {}
+        self._live_states: dict[tuple[str, str, str], tuple[dict[str, int], dict[str, int]]] = {}
+        pairs = [(tenant, scope) for tenant, scopes in exported.items() for scope in scopes]
+        pairs += [(tenant, scope) for tenant, scopes in hidden.items() for scope in scopes if is_queue_scope(scope)]
+        client = state.client
+        with client.pipeline(transaction=False) as pipe:
+            for tenant, scope in pairs:
+                pipe.hgetall(state._totals_key(tenant, scope))
+            replies = iter(pipe.execute())
+        fields = self._fields = _FieldNames()
+        for tenant, scope in pairs:
+            self._totals[(tenant, scope)] = fields.floats(next(replies))
+        script = client.register_script(scripts.LIVE_LUA)
+        calls: list[tuple[str, list[tuple[str, str, str, float, float]]]] = []
+        for tenant, scopes in exported.items():
+            queries: list[tuple[str, str, str, float, float]] = []
+            for scope in scopes:
+                queries += [("n", name, scope, 0.0, 0.0) for name in LIVE_SETS]
+                queries.append(("a", AGENTS, scope, 0.0, 0.0))
+                if is_queue_scope(scope) and scope != ALL:
+                    queries += [("s", name, scope, lo, hi) for name, lo, hi in live_bounds(config, tenant, scope, at)]
+            for i in range(0, len(queries), LIVE_QUERIES_PER_CALL):
+                calls.append((tenant, queries[i:i + LIVE_QUERIES_PER_CALL]))
+        # Each name and bound encoded once per scrape, handed over as bytes.
+        names_bytes: dict[str, bytes] = {}
+        bounds_bytes: dict[float, bytes] = {}
+
+        def name_bytes(name: str) -> bytes:
+            found = names_bytes.get(name)
+            if found is None:
+                found = names_bytes[name] = utf8(encode(name))
+            return found
+
+        def bound_bytes(bound: float) -> bytes:
+            found = bounds_bytes.get(bound)
+            if found is None:
+                found = bounds_bytes[bound] = score_arg(bound).encode("ascii")
+            return found
+
+        def live_args(tenant: str, chunk: list[tuple[str, str, str, float, float]]) -> list[Any]:
+            args: list[Any] = [state._tag(tenant), repr(at)]
+            for kind, name, scope, lo, hi in chunk:
+                args += [kind, name_bytes(name), name_bytes(scope), bound_bytes(lo), bound_bytes(hi)]
+            return args
+
+        if isinstance(client, RedisCluster):  # a cluster refuses scripts in a pipeline
+            results = [script(keys=[state._scopes_key(t)], args=live_args(t, chunk)) for t, chunk in calls]
+        else:
+            with client.pipeline(transaction=False) as pipe:
+                for tenant, chunk in calls:
+                    script(keys=[state._scopes_key(tenant)], args=live_args(tenant, chunk), client=pipe)
+                results = pipe.execute()
+        for (tenant, chunk), replies_ in zip(calls, results, strict=True):
+            for (kind, name, scope, lo, hi), reply in zip(chunk, replies_, strict=True):
+                value = _live_reply(kind, reply)
+                if kind == "n":
+                    self._live_sizes[(name, tenant, scope)] = value
+                elif kind == "s":
+                    self._live_summaries[(name, tenant, scope, lo, hi)] = value
+                else:
+                    self._live_states[(name, tenant, scope)] = value
+        for tenant, scopes in exported.items():
+            ranges = [windows.window_range(window, at, config.timezone(tenant)) for window in config.windows]
+            self._prefetch_windows(tenant, list(scopes), ranges)
+
+    def _prefetch_windows(self, tenant: str, scopes: list[str], ranges: list[tuple[float, float]]) -> None:
+        state = self.state
+        covers = [windows.cover(start, end, self.fine_seconds, self.coarse_seconds) for start, end in ranges]
+        args: list[Any] = [state._tag(tenant), self.fine_seconds, self.coarse_seconds, len(ranges)]
+        for head, middle, tail in covers:
+            for part in (head, middle, tail):
+                args += [part.start, part.stop] if len(part) else [0, 0]
+        script = state.client.register_script(scripts.WINDOWS_LUA)
+        for i in range(0, len(scopes), WINDOW_SCOPES_PER_CALL):
+            chunk = scopes[i:i + WINDOW_SCOPES_PER_CALL]
+            replies = script(keys=[state._scopes_key(tenant)], args=[*args, *(utf8(encode(s)) for s in chunk)])
+            it = iter(replies)
+            flat_floats = self._fields.flat
+            for scope in chunk:
+                for start, end in ranges:
+                    self._windows[(tenant, scope, start, end)] = flat_floats(next(it))
+
+    def scopes(self) -> Mapping[str, Iterable[str]]:
+        return self._scopes
+
+    def read_window(self, tenant: str, scope: str, start: float, end: float) -> dict[str, float]:
+        found = self._windows.get((tenant, scope, start, end))
+        return present(found) if found is not None else self.state.read_window(tenant, scope, start, end)
+
+    def totals(self, tenant: str, scope: str) -> dict[str, float]:
+        found = self._totals.get((tenant, scope))
+        return present(found) if found is not None else self.state.totals(tenant, scope)
+
+    def live(self, name: str, tenant: str, scope: str) -> dict[str, float]:
+        return self.state.live(name, tenant, scope)
+
+    def live_size(self, name: str, tenant: str, scope: str) -> int:
+        found = self._live_sizes.get((name, tenant, scope))
+        return found if found is not None else self.state.live_size(name, tenant, scope)
+
+    def live_summary(self, name: str, tenant: str, scope: str, lo: float, hi: float, at: float) -> LiveSummary:
+        found = self._live_summaries.get((name, tenant, scope, lo, hi)) if at == self.at else None
+        return found if found is not None else self.state.live_summary(name, tenant, scope, lo, hi, at)
+
+    def live_states(self, name: str, tenant: str, scope: str, at: float) -> tuple[dict[str, int], dict[str, int]]:
+        found = self._live_states.get((name, tenant, scope)) if at == self.at else None
+        return found if found is not None else self.state.live_states(name, tenant, scope, at)
+
+    def counts(self) -> dict[str, dict[str, float]]:
+        return self.state.counts()
+
+    def series_live(self, kind: str, tenant: str, names: Iterable[str], limit: int) -> set[str]:
+        wanted = set(names)
+        found = self._series_live.get((kind, tenant, limit))
+        if found is not None and wanted <= found[0]:
+            return wanted & found[1]
+        return self.state.series_live(kind, tenant, wanted, limit)
+
+    def __getattr__(self, name: str) -> Any:  # consumer_lag and the like: the store's own
+        return getattr(self.state, name)
+
+
+class _FieldNames:
+    """Replies of field names and numbers as ``{name: float}``, each distinct name decoded
+    once: a scrape parses many more fields than there are distinct names."""
+
+    def __init__(self) -> None:
+        self._text: dict[Any, str] = {}
+
+    def _learn(self, names: Iterable[Any]) -> None:
+        known = self._text
+        for name in names:
+            if name not in known:
+                known[name] = text(name)
+
+    def floats(self, raw: Mapping[Any, Any]) -> dict[str, float]:
+        """A hash (``HGETALL``): :func:`~streams.redis.keys.floats`."""
+        try:
+            return dict(zip(map(self._text.__getitem__, raw), map(float, raw.values()), strict=True))
+        except KeyError:
+            self._learn(raw)
+            return dict(zip(map(self._text.__getitem__, raw), map(float, raw.values()), strict=True))
+
+    def flat(self, flat: Sequence[Any]) -> dict[str, float]:
+        """A flat ``[name, value, ...]`` list."""
+        try:
+            return dict(zip(map(self._text.__getitem__, flat[0::2]), map(float, flat[1::2]), strict=True))
+        except KeyError:
+            self._learn(flat[0::2])
+            return dict(zip(map(self._text.__getitem__, flat[0::2]), map(float, flat[1::2]), strict=True))

@@ -1,0 +1,540 @@
+"""The write side of :class:`~streams.redis.state.RedisState`: batches.
+
+Writes happen in batches (:meth:`BatchWriter.batch`). Inside one, records are read through a
+per-batch cache, and every record key read is ``WATCH``ed; all writes are buffered and merged
+in Python (one value per key and field), and leave in one ``MULTI``/``EXEC`` that runs one
+Lua script (:data:`~streams.redis.scripts.APPLY_LUA`, ``lua/apply.lua``). The script first
+checks that none of the batch's event ids is already in its ``seen`` set, then applies
+everything. The batch fails with :class:`BatchConflict`, having changed nothing, when a
+watched record changed meanwhile or another worker applied one of its events first: the
+caller recomputes the batch from scratch. Because the ``seen`` sets are written in the same
+transaction as the counters, a batch that is run again after a crash finds its events
+already seen and counts nothing twice.
+
+The batch script is all-or-nothing, whatever fails inside it (Redis does not roll a script
+back: what it wrote before an error stays). In three phases:
+
+1. *Validation* of all of ARGV before anything else: every number parses and is finite,
+   TTLs are whole milliseconds in ``1..MAX_TTL_MS`` (an integer Lua still prints as one),
+   counts fit ARGV, every op is known, the seen-set ops come first and the ops match
+   ``#KEYS``. A malformed batch gets an error ``ccmon apply: invalid batch, nothing
+   written: ARGV[i] (what of op X #j) ..., got <value>``.
+2. *Duplicates*: the batch's event ids are looked up in their ``seen`` sets (``ZMSCORE``);
+   one found returns ``{1, count}`` (a :class:`BatchConflict`), nothing written.
+3. *Writes*, under ``pcall``, every other op first and the ``seen`` ids last. Before each
+   write, an undo log keeps what restores the state it changes: a hash's fields as text
+   (one ``HMGET`` per hash, which also serves the ``max_`` comparisons), a record's value
+   and expiry (``PEXPIRETIME`` then ``SET ... GET`` / ``GETDEL``; a key of another type is
+   kept by ``DUMP``), a zset's members' scores (one ``ZMSCORE`` per op), a set's members
+   (``SMISMEMBER``), the members a prune removes (read only when ``ZCOUNT`` finds some: an
+   hour's seen ids once an hour), and an expiry as the instant it was (``PEXPIRETIME``).
+   The ``seen`` ids were checked absent in phase 2, so undoing their ``ZADD NX`` is
+   removing them: a big seen set is never copied. On an error, the log is played back in
+   reverse (old text back with ``HSET``, so floats are exact; members and fields that were
+   absent removed, so keys the batch created disappear; ``PEXPIREAT``/``PERSIST``/``SET
+   PXAT``/``RESTORE ABSTTL``), and the script returns ``ccmon apply: <error> (after n
+   write(s); all rolled back)``; Redis refusing writes (``OOM``, ``READONLY``...) comes back
+   with its own code, so the worker waits for Redis instead of dead-lettering the batch.
+   A ``ccmon apply`` error is the data's: the worker (``BatchProcessor._resilient``) narrows
+   it down to the one event, dead-letters it, and applies the rest, exactly once.
+
+The cost: one read per hash, record and zset op touched (the reads the writes need anyway
+are shared), and a validation pass over ARGV (docs/BENCHMARKS.md). A test-only hook,
+:attr:`BatchWriter.fail_at_write` (``ARGV[2]``, 0 in production: a counter compared once per
+write), makes the script fail just before its k-th write, or after its last one (-1), to show
+the rollback at every step (tests/integration/test_batch_atomicity.py).
+
+Bucket arithmetic (``kpi_core.state``, "Exact arithmetic"): the engine's deltas are whole
+numbers (durations in ms, maxima as ``mx:<name>:<ms>`` multiset counts), sent as integer text
+and added by ``HINCRBY`` as they are (int64, never through a Lua double), so Redis holds the
+very integers :class:`~kpi_core.state.MemoryState` does, whatever the batching and order; a
+multiset field that reaches 0 is deleted, and the totals hashes get no multiset field. A
+fractional delta (the retraction of a contribution applied before the upgrade, under its
+legacy float name) still takes ``HINCRBYFLOAT``, and a legacy ``max_*`` field still takes the
+maximum.
+
+Expiry is by TTL, computed from the store's clock: a bucket lives as long as
+:meth:`MemoryState.maintain <kpi_core.state.MemoryState.maintain>` would keep it (the engine's
+``Config.fine_keep_seconds`` / ``coarse_keep_seconds``), a record until its ``expire_at`` (at
+least :data:`~streams.redis.keys.MIN_TTL_SECONDS`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+import redis
+from redis.cluster import RedisCluster
+
+from kpi_core import windows
+from kpi_core.config import Config
+from kpi_core.errors import CcmonError
+from kpi_core.state import Record, add_into
+from streams.redis import scripts
+from streams.redis.keys import (
+    MIN_TTL_SECONDS,
+    RedisKeys,
+    dump_record,
+    load_record,
+    num,
+    seen_digest,
+    utf8,
+)
+
+
+class BatchConflict(CcmonError):
+    """A batch could not be applied because another writer got there first (a watched
+    record changed, or one of its events was applied). Nothing was written: recompute the
+    whole batch and try again."""
+
+
+
+@dataclass
+class _Hash:
+    """Buffered changes to one hash: summed deltas and maxima. Bucket hashes keep both in
+    ``sums`` (added by :func:`~kpi_core.state.add_into`: whole deltas stay ints, a multiset
+    field whose deltas cancel out is dropped, legacy ``max_*`` fields take the max)."""
+
+    ttl_at: float | None  # engine-clock expiry, None = keep
+    sums: dict[str, float] = field(default_factory=dict)
+    maxes: dict[str, float] = field(default_factory=dict)
+
+    def split(self) -> tuple[dict[str, float], dict[str, float]]:
+        sums = {k: v for k, v in self.sums.items() if not k.startswith("max_")}
+        maxes = {k: v for k, v in self.sums.items() if k.startswith("max_")}
+        maxes.update(self.maxes)
+        return sums, maxes
+
+
+@dataclass
+class _Batch:
+    pipe: Any  # redis.client.Pipeline in WATCH mode (Redis Cluster: the first group's)
+    pipes: dict[str, Any] = field(default_factory=dict)  # hash-slot group -> its WATCH pipeline
+    records: dict[str, Record | None] = field(default_factory=dict)  # key -> cached value
+    watched: set[str] = field(default_factory=set)
+    dirty_records: dict[str, tuple[Record | None, float]] = field(default_factory=dict)
+    seen_known: set[tuple[str, bytes]] = field(default_factory=set)  # (seen key, digest) in Redis
+    seen_checked: set[tuple[str, bytes]] = field(default_factory=set)  # looked up this batch
+    seen_new: dict[str, dict[bytes, int]] = field(default_factory=dict)  # seen key -> digest -> hour
+    hashes: dict[str, _Hash] = field(default_factory=dict)
+    index: dict[str, tuple[float, float, set[int]]] = field(default_factory=dict)  # key -> (expire, keep from, starts)
+    add_targets: dict[tuple[str, str, int], tuple[_Hash, ...]] = field(default_factory=dict)  # (tenant, scope, fine start)
+    series_seen: dict[tuple[str, str, str], float | None] = field(default_factory=dict)  # committed, as read
+    series_counts: dict[tuple[str, str, float], int] = field(default_factory=dict)  # committed, as read
+    series_new: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)  # (kind, tenant) -> name -> at
+    live: dict[str, dict[str, float | None]] = field(default_factory=dict)  # key -> member -> score/None
+    scopes: dict[str, set[str]] = field(default_factory=dict)  # tenant -> new scopes
+    counts: dict[tuple[str, str], _Hash] = field(default_factory=dict)  # (tenant, "sum:"/"max:" name) -> changes
+
+
+#: Live sets summed up inside Redis, so a scrape never carries their members (a big tenant's
+#: agents-by-state sets hold one member per agent and queue; open tickets pile up for days).
+#: ARGV: tag, at, then queries of five: kind, name, scope (both encoded), lo, hi. Kinds:
+#: ``n`` ZCARD; ``s`` members with lo <= score < hi: {count, smallest score or '', sum of
+#: at - score in ascending score order}; ``a`` {part before \x1f, all, with score < at, ...}.
+
+class BatchWriter(RedisKeys):
+    """The batch write side of :class:`~streams.redis.state.RedisState` (which sets the
+    attributes declared here). A batch belongs to one thread (the worker's)."""
+
+    client: redis.Redis | RedisCluster
+    config: Config
+    clock: Callable[[], float]
+    fine_seconds: int
+    coarse_seconds: int
+    fine_keep_seconds: float
+    coarse_keep_seconds: float
+    series_keep_seconds: float
+    _batch: _Batch | None
+    #: Tests only (production never sets it): the batch script fails just before its k-th
+    #: write (-1: after its last one) and rolls back, as on any failure among its writes.
+    fail_at_write: int = 0
+
+    # -- batches ---------------------------------------------------------------------------
+    @contextmanager
+    def batch(self) -> Iterator[Self]:
+        """One unit of work: every write inside leaves in one transaction at the end, or,
+        on an exception (including :class:`BatchConflict`), not at all."""
+        if self._batch is not None:
+            raise RuntimeError("RedisState.batch() does not nest")
+        pipe = self.client.pipeline(transaction=True)
+        self._batch = b = _Batch(pipe)
+        try:
+            yield self
+            self._commit(b)
+        finally:
+            self._batch = None
+            pipe.reset()
+            for other in b.pipes.values():
+                if other is not pipe:
+                    other.reset()
+
+    def _pipe(self, b: _Batch, key: str) -> Any:
+        """The batch's WATCH pipeline for ``key``: the one pipeline, or on Redis Cluster one per
+        hash-slot group (a transaction cannot span slots there)."""
+        if not self.cluster:
+            return b.pipe
+        group = self._group(key)
+        pipe = b.pipes.get(group)
+        if pipe is None:
+            pipe = b.pipes[group] = b.pipe if not b.pipes else self.client.pipeline(transaction=True)
+        return pipe
+
+    @property
+    def in_batch(self) -> bool:
+        return self._batch is not None
+
+    def _autocommit(self, write: Callable[[], Any]) -> Any:
+        with self.batch():
+            return write()
+
+    def prefetch_records(self, kind: str, tenant: str, keys: Iterable[str]) -> None:
+        """Read (and watch) many records in one round trip, for the batch's cache."""
+        b = self._batch
+        if b is None:
+            return
+        wanted = [k for k in dict.fromkeys(self._record_key(kind, tenant, key) for key in keys) if k not in b.records]
+        if wanted:
+            self._read_records(b, wanted)
+
+    def _read_records(self, b: _Batch, keys: list[str]) -> None:
+        groups: dict[int, tuple[Any, list[str]]] = {}
+        for key in keys:
+            pipe = self._pipe(b, key)
+            groups.setdefault(id(pipe), (pipe, []))[1].append(key)
+        for pipe, group in groups.values():
+            pipe.watch(*group)  # WATCH first: a change after it, before EXEC, aborts the batch
+            b.watched.update(group)
+            values = pipe.execute_command("MGET", *group)
+            for key, raw in zip(group, values, strict=True):
+                b.records[key] = load_record(raw) if raw is not None else None
+
+    def prefetch_seen(self, items: Iterable[tuple[str, str, float]]) -> None:
+        """Look up many ``(tenant, event_id, ts)`` in the seen sets in one round trip."""
+        b = self._batch
+        if b is None:
+            return
+        by_key: dict[str, list[bytes]] = {}
+        for tenant, event_id, _ts in items:
+            key = self._seen_key(tenant)
+            digest = seen_digest(event_id)
+            if (key, digest) not in b.seen_checked:
+                b.seen_checked.add((key, digest))
+                by_key.setdefault(key, []).append(digest)
+        if not by_key:
+            return
+        with self.client.pipeline(transaction=False) as pipe:
+            for key, digests in by_key.items():
+                pipe.zmscore(key, digests)  # type: ignore[arg-type]  # bytes are fine
+            results = pipe.execute()
+        for (key, digests), scores in zip(by_key.items(), results, strict=True):
+            for digest, score in zip(digests, scores, strict=True):
+                if score is not None:
+                    b.seen_known.add((key, digest))
+
+    def _commit(self, b: _Batch) -> None:
+        seen_ops, ops = self._encode(b)
+        # One script call per group: KEYS in operation order, ARGV = number of seen-set
+        # operations (they come first: the script checks them before writing, and writes
+        # them last), the test hook, then the ops.
+        ordered: dict[str, tuple[list[str], list[Any]]] = {}
+        for key, args in seen_ops:
+            keys, argv = ordered.setdefault(self._group(key), ([], [0, self.fail_at_write]))
+            keys.append(key)
+            argv[0] += 1
+            argv.extend(args)
+        for key, args in ops:
+            keys, argv = ordered.setdefault(self._group(key), ([], [0, self.fail_at_write]))
+            keys.append(key)
+            argv.extend(args)
+        for group, (keys, argv) in ordered.items():
+            pipe = self._pipe(b, keys[0]) if self.cluster else b.pipe
+            pipe.multi()
+            # EVAL, not EVALSHA: a script missing from the server's cache cannot fail inside
+            # MULTI (Redis caches it by its SHA anyway).
+            pipe.execute_command("EVAL", scripts.APPLY_LUA, len(keys), *keys, *argv)
+            try:
+                (result,) = pipe.execute()
+            except redis.WatchError:
+                raise BatchConflict(f"{len(b.watched)} watched record(s): one changed before the batch "
+                                    f"was applied{self._partly(ordered, group)}") from None  # fmt: skip
+            if result != 0:
+                raise BatchConflict(f"{result[1]} event(s) of the batch were applied by another writer "
+                                    f"first{self._partly(ordered, group)}")  # fmt: skip
+
+    @staticmethod
+    def _partly(ordered: Mapping[str, Any], failed: str) -> str:
+        done = list(ordered).index(failed)
+        return f" (Redis Cluster: {done} of {len(ordered)} slot groups were committed)" if done else ""
+
+    def _ttl_ms(self, expire_at: float, now: float) -> int:
+        return int(max(expire_at - now, MIN_TTL_SECONDS) * 1000)
+
+    def _encode(self, b: _Batch) -> tuple[list[tuple[str, list[Any]]], list[tuple[str, list[Any]]]]:
+        """The batch as script operations ``(key, args)``: seen-set ones, then the rest."""
+        now = self.clock()
+        # MemoryState forgets an hour once it ends before now - coarse_keep - coarse.
+        forget_before = int((now - self.coarse_keep_seconds - self.coarse_seconds) // 3600) - 1
+        seen_ops: list[tuple[str, list[Any]]] = []
+        for key, digests in b.seen_new.items():
+            expire_at = (max(digests.values()) + 1) * 3600 + self.coarse_keep_seconds + self.coarse_seconds
+            seen_args: list[Any] = ["S", self._ttl_ms(expire_at, now), forget_before, len(digests)]
+            for digest, hour in digests.items():
+                seen_args += [hour, digest]
+            seen_ops.append((key, seen_args))
+        ops: list[tuple[str, list[Any]]] = []
+        for key, h in b.hashes.items():
+            ops.append((key, self._encode_hash(h, now)))
+        for key, (expire_at, keep_from, starts) in b.index.items():
+            ops.append((key, ["I", self._ttl_ms(expire_at, now), int(keep_from), len(starts), *sorted(starts)]))
+        keep = self.series_keep_seconds
+        for (kind, tenant), names in b.series_new.items():
+            args: list[Any] = ["G", self._ttl_ms(now + keep + 86400, now), num(now - keep - 86400), len(names)]
+            for name, at in names.items():
+                args += [num(at), utf8(name)]
+            ops.append((self._series_key(kind, tenant), args))
+        count_names: dict[str, list[str]] = {}
+        for (tenant, name), h in b.counts.items():
+            ops.append((self._count_key(tenant, name), self._encode_hash(h, now, split=False)))
+            count_names.setdefault(tenant, []).append(name)
+        for tenant, counted in count_names.items():
+            ops.append((self._count_names_key(tenant), ["A", len(counted), *map(utf8, counted)]))
+        if count_names:
+            ops.append((self._count_tenants_key, ["A", len(count_names), *map(utf8, count_names)]))
+        for key, (record, expire_at) in b.dirty_records.items():
+            if record is None:
+                ops.append((key, ["D"]))
+            else:
+                ops.append((key, ["R", self._ttl_ms(expire_at, now), dump_record(record)]))
+        for key, members in b.live.items():
+            puts = [(m, s) for m, s in members.items() if s is not None]
+            removes = [m for m, s in members.items() if s is None]
+            if puts:
+                args = ["Z", len(puts)]
+                for member, score in puts:
+                    args += [num(score), utf8(member)]
+                ops.append((key, args))
+            if removes:
+                ops.append((key, ["X", len(removes), *map(utf8, removes)]))
+        for tenant, scopes in b.scopes.items():
+            ops.append((self._scopes_key(tenant), ["A", len(scopes), *map(utf8, scopes)]))
+        if b.scopes:
+            ops.append((self._tenants_key, ["A", len(b.scopes), *map(utf8, b.scopes)]))
+        return seen_ops, ops
+
+    def _encode_hash(self, h: _Hash, now: float, split: bool = True) -> list[Any]:
+        sums, maxes = h.split() if split else (h.sums, h.maxes)
+        ttl = self._ttl_ms(h.ttl_at, now) if h.ttl_at is not None else 0
+        args: list[Any] = ["H", ttl, len(sums), len(maxes)]
+        for fld, value in sums.items():
+            # ints as themselves: the script passes whole numbers to HINCRBY as text (exact)
+            args += [utf8(fld), str(value) if type(value) is int else num(value)]
+        for fld, value in maxes.items():
+            args += [utf8(fld), num(value)]
+        return args
+
+    # -- write side ------------------------------------------------------------------------
+    # Outside ``batch()`` every write is a batch of its own (tests, tools); the worker always
+    # writes inside one.
+    def claim_event(self, tenant: str, event_id: str, ts: float) -> bool:
+        b = self._batch
+        if b is None:
+            return bool(self._autocommit(lambda: self.claim_event(tenant, event_id, ts)))
+        # Idempotent on event_id alone, whatever ts a re-sent event carries: one sorted set
+        # per tenant, member = digest, score = hour of the ts it was first seen with, so ids
+        # are forgotten with their hour's state (as MemoryState.maintain does).
+        key = self._seen_key(tenant)
+        digest = seen_digest(event_id)
+        pending = b.seen_new.get(key)
+        if pending is not None and digest in pending:
+            return False
+        if (key, digest) not in b.seen_checked:
+            b.seen_checked.add((key, digest))
+            if self.client.zscore(key, digest) is not None:
+                b.seen_known.add((key, digest))
+        if (key, digest) in b.seen_known:
+            return False
+        if pending is None:
+            pending = b.seen_new[key] = {}
+        pending[digest] = int(ts // 3600)
+        return True
+
+    def get_record(self, kind: str, tenant: str, key: str) -> Record | None:
+        rkey = self._record_key(kind, tenant, key)
+        b = self._batch
+        if b is None:
+            raw = self.client.get(rkey)
+            return load_record(raw) if raw is not None else None
+        if rkey not in b.records:
+            self._read_records(b, [rkey])
+        return b.records[rkey]
+
+    def put_record(self, kind: str, tenant: str, key: str, record: Record, expire_at: float) -> None:
+        b = self._batch
+        if b is None:
+            return self._autocommit(lambda: self.put_record(kind, tenant, key, record, expire_at))
+        rkey = self._record_key(kind, tenant, key)
+        b.records[rkey] = record
+        b.dirty_records[rkey] = (record, expire_at)
+
+    def delete_record(self, kind: str, tenant: str, key: str) -> None:
+        b = self._batch
+        if b is None:
+            return self._autocommit(lambda: self.delete_record(kind, tenant, key))
+        rkey = self._record_key(kind, tenant, key)
+        b.records[rkey] = None
+        b.dirty_records[rkey] = (None, 0.0)
+
+    def add(self, tenant: str, scope: str, ts: float, deltas: Mapping[str, float]) -> None:
+        b = self._batch
+        if b is None:
+            return self._autocommit(lambda: self.add(tenant, scope, ts, deltas))
+        fine = self.fine_seconds
+        fstart = int(ts // fine) * fine
+        targets = b.add_targets.get((tenant, scope, fstart))
+        if targets is None:
+            targets = b.add_targets[(tenant, scope, fstart)] = self._add_targets(b, tenant, scope, fstart, ts)
+        fine_h, coarse_h, totals_h = targets
+        add_into(fine_h.sums, deltas)
+        add_into(coarse_h.sums, deltas)
+        add_into(totals_h.sums, deltas, multisets=False)  # maxima are windowed only
+
+    def _add_targets(self, b: _Batch, tenant: str, scope: str, fstart: int, ts: float) -> tuple[_Hash, ...]:
+        """The hashes an ``add`` at ``ts`` changes: its fine and coarse buckets and the totals."""
+        self._note_scope(b, tenant, scope)
+        fine, coarse = self.fine_seconds, self.coarse_seconds
+        cstart = int(ts // coarse) * coarse
+        hashes = b.hashes
+        targets = []
+        for tier, bstart, keep, size in (
+            (windows.FINE, fstart, self.fine_keep_seconds, fine),
+            (windows.COARSE, cstart, self.coarse_keep_seconds, coarse),
+        ):
+            key = self._bucket_key(tenant, tier, scope, bstart)
+            h = hashes.get(key)
+            if h is None:
+                h = hashes[key] = _Hash(bstart + keep + size)
+                self._index_bucket(b, tenant, tier, scope, bstart, keep + size)
+            targets.append(h)
+        key = self._totals_key(tenant, scope)
+        h = hashes.get(key)
+        if h is None:
+            h = hashes[key] = _Hash(None)
+        targets.append(h)
+        return tuple(targets)
+
+    def _index_bucket(self, b: _Batch, tenant: str, tier: str, scope: str, start: int, keep: float) -> None:
+        """Note bucket ``start`` in its scope's bucket index, so a scrape reads the buckets
+        that exist instead of probing every possible one (most are empty for a quiet queue)."""
+        key = self._index_key(tenant, tier, scope)
+        entry = b.index.get(key)
+        if entry is None:
+            entry = b.index[key] = (start + keep, start - keep, set())
+        elif start + keep > entry[0]:
+            entry = b.index[key] = (start + keep, start - keep, entry[2])
+        entry[2].add(start)
+
+    def live_put(self, name: str, tenant: str, scope: str, member: str, score: float) -> None:
+        b = self._batch
+        if b is None:
+            return self._autocommit(lambda: self.live_put(name, tenant, scope, member, score))
+        self._note_scope(b, tenant, scope)
+        b.live.setdefault(self._live_key(name, tenant, scope), {})[member] = float(score)
+
+    def live_remove(self, name: str, tenant: str, scope: str, member: str) -> None:
+        b = self._batch
+        if b is None:
+            return self._autocommit(lambda: self.live_remove(name, tenant, scope, member))
+        b.live.setdefault(self._live_key(name, tenant, scope), {})[member] = None
+
+    def count(self, name: str, label: str, delta: float = 1.0, tenant: str = "") -> None:
+        b = self._batch
+        if b is None:
+            return self._autocommit(lambda: self.count(name, label, delta, tenant))
+        h = self._count_hash(b, tenant, f"sum:{name}")
+        h.sums[label] = h.sums.get(label, 0.0) + delta
+
+    def count_max(self, name: str, label: str, value: float, tenant: str = "") -> None:
+        b = self._batch
+        if b is None:
+            return self._autocommit(lambda: self.count_max(name, label, value, tenant))
+        h = self._count_hash(b, tenant, f"max:{name}")
+        if value > h.maxes.get(label, -math.inf):
+            h.maxes[label] = value
+
+    @staticmethod
+    def _count_hash(b: _Batch, tenant: str, name: str) -> _Hash:
+        """The batch's changes to one of ``tenant``'s pipeline counters (``sum:``/``max:`` + name)."""
+        h = b.counts.get((tenant, name))
+        if h is None:
+            h = b.counts[(tenant, name)] = _Hash(None)
+        return h
+
+    # -- the cardinality guard's registry ---------------------------------------------------
+    def prefetch_series(self, items: Iterable[tuple[str, str, str]], since: float) -> None:
+        """Read many names' last admission and their kinds' counts in one round trip."""
+        b = self._batch
+        if b is None:
+            return
+        by_key: dict[tuple[str, str], list[str]] = {}
+        for kind, tenant, name in items:
+            if (kind, tenant, name) not in b.series_seen:
+                b.series_seen[(kind, tenant, name)] = None
+                by_key.setdefault((kind, tenant), []).append(name)
+        if not by_key:
+            return
+        with self.client.pipeline(transaction=False) as pipe:
+            for (kind, tenant), names in by_key.items():
+                pipe.zmscore(self._series_key(kind, tenant), names)
+                pipe.zcount(self._series_key(kind, tenant), since, "+inf")
+            replies = iter(pipe.execute())
+        for (kind, tenant), names in by_key.items():
+            for name, score in zip(names, next(replies), strict=True):
+                b.series_seen[(kind, tenant, name)] = float(score) if score is not None else None
+            b.series_counts[(kind, tenant, since)] = int(next(replies))
+
+    def series_seen(self, kind: str, tenant: str, name: str) -> float | None:
+        b = self._batch
+        if b is None:
+            score = self.client.zscore(self._series_key(kind, tenant), name)
+            return float(score) if score is not None else None
+        pending = b.series_new.get((kind, tenant), {}).get(name)
+        if (kind, tenant, name) not in b.series_seen:
+            score = self.client.zscore(self._series_key(kind, tenant), name)
+            b.series_seen[(kind, tenant, name)] = float(score) if score is not None else None
+        seen = b.series_seen[(kind, tenant, name)]
+        if pending is not None and (seen is None or pending > seen):
+            return pending
+        return seen
+
+    def series_count(self, kind: str, tenant: str, since: float) -> int:
+        b = self._batch
+        key = self._series_key(kind, tenant)
+        if b is None:
+            return int(self.client.zcount(key, since, "+inf"))
+        count = b.series_counts.get((kind, tenant, since))
+        if count is None:
+            count = b.series_counts[(kind, tenant, since)] = int(self.client.zcount(key, since, "+inf"))
+        for name, at in b.series_new.get((kind, tenant), {}).items():
+            seen = b.series_seen.get((kind, tenant, name))
+            if at >= since and (seen is None or seen < since):
+                count += 1  # admitted in this batch, not counted in Redis yet
+        return count
+
+    def series_touch(self, kind: str, tenant: str, name: str, at: float) -> None:
+        b = self._batch
+        if b is None:
+            return self._autocommit(lambda: self.series_touch(kind, tenant, name, at))
+        names = b.series_new.setdefault((kind, tenant), {})
+        if at > names.get(name, -math.inf):
+            names[name] = at
+
+    def _note_scope(self, b: _Batch, tenant: str, scope: str) -> None:
+        scopes = b.scopes.get(tenant)
+        if scopes is None:
+            scopes = b.scopes[tenant] = set()
+        scopes.add(scope)
