@@ -27,7 +27,7 @@ Adding a KPI is one entry here, its fold step in the engine if it needs a new co
 test. For example, the share of answered calls that waited more than a minute, from a new
 ``answered_late`` component the engine would write on ``call.answered``::
 
-    # 1. kpi_core/engine.py, _call_contributions: fields["answered_late"] = 1 if wait > 60 else 0
+    # 1. kpi_core/engine/calls.py, _call_contributions: fields["answered_late"] = 1 if wait > 60 else 0
     # 2. here, in COMPONENTS:
     Component("answered_late", "Answered calls that waited more than 60 s.", ("call.answered",)),
     # 3. here, in the windowed KPIs (a ratio absent when nothing was answered):

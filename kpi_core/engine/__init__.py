@@ -28,7 +28,7 @@ One limit, documented in docs/KPI_ENGINE.md:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from kpi_core.config import Config
@@ -67,7 +67,7 @@ __all__ = [
     "AGENTS", "AGENT_CALLS", "ALL", "BREAKDOWN_FIELDS", "BUSY_STATES", "CALLBACKS", "CARRIED_TYPES", "CARRY_SECONDS", "CHANNEL_MARK",
     "LOGGED_IN_STATES", "MISSED_KINDS", "PRIORITY_MARK", "REASON_SEP", "RETIRE_PER_UPKEEP", "STAFFED_STATES",
     "TERMINAL_KINDS", "TICKETS", "WAITING", "WAIT_BUCKETS", "Contribution", "Engine", "agent_member",
-    "broken_down", "pulse_batches", "series_retention_seconds", "split_state", "wait_bucket",
+    "broken_down", "pulse_batches", "record_keys", "series_retention_seconds", "split_state", "wait_bucket",
 ]  # fmt: skip
 
 #: Event types a carrying engine (``Engine(carry_open=True)``: replay, report) applies older
@@ -97,6 +97,25 @@ def series_retention_seconds(config: Config) -> float:
     series_retention_days``, and at least the state horizon + 1 h (no event can change a
     retired name's contributions)."""
     return max(config.limits.series_retention_days * DAY, config.horizon_seconds + 3600.0)
+
+
+def record_keys(event: Event) -> Iterator[tuple[str, str]]:
+    """``(kind, key)`` of the records processing ``event`` reads that the event itself names
+    (the first wave of :meth:`Engine.prefetch`)."""
+    if event.call_id is not None:
+        yield "call", event.call_id
+    if event.callback_id is not None:
+        yield "callback", event.callback_id
+    if event.customer_id is not None and (event.call_id is not None or event.callback_id is not None):
+        yield "customer", event.customer_id
+    if event.type == "agent.state" and event.agent_id is not None:
+        yield "agent", event.agent_id
+    if event.ticket_id is not None:
+        yield "ticket", event.ticket_id
+    if event.kb_session_id is not None:
+        yield "kb", event.kb_session_id
+    if event.session_id is not None:
+        yield "kb", event.session_id
 
 
 class Engine(CallsMixin, CustomersMixin, AgentsMixin, TicketsMixin, SurveysMixin):
@@ -189,6 +208,48 @@ class Engine(CallsMixin, CustomersMixin, AgentsMixin, TicketsMixin, SurveysMixin
         store.count("events", event.type, tenant=event.tenant)
         store.count_max("last_event_ts", "", event.ts, tenant=event.tenant)
         return True
+
+    # -- the read plan ---------------------------------------------------------------------
+    def prefetch(self, events: Sequence[Event], now: float) -> None:
+        """Let the store read ahead (in its batch: a round trip per kind of read, not per
+        event) what processing ``events`` at ``now`` will read: the seen ids, the guard's
+        registry entries, the records the events name (:func:`record_keys`), then, from the
+        call and callback records just read, the customers of events that do not name theirs
+        and the ``agent_calls`` records of the agents the batch's calls touch."""
+        store = self.store
+        store.prefetch_seen((ev.tenant, ev.event_id, ev.ts) for ev in events)
+        store.prefetch_series(((kind, tenant, name) for ev in events
+                               for kind, tenant, name, _limit in self.series_of(ev)), now - self.horizon)  # fmt: skip
+        wanted: dict[tuple[str, str], set[str]] = {}
+        for ev in events:
+            for kind, key in record_keys(ev):
+                wanted.setdefault((kind, ev.tenant), set()).add(key)
+        for (kind, tenant), keys in wanted.items():
+            store.prefetch_records(kind, tenant, keys)
+        # Second wave: the customers of calls and callbacks whose events do not name them.
+        customers: dict[str, set[str]] = {}
+        for ev in events:
+            if ev.customer_id is not None:
+                continue
+            if ev.call_id is not None:
+                record = store.get_record("call", ev.tenant, ev.call_id)  # read ahead now
+            elif ev.callback_id is not None:
+                record = store.get_record("callback", ev.tenant, ev.callback_id)
+            else:
+                continue
+            if record is not None and record.get("customer") is not None:
+                customers.setdefault(ev.tenant, set()).add(record["customer"])
+        for tenant, keys in customers.items():
+            store.prefetch_records("customer", tenant, keys)
+        # And the agents' day records (agents board) that the batch's call events touch.
+        agents: dict[str, set[str]] = {}
+        for ev in events:
+            if ev.call_id is not None:
+                record = store.get_record("call", ev.tenant, ev.call_id)  # read ahead now
+                agents.setdefault(ev.tenant, set()).update(self.call_agents(ev, record))
+        for tenant, keys in agents.items():
+            if keys:
+                store.prefetch_records(AGENT_CALLS, tenant, keys)
 
     # -- the cardinality guard ---------------------------------------------------------------
     def _admit(self, event: Event, now: float) -> list[tuple[str, str, str]]:
