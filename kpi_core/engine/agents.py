@@ -45,6 +45,8 @@ def split_state(key: str) -> tuple[str, str]:
 
 
 class AgentsMixin(Fold):
+    """``agent.state`` (occupancy, the agents set) and the agents' side of calls (``agent_calls``)."""
+
     #: An agent's record keeps its latest changes (between AGENT_HEAD and twice that); older
     #: ones move, AGENT_HEAD at a time, to history chunks that are read only for an event that
     #: lands before the record's first change.

@@ -68,29 +68,15 @@ class Fold:
     _cutoff: float
     _local_days: dict[str, tuple[float, float]]
 
-    if TYPE_CHECKING:
-        # kpi_core.engine (the fold)
-        def _reconcile(
-            self,
-            tenant: str,
-            record: Record,
-            desired: dict[str, Contribution],
-            *,
-            key: str = "applied",
-            only: Callable[[Contribution], bool] | None = None,
-        ) -> None: ...
+    if TYPE_CHECKING:  # what the engine (__init__.py) and the other domains provide
+        def _reconcile(self, tenant: str, record: Record, desired: dict[str, Contribution], *, key: str = "applied",
+                       only: Callable[[Contribution], bool] | None = None) -> None: ...  # fmt: skip
 
         def _reconcile_live(self, tenant: str, record: Record, desired: list[list[Any]]) -> None: ...
 
         # customers.py: a call's offers and outcomes on its customer's timeline
-        def _customer_update(
-            self,
-            tenant: str,
-            customer: str,
-            ts: float,
-            mutate: Callable[[Record], None],
-            repeat_range: tuple[float, float] | None = None,
-        ) -> None: ...
+        def _customer_update(self, tenant: str, customer: str, ts: float, mutate: Callable[[Record], None],
+                             repeat_range: tuple[float, float] | None = None) -> None: ...  # fmt: skip
 
         # agents.py: a call's part in its agents' day
         def _agent_calls(self, tenant: str, call_id: str, record: Record, legs: list[dict[str, Any]]) -> None: ...

@@ -38,6 +38,8 @@ def wait_bucket(wait: float) -> int:
 
 
 class CallsMixin(Fold):
+    """``call.*``: a call's record, its legs and their contributions."""
+
     def _call(self, ev: Event) -> None:
         store = self.store
         tenant = ev.tenant

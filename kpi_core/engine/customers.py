@@ -19,6 +19,8 @@ MISSED_KINDS = frozenset({"abandoned", "timeout", "voicemail"})
 
 
 class CustomersMixin(Fold):
+    """``callback.*`` and the customer's side of calls: repeat callers and callbacks."""
+
     def _customer_update(
         self,
         tenant: str,

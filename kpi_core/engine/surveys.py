@@ -14,6 +14,8 @@ from kpi_core.windows import local_midnight
 
 
 class SurveysMixin(Fold):
+    """``kb.viewed`` (and a ticket's escalation of its session) and ``survey.response``."""
+
     def _kb(self, ev: Event) -> None:
         assert ev.session_id is not None and ev.article_id is not None
         self._kb_update(ev.tenant, ev.session_id, lambda rec: rec["views"].append([ev.ts, ev.event_id, ev.article_id]))

@@ -15,10 +15,10 @@ TICKET_MAX_AGE = 366 * DAY
 
 
 class TicketsMixin(Fold):
+    """``ticket.*``: a ticket's record, its contributions and the open-tickets set."""
+
     def _ticket(self, ev: Event) -> None:
-        store = self.store
-        tenant = ev.tenant
-        ticket_id = ev.ticket_id
+        store, tenant, ticket_id = self.store, ev.tenant, ev.ticket_id
         assert ticket_id is not None
         record = store.get_record("ticket", tenant, ticket_id) or {"replies": [], "resolutions": [], "reopens": []}
         created: list[Any] | None
