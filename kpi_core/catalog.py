@@ -258,18 +258,20 @@ def _rows(table: str, what: str) -> Iterator[tuple[list[str], str]]:
     """The rows of a text table: a head line of words, then a description indented by four
     spaces; ``(words of the head, description)``."""
     lines = table.strip("\n").splitlines()
-    if len(lines) % 2 or any(not doc.startswith("    ") or head[:1].isspace() for head, doc in zip(
-            lines[::2], lines[1::2], strict=True)):  # fmt: skip
-        raise CatalogError(what, "table", "expected head lines, each followed by its description indented by 4 spaces")
-    for head, doc in zip(lines[::2], lines[1::2], strict=True):
+    for i in range(0, len(lines), 2):
+        head, doc = lines[i], lines[i + 1] if i + 1 < len(lines) else ""
+        if not head.strip() or head[:1].isspace() or not doc.startswith("    ") or not doc.strip():
+            raise CatalogError(what, "table", f"line {i + 1}: expected a head line, then its description indented by "
+                               f"4 spaces; got {head!r}, then {doc!r}")  # fmt: skip
         yield head.split(), doc.strip()
 
 
 def _stored(table: str) -> Iterator[Component]:
     """The components of a :data:`_STORED` table."""
-    for (name, flag, *events), doc in _rows(table, "components"):
-        if flag not in ("b", "-") or not events:
-            raise CatalogError(name, "components", f"expected `{name} b|- event...`, got flag {flag!r}, events {events}")
+    for words, doc in _rows(table, "components"):
+        if len(words) < 3 or words[1] not in ("b", "-"):
+            raise CatalogError(words[0], "components", f"expected `name b|- event...`, got {' '.join(words)!r}")
+        name, flag, *events = words
         yield Component(name, doc, tuple(events), broken_down=flag == "b")
 
 
@@ -616,7 +618,10 @@ ccmon_survey_responses_total                survey_n
 
 def _counters(table: str) -> Iterator[Kpi]:
     """The KPIs of a :data:`_COUNTERS` table."""
-    for (name, component, *unit), help_text in _rows(table, "counters"):
+    for words, help_text in _rows(table, "counters"):
+        if len(words) not in (2, 3):
+            raise CatalogError(words[0], "counters", f"expected `name component [unit]`, got {' '.join(words)!r}")
+        name, component, *unit = words
         yield Kpi(name, help_text, unit[0] if unit else COUNT, kind="counter", span=LIFETIME, labels=QUEUE,
                   value=count(component))
 
