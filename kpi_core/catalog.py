@@ -378,6 +378,9 @@ class Kpi:
     labels: tuple[str, ...] = QUEUE_WINDOW
     value: Fold | None = None
     reads: tuple[str, ...] = ()
+    #: A family with one value per value of its last label: ``(label value, fold)`` each, in
+    #: the order a row's samples are added (first contact resolution by channel).
+    parts: tuple[tuple[str, Fold], ...] = ()
     target: Target | None = None
     breakdowns: tuple[str, ...] = ()
     #: What docs/METRICS.md says besides the help text (label values, when it is absent...).
@@ -388,7 +391,8 @@ class Kpi:
     components: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "components", self.value.components if self.value is not None else self.reads)
+        parts = tuple(name for _label, part in self.parts for name in part.components)
+        object.__setattr__(self, "components", self.value.components if self.value is not None else parts or self.reads)
 
     @property
     def short(self) -> str:
@@ -514,7 +518,7 @@ _W: tuple[Kpi, ...] = (
     # Windowed, folded by name in kpi_core.kpis (more than one scope's components, or a label
     # of their own).
     Kpi("ccmon_first_contact_resolution_ratio", "First contact resolution (voice and ticket).", RATIO,
-        labels=(*QUEUE_WINDOW, CHANNEL), reads=("fcr_ok", "fcr_n", "tfcr_ok", "tfcr_n"),
+        labels=(*QUEUE_WINDOW, CHANNEL), parts=(("voice", mean("fcr_ok", "fcr_n")), ("ticket", mean("tfcr_ok", "tfcr_n"))),
         target=Target("fcr", (0, 1)), note="channel: `voice` (calls), `ticket` (tickets)"),
     Kpi("ccmon_wait_seconds_quantile", "Quantiles of answered waits (from the histogram).", SECONDS,
         labels=(*QUEUE_WINDOW, "quantile"), reads=("wa" + INDEXED,),
@@ -746,6 +750,14 @@ def validate(catalog: Iterable[Kpi] = CATALOG, components: Mapping[str, Componen
             kpi.value(probe)
             if probe.read != set(kpi.components):
                 raise CatalogError(kpi.name, "value", f"reads {sorted(probe.read)} but declares {sorted(kpi.components)}")
+        if kpi.parts and (kpi.value is not None or kpi.reads):
+            raise CatalogError(kpi.name, "parts", "a KPI by parts declares neither value nor reads (its parts read)")
+        for label, part in kpi.parts:
+            probe = _Probe()
+            part(probe)
+            if probe.read != set(part.components):
+                raise CatalogError(kpi.name, "parts", f"{label!r} reads {sorted(probe.read)} but declares "
+                                   f"{sorted(part.components)}")
         if kpi.target is not None:
             key = (kpi.target.key, kpi.by)
             if key in targets:

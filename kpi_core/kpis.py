@@ -533,9 +533,8 @@ def wait_quantiles(q: float, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return np.where(found, values, np.nan), found & np.isinf(_UPPER[first])
 
 
-#: First contact resolution's channel label, numerator and denominator.
-_FCR_PARTS = (("voice", "fcr_ok", "fcr_n"), ("ticket", "tfcr_ok", "tfcr_n"))
-_FCR_FOLDS = tuple((channel, catalog.mean(num, den)) for channel, num, den in _FCR_PARTS)
+#: First contact resolution's channel label values and their folds.
+_FCR_FOLDS = _FCR.parts
 #: The quantiles of ``ccmon_wait_seconds_quantile``.
 QUANTILES = (0.5, 0.9)
 
@@ -623,8 +622,8 @@ def snapshot(config: Config, store: StateStore, at: float, arrays: bool = True) 
                     if value is not None:
                         fam.add(labels, value)
                 if table is None:
-                    for channel, num, den in _FCR_PARTS:
-                        value = _ratio(comps.get(num, 0.0), comps.get(den, 0.0))
+                    for channel, fcr_fold in _FCR_FOLDS:
+                        value = fcr_fold(comps)
                         if value is not None:
                             fcr.add(_labels(tenant, queue, window=window.name, channel=channel), value)
                     for q in QUANTILES:

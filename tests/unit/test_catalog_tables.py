@@ -59,3 +59,20 @@ def test_a_malformed_counters_row_fails_naming_it() -> None:
     with pytest.raises(CatalogError, match=r"'ccmon_x_total', counters: expected `name component \[unit\]`, "
                                            r"got 'ccmon_x_total'"):  # fmt: skip
         list(catalog._counters("ccmon_x_total\n    Xs."))
+
+
+def test_a_kpi_by_parts_reads_through_its_parts() -> None:
+    fcr = catalog.get("first_contact_resolution_ratio")
+    assert [label for label, _fold in fcr.parts] == ["voice", "ticket"]
+    assert fcr.components == ("fcr_ok", "fcr_n", "tfcr_ok", "tfcr_n")
+    assert [fold({"fcr_ok": 3.0, "fcr_n": 4.0, "tfcr_n": 0.0}) for _label, fold in fcr.parts] == [0.75, None]
+    sneaky = catalog.Kpi("ccmon_x_ratio", "X.", catalog.RATIO, labels=(*catalog.QUEUE_WINDOW, "channel"), parts=(
+        ("voice", catalog.fold(lambda c: c.get("fcr_ok", 0.0) + c.get("fcr_n", 0.0), "fcr_ok")),
+    ))  # fmt: skip
+    with pytest.raises(CatalogError, match=r"'ccmon_x_ratio', parts: 'voice' reads \['fcr_n', 'fcr_ok'\] but "
+                                           r"declares \['fcr_ok'\]"):  # fmt: skip
+        catalog.validate([sneaky])
+    both = catalog.Kpi("ccmon_y_ratio", "Y.", catalog.RATIO, reads=("fcr_n",),
+                       parts=(("voice", catalog.mean("fcr_ok", "fcr_n")),))  # fmt: skip
+    with pytest.raises(CatalogError, match="'ccmon_y_ratio', parts: a KPI by parts declares neither value nor reads"):
+        catalog.validate([both])
