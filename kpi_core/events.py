@@ -61,7 +61,7 @@ AGENT_STATES = ("available", "on_call", "acw", "away", "offline")
 CHANNELS = frozenset({"voice", "chat", "email", "social", "sms"})
 SURVEYS = frozenset({"csat", "nps", "ces", "esat", "enps"})
 #: Employee pulse surveys: answered by agents (``agent_id`` required), exported only in batches
-#: of answers from at least ``pulse_min_responses`` agents (kpi_core.engine, ``_pulse``).
+#: of answers from at least ``pulse_min_responses`` agents (kpi_core.engine.surveys, ``_pulse``).
 PULSE_SURVEYS = frozenset({"esat", "enps"})
 CSAT_SCALES = frozenset({3, 5, 7, 10})
 
