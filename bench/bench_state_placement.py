@@ -264,7 +264,7 @@ PHASES = [
     ("series lookups (prefetch_series)", "streams/redis/write.py", "prefetch_series"),
     ("record reads, WATCHed (_read_records)", "streams/redis/write.py", "_read_records"),
     ("record reads, in memory (HybridState.get_record)", "bench_state_placement.py", "get_record"),
-    ("engine (Engine.process, incl. lazy reads)", "kpi_core/engine.py", "process"),
+    ("engine (Engine.process, incl. lazy reads)", "kpi_core/engine/__init__.py", "process"),
     ("commit: encode (RedisState._encode)", "streams/redis/write.py", "_encode"),
     ("commit: transaction (RedisState._commit, incl. encode)", "streams/redis/write.py", "_commit"),
     ("records to the dict after commit (HybridState._committed)", "bench_state_placement.py", "_committed"),

@@ -27,9 +27,10 @@ Adding a KPI is one entry here, its fold step in the engine if it needs a new co
 test. For example, the share of answered calls that waited more than a minute, from a new
 ``answered_late`` component the engine would write on ``call.answered``::
 
-    # 1. kpi_core/engine.py, _call_contributions: fields["answered_late"] = 1 if wait > 60 else 0
-    # 2. here, in COMPONENTS:
-    Component("answered_late", "Answered calls that waited more than 60 s.", ("call.answered",)),
+    # 1. kpi_core/engine/calls.py, _call_contributions: fields["answered_late"] = 1 if wait > 60 else 0
+    # 2. here, in _STORED (the components' table):
+    answered_late    - call.answered
+        Answered calls that waited more than 60 s.
     # 3. here, in the windowed KPIs (a ratio absent when nothing was answered):
     Kpi("ccmon_answered_late_ratio", "Answered calls that waited more than a minute / answered.",
         unit=RATIO, value=mean("answered_late", "answered")),
@@ -52,7 +53,7 @@ configuration reads its target tables from here.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -106,89 +107,177 @@ class Component:
     broken_down: bool = False
 
 
-_CALL_WAITS = ("call.answered", "call.abandoned", "call.timeout", "call.voicemail")
-_SURVEY = ("survey.response",)
-_AGENT = ("agent.state",)
+#: Every field the engine stores (read-side names), in the catalog's order: a line ``name flag
+#: events...`` (flag ``b``: also stored per channel and priority, ``offered@c:chat``; ``-``: not;
+#: the event types whose processing writes it), then its description, indented.
+_STORED = """
+offered          b call.offered
+    Inbound calls offered (at the offer's ts).
+answered         b call.answered
+    Calls whose outcome is answered.
+abandoned        b call.abandoned
+    Calls whose outcome is abandoned.
+short_abandoned  b call.abandoned
+    Abandoned with wait < short_abandon_seconds.
+timeout          - call.timeout
+    Calls whose outcome is a timeout.
+voicemail        - call.voicemail
+    Calls whose outcome is voicemail.
+transferred      - call.transferred
+    Calls whose outcome is a transfer before answer.
+answered_within  b call.answered
+    Answered with wait <= the queue's threshold.
+abandoned_within b call.abandoned
+    Abandoned with wait <= the queue's threshold.
+abandoned_after  b call.abandoned
+    Abandoned with wait > the queue's threshold.
+asa_n            b call.answered
+    Answered calls with a wait.
+asa_sum          b call.answered
+    Sum of the waits of answered calls, seconds.
+wait_n           - call.answered call.abandoned call.timeout call.voicemail
+    Calls answered, abandoned, timed out or sent to voicemail, with a wait.
+wait_sum         - call.answered call.abandoned call.timeout call.voicemail
+    Sum of their waits, seconds.
+max_wait         - call.answered call.abandoned call.timeout call.voicemail call.transferred
+    Longest wait of any outcome (a retractable maximum: stored as mx:wait:<ms> counts).
+ab_wait_sum      - call.abandoned
+    Sum of the waits of abandoned calls, seconds.
+wa<i>            - call.answered
+    Answered calls by wait bucket (index into engine.WAIT_BUCKETS).
+wb<i>            - call.abandoned
+    Abandoned calls by wait bucket.
+rings            - call.ring_no_answer
+    Agents rung who did not pick up.
+transfers_out    - call.transferred
+    Call legs that left their queue by transfer.
+handled          - call.ended
+    Inbound calls ended.
+handle_sum       - call.ended
+    Sum of talk + hold + after-call work of ended calls, seconds.
+talk_sum         - call.ended
+    Sum of the talk time of ended calls, seconds.
+fcr_n            - call.ended
+    Ended calls with resolved given.
+fcr_ok           - call.ended
+    Ended calls with resolved true.
+repeat           - call.offered
+    Offered calls whose customer called in the look-back before.
+repeat_n         - call.offered
+    Offered calls with a customer_id.
+out_placed       - call.offered
+    Outbound calls placed.
+out_connected    - call.offered call.answered call.ended
+    Outbound calls placed and answered.
+out_ended        - call.ended
+    Outbound calls ended.
+out_sales        - call.ended
+    Outbound calls ended with a conversion outcome.
+cb_due           - callback.requested call.abandoned call.timeout call.voicemail
+    Callbacks that fell due.
+cb_made          - callback.attempted call.offered
+    Callbacks closed by an attempt or an outbound call.
+cb_delay_sum     - callback.attempted call.offered
+    Sum of the delays from due to made, seconds.
+max_cb_delay     - callback.attempted call.offered
+    Longest callback delay (a maximum).
+cb_recontacted   - call.answered
+    Callbacks closed because the customer called and was answered.
+calls_expired    - upkeep
+    Waiting calls older than max_call_age, dropped with no outcome.
+tk_created       b ticket.created
+    Tickets created.
+frt_n            b ticket.replied
+    Tickets with a first agent reply.
+frt_sum          b ticket.replied
+    Sum of the times to the first agent reply, seconds.
+rt_n             - ticket.replied
+    Agent replies to a customer message.
+rt_sum           - ticket.replied
+    Sum of the times from a customer message to the next agent reply, seconds.
+art_n            - ticket.resolved
+    Tickets resolved for the first time.
+art_sum          - ticket.resolved
+    Sum of the times from creation to first resolution, seconds.
+tk_resolved      - ticket.resolved
+    Ticket resolutions.
+tk_solved        - ticket.resolved
+    Resolutions as solved.
+tk_unresolvable  - ticket.resolved
+    Resolutions as unresolvable.
+tk_reopened      - ticket.reopened
+    Tickets reopened.
+tfcr_n           - ticket.resolved
+    Tickets resolved (first contact resolution's denominator).
+tfcr_ok          - ticket.resolved ticket.reopened
+    Tickets resolved at first contact (first_contact, else at most one agent reply and no reopen).
+kb_views         - kb.viewed
+    Knowledge-base article views (article scopes).
+kb_escalations   - ticket.created
+    Views followed by a ticket from the same session.
+csat_n           - survey.response
+    CSAT answers.
+csat_top         - survey.response
+    CSAT answers in the top two points of the scale.
+nps_n            - survey.response
+    NPS answers.
+nps_pro          - survey.response
+    NPS promoters (9-10).
+nps_det          - survey.response
+    NPS detractors (0-6).
+ces_n            - survey.response
+    CES answers.
+ces_sum          - survey.response
+    Sum of the CES answers.
+esat_n           - survey.response
+    Employee satisfaction answers (whole batches only).
+esat_top         - survey.response
+    Of those, in the top two points of the scale.
+enps_n           - survey.response
+    Employee NPS answers (whole batches only).
+enps_pro         - survey.response
+    Employee NPS promoters.
+enps_det         - survey.response
+    Employee NPS detractors.
+occ_busy         - agent.state
+    Change in agents on_call or acw (occupancy integral).
+occ_busy_t       - agent.state
+    Sum of change x its time, for the busy integral.
+occ_staffed      - agent.state
+    Change in agents available, on_call or acw.
+occ_staffed_t    - agent.state
+    Sum of change x its time, for the staffed integral.
+occ_logged       - agent.state
+    Change in agents logged in (any state but offline).
+occ_logged_t     - agent.state
+    Sum of change x its time, for the logged-in integral.
+"""
+
+
+def _rows(table: str, what: str) -> Iterator[tuple[list[str], str]]:
+    """The rows of a text table: a head line of words, then a description indented by four
+    spaces; ``(words of the head, description)``."""
+    lines = table.strip("\n").splitlines()
+    for i in range(0, len(lines), 2):
+        head, doc = lines[i], lines[i + 1] if i + 1 < len(lines) else ""
+        if not head.strip() or head[:1].isspace() or not doc.startswith("    ") or not doc.strip():
+            raise CatalogError(what, "table", f"line {i + 1}: expected a head line, then its description indented by "
+                               f"4 spaces; got {head!r}, then {doc!r}")  # fmt: skip
+        yield head.split(), doc.strip()
+
+
+def _stored(table: str) -> Iterator[Component]:
+    """The components of a :data:`_STORED` table."""
+    for words, doc in _rows(table, "components"):
+        if len(words) < 3 or words[1] not in ("b", "-"):
+            raise CatalogError(words[0], "components", f"expected `name b|- event...`, got {' '.join(words)!r}")
+        name, flag, *events = words
+        yield Component(name, doc, tuple(events), broken_down=flag == "b")
+
 
 #: Every field the engine writes to its buckets (read-side names), and the derived ones.
 COMPONENTS: Mapping[str, Component] = MappingProxyType({c.name: c for c in (
-    Component("offered", "Inbound calls offered (at the offer's ts).", ("call.offered",), broken_down=True),
-    Component("answered", "Calls whose outcome is answered.", ("call.answered",), broken_down=True),
-    Component("abandoned", "Calls whose outcome is abandoned.", ("call.abandoned",), broken_down=True),
-    Component("short_abandoned", "Abandoned with wait < short_abandon_seconds.", ("call.abandoned",),
-              broken_down=True),
-    Component("timeout", "Calls whose outcome is a timeout.", ("call.timeout",)),
-    Component("voicemail", "Calls whose outcome is voicemail.", ("call.voicemail",)),
-    Component("transferred", "Calls whose outcome is a transfer before answer.", ("call.transferred",)),
-    Component("answered_within", "Answered with wait <= the queue's threshold.", ("call.answered",), broken_down=True),
-    Component("abandoned_within", "Abandoned with wait <= the queue's threshold.", ("call.abandoned",),
-              broken_down=True),
-    Component("abandoned_after", "Abandoned with wait > the queue's threshold.", ("call.abandoned",),
-              broken_down=True),
-    Component("asa_n", "Answered calls with a wait.", ("call.answered",), broken_down=True),
-    Component("asa_sum", "Sum of the waits of answered calls, seconds.", ("call.answered",), broken_down=True),
-    Component("wait_n", "Calls answered, abandoned, timed out or sent to voicemail, with a wait.", _CALL_WAITS),
-    Component("wait_sum", "Sum of their waits, seconds.", _CALL_WAITS),
-    Component("max_wait", "Longest wait of any outcome (a retractable maximum: stored as mx:wait:<ms> counts).",
-              (*_CALL_WAITS, "call.transferred")),
-    Component("ab_wait_sum", "Sum of the waits of abandoned calls, seconds.", ("call.abandoned",)),
-    Component("wa" + INDEXED, "Answered calls by wait bucket (index into engine.WAIT_BUCKETS).", ("call.answered",)),
-    Component("wb" + INDEXED, "Abandoned calls by wait bucket.", ("call.abandoned",)),
-    Component("rings", "Agents rung who did not pick up.", ("call.ring_no_answer",)),
-    Component("transfers_out", "Call legs that left their queue by transfer.", ("call.transferred",)),
-    Component("handled", "Inbound calls ended.", ("call.ended",)),
-    Component("handle_sum", "Sum of talk + hold + after-call work of ended calls, seconds.", ("call.ended",)),
-    Component("talk_sum", "Sum of the talk time of ended calls, seconds.", ("call.ended",)),
-    Component("fcr_n", "Ended calls with resolved given.", ("call.ended",)),
-    Component("fcr_ok", "Ended calls with resolved true.", ("call.ended",)),
-    Component("repeat", "Offered calls whose customer called in the look-back before.", ("call.offered",)),
-    Component("repeat_n", "Offered calls with a customer_id.", ("call.offered",)),
-    Component("out_placed", "Outbound calls placed.", ("call.offered",)),
-    Component("out_connected", "Outbound calls placed and answered.", ("call.offered", "call.answered", "call.ended")),
-    Component("out_ended", "Outbound calls ended.", ("call.ended",)),
-    Component("out_sales", "Outbound calls ended with a conversion outcome.", ("call.ended",)),
-    Component("cb_due", "Callbacks that fell due.", ("callback.requested", "call.abandoned", "call.timeout",
-                                                     "call.voicemail")),
-    Component("cb_made", "Callbacks closed by an attempt or an outbound call.", ("callback.attempted", "call.offered")),
-    Component("cb_delay_sum", "Sum of the delays from due to made, seconds.", ("callback.attempted", "call.offered")),
-    Component("max_cb_delay", "Longest callback delay (a maximum).", ("callback.attempted", "call.offered")),
-    Component("cb_recontacted", "Callbacks closed because the customer called and was answered.", ("call.answered",)),
-    Component("calls_expired", "Waiting calls older than max_call_age, dropped with no outcome.", (UPKEEP,)),
-    Component("tk_created", "Tickets created.", ("ticket.created",), broken_down=True),
-    Component("frt_n", "Tickets with a first agent reply.", ("ticket.replied",), broken_down=True),
-    Component("frt_sum", "Sum of the times to the first agent reply, seconds.", ("ticket.replied",), broken_down=True),
-    Component("rt_n", "Agent replies to a customer message.", ("ticket.replied",)),
-    Component("rt_sum", "Sum of the times from a customer message to the next agent reply, seconds.",
-              ("ticket.replied",)),
-    Component("art_n", "Tickets resolved for the first time.", ("ticket.resolved",)),
-    Component("art_sum", "Sum of the times from creation to first resolution, seconds.", ("ticket.resolved",)),
-    Component("tk_resolved", "Ticket resolutions.", ("ticket.resolved",)),
-    Component("tk_solved", "Resolutions as solved.", ("ticket.resolved",)),
-    Component("tk_unresolvable", "Resolutions as unresolvable.", ("ticket.resolved",)),
-    Component("tk_reopened", "Tickets reopened.", ("ticket.reopened",)),
-    Component("tfcr_n", "Tickets resolved (first contact resolution's denominator).", ("ticket.resolved",)),
-    Component("tfcr_ok", "Tickets resolved at first contact (first_contact, else at most one agent reply and "
-              "no reopen).", ("ticket.resolved", "ticket.reopened")),
-    Component("kb_views", "Knowledge-base article views (article scopes).", ("kb.viewed",)),
-    Component("kb_escalations", "Views followed by a ticket from the same session.", ("ticket.created",)),
-    Component("csat_n", "CSAT answers.", _SURVEY),
-    Component("csat_top", "CSAT answers in the top two points of the scale.", _SURVEY),
-    Component("nps_n", "NPS answers.", _SURVEY),
-    Component("nps_pro", "NPS promoters (9-10).", _SURVEY),
-    Component("nps_det", "NPS detractors (0-6).", _SURVEY),
-    Component("ces_n", "CES answers.", _SURVEY),
-    Component("ces_sum", "Sum of the CES answers.", _SURVEY),
-    Component("esat_n", "Employee satisfaction answers (whole batches only).", _SURVEY),
-    Component("esat_top", "Of those, in the top two points of the scale.", _SURVEY),
-    Component("enps_n", "Employee NPS answers (whole batches only).", _SURVEY),
-    Component("enps_pro", "Employee NPS promoters.", _SURVEY),
-    Component("enps_det", "Employee NPS detractors.", _SURVEY),
-    Component("occ_busy", "Change in agents on_call or acw (occupancy integral).", _AGENT),
-    Component("occ_busy_t", "Sum of change x its time, for the busy integral.", _AGENT),
-    Component("occ_staffed", "Change in agents available, on_call or acw.", _AGENT),
-    Component("occ_staffed_t", "Sum of change x its time, for the staffed integral.", _AGENT),
-    Component("occ_logged", "Change in agents logged in (any state but offline).", _AGENT),
-    Component("occ_logged_t", "Sum of change x its time, for the logged-in integral.", _AGENT),
+    *_stored(_STORED),
     Component("sl_num", "Service-level numerator per the queue's formula.", derived=True,
               inputs=("answered_within", "abandoned_within")),
     Component("sl_den", "Service-level denominator per the queue's formula.", derived=True,
@@ -289,6 +378,9 @@ class Kpi:
     labels: tuple[str, ...] = QUEUE_WINDOW
     value: Fold | None = None
     reads: tuple[str, ...] = ()
+    #: A family with one value per value of its last label: ``(label value, fold)`` each, in
+    #: the order a row's samples are added (first contact resolution by channel).
+    parts: tuple[tuple[str, Fold], ...] = ()
     target: Target | None = None
     breakdowns: tuple[str, ...] = ()
     #: What docs/METRICS.md says besides the help text (label values, when it is absent...).
@@ -299,7 +391,8 @@ class Kpi:
     components: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "components", self.value.components if self.value is not None else self.reads)
+        parts = tuple(name for _label, part in self.parts for name in part.components)
+        object.__setattr__(self, "components", self.value.components if self.value is not None else parts or self.reads)
 
     @property
     def short(self) -> str:
@@ -381,8 +474,7 @@ _W: tuple[Kpi, ...] = (
         value=count("out_connected")),
     Kpi("ccmon_outbound_connect_rate_ratio", "Outbound calls answered / placed (placed in the window).", RATIO,
         value=mean("out_connected", "out_placed")),
-    Kpi("ccmon_outbound_calls_ended", "Outbound calls ended (connected and finished).", COUNT,
-        value=count("out_ended")),
+    Kpi("ccmon_outbound_calls_ended", "Outbound calls ended (connected and finished).", COUNT, value=count("out_ended")),
     Kpi("ccmon_outbound_conversions", "Outbound calls ended with an outcome in the queue's conversion_outcomes.",
         COUNT, value=count("out_sales")),
     # Callbacks (docs/KPIS.md, "Callbacks").
@@ -426,7 +518,7 @@ _W: tuple[Kpi, ...] = (
     # Windowed, folded by name in kpi_core.kpis (more than one scope's components, or a label
     # of their own).
     Kpi("ccmon_first_contact_resolution_ratio", "First contact resolution (voice and ticket).", RATIO,
-        labels=(*QUEUE_WINDOW, CHANNEL), reads=("fcr_ok", "fcr_n", "tfcr_ok", "tfcr_n"),
+        labels=(*QUEUE_WINDOW, CHANNEL), parts=(("voice", mean("fcr_ok", "fcr_n")), ("ticket", mean("tfcr_ok", "tfcr_n"))),
         target=Target("fcr", (0, 1)), note="channel: `voice` (calls), `ticket` (tickets)"),
     Kpi("ccmon_wait_seconds_quantile", "Quantiles of answered waits (from the histogram).", SECONDS,
         labels=(*QUEUE_WINDOW, "quantile"), reads=("wa" + INDEXED,),
@@ -486,8 +578,56 @@ _LIVE: tuple[Kpi, ...] = (
 )  # fmt: skip
 
 
-def _counter(name: str, help_text: str, component: str, unit: str = COUNT) -> Kpi:
-    return Kpi(name, help_text, unit, kind="counter", span=LIFETIME, labels=QUEUE, value=count(component))
+#: The lifetime counters: a line ``name component [unit]`` (unit: count unless given), then the
+#: help text, indented.
+_COUNTERS = """
+ccmon_calls_offered_total                   offered
+    Inbound calls offered.
+ccmon_calls_answered_total                  answered
+    Calls answered.
+ccmon_calls_answered_within_threshold_total answered_within
+    Calls answered within the threshold.
+ccmon_calls_abandoned_total                 abandoned
+    Calls abandoned.
+ccmon_calls_abandoned_short_total           short_abandoned
+    Short abandons.
+ccmon_calls_timed_out_total                 timeout
+    Calls timed out.
+ccmon_calls_voicemail_total                 voicemail
+    Calls sent to voicemail.
+ccmon_service_level_numerator_total         sl_num
+    Service-level numerator.
+ccmon_service_level_denominator_total       sl_den
+    Service-level denominator.
+ccmon_calls_handled_total                   handled
+    Inbound calls ended.
+ccmon_handle_seconds_total                  handle_sum seconds
+    Talk + hold + after-call work.
+ccmon_agent_missed_rings_total              rings
+    Agents rung who did not pick up.
+ccmon_transfers_out_total                   transfers_out
+    Calls transferred out.
+ccmon_callbacks_made_total                  cb_made
+    Callbacks made.
+ccmon_calls_expired_total                   calls_expired
+    Calls that waited longer than max_call_age with no outcome.
+ccmon_tickets_created_total                 tk_created
+    Tickets created.
+ccmon_tickets_resolved_total                tk_resolved
+    Ticket resolutions.
+ccmon_survey_responses_total                survey_n
+    Survey answers (CSAT, NPS, CES).
+"""
+
+
+def _counters(table: str) -> Iterator[Kpi]:
+    """The KPIs of a :data:`_COUNTERS` table."""
+    for words, help_text in _rows(table, "counters"):
+        if len(words) not in (2, 3):
+            raise CatalogError(words[0], "counters", f"expected `name component [unit]`, got {' '.join(words)!r}")
+        name, component, *unit = words
+        yield Kpi(name, help_text, unit[0] if unit else COUNT, kind="counter", span=LIFETIME, labels=QUEUE,
+                  value=count(component))
 
 
 _LIFETIME: tuple[Kpi, ...] = (
@@ -495,24 +635,7 @@ _LIFETIME: tuple[Kpi, ...] = (
         span=LIFETIME, labels=(*QUEUE, "outcome", "le"),
         reads=("wa" + INDEXED, "wb" + INDEXED, "asa_sum", "ab_wait_sum"),
         note="outcome: `answered`, `abandoned`; le: the bounds of `engine.WAIT_BUCKETS`"),
-    _counter("ccmon_calls_offered_total", "Inbound calls offered.", "offered"),
-    _counter("ccmon_calls_answered_total", "Calls answered.", "answered"),
-    _counter("ccmon_calls_answered_within_threshold_total", "Calls answered within the threshold.", "answered_within"),
-    _counter("ccmon_calls_abandoned_total", "Calls abandoned.", "abandoned"),
-    _counter("ccmon_calls_abandoned_short_total", "Short abandons.", "short_abandoned"),
-    _counter("ccmon_calls_timed_out_total", "Calls timed out.", "timeout"),
-    _counter("ccmon_calls_voicemail_total", "Calls sent to voicemail.", "voicemail"),
-    _counter("ccmon_service_level_numerator_total", "Service-level numerator.", "sl_num"),
-    _counter("ccmon_service_level_denominator_total", "Service-level denominator.", "sl_den"),
-    _counter("ccmon_calls_handled_total", "Inbound calls ended.", "handled"),
-    _counter("ccmon_handle_seconds_total", "Talk + hold + after-call work.", "handle_sum", SECONDS),
-    _counter("ccmon_agent_missed_rings_total", "Agents rung who did not pick up.", "rings"),
-    _counter("ccmon_transfers_out_total", "Calls transferred out.", "transfers_out"),
-    _counter("ccmon_callbacks_made_total", "Callbacks made.", "cb_made"),
-    _counter("ccmon_calls_expired_total", "Calls that waited longer than max_call_age with no outcome.", "calls_expired"),
-    _counter("ccmon_tickets_created_total", "Tickets created.", "tk_created"),
-    _counter("ccmon_tickets_resolved_total", "Ticket resolutions.", "tk_resolved"),
-    _counter("ccmon_survey_responses_total", "Survey answers (CSAT, NPS, CES).", "survey_n"),
+    *_counters(_COUNTERS),
 )  # fmt: skip
 
 #: Every KPI family, in the order a snapshot creates them: the windowed ones, their
@@ -627,6 +750,14 @@ def validate(catalog: Iterable[Kpi] = CATALOG, components: Mapping[str, Componen
             kpi.value(probe)
             if probe.read != set(kpi.components):
                 raise CatalogError(kpi.name, "value", f"reads {sorted(probe.read)} but declares {sorted(kpi.components)}")
+        if kpi.parts and (kpi.value is not None or kpi.reads):
+            raise CatalogError(kpi.name, "parts", "a KPI by parts declares neither value nor reads (its parts read)")
+        for label, part in kpi.parts:
+            probe = _Probe()
+            part(probe)
+            if probe.read != set(part.components):
+                raise CatalogError(kpi.name, "parts", f"{label!r} reads {sorted(probe.read)} but declares "
+                                   f"{sorted(part.components)}")
         if kpi.target is not None:
             key = (kpi.target.key, kpi.by)
             if key in targets:

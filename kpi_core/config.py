@@ -19,7 +19,7 @@ the file uses UTC. See ``deploy/config/ccmon.toml`` for a commented example.
 The employee pulse (``esat``/``enps`` surveys answered by agents) is exported only in batches of
 answers from at least ``pulse_min_responses`` different agents (default 5, 3..10,000; in
 ``[engine]`` for every tenant, or per tenant under ``[tenants.*]``): no single agent's answer can
-be read off (kpi_core.engine, ``_pulse``; docs/KPI_ENGINE.md).
+be read off (kpi_core.engine.surveys, ``_pulse``; docs/KPI_ENGINE.md).
 
 A queue's opening hours (``open_hours``, ``open_days``; optional) are local times of the tenant's
 zone: ``"HH:MM-HH:MM"`` from 00:00 to 24:00, start before end (a range over midnight is written

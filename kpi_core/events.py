@@ -61,7 +61,7 @@ AGENT_STATES = ("available", "on_call", "acw", "away", "offline")
 CHANNELS = frozenset({"voice", "chat", "email", "social", "sms"})
 SURVEYS = frozenset({"csat", "nps", "ces", "esat", "enps"})
 #: Employee pulse surveys: answered by agents (``agent_id`` required), exported only in batches
-#: of answers from at least ``pulse_min_responses`` agents (kpi_core.engine, ``_pulse``).
+#: of answers from at least ``pulse_min_responses`` agents (kpi_core.engine.surveys, ``_pulse``).
 PULSE_SURVEYS = frozenset({"esat", "enps"})
 CSAT_SCALES = frozenset({3, 5, 7, 10})
 
@@ -311,6 +311,12 @@ def _bool(obj: dict[str, Any], name: str) -> bool | None:
     raise InvalidEventError(f"invalid_field:{name}", f"{name} must be true or false, got {_preview(value)}")
 
 
+#: The optional fields the full validation reads, each with its reader, in the order it reads them.
+_FIELD_READERS: tuple[tuple[tuple[str, ...], Callable[[dict[str, Any], str], Any]], ...] = (
+    (_ID_FIELDS, _id), (_NAME_FIELDS, _name), (_DURATION_FIELDS, _duration), (_BOOL_FIELDS, _bool),
+)
+
+
 def _choice(obj: dict[str, Any], name: str, allowed: frozenset[str] | tuple[str, ...]) -> str | None:
     value = obj.get(name)
     if value is None:
@@ -506,18 +512,10 @@ def _validate(obj: Any) -> Event:
             raise InvalidEventError(f"missing_field:{name}", f"{event_type} needs {name}")
 
     fields: dict[str, Any] = {}
-    for name in _ID_FIELDS:
-        if name in obj:
-            fields[name] = _id(obj, name)
-    for name in _NAME_FIELDS:
-        if name in obj:
-            fields[name] = _name(obj, name)
-    for name in _DURATION_FIELDS:
-        if name in obj:
-            fields[name] = _duration(obj, name)
-    for name in _BOOL_FIELDS:
-        if name in obj:
-            fields[name] = _bool(obj, name)
+    for group, read in _FIELD_READERS:
+        for name in group:
+            if name in obj:
+                fields[name] = read(obj, name)
 
     tenant = _name(obj, "tenant") or "default"
     for name in ("queue", "to_queue"):

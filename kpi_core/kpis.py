@@ -36,7 +36,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -551,9 +551,8 @@ def wait_quantiles(q: float, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return np.where(found, values, np.nan), found & np.isinf(_UPPER[first])
 
 
-#: First contact resolution's channel label, numerator and denominator.
-_FCR_PARTS = (("voice", "fcr_ok", "fcr_n"), ("ticket", "tfcr_ok", "tfcr_n"))
-_FCR_FOLDS = tuple((channel, catalog.mean(num, den)) for channel, num, den in _FCR_PARTS)
+#: First contact resolution's channel label values and their folds.
+_FCR_FOLDS = _FCR.parts
 #: The quantiles of ``ccmon_wait_seconds_quantile``.
 QUANTILES = (0.5, 0.9)
 
@@ -602,12 +601,9 @@ def snapshot(config: Config, store: StateStore, at: float, arrays: bool = True) 
     windowed = [(kpi_family(kpi), kpi.value) for kpi in WINDOWED if kpi.value is not None]
     by_column = [(fam, fold) for fam, fold in windowed if arrays and fold.op]
     by_row = [(fam, fold.fn) for fam, fold in windowed if not (arrays and fold.op)]
-    fcr = kpi_family(_FCR)
-    quantiles = kpi_family(_QUANTILES)
-    occupancy = kpi_family(_OCCUPANCY)
-    kb_rate = kpi_family(_KB_RATE)
-    logged_in = kpi_family(_LOGGED_IN)
-    per_hour = kpi_family(_PER_HOUR)
+    fcr, quantiles, occupancy, kb_rate, logged_in, per_hour = map(
+        kpi_family, (_FCR, _QUANTILES, _OCCUPANCY, _KB_RATE, _LOGGED_IN, _PER_HOUR)
+    )
 
     breakdown_families = _breakdown_families(kpi_family)
     all_scopes, hidden = split_scopes(config, store)
@@ -644,8 +640,8 @@ def snapshot(config: Config, store: StateStore, at: float, arrays: bool = True) 
                     if value is not None:
                         fam.add(labels, value)
                 if table is None:
-                    for channel, num, den in _FCR_PARTS:
-                        value = _ratio(comps.get(num, 0.0), comps.get(den, 0.0))
+                    for channel, fcr_fold in _FCR_FOLDS:
+                        value = fcr_fold(comps)
                         if value is not None:
                             fcr.add(_labels(tenant, queue, window=window.name, channel=channel), value)
                     for q in QUANTILES:
@@ -668,32 +664,32 @@ def snapshot(config: Config, store: StateStore, at: float, arrays: bool = True) 
                 if value is not None:
                     article = scope[len(KB_SCOPE_PREFIX):]
                     kb_rate.add((("tenant", tenant), ("article", article), ("window", window.name)), value)
-        _live_families(config, store, tenant, queues, scopes, at, kpi_family, agent_states)
-        _staffing_families(config, store, tenant, queues, scopes, at, kpi_family, agent_states, staffing_comps)
-        _counter_families(config, store, tenant, queues, scopes, kpi_family, hidden.get(tenant, ()), arrays)
+        scrape = _Scrape(config, store, tenant, queues, scopes, at, kpi_family, agent_states)
+        _live_families(scrape)
+        _staffing_families(scrape, staffing_comps)
+        _counter_families(scrape, hidden.get(tenant, ()), arrays)
     _pipeline_families(store, at, family)
     return list(families.values())
 
 
-def _live_families(
-    config: Config,
-    store: StateStore,
-    tenant: str,
-    queues: list[str],
-    scopes: set[str],
-    at: float,
-    family: Family,
-    agent_states: _AgentStates,
-) -> None:
-    waiting = family(_WAITING)
-    longest = family(_LONGEST)
-    pending = family(_PENDING)
-    oldest = family(_OLDEST)
-    overdue = family(_OVERDUE)
-    tickets_open = family(_TICKETS_OPEN)
-    ticket_age = family(_TICKET_AGE)
-    agents = family(_AGENTS)
-    threshold = family(_THRESHOLD)
+class _Scrape(NamedTuple):
+    """One tenant's part of a snapshot, as its family builders read it."""
+
+    config: Config
+    store: StateStore
+    tenant: str
+    queues: list[str]
+    scopes: set[str]
+    at: float
+    family: Family
+    agent_states: _AgentStates
+
+
+def _live_families(scrape: _Scrape) -> None:
+    config, store, tenant, queues, scopes, at, family, agent_states = scrape
+    waiting, longest, pending, oldest, overdue, tickets_open, ticket_age, agents, threshold = map(
+        family, (_WAITING, _LONGEST, _PENDING, _OLDEST, _OVERDUE, _TICKETS_OPEN, _TICKET_AGE, _AGENTS, _THRESHOLD)
+    )
     channel_targets = _channel_target_families(family)
 
     totals = {"waiting": 0.0, "longest": 0.0, "pending": 0.0, "oldest": 0.0, "overdue": 0.0,
@@ -830,17 +826,7 @@ def queue_outlook(comps: Mapping[str, float], states: Mapping[str, int], waiting
     return QueueOutlook(lam, aht, staffed, required, forecast, wait, forecast_a)
 
 
-def _staffing_families(
-    config: Config,
-    store: StateStore,
-    tenant: str,
-    queues: list[str],
-    scopes: set[str],
-    at: float,
-    family: Family,
-    agent_states: _AgentStates,
-    window_comps: Mapping[str, Components] | None,
-) -> None:
+def _staffing_families(scrape: _Scrape, window_comps: Mapping[str, Components] | None) -> None:
     """Per queue: required agents, forecast service level, estimated wait
     (:func:`queue_outlook`). ``window_comps``: the queues' components over the last 15
     minutes when the snapshot read them (a ``15m`` window is configured), else they are read
@@ -850,10 +836,8 @@ def _staffing_families(
     apart): its required agents are the queues' sum, its forecast and estimated wait the
     queues' figures weighted by their arrival rates (the share of the tenant's next calls
     answered within their queue's threshold, the expected wait of its next caller)."""
-    required = family(_REQUIRED)
-    forecast = family(_FORECAST)
-    wait = family(_ESTIMATED_WAIT)
-    forecast_a = family(_FORECAST_A)
+    config, store, tenant, queues, scopes, at, family, agent_states = scrape
+    required, forecast, wait, forecast_a = map(family, (_REQUIRED, _FORECAST, _ESTIMATED_WAIT, _FORECAST_A))
     required_sum = 0
     weighted = {"forecast": [0.0, 0.0], "wait": [0.0, 0.0], "erlang_a": [0.0, 0.0]}  # [sum lambda x value, sum lambda]
     for queue in queues:
@@ -888,16 +872,8 @@ def _staffing_families(
             fam.add(all_labels, total / weight)
 
 
-def _counter_families(
-    config: Config,
-    store: StateStore,
-    tenant: str,
-    queues: list[str],
-    scopes: set[str],
-    family: Family,
-    hidden: Iterable[str] = (),
-    arrays: bool = True,
-) -> None:
+def _counter_families(scrape: _Scrape, hidden: Iterable[str] = (), arrays: bool = True) -> None:
+    config, store, tenant, queues, scopes, _at, family, _agent_states = scrape
     per_queue = {
         q: _with_derived(store.totals(tenant, q) if q in scopes else {}, config.queue(tenant, q)) for q in queues
     }

@@ -58,10 +58,14 @@ live sets, and records, which expire. :class:`MemoryState` is the in-process sto
 from __future__ import annotations
 
 import marshal
-from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from kpi_core import windows
+
+if TYPE_CHECKING:
+    from kpi_core.config import Config
 
 Record = dict[str, Any]
 KB_SCOPE_PREFIX = "\x1fkb\x1f"
@@ -107,10 +111,24 @@ def count_states(members: Mapping[str, float], at: float) -> tuple[dict[str, int
 
 
 class StateStore(Protocol):
-    """What the engine needs from a store. All times are UTC epoch seconds."""
+    """What the engine, the worker and the exporter need from a store. All times are UTC
+    epoch seconds."""
 
     fine_seconds: int
     coarse_seconds: int
+
+    # -- batches and reads ahead (the worker; :meth:`kpi_core.engine.Engine.prefetch`) -----
+    def batch(self) -> AbstractContextManager[Any]:
+        """One unit of work: the writes inside land together at its end, or not at all."""
+
+    def prefetch_seen(self, items: Iterable[tuple[str, str, float]]) -> None:
+        """Read ahead (in a batch) whether each ``(tenant, event_id, ts)`` was seen."""
+
+    def prefetch_series(self, items: Iterable[tuple[str, str, str]], since: float) -> None:
+        """Read ahead (in a batch) the guard's registry entries of ``(kind, tenant, name)``."""
+
+    def prefetch_records(self, kind: str, tenant: str, keys: Iterable[str]) -> None:
+        """Read ahead (in a batch) the records ``keys`` of ``kind``."""
 
     # -- write side ------------------------------------------------------------------------
     def claim_event(self, tenant: str, event_id: str, ts: float) -> bool:
@@ -182,6 +200,23 @@ class StateStore(Protocol):
         """:func:`count_states` of a live set, without handing over its members."""
 
     def counts(self) -> dict[str, dict[str, float]]: ...
+
+    def snapshot_reader(self, config: Config, at: float) -> StateStore:
+        """The read side for one snapshot at ``at`` (the exporter's scrape): reads it may
+        prepare ahead; the store itself where it prepares none."""
+
+    def events_version(self) -> Any:
+        """Something cheap to read that changes whenever events land (the board's push polls
+        it); always None for a store with no such thing (the board then refreshes on its timer)."""
+
+    # -- pipeline figures: written by the workers of a shared store, served by the exporter --
+    def consumer_lag(self) -> dict[tuple[str, int], float] | None:
+        """The consumer group's lag, ``(topic, partition) -> messages behind``; None for a
+        store no worker writes to (no ``ccmon_consumer_lag`` family at all)."""
+
+    def stuck_partitions(self) -> dict[tuple[str, int], float] | None:
+        """Partitions a worker's watchdog found stuck, ``(topic, partition) -> unix time``;
+        None for a store no worker writes to."""
 
     # -- upkeep ----------------------------------------------------------------------------
     def maintain(self, now: float, fine_keep_seconds: float, coarse_keep_seconds: float) -> None:
@@ -318,6 +353,20 @@ class MemoryState:
         self._counts: dict[str, dict[str, float]] = {}
         self._scopes: dict[str, set[str]] = {}
         self._series: dict[tuple[str, str], dict[str, float]] = {}
+
+    # -- batches and reads ahead: every write lands at once, every read is local -----------
+    @contextmanager
+    def batch(self) -> Iterator[MemoryState]:
+        yield self
+
+    def prefetch_seen(self, items: Iterable[tuple[str, str, float]]) -> None:
+        pass
+
+    def prefetch_series(self, items: Iterable[tuple[str, str, str]], since: float) -> None:
+        pass
+
+    def prefetch_records(self, kind: str, tenant: str, keys: Iterable[str]) -> None:
+        pass
 
     # -- write side ------------------------------------------------------------------------
     def claim_event(self, tenant: str, event_id: str, ts: float) -> bool:
@@ -508,6 +557,19 @@ class MemoryState:
 
     def counts(self) -> dict[str, dict[str, float]]:
         return {name: dict(labels) for name, labels in self._counts.items()}
+
+    def snapshot_reader(self, config: Config, at: float) -> MemoryState:
+        return self
+
+    def events_version(self) -> None:
+        return None
+
+    # -- pipeline figures: an in-process store has no workers ------------------------------
+    def consumer_lag(self) -> None:
+        return None
+
+    def stuck_partitions(self) -> None:
+        return None
 
     # -- upkeep ----------------------------------------------------------------------------
     def maintain(self, now: float, fine_keep_seconds: float, coarse_keep_seconds: float) -> None:

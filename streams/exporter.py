@@ -114,9 +114,8 @@ class KpiCollector(Collector):
 
     def _read(self) -> tuple[float, list[MetricFamily]]:
         at = self.clock()
-        reader = getattr(self.store, "snapshot_reader", None)  # RedisState: prefetched reads
-        with GC_PAUSE:
-            return at, snapshot(self.config, reader(self.config, at) if reader is not None else self.store, at)
+        with GC_PAUSE:  # RedisState's reader: prefetched reads
+            return at, snapshot(self.config, self.store.snapshot_reader(self.config, at), at)
 
     def snapshot(self) -> tuple[float, list[MetricFamily]]:
         at, families = self._snapshot()
@@ -130,13 +129,14 @@ class KpiCollector(Collector):
         # RedisState's figures from the workers: their group's lag, partitions their watchdog found stuck.
         for family, read in (
             (MetricFamily("ccmon_consumer_lag", "gauge", "Kafka messages of the events topic not yet processed "
-                          "by the worker group (measured every 5 s)."), getattr(self.store, "consumer_lag", None)),
+                          "by the worker group (measured every 5 s)."), self.store.consumer_lag),
             (MetricFamily("ccmon_stuck_partition_timestamp_seconds", "gauge", "Unix time a worker's watchdog last "
                           "found this partition stuck and restarted the worker (kept 1 h)."),
-             getattr(self.store, "stuck_partitions", None)),
+             self.store.stuck_partitions),
         ):  # fmt: skip
-            if read is not None:
-                for (topic, partition), value in sorted(read().items()):
+            values = read()
+            if values is not None:
+                for (topic, partition), value in sorted(values.items()):
                     family.add((("topic", topic), ("partition", str(partition))), value)
                 families.append(family)
         if self.eviction is not None:  # Redis's maxmemory-policy, re-read every 30 s at most
@@ -324,7 +324,7 @@ def build_app(config: Config, store: StateStore, clock: Clock, ping: Callable[[]
         get_waiting=_redis_guard(lambda tenant, queue: waiting_calls(config, store, clock(), tenant, queue)),
         history=history,
         config=config,
-        version=getattr(store, "events_version", None),
+        version=store.events_version,
     )
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

@@ -1,7 +1,7 @@
 """A deliberately naive, brute-force reference for the KPI engine.
 
 Written from ``docs/KPIS.md`` (and the decisions ``docs/KPI_ENGINE.md`` records where
-the spec is silent), not from ``kpi_core/engine.py``. It keeps no buckets, no contributions
+the spec is silent), not from ``kpi_core/engine/``. It keeps no buckets, no contributions
 and no incremental state: for every ``(tenant, queue, window)`` it scans the whole list of
 events again and recomputes each KPI from its definition. It is slow on purpose and only
 meant for the small streams of the property tests.

@@ -1,6 +1,6 @@
 """The employee pulse (``esat``, ``enps`` answered by agents): parsing, configuration, the
 KPIs, and the batch release that keeps any single agent's answer from being read off the
-exported figures (kpi_core.engine ``_pulse``; docs/KPI_ENGINE.md, "Employee pulse")."""
+exported figures (kpi_core.engine.surveys ``_pulse``; docs/KPI_ENGINE.md, "Employee pulse")."""
 
 from __future__ import annotations
 

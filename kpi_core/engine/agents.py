@@ -1,0 +1,288 @@
+"""Agents: states, occupancy and each agent's calls of the day (:class:`AgentsMixin`).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping
+from typing import Any
+
+from kpi_core.config import REASON_NONE
+from kpi_core.engine.base import AGENTS, DAY, Contribution, Fold
+from kpi_core.events import ALL, Event
+from kpi_core.state import Record, to_ms
+from kpi_core.windows import local_midnight
+
+BUSY_STATES = frozenset({"on_call", "acw"})
+STAFFED_STATES = frozenset({"available", "on_call", "acw"})
+#: Logged in: every state but ``offline`` (the agent-hours outbound productivity divides by).
+LOGGED_IN_STATES = frozenset({"available", "on_call", "acw", "away"})
+#: In an agents-set member ``<state>[\x1e<reason>]\x1f<agent>``, what separates an ``away``
+#: agent's state from its ``reason`` label (:func:`agent_member`; no reason: the state alone).
+REASON_SEP = "\x1e"
+#: Record kind of an agent's calls of the day (:meth:`AgentsMixin._agent_calls`).
+AGENT_CALLS = "agent_calls"
+
+
+def _chunk_key(agent: str, seq: int) -> str:
+    """The key of an agent's history chunk record ``seq``."""
+    return f"{agent}\x1f{seq}"
+
+
+def agent_member(state: str, label: str, agent: str) -> str:
+    """An agent's member of the agents live sets: the state, then (``away`` only, and only with
+    a reason: the ``reason`` label of ``ccmon_agents`` is ``none`` for every other state, so a
+    query by state keeps one series per queue) the reason label, then the agent."""
+    if state == "away" and label != REASON_NONE:
+        return f"{state}{REASON_SEP}{label}\x1f{agent}"
+    return f"{state}\x1f{agent}"
+
+
+def split_state(key: str) -> tuple[str, str]:
+    """``(state, reason label)`` of the part of an agents-set member before ``\x1f``."""
+    state, _sep, label = key.partition(REASON_SEP)
+    return state, label or REASON_NONE
+
+
+class AgentsMixin(Fold):
+    """``agent.state`` (occupancy, the agents set) and the agents' side of calls (``agent_calls``)."""
+
+    #: An agent's record keeps its latest changes (between AGENT_HEAD and twice that); older
+    #: ones move, AGENT_HEAD at a time, to history chunks that are read only for an event that
+    #: lands before the record's first change.
+    AGENT_HEAD = 16
+
+    def _agent(self, ev: Event) -> None:
+        """Occupancy is integrated from state changes: each change adds ``d`` (+1/-1 agents
+        busy or staffed) and ``d * ts`` to its bucket, per queue of the agent and ``_all``;
+        the KPI layer turns those and the live count at ``at`` into time-weighted shares.
+
+        A change's contribution depends only on it and the change before it, so the records
+        keep the changes (today's, for late events) and not their contributions: a new
+        change recomputes the few it alters, as they were and as they are, and applies the
+        difference. The work per event does not grow with the agent's day: the record read on
+        every change holds the latest ones (``changes``, and ``base``: the queues in effect
+        before the first of them); the day's older changes are in ``agent_h`` chunk records
+        (``chunks``: ``[seq, first ts, queues in effect before it]``), written once and read
+        only when an event lands before the record's first change."""
+        store = self.store
+        tenant = ev.tenant
+        agent = ev.agent_id
+        assert agent is not None
+        record = store.get_record("agent", tenant, agent) or {"changes": []}
+        # Records written before contributions were recomputed kept them; they equal what is
+        # recomputed below, so they are dropped.
+        record.pop("applied", None)
+        changes: list[list[Any]] = record["changes"]  # [ts, eid, state, queues|None, reason], sorted
+        new = [ev.ts, ev.event_id, ev.state, list(ev.queues) if ev.queues is not None else None, ev.reason or ""]
+        index = bisect.bisect_right(changes, (ev.ts, ev.event_id), key=lambda c: (c[0], c[1]))
+        if index == 0 and record.get("chunks"):
+            changes = self._agent_unsplit(tenant, agent, record)
+            index = bisect.bisect_right(changes, (ev.ts, ev.event_id), key=lambda c: (c[0], c[1]))
+        base: list[str] = record.get("base", [])
+        # The new change alters its own contribution and the next one's (which starts from
+        # it), and those of the following changes that inherit its queues.
+        stop = index + 1
+        if new[3] is not None:
+            while stop < len(changes) and changes[stop - 1][3] is None:
+                stop += 1
+        stop = min(stop, len(changes))
+        before = self._agent_contributions(changes, index, stop, base)
+        changes.insert(index, new)
+        after = self._agent_contributions(changes, index, stop + 1, base)
+        for cid, old in before.items():
+            if after.get(cid) != old:
+                store.add(tenant, old[0], old[1], {k: -v for k, v in old[2].items()})
+                if old[0] == ALL:
+                    self._agent_day_add(tenant, record, old[1], old[2], -1)
+        for cid, contribution in after.items():
+            if before.get(cid) != contribution:
+                store.add(tenant, contribution[0], contribution[1], contribution[2])
+                if contribution[0] == ALL:
+                    self._agent_day_add(tenant, record, contribution[1], contribution[2], +1)
+        last = changes[-1]
+        last_ts, state = last[0], last[2]
+        label = self.config.reason_label(tenant, last[4] if len(last) > 4 else "")
+        qs = self._agent_queues(changes, len(changes), base)
+        member = agent_member(state, label, agent)
+        self._reconcile_live(tenant, record, [[AGENTS, scope, member, last_ts] for scope in [*qs, ALL]])
+        expire_at = last_ts + max(self.horizon, 7 * DAY)
+        self._agent_prune(tenant, agent, record)
+        self._agent_spill(tenant, agent, record, expire_at)
+        store.put_record("agent", tenant, agent, record, expire_at)
+
+    def _agent_day_add(self, tenant: str, record: Record, ts: float, fields: Mapping[str, float], sign: int) -> None:
+        """Add (``sign`` -1: retract) one of the agent's own occupancy contributions (its
+        ``_all`` one: the agent alone) to ``record["days"]``, the sums of the local day that
+        holds ``ts`` (``{day start: {field: sum}}``, the last two days kept): the agent's
+        occupancy today (:func:`kpi_core.kpis.live_agents`) integrates them as the queues' do."""
+        span = self._local_days.get(tenant)
+        if span is None or not span[0] <= ts < span[1]:
+            zone = self.config.timezone(tenant)
+            midnight = local_midnight(ts, zone)
+            # A local day lasts 23 to 25 h: 26 h on is in the next one.
+            span = self._local_days[tenant] = (midnight, local_midnight(midnight + 26 * 3600, zone))
+        start = span[0]
+        days: dict[str, dict[str, float]] = record.setdefault("days", {})
+        day = days.setdefault(str(int(start)), {})
+        for key, value in fields.items():
+            day[key] = day.get(key, 0) + sign * value
+        for key in [k for k in days if int(k) < start - 2 * DAY]:
+            del days[key]
+
+    def _agent_calls(self, tenant: str, call_id: str, record: Record, legs: list[dict[str, Any]]) -> None:
+        """Keep each agent's part of this call in the agent's ``agent_calls`` record, whose
+        ``calls`` map ``<call id>\x1f<fact>`` to ``[kind, ts, ...]``: ``talk`` (a leg the agent
+        answered, or an outbound call it made, not ended yet: its current call; ``+ [queue, call
+        id]``), ``handled`` (an inbound leg it answered that ended; ts: the end) and ``missed``
+        (rung, no answer). The call record keeps what it last gave each agent
+        (``agents``), so an event changes only what the call's facts now imply, whatever the
+        arrival order. Facts older than a day (26 h) are dropped, a ``talk`` older than
+        ``max_call_age``; the record expires a day after its newest fact."""
+        desired: dict[str, dict[str, list[Any]]] = {}
+        for leg in legs:
+            if leg["direction"] == "outbound":  # the agent's current call until it ends; not counted
+                if leg.get("agent") is not None and not leg["ended"]:
+                    desired.setdefault(leg["agent"], {})[f"{call_id}\x1f{leg['key']}"] = [
+                        "talk", leg["offer_ts"], leg["queue"], call_id]
+                continue
+            outcome = leg["outcome"]
+            if outcome is not None and outcome[0] == "answered":
+                first = min(leg["terminals"], key=lambda t: (t[0], t[1]))
+                agent = first[5] if len(first) > 5 else None
+                if agent is not None:
+                    if leg["ended"]:
+                        end = min(leg["ended"], key=lambda e: (e[0], e[1]))
+                        fact = ["handled", end[0]]
+                    else:
+                        fact = ["talk", outcome[1], leg["queue"], call_id]
+                    desired.setdefault(agent, {})[f"{call_id}\x1f{leg['key']}"] = fact
+            for ring in leg["rings"]:
+                agent = ring[3] if len(ring) > 3 else None
+                if agent is not None:
+                    desired.setdefault(agent, {})[f"{call_id}\x1fr\x1f{ring[1]}"] = ["missed", ring[0]]
+        applied: dict[str, dict[str, list[Any]]] = record.get("agents", {})
+        if desired == applied:
+            return
+        store = self.store
+        oldest = self._now - 26 * 3600.0
+        oldest_talk = self._now - self.config.max_call_age_seconds
+        for agent in sorted(set(applied) | set(desired)):
+            old, new = applied.get(agent, {}), desired.get(agent, {})
+            if old == new:
+                continue
+            rec = store.get_record(AGENT_CALLS, tenant, agent) or {"calls": {}}
+            calls: dict[str, list[Any]] = rec["calls"]
+            for key in old:
+                if key not in new:
+                    calls.pop(key, None)
+            calls.update(new)
+            for key in [k for k, f in calls.items() if f[1] < (oldest_talk if f[0] == "talk" else oldest)]:
+                del calls[key]
+            if calls:
+                store.put_record(AGENT_CALLS, tenant, agent, rec, max(f[1] for f in calls.values()) + DAY)
+            else:
+                store.delete_record(AGENT_CALLS, tenant, agent)
+        if desired:
+            record["agents"] = desired
+        else:
+            record.pop("agents", None)
+
+
+    def _agent_prune(self, tenant: str, agent: str, record: Record) -> None:
+        """Forget what no event can change any more: keep the latest change older than the
+        lateness cutoff (its state and queues are where the next one starts from) and the rest;
+        drop the history chunks that end before it."""
+        changes: list[list[Any]] = record["changes"]
+        cutoff = self._cutoff
+        chunks: list[list[Any]] = record.get("chunks", [])
+        if chunks:
+            firsts = [c[1] for c in chunks[1:]] + [changes[0][0]]
+            drop = 0
+            while drop < len(chunks) and firsts[drop] < cutoff:
+                drop += 1
+            for seq, _first, _base in chunks[:drop]:
+                self.store.delete_record("agent_h", tenant, _chunk_key(agent, seq))
+            del chunks[:drop]
+            if not chunks:
+                record.pop("chunks")
+        # A change older than the cutoff in the record means every chunk was dropped above.
+        older = bisect.bisect_left(changes, cutoff, key=lambda c: c[0])
+        if older > 1 or (older == 1 and "base" in record):
+            changes[older - 1][3] = self._agent_queues(changes, older, record.pop("base", []))
+            del changes[: older - 1]
+
+    def _agent_spill(self, tenant: str, agent: str, record: Record, expire_at: float) -> None:
+        """Move all but the latest AGENT_HEAD changes to a new history chunk once the record
+        holds more than twice that (a write, no read)."""
+        changes: list[list[Any]] = record["changes"]
+        if len(changes) <= 2 * self.AGENT_HEAD:
+            return
+        cut = len(changes) - self.AGENT_HEAD
+        seq = record.get("seq", 0)
+        base = record.get("base", [])
+        record.setdefault("chunks", []).append([seq, changes[0][0], base])
+        self.store.put_record("agent_h", tenant, _chunk_key(agent, seq), {"changes": changes[:cut]}, expire_at)
+        record["base"] = self._agent_queues(changes, cut, base)
+        record["seq"] = seq + 1
+        del changes[:cut]
+
+    def _agent_unsplit(self, tenant: str, agent: str, record: Record) -> list[list[Any]]:
+        """Bring the history chunks back into the record (for an event that lands before its
+        first change): the record then holds every change kept, from the first chunk's start."""
+        every: list[list[Any]] = []
+        for seq, _first, _base in record["chunks"]:
+            chunk = self.store.get_record("agent_h", tenant, _chunk_key(agent, seq))
+            if chunk is not None:  # expired: only changes long frozen were in it
+                every.extend(chunk["changes"])
+            self.store.delete_record("agent_h", tenant, _chunk_key(agent, seq))
+        record["base"] = record["chunks"][0][2]
+        del record["chunks"]
+        every.extend(record["changes"])
+        record["changes"] = every
+        return every
+
+    @staticmethod
+    def _agent_queues(changes: list[list[Any]], stop: int, base: list[str] | None = None) -> list[str]:
+        """The queues an agent has after ``changes[:stop]`` (a change without queues keeps
+        the ones before it; ``base``: the queues before ``changes[0]``)."""
+        for i in range(stop - 1, -1, -1):
+            if changes[i][3] is not None:
+                return changes[i][3]
+        return base or []
+
+    def _agent_contributions(
+        self, changes: list[list[Any]], start: int, stop: int, base: list[str] | None = None
+    ) -> dict[str, Contribution]:
+        """The contributions of ``changes[start:stop]``, by ``<event id>:<scope>``."""
+        out: dict[str, Contribution] = {}
+        previous = changes[start - 1] if start > 0 else None
+        current = self._agent_queues(changes, start, base)
+        for i in range(start, stop):
+            ts, eid, state, qs = changes[i][:4]
+            deltas: dict[str, dict[str, float]] = {}
+            if previous is not None:
+                for scope in [*current, ALL]:
+                    self._occupancy_delta(deltas, scope, previous[2], -1)
+            if qs is not None:
+                current = qs
+            for scope in [*current, ALL]:
+                self._occupancy_delta(deltas, scope, state, +1)
+            for scope, d in deltas.items():
+                fields = {k: v for k, v in d.items() if v}
+                if fields:
+                    ts_ms = to_ms(ts)
+                    fields.update({f"{k}_t_ms": v * ts_ms for k, v in list(fields.items())})
+                    out[f"{eid}:{scope}"] = [scope, ts, fields]
+            previous = changes[i]
+        return out
+
+    @staticmethod
+    def _occupancy_delta(deltas: dict[str, dict[str, float]], scope: str, state: str, sign: int) -> None:
+        d = deltas.setdefault(scope, {"occ_busy": 0, "occ_staffed": 0, "occ_logged": 0})
+        if state in BUSY_STATES:
+            d["occ_busy"] += sign
+        if state in STAFFED_STATES:
+            d["occ_staffed"] += sign
+        if state in LOGGED_IN_STATES:
+            d["occ_logged"] += sign
