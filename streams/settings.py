@@ -22,7 +22,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -63,14 +63,22 @@ class Source:
     raises :class:`Invalid`. ``None`` (unset, the default of an optional setting) is never checked."""
 
     flag: str
-    env: tuple[str, ...]
     check: Check
     help: str
+    env: tuple[str, ...]
 
 
-def setting(default: Any, flag: str, env: str | tuple[str, ...], check: Check, help: str = "") -> Any:
-    """One setting's row of :class:`Settings`: its default and its :class:`Source`."""
-    return field(default=default, metadata={"source": Source(flag, (env,) if isinstance(env, str) else env, check, help)})
+def setting(default: Any, flag: str, check: Check, help: str, env: str | tuple[str, ...] = ()) -> Any:
+    """One setting's row of :class:`Settings`: its default and its :class:`Source`. ``env``:
+    its environment variables, by default ``CCMON_`` and its name in capitals."""
+    return field(default=default, metadata={"source": Source(flag, check, help, (env,) if isinstance(env, str) else env)})
+
+
+def secret(env: str = "") -> Any:
+    """A secret's row: no flag (a flag shows in ``ps`` and in shell history), no help; its value
+    comes from ``env`` (by default ``CCMON_`` and its name in capitals) or from the file its
+    ``<name>_file`` setting names, and is never shown (:data:`SECRETS`)."""
+    return field(default=None, repr=False, metadata={"source": Source("", str, "", (env,) if env else ())})
 
 
 def _bad(rule: str, raw: Any) -> Invalid:
@@ -218,61 +226,63 @@ _TOPIC = _name(_TOPIC_RE, "must be 1-249 characters of letters, digits, '.', '_'
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Every setting, one row each: ``name: type = setting(default, flag, environment variables,
-    check, help)``. Commands name the settings they take (``streams/commands/*.py``: ``FLAGS``)."""
+    """Every setting, one row each: ``name: type = setting(default, flag, check, help)``, from
+    which its flag, its ``--help`` line, its environment variable (``CCMON_`` and the name in
+    capitals, unless ``env=`` names others) and its check come; a secret is ``secret()``.
+    Commands name the settings they take (``streams/commands/*.py``: ``FLAGS``)."""
 
-    kafka_bootstrap: str = setting("127.0.0.1:19092", "--kafka", ("CCMON_KAFKA_BOOTSTRAP", "KAFKA_BOOTSTRAP"), _bootstrap, "Kafka bootstrap servers, host:port[,host:port]")
-    redis_url: str = setting("redis://127.0.0.1:16379/0", "--redis", ("CCMON_REDIS_URL", "REDIS_URL"), _redis_url, "Redis URL, redis://[:password@]host:port/db")
-    redis_cluster: bool = setting(False, "--redis-cluster", "CCMON_REDIS_CLUSTER", _boolean, "'yes' when --redis names a node of a Redis Cluster (see docs/STREAMS.md)")
-    evicting_redis_allowed: bool = setting(False, "--allow-evicting-redis", "CCMON_ALLOW_EVICTING_REDIS", _boolean, "'yes': run on a Redis whose maxmemory-policy may evict keys (refused otherwise: an evicted seen set counts redelivered events again; see streams/redis_policy.py)")
-    events_topic: str = setting("ccmon.events", "--topic", "CCMON_EVENTS_TOPIC", _TOPIC, "topic the events are read from")
-    dlq_topic: str = setting("ccmon.dlq", "--dlq-topic", "CCMON_DLQ_TOPIC", _TOPIC, "dead-letter topic for rejected events")
-    group_id: str = setting("ccmon", "--group", "CCMON_GROUP_ID", _TOPIC, "Kafka consumer group (Faust app id); workers with the same one split the partitions")
-    config_path: str | None = setting(None, "--config", "CCMON_CONFIG", str, "KPI config TOML (see deploy/config/ccmon.toml); without one, built-in defaults")
-    redis_prefix: str = setting("ccmon", "--redis-prefix", "CCMON_REDIS_PREFIX", _name(_PREFIX_RE, "must be 1-64 characters of letters, digits, '.', '_', '-'"), "prefix of every Redis key (lets several deployments or tests share a Redis)")
-    exporter_host: str = setting("127.0.0.1", "--host", "CCMON_EXPORTER_HOST", _host, "address the exporter listens on; 0.0.0.0 (all) shows customer ids in /api/callbacks/pending only with basic auth")
-    exporter_port: int = setting(9108, "--port", "CCMON_EXPORTER_PORT", _integer(0, 65535), "port the exporter listens on")
-    worker_web_port: int = setting(9109, "--web-port", "CCMON_WORKER_WEB_PORT", _integer(0, 65535), "port of the worker's web server (/metrics of the worker itself); 0: none")
-    batch_size: int = setting(2000, "--batch-size", "CCMON_BATCH_SIZE", _integer(1, 1_000_000), "Kafka messages per batch (a message may hold many events)")
-    batch_within: float = setting(0.05, "--batch-within", "CCMON_BATCH_WITHIN", _seconds(lambda x: 0 < x <= 60, "in (0, 60]"), "seconds to wait for a batch to fill")
-    session_timeout: float = setting(60.0, "--session-timeout", "CCMON_KAFKA_SESSION_TIMEOUT", _seconds(lambda x: 6 <= x <= 300, "in [6, 300]"), "seconds before the group gives a silent (crashed) worker's partitions to the others")
-    stuck_partition_seconds: float = setting(120.0, "--stuck-partition-seconds", "CCMON_STUCK_PARTITION_SECONDS", _seconds(lambda x: x == 0 or 5 <= x <= 3600, "in [5, 3600]", "0 (off) or "), "seconds an assigned partition may lag with its committed offset standing still (no batch in flight, Redis answering) before the worker exits (code 75) to be restarted; 0: off")
-    redis_policy_recheck_seconds: float = setting(30.0, "--redis-policy-recheck-seconds", "CCMON_REDIS_POLICY_RECHECK_SECONDS", _seconds(lambda x: 1 <= x <= 3600, "in [1, 3600]"), "seconds between two reads of Redis's maxmemory-policy while running (the worker's timer; the exporter at a scrape): a change is logged and exported")
-    offset_reset: str = setting("earliest", "--offset-reset", "CCMON_OFFSET_RESET", _choice(_OFFSET_RESETS, str.lower), "where a new consumer group starts: earliest or latest")
-    clock: str = setting("wall", "--clock", "CCMON_CLOCK", _clock, "'wall', or 'fixed:<epoch seconds or RFC 3339>' for tests and replays")
-    log_level: str = setting("INFO", "--log-level", "CCMON_LOG_LEVEL", _choice(_LOG_LEVELS, str.upper), "DEBUG, INFO, WARNING or ERROR")
-    log_format: str = setting("text", "--log-format", "CCMON_LOG_FORMAT", _choice(LOG_FORMATS, str.lower), "text, or json: one JSON object per log line (ts, level, logger, message...)")
+    kafka_bootstrap: str = setting("127.0.0.1:19092", "--kafka", _bootstrap, "Kafka bootstrap servers, host:port[,host:port]", env=("CCMON_KAFKA_BOOTSTRAP", "KAFKA_BOOTSTRAP"))
+    redis_url: str = setting("redis://127.0.0.1:16379/0", "--redis", _redis_url, "Redis URL, redis://[:password@]host:port/db", env=("CCMON_REDIS_URL", "REDIS_URL"))
+    redis_cluster: bool = setting(False, "--redis-cluster", _boolean, "'yes' when --redis names a node of a Redis Cluster (see docs/STREAMS.md)")
+    evicting_redis_allowed: bool = setting(False, "--allow-evicting-redis", _boolean, "'yes': run on a Redis whose maxmemory-policy may evict keys (refused otherwise: an evicted seen set counts redelivered events again; see streams/redis_policy.py)", env="CCMON_ALLOW_EVICTING_REDIS")
+    events_topic: str = setting("ccmon.events", "--topic", _TOPIC, "topic the events are read from")
+    dlq_topic: str = setting("ccmon.dlq", "--dlq-topic", _TOPIC, "dead-letter topic for rejected events")
+    group_id: str = setting("ccmon", "--group", _TOPIC, "Kafka consumer group (Faust app id); workers with the same one split the partitions")
+    config_path: str | None = setting(None, "--config", str, "KPI config TOML (see deploy/config/ccmon.toml); without one, built-in defaults", env="CCMON_CONFIG")
+    redis_prefix: str = setting("ccmon", "--redis-prefix", _name(_PREFIX_RE, "must be 1-64 characters of letters, digits, '.', '_', '-'"), "prefix of every Redis key (lets several deployments or tests share a Redis)")
+    exporter_host: str = setting("127.0.0.1", "--host", _host, "address the exporter listens on; 0.0.0.0 (all) shows customer ids in /api/callbacks/pending only with basic auth")
+    exporter_port: int = setting(9108, "--port", _integer(0, 65535), "port the exporter listens on")
+    worker_web_port: int = setting(9109, "--web-port", _integer(0, 65535), "port of the worker's web server (/metrics of the worker itself); 0: none")
+    batch_size: int = setting(2000, "--batch-size", _integer(1, 1_000_000), "Kafka messages per batch (a message may hold many events)")
+    batch_within: float = setting(0.05, "--batch-within", _seconds(lambda x: 0 < x <= 60, "in (0, 60]"), "seconds to wait for a batch to fill")
+    session_timeout: float = setting(60.0, "--session-timeout", _seconds(lambda x: 6 <= x <= 300, "in [6, 300]"), "seconds before the group gives a silent (crashed) worker's partitions to the others", env="CCMON_KAFKA_SESSION_TIMEOUT")
+    stuck_partition_seconds: float = setting(120.0, "--stuck-partition-seconds", _seconds(lambda x: x == 0 or 5 <= x <= 3600, "in [5, 3600]", "0 (off) or "), "seconds an assigned partition may lag with its committed offset standing still (no batch in flight, Redis answering) before the worker exits (code 75) to be restarted; 0: off")
+    redis_policy_recheck_seconds: float = setting(30.0, "--redis-policy-recheck-seconds", _seconds(lambda x: 1 <= x <= 3600, "in [1, 3600]"), "seconds between two reads of Redis's maxmemory-policy while running (the worker's timer; the exporter at a scrape): a change is logged and exported")
+    offset_reset: str = setting("earliest", "--offset-reset", _choice(_OFFSET_RESETS, str.lower), "where a new consumer group starts: earliest or latest")
+    clock: str = setting("wall", "--clock", _clock, "'wall', or 'fixed:<epoch seconds or RFC 3339>' for tests and replays")
+    log_level: str = setting("INFO", "--log-level", _choice(_LOG_LEVELS, str.upper), "DEBUG, INFO, WARNING or ERROR")
+    log_format: str = setting("text", "--log-format", _choice(LOG_FORMATS, str.lower), "text, or json: one JSON object per log line (ts, level, logger, message...)")
     # -- security (docs/SECURITY.md); a password holds the secret itself, read from its
     # environment variable or its file at start-up, and is never shown. No flag: environment only.
-    kafka_security_protocol: str = setting("PLAINTEXT", "--kafka-security-protocol", "CCMON_KAFKA_SECURITY_PROTOCOL", _choice(KAFKA_SECURITY_PROTOCOLS, str.upper), "Kafka security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
-    kafka_sasl_mechanism: str = setting("PLAIN", "--kafka-sasl-mechanism", "CCMON_KAFKA_SASL_MECHANISM", _choice(KAFKA_SASL_MECHANISMS, str.upper), "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
-    kafka_username: str | None = setting(None, "--kafka-username", "CCMON_KAFKA_USERNAME", _text, "SASL user name")
-    kafka_password: str | None = setting(None, "", "CCMON_KAFKA_PASSWORD", str)
-    kafka_password_file: str | None = setting(None, "--kafka-password-file", "CCMON_KAFKA_PASSWORD_FILE", _text, "file holding the SASL password (or $CCMON_KAFKA_PASSWORD; no flag for the password itself)")
-    kafka_ca_file: str | None = setting(None, "--kafka-ca-file", "CCMON_KAFKA_CA_FILE", _text, "PEM CA certificate(s) the Kafka brokers' certificates must chain to; unset: the system's CAs")
-    kafka_cert_file: str | None = setting(None, "--kafka-cert-file", "CCMON_KAFKA_CERT_FILE", _text, "PEM client certificate for Kafka (mutual TLS); may also hold the key")
-    kafka_key_file: str | None = setting(None, "--kafka-key-file", "CCMON_KAFKA_KEY_FILE", _text, "PEM private key of --kafka-cert-file")
-    redis_password: str | None = setting(None, "", "CCMON_REDIS_PASSWORD", str)
-    redis_password_file: str | None = setting(None, "--redis-password-file", "CCMON_REDIS_PASSWORD_FILE", _text, "file holding the Redis password (or $CCMON_REDIS_PASSWORD, or in the URL)")
-    redis_ca_file: str | None = setting(None, "--redis-ca-file", "CCMON_REDIS_CA_FILE", _text, "PEM CA certificate(s) the Redis server's certificate must chain to (rediss:// URLs); unset: the system's CAs")
-    redis_cert_file: str | None = setting(None, "--redis-cert-file", "CCMON_REDIS_CERT_FILE", _text, "PEM client certificate for Redis (mutual TLS); may also hold the key")
-    redis_key_file: str | None = setting(None, "--redis-key-file", "CCMON_REDIS_KEY_FILE", _text, "PEM private key of --redis-cert-file")
-    exporter_auth_user: str | None = setting(None, "--basic-auth-user", "CCMON_EXPORTER_BASIC_AUTH_USER", _user, "require HTTP basic auth with this user (not for /livez, /readyz, /healthz)")
-    exporter_auth_password: str | None = setting(None, "", "CCMON_EXPORTER_BASIC_AUTH_PASSWORD", str)
-    exporter_auth_password_file: str | None = setting(None, "--basic-auth-password-file", "CCMON_EXPORTER_BASIC_AUTH_PASSWORD_FILE", _text, "file holding the basic-auth password (or $CCMON_EXPORTER_BASIC_AUTH_PASSWORD)")
-    exporter_tls_cert_file: str | None = setting(None, "--tls-cert-file", "CCMON_EXPORTER_TLS_CERT_FILE", _text, "serve HTTPS with this PEM certificate (chain); may also hold the key")
-    exporter_tls_key_file: str | None = setting(None, "--tls-key-file", "CCMON_EXPORTER_TLS_KEY_FILE", _text, "PEM private key of --tls-cert-file")
+    kafka_security_protocol: str = setting("PLAINTEXT", "--kafka-security-protocol", _choice(KAFKA_SECURITY_PROTOCOLS, str.upper), "Kafka security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+    kafka_sasl_mechanism: str = setting("PLAIN", "--kafka-sasl-mechanism", _choice(KAFKA_SASL_MECHANISMS, str.upper), "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+    kafka_username: str | None = setting(None, "--kafka-username", _text, "SASL user name")
+    kafka_password: str | None = secret()
+    kafka_password_file: str | None = setting(None, "--kafka-password-file", _text, "file holding the SASL password (or $CCMON_KAFKA_PASSWORD; no flag for the password itself)")
+    kafka_ca_file: str | None = setting(None, "--kafka-ca-file", _text, "PEM CA certificate(s) the Kafka brokers' certificates must chain to; unset: the system's CAs")
+    kafka_cert_file: str | None = setting(None, "--kafka-cert-file", _text, "PEM client certificate for Kafka (mutual TLS); may also hold the key")
+    kafka_key_file: str | None = setting(None, "--kafka-key-file", _text, "PEM private key of --kafka-cert-file")
+    redis_password: str | None = secret()
+    redis_password_file: str | None = setting(None, "--redis-password-file", _text, "file holding the Redis password (or $CCMON_REDIS_PASSWORD, or in the URL)")
+    redis_ca_file: str | None = setting(None, "--redis-ca-file", _text, "PEM CA certificate(s) the Redis server's certificate must chain to (rediss:// URLs); unset: the system's CAs")
+    redis_cert_file: str | None = setting(None, "--redis-cert-file", _text, "PEM client certificate for Redis (mutual TLS); may also hold the key")
+    redis_key_file: str | None = setting(None, "--redis-key-file", _text, "PEM private key of --redis-cert-file")
+    exporter_auth_user: str | None = setting(None, "--basic-auth-user", _user, "require HTTP basic auth with this user (not for /livez, /readyz, /healthz)", env="CCMON_EXPORTER_BASIC_AUTH_USER")
+    exporter_auth_password: str | None = secret("CCMON_EXPORTER_BASIC_AUTH_PASSWORD")
+    exporter_auth_password_file: str | None = setting(None, "--basic-auth-password-file", _text, "file holding the basic-auth password (or $CCMON_EXPORTER_BASIC_AUTH_PASSWORD)", env="CCMON_EXPORTER_BASIC_AUTH_PASSWORD_FILE")
+    exporter_tls_cert_file: str | None = setting(None, "--tls-cert-file", _text, "serve HTTPS with this PEM certificate (chain); may also hold the key")
+    exporter_tls_key_file: str | None = setting(None, "--tls-key-file", _text, "PEM private key of --tls-cert-file")
     # -- the board's "vs last week" indicator: the Prometheus that records the week-over-week
     # rules (streams.web.week_over_week); None: no indicator.
-    prometheus_url: str | None = setting(None, "--prometheus-url", "CCMON_PROMETHEUS_URL", _prometheus_url, "http(s) URL of the Prometheus that records ccmon's week-over-week rules, e.g. http://prometheus:9090; feeds the board's 'vs last week' indicator (/api/week-over-week)")
+    prometheus_url: str | None = setting(None, "--prometheus-url", _prometheus_url, "http(s) URL of the Prometheus that records ccmon's week-over-week rules, e.g. http://prometheus:9090; feeds the board's 'vs last week' indicator (/api/week-over-week)")
     # -- customer record keys (docs/SECURITY.md): the HMAC key naming customer records in
     # Redis; the worker and ``ccmon rebuild`` need it unless ``insecure_dev``.
-    customer_key_secret: str | None = setting(None, "", "CCMON_CUSTOMER_KEY_SECRET", str)
-    customer_key_secret_file: str | None = setting(None, "--customer-key-secret-file", "CCMON_CUSTOMER_KEY_SECRET_FILE", _text, "file holding the secret that keys customer record names in Redis (or $CCMON_CUSTOMER_KEY_SECRET; at least 32 characters; worker and rebuild: the same)")
-    insecure_dev: bool = setting(False, "--insecure-dev", "CCMON_INSECURE_DEV", _boolean, "development only (the flag alone: yes): run the worker or rebuild without a customer key secret; customer record names are then a digest anyone can recompute from a customer id")
+    customer_key_secret: str | None = secret()
+    customer_key_secret_file: str | None = setting(None, "--customer-key-secret-file", _text, "file holding the secret that keys customer record names in Redis (or $CCMON_CUSTOMER_KEY_SECRET; at least 32 characters; worker and rebuild: the same)")
+    insecure_dev: bool = setting(False, "--insecure-dev", _boolean, "development only (the flag alone: yes): run the worker or rebuild without a customer key secret; customer record names are then a digest anyone can recompute from a customer id")
     # -- alerts on the board (streams/web/alerts.py): Alertmanager's base URL; unset: ccmon's
     # own breach state against the queues' targets.
-    alertmanager_url: str | None = setting(None, "--alertmanager-url", "CCMON_ALERTMANAGER_URL", _alertmanager_url, "Alertmanager base URL (http://host:9093) whose firing alerts the wallboard shows (/api/alerts); unset: ccmon's own breaches of the queues' targets")
+    alertmanager_url: str | None = setting(None, "--alertmanager-url", _alertmanager_url, "Alertmanager base URL (http://host:9093) whose firing alerts the wallboard shows (/api/alerts); unset: ccmon's own breaches of the queues' targets")
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -341,7 +351,8 @@ def redact_url(url: str) -> str:
 
 
 # -- sources ---------------------------------------------------------------------------------
-_SOURCE: Mapping[str, Source] = {f.name: f.metadata["source"] for f in fields(Settings)}
+_SOURCE: Mapping[str, Source] = {f.name: replace(f.metadata["source"], env=f.metadata["source"].env or (f"CCMON_{f.name.upper()}",))
+                                  for f in fields(Settings)}  # fmt: skip
 #: attribute -> (flag, environment variables in order of precedence); an empty flag:
 #: environment only (a secret).
 SOURCES: Mapping[str, tuple[str, tuple[str, ...]]] = {name: (row.flag, row.env) for name, row in _SOURCE.items()}
