@@ -74,51 +74,38 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class SecuritySettings(Protocol):
-    """What this module reads of :class:`streams.settings.Settings` (which imports this module
-    for its start-up check: :func:`check_settings`). ``setting_names(name)`` says how a user
-    sets ``name`` (``--kafka-username or CCMON_KAFKA_USERNAME``), for the error messages."""
+    """What this module reads of :class:`streams.settings.Settings`, which subclasses this
+    protocol (settings imports this module for its start-up check, :func:`check_settings`; this
+    module imports nothing of settings). ``setting_names(name)`` says how a user sets ``name``
+    (``--kafka-username or CCMON_KAFKA_USERNAME``), for the error messages."""
 
-    # fmt: off
-    @property
-    def kafka_bootstrap(self) -> str: ...
+    __slots__ = ()
+    # Kafka: its clients' TLS and SASL, and what a refused login names.
+    kafka_bootstrap: str
+    kafka_security_protocol: str
+    kafka_sasl_mechanism: str
+    kafka_username: str | None
+    kafka_password: str | None
+    kafka_ca_file: str | None
+    kafka_cert_file: str | None
+    kafka_key_file: str | None
+    # Redis: TLS for a rediss:// URL, the password.
+    redis_url: str
+    redis_password: str | None
+    redis_ca_file: str | None
+    redis_cert_file: str | None
+    redis_key_file: str | None
+    # The exporter's HTTPS and basic auth; the customer key.
+    exporter_tls_cert_file: str | None
+    exporter_tls_key_file: str | None
+    exporter_auth_password: str | None
+    customer_key_secret: str | None
+    insecure_dev: bool
+
     @property
     def kafka_servers(self) -> list[str]: ...
-    @property
-    def kafka_security_protocol(self) -> str: ...
-    @property
-    def kafka_sasl_mechanism(self) -> str: ...
-    @property
-    def kafka_username(self) -> str | None: ...
-    @property
-    def kafka_password(self) -> str | None: ...
-    @property
-    def kafka_ca_file(self) -> str | None: ...
-    @property
-    def kafka_cert_file(self) -> str | None: ...
-    @property
-    def kafka_key_file(self) -> str | None: ...
-    @property
-    def redis_url(self) -> str: ...
-    @property
-    def redis_password(self) -> str | None: ...
-    @property
-    def redis_ca_file(self) -> str | None: ...
-    @property
-    def redis_cert_file(self) -> str | None: ...
-    @property
-    def redis_key_file(self) -> str | None: ...
-    @property
-    def exporter_auth_password(self) -> str | None: ...
-    @property
-    def exporter_tls_cert_file(self) -> str | None: ...
-    @property
-    def exporter_tls_key_file(self) -> str | None: ...
-    @property
-    def customer_key_secret(self) -> str | None: ...
-    @property
-    def insecure_dev(self) -> bool: ...
+
     def setting_names(self, name: str) -> str: ...
-    # fmt: on
 
 
 # -- start-up checks ---------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 from kpi_core.errors import ConfigError, InvalidEventError
 from kpi_core.events import parse_ts
 from streams.logs import LOG_FORMATS, configure
-from streams.security import check_settings, kafka_client_kwargs
+from streams.security import SecuritySettings, check_settings, kafka_client_kwargs
 
 Clock = Callable[[], float]
 
@@ -225,7 +225,7 @@ _TOPIC = _name(_TOPIC_RE, "must be 1-249 characters of letters, digits, '.', '_'
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
+class Settings(SecuritySettings):
     """Every setting, one row each: ``name: type = setting(default, flag, check, help)``, from
     which its flag, its ``--help`` line, its environment variable (``CCMON_`` and the name in
     capitals, unless ``env=`` names others) and its check come; a secret is ``secret()``.
