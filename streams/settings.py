@@ -1,8 +1,13 @@
 """Run-time settings of the streaming side: one frozen object, built once at start-up.
 
-Each value comes from its command-line flag, else its environment variable, else the
-default. A bad value raises :class:`~kpi_core.errors.ConfigError` naming the flag or the
-variable it came from (``config field 'CCMON_BATCH_SIZE': must be an integer >= 1, got 'x'``).
+Every setting is one row of :class:`Settings` (``name: type = setting(default, flag, check,
+help)``): its flag and ``--help`` line (:func:`add_arguments`, for the settings a command
+names), its environment variable (``CCMON_<NAME>`` unless the row says otherwise) and its
+check all come from that row. Each value comes from its command-line flag, else its
+environment variable, else the default; :func:`from_args` checks each row, then the
+combinations. A bad value raises :class:`~kpi_core.errors.ConfigError` naming the flag or the
+variable it came from (``config field 'CCMON_BATCH_SIZE': must be an integer in
+1..1000000, got 'x'``).
 
 Secrets (a password in ``redis_url``, the Kafka, Redis and exporter passwords, the customer
 key secret) are never logged: log :meth:`Settings.redacted`, and ``repr(settings)`` is
@@ -351,11 +356,12 @@ def redact_url(url: str) -> str:
 
 
 # -- sources ---------------------------------------------------------------------------------
-_SOURCE: Mapping[str, Source] = {f.name: replace(f.metadata["source"], env=f.metadata["source"].env or (f"CCMON_{f.name.upper()}",))
-                                  for f in fields(Settings)}  # fmt: skip
+#: setting -> its row's :class:`Source`, with its environment variables filled in.
+ROWS: Mapping[str, Source] = {f.name: replace(f.metadata["source"], env=f.metadata["source"].env or (f"CCMON_{f.name.upper()}",))
+                              for f in fields(Settings)}  # fmt: skip
 #: attribute -> (flag, environment variables in order of precedence); an empty flag:
 #: environment only (a secret).
-SOURCES: Mapping[str, tuple[str, tuple[str, ...]]] = {name: (row.flag, row.env) for name, row in _SOURCE.items()}
+SOURCES: Mapping[str, tuple[str, tuple[str, ...]]] = {name: (row.flag, row.env) for name, row in ROWS.items()}
 
 
 class _RefusedSecretFlag(argparse.Action):
@@ -365,7 +371,7 @@ class _RefusedSecretFlag(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:  # fmt: skip
         file_flag = f"{option_string}-file"
-        env = next(_SOURCE[name.removesuffix("_file")].env[0] for name, row in _SOURCE.items() if row.flag == file_flag)
+        env = next(ROWS[name.removesuffix("_file")].env[0] for name, row in ROWS.items() if row.flag == file_flag)
         what = "a password" if "password" in file_flag else "a secret"
         parser.error(f"{option_string}: {what} has no flag (a flag shows in ps and in shell history); "
                      f"use ${env} or {file_flag}")  # fmt: skip
@@ -375,7 +381,7 @@ def add_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> No
     """Add the flags of the settings ``names`` (every default is ``None``: unset)."""
     defaults = Settings()
     for name in names:
-        row = _SOURCE[name]
+        row = ROWS[name]
         if not row.flag:  # environment only: a secret must not show in ps
             continue
         if name.removesuffix("_file") in SECRETS:
@@ -396,7 +402,7 @@ def from_args(args: argparse.Namespace | None = None, environ: Mapping[str, str]
     raw: dict[str, Any] = {}
     values: dict[str, Any] = {}
     origin: dict[str, str] = {}
-    for name, row in _SOURCE.items():
+    for name, row in ROWS.items():
         given = getattr(args, name, None) if args is not None else None
         where = row.flag
         if given is None:
@@ -425,7 +431,7 @@ def check_alertmanager_url(url: str, where: str) -> str:
 
 def setting_names(name: str) -> str:
     """How a user sets ``name``: ``--kafka-username or CCMON_KAFKA_USERNAME``."""
-    row = _SOURCE[name]
+    row = ROWS[name]
     return " or ".join([row.flag, *row.env] if row.flag else row.env)
 
 
