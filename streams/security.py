@@ -108,6 +108,11 @@ class SecuritySettings(Protocol):
     def setting_names(self, name: str) -> str: ...
 
 
+#: What a file error names: where each setting came from (setting -> flag or variable, at
+#: start-up), or the settings themselves (then: how a user sets it).
+Origin = Mapping[str, str] | SecuritySettings
+
+
 # -- start-up checks ---------------------------------------------------------------------------
 def check_settings(settings: SecuritySettings, origin: Mapping[str, str]) -> None:
     """Load every certificate and key the settings name (then drop them): a missing, unreadable
@@ -120,7 +125,7 @@ def check_settings(settings: SecuritySettings, origin: Mapping[str, str]) -> Non
     exporter_ssl_context(settings, origin)
 
 
-def _where(name: str, origin: Mapping[str, str] | SecuritySettings) -> str:
+def _where(name: str, origin: Origin) -> str:
     """Where the setting ``name`` came from (``origin``'s), else how a user sets it."""
     if isinstance(origin, Mapping):
         return origin[name]
@@ -133,9 +138,6 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return exc.strerror or str(exc)
     return str(exc)
-
-
-Origin = Mapping[str, str] | SecuritySettings
 
 
 def _readable(path: str, name: str, origin: Origin) -> None:
