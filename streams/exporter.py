@@ -1,4 +1,6 @@
-"""The exporter: KPIs read from Redis at request time, served over HTTP.
+"""The exporter: KPIs read from Redis at request time, served over HTTP by :mod:`streams.web`
+(the one router, the same app ``ccmon demo`` serves, here over Redis; the exporter supplies
+its ``/metrics``, ``/api/samples``, readiness and the eviction gauge: :func:`build_app`).
 
 * ``/metrics`` -- Prometheus text (format 0.0.4) of :class:`KpiCollector`'s families:
   :func:`kpi_core.kpis.snapshot` over a :class:`~streams.redis.read.SnapshotReader` (the
@@ -6,22 +8,20 @@
   ``ccmon_consumer_lag``, the partitions a worker's watchdog found stuck
   (``ccmon_stuck_partition_timestamp_seconds``, streams/watchdog.py),
   ``ccmon_exporter_scrape_seconds`` and Redis's ``ccmon_redis_eviction_safe``
-  (:mod:`streams.redis.policy`), rendered by
-  :func:`kpi_core.exposition.render` (prometheus_client's per-sample objects cost ~5 us a
-  sample, too much for 200,000 samples at 1,000 queues). So ``/metrics`` says exactly what
-  ``ccmon replay`` would print for the same events. The collector still plugs into a
-  prometheus_client registry (``collect``) for whoever wants one.
+  (:mod:`streams.redis.policy`), rendered by :func:`kpi_core.exposition.render` (not
+  prometheus_client, whose per-sample objects cost too much at 1,000 queues:
+  docs/BENCHMARKS.md). So ``/metrics`` says exactly what ``ccmon replay`` would print for the
+  same events.
 * ``/api/samples`` -- every KPI sample as JSON ``{"at", "samples": [{name, labels, value}]}``,
   filtered by ``?tenant=`` and ``?queue=``.
 * Everything else -- the wallboard (``/``), ``/api/kpis``, ``/api/stream``,
-  ``/api/callbacks/pending`` and ``/healthz`` -- is :mod:`streams.web`, the same app ``ccmon
-  demo`` serves, here over Redis. ``/api/stream`` pushes the board's document within about a
-  quarter of a second of a worker's batch landing: the workers' per-tenant event counters
-  are polled every 0.25 s (:meth:`~streams.redis.state.RedisState.events_version`, two round
-  trips) while a page is open, and the KPIs are read again only when they moved
-  (:mod:`streams.web.push`). The sparklines' history is kept in Redis
-  (:class:`~streams.web.api.RedisSlHistory`), recorded by :class:`HistoryRecorder` once a
-  minute, so a new page or a restarted exporter shows the last hour.
+  ``/api/callbacks/pending`` and ``/healthz`` -- is :mod:`streams.web`'s. ``/api/stream`` pushes
+  the board's document soon after a worker's batch lands: the workers' per-tenant event
+  counters are polled (:meth:`~streams.redis.state.RedisState.events_version`) while a page is
+  open, and the KPIs are read again only when they moved (:mod:`streams.web.push`). The
+  sparklines' history is kept in Redis (:class:`~streams.web.api.RedisSlHistory`), recorded by
+  :class:`HistoryRecorder` once a minute, so a new page or a restarted exporter shows the last
+  hour.
 
 A scrape while Redis is unreachable answers 503 (Prometheus marks the target down) rather
 than an empty page that would look like every KPI vanished.
@@ -31,16 +31,16 @@ outage restarts no exporter), ``/readyz`` that Redis answers a PING (a readiness
 ``/healthz`` is the readiness check under its old name.
 
 A scrape reads and renders with Python's cyclic garbage collector paused (:class:`GcPause`):
-at 1,000 queues it builds ~260,000 samples, ~600,000 objects that all survive until the page
-is rendered, and the collector's full passes over them (5-6 a scrape) took ~23 % of its CPU
-time (~150-190 ms). Reference counting still frees everything acyclic at once; the cycles
-left are collected when the pause ends (bench/bench_scrape.py, docs/BENCHMARKS.md).
+it builds many objects that all survive until the page is rendered, and the collector's full
+passes over them find nothing to free. Reference counting still frees everything acyclic at
+once; the cycles left are collected when the pause ends (bench/bench_scrape.py, figures in
+docs/BENCHMARKS.md).
 
 Concurrent scrapes share one rendering (:class:`SingleFlight`): a ``/metrics`` request
 arriving while one is being rendered gets that rendering (evaluated at most one rendering's
-time, ~0.1 s at 100 queues, before it arrived) instead of starting another, so 50 scrapers at
-once cost about what one does. The page is served by :mod:`streams.web.server` (bounded
-workers, timeouts, gzip; docs there).
+time before it arrived) instead of starting another, so many scrapers at once cost about what
+one does. The page is served by :mod:`streams.web.server` (bounded workers, timeouts, gzip;
+docs there).
 """
 
 from __future__ import annotations
@@ -52,18 +52,10 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import parse_qs
 
 import redis
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
 
 from kpi_core.config import Config
 from kpi_core.exposition import render
@@ -71,6 +63,7 @@ from kpi_core.kpis import MetricFamily, live_agents, snapshot, waiting_calls
 from kpi_core.state import StateStore
 from streams import web
 from streams.redis.policy import EvictionWatch
+from streams.security import WSGIApp
 from streams.settings import Settings
 from streams.web.alerts import AlertmanagerAlerts
 from streams.web.week_over_week import WeekOverWeek
@@ -80,27 +73,7 @@ log = logging.getLogger("ccmon.exporter")
 Clock = Callable[[], float]
 
 
-def to_prometheus(family: MetricFamily) -> Metric:
-    """One :class:`~kpi_core.kpis.MetricFamily` as a prometheus_client metric family, with
-    the same samples (names with their suffixes, labels, values)."""
-    metric: Metric
-    if family.kind == "counter":
-        # prometheus_client names a counter family without ``_total``; samples keep it.
-        base = family.name.removesuffix("_total")
-        metric = CounterMetricFamily(base, family.help)
-        for suffix, labels, value in family.samples:
-            metric.add_sample(base + "_total" + suffix, dict(labels), value)
-        return metric
-    if family.kind == "histogram":
-        metric = HistogramMetricFamily(family.name, family.help)
-    else:
-        metric = GaugeMetricFamily(family.name, family.help)
-    for suffix, labels, value in family.samples:
-        metric.add_sample(family.name + suffix, dict(labels), value)
-    return metric
-
-
-class KpiCollector(Collector):
+class KpiCollector:
     """Builds every KPI from the store at each scrape. Concurrent callers (scrapes, the JSON
     API, the board's push and its history) share one snapshot in flight instead of each
     reading and holding its own (SingleFlight)."""
@@ -145,12 +118,6 @@ class KpiCollector(Collector):
         scrape.add((), time.perf_counter() - started)
         families.append(scrape)
         return families
-
-    def collect(self) -> Iterator[Metric]:
-        """The same families through prometheus_client (for a registry of one's own)."""
-        for family in self.families():
-            if family.samples:
-                yield to_prometheus(family)
 
 
 def samples_document(at: float, families: Iterable[MetricFamily], tenant: str | None, queue: str | None) -> dict[str, Any]:
@@ -291,19 +258,44 @@ class HistoryRecorder:
 
 def build_app(config: Config, store: StateStore, clock: Clock, ping: Callable[[], Any] | None = None,
               eviction: EvictionWatch | None = None, alertmanager_url: str | None = None,
-              prometheus_url: str | None = None, history: web.SlHistory | None = None) -> web.app.WSGIApp:  # fmt: skip
+              prometheus_url: str | None = None, history: web.SlHistory | None = None) -> WSGIApp:  # fmt: skip
     """The exporter's WSGI app over ``store``; ``ping`` (Redis's) decides ``/readyz`` (and
     ``/healthz``); ``eviction`` adds the ``ccmon_redis_eviction_safe`` gauge to /metrics;
     ``alertmanager_url``: ``/api/alerts`` shows that Alertmanager's alerts (else ccmon's breaches);
     ``prometheus_url`` feeds ``/api/week-over-week`` (streams.web.week_over_week); ``history``
     feeds the board's sparklines. ``/api/stream`` pushes when the store's ``events_version()``
-    (a :class:`~streams.redis.state.RedisState`'s) changes."""
+    (a :class:`~streams.redis.state.RedisState`'s) changes. The routing is :mod:`streams.web`'s;
+    the exporter adds its own ``/metrics`` (and ``/metrics/``) and ``/api/samples``, which
+    answer 503 while Redis is down."""
     collector = KpiCollector(config, store, clock, eviction)
+
     def page() -> bytes:
         with GC_PAUSE:
             return render(collector.families()).encode("utf-8")
 
     metrics_page = SingleFlight(page)
+
+    def from_redis(path: str, read: Callable[[dict[str, list[str]]], tuple[str, bytes]]) -> web.app.Route:
+        """``read(query)`` -> (content type, body) served at ``path``; a Redis error: 503."""
+
+        def serve(query: dict[str, list[str]]) -> tuple[str, str, bytes]:
+            try:
+                content_type, body = read(query)
+            except redis.RedisError as exc:
+                log.error("%s: Redis error: %s: %s", path, type(exc).__name__, exc)
+                body = f"Redis unavailable: {type(exc).__name__}\n".encode()
+                return "503 Service Unavailable", "text/plain; charset=utf-8", body
+            return "200 OK", content_type, body
+
+        return serve
+
+    def metrics(_query: dict[str, list[str]]) -> tuple[str, bytes]:
+        return web.app.METRICS_CONTENT_TYPE, metrics_page()
+
+    def samples(query: dict[str, list[str]]) -> tuple[str, bytes]:
+        at, families = collector.snapshot()
+        document = samples_document(at, families, query.get("tenant", [None])[0], query.get("queue", [None])[0])
+        return web.app.JSON_CONTENT_TYPE, json.dumps(document, ensure_ascii=False, allow_nan=False).encode("utf-8")
 
     def info() -> dict[str, Any]:
         ready, reason = True, None
@@ -314,7 +306,7 @@ def build_app(config: Config, store: StateStore, clock: Clock, ping: Callable[[]
                 ready, reason = False, f"Redis unreachable: {type(exc).__name__}"
         return {"at": clock(), "ready": ready, "source": "redis", **({"reason": reason} if reason else {})}
 
-    web_app = web.make_wsgi_app(
+    app = web.make_wsgi_app(
         lambda: collector.snapshot()[1],
         lambda: web.pending_callbacks(config, store, clock()),
         get_info=info,
@@ -325,35 +317,9 @@ def build_app(config: Config, store: StateStore, clock: Clock, ping: Callable[[]
         history=history,
         config=config,
         version=store.events_version,
+        routes={"/metrics": from_redis("/metrics", metrics), "/metrics/": from_redis("/metrics/", metrics),
+                "/api/samples": from_redis("/api/samples", samples)},
     )
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "/") or "/"
-        method = environ.get("REQUEST_METHOD", "GET")
-        if method not in ("GET", "HEAD"):
-            return web_app(environ, start_response)  # 405, with Allow
-
-        def respond(status: str, body: bytes, content_type: str) -> list[bytes]:
-            start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body))),
-                                    ("Cache-Control", "no-store")])  # fmt: skip
-            return [] if method == "HEAD" else [body]
-
-        try:
-            if path in ("/metrics", "/metrics/"):
-                return respond("200 OK", metrics_page(), web.app.METRICS_CONTENT_TYPE)
-            if path == "/api/samples":
-                query = parse_qs(environ.get("QUERY_STRING", ""))
-                at, families = collector.snapshot()
-                document = samples_document(at, families, query.get("tenant", [None])[0], query.get("queue", [None])[0])
-                body = json.dumps(document, ensure_ascii=False, allow_nan=False).encode("utf-8")
-                return respond("200 OK", body, web.app.JSON_CONTENT_TYPE)
-        except redis.RedisError as exc:
-            log.error("%s: Redis error: %s: %s", path, type(exc).__name__, exc)
-            body = f"Redis unavailable: {type(exc).__name__}\n".encode()
-            return respond("503 Service Unavailable", body, "text/plain; charset=utf-8")
-        return web_app(environ, start_response)
-
-    app.publisher = web_app.publisher  # type: ignore[attr-defined]  # /api/stream's (tests tune it)
     app.collector = collector  # type: ignore[attr-defined]  # shared with the board's history recorder
     return app
 

@@ -1,4 +1,5 @@
-"""Security: what each client and server needs, made from :class:`~streams.settings.Settings`.
+"""Security: what each client and server needs, made from the settings (:class:`SecuritySettings`:
+what this module reads of :class:`streams.settings.Settings`, which it does not import).
 
 * Kafka -- :func:`faust_credentials` (the worker's Faust app: ``faust.SASLCredentials`` or
   ``faust.SSLCredentials``, with an :class:`ssl.SSLContext`) and :func:`kafka_client_kwargs`
@@ -10,7 +11,8 @@
   (verification and host-name check always on) and the password from
   ``CCMON_REDIS_PASSWORD(_FILE)``.
 * The exporter -- :func:`exporter_ssl_context` (HTTPS) and :func:`require_basic_auth`, a WSGI
-  wrapper comparing credentials in constant time (``/livez``, ``/readyz`` and ``/healthz``
+  wrapper (of any WSGI app: this module imports nothing of :mod:`streams.web`) comparing
+  credentials in constant time (``/livez``, ``/readyz`` and ``/healthz``
   stay open: see docs/SECURITY.md), with failed logins logged (at most one line per address
   a minute) and throttled (``429`` for a cool-down) by :class:`LoginThrottle`.
 * Customer data -- :func:`customer_key`: the HMAC key naming customer records in Redis
@@ -40,15 +42,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kpi_core.errors import ConfigError
 
 if TYPE_CHECKING:
     from faust.types.auth import CredentialsT
-
-    from streams.settings import Settings
-    from streams.web.app import WSGIApp
 
 log = logging.getLogger("ccmon.security")
 
@@ -70,9 +69,52 @@ LOGIN_MAX_ADDRESSES = 4096
 #: through (the server builds each environ from the request alone: nothing else sets it).
 AUTH_USER_ENVIRON = "ccmon.auth_user"
 
+#: A WSGI application (PEP 3333).
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class SecuritySettings(Protocol):
+    """What this module reads of :class:`streams.settings.Settings`, which subclasses this
+    protocol (settings imports this module for its start-up check, :func:`check_settings`; this
+    module imports nothing of settings). ``setting_names(name)`` says how a user sets ``name``
+    (``--kafka-username or CCMON_KAFKA_USERNAME``), for the error messages."""
+
+    __slots__ = ()
+    # Kafka: its clients' TLS and SASL, and what a refused login names.
+    kafka_bootstrap: str
+    kafka_security_protocol: str
+    kafka_sasl_mechanism: str
+    kafka_username: str | None
+    kafka_password: str | None
+    kafka_ca_file: str | None
+    kafka_cert_file: str | None
+    kafka_key_file: str | None
+    # Redis: TLS for a rediss:// URL, the password.
+    redis_url: str
+    redis_password: str | None
+    redis_ca_file: str | None
+    redis_cert_file: str | None
+    redis_key_file: str | None
+    # The exporter's HTTPS and basic auth; the customer key.
+    exporter_tls_cert_file: str | None
+    exporter_tls_key_file: str | None
+    exporter_auth_password: str | None
+    customer_key_secret: str | None
+    insecure_dev: bool
+
+    @property
+    def kafka_servers(self) -> list[str]: ...
+
+    def setting_names(self, name: str) -> str: ...
+
+
+#: What a file error names: where each setting came from (setting -> flag or variable, at
+#: start-up), or the settings themselves (then: how a user sets it).
+Origin = Mapping[str, str] | SecuritySettings
+
 
 # -- start-up checks ---------------------------------------------------------------------------
-def check_settings(settings: Settings, origin: Mapping[str, str] | None = None) -> None:
+def check_settings(settings: SecuritySettings, origin: Mapping[str, str]) -> None:
     """Load every certificate and key the settings name (then drop them): a missing, unreadable
     or malformed file raises :class:`ConfigError` naming its flag or variable (``origin``:
     setting -> where its value came from)."""
@@ -83,11 +125,11 @@ def check_settings(settings: Settings, origin: Mapping[str, str] | None = None) 
     exporter_ssl_context(settings, origin)
 
 
-def _where(name: str, origin: Mapping[str, str] | None) -> str:
-    from streams.settings import setting_names
-
-    given = (origin or {}).get(name)
-    return given if given and given != name else setting_names(name)
+def _where(name: str, origin: Origin) -> str:
+    """Where the setting ``name`` came from (``origin``'s), else how a user sets it."""
+    if isinstance(origin, Mapping):
+        return origin[name]
+    return origin.setting_names(name)
 
 
 def _reason(exc: BaseException) -> str:
@@ -98,7 +140,7 @@ def _reason(exc: BaseException) -> str:
     return str(exc)
 
 
-def _readable(path: str, name: str, origin: Mapping[str, str] | None) -> None:
+def _readable(path: str, name: str, origin: Origin) -> None:
     try:
         with open(path, "rb") as handle:
             handle.read(1)
@@ -107,7 +149,7 @@ def _readable(path: str, name: str, origin: Mapping[str, str] | None) -> None:
 
 
 def _load_chain(context: ssl.SSLContext, cert: str, key: str | None, cert_name: str, key_name: str,
-                origin: Mapping[str, str] | None) -> None:  # fmt: skip
+                origin: Origin) -> None:  # fmt: skip
     _readable(cert, cert_name, origin)
     if key is not None:
         _readable(key, key_name, origin)
@@ -119,11 +161,12 @@ def _load_chain(context: ssl.SSLContext, cert: str, key: str | None, cert_name: 
         raise ConfigError(_where(cert_name, origin), f"cannot load {what}: {_reason(exc)}") from None
 
 
-def _client_context(settings: Settings, kind: str, origin: Mapping[str, str] | None = None) -> ssl.SSLContext:
+def _client_context(settings: SecuritySettings, kind: str, origin: Origin | None = None) -> ssl.SSLContext:
     """A client context that verifies the server's certificate and host name (TLS >= 1.2)."""
     ca: str | None = getattr(settings, f"{kind}_ca_file")
     cert: str | None = getattr(settings, f"{kind}_cert_file")
     key: str | None = getattr(settings, f"{kind}_key_file")
+    origin = settings if origin is None else origin
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)  # CERT_REQUIRED, check_hostname
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if ca is not None:
@@ -139,14 +182,14 @@ def _client_context(settings: Settings, kind: str, origin: Mapping[str, str] | N
 
 
 # -- Kafka ---------------------------------------------------------------------------------------
-def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
+def kafka_ssl_context(settings: SecuritySettings) -> ssl.SSLContext | None:
     """The TLS context of every Kafka connection; ``None`` without TLS."""
     if not settings.kafka_security_protocol.endswith("SSL"):
         return None
     return _client_context(settings, "kafka")
 
 
-def faust_credentials(settings: Settings) -> CredentialsT | None:
+def faust_credentials(settings: SecuritySettings) -> CredentialsT | None:
     """``broker_credentials=`` for ``faust.App``: SASL (over TLS for SASL_SSL), TLS alone, or
     ``None`` for PLAINTEXT."""
     import faust
@@ -162,7 +205,7 @@ def faust_credentials(settings: Settings) -> CredentialsT | None:
     return None
 
 
-def kafka_client_kwargs(settings: Settings) -> dict[str, Any]:
+def kafka_client_kwargs(settings: SecuritySettings) -> dict[str, Any]:
     """Keyword arguments for kafka-python's ``KafkaProducer``, ``KafkaConsumer`` and
     ``KafkaAdminClient``."""
     protocol = settings.kafka_security_protocol
@@ -174,14 +217,6 @@ def kafka_client_kwargs(settings: Settings) -> dict[str, Any]:
         kwargs.update(sasl_mechanism=settings.kafka_sasl_mechanism, sasl_plain_username=settings.kafka_username,
                       sasl_plain_password=settings.kafka_password)  # fmt: skip
     return kwargs
-
-
-def kafka_client_kwargs_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """:func:`kafka_client_kwargs` of the ``CCMON_*`` environment (for the producers of
-    ``ccmon simulate`` and ``ccmon source``, which take no security flags)."""
-    from streams.settings import from_args
-
-    return kafka_client_kwargs(from_args(None, environ))
 
 
 @contextmanager
@@ -209,7 +244,7 @@ def kafka_failures() -> Iterator[list[BaseException]]:
         logger.propagate = saved[1]
 
 
-def kafka_config_error(settings: Settings, failures: Iterable[BaseException]) -> ConfigError | None:
+def kafka_config_error(settings: SecuritySettings, failures: Iterable[BaseException]) -> ConfigError | None:
     """A :class:`ConfigError` when the broker answered and refused us for a reason only a
     setting can fix (the password, the mechanism, a certificate); ``None`` when it may just
     not be up yet. ``failures``: what :func:`kafka_failures` collected during a failed
@@ -217,8 +252,7 @@ def kafka_config_error(settings: Settings, failures: Iterable[BaseException]) ->
     with aiokafka (:func:`_sasl_refusal`) does."""
     from kafka import errors as kafka_errors
 
-    from streams.settings import setting_names
-
+    setting_names = settings.setting_names
     where = settings.kafka_bootstrap
     user = settings.kafka_username
     collected = list(failures)
@@ -245,7 +279,7 @@ def kafka_config_error(settings: Settings, failures: Iterable[BaseException]) ->
     return None
 
 
-def _sasl_refusal(settings: Settings, timeout: float = 10.0) -> BaseException | None:
+def _sasl_refusal(settings: SecuritySettings, timeout: float = 10.0) -> BaseException | None:
     """Log in once to each bootstrap server with aiokafka (Faust's client) and return the
     broker's refusal (a failed SASL authentication, a mechanism it does not offer), if any.
 
@@ -284,7 +318,7 @@ def _sasl_refusal(settings: Settings, timeout: float = 10.0) -> BaseException | 
     return None
 
 
-def last_failure(settings: Settings, failures: Iterable[BaseException]) -> str:
+def last_failure(settings: SecuritySettings, failures: Iterable[BaseException]) -> str:
     """``; last error: <type>: <text>`` of the latest collected error, or ``""``."""
     errors = [exc for exc in failures if "Unable to bootstrap" not in str(exc)]
     if not errors:
@@ -292,7 +326,7 @@ def last_failure(settings: Settings, failures: Iterable[BaseException]) -> str:
     return f"; last error: {type(errors[-1]).__name__}: {scrub(str(errors[-1]), settings)}"
 
 
-def scrub(text: str, settings: Settings) -> str:
+def scrub(text: str, settings: SecuritySettings) -> str:
     """``text`` with every secret of ``settings`` replaced by ``***``."""
     for secret in (settings.kafka_password, settings.redis_password, settings.exporter_auth_password,
                    settings.customer_key_secret):  # fmt: skip
@@ -302,11 +336,11 @@ def scrub(text: str, settings: Settings) -> str:
 
 
 # -- Redis ---------------------------------------------------------------------------------------
-def _redis_tls(settings: Settings) -> bool:
+def _redis_tls(settings: SecuritySettings) -> bool:
     return settings.redis_url.lower().startswith("rediss://")
 
 
-def redis_connection_kwargs(settings: Settings) -> dict[str, Any]:
+def redis_connection_kwargs(settings: SecuritySettings) -> dict[str, Any]:
     """Extra keyword arguments for ``redis.Redis.from_url`` / ``RedisCluster.from_url``: TLS
     options for a ``rediss://`` URL (certificate and host name always verified), the password
     when it does not come in the URL."""
@@ -325,25 +359,24 @@ def redis_connection_kwargs(settings: Settings) -> dict[str, Any]:
 
 def redis_error_hint(exc: BaseException) -> str:
     """What to check when a TLS connection to Redis fails (``""`` for other errors)."""
-    from streams.settings import setting_names
-
     text = str(exc)
     if "CERTIFICATE_VERIFY_FAILED" in text:
-        return f"; the server's certificate is not trusted: check {setting_names('redis_ca_file')}"
+        return "; the server's certificate is not trusted: check --redis-ca-file or CCMON_REDIS_CA_FILE"
     if "ALERT_CERTIFICATE_REQUIRED" in text or "ALERT_BAD_CERTIFICATE" in text:
-        return f"; the server refused our client certificate: check {setting_names('redis_cert_file')}"
+        return "; the server refused our client certificate: check --redis-cert-file or CCMON_REDIS_CERT_FILE"
     return ""
 
 
 # -- the exporter --------------------------------------------------------------------------------
-def exporter_ssl_context(settings: Settings, origin: Mapping[str, str] | None = None) -> ssl.SSLContext | None:
+def exporter_ssl_context(settings: SecuritySettings, origin: Origin | None = None) -> ssl.SSLContext | None:
     """The exporter's HTTPS context (TLS >= 1.2), ``None`` for plain HTTP."""
     cert = settings.exporter_tls_cert_file
     if cert is None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    _load_chain(context, cert, settings.exporter_tls_key_file, "exporter_tls_cert_file", "exporter_tls_key_file", origin)
+    _load_chain(context, cert, settings.exporter_tls_key_file, "exporter_tls_cert_file", "exporter_tls_key_file",
+                settings if origin is None else origin)  # fmt: skip
     return context
 
 
@@ -489,7 +522,7 @@ def require_basic_auth(app: WSGIApp, user: str, password: str, *, realm: str = "
 
 
 # -- customer record keys ------------------------------------------------------------------------
-def customer_key(settings: Settings, command: str) -> bytes | None:
+def customer_key(settings: SecuritySettings, command: str) -> bytes | None:
     """The HMAC key that names customer records in Redis (:class:`~streams.redis.state.RedisState`)
     for ``command`` (``ccmon worker``, ``ccmon rebuild``: they write them, and must agree): the
     secret's UTF-8 bytes. Without a secret: :class:`ConfigError` naming the setting, unless

@@ -62,13 +62,12 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import faust
 
     from streams.settings import Settings
-    from streams.worker import BatchProcessor
 
 log = logging.getLogger("ccmon.watchdog")
 
@@ -88,6 +87,26 @@ READY_PING_TIMEOUT_SECONDS = 2.0
 TEST_HOOKS_ENV = "CCMON_TEST_ONLY_HOOKS"
 TEST_HOOKS_VALUE = "stall-a-partition"
 TEST_PAUSE_ENV = "CCMON_TEST_ONLY_PAUSE_PARTITION"
+
+
+class StuckStore(Protocol):
+    """The store the watchdog records stuck partitions in and the readiness page pings
+    (:class:`streams.redis.state.RedisState`)."""
+
+    client: Any  # a redis client: ``ping()``
+
+    def put_stuck_partitions(self, stuck: Mapping[tuple[str, int], float]) -> None: ...
+
+
+class Batches(Protocol):
+    """What the watchdog and the health pages read of the worker's batch processor
+    (:class:`streams.worker.BatchProcessor`; the worker imports this module, not the reverse)."""
+
+    @property
+    def state(self) -> StuckStore: ...
+
+    @property
+    def redis_wait_seconds(self) -> float: ...
 
 
 class PartitionWatchdog:
@@ -224,7 +243,7 @@ def readiness(*, joined: bool, rebalancing: bool, assigned: Iterable[int], lag: 
     return 200, {**body, "ready": True, "lag": lag, "last_batch_age_seconds": round(last_batch_age, 1)}
 
 
-def install(app: faust.App, processor: BatchProcessor, watchdog: PartitionWatchdog, web: bool) -> None:
+def install(app: faust.App, processor: Batches, watchdog: PartitionWatchdog, web: bool) -> None:
     """Wire the watchdog, the health pages (when ``web``) and the test-only hook into ``app``."""
     import redis
 

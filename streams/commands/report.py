@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     notes: list[str] = []
     if args.kafka is not None:
-        from streams.security import kafka_client_kwargs_from_env
+        from streams.settings import kafka_client_kwargs_from_env
 
         margin = report_module.lateness_seconds(config) + config.max_future_seconds
         meter = Progress(1, sys.stderr, show)

@@ -255,7 +255,7 @@ def _kafka_sink(args: argparse.Namespace) -> Any:
     except ImportError:
         print("ccmon simulate: --kafka needs kafka-python (pip install kafka-python)", file=sys.stderr)
         return None
-    from streams.security import kafka_client_kwargs_from_env
+    from streams.settings import kafka_client_kwargs_from_env
 
     security = kafka_client_kwargs_from_env()  # CCMON_KAFKA_SECURITY_PROTOCOL...: docs/SECURITY.md
     try:

@@ -94,7 +94,7 @@ class Sink:
             from kafka import KafkaProducer
             from kafka.errors import KafkaError
 
-            from streams.security import kafka_client_kwargs_from_env
+            from streams.settings import kafka_client_kwargs_from_env
 
             security = kafka_client_kwargs_from_env()  # CCMON_KAFKA_SECURITY_PROTOCOL...: docs/SECURITY.md
             try:

@@ -48,6 +48,10 @@ default: the wall clock), ``ready`` (``False`` makes ``/readyz`` and ``/healthz`
 with ``reason`` shown if given) and anything
 else worth showing (``clock``, ``speed``, ``paused``...), which ``/api/kpis`` passes on under
 ``info``. Every request calls the callables afresh; cache inside them if they are costly.
+This is ccmon's one HTTP router: a source with paths of its own hands them in as ``routes``
+(the exporter: its ``/metrics``, rendered once for concurrent scrapes and 503 while Redis is
+down, and ``/api/samples``; :func:`streams.exporter.build_app`), served with the same
+methods, ``HEAD`` and headers as every other path.
 
 The worklist shows customer ids only to a request that basic auth let through
 (:func:`streams.security.require_basic_auth`) or when :func:`streams.web.serve` listens on a
@@ -71,7 +75,7 @@ from kpi_core.engine import ALL
 from kpi_core.exposition import render
 from kpi_core.kpis import MetricFamily, live_agents, snapshot, waiting_calls
 from kpi_core.state import StateStore
-from streams.security import AUTH_USER_ENVIRON
+from streams.security import AUTH_USER_ENVIRON, WSGIApp
 from streams.web.alerts import AlertmanagerAlerts, alerts_document, breach_alerts
 from streams.web.api import (
     LISTEN_HOST_ENVIRON,
@@ -92,7 +96,8 @@ from streams.web.week_over_week import WeekOverWeek
 log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
-WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+#: A path's handler: the query string's values -> (status, content type, body).
+Route = Callable[[dict[str, list[str]]], tuple[str, str, bytes]]
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
@@ -153,6 +158,7 @@ def make_wsgi_app(
     get_waiting: LiveRows | None = None,
     config: Config | None = None,
     version: Callable[[], Any] | None = None,
+    routes: Mapping[str, Route] | None = None,
 ) -> WSGIApp:
     """A WSGI app serving the wallboard, ``/metrics``, the JSON API and the health checks.
 
@@ -162,8 +168,10 @@ def make_wsgi_app(
     live agents and waiting callers (none given, empty). ``config`` adds each tenant's time
     zone and queue settings to ``/api/kpis``; ``version`` (something cheap that changes when
     the KPIs do) lets ``/api/stream`` push a change within a poll (:mod:`streams.web.push`),
-    else it pushes every couple of seconds. The stream's :class:`~streams.web.push.Publisher`
-    is the app's ``publisher`` attribute."""
+    else it pushes every couple of seconds. ``routes``: paths served by their own handler,
+    before (and instead of) this app's: the exporter's ``/metrics`` (one rendering shared by
+    concurrent scrapes, 503 while Redis is down) and ``/api/samples``. The stream's
+    :class:`~streams.web.push.Publisher` is the app's ``publisher`` attribute."""
     page: list[bytes] = []
     agents_page: list[bytes] = []
     weekly = week_over_week or WeekOverWeek(None)
@@ -180,8 +188,11 @@ def make_wsgi_app(
         return json_body(kpis_document(get_families(), at=at, info=meta, history=history, config=config))
 
     publisher = Publisher(kpis_body, version)
+    own_routes = dict(routes or {})
 
     def route(path: str, query: dict[str, list[str]], environ: dict[str, Any]) -> tuple[str, str, bytes]:
+        if path in own_routes:
+            return own_routes[path](query)
         if path in ("/", "/wallboard", "/index.html"):
             if not page:
                 page.append(wallboard_html())

@@ -63,8 +63,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 
+from streams.security import WSGIApp
 from streams.web.api import LISTEN_HOST_ENVIRON, STREAM_ENVIRON
-from streams.web.app import WSGIApp
 from streams.web.push import Publisher
 
 log = logging.getLogger("ccmon.http")

@@ -38,3 +38,91 @@ def test_no_test_module_imports_another() -> None:
 def test_the_harness_primitives_are_defined_once() -> None:
     found = Counter(match.group(1) for text in _sources().values() for match in _SHARED_PRIMITIVES.finditer(text))
     assert {name: count for name, count in found.items() if count > 1} == {}
+
+
+# -- imports between ccmon's own modules -------------------------------------------------------
+REPO = TESTS.parent
+PACKAGES = ("kpi_core", "streams")
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the ccmon modules it imports, at module level, inside functions and under
+    ``if TYPE_CHECKING:`` alike (a cycle through a function-level import is still a cycle:
+    neither module can be understood, or moved, without the other). ``from pkg import name``
+    counts as importing ``pkg.name`` when that is a module, else ``pkg``."""
+    import ast
+
+    paths = {_module_name(path): path for package in PACKAGES for path in (REPO / package).rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for module, path in paths.items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    base = ".".join([*anchor, *([base] if base else [])])
+                for alias in node.names:
+                    targets.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in paths else base)
+        graph[module] = {target for target in targets if target in paths and target != module}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(groups)
+
+
+def test_no_import_cycle_in_kpi_core_and_streams() -> None:
+    graph = import_graph()
+    assert len(graph) > 30 and sum(map(len, graph.values())) > 100  # the modules and their imports were read
+    assert import_cycles(graph) == []
+
+
+def test_kpi_core_imports_nothing_of_streams() -> None:
+    found = sorted(f"{module} -> {target}" for module, targets in import_graph().items() if module.startswith("kpi_core")
+                   for target in targets if target.split(".")[0] == "streams")  # fmt: skip
+    assert found == []
+
+
+def test_the_cycle_finder_finds_cycles() -> None:
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []

@@ -102,3 +102,24 @@ def test_duration_settings_are_bounded_and_named_in_errors(variable: str, good: 
             s.from_args(environ={variable: value})
         message = str(caught.value)
         assert variable in message and rule in message and repr(value) in message, message
+
+
+def test_each_setting_is_one_row_giving_its_flag_variable_check_and_help() -> None:
+    import dataclasses
+
+    rows = s.ROWS
+    assert list(rows) == [f.name for f in dataclasses.fields(s.Settings)] == list(s.SOURCES) and len(rows) > 40
+    for name, row in rows.items():
+        assert s.SOURCES[name] == (row.flag, row.env), name
+        assert (row.flag == "") == (name in s.SECRETS), name  # a secret alone has no flag...
+        assert bool(row.help) == bool(row.flag), name  # ...and no --help line
+        assert row.env[0].startswith("CCMON_") and callable(row.check), name
+        if name in s.SECRETS:
+            assert rows[f"{name}_file"].env == (f"{row.env[0]}_FILE",), name  # its file's row
+    flags = [row.flag for row in rows.values() if row.flag]
+    variables = [var for row in rows.values() for var in row.env]
+    assert len(flags) == len(set(flags)) and len(variables) == len(set(variables))
+    # A row's check is what from_args applies: the value from the environment, checked and converted.
+    assert rows["batch_size"].check(" 7 ") == 7 and s.from_args(None, {"CCMON_BATCH_SIZE": " 7 "}).batch_size == 7
+    with pytest.raises(s.Invalid, match=r"^must be an integer in 1\.\.1000000, got 'x'$"):
+        rows["batch_size"].check("x")

@@ -87,6 +87,29 @@ def test_exporter_head_has_the_get_headers_and_no_body() -> None:
             assert int(headers["Content-Length"]) == len(get_body), path
 
 
+# -- one router ---------------------------------------------------------------------------------------
+def test_routes_are_served_by_the_one_router_before_its_own_paths() -> None:
+    served: list[dict[str, list[str]]] = []
+
+    def metrics(query: dict[str, list[str]]) -> tuple[str, str, bytes]:
+        served.append(query)
+        return "200 OK", "text/plain; version=0.0.4; charset=utf-8", b"x 1\n"
+
+    app = make_wsgi_app(lambda: [], lambda: [], routes={"/metrics": metrics})
+    status, headers, body = call(app, "/metrics?a=1")
+    assert (status, body, served) == ("200 OK", b"x 1\n", [{"a": ["1"]}])
+    assert headers["X-Content-Type-Options"] == "nosniff" and headers["Cache-Control"] == "no-store"
+    assert (call(app, "/metrics", "HEAD")[2], call(app, "/metrics", "POST")[0]) == (b"", "405 Method Not Allowed")
+    assert call(app, "/livez")[0] == "200 OK"  # the app's own paths still answer
+
+
+def test_the_exporter_serves_metrics_and_samples_through_the_web_router() -> None:
+    app = build_app(Config(), MemoryState(), lambda: AT)
+    for path in ("/metrics", "/metrics/", "/api/samples"):
+        status, headers, _body = call(app, path)
+        assert status == "200 OK" and headers["X-Content-Type-Options"] == "nosniff", path  # the router's headers
+
+
 # -- coalesced rendering ------------------------------------------------------------------------------
 def test_single_flight_shares_one_call_among_concurrent_callers() -> None:
     calls: list[int] = []
