@@ -24,7 +24,7 @@ from kpi_core.engine import Engine
 from kpi_core.errors import InvalidEventError
 from kpi_core.events import Event, parse_event
 from streams.redis_state import APPLY_LUA, RedisState
-from streams.simulator import SimParams, Simulator, default_queues
+from streams.sim import SimParams, Simulator, default_queues
 from streams.worker import INTERNAL_ERROR, PIPELINE_TENANT, BatchProcessor, Message
 
 pytestmark = pytest.mark.integration
