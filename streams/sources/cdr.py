@@ -8,7 +8,6 @@ deploy/sources/anonymous_bank_1999.toml. See docs/sources/cdr.md."""
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 from collections.abc import Mapping
@@ -17,25 +16,16 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from kpi_core.errors import ConfigError
-from streams.sources.common import (
-    Report,
-    RowProblem,
-    RowSkipped,
-    Sink,
-    add_output_arguments,
-    progress_enabled,
-)
+from streams.sources.common import Report, RowProblem, RowSkipped
 from streams.sources.mapping import (
     Columns,
-    FileFormat,
     Spec,
+    TableMapping,
     TimeSettings,
-    defaults,
-    file_format,
     load_spec,
-    none_values,
+    mapped_command,
     read,
+    table_mapping,
     time_settings,
 )
 
@@ -52,48 +42,31 @@ NEXT_DAY_AFTER = timedelta(hours=12)
 
 
 @dataclass(frozen=True)
-class CdrMapping:
+class CdrMapping(TableMapping):
     """A validated mapping (see deploy/sources/anonymous_bank_1999.toml for every field)."""
 
-    spec: Spec
-    file: FileFormat
-    time: TimeSettings
-    columns: dict[str, tuple[str, ...]]
+    time: TimeSettings  # date_format and time_format
     outcomes: Mapping[str, str]
-    none: dict[str, frozenset[str]]
-    unknown_agent: str | None = None  # the agent of an answered call whose record names none
 
-    @property
-    def date_format(self) -> str:
-        return self.time.formats["date_format"]
 
-    @property
-    def time_format(self) -> str:
-        return self.time.formats["time_format"]
+def mapping_from_spec(spec: Spec) -> CdrMapping:
+    shared = table_mapping(spec, sections={"outcomes", "values"}, id_prefix="cdr", roles=ROLES, lists={"call_id"},
+                           defaults_for={"agent"}, time_roles=TIME_COLUMNS)  # fmt: skip
+    outcomes = spec.meanings("outcomes", MEANINGS)
+    if "answered" in outcomes.values() and not shared["columns"]["answer"]:
+        raise spec.error("columns.answer", "is required when an outcome means answered")
+    times = time_settings(spec, {"date_format": "%Y-%m-%d", "time_format": "%H:%M:%S"})
+    return CdrMapping(**shared, time=times, outcomes=outcomes)
 
 
 def load_mapping(path: str | Path) -> CdrMapping:
-    """Read and validate a mapping; a bad one stops with the field (and the file) named."""
+    """Read and validate a mapping file; a bad one stops with the file and the field named."""
     return mapping_from_spec(load_spec(path))
 
 
 def mapping_from_dict(raw: Mapping[str, Any], name: str = "") -> CdrMapping:
+    """A mapping from its decoded TOML (errors name the field, and ``name`` when given)."""
     return mapping_from_spec(Spec(raw, name))
-
-
-def mapping_from_spec(spec: Spec) -> CdrMapping:
-    spec.only({"file", "time", "columns", "outcomes", "none", "defaults", "values"})
-    columns = spec.roles(ROLES, lists={"call_id"})
-    outcomes = spec.table("outcomes", required=True)
-    for value, meaning in outcomes.items():
-        if meaning not in MEANINGS:
-            raise spec.error(f"outcomes.{value}", f"must be one of {', '.join(MEANINGS)}, got {meaning!r}")
-    if "answered" in outcomes.values() and not columns["answer"]:
-        raise spec.error("columns.answer", "is required when an outcome means answered")
-    fmt = file_format(spec, "cdr")
-    time_ = time_settings(spec, {"date_format": "%Y-%m-%d", "time_format": "%H:%M:%S"})
-    none = none_values(spec, columns, TIME_COLUMNS)
-    return CdrMapping(spec, fmt, time_, columns, dict(outcomes), none, defaults(spec, {"agent"}).get("agent"))
 
 
 @dataclass
@@ -111,16 +84,18 @@ class CdrMapper:
         self.row.set_header(header, where)
 
     def _day(self, text: str) -> date:
+        fmt = self.mapping.time.formats["date_format"]
         try:
-            return datetime.strptime(text, self.mapping.date_format).date()
+            return datetime.strptime(text, fmt).date()
         except ValueError:
-            raise RowProblem(f"bad_timestamp: date {text[:30]!r} does not match {self.mapping.date_format!r}") from None
+            raise RowProblem(f"bad_timestamp: date {text[:30]!r} does not match {fmt!r}") from None
 
     def _time(self, text: str, role: str) -> time:
+        fmt = self.mapping.time.formats["time_format"]
         try:
-            return datetime.strptime(text, self.mapping.time_format).time()
+            return datetime.strptime(text, fmt).time()
         except ValueError:
-            raise RowProblem(f"bad_timestamp: {role} {text[:30]!r} does not match {self.mapping.time_format!r}") from None
+            raise RowProblem(f"bad_timestamp: {role} {text[:30]!r} does not match {fmt!r}") from None
 
     def _seconds(self, text: str | None, role: str) -> float | None:
         if text is None or text == "":
@@ -178,7 +153,7 @@ class CdrMapper:
                 raise RowSkipped("never queued")
             entry, wait = times["answer"], 0.0
         customer = value(values, "customer_id")
-        agent = value(values, "agent") or m.unknown_agent  # an answered call whose agent the record does not name
+        agent = value(values, "agent") or m.defaults.get("agent")  # an answered call whose record names no agent
         day_text = value(values, "date")
         base = {"tenant": self.tenant, "queue": queue, "call_id": f"{day_text}-{call_id}"}
         digest = hashlib.blake2b("\x1f".join(values).encode(), digest_size=6).hexdigest()
@@ -214,31 +189,5 @@ def map_file(path: str, mapping: CdrMapping, *, tenant: str = "default", report:
     return [e for events in read(path, mapping.file, CdrMapper(mapping, tenant), report) for e in events]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", metavar="FILE", help="call-detail record files (CSV/TSV with a header)")
-    parser.add_argument("--mapping", required=True, metavar="TOML",
-                        help="the column mapping, e.g. deploy/sources/anonymous_bank_1999.toml")
-    add_output_arguments(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    mapping = load_mapping(args.mapping)
-    report = Report("ccmon source cdr", progress=progress_enabled(args))
-    sink = Sink(args, "ccmon-source-cdr")
-    try:
-        for path in args.files:
-            if not Path(path).exists():
-                raise ConfigError("FILE", f"no such file: {path}")
-            mapper = CdrMapper(mapping, args.tenant)
-            batch: list[dict[str, Any]] = []
-            for events in read(path, mapping.file, mapper, report):
-                batch.extend(events)
-                if len(batch) >= 1000:
-                    sink.write(batch)
-                    batch.clear()
-            sink.write(batch)
-        sink.flush()
-    finally:
-        sink.close()
-        report.finish(sink.target)
-    return 0
+add_arguments, run = mapped_command("ccmon source cdr", "call-detail record files (CSV/TSV with a header)",
+                                    "deploy/sources/anonymous_bank_1999.toml", load_mapping, CdrMapper)

@@ -27,19 +27,21 @@ helpers, so every mapping reports errors the same way.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import io
 import zipfile
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kpi_core.config import read_toml
 from kpi_core.errors import ConfigError
+from streams.sources import common
 from streams.sources.common import Report, RowProblem, RowSkipped
 
 #: The [time] settings; a mapping may write them under [file] instead.
@@ -123,6 +125,14 @@ class Spec:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise self.error(f"{section}.{key}", f"must be a list of strings, got {value!r}")
         return frozenset(value)
+
+    def meanings(self, section: str, meanings: Sequence[str]) -> dict[str, str]:
+        """``[section]`` (required): a source value -> what it means, one of ``meanings``."""
+        table = self.table(section, required=True)
+        for value, meaning in table.items():
+            if meaning not in meanings:
+                raise self.error(f"{section}.{value}", f"must be one of {', '.join(meanings)}, got {meaning!r}")
+        return dict(table)
 
     def setting(self, key: str, sections: Sequence[str]) -> tuple[str, Any] | None:
         """``(dotted field, value)`` of ``key`` in the one of ``sections`` that holds it."""
@@ -267,6 +277,30 @@ def defaults(spec: Spec, roles: Collection[str]) -> dict[str, str]:
     return out
 
 
+@dataclass(frozen=True)
+class TableMapping:
+    """What every mapping declares: the document, ``[file]``, ``[columns]`` (role -> column
+    names), ``[none]`` (column -> values meaning no value) and ``[defaults]`` (role -> value)."""
+
+    spec: Spec
+    file: FileFormat
+    columns: dict[str, tuple[str, ...]]
+    none: dict[str, frozenset[str]]
+    defaults: dict[str, str]
+
+
+def table_mapping(spec: Spec, *, sections: Collection[str], id_prefix: str, roles: Sequence[tuple[str, bool]],
+                  lists: Collection[str] = (), defaults_for: Collection[str] = (),
+                  time_roles: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
+    """The shared sections of ``spec`` as :class:`TableMapping`'s fields (``sections``: the
+    source's own sections; ``roles``, ``lists``: as :meth:`Spec.roles`; ``defaults_for``: the
+    roles that may have a default; ``time_roles``: the source's time columns)."""
+    spec.only({"file", "time", "columns", "none", "defaults", *sections})
+    columns = spec.roles(roles, lists)
+    return {"spec": spec, "file": file_format(spec, id_prefix), "columns": columns,
+            "none": none_values(spec, columns, time_roles), "defaults": defaults(spec, defaults_for)}  # fmt: skip
+
+
 @dataclass
 class Columns:
     """A row's values by role, once the header is known."""
@@ -332,6 +366,54 @@ def read(path: str, fmt: FileFormat, mapper: RowMapper, report: Report) -> Itera
             report.events += len(events)
             report.tick()
             yield events
+
+
+def import_files(args: argparse.Namespace, prog: str, mapping: TableMapping, mapper: RowMapper) -> int:
+    """Import ``args.files`` in order through one ``mapper`` (a ticket may continue in the next
+    file), in batches of 1,000 events; Ctrl-C stops after writing what was mapped."""
+    for path in args.files:
+        if not Path(path).is_file():
+            raise ConfigError("FILE", f"no such file: {path}")
+    report = Report(prog, progress=common.progress_enabled(args))
+    sink = common.Sink(args, prog)
+    try:
+        for path in args.files:
+            batch: list[dict[str, Any]] = []
+            for events in read(path, mapping.file, mapper, report):
+                batch.extend(events)
+                if len(batch) >= 1000:
+                    sink.write(batch)
+                    batch.clear()
+            if batch:
+                sink.write(batch)
+        sink.flush()
+    except KeyboardInterrupt:
+        sink.flush()
+    finally:
+        sink.close()
+        report.finish(sink.target)
+    return 0
+
+
+_M = TypeVar("_M", bound=TableMapping)
+
+
+def mapped_command(prog: str, files: str, example: str, load: Callable[[str], _M], mapper: Callable[[_M, str], RowMapper]
+                   ) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]:  # fmt: skip
+    """A mapped source's command, ``(add_arguments, run)`` (streams.commands.source): its files
+    (``files``: what they are), ``--mapping`` (``load``: read and validate it; ``example``: a ready
+    one), where the events go; each file is imported through one ``mapper(mapping, tenant)``."""
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("files", nargs="+", metavar="FILE", help=files)
+        parser.add_argument("--mapping", required=True, metavar="TOML", help=f"the declared mapping, e.g. {example}")
+        common.add_output_arguments(parser)
+
+    def run(args: argparse.Namespace) -> int:
+        mapping = load(args.mapping)
+        return import_files(args, prog, mapping, mapper(mapping, args.tenant))
+
+    return add_arguments, run
 
 
 # -- [time] ---------------------------------------------------------------------------------

@@ -9,36 +9,25 @@ See docs/sources/tickets.md."""
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kpi_core.errors import ConfigError
 from kpi_core.events import ALL
-from streams.sources.common import (
-    Report,
-    RowProblem,
-    RowSkipped,
-    Sink,
-    add_output_arguments,
-    progress_enabled,
-)
+from streams.sources.common import Report, RowProblem, RowSkipped
 from streams.sources.mapping import (
     Clock,
     Columns,
-    FileFormat,
     Spec,
+    TableMapping,
     clock,
-    defaults,
-    file_format,
     load_spec,
-    none_values,
+    mapped_command,
     read,
     rfc3339,
+    table_mapping,
 )
 
 #: What a state value can mean.
@@ -53,37 +42,27 @@ MAX_QUEUE_LENGTH = 128
 
 
 @dataclass(frozen=True)
-class TicketMapping:
+class TicketMapping(TableMapping):
     """A validated ticket mapping (deploy/sources/itsm_incident_log.toml shows every field)."""
 
-    spec: Spec
-    file: FileFormat
     clock: Clock
-    columns: dict[str, tuple[str, ...]]
     states: dict[str, str]
-    none: dict[str, frozenset[str]]
-    default_queue: str | None = None
 
 
 def mapping_from_spec(spec: Spec) -> TicketMapping:
-    spec.only({"file", "time", "columns", "none", "defaults", "states"})
-    fmt = file_format(spec, "tk")
+    shared = table_mapping(spec, sections={"states"}, id_prefix="tk", roles=ROLES, lists={"ticket_id"},
+                           defaults_for={"queue"})  # fmt: skip
     time = clock(spec)
-    columns = spec.roles(ROLES, lists={"ticket_id"})
-    states_raw = spec.table("states", required=True)
-    states: dict[str, str] = {}
-    for value, meaning in states_raw.items():
-        if meaning not in MEANINGS:
-            raise spec.error(f"states.{value}", f"must be one of {', '.join(MEANINGS)}, got {meaning!r}")
-        states[value] = meaning
+    columns = shared["columns"]
+    states = spec.meanings("states", MEANINGS)
     if not DONE & set(states.values()):
         raise spec.error("states", "no state means resolved or unresolvable: no ticket could ever be resolved")
-    default_queue = defaults(spec, {"queue"}).get("queue")
+    default_queue = shared["defaults"].get("queue")
     if not columns["queue"] and default_queue is None:
         raise spec.error("defaults.queue", "is required when no column is the queue (columns.queue)")
     if default_queue is not None and (default_queue == ALL or len(default_queue) > MAX_QUEUE_LENGTH):
         raise spec.error("defaults.queue", f"not a usable queue name: {default_queue!r}")
-    return TicketMapping(spec, fmt, time, columns, states, none_values(spec, columns), default_queue)
+    return TicketMapping(**shared, clock=time, states=states)
 
 
 def load_mapping(path: str | Path) -> TicketMapping:
@@ -145,7 +124,7 @@ class TicketMapper:
         events: list[dict[str, Any]] = []
         known = self.tickets.get(ticket_id)
         if known is None:
-            queue = self.row.value(values, "queue") or self.mapping.default_queue
+            queue = self.row.value(values, "queue") or self.mapping.defaults.get("queue")
             if queue is None:
                 raise RowProblem(f"missing_field:{self.row.column('queue')}: no queue and no [defaults] queue")
             if queue == ALL or len(queue) > MAX_QUEUE_LENGTH or not queue.isprintable():
@@ -180,41 +159,5 @@ def map_file(path: str, mapping_path: str | Path, *, tenant: str = "default",
 
 
 # -- the command -------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", metavar="FILE",
-                        help="ticket event log(s): CSV, or a .zip holding one (read in place)")  # fmt: skip
-    parser.add_argument("--mapping", required=True, metavar="TOML",
-                        help="the declared mapping, e.g. deploy/sources/itsm_incident_log.toml")  # fmt: skip
-    add_output_arguments(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    prog = "ccmon source tickets"
-    mapping = load_mapping(args.mapping)
-    for path in args.files:
-        if not Path(path).is_file():
-            raise ConfigError("FILE", f"no such file: {path}")
-    report = Report(prog, progress=progress_enabled(args))
-    sink = Sink(args, prog)
-    mapper = TicketMapper(mapping, args.tenant)  # one mapper: a ticket may continue in the next file
-    try:
-        for path in args.files:
-            _emit(read(path, mapping.file, mapper, report), sink)
-        sink.flush()
-    except KeyboardInterrupt:
-        sink.flush()
-    finally:
-        sink.close()
-        report.finish(sink.target)
-    return 0
-
-
-def _emit(rows: Iterable[list[dict[str, Any]]], sink: Sink) -> None:
-    batch: list[dict[str, Any]] = []
-    for events in rows:
-        batch.extend(events)
-        if len(batch) >= 1000:
-            sink.write(batch)
-            batch.clear()
-    if batch:
-        sink.write(batch)
+add_arguments, run = mapped_command("ccmon source tickets", "ticket event log(s): CSV, or a .zip holding one (read in place)",
+                                    "deploy/sources/itsm_incident_log.toml", load_mapping, TicketMapper)
