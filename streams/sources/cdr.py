@@ -3,8 +3,10 @@ column mapping (TOML, ``--mapping``): which column is the queue, the call and cu
 the queue entry, answer, exit and service end, the outcome and what each of its values means,
 date and time formats, the time zone. A service that crosses midnight is handled (a time
 more than 12 h earlier than the one before it in the call's sequence is on the next day; a
-few seconds earlier is clock skew between the switch's columns). Ready example:
-deploy/sources/anonymous_bank_1999.toml. See docs/sources/cdr.md."""
+few seconds earlier is clock skew between the switch's columns). The mapping is in the
+dialect of every tabular source (:mod:`streams.sources.mapping`); this module is its mapper,
+a row -> its events. Ready example: deploy/sources/anonymous_bank_1999.toml. See
+docs/sources/cdr.md."""
 
 from __future__ import annotations
 
@@ -111,8 +113,8 @@ class CdrMapper:
     def times(self, values: list[str]) -> dict[str, float]:
         """Epoch seconds of every time column the row has, in call order; a time more than
         NEXT_DAY_AFTER earlier than the one before it is on the next day (a call crossing
-        midnight). Less is clock skew, not a new day: the Anonymous Bank's ser_start is often
-        1-2 s before its q_exit (~10,000 calls a month), which must not move them a day on."""
+        midnight). Less is clock skew, not a new day: a switch's answer time may be a second or two
+        before its queue exit (docs/sources/cdr.md), which must not move the call a day on."""
         day = self._day(self.row.value(values, "date") or "")
         out: dict[str, float] = {}
         previous: datetime | None = None

@@ -4,8 +4,9 @@ declared mapping (TOML, ``--mapping``): which column is the ticket id, its state
 change happened, when the ticket was opened, its queue and customer, and what each state
 value means (new, open, resolved, unresolvable, ignore). The first row of a ticket creates
 it; its first state other than ``new`` is the first response; entering a resolved state is a
-resolution, leaving one a reopen. Ready example: deploy/sources/itsm_incident_log.toml.
-See docs/sources/tickets.md."""
+resolution, leaving one a reopen. The mapping is in the dialect of every tabular source
+(:mod:`streams.sources.mapping`); this module is its mapper, a row -> its events. Ready
+example: deploy/sources/itsm_incident_log.toml. See docs/sources/tickets.md."""
 
 from __future__ import annotations
 
