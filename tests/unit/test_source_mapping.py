@@ -77,6 +77,8 @@ def test_a_cdr_mapping_in_the_shared_spelling_maps_as_the_former_one(tmp_path: P
     former, former_report = _cdr(tmp_path, FORMER)
     shared, shared_report = _cdr(tmp_path, SHARED)
     assert shared == former
+    assert (former_report.rows, dict(former_report.skipped), former_report.listed) == (
+        shared_report.rows, dict(shared_report.skipped), shared_report.listed)  # fmt: skip
     assert (shared_report.rows, dict(shared_report.skipped)) == (6, {"outcome PHANTOM": 1, "never queued": 1})
     by_call = {(e["call_id"], e["type"]): e for e in shared}
     assert by_call[("990101-A1-1", "call.offered")]["customer_id"] == "111"
