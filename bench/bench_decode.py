@@ -1,6 +1,6 @@
 """Decoding alone: Kafka message values split into validated events, events/s, as the worker does it.
 
-A simulated day (``streams.simulator``, RFC 3339 times, the live mix) in JSON-array envelopes of
+A simulated day (``streams.sim``, RFC 3339 times, the live mix) in JSON-array envelopes of
 100 events per partition (``bench/common.py`` ``envelopes``, as ``ccmon simulate --kafka`` writes
 them), run through the worker's splitter: ``kpi_core.events.envelope_items`` with
 ``streams.decoding.loads`` where they exist, else the older ``streams.worker._split``, so one run

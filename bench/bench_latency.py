@@ -3,7 +3,7 @@
 One ``ccmon worker`` and one ``ccmon exporter`` (default settings, wall clock) on a fresh
 4-partition topic. A producer sends ``--rate`` events/s (default 5,000), paced every
 ``--tick`` seconds (50 ms): the events due since the last tick, taken in order from
-simulated contact-center days (``streams.simulator``, ``--queues`` queues) and stamped
+simulated contact-center days (``streams.sim``, ``--queues`` queues) and stamped
 with the wall clock (``ts`` = the instant they are handed to the producer: the simulated
 mix and lifecycles, time-compressed), as JSON-array envelopes per partition (<= 100 events,
 keyed by entity, as ``ccmon simulate --kafka`` writes them), ``linger_ms=0``.
@@ -57,7 +57,7 @@ _PROBE = re.compile(r'^ccmon_calls_offered_total\{[^}]*queue="' + PROBE_QUEUE + 
 
 def sim_days(n: int, queues: int) -> list[dict[str, Any]]:
     """At least ``n`` valid events: simulated days one after the other (unique ids)."""
-    from streams.simulator import SimParams, Simulator, default_queues
+    from streams.sim import SimParams, Simulator, default_queues
 
     out: list[dict[str, Any]] = []
     day = 0
@@ -98,7 +98,7 @@ class Producer(threading.Thread):
             self.error = exc
 
     def _run(self) -> None:
-        from streams.simulator import format_ts
+        from streams.sim import format_ts
 
         prod = common.producer(self.kafka, linger_ms=0)
         self.started = start = time.time()

@@ -1,6 +1,6 @@
 """Peers on the same job: service level and average wait per queue over 15 minutes.
 
-The same simulated events (``streams.simulator``, ``--queues`` queues from 00:00 to 15:00
+The same simulated events (``streams.sim``, ``--queues`` queues from 00:00 to 15:00
 UTC of one day; the end instant ``at`` is 15:00, a busy hour) are written to two fresh
 4-partition topics: JSON-array **envelopes** of <= 100 events keyed by entity (ccmon's way,
 ``ccmon simulate --kafka``), and **one event per message** keyed by queue (the peers'
@@ -137,7 +137,7 @@ def service_pids() -> dict[str, int]:
 
 def with_ticks(events: list[dict[str, Any]], queues: list[str], at: float) -> list[dict[str, Any]]:
     """``events`` then one tick per queue at ``at - 1 ms`` (see bench/peer_quix.py)."""
-    from streams.simulator import format_ts
+    from streams.sim import format_ts
 
     ticks = [{"event_id": f"bench-tick-{q}", "type": "survey.response", "ts": format_ts(at - 0.001),
               "tenant": "default", "queue": q, "survey": "csat", "score": 5, "contact_id": f"bench-tick-{q}",
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     common.ensure_services()
     kafka, redis_url = common.services_env()
     log_dir = common.OUT / "logs"
-    from streams.simulator import default_queues
+    from streams.sim import default_queues
 
     at = DAY + 15 * 3600.0
     names = [spec.name for spec in default_queues(queues)]

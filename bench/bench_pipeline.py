@@ -1,6 +1,6 @@
 """The pipeline on the real services: ceiling, one and two workers, scrape, Redis memory.
 
-In the same run, on the same events (``streams.simulator``, a day of a contact center with
+In the same run, on the same events (``streams.sim``, a day of a contact center with
 ``--queues`` queues, JSON-array envelopes of 100 events per partition keyed by entity, as
 ``ccmon simulate --kafka`` writes them, on fresh 4-partition topics):
 
@@ -51,8 +51,8 @@ DAY = 1_795_132_800  # 2026-11-20T00:00:00Z
 
 def sim_events(n: int, queues: int, start: float = DAY, hours: float = 24.0, seed: int = 1,
                tenant: str = "default") -> list[dict[str, Any]]:  # fmt: skip
-    """The first ``n`` valid events of a simulated day (``streams.simulator``)."""
-    from streams.simulator import SimParams, Simulator, default_queues
+    """The first ``n`` valid events of a simulated day (``streams.sim``)."""
+    from streams.sim import SimParams, Simulator, default_queues
 
     params = SimParams(start=start, hours=hours, queues=default_queues(queues), seed=seed, tenant=tenant)
     out: list[dict[str, Any]] = []

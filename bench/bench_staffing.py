@@ -21,7 +21,7 @@ Events go in time order through the real engine (``Engine`` over ``MemoryState``
   above ``ccmon_staffing_agents_required`` met its target. The same for Erlang A's forecast
   (``ccmon_staffing_service_level_forecast_erlang_a``, ``erlang_a_forecast``).
 
-Data: the simulator (``streams.simulator``, default queues, a working day, agent states
+Data: the simulator (``streams.sim``, default queues, a working day, agent states
 included), and the Anonymous Bank's call records (``tests/data/anonymous_bank_1999`` through
 ``deploy/sources/anonymous_bank_1999.toml``). The bank's records have no agent states: its
 "staffed" agents are a proxy, the distinct agents who answered the queue's calls in the last
@@ -218,7 +218,7 @@ def summarize_quarters(quarters: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def simulator_events(hours: float, seed: int, queues: int) -> Iterator[tuple[float, dict[str, Any]]]:
-    from streams.simulator import SimParams, Simulator, default_queues
+    from streams.sim import SimParams, Simulator, default_queues
 
     start = 1_795_132_800.0  # 2026-11-20T00:00:00Z, a Friday
     sim = Simulator(SimParams(start=start, hours=hours, queues=default_queues(queues), seed=seed))

@@ -5,7 +5,7 @@ customers, callbacks, tickets...) in Redis and reads it, ``WATCH``ed, in every b
 alternative the stream processors use (Kafka Streams, Quix Streams) keeps the records of a
 worker's partitions in its own memory, backed by a compacted changelog topic, with Redis
 holding only what the exporter reads (buckets, live sets, seen ids, counts, series). Three
-questions on one simulated day (``streams.simulator``, as bench/profile_processor.py drives it:
+questions on one simulated day (``streams.sim``, as bench/profile_processor.py drives it:
 envelopes of 100, takes of 20 envelopes, the clock at each take's newest event):
 
 1. **Throughput bound.** ``streams.worker.BatchProcessor`` over today's :class:`RedisState`

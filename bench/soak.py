@@ -5,7 +5,7 @@ recording memory and lag over time (issue #9 item 8).
     python bench/soak.py --minutes 5 --rate 500 --interval 15
     python bench/soak.py --minutes 1 --no-write --json out.json
 
-Traffic: ``streams.simulator.Simulator`` in real time (speed 1, ``ts`` = the wall clock, so
+Traffic: ``streams.sim.Simulator`` in real time (speed 1, ``ts`` = the wall clock, so
 the worker's own clock, lateness and windows behave as in production), one simulator per
 tenant (20 queues each, flat profile, open around the clock, fixed headcounts sized for the
 load), written through ``KafkaSink`` as JSON-array envelopes of up to 100 events to a topic of
@@ -189,7 +189,7 @@ def _metrics(port: int) -> tuple[float | None, float | None, float | None]:
 # -- the run --------------------------------------------------------------------------------------
 def traffic(rate: float, start: float) -> list[Any]:
     """Simulators, one per tenant, that together make about ``rate`` events/s from ``start``."""
-    from streams.simulator import QueueSpec, SimParams, Simulator
+    from streams.sim import QueueSpec, SimParams, Simulator
 
     tenants = max(1, math.ceil(rate / RATE_PER_TENANT))
     calls_per_hour = rate / tenants / QUEUES_PER_TENANT / EVENTS_PER_CALL * 3600

@@ -590,17 +590,22 @@ def load_config(path: str | Path | None) -> Config:
     naming the file (field ``--config``) when it cannot be read or is not UTF-8 TOML."""
     if path is None:
         return Config()
+    return config_from_dict(read_toml(path, "--config"))
+
+
+def read_toml(path: str | Path, field: str, what: str = "a TOML file") -> dict[str, Any]:
+    """The TOML document in ``path`` (the configuration, a source's mapping). Raises ConfigError
+    naming ``field`` when it cannot be read or is not UTF-8 TOML (``what``: the kind of file)."""
     try:
         with open(path, "rb") as handle:
-            raw = tomllib.load(handle)
+            return tomllib.load(handle)
     except FileNotFoundError:
-        raise ConfigError("--config", f"no such file: {path}") from None
+        raise ConfigError(field, f"no such file: {path}") from None
     except IsADirectoryError:
-        raise ConfigError("--config", f"{path} is a directory, not a TOML file") from None
+        raise ConfigError(field, f"{path} is a directory, not {what}") from None
     except OSError as exc:  # permission denied, an I/O error...
-        raise ConfigError("--config", f"cannot read {path}: {exc.strerror or exc}") from None
+        raise ConfigError(field, f"cannot read {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:  # a binary file: tomllib decodes UTF-8 first
-        raise ConfigError("--config", f"{path} is not a TOML file (not UTF-8 text at byte {exc.start})") from None
+        raise ConfigError(field, f"{path} is not {what} (not UTF-8 text at byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
-    return config_from_dict(raw)
+        raise ConfigError(field, f"{path} is not valid TOML: {exc}") from None

@@ -38,7 +38,8 @@ from kpi_core.errors import InvalidEventError
 from kpi_core.events import parse_event, parse_line
 from kpi_core.kpis import MetricFamily, live_agents, snapshot, waiting_calls
 from kpi_core.state import MemoryState
-from streams.simulator import Record, SimParams, Simulator
+from streams.kafka.produce import Record
+from streams.sim import SimParams, Simulator
 from streams.web.api import SlHistory, pending_callbacks
 
 log = logging.getLogger(__name__)

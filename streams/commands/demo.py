@@ -56,7 +56,7 @@ def demo_config(queue_names: list[str]) -> Any:
             sl_threshold_seconds=15.0,
             targets=MappingProxyType({**base.targets, "service_level": 0.9, "asa_seconds": 15.0}),
         )
-    # The simulator's pause reasons (streams.simulator): breaks, lunch, not ready after a missed ring.
+    # The simulator's pause reasons (streams.sim.model): breaks, lunch, not ready after a missed ring.
     return Config(defaults=base, tenants={"default": TenantConfig(queues=MappingProxyType(queues),
                                                                   pause_reasons=("break", "lunch", "not_ready"))})
 
@@ -64,7 +64,7 @@ def demo_config(queue_names: list[str]) -> Any:
 def run(args: argparse.Namespace) -> int:
     from kpi_core.config import load_config
     from streams.demo import DemoRunner
-    from streams.simulator import SimParams, default_queues, parse_start
+    from streams.sim import SimParams, default_queues, parse_start
     from streams.web import make_wsgi_app, serve
     from streams.web.alerts import AlertmanagerAlerts
 

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from streams.simulator import Record, SimParams, Simulator
+    from streams.kafka.produce import Record
+    from streams.sim import SimParams, Simulator
 
 
 def _share(text: str) -> float:
@@ -83,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from streams.simulator import SimParams, default_queues, parse_start
+    from streams.sim import SimParams, default_queues, parse_start
 
     if args.hours < 0 or (args.hours == 0 and args.speed <= 0 and not args.live):
         print("ccmon simulate: --hours 0 (endless) needs --speed > 0 or --live", file=sys.stderr)
@@ -119,7 +120,7 @@ class _Progress:
         if not force and now - self.last < 0.5:
             return
         self.last = now
-        from streams.simulator import format_ts
+        from streams.sim import format_ts
 
         params = self.sim.params
         done = ""
@@ -160,7 +161,7 @@ def drive(
     as fast as possible (``speed`` 0, in simulated-hour steps) or paced, ``speed`` simulated
     seconds per real second. With ``ceiling`` (``--live``: the wall clock), simulated time never
     passes ``ceiling()``: the run catches up to it, then follows it."""
-    from streams.simulator import Pacer
+    from streams.sim import Pacer
 
     params = sim.params
     end = params.end
@@ -200,7 +201,7 @@ def drive(
 
 
 def run_simulation(params: SimParams, args: argparse.Namespace, *, progress: bool) -> int:
-    from streams.simulator import Simulator, format_ts
+    from streams.sim import Simulator, format_ts
 
     sim = Simulator(params)
     meter = _Progress(sim, progress)

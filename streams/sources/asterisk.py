@@ -8,8 +8,8 @@ skipped; a row that cannot be mapped is reported with its line number and skippe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
-import csv
 import hashlib
 import io
 import json
@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kpi_core.errors import CcmonError, ConfigError
@@ -33,10 +33,12 @@ from streams.sources.common import (
     DeliveryError,
     Report,
     RowProblem,
+    RowSkipped,
     Sink,
     add_output_arguments,
     progress_enabled,
 )
+from streams.sources.mapping import FileFormat, open_table
 
 PROG = "ccmon source asterisk"
 log = logging.getLogger("ccmon.source.asterisk")
@@ -51,10 +53,6 @@ CUSTOMER_PATTERN = r"^(tel-|\+|\d{7,})"
 CHECKPOINT_ROWS = 50_000
 #: Seconds between attempts when Kafka did not take what was sent (--follow).
 RETRY_SECONDS = 5.0
-
-
-class _Unknown(Exception):
-    """An event ccmon does not map: counted by name and skipped."""
 
 
 @dataclass(slots=True)
@@ -165,7 +163,7 @@ class Mapper:
         agent = agent_id(row.agent)
         call: dict[str, Any] = {"call_id": row.callid, "queue": queue}
         if event in IGNORED:
-            raise _Unknown(event)  # known, but nothing ccmon counts: skipped, by name
+            raise RowSkipped(event)  # known, but nothing ccmon counts: skipped, by name
         if event == "ENTERQUEUE":
             if queue is None:
                 raise RowProblem("missing_field:queue: ENTERQUEUE without a queue")
@@ -257,7 +255,7 @@ class Mapper:
         if event in OUT_FAILED:
             self.dials.pop(row.callid, None)
             return []
-        raise _Unknown(event)
+        raise RowSkipped(event)
 
 
 # -- reading files ---------------------------------------------------------------------------
@@ -345,24 +343,33 @@ class CsvExport:
 
 
 def read_csv(path: str, report: Report, zone: tzinfo) -> Iterator[Row]:
-    with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
+    """The rows of a ``queue_log`` table export, read as every tabular source reads its file."""
+    with contextlib.ExitStack() as stack:
+        table = open_table(path, FileFormat(encoding="utf-8-sig"), stack)
+        if not table.header:
             return
-        export = CsvExport(header, zone)
-        for values in reader:
-            number = reader.line_num
-            if not values:
-                continue
-            try:
-                row = export.row(values, number)
-            except RowProblem as exc:
-                report.rows += 1
-                report.problem(path, number, str(exc))
-                continue
-            row.where = path
-            yield row
+        export = CsvExport(table.header, zone)
+        yield from _rows(((table.where, number, values) for number, values in table.rows), export.row, report)
+
+
+_Line = TypeVar("_Line", str, list[str])
+
+
+def _rows(lines: Iterable[tuple[str, int, _Line | RowProblem]], parse: Callable[[_Line, int], Row],
+          report: Report) -> Iterator[Row]:  # fmt: skip
+    """The rows ``parse`` makes of ``(file, line number, line)``; a line it cannot parse (or
+    the reader could not read) is counted, reported with its number and skipped."""
+    for where, number, line in lines:
+        try:
+            if isinstance(line, RowProblem):
+                raise line
+            row = parse(line, number)
+        except RowProblem as exc:
+            report.rows += 1
+            report.problem(where, number, str(exc))
+            continue
+        row.where = where
+        yield row
 
 
 def is_csv(path: str) -> bool:
@@ -812,15 +819,7 @@ def _reconnect(args: argparse.Namespace, stopped: threading.Event, warn: Callabl
 
 
 def _pipe_rows(lines: Iterable[tuple[str, int, str]], report: Report) -> Iterator[Row]:
-    for where, number, line in lines:
-        try:
-            row = parse_pipe_line(line, number)
-        except RowProblem as exc:
-            report.rows += 1
-            report.problem(where, number, str(exc))
-            continue
-        row.where = where
-        yield row
+    return _rows(lines, parse_pipe_line, report)
 
 
 def _emit(rows: Iterable[Row], mapper: Mapper, sink: Sink, report: Report, *, stopped: threading.Event | None = None,
@@ -834,7 +833,7 @@ def _emit(rows: Iterable[Row], mapper: Mapper, sink: Sink, report: Report, *, st
         since_checkpoint += 1
         try:
             events = mapper.map(row)
-        except _Unknown as exc:
+        except RowSkipped as exc:  # an event ccmon does not map: counted by name
             report.skip(str(exc))
         except RowProblem as exc:
             report.problem(row.where, row.line, str(exc))

@@ -22,6 +22,11 @@ class RowProblem(Exception):
     ``kind`` (``invalid_field:state``, ``bad_timestamp``...) is what the summary counts."""
 
 
+class RowSkipped(Exception):
+    """A row understood but with nothing for ccmon (every source's: an event ccmon does not map, a
+    state declared ``ignore``, a call that never queued). The message is the kind it is counted as."""
+
+
 #: rows listed one by one on stderr before only the counts are given
 MAX_LISTED_PROBLEMS = 20
 

@@ -4,35 +4,31 @@ declared mapping (TOML, ``--mapping``): which column is the ticket id, its state
 change happened, when the ticket was opened, its queue and customer, and what each state
 value means (new, open, resolved, unresolvable, ignore). The first row of a ticket creates
 it; its first state other than ``new`` is the first response; entering a resolved state is a
-resolution, leaving one a reopen. Ready example: deploy/sources/itsm_incident_log.toml.
-See docs/sources/tickets.md."""
+resolution, leaving one a reopen. The mapping is in the dialect of every tabular source
+(:mod:`streams.sources.mapping`); this module is its mapper, a row -> its events. Ready
+example: deploy/sources/itsm_incident_log.toml. See docs/sources/tickets.md."""
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import hashlib
 import io
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kpi_core.errors import ConfigError
 from kpi_core.events import ALL
-from streams.sources.common import Report, Sink, add_output_arguments, progress_enabled
+from streams.sources.common import Report, RowProblem, RowSkipped
 from streams.sources.mapping import (
     Clock,
-    FileFormat,
-    RowProblem,
+    Columns,
     Spec,
+    TableMapping,
     clock,
-    column_index,
-    file_format,
     load_spec,
-    none_values,
-    open_table,
+    mapped_command,
+    read,
     rfc3339,
+    table_mapping,
 )
 
 #: What a state value can mean.
@@ -47,41 +43,27 @@ MAX_QUEUE_LENGTH = 128
 
 
 @dataclass(frozen=True)
-class TicketMapping:
+class TicketMapping(TableMapping):
     """A validated ticket mapping (deploy/sources/itsm_incident_log.toml shows every field)."""
 
-    file: FileFormat
     clock: Clock
-    columns: dict[str, tuple[str, ...]]
     states: dict[str, str]
-    none: dict[str, frozenset[str]]
-    default_queue: str | None = None
 
 
 def mapping_from_spec(spec: Spec) -> TicketMapping:
-    spec.only({"file", "time", "columns", "none", "defaults", "states"})
-    fmt = file_format(spec, "tk")
+    shared = table_mapping(spec, sections={"states"}, id_prefix="tk", roles=ROLES, lists={"ticket_id"},
+                           defaults_for={"queue"})  # fmt: skip
     time = clock(spec)
-    spec.fields("columns", {role for role, _ in ROLES})
-    columns = {role: spec.columns("columns", role, required=required) for role, required in ROLES}
-    for role in ("state", "changed_at", "created_at", "queue", "customer_id"):
-        if len(columns[role]) > 1:
-            raise spec.error(f"columns.{role}", f"must name one column, got {list(columns[role])!r}")
-    states_raw = spec.table("states", required=True)
-    states: dict[str, str] = {}
-    for value, meaning in states_raw.items():
-        if meaning not in MEANINGS:
-            raise spec.error(f"states.{value}", f"must be one of {', '.join(MEANINGS)}, got {meaning!r}")
-        states[value] = meaning
+    columns = shared["columns"]
+    states = spec.meanings("states", MEANINGS)
     if not DONE & set(states.values()):
         raise spec.error("states", "no state means resolved or unresolvable: no ticket could ever be resolved")
-    spec.fields("defaults", {"queue"})
-    default_queue = spec.string("defaults", "queue")
+    default_queue = shared["defaults"].get("queue")
     if not columns["queue"] and default_queue is None:
         raise spec.error("defaults.queue", "is required when no column is the queue (columns.queue)")
     if default_queue is not None and (default_queue == ALL or len(default_queue) > MAX_QUEUE_LENGTH):
         raise spec.error("defaults.queue", f"not a usable queue name: {default_queue!r}")
-    return TicketMapping(fmt, time, columns, states, none_values(spec), default_queue)
+    return TicketMapping(**shared, clock=time, states=states)
 
 
 def load_mapping(path: str | Path) -> TicketMapping:
@@ -100,10 +82,6 @@ class _Ticket:
     queue: str
 
 
-class _Skip(Exception):
-    """A row understood but with nothing for ccmon (a state declared ``ignore``): counted."""
-
-
 @dataclass
 class TicketMapper:
     """Turns rows into events. Remembers each ticket's last state (one small entry per ticket
@@ -113,45 +91,29 @@ class TicketMapper:
     mapping: TicketMapping
     tenant: str = "default"
     tickets: dict[str, _Ticket] = field(default_factory=dict)
-    _index: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    _header: list[str] = field(default_factory=list)
+    row: Columns = field(init=False)
 
-    def set_header(self, spec: Spec, header: list[str], where: str) -> None:
-        self._header = header
-        self._index = {role: column_index(spec, header, role, names, where)
-                       for role, names in self.mapping.columns.items() if names}  # fmt: skip
+    def __post_init__(self) -> None:
+        self.row = Columns(self.mapping.spec, self.mapping.columns, self.mapping.none)
 
-    def _value(self, values: list[str], role: str) -> str | None:
-        """The role's value, None when the column is not mapped or holds a "no value" value."""
-        index = self._index.get(role)
-        if not index:
-            return None
-        text = values[index[0]].strip()
-        column = self._header[index[0]]
-        if text == "" or text in self.mapping.none.get(column, ()):
-            return None
-        return text
-
-    def _column(self, role: str) -> str:
-        return self._header[self._index[role][0]]
+    def set_header(self, header: list[str], where: str) -> None:
+        self.row.set_header(header, where)
 
     def map(self, values: list[str]) -> list[dict[str, Any]]:
-        if len(values) != len(self._header):
-            raise RowProblem(f"wrong_field_count: {len(values)} fields, the header has {len(self._header)}")
-        parts = [values[i].strip() for i in self._index["ticket_id"]]
+        parts = self.row.parts(values, "ticket_id")
         if not all(parts):
             raise RowProblem(f"missing_field:ticket_id: {'+'.join(self.mapping.columns['ticket_id'])} is empty")
         ticket_id = "-".join(parts)
-        state = values[self._index["state"][0]].strip()
+        state = self.row.parts(values, "state")[0]
         meaning = self.mapping.states.get(state)
         if meaning is None:
-            raise RowProblem(f"invalid_field:{self._column('state')}: {state[:40]!r} is not declared under [states]")
+            raise RowProblem(f"invalid_field:{self.row.column('state')}: {state[:40]!r} is not declared under [states]")
         if meaning == "ignore":
-            raise _Skip(f"state {state}")
-        changed_text = self._value(values, "changed_at")
+            raise RowSkipped(f"state {state}")
+        changed_text = self.row.value(values, "changed_at")
         if changed_text is None:
-            raise RowProblem(f"missing_field:{self._column('changed_at')}: no time of the change")
-        changed = rfc3339(self.mapping.clock.parse(changed_text, self._column("changed_at")))
+            raise RowProblem(f"missing_field:{self.row.column('changed_at')}: no time of the change")
+        changed = rfc3339(self.mapping.clock.parse(changed_text, self.row.column("changed_at")))
         digest = hashlib.blake2b("\x1f".join(values).encode(), digest_size=6).hexdigest()
         prefix = self.mapping.file.id_prefix
 
@@ -163,19 +125,19 @@ class TicketMapper:
         events: list[dict[str, Any]] = []
         known = self.tickets.get(ticket_id)
         if known is None:
-            queue = self._value(values, "queue") or self.mapping.default_queue
+            queue = self.row.value(values, "queue") or self.mapping.defaults.get("queue")
             if queue is None:
-                raise RowProblem(f"missing_field:{self._column('queue')}: no queue and no [defaults] queue")
+                raise RowProblem(f"missing_field:{self.row.column('queue')}: no queue and no [defaults] queue")
             if queue == ALL or len(queue) > MAX_QUEUE_LENGTH or not queue.isprintable():
-                raise RowProblem(f"invalid_field:{self._column('queue')}: not a usable queue name: {queue[:40]!r}")
-            created_text = self._value(values, "created_at")
+                raise RowProblem(f"invalid_field:{self.row.column('queue')}: not a usable queue name: {queue[:40]!r}")
+            created_text = self.row.value(values, "created_at")
             created = changed
             if created_text is not None:
-                created = rfc3339(self.mapping.clock.parse(created_text, self._column("created_at")))
+                created = rfc3339(self.mapping.clock.parse(created_text, self.row.column("created_at")))
             known = _Ticket("", False, queue)
             # One creation per ticket, whichever row is read first: its id is the ticket's.
             events.append(event("ticket.created", created, queue, f"{prefix}-{ticket_id}-created",
-                                customer_id=self._value(values, "customer_id")))  # fmt: skip
+                                customer_id=self.row.value(values, "customer_id")))  # fmt: skip
         if meaning != "new" and not known.responded:
             events.append(event("ticket.replied", changed, known.queue, author="agent"))
             known.responded = True
@@ -189,75 +151,14 @@ class TicketMapper:
         return events
 
 
-def read(path: str, spec: Spec, mapper: TicketMapper, report: Report) -> Iterator[list[dict[str, Any]]]:
-    """The events of each row of ``path`` (a CSV, or a zip holding one); a row that cannot be
-    mapped is reported with its line number and skipped."""
-    with contextlib.ExitStack() as stack:
-        table = open_table(path, mapper.mapping.file, stack)
-        mapper.set_header(spec, table.header, table.where)
-        for line, values in table.rows:
-            report.rows += 1
-            try:
-                if isinstance(values, RowProblem):
-                    raise values
-                events = mapper.map(values)
-            except _Skip as exc:
-                report.skip(str(exc))
-                continue
-            except RowProblem as exc:
-                report.problem(table.where, line, str(exc))
-                continue
-            report.events += len(events)
-            report.tick()
-            yield events
-
-
 def map_file(path: str, mapping_path: str | Path, *, tenant: str = "default",
              report: Report | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Every event of a whole file (for tests and tools)."""
     report = report or Report("tickets", stream=io.StringIO())
-    spec = load_spec(mapping_path)
-    mapper = TicketMapper(mapping_from_spec(spec), tenant)
-    return [event for events in read(path, spec, mapper, report) for event in events]
+    mapper = TicketMapper(load_mapping(mapping_path), tenant)
+    return [event for events in read(path, mapper.mapping.file, mapper, report) for event in events]
 
 
 # -- the command -------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", metavar="FILE",
-                        help="ticket event log(s): CSV, or a .zip holding one (read in place)")  # fmt: skip
-    parser.add_argument("--mapping", required=True, metavar="TOML",
-                        help="the declared mapping, e.g. deploy/sources/itsm_incident_log.toml")  # fmt: skip
-    add_output_arguments(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    prog = "ccmon source tickets"
-    spec = load_spec(args.mapping)
-    mapping = mapping_from_spec(spec)
-    for path in args.files:
-        if not Path(path).is_file():
-            raise ConfigError("FILE", f"no such file: {path}")
-    report = Report(prog, progress=progress_enabled(args))
-    sink = Sink(args, prog)
-    mapper = TicketMapper(mapping, args.tenant)  # one mapper: a ticket may continue in the next file
-    try:
-        for path in args.files:
-            _emit(read(path, spec, mapper, report), sink)
-        sink.flush()
-    except KeyboardInterrupt:
-        sink.flush()
-    finally:
-        sink.close()
-        report.finish(sink.target)
-    return 0
-
-
-def _emit(rows: Iterable[list[dict[str, Any]]], sink: Sink) -> None:
-    batch: list[dict[str, Any]] = []
-    for events in rows:
-        batch.extend(events)
-        if len(batch) >= 1000:
-            sink.write(batch)
-            batch.clear()
-    if batch:
-        sink.write(batch)
+add_arguments, run = mapped_command("ccmon source tickets", "ticket event log(s): CSV, or a .zip holding one (read in place)",
+                                    "deploy/sources/itsm_incident_log.toml", load_mapping, TicketMapper)

@@ -25,7 +25,7 @@ from kpi_core.errors import InvalidEventError
 from kpi_core.events import Event, parse_event
 from streams.redis.scripts import APPLY_LUA
 from streams.redis.state import RedisState
-from streams.simulator import SimParams, Simulator, default_queues
+from streams.sim import SimParams, Simulator, default_queues
 from streams.worker import INTERNAL_ERROR, PIPELINE_TENANT, BatchProcessor, Message
 
 pytestmark = pytest.mark.integration

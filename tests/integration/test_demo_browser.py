@@ -305,7 +305,7 @@ DAY = 1_795_132_800.0  # 2026-11-20T00:00:00Z
 def runner() -> Any:
     from streams.commands.demo import demo_config
     from streams.demo import DemoRunner
-    from streams.simulator import SimParams, default_queues
+    from streams.sim import SimParams, default_queues
 
     queues = default_queues(["support", "sales", "vip"])
     params = SimParams(start=DAY + 8 * 3600, hours=None, queues=queues, seed=5)

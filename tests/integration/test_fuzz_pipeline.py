@@ -134,7 +134,7 @@ class Message:
 
 def simulated_events() -> list[dict[str, Any]]:
     """~34,000 valid events of two tenants (2 % re-sent as duplicates), all before AT."""
-    from streams.simulator import SimParams, Simulator, default_queues
+    from streams.sim import SimParams, Simulator, default_queues
 
     queues = tuple(replace(q, calls_per_hour=q.calls_per_hour * 8, tickets_per_hour=q.tickets_per_hour * 4,
                            profile="flat") for q in default_queues(6))  # fmt: skip

@@ -104,7 +104,7 @@ def test_a_retracted_fractional_wait_leaves_no_float_noise(redis_client: Any, re
 def test_a_shuffled_simulated_morning_in_redis_is_the_in_order_one_exactly(redis_client: Any, redis_prefix: str) -> None:
     """Times in ms, shuffled, in batches of 50: the very bits of MemoryState fed in order,
     maxima and occupancy included (no long-double noise: every delta is whole)."""
-    from streams.simulator import SimParams, Simulator, default_queues
+    from streams.sim import SimParams, Simulator, default_queues
 
     start = parse_ts("2026-11-20T08:00:00Z")
     params = SimParams(start=start, hours=1.0, queues=default_queues(3), seed=9)
@@ -168,7 +168,7 @@ def test_a_redis_in_the_old_layout_reads_as_a_fresh_store_fed_every_event(
     """A simulated hour written in the old layout, then the next hour and some late events of
     the first (retracting legacy contributions under the legacy names, with HINCRBYFLOAT):
     the snapshot is MemoryState's fed everything, up to float rounding of the legacy sums."""
-    from streams.simulator import SimParams, Simulator, default_queues
+    from streams.sim import SimParams, Simulator, default_queues
 
     start = parse_ts("2026-11-20T08:00:00Z")
     params = SimParams(start=start, hours=2.0, queues=default_queues(2), seed=3)

@@ -402,7 +402,7 @@ def test_snapshot_of_a_simulated_day_in_redis_equals_memory(redis_client: Any, r
     """A simulated contact center (agents changing state, callbacks, tickets, surveys) folded
     into Redis and into MemoryState: the exporter's SnapshotReader, the store's own reads and
     MemoryState give the same snapshot at instants through the day, live-set gauges included."""
-    from streams.simulator import SimParams, Simulator, default_queues
+    from streams.sim import SimParams, Simulator, default_queues
 
     start = 1795003200.0  # 2026-11-17T09:20:00Z
     params = SimParams(start=start, hours=3, queues=default_queues(6), seed=5)

@@ -35,19 +35,17 @@ from harness.queueing import erlang_a
 
 from kpi_core.config import Config, QueueConfig, Window
 from kpi_core.engine import Engine
-from kpi_core.events import parse_event
-from kpi_core.kpis import flatten, snapshot
-from kpi_core.state import MemoryState
-from streams.simulator import (
-    QueueSpec,
-    SimParams,
-    Simulator,
+from kpi_core.erlang import (
     agents_for_service_level,
     erlang_b,
     erlang_c,
     erlang_c_asa,
     erlang_c_service_level,
 )
+from kpi_core.events import parse_event
+from kpi_core.kpis import flatten, snapshot
+from kpi_core.state import MemoryState
+from streams.sim import QueueSpec, SimParams, Simulator
 
 START = 1_795_132_800.0  # 2026-11-20T00:00:00Z
 THRESHOLD = 20.0

@@ -19,7 +19,7 @@ from kpi_core.engine import Engine
 from kpi_core.events import Event, parse_event, parse_ts
 from kpi_core.kpis import flatten, snapshot
 from kpi_core.state import MemoryState, add_into, present, to_ms
-from streams.simulator import SimParams, Simulator, default_queues
+from streams.sim import SimParams, Simulator, default_queues
 
 
 def feed(events: list[Event], at: float = AT, store: MemoryState | None = None) -> tuple[dict[Any, float], MemoryState]:

@@ -14,7 +14,7 @@ from kpi_core.events import parse_event
 from kpi_core.exposition import render, render_reference
 from kpi_core.kpis import MetricFamily, snapshot
 from kpi_core.state import MemoryState
-from streams.simulator import SimParams, Simulator, default_queues, parse_start
+from streams.sim import SimParams, Simulator, default_queues, parse_start
 
 START = parse_start("2026-11-20T07:00:00Z")
 HOURS = 1.0

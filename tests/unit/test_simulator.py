@@ -21,7 +21,7 @@ from kpi_core.state import MemoryState
 from streams.cli import main
 from streams.commands.simulate import drive
 from streams.kafka.produce import KafkaSink, Record, dumps, partition_key
-from streams.simulator import (
+from streams.sim import (
     Pacer,
     QueueSpec,
     SimParams,

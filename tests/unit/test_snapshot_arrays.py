@@ -27,7 +27,7 @@ from kpi_core.kpis import (
     wait_quantiles,
 )
 from kpi_core.state import MemoryState
-from streams.simulator import SimParams, Simulator, default_queues, parse_start
+from streams.sim import SimParams, Simulator, default_queues, parse_start
 
 START = parse_start("2026-11-20T07:00:00Z")
 AT = START + 3600 + 7 * 60  # ragged 5m / 15m / 1h edges
