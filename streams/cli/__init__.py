@@ -1,8 +1,10 @@
 """``ccmon``: the command line.
 
-Each command lives in its own module exposing ``add_arguments(parser)`` and
-``run(args) -> int``; heavy imports (faust, redis) happen inside ``run`` so ``ccmon --help``
-and ``ccmon replay`` start fast.
+Each command lives in its own module of this package, ``streams.cli.<command>``, exposing
+``add_arguments(parser)`` and ``run(args) -> int`` (and the command's own logic, unless a
+package owns its concept); its ``--help`` description is its ``DESCRIPTION`` when it has one,
+else its docstring. Heavy imports (faust, redis, kafka) happen inside ``run`` so ``ccmon
+--help`` and ``ccmon replay`` start fast. ``python -m streams.cli`` runs it too (``__main__``).
 """
 
 from __future__ import annotations
@@ -15,18 +17,17 @@ from collections.abc import Sequence
 
 from kpi_core.errors import CcmonError
 
-#: command -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "replay": ("streams.commands.replay", "run a JSONL file through the engine and print the KPIs"),
-    "worker": ("streams.commands.worker", "consume events from Kafka and keep KPI state in Redis"),
-    "exporter": ("streams.commands.exporter", "serve /metrics (and the JSON API) from Redis"),
-    "simulate": ("streams.commands.simulate", "generate realistic contact-center traffic"),
-    "demo": ("streams.commands.demo", "live wallboard on simulated traffic, no services needed"),
-    "source": ("streams.commands.source", "import events from a PBX queue_log, call records or tickets"),
-    "rebuild": ("streams.commands.rebuild", "recompute the KPI state in Redis from the events topic"),
-    "alertmanager-config": ("streams.commands.alertmanager_config",
-                            "render alertmanager.yml with webhook, Slack, Teams and e-mail receivers from CCMON_AM_*"),
-    "report": ("streams.commands.report", "interval reports (15m to 1d) per queue from a file or Kafka, as CSV/JSON/HTML"),
+#: command -> one-line help; the command's module is ``streams.cli.<command>`` (``-`` read as ``_``)
+COMMANDS: dict[str, str] = {
+    "replay": "run a JSONL file through the engine and print the KPIs",
+    "worker": "consume events from Kafka and keep KPI state in Redis",
+    "exporter": "serve /metrics (and the JSON API) from Redis",
+    "simulate": "generate realistic contact-center traffic",
+    "demo": "live wallboard on simulated traffic, no services needed",
+    "source": "import events from a PBX queue_log, call records or tickets",
+    "rebuild": "recompute the KPI state in Redis from the events topic",
+    "alertmanager-config": "render alertmanager.yml with webhook, Slack, Teams and e-mail receivers from CCMON_AM_*",
+    "report": "interval reports (15m to 1d) per queue from a file or Kafka, as CSV/JSON/HTML",
 }
 
 
@@ -38,12 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
-        command = sub.add_parser(name, help=help_text, description=module.__doc__)
+    for name, help_text in COMMANDS.items():
+        module = importlib.import_module(command_module(name))
+        # A command's --help describes it (DESCRIPTION, where the module's docstring is its design).
+        command = sub.add_parser(name, help=help_text, description=getattr(module, "DESCRIPTION", module.__doc__))
         module.add_arguments(command)
         command.set_defaults(_run=module.run)
     return parser
+
+
+def command_module(name: str) -> str:
+    """The module of command ``name``: ``alertmanager-config`` -> ``streams.cli.alertmanager_config``."""
+    return f"{__name__}.{name.replace('-', '_')}"
 
 
 def _version() -> str:
@@ -71,6 +78,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
