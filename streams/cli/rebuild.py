@@ -47,6 +47,7 @@ from kpi_core.config import Config
 from kpi_core.errors import CcmonError
 from kpi_core.windows import local_midnight
 from streams import settings as settings_module
+from streams.progress import Progress, percent, wanted
 from streams.settings import Settings, redact_url
 
 if TYPE_CHECKING:
@@ -99,8 +100,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_module.from_args(args)
     settings_module.setup_logging(settings)
     config = load_config(settings.config_path)
-    progress = args.progress if args.progress is not None else sys.stderr.isatty()
-    report = rebuild(settings, config, clear=args.clear, force=args.force, progress=progress)
+    report = rebuild(settings, config, clear=args.clear, force=args.force, progress=wanted(args.progress))
     print_report(report, args.json, print)
     return 0
 
@@ -182,34 +182,6 @@ def horizon_start(config: Config, now: float) -> float:
     return start
 
 
-class Progress:
-    """One line on stderr, rewritten at most twice a second."""
-
-    def __init__(self, total: int, stream: TextIO, enabled: bool) -> None:
-        self.total = max(total, 1)
-        self.stream = stream
-        self.enabled = enabled
-        self.started = time.monotonic()
-        self.last = 0.0
-
-    def update(self, messages: int, events: int, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if not force and now - self.last < 0.5:
-            return
-        self.last = now
-        rate = events / max(now - self.started, 1e-9)
-        self.stream.write(f"\rrebuilding: {100 * messages / self.total:5.1f}%  {messages:,} messages  "
-                          f"{events:,} events  {rate:,.0f} events/s ")  # fmt: skip
-        self.stream.flush()
-
-    def done(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 def rebuild(
     settings: Settings,
     config: Config,
@@ -280,7 +252,13 @@ def rebuild(
             log.info("cleared %d keys of prefix %s", report.cleared_keys, settings.redis_prefix)
 
         processor = BatchProcessor(config, state, clock)
-        meter = Progress(sum(p.messages for p in plans), err, progress)
+        total = sum(p.messages for p in plans)
+        meter = Progress(progress, err)
+
+        def line() -> str:
+            return (f"rebuilding: {percent(report.messages, total)}  {report.messages:,} messages  "
+                    f"{report.events:,} events  {meter.rate(report.events):,.0f} events/s ")  # fmt: skip
+
         try:
             for batch in read.read(consumer, settings.events_topic, plans, settings.batch_size):
                 result = processor.process(batch)
@@ -288,13 +266,12 @@ def rebuild(
                 report.events += result.accepted
                 report.duplicates += result.duplicates
                 report.rejected.update(dead.reason for dead in result.dead)
-                meter.update(report.messages, report.events)
+                meter.update(line)
         except KafkaError as exc:
             meter.done()
             raise RebuildError(f"Kafka failed after {report.messages} messages ({exc}); the rebuild is idempotent: "
                                "run it again") from None  # fmt: skip
-        meter.update(report.messages, report.events, force=True)
-        meter.done()
+        meter.done(line)
         try:
             processor.maintain()  # what a worker's upkeep timer would do next
         except redis.RedisError as exc:

@@ -48,6 +48,7 @@ from kpi_core.exposition import render
 from kpi_core.kpis import MetricFamily, snapshot
 from kpi_core.state import MemoryState
 from streams.decoding import loads
+from streams.progress import Progress, percent, wanted
 
 #: Upkeep (pruning old buckets, records and event ids) every this many events.
 MAINTAIN_EVERY = 20_000
@@ -89,9 +90,8 @@ def run(args: argparse.Namespace) -> int:
         except InvalidEventError as exc:
             print(f"ccmon replay: --at: {exc.message}", file=sys.stderr)
             return 2
-    progress = args.progress if args.progress is not None else sys.stderr.isatty()
     try:
-        result = replay(args.file, config, at, progress=progress)
+        result = replay(args.file, config, at, progress=wanted(args.progress))
     except OSError as exc:
         print(f"ccmon replay: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -132,30 +132,19 @@ class ReplayResult:
         return render(self.families)
 
 
-class Progress:
-    """A one-line progress report on a terminal (or when forced), by bytes read."""
+class Meter:
+    """Replay's (and report's) progress line, ``label: 42.0%  N lines  R/s``: how far of ``total``
+    (bytes read, lines or intervals) and how fast (:mod:`streams.progress`)."""
 
-    def __init__(self, total_bytes: int, stream: TextIO, enabled: bool) -> None:
-        self.total = max(total_bytes, 1)
-        self.stream = stream
-        self.enabled = enabled
-        self.started = time.monotonic()
-        self.last = 0.0
+    def __init__(self, total: int, stream: TextIO, enabled: bool) -> None:
+        self.total = total
+        self.line = Progress(enabled, stream)
 
-    def update(self, done_bytes: int, events: int, label: str) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self.last < 0.5:
-            return
-        self.last = now
-        rate = events / max(now - self.started, 1e-9)
-        self.stream.write(f"\r{label}: {100 * done_bytes / self.total:5.1f}%  {events:,} lines  {rate:,.0f}/s ")
-        self.stream.flush()
+    def update(self, done: int, events: int, label: str) -> None:
+        self.line.update(lambda: f"{label}: {percent(done, self.total)}  {events:,} lines  {self.line.rate(events):,.0f}/s ")
 
     def done(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
+        self.line.done()
 
 
 def _lines(handle: BinaryIO) -> Iterator[tuple[int, bytes]]:
@@ -283,7 +272,7 @@ def _parsed(handle: BinaryIO) -> Iterator[tuple[int, Event | InvalidEventError]]
             yield number, exc
 
 
-def read_kept(path: str, max_future_seconds: float, meter: Progress) -> tuple[AtChoice, _Kept]:
+def read_kept(path: str, max_future_seconds: float, meter: Meter) -> tuple[AtChoice, _Kept]:
     """One pass over the file: its lines kept (:class:`_Kept`), and the default ``at`` from
     the event times of its valid events, by minute."""
     minutes: dict[int, tuple[int, float, float]] = {}
@@ -345,13 +334,13 @@ def replay(
 ) -> ReplayResult:
     """Raises OSError when the file cannot be read."""
     size = os.path.getsize(path)
-    meter = Progress(size, err, progress)
+    meter = Meter(size, err, progress)
     choice = None
     if at is None:
         choice, kept = read_kept(path, config.max_future_seconds, meter)
         meter.done()
         at = choice.at if choice.at is not None else time.time()
-        result = _run(kept.items(), config, at, Progress(kept.count, err, progress), lambda count: count)
+        result = _run(kept.items(), config, at, Meter(kept.count, err, progress), lambda count: count)
     else:
         with open(path, "rb") as handle:
             result = _run(_parsed(handle), config, at, meter, lambda _count: handle.tell())
@@ -359,7 +348,7 @@ def replay(
     return result
 
 
-def _run(items: Iterable[tuple[int, Event | InvalidEventError]], config: Config, at: float, meter: Progress,
+def _run(items: Iterable[tuple[int, Event | InvalidEventError]], config: Config, at: float, meter: Meter,
          done: Callable[[int], int]) -> ReplayResult:  # fmt: skip
     """Apply the parsed lines in order, at ``at`` (``done``: how far, for ``meter``)."""
     engine = offline_engine(config)

@@ -65,7 +65,8 @@ from kpi_core.events import Event, Rejection, iter_envelope, parse_instant, pars
 from kpi_core.kpis import snapshot
 from kpi_core.state import MemoryState
 from streams import decoding
-from streams.cli.replay import MAINTAIN_EVERY, Progress
+from streams.cli.replay import MAINTAIN_EVERY, Meter
+from streams.progress import wanted
 
 #: ``ccmon report --help``'s description.
 DESCRIPTION = """Interval reports: per tenant and queue (and per agent with --per-agent), one row per
@@ -130,13 +131,13 @@ def run(args: argparse.Namespace) -> int:
     except ReportError as exc:
         return _fail(str(exc))
     config = load_config(args.config)
-    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    show = wanted(args.progress)
     notes: list[str] = []
     if args.kafka is not None:
         from streams.security import kafka_client_kwargs_from_env
 
         margin = lateness_seconds(config) + config.max_future_seconds
-        meter = Progress(1, sys.stderr, show)
+        meter = Meter(1, sys.stderr, show)
 
         def told(done: int, total: int) -> None:
             meter.total = max(total, 1)
@@ -146,18 +147,18 @@ def run(args: argparse.Namespace) -> int:
                                            client_kwargs=kafka_client_kwargs_from_env(), notes=notes)  # fmt: skip
     else:
         try:
-            meter = Progress(file_size(args.file), sys.stderr, show)
+            meter = Meter(file_size(args.file), sys.stderr, show)
         except OSError as exc:
             print(f"ccmon report: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
             return 1
         items = file_items(args.file, meter)
     # Then the intervals: each one's events applied and its rows read.
-    intervals = Progress(len(plan.ends), sys.stderr, show)
+    intervals = Meter(len(plan.ends), sys.stderr, show)
 
     def applying(done: int, total: int, events: int) -> None:
         if done == 1:
             meter.done()
-            intervals.started = time.monotonic()
+            intervals.line.started = time.monotonic()
         intervals.update(done, events, "intervals")
 
     try:
@@ -471,7 +472,7 @@ class _AgentTally:
 
 
 # -- sources -----------------------------------------------------------------------------------
-def file_items(path: str, progress: Progress | None = None) -> Iterator[Item]:
+def file_items(path: str, progress: Meter | None = None) -> Iterator[Item]:
     """The lines of a JSONL file (raises OSError when it cannot be read)."""
     handle: BinaryIO
     with open(path, "rb") as handle:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from kpi_core.errors import CcmonError, ConfigError
+from streams.progress import Progress, wanted
 
 
 class RowProblem(Exception):
@@ -157,7 +158,11 @@ class Report:
     listed: list[tuple[str, int, str]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     log: logging.Logger | None = None
-    _last: float = 0.0
+    _meter: Progress = field(init=False)
+
+    def __post_init__(self) -> None:
+        # No progress line with --log-format json: every line on stderr is then a log line.
+        self._meter = Progress(self.progress and self.log is None, self.stream)
 
     def problem(self, where: str, line: int, reason: str) -> None:
         """A row that could not be mapped: reported with its line number and skipped."""
@@ -175,15 +180,11 @@ class Report:
         self.skipped[kind] += 1
 
     def tick(self, force: bool = False) -> None:
-        if not self.progress or self.log is not None:
-            return
-        now = time.monotonic()
-        if not force and now - self._last < 0.5:
-            return
-        self._last = now
-        rate = self.rows / max(now - self.started, 1e-9)
-        print(f"\r{self.prog}: {self.rows:,} rows, {self.events:,} events, "
-              f"{sum(self.problems.values()):,} bad rows ({rate:,.0f} rows/s)", end="", file=self.stream)
+        self._meter.update(self._line, force)
+
+    def _line(self) -> str:
+        return (f"{self.prog}: {self.rows:,} rows, {self.events:,} events, "
+                f"{sum(self.problems.values()):,} bad rows ({self._meter.rate(self.rows):,.0f} rows/s)")
 
     def summary(self, target: str) -> str:
         elapsed = time.monotonic() - self.started
@@ -200,11 +201,9 @@ class Report:
             self.log.info(self.summary(target), extra={"rows": self.rows, "events": self.events,
                                                        "rows_not_mapped": sum(self.problems.values())})  # fmt: skip
             return
-        if self.progress:
-            self.tick(force=True)
-            print(file=self.stream)
+        self._meter.done(self._line)
         print(self.summary(target), file=self.stream)
 
 
 def progress_enabled(args: argparse.Namespace) -> bool:
-    return bool(args.progress) if args.progress is not None else sys.stderr.isatty()
+    return wanted(args.progress)
