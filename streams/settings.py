@@ -454,6 +454,20 @@ def setting_names(name: str) -> str:
     return " or ".join([flag, *env] if flag else env)
 
 
+def lookup(name: str, args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> tuple[Any, str]:
+    """Setting ``name`` as :func:`from_args` finds it, unvalidated: its flag's value in ``args``,
+    else its first environment variable set (not empty), else its default; and where it came
+    from (the flag, the variable, or ``name``). For the commands that take a setting or two
+    without the whole :class:`Settings` (``simulate``, ``source``, ``replay``, ``report``, ``demo``)."""
+    env = os.environ if environ is None else environ
+    flag, names = SOURCES[name]
+    raw = getattr(args, name, None) if args is not None else None
+    if raw is not None:
+        return raw, flag
+    var = next((var for var in names if env.get(var, "") != ""), None)
+    return (env[var], var) if var is not None else (getattr(Settings(), name), name)
+
+
 def read_secret_file(path: str, where: str) -> str:
     """The secret in ``path``: its text without the trailing newline(s). Raises
     :class:`ConfigError` naming ``where`` (never the content) when it cannot be read."""

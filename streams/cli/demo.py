@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import signal
 import sys
 import threading
@@ -76,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pause-after", type=float, default=None, metavar="SECONDS",
                         help="freeze the clock this many real seconds after start-up (for tests and "
                         "screenshots; default: never)")
-    parser.add_argument("--config", default=os.environ.get("CCMON_CONFIG"),
+    parser.add_argument("--config", default=settings_module.lookup("config_path")[0],
                         help="TOML config for targets and windows (default: $CCMON_CONFIG, else demo targets)")
     add_common_arguments(parser)
     logs.add_format_argument(parser)
@@ -140,8 +139,7 @@ def run(args: argparse.Namespace) -> int:
     runner = DemoRunner(params, config, speed=args.speed, warmup_seconds=warmup_seconds,
                         pause_after=args.pause_after)
     # The board's alerts: that Alertmanager's, else the demo's own breaches of its targets.
-    alertmanager_url = args.alertmanager_url or os.environ.get("CCMON_ALERTMANAGER_URL") or None
-    where = "--alertmanager-url" if args.alertmanager_url else "CCMON_ALERTMANAGER_URL"
+    alertmanager_url, where = settings_module.lookup("alertmanager_url", args)
     alerts = AlertmanagerAlerts(settings_module.check_alertmanager_url(alertmanager_url, where)) if alertmanager_url else None
     app = make_wsgi_app(runner.families, runner.pending, get_info=runner.info, history=runner.history, alerts=alerts,
                         get_agents=runner.agents, get_waiting=runner.waiting, config=config,

@@ -47,6 +47,7 @@ from kpi_core.events import Event, parse_instant, parse_line
 from kpi_core.exposition import render
 from kpi_core.kpis import MetricFamily, snapshot
 from kpi_core.state import MemoryState
+from streams import settings as settings_module
 from streams.decoding import loads
 from streams.progress import Progress, percent, wanted
 
@@ -70,7 +71,7 @@ even then, and non-zero only when the file or the config cannot be read."""
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE.jsonl", help="one event per line")
-    parser.add_argument("--config", default=os.environ.get("CCMON_CONFIG"),
+    parser.add_argument("--config", default=settings_module.lookup("config_path")[0],
                         help="TOML config (default: $CCMON_CONFIG, else built-in defaults)")
     parser.add_argument("--at", help="evaluation instant, RFC 3339 with an offset or epoch seconds "
                         "(default: the newest event time in the file, leaving out event times beyond "

@@ -65,6 +65,7 @@ from kpi_core.events import Event, Rejection, iter_envelope, parse_instant, pars
 from kpi_core.kpis import snapshot
 from kpi_core.state import MemoryState
 from streams import decoding
+from streams import settings as settings_module
 from streams.cli.replay import MAINTAIN_EVERY, Meter
 from streams.progress import wanted
 
@@ -92,7 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start of the first interval, RFC 3339 with an offset or epoch seconds")
     parser.add_argument("--to", dest="end", required=True, metavar="T2", help="end of the last interval")
     parser.add_argument("--interval", required=True, metavar="15m|30m|1h|1d", help="interval length")
-    parser.add_argument("--config", default=os.environ.get("CCMON_CONFIG"),
+    parser.add_argument("--config", default=settings_module.lookup("config_path")[0],
                         help="TOML config (default: $CCMON_CONFIG, else built-in defaults)")
     parser.add_argument("--format", default="csv", metavar="csv|json|html",
                         help="csv (default), json, or a self-contained html page with charts")
@@ -102,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "missed rings, callbacks attempted)")
     parser.add_argument("--kafka", metavar="BOOTSTRAP",
                         help="read the events topic of these Kafka servers instead of a file")
-    parser.add_argument("--topic", default=os.environ.get("CCMON_EVENTS_TOPIC", "ccmon.events"),
+    parser.add_argument("--topic", default=settings_module.lookup("events_topic")[0],
                         help="with --kafka: the events topic (default: $CCMON_EVENTS_TOPIC, else ccmon.events)")
     parser.add_argument("--progress", action="store_true", default=None,
                         help="show progress on stderr (default: when stderr is a terminal)")

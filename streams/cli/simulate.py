@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import IO, TYPE_CHECKING, Any
 
 from streams.progress import Progress, percent, wanted
+from streams.sources.common import add_destination_arguments
 
 if TYPE_CHECKING:
     from streams.simulator import Record, SimParams, Simulator
@@ -59,14 +60,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    out = parser.add_mutually_exclusive_group()
-    out.add_argument("--out", default="-", metavar="FILE.jsonl", help="JSONL output file (default: stdout)")
-    out.add_argument("--kafka", metavar="BOOTSTRAP", default=None,
-                     help="send to Kafka instead, e.g. 127.0.0.1:19092")
-    parser.add_argument("--topic", default=os.environ.get("CCMON_EVENTS_TOPIC", "ccmon.events"),
-                        help="Kafka topic (default: $CCMON_EVENTS_TOPIC or ccmon.events)")
-    parser.add_argument("--batch", type=int, default=100, metavar="N",
-                        help="events per Kafka message, a JSON-array envelope per partition (default: 100)")
+    add_destination_arguments(parser)
     parser.add_argument("--start", default="today", metavar="WHEN",
                         help="simulated start: now, now-90m / now-2h (that long before now), today (00:00 UTC), HH:MM "
                         "(today, UTC), RFC 3339 or epoch seconds (default: today)")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from collections import Counter
@@ -16,6 +15,7 @@ from typing import IO, Any
 
 from kpi_core.errors import CcmonError, ConfigError
 from streams.progress import Progress, wanted
+from streams.settings import lookup
 
 
 class RowProblem(Exception):
@@ -29,17 +29,23 @@ MAX_LISTED_PROBLEMS = 20
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """``--out`` / ``--kafka`` / ``--topic`` / ``--batch`` / ``--tenant`` / ``--progress``."""
+    add_destination_arguments(parser)
+    parser.add_argument("--tenant", default="default", help="tenant of every event (default: default)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress on stderr (default: when stderr is a terminal)")
+
+
+def add_destination_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where events go (every source's and ``ccmon simulate``'s): ``--out`` (JSONL, default
+    stdout) or ``--kafka``, with ``--topic`` and ``--batch``."""
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--out", default="-", metavar="FILE.jsonl", help="JSONL output file (default: stdout)")
     out.add_argument("--kafka", metavar="BOOTSTRAP", default=None,
                      help="send to Kafka instead, e.g. 127.0.0.1:19092")
-    parser.add_argument("--topic", default=os.environ.get("CCMON_EVENTS_TOPIC", "ccmon.events"),
+    parser.add_argument("--topic", default=lookup("events_topic")[0],
                         help="Kafka topic (default: $CCMON_EVENTS_TOPIC or ccmon.events)")
     parser.add_argument("--batch", type=int, default=100, metavar="N",
                         help="events per Kafka message, a JSON-array envelope per partition (default: 100)")
-    parser.add_argument("--tenant", default="default", help="tenant of every event (default: default)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress on stderr (default: when stderr is a terminal)")
 
 
 class DeliveryError(CcmonError):
