@@ -14,8 +14,12 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from kpi_core.errors import CcmonError
+
+if TYPE_CHECKING:
+    from streams.settings import Settings
 
 #: command -> one-line help; the command's module is ``streams.cli.<command>`` (``-`` read as ``_``)
 COMMANDS: dict[str, str] = {
@@ -51,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
 def command_module(name: str) -> str:
     """The module of command ``name``: ``alertmanager-config`` -> ``streams.cli.alertmanager_config``."""
     return f"{__name__}.{name.replace('-', '_')}"
+
+
+def configured(args: argparse.Namespace) -> Settings:
+    """The settings of a command's flags (else the environment, else the defaults), validated,
+    with logging set up as they say."""
+    from streams import settings
+
+    configured_settings = settings.from_args(args)
+    settings.setup_logging(configured_settings)
+    return configured_settings
 
 
 def _version() -> str:

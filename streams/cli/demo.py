@@ -188,6 +188,15 @@ def _run_quietly(runner: Any, stop: threading.Event) -> None:
         log.exception("ccmon demo: the simulation failed")
 
 
+def _timing_problem(speed: float, warmup_seconds: float) -> str | None:
+    """What is wrong with a runner's ``speed`` or warm-up (None: nothing)."""
+    if not math.isfinite(speed) or speed <= 0:
+        return f"speed must be > 0 simulated seconds per second, got {speed!r}"
+    if warmup_seconds < 0:
+        return f"warmup must be >= 0 seconds, got {warmup_seconds!r}"
+    return None
+
+
 @dataclass(frozen=True)
 class View:
     """Everything the HTTP side serves, as of one simulated instant."""
@@ -217,20 +226,20 @@ class DemoRunner:
         refresh_seconds: float = 1.0,
         wall_clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not math.isfinite(speed) or speed <= 0:
-            raise ValueError(f"speed must be > 0 simulated seconds per second, got {speed!r}")
-        if warmup_seconds < 0:
-            raise ValueError(f"warmup must be >= 0 seconds, got {warmup_seconds!r}")
+        problem = _timing_problem(speed, warmup_seconds)
+        if problem is not None:
+            raise ValueError(problem)
         self.params = params
+        self.sim = Simulator(params)
         self.config = config
+        self.store = MemoryState(config.bucket_seconds, config.coarse_bucket_seconds)
+        self.engine = Engine(config, self.store)
+        # The clocks: simulated seconds per real second, the warm-up, the freeze, the refresh.
         self.speed = speed
         self.warmup_seconds = warmup_seconds
         self.pause_after = pause_after
         self.refresh_seconds = refresh_seconds
         self.wall_clock = wall_clock
-        self.sim = Simulator(params)
-        self.store = MemoryState(config.bucket_seconds, config.coarse_bucket_seconds)
-        self.engine = Engine(config, self.store)
         self.history = SlHistory(window="15m", keep_seconds=3600.0)
         self.live_start = params.start + warmup_seconds
         self.clock = params.start  # simulated time the engine has reached

@@ -47,6 +47,8 @@ from kpi_core.config import Config
 from kpi_core.errors import CcmonError
 from kpi_core.windows import local_midnight
 from streams import settings as settings_module
+from streams.cli import configured
+from streams.cli.worker import SECURITY_FLAGS
 from streams.progress import Progress, percent, wanted
 from streams.settings import Settings, redact_url
 
@@ -71,11 +73,7 @@ FLAGS = (
     "kafka_bootstrap", "redis_url", "redis_cluster", "events_topic", "group_id", "config_path", "redis_prefix",
     "batch_size", "clock", "log_level", "log_format",
     "evicting_redis_allowed",  # refuse a Redis that may evict keys: streams/redis_policy.py
-    # security, as the worker's (docs/SECURITY.md); passwords come from the environment or a file only
-    "kafka_security_protocol", "kafka_sasl_mechanism", "kafka_username", "kafka_password_file", "kafka_ca_file",
-    "kafka_cert_file", "kafka_key_file", "redis_password_file", "redis_ca_file", "redis_cert_file", "redis_key_file",
-    # the customer key, the workers' own (docs/SECURITY.md)
-    "customer_key_secret_file", "insecure_dev",
+    *SECURITY_FLAGS,  # the worker's, and its customer key (docs/SECURITY.md)
 )  # fmt: skip
 
 
@@ -97,8 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if args.force and not args.clear:
         print("ccmon rebuild: --force only makes sense with --clear", file=sys.stderr)
         return 2
-    settings = settings_module.from_args(args)
-    settings_module.setup_logging(settings)
+    settings = configured(args)
     config = load_config(settings.config_path)
     report = rebuild(settings, config, clear=args.clear, force=args.force, progress=wanted(args.progress))
     print_report(report, args.json, print)
