@@ -199,8 +199,8 @@ class _Kept:
     """The parsed lines of a file, kept compact while the default ``at`` is not yet known, in
     chunks of flat lists: an event as the positions of its fields that differ from the defaults
     (one tuple per shape, shared) followed by their values, repeated strings (queues, agents,
-    calls...) stored once; a rejected line as its error. ~200 bytes an event against ~600 for
-    an Event and its own strings; :meth:`items` rebuilds the Events in order and frees each
+    calls...) stored once; a rejected line as its error (a fraction of an Event and its own
+    strings: docs/BENCHMARKS.md); :meth:`items` rebuilds the Events in order and frees each
     chunk once read."""
 
     def __init__(self) -> None:

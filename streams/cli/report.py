@@ -17,8 +17,8 @@ lateness horizon before ``--at``: a call offered before the window and answered 
 wait). The input need not be in time order (the engine is order-independent, and a call-record
 export is typically sorted by line, not time): the events of each interval are held until the
 input ends, then applied interval by interval, in time order, each interval's rows read after
-its events. Memory therefore grows with the events of ``[--from, --to)`` (about 0.7 KB each,
-measured on the bank's calls); events before ``--from`` are applied as they are read.
+its events. Memory therefore grows with the events of ``[--from, --to)`` (docs/REPORTS.md
+gives the figure); events before ``--from`` are applied as they are read.
 
 So a ticket opened days before ``--from`` and resolved in an interval keeps its resolution
 time; events at or after ``--to`` cannot change any row and are left out. From Kafka (:func:`kafka_events`) the partitions are read from the first message
