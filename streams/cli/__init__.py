@@ -5,6 +5,8 @@ Each command lives in its own module of this package, ``streams.cli.<command>``,
 package owns its concept); its ``--help`` description is its ``DESCRIPTION`` when it has one,
 else its docstring. Heavy imports (faust, redis, kafka) happen inside ``run`` so ``ccmon
 --help`` and ``ccmon replay`` start fast. ``python -m streams.cli`` runs it too (``__main__``).
+:mod:`streams.cli.docs` is no command: ``make docs`` runs it to write docs/METRICS.md's KPI
+tables. The progress line the long commands show is :mod:`streams.progress`.
 """
 
 from __future__ import annotations

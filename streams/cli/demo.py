@@ -33,19 +33,18 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kpi_core.config import Config
-from kpi_core.engine import Engine
 from kpi_core.errors import InvalidEventError
 from kpi_core.events import parse_event, parse_line
-from kpi_core.kpis import MetricFamily, live_agents, snapshot, waiting_calls
-from kpi_core.state import MemoryState
 from streams import logs
 from streams import settings as settings_module
 from streams.cli.simulate import add_common_arguments
-from streams.simulator import Record, SimParams, Simulator
-from streams.web.api import SlHistory, pending_callbacks
+
+if TYPE_CHECKING:  # the engine, simulator and web server are imported when the demo runs: ccmon --help starts fast
+    from kpi_core.kpis import MetricFamily
+    from streams.simulator import Record, SimParams
 
 #: ``ccmon demo --help``'s description.
 DESCRIPTION = """A live wallboard on simulated traffic, with no outside services: the simulator feeds the
@@ -103,7 +102,7 @@ def demo_config(queue_names: list[str]) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from kpi_core.config import load_config
-    from streams.simulator import default_queues, parse_start
+    from streams.simulator import SimParams, default_queues, parse_start
     from streams.web import make_wsgi_app, serve
     from streams.web.alerts import AlertmanagerAlerts
 
@@ -226,6 +225,11 @@ class DemoRunner:
         refresh_seconds: float = 1.0,
         wall_clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        from kpi_core.engine import Engine
+        from kpi_core.state import MemoryState
+        from streams.simulator import Simulator
+        from streams.web.api import SlHistory
+
         problem = _timing_problem(speed, warmup_seconds)
         if problem is not None:
             raise ValueError(problem)
@@ -295,6 +299,9 @@ class DemoRunner:
 
     def publish(self, record_history: bool = False) -> View:
         at = self.clock
+        from kpi_core.kpis import live_agents, snapshot, waiting_calls
+        from streams.web.api import pending_callbacks
+
         families = snapshot(self.config, self.store, at)
         if record_history:
             self.history.record(at, families)

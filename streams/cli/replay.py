@@ -38,18 +38,18 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from itertools import compress
 from operator import itemgetter, ne
-from typing import Any, BinaryIO, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
 from kpi_core.config import Config, load_config
-from kpi_core.engine import Engine
 from kpi_core.errors import InvalidEventError
 from kpi_core.events import Event, parse_instant, parse_line
-from kpi_core.exposition import render
-from kpi_core.kpis import MetricFamily, snapshot
-from kpi_core.state import MemoryState
 from streams import settings as settings_module
 from streams.decoding import loads
 from streams.progress import Progress, percent, wanted
+
+if TYPE_CHECKING:  # the engine is imported when a file is replayed: ccmon --help starts fast
+    from kpi_core.engine import Engine
+    from kpi_core.kpis import MetricFamily
 
 #: Upkeep (pruning old buckets, records and event ids) every this many events.
 MAINTAIN_EVERY = 20_000
@@ -130,6 +130,8 @@ class ReplayResult:
 
     @property
     def text(self) -> str:
+        from kpi_core.exposition import render
+
         return render(self.families)
 
 
@@ -320,6 +322,9 @@ def offline_engine(config: Config) -> Engine:
       older than the lateness cutoff still opens or closes its ticket, callback, agent state or
       call, so the open tickets, pending callbacks and their ages at ``now`` are the live
       system's; its windowed contributions stay frozen (windows count only their own span)."""
+    from kpi_core.engine import Engine
+    from kpi_core.state import MemoryState
+
     config = replace(config, finished_call_grace_seconds=max(config.finished_call_grace_seconds, config.horizon_seconds))
     store = MemoryState(config.bucket_seconds, config.coarse_bucket_seconds)
     return Engine(config, store, carry_open=True)
@@ -352,6 +357,9 @@ def replay(
 def _run(items: Iterable[tuple[int, Event | InvalidEventError]], config: Config, at: float, meter: Meter,
          done: Callable[[int], int]) -> ReplayResult:  # fmt: skip
     """Apply the parsed lines in order, at ``at`` (``done``: how far, for ``meter``)."""
+    from kpi_core.kpis import snapshot
+    from kpi_core.state import MemoryState
+
     engine = offline_engine(config)
     config, store = engine.config, engine.store
     assert isinstance(store, MemoryState)

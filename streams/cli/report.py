@@ -55,19 +55,19 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, BinaryIO, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
 from kpi_core.catalog import get as kpi
 from kpi_core.config import Config, Window, load_config
-from kpi_core.engine import ALL, Engine
 from kpi_core.errors import CcmonError, InvalidEventError
 from kpi_core.events import Event, Rejection, iter_envelope, parse_instant, parse_line
-from kpi_core.kpis import snapshot
-from kpi_core.state import MemoryState
 from streams import decoding
 from streams import settings as settings_module
 from streams.cli.replay import MAINTAIN_EVERY, Meter
 from streams.progress import wanted
+
+if TYPE_CHECKING:  # the engine is imported when a report is built: ccmon --help starts fast
+    from kpi_core.state import MemoryState
 
 #: ``ccmon report --help``'s description.
 DESCRIPTION = """Interval reports: per tenant and queue (and per agent with --per-agent), one row per
@@ -334,6 +334,9 @@ def build_report(
     # call still finds its record.
     config = replace(config, finished_call_grace_seconds=max(config.finished_call_grace_seconds, config.horizon_seconds))
     evaluation = replace(config, windows=(Window(plan.interval, plan.seconds),))
+    from kpi_core.engine import ALL, Engine
+    from kpi_core.state import MemoryState
+
     store = MemoryState(config.bucket_seconds, config.coarse_bucket_seconds)
     engine = Engine(config, store)
     result = ReportResult(plan=plan, per_agent=per_agent)
@@ -388,6 +391,9 @@ def build_report(
 
 def _read_rows(evaluation: Config, store: MemoryState, plan: Plan, end: float, result: ReportResult) -> None:
     """The rows of the interval ending at ``end``: the snapshot's values for the window."""
+    from kpi_core.engine import ALL
+    from kpi_core.kpis import snapshot
+
     found: dict[tuple[str, str], dict[str, float | None]] = {}
     backlog: dict[tuple[str, str], dict[str, float | None]] = {}
     for family in snapshot(evaluation, store, end):
@@ -685,6 +691,8 @@ def _chart(rows: list[Row], plan: Plan) -> str:
 
 def render_html(result: ReportResult, out: TextIO) -> None:
     """One self-contained page: per tenant and queue a chart (inline SVG) and the table."""
+    from kpi_core.engine import ALL
+
     plan = result.plan
     names = columns(result)
     title = f"ccmon report: {plan.interval} intervals, {utc(plan.start)} to {utc(plan.end)}"
