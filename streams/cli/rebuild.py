@@ -220,6 +220,8 @@ def rebuild(
         horizon = horizon_start(config, now)
         read_from = horizon - config.max_future_seconds
         plans = read.plan(consumer, settings.events_topic, read_from)
+        if not plans:
+            raise RebuildError(f"topic {settings.events_topic!r} does not exist (or has no partitions) on this cluster")
         report = RebuildReport(settings.events_topic, settings.redis_prefix, now, horizon, read_from, plans)
         report.workers_running = group_members(settings, "ccmon-rebuild-admin", log)
         if report.workers_running is None:

@@ -515,77 +515,56 @@ def kafka_events(
     message is stamped that late; a message among those offsets stamped outside the range is
     skipped. ``progress(done, total)`` is told the messages read; ``notes`` gets a sentence
     when the topic holds messages but none stamped in the range."""
-    import kafka
     from kafka.errors import KafkaError
 
+    from streams.kafka import read
+
     try:
-        consumer = kafka.KafkaConsumer(bootstrap_servers=[s.strip() for s in bootstrap.split(",") if s.strip()],
-                                       group_id=None, enable_auto_commit=False, client_id="ccmon-report",
-                                       request_timeout_ms=30000, **(client_kwargs or {}))  # fmt: skip
+        consumer = kafka_consumer(bootstrap, client_kwargs)
     except (KafkaError, OSError) as exc:
         raise ReportError(f"--kafka: cannot reach Kafka at {bootstrap}: {exc or type(exc).__name__}") from None
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
+        plans = read.plan(consumer, topic, read_from, read_to)
+        if not plans:
             raise ReportError(f"--topic: topic {topic!r} does not exist (or has no partitions) at {bootstrap}")
-        tps = [kafka.TopicPartition(topic, p) for p in sorted(partitions)]
-        ends = consumer.end_offsets(tps)
-        firsts = consumer.offsets_for_times({tp: int(read_from * 1000) for tp in tps})
-        lasts = consumer.offsets_for_times({tp: int(read_to * 1000) + 1 for tp in tps})
-        todo: dict[Any, tuple[int, int]] = {}
-        for tp in tps:
-            first, last = firsts.get(tp), lasts.get(tp)
-            start = ends[tp] if first is None else first.offset
-            stop = ends[tp] if last is None else min(last.offset, ends[tp])
-            if stop > start:
-                todo[tp] = (start, stop)
-        total = sum(stop - start for start, stop in todo.values())
-        if not todo:
-            held = sum(ends[tp] - offset for tp, offset in consumer.beginning_offsets(tps).items())
+        total = sum(p.messages for p in plans)
+        if not total:
+            held = sum(p.latest - p.earliest for p in plans)
             if held and notes is not None:
                 notes.append(f"none of the {held} messages of topic {topic!r} is stamped between {utc(read_from)} and "
                              f"{utc(read_to)} (Kafka timestamps: a topic filled after the fact, by an import, is "
                              "stamped at import time; report from the file instead)")  # fmt: skip
             return
-        consumer.assign(list(todo))
-        for tp, (start, _stop) in todo.items():
-            consumer.seek(tp, start)
         done = 0
-        last_progress = time.monotonic()
-        while todo:
-            polled = consumer.poll(timeout_ms=1000, max_records=5000)
-            for tp, records in polled.items():
-                bounds = todo.get(tp)
-                if bounds is None:
-                    continue
-                for record in records:
-                    if record.offset >= bounds[1]:
-                        break
-                    done += 1
-                    stamp = record.timestamp / 1000.0 if record.timestamp is not None else None
-                    if stamp is not None and stamp >= 0 and not read_from <= stamp <= read_to:
-                        continue  # among the range's offsets, but stamped outside it
-                    where = f"partition {record.partition} offset {record.offset}"
-                    for item in iter_envelope(record.value or b"", decoding.loads):
-                        if isinstance(item, Rejection):
-                            yield where, InvalidEventError(item.reason, item.message)
-                        else:
-                            yield where, item
-                last_progress = time.monotonic()
-            for tp in list(todo):
-                if consumer.position(tp) >= todo[tp][1]:
-                    consumer.pause(tp)
-                    del todo[tp]
+        for batch in read.read(consumer, topic, plans, 5000, stall_seconds):
+            for message in batch:
+                stamp = message.timestamp
+                if stamp is not None and not read_from <= stamp <= read_to:
+                    continue  # among the range's offsets, but stamped outside it
+                where = f"partition {message.partition} offset {message.offset}"
+                for item in iter_envelope(message.value, decoding.loads):
+                    if isinstance(item, Rejection):
+                        yield where, InvalidEventError(item.reason, item.message)
+                    else:
+                        yield where, item
+            done += len(batch)
             if progress is not None:
                 progress(done, total)
-            if todo and time.monotonic() - last_progress > stall_seconds:
-                stuck = ", ".join(f"{tp.partition} at {consumer.position(tp)} of {todo[tp][1]}" for tp in todo)
-                raise ReportError(f"--kafka: no message read for {stall_seconds:.0f} s (partitions {stuck}); "
-                                  "is the broker up?")  # fmt: skip
+    except read.KafkaReadError as exc:
+        raise ReportError(f"--kafka: {exc}") from None
     except KafkaError as exc:
         raise ReportError(f"--kafka: reading {topic!r} at {bootstrap} failed: {exc}") from None
     finally:
         consumer.close()
+
+
+def kafka_consumer(bootstrap: str, client_kwargs: dict[str, Any] | None) -> Any:
+    """A ``KafkaConsumer`` outside any group (``client_kwargs``: security, from the environment)."""
+    import kafka
+
+    return kafka.KafkaConsumer(bootstrap_servers=[s.strip() for s in bootstrap.split(",") if s.strip()],
+                               group_id=None, enable_auto_commit=False, client_id="ccmon-report",
+                               request_timeout_ms=30000, **(client_kwargs or {}))  # fmt: skip
 
 
 # -- rendering ---------------------------------------------------------------------------------

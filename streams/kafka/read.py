@@ -1,6 +1,7 @@
-"""Reading a topic's past with the plain Kafka client (``ccmon rebuild``): a consumer outside
-any group, a plan per partition (from the first message stamped at or after an instant up to
-the end offsets taken when the read starts), and the messages of those offsets in batches.
+"""Reading a topic's past with the plain Kafka client (``ccmon rebuild``, ``ccmon report
+--kafka``): a consumer outside any group, a plan per partition (from the first message stamped
+at or after an instant up to the first one stamped after another, or the end offsets taken when
+the read starts), and the messages of those offsets in batches.
 
 Nothing is committed: the reader has no group. A read that stops advancing (every partition
 still short of its end and no record for :data:`STALL_SECONDS`) fails instead of hanging.
@@ -36,6 +37,7 @@ class PartitionPlan:
     start: int  # first offset read
     end: int  # end offset when the read started (exclusive)
     earliest: int  # first offset the topic still holds
+    latest: int  # the topic's end offset when the read started (``end`` unless a later message was stamped too late)
 
     @property
     def messages(self) -> int:
@@ -66,24 +68,28 @@ def consumer(settings: Settings, client_id: str) -> Any:
     return client
 
 
-def plan(client: Any, topic: str, read_from: float) -> list[PartitionPlan]:
+def plan(client: Any, topic: str, read_from: float, read_to: float | None = None) -> list[PartitionPlan]:
     """Each partition's offsets from the first message stamped at or after ``read_from`` (epoch
-    seconds) up to its end offset now."""
+    seconds) up to the first one stamped after ``read_to``, or its end offset now (without
+    ``read_to``, or when none is stamped that late). Empty when the topic does not exist (or has
+    no partitions): the caller says so in its own words."""
     import kafka
 
     partitions = client.partitions_for_topic(topic)
     if not partitions:
-        raise KafkaReadError(f"topic {topic!r} does not exist (or has no partitions) on this cluster")
+        return []
     tps = [kafka.TopicPartition(topic, p) for p in sorted(partitions)]
     ends = client.end_offsets(tps)
     earliest = client.beginning_offsets(tps)
     found = client.offsets_for_times({tp: int(read_from * 1000) for tp in tps})
+    after = client.offsets_for_times({tp: int(read_to * 1000) + 1 for tp in tps}) if read_to is not None else {}
     plans = []
     for tp in tps:
-        at = found.get(tp)
+        first, last = found.get(tp), after.get(tp)
         # None: no message at or after that time, so nothing of the range to read.
-        start = ends[tp] if at is None else at.offset
-        plans.append(PartitionPlan(tp.partition, start, max(start, ends[tp]), earliest[tp]))
+        start = ends[tp] if first is None else first.offset
+        end = ends[tp] if last is None else min(last.offset, ends[tp])
+        plans.append(PartitionPlan(tp.partition, start, max(start, end), earliest[tp], ends[tp]))
     return plans
 
 
@@ -101,8 +107,10 @@ def timestamp_at(client: Any, topic: str, partition: int, offset: int) -> float 
     return records[0].timestamp / 1000.0 if records else None
 
 
-def read(client: Any, topic: str, plans: list[PartitionPlan], batch_size: int) -> Iterator[list[Message]]:
-    """Batches of at most ``batch_size`` messages, from each plan's start to its end."""
+def read(client: Any, topic: str, plans: list[PartitionPlan], batch_size: int,
+         stall_seconds: float = STALL_SECONDS) -> Iterator[list[Message]]:  # fmt: skip
+    """Batches of at most ``batch_size`` messages, from each plan's start to its end; raises
+    :class:`KafkaReadError` when no record comes for ``stall_seconds``."""
     import kafka
 
     todo = {kafka.TopicPartition(topic, p.partition): p for p in plans if p.messages}
@@ -131,9 +139,9 @@ def read(client: Any, topic: str, plans: list[PartitionPlan], batch_size: int) -
         while len(batch) >= batch_size:
             yield batch[:batch_size]
             batch = batch[batch_size:]
-        if todo and time.monotonic() - last_progress > STALL_SECONDS:
+        if todo and time.monotonic() - last_progress > stall_seconds:
             stuck = ", ".join(f"{tp.partition} at {client.position(tp)} of {todo[tp].end}" for tp in todo)
-            raise KafkaReadError(f"no message read for {STALL_SECONDS:.0f} s (partitions {stuck}); is the broker up?")
+            raise KafkaReadError(f"no message read for {stall_seconds:.0f} s (partitions {stuck}); is the broker up?")
     if batch:
         yield batch
 
