@@ -55,4 +55,4 @@ bench:
 # docs/METRICS.md's KPI tables, generated from kpi_core/catalog.py (tests/unit/test_catalog.py fails while stale)
 docs:
 	PYTHON=$(PYTHON) bash deploy/local/install.sh
-	$(PY) -m streams.metrics_doc
+	$(PY) -m streams.cli.docs

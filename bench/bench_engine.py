@@ -37,7 +37,7 @@ print(n, time.perf_counter() - t)
 ENGINE = """
 import resource, sys, time
 from kpi_core.config import Config
-from streams.replay import replay
+from streams.cli.replay import replay
 t = time.perf_counter()
 result = replay(sys.argv[1], Config(), None)
 elapsed = time.perf_counter() - t

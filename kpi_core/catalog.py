@@ -772,7 +772,7 @@ def validate(catalog: Iterable[Kpi] = CATALOG, components: Mapping[str, Componen
 validate()
 
 
-# -- docs/METRICS.md's KPI tables (written by streams.metrics_doc) ----------------------------
+# -- docs/METRICS.md's KPI tables (written by streams.cli.docs) --------------------------------
 _SECTIONS = (
     ("Windowed KPIs", "One series per configured window (`window`: `5m`, `15m`, `1h`, `today` by default), "
      "per queue and `_all` (from summed components). Counts are 0 in an empty window; a ratio or mean "
@@ -796,7 +796,7 @@ def _row(kpi: Kpi, meaning: str) -> str:
 
 
 def metrics_markdown(catalog: Iterable[Kpi] = CATALOG) -> str:
-    """The KPI tables of docs/METRICS.md, from the catalog (pure; streams.metrics_doc writes it)."""
+    """The KPI tables of docs/METRICS.md, from the catalog (pure; streams.cli.docs writes it)."""
     entries = list(catalog)
     rows: dict[str, list[str]] = {title: [] for title, _intro in _SECTIONS}
     for kpi in entries:

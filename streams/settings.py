@@ -234,7 +234,7 @@ class Settings(SecuritySettings):
     """Every setting, one row each: ``name: type = setting(default, flag, check, help)``, from
     which its flag, its ``--help`` line, its environment variable (``CCMON_`` and the name in
     capitals, unless ``env=`` names others) and its check come; a secret is ``secret()``.
-    Commands name the settings they take (``streams/commands/*.py``: ``FLAGS``)."""
+    Commands name the settings they take (``streams/cli/*.py``: ``FLAGS``)."""
 
     kafka_bootstrap: str = setting("127.0.0.1:19092", "--kafka", _bootstrap, "Kafka bootstrap servers, host:port[,host:port]", env=("CCMON_KAFKA_BOOTSTRAP", "KAFKA_BOOTSTRAP"))
     redis_url: str = setting("redis://127.0.0.1:16379/0", "--redis", _redis_url, "Redis URL, redis://[:password@]host:port/db", env=("CCMON_REDIS_URL", "REDIS_URL"))
@@ -433,6 +433,20 @@ def setting_names(name: str) -> str:
     """How a user sets ``name``: ``--kafka-username or CCMON_KAFKA_USERNAME``."""
     row = ROWS[name]
     return " or ".join([row.flag, *row.env] if row.flag else row.env)
+
+
+def lookup(name: str, args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> tuple[Any, str]:
+    """Setting ``name`` as :func:`from_args` finds it, unvalidated: its flag's value in ``args``,
+    else its first environment variable set (not empty), else its default; and where it came
+    from (the flag, the variable, or ``name``). For the commands that take a setting or two
+    without the whole :class:`Settings` (``simulate``, ``source``, ``replay``, ``report``, ``demo``)."""
+    env = os.environ if environ is None else environ
+    flag, names = SOURCES[name]
+    raw = getattr(args, name, None) if args is not None else None
+    if raw is not None:
+        return raw, flag
+    var = next((var for var in names if env.get(var, "") != ""), None)
+    return (env[var], var) if var is not None else (getattr(Settings(), name), name)
 
 
 def read_secret_file(path: str, where: str) -> str:

@@ -13,7 +13,7 @@ Two layers:
   heart-beating Kafka meanwhile), sends the rejections to the DLQ topic, and only then lets
   Faust commit the offsets. A timer runs the engine's upkeep every
   :data:`MAINTAIN_INTERVAL_SECONDS` on one worker at a time; another measures the consumer
-  group's lag (:class:`LagProbe`) for the exporter, and for the stuck-partition watchdog and
+  group's lag (:class:`~streams.kafka.admin.LagProbe`) for the exporter, and for the stuck-partition watchdog and
   the ``/livez`` and ``/readyz`` pages (:mod:`streams.watchdog`).
 
 Exactly-once effect: a batch that is processed again after a crash finds its event ids (and,
@@ -44,6 +44,7 @@ from kpi_core.engine import Engine
 from kpi_core.errors import InvalidEventError
 from kpi_core.events import Event, Rejection, Source, envelope_items, event_bytes
 from streams.decoding import loads
+from streams.kafka.admin import LagProbe
 from streams.logs import faust_logging_config
 from streams.redis.policy import EvictionWatch, check_at_start
 from streams.redis.state import RedisState
@@ -384,52 +385,6 @@ def wait_for_kafka(settings: Settings, stop: threading.Event | None = None, inte
             admin.close()
         return True
     return False
-
-
-class LagProbe:
-    """The consumer group's lag per partition (log end offset minus committed offset), read
-    from Kafka with the plain client: it holds for the whole group, whichever worker owns a
-    partition, and goes on being right when the workers stall."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._consumer: Any = None
-        #: The committed offsets of the last measurement (``None``: nothing committed yet).
-        self.committed: dict[tuple[str, int], int | None] = {}
-
-    def measure(self) -> dict[tuple[str, int], float]:
-        import kafka
-
-        from streams.security import kafka_client_kwargs
-
-        topic = self.settings.events_topic
-        if self._consumer is None:
-            self._consumer = kafka.KafkaConsumer(
-                bootstrap_servers=self.settings.kafka_servers, group_id=self.settings.group_id,
-                enable_auto_commit=False, client_id="ccmon-lag-probe", request_timeout_ms=10000,
-                **kafka_client_kwargs(self.settings),
-            )  # fmt: skip
-        consumer = self._consumer
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [kafka.TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            return {}
-        ends = consumer.end_offsets(tps)
-        starts = consumer.beginning_offsets(tps)
-        lag: dict[tuple[str, int], float] = {}
-        committed_offsets: dict[tuple[str, int], int | None] = {}
-        for tp in tps:
-            committed = consumer.committed(tp)
-            position = committed if committed is not None else starts[tp]
-            lag[(topic, tp.partition)] = float(max(0, ends[tp] - position))
-            committed_offsets[(topic, tp.partition)] = committed
-        self.committed = committed_offsets
-        return lag
-
-    def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
 
 
 def build_app(settings: Settings, processor: BatchProcessor, watchdog: PartitionWatchdog | None = None,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from collections import Counter
@@ -15,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from kpi_core.errors import CcmonError, ConfigError
+from streams.progress import Progress, wanted
+from streams.settings import lookup
 
 
 class RowProblem(Exception):
@@ -33,17 +34,23 @@ MAX_LISTED_PROBLEMS = 20
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """``--out`` / ``--kafka`` / ``--topic`` / ``--batch`` / ``--tenant`` / ``--progress``."""
+    add_destination_arguments(parser)
+    parser.add_argument("--tenant", default="default", help="tenant of every event (default: default)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress on stderr (default: when stderr is a terminal)")
+
+
+def add_destination_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where events go (every source's and ``ccmon simulate``'s): ``--out`` (JSONL, default
+    stdout) or ``--kafka``, with ``--topic`` and ``--batch``."""
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--out", default="-", metavar="FILE.jsonl", help="JSONL output file (default: stdout)")
     out.add_argument("--kafka", metavar="BOOTSTRAP", default=None,
                      help="send to Kafka instead, e.g. 127.0.0.1:19092")
-    parser.add_argument("--topic", default=os.environ.get("CCMON_EVENTS_TOPIC", "ccmon.events"),
+    parser.add_argument("--topic", default=lookup("events_topic")[0],
                         help="Kafka topic (default: $CCMON_EVENTS_TOPIC or ccmon.events)")
     parser.add_argument("--batch", type=int, default=100, metavar="N",
                         help="events per Kafka message, a JSON-array envelope per partition (default: 100)")
-    parser.add_argument("--tenant", default="default", help="tenant of every event (default: default)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress on stderr (default: when stderr is a terminal)")
 
 
 class DeliveryError(CcmonError):
@@ -162,7 +169,11 @@ class Report:
     listed: list[tuple[str, int, str]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     log: logging.Logger | None = None
-    _last: float = 0.0
+    _meter: Progress = field(init=False)
+
+    def __post_init__(self) -> None:
+        # No progress line with --log-format json: every line on stderr is then a log line.
+        self._meter = Progress(self.progress and self.log is None, self.stream)
 
     def problem(self, where: str, line: int, reason: str) -> None:
         """A row that could not be mapped: reported with its line number and skipped."""
@@ -180,15 +191,11 @@ class Report:
         self.skipped[kind] += 1
 
     def tick(self, force: bool = False) -> None:
-        if not self.progress or self.log is not None:
-            return
-        now = time.monotonic()
-        if not force and now - self._last < 0.5:
-            return
-        self._last = now
-        rate = self.rows / max(now - self.started, 1e-9)
-        print(f"\r{self.prog}: {self.rows:,} rows, {self.events:,} events, "
-              f"{sum(self.problems.values()):,} bad rows ({rate:,.0f} rows/s)", end="", file=self.stream)
+        self._meter.update(self._line, force)
+
+    def _line(self) -> str:
+        return (f"{self.prog}: {self.rows:,} rows, {self.events:,} events, "
+                f"{sum(self.problems.values()):,} bad rows ({self._meter.rate(self.rows):,.0f} rows/s)")
 
     def summary(self, target: str) -> str:
         elapsed = time.monotonic() - self.started
@@ -205,11 +212,9 @@ class Report:
             self.log.info(self.summary(target), extra={"rows": self.rows, "events": self.events,
                                                        "rows_not_mapped": sum(self.problems.values())})  # fmt: skip
             return
-        if self.progress:
-            self.tick(force=True)
-            print(file=self.stream)
+        self._meter.done(self._line)
         print(self.summary(target), file=self.stream)
 
 
 def progress_enabled(args: argparse.Namespace) -> bool:
-    return bool(args.progress) if args.progress is not None else sys.stderr.isatty()
+    return wanted(args.progress)

@@ -400,7 +400,7 @@ _M = TypeVar("_M", bound=TableMapping)
 
 def mapped_command(prog: str, files: str, example: str, load: Callable[[str], _M], mapper: Callable[[_M, str], RowMapper]
                    ) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]:  # fmt: skip
-    """A mapped source's command, ``(add_arguments, run)`` (streams.commands.source): its files
+    """A mapped source's command, ``(add_arguments, run)`` (streams.cli.source): its files
     (``files``: what they are), ``--mapping`` (``load``: read and validate it; ``example``: a ready
     one), where the events go; each file is imported through one ``mapper(mapping, tenant)``."""
 

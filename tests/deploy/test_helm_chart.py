@@ -41,8 +41,8 @@ import yaml
 
 from kpi_core.config import load_config
 from streams import settings as ccmon_settings
-from streams.commands import exporter as exporter_command
-from streams.commands import worker as worker_command
+from streams.cli import exporter as exporter_command
+from streams.cli import worker as worker_command
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "ccmon"

@@ -303,8 +303,7 @@ DAY = 1_795_132_800.0  # 2026-11-20T00:00:00Z
 
 @pytest.fixture(scope="module")
 def runner() -> Any:
-    from streams.commands.demo import demo_config
-    from streams.demo import DemoRunner
+    from streams.cli.demo import DemoRunner, demo_config
     from streams.sim import SimParams, default_queues
 
     queues = default_queues(["support", "sales", "vip"])

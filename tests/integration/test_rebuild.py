@@ -151,7 +151,7 @@ def test_redis_lost_mid_day_is_rebuilt_from_kafka(run: Pipeline, tmp_path: Path)
     # start, longer than the rebuild itself).
     start = time.time() + 4
     args = rebuild_args(p, at, "--batch-size", "1")[3:]  # after "python -m streams.cli"
-    code = (f"import sys, time; import kafka, redis, streams.rebuild; from streams.cli import main; "
+    code = (f"import sys, time; import kafka, redis, streams.cli.rebuild; from streams.cli import main; "
             f"time.sleep(max(0.0, {start!r} - time.time())); sys.exit(main({args!r}))")  # fmt: skip
     both = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(2)]  # fmt: skip
@@ -191,7 +191,7 @@ def test_horizon_is_the_oldest_instant_any_tenant_still_accepts() -> None:
     from kpi_core.config import Window, config_from_dict
     from kpi_core.engine import Engine
     from kpi_core.state import MemoryState
-    from streams.rebuild import horizon_start
+    from streams.cli.rebuild import horizon_start
 
     config = config_from_dict({"tenants": {"ny": {"timezone": "America/New_York"}, "tokyo": {"timezone": "Asia/Tokyo"}}})
     now = parse_ts("2026-11-20T10:00:00Z")

@@ -1,4 +1,4 @@
-"""``ccmon alertmanager-config`` (streams/commands/alertmanager_config.py): which receivers get
+"""``ccmon alertmanager-config`` (streams/cli/alertmanager_config.py): which receivers get
 which channel, Microsoft Teams by Alertmanager version, and errors that name the variable
 (without echoing a webhook URL, a secret). Real delivery through a real Alertmanager:
 tests/integration/test_alerts_delivery.py."""
@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from kpi_core.errors import ConfigError
-from streams.commands.alertmanager_config import (
+from streams.cli.alertmanager_config import (
     BASE,
     COMPOSE_VERSION,
     local_alertmanager_version,

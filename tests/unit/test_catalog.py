@@ -18,7 +18,7 @@ from kpi_core.config import config_from_dict
 from kpi_core.events import parse_event
 from kpi_core.kpis import snapshot
 from kpi_core.state import MemoryState, present
-from streams import metrics_doc
+from streams.cli import docs as metrics_doc
 from streams.sim import SimParams, Simulator, default_queues, parse_start
 
 #: engine.BREAKDOWN_FIELDS as the read side names them (``asa_sum_ms`` is read as ``asa_sum``).

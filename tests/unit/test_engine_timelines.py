@@ -20,7 +20,7 @@ from reference import reference_kpis, run_engine, series
 from kpi_core.config import Config, QueueConfig, TenantConfig
 from kpi_core.events import parse_event, parse_ts
 from kpi_core.kpis import flatten, snapshot
-from streams.replay import replay
+from streams.cli.replay import replay
 
 AT = parse_ts("2026-11-20T10:00:00Z")
 WINDOWS = ("5m", "15m", "1h", "today")

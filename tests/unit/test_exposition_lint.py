@@ -15,7 +15,7 @@ import pytest
 
 from kpi_core.config import config_from_dict
 from kpi_core.exposition import render
-from streams.replay import replay
+from streams.cli.replay import replay
 from streams.sim import SimParams, Simulator, default_queues, parse_start
 
 REPO = Path(__file__).resolve().parents[2]

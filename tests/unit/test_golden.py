@@ -1,5 +1,5 @@
 """The golden file (tests/golden/basic.jsonl): hand-computed KPIs, reproduced exactly, in
-process (``streams.replay.replay``) and through the ``ccmon replay`` command line."""
+process (``streams.cli.replay.replay``) and through the ``ccmon replay`` command line."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kpi_core.config import Config
 from kpi_core.events import parse_ts
 from kpi_core.kpis import flatten
-from streams.replay import replay
+from streams.cli.replay import replay
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden" / "basic.jsonl"

@@ -1,5 +1,5 @@
 """``ccmon replay`` without ``--at``: ``at`` is the newest event time that is not a mis-stamped
-outlier (streams/replay.py, the fence Q3 + 10 x IQR + max_future_seconds). One event stamped
+outlier (streams/cli/replay.py, the fence Q3 + 10 x IQR + max_future_seconds). One event stamped
 2099 used to move ``at`` to 2099, and every real event was then rejected too_late (0 accepted,
 exit 0)."""
 
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from kpi_core.config import Config, config_from_dict
 from kpi_core.events import parse_ts
-from streams.replay import FENCE_IQR, AtChoice, exclusion_note, replay, robust_at
+from streams.cli.replay import FENCE_IQR, AtChoice, exclusion_note, replay, robust_at
 
 REPO = Path(__file__).resolve().parents[2]
 AT = parse_ts("2026-11-20T10:00:00Z")

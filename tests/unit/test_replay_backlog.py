@@ -1,6 +1,6 @@
 """Long backlogs in ``ccmon replay``: a file spanning days shows the open tickets, pending
 callbacks and agents' states the live system holds at ``at``, however old (the offline engine
-carries open entities: ``streams.replay.offline_engine``), while windowed KPIs still count
+carries open entities: ``streams.cli.replay.offline_engine``), while windowed KPIs still count
 only their window. Until then every event more than about a day before ``at`` was rejected
 ``too_late`` and a ticket opened three days earlier vanished from the backlog.
 
@@ -21,7 +21,7 @@ from kpi_core.errors import InvalidEventError
 from kpi_core.events import parse_event, parse_ts
 from kpi_core.kpis import flatten, snapshot
 from kpi_core.state import MemoryState
-from streams.replay import replay
+from streams.cli.replay import replay
 
 AT = parse_ts("2026-11-20T10:00:00Z")
 HOUR, DAY = 3600.0, 86400.0

@@ -1,5 +1,5 @@
 """``ccmon replay`` without ``--at`` reads its file once (issue #16 item 8): the events are kept
-parsed and compact (``streams.replay._Kept``) until the default ``at`` is known, and the result
+parsed and compact (``streams.cli.replay._Kept``) until the default ``at`` is known, and the result
 is the one of a replay at that ``at`` (the golden tests check the output itself)."""
 
 from __future__ import annotations
@@ -10,18 +10,18 @@ from typing import Any
 
 import pytest
 
-import streams.replay as replay_module
+import streams.cli.replay as replay_module
 from kpi_core.config import Config
 from kpi_core.errors import InvalidEventError
 from kpi_core.events import Event, parse_event
-from streams.replay import _Kept, replay
+from streams.cli.replay import _Kept, replay
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "basic.jsonl"
 
 
 @pytest.fixture
 def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The files streams.replay opens."""
+    """The files streams.cli.replay opens."""
     paths: list[str] = []
 
     def counting_open(file: Any, *args: Any, **kwargs: Any) -> Any:

@@ -1,5 +1,5 @@
 """``ccmon report``: interval reports whose figures are the snapshot's for a window of the
-interval's length at each interval's end (streams/report.py, docs/REPORTS.md)."""
+interval's length at each interval's end (streams/cli/report.py, docs/REPORTS.md)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from kpi_core.config import Config, config_from_dict
 from kpi_core.events import parse_event
 from kpi_core.kpis import flatten
 from streams.cli import main
-from streams.replay import replay
-from streams.report import (
+from streams.cli.replay import replay
+from streams.cli.report import (
     BACKLOG_COLUMNS,
     COLUMNS,
     ReportResult,

@@ -19,7 +19,7 @@ from kpi_core.events import EVENT_TYPES, parse_event, parse_line
 from kpi_core.kpis import flatten, snapshot
 from kpi_core.state import MemoryState
 from streams.cli import main
-from streams.commands.simulate import drive
+from streams.cli.simulate import drive
 from streams.kafka.produce import KafkaSink, Record, dumps, partition_key
 from streams.sim import (
     Pacer,
@@ -482,7 +482,7 @@ def test_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_progress_goes_to_stderr() -> None:
-    from streams.commands.simulate import _Progress
+    from streams.cli.simulate import _Progress
 
     sim = Simulator(day_params(hours=1.0))
     stream = io.StringIO()

@@ -29,7 +29,7 @@ from kpi_core.engine import Engine
 from kpi_core.events import parse_event
 from kpi_core.kpis import flatten, snapshot
 from kpi_core.state import MemoryState
-from streams.replay import replay
+from streams.cli.replay import replay
 from streams.sources import asterisk
 from streams.sources.asterisk import Follower, Mapper, Position, map_file, parse_pipe_line
 from streams.sources.common import DeliveryError

@@ -27,7 +27,7 @@ from kpi_core.errors import ConfigError
 from kpi_core.events import parse_event, parse_ts
 from kpi_core.kpis import flatten, snapshot
 from kpi_core.state import MemoryState
-from streams.replay import replay
+from streams.cli.replay import replay
 from streams.sources.common import Report
 from streams.sources.tickets import map_file, mapping_from_dict
 

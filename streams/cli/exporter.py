@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from streams import settings as settings_module
+from streams.cli import configured
 
 FLAGS = ("exporter_port", "exporter_host", "redis_url", "redis_cluster", "redis_prefix", "config_path", "clock", "log_level",
          "log_format",
@@ -25,8 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_module.from_args(args)
-    settings_module.setup_logging(settings)
+    settings = configured(args)
     from streams.exporter import serve
 
     return serve(settings)

@@ -14,6 +14,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import IO, TYPE_CHECKING, Any
 
+from streams.progress import Progress, percent, wanted
+from streams.sources.common import add_destination_arguments
+
 if TYPE_CHECKING:
     from streams.kafka.produce import Record
     from streams.sim import SimParams, Simulator
@@ -58,14 +61,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    out = parser.add_mutually_exclusive_group()
-    out.add_argument("--out", default="-", metavar="FILE.jsonl", help="JSONL output file (default: stdout)")
-    out.add_argument("--kafka", metavar="BOOTSTRAP", default=None,
-                     help="send to Kafka instead, e.g. 127.0.0.1:19092")
-    parser.add_argument("--topic", default=os.environ.get("CCMON_EVENTS_TOPIC", "ccmon.events"),
-                        help="Kafka topic (default: $CCMON_EVENTS_TOPIC or ccmon.events)")
-    parser.add_argument("--batch", type=int, default=100, metavar="N",
-                        help="events per Kafka message, a JSON-array envelope per partition (default: 100)")
+    add_destination_arguments(parser)
     parser.add_argument("--start", default="today", metavar="WHEN",
                         help="simulated start: now, now-90m / now-2h (that long before now), today (00:00 UTC), HH:MM "
                         "(today, UTC), RFC 3339 or epoch seconds (default: today)")
@@ -99,42 +95,32 @@ def run(args: argparse.Namespace) -> int:
         duplicate_share=args.duplicate_share,
         malformed_share=args.malformed_share,
     )
-    progress = args.progress if args.progress is not None else sys.stderr.isatty()
-    return run_simulation(params, args, progress=progress)
+    return run_simulation(params, args, progress=wanted(args.progress))
 
 
 class _Progress:
-    """A one-line progress report on stderr, at most twice a second."""
+    """Simulate's progress line: the simulated time, how far of --hours, records and rate
+    (:mod:`streams.progress`)."""
 
-    def __init__(self, sim: Simulator, enabled: bool, stream: IO[str] = sys.stderr) -> None:
+    def __init__(self, sim: Simulator, enabled: bool, stream: IO[str] | None = None) -> None:
         self.sim = sim
-        self.enabled = enabled
-        self.stream = stream
-        self.started = time.monotonic()
-        self.last = 0.0
+        self.line = Progress(enabled, stream)
 
     def update(self, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if not force and now - self.last < 0.5:
-            return
-        self.last = now
+        self.line.update(self._text, force)
+
+    def done(self) -> None:
+        self.line.done(self._text)
+
+    def _text(self) -> str:
         from streams.sim import format_ts
 
         params = self.sim.params
         done = ""
         if params.hours is not None:
-            done = f" {100 * (self.sim.now - params.start) / (params.hours * 3600):5.1f}%"
-        rate = self.sim.delivered / max(now - self.started, 1e-9)
-        self.stream.write(f"\rsimulating {format_ts(self.sim.now)[:19]}Z{done}  "
-                          f"{self.sim.delivered:,} records  {rate:,.0f}/s ")
-        self.stream.flush()
-
-    def done(self) -> None:
-        if self.enabled:
-            self.update(force=True)
-            self.stream.write("\n")
+            done = " " + percent(self.sim.now - params.start, params.hours * 3600)
+        return (f"simulating {format_ts(self.sim.now)[:19]}Z{done}  "
+                f"{self.sim.delivered:,} records  {self.line.rate(self.sim.delivered):,.0f}/s ")
 
 
 def _jsonl_writer(handle: IO[str]) -> Callable[[Iterable[tuple[float, Record]]], None]:

@@ -8,17 +8,22 @@ from __future__ import annotations
 import argparse
 
 from streams import settings as settings_module
+from streams.cli import configured
+
+#: Security (docs/SECURITY.md), the worker's and ``ccmon rebuild``'s: passwords come from the environment
+#: or a file only; so does the customer key's secret.
+SECURITY_FLAGS = (
+    "kafka_security_protocol", "kafka_sasl_mechanism", "kafka_username", "kafka_password_file", "kafka_ca_file",
+    "kafka_cert_file", "kafka_key_file", "redis_password_file", "redis_ca_file", "redis_cert_file", "redis_key_file",
+    "customer_key_secret_file", "insecure_dev",
+)  # fmt: skip
 
 FLAGS = (
     "kafka_bootstrap", "redis_url", "redis_cluster", "events_topic", "dlq_topic", "group_id", "config_path",
     "redis_prefix", "batch_size", "batch_within", "session_timeout", "worker_web_port", "offset_reset", "clock",
     "log_level", "log_format", "stuck_partition_seconds",
     "evicting_redis_allowed", "redis_policy_recheck_seconds",  # refuse a Redis that may evict keys: streams/redis/policy.py
-    # security (docs/SECURITY.md); passwords come from the environment or a file only
-    "kafka_security_protocol", "kafka_sasl_mechanism", "kafka_username", "kafka_password_file", "kafka_ca_file",
-    "kafka_cert_file", "kafka_key_file", "redis_password_file", "redis_ca_file", "redis_cert_file", "redis_key_file",
-    # the customer key (docs/SECURITY.md): the secret from the environment or a file only
-    "customer_key_secret_file", "insecure_dev",
+    *SECURITY_FLAGS,
 )  # fmt: skip
 
 
@@ -27,8 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_module.from_args(args)
-    settings_module.setup_logging(settings)
+    settings = configured(args)
     from streams.worker import run_worker
 
     return run_worker(settings)

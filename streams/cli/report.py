@@ -17,8 +17,8 @@ lateness horizon before ``--at``: a call offered before the window and answered 
 wait). The input need not be in time order (the engine is order-independent, and a call-record
 export is typically sorted by line, not time): the events of each interval are held until the
 input ends, then applied interval by interval, in time order, each interval's rows read after
-its events. Memory therefore grows with the events of ``[--from, --to)`` (about 0.7 KB each,
-measured on the bank's calls); events before ``--from`` are applied as they are read.
+its events. Memory therefore grows with the events of ``[--from, --to)`` (docs/REPORTS.md
+gives the figure); events before ``--from`` are applied as they are read.
 
 So a ticket opened days before ``--from`` and resolved in an interval keeps its resolution
 time; events at or after ``--to`` cannot change any row and are left out. From Kafka (:func:`kafka_events`) the partitions are read from the first message
@@ -42,28 +42,152 @@ these are the report's own, stated there.)
 
 from __future__ import annotations
 
+import argparse
 import csv
 import html
 import io
 import json
 import math
 import os
+import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, BinaryIO, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
 from kpi_core.catalog import get as kpi
-from kpi_core.config import Config, Window
-from kpi_core.engine import ALL, Engine
+from kpi_core.config import Config, Window, load_config
 from kpi_core.errors import CcmonError, InvalidEventError
-from kpi_core.events import Event, Rejection, iter_envelope, parse_line
-from kpi_core.kpis import snapshot
-from kpi_core.state import MemoryState
+from kpi_core.events import Event, Rejection, iter_envelope, parse_instant, parse_line
 from streams import decoding
-from streams.replay import MAINTAIN_EVERY, Progress
+from streams import settings as settings_module
+from streams.cli.replay import MAINTAIN_EVERY, Meter
+from streams.progress import wanted
+
+if TYPE_CHECKING:  # the engine is imported when a report is built: ccmon --help starts fast
+    from kpi_core.state import MemoryState
+
+#: ``ccmon report --help``'s description.
+DESCRIPTION = """Interval reports: per tenant and queue (and per agent with --per-agent), one row per
+interval with traffic, from a JSONL file or from the Kafka events topic. Each figure is what
+/metrics shows at the interval's end for a window as long as the interval (docs/REPORTS.md):
+calls offered, answered and abandoned, service level, ASA, abandon rate, AHT, callbacks made,
+tickets created and resolved, first response and resolution times, CSAT, NPS and CES; empty
+where undefined. Intervals start at --from and end at --to (whole minutes, a whole number of
+intervals apart; RFC 3339 with an offset, or epoch seconds).
+
+  ccmon report EVENTS.jsonl --from 2026-01-05T00:00:00Z --to 2026-01-06T00:00:00Z --interval 30m
+  ccmon report --kafka kafka:9092 --from ... --to ... --interval 1h --format html -o day.html
+
+From Kafka, every partition is read by timestamp from --from minus the lateness horizon up to
+--to plus it (or the end of the topic when the read starts), then the report ends.
+Exit status: 0 done (rejected events are counted on stderr), 1 the file cannot be read, 2 a bad
+flag, config, or an unreachable Kafka or topic."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="EVENTS.jsonl", nargs="?", help="one event per line (or --kafka)")
+    parser.add_argument("--from", dest="start", required=True, metavar="T1",
+                        help="start of the first interval, RFC 3339 with an offset or epoch seconds")
+    parser.add_argument("--to", dest="end", required=True, metavar="T2", help="end of the last interval")
+    parser.add_argument("--interval", required=True, metavar="15m|30m|1h|1d", help="interval length")
+    parser.add_argument("--config", default=settings_module.lookup("config_path")[0],
+                        help="TOML config (default: $CCMON_CONFIG, else built-in defaults)")
+    parser.add_argument("--format", default="csv", metavar="csv|json|html",
+                        help="csv (default), json, or a self-contained html page with charts")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write the report there (default: stdout)")
+    parser.add_argument("--per-agent", action="store_true",
+                        help="add a row per interval, queue and agent (calls answered and handled, ASA, AHT, "
+                        "missed rings, callbacks attempted)")
+    parser.add_argument("--kafka", metavar="BOOTSTRAP",
+                        help="read the events topic of these Kafka servers instead of a file")
+    parser.add_argument("--topic", default=settings_module.lookup("events_topic")[0],
+                        help="with --kafka: the events topic (default: $CCMON_EVENTS_TOPIC, else ccmon.events)")
+    parser.add_argument("--progress", action="store_true", default=None,
+                        help="show progress on stderr (default: when stderr is a terminal)")
+    parser.add_argument("--quiet", action="store_true", help="no summary on stderr")
+
+
+def _fail(message: str) -> int:
+    print(f"ccmon report: {message}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    instants = {}
+    for flag, text in (("--from", args.start), ("--to", args.end)):
+        try:
+            instants[flag] = parse_instant(text)
+        except InvalidEventError as exc:
+            return _fail(f"{flag}: {exc.message}")
+    if args.format not in FORMATS:
+        return _fail(f"--format: must be one of {', '.join(FORMATS)}, got {args.format!r}")
+    if (args.file is None) == (args.kafka is None):
+        return _fail("give either EVENTS.jsonl or --kafka BOOTSTRAP" if args.file is None
+                     else f"give either EVENTS.jsonl ({args.file}) or --kafka ({args.kafka}), not both")  # fmt: skip
+    try:
+        plan = make_plan(instants["--from"], instants["--to"], args.interval)
+    except ReportError as exc:
+        return _fail(str(exc))
+    config = load_config(args.config)
+    show = wanted(args.progress)
+    notes: list[str] = []
+    if args.kafka is not None:
+        from streams.settings import kafka_client_kwargs_from_env
+
+        margin = lateness_seconds(config) + config.max_future_seconds
+        meter = Meter(1, sys.stderr, show)
+
+        def told(done: int, total: int) -> None:
+            meter.total = max(total, 1)
+            meter.update(done, done, f"reading {args.topic}")
+
+        items = kafka_events(args.kafka, args.topic, plan.start - margin, plan.end + margin, progress=told,
+                                           client_kwargs=kafka_client_kwargs_from_env(), notes=notes)  # fmt: skip
+    else:
+        try:
+            meter = Meter(file_size(args.file), sys.stderr, show)
+        except OSError as exc:
+            print(f"ccmon report: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        items = file_items(args.file, meter)
+    # Then the intervals: each one's events applied and its rows read.
+    intervals = Meter(len(plan.ends), sys.stderr, show)
+
+    def applying(done: int, total: int, events: int) -> None:
+        if done == 1:
+            meter.done()
+            intervals.line.started = time.monotonic()
+        intervals.update(done, events, "intervals")
+
+    try:
+        result = build_report(items, config, plan, per_agent=args.per_agent, progress=applying)
+    except ReportError as exc:
+        meter.done()
+        return _fail(str(exc))
+    except OSError as exc:
+        meter.done()
+        print(f"ccmon report: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    intervals.done()
+    render = RENDERERS[args.format]
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8", newline="") as out:
+                render(result, out)
+        except OSError as exc:
+            print(f"ccmon report: -o: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+    else:
+        render(result, sys.stdout)
+    for note in notes:
+        print(f"ccmon report: {note}", file=sys.stderr)
+    if not args.quiet:
+        print(result.summary(), file=sys.stderr)
+    return 0
+
 
 #: Interval name -> seconds.
 INTERVALS: dict[str, int] = {"15m": 900, "30m": 1800, "1h": 3600, "1d": 86400}
@@ -210,6 +334,9 @@ def build_report(
     # call still finds its record.
     config = replace(config, finished_call_grace_seconds=max(config.finished_call_grace_seconds, config.horizon_seconds))
     evaluation = replace(config, windows=(Window(plan.interval, plan.seconds),))
+    from kpi_core.engine import ALL, Engine
+    from kpi_core.state import MemoryState
+
     store = MemoryState(config.bucket_seconds, config.coarse_bucket_seconds)
     engine = Engine(config, store)
     result = ReportResult(plan=plan, per_agent=per_agent)
@@ -264,6 +391,9 @@ def build_report(
 
 def _read_rows(evaluation: Config, store: MemoryState, plan: Plan, end: float, result: ReportResult) -> None:
     """The rows of the interval ending at ``end``: the snapshot's values for the window."""
+    from kpi_core.engine import ALL
+    from kpi_core.kpis import snapshot
+
     found: dict[tuple[str, str], dict[str, float | None]] = {}
     backlog: dict[tuple[str, str], dict[str, float | None]] = {}
     for family in snapshot(evaluation, store, end):
@@ -349,7 +479,7 @@ class _AgentTally:
 
 
 # -- sources -----------------------------------------------------------------------------------
-def file_items(path: str, progress: Progress | None = None) -> Iterator[Item]:
+def file_items(path: str, progress: Meter | None = None) -> Iterator[Item]:
     """The lines of a JSONL file (raises OSError when it cannot be read)."""
     handle: BinaryIO
     with open(path, "rb") as handle:
@@ -385,77 +515,56 @@ def kafka_events(
     message is stamped that late; a message among those offsets stamped outside the range is
     skipped. ``progress(done, total)`` is told the messages read; ``notes`` gets a sentence
     when the topic holds messages but none stamped in the range."""
-    import kafka
     from kafka.errors import KafkaError
 
+    from streams.kafka import read
+
     try:
-        consumer = kafka.KafkaConsumer(bootstrap_servers=[s.strip() for s in bootstrap.split(",") if s.strip()],
-                                       group_id=None, enable_auto_commit=False, client_id="ccmon-report",
-                                       request_timeout_ms=30000, **(client_kwargs or {}))  # fmt: skip
+        consumer = kafka_consumer(bootstrap, client_kwargs)
     except (KafkaError, OSError) as exc:
         raise ReportError(f"--kafka: cannot reach Kafka at {bootstrap}: {exc or type(exc).__name__}") from None
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
+        plans = read.plan(consumer, topic, read_from, read_to)
+        if not plans:
             raise ReportError(f"--topic: topic {topic!r} does not exist (or has no partitions) at {bootstrap}")
-        tps = [kafka.TopicPartition(topic, p) for p in sorted(partitions)]
-        ends = consumer.end_offsets(tps)
-        firsts = consumer.offsets_for_times({tp: int(read_from * 1000) for tp in tps})
-        lasts = consumer.offsets_for_times({tp: int(read_to * 1000) + 1 for tp in tps})
-        todo: dict[Any, tuple[int, int]] = {}
-        for tp in tps:
-            first, last = firsts.get(tp), lasts.get(tp)
-            start = ends[tp] if first is None else first.offset
-            stop = ends[tp] if last is None else min(last.offset, ends[tp])
-            if stop > start:
-                todo[tp] = (start, stop)
-        total = sum(stop - start for start, stop in todo.values())
-        if not todo:
-            held = sum(ends[tp] - offset for tp, offset in consumer.beginning_offsets(tps).items())
+        total = sum(p.messages for p in plans)
+        if not total:
+            held = sum(p.latest - p.earliest for p in plans)
             if held and notes is not None:
                 notes.append(f"none of the {held} messages of topic {topic!r} is stamped between {utc(read_from)} and "
                              f"{utc(read_to)} (Kafka timestamps: a topic filled after the fact, by an import, is "
                              "stamped at import time; report from the file instead)")  # fmt: skip
             return
-        consumer.assign(list(todo))
-        for tp, (start, _stop) in todo.items():
-            consumer.seek(tp, start)
         done = 0
-        last_progress = time.monotonic()
-        while todo:
-            polled = consumer.poll(timeout_ms=1000, max_records=5000)
-            for tp, records in polled.items():
-                bounds = todo.get(tp)
-                if bounds is None:
-                    continue
-                for record in records:
-                    if record.offset >= bounds[1]:
-                        break
-                    done += 1
-                    stamp = record.timestamp / 1000.0 if record.timestamp is not None else None
-                    if stamp is not None and stamp >= 0 and not read_from <= stamp <= read_to:
-                        continue  # among the range's offsets, but stamped outside it
-                    where = f"partition {record.partition} offset {record.offset}"
-                    for item in iter_envelope(record.value or b"", decoding.loads):
-                        if isinstance(item, Rejection):
-                            yield where, InvalidEventError(item.reason, item.message)
-                        else:
-                            yield where, item
-                last_progress = time.monotonic()
-            for tp in list(todo):
-                if consumer.position(tp) >= todo[tp][1]:
-                    consumer.pause(tp)
-                    del todo[tp]
+        for batch in read.read(consumer, topic, plans, 5000, stall_seconds):
+            for message in batch:
+                stamp = message.timestamp
+                if stamp is not None and not read_from <= stamp <= read_to:
+                    continue  # among the range's offsets, but stamped outside it
+                where = f"partition {message.partition} offset {message.offset}"
+                for item in iter_envelope(message.value, decoding.loads):
+                    if isinstance(item, Rejection):
+                        yield where, InvalidEventError(item.reason, item.message)
+                    else:
+                        yield where, item
+            done += len(batch)
             if progress is not None:
                 progress(done, total)
-            if todo and time.monotonic() - last_progress > stall_seconds:
-                stuck = ", ".join(f"{tp.partition} at {consumer.position(tp)} of {todo[tp][1]}" for tp in todo)
-                raise ReportError(f"--kafka: no message read for {stall_seconds:.0f} s (partitions {stuck}); "
-                                  "is the broker up?")  # fmt: skip
+    except read.KafkaReadError as exc:
+        raise ReportError(f"--kafka: {exc}") from None
     except KafkaError as exc:
         raise ReportError(f"--kafka: reading {topic!r} at {bootstrap} failed: {exc}") from None
     finally:
         consumer.close()
+
+
+def kafka_consumer(bootstrap: str, client_kwargs: dict[str, Any] | None) -> Any:
+    """A ``KafkaConsumer`` outside any group (``client_kwargs``: security, from the environment)."""
+    import kafka
+
+    return kafka.KafkaConsumer(bootstrap_servers=[s.strip() for s in bootstrap.split(",") if s.strip()],
+                               group_id=None, enable_auto_commit=False, client_id="ccmon-report",
+                               request_timeout_ms=30000, **(client_kwargs or {}))  # fmt: skip
 
 
 # -- rendering ---------------------------------------------------------------------------------
@@ -561,6 +670,8 @@ def _chart(rows: list[Row], plan: Plan) -> str:
 
 def render_html(result: ReportResult, out: TextIO) -> None:
     """One self-contained page: per tenant and queue a chart (inline SVG) and the table."""
+    from kpi_core.engine import ALL
+
     plan = result.plan
     names = columns(result)
     title = f"ccmon report: {plan.interval} intervals, {utc(plan.start)} to {utc(plan.end)}"

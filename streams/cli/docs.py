@@ -2,7 +2,7 @@
 
 The tables sit between two marker lines (:data:`BEGIN`, :data:`END`); everything outside them
 (the pipeline-health metrics, the command line) is written by hand. ``python -m
-streams.metrics_doc`` rewrites the file in place; ``--check`` exits 1 when it is stale
+streams.cli.docs`` rewrites the file in place; ``--check`` exits 1 when it is stale
 (``tests/unit/test_catalog.py`` fails then too), naming the command that fixes it.
 """
 
@@ -14,10 +14,10 @@ from pathlib import Path
 
 from kpi_core.catalog import metrics_markdown
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "METRICS.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "METRICS.md"
 BEGIN = "<!-- BEGIN KPI tables: generated from kpi_core/catalog.py by `make docs`; do not edit by hand -->"
 END = "<!-- END KPI tables -->"
-FIX = "make docs (python3 -m streams.metrics_doc)"
+FIX = "make docs (python3 -m streams.cli.docs)"
 
 
 def regenerated(text: str) -> str:
@@ -31,7 +31,7 @@ def regenerated(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streams.metrics_doc", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m streams.cli.docs", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale, write nothing")
     parser.add_argument("--path", type=Path, default=DOC, help="the file (default: docs/METRICS.md)")
     args = parser.parse_args(argv)

@@ -28,6 +28,7 @@ reported (count, range, and the fence) by :func:`exclusion_note`; ``--at`` overr
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import sys
@@ -37,23 +38,71 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from itertools import compress
 from operator import itemgetter, ne
-from typing import Any, BinaryIO, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
-from kpi_core.config import Config
-from kpi_core.engine import Engine
+from kpi_core.config import Config, load_config
 from kpi_core.errors import InvalidEventError
-from kpi_core.events import Event, parse_line
-from kpi_core.exposition import render
-from kpi_core.kpis import MetricFamily, snapshot
-from kpi_core.state import MemoryState
+from kpi_core.events import Event, parse_instant, parse_line
+from streams import settings as settings_module
 from streams.decoding import loads
+from streams.progress import Progress, percent, wanted
+
+if TYPE_CHECKING:  # the engine is imported when a file is replayed: ccmon --help starts fast
+    from kpi_core.engine import Engine
+    from kpi_core.kpis import MetricFamily
 
 #: Upkeep (pruning old buckets, records and event ids) every this many events.
 MAINTAIN_EVERY = 20_000
 
-
 #: The fence is Q3 + FENCE_IQR x (Q3 - Q1) + max_future_seconds (Tukey's "far out" uses 3).
 FENCE_IQR = 10.0
+
+
+#: ``ccmon replay --help``'s description.
+DESCRIPTION = """Run the events of a JSONL file through the KPI engine, in the file's order, and print
+every KPI metric at AT in Prometheus text format on stdout. Events at or after AT are left
+out. Open tickets, pending callbacks and agents' states are carried however old (up to a
+year): a file spanning days shows the backlog the live system holds at AT. Without --at, AT is the newest event time in the file, ignoring mis-stamped outliers:
+event times later than the fence Q3 + 10 x (Q3 - Q1) + engine.max_future_seconds (Q1, Q3: the
+quartiles of the file's event times) are left out, and a line on stderr says how many, their
+range and the fence. Rejected lines are counted and summarised on stderr; the exit code is 0
+even then, and non-zero only when the file or the config cannot be read."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE.jsonl", help="one event per line")
+    parser.add_argument("--config", default=settings_module.lookup("config_path")[0],
+                        help="TOML config (default: $CCMON_CONFIG, else built-in defaults)")
+    parser.add_argument("--at", help="evaluation instant, RFC 3339 with an offset or epoch seconds "
+                        "(default: the newest event time in the file, leaving out event times beyond "
+                        "Q3 + 10 x IQR + engine.max_future_seconds of the file's event times, as mis-stamped)")
+    parser.add_argument("--progress", action="store_true", default=None,
+                        help="show progress on stderr (default: when stderr is a terminal)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no summary on stderr (what the default --at left out is still said)")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    at = None
+    if args.at is not None:
+        try:
+            at = parse_instant(args.at)
+        except InvalidEventError as exc:
+            print(f"ccmon replay: --at: {exc.message}", file=sys.stderr)
+            return 2
+    try:
+        result = replay(args.file, config, at, progress=wanted(args.progress))
+    except OSError as exc:
+        print(f"ccmon replay: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(result.text)
+    note = exclusion_note(result.choice) if result.choice is not None else None
+    if note is not None:
+        print(f"ccmon replay: {note}", file=sys.stderr)
+    if not args.quiet:
+        print(summary(result), file=sys.stderr)
+    return 0
 
 
 @dataclass(frozen=True)
@@ -81,33 +130,24 @@ class ReplayResult:
 
     @property
     def text(self) -> str:
+        from kpi_core.exposition import render
+
         return render(self.families)
 
 
-class Progress:
-    """A one-line progress report on a terminal (or when forced), by bytes read."""
+class Meter:
+    """Replay's (and report's) progress line, ``label: 42.0%  N lines  R/s``: how far of ``total``
+    (bytes read, lines or intervals) and how fast (:mod:`streams.progress`)."""
 
-    def __init__(self, total_bytes: int, stream: TextIO, enabled: bool) -> None:
-        self.total = max(total_bytes, 1)
-        self.stream = stream
-        self.enabled = enabled
-        self.started = time.monotonic()
-        self.last = 0.0
+    def __init__(self, total: int, stream: TextIO, enabled: bool) -> None:
+        self.total = total
+        self.line = Progress(enabled, stream)
 
-    def update(self, done_bytes: int, events: int, label: str) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self.last < 0.5:
-            return
-        self.last = now
-        rate = events / max(now - self.started, 1e-9)
-        self.stream.write(f"\r{label}: {100 * done_bytes / self.total:5.1f}%  {events:,} lines  {rate:,.0f}/s ")
-        self.stream.flush()
+    def update(self, done: int, events: int, label: str) -> None:
+        self.line.update(lambda: f"{label}: {percent(done, self.total)}  {events:,} lines  {self.line.rate(events):,.0f}/s ")
 
     def done(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
+        self.line.done()
 
 
 def _lines(handle: BinaryIO) -> Iterator[tuple[int, bytes]]:
@@ -161,8 +201,8 @@ class _Kept:
     """The parsed lines of a file, kept compact while the default ``at`` is not yet known, in
     chunks of flat lists: an event as the positions of its fields that differ from the defaults
     (one tuple per shape, shared) followed by their values, repeated strings (queues, agents,
-    calls...) stored once; a rejected line as its error. ~200 bytes an event against ~600 for
-    an Event and its own strings; :meth:`items` rebuilds the Events in order and frees each
+    calls...) stored once; a rejected line as its error (a fraction of an Event and its own
+    strings: docs/BENCHMARKS.md); :meth:`items` rebuilds the Events in order and frees each
     chunk once read."""
 
     def __init__(self) -> None:
@@ -235,7 +275,7 @@ def _parsed(handle: BinaryIO) -> Iterator[tuple[int, Event | InvalidEventError]]
             yield number, exc
 
 
-def read_kept(path: str, max_future_seconds: float, meter: Progress) -> tuple[AtChoice, _Kept]:
+def read_kept(path: str, max_future_seconds: float, meter: Meter) -> tuple[AtChoice, _Kept]:
     """One pass over the file: its lines kept (:class:`_Kept`), and the default ``at`` from
     the event times of its valid events, by minute."""
     minutes: dict[int, tuple[int, float, float]] = {}
@@ -282,6 +322,9 @@ def offline_engine(config: Config) -> Engine:
       older than the lateness cutoff still opens or closes its ticket, callback, agent state or
       call, so the open tickets, pending callbacks and their ages at ``now`` are the live
       system's; its windowed contributions stay frozen (windows count only their own span)."""
+    from kpi_core.engine import Engine
+    from kpi_core.state import MemoryState
+
     config = replace(config, finished_call_grace_seconds=max(config.finished_call_grace_seconds, config.horizon_seconds))
     store = MemoryState(config.bucket_seconds, config.coarse_bucket_seconds)
     return Engine(config, store, carry_open=True)
@@ -297,13 +340,13 @@ def replay(
 ) -> ReplayResult:
     """Raises OSError when the file cannot be read."""
     size = os.path.getsize(path)
-    meter = Progress(size, err, progress)
+    meter = Meter(size, err, progress)
     choice = None
     if at is None:
         choice, kept = read_kept(path, config.max_future_seconds, meter)
         meter.done()
         at = choice.at if choice.at is not None else time.time()
-        result = _run(kept.items(), config, at, Progress(kept.count, err, progress), lambda count: count)
+        result = _run(kept.items(), config, at, Meter(kept.count, err, progress), lambda count: count)
     else:
         with open(path, "rb") as handle:
             result = _run(_parsed(handle), config, at, meter, lambda _count: handle.tell())
@@ -311,9 +354,12 @@ def replay(
     return result
 
 
-def _run(items: Iterable[tuple[int, Event | InvalidEventError]], config: Config, at: float, meter: Progress,
+def _run(items: Iterable[tuple[int, Event | InvalidEventError]], config: Config, at: float, meter: Meter,
          done: Callable[[int], int]) -> ReplayResult:  # fmt: skip
     """Apply the parsed lines in order, at ``at`` (``done``: how far, for ``meter``)."""
+    from kpi_core.kpis import snapshot
+    from kpi_core.state import MemoryState
+
     engine = offline_engine(config)
     config, store = engine.config, engine.store
     assert isinstance(store, MemoryState)

@@ -31,48 +31,79 @@ evicted ``seen`` entry makes an event count twice), unless overridden:
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from zoneinfo import ZoneInfo
-
-import redis
-from kafka.errors import KafkaError
 
 from kpi_core.config import Config
 from kpi_core.errors import CcmonError
 from kpi_core.windows import local_midnight
-from streams.redis.policy import check_at_start
-from streams.redis.state import RedisState
+from streams import settings as settings_module
+from streams.cli import configured
+from streams.cli.worker import SECURITY_FLAGS
+from streams.progress import Progress, percent, wanted
 from streams.settings import Settings, redact_url
-from streams.worker import BatchProcessor, Message
+
+if TYPE_CHECKING:
+    from streams.kafka.read import PartitionPlan
 
 log = logging.getLogger("ccmon.rebuild")
 
-#: Seconds without a single new record before the rebuild gives up on a partition read.
-STALL_SECONDS = 60.0
+#: ``ccmon rebuild --help``'s description.
+DESCRIPTION = """Recompute the KPI state in Redis from the events topic, after Redis lost it (or part of
+it). Reads every partition from the start of the horizon (the earliest of now minus the
+longest sliding window and the local midnight of each tenant time zone: the oldest events
+the engine still accepts) up to the end offsets at the start, and runs them through the
+worker's own processing into Redis. Idempotent: events Redis already holds (by event id) are
+duplicates and change nothing, so it may run over partial state and while workers consume.
+--clear deletes the prefix's keys first, and refuses while workers of the group are running.
+Rejected events are counted, not dead-lettered again; nothing is committed to the group.
+Exit status: 0 done, 2 on a bad setting or when Kafka, Redis or the topic cannot be used."""
+
+
+FLAGS = (
+    "kafka_bootstrap", "redis_url", "redis_cluster", "events_topic", "group_id", "config_path", "redis_prefix",
+    "batch_size", "clock", "log_level", "log_format",
+    "evicting_redis_allowed",  # refuse a Redis that may evict keys: streams/redis/policy.py
+    *SECURITY_FLAGS,  # the worker's, and its customer key (docs/SECURITY.md)
+)  # fmt: skip
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    settings_module.add_arguments(parser, FLAGS)
+    parser.add_argument("--clear", action="store_true",
+                        help="delete every key of the Redis prefix before rebuilding (refused while "
+                        "workers of --group are running, unless --force)")  # fmt: skip
+    parser.add_argument("--force", action="store_true",
+                        help="with --clear: clear even though workers of the group are running")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    parser.add_argument("--progress", action="store_true", default=None,
+                        help="show progress on stderr (default: when stderr is a terminal)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from kpi_core.config import load_config
+
+    if args.force and not args.clear:
+        print("ccmon rebuild: --force only makes sense with --clear", file=sys.stderr)
+        return 2
+    settings = configured(args)
+    config = load_config(settings.config_path)
+    report = rebuild(settings, config, clear=args.clear, force=args.force, progress=wanted(args.progress))
+    print_report(report, args.json, print)
+    return 0
 
 
 class RebuildError(CcmonError):
-    """The rebuild cannot start or go on (Kafka or Redis unreachable, topic missing...)."""
-
-
-@dataclass
-class PartitionPlan:
-    partition: int
-    start: int  # first offset read
-    end: int  # end offset when the rebuild started (exclusive)
-    earliest: int  # first offset the topic still holds
-
-    @property
-    def messages(self) -> int:
-        return max(0, self.end - self.start)
+    """The rebuild cannot start or go on (Redis unreachable, --clear refused, Kafka failing midway...)."""
 
 
 @dataclass
@@ -148,34 +179,6 @@ def horizon_start(config: Config, now: float) -> float:
     return start
 
 
-class Progress:
-    """One line on stderr, rewritten at most twice a second."""
-
-    def __init__(self, total: int, stream: TextIO, enabled: bool) -> None:
-        self.total = max(total, 1)
-        self.stream = stream
-        self.enabled = enabled
-        self.started = time.monotonic()
-        self.last = 0.0
-
-    def update(self, messages: int, events: int, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if not force and now - self.last < 0.5:
-            return
-        self.last = now
-        rate = events / max(now - self.started, 1e-9)
-        self.stream.write(f"\rrebuilding: {100 * messages / self.total:5.1f}%  {messages:,} messages  "
-                          f"{events:,} events  {rate:,.0f} events/s ")  # fmt: skip
-        self.stream.flush()
-
-    def done(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 def rebuild(
     settings: Settings,
     config: Config,
@@ -185,7 +188,17 @@ def rebuild(
     progress: bool = False,
     err: TextIO = sys.stderr,
 ) -> RebuildReport:
-    """Run the rebuild; raises :class:`RebuildError` when it cannot start or go on."""
+    """Run the rebuild; raises :class:`RebuildError` (or :class:`~streams.kafka.read.KafkaReadError`)
+    when it cannot start or go on."""
+    import redis
+    from kafka.errors import KafkaError
+
+    from streams.kafka import read
+    from streams.kafka.admin import group_members
+    from streams.redis.policy import check_at_start
+    from streams.redis.state import RedisState
+    from streams.worker import BatchProcessor
+
     started = time.monotonic()
     clock = settings.make_clock()
     from streams.security import customer_key, redis_connection_kwargs, redis_error_hint
@@ -201,19 +214,21 @@ def rebuild(
     # Before anything is read or written: on an evicting Redis the rebuild itself would count twice.
     check_at_start(state.client, settings.redis_cluster, settings.evicting_redis_allowed)
 
-    consumer = _consumer(settings)
+    consumer = read.consumer(settings, "ccmon-rebuild")
     try:
         now = clock()
         horizon = horizon_start(config, now)
         read_from = horizon - config.max_future_seconds
-        plans = _plan(consumer, settings.events_topic, read_from)
+        plans = read.plan(consumer, settings.events_topic, read_from)
+        if not plans:
+            raise RebuildError(f"topic {settings.events_topic!r} does not exist (or has no partitions) on this cluster")
         report = RebuildReport(settings.events_topic, settings.redis_prefix, now, horizon, read_from, plans)
-        report.workers_running = _group_members(settings)
+        report.workers_running = group_members(settings, "ccmon-rebuild-admin", log)
         if report.workers_running is None:
             report.warnings.append(f"could not tell whether workers of consumer group {settings.group_id!r} are running")
         for plan in plans:
             if plan.messages and plan.start == plan.earliest and plan.earliest > 0:
-                first_ts = _timestamp_at(consumer, settings.events_topic, plan.partition, plan.start)
+                first_ts = read.timestamp_at(consumer, settings.events_topic, plan.partition, plan.start)
                 if first_ts is not None and first_ts > read_from:
                     report.warnings.append(
                         f"partition {plan.partition}: the topic no longer holds messages before offset "
@@ -236,21 +251,26 @@ def rebuild(
             log.info("cleared %d keys of prefix %s", report.cleared_keys, settings.redis_prefix)
 
         processor = BatchProcessor(config, state, clock)
-        meter = Progress(sum(p.messages for p in plans), err, progress)
+        total = sum(p.messages for p in plans)
+        meter = Progress(progress, err)
+
+        def line() -> str:
+            return (f"rebuilding: {percent(report.messages, total)}  {report.messages:,} messages  "
+                    f"{report.events:,} events  {meter.rate(report.events):,.0f} events/s ")  # fmt: skip
+
         try:
-            for batch in _read(consumer, settings.events_topic, plans, settings.batch_size):
+            for batch in read.read(consumer, settings.events_topic, plans, settings.batch_size):
                 result = processor.process(batch)
                 report.messages += len(batch)
                 report.events += result.accepted
                 report.duplicates += result.duplicates
                 report.rejected.update(dead.reason for dead in result.dead)
-                meter.update(report.messages, report.events)
+                meter.update(line)
         except KafkaError as exc:
             meter.done()
             raise RebuildError(f"Kafka failed after {report.messages} messages ({exc}); the rebuild is idempotent: "
                                "run it again") from None  # fmt: skip
-        meter.update(report.messages, report.events, force=True)
-        meter.done()
+        meter.done(line)
         try:
             processor.maintain()  # what a worker's upkeep timer would do next
         except redis.RedisError as exc:
@@ -276,126 +296,6 @@ def clear_prefix(client: Any, prefix: str) -> int:
     if batch:
         deleted += int(client.unlink(*batch))
     return deleted
-
-
-# -- Kafka -------------------------------------------------------------------------------------
-def _consumer(settings: Settings) -> Any:
-    import kafka
-
-    from streams import security
-
-    try:
-        with security.kafka_failures() as failures:  # also keeps kafka-python's own retries out of the log
-            consumer = kafka.KafkaConsumer(
-                bootstrap_servers=settings.kafka_servers, group_id=None, enable_auto_commit=False,
-                client_id="ccmon-rebuild", request_timeout_ms=30000, max_poll_records=settings.batch_size,
-                **security.kafka_client_kwargs(settings),
-            )  # fmt: skip
-    except (KafkaError, OSError) as exc:
-        refused = security.kafka_config_error(settings, failures)
-        if refused is not None:  # a wrong password or certificate
-            raise refused from None
-        raise RebuildError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc or type(exc).__name__}"
-                           f"{security.last_failure(settings, failures)}") from None  # fmt: skip
-    logging.getLogger("kafka").setLevel(logging.CRITICAL)  # its own retries while reading are noisy
-    return consumer
-
-
-def _plan(consumer: Any, topic: str, read_from: float) -> list[PartitionPlan]:
-    import kafka
-
-    partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
-        raise RebuildError(f"topic {topic!r} does not exist (or has no partitions) on this cluster")
-    tps = [kafka.TopicPartition(topic, p) for p in sorted(partitions)]
-    ends = consumer.end_offsets(tps)
-    earliest = consumer.beginning_offsets(tps)
-    found = consumer.offsets_for_times({tp: int(read_from * 1000) for tp in tps})
-    plans = []
-    for tp in tps:
-        at = found.get(tp)
-        # None: no message at or after that time, so nothing of the horizon to read.
-        start = ends[tp] if at is None else at.offset
-        plans.append(PartitionPlan(tp.partition, start, max(start, ends[tp]), earliest[tp]))
-    return plans
-
-
-def _timestamp_at(consumer: Any, topic: str, partition: int, offset: int) -> float | None:
-    import kafka
-
-    tp = kafka.TopicPartition(topic, partition)
-    consumer.assign([tp])
-    consumer.seek(tp, offset)
-    try:
-        records = consumer.poll(timeout_ms=10000, max_records=1).get(tp, [])
-    finally:
-        consumer.assign([])
-    return records[0].timestamp / 1000.0 if records else None
-
-
-def _group_members(settings: Settings) -> int | None:
-    """How many members the workers' consumer group has now (``None`` when it cannot be told)."""
-    import kafka
-
-    from streams.security import kafka_client_kwargs
-
-    try:
-        admin = kafka.KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="ccmon-rebuild-admin",
-                                       request_timeout_ms=10000, **kafka_client_kwargs(settings))  # fmt: skip
-    except Exception as exc:
-        log.warning("cannot describe consumer group %s: %s", settings.group_id, exc)
-        return None
-    try:
-        info = admin.describe_groups([settings.group_id]).get(settings.group_id, {})
-        return len(info.get("members") or [])
-    except Exception as exc:
-        log.warning("cannot describe consumer group %s: %s", settings.group_id, exc)
-        return None
-    finally:
-        admin.close()
-
-
-def _read(consumer: Any, topic: str, plans: list[PartitionPlan], batch_size: int) -> Iterator[list[Message]]:
-    """Batches of at most ``batch_size`` messages, from each plan's start to its end."""
-    import kafka
-
-    todo = {kafka.TopicPartition(topic, p.partition): p for p in plans if p.messages}
-    if not todo:
-        return
-    consumer.assign(list(todo))
-    for tp, plan in todo.items():
-        consumer.seek(tp, plan.start)
-    batch: list[Message] = []
-    last_progress = time.monotonic()
-    while todo:
-        polled = consumer.poll(timeout_ms=1000, max_records=batch_size)
-        for tp, records in polled.items():
-            wanted = todo.get(tp)
-            if wanted is None:
-                continue
-            for record in records:
-                if record.offset >= wanted.end:
-                    break
-                batch.append(_message(record))
-            last_progress = time.monotonic()
-        for tp in list(todo):
-            if consumer.position(tp) >= todo[tp].end:
-                consumer.pause(tp)
-                del todo[tp]
-        while len(batch) >= batch_size:
-            yield batch[:batch_size]
-            batch = batch[batch_size:]
-        if todo and time.monotonic() - last_progress > STALL_SECONDS:
-            stuck = ", ".join(f"{tp.partition} at {consumer.position(tp)} of {todo[tp].end}" for tp in todo)
-            raise RebuildError(f"no message read for {STALL_SECONDS:.0f} s (partitions {stuck}); is the broker up?")
-    if batch:
-        yield batch
-
-
-def _message(record: Any) -> Message:
-    timestamp = record.timestamp / 1000.0 if record.timestamp is not None and record.timestamp >= 0 else None
-    return Message(topic=record.topic, partition=record.partition, offset=record.offset, key=record.key,
-                   value=record.value if record.value is not None else b"", timestamp=timestamp)  # fmt: skip
 
 
 def print_report(report: RebuildReport, as_json: bool, out: Callable[[str], Any]) -> None:
