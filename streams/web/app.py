@@ -4,6 +4,7 @@
 path                         what
 ===========================  ====================================================
 ``/`` (``/wallboard``)       the live wallboard (static HTML, vanilla JS, no CDN)
+``/board.js``                the script both boards load (``streams/static/board.js``)
 ``/metrics``                 Prometheus text (:func:`kpi_core.exposition.render`)
 ``/api/kpis``                KPIs as JSON (:func:`streams.web.api.kpis_document`)
 ``/api/week-over-week``      per queue, the last hour against the same hour last week and
@@ -108,6 +109,11 @@ def wallboard_html() -> bytes:
     return resources.files("streams").joinpath("static/wallboard.html").read_bytes()
 
 
+def board_js() -> bytes:
+    """The script both boards share (``el``, ``fetchJson``), package data (``streams/static/board.js``)."""
+    return resources.files("streams").joinpath("static/board.js").read_bytes()
+
+
 def agents_html() -> bytes:
     """The agents board, shipped as package data (``streams/static/agents.html``)."""
     return resources.files("streams").joinpath("static/agents.html").read_bytes()
@@ -174,6 +180,7 @@ def make_wsgi_app(
     :class:`~streams.web.push.Publisher` is the app's ``publisher`` attribute."""
     page: list[bytes] = []
     agents_page: list[bytes] = []
+    script: list[bytes] = []
     weekly = week_over_week or WeekOverWeek(None)
 
     def info() -> Mapping[str, Any]:
@@ -197,6 +204,10 @@ def make_wsgi_app(
             if not page:
                 page.append(wallboard_html())
             return "200 OK", "text/html; charset=utf-8", page[0]
+        if path == "/board.js":
+            if not script:
+                script.append(board_js())
+            return "200 OK", "text/javascript; charset=utf-8", script[0]
         if path == "/metrics":
             return "200 OK", METRICS_CONTENT_TYPE, render(get_families()).encode("utf-8")
         if path == "/api/kpis":

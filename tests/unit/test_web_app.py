@@ -111,6 +111,17 @@ def test_the_exporter_serves_metrics_and_samples_through_the_web_router() -> Non
 
 
 # -- coalesced rendering ------------------------------------------------------------------------------
+def test_both_boards_load_the_one_shared_script() -> None:
+    app = make_wsgi_app(lambda: [], lambda: [])
+    status, headers, script = call(app, "/board.js")
+    assert status == "200 OK" and dict(headers)["Content-Type"].startswith("text/javascript")
+    assert b"function el(" in script and b"async function fetchJson(" in script
+    for path in ("/", "/agents"):
+        _status, _headers, page = call(app, path)
+        assert b'<script src="board.js"></script>' in page, path
+        assert b"function el(" not in page and b"fetch(" not in page, path  # the page uses board.js's
+
+
 def test_single_flight_shares_one_call_among_concurrent_callers() -> None:
     calls: list[int] = []
     entered, release = threading.Event(), threading.Event()
