@@ -14,7 +14,7 @@ help:
 	@echo "make test-unit   the fast unit tests: tests/unit without the realdata and slow ones, no services"
 	@echo "make run         start Kafka + Redis, a worker and an exporter on :9108"
 	@echo "make services-up / services-down"
-	@echo "make lint        ruff + mypy"
+	@echo "make lint        ruff check, ruff format --check, mypy"
 	@echo "make bench       benchmarks -> docs/BENCHMARKS.md (earlier runs: BENCHMARKS_HISTORY.md; not part of the tests)"
 	@echo "make docs        docs/METRICS.md's KPI tables from the KPI catalog (kpi_core/catalog.py)"
 
@@ -45,6 +45,7 @@ run:
 lint:
 	PYTHON=$(PYTHON) bash deploy/local/install.sh dev
 	$(PY) -m ruff check kpi_core streams tests bench
+	$(PY) -m ruff format --check kpi_core streams tests bench
 	$(PY) -m mypy
 
 # make bench BENCH_ARGS=--quick: small sizes, a few minutes (bench/run_all.py --help)

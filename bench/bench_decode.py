@@ -61,8 +61,14 @@ def make_messages(n: int, queues: int) -> list[bytes]:
 
 def measure(code_base: Path, messages_file: str, runs: int) -> tuple[int, float]:
     env = {**os.environ, "PYTHONPATH": str(code_base)}
-    done = subprocess.run([sys.executable, "-c", MEASURE, messages_file, str(runs)], env=env, cwd=code_base,
-                          capture_output=True, text=True, check=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, messages_file, str(runs)],
+        env=env,
+        cwd=code_base,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     accepted, elapsed = done.stdout.split()
     return int(accepted), float(elapsed)
 
@@ -87,8 +93,11 @@ def main(argv: list[str] | None = None) -> int:
                 accepted, elapsed = measure(code_base, handle.name, args.runs)
                 best = results.get(str(code_base))
                 if best is None or elapsed < best["seconds"]:
-                    results[str(code_base)] = {"events": accepted, "seconds": round(elapsed, 4),
-                                               "events_per_second": round(accepted / elapsed)}  # fmt: skip
+                    results[str(code_base)] = {
+                        "events": accepted,
+                        "seconds": round(elapsed, 4),
+                        "events_per_second": round(accepted / elapsed),
+                    }
     print(json.dumps({"messages": len(messages), "bytes": sum(map(len, messages)), "results": results}, indent=2))
     return 0
 

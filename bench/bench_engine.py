@@ -52,10 +52,18 @@ def events_file(n: int, seed: int) -> Path:
     if not path.exists():
         print(f"generating {n:,} events -> {path}", file=sys.stderr)
         subprocess.run(
-            [sys.executable, str(REPO / "bench" / "gen_events.py"), "--events", str(n), "--seed", str(seed),
-             "--out", str(path)],
+            [
+                sys.executable,
+                str(REPO / "bench" / "gen_events.py"),
+                "--events",
+                str(n),
+                "--seed",
+                str(seed),
+                "--out",
+                str(path),
+            ],
             check=True,
-        )  # fmt: skip
+        )
     return path
 
 
@@ -88,12 +96,21 @@ def main(argv: list[str] | None = None) -> int:
         engine_rates.append(int(n) / float(seconds))
         rss_mb.append(int(maxrss_kb) / 1024)
         accepted = int(accepted_s)
-        print(f"run {i + 1}: json.loads {base_rates[-1]:,.0f}/s, engine {engine_rates[-1]:,.0f}/s, "
-              f"peak {rss_mb[-1]:,.0f} MiB", file=sys.stderr)  # fmt: skip
+        print(
+            f"run {i + 1}: json.loads {base_rates[-1]:,.0f}/s, engine {engine_rates[-1]:,.0f}/s, "
+            f"peak {rss_mb[-1]:,.0f} MiB",
+            file=sys.stderr,
+        )
     document = {
-        "events": n_events, "accepted": accepted, "runs": runs, "pinned": shutil.which("taskset") is not None,
-        "baseline": base_rates, "engine": engine_rates, "peak_mib": rss_mb, "quick": args.quick,
-    }  # fmt: skip
+        "events": n_events,
+        "accepted": accepted,
+        "runs": runs,
+        "pinned": shutil.which("taskset") is not None,
+        "baseline": base_rates,
+        "engine": engine_rates,
+        "peak_mib": rss_mb,
+        "quick": args.quick,
+    }
     text = json.dumps(document, indent=2)
     if args.json:
         Path(args.json).write_text(text + "\n")

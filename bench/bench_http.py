@@ -54,14 +54,22 @@ def build_state(redis_url: str, queues: int, at: float = AT) -> str:
 
 
 @contextmanager
-def exporter(redis_url: str, prefix: str, log: Path, root: Path = common.REPO, at: float = AT) -> Iterator[subprocess.Popen[bytes]]:
+def exporter(
+    redis_url: str, prefix: str, log: Path, root: Path = common.REPO, at: float = AT
+) -> Iterator[subprocess.Popen[bytes]]:
     """``ccmon exporter`` from checkout ``root`` on a free port (``process.port``), stopped after."""
     port = common.free_port()
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(root)}
     with log.open("ab") as out:
-        process = subprocess.Popen([sys.executable, "-m", "streams.cli", *common.exporter_args(redis_url, prefix, port, f"fixed:{at}")],
-                                   stdout=out, stderr=subprocess.STDOUT, cwd=root, env=env, start_new_session=True)  # fmt: skip
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", *common.exporter_args(redis_url, prefix, port, f"fixed:{at}")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+            env=env,
+            start_new_session=True,
+        )
     process.port = port  # type: ignore[attr-defined]
     try:
         common.wait_http(port)
@@ -94,8 +102,14 @@ def _get(port: int, path: str, timeout: float) -> tuple[int, float]:
         conn.close()
 
 
-def idle_run(port: int, pid: int | None = None, connections: int = 500, probes: int = 20,
-             paths: tuple[str, ...] = ("/livez", "/healthz"), timeout: float = 10.0) -> dict[str, Any]:  # fmt: skip
+def idle_run(
+    port: int,
+    pid: int | None = None,
+    connections: int = 500,
+    probes: int = 20,
+    paths: tuple[str, ...] = ("/livez", "/healthz"),
+    timeout: float = 10.0,
+) -> dict[str, Any]:
     """Hold ``connections`` idle connections and probe ``paths``: latencies and failures."""
     out: dict[str, Any] = {"connections": connections}
     before = threads_of(pid) if pid is not None else None
@@ -117,8 +131,13 @@ def idle_run(port: int, pid: int | None = None, connections: int = 500, probes: 
                     times.append(seconds)
                 except OSError:
                     failures += 1
-            out[path] = {"probes": probes, "failures": failures, "statuses": sorted(statuses),
-                         "p50": percentile(times, 0.5), "max": max(times) if times else float("nan")}  # fmt: skip
+            out[path] = {
+                "probes": probes,
+                "failures": failures,
+                "statuses": sorted(statuses),
+                "p50": percentile(times, 0.5),
+                "max": max(times) if times else float("nan"),
+            }
         out["still_open"] = sum(1 for sock in held if _open(sock))
     finally:
         for sock in held:
@@ -139,8 +158,14 @@ def _open(sock: socket.socket) -> bool:
         sock.setblocking(True)
 
 
-def scrape_run(port: int, clients: int = 50, seconds: float = 10.0, path: str = "/metrics", gzip: bool = True,
-               timeout: float = 30.0) -> dict[str, Any]:  # fmt: skip
+def scrape_run(
+    port: int,
+    clients: int = 50,
+    seconds: float = 10.0,
+    path: str = "/metrics",
+    gzip: bool = True,
+    timeout: float = 30.0,
+) -> dict[str, Any]:
     """``clients`` threads requesting ``path`` back to back for ``seconds``."""
     latencies: list[float] = []
     failures: list[str] = []
@@ -189,11 +214,19 @@ def scrape_run(port: int, clients: int = 50, seconds: float = 10.0, path: str = 
         thread.join(seconds + timeout + 10)
     wall = time.perf_counter() - started
     return {
-        "clients": clients, "seconds": seconds, "gzip": gzip, "requests": len(latencies) + len(failures),
-        "ok": len(latencies), "failures": len(failures), "failure_kinds": sorted(set(failures))[:5],
-        "per_second": len(latencies) / wall, "p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99),
-        "max": max(latencies) if latencies else float("nan"), "bytes": statistics.median(sizes) if sizes else 0,
-    }  # fmt: skip
+        "clients": clients,
+        "seconds": seconds,
+        "gzip": gzip,
+        "requests": len(latencies) + len(failures),
+        "ok": len(latencies),
+        "failures": len(failures),
+        "failure_kinds": sorted(set(failures))[:5],
+        "per_second": len(latencies) / wall,
+        "p50": percentile(latencies, 0.5),
+        "p99": percentile(latencies, 0.99),
+        "max": max(latencies) if latencies else float("nan"),
+        "bytes": statistics.median(sizes) if sizes else 0,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--no-gzip", action="store_true", help="scrapers do not send Accept-Encoding: gzip")
-    parser.add_argument("--root", type=Path, default=common.REPO, help="the checkout whose exporter runs (default: this one)")
+    parser.add_argument(
+        "--root", type=Path, default=common.REPO, help="the checkout whose exporter runs (default: this one)"
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     _kafka, redis_url = common.services_env()

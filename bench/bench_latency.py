@@ -79,8 +79,17 @@ def cpu_seconds(pid: int) -> float:
 class Producer(threading.Thread):
     """Paced production; records each marker's production instant."""
 
-    def __init__(self, kafka: str, topic: str, events: list[dict[str, Any]], rate: float, tick: float,
-                 markers_per_second: float, seconds: float, run: str) -> None:  # fmt: skip
+    def __init__(
+        self,
+        kafka: str,
+        topic: str,
+        events: list[dict[str, Any]],
+        rate: float,
+        tick: float,
+        markers_per_second: float,
+        seconds: float,
+        run: str,
+    ) -> None:
         super().__init__(daemon=True)
         self.kafka, self.topic, self.events = kafka, topic, events
         self.rate, self.tick, self.every, self.seconds, self.run_id = rate, tick, 1.0 / markers_per_second, seconds, run
@@ -110,7 +119,7 @@ class Producer(threading.Thread):
             if now - start >= self.seconds:
                 break
             due = min(int(self.rate * (now - start)) - self.sent, len(self.events) - i)
-            batch = self.events[i:i + due]
+            batch = self.events[i : i + due]
             i += due
             stamp = format_ts(now)
             for event in batch:
@@ -119,8 +128,14 @@ class Producer(threading.Thread):
             if now >= next_marker:
                 next_marker += self.every
                 n = len(self.markers) + 1
-                marker = {"event_id": f"probe-{self.run_id}-{n}", "type": "call.offered", "ts": stamp,
-                          "tenant": "default", "queue": PROBE_QUEUE, "call_id": f"probe-{self.run_id}-{n}"}  # fmt: skip
+                marker = {
+                    "event_id": f"probe-{self.run_id}-{n}",
+                    "type": "call.offered",
+                    "ts": stamp,
+                    "tenant": "default",
+                    "queue": PROBE_QUEUE,
+                    "call_id": f"probe-{self.run_id}-{n}",
+                }
             per_part: dict[int, list[dict[str, Any]]] = {}
             for event in batch:
                 per_part.setdefault(common.partition_of(common.entity_key(event), 4), []).append(event)
@@ -129,7 +144,7 @@ class Producer(threading.Thread):
                 self.markers.append(now)
             for part, items in per_part.items():
                 for j in range(0, len(items), 100):
-                    chunk = items[j:j + 100]
+                    chunk = items[j : j + 100]
                     value = json.dumps(chunk, separators=(",", ":")).encode()
                     prod.send(self.topic, key=common.entity_key(chunk[0]).encode(), value=value, partition=part)
             self.sent += len(batch)
@@ -198,7 +213,9 @@ class RedisPoller(threading.Thread):
                 self.halt.wait(pause)
 
 
-def visible(markers: list[float], samples: list[tuple[float, float, float]], since: float) -> tuple[list[float], list[float], list[float], int]:
+def visible(
+    markers: list[float], samples: list[tuple[float, float, float]], since: float
+) -> tuple[list[float], list[float], list[float], int]:
     """Per marker produced at or after ``since``: (upper bound of the delay, lower bound,
     resolution) from polls ``(start, end, counter)``; and how many were never seen."""
     delays, lows, widths = [], [], []
@@ -284,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tick", type=float, default=0.05, help="producer pacing period, s (default 0.05)")
     parser.add_argument("--markers", type=float, default=5.0, help="markers per second (default 5)")
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between /metrics scrapes (default 0.5)")
-    parser.add_argument("--redis-poll", type=float, default=0.01, help="seconds between probe reads in Redis (default 0.01)")
+    parser.add_argument(
+        "--redis-poll", type=float, default=0.01, help="seconds between probe reads in Redis (default 0.01)"
+    )
     parser.add_argument("--queues", type=int, default=20, help="simulated queues (default 20)")
     parser.add_argument("--json", default=None, help="write the results here (default: stdout)")
     args = parser.parse_args(argv)
@@ -294,7 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     events = sim_days(int(args.rate * total) + 1000, args.queues)
     with live_pipeline("bench-latency") as live:
         worker, exporter = live.worker, live.exporter
-        producer = Producer(live.kafka, live.topic, events, args.rate, args.tick, args.markers, total, live.prefix[-10:])
+        producer = Producer(
+            live.kafka, live.topic, events, args.rate, args.tick, args.markers, total, live.prefix[-10:]
+        )
         poller = Poller(live.port, args.poll)
         redis_poller = RedisPoller(live.redis_url, live.prefix, args.redis_poll)
         cpu0 = {name: cpu_seconds(p.pid) for name, p in (("worker", worker), ("exporter", exporter))}
@@ -314,7 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         poller.join()
         redis_poller.join()
         wall = time.time() - wall0
-        cpu = {name: (cpu_seconds(p.pid) - cpu0[name]) / wall for name, p in (("worker", worker), ("exporter", exporter))}
+        cpu = {
+            name: (cpu_seconds(p.pid) - cpu0[name]) / wall for name, p in (("worker", worker), ("exporter", exporter))
+        }
 
     samples = poller.samples
     measured_from = producer.started + warmup
@@ -350,21 +373,34 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
     }
     if delays:
-        result.update({
-            "p50_ms": 1000 * quantile(delays, 0.5), "p99_ms": 1000 * quantile(delays, 0.99),
-            "max_ms": 1000 * max(delays), "redis_p50_ms": 1000 * quantile(r_delays, 0.5),
-            "redis_p99_ms": 1000 * quantile(r_delays, 0.99), "redis_max_ms": 1000 * max(r_delays),
-            "redis_p99_low_ms": 1000 * quantile(r_lows, 0.99),
-        })  # fmt: skip
+        result.update(
+            {
+                "p50_ms": 1000 * quantile(delays, 0.5),
+                "p99_ms": 1000 * quantile(delays, 0.99),
+                "max_ms": 1000 * max(delays),
+                "redis_p50_ms": 1000 * quantile(r_delays, 0.5),
+                "redis_p99_ms": 1000 * quantile(r_delays, 0.99),
+                "redis_max_ms": 1000 * max(r_delays),
+                "redis_p99_low_ms": 1000 * quantile(r_lows, 0.99),
+            }
+        )
     if m_delays:
-        result.update({
-            "metrics_p50_ms": 1000 * quantile(m_delays, 0.5), "metrics_p99_ms": 1000 * quantile(m_delays, 0.99),
-            "metrics_max_ms": 1000 * max(m_delays), "metrics_p99_low_ms": 1000 * quantile(m_lows, 0.99),
-            "metrics_resolution_ms_median": 1000 * quantile(m_widths, 0.5),
-        })  # fmt: skip
-    print(f"{result['markers']} markers at {result['rate_achieved']:,.0f} events/s: p50 {result.get('p50_ms', math.nan):,.0f} ms, "
-          f"p99 {result.get('p99_ms', math.nan):,.0f} ms, max {result.get('max_ms', math.nan):,.0f} ms "
-          f"(resolution {result['resolution_ms_median']:,.0f} ms, kept up: {result['kept_up']})", file=sys.stderr)  # fmt: skip
+        result.update(
+            {
+                "metrics_p50_ms": 1000 * quantile(m_delays, 0.5),
+                "metrics_p99_ms": 1000 * quantile(m_delays, 0.99),
+                "metrics_max_ms": 1000 * max(m_delays),
+                "metrics_p99_low_ms": 1000 * quantile(m_lows, 0.99),
+                "metrics_resolution_ms_median": 1000 * quantile(m_widths, 0.5),
+            }
+        )
+    print(
+        f"{result['markers']} markers at {result['rate_achieved']:,.0f} events/s: p50 "
+        f"{result.get('p50_ms', math.nan):,.0f} ms, "
+        f"p99 {result.get('p99_ms', math.nan):,.0f} ms, max {result.get('max_ms', math.nan):,.0f} ms "
+        f"(resolution {result['resolution_ms_median']:,.0f} ms, kept up: {result['kept_up']})",
+        file=sys.stderr,
+    )
     common.write_json(args.json, result)
     return 0
 

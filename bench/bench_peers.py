@@ -139,16 +139,29 @@ def with_ticks(events: list[dict[str, Any]], queues: list[str], at: float) -> li
     """``events`` then one tick per queue at ``at - 1 ms`` (see bench/peer_quix.py)."""
     from streams.sim import format_ts
 
-    ticks = [{"event_id": f"bench-tick-{q}", "type": "survey.response", "ts": format_ts(at - 0.001),
-              "tenant": "default", "queue": q, "survey": "csat", "score": 5, "contact_id": f"bench-tick-{q}",
-              "bench_tick": True} for q in queues]  # fmt: skip
+    ticks = [
+        {
+            "event_id": f"bench-tick-{q}",
+            "type": "survey.response",
+            "ts": format_ts(at - 0.001),
+            "tenant": "default",
+            "queue": q,
+            "survey": "csat",
+            "score": 5,
+            "contact_id": f"bench-tick-{q}",
+            "bench_tick": True,
+        }
+        for q in queues
+    ]
     return events + ticks
 
 
 def ccmon_run(kafka: str, redis_url: str, topic: str, n: int, at: float, log_dir: Path) -> dict[str, Any]:
     prefix = common.unique("bench-peers")
     clock = f"fixed:{at}"
-    worker = common.ccmon(common.worker_args(kafka, redis_url, topic, prefix, prefix, clock), log_dir / f"{prefix}-worker.log")
+    worker = common.ccmon(
+        common.worker_args(kafka, redis_url, topic, prefix, prefix, clock), log_dir / f"{prefix}-worker.log"
+    )
     port = common.free_port()
     exporter = common.ccmon(common.exporter_args(redis_url, prefix, port, clock), log_dir / f"{prefix}-exporter.log")
     sampler = CpuSampler({"process": worker.pid, **service_pids()})
@@ -170,8 +183,14 @@ def ccmon_run(kafka: str, redis_url: str, topic: str, n: int, at: float, log_dir
             label = common.labels_of(labels)
             if label.get("window") == "15m" and label.get("queue") != "_all":
                 kpis.setdefault(label["queue"], {"sl": None, "avg_wait": None})[name] = value
-    return {"rate": rates["first_to_last"], "steady": rates["steady"], "kpis": kpis, "seconds": rates["seconds"] - rates["to_first"],
-            "cpu_first_to_last": cpu, "cpu_total": cpu_total}  # fmt: skip
+    return {
+        "rate": rates["first_to_last"],
+        "steady": rates["steady"],
+        "kpis": kpis,
+        "seconds": rates["seconds"] - rates["to_first"],
+        "cpu_first_to_last": cpu,
+        "cpu_total": cpu_total,
+    }
 
 
 def peer_run(script: str, args: list[str], timeout: float, log: Path) -> dict[str, Any]:
@@ -180,8 +199,13 @@ def peer_run(script: str, args: list[str], timeout: float, log: Path) -> dict[st
     out = common.OUT / f"{common.unique(Path(script).stem)}.json"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as handle:
-        process = subprocess.Popen([sys.executable, str(common.BENCH / script), *args, "--out", str(out)],
-                                   stdout=handle, stderr=subprocess.STDOUT, cwd=common.REPO, start_new_session=True)  # fmt: skip
+        process = subprocess.Popen(
+            [sys.executable, str(common.BENCH / script), *args, "--out", str(out)],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=common.REPO,
+            start_new_session=True,
+        )
     sampler = CpuSampler({"process": process.pid, **service_pids()})
     try:
         deadline = time.monotonic() + timeout
@@ -202,7 +226,9 @@ def peer_run(script: str, args: list[str], timeout: float, log: Path) -> dict[st
         out.unlink(missing_ok=True)
 
 
-def agreement(reference: dict[str, dict[str, float | None]], other: dict[str, dict[str, float | None]]) -> dict[str, Any]:
+def agreement(
+    reference: dict[str, dict[str, float | None]], other: dict[str, dict[str, float | None]]
+) -> dict[str, Any]:
     """Queues compared, mismatches (a value on one side only, SL not equal, average wait
     beyond 1e-9 relative), largest differences."""
     mismatches: list[str] = []
@@ -223,7 +249,12 @@ def agreement(reference: dict[str, dict[str, float | None]], other: dict[str, di
             worst[name] = max(worst[name], diff)
             if diff > 1e-9 * max(1.0, abs(a)):
                 mismatches.append(f"{queue} {name}: {a!r} vs {b!r}")
-    return {"compared": compared, "mismatches": mismatches, "max_diff_sl": worst["sl"], "max_diff_avg_wait": worst["avg_wait"]}
+    return {
+        "compared": compared,
+        "mismatches": mismatches,
+        "max_diff_sl": worst["sl"],
+        "max_diff_avg_wait": worst["avg_wait"],
+    }
 
 
 def quix_available() -> bool:
@@ -241,10 +272,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: a minute or two")
     parser.add_argument("--queues", type=int, default=None, help="simulated queues (default 60; quick 10)")
     parser.add_argument("--step", type=int, default=60, help="Faust hopping step, seconds (default 60)")
-    parser.add_argument("--skip", nargs="*", default=[],
-                        choices=["ccmon", "ccmon-single", "faust", "faust-single", "quix", "quix-envelope",
-                                 "bytewax", "bytewax-envelope", "bytewax-2w", "pathway", "pathway-envelope",
-                                 "pathway-2t"])  # fmt: skip
+    parser.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=[
+            "ccmon",
+            "ccmon-single",
+            "faust",
+            "faust-single",
+            "quix",
+            "quix-envelope",
+            "bytewax",
+            "bytewax-envelope",
+            "bytewax-2w",
+            "pathway",
+            "pathway-envelope",
+            "pathway-2t",
+        ],
+    )
     parser.add_argument("--json", default=None, help="write the results here (default: stdout)")
     args = parser.parse_args(argv)
     queues = args.queues or (10 if args.quick else 60)
@@ -264,22 +310,34 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{n:,} events ({outcomes:,} call outcomes), {queues} queues, at 15:00", file=sys.stderr)
     run = common.unique("bench-peers")
     envelope_topic, single_topic = f"{run}-env", f"{run}-single"
-    result: dict[str, Any] = {"events": n, "outcomes": outcomes, "queues": queues, "at": at, "step": args.step,
-                              "quick": args.quick, "systems": {}}  # fmt: skip
+    result: dict[str, Any] = {
+        "events": n,
+        "outcomes": outcomes,
+        "queues": queues,
+        "at": at,
+        "step": args.step,
+        "quick": args.quick,
+        "systems": {},
+    }
     groups: list[str] = []
     try:
         result["messages_envelope"] = common.produce_envelopes(kafka, envelope_topic, events)
         common.produce_single(kafka, single_topic, events, key_field="queue")
         timeout = 600 if args.quick else 3600
         plan: list[tuple[str, str, str]] = [
-            ("ccmon", "ccmon", envelope_topic), ("faust", "faust", envelope_topic),
-            ("faust-single", "faust", single_topic), ("quix", "quix", single_topic),
-            ("quix-envelope", "quix", envelope_topic), ("ccmon-single", "ccmon", single_topic),
-            ("bytewax", "bytewax", single_topic), ("bytewax-envelope", "bytewax", envelope_topic),
+            ("ccmon", "ccmon", envelope_topic),
+            ("faust", "faust", envelope_topic),
+            ("faust-single", "faust", single_topic),
+            ("quix", "quix", single_topic),
+            ("quix-envelope", "quix", envelope_topic),
+            ("ccmon-single", "ccmon", single_topic),
+            ("bytewax", "bytewax", single_topic),
+            ("bytewax-envelope", "bytewax", envelope_topic),
             ("bytewax-2w", "bytewax", single_topic),
-            ("pathway", "pathway", single_topic), ("pathway-envelope", "pathway", envelope_topic),
+            ("pathway", "pathway", single_topic),
+            ("pathway-envelope", "pathway", envelope_topic),
             ("pathway-2t", "pathway", single_topic),
-        ]  # fmt: skip
+        ]
         for name, system, topic in plan:
             if name in skip:
                 continue
@@ -296,23 +354,54 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     group = common.unique(f"bench-{name}")
                     groups.append(group)
-                    common_args = ["--kafka", kafka, "--topic", topic, "--group", group, "--expect", str(n), "--at", str(at)]
+                    common_args = [
+                        "--kafka",
+                        kafka,
+                        "--topic",
+                        topic,
+                        "--group",
+                        group,
+                        "--expect",
+                        str(n),
+                        "--at",
+                        str(at),
+                    ]
                     mode = "single" if topic == single_topic else "envelope"
                     if system == "faust":
-                        outcome = peer_run("peer_faust.py", [*common_args, "--step", str(args.step)], timeout,
-                                           log_dir / f"{group}.log")  # fmt: skip
+                        outcome = peer_run(
+                            "peer_faust.py", [*common_args, "--step", str(args.step)], timeout, log_dir / f"{group}.log"
+                        )
                     elif system == "bytewax":
                         workers = ["--workers", "2"] if name.endswith("-2w") else []
-                        outcome = peer_run("peer_bytewax.py", [*common_args, "--step", str(args.step), *workers],
-                                           timeout, log_dir / f"{group}.log")  # fmt: skip
+                        outcome = peer_run(
+                            "peer_bytewax.py",
+                            [*common_args, "--step", str(args.step), *workers],
+                            timeout,
+                            log_dir / f"{group}.log",
+                        )
                     elif system == "pathway":
                         threads = ["--threads", "2"] if name.endswith("-2t") else []
-                        outcome = peer_run("peer_pathway.py", [*common_args, "--mode", mode, "--step", str(args.step),
-                                                               *threads], timeout, log_dir / f"{group}.log")  # fmt: skip
+                        outcome = peer_run(
+                            "peer_pathway.py",
+                            [*common_args, "--mode", mode, "--step", str(args.step), *threads],
+                            timeout,
+                            log_dir / f"{group}.log",
+                        )
                     else:
-                        outcome = peer_run("peer_quix.py", [*common_args, "--mode", mode, "--ticks", str(len(names)),
-                                                                  "--windowed", str(outcomes + len(names))],
-                                           timeout, log_dir / f"{group}.log")  # fmt: skip
+                        outcome = peer_run(
+                            "peer_quix.py",
+                            [
+                                *common_args,
+                                "--mode",
+                                mode,
+                                "--ticks",
+                                str(len(names)),
+                                "--windowed",
+                                str(outcomes + len(names)),
+                            ],
+                            timeout,
+                            log_dir / f"{group}.log",
+                        )
             except Exception as exc:  # one system failing must not hide the others
                 result["systems"][name] = {"error": f"{type(exc).__name__}: {exc}"}
                 print(f"{name}: FAILED {exc}", file=sys.stderr)
@@ -325,8 +414,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, outcome in result["systems"].items():
             if reference is not None and "kpis" in outcome and name != "ccmon":
                 outcome["agreement"] = agreement(reference, outcome["kpis"])
-                print(f"{name} vs ccmon: {outcome['agreement']['compared']} values, "
-                      f"{len(outcome['agreement']['mismatches'])} mismatches", file=sys.stderr)  # fmt: skip
+                print(
+                    f"{name} vs ccmon: {outcome['agreement']['compared']} values, "
+                    f"{len(outcome['agreement']['mismatches'])} mismatches",
+                    file=sys.stderr,
+                )
         if reference is not None:
             result["queues_with_values"] = sum(1 for v in reference.values() if v["sl"] is not None)
     finally:

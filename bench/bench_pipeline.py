@@ -49,8 +49,9 @@ import common
 DAY = 1_795_132_800  # 2026-11-20T00:00:00Z
 
 
-def sim_events(n: int, queues: int, start: float = DAY, hours: float = 24.0, seed: int = 1,
-               tenant: str = "default") -> list[dict[str, Any]]:  # fmt: skip
+def sim_events(
+    n: int, queues: int, start: float = DAY, hours: float = 24.0, seed: int = 1, tenant: str = "default"
+) -> list[dict[str, Any]]:
     """The first ``n`` valid events of a simulated day (``streams.sim``)."""
     from streams.sim import SimParams, Simulator, default_queues
 
@@ -83,8 +84,13 @@ async def _consume(kafka: str, topic: str, messages: int, decode: bool) -> float
 
     from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka, auto_offset_reset="earliest",
-                                group_id=common.unique("ceiling"), enable_auto_commit=False)  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=kafka,
+        auto_offset_reset="earliest",
+        group_id=common.unique("ceiling"),
+        enable_auto_commit=False,
+    )
     await consumer.start()
     seen = 0
     started: float | None = None
@@ -131,8 +137,9 @@ def wait_group(kafka: str, group: str, members: int, timeout: float = 120) -> fl
         admin.close()
 
 
-def workers_run(kafka: str, redis_url: str, events: list[dict[str, Any]], at: float, workers: int,
-                log_dir: Path) -> dict[str, Any]:  # fmt: skip
+def workers_run(
+    kafka: str, redis_url: str, events: list[dict[str, Any]], at: float, workers: int, log_dir: Path
+) -> dict[str, Any]:
     """``workers`` ccmon workers in one group on a fresh 4-partition topic: they join while the
     topic is empty, then the events are produced and counted as they land in Redis."""
     topic = common.unique(f"bench-e2e{workers}")
@@ -140,8 +147,10 @@ def workers_run(kafka: str, redis_url: str, events: list[dict[str, Any]], at: fl
     clock = f"fixed:{at}"
     common.create_topic(kafka, topic, 4)
     common.create_topic(kafka, f"{topic}-dlq", 1)
-    procs = [common.ccmon(common.worker_args(kafka, redis_url, topic, prefix, prefix, clock),
-                          log_dir / f"{prefix}-w{i}.log") for i in range(workers)]  # fmt: skip
+    procs = [
+        common.ccmon(common.worker_args(kafka, redis_url, topic, prefix, prefix, clock), log_dir / f"{prefix}-w{i}.log")
+        for i in range(workers)
+    ]
     port = common.free_port()
     exporter = common.ccmon(common.exporter_args(redis_url, prefix, port, clock), log_dir / f"{prefix}-exporter.log")
     try:
@@ -166,15 +175,25 @@ def workers_run(kafka: str, redis_url: str, events: list[dict[str, Any]], at: fl
         produce_seconds = produced.get("seconds", math.nan)
         common.wait_http(port)
         text = common.scrape(port).decode()
-        shown = sum(v for name in ("ccmon_events_total", "ccmon_events_rejected_total", "ccmon_events_duplicate_total")
-                    for v in common.sample_values(text, name).values())  # fmt: skip
+        shown = sum(
+            v
+            for name in ("ccmon_events_total", "ccmon_events_rejected_total", "ccmon_events_duplicate_total")
+            for v in common.sample_values(text, name).values()
+        )
         rejected = sum(common.sample_values(text, "ccmon_events_rejected_total").values())
         if rejected:
             # Rejections take another path (DLQ sends): a rate of them is not the worker's.
-            raise RuntimeError(f"{rejected:.0f} of {len(events)} events were rejected "
-                               f"({common.sample_values(text, 'ccmon_events_rejected_total')}): not a measurement")  # fmt: skip
-        return {**rates, "joined_seconds": joined, "produce_seconds": produce_seconds, "metrics_events": shown,
-                "rejected": rejected}
+            raise RuntimeError(
+                f"{rejected:.0f} of {len(events)} events were rejected "
+                f"({common.sample_values(text, 'ccmon_events_rejected_total')}): not a measurement"
+            )
+        return {
+            **rates,
+            "joined_seconds": joined,
+            "produce_seconds": produce_seconds,
+            "metrics_events": shown,
+            "rejected": rejected,
+        }
     finally:
         common.stop([*procs, exporter])
         common.clear_prefix(redis_url, prefix)
@@ -182,8 +201,9 @@ def workers_run(kafka: str, redis_url: str, events: list[dict[str, Any]], at: fl
 
 
 # -- state written in-process through the worker's own batch code ------------------------------
-def apply_events(redis_url: str, prefix: str, events: list[dict[str, Any]], at: float | None,
-                 expiry: dict[str, float] | None = None) -> None:  # fmt: skip
+def apply_events(
+    redis_url: str, prefix: str, events: list[dict[str, Any]], at: float | None, expiry: dict[str, float] | None = None
+) -> None:
     """``events`` into Redis under ``prefix`` via ``streams.worker.BatchProcessor`` (envelopes
     of 100, takes of 20 envelopes). The clock is ``at``, or (``at`` None) the newest event
     time of each take, as a live worker's would be. ``expiry`` collects every key's expiry
@@ -213,12 +233,14 @@ def apply_events(redis_url: str, prefix: str, events: list[dict[str, Any]], at: 
     config = Config()
     state = Tracked(redis.Redis.from_url(redis_url), config, prefix=prefix, clock=lambda: now[0])
     processor = BatchProcessor(config, state, lambda: now[0])
-    messages = [Message("bench", 0, i, None, json.dumps(events[j:j + 100]).encode())
-                for i, j in enumerate(range(0, len(events), 100))]  # fmt: skip
+    messages = [
+        Message("bench", 0, i, None, json.dumps(events[j : j + 100]).encode())
+        for i, j in enumerate(range(0, len(events), 100))
+    ]
     for i in range(0, len(messages), 20):
         if at is None:
-            now[0] = max(parse_ts(e["ts"]) for e in events[i * 100:(i + 20) * 100])
-        processor.process(messages[i:i + 20])
+            now[0] = max(parse_ts(e["ts"]) for e in events[i * 100 : (i + 20) * 100])
+        processor.process(messages[i : i + 20])
 
 
 # -- 4. scrape ---------------------------------------------------------------------------------
@@ -231,8 +253,9 @@ def scrape_run(redis_url: str, queues: int, at: float, scrapes: int, log_dir: Pa
     events = list(generate(queues * 60, queues, seed=3, start=int(at) - 6 * 3600))
     apply_events(redis_url, prefix, events, at)
     port = common.free_port()
-    exporter = common.ccmon(common.exporter_args(redis_url, prefix, port, f"fixed:{at}"),
-                            log_dir / f"{prefix}-exporter.log")  # fmt: skip
+    exporter = common.ccmon(
+        common.exporter_args(redis_url, prefix, port, f"fixed:{at}"), log_dir / f"{prefix}-exporter.log"
+    )
     try:
         common.wait_http(port)
         common.scrape(port)  # warm-up: imports, connections
@@ -248,8 +271,15 @@ def scrape_run(redis_url: str, queues: int, at: float, scrapes: int, log_dir: Pa
 
 
 # -- 5. Redis memory per queue -------------------------------------------------------------------
-KINDS = ((":b:", "buckets"), (":bi:", "bucket_index"), (":tot:", "totals"), (":live:", "live"), (":rec:", "records"),
-         (":seen", "seen_ids"), (":series:", "series"))  # fmt: skip
+KINDS = (
+    (":b:", "buckets"),
+    (":bi:", "bucket_index"),
+    (":tot:", "totals"),
+    (":live:", "live"),
+    (":rec:", "records"),
+    (":seen", "seen_ids"),
+    (":series:", "series"),
+)
 PER_QUEUE = ("buckets", "bucket_index", "totals", "live")
 
 
@@ -263,7 +293,7 @@ def prefix_memory(redis_url: str, prefix: str) -> dict[str, float]:
     sizes: list[int] = []
     for i in range(0, len(keys), 1000):
         with client.pipeline(transaction=False) as pipe:
-            for key in keys[i:i + 1000]:
+            for key in keys[i : i + 1000]:
                 pipe.execute_command("MEMORY", "USAGE", key, "SAMPLES", "0")
             sizes += [int(s or 0) for s in pipe.execute()]
     kinds: dict[str, float] = {}
@@ -301,14 +331,21 @@ def memory_run(redis_url: str, queues: int, days: int = 3) -> dict[str, Any]:
             at = DAY + (day + 1) * 86400.0  # midnight at the end of the simulated day
             gone = [key for key, when in expiry.items() if when <= at]
             for i in range(0, len(gone), 2000):
-                client.unlink(*gone[i:i + 2000])
+                client.unlink(*gone[i : i + 2000])
             for key in gone:
                 del expiry[key]
             kinds = prefix_memory(redis_url, prefix)
             per_queue = sum(kinds.get(k, 0) for k in PER_QUEUE)
-            out["days"].append({"events": len(events), "events_so_far": events_so_far, "expired_keys": len(gone),
-                                "kinds": kinds, "per_queue_bytes": per_queue / queues,
-                                "all_keys_bytes": sum(v for k, v in kinds.items() if not k.endswith("_keys"))})  # fmt: skip
+            out["days"].append(
+                {
+                    "events": len(events),
+                    "events_so_far": events_so_far,
+                    "expired_keys": len(gone),
+                    "kinds": kinds,
+                    "per_queue_bytes": per_queue / queues,
+                    "all_keys_bytes": sum(v for k, v in kinds.items() if not k.endswith("_keys")),
+                }
+            )
     finally:
         common.clear_prefix(redis_url, prefix)
     return out
@@ -346,7 +383,9 @@ def main(argv: list[str] | None = None) -> int:
             result["ceiling"] = ceiling(kafka, topic, messages, len(events))
         finally:
             common.delete_topics(kafka, [topic])
-        print(f"ceiling raw {result['ceiling']['raw']:,.0f}/s, json {result['ceiling']['json']:,.0f}/s", file=sys.stderr)
+        print(
+            f"ceiling raw {result['ceiling']['raw']:,.0f}/s, json {result['ceiling']['json']:,.0f}/s", file=sys.stderr
+        )
     if "one" not in args.skip:
         result["one_worker"] = workers_run(kafka, redis_url, events, at, 1, log_dir)
         print(f"one worker {result['one_worker']['steady']:,.0f}/s", file=sys.stderr)
@@ -362,8 +401,11 @@ def main(argv: list[str] | None = None) -> int:
     if "memory" not in args.skip:
         result["memory"] = memory_run(redis_url, memory_queues)
         for i, day in enumerate(result["memory"]["days"]):
-            print(f"memory day {i + 1}: {day['per_queue_bytes'] / 1024:,.1f} KiB per queue, "
-                  f"{day['all_keys_bytes'] / 1024 / 1024:,.1f} MiB all keys", file=sys.stderr)  # fmt: skip
+            print(
+                f"memory day {i + 1}: {day['per_queue_bytes'] / 1024:,.1f} KiB per queue, "
+                f"{day['all_keys_bytes'] / 1024 / 1024:,.1f} MiB all keys",
+                file=sys.stderr,
+            )
     common.write_json(args.json, result)
     return 0
 

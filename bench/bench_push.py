@@ -51,8 +51,15 @@ from bench_latency import (
     visible,
 )
 
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 #: Runs in the page: after each render (body's data-renders changes), the probe tile's value
 #: and the wall-clock time of the frame that paints it.
@@ -110,16 +117,22 @@ def main(argv: list[str] | None = None) -> int:
     with live_pipeline("bench-push") as live:
         worker, exporter, port = live.worker, live.exporter, live.port
         with sync_playwright() as playwright, tempfile.TemporaryDirectory() as profile:
-            context = playwright.chromium.launch_persistent_context(profile, executable_path=chromium, headless=True,
-                                                                   args=CHROMIUM_ARGS, viewport={"width": 1920, "height": 1080})  # fmt: skip
+            context = playwright.chromium.launch_persistent_context(
+                profile,
+                executable_path=chromium,
+                headless=True,
+                args=CHROMIUM_ARGS,
+                viewport={"width": 1920, "height": 1080},
+            )
             try:
                 page = context.pages[0] if context.pages else context.new_page()
                 page.on("request", lambda request: polled.append(request.url) if "api/kpis" in request.url else None)
                 page.add_init_script(OBSERVER)
                 page.goto(f"http://127.0.0.1:{port}/")
                 page.wait_for_function("document.body.dataset.transport === 'sse'", timeout=30000)
-                producer = Producer(live.kafka, live.topic, events, args.rate, args.tick, args.markers, total,
-                                    live.prefix[-10:])  # fmt: skip
+                producer = Producer(
+                    live.kafka, live.topic, events, args.rate, args.tick, args.markers, total, live.prefix[-10:]
+                )
                 redis_poller = RedisPoller(live.redis_url, live.prefix, 0.01)
                 redis_poller.start()
                 cpu0 = {name: cpu_seconds(p.pid) for name, p in (("worker", worker), ("exporter", exporter))}
@@ -137,7 +150,10 @@ def main(argv: list[str] | None = None) -> int:
                 seen = [(float(t), float(v)) for t, v in page.evaluate("window.__seen")]
                 transport = page.evaluate("document.body.dataset.transport")
                 wall = time.time() - wall0
-                cpu = {name: (cpu_seconds(p.pid) - cpu0[name]) / wall for name, p in (("worker", worker), ("exporter", exporter))}
+                cpu = {
+                    name: (cpu_seconds(p.pid) - cpu0[name]) / wall
+                    for name, p in (("worker", worker), ("exporter", exporter))
+                }
             finally:
                 context.close()
 
@@ -171,19 +187,35 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
     }
     if delays:
-        result.update({"p50_ms": 1000 * quantile(delays, 0.5), "p99_ms": 1000 * quantile(delays, 0.99),
-                       "max_ms": 1000 * max(delays), "min_ms": 1000 * min(delays)})  # fmt: skip
+        result.update(
+            {
+                "p50_ms": 1000 * quantile(delays, 0.5),
+                "p99_ms": 1000 * quantile(delays, 0.99),
+                "max_ms": 1000 * max(delays),
+                "min_ms": 1000 * min(delays),
+            }
+        )
     if committed:
-        result.update({"commit_p50_ms": 1000 * quantile(committed, 0.5), "commit_p99_ms": 1000 * quantile(committed, 0.99)})
+        result.update(
+            {"commit_p50_ms": 1000 * quantile(committed, 0.5), "commit_p99_ms": 1000 * quantile(committed, 0.99)}
+        )
     if pushed:
-        result.update({"push_p50_ms": 1000 * quantile(pushed, 0.5), "push_p99_ms": 1000 * quantile(pushed, 0.99),
-                       "push_max_ms": 1000 * max(pushed)})  # fmt: skip
-    print(f"{result['markers']} markers at {result['rate_achieved']:,.0f} events/s, event -> Chromium: "
-          f"p50 {result.get('p50_ms', math.nan):,.0f} ms, p99 {result.get('p99_ms', math.nan):,.0f} ms, "
-          f"max {result.get('max_ms', math.nan):,.0f} ms; of which after the Redis commit: p50 "
-          f"{result.get('push_p50_ms', math.nan):,.0f} ms, p99 {result.get('push_p99_ms', math.nan):,.0f} ms "
-          f"(transport {transport}, {len(polled)} polls, "
-          f"kept up: {result['kept_up']})", file=sys.stderr)  # fmt: skip
+        result.update(
+            {
+                "push_p50_ms": 1000 * quantile(pushed, 0.5),
+                "push_p99_ms": 1000 * quantile(pushed, 0.99),
+                "push_max_ms": 1000 * max(pushed),
+            }
+        )
+    print(
+        f"{result['markers']} markers at {result['rate_achieved']:,.0f} events/s, event -> Chromium: "
+        f"p50 {result.get('p50_ms', math.nan):,.0f} ms, p99 {result.get('p99_ms', math.nan):,.0f} ms, "
+        f"max {result.get('max_ms', math.nan):,.0f} ms; of which after the Redis commit: p50 "
+        f"{result.get('push_p50_ms', math.nan):,.0f} ms, p99 {result.get('push_p99_ms', math.nan):,.0f} ms "
+        f"(transport {transport}, {len(polled)} polls, "
+        f"kept up: {result['kept_up']})",
+        file=sys.stderr,
+    )
     common.write_json(args.json, result)
     return 0
 

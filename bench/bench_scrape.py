@@ -68,7 +68,9 @@ def http_run(redis_url: str, prefix: str, roots: list[Path], at: float, scrapes:
     with ExitStack() as stack:
         ports = []
         for root in roots:
-            process = stack.enter_context(exporter(redis_url, prefix, common.OUT / f"{prefix}-{root.name}.log", root, at))
+            process = stack.enter_context(
+                exporter(redis_url, prefix, common.OUT / f"{prefix}-{root.name}.log", root, at)
+            )
             ports.append(process.port)  # type: ignore[attr-defined]
         bodies = [common.scrape(port) for port in ports]  # warm-up: imports, connections, caches
         times: list[list[float]] = [[] for _ in roots]
@@ -82,10 +84,12 @@ def http_run(redis_url: str, prefix: str, roots: list[Path], at: float, scrapes:
         for root, body in zip(roots, bodies, strict=True):
             Path(os.environ["BENCH_SCRAPE_KEEP"], f"{root.name}-{len(body)}.txt").write_bytes(body)
     return {
-        "roots": {str(root): {**spread(t), "bytes": len(body), "sha256": digest}
-                  for root, t, body, digest in zip(roots, times, bodies, digests, strict=True)},
+        "roots": {
+            str(root): {**spread(t), "bytes": len(body), "sha256": digest}
+            for root, t, body, digest in zip(roots, times, bodies, digests, strict=True)
+        },
         "identical": len(set(digests)) == 1,
-    }  # fmt: skip
+    }
 
 
 def phases(redis_url: str, prefix: str, at: float, repeat: int) -> dict[str, Any]:
@@ -129,8 +133,12 @@ def phases(redis_url: str, prefix: str, at: float, repeat: int) -> dict[str, Any
             samples, size = sum(len(f.samples) for f in families), len(text)
             del reader, families, text  # freed inside the pause, as the exporter's are
         if i:
-            for key, wall, cpu in (("read", t1 - t0, c1 - c0), ("snapshot", t2 - t1, c2 - c1), ("render", t3 - t2, c3 - c2),
-                                   ("total", t3 - t0, c3 - c0)):  # fmt: skip
+            for key, wall, cpu in (
+                ("read", t1 - t0, c1 - c0),
+                ("snapshot", t2 - t1, c2 - c1),
+                ("render", t3 - t2, c3 - c2),
+                ("total", t3 - t0, c3 - c0),
+            ):
                 out[key].append(wall)
                 out[f"{key}_cpu"].append(cpu)
             out["gc"].append(collecting[1])
@@ -138,16 +146,36 @@ def phases(redis_url: str, prefix: str, at: float, repeat: int) -> dict[str, Any
     return {**{key: spread(values) for key, values in out.items()}, "samples": samples, "bytes": size}
 
 
-def phases_run(redis_url: str, prefix: str, root: Path, at: float, repeat: int, py_spy: Path | None,
-               label: str) -> dict[str, Any]:  # fmt: skip
+def phases_run(
+    redis_url: str, prefix: str, root: Path, at: float, repeat: int, py_spy: Path | None, label: str
+) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(root)}
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--phases-of", prefix, "--at", repr(at), "--repeat", str(repeat)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--phases-of",
+        prefix,
+        "--at",
+        repr(at),
+        "--repeat",
+        str(repeat),
+    ]
     if py_spy is not None:
         py_spy.mkdir(parents=True, exist_ok=True)
         base = py_spy / label
         # raw (collapsed stacks) for reading with grep; the svg for a look
-        cmd = [shutil.which("py-spy") or "py-spy", "record", "--rate", "250", "--format", "raw",
-               "--output", f"{base}.txt", "--", *cmd]  # fmt: skip
+        cmd = [
+            shutil.which("py-spy") or "py-spy",
+            "record",
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--output",
+            f"{base}.txt",
+            "--",
+            *cmd,
+        ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root, check=True)
     line = [text for text in done.stdout.splitlines() if text.startswith("{")][-1]  # py-spy prints its own lines
     result: dict[str, Any] = json.loads(line)
@@ -157,8 +185,13 @@ def phases_run(redis_url: str, prefix: str, root: Path, at: float, repeat: int, 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--queues", type=int, nargs="*", default=[100, 1000])
-    parser.add_argument("--root", type=Path, action="append", default=None,
-                        help="a checkout whose code is measured; repeat for a before/after (default: this one)")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        action="append",
+        default=None,
+        help="a checkout whose code is measured; repeat for a before/after (default: this one)",
+    )
     parser.add_argument("--scrapes", type=int, default=7, help="HTTP scrapes per root and size (default 7)")
     parser.add_argument("--repeat", type=int, default=5, help="in-process snapshots per root and size (default 5)")
     parser.add_argument("--at", type=float, default=AT)

@@ -58,8 +58,9 @@ QUARTER = STAFFING_WINDOW_SECONDS
 METHODS = ("queue_length", "answer_rate", "recent_asa", "erlang_c_mean")
 
 
-def estimates(comps: dict[str, float], states: dict[str, int], waiting: int, config: Config, queue: str,
-              tenant: str) -> dict[str, float | None]:  # fmt: skip
+def estimates(
+    comps: dict[str, float], states: dict[str, int], waiting: int, config: Config, queue: str, tenant: str
+) -> dict[str, float | None]:
     """Each method's estimate for a caller joining ``queue`` now."""
     queue_config = config.queue(tenant, queue)
     with_agents = queue_outlook(comps, states, waiting, queue_config)
@@ -73,9 +74,12 @@ def estimates(comps: dict[str, float], states: dict[str, int], waiting: int, con
         if load < with_agents.staffed:
             mean = erlang_c(with_agents.staffed, load) * with_agents.aht_seconds / (with_agents.staffed - load)
     answered = comps.get("answered", 0.0)
-    return {"queue_length": with_agents.estimated_wait_seconds if with_agents.staffed else None,
-            "answer_rate": (waiting + 1) * QUARTER / answered if answered else None, "erlang_c_mean": mean,
-            "recent_asa": call_records_only.estimated_wait_seconds}  # fmt: skip
+    return {
+        "queue_length": with_agents.estimated_wait_seconds if with_agents.staffed else None,
+        "answer_rate": (waiting + 1) * QUARTER / answered if answered else None,
+        "erlang_c_mean": mean,
+        "recent_asa": call_records_only.estimated_wait_seconds,
+    }
 
 
 class AgentProxy:
@@ -102,8 +106,9 @@ class AgentProxy:
         return {"available": len(staffed - busy), "on_call": len(busy)}
 
 
-def measure(events: Iterable[tuple[float, dict[str, Any]]], config: Config, *, proxy: bool,
-            min_calls: int) -> dict[str, Any]:  # fmt: skip
+def measure(
+    events: Iterable[tuple[float, dict[str, Any]]], config: Config, *, proxy: bool, min_calls: int
+) -> dict[str, Any]:
     store = MemoryState()
     engine = Engine(config, store)
     agents = AgentProxy() if proxy else None
@@ -132,13 +137,27 @@ def measure(events: Iterable[tuple[float, dict[str, Any]]], config: Config, *, p
                 sl_num, sl_den = service_level_parts(comps, config.queue(tenant, queue).sl_formula)
                 if sl_den >= min_calls and made[1] is not None:
                     target = config.queue(tenant, queue).targets.get("service_level", 0.8)
-                    quarters.append({"queue": queue, "at": at - QUARTER, "forecast": made[1], "required": made[2],
-                                     "staffed": made[3], "actual": sl_num / sl_den, "target": target,
-                                     "forecast_erlang_a": made[4]})  # fmt: skip
+                    quarters.append(
+                        {
+                            "queue": queue,
+                            "at": at - QUARTER,
+                            "forecast": made[1],
+                            "required": made[2],
+                            "staffed": made[3],
+                            "actual": sl_num / sl_den,
+                            "target": target,
+                            "forecast_erlang_a": made[4],
+                        }
+                    )
             states = states_of(tenant, queue, at)
             outlook = queue_outlook(comps, states, waiting_of(tenant, queue, at), config.queue(tenant, queue))
-            forecasts[(tenant, queue)] = (at, outlook.service_level_forecast, outlook.agents_required,
-                                          outlook.staffed, outlook.service_level_forecast_erlang_a)  # fmt: skip
+            forecasts[(tenant, queue)] = (
+                at,
+                outlook.service_level_forecast,
+                outlook.agents_required,
+                outlook.staffed,
+                outlook.service_level_forecast_erlang_a,
+            )
 
     for at, record in events:
         if next_quarter is None:
@@ -179,16 +198,23 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 def summarize_waits(errors: dict[str, list[float]], actual: list[float], censored: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"answered_calls": len(actual), "censored_calls": censored,
-                           "mean_actual_wait": round(statistics.fmean(actual), 1) if actual else None,
-                           "median_actual_wait": round(_quantile(actual, 0.5), 1) if actual else None}  # fmt: skip
+    out: dict[str, Any] = {
+        "answered_calls": len(actual),
+        "censored_calls": censored,
+        "mean_actual_wait": round(statistics.fmean(actual), 1) if actual else None,
+        "median_actual_wait": round(_quantile(actual, 0.5), 1) if actual else None,
+    }
     for method, errs in errors.items():
         if not errs:
             continue
         absolute = [abs(e) for e in errs]
-        out[method] = {"calls": len(errs), "median_abs_error": round(_quantile(absolute, 0.5), 1),
-                       "p90_abs_error": round(_quantile(absolute, 0.9), 1), "bias": round(statistics.fmean(errs), 1),
-                       "mean_abs_error": round(statistics.fmean(absolute), 1)}  # fmt: skip
+        out[method] = {
+            "calls": len(errs),
+            "median_abs_error": round(_quantile(absolute, 0.5), 1),
+            "p90_abs_error": round(_quantile(absolute, 0.9), 1),
+            "bias": round(statistics.fmean(errs), 1),
+            "mean_abs_error": round(statistics.fmean(absolute), 1),
+        }
     return out
 
 
@@ -206,15 +232,28 @@ def summarize_quarters(quarters: list[dict[str, Any]]) -> dict[str, Any]:
     forecast = [q["forecast"] for q in quarters]
     corr = statistics.correlation(forecast, actual) if len(quarters) > 2 and len(set(forecast)) > 1 else None
     erlang_a_diffs = [q["forecast_erlang_a"] - q["actual"] for q in quarters if q["forecast_erlang_a"] is not None]
-    erlang_a = {"quarters": len(erlang_a_diffs),
-                "mean_abs_error": round(statistics.fmean(abs(d) for d in erlang_a_diffs), 3),
-                "median_abs_error": round(_quantile([abs(d) for d in erlang_a_diffs], 0.5), 3),
-                "bias": round(statistics.fmean(erlang_a_diffs), 3)} if erlang_a_diffs else None  # fmt: skip
-    return {"erlang_a_forecast": erlang_a, "quarters": len(quarters), "mean_abs_error": round(statistics.fmean(abs(d) for d in diffs), 3),
-            "median_abs_error": round(_quantile([abs(d) for d in diffs], 0.5), 3),
-            "bias": round(statistics.fmean(diffs), 3), "correlation": round(corr, 3) if corr is not None else None,
-            "staffed_at_or_above_required": len(enough), "met_target_when_staffed": met(enough),
-            "below_required": len(short), "met_target_when_short": met(short)}  # fmt: skip
+    erlang_a = (
+        {
+            "quarters": len(erlang_a_diffs),
+            "mean_abs_error": round(statistics.fmean(abs(d) for d in erlang_a_diffs), 3),
+            "median_abs_error": round(_quantile([abs(d) for d in erlang_a_diffs], 0.5), 3),
+            "bias": round(statistics.fmean(erlang_a_diffs), 3),
+        }
+        if erlang_a_diffs
+        else None
+    )
+    return {
+        "erlang_a_forecast": erlang_a,
+        "quarters": len(quarters),
+        "mean_abs_error": round(statistics.fmean(abs(d) for d in diffs), 3),
+        "median_abs_error": round(_quantile([abs(d) for d in diffs], 0.5), 3),
+        "bias": round(statistics.fmean(diffs), 3),
+        "correlation": round(corr, 3) if corr is not None else None,
+        "staffed_at_or_above_required": len(enough),
+        "met_target_when_staffed": met(enough),
+        "below_required": len(short),
+        "met_target_when_short": met(short),
+    }
 
 
 def simulator_events(hours: float, seed: int, queues: int) -> Iterator[tuple[float, dict[str, Any]]]:
@@ -252,8 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     config = Config()
     result: dict[str, Any] = {}
     if args.only in (None, "sim"):
-        result["simulator"] = measure(simulator_events(args.hours, args.seed, args.queues), config, proxy=False,
-                                      min_calls=args.min_calls)  # fmt: skip
+        result["simulator"] = measure(
+            simulator_events(args.hours, args.seed, args.queues), config, proxy=False, min_calls=args.min_calls
+        )
         result["simulator"]["params"] = {"hours": args.hours, "seed": args.seed, "queues": args.queues}
     if args.only in (None, "bank"):
         result["bank"] = measure(bank_events(args.month), config, proxy=True, min_calls=args.min_calls)

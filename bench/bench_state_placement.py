@@ -188,10 +188,14 @@ def day_takes(queues: int) -> tuple[list[Take], int]:
     """A whole simulated day of ``queues`` queues as the worker's takes, and its event count."""
     events = sim_events(10**9, queues)
     total = len(events)
-    messages = [Message("bench", 0, i, None, json.dumps(events[j:j + 100]).encode())
-                for i, j in enumerate(range(0, total, 100))]  # fmt: skip
-    takes = [(messages[i:i + 20], max(parse_ts(e["ts"]) for e in events[i * 100:(i + 20) * 100]))
-             for i in range(0, len(messages), 20)]  # fmt: skip
+    messages = [
+        Message("bench", 0, i, None, json.dumps(events[j : j + 100]).encode())
+        for i, j in enumerate(range(0, total, 100))
+    ]
+    takes = [
+        (messages[i : i + 20], max(parse_ts(e["ts"]) for e in events[i * 100 : (i + 20) * 100]))
+        for i in range(0, len(messages), 20)
+    ]
     return takes, total
 
 
@@ -218,8 +222,9 @@ def run_engine(takes: Sequence[Take], config: Config) -> tuple[float, float, Cou
     return time.perf_counter() - start, time.process_time() - cpu, store
 
 
-def run_processor(kind: str, takes: Sequence[Take], config: Config, redis_url: str,
-                  profile: cProfile.Profile | None = None) -> tuple[float, float, dict[str, Any]]:  # fmt: skip
+def run_processor(
+    kind: str, takes: Sequence[Take], config: Config, redis_url: str, profile: cProfile.Profile | None = None
+) -> tuple[float, float, dict[str, Any]]:
     """The batch processor on a fresh prefix over ``kind`` ("redis" or "hybrid"): wall seconds,
     this process's CPU seconds (the worker's own cost: on a loaded machine the wall time mostly
     measures the neighbours; Redis's CPU is not in it), and for the hybrid what it holds at the
@@ -247,9 +252,12 @@ def run_processor(kind: str, takes: Sequence[Take], config: Config, redis_url: s
             profile.disable()
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         if isinstance(state, HybridState):
-            extra = {"records": len(state.records), "changelog_messages": state.changelog_messages,
-                     "changelog_bytes": state.changelog_bytes,
-                     "record_values": {k: v[0] for k, v in state.records.items()}}  # fmt: skip
+            extra = {
+                "records": len(state.records),
+                "changelog_messages": state.changelog_messages,
+                "changelog_bytes": state.changelog_bytes,
+                "record_values": {k: v[0] for k, v in state.records.items()},
+            }
     finally:
         common.clear_prefix(redis_url, prefix)
         client.close()
@@ -349,8 +357,9 @@ def write_changelog(kafka: str, topic: str, records: dict[RecordKey, bytes]) -> 
     from aiokafka import AIOKafkaProducer
 
     async def produce() -> float:
-        producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all", linger_ms=5, max_batch_size=1 << 20,
-                                    max_request_size=8 << 20)  # fmt: skip
+        producer = AIOKafkaProducer(
+            bootstrap_servers=kafka, acks="all", linger_ms=5, max_batch_size=1 << 20, max_request_size=8 << 20
+        )
         await producer.start()
         try:
             start = time.perf_counter()
@@ -378,7 +387,9 @@ def throughput(args: argparse.Namespace, config: Config, redis_url: str, doc: di
     seconds, cpu, mem_store = run_engine(takes, config)
     runs: dict[str, list[float]] = {"memory": [total / seconds], "redis": [], "hybrid": []}
     cpu_runs: dict[str, list[float]] = {"memory": [total / cpu], "redis": [], "hybrid": []}
-    print(f"  engine on MemoryState: {total / seconds:8,.0f} events/s, {total / cpu:8,.0f} events per CPU s", flush=True)
+    print(
+        f"  engine on MemoryState: {total / seconds:8,.0f} events/s, {total / cpu:8,.0f} events per CPU s", flush=True
+    )
     hybrid_extra: dict[str, Any] = {}
     for r in range(args.rounds):
         for kind in ("redis", "hybrid") if r % 2 == 0 else ("hybrid", "redis"):
@@ -386,8 +397,11 @@ def throughput(args: argparse.Namespace, config: Config, redis_url: str, doc: di
             runs[kind].append(total / seconds)
             cpu_runs[kind].append(total / cpu)
             hybrid_extra = extra or hybrid_extra
-            print(f"  round {r + 1}: processor over {kind:6}: {total / seconds:8,.0f} events/s ({seconds:.1f} s), "
-                  f"{total / cpu:8,.0f} events per CPU s", flush=True)  # fmt: skip
+            print(
+                f"  round {r + 1}: processor over {kind:6}: {total / seconds:8,.0f} events/s ({seconds:.1f} s), "
+                f"{total / cpu:8,.0f} events per CPU s",
+                flush=True,
+            )
     # The hybrid's records must be the engine's (same day, same clock): the store is faithful.
     expected = mem_store.json_records()
     got = hybrid_extra.pop("record_values", None)
@@ -395,8 +409,13 @@ def throughput(args: argparse.Namespace, config: Config, redis_url: str, doc: di
     if got is not None:  # (--rounds 0: the profiles only)
         same = set(got) == set(expected) and all(orjson.loads(got[k]) == orjson.loads(expected[k]) for k in expected)
         print(f"  hybrid's {len(got):,} records == the engine-on-MemoryState records: {same}", flush=True)
-    doc["throughput"] = {"events": total, "events_per_s": runs, "events_per_cpu_s": cpu_runs, "hybrid": hybrid_extra,
-                         "records_match": same}  # fmt: skip
+    doc["throughput"] = {
+        "events": total,
+        "events_per_s": runs,
+        "events_per_cpu_s": cpu_runs,
+        "hybrid": hybrid_extra,
+        "records_match": same,
+    }
     if same is False:
         print("  MISMATCH: the hybrid store does not reproduce the engine's records", file=sys.stderr)
     if not args.no_profile:
@@ -411,11 +430,16 @@ def throughput(args: argparse.Namespace, config: Config, redis_url: str, doc: di
             cells = []
             for kind in ("redis", "hybrid"):
                 s = shares[kind]
-                cells.append(f"{s.get(label, 0.0):6.1f} s {100 * s.get(label, 0.0) / s['total']:3.0f} %"
-                             if label in s else f"{'-':>14}")
+                cells.append(
+                    f"{s.get(label, 0.0):6.1f} s {100 * s.get(label, 0.0) / s['total']:3.0f} %"
+                    if label in s
+                    else f"{'-':>14}"
+                )
             print(f"  {label:58} {cells[0]:>14} {cells[1]:>14}")
-        print(f"  {'BatchProcessor.process':58} {shares['redis']['total']:6.1f} s 100 % "
-              f"{shares['hybrid']['total']:6.1f} s 100 %")
+        print(
+            f"  {'BatchProcessor.process':58} {shares['redis']['total']:6.1f} s 100 % "
+            f"{shares['hybrid']['total']:6.1f} s 100 %"
+        )
     del takes, mem_store, expected, got
     gc.collect()
 
@@ -467,17 +491,30 @@ def main() -> int:
             restored = restore(kafka, topic)
             if restored["records"] != len(records):
                 print(f"  restore read {restored['records']:,} records, wrote {len(records):,}", file=sys.stderr)
-            row = {"events": total, "engine_events_per_s": total / seconds, "records": len(records), "by_kind": by_kind,
-                   "json_bytes": value_bytes, "key_bytes": key_bytes, "record_writes": store.record_writes,
-                   "produce_s": produce_s, "restore": restored}  # fmt: skip
+            row = {
+                "events": total,
+                "engine_events_per_s": total / seconds,
+                "records": len(records),
+                "by_kind": by_kind,
+                "json_bytes": value_bytes,
+                "key_bytes": key_bytes,
+                "record_writes": store.record_writes,
+                "produce_s": produce_s,
+                "restore": restored,
+            }
             doc["sizes"][queues] = row
-            print(f"{queues} queues: {total:,} events ({total / seconds:,.0f}/s on MemoryState), {len(records):,} records "
-                  f"{by_kind}, JSON {mib(value_bytes)} + keys {mib(key_bytes)}, {store.record_writes:,} record writes "
-                  f"({store.record_writes / total:.2f}/event); changelog produced in {produce_s:.1f} s "
-                  f"({len(records) / produce_s:,.0f}/s); restore "
-                  f"{restored['messages']:,} messages in {restored['seconds']:.2f} s (connect {restored['connect_seconds']:.2f} s) "
-                  f"({restored['messages'] / restored['seconds']:,.0f}/s), RSS +{mib(restored['rss_delta'])}, "
-                  f"dict {mib(restored['deep_bytes'])}", flush=True)  # fmt: skip
+            print(
+                f"{queues} queues: {total:,} events ({total / seconds:,.0f}/s on MemoryState), "
+                f"{len(records):,} records "
+                f"{by_kind}, JSON {mib(value_bytes)} + keys {mib(key_bytes)}, {store.record_writes:,} record writes "
+                f"({store.record_writes / total:.2f}/event); changelog produced in {produce_s:.1f} s "
+                f"({len(records) / produce_s:,.0f}/s); restore "
+                f"{restored['messages']:,} messages in {restored['seconds']:.2f} s (connect "
+                f"{restored['connect_seconds']:.2f} s) "
+                f"({restored['messages'] / restored['seconds']:,.0f}/s), RSS +{mib(restored['rss_delta'])}, "
+                f"dict {mib(restored['deep_bytes'])}",
+                flush=True,
+            )
             del store, records
             gc.collect()
     finally:

@@ -110,7 +110,9 @@ def partition_of(key: str, partitions: int) -> int:
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
-def envelopes(events: Iterable[dict[str, Any]], partitions: int, per_message: int = 100) -> Iterator[tuple[int, bytes, bytes, int]]:
+def envelopes(
+    events: Iterable[dict[str, Any]], partitions: int, per_message: int = 100
+) -> Iterator[tuple[int, bytes, bytes, int]]:
     """``(partition, key, value, n)``: JSON-array envelopes of <= ``per_message`` events of one
     partition each, the partition picked by each event's entity key (one entity's events stay
     in one partition, in order), as ``ccmon simulate --kafka`` writes them."""
@@ -139,8 +141,9 @@ def producer(kafka: str, **overrides: Any) -> Any:
     return kafka_lib.KafkaProducer(bootstrap_servers=kafka, **options)
 
 
-def produce_envelopes(kafka: str, topic: str, events: Sequence[dict[str, Any]], partitions: int = 4,
-                      per_message: int = 100) -> int:  # fmt: skip
+def produce_envelopes(
+    kafka: str, topic: str, events: Sequence[dict[str, Any]], partitions: int = 4, per_message: int = 100
+) -> int:
     """Create ``topic`` and write ``events`` to it as envelopes; returns the message count."""
     create_topic(kafka, topic, partitions)
     prod = producer(kafka)
@@ -153,16 +156,21 @@ def produce_envelopes(kafka: str, topic: str, events: Sequence[dict[str, Any]], 
     return messages
 
 
-def produce_single(kafka: str, topic: str, events: Sequence[dict[str, Any]], key_field: str,
-                   partitions: int = 4) -> int:  # fmt: skip
+def produce_single(
+    kafka: str, topic: str, events: Sequence[dict[str, Any]], key_field: str, partitions: int = 4
+) -> int:
     """Create ``topic`` and write one event per message, keyed by ``event[key_field]`` (else
     its entity), in the given order."""
     create_topic(kafka, topic, partitions)
     prod = producer(kafka)
     for event in events:
         key = str(event.get(key_field) or entity_key(event))
-        prod.send(topic, key=key.encode(), value=json.dumps(event, separators=(",", ":")).encode(),
-                  partition=partition_of(key, partitions))  # fmt: skip
+        prod.send(
+            topic,
+            key=key.encode(),
+            value=json.dumps(event, separators=(",", ":")).encode(),
+            partition=partition_of(key, partitions),
+        )
     prod.flush(300)
     prod.close()
     return len(events)
@@ -181,20 +189,56 @@ def ccmon(args: Sequence[str], log: Path | None = None) -> subprocess.Popen[byte
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
         out = open(log, "ab")  # noqa: SIM115 - the child owns it
-    return subprocess.Popen([sys.executable, "-m", "streams.cli", *args], stdout=out, stderr=subprocess.STDOUT,
-                            cwd=REPO, start_new_session=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", *args],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+        start_new_session=True,
+    )
 
 
 def worker_args(kafka: str, redis_url: str, topic: str, prefix: str, group: str, clock: str = "wall") -> list[str]:
-    return ["worker", "--kafka", kafka, "--redis", redis_url, "--topic", topic, "--dlq-topic", f"{topic}-dlq",
-            "--group", group, "--redis-prefix", prefix, "--web-port", "0", "--clock", clock,
-            "--log-level", os.environ.get("BENCH_WORKER_LOG_LEVEL", "WARNING"),
-            "--insecure-dev"]  # throwaway state: no customer key secret needed (one in the environment wins)  # fmt: skip
+    return [
+        "worker",
+        "--kafka",
+        kafka,
+        "--redis",
+        redis_url,
+        "--topic",
+        topic,
+        "--dlq-topic",
+        f"{topic}-dlq",
+        "--group",
+        group,
+        "--redis-prefix",
+        prefix,
+        "--web-port",
+        "0",
+        "--clock",
+        clock,
+        "--log-level",
+        os.environ.get("BENCH_WORKER_LOG_LEVEL", "WARNING"),
+        "--insecure-dev",
+    ]  # throwaway state: no customer key secret needed (one in the environment wins)
 
 
 def exporter_args(redis_url: str, prefix: str, port: int, clock: str = "wall") -> list[str]:
-    return ["exporter", "--host", "127.0.0.1", "--port", str(port), "--redis", redis_url, "--redis-prefix", prefix,
-            "--clock", clock, "--log-level", "WARNING"]  # fmt: skip
+    return [
+        "exporter",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--redis",
+        redis_url,
+        "--redis-prefix",
+        prefix,
+        "--clock",
+        clock,
+        "--log-level",
+        "WARNING",
+    ]
 
 
 def stop(processes: Iterable[subprocess.Popen[bytes] | None], timeout: float = 30) -> None:
@@ -235,7 +279,7 @@ def sample_values(text: str, name: str) -> dict[str, float]:
     prefix = name + "{"
     for line in text.splitlines():
         if line.startswith(prefix):
-            labels, _sep, value = line[len(name):].rpartition(" ")
+            labels, _sep, value = line[len(name) :].rpartition(" ")
             out[labels] = float(value)
         elif line.startswith(name + " "):
             out[""] = float(line.rsplit(" ", 1)[1])
@@ -265,8 +309,9 @@ class Counted:
         return sum(sum(counts.get(name, {}).values()) for name in ("events", "rejected", "duplicates"))
 
 
-def drain_rate(count: Any, total: int, timeout: float, poll: float = 0.1,
-               processes: Sequence[subprocess.Popen[bytes]] = ()) -> dict[str, float]:  # fmt: skip
+def drain_rate(
+    count: Any, total: int, timeout: float, poll: float = 0.1, processes: Sequence[subprocess.Popen[bytes]] = ()
+) -> dict[str, float]:
     """Poll ``count()`` until ``total`` events are counted. Returns the steady rate (between
     10 % and 90 % counted: start-up and the group's join excluded), first-to-last rate, and
     seconds from the call to the first event counted."""
@@ -309,7 +354,7 @@ def clear_prefix(redis_url: str, prefix: str) -> int:
     client = redis.Redis.from_url(redis_url)
     keys = list(client.scan_iter(match=f"{prefix}:*", count=5000))
     for i in range(0, len(keys), 2000):
-        client.unlink(*keys[i:i + 2000])
+        client.unlink(*keys[i : i + 2000])
     return len(keys)
 
 
@@ -345,5 +390,11 @@ def machine() -> dict[str, str]:
             if line.startswith("MemTotal:"):
                 mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
                 break
-    return {"host": platform.node(), "cpu": cpu, "cores": str(os.cpu_count()), "ram": mem,
-            "kernel": platform.release(), "python": platform.python_version()}  # fmt: skip
+    return {
+        "host": platform.node(),
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "ram": mem,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }

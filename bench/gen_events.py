@@ -63,20 +63,48 @@ def generate(n_events: int, queues: int, seed: int, start: int = DAY_START) -> I
                     push((ts + wait // 2, {"type": "call.ring_no_answer", "call_id": call, "agent_id": agent}))
                 push((ts + wait, {"type": "call.answered", "call_id": call, "agent_id": agent}))
                 talk = int(rng.lognormvariate(5, 0.6))
-                push((ts + wait + talk, {
-                    "type": "call.ended", "call_id": call, "talk_seconds": talk,
-                    "hold_seconds": rng.choice([0, 0, 0, 30]), "acw_seconds": 20, "resolved": rng.random() < 0.8,
-                }))  # fmt: skip
+                push(
+                    (
+                        ts + wait + talk,
+                        {
+                            "type": "call.ended",
+                            "call_id": call,
+                            "talk_seconds": talk,
+                            "hold_seconds": rng.choice([0, 0, 0, 30]),
+                            "acw_seconds": 20,
+                            "resolved": rng.random() < 0.8,
+                        },
+                    )
+                )
             elif outcome < 0.95:
                 push((ts + wait, {"type": "call.abandoned", "call_id": call}))
             else:
                 push((ts + wait, {"type": "call.voicemail", "call_id": call}))
         elif kind < 0.76:
             cust = f"cust{rng.randrange(customers)}"
-            push((ts, {"type": "call.offered", "call_id": f"o{unit}", "queue": queue,
-                                          "customer_id": cust, "direction": "outbound"}))  # fmt: skip
-            push((ts + 120, {"type": "call.ended", "call_id": f"o{unit}", "talk_seconds": 100,
-                                                "outcome": "sale" if rng.random() < 0.2 else "no_sale"}))  # fmt: skip
+            push(
+                (
+                    ts,
+                    {
+                        "type": "call.offered",
+                        "call_id": f"o{unit}",
+                        "queue": queue,
+                        "customer_id": cust,
+                        "direction": "outbound",
+                    },
+                )
+            )
+            push(
+                (
+                    ts + 120,
+                    {
+                        "type": "call.ended",
+                        "call_id": f"o{unit}",
+                        "talk_seconds": 100,
+                        "outcome": "sale" if rng.random() < 0.2 else "no_sale",
+                    },
+                )
+            )
         elif kind < 0.82:
             ticket = f"t{unit}"
             push((ts, {"type": "ticket.created", "ticket_id": ticket, "queue": queue, "channel": "email"}))
@@ -89,13 +117,30 @@ def generate(n_events: int, queues: int, seed: int, start: int = DAY_START) -> I
             push((ts, {"type": "survey.response", "survey": survey, "score": score, "queue": queue}))
         elif kind < 0.95:
             cb = f"cb{unit}"
-            push((ts, {"type": "callback.requested", "callback_id": cb, "queue": queue,
-                                          "customer_id": f"cust{rng.randrange(customers)}"}))  # fmt: skip
+            push(
+                (
+                    ts,
+                    {
+                        "type": "callback.requested",
+                        "callback_id": cb,
+                        "queue": queue,
+                        "customer_id": f"cust{rng.randrange(customers)}",
+                    },
+                )
+            )
             push((ts + rng.randrange(60, 3600), {"type": "callback.attempted", "callback_id": cb, "agent_id": "a1"}))
         else:
-            push((ts, {"type": "agent.state", "agent_id": f"a{rng.randrange(200)}",
-                                          "state": rng.choice(["available", "on_call", "acw", "away"]),
-                                          "queues": [queue]}))  # fmt: skip
+            push(
+                (
+                    ts,
+                    {
+                        "type": "agent.state",
+                        "agent_id": f"a{rng.randrange(200)}",
+                        "state": rng.choice(["available", "on_call", "acw", "away"]),
+                        "queues": [queue],
+                    },
+                )
+            )
         while pending and pending[0][0] <= ts and emitted < n_events:
             when, _seq, event = heapq.heappop(pending)
             event["event_id"] = eid()

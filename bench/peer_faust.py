@@ -42,8 +42,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import faust
 
-    app = faust.App(args.group, broker=f"kafka://{args.kafka}", store="memory://", topic_partitions=4,
-                    web_enabled=False, consumer_auto_offset_reset="earliest")  # fmt: skip
+    app = faust.App(
+        args.group,
+        broker=f"kafka://{args.kafka}",
+        store="memory://",
+        topic_partitions=4,
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+    )
     topic = app.topic(args.topic, key_serializer="raw", value_serializer="raw")
     event_ts = [0.0]
     base = app.Table("queue-kpis", default=list, partitions=4, key_type=str, value_type=list)
@@ -65,8 +71,14 @@ def main(argv: list[str] | None = None) -> int:
             if window[0] == start:
                 per_queue[queue] = pc.kpis(value)
         elapsed = marks["last"] - marks["first"]
-        pc.write_result(args.out, events=read[0], seconds=elapsed, rate=read[0] / elapsed,
-                        steady=0.8 * args.expect / (marks["p90"] - marks["p10"]), kpis=per_queue)  # fmt: skip
+        pc.write_result(
+            args.out,
+            events=read[0],
+            seconds=elapsed,
+            rate=read[0] / elapsed,
+            steady=0.8 * args.expect / (marks["p90"] - marks["p10"]),
+            kpis=per_queue,
+        )
 
     @app.agent(topic)
     async def consume(stream: Any) -> None:

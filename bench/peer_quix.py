@@ -52,8 +52,13 @@ def main(argv: list[str] | None = None) -> int:
 
     at_ms = round(args.at * 1000)
     state_dir = tempfile.mkdtemp(prefix="quix-state-")
-    app = Application(broker_address=args.kafka, consumer_group=args.group, auto_offset_reset="earliest",
-                      state_dir=state_dir, loglevel=logging.WARNING)  # fmt: skip
+    app = Application(
+        broker_address=args.kafka,
+        consumer_group=args.group,
+        auto_offset_reset="earliest",
+        state_dir=state_dir,
+        loglevel=logging.WARNING,
+    )
 
     def event_ms(value: Any, *_rest: Any) -> int:
         return round(pc.ts_seconds(value["ts"]) * 1000)
@@ -72,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             # Envelopes are counted as they are read, before the re-keyed events are windowed:
             # there only first message to last is meaningful.
             steady = 0.8 * args.expect / (marks["p90"] - marks["p10"]) if args.mode == "single" else None
-            pc.write_result(args.out, events=read[0], seconds=elapsed, rate=read[0] / elapsed, steady=steady,
-                            kpis=results)  # fmt: skip
+            pc.write_result(
+                args.out, events=read[0], seconds=elapsed, rate=read[0] / elapsed, steady=steady, kpis=results
+            )
             app.stop()
 
     def count(value: Any) -> None:

@@ -49,10 +49,14 @@ def main() -> int:
     _kafka, redis_url = common.services_env()
     events = sim_events(args.events, args.queues)
     total = len(events)
-    messages = [Message("bench", 0, i, None, json.dumps(events[j:j + 100]).encode())
-                for i, j in enumerate(range(0, total, 100))]  # fmt: skip
-    takes = [(messages[i:i + 20], max(parse_ts(e["ts"]) for e in events[i * 100:(i + 20) * 100]))
-             for i in range(0, len(messages), 20)]  # fmt: skip
+    messages = [
+        Message("bench", 0, i, None, json.dumps(events[j : j + 100]).encode())
+        for i, j in enumerate(range(0, total, 100))
+    ]
+    takes = [
+        (messages[i : i + 20], max(parse_ts(e["ts"]) for e in events[i * 100 : (i + 20) * 100]))
+        for i in range(0, len(messages), 20)
+    ]
     del events
     gc.collect()
 

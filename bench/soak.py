@@ -121,8 +121,13 @@ def trend(times: list[float], values: list[float]) -> dict[str, float]:
     q3 = [v for t, v in half if t < 3 * end / 4]
     q4 = [v for t, v in half if t >= 3 * end / 4]
     ratio = statistics.fmean(q4) / statistics.fmean(q3) if q3 and q4 and statistics.fmean(q3) else 1.0
-    return {"slope_per_min": slope_per_minute([t for t, _ in half], [v for _, v in half]), "q4_over_q3": ratio,
-            "first": values[0], "last": values[-1], "max": max(values)}  # fmt: skip
+    return {
+        "slope_per_min": slope_per_minute([t for t, _ in half], [v for _, v in half]),
+        "q4_over_q3": ratio,
+        "first": values[0],
+        "last": values[-1],
+        "max": max(values),
+    }
 
 
 # -- measuring ------------------------------------------------------------------------------------
@@ -163,7 +168,7 @@ def prefix_memory(client: Any, prefix: str, per_key: bool, sample_size: int = 20
         total = 0
         for i in range(0, len(keys), 1000):
             pipe = client.pipeline(transaction=False)
-            for key in keys[i:i + 1000]:
+            for key in keys[i : i + 1000]:
                 pipe.memory_usage(key)
             total += sum(x or 0 for x in pipe.execute())
         return total
@@ -180,8 +185,10 @@ def _metrics(port: int) -> tuple[float | None, float | None, float | None]:
         took = time.perf_counter() - started
     except OSError:
         return None, None, None
-    counted = sum(sum(common.sample_values(text, name).values()) for name in (
-        "ccmon_events_total", "ccmon_events_duplicate_total", "ccmon_events_rejected_total"))  # fmt: skip
+    counted = sum(
+        sum(common.sample_values(text, name).values())
+        for name in ("ccmon_events_total", "ccmon_events_duplicate_total", "ccmon_events_rejected_total")
+    )
     lag = common.sample_values(text, "ccmon_consumer_lag")
     return counted, (sum(lag.values()) if lag else None), took
 
@@ -195,16 +202,46 @@ def traffic(rate: float, start: float) -> list[Any]:
     calls_per_hour = rate / tenants / QUEUES_PER_TENANT / EVENTS_PER_CALL * 3600
     load = calls_per_hour * 285 / 3600  # Erlangs at ~285 s handle time
     agents = max(2, math.ceil(load * 1.15) + 2)
-    queues = tuple(QueueSpec(f"q{i:02d}", calls_per_hour=calls_per_hour, agents=agents, open_hours=None, profile="flat",
-                             talk_seconds=240, patience_seconds=240, tickets_per_hour=calls_per_hour / 10)
-                   for i in range(QUEUES_PER_TENANT))  # fmt: skip
-    return [Simulator(SimParams(start=start, hours=None, queues=queues, seed=i + 1, shifts=False, tenant=f"soak-{i:02d}",
-                                kb_sessions_per_hour=calls_per_hour, customers=50_000))
-            for i in range(tenants)]  # fmt: skip
+    queues = tuple(
+        QueueSpec(
+            f"q{i:02d}",
+            calls_per_hour=calls_per_hour,
+            agents=agents,
+            open_hours=None,
+            profile="flat",
+            talk_seconds=240,
+            patience_seconds=240,
+            tickets_per_hour=calls_per_hour / 10,
+        )
+        for i in range(QUEUES_PER_TENANT)
+    )
+    return [
+        Simulator(
+            SimParams(
+                start=start,
+                hours=None,
+                queues=queues,
+                seed=i + 1,
+                shifts=False,
+                tenant=f"soak-{i:02d}",
+                kb_sessions_per_hour=calls_per_hour,
+                customers=50_000,
+            )
+        )
+        for i in range(tenants)
+    ]
 
 
-def run_soak(kafka: str, redis_url: str, seconds: float, rate: float, interval: float, workdir: Path,
-             per_key_memory: bool = True, progress: bool = True) -> SoakResult:  # fmt: skip
+def run_soak(
+    kafka: str,
+    redis_url: str,
+    seconds: float,
+    rate: float,
+    interval: float,
+    workdir: Path,
+    per_key_memory: bool = True,
+    progress: bool = True,
+) -> SoakResult:
     import kafka as kafka_lib
     import redis
 
@@ -225,8 +262,12 @@ def run_soak(kafka: str, redis_url: str, seconds: float, rate: float, interval: 
         sink = KafkaSink(producer, topic, batch=100)
         start = time.time()
         sims = traffic(rate, start)
-        result = SoakResult(seconds=seconds, rate_target=rate, tenants=len(sims),
-                            started_utc=datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d %H:%M UTC"))  # fmt: skip
+        result = SoakResult(
+            seconds=seconds,
+            rate_target=rate,
+            tenants=len(sims),
+            started_utc=datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        )
         next_sample = start + min(interval, 5.0)
         while True:
             now = time.time()
@@ -240,16 +281,27 @@ def run_soak(kafka: str, redis_url: str, seconds: float, rate: float, interval: 
                 counted, lag, took = _metrics(port)
                 info = client.info("memory")
                 prefix_mib, keys = prefix_memory(client, prefix, per_key_memory)
-                sample = Sample(t=round(now - start, 1), produced=sink.events, counted=counted or 0.0,
-                                lag_messages=lag, worker_rss_mib=rss_mib(worker.pid),
-                                exporter_rss_mib=rss_mib(exporter.pid), redis_used_mib=info["used_memory"] / 2**20,
-                                prefix_mib=prefix_mib, prefix_keys=keys, scrape_seconds=took)  # fmt: skip
+                sample = Sample(
+                    t=round(now - start, 1),
+                    produced=sink.events,
+                    counted=counted or 0.0,
+                    lag_messages=lag,
+                    worker_rss_mib=rss_mib(worker.pid),
+                    exporter_rss_mib=rss_mib(exporter.pid),
+                    redis_used_mib=info["used_memory"] / 2**20,
+                    prefix_mib=prefix_mib,
+                    prefix_keys=keys,
+                    scrape_seconds=took,
+                )
                 result.samples.append(sample)
                 if progress:
-                    print(f"{sample.t:7.0f} s  produced {sample.produced:>9,}  backlog {sample.backlog:>8,.0f}  "
-                          f"lag {sample.lag_messages}  worker {sample.worker_rss_mib:6.1f} MiB  "
-                          f"exporter {sample.exporter_rss_mib:6.1f} MiB  prefix {prefix_mib or 0:7.1f} MiB "
-                          f"/ {keys:,} keys  scrape {took or 0:.2f} s", flush=True)  # fmt: skip
+                    print(
+                        f"{sample.t:7.0f} s  produced {sample.produced:>9,}  backlog {sample.backlog:>8,.0f}  "
+                        f"lag {sample.lag_messages}  worker {sample.worker_rss_mib:6.1f} MiB  "
+                        f"exporter {sample.exporter_rss_mib:6.1f} MiB  prefix {prefix_mib or 0:7.1f} MiB "
+                        f"/ {keys:,} keys  scrape {took or 0:.2f} s",
+                        flush=True,
+                    )
                 if now - start >= seconds:
                     break
                 next_sample += interval
@@ -266,9 +318,18 @@ def run_soak(kafka: str, redis_url: str, seconds: float, rate: float, interval: 
 
 # -- the report -----------------------------------------------------------------------------------
 def summary(result: SoakResult) -> dict[str, dict[str, float]]:
-    return {name: trend(*result.series(name)) for name in
-            ("worker_rss_mib", "exporter_rss_mib", "prefix_mib", "redis_used_mib", "backlog", "lag_messages",
-             "scrape_seconds")}  # fmt: skip
+    return {
+        name: trend(*result.series(name))
+        for name in (
+            "worker_rss_mib",
+            "exporter_rss_mib",
+            "prefix_mib",
+            "redis_used_mib",
+            "backlog",
+            "lag_messages",
+            "scrape_seconds",
+        )
+    }
 
 
 def markdown(result: SoakResult, rows: int = 16) -> str:
@@ -276,25 +337,34 @@ def markdown(result: SoakResult, rows: int = 16) -> str:
     s = summary(result)
     minutes = result.seconds / 60
     lines = [
-        "", f"### Soak — {result.started_utc}", "",
+        "",
+        f"### Soak — {result.started_utc}",
+        "",
         f"Machine: {m['host']}, {m['cores']} cores ({m['cpu']}), {m['ram']}, Python {m['python']}; Kafka and Redis "
         f"on loopback, sharing the cores with the worker, the exporter and the producer (the numbers are what this "
-        f"machine gave, not a capacity). Command: `{result.command}`.", "",
-        f"{minutes:.0f} minutes at {result.produced_rate:,.0f} events/s produced, steady (target {result.rate_target:,.0f}; "
+        f"machine gave, not a capacity). Command: `{result.command}`.",
+        "",
+        f"{minutes:.0f} minutes at {result.produced_rate:,.0f} events/s produced, steady (target "
+        f"{result.rate_target:,.0f}; "
         f"{result.tenants} simulated tenants x {QUEUES_PER_TENANT} queues, real time), one `ccmon worker`, "
-        "one `ccmon exporter` scraped at every sample. The first sample holds the burst of every agent logging in.", "",
-        "| t (min) | produced | backlog (events) | lag (msgs) | worker RSS MiB | exporter RSS MiB | run's Redis keys | their MiB | Redis used MiB | scrape s |",
+        "one `ccmon exporter` scraped at every sample. The first sample holds the burst of every agent logging in.",
+        "",
+        "| t (min) | produced | backlog (events) | lag (msgs) | worker RSS MiB | exporter RSS MiB | run's "
+        "Redis keys | their MiB | Redis used MiB | scrape s |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]  # fmt: skip
+    ]
     step = max(1, math.ceil(len(result.samples) / rows))
     picked = result.samples[::step]
     if picked[-1] is not result.samples[-1]:
         picked.append(result.samples[-1])
     for x in picked:
-        lines.append(f"| {x.t / 60:.1f} | {x.produced:,} | {x.backlog:,.0f} | {'' if x.lag_messages is None else f'{x.lag_messages:,.0f}'} "
-                     f"| {x.worker_rss_mib:.1f} | {x.exporter_rss_mib:.1f} | {x.prefix_keys:,} | "
-                     f"{'' if x.prefix_mib is None else f'{x.prefix_mib:.1f}'} | {x.redis_used_mib:.1f} | "
-                     f"{'' if x.scrape_seconds is None else f'{x.scrape_seconds:.2f}'} |")  # fmt: skip
+        lines.append(
+            f"| {x.t / 60:.1f} | {x.produced:,} | {x.backlog:,.0f} | "
+            f"{'' if x.lag_messages is None else f'{x.lag_messages:,.0f}'} "
+            f"| {x.worker_rss_mib:.1f} | {x.exporter_rss_mib:.1f} | {x.prefix_keys:,} | "
+            f"{'' if x.prefix_mib is None else f'{x.prefix_mib:.1f}'} | {x.redis_used_mib:.1f} | "
+            f"{'' if x.scrape_seconds is None else f'{x.scrape_seconds:.2f}'} |"
+        )
     w, e, p, b = s["worker_rss_mib"], s["exporter_rss_mib"], s["prefix_mib"], s["backlog"]
     lines += [
         "",
@@ -305,7 +375,7 @@ def markdown(result: SoakResult, rows: int = 16) -> str:
         f"({p['slope_per_min']:+.2f} MiB/min: the day's state, expired after the ~25 h horizon, expected to grow "
         f"within a day); backlog max {b['max']:,.0f} events, slope {b['slope_per_min']:+.0f} events/min, last "
         f"{b['last']:,.0f}.",
-    ]  # fmt: skip
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -321,14 +391,22 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))  # clean up on kill too
     kafka, redis_url = common.services_env()
     workdir = common.OUT / common.unique("soak")
-    result = run_soak(kafka, redis_url, args.minutes * 60, args.rate, args.interval, workdir,
-                      per_key_memory=not args.no_key_memory)  # fmt: skip
+    result = run_soak(
+        kafka, redis_url, args.minutes * 60, args.rate, args.interval, workdir, per_key_memory=not args.no_key_memory
+    )
     result.command = "python bench/soak.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = markdown(result)
     print(text)
     if args.json:
-        common.write_json(args.json, {"samples": [vars(x) for x in result.samples], "summary": summary(result),
-                                      "rate_produced": result.produced_rate, "tenants": result.tenants})  # fmt: skip
+        common.write_json(
+            args.json,
+            {
+                "samples": [vars(x) for x in result.samples],
+                "summary": summary(result),
+                "rate_produced": result.produced_rate,
+                "tenants": result.tenants,
+            },
+        )
     if not args.no_write:
         with BENCHMARKS.open("a", encoding="utf-8") as out:  # appended: other sections untouched
             out.write(text)

@@ -261,8 +261,12 @@ def _rows(table: str, what: str) -> Iterator[tuple[list[str], str]]:
     for i in range(0, len(lines), 2):
         head, doc = lines[i], lines[i + 1] if i + 1 < len(lines) else ""
         if not head.strip() or head[:1].isspace() or not doc.startswith("    ") or not doc.strip():
-            raise CatalogError(what, "table", f"line {i + 1}: expected a head line, then its description indented by "
-                               f"4 spaces; got {head!r}, then {doc!r}")  # fmt: skip
+            raise CatalogError(
+                what,
+                "table",
+                f"line {i + 1}: expected a head line, then its description indented by "
+                f"4 spaces; got {head!r}, then {doc!r}",
+            )
         yield head.split(), doc.strip()
 
 
@@ -276,14 +280,27 @@ def _stored(table: str) -> Iterator[Component]:
 
 
 #: Every field the engine writes to its buckets (read-side names), and the derived ones.
-COMPONENTS: Mapping[str, Component] = MappingProxyType({c.name: c for c in (
-    *_stored(_STORED),
-    Component("sl_num", "Service-level numerator per the queue's formula.", derived=True,
-              inputs=("answered_within", "abandoned_within")),
-    Component("sl_den", "Service-level denominator per the queue's formula.", derived=True,
-              inputs=("answered", "abandoned", "short_abandoned", "abandoned_after")),
-    Component("survey_n", "CSAT + NPS + CES answers.", derived=True, inputs=("csat_n", "nps_n", "ces_n")),
-)})  # fmt: skip
+COMPONENTS: Mapping[str, Component] = MappingProxyType(
+    {
+        c.name: c
+        for c in (
+            *_stored(_STORED),
+            Component(
+                "sl_num",
+                "Service-level numerator per the queue's formula.",
+                derived=True,
+                inputs=("answered_within", "abandoned_within"),
+            ),
+            Component(
+                "sl_den",
+                "Service-level denominator per the queue's formula.",
+                derived=True,
+                inputs=("answered", "abandoned", "short_abandoned", "abandoned_after"),
+            ),
+            Component("survey_n", "CSAT + NPS + CES answers.", derived=True, inputs=("csat_n", "nps_n", "ces_n")),
+        )
+    }
+)
 
 _INDEXED_RE = re.compile(r"^([a-z_]+?)([0-9]+)$")
 
@@ -339,8 +356,10 @@ def fold(fn: Callable[[Components], float | None], *components: str) -> Fold:
 
 
 def _abandon_rate(c: Components) -> float | None:
-    return _ratio(c.get("abandoned", 0.0) - c.get("short_abandoned", 0.0),
-                  c.get("answered", 0.0) + c.get("abandoned", 0.0) - c.get("short_abandoned", 0.0))  # fmt: skip
+    return _ratio(
+        c.get("abandoned", 0.0) - c.get("short_abandoned", 0.0),
+        c.get("answered", 0.0) + c.get("abandoned", 0.0) - c.get("short_abandoned", 0.0),
+    )
 
 
 def _missed(c: Components) -> float:
@@ -348,8 +367,12 @@ def _missed(c: Components) -> float:
 
 
 def _net_promoter(n: str, promoters: str, detractors: str) -> Fold:
-    return fold(lambda c: None if c.get(n, 0) <= 0 else 100.0 * (c.get(promoters, 0.0) - c.get(detractors, 0.0)) / c[n],
-                n, promoters, detractors)  # fmt: skip
+    return fold(
+        lambda c: None if c.get(n, 0) <= 0 else 100.0 * (c.get(promoters, 0.0) - c.get(detractors, 0.0)) / c[n],
+        n,
+        promoters,
+        detractors,
+    )
 
 
 ABANDON_RATE = fold(_abandon_rate, "abandoned", "short_abandoned", "answered")
@@ -397,7 +420,7 @@ class Kpi:
     @property
     def short(self) -> str:
         """The name without ``ccmon_`` (the key of :func:`get`, and of TARGET_METRICS' values)."""
-        return self.name[len(PREFIX):]
+        return self.name[len(PREFIX) :]
 
     @property
     def target_name(self) -> str:
@@ -415,167 +438,435 @@ def breakdown(kpi: Kpi, label: str) -> Kpi:
     """The family of ``kpi`` by ``label``: ``ccmon_service_level_ratio`` ->
     ``ccmon_service_level_by_channel_ratio``, help ``... , by channel.``; only the channel
     families keep the target (``[...channels.<channel>.targets]``)."""
-    return Kpi(_by_name(kpi.name, label), f"{kpi.help.rstrip('.')}, by {label}.", kpi.unit, kpi.kind, kpi.span,
-               (*kpi.labels, label), kpi.value, target=kpi.target if label == CHANNEL else None,
-               parent=kpi.name, by=label)  # fmt: skip
+    return Kpi(
+        _by_name(kpi.name, label),
+        f"{kpi.help.rstrip('.')}, by {label}.",
+        kpi.unit,
+        kpi.kind,
+        kpi.span,
+        (*kpi.labels, label),
+        kpi.value,
+        target=kpi.target if label == CHANNEL else None,
+        parent=kpi.name,
+        by=label,
+    )
 
 
 _W: tuple[Kpi, ...] = (
     # Calls (docs/KPIS.md, "Call outcomes"). Counts are always present (0); ratios and means are
     # absent when their denominator is empty.
-    Kpi("ccmon_calls_offered", "Inbound calls offered in the window.", COUNT, value=count("offered"),
-        breakdowns=BREAKDOWNS),
+    Kpi(
+        "ccmon_calls_offered",
+        "Inbound calls offered in the window.",
+        COUNT,
+        value=count("offered"),
+        breakdowns=BREAKDOWNS,
+    ),
     Kpi("ccmon_calls_answered", "Calls answered in the window.", COUNT, value=count("answered"), breakdowns=BREAKDOWNS),
-    Kpi("ccmon_calls_abandoned", "Calls abandoned while waiting.", COUNT, value=count("abandoned"),
-        breakdowns=BREAKDOWNS),
-    Kpi("ccmon_calls_abandoned_short", "Abandoned before short_abandon_seconds.", COUNT, value=count("short_abandoned")),
+    Kpi(
+        "ccmon_calls_abandoned",
+        "Calls abandoned while waiting.",
+        COUNT,
+        value=count("abandoned"),
+        breakdowns=BREAKDOWNS,
+    ),
+    Kpi(
+        "ccmon_calls_abandoned_short", "Abandoned before short_abandon_seconds.", COUNT, value=count("short_abandoned")
+    ),
     Kpi("ccmon_calls_timed_out", "Calls taken out of the queue unanswered.", COUNT, value=count("timeout")),
     Kpi("ccmon_calls_voicemail", "Waiting calls that went to voicemail.", COUNT, value=count("voicemail")),
-    Kpi("ccmon_calls_transferred_unanswered", "Calls whose outcome was a transfer before answer.", COUNT,
-        value=count("transferred")),
-    Kpi("ccmon_calls_missed", "Inbound calls no agent answered (abandoned + timeouts + voicemails).", COUNT,
-        value=fold(_missed, "abandoned", "timeout", "voicemail")),
-    Kpi("ccmon_calls_answered_within_threshold", "Answered with wait <= the queue's threshold.", COUNT,
-        value=count("answered_within")),
-    Kpi("ccmon_service_level_numerator", "Service-level numerator (per the queue's formula).", COUNT,
-        value=count("sl_num")),
-    Kpi("ccmon_service_level_denominator", "Service-level denominator (per the queue's formula).", COUNT,
-        value=count("sl_den")),
-    Kpi("ccmon_service_level_ratio", "Service level per the queue's formula.", RATIO, value=mean("sl_num", "sl_den"),
-        target=Target("service_level", (0, 1)), breakdowns=BREAKDOWNS),
-    Kpi("ccmon_average_speed_of_answer_seconds", "Mean wait of answered calls.", SECONDS,
-        value=mean("asa_sum", "asa_n"), target=Target("asa_seconds", (0, 86400)), breakdowns=BREAKDOWNS),
+    Kpi(
+        "ccmon_calls_transferred_unanswered",
+        "Calls whose outcome was a transfer before answer.",
+        COUNT,
+        value=count("transferred"),
+    ),
+    Kpi(
+        "ccmon_calls_missed",
+        "Inbound calls no agent answered (abandoned + timeouts + voicemails).",
+        COUNT,
+        value=fold(_missed, "abandoned", "timeout", "voicemail"),
+    ),
+    Kpi(
+        "ccmon_calls_answered_within_threshold",
+        "Answered with wait <= the queue's threshold.",
+        COUNT,
+        value=count("answered_within"),
+    ),
+    Kpi(
+        "ccmon_service_level_numerator",
+        "Service-level numerator (per the queue's formula).",
+        COUNT,
+        value=count("sl_num"),
+    ),
+    Kpi(
+        "ccmon_service_level_denominator",
+        "Service-level denominator (per the queue's formula).",
+        COUNT,
+        value=count("sl_den"),
+    ),
+    Kpi(
+        "ccmon_service_level_ratio",
+        "Service level per the queue's formula.",
+        RATIO,
+        value=mean("sl_num", "sl_den"),
+        target=Target("service_level", (0, 1)),
+        breakdowns=BREAKDOWNS,
+    ),
+    Kpi(
+        "ccmon_average_speed_of_answer_seconds",
+        "Mean wait of answered calls.",
+        SECONDS,
+        value=mean("asa_sum", "asa_n"),
+        target=Target("asa_seconds", (0, 86400)),
+        breakdowns=BREAKDOWNS,
+    ),
     Kpi("ccmon_answered_wait_time_seconds", "Sum of waits of answered calls.", SECONDS, value=count("asa_sum")),
-    Kpi("ccmon_average_wait_seconds", "Mean wait of answered, abandoned, timed-out and voicemail calls.", SECONDS,
-        value=mean("wait_sum", "wait_n")),
-    Kpi("ccmon_wait_time_seconds", "Sum of waits of answered, abandoned, timed-out and voicemail calls.", SECONDS,
-        value=count("wait_sum")),
-    Kpi("ccmon_waits", "Calls (answered, abandoned, timed out, voicemail) whose waits ccmon_wait_time_seconds sums.",
-        COUNT, value=count("wait_n")),
+    Kpi(
+        "ccmon_average_wait_seconds",
+        "Mean wait of answered, abandoned, timed-out and voicemail calls.",
+        SECONDS,
+        value=mean("wait_sum", "wait_n"),
+    ),
+    Kpi(
+        "ccmon_wait_time_seconds",
+        "Sum of waits of answered, abandoned, timed-out and voicemail calls.",
+        SECONDS,
+        value=count("wait_sum"),
+    ),
+    Kpi(
+        "ccmon_waits",
+        "Calls (answered, abandoned, timed out, voicemail) whose waits ccmon_wait_time_seconds sums.",
+        COUNT,
+        value=count("wait_n"),
+    ),
     Kpi("ccmon_max_wait_seconds", "Longest wait of any outcome.", SECONDS, value=peak("max_wait")),
-    Kpi("ccmon_abandon_rate_ratio", "(abandoned - short) / (answered + abandoned - short).", RATIO, value=ABANDON_RATE,
-        target=Target("abandon_rate", (0, 1)), breakdowns=BREAKDOWNS),
-    Kpi("ccmon_voicemail_share_ratio", "Voicemails / missed calls.", RATIO,
-        value=fold(lambda c: _ratio(c.get("voicemail", 0.0), _missed(c)), "voicemail", "abandoned", "timeout")),
+    Kpi(
+        "ccmon_abandon_rate_ratio",
+        "(abandoned - short) / (answered + abandoned - short).",
+        RATIO,
+        value=ABANDON_RATE,
+        target=Target("abandon_rate", (0, 1)),
+        breakdowns=BREAKDOWNS,
+    ),
+    Kpi(
+        "ccmon_voicemail_share_ratio",
+        "Voicemails / missed calls.",
+        RATIO,
+        value=fold(lambda c: _ratio(c.get("voicemail", 0.0), _missed(c)), "voicemail", "abandoned", "timeout"),
+    ),
     Kpi("ccmon_agent_missed_rings", "Agents rung who did not pick up.", COUNT, value=count("rings")),
     Kpi("ccmon_transfers_out", "Calls that left the queue by transfer.", COUNT, value=count("transfers_out")),
     Kpi("ccmon_calls_handled", "Inbound calls ended after an answer.", COUNT, value=count("handled")),
-    Kpi("ccmon_average_handle_time_seconds", "Mean talk + hold + after-call work.", SECONDS,
-        value=mean("handle_sum", "handled"), target=Target("aht_seconds", (0, 86400))),
+    Kpi(
+        "ccmon_average_handle_time_seconds",
+        "Mean talk + hold + after-call work.",
+        SECONDS,
+        value=mean("handle_sum", "handled"),
+        target=Target("aht_seconds", (0, 86400)),
+    ),
     Kpi("ccmon_average_talk_time_seconds", "Mean talk time.", SECONDS, value=mean("talk_sum", "handled")),
-    Kpi("ccmon_repeat_caller_ratio", "Offered calls whose customer called in the look-back before.", RATIO,
-        value=mean("repeat", "repeat_n")),
+    Kpi(
+        "ccmon_repeat_caller_ratio",
+        "Offered calls whose customer called in the look-back before.",
+        RATIO,
+        value=mean("repeat", "repeat_n"),
+    ),
     # Outbound (docs/KPIS.md, "Outbound").
-    Kpi("ccmon_outbound_conversion_ratio", "Outbound calls ended with an outcome in the queue's conversion_outcomes "
-        "(default sale) / outbound calls ended.", RATIO, value=mean("out_sales", "out_ended")),
-    Kpi("ccmon_outbound_calls", "Outbound calls placed.", COUNT, value=count("out_placed"),
-        note="outbound calls placed in the window"),
-    Kpi("ccmon_outbound_calls_connected", "Outbound calls placed in the window and answered.", COUNT,
-        value=count("out_connected")),
-    Kpi("ccmon_outbound_connect_rate_ratio", "Outbound calls answered / placed (placed in the window).", RATIO,
-        value=mean("out_connected", "out_placed")),
-    Kpi("ccmon_outbound_calls_ended", "Outbound calls ended (connected and finished).", COUNT, value=count("out_ended")),
-    Kpi("ccmon_outbound_conversions", "Outbound calls ended with an outcome in the queue's conversion_outcomes.",
-        COUNT, value=count("out_sales")),
+    Kpi(
+        "ccmon_outbound_conversion_ratio",
+        "Outbound calls ended with an outcome in the queue's conversion_outcomes "
+        "(default sale) / outbound calls ended.",
+        RATIO,
+        value=mean("out_sales", "out_ended"),
+    ),
+    Kpi(
+        "ccmon_outbound_calls",
+        "Outbound calls placed.",
+        COUNT,
+        value=count("out_placed"),
+        note="outbound calls placed in the window",
+    ),
+    Kpi(
+        "ccmon_outbound_calls_connected",
+        "Outbound calls placed in the window and answered.",
+        COUNT,
+        value=count("out_connected"),
+    ),
+    Kpi(
+        "ccmon_outbound_connect_rate_ratio",
+        "Outbound calls answered / placed (placed in the window).",
+        RATIO,
+        value=mean("out_connected", "out_placed"),
+    ),
+    Kpi(
+        "ccmon_outbound_calls_ended", "Outbound calls ended (connected and finished).", COUNT, value=count("out_ended")
+    ),
+    Kpi(
+        "ccmon_outbound_conversions",
+        "Outbound calls ended with an outcome in the queue's conversion_outcomes.",
+        COUNT,
+        value=count("out_sales"),
+    ),
     # Callbacks (docs/KPIS.md, "Callbacks").
-    Kpi("ccmon_callback_delay_seconds", "Mean delay from callback due to callback made.", SECONDS,
-        value=mean("cb_delay_sum", "cb_made"), target=Target("callback_seconds", (0, 7 * 86400))),
+    Kpi(
+        "ccmon_callback_delay_seconds",
+        "Mean delay from callback due to callback made.",
+        SECONDS,
+        value=mean("cb_delay_sum", "cb_made"),
+        target=Target("callback_seconds", (0, 7 * 86400)),
+    ),
     Kpi("ccmon_callback_delay_max_seconds", "Longest callback delay.", SECONDS, value=peak("max_cb_delay")),
     Kpi("ccmon_callbacks_made", "Callbacks closed by an attempt or outbound call.", COUNT, value=count("cb_made")),
-    Kpi("ccmon_callbacks_recontacted", "Callbacks closed because the customer called and was answered.", COUNT,
-        value=count("cb_recontacted")),
+    Kpi(
+        "ccmon_callbacks_recontacted",
+        "Callbacks closed because the customer called and was answered.",
+        COUNT,
+        value=count("cb_recontacted"),
+    ),
     Kpi("ccmon_callbacks_due", "Callbacks that fell due.", COUNT, value=count("cb_due")),
     # Tickets (docs/KPIS.md, "Tickets").
     Kpi("ccmon_tickets_created", "Tickets created.", COUNT, value=count("tk_created"), breakdowns=BREAKDOWNS),
-    Kpi("ccmon_ticket_first_response_seconds", "Mean time to the first agent reply.", SECONDS,
-        value=mean("frt_sum", "frt_n"), target=Target("first_response_seconds", (0, 365 * 86400)),
-        breakdowns=BREAKDOWNS),
-    Kpi("ccmon_ticket_response_seconds", "Mean time from a customer message to the next agent reply.", SECONDS,
-        value=mean("rt_sum", "rt_n")),
-    Kpi("ccmon_ticket_resolution_seconds", "Mean time from creation to first resolution.", SECONDS,
-        value=mean("art_sum", "art_n"), target=Target("resolution_seconds", (0, 365 * 86400))),
+    Kpi(
+        "ccmon_ticket_first_response_seconds",
+        "Mean time to the first agent reply.",
+        SECONDS,
+        value=mean("frt_sum", "frt_n"),
+        target=Target("first_response_seconds", (0, 365 * 86400)),
+        breakdowns=BREAKDOWNS,
+    ),
+    Kpi(
+        "ccmon_ticket_response_seconds",
+        "Mean time from a customer message to the next agent reply.",
+        SECONDS,
+        value=mean("rt_sum", "rt_n"),
+    ),
+    Kpi(
+        "ccmon_ticket_resolution_seconds",
+        "Mean time from creation to first resolution.",
+        SECONDS,
+        value=mean("art_sum", "art_n"),
+        target=Target("resolution_seconds", (0, 365 * 86400)),
+    ),
     Kpi("ccmon_tickets_resolved", "Ticket resolutions.", COUNT, value=count("tk_resolved")),
-    Kpi("ccmon_ticket_resolution_rate_ratio", "solved / (solved + unresolvable).", RATIO,
-        value=fold(lambda c: _ratio(c.get("tk_solved", 0.0), c.get("tk_solved", 0.0) + c.get("tk_unresolvable", 0.0)),
-                   "tk_solved", "tk_unresolvable")),
+    Kpi(
+        "ccmon_ticket_resolution_rate_ratio",
+        "solved / (solved + unresolvable).",
+        RATIO,
+        value=fold(
+            lambda c: _ratio(c.get("tk_solved", 0.0), c.get("tk_solved", 0.0) + c.get("tk_unresolvable", 0.0)),
+            "tk_solved",
+            "tk_unresolvable",
+        ),
+    ),
     Kpi("ccmon_ticket_reopen_rate_ratio", "Reopens / resolutions.", RATIO, value=mean("tk_reopened", "tk_resolved")),
     # Surveys (docs/KPIS.md, "Surveys").
-    Kpi("ccmon_csat_ratio", "Share of CSAT answers in the top two points of the scale.", RATIO,
-        value=mean("csat_top", "csat_n"), target=Target("csat", (0, 1))),
-    Kpi("ccmon_nps_score", "Net promoter score, -100..100.", SCORE, value=_net_promoter("nps_n", "nps_pro", "nps_det"),
-        target=Target("nps", (-100, 100))),
-    Kpi("ccmon_ces_score", "Mean customer effort score (1-7).", SCORE, value=mean("ces_sum", "ces_n"),
-        target=Target("ces", (1, 7))),
+    Kpi(
+        "ccmon_csat_ratio",
+        "Share of CSAT answers in the top two points of the scale.",
+        RATIO,
+        value=mean("csat_top", "csat_n"),
+        target=Target("csat", (0, 1)),
+    ),
+    Kpi(
+        "ccmon_nps_score",
+        "Net promoter score, -100..100.",
+        SCORE,
+        value=_net_promoter("nps_n", "nps_pro", "nps_det"),
+        target=Target("nps", (-100, 100)),
+    ),
+    Kpi(
+        "ccmon_ces_score",
+        "Mean customer effort score (1-7).",
+        SCORE,
+        value=mean("ces_sum", "ces_n"),
+        target=Target("ces", (1, 7)),
+    ),
     # The employee pulse: only whole batches of answers from pulse_min_responses agents count.
-    Kpi("ccmon_esat_responses", "Employee satisfaction answers counted (whole batches of pulse_min_responses agents).",
-        COUNT, value=count("esat_n")),
-    Kpi("ccmon_esat_ratio", "Share of employee satisfaction answers in the top two points of the scale.", RATIO,
-        value=mean("esat_top", "esat_n"), note="employee pulse: whole batches of `pulse_min_responses` agents only"),
-    Kpi("ccmon_enps_responses", "Employee NPS answers counted (whole batches of pulse_min_responses agents).", COUNT,
-        value=count("enps_n")),
-    Kpi("ccmon_enps_score", "Employee net promoter score, -100..100.", SCORE,
-        value=_net_promoter("enps_n", "enps_pro", "enps_det"), note="as `ccmon_esat_ratio`"),
+    Kpi(
+        "ccmon_esat_responses",
+        "Employee satisfaction answers counted (whole batches of pulse_min_responses agents).",
+        COUNT,
+        value=count("esat_n"),
+    ),
+    Kpi(
+        "ccmon_esat_ratio",
+        "Share of employee satisfaction answers in the top two points of the scale.",
+        RATIO,
+        value=mean("esat_top", "esat_n"),
+        note="employee pulse: whole batches of `pulse_min_responses` agents only",
+    ),
+    Kpi(
+        "ccmon_enps_responses",
+        "Employee NPS answers counted (whole batches of pulse_min_responses agents).",
+        COUNT,
+        value=count("enps_n"),
+    ),
+    Kpi(
+        "ccmon_enps_score",
+        "Employee net promoter score, -100..100.",
+        SCORE,
+        value=_net_promoter("enps_n", "enps_pro", "enps_det"),
+        note="as `ccmon_esat_ratio`",
+    ),
     # Windowed, folded by name in kpi_core.kpis (more than one scope's components, or a label
     # of their own).
-    Kpi("ccmon_first_contact_resolution_ratio", "First contact resolution (voice and ticket).", RATIO,
-        labels=(*QUEUE_WINDOW, CHANNEL), parts=(("voice", mean("fcr_ok", "fcr_n")), ("ticket", mean("tfcr_ok", "tfcr_n"))),
-        target=Target("fcr", (0, 1)), note="channel: `voice` (calls), `ticket` (tickets)"),
-    Kpi("ccmon_wait_seconds_quantile", "Quantiles of answered waits (from the histogram).", SECONDS,
-        labels=(*QUEUE_WINDOW, "quantile"), reads=("wa" + INDEXED,),
-        note="quantile: `0.5`, `0.9`; interpolated within a bucket of the histogram"),
-    Kpi("ccmon_occupancy_ratio", "Time-weighted (on_call + acw) / (available + on_call + acw).", RATIO,
-        reads=("occ_busy", "occ_busy_t", "occ_staffed", "occ_staffed_t"), note="with the agents' states now"),
-    Kpi("ccmon_knowledge_base_transfer_ratio", "Knowledge-base escalations / views, per article.", RATIO,
-        labels=("tenant", "article", "window"), reads=("kb_escalations", "kb_views"), note="no `queue`"),
-    Kpi("ccmon_agent_logged_in_seconds", "Agent-seconds logged in (any state but offline) in the window; an agent "
-        "counts in each of its queues and once in _all.", SECONDS, reads=("occ_logged", "occ_logged_t")),
-    Kpi("ccmon_outbound_calls_per_agent_hour", "Outbound calls placed per logged-in agent-hour in the window.",
-        PER_HOUR, reads=("out_placed", "occ_logged", "occ_logged_t"), note="absent when nobody was logged in"),
-)  # fmt: skip
+    Kpi(
+        "ccmon_first_contact_resolution_ratio",
+        "First contact resolution (voice and ticket).",
+        RATIO,
+        labels=(*QUEUE_WINDOW, CHANNEL),
+        parts=(("voice", mean("fcr_ok", "fcr_n")), ("ticket", mean("tfcr_ok", "tfcr_n"))),
+        target=Target("fcr", (0, 1)),
+        note="channel: `voice` (calls), `ticket` (tickets)",
+    ),
+    Kpi(
+        "ccmon_wait_seconds_quantile",
+        "Quantiles of answered waits (from the histogram).",
+        SECONDS,
+        labels=(*QUEUE_WINDOW, "quantile"),
+        reads=("wa" + INDEXED,),
+        note="quantile: `0.5`, `0.9`; interpolated within a bucket of the histogram",
+    ),
+    Kpi(
+        "ccmon_occupancy_ratio",
+        "Time-weighted (on_call + acw) / (available + on_call + acw).",
+        RATIO,
+        reads=("occ_busy", "occ_busy_t", "occ_staffed", "occ_staffed_t"),
+        note="with the agents' states now",
+    ),
+    Kpi(
+        "ccmon_knowledge_base_transfer_ratio",
+        "Knowledge-base escalations / views, per article.",
+        RATIO,
+        labels=("tenant", "article", "window"),
+        reads=("kb_escalations", "kb_views"),
+        note="no `queue`",
+    ),
+    Kpi(
+        "ccmon_agent_logged_in_seconds",
+        "Agent-seconds logged in (any state but offline) in the window; an agent "
+        "counts in each of its queues and once in _all.",
+        SECONDS,
+        reads=("occ_logged", "occ_logged_t"),
+    ),
+    Kpi(
+        "ccmon_outbound_calls_per_agent_hour",
+        "Outbound calls placed per logged-in agent-hour in the window.",
+        PER_HOUR,
+        reads=("out_placed", "occ_logged", "occ_logged_t"),
+        note="absent when nobody was logged in",
+    ),
+)
 
 _LIVE: tuple[Kpi, ...] = (
     # Live queue state at `at` (docs/KPIS.md, "Live queue state"): from the live sets.
-    Kpi("ccmon_calls_waiting", "Inbound calls waiting now.", COUNT, span=LIVE, labels=QUEUE,
-        note="live set `waiting`, offered within `max_call_age_seconds`"),
-    Kpi("ccmon_longest_wait_seconds", "Wait so far of the oldest waiting call; 0 if none.", SECONDS, span=LIVE,
-        labels=QUEUE, target=Target("longest_wait_seconds", (0, 86400))),
+    Kpi(
+        "ccmon_calls_waiting",
+        "Inbound calls waiting now.",
+        COUNT,
+        span=LIVE,
+        labels=QUEUE,
+        note="live set `waiting`, offered within `max_call_age_seconds`",
+    ),
+    Kpi(
+        "ccmon_longest_wait_seconds",
+        "Wait so far of the oldest waiting call; 0 if none.",
+        SECONDS,
+        span=LIVE,
+        labels=QUEUE,
+        target=Target("longest_wait_seconds", (0, 86400)),
+    ),
     Kpi("ccmon_callbacks_pending", "Callbacks due and not yet made.", COUNT, span=LIVE, labels=QUEUE),
-    Kpi("ccmon_oldest_pending_callback_age_seconds", "Age of the oldest pending callback; 0 if none.", SECONDS,
-        span=LIVE, labels=QUEUE),
-    Kpi("ccmon_callbacks_overdue", "Pending callbacks older than the callback target.", COUNT, span=LIVE,
-        labels=QUEUE),
+    Kpi(
+        "ccmon_oldest_pending_callback_age_seconds",
+        "Age of the oldest pending callback; 0 if none.",
+        SECONDS,
+        span=LIVE,
+        labels=QUEUE,
+    ),
+    Kpi("ccmon_callbacks_overdue", "Pending callbacks older than the callback target.", COUNT, span=LIVE, labels=QUEUE),
     Kpi("ccmon_tickets_open", "Tickets created and not resolved.", COUNT, span=LIVE, labels=QUEUE),
-    Kpi("ccmon_open_ticket_age_seconds", "Mean age of open tickets.", SECONDS, span=LIVE, labels=QUEUE,
-        note="absent when none is open"),
-    Kpi("ccmon_agents", "Agents by their latest state and (away) pause reason.", COUNT, span=LIVE,
+    Kpi(
+        "ccmon_open_ticket_age_seconds",
+        "Mean age of open tickets.",
+        SECONDS,
+        span=LIVE,
+        labels=QUEUE,
+        note="absent when none is open",
+    ),
+    Kpi(
+        "ccmon_agents",
+        "Agents by their latest state and (away) pause reason.",
+        COUNT,
+        span=LIVE,
         labels=(*QUEUE, "state", "reason"),
-        note="reason: pause reason of `away` agents: a configured `pause_reasons` code, `other`, or `none`"),
-    Kpi("ccmon_service_level_threshold_seconds", "The queue's service-level threshold.", SECONDS, span=LIVE,
-        labels=QUEUE, note="from the configuration"),
-    Kpi("ccmon_queue_open", "1 while the queue is inside its opening hours, else 0.", FLAG, span=LIVE, labels=QUEUE,
+        note="reason: pause reason of `away` agents: a configured `pause_reasons` code, `other`, or `none`",
+    ),
+    Kpi(
+        "ccmon_service_level_threshold_seconds",
+        "The queue's service-level threshold.",
+        SECONDS,
+        span=LIVE,
+        labels=QUEUE,
+        note="from the configuration",
+    ),
+    Kpi(
+        "ccmon_queue_open",
+        "1 while the queue is inside its opening hours, else 0.",
+        FLAG,
+        span=LIVE,
+        labels=QUEUE,
         note="only for queues with `open_hours`/`open_days` in the config; the tenant's local time at the "
-             "snapshot instant; no `_all` series"),
-    Kpi("ccmon_agent_state", "1 per agent: its latest state and (away) pause reason (limits.agent_series_per_tenant).",
-        FLAG, span=LIVE, labels=("tenant", "agent", "state", "reason"),
+        "snapshot instant; no `_all` series",
+    ),
+    Kpi(
+        "ccmon_agent_state",
+        "1 per agent: its latest state and (away) pause reason (limits.agent_series_per_tenant).",
+        FLAG,
+        span=LIVE,
+        labels=("tenant", "agent", "state", "reason"),
         note="no `queue`; only with `[limits] agent_series_per_tenant` > 0 (default 0: not exported), for that "
-             "many agents per tenant, the most recently changed"),
+        "many agents per tenant, the most recently changed",
+    ),
     # Staffing and estimated wait (docs/KPIS.md): at `at`, from the last 15 minutes' components.
-    Kpi("ccmon_staffing_agents_required",
-        "Erlang C agents needed to reach the queue's service-level target at the last 15 minutes' load.", COUNT,
-        span=LIVE, labels=QUEUE, reads=("offered", "handled", "handle_sum"),
-        note="absent without calls offered or handled in 15 minutes; `_all`: the queues' sum"),
-    Kpi("ccmon_staffing_service_level_forecast",
-        "Erlang C service level with the agents staffed now at the last 15 minutes' load.", RATIO, span=LIVE,
-        labels=QUEUE, reads=("offered", "handled", "handle_sum"),
-        note="0 when the agents staffed are no more than the load; absent as above; `_all`: weighted by arrivals"),
-    Kpi("ccmon_estimated_wait_seconds", "Expected wait of a caller who joins the queue now.", SECONDS, span=LIVE,
-        labels=QUEUE, reads=("handled", "handle_sum", "asa_sum", "asa_n"),
-        note="`_all`: the queues' estimates weighted by arrivals"),
-    Kpi("ccmon_staffing_service_level_forecast_erlang_a",
+    Kpi(
+        "ccmon_staffing_agents_required",
+        "Erlang C agents needed to reach the queue's service-level target at the last 15 minutes' load.",
+        COUNT,
+        span=LIVE,
+        labels=QUEUE,
+        reads=("offered", "handled", "handle_sum"),
+        note="absent without calls offered or handled in 15 minutes; `_all`: the queues' sum",
+    ),
+    Kpi(
+        "ccmon_staffing_service_level_forecast",
+        "Erlang C service level with the agents staffed now at the last 15 minutes' load.",
+        RATIO,
+        span=LIVE,
+        labels=QUEUE,
+        reads=("offered", "handled", "handle_sum"),
+        note="0 when the agents staffed are no more than the load; absent as above; `_all`: weighted by arrivals",
+    ),
+    Kpi(
+        "ccmon_estimated_wait_seconds",
+        "Expected wait of a caller who joins the queue now.",
+        SECONDS,
+        span=LIVE,
+        labels=QUEUE,
+        reads=("handled", "handle_sum", "asa_sum", "asa_n"),
+        note="`_all`: the queues' estimates weighted by arrivals",
+    ),
+    Kpi(
+        "ccmon_staffing_service_level_forecast_erlang_a",
         "Erlang A service level with the agents staffed now and the callers' patience of the last 15 minutes.",
-        RATIO, span=LIVE, labels=QUEUE, reads=("offered", "handled", "handle_sum", "abandoned", "wait_sum"),
-        note="equals the Erlang C forecast when nobody abandoned; absent as above; `_all`: weighted by arrivals"),
-)  # fmt: skip
+        RATIO,
+        span=LIVE,
+        labels=QUEUE,
+        reads=("offered", "handled", "handle_sum", "abandoned", "wait_sum"),
+        note="equals the Erlang C forecast when nobody abandoned; absent as above; `_all`: weighted by arrivals",
+    ),
+)
 
 
 #: The lifetime counters: a line ``name component [unit]`` (unit: count unless given), then the
@@ -626,17 +917,30 @@ def _counters(table: str) -> Iterator[Kpi]:
         if len(words) not in (2, 3):
             raise CatalogError(words[0], "counters", f"expected `name component [unit]`, got {' '.join(words)!r}")
         name, component, *unit = words
-        yield Kpi(name, help_text, unit[0] if unit else COUNT, kind="counter", span=LIFETIME, labels=QUEUE,
-                  value=count(component))
+        yield Kpi(
+            name,
+            help_text,
+            unit[0] if unit else COUNT,
+            kind="counter",
+            span=LIFETIME,
+            labels=QUEUE,
+            value=count(component),
+        )
 
 
 _LIFETIME: tuple[Kpi, ...] = (
-    Kpi("ccmon_call_wait_seconds", "Waits of answered and abandoned calls.", SECONDS, kind="histogram",
-        span=LIFETIME, labels=(*QUEUE, "outcome", "le"),
+    Kpi(
+        "ccmon_call_wait_seconds",
+        "Waits of answered and abandoned calls.",
+        SECONDS,
+        kind="histogram",
+        span=LIFETIME,
+        labels=(*QUEUE, "outcome", "le"),
         reads=("wa" + INDEXED, "wb" + INDEXED, "asa_sum", "ab_wait_sum"),
-        note="outcome: `answered`, `abandoned`; le: the bounds of `engine.WAIT_BUCKETS`"),
+        note="outcome: `answered`, `abandoned`; le: the bounds of `engine.WAIT_BUCKETS`",
+    ),
     *_counters(_COUNTERS),
-)  # fmt: skip
+)
 
 #: Every KPI family, in the order a snapshot creates them: the windowed ones, their
 #: breakdowns (by channel, then by priority), the live ones, the lifetime ones.
@@ -726,7 +1030,9 @@ def validate(catalog: Iterable[Kpi] = CATALOG, components: Mapping[str, Componen
     targets: set[tuple[str, str | None]] = set()
     for kpi in catalog:
         if not kpi.name.startswith(PREFIX) or not re.fullmatch(r"[a-z_][a-z0-9_]*", kpi.name):
-            raise CatalogError(kpi.name, "name", f"must be ccmon_ then lower-case letters, digits and _, got {kpi.name!r}")
+            raise CatalogError(
+                kpi.name, "name", f"must be ccmon_ then lower-case letters, digits and _, got {kpi.name!r}"
+            )
         if kpi.name in seen:
             raise CatalogError(kpi.name, "name", "declared twice")
         seen.add(kpi.name)
@@ -743,21 +1049,27 @@ def validate(catalog: Iterable[Kpi] = CATALOG, components: Mapping[str, Componen
                 raise CatalogError(kpi.name, "unit", f"the name's suffix says {unit}, got {kpi.unit!r}")
         for name in kpi.components:
             if name not in components:
-                raise CatalogError(kpi.name, "components",
-                                   f"{name!r} is not a field the engine writes or derives (kpi_core.catalog.COMPONENTS)")
+                raise CatalogError(
+                    kpi.name,
+                    "components",
+                    f"{name!r} is not a field the engine writes or derives (kpi_core.catalog.COMPONENTS)",
+                )
         if kpi.value is not None:
             probe = _Probe()
             kpi.value(probe)
             if probe.read != set(kpi.components):
-                raise CatalogError(kpi.name, "value", f"reads {sorted(probe.read)} but declares {sorted(kpi.components)}")
+                raise CatalogError(
+                    kpi.name, "value", f"reads {sorted(probe.read)} but declares {sorted(kpi.components)}"
+                )
         if kpi.parts and (kpi.value is not None or kpi.reads):
             raise CatalogError(kpi.name, "parts", "a KPI by parts declares neither value nor reads (its parts read)")
         for label, part in kpi.parts:
             probe = _Probe()
             part(probe)
             if probe.read != set(part.components):
-                raise CatalogError(kpi.name, "parts", f"{label!r} reads {sorted(probe.read)} but declares "
-                                   f"{sorted(part.components)}")
+                raise CatalogError(
+                    kpi.name, "parts", f"{label!r} reads {sorted(probe.read)} but declares {sorted(part.components)}"
+                )
         if kpi.target is not None:
             key = (kpi.target.key, kpi.by)
             if key in targets:
@@ -774,16 +1086,25 @@ validate()
 
 # -- docs/METRICS.md's KPI tables (written by streams.cli.docs) --------------------------------
 _SECTIONS = (
-    ("Windowed KPIs", "One series per configured window (`window`: `5m`, `15m`, `1h`, `today` by default), "
-     "per queue and `_all` (from summed components). Counts are 0 in an empty window; a ratio or mean "
-     "with an empty denominator is absent."),
-    ("By channel and priority", "The windowed KPIs above restricted to one `channel` (`voice`, `chat`, `email`, "
-     "`social`, `sms`, `other`) or `priority` (`0`..`9`, `other`); docs/KPIS.md, \"Channel and priority\"."),
+    (
+        "Windowed KPIs",
+        "One series per configured window (`window`: `5m`, `15m`, `1h`, `today` by default), "
+        "per queue and `_all` (from summed components). Counts are 0 in an empty window; a ratio or mean "
+        "with an empty denominator is absent.",
+    ),
+    (
+        "By channel and priority",
+        "The windowed KPIs above restricted to one `channel` (`voice`, `chat`, `email`, "
+        '`social`, `sms`, `other`) or `priority` (`0`..`9`, `other`); docs/KPIS.md, "Channel and priority".',
+    ),
     ("Live", "At the snapshot instant, no `window`."),
-    ("Targets", "The configured targets (`targets.<key>`, or `channels.<channel>.targets.<key>`), one gauge per "
-     "queue where set, compared with the KPI it names."),
+    (
+        "Targets",
+        "The configured targets (`targets.<key>`, or `channels.<channel>.targets.<key>`), one gauge per "
+        "queue where set, compared with the KPI it names.",
+    ),
     ("Lifetime", "Monotonic since the first event, for PromQL's `rate()` and `increase()`."),
-)  # fmt: skip
+)
 
 
 def _cell(text: str) -> str:
@@ -809,9 +1130,19 @@ def metrics_markdown(catalog: Iterable[Kpi] = CATALOG) -> str:
         if kpi.target is not None:
             low, high = kpi.target.range
             where = f"`channels.<channel>.targets.{kpi.target.key}`" if kpi.by else f"`targets.{kpi.target.key}`"
-            rows["Targets"].append(_row(target_gauge(kpi), f"{where}, {low:.10g}..{high:.10g}; compared with `{kpi.name}`"))
+            rows["Targets"].append(
+                _row(target_gauge(kpi), f"{where}, {low:.10g}..{high:.10g}; compared with `{kpi.name}`")
+            )
     out = []
     for title, intro in _SECTIONS:
-        out += [f"### {title}", "", intro, "", "| metric | type | unit | labels | meaning |",
-                "| --- | --- | --- | --- | --- |", *rows[title], ""]  # fmt: skip
+        out += [
+            f"### {title}",
+            "",
+            intro,
+            "",
+            "| metric | type | unit | labels | meaning |",
+            "| --- | --- | --- | --- | --- |",
+            *rows[title],
+            "",
+        ]
     return "\n".join(out)

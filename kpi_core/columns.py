@@ -101,5 +101,7 @@ class Columns:
             out.update(zip((name for name, _j in sums), summed.tolist(), strict=True))
         if maxima:
             peaks = np.fmax.reduce(matrix[:, [j for _name, j in maxima]], axis=0)
-            out.update((name, value) for (name, _j), value in zip(maxima, peaks.tolist(), strict=True) if value == value)
+            out.update(
+                (name, value) for (name, _j), value in zip(maxima, peaks.tolist(), strict=True) if value == value
+            )
         return out

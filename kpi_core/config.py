@@ -394,8 +394,16 @@ def _open_days(value: Any, where: str) -> frozenset[int]:
     return frozenset(days)
 
 
-_QUEUE_FIELDS = {"sl_threshold_seconds", "sl_formula", "short_abandon_seconds", "targets", "open_hours", "open_days",
-                 "channels", "conversion_outcomes"}  # fmt: skip
+_QUEUE_FIELDS = {
+    "sl_threshold_seconds",
+    "sl_formula",
+    "short_abandon_seconds",
+    "targets",
+    "open_hours",
+    "open_days",
+    "channels",
+    "conversion_outcomes",
+}
 
 
 def _channels(raw: Any, where: str, base: Mapping[str, Mapping[str, float]]) -> Mapping[str, Mapping[str, float]]:
@@ -445,10 +453,14 @@ def _queue(raw: Any, where: str, base: QueueConfig) -> QueueConfig:
         targets=targets,
         open_hours=_open_hours(table["open_hours"], where) if "open_hours" in table else base.open_hours,
         open_days=_open_days(table["open_days"], where) if "open_days" in table else base.open_days,
-        channels=_channels(table["channels"], f"{where}channels.", base.channels) if "channels" in table
+        channels=_channels(table["channels"], f"{where}channels.", base.channels)
+        if "channels" in table
         else base.channels,
-        conversion_outcomes=(_conversion_outcomes(table["conversion_outcomes"], where)
-                             if "conversion_outcomes" in table else base.conversion_outcomes),
+        conversion_outcomes=(
+            _conversion_outcomes(table["conversion_outcomes"], where)
+            if "conversion_outcomes" in table
+            else base.conversion_outcomes
+        ),
     )
 
 
@@ -460,9 +472,13 @@ def _pause_reasons(table: Mapping[str, Any], where: str) -> tuple[str, ...]:
         raise ConfigError(f"{where}pause_reasons", f"must be a list of names, got {raw!r}")
     for i, name in enumerate(raw):
         if not isinstance(name, str) or not name or len(name) > 128 or not name.isprintable():
-            raise ConfigError(f"{where}pause_reasons[{i}]", f"must be a name of 1 to 128 printable characters, got {name!r}")
+            raise ConfigError(
+                f"{where}pause_reasons[{i}]", f"must be a name of 1 to 128 printable characters, got {name!r}"
+            )
         if name in (REASON_NONE, REASON_OTHER):
-            raise ConfigError(f"{where}pause_reasons[{i}]", f"{name!r} is reserved (the label of no reason / another one)")
+            raise ConfigError(
+                f"{where}pause_reasons[{i}]", f"{name!r} is reserved (the label of no reason / another one)"
+            )
     if len(set(raw)) != len(raw):
         raise ConfigError(f"{where}pause_reasons", f"has duplicates: {raw!r}")
     return tuple(raw)
@@ -480,6 +496,8 @@ def _pulse_min_responses(table: Mapping[str, Any], where: str, default: int | No
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ConfigError(f"{where}pulse_min_responses", f"must be a whole number in [{low}, {high}], got {value!r}")
     return value
+
+
 #: The top-level sections of the file.
 SECTIONS = ("engine", "limits", "defaults", "tenants")
 
@@ -531,8 +549,9 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
     for tenant_name, tenant_raw in _table(raw.get("tenants", {}), "tenants").items():
         where = f"tenants.{tenant_name}."
         tenant_table = _table(tenant_raw, where.rstrip("."))
-        _reject_unknown(tenant_table, {"timezone", "queues", "pulse_min_responses", "pause_reasons", "away_alert_seconds"},
-                        where)
+        _reject_unknown(
+            tenant_table, {"timezone", "queues", "pulse_min_responses", "pause_reasons", "away_alert_seconds"}, where
+        )
         zone = tenant_table.get("timezone", "UTC")
         try:
             if not isinstance(zone, str):
@@ -547,10 +566,13 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
         if ALL in queues:
             raise ConfigError(f"{where}queues.{ALL}", f"the queue name {ALL!r} is reserved for totals")
         away = _number(tenant_table, "away_alert_seconds", where, AWAY_ALERT_SECONDS, (1, _DAY))
-        tenants[tenant_name] = TenantConfig(timezone=zone, queues=MappingProxyType(queues),
-                                            pulse_min_responses=_pulse_min_responses(tenant_table, where, None),
-                                            pause_reasons=_pause_reasons(tenant_table, where),
-                                            away_alert_seconds=away)  # fmt: skip
+        tenants[tenant_name] = TenantConfig(
+            timezone=zone,
+            queues=MappingProxyType(queues),
+            pulse_min_responses=_pulse_min_responses(tenant_table, where, None),
+            pause_reasons=_pause_reasons(tenant_table, where),
+            away_alert_seconds=away,
+        )
 
     limits_raw = _table(raw.get("limits", {}), "limits")
     _reject_unknown(limits_raw, set(Limits.__dataclass_fields__), "limits.")
@@ -579,7 +601,8 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
         callback_on_missed=on_missed,
         repeat_caller_seconds=engine_number("repeat_caller_seconds"),
         max_future_seconds=engine_number("max_future_seconds"),
-        pulse_min_responses=_pulse_min_responses(engine, "engine.", base.pulse_min_responses) or base.pulse_min_responses,
+        pulse_min_responses=_pulse_min_responses(engine, "engine.", base.pulse_min_responses)
+        or base.pulse_min_responses,
         defaults=defaults,
         tenants=MappingProxyType(tenants),
     )

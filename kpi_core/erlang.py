@@ -105,8 +105,10 @@ def agents_for_service_level(
     (Erlang C)."""
     needed = agents_required(arrivals_per_second * aht_seconds, aht_seconds, threshold, target)
     if needed is None:
-        raise ValueError(f"no staffing up to {MAX_AGENTS} agents reaches {target} for a load of "
-                         f"{arrivals_per_second * aht_seconds} Erlangs")  # fmt: skip
+        raise ValueError(
+            f"no staffing up to {MAX_AGENTS} agents reaches {target} for a load of "
+            f"{arrivals_per_second * aht_seconds} Erlangs"
+        )
     return max(1, needed)
 
 
@@ -124,9 +126,9 @@ def queue_wait(ahead: int, free: int, staffed: int, aht_seconds: float) -> float
     return (ahead - free + 1) * aht_seconds / staffed
 
 
-
-def erlang_a(servers: int, load: float, aht_seconds: float, patience_seconds: float,
-             threshold: float) -> tuple[float, float]:  # fmt: skip
+def erlang_a(
+    servers: int, load: float, aht_seconds: float, patience_seconds: float, threshold: float
+) -> tuple[float, float]:
     """M/M/N+M (Erlang A, Palm's model): Erlang C's queue whose callers hang up after an
     exponential patience of mean ``patience_seconds``. Returns ``(service level, share
     abandoned)``: the share of arrivals answered within ``threshold`` seconds (the ``offered``
@@ -141,8 +143,10 @@ def erlang_a(servers: int, load: float, aht_seconds: float, patience_seconds: fl
     absorbing chain (Poisson weights in log space: no underflow for long thresholds).
     """
     if aht_seconds <= 0 or threshold < 0 or not patience_seconds > 0 or math.isinf(patience_seconds):
-        raise ValueError(f"erlang_a needs aht_seconds > 0, a finite patience_seconds > 0 and threshold >= 0, "
-                         f"got {aht_seconds}, {patience_seconds}, {threshold}")  # fmt: skip
+        raise ValueError(
+            f"erlang_a needs aht_seconds > 0, a finite patience_seconds > 0 and threshold >= 0, "
+            f"got {aht_seconds}, {patience_seconds}, {threshold}"
+        )
     _check(servers, load)
     if servers == 0:
         return 0.0, 1.0

@@ -264,9 +264,7 @@ def _id(obj: dict[str, Any], name: str) -> str | None:
     if not value:
         return None
     if len(value) > MAX_ID_LENGTH:
-        raise InvalidEventError(
-            f"invalid_field:{name}", f"{name} longer than {MAX_ID_LENGTH} characters"
-        )
+        raise InvalidEventError(f"invalid_field:{name}", f"{name} longer than {MAX_ID_LENGTH} characters")
     if not value.isascii() and _SURROGATE.search(value) is not None:
         raise InvalidEventError(f"invalid_field:{name}", f"{name} holds a lone surrogate, not text")
     return value
@@ -313,7 +311,10 @@ def _bool(obj: dict[str, Any], name: str) -> bool | None:
 
 #: The optional fields the full validation reads, each with its reader, in the order it reads them.
 _FIELD_READERS: tuple[tuple[tuple[str, ...], Callable[[dict[str, Any], str], Any]], ...] = (
-    (_ID_FIELDS, _id), (_NAME_FIELDS, _name), (_DURATION_FIELDS, _duration), (_BOOL_FIELDS, _bool),
+    (_ID_FIELDS, _id),
+    (_NAME_FIELDS, _name),
+    (_DURATION_FIELDS, _duration),
+    (_BOOL_FIELDS, _bool),
 )
 
 
@@ -388,10 +389,17 @@ def parse_event(obj: Any) -> Event:
 #: How :func:`_fast_event` checks a field (``type`` and ``ts`` are read apart).
 _ID, _NAME, _CHOICE, _DURATION, _BOOL, _QUEUES, _PRIORITY, _APART = range(8)
 _COMMON_KINDS = {
-    "event_id": _ID, "type": _APART, "ts": _APART, "tenant": _NAME, "channel": _CHOICE, "direction": _CHOICE,
-    **dict.fromkeys(_ID_FIELDS, _ID), **dict.fromkeys(_NAME_FIELDS, _NAME),
-    **dict.fromkeys(_DURATION_FIELDS, _DURATION), **dict.fromkeys(_BOOL_FIELDS, _BOOL),
-}  # fmt: skip
+    "event_id": _ID,
+    "type": _APART,
+    "ts": _APART,
+    "tenant": _NAME,
+    "channel": _CHOICE,
+    "direction": _CHOICE,
+    **dict.fromkeys(_ID_FIELDS, _ID),
+    **dict.fromkeys(_NAME_FIELDS, _NAME),
+    **dict.fromkeys(_DURATION_FIELDS, _DURATION),
+    **dict.fromkeys(_BOOL_FIELDS, _BOOL),
+}
 #: The fields only some types read (the full validation ignores them elsewhere; the fast path
 #: then leaves the event to it).
 _TYPE_KINDS = {
@@ -418,11 +426,12 @@ _TYPE_AT, _TS_AT, _CHANNEL_AT, _RESOLUTION_AT = _INDEX["type"], _INDEX["ts"], _I
 #: the getter returns a tuple). ``survey.response`` (a score on a scale per survey) always takes
 #: the full validation.
 _FAST: dict[str, tuple[dict[str, tuple[int, int]], itemgetter[Any]]] = {
-    event_type: ({name: (kind, _INDEX[name])
-                  for name, kind in {**_COMMON_KINDS, **_TYPE_KINDS.get(event_type, {})}.items()},
-                 itemgetter(*(_INDEX[name] for name in ("event_id", *_REQUIRED[event_type]))))
+    event_type: (
+        {name: (kind, _INDEX[name]) for name, kind in {**_COMMON_KINDS, **_TYPE_KINDS.get(event_type, {})}.items()},
+        itemgetter(*(_INDEX[name] for name in ("event_id", *_REQUIRED[event_type]))),
+    )
     for event_type in EVENT_TYPES - {"survey.response"}
-}  # fmt: skip
+}
 
 
 def _fast_event(obj: dict[str, Any]) -> Event | None:
@@ -448,8 +457,13 @@ def _fast_event(obj: dict[str, Any]) -> Event | None:
             if value.__class__ is not str or not 0 < len(value) <= MAX_ID_LENGTH or not value.isascii():
                 return None
         elif kind == _NAME:  # ASCII and printable: no control character
-            if (value.__class__ is not str or not 0 < len(value) <= MAX_NAME_LENGTH or not value.isascii()
-                    or not value.isprintable() or value in RESERVED_QUEUES):  # fmt: skip
+            if (
+                value.__class__ is not str
+                or not 0 < len(value) <= MAX_NAME_LENGTH
+                or not value.isascii()
+                or not value.isprintable()
+                or value in RESERVED_QUEUES
+            ):
                 return None
         elif kind == _CHOICE:
             if value.__class__ is not str or value not in _CHOICES[name]:
@@ -465,8 +479,13 @@ def _fast_event(obj: dict[str, Any]) -> Event | None:
             if value.__class__ is not list or len(value) > 1000:
                 return None
             for item in value:
-                if (item.__class__ is not str or not 0 < len(item) <= MAX_NAME_LENGTH or not item.isascii()
-                        or not item.isprintable() or item in RESERVED_QUEUES):  # fmt: skip
+                if (
+                    item.__class__ is not str
+                    or not 0 < len(item) <= MAX_NAME_LENGTH
+                    or not item.isascii()
+                    or not item.isprintable()
+                    or item in RESERVED_QUEUES
+                ):
                     return None
             value = tuple(sorted(set(value)))
         elif kind == _PRIORITY:

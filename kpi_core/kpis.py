@@ -184,8 +184,9 @@ Family = Callable[[Kpi], "MetricFamily"]
 
 def _breakdown_families(family: Family) -> dict[str, BreakdownFamilies]:
     """The windowed families of each breakdown label, with their values (as WINDOWED's)."""
-    return {label: [(family(kpi), kpi.value) for kpi in kpis if kpi.value is not None]
-            for label, kpis in BY_LABEL.items()}  # fmt: skip
+    return {
+        label: [(family(kpi), kpi.value) for kpi in kpis if kpi.value is not None] for label, kpis in BY_LABEL.items()
+    }
 
 
 def _channel_target_families(family: Family) -> dict[str, MetricFamily]:
@@ -214,8 +215,10 @@ def split_breakdowns(c: Components) -> dict[str, dict[str, Components]]:
 def breakdown_values(c: Components) -> dict[str, set[str]]:
     """mark -> the values of that breakdown that components ``c`` (a scope's lifetime
     totals) hold."""
-    return {mark: {label for label, part in values.items() if any(abs(v) > 1e-9 for v in part.values())}
-            for mark, values in split_breakdowns(c).items()}  # fmt: skip
+    return {
+        mark: {label for label, part in values.items() if any(abs(v) > 1e-9 for v in part.values())}
+        for mark, values in split_breakdowns(c).items()
+    }
 
 
 def _value_key(label: str, value: str) -> tuple[int, str]:
@@ -331,16 +334,21 @@ def _breakdown_columns(
         found = positions.get(value)
         totals[value] = _with_derived(table.total(np.array(found)) if found else {}, None)
     # As _labels(tenant, queue, window=window, **{label: value}), without its keyword dicts.
-    row_labels = [(("tenant", tenant), ("queue", queue), ("window", window), (label, value))
-                  for queue, value, _part in [*rows, *((ALL, v, {}) for v in totals)]]  # fmt: skip
+    row_labels = [
+        (("tenant", tenant), ("queue", queue), ("window", window), (label, value))
+        for queue, value, _part in [*rows, *((ALL, v, {}) for v in totals)]
+    ]
     for fam, fold in families:
         if fold.op:
             last = [math.nan if (v := fold.fn(part)) is None else v for part in totals.values()]
             _add_column(fam, row_labels, np.append(table.fold(fold), last))
         else:
             parts = [*(part for _queue, _value, part in rows), *totals.values()]
-            fam.samples.extend(("", labels, v) for labels, part in zip(row_labels, parts, strict=True)
-                               if (v := fold.fn(part)) is not None)  # fmt: skip
+            fam.samples.extend(
+                ("", labels, v)
+                for labels, part in zip(row_labels, parts, strict=True)
+                if (v := fold.fn(part)) is not None
+            )
 
 
 def _with_derived(c: Components, queue_config: QueueConfig | None) -> Components:
@@ -451,9 +459,11 @@ def guarded_names(config: Config, scopes: Mapping[str, Iterable[str]]) -> list[t
         configured = tenant_config.queues if tenant_config is not None else {}
         listed = list(tenant_scopes)
         queues = [s for s in listed if is_queue_scope(s) and s != ALL and s not in configured]
-        articles = [s[len(KB_SCOPE_PREFIX):] for s in listed if s.startswith(KB_SCOPE_PREFIX)]
-        questions += [("queue", tenant, queues, limits.queues_per_tenant),
-                      ("article", tenant, articles, limits.articles_per_tenant)]  # fmt: skip
+        articles = [s[len(KB_SCOPE_PREFIX) :] for s in listed if s.startswith(KB_SCOPE_PREFIX)]
+        questions += [
+            ("queue", tenant, queues, limits.queues_per_tenant),
+            ("article", tenant, articles, limits.articles_per_tenant),
+        ]
     return questions
 
 
@@ -570,8 +580,12 @@ def _fcr_and_quantiles(
     ``total`` (``_all``), as the per-row loop adds them."""
     labels = [(*labels, ("channel", channel)) for labels in row_labels for channel, _fold in _FCR_FOLDS]
     _add_column(fcr, labels, _interleave([_fold_rows(table, fold, total) for _channel, fold in _FCR_FOLDS]))
-    counts = np.vstack([np.column_stack([table.column(name) for name in wait_fields("wa")]),
-                        [[total.get(name, 0.0) for name in wait_fields("wa")]]])  # fmt: skip
+    counts = np.vstack(
+        [
+            np.column_stack([table.column(name) for name in wait_fields("wa")]),
+            [[total.get(name, 0.0) for name in wait_fields("wa")]],
+        ]
+    )
     labels = [(*labels, ("quantile", str(q))) for labels in row_labels for q in QUANTILES]
     found = [wait_quantiles(q, counts) for q in QUANTILES]
     values: list[float] = _interleave([v for v, _top in found]).tolist()
@@ -624,8 +638,9 @@ def snapshot(config: Config, store: StateStore, at: float, arrays: bool = True) 
             table = Columns(list(per_queue.values())) if arrays else None
             total = _with_derived(table.total() if table is not None else _sum_components(per_queue.values()), None)
             if ALL in scopes:
-                total.update({k: v for k, v in store.read_window(tenant, ALL, start, end).items()
-                              if k.startswith("occ_")})  # fmt: skip
+                total.update(
+                    {k: v for k, v in store.read_window(tenant, ALL, start, end).items() if k.startswith("occ_")}
+                )
             per_queue[ALL] = total
             if window.seconds == STAFFING_WINDOW_SECONDS:
                 staffing_comps = per_queue
@@ -662,7 +677,7 @@ def snapshot(config: Config, store: StateStore, at: float, arrays: bool = True) 
                 comps = store.read_window(tenant, scope, start, end)
                 value = _ratio(comps.get("kb_escalations", 0.0), comps.get("kb_views", 0.0))
                 if value is not None:
-                    article = scope[len(KB_SCOPE_PREFIX):]
+                    article = scope[len(KB_SCOPE_PREFIX) :]
                     kb_rate.add((("tenant", tenant), ("article", article), ("window", window.name)), value)
         scrape = _Scrape(config, store, tenant, queues, scopes, at, kpi_family, agent_states)
         _live_families(scrape)
@@ -692,16 +707,24 @@ def _live_families(scrape: _Scrape) -> None:
     )
     channel_targets = _channel_target_families(family)
 
-    totals = {"waiting": 0.0, "longest": 0.0, "pending": 0.0, "oldest": 0.0, "overdue": 0.0,
-              "open": 0.0, "age_sum": 0.0}  # fmt: skip
+    totals = {
+        "waiting": 0.0,
+        "longest": 0.0,
+        "pending": 0.0,
+        "oldest": 0.0,
+        "overdue": 0.0,
+        "open": 0.0,
+        "age_sum": 0.0,
+    }
     for queue in [*queues, ALL]:
         labels = _labels(tenant, queue)
         queue_config = config.queue(tenant, queue) if queue != ALL else config.defaults
         if queue != ALL:
             if queue in scopes:
                 bounds = live_bounds(config, tenant, queue, at)
-                calls, callbacks, overdue_now, tickets = (store.live_summary(n, tenant, queue, lo, hi, at)
-                                                          for n, lo, hi in bounds)  # fmt: skip
+                calls, callbacks, overdue_now, tickets = (
+                    store.live_summary(n, tenant, queue, lo, hi, at) for n, lo, hi in bounds
+                )
                 overdue_count = overdue_now.size
             else:
                 calls = callbacks = tickets = LiveSummary(0, None, 0.0)
@@ -723,9 +746,7 @@ def _live_families(scrape: _Scrape) -> None:
             if queue_config.has_opening_hours:
                 # Local opening hours, read at `at` on the tenant's wall clock: the paging
                 # gate of the alert rules (docs/ALERTS.md, "Paging hours").
-                family(_QUEUE_OPEN).add(
-                    labels, 1.0 if queue_config.is_open(at, config.timezone(tenant)) else 0.0
-                )
+                family(_QUEUE_OPEN).add(labels, 1.0 if queue_config.is_open(at, config.timezone(tenant)) else 0.0)
         else:
             values = totals
         waiting.add(labels, values["waiting"])
@@ -785,8 +806,9 @@ class QueueOutlook:
     service_level_forecast_erlang_a: float | None = None
 
 
-def queue_outlook(comps: Mapping[str, float], states: Mapping[str, int], waiting: int,
-                  queue_config: QueueConfig) -> QueueOutlook:  # fmt: skip
+def queue_outlook(
+    comps: Mapping[str, float], states: Mapping[str, int], waiting: int, queue_config: QueueConfig
+) -> QueueOutlook:
     """Staffing and estimated wait of a queue from its last 15 minutes' components
     (``offered``, ``handled``, ``handle_sum``, ``answered``), its agents by state now and the
     calls waiting now.
@@ -856,9 +878,11 @@ def _staffing_families(scrape: _Scrape, window_comps: Mapping[str, Components] |
         if outlook.agents_required is not None:
             required.add(labels, float(outlook.agents_required))
             required_sum += outlook.agents_required
-        for key, fam, value in (("forecast", forecast, outlook.service_level_forecast),
-                                ("wait", wait, outlook.estimated_wait_seconds),
-                                ("erlang_a", forecast_a, outlook.service_level_forecast_erlang_a)):  # fmt: skip
+        for key, fam, value in (
+            ("forecast", forecast, outlook.service_level_forecast),
+            ("wait", wait, outlook.estimated_wait_seconds),
+            ("erlang_a", forecast_a, outlook.service_level_forecast_erlang_a),
+        ):
             if value is not None:
                 fam.add(labels, value)
                 weighted[key][0] += lam * value
@@ -927,8 +951,9 @@ def _histogram_rows(table: Columns, total: Components, row_labels: list[Labels],
     outcomes = []
     for outcome, prefix, total_key in _HISTOGRAM_PARTS:
         fields = wait_fields(prefix)
-        counts = np.vstack([np.column_stack([table.column(name)[:n] for name in fields]),
-                            [[total.get(name, 0.0) for name in fields]]])  # fmt: skip
+        counts = np.vstack(
+            [np.column_stack([table.column(name)[:n] for name in fields]), [[total.get(name, 0.0) for name in fields]]]
+        )
         cumulative: list[list[float]] = (np.cumsum(counts, axis=1) + 0.0).tolist()
         sums: list[float] = np.append(table.column(total_key)[:n], total.get(total_key, 0.0)).tolist()
         outcomes.append((("outcome", outcome), cumulative, sums))
@@ -942,7 +967,6 @@ def _histogram_rows(table: Columns, total: Components, row_labels: list[Labels],
             samples.append(("_count", outcome_labels, row[-1]))
 
 
-
 def _pipeline_families(store: StateStore, at: float, family: Callable[[str, str, str], MetricFamily]) -> None:
     counts = store.counts()
     events = family("ccmon_events_total", "counter", "Events accepted, by type.")
@@ -954,8 +978,11 @@ def _pipeline_families(store: StateStore, at: float, family: Callable[[str, str,
     duplicates = family("ccmon_events_duplicate_total", "counter", "Duplicate events ignored, by type.")
     for label, value in sorted(counts.get("duplicates", {}).items()):
         duplicates.add((("type", label),), value)
-    retired = family("ccmon_series_retired_total", "counter",
-                     "Guarded names (tenant, queue, agent, article) retired with their state, by kind.")
+    retired = family(
+        "ccmon_series_retired_total",
+        "counter",
+        "Guarded names (tenant, queue, agent, article) retired with their state, by kind.",
+    )
     for label, value in sorted(counts.get("series_retired", {}).items()):
         retired.add((("kind", label),), value)
     last = counts.get("last_event_ts", {}).get("")
@@ -1019,13 +1046,24 @@ def live_agents(
             if state not in BUSY_STATES:
                 talk = None
             in_state = max(0.0, at - since)
-            rows.append({
-                "tenant": name, "agent": agent, "state": state, "reason": reason, "reason_label": label,
-                "since": since, "time_in_state_seconds": in_state, "queues": queues,
-                "current_call": talk[3] if talk else None, "current_queue": talk[2] if talk else None,
-                "handled_today": handled, "missed_today": missed, "occupancy_today": occupancy,
-                "away_alert": state == "away" and in_state > away_limit,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "tenant": name,
+                    "agent": agent,
+                    "state": state,
+                    "reason": reason,
+                    "reason_label": label,
+                    "since": since,
+                    "time_in_state_seconds": in_state,
+                    "queues": queues,
+                    "current_call": talk[3] if talk else None,
+                    "current_queue": talk[2] if talk else None,
+                    "handled_today": handled,
+                    "missed_today": missed,
+                    "occupancy_today": occupancy,
+                    "away_alert": state == "away" and in_state > away_limit,
+                }
+            )
     return rows
 
 
@@ -1057,9 +1095,18 @@ def waiting_calls(
                 offer = next((o for o in record.get("offers", ()) if o[1] == leg), None)
                 channel = (offer[4] if offer is not None and len(offer) > 4 else None) or "voice"
                 priority = offer[5] if offer is not None and len(offer) > 5 else None
-                found.append({"tenant": name, "queue": queue_name, "call_id": call_id, "offered_at": offered,
-                              "wait_seconds": at - offered, "priority": priority, "channel": channel,
-                              "customer_id": record.get("customer")})  # fmt: skip
+                found.append(
+                    {
+                        "tenant": name,
+                        "queue": queue_name,
+                        "call_id": call_id,
+                        "offered_at": offered,
+                        "wait_seconds": at - offered,
+                        "priority": priority,
+                        "channel": channel,
+                        "customer_id": record.get("customer"),
+                    }
+                )
             found.sort(key=lambda r: (-int(r["priority"] or 0), r["offered_at"], str(r["call_id"])))
             for position, row in enumerate(found, 1):
                 rows.append({"position": position, **row})

@@ -101,12 +101,24 @@ class KpiCollector:
         _at, families = self.snapshot()
         # RedisState's figures from the workers: their group's lag, partitions their watchdog found stuck.
         for family, read in (
-            (MetricFamily("ccmon_consumer_lag", "gauge", "Kafka messages of the events topic not yet processed "
-                          "by the worker group (measured every 5 s)."), self.store.consumer_lag),
-            (MetricFamily("ccmon_stuck_partition_timestamp_seconds", "gauge", "Unix time a worker's watchdog last "
-                          "found this partition stuck and restarted the worker (kept 1 h)."),
-             self.store.stuck_partitions),
-        ):  # fmt: skip
+            (
+                MetricFamily(
+                    "ccmon_consumer_lag",
+                    "gauge",
+                    "Kafka messages of the events topic not yet processed by the worker group (measured every 5 s).",
+                ),
+                self.store.consumer_lag,
+            ),
+            (
+                MetricFamily(
+                    "ccmon_stuck_partition_timestamp_seconds",
+                    "gauge",
+                    "Unix time a worker's watchdog last "
+                    "found this partition stuck and restarted the worker (kept 1 h).",
+                ),
+                self.store.stuck_partitions,
+            ),
+        ):
             values = read()
             if values is not None:
                 for (topic, partition), value in sorted(values.items()):
@@ -120,7 +132,9 @@ class KpiCollector:
         return families
 
 
-def samples_document(at: float, families: Iterable[MetricFamily], tenant: str | None, queue: str | None) -> dict[str, Any]:
+def samples_document(
+    at: float, families: Iterable[MetricFamily], tenant: str | None, queue: str | None
+) -> dict[str, Any]:
     """``{"at", "samples": [{"name", "labels", "value"}]}``, filtered by tenant and queue."""
     samples = []
     for family in families:
@@ -130,8 +144,9 @@ def samples_document(at: float, families: Iterable[MetricFamily], tenant: str | 
                 continue
             if queue is not None and label_map.get("queue") != queue:
                 continue
-            samples.append({"name": family.name + suffix, "labels": label_map,
-                            "value": value if math.isfinite(value) else None})  # fmt: skip
+            samples.append(
+                {"name": family.name + suffix, "labels": label_map, "value": value if math.isfinite(value) else None}
+            )
     return {"at": at, "samples": samples}
 
 
@@ -256,9 +271,16 @@ class HistoryRecorder:
             self._stop.wait(max(0.05, (math.floor(now / self.every_seconds) + 1) * self.every_seconds - now))
 
 
-def build_app(config: Config, store: StateStore, clock: Clock, ping: Callable[[], Any] | None = None,
-              eviction: EvictionWatch | None = None, alertmanager_url: str | None = None,
-              prometheus_url: str | None = None, history: web.SlHistory | None = None) -> WSGIApp:  # fmt: skip
+def build_app(
+    config: Config,
+    store: StateStore,
+    clock: Clock,
+    ping: Callable[[], Any] | None = None,
+    eviction: EvictionWatch | None = None,
+    alertmanager_url: str | None = None,
+    prometheus_url: str | None = None,
+    history: web.SlHistory | None = None,
+) -> WSGIApp:
     """The exporter's WSGI app over ``store``; ``ping`` (Redis's) decides ``/readyz`` (and
     ``/healthz``); ``eviction`` adds the ``ccmon_redis_eviction_safe`` gauge to /metrics;
     ``alertmanager_url``: ``/api/alerts`` shows that Alertmanager's alerts (else ccmon's breaches);
@@ -317,8 +339,11 @@ def build_app(config: Config, store: StateStore, clock: Clock, ping: Callable[[]
         history=history,
         config=config,
         version=store.events_version,
-        routes={"/metrics": from_redis("/metrics", metrics), "/metrics/": from_redis("/metrics/", metrics),
-                "/api/samples": from_redis("/api/samples", samples)},
+        routes={
+            "/metrics": from_redis("/metrics", metrics),
+            "/metrics/": from_redis("/metrics/", metrics),
+            "/api/samples": from_redis("/api/samples", samples),
+        },
     )
     app.collector = collector  # type: ignore[attr-defined]  # shared with the board's history recorder
     return app
@@ -331,23 +356,41 @@ def serve(settings: Settings) -> int:
     from streams.redis.state import RedisState
 
     config = load_config(settings.config_path)
-    state = RedisState.from_url(settings.redis_url, config, cluster=settings.redis_cluster, prefix=settings.redis_prefix,
-                                clock=settings.make_clock(), connection=security.redis_connection_kwargs(settings))  # fmt: skip
+    state = RedisState.from_url(
+        settings.redis_url,
+        config,
+        cluster=settings.redis_cluster,
+        prefix=settings.redis_prefix,
+        clock=settings.make_clock(),
+        connection=security.redis_connection_kwargs(settings),
+    )
     eviction = EvictionWatch(state.client, settings.redis_cluster, max_age=settings.redis_policy_recheck_seconds)
     history = web.RedisSlHistory(state)
-    app = build_app(config, state, settings.make_clock(), ping=state.client.ping, eviction=eviction,
-                    alertmanager_url=settings.alertmanager_url, prometheus_url=settings.prometheus_url, history=history)
+    app = build_app(
+        config,
+        state,
+        settings.make_clock(),
+        ping=state.client.ping,
+        eviction=eviction,
+        alertmanager_url=settings.alertmanager_url,
+        prometheus_url=settings.prometheus_url,
+        history=history,
+    )
     recorder = HistoryRecorder(app.collector, history)  # type: ignore[attr-defined]
     tls = security.exporter_ssl_context(settings)
     if settings.exporter_auth_user is not None and settings.exporter_auth_password is not None:
         # /livez, /readyz and /healthz stay open (load balancers, probes): docs/SECURITY.md.
         app = security.require_basic_auth(app, settings.exporter_auth_user, settings.exporter_auth_password)
         if tls is None and settings.exporter_host not in ("127.0.0.1", "::1", "localhost"):
-            log.warning("basic auth over plain HTTP: the password crosses the network in clear; "
-                        "serve HTTPS (--tls-cert-file, --tls-key-file)")  # fmt: skip
+            log.warning(
+                "basic auth over plain HTTP: the password crosses the network in clear; "
+                "serve HTTPS (--tls-cert-file, --tls-key-file)"
+            )
     elif not web.api.is_loopback_host(settings.exporter_host):
-        log.info("listening on %s without basic auth: /api/callbacks/pending masks customer ids "
-                 "(docs/SECURITY.md)", settings.exporter_host)  # fmt: skip
+        log.info(
+            "listening on %s without basic auth: /api/callbacks/pending masks customer ids (docs/SECURITY.md)",
+            settings.exporter_host,
+        )
     try:
         server = web.serve(app, settings.exporter_host, settings.exporter_port, ssl_context=tls)
     except OSError as exc:
@@ -356,13 +399,22 @@ def serve(settings: Settings) -> int:
     try:
         state.client.ping()
     except redis.RedisError as exc:
-        log.error("Redis at %s is not reachable yet (%s%s); /metrics answers 503 until it is",
-                  settings.redacted()["redis_url"], exc, security.redis_error_hint(exc))  # fmt: skip
+        log.error(
+            "Redis at %s is not reachable yet (%s%s); /metrics answers 503 until it is",
+            settings.redacted()["redis_url"],
+            exc,
+            security.redis_error_hint(exc),
+        )
     recorder.start()
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stopped.set())
-    log.info("serving %smetrics from %s (prefix %s)%s", server.url, settings.redacted()["redis_url"], settings.redis_prefix,
-             f", basic auth as {settings.exporter_auth_user!r}" if settings.exporter_auth_user else "")  # fmt: skip
+    log.info(
+        "serving %smetrics from %s (prefix %s)%s",
+        server.url,
+        settings.redacted()["redis_url"],
+        settings.redis_prefix,
+        f", basic auth as {settings.exporter_auth_user!r}" if settings.exporter_auth_user else "",
+    )
     try:
         while not stopped.wait(1.0):
             pass

@@ -44,7 +44,11 @@ LOG_FORMAT_ENV = "CCMON_LOG_FORMAT"
 #: The text format (what ``ccmon`` always logged).
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: The attributes every LogRecord has: the rest came with ``extra=``.
-_RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
+_RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
 #: An ``extra=`` field whose name looks like this is shown as ``***``.
 _SECRET_NAME = re.compile(r"password|secret|token|credential|authorization", re.IGNORECASE)
 
@@ -120,8 +124,13 @@ def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
     if args.exc_type is SystemExit:
         return
     thread = args.thread.name if args.thread is not None else "?"
-    logging.getLogger("ccmon").critical("uncaught %s in thread %s: %s", args.exc_type.__name__, thread, args.exc_value,
-                                        exc_info=(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback))  # fmt: skip
+    logging.getLogger("ccmon").critical(
+        "uncaught %s in thread %s: %s",
+        args.exc_type.__name__,
+        thread,
+        args.exc_value,
+        exc_info=(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback),
+    )
 
 
 def faust_logging_config(level: str, log_format: str) -> dict[str, Any] | None:
@@ -135,7 +144,12 @@ def faust_logging_config(level: str, log_format: str) -> dict[str, Any] | None:
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": JsonFormatter}},
         "handlers": {
-            "default": {"class": "logging.StreamHandler", "formatter": "json", "level": level, "stream": "ext://sys.stderr"},
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "level": level,
+                "stream": "ext://sys.stderr",
+            },
         },
         "root": {"level": level, "handlers": ["default"]},
     }
@@ -144,8 +158,13 @@ def faust_logging_config(level: str, log_format: str) -> dict[str, Any] | None:
 # -- for the commands without streams.settings (demo, sources) ---------------------------------
 def add_format_argument(parser: argparse.ArgumentParser) -> None:
     """``--log-format``: for a command whose settings are not :mod:`streams.settings`'."""
-    parser.add_argument("--log-format", dest="log_format", default=None, metavar="FORMAT",
-                        help=f"text, or json: one JSON object per log line (default: ${LOG_FORMAT_ENV}, else text)")
+    parser.add_argument(
+        "--log-format",
+        dest="log_format",
+        default=None,
+        metavar="FORMAT",
+        help=f"text, or json: one JSON object per log line (default: ${LOG_FORMAT_ENV}, else text)",
+    )
 
 
 def format_from(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> str:

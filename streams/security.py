@@ -148,16 +148,20 @@ def _readable(path: str, name: str, origin: Origin) -> None:
         raise ConfigError(_where(name, origin), f"cannot read {path!r}: {_reason(exc)}") from None
 
 
-def _load_chain(context: ssl.SSLContext, cert: str, key: str | None, cert_name: str, key_name: str,
-                origin: Origin) -> None:  # fmt: skip
+def _load_chain(
+    context: ssl.SSLContext, cert: str, key: str | None, cert_name: str, key_name: str, origin: Origin
+) -> None:
     _readable(cert, cert_name, origin)
     if key is not None:
         _readable(key, key_name, origin)
     try:
         context.load_cert_chain(cert, key)
     except (ssl.SSLError, OSError, ValueError) as exc:
-        what = f"the certificate {cert!r}" + (f" with the key {key!r} ({_where(key_name, origin)})" if key else
-                                               " (no key file given: it must hold the key too)")  # fmt: skip
+        what = f"the certificate {cert!r}" + (
+            f" with the key {key!r} ({_where(key_name, origin)})"
+            if key
+            else " (no key file given: it must hold the key too)"
+        )
         raise ConfigError(_where(cert_name, origin), f"cannot load {what}: {_reason(exc)}") from None
 
 
@@ -174,8 +178,9 @@ def _client_context(settings: SecuritySettings, kind: str, origin: Origin | None
         try:
             context.load_verify_locations(cafile=ca)
         except (ssl.SSLError, OSError, ValueError) as exc:
-            raise ConfigError(_where(f"{kind}_ca_file", origin),
-                              f"{ca!r} holds no usable PEM CA certificate: {_reason(exc)}") from None  # fmt: skip
+            raise ConfigError(
+                _where(f"{kind}_ca_file", origin), f"{ca!r} holds no usable PEM CA certificate: {_reason(exc)}"
+            ) from None
     if cert is not None:
         _load_chain(context, cert, key, f"{kind}_cert_file", f"{kind}_key_file", origin)
     return context
@@ -198,8 +203,12 @@ def faust_credentials(settings: SecuritySettings) -> CredentialsT | None:
     context = kafka_ssl_context(settings)
     if protocol.startswith("SASL_"):
         # With a context Faust says SASL_SSL, without one SASL_PLAINTEXT.
-        return faust.SASLCredentials(username=settings.kafka_username, password=settings.kafka_password,
-                                     mechanism=settings.kafka_sasl_mechanism, ssl_context=context)  # fmt: skip
+        return faust.SASLCredentials(
+            username=settings.kafka_username,
+            password=settings.kafka_password,
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=context,
+        )
     if protocol == "SSL":
         return faust.SSLCredentials(context)
     return None
@@ -214,8 +223,11 @@ def kafka_client_kwargs(settings: SecuritySettings) -> dict[str, Any]:
     if context is not None:
         kwargs["ssl_context"] = context
     if protocol.startswith("SASL_"):
-        kwargs.update(sasl_mechanism=settings.kafka_sasl_mechanism, sasl_plain_username=settings.kafka_username,
-                      sasl_plain_password=settings.kafka_password)  # fmt: skip
+        kwargs.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_username,
+            sasl_plain_password=settings.kafka_password,
+        )
     return kwargs
 
 
@@ -257,25 +269,34 @@ def kafka_config_error(settings: SecuritySettings, failures: Iterable[BaseExcept
     user = settings.kafka_username
     collected = list(failures)
     if settings.kafka_security_protocol.startswith("SASL_") and not any(
-            isinstance(exc, kafka_errors.SaslAuthenticationFailedError) for exc in collected):  # fmt: skip
+        isinstance(exc, kafka_errors.SaslAuthenticationFailedError) for exc in collected
+    ):
         refusal = _sasl_refusal(settings)
         if refusal is not None:
             collected.append(refusal)
     for exc in reversed(collected):
         text = scrub(str(exc), settings)
-        if type(exc).__name__ in ("SaslAuthenticationFailedError", "SaslAuthenticationFailed"):  # kafka-python, aiokafka
-            return ConfigError(f"{setting_names('kafka_username')}, CCMON_KAFKA_PASSWORD or CCMON_KAFKA_PASSWORD_FILE",
-                               f"Kafka at {where} refused the credentials of user {user!r} "
-                               f"({settings.kafka_sasl_mechanism}): {text}")  # fmt: skip
+        if type(exc).__name__ in (
+            "SaslAuthenticationFailedError",
+            "SaslAuthenticationFailed",
+        ):  # kafka-python, aiokafka
+            return ConfigError(
+                f"{setting_names('kafka_username')}, CCMON_KAFKA_PASSWORD or CCMON_KAFKA_PASSWORD_FILE",
+                f"Kafka at {where} refused the credentials of user {user!r} ({settings.kafka_sasl_mechanism}): {text}",
+            )
         if type(exc).__name__ == "UnsupportedSaslMechanismError":
-            return ConfigError(setting_names("kafka_sasl_mechanism"),
-                               f"Kafka at {where} does not offer {settings.kafka_sasl_mechanism}: {text}")  # fmt: skip
+            return ConfigError(
+                setting_names("kafka_sasl_mechanism"),
+                f"Kafka at {where} does not offer {settings.kafka_sasl_mechanism}: {text}",
+            )
         if "CERTIFICATE_VERIFY_FAILED" in text:
-            return ConfigError(setting_names("kafka_ca_file"),
-                               f"the certificate of Kafka at {where} is not trusted: {text}")  # fmt: skip
+            return ConfigError(
+                setting_names("kafka_ca_file"), f"the certificate of Kafka at {where} is not trusted: {text}"
+            )
         if "ALERT_BAD_CERTIFICATE" in text or "ALERT_CERTIFICATE_REQUIRED" in text:
-            return ConfigError(setting_names("kafka_cert_file"),
-                               f"Kafka at {where} refused our client certificate: {text}")  # fmt: skip
+            return ConfigError(
+                setting_names("kafka_cert_file"), f"Kafka at {where} refused our client certificate: {text}"
+            )
     return None
 
 
@@ -295,9 +316,16 @@ def _sasl_refusal(settings: SecuritySettings, timeout: float = 10.0) -> BaseExce
 
     async def attempt(host: str, port: int) -> BaseException | None:
         try:
-            conn = await asyncio.wait_for(create_conn(host, port, client_id="ccmon-login-probe",
-                                                      request_timeout_ms=int(timeout * 1000),
-                                                      **kafka_client_kwargs(settings)), timeout)  # fmt: skip
+            conn = await asyncio.wait_for(
+                create_conn(
+                    host,
+                    port,
+                    client_id="ccmon-login-probe",
+                    request_timeout_ms=int(timeout * 1000),
+                    **kafka_client_kwargs(settings),
+                ),
+                timeout,
+            )
         except refused as exc:
             return exc
         except Exception:  # not up, not reachable: not a verdict on the settings
@@ -328,8 +356,12 @@ def last_failure(settings: SecuritySettings, failures: Iterable[BaseException]) 
 
 def scrub(text: str, settings: SecuritySettings) -> str:
     """``text`` with every secret of ``settings`` replaced by ``***``."""
-    for secret in (settings.kafka_password, settings.redis_password, settings.exporter_auth_password,
-                   settings.customer_key_secret):  # fmt: skip
+    for secret in (
+        settings.kafka_password,
+        settings.redis_password,
+        settings.exporter_auth_password,
+        settings.customer_key_secret,
+    ):
         if secret:
             text = text.replace(secret, "***")
     return text
@@ -375,8 +407,14 @@ def exporter_ssl_context(settings: SecuritySettings, origin: Origin | None = Non
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    _load_chain(context, cert, settings.exporter_tls_key_file, "exporter_tls_cert_file", "exporter_tls_key_file",
-                settings if origin is None else origin)  # fmt: skip
+    _load_chain(
+        context,
+        cert,
+        settings.exporter_tls_key_file,
+        "exporter_tls_cert_file",
+        "exporter_tls_key_file",
+        settings if origin is None else origin,
+    )
     return context
 
 
@@ -391,9 +429,16 @@ class LoginThrottle:
     bounded (``max_addresses``). Thread-safe. Behind a reverse proxy every client has the
     proxy's address: one client's failures then throttle them all."""
 
-    def __init__(self, *, max_failures: int = LOGIN_MAX_FAILURES, window: float = LOGIN_WINDOW_SECONDS,
-                 cooldown: float = LOGIN_COOLDOWN_SECONDS, log_interval: float = LOGIN_LOG_INTERVAL_SECONDS,
-                 max_addresses: int = LOGIN_MAX_ADDRESSES, clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        max_failures: int = LOGIN_MAX_FAILURES,
+        window: float = LOGIN_WINDOW_SECONDS,
+        cooldown: float = LOGIN_COOLDOWN_SECONDS,
+        log_interval: float = LOGIN_LOG_INTERVAL_SECONDS,
+        max_addresses: int = LOGIN_MAX_ADDRESSES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if max_failures < 1:
             raise ValueError(f"max_failures must be >= 1, got {max_failures!r}")
         self.max_failures, self.window, self.cooldown = max_failures, window, cooldown
@@ -438,9 +483,13 @@ class LoginThrottle:
             remaining = max(0.0, entry.blocked_until - now)
         if report:
             shown = "(unreadable credentials)" if user is None else repr(user[:32]) + ("..." if len(user) > 32 else "")
-            log.warning("failed basic-auth login from %s as user %s: %d failure(s) since the last report%s",
-                        address or "(unknown address)", shown, count,
-                        f"; refused with 429 for {remaining:.0f} s" if remaining else "")  # fmt: skip
+            log.warning(
+                "failed basic-auth login from %s as user %s: %d failure(s) since the last report%s",
+                address or "(unknown address)",
+                shown,
+                count,
+                f"; refused with 429 for {remaining:.0f} s" if remaining else "",
+            )
         return remaining
 
 
@@ -454,9 +503,15 @@ class _Failures:
         self.blocked_until = 0.0
 
 
-def require_basic_auth(app: WSGIApp, user: str, password: str, *, realm: str = "ccmon",
-                       exempt: Iterable[str] = AUTH_EXEMPT_PATHS,
-                       throttle: LoginThrottle | None = None) -> WSGIApp:  # fmt: skip
+def require_basic_auth(
+    app: WSGIApp,
+    user: str,
+    password: str,
+    *,
+    realm: str = "ccmon",
+    exempt: Iterable[str] = AUTH_EXEMPT_PATHS,
+    throttle: LoginThrottle | None = None,
+) -> WSGIApp:
     """``app`` behind HTTP basic auth (RFC 7617, UTF-8): 401 with a ``WWW-Authenticate``
     challenge unless the request carries ``user`` and ``password``. Both are compared at once,
     as SHA-256 digests, with :func:`hmac.compare_digest`: the time taken says nothing about
@@ -506,16 +561,27 @@ def require_basic_auth(app: WSGIApp, user: str, password: str, *, realm: str = "
             wait = logins.failed(address, tried)
             if not wait:
                 return refuse(start_response)
-        start_response("429 Too Many Requests", [("Content-Type", "text/plain; charset=utf-8"),
-                                                 ("Content-Length", str(len(too_many))),
-                                                 ("Retry-After", str(max(1, math.ceil(wait)))),
-                                                 ("Cache-Control", "no-store")])  # fmt: skip
+        start_response(
+            "429 Too Many Requests",
+            [
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("Content-Length", str(len(too_many))),
+                ("Retry-After", str(max(1, math.ceil(wait)))),
+                ("Cache-Control", "no-store"),
+            ],
+        )
         return [too_many]
 
     def refuse(start_response: Callable[..., Any]) -> list[bytes]:
-        start_response("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
-                                            ("Content-Length", str(len(body))), ("WWW-Authenticate", challenge),
-                                            ("Cache-Control", "no-store")])  # fmt: skip
+        start_response(
+            "401 Unauthorized",
+            [
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("Content-Length", str(len(body))),
+                ("WWW-Authenticate", challenge),
+                ("Cache-Control", "no-store"),
+            ],
+        )
         return [body]
 
     return guarded
@@ -530,9 +596,14 @@ def customer_key(settings: SecuritySettings, command: str) -> bytes | None:
     if settings.customer_key_secret is not None:
         return settings.customer_key_secret.encode("utf-8")
     if settings.insecure_dev:
-        log.warning("%s: --insecure-dev: no customer key secret; customer records in Redis are named by a digest "
-                    "anyone can recompute from a customer id (development only)", command)  # fmt: skip
+        log.warning(
+            "%s: --insecure-dev: no customer key secret; customer records in Redis are named by a digest "
+            "anyone can recompute from a customer id (development only)",
+            command,
+        )
         return None
-    raise ConfigError("CCMON_CUSTOMER_KEY_SECRET or CCMON_CUSTOMER_KEY_SECRET_FILE",
-                      f"required by {command}: it keys the names of customer records in Redis (the same secret "
-                      "for every worker and ccmon rebuild; docs/SECURITY.md); development only: --insecure-dev")
+    raise ConfigError(
+        "CCMON_CUSTOMER_KEY_SECRET or CCMON_CUSTOMER_KEY_SECRET_FILE",
+        f"required by {command}: it keys the names of customer records in Redis (the same secret "
+        "for every worker and ccmon rebuild; docs/SECURITY.md); development only: --insecure-dev",
+    )

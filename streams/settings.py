@@ -76,7 +76,9 @@ class Source:
 def setting(default: Any, flag: str, check: Check, help: str, env: str | tuple[str, ...] = ()) -> Any:
     """One setting's row of :class:`Settings`: its default and its :class:`Source`. ``env``:
     its environment variables, by default ``CCMON_`` and its name in capitals."""
-    return field(default=default, metadata={"source": Source(flag, check, help, (env,) if isinstance(env, str) else env)})
+    return field(
+        default=default, metadata={"source": Source(flag, check, help, (env,) if isinstance(env, str) else env)}
+    )
 
 
 def secret(env: str = "") -> Any:
@@ -201,7 +203,9 @@ def _alertmanager_url(raw: Any) -> str:
     except ValueError:
         raise Invalid(f"must be an http:// or https:// URL, got {redact_url(url)!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        raise Invalid(f"must be an http(s)://host[:port][/prefix] URL (Alertmanager's base URL), got {redact_url(url)!r}")
+        raise Invalid(
+            f"must be an http(s)://host[:port][/prefix] URL (Alertmanager's base URL), got {redact_url(url)!r}"
+        )
     return url
 
 
@@ -219,8 +223,9 @@ def _prometheus_url(raw: Any) -> str | None:
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
         raise Invalid(f"must be an http:// or https:// URL like http://prometheus:9090, got {redact_url(url)!r}")
     if parts.username is not None or parts.password is not None:
-        raise Invalid(f"must not hold a user or password (ccmon queries Prometheus without credentials), "
-                      f"got {redact_url(url)!r}")  # fmt: skip
+        raise Invalid(
+            f"must not hold a user or password (ccmon queries Prometheus without credentials), got {redact_url(url)!r}"
+        )
     if parts.query or parts.fragment:
         raise Invalid(f"must not have a query or fragment, got {redact_url(url)!r}")
     return url
@@ -236,58 +241,212 @@ class Settings(SecuritySettings):
     capitals, unless ``env=`` names others) and its check come; a secret is ``secret()``.
     Commands name the settings they take (``streams/cli/*.py``: ``FLAGS``)."""
 
-    kafka_bootstrap: str = setting("127.0.0.1:19092", "--kafka", _bootstrap, "Kafka bootstrap servers, host:port[,host:port]", env=("CCMON_KAFKA_BOOTSTRAP", "KAFKA_BOOTSTRAP"))
-    redis_url: str = setting("redis://127.0.0.1:16379/0", "--redis", _redis_url, "Redis URL, redis://[:password@]host:port/db", env=("CCMON_REDIS_URL", "REDIS_URL"))
-    redis_cluster: bool = setting(False, "--redis-cluster", _boolean, "'yes' when --redis names a node of a Redis Cluster (see docs/STREAMS.md)")
-    evicting_redis_allowed: bool = setting(False, "--allow-evicting-redis", _boolean, "'yes': run on a Redis whose maxmemory-policy may evict keys (refused otherwise: an evicted seen set counts redelivered events again; see streams/redis/policy.py)", env="CCMON_ALLOW_EVICTING_REDIS")
+    kafka_bootstrap: str = setting(
+        "127.0.0.1:19092",
+        "--kafka",
+        _bootstrap,
+        "Kafka bootstrap servers, host:port[,host:port]",
+        env=("CCMON_KAFKA_BOOTSTRAP", "KAFKA_BOOTSTRAP"),
+    )
+    redis_url: str = setting(
+        "redis://127.0.0.1:16379/0",
+        "--redis",
+        _redis_url,
+        "Redis URL, redis://[:password@]host:port/db",
+        env=("CCMON_REDIS_URL", "REDIS_URL"),
+    )
+    redis_cluster: bool = setting(
+        False, "--redis-cluster", _boolean, "'yes' when --redis names a node of a Redis Cluster (see docs/STREAMS.md)"
+    )
+    evicting_redis_allowed: bool = setting(
+        False,
+        "--allow-evicting-redis",
+        _boolean,
+        "'yes': run on a Redis whose maxmemory-policy may evict keys (refused otherwise: an evicted seen set "
+        "counts redelivered events again; see streams/redis/policy.py)",
+        env="CCMON_ALLOW_EVICTING_REDIS",
+    )
     events_topic: str = setting("ccmon.events", "--topic", _TOPIC, "topic the events are read from")
     dlq_topic: str = setting("ccmon.dlq", "--dlq-topic", _TOPIC, "dead-letter topic for rejected events")
-    group_id: str = setting("ccmon", "--group", _TOPIC, "Kafka consumer group (Faust app id); workers with the same one split the partitions")
-    config_path: str | None = setting(None, "--config", str, "KPI config TOML (see deploy/config/ccmon.toml); without one, built-in defaults", env="CCMON_CONFIG")
-    redis_prefix: str = setting("ccmon", "--redis-prefix", _name(_PREFIX_RE, "must be 1-64 characters of letters, digits, '.', '_', '-'"), "prefix of every Redis key (lets several deployments or tests share a Redis)")
-    exporter_host: str = setting("127.0.0.1", "--host", _host, "address the exporter listens on; 0.0.0.0 (all) shows customer ids in /api/callbacks/pending only with basic auth")
+    group_id: str = setting(
+        "ccmon",
+        "--group",
+        _TOPIC,
+        "Kafka consumer group (Faust app id); workers with the same one split the partitions",
+    )
+    config_path: str | None = setting(
+        None,
+        "--config",
+        str,
+        "KPI config TOML (see deploy/config/ccmon.toml); without one, built-in defaults",
+        env="CCMON_CONFIG",
+    )
+    redis_prefix: str = setting(
+        "ccmon",
+        "--redis-prefix",
+        _name(_PREFIX_RE, "must be 1-64 characters of letters, digits, '.', '_', '-'"),
+        "prefix of every Redis key (lets several deployments or tests share a Redis)",
+    )
+    exporter_host: str = setting(
+        "127.0.0.1",
+        "--host",
+        _host,
+        "address the exporter listens on; 0.0.0.0 (all) shows customer ids in /api/callbacks/pending only "
+        "with basic auth",
+    )
     exporter_port: int = setting(9108, "--port", _integer(0, 65535), "port the exporter listens on")
-    worker_web_port: int = setting(9109, "--web-port", _integer(0, 65535), "port of the worker's web server (/metrics of the worker itself); 0: none")
-    batch_size: int = setting(2000, "--batch-size", _integer(1, 1_000_000), "Kafka messages per batch (a message may hold many events)")
-    batch_within: float = setting(0.05, "--batch-within", _seconds(lambda x: 0 < x <= 60, "in (0, 60]"), "seconds to wait for a batch to fill")
-    session_timeout: float = setting(60.0, "--session-timeout", _seconds(lambda x: 6 <= x <= 300, "in [6, 300]"), "seconds before the group gives a silent (crashed) worker's partitions to the others", env="CCMON_KAFKA_SESSION_TIMEOUT")
-    stuck_partition_seconds: float = setting(120.0, "--stuck-partition-seconds", _seconds(lambda x: x == 0 or 5 <= x <= 3600, "in [5, 3600]", "0 (off) or "), "seconds an assigned partition may lag with its committed offset standing still (no batch in flight, Redis answering) before the worker exits (code 75) to be restarted; 0: off")
-    redis_policy_recheck_seconds: float = setting(30.0, "--redis-policy-recheck-seconds", _seconds(lambda x: 1 <= x <= 3600, "in [1, 3600]"), "seconds between two reads of Redis's maxmemory-policy while running (the worker's timer; the exporter at a scrape): a change is logged and exported")
-    offset_reset: str = setting("earliest", "--offset-reset", _choice(_OFFSET_RESETS, str.lower), "where a new consumer group starts: earliest or latest")
-    clock: str = setting("wall", "--clock", _clock, "'wall', or 'fixed:<epoch seconds or RFC 3339>' for tests and replays")
+    worker_web_port: int = setting(
+        9109,
+        "--web-port",
+        _integer(0, 65535),
+        "port of the worker's web server (/metrics of the worker itself); 0: none",
+    )
+    batch_size: int = setting(
+        2000, "--batch-size", _integer(1, 1_000_000), "Kafka messages per batch (a message may hold many events)"
+    )
+    batch_within: float = setting(
+        0.05, "--batch-within", _seconds(lambda x: 0 < x <= 60, "in (0, 60]"), "seconds to wait for a batch to fill"
+    )
+    session_timeout: float = setting(
+        60.0,
+        "--session-timeout",
+        _seconds(lambda x: 6 <= x <= 300, "in [6, 300]"),
+        "seconds before the group gives a silent (crashed) worker's partitions to the others",
+        env="CCMON_KAFKA_SESSION_TIMEOUT",
+    )
+    stuck_partition_seconds: float = setting(
+        120.0,
+        "--stuck-partition-seconds",
+        _seconds(lambda x: x == 0 or 5 <= x <= 3600, "in [5, 3600]", "0 (off) or "),
+        "seconds an assigned partition may lag with its committed offset standing still (no batch in flight, "
+        "Redis answering) before the worker exits (code 75) to be restarted; 0: off",
+    )
+    redis_policy_recheck_seconds: float = setting(
+        30.0,
+        "--redis-policy-recheck-seconds",
+        _seconds(lambda x: 1 <= x <= 3600, "in [1, 3600]"),
+        "seconds between two reads of Redis's maxmemory-policy while running (the worker's timer; the "
+        "exporter at a scrape): a change is logged and exported",
+    )
+    offset_reset: str = setting(
+        "earliest",
+        "--offset-reset",
+        _choice(_OFFSET_RESETS, str.lower),
+        "where a new consumer group starts: earliest or latest",
+    )
+    clock: str = setting(
+        "wall", "--clock", _clock, "'wall', or 'fixed:<epoch seconds or RFC 3339>' for tests and replays"
+    )
     log_level: str = setting("INFO", "--log-level", _choice(_LOG_LEVELS, str.upper), "DEBUG, INFO, WARNING or ERROR")
-    log_format: str = setting("text", "--log-format", _choice(LOG_FORMATS, str.lower), "text, or json: one JSON object per log line (ts, level, logger, message...)")
+    log_format: str = setting(
+        "text",
+        "--log-format",
+        _choice(LOG_FORMATS, str.lower),
+        "text, or json: one JSON object per log line (ts, level, logger, message...)",
+    )
     # -- security (docs/SECURITY.md); a password holds the secret itself, read from its
     # environment variable or its file at start-up, and is never shown. No flag: environment only.
-    kafka_security_protocol: str = setting("PLAINTEXT", "--kafka-security-protocol", _choice(KAFKA_SECURITY_PROTOCOLS, str.upper), "Kafka security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
-    kafka_sasl_mechanism: str = setting("PLAIN", "--kafka-sasl-mechanism", _choice(KAFKA_SASL_MECHANISMS, str.upper), "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+    kafka_security_protocol: str = setting(
+        "PLAINTEXT",
+        "--kafka-security-protocol",
+        _choice(KAFKA_SECURITY_PROTOCOLS, str.upper),
+        "Kafka security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+    )
+    kafka_sasl_mechanism: str = setting(
+        "PLAIN",
+        "--kafka-sasl-mechanism",
+        _choice(KAFKA_SASL_MECHANISMS, str.upper),
+        "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+    )
     kafka_username: str | None = setting(None, "--kafka-username", _text, "SASL user name")
     kafka_password: str | None = secret()
-    kafka_password_file: str | None = setting(None, "--kafka-password-file", _text, "file holding the SASL password (or $CCMON_KAFKA_PASSWORD; no flag for the password itself)")
-    kafka_ca_file: str | None = setting(None, "--kafka-ca-file", _text, "PEM CA certificate(s) the Kafka brokers' certificates must chain to; unset: the system's CAs")
-    kafka_cert_file: str | None = setting(None, "--kafka-cert-file", _text, "PEM client certificate for Kafka (mutual TLS); may also hold the key")
+    kafka_password_file: str | None = setting(
+        None,
+        "--kafka-password-file",
+        _text,
+        "file holding the SASL password (or $CCMON_KAFKA_PASSWORD; no flag for the password itself)",
+    )
+    kafka_ca_file: str | None = setting(
+        None,
+        "--kafka-ca-file",
+        _text,
+        "PEM CA certificate(s) the Kafka brokers' certificates must chain to; unset: the system's CAs",
+    )
+    kafka_cert_file: str | None = setting(
+        None, "--kafka-cert-file", _text, "PEM client certificate for Kafka (mutual TLS); may also hold the key"
+    )
     kafka_key_file: str | None = setting(None, "--kafka-key-file", _text, "PEM private key of --kafka-cert-file")
     redis_password: str | None = secret()
-    redis_password_file: str | None = setting(None, "--redis-password-file", _text, "file holding the Redis password (or $CCMON_REDIS_PASSWORD, or in the URL)")
-    redis_ca_file: str | None = setting(None, "--redis-ca-file", _text, "PEM CA certificate(s) the Redis server's certificate must chain to (rediss:// URLs); unset: the system's CAs")
-    redis_cert_file: str | None = setting(None, "--redis-cert-file", _text, "PEM client certificate for Redis (mutual TLS); may also hold the key")
+    redis_password_file: str | None = setting(
+        None,
+        "--redis-password-file",
+        _text,
+        "file holding the Redis password (or $CCMON_REDIS_PASSWORD, or in the URL)",
+    )
+    redis_ca_file: str | None = setting(
+        None,
+        "--redis-ca-file",
+        _text,
+        "PEM CA certificate(s) the Redis server's certificate must chain to (rediss:// URLs); unset: the system's CAs",
+    )
+    redis_cert_file: str | None = setting(
+        None, "--redis-cert-file", _text, "PEM client certificate for Redis (mutual TLS); may also hold the key"
+    )
     redis_key_file: str | None = setting(None, "--redis-key-file", _text, "PEM private key of --redis-cert-file")
-    exporter_auth_user: str | None = setting(None, "--basic-auth-user", _user, "require HTTP basic auth with this user (not for /livez, /readyz, /healthz)", env="CCMON_EXPORTER_BASIC_AUTH_USER")
+    exporter_auth_user: str | None = setting(
+        None,
+        "--basic-auth-user",
+        _user,
+        "require HTTP basic auth with this user (not for /livez, /readyz, /healthz)",
+        env="CCMON_EXPORTER_BASIC_AUTH_USER",
+    )
     exporter_auth_password: str | None = secret("CCMON_EXPORTER_BASIC_AUTH_PASSWORD")
-    exporter_auth_password_file: str | None = setting(None, "--basic-auth-password-file", _text, "file holding the basic-auth password (or $CCMON_EXPORTER_BASIC_AUTH_PASSWORD)", env="CCMON_EXPORTER_BASIC_AUTH_PASSWORD_FILE")
-    exporter_tls_cert_file: str | None = setting(None, "--tls-cert-file", _text, "serve HTTPS with this PEM certificate (chain); may also hold the key")
+    exporter_auth_password_file: str | None = setting(
+        None,
+        "--basic-auth-password-file",
+        _text,
+        "file holding the basic-auth password (or $CCMON_EXPORTER_BASIC_AUTH_PASSWORD)",
+        env="CCMON_EXPORTER_BASIC_AUTH_PASSWORD_FILE",
+    )
+    exporter_tls_cert_file: str | None = setting(
+        None, "--tls-cert-file", _text, "serve HTTPS with this PEM certificate (chain); may also hold the key"
+    )
     exporter_tls_key_file: str | None = setting(None, "--tls-key-file", _text, "PEM private key of --tls-cert-file")
     # -- the board's "vs last week" indicator: the Prometheus that records the week-over-week
     # rules (streams.web.week_over_week); None: no indicator.
-    prometheus_url: str | None = setting(None, "--prometheus-url", _prometheus_url, "http(s) URL of the Prometheus that records ccmon's week-over-week rules, e.g. http://prometheus:9090; feeds the board's 'vs last week' indicator (/api/week-over-week)")
+    prometheus_url: str | None = setting(
+        None,
+        "--prometheus-url",
+        _prometheus_url,
+        "http(s) URL of the Prometheus that records ccmon's week-over-week rules, e.g. "
+        "http://prometheus:9090; feeds the board's 'vs last week' indicator (/api/week-over-week)",
+    )
     # -- customer record keys (docs/SECURITY.md): the HMAC key naming customer records in
     # Redis; the worker and ``ccmon rebuild`` need it unless ``insecure_dev``.
     customer_key_secret: str | None = secret()
-    customer_key_secret_file: str | None = setting(None, "--customer-key-secret-file", _text, "file holding the secret that keys customer record names in Redis (or $CCMON_CUSTOMER_KEY_SECRET; at least 32 characters; worker and rebuild: the same)")
-    insecure_dev: bool = setting(False, "--insecure-dev", _boolean, "development only (the flag alone: yes): run the worker or rebuild without a customer key secret; customer record names are then a digest anyone can recompute from a customer id")
+    customer_key_secret_file: str | None = setting(
+        None,
+        "--customer-key-secret-file",
+        _text,
+        "file holding the secret that keys customer record names in Redis (or $CCMON_CUSTOMER_KEY_SECRET; at "
+        "least 32 characters; worker and rebuild: the same)",
+    )
+    insecure_dev: bool = setting(
+        False,
+        "--insecure-dev",
+        _boolean,
+        "development only (the flag alone: yes): run the worker or rebuild without a customer key secret; "
+        "customer record names are then a digest anyone can recompute from a customer id",
+    )
     # -- alerts on the board (streams/web/alerts.py): Alertmanager's base URL; unset: ccmon's
     # own breach state against the queues' targets.
-    alertmanager_url: str | None = setting(None, "--alertmanager-url", _alertmanager_url, "Alertmanager base URL (http://host:9093) whose firing alerts the wallboard shows (/api/alerts); unset: ccmon's own breaches of the queues' targets")
+    alertmanager_url: str | None = setting(
+        None,
+        "--alertmanager-url",
+        _alertmanager_url,
+        "Alertmanager base URL (http://host:9093) whose firing alerts the wallboard shows (/api/alerts); "
+        "unset: ccmon's own breaches of the queues' targets",
+    )
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -357,8 +516,10 @@ def redact_url(url: str) -> str:
 
 # -- sources ---------------------------------------------------------------------------------
 #: setting -> its row's :class:`Source`, with its environment variables filled in.
-ROWS: Mapping[str, Source] = {f.name: replace(f.metadata["source"], env=f.metadata["source"].env or (f"CCMON_{f.name.upper()}",))
-                              for f in fields(Settings)}  # fmt: skip
+ROWS: Mapping[str, Source] = {
+    f.name: replace(f.metadata["source"], env=f.metadata["source"].env or (f"CCMON_{f.name.upper()}",))
+    for f in fields(Settings)
+}
 #: attribute -> (flag, environment variables in order of precedence); an empty flag:
 #: environment only (a secret).
 SOURCES: Mapping[str, tuple[str, tuple[str, ...]]] = {name: (row.flag, row.env) for name, row in ROWS.items()}
@@ -368,13 +529,19 @@ class _RefusedSecretFlag(argparse.Action):
     """``--kafka-password VALUE``: refused without echoing the value (argparse would otherwise
     take it for an abbreviation of ``--kafka-password-file`` and name the secret as a path)."""
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:  # fmt: skip
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         file_flag = f"{option_string}-file"
         env = next(ROWS[name.removesuffix("_file")].env[0] for name, row in ROWS.items() if row.flag == file_flag)
         what = "a password" if "password" in file_flag else "a secret"
-        parser.error(f"{option_string}: {what} has no flag (a flag shows in ps and in shell history); "
-                     f"use ${env} or {file_flag}")  # fmt: skip
+        parser.error(
+            f"{option_string}: {what} has no flag (a flag shows in ps and in shell history); use ${env} or {file_flag}"
+        )
 
 
 def add_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
@@ -385,14 +552,26 @@ def add_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> No
         if not row.flag:  # environment only: a secret must not show in ps
             continue
         if name.removesuffix("_file") in SECRETS:
-            parser.add_argument(row.flag.removesuffix("-file"), dest=f"_refused_{name}", nargs="?", default=None,
-                                action=_RefusedSecretFlag, help=argparse.SUPPRESS)  # fmt: skip
+            parser.add_argument(
+                row.flag.removesuffix("-file"),
+                dest=f"_refused_{name}",
+                nargs="?",
+                default=None,
+                action=_RefusedSecretFlag,
+                help=argparse.SUPPRESS,
+            )
         default = getattr(defaults, name)
         shown = f"${' or $'.join(row.env)}, else {default}" if default is not None else f"${row.env[0]}"
         # A yes/no setting: the flag alone means yes (``--insecure-dev``).
         switch: dict[str, Any] = {"nargs": "?", "const": "yes"} if isinstance(default, bool) else {}
-        parser.add_argument(row.flag, dest=name, default=None, metavar=name.split("_")[-1].upper(),
-                            help=f"{row.help} (default: {shown})", **switch)  # fmt: skip
+        parser.add_argument(
+            row.flag,
+            dest=name,
+            default=None,
+            metavar=name.split("_")[-1].upper(),
+            help=f"{row.help} (default: {shown})",
+            **switch,
+        )
 
 
 def from_args(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -435,7 +614,9 @@ def setting_names(name: str) -> str:
     return " or ".join([row.flag, *row.env] if row.flag else row.env)
 
 
-def lookup(name: str, args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> tuple[Any, str]:
+def lookup(
+    name: str, args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[Any, str]:
     """Setting ``name`` as :func:`from_args` finds it, unvalidated: its flag's value in ``args``,
     else its first environment variable set (not empty), else its default; and where it came
     from (the flag, the variable, or ``name``). For the commands that take a setting or two
@@ -496,13 +677,19 @@ def _check_combined(raw: Mapping[str, Any], out: dict[str, Any], origin: Mapping
         if out["kafka_username"] is None:
             raise ConfigError(setting_names("kafka_username"), f"required with the security protocol {protocol}")
         if out["kafka_password"] is None:
-            raise ConfigError("CCMON_KAFKA_PASSWORD or CCMON_KAFKA_PASSWORD_FILE", f"required with the security protocol {protocol}")
+            raise ConfigError(
+                "CCMON_KAFKA_PASSWORD or CCMON_KAFKA_PASSWORD_FILE", f"required with the security protocol {protocol}"
+            )
     else:
-        only_with(("kafka_username", "kafka_password"),
-                  f"only used with SASL_PLAINTEXT or SASL_SSL, but {setting_names('kafka_security_protocol')} is {protocol}")
+        only_with(
+            ("kafka_username", "kafka_password"),
+            f"only used with SASL_PLAINTEXT or SASL_SSL, but {setting_names('kafka_security_protocol')} is {protocol}",
+        )
     if not protocol.endswith("SSL"):
-        only_with(("kafka_ca_file", "kafka_cert_file", "kafka_key_file"),
-                  f"only used with SSL or SASL_SSL, but {setting_names('kafka_security_protocol')} is {protocol}")
+        only_with(
+            ("kafka_ca_file", "kafka_cert_file", "kafka_key_file"),
+            f"only used with SSL or SASL_SSL, but {setting_names('kafka_security_protocol')} is {protocol}",
+        )
 
     out["redis_password"] = secret("redis_password")
     key_needs_cert("redis_cert_file", "redis_key_file")
@@ -512,34 +699,45 @@ def _check_combined(raw: Mapping[str, Any], out: dict[str, Any], origin: Mapping
     except ValueError:
         scheme, url_password = "", None
     if out["redis_password"] is not None and url_password is not None:
-        raise ConfigError(where_secret("redis_password"),
-                          f"the Redis URL ({origin['redis_url']}) holds a password already: give it one way")
+        raise ConfigError(
+            where_secret("redis_password"),
+            f"the Redis URL ({origin['redis_url']}) holds a password already: give it one way",
+        )
     if scheme != "rediss":
-        only_with(("redis_ca_file", "redis_cert_file", "redis_key_file"),
-                  f"only used with a rediss:// (TLS) URL, got {redact_url(out['redis_url'])!r} from {origin['redis_url']}")
+        only_with(
+            ("redis_ca_file", "redis_cert_file", "redis_key_file"),
+            f"only used with a rediss:// (TLS) URL, got {redact_url(out['redis_url'])!r} from {origin['redis_url']}",
+        )
 
     out["exporter_auth_password"] = secret("exporter_auth_password")
     user = out["exporter_auth_user"]
     if user is not None and out["exporter_auth_password"] is None:
-        raise ConfigError("CCMON_EXPORTER_BASIC_AUTH_PASSWORD or CCMON_EXPORTER_BASIC_AUTH_PASSWORD_FILE",
-                          f"required with {origin['exporter_auth_user']}")
+        raise ConfigError(
+            "CCMON_EXPORTER_BASIC_AUTH_PASSWORD or CCMON_EXPORTER_BASIC_AUTH_PASSWORD_FILE",
+            f"required with {origin['exporter_auth_user']}",
+        )
     if user is None and out["exporter_auth_password"] is not None:
-        raise ConfigError(where_secret("exporter_auth_password"), f"a password needs its user: set {setting_names('exporter_auth_user')}")
+        raise ConfigError(
+            where_secret("exporter_auth_password"),
+            f"a password needs its user: set {setting_names('exporter_auth_user')}",
+        )
     key_needs_cert("exporter_tls_cert_file", "exporter_tls_key_file")
 
     # Optional here (the exporter and ``ccmon replay`` need none): the worker and ``ccmon
     # rebuild`` require it through streams.security.customer_key.
     out["customer_key_secret"] = key = secret("customer_key_secret")
     if key is not None and len(key) < MIN_CUSTOMER_KEY_SECRET_CHARS:
-        raise ConfigError(where_secret("customer_key_secret"), f"must be at least {MIN_CUSTOMER_KEY_SECRET_CHARS} characters "
-                                                               f"(e.g. openssl rand -hex 32), got {len(key)}")  # fmt: skip
+        raise ConfigError(
+            where_secret("customer_key_secret"),
+            f"must be at least {MIN_CUSTOMER_KEY_SECRET_CHARS} characters (e.g. openssl rand -hex 32), got {len(key)}",
+        )
 
 
 def _parse_clock(spec: str) -> float | None:
     if spec == "wall":
         return None
     if spec.startswith("fixed:"):
-        raw = spec[len("fixed:"):].strip()
+        raw = spec[len("fixed:") :].strip()
         try:
             value: Any = float(raw)
         except ValueError:

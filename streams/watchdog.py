@@ -114,8 +114,13 @@ class PartitionWatchdog:
     event loop (assignment, batches, checks) and from the lag probe's thread (:meth:`observe`,
     which replaces one tuple)."""
 
-    def __init__(self, topic: str, stuck_seconds: float, clock: Callable[[], float] = time.monotonic,
-                 uncommitted_lag: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        topic: str,
+        stuck_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        uncommitted_lag: bool = True,
+    ) -> None:
         self.topic = topic
         self.stuck_seconds = stuck_seconds
         self.clock = clock
@@ -139,8 +144,9 @@ class PartitionWatchdog:
 
     @classmethod
     def for_settings(cls, settings: Settings) -> PartitionWatchdog:
-        return cls(settings.events_topic, settings.stuck_partition_seconds,
-                   uncommitted_lag=settings.offset_reset == "earliest")  # fmt: skip
+        return cls(
+            settings.events_topic, settings.stuck_partition_seconds, uncommitted_lag=settings.offset_reset == "earliest"
+        )
 
     @property
     def enabled(self) -> bool:
@@ -153,10 +159,13 @@ class PartitionWatchdog:
         mine = {p: value for (topic, p), value in committed.items() if topic == self.topic}
         self._figures = (
             self.clock(),
-            {p: value for (topic, p), value in lag.items()
-             if topic == self.topic and (self.uncommitted_lag or mine.get(p) is not None)},
+            {
+                p: value
+                for (topic, p), value in lag.items()
+                if topic == self.topic and (self.uncommitted_lag or mine.get(p) is not None)
+            },
             mine,
-        )  # fmt: skip
+        )
 
     def batch_started(self, partitions: Iterable[int]) -> None:
         self._in_flight = frozenset(partitions)
@@ -187,8 +196,14 @@ class PartitionWatchdog:
         now = self.clock()
         assigned = frozenset(assignment)
         figures = self._figures
-        if (not self.enabled or rebalancing or assigned != self._assignment or redis_wait_seconds > 0
-                or figures is None or now - figures[0] > STALE_LAG_SECONDS):  # fmt: skip
+        if (
+            not self.enabled
+            or rebalancing
+            or assigned != self._assignment
+            or redis_wait_seconds > 0
+            or figures is None
+            or now - figures[0] > STALE_LAG_SECONDS
+        ):
             self._assignment = assigned
             self._since.clear()
             self._committed.clear()
@@ -224,8 +239,16 @@ class PartitionWatchdog:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def readiness(*, joined: bool, rebalancing: bool, assigned: Iterable[int], lag: float | None,
-              last_batch_age: float, limit: float, redis_error: str | None) -> tuple[int, dict[str, Any]]:  # fmt: skip
+def readiness(
+    *,
+    joined: bool,
+    rebalancing: bool,
+    assigned: Iterable[int],
+    lag: float | None,
+    last_batch_age: float,
+    limit: float,
+    redis_error: str | None,
+) -> tuple[int, dict[str, Any]]:
     """``(status, body)`` of ``/readyz`` from what the worker knows (see the module docstring)."""
     partitions = sorted(assigned)
     body: dict[str, Any] = {"ready": False, "partitions": partitions}
@@ -238,8 +261,12 @@ def readiness(*, joined: bool, rebalancing: bool, assigned: Iterable[int], lag: 
     if not partitions:
         return 200, {**body, "ready": True, "idle": True}
     if lag is not None and lag > 0 and last_batch_age > limit:
-        return 503, {**body, "reason": f"{lag:.0f} messages behind and no batch applied for {last_batch_age:.0f} s",
-                     "lag": lag, "last_batch_age_seconds": round(last_batch_age, 1)}  # fmt: skip
+        return 503, {
+            **body,
+            "reason": f"{lag:.0f} messages behind and no batch applied for {last_batch_age:.0f} s",
+            "lag": lag,
+            "last_batch_age_seconds": round(last_batch_age, 1),
+        }
     return 200, {**body, "ready": True, "lag": lag, "last_batch_age_seconds": round(last_batch_age, 1)}
 
 
@@ -276,11 +303,16 @@ def install(app: faust.App, processor: Batches, watchdog: PartitionWatchdog, web
             if not stuck or watchdog.exit_code is not None:
                 return
             figures = watchdog.lag_of(stuck) or 0.0
-            log.error("stuck partition(s) of %s: %s: %.0f messages behind, committed offset unmoved for %.0f s "
-                      "with no batch in flight (faust-streaming #629/#471); exiting with code %d for the "
-                      "supervisor to restart the worker (nothing is lost: uncommitted events are read again)",
-                      topic, ", ".join(f"{topic}[{p}]" for p in stuck), figures,
-                      min(watchdog.stalled_for(p) for p in stuck), STUCK_EXIT_CODE)  # fmt: skip
+            log.error(
+                "stuck partition(s) of %s: %s: %.0f messages behind, committed offset unmoved for %.0f s "
+                "with no batch in flight (faust-streaming #629/#471); exiting with code %d for the "
+                "supervisor to restart the worker (nothing is lost: uncommitted events are read again)",
+                topic,
+                ", ".join(f"{topic}[{p}]" for p in stuck),
+                figures,
+                min(watchdog.stalled_for(p) for p in stuck),
+                STUCK_EXIT_CODE,
+            )
             loop = asyncio.get_running_loop()
             try:
                 await asyncio.wait_for(loop.run_in_executor(None, record, stuck), timeout=5)
@@ -305,23 +337,36 @@ def install(app: faust.App, processor: Batches, watchdog: PartitionWatchdog, web
             else:
                 loop = asyncio.get_running_loop()
                 try:
-                    await asyncio.wait_for(loop.run_in_executor(None, processor.state.client.ping),
-                                           READY_PING_TIMEOUT_SECONDS)  # fmt: skip
+                    await asyncio.wait_for(
+                        loop.run_in_executor(None, processor.state.client.ping), READY_PING_TIMEOUT_SECONDS
+                    )
                 except TimeoutError:
                     error = f"no answer to PING within {READY_PING_TIMEOUT_SECONDS:.0f} s"
                 except redis.RedisError as exc:
                     error = f"{type(exc).__name__}: {exc}"
             partitions = assignment()
             last = max(watchdog.last_batch_at or started, joined[-1] if joined else started)
-            status, body = readiness(joined=bool(joined), rebalancing=app.rebalancing, assigned=partitions,
-                                     lag=watchdog.lag_of(partitions), last_batch_age=time.monotonic() - last,
-                                     limit=limit, redis_error=error)  # fmt: skip
+            status, body = readiness(
+                joined=bool(joined),
+                rebalancing=app.rebalancing,
+                assigned=partitions,
+                lag=watchdog.lag_of(partitions),
+                last_batch_age=time.monotonic() - last,
+                limit=limit,
+                redis_error=error,
+            )
             return self.json(body, status=status)
 
     pause = _test_pause_partition()
     if pause is not None:
-        log.warning("TEST-ONLY hook active (%s, %s): partition %d of %s will be paused after the first batch; "
-                    "never use this outside tests", TEST_HOOKS_ENV, TEST_PAUSE_ENV, pause, topic)  # fmt: skip
+        log.warning(
+            "TEST-ONLY hook active (%s, %s): partition %d of %s will be paused after the first batch; "
+            "never use this outside tests",
+            TEST_HOOKS_ENV,
+            TEST_PAUSE_ENV,
+            pause,
+            topic,
+        )
 
         paused: list[bool] = []
 

@@ -84,8 +84,14 @@ _DLQ_FRAMING_BYTES = 1024
 #: connections' request dumps, which show the first bytes of a produce request's records, and
 #: kafka-python's, used by the lag probe): a dead letter is an event, with customer ids and
 #: free text, so they stay at INFO or above.
-PAYLOAD_LOGGERS = ("faust.topics", "faust.transport.drivers.aiokafka", "aiokafka.producer.producer",
-                   "aiokafka.conn", "kafka.conn", "kafka.protocol.parser")  # fmt: skip
+PAYLOAD_LOGGERS = (
+    "faust.topics",
+    "faust.transport.drivers.aiokafka",
+    "aiokafka.producer.producer",
+    "aiokafka.conn",
+    "kafka.conn",
+    "kafka.protocol.parser",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +192,8 @@ def _script_failed(exc: redis.RedisError) -> bool:
     isolating halves apply their events exactly once."""
     text = str(exc).rpartition("of pipeline caused error: ")[2]  # not the command's own text
     return isinstance(exc, redis.ResponseError) and any(
-        mark in text for mark in ("user_script:", "Error running script", "ccmon apply:"))
+        mark in text for mark in ("user_script:", "Error running script", "ccmon apply:")
+    )
 
 
 class Stopping(Exception):
@@ -215,7 +222,7 @@ class BatchProcessor:
             for index, (raw, parsed) in enumerate(envelope_items(message.value, loads))
         ]
         chunks = range(0, len(items), MAX_TRANSACTION_EVENTS)
-        return BatchResult.combine([self._resilient(items[i:i + MAX_TRANSACTION_EVENTS]) for i in chunks])
+        return BatchResult.combine([self._resilient(items[i : i + MAX_TRANSACTION_EVENTS]) for i in chunks])
 
     def _resilient(self, items: list[_Item]) -> BatchResult:
         """Apply ``items``; a failure inside the engine (a bug, not bad data) is narrowed
@@ -226,11 +233,19 @@ class BatchProcessor:
             raise
         except Exception:
             if len(items) == 1:
-                log.exception("the engine failed on one event (%s #%d); it goes to the DLQ as %s",
-                              items[0].message.coordinates, items[0].index, INTERNAL_ERROR)
+                log.exception(
+                    "the engine failed on one event (%s #%d); it goes to the DLQ as %s",
+                    items[0].message.coordinates,
+                    items[0].index,
+                    INTERNAL_ERROR,
+                )
                 item = items[0]
-                failed = _Item(item.message, item.index, item.raw,
-                               Rejection(item.raw, INTERNAL_ERROR, "the engine failed on this event; see the worker log"))  # fmt: skip
+                failed = _Item(
+                    item.message,
+                    item.index,
+                    item.raw,
+                    Rejection(item.raw, INTERNAL_ERROR, "the engine failed on this event; see the worker log"),
+                )
                 return self._with_retries([failed])
             middle = len(items) // 2
             return BatchResult.combine([self._resilient(items[:middle]), self._resilient(items[middle:])])
@@ -245,8 +260,9 @@ class BatchProcessor:
             except BatchConflict as exc:
                 conflicts += 1
                 if conflicts >= CONFLICT_ATTEMPTS and len(items) > 1:
-                    log.warning("batch of %d events conflicted %d times (%s); applying it in halves",
-                                len(items), conflicts, exc)
+                    log.warning(
+                        "batch of %d events conflicted %d times (%s); applying it in halves", len(items), conflicts, exc
+                    )
                     middle = len(items) // 2
                     halves = [self._with_retries(items[:middle]), self._with_retries(items[middle:])]
                     return BatchResult.combine(halves, attempts)
@@ -267,12 +283,10 @@ class BatchProcessor:
         if self._redis_down_since is None:
             self._redis_down_since = now
             self._last_down_log = now
-            log.error("Redis error: %s: %s; the batch waits and is retried (not dropped)",
-                      type(exc).__name__, exc)
+            log.error("Redis error: %s: %s; the batch waits and is retried (not dropped)", type(exc).__name__, exc)
         elif now - self._last_down_log >= 30:
             self._last_down_log = now
-            log.error("Redis still failing after %.0f s: %s: %s", now - self._redis_down_since,
-                      type(exc).__name__, exc)
+            log.error("Redis still failing after %.0f s: %s: %s", now - self._redis_down_since, type(exc).__name__, exc)
         if self.stopping.is_set():
             raise Stopping("stopping while Redis is unreachable") from exc
         backoff = min(REDIS_BACKOFF_MAX_SECONDS, 0.25 * 2 ** min(6, int(now - self._redis_down_since)))
@@ -354,16 +368,24 @@ def wait_for_kafka(settings: Settings, stop: threading.Event | None = None, inte
         try:
             with security.kafka_failures() as failures:
                 admin = kafka.KafkaAdminClient(
-                    bootstrap_servers=settings.kafka_servers, request_timeout_ms=10000,
-                    bootstrap_timeout_ms=int(interval * 1000), client_id="ccmon-worker-probe",
+                    bootstrap_servers=settings.kafka_servers,
+                    request_timeout_ms=10000,
+                    bootstrap_timeout_ms=int(interval * 1000),
+                    client_id="ccmon-worker-probe",
                     **security.kafka_client_kwargs(settings),
-                )  # fmt: skip
+                )
         except (KafkaError, OSError) as exc:
             refused = security.kafka_config_error(settings, failures)
             if refused is not None:  # a wrong password or certificate: retrying cannot help
                 raise refused from None
-            log.error("cannot reach Kafka at %s (%s: %s%s); retrying in %.0f s", settings.kafka_bootstrap,
-                      type(exc).__name__, exc, security.last_failure(settings, failures), interval)  # fmt: skip
+            log.error(
+                "cannot reach Kafka at %s (%s: %s%s); retrying in %.0f s",
+                settings.kafka_bootstrap,
+                type(exc).__name__,
+                exc,
+                security.last_failure(settings, failures),
+                interval,
+            )
             if stop is not None:
                 stop.wait(interval)
             else:
@@ -379,16 +401,24 @@ def wait_for_kafka(settings: Settings, stop: threading.Event | None = None, inte
                 admin.create_topics({name: {} for name in missing}, timeout_ms=10000, wait_for_metadata=True)
                 log.info("created topic(s) %s", ", ".join(missing))
         except Exception as exc:  # creating them is a convenience; the broker may forbid it
-            log.warning("could not create topics %s (%s: %s); create them or allow auto-creation",
-                        ", ".join(missing), type(exc).__name__, exc)  # fmt: skip
+            log.warning(
+                "could not create topics %s (%s: %s); create them or allow auto-creation",
+                ", ".join(missing),
+                type(exc).__name__,
+                exc,
+            )
         finally:
             admin.close()
         return True
     return False
 
 
-def build_app(settings: Settings, processor: BatchProcessor, watchdog: PartitionWatchdog | None = None,
-              eviction: EvictionWatch | None = None) -> faust.App:
+def build_app(
+    settings: Settings,
+    processor: BatchProcessor,
+    watchdog: PartitionWatchdog | None = None,
+    eviction: EvictionWatch | None = None,
+) -> faust.App:
     """The Faust app: one agent on the events topic, a DLQ topic, an upkeep timer, the
     stuck-partition watchdog and the health pages (streams/watchdog.py); with ``eviction``, a
     timer re-reading Redis's eviction policy and its gauge."""
@@ -429,14 +459,20 @@ def build_app(settings: Settings, processor: BatchProcessor, watchdog: Partition
         setup_prometheus_sensors(app, registry=registry, name_prefix="ccmon_worker")
         from prometheus_client import Gauge
 
-        Gauge("ccmon_worker_redis_wait_seconds", "Seconds the batch in hand has been waiting for Redis "
-              "(consumption paused meanwhile); 0 when Redis answers.", registry=registry,
-              ).set_function(lambda: processor.redis_wait_seconds)  # fmt: skip
+        Gauge(
+            "ccmon_worker_redis_wait_seconds",
+            "Seconds the batch in hand has been waiting for Redis "
+            "(consumption paused meanwhile); 0 when Redis answers.",
+            registry=registry,
+        ).set_function(lambda: processor.redis_wait_seconds)
         if eviction is not None:
             registry.register(eviction)  # ccmon_redis_eviction_safe, as last read (no I/O on the loop)
-        Gauge("ccmon_worker_stuck_partitions", "Partitions of this worker with lag whose committed offset has not "
-              "moved for --stuck-partition-seconds (the worker then exits to be restarted).", registry=registry,
-              ).set_function(lambda: len(watchdog.stuck))  # fmt: skip
+        Gauge(
+            "ccmon_worker_stuck_partitions",
+            "Partitions of this worker with lag whose committed offset has not "
+            "moved for --stuck-partition-seconds (the worker then exits to be restarted).",
+            registry=registry,
+        ).set_function(lambda: len(watchdog.stuck))
     watchdog_module.install(app, processor, watchdog, web=settings.worker_web_port != 0)
 
     events_topic = app.topic(settings.events_topic, key_serializer="raw", value_serializer="raw")
@@ -474,16 +510,21 @@ def build_app(settings: Settings, processor: BatchProcessor, watchdog: Partition
                         for event in batch:
                             event.ack()
                 except BaseException:  # Stopping, a timeout, a second cancel
-                    log.warning("stopped with a batch of %d messages not applied; it is read again on restart",
-                                len(batch))  # fmt: skip
+                    log.warning(
+                        "stopped with a batch of %d messages not applied; it is read again on restart", len(batch)
+                    )
                 raise
             deliveries = []
             for dead in result.dead:
                 fitted = dead.fitted()
                 if fitted is not dead:
-                    log.warning("a rejected event from %s is %d bytes, too big for a Kafka record: "
-                                "dead-lettered cut to %d bytes (header ccmon-truncated)",
-                                dead.source, len(dead.value), len(fitted.value))  # fmt: skip
+                    log.warning(
+                        "a rejected event from %s is %d bytes, too big for a Kafka record: "
+                        "dead-lettered cut to %d bytes (header ccmon-truncated)",
+                        dead.source,
+                        len(dead.value),
+                        len(fitted.value),
+                    )
                 deliveries.append(await dlq_topic.send(key=fitted.key, value=fitted.value, headers=fitted.headers))
             if deliveries:
                 await asyncio.gather(*deliveries)
@@ -494,9 +535,13 @@ def build_app(settings: Settings, processor: BatchProcessor, watchdog: Partition
                 # Where a batch's time goes: Kafka's CreateTime of its oldest message -> the
                 # take yielding it -> applied in Redis and dead-lettered.
                 oldest = min(event.message.timestamp for event in batch)
-                log.debug("batch of %d messages (%d events): oldest waited %.3f s before the take, "
-                          "applied %.3f s later", len(messages), result.accepted, taken - oldest,
-                          time.time() - taken)  # fmt: skip
+                log.debug(
+                    "batch of %d messages (%d events): oldest waited %.3f s before the take, applied %.3f s later",
+                    len(messages),
+                    result.accepted,
+                    taken - oldest,
+                    time.time() - taken,
+                )
             stats["messages"] += len(messages)
             stats["events"] += result.accepted
             stats["duplicates"] += result.duplicates
@@ -551,9 +596,15 @@ def build_app(settings: Settings, processor: BatchProcessor, watchdog: Partition
     async def report() -> None:
         elapsed = time.monotonic() - stats["since"]
         if stats["messages"]:
-            log.info("last %.0f s: %d messages, %d events applied (%.0f/s), %d duplicates, %d rejected",
-                     elapsed, stats["messages"], stats["events"], stats["events"] / elapsed,
-                     stats["duplicates"], stats["rejected"])  # fmt: skip
+            log.info(
+                "last %.0f s: %d messages, %d events applied (%.0f/s), %d duplicates, %d rejected",
+                elapsed,
+                stats["messages"],
+                stats["events"],
+                stats["events"] / elapsed,
+                stats["duplicates"],
+                stats["rejected"],
+            )
         stats.update(events=0, messages=0, rejected=0, duplicates=0, since=time.monotonic())
 
     return app
@@ -581,18 +632,32 @@ def run_worker(settings: Settings) -> int:
     key = customer_key(settings, "ccmon worker")  # before anything else: a missing secret is one line
     _check_port_free(settings.worker_web_port)
     log.info("starting: %s", settings.redacted())
-    state = RedisState.from_url(settings.redis_url, config, cluster=settings.redis_cluster, prefix=settings.redis_prefix,
-                                clock=settings.make_clock(), connection=redis_connection_kwargs(settings),
-                                customer_key=key)  # fmt: skip
+    state = RedisState.from_url(
+        settings.redis_url,
+        config,
+        cluster=settings.redis_cluster,
+        prefix=settings.redis_prefix,
+        clock=settings.make_clock(),
+        connection=redis_connection_kwargs(settings),
+        customer_key=key,
+    )
     processor = BatchProcessor(config, state, settings.make_clock())
     _wait_for_redis(state)
-    eviction = EvictionWatch(state.client, settings.redis_cluster,
-                             check_at_start(state.client, settings.redis_cluster, settings.evicting_redis_allowed))
+    eviction = EvictionWatch(
+        state.client,
+        settings.redis_cluster,
+        check_at_start(state.client, settings.redis_cluster, settings.evicting_redis_allowed),
+    )
     wait_for_kafka(settings)
     watchdog = PartitionWatchdog.for_settings(settings)
     app = build_app(settings, processor, watchdog, eviction)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False,
-                          logging_config=faust_logging_config(settings.log_level, settings.log_format))
+    worker = faust.Worker(
+        app,
+        loglevel=settings.log_level,
+        quiet=True,
+        redirect_stdouts=False,
+        logging_config=faust_logging_config(settings.log_level, settings.log_format),
+    )
     for name in PAYLOAD_LOGGERS:  # privacy: no event in a log line, even at DEBUG
         logging.getLogger(name).setLevel(max(logging.INFO, getattr(logging, settings.log_level)))
     tune_gc()
@@ -632,7 +697,9 @@ def _check_port_free(port: int) -> None:
         try:
             sock.bind(("0.0.0.0", port))
         except OSError as exc:
-            raise ConfigError("--web-port", f"port {port} is not free ({exc.strerror}); pick another, or 0 for no web server") from None
+            raise ConfigError(
+                "--web-port", f"port {port} is not free ({exc.strerror}); pick another, or 0 for no web server"
+            ) from None
 
 
 def _wait_for_redis(state: RedisState, interval: float = 5.0) -> None:
@@ -644,8 +711,13 @@ def _wait_for_redis(state: RedisState, interval: float = 5.0) -> None:
                 log.warning("Redis is reachable now")
             return
         except redis.RedisError as exc:
-            log.error("cannot reach Redis at %s (%s: %s); retrying in %.0f s",
-                      _redis_where(state), type(exc).__name__, exc, interval)
+            log.error(
+                "cannot reach Redis at %s (%s: %s); retrying in %.0f s",
+                _redis_where(state),
+                type(exc).__name__,
+                exc,
+                interval,
+            )
             first = False
             time.sleep(interval)
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one test command (README, `make test`, .ci/run): installs ccmon with its test and lint
-# extras, runs the linters (ruff, mypy: a finding fails the run), starts the real Apache Kafka
+# extras, runs the linters (ruff check, ruff format --check, mypy: a finding fails the run), starts the real Apache Kafka
 # and Redis (deploy/local/services.sh), runs every test, and stops the services again if it
 # started them. Extra arguments go to pytest.
 set -euo pipefail
@@ -14,8 +14,9 @@ echo "== installing ccmon and its test and lint dependencies"
 bash deploy/local/install.sh dev
 bash deploy/local/install-test-tools.sh
 
-echo "== lint: ruff and mypy (make lint)"
+echo "== lint: ruff check, ruff format --check and mypy (make lint)"
 "$python" -m ruff check kpi_core streams tests bench
+"$python" -m ruff format --check kpi_core streams tests bench
 "$python" -m mypy
 
 started=0

@@ -64,25 +64,66 @@ from kpi_core.state import KB_SCOPE_PREFIX, Record, StateStore, is_queue_scope, 
 from kpi_core.windows import local_midnight
 
 __all__ = [
-    "AGENTS", "AGENT_CALLS", "ALL", "BREAKDOWN_FIELDS", "BUSY_STATES", "CALLBACKS", "CARRIED_TYPES", "CARRY_SECONDS", "CHANNEL_MARK",
-    "LOGGED_IN_STATES", "MISSED_KINDS", "PRIORITY_MARK", "REASON_SEP", "RETIRE_PER_UPKEEP", "STAFFED_STATES",
-    "TERMINAL_KINDS", "TICKETS", "WAITING", "WAIT_BUCKETS", "Contribution", "Engine", "agent_member",
-    "broken_down", "pulse_batches", "record_keys", "series_retention_seconds", "split_state", "wait_bucket",
-]  # fmt: skip
+    "AGENTS",
+    "AGENT_CALLS",
+    "ALL",
+    "BREAKDOWN_FIELDS",
+    "BUSY_STATES",
+    "CALLBACKS",
+    "CARRIED_TYPES",
+    "CARRY_SECONDS",
+    "CHANNEL_MARK",
+    "LOGGED_IN_STATES",
+    "MISSED_KINDS",
+    "PRIORITY_MARK",
+    "REASON_SEP",
+    "RETIRE_PER_UPKEEP",
+    "STAFFED_STATES",
+    "TERMINAL_KINDS",
+    "TICKETS",
+    "WAITING",
+    "WAIT_BUCKETS",
+    "Contribution",
+    "Engine",
+    "agent_member",
+    "broken_down",
+    "pulse_batches",
+    "record_keys",
+    "series_retention_seconds",
+    "split_state",
+    "wait_bucket",
+]
 
 #: Event types a carrying engine (``Engine(carry_open=True)``: replay, report) applies older
 #: than the lateness cutoff: they open or close something the live system holds open however
 #: long (a ticket, a callback, an agent's state, a waiting call). Surveys and knowledge-base
 #: views hold nothing open: older than the lateness cutoff they stay ``too_late``.
-CARRIED_TYPES = frozenset({
-    "call.offered", "call.answered", "call.abandoned", "call.timeout", "call.voicemail",
-    "call.ring_no_answer", "call.transferred", "call.ended", "callback.requested",
-    "callback.attempted", "agent.state", "ticket.created", "ticket.replied", "ticket.resolved",
-    "ticket.reopened",
-})  # fmt: skip
+CARRIED_TYPES = frozenset(
+    {
+        "call.offered",
+        "call.answered",
+        "call.abandoned",
+        "call.timeout",
+        "call.voicemail",
+        "call.ring_no_answer",
+        "call.transferred",
+        "call.ended",
+        "callback.requested",
+        "callback.attempted",
+        "agent.state",
+        "ticket.created",
+        "ticket.replied",
+        "ticket.resolved",
+        "ticket.reopened",
+    }
+)
 #: The ``[limits]`` field of each guarded kind of name.
-_LIMIT_FIELDS = {"tenant": "tenants", "queue": "queues_per_tenant", "agent": "agents_per_tenant",
-                 "article": "articles_per_tenant"}
+_LIMIT_FIELDS = {
+    "tenant": "tenants",
+    "queue": "queues_per_tenant",
+    "agent": "agents_per_tenant",
+    "article": "articles_per_tenant",
+}
 #: How far back a carrying engine applies CARRIED_TYPES events: the longest the live system
 #: keeps an open entity after its last event (an open ticket's record). Older stamps (a null
 #: date read as 1970) stay ``too_late``.
@@ -187,13 +228,11 @@ class Engine(CallsMixin, CustomersMixin, AgentsMixin, TicketsMixin, SurveysMixin
         if event.ts < cutoff and not (
             self.carry_open and event.type in CARRIED_TYPES and event.ts >= now - CARRY_SECONDS
         ):
-            raise InvalidEventError(
-                "too_late", f"ts {event.ts:.0f} is older than the state kept (cutoff {cutoff:.0f})"
-            )
+            raise InvalidEventError("too_late", f"ts {event.ts:.0f} is older than the state kept (cutoff {cutoff:.0f})")
         if event.ts > now + self.config.max_future_seconds:
             raise InvalidEventError(
-                "from_the_future", f"ts {event.ts:.0f} is more than "
-                f"{self.config.max_future_seconds:.0f} s ahead of the clock ({now:.0f})"
+                "from_the_future",
+                f"ts {event.ts:.0f} is more than {self.config.max_future_seconds:.0f} s ahead of the clock ({now:.0f})",
             )
         store = self.store
         admit = self._admit(event, now)
@@ -218,8 +257,10 @@ class Engine(CallsMixin, CustomersMixin, AgentsMixin, TicketsMixin, SurveysMixin
         and the ``agent_calls`` records of the agents the batch's calls touch."""
         store = self.store
         store.prefetch_seen((ev.tenant, ev.event_id, ev.ts) for ev in events)
-        store.prefetch_series(((kind, tenant, name) for ev in events
-                               for kind, tenant, name, _limit in self.series_of(ev)), now - self.horizon)  # fmt: skip
+        store.prefetch_series(
+            ((kind, tenant, name) for ev in events for kind, tenant, name, _limit in self.series_of(ev)),
+            now - self.horizon,
+        )
         wanted: dict[tuple[str, str], set[str]] = {}
         for ev in events:
             for kind, key in record_keys(ev):
@@ -347,16 +388,19 @@ class Engine(CallsMixin, CustomersMixin, AgentsMixin, TicketsMixin, SurveysMixin
                 retired[kind] = retired.get(kind, 0) + store.series_retire(kind, tenant, dict(due))
 
         for tenant, scopes in store.scopes().items():
-            for kind, limit in (("queue", limits.queues_per_tenant), ("agent", limits.agents_per_tenant),
-                                ("article", limits.articles_per_tenant)):  # fmt: skip
+            for kind, limit in (
+                ("queue", limits.queues_per_tenant),
+                ("agent", limits.agents_per_tenant),
+                ("article", limits.articles_per_tenant),
+            ):
                 retire(kind, tenant, limit)
             tenant_config = self.config.tenants.get(tenant)
             configured = tenant_config.queues if tenant_config is not None else {}
             queues = [s for s in scopes if is_queue_scope(s) and s != ALL and s not in configured]
-            articles = [s[len(KB_SCOPE_PREFIX):] for s in scopes if s.startswith(KB_SCOPE_PREFIX)]
+            articles = [s[len(KB_SCOPE_PREFIX) :] for s in scopes if s.startswith(KB_SCOPE_PREFIX)]
             for kind, names in (("queue", queues), ("article", articles)):
                 for i in range(0, len(names), 500):
-                    chunk = names[i:i + 500]
+                    chunk = names[i : i + 500]
                     unregistered = store.series_live(kind, tenant, chunk, 0)  # limit 0: only those
                     if unregistered:
                         count = store.series_retire(kind, tenant, dict.fromkeys(sorted(unregistered)))

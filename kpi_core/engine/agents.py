@@ -1,5 +1,4 @@
-"""Agents: states, occupancy and each agent's calls of the day (:class:`AgentsMixin`).
-"""
+"""Agents: states, occupancy and each agent's calls of the day (:class:`AgentsMixin`)."""
 
 from __future__ import annotations
 
@@ -144,7 +143,11 @@ class AgentsMixin(Fold):
             if leg["direction"] == "outbound":  # the agent's current call until it ends; not counted
                 if leg.get("agent") is not None and not leg["ended"]:
                     desired.setdefault(leg["agent"], {})[f"{call_id}\x1f{leg['key']}"] = [
-                        "talk", leg["offer_ts"], leg["queue"], call_id]
+                        "talk",
+                        leg["offer_ts"],
+                        leg["queue"],
+                        call_id,
+                    ]
                 continue
             outcome = leg["outcome"]
             if outcome is not None and outcome[0] == "answered":
@@ -187,7 +190,6 @@ class AgentsMixin(Fold):
             record["agents"] = desired
         else:
             record.pop("agents", None)
-
 
     def _agent_prune(self, tenant: str, agent: str, record: Record) -> None:
         """Forget what no event can change any more: keep the latest change older than the

@@ -30,10 +30,22 @@ AGENTS = "agents"
 #: besides ``offered``, a call's or ticket's contribution carries ``offered@c:chat`` (its
 #: channel) and ``offered@p:7`` (its priority), in the same scope and bucket, so the
 #: breakdown is retracted, pruned and retired with the field it breaks down.
-BREAKDOWN_FIELDS = frozenset({
-    "offered", "answered", "abandoned", "short_abandoned", "answered_within", "abandoned_within",
-    "abandoned_after", "asa_n", "asa_sum_ms", "tk_created", "frt_n", "frt_sum_ms",
-})  # fmt: skip
+BREAKDOWN_FIELDS = frozenset(
+    {
+        "offered",
+        "answered",
+        "abandoned",
+        "short_abandoned",
+        "answered_within",
+        "abandoned_within",
+        "abandoned_after",
+        "asa_n",
+        "asa_sum_ms",
+        "tk_created",
+        "frt_n",
+        "frt_sum_ms",
+    }
+)
 #: Field-name suffixes of a channel's and a priority's share of a field.
 CHANNEL_MARK = "@c:"
 PRIORITY_MARK = "@p:"
@@ -53,7 +65,6 @@ def broken_down(fields: dict[str, float], channel: str | None, priority: int | N
     return fields
 
 
-
 class Fold:
     """The engine as a domain step sees it: its configuration and store, the time and lateness
     cutoff of the event being applied (set by :meth:`~kpi_core.engine.Engine.process`), the
@@ -69,14 +80,28 @@ class Fold:
     _local_days: dict[str, tuple[float, float]]
 
     if TYPE_CHECKING:  # what the engine (__init__.py) and the other domains provide
-        def _reconcile(self, tenant: str, record: Record, desired: dict[str, Contribution], *, key: str = "applied",
-                       only: Callable[[Contribution], bool] | None = None) -> None: ...  # fmt: skip
+
+        def _reconcile(
+            self,
+            tenant: str,
+            record: Record,
+            desired: dict[str, Contribution],
+            *,
+            key: str = "applied",
+            only: Callable[[Contribution], bool] | None = None,
+        ) -> None: ...
 
         def _reconcile_live(self, tenant: str, record: Record, desired: list[list[Any]]) -> None: ...
 
         # customers.py: a call's offers and outcomes on its customer's timeline
-        def _customer_update(self, tenant: str, customer: str, ts: float, mutate: Callable[[Record], None],
-                             repeat_range: tuple[float, float] | None = None) -> None: ...  # fmt: skip
+        def _customer_update(
+            self,
+            tenant: str,
+            customer: str,
+            ts: float,
+            mutate: Callable[[Record], None],
+            repeat_range: tuple[float, float] | None = None,
+        ) -> None: ...
 
         # agents.py: a call's part in its agents' day
         def _agent_calls(self, tenant: str, call_id: str, record: Record, legs: list[dict[str, Any]]) -> None: ...

@@ -19,9 +19,38 @@ from kpi_core.state import Record, max_field, to_ms
 #: Upper bounds (``le``) of the wait-time histogram, seconds. The service-level thresholds in
 #: common use (10, 15, 20, 30, 45, 60, 90, 120 s) are all bounds, so quantiles are exact there.
 WAIT_BUCKETS: tuple[float, ...] = (
-    1, 2, 3, 5, 8, 10, 15, 20, 25, 30, 40, 45, 50, 60, 75, 90, 120, 150, 180, 240, 300,
-    420, 600, 900, 1200, 1800, 2700, 3600, 7200, 14400, float("inf"),
-)  # fmt: skip
+    1,
+    2,
+    3,
+    5,
+    8,
+    10,
+    15,
+    20,
+    25,
+    30,
+    40,
+    45,
+    50,
+    60,
+    75,
+    90,
+    120,
+    150,
+    180,
+    240,
+    300,
+    420,
+    600,
+    900,
+    1200,
+    1800,
+    2700,
+    3600,
+    7200,
+    14400,
+    float("inf"),
+)
 
 TERMINAL_KINDS = {
     "call.answered": "answered",
@@ -34,7 +63,6 @@ TERMINAL_KINDS = {
 
 def wait_bucket(wait: float) -> int:
     return bisect.bisect_left(WAIT_BUCKETS, wait)
-
 
 
 class CallsMixin(Fold):
@@ -62,9 +90,8 @@ class CallsMixin(Fold):
             record.setdefault("rings", []).append([*fact, ev.agent_id])
         else:  # call.ended
             record.setdefault("ended", []).append(
-                [*fact, ev.talk_seconds or 0.0, ev.hold_seconds or 0.0, ev.acw_seconds or 0.0,
-                 ev.resolved, ev.outcome]
-            )  # fmt: skip
+                [*fact, ev.talk_seconds or 0.0, ev.hold_seconds or 0.0, ev.acw_seconds or 0.0, ev.resolved, ev.outcome]
+            )
         before = record.get("summary")
         legs = self._call_legs(record)
         desired = self._call_contributions(tenant, legs)
@@ -83,8 +110,7 @@ class CallsMixin(Fold):
             ],
         )
         summary = [
-            [leg["direction"], leg["offer_ts"], leg["queue"], *(leg["outcome"] or (None, None))[:2]]
-            for leg in legs
+            [leg["direction"], leg["offer_ts"], leg["queue"], *(leg["outcome"] or (None, None))[:2]] for leg in legs
         ]
         record["summary"] = summary
         if ev.agent_id is not None or record.get("agents"):  # the agents' part, only where there is one
@@ -116,9 +142,7 @@ class CallsMixin(Fold):
                 for ts, queue in new_offers - old_offers:
                     bisect.insort(offers, [ts, call_id, queue])
 
-            self._customer_update(
-                tenant, customer, ev.ts, mutate, (min(changed), max(changed)) if changed else None
-            )
+            self._customer_update(tenant, customer, ev.ts, mutate, (min(changed), max(changed)) if changed else None)
 
     @staticmethod
     def call_agents(event: Event, record: Record | None) -> set[str]:
@@ -147,13 +171,20 @@ class CallsMixin(Fold):
         # before the offering agent (outbound calls) was kept, 6.
         legs: list[dict[str, Any]] = [
             {
-                "offer_ts": o[0], "queue": o[2], "direction": o[3], "key": o[1],
-                "channel": o[4] if len(o) > 4 else None, "priority": o[5] if len(o) > 5 else None,
+                "offer_ts": o[0],
+                "queue": o[2],
+                "direction": o[3],
+                "key": o[1],
+                "channel": o[4] if len(o) > 4 else None,
+                "priority": o[5] if len(o) > 5 else None,
                 "agent": o[6] if len(o) > 6 else None,
-                "terminals": [], "rings": [], "ended": [], "outcome": None,
+                "terminals": [],
+                "rings": [],
+                "ended": [],
+                "outcome": None,
             }
             for o in offers
-        ]  # fmt: skip
+        ]
         virtual: dict[str, dict[str, Any]] = {}
 
         def leg_for(ts: float, queue: str | None) -> dict[str, Any] | None:
@@ -166,10 +197,17 @@ class CallsMixin(Fold):
             leg = virtual.get(queue)
             if leg is None:
                 leg = virtual[queue] = {
-                    "offer_ts": None, "queue": queue, "direction": "inbound", "key": f"q:{queue}",
-                    "channel": None, "priority": None,
-                    "terminals": [], "rings": [], "ended": [], "outcome": None,
-                }  # fmt: skip
+                    "offer_ts": None,
+                    "queue": queue,
+                    "direction": "inbound",
+                    "key": f"q:{queue}",
+                    "channel": None,
+                    "priority": None,
+                    "terminals": [],
+                    "rings": [],
+                    "ended": [],
+                    "outcome": None,
+                }
             return leg
 
         for key in ("terminals", "rings", "ended"):
@@ -252,4 +290,3 @@ class CallsMixin(Fold):
                     fields["fcr_ok"] = 1 if resolved else 0
                 desired[f"{key}:end"] = [queue, end[0], fields]
         return desired
-

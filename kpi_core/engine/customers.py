@@ -35,9 +35,12 @@ class CustomersMixin(Fold):
         if repeat_range is not None:
             lo, hi = repeat_range[0], repeat_range[1] + self.config.repeat_caller_seconds
             self._reconcile(
-                tenant, record, self._repeat_contributions(record, lo, hi),
-                key="applied_repeat", only=lambda c: lo <= c[1] <= hi,
-            )  # fmt: skip
+                tenant,
+                record,
+                self._repeat_contributions(record, lo, hi),
+                key="applied_repeat",
+                only=lambda c: lo <= c[1] <= hi,
+            )
         desired, live, keep_from = self._callback_contributions(customer, record)
         if desired or live or record.get("applied") or record.get("live"):
             self._reconcile(tenant, record, desired)
@@ -48,12 +51,12 @@ class CustomersMixin(Fold):
             record["pruned"] = last
             keep_from = min(keep_from, self._cutoff - self.config.repeat_caller_seconds)
             record["calls"] = {
-                cid: legs for cid, legs in record["calls"].items()
+                cid: legs
+                for cid, legs in record["calls"].items()
                 if any((leg[4] or leg[1] or 0) >= keep_from for leg in legs)
-            }  # fmt: skip
+            }
             record["offers"] = [o for o in record.get("offers", []) if o[1] in record["calls"]]
-        expire_at = max(last + self.horizon + self.config.repeat_caller_seconds,
-                        self._now + 3600)  # fmt: skip
+        expire_at = max(last + self.horizon + self.config.repeat_caller_seconds, self._now + 3600)
         if live:
             expire_at = max(expire_at, self._now + 30 * DAY)
         store.put_record("customer", tenant, customer, record, expire_at)
@@ -81,8 +84,7 @@ class CustomersMixin(Fold):
         keep_from = float("inf")
         on_missed = self.config.callback_on_missed
         if not record["callbacks"] and not (
-            on_missed
-            and any(leg[3] in MISSED_KINDS for legs in record["calls"].values() for leg in legs)
+            on_missed and any(leg[3] in MISSED_KINDS for legs in record["calls"].values() for leg in legs)
         ):
             return desired, live, keep_from
         # Callbacks: walk the customer's timeline.
@@ -172,11 +174,13 @@ class CustomersMixin(Fold):
             closing = [ts for ts in record["attempts"] if ts >= due]
             if closing:
                 delay_ms = to_ms(closing[0]) - to_ms(due)
-                desired["cb"] = [queue, closing[0], {"cb_made": 1, "cb_delay_sum_ms": delay_ms,
-                                                     max_field("cb_delay", delay_ms): 1}]  # fmt: skip
+                desired["cb"] = [
+                    queue,
+                    closing[0],
+                    {"cb_made": 1, "cb_delay_sum_ms": delay_ms, max_field("cb_delay", delay_ms): 1},
+                ]
             else:
                 live.append([CALLBACKS, queue, f"\x1fcb\x1f{cb_id}", due])
         self._reconcile(tenant, record, desired)
         self._reconcile_live(tenant, record, live)
         store.put_record("callback", tenant, cb_id, record, last + (30 * DAY if live else self.horizon))
-

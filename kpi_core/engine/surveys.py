@@ -1,5 +1,4 @@
-"""Surveys (customer and employee pulse) and the knowledge base (:class:`SurveysMixin`).
-"""
+"""Surveys (customer and employee pulse) and the knowledge base (:class:`SurveysMixin`)."""
 
 from __future__ import annotations
 

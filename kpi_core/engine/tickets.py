@@ -1,5 +1,4 @@
-"""Tickets: created, replied, resolved, reopened (:class:`TicketsMixin`).
-"""
+"""Tickets: created, replied, resolved, reopened (:class:`TicketsMixin`)."""
 
 from __future__ import annotations
 
@@ -33,8 +32,12 @@ class TicketsMixin(Fold):
         else:
             record["reopens"].append([ev.ts, ev.event_id, ev.queue])
         created = record.get("created")
-        queue = created[2] if created else next(
-            (fact[-1] for key in ("replies", "resolutions", "reopens") for fact in record[key] if fact[-1]), None
+        queue = (
+            created[2]
+            if created
+            else next(
+                (fact[-1] for key in ("replies", "resolutions", "reopens") for fact in record[key] if fact[-1]), None
+            )
         )
         desired: dict[str, Contribution] = {}
         live: list[list[Any]] = []
@@ -65,23 +68,35 @@ class TicketsMixin(Fold):
             agent_replies = [r for r in replies if r[2] == "agent"]
             if agent_replies:
                 first = agent_replies[0]
-                desired["frt"] = [queue, first[0], broken_down(
-                    {"frt_n": 1, "frt_sum_ms": max(0, to_ms(first[0]) - to_ms(created_ts))}, channel, priority
-                )]
+                desired["frt"] = [
+                    queue,
+                    first[0],
+                    broken_down(
+                        {"frt_n": 1, "frt_sum_ms": max(0, to_ms(first[0]) - to_ms(created_ts))}, channel, priority
+                    ),
+                ]
             pending_since: float | None = created_ts
             for ts, eid, author, _q in replies:
                 if author == "customer":
                     if pending_since is None:
                         pending_since = ts
                 elif pending_since is not None:
-                    desired[f"rt:{eid}"] = [queue, ts, {"rt_n": 1, "rt_sum_ms": max(0, to_ms(ts) - to_ms(pending_since))}]
+                    desired[f"rt:{eid}"] = [
+                        queue,
+                        ts,
+                        {"rt_n": 1, "rt_sum_ms": max(0, to_ms(ts) - to_ms(pending_since))},
+                    ]
                     pending_since = None
         for ts, eid, resolution, _fc, _q in resolutions:
             desired[f"res:{eid}"] = [
-                queue, ts,
-                {"tk_resolved": 1, "tk_solved": 1 if resolution == "solved" else 0,
-                 "tk_unresolvable": 1 if resolution == "unresolvable" else 0},
-            ]  # fmt: skip
+                queue,
+                ts,
+                {
+                    "tk_resolved": 1,
+                    "tk_solved": 1 if resolution == "solved" else 0,
+                    "tk_unresolvable": 1 if resolution == "unresolvable" else 0,
+                },
+            ]
         if resolutions:
             ts, eid, _res, first_contact, _q = resolutions[0]
             if first_contact is None:

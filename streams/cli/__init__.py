@@ -40,8 +40,7 @@ COMMANDS: dict[str, str] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ccmon",
-        description="ccmon: a streaming, real-time call-center monitor "
-        "(Kafka -> Faust -> Redis -> Prometheus).",
+        description="ccmon: a streaming, real-time call-center monitor (Kafka -> Faust -> Redis -> Prometheus).",
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
@@ -93,4 +92,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-

@@ -3,7 +3,8 @@ webhook, Slack, Microsoft Teams and e-mail, each message naming the tenant, the 
 value and the target (templates: deploy/alertmanager/ccmon.tmpl). The routes, grouping and
 inhibition are those of deploy/alertmanager/alertmanager.yml (or --base). Check the result
 with `amtool check-config`. The file holds the webhook URLs and the SMTP password (unless
-given as files, the ..._FILE variables): it is written readable by its owner only. Variables: docs/ALERTS.md, "Notifications".
+given as files, the ..._FILE variables): it is written readable by its owner only. Variables:
+docs/ALERTS.md, "Notifications".
 
 Microsoft Teams (msteams_configs) needs Alertmanager >= 0.26, so the config is rendered for a
 version: CCMON_AM_VERSION, else that of the local binary (CCMON_ALERTMANAGER_BIN, else
@@ -45,7 +46,9 @@ EMAIL = re.compile(r"^[^@\s,<>]+@[^@\s,<>]+$")
 
 #: Every variable read, with what it does (``--help`` lists them).
 VARIABLES: Mapping[str, str] = {
-    "CCMON_AM_WEBHOOK_URL": "generic webhook: Alertmanager's JSON (labels tenant, queue; the description names value and target)",
+    "CCMON_AM_WEBHOOK_URL": (
+        "generic webhook: Alertmanager's JSON (labels tenant, queue; the description names value and target)"
+    ),
     "CCMON_AM_WEBHOOK_URL_FILE": "or: the file holding it, as Alertmanager sees it (url_file; Alertmanager >= 0.26)",
     "CCMON_AM_SLACK_WEBHOOK_URL": "Slack incoming-webhook URL",
     "CCMON_AM_SLACK_WEBHOOK_URL_FILE": "or: the file holding it, as Alertmanager sees it (api_url_file)",
@@ -59,15 +62,18 @@ VARIABLES: Mapping[str, str] = {
     "CCMON_AM_SMTP_AUTH_PASSWORD_FILE": "or: the file holding it, as Alertmanager sees it (auth_password_file)",
     "CCMON_AM_SMTP_REQUIRE_TLS": "yes (default) or no: STARTTLS required",
     "CCMON_AM_DEADMANSSWITCH_URL": "URL the always-firing CcmonWatchdog is sent to (a dead man's switch)",
-    "CCMON_AM_RECEIVERS": "receivers the channels above notify, comma-separated (default: " + ",".join(PEOPLE_RECEIVERS) + ")",
+    "CCMON_AM_RECEIVERS": "receivers the channels above notify, comma-separated (default: "
+    + ",".join(PEOPLE_RECEIVERS)
+    + ")",
     "CCMON_AM_SEND_RESOLVED": "yes (default) or no: also notify when an alert resolves",
     "CCMON_AM_GROUP_WAIT": "route group_wait (default: the base config's, 30s)",
     "CCMON_AM_GROUP_INTERVAL": "route group_interval (default: the base config's, 5m)",
     "CCMON_AM_REPEAT_INTERVAL": "route repeat_interval (default: the base config's, 4h)",
     "CCMON_AM_VERSION": "version of the Alertmanager the config is for (default: the local binary's, else "
-                        + ".".join(map(str, COMPOSE_VERSION)) + ", docker-compose.yml's)",
+    + ".".join(map(str, COMPOSE_VERSION))
+    + ", docker-compose.yml's)",
     "CCMON_ALERTMANAGER_BIN": "the local Alertmanager binary whose version is the default (default: alertmanager, "
-                              "else prometheus-alertmanager, on PATH)",
+    "else prometheus-alertmanager, on PATH)",
 }
 
 _YES = {"yes": True, "true": True, "1": True, "on": True, "no": False, "false": False, "0": False, "off": False}
@@ -77,10 +83,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = "environment variables:\n" + "\n".join(f"  {name:<30} {text}" for name, text in VARIABLES.items())
     parser.add_argument("--output", "-o", default="-", help="file to write (default: standard output)")
-    parser.add_argument("--base", default=str(BASE), help="the alertmanager.yml whose routes and inhibitions are kept "
-                        "(default: deploy/alertmanager/alertmanager.yml)")
-    parser.add_argument("--templates", default=None, metavar="GLOB",
-                        help="where Alertmanager finds ccmon.tmpl (default: the base config's '*.tmpl', beside the file)")
+    parser.add_argument(
+        "--base",
+        default=str(BASE),
+        help="the alertmanager.yml whose routes and inhibitions are kept "
+        "(default: deploy/alertmanager/alertmanager.yml)",
+    )
+    parser.add_argument(
+        "--templates",
+        default=None,
+        metavar="GLOB",
+        help="where Alertmanager finds ccmon.tmpl (default: the base config's '*.tmpl', beside the file)",
+    )
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
@@ -135,15 +149,22 @@ def local_alertmanager_version(environ: Mapping[str, str] | None = None) -> tupl
             raise ConfigError("CCMON_ALERTMANAGER_BIN", f"must be an executable Alertmanager binary, got {chosen!r}")
         binaries = [chosen]
     else:
-        binaries = [b for b in (shutil.which(n, path=environ.get("PATH")) for n in ("alertmanager", "prometheus-alertmanager")) if b]
+        binaries = [
+            b
+            for b in (shutil.which(n, path=environ.get("PATH")) for n in ("alertmanager", "prometheus-alertmanager"))
+            if b
+        ]
     for binary in binaries:
         found = binary_version(binary, environ)
         if found is not None:
             return found
     if binaries:
         shown = ".".join(map(str, COMPOSE_VERSION))
-        print(f"ccmon alertmanager-config: {', '.join(binaries)} did not say its version (neither --version nor "
-              f"go version -m): assuming Alertmanager {shown}, docker-compose.yml's; set CCMON_AM_VERSION", file=sys.stderr)  # fmt: skip
+        print(
+            f"ccmon alertmanager-config: {', '.join(binaries)} did not say its version (neither --version nor "
+            f"go version -m): assuming Alertmanager {shown}, docker-compose.yml's; set CCMON_AM_VERSION",
+            file=sys.stderr,
+        )
         return COMPOSE_VERSION, f"docker-compose.yml, the version of {', '.join(binaries)} being unknown"
     return None
 
@@ -155,7 +176,9 @@ def _url(environ: Mapping[str, str], name: str) -> str | None:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         # A webhook URL is a secret (whoever has it can post): echo its scheme and host only.
-        raise ConfigError(name, f"must be an http:// or https:// URL, got {parts.scheme or '?'}://{parts.hostname or '?'}/...")
+        raise ConfigError(
+            name, f"must be an http:// or https:// URL, got {parts.scheme or '?'}://{parts.hostname or '?'}/..."
+        )
     return value
 
 
@@ -182,8 +205,9 @@ def _yes(environ: Mapping[str, str], name: str, default: bool) -> bool:
     return _YES[value]
 
 
-def render_config(base: Mapping[str, Any], environ: Mapping[str, str], version: tuple[int, int, int],
-                  templates: str | None = None) -> dict[str, Any]:  # fmt: skip
+def render_config(
+    base: Mapping[str, Any], environ: Mapping[str, str], version: tuple[int, int, int], templates: str | None = None
+) -> dict[str, Any]:
     """The base config with the receivers the environment asks for (module docstring)."""
     config: dict[str, Any] = {key: value for key, value in base.items()}
     receivers = {r["name"]: dict(r) for r in config.get("receivers") or []}
@@ -193,20 +217,29 @@ def render_config(base: Mapping[str, Any], environ: Mapping[str, str], version: 
     for name in chosen:
         if name not in receivers or name == "watchdog":
             known = ", ".join(sorted(n for n in receivers if n != "watchdog"))
-            raise ConfigError("CCMON_AM_RECEIVERS", f"unknown receiver {name!r} (the base config has {known}), got {chosen_text!r}")
+            raise ConfigError(
+                "CCMON_AM_RECEIVERS", f"unknown receiver {name!r} (the base config has {known}), got {chosen_text!r}"
+            )
     configs: dict[str, list[dict[str, Any]]] = {}
 
     webhook = _secret(environ, "CCMON_AM_WEBHOOK_URL", "url", "url_file")
     if "url_file" in webhook and version < WEBHOOK_URL_FILE_MIN_VERSION:
-        raise ConfigError("CCMON_AM_WEBHOOK_URL_FILE", "the webhook's url_file needs Alertmanager >= 0.26, the config is for "
-                          f"Alertmanager {'.'.join(map(str, version))}: set CCMON_AM_WEBHOOK_URL instead")  # fmt: skip
+        raise ConfigError(
+            "CCMON_AM_WEBHOOK_URL_FILE",
+            "the webhook's url_file needs Alertmanager >= 0.26, the config is for "
+            f"Alertmanager {'.'.join(map(str, version))}: set CCMON_AM_WEBHOOK_URL instead",
+        )
     if webhook:
         configs["webhook_configs"] = [{**webhook, "send_resolved": send_resolved}]
     slack = _secret(environ, "CCMON_AM_SLACK_WEBHOOK_URL", "api_url", "api_url_file")
     if slack:
-        entry: dict[str, Any] = {**slack, "send_resolved": send_resolved,
-                                 "title": '{{ template "ccmon.title" . }}', "text": '{{ template "ccmon.text" . }}',
-                                 "color": '{{ template "ccmon.slack.color" . }}'}  # fmt: skip
+        entry: dict[str, Any] = {
+            **slack,
+            "send_resolved": send_resolved,
+            "title": '{{ template "ccmon.title" . }}',
+            "text": '{{ template "ccmon.text" . }}',
+            "color": '{{ template "ccmon.slack.color" . }}',
+        }
         channel = environ.get("CCMON_AM_SLACK_CHANNEL", "").strip()
         if channel:
             entry["channel"] = channel
@@ -215,12 +248,21 @@ def render_config(base: Mapping[str, Any], environ: Mapping[str, str], version: 
     if teams:
         if version < TEAMS_MIN_VERSION:
             shown = ".".join(map(str, version))
-            raise ConfigError("CCMON_AM_TEAMS_WEBHOOK_URL", "Microsoft Teams needs Alertmanager >= 0.26 (msteams_configs), the "
-                              f"config is for Alertmanager {shown}: upgrade it (docker-compose.yml runs "
-                              f"{'.'.join(map(str, COMPOSE_VERSION))}), set CCMON_AM_VERSION if the config is for another "
-                              "Alertmanager, or relay CCMON_AM_WEBHOOK_URL to Teams")  # fmt: skip
-        configs["msteams_configs"] = [{"webhook_url": teams, "send_resolved": send_resolved,
-                                       "title": '{{ template "ccmon.title" . }}', "text": '{{ template "ccmon.text" . }}'}]  # fmt: skip
+            raise ConfigError(
+                "CCMON_AM_TEAMS_WEBHOOK_URL",
+                "Microsoft Teams needs Alertmanager >= 0.26 (msteams_configs), the "
+                f"config is for Alertmanager {shown}: upgrade it (docker-compose.yml runs "
+                f"{'.'.join(map(str, COMPOSE_VERSION))}), set CCMON_AM_VERSION if the config is for another "
+                "Alertmanager, or relay CCMON_AM_WEBHOOK_URL to Teams",
+            )
+        configs["msteams_configs"] = [
+            {
+                "webhook_url": teams,
+                "send_resolved": send_resolved,
+                "title": '{{ template "ccmon.title" . }}',
+                "text": '{{ template "ccmon.text" . }}',
+            }
+        ]
     email = _email(environ, send_resolved)
     if email:
         configs["email_configs"] = [email]
@@ -252,10 +294,16 @@ def _email(environ: Mapping[str, str], send_resolved: bool) -> dict[str, Any] | 
     to = environ.get("CCMON_AM_EMAIL_TO", "").strip()
     if not (smarthost or sender or to):
         return None
-    for name, value in (("CCMON_AM_SMTP_SMARTHOST", smarthost), ("CCMON_AM_SMTP_FROM", sender), ("CCMON_AM_EMAIL_TO", to)):
+    for name, value in (
+        ("CCMON_AM_SMTP_SMARTHOST", smarthost),
+        ("CCMON_AM_SMTP_FROM", sender),
+        ("CCMON_AM_EMAIL_TO", to),
+    ):
         if not value:
-            raise ConfigError(name, "required for e-mail (with CCMON_AM_SMTP_SMARTHOST, CCMON_AM_SMTP_FROM and "
-                                    "CCMON_AM_EMAIL_TO), got ''")  # fmt: skip
+            raise ConfigError(
+                name,
+                "required for e-mail (with CCMON_AM_SMTP_SMARTHOST, CCMON_AM_SMTP_FROM and CCMON_AM_EMAIL_TO), got ''",
+            )
     if not re.fullmatch(r"\[?[A-Za-z0-9._:-]+\]?:\d{1,5}", smarthost):
         raise ConfigError("CCMON_AM_SMTP_SMARTHOST", f"must be host:port, got {smarthost!r}")
     if not EMAIL.match(sender):
@@ -264,10 +312,16 @@ def _email(environ: Mapping[str, str], send_resolved: bool) -> dict[str, Any] | 
     bad = [r for r in recipients if not EMAIL.match(r)]
     if bad or not recipients:
         raise ConfigError("CCMON_AM_EMAIL_TO", f"must be e-mail addresses, comma-separated, got {to!r}")
-    entry: dict[str, Any] = {"to": ", ".join(recipients), "from": sender, "smarthost": smarthost,
-                             "require_tls": _yes(environ, "CCMON_AM_SMTP_REQUIRE_TLS", True), "send_resolved": send_resolved,
-                             "headers": {"Subject": '{{ template "ccmon.email.subject" . }}'},
-                             "html": '{{ template "ccmon.email.html" . }}', "text": '{{ template "ccmon.text" . }}'}  # fmt: skip
+    entry: dict[str, Any] = {
+        "to": ", ".join(recipients),
+        "from": sender,
+        "smarthost": smarthost,
+        "require_tls": _yes(environ, "CCMON_AM_SMTP_REQUIRE_TLS", True),
+        "send_resolved": send_resolved,
+        "headers": {"Subject": '{{ template "ccmon.email.subject" . }}'},
+        "html": '{{ template "ccmon.email.html" . }}',
+        "text": '{{ template "ccmon.text" . }}',
+    }
     user = environ.get("CCMON_AM_SMTP_AUTH_USERNAME", "").strip()
     password = _secret(environ, "CCMON_AM_SMTP_AUTH_PASSWORD", "auth_password", "auth_password_file", url=False)
     if password and not user:
@@ -293,16 +347,20 @@ def run(args: argparse.Namespace) -> int:
         try:
             version = parse_version(environ["CCMON_AM_VERSION"])
         except ValueError:
-            raise ConfigError("CCMON_AM_VERSION", f"must be a version such as 0.27.0, got {environ['CCMON_AM_VERSION']!r}") from None
+            raise ConfigError(
+                "CCMON_AM_VERSION", f"must be a version such as 0.27.0, got {environ['CCMON_AM_VERSION']!r}"
+            ) from None
         version_from = "CCMON_AM_VERSION"
     else:
         found = local_alertmanager_version(environ)
         version, version_from = found if found is not None else (COMPOSE_VERSION, "docker-compose.yml")
     config = render_config(base, environ, version, args.templates)
     channels = sorted({key for r in config["receivers"] for key in r if key.endswith("_configs")})
-    header = (f"# Rendered by `ccmon alertmanager-config` from {base_path.name} and CCMON_AM_* variables, for Alertmanager "
-              f"{'.'.join(map(str, version))} (from {version_from}).\n# Channels: {', '.join(channels) or 'none'}. "
-              "Holds webhook URLs and passwords: keep it private. Check: amtool check-config <this file>\n")  # fmt: skip
+    header = (
+        f"# Rendered by `ccmon alertmanager-config` from {base_path.name} and CCMON_AM_* variables, for Alertmanager "
+        f"{'.'.join(map(str, version))} (from {version_from}).\n# Channels: {', '.join(channels) or 'none'}. "
+        "Holds webhook URLs and passwords: keep it private. Check: amtool check-config <this file>\n"
+    )
     text = header + yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
     if args.output == "-":
         sys.stdout.write(text)

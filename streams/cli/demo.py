@@ -65,18 +65,32 @@ MAINTAIN_EVERY_SECONDS = 300.0
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0 = any free)")
-    parser.add_argument("--speed", type=float, default=30.0,
-                        help="simulated seconds per real second (default: 30)")
-    parser.add_argument("--start", default="08:30", metavar="WHEN",
-                        help="simulated time when the page opens: HH:MM (today, UTC), now, RFC 3339 or "
-                        "epoch seconds (default: 08:30)")
-    parser.add_argument("--warmup", type=float, default=90.0, metavar="MINUTES",
-                        help="simulated minutes before --start, simulated at once at start-up (default: 90)")
-    parser.add_argument("--pause-after", type=float, default=None, metavar="SECONDS",
-                        help="freeze the clock this many real seconds after start-up (for tests and "
-                        "screenshots; default: never)")
-    parser.add_argument("--config", default=settings_module.lookup("config_path")[0],
-                        help="TOML config for targets and windows (default: $CCMON_CONFIG, else demo targets)")
+    parser.add_argument("--speed", type=float, default=30.0, help="simulated seconds per real second (default: 30)")
+    parser.add_argument(
+        "--start",
+        default="08:30",
+        metavar="WHEN",
+        help="simulated time when the page opens: HH:MM (today, UTC), now, RFC 3339 or epoch seconds (default: 08:30)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=90.0,
+        metavar="MINUTES",
+        help="simulated minutes before --start, simulated at once at start-up (default: 90)",
+    )
+    parser.add_argument(
+        "--pause-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="freeze the clock this many real seconds after start-up (for tests and screenshots; default: never)",
+    )
+    parser.add_argument(
+        "--config",
+        default=settings_module.lookup("config_path")[0],
+        help="TOML config for targets and windows (default: $CCMON_CONFIG, else demo targets)",
+    )
     add_common_arguments(parser)
     logs.add_format_argument(parser)
     settings_module.add_arguments(parser, ("alertmanager_url",))
@@ -97,8 +111,12 @@ def demo_config(queue_names: list[str]) -> Any:
             targets=MappingProxyType({**base.targets, "service_level": 0.9, "asa_seconds": 15.0}),
         )
     # The simulator's pause reasons (streams.sim.model): breaks, lunch, not ready after a missed ring.
-    return Config(defaults=base, tenants={"default": TenantConfig(queues=MappingProxyType(queues),
-                                                                  pause_reasons=("break", "lunch", "not_ready"))})
+    return Config(
+        defaults=base,
+        tenants={
+            "default": TenantConfig(queues=MappingProxyType(queues), pause_reasons=("break", "lunch", "not_ready"))
+        },
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -136,18 +154,34 @@ def run(args: argparse.Namespace) -> int:
         config = demo_config([q.name for q in queues])
     else:
         config = load_config(None)
-    runner = DemoRunner(params, config, speed=args.speed, warmup_seconds=warmup_seconds,
-                        pause_after=args.pause_after)
+    runner = DemoRunner(params, config, speed=args.speed, warmup_seconds=warmup_seconds, pause_after=args.pause_after)
     # The board's alerts: that Alertmanager's, else the demo's own breaches of its targets.
     alertmanager_url, where = settings_module.lookup("alertmanager_url", args)
-    alerts = AlertmanagerAlerts(settings_module.check_alertmanager_url(alertmanager_url, where)) if alertmanager_url else None
-    app = make_wsgi_app(runner.families, runner.pending, get_info=runner.info, history=runner.history, alerts=alerts,
-                        get_agents=runner.agents, get_waiting=runner.waiting, config=config,
-                        version=lambda: runner.views)
+    alerts = (
+        AlertmanagerAlerts(settings_module.check_alertmanager_url(alertmanager_url, where))
+        if alertmanager_url
+        else None
+    )
+    app = make_wsgi_app(
+        runner.families,
+        runner.pending,
+        get_info=runner.info,
+        history=runner.history,
+        alerts=alerts,
+        get_agents=runner.agents,
+        get_waiting=runner.waiting,
+        config=config,
+        version=lambda: runner.views,
+    )
     try:
         server = serve(app, args.host, args.port)
     except OSError as exc:
-        logs.say(log, f"ccmon demo: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", sys.stderr, logging.ERROR)
+        logs.say(
+            log,
+            f"ccmon demo: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            sys.stderr,
+            logging.ERROR,
+        )
         return 1
 
     stop = threading.Event()
@@ -160,8 +194,11 @@ def run(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     names = ", ".join(q.name for q in queues)
     logs.say(log, f"ccmon demo: wallboard on {server.url}  (also {server.url}metrics, {server.url}api/kpis)")
-    logs.say(log, f"ccmon demo: queues {names}; seed {args.seed}; simulated clock from {args.start} UTC at "
-                  f"x{args.speed:g} after a {args.warmup:g}-minute warm-up. Ctrl-C to stop.")
+    logs.say(
+        log,
+        f"ccmon demo: queues {names}; seed {args.seed}; simulated clock from {args.start} UTC at "
+        f"x{args.speed:g} after a {args.warmup:g}-minute warm-up. Ctrl-C to stop.",
+    )
     worker = threading.Thread(target=_run_quietly, args=(runner, stop), name="ccmon-demo-sim", daemon=True)
     worker.start()
     try:
@@ -306,8 +343,14 @@ class DemoRunner:
         families = snapshot(self.config, self.store, at)
         if record_history:
             self.history.record(at, families)
-        view = View(at, families, pending_callbacks(self.config, self.store, at), self.status(at),
-                    live_agents(self.config, self.store, at), waiting_calls(self.config, self.store, at))
+        view = View(
+            at,
+            families,
+            pending_callbacks(self.config, self.store, at),
+            self.status(at),
+            live_agents(self.config, self.store, at),
+            waiting_calls(self.config, self.store, at),
+        )
         self._view = view
         self.views += 1
         return view
@@ -379,7 +422,9 @@ class DemoRunner:
         """The published view's agents (of ``tenant``, serving ``queue``)."""
         view = self._view
         rows = view.agents if view is not None else []
-        return [r for r in rows if (tenant is None or r["tenant"] == tenant) and (queue is None or queue in r["queues"])]
+        return [
+            r for r in rows if (tenant is None or r["tenant"] == tenant) and (queue is None or queue in r["queues"])
+        ]
 
     def waiting(self, tenant: str | None = None, queue: str | None = None) -> list[dict[str, Any]]:
         """The published view's waiting calls (of ``tenant``, in ``queue``)."""

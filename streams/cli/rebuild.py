@@ -70,23 +70,40 @@ Exit status: 0 done, 2 on a bad setting or when Kafka, Redis or the topic cannot
 
 
 FLAGS = (
-    "kafka_bootstrap", "redis_url", "redis_cluster", "events_topic", "group_id", "config_path", "redis_prefix",
-    "batch_size", "clock", "log_level", "log_format",
+    "kafka_bootstrap",
+    "redis_url",
+    "redis_cluster",
+    "events_topic",
+    "group_id",
+    "config_path",
+    "redis_prefix",
+    "batch_size",
+    "clock",
+    "log_level",
+    "log_format",
     "evicting_redis_allowed",  # refuse a Redis that may evict keys: streams/redis/policy.py
     *SECURITY_FLAGS,  # the worker's, and its customer key (docs/SECURITY.md)
-)  # fmt: skip
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     settings_module.add_arguments(parser, FLAGS)
-    parser.add_argument("--clear", action="store_true",
-                        help="delete every key of the Redis prefix before rebuilding (refused while "
-                        "workers of --group are running, unless --force)")  # fmt: skip
-    parser.add_argument("--force", action="store_true",
-                        help="with --clear: clear even though workers of the group are running")
+    parser.add_argument(
+        "--clear",
+        action="store_true",
+        help="delete every key of the Redis prefix before rebuilding (refused while "
+        "workers of --group are running, unless --force)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="with --clear: clear even though workers of the group are running"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    parser.add_argument("--progress", action="store_true", default=None,
-                        help="show progress on stderr (default: when stderr is a terminal)")
+    parser.add_argument(
+        "--progress",
+        action="store_true",
+        default=None,
+        help="show progress on stderr (default: when stderr is a terminal)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -203,14 +220,22 @@ def rebuild(
     clock = settings.make_clock()
     from streams.security import customer_key, redis_connection_kwargs, redis_error_hint
 
-    state = RedisState.from_url(settings.redis_url, config, cluster=settings.redis_cluster, prefix=settings.redis_prefix,
-                                clock=clock, connection=redis_connection_kwargs(settings),
-                                customer_key=customer_key(settings, "ccmon rebuild"))  # fmt: skip
+    state = RedisState.from_url(
+        settings.redis_url,
+        config,
+        cluster=settings.redis_cluster,
+        prefix=settings.redis_prefix,
+        clock=clock,
+        connection=redis_connection_kwargs(settings),
+        customer_key=customer_key(settings, "ccmon rebuild"),
+    )
     try:
         state.client.ping()
     except redis.RedisError as exc:
-        raise RebuildError(f"cannot reach Redis at {redact_url(settings.redis_url)}: {type(exc).__name__}: {exc}"
-                           f"{redis_error_hint(exc)}") from None  # fmt: skip
+        raise RebuildError(
+            f"cannot reach Redis at {redact_url(settings.redis_url)}: {type(exc).__name__}: {exc}"
+            f"{redis_error_hint(exc)}"
+        ) from None
     # Before anything is read or written: on an evicting Redis the rebuild itself would count twice.
     check_at_start(state.client, settings.redis_cluster, settings.evicting_redis_allowed)
 
@@ -225,7 +250,9 @@ def rebuild(
         report = RebuildReport(settings.events_topic, settings.redis_prefix, now, horizon, read_from, plans)
         report.workers_running = group_members(settings, "ccmon-rebuild-admin", log)
         if report.workers_running is None:
-            report.warnings.append(f"could not tell whether workers of consumer group {settings.group_id!r} are running")
+            report.warnings.append(
+                f"could not tell whether workers of consumer group {settings.group_id!r} are running"
+            )
         for plan in plans:
             if plan.messages and plan.start == plan.earliest and plan.earliest > 0:
                 first_ts = read.timestamp_at(consumer, settings.events_topic, plan.partition, plan.start)
@@ -255,8 +282,10 @@ def rebuild(
         meter = Progress(progress, err)
 
         def line() -> str:
-            return (f"rebuilding: {percent(report.messages, total)}  {report.messages:,} messages  "
-                    f"{report.events:,} events  {meter.rate(report.events):,.0f} events/s ")  # fmt: skip
+            return (
+                f"rebuilding: {percent(report.messages, total)}  {report.messages:,} messages  "
+                f"{report.events:,} events  {meter.rate(report.events):,.0f} events/s "
+            )
 
         try:
             for batch in read.read(consumer, settings.events_topic, plans, settings.batch_size):
@@ -268,8 +297,9 @@ def rebuild(
                 meter.update(line)
         except KafkaError as exc:
             meter.done()
-            raise RebuildError(f"Kafka failed after {report.messages} messages ({exc}); the rebuild is idempotent: "
-                               "run it again") from None  # fmt: skip
+            raise RebuildError(
+                f"Kafka failed after {report.messages} messages ({exc}); the rebuild is idempotent: run it again"
+            ) from None
         meter.done(line)
         try:
             processor.maintain()  # what a worker's upkeep timer would do next

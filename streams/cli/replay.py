@@ -62,7 +62,8 @@ FENCE_IQR = 10.0
 DESCRIPTION = """Run the events of a JSONL file through the KPI engine, in the file's order, and print
 every KPI metric at AT in Prometheus text format on stdout. Events at or after AT are left
 out. Open tickets, pending callbacks and agents' states are carried however old (up to a
-year): a file spanning days shows the backlog the live system holds at AT. Without --at, AT is the newest event time in the file, ignoring mis-stamped outliers:
+year): a file spanning days shows the backlog the live system holds at AT. Without --at, AT is the
+newest event time in the file, ignoring mis-stamped outliers:
 event times later than the fence Q3 + 10 x (Q3 - Q1) + engine.max_future_seconds (Q1, Q3: the
 quartiles of the file's event times) are left out, and a line on stderr says how many, their
 range and the fence. Rejected lines are counted and summarised on stderr; the exit code is 0
@@ -71,15 +72,26 @@ even then, and non-zero only when the file or the config cannot be read."""
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE.jsonl", help="one event per line")
-    parser.add_argument("--config", default=settings_module.lookup("config_path")[0],
-                        help="TOML config (default: $CCMON_CONFIG, else built-in defaults)")
-    parser.add_argument("--at", help="evaluation instant, RFC 3339 with an offset or epoch seconds "
-                        "(default: the newest event time in the file, leaving out event times beyond "
-                        "Q3 + 10 x IQR + engine.max_future_seconds of the file's event times, as mis-stamped)")
-    parser.add_argument("--progress", action="store_true", default=None,
-                        help="show progress on stderr (default: when stderr is a terminal)")
-    parser.add_argument("--quiet", action="store_true",
-                        help="no summary on stderr (what the default --at left out is still said)")
+    parser.add_argument(
+        "--config",
+        default=settings_module.lookup("config_path")[0],
+        help="TOML config (default: $CCMON_CONFIG, else built-in defaults)",
+    )
+    parser.add_argument(
+        "--at",
+        help="evaluation instant, RFC 3339 with an offset or epoch seconds "
+        "(default: the newest event time in the file, leaving out event times beyond "
+        "Q3 + 10 x IQR + engine.max_future_seconds of the file's event times, as mis-stamped)",
+    )
+    parser.add_argument(
+        "--progress",
+        action="store_true",
+        default=None,
+        help="show progress on stderr (default: when stderr is a terminal)",
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no summary on stderr (what the default --at left out is still said)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -144,7 +156,9 @@ class Meter:
         self.line = Progress(enabled, stream)
 
     def update(self, done: int, events: int, label: str) -> None:
-        self.line.update(lambda: f"{label}: {percent(done, self.total)}  {events:,} lines  {self.line.rate(events):,.0f}/s ")
+        self.line.update(
+            lambda: f"{label}: {percent(done, self.total)}  {events:,} lines  {self.line.rate(events):,.0f}/s "
+        )
 
     def done(self) -> None:
         self.line.done()
@@ -325,7 +339,9 @@ def offline_engine(config: Config) -> Engine:
     from kpi_core.engine import Engine
     from kpi_core.state import MemoryState
 
-    config = replace(config, finished_call_grace_seconds=max(config.finished_call_grace_seconds, config.horizon_seconds))
+    config = replace(
+        config, finished_call_grace_seconds=max(config.finished_call_grace_seconds, config.horizon_seconds)
+    )
     store = MemoryState(config.bucket_seconds, config.coarse_bucket_seconds)
     return Engine(config, store, carry_open=True)
 
@@ -354,8 +370,13 @@ def replay(
     return result
 
 
-def _run(items: Iterable[tuple[int, Event | InvalidEventError]], config: Config, at: float, meter: Meter,
-         done: Callable[[int], int]) -> ReplayResult:  # fmt: skip
+def _run(
+    items: Iterable[tuple[int, Event | InvalidEventError]],
+    config: Config,
+    at: float,
+    meter: Meter,
+    done: Callable[[int], int],
+) -> ReplayResult:
     """Apply the parsed lines in order, at ``at`` (``done``: how far, for ``meter``)."""
     from kpi_core.kpis import snapshot
     from kpi_core.state import MemoryState

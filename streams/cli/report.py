@@ -21,7 +21,8 @@ its events. Memory therefore grows with the events of ``[--from, --to)`` (docs/R
 gives the figure); events before ``--from`` are applied as they are read.
 
 So a ticket opened days before ``--from`` and resolved in an interval keeps its resolution
-time; events at or after ``--to`` cannot change any row and are left out. From Kafka (:func:`kafka_events`) the partitions are read from the first message
+time; events at or after ``--to`` cannot change any row and are left out. From Kafka
+(:func:`kafka_events`) the partitions are read from the first message
 stamped at or after ``--from`` minus the lateness horizon (and ``max_future_seconds``) up to
 the first one stamped after ``--to`` plus the same margin, or the end offsets taken when the
 read starts: the read always ends.
@@ -89,24 +90,47 @@ flag, config, or an unreachable Kafka or topic."""
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="EVENTS.jsonl", nargs="?", help="one event per line (or --kafka)")
-    parser.add_argument("--from", dest="start", required=True, metavar="T1",
-                        help="start of the first interval, RFC 3339 with an offset or epoch seconds")
+    parser.add_argument(
+        "--from",
+        dest="start",
+        required=True,
+        metavar="T1",
+        help="start of the first interval, RFC 3339 with an offset or epoch seconds",
+    )
     parser.add_argument("--to", dest="end", required=True, metavar="T2", help="end of the last interval")
     parser.add_argument("--interval", required=True, metavar="15m|30m|1h|1d", help="interval length")
-    parser.add_argument("--config", default=settings_module.lookup("config_path")[0],
-                        help="TOML config (default: $CCMON_CONFIG, else built-in defaults)")
-    parser.add_argument("--format", default="csv", metavar="csv|json|html",
-                        help="csv (default), json, or a self-contained html page with charts")
+    parser.add_argument(
+        "--config",
+        default=settings_module.lookup("config_path")[0],
+        help="TOML config (default: $CCMON_CONFIG, else built-in defaults)",
+    )
+    parser.add_argument(
+        "--format",
+        default="csv",
+        metavar="csv|json|html",
+        help="csv (default), json, or a self-contained html page with charts",
+    )
     parser.add_argument("-o", "--output", metavar="FILE", help="write the report there (default: stdout)")
-    parser.add_argument("--per-agent", action="store_true",
-                        help="add a row per interval, queue and agent (calls answered and handled, ASA, AHT, "
-                        "missed rings, callbacks attempted)")
-    parser.add_argument("--kafka", metavar="BOOTSTRAP",
-                        help="read the events topic of these Kafka servers instead of a file")
-    parser.add_argument("--topic", default=settings_module.lookup("events_topic")[0],
-                        help="with --kafka: the events topic (default: $CCMON_EVENTS_TOPIC, else ccmon.events)")
-    parser.add_argument("--progress", action="store_true", default=None,
-                        help="show progress on stderr (default: when stderr is a terminal)")
+    parser.add_argument(
+        "--per-agent",
+        action="store_true",
+        help="add a row per interval, queue and agent (calls answered and handled, ASA, AHT, "
+        "missed rings, callbacks attempted)",
+    )
+    parser.add_argument(
+        "--kafka", metavar="BOOTSTRAP", help="read the events topic of these Kafka servers instead of a file"
+    )
+    parser.add_argument(
+        "--topic",
+        default=settings_module.lookup("events_topic")[0],
+        help="with --kafka: the events topic (default: $CCMON_EVENTS_TOPIC, else ccmon.events)",
+    )
+    parser.add_argument(
+        "--progress",
+        action="store_true",
+        default=None,
+        help="show progress on stderr (default: when stderr is a terminal)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no summary on stderr")
 
 
@@ -125,8 +149,11 @@ def run(args: argparse.Namespace) -> int:
     if args.format not in FORMATS:
         return _fail(f"--format: must be one of {', '.join(FORMATS)}, got {args.format!r}")
     if (args.file is None) == (args.kafka is None):
-        return _fail("give either EVENTS.jsonl or --kafka BOOTSTRAP" if args.file is None
-                     else f"give either EVENTS.jsonl ({args.file}) or --kafka ({args.kafka}), not both")  # fmt: skip
+        return _fail(
+            "give either EVENTS.jsonl or --kafka BOOTSTRAP"
+            if args.file is None
+            else f"give either EVENTS.jsonl ({args.file}) or --kafka ({args.kafka}), not both"
+        )
     try:
         plan = make_plan(instants["--from"], instants["--to"], args.interval)
     except ReportError as exc:
@@ -144,8 +171,15 @@ def run(args: argparse.Namespace) -> int:
             meter.total = max(total, 1)
             meter.update(done, done, f"reading {args.topic}")
 
-        items = kafka_events(args.kafka, args.topic, plan.start - margin, plan.end + margin, progress=told,
-                                           client_kwargs=kafka_client_kwargs_from_env(), notes=notes)  # fmt: skip
+        items = kafka_events(
+            args.kafka,
+            args.topic,
+            plan.start - margin,
+            plan.end + margin,
+            progress=told,
+            client_kwargs=kafka_client_kwargs_from_env(),
+            notes=notes,
+        )
     else:
         try:
             meter = Meter(file_size(args.file), sys.stderr, show)
@@ -253,13 +287,17 @@ def make_plan(start: float, end: float, interval: str) -> Plan:
         raise ReportError(f"--interval: must be one of {', '.join(INTERVALS)}, got {interval!r}")
     for flag, value in (("--from", start), ("--to", end)):
         if value % 60:
-            raise ReportError(f"--{flag.lstrip('-')}: must be a whole minute (intervals start and end on "
-                              f"bucket boundaries), got {utc(value, exact=True)}")  # fmt: skip
+            raise ReportError(
+                f"--{flag.lstrip('-')}: must be a whole minute (intervals start and end on "
+                f"bucket boundaries), got {utc(value, exact=True)}"
+            )
     if end <= start:
         raise ReportError(f"--to: must be after --from ({utc(start)}), got {utc(end)}")
     if (end - start) % seconds:
-        raise ReportError(f"--to: must be a whole number of {interval} intervals after --from ({utc(start)}), "
-                          f"got {utc(end)} ({(end - start) / seconds:g} intervals)")  # fmt: skip
+        raise ReportError(
+            f"--to: must be a whole number of {interval} intervals after --from ({utc(start)}), "
+            f"got {utc(end)} ({(end - start) / seconds:g} intervals)"
+        )
     return Plan(start, end, interval, seconds)
 
 
@@ -332,7 +370,9 @@ def build_report(
     the input is read."""
     # As replay: a finished call's record is kept for the whole horizon, so a late line of any
     # call still finds its record.
-    config = replace(config, finished_call_grace_seconds=max(config.finished_call_grace_seconds, config.horizon_seconds))
+    config = replace(
+        config, finished_call_grace_seconds=max(config.finished_call_grace_seconds, config.horizon_seconds)
+    )
     evaluation = replace(config, windows=(Window(plan.interval, plan.seconds),))
     from kpi_core.engine import ALL, Engine
     from kpi_core.state import MemoryState
@@ -453,7 +493,9 @@ class _AgentTally:
             sums = self._bucket(event, self.call_queue.get(call), agent)
             if sums is not None:
                 sums["handled"] += 1
-                sums["handle_sum"] += (event.talk_seconds or 0.0) + (event.hold_seconds or 0.0) + (event.acw_seconds or 0.0)
+                sums["handle_sum"] += (
+                    (event.talk_seconds or 0.0) + (event.hold_seconds or 0.0) + (event.acw_seconds or 0.0)
+                )
         elif event.type == "call.ring_no_answer" and event.agent_id is not None:
             sums = self._bucket(event, event.queue or self.call_queue.get(call), event.agent_id)
             if sums is not None:
@@ -531,9 +573,11 @@ def kafka_events(
         if not total:
             held = sum(p.latest - p.earliest for p in plans)
             if held and notes is not None:
-                notes.append(f"none of the {held} messages of topic {topic!r} is stamped between {utc(read_from)} and "
-                             f"{utc(read_to)} (Kafka timestamps: a topic filled after the fact, by an import, is "
-                             "stamped at import time; report from the file instead)")  # fmt: skip
+                notes.append(
+                    f"none of the {held} messages of topic {topic!r} is stamped between {utc(read_from)} and "
+                    f"{utc(read_to)} (Kafka timestamps: a topic filled after the fact, by an import, is "
+                    "stamped at import time; report from the file instead)"
+                )
             return
         done = 0
         for batch in read.read(consumer, topic, plans, 5000, stall_seconds):
@@ -562,9 +606,14 @@ def kafka_consumer(bootstrap: str, client_kwargs: dict[str, Any] | None) -> Any:
     """A ``KafkaConsumer`` outside any group (``client_kwargs``: security, from the environment)."""
     import kafka
 
-    return kafka.KafkaConsumer(bootstrap_servers=[s.strip() for s in bootstrap.split(",") if s.strip()],
-                               group_id=None, enable_auto_commit=False, client_id="ccmon-report",
-                               request_timeout_ms=30000, **(client_kwargs or {}))  # fmt: skip
+    return kafka.KafkaConsumer(
+        bootstrap_servers=[s.strip() for s in bootstrap.split(",") if s.strip()],
+        group_id=None,
+        enable_auto_commit=False,
+        client_id="ccmon-report",
+        request_timeout_ms=30000,
+        **(client_kwargs or {}),
+    )
 
 
 # -- rendering ---------------------------------------------------------------------------------
@@ -582,11 +631,15 @@ def _number(value: float | None) -> str:
 
 
 def _record(row: Row, names: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {"interval_start": utc(row.start), "interval_end": utc(row.end), "tenant": row.tenant,
-                           "queue": row.queue}  # fmt: skip
+    out: dict[str, Any] = {
+        "interval_start": utc(row.start),
+        "interval_end": utc(row.end),
+        "tenant": row.tenant,
+        "queue": row.queue,
+    }
     if "agent" in names:
         out["agent"] = row.agent or ""
-    for name in names[len(out):]:
+    for name in names[len(out) :]:
         value = row.values.get(name)
         out[name] = int(value) if value is not None and float(value).is_integer() else value
     return out
@@ -626,20 +679,27 @@ def _chart(rows: list[Row], plan: Plan) -> str:
     peak = max([row.values.get("calls_offered") or 0.0 for row in rows] + [1.0])
     width = (_CHART_W - 2 * _PAD) / n
     inner_h = _CHART_H - 2 * _PAD
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_CHART_W} {_CHART_H}" role="img" '
-             f'class="chart"><title>calls offered, answered and service level per interval</title>']  # fmt: skip
-    parts.append(f'<line x1="{_PAD}" y1="{_CHART_H - _PAD}" x2="{_CHART_W - _PAD}" y2="{_CHART_H - _PAD}" '
-                 'stroke="#999"/>')  # fmt: skip
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_CHART_W} {_CHART_H}" role="img" '
+        f'class="chart"><title>calls offered, answered and service level per interval</title>'
+    ]
+    parts.append(
+        f'<line x1="{_PAD}" y1="{_CHART_H - _PAD}" x2="{_CHART_W - _PAD}" y2="{_CHART_H - _PAD}" stroke="#999"/>'
+    )
     parts.append(f'<text x="4" y="{_PAD}" font-size="10">{peak:g}</text>')
     parts.append(f'<text x="{_CHART_W - _PAD + 4}" y="{_PAD}" font-size="10">100%</text>')
     lines: list[list[str]] = [[]]  # service-level line, broken where an interval has none
     step = max(1, n // 6)
     for i in range(0, n, step):  # a few interval starts along the axis
         x = _PAD + i * width
-        parts.append(f'<line x1="{x:.1f}" y1="{_CHART_H - _PAD}" x2="{x:.1f}" y2="{_CHART_H - _PAD + 4}" stroke="#999"/>')
+        parts.append(
+            f'<line x1="{x:.1f}" y1="{_CHART_H - _PAD}" x2="{x:.1f}" y2="{_CHART_H - _PAD + 4}" stroke="#999"/>'
+        )
         if 0 < i <= n - step:
             label = utc(plan.start + i * plan.seconds)[5:16].replace("T", " ")
-            parts.append(f'<text x="{x:.1f}" y="{_CHART_H - _PAD + 14}" font-size="9" text-anchor="middle">{label}</text>')
+            parts.append(
+                f'<text x="{x:.1f}" y="{_CHART_H - _PAD + 14}" font-size="9" text-anchor="middle">{label}</text>'
+            )
     for i, end in enumerate(ends):
         row = by_end.get(end)
         x = _PAD + i * width
@@ -650,9 +710,11 @@ def _chart(rows: list[Row], plan: Plan) -> str:
         for key, color, shrink in (("calls_offered", "#9ecae1", 0.0), ("calls_answered", "#3182bd", 0.25)):
             value = row.values.get(key) or 0.0
             h = inner_h * value / peak
-            parts.append(f'<rect x="{x + width * shrink / 2:.1f}" y="{_CHART_H - _PAD - h:.1f}" '
-                         f'width="{max(width * (1 - shrink) - 1, 0.5):.1f}" height="{h:.1f}" fill="{color}">'
-                         f'<title>{html.escape(utc(end))} {key} {value:g}</title></rect>')  # fmt: skip
+            parts.append(
+                f'<rect x="{x + width * shrink / 2:.1f}" y="{_CHART_H - _PAD - h:.1f}" '
+                f'width="{max(width * (1 - shrink) - 1, 0.5):.1f}" height="{h:.1f}" fill="{color}">'
+                f"<title>{html.escape(utc(end))} {key} {value:g}</title></rect>"
+            )
         sl = row.values.get("service_level")
         if sl is not None:
             lines[-1].append(f"{x + width / 2:.1f},{_CHART_H - _PAD - inner_h * sl:.1f}")
@@ -663,8 +725,10 @@ def _chart(rows: list[Row], plan: Plan) -> str:
             cx, cy = points[0].split(",")
             parts.append(f'<circle cx="{cx}" cy="{cy}" r="2" fill="#e6550d"/>')
     parts.append(f'<text x="{_PAD}" y="{_CHART_H - 8}" font-size="10">{html.escape(utc(plan.start))}</text>')
-    parts.append(f'<text x="{_CHART_W - _PAD}" y="{_CHART_H - 8}" font-size="10" text-anchor="end">'
-                 f'{html.escape(utc(plan.end))}</text></svg>')  # fmt: skip
+    parts.append(
+        f'<text x="{_CHART_W - _PAD}" y="{_CHART_H - 8}" font-size="10" text-anchor="end">'
+        f"{html.escape(utc(plan.end))}</text></svg>"
+    )
     return "".join(parts)
 
 
@@ -676,13 +740,15 @@ def render_html(result: ReportResult, out: TextIO) -> None:
     names = columns(result)
     title = f"ccmon report: {plan.interval} intervals, {utc(plan.start)} to {utc(plan.end)}"
     page = io.StringIO()
-    page.write(f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-               "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;font-size:12px}"
-               "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}"
-               ".chart{width:100%;max-width:900px;display:block}.legend span{margin-right:1em}</style></head><body>\n"
-               f"<h1>{html.escape(title)}</h1>\n<p class=\"legend\"><span style=\"color:#9ecae1\">&#9632; offered"
-               "</span><span style=\"color:#3182bd\">&#9632; answered</span><span style=\"color:#e6550d\">&#8212; "
-               "service level (right axis, 0-100 %)</span></p>\n")  # fmt: skip
+    page.write(
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;font-size:12px}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}"
+        ".chart{width:100%;max-width:900px;display:block}.legend span{margin-right:1em}</style></head><body>\n"
+        f'<h1>{html.escape(title)}</h1>\n<p class="legend"><span style="color:#9ecae1">&#9632; offered'
+        '</span><span style="color:#3182bd">&#9632; answered</span><span style="color:#e6550d">&#8212; '
+        "service level (right axis, 0-100 %)</span></p>\n"
+    )
     groups: dict[tuple[str, str], list[Row]] = {}
     for row in result.rows:
         if row.agent is None:
@@ -690,7 +756,9 @@ def render_html(result: ReportResult, out: TextIO) -> None:
     if not groups:
         page.write("<p>No traffic in these intervals.</p>\n")
     for (tenant, queue), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] == ALL, kv[0][1])):
-        page.write(f"<section><h2>{html.escape(tenant)} / {html.escape(queue)}</h2>\n{_chart(rows, plan)}\n</section>\n")
+        page.write(
+            f"<section><h2>{html.escape(tenant)} / {html.escape(queue)}</h2>\n{_chart(rows, plan)}\n</section>\n"
+        )
     page.write("<h2>All rows</h2>\n<table><thead><tr>")
     page.write("".join(f"<th>{html.escape(n)}</th>" for n in names))
     page.write("</tr></thead><tbody>\n")

@@ -45,37 +45,80 @@ def queues_arg(text: str) -> int | list[str]:
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by ``simulate`` and ``demo``."""
-    parser.add_argument("--queues", type=queues_arg, default=4, metavar="N|NAMES",
-                        help="how many queues (from support, sales, billing, tech, retention, vip, then "
-                        "generic ones), or comma-separated names (default: 4)")
-    parser.add_argument("--agents", type=int, default=None, metavar="N",
-                        help="agents per queue (default: sized by Erlang C for 80/20 at the peak)")
+    parser.add_argument(
+        "--queues",
+        type=queues_arg,
+        default=4,
+        metavar="N|NAMES",
+        help="how many queues (from support, sales, billing, tech, retention, vip, then "
+        "generic ones), or comma-separated names (default: 4)",
+    )
+    parser.add_argument(
+        "--agents",
+        type=int,
+        default=None,
+        metavar="N",
+        help="agents per queue (default: sized by Erlang C for 80/20 at the peak)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
     parser.add_argument("--tenant", default="default", help="tenant of every event (default: default)")
-    parser.add_argument("--late-share", type=_share, default=0.0, metavar="F",
-                        help="share of events delivered 1-15 simulated minutes late (default: 0)")
-    parser.add_argument("--duplicate-share", type=_share, default=0.0, metavar="F",
-                        help="share of events delivered twice, same event_id (default: 0)")
-    parser.add_argument("--malformed-share", type=_share, default=0.0, metavar="F",
-                        help="rate of extra malformed records, which must be rejected (default: 0)")
+    parser.add_argument(
+        "--late-share",
+        type=_share,
+        default=0.0,
+        metavar="F",
+        help="share of events delivered 1-15 simulated minutes late (default: 0)",
+    )
+    parser.add_argument(
+        "--duplicate-share",
+        type=_share,
+        default=0.0,
+        metavar="F",
+        help="share of events delivered twice, same event_id (default: 0)",
+    )
+    parser.add_argument(
+        "--malformed-share",
+        type=_share,
+        default=0.0,
+        metavar="F",
+        help="rate of extra malformed records, which must be rejected (default: 0)",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_destination_arguments(parser)
-    parser.add_argument("--start", default="today", metavar="WHEN",
-                        help="simulated start: now, now-90m / now-2h (that long before now), today (00:00 UTC), HH:MM "
-                        "(today, UTC), RFC 3339 or epoch seconds (default: today)")
-    parser.add_argument("--live", action="store_true",
-                        help="never ahead of the wall clock (a worker rejects events from the future): the "
-                        "simulation catches up to now at --speed (0: at once), then follows real time")
-    parser.add_argument("--hours", type=float, default=24.0,
-                        help="simulated hours (default: 24); 0 runs until interrupted (needs --speed)")
-    parser.add_argument("--speed", type=float, default=0.0,
-                        help="simulated seconds per real second, e.g. 60 = a minute per second; "
-                        "0 = as fast as possible (default: 0)")
+    parser.add_argument(
+        "--start",
+        default="today",
+        metavar="WHEN",
+        help="simulated start: now, now-90m / now-2h (that long before now), today (00:00 UTC), HH:MM "
+        "(today, UTC), RFC 3339 or epoch seconds (default: today)",
+    )
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="never ahead of the wall clock (a worker rejects events from the future): the "
+        "simulation catches up to now at --speed (0: at once), then follows real time",
+    )
+    parser.add_argument(
+        "--hours",
+        type=float,
+        default=24.0,
+        help="simulated hours (default: 24); 0 runs until interrupted (needs --speed)",
+    )
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=0.0,
+        help="simulated seconds per real second, e.g. 60 = a minute per second; 0 = as fast as possible (default: 0)",
+    )
     add_common_arguments(parser)
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress on stderr (default: when stderr is a terminal)")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress on stderr (default: when stderr is a terminal)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no summary on stderr")
 
 
@@ -119,8 +162,10 @@ class _Progress:
         done = ""
         if params.hours is not None:
             done = " " + percent(self.sim.now - params.start, params.hours * 3600)
-        return (f"simulating {format_ts(self.sim.now)[:19]}Z{done}  "
-                f"{self.sim.delivered:,} records  {self.line.rate(self.sim.delivered):,.0f}/s ")
+        return (
+            f"simulating {format_ts(self.sim.now)[:19]}Z{done}  "
+            f"{self.sim.delivered:,} records  {self.line.rate(self.sim.delivered):,.0f}/s "
+        )
 
 
 def _jsonl_writer(handle: IO[str]) -> Callable[[Iterable[tuple[float, Record]]], None]:
@@ -200,8 +245,14 @@ def run_simulation(params: SimParams, args: argparse.Namespace, *, progress: boo
             if sink is None:
                 return 1
             try:
-                drive(sim, lambda records: sink.write(r for _t, r in records), args.speed,
-                      flush=sink.flush, progress=meter, ceiling=live)
+                drive(
+                    sim,
+                    lambda records: sink.write(r for _t, r in records),
+                    args.speed,
+                    flush=sink.flush,
+                    progress=meter,
+                    ceiling=live,
+                )
             finally:
                 sink.flush()
                 sink.producer.close()
@@ -228,8 +279,11 @@ def run_simulation(params: SimParams, args: argparse.Namespace, *, progress: boo
     if not args.quiet:
         elapsed = time.monotonic() - started
         injected = sim.delivered - sim.emitted
-        print(f"simulated {format_ts(params.start)[:16]}Z + {(sim.now - params.start) / 3600:g} h: "
-              f"{sim.emitted:,} events (+{injected:,} injected) in {elapsed:.1f} s -> {target}", file=sys.stderr)
+        print(
+            f"simulated {format_ts(params.start)[:16]}Z + {(sim.now - params.start) / 3600:g} h: "
+            f"{sim.emitted:,} events (+{injected:,} injected) in {elapsed:.1f} s -> {target}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -246,8 +300,14 @@ def _kafka_sink(args: argparse.Namespace) -> Any:
 
     security = kafka_client_kwargs_from_env()  # CCMON_KAFKA_SECURITY_PROTOCOL...: docs/SECURITY.md
     try:
-        producer = KafkaProducer(bootstrap_servers=args.kafka, client_id="ccmon-simulate", linger_ms=20,
-                                 acks=1, max_block_ms=15000, **security)
+        producer = KafkaProducer(
+            bootstrap_servers=args.kafka,
+            client_id="ccmon-simulate",
+            linger_ms=20,
+            acks=1,
+            max_block_ms=15000,
+            **security,
+        )
         return KafkaSink(producer, args.topic, args.batch)
     except KafkaError as exc:
         print(f"ccmon simulate: cannot reach Kafka at {args.kafka}: {exc}", file=sys.stderr)

@@ -13,7 +13,10 @@ import importlib
 SOURCES: dict[str, tuple[str, str]] = {
     "asterisk": ("streams.sources.asterisk", "an Asterisk queue_log: the live file (--follow) or a table export (CSV)"),
     "cdr": ("streams.sources.cdr", "call-detail records (CSV/TSV) through a declared column mapping"),
-    "tickets": ("streams.sources.tickets", "help-desk ticket event logs (CSV, or a zip of one) through a declared mapping"),
+    "tickets": (
+        "streams.sources.tickets",
+        "help-desk ticket event logs (CSV, or a zip of one) through a declared mapping",
+    ),
 }
 
 

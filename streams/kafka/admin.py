@@ -21,8 +21,12 @@ def group_members(settings: Settings, client_id: str, logger: logging.Logger = l
     from streams.security import kafka_client_kwargs
 
     try:
-        admin = kafka.KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id=client_id,
-                                       request_timeout_ms=10000, **kafka_client_kwargs(settings))  # fmt: skip
+        admin = kafka.KafkaAdminClient(
+            bootstrap_servers=settings.kafka_servers,
+            client_id=client_id,
+            request_timeout_ms=10000,
+            **kafka_client_kwargs(settings),
+        )
     except Exception as exc:
         logger.warning("cannot describe consumer group %s: %s", settings.group_id, exc)
         return None
@@ -55,10 +59,13 @@ class LagProbe:
         topic = self.settings.events_topic
         if self._consumer is None:
             self._consumer = kafka.KafkaConsumer(
-                bootstrap_servers=self.settings.kafka_servers, group_id=self.settings.group_id,
-                enable_auto_commit=False, client_id="ccmon-lag-probe", request_timeout_ms=10000,
+                bootstrap_servers=self.settings.kafka_servers,
+                group_id=self.settings.group_id,
+                enable_auto_commit=False,
+                client_id="ccmon-lag-probe",
+                request_timeout_ms=10000,
                 **kafka_client_kwargs(self.settings),
-            )  # fmt: skip
+            )
         consumer = self._consumer
         partitions = consumer.partitions_for_topic(topic) or set()
         tps = [kafka.TopicPartition(topic, p) for p in sorted(partitions)]

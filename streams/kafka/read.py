@@ -54,16 +54,22 @@ def consumer(settings: Settings, client_id: str) -> Any:
     try:
         with security.kafka_failures() as failures:  # also keeps kafka-python's own retries out of the log
             client = kafka.KafkaConsumer(
-                bootstrap_servers=settings.kafka_servers, group_id=None, enable_auto_commit=False,
-                client_id=client_id, request_timeout_ms=30000, max_poll_records=settings.batch_size,
+                bootstrap_servers=settings.kafka_servers,
+                group_id=None,
+                enable_auto_commit=False,
+                client_id=client_id,
+                request_timeout_ms=30000,
+                max_poll_records=settings.batch_size,
                 **security.kafka_client_kwargs(settings),
-            )  # fmt: skip
+            )
     except (KafkaError, OSError) as exc:
         refused = security.kafka_config_error(settings, failures)
         if refused is not None:  # a wrong password or certificate
             raise refused from None
-        raise KafkaReadError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc or type(exc).__name__}"
-                             f"{security.last_failure(settings, failures)}") from None  # fmt: skip
+        raise KafkaReadError(
+            f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc or type(exc).__name__}"
+            f"{security.last_failure(settings, failures)}"
+        ) from None
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # its own retries while reading are noisy
     return client
 
@@ -107,8 +113,9 @@ def timestamp_at(client: Any, topic: str, partition: int, offset: int) -> float 
     return records[0].timestamp / 1000.0 if records else None
 
 
-def read(client: Any, topic: str, plans: list[PartitionPlan], batch_size: int,
-         stall_seconds: float = STALL_SECONDS) -> Iterator[list[Message]]:  # fmt: skip
+def read(
+    client: Any, topic: str, plans: list[PartitionPlan], batch_size: int, stall_seconds: float = STALL_SECONDS
+) -> Iterator[list[Message]]:
     """Batches of at most ``batch_size`` messages, from each plan's start to its end; raises
     :class:`KafkaReadError` when no record comes for ``stall_seconds``."""
     import kafka
@@ -149,5 +156,11 @@ def read(client: Any, topic: str, plans: list[PartitionPlan], batch_size: int,
 def message(record: Any) -> Message:
     """The worker's :class:`~streams.worker.Message` of a kafka-python record."""
     timestamp = record.timestamp / 1000.0 if record.timestamp is not None and record.timestamp >= 0 else None
-    return Message(topic=record.topic, partition=record.partition, offset=record.offset, key=record.key,
-                   value=record.value if record.value is not None else b"", timestamp=timestamp)  # fmt: skip
+    return Message(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value if record.value is not None else b"",
+        timestamp=timestamp,
+    )

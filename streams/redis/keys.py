@@ -168,7 +168,7 @@ class RedisKeys:
         if not self.cluster:
             return ""
         start = key.index("{")
-        return key[start:key.index("}", start) + 1]
+        return key[start : key.index("}", start) + 1]
 
 
 # -- values as Redis holds them ----------------------------------------------------------------

@@ -100,13 +100,17 @@ class PolicyStatus:
 
     def refusal(self) -> str:
         """The one line ``ccmon worker`` and ``ccmon rebuild`` refuse to start with."""
-        return (f"{self.describe()}: ccmon would count redelivered events again after an eviction; "
-                f"set maxmemory-policy {SAFE_POLICY}, or pass {OVERRIDE} to run anyway")  # fmt: skip
+        return (
+            f"{self.describe()}: ccmon would count redelivered events again after an eviction; "
+            f"set maxmemory-policy {SAFE_POLICY}, or pass {OVERRIDE} to run anyway"
+        )
 
     def unverified(self) -> str:
         reasons = "; ".join(f"{node}: {error}" for node, error in self.errors) or "no node answered"
-        return (f"cannot read the maxmemory-policy of Redis at {', '.join(self.unknown) or '?'} ({reasons}): "
-                f"make sure it is {SAFE_POLICY}, or ccmon counts redelivered events again after an eviction")  # fmt: skip
+        return (
+            f"cannot read the maxmemory-policy of Redis at {', '.join(self.unknown) or '?'} ({reasons}): "
+            f"make sure it is {SAFE_POLICY}, or ccmon counts redelivered events again after an eviction"
+        )
 
 
 # -- reading the policy ------------------------------------------------------------------------
@@ -176,8 +180,12 @@ def check_at_start(client: Any, cluster: bool, allow: bool) -> PolicyStatus:
     if status.evicting:
         if not allow:
             raise EvictingRedisError(status.refusal())
-        log.warning("%s: running anyway (--allow-evicting-redis): ccmon counts redelivered events again after an "
-                    "eviction; set maxmemory-policy %s", status.describe(), SAFE_POLICY)  # fmt: skip
+        log.warning(
+            "%s: running anyway (--allow-evicting-redis): ccmon counts redelivered events again after an "
+            "eviction; set maxmemory-policy %s",
+            status.describe(),
+            SAFE_POLICY,
+        )
     elif status.safe is None:
         log.warning("%s", status.unverified())
     else:
@@ -193,8 +201,9 @@ class EvictionWatch:
     :meth:`collect` only read the last status, except that :meth:`family` first refreshes a
     status older than ``max_age`` seconds when ``max_age`` is given (the exporter's scrape)."""
 
-    def __init__(self, client: Any, cluster: bool = False, status: PolicyStatus | None = None,
-                 max_age: float | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, client: Any, cluster: bool = False, status: PolicyStatus | None = None, max_age: float | None = None
+    ) -> None:
         self.client = client
         self.cluster = cluster
         self.max_age = max_age
@@ -222,8 +231,12 @@ class EvictionWatch:
             return
         if new.evicting:
             if old is None or old.evicting != new.evicting:
-                log.error("%s: ccmon counts redelivered events again after an eviction; set maxmemory-policy %s "
-                          "(ccmon_redis_eviction_safe is 0; this process goes on)", new.describe(), SAFE_POLICY)  # fmt: skip
+                log.error(
+                    "%s: ccmon counts redelivered events again after an eviction; set maxmemory-policy %s "
+                    "(ccmon_redis_eviction_safe is 0; this process goes on)",
+                    new.describe(),
+                    SAFE_POLICY,
+                )
         elif new.safe is None:
             if not self._warned_unverified:
                 self._warned_unverified = True
@@ -254,8 +267,12 @@ class EvictionWatch:
 
 
 def metric_family(status: PolicyStatus | None) -> MetricFamily:
-    family = MetricFamily("ccmon_redis_eviction_safe", "gauge", "1 when Redis's maxmemory-policy is noeviction, "
-                          "0 when Redis may evict ccmon's keys (label policy); no sample while it cannot be read.")  # fmt: skip
+    family = MetricFamily(
+        "ccmon_redis_eviction_safe",
+        "gauge",
+        "1 when Redis's maxmemory-policy is noeviction, "
+        "0 when Redis may evict ccmon's keys (label policy); no sample while it cannot be read.",
+    )
     if status is not None and status.safe is not None:
         family.add((("policy", status.label),), 1.0 if status.safe else 0.0)
     return family

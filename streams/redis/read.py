@@ -83,9 +83,10 @@ class StoreReader(BatchWriter):
             scores, last = next(replies), next(replies)
             threshold = (float(last[0][1]), utf8(text(last[0][0]))) if last and limit > 0 else None
             answers[id(query)] = {
-                name for name, score in zip(names, scores, strict=True)
+                name
+                for name, score in zip(names, scores, strict=True)
                 if score is None or (limit > 0 and (threshold is None or (float(score), utf8(name)) >= threshold))
-            }  # fmt: skip
+            }
         return [answers.get(id(q), set()) for q in queries]
 
     def scopes(self) -> Mapping[str, Iterable[str]]:
@@ -172,8 +173,11 @@ class StoreReader(BatchWriter):
         with self.client.pipeline(transaction=False) as pipe:
             for tenant in tenants:
                 pipe.smembers(self._count_names_key(tenant))
-            pairs = [(tenant, text(name)) for tenant, names in zip(tenants, pipe.execute(), strict=True)
-                     for name in sorted(names)]  # fmt: skip
+            pairs = [
+                (tenant, text(name))
+                for tenant, names in zip(tenants, pipe.execute(), strict=True)
+                for name in sorted(names)
+            ]
         with self.client.pipeline(transaction=False) as pipe:
             for tenant, name in pairs:
                 pipe.hgetall(self._count_key(tenant, name))
@@ -215,8 +219,10 @@ class SnapshotReader:
 
         self._scopes = state.scopes()
         questions = guarded_names(config, self._scopes)
-        self._series_live = {(kind, tenant, limit): (set(names), live) for (kind, tenant, names, limit), live
-                             in zip(questions, state.series_live_many(questions), strict=True)}  # fmt: skip
+        self._series_live = {
+            (kind, tenant, limit): (set(names), live)
+            for (kind, tenant, names, limit), live in zip(questions, state.series_live_many(questions), strict=True)
+        }
         # What the snapshot reads, prefetched below; of the scopes it leaves out, queues' totals
         # (still summed into their tenant's _all until they retire).
         exported, hidden = split_scopes(config, self)
@@ -247,7 +253,7 @@ class SnapshotReader:
                 if is_queue_scope(scope) and scope != ALL:
                     queries += [("s", name, scope, lo, hi) for name, lo, hi in live_bounds(config, tenant, scope, at)]
             for i in range(0, len(queries), LIVE_QUERIES_PER_CALL):
-                calls.append((tenant, queries[i:i + LIVE_QUERIES_PER_CALL]))
+                calls.append((tenant, queries[i : i + LIVE_QUERIES_PER_CALL]))
         # Each name and bound encoded once per scrape, handed over as bytes.
         names_bytes: dict[str, bytes] = {}
         bounds_bytes: dict[float, bytes] = {}
@@ -299,7 +305,7 @@ class SnapshotReader:
                 args += [part.start, part.stop] if len(part) else [0, 0]
         script = state.client.register_script(scripts.WINDOWS_LUA)
         for i in range(0, len(scopes), WINDOW_SCOPES_PER_CALL):
-            chunk = scopes[i:i + WINDOW_SCOPES_PER_CALL]
+            chunk = scopes[i : i + WINDOW_SCOPES_PER_CALL]
             replies = script(keys=[state._scopes_key(tenant)], args=[*args, *(utf8(encode(s)) for s in chunk)])
             it = iter(replies)
             flat_floats = self._fields.flat

@@ -69,8 +69,15 @@ class RedisState(StoreReader):
         self.fail_at_write = 0
 
     @classmethod
-    def from_url(cls, url: str, config: Config, *, cluster: bool = False, connection: Mapping[str, Any] | None = None,
-                 **kwargs: Any) -> RedisState:  # fmt: skip
+    def from_url(
+        cls,
+        url: str,
+        config: Config,
+        *,
+        cluster: bool = False,
+        connection: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> RedisState:
         """A store on ``url``; with ``cluster``, ``url`` is any node of a Redis Cluster.
         ``connection``: more keyword arguments for redis-py's client (TLS files, a password:
         :func:`streams.security.redis_connection_kwargs`)."""
@@ -78,7 +85,9 @@ class RedisState(StoreReader):
         if cluster:
             cluster_client = RedisCluster.from_url(url, socket_timeout=30, socket_connect_timeout=5, **extra)
             return cls(cluster_client, config, cluster=True, **kwargs)
-        client = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5, health_check_interval=30, **extra)
+        client = redis.Redis.from_url(
+            url, socket_timeout=30, socket_connect_timeout=5, health_check_interval=30, **extra
+        )
         return cls(client, config, **kwargs)
 
     def events_version(self) -> tuple[tuple[str, bytes], ...]:
@@ -91,7 +100,9 @@ class RedisState(StoreReader):
             for tenant in tenants:
                 pipe.hgetall(self._count_key(tenant, "sum:events"))
             replies = pipe.execute()
-        return tuple((tenant, repr(sorted(reply.items())).encode()) for tenant, reply in zip(tenants, replies, strict=True))
+        return tuple(
+            (tenant, repr(sorted(reply.items())).encode()) for tenant, reply in zip(tenants, replies, strict=True)
+        )
 
     def series_retire(self, kind: str, tenant: str, names: Mapping[str, float | None]) -> int:
         from kpi_core.config import REASON_OTHER
@@ -109,12 +120,15 @@ class RedisState(StoreReader):
             for name, at in names.items():
                 flat += [num(at if at is not None else math.nan), utf8(name)]
             gone = self.client.register_script(scripts.RETIRE_TENANTS_LUA)(
-                keys=[self._series_key("tenant", ""), self._tenants_key], args=flat)
+                keys=[self._series_key("tenant", ""), self._tenants_key], args=flat
+            )
             for raw in gone:
                 gone_tenant = text(raw)
                 scopes = [utf8(encode(text(s))) for s in self.client.smembers(self._scopes_key(gone_tenant))]
-                script(keys=self._retire_keys("tenant", gone_tenant, self._scopes_key(gone_tenant)),
-                       args=["tenant", self._tag(gone_tenant), *into, len(lives), *lives, 0, len(scopes), *scopes])
+                script(
+                    keys=self._retire_keys("tenant", gone_tenant, self._scopes_key(gone_tenant)),
+                    args=["tenant", self._tag(gone_tenant), *into, len(lives), *lives, 0, len(scopes), *scopes],
+                )
                 self.client.sadd(self._count_tenants_key, utf8(gone_tenant))
             return len(gone)
         scope_args: list[Any] = []
@@ -125,13 +139,12 @@ class RedisState(StoreReader):
             scope_args = [utf8(encode(s)) for s in self.scopes().get(tenant, ())]
             per_call = max(1, 4000 // (len(scope_args) * len(states) + 1))
         keys = self._retire_keys(kind, tenant, self._series_key(kind, tenant))
-        head = [kind, self._tag(tenant), *into, len(lives), *lives, len(states), *states,
-                len(scope_args), *scope_args]  # fmt: skip
+        head = [kind, self._tag(tenant), *into, len(lives), *lives, len(states), *states, len(scope_args), *scope_args]
         items = list(names.items())
         retired = 0
         for i in range(0, len(items), per_call):
             args = list(head)
-            for name, at in items[i:i + per_call]:
+            for name, at in items[i : i + per_call]:
                 scope = KB_SCOPE_PREFIX + name if kind == "article" else name
                 args += ["" if at is None else num(at), utf8(name), utf8(scope), utf8(encode(scope))]
             retired += int(script(keys=keys, args=args))
@@ -140,8 +153,12 @@ class RedisState(StoreReader):
         return retired
 
     def _retire_keys(self, kind: str, tenant: str, first: str) -> list[str]:
-        return [first, self._scopes_key(tenant), self._count_key(tenant, "sum:series_retired"),
-                self._count_names_key(tenant)]  # fmt: skip
+        return [
+            first,
+            self._scopes_key(tenant),
+            self._count_key(tenant, "sum:series_retired"),
+            self._count_names_key(tenant),
+        ]
 
     # -- consumer lag (written by a worker, served by the exporter) ------------------------
     def put_consumer_lag(self, lag: Mapping[tuple[str, int], float]) -> None:
@@ -150,7 +167,9 @@ class RedisState(StoreReader):
         with self.client.pipeline(transaction=True) as pipe:
             pipe.delete(key)
             if lag:
-                pipe.hset(key, mapping={f"{topic}\x1f{partition}": num(value) for (topic, partition), value in lag.items()})
+                pipe.hset(
+                    key, mapping={f"{topic}\x1f{partition}": num(value) for (topic, partition), value in lag.items()}
+                )
                 pipe.expire(key, LAG_TTL_SECONDS)
             pipe.execute()
 
@@ -180,4 +199,3 @@ class RedisState(StoreReader):
     # -- upkeep ----------------------------------------------------------------------------
     def maintain(self, now: float, fine_keep_seconds: float, coarse_keep_seconds: float) -> None:
         """Nothing to do: buckets, records and seen sets expire by TTL."""
-

@@ -92,7 +92,6 @@ class BatchConflict(CcmonError):
     whole batch and try again."""
 
 
-
 @dataclass
 class _Hash:
     """Buffered changes to one hash: summed deltas and maxima. Bucket hashes keep both in
@@ -122,7 +121,9 @@ class _Batch:
     seen_new: dict[str, dict[bytes, int]] = field(default_factory=dict)  # seen key -> digest -> hour
     hashes: dict[str, _Hash] = field(default_factory=dict)
     index: dict[str, tuple[float, float, set[int]]] = field(default_factory=dict)  # key -> (expire, keep from, starts)
-    add_targets: dict[tuple[str, str, int], tuple[_Hash, ...]] = field(default_factory=dict)  # (tenant, scope, fine start)
+    add_targets: dict[tuple[str, str, int], tuple[_Hash, ...]] = field(
+        default_factory=dict
+    )  # (tenant, scope, fine start)
     series_seen: dict[tuple[str, str, str], float | None] = field(default_factory=dict)  # committed, as read
     series_counts: dict[tuple[str, str, float], int] = field(default_factory=dict)  # committed, as read
     series_new: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)  # (kind, tenant) -> name -> at
@@ -136,6 +137,7 @@ class _Batch:
 #: ARGV: tag, at, then queries of five: kind, name, scope (both encoded), lo, hi. Kinds:
 #: ``n`` ZCARD; ``s`` members with lo <= score < hi: {count, smallest score or '', sum of
 #: at - score in ascending score order}; ``a`` {part before \x1f, all, with score < at, ...}.
+
 
 class BatchWriter(RedisKeys):
     """The batch write side of :class:`~streams.redis.state.RedisState` (which sets the
@@ -260,11 +262,15 @@ class BatchWriter(RedisKeys):
             try:
                 (result,) = pipe.execute()
             except redis.WatchError:
-                raise BatchConflict(f"{len(b.watched)} watched record(s): one changed before the batch "
-                                    f"was applied{self._partly(ordered, group)}") from None  # fmt: skip
+                raise BatchConflict(
+                    f"{len(b.watched)} watched record(s): one changed before the batch "
+                    f"was applied{self._partly(ordered, group)}"
+                ) from None
             if result != 0:
-                raise BatchConflict(f"{result[1]} event(s) of the batch were applied by another writer "
-                                    f"first{self._partly(ordered, group)}")  # fmt: skip
+                raise BatchConflict(
+                    f"{result[1]} event(s) of the batch were applied by another writer "
+                    f"first{self._partly(ordered, group)}"
+                )
 
     @staticmethod
     def _partly(ordered: Mapping[str, Any], failed: str) -> str:

@@ -38,7 +38,7 @@ class Agent:
         "reserved",
         "state",
         "working",
-    )  # fmt: skip
+    )
 
     def __init__(self, agent_id: str, queues: list[str]) -> None:
         self.id = agent_id
@@ -202,4 +202,3 @@ class SimBase:
 
     def _idle_agents(self, q: Queue) -> list[Agent]:
         return [a for a in q.agents if a.idle]
-

@@ -57,7 +57,8 @@ def parse_start(text: str, now: float | None = None) -> float:
         return parse_instant(text)
     except InvalidEventError:
         raise ConfigError(
-            "--start", f"use now, now-90m / now-2h, today, HH:MM (UTC), RFC 3339 with an offset or epoch seconds; got {text!r}"
+            "--start",
+            f"use now, now-90m / now-2h, today, HH:MM (UTC), RFC 3339 with an offset or epoch seconds; got {text!r}",
         ) from None
 
 

@@ -209,13 +209,10 @@ class Simulator(TicketsAndSurveys):
         if entry is not None:
             self._make_callback(agent, entry)
             return
-        if not agent.dial_pending and any(
-            self.queues[n].spec.outbound_per_agent_hour > 0 for n in agent.queues
-        ):
+        if not agent.dial_pending and any(self.queues[n].spec.outbound_per_agent_hour > 0 for n in agent.queues):
             spec = next(self.queues[n].spec for n in agent.queues if self.queues[n].spec.outbound_per_agent_hour > 0)
             agent.dial_pending = True
-            self._at(self.now + self._rng.expovariate(spec.outbound_per_agent_hour / 3600.0),
-                     self._maybe_dial, agent)  # fmt: skip
+            self._at(self.now + self._rng.expovariate(spec.outbound_per_agent_hour / 3600.0), self._maybe_dial, agent)
 
     # -- inbound calls ------------------------------------------------------------------------
     def _next_arrival(self, q: Queue) -> None:
@@ -242,7 +239,6 @@ class Simulator(TicketsAndSurveys):
         if rng.random() >= profile_share(spec.profile, hour_of_day(self.now)):
             return
         self._new_call(q, self._pick_customer(spec, rng), rng)
-
 
     def _new_call(self, q: Queue, customer: str | None, rng: random.Random | None = None) -> None:
         call = Call(self._new_id("c"), customer, self.now)
@@ -314,13 +310,22 @@ class Simulator(TicketsAndSurveys):
         agent.working = True
         call.state = "talking"
         call.wait = self.now - call.offer_t
-        self._emit("call.answered", call_id=call.id, queue=call.queue, agent_id=agent.id,
-                   wait_seconds=ms(self.now - call.offer_t))  # fmt: skip
+        self._emit(
+            "call.answered",
+            call_id=call.id,
+            queue=call.queue,
+            agent_id=agent.id,
+            wait_seconds=ms(self.now - call.offer_t),
+        )
         self._set_state(agent, "on_call")
         if call.customer is not None:
             self._drop_callback(call.customer)  # the customer got through: no callback needed
         talk = self._talk(spec)
-        hold = rng.expovariate(1.0 / spec.hold_seconds) if spec.hold_seconds > 0 and rng.random() < spec.hold_share else 0.0
+        hold = (
+            rng.expovariate(1.0 / spec.hold_seconds)
+            if spec.hold_seconds > 0 and rng.random() < spec.hold_share
+            else 0.0
+        )
         targets = [t for t in spec.transfer_to if t in self.queues and t != spec.name]
         if targets and rng.random() < spec.transfer_share:
             part = talk * rng.uniform(0.2, 0.6)
@@ -332,8 +337,16 @@ class Simulator(TicketsAndSurveys):
         spec = self.queues[call.queue].spec
         acw = self._acw(spec)
         resolved = self._rng.random() < spec.fcr_share
-        self._emit("call.ended", call_id=call.id, queue=call.queue, agent_id=agent.id, talk_seconds=talk,
-                   hold_seconds=hold, acw_seconds=acw, resolved=resolved)  # fmt: skip
+        self._emit(
+            "call.ended",
+            call_id=call.id,
+            queue=call.queue,
+            agent_id=agent.id,
+            talk_seconds=talk,
+            hold_seconds=hold,
+            acw_seconds=acw,
+            resolved=resolved,
+        )
         call.state = "done"
         self._maybe_survey(call, agent, resolved)
         self._after_call(agent, acw)
@@ -342,8 +355,16 @@ class Simulator(TicketsAndSurveys):
         spec = self.queues[call.queue].spec
         acw = self._acw(spec) * 0.5
         self._emit("call.transferred", call_id=call.id, queue=call.queue, to_queue=target)
-        self._emit("call.ended", call_id=call.id, queue=call.queue, agent_id=agent.id, talk_seconds=talk,
-                   hold_seconds=hold, acw_seconds=ms(acw), resolved=False)  # fmt: skip
+        self._emit(
+            "call.ended",
+            call_id=call.id,
+            queue=call.queue,
+            agent_id=agent.id,
+            talk_seconds=talk,
+            hold_seconds=hold,
+            acw_seconds=ms(acw),
+            resolved=False,
+        )
         self._after_call(agent, ms(acw))
         target_q = self.queues[target]
         # A transferred caller is more patient than one who just called in.
@@ -370,8 +391,13 @@ class Simulator(TicketsAndSurveys):
             # The caller pressed the callback key: the system takes the call out of the queue.
             self._missed(call, "call.timeout")
             callback_id = self._new_id("cb")
-            self._emit("callback.requested", callback_id=callback_id, queue=call.queue,
-                       customer_id=call.customer, call_id=call.id)  # fmt: skip
+            self._emit(
+                "callback.requested",
+                callback_id=callback_id,
+                queue=call.queue,
+                customer_id=call.customer,
+                call_id=call.id,
+            )
             entry = self.queues[self._callback_of[call.customer]].callbacks.get(call.customer)
             if entry is not None and entry.get("callback_id") is None:
                 entry["callback_id"] = callback_id
@@ -392,8 +418,13 @@ class Simulator(TicketsAndSurveys):
         target = q.spec.overflow_to
         assert target is not None
         del q.waiting[call.id]
-        self._emit("call.transferred", call_id=call.id, queue=call.queue, to_queue=target,
-                   wait_seconds=ms(self.now - call.offer_t))  # fmt: skip
+        self._emit(
+            "call.transferred",
+            call_id=call.id,
+            queue=call.queue,
+            to_queue=target,
+            wait_seconds=ms(self.now - call.offer_t),
+        )
         self._offer(call, self.queues[target])
 
     def _missed(self, call: Call, event_type: str) -> None:
@@ -452,11 +483,22 @@ class Simulator(TicketsAndSurveys):
         agent.working = True
         self._set_state(agent, "on_call")
         if entry.get("callback_id") is not None:
-            self._emit("callback.attempted", callback_id=entry["callback_id"], agent_id=agent.id,
-                       connected=connected, queue=q.spec.name)  # fmt: skip
+            self._emit(
+                "callback.attempted",
+                callback_id=entry["callback_id"],
+                agent_id=agent.id,
+                connected=connected,
+                queue=q.spec.name,
+            )
         call_id = self._new_id("o")
-        self._emit("call.offered", call_id=call_id, queue=q.spec.name, customer_id=customer,
-                   direction="outbound", agent_id=agent.id)  # fmt: skip
+        self._emit(
+            "call.offered",
+            call_id=call_id,
+            queue=q.spec.name,
+            customer_id=customer,
+            direction="outbound",
+            agent_id=agent.id,
+        )
         ring = rng.uniform(8.0, 25.0)
         if connected:
             talk = ms(self._talk(q.spec, 0.8))
@@ -466,9 +508,17 @@ class Simulator(TicketsAndSurveys):
 
     def _outbound_end(self, call_id: str, q: Queue, agent: Agent, talk: float, outcome: str) -> None:
         acw = self._acw(q.spec)
-        self._emit("call.ended", call_id=call_id, queue=q.spec.name, agent_id=agent.id, direction="outbound",
-                   talk_seconds=talk, acw_seconds=acw, outcome=outcome,
-                   resolved=(self._rng.random() < q.spec.fcr_share) if outcome == "callback" else None)  # fmt: skip
+        self._emit(
+            "call.ended",
+            call_id=call_id,
+            queue=q.spec.name,
+            agent_id=agent.id,
+            direction="outbound",
+            talk_seconds=talk,
+            acw_seconds=acw,
+            outcome=outcome,
+            resolved=(self._rng.random() < q.spec.fcr_share) if outcome == "callback" else None,
+        )
         self._after_call(agent, acw)
 
     # -- outbound campaign --------------------------------------------------------------------
@@ -487,16 +537,16 @@ class Simulator(TicketsAndSurveys):
             or len(self._idle_agents(q)) <= 2
         ):
             agent.dial_pending = True
-            self._at(self.now + self._rng.expovariate(spec.outbound_per_agent_hour / 3600.0),
-                     self._maybe_dial, agent)  # fmt: skip
+            self._at(self.now + self._rng.expovariate(spec.outbound_per_agent_hour / 3600.0), self._maybe_dial, agent)
             return
         rng = self._rng
         agent.working = True
         self._set_state(agent, "on_call")
         call_id = self._new_id("o")
         lead = f"lead-{rng.randrange(1_000_000):06d}"
-        self._emit("call.offered", call_id=call_id, queue=spec.name, customer_id=lead, direction="outbound",
-                   agent_id=agent.id)  # fmt: skip
+        self._emit(
+            "call.offered", call_id=call_id, queue=spec.name, customer_id=lead, direction="outbound", agent_id=agent.id
+        )
         ring = rng.uniform(10.0, 30.0)
         if rng.random() < spec.outbound_connect_share:
             talk = ms(self._talk(spec, 0.8))
@@ -504,4 +554,3 @@ class Simulator(TicketsAndSurveys):
             self._at(self.now + ring + talk, self._outbound_end, call_id, q, agent, talk, outcome)
         else:
             self._at(self.now + ring, self._next_activity, agent)
-

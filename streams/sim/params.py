@@ -21,10 +21,25 @@ from kpi_core.events import ALL
 #: 07:00, the morning peak around 10:00, a lunch dip 12:00-13:30, an afternoon shoulder, and a
 #: quiet evening.
 OFFICE_PROFILE: tuple[tuple[float, float], ...] = (
-    (0, 0.02), (6, 0.05), (7, 0.25), (8, 0.6), (9, 0.92), (10, 1.0), (11, 0.95), (12, 0.72),
-    (13, 0.68), (14, 0.85), (15, 0.88), (16, 0.75), (17, 0.55), (18, 0.38), (19, 0.26),
-    (20, 0.15), (22, 0.06), (24, 0.02),
-)  # fmt: skip
+    (0, 0.02),
+    (6, 0.05),
+    (7, 0.25),
+    (8, 0.6),
+    (9, 0.92),
+    (10, 1.0),
+    (11, 0.95),
+    (12, 0.72),
+    (13, 0.68),
+    (14, 0.85),
+    (15, 0.88),
+    (16, 0.75),
+    (17, 0.55),
+    (18, 0.38),
+    (19, 0.26),
+    (20, 0.15),
+    (22, 0.06),
+    (24, 0.02),
+)
 PROFILES: dict[str, tuple[tuple[float, float], ...]] = {
     "office": OFFICE_PROFILE,
     "flat": ((0, 1.0), (24, 1.0)),
@@ -95,17 +110,38 @@ class QueueSpec:
         where = f"queues.{self.name}."
         if not self.name or self.name == ALL or len(self.name) > 64:
             raise ConfigError("queues", f"a queue name is 1..64 characters and not '_all', got {self.name!r}")
-        for key in ("calls_per_hour", "talk_seconds", "hold_seconds", "acw_seconds", "ring_seconds",
-                    "ring_timeout_seconds", "overflow_after_seconds", "outbound_per_agent_hour",
-                    "tickets_per_hour", "first_response_seconds", "talk_cv"):  # fmt: skip
+        for key in (
+            "calls_per_hour",
+            "talk_seconds",
+            "hold_seconds",
+            "acw_seconds",
+            "ring_seconds",
+            "ring_timeout_seconds",
+            "overflow_after_seconds",
+            "outbound_per_agent_hour",
+            "tickets_per_hour",
+            "first_response_seconds",
+            "talk_cv",
+        ):
             value = getattr(self, key)
             if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise ConfigError(where + key, f"must be a number >= 0, got {value!r}")
         if self.talk_seconds <= 0:
             raise ConfigError(where + "talk_seconds", f"must be > 0, got {self.talk_seconds!r}")
-        for key in ("hold_share", "rona_share", "voicemail_share", "callback_share", "timeout_voicemail_share",
-                    "transfer_share", "fcr_share", "anonymous_share", "redial_share", "survey_share",
-                    "outbound_connect_share", "sale_share"):  # fmt: skip
+        for key in (
+            "hold_share",
+            "rona_share",
+            "voicemail_share",
+            "callback_share",
+            "timeout_voicemail_share",
+            "transfer_share",
+            "fcr_share",
+            "anonymous_share",
+            "redial_share",
+            "survey_share",
+            "outbound_connect_share",
+            "sale_share",
+        ):
             value = getattr(self, key)
             if not isinstance(value, int | float) or not 0 <= value <= 1:
                 raise ConfigError(where + key, f"must be a share within 0..1, got {value!r}")
@@ -118,13 +154,17 @@ class QueueSpec:
         if self.agents is not None and (not isinstance(self.agents, int) or self.agents < 0):
             raise ConfigError(where + "agents", f"must be a whole number >= 0, got {self.agents!r}")
         if self.talk_distribution not in ("lognormal", "exponential"):
-            raise ConfigError(where + "talk_distribution", f"must be lognormal or exponential, got {self.talk_distribution!r}")
+            raise ConfigError(
+                where + "talk_distribution", f"must be lognormal or exponential, got {self.talk_distribution!r}"
+            )
         if self.profile not in PROFILES:
             raise ConfigError(where + "profile", f"must be one of {sorted(PROFILES)}, got {self.profile!r}")
         if self.open_hours is not None and not 0 <= self.open_hours[0] < self.open_hours[1] <= 24:
             raise ConfigError(where + "open_hours", f"must be (open, close) within 0..24, got {self.open_hours!r}")
         if self.ticket_channel not in ("email", "chat", "social", "sms"):
-            raise ConfigError(where + "ticket_channel", f"must be email, chat, social or sms, got {self.ticket_channel!r}")
+            raise ConfigError(
+                where + "ticket_channel", f"must be email, chat, social or sms, got {self.ticket_channel!r}"
+            )
 
     @property
     def aht_seconds(self) -> float:
@@ -154,26 +194,90 @@ class QueueSpec:
 
 #: Realistic queues, in the order ``--queues N`` takes them.
 CATALOGUE: tuple[QueueSpec, ...] = (
-    QueueSpec("support", calls_per_hour=150, talk_seconds=330, hold_share=0.3, hold_seconds=60,
-              acw_seconds=45, patience_seconds=200, max_wait_seconds=900, transfer_share=0.05,
-              transfer_to=("tech", "billing", "retention"), fcr_share=0.76, tickets_per_hour=30,
-              first_response_seconds=3600),
-    QueueSpec("sales", calls_per_hour=70, talk_seconds=260, acw_seconds=30, patience_seconds=120,
-              max_wait_seconds=300, voicemail_share=0.25, callback_share=0.08, transfer_share=0.02,
-              transfer_to=("billing",), fcr_share=0.85, outbound_per_agent_hour=40, tickets_per_hour=6,
-              first_response_seconds=5400),
-    QueueSpec("billing", calls_per_hour=90, talk_seconds=210, acw_seconds=40, patience_seconds=160,
-              max_wait_seconds=600, overflow_to="support", overflow_after_seconds=240, transfer_share=0.03,
-              transfer_to=("support",), fcr_share=0.82, tickets_per_hour=15, first_response_seconds=7200),
-    QueueSpec("tech", calls_per_hour=55, talk_seconds=540, talk_cv=0.9, acw_seconds=60, patience_seconds=260,
-              max_wait_seconds=1200, transfer_share=0.02, transfer_to=("support",), fcr_share=0.68,
-              tickets_per_hour=25, ticket_channel="chat", first_response_seconds=300),
-    QueueSpec("retention", calls_per_hour=25, talk_seconds=420, acw_seconds=50, patience_seconds=240,
-              max_wait_seconds=600, fcr_share=0.7, tickets_per_hour=3),
-    QueueSpec("vip", calls_per_hour=12, talk_seconds=300, acw_seconds=40, patience_seconds=90,
-              max_wait_seconds=180, voicemail_share=0.3, fcr_share=0.9, tickets_per_hour=2,
-              first_response_seconds=1800),
-)  # fmt: skip
+    QueueSpec(
+        "support",
+        calls_per_hour=150,
+        talk_seconds=330,
+        hold_share=0.3,
+        hold_seconds=60,
+        acw_seconds=45,
+        patience_seconds=200,
+        max_wait_seconds=900,
+        transfer_share=0.05,
+        transfer_to=("tech", "billing", "retention"),
+        fcr_share=0.76,
+        tickets_per_hour=30,
+        first_response_seconds=3600,
+    ),
+    QueueSpec(
+        "sales",
+        calls_per_hour=70,
+        talk_seconds=260,
+        acw_seconds=30,
+        patience_seconds=120,
+        max_wait_seconds=300,
+        voicemail_share=0.25,
+        callback_share=0.08,
+        transfer_share=0.02,
+        transfer_to=("billing",),
+        fcr_share=0.85,
+        outbound_per_agent_hour=40,
+        tickets_per_hour=6,
+        first_response_seconds=5400,
+    ),
+    QueueSpec(
+        "billing",
+        calls_per_hour=90,
+        talk_seconds=210,
+        acw_seconds=40,
+        patience_seconds=160,
+        max_wait_seconds=600,
+        overflow_to="support",
+        overflow_after_seconds=240,
+        transfer_share=0.03,
+        transfer_to=("support",),
+        fcr_share=0.82,
+        tickets_per_hour=15,
+        first_response_seconds=7200,
+    ),
+    QueueSpec(
+        "tech",
+        calls_per_hour=55,
+        talk_seconds=540,
+        talk_cv=0.9,
+        acw_seconds=60,
+        patience_seconds=260,
+        max_wait_seconds=1200,
+        transfer_share=0.02,
+        transfer_to=("support",),
+        fcr_share=0.68,
+        tickets_per_hour=25,
+        ticket_channel="chat",
+        first_response_seconds=300,
+    ),
+    QueueSpec(
+        "retention",
+        calls_per_hour=25,
+        talk_seconds=420,
+        acw_seconds=50,
+        patience_seconds=240,
+        max_wait_seconds=600,
+        fcr_share=0.7,
+        tickets_per_hour=3,
+    ),
+    QueueSpec(
+        "vip",
+        calls_per_hour=12,
+        talk_seconds=300,
+        acw_seconds=40,
+        patience_seconds=90,
+        max_wait_seconds=180,
+        voicemail_share=0.3,
+        fcr_share=0.9,
+        tickets_per_hour=2,
+        first_response_seconds=1800,
+    ),
+)
 
 
 def default_queues(queues: int | Sequence[str] = 4, agents: int | None = None) -> tuple[QueueSpec, ...]:
@@ -241,4 +345,3 @@ class SimParams:
     @property
     def end(self) -> float:
         return math.inf if self.hours is None else self.start + self.hours * 3600.0
-

@@ -8,9 +8,20 @@ from __future__ import annotations
 from streams.sim.base import Agent, Call, Queue, SimBase
 from streams.sim.params import hour_of_day, profile_share
 
-KB_ARTICLES = ("reset-password", "update-billing-address", "invoice-explained", "router-setup",
-               "cancel-subscription", "delivery-times", "refund-policy", "two-factor-login",
-               "upgrade-plan", "mobile-app-sync", "data-export", "contact-hours")  # fmt: skip
+KB_ARTICLES = (
+    "reset-password",
+    "update-billing-address",
+    "invoice-explained",
+    "router-setup",
+    "cancel-subscription",
+    "delivery-times",
+    "refund-policy",
+    "two-factor-login",
+    "upgrade-plan",
+    "mobile-app-sync",
+    "data-export",
+    "contact-hours",
+)
 
 
 class TicketsAndSurveys(SimBase):
@@ -36,8 +47,9 @@ class TicketsAndSurveys(SimBase):
             score = min(10, max(0, round(10 * p + rng.gauss(0.0, 1.0))))
         else:
             score = min(7, max(1, round(1 + 6 * p + rng.gauss(0.0, 0.7))))
-        self._emit_at(when, "survey.response", survey=kind, score=score, queue=queue, agent_id=agent_id,
-                      contact_id=contact_id)  # fmt: skip
+        self._emit_at(
+            when, "survey.response", survey=kind, score=score, queue=queue, agent_id=agent_id, contact_id=contact_id
+        )
 
     def _maybe_pulse(self, agent: Agent) -> None:
         """The employee pulse (``esat`` 1-5 or ``enps`` 0-10) of an agent logging in, with
@@ -47,11 +59,21 @@ class TicketsAndSurveys(SimBase):
             return
         mood = min(1.0, max(0.0, rng.gauss(0.68, 0.2)))
         if rng.random() < 0.5:
-            self._emit("survey.response", survey="esat", score=min(5, max(1, round(1 + 4 * mood))),
-                       queue=agent.queues[0], agent_id=agent.id)  # fmt: skip
+            self._emit(
+                "survey.response",
+                survey="esat",
+                score=min(5, max(1, round(1 + 4 * mood))),
+                queue=agent.queues[0],
+                agent_id=agent.id,
+            )
         else:
-            self._emit("survey.response", survey="enps", score=min(10, max(0, round(10 * mood))),
-                       queue=agent.queues[0], agent_id=agent.id)  # fmt: skip
+            self._emit(
+                "survey.response",
+                survey="enps",
+                score=min(10, max(0, round(10 * mood))),
+                queue=agent.queues[0],
+                agent_id=agent.id,
+            )
 
     # -- tickets ------------------------------------------------------------------------------
     def _next_ticket(self, q: Queue) -> None:
@@ -70,8 +92,14 @@ class TicketsAndSurveys(SimBase):
         rng = self._rng
         ticket_id = self._new_id("t")
         channel = spec.ticket_channel
-        self._emit("ticket.created", ticket_id=ticket_id, queue=spec.name, channel=channel, customer_id=customer,
-                   kb_session_id=kb_session)  # fmt: skip
+        self._emit(
+            "ticket.created",
+            ticket_id=ticket_id,
+            queue=spec.name,
+            channel=channel,
+            customer_id=customer,
+            kb_session_id=kb_session,
+        )
         t = self.now
         frt = spec.first_response_seconds
         rounds = 0
@@ -82,12 +110,12 @@ class TicketsAndSurveys(SimBase):
             if rounds >= 4 or rng.random() >= 0.45 / rounds:
                 break
             t += self._lognormal(frt * 0.8, 1.0)
-            self._emit_at(t, "ticket.replied", ticket_id=ticket_id, author="customer", queue=spec.name,
-                          channel=channel)  # fmt: skip
+            self._emit_at(t, "ticket.replied", ticket_id=ticket_id, author="customer", queue=spec.name, channel=channel)
         t += self._lognormal(600.0, 1.0)
         resolution = "unresolvable" if rng.random() < 0.05 else "solved"
-        self._emit_at(t, "ticket.resolved", ticket_id=ticket_id, resolution=resolution, queue=spec.name,
-                      channel=channel)  # fmt: skip
+        self._emit_at(
+            t, "ticket.resolved", ticket_id=ticket_id, resolution=resolution, queue=spec.name, channel=channel
+        )
         if rng.random() < 0.1:
             quality = (0.85 if resolution == "solved" else 0.3) - 0.05 * rounds + rng.gauss(0.0, 0.2)
             self._survey(spec.name, None, ticket_id, quality, t + rng.uniform(300.0, 7200.0))
@@ -97,8 +125,9 @@ class TicketsAndSurveys(SimBase):
             t += self._lognormal(frt, 1.0)
             self._emit_at(t, "ticket.replied", ticket_id=ticket_id, author="agent", queue=spec.name, channel=channel)
             t += self._lognormal(600.0, 1.0)
-            self._emit_at(t, "ticket.resolved", ticket_id=ticket_id, resolution="solved", queue=spec.name,
-                          channel=channel)  # fmt: skip
+            self._emit_at(
+                t, "ticket.resolved", ticket_id=ticket_id, resolution="solved", queue=spec.name, channel=channel
+            )
 
     # -- knowledge base -----------------------------------------------------------------------
     def _kb_session(self) -> None:
@@ -119,5 +148,3 @@ class TicketsAndSurveys(SimBase):
         if ticket_queues and rng.random() < 0.12:
             q = ticket_queues[0]
             self._at(t, self._new_ticket, q, self._pick_customer(q.spec), session)
-
-

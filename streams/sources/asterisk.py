@@ -121,8 +121,12 @@ class Mapper:
         # One row may give several events (CONNECT: the answer and the agent's state): the
         # canonical type (and ``part`` when a row gives two of a type) is part of the id, so
         # each is its own event, and a re-import or a restart yields the same ids.
-        event = {"event_id": f"ast-{row.callid}-{row.event.lower()}-{digest}-{kind}{part}", "type": kind,
-                 "ts": row.epoch if ts is None else ts, "tenant": self.tenant}  # fmt: skip
+        event = {
+            "event_id": f"ast-{row.callid}-{row.event.lower()}-{digest}-{kind}{part}",
+            "type": kind,
+            "ts": row.epoch if ts is None else ts,
+            "tenant": self.tenant,
+        }
         event.update({k: v for k, v in fields.items() if v is not None})
         return event
 
@@ -132,7 +136,9 @@ class Mapper:
                 return value
         return None
 
-    def _agent_state(self, row: Row, agent: str, state: str, *, part: str = "", ts: float | None = None) -> dict[str, Any]:
+    def _agent_state(
+        self, row: Row, agent: str, state: str, *, part: str = "", ts: float | None = None
+    ) -> dict[str, Any]:
         queues = sorted(self.members.get(agent, []))
         return self._event(row, "agent.state", part=part, ts=ts, agent_id=agent, state=state, queues=queues or None)
 
@@ -190,7 +196,9 @@ class Mapper:
             else:
                 index = len(row.data) - 2 if len(row.data) >= 5 else 3
             talk = row.talk if row.talk is not None else self._data_seconds(row, index)
-            out = [self._event(row, "call.ended", **call, talk_seconds=talk if talk is not None else 0.0, agent_id=agent)]
+            out = [
+                self._event(row, "call.ended", **call, talk_seconds=talk if talk is not None else 0.0, agent_id=agent)
+            ]
             if event.endswith("TRANSFER"):
                 out.append(self._event(row, "call.transferred", **call))
             if agent is not None:
@@ -239,18 +247,30 @@ class Mapper:
             self.dials[row.callid] = out_queue
             if len(self.dials) > 10000:  # dials never answered: forget the oldest
                 self.dials.pop(next(iter(self.dials)))
-            return [self._event(row, "call.offered", call_id=row.callid, queue=out_queue, direction="outbound",
-                                customer_id=customer, agent_id=agent)]  # fmt: skip
+            return [
+                self._event(
+                    row,
+                    "call.offered",
+                    call_id=row.callid,
+                    queue=out_queue,
+                    direction="outbound",
+                    customer_id=customer,
+                    agent_id=agent,
+                )
+            ]
         if event == "OUTANSWER":  # PBXware: logged when the answered dial ends; ttime = talk
             out_queue = self.dials.pop(row.callid, "")
             if not out_queue:
                 return []  # the answer of an internal call
             talk = row.talk if row.talk is not None else 0.0
-            out = [self._event(row, "call.ended", call_id=row.callid, queue=out_queue, talk_seconds=talk,
-                               agent_id=agent)]  # fmt: skip
+            out = [
+                self._event(row, "call.ended", call_id=row.callid, queue=out_queue, talk_seconds=talk, agent_id=agent)
+            ]
             if agent is not None and talk > 0:  # busy on the call from its answer to now
-                out += [self._agent_state(row, agent, "on_call", part="-start", ts=row.epoch - talk),
-                        self._agent_state(row, agent, self._idle(agent), part="-end")]  # fmt: skip
+                out += [
+                    self._agent_state(row, agent, "on_call", part="-start", ts=row.epoch - talk),
+                    self._agent_state(row, agent, self._idle(agent), part="-end"),
+                ]
             return out
         if event in OUT_FAILED:
             self.dials.pop(row.callid, None)
@@ -270,8 +290,9 @@ _CSV_COLUMNS = {
 #: Events whose PBX hold column is the caller's wait in the queue (RINGNOANSWER: ring ms).
 _HOLD_EVENTS = frozenset({"CONNECT", "ABANDON", "EXITWITHTIMEOUT", "EXITEMPTY", "EXITWITHKEY", "RINGNOANSWER"})
 #: Events whose PBX talk column is the conversation.
-_TALK_EVENTS = frozenset({"COMPLETEAGENT", "COMPLETECALLER", "TRANSFER", "BLINDTRANSFER", "ATTENDEDTRANSFER",
-                          "OUTANSWER"})  # fmt: skip
+_TALK_EVENTS = frozenset(
+    {"COMPLETEAGENT", "COMPLETECALLER", "TRANSFER", "BLINDTRANSFER", "ATTENDEDTRANSFER", "OUTANSWER"}
+)
 
 
 def _pick(header: list[str], names: tuple[str, ...]) -> int | None:
@@ -293,8 +314,9 @@ def _when(text: str, what: str, zone: tzinfo | None = None) -> float:
         try:
             moment = datetime.fromisoformat(text)
         except ValueError:
-            raise RowProblem(f"bad_timestamp: {what} is neither epoch seconds nor a date and time: "
-                             f"{text[:40]!r}") from None  # fmt: skip
+            raise RowProblem(
+                f"bad_timestamp: {what} is neither epoch seconds nor a date and time: {text[:40]!r}"
+            ) from None
         value = (moment if moment.tzinfo else moment.replace(tzinfo=zone)).timestamp()
     if not 0 < value < 4102444800:
         raise RowProblem(f"bad_timestamp: {what} out of range: {text[:40]!r}")
@@ -332,8 +354,15 @@ class CsvExport:
             raise RowProblem(f"wrong_field_count: {len(values)} fields, the header has {len(self.header)}")
         idx = self.index
         data = values[self.joined].split("|") if self.joined is not None else [values[i] for i in self.data]
-        row = Row(number, _when(values[idx["epoch"]], self.header[idx["epoch"]], self.zone), values[idx["callid"]],
-                  values[idx["queue"]], values[idx["agent"]], values[idx["event"]], data)  # fmt: skip
+        row = Row(
+            number,
+            _when(values[idx["epoch"]], self.header[idx["epoch"]], self.zone),
+            values[idx["callid"]],
+            values[idx["queue"]],
+            values[idx["agent"]],
+            values[idx["event"]],
+            data,
+        )
         event = row.event.strip().upper()
         if self.hold is not None and event in _HOLD_EVENTS:
             row.hold = _seconds(values[self.hold], self.header[self.hold])
@@ -355,8 +384,9 @@ def read_csv(path: str, report: Report, zone: tzinfo) -> Iterator[Row]:
 _Line = TypeVar("_Line", str, list[str])
 
 
-def _rows(lines: Iterable[tuple[str, int, _Line | RowProblem]], parse: Callable[[_Line, int], Row],
-          report: Report) -> Iterator[Row]:  # fmt: skip
+def _rows(
+    lines: Iterable[tuple[str, int, _Line | RowProblem]], parse: Callable[[_Line, int], Row], report: Report
+) -> Iterator[Row]:
     """The rows ``parse`` makes of ``(file, line number, line)``; a line it cannot parse (or
     the reader could not read) is counted, reported with its number and skipped."""
     for where, number, line in lines:
@@ -428,8 +458,9 @@ class Follower:
       saved) are read, then ``path``, and a warning says what may be lost.
     """
 
-    def __init__(self, path: str, position: Position, *, since: float | None = None,
-                 warn: Callable[[str], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, path: str, position: Position, *, since: float | None = None, warn: Callable[[str], None] | None = None
+    ) -> None:
         self.path = path
         self.position = position
         self.since = since
@@ -453,7 +484,7 @@ class Follower:
         except FileNotFoundError:
             return []
         for entry in entries:
-            if entry.name.startswith(base) and ROTATED_SUFFIX.fullmatch(entry.name[len(base):]):
+            if entry.name.startswith(base) and ROTATED_SUFFIX.fullmatch(entry.name[len(base) :]):
                 try:
                     stat = entry.stat()
                 except FileNotFoundError:
@@ -519,14 +550,18 @@ class Follower:
             return
         if found is not None:
             self.after = self._newer_than(found)
-            self.warn(f"{self.path} was rotated while stopped: resuming in {found} at line {saved.line:,}"
-                      + (f", then {', '.join(self.after)}" if self.after else ""))  # fmt: skip
+            self.warn(
+                f"{self.path} was rotated while stopped: resuming in {found} at line {saved.line:,}"
+                + (f", then {', '.join(self.after)}" if self.after else "")
+            )
             self._open(found, saved)
             return
         self.after = [n for m, n, _i in self.rotated() if self.since is not None and m > self.since]
-        self.warn(f"the file read before (inode {saved.inode}, {saved.line:,} lines read) is gone (compressed "
-                  f"or deleted?): what it got after that is lost; reading {', '.join([*self.after, self.path])} "
-                  f"from the start")  # fmt: skip
+        self.warn(
+            f"the file read before (inode {saved.inode}, {saved.line:,} lines read) is gone (compressed "
+            f"or deleted?): what it got after that is lost; reading {', '.join([*self.after, self.path])} "
+            f"from the start"
+        )
         self.position = Position()  # do not look for it again
         self._open(self.after.pop(0) if self.after else self.path, Position())
 
@@ -665,8 +700,10 @@ def save_state(path: str | None, position: Position, mapper: Mapper, file: str, 
         return
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump({**asdict(position), "file": file, "saved_at": time.time() if at is None else at,
-                   "mapper": mapper.state()}, handle)  # fmt: skip
+        json.dump(
+            {**asdict(position), "file": file, "saved_at": time.time() if at is None else at, "mapper": mapper.state()},
+            handle,
+        )
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
@@ -675,20 +712,45 @@ def save_state(path: str | None, position: Position, mapper: Mapper, file: str, 
 # -- the command -------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="queue_log file (pipe-delimited) or queue_log table export (CSV)")
-    parser.add_argument("--format", choices=("auto", "pipe", "csv"), default="auto",
-                        help="file format (default: auto, a CSV has a header line)")
-    parser.add_argument("--follow", action="store_true",
-                        help="keep reading what is appended, across log rotation (pipe format), until stopped")
-    parser.add_argument("--state", metavar="FILE", default=None,
-                        help="pipe format: where to remember the position (and agents' queues) so a restart "
-                        "resumes without loss or repeats; written after each flush; --out is then appended to")
-    parser.add_argument("--poll", type=float, default=0.5, metavar="S", help="--follow: seconds between polls (default 0.5)")
-    parser.add_argument("--timezone", default="UTC", metavar="ZONE",
-                        help="CSV exports: zone of a date-and-time column without offset (default UTC)")
-    parser.add_argument("--customer-pattern", default=CUSTOMER_PATTERN, metavar="REGEX",
-                        help=f"what a customer's number looks like (default: {CUSTOMER_PATTERN})")
-    parser.add_argument("--outbound-queue", default="outbound", metavar="QUEUE",
-                        help="queue of agents' outbound calls when the agent is not in exactly one queue")
+    parser.add_argument(
+        "--format",
+        choices=("auto", "pipe", "csv"),
+        default="auto",
+        help="file format (default: auto, a CSV has a header line)",
+    )
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep reading what is appended, across log rotation (pipe format), until stopped",
+    )
+    parser.add_argument(
+        "--state",
+        metavar="FILE",
+        default=None,
+        help="pipe format: where to remember the position (and agents' queues) so a restart "
+        "resumes without loss or repeats; written after each flush; --out is then appended to",
+    )
+    parser.add_argument(
+        "--poll", type=float, default=0.5, metavar="S", help="--follow: seconds between polls (default 0.5)"
+    )
+    parser.add_argument(
+        "--timezone",
+        default="UTC",
+        metavar="ZONE",
+        help="CSV exports: zone of a date-and-time column without offset (default UTC)",
+    )
+    parser.add_argument(
+        "--customer-pattern",
+        default=CUSTOMER_PATTERN,
+        metavar="REGEX",
+        help=f"what a customer's number looks like (default: {CUSTOMER_PATTERN})",
+    )
+    parser.add_argument(
+        "--outbound-queue",
+        default="outbound",
+        metavar="QUEUE",
+        help="queue of agents' outbound calls when the agent is not in exactly one queue",
+    )
     add_output_arguments(parser)
     logs.add_format_argument(parser)
 
@@ -758,8 +820,11 @@ def _read_pipe(args: argparse.Namespace, mapper: Mapper, report: Report, stopped
     path = os.path.abspath(args.file)
     saved = load_state(args.state)
     if saved.file and saved.file != path:
-        raise ConfigError("--state", f"{args.state} holds the position in {saved.file}, not {path}: "
-                                     "use another state file (or delete it to read from the start)")  # fmt: skip
+        raise ConfigError(
+            "--state",
+            f"{args.state} holds the position in {saved.file}, not {path}: "
+            "use another state file (or delete it to read from the start)",
+        )
     mapper.load(saved.mapper)
     if args.state:  # fail now, not after the first read, when it cannot be written
         try:
@@ -783,16 +848,22 @@ def _read_pipe(args: argparse.Namespace, mapper: Mapper, report: Report, stopped
     try:
         while True:
             try:
-                _emit(_pipe_rows(follower.lines(), report), mapper, sink, report, stopped=stopped,
-                      checkpoint=checkpoint)  # fmt: skip
+                _emit(
+                    _pipe_rows(follower.lines(), report), mapper, sink, report, stopped=stopped, checkpoint=checkpoint
+                )
                 checkpoint()
             except (DeliveryError, KafkaError) as exc:
                 if not args.follow:
-                    where = (f"the position in {args.file} was saved before this (run again to go on from there)"
-                             if args.state else "without --state nothing remembers how far it got")  # fmt: skip
+                    where = (
+                        f"the position in {args.file} was saved before this (run again to go on from there)"
+                        if args.state
+                        else "without --state nothing remembers how far it got"
+                    )
                     raise DeliveryError(f"{exc}; {where}") from None
-                warn(f"Kafka did not take what was read ({exc}); going back to the last saved position "
-                     f"({last[0].line:,} lines into the file) in {RETRY_SECONDS:.0f} s")  # fmt: skip
+                warn(
+                    f"Kafka did not take what was read ({exc}); going back to the last saved position "
+                    f"({last[0].line:,} lines into the file) in {RETRY_SECONDS:.0f} s"
+                )
                 sink.abort()
                 follower.close()
                 sink = _reconnect(args, stopped, warn)
@@ -822,8 +893,15 @@ def _pipe_rows(lines: Iterable[tuple[str, int, str]], report: Report) -> Iterato
     return _rows(lines, parse_pipe_line, report)
 
 
-def _emit(rows: Iterable[Row], mapper: Mapper, sink: Sink, report: Report, *, stopped: threading.Event | None = None,
-          checkpoint: Callable[[], None] | None = None) -> None:  # fmt: skip
+def _emit(
+    rows: Iterable[Row],
+    mapper: Mapper,
+    sink: Sink,
+    report: Report,
+    *,
+    stopped: threading.Event | None = None,
+    checkpoint: Callable[[], None] | None = None,
+) -> None:
     """Map and write every row; every :data:`CHECKPOINT_ROWS` rows, ``checkpoint()`` (flush and
     save the position). Stops after the row in hand when ``stopped`` is set."""
     batch: list[dict[str, Any]] = []
@@ -853,13 +931,17 @@ def _emit(rows: Iterable[Row], mapper: Mapper, sink: Sink, report: Report, *, st
         sink.write(batch)
 
 
-def map_file(path: str, *, tenant: str = "default", report: Report | None = None,
-             zone: tzinfo | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def map_file(
+    path: str, *, tenant: str = "default", report: Report | None = None, zone: tzinfo | None = None
+) -> list[dict[str, Any]]:
     """Every event of a whole file (for tests and tools)."""
     report = report or Report("asterisk", stream=io.StringIO())
     mapper = Mapper(tenant=tenant)
-    rows = (read_csv(path, report, zone or ZoneInfo("UTC")) if is_csv(path)
-            else _pipe_rows(Follower(path, Position()).lines(), report))  # fmt: skip
+    rows = (
+        read_csv(path, report, zone or ZoneInfo("UTC"))
+        if is_csv(path)
+        else _pipe_rows(Follower(path, Position()).lines(), report)
+    )
     events: list[dict[str, Any]] = []
 
     class _ListSink:

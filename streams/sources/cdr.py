@@ -37,8 +37,10 @@ MEANINGS = ("answered", "abandoned", "timeout", "voicemail", "ignore")
 TIME_COLUMNS = ("arrival", "queue_entry", "exit", "answer", "service_end")
 REQUIRED = ("call_id", "queue", "date", "queue_entry", "outcome")
 #: Column roles: (role, required), in the order they are checked.
-ROLES = (*((role, True) for role in REQUIRED),
-         *((role, False) for role in ("arrival", "exit", "answer", "service_end", "customer_id", "agent", "wait", "talk")))  # fmt: skip
+ROLES = (
+    *((role, True) for role in REQUIRED),
+    *((role, False) for role in ("arrival", "exit", "answer", "service_end", "customer_id", "agent", "wait", "talk")),
+)
 #: A time of day this much earlier than the call's previous time is on the next day.
 NEXT_DAY_AFTER = timedelta(hours=12)
 
@@ -52,8 +54,15 @@ class CdrMapping(TableMapping):
 
 
 def mapping_from_spec(spec: Spec) -> CdrMapping:
-    shared = table_mapping(spec, sections={"outcomes", "values"}, id_prefix="cdr", roles=ROLES, lists={"call_id"},
-                           defaults_for={"agent"}, time_roles=TIME_COLUMNS)  # fmt: skip
+    shared = table_mapping(
+        spec,
+        sections={"outcomes", "values"},
+        id_prefix="cdr",
+        roles=ROLES,
+        lists={"call_id"},
+        defaults_for={"agent"},
+        time_roles=TIME_COLUMNS,
+    )
     outcomes = spec.meanings("outcomes", MEANINGS)
     if "answered" in outcomes.values() and not shared["columns"]["answer"]:
         raise spec.error("columns.answer", "is required when an outcome means answered")
@@ -161,8 +170,13 @@ class CdrMapper:
         digest = hashlib.blake2b("\x1f".join(values).encode(), digest_size=6).hexdigest()
 
         def event(kind: str, ts: float, **fields: Any) -> dict[str, Any]:
-            return {"event_id": f"{m.file.id_prefix}-{day_text}-{call_id}-{digest}-{kind}", "type": kind, "ts": ts,
-                    **base, **{k: v for k, v in fields.items() if v is not None}}  # fmt: skip
+            return {
+                "event_id": f"{m.file.id_prefix}-{day_text}-{call_id}-{digest}-{kind}",
+                "type": kind,
+                "ts": ts,
+                **base,
+                **{k: v for k, v in fields.items() if v is not None},
+            }
 
         events = [event("call.offered", entry, customer_id=customer)]
         if meaning == "answered":
@@ -186,10 +200,17 @@ class CdrMapper:
         return events
 
 
-def map_file(path: str, mapping: CdrMapping, *, tenant: str = "default", report: Report | None = None) -> list[dict[str, Any]]:
+def map_file(
+    path: str, mapping: CdrMapping, *, tenant: str = "default", report: Report | None = None
+) -> list[dict[str, Any]]:
     report = report or Report("cdr", stream=io.StringIO())
     return [e for events in read(path, mapping.file, CdrMapper(mapping, tenant), report) for e in events]
 
 
-add_arguments, run = mapped_command("ccmon source cdr", "call-detail record files (CSV/TSV with a header)",
-                                    "deploy/sources/anonymous_bank_1999.toml", load_mapping, CdrMapper)
+add_arguments, run = mapped_command(
+    "ccmon source cdr",
+    "call-detail record files (CSV/TSV with a header)",
+    "deploy/sources/anonymous_bank_1999.toml",
+    load_mapping,
+    CdrMapper,
+)

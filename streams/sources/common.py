@@ -36,8 +36,12 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """``--out`` / ``--kafka`` / ``--topic`` / ``--batch`` / ``--tenant`` / ``--progress``."""
     add_destination_arguments(parser)
     parser.add_argument("--tenant", default="default", help="tenant of every event (default: default)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress on stderr (default: when stderr is a terminal)")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress on stderr (default: when stderr is a terminal)",
+    )
 
 
 def add_destination_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,12 +49,17 @@ def add_destination_arguments(parser: argparse.ArgumentParser) -> None:
     stdout) or ``--kafka``, with ``--topic`` and ``--batch``."""
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--out", default="-", metavar="FILE.jsonl", help="JSONL output file (default: stdout)")
-    out.add_argument("--kafka", metavar="BOOTSTRAP", default=None,
-                     help="send to Kafka instead, e.g. 127.0.0.1:19092")
-    parser.add_argument("--topic", default=lookup("events_topic")[0],
-                        help="Kafka topic (default: $CCMON_EVENTS_TOPIC or ccmon.events)")
-    parser.add_argument("--batch", type=int, default=100, metavar="N",
-                        help="events per Kafka message, a JSON-array envelope per partition (default: 100)")
+    out.add_argument("--kafka", metavar="BOOTSTRAP", default=None, help="send to Kafka instead, e.g. 127.0.0.1:19092")
+    parser.add_argument(
+        "--topic", default=lookup("events_topic")[0], help="Kafka topic (default: $CCMON_EVENTS_TOPIC or ccmon.events)"
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=100,
+        metavar="N",
+        help="events per Kafka message, a JSON-array envelope per partition (default: 100)",
+    )
 
 
 class DeliveryError(CcmonError):
@@ -110,8 +119,14 @@ class Sink:
 
             security = kafka_client_kwargs_from_env()  # CCMON_KAFKA_SECURITY_PROTOCOL...: docs/SECURITY.md
             try:
-                producer = KafkaProducer(bootstrap_servers=args.kafka, client_id=prog, linger_ms=20, acks="all",
-                                         max_block_ms=15000, **security)
+                producer = KafkaProducer(
+                    bootstrap_servers=args.kafka,
+                    client_id=prog,
+                    linger_ms=20,
+                    acks="all",
+                    max_block_ms=15000,
+                    **security,
+                )
             except KafkaError as exc:
                 raise ConfigError("--kafka", f"cannot reach Kafka at {args.kafka}: {exc}") from exc
             self._kafka = KafkaSink(_TrackedProducer(producer), args.topic, args.batch)
@@ -181,8 +196,14 @@ class Report:
         if len(self.listed) < MAX_LISTED_PROBLEMS:
             self.listed.append((where, line, reason))
             if self.log is not None:
-                self.log.warning("%s: %s:%d: skipped: %s", self.prog, where, line, reason,
-                                 extra={"file": where, "line": line, "reason": reason})  # fmt: skip
+                self.log.warning(
+                    "%s: %s:%d: skipped: %s",
+                    self.prog,
+                    where,
+                    line,
+                    reason,
+                    extra={"file": where, "line": line, "reason": reason},
+                )
                 return
             print(f"{self.prog}: {where}:{line}: skipped: {reason}", file=self.stream)
 
@@ -194,13 +215,17 @@ class Report:
         self._meter.update(self._line, force)
 
     def _line(self) -> str:
-        return (f"{self.prog}: {self.rows:,} rows, {self.events:,} events, "
-                f"{sum(self.problems.values()):,} bad rows ({self._meter.rate(self.rows):,.0f} rows/s)")
+        return (
+            f"{self.prog}: {self.rows:,} rows, {self.events:,} events, "
+            f"{sum(self.problems.values()):,} bad rows ({self._meter.rate(self.rows):,.0f} rows/s)"
+        )
 
     def summary(self, target: str) -> str:
         elapsed = time.monotonic() - self.started
-        text = (f"{self.prog}: {self.rows:,} rows -> {self.events:,} events in {elapsed:.1f} s -> {target}; "
-                f"{sum(self.problems.values()):,} rows not mapped")
+        text = (
+            f"{self.prog}: {self.rows:,} rows -> {self.events:,} events in {elapsed:.1f} s -> {target}; "
+            f"{sum(self.problems.values()):,} rows not mapped"
+        )
         if self.problems:
             text += " (" + ", ".join(f"{k}: {v:,}" for k, v in sorted(self.problems.items())) + ")"
         if self.skipped:
@@ -209,8 +234,10 @@ class Report:
 
     def finish(self, target: str) -> None:
         if self.log is not None:
-            self.log.info(self.summary(target), extra={"rows": self.rows, "events": self.events,
-                                                       "rows_not_mapped": sum(self.problems.values())})  # fmt: skip
+            self.log.info(
+                self.summary(target),
+                extra={"rows": self.rows, "events": self.events, "rows_not_mapped": sum(self.problems.values())},
+            )
             return
         self._meter.done(self._line)
         print(self.summary(target), file=self.stream)

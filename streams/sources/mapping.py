@@ -161,8 +161,8 @@ def file_format(spec: Spec, default_prefix: str) -> FileFormat:
     delimiter = table.get("delimiter", ",")
     if delimiter == "tab":
         delimiter = "\t"
-    if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in "\r\n\"":
-        raise spec.error("file.delimiter", f"must be one character (or \"tab\"), got {delimiter!r}")
+    if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in '\r\n"':
+        raise spec.error("file.delimiter", f'must be one character (or "tab"), got {delimiter!r}')
     encoding = spec.string("file", "encoding", "utf-8")
     assert encoding is not None
     try:
@@ -198,8 +198,11 @@ def open_table(path: str, fmt: FileFormat, stack: Any) -> Table:
         member = fmt.member
         if member is None:
             if len(names) != 1:
-                raise ConfigError("file.member", f"{path} holds {len(names)} files ({', '.join(names[:10])}): "
-                                  "name the one to read in the mapping's [file] member")  # fmt: skip
+                raise ConfigError(
+                    "file.member",
+                    f"{path} holds {len(names)} files ({', '.join(names[:10])}): "
+                    "name the one to read in the mapping's [file] member",
+                )
             member = names[0]
         elif member not in names:
             raise ConfigError("file.member", f"{path} has no file {member!r} (it holds {', '.join(names[:10])})")
@@ -243,8 +246,9 @@ def column_index(spec: Spec, header: list[str], role: str, names: tuple[str, ...
     return tuple(found)
 
 
-def none_values(spec: Spec, columns: Mapping[str, tuple[str, ...]],
-                time_roles: Sequence[str] = ()) -> dict[str, frozenset[str]]:  # fmt: skip
+def none_values(
+    spec: Spec, columns: Mapping[str, tuple[str, ...]], time_roles: Sequence[str] = ()
+) -> dict[str, frozenset[str]]:
     """``[none]``: source column -> values that mean "no value" (the empty string always does),
     with those [values] gives by role (``time_roles``: the source's time columns)."""
     out: dict[str, set[str]] = {}
@@ -289,16 +293,28 @@ class TableMapping:
     defaults: dict[str, str]
 
 
-def table_mapping(spec: Spec, *, sections: Collection[str], id_prefix: str, roles: Sequence[tuple[str, bool]],
-                  lists: Collection[str] = (), defaults_for: Collection[str] = (),
-                  time_roles: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
+def table_mapping(
+    spec: Spec,
+    *,
+    sections: Collection[str],
+    id_prefix: str,
+    roles: Sequence[tuple[str, bool]],
+    lists: Collection[str] = (),
+    defaults_for: Collection[str] = (),
+    time_roles: Sequence[str] = (),
+) -> dict[str, Any]:
     """The shared sections of ``spec`` as :class:`TableMapping`'s fields (``sections``: the
     source's own sections; ``roles``, ``lists``: as :meth:`Spec.roles`; ``defaults_for``: the
     roles that may have a default; ``time_roles``: the source's time columns)."""
     spec.only({"file", "time", "columns", "none", "defaults", *sections})
     columns = spec.roles(roles, lists)
-    return {"spec": spec, "file": file_format(spec, id_prefix), "columns": columns,
-            "none": none_values(spec, columns, time_roles), "defaults": defaults(spec, defaults_for)}  # fmt: skip
+    return {
+        "spec": spec,
+        "file": file_format(spec, id_prefix),
+        "columns": columns,
+        "none": none_values(spec, columns, time_roles),
+        "defaults": defaults(spec, defaults_for),
+    }
 
 
 @dataclass
@@ -313,8 +329,9 @@ class Columns:
 
     def set_header(self, header: list[str], where: str) -> None:
         self.header = header
-        self.index = {role: column_index(self.spec, header, role, names, where)
-                      for role, names in self.roles.items() if names}  # fmt: skip
+        self.index = {
+            role: column_index(self.spec, header, role, names, where) for role, names in self.roles.items() if names
+        }
 
     def column(self, role: str) -> str:
         return self.header[self.index[role][0]]
@@ -398,8 +415,9 @@ def import_files(args: argparse.Namespace, prog: str, mapping: TableMapping, map
 _M = TypeVar("_M", bound=TableMapping)
 
 
-def mapped_command(prog: str, files: str, example: str, load: Callable[[str], _M], mapper: Callable[[_M, str], RowMapper]
-                   ) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]:  # fmt: skip
+def mapped_command(
+    prog: str, files: str, example: str, load: Callable[[str], _M], mapper: Callable[[_M, str], RowMapper]
+) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]:
     """A mapped source's command, ``(add_arguments, run)`` (streams.cli.source): its files
     (``files``: what they are), ``--mapping`` (``load``: read and validate it; ``example``: a ready
     one), where the events go; each file is imported through one ``mapper(mapping, tenant)``."""
@@ -433,7 +451,9 @@ def time_settings(spec: Spec, formats: Mapping[str, str]) -> TimeSettings:
     spec.fields("time", keys)
     for key in spec.table("file"):
         if key in TIME_KEYS and key not in keys:
-            raise spec.error(f"file.{key}", f"unknown field (expected one of: {', '.join(sorted(keys))} or no time field)")
+            raise spec.error(
+                f"file.{key}", f"unknown field (expected one of: {', '.join(sorted(keys))} or no time field)"
+            )
     where, name = spec.setting("timezone", ("time", "file")) or ("time.timezone", "UTC")
     try:
         if not isinstance(name, str) or not name:

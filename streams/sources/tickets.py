@@ -36,8 +36,14 @@ MEANINGS = ("new", "open", "resolved", "unresolvable", "ignore")
 #: Meanings of a ticket that is done (leaving one of them is a reopen).
 DONE = frozenset({"resolved", "unresolvable"})
 #: Column roles: (role, required).
-ROLES = (("ticket_id", True), ("state", True), ("changed_at", True), ("created_at", False),
-         ("queue", False), ("customer_id", False))  # fmt: skip
+ROLES = (
+    ("ticket_id", True),
+    ("state", True),
+    ("changed_at", True),
+    ("created_at", False),
+    ("queue", False),
+    ("customer_id", False),
+)
 #: Longest queue name the engine accepts as a label value (kpi_core.events.MAX_NAME_LENGTH).
 MAX_QUEUE_LENGTH = 128
 
@@ -51,8 +57,9 @@ class TicketMapping(TableMapping):
 
 
 def mapping_from_spec(spec: Spec) -> TicketMapping:
-    shared = table_mapping(spec, sections={"states"}, id_prefix="tk", roles=ROLES, lists={"ticket_id"},
-                           defaults_for={"queue"})  # fmt: skip
+    shared = table_mapping(
+        spec, sections={"states"}, id_prefix="tk", roles=ROLES, lists={"ticket_id"}, defaults_for={"queue"}
+    )
     time = clock(spec)
     columns = shared["columns"]
     states = spec.meanings("states", MEANINGS)
@@ -118,9 +125,15 @@ class TicketMapper:
         prefix = self.mapping.file.id_prefix
 
         def event(kind: str, ts: str, queue: str, event_id: str | None = None, **fields: Any) -> dict[str, Any]:
-            return {"event_id": event_id or f"{prefix}-{ticket_id}-{kind.split('.')[1]}-{digest}", "type": kind,
-                    "ts": ts, "tenant": self.tenant, "ticket_id": ticket_id, "queue": queue,
-                    **{k: v for k, v in fields.items() if v is not None}}  # fmt: skip
+            return {
+                "event_id": event_id or f"{prefix}-{ticket_id}-{kind.split('.')[1]}-{digest}",
+                "type": kind,
+                "ts": ts,
+                "tenant": self.tenant,
+                "ticket_id": ticket_id,
+                "queue": queue,
+                **{k: v for k, v in fields.items() if v is not None},
+            }
 
         events: list[dict[str, Any]] = []
         known = self.tickets.get(ticket_id)
@@ -136,14 +149,27 @@ class TicketMapper:
                 created = rfc3339(self.mapping.clock.parse(created_text, self.row.column("created_at")))
             known = _Ticket("", False, queue)
             # One creation per ticket, whichever row is read first: its id is the ticket's.
-            events.append(event("ticket.created", created, queue, f"{prefix}-{ticket_id}-created",
-                                customer_id=self.row.value(values, "customer_id")))  # fmt: skip
+            events.append(
+                event(
+                    "ticket.created",
+                    created,
+                    queue,
+                    f"{prefix}-{ticket_id}-created",
+                    customer_id=self.row.value(values, "customer_id"),
+                )
+            )
         if meaning != "new" and not known.responded:
             events.append(event("ticket.replied", changed, known.queue, author="agent"))
             known.responded = True
         if meaning in DONE and known.meaning not in DONE:
-            events.append(event("ticket.resolved", changed, known.queue,
-                                resolution="solved" if meaning == "resolved" else "unresolvable"))  # fmt: skip
+            events.append(
+                event(
+                    "ticket.resolved",
+                    changed,
+                    known.queue,
+                    resolution="solved" if meaning == "resolved" else "unresolvable",
+                )
+            )
         elif meaning not in DONE and known.meaning in DONE:
             events.append(event("ticket.reopened", changed, known.queue))
         known.meaning = meaning
@@ -151,8 +177,9 @@ class TicketMapper:
         return events
 
 
-def map_file(path: str, mapping_path: str | Path, *, tenant: str = "default",
-             report: Report | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def map_file(
+    path: str, mapping_path: str | Path, *, tenant: str = "default", report: Report | None = None
+) -> list[dict[str, Any]]:
     """Every event of a whole file (for tests and tools)."""
     report = report or Report("tickets", stream=io.StringIO())
     mapper = TicketMapper(load_mapping(mapping_path), tenant)
@@ -160,5 +187,10 @@ def map_file(path: str, mapping_path: str | Path, *, tenant: str = "default",
 
 
 # -- the command -------------------------------------------------------------------------------
-add_arguments, run = mapped_command("ccmon source tickets", "ticket event log(s): CSV, or a .zip holding one (read in place)",
-                                    "deploy/sources/itsm_incident_log.toml", load_mapping, TicketMapper)
+add_arguments, run = mapped_command(
+    "ccmon source tickets",
+    "ticket event log(s): CSV, or a .zip holding one (read in place)",
+    "deploy/sources/itsm_incident_log.toml",
+    load_mapping,
+    TicketMapper,
+)

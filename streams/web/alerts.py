@@ -89,30 +89,124 @@ class BreachRule:
 
 
 BREACH_RULES: tuple[BreachRule, ...] = (
-    BreachRule("CcmonServiceLevelFarBelowTarget", "service_level_ratio", ("15m",), "service_level_ratio", True,
-               "critical", "service_level", "Service level far below target", "15-minute service level", "ratio", FAR_BELOW),
-    BreachRule("CcmonServiceLevelBelowTarget", "service_level_ratio", ("15m",), "service_level_ratio", True,
-               "warning", "service_level", "Service level below target", "15-minute service level", "ratio"),
-    BreachRule("CcmonLongestWaitAboveTarget", "longest_wait_seconds", (None,), "longest_wait_seconds", False,
-               "warning", "longest_wait", "A caller has waited too long", "longest wait", "seconds"),
-    BreachRule("CcmonAbandonRateAboveTarget", "abandon_rate_ratio", ("15m",), "abandon_rate_ratio", False,
-               "warning", "abandon_rate", "Abandon rate above target", "15-minute abandon rate", "ratio"),
-    BreachRule("CcmonCallbacksOverdue", "oldest_pending_callback_age_seconds", (None,), "callback_delay_seconds", False,
-               "warning", "callbacks", "Callbacks overdue", "oldest pending callback", "seconds"),
-    BreachRule("CcmonCsatBelowTarget", "csat_ratio", ("today", "1h"), "csat_ratio", True,
-               "warning", "csat", "CSAT below target", "CSAT today", "ratio"),
-    BreachRule("CcmonNpsBelowTarget", "nps_score", ("today", "1h"), "nps_score", True,
-               "warning", "nps", "NPS below target", "NPS today", "score"),
-    BreachRule("CcmonFcrBelowTarget", "first_contact_resolution_ratio", ("today", "1h"),
-               "first_contact_resolution_ratio", True, "warning", "fcr", "First contact resolution ({channel}) below target",
-               "first contact resolution today", "ratio"),
-)  # fmt: skip
+    BreachRule(
+        "CcmonServiceLevelFarBelowTarget",
+        "service_level_ratio",
+        ("15m",),
+        "service_level_ratio",
+        True,
+        "critical",
+        "service_level",
+        "Service level far below target",
+        "15-minute service level",
+        "ratio",
+        FAR_BELOW,
+    ),
+    BreachRule(
+        "CcmonServiceLevelBelowTarget",
+        "service_level_ratio",
+        ("15m",),
+        "service_level_ratio",
+        True,
+        "warning",
+        "service_level",
+        "Service level below target",
+        "15-minute service level",
+        "ratio",
+    ),
+    BreachRule(
+        "CcmonLongestWaitAboveTarget",
+        "longest_wait_seconds",
+        (None,),
+        "longest_wait_seconds",
+        False,
+        "warning",
+        "longest_wait",
+        "A caller has waited too long",
+        "longest wait",
+        "seconds",
+    ),
+    BreachRule(
+        "CcmonAbandonRateAboveTarget",
+        "abandon_rate_ratio",
+        ("15m",),
+        "abandon_rate_ratio",
+        False,
+        "warning",
+        "abandon_rate",
+        "Abandon rate above target",
+        "15-minute abandon rate",
+        "ratio",
+    ),
+    BreachRule(
+        "CcmonCallbacksOverdue",
+        "oldest_pending_callback_age_seconds",
+        (None,),
+        "callback_delay_seconds",
+        False,
+        "warning",
+        "callbacks",
+        "Callbacks overdue",
+        "oldest pending callback",
+        "seconds",
+    ),
+    BreachRule(
+        "CcmonCsatBelowTarget",
+        "csat_ratio",
+        ("today", "1h"),
+        "csat_ratio",
+        True,
+        "warning",
+        "csat",
+        "CSAT below target",
+        "CSAT today",
+        "ratio",
+    ),
+    BreachRule(
+        "CcmonNpsBelowTarget",
+        "nps_score",
+        ("today", "1h"),
+        "nps_score",
+        True,
+        "warning",
+        "nps",
+        "NPS below target",
+        "NPS today",
+        "score",
+    ),
+    BreachRule(
+        "CcmonFcrBelowTarget",
+        "first_contact_resolution_ratio",
+        ("today", "1h"),
+        "first_contact_resolution_ratio",
+        True,
+        "warning",
+        "fcr",
+        "First contact resolution ({channel}) below target",
+        "first contact resolution today",
+        "ratio",
+    ),
+)
 
 
 #: The order of alerts of one severity: what a supervisor acts on now (waiting callers) before
 #: the day's survey KPIs; other families (Alertmanager's, the pipeline's) after these.
-FAMILY_ORDER = {family: rank for rank, family in enumerate(
-    ("service_level", "longest_wait", "queue_capacity", "abandon_rate", "callbacks", "missed_calls", "csat", "nps", "fcr"))}
+FAMILY_ORDER = {
+    family: rank
+    for rank, family in enumerate(
+        (
+            "service_level",
+            "longest_wait",
+            "queue_capacity",
+            "abandon_rate",
+            "callbacks",
+            "missed_calls",
+            "csat",
+            "nps",
+            "fcr",
+        )
+    )
+}
 
 
 def format_value(value: float, unit: str) -> str:
@@ -130,8 +224,11 @@ def format_value(value: float, unit: str) -> str:
 
 
 #: The gauges :func:`breach_alerts` reads (without ``ccmon_``).
-_READ = frozenset({r.metric for r in BREACH_RULES} | {"target_" + r.target for r in BREACH_RULES}
-                  | {"queue_open", "calls_waiting", "agents", "longest_wait_seconds", "service_level_threshold_seconds"})
+_READ = frozenset(
+    {r.metric for r in BREACH_RULES}
+    | {"target_" + r.target for r in BREACH_RULES}
+    | {"queue_open", "calls_waiting", "agents", "longest_wait_seconds", "service_level_threshold_seconds"}
+)
 
 
 def breach_alerts(families: Iterable[MetricFamily], at: float) -> list[dict[str, Any]]:
@@ -141,7 +238,7 @@ def breach_alerts(families: Iterable[MetricFamily], at: float) -> list[dict[str,
     The tenant total ``_all`` and closed queues (``ccmon_queue_open`` 0) never alert."""
     values: dict[tuple[str, str, str, str | None, tuple[tuple[str, str], ...]], float] = {}
     for fam in families:
-        name = fam.name[len("ccmon_"):]
+        name = fam.name[len("ccmon_") :]
         if fam.kind != "gauge" or not fam.name.startswith("ccmon_") or name not in _READ:
             continue
         for _suffix, labels, value in fam.samples:
@@ -169,21 +266,35 @@ def breach_alerts(families: Iterable[MetricFamily], at: float) -> list[dict[str,
                 continue
             limit = target - rule.offset if rule.below else target + rule.offset
             breached = all(
-                (v := values.get((rule.metric, tenant, queue, w, extra))) is not None and (v < limit if rule.below else v > limit)
+                (v := values.get((rule.metric, tenant, queue, w, extra))) is not None
+                and (v < limit if rule.below else v > limit)
                 for w in rule.windows
             )
             if not breached or (rule.family, tenant, queue, extra) in firing:
                 continue  # a critical alert already covers this family (it comes first)
             firing.add((rule.family, tenant, queue, extra))
-            alert_labels = {"alertname": rule.name, "severity": rule.severity, "family": rule.family, "tenant": tenant,
-                            "queue": queue, **dict(extra), **({"window": window} if window else {})}  # fmt: skip
+            alert_labels = {
+                "alertname": rule.name,
+                "severity": rule.severity,
+                "family": rule.family,
+                "tenant": tenant,
+                "queue": queue,
+                **dict(extra),
+                **({"window": window} if window else {}),
+            }
             side = "below" if rule.below else "above"
             far = f" (more than {rule.offset * 100:.0f} points below)" if rule.offset else ""
             detail = f" of {dict(extra)['channel']} contacts" if "channel" in dict(extra) else ""
-            alerts.append(_alert(alert_labels, value, target,
-                                 summary=f"{rule.summary.format_map(dict(extra))} on {tenant}/{queue}",
-                                 description=f"The {rule.what}{detail} of {tenant}/{queue} is {format_value(value, rule.unit)}, "
-                                             f"{side} its target of {format_value(target, rule.unit)}{far}."))  # fmt: skip
+            alerts.append(
+                _alert(
+                    alert_labels,
+                    value,
+                    target,
+                    summary=f"{rule.summary.format_map(dict(extra))} on {tenant}/{queue}",
+                    description=f"The {rule.what}{detail} of {tenant}/{queue} is {format_value(value, rule.unit)}, "
+                    f"{side} its target of {format_value(target, rule.unit)}{far}.",
+                )
+            )
     for (_name, tenant, queue, window, extra), waiting in by_metric.get("calls_waiting", []):
         if window is not None or extra or (tenant, queue) in closed:
             continue
@@ -191,22 +302,50 @@ def breach_alerts(families: Iterable[MetricFamily], at: float) -> list[dict[str,
         longest = values.get(("longest_wait_seconds", tenant, queue, None, ()))
         threshold = values.get(("service_level_threshold_seconds", tenant, queue, None, ()))
         if waiting > available and longest is not None and threshold is not None and longest > threshold:
-            alert_labels = {"alertname": "CcmonCallsWaitingBeyondCapacity", "severity": "warning", "family": "queue_capacity",
-                            "tenant": tenant, "queue": queue}  # fmt: skip
-            alerts.append(_alert(alert_labels, waiting, available,
-                                 summary=f"More calls waiting than agents available on {tenant}/{queue}",
-                                 description=f"{waiting:.0f} calls are waiting on {tenant}/{queue}, more than the "
-                                             f"{available:.0f} available agents can take; the oldest has waited "
-                                             f"{format_value(longest, 'seconds')}, past the service-level threshold of "
-                                             f"{format_value(threshold, 'seconds')}."))  # fmt: skip
+            alert_labels = {
+                "alertname": "CcmonCallsWaitingBeyondCapacity",
+                "severity": "warning",
+                "family": "queue_capacity",
+                "tenant": tenant,
+                "queue": queue,
+            }
+            alerts.append(
+                _alert(
+                    alert_labels,
+                    waiting,
+                    available,
+                    summary=f"More calls waiting than agents available on {tenant}/{queue}",
+                    description=f"{waiting:.0f} calls are waiting on {tenant}/{queue}, more than the "
+                    f"{available:.0f} available agents can take; the oldest has waited "
+                    f"{format_value(longest, 'seconds')}, past the service-level threshold of "
+                    f"{format_value(threshold, 'seconds')}.",
+                )
+            )
     return alerts
 
 
-def _alert(labels: Mapping[str, str], value: float | None, target: float | None, *, summary: str, description: str,
-           since: str | None = None) -> dict[str, Any]:  # fmt: skip
-    return {"name": labels.get("alertname", ""), "severity": labels.get("severity", ""), "family": labels.get("family"),
-            "tenant": labels.get("tenant"), "queue": labels.get("queue"), "summary": summary, "description": description,
-            "value": value, "target": target, "since": since, "labels": dict(labels)}  # fmt: skip
+def _alert(
+    labels: Mapping[str, str],
+    value: float | None,
+    target: float | None,
+    *,
+    summary: str,
+    description: str,
+    since: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "name": labels.get("alertname", ""),
+        "severity": labels.get("severity", ""),
+        "family": labels.get("family"),
+        "tenant": labels.get("tenant"),
+        "queue": labels.get("queue"),
+        "summary": summary,
+        "description": description,
+        "value": value,
+        "target": target,
+        "since": since,
+        "labels": dict(labels),
+    }
 
 
 def from_alertmanager(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -221,10 +360,16 @@ def from_alertmanager(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
             continue
         if labels.get("alertname") in HIDDEN_ALERTS or labels.get("severity") == "none":
             continue
-        alerts.append(_alert({str(k): str(v) for k, v in labels.items()}, None, None,
-                             summary=str(annotations.get("summary") or labels.get("alertname", "")),
-                             description=str(annotations.get("description") or ""),
-                             since=item.get("startsAt")))  # fmt: skip
+        alerts.append(
+            _alert(
+                {str(k): str(v) for k, v in labels.items()},
+                None,
+                None,
+                summary=str(annotations.get("summary") or labels.get("alertname", "")),
+                description=str(annotations.get("description") or ""),
+                since=item.get("startsAt"),
+            )
+        )
     return alerts
 
 
@@ -246,8 +391,14 @@ class AlertmanagerAlerts:
     :meth:`fetch` returns ``(alerts, None)`` or ``([], error)``; it never raises for what
     Alertmanager does. Thread-safe: requests arriving during a fetch wait for it."""
 
-    def __init__(self, url: str, *, timeout: float = FETCH_TIMEOUT_SECONDS, cache_seconds: float = CACHE_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = FETCH_TIMEOUT_SECONDS,
+        cache_seconds: float = CACHE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"the Alertmanager URL must be http(s)://host[:port][/prefix], got {redact(url)!r}")
@@ -298,20 +449,31 @@ class AlertmanagerAlerts:
             error = f"{where}: HTTP {exc.code}"
         except (TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            error = f"{where}: timed out after {self.timeout:g} s" if isinstance(reason, TimeoutError) \
-                else f"{where}: {getattr(reason, 'strerror', None) or reason}"  # fmt: skip
+            error = (
+                f"{where}: timed out after {self.timeout:g} s"
+                if isinstance(reason, TimeoutError)
+                else f"{where}: {getattr(reason, 'strerror', None) or reason}"
+            )
         except ValueError as exc:
             error = f"{where}: bad answer: {exc}"
         log.warning("alerts unavailable: %s", error)
         return [], error
 
 
-def alerts_document(at: float, alerts: Iterable[Mapping[str, Any]], *, source: str, error: str | None = None,
-                    tenant: str | None = None) -> dict[str, Any]:  # fmt: skip
+def alerts_document(
+    at: float, alerts: Iterable[Mapping[str, Any]], *, source: str, error: str | None = None, tenant: str | None = None
+) -> dict[str, Any]:
     """The ``/api/alerts`` document (module docstring) from board alerts."""
     chosen = [dict(a) for a in alerts if tenant is None or a.get("tenant") in (None, tenant)]
-    chosen.sort(key=lambda a: (SEVERITY_ORDER.get(a["severity"], 9), FAMILY_ORDER.get(a.get("family") or "", len(FAMILY_ORDER)),
-                               a.get("tenant") or "", a.get("queue") or "", a["name"]))  # fmt: skip
+    chosen.sort(
+        key=lambda a: (
+            SEVERITY_ORDER.get(a["severity"], 9),
+            FAMILY_ORDER.get(a.get("family") or "", len(FAMILY_ORDER)),
+            a.get("tenant") or "",
+            a.get("queue") or "",
+            a["name"],
+        )
+    )
     queues: dict[str, dict[str, str]] = {}
     for alert in chosen:
         if alert.get("tenant") is None or alert.get("queue") is None:

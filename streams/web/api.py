@@ -96,7 +96,7 @@ def kpis_document(
     tenants: dict[str, Any] = {}
     pipeline: dict[str, Any] = {}
     for fam in families:
-        name = fam.name[len(PREFIX):] if fam.name.startswith(PREFIX) else fam.name
+        name = fam.name[len(PREFIX) :] if fam.name.startswith(PREFIX) else fam.name
         for suffix, labels, value in fam.samples:
             label_map = dict(labels)
             tenant = label_map.pop("tenant", None)
@@ -113,7 +113,7 @@ def kpis_document(
             entry = _queue_entry(tenants, tenant, queue)
             window = label_map.pop("window", None)
             if name.startswith("target_"):
-                entry["targets"][name[len("target_"):]] = value
+                entry["targets"][name[len("target_") :]] = value
                 continue
             if name == "agents" and "state" in label_map:
                 # Summed over the reason label (away: one sample per pause reason).
@@ -131,11 +131,16 @@ def kpis_document(
             for queue, entry in body["queues"].items():
                 if queue != ALL:
                     queue_config = config.queue(tenant, queue)
-                    entry["settings"] = {"sl_threshold_seconds": queue_config.sl_threshold_seconds,
-                                         "short_abandon_seconds": queue_config.short_abandon_seconds}  # fmt: skip
+                    entry["settings"] = {
+                        "sl_threshold_seconds": queue_config.sl_threshold_seconds,
+                        "short_abandon_seconds": queue_config.short_abandon_seconds,
+                    }
     if history is not None:
         for tenant, body in tenants.items():
-            body["history"] = {"window": history.window, "series": history.series(tenant, since=at - history.keep_seconds)}
+            body["history"] = {
+                "window": history.window,
+                "series": history.series(tenant, since=at - history.keep_seconds),
+            }
     return {"at": at, "at_iso": iso(at), "info": dict(info or {}), "tenants": tenants, "pipeline": pipeline}
 
 
@@ -160,7 +165,7 @@ def pending_callbacks(config: Config, store: StateStore, at: float) -> list[dict
                     continue
                 item: dict[str, Any] = {"tenant": tenant, "queue": scope}
                 if member.startswith(STANDALONE_CALLBACK_PREFIX):
-                    item["callback_id"] = member[len(STANDALONE_CALLBACK_PREFIX):]
+                    item["callback_id"] = member[len(STANDALONE_CALLBACK_PREFIX) :]
                 else:
                     item["customer_id"] = member
                 age = at - due
@@ -311,8 +316,9 @@ class RedisSlHistory(SlHistory):
                 pipe.pexpire(key, keep_ms)
             pipe.execute()
 
-    def series(self, tenant: str, since: float = float("-inf"), kpi: str = _SERVICE_LEVEL
-               ) -> dict[str, list[list[float | None]]]:  # fmt: skip
+    def series(
+        self, tenant: str, since: float = float("-inf"), kpi: str = _SERVICE_LEVEL
+    ) -> dict[str, list[list[float | None]]]:
         """As :meth:`SlHistory.series`; ``kpi``: another of :data:`KPIS`."""
         i = next((n for n, (name, _window) in enumerate(self.kpis) if name == kpi), None)
         if i is None:
@@ -323,8 +329,10 @@ class RedisSlHistory(SlHistory):
             point = json.loads(raw)
             points.append((float(point["at"]), point["q"]))
         queues = sorted({queue for _at, values in points for queue, row in values.items() if row[i] is not None})
-        return {queue: [[at, (values.get(queue) or [None] * len(self.kpis))[i]] for at, values in points]
-                for queue in queues}  # fmt: skip
+        return {
+            queue: [[at, (values.get(queue) or [None] * len(self.kpis))[i]] for at, values in points]
+            for queue in queues
+        }
 
 
 def select_callbacks(

@@ -219,7 +219,11 @@ def make_wsgi_app(
             return "200 OK", "text/event-stream; charset=utf-8", b""
         if path == "/api/week-over-week":
             meta = info()
-            return "200 OK", JSON_CONTENT_TYPE, json_body({"at": float(meta.get("at", time.time())), **weekly.document()})
+            return (
+                "200 OK",
+                JSON_CONTENT_TYPE,
+                json_body({"at": float(meta.get("at", time.time())), **weekly.document()}),
+            )
         if path == "/api/callbacks/pending":
             meta = info()
             limit = _limit(query)
@@ -235,22 +239,38 @@ def make_wsgi_app(
             visible = customer_ids_visible(environ.get(LISTEN_HOST_ENVIRON), environ.get(AUTH_USER_ENVIRON) is not None)
             if not visible:
                 shown = mask_callbacks(shown)
-            return "200 OK", JSON_CONTENT_TYPE, json_body({"at": at, "count": len(items), "callbacks": list(shown),
-                                                           "customer_ids": "shown" if visible else "masked"})  # fmt: skip
+            return (
+                "200 OK",
+                JSON_CONTENT_TYPE,
+                json_body(
+                    {
+                        "at": at,
+                        "count": len(items),
+                        "callbacks": list(shown),
+                        "customer_ids": "shown" if visible else "masked",
+                    }
+                ),
+            )
         if path == "/api/alerts":
             at = float(info().get("at", time.time()))
             tenant = query.get("tenant", [None])[0]
             if alerts is not None:
                 firing, error = alerts.fetch()
-                return "200 OK", JSON_CONTENT_TYPE, json_body(alerts_document(at, firing, source="alertmanager", error=error,
-                                                                              tenant=tenant))  # fmt: skip
+                return (
+                    "200 OK",
+                    JSON_CONTENT_TYPE,
+                    json_body(alerts_document(at, firing, source="alertmanager", error=error, tenant=tenant)),
+                )
             try:
                 breaches, error = breach_alerts(get_families(), at), None
             except Exception as exc:  # the KPIs' store is down: the board says "alerts unavailable"
                 log.warning("alerts unavailable: %s: %s", type(exc).__name__, exc)
                 breaches, error = [], f"KPIs unavailable: {type(exc).__name__}"
-            return "200 OK", JSON_CONTENT_TYPE, json_body(alerts_document(at, breaches, source="ccmon", error=error,
-                                                                          tenant=tenant))  # fmt: skip
+            return (
+                "200 OK",
+                JSON_CONTENT_TYPE,
+                json_body(alerts_document(at, breaches, source="ccmon", error=error, tenant=tenant)),
+            )
         if path == "/agents":
             if not agents_page:
                 agents_page.append(agents_html())
@@ -259,8 +279,12 @@ def make_wsgi_app(
             at = float(info().get("at", time.time()))
             rows = get_agents(query.get("tenant", [None])[0], query.get("queue", [None])[0]) if get_agents else []
             return "200 OK", JSON_CONTENT_TYPE, json_body(agents_document(rows, at=at))
-        if path.startswith(_WAITING_HEAD) and path.endswith(_WAITING_TAIL) and len(path) > len(_WAITING_HEAD) + len(_WAITING_TAIL):
-            queue = _utf8_name(path[len(_WAITING_HEAD):-len(_WAITING_TAIL)])
+        if (
+            path.startswith(_WAITING_HEAD)
+            and path.endswith(_WAITING_TAIL)
+            and len(path) > len(_WAITING_HEAD) + len(_WAITING_TAIL)
+        ):
+            queue = _utf8_name(path[len(_WAITING_HEAD) : -len(_WAITING_TAIL)])
             if not queue or "/" in queue:
                 return "404 Not Found", JSON_CONTENT_TYPE, json_body({"error": f"no such path: {path}"})
             limit = _limit(query)
@@ -278,8 +302,9 @@ def make_wsgi_app(
             meta = info()
             ready = bool(meta.get("ready", True))
             legacy = path == "/healthz"
-            health: dict[str, Any] = {"status": ("ok" if legacy else "ready") if ready else
-                                      ("starting" if legacy else "not ready")}  # fmt: skip
+            health: dict[str, Any] = {
+                "status": ("ok" if legacy else "ready") if ready else ("starting" if legacy else "not ready")
+            }
             if not ready and meta.get("reason"):
                 health["reason"] = str(meta["reason"])
             return ("200 OK" if ready else "503 Service Unavailable"), JSON_CONTENT_TYPE, json_body(health)
@@ -290,8 +315,15 @@ def make_wsgi_app(
         path = environ.get("PATH_INFO", "/") or "/"
         if method not in ("GET", "HEAD"):
             refusal = json_body({"error": f"method {method[:20]!r} not allowed on {path[:200]!r}: only GET and HEAD"})
-            start_response("405 Method Not Allowed", [("Content-Type", JSON_CONTENT_TYPE), ("Allow", "GET, HEAD"),
-                                                      ("Content-Length", str(len(refusal))), ("Cache-Control", "no-store")])  # fmt: skip
+            start_response(
+                "405 Method Not Allowed",
+                [
+                    ("Content-Type", JSON_CONTENT_TYPE),
+                    ("Allow", "GET, HEAD"),
+                    ("Content-Length", str(len(refusal))),
+                    ("Cache-Control", "no-store"),
+                ],
+            )
             return [refusal]
         query = parse_qs(environ.get("QUERY_STRING", ""))
         try:
@@ -344,5 +376,12 @@ def make_store_app(
         with guard:
             return waiting_calls(config, store, clock(), tenant, queue)
 
-    return make_wsgi_app(families, pending, get_info=lambda: {**extra, "at": clock()}, history=history,
-                         get_agents=agents, get_waiting=waiting, config=config)  # fmt: skip
+    return make_wsgi_app(
+        families,
+        pending,
+        get_info=lambda: {**extra, "at": clock()},
+        history=history,
+        get_agents=agents,
+        get_waiting=waiting,
+        config=config,
+    )

@@ -18,7 +18,8 @@ So the board sees a change at most ``poll_seconds`` plus one rendering after it 
 the state is read once per change whatever the number of pages (polling read it once per
 page every 2.5 s). After a rendering the thread waits at least as long as the rendering
 took: on a state so large that a snapshot takes longer than a poll period, pushing costs at
-most half a core, and documents come as fast as that allows. A rendering that fails (Redis unreachable) is logged (once until one
+most half a core, and documents come as fast as that allows. A rendering that fails (Redis
+unreachable) is logged (once until one
 succeeds again) and nothing is published: the pages keep their last data and, receiving no
 ``alive`` events (:attr:`Publisher.healthy`), show themselves offline.
 """
@@ -48,8 +49,14 @@ class Publisher:
     something comparable that changes when the state does; without it a document is rendered
     every ``refresh_seconds`` only. Thread-safe."""
 
-    def __init__(self, render: Callable[[], bytes], version: Callable[[], Any] | None = None, *,
-                 poll_seconds: float = POLL_SECONDS, refresh_seconds: float = REFRESH_SECONDS) -> None:  # fmt: skip
+    def __init__(
+        self,
+        render: Callable[[], bytes],
+        version: Callable[[], Any] | None = None,
+        *,
+        poll_seconds: float = POLL_SECONDS,
+        refresh_seconds: float = REFRESH_SECONDS,
+    ) -> None:
         for name, value in (("poll_seconds", poll_seconds), ("refresh_seconds", refresh_seconds)):
             if not value > 0:
                 raise ValueError(f"{name} must be > 0 seconds, got {value!r}")
@@ -140,8 +147,12 @@ class Publisher:
                 failing = False
             except Exception as exc:
                 if not failing:
-                    log.warning("cannot render the board's document (retrying every %g s): %s: %s", self.poll_seconds,
-                                type(exc).__name__, exc)  # fmt: skip
+                    log.warning(
+                        "cannot render the board's document (retrying every %g s): %s: %s",
+                        self.poll_seconds,
+                        type(exc).__name__,
+                        exc,
+                    )
                 failing = True
             # The next poll a poll period after this one started, but after a rendering at least
             # as long as it took: a costly snapshot (thousands of queues) takes at most half a core.

@@ -156,7 +156,7 @@ class _Gzip:
             entry = next((e for e in self._recent if e.body is body), None)
             if entry is None:
                 entry = _Compressed(body)
-                self._recent = [entry, *self._recent[:self.remember - 1]]
+                self._recent = [entry, *self._recent[: self.remember - 1]]
         with entry.lock:
             if entry.compressed is None:
                 entry.compressed = gzip.compress(body, self.level, mtime=0)
@@ -182,8 +182,15 @@ class _Connection(web.RequestHandler):
     response; else the connection is closed. (aiohttp's own keep-alive timer only started
     covering a connection's first request in its latest releases.)"""
 
-    def __init__(self, manager: web.Server, *, loop: asyncio.AbstractEventLoop, head_timeout: float,
-                 idle_timeout: float, **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        manager: web.Server,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        head_timeout: float,
+        idle_timeout: float,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(manager, loop=loop, keepalive_timeout=idle_timeout, **kwargs)
         self._head_loop = loop
         self._head_timeout, self._idle_timeout = head_timeout, idle_timeout
@@ -226,12 +233,25 @@ class Server:
     The socket is bound in the constructor (an ``OSError`` if it cannot be); :meth:`start`
     starts the loop's thread."""
 
-    def __init__(self, app: WSGIApp, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None, *,
-                 workers: int | None = None, queue_timeout: float | None = None, max_waiting: int | None = None,
-                 idle_timeout: float | None = None, head_timeout: float | None = None, write_timeout: float | None = None,
-                 priority_paths: Sequence[str] = PRIORITY_PATHS, priority_workers: int | None = None,
-                 max_streams: int | None = None, heartbeat_seconds: float | None = None,
-                 stream_write_timeout: float | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        app: WSGIApp,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        workers: int | None = None,
+        queue_timeout: float | None = None,
+        max_waiting: int | None = None,
+        idle_timeout: float | None = None,
+        head_timeout: float | None = None,
+        write_timeout: float | None = None,
+        priority_paths: Sequence[str] = PRIORITY_PATHS,
+        priority_workers: int | None = None,
+        max_streams: int | None = None,
+        heartbeat_seconds: float | None = None,
+        stream_write_timeout: float | None = None,
+    ) -> None:
         # None: the module's constant at this call (so they can be tuned before a server starts).
         workers = WORKERS if workers is None else workers
         queue_timeout = QUEUE_TIMEOUT_SECONDS if queue_timeout is None else queue_timeout
@@ -243,13 +263,22 @@ class Server:
         max_streams = MAX_STREAMS if max_streams is None else max_streams
         heartbeat_seconds = STREAM_HEARTBEAT_SECONDS if heartbeat_seconds is None else heartbeat_seconds
         stream_write_timeout = STREAM_WRITE_TIMEOUT_SECONDS if stream_write_timeout is None else stream_write_timeout
-        for name, value in (("workers", workers), ("priority_workers", priority_workers), ("max_waiting", max_waiting),
-                            ("max_streams", max_streams)):  # fmt: skip
+        for name, value in (
+            ("workers", workers),
+            ("priority_workers", priority_workers),
+            ("max_waiting", max_waiting),
+            ("max_streams", max_streams),
+        ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value!r}")
-        for name, number in (("queue_timeout", queue_timeout), ("idle_timeout", idle_timeout), ("head_timeout", head_timeout),
-                             ("write_timeout", write_timeout), ("heartbeat_seconds", heartbeat_seconds),
-                             ("stream_write_timeout", stream_write_timeout)):  # fmt: skip
+        for name, number in (
+            ("queue_timeout", queue_timeout),
+            ("idle_timeout", idle_timeout),
+            ("head_timeout", head_timeout),
+            ("write_timeout", write_timeout),
+            ("heartbeat_seconds", heartbeat_seconds),
+            ("stream_write_timeout", stream_write_timeout),
+        ):
             if not number > 0:
                 raise ValueError(f"{name} must be > 0 seconds, got {number!r}")
         self.app = app
@@ -276,8 +305,9 @@ class Server:
         #: Requests answered 503 because every worker stayed busy (for tests and logs).
         self.rejected = 0
         try:
-            self._loop.run_until_complete(self._listen(host, port, ssl_context, workers, priority_workers, idle_timeout,
-                                                       head_timeout))  # fmt: skip
+            self._loop.run_until_complete(
+                self._listen(host, port, ssl_context, workers, priority_workers, idle_timeout, head_timeout)
+            )
         except BaseException:
             self._loop.close()
             self._pool.shutdown(wait=False)
@@ -285,16 +315,32 @@ class Server:
             raise
         self._thread = threading.Thread(target=self._loop.run_forever, name="ccmon-http", daemon=True)
 
-    async def _listen(self, host: str, port: int, ssl_context: ssl.SSLContext | None, workers: int, priority_workers: int,
-                      idle_timeout: float, head_timeout: float) -> None:  # fmt: skip
+    async def _listen(
+        self,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext | None,
+        workers: int,
+        priority_workers: int,
+        idle_timeout: float,
+        head_timeout: float,
+    ) -> None:
         self._slots = asyncio.Semaphore(workers)
         self._priority_slots = asyncio.Semaphore(priority_workers)
         self._http = web.Server(self._handle, loop=self._loop)
-        options = {"access_log": None, "logger": _protocol_log, "max_line_size": 8190, "max_field_size": 8190,
-                   "max_headers": 128}  # fmt: skip
+        options = {
+            "access_log": None,
+            "logger": _protocol_log,
+            "max_line_size": 8190,
+            "max_field_size": 8190,
+            "max_headers": 128,
+        }
 
         def connection() -> _Connection:
-            return _Connection(self._http, loop=self._loop, head_timeout=head_timeout, idle_timeout=idle_timeout, **options)
+            return _Connection(
+                self._http, loop=self._loop, head_timeout=head_timeout, idle_timeout=idle_timeout, **options
+            )
+
         handshake = TLS_HANDSHAKE_TIMEOUT_SECONDS if ssl_context is not None else None
         if ":" in host:
             # An IPv6 address: our own socket, so that "::" also takes IPv4 clients (the
@@ -306,12 +352,19 @@ class Server:
             except OSError:
                 sock.close()
                 raise
-            self._listener = await self._loop.create_server(connection, sock=sock, ssl=ssl_context, backlog=BACKLOG,
-                                                            ssl_handshake_timeout=handshake)  # fmt: skip
+            self._listener = await self._loop.create_server(
+                connection, sock=sock, ssl=ssl_context, backlog=BACKLOG, ssl_handshake_timeout=handshake
+            )
         else:
-            self._listener = await self._loop.create_server(connection, host or "0.0.0.0", port, ssl=ssl_context,
-                                                            backlog=BACKLOG, reuse_address=True,
-                                                            ssl_handshake_timeout=handshake)  # fmt: skip
+            self._listener = await self._loop.create_server(
+                connection,
+                host or "0.0.0.0",
+                port,
+                ssl=ssl_context,
+                backlog=BACKLOG,
+                reuse_address=True,
+                ssl_handshake_timeout=handshake,
+            )
         self.port: int = self._listener.sockets[0].getsockname()[1]
 
     @property
@@ -375,9 +428,16 @@ class Server:
             await self._acquire(slots)
         except Busy:
             self.rejected += 1
-            return web.Response(status=503, body=b'{"error":"server busy, retry later"}\n',
-                                headers={"Content-Type": "application/json; charset=utf-8", "Retry-After": "1",
-                                         "Cache-Control": "no-store", "Server": SERVER_HEADER})  # fmt: skip
+            return web.Response(
+                status=503,
+                body=b'{"error":"server busy, retry later"}\n',
+                headers={
+                    "Content-Type": "application/json; charset=utf-8",
+                    "Retry-After": "1",
+                    "Cache-Control": "no-store",
+                    "Server": SERVER_HEADER,
+                },
+            )
         try:
             environ = self._environ(request)
             status, headers, body = await self._loop.run_in_executor(pool, self._call, environ)
@@ -412,18 +472,32 @@ class Server:
         leaves, stops reading, or the server stops."""
         if len(self._streams) >= self.max_streams or self._stopping:
             self.streams_refused += 1
-            return web.Response(status=503, body=b'{"error":"too many open streams, poll /api/kpis"}\n',
-                                headers={"Content-Type": "application/json; charset=utf-8", "Retry-After": "10",
-                                         "Cache-Control": "no-store", "Server": SERVER_HEADER})  # fmt: skip
+            return web.Response(
+                status=503,
+                body=b'{"error":"too many open streams, poll /api/kpis"}\n',
+                headers={
+                    "Content-Type": "application/json; charset=utf-8",
+                    "Retry-After": "10",
+                    "Cache-Control": "no-store",
+                    "Server": SERVER_HEADER,
+                },
+            )
         wake = asyncio.Event()
         loop = self._loop
 
         def listener() -> None:
             loop.call_soon_threadsafe(wake.set)
 
-        response = web.StreamResponse(status=200, headers={
-            "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-store",
-            "X-Content-Type-Options": "nosniff", "X-Accel-Buffering": "no", "Server": SERVER_HEADER})  # fmt: skip
+        response = web.StreamResponse(
+            status=200,
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-store",
+                "X-Content-Type-Options": "nosniff",
+                "X-Accel-Buffering": "no",
+                "Server": SERVER_HEADER,
+            },
+        )
         self._streams.add(wake)
         publisher.subscribe(listener)
         sent = 0
@@ -447,7 +521,11 @@ class Server:
                 elif not quiet:
                     continue
                 else:  # a heartbeat: "alive" tells the page its data is current, a comment only keeps the line open
-                    chunk = b"event: alive\ndata: %d\n\n" % sent if publisher.healthy and latest is not None else b": ping\n\n"
+                    chunk = (
+                        b"event: alive\ndata: %d\n\n" % sent
+                        if publisher.healthy and latest is not None
+                        else b": ping\n\n"
+                    )
                 async with asyncio.timeout(self.stream_write_timeout):
                     await response.write(chunk)
         except TimeoutError:
@@ -546,8 +624,9 @@ class Server:
         return started["status"], headers, body
 
 
-def serve(app: WSGIApp, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None,
-          **options: Any) -> Server:
+def serve(
+    app: WSGIApp, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None, **options: Any
+) -> Server:
     """Start serving ``app`` on a background thread (``port`` 0 picks a free port); HTTPS with
     ``ssl_context``; ``options``: :class:`Server`'s limits."""
     return Server(app, host, port, ssl_context, **options).start()

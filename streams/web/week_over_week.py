@@ -49,8 +49,10 @@ FIELDS = {
     "tenant_queue:ccmon_service_level:1h_4w_delta": "service_level_4w_delta",
     "tenant_queue:ccmon_service_level:1h_anomaly": "service_level_anomaly",
 }
-NO_PROMETHEUS = ("no Prometheus configured (--prometheus-url / CCMON_PROMETHEUS_URL); ccmon's own state keeps about "
-                 "a day, not a week")  # fmt: skip
+NO_PROMETHEUS = (
+    "no Prometheus configured (--prometheus-url / CCMON_PROMETHEUS_URL); ccmon's own state keeps about "
+    "a day, not a week"
+)
 #: A Prometheus answer larger than this is refused (a wrong URL serving something huge).
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 
@@ -97,8 +99,15 @@ class WeekOverWeek:
     """The ``/api/week-over-week`` document, from Prometheus (cached ``ttl`` seconds) or, with
     no ``base_url``, a document saying there is none. Thread-safe."""
 
-    def __init__(self, base_url: str | None, *, timeout: float = 2.0, ttl: float = 30.0,
-                 opener: Opener = _fetch, clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        base_url: str | None,
+        *,
+        timeout: float = 2.0,
+        ttl: float = 30.0,
+        opener: Opener = _fetch,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
         self.timeout = timeout
         self.ttl = ttl

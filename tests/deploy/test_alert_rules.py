@@ -71,12 +71,8 @@ EXPECTED_RECEIVERS = {
 
 PROMTOOL = shutil.which("promtool")
 AMTOOL = shutil.which("amtool")
-needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not on PATH (apt-get install prometheus)"
-)
-needs_amtool = pytest.mark.skipif(
-    AMTOOL is None, reason="amtool not on PATH (apt-get install prometheus-alertmanager)"
-)
+needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not on PATH (apt-get install prometheus)")
+needs_amtool = pytest.mark.skipif(AMTOOL is None, reason="amtool not on PATH (apt-get install prometheus-alertmanager)")
 
 
 # --------------------------------------------------------------------------- loading
@@ -99,10 +95,7 @@ def load_groups(paths: list[Path] | None = None) -> list[dict[str, Any]]:
 
 def alert_rules(groups: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     return [
-        rule
-        for group in (load_groups() if groups is None else groups)
-        for rule in group["rules"]
-        if "alert" in rule
+        rule for group in (load_groups() if groups is None else groups) for rule in group["rules"] if "alert" in rule
     ]
 
 
@@ -160,9 +153,7 @@ def alert_problems(rule: Mapping[str, Any]) -> list[str]:
                 problems.append(f"{name}: the {key} must name $labels.tenant and $labels.queue")
         extra = numbers_in(expr) - QUEUE_RULE_CONSTANTS
         if extra:
-            problems.append(
-                f"{name}: thresholds come from target gauges, not numbers: {sorted(extra)}"
-            )
+            problems.append(f"{name}: thresholds come from target gauges, not numbers: {sorted(extra)}")
     return problems
 
 
@@ -270,11 +261,9 @@ def test_queue_alerts_compare_with_target_gauges(alerts: list[dict[str, Any]]) -
         if rule["labels"]["team"] != "supervisors":
             continue
         expr = rule["expr"]
-        assert (
-            "ccmon_target_" in expr
-            or "ccmon_service_level_threshold_seconds" in expr
-            or 'window="1h"' in expr
-        ), rule["alert"]
+        assert "ccmon_target_" in expr or "ccmon_service_level_threshold_seconds" in expr or 'window="1h"' in expr, (
+            rule["alert"]
+        )
 
 
 def test_rules_use_only_exported_metrics(groups: list[dict[str, Any]]) -> None:
@@ -316,9 +305,7 @@ def test_every_alert_is_documented(alerts: list[dict[str, Any]]) -> None:
     flat = normalize(doc)
     for rule in alerts:
         assert f"#### {rule['alert']}" in doc, f"docs/ALERTS.md has no section for {rule['alert']}"
-        assert normalize(rule["expr"]) in flat, (
-            f"docs/ALERTS.md shows an outdated expr of {rule['alert']}"
-        )
+        assert normalize(rule["expr"]) in flat, f"docs/ALERTS.md shows an outdated expr of {rule['alert']}"
         assert normalize(rule["annotations"]["runbook"]) in flat, f"runbook of {rule['alert']}"
 
 

@@ -121,9 +121,7 @@ def parse_port(entry: Any) -> list[PortMapping]:
         published = entry.get("published")
         long_targets = _port_range(str(entry["target"]))
         long_hosts: list[int | None] = (
-            list(_port_range(str(published)))
-            if published not in (None, "")
-            else [None] * len(long_targets)
+            list(_port_range(str(published))) if published not in (None, "") else [None] * len(long_targets)
         )
         assert len(long_hosts) == len(long_targets), f"port range sizes differ in {entry!r}"
         return [
@@ -149,9 +147,7 @@ def parse_port(entry: Any) -> list[PortMapping]:
     targets = _port_range(container)
     hosts: list[int | None] = list(_port_range(host)) if host else [None] * len(targets)
     assert len(hosts) == len(targets), f"port range sizes differ in {entry!r}"
-    return [
-        PortMapping(host_ip, h, t, protocol or "tcp") for h, t in zip(hosts, targets, strict=True)
-    ]
+    return [PortMapping(host_ip, h, t, protocol or "tcp") for h, t in zip(hosts, targets, strict=True)]
 
 
 def published_ports(service: Mapping[str, Any]) -> list[PortMapping]:
@@ -198,9 +194,7 @@ def unhealthy_dependencies(services: Services) -> list[str]:
                 continue
             check = services[dep].get("healthcheck") or {}
             if not check.get("test") or check.get("disable"):
-                problems.append(
-                    f"{name} waits for {dep} to be healthy, but {dep} has no healthcheck"
-                )
+                problems.append(f"{name} waits for {dep} to be healthy, but {dep} has no healthcheck")
     return problems
 
 
@@ -324,9 +318,7 @@ def find_service_by_image(services: Services, image_prefix: str) -> str | None:
     return None
 
 
-def bad_targets(
-    targets: list[tuple[str, str]], services: Services, self_service: str | None
-) -> list[str]:
+def bad_targets(targets: list[tuple[str, str]], services: Services, self_service: str | None) -> list[str]:
     """Targets that do not name a compose service listening on that port.
 
     ``localhost`` targets are resolved to ``self_service`` (the container doing the scraping).
@@ -374,9 +366,7 @@ def kafka_listener_problems(service: Mapping[str, Any]) -> list[str]:
             continue
         name = by_port[0]
         if name not in advertised:
-            problems.append(
-                f"listener {name} on published port {mapping.container_port} is not advertised"
-            )
+            problems.append(f"listener {name} on published port {mapping.container_port} is not advertised")
             continue
         host, port = advertised[name]
         if mapping.host_port != port or host not in LOCALHOST:
@@ -571,9 +561,7 @@ def test_app_commands_match_the_dockerfile(services: Services) -> None:
     dockerfile = DOCKERFILE.read_text(encoding="utf-8")
     final_stage = re.split(r"(?im)^\s*FROM\s", dockerfile)[-1]
     assert not re.search(r"(?im)^\s*ENTRYPOINT\s", final_stage), "unexpected ENTRYPOINT"
-    assert re.search(r"(?im)^\s*USER\s+(?!root\b|0\b)\S+", final_stage), (
-        "image must not run as root"
-    )
+    assert re.search(r"(?im)^\s*USER\s+(?!root\b|0\b)\S+", final_stage), "image must not run as root"
     assert command_args(services["worker"]) == ["ccmon", "worker"]
     assert command_args(services["exporter"])[:2] == ["ccmon", "exporter"]
 
@@ -604,7 +592,9 @@ def test_the_customer_key_secret_is_required_and_not_written_down(services: Serv
     for app in APP_SERVICES:
         value = env_of(services[app]).get("CCMON_CUSTOMER_KEY_SECRET", "")
         assert re.fullmatch(r"\$\{CCMON_CUSTOMER_KEY_SECRET:\?[^}]+\}", value), f"{app}: {value!r}"
-    assert not re.search(r"(?im)^\s*(ENV|ARG)\s+CCMON_CUSTOMER_KEY", DOCKERFILE.read_text(encoding="utf-8"))  # not baked in
+    assert not re.search(
+        r"(?im)^\s*(ENV|ARG)\s+CCMON_CUSTOMER_KEY", DOCKERFILE.read_text(encoding="utf-8")
+    )  # not baked in
 
 
 # --------------------------------------------------------------------------- kafka
@@ -627,17 +617,13 @@ def test_kafka_advertising_the_wrong_port_is_detected(services: Services) -> Non
     assert len(problems) == 1 and "host port 29092" in problems[0]
 
     broken["ports"] = ["9093:9093"]  # the controller port: listened on, never advertised
-    assert kafka_listener_problems(broken) == [
-        "listener CONTROLLER on published port 9093 is not advertised"
-    ]
+    assert kafka_listener_problems(broken) == ["listener CONTROLLER on published port 9093 is not advertised"]
 
 
 # --------------------------------------------------------------------------- prometheus / grafana
 
 
-def test_scrape_targets_are_compose_services(
-    services: Services, prometheus_config: dict[str, Any]
-) -> None:
+def test_scrape_targets_are_compose_services(services: Services, prometheus_config: dict[str, Any]) -> None:
     targets = list(prometheus_targets(prometheus_config))
     jobs = {job["job_name"] for job in prometheus_config["scrape_configs"]}
     assert {"ccmon-exporter", "ccmon-worker", "prometheus"} <= jobs

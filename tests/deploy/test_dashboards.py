@@ -49,9 +49,7 @@ GRID_COLUMNS = 24
 def structure_problems(name: str, dashboard: Mapping[str, Any]) -> list[str]:
     problems = [f"{name}: missing key {key!r}" for key in sorted(REQUIRED_KEYS - set(dashboard))]
     if dashboard.get("schemaVersion") != SCHEMA_VERSION:
-        problems.append(
-            f"{name}: schemaVersion {dashboard.get('schemaVersion')!r}, want {SCHEMA_VERSION}"
-        )
+        problems.append(f"{name}: schemaVersion {dashboard.get('schemaVersion')!r}, want {SCHEMA_VERSION}")
     uid = dashboard.get("uid")
     if not isinstance(uid, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", uid):
         problems.append(f"{name}: uid {uid!r} must be 1-40 letters, digits, '-' or '_'")
@@ -63,9 +61,7 @@ def structure_problems(name: str, dashboard: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def panel_problems(
-    name: str, dashboard: Mapping[str, Any], datasource_uids: Mapping[str, str]
-) -> list[str]:
+def panel_problems(name: str, dashboard: Mapping[str, Any], datasource_uids: Mapping[str, str]) -> list[str]:
     problems: list[str] = []
     ids: set[Any] = set()
     for panel in iter_panels(dashboard.get("panels", [])):
@@ -78,13 +74,7 @@ def panel_problems(
         grid = panel.get("gridPos") or {}
         if not all(isinstance(grid.get(k), int) for k in ("h", "w", "x", "y")):
             problems.append(f"{where}: gridPos needs integer h, w, x, y, got {grid!r}")
-        elif (
-            grid["w"] < 1
-            or grid["h"] < 1
-            or grid["x"] < 0
-            or grid["y"] < 0
-            or grid["x"] + grid["w"] > GRID_COLUMNS
-        ):
+        elif grid["w"] < 1 or grid["h"] < 1 or grid["x"] < 0 or grid["y"] < 0 or grid["x"] + grid["w"] > GRID_COLUMNS:
             problems.append(f"{where}: gridPos {grid!r} outside the {GRID_COLUMNS}-column grid")
         targets = panel.get("targets") or []
         if panel.get("type") in {"row", "text"}:
@@ -153,9 +143,7 @@ def overlap_problems(name: str, dashboard: Mapping[str, Any]) -> list[str]:
             for y in range(grid["y"], grid["y"] + grid["h"]):
                 other = cells.setdefault((x, y), panel.get("id"))
                 if other != panel.get("id"):
-                    problems.append(
-                        f"{name}: panels {other} and {panel.get('id')} overlap at x={x}, y={y}"
-                    )
+                    problems.append(f"{name}: panels {other} and {panel.get('id')} overlap at x={x}, y={y}")
                     break
             else:
                 continue
@@ -163,9 +151,7 @@ def overlap_problems(name: str, dashboard: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def variable_problems(
-    name: str, dashboard: Mapping[str, Any], datasource_uids: Mapping[str, str]
-) -> list[str]:
+def variable_problems(name: str, dashboard: Mapping[str, Any], datasource_uids: Mapping[str, str]) -> list[str]:
     problems = []
     variables = dashboard.get("templating", {}).get("list", [])
     defined = {v.get("name") for v in variables}
@@ -176,12 +162,8 @@ def variable_problems(
             if problem:
                 problems.append(f"{where}: {problem}")
             if promql_of_variable(variable_query(variable)) is None:
-                problems.append(
-                    f"{where}: query {variable_query(variable)!r} is not label_values(<PromQL>, label)"
-                )
-        elif variable.get("type") == "custom" and not (
-            variable.get("query") and variable.get("options")
-        ):
+                problems.append(f"{where}: query {variable_query(variable)!r} is not label_values(<PromQL>, label)")
+        elif variable.get("type") == "custom" and not (variable.get("query") and variable.get("options")):
             problems.append(f"{where}: a custom variable needs a query and options")
         for used in sorted(variables_in(variable_query(variable)) - defined - BUILTIN_VARIABLES):
             problems.append(f"{where}: uses undefined variable ${used}")
@@ -190,17 +172,11 @@ def variable_problems(
         texts = [panel.get("title", ""), panel.get("description", "")]
         for target in panel.get("targets") or []:
             texts += [target.get("expr", ""), target.get("legendFormat", "")]
-        for used in sorted(
-            set().union(*(variables_in(t) for t in texts)) - defined - BUILTIN_VARIABLES
-        ):
-            problems.append(
-                f"{name}: panel {panel.get('id')} {panel.get('title')!r} uses undefined variable ${used}"
-            )
+        for used in sorted(set().union(*(variables_in(t) for t in texts)) - defined - BUILTIN_VARIABLES):
+            problems.append(f"{name}: panel {panel.get('id')} {panel.get('title')!r} uses undefined variable ${used}")
         repeat = panel.get("repeat")
         if repeat is not None and repeat not in multi:
-            problems.append(
-                f"{name}: panel {panel.get('id')} repeats over {repeat!r}, not a multi-value variable"
-            )
+            problems.append(f"{name}: panel {panel.get('id')} repeats over {repeat!r}, not a multi-value variable")
     return problems
 
 
@@ -212,9 +188,7 @@ def syntax_problems(queries: list[Query]) -> list[str]:
         stack: list[str] = []
         text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', query.expr)
         if text.count('"') % 2:
-            problems.append(
-                f"{query.dashboard} / {query.panel}: unbalanced quotes in {query.expr!r}"
-            )
+            problems.append(f"{query.dashboard} / {query.panel}: unbalanced quotes in {query.expr!r}")
             continue
         for char in text:
             if char in "([{":
@@ -223,9 +197,7 @@ def syntax_problems(queries: list[Query]) -> list[str]:
                 stack.append("!")
                 break
         if stack:
-            problems.append(
-                f"{query.dashboard} / {query.panel}: unbalanced brackets in {query.expr!r}"
-            )
+            problems.append(f"{query.dashboard} / {query.panel}: unbalanced brackets in {query.expr!r}")
     return problems
 
 
@@ -276,16 +248,12 @@ def test_structure_problems_are_detected(dashboards: dict[str, dict[str, Any]]) 
 
 
 def test_panels(dashboards: dict[str, dict[str, Any]], datasource_uids: dict[str, str]) -> None:
-    problems = [
-        p for name, d in dashboards.items() for p in panel_problems(name, d, datasource_uids)
-    ]
+    problems = [p for name, d in dashboards.items() for p in panel_problems(name, d, datasource_uids)]
     problems += [p for name, d in dashboards.items() for p in overlap_problems(name, d)]
     assert problems == []
 
 
-def test_panel_problems_are_detected(
-    dashboards: dict[str, dict[str, Any]], datasource_uids: dict[str, str]
-) -> None:
+def test_panel_problems_are_detected(dashboards: dict[str, dict[str, Any]], datasource_uids: dict[str, str]) -> None:
     broken = _broken(dashboards, "ccmon-supervisor")
     first, second = [p for p in broken["panels"] if p["type"] == "timeseries"][:2]
     first["type"] = "graph"  # the old, removed panel type
@@ -300,9 +268,7 @@ def test_panel_problems_are_detected(
     wall = _broken(dashboards, "ccmon-wallboard")
     tile = next(p for p in wall["panels"] if p.get("transformations"))
     tile["targets"][1]["refId"] = "B"
-    assert any(
-        "configFromData reads 'TARGET'" in p for p in panel_problems("w", wall, datasource_uids)
-    )
+    assert any("configFromData reads 'TARGET'" in p for p in panel_problems("w", wall, datasource_uids))
     wall["panels"][2]["gridPos"] = dict(wall["panels"][1]["gridPos"])
     assert overlap_problems("w", wall) != []
 
@@ -388,14 +354,10 @@ def test_supervisor_thresholds_are_the_default_targets(dashboards: dict[str, dic
 
 
 def test_variables(dashboards: dict[str, dict[str, Any]], datasource_uids: dict[str, str]) -> None:
-    assert [
-        p for name, d in dashboards.items() for p in variable_problems(name, d, datasource_uids)
-    ] == []
+    assert [p for name, d in dashboards.items() for p in variable_problems(name, d, datasource_uids)] == []
 
 
-def test_undefined_variable_is_detected(
-    dashboards: dict[str, dict[str, Any]], datasource_uids: dict[str, str]
-) -> None:
+def test_undefined_variable_is_detected(dashboards: dict[str, dict[str, Any]], datasource_uids: dict[str, str]) -> None:
     broken = _broken(dashboards, "ccmon-supervisor")
     panel = next(p for p in broken["panels"] if p.get("targets"))
     panel["targets"][0]["expr"] = 'ccmon_calls_waiting{tenant="$tenant", site="${site}"}'
@@ -406,9 +368,13 @@ def test_undefined_variable_is_detected(
 
 
 def test_variables_in() -> None:
-    assert variables_in(
-        'a{q=~"$queue", t="${tenant}", w="${window:raw}"}[$__rate_interval] [[old]]'
-    ) == {"queue", "tenant", "window", "__rate_interval", "old"}
+    assert variables_in('a{q=~"$queue", t="${tenant}", w="${window:raw}"}[$__rate_interval] [[old]]') == {
+        "queue",
+        "tenant",
+        "window",
+        "__rate_interval",
+        "old",
+    }
 
 
 def test_wallboard_layout(dashboards: dict[str, dict[str, Any]]) -> None:
@@ -439,9 +405,7 @@ def test_wallboard_layout(dashboards: dict[str, dict[str, Any]]) -> None:
         "Callbacks pending",
         "Oldest callback",
     } <= {p["title"] for p in first}
-    assert all(
-        'queue="_all"' in t["expr"] for p in first for t in p["targets"] if t["refId"] == "A"
-    )
+    assert all('queue="_all"' in t["expr"] for p in first for t in p["targets"] if t["refId"] == "A")
     assert all('queue=~"$queue"' in t["expr"] for p in second for t in p["targets"])
     variables = {v["name"]: v for v in wall["templating"]["list"]}
     assert variable_query(variables["tenant"]).startswith("label_values(")
@@ -454,24 +418,14 @@ def test_wallboard_layout(dashboards: dict[str, dict[str, Any]]) -> None:
 def test_every_promql_expression_is_extracted(dashboards: dict[str, dict[str, Any]]) -> None:
     queries = dashboard_queries(dashboards)
     panels_with_queries = [
-        (d["uid"], p.get("title"))
-        for d in dashboards.values()
-        for p in iter_panels(d["panels"])
-        if p.get("targets")
+        (d["uid"], p.get("title")) for d in dashboards.values() for p in iter_panels(d["panels"]) if p.get("targets")
     ]
-    assert {(q.dashboard, q.panel) for q in queries if q.kind == "panel"} == set(
-        panels_with_queries
-    )
+    assert {(q.dashboard, q.panel) for q in queries if q.kind == "panel"} == set(panels_with_queries)
     n_targets = sum(
-        len(p["targets"])
-        for d in dashboards.values()
-        for p in iter_panels(d["panels"])
-        if p.get("targets")
+        len(p["targets"]) for d in dashboards.values() for p in iter_panels(d["panels"]) if p.get("targets")
     )
     assert len([q for q in queries if q.kind == "panel"]) == n_targets
-    query_vars = [
-        v for d in dashboards.values() for v in d["templating"]["list"] if v.get("type") == "query"
-    ]
+    query_vars = [v for d in dashboards.values() for v in d["templating"]["list"] if v.get("type") == "query"]
     assert len([q for q in queries if q.kind == "variable"]) == len(query_vars)
     assert syntax_problems(queries) == []
 

@@ -93,8 +93,12 @@ def helm_binary() -> Path:
 def helm_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """helm's own cache, config and data directories in a temp directory (nothing in $HOME)."""
     home = tmp_path_factory.mktemp("helm-home")
-    return {**os.environ, "HELM_CACHE_HOME": str(home / "cache"), "HELM_CONFIG_HOME": str(home / "config"),
-            "HELM_DATA_HOME": str(home / "data")}  # fmt: skip
+    return {
+        **os.environ,
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
 
 
 def helm(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -102,7 +106,9 @@ def helm(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str]
 
 
 def template(env: Mapping[str, str], *args: str, chart: Path = CHART) -> subprocess.CompletedProcess[str]:
-    return helm(env, "template", RELEASE, str(chart), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSIONS[0], *args)
+    return helm(
+        env, "template", RELEASE, str(chart), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSIONS[0], *args
+    )
 
 
 def render(env: Mapping[str, str], *args: str, chart: Path = CHART) -> list[Doc]:
@@ -173,7 +179,9 @@ def test_helm_is_the_pinned_build(helm_env: dict[str, str]) -> None:
     go = shutil.which("go")
     if go is not None:
         info = subprocess.run([go, "version", "-m", str(helm_binary())], capture_output=True, text=True, check=True)
-        assert re.search(rf"^\s*mod\s+helm\.sh/helm/v4\s+{re.escape(pinned.group(1))}\s", info.stdout, re.M), info.stdout
+        assert re.search(rf"^\s*mod\s+helm\.sh/helm/v4\s+{re.escape(pinned.group(1))}\s", info.stdout, re.M), (
+            info.stdout
+        )
 
 
 # --------------------------------------------------------------------------- lint and render
@@ -187,11 +195,18 @@ def test_helm_lint_strict(helm_env: dict[str, str], values: Path) -> None:
 
 
 def test_minimal_release_objects(minimal: list[Doc]) -> None:
-    assert kinds(minimal) == sorted([
-        ("ServiceAccount", "ccmon"), ("Secret", "ccmon"), ("ConfigMap", "ccmon-config"),
-        ("Deployment", "ccmon-worker"), ("Service", "ccmon-worker"), ("PodDisruptionBudget", "ccmon-worker"),
-        ("Deployment", "ccmon-exporter"), ("Service", "ccmon-exporter"),
-    ])  # fmt: skip
+    assert kinds(minimal) == sorted(
+        [
+            ("ServiceAccount", "ccmon"),
+            ("Secret", "ccmon"),
+            ("ConfigMap", "ccmon-config"),
+            ("Deployment", "ccmon-worker"),
+            ("Service", "ccmon-worker"),
+            ("PodDisruptionBudget", "ccmon-worker"),
+            ("Deployment", "ccmon-exporter"),
+            ("Service", "ccmon-exporter"),
+        ]
+    )
     assert one(minimal, "Deployment", "ccmon-worker")["spec"]["replicas"] == 1
     secret = one(minimal, "Secret", "ccmon")
     assert set(secret["data"]) == {"customer-key-secret"}
@@ -211,25 +226,43 @@ def test_config_toml_value_replaces_the_packaged_config(helm_env: dict[str, str]
     # A new configuration restarts the pods (the checksum of the ConfigMap changes).
     checksum = one(docs, "Deployment", "ccmon-worker")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
     default = render(helm_env, "-f", str(MINIMAL_VALUES))
-    assert checksum != one(default, "Deployment", "ccmon-worker")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+    assert (
+        checksum
+        != one(default, "Deployment", "ccmon-worker")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+    )
 
 
 def test_full_release_objects(full: list[Doc]) -> None:
-    assert kinds(full) == sorted([
-        ("ServiceAccount", "ccmon"), ("ConfigMap", "ccmon-config"),
-        ("Deployment", "ccmon-worker"), ("Service", "ccmon-worker"), ("PodDisruptionBudget", "ccmon-worker"),
-        ("Deployment", "ccmon-exporter"), ("Service", "ccmon-exporter"),
-        ("ServiceMonitor", "ccmon-exporter"), ("ServiceMonitor", "ccmon-worker"), ("PrometheusRule", "ccmon"),
-        ("ConfigMap", "ccmon-dashboard-pipeline-health"), ("ConfigMap", "ccmon-dashboard-supervisor-trends"),
-        ("ConfigMap", "ccmon-dashboard-wallboard"),
-        ("ScaledObject", "ccmon-worker"), ("TriggerAuthentication", "ccmon-kafka"),
-        ("NetworkPolicy", "ccmon-worker"), ("NetworkPolicy", "ccmon-exporter"),
-    ])  # fmt: skip
+    assert kinds(full) == sorted(
+        [
+            ("ServiceAccount", "ccmon"),
+            ("ConfigMap", "ccmon-config"),
+            ("Deployment", "ccmon-worker"),
+            ("Service", "ccmon-worker"),
+            ("PodDisruptionBudget", "ccmon-worker"),
+            ("Deployment", "ccmon-exporter"),
+            ("Service", "ccmon-exporter"),
+            ("ServiceMonitor", "ccmon-exporter"),
+            ("ServiceMonitor", "ccmon-worker"),
+            ("PrometheusRule", "ccmon"),
+            ("ConfigMap", "ccmon-dashboard-pipeline-health"),
+            ("ConfigMap", "ccmon-dashboard-supervisor-trends"),
+            ("ConfigMap", "ccmon-dashboard-wallboard"),
+            ("ScaledObject", "ccmon-worker"),
+            ("TriggerAuthentication", "ccmon-kafka"),
+            ("NetworkPolicy", "ccmon-worker"),
+            ("NetworkPolicy", "ccmon-exporter"),
+        ]
+    )
     # secrets.existingSecret: the chart creates no Secret and mounts the named one.
     worker = one(full, "Deployment", "ccmon-worker")
     volumes = {v["name"]: v for v in worker["spec"]["template"]["spec"]["volumes"]}
     assert volumes["secrets"]["secret"]["secretName"] == "ccmon-credentials"
-    assert {i["key"] for i in volumes["secrets"]["secret"]["items"]} == {"customer-key-secret", "kafka-password", "redis-password"}
+    assert {i["key"] for i in volumes["secrets"]["secret"]["items"]} == {
+        "customer-key-secret",
+        "kafka-password",
+        "redis-password",
+    }
     # KEDA owns the replica count: an upgrade must not reset it.
     assert "replicas" not in worker["spec"]
 
@@ -270,8 +303,11 @@ def custom_resource_problems(doc: Doc, docs: list[Doc]) -> list[str]:
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name) or len(name) > 63:
         problems.append(f"{where}: bad name")
     if kind == "ServiceMonitor":
-        services = [d for d in docs if d["kind"] == "Service"
-                    and spec["selector"]["matchLabels"].items() <= d["metadata"]["labels"].items()]  # fmt: skip
+        services = [
+            d
+            for d in docs
+            if d["kind"] == "Service" and spec["selector"]["matchLabels"].items() <= d["metadata"]["labels"].items()
+        ]
         if len(services) != 1:
             return [f"{where}: selects {len(services)} Services"]
         service = services[0]
@@ -329,7 +365,11 @@ def strict(schema: Any) -> Any:
     if not isinstance(schema, dict):
         return schema
     out = {k: strict(v) for k, v in schema.items()}
-    if "properties" in out and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
         out["additionalProperties"] = False
     return out
 
@@ -342,8 +382,10 @@ def crd_validator(doc: Doc) -> jsonschema.protocols.Validator:
 
 
 def crd_errors(doc: Doc) -> list[str]:
-    return [f"{doc['kind']} {doc['metadata']['name']}: {e.message} at {list(e.absolute_path)}"
-            for e in crd_validator(doc).iter_errors(doc)]  # fmt: skip
+    return [
+        f"{doc['kind']} {doc['metadata']['name']}: {e.message} at {list(e.absolute_path)}"
+        for e in crd_validator(doc).iter_errors(doc)
+    ]
 
 
 def test_custom_resources_match_their_crd_schemas(full: list[Doc]) -> None:
@@ -379,8 +421,12 @@ def test_custom_resource_checks_can_fail(full: list[Doc]) -> None:
         elif doc["kind"] == "ScaledObject":
             doc["spec"]["scaleTargetRef"]["name"] = "elsewhere"
             doc["spec"]["triggers"][0]["metadata"]["lagThreshold"] = 10
-    problems = [p for doc in broken if (doc["apiVersion"], doc["kind"]) in CUSTOM_KINDS
-                for p in custom_resource_problems(doc, broken)]  # fmt: skip
+    problems = [
+        p
+        for doc in broken
+        if (doc["apiVersion"], doc["kind"]) in CUSTOM_KINDS
+        for p in custom_resource_problems(doc, broken)
+    ]
     assert len([p for p in problems if "job label" in p]) == 2
     assert any("scaleTargetRef" in p for p in problems)
     assert any("non-string trigger metadata" in p for p in problems)
@@ -396,9 +442,12 @@ def test_scaled_object_on_the_consumer_group_lag(full: list[Doc]) -> None:
     assert (metadata["sasl"], metadata["tls"]) == ("scram_sha512", "enable")
     auth = one(full, "TriggerAuthentication", "ccmon-kafka")["spec"]["secretTargetRef"]
     assert {(r["parameter"], r["name"], r["key"]) for r in auth} == {
-        ("username", "ccmon-credentials", "kafka-username"), ("password", "ccmon-credentials", "kafka-password"),
-        ("ca", "ccmon-kafka-tls", "ca.crt"), ("cert", "ccmon-kafka-tls", "tls.crt"), ("key", "ccmon-kafka-tls", "tls.key"),
-    }  # fmt: skip
+        ("username", "ccmon-credentials", "kafka-username"),
+        ("password", "ccmon-credentials", "kafka-password"),
+        ("ca", "ccmon-kafka-tls", "ca.crt"),
+        ("cert", "ccmon-kafka-tls", "tls.crt"),
+        ("key", "ccmon-kafka-tls", "tls.key"),
+    }
 
 
 # --------------------------------------------------------------------------- rules and dashboards
@@ -406,8 +455,11 @@ def test_scaled_object_on_the_consumer_group_lag(full: list[Doc]) -> None:
 
 def test_chart_reads_rules_dashboards_and_config_through_links() -> None:
     """One source of truth: the chart's files/ are links into deploy/, not copies."""
-    for name, target in (("rules", RULES_DIR), ("dashboards", DASHBOARDS_DIR),
-                         ("ccmon.toml", REPO / "deploy" / "config" / "ccmon.toml")):  # fmt: skip
+    for name, target in (
+        ("rules", RULES_DIR),
+        ("dashboards", DASHBOARDS_DIR),
+        ("ccmon.toml", REPO / "deploy" / "config" / "ccmon.toml"),
+    ):
         link = CHART / "files" / name
         assert link.is_symlink(), f"{link} must be a symbolic link to {target}"
         assert link.resolve() == target.resolve()
@@ -425,7 +477,9 @@ def test_prometheus_rule_holds_the_rule_files_groups_verbatim(full: list[Doc]) -
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool not on PATH (apt-get install prometheus)")
 def test_rendered_rules_pass_promtool_check_and_the_rule_tests(full: list[Doc], tmp_path: Path) -> None:
     rendered = tmp_path / "rendered-rules.yml"
-    rendered.write_text(yaml.safe_dump({"groups": one(full, "PrometheusRule", "ccmon")["spec"]["groups"]}), encoding="utf-8")
+    rendered.write_text(
+        yaml.safe_dump({"groups": one(full, "PrometheusRule", "ccmon")["spec"]["groups"]}), encoding="utf-8"
+    )
     done = subprocess.run([PROMTOOL, "check", "rules", str(rendered)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     tests = sorted(RULE_TESTS_DIR.glob("*.yml"))
@@ -433,7 +487,9 @@ def test_rendered_rules_pass_promtool_check_and_the_rule_tests(full: list[Doc], 
     copies = []
     for path in tests:
         suite = yaml.safe_load(path.read_text(encoding="utf-8"))
-        assert {str((path.parent / f).resolve()) for f in suite["rule_files"]} <= {str(p.resolve()) for p in RULES_DIR.glob("*.yml")}
+        assert {str((path.parent / f).resolve()) for f in suite["rule_files"]} <= {
+            str(p.resolve()) for p in RULES_DIR.glob("*.yml")
+        }
         suite["rule_files"] = [str(rendered)]
         copy = tmp_path / path.name
         copy.write_text(yaml.safe_dump(suite, sort_keys=False), encoding="utf-8")
@@ -481,8 +537,16 @@ def test_packaged_chart_carries_the_linked_files(helm_env: dict[str, str], full:
         (["--set", "securityContext.readOnlyRootFilesystem=false"], "at '/securityContext/readOnlyRootFilesystem'"),
         (["--set", "podSecurityContext.runAsNonRoot=false"], "at '/podSecurityContext/runAsNonRoot'"),
     ],
-    ids=["replicas-not-integer", "no-partitions", "port", "protocol", "redis-scheme", "unknown-key",
-         "writable-root", "root"],
+    ids=[
+        "replicas-not-integer",
+        "no-partitions",
+        "port",
+        "protocol",
+        "redis-scheme",
+        "unknown-key",
+        "writable-root",
+        "root",
+    ],
 )
 def test_schema_refuses_bad_values(helm_env: dict[str, str], args: list[str], message: str) -> None:
     error = refused(helm_env, "-f", str(MINIMAL_VALUES), *args)
@@ -493,22 +557,42 @@ def test_schema_refuses_bad_values(helm_env: dict[str, str], args: list[str], me
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--set", "worker.replicas=5"],
-         "worker.replicas: 5 workers for 4 partitions (worker.partitions): a worker beyond the events topic's "
-         "partition count gets no partition and sits idle"),
-        (["--set", "keda.enabled=true", "--set", "keda.maxReplicaCount=8"],
-         "keda.maxReplicaCount: 8 workers for 4 partitions (worker.partitions)"),
-        (["--set", "secrets.customerKeySecret=short"],
-         "secrets.customerKeySecret: must be at least 32 characters, got 5 characters (value not shown)"),
-        (["--set", "kafka.securityProtocol=SASL_SSL", "--set", "kafka.sasl.username=ccmon"],
-         "kafka.sasl.password: required with kafka.securityProtocol SASL_SSL"),
+        (
+            ["--set", "worker.replicas=5"],
+            "worker.replicas: 5 workers for 4 partitions (worker.partitions): a worker beyond the events topic's "
+            "partition count gets no partition and sits idle",
+        ),
+        (
+            ["--set", "keda.enabled=true", "--set", "keda.maxReplicaCount=8"],
+            "keda.maxReplicaCount: 8 workers for 4 partitions (worker.partitions)",
+        ),
+        (
+            ["--set", "secrets.customerKeySecret=short"],
+            "secrets.customerKeySecret: must be at least 32 characters, got 5 characters (value not shown)",
+        ),
+        (
+            ["--set", "kafka.securityProtocol=SASL_SSL", "--set", "kafka.sasl.username=ccmon"],
+            "kafka.sasl.password: required with kafka.securityProtocol SASL_SSL",
+        ),
         (["--set", "redis.url=redis://:hunter2hunter2@redis:6379/0"], "redis.url: holds a password (value not shown)"),
-        (["--set", "redis.tls.existingSecret=redis-tls"], 'redis.tls.existingSecret: set, but redis.url "redis://redis:6379/0"'),
-        (["--set", "secrets.existingSecret=mine", "--set", "redis.password=hunter2hunter2"],
-         "redis.password: set, but secrets.existingSecret (mine) provides the credentials"),
+        (
+            ["--set", "redis.tls.existingSecret=redis-tls"],
+            'redis.tls.existingSecret: set, but redis.url "redis://redis:6379/0"',
+        ),
+        (
+            ["--set", "secrets.existingSecret=mine", "--set", "redis.password=hunter2hunter2"],
+            "redis.password: set, but secrets.existingSecret (mine) provides the credentials",
+        ),
     ],
-    ids=["replicas-above-partitions", "keda-above-partitions", "short-secret", "sasl-no-password", "password-in-url",
-         "redis-tls-without-rediss", "password-beside-existing-secret"],
+    ids=[
+        "replicas-above-partitions",
+        "keda-above-partitions",
+        "short-secret",
+        "sasl-no-password",
+        "password-in-url",
+        "redis-tls-without-rediss",
+        "password-beside-existing-secret",
+    ],
 )
 def test_templates_refuse_inconsistent_values(helm_env: dict[str, str], args: list[str], message: str) -> None:
     error = refused(helm_env, "-f", str(MINIMAL_VALUES), *args)
@@ -521,7 +605,8 @@ def test_customer_key_secret_is_required(helm_env: dict[str, str]) -> None:
     assert "secrets.customerKeySecret: required (at least 32 characters" in error, error
     # ...unless an existing Secret holds it (and then the value must not be set as well).
     assert "secrets.customerKeySecret: set, but secrets.existingSecret" in refused(
-        helm_env, "-f", str(MINIMAL_VALUES), "--set", "secrets.existingSecret=mine")
+        helm_env, "-f", str(MINIMAL_VALUES), "--set", "secrets.existingSecret=mine"
+    )
     docs = render(helm_env, "--set", "secrets.existingSecret=mine")
     assert not [d for d in docs if d["kind"] == "Secret"]
 
@@ -540,7 +625,11 @@ def test_pods_run_non_root_read_only_without_privileges(rendered: list[Doc]) -> 
     assert set(specs) == {"ccmon-worker", "ccmon-exporter"}
     for name, spec in specs.items():
         pod = spec["securityContext"]
-        assert (pod["runAsNonRoot"], pod["runAsUser"], pod["seccompProfile"]["type"]) == (True, uid, "RuntimeDefault"), name
+        assert (pod["runAsNonRoot"], pod["runAsUser"], pod["seccompProfile"]["type"]) == (
+            True,
+            uid,
+            "RuntimeDefault",
+        ), name
         assert spec["automountServiceAccountToken"] is False, name
         for container in spec["containers"]:
             sc = container["securityContext"]
@@ -602,7 +691,9 @@ def test_secret_files_are_mounted_where_the_environment_points(rendered: list[Do
                 if items is not None:
                     assert filename in {i["path"] for i in items}, (name, var, path)
                 elif "configMap" in mounts[directory]:
-                    config_map = [d for d in rendered if d["kind"] == "ConfigMap" and d["metadata"]["name"] == source["name"]]
+                    config_map = [
+                        d for d in rendered if d["kind"] == "ConfigMap" and d["metadata"]["name"] == source["name"]
+                    ]
                     assert filename in config_map[0]["data"], (name, var, path)
                 else:  # a TLS secret of the user's: the kubernetes.io/tls keys
                     assert filename in ("ca.crt", "tls.crt", "tls.key"), (name, var, path)
@@ -633,8 +724,10 @@ def test_minimal_release_environment_is_accepted_by_ccmon(minimal: list[Doc], tm
         container = spec["containers"][0]
         for mount in container["volumeMounts"]:
             place(mount["mountPath"], volumes[mount["name"]])
-        environ = {k: (str(tmp_path) + v if k.endswith("_FILE") or k == "CCMON_CONFIG" else v)
-                   for k, v in env_of(container).items()}  # fmt: skip
+        environ = {
+            k: (str(tmp_path) + v if k.endswith("_FILE") or k == "CCMON_CONFIG" else v)
+            for k, v in env_of(container).items()
+        }
         settings = ccmon_settings.from_args(None, environ)
         assert settings.redis_url == "redis://redis:6379/0"
         assert settings.config_path == f"{tmp_path}/etc/ccmon/config/ccmon.toml"
@@ -668,7 +761,9 @@ def test_service_monitors_scrape_as_the_rules_expect(full: list[Doc]) -> None:
     assert endpoint["scheme"] == "https"
     assert endpoint["tlsConfig"]["serverName"] == f"ccmon-exporter.{NAMESPACE}.svc"
     assert endpoint["basicAuth"]["password"] == {"name": "ccmon-credentials", "key": "exporter-basic-auth-password"}
-    jobs = {one(full, "Service", n)["metadata"]["labels"][exporter["jobLabel"]] for n in ("ccmon-exporter", "ccmon-worker")}
+    jobs = {
+        one(full, "Service", n)["metadata"]["labels"][exporter["jobLabel"]] for n in ("ccmon-exporter", "ccmon-worker")
+    }
     assert jobs == {"ccmon-exporter", "ccmon-worker"}
     # ...and those are the jobs the rules read.
     rules_text = "".join(p.read_text(encoding="utf-8") for p in RULES_DIR.glob("*.yml"))

@@ -18,16 +18,23 @@ REPO = Path(__file__).resolve().parents[2]
 BANK = {month: real_data(f"anonymous_bank_1999/{month}.txt") for month in ("january", "october")}
 MAPPING = REPO / "deploy" / "sources" / "anonymous_bank_1999.toml"
 ZONE = ZoneInfo("Asia/Jerusalem")
-NAMES = ("ccmon_calls_offered", "ccmon_calls_answered", "ccmon_calls_abandoned",
-         "ccmon_average_speed_of_answer_seconds", "ccmon_average_handle_time_seconds", "ccmon_service_level_ratio")  # fmt: skip
+NAMES = (
+    "ccmon_calls_offered",
+    "ccmon_calls_answered",
+    "ccmon_calls_abandoned",
+    "ccmon_average_speed_of_answer_seconds",
+    "ccmon_average_handle_time_seconds",
+    "ccmon_service_level_ratio",
+)
 
 
 def local_day(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d")
 
 
-def row_times(r: dict[str, str], columns: tuple[str, ...] = ("vru_entry", "q_start", "q_exit", "ser_start", "ser_exit")
-              ) -> dict[str, datetime]:  # fmt: skip
+def row_times(
+    r: dict[str, str], columns: tuple[str, ...] = ("vru_entry", "q_start", "q_exit", "ser_start", "ser_exit")
+) -> dict[str, datetime]:
     """The row's clock times that are set (not 0:00:00), on the row's date; a time more than
     12 h earlier than the one before it is on the next day."""
     day0 = datetime.strptime(r["date"], "%y%m%d")
@@ -45,7 +52,8 @@ def row_times(r: dict[str, str], columns: tuple[str, ...] = ("vru_entry", "q_sta
 
 
 def raw_figures(path: Path, period: Callable[[datetime], str] = local_day) -> dict[tuple[str, str], dict[str, float]]:
-    """Per (local day, or ``period`` of the local time, service type), from the rows, by the rules docs/sources/cdr.md states:
+    """Per (local day, or ``period`` of the local time, service type), from the rows, by the rules
+    docs/sources/cdr.md states:
     PHANTOM ignored; a call that never reached the queue (q_start 0:00:00) counts only when it
     was served, as offered and answered at once with no wait; waits and service times are the
     switch's (q_time, ser_time); a time more than 12 h earlier than the one before it is on the
@@ -87,8 +95,11 @@ def raw_figures(path: Path, period: Callable[[datetime], str] = local_day) -> di
             abandoned["short"] += wait < 5
     out = {}
     for key, a in acc.items():
-        figures = {"ccmon_calls_offered": a["offered"], "ccmon_calls_answered": a["answered"],
-                   "ccmon_calls_abandoned": a["abandoned"]}  # fmt: skip
+        figures = {
+            "ccmon_calls_offered": a["offered"],
+            "ccmon_calls_answered": a["answered"],
+            "ccmon_calls_abandoned": a["abandoned"],
+        }
         if a["answered"]:
             figures["ccmon_average_speed_of_answer_seconds"] = a["wait"] / a["answered"]
         if a["handled"]:

@@ -36,9 +36,12 @@ def chromium_page(profile: Path, width: int = 1920, height: int = 1080) -> Itera
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
             viewport={"width": width, "height": height},
-        )  # fmt: skip
+        )
         try:
             page = context.pages[0] if context.pages else context.new_page()
             errors: list[str] = []

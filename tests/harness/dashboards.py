@@ -79,10 +79,7 @@ _KEYWORDS = {
 
 def load_dashboards(directory: Path = DASHBOARD_DIR) -> dict[str, dict[str, Any]]:
     """File name -> dashboard JSON."""
-    return {
-        path.name: json.loads(path.read_text(encoding="utf-8"))
-        for path in sorted(directory.glob("*.json"))
-    }
+    return {path.name: json.loads(path.read_text(encoding="utf-8")) for path in sorted(directory.glob("*.json"))}
 
 
 def iter_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -122,9 +119,7 @@ class Query:
     label: str | None = None
 
 
-_LABEL_VALUES_RE = re.compile(
-    r"^\s*label_values\(\s*(?P<sel>.*?)\s*,\s*(?P<label>\w+)\s*\)\s*$", re.S
-)
+_LABEL_VALUES_RE = re.compile(r"^\s*label_values\(\s*(?P<sel>.*?)\s*,\s*(?P<label>\w+)\s*\)\s*$", re.S)
 _QUERY_RESULT_RE = re.compile(r"^\s*query_result\(\s*(?P<expr>.*)\)\s*$", re.S)
 
 

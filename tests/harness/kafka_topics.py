@@ -24,8 +24,13 @@ def create_topics(kafka: str, topic: str, dlq: str, partitions: int = 4, keep_fo
 
     configs = {"configs": {"retention.ms": "-1"}} if keep_forever else {}
     admin = kafka_lib.KafkaAdminClient(bootstrap_servers=kafka)
-    admin.create_topics({topic: {"num_partitions": partitions, "replication_factor": 1, **configs},
-                         dlq: {"num_partitions": 1, "replication_factor": 1}}, wait_for_metadata=True)  # fmt: skip
+    admin.create_topics(
+        {
+            topic: {"num_partitions": partitions, "replication_factor": 1, **configs},
+            dlq: {"num_partitions": 1, "replication_factor": 1},
+        },
+        wait_for_metadata=True,
+    )
     admin.close()
 
 
@@ -100,7 +105,7 @@ class Flow(threading.Thread):
 
         try:
             producer = kafka_lib.KafkaProducer(bootstrap_servers=self.kafka, acks="all", linger_ms=5)
-            chunks = [self.lines[i:i + 100] for i in range(0, len(self.lines), 100)]
+            chunks = [self.lines[i : i + 100] for i in range(0, len(self.lines), 100)]
             for chunk in chunks:
                 futures = [producer.send(self.topic, key=key, value=value) for key, value, _ts in envelopes(chunk)]
                 producer.flush(180)
@@ -122,9 +127,27 @@ class Flow(threading.Thread):
 
 def simulate(path: Path) -> list[bytes]:
     """``ccmon simulate``'s 1.5 h of two queues (seed 11) into ``path``; its lines."""
-    subprocess.run([sys.executable, "-m", "streams.cli", "simulate", "--start", "2026-11-20T08:00:00Z",
-                    "--hours", "1.5", "--queues", "2", "--seed", "11", "--quiet", "--out", str(path)],
-                   check=True, timeout=120)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "simulate",
+            "--start",
+            "2026-11-20T08:00:00Z",
+            "--hours",
+            "1.5",
+            "--queues",
+            "2",
+            "--seed",
+            "11",
+            "--quiet",
+            "--out",
+            str(path),
+        ],
+        check=True,
+        timeout=120,
+    )
     return [line for line in path.read_bytes().splitlines() if line.strip()]
 
 

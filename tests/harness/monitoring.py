@@ -15,9 +15,7 @@ from harness.processes import stop, wait_for
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 ALERTMANAGER = (
-    shutil.which("prometheus-alertmanager")
-    or shutil.which("alertmanager")
-    or "/usr/bin/prometheus-alertmanager"
+    shutil.which("prometheus-alertmanager") or shutil.which("alertmanager") or "/usr/bin/prometheus-alertmanager"
 )
 
 
@@ -45,9 +43,7 @@ class Service:
 
     def wait_ready(self, url: str, timeout: float = 30) -> None:
         def ready() -> bool:
-            assert self.process.poll() is None, (
-                f"{self.name} exited:\n{self.log.read_text()[-3000:]}"
-            )
+            assert self.process.poll() is None, f"{self.name} exited:\n{self.log.read_text()[-3000:]}"
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     return response.status == 200

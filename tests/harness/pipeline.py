@@ -29,8 +29,9 @@ class Pipeline:
     ``<key_prefix>-<run>`` for the Redis keys), the exporter's free port, and the processes
     :meth:`start` ran, each logging to ``<tmp>/<name>.log``."""
 
-    def __init__(self, kafka: str, redis_url: str, tmp: Path, topic_prefix: str = "ccmon-e2e",
-                 key_prefix: str = "e2e") -> None:  # fmt: skip
+    def __init__(
+        self, kafka: str, redis_url: str, tmp: Path, topic_prefix: str = "ccmon-e2e", key_prefix: str = "e2e"
+    ) -> None:
         run = uuid.uuid4().hex[:10]
         self.kafka = kafka
         self.redis_url = redis_url
@@ -49,8 +50,9 @@ class Pipeline:
         self.logs[name] = log
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with log.open("wb") as out:
-            process = subprocess.Popen([sys.executable, "-m", "streams.cli", *args], stdout=out,
-                                       stderr=subprocess.STDOUT, env=env)  # fmt: skip
+            process = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", *args], stdout=out, stderr=subprocess.STDOUT, env=env
+            )
         self.processes.append(process)
         return process
 
@@ -83,8 +85,9 @@ class Pipeline:
         return {key: value for key, value in samples.items() if not key[0].startswith("ccmon_exporter_")}
 
 
-def settled(p: Any, expected_events: int, counters: tuple[str, ...] = ACCOUNTED,
-            timeout: float = SETTLE_TIMEOUT) -> Samples:  # fmt: skip
+def settled(
+    p: Any, expected_events: int, counters: tuple[str, ...] = ACCOUNTED, timeout: float = SETTLE_TIMEOUT
+) -> Samples:
     """/metrics once ``counters`` account for ``expected_events`` and two scrapes agree
     (``p``: anything with ``processes``, ``metrics()`` and ``log_tail()``)."""
     deadline = time.monotonic() + timeout

@@ -46,11 +46,14 @@ def kafka_libs() -> Path:
     """Apache Kafka's jars, where services.sh caches them (fetched by it when missing)."""
     version = re.search(r"<kafka.version>(.*)</kafka.version>", (LOCAL / "kafka-pom.xml").read_text())
     assert version is not None
-    cache = Path(os.environ.get("CCMON_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ccmon")
+    cache = Path(
+        os.environ.get("CCMON_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ccmon"
+    )
     libs = cache / f"kafka-{version.group(1)}" / "libs"
     if not (libs / ".complete").exists():
-        fetched = subprocess.run(["bash", str(LOCAL / "services.sh"), "fetch"], capture_output=True, text=True,
-                                 timeout=900, check=False)  # fmt: skip
+        fetched = subprocess.run(
+            ["bash", str(LOCAL / "services.sh"), "fetch"], capture_output=True, text=True, timeout=900, check=False
+        )
         if fetched.returncode != 0:
             pytest.fail(f"services.sh fetch failed:\n{fetched.stderr[-2000:]}")
     return libs
@@ -92,9 +95,14 @@ class PrivateKafka:
 def _jaas(mechanism: str, admin_password: str, users: dict[str, str]) -> str:
     if mechanism == "PLAIN":
         extra = "".join(f' user_{name}="{password}"' for name, password in users.items())
-        return (f'org.apache.kafka.common.security.plain.PlainLoginModule required username="{ADMIN_USER}" '
-                f'password="{admin_password}" user_{ADMIN_USER}="{admin_password}"{extra};')  # fmt: skip
-    return f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{ADMIN_USER}" password="{admin_password}";'
+        return (
+            f'org.apache.kafka.common.security.plain.PlainLoginModule required username="{ADMIN_USER}" '
+            f'password="{admin_password}" user_{ADMIN_USER}="{admin_password}"{extra};'
+        )
+    return (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{ADMIN_USER}" password="{admin_password}";'
+    )
 
 
 def start_private_kafka(directory: Path, tls: Tls, users: dict[str, str], timeout: float = 60.0) -> PrivateKafka:
@@ -141,20 +149,44 @@ def start_private_kafka(directory: Path, tls: Tls, users: dict[str, str], timeou
     log4j.write_text((LOCAL / "log4j.properties").read_text().replace("@KAFKA_LOG@", str(broker.log)))
 
     classpath = f"{kafka_libs()}/*"
-    java = ["java", "-Xmx256m", "-Xms256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-            "-Djava.awt.headless=true", f"-Dlog4j.configuration=file:{log4j}", "-cp", classpath]  # fmt: skip
-    scram = [arg for name, password in everyone.items() for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512")
-             for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")]  # fmt: skip
-    cluster_id = subprocess.run([*java, "kafka.tools.StorageTool", "random-uuid"], capture_output=True, text=True,
-                                timeout=60, check=True).stdout.split()[-1]  # fmt: skip
-    formatted = subprocess.run([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), *scram],
-                               capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    java = [
+        "java",
+        "-Xmx256m",
+        "-Xms256m",
+        "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j.configuration=file:{log4j}",
+        "-cp",
+        classpath,
+    ]
+    scram = [
+        arg
+        for name, password in everyone.items()
+        for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512")
+        for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")
+    ]
+    cluster_id = subprocess.run(
+        [*java, "kafka.tools.StorageTool", "random-uuid"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.split()[-1]
+    formatted = subprocess.run(
+        [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), *scram],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     if formatted.returncode != 0:
         pytest.fail(f"kafka storage format failed:\n{formatted.stdout[-2000:]}\n{formatted.stderr[-2000:]}")
 
     with (directory / "stdout.log").open("wb") as out:
-        broker.process = subprocess.Popen([*java, "kafka.Kafka", str(config)], stdout=out, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        broker.process = subprocess.Popen(
+            [*java, "kafka.Kafka", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if broker.process.poll() is not None:

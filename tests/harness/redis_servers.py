@@ -57,10 +57,25 @@ class RedisServer:
 
         with (self.dir / "redis.log").open("ab") as log:
             self.process = subprocess.Popen(
-                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                 "--appendonly", "yes", "--appendfsync", self.fsync, "--save", "", *self.options],
-                stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                [
+                    "redis-server",
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    str(self.dir),
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    self.fsync,
+                    "--save",
+                    "",
+                    *self.options,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         client = redis.Redis(port=self.port)
         deadline = time.monotonic() + 30
         while True:
@@ -117,21 +132,53 @@ def redis_cluster(root: Path) -> Iterator[list[int]]:
     for port in ports:
         node = root / str(port)
         node.mkdir()
-        procs.append(subprocess.Popen(
-            [server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-             "--cluster-config-file", "nodes.conf", "--save", "", "--appendonly", "no", "--logfile", "redis.log"],
-            cwd=node, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                [
+                    server,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--logfile",
+                    "redis.log",
+                ],
+                cwd=node,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
     try:
         for port in ports:
             _wait_ping(cli, port, root / str(port) / "redis.log")
-        create = subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
-                                 "--cluster-replicas", "0", "--cluster-yes"],
-                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        create = subprocess.run(
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert create.returncode == 0, create.stdout + create.stderr
         deadline = time.monotonic() + 30
-        while b"cluster_state:ok" not in subprocess.run([cli, "-p", str(ports[0]), "cluster", "info"],
-                                                        capture_output=True).stdout:  # fmt: skip
+        while (
+            b"cluster_state:ok"
+            not in subprocess.run([cli, "-p", str(ports[0]), "cluster", "info"], capture_output=True).stdout
+        ):
             assert time.monotonic() < deadline, "the cluster never reached cluster_state:ok"
             time.sleep(0.2)
         yield ports
@@ -145,5 +192,7 @@ def redis_cluster(root: Path) -> Iterator[list[int]]:
 def _wait_ping(cli: str, port: int, log: Path) -> None:
     deadline = time.monotonic() + 15
     while subprocess.run([cli, "-p", str(port), "ping"], capture_output=True).stdout.strip() != b"PONG":
-        assert time.monotonic() < deadline, f"redis-server on {port} did not start: {log.read_text()[-2000:] if log.exists() else ''}"
+        assert time.monotonic() < deadline, (
+            f"redis-server on {port} did not start: {log.read_text()[-2000:] if log.exists() else ''}"
+        )
         time.sleep(0.1)

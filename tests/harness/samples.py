@@ -65,8 +65,12 @@ def kpis_only(samples: Samples) -> Samples:
 
 
 def replay_samples(path: Path, at: float) -> Samples:
-    out = subprocess.run([sys.executable, "-m", "streams.cli", "replay", str(path), "--at", str(at), "--quiet"],
-                         check=True, capture_output=True, timeout=120)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "replay", str(path), "--at", str(at), "--quiet"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return kpis_only(samples_of(out.stdout.decode()))
 
 
@@ -81,12 +85,15 @@ def diff(got: Samples, want: Samples) -> str:
     wrong = {k: (got[k], v) for k, v in want.items() if k in got and abs(got[k] - v) > 1e-9 * max(1.0, abs(v))}
     if not missing and not extra and not wrong:
         return ""
-    return (f"missing {len(missing)}: {list(missing.items())[:5]}\nextra {len(extra)}: {list(extra.items())[:5]}\n"
-            f"wrong {len(wrong)} (got, want): {list(wrong.items())[:10]}")  # fmt: skip
+    return (
+        f"missing {len(missing)}: {list(missing.items())[:5]}\nextra {len(extra)}: {list(extra.items())[:5]}\n"
+        f"wrong {len(wrong)} (got, want): {list(wrong.items())[:10]}"
+    )
 
 
-def wait_for_kpis(read: Any, want: Samples, timeout: float, processes: Sequence[subprocess.Popen[bytes]],
-                  logs: Any) -> Samples:  # fmt: skip
+def wait_for_kpis(
+    read: Any, want: Samples, timeout: float, processes: Sequence[subprocess.Popen[bytes]], logs: Any
+) -> Samples:
     """Poll ``read()`` until it holds every event ``want`` counts and two reads agree."""
     deadline = time.monotonic() + timeout
     want_events = events_total(want)
@@ -104,8 +111,10 @@ def wait_for_kpis(read: Any, want: Samples, timeout: float, processes: Sequence[
             return got
         previous = got
         time.sleep(1.0)
-    pytest.fail(f"the KPIs did not settle within {timeout:.0f} s ({events_total(got):.0f} of {want_events:.0f} "
-                f"events):\n{logs()}")  # fmt: skip
+    pytest.fail(
+        f"the KPIs did not settle within {timeout:.0f} s ({events_total(got):.0f} of {want_events:.0f} "
+        f"events):\n{logs()}"
+    )
 
 
 def simulated_day(directory: Path) -> tuple[Path, list[bytes], float, Samples]:

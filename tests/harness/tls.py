@@ -28,8 +28,9 @@ import pytest
 def clean_environ() -> dict[str, str]:
     """This process's environment without any CCMON_ setting (each test sets its own) but the
     customer key secret tests/conftest.py gives every ccmon process."""
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith("CCMON_") or k == "CCMON_CUSTOMER_KEY_SECRET"} | {"PYTHONUNBUFFERED": "1"}  # fmt: skip
+    return {k: v for k, v in os.environ.items() if not k.startswith("CCMON_") or k == "CCMON_CUSTOMER_KEY_SECRET"} | {
+        "PYTHONUNBUFFERED": "1"
+    }
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,26 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 
 def _ca(directory: Path, name: str) -> None:
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem",
-             "-days", "2", "-subj", f"/CN=ccmon test {name}",
-             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-             cwd=directory)  # fmt: skip
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.pem",
+        "-days",
+        "2",
+        "-subj",
+        f"/CN=ccmon test {name}",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=directory,
+    )
 
 
 def _leaf(directory: Path, name: str, usage: str) -> None:
@@ -86,10 +103,38 @@ def _leaf(directory: Path, name: str, usage: str) -> None:
         f"extendedKeyUsage={usage}\n"
         "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
     )
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-             "-subj", f"/CN=ccmon-{name}", cwd=directory)  # fmt: skip
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", f"{name}.pem", "-days", "2", "-sha256", "-extfile", ext.name, cwd=directory)  # fmt: skip
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.csr",
+        "-subj",
+        f"/CN=ccmon-{name}",
+        cwd=directory,
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        f"{name}.pem",
+        "-days",
+        "2",
+        "-sha256",
+        "-extfile",
+        ext.name,
+        cwd=directory,
+    )
 
 
 def make_tls(directory: Path) -> Tls:

@@ -34,6 +34,10 @@ def response_validator(document: dict[str, Any], path: str, status: str = "200")
     """A validator of the JSON body ``path`` answers with ``status``, by the document's schema
     (its ``#/components/...`` references resolved in the document)."""
     schema = document["paths"][path]["get"]["responses"][status]["content"]["application/json"]["schema"]
-    wrapper = {"$schema": "https://json-schema.org/draft/2020-12/schema", "components": document["components"], **schema}
+    wrapper = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "components": document["components"],
+        **schema,
+    }
     jsonschema.Draft202012Validator.check_schema(wrapper)
     return jsonschema.Draft202012Validator(wrapper)

@@ -56,7 +56,9 @@ def get_json(url: str) -> Any:
 def test_exporter_serves_agents_and_waiting_from_a_workers_state(redis_client: Any, redis_prefix: str) -> None:
     raw = [{"event_id": f"e{i}", **e} for i, e in enumerate(EVENTS)]
     state = RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=lambda: AT)
-    result = BatchProcessor(CONFIG, state, lambda: AT).process([Message("events", 0, 0, None, json.dumps(raw).encode(), AT)])
+    result = BatchProcessor(CONFIG, state, lambda: AT).process(
+        [Message("events", 0, 0, None, json.dumps(raw).encode(), AT)]
+    )
     assert not result.dead and result.accepted == len(raw)
     memory = MemoryState()
     engine = Engine(CONFIG, memory)
@@ -77,11 +79,17 @@ def test_exporter_serves_agents_and_waiting_from_a_workers_state(redis_client: A
     assert (a1["current_call"], a1["handled_today"], a1["missed_today"]) == ("c3", 1, 1)
     assert a1["occupancy_today"] == pytest.approx(1100 / 7200)
     assert {a["agent"]: (a["reason_label"], a["away_alert"]) for a in agents["agents"] if a["state"] == "away"} == {
-        "a2": ("lunch", True), "a3": ("other", False)}
+        "a2": ("lunch", True),
+        "a3": ("other", False),
+    }
     assert [{k: v for k, v in c.items() if k != "offered_iso"} for c in waiting["calls"]] == [
-        {k: v for k, v in row.items() if v is not None or k != "customer_id"} for row in waiting_calls(CONFIG, memory, AT, "acme", "q")]
+        {k: v for k, v in row.items() if v is not None or k != "customer_id"}
+        for row in waiting_calls(CONFIG, memory, AT, "acme", "q")
+    ]
     assert [(c["position"], c["call_id"], c["priority"], c["channel"]) for c in waiting["calls"]] == [
-        (1, "w2", 5, "chat"), (2, "w1", None, "voice")]
+        (1, "w2", 5, "chat"),
+        (2, "w1", None, "voice"),
+    ]
     assert waiting["customer_ids"] == "shown" and waiting["calls"][1]["customer_id"] == "+4915112345678"
     assert b"api/agents" in page
 
@@ -91,11 +99,16 @@ def test_exporter_serves_agents_and_waiting_from_a_workers_state(redis_client: A
 
     redis_agents = agent_samples(state.snapshot_reader(CONFIG, AT))
     assert redis_agents == agent_samples(memory)
-    assert redis_agents[("ccmon_agents", (("tenant", "acme"), ("queue", "q"), ("state", "away"), ("reason", "lunch")))] == 1
+    assert (
+        redis_agents[("ccmon_agents", (("tenant", "acme"), ("queue", "q"), ("state", "away"), ("reason", "lunch")))]
+        == 1
+    )
 
     # A month idle: the agents retire, their away-with-reason members leave Redis's live sets.
     later = AT + 30 * 86400
-    retired = Engine(CONFIG, RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=lambda: later)).retire_series(later)
+    retired = Engine(CONFIG, RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=lambda: later)).retire_series(
+        later
+    )
     assert retired.get("agent") == 3
     assert live_agents(CONFIG, state, later, "acme") == []
     assert not any(v for v in agent_samples(state).values())

@@ -66,8 +66,9 @@ INSTALL_ALERTMANAGER = REPO / "deploy" / "local" / "install-alertmanager.sh"
 #: The pinned Alertmanager (Teams needs >= 0.26) and the version its build information records.
 PINNED_VERSION = "v0.28.1"
 
-needs_alertmanager = pytest.mark.skipif(not Path(ALERTMANAGER).exists(),
-                                        reason=f"{ALERTMANAGER} not installed (apt-get install prometheus-alertmanager)")  # fmt: skip
+needs_alertmanager = pytest.mark.skipif(
+    not Path(ALERTMANAGER).exists(), reason=f"{ALERTMANAGER} not installed (apt-get install prometheus-alertmanager)"
+)
 
 
 # -- Prometheus' rendering of the rules' annotations (the subset the queue alerts use) -----------
@@ -88,9 +89,15 @@ def humanize_duration(value: float) -> str:
     return f"{minutes}m {secs}s" if minutes else f"{value:.4g}s"
 
 
-FUNCTIONS = {"humanizePercentage": humanize_percentage, "humanizeDuration": humanize_duration,
-             'printf "%.0f"': lambda v: f"{v:.0f}", "": lambda v: f"{v:g}"}  # fmt: skip
-_QUERY = re.compile(r'\{\{ with printf "(\w+)\{[^}]*\}"[^}]*\| query \}\}\{\{ \. \| first \| value(?: \| ([^}]+?))? \}\}\{\{ end \}\}')
+FUNCTIONS = {
+    "humanizePercentage": humanize_percentage,
+    "humanizeDuration": humanize_duration,
+    'printf "%.0f"': lambda v: f"{v:.0f}",
+    "": lambda v: f"{v:g}",
+}
+_QUERY = re.compile(
+    r'\{\{ with printf "(\w+)\{[^}]*\}"[^}]*\| query \}\}\{\{ \. \| first \| value(?: \| ([^}]+?))? \}\}\{\{ end \}\}'
+)
 _VALUE = re.compile(r"\{\{ \$value(?: \| ([^}]+?))? \}\}")
 _LABEL = re.compile(r"\{\{ \$labels\.(\w+) \}\}")
 
@@ -128,12 +135,25 @@ class Staged:
 
     def posted(self) -> dict[str, Any]:
         spec = rule(self.name)
-        labels = {"alertname": self.name, **spec["labels"], "tenant": TENANT, "queue": self.queue, "window": "15m",
-                  "job": "ccmon-exporter", "instance": "exporter:9108"}  # fmt: skip
-        annotations = {key: render_annotation(text, labels, self.value, {self.target_metric: self.target})
-                       for key, text in spec["annotations"].items()}  # fmt: skip
-        return {"labels": labels, "annotations": annotations, "generatorURL": "http://prometheus:9090/graph",
-                "startsAt": datetime.now(UTC).isoformat()}  # fmt: skip
+        labels = {
+            "alertname": self.name,
+            **spec["labels"],
+            "tenant": TENANT,
+            "queue": self.queue,
+            "window": "15m",
+            "job": "ccmon-exporter",
+            "instance": "exporter:9108",
+        }
+        annotations = {
+            key: render_annotation(text, labels, self.value, {self.target_metric: self.target})
+            for key, text in spec["annotations"].items()
+        }
+        return {
+            "labels": labels,
+            "annotations": annotations,
+            "generatorURL": "http://prometheus:9090/graph",
+            "startsAt": datetime.now(UTC).isoformat(),
+        }
 
 
 STAGED = (
@@ -219,23 +239,37 @@ class SmtpSink:
 
 
 def render_config(environ: Mapping[str, str], output: Path) -> subprocess.CompletedProcess[str]:
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith("CCMON_AM_") and key != "CCMON_ALERTMANAGER_BIN"}  # fmt: skip
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("CCMON_AM_") and key != "CCMON_ALERTMANAGER_BIN"
+    }
     env.update(environ)
-    return subprocess.run([sys.executable, "-m", "streams.cli", "alertmanager-config", "-o", str(output),
-                           "--templates", str(TEMPLATE)], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", "alertmanager-config", "-o", str(output), "--templates", str(TEMPLATE)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def pinned_alertmanager() -> tuple[Path, Path]:
     """The pinned Alertmanager and amtool of deploy/local/install-alertmanager.sh, in
     ``$CCMON_ALERTMANAGER_DIR`` (default ~/.cache/ccmon/alertmanager/bin). Missing: the test fails
     naming the script (deploy/local/install-test-tools.sh runs it for ``make test``)."""
-    directory = os.environ.get("CCMON_ALERTMANAGER_DIR") or str(Path.home() / ".cache" / "ccmon" / "alertmanager" / "bin")
+    directory = os.environ.get("CCMON_ALERTMANAGER_DIR") or str(
+        Path.home() / ".cache" / "ccmon" / "alertmanager" / "bin"
+    )
     binaries = (Path(directory) / "alertmanager", Path(directory) / "amtool")
     for path in binaries:
         if not (path.is_file() and os.access(path, os.X_OK)):
-            pytest.fail(f"{path.name} not found at {path}: run `bash {INSTALL_ALERTMANAGER.relative_to(REPO)}` (Alertmanager "
-                        f"{PINNED_VERSION}, built with go install; deploy/local/install-test-tools.sh runs it)", pytrace=False)  # fmt: skip
+            pytest.fail(
+                f"{path.name} not found at {path}: run `bash {INSTALL_ALERTMANAGER.relative_to(REPO)}` (Alertmanager "
+                f"{PINNED_VERSION}, built with go install; deploy/local/install-test-tools.sh runs it)",
+                pytrace=False,
+            )
     return binaries
 
 
@@ -249,8 +283,9 @@ class Stack:
 
 
 @contextmanager
-def running_stack(workdir: Path, alertmanager: str, amtool: str,
-                  more: Callable[[Receiver], Mapping[str, str]] = lambda receiver: {}) -> Iterator[Stack]:  # fmt: skip
+def running_stack(
+    workdir: Path, alertmanager: str, amtool: str, more: Callable[[Receiver], Mapping[str, str]] = lambda receiver: {}
+) -> Iterator[Stack]:
     """``alertmanager`` on free ports with the config ``ccmon alertmanager-config`` renders for the
     webhook (``/hook``), Slack (``/slack``) and e-mail receivers of this test, and the variables
     ``more`` gives (given the HTTP receiver)."""
@@ -272,13 +307,22 @@ def running_stack(workdir: Path, alertmanager: str, amtool: str,
         done = render_config(environ, workdir / "alertmanager.yml")
         assert done.returncode == 0, done.stderr
         assert (workdir / "alertmanager.yml").stat().st_mode & 0o077 == 0  # it holds the webhook URLs
-        check = subprocess.run([amtool, "check-config", str(workdir / "alertmanager.yml")], capture_output=True, text=True,
-                               timeout=60)  # fmt: skip
+        check = subprocess.run(
+            [amtool, "check-config", str(workdir / "alertmanager.yml")], capture_output=True, text=True, timeout=60
+        )
         assert check.returncode == 0, check.stdout + check.stderr
         port = free_port()
-        am = Service("alertmanager", [alertmanager, f"--config.file={workdir / 'alertmanager.yml'}",
-                                      f"--storage.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-                                      "--cluster.listen-address="], workdir)  # fmt: skip
+        am = Service(
+            "alertmanager",
+            [
+                alertmanager,
+                f"--config.file={workdir / 'alertmanager.yml'}",
+                f"--storage.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--cluster.listen-address=",
+            ],
+            workdir,
+        )
         url = f"http://127.0.0.1:{port}"
         am.wait_ready(url + "/-/ready")
         text = (workdir / "alertmanager.yml").read_text()
@@ -305,16 +349,23 @@ def pinned_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     ``/teams`` of this test's HTTP server). CCMON_ALERTMANAGER_BIN tells the generator which
     Alertmanager the config is for (no CCMON_AM_VERSION)."""
     alertmanager, amtool = pinned_alertmanager()
+
     def teams(receiver: Receiver) -> dict[str, str]:
         return {"CCMON_AM_TEAMS_WEBHOOK_URL": receiver.base + "/teams", "CCMON_ALERTMANAGER_BIN": str(alertmanager)}
 
-    with running_stack(tmp_path_factory.mktemp("alertmanager-pinned"), str(alertmanager), str(amtool), teams) as running:
+    with running_stack(
+        tmp_path_factory.mktemp("alertmanager-pinned"), str(alertmanager), str(amtool), teams
+    ) as running:
         yield running
 
 
 def post_alerts(url: str, alerts: list[dict[str, Any]]) -> None:
-    request = urllib.request.Request(url + "/api/v2/alerts", data=json.dumps(alerts).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    request = urllib.request.Request(
+        url + "/api/v2/alerts",
+        data=json.dumps(alerts).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
 
@@ -357,8 +408,13 @@ def check_webhook_slack_and_email(stack: Stack) -> None:
         assert slack["channel"] == "#supervisors"
         assert attachment["title"] == f"[FIRING:1] {staged.name} · tenant {TENANT} · queue {staged.queue}"
         text = attachment["text"]
-        for needle in (f"Tenant: {TENANT}", f"Queue: {staged.queue}", staged.value_text, staged.target_text,
-                       "Runbook: https://github.com/your-org/ccmon/blob/main/docs/ALERTS.md#" + staged.name.lower()):
+        for needle in (
+            f"Tenant: {TENANT}",
+            f"Queue: {staged.queue}",
+            staged.value_text,
+            staged.target_text,
+            "Runbook: https://github.com/your-org/ccmon/blob/main/docs/ALERTS.md#" + staged.name.lower(),
+        ):
             assert needle in text, (needle, text)
         severity = rule(staged.name)["labels"]["severity"]
         assert attachment["color"] == ("danger" if severity == "critical" else "warning")
@@ -377,8 +433,13 @@ def check_webhook_slack_and_email(stack: Stack) -> None:
 @needs_alertmanager
 def test_teams_refused_for_debians_alertmanager_detected(tmp_path: Path) -> None:
     # No CCMON_AM_VERSION: the version is read from the binary named (Debian's says 0.25.0).
-    done = render_config({"CCMON_AM_TEAMS_WEBHOOK_URL": "https://example.webhook.office.com/webhookb2/x",
-                          "CCMON_ALERTMANAGER_BIN": ALERTMANAGER}, tmp_path / "am.yml")  # fmt: skip
+    done = render_config(
+        {
+            "CCMON_AM_TEAMS_WEBHOOK_URL": "https://example.webhook.office.com/webhookb2/x",
+            "CCMON_ALERTMANAGER_BIN": ALERTMANAGER,
+        },
+        tmp_path / "am.yml",
+    )
     assert done.returncode == 2, done.stderr
     assert "CCMON_AM_TEAMS_WEBHOOK_URL" in done.stderr and "0.26" in done.stderr and "0.25.0" in done.stderr
     assert "webhookb2" not in done.stderr
@@ -391,7 +452,9 @@ def test_pinned_alertmanager_delivers_to_teams_webhook_slack_and_email(pinned_st
     assert f"for Alertmanager {PINNED_VERSION[1:]} (from go version -m " in stack.header, stack.header
     receivers = {r["name"]: r for r in stack.config["receivers"]}
     for name in ("default", "supervisors", "supervisors-pager", "ops"):
-        assert {"webhook_configs", "slack_configs", "msteams_configs", "email_configs"} <= set(receivers[name]), receivers[name]
+        assert {"webhook_configs", "slack_configs", "msteams_configs", "email_configs"} <= set(receivers[name]), (
+            receivers[name]
+        )
         assert receivers[name]["msteams_configs"][0]["webhook_url"] == stack.receiver.base + "/teams"
     check_webhook_slack_and_email(stack)
     wait_for("the Teams notifications", lambda: len(stack.receiver.at("/teams")) >= len(STAGED), timeout=30)
@@ -405,8 +468,13 @@ def test_pinned_alertmanager_delivers_to_teams_webhook_slack_and_email(pinned_st
         assert card["title"] == f"[FIRING:1] {staged.name} · tenant {TENANT} · queue {staged.queue}"
         assert card["themeColor"] == "8C1A1A"
         assert staged.name in card["summary"], card["summary"]
-        for needle in (f"Tenant: {TENANT}", f"Queue: {staged.queue}", staged.value_text, staged.target_text,
-                       "Runbook: https://github.com/your-org/ccmon/blob/main/docs/ALERTS.md#" + staged.name.lower()):
+        for needle in (
+            f"Tenant: {TENANT}",
+            f"Queue: {staged.queue}",
+            staged.value_text,
+            staged.target_text,
+            "Runbook: https://github.com/your-org/ccmon/blob/main/docs/ALERTS.md#" + staged.name.lower(),
+        ):
             assert needle in card["text"], (needle, card["text"])
         assert rule(staged.name)["labels"]["severity"].upper() + ": " in card["text"]
 
@@ -414,12 +482,27 @@ def test_pinned_alertmanager_delivers_to_teams_webhook_slack_and_email(pinned_st
 def board_families(breaches: bool) -> list[MetricFamily]:
     """A small snapshot of tenant acme: three queues; with ``breaches``, support far below its
     service-level target and billing above its abandon-rate target."""
-    values = {"support": (0.52 if breaches else 0.85, 0.02), "billing": (0.82, 0.125 if breaches else 0.03),
-              "sales": (0.91, 0.01)}  # fmt: skip
-    fams = {name: MetricFamily(f"ccmon_{name}", "gauge", name) for name in (
-        "service_level_ratio", "abandon_rate_ratio", "calls_offered", "calls_answered", "calls_abandoned", "calls_waiting",
-        "longest_wait_seconds", "service_level_threshold_seconds", "agents", "target_service_level_ratio",
-        "target_abandon_rate_ratio")}  # fmt: skip
+    values = {
+        "support": (0.52 if breaches else 0.85, 0.02),
+        "billing": (0.82, 0.125 if breaches else 0.03),
+        "sales": (0.91, 0.01),
+    }
+    fams = {
+        name: MetricFamily(f"ccmon_{name}", "gauge", name)
+        for name in (
+            "service_level_ratio",
+            "abandon_rate_ratio",
+            "calls_offered",
+            "calls_answered",
+            "calls_abandoned",
+            "calls_waiting",
+            "longest_wait_seconds",
+            "service_level_threshold_seconds",
+            "agents",
+            "target_service_level_ratio",
+            "target_abandon_rate_ratio",
+        )
+    }
     for queue, (sl, abandon) in values.items():
         labels = (("tenant", TENANT), ("queue", queue))
         window = (*labels, ("window", "15m"))
@@ -438,7 +521,9 @@ def board_families(breaches: bool) -> list[MetricFamily]:
 
 
 def board_app(families: list[MetricFamily], alerts: AlertmanagerAlerts | None) -> Any:
-    return make_wsgi_app(lambda: families, lambda: [], get_info=lambda: {"at": 1795169400.0, "ready": True}, alerts=alerts)
+    return make_wsgi_app(
+        lambda: families, lambda: [], get_info=lambda: {"at": 1795169400.0, "ready": True}, alerts=alerts
+    )
 
 
 @needs_alertmanager
@@ -451,7 +536,9 @@ def test_the_board_shows_the_alerts(stack: Stack, tmp_path: Path) -> None:
         # Alertmanager's alerts over KPIs that breach nothing: the flags come from Alertmanager.
         "alertmanager": serve(board_app(board_families(False), AlertmanagerAlerts(stack.url, cache_seconds=0.5))),
         "ccmon": serve(board_app(board_families(True), None)),
-        "unavailable": serve(board_app(board_families(True), AlertmanagerAlerts(f"http://127.0.0.1:{dead}", timeout=1.0))),
+        "unavailable": serve(
+            board_app(board_families(True), AlertmanagerAlerts(f"http://127.0.0.1:{dead}", timeout=1.0))
+        ),
     }
     try:
         documents = {name: http_json(server.url + "api/alerts") for name, server in servers.items()}
@@ -472,16 +559,22 @@ def test_the_board_shows_the_alerts(stack: Stack, tmp_path: Path) -> None:
             seen: dict[str, Any] = {}
             for name, server in servers.items():
                 page.goto(server.url + f"?tenant={TENANT}")
-                page.wait_for_function("Number(document.body.dataset.renders) >= 1 && document.body.dataset.alerts !== undefined",
-                                       timeout=20000)  # fmt: skip
-                page.wait_for_function("document.body.dataset.alerts === 'unavailable' || "
-                                       "document.querySelectorAll('.queue[data-alert]').length > 0", timeout=20000)  # fmt: skip
+                page.wait_for_function(
+                    "Number(document.body.dataset.renders) >= 1 && document.body.dataset.alerts !== undefined",
+                    timeout=20000,
+                )
+                page.wait_for_function(
+                    "document.body.dataset.alerts === 'unavailable' || "
+                    "document.querySelectorAll('.queue[data-alert]').length > 0",
+                    timeout=20000,
+                )
                 seen[name] = {
                     "alerts": page.evaluate("document.body.dataset.alerts"),
                     "banner": page.text_content("#alerts"),
                     "banner_visible": page.is_visible("#alerts"),
-                    "flags": page.eval_on_selector_all(".queue", "els => Object.fromEntries(els.map(e => "
-                                                       "[e.dataset.queue, e.dataset.alert || null]))"),
+                    "flags": page.eval_on_selector_all(
+                        ".queue", "els => Object.fromEntries(els.map(e => [e.dataset.queue, e.dataset.alert || null]))"
+                    ),
                     "badges": page.eval_on_selector_all(".queue .alert-badge", "els => els.map(e => e.textContent)"),
                     "tiles": page.eval_on_selector_all(".tile", "els => els.length"),
                 }
@@ -497,7 +590,9 @@ def test_the_board_shows_the_alerts(stack: Stack, tmp_path: Path) -> None:
         assert "2 alerts firing" in view["banner"]
         assert ("from Alertmanager" if name == "alertmanager" else "ccmon targets") in view["banner"]
         assert "far below target" in view["banner"] and "Abandon rate above target" in view["banner"], view["banner"]
-        assert view["flags"] == {"_all": None, "support": "critical", "billing": "warning", "sales": None}, view["flags"]
+        assert view["flags"] == {"_all": None, "support": "critical", "billing": "warning", "sales": None}, view[
+            "flags"
+        ]
         assert sorted(view["badges"]) == ["\u26a0 CRITICAL", "\u26a0 WARNING"]
     broken = seen["unavailable"]
     assert broken["alerts"] == "unavailable" and broken["banner_visible"]
@@ -507,8 +602,10 @@ def test_the_board_shows_the_alerts(stack: Stack, tmp_path: Path) -> None:
 
 
 def test_teams_refused_for_an_alertmanager_without_msteams(tmp_path: Path) -> None:
-    done = render_config({"CCMON_AM_TEAMS_WEBHOOK_URL": "https://example.webhook.office.com/webhookb2/x",
-                          "CCMON_AM_VERSION": "0.25.0"}, tmp_path / "am.yml")  # fmt: skip
+    done = render_config(
+        {"CCMON_AM_TEAMS_WEBHOOK_URL": "https://example.webhook.office.com/webhookb2/x", "CCMON_AM_VERSION": "0.25.0"},
+        tmp_path / "am.yml",
+    )
     assert done.returncode == 2
     assert "CCMON_AM_TEAMS_WEBHOOK_URL" in done.stderr and "0.26" in done.stderr and "0.25.0" in done.stderr
     assert "webhookb2" not in done.stderr  # the URL is a secret

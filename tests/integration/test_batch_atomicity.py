@@ -85,8 +85,10 @@ def dump_keys(client: Any, keys: list[Any], cut: int = 0, exact_ttl: bool = True
 
 def loose(d: Dump) -> Dump:
     """``d`` with its expiries reduced to "has one"."""
-    return {key: (kind, value, expire if isinstance(expire, bool) else expire > 0)
-            for key, (kind, value, expire) in d.items()}  # fmt: skip
+    return {
+        key: (kind, value, expire if isinstance(expire, bool) else expire > 0)
+        for key, (kind, value, expire) in d.items()
+    }
 
 
 def snapshot_keys(client: Any, prefix: str) -> list[tuple[bytes, bytes, int]]:
@@ -140,10 +142,20 @@ def scenario(golden_lines: list[bytes], at: float) -> tuple[list[Any], list[Any]
     sets added to and removed from), its callbacks, zeta's first 90 s, the rest of the golden
     events (surveys, tickets), one event from too long ago and one invalid record."""
     golden = [parse_event(json.loads(line)) for line in golden_lines]
-    acme = [parse_event(r) for _t, r in Simulator(SimParams(
-        start=at - 2700, hours=0.75, queues=default_queues(3), seed=5, tenant="acme")).stream() if isinstance(r, dict)]
-    zeta = [parse_event(r) for _t, r in Simulator(SimParams(
-        start=at - 90, hours=0.025, queues=default_queues(2), seed=4, tenant="zeta")).stream() if isinstance(r, dict)]
+    acme = [
+        parse_event(r)
+        for _t, r in Simulator(
+            SimParams(start=at - 2700, hours=0.75, queues=default_queues(3), seed=5, tenant="acme")
+        ).stream()
+        if isinstance(r, dict)
+    ]
+    zeta = [
+        parse_event(r)
+        for _t, r in Simulator(
+            SimParams(start=at - 90, hours=0.025, queues=default_queues(2), seed=4, tenant="zeta")
+        ).stream()
+        if isinstance(r, dict)
+    ]
     cut = at - 90
     callbacks = [e for e in acme if e.type.startswith("callback.")]
     base = [e for e in acme if e.ts < cut and e not in callbacks] + golden[:24]
@@ -152,17 +164,44 @@ def scenario(golden_lines: list[bytes], at: float) -> tuple[list[Any], list[Any]
     # (the D op).
     busiest = Counter(e.agent_id for e in base if e.type == "agent.state").most_common(1)[0][0]
     first = min((e for e in base if e.agent_id == busiest and e.type == "agent.state"), key=lambda e: e.ts)
-    breaks = [parse_event({"event_id": f"break-{i}", "type": "agent.state", "ts": first.ts + 1 + i, "tenant": "acme",
-                           "agent_id": busiest, "state": "away" if i % 2 == 0 else first.state,
-                           "queues": list(first.queues or ())})
-              for i in range(2 * Engine.AGENT_HEAD)]  # fmt: skip
+    breaks = [
+        parse_event(
+            {
+                "event_id": f"break-{i}",
+                "type": "agent.state",
+                "ts": first.ts + 1 + i,
+                "tenant": "acme",
+                "agent_id": busiest,
+                "state": "away" if i % 2 == 0 else first.state,
+                "queues": list(first.queues or ()),
+            }
+        )
+        for i in range(2 * Engine.AGENT_HEAD)
+    ]
     base = sorted([*base, *breaks], key=lambda e: e.ts)
-    back = parse_event({"event_id": "back-1", "type": "agent.state", "ts": first.ts - 60, "tenant": "acme",
-                        "agent_id": busiest, "state": "offline", "queues": list(first.queues or ())})  # fmt: skip
-    too_late = parse_event({"event_id": "late-1", "type": "call.offered", "ts": at - 40 * 86400, "queue": "support",
-                            "call_id": "late"})  # fmt: skip
-    batch = [*callbacks, *(e for e in acme if e.ts >= cut and e not in callbacks), *zeta, *golden[24:], back, too_late,
-             ("events/9/0", at)]  # fmt: skip
+    back = parse_event(
+        {
+            "event_id": "back-1",
+            "type": "agent.state",
+            "ts": first.ts - 60,
+            "tenant": "acme",
+            "agent_id": busiest,
+            "state": "offline",
+            "queues": list(first.queues or ()),
+        }
+    )
+    too_late = parse_event(
+        {"event_id": "late-1", "type": "call.offered", "ts": at - 40 * 86400, "queue": "support", "call_id": "late"}
+    )
+    batch = [
+        *callbacks,
+        *(e for e in acme if e.ts >= cut and e not in callbacks),
+        *zeta,
+        *golden[24:],
+        back,
+        too_late,
+        ("events/9/0", at),
+    ]
     return base, batch
 
 
@@ -235,7 +274,7 @@ def test_a_failure_at_any_write_of_the_batch_script_is_rolled_back(
         assert dump(redis_client, redis_prefix) == before
         (call,) = calls
         nkeys = call[0]
-        keys, argv = list(call[1:1 + nkeys]), list(call[1 + nkeys:])
+        keys, argv = list(call[1 : 1 + nkeys]), list(call[1 + nkeys :])
         assert argv[1] == -1  # the hook
 
         # Before each write in turn: the keys the script may change are unchanged, to the
@@ -282,21 +321,26 @@ def _eval(client: Any, keys: list[str], argv: list[Any]) -> Any:
     return client.eval(APPLY_LUA, len(keys), *keys, *argv)
 
 
-@pytest.mark.parametrize(("ops", "error"), [
-    # The hostile review's case: a TTL that overflows (repeat_caller_seconds = 1e300).
-    ([("rec", ["R", "1e+303", b"{}"])],
-     r"ARGV\[\d+\] \(ttl_ms of op R #3\) must be an integer in 1\.\.99999999999999, got 1e\+303"),
-    ([("h", ["H", 0, 1, 0, b"f", "nan"])], r"\(value of op H #3\) must be a finite number, got nan"),
-    ([("h", ["H", 0, 1, 0, b"f", "inf"])], r"\(value of op H #3\) must be a finite number, got inf"),
-    ([("z", ["Z", 1, "abc", b"m"])], r"\(score of op Z #3\) must be a finite number, got abc"),
-    ([("z", ["Z", 2, "1", b"m"])], r"\(count of op Z #3\) needs ARGV up to \d+ but there are \d+"),
-    ([("z", ["Z", -1])], r"\(count of op Z #3\) must be an integer in 0\.\.\d+, got -1"),
-    ([("z", ["I", 0, 5, 1, 7])], r"\(ttl_ms of op I #3\) must be an integer in 1\.\.\d+, got 0"),
-    ([("z", ["G", 1000, "x", 1, 5, b"n"])], r"\(below of op G #3\) must be a finite number, got x"),
-    ([("s", ["Q", 1])], r"\(op #3\) must be one of S H R D Z X A I G, got Q"),
-    ([("s", ["S", 1000, 1, 1, 5, b"id"])], r"\(op #3\) must be S for exactly the first 1 ops, got S"),
-    ([("h", ["H", 0, 0, 0]), ("extra", [])], r"4 KEYS but 3 operations in ARGV"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("ops", "error"),
+    [
+        # The hostile review's case: a TTL that overflows (repeat_caller_seconds = 1e300).
+        (
+            [("rec", ["R", "1e+303", b"{}"])],
+            r"ARGV\[\d+\] \(ttl_ms of op R #3\) must be an integer in 1\.\.99999999999999, got 1e\+303",
+        ),
+        ([("h", ["H", 0, 1, 0, b"f", "nan"])], r"\(value of op H #3\) must be a finite number, got nan"),
+        ([("h", ["H", 0, 1, 0, b"f", "inf"])], r"\(value of op H #3\) must be a finite number, got inf"),
+        ([("z", ["Z", 1, "abc", b"m"])], r"\(score of op Z #3\) must be a finite number, got abc"),
+        ([("z", ["Z", 2, "1", b"m"])], r"\(count of op Z #3\) needs ARGV up to \d+ but there are \d+"),
+        ([("z", ["Z", -1])], r"\(count of op Z #3\) must be an integer in 0\.\.\d+, got -1"),
+        ([("z", ["I", 0, 5, 1, 7])], r"\(ttl_ms of op I #3\) must be an integer in 1\.\.\d+, got 0"),
+        ([("z", ["G", 1000, "x", 1, 5, b"n"])], r"\(below of op G #3\) must be a finite number, got x"),
+        ([("s", ["Q", 1])], r"\(op #3\) must be one of S H R D Z X A I G, got Q"),
+        ([("s", ["S", 1000, 1, 1, 5, b"id"])], r"\(op #3\) must be S for exactly the first 1 ops, got S"),
+        ([("h", ["H", 0, 0, 0]), ("extra", [])], r"4 KEYS but 3 operations in ARGV"),
+    ],
+)
 def test_a_malformed_batch_is_refused_before_the_first_write(
     redis_client: Any, redis_prefix: str, ops: list[tuple[str, list[Any]]], error: str
 ) -> None:
@@ -326,8 +370,34 @@ def test_the_seen_ids_are_written_last(redis_client: Any, redis_prefix: str) -> 
     is not taken for a duplicate."""
     p = f"{redis_prefix}:{{t:x}}"
     keys = [f"{p}:seen", f"{p}:h", f"{p}:rec", f"{p}:z", f"{p}:set"]
-    argv: list[Any] = [1, 0, "S", 3_600_000, 0, 2, 5, b"id1", 5, b"id2", "H", 3_600_000, 1, 0, b"f", "1",
-                       "R", 60_000, b"{}", "Z", 1, "2", b"m", "A", 1, b"s"]  # fmt: skip
+    argv: list[Any] = [
+        1,
+        0,
+        "S",
+        3_600_000,
+        0,
+        2,
+        5,
+        b"id1",
+        5,
+        b"id2",
+        "H",
+        3_600_000,
+        1,
+        0,
+        b"f",
+        "1",
+        "R",
+        60_000,
+        b"{}",
+        "Z",
+        1,
+        "2",
+        b"m",
+        "A",
+        1,
+        b"s",
+    ]
     with pytest.raises(redis.ResponseError, match=r"after the last write \((\d+) writes\)") as info:
         _eval(redis_client, keys, [argv[0], -1, *argv[2:]])
     match = re.search(r"\((\d+) writes\)", str(info.value))
@@ -365,8 +435,10 @@ def test_a_record_ttl_that_overflows_writes_nothing_and_the_retry_applies_once(
                 state.put_record("call", "t", "c1", {"queue": "q"}, expire_at)
         return claimed
 
-    overflow = (r"ccmon apply: invalid batch, nothing written: ARGV\[\d+\] \(ttl_ms of op R #\d+\) must be an "
-                r"integer in 1\.\.\d+, got 1000000000000000000\d{21}\.\.\.")  # 1e303 ms, cut to 40 digits
+    overflow = (
+        r"ccmon apply: invalid batch, nothing written: ARGV\[\d+\] \(ttl_ms of op R #\d+\) must be an "
+        r"integer in 1\.\.\d+, got 1000000000000000000\d{21}\.\.\."
+    )  # 1e303 ms, cut to 40 digits
     with pytest.raises(redis.ResponseError, match=overflow):
         batch(1e300)
     assert dump(redis_client, redis_prefix) == {}
@@ -392,16 +464,55 @@ def test_the_rollback_restores_the_old_text_of_fields_records_and_scores(redis_c
     before = dump(redis_client, redis_prefix)
     keys = [f"{p}:seen", f"{p}:h", f"{p}:rec", f"{p}:odd", f"{p}:z", f"{p}:z", f"{p}:i", f"{p}:set", f"{p}:new"]
     argv: list[Any] = [
-        1, 0, "S", 3_600_000, 0, 2, 5, b"id1", 5, b"id2",
-        "H", 7_200_000, 2, 1, b"f", "0.2", b"n", "3", b"max_m", "9.75",
-        "R", 60_000, b'{"a":2}',
+        1,
+        0,
+        "S",
+        3_600_000,
+        0,
+        2,
+        5,
+        b"id1",
+        5,
+        b"id2",
+        "H",
+        7_200_000,
+        2,
+        1,
+        b"f",
+        "0.2",
+        b"n",
+        "3",
+        b"max_m",
+        "9.75",
+        "R",
+        60_000,
+        b'{"a":2}',
         "D",
-        "Z", 2, "1e-7", b"a", "3", b"c",
-        "X", 1, b"b",
-        "I", 3_600_000, 150, 1, 300,
-        "A", 2, b"one", b"two",
-        "H", 0, 1, 0, b"x", "1",
-    ]  # fmt: skip
+        "Z",
+        2,
+        "1e-7",
+        b"a",
+        "3",
+        b"c",
+        "X",
+        1,
+        b"b",
+        "I",
+        3_600_000,
+        150,
+        1,
+        300,
+        "A",
+        2,
+        b"one",
+        b"two",
+        "H",
+        0,
+        1,
+        0,
+        b"x",
+        "1",
+    ]
     with pytest.raises(redis.ResponseError, match=r"injected failure after the last write \(\d+ writes\)"):
         _eval(redis_client, keys, [*argv[:1], -1, *argv[2:]])
     assert dump(redis_client, redis_prefix) == before
@@ -422,8 +533,16 @@ def test_the_worker_isolates_an_event_whose_writes_fail_and_applies_the_rest_onc
     from tests.conftest import delete_prefix
 
     clock = lambda: golden_at  # noqa: E731
-    poison = json.dumps({"event_id": "p1", "type": "call.offered", "ts": golden_at - 60, "queue": "support",
-                         "call_id": "pc", "tenant": "poisoned"}).encode()  # fmt: skip
+    poison = json.dumps(
+        {
+            "event_id": "p1",
+            "type": "call.offered",
+            "ts": golden_at - 60,
+            "queue": "support",
+            "call_id": "pc",
+            "tenant": "poisoned",
+        }
+    ).encode()
     messages = [Message("events", 0, i, b"k", line, golden_at) for i, line in enumerate(golden_lines)]
     messages.insert(len(messages) // 2, Message("events", 1, 0, b"k", poison, golden_at))
     ref_prefix = f"{redis_prefix}-ref"
@@ -439,8 +558,11 @@ def test_the_worker_isolates_an_event_whose_writes_fail_and_applies_the_rest_onc
         assert result.accepted == len(golden_lines)
 
         def tenants_but_poisoned_and_pipeline(d: Dump) -> Dump:
-            return {k: v for k, v in d.items() if b"{t:poisoned}" not in k and b"{t:~" not in k
-                    and not k.endswith(b"count-tenants")}  # fmt: skip
+            return {
+                k: v
+                for k, v in d.items()
+                if b"{t:poisoned}" not in k and b"{t:~" not in k and not k.endswith(b"count-tenants")
+            }
 
         got = tenants_but_poisoned_and_pipeline(dump(redis_client, redis_prefix, exact_ttl=False))
         assert got == tenants_but_poisoned_and_pipeline(dump(redis_client, ref_prefix, exact_ttl=False))
@@ -452,8 +574,8 @@ def test_the_worker_isolates_an_event_whose_writes_fail_and_applies_the_rest_onc
         assert again.accepted == 0 and again.duplicates == len(golden_lines)
         # Only the duplicates are counted (a new count hash and its name).
         after = tenants_but_poisoned_and_pipeline(dump(redis_client, redis_prefix, exact_ttl=False))
-        dup_key = state._count_key("default", "sum:duplicates")[len(redis_prefix):].encode()
-        names_key = state._count_names_key("default")[len(redis_prefix):].encode()
+        dup_key = state._count_key("default", "sum:duplicates")[len(redis_prefix) :].encode()
+        names_key = state._count_names_key("default")[len(redis_prefix) :].encode()
         assert sum(float(n) for _type, n in after.pop(dup_key)[1]) == len(golden_lines)
         assert {k: v for k, v in after.items() if k != names_key} == {k: v for k, v in got.items() if k != names_key}
     finally:

@@ -23,8 +23,10 @@ CONFIG = config_from_dict({"limits": {"queues_per_tenant": 5}})
 
 
 def envelope(offset: int, queues: list[str]) -> Message:
-    events = [{"event_id": f"e-{q}-{offset}", "type": "call.offered", "ts": AT - 30, "queue": q,
-               "call_id": f"c-{q}-{offset}"} for q in queues]  # fmt: skip
+    events = [
+        {"event_id": f"e-{q}-{offset}", "type": "call.offered", "ts": AT - 30, "queue": q, "call_id": f"c-{q}-{offset}"}
+        for q in queues
+    ]
     return Message("events", 0, offset, None, json.dumps(events).encode(), AT)
 
 

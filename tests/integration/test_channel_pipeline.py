@@ -25,10 +25,12 @@ from streams.worker import BatchProcessor, Message
 pytestmark = pytest.mark.integration
 
 AT = 1795003200.0  # 2026-11-20T10:00:00Z
-CONFIG = config_from_dict({
-    "limits": {"max_channels": 2},
-    "tenants": {"acme": {"queues": {"sales": {"channels": {"chat": {"targets": {"service_level": 0.9}}}}}}},
-})  # fmt: skip
+CONFIG = config_from_dict(
+    {
+        "limits": {"max_channels": 2},
+        "tenants": {"acme": {"queues": {"sales": {"channels": {"chat": {"targets": {"service_level": 0.9}}}}}}},
+    }
+)
 
 
 def _events() -> list[dict[str, Any]]:
@@ -37,24 +39,61 @@ def _events() -> list[dict[str, Any]]:
     (priority 4) first answered after 120 s."""
     out: list[dict[str, Any]] = []
     for cid, ago, outcome, wait, channel, priority in (
-        ("c1", 200, "answered", 10, "voice", 9), ("c2", 190, "answered", 40, None, 2),
-        ("c3", 180, "abandoned", 30, "chat", 9), ("c4", 170, "answered", 5, "email", None),
-    ):  # fmt: skip
-        offer = {"event_id": f"{cid}-o", "type": "call.offered", "ts": AT - ago, "tenant": "acme", "queue": "sales",
-                 "call_id": cid, **({"channel": channel} if channel else {}),
-                 **({"priority": priority} if priority is not None else {})}  # fmt: skip
+        ("c1", 200, "answered", 10, "voice", 9),
+        ("c2", 190, "answered", 40, None, 2),
+        ("c3", 180, "abandoned", 30, "chat", 9),
+        ("c4", 170, "answered", 5, "email", None),
+    ):
+        offer = {
+            "event_id": f"{cid}-o",
+            "type": "call.offered",
+            "ts": AT - ago,
+            "tenant": "acme",
+            "queue": "sales",
+            "call_id": cid,
+            **({"channel": channel} if channel else {}),
+            **({"priority": priority} if priority is not None else {}),
+        }
         out.append(offer)
-        out.append({"event_id": f"{cid}-t", "type": f"call.{outcome}", "ts": AT - ago + wait, "tenant": "acme",
-                    "call_id": cid, **({"agent_id": "a1"} if outcome == "answered" else {})})  # fmt: skip
-    out.append({"event_id": "t1-c", "type": "ticket.created", "ts": AT - 250, "tenant": "acme", "queue": "support",
-                "ticket_id": "t1", "channel": "email", "priority": 4})  # fmt: skip
-    out.append({"event_id": "t1-r", "type": "ticket.replied", "ts": AT - 130, "tenant": "acme", "ticket_id": "t1",
-                "author": "agent"})  # fmt: skip
+        out.append(
+            {
+                "event_id": f"{cid}-t",
+                "type": f"call.{outcome}",
+                "ts": AT - ago + wait,
+                "tenant": "acme",
+                "call_id": cid,
+                **({"agent_id": "a1"} if outcome == "answered" else {}),
+            }
+        )
+    out.append(
+        {
+            "event_id": "t1-c",
+            "type": "ticket.created",
+            "ts": AT - 250,
+            "tenant": "acme",
+            "queue": "support",
+            "ticket_id": "t1",
+            "channel": "email",
+            "priority": 4,
+        }
+    )
+    out.append(
+        {
+            "event_id": "t1-r",
+            "type": "ticket.replied",
+            "ts": AT - 130,
+            "tenant": "acme",
+            "ticket_id": "t1",
+            "author": "agent",
+        }
+    )
     return out
 
 
 def samples(text: str) -> Samples:
-    return {key: value for key, value in samples_of(text).items() if "_by_channel" in key[0] or "_by_priority" in key[0]}
+    return {
+        key: value for key, value in samples_of(text).items() if "_by_channel" in key[0] or "_by_priority" in key[0]
+    }
 
 
 def test_worker_to_redis_to_exporter_shows_the_breakdown(redis_client: Any, redis_prefix: str) -> None:

@@ -85,15 +85,19 @@ def worker_progress(web_port: int, topic: str) -> tuple[dict[int, float], float]
     active: the worker acknowledges a message only after its batch's Redis transaction)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=5) as response:
         samples = samples_of(response.read().decode())
-    commits = {int(dict(labels)["partition"]): value for (name, labels), value in samples.items()
-               if name == "ccmon_worker_topic_partition_offset_commited"  # sic: Faust's spelling
-               and dict(labels).get("topic") == topic}  # fmt: skip
+    commits = {
+        int(dict(labels)["partition"]): value
+        for (name, labels), value in samples.items()
+        if name == "ccmon_worker_topic_partition_offset_commited"  # sic: Faust's spelling
+        and dict(labels).get("topic") == topic
+    }
     acked = samples[("ccmon_worker_messages_received_total", ())] - samples[("ccmon_worker_active_messages", ())]
     return commits, acked
 
 
-def await_applied_past_commit(web_port: int, topic: str, process: subprocess.Popen[bytes], logs: Any,
-                              timeout: float = 60.0) -> float:  # fmt: skip
+def await_applied_past_commit(
+    web_port: int, topic: str, process: subprocess.Popen[bytes], logs: Any, timeout: float = 60.0
+) -> float:
     """Until the worker has acknowledged (so applied in Redis) messages after its last commit;
     how many. The acknowledged count is read when the committed offsets are first seen with
     their current values, which is no earlier than that commit: so messages acknowledged since
@@ -102,8 +106,9 @@ def await_applied_past_commit(web_port: int, topic: str, process: subprocess.Pop
     seen: tuple[dict[int, float], float] | None = None
     while True:
         assert process.poll() is None, f"the worker exited:\n{logs()}"
-        assert time.monotonic() < deadline, (f"the worker applied nothing past its last commit in {timeout:.0f} s "
-                                             f"(last seen: {seen}):\n{logs()}")  # fmt: skip
+        assert time.monotonic() < deadline, (
+            f"the worker applied nothing past its last commit in {timeout:.0f} s (last seen: {seen}):\n{logs()}"
+        )
         try:
             commits, acked = worker_progress(web_port, topic)
         except (OSError, KeyError):  # web server not up yet, or no message received yet
@@ -126,9 +131,29 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(
     rng = random.Random(SEED * 100 + trial)
     # Any duplicate counted below comes from redelivery: the simulated day has none of its own.
     assert len({json.loads(line)["event_id"] for line in lines}) == len(lines)
-    worker_args = ["worker", "--kafka", p.kafka, "--topic", p.topic, "--dlq-topic", p.dlq, "--group", p.group,
-                   "--redis", redis_url, "--redis-prefix", p.prefix, "--clock", f"fixed:{at}",
-                   "--batch-size", "5", "--batch-within", "0.1", "--session-timeout", "6"]  # fmt: skip
+    worker_args = [
+        "worker",
+        "--kafka",
+        p.kafka,
+        "--topic",
+        p.topic,
+        "--dlq-topic",
+        p.dlq,
+        "--group",
+        p.group,
+        "--redis",
+        redis_url,
+        "--redis-prefix",
+        p.prefix,
+        "--clock",
+        f"fixed:{at}",
+        "--batch-size",
+        "5",
+        "--batch-within",
+        "0.1",
+        "--session-timeout",
+        "6",
+    ]
     web_ports: dict[str, int] = {}
 
     def start(name: str) -> subprocess.Popen[bytes]:
@@ -161,9 +186,11 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(
         live[victim].send_signal(signal.SIGKILL)
         live[victim].wait(10)
         counted = events_total(kpi_samples(redis_url, p.prefix, at))
-        kills.append(f"{victim} holding {_partitions(p, victim)} at {time.monotonic() - flow_started:.1f} s with "
-                     f"{past_commit:.0f} messages applied past its last commit, "
-                     f"{counted:.0f} events counted")  # fmt: skip
+        kills.append(
+            f"{victim} holding {_partitions(p, victim)} at {time.monotonic() - flow_started:.1f} s with "
+            f"{past_commit:.0f} messages applied past its last commit, "
+            f"{counted:.0f} events counted"
+        )
         assert counted < events_total(want), "the kill came after every event was processed"
         del live[victim]
         time.sleep(rng.uniform(0.0, 1.5))
@@ -171,12 +198,18 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(
         live[name] = start(name)
     flow.finish()
 
-    got = wait_for_kpis(lambda: kpi_samples(redis_url, p.prefix, at), want, SETTLE_TIMEOUT,
-                        list(live.values()), p.log_tail)  # fmt: skip
-    duplicates = sum(v for (name, _), v in samples_of(metrics_text(redis_url, p.prefix, at)).items()
-                     if name == "ccmon_events_duplicate_total")  # fmt: skip
-    print(f"trial {trial} (seed {SEED}): {events_total(want):.0f} events; killed {'; '.join(kills)}; "
-          f"redelivered and recognised as duplicates: {duplicates:.0f}")
+    got = wait_for_kpis(
+        lambda: kpi_samples(redis_url, p.prefix, at), want, SETTLE_TIMEOUT, list(live.values()), p.log_tail
+    )
+    duplicates = sum(
+        v
+        for (name, _), v in samples_of(metrics_text(redis_url, p.prefix, at)).items()
+        if name == "ccmon_events_duplicate_total"
+    )
+    print(
+        f"trial {trial} (seed {SEED}): {events_total(want):.0f} events; killed {'; '.join(kills)}; "
+        f"redelivered and recognised as duplicates: {duplicates:.0f}"
+    )
     problems = diff(got, want)
     assert not problems, problems
     # Redelivery happened: the batches applied past the victims' commits were read again.

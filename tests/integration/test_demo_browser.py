@@ -53,8 +53,24 @@ def parse_metrics(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], flo
 @pytest.fixture(scope="module")
 def demo() -> Any:
     port = free_port()
-    command = [sys.executable, "-m", "streams.cli", "demo", "--port", str(port), "--seed", "3", "--queues", "5",
-               "--start", START, "--speed", str(SPEED), "--pause-after", str(PAUSE_AFTER)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "streams.cli",
+        "demo",
+        "--port",
+        str(port),
+        "--seed",
+        "3",
+        "--queues",
+        "5",
+        "--start",
+        START,
+        "--speed",
+        str(SPEED),
+        "--pause-after",
+        str(PAUSE_AFTER),
+    ]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}/"
     try:
@@ -98,9 +114,16 @@ def test_wallboard_staffing_strip(demo: Any, tmp_path: Path) -> None:
     def metric(name: str, queue: str, **extra: str) -> float | None:
         return metrics.get((name, frozenset({("tenant", "default"), ("queue", queue), *extra.items()})))
 
-    expected = [q for q in ["_all", *sorted({dict(labels)["queue"] for name, labels in metrics
-                                           if name == "ccmon_estimated_wait_seconds"} - {"_all"})]
-                if metric("ccmon_estimated_wait_seconds", q) is not None]  # fmt: skip
+    expected = [
+        q
+        for q in [
+            "_all",
+            *sorted(
+                {dict(labels)["queue"] for name, labels in metrics if name == "ccmon_estimated_wait_seconds"} - {"_all"}
+            ),
+        ]
+        if metric("ccmon_estimated_wait_seconds", q) is not None
+    ]
     assert len(expected) >= 3  # the demo's queues have calls and agents: every figure is defined
     assert [c["queue"] for c in chips] == expected
     for chip in chips:
@@ -109,7 +132,9 @@ def test_wallboard_staffing_strip(demo: Any, tmp_path: Path) -> None:
         required = metric("ccmon_staffing_agents_required", queue)
         forecast = metric("ccmon_staffing_service_level_forecast", queue)
         target = metric("ccmon_target_service_level_ratio", queue)
-        staffed = sum(metric("ccmon_agents", queue, state=s, reason="none") or 0.0 for s in ("available", "on_call", "acw"))
+        staffed = sum(
+            metric("ccmon_agents", queue, state=s, reason="none") or 0.0 for s in ("available", "on_call", "acw")
+        )
         assert ewt is not None and float(chip["ewt"]) == ewt
         assert required is not None and float(chip["required"]) == required
         assert forecast is not None and target is not None and float(chip["forecast"]) == forecast
@@ -148,10 +173,18 @@ def test_agents_board_and_waiting_callers(demo: Any, tmp_path: Path) -> None:
     config = config_from_dict({"tenants": {"default": {"pause_reasons": ["lunch"], "away_alert_seconds": 900}}})
     store = MemoryState()
     engine = Engine(config, store)
-    for i, (agent, ago, state_, reason) in enumerate([("ann", 3000, "away", "lunch"), ("bob", 300, "away", "lunch"),
-                                                      ("cyd", 60, "available", None)]):  # fmt: skip
-        event = {"event_id": f"s{i}", "type": "agent.state", "ts": DAY - ago, "agent_id": agent, "state": state_,
-                 "queues": ["q"], **({"reason": reason} if reason else {})}  # fmt: skip
+    for i, (agent, ago, state_, reason) in enumerate(
+        [("ann", 3000, "away", "lunch"), ("bob", 300, "away", "lunch"), ("cyd", 60, "available", None)]
+    ):
+        event = {
+            "event_id": f"s{i}",
+            "type": "agent.state",
+            "ts": DAY - ago,
+            "agent_id": agent,
+            "state": state_,
+            "queues": ["q"],
+            **({"reason": reason} if reason else {}),
+        }
         engine.handle(parse_event(event), DAY)
     own = serve(make_store_app(config, store, clock=lambda: DAY), "127.0.0.1", 0)
 
@@ -166,17 +199,20 @@ def test_agents_board_and_waiting_callers(demo: Any, tmp_path: Path) -> None:
             page.goto(base + "agents")
             page.wait_for_function(f"Number(document.body.dataset.at) === {at!r}", timeout=20000)
             by_name = rows(page)
-            counts = page.eval_on_selector_all("#summary .count", "els => els.map(e => [e.dataset.state, "
-                                               "Number(e.querySelector('b').textContent)])")  # fmt: skip
+            counts = page.eval_on_selector_all(
+                "#summary .count", "els => els.map(e => [e.dataset.state, Number(e.querySelector('b').textContent)])"
+            )
             page.click("th[data-key=time_in_state_seconds]")
             page.click("th[data-key=time_in_state_seconds]")  # again: longest first
             longest_first = rows(page)
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "agents.png"), full_page=True)
             page.goto(base)
-            page.wait_for_function(f"document.getElementById('waiting-callers').dataset.count === "
-                                   f"'{waiting_api['count']}' && Number(document.body.dataset.at) === {at!r}",
-                                   timeout=20000)  # fmt: skip
+            page.wait_for_function(
+                f"document.getElementById('waiting-callers').dataset.count === "
+                f"'{waiting_api['count']}' && Number(document.body.dataset.at) === {at!r}",
+                timeout=20000,
+            )
             chips = page.eval_on_selector_all("#waiting-callers .wc", "els => els.length")
             page.goto(f"http://127.0.0.1:{own.port}/agents")
             page.wait_for_function("Number(document.body.dataset.renders) >= 1", timeout=20000)
@@ -191,12 +227,20 @@ def test_agents_board_and_waiting_callers(demo: Any, tmp_path: Path) -> None:
     assert dict(counts) == {s: by_state.get(s, 0) for s in ("available", "on_call", "acw", "away", "offline")}
     seconds = {a["agent"]: a["time_in_state_seconds"] for a in api["agents"]}
     assert [seconds[r["agent"]] for r in longest_first] == sorted(seconds.values(), reverse=True)
-    assert {r["agent"] for r in by_name if "away-alert" in r["alert"]} == {a["agent"] for a in api["agents"] if a["away_alert"]}
+    assert {r["agent"] for r in by_name if "away-alert" in r["alert"]} == {
+        a["agent"] for a in api["agents"] if a["away_alert"]
+    }
     waiting = metrics[("ccmon_calls_waiting", frozenset({("tenant", "default"), ("queue", "_all")}))]
-    per_queue = [sum(1 for c in waiting_api["calls"] if c["queue"] == q) for q in {c["queue"] for c in waiting_api["calls"]}]
+    per_queue = [
+        sum(1 for c in waiting_api["calls"] if c["queue"] == q) for q in {c["queue"] for c in waiting_api["calls"]}
+    ]
     assert waiting_api["count"] == waiting and chips == sum(min(6, n) for n in per_queue)  # at most 6 per queue shown
     # 50 minutes at lunch is past the 900 s limit: highlighted; five minutes is not.
-    assert [(r["agent"], "away-alert" in r["alert"]) for r in alerted] == [("ann", True), ("bob", False), ("cyd", False)]
+    assert [(r["agent"], "away-alert" in r["alert"]) for r in alerted] == [
+        ("ann", True),
+        ("bob", False),
+        ("cyd", False),
+    ]
 
 
 @needs_chromium
@@ -237,7 +281,9 @@ def test_wallboard_shows_the_metrics(demo: Any, tmp_path: Path) -> None:
     assert status is not None and "PAUSED" in status
     assert clock == time.strftime("%H:%M:%S", time.gmtime(at))
     queues = sorted(
-        dict(labels)["queue"] for name, labels in metrics if name == "ccmon_calls_waiting" and dict(labels)["tenant"] == "default"
+        dict(labels)["queue"]
+        for name, labels in metrics
+        if name == "ccmon_calls_waiting" and dict(labels)["tenant"] == "default"
     )
     assert queues == ["_all", "billing", "retention", "sales", "support", "tech"]
     by_tile = {(t["queue"], t["kpi"]): t for t in tiles}
@@ -308,8 +354,9 @@ def runner() -> Any:
 
     queues = default_queues(["support", "sales", "vip"])
     params = SimParams(start=DAY + 8 * 3600, hours=None, queues=queues, seed=5)
-    demo_runner = DemoRunner(params, demo_config([q.name for q in queues]), speed=60.0, warmup_seconds=3600.0,
-                             pause_after=0.0)  # fmt: skip
+    demo_runner = DemoRunner(
+        params, demo_config([q.name for q in queues]), speed=60.0, warmup_seconds=3600.0, pause_after=0.0
+    )
     return demo_runner
 
 
@@ -341,9 +388,10 @@ def test_demo_app_before_and_after_warm_up(runner: Any) -> None:
     queues = document["tenants"]["default"]["queues"]
     assert set(queues) == {"support", "sales", "vip", "_all"}
     support = queues["support"]
-    assert support["live"]["calls_waiting"] == metrics[
-        ("ccmon_calls_waiting", frozenset({("tenant", "default"), ("queue", "support")}))
-    ]
+    assert (
+        support["live"]["calls_waiting"]
+        == metrics[("ccmon_calls_waiting", frozenset({("tenant", "default"), ("queue", "support")}))]
+    )
     assert set(support["agents"]) == {"available", "on_call", "acw", "away", "offline"}
     assert support["targets"]["service_level_ratio"] == 0.8
     assert set(support["windows"]) == {"5m", "15m", "1h", "today"}
@@ -389,11 +437,25 @@ def test_store_app_over_any_state_store() -> None:
     app = make_store_app(Config(), store, clock=lambda: DAY + 7300.0)
     worklist = json.loads(call(app, "/api/callbacks/pending")[2])
     assert worklist["callbacks"] == [
-        {"tenant": "default", "queue": "q", "customer_id": "k1", "due": DAY + 130, "due_iso": "2026-11-20T00:02:10.000Z",
-         "age_seconds": 7170.0, "overdue": True},
-        {"tenant": "default", "queue": "q", "callback_id": "cb", "due": DAY + 200, "due_iso": "2026-11-20T00:03:20.000Z",
-         "age_seconds": 7100.0, "overdue": True},
-    ]  # fmt: skip
+        {
+            "tenant": "default",
+            "queue": "q",
+            "customer_id": "k1",
+            "due": DAY + 130,
+            "due_iso": "2026-11-20T00:02:10.000Z",
+            "age_seconds": 7170.0,
+            "overdue": True,
+        },
+        {
+            "tenant": "default",
+            "queue": "q",
+            "callback_id": "cb",
+            "due": DAY + 200,
+            "due_iso": "2026-11-20T00:03:20.000Z",
+            "age_seconds": 7100.0,
+            "overdue": True,
+        },
+    ]
     document = json.loads(call(app, "/api/kpis")[2])
     assert document["at"] == DAY + 7300.0
     assert document["tenants"]["default"]["queues"]["q"]["live"]["callbacks_pending"] == 2

@@ -25,7 +25,9 @@ CONFIG = Config()
 
 
 @pytest.fixture
-def served(redis_client: Any, redis_prefix: str, golden_lines: list[bytes], golden_at: float) -> Iterator[tuple[str, RedisState]]:
+def served(
+    redis_client: Any, redis_prefix: str, golden_lines: list[bytes], golden_at: float
+) -> Iterator[tuple[str, RedisState]]:
     server, state = serve_golden(redis_client, redis_prefix, golden_lines, golden_at)
     try:
         yield f"http://127.0.0.1:{server.port}", state
@@ -33,8 +35,9 @@ def served(redis_client: Any, redis_prefix: str, golden_lines: list[bytes], gold
         server.stop()
 
 
-def test_metrics_equal_kpi_core_exposition(served: tuple[str, RedisState], golden_at: float,
-                                           golden_expected: dict[Any, float]) -> None:  # fmt: skip
+def test_metrics_equal_kpi_core_exposition(
+    served: tuple[str, RedisState], golden_at: float, golden_expected: dict[Any, float]
+) -> None:
     base, state = served
     status, content_type, body = get(base + "/metrics")
     assert status == 200 and content_type.startswith("text/plain")

@@ -87,7 +87,7 @@ def listening_addresses(port: int) -> set[str]:
             if width == 8:
                 found.add(socket.inet_ntop(socket.AF_INET, raw[::-1]))
             else:  # four little-endian 32-bit words
-                words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
                 found.add(socket.inet_ntop(socket.AF_INET6, words))
     return found
 
@@ -117,9 +117,23 @@ def test_the_exporter_listens_on_loopback_by_default(redis_url: str, redis_prefi
     port = free_port()
     log = tmp_path / "exporter.log"
     with log.open("wb") as out:
-        exporter = subprocess.Popen([sys.executable, "-m", "streams.cli", "exporter", "--port", str(port), "--redis",
-                                     redis_url, "--redis-prefix", redis_prefix],
-                                    stdout=out, stderr=subprocess.STDOUT, env=environ(CCMON_EXPORTER_HOST=None))  # fmt: skip
+        exporter = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streams.cli",
+                "exporter",
+                "--port",
+                str(port),
+                "--redis",
+                redis_url,
+                "--redis-prefix",
+                redis_prefix,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=environ(CCMON_EXPORTER_HOST=None),
+        )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -149,12 +163,26 @@ def state(redis_client: Any, redis_prefix: str) -> RedisState:
     store = RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=lambda: AT_EPOCH)
     engine = Engine(CONFIG, store)
     events = [
-        {"event_id": "x1", "type": "call.offered", "ts": day + 100, "call_id": "c1", "queue": "q", "customer_id": PHONE},
+        {
+            "event_id": "x1",
+            "type": "call.offered",
+            "ts": day + 100,
+            "call_id": "c1",
+            "queue": "q",
+            "customer_id": PHONE,
+        },
         {"event_id": "x2", "type": "call.abandoned", "ts": day + 130, "call_id": "c1"},
-        {"event_id": "x3", "type": "call.offered", "ts": day + 200, "call_id": "c2", "queue": "q", "customer_id": EMAIL},
+        {
+            "event_id": "x3",
+            "type": "call.offered",
+            "ts": day + 200,
+            "call_id": "c2",
+            "queue": "q",
+            "customer_id": EMAIL,
+        },
         {"event_id": "x4", "type": "call.abandoned", "ts": day + 230, "call_id": "c2"},
         {"event_id": "x5", "type": "callback.requested", "ts": day + 300, "callback_id": "cb-7", "queue": "q"},
-    ]  # fmt: skip
+    ]
     with store.batch():
         for event in events:
             engine.handle(parse_event(event), day + 400)
@@ -169,9 +197,11 @@ def worklist(base: str, auth: tuple[str, str] | None = None) -> tuple[int, dict[
 
 def test_customer_ids_are_masked_off_loopback_without_auth(state: RedisState, redis_client: Any) -> None:
     app = build_app(CONFIG, state, lambda: AT_EPOCH, redis_client.ping)
-    servers = {"all": serve(app, "0.0.0.0", 0),
-               "all+auth": serve(require_basic_auth(app, "agent", "s3cret-pw"), "0.0.0.0", 0),
-               "loopback": serve(app, "127.0.0.1", 0)}  # fmt: skip
+    servers = {
+        "all": serve(app, "0.0.0.0", 0),
+        "all+auth": serve(require_basic_auth(app, "agent", "s3cret-pw"), "0.0.0.0", 0),
+        "loopback": serve(app, "127.0.0.1", 0),
+    }
     address = other_address()
     try:
         # 0.0.0.0, no auth: masked, whichever address the request came in on.
@@ -192,7 +222,10 @@ def test_customer_ids_are_masked_off_loopback_without_auth(state: RedisState, re
             status, body = get(base + "/metrics")
             assert status == 200 and b"ccmon_callbacks_pending" in body
             status, body = get(base + "/api/kpis")
-            assert status == 200 and json.loads(body)["tenants"]["default"]["queues"]["q"]["live"]["callbacks_pending"] == 3
+            assert (
+                status == 200
+                and json.loads(body)["tenants"]["default"]["queues"]["q"]["live"]["callbacks_pending"] == 3
+            )
             assert get(base + "/healthz")[0] == 200
 
         # 0.0.0.0 behind basic auth: the authenticated request sees the ids; others get 401.
@@ -231,14 +264,30 @@ def customer_events() -> list[dict[str, Any]]:
         for n in range(2):
             t = AT_EPOCH - 3000 + 600 * n + 30 * i
             call = f"kc{i}-{n}"
-            out.append({"event_id": f"{call}-o", "type": "call.offered", "ts": t, "queue": "support", "call_id": call,
-                        "customer_id": customer})  # fmt: skip
+            out.append(
+                {
+                    "event_id": f"{call}-o",
+                    "type": "call.offered",
+                    "ts": t,
+                    "queue": "support",
+                    "call_id": call,
+                    "customer_id": customer,
+                }
+            )
             if n == 0 and i % 2:
                 out.append({"event_id": f"{call}-x", "type": "call.abandoned", "ts": t + 20, "call_id": call})
             else:
-                out += [{"event_id": f"{call}-a", "type": "call.answered", "ts": t + 10, "call_id": call, "agent_id": "a1"},
-                        {"event_id": f"{call}-e", "type": "call.ended", "ts": t + 90, "call_id": call,
-                         "talk_seconds": 80, "resolved": n == 1}]  # fmt: skip
+                out += [
+                    {"event_id": f"{call}-a", "type": "call.answered", "ts": t + 10, "call_id": call, "agent_id": "a1"},
+                    {
+                        "event_id": f"{call}-e",
+                        "type": "call.ended",
+                        "ts": t + 90,
+                        "call_id": call,
+                        "talk_seconds": 80,
+                        "resolved": n == 1,
+                    },
+                ]
     return out
 
 
@@ -274,10 +323,17 @@ def test_customer_record_keys_are_keyed_digests_shared_by_worker_and_rebuild(run
     common = ["--redis", p.redis_url, "--redis-prefix", p.prefix, "--clock", f"fixed:{AT_EPOCH}"]
 
     # Without a secret, the worker and the rebuild stop at once, naming the setting.
-    for command in (["worker", "--kafka", p.kafka, "--topic", p.topic, "--dlq-topic", p.dlq, "--group", p.group,
-                     "--web-port", "0"], ["rebuild", "--kafka", p.kafka, "--topic", p.topic, "--group", p.group]):
-        refused = subprocess.run([sys.executable, "-m", "streams.cli", *command, *common], capture_output=True,
-                                 text=True, timeout=60, env=environ(CCMON_CUSTOMER_KEY_SECRET=None))  # fmt: skip
+    for command in (
+        ["worker", "--kafka", p.kafka, "--topic", p.topic, "--dlq-topic", p.dlq, "--group", p.group, "--web-port", "0"],
+        ["rebuild", "--kafka", p.kafka, "--topic", p.topic, "--group", p.group],
+    ):
+        refused = subprocess.run(
+            [sys.executable, "-m", "streams.cli", *command, *common],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=environ(CCMON_CUSTOMER_KEY_SECRET=None),
+        )
         assert refused.returncode == 2, (command[0], refused.returncode, refused.stderr[-2000:])
         lines = refused.stderr.strip().splitlines()
         assert len(lines) == 1 and "CCMON_CUSTOMER_KEY_SECRET" in lines[0] and "--insecure-dev" in lines[0], lines
@@ -286,10 +342,30 @@ def test_customer_record_keys_are_keyed_digests_shared_by_worker_and_rebuild(run
     # The worker, with secret A.
     p.logs["worker"] = p.tmp / "worker.log"
     with p.logs["worker"].open("wb") as out:
-        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--kafka", p.kafka, "--topic", p.topic,
-                                   "--dlq-topic", p.dlq, "--group", p.group, "--web-port", "0", "--batch-within", "0.1",
-                                   *common], stdout=out, stderr=subprocess.STDOUT,
-                                  env=environ(CCMON_CUSTOMER_KEY_SECRET=SECRET_A))  # fmt: skip
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streams.cli",
+                "worker",
+                "--kafka",
+                p.kafka,
+                "--topic",
+                p.topic,
+                "--dlq-topic",
+                p.dlq,
+                "--group",
+                p.group,
+                "--web-port",
+                "0",
+                "--batch-within",
+                "0.1",
+                *common,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=environ(CCMON_CUSTOMER_KEY_SECRET=SECRET_A),
+        )
     p.processes.append(worker)
     counter = RedisState(redis_client, CONFIG, prefix=p.prefix)
     deadline = time.monotonic() + 90
@@ -304,9 +380,28 @@ def test_customer_record_keys_are_keyed_digests_shared_by_worker_and_rebuild(run
 
     # `ccmon rebuild --clear` with the same secret: the very same names and records.
     def rebuild(secret: str) -> None:
-        result = subprocess.run([sys.executable, "-m", "streams.cli", "rebuild", "--kafka", p.kafka, "--topic", p.topic,
-                                 "--group", p.group, "--clear", "--force", "--json", *common], capture_output=True,
-                                text=True, timeout=180, env=environ(CCMON_CUSTOMER_KEY_SECRET=secret))  # fmt: skip
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "streams.cli",
+                "rebuild",
+                "--kafka",
+                p.kafka,
+                "--topic",
+                p.topic,
+                "--group",
+                p.group,
+                "--clear",
+                "--force",
+                "--json",
+                *common,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env=environ(CCMON_CUSTOMER_KEY_SECRET=secret),
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         assert json.loads(result.stdout)["events"] == len(events)
 

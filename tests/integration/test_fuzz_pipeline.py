@@ -78,13 +78,38 @@ TOO_BIG_FOR_DLQ = 1_047_600
 
 #: Valid but unusual queue (and tenant) names: accepted, escaped in the exposition.
 ODD_NAMES = [
-    'say "hi"', "back\\slash", "tail\\", "}close", "{open", "a=b", "a,b", '"}\\{=,', "📞 hotline 🎧",
-    "תמיכה\u200f", "\u202eevil", "sup\u200bport", "zwj\u200d\u200c", "\ufeffbom", "客服 ünïcødé",
-    "x" * 128, "le\u2028ls", "nbsp\u00a0q",
-]  # fmt: skip
+    'say "hi"',
+    "back\\slash",
+    "tail\\",
+    "}close",
+    "{open",
+    "a=b",
+    "a,b",
+    '"}\\{=,',
+    "📞 hotline 🎧",
+    "תמיכה\u200f",
+    "\u202eevil",
+    "sup\u200bport",
+    "zwj\u200d\u200c",
+    "\ufeffbom",
+    "客服 ünïcødé",
+    "x" * 128,
+    "le\u2028ls",
+    "nbsp\u00a0q",
+]
 #: Names that must be rejected (control characters, lone surrogates): invalid_field:<name>.
-BAD_NAMES = ["new\nline", "car\rriage", "tab\tq", "nul\x00q", "esc\x1b[31m", "del\x7f", "c1\x85", "c1\x9b",
-             "lone\ud800", "lone\udfff"]  # fmt: skip
+BAD_NAMES = [
+    "new\nline",
+    "car\rriage",
+    "tab\tq",
+    "nul\x00q",
+    "esc\x1b[31m",
+    "del\x7f",
+    "c1\x85",
+    "c1\x9b",
+    "lone\ud800",
+    "lone\udfff",
+]
 #: Ids that become labels (KB articles): valid, however odd.
 ODD_ARTICLES = ['art"1', "art\\2", "art\n3", "art\x00nul", "art}{=,", "art\r6"]
 
@@ -92,20 +117,38 @@ ODD_ARTICLES = ['art"1', "art\\2", "art\n3", "art\x00nul", "art}{=,", "art\r6"]
 LINT_ADVICE = {
     'non-summary metrics should not have "quantile" label',
 }
-ID_FIELDS = ("call_id", "customer_id", "callback_id", "ticket_id", "contact_id", "article_id", "session_id",
-             "kb_session_id")  # fmt: skip
+ID_FIELDS = (
+    "call_id",
+    "customer_id",
+    "callback_id",
+    "ticket_id",
+    "contact_id",
+    "article_id",
+    "session_id",
+    "kb_session_id",
+)
 NAME_FIELDS = ("queue", "agent_id", "to_queue", "outcome")
 DURATIONS = ("wait_seconds", "talk_seconds", "hold_seconds", "acw_seconds")
 BOOLS = ("resolved", "connected", "first_contact")
 REQUIRED: dict[str, tuple[str, ...]] = {
-    "call.offered": ("call_id", "queue"), "call.answered": ("call_id", "agent_id"), "call.abandoned": ("call_id",),
-    "call.timeout": ("call_id",), "call.voicemail": ("call_id",), "call.ring_no_answer": ("call_id", "agent_id"),
-    "call.transferred": ("call_id",), "call.ended": ("call_id", "talk_seconds"),
-    "callback.requested": ("callback_id", "queue"), "callback.attempted": ("callback_id", "agent_id"),
-    "agent.state": ("agent_id", "state"), "ticket.created": ("ticket_id", "queue"),
-    "ticket.replied": ("ticket_id", "author"), "ticket.resolved": ("ticket_id",), "ticket.reopened": ("ticket_id",),
-    "survey.response": ("survey", "score", "queue"), "kb.viewed": ("article_id", "session_id"),
-}  # fmt: skip
+    "call.offered": ("call_id", "queue"),
+    "call.answered": ("call_id", "agent_id"),
+    "call.abandoned": ("call_id",),
+    "call.timeout": ("call_id",),
+    "call.voicemail": ("call_id",),
+    "call.ring_no_answer": ("call_id", "agent_id"),
+    "call.transferred": ("call_id",),
+    "call.ended": ("call_id", "talk_seconds"),
+    "callback.requested": ("callback_id", "queue"),
+    "callback.attempted": ("callback_id", "agent_id"),
+    "agent.state": ("agent_id", "state"),
+    "ticket.created": ("ticket_id", "queue"),
+    "ticket.replied": ("ticket_id", "author"),
+    "ticket.resolved": ("ticket_id",),
+    "ticket.reopened": ("ticket_id",),
+    "survey.response": ("survey", "score", "queue"),
+    "kb.viewed": ("article_id", "session_id"),
+}
 EVENT_TYPES = set(REQUIRED)
 
 
@@ -136,12 +179,17 @@ def simulated_events() -> list[dict[str, Any]]:
     """~34,000 valid events of two tenants (2 % re-sent as duplicates), all before AT."""
     from streams.sim import SimParams, Simulator, default_queues
 
-    queues = tuple(replace(q, calls_per_hour=q.calls_per_hour * 8, tickets_per_hour=q.tickets_per_hour * 4,
-                           profile="flat") for q in default_queues(6))  # fmt: skip
+    queues = tuple(
+        replace(q, calls_per_hour=q.calls_per_hour * 8, tickets_per_hour=q.tickets_per_hour * 4, profile="flat")
+        for q in default_queues(6)
+    )
     out: list[dict[str, Any]] = []
     for tenant, seed in (("default", SEED % 1000), ("acme", SEED % 1000 + 1)):
-        sim = Simulator(SimParams(start=SIM_START, hours=0.8, queues=queues, seed=seed, shifts=False,
-                                  tenant=tenant, duplicate_share=0.02))  # fmt: skip
+        sim = Simulator(
+            SimParams(
+                start=SIM_START, hours=0.8, queues=queues, seed=seed, shifts=False, tenant=tenant, duplicate_share=0.02
+            )
+        )
         out.extend(r for _at, r in sim.stream() if isinstance(r, dict))
     from kpi_core.events import parse_ts
 
@@ -178,9 +226,25 @@ class Hostile:
 
     def make(self, event: dict[str, Any]) -> Item:
         rng = self.rng
-        kind = rng.choice(["wrong_type", "wrong_type", "missing", "unknown_type", "bad_ts", "negative",
-                           "huge_string", "huge_number", "deep", "control", "reserved", "not_object",
-                           "score", "late", "future"])  # fmt: skip
+        kind = rng.choice(
+            [
+                "wrong_type",
+                "wrong_type",
+                "missing",
+                "unknown_type",
+                "bad_ts",
+                "negative",
+                "huge_string",
+                "huge_number",
+                "deep",
+                "control",
+                "reserved",
+                "not_object",
+                "score",
+                "late",
+                "future",
+            ]
+        )
         bad = self._copy(event)
         etype = event["type"]
         if kind == "wrong_type":
@@ -203,8 +267,19 @@ class Hostile:
                 bad[name] = rng.choice(["sleeping", 1, "VOICE", "Available", "csat ", [], "agent\x00"])
                 reason = f"invalid_field:{name}"
             elif name == "queues":
-                bad[name] = rng.choice(["support", [1], ["_all"], [""], ["a\nb"], [["x"]], {"q": 1},
-                                        [f"q{i}" for i in range(1001)], ["q" * 129]])  # fmt: skip
+                bad[name] = rng.choice(
+                    [
+                        "support",
+                        [1],
+                        ["_all"],
+                        [""],
+                        ["a\nb"],
+                        [["x"]],
+                        {"q": 1},
+                        [f"q{i}" for i in range(1001)],
+                        ["q" * 129],
+                    ]
+                )
                 reason = "invalid_field:queues"
             elif name == "score":
                 bad[name], reason = rng.choice(["5", True, [], {}, "NaN"]), "invalid_field:score"
@@ -221,15 +296,44 @@ class Hostile:
                 bad[name] = None if how < 0.75 else ""
             reason = f"missing_field:{name}"
         elif kind == "unknown_type":
-            bad["type"] = rng.choice(["call.exploded", etype.upper(), etype + "\u200b", etype + " ", "\u202e" + etype,
-                                      etype.replace(".", "\u2024"), etype + "\x00", self.big_text(100, 20000),
-                                      "null", "ticket.deleted"])  # fmt: skip
+            bad["type"] = rng.choice(
+                [
+                    "call.exploded",
+                    etype.upper(),
+                    etype + "\u200b",
+                    etype + " ",
+                    "\u202e" + etype,
+                    etype.replace(".", "\u2024"),
+                    etype + "\x00",
+                    self.big_text(100, 20000),
+                    "null",
+                    "ticket.deleted",
+                ]
+            )
             reason = "unknown_type"
         elif kind == "bad_ts":
-            bad["ts"] = rng.choice(["yesterday", "2026-11-20T09:30:00", "2026-11-20", "2026-11-20T09:30:00+25:00",
-                                    "2026-13-45T09:30:00Z", 1e300, -5, -0.5, 4102444800, "x" * 100,
-                                    self.big_text(65, 50000), "NaN", math.nan, math.inf, -math.inf,
-                                    "2026-11-20T09:30:00Z\x00", 10**400, -(10**400)])  # fmt: skip
+            bad["ts"] = rng.choice(
+                [
+                    "yesterday",
+                    "2026-11-20T09:30:00",
+                    "2026-11-20",
+                    "2026-11-20T09:30:00+25:00",
+                    "2026-13-45T09:30:00Z",
+                    1e300,
+                    -5,
+                    -0.5,
+                    4102444800,
+                    "x" * 100,
+                    self.big_text(65, 50000),
+                    "NaN",
+                    math.nan,
+                    math.inf,
+                    -math.inf,
+                    "2026-11-20T09:30:00Z\x00",
+                    10**400,
+                    -(10**400),
+                ]
+            )
             reason = "bad_timestamp"
         elif kind == "negative":
             name = rng.choice(DURATIONS)
@@ -280,8 +384,21 @@ class Hostile:
                 bad[name] = "_all"
             reason = f"invalid_field:{name}"
         elif kind == "not_object":
-            stray: Any = rng.choice([None, 0, -1.5, True, "call.offered", f"note: {self.big_text(10, 5000)}", [], [bad],
-                                [[[]]], [self.nested(rng.randrange(1, 600))], "\u202e\x00"])  # fmt: skip
+            stray: Any = rng.choice(
+                [
+                    None,
+                    0,
+                    -1.5,
+                    True,
+                    "call.offered",
+                    f"note: {self.big_text(10, 5000)}",
+                    [],
+                    [bad],
+                    [[[]]],
+                    [self.nested(rng.randrange(1, 600))],
+                    "\u202e\x00",
+                ]
+            )
             return Item(stray, "not_an_object", kind=kind)
         elif kind == "score":
             bad["type"], bad["queue"] = "survey.response", "support"
@@ -311,28 +428,91 @@ def valid_oddities(rng: random.Random) -> list[dict[str, Any]]:
             cid = f"odd-{i}-{j}"
             t = base + 60 * i + 10 * j
             out += [
-                {"event_id": f"{cid}-o", "type": "call.offered", "ts": t, "tenant": tenant, "queue": name, "call_id": cid},
-                {"event_id": f"{cid}-a", "type": "call.answered", "ts": t + 5 + j, "tenant": tenant, "queue": name,
-                 "call_id": cid, "agent_id": f"odd-agent-{i}"},
-                {"event_id": f"{cid}-e", "type": "call.ended", "ts": t + 100, "tenant": tenant, "call_id": cid,
-                 "talk_seconds": 90 + j, "hold_seconds": 1e-3, "acw_seconds": 0},
-            ]  # fmt: skip
-        out.append({"event_id": f"odd-{i}-agent", "type": "agent.state", "ts": base + i, "tenant": tenant,
-                    "agent_id": f"odd-agent-{i}", "state": "available", "queues": [name, "support"]})  # fmt: skip
+                {
+                    "event_id": f"{cid}-o",
+                    "type": "call.offered",
+                    "ts": t,
+                    "tenant": tenant,
+                    "queue": name,
+                    "call_id": cid,
+                },
+                {
+                    "event_id": f"{cid}-a",
+                    "type": "call.answered",
+                    "ts": t + 5 + j,
+                    "tenant": tenant,
+                    "queue": name,
+                    "call_id": cid,
+                    "agent_id": f"odd-agent-{i}",
+                },
+                {
+                    "event_id": f"{cid}-e",
+                    "type": "call.ended",
+                    "ts": t + 100,
+                    "tenant": tenant,
+                    "call_id": cid,
+                    "talk_seconds": 90 + j,
+                    "hold_seconds": 1e-3,
+                    "acw_seconds": 0,
+                },
+            ]
+        out.append(
+            {
+                "event_id": f"odd-{i}-agent",
+                "type": "agent.state",
+                "ts": base + i,
+                "tenant": tenant,
+                "agent_id": f"odd-agent-{i}",
+                "state": "available",
+                "queues": [name, "support"],
+            }
+        )
     for i, article in enumerate(ODD_ARTICLES):
-        out.append({"event_id": f"kb-odd-{i}", "type": "kb.viewed", "ts": base + i, "article_id": article,
-                    "session_id": f"sess-odd-{i}"})  # fmt: skip
-        out.append({"event_id": f"kb-odd-t{i}", "type": "ticket.created", "ts": base + 30 + i, "queue": "support",
-                    "ticket_id": f"t-odd-{i}", "kb_session_id": f"sess-odd-{i}"})  # fmt: skip
-    extras: list[Any] = ["z" * 100_000, [[[[[[[[[[1]]]]]]]]]], {"a": {"b": {"c": None}}}, math.nan, "lone \ud800",
-                         "\x00\x1b[2J\u202e", 10**200, -math.inf]  # fmt: skip
+        out.append(
+            {
+                "event_id": f"kb-odd-{i}",
+                "type": "kb.viewed",
+                "ts": base + i,
+                "article_id": article,
+                "session_id": f"sess-odd-{i}",
+            }
+        )
+        out.append(
+            {
+                "event_id": f"kb-odd-t{i}",
+                "type": "ticket.created",
+                "ts": base + 30 + i,
+                "queue": "support",
+                "ticket_id": f"t-odd-{i}",
+                "kb_session_id": f"sess-odd-{i}",
+            }
+        )
+    extras: list[Any] = [
+        "z" * 100_000,
+        [[[[[[[[[[1]]]]]]]]]],
+        {"a": {"b": {"c": None}}},
+        math.nan,
+        "lone \ud800",
+        "\x00\x1b[2J\u202e",
+        10**200,
+        -math.inf,
+    ]
     nested: Any = 0
     for _ in range(600):
         nested = [nested]
     extras.append(nested)
     for i, extra in enumerate(extras):
-        out.append({"event_id": 10**9 + i, "type": "call.offered", "ts": base + 600 + i, "queue": "support",
-                    "call_id": 7_000_000 + i, "customer_id": 4915112345000 + i, "note": extra})  # fmt: skip
+        out.append(
+            {
+                "event_id": 10**9 + i,
+                "type": "call.offered",
+                "ts": base + 600 + i,
+                "queue": "support",
+                "call_id": 7_000_000 + i,
+                "customer_id": 4915112345000 + i,
+                "note": extra,
+            }
+        )
     rng.shuffle(out)
     return out
 
@@ -342,9 +522,11 @@ def fresh_calls(tag: str, n: int, t0: float) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for i in range(n):
         cid, t = f"{tag}-{i}", t0 + 7 * i
-        out += [{"event_id": f"{cid}-o", "type": "call.offered", "ts": t, "queue": "support", "call_id": cid},
-                {"event_id": f"{cid}-a", "type": "call.answered", "ts": t + 3, "call_id": cid, "agent_id": "x-agent"},
-                {"event_id": f"{cid}-e", "type": "call.ended", "ts": t + 60, "call_id": cid, "talk_seconds": 57}]  # fmt: skip
+        out += [
+            {"event_id": f"{cid}-o", "type": "call.offered", "ts": t, "queue": "support", "call_id": cid},
+            {"event_id": f"{cid}-a", "type": "call.answered", "ts": t + 3, "call_id": cid, "agent_id": "x-agent"},
+            {"event_id": f"{cid}-e", "type": "call.ended", "ts": t + 60, "call_id": cid, "talk_seconds": 57},
+        ]
     return out
 
 
@@ -370,8 +552,11 @@ def raw_messages(rng: random.Random, valid: list[dict[str, Any]], hostile: Hosti
     out: list[Message] = []
 
     def one(value: bytes, reason: str, kind: str, truncated: bool = False, key: bytes | None = b"raw") -> None:
-        out.append(Message(value, key, rng.randrange(PARTITIONS), [Item(value, reason, raw=True, kind=kind,
-                                                                           truncated=truncated)]))  # fmt: skip
+        out.append(
+            Message(
+                value, key, rng.randrange(PARTITIONS), [Item(value, reason, raw=True, kind=kind, truncated=truncated)]
+            )
+        )
 
     for _ in range(300):  # random bytes: never valid UTF-8, never a line break
         junk = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 3000))).replace(b"\n", b"").replace(b"\r", b"")
@@ -384,9 +569,15 @@ def raw_messages(rng: random.Random, valid: list[dict[str, Any]], hostile: Hosti
     one(b"\xef\xbb\xbf" + json.dumps(valid[0]).encode(), "invalid_json", "bom")
     for value in (b"", b" \t ", b"\n\n\r\n", b"{", b"[", b"]", b"{}}", b"nul\x00l", b"[1,]", b"{'a': 1}"):
         one(value, "invalid_json", "short_junk")
-    for value, reason in ((b"42", "not_an_object"), (b"null", "not_an_object"), (b'"a string"', "not_an_object"),
-                          (b"true", "not_an_object"), (b"{}", "missing_field:type"), (b"-0.0", "not_an_object")):
-        one(value, reason, "json_scalar")  # fmt: skip
+    for value, reason in (
+        (b"42", "not_an_object"),
+        (b"null", "not_an_object"),
+        (b'"a string"', "not_an_object"),
+        (b"true", "not_an_object"),
+        (b"{}", "missing_field:type"),
+        (b"-0.0", "not_an_object"),
+    ):
+        one(value, reason, "json_scalar")
     # deep nesting beyond the decoder's recursion limit: one invalid_json each
     for depth in (1_000, 5_000, 100_000):
         one(b"[" * depth + b"]" * depth, "invalid_json", "deep")
@@ -398,11 +589,14 @@ def raw_messages(rng: random.Random, valid: list[dict[str, Any]], hostile: Hosti
     deep_envelope = json.dumps([*envelope, "@@"]).replace('"@@"', "[" * 3000 + "]" * 3000)
     one(deep_envelope.encode(), "invalid_json", "deep_envelope")
     # numbers with more than 4,300 digits: not JSON Python can decode; one rejection each
-    one(json.dumps(dict(valid[2], event_id="bigint", wait_seconds="@@")).replace('"@@"', "9" * 5000).encode(),
-        "invalid_json", "bigint")  # fmt: skip
+    one(
+        json.dumps(dict(valid[2], event_id="bigint", wait_seconds="@@")).replace('"@@"', "9" * 5000).encode(),
+        "invalid_json",
+        "bigint",
+    )
     one(json.dumps([valid[3], "@@"]).replace('"@@"', "1" * 10_000).encode(), "invalid_json", "bigint_envelope")
     # ~1 MB messages
-    junk = "".join(rng.choice("abcdefghij{}[]\",:0123456789 ") for _ in range(1000)).encode()
+    junk = "".join(rng.choice('abcdefghij{}[]",:0123456789 ') for _ in range(1000)).encode()
     one(b"{" + junk * 1000, "invalid_json", "1MB_junk")
     one(json.dumps(dict(valid[4], event_id="mb-queue", queue="q" * MB)).encode(), "invalid_field:queue", "1MB_event")
     one(b"x" * TOO_BIG_FOR_DLQ, "invalid_json", "too_big_for_dlq", truncated=True)
@@ -426,10 +620,16 @@ def build_corpus(rng: random.Random) -> tuple[list[Message], list[dict[str, Any]
     messages = raw_messages(rng, sim, hostile)
     odd = valid_oddities(rng)
     for name in ("\nnewline", "nul\x00", "cr\r"):  # label-breaking names that are rejected
-        odd_bad = {"event_id": f"bad-name-{name!r}", "type": "call.offered", "ts": AT_EPOCH - 600, "queue": name,
-                   "call_id": "bad-name"}  # fmt: skip
-        messages.append(Message(json.dumps([odd_bad]).encode(), None, 0,
-                                [Item(odd_bad, "invalid_field:queue", kind="bad_name")]))
+        odd_bad = {
+            "event_id": f"bad-name-{name!r}",
+            "type": "call.offered",
+            "ts": AT_EPOCH - 600,
+            "queue": name,
+            "call_id": "bad-name",
+        }
+        messages.append(
+            Message(json.dumps([odd_bad]).encode(), None, 0, [Item(odd_bad, "invalid_field:queue", kind="bad_name")])
+        )
     used = sum(len(m.items) for m in messages)
     items: list[Item] = [Item(e, None, kind="valid") for e in [*sim, *odd]]
     while len(items) + used < RECORDS:
@@ -484,10 +684,12 @@ def pack(rng: random.Random, lane: int, items: list[Item]) -> Iterator[Message]:
                 size += item_size
                 i += 1
             ascii_only = rng.random() < 0.5 or not all(
-                _encodable(json.dumps(c.value, ensure_ascii=False, allow_nan=True)) for c in chunk)
+                _encodable(json.dumps(c.value, ensure_ascii=False, allow_nan=True)) for c in chunk
+            )
             body = json.dumps([c.value for c in chunk], ensure_ascii=ascii_only, allow_nan=True)
-            yield Message(body.encode("utf-8"), entity(chunk[0].value).encode("utf-8", "surrogatepass")[:100] or None,
-                          lane, chunk)  # fmt: skip
+            yield Message(
+                body.encode("utf-8"), entity(chunk[0].value).encode("utf-8", "surrogatepass")[:100] or None, lane, chunk
+            )
         elif shape < 0.9:  # NDJSON: 2..50 lines (some CRLF, some blank), plus a junk line now and then
             chunk = []
             lines: list[bytes] = []
@@ -525,8 +727,9 @@ def canonical(payload: bytes) -> str:
     """A DLQ payload as comparable text: its JSON value re-serialised with sorted keys, or the
     bytes themselves when they are not JSON."""
     try:
-        return "J" + json.dumps(json.loads(payload.decode("utf-8", "surrogatepass")), sort_keys=True,
-                                ensure_ascii=True, allow_nan=True)  # fmt: skip
+        return "J" + json.dumps(
+            json.loads(payload.decode("utf-8", "surrogatepass")), sort_keys=True, ensure_ascii=True, allow_nan=True
+        )
     except (ValueError, RecursionError):
         return "B" + payload.hex() if len(payload) < 4096 else f"B{len(payload)}:{hash(payload)}"
 
@@ -550,10 +753,16 @@ def expected_dead(messages: list[Message]) -> Counter[tuple[str, str]]:
 def read_dlq(kafka: str, topic: str, count: int, originals: dict[int, bytes]) -> Counter[tuple[str, str]]:
     import kafka as kafka_lib
 
-    consumer = kafka_lib.KafkaConsumer(topic, bootstrap_servers=kafka, auto_offset_reset="earliest",
-                                       enable_auto_commit=False, consumer_timeout_ms=10_000,
-                                       max_partition_fetch_bytes=4 * MB, fetch_max_bytes=64 * MB,
-                                       check_crcs=False)  # fmt: skip  # kafka-python checks CRCs in pure Python
+    consumer = kafka_lib.KafkaConsumer(
+        topic,
+        bootstrap_servers=kafka,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=10_000,
+        max_partition_fetch_bytes=4 * MB,
+        fetch_max_bytes=64 * MB,
+        check_crcs=False,
+    )  # kafka-python checks CRCs in pure Python
     got: Counter[tuple[str, str]] = Counter()
     n = 0
     deadline = time.monotonic() + 120
@@ -594,8 +803,9 @@ def corpus() -> tuple[list[Message], list[dict[str, Any]]]:
     return build_corpus(random.Random(SEED))
 
 
-def test_hostile_corpus_through_the_pipeline(kafka_bootstrap: str, redis_url: str, tmp_path: Path,
-                                             corpus: tuple[list[Message], list[dict[str, Any]]]) -> None:  # fmt: skip
+def test_hostile_corpus_through_the_pipeline(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path, corpus: tuple[list[Message], list[dict[str, Any]]]
+) -> None:
     import kafka
 
     messages, valid = corpus
@@ -603,10 +813,35 @@ def test_hostile_corpus_through_the_pipeline(kafka_bootstrap: str, redis_url: st
     total = len(valid) + len(invalid)
     assert total >= RECORDS
     kinds = Counter(i.kind for i in invalid)
-    for kind in ("wrong_type", "missing", "unknown_type", "bad_ts", "negative", "huge_string", "huge_number", "deep",
-                 "control", "reserved", "not_object", "score", "late", "future", "random_bytes", "invalid_utf8",
-                 "1MB_junk", "1MB_event", "1MB_element", "too_big_for_dlq", "deep_envelope", "bigint", "ndjson_junk",
-                 "bad_name", "short_junk", "json_scalar", "bom"):
+    for kind in (
+        "wrong_type",
+        "missing",
+        "unknown_type",
+        "bad_ts",
+        "negative",
+        "huge_string",
+        "huge_number",
+        "deep",
+        "control",
+        "reserved",
+        "not_object",
+        "score",
+        "late",
+        "future",
+        "random_bytes",
+        "invalid_utf8",
+        "1MB_junk",
+        "1MB_event",
+        "1MB_element",
+        "too_big_for_dlq",
+        "deep_envelope",
+        "bigint",
+        "ndjson_junk",
+        "bad_name",
+        "short_junk",
+        "json_scalar",
+        "bom",
+    ):
         assert kinds[kind] > 0, kind  # every kind of hostility is there
 
     started = time.monotonic()
@@ -617,12 +852,18 @@ def test_hostile_corpus_through_the_pipeline(kafka_bootstrap: str, redis_url: st
 
     p = Pipeline(kafka_bootstrap, redis_url, tmp_path)
     admin = kafka.KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    admin.create_topics({p.topic: {"num_partitions": PARTITIONS, "replication_factor": 1},
-                         p.dlq: {"num_partitions": 1, "replication_factor": 1}}, wait_for_metadata=True)  # fmt: skip
+    admin.create_topics(
+        {
+            p.topic: {"num_partitions": PARTITIONS, "replication_factor": 1},
+            p.dlq: {"num_partitions": 1, "replication_factor": 1},
+        },
+        wait_for_metadata=True,
+    )
     admin.close()
     try:
-        producer = kafka.KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=20,
-                                       max_request_size=1_048_576, batch_size=262_144)  # fmt: skip
+        producer = kafka.KafkaProducer(
+            bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=20, max_request_size=1_048_576, batch_size=262_144
+        )
         for message in messages:
             producer.send(p.topic, key=message.key, value=message.value, partition=message.partition)
         producer.flush(120)
@@ -630,8 +871,23 @@ def test_hostile_corpus_through_the_pipeline(kafka_bootstrap: str, redis_url: st
         phase("produce")
 
         common = ["--redis", redis_url, "--redis-prefix", p.prefix, "--clock", f"fixed:{AT_EPOCH:.0f}"]
-        worker = p.start("worker", "worker", "--kafka", kafka_bootstrap, "--topic", p.topic, "--dlq-topic", p.dlq,
-                         "--group", p.group, "--web-port", "0", "--batch-within", "0.2", *common)  # fmt: skip
+        worker = p.start(
+            "worker",
+            "worker",
+            "--kafka",
+            kafka_bootstrap,
+            "--topic",
+            p.topic,
+            "--dlq-topic",
+            p.dlq,
+            "--group",
+            p.group,
+            "--web-port",
+            "0",
+            "--batch-within",
+            "0.2",
+            *common,
+        )
         p.start("exporter", "exporter", "--host", "127.0.0.1", "--port", str(p.port), *common)
         path = tmp_path / "valid.jsonl"
         path.write_bytes(b"".join(json.dumps(e, ensure_ascii=True, allow_nan=True).encode() + b"\n" for e in valid))
@@ -650,10 +906,16 @@ def test_hostile_corpus_through_the_pipeline(kafka_bootstrap: str, redis_url: st
                 time.sleep(1)
                 continue
             samples = samples_of(text)
-            counted = sum(v for (name, _l), v in samples.items() if name in (
-                "ccmon_events_total", "ccmon_events_duplicate_total", "ccmon_events_rejected_total"))
-            lag = [v for (name, labels), v in samples.items() if name == "ccmon_consumer_lag"
-                   and dict(labels)["topic"] == p.topic]  # fmt: skip
+            counted = sum(
+                v
+                for (name, _l), v in samples.items()
+                if name in ("ccmon_events_total", "ccmon_events_duplicate_total", "ccmon_events_rejected_total")
+            )
+            lag = [
+                v
+                for (name, labels), v in samples.items()
+                if name == "ccmon_consumer_lag" and dict(labels)["topic"] == p.topic
+            ]
             if counted >= total and len(lag) == PARTITIONS and not any(lag):
                 break
             time.sleep(1)
@@ -668,8 +930,9 @@ def test_hostile_corpus_through_the_pipeline(kafka_bootstrap: str, redis_url: st
 
         # Rejections by reason, as generated.
         want_reasons = Counter(i.reason for i in invalid)
-        rejected = {dict(labels)["reason"]: v for (name, labels), v in samples.items()
-                    if name == "ccmon_events_rejected_total"}  # fmt: skip
+        rejected = {
+            dict(labels)["reason"]: v for (name, labels), v in samples.items() if name == "ccmon_events_rejected_total"
+        }
         assert rejected == dict(want_reasons)
 
         # The KPIs equal the replay of the valid events alone: the same series, every count
@@ -679,17 +942,22 @@ def test_hostile_corpus_through_the_pipeline(kafka_bootstrap: str, redis_url: st
         got = {k: v for k, v in kpis_only(samples).items() if k[0] != "ccmon_events_rejected_total"}
         want = {k: v for k, v in want.items() if k[0] != "ccmon_events_rejected_total"}
         assert not diff(got, want), diff(got, want)
-        inexact = {k: (v, want[k]) for k, v in got.items()
-                   if v != want[k] and (v.is_integer() or want[k].is_integer() or not math.isclose(v, want[k], rel_tol=1e-9))}  # fmt: skip
+        inexact = {
+            k: (v, want[k])
+            for k, v in got.items()
+            if v != want[k] and (v.is_integer() or want[k].is_integer() or not math.isclose(v, want[k], rel_tol=1e-9))
+        }
         assert not inexact, list(inexact.items())[:10]
         assert sum(v for (name, _l), v in got.items() if name == "ccmon_events_total") == len(
-            {(e.get("tenant", "default"), str(e["event_id"])) for e in valid})
+            {(e.get("tenant", "default"), str(e["event_id"])) for e in valid}
+        )
 
         # The exposition text is valid for both parsers, and the odd names came back intact.
         families = list(text_string_to_metric_families(text))
         assert families
-        check = subprocess.run(["promtool", "check", "metrics"], input=text.encode("utf-8"), capture_output=True,
-                               timeout=60)  # fmt: skip
+        check = subprocess.run(
+            ["promtool", "check", "metrics"], input=text.encode("utf-8"), capture_output=True, timeout=60
+        )
         # Exit 1 and "text format parsing error" is invalid text; exit 3 is its linter's naming
         # advice about the names METRICS.md fixes (ccmon_kb_* read as kilobytes, the
         # quantile label of the ccmon_wait_seconds_quantile gauge, gauges named *_sum and
@@ -714,11 +982,16 @@ def test_hostile_corpus_through_the_pipeline(kafka_bootstrap: str, redis_url: st
         dead = read_dlq(kafka_bootstrap, p.dlq, len(invalid), originals)
         want_dead = expected_dead(messages)
         missing, extra = want_dead - dead, dead - want_dead
-        assert not missing and not extra, (f"missing {sum(missing.values())}: {list(missing.items())[:3]}\n"
-                                           f"unexpected {sum(extra.values())}: {list(extra.items())[:3]}")  # fmt: skip
+        assert not missing and not extra, (
+            f"missing {sum(missing.values())}: {list(missing.items())[:3]}\n"
+            f"unexpected {sum(extra.values())}: {list(extra.items())[:3]}"
+        )
         truncated = [line for line in log.splitlines() if "ccmon-truncated" in line]
         assert len(truncated) == 1, truncated
         phase("dlq")
-        print(f"{total} records ({len(valid)} valid, {len(invalid)} invalid) in {len(messages)} messages; seconds: {phases}")
+        print(
+            f"{total} records ({len(valid)} valid, {len(invalid)} invalid) in {len(messages)} messages; "
+            f"seconds: {phases}"
+        )
     finally:
         p.close()

@@ -74,8 +74,9 @@ def loaded_exporter(bench_http: Any, redis_url: str, tmp_path_factory: pytest.Te
         client.close()
 
 
-def request(port: int, method: str, path: str, headers: dict[str, str] | None = None,
-            timeout: float = 10) -> tuple[int, http.client.HTTPMessage, bytes]:  # fmt: skip
+def request(
+    port: int, method: str, path: str, headers: dict[str, str] | None = None, timeout: float = 10
+) -> tuple[int, http.client.HTTPMessage, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(method, path, headers=headers or {})
@@ -168,7 +169,9 @@ def test_gzip_when_accepted(served: int) -> None:
     for path in ("/metrics", "/api/kpis", "/api/samples"):
         _, plain_headers, plain = request(served, "GET", path)
         assert "Content-Encoding" not in plain_headers and plain_headers["Vary"] == "Accept-Encoding"
-        status, headers, body = request(served, "GET", path, {"Accept-Encoding": "gzip, deflate"})  # what Prometheus sends
+        status, headers, body = request(
+            served, "GET", path, {"Accept-Encoding": "gzip, deflate"}
+        )  # what Prometheus sends
         assert status == 200 and headers["Content-Encoding"] == "gzip", path
         assert int(headers["Content-Length"]) == len(body) < len(plain) / 3, path
         if path == "/metrics":
@@ -187,8 +190,11 @@ def test_a_malformed_request_gets_400_and_no_error_log(caplog: pytest.LogCapture
     server = serve(make_wsgi_app(lambda: [], lambda: []))
     secret = "Basic " + "c2VjcmV0" * 2000  # an oversized header must not be quoted in any log line
     try:
-        for payload in (f"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: {secret}\r\n\r\n".encode(),
-                        b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00\r\n\r\n"):  # fmt: skip
+        for payload in (
+            f"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: {secret}\r\n\r\n".encode(),
+            b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"\x16\x03\x01\x02\x00\x01\x00\r\n\r\n",
+        ):
             with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
                 sock.sendall(payload)
                 status_line = sock.recv(100).split(b"\r\n")[0]
@@ -238,7 +244,7 @@ def closed_within(sock: socket.socket, seconds: float, dribble: bytes = b"") -> 
     while time.monotonic() - started < seconds:
         try:
             if sent < len(dribble):
-                sock.send(dribble[sent:sent + 1])
+                sock.send(dribble[sent : sent + 1])
                 sent += 1
             data = sock.recv(4096)
             if data == b"":
@@ -328,8 +334,10 @@ def test_every_worker_busy_gives_503_with_retry_after_and_probes_still_answer(mo
     server = serve(app)
     results: list[int] = []
     try:
-        holders = [threading.Thread(target=lambda: results.append(request(server.port, "GET", "/slow", timeout=30)[0]))
-                   for _ in range(2)]  # fmt: skip
+        holders = [
+            threading.Thread(target=lambda: results.append(request(server.port, "GET", "/slow", timeout=30)[0]))
+            for _ in range(2)
+        ]
         for thread in holders:
             thread.start()
         time.sleep(0.5)  # both workers taken

@@ -48,8 +48,15 @@ def pulse_store() -> MemoryState:
     raw += [("sales", f"b{i}", "esat", 5) for i in range(3)]
     raw.append(("support", "x", "csat", 5))  # a customer answer: the queue has state either way
     for i, (queue, agent, survey, score) in enumerate(raw):
-        event = {"event_id": f"e{i}", "type": "survey.response", "ts": AT - 600 + i, "queue": queue,
-                 "survey": survey, "score": score, "agent_id": agent}  # fmt: skip
+        event = {
+            "event_id": f"e{i}",
+            "type": "survey.response",
+            "ts": AT - 600 + i,
+            "queue": queue,
+            "survey": survey,
+            "score": score,
+            "agent_id": agent,
+        }
         engine.process(parse_event(event), AT)
     return store
 
@@ -63,12 +70,14 @@ def boards(urls: list[str], tmp_path: Path) -> list[dict[str, Any]]:
             page.wait_for_function("Number(document.body.dataset.renders) > 0", timeout=20000)
             page.wait_for_function("!document.querySelector('#pulse').hidden", timeout=20000)
             items = "els => els.map(e => ({...e.dataset, text: e.textContent, cls: e.className}))"
-            shown.append({
-                "errors": list(errors),
-                "wow_hidden": page.eval_on_selector("#wow", "e => e.hidden"),
-                "wow": page.eval_on_selector_all("#wow .item", items),
-                "pulse": page.eval_on_selector_all("#pulse .item", items),
-            })  # fmt: skip
+            shown.append(
+                {
+                    "errors": list(errors),
+                    "wow_hidden": page.eval_on_selector("#wow", "e => e.hidden"),
+                    "wow": page.eval_on_selector_all("#wow .item", items),
+                    "pulse": page.eval_on_selector_all("#pulse .item", items),
+                }
+            )
     return shown
 
 
@@ -76,8 +85,14 @@ def boards(urls: list[str], tmp_path: Path) -> list[dict[str, Any]]:
 def test_the_board_shows_week_over_week_and_the_pulse(tmp_path: Path) -> None:
     store = pulse_store()
     weekly = WeekOverWeek("http://prometheus.invalid:9090", opener=lambda _u, _t: prometheus_answer())
-    servers = [serve(make_wsgi_app(lambda: snapshot(Config(), store, AT), lambda: [], get_info=lambda: {"at": AT},
-                                   week_over_week=w)) for w in (weekly, None)]  # fmt: skip
+    servers = [
+        serve(
+            make_wsgi_app(
+                lambda: snapshot(Config(), store, AT), lambda: [], get_info=lambda: {"at": AT}, week_over_week=w
+            )
+        )
+        for w in (weekly, None)
+    ]
     try:
         with_prometheus, without = boards([server.url for server in servers], tmp_path)
     finally:

@@ -28,8 +28,13 @@ TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 def start(args: list[str], tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path, Path]:
     out, err = tmp_path / "stdout", tmp_path / "stderr"
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", *args], cwd=ROOT, stdout=stdout, stderr=stderr,
-                                env={**os.environ, "PYTHONPATH": str(ROOT), **env})  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", *args],
+            cwd=ROOT,
+            stdout=stdout,
+            stderr=stderr,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        )
     return proc, out, err
 
 
@@ -62,13 +67,34 @@ def json_lines(*paths: Path) -> list[dict[str, Any]]:
     return docs
 
 
-def test_worker_logs_json_lines_faust_included(kafka_bootstrap: str, redis_url: str, redis_prefix: str,
-                                               tmp_path: Path) -> None:  # fmt: skip
+def test_worker_logs_json_lines_faust_included(
+    kafka_bootstrap: str, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
     name = f"test-logs-{uuid.uuid4().hex[:10]}"
     secret = os.environ["CCMON_CUSTOMER_KEY_SECRET"]
-    proc, out, err = start(["worker", "--log-format", "json", "--kafka", kafka_bootstrap, "--redis", redis_url,
-                            "--topic", f"{name}.events", "--dlq-topic", f"{name}.dlq", "--group", name,
-                            "--redis-prefix", redis_prefix, "--web-port", "0"], tmp_path, {})  # fmt: skip
+    proc, out, err = start(
+        [
+            "worker",
+            "--log-format",
+            "json",
+            "--kafka",
+            kafka_bootstrap,
+            "--redis",
+            redis_url,
+            "--topic",
+            f"{name}.events",
+            "--dlq-topic",
+            f"{name}.dlq",
+            "--group",
+            name,
+            "--redis-prefix",
+            redis_prefix,
+            "--web-port",
+            "0",
+        ],
+        tmp_path,
+        {},
+    )
     try:
         wait_for("'Worker: Ready' line", lambda: "[^Worker]: Ready" in err.read_text(), proc, err)
     finally:
@@ -85,8 +111,11 @@ def test_worker_logs_json_lines_faust_included(kafka_bootstrap: str, redis_url: 
 
 def test_exporter_logs_json_lines(redis_url: str, redis_prefix: str, tmp_path: Path) -> None:
     port = free_port()
-    proc, out, err = start(["exporter", "--port", str(port), "--redis", redis_url, "--redis-prefix", redis_prefix],
-                           tmp_path, {"CCMON_LOG_FORMAT": "json"})  # fmt: skip
+    proc, out, err = start(
+        ["exporter", "--port", str(port), "--redis", redis_url, "--redis-prefix", redis_prefix],
+        tmp_path,
+        {"CCMON_LOG_FORMAT": "json"},
+    )
 
     def healthy() -> bool:
         try:
@@ -109,17 +138,23 @@ def test_exporter_logs_json_lines(redis_url: str, redis_prefix: str, tmp_path: P
 
 
 def test_bad_log_format_is_one_line_naming_the_field(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "streams.cli", "exporter", "--log-format", "yaml"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "exporter", "--log-format", "yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert result.returncode == 2
     assert result.stderr == "ccmon exporter: config field '--log-format': must be one of text, json, got 'yaml'\n"
 
 
 def test_demo_logs_json_lines(tmp_path: Path) -> None:
     port = free_port()
-    proc, out, err = start(["demo", "--log-format", "json", "--port", str(port), "--warmup", "10", "--pause-after", "1"],
-                           tmp_path, {})  # fmt: skip
+    proc, out, err = start(
+        ["demo", "--log-format", "json", "--port", str(port), "--warmup", "10", "--pause-after", "1"], tmp_path, {}
+    )
     try:
         wait_for("the wallboard line", lambda: "wallboard on" in err.read_text(), proc, err, timeout=60)
     finally:
@@ -128,8 +163,10 @@ def test_demo_logs_json_lines(tmp_path: Path) -> None:
     assert code == 0, err.read_text()[-3000:]
     assert out.read_text() == ""  # the banner is a log line now, on stderr
     messages = [doc["message"] for doc in json_lines(err) if doc["logger"] == "ccmon.demo"]
-    assert messages[0] == f"ccmon demo: wallboard on http://127.0.0.1:{port}/  (also http://127.0.0.1:{port}/metrics, " \
-                          f"http://127.0.0.1:{port}/api/kpis)"
+    assert (
+        messages[0] == f"ccmon demo: wallboard on http://127.0.0.1:{port}/  (also http://127.0.0.1:{port}/metrics, "
+        f"http://127.0.0.1:{port}/api/kpis)"
+    )
     assert messages[-1] == "ccmon demo: stopped"
 
 
@@ -137,8 +174,11 @@ def test_source_asterisk_follow_logs_json_lines(tmp_path: Path) -> None:
     queue_log = tmp_path / "queue_log"
     queue_log.write_text("1795000000|c1|support|NONE|ENTERQUEUE||tel-0001|1\n")
     events = tmp_path / "events.jsonl"
-    proc, out, err = start(["source", "asterisk", str(queue_log), "--follow", "--poll", "0.1", "--out", str(events)],
-                           tmp_path, {"CCMON_LOG_FORMAT": "json"})  # fmt: skip
+    proc, out, err = start(
+        ["source", "asterisk", str(queue_log), "--follow", "--poll", "0.1", "--out", str(events)],
+        tmp_path,
+        {"CCMON_LOG_FORMAT": "json"},
+    )
     try:
         wait_for("the first event", lambda: events.exists() and events.read_text().count("\n") == 1, proc, err, 30)
         with queue_log.open("a") as handle:
@@ -156,12 +196,31 @@ def test_source_asterisk_follow_logs_json_lines(tmp_path: Path) -> None:
     assert (summary["rows"], summary["events"], summary["rows_not_mapped"]) == (3, written, 1)
 
 
-def test_rebuild_logs_json_lines_its_error_included(kafka_bootstrap: str, redis_url: str, redis_prefix: str,
-                                                    tmp_path: Path) -> None:  # fmt: skip
+def test_rebuild_logs_json_lines_its_error_included(
+    kafka_bootstrap: str, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
     name = f"test-logs-{uuid.uuid4().hex[:10]}"
-    proc, out, err = start(["rebuild", "--kafka", kafka_bootstrap, "--redis", redis_url, "--topic", f"{name}.events",
-                            "--group", name, "--redis-prefix", redis_prefix], tmp_path, {"CCMON_LOG_FORMAT": "json"})  # fmt: skip
+    proc, out, err = start(
+        [
+            "rebuild",
+            "--kafka",
+            kafka_bootstrap,
+            "--redis",
+            redis_url,
+            "--topic",
+            f"{name}.events",
+            "--group",
+            name,
+            "--redis-prefix",
+            redis_prefix,
+        ],
+        tmp_path,
+        {"CCMON_LOG_FORMAT": "json"},
+    )
     assert proc.wait(120) == 2
     docs = json_lines(out, err)
     assert docs[-1]["level"] == "ERROR" and docs[-1]["logger"] == "ccmon"
-    assert docs[-1]["message"] == f"ccmon rebuild: topic '{name}.events' does not exist (or has no partitions) on this cluster"
+    assert (
+        docs[-1]["message"]
+        == f"ccmon rebuild: topic '{name}.events' does not exist (or has no partitions) on this cluster"
+    )

@@ -42,14 +42,23 @@ PARAMETER_VALUES = {"tenant": "default", "queue": "support", "limit": "1"}
 def response_validator(document: dict[str, Any], path: str, status: str = "200") -> jsonschema.Draft202012Validator:
     """A validator of the JSON body ``path`` answers with ``status``, by the document's schema."""
     schema = document["paths"][path]["get"]["responses"][status]["content"]["application/json"]["schema"]
-    wrapper = {"$schema": "https://json-schema.org/draft/2020-12/schema", "components": document["components"], **schema}
+    wrapper = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "components": document["components"],
+        **schema,
+    }
     return jsonschema.Draft202012Validator(wrapper)
 
 
 def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "streams.cli", *args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", *args],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
 
 
 def wait_until(ready: Any, proc: subprocess.Popen[bytes], log: Path, timeout: float = 90.0) -> None:
@@ -67,8 +76,9 @@ def wait_until(ready: Any, proc: subprocess.Popen[bytes], log: Path, timeout: fl
 
 
 @pytest.fixture(scope="module")
-def exporters(tmp_path_factory: pytest.TempPathFactory, redis_url: str, golden_lines: list[bytes],
-              golden_at: float) -> Iterator[dict[str, str]]:  # fmt: skip
+def exporters(
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str, golden_lines: list[bytes], golden_at: float
+) -> Iterator[dict[str, str]]:
     """Two real exporters over the golden day in Redis: ``loopback`` (127.0.0.1) and ``all``
     (0.0.0.0, no basic auth: customer ids masked)."""
     client = redis.Redis.from_url(redis_url)
@@ -84,8 +94,22 @@ def exporters(tmp_path_factory: pytest.TempPathFactory, redis_url: str, golden_l
         for name, host in (("loopback", "127.0.0.1"), ("all", "0.0.0.0")):
             port = free_port()
             log = tmp / f"{name}.log"
-            proc = start(["exporter", "--host", host, "--port", str(port), "--redis", redis_url, "--redis-prefix", prefix,
-                          "--clock", f"fixed:{golden_at}"], log)  # fmt: skip
+            proc = start(
+                [
+                    "exporter",
+                    "--host",
+                    host,
+                    "--port",
+                    str(port),
+                    "--redis",
+                    redis_url,
+                    "--redis-prefix",
+                    prefix,
+                    "--clock",
+                    f"fixed:{golden_at}",
+                ],
+                log,
+            )
             procs.append(proc)
             base = f"http://127.0.0.1:{port}"
             wait_until(lambda base=base: get(base + "/healthz")[0] == 200, proc, log, timeout=30)
@@ -102,8 +126,22 @@ def exporters(tmp_path_factory: pytest.TempPathFactory, redis_url: str, golden_l
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("demo") / "demo.log"
-    proc = start(["demo", "--port", str(port), "--seed", "3", "--start", "2026-11-20T10:40:00Z", "--speed", "60",
-                  "--pause-after", "2"], log)  # fmt: skip
+    proc = start(
+        [
+            "demo",
+            "--port",
+            str(port),
+            "--seed",
+            "3",
+            "--start",
+            "2026-11-20T10:40:00Z",
+            "--speed",
+            "60",
+            "--pause-after",
+            "2",
+        ],
+        log,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: json.loads(get(base + "/api/kpis")[2])["info"].get("paused"), proc, log)
@@ -114,7 +152,11 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def json_paths(document: dict[str, Any]) -> set[str]:
     """The documented paths that answer JSON (not /api/stream's event stream: stream_document)."""
-    return {path for path, item in document["paths"].items() if "application/json" in item["get"]["responses"]["200"]["content"]}
+    return {
+        path
+        for path, item in document["paths"].items()
+        if "application/json" in item["get"]["responses"]["200"]["content"]
+    }
 
 
 def stream_document(base: str) -> dict[str, Any]:
@@ -131,9 +173,9 @@ def stream_document(base: str) -> dict[str, Any]:
         while True:
             line = response.readline().decode().rstrip("\n")
             if line.startswith("event: "):
-                event = line[len("event: "):]
+                event = line[len("event: ") :]
             elif line.startswith("data: ") and event == "kpis":
-                doc: dict[str, Any] = json.loads(line[len("data: "):])
+                doc: dict[str, Any] = json.loads(line[len("data: ") :])
                 response_validator(openapi_document(), "/api/kpis").validate(doc)
                 return doc
     finally:
@@ -159,7 +201,11 @@ def fetch_documented(base: str, *, served: set[str] | None = None) -> dict[tuple
                 continue
             assert parameter["in"] == "query"
             names.append(parameter["name"])
-        queries = ["", *(f"{n}={PARAMETER_VALUES[n]}" for n in names), "&".join(f"{n}={PARAMETER_VALUES[n]}" for n in names)]
+        queries = [
+            "",
+            *(f"{n}={PARAMETER_VALUES[n]}" for n in names),
+            "&".join(f"{n}={PARAMETER_VALUES[n]}" for n in names),
+        ]
         for query in dict.fromkeys(queries):
             status, content_type, body = get(f"{base}{url_path}" + (f"?{query}" if query else ""))
             assert str(status) in operation["responses"], (path, query, status, body[:300])
@@ -173,7 +219,12 @@ def fetch_documented(base: str, *, served: set[str] | None = None) -> dict[tuple
 def test_exporter_responses_match_the_document(exporters: dict[str, str]) -> None:
     seen = fetch_documented(exporters["loopback"])
     assert {path for path, _query in seen} == json_paths(openapi_document())  # the exporter serves them all
-    assert stream_document(exporters["loopback"])["tenants"]["default"]["queues"]["support"]["windows"]["1h"]["calls_offered"] == 10
+    assert (
+        stream_document(exporters["loopback"])["tenants"]["default"]["queues"]["support"]["windows"]["1h"][
+            "calls_offered"
+        ]
+        == 10
+    )
     assert all(status == 200 for status, _doc in seen.values())
     kpis = seen[("/api/kpis", "")][1]
     assert kpis["tenants"]["default"]["queues"]["support"]["windows"]["1h"]["calls_offered"] == 10

@@ -253,18 +253,39 @@ def test_redis_down_30s_pauses_the_worker_which_catches_up(
     common = ["--redis", own_redis.url, "--redis-prefix", p.prefix, "--clock", f"fixed:{at}"]
     try:
         p.start("exporter", "exporter", "--host", "127.0.0.1", "--port", str(p.port), *common)
-        worker = p.start("worker", "worker", "--kafka", kafka_bootstrap, "--topic", p.topic, "--dlq-topic", p.dlq,
-                         "--group", p.group, "--web-port", str(web_port), "--batch-size", "5", "--batch-within",
-                         "0.1", *common)  # fmt: skip
+        worker = p.start(
+            "worker",
+            "worker",
+            "--kafka",
+            kafka_bootstrap,
+            "--topic",
+            p.topic,
+            "--dlq-topic",
+            p.dlq,
+            "--group",
+            p.group,
+            "--web-port",
+            str(web_port),
+            "--batch-size",
+            "5",
+            "--batch-within",
+            "0.1",
+            *common,
+        )
         third = len(lines) // 3
         produce_timed(kafka_bootstrap, p.topic, lines[:third])
-        wait_for_kpis(lambda: kpi_samples(own_redis.url, p.prefix, at), {("ccmon_events_total", ()): third}, 90,
-                      p.processes, p.log_tail)  # fmt: skip
+        wait_for_kpis(
+            lambda: kpi_samples(own_redis.url, p.prefix, at),
+            {("ccmon_events_total", ()): third},
+            90,
+            p.processes,
+            p.log_tail,
+        )
 
         # Redis dies; events keep coming while it is away.
         own_redis.kill()
         down_at = time.monotonic()
-        flow = threading.Thread(target=produce_timed, args=(kafka_bootstrap, p.topic, lines[third:2 * third]))
+        flow = threading.Thread(target=produce_timed, args=(kafka_bootstrap, p.topic, lines[third : 2 * third]))
         flow.start()
         waits: list[float] = []
         statuses: set[int] = set()
@@ -275,8 +296,9 @@ def test_redis_down_30s_pauses_the_worker_which_catches_up(
             statuses.add(get(f"http://127.0.0.1:{p.port}/healthz")[0])
             status, text = get(f"http://127.0.0.1:{web_port}/metrics")
             assert status == 200, text
-            waits += [s.value for f in text_families(text) for s in f.samples
-                      if s.name == "ccmon_worker_redis_wait_seconds"]  # fmt: skip
+            waits += [
+                s.value for f in text_families(text) for s in f.samples if s.name == "ccmon_worker_redis_wait_seconds"
+            ]
             if committed_early is None and time.monotonic() - down_at > 8:
                 committed_early = committed(kafka_bootstrap, p.group)  # after the last commit of applied batches
             time.sleep(1.0)
@@ -293,7 +315,7 @@ def test_redis_down_30s_pauses_the_worker_which_catches_up(
         assert len(re.findall(r"ERROR\]? .*Redis error: ", log)) == 1, log[-3000:]  # one line, no storm
 
         own_redis.start()  # back from its AOF
-        produce_timed(kafka_bootstrap, p.topic, lines[2 * third:])
+        produce_timed(kafka_bootstrap, p.topic, lines[2 * third :])
         got = wait_for_kpis(lambda: kpi_samples(own_redis.url, p.prefix, at), want, 120, p.processes, p.log_tail)
         problems = diff(got, want)
         assert not problems, problems
@@ -303,8 +325,9 @@ def test_redis_down_30s_pauses_the_worker_which_catches_up(
         assert back and int(back.group(1)) >= OUTAGE_SECONDS - 5, log[-3000:]
         assert "Traceback" not in log
         status, text = get(f"http://127.0.0.1:{web_port}/metrics")
-        assert [s.value for f in text_families(text) for s in f.samples
-                if s.name == "ccmon_worker_redis_wait_seconds"] == [0.0]  # fmt: skip
+        assert [
+            s.value for f in text_families(text) for s in f.samples if s.name == "ccmon_worker_redis_wait_seconds"
+        ] == [0.0]
         status, text = get(f"http://127.0.0.1:{p.port}/metrics")
         assert status == 200
         assert samples_of(text)  # the exporter serves again
@@ -347,9 +370,31 @@ def test_kafka_broker_restart_mid_stream_loses_nothing(
     redis_url = f"redis://127.0.0.1:{env['CCMON_REDIS_PORT']}/0"
     p = Pipeline(kafka, redis_url, tmp_path)
     create_topics(kafka, p.topic, p.dlq)
-    worker_args = ["worker", "--kafka", kafka, "--topic", p.topic, "--dlq-topic", p.dlq, "--group", p.group,
-                   "--redis", redis_url, "--redis-prefix", p.prefix, "--clock", f"fixed:{at}", "--batch-size", "5",
-                   "--batch-within", "0.1", "--session-timeout", "10", "--web-port", "0"]  # fmt: skip
+    worker_args = [
+        "worker",
+        "--kafka",
+        kafka,
+        "--topic",
+        p.topic,
+        "--dlq-topic",
+        p.dlq,
+        "--group",
+        p.group,
+        "--redis",
+        redis_url,
+        "--redis-prefix",
+        p.prefix,
+        "--clock",
+        f"fixed:{at}",
+        "--batch-size",
+        "5",
+        "--batch-within",
+        "0.1",
+        "--session-timeout",
+        "10",
+        "--web-port",
+        "0",
+    ]
     workers = [p.start(name, *worker_args) for name in ("w0", "w1")]
     try:
         deadline = time.monotonic() + 90
@@ -384,8 +429,10 @@ def test_kafka_broker_restart_mid_stream_loses_nothing(
         sent = flow.finish()
 
         got = wait_for_kpis(lambda: kpi_samples(redis_url, p.prefix, at), want, 180, workers, p.log_tail)
-        print(f"broker down {down_for:.0f} s; {counted_at_stop:.0f} of {events_total(want):.0f} events counted when it "
-              f"stopped; {sent} messages sent in all")
+        print(
+            f"broker down {down_for:.0f} s; {counted_at_stop:.0f} of {events_total(want):.0f} events counted when it "
+            f"stopped; {sent} messages sent in all"
+        )
         assert counted_at_stop < events_total(want)
         problems = diff(got, want)
         assert not problems, problems
@@ -400,4 +447,3 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-

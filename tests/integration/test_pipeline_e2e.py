@@ -29,12 +29,20 @@ AT_EPOCH = 1795168800
 MALFORMED: list[tuple[bytes, str]] = [
     (b"{this is not json", "invalid_json"),
     (b'{"event_id": "m2", "type": "call.teleported", "ts": 1795165200, "queue": "support"}', "unknown_type"),
-    (b'{"event_id": "m3", "type": "call.offered", "ts": "yesterday", "queue": "support", "call_id": "x"}',
-     "bad_timestamp"),
-]  # fmt: skip
+    (
+        b'{"event_id": "m3", "type": "call.offered", "ts": "yesterday", "queue": "support", "call_id": "x"}',
+        "bad_timestamp",
+    ),
+]
 #: Inside an array envelope: a bad element among good ones.
-BAD_ELEMENT = {"event_id": "m4", "type": "survey.response", "ts": 1795165300, "queue": "support",
-               "survey": "csat", "score": 9}  # fmt: skip  # score_out_of_range on a 1-5 scale
+BAD_ELEMENT = {
+    "event_id": "m4",
+    "type": "survey.response",
+    "ts": 1795165300,
+    "queue": "support",
+    "survey": "csat",
+    "score": 9,
+}  # score_out_of_range on a 1-5 scale
 BAD_ELEMENT_REASON = "score_out_of_range"
 
 
@@ -65,8 +73,23 @@ def pipeline(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.Temp
     producer.close()
 
     common = ["--redis", redis_url, "--redis-prefix", p.prefix, "--clock", f"fixed:{AT_EPOCH}"]
-    p.start("worker", "worker", "--kafka", kafka_bootstrap, "--topic", p.topic, "--dlq-topic", p.dlq,
-            "--group", p.group, "--web-port", str(free_port()), "--batch-within", "0.1", *common)  # fmt: skip
+    p.start(
+        "worker",
+        "worker",
+        "--kafka",
+        kafka_bootstrap,
+        "--topic",
+        p.topic,
+        "--dlq-topic",
+        p.dlq,
+        "--group",
+        p.group,
+        "--web-port",
+        str(free_port()),
+        "--batch-within",
+        "0.1",
+        *common,
+    )
     p.start("exporter", "exporter", "--host", "127.0.0.1", "--port", str(p.port), *common)
     try:
         yield p
@@ -74,9 +97,9 @@ def pipeline(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.Temp
         p.close()
 
 
-
-def test_golden_values_through_kafka_and_redis(pipeline: Pipeline, golden_lines: list[bytes],
-                                               golden_expected: dict[Any, float]) -> None:  # fmt: skip
+def test_golden_values_through_kafka_and_redis(
+    pipeline: Pipeline, golden_lines: list[bytes], golden_expected: dict[Any, float]
+) -> None:
     expected_events = len(golden_lines) + len(MALFORMED) + 1
     got = settled(pipeline, expected_events)
     for (name, labels), value in golden_expected.items():
@@ -97,8 +120,13 @@ def test_malformed_messages_are_dead_lettered(pipeline: Pipeline, golden_lines: 
     import kafka
 
     settled(pipeline, len(golden_lines) + len(MALFORMED) + 1)
-    consumer = kafka.KafkaConsumer(pipeline.dlq, bootstrap_servers=pipeline.kafka, auto_offset_reset="earliest",
-                                   enable_auto_commit=False, consumer_timeout_ms=5000)  # fmt: skip
+    consumer = kafka.KafkaConsumer(
+        pipeline.dlq,
+        bootstrap_servers=pipeline.kafka,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=5000,
+    )
     dead: dict[str, bytes] = {}
     deadline = time.monotonic() + 30
     while len(dead) < len(MALFORMED) + 1 and time.monotonic() < deadline:
@@ -124,10 +152,23 @@ def test_worker_keeps_retrying_a_dead_broker(redis_url: str, tmp_path: Path) -> 
     log = tmp_path / "worker.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--kafka", f"127.0.0.1:{port}", "--redis", redis_url,
-             "--redis-prefix", f"dead-{uuid.uuid4().hex[:8]}", "--web-port", str(free_port())],
-            stdout=subprocess.DEVNULL, stderr=out,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "streams.cli",
+                "worker",
+                "--kafka",
+                f"127.0.0.1:{port}",
+                "--redis",
+                redis_url,
+                "--redis-prefix",
+                f"dead-{uuid.uuid4().hex[:8]}",
+                "--web-port",
+                str(free_port()),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=out,
+        )
     try:
         # Until its first failed attempt is logged (a loaded machine starts Python slowly), then
         # a little longer: it must still be running, retrying.
@@ -152,8 +193,11 @@ def test_consumer_lag_is_served(pipeline: Pipeline, golden_lines: list[bytes]) -
     deadline = time.monotonic() + 40
     lag: dict[str, float] = {}
     while time.monotonic() < deadline:
-        lag = {dict(labels)["partition"]: value for (name, labels), value in pipeline.metrics().items()
-               if name == "ccmon_consumer_lag" and dict(labels)["topic"] == pipeline.topic}  # fmt: skip
+        lag = {
+            dict(labels)["partition"]: value
+            for (name, labels), value in pipeline.metrics().items()
+            if name == "ccmon_consumer_lag" and dict(labels)["topic"] == pipeline.topic
+        }
         if len(lag) == 4 and not any(lag.values()):
             break
         time.sleep(1)

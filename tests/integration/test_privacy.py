@@ -52,8 +52,7 @@ from harness.samples import samples_of
 pytestmark = [pytest.mark.integration]
 
 AT_EPOCH = 1795168800  # 2026-11-20T10:00:00Z
-CUSTOMERS = ["cust-PRIV-91c2e7d4", "+4915112345678", "004915112345679", "jane.roe.priv@example.com",
-             "ПРИВ-клиент-42"]  # fmt: skip
+CUSTOMERS = ["cust-PRIV-91c2e7d4", "+4915112345678", "004915112345679", "jane.roe.priv@example.com", "ПРИВ-клиент-42"]
 FREE_TEXT = "FREETEXT Jane Roe-Privacy says invoice 4711 is wrong"
 SETTLE_TIMEOUT = 90.0
 
@@ -63,26 +62,78 @@ def valid_events() -> list[dict[str, Any]]:
     for i, customer in enumerate(CUSTOMERS):
         t = AT_EPOCH - 1800 + 60 * i
         out += [
-            {"event_id": f"pv{i}-1", "type": "call.offered", "ts": t, "queue": "support", "call_id": f"pc{i}",
-             "customer_id": customer, "note": FREE_TEXT, "caller_name": FREE_TEXT},
-            {"event_id": f"pv{i}-3", "type": "callback.requested", "ts": t + 200, "queue": "sales",
-             "callback_id": f"pcb{i}", "customer_id": customer, "comment": FREE_TEXT},
-            {"event_id": f"pv{i}-7", "type": "ticket.created", "ts": t + 5, "queue": "support", "ticket_id": f"pt{i}",
-             "customer_id": customer, "channel": "email", "subject": FREE_TEXT, "body": FREE_TEXT},
-            {"event_id": f"pv{i}-8", "type": "ticket.replied", "ts": t + 600, "ticket_id": f"pt{i}", "author": "customer",
-             "text": FREE_TEXT},
-            {"event_id": f"pv{i}-9", "type": "survey.response", "ts": t + 700, "survey": "csat", "score": 4,
-             "queue": "support", "contact_id": customer, "comment": FREE_TEXT},
+            {
+                "event_id": f"pv{i}-1",
+                "type": "call.offered",
+                "ts": t,
+                "queue": "support",
+                "call_id": f"pc{i}",
+                "customer_id": customer,
+                "note": FREE_TEXT,
+                "caller_name": FREE_TEXT,
+            },
+            {
+                "event_id": f"pv{i}-3",
+                "type": "callback.requested",
+                "ts": t + 200,
+                "queue": "sales",
+                "callback_id": f"pcb{i}",
+                "customer_id": customer,
+                "comment": FREE_TEXT,
+            },
+            {
+                "event_id": f"pv{i}-7",
+                "type": "ticket.created",
+                "ts": t + 5,
+                "queue": "support",
+                "ticket_id": f"pt{i}",
+                "customer_id": customer,
+                "channel": "email",
+                "subject": FREE_TEXT,
+                "body": FREE_TEXT,
+            },
+            {
+                "event_id": f"pv{i}-8",
+                "type": "ticket.replied",
+                "ts": t + 600,
+                "ticket_id": f"pt{i}",
+                "author": "customer",
+                "text": FREE_TEXT,
+            },
+            {
+                "event_id": f"pv{i}-9",
+                "type": "survey.response",
+                "ts": t + 700,
+                "survey": "csat",
+                "score": 4,
+                "queue": "support",
+                "contact_id": customer,
+                "comment": FREE_TEXT,
+            },
         ]
         if i % 2:  # answered (no callback owed until the customer asks for one)
             out += [
                 {"event_id": f"pv{i}-4", "type": "call.answered", "ts": t + 10, "call_id": f"pc{i}", "agent_id": "a1"},
-                {"event_id": f"pv{i}-5", "type": "call.ended", "ts": t + 100, "call_id": f"pc{i}", "talk_seconds": 90,
-                 "resolved": True, "summary": FREE_TEXT},
+                {
+                    "event_id": f"pv{i}-5",
+                    "type": "call.ended",
+                    "ts": t + 100,
+                    "call_id": f"pc{i}",
+                    "talk_seconds": 90,
+                    "resolved": True,
+                    "summary": FREE_TEXT,
+                },
             ]
         else:  # missed: a callback is owed from here (the request later is absorbed into it)
-            out.append({"event_id": f"pv{i}-2", "type": "call.abandoned", "ts": t + 30, "call_id": f"pc{i}",
-                        "wait_seconds": 30})
+            out.append(
+                {
+                    "event_id": f"pv{i}-2",
+                    "type": "call.abandoned",
+                    "ts": t + 30,
+                    "call_id": f"pc{i}",
+                    "wait_seconds": 30,
+                }
+            )
     return out
 
 
@@ -90,8 +141,15 @@ def invalid_messages() -> list[tuple[bytes, str]]:
     """(message value, reason) - each one rejection that carries a customer id or free text."""
     out: list[tuple[bytes, str]] = []
     for i, customer in enumerate(CUSTOMERS):
-        base = {"event_id": f"px{i}", "type": "callback.requested", "ts": AT_EPOCH - 900, "queue": "support",
-                "callback_id": f"pxcb{i}", "customer_id": customer, "comment": FREE_TEXT}  # fmt: skip
+        base = {
+            "event_id": f"px{i}",
+            "type": "callback.requested",
+            "ts": AT_EPOCH - 900,
+            "queue": "support",
+            "callback_id": f"pxcb{i}",
+            "customer_id": customer,
+            "comment": FREE_TEXT,
+        }
         out += [
             (json.dumps({**base, "ts": "yesterday"}).encode(), "bad_timestamp"),
             (json.dumps([{**base, "customer_id": [customer]}]).encode(), "invalid_field:customer_id"),
@@ -100,11 +158,15 @@ def invalid_messages() -> list[tuple[bytes, str]]:
             (json.dumps([f"please call {customer} back: {FREE_TEXT}"]).encode(), "not_an_object"),
             (json.dumps({**base, "queue": "sup\nport"}).encode(), "invalid_field:queue"),
             (json.dumps({**base, "ts": AT_EPOCH - 3 * 86400}).encode(), "too_late"),
-            (json.dumps({**base, "score": 99, "type": "survey.response", "survey": "nps", "contact_id": customer}).encode(),
-             "score_out_of_range"),
+            (
+                json.dumps(
+                    {**base, "score": 99, "type": "survey.response", "survey": "nps", "contact_id": customer}
+                ).encode(),
+                "score_out_of_range",
+            ),
             (json.dumps(base).encode()[:-20], "invalid_json"),
             (json.dumps(base, ensure_ascii=False).encode().replace(b'"type"', b'"ty\xffpe"'), "invalid_json"),
-        ]  # fmt: skip
+        ]
     return out
 
 
@@ -139,8 +201,12 @@ class PrivacyRun(Pipeline):
         log = self.tmp / f"{name}.log"
         self.logs[name] = log
         with log.open("wb") as out:
-            process = subprocess.Popen([sys.executable, "-m", "streams.cli", *args], stdout=out,
-                                       stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **env})  # fmt: skip
+            process = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+            )
         self.processes.append(process)
         return process
 
@@ -162,23 +228,54 @@ def run(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathF
 
     p = PrivacyRun(kafka_bootstrap, redis_url, tmp_path_factory.mktemp("privacy"))
     admin = kafka.KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    admin.create_topics({p.topic: {"num_partitions": 2, "replication_factor": 1},
-                         p.dlq: {"num_partitions": 1, "replication_factor": 1}}, wait_for_metadata=True)  # fmt: skip
+    admin.create_topics(
+        {
+            p.topic: {"num_partitions": 2, "replication_factor": 1},
+            p.dlq: {"num_partitions": 1, "replication_factor": 1},
+        },
+        wait_for_metadata=True,
+    )
     admin.close()
     producer = kafka.KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     events = valid_events()
     for i in range(0, len(events), 7):  # envelopes of 7, and the last few one by one
-        producer.send(p.topic, key=b"k", value=json.dumps(events[i:i + 7], ensure_ascii=False).encode())
+        producer.send(p.topic, key=b"k", value=json.dumps(events[i : i + 7], ensure_ascii=False).encode())
     for value, _reason in invalid_messages():
         producer.send(p.topic, key=b"bad", value=value)
     producer.flush(30)
     producer.close()
 
     common = ["--redis", redis_url, "--redis-prefix", p.prefix, "--clock", f"fixed:{AT_EPOCH}", "--log-level", "DEBUG"]
-    p.start_env("worker", {}, "worker", "--kafka", kafka_bootstrap, "--topic", p.topic, "--dlq-topic", p.dlq,
-                "--group", p.group, "--web-port", str(free_port()), "--batch-within", "0.1", *common)  # fmt: skip
-    p.start_env("exporter", {"CCMON_EXPORTER_BASIC_AUTH_PASSWORD": p.password}, "exporter", "--host", "127.0.0.1",
-                "--port", str(p.port), "--basic-auth-user", p.user, *common)  # fmt: skip
+    p.start_env(
+        "worker",
+        {},
+        "worker",
+        "--kafka",
+        kafka_bootstrap,
+        "--topic",
+        p.topic,
+        "--dlq-topic",
+        p.dlq,
+        "--group",
+        p.group,
+        "--web-port",
+        str(free_port()),
+        "--batch-within",
+        "0.1",
+        *common,
+    )
+    p.start_env(
+        "exporter",
+        {"CCMON_EXPORTER_BASIC_AUTH_PASSWORD": p.password},
+        "exporter",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(p.port),
+        "--basic-auth-user",
+        p.user,
+        *common,
+    )
     try:
         deadline = time.monotonic() + SETTLE_TIMEOUT
         want = len(events) + len(invalid_messages())
@@ -193,8 +290,11 @@ def run(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathF
                 status, body = 0, b""
             if status == 200:
                 samples = samples_of(body.decode())
-                counted = sum(v for (name, _l), v in samples.items() if name in (
-                    "ccmon_events_total", "ccmon_events_duplicate_total", "ccmon_events_rejected_total"))  # fmt: skip
+                counted = sum(
+                    v
+                    for (name, _l), v in samples.items()
+                    if name in ("ccmon_events_total", "ccmon_events_duplicate_total", "ccmon_events_rejected_total")
+                )
             time.sleep(0.5)
         time.sleep(6)  # a lag measurement and an upkeep run, so their log lines are in too
         yield p
@@ -204,8 +304,15 @@ def run(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathF
 
 def test_no_customer_data_in_what_the_exporter_serves(run: PrivacyRun) -> None:
     found: list[str] = []
-    for path in ("/metrics", "/api/kpis", "/api/samples", "/api/samples?tenant=default&queue=support", "/",
-                 "/api/agents", "/agents"):
+    for path in (
+        "/metrics",
+        "/api/kpis",
+        "/api/samples",
+        "/api/samples?tenant=default&queue=support",
+        "/",
+        "/api/agents",
+        "/agents",
+    ):
         status, body = run.get(path)
         assert status == 200, (path, status)
         text = body.decode("utf-8")
@@ -252,8 +359,13 @@ def test_no_customer_data_in_any_log_line(run: PrivacyRun) -> None:
 def test_no_customer_data_in_dead_letter_headers(run: PrivacyRun) -> None:
     import kafka
 
-    consumer = kafka.KafkaConsumer(run.dlq, bootstrap_servers=run.kafka, auto_offset_reset="earliest",
-                                   enable_auto_commit=False, consumer_timeout_ms=5000)  # fmt: skip
+    consumer = kafka.KafkaConsumer(
+        run.dlq,
+        bootstrap_servers=run.kafka,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=5000,
+    )
     records = list(consumer)
     consumer.close()
     reasons = sorted(dict(r.headers)["ccmon-reason"].decode() for r in records)

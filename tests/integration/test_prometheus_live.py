@@ -198,9 +198,7 @@ def stage(workdir: Path) -> Staged:
     at = int(time.time()) // 60 * 60
     events = list(gen.generate(12000, 3, 7))
     shift = at - 5 - max(int(e["ts"]) for e in events)
-    traffic = [
-        {**e, "ts": int(e["ts"]) + shift} for e in events if int(e["ts"]) + shift >= at - 65 * 60
-    ]
+    traffic = [{**e, "ts": int(e["ts"]) + shift} for e in events if int(e["ts"]) + shift >= at - 65 * 60]
     traffic.append(
         {
             "type": "agent.state",
@@ -232,19 +230,24 @@ def stage(workdir: Path) -> Staged:
     # Employee pulse answers on q000 from five agents: one batch, so the pulse panels have data.
     for i in range(5):
         for survey, score in (("esat", 4), ("enps", 9)):
-            traffic.append({"type": "survey.response", "survey": survey, "score": score, "queue": "q000",
-                            "agent_id": f"pulse-agent{i}", "ts": at - 1200 + i, "event_id": f"pulse-{survey}-{i}"})
+            traffic.append(
+                {
+                    "type": "survey.response",
+                    "survey": survey,
+                    "score": score,
+                    "queue": "q000",
+                    "agent_id": f"pulse-agent{i}",
+                    "ts": at - 1200 + i,
+                    "event_id": f"pulse-{survey}-{i}",
+                }
+            )
     baseline = [json.dumps(e, separators=(",", ":")) for e in traffic]
     baseline += [
         '{"type": "call.offered", "event_id": "broken-1"',  # invalid_json
-        json.dumps(
-            {"type": "call.teleported", "event_id": "bad-2", "ts": at - 60, "queue": "q000"}
-        ),
+        json.dumps({"type": "call.teleported", "event_id": "bad-2", "ts": at - 60, "queue": "q000"}),
         baseline[0],  # a duplicate
     ]
-    breach = [
-        json.dumps(e, separators=(",", ":")) for e in _calls(at, "acme-slow-", 20, 90, 10 * 60)
-    ]
+    breach = [json.dumps(e, separators=(",", ":")) for e in _calls(at, "acme-slow-", 20, 90, 10 * 60)]
     config = workdir / "ccmon.toml"
     # UTC+12 ("Etc/GMT-12") when UTC's day is under 2 h old.
     timezone = "UTC" if time.gmtime(at).tm_hour >= 2 else "Etc/GMT-12"
@@ -355,13 +358,9 @@ class ExporterTarget:
         self.sent = 0
         self.processes: list[subprocess.Popen[bytes]] = []
         admin = kafka.KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-        admin.create_topics(
-            [kafka.admin.NewTopic(self.topic, 4, 1), kafka.admin.NewTopic(self.dlq, 1, 1)]
-        )
+        admin.create_topics([kafka.admin.NewTopic(self.topic, 4, 1), kafka.admin.NewTopic(self.dlq, 1, 1)])
         admin.close()
-        self.producer = kafka.KafkaProducer(
-            bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=5
-        )
+        self.producer = kafka.KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=5)
         common = [
             "--redis",
             redis_url,
@@ -403,10 +402,7 @@ class ExporterTarget:
             )
 
     def logs(self) -> str:
-        return "\n".join(
-            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
-            for p in self.workdir.glob("*.log")
-        )
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in self.workdir.glob("*.log"))
 
     def metrics_text(self) -> str:
         with urllib.request.urlopen(f"http://{self.address}/metrics", timeout=10) as response:
@@ -436,9 +432,7 @@ class ExporterTarget:
             except OSError:
                 pass
             time.sleep(0.5)
-        pytest.fail(
-            f"the worker did not take {self.sent} events within {self.SETTLE_TIMEOUT:.0f} s:\n{self.logs()}"
-        )
+        pytest.fail(f"the worker did not take {self.sent} events within {self.SETTLE_TIMEOUT:.0f} s:\n{self.logs()}")
 
     def close(self) -> None:
         import redis
@@ -597,9 +591,7 @@ class Stack:
     services: list[Service] = field(default_factory=list)
 
     def query(self, expr: str) -> dict[str, Any]:
-        return http_json(
-            f"{self.prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        )
+        return http_json(f"{self.prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
 
     def query_range(self, expr: str, seconds: int = 20) -> dict[str, Any]:
         end = time.time()
@@ -616,22 +608,16 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(
-    metrics_target: MetricsTarget, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
+def stack(metrics_target: MetricsTarget, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     for binary, package in ((PROMETHEUS, "prometheus"), (ALERTMANAGER, "prometheus-alertmanager")):
         if not Path(binary).exists():
             pytest.skip(f"{binary} not installed (apt-get install {package})")
     workdir = tmp_path_factory.mktemp("stack")
     webhook = Webhook()
     am_port, prom_port = free_port(), free_port()
-    (workdir / "alertmanager.yml").write_text(
-        yaml.safe_dump(alertmanager_config(webhook.url)), encoding="utf-8"
-    )
+    (workdir / "alertmanager.yml").write_text(yaml.safe_dump(alertmanager_config(webhook.url)), encoding="utf-8")
     fast_rules(workdir / "rules")
-    prom_config = prometheus_config(
-        metrics_target.address, f"127.0.0.1:{am_port}", workdir / "rules"
-    )
+    prom_config = prometheus_config(metrics_target.address, f"127.0.0.1:{am_port}", workdir / "rules")
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(prom_config), encoding="utf-8")
     services: list[Service] = []
     try:
@@ -704,20 +690,13 @@ def test_every_dashboard_query_runs_and_returns_data(stack: Stack) -> None:
         answers = [stack.query(expr)] + ([] if q.instant else [stack.query_range(expr)])
         for answer in answers:
             if answer.get("status") != "success":
-                failures.append(
-                    f"{where}\n    error: {answer.get('errorType')}: {answer.get('error')}"
-                )
+                failures.append(f"{where}\n    error: {answer.get('errorType')}: {answer.get('error')}")
                 break
             result = answer["data"]["result"]
             if result:
                 continue
             # Legitimately empty: a forthcoming metric this target does not serve yet.
-            missing = {
-                m
-                for m in metric_names_in(q.expr)
-                & set(FORTHCOMING_METRICS)
-                if m not in served
-            }
+            missing = {m for m in metric_names_in(q.expr) & set(FORTHCOMING_METRICS) if m not in served}
             if missing:
                 not_served.append(f"{where} (not served yet: {', '.join(sorted(missing))})")
             else:
@@ -728,32 +707,23 @@ def test_every_dashboard_query_runs_and_returns_data(stack: Stack) -> None:
             if q.kind == "variable" and q.label:
                 values = {series["metric"].get(q.label) for series in answers[0]["data"]["result"]}
                 if VARIABLES.get(q.ref) not in values:
-                    failures.append(
-                        f"{where}\n    lists {sorted(map(str, values))}, not {VARIABLES.get(q.ref)!r}"
-                    )
+                    failures.append(f"{where}\n    lists {sorted(map(str, values))}, not {VARIABLES.get(q.ref)!r}")
     if not_served:
         warnings.warn(
             "dashboard queries of metrics the target does not serve yet:\n" + "\n".join(not_served),
             stacklevel=1,
         )
-    assert failures == [], (
-        f"{len(failures)} of {len(queries)} dashboard queries failed:\n" + "\n".join(failures)
-    )
+    assert failures == [], f"{len(failures)} of {len(queries)} dashboard queries failed:\n" + "\n".join(failures)
 
 
 def _sl_alert(stack: Stack, name: str) -> dict[str, Any] | None:
     for alert in stack.alerts(name):
-        if (
-            alert["labels"].get("tenant") == BREACH_TENANT
-            and alert["labels"].get("queue") == BREACH_QUEUE
-        ):
+        if alert["labels"].get("tenant") == BREACH_TENANT and alert["labels"].get("queue") == BREACH_QUEUE:
             return alert
     return None
 
 
-def test_sla_breach_goes_pending_then_firing_and_reaches_the_webhook(
-    stack: Stack, staged: Staged
-) -> None:
+def test_sla_breach_goes_pending_then_firing_and_reaches_the_webhook(stack: Stack, staged: Staged) -> None:
     selector = f'tenant="{BREACH_TENANT}", queue="{BREACH_QUEUE}"'
     # Before: SL 100 % on acme/support, its queue gate open, no SL alert.
     assert stack.value(f'ccmon_service_level_ratio{{{selector}, window="15m"}}') == 1.0
@@ -810,9 +780,7 @@ def test_sla_breach_goes_pending_then_firing_and_reaches_the_webhook(
             and alert["labels"].get("queue") == BREACH_QUEUE
         ]
 
-    payload, alert = wait_for(
-        "the webhook to receive CcmonServiceLevelFarBelowTarget", delivered, timeout=30
-    )[0]
+    payload, alert = wait_for("the webhook to receive CcmonServiceLevelFarBelowTarget", delivered, timeout=30)[0]
     assert payload["receiver"] == "supervisors-pager"
     assert payload["groupLabels"] == {"tenant": BREACH_TENANT, "queue": BREACH_QUEUE}
     assert alert["status"] == "firing"
@@ -828,17 +796,10 @@ def test_sla_breach_goes_pending_then_firing_and_reaches_the_webhook(
                 ("filter", f'queue="{BREACH_QUEUE}"'),
             ]
         )
-        return any(
-            a["status"]["state"] == "suppressed" and a["status"]["inhibitedBy"]
-            for a in http_json(url)
-        )
+        return any(a["status"]["state"] == "suppressed" and a["status"]["inhibitedBy"] for a in http_json(url))
 
     wait_for("Alertmanager to inhibit the warning", inhibited, timeout=15)
-    sent = {
-        a["labels"]["alertname"]
-        for _p, a in stack.webhook.alerts()
-        if a["labels"].get("queue") == BREACH_QUEUE
-    }
+    sent = {a["labels"]["alertname"] for _p, a in stack.webhook.alerts() if a["labels"].get("queue") == BREACH_QUEUE}
     assert "CcmonServiceLevelBelowTarget" not in sent, stack.webhook.payloads
 
 

@@ -221,7 +221,9 @@ def test_a_wsgi_app_without_the_server_answers_an_empty_stream() -> None:
 
     environ: dict[str, Any] = {"REQUEST_METHOD": "GET", "PATH_INFO": "/api/stream", "QUERY_STRING": ""}
     body = b"".join(Board().app()(environ, start_response))
-    assert seen["status"] == "200 OK" and body == b"" and seen["headers"]["Content-Type"].startswith("text/event-stream")
+    assert (
+        seen["status"] == "200 OK" and body == b"" and seen["headers"]["Content-Type"].startswith("text/event-stream")
+    )
 
 
 # -- over the real Redis -----------------------------------------------------------------------------
@@ -235,14 +237,20 @@ def test_events_version_moves_with_each_batch(redis_client: Any, redis_prefix: s
     before = state.events_version()
     assert before == ()
     with state.batch():
-        engine.handle(parse_event({"event_id": "e1", "type": "call.offered", "ts": 1_795_132_700.0, "call_id": "c1",
-                                   "queue": "support"}), 1_795_132_800.0)  # fmt: skip
+        engine.handle(
+            parse_event(
+                {"event_id": "e1", "type": "call.offered", "ts": 1_795_132_700.0, "call_id": "c1", "queue": "support"}
+            ),
+            1_795_132_800.0,
+        )
     first = state.events_version()
     assert [tenant for tenant, _ in first] == ["default"]
     assert state.events_version() == first  # nothing landed: the same
     with state.batch():
-        engine.handle(parse_event({"event_id": "e2", "type": "call.abandoned", "ts": 1_795_132_710.0, "call_id": "c1"}),
-                      1_795_132_800.0)  # fmt: skip
+        engine.handle(
+            parse_event({"event_id": "e2", "type": "call.abandoned", "ts": 1_795_132_710.0, "call_id": "c1"}),
+            1_795_132_800.0,
+        )
     assert state.events_version() != first
 
 
@@ -276,7 +284,9 @@ def test_sparkline_history_kept_in_redis_survives_a_new_exporter(redis_client: A
     assert fresh.series("acme") == {"support": [[day + 60 * m, m / 10] for m in range(4, 8)]}
     assert fresh.series("acme", since=day + 390)["support"] == [[day + 420, 0.7]]
     assert fresh.series("acme", kpi="ccmon_calls_waiting") == {
-        "sales": [[day + 60 * m, 1.0] for m in range(4, 8)], "support": [[day + 60 * m, float(m)] for m in range(4, 8)]}
+        "sales": [[day + 60 * m, 1.0] for m in range(4, 8)],
+        "support": [[day + 60 * m, float(m)] for m in range(4, 8)],
+    }
     assert fresh.series("other") == {}
     with pytest.raises(ValueError, match=r"kpi must be one of .* got 'ccmon_nope'"):
         fresh.series("acme", kpi="ccmon_nope")
@@ -287,13 +297,25 @@ def test_sparkline_history_kept_in_redis_survives_a_new_exporter(redis_client: A
     at = day + 3600 + 59.5
     engine = Engine(config, state)
     with state.batch():
-        engine.handle(parse_event({"event_id": "h1", "type": "call.offered", "ts": at - 300, "call_id": "h1",
-                                   "queue": "support"}), at)  # fmt: skip
-        engine.handle(parse_event({"event_id": "h2", "type": "call.answered", "ts": at - 290, "call_id": "h1",
-                                   "agent_id": "a1"}), at)  # fmt: skip
+        engine.handle(
+            parse_event(
+                {"event_id": "h1", "type": "call.offered", "ts": at - 300, "call_id": "h1", "queue": "support"}
+            ),
+            at,
+        )
+        engine.handle(
+            parse_event({"event_id": "h2", "type": "call.answered", "ts": at - 290, "call_id": "h1", "agent_id": "a1"}),
+            at,
+        )
     HistoryRecorder(KpiCollector(config, state, lambda: at), RedisSlHistory(state)).record()
-    served = serve(build_app(config, RedisState(redis_client, config, prefix=redis_prefix), lambda: at,
-                             history=RedisSlHistory(RedisState(redis_client, config, prefix=redis_prefix))))  # fmt: skip
+    served = serve(
+        build_app(
+            config,
+            RedisState(redis_client, config, prefix=redis_prefix),
+            lambda: at,
+            history=RedisSlHistory(RedisState(redis_client, config, prefix=redis_prefix)),
+        )
+    )
     try:
         conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=5)
         conn.request("GET", "/api/kpis")
@@ -302,5 +324,7 @@ def test_sparkline_history_kept_in_redis_survives_a_new_exporter(redis_client: A
     finally:
         served.stop()
     assert document["tenants"]["default"]["history"] == {
-        "window": "15m", "series": {"_all": [[day + 3600, 1.0]], "support": [[day + 3600, 1.0]]}}
+        "window": "15m",
+        "series": {"_all": [[day + 3600, 1.0]], "support": [[day + 3600, 1.0]]},
+    }
     assert document["tenants"]["default"]["timezone"] == "UTC"

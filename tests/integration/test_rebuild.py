@@ -35,11 +35,23 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 #: old: docs/KPI_ENGINE.md, "Long backlogs in replay".)
 YESTERDAY = [
     {"event_id": "y1", "type": "call.offered", "ts": "2026-11-19T12:00:00Z", "queue": "support", "call_id": "y1"},
-    {"event_id": "y2", "type": "call.answered", "ts": "2026-11-19T12:00:20Z", "queue": "support", "call_id": "y1",
-     "agent_id": "a1"},
-    {"event_id": "y3", "type": "call.ended", "ts": "2026-11-19T12:03:00Z", "queue": "support", "call_id": "y1",
-     "talk_seconds": 160},
-]  # fmt: skip
+    {
+        "event_id": "y2",
+        "type": "call.answered",
+        "ts": "2026-11-19T12:00:20Z",
+        "queue": "support",
+        "call_id": "y1",
+        "agent_id": "a1",
+    },
+    {
+        "event_id": "y3",
+        "type": "call.ended",
+        "ts": "2026-11-19T12:03:00Z",
+        "queue": "support",
+        "call_id": "y1",
+        "talk_seconds": 160,
+    },
+]
 TOO_LATE = ("ccmon_events_rejected_total", (("reason", "too_late"),))
 
 
@@ -54,8 +66,26 @@ def run(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Iterator[Pipeli
 
 
 def rebuild_args(p: Pipeline, at: float, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "streams.cli", "rebuild", "--kafka", p.kafka, "--topic", p.topic, "--group", p.group,
-            "--redis", p.redis_url, "--redis-prefix", p.prefix, "--clock", f"fixed:{at}", "--json", *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "streams.cli",
+        "rebuild",
+        "--kafka",
+        p.kafka,
+        "--topic",
+        p.topic,
+        "--group",
+        p.group,
+        "--redis",
+        p.redis_url,
+        "--redis-prefix",
+        p.prefix,
+        "--clock",
+        f"fixed:{at}",
+        "--json",
+        *extra,
+    ]
 
 
 def rebuild(p: Pipeline, at: float, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -91,9 +121,30 @@ def test_redis_lost_mid_day_is_rebuilt_from_kafka(run: Pipeline, tmp_path: Path)
     # A worker folds yesterday's and the first two thirds of today's events into Redis.
     produce_timed(p.kafka, p.topic, old, per_message=1)
     produced = produce_timed(p.kafka, p.topic, first)
-    worker = p.start("worker", "worker", "--kafka", p.kafka, "--topic", p.topic, "--dlq-topic", p.dlq,
-                     "--group", p.group, "--redis", p.redis_url, "--redis-prefix", p.prefix, "--clock", f"fixed:{at}",
-                     "--batch-size", "20", "--batch-within", "0.1", "--web-port", "0")  # fmt: skip
+    worker = p.start(
+        "worker",
+        "worker",
+        "--kafka",
+        p.kafka,
+        "--topic",
+        p.topic,
+        "--dlq-topic",
+        p.dlq,
+        "--group",
+        p.group,
+        "--redis",
+        p.redis_url,
+        "--redis-prefix",
+        p.prefix,
+        "--clock",
+        f"fixed:{at}",
+        "--batch-size",
+        "20",
+        "--batch-within",
+        "0.1",
+        "--web-port",
+        "0",
+    )
     wait_for_kpis(kpis, {("ccmon_events_total", ()): len(first)}, 90, [worker], p.log_tail)
     assert kpis()[TOO_LATE] == len(YESTERDAY)
 
@@ -104,8 +155,10 @@ def test_redis_lost_mid_day_is_rebuilt_from_kafka(run: Pipeline, tmp_path: Path)
 
     # Rebuild at once, while the worker applies the rest onto the emptied state.
     result = report_of(rebuild(p, at))
-    print(f"rebuild with the worker running: {result['messages']} messages, {result['events']} events applied, "
-          f"{result['duplicates']} already applied by the worker, {result['seconds']} s")
+    print(
+        f"rebuild with the worker running: {result['messages']} messages, {result['events']} events applied, "
+        f"{result['duplicates']} already applied by the worker, {result['seconds']} s"
+    )
     assert result["horizon"] == parse_ts("2026-11-20T00:00:00Z")  # midnight UTC: `today` is the longest window
     assert result["workers_running"] == 1
     assert result["messages"] == produced  # today's messages; yesterday's lie before the horizon
@@ -151,10 +204,14 @@ def test_redis_lost_mid_day_is_rebuilt_from_kafka(run: Pipeline, tmp_path: Path)
     # start, longer than the rebuild itself).
     start = time.time() + 4
     args = rebuild_args(p, at, "--batch-size", "1")[3:]  # after "python -m streams.cli"
-    code = (f"import sys, time; import kafka, redis, streams.cli.rebuild; from streams.cli import main; "
-            f"time.sleep(max(0.0, {start!r} - time.time())); sys.exit(main({args!r}))")  # fmt: skip
-    both = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for _ in range(2)]  # fmt: skip
+    code = (
+        f"import sys, time; import kafka, redis, streams.cli.rebuild; from streams.cli import main; "
+        f"time.sleep(max(0.0, {start!r} - time.time())); sys.exit(main({args!r}))"
+    )
+    both = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     reports = []
     for process in both:
         out, err = process.communicate(timeout=180)
@@ -168,16 +225,46 @@ def test_redis_lost_mid_day_is_rebuilt_from_kafka(run: Pipeline, tmp_path: Path)
 
 
 def test_rebuild_errors_are_clear(run: Pipeline) -> None:
-    missing = subprocess.run([sys.executable, "-m", "streams.cli", "rebuild", "--kafka", run.kafka, "--topic",
-                              f"{run.topic}-missing", "--redis", run.redis_url, "--redis-prefix", run.prefix],
-                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "rebuild",
+            "--kafka",
+            run.kafka,
+            "--topic",
+            f"{run.topic}-missing",
+            "--redis",
+            run.redis_url,
+            "--redis-prefix",
+            run.prefix,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert missing.returncode == 2
     assert f"topic '{run.topic}-missing' does not exist" in missing.stderr
     force = rebuild(run, time.time(), "--force")
     assert force.returncode == 2 and "--force only makes sense with --clear" in force.stderr
-    no_redis = subprocess.run([sys.executable, "-m", "streams.cli", "rebuild", "--kafka", run.kafka, "--topic",
-                               run.topic, "--redis", "redis://:secret@127.0.0.1:1/0"],
-                              capture_output=True, text=True, timeout=60)  # fmt: skip
+    no_redis = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "rebuild",
+            "--kafka",
+            run.kafka,
+            "--topic",
+            run.topic,
+            "--redis",
+            "redis://:secret@127.0.0.1:1/0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert no_redis.returncode == 2
     assert "cannot reach Redis at redis://:***@127.0.0.1:1/0" in no_redis.stderr
     assert "secret" not in no_redis.stderr and "Traceback" not in no_redis.stderr
@@ -193,11 +280,12 @@ def test_horizon_is_the_oldest_instant_any_tenant_still_accepts() -> None:
     from kpi_core.state import MemoryState
     from streams.cli.rebuild import horizon_start
 
-    config = config_from_dict({"tenants": {"ny": {"timezone": "America/New_York"}, "tokyo": {"timezone": "Asia/Tokyo"}}})
+    config = config_from_dict(
+        {"tenants": {"ny": {"timezone": "America/New_York"}, "tokyo": {"timezone": "Asia/Tokyo"}}}
+    )
     now = parse_ts("2026-11-20T10:00:00Z")
     assert horizon_start(config, now) == parse_ts("2026-11-19T15:00:00Z")  # 2026-11-20 00:00 in Tokyo
     engine = Engine(config, MemoryState(config.bucket_seconds, config.coarse_bucket_seconds))
     assert horizon_start(config, now) == min(engine.lateness_cutoff(t, now) for t in ("ny", "tokyo", "other"))
     only_sliding = replace(config, windows=(Window("5m", 300), Window("1h", 3600)))  # no `today`: no midnight
     assert horizon_start(only_sliding, now) == now - 3600
-

@@ -38,10 +38,24 @@ def auth_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     port = free_port()
     workdir = tmp_path_factory.mktemp("redis-auth")
     process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--requirepass", PASSWORD,
-         "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--requirepass",
+            PASSWORD,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -58,10 +72,23 @@ def auth_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 def start_exporter(url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "exporter", "--port", str(port), "--redis", url,
-             "--redis-prefix", "auth", "--clock", f"fixed:{AT}"],
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "streams.cli",
+                "exporter",
+                "--port",
+                str(port),
+                "--redis",
+                url,
+                "--redis-prefix",
+                "auth",
+                "--clock",
+                f"fixed:{AT}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def test_state_and_exporter_with_auth(auth_redis: int, tmp_path: Path) -> None:

@@ -30,7 +30,9 @@ pytestmark = pytest.mark.integration
 
 AT = 1795003200.0
 TENANTS = ["default", "acme", "globex", "initech", "umbrella", "hooli"]
-CONFIG = config_from_dict({"tenants": {"acme": {"timezone": "Asia/Kathmandu"}, "globex": {"timezone": "America/New_York"}}})
+CONFIG = config_from_dict(
+    {"tenants": {"acme": {"timezone": "Asia/Kathmandu"}, "globex": {"timezone": "America/New_York"}}}
+)
 
 
 def day_of_calls(seed: int, n: int) -> list[dict[str, Any]]:
@@ -43,9 +45,19 @@ def day_of_calls(seed: int, n: int) -> list[dict[str, Any]]:
         raw.append({**call, "event_id": f"{i}o", "type": "call.offered", "ts": round(offered)})
         wait = rng.randrange(0, 120)
         if rng.random() < 0.8:
-            raw.append({**call, "event_id": f"{i}a", "type": "call.answered", "ts": round(offered) + wait, "agent_id": "a1"})
-            raw.append({**call, "event_id": f"{i}e", "type": "call.ended", "ts": round(offered) + wait + 90,
-                        "talk_seconds": 80, "agent_id": "a1"})  # fmt: skip
+            raw.append(
+                {**call, "event_id": f"{i}a", "type": "call.answered", "ts": round(offered) + wait, "agent_id": "a1"}
+            )
+            raw.append(
+                {
+                    **call,
+                    "event_id": f"{i}e",
+                    "type": "call.ended",
+                    "ts": round(offered) + wait + 90,
+                    "talk_seconds": 80,
+                    "agent_id": "a1",
+                }
+            )
         else:
             raw.append({**call, "event_id": f"{i}b", "type": "call.abandoned", "ts": round(offered) + wait})
     rng.shuffle(raw)
@@ -55,12 +67,14 @@ def day_of_calls(seed: int, n: int) -> list[dict[str, Any]]:
 def test_batches_on_a_cluster_equal_memory_state(cluster: list[int]) -> None:
     raw = day_of_calls(1, 400)
     bad = [b"{not json", json.dumps({**raw[0], "event_id": "old", "ts": 1}).encode()]
-    messages = [Message("events", 0, i // 50, None, json.dumps(raw[i:i + 50]).encode(), AT) for i in range(0, len(raw), 50)]
+    messages = [
+        Message("events", 0, i // 50, None, json.dumps(raw[i : i + 50]).encode(), AT) for i in range(0, len(raw), 50)
+    ]
     messages += [Message("events", 1, i, None, value, AT) for i, value in enumerate(bad)]
     state = RedisState.from_url(f"redis://127.0.0.1:{cluster[0]}", CONFIG, cluster=True, prefix="t1", clock=lambda: AT)
     processor = BatchProcessor(CONFIG, state, lambda: AT)
     for i in range(0, len(messages), 3):
-        processor.process(messages[i:i + 3])
+        processor.process(messages[i : i + 3])
     processor.process(messages[:5])  # redelivered: counted once
 
     memory = MemoryState(CONFIG.bucket_seconds, CONFIG.coarse_bucket_seconds)
@@ -83,7 +97,7 @@ def test_batches_on_a_cluster_equal_memory_state(cluster: list[int]) -> None:
         node = redis.Redis(port=port)
         for key in node.scan_iter(match="t1:*", count=1000):
             text = key.decode()
-            tag = text[text.index("{"):text.index("}") + 1]
+            tag = text[text.index("{") : text.index("}") + 1]
             owners.setdefault(tag, set()).add(port)
     assert all(len(ports) == 1 for ports in owners.values()), owners
     assert len({port for ports in owners.values() for port in ports}) >= 2
@@ -100,7 +114,7 @@ def test_worker_and_exporter_on_a_cluster(cluster: list[int], kafka_bootstrap: s
     raw = day_of_calls(2, 200)
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
     for i in range(0, len(raw), 40):
-        producer.send(topic, json.dumps(raw[i:i + 40]).encode())
+        producer.send(topic, json.dumps(raw[i : i + 40]).encode())
     producer.flush()
     producer.close()
 
@@ -108,11 +122,32 @@ def test_worker_and_exporter_on_a_cluster(cluster: list[int], kafka_bootstrap: s
     port = free_port()
     common = ["--redis", url, "--redis-cluster", "yes", "--redis-prefix", "t2", "--clock", f"fixed:{AT}"]
     logs = [open(tmp_path / name, "w") for name in ("worker.log", "exporter.log")]  # noqa: SIM115
-    worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--kafka", kafka_bootstrap, "--topic", topic,
-                               "--dlq-topic", f"{topic}-dlq", "--group", topic, "--web-port", "0", *common],
-                              stdout=logs[0], stderr=subprocess.STDOUT)  # fmt: skip
-    exporter = subprocess.Popen([sys.executable, "-m", "streams.cli", "exporter", "--host", "127.0.0.1", "--port", str(port),
-                                 *common], stdout=logs[1], stderr=subprocess.STDOUT)  # fmt: skip
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "worker",
+            "--kafka",
+            kafka_bootstrap,
+            "--topic",
+            topic,
+            "--dlq-topic",
+            f"{topic}-dlq",
+            "--group",
+            topic,
+            "--web-port",
+            "0",
+            *common,
+        ],
+        stdout=logs[0],
+        stderr=subprocess.STDOUT,
+    )
+    exporter = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "exporter", "--host", "127.0.0.1", "--port", str(port), *common],
+        stdout=logs[1],
+        stderr=subprocess.STDOUT,
+    )
     try:
         memory = MemoryState(CONFIG.bucket_seconds, CONFIG.coarse_bucket_seconds)
         engine = Engine(config_from_dict({}), memory)
@@ -133,7 +168,11 @@ def test_worker_and_exporter_on_a_cluster(cluster: list[int], kafka_bootstrap: s
             if all(got.get(k) == v for k, v in offered.items()):
                 break
             time.sleep(0.5)
-        samples = {k: v for k, v in want.items() if not k[0].startswith("ccmon_events_") and k[0] != "ccmon_last_event_timestamp_seconds"}
+        samples = {
+            k: v
+            for k, v in want.items()
+            if not k[0].startswith("ccmon_events_") and k[0] != "ccmon_last_event_timestamp_seconds"
+        }
         assert {k: got.get(k) for k in samples} == samples
     finally:
         for proc in (worker, exporter):

@@ -41,9 +41,11 @@ REFUSAL_SECONDS = 20.0
 
 
 def refusal(where: str, policy: str) -> str:
-    return (f"Redis at {where} evicts keys (maxmemory-policy {policy}): ccmon would count redelivered events again "
-            "after an eviction; set maxmemory-policy noeviction, or pass --allow-evicting-redis yes "
-            "(CCMON_ALLOW_EVICTING_REDIS=yes) to run anyway")  # fmt: skip
+    return (
+        f"Redis at {where} evicts keys (maxmemory-policy {policy}): ccmon would count redelivered events again "
+        "after an eviction; set maxmemory-policy noeviction, or pass --allow-evicting-redis yes "
+        "(CCMON_ALLOW_EVICTING_REDIS=yes) to run anyway"
+    )
 
 
 @pytest.fixture
@@ -65,8 +67,12 @@ def run_cli(*args: str, timeout: float = REFUSAL_SECONDS) -> tuple[int | None, s
     """``python -m streams.cli ARGS``: (exit status, or None if still running after
     ``timeout`` (then killed), stderr, seconds)."""
     started = time.monotonic()
-    process = subprocess.Popen([sys.executable, "-m", "streams.cli", *args], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         _out, err = process.communicate(timeout=timeout)
         return process.returncode, err.decode(errors="replace"), time.monotonic() - started
@@ -103,8 +109,23 @@ def test_worker_refuses_an_evicting_redis(policy: str, server_factory: type, kaf
     run = uuid.uuid4().hex[:10]
     topic = f"ccmon-evict-{run}"
     try:
-        result = run_cli("worker", "--kafka", kafka_bootstrap, "--redis", server.url, "--topic", topic, "--dlq-topic",
-                         f"{topic}-dlq", "--group", topic, "--redis-prefix", f"evict-{run}", "--web-port", "0")  # fmt: skip
+        result = run_cli(
+            "worker",
+            "--kafka",
+            kafka_bootstrap,
+            "--redis",
+            server.url,
+            "--topic",
+            topic,
+            "--dlq-topic",
+            f"{topic}-dlq",
+            "--group",
+            topic,
+            "--redis-prefix",
+            f"evict-{run}",
+            "--web-port",
+            "0",
+        )
         assert_refused("worker", result, refusal(f"127.0.0.1:{server.port}", policy))
         # Refused before anything else: no topic created, nothing written to Redis.
         assert not {topic, f"{topic}-dlq"} & topics(kafka_bootstrap)
@@ -117,8 +138,19 @@ def test_worker_refuses_an_evicting_redis(policy: str, server_factory: type, kaf
 def test_rebuild_refuses_an_evicting_redis(policy: str, server_factory: type, kafka_bootstrap: str) -> None:
     server = server_factory("--maxmemory-policy", policy)
     run = uuid.uuid4().hex[:10]
-    result = run_cli("rebuild", "--kafka", kafka_bootstrap, "--redis", server.url, "--topic", f"ccmon-evict-{run}",
-                     "--group", f"ccmon-evict-{run}", "--redis-prefix", f"evict-{run}")  # fmt: skip
+    result = run_cli(
+        "rebuild",
+        "--kafka",
+        kafka_bootstrap,
+        "--redis",
+        server.url,
+        "--topic",
+        f"ccmon-evict-{run}",
+        "--group",
+        f"ccmon-evict-{run}",
+        "--redis-prefix",
+        f"evict-{run}",
+    )
     assert_refused("rebuild", result, refusal(f"127.0.0.1:{server.port}", policy))
     assert redis.Redis(port=server.port).dbsize() == 0
 
@@ -135,8 +167,17 @@ def test_a_cluster_is_refused_when_one_primary_evicts(cluster: list[int], kafka_
     node = redis.Redis(port=cluster[1])
     node.config_set("maxmemory-policy", "volatile-ttl")
     try:
-        result = run_cli("rebuild", "--kafka", kafka_bootstrap, "--redis", f"redis://127.0.0.1:{cluster[0]}/0",
-                         "--redis-cluster", "yes", "--topic", "ccmon-evict-none")  # fmt: skip
+        result = run_cli(
+            "rebuild",
+            "--kafka",
+            kafka_bootstrap,
+            "--redis",
+            f"redis://127.0.0.1:{cluster[0]}/0",
+            "--redis-cluster",
+            "yes",
+            "--topic",
+            "ccmon-evict-none",
+        )
     finally:
         node.config_set("maxmemory-policy", "noeviction")
     assert_refused("rebuild", result, refusal(f"127.0.0.1:{cluster[1]}", "volatile-ttl"))
@@ -149,12 +190,21 @@ def gauge(url: str) -> dict[str, float]:
             text = response.read().decode()
     except (urllib.error.URLError, OSError):
         return {}
-    return {dict(labels)["policy"]: value for (name, labels), value in samples_of(text).items()
-            if name == "ccmon_redis_eviction_safe"}  # fmt: skip
+    return {
+        dict(labels)["policy"]: value
+        for (name, labels), value in samples_of(text).items()
+        if name == "ccmon_redis_eviction_safe"
+    }
 
 
-def wait_for(read: Callable[[], dict[str, float]], want: dict[str, float], seconds: float, what: str,
-             alive: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:  # fmt: skip
+def wait_for(
+    read: Callable[[], dict[str, float]],
+    want: dict[str, float],
+    seconds: float,
+    what: str,
+    alive: list[subprocess.Popen[bytes]],
+    logs: list[Path],
+) -> None:
     deadline = time.monotonic() + seconds
     got: dict[str, float] = {}
     while time.monotonic() < deadline:
@@ -167,25 +217,57 @@ def wait_for(read: Callable[[], dict[str, float]], want: dict[str, float], secon
     raise AssertionError(f"{what}: {got}, want {want} after {seconds:.0f} s")
 
 
-def test_the_override_runs_and_worker_and_exporter_follow_the_policy(server_factory: type, kafka_bootstrap: str,
-                                                                      tmp_path: Path) -> None:  # fmt: skip
+def test_the_override_runs_and_worker_and_exporter_follow_the_policy(
+    server_factory: type, kafka_bootstrap: str, tmp_path: Path
+) -> None:
     server = server_factory("--maxmemory-policy", "allkeys-lru")
     run = uuid.uuid4().hex[:10]
     topic, web_port, port = f"ccmon-evict-{run}", free_port(), free_port()
     recheck = 2.0  # --redis-policy-recheck-seconds (default 30): the worker's timer, the exporter's scrapes
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CCMON_ALLOW_EVICTING_REDIS": "yes",
-           "CCMON_REDIS_POLICY_RECHECK_SECONDS": str(recheck)}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "CCMON_ALLOW_EVICTING_REDIS": "yes",
+        "CCMON_REDIS_POLICY_RECHECK_SECONDS": str(recheck),
+    }
     logs = [tmp_path / "worker.log", tmp_path / "exporter.log"]
     processes: list[subprocess.Popen[bytes]] = []
-    commands = [["worker", "--kafka", kafka_bootstrap, "--topic", topic, "--dlq-topic", f"{topic}-dlq", "--group", topic,
-                 "--web-port", str(web_port)],
-                ["exporter", "--host", "127.0.0.1", "--port", str(port)]]  # fmt: skip
+    commands = [
+        [
+            "worker",
+            "--kafka",
+            kafka_bootstrap,
+            "--topic",
+            topic,
+            "--dlq-topic",
+            f"{topic}-dlq",
+            "--group",
+            topic,
+            "--web-port",
+            str(web_port),
+        ],
+        ["exporter", "--host", "127.0.0.1", "--port", str(port)],
+    ]
     try:
         for log, command in zip(logs, commands, strict=True):
             with log.open("wb") as out:
-                processes.append(subprocess.Popen(
-                    [sys.executable, "-m", "streams.cli", *command, "--redis", server.url, "--redis-prefix", f"evict-{run}"],
-                    stdout=out, stderr=subprocess.STDOUT, env=env))  # fmt: skip
+                processes.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "streams.cli",
+                            *command,
+                            "--redis",
+                            server.url,
+                            "--redis-prefix",
+                            f"evict-{run}",
+                        ],
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                    )
+                )
         worker_gauge = lambda: gauge(f"http://127.0.0.1:{web_port}/metrics")  # noqa: E731
         exporter_gauge = lambda: gauge(f"http://127.0.0.1:{port}/metrics")  # noqa: E731
         wait_for(worker_gauge, {"allkeys-lru": 0.0}, 90, "the worker's own /metrics", processes, logs)
@@ -227,23 +309,35 @@ def test_the_watch_on_a_real_redis_logs_a_change_once(server_factory: type, capl
         watch.refresh()
     assert [r.levelname for r in caplog.records] == ["INFO", "ERROR", "WARNING"]
     assert caplog.records[0].getMessage() == "Redis maxmemory-policy is noeviction"
-    assert caplog.records[1].getMessage().startswith(f"Redis at 127.0.0.1:{server.port} evicts keys "
-                                                     "(maxmemory-policy volatile-lru): ")  # fmt: skip
+    assert (
+        caplog.records[1]
+        .getMessage()
+        .startswith(f"Redis at 127.0.0.1:{server.port} evicts keys (maxmemory-policy volatile-lru): ")
+    )
     assert caplog.records[2].getMessage() == "Redis maxmemory-policy is noeviction again"
 
 
-def test_a_user_allowed_neither_config_nor_info_gets_a_warning(server_factory: type,
-                                                                caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_a_user_allowed_neither_config_nor_info_gets_a_warning(
+    server_factory: type, caplog: pytest.LogCaptureFixture
+) -> None:
     server = server_factory("--maxmemory-policy", "allkeys-lru")
     admin = redis.Redis(port=server.port)
-    admin.acl_setuser("ccmon", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"], categories=["+@all"],
-                      commands=["-config", "-info"])  # fmt: skip
+    admin.acl_setuser(
+        "ccmon",
+        enabled=True,
+        passwords=["+pw"],
+        keys=["*"],
+        channels=["*"],
+        categories=["+@all"],
+        commands=["-config", "-info"],
+    )
     client = redis.Redis.from_url(server.url, username="ccmon", password="pw")
     with caplog.at_level(logging.WARNING, logger="ccmon.redis_policy"):
         status = redis_policy.check_at_start(client, False, allow=False)  # not refused: cannot tell
     assert status.safe is None
     (record,) = caplog.records
-    assert record.getMessage().startswith(f"cannot read the maxmemory-policy of Redis at 127.0.0.1:{server.port} "
-                                          "(127.0.0.1:")  # fmt: skip
+    assert record.getMessage().startswith(
+        f"cannot read the maxmemory-policy of Redis at 127.0.0.1:{server.port} (127.0.0.1:"
+    )
     assert "NOPERM" in record.getMessage() or "no permissions" in record.getMessage()
     assert redis_policy.metric_family(status).samples == []

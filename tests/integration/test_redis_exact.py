@@ -23,16 +23,18 @@ from streams.redis.state import RedisState
 pytestmark = pytest.mark.integration
 
 CONFIG = Config()
+
+
 def fold(store: Any, events: Sequence[Event], at: float, size: int) -> None:
     engine = Engine(CONFIG, store)
     batched = isinstance(store, RedisState)
     for start in range(0, len(events), size):
         if batched:
             with store.batch():
-                for event in events[start:start + size]:
+                for event in events[start : start + size]:
                     engine.handle(event, at)
         else:
-            for event in events[start:start + size]:
+            for event in events[start : start + size]:
                 engine.handle(event, at)
 
 
@@ -69,11 +71,13 @@ def test_a_transfer_arriving_before_the_answer_leaves_no_stale_maximum(
     """Answered 5 s after the offer, transferred at 180 s, the transfer delivered first (in
     an earlier batch, or the same one): the longest wait is 5 s; the 180 s value is gone
     from every bucket, and the totals hold no multiset."""
-    events = parsed([
-        {"type": "call.offered", "ts": AT - 600, "call_id": "c", "queue": "q"},
-        {"type": "call.transferred", "ts": AT - 420, "call_id": "c", "queue": "q", "to_queue": "b"},
-        {"type": "call.answered", "ts": AT - 595, "call_id": "c", "queue": "q", "agent_id": "a1"},
-    ])  # fmt: skip
+    events = parsed(
+        [
+            {"type": "call.offered", "ts": AT - 600, "call_id": "c", "queue": "q"},
+            {"type": "call.transferred", "ts": AT - 420, "call_id": "c", "queue": "q", "to_queue": "b"},
+            {"type": "call.answered", "ts": AT - 595, "call_id": "c", "queue": "q", "agent_id": "a1"},
+        ]
+    )
     state = RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=lambda: AT)
     fold(state, events, AT, size)
     flat = both_reads(state, AT)
@@ -101,7 +105,9 @@ def test_a_retracted_fractional_wait_leaves_no_float_noise(redis_client: Any, re
     assert flat == memory(events, AT)
 
 
-def test_a_shuffled_simulated_morning_in_redis_is_the_in_order_one_exactly(redis_client: Any, redis_prefix: str) -> None:
+def test_a_shuffled_simulated_morning_in_redis_is_the_in_order_one_exactly(
+    redis_client: Any, redis_prefix: str
+) -> None:
     """Times in ms, shuffled, in batches of 50: the very bits of MemoryState fed in order,
     maxima and occupancy included (no long-double noise: every delta is whole)."""
     from streams.sim import SimParams, Simulator, default_queues
@@ -162,9 +168,7 @@ def legacify(client: Any, prefix: str) -> int:
     return maxima
 
 
-def test_a_redis_in_the_old_layout_reads_as_a_fresh_store_fed_every_event(
-    redis_client: Any, redis_prefix: str
-) -> None:
+def test_a_redis_in_the_old_layout_reads_as_a_fresh_store_fed_every_event(redis_client: Any, redis_prefix: str) -> None:
     """A simulated hour written in the old layout, then the next hour and some late events of
     the first (retracting legacy contributions under the legacy names, with HINCRBYFLOAT):
     the snapshot is MemoryState's fed everything, up to float rounding of the legacy sums."""

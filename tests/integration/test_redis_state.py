@@ -46,7 +46,7 @@ def run_batches(state: RedisState, events: Sequence[Event], at: float, size: int
     engine = Engine(CONFIG, state)
     for start in range(0, len(events), size):
         with state.batch():
-            for event in events[start:start + size]:
+            for event in events[start : start + size]:
                 engine.handle(event, at)
     with state.batch():
         engine.maintain(at)
@@ -83,9 +83,13 @@ def test_golden_in_batches_equals_memory_and_expected(
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_golden_shuffled_equals_memory(
-    redis_client: Any, redis_prefix: str, golden_lines: list[bytes], golden_at: float, golden_expected: Flat,
+    redis_client: Any,
+    redis_prefix: str,
+    golden_lines: list[bytes],
+    golden_at: float,
+    golden_expected: Flat,
     seed: int,
-) -> None:  # fmt: skip
+) -> None:
     events = events_of(golden_lines)
     random.Random(seed).shuffle(events)
     state = make_state(redis_client, redis_prefix, golden_at)
@@ -180,8 +184,9 @@ def test_conflict_on_the_same_event_applied_by_another_writer(
     at = golden_at
     a = make_state(redis_client, redis_prefix, at)
     b = make_state(redis_client, redis_prefix, at)
-    survey = parse_event({"event_id": "s1", "type": "survey.response", "ts": at - 60, "queue": "support",
-                          "survey": "ces", "score": 6})  # fmt: skip
+    survey = parse_event(
+        {"event_id": "s1", "type": "survey.response", "ts": at - 60, "queue": "support", "survey": "ces", "score": 6}
+    )
     with pytest.raises(BatchConflict), a.batch():
         assert Engine(CONFIG, a).process(survey, at)
         with b.batch():
@@ -213,12 +218,44 @@ def test_odd_names_round_trip(redis_client: Any, redis_prefix: str, golden_at: f
         for t, tenant in enumerate(tenants):
             for q, queue in enumerate(ODD_NAMES):
                 base = {"tenant": tenant, "queue": queue}
-                engine.process(parse_event({**base, "event_id": f"o{t}-{q}", "type": "call.offered",
-                                            "ts": at - 100, "call_id": f"id:{{{q}}} ü"}), at)  # fmt: skip
-                engine.process(parse_event({**base, "event_id": f"r{t}-{q}", "type": "callback.requested",
-                                            "ts": at - 50, "callback_id": f"cb {q}", "customer_id": f"c:{q}"}), at)  # fmt: skip
-            engine.process(parse_event({"tenant": tenant, "event_id": f"kb{t}", "type": "kb.viewed",
-                                        "ts": at - 10, "article_id": "art:{1}", "session_id": "s 1"}), at)  # fmt: skip
+                engine.process(
+                    parse_event(
+                        {
+                            **base,
+                            "event_id": f"o{t}-{q}",
+                            "type": "call.offered",
+                            "ts": at - 100,
+                            "call_id": f"id:{{{q}}} ü",
+                        }
+                    ),
+                    at,
+                )
+                engine.process(
+                    parse_event(
+                        {
+                            **base,
+                            "event_id": f"r{t}-{q}",
+                            "type": "callback.requested",
+                            "ts": at - 50,
+                            "callback_id": f"cb {q}",
+                            "customer_id": f"c:{q}",
+                        }
+                    ),
+                    at,
+                )
+            engine.process(
+                parse_event(
+                    {
+                        "tenant": tenant,
+                        "event_id": f"kb{t}",
+                        "type": "kb.viewed",
+                        "ts": at - 10,
+                        "article_id": "art:{1}",
+                        "session_id": "s 1",
+                    }
+                ),
+                at,
+            )
     scopes = state.scopes()
     assert set(scopes) == set(tenants)
     for t, tenant in enumerate(tenants):
@@ -233,7 +270,10 @@ def test_odd_names_round_trip(redis_client: Any, redis_prefix: str, golden_at: f
     # Every key of a tenant carries its hash tag; totals keep, buckets and records expire.
     for tenant in tenants:
         tag = f"{redis_prefix}:{{t:{encode(tenant)}}}:"
-        keys = [k.decode() for k in redis_client.scan_iter(match=f"{tag}*".replace("{", "\\{").replace("}", "\\}").replace("[", "\\["))]
+        keys = [
+            k.decode()
+            for k in redis_client.scan_iter(match=f"{tag}*".replace("{", "\\{").replace("}", "\\}").replace("[", "\\["))
+        ]
         assert keys
         for key in keys:
             ttl = redis_client.ttl(key)
@@ -290,11 +330,19 @@ def _random_calls(rng: random.Random, at: float, queues: Sequence[str], tenants:
         if offered + wait >= at:
             continue
         if rng.random() < 0.75:
-            raw.append({**call, "event_id": f"{i}a", "type": "call.answered", "ts": round(offered + wait, 3),
-                        "agent_id": "a1"})
+            raw.append(
+                {**call, "event_id": f"{i}a", "type": "call.answered", "ts": round(offered + wait, 3), "agent_id": "a1"}
+            )
             if offered + wait + 120 < at:
-                raw.append({**call, "event_id": f"{i}e", "type": "call.ended", "ts": round(offered + wait + 120, 3),
-                            "talk_seconds": rng.choice([37, 90.25, 113.5])})
+                raw.append(
+                    {
+                        **call,
+                        "event_id": f"{i}e",
+                        "type": "call.ended",
+                        "ts": round(offered + wait + 120, 3),
+                        "talk_seconds": rng.choice([37, 90.25, 113.5]),
+                    }
+                )
         else:
             raw.append({**call, "event_id": f"{i}b", "type": "call.abandoned", "ts": round(offered + wait, 3)})
     rng.shuffle(raw)  # late arrivals: buckets written out of time order
@@ -308,7 +356,7 @@ def _fold_into(config: Config, stores: Iterable[Any], events: Sequence[Event], n
         engine = Engine(config, store)
         for i in range(0, len(events), batch):
             with store.batch() if isinstance(store, RedisState) else contextlib.nullcontext():
-                for event in events[i:i + batch]:
+                for event in events[i : i + batch]:
                     engine.handle(event, now)
 
 
@@ -426,7 +474,18 @@ def test_snapshot_of_a_simulated_day_in_redis_equals_memory(redis_client: Any, r
         assert got.keys() == want.keys()
         wrong = {k: (v, want[k]) for k, v in got.items() if v != want[k]}
         assert not wrong, (at, list(wrong.items())[:5])
-        live = {k: v for k, v in want.items() if k[0].startswith(("ccmon_agents", "ccmon_tickets_open", "ccmon_calls_waiting",
-                                                                  "ccmon_callbacks", "ccmon_open_ticket_age"))}  # fmt: skip
+        live = {
+            k: v
+            for k, v in want.items()
+            if k[0].startswith(
+                (
+                    "ccmon_agents",
+                    "ccmon_tickets_open",
+                    "ccmon_calls_waiting",
+                    "ccmon_callbacks",
+                    "ccmon_open_ticket_age",
+                )
+            )
+        }
         assert {k: got[k] for k in live} == live
         assert flatten(snapshot(config, redis_state.snapshot_reader(config, at), at)) == got, at

@@ -19,9 +19,29 @@ GOLDEN = ROOT / "tests" / "golden" / "basic.jsonl"
 @needs_chromium
 def test_the_html_report_renders_offline(tmp_path: Path) -> None:
     page_path = tmp_path / "report.html"
-    proc = subprocess.run([sys.executable, "-m", "streams.cli", "report", str(GOLDEN), "--from", "2026-11-20T09:00:00Z",
-                           "--to", "2026-11-20T10:00:00Z", "--interval", "15m", "--format", "html", "-o", str(page_path)],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "report",
+            str(GOLDEN),
+            "--from",
+            "2026-11-20T09:00:00Z",
+            "--to",
+            "2026-11-20T10:00:00Z",
+            "--interval",
+            "15m",
+            "--format",
+            "html",
+            "-o",
+            str(page_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr
     with chromium_page(tmp_path / "profile", 1200, 900) as (page, errors):
         requests: list[str] = []

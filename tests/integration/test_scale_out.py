@@ -72,8 +72,24 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(run: Pipeline, tmp_path: P
     at = math.ceil(max(parse_line(line).ts for line in lines) / 60) * 60 + 60
     half = len(lines) // 2
     common = ["--redis", p.redis_url, "--redis-prefix", p.prefix, "--clock", f"fixed:{at}"]
-    worker_args = ["worker", "--kafka", p.kafka, "--topic", p.topic, "--dlq-topic", p.dlq, "--group", p.group,
-                   "--batch-size", "5", "--batch-within", "0.1", "--session-timeout", "6", *common]  # fmt: skip
+    worker_args = [
+        "worker",
+        "--kafka",
+        p.kafka,
+        "--topic",
+        p.topic,
+        "--dlq-topic",
+        p.dlq,
+        "--group",
+        p.group,
+        "--batch-size",
+        "5",
+        "--batch-within",
+        "0.1",
+        "--session-timeout",
+        "6",
+        *common,
+    ]
     p.start("exporter", "exporter", "--host", "127.0.0.1", "--port", str(p.port), *common)
     a = p.start("worker-a", *worker_args, "--web-port", str(free_port()))
     p.start("worker-b", *worker_args, "--web-port", str(free_port()))
@@ -101,8 +117,12 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(run: Pipeline, tmp_path: P
     produce(p.kafka, p.topic, lines[half:])
     p.start("worker-a-again", *worker_args, "--web-port", str(free_port()))
 
-    replay = subprocess.run([sys.executable, "-m", "streams.cli", "replay", str(tmp_path / "day.jsonl"),
-                             "--at", str(at), "--quiet"], check=True, capture_output=True, timeout=120)  # fmt: skip
+    replay = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "replay", str(tmp_path / "day.jsonl"), "--at", str(at), "--quiet"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     want = {k: v for k, v in samples_of(replay.stdout.decode()).items() if k[0] not in NOT_KPIS}
     want_events = sum(v for (name, _), v in want.items() if name == "ccmon_events_total")
     assert killed_at < want_events  # the kill really happened mid-stream
@@ -125,8 +145,10 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(run: Pipeline, tmp_path: P
         pytest.fail(f"the counts did not settle within {SETTLE_TIMEOUT:.0f} s:\n{p.log_tail()}")
 
     duplicates = sum(v for (name, _), v in current.items() if name == "ccmon_events_duplicate_total")
-    print(f"events {want_events:.0f}, A killed holding partitions {a_partitions} after {killed_at:.0f} counted, "
-          f"redelivered as duplicates {duplicates:.0f}")
+    print(
+        f"events {want_events:.0f}, A killed holding partitions {a_partitions} after {killed_at:.0f} counted, "
+        f"redelivered as duplicates {duplicates:.0f}"
+    )
     missing = {k: v for k, v in want.items() if k not in got}
     extra = {k: v for k, v in got.items() if k not in want}
     wrong = {k: (got[k], v) for k, v in want.items() if k in got and abs(got[k] - v) > 1e-9 * max(1.0, abs(v))}

@@ -109,12 +109,35 @@ def exporter(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         log = workdir / "exporter.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "exporter", "--host", "127.0.0.1", "--port", str(port),
-                 "--redis", redis_url, "--redis-prefix", prefix, "--clock", f"fixed:{AT_EPOCH}",
-                 "--basic-auth-user", USER, "--basic-auth-password-file", str(password_file),
-                 "--tls-cert-file", str(tls.server_cert), "--tls-key-file", str(tls.server_key)],
-                stdout=out, stderr=subprocess.STDOUT, cwd=workdir, env=clean_environ(),
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "streams.cli",
+                    "exporter",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--redis",
+                    redis_url,
+                    "--redis-prefix",
+                    prefix,
+                    "--clock",
+                    f"fixed:{AT_EPOCH}",
+                    "--basic-auth-user",
+                    USER,
+                    "--basic-auth-password-file",
+                    str(password_file),
+                    "--tls-cert-file",
+                    str(tls.server_cert),
+                    "--tls-key-file",
+                    str(tls.server_key),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+                env=clean_environ(),
+            )
         secure = SecureExporter(port, tls, log, process, password_file)
         deadline = time.monotonic() + 30
         while True:
@@ -153,8 +176,11 @@ def test_basic_auth(exporter: SecureExporter) -> None:
 
     status, _headers, body = exporter.get("/metrics", auth=f"{USER}:{PASSWORD}")
     assert status == 200
-    offered = {dict(labels).get("window"): value for (name, labels), value in samples_of(body.decode()).items()
-               if name == "ccmon_calls_offered" and dict(labels).get("queue") == "support"}  # fmt: skip
+    offered = {
+        dict(labels).get("window"): value
+        for (name, labels), value in samples_of(body.decode()).items()
+        if name == "ccmon_calls_offered" and dict(labels).get("queue") == "support"
+    }
     assert offered["1h"] == 10  # the golden value
     status, _headers, body = exporter.get("/api/kpis", auth=f"{USER}:{PASSWORD}")
     assert status == 200 and json.loads(body)
@@ -184,8 +210,10 @@ def test_tls(exporter: SecureExporter) -> None:
     finally:
         idle.close()
     # The negotiated protocol is TLS 1.2 or later.
-    with socket.create_connection(("127.0.0.1", exporter.port)) as sock, \
-            exporter.context().wrap_socket(sock, server_hostname="127.0.0.1") as tls_sock:  # fmt: skip
+    with (
+        socket.create_connection(("127.0.0.1", exporter.port)) as sock,
+        exporter.context().wrap_socket(sock, server_hostname="127.0.0.1") as tls_sock,
+    ):
         assert tls_sock.version() in ("TLSv1.2", "TLSv1.3")
 
 
@@ -194,7 +222,7 @@ def example_scrape_job() -> dict[str, Any]:
     lines = PROMETHEUS_FILE.read_text().splitlines()
     start = lines.index("  # BEGIN secure-exporter-example")
     end = lines.index("  # END secure-exporter-example")
-    block = "\n".join(line.replace("# ", "", 1) for line in lines[start + 1:end])
+    block = "\n".join(line.replace("# ", "", 1) for line in lines[start + 1 : end])
     jobs = yaml.safe_load(block)
     assert isinstance(jobs, list) and len(jobs) == 1
     job: dict[str, Any] = jobs[0]
@@ -217,8 +245,16 @@ def test_prometheus_scrapes_it_with_the_example_config(exporter: SecureExporter,
     port = free_port()
     log = tmp_path / "prometheus.log"
     with log.open("wb") as out:
-        process = subprocess.Popen([prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                                    f"--web.listen-address=127.0.0.1:{port}"], stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        process = subprocess.Popen(
+            [
+                prometheus,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
     def query(expr: str) -> list[Any]:
         url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
@@ -266,15 +302,25 @@ def test_the_password_never_reaches_the_log(exporter: SecureExporter) -> None:
     [
         (["--tls-key-file", "{key}"], {}, "--tls-key-file"),
         (["--tls-cert-file", "{missing}"], {}, "--tls-cert-file"),
-        (["--basic-auth-user", "prometheus"], {}, "CCMON_EXPORTER_BASIC_AUTH_PASSWORD or CCMON_EXPORTER_BASIC_AUTH_PASSWORD_FILE"),
+        (
+            ["--basic-auth-user", "prometheus"],
+            {},
+            "CCMON_EXPORTER_BASIC_AUTH_PASSWORD or CCMON_EXPORTER_BASIC_AUTH_PASSWORD_FILE",
+        ),
         ([], {"CCMON_EXPORTER_BASIC_AUTH_PASSWORD": "x"}, "CCMON_EXPORTER_BASIC_AUTH_PASSWORD"),
     ],
 )
-def test_a_bad_combination_stops_start_up(exporter: SecureExporter, args: list[str], env: dict[str, str],
-                                          named: str, tmp_path: Path) -> None:  # fmt: skip
+def test_a_bad_combination_stops_start_up(
+    exporter: SecureExporter, args: list[str], env: dict[str, str], named: str, tmp_path: Path
+) -> None:
     args = [a.format(key=exporter.tls.server_key, missing=tmp_path / "missing.pem") for a in args]
-    result = subprocess.run([sys.executable, "-m", "streams.cli", "exporter", "--port", str(free_port()), *args],
-                            env=clean_environ() | env, capture_output=True, text=True, timeout=30)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "exporter", "--port", str(free_port()), *args],
+        env=clean_environ() | env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 2, result.stderr
     assert f"ccmon exporter: config field '{named}'" in result.stderr
     assert "Traceback" not in result.stderr

@@ -41,8 +41,10 @@ AT_EPOCH = 1795168800  # 2026-11-20T10:00:00Z, the golden data's evaluation inst
 PASSWORD = "Sasl-pw-" + uuid.uuid4().hex[:12]
 WRONG = "Wrong-pw-" + uuid.uuid4().hex[:12]
 USER = "ccmon"
-MALFORMED = [(b"{not json", "invalid_json"),
-             (b'{"event_id": "m2", "type": "call.teleported", "ts": 1795165200, "queue": "support"}', "unknown_type")]  # fmt: skip
+MALFORMED = [
+    (b"{not json", "invalid_json"),
+    (b'{"event_id": "m2", "type": "call.teleported", "ts": 1795165200, "queue": "support"}', "unknown_type"),
+]
 SETTLE_TIMEOUT = 45.0
 
 
@@ -60,10 +62,17 @@ def broker(tls: Tls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Priva
         kafka.stop()
 
 
-def sasl_env(broker: PrivateKafka, tls: Tls, mechanism: str = "SCRAM-SHA-256", password: str = PASSWORD) -> dict[str, str]:
-    return {"CCMON_KAFKA_BOOTSTRAP": broker.sasl_bootstrap, "CCMON_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
-            "CCMON_KAFKA_SASL_MECHANISM": mechanism, "CCMON_KAFKA_USERNAME": USER,
-            "CCMON_KAFKA_PASSWORD": password, "CCMON_KAFKA_CA_FILE": str(tls.ca)}  # fmt: skip
+def sasl_env(
+    broker: PrivateKafka, tls: Tls, mechanism: str = "SCRAM-SHA-256", password: str = PASSWORD
+) -> dict[str, str]:
+    return {
+        "CCMON_KAFKA_BOOTSTRAP": broker.sasl_bootstrap,
+        "CCMON_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "CCMON_KAFKA_SASL_MECHANISM": mechanism,
+        "CCMON_KAFKA_USERNAME": USER,
+        "CCMON_KAFKA_PASSWORD": password,
+        "CCMON_KAFKA_CA_FILE": str(tls.ca),
+    }
 
 
 def client_kwargs(env: dict[str, str]) -> dict[str, Any]:
@@ -76,8 +85,14 @@ def client_kwargs(env: dict[str, str]) -> dict[str, Any]:
 def consume_all(bootstrap: str, topic: str, kwargs: dict[str, Any], want: int, timeout: float = 20) -> list[Any]:
     import kafka
 
-    consumer = kafka.KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                   enable_auto_commit=False, consumer_timeout_ms=2000, **kwargs)  # fmt: skip
+    consumer = kafka.KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=2000,
+        **kwargs,
+    )
     records: list[Any] = []
     deadline = time.monotonic() + timeout
     try:
@@ -95,9 +110,15 @@ def assert_no_secret(*texts: str) -> None:
 
 
 # -- the pipeline over SASL_SSL ------------------------------------------------------------------
-def test_worker_over_sasl_ssl_computes_the_golden_kpis(broker: PrivateKafka, tls: Tls, redis_url: str, redis_prefix: str,
-                                                       golden_lines: list[bytes], golden_expected: dict[Any, float],
-                                                       tmp_path: Path) -> None:  # fmt: skip
+def test_worker_over_sasl_ssl_computes_the_golden_kpis(
+    broker: PrivateKafka,
+    tls: Tls,
+    redis_url: str,
+    redis_prefix: str,
+    golden_lines: list[bytes],
+    golden_expected: dict[Any, float],
+    tmp_path: Path,
+) -> None:
     import kafka
 
     env = sasl_env(broker, tls)
@@ -142,14 +163,53 @@ def test_worker_over_sasl_ssl_computes_the_golden_kpis(broker: PrivateKafka, tls
 
     try:
         with logs["worker"].open("wb") as out:
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker", "--topic", topic, "--dlq-topic", dlq, "--group", group,
-                 "--kafka-password-file", str(password_file), "--web-port", "0", "--batch-within", "0.1", *common],
-                stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, env=worker_env))  # fmt: skip
+            processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "streams.cli",
+                        "worker",
+                        "--topic",
+                        topic,
+                        "--dlq-topic",
+                        dlq,
+                        "--group",
+                        group,
+                        "--kafka-password-file",
+                        str(password_file),
+                        "--web-port",
+                        "0",
+                        "--batch-within",
+                        "0.1",
+                        *common,
+                    ],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=tmp_path,
+                    env=worker_env,
+                )
+            )
         with logs["exporter"].open("wb") as out:
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "exporter", "--host", "127.0.0.1", "--port", str(port), *common],
-                stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, env=clean_environ()))  # fmt: skip
+            processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "streams.cli",
+                        "exporter",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        *common,
+                    ],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=tmp_path,
+                    env=clean_environ(),
+                )
+            )
         expected_events = len(golden_lines) + len(MALFORMED)
         got: dict[Any, float] = {}
         previous: dict[Any, float] | None = None
@@ -161,9 +221,14 @@ def test_worker_over_sasl_ssl_computes_the_golden_kpis(broker: PrivateKafka, tls
             except OSError:
                 time.sleep(0.5)
                 continue
-            counted = sum(v for (name, _), v in current.items()
-                          if name in ("ccmon_events_total", "ccmon_events_rejected_total"))  # fmt: skip
-            lag = [v for (name, labels), v in current.items() if name == "ccmon_consumer_lag" and ("topic", topic) in labels]
+            counted = sum(
+                v for (name, _), v in current.items() if name in ("ccmon_events_total", "ccmon_events_rejected_total")
+            )
+            lag = [
+                v
+                for (name, labels), v in current.items()
+                if name == "ccmon_consumer_lag" and ("topic", topic) in labels
+            ]
             if counted >= expected_events and current == previous and len(lag) == 2 and not any(lag):
                 got = current
                 break
@@ -179,11 +244,16 @@ def test_worker_over_sasl_ssl_computes_the_golden_kpis(broker: PrivateKafka, tls
                 assert got[sample] == pytest.approx(value, rel=1e-12), sample
         assert sum(v for (name, _), v in got.items() if name == "ccmon_events_total") == len(golden_lines)
         assert sum(v for (name, _), v in got.items() if name == "ccmon_events_duplicate_total") == 0
-        rejected = {dict(labels)["reason"]: v for (name, labels), v in got.items() if name == "ccmon_events_rejected_total"}
+        rejected = {
+            dict(labels)["reason"]: v for (name, labels), v in got.items() if name == "ccmon_events_rejected_total"
+        }
         assert rejected == {reason: 1 for _raw, reason in MALFORMED}
         # The consumer lag was measured over SASL_SSL by the worker's kafka-python probe.
-        lags = {dict(labels)["partition"]: v for (name, labels), v in got.items()
-                if name == "ccmon_consumer_lag" and dict(labels)["topic"] == topic}  # fmt: skip
+        lags = {
+            dict(labels)["partition"]: v
+            for (name, labels), v in got.items()
+            if name == "ccmon_consumer_lag" and dict(labels)["topic"] == topic
+        }
         assert lags == {"0": 0, "1": 0}
 
         # The dead letters went out through Faust's producer, over SASL_SSL.
@@ -200,8 +270,9 @@ def test_worker_over_sasl_ssl_computes_the_golden_kpis(broker: PrivateKafka, tls
 
 
 # -- the producers of ccmon simulate and ccmon source --------------------------------------------
-def test_simulate_and_source_sink_produce_with_the_environment_settings(broker: PrivateKafka, tls: Tls,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_simulate_and_source_sink_produce_with_the_environment_settings(
+    broker: PrivateKafka, tls: Tls, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import kafka
 
     topic = f"sec-sim-{uuid.uuid4().hex[:8]}"
@@ -211,10 +282,26 @@ def test_simulate_and_source_sink_produce_with_the_environment_settings(broker: 
 
     # ccmon simulate: SASL PLAIN, everything from the environment (no security flags exist).
     simulate = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "simulate", "--kafka", broker.sasl_bootstrap, "--topic", topic,
-         "--hours", "0.25", "--start", "2026-11-20T09:00:00Z", "--quiet"],
-        env=clean_environ() | sasl_env(broker, tls, mechanism="PLAIN"), capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "simulate",
+            "--kafka",
+            broker.sasl_bootstrap,
+            "--topic",
+            topic,
+            "--hours",
+            "0.25",
+            "--start",
+            "2026-11-20T09:00:00Z",
+            "--quiet",
+        ],
+        env=clean_environ() | sasl_env(broker, tls, mechanism="PLAIN"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert simulate.returncode == 0, simulate.stderr
     assert_no_secret(simulate.stdout, simulate.stderr)
 
@@ -226,8 +313,13 @@ def test_simulate_and_source_sink_produce_with_the_environment_settings(broker: 
     for name, value in sasl_env(broker, tls, mechanism="SCRAM-SHA-512").items():
         monkeypatch.setenv(name, value)
     sink = Sink(argparse.Namespace(kafka=broker.sasl_bootstrap, topic=topic, batch=10, out="-"), "ccmon-source-test")
-    marker = {"event_id": f"sink-{uuid.uuid4().hex}", "type": "call.offered", "ts": AT_EPOCH, "queue": "support",
-              "call_id": "sink-call"}  # fmt: skip
+    marker = {
+        "event_id": f"sink-{uuid.uuid4().hex}",
+        "type": "call.offered",
+        "ts": AT_EPOCH,
+        "queue": "support",
+        "call_id": "sink-call",
+    }
     sink.write([marker])
     sink.close()
 
@@ -249,9 +341,13 @@ def test_mutual_tls_for_kafka_python_and_faust(broker: PrivateKafka, tls: Tls) -
     from streams import security
     from streams.settings import from_args
 
-    env = {"CCMON_KAFKA_BOOTSTRAP": broker.ssl_bootstrap, "CCMON_KAFKA_SECURITY_PROTOCOL": "SSL",
-           "CCMON_KAFKA_CA_FILE": str(tls.ca), "CCMON_KAFKA_CERT_FILE": str(tls.client_cert),
-           "CCMON_KAFKA_KEY_FILE": str(tls.client_key)}  # fmt: skip
+    env = {
+        "CCMON_KAFKA_BOOTSTRAP": broker.ssl_bootstrap,
+        "CCMON_KAFKA_SECURITY_PROTOCOL": "SSL",
+        "CCMON_KAFKA_CA_FILE": str(tls.ca),
+        "CCMON_KAFKA_CERT_FILE": str(tls.client_cert),
+        "CCMON_KAFKA_KEY_FILE": str(tls.client_key),
+    }
     settings = from_args(None, env)
     topic = f"sec-mtls-{uuid.uuid4().hex[:8]}"
     admin = kafka.KafkaAdminClient(bootstrap_servers=broker.ssl_bootstrap, **security.kafka_client_kwargs(settings))
@@ -278,10 +374,13 @@ def test_mutual_tls_for_kafka_python_and_faust(broker: PrivateKafka, tls: Tls) -
     assert values == {b"from kafka-python", b"from aiokafka"}
 
     # Without the client certificate the broker refuses the connection.
-    no_cert = from_args(None, {k: v for k, v in env.items() if k not in ("CCMON_KAFKA_CERT_FILE", "CCMON_KAFKA_KEY_FILE")})
+    no_cert = from_args(
+        None, {k: v for k, v in env.items() if k not in ("CCMON_KAFKA_CERT_FILE", "CCMON_KAFKA_KEY_FILE")}
+    )
     with pytest.raises(kafka.errors.KafkaError):
-        kafka.KafkaAdminClient(bootstrap_servers=broker.ssl_bootstrap, bootstrap_timeout_ms=3000,
-                               **security.kafka_client_kwargs(no_cert))  # fmt: skip
+        kafka.KafkaAdminClient(
+            bootstrap_servers=broker.ssl_bootstrap, bootstrap_timeout_ms=3000, **security.kafka_client_kwargs(no_cert)
+        )
 
 
 # -- refused: stop at once, say what to fix, no secret -------------------------------------------
@@ -292,17 +391,35 @@ def test_mutual_tls_for_kafka_python_and_faust(broker: PrivateKafka, tls: Tls) -
         ("untrusted broker certificate", "--kafka-ca-file or CCMON_KAFKA_CA_FILE"),
     ],
 )
-def test_a_refused_worker_stops_with_one_clear_line(broker: PrivateKafka, tls: Tls, redis_url: str, case: str,
-                                                   names: str) -> None:  # fmt: skip
+def test_a_refused_worker_stops_with_one_clear_line(
+    broker: PrivateKafka, tls: Tls, redis_url: str, case: str, names: str
+) -> None:
     env = sasl_env(broker, tls, password=WRONG if case == "wrong password" else PASSWORD)
     if case == "untrusted broker certificate":
         env["CCMON_KAFKA_CA_FILE"] = str(tls.other_ca)
     started = time.monotonic()
     worker = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "worker", "--redis", redis_url, "--redis-prefix", f"sec-{uuid.uuid4().hex[:8]}",
-         "--topic", "sec-refused", "--dlq-topic", "sec-refused-dlq", "--web-port", "0"],
-        env=clean_environ() | env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "worker",
+            "--redis",
+            redis_url,
+            "--redis-prefix",
+            f"sec-{uuid.uuid4().hex[:8]}",
+            "--topic",
+            "sec-refused",
+            "--dlq-topic",
+            "sec-refused-dlq",
+            "--web-port",
+            "0",
+        ],
+        env=clean_environ() | env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     took = time.monotonic() - started
     output = worker.stdout + worker.stderr
     assert worker.returncode == 2, output  # a configuration error: a supervisor should not restart it
@@ -325,5 +442,7 @@ def test_the_login_probe_reports_a_refused_password(broker: PrivateKafka, tls: T
     refused = security._sasl_refusal(from_args(None, sasl_env(broker, tls, password=WRONG)))
     assert refused is not None and type(refused).__name__ == "SaslAuthenticationFailed"
     assert security._sasl_refusal(from_args(None, sasl_env(broker, tls))) is None
-    error = security.kafka_config_error(from_args(None, sasl_env(broker, tls, mechanism="SCRAM-SHA-512", password=WRONG)), [])
+    error = security.kafka_config_error(
+        from_args(None, sasl_env(broker, tls, mechanism="SCRAM-SHA-512", password=WRONG)), []
+    )
     assert error is not None and "refused the credentials of user 'ccmon' (SCRAM-SHA-512)" in str(error)

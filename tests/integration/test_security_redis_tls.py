@@ -51,12 +51,33 @@ def start_redis(tls: Tls, directory: Path, *extra: str) -> tuple[subprocess.Pope
     directory.mkdir(parents=True, exist_ok=True)
     log = directory / "redis.log"
     process = subprocess.Popen(
-        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-         "--tls-cert-file", str(tls.server_cert), "--tls-key-file", str(tls.server_key),
-         "--tls-ca-cert-file", str(tls.ca), "--save", "", "--appendonly", "no", "--dir", str(directory),
-         "--logfile", str(log), *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            "redis-server",
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert-file",
+            str(tls.server_cert),
+            "--tls-key-file",
+            str(tls.server_key),
+            "--tls-ca-cert-file",
+            str(tls.ca),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+            "--logfile",
+            str(log),
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -86,8 +107,9 @@ def password_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def tls_redis(tls: Tls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """TLS only (no plaintext port), clients need no certificate, AUTH required."""
-    process, port = start_redis(tls, tmp_path_factory.mktemp("redis-tls"), "--tls-auth-clients", "no",
-                                "--requirepass", PASSWORD)  # fmt: skip
+    process, port = start_redis(
+        tls, tmp_path_factory.mktemp("redis-tls"), "--tls-auth-clients", "no", "--requirepass", PASSWORD
+    )
     try:
         yield port
     finally:
@@ -122,8 +144,9 @@ def test_state_store_over_tls_with_the_password_from_a_file(tls: Tls, tls_redis:
     from streams.security import redis_connection_kwargs
 
     url = f"rediss://127.0.0.1:{tls_redis}/0"
-    settings = settings_for({"CCMON_REDIS_URL": url, "CCMON_REDIS_CA_FILE": str(tls.ca),
-                             "CCMON_REDIS_PASSWORD_FILE": str(password_file)})  # fmt: skip
+    settings = settings_for(
+        {"CCMON_REDIS_URL": url, "CCMON_REDIS_CA_FILE": str(tls.ca), "CCMON_REDIS_PASSWORD_FILE": str(password_file)}
+    )
     assert settings.redis_password == PASSWORD and settings.redacted()["redis_password"] == "***"
     # The server really wants TLS and the password.
     with pytest.raises(redis.ConnectionError):
@@ -132,8 +155,9 @@ def test_state_store_over_tls_with_the_password_from_a_file(tls: Tls, tls_redis:
         redis.Redis.from_url(url, ssl_ca_certs=str(tls.ca)).ping()
 
     config = Config()
-    state = RedisState.from_url(settings.redis_url, config, prefix="tls", clock=lambda: AT_EPOCH,
-                                connection=redis_connection_kwargs(settings))  # fmt: skip
+    state = RedisState.from_url(
+        settings.redis_url, config, prefix="tls", clock=lambda: AT_EPOCH, connection=redis_connection_kwargs(settings)
+    )
     assert getattr(state.client, "connection_pool").connection_class.__name__ == "SSLConnection"  # noqa: B009
     engine = Engine(config, state)
     memory = MemoryState()
@@ -148,9 +172,15 @@ def test_state_store_over_tls_with_the_password_from_a_file(tls: Tls, tls_redis:
     state.client.close()
 
 
-def test_worker_and_exporter_over_tls(tls: Tls, tls_redis: int, password_file: Path, kafka_bootstrap: str,
-                                      golden_lines: list[bytes], golden_expected: dict[Any, float],
-                                      tmp_path: Path) -> None:  # fmt: skip
+def test_worker_and_exporter_over_tls(
+    tls: Tls,
+    tls_redis: int,
+    password_file: Path,
+    kafka_bootstrap: str,
+    golden_lines: list[bytes],
+    golden_expected: dict[Any, float],
+    tmp_path: Path,
+) -> None:
     import kafka
 
     run = uuid.uuid4().hex[:8]
@@ -172,15 +202,57 @@ def test_worker_and_exporter_over_tls(tls: Tls, tls_redis: int, password_file: P
 
     try:
         with logs["worker"].open("wb") as out:  # CA by flag, password from the environment
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker", "--kafka", kafka_bootstrap, "--topic", topic, "--dlq-topic",
-                 dlq, "--group", group, "--web-port", "0", "--batch-within", "0.1", "--redis-ca-file", str(tls.ca), *common],
-                stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, env=clean_environ() | {"CCMON_REDIS_PASSWORD": PASSWORD}))  # fmt: skip
+            processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "streams.cli",
+                        "worker",
+                        "--kafka",
+                        kafka_bootstrap,
+                        "--topic",
+                        topic,
+                        "--dlq-topic",
+                        dlq,
+                        "--group",
+                        group,
+                        "--web-port",
+                        "0",
+                        "--batch-within",
+                        "0.1",
+                        "--redis-ca-file",
+                        str(tls.ca),
+                        *common,
+                    ],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=tmp_path,
+                    env=clean_environ() | {"CCMON_REDIS_PASSWORD": PASSWORD},
+                )
+            )
         with logs["exporter"].open("wb") as out:  # CA from the environment, password file by flag
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "exporter", "--host", "127.0.0.1", "--port", str(port),
-                 "--redis-password-file", str(password_file), *common],
-                stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, env=clean_environ() | {"CCMON_REDIS_CA_FILE": str(tls.ca)}))  # fmt: skip
+            processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "streams.cli",
+                        "exporter",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--redis-password-file",
+                        str(password_file),
+                        *common,
+                    ],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=tmp_path,
+                    env=clean_environ() | {"CCMON_REDIS_CA_FILE": str(tls.ca)},
+                )
+            )
         got: dict[Any, float] = {}
         deadline = time.monotonic() + 45
         while time.monotonic() < deadline:
@@ -221,8 +293,9 @@ def test_an_untrusted_server_certificate_fails_clearly(tls: Tls, tls_redis: int,
     from streams.security import redis_connection_kwargs
 
     url = f"rediss://127.0.0.1:{tls_redis}/0"
-    settings = settings_for({"CCMON_REDIS_URL": url, "CCMON_REDIS_CA_FILE": str(tls.other_ca),
-                             "CCMON_REDIS_PASSWORD": PASSWORD})  # fmt: skip
+    settings = settings_for(
+        {"CCMON_REDIS_URL": url, "CCMON_REDIS_CA_FILE": str(tls.other_ca), "CCMON_REDIS_PASSWORD": PASSWORD}
+    )
     state = RedisState.from_url(url, Config(), connection=redis_connection_kwargs(settings))
     with pytest.raises(redis.ConnectionError, match="certificate verify failed"):
         state.client.ping()
@@ -231,10 +304,25 @@ def test_an_untrusted_server_certificate_fails_clearly(tls: Tls, tls_redis: int,
     log = tmp_path / "exporter.log"
     with log.open("wb") as out:
         exporter = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "exporter", "--host", "127.0.0.1", "--port", str(port), "--redis", url,
-             "--redis-ca-file", str(tls.other_ca)],
-            stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, env=clean_environ() | {"CCMON_REDIS_PASSWORD": PASSWORD},
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "streams.cli",
+                "exporter",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--redis",
+                url,
+                "--redis-ca-file",
+                str(tls.other_ca),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=clean_environ() | {"CCMON_REDIS_PASSWORD": PASSWORD},
+        )
     status = None
     try:
         deadline = time.monotonic() + 30
@@ -267,16 +355,26 @@ def test_mutual_tls(tls: Tls, mtls_redis: int) -> None:
     with pytest.raises(redis.ConnectionError):  # the server asks for a certificate we do not have
         RedisState.from_url(url, Config(), connection=redis_connection_kwargs(without)).client.ping()
 
-    settings = settings_for({"CCMON_REDIS_URL": url, "CCMON_REDIS_CA_FILE": str(tls.ca),
-                             "CCMON_REDIS_CERT_FILE": str(tls.client_cert), "CCMON_REDIS_KEY_FILE": str(tls.client_key)})  # fmt: skip
-    state = RedisState.from_url(url, Config(), prefix="mtls", clock=lambda: AT_EPOCH,
-                                connection=redis_connection_kwargs(settings))  # fmt: skip
+    settings = settings_for(
+        {
+            "CCMON_REDIS_URL": url,
+            "CCMON_REDIS_CA_FILE": str(tls.ca),
+            "CCMON_REDIS_CERT_FILE": str(tls.client_cert),
+            "CCMON_REDIS_KEY_FILE": str(tls.client_key),
+        }
+    )
+    state = RedisState.from_url(
+        url, Config(), prefix="mtls", clock=lambda: AT_EPOCH, connection=redis_connection_kwargs(settings)
+    )
     assert state.client.ping()
     engine = Engine(Config(), state)
     with state.batch():
         for event in golden_events():
             engine.process(event, AT_EPOCH)
-    offered = {dict(labels).get("window"): value for (name, labels), value in flatten(snapshot(Config(), state, AT_EPOCH)).items()
-               if name == "ccmon_calls_offered" and dict(labels).get("queue") == "support"}  # fmt: skip
+    offered = {
+        dict(labels).get("window"): value
+        for (name, labels), value in flatten(snapshot(Config(), state, AT_EPOCH)).items()
+        if name == "ccmon_calls_offered" and dict(labels).get("queue") == "support"
+    }
     assert offered["1h"] == 10  # the golden value, written and read over mutual TLS
     state.client.close()

@@ -40,8 +40,14 @@ def envelope(offset: int, events: list[dict[str, Any]], at: float) -> Message:
 
 def offer(tenant: str, queue: str, now: float, n: int) -> dict[str, Any]:
     # Call ids do not hold the queue name: a call's record is the call's, not the queue's.
-    return {"event_id": f"e-{tenant}-{queue}-{n}", "type": "call.offered", "ts": now - 30, "tenant": tenant,
-            "queue": queue, "call_id": f"call-{n}"}  # fmt: skip
+    return {
+        "event_id": f"e-{tenant}-{queue}-{n}",
+        "type": "call.offered",
+        "ts": now - 30,
+        "tenant": tenant,
+        "queue": queue,
+        "call_id": f"call-{n}",
+    }
 
 
 def scrape(app: Callable[..., Any]) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -76,16 +82,21 @@ def expired_bucket(key: str, now: float) -> bool:
     parts = key.split(":")
     if len(parts) < 5 or parts[-4] != "b" or parts[-3] not in ("f", "c"):
         return False
-    keep = (CONFIG.longest_sliding_seconds + 3600 + CONFIG.bucket_seconds if parts[-3] == "f"
-            else CONFIG.horizon_seconds + 3600 + CONFIG.coarse_bucket_seconds)  # fmt: skip
+    keep = (
+        CONFIG.longest_sliding_seconds + 3600 + CONFIG.bucket_seconds
+        if parts[-3] == "f"
+        else CONFIG.horizon_seconds + 3600 + CONFIG.coarse_bucket_seconds
+    )
     return int(parts[-1]) + keep < now
 
 
 def test_exported_names_stay_within_the_limits_over_thirteen_days(redis_client: Any, redis_prefix: str) -> None:
     now = AT
     clock = lambda: now  # noqa: E731
-    workers = [BatchProcessor(CONFIG, RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=clock), clock)
-               for _ in range(2)]  # fmt: skip
+    workers = [
+        BatchProcessor(CONFIG, RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=clock), clock)
+        for _ in range(2)
+    ]
     app = build_app(CONFIG, RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=clock), clock)
     # MemoryState (replay, demo) fed the same events at the same times must agree.
     memory = MemoryState(CONFIG.bucket_seconds, CONFIG.coarse_bucket_seconds)
@@ -98,9 +109,18 @@ def test_exported_names_stay_within_the_limits_over_thirteen_days(redis_client: 
         events = [offer("flood", f"d{day}-q{i}", now, n + i) for i in range(3)]
         events += [offer("steady", "main", now, n + 3), offer(f"guest{day}", "g", now, n + 4)]
         if day == 0:
-            events += [offer("steady", "once", now, n + 5),
-                       {"event_id": "agent-1", "type": "agent.state", "ts": now - 20, "tenant": "steady",
-                        "agent_id": "ann", "state": "available", "queues": ["main"]}]  # fmt: skip
+            events += [
+                offer("steady", "once", now, n + 5),
+                {
+                    "event_id": "agent-1",
+                    "type": "agent.state",
+                    "ts": now - 20,
+                    "tenant": "steady",
+                    "agent_id": "ann",
+                    "state": "available",
+                    "queues": ["main"],
+                },
+            ]
         n += 10
         result = workers[day % 2].process([envelope(day, events, now)])
         assert result.accepted == len(events) and not result.dead
@@ -162,8 +182,10 @@ def test_retirement_is_exact_with_workers_racing(redis_client: Any, redis_prefix
     now = AT
     clock = lambda: now  # noqa: E731
     config = config_from_dict({"limits": {"queues_per_tenant": 40}})
-    workers = [BatchProcessor(config, RedisState(redis_client, config, prefix=redis_prefix, clock=clock), clock)
-               for _ in range(2)]  # fmt: skip
+    workers = [
+        BatchProcessor(config, RedisState(redis_client, config, prefix=redis_prefix, clock=clock), clock)
+        for _ in range(2)
+    ]
     old = [offer("t", f"old{i}", now, i) for i in range(40)]
     assert workers[0].process([envelope(0, old, now)]).accepted == 40
     now = AT + STEP

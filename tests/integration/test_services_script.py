@@ -49,8 +49,9 @@ def test_up_status_env_roundtrip_down(script_env: dict[str, str]) -> None:
         producer = KafkaProducer(bootstrap_servers="127.0.0.1:29192")
         producer.send(topic, b"hello").get(timeout=30)
         producer.close()
-        consumer = KafkaConsumer(topic, bootstrap_servers="127.0.0.1:29192",
-                                 auto_offset_reset="earliest", consumer_timeout_ms=20000)  # fmt: skip
+        consumer = KafkaConsumer(
+            topic, bootstrap_servers="127.0.0.1:29192", auto_offset_reset="earliest", consumer_timeout_ms=20000
+        )
         assert [m.value for m in consumer][:1] == [b"hello"]
         consumer.close()
         assert redis.Redis.from_url("redis://127.0.0.1:26479/0").ping()

@@ -21,17 +21,38 @@ def test_simulate_to_kafka_equals_simulate_to_file(kafka_bootstrap: str, tmp_pat
     from kafka import KafkaConsumer
 
     path = tmp_path / "day.jsonl"
-    subprocess.run([sys.executable, "-m", "streams.cli", "simulate", *ARGS, "--out", str(path)],
-                   check=True, timeout=120)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "streams.cli", "simulate", *ARGS, "--out", str(path)], check=True, timeout=120
+    )
     from_file = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     assert len(from_file) > 100
 
     topic = f"sim-{uuid.uuid4().hex[:8]}"
-    subprocess.run([sys.executable, "-m", "streams.cli", "simulate", *ARGS, "--kafka", kafka_bootstrap,
-                    "--topic", topic, "--batch", "25"], check=True, timeout=120)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "simulate",
+            *ARGS,
+            "--kafka",
+            kafka_bootstrap,
+            "--topic",
+            topic,
+            "--batch",
+            "25",
+        ],
+        check=True,
+        timeout=120,
+    )
 
-    consumer = KafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
-                             consumer_timeout_ms=10000, enable_auto_commit=False)  # fmt: skip
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=10000,
+        enable_auto_commit=False,
+    )
     from_kafka: list[dict[str, object]] = []
     keys_by_partition: dict[int, set[bytes | None]] = {}
     try:

@@ -32,9 +32,11 @@ def call_lines(n0: int, n: int, t0: int = 1795000000) -> list[str]:
     lines = []
     for i in range(n0, n0 + n):
         t = t0 + 60 * i
-        lines += [f"{t}|c{i}|support|NONE|ENTERQUEUE||tel-{i:04d}|1",
-                  f"{t + 5}|c{i}|support|SIP/80{i % 10}|CONNECT|5|b{i}|2",
-                  f"{t + 65}|c{i}|support|SIP/80{i % 10}|COMPLETECALLER|5|60|1"]  # fmt: skip
+        lines += [
+            f"{t}|c{i}|support|NONE|ENTERQUEUE||tel-{i:04d}|1",
+            f"{t + 5}|c{i}|support|SIP/80{i % 10}|CONNECT|5|b{i}|2",
+            f"{t + 65}|c{i}|support|SIP/80{i % 10}|COMPLETECALLER|5|60|1",
+        ]
     return lines
 
 
@@ -73,10 +75,28 @@ def topic(kafka_bootstrap: str) -> Iterator[str]:
 
 def start(log: Path, state: Path, kafka: str, topic: str, err: Path, batch: int = 7) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "source", "asterisk", str(log), "--follow", "--poll", "0.2",
-         "--state", str(state), "--kafka", kafka, "--topic", topic, "--batch", str(batch)],
-        stdout=subprocess.DEVNULL, stderr=err.open("ab"),
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "source",
+            "asterisk",
+            str(log),
+            "--follow",
+            "--poll",
+            "0.2",
+            "--state",
+            str(state),
+            "--kafka",
+            kafka,
+            "--topic",
+            topic,
+            "--batch",
+            str(batch),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=err.open("ab"),
+    )
 
 
 def caught_up(log: Path, state: Path, timeout: float = 60.0) -> None:
@@ -98,8 +118,14 @@ def consumed(kafka: str, topic: str, want: int, timeout: float = 60.0) -> Counte
     """Event ids on the topic, once ``want`` have arrived and nothing more comes for 1.5 s."""
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(topic, bootstrap_servers=kafka, auto_offset_reset="earliest", enable_auto_commit=False,
-                             consumer_timeout_ms=1000, group_id=None)  # fmt: skip
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=kafka,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=1000,
+        group_id=None,
+    )
     ids: Counter[str] = Counter()
     deadline = time.monotonic() + timeout
     try:

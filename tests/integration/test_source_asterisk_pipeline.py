@@ -76,8 +76,23 @@ def pipeline(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Iterator[P
     config = tmp_path / "ccmon.toml"
     config.write_text(CONFIG)
     common = ["--redis", redis_url, "--redis-prefix", p.prefix, "--clock", f"fixed:{AT:.0f}", "--config", str(config)]
-    p.start("worker", "worker", "--kafka", kafka_bootstrap, "--topic", p.topic, "--dlq-topic", p.dlq,
-            "--group", p.group, "--web-port", str(free_port()), "--batch-within", "0.1", *common)  # fmt: skip
+    p.start(
+        "worker",
+        "worker",
+        "--kafka",
+        kafka_bootstrap,
+        "--topic",
+        p.topic,
+        "--dlq-topic",
+        p.dlq,
+        "--group",
+        p.group,
+        "--web-port",
+        str(free_port()),
+        "--batch-within",
+        "0.1",
+        *common,
+    )
     p.start("exporter", "exporter", "--host", "127.0.0.1", "--port", str(p.port), *common)
     try:
         yield p
@@ -88,28 +103,58 @@ def pipeline(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Iterator[P
 
 def test_the_real_log_through_kafka_worker_and_exporter(pipeline: Pipeline, tmp_path: Path) -> None:
     out = tmp_path / "events.jsonl"  # the same import to a file: what was sent, for the counts
-    assert subprocess.run([sys.executable, "-m", "streams.cli", "source", "asterisk", str(DATA), "--out", str(out)],
-                          capture_output=True, timeout=60).returncode == 0  # fmt: skip
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "streams.cli", "source", "asterisk", str(DATA), "--out", str(out)],
+            capture_output=True,
+            timeout=60,
+        ).returncode
+        == 0
+    )
     events = [json.loads(line) for line in out.read_text().splitlines()]
-    proc = subprocess.run([sys.executable, "-m", "streams.cli", "source", "asterisk", str(DATA),
-                           "--kafka", pipeline.kafka, "--topic", pipeline.topic, "--progress"],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "source",
+            "asterisk",
+            str(DATA),
+            "--kafka",
+            pipeline.kafka,
+            "--topic",
+            pipeline.topic,
+            "--progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"1,000 rows -> {len(events):,} events" in proc.stderr and "rows/s" in proc.stderr  # progress shown
 
     copies = Counter(e["event_id"] for e in events if e["ts"] >= MIDNIGHT)
-    want_counts = {"accepted": len(copies), "duplicate": sum(copies.values()) - len(copies),
-                   "too_late": sum(1 for e in events if e["ts"] < MIDNIGHT)}  # fmt: skip
+    want_counts = {
+        "accepted": len(copies),
+        "duplicate": sum(copies.values()) - len(copies),
+        "too_late": sum(1 for e in events if e["ts"] < MIDNIGHT),
+    }
     got = settled(pipeline, len(events))
     counts = {
         "accepted": sum(v for (name, _), v in got.items() if name == "ccmon_events_total"),
         "duplicate": sum(v for (name, _), v in got.items() if name == "ccmon_events_duplicate_total"),
-        "too_late": sum(v for (name, labels), v in got.items()
-                        if name == "ccmon_events_rejected_total" and dict(labels).get("reason") == "too_late"),
-    }  # fmt: skip
+        "too_late": sum(
+            v
+            for (name, labels), v in got.items()
+            if name == "ccmon_events_rejected_total" and dict(labels).get("reason") == "too_late"
+        ),
+    }
     assert counts == want_counts and want_counts["duplicate"] > 0 and want_counts["too_late"] > 0
-    today = {name: v for (name, labels), v in got.items()
-             if dict(labels).get("queue") == "IT" and dict(labels).get("window") == "today"}  # fmt: skip
+    today = {
+        name: v
+        for (name, labels), v in got.items()
+        if dict(labels).get("queue") == "IT" and dict(labels).get("window") == "today"
+    }
     for name, value in raw_figures().items():
         assert today.get(name) == pytest.approx(value, rel=1e-12), name
     assert today["ccmon_calls_offered"] == 34 and today["ccmon_calls_answered"] == 27  # docs/sources/asterisk.md

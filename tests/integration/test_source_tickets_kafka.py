@@ -20,8 +20,18 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 DATA = real_data("itsm_incident_log/incident_event_log.zip")
 MAPPING = REPO / "deploy" / "sources" / "itsm_incident_log.toml"
-COMMAND = [sys.executable, "-m", "streams.cli", "source", "tickets", str(DATA), "--mapping", str(MAPPING),
-           "--tenant", "itsm"]  # fmt: skip
+COMMAND = [
+    sys.executable,
+    "-m",
+    "streams.cli",
+    "source",
+    "tickets",
+    str(DATA),
+    "--mapping",
+    str(MAPPING),
+    "--tenant",
+    "itsm",
+]
 
 
 def test_tickets_to_kafka_equal_tickets_to_a_file(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -37,13 +47,22 @@ def test_tickets_to_kafka_equal_tickets_to_a_file(kafka_bootstrap: str, tmp_path
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
     try:
-        proc = subprocess.run([*COMMAND, "--kafka", kafka_bootstrap, "--topic", topic, "--batch", "200"],
-                              capture_output=True, text=True, timeout=180)  # fmt: skip
+        proc = subprocess.run(
+            [*COMMAND, "--kafka", kafka_bootstrap, "--topic", topic, "--batch", "200"],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert f"-> kafka {kafka_bootstrap} topic {topic}; 2 rows not mapped" in proc.stderr
 
-        consumer = KafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
-                                 consumer_timeout_ms=15000, enable_auto_commit=False)  # fmt: skip
+        consumer = KafkaConsumer(
+            topic,
+            bootstrap_servers=kafka_bootstrap,
+            auto_offset_reset="earliest",
+            consumer_timeout_ms=15000,
+            enable_auto_commit=False,
+        )
         from_kafka: list[dict[str, Any]] = []
         partition_of: dict[str, set[int]] = {}
         per_ticket: dict[str, list[str]] = {}

@@ -63,15 +63,36 @@ def test_a_partition_never_fetched_makes_the_worker_exit_and_the_restart_applies
     want = replay_samples(path, at)
     p = Pipeline(kafka_bootstrap, redis_url, tmp_path)
     create_topics(kafka_bootstrap, p.topic, p.dlq)
-    worker_args = ["worker", "--kafka", kafka_bootstrap, "--topic", p.topic, "--dlq-topic", p.dlq, "--group", p.group,
-                   "--redis", redis_url, "--redis-prefix", p.prefix, "--clock", f"fixed:{at}", "--batch-size", "5",
-                   "--batch-within", "0.1", "--session-timeout", "6"]  # fmt: skip
+    worker_args = [
+        "worker",
+        "--kafka",
+        kafka_bootstrap,
+        "--topic",
+        p.topic,
+        "--dlq-topic",
+        p.dlq,
+        "--group",
+        p.group,
+        "--redis",
+        redis_url,
+        "--redis-prefix",
+        p.prefix,
+        "--clock",
+        f"fixed:{at}",
+        "--batch-size",
+        "5",
+        "--batch-within",
+        "0.1",
+        "--session-timeout",
+        "6",
+    ]
     web_port = free_port()
     try:
         monkeypatch.setenv(TEST_HOOKS_ENV, TEST_HOOKS_VALUE)
         monkeypatch.setenv(TEST_PAUSE_ENV, "0")
-        worker = p.start("stalled", *worker_args, "--stuck-partition-seconds", str(STUCK_SECONDS),
-                         "--web-port", str(web_port))  # fmt: skip
+        worker = p.start(
+            "stalled", *worker_args, "--stuck-partition-seconds", str(STUCK_SECONDS), "--web-port", str(web_port)
+        )
         monkeypatch.delenv(TEST_HOOKS_ENV)
         monkeypatch.delenv(TEST_PAUSE_ENV)
         deadline = time.monotonic() + 90
@@ -94,7 +115,8 @@ def test_a_partition_never_fetched_makes_the_worker_exit_and_the_restart_applies
         answers = []  # /readyz until the worker exits
         while worker.poll() is None:
             assert time.monotonic() - produced < EXIT_BOUND_SECONDS, (
-                f"the worker did not exit within {EXIT_BOUND_SECONDS} s of the last event:\n{p.log_tail()}")
+                f"the worker did not exit within {EXIT_BOUND_SECONDS} s of the last event:\n{p.log_tail()}"
+            )
             answers.append((time.monotonic() - produced, *readyz(web_port)))
             time.sleep(0.25)
         code = worker.returncode
@@ -110,8 +132,11 @@ def test_a_partition_never_fetched_makes_the_worker_exit_and_the_restart_applies
         assert "Traceback" not in log, log[-4000:]
 
         # Recorded for the exporter (Prometheus alerts on it after the worker is gone).
-        recorded = {labels: v for (name, labels), v in samples_of(metrics_text(redis_url, p.prefix, at)).items()
-                    if name == STUCK_FAMILY}  # fmt: skip
+        recorded = {
+            labels: v
+            for (name, labels), v in samples_of(metrics_text(redis_url, p.prefix, at)).items()
+            if name == STUCK_FAMILY
+        }
         assert list(recorded) == [(("partition", "0"), ("topic", p.topic))], recorded
         assert abs(next(iter(recorded.values())) - time.time()) < 120
         # The stall was real: partition 0's later events never reached Redis.
@@ -120,11 +145,14 @@ def test_a_partition_never_fetched_makes_the_worker_exit_and_the_restart_applies
 
         # The supervisor's restart (without the hook): every event applied exactly once.
         restarted = p.start("restarted", *worker_args)
-        got = wait_for_kpis(lambda: without_stuck(kpi_samples(redis_url, p.prefix, at)), want, 120, [restarted],
-                            p.log_tail)  # fmt: skip
-        print(f"/readyz 503 ({behind[0][1]['reason']}) {behind[0][0]:.1f} s after the last event; "
-              f"worker exited {exited_after:.1f} s after it (limit {STUCK_SECONDS} s); "
-              f"{counted:.0f} of {events_total(want):.0f} events counted before the restart")
+        got = wait_for_kpis(
+            lambda: without_stuck(kpi_samples(redis_url, p.prefix, at)), want, 120, [restarted], p.log_tail
+        )
+        print(
+            f"/readyz 503 ({behind[0][1]['reason']}) {behind[0][0]:.1f} s after the last event; "
+            f"worker exited {exited_after:.1f} s after it (limit {STUCK_SECONDS} s); "
+            f"{counted:.0f} of {events_total(want):.0f} events counted before the restart"
+        )
         problems = diff(got, want)
         assert not problems, problems
     finally:

@@ -60,14 +60,35 @@ def test_livez_and_readyz_follow_the_group_and_redis(
     at = max(parse_line(line).ts for line in lines) + 60
     create_topics(kafka_bootstrap, p.topic, p.dlq, partitions=1)
     ports = {"a": free_port(), "b": free_port()}
-    args = ["worker", "--kafka", kafka_bootstrap, "--topic", p.topic, "--dlq-topic", p.dlq, "--group", p.group,
-            "--redis", own_redis.url, "--redis-prefix", p.prefix, "--batch-size", "5", "--batch-within", "0.1",
-            "--session-timeout", "6", "--clock", f"fixed:{at}"]  # fmt: skip
+    args = [
+        "worker",
+        "--kafka",
+        kafka_bootstrap,
+        "--topic",
+        p.topic,
+        "--dlq-topic",
+        p.dlq,
+        "--group",
+        p.group,
+        "--redis",
+        own_redis.url,
+        "--redis-prefix",
+        p.prefix,
+        "--batch-size",
+        "5",
+        "--batch-within",
+        "0.1",
+        "--session-timeout",
+        "6",
+        "--clock",
+        f"fixed:{at}",
+    ]
     try:
         p.start("a", *args, "--web-port", str(ports["a"]))
         early: list[Answer] = []
-        ready = wait_for(p, "worker a ready", lambda: early.append(page(ports["a"], "/readyz")) or early[-1],
-                         lambda r: r[0] == 200)  # fmt: skip
+        ready = wait_for(
+            p, "worker a ready", lambda: early.append(page(ports["a"], "/readyz")) or early[-1], lambda r: r[0] == 200
+        )
         assert {status for status, _ in early} <= {0, 503, 200}, early  # starting: not listening, or not ready
         print(f"/readyz while starting: {[body.get('reason', status) for status, body in early]}")
         assert ready[1]["ready"] is True and ready[1]["partitions"] == [0], ready
@@ -82,17 +103,26 @@ def test_livez_and_readyz_follow_the_group_and_redis(
         def both() -> dict[str, Answer]:
             return {name: page(port, "/readyz") for name, port in ports.items()}
 
-        answers = wait_for(p, "both ready, one idle", both,
-                           lambda r: all(s == 200 for s, _ in r.values())
-                           and sorted(b["partitions"] for _, b in r.values()) == [[], [0]])  # fmt: skip
+        answers = wait_for(
+            p,
+            "both ready, one idle",
+            both,
+            lambda r: (
+                all(s == 200 for s, _ in r.values()) and sorted(b["partitions"] for _, b in r.values()) == [[], [0]]
+            ),
+        )
         idle = [name for name, (_s, body) in answers.items() if body.get("idle")]
         busy = [name for name, (_s, body) in answers.items() if body["partitions"] == [0]]
         assert len(idle) == 1 and len(busy) == 1 and idle != busy, answers
 
         # Events flow and are applied: still ready, and then nothing behind.
         produce_timed(kafka_bootstrap, p.topic, lines)
-        wait_for(p, "the events applied", lambda: events_total(kpi_samples(own_redis.url, p.prefix, at)),
-                 lambda n: n == len(lines))  # fmt: skip
+        wait_for(
+            p,
+            "the events applied",
+            lambda: events_total(kpi_samples(own_redis.url, p.prefix, at)),
+            lambda n: n == len(lines),
+        )
         wait_for(p, "no lag", lambda: page(ports[busy[0]], "/readyz"), lambda r: r[0] == 200 and r[1].get("lag") == 0)
 
         # Redis dies: not ready (named), still live; ready again when it is back.

@@ -38,8 +38,9 @@ def rejected(flat: dict[Any, float]) -> dict[str, float]:
     return {dict(labels)["reason"]: v for (name, labels), v in flat.items() if name == "ccmon_events_rejected_total"}
 
 
-def test_process_and_replay(redis_client: Any, redis_prefix: str, golden_lines: list[bytes], golden_at: float,
-                            golden_expected: dict[Any, float]) -> None:  # fmt: skip
+def test_process_and_replay(
+    redis_client: Any, redis_prefix: str, golden_lines: list[bytes], golden_at: float, golden_expected: dict[Any, float]
+) -> None:
     clock = lambda: golden_at  # noqa: E731
     state = RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=clock)
     processor = BatchProcessor(CONFIG, state, clock)
@@ -100,8 +101,9 @@ def test_an_event_the_batch_script_fails_on_is_isolated_not_retried_forever(
 
     poisoned = "local s = 0 for i = 1, #ARGV do if ARGV[i] == 'POISON' then error('poisoned') end end\n"
     monkeypatch.setattr(scripts, "APPLY_LUA", poisoned + scripts.APPLY_LUA)
-    poison = json.dumps({"event_id": "p1", "type": "call.offered", "ts": golden_at - 60, "queue": "POISON",
-                         "call_id": "pc"}).encode()  # fmt: skip
+    poison = json.dumps(
+        {"event_id": "p1", "type": "call.offered", "ts": golden_at - 60, "queue": "POISON", "call_id": "pc"}
+    ).encode()
     clock = lambda: golden_at  # noqa: E731
     state = RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=clock)
     processor = BatchProcessor(CONFIG, state, clock)
@@ -114,9 +116,13 @@ def test_an_event_the_batch_script_fails_on_is_isolated_not_retried_forever(
 
 
 def test_redis_errors_wait_and_retry_the_same_batch(
-    redis_client: Any, redis_prefix: str, golden_lines: list[bytes], golden_at: float,
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+    redis_client: Any,
+    redis_prefix: str,
+    golden_lines: list[bytes],
+    golden_at: float,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     import redis
 
     clock = lambda: golden_at  # noqa: E731

@@ -444,7 +444,9 @@ def reference_kpis(
                     return ts is not None and start <= ts < at
 
                 labels = (("tenant", tenant), ("queue", queue), ("window", window.name))
-                values = _windowed(config, tevents, tlegs, qlegs, tcbs, ttickets, customers, mine, inw, tenant, queue, start, at)
+                values = _windowed(
+                    config, tevents, tlegs, qlegs, tcbs, ttickets, customers, mine, inw, tenant, queue, start, at
+                )
                 for name, value in values.items():
                     if isinstance(name, tuple):
                         metric, extra = name
@@ -462,7 +464,9 @@ def reference_kpis(
     return out
 
 
-def _windowed(config, tevents, tlegs, qlegs, tcbs, ttickets, customers, mine, inw, tenant, queue, start, at) -> dict[Any, float | None]:
+def _windowed(
+    config, tevents, tlegs, qlegs, tcbs, ttickets, customers, mine, inw, tenant, queue, start, at
+) -> dict[Any, float | None]:
     v: dict[Any, float | None] = {}
     inbound = [leg for leg in qlegs if leg.direction == "inbound"]
     offered = [leg for leg in inbound if leg.offer is not None and inw(leg.offer.ts)]
@@ -474,13 +478,15 @@ def _windowed(config, tevents, tlegs, qlegs, tcbs, ttickets, customers, mine, in
     answered, abandoned = outcome("answered"), outcome("abandoned")
     timeouts, voicemails, transferred = outcome("timeout"), outcome("voicemail"), outcome("transferred")
     short = [
-        leg for leg in abandoned
+        leg
+        for leg in abandoned
         if leg.wait is not None and leg.wait < config.queue(leg.tenant, leg.queue).short_abandon_seconds
-    ]  # fmt: skip
+    ]
     within = [
-        leg for leg in answered
+        leg
+        for leg in answered
         if leg.wait is not None and leg.wait <= config.queue(leg.tenant, leg.queue).sl_threshold_seconds
-    ]  # fmt: skip
+    ]
     v["ccmon_calls_offered"] = len(offered)
     v["ccmon_calls_answered"] = len(answered)
     v["ccmon_calls_abandoned"] = len(abandoned)
@@ -504,16 +510,15 @@ def _windowed(config, tevents, tlegs, qlegs, tcbs, ttickets, customers, mine, in
     v["ccmon_waits"] = len(waits)
     all_waits = [leg.wait for leg in done if leg.wait is not None]
     v["ccmon_max_wait_seconds"] = max(all_waits) if all_waits else None
-    v["ccmon_abandon_rate_ratio"] = _ratio(
-        len(abandoned) - len(short), len(answered) + len(abandoned) - len(short)
-    )
+    v["ccmon_abandon_rate_ratio"] = _ratio(len(abandoned) - len(short), len(answered) + len(abandoned) - len(short))
     v["ccmon_voicemail_share_ratio"] = _ratio(len(voicemails), missed)
     v["ccmon_agent_missed_rings"] = sum(1 for leg in inbound for r in leg.rings if inw(r.ts))
     v["ccmon_transfers_out"] = sum(
-        1 for leg in inbound
+        1
+        for leg in inbound
         if any(t.type == "call.transferred" for t in leg.terminals)
         and inw(min(t.ts for t in leg.terminals if t.type == "call.transferred"))
-    )  # fmt: skip
+    )
     ends = [leg.first_end for leg in inbound if leg.first_end is not None and inw(leg.first_end.ts)]
     v["ccmon_calls_handled"] = len(ends)
     v["ccmon_average_handle_time_seconds"] = _mean(
@@ -541,9 +546,10 @@ def _windowed(config, tevents, tlegs, qlegs, tcbs, ttickets, customers, mine, in
             repeats += 1
     v["ccmon_repeat_caller_ratio"] = _ratio(repeats, len(with_customer))
     outbound_ends = [
-        leg.first_end for leg in qlegs
+        leg.first_end
+        for leg in qlegs
         if leg.direction == "outbound" and leg.first_end is not None and inw(leg.first_end.ts)
-    ]  # fmt: skip
+    ]
     v["ccmon_outbound_conversion_ratio"] = _ratio(
         sum(1 for e in outbound_ends if e.outcome == "sale"), len(outbound_ends)
     )
@@ -628,16 +634,20 @@ def _tickets(evs: Sequence[Event]) -> list[dict[str, Any]]:
             else:
                 agent_before = sum(1 for r in replies if r.author == "agent" and r.ts <= first.ts)
                 fcr = agent_before <= 1 and not reopens
-        is_open = created is not None and (
-            not resolutions or (bool(reopens) and reopens[-1].ts > resolutions[-1].ts)
-        )
+        is_open = created is not None and (not resolutions or (bool(reopens) and reopens[-1].ts > resolutions[-1].ts))
         result.append(
             {
-                "tenant": tenant, "queue": queue, "created": created, "frt": frt,
-                "responses": responses, "resolutions": resolutions, "reopens": reopens,
-                "fcr": fcr, "open": is_open,
+                "tenant": tenant,
+                "queue": queue,
+                "created": created,
+                "frt": frt,
+                "responses": responses,
+                "resolutions": resolutions,
+                "reopens": reopens,
+                "fcr": fcr,
+                "open": is_open,
             }
-        )  # fmt: skip
+        )
     return result
 
 
@@ -645,19 +655,21 @@ def _live(config, tevents, qlegs, tcbs, ttickets, mine, queue, at, queue_names) 
     v: dict[Any, float | None] = {}
     max_age = config.max_call_age_seconds
     waiting = [
-        leg.offer.ts for leg in qlegs
-        if leg.direction == "inbound" and leg.offer is not None and leg.outcome is None
+        leg.offer.ts
+        for leg in qlegs
+        if leg.direction == "inbound"
+        and leg.offer is not None
+        and leg.outcome is None
         and at - max_age <= leg.offer.ts < at
-    ]  # fmt: skip
+    ]
     v["ccmon_calls_waiting"] = len(waiting)
     v["ccmon_longest_wait_seconds"] = at - min(waiting) if waiting else 0.0
     pending = [cb for cb in tcbs if mine(cb.queue) and cb.close is None and cb.due < at]
     v["ccmon_callbacks_pending"] = len(pending)
     v["ccmon_oldest_pending_callback_age_seconds"] = at - min(cb.due for cb in pending) if pending else 0.0
     v["ccmon_callbacks_overdue"] = sum(
-        1 for cb in pending
-        if at - cb.due > config.queue(cb.tenant, cb.queue).callback_target_seconds
-    )  # fmt: skip
+        1 for cb in pending if at - cb.due > config.queue(cb.tenant, cb.queue).callback_target_seconds
+    )
     open_tickets = [t for t in ttickets if t["open"] and t["queue"] is not None and mine(t["queue"])]
     v["ccmon_tickets_open"] = len(open_tickets)
     v["ccmon_open_ticket_age_seconds"] = _mean([at - t["created"].ts for t in open_tickets])
@@ -722,7 +734,9 @@ def run_engine(
     return flatten(snapshot(config, store, at)), engine
 
 
-def series(flat: dict[Key, float], metric: str, tenant: str = "default", queue: str = "q", **labels: str) -> float | None:
+def series(
+    flat: dict[Key, float], metric: str, tenant: str = "default", queue: str = "q", **labels: str
+) -> float | None:
     """One value of ``flatten`` output by its labels (``None`` when absent)."""
     for (name, key_labels), value in flat.items():
         if name != metric:

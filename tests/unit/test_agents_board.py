@@ -26,7 +26,9 @@ AT = parse_ts("2026-11-20T10:00:00Z")  # local midnight (UTC) is AT - 10 h
 CONFIG = config_from_dict({"tenants": {"acme": {"pause_reasons": ["lunch", "training"], "away_alert_seconds": 600}}})
 
 
-def state(agent: str, ago: float, st: str, queues: list[str] | None = None, reason: str | None = None) -> dict[str, Any]:
+def state(
+    agent: str, ago: float, st: str, queues: list[str] | None = None, reason: str | None = None
+) -> dict[str, Any]:
     event: dict[str, Any] = {"type": "agent.state", "agent_id": agent, "state": st, "ts": AT - ago}
     if queues is not None:
         event["queues"] = queues
@@ -98,7 +100,9 @@ def by_agent(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 # -- events and configuration --------------------------------------------------------------
 def test_reason_and_priority_are_parsed() -> None:
-    event = parse_event({"event_id": "e", "type": "agent.state", "ts": AT, "agent_id": "a", "state": "away", "reason": "lunch"})
+    event = parse_event(
+        {"event_id": "e", "type": "agent.state", "ts": AT, "agent_id": "a", "state": "away", "reason": "lunch"}
+    )
     assert event.reason == "lunch"
     offered = {"event_id": "e", "type": "call.offered", "ts": AT, "call_id": "c", "queue": "q"}
     assert parse_event(offered).priority is None
@@ -133,8 +137,12 @@ def test_pause_reasons_config() -> None:
         config_from_dict({"tenants": {"t": {"pause_reasons": ["lunch", "lunch"]}}})
     with pytest.raises(ConfigError, match=r"tenants\.t\.pause_reasons\[0\].*got 3"):
         config_from_dict({"tenants": {"t": {"pause_reasons": [3]}}})
-    with pytest.raises(ConfigError, match=r"tenants\.t\.pause_reasons.*3 reasons, more than limits\.pause_reasons_per_tenant = 2"):
-        config_from_dict({"limits": {"pause_reasons_per_tenant": 2}, "tenants": {"t": {"pause_reasons": ["a", "b", "c"]}}})
+    with pytest.raises(
+        ConfigError, match=r"tenants\.t\.pause_reasons.*3 reasons, more than limits\.pause_reasons_per_tenant = 2"
+    ):
+        config_from_dict(
+            {"limits": {"pause_reasons_per_tenant": 2}, "tenants": {"t": {"pause_reasons": ["a", "b", "c"]}}}
+        )
     with pytest.raises(ConfigError, match=r"tenants\.t\.away_alert_seconds.*got -1"):
         config_from_dict({"tenants": {"t": {"away_alert_seconds": -1}}})
 
@@ -144,22 +152,44 @@ def test_agents_by_state_and_reason() -> None:
     flat = flatten(snapshot(CONFIG, run(parsed(EVENTS)), AT))
 
     def agents(queue: str) -> dict[tuple[str, str], float]:
-        return {(d["state"], d["reason"]): v for (name, labels), v in flat.items() if name == "ccmon_agents"
-                for d in [dict(labels)] if d["queue"] == queue and d["tenant"] == "acme"}  # fmt: skip
+        return {
+            (d["state"], d["reason"]): v
+            for (name, labels), v in flat.items()
+            if name == "ccmon_agents"
+            for d in [dict(labels)]
+            if d["queue"] == queue and d["tenant"] == "acme"
+        }
 
     zeros = {(s, "none"): 0.0 for s in ("available", "on_call", "acw", "away", "offline")}
     zeros.update({("away", r): 0.0 for r in ("lunch", "training", "other")})
-    assert agents("q") == {**zeros, ("available", "none"): 1, ("on_call", "none"): 1, ("away", "lunch"): 1,
-                           ("away", "other"): 1}  # fmt: skip
+    assert agents("q") == {
+        **zeros,
+        ("available", "none"): 1,
+        ("on_call", "none"): 1,
+        ("away", "lunch"): 1,
+        ("away", "other"): 1,
+    }
     assert agents("r") == {**zeros, ("away", "other"): 1, ("away", "none"): 1}
-    assert agents("_all") == {**zeros, ("available", "none"): 1, ("on_call", "none"): 1, ("away", "lunch"): 1,
-                              ("away", "other"): 1, ("away", "none"): 1}  # fmt: skip
+    assert agents("_all") == {
+        **zeros,
+        ("available", "none"): 1,
+        ("on_call", "none"): 1,
+        ("away", "lunch"): 1,
+        ("away", "other"): 1,
+        ("away", "none"): 1,
+    }
     # Queries by state keep one series per queue and state but away; a sum by state counts each agent once.
     all_away = sum(v for (s, _r), v in agents("_all").items() if s == "away")
     assert all_away == 3
     document = kpis_document(snapshot(CONFIG, run(parsed(EVENTS)), AT), at=AT)
     assert document["tenants"]["acme"]["queues"]["_all"]["agents"]["away"] == 3
-    assert document["tenants"]["acme"]["queues"]["q"]["agents"] == {"available": 1, "on_call": 1, "acw": 0, "away": 2, "offline": 0}
+    assert document["tenants"]["acme"]["queues"]["q"]["agents"] == {
+        "available": 1,
+        "on_call": 1,
+        "acw": 0,
+        "away": 2,
+        "offline": 0,
+    }
 
 
 def test_a_reason_ends_with_the_next_state_and_occupancy_ignores_it() -> None:
@@ -176,11 +206,15 @@ def test_per_agent_series_are_off_by_default_and_bounded_when_on() -> None:
     store = run(parsed(EVENTS))
     off = flatten(snapshot(CONFIG, store, AT))
     assert not [k for k in off if k[0] == "ccmon_agent_state"]
-    config = config_from_dict({"limits": {"agent_series_per_tenant": 3},
-                               "tenants": {"acme": {"pause_reasons": ["lunch", "training"]}}})  # fmt: skip
+    config = config_from_dict(
+        {"limits": {"agent_series_per_tenant": 3}, "tenants": {"acme": {"pause_reasons": ["lunch", "training"]}}}
+    )
     on = flatten(snapshot(config, store, AT))
-    series = {dict(labels)["agent"]: (dict(labels)["state"], dict(labels)["reason"], value)
-              for (name, labels), value in on.items() if name == "ccmon_agent_state"}  # fmt: skip
+    series = {
+        dict(labels)["agent"]: (dict(labels)["state"], dict(labels)["reason"], value)
+        for (name, labels), value in on.items()
+        if name == "ccmon_agent_state"
+    }
     # Everything else as without them (the queues' targets included).
     assert {k: v for k, v in on.items() if k[0] != "ccmon_agent_state"} == off
     assert off[("ccmon_target_service_level_ratio", (("tenant", "acme"), ("queue", "q")))] == 0.8
@@ -210,10 +244,18 @@ def test_live_agents() -> None:
     assert a2["away_alert"] is True  # 40 min > acme's 600 s
     assert a2["handled_today"] == 1 and a2["current_call"] is None
     assert a2["occupancy_today"] is None  # never staffed today
-    assert (agents["a3"]["reason"], agents["a3"]["reason_label"], agents["a3"]["away_alert"]) == ("smoke", "other", False)
+    assert (agents["a3"]["reason"], agents["a3"]["reason_label"], agents["a3"]["away_alert"]) == (
+        "smoke",
+        "other",
+        False,
+    )
     assert agents["a3"]["queues"] == ["q", "r"]
     assert (agents["a4"]["reason"], agents["a4"]["reason_label"]) == (None, "none")
-    assert (agents["a5"]["state"], agents["a5"]["reason"], agents["a5"]["reason_label"]) == ("available", "lunch", "none")
+    assert (agents["a5"]["state"], agents["a5"]["reason"], agents["a5"]["reason_label"]) == (
+        "available",
+        "lunch",
+        "none",
+    )
     assert [r["agent"] for r in live_agents(CONFIG, store, AT, "acme", "r")] == ["a3", "a4"]
     assert live_agents(CONFIG, store, AT, "nobody") == []
 
@@ -233,8 +275,12 @@ def test_live_agents_do_not_depend_on_arrival_order() -> None:
 
 
 def test_an_ended_call_is_no_longer_current_and_a_late_earlier_outcome_takes_it_back() -> None:
-    base = [state("a", 700, "available", ["q"]), call("offered", "x", 650, queue="q"),
-            call("answered", "x", 600, agent_id="a", queue="q"), state("a", 600, "on_call")]  # fmt: skip
+    base = [
+        state("a", 700, "available", ["q"]),
+        call("offered", "x", 650, queue="q"),
+        call("answered", "x", 600, agent_id="a", queue="q"),
+        state("a", 600, "on_call"),
+    ]
     assert by_agent(live_agents(CONFIG, run(parsed(base)), AT))["a"]["current_call"] == "x"
     # The caller had hung up before (a late abandon is the outcome): not the agent's call.
     late = run(parsed([*base, call("abandoned", "x", 620, queue="q")]), live=False)
@@ -246,14 +292,20 @@ def test_an_ended_call_is_no_longer_current_and_a_late_earlier_outcome_takes_it_
 
 
 def test_an_outbound_call_is_the_agents_current_call_until_it_ends() -> None:
-    dial = [state("o", 400, "available", ["q"]), state("o", 300, "on_call"),
-            call("offered", "out1", 300, queue="q", direction="outbound", agent_id="o", customer_id="+4915100000009")]  # fmt: skip
+    dial = [
+        state("o", 400, "available", ["q"]),
+        state("o", 300, "on_call"),
+        call("offered", "out1", 300, queue="q", direction="outbound", agent_id="o", customer_id="+4915100000009"),
+    ]
     row = by_agent(live_agents(CONFIG, run(parsed(dial)), AT))["o"]
     assert (row["current_call"], row["current_queue"], row["handled_today"]) == ("out1", "q", 0)
     assert waiting_calls(CONFIG, run(parsed(dial)), AT) == []  # an outbound call never waits
     done = run(parsed([*dial, call("ended", "out1", 100, talk_seconds=200, queue="q", direction="outbound")]))
     row = by_agent(live_agents(CONFIG, done, AT))["o"]
-    assert (row["current_call"], row["handled_today"]) == (None, 0)  # handled counts inbound calls, as ccmon_calls_handled
+    assert (row["current_call"], row["handled_today"]) == (
+        None,
+        0,
+    )  # handled counts inbound calls, as ccmon_calls_handled
 
 
 def test_retiring_an_agent_removes_its_reason_member() -> None:
@@ -269,8 +321,11 @@ def test_waiting_calls_in_the_order_they_are_served() -> None:
     store = run(parsed(EVENTS))
     rows = waiting_calls(CONFIG, store, AT)
     assert [(r["queue"], r["position"], r["call_id"], r["priority"], r["channel"]) for r in rows] == [
-        ("q", 1, "w2", 5, "chat"), ("q", 2, "w3", 5, "voice"), ("q", 3, "w1", None, "voice"), ("r", 1, "w5", 0, "sms"),
-    ]  # fmt: skip
+        ("q", 1, "w2", 5, "chat"),
+        ("q", 2, "w3", 5, "voice"),
+        ("q", 3, "w1", None, "voice"),
+        ("r", 1, "w5", 0, "sms"),
+    ]
     assert [r["wait_seconds"] for r in rows] == [200, 100, 300, 50]
     assert [r["customer_id"] for r in rows] == ["c-2", None, "+4915112345678", None]
     assert [r["call_id"] for r in waiting_calls(CONFIG, store, AT, "acme", "r")] == ["w5"]
@@ -279,14 +334,21 @@ def test_waiting_calls_in_the_order_they_are_served() -> None:
     assert flat[("ccmon_calls_waiting", (("tenant", "acme"), ("queue", "q")))] == 3
     # Answered: gone, and the others move up.
     store = run(parsed([*EVENTS, call("answered", "w2", 10, agent_id="a5", queue="q")]))
-    assert [(r["position"], r["call_id"]) for r in waiting_calls(CONFIG, store, AT, "acme", "q")] == [(1, "w3"), (2, "w1")]
+    assert [(r["position"], r["call_id"]) for r in waiting_calls(CONFIG, store, AT, "acme", "q")] == [
+        (1, "w3"),
+        (2, "w1"),
+    ]
 
 
 # -- the HTTP API --------------------------------------------------------------------------
 def get(app: Any, path: str, query: str = "", **environ: Any) -> tuple[str, Any]:
     status: list[str] = []
-    body = b"".join(app({"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query, **environ},
-                        lambda s, _headers: status.append(s)))  # fmt: skip
+    body = b"".join(
+        app(
+            {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query, **environ},
+            lambda s, _headers: status.append(s),
+        )
+    )
     return status[0], json.loads(body)
 
 
@@ -306,7 +368,10 @@ def test_api_agents_and_waiting() -> None:
     waiting.validate(shown)
     assert shown["customer_ids"] == "shown" and shown["count"] == 3
     assert [(c["call_id"], c.get("customer_id")) for c in shown["calls"]] == [
-        ("w2", "c-2"), ("w3", None), ("w1", "+4915112345678")]
+        ("w2", "c-2"),
+        ("w3", None),
+        ("w1", "+4915112345678"),
+    ]
     # Reachable from elsewhere without authentication: masked as the callback worklist.
     status, masked = get(app, "/api/queues/q/waiting", "tenant=acme", **{LISTEN_HOST_ENVIRON: "0.0.0.0"})
     waiting.validate(masked)

@@ -38,12 +38,20 @@ def test_nothing_set_keeps_the_base_config() -> None:
 
 
 def test_every_channel_on_the_chosen_receivers() -> None:
-    environ = {"CCMON_AM_WEBHOOK_URL": "http://gateway:5001/hook", "CCMON_AM_SLACK_WEBHOOK_URL": SLACK,
-               "CCMON_AM_TEAMS_WEBHOOK_URL": TEAMS, "CCMON_AM_SMTP_SMARTHOST": "smtp.example.com:587",
-               "CCMON_AM_SMTP_FROM": "am@example.com", "CCMON_AM_EMAIL_TO": "a@example.com, b@example.com",
-               "CCMON_AM_SMTP_AUTH_USERNAME": "am", "CCMON_AM_SMTP_AUTH_PASSWORD": "pw",
-               "CCMON_AM_DEADMANSSWITCH_URL": "https://hc.example/ping/x", "CCMON_AM_RECEIVERS": "supervisors,supervisors-pager",
-               "CCMON_AM_SEND_RESOLVED": "no", "CCMON_AM_GROUP_WAIT": "10s"}  # fmt: skip
+    environ = {
+        "CCMON_AM_WEBHOOK_URL": "http://gateway:5001/hook",
+        "CCMON_AM_SLACK_WEBHOOK_URL": SLACK,
+        "CCMON_AM_TEAMS_WEBHOOK_URL": TEAMS,
+        "CCMON_AM_SMTP_SMARTHOST": "smtp.example.com:587",
+        "CCMON_AM_SMTP_FROM": "am@example.com",
+        "CCMON_AM_EMAIL_TO": "a@example.com, b@example.com",
+        "CCMON_AM_SMTP_AUTH_USERNAME": "am",
+        "CCMON_AM_SMTP_AUTH_PASSWORD": "pw",
+        "CCMON_AM_DEADMANSSWITCH_URL": "https://hc.example/ping/x",
+        "CCMON_AM_RECEIVERS": "supervisors,supervisors-pager",
+        "CCMON_AM_SEND_RESOLVED": "no",
+        "CCMON_AM_GROUP_WAIT": "10s",
+    }
     config = render_config(BASE_CONFIG, environ, NEW)
     got = receivers(config)
     for name in ("supervisors", "supervisors-pager"):
@@ -51,11 +59,21 @@ def test_every_channel_on_the_chosen_receivers() -> None:
         assert r["webhook_configs"] == [{"url": "http://gateway:5001/hook", "send_resolved": False}]
         assert r["slack_configs"][0]["api_url"] == SLACK
         assert r["slack_configs"][0]["title"] == '{{ template "ccmon.title" . }}'
-        assert r["msteams_configs"] == [{"webhook_url": TEAMS, "send_resolved": False, "title": '{{ template "ccmon.title" . }}',
-                                         "text": '{{ template "ccmon.text" . }}'}]  # fmt: skip
+        assert r["msteams_configs"] == [
+            {
+                "webhook_url": TEAMS,
+                "send_resolved": False,
+                "title": '{{ template "ccmon.title" . }}',
+                "text": '{{ template "ccmon.text" . }}',
+            }
+        ]
         mail = r["email_configs"][0]
         assert (mail["to"], mail["from"], mail["smarthost"], mail["require_tls"]) == (
-            "a@example.com, b@example.com", "am@example.com", "smtp.example.com:587", True)
+            "a@example.com, b@example.com",
+            "am@example.com",
+            "smtp.example.com:587",
+            True,
+        )
         assert (mail["auth_username"], mail["auth_password"]) == ("am", "pw")
         assert mail["headers"]["Subject"] == '{{ template "ccmon.email.subject" . }}'
     assert got["supervisors"]["slack_configs"] is not got["supervisors-pager"]["slack_configs"]  # no YAML anchors
@@ -70,12 +88,20 @@ def test_every_channel_on_the_chosen_receivers() -> None:
 
 
 def test_secrets_from_files() -> None:
-    environ = {"CCMON_AM_SLACK_WEBHOOK_URL_FILE": "/etc/alertmanager/slack_url", "CCMON_AM_SMTP_SMARTHOST": "smtp:25",
-               "CCMON_AM_SMTP_FROM": "am@x.com", "CCMON_AM_EMAIL_TO": "a@x.com", "CCMON_AM_SMTP_AUTH_USERNAME": "am",
-               "CCMON_AM_SMTP_AUTH_PASSWORD_FILE": "/etc/alertmanager/smtp_password",
-               "CCMON_AM_WEBHOOK_URL_FILE": "/etc/alertmanager/hook_url"}  # fmt: skip
+    environ = {
+        "CCMON_AM_SLACK_WEBHOOK_URL_FILE": "/etc/alertmanager/slack_url",
+        "CCMON_AM_SMTP_SMARTHOST": "smtp:25",
+        "CCMON_AM_SMTP_FROM": "am@x.com",
+        "CCMON_AM_EMAIL_TO": "a@x.com",
+        "CCMON_AM_SMTP_AUTH_USERNAME": "am",
+        "CCMON_AM_SMTP_AUTH_PASSWORD_FILE": "/etc/alertmanager/smtp_password",
+        "CCMON_AM_WEBHOOK_URL_FILE": "/etc/alertmanager/hook_url",
+    }
     ops = receivers(render_config(BASE_CONFIG, environ, NEW))["ops"]
-    assert ops["slack_configs"][0]["api_url_file"] == "/etc/alertmanager/slack_url" and "api_url" not in ops["slack_configs"][0]
+    assert (
+        ops["slack_configs"][0]["api_url_file"] == "/etc/alertmanager/slack_url"
+        and "api_url" not in ops["slack_configs"][0]
+    )
     assert ops["email_configs"][0]["auth_password_file"] == "/etc/alertmanager/smtp_password"
     assert ops["webhook_configs"] == [{"url_file": "/etc/alertmanager/hook_url", "send_resolved": True}]
     with pytest.raises(ConfigError) as info:  # Debian's 0.25 has no url_file for webhooks
@@ -94,8 +120,15 @@ def test_teams_needs_alertmanager_0_26() -> None:
         render_config(BASE_CONFIG, {"CCMON_AM_TEAMS_WEBHOOK_URL": TEAMS}, OLD)
     assert info.value.field == "CCMON_AM_TEAMS_WEBHOOK_URL"
     assert "0.26" in str(info.value) and "0.25.0" in str(info.value) and "secret-token" not in str(info.value)
-    assert "msteams_configs" in receivers(render_config(BASE_CONFIG, {"CCMON_AM_TEAMS_WEBHOOK_URL": TEAMS}, (0, 26, 0)))["ops"]
-    assert parse_version("alertmanager, version 0.25.0 (branch: debian/sid)") == OLD and parse_version("v0.27") == (0, 27, 0)
+    assert (
+        "msteams_configs"
+        in receivers(render_config(BASE_CONFIG, {"CCMON_AM_TEAMS_WEBHOOK_URL": TEAMS}, (0, 26, 0)))["ops"]
+    )
+    assert parse_version("alertmanager, version 0.25.0 (branch: debian/sid)") == OLD and parse_version("v0.27") == (
+        0,
+        27,
+        0,
+    )
 
 
 #: ``--version`` of Alertmanager built with ``go install`` (deploy/local/install-alertmanager.sh):
@@ -126,7 +159,9 @@ def test_version_of_a_go_install_build() -> None:
         parse_version(GO_INSTALL_VERSION)
     assert parse_version(DEBIAN_VERSION) == OLD
     assert module_version(GO_VERSION_M.format(binary="/x/alertmanager")) == "v0.28.1"
-    assert module_version("/x/alertmanager: go1.26.8\n\tpath\tgithub.com/prometheus/prometheus/cmd/prometheus\n") is None
+    assert (
+        module_version("/x/alertmanager: go1.26.8\n\tpath\tgithub.com/prometheus/prometheus/cmd/prometheus\n") is None
+    )
 
 
 def fake_binary(path: Path, output: str) -> str:
@@ -145,7 +180,9 @@ def test_local_version_from_the_go_build_information(tmp_path: Path, capsys: pyt
     # ... and of the one CCMON_ALERTMANAGER_BIN names, first.
     debian = fake_binary(tmp_path / "prometheus-alertmanager", DEBIAN_VERSION)
     assert local_alertmanager_version({"PATH": str(tmp_path / "bin"), "CCMON_ALERTMANAGER_BIN": debian}) == (
-        OLD, f"{debian} --version")
+        OLD,
+        f"{debian} --version",
+    )
     # Without go: the docker-compose version, saying why.
     os.remove(go)
     version, whence = local_alertmanager_version({"PATH": str(tmp_path / "bin")}) or ((), "")
@@ -163,12 +200,30 @@ def test_local_version_from_the_go_build_information(tmp_path: Path, capsys: pyt
         ({"CCMON_AM_SLACK_WEBHOOK_URL": "hooks.slack.example/secret-token"}, "CCMON_AM_SLACK_WEBHOOK_URL", "?://?/..."),
         ({"CCMON_AM_WEBHOOK_URL": "ftp://gw/secret-token"}, "CCMON_AM_WEBHOOK_URL", "ftp://gw/..."),
         ({"CCMON_AM_SMTP_SMARTHOST": "smtp:25", "CCMON_AM_SMTP_FROM": "am@example.com"}, "CCMON_AM_EMAIL_TO", "''"),
-        ({"CCMON_AM_SMTP_SMARTHOST": "smtp", "CCMON_AM_SMTP_FROM": "am@x.com", "CCMON_AM_EMAIL_TO": "a@x.com"},
-         "CCMON_AM_SMTP_SMARTHOST", "'smtp'"),
-        ({"CCMON_AM_SMTP_SMARTHOST": "smtp:25", "CCMON_AM_SMTP_FROM": "am@x.com", "CCMON_AM_EMAIL_TO": "a@x.com, nobody"},
-         "CCMON_AM_EMAIL_TO", "'a@x.com, nobody'"),
-        ({"CCMON_AM_SMTP_SMARTHOST": "smtp:25", "CCMON_AM_SMTP_FROM": "am@x.com", "CCMON_AM_EMAIL_TO": "a@x.com",
-          "CCMON_AM_SMTP_AUTH_PASSWORD": "pw"}, "CCMON_AM_SMTP_AUTH_USERNAME", "''"),
+        (
+            {"CCMON_AM_SMTP_SMARTHOST": "smtp", "CCMON_AM_SMTP_FROM": "am@x.com", "CCMON_AM_EMAIL_TO": "a@x.com"},
+            "CCMON_AM_SMTP_SMARTHOST",
+            "'smtp'",
+        ),
+        (
+            {
+                "CCMON_AM_SMTP_SMARTHOST": "smtp:25",
+                "CCMON_AM_SMTP_FROM": "am@x.com",
+                "CCMON_AM_EMAIL_TO": "a@x.com, nobody",
+            },
+            "CCMON_AM_EMAIL_TO",
+            "'a@x.com, nobody'",
+        ),
+        (
+            {
+                "CCMON_AM_SMTP_SMARTHOST": "smtp:25",
+                "CCMON_AM_SMTP_FROM": "am@x.com",
+                "CCMON_AM_EMAIL_TO": "a@x.com",
+                "CCMON_AM_SMTP_AUTH_PASSWORD": "pw",
+            },
+            "CCMON_AM_SMTP_AUTH_USERNAME",
+            "''",
+        ),
         ({"CCMON_AM_RECEIVERS": "supervisors,pagers"}, "CCMON_AM_RECEIVERS", "'pagers'"),
         ({"CCMON_AM_RECEIVERS": "watchdog"}, "CCMON_AM_RECEIVERS", "'watchdog'"),
         ({"CCMON_AM_GROUP_WAIT": "30 seconds"}, "CCMON_AM_GROUP_WAIT", "'30 seconds'"),

@@ -43,8 +43,9 @@ Older run.
 
 
 def suite(stamp: str, body: str, quick: bool = False) -> str:
-    heading = f"### Benchmark suite — {stamp}" + (" (quick mode: small sizes, proves the scripts; not a measurement)"
-                                                   if quick else "")  # fmt: skip
+    heading = f"### Benchmark suite — {stamp}" + (
+        " (quick mode: small sizes, proves the scripts; not a measurement)" if quick else ""
+    )
     return f"{heading}\n\n{body}\n"
 
 
@@ -53,10 +54,13 @@ def test_a_full_run_replaces_the_latest_and_moves_it_to_the_history(tmp_path: Pa
     page.write_text(PAGE)
     history.write_text(HISTORY)
     assert run_all.write_section(suite("2026-12-08 09:00 UTC", "New run's table."), page, history) == page
-    assert page.read_text() == PAGE.replace("2026-11-23 12:28 UTC\n\nOld run's table.", "2026-12-08 09:00 UTC\n\nNew run's table.")
+    assert page.read_text() == PAGE.replace(
+        "2026-11-23 12:28 UTC\n\nOld run's table.", "2026-12-08 09:00 UTC\n\nNew run's table."
+    )
     assert history.read_text() == HISTORY.replace(
         "### Benchmark suite — 2026-11-23 10:42 UTC",
-        "### Benchmark suite — 2026-11-23 12:28 UTC\n\nOld run's table.\n\n### Benchmark suite — 2026-11-23 10:42 UTC")
+        "### Benchmark suite — 2026-11-23 12:28 UTC\n\nOld run's table.\n\n### Benchmark suite — 2026-11-23 10:42 UTC",
+    )
     # --render of the same suite replaces its own section, and moves nothing
     run_all.write_section(suite("2026-12-08 09:00 UTC", "Re-rendered."), page, history)
     assert "Re-rendered." in page.read_text() and "New run's table." not in page.read_text()
@@ -78,8 +82,10 @@ def test_the_first_run_on_a_page_without_the_heading(tmp_path: Path) -> None:
     page, history = tmp_path / "BENCHMARKS.md", tmp_path / "BENCHMARKS_HISTORY.md"
     page.write_text("# Benchmarks\n\nIntro.\n\n### Soak — 2026-11-23 09:32 UTC\n\nSoak table.\n")
     run_all.write_section(suite("2026-12-08 09:00 UTC", "First."), page, history)
-    assert page.read_text() == ("# Benchmarks\n\nIntro.\n\n## Latest full run\n\n### Benchmark suite — 2026-12-08 09:00 UTC"
-                                "\n\nFirst.\n\n### Soak — 2026-11-23 09:32 UTC\n\nSoak table.\n")  # fmt: skip
+    assert page.read_text() == (
+        "# Benchmarks\n\nIntro.\n\n## Latest full run\n\n### Benchmark suite — 2026-12-08 09:00 UTC"
+        "\n\nFirst.\n\n### Soak — 2026-11-23 09:32 UTC\n\nSoak table.\n"
+    )
     assert not history.exists()
 
 

@@ -19,8 +19,15 @@ AT = 1795003200.0
 
 
 def offer(i: int, queue: str, tenant: str = "default", ts: float = AT - 60, **extra: Any) -> dict[str, Any]:
-    return {"event_id": f"o{i}-{queue}-{tenant}", "type": "call.offered", "ts": ts, "queue": queue,
-            "call_id": f"c{i}-{queue}", "tenant": tenant, **extra}  # fmt: skip
+    return {
+        "event_id": f"o{i}-{queue}-{tenant}",
+        "type": "call.offered",
+        "ts": ts,
+        "queue": queue,
+        "call_id": f"c{i}-{queue}",
+        "tenant": tenant,
+        **extra,
+    }
 
 
 def run(config_raw: dict[str, Any], raw: list[dict[str, Any]], now: float = AT) -> tuple[MemoryState, list[str]]:
@@ -47,34 +54,76 @@ def test_queues_beyond_the_limit_are_rejected_and_change_nothing() -> None:
     store_a, _ = run(limits, flood + more)
     store_b, _ = run(limits, flood[:3] + more)
     without_counts = lambda f: {k: v for k, v in f.items() if not k[0].startswith("ccmon_events_")}  # noqa: E731
-    assert without_counts(flatten(snapshot(config, store_a, AT))) == without_counts(flatten(snapshot(config, store_b, AT)))
+    assert without_counts(flatten(snapshot(config, store_a, AT))) == without_counts(
+        flatten(snapshot(config, store_b, AT))
+    )
 
 
 def test_configured_queues_and_tenants_are_never_limited() -> None:
-    raw = {"limits": {"queues_per_tenant": 1, "tenants": 1},
-           "tenants": {"acme": {"queues": {"vip": {}, "gold": {}}}, "bank": {}}}  # fmt: skip
-    events = [offer(1, "vip", "acme"), offer(2, "gold", "acme"), offer(3, "other", "acme"), offer(4, "more", "acme"),
-              offer(5, "x", "bank"), offer(6, "y", "newco"), offer(7, "z", "newer")]  # fmt: skip
+    raw = {
+        "limits": {"queues_per_tenant": 1, "tenants": 1},
+        "tenants": {"acme": {"queues": {"vip": {}, "gold": {}}}, "bank": {}},
+    }
+    events = [
+        offer(1, "vip", "acme"),
+        offer(2, "gold", "acme"),
+        offer(3, "other", "acme"),
+        offer(4, "more", "acme"),
+        offer(5, "x", "bank"),
+        offer(6, "y", "newco"),
+        offer(7, "z", "newer"),
+    ]
     _, outcomes = run(raw, events)
-    assert outcomes == ["accepted", "accepted", "accepted", "too_many_series", "accepted", "accepted", "too_many_series"]
+    assert outcomes == [
+        "accepted",
+        "accepted",
+        "accepted",
+        "too_many_series",
+        "accepted",
+        "accepted",
+        "too_many_series",
+    ]
 
 
 def test_every_queue_an_event_names_counts() -> None:
     raw = {"limits": {"queues_per_tenant": 2}}
-    transfer = {"event_id": "t", "type": "call.transferred", "ts": AT - 50, "queue": "a", "call_id": "c",
-                "to_queue": "b"}  # fmt: skip
-    agent = {"event_id": "s", "type": "agent.state", "ts": AT - 40, "agent_id": "ag", "state": "available",
-             "queues": ["a", "c"]}  # fmt: skip
+    transfer = {
+        "event_id": "t",
+        "type": "call.transferred",
+        "ts": AT - 50,
+        "queue": "a",
+        "call_id": "c",
+        "to_queue": "b",
+    }
+    agent = {
+        "event_id": "s",
+        "type": "agent.state",
+        "ts": AT - 40,
+        "agent_id": "ag",
+        "state": "available",
+        "queues": ["a", "c"],
+    }
     _, outcomes = run(raw, [transfer, agent])
     assert outcomes == ["accepted", "too_many_series"]
 
 
 def test_agents_and_articles_are_limited_per_tenant() -> None:
     raw = {"limits": {"agents_per_tenant": 2, "articles_per_tenant": 1}}
-    states = [{"event_id": f"s{i}", "type": "agent.state", "ts": AT - 30, "agent_id": f"agent{i}",
-               "state": "available", "queues": ["q"]} for i in range(3)]  # fmt: skip
-    views = [{"event_id": f"v{i}", "type": "kb.viewed", "ts": AT - 30, "article_id": f"art{i}",
-              "session_id": f"s{i}"} for i in range(2)]  # fmt: skip
+    states = [
+        {
+            "event_id": f"s{i}",
+            "type": "agent.state",
+            "ts": AT - 30,
+            "agent_id": f"agent{i}",
+            "state": "available",
+            "queues": ["q"],
+        }
+        for i in range(3)
+    ]
+    views = [
+        {"event_id": f"v{i}", "type": "kb.viewed", "ts": AT - 30, "article_id": f"art{i}", "session_id": f"s{i}"}
+        for i in range(2)
+    ]
     _, outcomes = run(raw, states + views)
     assert outcomes == ["accepted", "accepted", "too_many_series", "accepted", "too_many_series"]
     _, outcomes = run(raw, [*states[:2], {**states[2], "tenant": "other", "event_id": "o"}])

@@ -35,12 +35,25 @@ def _extra_events() -> list[dict[str, Any]]:
     a missed ring, a reopened ticket, and a call left waiting past max_call_age (expired by the
     upkeep)."""
     events: list[dict[str, Any]] = [
-        {"type": "call.offered", "ts": AT - 600, "queue": "sales", "call_id": "x1", "priority": 3, "channel": "chat",
-         "customer_id": "xc1"},
+        {
+            "type": "call.offered",
+            "ts": AT - 600,
+            "queue": "sales",
+            "call_id": "x1",
+            "priority": 3,
+            "channel": "chat",
+            "customer_id": "xc1",
+        },
         {"type": "call.ring_no_answer", "ts": AT - 595, "queue": "sales", "call_id": "x1", "agent_id": "xa"},
         {"type": "call.transferred", "ts": AT - 590, "queue": "sales", "call_id": "x1"},
-        {"type": "call.offered", "ts": AT - 580, "queue": "sales", "call_id": "x2", "priority": 7,
-         "customer_id": "xc2"},
+        {
+            "type": "call.offered",
+            "ts": AT - 580,
+            "queue": "sales",
+            "call_id": "x2",
+            "priority": 7,
+            "customer_id": "xc2",
+        },
         {"type": "call.abandoned", "ts": AT - 550, "queue": "sales", "call_id": "x2"},
         {"type": "call.offered", "ts": AT - 540, "queue": "sales", "call_id": "x3"},
         {"type": "call.timeout", "ts": AT - 500, "queue": "sales", "call_id": "x3"},
@@ -52,20 +65,27 @@ def _extra_events() -> list[dict[str, Any]]:
         {"type": "call.offered", "ts": AT - 400, "queue": "sales", "call_id": "x5", "customer_id": "xc4"},
         {"type": "call.answered", "ts": AT - 390, "queue": "sales", "call_id": "x5", "agent_id": "xa"},
         {"type": "call.offered", "ts": AT - 5 * 3600, "queue": "sales", "call_id": "xold"},
-        {"type": "ticket.created", "ts": AT - 900, "queue": "sales", "ticket_id": "xt1", "channel": "email",
-         "priority": 2},
+        {
+            "type": "ticket.created",
+            "ts": AT - 900,
+            "queue": "sales",
+            "ticket_id": "xt1",
+            "channel": "email",
+            "priority": 2,
+        },
         {"type": "ticket.replied", "ts": AT - 800, "ticket_id": "xt1", "author": "agent"},
         {"type": "ticket.resolved", "ts": AT - 700, "ticket_id": "xt1"},
         {"type": "ticket.reopened", "ts": AT - 600, "ticket_id": "xt1"},
-    ]  # fmt: skip
+    ]
     return [{"event_id": f"x{i}", "tenant": TENANT, **event} for i, event in enumerate(events)]
 
 
 class _Day:
     def __init__(self) -> None:
         self.fields: dict[str, set[str]] = defaultdict(set)  # stored field -> event types that changed it
-        self.config = config_from_dict({"engine": {"pulse_min_responses": 3},
-                                        "tenants": {TENANT: {"queues": {"sales": {}}}}})  # fmt: skip
+        self.config = config_from_dict(
+            {"engine": {"pulse_min_responses": 3}, "tenants": {TENANT: {"queues": {"sales": {}}}}}
+        )
         self.store = MemoryState(self.config.bucket_seconds, self.config.coarse_bucket_seconds)
         self.engine = engine.Engine(self.config, self.store, carry_open=True)
         self.seen: dict[tuple[str, str], dict[str, float]] = {}
@@ -89,8 +109,7 @@ class _Day:
 def day() -> _Day:
     """A simulated hour with every event type (and the employee pulse), then the extra events,
     fed one by one through the engine; the upkeep at the end."""
-    params = SimParams(start=START, hours=HOURS, queues=default_queues(3, None), seed=3, tenant=TENANT,
-                       pulse_share=0.6)  # fmt: skip
+    params = SimParams(start=START, hours=HOURS, queues=default_queues(3, None), seed=3, tenant=TENANT, pulse_share=0.6)
     result = _Day()
     records = [r if isinstance(r, dict) else json.loads(r) for _t, r in Simulator(params).stream()]
     for record in [*records, *_extra_events()]:
@@ -154,8 +173,14 @@ def test_snapshot_exports_the_catalog_families_with_their_help_and_kind(day: _Da
     families = snapshot(day.config, day.store, AT)
     by_name = {kpi.name: kpi for kpi in catalog.CATALOG}
     by_name.update({kpi.target_name: catalog.target_gauge(kpi) for kpi in catalog.CATALOG if kpi.target})
-    pipeline = {"ccmon_events_total", "ccmon_events_rejected_total", "ccmon_events_duplicate_total",
-                "ccmon_series_retired_total", "ccmon_last_event_timestamp_seconds", "ccmon_event_lag_seconds"}  # fmt: skip
+    pipeline = {
+        "ccmon_events_total",
+        "ccmon_events_rejected_total",
+        "ccmon_events_duplicate_total",
+        "ccmon_series_retired_total",
+        "ccmon_last_event_timestamp_seconds",
+        "ccmon_event_lag_seconds",
+    }
     exported = set()
     for fam in families:
         if fam.name in pipeline:
@@ -221,8 +246,12 @@ def test_a_misspelt_component_fails_at_import_naming_the_kpi_and_the_field() -> 
     with pytest.raises(CatalogError, match="'occ_bussy' is not a field"):
         catalog.validate([special])
     # A custom value reading a field it does not declare, or declaring one it never reads.
-    sneaky = Kpi("ccmon_sneaky_ratio", "x.", catalog.RATIO,
-                 value=fold(lambda c: c.get("answered", 0.0) / max(1.0, c.get("ofered", 0.0)), "answered"))  # fmt: skip
+    sneaky = Kpi(
+        "ccmon_sneaky_ratio",
+        "x.",
+        catalog.RATIO,
+        value=fold(lambda c: c.get("answered", 0.0) / max(1.0, c.get("ofered", 0.0)), "answered"),
+    )
     with pytest.raises(CatalogError, match=r"'ccmon_sneaky_ratio', value: reads \['answered', 'ofered'\]"):
         catalog.validate([sneaky])
     lazy = Kpi("ccmon_lazy_ratio", "x.", catalog.RATIO, value=fold(lambda c: c.get("answered"), "answered", "offered"))

@@ -22,29 +22,56 @@ TENANT = "acme"
 LIMITS = {"limits": {"max_channels": 2, "max_priorities": 2}}
 
 
-def _call(cid: str, queue: str, ago: float, outcome: str, wait: float, channel: str | None = None,
-          priority: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
-    offer: dict[str, Any] = {"event_id": f"{cid}-o", "type": "call.offered", "ts": AT - ago, "queue": queue,
-                             "call_id": cid, "tenant": TENANT}  # fmt: skip
+def _call(
+    cid: str, queue: str, ago: float, outcome: str, wait: float, channel: str | None = None, priority: int | None = None
+) -> list[dict[str, Any]]:
+    offer: dict[str, Any] = {
+        "event_id": f"{cid}-o",
+        "type": "call.offered",
+        "ts": AT - ago,
+        "queue": queue,
+        "call_id": cid,
+        "tenant": TENANT,
+    }
     if channel is not None:
         offer["channel"] = channel
     if priority is not None:
         offer["priority"] = priority
-    terminal: dict[str, Any] = {"event_id": f"{cid}-t", "type": f"call.{outcome}", "ts": AT - ago + wait,
-                                "call_id": cid, "tenant": TENANT}  # fmt: skip
+    terminal: dict[str, Any] = {
+        "event_id": f"{cid}-t",
+        "type": f"call.{outcome}",
+        "ts": AT - ago + wait,
+        "call_id": cid,
+        "tenant": TENANT,
+    }
     if outcome == "answered":
         terminal["agent_id"] = "a1"
     return [offer, terminal]
 
 
-def _ticket(tid: str, queue: str, ago: float, reply_after: float, channel: str, priority: int | None = None
-            ) -> list[dict[str, Any]]:  # fmt: skip
-    created: dict[str, Any] = {"event_id": f"{tid}-c", "type": "ticket.created", "ts": AT - ago, "queue": queue,
-                               "ticket_id": tid, "tenant": TENANT, "channel": channel}  # fmt: skip
+def _ticket(
+    tid: str, queue: str, ago: float, reply_after: float, channel: str, priority: int | None = None
+) -> list[dict[str, Any]]:
+    created: dict[str, Any] = {
+        "event_id": f"{tid}-c",
+        "type": "ticket.created",
+        "ts": AT - ago,
+        "queue": queue,
+        "ticket_id": tid,
+        "tenant": TENANT,
+        "channel": channel,
+    }
     if priority is not None:
         created["priority"] = priority
-    reply = {"event_id": f"{tid}-r", "type": "ticket.replied", "ts": AT - ago + reply_after, "ticket_id": tid,
-             "author": "agent", "tenant": TENANT, "channel": channel}  # fmt: skip
+    reply = {
+        "event_id": f"{tid}-r",
+        "type": "ticket.replied",
+        "ts": AT - ago + reply_after,
+        "ticket_id": tid,
+        "author": "agent",
+        "tenant": TENANT,
+        "channel": channel,
+    }
     return [created, reply]
 
 
@@ -74,7 +101,9 @@ def run(raw: list[dict[str, Any]], config_raw: dict[str, Any] | None = None) -> 
     return flatten(snapshot(config, store, AT))
 
 
-def by(flat: dict[tuple[str, Labels], float], name: str, label: str, window: str = "5m") -> dict[tuple[str, str], float]:
+def by(
+    flat: dict[tuple[str, Labels], float], name: str, label: str, window: str = "5m"
+) -> dict[tuple[str, str], float]:
     """``(queue, label value) -> value`` of family ``name`` for ``window``."""
     out = {}
     for (metric, labels), value in flat.items():
@@ -88,34 +117,59 @@ def test_hand_computed_channel_breakdown() -> None:
     flat = run(EVENTS)
     # Channels present: voice, chat, email; max_channels = 2 keeps voice and chat, email -> other.
     assert by(flat, "ccmon_calls_offered_by_channel", "channel") == {
-        ("sales", "voice"): 3, ("sales", "chat"): 2, ("sales", "other"): 1,
-        ("support", "chat"): 1, ("support", "other"): 0,
-        ("_all", "voice"): 3, ("_all", "chat"): 3, ("_all", "other"): 1,
-    }  # fmt: skip
+        ("sales", "voice"): 3,
+        ("sales", "chat"): 2,
+        ("sales", "other"): 1,
+        ("support", "chat"): 1,
+        ("support", "other"): 0,
+        ("_all", "voice"): 3,
+        ("_all", "chat"): 3,
+        ("_all", "other"): 1,
+    }
     assert by(flat, "ccmon_calls_abandoned_by_channel", "channel")[("_all", "chat")] == 1
     # Default formula: answered_within / (answered + abandoned - short abandons).
     assert by(flat, "ccmon_service_level_by_channel_ratio", "channel") == {
-        ("sales", "voice"): 1 / 2, ("sales", "chat"): 1 / 2, ("sales", "other"): 0.0,
+        ("sales", "voice"): 1 / 2,
+        ("sales", "chat"): 1 / 2,
+        ("sales", "other"): 0.0,
         ("support", "chat"): 1.0,
-        ("_all", "voice"): 1 / 2, ("_all", "chat"): 2 / 3, ("_all", "other"): 0.0,
-    }  # fmt: skip
+        ("_all", "voice"): 1 / 2,
+        ("_all", "chat"): 2 / 3,
+        ("_all", "other"): 0.0,
+    }
     assert by(flat, "ccmon_average_speed_of_answer_by_channel_seconds", "channel") == {
-        ("sales", "voice"): 20.0, ("sales", "chat"): 5.0, ("sales", "other"): 50.0,
+        ("sales", "voice"): 20.0,
+        ("sales", "chat"): 5.0,
+        ("sales", "other"): 50.0,
         ("support", "chat"): 12.0,
-        ("_all", "voice"): 20.0, ("_all", "chat"): 8.5, ("_all", "other"): 50.0,
-    }  # fmt: skip
+        ("_all", "voice"): 20.0,
+        ("_all", "chat"): 8.5,
+        ("_all", "other"): 50.0,
+    }
     assert by(flat, "ccmon_abandon_rate_by_channel_ratio", "channel") == {
-        ("sales", "voice"): 0.0, ("sales", "chat"): 1 / 2, ("sales", "other"): 0.0,
+        ("sales", "voice"): 0.0,
+        ("sales", "chat"): 1 / 2,
+        ("sales", "other"): 0.0,
         ("support", "chat"): 0.0,
-        ("_all", "voice"): 0.0, ("_all", "chat"): 1 / 3, ("_all", "other"): 0.0,
-    }  # fmt: skip
+        ("_all", "voice"): 0.0,
+        ("_all", "chat"): 1 / 3,
+        ("_all", "other"): 0.0,
+    }
     assert by(flat, "ccmon_tickets_created_by_channel", "channel") == {
-        ("sales", "voice"): 0, ("sales", "chat"): 0, ("sales", "other"): 0,
-        ("support", "chat"): 1, ("support", "other"): 1,
-        ("_all", "voice"): 0, ("_all", "chat"): 1, ("_all", "other"): 1,
-    }  # fmt: skip
+        ("sales", "voice"): 0,
+        ("sales", "chat"): 0,
+        ("sales", "other"): 0,
+        ("support", "chat"): 1,
+        ("support", "other"): 1,
+        ("_all", "voice"): 0,
+        ("_all", "chat"): 1,
+        ("_all", "other"): 1,
+    }
     assert by(flat, "ccmon_ticket_first_response_by_channel_seconds", "channel") == {
-        ("support", "chat"): 200.0, ("support", "other"): 150.0, ("_all", "chat"): 200.0, ("_all", "other"): 150.0,
+        ("support", "chat"): 200.0,
+        ("support", "other"): 150.0,
+        ("_all", "chat"): 200.0,
+        ("_all", "other"): 150.0,
     }
     # The same in every window (all of it happened in the last 5 minutes).
     assert by(flat, "ccmon_calls_offered_by_channel", "channel", "today") == by(
@@ -128,22 +182,37 @@ def test_hand_computed_priority_breakdown() -> None:
     # Priorities present: 9, 5, 1; max_priorities = 2 keeps 9 and 5 (most urgent first), 1 -> other.
     # Calls and tickets without a priority are in no priority series.
     assert by(flat, "ccmon_calls_offered_by_priority", "priority") == {
-        ("sales", "9"): 2, ("sales", "5"): 1, ("sales", "other"): 1,
-        ("support", "9"): 1, ("support", "5"): 0,
-        ("_all", "9"): 3, ("_all", "5"): 1, ("_all", "other"): 1,
-    }  # fmt: skip
+        ("sales", "9"): 2,
+        ("sales", "5"): 1,
+        ("sales", "other"): 1,
+        ("support", "9"): 1,
+        ("support", "5"): 0,
+        ("_all", "9"): 3,
+        ("_all", "5"): 1,
+        ("_all", "other"): 1,
+    }
     assert by(flat, "ccmon_service_level_by_priority_ratio", "priority") == {
-        ("sales", "9"): 1 / 2, ("sales", "5"): 0.0, ("sales", "other"): 1.0,
+        ("sales", "9"): 1 / 2,
+        ("sales", "5"): 0.0,
+        ("sales", "other"): 1.0,
         ("support", "9"): 1.0,
-        ("_all", "9"): 2 / 3, ("_all", "5"): 0.0, ("_all", "other"): 1.0,
-    }  # fmt: skip
+        ("_all", "9"): 2 / 3,
+        ("_all", "5"): 0.0,
+        ("_all", "other"): 1.0,
+    }
     asa = by(flat, "ccmon_average_speed_of_answer_by_priority_seconds", "priority")
-    assert asa == {("sales", "9"): 20.0, ("sales", "other"): 5.0, ("support", "9"): 12.0,
-                   ("_all", "9"): pytest.approx(52 / 3), ("_all", "other"): 5.0}  # fmt: skip
+    assert asa == {
+        ("sales", "9"): 20.0,
+        ("sales", "other"): 5.0,
+        ("support", "9"): 12.0,
+        ("_all", "9"): pytest.approx(52 / 3),
+        ("_all", "other"): 5.0,
+    }
     assert by(flat, "ccmon_abandon_rate_by_priority_ratio", "priority")[("_all", "5")] == 1.0
     assert by(flat, "ccmon_tickets_created_by_priority", "priority")[("support", "5")] == 1
     assert by(flat, "ccmon_ticket_first_response_by_priority_seconds", "priority") == {
-        ("support", "5"): 150.0, ("_all", "5"): 150.0,
+        ("support", "5"): 150.0,
+        ("_all", "5"): 150.0,
     }
 
 
@@ -165,22 +234,35 @@ def test_existing_series_are_unchanged_and_limits_zero_turn_the_breakdown_off() 
     assert by(with_breakdown, "ccmon_calls_offered_by_priority", "priority")[("sales", "1")] == 1
     # The totals over channels equal the queue's own (every call has a channel).
     offered = by(with_breakdown, "ccmon_calls_offered_by_channel", "channel")
-    assert sum(v for (q, _c), v in offered.items() if q == "sales") == off[
-        ("ccmon_calls_offered", (("tenant", TENANT), ("queue", "sales"), ("window", "5m")))
-    ] == 6
+    assert (
+        sum(v for (q, _c), v in offered.items() if q == "sales")
+        == off[("ccmon_calls_offered", (("tenant", TENANT), ("queue", "sales"), ("window", "5m")))]
+        == 6
+    )
 
 
 def test_targets_per_queue_and_channel() -> None:
     raw = {
         "defaults": {"channels": {"chat": {"targets": {"service_level": 0.7}}}},
-        "tenants": {TENANT: {"queues": {"sales": {"channels": {
-            "chat": {"targets": {"asa_seconds": 30}},
-            "email": {"targets": {"first_response_seconds": 3600, "service_level": 0.5}},
-        }}}}},
-    }  # fmt: skip
+        "tenants": {
+            TENANT: {
+                "queues": {
+                    "sales": {
+                        "channels": {
+                            "chat": {"targets": {"asa_seconds": 30}},
+                            "email": {"targets": {"first_response_seconds": 3600, "service_level": 0.5}},
+                        }
+                    }
+                }
+            }
+        },
+    }
     flat = run(EVENTS, raw)
-    targets = {(name, dict(labels)["queue"], dict(labels)["channel"]): value for (name, labels), value in flat.items()
-               if name.startswith("ccmon_target_") and name.endswith(("_by_channel_ratio", "_by_channel_seconds"))}
+    targets = {
+        (name, dict(labels)["queue"], dict(labels)["channel"]): value
+        for (name, labels), value in flat.items()
+        if name.startswith("ccmon_target_") and name.endswith(("_by_channel_ratio", "_by_channel_seconds"))
+    }
     assert targets == {
         ("ccmon_target_service_level_by_channel_ratio", "sales", "chat"): 0.7,
         ("ccmon_target_average_speed_of_answer_by_channel_seconds", "sales", "chat"): 30.0,
@@ -197,23 +279,40 @@ def test_targets_per_queue_and_channel() -> None:
     ("raw", "field", "message"),
     [
         ({"channels": {"fax": {}}}, "tenants.acme.queues.sales.channels.fax", "unknown channel"),
-        ({"channels": {"chat": {"targets": {"service_level": 1.5}}}},
-         "tenants.acme.queues.sales.channels.chat.targets.service_level", "must be a number in [0, 1], got 1.5"),
-        ({"channels": {"chat": {"targets": {"csat": 0.9}}}},
-         "tenants.acme.queues.sales.channels.chat.targets.csat", "unknown field"),
-        ({"channels": {"chat": {"service_level_target": 0.9}}},
-         "tenants.acme.queues.sales.channels.chat.service_level_target", "expected one of: targets"),
+        (
+            {"channels": {"chat": {"targets": {"service_level": 1.5}}}},
+            "tenants.acme.queues.sales.channels.chat.targets.service_level",
+            "must be a number in [0, 1], got 1.5",
+        ),
+        (
+            {"channels": {"chat": {"targets": {"csat": 0.9}}}},
+            "tenants.acme.queues.sales.channels.chat.targets.csat",
+            "unknown field",
+        ),
+        (
+            {"channels": {"chat": {"service_level_target": 0.9}}},
+            "tenants.acme.queues.sales.channels.chat.service_level_target",
+            "expected one of: targets",
+        ),
         ({"channels": "chat"}, "tenants.acme.queues.sales.channels", "must be a table, got 'chat'"),
     ],
-)  # fmt: skip
+)
 def test_bad_channel_targets_name_the_field(raw: dict[str, Any], field: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         config_from_dict({"tenants": {TENANT: {"queues": {"sales": raw}}}})
     assert caught.value.field == field and message in str(caught.value)
 
 
-@pytest.mark.parametrize(("name", "value"), [("max_channels", 6), ("max_channels", -1), ("max_priorities", 11),
-                                              ("max_priorities", 2.0), ("max_channels", True)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("max_channels", 6),
+        ("max_channels", -1),
+        ("max_priorities", 11),
+        ("max_priorities", 2.0),
+        ("max_channels", True),
+    ],
+)
 def test_bad_breakdown_limits_name_the_field(name: str, value: object) -> None:
     with pytest.raises(ConfigError) as caught:
         config_from_dict({"limits": {name: value}})
@@ -226,8 +325,10 @@ def _offer(**extra: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("value", [True, False, 5.5, "5", 10, -1, [1]])
 def test_a_bad_priority_rejects_the_event(value: object) -> None:
-    for raw in (_offer(priority=value),
-                {"event_id": "e", "type": "ticket.created", "ts": AT, "queue": "q", "ticket_id": "t", "priority": value}):
+    for raw in (
+        _offer(priority=value),
+        {"event_id": "e", "type": "ticket.created", "ts": AT, "queue": "q", "ticket_id": "t", "priority": value},
+    ):
         with pytest.raises(InvalidEventError) as caught:
             parse_event(raw)
         assert caught.value.reason == "invalid_field:priority" and repr(value) in caught.value.message
@@ -249,8 +350,11 @@ def test_breakdown_series_retire_with_their_queue() -> None:
         engine.handle(parse_event(raw), AT)
 
     def breakdown(at: float) -> set[str]:
-        return {dict(labels)["queue"] for (name, labels), _v in flatten(snapshot(config, store, at)).items()
-                if "_by_channel" in name or "_by_priority" in name}  # fmt: skip
+        return {
+            dict(labels)["queue"]
+            for (name, labels), _v in flatten(snapshot(config, store, at)).items()
+            if "_by_channel" in name or "_by_priority" in name
+        }
 
     assert breakdown(AT) == {"sales", "support", "_all"}
     later = AT + series_retention_seconds(config) + 3600
@@ -291,12 +395,16 @@ def test_breakdown_samples_come_in_one_order_whatever_the_hash_seed() -> None:
     pages = []
     for seed in ("1", "2", "3"):
         env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-        done = subprocess.run([sys.executable, "-c", _RENDER], input=given, env=env, capture_output=True, text=True,
-                              timeout=120)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-c", _RENDER], input=given, env=env, capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0, done.stderr
         pages.append(done.stdout)
     assert 'channel="email"' in pages[0] and 'priority="9"' in pages[0]
     assert pages[0] == pages[1] == pages[2]
-    lines = [line for line in pages[0].splitlines() if line.startswith("ccmon_calls_offered_by_channel{") and
-             'queue="sales"' in line and 'window="5m"' in line]  # fmt: skip
+    lines = [
+        line
+        for line in pages[0].splitlines()
+        if line.startswith("ccmon_calls_offered_by_channel{") and 'queue="sales"' in line and 'window="5m"' in line
+    ]
     assert [line.split('channel="')[1].split('"')[0] for line in lines] == ["voice", "chat", "email"]

@@ -182,7 +182,10 @@ BAD = [
     ("[tenants.acme.queues]\nsupport = 3\n", "tenants.acme.queues.support"),
     ("[tenants.acme.queues.support]\nsla = 0.8\n", "tenants.acme.queues.support.sla"),
     ('[tenants.acme.queues.support]\nsl_formula = "Default"\n', "tenants.acme.queues.support.sl_formula"),
-    ("[tenants.acme.queues.support.targets]\nservice_level = 80\n", "tenants.acme.queues.support.targets.service_level"),
+    (
+        "[tenants.acme.queues.support.targets]\nservice_level = 80\n",
+        "tenants.acme.queues.support.targets.service_level",
+    ),
     ("[tenants.acme.queues.support.targets]\nnps = 101\n", "tenants.acme.queues.support.targets.nps"),
     ("[tenants.acme.queues.support.targets]\nnps = -101\n", "tenants.acme.queues.support.targets.nps"),
     ("[tenants.acme.queues.support.targets]\nasa_seconds = -1\n", "tenants.acme.queues.support.targets.asa_seconds"),
@@ -245,9 +248,7 @@ def test_first_error_in_file_order_wins_for_tenants() -> None:
     assert info.value.field == "tenants.b.timezone"
 
 
-@pytest.mark.parametrize(
-    ("name", "seconds"), [("30s", 30), ("5m", 300), ("1h", 3600), ("24h", 86400), ("today", 0)]
-)
+@pytest.mark.parametrize(("name", "seconds"), [("30s", 30), ("5m", 300), ("1h", 3600), ("24h", 86400), ("today", 0)])
 def test_parse_window(name: str, seconds: int) -> None:
     window = parse_window(name)
     assert window.seconds == seconds
@@ -370,10 +371,15 @@ def test_the_issue_example_names_the_field_the_range_and_the_value() -> None:
     )
     with pytest.raises(ConfigError) as info:
         config_from_dict({"tenants": {"acme": {"queues": {"support": {"targets": {"ces": 9}}}}}})
-    assert str(info.value) == "config field 'tenants.acme.queues.support.targets.ces': must be a number in [1, 7], got 9"
+    assert (
+        str(info.value) == "config field 'tenants.acme.queues.support.targets.ces': must be a number in [1, 7], got 9"
+    )
     with pytest.raises(ConfigError) as info:
         config_from_dict({"limits": {"agents_per_tenant": 5_000_000}})
-    assert str(info.value) == "config field 'limits.agents_per_tenant': must be a whole number in [1, 1000000], got 5000000"
+    assert (
+        str(info.value)
+        == "config field 'limits.agents_per_tenant': must be a whole number in [1, 1000000], got 5000000"
+    )
 
 
 def test_a_fractional_coarse_bucket_is_rejected() -> None:
@@ -438,7 +444,11 @@ def test_the_cli_reports_a_bad_config_in_one_line(tmp_path: Path, content: bytes
         path.write_bytes(content)
     result = subprocess.run(
         [sys.executable, "-m", "streams.cli", "replay", "--config", str(path), str(events)],
-        capture_output=True, text=True, cwd=REPO, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""

@@ -62,14 +62,40 @@ def same_decoding(raw: bytes | str) -> None:
 
 # -- orjson decodes as json.loads does -----------------------------------------------------------
 KNOWN_DIFFERENCES = [
-    b'{"wait_seconds": NaN}', b'{"ts": Infinity}', b"-Infinity", b"[1e400, -1e400]", b"1.7976931348623157e309",
-    b"18446744073709551616", b"-9223372036854775809", b"123456789012345678901234567890",
-    b'{"call_id": 4915112345678901234567}', b"9223372036854775807", b"-9223372036854775808",
-    b'{"a": 1, "b": 2, "a": 3}', b'"\\ud800"', b'{"queue": "sup\\udfffport"}', b'"\xed\xa0\x80"',
-    b"\xff\xfe{}", b'{"queue": "\xc3"}', b"\xef\xbb\xbf{}", b"42", b'"x"', b"null", b"true", b"-0", b"-0.0",
-    b"[" * 2000 + b"]" * 2000, b"[" * 100_000, b'{"a": 1}\n{"b": 2}', b"", b" \r\n", b'{"a": "\x01"}',
-    b"1E5", b"0.1e-400", b"[1.0, 1e22, 5e-324]",
-]  # fmt: skip
+    b'{"wait_seconds": NaN}',
+    b'{"ts": Infinity}',
+    b"-Infinity",
+    b"[1e400, -1e400]",
+    b"1.7976931348623157e309",
+    b"18446744073709551616",
+    b"-9223372036854775809",
+    b"123456789012345678901234567890",
+    b'{"call_id": 4915112345678901234567}',
+    b"9223372036854775807",
+    b"-9223372036854775808",
+    b'{"a": 1, "b": 2, "a": 3}',
+    b'"\\ud800"',
+    b'{"queue": "sup\\udfffport"}',
+    b'"\xed\xa0\x80"',
+    b"\xff\xfe{}",
+    b'{"queue": "\xc3"}',
+    b"\xef\xbb\xbf{}",
+    b"42",
+    b'"x"',
+    b"null",
+    b"true",
+    b"-0",
+    b"-0.0",
+    b"[" * 2000 + b"]" * 2000,
+    b"[" * 100_000,
+    b'{"a": 1}\n{"b": 2}',
+    b"",
+    b" \r\n",
+    b'{"a": "\x01"}',
+    b"1E5",
+    b"0.1e-400",
+    b"[1.0, 1e22, 5e-324]",
+]
 
 
 @pytest.mark.parametrize("raw", KNOWN_DIFFERENCES)
@@ -89,8 +115,10 @@ def test_a_big_numeric_id_stays_exact() -> None:
 def test_nan_in_an_envelope_is_judged_per_event_as_before() -> None:
     """orjson refuses NaN; json.loads takes it and the event is rejected alone, by its field."""
     good = {"event_id": "e1", "type": "call.abandoned", "ts": 1795165200, "call_id": "c1"}
-    raw = ("[" + json.dumps(good) + ', {"event_id": "e2", "type": "call.ended", "ts": 1795165200, '
-           '"call_id": "c1", "talk_seconds": NaN}]').encode()  # fmt: skip
+    raw = (
+        "[" + json.dumps(good) + ', {"event_id": "e2", "type": "call.ended", "ts": 1795165200, '
+        '"call_id": "c1", "talk_seconds": NaN}]'
+    ).encode()
     items = [parsed for _raw, parsed in split_envelope(raw)]
     assert isinstance(items[0], Event)
     assert isinstance(items[1], Rejection) and items[1].reason == "invalid_field:talk_seconds"
@@ -101,9 +129,11 @@ def test_deep_nesting_does_not_crash_the_process() -> None:
     """orjson 3.8 has no nesting limit and dies of a segmentation fault ~1,000,000 levels deep;
     the bracket guard leaves such input to json.loads (invalid_json). In a subprocess, so a
     crash fails this test rather than killing the test run."""
-    code = ("from streams.decoding import loads\nfrom kpi_core.errors import InvalidEventError\n"
-            "try:\n    loads(b'[' * 1_000_000 + b']' * 1_000_000)\nexcept InvalidEventError as exc:\n"
-            "    print(exc.reason)\n")  # fmt: skip
+    code = (
+        "from streams.decoding import loads\nfrom kpi_core.errors import InvalidEventError\n"
+        "try:\n    loads(b'[' * 1_000_000 + b']' * 1_000_000)\nexcept InvalidEventError as exc:\n"
+        "    print(exc.reason)\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-500:]}"
     assert done.stdout.strip() == "invalid_json"
@@ -115,8 +145,11 @@ def test_any_bytes_decode_as_json_loads(raw: bytes) -> None:
     same_decoding(raw)
 
 
-numbers = st.one_of(st.integers(min_value=-(10**25), max_value=10**25), st.floats(allow_nan=True, allow_infinity=True),
-                    st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1, 10**400]))  # fmt: skip
+numbers = st.one_of(
+    st.integers(min_value=-(10**25), max_value=10**25),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1, 10**400]),
+)
 texts = st.text(max_size=8) | st.sampled_from(["\ud800", "a\udfffb", "\x00", "ü", "📞"])
 
 
@@ -134,9 +167,11 @@ def to_json(value: Any, draw: Any) -> str:
     return json.dumps(value, ensure_ascii=draw(st.booleans()), allow_nan=True)
 
 
-json_trees = st.recursive(st.none() | st.booleans() | numbers | texts,
-                          lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts, inner, max_size=4),
-                          max_leaves=12)  # fmt: skip
+json_trees = st.recursive(
+    st.none() | st.booleans() | numbers | texts,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts, inner, max_size=4),
+    max_leaves=12,
+)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -161,12 +196,26 @@ def sample_events() -> list[dict[str, Any]]:
     out += [
         {"event_id": "k1", "type": "kb.viewed", "ts": 1795165200.5, "article_id": "a1", "session_id": "s1"},
         {"event_id": "t1", "type": "ticket.resolved", "ts": "2026-11-20T09:30:00+01:00", "ticket_id": "t1"},
-        {"event_id": "x1", "type": "call.transferred", "ts": 1795165200, "call_id": "c1", "to_queue": "q2",
-         "channel": "chat", "wait_seconds": 3.5},
+        {
+            "event_id": "x1",
+            "type": "call.transferred",
+            "ts": 1795165200,
+            "call_id": "c1",
+            "to_queue": "q2",
+            "channel": "chat",
+            "wait_seconds": 3.5,
+        },
         {"event_id": "o1", "type": "call.offered", "ts": 1795165200, "call_id": "c1", "queue": "q", "priority": 9},
-        {"event_id": "s1", "type": "agent.state", "ts": 1795165200, "agent_id": "a1", "state": "away",
-         "reason": "lunch", "queues": ["q2", "q1", "q2"]},
-    ]  # fmt: skip
+        {
+            "event_id": "s1",
+            "type": "agent.state",
+            "ts": 1795165200,
+            "agent_id": "a1",
+            "state": "away",
+            "reason": "lunch",
+            "queues": ["q2", "q1", "q2"],
+        },
+    ]
     return out
 
 
@@ -198,8 +247,15 @@ def test_the_fast_path_takes_the_usual_events() -> None:
 def test_an_unhashable_scale_max_is_rejected_not_a_crash(scale_max: object) -> None:
     """``scale_max: [5]`` raised TypeError (unhashable, looked up in a set) out of parse_event:
     through the worker's splitter it failed the whole batch. Found by the test below."""
-    event = {"event_id": "e1", "type": "survey.response", "ts": 1795165200, "queue": "q", "survey": "csat",
-             "score": 4, "scale_max": scale_max}  # fmt: skip
+    event = {
+        "event_id": "e1",
+        "type": "survey.response",
+        "ts": 1795165200,
+        "queue": "q",
+        "survey": "csat",
+        "score": 4,
+        "scale_max": scale_max,
+    }
     with pytest.raises(InvalidEventError) as info:
         parse_event(event)
     assert info.value.reason == "invalid_field:scale_max"
@@ -208,16 +264,94 @@ def test_an_unhashable_scale_max_is_rejected_not_a_crash(scale_max: object) -> N
 
 
 #: Values that make a field unusual or wrong (or, in the right field, usual).
-ODD = [None, "", "_all", "ü", "a\x00", "\x7f", "a b", "x" * 128, "x" * 129, "x" * 256, "x" * 257, "\ud800", 0, -1, -0.0,
-       1.5, 3.0, True, False, 10, 31_622_400, 31_622_401, float("nan"), float("inf"), 2**64, [], ["q"], ["_all"], ["ü"],
-       ["q", ""], ["q"] * 1001, {"a": 1}, "voice", "sms", "outbound", "away", "customer", "unresolvable", "csat", "enps",
-       "2026-11-20T09:30:00Z", "2026-11-20t09:30:00z", "2026-11-20T09:30:00", 4_102_444_800, 1795165200,
-       "call.ended", "agent.state"]  # fmt: skip
-FIELDS = sorted({"event_id", "type", "ts", "tenant", "queue", "channel", "direction", "call_id", "customer_id", "agent_id",
-                 "wait_seconds", "talk_seconds", "hold_seconds", "acw_seconds", "resolved", "outcome", "to_queue",
-                 "callback_id", "connected", "state", "queues", "ticket_id", "author", "resolution", "first_contact",
-                 "kb_session_id", "contact_id", "article_id", "session_id", "reason", "priority", "survey", "score",
-                 "scale_max", "note"})  # fmt: skip
+ODD = [
+    None,
+    "",
+    "_all",
+    "ü",
+    "a\x00",
+    "\x7f",
+    "a b",
+    "x" * 128,
+    "x" * 129,
+    "x" * 256,
+    "x" * 257,
+    "\ud800",
+    0,
+    -1,
+    -0.0,
+    1.5,
+    3.0,
+    True,
+    False,
+    10,
+    31_622_400,
+    31_622_401,
+    float("nan"),
+    float("inf"),
+    2**64,
+    [],
+    ["q"],
+    ["_all"],
+    ["ü"],
+    ["q", ""],
+    ["q"] * 1001,
+    {"a": 1},
+    "voice",
+    "sms",
+    "outbound",
+    "away",
+    "customer",
+    "unresolvable",
+    "csat",
+    "enps",
+    "2026-11-20T09:30:00Z",
+    "2026-11-20t09:30:00z",
+    "2026-11-20T09:30:00",
+    4_102_444_800,
+    1795165200,
+    "call.ended",
+    "agent.state",
+]
+FIELDS = sorted(
+    {
+        "event_id",
+        "type",
+        "ts",
+        "tenant",
+        "queue",
+        "channel",
+        "direction",
+        "call_id",
+        "customer_id",
+        "agent_id",
+        "wait_seconds",
+        "talk_seconds",
+        "hold_seconds",
+        "acw_seconds",
+        "resolved",
+        "outcome",
+        "to_queue",
+        "callback_id",
+        "connected",
+        "state",
+        "queues",
+        "ticket_id",
+        "author",
+        "resolution",
+        "first_contact",
+        "kb_session_id",
+        "contact_id",
+        "article_id",
+        "session_id",
+        "reason",
+        "priority",
+        "survey",
+        "score",
+        "scale_max",
+        "note",
+    }
+)
 #: One valid event of each type (and shape) of the sample.
 TEMPLATES = list({(e["type"], tuple(sorted(e))): e for e in SAMPLE}.values())
 
@@ -237,8 +371,9 @@ fields = st.sampled_from(FIELDS)
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(SAMPLE), st.lists(st.tuples(fields, odd_values), max_size=3), st.booleans())
-def test_fast_path_and_full_validation_agree_on_changed_events(event: dict[str, Any],
-                                                               changes: list[tuple[str, Any]], drop: bool) -> None:  # fmt: skip
+def test_fast_path_and_full_validation_agree_on_changed_events(
+    event: dict[str, Any], changes: list[tuple[str, Any]], drop: bool
+) -> None:
     changed = dict(event)
     for name, value in changes:
         if drop:
@@ -294,8 +429,9 @@ def test_accepted_array_elements_are_serialised_only_for_the_dlq() -> None:
     assert next(iter(envelope_items(single)))[0] == single
 
 
-@given(st.lists(st.one_of(st.just(GOOD), st.just(BAD), hostile_values), max_size=5),
-       st.sampled_from(["array", "ndjson"]))  # fmt: skip
+@given(
+    st.lists(st.one_of(st.just(GOOD), st.just(BAD), hostile_values), max_size=5), st.sampled_from(["array", "ndjson"])
+)
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_the_worker_splits_as_iter_envelope(items: list[object], shape: str) -> None:
     texts = [json.dumps(item, allow_nan=True) for item in items]

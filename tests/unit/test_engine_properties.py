@@ -147,8 +147,16 @@ def call_events(
             kind = draw(st.sampled_from((*TERMINAL_TYPES, "call.answered", "call.answered", None)))
         wait = draw(st.integers(0, 150))
         for _ in range(draw(st.integers(0, 2))):
-            events.append(q({**base, "type": "call.ring_no_answer", "ts": ts + draw(st.integers(0, wait)),
-                             "agent_id": draw(st.sampled_from(("a0", "a1", "a2")))}))  # fmt: skip
+            events.append(
+                q(
+                    {
+                        **base,
+                        "type": "call.ring_no_answer",
+                        "ts": ts + draw(st.integers(0, wait)),
+                        "agent_id": draw(st.sampled_from(("a0", "a1", "a2"))),
+                    }
+                )
+            )
         if kind is None:
             continue
         terminal = q({**base, "type": kind, "ts": ts + wait})
@@ -164,8 +172,14 @@ def call_events(
                 extra["agent_id"] = "a9"
             events.append(extra)
         if kind == "call.answered" and draw(st.integers(0, 3)):
-            ended = q({**base, "type": "call.ended", "ts": ts + wait + draw(st.integers(0, 600)),
-                       "talk_seconds": draw(st.integers(0, 500))})  # fmt: skip
+            ended = q(
+                {
+                    **base,
+                    "type": "call.ended",
+                    "ts": ts + wait + draw(st.integers(0, 600)),
+                    "talk_seconds": draw(st.integers(0, 500)),
+                }
+            )
             for name in ("hold_seconds", "acw_seconds"):
                 if draw(st.booleans()):
                     ended[name] = draw(st.integers(0, 60))
@@ -183,8 +197,13 @@ def callback_events(draw: st.DrawFn, at: int, tenants: Sequence[str], n: int) ->
     tenant = draw(st.sampled_from(tenants))
     cb_id = f"cb{n}"
     ts = at - draw(st.integers(-30, 7200))
-    request: dict[str, Any] = {"type": "callback.requested", "tenant": tenant, "callback_id": cb_id,
-                               "queue": draw(st.sampled_from(QUEUES)), "ts": ts}  # fmt: skip
+    request: dict[str, Any] = {
+        "type": "callback.requested",
+        "tenant": tenant,
+        "callback_id": cb_id,
+        "queue": draw(st.sampled_from(QUEUES)),
+        "ts": ts,
+    }
     customer = draw(st.sampled_from((None, *CUSTOMERS)))
     if customer is not None:
         request["customer_id"] = customer
@@ -195,8 +214,15 @@ def callback_events(draw: st.DrawFn, at: int, tenants: Sequence[str], n: int) ->
             del (again if draw(st.booleans()) else request)["customer_id"]  # one source lacks it
         events.append(again)
     for _ in range(draw(st.integers(0, 2))):
-        events.append({"type": "callback.attempted", "tenant": tenant, "callback_id": cb_id,
-                       "agent_id": "a1", "ts": ts + draw(st.integers(-60, 5000))})  # fmt: skip
+        events.append(
+            {
+                "type": "callback.attempted",
+                "tenant": tenant,
+                "callback_id": cb_id,
+                "agent_id": "a1",
+                "ts": ts + draw(st.integers(-60, 5000)),
+            }
+        )
     return events
 
 
@@ -208,8 +234,15 @@ def ticket_events(draw: st.DrawFn, at: int, tenants: Sequence[str], n: int) -> l
     ts = at - draw(st.integers(0, 7200))
     events: list[dict[str, Any]] = []
     if draw(st.integers(0, 9)):
-        events.append({**base, "type": "ticket.created", "queue": queue, "ts": ts,
-                       "channel": draw(st.sampled_from(("email", "chat", "social")))})  # fmt: skip
+        events.append(
+            {
+                **base,
+                "type": "ticket.created",
+                "queue": queue,
+                "ts": ts,
+                "channel": draw(st.sampled_from(("email", "chat", "social"))),
+            }
+        )
     for _ in range(draw(st.integers(0, 5))):
         ts += draw(st.integers(0, 900))
         step = draw(st.sampled_from(("agent", "customer", "agent", "resolved", "reopened")))
@@ -232,9 +265,13 @@ def ticket_events(draw: st.DrawFn, at: int, tenants: Sequence[str], n: int) -> l
 @st.composite
 def survey_event(draw: st.DrawFn, at: int, tenants: Sequence[str]) -> dict[str, Any]:
     survey = draw(st.sampled_from(("csat", "nps", "ces")))
-    ev: dict[str, Any] = {"type": "survey.response", "tenant": draw(st.sampled_from(tenants)),
-                          "queue": draw(st.sampled_from(QUEUES)), "survey": survey,
-                          "ts": at - draw(st.integers(0, 7200))}  # fmt: skip
+    ev: dict[str, Any] = {
+        "type": "survey.response",
+        "tenant": draw(st.sampled_from(tenants)),
+        "queue": draw(st.sampled_from(QUEUES)),
+        "survey": survey,
+        "ts": at - draw(st.integers(0, 7200)),
+    }
     if survey == "csat":
         scale = draw(st.sampled_from((None, 3, 5, 7, 10)))
         if scale is not None:
@@ -252,9 +289,13 @@ def agent_events(draw: st.DrawFn, at: int, tenants: Sequence[str], n: int) -> li
     tenant = draw(st.sampled_from(tenants))
     events = []
     for _ in range(draw(st.integers(1, 6))):
-        ev: dict[str, Any] = {"type": "agent.state", "tenant": tenant, "agent_id": f"ag{n}",
-                              "state": draw(st.sampled_from(("available", "on_call", "acw", "away", "offline"))),
-                              "ts": at - draw(st.integers(0, 7200))}  # fmt: skip
+        ev: dict[str, Any] = {
+            "type": "agent.state",
+            "tenant": tenant,
+            "agent_id": f"ag{n}",
+            "state": draw(st.sampled_from(("available", "on_call", "acw", "away", "offline"))),
+            "ts": at - draw(st.integers(0, 7200)),
+        }
         if draw(st.booleans()):
             ev["queues"] = draw(st.lists(st.sampled_from(QUEUES), max_size=3, unique=True))
         events.append(ev)
@@ -421,7 +462,7 @@ def test_every_event_twice_equals_once(data: st.DataObject, stream: Any) -> None
 def compare_with_reference(config: Config, at: float, events: Sequence[Event], arrival: Sequence[Event]) -> list[str]:
     got, _ = run_engine(config, arrival, at)
     engine_queues: dict[str, set[str]] = {}
-    for (_name, labels) in got:
+    for _name, labels in got:
         d = dict(labels)
         if "tenant" in d and "queue" in d:
             engine_queues.setdefault(d["tenant"], set()).add(d["queue"])
@@ -455,11 +496,15 @@ def _check_quantiles(config: Config, at: float, events: Sequence[Event], got: di
         window = next(w for w in config.windows if w.name == d["window"])
         start = window_start(window, at, config.timezone(d["tenant"]))
         waits = [
-            leg.wait for leg in legs
-            if leg.tenant == d["tenant"] and (d["queue"] == ALL or leg.queue == d["queue"])
-            and leg.direction == "inbound" and leg.kind == "answered" and leg.wait is not None
+            leg.wait
+            for leg in legs
+            if leg.tenant == d["tenant"]
+            and (d["queue"] == ALL or leg.queue == d["queue"])
+            and leg.direction == "inbound"
+            and leg.kind == "answered"
+            and leg.wait is not None
             and start <= leg.outcome.ts < at  # type: ignore[union-attr]
-        ]  # fmt: skip
+        ]
         if not waits:
             problems.append(f"{name}{labels}: {value} but no answered waits")
             continue
@@ -515,9 +560,16 @@ def test_streams_are_realistic() -> None:
                 found[name] += 1
 
     collect()
-    for name in ("ccmon_calls_answered", "ccmon_callbacks_made", "ccmon_repeat_caller_ratio",
-                 "ccmon_callbacks_pending", "ccmon_tickets_open", "ccmon_occupancy_ratio",
-                 "ccmon_calls_transferred_unanswered", "ccmon_service_level_ratio"):  # fmt: skip
+    for name in (
+        "ccmon_calls_answered",
+        "ccmon_callbacks_made",
+        "ccmon_repeat_caller_ratio",
+        "ccmon_callbacks_pending",
+        "ccmon_tickets_open",
+        "ccmon_occupancy_ratio",
+        "ccmon_calls_transferred_unanswered",
+        "ccmon_service_level_ratio",
+    ):
         assert found[name], f"no stream had a non-zero {name}"
 
 
@@ -537,16 +589,21 @@ def agent_days(draw: st.DrawFn) -> tuple[Config, float, list[tuple[Event, float]
     raw = []
     for n in range(2):
         for _ in range(draw(st.integers(0, 40))):
-            ev: dict[str, Any] = {"type": "agent.state", "tenant": "acme", "agent_id": f"ag{n}",
-                                  "state": draw(st.sampled_from(("available", "on_call", "acw", "away", "offline"))),
-                                  "ts": at - draw(st.integers(0, 3 * 3600))}  # fmt: skip
+            ev: dict[str, Any] = {
+                "type": "agent.state",
+                "tenant": "acme",
+                "agent_id": f"ag{n}",
+                "state": draw(st.sampled_from(("available", "on_call", "acw", "away", "offline"))),
+                "ts": at - draw(st.integers(0, 3 * 3600)),
+            }
             if draw(st.integers(0, 3)) == 0:
                 ev["queues"] = draw(st.lists(st.sampled_from(QUEUES), max_size=3, unique=True))
             raw.append(ev)
     events = [parse_event({**ev, "event_id": f"e{i}"}) for i, ev in enumerate(raw)]
     delays = [draw(st.sampled_from((0, 0, 0, 30, 600, 5400))) for _ in events]
-    arrival = sorted(zip(events, (e.ts + d for e, d in zip(events, delays, strict=True)), strict=True),
-                     key=lambda x: x[1])  # fmt: skip
+    arrival = sorted(
+        zip(events, (e.ts + d for e, d in zip(events, delays, strict=True)), strict=True), key=lambda x: x[1]
+    )
     clock, delivered = at - 3 * 3600, []
     for event, due in arrival:
         clock = max(clock, due)
@@ -573,8 +630,12 @@ def test_agent_history_chunks_change_no_kpi(day: Any, head: int) -> None:
     (chunked, store), (whole, _) = results
     assert not diff(chunked, whole), "\n".join(diff(chunked, whole)[:20])
     records = {key: store.get_record(*key) for key in store._records}
-    listed = {("agent_h", t, f"{k}\x1f{c[0]}") for (kind, t, k), r in records.items() if kind == "agent"
-              for c in r.get("chunks", ())}  # fmt: skip
+    listed = {
+        ("agent_h", t, f"{k}\x1f{c[0]}")
+        for (kind, t, k), r in records.items()
+        if kind == "agent"
+        for c in r.get("chunks", ())
+    }
     assert {key for key in records if key[0] == "agent_h"} == listed
     assert all(len(r["changes"]) <= 2 * head for (kind, _t, _k), r in records.items() if kind == "agent")
 
@@ -600,8 +661,7 @@ def test_agent_history_chunks_are_exercised() -> None:
             super().delete_record(kind, tenant, key)
 
     # Derandomized: the same 100 days every run (a random 60 missed pruning now and then).
-    @settings(max_examples=100, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(max_examples=100, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(day=agent_days())
     def collect(day: Any) -> None:
         config, _at, delivered = day

@@ -40,22 +40,45 @@ def test_prefetch_reads_what_the_events_name_then_what_their_records_name() -> N
     store = RecordingState()
     engine = Engine(Config(), store)
     # Call k1 of customer c1, rung at agent a1; callback b1 of customer c2.
-    for event in parsed([
-        {"type": "call.offered", "ts": AT - 300, "call_id": "k1", "queue": "q", "customer_id": "c1"},
-        {"type": "call.ring_no_answer", "ts": AT - 290, "call_id": "k1", "queue": "q", "agent_id": "a1"},
-        {"type": "callback.requested", "ts": AT - 280, "callback_id": "b1", "queue": "q", "customer_id": "c2"},
-    ]):  # fmt: skip
+    for event in parsed(
+        [
+            {"type": "call.offered", "ts": AT - 300, "call_id": "k1", "queue": "q", "customer_id": "c1"},
+            {"type": "call.ring_no_answer", "ts": AT - 290, "call_id": "k1", "queue": "q", "agent_id": "a1"},
+            {"type": "callback.requested", "ts": AT - 280, "callback_id": "b1", "queue": "q", "customer_id": "c2"},
+        ]
+    ):
         assert engine.process(event, AT)
-    batch = parsed([
-        {"event_id": "b0", "type": "call.answered", "ts": AT - 60, "call_id": "k1", "queue": "q", "agent_id": "a2"},
-        {"event_id": "b1", "type": "callback.attempted", "ts": AT - 50, "callback_id": "b1", "agent_id": "a4"},
-        {"event_id": "b2", "type": "agent.state", "ts": AT - 40, "agent_id": "a3", "state": "available",
-         "queues": ["q"]},
-        {"event_id": "b3", "type": "ticket.created", "ts": AT - 30, "ticket_id": "t1", "queue": "q",
-         "kb_session_id": "s1"},
-        {"event_id": "b4", "type": "kb.viewed", "ts": AT - 20, "article_id": "art", "session_id": "s2"},
-        {"event_id": "b5", "type": "call.offered", "ts": AT - 10, "call_id": "k2", "queue": "q", "customer_id": "c3"},
-    ])  # fmt: skip
+    batch = parsed(
+        [
+            {"event_id": "b0", "type": "call.answered", "ts": AT - 60, "call_id": "k1", "queue": "q", "agent_id": "a2"},
+            {"event_id": "b1", "type": "callback.attempted", "ts": AT - 50, "callback_id": "b1", "agent_id": "a4"},
+            {
+                "event_id": "b2",
+                "type": "agent.state",
+                "ts": AT - 40,
+                "agent_id": "a3",
+                "state": "available",
+                "queues": ["q"],
+            },
+            {
+                "event_id": "b3",
+                "type": "ticket.created",
+                "ts": AT - 30,
+                "ticket_id": "t1",
+                "queue": "q",
+                "kb_session_id": "s1",
+            },
+            {"event_id": "b4", "type": "kb.viewed", "ts": AT - 20, "article_id": "art", "session_id": "s2"},
+            {
+                "event_id": "b5",
+                "type": "call.offered",
+                "ts": AT - 10,
+                "call_id": "k2",
+                "queue": "q",
+                "customer_id": "c3",
+            },
+        ]
+    )
     store.asked.clear()
     engine.prefetch(batch, AT)
     assert store.asked[0] == ("seen", ["b0", "b1", "b2", "b3", "b4", "b5"])
@@ -77,7 +100,14 @@ def test_prefetch_reads_what_the_events_name_then_what_their_records_name() -> N
         ("records", AGENT_CALLS, "default", ["a1", "a2"]),
     ]
     assert [kind for event in batch for kind, _key in record_keys(event)] == [
-        "call", "callback", "agent", "ticket", "kb", "kb", "call", "customer",
+        "call",
+        "callback",
+        "agent",
+        "ticket",
+        "kb",
+        "kb",
+        "call",
+        "customer",
     ]
 
 
@@ -116,8 +146,11 @@ def test_the_worker_and_exporter_use_the_store_without_side_doors() -> None:
     exporter = (REPO / "streams" / "exporter.py").read_text()
     assert "getattr(self.store" not in exporter and "getattr(store" not in exporter
     worker = ast.parse((REPO / "streams" / "worker.py").read_text())
-    called = {node.func.attr for node in ast.walk(worker)
-              if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)}  # fmt: skip
+    called = {
+        node.func.attr
+        for node in ast.walk(worker)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+    }
     assert "prefetch" in called
     assert not {"prefetch_records", "prefetch_seen", "prefetch_series", "call_agents"} & called
     strings = {node.value for node in ast.walk(worker) if isinstance(node, ast.Constant)}

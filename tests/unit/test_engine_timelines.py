@@ -264,14 +264,21 @@ def test_transfer_after_answer_counts_as_transfer_out_not_as_outcome() -> None:
 def test_handle_time_talk_time_and_voice_fcr() -> None:
     events = [
         *call("c1", 900, "answered", 10),
-        {"type": "call.ended", "ts": t(700), "call_id": "c1", "talk_seconds": 100, "hold_seconds": 20,
-         "acw_seconds": 30, "resolved": True},
+        {
+            "type": "call.ended",
+            "ts": t(700),
+            "call_id": "c1",
+            "talk_seconds": 100,
+            "hold_seconds": 20,
+            "acw_seconds": 30,
+            "resolved": True,
+        },
         *call("c2", 800, "answered", 10),
         {"type": "call.ended", "ts": t(600), "call_id": "c2", "talk_seconds": 200, "resolved": False},
         *call("c3", 700, "answered", 10),
         {"type": "call.ended", "ts": t(500), "call_id": "c3", "talk_seconds": 60},  # no `resolved`
         {"type": "call.ended", "ts": t(400), "call_id": "c3", "talk_seconds": 9999},  # not the first end
-    ]  # fmt: skip
+    ]
     flat, _ = run_engine(Config(), events, AT)
     w = "15m"
     assert series(flat, "ccmon_calls_handled", window=w) == 3
@@ -311,8 +318,16 @@ def test_repeat_caller_look_back_is_24h_and_strictly_before() -> None:
 def test_outbound_conversion() -> None:
     events = []
     for i, outcome in enumerate(["sale", "no_sale", "sale", None]):
-        events.append({"type": "call.offered", "ts": t(900 - i), "call_id": f"o{i}", "queue": "q",
-                       "direction": "outbound", "customer_id": f"k{i}"})  # fmt: skip
+        events.append(
+            {
+                "type": "call.offered",
+                "ts": t(900 - i),
+                "call_id": f"o{i}",
+                "queue": "q",
+                "direction": "outbound",
+                "customer_id": f"k{i}",
+            }
+        )
         end: dict[str, Any] = {"type": "call.ended", "ts": t(600 - i), "call_id": f"o{i}", "talk_seconds": 60}
         if outcome:
             end["outcome"] = outcome
@@ -338,44 +353,153 @@ def attempt(cb: str, ago: float) -> dict[str, Any]:
 
 
 def outbound(call_id: str, ago: float, customer: str, queue: str = "q") -> dict[str, Any]:
-    return {"type": "call.offered", "ts": t(ago), "call_id": call_id, "queue": queue, "direction": "outbound",
-            "customer_id": customer}  # fmt: skip
+    return {
+        "type": "call.offered",
+        "ts": t(ago),
+        "call_id": call_id,
+        "queue": queue,
+        "direction": "outbound",
+        "customer_id": customer,
+    }
 
 
 CALLBACKS = [
     # (what, events, made in 1h, mean delay 1h, max delay 1h, recontacted 1h, pending, oldest age, due in 1h)
-    ("request then attempt", [request("r", 3000, customer="x"), attempt("r", 2400)],
-     1, 600, 600, 0, 0, 0, 1),
+    ("request then attempt", [request("r", 3000, customer="x"), attempt("r", 2400)], 1, 600, 600, 0, 0, 0, 1),
     ("request without customer, attempt", [request("r", 3000), attempt("r", 2000)], 1, 1000, 1000, 0, 0, 0, 1),
-    ("an attempt before its request does not close it", [request("r", 3000, customer="x"), attempt("r", 3100)],
-     0, None, None, 0, 1, 3000, 1),
-    ("missed call then outbound call", [*call("m", 3000, "abandoned", 30, customer="x"), outbound("o", 2000, "x")],
-     1, 970, 970, 0, 0, 0, 1),
+    (
+        "an attempt before its request does not close it",
+        [request("r", 3000, customer="x"), attempt("r", 3100)],
+        0,
+        None,
+        None,
+        0,
+        1,
+        3000,
+        1,
+    ),
+    (
+        "missed call then outbound call",
+        [*call("m", 3000, "abandoned", 30, customer="x"), outbound("o", 2000, "x")],
+        1,
+        970,
+        970,
+        0,
+        0,
+        0,
+        1,
+    ),
     ("missed call without customer id: no callback", [*call("m", 3000, "voicemail", 30)], 0, None, None, 0, 0, 0, 0),
-    ("outbound call before the due time does not close", [outbound("o", 3500, "x"), *call("m", 3000, "timeout", 30, customer="x")],
-     0, None, None, 0, 1, 2970, 1),
-    ("outbound at the same second closes with delay 0",
-     [*call("m", 3000, "abandoned", 30, customer="x"), outbound("o", 2970, "x")], 1, 0, 0, 0, 0, 0, 1),
-    ("one due per customer: a request while one is due is absorbed, its attempt closes",
-     [*call("m", 3000, "abandoned", 30, customer="x"), request("r", 2500, customer="x"), attempt("r", 2000)],
-     1, 970, 970, 0, 0, 0, 1),
-    ("one due per customer: a missed call while a request is due is absorbed",
-     [request("r", 3000, customer="x"), *call("m", 2800, "abandoned", 10, customer="x"), attempt("r", 2000)],
-     1, 1000, 1000, 0, 0, 0, 1),
-    ("after a close a new missed call opens a new callback",
-     [request("r", 3000, customer="x"), attempt("r", 2900), *call("m", 2000, "abandoned", 10, customer="x"),
-      outbound("o", 1000, "x")], 2, (100 + 990) / 2, 990, 0, 0, 0, 2),
-    ("the customer calls in and is answered first: recontacted, not a callback",
-     [*call("m", 3000, "abandoned", 30, customer="x"), *call("n", 2000, "answered", 10, customer="x"),
-      outbound("o", 1000, "x")], 0, None, None, 1, 0, 0, 1),
-    ("an attempt on an unrelated callback id does not close",
-     [request("r", 3000, customer="x"), attempt("zzz", 2000)], 0, None, None, 0, 1, 3000, 1),
-    ("two customers, two pending; oldest is the older",
-     [request("r1", 3000, customer="x"), request("r2", 1000, customer="y")], 0, None, None, 0, 2, 3000, 2),
-    ("standalone requests stand alone", [request("r1", 3000), request("r2", 2000), attempt("r2", 1000)],
-     1, 1000, 1000, 0, 1, 3000, 2),
+    (
+        "outbound call before the due time does not close",
+        [outbound("o", 3500, "x"), *call("m", 3000, "timeout", 30, customer="x")],
+        0,
+        None,
+        None,
+        0,
+        1,
+        2970,
+        1,
+    ),
+    (
+        "outbound at the same second closes with delay 0",
+        [*call("m", 3000, "abandoned", 30, customer="x"), outbound("o", 2970, "x")],
+        1,
+        0,
+        0,
+        0,
+        0,
+        0,
+        1,
+    ),
+    (
+        "one due per customer: a request while one is due is absorbed, its attempt closes",
+        [*call("m", 3000, "abandoned", 30, customer="x"), request("r", 2500, customer="x"), attempt("r", 2000)],
+        1,
+        970,
+        970,
+        0,
+        0,
+        0,
+        1,
+    ),
+    (
+        "one due per customer: a missed call while a request is due is absorbed",
+        [request("r", 3000, customer="x"), *call("m", 2800, "abandoned", 10, customer="x"), attempt("r", 2000)],
+        1,
+        1000,
+        1000,
+        0,
+        0,
+        0,
+        1,
+    ),
+    (
+        "after a close a new missed call opens a new callback",
+        [
+            request("r", 3000, customer="x"),
+            attempt("r", 2900),
+            *call("m", 2000, "abandoned", 10, customer="x"),
+            outbound("o", 1000, "x"),
+        ],
+        2,
+        (100 + 990) / 2,
+        990,
+        0,
+        0,
+        0,
+        2,
+    ),
+    (
+        "the customer calls in and is answered first: recontacted, not a callback",
+        [
+            *call("m", 3000, "abandoned", 30, customer="x"),
+            *call("n", 2000, "answered", 10, customer="x"),
+            outbound("o", 1000, "x"),
+        ],
+        0,
+        None,
+        None,
+        1,
+        0,
+        0,
+        1,
+    ),
+    (
+        "an attempt on an unrelated callback id does not close",
+        [request("r", 3000, customer="x"), attempt("zzz", 2000)],
+        0,
+        None,
+        None,
+        0,
+        1,
+        3000,
+        1,
+    ),
+    (
+        "two customers, two pending; oldest is the older",
+        [request("r1", 3000, customer="x"), request("r2", 1000, customer="y")],
+        0,
+        None,
+        None,
+        0,
+        2,
+        3000,
+        2,
+    ),
+    (
+        "standalone requests stand alone",
+        [request("r1", 3000), request("r2", 2000), attempt("r2", 1000)],
+        1,
+        1000,
+        1000,
+        0,
+        1,
+        3000,
+        2,
+    ),
     ("an overdue callback", [request("r1", 4000, customer="x")], 0, None, None, 0, 1, 4000, 0),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(
@@ -384,9 +508,16 @@ CALLBACKS = [
     ids=[c[0] for c in CALLBACKS],
 )
 def test_callbacks(
-    what: str, events: list[dict[str, Any]], made: int, delay: float | None, max_delay: float | None,
-    recontacted: int, pending: int, oldest: float, due: int,
-) -> None:  # fmt: skip
+    what: str,
+    events: list[dict[str, Any]],
+    made: int,
+    delay: float | None,
+    max_delay: float | None,
+    recontacted: int,
+    pending: int,
+    oldest: float,
+    due: int,
+) -> None:
     flat, _ = run_engine(Config(), events, AT)
     for queue in ("q", "_all"):
         assert series(flat, "ccmon_callbacks_made", queue=queue, window="1h") == made
@@ -450,7 +581,8 @@ def test_occupancy_is_time_weighted() -> None:
     for queue, windows in expected.items():
         for window, value in windows.items():
             assert series(flat, "ccmon_occupancy_ratio", queue=queue, window=window) == pytest.approx(value), (
-                queue, window
+                queue,
+                window,
             )
     check_reference(Config(), OCCUPANCY_EVENTS, flat)
 
@@ -472,8 +604,10 @@ def test_agents_by_state_counts_each_agent_once_in_all() -> None:
     flat, _ = run_engine(Config(), [*OCCUPANCY_EVENTS, agent("a3", 100, "offline", [])], AT)
 
     def agents(queue: str) -> dict[str, float | None]:
-        return {s: series(flat, "ccmon_agents", queue=queue, state=s, reason="none")
-                for s in ("available", "on_call", "acw", "away", "offline")}  # fmt: skip
+        return {
+            s: series(flat, "ccmon_agents", queue=queue, state=s, reason="none")
+            for s in ("available", "on_call", "acw", "away", "offline")
+        }
 
     assert agents("q") == {"available": 1, "on_call": 1, "acw": 0, "away": 0, "offline": 0}
     assert agents("r") == {"available": 0, "on_call": 1, "acw": 0, "away": 0, "offline": 0}
@@ -557,8 +691,13 @@ SURVEYS = [
 def test_surveys(survey: str, scale: int | None, scores: list[int], metric: str, expected: float) -> None:
     events = []
     for i, score in enumerate(scores):
-        event: dict[str, Any] = {"type": "survey.response", "ts": t(100 + i), "queue": "q", "survey": survey,
-                                 "score": score}  # fmt: skip
+        event: dict[str, Any] = {
+            "type": "survey.response",
+            "ts": t(100 + i),
+            "queue": "q",
+            "survey": survey,
+            "score": score,
+        }
         if scale is not None:
             event["scale_max"] = scale
         events.append(event)
@@ -592,9 +731,9 @@ def test_customer_named_only_on_a_later_offer_counts_every_leg() -> None:
     results = []
     for order in ([0, 1, 2, 3], [2, 0, 1, 3], [3, 2, 1, 0]):
         flat, _ = run_engine(Config(), [CUSTOMER_ON_LATER_OFFER[i] for i in order], AT)
-        results.append({
-            q: series(flat, "ccmon_repeat_caller_ratio", queue=q, window="5m") for q in ("ivr", "sales", "_all")
-        })  # fmt: skip
+        results.append(
+            {q: series(flat, "ccmon_repeat_caller_ratio", queue=q, window="5m") for q in ("ivr", "sales", "_all")}
+        )
     # ivr: c1's first leg, nothing before it: 0/1. sales: c2 (-270) follows c1's first offer
     # (-300), c1's second leg (-240) follows c2: 2/2. _all: 2/3. In every arrival order.
     expected = {"ivr": 0.0, "sales": 1.0, "_all": 2 / 3}
@@ -605,17 +744,25 @@ def test_customer_named_only_on_a_later_offer_reference() -> None:
     """The reference's reading of the case above (kept green so the expectation is checked)."""
     events = [parse_event(e) for e in CUSTOMER_ON_LATER_OFFER]
     want = reference_kpis(events, Config(), AT)
-    got = {q: want.get(("ccmon_repeat_caller_ratio", (("tenant", "default"), ("queue", q), ("window", "5m"))))
-           for q in ("ivr", "sales", "_all")}  # fmt: skip
+    got = {
+        q: want.get(("ccmon_repeat_caller_ratio", (("tenant", "default"), ("queue", q), ("window", "5m"))))
+        for q in ("ivr", "sales", "_all")
+    }
     assert got == {"ivr": 0.0, "sales": 1.0, "_all": 2 / 3}
 
 
 DUPLICATE_REQUEST = [
     # The same callback requested twice (two sources); only the earlier one knows the customer.
     {"event_id": "r-ivr", "type": "callback.requested", "ts": t(800), "queue": "q", "callback_id": "cb1"},
-    {"event_id": "r-crm", "type": "callback.requested", "ts": t(900), "queue": "q", "callback_id": "cb1",
-     "customer_id": "x"},
-]  # fmt: skip
+    {
+        "event_id": "r-crm",
+        "type": "callback.requested",
+        "ts": t(900),
+        "queue": "q",
+        "callback_id": "cb1",
+        "customer_id": "x",
+    },
+]
 
 
 def test_a_callback_requested_twice_is_one_callback_in_any_order() -> None:
@@ -633,9 +780,15 @@ def test_a_callback_first_requested_without_customer_is_one_callback_in_any_orde
     was counted twice (due 2, pending 2). A callback's customer is whichever request names it."""
     events = [
         {"event_id": "r-ivr", "type": "callback.requested", "ts": t(900), "queue": "q", "callback_id": "cb1"},
-        {"event_id": "r-crm", "type": "callback.requested", "ts": t(800), "queue": "q", "callback_id": "cb1",
-         "customer_id": "x"},
-    ]  # fmt: skip
+        {
+            "event_id": "r-crm",
+            "type": "callback.requested",
+            "ts": t(800),
+            "queue": "q",
+            "callback_id": "cb1",
+            "customer_id": "x",
+        },
+    ]
     for arrival in (events, events[::-1]):
         flat, _ = run_engine(Config(), arrival, AT)
         assert series(flat, "ccmon_callbacks_pending") == 1
@@ -648,21 +801,51 @@ def _shuffled_replay_file(path: Path, start: float, at: float = AT) -> list[dict
     and a call whose later (non-first) terminal event comes last, with 20,000 unrelated
     events near ``at`` in between (replay prunes state every 20,000 lines)."""
     head = [
-        {"event_id": "c-ans", "type": "call.answered", "ts": start + 10, "queue": "q", "call_id": "late-offer",
-         "agent_id": "a1"},
-        {"event_id": "c-end", "type": "call.ended", "ts": start + 100, "queue": "q", "call_id": "late-offer",
-         "talk_seconds": 90},
+        {
+            "event_id": "c-ans",
+            "type": "call.answered",
+            "ts": start + 10,
+            "queue": "q",
+            "call_id": "late-offer",
+            "agent_id": "a1",
+        },
+        {
+            "event_id": "c-end",
+            "type": "call.ended",
+            "ts": start + 100,
+            "queue": "q",
+            "call_id": "late-offer",
+            "talk_seconds": 90,
+        },
         {"event_id": "d-off", "type": "call.offered", "ts": start, "queue": "q", "call_id": "twice"},
-        {"event_id": "d-ans", "type": "call.answered", "ts": start + 5, "queue": "q", "call_id": "twice",
-         "agent_id": "a1"},
-        {"event_id": "d-end", "type": "call.ended", "ts": start + 60, "queue": "q", "call_id": "twice",
-         "talk_seconds": 55},
-    ]  # fmt: skip
+        {
+            "event_id": "d-ans",
+            "type": "call.answered",
+            "ts": start + 5,
+            "queue": "q",
+            "call_id": "twice",
+            "agent_id": "a1",
+        },
+        {
+            "event_id": "d-end",
+            "type": "call.ended",
+            "ts": start + 60,
+            "queue": "q",
+            "call_id": "twice",
+            "talk_seconds": 55,
+        },
+    ]
     filler = [
-        {"event_id": f"s{i}", "type": "survey.response", "ts": at - 1 - (i % 600), "queue": "other",
-         "survey": "ces", "score": 5}
+        {
+            "event_id": f"s{i}",
+            "type": "survey.response",
+            "ts": at - 1 - (i % 600),
+            "queue": "other",
+            "survey": "ces",
+            "score": 5,
+        }
         for i in range(20_000)
-    ]  # fmt: skip
+    ]
     tail = [
         {"event_id": "c-off", "type": "call.offered", "ts": start, "queue": "q", "call_id": "late-offer"},
         {"event_id": "d-ab", "type": "call.abandoned", "ts": start + 30, "queue": "q", "call_id": "twice"},
@@ -678,14 +861,17 @@ def test_replay_of_a_file_not_in_time_order_equals_sorted(tmp_path: Path) -> Non
     terminal event as an extra outcome."""
     events = _shuffled_replay_file(tmp_path / "shuffled.jsonl", AT - 3000)
     sorted_path = tmp_path / "sorted.jsonl"
-    sorted_path.write_text("".join(json.dumps(e) + "\n" for e in sorted(events, key=lambda e: (e["ts"], e["event_id"]))))
+    sorted_path.write_text(
+        "".join(json.dumps(e) + "\n" for e in sorted(events, key=lambda e: (e["ts"], e["event_id"])))
+    )
     shuffled = flatten(replay(str(tmp_path / "shuffled.jsonl"), Config(), AT).families)
     ordered = flatten(replay(str(sorted_path), Config(), AT).families)
     assert series(ordered, "ccmon_calls_abandoned", window="1h") == 0
     assert series(ordered, "ccmon_calls_waiting") == 0
     assert series(ordered, "ccmon_service_level_ratio", window="1h") == 1
-    diff = {k: (shuffled.get(k), ordered.get(k)) for k in set(shuffled) | set(ordered)
-            if shuffled.get(k) != ordered.get(k)}  # fmt: skip
+    diff = {
+        k: (shuffled.get(k), ordered.get(k)) for k in set(shuffled) | set(ordered) if shuffled.get(k) != ordered.get(k)
+    }
     assert not diff
 
 
@@ -713,11 +899,14 @@ def test_a_call_offered_twice_to_one_queue_waits_the_same_in_any_order() -> None
 def _compare_replays(tmp_path: Path, events: list[dict[str, Any]], at: float) -> dict[Any, tuple[Any, Any]]:
     shuffled_path, sorted_path = tmp_path / "shuffled.jsonl", tmp_path / "sorted.jsonl"
     shuffled_path.write_text("".join(json.dumps(e) + "\n" for e in events))
-    sorted_path.write_text("".join(json.dumps(e) + "\n" for e in sorted(events, key=lambda e: (e["ts"], e["event_id"]))))
+    sorted_path.write_text(
+        "".join(json.dumps(e) + "\n" for e in sorted(events, key=lambda e: (e["ts"], e["event_id"])))
+    )
     shuffled = flatten(replay(str(shuffled_path), Config(), at).families)
     ordered = flatten(replay(str(sorted_path), Config(), at).families)
-    return {k: (shuffled.get(k), ordered.get(k)) for k in set(shuffled) | set(ordered)
-            if shuffled.get(k) != ordered.get(k)}  # fmt: skip
+    return {
+        k: (shuffled.get(k), ordered.get(k)) for k in set(shuffled) | set(ordered) if shuffled.get(k) != ordered.get(k)
+    }
 
 
 def test_replay_of_a_day_long_file_not_in_time_order_equals_sorted(tmp_path: Path) -> None:
@@ -728,12 +917,19 @@ def test_replay_of_a_day_long_file_not_in_time_order_equals_sorted(tmp_path: Pat
     offer_ts = parse_ts("2026-11-20T08:00:00Z")  # in today's window, 15 h before `at`
     events = [{"event_id": "o", "type": "call.offered", "ts": offer_ts, "queue": "q", "call_id": "c"}]
     events += [
-        {"event_id": f"s{i}", "type": "survey.response", "ts": at - 1 - (i % 600), "queue": "other",
-         "survey": "ces", "score": 5}
+        {
+            "event_id": f"s{i}",
+            "type": "survey.response",
+            "ts": at - 1 - (i % 600),
+            "queue": "other",
+            "survey": "ces",
+            "score": 5,
+        }
         for i in range(20_000)
-    ]  # fmt: skip
-    events.append({"event_id": "a", "type": "call.answered", "ts": offer_ts + 60, "queue": "q", "call_id": "c",
-                   "agent_id": "a1"})  # fmt: skip
+    ]
+    events.append(
+        {"event_id": "a", "type": "call.answered", "ts": offer_ts + 60, "queue": "q", "call_id": "c", "agent_id": "a1"}
+    )
     assert not _compare_replays(tmp_path, events, at)
 
 
@@ -743,7 +939,10 @@ def test_a_late_event_for_a_finished_call_within_the_grace_is_reconciled() -> No
     so the first terminal stays the outcome."""
     config = replace(Config(), finished_call_grace_seconds=900.0)
     now = t(1400) + config.finished_call_grace_seconds - 60
-    events = [*call("c", 1500, "answered", 10), {"type": "call.ended", "ts": t(1400), "call_id": "c", "talk_seconds": 90}]
+    events = [
+        *call("c", 1500, "answered", 10),
+        {"type": "call.ended", "ts": t(1400), "call_id": "c", "talk_seconds": 90},
+    ]
     _flat, engine = run_engine(config, events, now)
     engine.maintain(now)
     late = {"event_id": "late", "type": "call.abandoned", "ts": t(1480), "call_id": "c", "queue": "q"}
@@ -758,7 +957,10 @@ def test_a_late_event_for_a_finished_call_within_max_call_age_is_reconciled() ->
     earlier call.abandoned as a second call (answered 1 + abandoned 1)."""
     config = Config()
     now = AT
-    events = [*call("c", 3000, "answered", 10), {"type": "call.ended", "ts": t(2900), "call_id": "c", "talk_seconds": 50}]
+    events = [
+        *call("c", 3000, "answered", 10),
+        {"type": "call.ended", "ts": t(2900), "call_id": "c", "talk_seconds": 50},
+    ]
     _flat, engine = run_engine(config, events, now)
     engine.maintain(now)  # 2,900 s after the call's last event: within max_call_age (4 h)
     late = {"event_id": "late", "type": "call.abandoned", "ts": t(2995), "call_id": "c", "queue": "q"}
@@ -772,11 +974,23 @@ def test_a_late_event_for_a_finished_call_within_max_call_age_is_reconciled() ->
 def test_a_resent_event_is_a_duplicate_even_with_another_ts() -> None:
     """EVENTS.md: the engine is idempotent on event_id. Regression: ids were remembered per
     hour of ts, so a re-sent event re-stamped across an hour boundary counted twice."""
-    first = {"event_id": "e1", "type": "survey.response", "ts": parse_ts("2026-11-20T08:59:59Z"), "queue": "q",
-             "survey": "nps", "score": 0}  # fmt: skip
+    first = {
+        "event_id": "e1",
+        "type": "survey.response",
+        "ts": parse_ts("2026-11-20T08:59:59Z"),
+        "queue": "q",
+        "survey": "nps",
+        "score": 0,
+    }
     again = {**first, "ts": parse_ts("2026-11-20T09:00:00Z")}
-    other = {"event_id": "e2", "type": "survey.response", "ts": parse_ts("2026-11-20T09:30:00Z"), "queue": "q",
-             "survey": "nps", "score": 10}  # fmt: skip
+    other = {
+        "event_id": "e2",
+        "type": "survey.response",
+        "ts": parse_ts("2026-11-20T09:30:00Z"),
+        "queue": "q",
+        "survey": "nps",
+        "score": 10,
+    }
     flat, _ = run_engine(Config(), [first, again, other], AT)
     assert flat[("ccmon_survey_responses_total", (("tenant", "default"), ("queue", "q")))] == 2
     assert series(flat, "ccmon_nps_score", window="today") == 0  # one promoter, one detractor

@@ -78,8 +78,9 @@ def stationary_queue(*, agents: int, calls_per_hour: float, talk_seconds: float,
 
 def measure(spec: QueueSpec, seed: int, hours: float) -> dict[str, float]:
     """Simulate, run every event through the engine, read the lifetime counters."""
-    sim = Simulator(SimParams(start=START, hours=hours, queues=(spec,), seed=seed, shifts=False,
-                              kb_sessions_per_hour=0.0))  # fmt: skip
+    sim = Simulator(
+        SimParams(start=START, hours=hours, queues=(spec,), seed=seed, shifts=False, kb_sessions_per_hour=0.0)
+    )
     # The 'offered' formula (answered within / (answered + abandoned)) is what Erlang A
     # predicts; with no abandonment it equals the default. Short windows keep the engine's
     # per-entity state small; the lifetime counters hold the whole run.
@@ -150,8 +151,11 @@ def test_erlang_c_service_level_and_asa() -> None:
     lam = calls_per_hour / 3600
     expected_sl = erlang_c_service_level(agents, lam, talk, THRESHOLD)
     expected_asa = erlang_c_asa(agents, lam, talk)
-    got = measure(stationary_queue(agents=agents, calls_per_hour=calls_per_hour, talk_seconds=talk, patience=None),
-                  seed=11, hours=400)  # fmt: skip
+    got = measure(
+        stationary_queue(agents=agents, calls_per_hour=calls_per_hour, talk_seconds=talk, patience=None),
+        seed=11,
+        hours=400,
+    )
     assert got["answered"] > 19_000
     assert got["abandon_rate"] == 0.0
     assert got["sl"] == pytest.approx(expected_sl, abs=0.03), (got, expected_sl)
@@ -165,8 +169,11 @@ def test_erlang_a_abandonment_service_level_and_asa() -> None:
     agents, talk, calls_per_hour, patience = 2, 70.0, 3600 / 43.75, 90.0
     expected = erlang_a(agents, calls_per_hour / 3600, 1 / talk, 1 / patience, THRESHOLD)
     assert 0.05 < expected["p_abandon"] < 0.25  # a regime where abandonment matters
-    got = measure(stationary_queue(agents=agents, calls_per_hour=calls_per_hour, talk_seconds=talk,
-                                   patience=patience), seed=12, hours=120)  # fmt: skip
+    got = measure(
+        stationary_queue(agents=agents, calls_per_hour=calls_per_hour, talk_seconds=talk, patience=patience),
+        seed=12,
+        hours=120,
+    )
     assert got["answered"] > 7_000
     assert got["abandon_rate"] == pytest.approx(expected["p_abandon"], abs=0.02), (got, expected)
     assert got["sl"] == pytest.approx(expected["sl"], abs=0.03), (got, expected)

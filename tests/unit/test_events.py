@@ -215,15 +215,25 @@ def test_the_strict_parser_gives_what_fromisoformat_gave() -> None:
     mid-stream computes identical windows)."""
     from datetime import datetime
 
-    for value in ("2026-11-23T10:15:02.250Z", "2026-11-23T10:15:02Z", "2026-11-23T10:15:02.123456+05:45",
-                  "2026-11-23T10:15:02.1-03:30", "2026-03-29T01:59:59.999+00:00"):
+    for value in (
+        "2026-11-23T10:15:02.250Z",
+        "2026-11-23T10:15:02Z",
+        "2026-11-23T10:15:02.123456+05:45",
+        "2026-11-23T10:15:02.1-03:30",
+        "2026-03-29T01:59:59.999+00:00",
+    ):
         assert parse_ts(value) == datetime.fromisoformat(value).timestamp()
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("1795168800", AT), ("1795168800.5", AT + 0.5), (" 1795168800 ", AT), ("2026-11-20T10:00:00Z", AT),
-     ("2026-11-20T11:00:00+01:00", AT)],
+    [
+        ("1795168800", AT),
+        ("1795168800.5", AT + 0.5),
+        (" 1795168800 ", AT),
+        ("2026-11-20T10:00:00Z", AT),
+        ("2026-11-20T11:00:00+01:00", AT),
+    ],
 )
 def test_parse_instant(text: str, expected: float) -> None:
     assert parse_instant(text) == expected
@@ -389,12 +399,22 @@ def test_reserved_to_queue_names_the_field() -> None:
 @pytest.mark.parametrize(
     ("survey", "score", "scale_max"),
     [
-        ("csat", 0, None), ("csat", 6, None), ("csat", 5.5, None), ("csat", 4, 3), ("csat", 8, 7),
-        ("csat", 11, 10), ("csat", 0, 10), ("csat", -1, 5),
-        ("nps", -1, None), ("nps", 11, None), ("nps", 10.5, None),
-        ("ces", 0, None), ("ces", 8, None), ("ces", 7.01, None),
+        ("csat", 0, None),
+        ("csat", 6, None),
+        ("csat", 5.5, None),
+        ("csat", 4, 3),
+        ("csat", 8, 7),
+        ("csat", 11, 10),
+        ("csat", 0, 10),
+        ("csat", -1, 5),
+        ("nps", -1, None),
+        ("nps", 11, None),
+        ("nps", 10.5, None),
+        ("ces", 0, None),
+        ("ces", 8, None),
+        ("ces", 7.01, None),
     ],
-)  # fmt: skip
+)
 def test_scores_out_of_range(survey: str, score: float, scale_max: int | None) -> None:
     obj = valid("survey.response", survey=survey, score=score)
     if scale_max is not None:
@@ -423,13 +443,30 @@ def test_defaults() -> None:
 
 def test_fields_are_typed() -> None:
     event = parse_event(
-        valid("call.ended", talk_seconds=61, hold_seconds=2.5, acw_seconds=0, resolved=False,
-              outcome="sale", queue="support", extra_field={"kept": "in raw only"})
-    )  # fmt: skip
+        valid(
+            "call.ended",
+            talk_seconds=61,
+            hold_seconds=2.5,
+            acw_seconds=0,
+            resolved=False,
+            outcome="sale",
+            queue="support",
+            extra_field={"kept": "in raw only"},
+        )
+    )
     assert event == Event(
-        event_id="e1", type="call.ended", ts=AT - 60, queue="support", channel="voice", call_id="c1",
-        talk_seconds=61.0, hold_seconds=2.5, acw_seconds=0.0, resolved=False, outcome="sale",
-    )  # fmt: skip
+        event_id="e1",
+        type="call.ended",
+        ts=AT - 60,
+        queue="support",
+        channel="voice",
+        call_id="c1",
+        talk_seconds=61.0,
+        hold_seconds=2.5,
+        acw_seconds=0.0,
+        resolved=False,
+        outcome="sale",
+    )
     assert isinstance(event.talk_seconds, float)
 
 
@@ -448,10 +485,17 @@ def test_agent_queues_are_a_sorted_set() -> None:
 @pytest.mark.parametrize(
     ("scale_max", "score", "expected"),
     [
-        (3, 3, 3.0), (3, 1, 1.0), (5, 5, 5.0), (5, 1, 1.0), (7, 7, 7.0), (10, 10, 10.0), (10, 1, 1.0),
-        (10.0, 9, 9.0), (None, 4, 4.0),
+        (3, 3, 3.0),
+        (3, 1, 1.0),
+        (5, 5, 5.0),
+        (5, 1, 1.0),
+        (7, 7, 7.0),
+        (10, 10, 10.0),
+        (10, 1, 1.0),
+        (10.0, 9, 9.0),
+        (None, 4, 4.0),
     ],
-)  # fmt: skip
+)
 def test_csat_scales(scale_max: Any, score: float, expected: float) -> None:
     obj = valid("survey.response", survey="csat", score=score)
     if scale_max is not None:

@@ -56,10 +56,12 @@ def test_a_retracted_fractional_wait_leaves_no_float_noise() -> None:
 def test_a_wait_between_two_times_is_their_difference_in_whole_milliseconds() -> None:
     """Offered at .877, answered at .940 seven seconds later: the wait is 7.063 s, not the
     difference of two floats near 1.8e9 (7.06299996...)."""
-    events = parsed([
-        {"type": "call.offered", "ts": AT - 100.123, "call_id": "c", "queue": "q"},
-        {"type": "call.answered", "ts": AT - 93.06, "call_id": "c", "queue": "q", "agent_id": "a1"},
-    ])  # fmt: skip
+    events = parsed(
+        [
+            {"type": "call.offered", "ts": AT - 100.123, "call_id": "c", "queue": "q"},
+            {"type": "call.answered", "ts": AT - 93.06, "call_id": "c", "queue": "q", "agent_id": "a1"},
+        ]
+    )
     flat, _ = feed(events)
     assert series(flat, "ccmon_average_speed_of_answer_seconds", window="5m") == 7.063
     assert series(flat, "ccmon_max_wait_seconds", window="5m") == 7.063
@@ -67,7 +69,15 @@ def test_a_wait_between_two_times_is_their_difference_in_whole_milliseconds() ->
 
 def test_to_ms_rounds_half_away_from_zero() -> None:
     assert [to_ms(x) for x in (0.0, 0.0005, 0.0015, -0.0005, -0.0015, 6.063, 437.682, 1795168800.123)] == [
-        0, 1, 2, -1, -2, 6063, 437682, 1795168800123]  # fmt: skip
+        0,
+        1,
+        2,
+        -1,
+        -2,
+        6063,
+        437682,
+        1795168800123,
+    ]
 
 
 def test_a_multiset_field_is_deleted_at_zero_and_totals_keep_none() -> None:
@@ -81,13 +91,25 @@ def test_a_multiset_field_is_deleted_at_zero_and_totals_keep_none() -> None:
 
 
 def test_present_merges_the_legacy_fields() -> None:
-    fields = {"wait_sum": 6.063, "wait_sum_ms": 437682, "asa_sum_ms@c:chat": 1500, "max_wait": 180.0,
-              "mx:wait:5000": 2, "mx:wait:900000": 0, "mx:cb_delay:2500": 1, "occ_busy_t_ms": -1795168800123,
-              "answered": 3}  # fmt: skip
+    fields = {
+        "wait_sum": 6.063,
+        "wait_sum_ms": 437682,
+        "asa_sum_ms@c:chat": 1500,
+        "max_wait": 180.0,
+        "mx:wait:5000": 2,
+        "mx:wait:900000": 0,
+        "mx:cb_delay:2500": 1,
+        "occ_busy_t_ms": -1795168800123,
+        "answered": 3,
+    }
     assert present(fields) == {
-        "wait_sum": 6.063 + 437.682, "asa_sum@c:chat": 1.5, "max_wait": 180.0, "max_cb_delay": 2.5,
-        "occ_busy_t": -1795168800.123, "answered": 3.0,
-    }  # fmt: skip
+        "wait_sum": 6.063 + 437.682,
+        "asa_sum@c:chat": 1.5,
+        "max_wait": 180.0,
+        "max_cb_delay": 2.5,
+        "occ_busy_t": -1795168800.123,
+        "answered": 3.0,
+    }
     assert present({"max_wait": 4.0, "mx:wait:5000": 1}) == {"max_wait": 5.0}
 
 
@@ -97,7 +119,9 @@ def test_a_shuffled_simulated_day_gives_the_same_series_maxima_included() -> Non
     delivered in a random order: every series of the snapshot, maxima included, has the
     bits of the in-order feed."""
     start = parse_ts("2026-11-20T08:00:00Z")
-    records = [r for _emit, r in Simulator(SimParams(start=start, hours=2.0, queues=default_queues(4), seed=11)).stream()]
+    records = [
+        r for _emit, r in Simulator(SimParams(start=start, hours=2.0, queues=default_queues(4), seed=11)).stream()
+    ]
     events = [parse_event(r) for r in records if isinstance(r, dict)]
     assert 3000 < len(events) < 6000
     at = start + 2 * 3600 + 60
@@ -154,7 +178,9 @@ def test_state_in_the_old_layout_reads_as_a_fresh_store_fed_every_event() -> Non
     contributions under the legacy names): the snapshot is a fresh store's fed both, up to
     float rounding of the legacy sums."""
     start = parse_ts("2026-11-20T08:00:00Z")
-    records = [r for _emit, r in Simulator(SimParams(start=start, hours=2.0, queues=default_queues(2), seed=3)).stream()]
+    records = [
+        r for _emit, r in Simulator(SimParams(start=start, hours=2.0, queues=default_queues(2), seed=3)).stream()
+    ]
     events = [parse_event(r) for r in records if isinstance(r, dict)]
     at = start + 2 * 3600 + 60
     cut = start + 3600

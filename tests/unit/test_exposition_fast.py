@@ -46,10 +46,39 @@ def test_simulated_state_renders_byte_identical(simulated: list[MetricFamily]) -
 
 
 EDGE_VALUES = [
-    0.0, -0.0, 0, False, True, 1, 1.0, -1.0, -3, 5e-324, -5e-324, 1e-300, 2.2250738585072014e-308, 0.1, 1 / 3,
-    999_999_999_999_999.0, -999_999_999_999_999.0, 1e15, -1e15, 1e15 + 2, 2.0**53, 2**53 + 1, 10**20, 1e300,
-    1.7976931308623157e308, 123456.0, 0.5, 2.5e-7, math.inf, -math.inf, math.nan, float("nan"),
-]  # fmt: skip
+    0.0,
+    -0.0,
+    0,
+    False,
+    True,
+    1,
+    1.0,
+    -1.0,
+    -3,
+    5e-324,
+    -5e-324,
+    1e-300,
+    2.2250738585072014e-308,
+    0.1,
+    1 / 3,
+    999_999_999_999_999.0,
+    -999_999_999_999_999.0,
+    1e15,
+    -1e15,
+    1e15 + 2,
+    2.0**53,
+    2**53 + 1,
+    10**20,
+    1e300,
+    1.7976931308623157e308,
+    123456.0,
+    0.5,
+    2.5e-7,
+    math.inf,
+    -math.inf,
+    math.nan,
+    float("nan"),
+]
 
 
 def test_edge_values_and_labels_render_byte_identical() -> None:

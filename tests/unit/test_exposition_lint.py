@@ -56,4 +56,6 @@ def test_promtool_finds_nothing_but_the_spec_quantile_gauge(served: str) -> None
 
 def test_promtool_lint_is_not_vacuous() -> None:
     bad = "# HELP ccmon_wait_count x\n# TYPE ccmon_wait_count gauge\nccmon_wait_count 1\n"
-    assert ("ccmon_wait_count", 'non-histogram and non-summary metrics should not have "_count" suffix') in _findings(bad)
+    assert ("ccmon_wait_count", 'non-histogram and non-summary metrics should not have "_count" suffix') in _findings(
+        bad
+    )

@@ -40,30 +40,56 @@ def test_the_exporter_listens_on_loopback_by_default() -> None:
     from streams.cli import build_parser
 
     parser = build_parser()
-    exporter_help = next(action for action in parser._subparsers._group_actions[0].choices["exporter"]._actions
-                         if action.dest == "exporter_host").help  # fmt: skip
+    exporter_help = next(
+        action
+        for action in parser._subparsers._group_actions[0].choices["exporter"]._actions
+        if action.dest == "exporter_host"
+    ).help
     assert "else 127.0.0.1)" in exporter_help and "0.0.0.0" in exporter_help  # --help says so
     assert parser.parse_args(["demo"]).host == "127.0.0.1"  # ccmon demo stays on loopback
 
 
 # -- who sees customer ids -----------------------------------------------------------------------
-@pytest.mark.parametrize(("host", "loopback"), [
-    ("127.0.0.1", True), ("127.3.2.1", True), ("::1", True), ("[::1]", True), ("localhost", True), ("LocalHost", True),
-    ("0.0.0.0", False), ("::", False), ("", False), ("192.0.2.2", False), ("10.1.2.3", False), ("fd00::2", False),
-    ("exporter.example", False), ("localhost.example", False),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.3.2.1", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("LocalHost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("", False),
+        ("192.0.2.2", False),
+        ("10.1.2.3", False),
+        ("fd00::2", False),
+        ("exporter.example", False),
+        ("localhost.example", False),
+    ],
+)
 def test_loopback_hosts(host: str, loopback: bool) -> None:
     assert api.is_loopback_host(host) is loopback
 
 
-@pytest.mark.parametrize(("host", "authenticated", "visible"), [
-    ("127.0.0.1", False, True), ("::1", False, True), ("localhost", False, True),
-    ("0.0.0.0", False, False), ("::", False, False), ("192.0.2.2", False, False),
-    ("0.0.0.0", True, True), ("192.0.2.2", True, True),
-    (None, False, True),  # not served by streams.web.serve: whoever serves it answers for access
-])  # fmt: skip
-def test_customer_ids_visible_only_authenticated_or_on_loopback(host: str | None, authenticated: bool,
-                                                                visible: bool) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("host", "authenticated", "visible"),
+    [
+        ("127.0.0.1", False, True),
+        ("::1", False, True),
+        ("localhost", False, True),
+        ("0.0.0.0", False, False),
+        ("::", False, False),
+        ("192.0.2.2", False, False),
+        ("0.0.0.0", True, True),
+        ("192.0.2.2", True, True),
+        (None, False, True),  # not served by streams.web.serve: whoever serves it answers for access
+    ],
+)
+def test_customer_ids_visible_only_authenticated_or_on_loopback(
+    host: str | None, authenticated: bool, visible: bool
+) -> None:
     assert api.customer_ids_visible(host, authenticated) is visible
 
 
@@ -73,8 +99,10 @@ def test_masking_keeps_two_characters_of_long_ids_only() -> None:
     assert api.mask_customer_id("k1234567") == "***67"  # 8 characters: the shortest that keeps any
     assert api.mask_customer_id("k123456") == "***"
     assert api.mask_customer_id("k1") == "***"
-    items = [{"tenant": "t", "queue": "q", "customer_id": "+4915112345678", "due": 1.0},
-             {"tenant": "t", "queue": "q", "callback_id": "cb-7", "due": 2.0}]  # fmt: skip
+    items = [
+        {"tenant": "t", "queue": "q", "customer_id": "+4915112345678", "due": 1.0},
+        {"tenant": "t", "queue": "q", "callback_id": "cb-7", "due": 2.0},
+    ]
     assert api.mask_callbacks(items) == [
         {"tenant": "t", "queue": "q", "customer_id": "***78", "customer_id_masked": True, "due": 1.0},
         {"tenant": "t", "queue": "q", "callback_id": "cb-7", "due": 2.0},  # a request id, not a customer
@@ -82,8 +110,10 @@ def test_masking_keeps_two_characters_of_long_ids_only() -> None:
     assert items[0]["customer_id"] == "+4915112345678"  # the input is left alone
 
 
-WORKLIST = [{"tenant": "default", "queue": "q", "customer_id": "+4915112345678", "due": 10.0, "age_seconds": 5.0},
-            {"tenant": "default", "queue": "q", "customer_id": "c2", "due": 11.0, "age_seconds": 4.0}]  # fmt: skip
+WORKLIST = [
+    {"tenant": "default", "queue": "q", "customer_id": "+4915112345678", "due": 10.0, "age_seconds": 5.0},
+    {"tenant": "default", "queue": "q", "customer_id": "c2", "due": 11.0, "age_seconds": 4.0},
+]
 
 
 def call(app: Any, path: str, environ: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -99,11 +129,19 @@ def test_the_app_masks_the_worklist_off_loopback_without_auth() -> None:
     status, masked = call(app, "/api/callbacks/pending?limit=1", {api.LISTEN_HOST_ENVIRON: "0.0.0.0"})
     assert status == "200 OK" and masked["customer_ids"] == "masked"
     assert masked["count"] == 2 and masked["callbacks"] == [
-        {"tenant": "default", "queue": "q", "customer_id": "***78", "customer_id_masked": True, "due": 10.0,
-         "age_seconds": 5.0}]  # fmt: skip
+        {
+            "tenant": "default",
+            "queue": "q",
+            "customer_id": "***78",
+            "customer_id_masked": True,
+            "due": 10.0,
+            "age_seconds": 5.0,
+        }
+    ]
     # Basic auth let the request in: the ids are the agents' worklist.
-    _status, authed = call(app, "/api/callbacks/pending", {api.LISTEN_HOST_ENVIRON: "0.0.0.0",
-                                                            security.AUTH_USER_ENVIRON: "agent"})  # fmt: skip
+    _status, authed = call(
+        app, "/api/callbacks/pending", {api.LISTEN_HOST_ENVIRON: "0.0.0.0", security.AUTH_USER_ENVIRON: "agent"}
+    )
     assert [i["customer_id"] for i in authed["callbacks"]] == ["+4915112345678", "c2"]
 
 
@@ -175,13 +213,17 @@ def test_worker_and_rebuild_require_the_secret_unless_insecure_dev(caplog: pytes
         assert security.customer_key(parse(["--insecure-dev"]), "ccmon rebuild") is None
     assert "development only" in caplog.text
     # A secret wins over --insecure-dev.
-    assert security.customer_key(parse(["--insecure-dev"], {"CCMON_CUSTOMER_KEY_SECRET": SECRET}), "x") == SECRET.encode()
+    assert (
+        security.customer_key(parse(["--insecure-dev"], {"CCMON_CUSTOMER_KEY_SECRET": SECRET}), "x") == SECRET.encode()
+    )
 
 
 # -- the name of a customer record ---------------------------------------------------------------
 def record_key(customer_key: bytes | None, customer: str, tenant: str = "default") -> str:
     # The client is never used: naming a key sends nothing to Redis.
-    return RedisState(redis.Redis(), Config(), prefix="p", customer_key=customer_key)._record_key("customer", tenant, customer)
+    return RedisState(redis.Redis(), Config(), prefix="p", customer_key=customer_key)._record_key(
+        "customer", tenant, customer
+    )
 
 
 def test_a_customer_record_is_named_by_an_hmac_of_the_id_with_the_secret() -> None:
@@ -191,8 +233,10 @@ def test_a_customer_record_is_named_by_an_hmac_of_the_id_with_the_secret() -> No
     assert digest is not None, name
     plain = hashlib.blake2b(customer.encode(), digest_size=16, person=b"ccmon-customer").hexdigest()
     assert digest.group(1) != plain  # the old name: anyone could hash every phone number and look it up
-    assert digest.group(1) == hmac.new(SECRET.encode(), b"ccmon-customer\x00" + customer.encode(),
-                                       hashlib.sha256).hexdigest()[:32]  # fmt: skip
+    assert (
+        digest.group(1)
+        == hmac.new(SECRET.encode(), b"ccmon-customer\x00" + customer.encode(), hashlib.sha256).hexdigest()[:32]
+    )
     assert record_key(SECRET.encode(), customer) == name  # stable: worker and rebuild agree
     assert record_key(b"another-secret-" + b"x" * 32, customer) != name  # changes with the secret
     assert record_key(None, customer) == record_key(INSECURE_DEV_CUSTOMER_KEY, customer) != name

@@ -119,8 +119,11 @@ def test_cli_replay_prints_the_same_numbers(golden_flat: dict[tuple[str, Labels]
     at, kpis = golden_expected()
     proc = subprocess.run(
         [*ccmon_command(), "replay", str(GOLDEN), "--at", at],
-        capture_output=True, text=True, timeout=60, cwd=REPO,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr
     printed = canonical(parse_exposition(proc.stdout))
     for queue in ("support", "_all"):
@@ -153,7 +156,10 @@ def test_cli_replay_default_at_is_newest_event(tmp_path: Path) -> None:
 def test_cli_replay_unreadable_file_is_an_error(tmp_path: Path) -> None:
     proc = subprocess.run(
         [*ccmon_command(), "replay", str(tmp_path / "missing.jsonl")],
-        capture_output=True, text=True, timeout=60, cwd=REPO,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
     assert proc.returncode != 0
     assert proc.stdout == ""

@@ -42,8 +42,10 @@ from streams.worker import split_envelope
 
 REPO = Path(__file__).resolve().parents[2]
 #: Every reason the parser gives (the engine adds too_late, from_the_future, too_many_series).
-REASON = re.compile(r"invalid_json|not_an_object|unknown_type|bad_timestamp|negative_duration|score_out_of_range|"
-                    r"(missing_field|invalid_field):[a-z_]+")  # fmt: skip
+REASON = re.compile(
+    r"invalid_json|not_an_object|unknown_type|bad_timestamp|negative_duration|score_out_of_range|"
+    r"(missing_field|invalid_field):[a-z_]+"
+)
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
@@ -107,8 +109,26 @@ def test_any_label_value_survives_the_exposition(values: list[str]) -> None:
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
 def test_promtool_takes_hostile_label_values() -> None:
-    values = ['"', "\\", "\n", "}", "{", "=", ",", "📞", "\u200f", "\u200b", "\x00", "\r", "\u2028", "\ufeff",
-              '"}\\n{a="b",', "\\n", "\\\\\"", "x" * 1000]  # fmt: skip
+    values = [
+        '"',
+        "\\",
+        "\n",
+        "}",
+        "{",
+        "=",
+        ",",
+        "📞",
+        "\u200f",
+        "\u200b",
+        "\x00",
+        "\r",
+        "\u2028",
+        "\ufeff",
+        '"}\\n{a="b",',
+        "\\n",
+        '\\\\"',
+        "x" * 1000,
+    ]
     family = MetricFamily("ccmon_calls_offered", "gauge", "Calls.")
     for i, value in enumerate(values):
         family.add((("tenant", value), ("queue", f"q{i}")), 1.0)
@@ -133,7 +153,8 @@ def fuzz_one(data: bytes) -> None:
         assert parsed.samples[0].labels["tenant"] == item.tenant
 
 
-HARNESS = textwrap.dedent('''
+HARNESS = (
+    textwrap.dedent("""
     import sys
     import atheris
 
@@ -145,16 +166,23 @@ HARNESS = textwrap.dedent('''
 
     from prometheus_client.parser import text_string_to_metric_families
 
-''') + inspect.getsource(fuzz_one) + textwrap.dedent('''
+""")
+    + inspect.getsource(fuzz_one)
+    + textwrap.dedent("""
 
     atheris.Setup(sys.argv, fuzz_one)
     atheris.Fuzz()
-''')
-SEEDS = [b'[{"event_id":"e","type":"call.offered","ts":1795165200,"queue":"q","call_id":"c","tenant":"t\\"x"}]',
-         b'{"event_id":"e","type":"agent.state","ts":"2026-11-20T09:30:00Z","agent_id":"a","state":"acw"}\n[1]',
-         b'{"event_id":"e","type":"survey.response","ts":1795165200,"queue":"q","survey":"csat","score":5}']  # fmt: skip
-ATHERIS_MISSING = ("atheris is not installed: it is in the test extra (Linux), so run `bash deploy/local/"
-                   "install.sh test` (make test and CI do); this test must not be skipped")
+""")
+)
+SEEDS = [
+    b'[{"event_id":"e","type":"call.offered","ts":1795165200,"queue":"q","call_id":"c","tenant":"t\\"x"}]',
+    b'{"event_id":"e","type":"agent.state","ts":"2026-11-20T09:30:00Z","agent_id":"a","state":"acw"}\n[1]',
+    b'{"event_id":"e","type":"survey.response","ts":1795165200,"queue":"q","survey":"csat","score":5}',
+]
+ATHERIS_MISSING = (
+    "atheris is not installed: it is in the test extra (Linux), so run `bash deploy/local/"
+    "install.sh test` (make test and CI do); this test must not be skipped"
+)
 
 
 #: Byte edits of a seed, the kind libFuzzer makes: (where, as a fraction of the length; bytes put there; bytes cut).
@@ -178,9 +206,22 @@ def run_atheris(tmp_path: Path, harness_text: str, runs: int) -> tuple[int, str]
     corpus.mkdir()
     for i, seed in enumerate(SEEDS):
         (corpus / f"seed{i}").write_bytes(seed)
-    done = subprocess.run([sys.executable, str(harness), f"-runs={runs}", "-max_len=4096", "-seed=20261123",
-                           "-timeout=10", "-rss_limit_mb=2048", f"-artifact_prefix={tmp_path}/", str(corpus)],
-                          capture_output=True, timeout=300, cwd=REPO)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(harness),
+            f"-runs={runs}",
+            "-max_len=4096",
+            "-seed=20261123",
+            "-timeout=10",
+            "-rss_limit_mb=2048",
+            f"-artifact_prefix={tmp_path}/",
+            str(corpus),
+        ],
+        capture_output=True,
+        timeout=300,
+        cwd=REPO,
+    )
     return done.returncode, (done.stdout + done.stderr).decode(errors="replace")
 
 

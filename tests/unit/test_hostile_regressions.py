@@ -64,8 +64,17 @@ ID_FIELDS = ["customer_id", "call_id", "callback_id", "ticket_id", "contact_id",
 @pytest.mark.parametrize("field", ID_FIELDS)
 @pytest.mark.parametrize("wrong", [[PHONE], {"number": PHONE}, 4915112345678.0])
 def test_a_wrongly_typed_id_is_not_echoed(field: str, wrong: object) -> None:
-    event = {"event_id": "e1", "type": "callback.requested", "ts": 1795165200, "queue": "q",
-             "callback_id": "cb1", "call_id": "c1", "ticket_id": "t1", "contact_id": "k1", field: wrong}  # fmt: skip
+    event = {
+        "event_id": "e1",
+        "type": "callback.requested",
+        "ts": 1795165200,
+        "queue": "q",
+        "callback_id": "cb1",
+        "call_id": "c1",
+        "ticket_id": "t1",
+        "contact_id": "k1",
+        field: wrong,
+    }
     with pytest.raises(InvalidEventError) as info:
         parse_event(event)
     assert info.value.reason == f"invalid_field:{field}"
@@ -83,8 +92,16 @@ def test_a_non_object_is_not_echoed(stray: object) -> None:
         assert "4915112345678" in rejection.raw.decode()  # the DLQ payload itself is unchanged
 
 
-@pytest.mark.parametrize("ts", ["2026-11-20T09:30:00Z\x00", "2026-11-20T09:30:00Z\x00garbage",
-                                "2026-11-20T09:30:00\x00Z", "2026-11-20T09:30:00+01:00\x1b", "2026-11-20T09:30:00Z\n"])
+@pytest.mark.parametrize(
+    "ts",
+    [
+        "2026-11-20T09:30:00Z\x00",
+        "2026-11-20T09:30:00Z\x00garbage",
+        "2026-11-20T09:30:00\x00Z",
+        "2026-11-20T09:30:00+01:00\x1b",
+        "2026-11-20T09:30:00Z\n",
+    ],
+)
 def test_a_timestamp_with_a_control_character_is_rejected(ts: str) -> None:
     with pytest.raises(InvalidEventError) as info:
         parse_ts(ts)

@@ -30,15 +30,21 @@ def imported_modules(path: Path) -> list[tuple[int, str]]:
             elif node.module is not None:
                 found.append((node.lineno, node.module))
         elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
-            "import_module", "__import__",
-        ):  # fmt: skip
+            "import_module",
+            "__import__",
+        ):
             found.append((node.lineno, "<dynamic import>"))
     return found
 
 
 def test_kpi_core_has_modules() -> None:
     assert {p.relative_to(KPI_CORE).as_posix() for p in FILES} >= {
-        "events.py", "config.py", "windows.py", "state.py", "engine/__init__.py", "kpis.py"
+        "events.py",
+        "config.py",
+        "windows.py",
+        "state.py",
+        "engine/__init__.py",
+        "kpis.py",
     }
 
 
@@ -62,15 +68,19 @@ def test_the_checker_catches_a_bad_import(tmp_path: Path) -> None:
     tops = [m.split(".")[0] for _line, m in imported_modules(sample)]
     assert tops == ["json", "kpi_core", "numpy", "redis", "prometheus_client"]
     assert [t for t in tops if t not in sys.stdlib_module_names and t not in {"numpy", "kpi_core"}] == [
-        "redis", "prometheus_client",
-    ]  # fmt: skip
+        "redis",
+        "prometheus_client",
+    ]
 
 
 def test_importing_kpi_core_loads_no_third_party_module() -> None:
     """At run time too: a fresh interpreter importing every kpi_core module loads nothing
     outside the standard library, numpy and kpi_core."""
-    modules = ", ".join(".".join(p.relative_to(KPI_CORE.parent).with_suffix("").parts).removesuffix(".__init__")
-                        for p in FILES if p.parent != KPI_CORE or p.stem != "__init__")
+    modules = ", ".join(
+        ".".join(p.relative_to(KPI_CORE.parent).with_suffix("").parts).removesuffix(".__init__")
+        for p in FILES
+        if p.parent != KPI_CORE or p.stem != "__init__"
+    )
     code = (
         "import sys\n"
         f"import {modules}\n"
@@ -81,9 +91,16 @@ def test_importing_kpi_core_loads_no_third_party_module() -> None:
     )
     proc = subprocess.run(
         # -S: no site hooks; numpy's own directory on the path (kpi_core imports it), nothing else.
-        [sys.executable, "-S", "-c", f"import sys; sys.path.insert(0, {str(KPI_CORE.parent)!r})\n"
-         f"sys.path.append({str(Path(numpy.__file__).parents[1])!r})\n{code}"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-S",
+            "-c",
+            f"import sys; sys.path.insert(0, {str(KPI_CORE.parent)!r})\n"
+            f"sys.path.append({str(Path(numpy.__file__).parents[1])!r})\n{code}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""

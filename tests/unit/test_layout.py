@@ -19,19 +19,27 @@ def test_no_two_test_modules_share_a_basename() -> None:
 
 #: ``from test_x import ...``, ``import test_x``, ``from conftest import ...``: a test module
 #: importing another test module (or a conftest) instead of ``tests/harness/``.
-_TEST_MODULE_IMPORT = re.compile(r"^\s*(?:from\s+(?:test_\w+|conftest)\s+import\b|import\s+(?:test_\w+|conftest)\b)", re.M)
+_TEST_MODULE_IMPORT = re.compile(
+    r"^\s*(?:from\s+(?:test_\w+|conftest)\s+import\b|import\s+(?:test_\w+|conftest)\b)", re.M
+)
 #: The harness's primitives, each defined once, at module level (``tests/harness/``).
 _SHARED_PRIMITIVES = re.compile(r"^def\s+(free_port|stop|samples_of|entity_key|delete_topics|create_topics)\s*\(", re.M)
 
 
 def _sources() -> dict[str, str]:
-    return {str(path.relative_to(TESTS)): path.read_text(encoding="utf-8")
-            for path in sorted(TESTS.rglob("*.py")) if "__pycache__" not in path.parts and "data" not in path.parts}  # fmt: skip
+    return {
+        str(path.relative_to(TESTS)): path.read_text(encoding="utf-8")
+        for path in sorted(TESTS.rglob("*.py"))
+        if "__pycache__" not in path.parts and "data" not in path.parts
+    }
 
 
 def test_no_test_module_imports_another() -> None:
-    found = [f"{name}: {match.group(0).strip()}" for name, text in _sources().items()
-             for match in _TEST_MODULE_IMPORT.finditer(text)]  # fmt: skip
+    found = [
+        f"{name}: {match.group(0).strip()}"
+        for name, text in _sources().items()
+        for match in _TEST_MODULE_IMPORT.finditer(text)
+    ]
     assert found == [], "import it from tests/harness/ instead (or make it a fixture in tests/conftest.py)"
 
 
@@ -118,8 +126,13 @@ def test_no_import_cycle_in_kpi_core_and_streams() -> None:
 
 
 def test_kpi_core_imports_nothing_of_streams() -> None:
-    found = sorted(f"{module} -> {target}" for module, targets in import_graph().items() if module.startswith("kpi_core")
-                   for target in targets if target.split(".")[0] == "streams")  # fmt: skip
+    found = sorted(
+        f"{module} -> {target}"
+        for module, targets in import_graph().items()
+        if module.startswith("kpi_core")
+        for target in targets
+        if target.split(".")[0] == "streams"
+    )
     assert found == []
 
 

@@ -83,8 +83,18 @@ def test_exception_text_and_multi_line_messages_stay_on_one_line(logger: tuple[l
 
 def test_extra_fields_are_included_and_secret_named_ones_hidden(logger: tuple[logging.Logger, io.StringIO]) -> None:
     log, stream = logger
-    log.info("applied", extra={"events": 12, "tenant": "acme", "partitions": [0, 3], "where": object,
-                               "redis_password": "hunter2", "api_token": "t0k", "lag": float("nan")})  # fmt: skip
+    log.info(
+        "applied",
+        extra={
+            "events": 12,
+            "tenant": "acme",
+            "partitions": [0, 3],
+            "where": object,
+            "redis_password": "hunter2",
+            "api_token": "t0k",
+            "lag": float("nan"),
+        },
+    )
     (doc,) = lines(stream)
     assert doc["events"] == 12 and doc["tenant"] == "acme" and doc["partitions"] == [0, 3]
     assert doc["where"] == str(object)  # not JSON: its str()
@@ -143,20 +153,31 @@ def test_faust_logging_config_installs_the_json_formatter() -> None:
 
 def run_python(code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if k != "CCMON_CUSTOMER_KEY_SECRET"}
-    return subprocess.run([sys.executable, *(["-c", code] if code else []), *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60, env={**environ, "PYTHONPATH": str(ROOT), **(env or {})})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, *(["-c", code] if code else []), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )
 
 
 def test_json_logs_warnings_and_uncaught_exceptions_as_json_lines() -> None:
-    result = run_python("import threading, warnings\n"
-                        "from streams import logs\n"
-                        "logs.configure('INFO', 'json')\n"
-                        "t = threading.Thread(target=lambda: 1 / 0, name='t1'); t.start(); t.join()\n"
-                        "warnings.warn('careful')\n"
-                        "raise RuntimeError('boom')\n")  # fmt: skip
+    result = run_python(
+        "import threading, warnings\n"
+        "from streams import logs\n"
+        "logs.configure('INFO', 'json')\n"
+        "t = threading.Thread(target=lambda: 1 / 0, name='t1'); t.start(); t.join()\n"
+        "warnings.warn('careful')\n"
+        "raise RuntimeError('boom')\n"
+    )
     assert result.returncode == 1 and result.stdout == ""
     thread, warning, uncaught = [json.loads(line) for line in result.stderr.splitlines()]
-    assert thread["level"] == "CRITICAL" and thread["message"] == "uncaught ZeroDivisionError in thread t1: division by zero"
+    assert (
+        thread["level"] == "CRITICAL"
+        and thread["message"] == "uncaught ZeroDivisionError in thread t1: division by zero"
+    )
     assert isinstance(thread["exc"], str) and thread["exc"].endswith("ZeroDivisionError: division by zero")
     assert warning["logger"] == "py.warnings" and "UserWarning: careful" in str(warning["message"])
     assert uncaught["message"] == "uncaught RuntimeError: boom"

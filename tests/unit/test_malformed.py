@@ -184,8 +184,11 @@ def hostile_lines() -> list[tuple[str, bytes, list[str]]]:
         ("null ts", line(ev(ts=None)), ["missing_field:ts"]),
         ("no call id", line({k: v for k, v in ev().items() if k != "call_id"}), ["missing_field:call_id"]),
         ("no queue on offer", line({k: v for k, v in ev().items() if k != "queue"}), ["missing_field:queue"]),
-        ("no talk_seconds", line({k: v for k, v in ev("call.ended").items() if k != "talk_seconds"}),
-         ["missing_field:talk_seconds"]),
+        (
+            "no talk_seconds",
+            line({k: v for k, v in ev("call.ended").items() if k != "talk_seconds"}),
+            ["missing_field:talk_seconds"],
+        ),
         ("no agent on answer", line(ev("call.answered", agent_id=None)), ["missing_field:agent_id"]),
         ("no queue on survey", line(ev("survey.response", queue="")), ["missing_field:queue"]),
         ("ts without offset", line(ev(ts="2026-11-20T09:00:00")), ["bad_timestamp"]),
@@ -197,7 +200,7 @@ def hostile_lines() -> list[tuple[str, bytes, list[str]]]:
         # (a survey answer: replay carries call, callback, agent and ticket events that old)
         ("ts older than every window", line(ev("survey.response", ts=TS - 86400)), ["too_late"]),
         ("ts on 1970-01-01", line(ev(ts=0)), ["too_late"]),
-    ]  # fmt: skip
+    ]
     for event_type, field, value, reason in WRONG_TYPES:
         cases.append((f"wrong type: {event_type}.{field}", line(ev(event_type, **{field: value})), [reason]))
     return cases
@@ -281,8 +284,11 @@ def test_hostile_lines_mixed_into_golden_change_no_kpi(tmp_path: Path, golden_on
     changed = {k: (kpis[k], want[k]) for k in want if kpis[k] != pytest.approx(want[k], abs=1e-9)}
     assert not changed
     expected = Counter(reason for _what, _raw, reasons in HOSTILE for reason in reasons)
-    rejected = {dict(labels)["reason"]: value for (name, labels), value in samples.items()
-                if name == "ccmon_events_rejected_total"}  # fmt: skip
+    rejected = {
+        dict(labels)["reason"]: value
+        for (name, labels), value in samples.items()
+        if name == "ccmon_events_rejected_total"
+    }
     assert rejected == dict(expected)
     duplicates = sum(v for (name, _l), v in samples.items() if name == "ccmon_events_duplicate_total")
     assert duplicates == 10
@@ -310,7 +316,7 @@ CRASHERS = [
     ("lone surrogate in a queue", json.dumps(ev(queue="sup\ud800port")).encode(), "invalid_field:queue"),
     ("lone surrogate in a tenant", json.dumps(ev(tenant="t\udfff")).encode(), "invalid_field:tenant"),
     ("lone surrogate in an id", json.dumps(ev(call_id="c\udc00")).encode(), "invalid_field:call_id"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("what", "raw", "reason"), CRASHERS, ids=[c[0] for c in CRASHERS])
@@ -329,8 +335,11 @@ def test_replay_survives_former_crashers(tmp_path: Path, golden_only: dict[Any, 
     assert {k: v for k, v in samples.items() if k[0] not in PIPELINE} == {
         k: v for k, v in golden_only.items() if k[0] not in PIPELINE
     }
-    rejected = {dict(labels)["reason"]: value for (name, labels), value in samples.items()
-                if name == "ccmon_events_rejected_total"}  # fmt: skip
+    rejected = {
+        dict(labels)["reason"]: value
+        for (name, labels), value in samples.items()
+        if name == "ccmon_events_rejected_total"
+    }
     assert rejected == dict(Counter(reason for _w, _raw, reason in CRASHERS))
 
 

@@ -75,17 +75,46 @@ def test_a_response_missing_a_required_field_fails() -> None:
     callbacks = response_validator(document, "/api/callbacks/pending")
     samples = response_validator(document, "/api/samples")
     at = 1795168800.0
-    good_kpis = {"at": at, "at_iso": "2026-11-20T10:00:00.000Z", "info": {"ready": True}, "pipeline": {},
-                 "tenants": {"t": {"queues": {"q": {"live": {"calls_waiting": 1.0}, "agents": {"available": 2.0},
-                                                    "targets": {}, "windows": {"1h": {"wait_seconds_quantile":
-                                                                                      {"0.5": 4.1}}}}}}}}  # fmt: skip
-    item = {"tenant": "t", "queue": "q", "customer_id": "+4915112345678", "due": at - 60, "due_iso": "2026-11-20T09:59:00.000Z",
-            "age_seconds": 60.0, "overdue": False}  # fmt: skip
+    good_kpis = {
+        "at": at,
+        "at_iso": "2026-11-20T10:00:00.000Z",
+        "info": {"ready": True},
+        "pipeline": {},
+        "tenants": {
+            "t": {
+                "queues": {
+                    "q": {
+                        "live": {"calls_waiting": 1.0},
+                        "agents": {"available": 2.0},
+                        "targets": {},
+                        "windows": {"1h": {"wait_seconds_quantile": {"0.5": 4.1}}},
+                    }
+                }
+            }
+        },
+    }
+    item = {
+        "tenant": "t",
+        "queue": "q",
+        "customer_id": "+4915112345678",
+        "due": at - 60,
+        "due_iso": "2026-11-20T09:59:00.000Z",
+        "age_seconds": 60.0,
+        "overdue": False,
+    }
     good_callbacks = {"at": at, "count": 1, "callbacks": [item], "customer_ids": "shown"}
-    masked = {**good_callbacks, "customer_ids": "masked",
-              "callbacks": [{**item, "customer_id": "***78", "customer_id_masked": True}]}
+    masked = {
+        **good_callbacks,
+        "customer_ids": "masked",
+        "callbacks": [{**item, "customer_id": "***78", "customer_id_masked": True}],
+    }
     good_samples = {"at": at, "samples": [{"name": "ccmon_calls_waiting", "labels": {"queue": "q"}, "value": 1.0}]}
-    for validator, good in ((kpis, good_kpis), (callbacks, good_callbacks), (callbacks, masked), (samples, good_samples)):
+    for validator, good in (
+        (kpis, good_kpis),
+        (callbacks, good_callbacks),
+        (callbacks, masked),
+        (samples, good_samples),
+    ):
         validator.validate(good)
 
     def broken(good: dict[str, Any], *keys: Any) -> dict[str, Any]:

@@ -46,9 +46,11 @@ def inbound() -> list[dict[str, Any]]:
     out = []
     for n, queue in enumerate(["sales", "support", "sales"]):
         base = {"call_id": f"i{n}", "queue": queue, "customer_id": f"in{n}"}
-        out += [ev(f"io{n}", "call.offered", 5 + n, **base),
-                ev(f"ia{n}", "call.answered", 5.5 + n, agent_id="a1", **base),
-                ev(f"ie{n}", "call.ended", 9 + n, talk_seconds=200, **base)]  # fmt: skip
+        out += [
+            ev(f"io{n}", "call.offered", 5 + n, **base),
+            ev(f"ia{n}", "call.answered", 5.5 + n, agent_id="a1", **base),
+            ev(f"ie{n}", "call.ended", 9 + n, talk_seconds=200, **base),
+        ]
     out += [ev("xo", "call.offered", 12, call_id="x", queue="support"), ev("xa", "call.abandoned", 13, call_id="x")]
     return out
 
@@ -56,9 +58,11 @@ def inbound() -> list[dict[str, Any]]:
 def outbound() -> list[dict[str, Any]]:
     """Seven calls placed by sales in the window (o1..o7), four answered, three ended (a sale,
     an appointment, no interest), and o0 placed at 08:50 and ended with a sale at 09:08."""
-    out = [ev("o0o", "call.offered", -10, call_id="o0", queue="sales", customer_id="p0", direction="outbound"),
-           ev("o0a", "call.answered", 5, call_id="o0", agent_id="a1"),
-           ev("o0e", "call.ended", 8, call_id="o0", talk_seconds=100, outcome="sale")]  # fmt: skip
+    out = [
+        ev("o0o", "call.offered", -10, call_id="o0", queue="sales", customer_id="p0", direction="outbound"),
+        ev("o0a", "call.answered", 5, call_id="o0", agent_id="a1"),
+        ev("o0e", "call.ended", 8, call_id="o0", talk_seconds=100, outcome="sale"),
+    ]
     outcomes = {1: "sale", 2: "appointment", 3: "no_interest", 4: None}
     for n in range(1, 8):
         base = {"call_id": f"o{n}", "queue": "sales"}
@@ -113,9 +117,13 @@ def test_an_outbound_call_ended_without_an_answer_was_connected() -> None:
     """``call.ended`` is sent only for an answered call: a source that sends no ``call.answered``
     for outbound calls (the simulator) still has its connected calls counted."""
     base = {"call_id": "d1", "queue": "sales"}
-    flat = run([ev("d1o", "call.offered", 10, customer_id="p9", direction="outbound", **base),
-                ev("d1e", "call.ended", 14, talk_seconds=200, outcome="sale", **base),
-                ev("d2o", "call.offered", 20, call_id="d2", queue="sales", direction="outbound")])  # fmt: skip
+    flat = run(
+        [
+            ev("d1o", "call.offered", 10, customer_id="p9", direction="outbound", **base),
+            ev("d1e", "call.ended", 14, talk_seconds=200, outcome="sale", **base),
+            ev("d2o", "call.offered", 20, call_id="d2", queue="sales", direction="outbound"),
+        ]
+    )
     assert get(flat, "ccmon_outbound_calls", "sales") == 2
     assert get(flat, "ccmon_outbound_calls_connected", "sales") == 1
     assert get(flat, "ccmon_outbound_connect_rate_ratio", "sales") == 0.5
@@ -132,11 +140,14 @@ def test_conversion_outcomes_come_from_the_queue_config() -> None:
     assert config.queue("acme", "other").conversion_outcomes == {"sale"}  # the default
 
 
-@pytest.mark.parametrize(("value", "field", "message"), [
-    ("sale", "defaults.conversion_outcomes", "must be a non-empty list of call.ended outcomes, got 'sale'"),
-    ([], "defaults.conversion_outcomes", "must be a non-empty list of call.ended outcomes, got []"),
-    (["sale", 3], "defaults.conversion_outcomes[1]", "must be a non-empty string, got 3"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("value", "field", "message"),
+    [
+        ("sale", "defaults.conversion_outcomes", "must be a non-empty list of call.ended outcomes, got 'sale'"),
+        ([], "defaults.conversion_outcomes", "must be a non-empty list of call.ended outcomes, got []"),
+        (["sale", 3], "defaults.conversion_outcomes[1]", "must be a non-empty string, got 3"),
+    ],
+)
 def test_a_bad_conversion_outcomes_names_the_field(value: Any, field: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         config_from_dict({"defaults": {"conversion_outcomes": value}})

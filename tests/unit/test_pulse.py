@@ -21,16 +21,27 @@ AT = parse_ts("2026-11-20T16:00:00Z")
 WINDOWS = ("5m", "15m", "1h", "today")
 
 
-def answer(agent: str, ago: float, score: float, survey: str = "esat", queue: str = "q", **extra: Any) -> dict[str, Any]:
-    return {"type": "survey.response", "survey": survey, "agent_id": agent, "queue": queue, "score": score,
-            "ts": AT - ago, **extra}  # fmt: skip
+def answer(
+    agent: str, ago: float, score: float, survey: str = "esat", queue: str = "q", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "type": "survey.response",
+        "survey": survey,
+        "agent_id": agent,
+        "queue": queue,
+        "score": score,
+        "ts": AT - ago,
+        **extra,
+    }
 
 
 def esat(flat: dict[Any, float], window: str = "today", queue: str = "q") -> tuple[float | None, float | None]:
     """(answers counted, ESAT ratio) of a window (a queue with nothing counted but held-back
     answers has no series at all: 0 counted)."""
-    return (series(flat, "ccmon_esat_responses", queue=queue, window=window) or 0.0,
-            series(flat, "ccmon_esat_ratio", queue=queue, window=window))  # fmt: skip
+    return (
+        series(flat, "ccmon_esat_responses", queue=queue, window=window) or 0.0,
+        series(flat, "ccmon_esat_ratio", queue=queue, window=window),
+    )
 
 
 # --------------------------------------------------------------------------- events
@@ -73,14 +84,20 @@ def test_pulse_minimum_from_engine_and_per_tenant() -> None:
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({"engine": {"pulse_min_responses": 2}},
-         "config field 'engine.pulse_min_responses': must be a whole number in [3, 10000], got 2"),
-        ({"tenants": {"acme": {"pulse_min_responses": 4.5}}},
-         "config field 'tenants.acme.pulse_min_responses': must be a whole number in [3, 10000], got 4.5"),
-        ({"tenants": {"acme": {"pulse_min_responses": True}}},
-         "config field 'tenants.acme.pulse_min_responses': must be a whole number in [3, 10000], got True"),
+        (
+            {"engine": {"pulse_min_responses": 2}},
+            "config field 'engine.pulse_min_responses': must be a whole number in [3, 10000], got 2",
+        ),
+        (
+            {"tenants": {"acme": {"pulse_min_responses": 4.5}}},
+            "config field 'tenants.acme.pulse_min_responses': must be a whole number in [3, 10000], got 4.5",
+        ),
+        (
+            {"tenants": {"acme": {"pulse_min_responses": True}}},
+            "config field 'tenants.acme.pulse_min_responses': must be a whole number in [3, 10000], got True",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_bad_pulse_minimum_names_the_field(raw: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         config_from_dict(raw)

@@ -20,8 +20,13 @@ from streams.redis import scripts
 from streams.redis.state import RedisState
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = {"apply": "APPLY_LUA", "windows": "WINDOWS_LUA", "live": "LIVE_LUA", "retire": "RETIRE_LUA",
-           "retire_tenants": "RETIRE_TENANTS_LUA"}  # fmt: skip
+SCRIPTS = {
+    "apply": "APPLY_LUA",
+    "windows": "WINDOWS_LUA",
+    "live": "LIVE_LUA",
+    "retire": "RETIRE_LUA",
+    "retire_tenants": "RETIRE_TENANTS_LUA",
+}
 
 
 def test_each_script_is_its_file_as_it_is() -> None:
@@ -50,9 +55,12 @@ def test_the_scripts_are_package_data() -> None:
         assert shipped, f"{path.relative_to(ROOT)} is not in [tool.setuptools.package-data]: {package_data}"
 
 
-CONFIG = Config(windows=(Window("5m", 300), Window("2h", 7200)), repeat_caller_seconds=3 * 86400.0,
-                defaults=QueueConfig(targets={"callback_seconds": 900.0}),
-                tenants={"t": TenantConfig(queues={"q": QueueConfig(targets={"callback_seconds": 60.0})})})  # fmt: skip
+CONFIG = Config(
+    windows=(Window("5m", 300), Window("2h", 7200)),
+    repeat_caller_seconds=3 * 86400.0,
+    defaults=QueueConfig(targets={"callback_seconds": 900.0}),
+    tenants={"t": TenantConfig(queues={"q": QueueConfig(targets={"callback_seconds": 60.0})})},
+)
 
 
 def test_bucket_retention_has_one_definition() -> None:

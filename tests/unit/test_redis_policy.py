@@ -75,8 +75,10 @@ def test_an_unreachable_node_is_no_answer() -> None:
         rp.read_policy(node)
 
 
-@pytest.mark.parametrize("policy", ["allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-lfu",
-                                    "volatile-random", "volatile-ttl"])  # fmt: skip
+@pytest.mark.parametrize(
+    "policy",
+    ["allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl"],
+)
 def test_every_evicting_policy_is_refused_with_one_line(policy: str) -> None:
     with pytest.raises(rp.EvictingRedisError) as info:
         rp.check_at_start(FakeNode(policy), cluster=False, allow=False)
@@ -118,17 +120,25 @@ def test_an_unreadable_policy_warns_once_and_goes_on(caplog: pytest.LogCaptureFi
 
 
 def test_a_cluster_is_checked_on_every_primary() -> None:
-    nodes = {"10.0.0.1:7000": FakeNode("noeviction"), "10.0.0.2:7000": FakeNode("volatile-ttl"),
-             "10.0.0.3:7000": FakeNode("noeviction", refuse=("config",))}  # fmt: skip
+    nodes = {
+        "10.0.0.1:7000": FakeNode("noeviction"),
+        "10.0.0.2:7000": FakeNode("volatile-ttl"),
+        "10.0.0.3:7000": FakeNode("noeviction", refuse=("config",)),
+    }
     status = rp.read_status(FakeCluster(nodes), cluster=True)
-    assert status.policies == (("10.0.0.1:7000", "noeviction"), ("10.0.0.2:7000", "volatile-ttl"),
-                               ("10.0.0.3:7000", "noeviction"))  # fmt: skip
+    assert status.policies == (
+        ("10.0.0.1:7000", "noeviction"),
+        ("10.0.0.2:7000", "volatile-ttl"),
+        ("10.0.0.3:7000", "noeviction"),
+    )
     assert status.safe is False
     assert status.describe() == "Redis at 10.0.0.2:7000 evicts keys (maxmemory-policy volatile-ttl)"
     nodes["10.0.0.1:7000"].policy = "allkeys-lru"
     status = rp.read_status(FakeCluster(nodes), cluster=True)
-    assert status.describe() == ("Redis at 10.0.0.1:7000, 10.0.0.2:7000 evict keys (maxmemory-policy "
-                                 "allkeys-lru on 10.0.0.1:7000, volatile-ttl on 10.0.0.2:7000)")  # fmt: skip
+    assert status.describe() == (
+        "Redis at 10.0.0.1:7000, 10.0.0.2:7000 evict keys (maxmemory-policy "
+        "allkeys-lru on 10.0.0.1:7000, volatile-ttl on 10.0.0.2:7000)"
+    )
     assert status.label == "allkeys-lru,volatile-ttl"
     nodes["10.0.0.1:7000"].policy = nodes["10.0.0.2:7000"].policy = "noeviction"
     assert rp.read_status(FakeCluster(nodes), cluster=True).safe is True
@@ -154,7 +164,9 @@ def test_the_watch_logs_a_change_once_and_keeps_the_last_status_while_redis_is_a
         ("ERROR", "Redis at 10.0.0.1"),
         ("WARNING", "Redis maxmemory-policy is noeviction again"),
     ]
-    assert caplog.records[0].getMessage().startswith("Redis at 10.0.0.1:6379 evicts keys (maxmemory-policy allkeys-lru)")
+    assert (
+        caplog.records[0].getMessage().startswith("Redis at 10.0.0.1:6379 evicts keys (maxmemory-policy allkeys-lru)")
+    )
     assert "this process goes on" in caplog.records[0].getMessage()
 
 
@@ -189,7 +201,9 @@ def test_the_override_setting() -> None:
     assert parse([]).evicting_redis_allowed is False
     assert parse(["--allow-evicting-redis", "yes"]).evicting_redis_allowed is True
     assert parse([], {"CCMON_ALLOW_EVICTING_REDIS": "true"}).evicting_redis_allowed is True
-    assert parse(["--allow-evicting-redis", "no"], {"CCMON_ALLOW_EVICTING_REDIS": "yes"}).evicting_redis_allowed is False
+    assert (
+        parse(["--allow-evicting-redis", "no"], {"CCMON_ALLOW_EVICTING_REDIS": "yes"}).evicting_redis_allowed is False
+    )
     with pytest.raises(ConfigError) as info:
         parse([], {"CCMON_ALLOW_EVICTING_REDIS": "maybe"})
     assert info.value.field == "CCMON_ALLOW_EVICTING_REDIS"

@@ -54,34 +54,53 @@ def newest_real(path: Path) -> float:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streams.cli", "replay", *args],
-                          capture_output=True, text=True, cwd=REPO, timeout=60, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", "replay", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_one_event_stamped_2099_no_longer_empties_the_replay(tmp_path: Path) -> None:
-    outlier = json.dumps({"event_id": "x", "type": "call.offered", "ts": "2099-06-01T12:00:00Z",
-                          "tenant": "acme", "queue": "support", "call_id": "x"})  # fmt: skip
+    outlier = json.dumps(
+        {
+            "event_id": "x",
+            "type": "call.offered",
+            "ts": "2099-06-01T12:00:00Z",
+            "tenant": "acme",
+            "queue": "support",
+            "call_id": "x",
+        }
+    )
     path = a_morning(tmp_path, outlier)
     result = replay(str(path), Config())
     assert result.at == newest_real(path)
     assert result.accepted == 119  # 120 real events; the newest (ts == at) is left out, as ever
     assert not result.rejected
-    assert result.choice == AtChoice(at=result.at, events=121, fence=result.choice.fence, excluded=1,
-                                     excluded_range=(Y2099, Y2099))  # fmt: skip
+    assert result.choice == AtChoice(
+        at=result.at, events=121, fence=result.choice.fence, excluded=1, excluded_range=(Y2099, Y2099)
+    )
     # the same KPIs as with --at the newest real event time, given explicitly
     assert result.text == replay(str(path), Config(), newest_real(path)).text
 
 
 def test_the_cli_says_what_it_left_out_and_exits_0(tmp_path: Path) -> None:
     stamps = ("2099-06-01T12:00:00Z", "2031-01-01T00:00:00Z")
-    outliers = [json.dumps({"event_id": f"x{i}", "type": "agent.state", "ts": ts, "agent_id": "a9", "state": "away"})
-                for i, ts in enumerate(stamps)]  # fmt: skip
+    outliers = [
+        json.dumps({"event_id": f"x{i}", "type": "agent.state", "ts": ts, "agent_id": "a9", "state": "away"})
+        for i, ts in enumerate(stamps)
+    ]
     path = a_morning(tmp_path, *outliers)
     proc = run_cli(str(path))
     assert proc.returncode == 0, proc.stderr
     note = proc.stderr.splitlines()[0]
-    assert note.startswith("ccmon replay: 2 of 122 events left out as mis-stamped: "
-                           "stamped 2031-01-01T00:00:00Z .. 2099-06-01T12:00:00Z, later than 2026-11-20T")  # fmt: skip
+    assert note.startswith(
+        "ccmon replay: 2 of 122 events left out as mis-stamped: "
+        "stamped 2031-01-01T00:00:00Z .. 2099-06-01T12:00:00Z, later than 2026-11-20T"
+    )
     assert "third quartile of the file's event times + 10 inter-quartile ranges + engine.max_future_seconds" in note
     assert "at = 2026-11-20T09:59:40Z" in note  # the last call's end: 09:00 + 39 x 90 s + 70 s
     assert "replayed: 119 accepted, 0 duplicates, 0 rejected, 3 at or after --at left out" in proc.stderr
@@ -165,11 +184,14 @@ def test_at_least_three_quarters_stay_and_at_is_an_event_time(times: list[float]
     assert all(ts <= choice.at for ts in times if ts < choice.fence)
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    ("2026-W47-5T09:00:00Z", "ccmon replay: --at: ts is not RFC 3339: '2026-W47-5T09:00:00Z'"),
-    ("2026-11-20T10:00:00", "ccmon replay: --at: ts has no UTC offset: '2026-11-20T10:00:00'"),
-    ("\u00b2", "ccmon replay: --at: ts is not RFC 3339: '\u00b2'"),  # was a ValueError traceback
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("2026-W47-5T09:00:00Z", "ccmon replay: --at: ts is not RFC 3339: '2026-W47-5T09:00:00Z'"),
+        ("2026-11-20T10:00:00", "ccmon replay: --at: ts has no UTC offset: '2026-11-20T10:00:00'"),
+        ("\u00b2", "ccmon replay: --at: ts is not RFC 3339: '\u00b2'"),  # was a ValueError traceback
+    ],
+)
 def test_at_is_parsed_like_an_event_ts(tmp_path: Path, value: str, message: str) -> None:
     proc = run_cli(str(a_morning(tmp_path)), "--at", value)
     assert proc.returncode == 2

@@ -110,8 +110,9 @@ def test_a_replay_spanning_days_shows_the_live_backlog(tmp_path: Path) -> None:
     # The channel and priority breakdowns export the labels a queue's lifetime totals hold
     # (docs/KPIS.md, "Channel and priority"): the live system's include the old call's, a
     # replay's only its horizon's; such a series is 0 live and absent in the replay.
-    breakdown = {k for k, v in kpis.items() if ("_by_channel" in k[0] or "_by_priority" in k[0]) and v == 0
-                 and k not in flat}  # fmt: skip
+    breakdown = {
+        k for k, v in kpis.items() if ("_by_channel" in k[0] or "_by_priority" in k[0]) and v == 0 and k not in flat
+    }
     assert {k: flat.get(k) for k in kpis if k not in breakdown} == {k: v for k, v in kpis.items() if k not in breakdown}
 
 
@@ -120,8 +121,12 @@ def test_a_shuffled_file_shows_the_same_backlog(tmp_path: Path) -> None:
     ordered = flatten(replay(str(write(tmp_path / "a.jsonl", events)), Config(), AT).families)
     shuffled = flatten(replay(str(write(tmp_path / "b.jsonl", events[::-1])), Config(), AT).families)
     assert value(shuffled, "ccmon_tickets_open", "desk") == 2
-    for name in ("ccmon_tickets_open", "ccmon_open_ticket_age_seconds", "ccmon_callbacks_pending",
-                 "ccmon_oldest_pending_callback_age_seconds"):  # fmt: skip
+    for name in (
+        "ccmon_tickets_open",
+        "ccmon_open_ticket_age_seconds",
+        "ccmon_callbacks_pending",
+        "ccmon_oldest_pending_callback_age_seconds",
+    ):
         for queue in ("desk", "support", "_all"):
             assert value(shuffled, name, queue) == value(ordered, name, queue), (name, queue)
 
@@ -136,9 +141,11 @@ def test_surveys_older_than_the_cutoff_stay_too_late(tmp_path: Path) -> None:
 def test_stamps_older_than_any_open_entity_stay_too_late(tmp_path: Path) -> None:
     """Carried: up to a year (366 days) before ``at``, the longest the live system keeps an open
     ticket after its last event; a null date read as 1970 is still rejected."""
-    events = [ev("old", "ticket.created", AT - 365 * DAY, ticket_id="t-old", queue="desk"),
-              ev("older", "ticket.created", AT - 367 * DAY, ticket_id="t-older", queue="desk"),
-              ev("epoch", "call.offered", 0, call_id="x", queue="desk")]  # fmt: skip
+    events = [
+        ev("old", "ticket.created", AT - 365 * DAY, ticket_id="t-old", queue="desk"),
+        ev("older", "ticket.created", AT - 367 * DAY, ticket_id="t-older", queue="desk"),
+        ev("epoch", "call.offered", 0, call_id="x", queue="desk"),
+    ]
     result = replay(str(write(tmp_path / "y.jsonl", events)), Config(), AT)
     assert dict(result.rejected) == {"too_late": 2}
     flat = flatten(result.families)

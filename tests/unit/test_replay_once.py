@@ -36,8 +36,11 @@ def messy_file(tmp_path: Path) -> Path:
     """The golden day with blank lines, bad lines and a mis-stamped event mixed in."""
     lines = GOLDEN.read_text().splitlines()
     lines[3:3] = ["", "not json", "   "]
-    lines[10:10] = ['{"event_id": "x1", "type": "call.offered", "ts": "2099-01-01T00:00:00Z", "queue": "q", "call_id": "z"}',
-                    '{"event_id": "x2", "type": "call.exploded", "ts": 1795165200}', ""]  # fmt: skip
+    lines[10:10] = [
+        '{"event_id": "x1", "type": "call.offered", "ts": "2099-01-01T00:00:00Z", "queue": "q", "call_id": "z"}',
+        '{"event_id": "x2", "type": "call.exploded", "ts": 1795165200}',
+        "",
+    ]
     path = tmp_path / "messy.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -59,20 +62,50 @@ def test_replay_without_at_is_the_replay_at_the_chosen_at(tmp_path: Path) -> Non
     assert chosen.text == given.text
     assert chosen.first_errors == given.first_errors  # the same line numbers, blank lines counted
     assert (chosen.accepted, chosen.duplicates, chosen.left_out, chosen.rejected) == (
-        given.accepted, given.duplicates, given.left_out, given.rejected)  # fmt: skip
+        given.accepted,
+        given.duplicates,
+        given.left_out,
+        given.rejected,
+    )
     assert any(error.startswith("line 5: invalid_json") for error in chosen.first_errors)
 
 
 EVENTS = [
     {"event_id": "e1", "type": "call.offered", "ts": 1795165200, "queue": "q", "call_id": "c1", "priority": 0},
-    {"event_id": "e2", "type": "call.ended", "ts": 1795165201.25, "call_id": "c1", "talk_seconds": 0,
-     "hold_seconds": 0.0, "resolved": False, "tenant": "default", "direction": "inbound"},
-    {"event_id": "e3", "type": "agent.state", "ts": "2026-11-20T09:30:00Z", "agent_id": "a", "state": "away",
-     "queues": ["q2", "q1"], "reason": "lunch", "tenant": "t"},
-    {"event_id": "e4", "type": "survey.response", "ts": 1795165200, "queue": "q", "survey": "csat", "score": 4,
-     "scale_max": 5, "channel": "chat", "first_contact": True},
+    {
+        "event_id": "e2",
+        "type": "call.ended",
+        "ts": 1795165201.25,
+        "call_id": "c1",
+        "talk_seconds": 0,
+        "hold_seconds": 0.0,
+        "resolved": False,
+        "tenant": "default",
+        "direction": "inbound",
+    },
+    {
+        "event_id": "e3",
+        "type": "agent.state",
+        "ts": "2026-11-20T09:30:00Z",
+        "agent_id": "a",
+        "state": "away",
+        "queues": ["q2", "q1"],
+        "reason": "lunch",
+        "tenant": "t",
+    },
+    {
+        "event_id": "e4",
+        "type": "survey.response",
+        "ts": 1795165200,
+        "queue": "q",
+        "survey": "csat",
+        "score": 4,
+        "scale_max": 5,
+        "channel": "chat",
+        "first_contact": True,
+    },
     {"event_id": "e5", "type": "agent.state", "ts": 1795165200, "agent_id": "a", "state": "offline", "queues": []},
-]  # fmt: skip
+]
 
 
 def test_kept_events_come_back_equal_in_order() -> None:
@@ -87,7 +120,8 @@ def test_kept_events_come_back_equal_in_order() -> None:
     back = list(kept.items())
     assert [(n, e) for n, e in back if isinstance(e, Event)] == [(n, e) for n, e in items if isinstance(e, Event)]
     assert [(n, e.message) for n, e in back if not isinstance(e, Event)] == [
-        (n, e.message) for n, e in items if not isinstance(e, Event)]  # fmt: skip
+        (n, e.message) for n, e in items if not isinstance(e, Event)
+    ]
     assert kept.chunks == [] and kept.strings == {}  # freed as read
 
 

@@ -39,8 +39,9 @@ GOLDEN = REPO / "tests" / "golden" / "basic.jsonl"
 START = 1795165200  # 2026-11-20T09:00:00Z, the golden file's first event
 
 
-def report_of(events: list[dict[str, Any]], config: Config, start: float, end: float, interval: str,
-              **kwargs: Any) -> ReportResult:  # fmt: skip
+def report_of(
+    events: list[dict[str, Any]], config: Config, start: float, end: float, interval: str, **kwargs: Any
+) -> ReportResult:
     items = ((f"event {i}", parse_event(e)) for i, e in enumerate(events))
     return build_report(items, config, make_plan(start, end, interval), **kwargs)
 
@@ -61,7 +62,9 @@ def cli(*args: str) -> tuple[int, str, str]:
 
 
 # -- the real data: every half hour equals the raw rows ---------------------------------------
-@pytest.mark.parametrize(("month", "first_day"), [("january", datetime(1999, 1, 4)), ("october", datetime(1999, 10, 10))])
+@pytest.mark.parametrize(
+    ("month", "first_day"), [("january", datetime(1999, 1, 4)), ("october", datetime(1999, 10, 10))]
+)
 @pytest.mark.realdata
 def test_every_half_hour_of_the_bank_days_equals_the_raw_rows(month: str, first_day: datetime, tmp_path: Path) -> None:
     """Two days of each month (the rows of those dates; both have calls answered after
@@ -81,19 +84,29 @@ def test_every_half_hour_of_the_bank_days_equals_the_raw_rows(month: str, first_
     events = map_file(str(days), load_mapping(MAPPING))
     config = config_from_dict({"tenants": {"default": {"timezone": "Asia/Jerusalem"}}})
     result = report_of(events, config, start, end, "30m", per_agent=True)  # queue rows and agent rows
-    got = {(str(int(row.end)), row.queue): row.values for row in result.rows if row.queue != "_all" and row.agent is None}
+    got = {
+        (str(int(row.end)), row.queue): row.values for row in result.rows if row.queue != "_all" and row.agent is None
+    }
 
     def period(moment: datetime) -> str:
         ts = moment.replace(tzinfo=ZONE).timestamp()
         return str(int((ts // 1800 + 1) * 1800))
 
-    want = {key: figures for key, figures in raw_figures(days, period).items()
-            if start < int(key[0]) <= end and any(figures.values())}  # fmt: skip
+    want = {
+        key: figures
+        for key, figures in raw_figures(days, period).items()
+        if start < int(key[0]) <= end and any(figures.values())
+    }
     assert len(want) > 250
     assert set(got) == set(want)  # a row exactly for each half hour and service type with traffic
-    names = {"ccmon_calls_offered": "calls_offered", "ccmon_calls_answered": "calls_answered",
-             "ccmon_calls_abandoned": "calls_abandoned", "ccmon_average_speed_of_answer_seconds": "asa_seconds",
-             "ccmon_average_handle_time_seconds": "aht_seconds", "ccmon_service_level_ratio": "service_level"}  # fmt: skip
+    names = {
+        "ccmon_calls_offered": "calls_offered",
+        "ccmon_calls_answered": "calls_answered",
+        "ccmon_calls_abandoned": "calls_abandoned",
+        "ccmon_average_speed_of_answer_seconds": "asa_seconds",
+        "ccmon_average_handle_time_seconds": "aht_seconds",
+        "ccmon_service_level_ratio": "service_level",
+    }
     for key, figures in want.items():
         for metric, column in names.items():
             if metric in figures:
@@ -110,8 +123,11 @@ def test_every_half_hour_of_the_bank_days_equals_the_raw_rows(month: str, first_
     assert result.rejected == {}
     # --per-agent: calls answered per half hour, service type and agent (the `server` column),
     # and their mean wait, equal the raw rows too.
-    got_agents = {(int(row.end), row.queue, row.agent): row.values for row in result.rows
-                  if row.agent is not None and row.values["calls_answered"]}  # fmt: skip
+    got_agents = {
+        (int(row.end), row.queue, row.agent): row.values
+        for row in result.rows
+        if row.agent is not None and row.values["calls_answered"]
+    }
     want_agents = raw_answered_by_agent(days)
     assert len(want_agents) > 700
     assert set(got_agents) == set(want_agents)
@@ -154,15 +170,21 @@ def test_each_row_is_the_snapshot_of_a_window_of_the_interval_at_its_end() -> No
     for end in (START + 900, START + 1800, START + 2700, START + 3600):
         exported = flatten(replay(str(GOLDEN), config, end).families)
         for queue in ("support", "_all"):
-            want = {column: exported.get((metric, (("tenant", "default"), ("queue", queue), ("window", "15m"))))
-                    for column, metric in COLUMNS}  # fmt: skip
+            want = {
+                column: exported.get((metric, (("tenant", "default"), ("queue", queue), ("window", "15m"))))
+                for column, metric in COLUMNS
+            }
             row = rows.get((end, queue))
             if not any(want.values()):
                 assert row is None, (end, queue)
                 continue
             assert row is not None, (end, queue)
-            want.update({column: exported.get((metric, (("tenant", "default"), ("queue", queue))))
-                         for column, metric in BACKLOG_COLUMNS})  # fmt: skip
+            want.update(
+                {
+                    column: exported.get((metric, (("tenant", "default"), ("queue", queue))))
+                    for column, metric in BACKLOG_COLUMNS
+                }
+            )
             assert row.values == want, (end, queue)
 
 
@@ -185,7 +207,7 @@ def test_an_event_hours_out_of_order_counts_in_its_interval() -> None:
         {"event_id": "o2", "type": "call.offered", "ts": START + 2 * 86400, "queue": "q", "call_id": "c2"},
         {"event_id": "o3", "type": "call.offered", "ts": START + 100, "queue": "q", "call_id": "c3"},
         {"event_id": "a3", "type": "call.answered", "ts": START + 3700, "queue": "q", "call_id": "c3", "agent_id": "x"},
-    ]  # fmt: skip
+    ]
     result = report_of(events, config, START, START + 3 * 86400, "1h")
     rows = {(row.end, row.queue): row.values for row in result.rows}
     assert rows[(START + 3600, "q")]["calls_offered"] == 2
@@ -200,9 +222,15 @@ def test_a_ticket_opened_days_before_keeps_its_resolution_time() -> None:
     config = Config()
     events = [
         {"event_id": "t1", "type": "ticket.created", "ts": START - 3 * 86400, "queue": "desk", "ticket_id": "T"},
-        {"event_id": "t2", "type": "ticket.resolved", "ts": START + 600, "queue": "desk", "ticket_id": "T",
-         "resolution": "solved"},
-    ]  # fmt: skip
+        {
+            "event_id": "t2",
+            "type": "ticket.resolved",
+            "ts": START + 600,
+            "queue": "desk",
+            "ticket_id": "T",
+            "resolution": "solved",
+        },
+    ]
     result = report_of(events, config, START, START + 3600, "1h")
     (row, _total) = result.rows
     assert row.queue == "desk" and row.values["tickets_resolved"] == 1
@@ -217,12 +245,18 @@ def test_the_backlog_at_each_end_carries_entities_opened_days_before() -> None:
     live system would at that instant."""
     events = [
         {"event_id": "t1", "type": "ticket.created", "ts": START - 3 * 86400, "queue": "desk", "ticket_id": "T"},
-        {"event_id": "b1", "type": "callback.requested", "ts": START - 2 * 86400, "queue": "desk",
-         "callback_id": "B", "customer_id": "c9"},
+        {
+            "event_id": "b1",
+            "type": "callback.requested",
+            "ts": START - 2 * 86400,
+            "queue": "desk",
+            "callback_id": "B",
+            "customer_id": "c9",
+        },
         {"event_id": "o1", "type": "call.offered", "ts": START + 60, "queue": "desk", "call_id": "c1"},
         {"event_id": "o2", "type": "call.offered", "ts": START + 3660, "queue": "desk", "call_id": "c2"},
         {"event_id": "a2", "type": "callback.attempted", "ts": START + 3700, "callback_id": "B", "agent_id": "x"},
-    ]  # fmt: skip
+    ]
     result = report_of(events, Config(), START, START + 7200, "1h")
     first, second = (row.values for row in result.rows if row.queue == "desk")
     assert first["tickets_open"] == 1 and first["open_ticket_age_seconds"] == 3 * 86400 + 3600
@@ -242,21 +276,40 @@ def test_a_day_interval_is_a_24_hour_window() -> None:
 
 # -- output ------------------------------------------------------------------------------------
 def test_csv_columns_rows_with_traffic_and_empty_undefined_values(tmp_path: Path) -> None:
-    code, out, err = cli(str(GOLDEN), "--from", "2026-11-20T09:00:00Z", "--to", "2026-11-20T11:00:00+00:00",
-                         "--interval", "30m")  # fmt: skip
+    code, out, err = cli(
+        str(GOLDEN), "--from", "2026-11-20T09:00:00Z", "--to", "2026-11-20T11:00:00+00:00", "--interval", "30m"
+    )
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split(",")[:12] == [
-        "interval_start", "interval_end", "tenant", "queue", "calls_offered", "calls_answered", "calls_abandoned",
-        "service_level", "asa_seconds", "abandon_rate", "aht_seconds", "callbacks_made",
-    ]  # fmt: skip
-    assert {"tickets_created", "tickets_resolved", "ticket_first_response_seconds", "csat_ratio", "nps_score",
-            "ces_score"} <= set(lines[0].split(","))  # fmt: skip
+        "interval_start",
+        "interval_end",
+        "tenant",
+        "queue",
+        "calls_offered",
+        "calls_answered",
+        "calls_abandoned",
+        "service_level",
+        "asa_seconds",
+        "abandon_rate",
+        "aht_seconds",
+        "callbacks_made",
+    ]
+    assert {
+        "tickets_created",
+        "tickets_resolved",
+        "ticket_first_response_seconds",
+        "csat_ratio",
+        "nps_score",
+        "ces_score",
+    } <= set(lines[0].split(","))
     rows = [dict(zip(lines[0].split(","), line.split(","), strict=True)) for line in lines[1:]]
     assert [(r["interval_start"], r["queue"]) for r in rows] == [
-        ("2026-11-20T09:00:00Z", "support"), ("2026-11-20T09:00:00Z", "_all"),
-        ("2026-11-20T09:30:00Z", "support"), ("2026-11-20T09:30:00Z", "_all"),
-    ]  # the 10:00 and 10:30 intervals had no traffic: no rows  # fmt: skip
+        ("2026-11-20T09:00:00Z", "support"),
+        ("2026-11-20T09:00:00Z", "_all"),
+        ("2026-11-20T09:30:00Z", "support"),
+        ("2026-11-20T09:30:00Z", "_all"),
+    ]  # the 10:00 and 10:30 intervals had no traffic: no rows
     first, second = rows[0], rows[2]
     assert first["interval_end"] == "2026-11-20T09:30:00Z" and first["calls_offered"] == "10"
     assert float(first["service_level"]) == pytest.approx(4 / 7)
@@ -273,8 +326,19 @@ def test_json_and_html_outputs(tmp_path: Path) -> None:
     assert doc["interval"] == "30m" and doc["from"] == "2026-11-20T09:00:00Z"
     assert doc["rows"][0]["calls_offered"] == 10 and doc["rows"][2]["asa_seconds"] is None
     page = tmp_path / "report.html"
-    code, _out, err = cli(str(GOLDEN), "--from", str(START), "--to", str(START + 3600), "--interval", "30m",
-                          "--format", "html", "-o", str(page))  # fmt: skip
+    code, _out, err = cli(
+        str(GOLDEN),
+        "--from",
+        str(START),
+        "--to",
+        str(START + 3600),
+        "--interval",
+        "30m",
+        "--format",
+        "html",
+        "-o",
+        str(page),
+    )
     assert code == 0, err
     text = page.read_text()
     assert text.startswith("<!DOCTYPE html>") and text.count("<svg") == 2  # support and _all
@@ -301,26 +365,42 @@ def test_per_agent_rows() -> None:
     assert sum(v["calls_handled"] or 0 for v in handled.values()) > 0
     a0 = agents["a0"]
     assert a0["asa_seconds"] == 5.0  # g1 offered at :00, answered by a0 at :05
-    code, out, _err = cli(str(GOLDEN), "--from", str(START), "--to", str(START + 3600), "--interval", "1h", "--per-agent")
+    code, out, _err = cli(
+        str(GOLDEN), "--from", str(START), "--to", str(START + 3600), "--interval", "1h", "--per-agent"
+    )
     assert code == 0 and out.splitlines()[0].split(",")[4] == "agent"
     assert any(line.split(",")[4] == "a0" for line in out.splitlines()[1:])
 
 
 # -- errors, help, progress --------------------------------------------------------------------
-@pytest.mark.parametrize(("args", "message"), [
-    (["--from", "yesterday", "--to", "2026-11-20T11:00:00Z", "--interval", "30m"], "--from: "),
-    (["--from", "2026-11-20T09:00:00Z", "--to", "2026-11-20T11:00:00", "--interval", "30m"], "--to: "),
-    (["--from", "2026-11-20T09:00:30Z", "--to", "2026-11-20T11:00:00Z", "--interval", "30m"],
-     "--from: must be a whole minute (intervals start and end on bucket boundaries), got 2026-11-20T09:00:30Z"),
-    (["--from", "2026-11-20T09:00:00Z", "--to", "2026-11-20T09:00:00Z", "--interval", "30m"],
-     "--to: must be after --from (2026-11-20T09:00:00Z), got 2026-11-20T09:00:00Z"),
-    (["--from", "2026-11-20T09:00:00Z", "--to", "2026-11-20T10:10:00Z", "--interval", "30m"],
-     "--to: must be a whole number of 30m intervals after --from (2026-11-20T09:00:00Z), got 2026-11-20T10:10:00Z"),
-    (["--from", "2026-11-20T09:00:00Z", "--to", "2026-11-20T11:00:00Z", "--interval", "20m"],
-     "--interval: must be one of 15m, 30m, 1h, 1d, got '20m'"),
-    (["--from", "2026-11-20T09:00:00Z", "--to", "2026-11-20T11:00:00Z", "--interval", "30m", "--format", "xls"],
-     "--format: must be one of csv, json, html, got 'xls'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--from", "yesterday", "--to", "2026-11-20T11:00:00Z", "--interval", "30m"], "--from: "),
+        (["--from", "2026-11-20T09:00:00Z", "--to", "2026-11-20T11:00:00", "--interval", "30m"], "--to: "),
+        (
+            ["--from", "2026-11-20T09:00:30Z", "--to", "2026-11-20T11:00:00Z", "--interval", "30m"],
+            "--from: must be a whole minute (intervals start and end on bucket boundaries), got 2026-11-20T09:00:30Z",
+        ),
+        (
+            ["--from", "2026-11-20T09:00:00Z", "--to", "2026-11-20T09:00:00Z", "--interval", "30m"],
+            "--to: must be after --from (2026-11-20T09:00:00Z), got 2026-11-20T09:00:00Z",
+        ),
+        (
+            ["--from", "2026-11-20T09:00:00Z", "--to", "2026-11-20T10:10:00Z", "--interval", "30m"],
+            "--to: must be a whole number of 30m intervals after --from (2026-11-20T09:00:00Z), got "
+            "2026-11-20T10:10:00Z",
+        ),
+        (
+            ["--from", "2026-11-20T09:00:00Z", "--to", "2026-11-20T11:00:00Z", "--interval", "20m"],
+            "--interval: must be one of 15m, 30m, 1h, 1d, got '20m'",
+        ),
+        (
+            ["--from", "2026-11-20T09:00:00Z", "--to", "2026-11-20T11:00:00Z", "--interval", "30m", "--format", "xls"],
+            "--format: must be one of csv, json, html, got 'xls'",
+        ),
+    ],
+)
 def test_a_bad_flag_is_named_with_its_value(args: list[str], message: str) -> None:
     code, out, err = cli(str(GOLDEN), *args)
     assert code == 2 and out == ""
@@ -340,8 +420,9 @@ def test_file_or_kafka_and_unreadable_file(tmp_path: Path) -> None:
 
 
 def test_help_and_progress(tmp_path: Path) -> None:
-    helped = subprocess.run([sys.executable, "-m", "streams.cli", "report", "--help"], capture_output=True, text=True,
-                            timeout=60, cwd=REPO)  # fmt: skip
+    helped = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "report", "--help"], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
     assert helped.returncode == 0
     assert "--interval" in helped.stdout and "--kafka" in helped.stdout and "--per-agent" in helped.stdout
     big = tmp_path / "big.jsonl"

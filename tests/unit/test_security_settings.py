@@ -27,7 +27,11 @@ def secret_file(tmp_path: Path) -> Path:
     return path
 
 
-SASL = {"CCMON_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "CCMON_KAFKA_USERNAME": "ccmon", "CCMON_KAFKA_PASSWORD": "k-Secret"}
+SASL = {
+    "CCMON_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+    "CCMON_KAFKA_USERNAME": "ccmon",
+    "CCMON_KAFKA_PASSWORD": "k-Secret",
+}
 
 
 # -- defaults and the plain case -----------------------------------------------------------------
@@ -40,10 +44,14 @@ def test_defaults_are_plaintext_without_credentials() -> None:
     assert security.exporter_ssl_context(settings) is None
 
 
-@pytest.mark.parametrize(("flag", "hint"), [("--kafka-password", "$CCMON_KAFKA_PASSWORD or --kafka-password-file"),
-                                            ("--redis-password", "$CCMON_REDIS_PASSWORD or --redis-password-file"),
-                                            ("--basic-auth-password", "$CCMON_EXPORTER_BASIC_AUTH_PASSWORD or "
-                                                                      "--basic-auth-password-file")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("flag", "hint"),
+    [
+        ("--kafka-password", "$CCMON_KAFKA_PASSWORD or --kafka-password-file"),
+        ("--redis-password", "$CCMON_REDIS_PASSWORD or --redis-password-file"),
+        ("--basic-auth-password", "$CCMON_EXPORTER_BASIC_AUTH_PASSWORD or --basic-auth-password-file"),
+    ],
+)
 def test_passwords_have_no_flag(flag: str, hint: str, capsys: pytest.CaptureFixture[str]) -> None:
     for name in s.SECRETS:
         assert s.SOURCES[name][0] == ""
@@ -66,13 +74,19 @@ def test_sasl_ssl() -> None:
     import faust
     from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-    settings = parse(["--kafka-security-protocol", "sasl_ssl", "--kafka-sasl-mechanism", "scram-sha-512"],
-                     {k: v for k, v in SASL.items() if k != "CCMON_KAFKA_SECURITY_PROTOCOL"})  # fmt: skip
+    settings = parse(
+        ["--kafka-security-protocol", "sasl_ssl", "--kafka-sasl-mechanism", "scram-sha-512"],
+        {k: v for k, v in SASL.items() if k != "CCMON_KAFKA_SECURITY_PROTOCOL"},
+    )
     assert (settings.kafka_security_protocol, settings.kafka_sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
     kwargs = security.kafka_client_kwargs(settings)
     context = kwargs.pop("ssl_context")
-    assert kwargs == {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
-                      "sasl_plain_username": "ccmon", "sasl_plain_password": "k-Secret"}  # fmt: skip
+    assert kwargs == {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "ccmon",
+        "sasl_plain_password": "k-Secret",
+    }
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
     credentials = security.faust_credentials(settings)
@@ -110,25 +124,50 @@ def test_the_password_from_a_file(secret_file: Path) -> None:
     [
         (["--kafka-security-protocol", "TLS"], {}, "--kafka-security-protocol", "must be one of PLAINTEXT, SSL"),
         ([], {"CCMON_KAFKA_SASL_MECHANISM": "GSSAPI"}, "CCMON_KAFKA_SASL_MECHANISM", "must be one of PLAIN,"),
-        ([], {k: v for k, v in SASL.items() if k != "CCMON_KAFKA_USERNAME"}, "--kafka-username or CCMON_KAFKA_USERNAME",
-         "required with the security protocol SASL_SSL"),
-        ([], {k: v for k, v in SASL.items() if k != "CCMON_KAFKA_PASSWORD"},
-         "CCMON_KAFKA_PASSWORD or CCMON_KAFKA_PASSWORD_FILE", "required"),
+        (
+            [],
+            {k: v for k, v in SASL.items() if k != "CCMON_KAFKA_USERNAME"},
+            "--kafka-username or CCMON_KAFKA_USERNAME",
+            "required with the security protocol SASL_SSL",
+        ),
+        (
+            [],
+            {k: v for k, v in SASL.items() if k != "CCMON_KAFKA_PASSWORD"},
+            "CCMON_KAFKA_PASSWORD or CCMON_KAFKA_PASSWORD_FILE",
+            "required",
+        ),
         (["--kafka-username", "ccmon"], {}, "--kafka-username", "only used with SASL_PLAINTEXT or SASL_SSL"),
         ([], {"CCMON_KAFKA_PASSWORD": "x"}, "CCMON_KAFKA_PASSWORD", "only used with SASL"),
-        (["--kafka-ca-file", "{file}"], {"CCMON_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", **{k: v for k, v in SASL.items() if "PROTOCOL" not in k}},
-         "--kafka-ca-file", "only used with SSL or SASL_SSL"),
+        (
+            ["--kafka-ca-file", "{file}"],
+            {
+                "CCMON_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                **{k: v for k, v in SASL.items() if "PROTOCOL" not in k},
+            },
+            "--kafka-ca-file",
+            "only used with SSL or SASL_SSL",
+        ),
         (["--kafka-key-file", "{file}"], SASL, "--kafka-key-file", "a key needs its certificate"),
-        (["--kafka-password-file", "{file}"], SASL, "--kafka-password-file", "not both this file and CCMON_KAFKA_PASSWORD"),
-        (["--kafka-password-file", "{missing}"], {k: v for k, v in SASL.items() if k != "CCMON_KAFKA_PASSWORD"},
-         "--kafka-password-file", "No such file or directory"),
+        (
+            ["--kafka-password-file", "{file}"],
+            SASL,
+            "--kafka-password-file",
+            "not both this file and CCMON_KAFKA_PASSWORD",
+        ),
+        (
+            ["--kafka-password-file", "{missing}"],
+            {k: v for k, v in SASL.items() if k != "CCMON_KAFKA_PASSWORD"},
+            "--kafka-password-file",
+            "No such file or directory",
+        ),
         (["--kafka-ca-file", "{missing}"], SASL, "--kafka-ca-file", "cannot read"),
         (["--kafka-ca-file", "{file}"], SASL, "--kafka-ca-file", "holds no usable PEM CA certificate"),
         (["--kafka-cert-file", "{file}"], SASL, "--kafka-cert-file", "cannot load the certificate"),
     ],
-)  # fmt: skip
-def test_kafka_errors_name_the_setting(argv: list[str], env: dict[str, str], field: str, says: str,
-                                       secret_file: Path, tmp_path: Path) -> None:  # fmt: skip
+)
+def test_kafka_errors_name_the_setting(
+    argv: list[str], env: dict[str, str], field: str, says: str, secret_file: Path, tmp_path: Path
+) -> None:
     argv = [a.format(file=secret_file, missing=tmp_path / "missing") for a in argv]
     exc = error(argv, env)
     assert exc.field == field
@@ -140,15 +179,20 @@ def test_kafka_errors_name_the_setting(argv: list[str], env: dict[str, str], fie
 def test_an_empty_password_file(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.write_text("\n")
-    exc = error([], {k: v for k, v in SASL.items() if k != "CCMON_KAFKA_PASSWORD"} | {"CCMON_KAFKA_PASSWORD_FILE": str(empty)})
+    exc = error(
+        [], {k: v for k, v in SASL.items() if k != "CCMON_KAFKA_PASSWORD"} | {"CCMON_KAFKA_PASSWORD_FILE": str(empty)}
+    )
     assert exc.field == "CCMON_KAFKA_PASSWORD_FILE" and "is empty" in exc.message
 
 
 # -- Redis ---------------------------------------------------------------------------------------
 def test_redis_tls_and_password(secret_file: Path, tmp_path: Path) -> None:
     settings = parse(["--redis", "rediss://redis.example:6380/0", "--redis-password-file", str(secret_file)])
-    assert security.redis_connection_kwargs(settings) == {"ssl_cert_reqs": "required", "ssl_check_hostname": True,
-                                                          "password": "fi1e-Secret"}  # fmt: skip
+    assert security.redis_connection_kwargs(settings) == {
+        "ssl_cert_reqs": "required",
+        "ssl_check_hostname": True,
+        "password": "fi1e-Secret",
+    }
     plain = parse([], {"CCMON_REDIS_PASSWORD": "r-Secret"})
     assert security.redis_connection_kwargs(plain) == {"password": "r-Secret"}
 
@@ -157,14 +201,35 @@ def test_redis_tls_and_password(secret_file: Path, tmp_path: Path) -> None:
     ("argv", "env", "field", "says"),
     [
         (["--redis-ca-file", "{file}"], {}, "--redis-ca-file", "only used with a rediss:// (TLS) URL"),
-        (["--redis", "redis://:u-Secret@h:1/0"], {"CCMON_REDIS_PASSWORD": "r-Secret"}, "CCMON_REDIS_PASSWORD",
-         "holds a password already"),
-        (["--redis-password-file", "{file}"], {"CCMON_REDIS_PASSWORD": "r-Secret"}, "--redis-password-file", "not both"),
-        (["--redis", "rediss://h:1/0", "--redis-ca-file", "{file}"], {}, "--redis-ca-file", "no usable PEM CA certificate"),
-        (["--redis", "rediss://h:1/0"], {"CCMON_REDIS_KEY_FILE": "{file}"}, "CCMON_REDIS_KEY_FILE", "a key needs its certificate"),
+        (
+            ["--redis", "redis://:u-Secret@h:1/0"],
+            {"CCMON_REDIS_PASSWORD": "r-Secret"},
+            "CCMON_REDIS_PASSWORD",
+            "holds a password already",
+        ),
+        (
+            ["--redis-password-file", "{file}"],
+            {"CCMON_REDIS_PASSWORD": "r-Secret"},
+            "--redis-password-file",
+            "not both",
+        ),
+        (
+            ["--redis", "rediss://h:1/0", "--redis-ca-file", "{file}"],
+            {},
+            "--redis-ca-file",
+            "no usable PEM CA certificate",
+        ),
+        (
+            ["--redis", "rediss://h:1/0"],
+            {"CCMON_REDIS_KEY_FILE": "{file}"},
+            "CCMON_REDIS_KEY_FILE",
+            "a key needs its certificate",
+        ),
     ],
-)  # fmt: skip
-def test_redis_errors_name_the_setting(argv: list[str], env: dict[str, str], field: str, says: str, secret_file: Path) -> None:
+)
+def test_redis_errors_name_the_setting(
+    argv: list[str], env: dict[str, str], field: str, says: str, secret_file: Path
+) -> None:
     exc = error([a.format(file=secret_file) for a in argv], {k: v.format(file=secret_file) for k, v in env.items()})
     assert exc.field == field
     assert says in exc.message
@@ -176,17 +241,33 @@ def test_redis_errors_name_the_setting(argv: list[str], env: dict[str, str], fie
 @pytest.mark.parametrize(
     ("argv", "env", "field", "says"),
     [
-        (["--basic-auth-user", "prometheus"], {}, "CCMON_EXPORTER_BASIC_AUTH_PASSWORD or CCMON_EXPORTER_BASIC_AUTH_PASSWORD_FILE",
-         "required with --basic-auth-user"),
-        ([], {"CCMON_EXPORTER_BASIC_AUTH_PASSWORD": "e-Secret"}, "CCMON_EXPORTER_BASIC_AUTH_PASSWORD", "needs its user"),
+        (
+            ["--basic-auth-user", "prometheus"],
+            {},
+            "CCMON_EXPORTER_BASIC_AUTH_PASSWORD or CCMON_EXPORTER_BASIC_AUTH_PASSWORD_FILE",
+            "required with --basic-auth-user",
+        ),
+        (
+            [],
+            {"CCMON_EXPORTER_BASIC_AUTH_PASSWORD": "e-Secret"},
+            "CCMON_EXPORTER_BASIC_AUTH_PASSWORD",
+            "needs its user",
+        ),
         (["--basic-auth-password-file", "{file}"], {}, "--basic-auth-password-file", "needs its user"),
-        (["--basic-auth-user", "a:b"], {"CCMON_EXPORTER_BASIC_AUTH_PASSWORD": "e-Secret"}, "--basic-auth-user", "must not contain ':'"),
+        (
+            ["--basic-auth-user", "a:b"],
+            {"CCMON_EXPORTER_BASIC_AUTH_PASSWORD": "e-Secret"},
+            "--basic-auth-user",
+            "must not contain ':'",
+        ),
         (["--tls-key-file", "{file}"], {}, "--tls-key-file", "a key needs its certificate"),
         (["--tls-cert-file", "{file}"], {}, "--tls-cert-file", "cannot load the certificate"),
         ([], {"CCMON_EXPORTER_TLS_CERT_FILE": "/nonexistent/cert.pem"}, "CCMON_EXPORTER_TLS_CERT_FILE", "cannot read"),
     ],
-)  # fmt: skip
-def test_exporter_errors_name_the_setting(argv: list[str], env: dict[str, str], field: str, says: str, secret_file: Path) -> None:
+)
+def test_exporter_errors_name_the_setting(
+    argv: list[str], env: dict[str, str], field: str, says: str, secret_file: Path
+) -> None:
     exc = error([a.format(file=secret_file) for a in argv], env)
     assert exc.field == field
     assert says in exc.message
@@ -194,10 +275,22 @@ def test_exporter_errors_name_the_setting(argv: list[str], env: dict[str, str], 
 
 
 def test_secrets_are_redacted(secret_file: Path) -> None:
-    settings = parse(["--redis", "rediss://h:1/0", "--basic-auth-user", "prometheus", "--basic-auth-password-file",
-                      str(secret_file)], SASL | {"CCMON_REDIS_PASSWORD": "r-Secret"})  # fmt: skip
-    assert (settings.kafka_password, settings.redis_password, settings.exporter_auth_password) == \
-        ("k-Secret", "r-Secret", "fi1e-Secret")  # fmt: skip
+    settings = parse(
+        [
+            "--redis",
+            "rediss://h:1/0",
+            "--basic-auth-user",
+            "prometheus",
+            "--basic-auth-password-file",
+            str(secret_file),
+        ],
+        SASL | {"CCMON_REDIS_PASSWORD": "r-Secret"},
+    )
+    assert (settings.kafka_password, settings.redis_password, settings.exporter_auth_password) == (
+        "k-Secret",
+        "r-Secret",
+        "fi1e-Secret",
+    )
     shown = repr(settings) + str(settings) + repr(settings.redacted())
     for secret in ("k-Secret", "r-Secret", "fi1e-Secret"):
         assert secret not in shown
@@ -223,14 +316,24 @@ def test_basic_auth_wrapper() -> None:
         return [b"secret numbers"]
 
     app = security.require_basic_auth(inner, "prometheus", "pässwörd:with colon")
-    for header in (None, basic("prometheus:wrong"), basic("prometheus:pässwörd:with colo"), basic("Prometheus:pässwörd:with colon"),
-                   basic("prometheus"), "Basic ***", "Bearer x", basic("prometheus:pässwörd:with colon") + "=extra"):  # fmt: skip
+    for header in (
+        None,
+        basic("prometheus:wrong"),
+        basic("prometheus:pässwörd:with colo"),
+        basic("Prometheus:pässwörd:with colon"),
+        basic("prometheus"),
+        "Basic ***",
+        "Bearer x",
+        basic("prometheus:pässwörd:with colon") + "=extra",
+    ):
         status, headers, body = call(app, "/metrics", header)
         assert status == "401 Unauthorized", header
         assert headers["WWW-Authenticate"] == 'Basic realm="ccmon", charset="UTF-8"'
         assert b"secret" not in body
     assert call(app, "/metrics", basic("prometheus:pässwörd:with colon"))[0] == "200 OK"  # UTF-8, ':' in the password
-    assert call(app, "/metrics", "basic " + basic("prometheus:pässwörd:with colon")[6:])[0] == "200 OK"  # scheme: any case
+    assert (
+        call(app, "/metrics", "basic " + basic("prometheus:pässwörd:with colon")[6:])[0] == "200 OK"
+    )  # scheme: any case
     assert call(app, "/healthz")[0] == "200 OK"  # exempt
     assert call(app, "/healthz/")[0] == "401 Unauthorized"  # only that exact path
 
@@ -240,28 +343,51 @@ def test_kafka_config_error_classification(monkeypatch: pytest.MonkeyPatch) -> N
     from kafka import errors as kafka_errors
 
     sasl = parse([], SASL)
-    monkeypatch.setattr(security, "_sasl_refusal", lambda _settings: None)  # the network probe, tested for real elsewhere
+    monkeypatch.setattr(
+        security, "_sasl_refusal", lambda _settings: None
+    )  # the network probe, tested for real elsewhere
     refused = security.kafka_config_error(sasl, [kafka_errors.SaslAuthenticationFailedError("bad k-Secret")])
-    assert refused is not None and refused.field == "--kafka-username or CCMON_KAFKA_USERNAME, CCMON_KAFKA_PASSWORD or CCMON_KAFKA_PASSWORD_FILE"
+    assert (
+        refused is not None
+        and refused.field
+        == "--kafka-username or CCMON_KAFKA_USERNAME, CCMON_KAFKA_PASSWORD or CCMON_KAFKA_PASSWORD_FILE"
+    )
     assert "k-Secret" not in str(refused)  # scrubbed, should a client ever echo it
-    untrusted = security.kafka_config_error(sasl, [kafka_errors.KafkaConnectionError(
-        "Handshake failed: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")])  # fmt: skip
+    untrusted = security.kafka_config_error(
+        sasl,
+        [
+            kafka_errors.KafkaConnectionError(
+                "Handshake failed: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"
+            )
+        ],
+    )
     assert untrusted is not None and untrusted.field == "--kafka-ca-file or CCMON_KAFKA_CA_FILE"
-    no_cert = security.kafka_config_error(sasl, [kafka_errors.KafkaConnectionError("[SSL: SSLV3_ALERT_BAD_CERTIFICATE] x")])
+    no_cert = security.kafka_config_error(
+        sasl, [kafka_errors.KafkaConnectionError("[SSL: SSLV3_ALERT_BAD_CERTIFICATE] x")]
+    )
     assert no_cert is not None and no_cert.field == "--kafka-cert-file or CCMON_KAFKA_CERT_FILE"
     mechanism = security.kafka_config_error(sasl, [kafka_errors.UnsupportedSaslMechanismError("no")])
     assert mechanism is not None and mechanism.field == "--kafka-sasl-mechanism or CCMON_KAFKA_SASL_MECHANISM"
-    down = [kafka_errors.KafkaConnectionError("111 ECONNREFUSED"), kafka_errors.KafkaTimeoutError("Unable to bootstrap")]
+    down = [
+        kafka_errors.KafkaConnectionError("111 ECONNREFUSED"),
+        kafka_errors.KafkaTimeoutError("Unable to bootstrap"),
+    ]
     assert security.kafka_config_error(sasl, down) is None  # not up yet: keep waiting
-    assert security.last_failure(sasl, down) == "; last error: KafkaConnectionError: KafkaConnectionError: 111 ECONNREFUSED"
+    assert (
+        security.last_failure(sasl, down)
+        == "; last error: KafkaConnectionError: KafkaConnectionError: 111 ECONNREFUSED"
+    )
 
-    monkeypatch.setattr(security, "_sasl_refusal", lambda _settings: kafka_errors.SaslAuthenticationFailedError("refused"))
+    monkeypatch.setattr(
+        security, "_sasl_refusal", lambda _settings: kafka_errors.SaslAuthenticationFailedError("refused")
+    )
     assert security.kafka_config_error(sasl, down) is not None  # the login probe settles what kafka-python lost
     assert security.kafka_config_error(parse([]), down) is None  # no SASL: no login to probe
 
 
 def test_redis_error_hint() -> None:
     assert "check --redis-ca-file or CCMON_REDIS_CA_FILE" in security.redis_error_hint(
-        OSError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"))  # fmt: skip
+        OSError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+    )
     assert "--redis-cert-file" in security.redis_error_hint(OSError("[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED]"))
     assert security.redis_error_hint(OSError("Connection refused")) == ""

@@ -22,8 +22,14 @@ DAY = 86400.0
 
 
 def offer(queue: str, now: float, tenant: str = "default", n: int = 0) -> dict[str, Any]:
-    return {"event_id": f"o-{tenant}-{queue}-{now:.0f}-{n}", "type": "call.offered", "ts": now - 60, "queue": queue,
-            "call_id": f"c-{now:.0f}-{n}", "tenant": tenant}  # fmt: skip
+    return {
+        "event_id": f"o-{tenant}-{queue}-{now:.0f}-{n}",
+        "type": "call.offered",
+        "ts": now - 60,
+        "queue": queue,
+        "call_id": f"c-{now:.0f}-{n}",
+        "tenant": tenant,
+    }
 
 
 def setup(raw: dict[str, Any]) -> tuple[Any, MemoryState, Engine]:
@@ -118,11 +124,17 @@ def test_a_name_admitted_again_meanwhile_is_not_retired() -> None:
 def test_agents_articles_and_tenants_retire_with_their_state() -> None:
     config, store, engine = setup({"limits": {"tenants": 1, "series_retention_days": 3}})
     events = [
-        {"event_id": "s1", "type": "agent.state", "ts": AT - 30, "agent_id": "ann", "state": "available",
-         "queues": ["q"]},
+        {
+            "event_id": "s1",
+            "type": "agent.state",
+            "ts": AT - 30,
+            "agent_id": "ann",
+            "state": "available",
+            "queues": ["q"],
+        },
         {"event_id": "k1", "type": "kb.viewed", "ts": AT - 20, "article_id": "howto", "session_id": "s"},
         offer("q", AT),
-    ]  # fmt: skip
+    ]
     assert [engine.handle(parse_event(e), AT) for e in events] == ["accepted"] * 3
     assert store.live_size(AGENTS, "default", ALL) == 1
     assert KB_SCOPE_PREFIX + "howto" in store.scopes()["default"]
@@ -173,8 +185,7 @@ def test_retirable_takes_the_oldest_prefix() -> None:
 
 
 def test_the_retention_is_at_least_the_horizon() -> None:
-    config = config_from_dict({"limits": {"series_retention_days": 2},
-                               "engine": {"repeat_caller_seconds": 5 * DAY}})  # fmt: skip
+    config = config_from_dict({"limits": {"series_retention_days": 2}, "engine": {"repeat_caller_seconds": 5 * DAY}})
     assert series_retention_seconds(config) == 5 * DAY + 3600
 
 

@@ -105,7 +105,9 @@ def test_another_seed_gives_other_traffic(day: list[tuple[float, Record]]) -> No
 
 
 def test_injection_leaves_the_valid_events_alone(events: list[dict[str, Any]]) -> None:
-    faulty = [r for _t, r in Simulator(day_params(late_share=0.05, duplicate_share=0.05, malformed_share=0.02)).stream()]
+    faulty = [
+        r for _t, r in Simulator(day_params(late_share=0.05, duplicate_share=0.05, malformed_share=0.02)).stream()
+    ]
     valid: dict[str, dict[str, Any]] = {}
     for record in faulty:
         try:
@@ -173,7 +175,9 @@ def test_call_lifecycles_are_consistent(events: list[dict[str, Any]]) -> None:
     assert outcomes[None] < 5  # only calls still in progress at the end of the day
     assert {"call.answered", "call.abandoned", "call.voicemail"} <= set(outcomes)
     assert sum(1 for leg in legs.values() if leg.get("transferred_after_answer")) > 30
-    assert all(leg["ended"] == 1 for leg in legs.values() if leg["outcome"] == "call.answered" and leg["offer"] < DAY + 86000)
+    assert all(
+        leg["ended"] == 1 for leg in legs.values() if leg["outcome"] == "call.answered" and leg["offer"] < DAY + 86000
+    )
 
 
 def test_agent_states_follow_the_calls(events: list[dict[str, Any]]) -> None:
@@ -274,8 +278,14 @@ def test_faults_are_absorbed_by_the_engine(day: list[tuple[float, Record]], clea
     duplicates = sum(v for k, v in dirty.items() if k[0] == "ccmon_events_duplicate_total")
     n = len(day)
     assert 0.01 * n < sum(rejected.values()) < 0.03 * n
-    assert {"invalid_json", "missing_field:event_id", "bad_timestamp", "unknown_type", "negative_duration",
-            "invalid_field:queue"} == set(rejected)  # fmt: skip
+    assert {
+        "invalid_json",
+        "missing_field:event_id",
+        "bad_timestamp",
+        "unknown_type",
+        "negative_duration",
+        "invalid_field:queue",
+    } == set(rejected)
     assert 0.04 * n < duplicates < 0.06 * n
 
 
@@ -392,8 +402,13 @@ def test_live_drive_at_full_speed_sends_the_past_at_once() -> None:
     wall = [DAY + 12 * 3600.0]
     sim = Simulator(day_params(start=wall[0] - 3600, hours=1.5))
     sent: list[float] = []
-    drive(sim, lambda records: sent.extend(t for t, _r in records), 0.0,
-          sleep=lambda s: wall.__setitem__(0, wall[0] + s), ceiling=lambda: wall[0])  # fmt: skip
+    drive(
+        sim,
+        lambda records: sent.extend(t for t, _r in records),
+        0.0,
+        sleep=lambda s: wall.__setitem__(0, wall[0] + s),
+        ceiling=lambda: wall[0],
+    )
     assert max(sent) <= sim.params.end and wall[0] == pytest.approx(DAY + 12.5 * 3600.0, abs=0.5)
 
 
@@ -451,8 +466,20 @@ def test_kafka_sink_needs_an_existing_topic() -> None:
 
 def test_cli_writes_jsonl_and_a_summary(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "day.jsonl"
-    argv = ["simulate", "--start", "2026-11-20T08:00:00Z", "--hours", "2", "--queues", "support,sales",
-            "--seed", "3", "--out", str(out), "--no-progress"]  # fmt: skip
+    argv = [
+        "simulate",
+        "--start",
+        "2026-11-20T08:00:00Z",
+        "--hours",
+        "2",
+        "--queues",
+        "support,sales",
+        "--seed",
+        "3",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     first = out.read_bytes()
     assert main(argv) == 0
@@ -503,7 +530,9 @@ def test_endless_simulation_keeps_going_day_after_day() -> None:
     sim = Simulator(day_params(hours=None, queues=default_queues(1)))
     first = sim.advance(DAY + 86400)
     second = sim.advance(DAY + 2 * 86400)
-    offered = [sum(1 for _t, r in batch if isinstance(r, dict) and r["type"] == "call.offered") for batch in (first, second)]
+    offered = [
+        sum(1 for _t, r in batch if isinstance(r, dict) and r["type"] == "call.offered") for batch in (first, second)
+    ]
     assert offered[0] > 500 and offered[1] > 500
     with pytest.raises(ValueError):
         next(iter_records(sim))
@@ -516,13 +545,20 @@ def test_the_employee_pulse_is_opt_in_and_adds_only_its_answers(events: list[dic
     answers for the pulse to show (``pulse_min_responses`` 5)."""
     assert not any(e["type"] == "survey.response" and e["survey"] in ("esat", "enps") for e in events)
     with_pulse = [r for _t, r in Simulator(day_params(pulse_share=0.6)).stream()]
-    pulse = [r for r in with_pulse if isinstance(r, dict) and r["type"] == "survey.response" and r["survey"] in ("esat", "enps")]
+    pulse = [
+        r
+        for r in with_pulse
+        if isinstance(r, dict) and r["type"] == "survey.response" and r["survey"] in ("esat", "enps")
+    ]
     others = [r for r in with_pulse if r not in pulse]
     strip = ("event_id",)  # ids count every event emitted, answers included
-    assert [{k: v for k, v in e.items() if k not in strip} for e in others] == \
-        [{k: v for k, v in e.items() if k not in strip} for e in events]  # fmt: skip
+    assert [{k: v for k, v in e.items() if k not in strip} for e in others] == [
+        {k: v for k, v in e.items() if k not in strip} for e in events
+    ]
     agents = {e["agent_id"]: set(e.get("queues", ())) for e in events if e["type"] == "agent.state"}
-    assert pulse and all(parse_event(e).agent_id == e["agent_id"] and e["queue"] in agents[e["agent_id"]] for e in pulse)
+    assert pulse and all(
+        parse_event(e).agent_id == e["agent_id"] and e["queue"] in agents[e["agent_id"]] for e in pulse
+    )
     per_queue = collections.Counter(e["queue"] for e in pulse)
     assert sum(1 for n in per_queue.values() if n >= 5) >= 2, per_queue
     with pytest.raises(ConfigError, match="pulse_share"):

@@ -36,13 +36,17 @@ CONFIG: dict[str, Any] = {
     "limits": {"max_channels": 3, "max_priorities": 2, "queues_per_tenant": 8},
     "engine": {"max_call_age_seconds": 6 * 3600},  # a 4.5 h wait (the +Inf bucket) still counts
     "defaults": {"targets": {"service_level": 0.8}, "channels": {"chat": {"targets": {"service_level": 0.7}}}},
-    "tenants": {"acme": {"queues": {
-        "idle": {"targets": {"asa_seconds": 20}},  # configured, no event: every window empty
-        "q00": {"sl_formula": "offered", "channels": {"email": {"targets": {"first_response_seconds": 600}}}},
-        "q01": {"sl_formula": "removed_within", "sl_threshold_seconds": 30},
-        "slow": {},  # one caller, answered after 4.5 h
-    }}},
-}  # fmt: skip
+    "tenants": {
+        "acme": {
+            "queues": {
+                "idle": {"targets": {"asa_seconds": 20}},  # configured, no event: every window empty
+                "q00": {"sl_formula": "offered", "channels": {"email": {"targets": {"first_response_seconds": 600}}}},
+                "q01": {"sl_formula": "removed_within", "sl_threshold_seconds": 30},
+                "slow": {},  # one caller, answered after 4.5 h
+            }
+        }
+    },
+}
 
 
 def _random_events(rng: random.Random, tenant: str, queues: list[str], n: int) -> list[dict[str, Any]]:
@@ -57,28 +61,82 @@ def _random_events(rng: random.Random, tenant: str, queues: list[str], n: int) -
             cid = f"{tenant}-c{i}"
             wait = round(rng.uniform(0, 90), 3)
             outcome = rng.choice(["answered", "answered", "abandoned", "timeout", "voicemail"])
-            events.append({"event_id": f"{cid}-o", "type": "call.offered", "ts": ts, "queue": queue, "call_id": cid,
-                           "tenant": tenant, "customer_id": f"cust{rng.randrange(50)}", **extra})  # fmt: skip
-            terminal: dict[str, Any] = {"event_id": f"{cid}-t", "type": f"call.{outcome}", "ts": ts + wait,
-                                        "call_id": cid, "tenant": tenant}  # fmt: skip
+            events.append(
+                {
+                    "event_id": f"{cid}-o",
+                    "type": "call.offered",
+                    "ts": ts,
+                    "queue": queue,
+                    "call_id": cid,
+                    "tenant": tenant,
+                    "customer_id": f"cust{rng.randrange(50)}",
+                    **extra,
+                }
+            )
+            terminal: dict[str, Any] = {
+                "event_id": f"{cid}-t",
+                "type": f"call.{outcome}",
+                "ts": ts + wait,
+                "call_id": cid,
+                "tenant": tenant,
+            }
             if outcome == "answered":
                 terminal["agent_id"] = f"a{rng.randrange(5)}"
-                events.append({"event_id": f"{cid}-e", "type": "call.ended", "ts": ts + wait + 61.25, "call_id": cid,
-                               "tenant": tenant, "talk_seconds": round(rng.uniform(5, 300), 3),
-                               "resolved": rng.random() < 0.6})  # fmt: skip
+                events.append(
+                    {
+                        "event_id": f"{cid}-e",
+                        "type": "call.ended",
+                        "ts": ts + wait + 61.25,
+                        "call_id": cid,
+                        "tenant": tenant,
+                        "talk_seconds": round(rng.uniform(5, 300), 3),
+                        "resolved": rng.random() < 0.6,
+                    }
+                )
             events.append(terminal)
         else:
             tid = f"{tenant}-t{i}"
-            events.append({"event_id": f"{tid}-c", "type": "ticket.created", "ts": ts, "queue": queue,
-                           "ticket_id": tid, "tenant": tenant, "channel": channel or "email",
-                           **({"priority": priority} if priority is not None else {})})  # fmt: skip
-            events.append({"event_id": f"{tid}-r", "type": "ticket.replied", "ts": ts + round(rng.uniform(1, 900), 3),
-                           "ticket_id": tid, "author": "agent", "tenant": tenant})  # fmt: skip
+            events.append(
+                {
+                    "event_id": f"{tid}-c",
+                    "type": "ticket.created",
+                    "ts": ts,
+                    "queue": queue,
+                    "ticket_id": tid,
+                    "tenant": tenant,
+                    "channel": channel or "email",
+                    **({"priority": priority} if priority is not None else {}),
+                }
+            )
+            events.append(
+                {
+                    "event_id": f"{tid}-r",
+                    "type": "ticket.replied",
+                    "ts": ts + round(rng.uniform(1, 900), 3),
+                    "ticket_id": tid,
+                    "author": "agent",
+                    "tenant": tenant,
+                }
+            )
     # One caller answered after 4.5 h: its quantiles fall in the +Inf bucket (its lower bound).
-    events += [{"event_id": f"{tenant}-long-o", "type": "call.offered", "ts": AT - 5 * 3600, "queue": "slow",
-                "call_id": f"{tenant}-long", "tenant": tenant},
-               {"event_id": f"{tenant}-long-t", "type": "call.answered", "ts": AT - 1800, "call_id": f"{tenant}-long",
-                "tenant": tenant, "agent_id": "a1"}]  # fmt: skip
+    events += [
+        {
+            "event_id": f"{tenant}-long-o",
+            "type": "call.offered",
+            "ts": AT - 5 * 3600,
+            "queue": "slow",
+            "call_id": f"{tenant}-long",
+            "tenant": tenant,
+        },
+        {
+            "event_id": f"{tenant}-long-t",
+            "type": "call.answered",
+            "ts": AT - 1800,
+            "call_id": f"{tenant}-long",
+            "tenant": tenant,
+            "agent_id": "a1",
+        },
+    ]
     return events
 
 
@@ -131,8 +189,12 @@ def test_column_sums_are_the_dicts_sequential_sums() -> None:
     rng = random.Random(7)
     rows: list[dict[str, float]] = []
     for i in range(300):
-        row = {"asa_sum": rng.randrange(10**7) / 1000, "answered": float(rng.randrange(50)), "occ_busy": 1.0,
-               "offered@c:chat": 1.0}  # fmt: skip
+        row = {
+            "asa_sum": rng.randrange(10**7) / 1000,
+            "answered": float(rng.randrange(50)),
+            "occ_busy": 1.0,
+            "offered@c:chat": 1.0,
+        }
         if i % 3:
             row["wait_sum"] = rng.randrange(10**6) / 1000
         if i % 7 == 0:
@@ -149,8 +211,12 @@ def test_column_sums_are_the_dicts_sequential_sums() -> None:
 
 
 def test_column_folds_match_the_catalogs_functions() -> None:
-    rows: list[dict[str, float]] = [{"asa_sum": 3.5, "asa_n": 2.0, "max_wait": 4.25}, {"asa_sum": 0.0, "asa_n": 0.0},
-                                    {}, {"asa_n": 3.0, "max_wait": 0.0}]  # fmt: skip
+    rows: list[dict[str, float]] = [
+        {"asa_sum": 3.5, "asa_n": 2.0, "max_wait": 4.25},
+        {"asa_sum": 0.0, "asa_n": 0.0},
+        {},
+        {"asa_n": 3.0, "max_wait": 0.0},
+    ]
     table = Columns(rows)
     for fold in (count("asa_sum"), count("missing"), peak("max_wait"), peak("max_cb_delay"), mean("asa_sum", "asa_n")):
         got = table.fold(fold).tolist()
@@ -162,8 +228,9 @@ def test_column_folds_match_the_catalogs_functions() -> None:
 def test_vectorised_wait_quantiles_are_the_per_row_ones_bit_for_bit() -> None:
     rng = random.Random(3)
     fields = wait_fields("wa")
-    rows = [{name: float(rng.choice((0, 0, 1, 3, 7, 11, 250))) for name in fields if rng.random() < 0.4}
-            for _ in range(400)] + [{}, {fields[-1]: 2.0}, {fields[0]: 1.0}]  # fmt: skip
+    rows = [
+        {name: float(rng.choice((0, 0, 1, 3, 7, 11, 250))) for name in fields if rng.random() < 0.4} for _ in range(400)
+    ] + [{}, {fields[-1]: 2.0}, {fields[0]: 1.0}]
     counts = np.array([[row.get(name, 0.0) for name in fields] for row in rows])
     for q in (0.5, 0.9, 0.99):
         values, top = wait_quantiles(q, counts)

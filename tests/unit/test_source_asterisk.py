@@ -42,8 +42,12 @@ ENDED = ("COMPLETEAGENT", "COMPLETECALLER", "BLINDTRANSFER", "ATTENDEDTRANSFER")
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streams.cli", "source", "asterisk", *args],
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", "source", "asterisk", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def raw_rows() -> list[dict[str, str]]:
@@ -117,13 +121,17 @@ def raw_figures(threshold: float) -> dict[str, dict[str, float]]:
 
 
 def config(threshold: float) -> Any:
-    return config_from_dict({"tenants": {"default": {"timezone": ZONE_NAME,
-                                                     "queues": {"IT": {"sl_threshold_seconds": threshold}}}}})  # fmt: skip
+    return config_from_dict(
+        {"tenants": {"default": {"timezone": ZONE_NAME, "queues": {"IT": {"sl_threshold_seconds": threshold}}}}}
+    )
 
 
 def today_in_it(families: Any) -> dict[str, float]:
-    return {name: value for (name, labels), value in flatten(families).items()
-            if dict(labels).get("queue") == "IT" and dict(labels).get("window") == "today"}  # fmt: skip
+    return {
+        name: value
+        for (name, labels), value in flatten(families).items()
+        if dict(labels).get("queue") == "IT" and dict(labels).get("window") == "today"
+    }
 
 
 def engine_figures(events: list[dict[str, Any]], threshold: float) -> dict[str, dict[str, float]]:
@@ -161,15 +169,19 @@ def test_every_row_is_mapped_or_skipped_by_name(imported: tuple[Path, list[dict[
     raw = raw_rows()
     skipped = Counter(r["event"] for r in raw if r["event"] in ("CONFIGRELOAD", "QUEUESTART"))
     assert skipped == {"CONFIGRELOAD": 11, "QUEUESTART": 7}
-    assert (f"1,000 rows -> {len(events):,} events" in stderr and "0 rows not mapped" in stderr
-            and "skipped CONFIGRELOAD: 11, QUEUESTART: 7" in stderr), stderr  # fmt: skip
+    assert (
+        f"1,000 rows -> {len(events):,} events" in stderr
+        and "0 rows not mapped" in stderr
+        and "skipped CONFIGRELOAD: 11, QUEUESTART: 7" in stderr
+    ), stderr
     for event in events:
         parse_event(event)  # every one is a valid canonical event
     # Ids repeat only where the log repeats a row verbatim (PBXware logs some OUTDIALs twice);
     # the engine counts such a repeat once.
     entry_fields = ("date_time", "callid", "queue_name", "type", "event", "param1", "param2", "param3")
-    verbatim = Counter(tuple(r[k] for k in entry_fields) for r in raw
-                       if r["event"] == "OUTDIAL" and r["param1"].startswith("tel-"))  # fmt: skip
+    verbatim = Counter(
+        tuple(r[k] for k in entry_fields) for r in raw if r["event"] == "OUTDIAL" and r["param1"].startswith("tel-")
+    )
     repeats = sum(n - 1 for n in verbatim.values())
     assert len(events) - len({e["event_id"] for e in events}) == repeats == 8
 
@@ -189,12 +201,27 @@ def test_daily_figures_equal_the_raw_rows(imported: tuple[Path, list[dict[str, A
             assert live[day].get(name) == pytest.approx(value, rel=1e-12), (day, name, "live")
             assert replayed.get(name) == pytest.approx(value, rel=1e-12), (day, name, "replay")
     # The totals the docs quote (docs/sources/asterisk.md).
-    totals = {k: sum(d.get(k, 0.0) for d in want.values()) for k in
-              ("ccmon_calls_offered", "ccmon_calls_answered", "ccmon_calls_abandoned", "ccmon_calls_timed_out",
-               "ccmon_agent_missed_rings", "ccmon_calls_handled", "ccmon_transfers_out")}  # fmt: skip
-    assert totals == {"ccmon_calls_offered": 108, "ccmon_calls_answered": 93, "ccmon_calls_abandoned": 12,
-                      "ccmon_calls_timed_out": 1, "ccmon_agent_missed_rings": 360, "ccmon_calls_handled": 91,
-                      "ccmon_transfers_out": 2}  # fmt: skip
+    totals = {
+        k: sum(d.get(k, 0.0) for d in want.values())
+        for k in (
+            "ccmon_calls_offered",
+            "ccmon_calls_answered",
+            "ccmon_calls_abandoned",
+            "ccmon_calls_timed_out",
+            "ccmon_agent_missed_rings",
+            "ccmon_calls_handled",
+            "ccmon_transfers_out",
+        )
+    }
+    assert totals == {
+        "ccmon_calls_offered": 108,
+        "ccmon_calls_answered": 93,
+        "ccmon_calls_abandoned": 12,
+        "ccmon_calls_timed_out": 1,
+        "ccmon_agent_missed_rings": 360,
+        "ccmon_calls_handled": 91,
+        "ccmon_transfers_out": 2,
+    }
 
 
 @pytest.mark.realdata
@@ -203,8 +230,9 @@ def test_every_answered_calls_wait_is_the_pbx_hold_time(imported: tuple[Path, li
     answered = {e["call_id"]: e["wait_seconds"] for e in imported[1] if e["type"] == "call.answered"}
     assert answered == holds and len(answered) == 93
     talks = {row["callid"]: float(row["ttime"]) for row in raw_rows() if row["event"] in ENDED}
-    ended = {e["call_id"]: e["talk_seconds"] for e in imported[1] if e["type"] == "call.ended"
-             and e["call_id"] in talks}  # fmt: skip
+    ended = {
+        e["call_id"]: e["talk_seconds"] for e in imported[1] if e["type"] == "call.ended" and e["call_id"] in talks
+    }
     assert ended == talks and len(ended) == 91
 
 
@@ -229,8 +257,10 @@ def test_callbacks_to_missed_callers_are_matched(imported: tuple[Path, list[dict
             open_cb.discard(r["param1"])
             made += 1
     per_day = engine_figures(imported[1], 20)
-    got = {name: sum(day.get(name, 0.0) for day in per_day.values())
-           for name in ("ccmon_callbacks_due", "ccmon_callbacks_made", "ccmon_callbacks_recontacted")}  # fmt: skip
+    got = {
+        name: sum(day.get(name, 0.0) for day in per_day.values())
+        for name in ("ccmon_callbacks_due", "ccmon_callbacks_made", "ccmon_callbacks_recontacted")
+    }
     assert got == {"ccmon_callbacks_due": due, "ccmon_callbacks_made": made, "ccmon_callbacks_recontacted": recontacted}
     # In this excerpt (docs/sources/asterisk.md): 11 callbacks due from missed calls; 3 closed
     # by the caller calling again and being answered; none by an agent's dial (the one dial to a
@@ -244,42 +274,73 @@ def test_callbacks_to_missed_callers_are_matched(imported: tuple[Path, list[dict
 #: A timeline in Asterisk's own layouts (docs.asterisk.org, Queue Logs; app_queue.c): each line
 #: and the events it must give, as (type, the fields that matter).
 CLASSIC: list[tuple[str, list[tuple[str, dict[str, Any]]]]] = [
-    ("1700000000|NONE|sales|Local/1001@agents/n|ADDMEMBER|",
-     [("agent.state", {"agent_id": "1001", "state": "available", "queues": ["sales"]})]),
-    ("1700000001|NONE|NONE|Agent/1001|AGENTLOGIN|SIP/1001",
-     [("agent.state", {"agent_id": "1001", "state": "available", "queues": ["sales"]})]),
-    ("1700000010|c1|sales|NONE|ENTERQUEUE||+4915112345678|1",
-     [("call.offered", {"call_id": "c1", "queue": "sales", "customer_id": "+4915112345678"})]),
-    ("1700000015|c1|sales|SIP/1001|RINGNOANSWER|4500",
-     [("call.ring_no_answer", {"call_id": "c1", "agent_id": "1001", "ring_seconds": 4.5})]),
-    ("1700000030|c1|sales|SIP/1001|CONNECT|20|1700000025.5|3",
-     [("call.answered", {"call_id": "c1", "agent_id": "1001", "wait_seconds": 20.0}),
-      ("agent.state", {"agent_id": "1001", "state": "on_call"})]),
+    (
+        "1700000000|NONE|sales|Local/1001@agents/n|ADDMEMBER|",
+        [("agent.state", {"agent_id": "1001", "state": "available", "queues": ["sales"]})],
+    ),
+    (
+        "1700000001|NONE|NONE|Agent/1001|AGENTLOGIN|SIP/1001",
+        [("agent.state", {"agent_id": "1001", "state": "available", "queues": ["sales"]})],
+    ),
+    (
+        "1700000010|c1|sales|NONE|ENTERQUEUE||+4915112345678|1",
+        [("call.offered", {"call_id": "c1", "queue": "sales", "customer_id": "+4915112345678"})],
+    ),
+    (
+        "1700000015|c1|sales|SIP/1001|RINGNOANSWER|4500",
+        [("call.ring_no_answer", {"call_id": "c1", "agent_id": "1001", "ring_seconds": 4.5})],
+    ),
+    (
+        "1700000030|c1|sales|SIP/1001|CONNECT|20|1700000025.5|3",
+        [
+            ("call.answered", {"call_id": "c1", "agent_id": "1001", "wait_seconds": 20.0}),
+            ("agent.state", {"agent_id": "1001", "state": "on_call"}),
+        ],
+    ),
     ("1700000040|NONE|sales|SIP/1001|PAUSE|lunch", [("agent.state", {"agent_id": "1001", "state": "away"})]),
-    ("1700000130|c1|sales|SIP/1001|COMPLETEAGENT|20|100|1",
-     [("call.ended", {"call_id": "c1", "talk_seconds": 100.0}),
-      ("agent.state", {"agent_id": "1001", "state": "away"})]),  # still paused
+    (
+        "1700000130|c1|sales|SIP/1001|COMPLETEAGENT|20|100|1",
+        [
+            ("call.ended", {"call_id": "c1", "talk_seconds": 100.0}),
+            ("agent.state", {"agent_id": "1001", "state": "away"}),
+        ],
+    ),  # still paused
     ("1700000140|NONE|sales|SIP/1001|UNPAUSE|", [("agent.state", {"agent_id": "1001", "state": "available"})]),
-    ("1700000200|c2|sales|NONE|ENTERQUEUE||0301234567|2",
-     [("call.offered", {"call_id": "c2", "customer_id": "0301234567"})]),
-    ("1700000210|c2|sales|SIP/1001|CONNECT|10|x|2", [("call.answered", {"wait_seconds": 10.0}),
-                                                     ("agent.state", {"state": "on_call"})]),
-    ("1700000260|c2|sales|SIP/1001|TRANSFER|200|from-internal|10|50|2",  # Asterisk up to 11
-     [("call.ended", {"talk_seconds": 50.0}), ("call.transferred", {"call_id": "c2"}),
-      ("agent.state", {"state": "available"})]),
-    ("1700000360|c3|sales|SIP/1001|ATTENDEDTRANSFER|LINK|PJSIP/a-1|PJSIP/b-2|5|55|1",
-     [("call.ended", {"talk_seconds": 55.0}), ("call.transferred", {}), ("agent.state", {})]),
-    ("1700000470|c4|sales|SIP/1001|ATTENDEDTRANSFER|BRIDGE|6d0d4b02|5|65|1",
-     [("call.ended", {"talk_seconds": 65.0}), ("call.transferred", {}), ("agent.state", {})]),
-    ("1700000480|c5|sales|SIP/1001|BLINDTRANSFER|201|from-internal|5|75|1",
-     [("call.ended", {"talk_seconds": 75.0}), ("call.transferred", {}), ("agent.state", {})]),
+    (
+        "1700000200|c2|sales|NONE|ENTERQUEUE||0301234567|2",
+        [("call.offered", {"call_id": "c2", "customer_id": "0301234567"})],
+    ),
+    (
+        "1700000210|c2|sales|SIP/1001|CONNECT|10|x|2",
+        [("call.answered", {"wait_seconds": 10.0}), ("agent.state", {"state": "on_call"})],
+    ),
+    (
+        "1700000260|c2|sales|SIP/1001|TRANSFER|200|from-internal|10|50|2",  # Asterisk up to 11
+        [
+            ("call.ended", {"talk_seconds": 50.0}),
+            ("call.transferred", {"call_id": "c2"}),
+            ("agent.state", {"state": "available"}),
+        ],
+    ),
+    (
+        "1700000360|c3|sales|SIP/1001|ATTENDEDTRANSFER|LINK|PJSIP/a-1|PJSIP/b-2|5|55|1",
+        [("call.ended", {"talk_seconds": 55.0}), ("call.transferred", {}), ("agent.state", {})],
+    ),
+    (
+        "1700000470|c4|sales|SIP/1001|ATTENDEDTRANSFER|BRIDGE|6d0d4b02|5|65|1",
+        [("call.ended", {"talk_seconds": 65.0}), ("call.transferred", {}), ("agent.state", {})],
+    ),
+    (
+        "1700000480|c5|sales|SIP/1001|BLINDTRANSFER|201|from-internal|5|75|1",
+        [("call.ended", {"talk_seconds": 75.0}), ("call.transferred", {}), ("agent.state", {})],
+    ),
     ("1700000500|c6|sales|NONE|EXITEMPTY|1|1|12", [("call.timeout", {"call_id": "c6", "wait_seconds": 12.0})]),
     ("1700000501|c7|sales|NONE|EXITWITHTIMEOUT|1|1|300", [("call.timeout", {"wait_seconds": 300.0})]),
     ("1700000600|c8|sales|NONE|EXITWITHKEY|5|1|1|33", [("call.timeout", {"wait_seconds": 33.0})]),
     ("1700000700|c9|sales|NONE|ABANDON|1|1|4", [("call.abandoned", {"call_id": "c9", "wait_seconds": 4.0})]),
     ("1700000800|NONE|sales|SIP/1001|REMOVEMEMBER|", [("agent.state", {"state": "offline", "queues": None})]),
     ("1700000900|NONE|NONE|Agent/1001|AGENTLOGOFF|SIP/1001|900", [("agent.state", {"state": "offline"})]),
-]  # fmt: skip
+]
 
 
 def test_classic_entries_map_as_asterisk_documents_them() -> None:
@@ -305,8 +366,11 @@ def test_the_engine_counts_a_transfer_after_answer_as_answered_and_transferred()
     for number, (line, _) in enumerate(CLASSIC, start=1):
         for event in mapper.map(parse_pipe_line(line, number)):
             assert engine.handle(parse_event(event), 1700001000) == "accepted"
-    got = {name: value for (name, labels), value in flatten(snapshot(cfg, store, 1700001000)).items()
-           if dict(labels).get("queue") == "sales" and dict(labels).get("window") == "1h"}  # fmt: skip
+    got = {
+        name: value
+        for (name, labels), value in flatten(snapshot(cfg, store, 1700001000)).items()
+        if dict(labels).get("queue") == "sales" and dict(labels).get("window") == "1h"
+    }
     assert got["ccmon_calls_offered"] == 2 and got["ccmon_calls_answered"] == 2  # c1, c2 (c3-c5: no offer)
     assert got["ccmon_transfers_out"] == 4 and got["ccmon_calls_timed_out"] == 3
     assert got["ccmon_calls_abandoned"] == 1 and got["ccmon_calls_abandoned_short"] == 1
@@ -333,13 +397,16 @@ def test_agents_dialling_customers_are_outbound_calls_and_busy_agents() -> None:
     assert mapper.map(parse_pipe_line("1700000400|d1|NONE|Agent/1127|OUTANSWER|3318|COMPLETEAGENT", 3)) == []
     dial = mapper.map(parse_pipe_line("1700000500|d2|NONE|Agent/1127|OUTDIAL|tel-5337b4785c05", 4))
     assert [(e["type"], e["direction"], e["queue"], e["customer_id"]) for e in dial] == [
-        ("call.offered", "outbound", "IT", "tel-5337b4785c05")]  # fmt: skip
+        ("call.offered", "outbound", "IT", "tel-5337b4785c05")
+    ]
     row = parse_pipe_line("1700000570|d2|NONE|Agent/1127|OUTANSWER|tel-5337b4785c05|COMPLETEAGENT", 5)
     row.talk = 54.0
     answer = mapper.map(row)
     assert [(e["type"], e["ts"], e.get("state"), e.get("talk_seconds")) for e in answer] == [
-        ("call.ended", 1700000570, None, 54.0), ("agent.state", 1700000570 - 54.0, "on_call", None),
-        ("agent.state", 1700000570, "available", None)]  # fmt: skip
+        ("call.ended", 1700000570, None, 54.0),
+        ("agent.state", 1700000570 - 54.0, "on_call", None),
+        ("agent.state", 1700000570, "available", None),
+    ]
     assert len({e["event_id"] for e in answer}) == 3
     fail = mapper.map(parse_pipe_line("1700000600|d3|NONE|Agent/1127|OUTDIAL|tel-1", 6))
     assert mapper.map(parse_pipe_line("1700000601|d3|NONE|Agent/1127|OUTCHANUNAVAIL|tel-1", 7)) == []
@@ -359,8 +426,9 @@ def test_an_asterisk_realtime_table_export_with_local_date_times(tmp_path: Path)
         "yesterday,c2,q1,NONE,ENTERQUEUE,,+4915112345679,1,,\n"
     )
     joined = tmp_path / "queue_log_joined.csv"
-    joined.write_text("time,callid,queuename,agent,event,data\n"
-                      '2023-07-03 15:27:43,c1,q1,PJSIP/3001,CONNECT,"20|c1b|3"\n')  # fmt: skip
+    joined.write_text(
+        'time,callid,queuename,agent,event,data\n2023-07-03 15:27:43,c1,q1,PJSIP/3001,CONNECT,"20|c1b|3"\n'
+    )
     out = tmp_path / "events.jsonl"
     proc = cli(str(split), "--out", str(out), "--timezone", "Europe/Berlin")
     assert proc.returncode == 0, proc.stderr
@@ -368,9 +436,12 @@ def test_an_asterisk_realtime_table_export_with_local_date_times(tmp_path: Path)
     events = [json.loads(line) for line in out.read_text().splitlines()]
     berlin = datetime(2023, 7, 3, 13, 27, 23, 896208, tzinfo=UTC).timestamp()  # CEST = UTC+2
     assert [(e["type"], e["ts"]) for e in events] == [
-        ("call.offered", berlin), ("call.answered", berlin + 19.103792), ("agent.state", berlin + 19.103792),
+        ("call.offered", berlin),
+        ("call.answered", berlin + 19.103792),
+        ("agent.state", berlin + 19.103792),
         ("call.ended", datetime(2023, 7, 3, 15, 29, 43, tzinfo=UTC).timestamp()),
-        ("agent.state", datetime(2023, 7, 3, 15, 29, 43, tzinfo=UTC).timestamp())]  # fmt: skip
+        ("agent.state", datetime(2023, 7, 3, 15, 29, 43, tzinfo=UTC).timestamp()),
+    ]
     assert events[1]["wait_seconds"] == 20.0 and events[3]["talk_seconds"] == 120.0
     assert events[0]["customer_id"] == "+4915112345678"
     assert map_file(str(joined), zone=asterisk.ZoneInfo("Europe/Berlin"))[0]["wait_seconds"] == 20.0
@@ -419,7 +490,10 @@ def test_bad_rows_are_reported_with_their_line_and_skipped(tmp_path: Path) -> No
     assert f"{log}:4: skipped: invalid_field:data1" in proc.stderr
     assert "SOMETHINGNEW: 1" in proc.stderr
     assert [json.loads(line)["type"] for line in out.read_text().splitlines()] == [
-        "call.offered", "call.ended", "agent.state"]  # fmt: skip
+        "call.offered",
+        "call.ended",
+        "agent.state",
+    ]
 
 
 def test_a_resumed_import_appends_only_new_lines_to_the_output(tmp_path: Path) -> None:
@@ -494,8 +568,7 @@ def test_what_kafka_did_not_take_is_read_again_from_the_saved_position(
     assert asterisk.run(args) == 0
     feeder.join()
     assert len(FlakySink.instances) == 2  # reconnected after the failure
-    assert sorted(FlakySink.delivered) == sorted(
-        e["event_id"] for e in map_file(str(log)))  # everything, once  # fmt: skip
+    assert sorted(FlakySink.delivered) == sorted(e["event_id"] for e in map_file(str(log)))  # everything, once
     assert json.loads(state.read_text())["line"] == 7
     # Without --follow a failure stops the import with the position saved before it.
     FlakySink.failures, FlakySink.delivered = 1, []

@@ -90,8 +90,23 @@ def test_clock_skew_is_not_a_new_day_but_midnight_is() -> None:
 @pytest.mark.realdata
 def test_one_day_through_the_ccmon_replay_command(tmp_path: Path) -> None:
     out = tmp_path / "events.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "streams.cli", "source", "cdr", "--mapping", str(MAPPING),
-                           str(BANK["january"]), "--out", str(out)], capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "source",
+            "cdr",
+            "--mapping",
+            str(MAPPING),
+            str(BANK["january"]),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "rows not mapped" in proc.stderr and ":11848: skipped: missing_field:answer" in proc.stderr
     day = tmp_path / "day.jsonl"
@@ -103,8 +118,12 @@ def test_one_day_through_the_ccmon_replay_command(tmp_path: Path) -> None:
     config = tmp_path / "ccmon.toml"
     config.write_text('[tenants.default]\ntimezone = "Asia/Jerusalem"\n')
     at = datetime(1999, 1, 5, 23, 59, 59, tzinfo=ZONE).isoformat()
-    replay = subprocess.run([sys.executable, "-m", "streams.cli", "replay", str(day), "--config", str(config), "--at", at],
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    replay = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "replay", str(day), "--config", str(config), "--at", at],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert replay.returncode == 0, replay.stderr[-2000:]
     want = raw_figures(BANK["january"])[("1999-01-05", "PS")]
     printed = {}
@@ -117,17 +136,41 @@ def test_one_day_through_the_ccmon_replay_command(tmp_path: Path) -> None:
     assert printed["sl"] == pytest.approx(want["ccmon_service_level_ratio"], rel=1e-12)
 
 
-@pytest.mark.parametrize(("raw", "field"), [
-    ({"columns": {"queue": "t"}, "outcomes": {}}, "columns.call_id"),
-    ({"columns": {"call_id": "a", "queue": "b", "date": "c", "queue_entry": "d", "outcome": "e", "qeue": "x"},
-      "outcomes": {}}, "columns.qeue"),
-    ({"columns": {"call_id": "a", "queue": "b", "date": "c", "queue_entry": "d", "outcome": "e"},
-      "outcomes": {"AGENT": "served"}}, "outcomes.AGENT"),
-    ({"file": {"timezone": "Mars/Olympus"}, "columns": {"call_id": "a", "queue": "b", "date": "c",
-      "queue_entry": "d", "outcome": "e"}, "outcomes": {}}, "file.timezone"),
-    ({"columns": {"call_id": "a", "queue": "b", "date": "c", "queue_entry": "d", "outcome": "e"},
-      "outcomes": {"AGENT": "answered"}}, "columns.answer"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"columns": {"queue": "t"}, "outcomes": {}}, "columns.call_id"),
+        (
+            {
+                "columns": {"call_id": "a", "queue": "b", "date": "c", "queue_entry": "d", "outcome": "e", "qeue": "x"},
+                "outcomes": {},
+            },
+            "columns.qeue",
+        ),
+        (
+            {
+                "columns": {"call_id": "a", "queue": "b", "date": "c", "queue_entry": "d", "outcome": "e"},
+                "outcomes": {"AGENT": "served"},
+            },
+            "outcomes.AGENT",
+        ),
+        (
+            {
+                "file": {"timezone": "Mars/Olympus"},
+                "columns": {"call_id": "a", "queue": "b", "date": "c", "queue_entry": "d", "outcome": "e"},
+                "outcomes": {},
+            },
+            "file.timezone",
+        ),
+        (
+            {
+                "columns": {"call_id": "a", "queue": "b", "date": "c", "queue_entry": "d", "outcome": "e"},
+                "outcomes": {"AGENT": "answered"},
+            },
+            "columns.answer",
+        ),
+    ],
+)
 def test_a_bad_mapping_names_the_field(raw: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError) as exc:
         mapping_from_dict(raw)

@@ -32,28 +32,50 @@ CDR_ROWS = (
     "A1\t5\t444\tPS\t990101\t0:00:00\t0:00:00\tHANG\t0:00:00\t0:00:00\t0\t0\tNO_SERVER\n"
     "A1\t6\t555\tPS\t990101\t8:00:00\t8:00:05\tAGENT\t8:00:05\t8:00:25\t5\t20\tNO_SERVER\n"
 )
-COLUMNS = {"call_id": ["line", "call_id"], "customer_id": "customer_id", "queue": "type", "date": "date",
-           "queue_entry": "q_start", "exit": "q_exit", "answer": "ser_start", "service_end": "ser_exit",
-           "wait": "q_time", "talk": "ser_time", "agent": "server", "outcome": "outcome"}  # fmt: skip
+COLUMNS = {
+    "call_id": ["line", "call_id"],
+    "customer_id": "customer_id",
+    "queue": "type",
+    "date": "date",
+    "queue_entry": "q_start",
+    "exit": "q_exit",
+    "answer": "ser_start",
+    "service_end": "ser_exit",
+    "wait": "q_time",
+    "talk": "ser_time",
+    "agent": "server",
+    "outcome": "outcome",
+}
 OUTCOMES = {"AGENT": "answered", "HANG": "abandoned", "PHANTOM": "ignore"}
 #: The CDR's former spelling (deploy/sources/anonymous_bank_1999.toml until the dialects were one).
 FORMER: dict[str, dict[str, Any]] = {
-    "file": {"delimiter": "\t", "date_format": "%y%m%d", "time_format": "%H:%M:%S", "timezone": "Asia/Jerusalem",
-             "id_prefix": "bank99"},
+    "file": {
+        "delimiter": "\t",
+        "date_format": "%y%m%d",
+        "time_format": "%H:%M:%S",
+        "timezone": "Asia/Jerusalem",
+        "id_prefix": "bank99",
+    },
     "columns": COLUMNS,
     "outcomes": OUTCOMES,
     "values": {"not_queued": ["0:00:00"], "no_customer": ["0"], "no_agent": ["NO_SERVER"], "unknown_agent": "unknown"},
-}  # fmt: skip
+}
 #: The same mapping in the shared spelling.
 SHARED: dict[str, dict[str, Any]] = {
     "file": {"delimiter": "tab", "id_prefix": "bank99"},
     "time": {"date_format": "%y%m%d", "time_format": "%H:%M:%S", "timezone": "Asia/Jerusalem"},
     "columns": COLUMNS,
-    "none": {"q_start": ["0:00:00"], "q_exit": ["0:00:00"], "ser_start": ["0:00:00"], "ser_exit": ["0:00:00"],
-             "customer_id": ["0"], "server": ["NO_SERVER"]},
+    "none": {
+        "q_start": ["0:00:00"],
+        "q_exit": ["0:00:00"],
+        "ser_start": ["0:00:00"],
+        "ser_exit": ["0:00:00"],
+        "customer_id": ["0"],
+        "server": ["NO_SERVER"],
+    },
     "defaults": {"agent": "unknown"},
     "outcomes": OUTCOMES,
-}  # fmt: skip
+}
 
 
 def _toml(path: Path, doc: dict[str, dict[str, Any]]) -> Path:
@@ -65,7 +87,9 @@ def _toml(path: Path, doc: dict[str, dict[str, Any]]) -> Path:
     return path
 
 
-def _cdr(tmp_path: Path, doc: dict[str, dict[str, Any]], data: Path | None = None) -> tuple[list[dict[str, Any]], Report]:
+def _cdr(
+    tmp_path: Path, doc: dict[str, dict[str, Any]], data: Path | None = None
+) -> tuple[list[dict[str, Any]], Report]:
     if data is None:
         data = tmp_path / "calls.txt"
         data.write_text(CDR_ROWS)
@@ -78,7 +102,10 @@ def test_a_cdr_mapping_in_the_shared_spelling_maps_as_the_former_one(tmp_path: P
     shared, shared_report = _cdr(tmp_path, SHARED)
     assert shared == former
     assert (former_report.rows, dict(former_report.skipped), former_report.listed) == (
-        shared_report.rows, dict(shared_report.skipped), shared_report.listed)  # fmt: skip
+        shared_report.rows,
+        dict(shared_report.skipped),
+        shared_report.listed,
+    )
     assert (shared_report.rows, dict(shared_report.skipped)) == (6, {"outcome PHANTOM": 1, "never queued": 1})
     by_call = {(e["call_id"], e["type"]): e for e in shared}
     assert by_call[("990101-A1-1", "call.offered")]["customer_id"] == "111"
@@ -100,24 +127,39 @@ def test_the_tickets_source_reads_the_time_settings_under_file_too(tmp_path: Pat
     }
     events = tickets.map_file(str(log), _toml(tmp_path / "t.toml", doc))
     assert [(e["type"], e["ts"]) for e in events] == [
-        ("ticket.created", "2026-03-01T09:00:00+01:00"), ("ticket.replied", "2026-03-01T10:00:00+01:00"),
-        ("ticket.resolved", "2026-03-01T10:00:00+01:00")]  # fmt: skip
+        ("ticket.created", "2026-03-01T09:00:00+01:00"),
+        ("ticket.replied", "2026-03-01T10:00:00+01:00"),
+        ("ticket.resolved", "2026-03-01T10:00:00+01:00"),
+    ]
 
 
-@pytest.mark.parametrize(("doc", "field", "message"), [
-    ({**SHARED, "file": {**SHARED["file"], "timezone": "UTC"}}, "m.toml:file.timezone",
-     "is already set as time.timezone"),
-    ({**SHARED, "values": {"unknown_agent": "nobody"}}, "m.toml:values.unknown_agent",
-     "is already set as defaults.agent"),
-    ({**SHARED, "values": {"no_cusomer": ["0"]}}, "m.toml:values.no_cusomer", "unknown field"),
-    ({**SHARED, "time": {**SHARED["time"], "format": "iso"}}, "m.toml:time.format", "unknown field"),
-    ({**SHARED, "none": {"server": "NO_SERVER"}}, "m.toml:none.server", "must be a list of strings"),
-    ({**FORMER, "values": {"not_queued": "0:00:00"}}, "m.toml:values.not_queued", "must be a list of strings"),
-    ({**SHARED, "time": {**SHARED["time"], "date_format": "yymmdd"}}, "m.toml:time.date_format",
-     "must be a strptime format"),
-])  # fmt: skip
-def test_a_setting_given_twice_or_misspelt_names_the_field(tmp_path: Path, doc: dict[str, Any], field: str,
-                                                           message: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("doc", "field", "message"),
+    [
+        (
+            {**SHARED, "file": {**SHARED["file"], "timezone": "UTC"}},
+            "m.toml:file.timezone",
+            "is already set as time.timezone",
+        ),
+        (
+            {**SHARED, "values": {"unknown_agent": "nobody"}},
+            "m.toml:values.unknown_agent",
+            "is already set as defaults.agent",
+        ),
+        ({**SHARED, "values": {"no_cusomer": ["0"]}}, "m.toml:values.no_cusomer", "unknown field"),
+        ({**SHARED, "time": {**SHARED["time"], "format": "iso"}}, "m.toml:time.format", "unknown field"),
+        ({**SHARED, "none": {"server": "NO_SERVER"}}, "m.toml:none.server", "must be a list of strings"),
+        ({**FORMER, "values": {"not_queued": "0:00:00"}}, "m.toml:values.not_queued", "must be a list of strings"),
+        (
+            {**SHARED, "time": {**SHARED["time"], "date_format": "yymmdd"}},
+            "m.toml:time.date_format",
+            "must be a strptime format",
+        ),
+    ],
+)
+def test_a_setting_given_twice_or_misspelt_names_the_field(
+    tmp_path: Path, doc: dict[str, Any], field: str, message: str
+) -> None:
     with pytest.raises(ConfigError) as exc:
         cdr.load_mapping(_toml(tmp_path / "m.toml", doc))
     assert exc.value.field == field and message in exc.value.message
@@ -151,10 +193,12 @@ def test_a_cdr_is_read_by_the_shared_reader_from_a_zip_and_past_an_unreadable_ro
 
 def test_an_asterisk_export_is_read_past_an_unreadable_row(tmp_path: Path) -> None:
     export = tmp_path / "queue_log.csv"
-    export.write_text("time,callid,queuename,agent,event,data1,data2,data3\n"
-                      "1700000000,c1,sales,NONE,ENTERQUEUE,,0123456789,1\n"
-                      f"1700000001,c2,sales,NONE,ENTERQUEUE,,{'9' * (csv.field_size_limit() + 10)},1\n"
-                      "1700000005,c1,sales,SIP/7,CONNECT,5,x,1\n")  # fmt: skip
+    export.write_text(
+        "time,callid,queuename,agent,event,data1,data2,data3\n"
+        "1700000000,c1,sales,NONE,ENTERQUEUE,,0123456789,1\n"
+        f"1700000001,c2,sales,NONE,ENTERQUEUE,,{'9' * (csv.field_size_limit() + 10)},1\n"
+        "1700000005,c1,sales,SIP/7,CONNECT,5,x,1\n"
+    )
     report = Report("test", stream=io.StringIO())
     events = asterisk.map_file(str(export), report=report)
     assert [e["type"] for e in events] == ["call.offered", "call.answered", "agent.state"]

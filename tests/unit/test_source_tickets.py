@@ -152,8 +152,11 @@ def engine_run(imported: tuple[list[dict[str, Any]], Report]) -> tuple[dict[str,
 
     def close(day: str) -> None:
         at = (datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC) + timedelta(days=1)).timestamp() - 0.001
-        per_day[day] = {name: value for (name, labels), value in flatten(snapshot(config, store, at)).items()
-                        if dict(labels).get("queue") == "_all" and dict(labels).get("window") == "today"}  # fmt: skip
+        per_day[day] = {
+            name: value
+            for (name, labels), value in flatten(snapshot(config, store, at)).items()
+            if dict(labels).get("queue") == "_all" and dict(labels).get("window") == "today"
+        }
         engine.maintain(at)  # the worker's upkeep: open tickets' records must survive it
 
     parsed = sorted((parse_event(e) for e in imported[0]), key=lambda e: (e.ts, e.event_id))
@@ -170,24 +173,23 @@ def engine_run(imported: tuple[list[dict[str, Any]], Report]) -> tuple[dict[str,
 
 
 @pytest.mark.realdata
-def test_every_row_is_mapped_or_reported_with_its_line(imported: tuple[list[dict[str, Any]], Report],
-                                                       raw: Raw) -> None:  # fmt: skip
+def test_every_row_is_mapped_or_reported_with_its_line(imported: tuple[list[dict[str, Any]], Report], raw: Raw) -> None:
     events, report = imported
     assert report.rows == 119_998
     assert dict(report.problems) == {"invalid_field": 2}
     assert [line for _where, line, _reason in report.listed] == raw.bad_lines == [115643, 115644]
     assert all("'-100' is not declared under [states]" in reason for *_x, reason in report.listed)
     kinds = Counter(e["type"] for e in events)
-    assert kinds == {"ticket.created": 20769, "ticket.replied": 20768, "ticket.resolved": 21044,
-                     "ticket.reopened": 276}  # fmt: skip
+    assert kinds == {"ticket.created": 20769, "ticket.replied": 20768, "ticket.resolved": 21044, "ticket.reopened": 276}
     assert len({e["event_id"] for e in events}) == len(events)
     for event in events:
         parse_event(event)  # every one is a valid canonical event
 
 
 @pytest.mark.realdata
-def test_reopens_per_incident_equal_the_logs_own_reopen_count(imported: tuple[list[dict[str, Any]], Report],
-                                                              raw: Raw) -> None:  # fmt: skip
+def test_reopens_per_incident_equal_the_logs_own_reopen_count(
+    imported: tuple[list[dict[str, Any]], Report], raw: Raw
+) -> None:
     """An independent check of the reopen rule: the export's reopen_count column (last row of
     each incident) is the number of ticket.reopened events imported for it."""
     imported_reopens = Counter(e["ticket_id"] for e in imported[0] if e["type"] == "ticket.reopened")
@@ -197,8 +199,9 @@ def test_reopens_per_incident_equal_the_logs_own_reopen_count(imported: tuple[li
 
 
 @pytest.mark.realdata
-def test_daily_figures_equal_the_raw_rows(engine_run: tuple[dict[str, dict[str, float]], MemoryState],
-                                          raw: Raw) -> None:  # fmt: skip
+def test_daily_figures_equal_the_raw_rows(
+    engine_run: tuple[dict[str, dict[str, float]], MemoryState], raw: Raw
+) -> None:
     got, _store = engine_run
     want = raw.daily()
     assert len(want) == 206  # days with a creation, first response, resolution or reopen
@@ -211,7 +214,8 @@ def test_daily_figures_equal_the_raw_rows(engine_run: tuple[dict[str, dict[str, 
 
 @pytest.mark.realdata
 def test_whole_log_volume_time_to_resolution_and_reopen_rate(
-    imported: tuple[list[dict[str, Any]], Report], engine_run: tuple[dict[str, dict[str, float]], MemoryState],
+    imported: tuple[list[dict[str, Any]], Report],
+    engine_run: tuple[dict[str, dict[str, float]], MemoryState],
     raw: Raw,
 ) -> None:
     """Volume, mean time to resolution and reopen rate from the engine's components summed
@@ -247,17 +251,36 @@ def test_one_day_through_the_source_and_replay_commands(tmp_path: Path, raw: Raw
     resolutions and reopen rate. (Replay carries open tickets however old, so the day's time to
     resolution counts too: test_replayed_backlog_equals_the_raw_rows.)"""
     out = tmp_path / "tickets.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "streams.cli", "source", "tickets", str(DATA), "--mapping",
-                           str(MAPPING), "--out", str(out), "--progress"],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "source",
+            "tickets",
+            str(DATA),
+            "--mapping",
+            str(MAPPING),
+            "--out",
+            str(out),
+            "--progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "incident_event_log.csv:115643: skipped: invalid_field:incident_state" in proc.stderr
     assert "119,998 rows -> 62,857 events" in proc.stderr and "bad rows (" in proc.stderr  # progress line
     day = max(raw.days, key=lambda d: (raw.days[d]["reopened"], raw.days[d]["resolved"]))
     want = raw.daily()[day]
     at = (datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC) + timedelta(days=1)).timestamp() - 0.001
-    replay = subprocess.run([sys.executable, "-m", "streams.cli", "replay", str(out), "--at", repr(at)],
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    replay = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "replay", str(out), "--at", repr(at)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert replay.returncode == 0, replay.stderr[-2000:]
     printed = {}
     for line in replay.stdout.splitlines():
@@ -271,8 +294,9 @@ def test_one_day_through_the_source_and_replay_commands(tmp_path: Path, raw: Raw
 
 @pytest.mark.parametrize("day", ["2016-03-31", "2016-04-29", "2016-06-15"])
 @pytest.mark.realdata
-def test_replayed_backlog_equals_the_raw_rows(day: str, imported: tuple[list[dict[str, Any]], Report], raw: Raw,
-                                              tmp_path_factory: pytest.TempPathFactory) -> None:  # fmt: skip
+def test_replayed_backlog_equals_the_raw_rows(
+    day: str, imported: tuple[list[dict[str, Any]], Report], raw: Raw, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """``ccmon replay`` of the whole log at the end of a day: the open incidents per queue and
     their mean age equal the raw rows' (incidents open for weeks included: until the replay
     carried open entities, the 30,330 events more than a day before ``at`` were rejected
@@ -295,8 +319,11 @@ def test_replayed_backlog_equals_the_raw_rows(day: str, imported: tuple[list[dic
     for queue, queue_ages in [*want.items(), ("_all", every)]:
         mean = flat[("ccmon_open_ticket_age_seconds", (("tenant", "default"), ("queue", queue)))]
         assert mean == pytest.approx(statistics.fmean(queue_ages), rel=1e-9), queue
-    today = {name: v for (name, labels), v in flat.items()
-             if dict(labels).get("queue") == "_all" and dict(labels).get("window") == "today"}  # fmt: skip
+    today = {
+        name: v
+        for (name, labels), v in flat.items()
+        if dict(labels).get("queue") == "_all" and dict(labels).get("window") == "today"
+    }
     for name, value in raw.daily().get(day, {}).items():
         assert today.get(name, 0.0) == pytest.approx(value, rel=1e-12), name
 
@@ -305,12 +332,18 @@ def test_replayed_backlog_equals_the_raw_rows(day: str, imported: tuple[list[dic
 SMALL: dict[str, dict[str, Any]] = {
     "file": {"id_prefix": "hd"},
     "time": {"format": "%Y-%m-%d %H:%M", "timezone": "Europe/Berlin"},
-    "columns": {"ticket_id": "id", "state": "status", "changed_at": "at", "created_at": "opened", "queue": "team",
-                "customer_id": "who"},
+    "columns": {
+        "ticket_id": "id",
+        "state": "status",
+        "changed_at": "at",
+        "created_at": "opened",
+        "queue": "team",
+        "customer_id": "who",
+    },
     "none": {"team": ["-"]},
     "defaults": {"queue": "triage"},
     "states": {"new": "new", "work": "open", "done": "resolved", "wontfix": "unresolvable", "spam": "ignore"},
-}  # fmt: skip
+}
 HEADER = "id,status,at,opened,team,who\n"
 
 
@@ -332,18 +365,21 @@ def _import(tmp_path: Path, text: str, doc: dict[str, Any] | None = None) -> tup
 
 
 def test_a_tickets_life_becomes_its_events(tmp_path: Path) -> None:
-    events, report = _import(tmp_path, (
-        "T1,new,2026-03-01 09:00,2026-03-01 08:58,-,c1\n"
-        "T1,new,2026-03-01 09:05,2026-03-01 08:58,web,c1\n"      # still new: nothing
-        "T1,work,2026-03-01 10:00,2026-03-01 08:58,web,c1\n"     # first move out of new
-        "T1,done,2026-03-02 12:00,2026-03-01 08:58,web,c1\n"     # resolved
-        "T1,work,2026-03-03 08:00,2026-03-01 08:58,web,c1\n"     # reopened
-        "T1,done,2026-03-03 09:00,2026-03-01 08:58,web,c1\n"     # resolved again
-        "T1,wontfix,2026-03-04 09:00,2026-03-01 08:58,web,c1\n"  # done -> done: nothing
-        "T2,done,2026-03-01 11:00,2026-03-01 10:30,web,\n"       # created resolved: all at once
-        "T3,wontfix,2026-03-01 12:00,,,c3\n"                     # no opened: created at the change
-        "T4,spam,2026-03-01 12:00,2026-03-01 12:00,web,c4\n"     # ignored
-    ))  # fmt: skip
+    events, report = _import(
+        tmp_path,
+        (
+            "T1,new,2026-03-01 09:00,2026-03-01 08:58,-,c1\n"
+            "T1,new,2026-03-01 09:05,2026-03-01 08:58,web,c1\n"  # still new: nothing
+            "T1,work,2026-03-01 10:00,2026-03-01 08:58,web,c1\n"  # first move out of new
+            "T1,done,2026-03-02 12:00,2026-03-01 08:58,web,c1\n"  # resolved
+            "T1,work,2026-03-03 08:00,2026-03-01 08:58,web,c1\n"  # reopened
+            "T1,done,2026-03-03 09:00,2026-03-01 08:58,web,c1\n"  # resolved again
+            "T1,wontfix,2026-03-04 09:00,2026-03-01 08:58,web,c1\n"  # done -> done: nothing
+            "T2,done,2026-03-01 11:00,2026-03-01 10:30,web,\n"  # created resolved: all at once
+            "T3,wontfix,2026-03-01 12:00,,,c3\n"  # no opened: created at the change
+            "T4,spam,2026-03-01 12:00,2026-03-01 12:00,web,c4\n"  # ignored
+        ),
+    )
     assert not report.problems and report.skipped == {"state spam": 1}
     got = [(e["ticket_id"], e["type"], e["ts"], e["queue"], e.get("resolution")) for e in events]
     assert got == [
@@ -363,26 +399,33 @@ def test_a_tickets_life_becomes_its_events(tmp_path: Path) -> None:
     assert all(e["event_id"].startswith(f"hd-{e['ticket_id']}-") for e in events)
     assert events[0]["event_id"] == "hd-T1-created"
     # Deterministic ids: importing the same rows again gives the same ids (the engine dedupes).
-    again, _ = _import(tmp_path, "".join(
-        f"{r}\n" for r in (tmp_path / "log.csv").read_text().splitlines()[1:]))  # fmt: skip
+    again, _ = _import(tmp_path, "".join(f"{r}\n" for r in (tmp_path / "log.csv").read_text().splitlines()[1:]))
     assert [e["event_id"] for e in again] == [e["event_id"] for e in events]
     assert len({e["event_id"] for e in events}) == len(events)
 
 
 def test_bad_rows_are_reported_with_their_line_and_never_stop_the_import(tmp_path: Path) -> None:
-    events, report = _import(tmp_path, (
-        "T1,new,2026-03-01 09:00,2026-03-01 09:00,web,c1\n"
-        "T1,reviewing,2026-03-01 09:10,2026-03-01 09:00,web,c1\n"  # line 3: undeclared state
-        "T1,work,yesterday,2026-03-01 09:00,web,c1\n"                # line 4: bad time
-        "T1,work\n"                                                  # line 5: too few fields
-        ",work,2026-03-01 09:20,2026-03-01 09:00,web,c1\n"           # line 6: no ticket id
-        "T2,new,,2026-03-01 09:00,web,c1\n"                          # line 7: no change time
-        "\n"
-        "T1,done,2026-03-01 10:00,2026-03-01 09:00,web,c1\n"         # line 9: fine
-    ))  # fmt: skip
+    events, report = _import(
+        tmp_path,
+        (
+            "T1,new,2026-03-01 09:00,2026-03-01 09:00,web,c1\n"
+            "T1,reviewing,2026-03-01 09:10,2026-03-01 09:00,web,c1\n"  # line 3: undeclared state
+            "T1,work,yesterday,2026-03-01 09:00,web,c1\n"  # line 4: bad time
+            "T1,work\n"  # line 5: too few fields
+            ",work,2026-03-01 09:20,2026-03-01 09:00,web,c1\n"  # line 6: no ticket id
+            "T2,new,,2026-03-01 09:00,web,c1\n"  # line 7: no change time
+            "\n"
+            "T1,done,2026-03-01 10:00,2026-03-01 09:00,web,c1\n"  # line 9: fine
+        ),
+    )
     lines = {line: reason.split(":", 1)[0] for _w, line, reason in report.listed}
-    assert lines == {3: "invalid_field", 4: "bad_timestamp", 5: "wrong_field_count", 6: "missing_field",
-                     7: "missing_field"}  # fmt: skip
+    assert lines == {
+        3: "invalid_field",
+        4: "bad_timestamp",
+        5: "wrong_field_count",
+        6: "missing_field",
+        7: "missing_field",
+    }
     assert "'reviewing' is not declared under [states]" in report.listed[0][2]
     assert "at 'yesterday' does not match '%Y-%m-%d %H:%M'" in report.listed[1][2]
     assert [e["type"] for e in events] == ["ticket.created", "ticket.replied", "ticket.resolved"]
@@ -391,11 +434,14 @@ def test_bad_rows_are_reported_with_their_line_and_never_stop_the_import(tmp_pat
 
 def test_a_row_the_csv_reader_rejects_is_reported_and_the_next_rows_still_count(tmp_path: Path) -> None:
     huge = "x" * (csv.field_size_limit() + 10)
-    events, report = _import(tmp_path, (
-        "T1,new,2026-03-01 09:00,2026-03-01 09:00,web,c1\n"
-        f"T1,work,2026-03-01 09:10,2026-03-01 09:00,web,{huge}\n"    # line 3: over the field size limit
-        "T1,done,2026-03-01 10:00,2026-03-01 09:00,web,c1\n"
-    ))  # fmt: skip
+    events, report = _import(
+        tmp_path,
+        (
+            "T1,new,2026-03-01 09:00,2026-03-01 09:00,web,c1\n"
+            f"T1,work,2026-03-01 09:10,2026-03-01 09:00,web,{huge}\n"  # line 3: over the field size limit
+            "T1,done,2026-03-01 10:00,2026-03-01 09:00,web,c1\n"
+        ),
+    )
     assert [(line, reason.split(":", 1)[0]) for _w, line, reason in report.listed] == [(3, "unreadable_row")]
     assert [e["type"] for e in events] == ["ticket.created", "ticket.replied", "ticket.resolved"]
 
@@ -405,26 +451,59 @@ def test_the_command_reports_and_exits_cleanly(tmp_path: Path) -> None:
     log.write_text(HEADER + "T1,new,2026-03-01 09:00,2026-03-01 09:00,web,c1\nT1,bogus,x,y,web,c1\n")
     mapping = _write_mapping(tmp_path / "m.toml", SMALL)
     out = tmp_path / "out.jsonl"
-    ok = subprocess.run([sys.executable, "-m", "streams.cli", "source", "tickets", str(log), "--mapping",
-                         str(mapping), "--out", str(out)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "source",
+            "tickets",
+            str(log),
+            "--mapping",
+            str(mapping),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert ok.returncode == 0, ok.stderr
     assert f"{log}:3: skipped: invalid_field:status: 'bogus'" in ok.stderr
     assert "2 rows -> 1 events" in ok.stderr and "1 rows not mapped (invalid_field: 1)" in ok.stderr
     assert [json.loads(line)["type"] for line in out.read_text().splitlines()] == ["ticket.created"]
-    missing = subprocess.run([sys.executable, "-m", "streams.cli", "source", "tickets", str(tmp_path / "nope.csv"),
-                              "--mapping", str(mapping)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "source",
+            "tickets",
+            str(tmp_path / "nope.csv"),
+            "--mapping",
+            str(mapping),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
 
 
 def test_a_zip_is_read_in_place_and_a_zip_of_several_files_needs_a_member(tmp_path: Path) -> None:
-    rows = HEADER + "T1,new,2026-03-01 09:00,2026-03-01 09:00,web,c1\nT1,done,2026-03-01 10:00,2026-03-01 09:00,web,c1\n"
+    rows = (
+        HEADER + "T1,new,2026-03-01 09:00,2026-03-01 09:00,web,c1\nT1,done,2026-03-01 10:00,2026-03-01 09:00,web,c1\n"
+    )
     one = tmp_path / "one.zip"
     with zipfile.ZipFile(one, "w") as archive:
         archive.writestr("export.csv", rows.replace("\n", "\r\n"))  # CRLF inside a zip
     mapping = _write_mapping(tmp_path / "m.toml", SMALL)
     report = Report("test", stream=io.StringIO())
     assert [e["type"] for e in map_file(str(one), mapping, report=report)] == [
-        "ticket.created", "ticket.replied", "ticket.resolved"]  # fmt: skip
+        "ticket.created",
+        "ticket.replied",
+        "ticket.resolved",
+    ]
     two = tmp_path / "two.zip"
     with zipfile.ZipFile(two, "w") as archive:
         archive.writestr("a.csv", rows)
@@ -442,22 +521,30 @@ def _with(section: str, **changes: Any) -> dict[str, Any]:
     return doc
 
 
-@pytest.mark.parametrize(("doc", "field"), [
-    ({**SMALL, "colums": {}}, "m.toml:colums"),
-    (_with("columns", owner="x"), "m.toml:columns.owner"),
-    ({k: v for k, v in SMALL.items() if k != "states"}, "m.toml:states"),
-    (_with("states", done="closed"), "m.toml:states.done"),
-    (_with("states", done="open", wontfix="open"), "m.toml:states"),
-    (_with("time", timezone="Mars/Olympus"), "m.toml:time.timezone"),
-    (_with("time", format="dd/mm/yyyy"), "m.toml:time.format"),
-    (_with("file", delimiter=";;"), "m.toml:file.delimiter"),
-    (_with("file", encoding="klingon"), "m.toml:file.encoding"),
-    (_with("none", team="-"), "m.toml:none.team"),
-    (_with("columns", state=["a", "b"]), "m.toml:columns.state"),
-    ({**SMALL, "columns": {k: v for k, v in SMALL["columns"].items() if k != "ticket_id"}}, "m.toml:columns.ticket_id"),
-    ({**SMALL, "columns": {k: v for k, v in SMALL["columns"].items() if k != "queue"}, "defaults": {}},
-     "m.toml:defaults.queue"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("doc", "field"),
+    [
+        ({**SMALL, "colums": {}}, "m.toml:colums"),
+        (_with("columns", owner="x"), "m.toml:columns.owner"),
+        ({k: v for k, v in SMALL.items() if k != "states"}, "m.toml:states"),
+        (_with("states", done="closed"), "m.toml:states.done"),
+        (_with("states", done="open", wontfix="open"), "m.toml:states"),
+        (_with("time", timezone="Mars/Olympus"), "m.toml:time.timezone"),
+        (_with("time", format="dd/mm/yyyy"), "m.toml:time.format"),
+        (_with("file", delimiter=";;"), "m.toml:file.delimiter"),
+        (_with("file", encoding="klingon"), "m.toml:file.encoding"),
+        (_with("none", team="-"), "m.toml:none.team"),
+        (_with("columns", state=["a", "b"]), "m.toml:columns.state"),
+        (
+            {**SMALL, "columns": {k: v for k, v in SMALL["columns"].items() if k != "ticket_id"}},
+            "m.toml:columns.ticket_id",
+        ),
+        (
+            {**SMALL, "columns": {k: v for k, v in SMALL["columns"].items() if k != "queue"}, "defaults": {}},
+            "m.toml:defaults.queue",
+        ),
+    ],
+)
 def test_a_bad_mapping_names_the_field(doc: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError) as exc:
         mapping_from_dict(doc, "m.toml")

@@ -97,8 +97,13 @@ def test_large_systems_match_the_closed_form_without_overflow(servers: int, load
 
 
 def test_required_agents_is_the_least_that_reaches_the_target_even_at_large_loads() -> None:
-    for load, aht, threshold, target in ((0.3, 300.0, 20.0, 0.8), (10.0, 180.0, 20.0, 0.8), (480.0, 240.0, 15.0, 0.9),
-                                         (20_000.0, 200.0, 20.0, 0.8), (20_000.0, 200.0, 0.0, 0.999)):  # fmt: skip
+    for load, aht, threshold, target in (
+        (0.3, 300.0, 20.0, 0.8),
+        (10.0, 180.0, 20.0, 0.8),
+        (480.0, 240.0, 15.0, 0.9),
+        (20_000.0, 200.0, 20.0, 0.8),
+        (20_000.0, 200.0, 0.0, 0.999),
+    ):
         started = time.perf_counter()
         n = agents_required(load, aht, threshold, target)
         assert time.perf_counter() - started < 1.0  # one pass of the recursion, not one per candidate
@@ -137,33 +142,56 @@ def ev(kind: str, ts: float, **fields: object) -> dict[str, object]:
 ev.n = 0  # type: ignore[attr-defined]
 
 
-def run(events: list[dict[str, object]], config: Config, at: float = AT,
-        names: tuple[str, ...] = ("ccmon_staffing_agents_required", "ccmon_staffing_service_level_forecast",
-                                  "ccmon_estimated_wait_seconds")) -> dict[tuple[str, str], float]:  # fmt: skip
+def run(
+    events: list[dict[str, object]],
+    config: Config,
+    at: float = AT,
+    names: tuple[str, ...] = (
+        "ccmon_staffing_agents_required",
+        "ccmon_staffing_service_level_forecast",
+        "ccmon_estimated_wait_seconds",
+    ),
+) -> dict[tuple[str, str], float]:
     store = MemoryState(config.bucket_seconds, config.coarse_bucket_seconds)
     engine = Engine(config, store)
     for event in sorted(events, key=lambda e: float(e["ts"])):  # type: ignore[arg-type]
         assert engine.handle(parse_event(event), float(event["ts"])) == "accepted"  # type: ignore[arg-type]
-    return {(name, dict(labels)["queue"]): value for (name, labels), value in flatten(snapshot(config, store, at)).items()
-            if name in names}  # fmt: skip
+    return {
+        (name, dict(labels)["queue"]): value
+        for (name, labels), value in flatten(snapshot(config, store, at)).items()
+        if name in names
+    }
 
 
-def busy_queue(*, offered: int = 90, aht: float = 100.0, staffed: dict[str, int], waiting: int = 0) -> list[dict[str, object]]:
+def busy_queue(
+    *, offered: int = 90, aht: float = 100.0, staffed: dict[str, int], waiting: int = 0
+) -> list[dict[str, object]]:
     """Queue ``support``: ``offered`` calls answered in the last 15 minutes, each ended with a
     handle time of ``aht``; agents in the given states; ``waiting`` calls waiting now; and an
     older hour of calls (outside the window) that must not count."""
     events: list[dict[str, object]] = []
     for i in range(40):  # an hour earlier, much longer calls: outside the 15-minute window
         t = AT - 3000 + i
-        events += [ev("call.offered", t, queue="support", call_id=f"old{i}"),
-                   ev("call.answered", t + 1, queue="support", call_id=f"old{i}", agent_id="x"),
-                   ev("call.ended", t + 2, queue="support", call_id=f"old{i}", talk_seconds=999.0)]  # fmt: skip
+        events += [
+            ev("call.offered", t, queue="support", call_id=f"old{i}"),
+            ev("call.answered", t + 1, queue="support", call_id=f"old{i}", agent_id="x"),
+            ev("call.ended", t + 2, queue="support", call_id=f"old{i}", talk_seconds=999.0),
+        ]
     for i in range(offered):
         t = AT - 890 + i * 880 / offered
-        events += [ev("call.offered", t, queue="support", call_id=f"c{i}"),
-                   ev("call.answered", t + 2, queue="support", call_id=f"c{i}", agent_id="a0"),
-                   ev("call.ended", t + 5, queue="support", call_id=f"c{i}", talk_seconds=aht - 30,
-                      hold_seconds=10.0, acw_seconds=20.0)]  # fmt: skip
+        events += [
+            ev("call.offered", t, queue="support", call_id=f"c{i}"),
+            ev("call.answered", t + 2, queue="support", call_id=f"c{i}", agent_id="a0"),
+            ev(
+                "call.ended",
+                t + 5,
+                queue="support",
+                call_id=f"c{i}",
+                talk_seconds=aht - 30,
+                hold_seconds=10.0,
+                acw_seconds=20.0,
+            ),
+        ]
     agent = 0
     for state, count in staffed.items():
         for _ in range(count):
@@ -181,30 +209,38 @@ def test_families_follow_the_definitions() -> None:
     # lambda = (90 answered + 4 waiting) / 900 s, AHT 100 s (talk + hold + acw): 10.4 Erlangs
     load, aht = 94 / 900 * 100.0, 100.0
     assert got[("ccmon_staffing_agents_required", "support")] == agents_required(load, aht, 20.0, 0.8) == 14
-    assert got[("ccmon_staffing_service_level_forecast", "support")] == pytest.approx(service_level(12, load, aht, 20.0))
+    assert got[("ccmon_staffing_service_level_forecast", "support")] == pytest.approx(
+        service_level(12, load, aht, 20.0)
+    )
     # 4 waiting, 2 free: the caller is third in line for the 12 staffed agents.
     assert got[("ccmon_estimated_wait_seconds", "support")] == pytest.approx(3 * 100.0 / 12)
     # One queue: the tenant's figures are the queue's.
     assert {name: value for (name, queue), value in got.items() if queue == "_all"} == {
-        name: value for (name, queue), value in got.items() if queue == "support"}  # fmt: skip
+        name: value for (name, queue), value in got.items() if queue == "support"
+    }
 
 
 def test_tenant_totals_sum_the_required_agents_and_weight_by_arrivals() -> None:
     events = busy_queue(staffed={"on_call": 12}, waiting=3)  # support: 93 offered, 12 agents
     for i in range(30):  # sales: 30 calls of 60 s, 1 agent on a call, nobody waiting
         t = AT - 800 + i * 20
-        events += [ev("call.offered", t, queue="sales", call_id=f"s{i}"),
-                   ev("call.answered", t + 1, queue="sales", call_id=f"s{i}", agent_id="b"),
-                   ev("call.ended", t + 5, queue="sales", call_id=f"s{i}", talk_seconds=60.0)]  # fmt: skip
+        events += [
+            ev("call.offered", t, queue="sales", call_id=f"s{i}"),
+            ev("call.answered", t + 1, queue="sales", call_id=f"s{i}", agent_id="b"),
+            ev("call.ended", t + 5, queue="sales", call_id=f"s{i}", talk_seconds=60.0),
+        ]
     events.append(ev("agent.state", AT - 1000, agent_id="sales1", state="available", queues=["sales"]))
     events.append(ev("agent.state", AT - 1000, agent_id="sales2", state="on_call", queues=["sales"]))
     got = run(events, Config())
     sup, sal = 93 / 900, 30 / 900
     assert got[("ccmon_staffing_agents_required", "sales")] == agents_required(sal * 60, 60.0, 20.0, 0.8)
     assert got[("ccmon_staffing_agents_required", "_all")] == (
-        got[("ccmon_staffing_agents_required", "support")] + got[("ccmon_staffing_agents_required", "sales")])
+        got[("ccmon_staffing_agents_required", "support")] + got[("ccmon_staffing_agents_required", "sales")]
+    )
     for name in ("ccmon_staffing_service_level_forecast", "ccmon_estimated_wait_seconds"):
-        assert got[(name, "_all")] == pytest.approx((sup * got[(name, "support")] + sal * got[(name, "sales")]) / (sup + sal))
+        assert got[(name, "_all")] == pytest.approx(
+            (sup * got[(name, "support")] + sal * got[(name, "sales")]) / (sup + sal)
+        )
     assert got[("ccmon_estimated_wait_seconds", "sales")] == 0.0  # an agent is free
     assert got[("ccmon_estimated_wait_seconds", "support")] == pytest.approx(4 * 100.0 / 12)
 
@@ -217,7 +253,9 @@ def test_target_and_threshold_come_from_the_queue() -> None:
     # No target: no required agents, still a forecast.
     got = run(busy_queue(staffed={"on_call": 12}), Config(defaults=QueueConfig(targets={})))
     assert ("ccmon_staffing_agents_required", "support") not in got
-    assert got[("ccmon_staffing_service_level_forecast", "support")] == pytest.approx(service_level(12, 10.0, 100.0, 20.0))
+    assert got[("ccmon_staffing_service_level_forecast", "support")] == pytest.approx(
+        service_level(12, 10.0, 100.0, 20.0)
+    )
 
 
 def test_absent_without_arrivals_or_handle_time() -> None:
@@ -265,9 +303,16 @@ def test_queue_outlook_is_the_pure_core() -> None:
     assert 0.05 < outlook.service_level_forecast_erlang_a < 0.6
 
 
-@pytest.mark.parametrize(("servers", "lam", "aht", "patience", "threshold"),
-                         [(2, 1 / 43.75, 70.0, 90.0, 20.0), (10, 10 / 180, 180.0, 120.0, 20.0),
-                          (5, 0.06, 100.0, 60.0, 30.0), (3, 0.2, 60.0, 30.0, 20.0), (3, 0.05, 60.0, 30.0, 0.0)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("servers", "lam", "aht", "patience", "threshold"),
+    [
+        (2, 1 / 43.75, 70.0, 90.0, 20.0),
+        (10, 10 / 180, 180.0, 120.0, 20.0),
+        (5, 0.06, 100.0, 60.0, 30.0),
+        (3, 0.2, 60.0, 30.0, 20.0),
+        (3, 0.05, 60.0, 30.0, 0.0),
+    ],
+)
 def test_erlang_a_matches_the_reference_the_simulator_validates(
     servers: int, lam: float, aht: float, patience: float, threshold: float
 ) -> None:
@@ -296,14 +341,18 @@ def test_erlang_a_family_uses_the_patience_of_the_last_15_minutes() -> None:
     events = busy_queue(staffed={"on_call": 9})  # 90 calls answered after 2 s, AHT 100 s
     for i in range(10):  # 10 callers who hung up after 40 s
         t = AT - 600 + i * 30
-        events += [ev("call.offered", t, queue="support", call_id=f"ab{i}"),
-                   ev("call.abandoned", t + 40, queue="support", call_id=f"ab{i}", wait_seconds=40.0)]  # fmt: skip
+        events += [
+            ev("call.offered", t, queue="support", call_id=f"ab{i}"),
+            ev("call.abandoned", t + 40, queue="support", call_id=f"ab{i}", wait_seconds=40.0),
+        ]
     store_names = ("ccmon_staffing_service_level_forecast", "ccmon_staffing_service_level_forecast_erlang_a")
     got = run(events, Config(), names=store_names)
     load = 100 / 900 * 100.0  # 100 offered
     patience = (90 * 2.0 + 10 * 40.0) / 10  # every caller's wait / abandons
     assert got[("ccmon_staffing_service_level_forecast", "support")] == 0.0  # 9 agents, 11.1 Erlangs
     assert got[("ccmon_staffing_service_level_forecast_erlang_a", "support")] == pytest.approx(
-        erlang_a(9, load, 100.0, patience, 20.0)[0])  # fmt: skip
+        erlang_a(9, load, 100.0, patience, 20.0)[0]
+    )
     assert got[("ccmon_staffing_service_level_forecast_erlang_a", "_all")] == pytest.approx(
-        got[("ccmon_staffing_service_level_forecast_erlang_a", "support")])  # fmt: skip
+        got[("ccmon_staffing_service_level_forecast_erlang_a", "support")]
+    )

@@ -29,8 +29,12 @@ def test_defaults() -> None:
 
 
 def test_flag_beats_environment_beats_default() -> None:
-    env = {"KAFKA_BOOTSTRAP": "k2:9092", "CCMON_KAFKA_BOOTSTRAP": "k1:9092", "REDIS_URL": "redis://r:1/2",
-           "CCMON_BATCH_SIZE": "50"}  # fmt: skip
+    env = {
+        "KAFKA_BOOTSTRAP": "k2:9092",
+        "CCMON_KAFKA_BOOTSTRAP": "k1:9092",
+        "REDIS_URL": "redis://r:1/2",
+        "CCMON_BATCH_SIZE": "50",
+    }
     settings = parse([], env)
     assert settings.kafka_bootstrap == "k1:9092"  # CCMON_ first
     assert settings.redis_url == "redis://r:1/2"
@@ -86,15 +90,29 @@ def test_secrets_are_redacted() -> None:
     ("variable", "good", "bad", "rule"),
     [
         ("CCMON_BATCH_WITHIN", ("0.01", "60"), ("0", "60.5", "nan", "soon"), "must be a number of seconds in (0, 60]"),
-        ("CCMON_KAFKA_SESSION_TIMEOUT", ("6", "300"), ("5.9", "301", "inf", "-6"), "must be a number of seconds in [6, 300]"),
-        ("CCMON_STUCK_PARTITION_SECONDS", ("0", "5", "3600"), ("4", "3601", "-1", "x"),
-         "must be 0 (off) or a number of seconds in [5, 3600]"),
-        ("CCMON_REDIS_POLICY_RECHECK_SECONDS", ("1", "3600"), ("0", "0.5", "3601", "nan"),
-         "must be a number of seconds in [1, 3600]"),
+        (
+            "CCMON_KAFKA_SESSION_TIMEOUT",
+            ("6", "300"),
+            ("5.9", "301", "inf", "-6"),
+            "must be a number of seconds in [6, 300]",
+        ),
+        (
+            "CCMON_STUCK_PARTITION_SECONDS",
+            ("0", "5", "3600"),
+            ("4", "3601", "-1", "x"),
+            "must be 0 (off) or a number of seconds in [5, 3600]",
+        ),
+        (
+            "CCMON_REDIS_POLICY_RECHECK_SECONDS",
+            ("1", "3600"),
+            ("0", "0.5", "3601", "nan"),
+            "must be a number of seconds in [1, 3600]",
+        ),
     ],
-)  # fmt: skip
-def test_duration_settings_are_bounded_and_named_in_errors(variable: str, good: tuple[str, ...],
-                                                           bad: tuple[str, ...], rule: str) -> None:  # fmt: skip
+)
+def test_duration_settings_are_bounded_and_named_in_errors(
+    variable: str, good: tuple[str, ...], bad: tuple[str, ...], rule: str
+) -> None:
     for value in good:
         s.from_args(environ={variable: value})
     for value in bad:

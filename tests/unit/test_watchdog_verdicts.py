@@ -20,13 +20,21 @@ class Clock:
 
 
 def figures(dog: PartitionWatchdog, lag: dict[int, float], committed: dict[int, int | None]) -> None:
-    dog.observe({(TOPIC, p): v for p, v in lag.items()} | {("other", 0): 99.0},
-                {(TOPIC, p): v for p, v in committed.items()})  # fmt: skip
+    dog.observe(
+        {(TOPIC, p): v for p, v in lag.items()} | {("other", 0): 99.0}, {(TOPIC, p): v for p, v in committed.items()}
+    )
 
 
-def run(dog: PartitionWatchdog, clock: Clock, seconds: float, assignment: tuple[int, ...] = (0, 1),
-        lag: dict[int, float] | None = None, committed: dict[int, int | None] | None = None,
-        rebalancing: bool = False, redis_wait: float = 0.0) -> list[int]:  # fmt: skip
+def run(
+    dog: PartitionWatchdog,
+    clock: Clock,
+    seconds: float,
+    assignment: tuple[int, ...] = (0, 1),
+    lag: dict[int, float] | None = None,
+    committed: dict[int, int | None] | None = None,
+    rebalancing: bool = False,
+    redis_wait: float = 0.0,
+) -> list[int]:
     """Checks every second for ``seconds`` (fresh figures every 5 s, as the probe gives them);
     every partition any of them fired for."""
     fired: set[int] = set()
@@ -126,14 +134,24 @@ def test_off_and_partitions_of_other_workers(clock: Clock) -> None:
 
 
 def test_readiness() -> None:
-    ok = {"joined": True, "rebalancing": False, "assigned": [1, 0], "lag": 0.0, "last_batch_age": 500.0,
-          "limit": 60.0, "redis_error": None}  # fmt: skip
+    ok = {
+        "joined": True,
+        "rebalancing": False,
+        "assigned": [1, 0],
+        "lag": 0.0,
+        "last_batch_age": 500.0,
+        "limit": 60.0,
+        "redis_error": None,
+    }
     assert readiness(**ok) == (200, {"ready": True, "partitions": [0, 1], "lag": 0.0, "last_batch_age_seconds": 500.0})
     assert readiness(**(ok | {"lag": None}))[0] == 200  # no figures: no verdict on lag
     assert readiness(**(ok | {"lag": 3.0, "last_batch_age": 10.0}))[0] == 200
     status, body = readiness(**(ok | {"lag": 3.0}))
     assert (status, body["reason"]) == (503, "3 messages behind and no batch applied for 500 s")
-    assert readiness(**(ok | {"redis_error": "ConnectionError: refused"}))[1]["reason"] == "Redis: ConnectionError: refused"
+    assert (
+        readiness(**(ok | {"redis_error": "ConnectionError: refused"}))[1]["reason"]
+        == "Redis: ConnectionError: refused"
+    )
     assert readiness(**(ok | {"joined": False}))[1]["reason"] == "not in the consumer group yet"
     assert readiness(**(ok | {"rebalancing": True}))[1]["reason"] == "rebalancing"
     assert readiness(**(ok | {"assigned": []})) == (200, {"ready": True, "partitions": [], "idle": True})

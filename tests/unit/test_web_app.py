@@ -189,10 +189,20 @@ def test_single_flight_passes_the_error_to_every_waiting_caller() -> None:
 # -- Accept-Encoding --------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("header", "gzip"),
-    [("gzip", True), ("gzip, deflate", True), ("deflate, GZIP;q=0.5", True), ("*", True), ("x-gzip", True),
-     ("", False), ("identity", False), ("gzip;q=0", False), ("gzip; q=0.0, identity", False), ("br", False),
-     ("gzip;q=bogus", False)],
-)  # fmt: skip
+    [
+        ("gzip", True),
+        ("gzip, deflate", True),
+        ("deflate, GZIP;q=0.5", True),
+        ("*", True),
+        ("x-gzip", True),
+        ("", False),
+        ("identity", False),
+        ("gzip;q=0", False),
+        ("gzip; q=0.0, identity", False),
+        ("br", False),
+        ("gzip;q=bogus", False),
+    ],
+)
 def test_accepts_gzip(header: str, gzip: bool) -> None:
     assert accepts_gzip(header) is gzip
 
@@ -215,9 +225,13 @@ def guarded(clock: Clock, **limits: Any) -> Callable[..., tuple[str, dict[str, s
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"numbers"]
 
-    app = security.require_basic_auth(inner, "prometheus", "the-Password", throttle=security.LoginThrottle(clock=clock, **limits))
+    app = security.require_basic_auth(
+        inner, "prometheus", "the-Password", throttle=security.LoginThrottle(clock=clock, **limits)
+    )
 
-    def get(credentials: str | None, address: str = "192.0.2.7", path: str = "/metrics") -> tuple[str, dict[str, str], bytes]:
+    def get(
+        credentials: str | None, address: str = "192.0.2.7", path: str = "/metrics"
+    ) -> tuple[str, dict[str, str], bytes]:
         extra = {"REMOTE_ADDR": address}
         if credentials is not None:
             extra["HTTP_AUTHORIZATION"] = basic(credentials)
@@ -245,11 +259,16 @@ def test_failed_logins_log_one_line_a_minute_per_address_with_the_count(caplog: 
     ]
     clock.now += 60
     get("prometheus:wrong")
-    assert messages(caplog)[-1] == "failed basic-auth login from 192.0.2.7 as user 'prometheus': 5 failure(s) since the last report"
+    assert (
+        messages(caplog)[-1]
+        == "failed basic-auth login from 192.0.2.7 as user 'prometheus': 5 failure(s) since the last report"
+    )
     assert len(messages(caplog)) == 3
 
 
-def test_the_logged_user_name_is_truncated_and_escaped_and_the_password_never_logged(caplog: pytest.LogCaptureFixture) -> None:
+def test_the_logged_user_name_is_truncated_and_escaped_and_the_password_never_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.WARNING, logger="ccmon.security")
     clock = Clock()
     get = guarded(clock, max_failures=1000, log_interval=0.0)
@@ -257,13 +276,18 @@ def test_the_logged_user_name_is_truncated_and_escaped_and_the_password_never_lo
     get("evil\r\nFAKE LOG LINE\x1b[31m:pw")
     get("the-Password:prometheus")  # credentials typed the wrong way round
     get(None)
-    call_header = security.require_basic_auth(lambda e, s: [], "u", "p", throttle=security.LoginThrottle(clock=clock, log_interval=0.0))
+    call_header = security.require_basic_auth(
+        lambda e, s: [], "u", "p", throttle=security.LoginThrottle(clock=clock, log_interval=0.0)
+    )
     call(call_header, "/metrics", HTTP_AUTHORIZATION="Basic !!!", REMOTE_ADDR="192.0.2.9")
     lines = messages(caplog)
     assert lines[0].endswith("as user '" + "x" * 32 + "'...: 1 failure(s) since the last report")
     assert "as user 'evil\\r\\nFAKE LOG LINE\\x1b[31m'" in lines[1] and "\n" not in lines[1]
     assert "as user '***'" in lines[2] and all("the-Password" not in line for line in lines)
-    assert lines[3] == "failed basic-auth login from 192.0.2.9 as user (unreadable credentials): 1 failure(s) since the last report"
+    assert (
+        lines[3]
+        == "failed basic-auth login from 192.0.2.9 as user (unreadable credentials): 1 failure(s) since the last report"
+    )
     assert len(lines) == 4
 
 

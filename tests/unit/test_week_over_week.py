@@ -28,7 +28,9 @@ from streams.web.week_over_week import QUERY, WeekOverWeek, parse_query_result
 
 def answer(*samples: tuple[str, str, str, str]) -> bytes:
     """A Prometheus instant-query answer of ``(name, tenant, queue, value)`` samples."""
-    result = [{"metric": {"__name__": n, "tenant": t, "queue": q}, "value": [1795168800.0, v]} for n, t, q, v in samples]
+    result = [
+        {"metric": {"__name__": n, "tenant": t, "queue": q}, "value": [1795168800.0, v]} for n, t, q, v in samples
+    ]
     return json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}}).encode()
 
 
@@ -49,18 +51,27 @@ SAMPLES = (
 def test_the_query_answer_becomes_figures_per_queue() -> None:
     assert parse_query_result(answer(*SAMPLES)) == {
         "acme": {
-            "support": {"calls_offered": 250.0, "calls_offered_last_week": 100.0, "calls_offered_wow_ratio": 2.5,
-                        "calls_offered_anomaly": 1.0, "service_level": 0.7, "service_level_wow_delta": -0.2},
+            "support": {
+                "calls_offered": 250.0,
+                "calls_offered_last_week": 100.0,
+                "calls_offered_wow_ratio": 2.5,
+                "calls_offered_anomaly": 1.0,
+                "service_level": 0.7,
+                "service_level_wow_delta": -0.2,
+            },
             "sales": {"calls_offered": 12.0},  # NaN left out
         }
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize(
     "body",
-    [b'{"status": "error", "error": "parse error"}', b"<html>not prometheus</html>",
-     b'{"status": "success", "data": {"resultType": "matrix", "result": []}}'],
-)  # fmt: skip
+    [
+        b'{"status": "error", "error": "parse error"}',
+        b"<html>not prometheus</html>",
+        b'{"status": "success", "data": {"resultType": "matrix", "result": []}}',
+    ],
+)
 def test_a_bad_answer_is_refused(body: bytes) -> None:
     with pytest.raises(ValueError):
         parse_query_result(body)
@@ -174,12 +185,14 @@ def test_the_prometheus_url_setting() -> None:
     ("value", "message"),
     [
         ("prometheus:9090", "must be an http:// or https:// URL like http://prometheus:9090, got 'prometheus:9090'"),
-        ("http://admin:secret@prometheus:9090",
-         "must not hold a user or password (ccmon queries Prometheus without credentials), "
-         "got 'http://admin:***@prometheus:9090'"),
+        (
+            "http://admin:secret@prometheus:9090",
+            "must not hold a user or password (ccmon queries Prometheus without credentials), "
+            "got 'http://admin:***@prometheus:9090'",
+        ),
         ("http://prometheus:9090/?x=1", "must not have a query or fragment, got 'http://prometheus:9090/?x=1'"),
     ],
-)  # fmt: skip
+)
 def test_a_bad_prometheus_url_names_the_variable(value: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         settings_module.from_args(None, {"CCMON_PROMETHEUS_URL": value})

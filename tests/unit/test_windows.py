@@ -40,7 +40,9 @@ def zoned(zone: str, **engine: Any) -> Config:
     )
 
 
-def per_window(flat: dict[Any, float], metric: str, queue: str = "q", windows: tuple[str, ...] = WINDOWS) -> dict[str, float | None]:
+def per_window(
+    flat: dict[Any, float], metric: str, queue: str = "q", windows: tuple[str, ...] = WINDOWS
+) -> dict[str, float | None]:
     return {w: series(flat, metric, queue=queue, window=w) for w in windows}
 
 
@@ -107,8 +109,11 @@ def test_lateness_cutoff_follows_the_local_day_through_dst_and_in_any_order() ->
     """The engine caches each tenant's day; its cutoff equals the uncached one at every
     instant: across both DST days of three zones (23 and 25 h days, a day starting at 01:00),
     every 7 minutes in time order, then the same instants shuffled."""
-    for zone, days in (("America/New_York", ("2026-03-07", "2026-10-31")), ("Asia/Kathmandu", ("2026-11-20",)),
-                       ("America/Santiago", ("2026-04-03", "2026-09-05"))):  # fmt: skip
+    for zone, days in (
+        ("America/New_York", ("2026-03-07", "2026-10-31")),
+        ("Asia/Kathmandu", ("2026-11-20",)),
+        ("America/Santiago", ("2026-04-03", "2026-09-05")),
+    ):
         config = zoned(zone)
         instants = [parse_ts(f"{day}T00:00:00Z") + 420 * i for day in days for i in range(0, 3 * 86400 // 420)]
         for arrival in (instants, random.Random(zone).sample(instants, len(instants))):
@@ -145,7 +150,9 @@ def test_window_edges(what: str, offsets: list[int], expected: tuple[int, ...]) 
         engine.handle(parse_event({"event_id": f"e{i}", **event}), AT)
     flat = flatten(snapshot(engine.config, engine.store, AT))
     assert per_window(flat, "ccmon_calls_offered") == dict(zip(WINDOWS, map(float, expected), strict=True))
-    assert per_window(flat, "ccmon_calls_offered", queue="_all") == dict(zip(WINDOWS, map(float, expected), strict=True))
+    assert per_window(flat, "ccmon_calls_offered", queue="_all") == dict(
+        zip(WINDOWS, map(float, expected), strict=True)
+    )
 
 
 def test_outcome_counts_in_the_window_of_its_own_ts() -> None:
@@ -162,7 +169,12 @@ def test_outcome_counts_in_the_window_of_its_own_ts() -> None:
     assert per_window(flat, "ccmon_calls_offered") == {"5m": 0, "15m": 0, "1h": 1, "today": 1}
     assert per_window(flat, "ccmon_calls_answered") == {"5m": 0, "15m": 1, "1h": 1, "today": 1}
     assert per_window(flat, "ccmon_calls_handled") == {"5m": 1, "15m": 1, "1h": 1, "today": 1}
-    assert per_window(flat, "ccmon_average_speed_of_answer_seconds") == {"5m": None, "15m": 840, "1h": 840, "today": 840}
+    assert per_window(flat, "ccmon_average_speed_of_answer_seconds") == {
+        "5m": None,
+        "15m": 840,
+        "1h": 840,
+        "today": 840,
+    }
 
 
 # --------------------------------------------------------------------------------------
@@ -170,35 +182,78 @@ def test_outcome_counts_in_the_window_of_its_own_ts() -> None:
 # --------------------------------------------------------------------------------------
 TODAY = [
     # (zone, at, [(ts, call)], expected offered per window 5m/15m/1h/today, rejected too_late)
-    ("America/New_York", "2026-11-20T05:30:00Z",  # 00:30 EST
-     ["2026-11-20T04:45:00Z", "2026-11-20T04:59:59Z", "2026-11-20T05:00:00Z", "2026-11-20T05:25:00Z"],
-     (1, 1, 4, 2), 0),
-    ("Asia/Kathmandu", "2026-11-20T18:45:00Z",  # 00:30 +05:45 on the 21st
-     ["2026-11-20T17:45:00Z", "2026-11-20T18:14:59Z", "2026-11-20T18:15:00Z", "2026-11-20T18:44:59Z",
-      "2026-11-20T17:44:59Z"],
-     (1, 1, 4, 2), 1),
-    ("Asia/Kathmandu", "2026-11-20T10:00:00Z",  # 15:45 local: today is 15:45 long
-     ["2026-11-19T18:15:00Z", "2026-11-19T18:14:59Z", "2026-11-20T09:59:59Z"],
-     (1, 1, 1, 2), 1),
+    (
+        "America/New_York",
+        "2026-11-20T05:30:00Z",  # 00:30 EST
+        ["2026-11-20T04:45:00Z", "2026-11-20T04:59:59Z", "2026-11-20T05:00:00Z", "2026-11-20T05:25:00Z"],
+        (1, 1, 4, 2),
+        0,
+    ),
+    (
+        "Asia/Kathmandu",
+        "2026-11-20T18:45:00Z",  # 00:30 +05:45 on the 21st
+        [
+            "2026-11-20T17:45:00Z",
+            "2026-11-20T18:14:59Z",
+            "2026-11-20T18:15:00Z",
+            "2026-11-20T18:44:59Z",
+            "2026-11-20T17:44:59Z",
+        ],
+        (1, 1, 4, 2),
+        1,
+    ),
+    (
+        "Asia/Kathmandu",
+        "2026-11-20T10:00:00Z",  # 15:45 local: today is 15:45 long
+        ["2026-11-19T18:15:00Z", "2026-11-19T18:14:59Z", "2026-11-20T09:59:59Z"],
+        (1, 1, 1, 2),
+        1,
+    ),
     # New York spring-forward day: today = [05:00Z, 16:00Z), 11 h although 12:00 local
-    ("America/New_York", "2026-03-08T16:00:00Z",
-     ["2026-03-08T04:59:59Z", "2026-03-08T05:00:00Z", "2026-03-08T06:59:59Z", "2026-03-08T07:00:00Z",
-      "2026-03-08T15:00:00Z"],
-     (0, 0, 1, 4), 1),
+    (
+        "America/New_York",
+        "2026-03-08T16:00:00Z",
+        [
+            "2026-03-08T04:59:59Z",
+            "2026-03-08T05:00:00Z",
+            "2026-03-08T06:59:59Z",
+            "2026-03-08T07:00:00Z",
+            "2026-03-08T15:00:00Z",
+        ],
+        (0, 0, 1, 4),
+        1,
+    ),
     # New York fall-back day: today = [04:00Z, 23:00Z), 19 h although 18:00 local
-    ("America/New_York", "2026-11-01T23:00:00Z",
-     ["2026-11-01T03:59:59Z", "2026-11-01T04:00:00Z", "2026-11-01T05:30:00Z", "2026-11-01T06:30:00Z",
-      "2026-11-01T22:59:00Z"],
-     (1, 1, 1, 4), 1),
+    (
+        "America/New_York",
+        "2026-11-01T23:00:00Z",
+        [
+            "2026-11-01T03:59:59Z",
+            "2026-11-01T04:00:00Z",
+            "2026-11-01T05:30:00Z",
+            "2026-11-01T06:30:00Z",
+            "2026-11-01T22:59:00Z",
+        ],
+        (1, 1, 1, 4),
+        1,
+    ),
     # Havana: at lies in the repeated hour after falling back at 01:00 -> 00:00
-    ("America/Havana", "2026-11-01T05:30:00Z",
-     ["2026-11-01T03:59:59Z", "2026-11-01T04:00:00Z", "2026-11-01T04:10:00Z", "2026-11-01T05:29:00Z"],
-     (1, 1, 1, 3), 1),
+    (
+        "America/Havana",
+        "2026-11-01T05:30:00Z",
+        ["2026-11-01T03:59:59Z", "2026-11-01T04:00:00Z", "2026-11-01T04:10:00Z", "2026-11-01T05:29:00Z"],
+        (1, 1, 1, 3),
+        1,
+    ),
     # Santiago springs forward at midnight: the day starts at 01:00 -03 (04:00Z)
-    ("America/Santiago", "2026-09-06T12:00:00Z",
-     ["2026-09-06T03:59:59Z", "2026-09-06T04:00:00Z", "2026-09-06T11:00:00Z"],
-     (0, 0, 1, 2), 1),
-]  # fmt: skip
+    (
+        "America/Santiago",
+        "2026-09-06T12:00:00Z",
+        ["2026-09-06T03:59:59Z", "2026-09-06T04:00:00Z", "2026-09-06T11:00:00Z"],
+        (0, 0, 1, 2),
+        1,
+    ),
+]
 
 
 @pytest.mark.parametrize(("zone", "at", "stamps", "expected", "too_late"), TODAY, ids=[f"{t[0]}@{t[1]}" for t in TODAY])
@@ -213,9 +268,7 @@ def test_today_in_a_zone(zone: str, at: str, stamps: list[str], expected: tuple[
 def test_today_follows_each_tenants_zone() -> None:
     """Two tenants, one event each at the same instant: 'today' differs by zone."""
     config = Config(
-        tenants=MappingProxyType(
-            {"utc": TenantConfig(timezone="UTC"), "ktm": TenantConfig(timezone="Asia/Kathmandu")}
-        )
+        tenants=MappingProxyType({"utc": TenantConfig(timezone="UTC"), "ktm": TenantConfig(timezone="Asia/Kathmandu")})
     )
     at = parse_ts("2026-11-20T18:45:00Z")  # 18:45 UTC; 00:30 in Kathmandu
     events = [
@@ -233,19 +286,37 @@ def test_today_follows_each_tenants_zone() -> None:
 # --------------------------------------------------------------------------------------
 LATE = [
     # (what, arrival-ordered events as (offset, call, type), expected per window 5m/15m/1h/today)
-    ("a late offer lands in its own bucket",
-     [(-100, "a", "call.offered"), (-2000, "b", "call.offered")], "ccmon_calls_offered", (1, 1, 2, 2)),
-    ("an outcome before its offer",
-     [(-1000, "a", "call.answered"), (-1030, "a", "call.offered")], "ccmon_calls_answered", (0, 0, 1, 1)),
-    ("a late earlier terminal replaces the outcome",
-     [(-1100, "a", "call.offered"), (-200, "a", "call.answered"), (-1000, "a", "call.abandoned")],
-     "ccmon_calls_abandoned", (0, 0, 1, 1)),
-    ("... and the answer no longer counts",
-     [(-1100, "a", "call.offered"), (-200, "a", "call.answered"), (-1000, "a", "call.abandoned")],
-     "ccmon_calls_answered", (0, 0, 0, 0)),
-    ("a late event from an hour ago, in time for today only",
-     [(-60, "a", "call.offered"), (-5000, "b", "call.offered")], "ccmon_calls_offered", (1, 1, 1, 2)),
-]  # fmt: skip
+    (
+        "a late offer lands in its own bucket",
+        [(-100, "a", "call.offered"), (-2000, "b", "call.offered")],
+        "ccmon_calls_offered",
+        (1, 1, 2, 2),
+    ),
+    (
+        "an outcome before its offer",
+        [(-1000, "a", "call.answered"), (-1030, "a", "call.offered")],
+        "ccmon_calls_answered",
+        (0, 0, 1, 1),
+    ),
+    (
+        "a late earlier terminal replaces the outcome",
+        [(-1100, "a", "call.offered"), (-200, "a", "call.answered"), (-1000, "a", "call.abandoned")],
+        "ccmon_calls_abandoned",
+        (0, 0, 1, 1),
+    ),
+    (
+        "... and the answer no longer counts",
+        [(-1100, "a", "call.offered"), (-200, "a", "call.answered"), (-1000, "a", "call.abandoned")],
+        "ccmon_calls_answered",
+        (0, 0, 0, 0),
+    ),
+    (
+        "a late event from an hour ago, in time for today only",
+        [(-60, "a", "call.offered"), (-5000, "b", "call.offered")],
+        "ccmon_calls_offered",
+        (1, 1, 1, 2),
+    ),
+]
 
 
 @pytest.mark.parametrize(("what", "arrivals", "metric", "expected"), LATE, ids=[r[0] for r in LATE])
@@ -265,24 +336,59 @@ def test_late_events(what: str, arrivals: list[tuple[int, str, str]], metric: st
 
 TOO_LATE = [
     # (what, config engine section, zone, at, event ts, accepted?)
-    ("at 10:00Z today started at 00:00Z: 00:00:00 is in time", {}, "UTC", "2026-11-20T10:00:00Z",
-     "2026-11-20T00:00:00Z", True),
+    (
+        "at 10:00Z today started at 00:00Z: 00:00:00 is in time",
+        {},
+        "UTC",
+        "2026-11-20T10:00:00Z",
+        "2026-11-20T00:00:00Z",
+        True,
+    ),
     ("... 23:59:59 the day before is too late", {}, "UTC", "2026-11-20T10:00:00Z", "2026-11-19T23:59:59Z", False),
-    ("at 00:30Z the 1h window reaches back to 23:30", {}, "UTC", "2026-11-20T00:30:00Z",
-     "2026-11-19T23:30:00Z", True),
+    ("at 00:30Z the 1h window reaches back to 23:30", {}, "UTC", "2026-11-20T00:30:00Z", "2026-11-19T23:30:00Z", True),
     ("... 23:29:59 is too late", {}, "UTC", "2026-11-20T00:30:00Z", "2026-11-19T23:29:59Z", False),
-    ("no 'today' window: only the longest window counts", {"windows": ["5m", "1h"]}, "UTC",
-     "2026-11-20T10:00:00Z", "2026-11-20T08:59:59Z", False),
-    ("no 'today' window: at-1h is in time", {"windows": ["5m", "1h"]}, "UTC", "2026-11-20T10:00:00Z",
-     "2026-11-20T09:00:00Z", True),
+    (
+        "no 'today' window: only the longest window counts",
+        {"windows": ["5m", "1h"]},
+        "UTC",
+        "2026-11-20T10:00:00Z",
+        "2026-11-20T08:59:59Z",
+        False,
+    ),
+    (
+        "no 'today' window: at-1h is in time",
+        {"windows": ["5m", "1h"]},
+        "UTC",
+        "2026-11-20T10:00:00Z",
+        "2026-11-20T09:00:00Z",
+        True,
+    ),
     ("a 2h window keeps two hours", {"windows": ["2h"]}, "UTC", "2026-11-20T10:00:00Z", "2026-11-20T08:00:00Z", True),
-    ("Kathmandu midnight 18:15Z is in time", {}, "Asia/Kathmandu", "2026-11-20T22:00:00Z",
-     "2026-11-20T18:15:00Z", True),
-    ("Kathmandu: one second before its midnight is too late", {}, "Asia/Kathmandu", "2026-11-20T22:00:00Z",
-     "2026-11-20T18:14:59Z", False),
-    ("New York: 04:59:59Z is yesterday there, too late at 10:00Z", {}, "America/New_York",
-     "2026-11-20T10:00:00Z", "2026-11-20T04:59:59Z", False),
-]  # fmt: skip
+    (
+        "Kathmandu midnight 18:15Z is in time",
+        {},
+        "Asia/Kathmandu",
+        "2026-11-20T22:00:00Z",
+        "2026-11-20T18:15:00Z",
+        True,
+    ),
+    (
+        "Kathmandu: one second before its midnight is too late",
+        {},
+        "Asia/Kathmandu",
+        "2026-11-20T22:00:00Z",
+        "2026-11-20T18:14:59Z",
+        False,
+    ),
+    (
+        "New York: 04:59:59Z is yesterday there, too late at 10:00Z",
+        {},
+        "America/New_York",
+        "2026-11-20T10:00:00Z",
+        "2026-11-20T04:59:59Z",
+        False,
+    ),
+]
 
 
 @pytest.mark.parametrize(("what", "engine", "zone", "at", "ts", "accepted"), TOO_LATE, ids=[r[0] for r in TOO_LATE])
@@ -328,7 +434,7 @@ WAITING = [
     ("exactly max_call_age (4 h) still waits", [-14400], 1, 14400, 0),
     ("older than max_call_age expires", [-14401], 0, 0, 1),
     ("mixed", [-14401, -20000, -10, -14400], 2, 14400, 2),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("what", "offsets", "waiting", "longest", "expired"), WAITING, ids=[r[0] for r in WAITING])
@@ -365,8 +471,9 @@ def test_max_call_age_is_configurable() -> None:
 
 
 def test_outbound_calls_never_wait() -> None:
-    flat, _ = run_engine(Config(), [offered(AT - 60, "o1", direction="outbound"), offered(AT - 60, "i1", queue="r")], AT)
+    flat, _ = run_engine(
+        Config(), [offered(AT - 60, "o1", direction="outbound"), offered(AT - 60, "i1", queue="r")], AT
+    )
     assert series(flat, "ccmon_calls_waiting", queue="_all") == 1
     assert series(flat, "ccmon_calls_waiting") in (None, 0)
     assert per_window(flat, "ccmon_calls_offered", queue="_all") == {w: 1.0 for w in WINDOWS}
-

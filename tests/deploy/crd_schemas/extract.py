@@ -29,7 +29,9 @@ def main(paths: list[str]) -> int:
             if not version.get("served"):
                 continue
             out = HERE / f"{group}_{kind}_{version['name']}.json"
-            out.write_text(json.dumps(version["schema"]["openAPIV3Schema"], indent=1, sort_keys=True) + "\n", encoding="utf-8")
+            out.write_text(
+                json.dumps(version["schema"]["openAPIV3Schema"], indent=1, sort_keys=True) + "\n", encoding="utf-8"
+            )
             print(out.name)
     return 0
 
