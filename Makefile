@@ -53,7 +53,7 @@ bench:
 	PYTHON=$(PYTHON) bash deploy/local/install.sh bench
 	$(PY) bench/run_all.py $(BENCH_ARGS)
 
-# docs/METRICS.md's KPI tables, generated from kpi_core/catalog.py (tests/unit/test_catalog.py fails while stale)
+# docs/METRICS.md's KPI tables, generated from kpi_core/catalog.py (tests/unit/kpi_core/test_catalog.py fails while stale)
 docs:
 	PYTHON=$(PYTHON) bash deploy/local/install.sh
 	$(PY) -m streams.cli.docs

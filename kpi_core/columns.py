@@ -18,7 +18,7 @@ missing fields are 0.0: adding 0.0 leaves every float as it is but -0.0, and the
 whatever the order (missing fields are NaN, which ``fmax`` skips). A field no row holds has
 no column, so it is absent from the total as from the dict's. Division is IEEE in both
 (``x / y`` on Python floats is numpy's on float64), and every value leaves as a Python
-float (``tolist``), so the exposition renders the same text. ``tests/unit/test_snapshot_arrays.py``
+float (``tolist``), so the exposition renders the same text. ``tests/unit/kpi_core/test_snapshot_arrays.py``
 checks the whole snapshot against the per-scope path (``snapshot(..., arrays=False)``).
 """
 

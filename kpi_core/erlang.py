@@ -5,7 +5,7 @@ handle times of mean AHT (so an offered load ``A = λ x AHT`` Erlangs), FIFO, ca
 hang up: the M/M/N queue of Erlang C. ``kpi_core.kpis`` uses it for the live staffing
 families (``ccmon_staffing_agents_required``, ``ccmon_staffing_service_level_forecast``,
 docs/KPIS.md "Staffing and estimated wait"), and the simulator (``streams.sim``) sizes
-its default staffing with it and is validated against it (``tests/unit/test_erlang.py``).
+its default staffing with it and is validated against it (``tests/unit/kpi_core/test_erlang.py``).
 
 Numerics. Nothing here computes ``A^N`` or ``N!``: the blocking probability comes from the
 recursion ``B(0) = 1, B(k) = A B(k-1) / (k + A B(k-1))`` (every term in [0, 1], no overflow

@@ -439,7 +439,7 @@ def _fast_event(obj: dict[str, Any]) -> Event | None:
     field), or None for anything else, which :func:`_validate` then decides: a field this
     path does not handle, a value not of the plain type (an int id, ``3.0`` as priority, a null,
     an empty string), a non-ASCII name or id, anything to reject. What it returns is what
-    :func:`_validate` returns (tests/unit/test_decoding.py compares the two on random events)."""
+    :func:`_validate` returns (tests/unit/streams/test_decoding.py compares the two on random events)."""
     event_type = obj.get("type")
     if event_type.__class__ is not str:
         return None

@@ -8,7 +8,7 @@ text) with ~80,000 distinct label sets but only a few thousand distinct label pa
 values (96 % of the values are whole numbers, most of them 0). So it formats each label
 *pair* (``queue="q001"``) and each value once per rendering and builds a sample's line from
 those texts; :func:`render_reference` is the plain per-sample version it must equal byte for
-byte (tests/unit/test_exposition_fast.py).
+byte (tests/unit/kpi_core/test_exposition_fast.py).
 """
 
 from __future__ import annotations

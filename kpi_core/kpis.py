@@ -26,7 +26,7 @@ resolution, the wait quantiles and the histogram's running sums for every row at
 ``_all`` sums as sequential column sums (the same bits as summing the dicts: see that
 module), the rest (custom values, occupancy, logged-in time) per row. ``snapshot(...,
 arrays=False)`` folds every queue's dict on its own: the reference the array path is tested
-against (tests/unit/test_snapshot_arrays.py), sample for sample and bit for bit.
+against (tests/unit/kpi_core/test_snapshot_arrays.py), sample for sample and bit for bit.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The tables sit between two marker lines (:data:`BEGIN`, :data:`END`); everything outside them
 (the pipeline-health metrics, the command line) is written by hand. ``python -m
 streams.cli.docs`` rewrites the file in place; ``--check`` exits 1 when it is stale
-(``tests/unit/test_catalog.py`` fails then too), naming the command that fixes it.
+(``tests/unit/kpi_core/test_catalog.py`` fails then too), naming the command that fixes it.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ Every event the simulator makes is stamped with the simulated time at which it i
 records always fail :func:`kpi_core.events.parse_event` / ``parse_line``.
 
 The Erlang C formulas (``kpi_core.erlang``) size the default staffing and are the reference the
-simulator is validated against (``tests/unit/test_erlang.py``).
+simulator is validated against (``tests/unit/kpi_core/test_erlang.py``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ served at ``/api/openapi.json``.
 It is package data written by hand, ``streams/static/openapi.json``: a path, a parameter or a
 response field added to :mod:`streams.web.app` or :mod:`streams.exporter` goes there too.
 tests/integration/test_openapi_live.py validates the real responses of both servers against it, and
-tests/unit/test_openapi.py fails when a path under ``/api/`` is routed but not documented.
+tests/unit/streams/web/test_openapi.py fails when a path under ``/api/`` is routed but not documented.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The Anonymous Bank call records (tests/data/anonymous_bank_1999) read straight from the raw
 rows, without ccmon: the daily figures per service type that ``ccmon source cdr`` with the shipped
-mapping (deploy/sources/anonymous_bank_1999.toml) must give (tests/unit/test_source_cdr.py,
-tests/unit/test_report.py)."""
+mapping (deploy/sources/anonymous_bank_1999.toml) must give (tests/unit/streams/sources/test_source_cdr.py,
+tests/unit/streams/cli/test_report.py)."""
 
 from __future__ import annotations
 

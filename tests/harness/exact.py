@@ -1,5 +1,5 @@
 """The two exactness examples of issue #16, as event streams both stores are tested on
-(tests/unit/test_exact_aggregation.py on MemoryState, tests/integration/test_redis_exact.py
+(tests/unit/kpi_core/test_exact_aggregation.py on MemoryState, tests/integration/test_redis_exact.py
 on Redis)."""
 
 from __future__ import annotations

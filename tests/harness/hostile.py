@@ -1,7 +1,7 @@
 """Hypothesis strategies for hostile input: JSON values of every shape (NaN, huge numbers,
 lone surrogates, control characters, reserved names...) and event-like objects built of them.
-Used by the hostile-input properties (tests/unit/test_hostile_properties.py) and the decoding
-comparisons (tests/unit/test_decoding.py)."""
+Used by the hostile-input properties (tests/unit/kpi_core/test_hostile_properties.py) and the decoding
+comparisons (tests/unit/streams/test_decoding.py)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """KPIs by channel and priority through the production path: the worker's batch processor
 writes to the real Redis (the batch script), the exporter serves /metrics from it, and the
 breakdown series equal what the engine computes over MemoryState for the same events (and
-the hand-computed values of tests/unit/test_channel_breakdown.py's kind)."""
+the hand-computed values of tests/unit/kpi_core/test_channel_breakdown.py's kind)."""
 
 from __future__ import annotations
 

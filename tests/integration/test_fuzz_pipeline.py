@@ -19,7 +19,7 @@ needs an oracle for every one of 100,000 records - valid, or rejected for exactl
 reason - and Hypothesis's value (shrinking to a minimal failing case) cannot work across a
 Kafka topic and two processes. Each hostile kind below is built so its reason follows from
 the parser's documented order of checks; in process, where shrinking works, Hypothesis and
-atheris drive the same code (``tests/unit/test_hostile_properties.py``).
+atheris drive the same code (``tests/unit/kpi_core/test_hostile_properties.py``).
 
 Decisions this test pins down:
 

@@ -3,7 +3,7 @@ day's state in the real Redis (listening on loopback: customer ids shown; on all
 masked) and the real ``ccmon demo``. Every documented path is fetched with and without its
 documented query parameters, and each real body is validated against the document's schema
 for its status. The document itself, and that every routed /api/ path is in it:
-tests/unit/test_openapi.py."""
+tests/unit/streams/web/test_openapi.py."""
 
 from __future__ import annotations
 

@@ -126,7 +126,7 @@ def test_a_shuffled_simulated_morning_in_redis_is_the_in_order_one_exactly(
 # -- a Redis in the old layout ---------------------------------------------------------------
 def legacy_fields(fields: dict[str, Any]) -> dict[str, Any]:
     """What the code before exact aggregation wrote: float seconds under the legacy name,
-    maxima as ``max_*`` fields (the same as tests/unit/test_exact_aggregation.py's)."""
+    maxima as ``max_*`` fields (the same as tests/unit/kpi_core/test_exact_aggregation.py's)."""
     out: dict[str, Any] = {}
     for name, v in fields.items():
         if name.startswith("mx:"):

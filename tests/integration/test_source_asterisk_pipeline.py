@@ -28,7 +28,8 @@ from realdata import real_data
 pytestmark = [pytest.mark.integration]
 
 DATA = real_data("pbxware_queue_log_2018/queue_log.csv")
-ZONE = timezone(timedelta(hours=-5))  # the log's local time (tests/unit/test_source_asterisk.py checks it)
+# the log's local time (tests/unit/streams/sources/test_source_asterisk.py checks it)
+ZONE = timezone(timedelta(hours=-5))
 DAY = "2018-12-04"
 MIDNIGHT = datetime(2018, 12, 4, tzinfo=ZONE).timestamp()
 AT = MIDNIGHT + 86400 - 60  # 23:59 local: a whole minute, after the day's last row

@@ -9,7 +9,7 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
-from reference import COVERED, WINDOWED_COVERED
+from harness.reference import COVERED, WINDOWED_COVERED
 
 from kpi_core import catalog, engine
 from kpi_core.catalog import COMPONENTS, INDEXED, UPKEEP, CatalogError, Component, Kpi, fold, mean
@@ -232,7 +232,7 @@ def test_the_snapshot_reads_only_declared_components(day: _Day, monkeypatch: pyt
 
 
 def test_the_reference_covers_catalog_kpis() -> None:
-    """The brute-force reference (tests/unit/reference.py) recomputes catalog KPIs only."""
+    """The brute-force reference (tests/harness/reference.py) recomputes catalog KPIs only."""
     names = {kpi.name: kpi for kpi in catalog.CATALOG}
     assert set(COVERED) <= set(names)
     assert all(names[name].span == catalog.WINDOW for name in WINDOWED_COVERED)

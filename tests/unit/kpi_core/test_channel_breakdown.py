@@ -9,6 +9,7 @@ import random
 from typing import Any
 
 import pytest
+from harness.paths import REPO
 
 from kpi_core.config import config_from_dict
 from kpi_core.engine import Engine, series_retention_seconds
@@ -389,12 +390,11 @@ def test_breakdown_samples_come_in_one_order_whatever_the_hash_seed() -> None:
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
     given = json.dumps({"config": {"limits": {"max_channels": 5, "max_priorities": 10}}, "events": EVENTS, "at": AT})
     pages = []
     for seed in ("1", "2", "3"):
-        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO)}
         done = subprocess.run(
             [sys.executable, "-c", _RENDER], input=given, env=env, capture_output=True, text=True, timeout=120
         )

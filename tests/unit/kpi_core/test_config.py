@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.paths import REPO
 
 from kpi_core.config import (
     ENGINE_RANGES,
@@ -29,8 +30,6 @@ from kpi_core.config import (
     parse_window,
 )
 from kpi_core.errors import CcmonError, ConfigError
-
-REPO = Path(__file__).resolve().parents[2]
 
 VALID = """
 [engine]

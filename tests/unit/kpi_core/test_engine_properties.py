@@ -23,9 +23,9 @@ from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from harness.reference import COVERED, LIVE_COVERED, lateness_cutoff, quantile_bounds, reference_kpis
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
-from reference import COVERED, LIVE_COVERED, lateness_cutoff, quantile_bounds, reference_kpis
 
 from kpi_core.config import Config, QueueConfig, TenantConfig
 from kpi_core.engine import WAIT_BUCKETS, Engine
@@ -378,7 +378,7 @@ def dump(events: Sequence[Event], at: float) -> str:
     return f"at={at:.0f}\n" + "\n".join(json.dumps(compact(e)) for e in events)
 
 
-#: ``CCMON_PROPERTY_EXAMPLES=2000 pytest tests/unit/test_engine_properties.py`` for a long hunt.
+#: ``CCMON_PROPERTY_EXAMPLES=2000 pytest tests/unit/kpi_core/test_engine_properties.py`` for a long hunt.
 PROPERTY_SETTINGS = settings(
     max_examples=int(os.environ.get("CCMON_PROPERTY_EXAMPLES", "60")),
     deadline=None,
@@ -485,7 +485,7 @@ def compare_with_reference(config: Config, at: float, events: Sequence[Event], a
 
 
 def _check_quantiles(config: Config, at: float, events: Sequence[Event], got: dict[Any, float]) -> list[str]:
-    from reference import ALL, accepted_events, build_legs, window_start
+    from harness.reference import ALL, accepted_events, build_legs, window_start
 
     legs, _ = build_legs(accepted_events(events, config, at))
     problems = []

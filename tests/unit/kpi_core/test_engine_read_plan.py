@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from harness.exact import AT, parsed
+from harness.paths import REPO
 
 from kpi_core.config import Config
 from kpi_core.engine import AGENT_CALLS, Engine, record_keys
 from kpi_core.state import MemoryState
 from streams.exporter import KpiCollector
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 class RecordingState(MemoryState):

@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
-from reference import reference_kpis, run_engine, series
+from harness.reference import reference_kpis, run_engine, series
 
 from kpi_core.config import Config, QueueConfig, TenantConfig
 from kpi_core.events import parse_event, parse_ts

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from harness.exact import AT, parsed, retraction_stream, transferred_then_answered
-from reference import series
+from harness.reference import series
 
 from kpi_core.config import Config
 from kpi_core.engine import Engine

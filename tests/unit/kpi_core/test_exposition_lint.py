@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -18,7 +17,6 @@ from kpi_core.exposition import render
 from streams.cli.replay import replay
 from streams.sim import SimParams, Simulator, default_queues, parse_start
 
-REPO = Path(__file__).resolve().parents[2]
 #: promtool's advice that docs/METRICS.md keeps on purpose.
 KEPT = {("ccmon_wait_seconds_quantile", 'non-summary metrics should not have "quantile" label')}
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.paths import REPO
 from prometheus_client.parser import text_string_to_metric_families
 
 from kpi_core.config import Config
@@ -19,7 +20,6 @@ from kpi_core.events import parse_ts
 from kpi_core.kpis import flatten
 from streams.cli.replay import replay
 
-REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden" / "basic.jsonl"
 EXPECTED = REPO / "tests" / "golden" / "basic.expected.json"
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 from harness.hostile import events, json_values
+from harness.paths import REPO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
@@ -40,7 +41,6 @@ from kpi_core.exposition import render
 from kpi_core.kpis import MetricFamily
 from streams.worker import split_envelope
 
-REPO = Path(__file__).resolve().parents[2]
 #: Every reason the parser gives (the engine adds too_late, from_the_future, too_many_series).
 REASON = re.compile(
     r"invalid_json|not_an_object|unknown_type|bad_timestamp|negative_duration|score_out_of_range|"

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy
 import pytest
+from harness.paths import REPO
 
-KPI_CORE = Path(__file__).resolve().parents[2] / "kpi_core"
+KPI_CORE = REPO / "kpi_core"
 ALLOWED_THIRD_PARTY = {"numpy"}
 FILES = sorted(KPI_CORE.rglob("*.py"))
 

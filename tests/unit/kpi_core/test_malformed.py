@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.paths import REPO
 from prometheus_client.parser import text_string_to_metric_families
 
 from kpi_core.errors import InvalidEventError
 from kpi_core.events import Event, Rejection, iter_envelope, parse_line
 
-REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden" / "basic.jsonl"
 AT = "2026-11-20T10:00:00Z"
 TS = 1795165300  # inside the golden file's hour

@@ -11,7 +11,7 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
-from reference import run_engine, series
+from harness.reference import run_engine, series
 
 from kpi_core.config import Config, TenantConfig, config_from_dict
 from kpi_core.errors import ConfigError, InvalidEventError

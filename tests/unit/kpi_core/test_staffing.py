@@ -15,7 +15,7 @@ Published values the formulas must reproduce:
   (0.2387), ASA 8.2 s, service level 84.6 %.
 * M/M/1 and M/M/2 in closed form: C(1, A) = A; C(2, A) = A^2 / (2 + A).
 
-Erlang A (M/M/N+M) is checked against tests/unit/test_erlang.py's independent implementation,
+Erlang A (M/M/N+M) is checked against tests/unit/kpi_core/test_erlang.py's independent implementation,
 which that module validates against the simulator through the engine.
 """
 
@@ -316,7 +316,7 @@ def test_queue_outlook_is_the_pure_core() -> None:
 def test_erlang_a_matches_the_reference_the_simulator_validates(
     servers: int, lam: float, aht: float, patience: float, threshold: float
 ) -> None:
-    """tests/unit/test_erlang.py's Erlang A is checked against the simulator through the engine
+    """tests/unit/kpi_core/test_erlang.py's Erlang A is checked against the simulator through the engine
     (abandon rate, service level, ASA); the exported one must agree with it."""
     reference = reference_erlang_a(servers, lam, 1 / aht, 1 / patience, threshold)
     sl, abandoned = erlang_a(servers, lam * aht, aht, patience, threshold)

@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from reference import lateness_cutoff, run_engine, series
+from harness.reference import lateness_cutoff, run_engine, series
 
 from kpi_core.config import Config, TenantConfig, Window, config_from_dict
 from kpi_core.engine import Engine

@@ -7,9 +7,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from harness.paths import REPO
+
 sys.path.insert(0, str(REPO / "bench"))
-import run_all  # noqa: E402
+import run_all
 
 PAGE = """# Benchmarks
 

@@ -9,7 +9,23 @@ import re
 from collections import Counter
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parents[1]
+from harness.paths import REPO, TESTS
+
+
+def test_the_unit_tests_mirror_the_packages() -> None:
+    """tests/unit/<package path>/ holds the unit tests of that package (tests/unit/streams/redis/:
+    streams/redis/); tests/unit/repository/ those of the repository as a whole (its layout, that
+    it stands alone). No test module sits loose in tests/unit/."""
+    unit = TESTS / "unit"
+    assert sorted(path.name for path in unit.glob("*.py")) == []
+    folders = {path.parent.relative_to(unit) for path in unit.rglob("test_*.py")}
+    not_packages = [
+        str(folder)
+        for folder in folders
+        if folder != Path("repository") and not (REPO / folder / "__init__.py").is_file()
+    ]
+    assert not_packages == []
+    assert {Path("kpi_core"), Path("streams")} <= folders
 
 
 def test_no_two_test_modules_share_a_basename() -> None:
@@ -49,7 +65,6 @@ def test_the_harness_primitives_are_defined_once() -> None:
 
 
 # -- imports between ccmon's own modules -------------------------------------------------------
-REPO = TESTS.parent
 PACKAGES = ("kpi_core", "streams")
 
 

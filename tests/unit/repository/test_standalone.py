@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from harness.paths import REPO
 from realdata import DATA, real_data
 
-REPO = Path(__file__).resolve().parents[2]
 CHECKED = (
     "kpi_core",
     "streams",

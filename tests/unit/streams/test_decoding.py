@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 from harness.hostile import events as hostile_events
 from harness.hostile import json_values as hostile_values
+from harness.paths import REPO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -42,9 +42,8 @@ from kpi_core.events import (
 from streams import decoding
 from streams.worker import split_envelope
 
-REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
-from gen_events import generate  # noqa: E402
+from gen_events import generate
 
 
 def outcome(decode: Any, raw: bytes | str) -> tuple[str, str]:

@@ -13,15 +13,15 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from harness.paths import REPO
 
 from kpi_core.errors import ConfigError
 from streams import logs
 from streams import settings as s
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 

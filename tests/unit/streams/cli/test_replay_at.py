@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from harness.paths import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +19,6 @@ from kpi_core.config import Config, config_from_dict
 from kpi_core.events import parse_ts
 from streams.cli.replay import FENCE_IQR, AtChoice, exclusion_note, replay, robust_at
 
-REPO = Path(__file__).resolve().parents[2]
 AT = parse_ts("2026-11-20T10:00:00Z")
 Y2099 = parse_ts("2099-06-01T12:00:00Z")
 

@@ -5,7 +5,7 @@ only their window. Until then every event more than about a day before ``at`` wa
 ``too_late`` and a ticket opened three days earlier vanished from the backlog.
 
 The real ITSM log (tests/data/itsm_incident_log) is checked in
-tests/unit/test_source_tickets.py::test_replayed_backlog_equals_the_raw_rows."""
+tests/unit/streams/sources/test_source_tickets.py::test_replayed_backlog_equals_the_raw_rows."""
 
 from __future__ import annotations
 

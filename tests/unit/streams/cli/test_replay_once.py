@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.paths import TESTS
 
 import streams.cli.replay as replay_module
 from kpi_core.config import Config
@@ -16,7 +17,7 @@ from kpi_core.errors import InvalidEventError
 from kpi_core.events import Event, parse_event
 from streams.cli.replay import _Kept, replay
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "basic.jsonl"
+GOLDEN = TESTS / "golden" / "basic.jsonl"
 
 
 @pytest.fixture

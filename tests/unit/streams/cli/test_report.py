@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from harness.bank import BANK, MAPPING, ZONE, raw_figures, row_times
+from harness.paths import REPO
 
 from kpi_core.config import Config, config_from_dict
 from kpi_core.events import parse_event
@@ -34,7 +35,6 @@ from streams.cli.report import (
 )
 from streams.sources.cdr import load_mapping, map_file
 
-REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden" / "basic.jsonl"
 START = 1795165200  # 2026-11-20T09:00:00Z, the golden file's first event
 

@@ -8,9 +8,9 @@ import fnmatch
 import math
 import tomllib
 from importlib import resources
-from pathlib import Path
 
 import redis
+from harness.paths import REPO
 
 from kpi_core.config import Config, QueueConfig, TenantConfig, Window
 from kpi_core.engine import CALLBACKS, TICKETS, WAITING, Engine
@@ -19,7 +19,7 @@ from kpi_core.state import MemoryState
 from streams.redis import scripts
 from streams.redis.state import RedisState
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO
 SCRIPTS = {
     "apply": "APPLY_LUA",
     "windows": "WINDOWS_LUA",

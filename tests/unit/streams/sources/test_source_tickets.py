@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.paths import REPO
 from realdata import real_data
 
 from kpi_core.config import config_from_dict
@@ -31,7 +32,6 @@ from streams.cli.replay import replay
 from streams.sources.common import Report
 from streams.sources.tickets import map_file, mapping_from_dict
 
-REPO = Path(__file__).resolve().parents[2]
 DATA = real_data("itsm_incident_log/incident_event_log.zip")
 MAPPING = REPO / "deploy" / "sources" / "itsm_incident_log.toml"
 DONE = {"Resolved", "Closed"}

@@ -12,11 +12,11 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from harness.paths import REPO
 from harness.web import response_validator
 from harness.web import wsgi_call as call
 
@@ -31,7 +31,6 @@ from streams.web import make_wsgi_app
 from streams.web.alerts import BREACH_RULES, AlertmanagerAlerts, alerts_document, breach_alerts
 from streams.web.openapi import openapi_document
 
-REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy" / "prometheus" / "rules" / "ccmon-alerts.yml"
 AT = 1795168800.0
 T = "acme"

@@ -10,10 +10,10 @@ import copy
 import json
 import re
 import tomllib
-from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.paths import REPO
 from harness.web import response_validator
 from harness.web import wsgi_get as call
 from openapi_spec_validator import validate as validate_openapi
@@ -23,7 +23,7 @@ from kpi_core.state import MemoryState
 from streams.web import make_store_app
 from streams.web.openapi import OPENAPI_PATH, openapi_document, openapi_json
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO
 API_PATH = re.compile(r"/api/[A-Za-z0-9_./{}-]+")  # {name}: a path parameter
 
 
