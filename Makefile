@@ -28,10 +28,10 @@ demo:
 test:
 	PYTHON=$(PYTHON) bash deploy/local/test.sh
 
-# tests/unit without the real-data regressions and the long simulations/fuzzing (`make test` runs them all),
-# a process per core (pytest-xdist; CPU-bound: ~55 s of CPU in all)
+# tests/unit without the real-data regressions and the tests marked slow (`make test` runs them all, and the
+# engine's properties with 60 examples each instead of 20), a process per core (pytest-xdist, tests spread one by one)
 test-unit: install
-	PATH="$(VENV)/bin:$$PATH" $(PY) -m pytest tests/unit -q -n auto --dist loadfile -m "not realdata and not slow"
+	PATH="$(VENV)/bin:$$PATH" CCMON_PROPERTY_EXAMPLES=$${CCMON_PROPERTY_EXAMPLES:-20} $(PY) -m pytest tests/unit -q -n auto --dist load -m "not realdata and not slow"
 
 services-up:
 	bash deploy/local/services.sh up

@@ -382,6 +382,7 @@ sys.stdout.write(render(snapshot(config, store, given["at"])))
 """
 
 
+@pytest.mark.slow
 def test_breakdown_samples_come_in_one_order_whatever_the_hash_seed() -> None:
     """Two processes (or one restarted) render the same state byte for byte: the breakdown
     values come in their order (channels as CHANNEL_ORDER, priorities most urgent first), not

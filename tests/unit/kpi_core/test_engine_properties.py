@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from harness.reference import COVERED, LIVE_COVERED, lateness_cutoff, quantile_bounds, reference_kpis
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
@@ -545,6 +546,7 @@ def test_reference_covers_live_metrics() -> None:
     assert want[("ccmon_longest_wait_seconds", (("tenant", "default"), ("queue", "_all")))] == 60
 
 
+@pytest.mark.slow
 def test_streams_are_realistic() -> None:
     """The generator produces what the properties need (a guard against a strategy that
     silently stops producing callbacks or repeats)."""
@@ -640,6 +642,7 @@ def test_agent_history_chunks_change_no_kpi(day: Any, head: int) -> None:
     assert all(len(r["changes"]) <= 2 * head for (kind, _t, _k), r in records.items() if kind == "agent")
 
 
+@pytest.mark.slow
 def test_agent_history_chunks_are_exercised() -> None:
     """The property above is not vacuous: its days write chunks, read them back for late
     events and prune them as the lateness cutoff passes."""

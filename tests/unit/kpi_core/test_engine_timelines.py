@@ -855,6 +855,7 @@ def _shuffled_replay_file(path: Path, start: float, at: float = AT) -> list[dict
     return events
 
 
+@pytest.mark.slow
 def test_replay_of_a_file_not_in_time_order_equals_sorted(tmp_path: Path) -> None:
     """Regression: replay prunes every 20,000 lines, and finished calls were kept only 900 s
     after their last event, so a late offer re-counted a call as waiting and a later second
@@ -909,6 +910,7 @@ def _compare_replays(tmp_path: Path, events: list[dict[str, Any]], at: float) ->
     }
 
 
+@pytest.mark.slow
 def test_replay_of_a_day_long_file_not_in_time_order_equals_sorted(tmp_path: Path) -> None:
     """Regression: an unfinished call's record expired 4 h after its last event while replay
     prunes at the newest ts seen, so an answer 20,000 lines after its 08:00 offer (the file

@@ -184,6 +184,7 @@ def test_json_logs_warnings_and_uncaught_exceptions_as_json_lines() -> None:
     assert isinstance(uncaught["exc"], str) and uncaught["exc"].endswith("RuntimeError: boom")
 
 
+@pytest.mark.slow
 def test_a_command_error_after_the_logs_are_set_up_is_a_json_line_too() -> None:
     # No customer key secret: the worker fails after setting up its logging (no Kafka reached).
     result = run_python("", "-m", "streams.cli", "worker", "--web-port", "0", env={"CCMON_LOG_FORMAT": "json"})

@@ -87,6 +87,7 @@ def test_one_event_stamped_2099_no_longer_empties_the_replay(tmp_path: Path) -> 
     assert result.text == replay(str(path), Config(), newest_real(path)).text
 
 
+@pytest.mark.slow
 def test_the_cli_says_what_it_left_out_and_exits_0(tmp_path: Path) -> None:
     stamps = ("2099-06-01T12:00:00Z", "2031-01-01T00:00:00Z")
     outliers = [

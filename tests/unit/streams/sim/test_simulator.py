@@ -86,6 +86,7 @@ def lines(records: list[tuple[float, Record]]) -> bytes:
 
 
 # -- reproducibility --------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_same_seed_gives_byte_identical_output_whatever_the_chunking(day: list[tuple[float, Record]]) -> None:
     again = list(Simulator(day_params()).stream(step_seconds=7.3))
     assert lines(again) == lines(day)
@@ -238,6 +239,7 @@ def test_intraday_profile_peak_dip_and_closed_hours(events: list[dict[str, Any]]
     assert profile_share("office", 10.0) == 1.0 and profile_share("flat", 3.0) == 1.0
 
 
+@pytest.mark.slow
 def test_kpis_of_a_day_are_plausible(clean_metrics: dict[Any, float]) -> None:
     m = clean_metrics
 

@@ -447,6 +447,7 @@ def test_an_asterisk_realtime_table_export_with_local_date_times(tmp_path: Path)
     assert map_file(str(joined), zone=asterisk.ZoneInfo("Europe/Berlin"))[0]["wait_seconds"] == 20.0
 
 
+@pytest.mark.slow
 def test_wrong_arguments_stop_with_the_field_named(tmp_path: Path) -> None:
     log = tmp_path / "queue_log"
     log.write_text("1700000000|c1|sales|NONE|ENTERQUEUE||+4915112345678|1\n")
