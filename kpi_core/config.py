@@ -34,7 +34,6 @@ import tomllib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -608,27 +607,22 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
     )
 
 
-def load_config(path: str | Path | None) -> Config:
-    """Read a TOML file (``None`` gives the defaults). Raises ConfigError naming the field, or
-    naming the file (field ``--config``) when it cannot be read or is not UTF-8 TOML."""
-    if path is None:
-        return Config()
-    return config_from_dict(read_toml(path, "--config"))
+def config_from_toml(data: bytes, name: str = "the configuration") -> Config:
+    """The configuration in ``data``, the bytes of a TOML document (``name``: where they came
+    from, for the errors; reading the file is :func:`streams.files.load_config`'s). Raises
+    ConfigError naming the field, or field ``--config`` when ``data`` is not UTF-8 TOML."""
+    return config_from_dict(parse_toml(data, "--config", name))
 
 
-def read_toml(path: str | Path, field: str, what: str = "a TOML file") -> dict[str, Any]:
-    """The TOML document in ``path`` (the configuration, a source's mapping). Raises ConfigError
-    naming ``field`` when it cannot be read or is not UTF-8 TOML (``what``: the kind of file)."""
+def parse_toml(data: bytes, field: str, name: str, what: str = "a TOML file") -> dict[str, Any]:
+    """The TOML document in ``data`` (the configuration, a source's mapping; ``name``: where
+    the bytes came from). Raises ConfigError naming ``field`` when ``data`` is not UTF-8 TOML
+    (``what``: the kind of file)."""
     try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(field, f"no such file: {path}") from None
-    except IsADirectoryError:
-        raise ConfigError(field, f"{path} is a directory, not {what}") from None
-    except OSError as exc:  # permission denied, an I/O error...
-        raise ConfigError(field, f"cannot read {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:  # a binary file: tomllib decodes UTF-8 first
-        raise ConfigError(field, f"{path} is not {what} (not UTF-8 text at byte {exc.start})") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a binary file
+        raise ConfigError(field, f"{name} is not {what} (not UTF-8 text at byte {exc.start})") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(field, f"{path} is not valid TOML: {exc}") from None
+        raise ConfigError(field, f"{name} is not valid TOML: {exc}") from None

@@ -351,8 +351,8 @@ def build_app(
 
 def serve(settings: Settings) -> int:
     """``ccmon exporter``: serve until SIGTERM/SIGINT."""
-    from kpi_core.config import load_config
     from streams import security
+    from streams.files import load_config
     from streams.redis.state import RedisState
 
     config = load_config(settings.config_path)

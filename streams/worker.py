@@ -625,7 +625,7 @@ def run_worker(settings: Settings) -> int:
     """``ccmon worker``: connect, then consume until SIGTERM/SIGINT."""
     import faust
 
-    from kpi_core.config import load_config
+    from streams.files import load_config
     from streams.security import customer_key, redis_connection_kwargs
 
     config = load_config(settings.config_path)

@@ -120,7 +120,7 @@ def demo_config(queue_names: list[str]) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kpi_core.config import load_config
+    from streams.files import load_config
     from streams.sim import SimParams, default_queues, parse_start
     from streams.web import make_wsgi_app, serve
     from streams.web.alerts import AlertmanagerAlerts

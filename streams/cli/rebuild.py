@@ -107,7 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kpi_core.config import load_config
+    from streams.files import load_config
 
     if args.force and not args.clear:
         print("ccmon rebuild: --force only makes sense with --clear", file=sys.stderr)

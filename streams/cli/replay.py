@@ -40,11 +40,12 @@ from itertools import compress
 from operator import itemgetter, ne
 from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
-from kpi_core.config import Config, load_config
+from kpi_core.config import Config
 from kpi_core.errors import InvalidEventError
 from kpi_core.events import Event, parse_instant, parse_line
 from streams import settings as settings_module
 from streams.decoding import loads
+from streams.files import load_config
 from streams.progress import Progress, percent, wanted
 
 if TYPE_CHECKING:  # the engine is imported when a file is replayed: ccmon --help starts fast

@@ -59,12 +59,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
 from kpi_core.catalog import get as kpi
-from kpi_core.config import Config, Window, load_config
+from kpi_core.config import Config, Window
 from kpi_core.errors import CcmonError, InvalidEventError
 from kpi_core.events import Event, Rejection, iter_envelope, parse_instant, parse_line
 from streams import decoding
 from streams import settings as settings_module
 from streams.cli.replay import MAINTAIN_EVERY, Meter
+from streams.files import load_config
 from streams.progress import wanted
 
 if TYPE_CHECKING:  # the engine is imported when a report is built: ccmon --help starts fast

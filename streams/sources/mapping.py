@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from kpi_core.config import read_toml
 from kpi_core.errors import ConfigError
+from streams.files import read_toml
 from streams.sources import common
 from streams.sources.common import Report, RowProblem, RowSkipped
 

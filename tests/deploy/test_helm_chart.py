@@ -39,10 +39,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from kpi_core.config import load_config
 from streams import settings as ccmon_settings
 from streams.cli import exporter as exporter_command
 from streams.cli import worker as worker_command
+from streams.files import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "ccmon"

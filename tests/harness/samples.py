@@ -42,9 +42,9 @@ def samples_of(text: str) -> Samples:
 def metrics_text(redis_url: str, prefix: str, at: float) -> str:
     """What the exporter's /metrics would serve at ``at`` (same collector, same rendering),
     read in this process."""
-    from kpi_core.config import load_config
     from kpi_core.exposition import render
     from streams.exporter import KpiCollector
+    from streams.files import load_config
     from streams.redis.state import RedisState
 
     config = load_config(None)

@@ -26,10 +26,10 @@ from kpi_core.config import (
     QueueConfig,
     Window,
     config_from_dict,
-    load_config,
     parse_window,
 )
 from kpi_core.errors import CcmonError, ConfigError
+from streams.files import load_config
 
 VALID = """
 [engine]

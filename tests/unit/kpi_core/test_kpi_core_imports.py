@@ -105,3 +105,33 @@ def test_importing_kpi_core_loads_no_third_party_module() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""
+
+
+#: Calls that read or write files or the environment: kpi_core takes text and bytes, and the
+#: callers in streams/ do the reading (streams/files.py for the configuration and mappings).
+_IO_CALLS = {"open", "read_text", "read_bytes", "write_text", "write_bytes", "getenv", "listdir", "scandir"}
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(KPI_CORE)))
+def test_kpi_core_does_no_io(path: Path) -> None:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    calls = [
+        (node.lineno, name)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and (name := getattr(node.func, "attr", getattr(node.func, "id", ""))) in _IO_CALLS
+    ]
+    environ = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Attribute) and node.attr == "environ"]
+    assert (calls, environ) == ([], [])
+
+
+def test_the_configuration_is_parsed_from_bytes() -> None:
+    from kpi_core.config import config_from_toml
+    from kpi_core.errors import ConfigError
+
+    config = config_from_toml(b'[tenants.acme]\ntimezone = "Europe/Berlin"\n', "acme.toml")
+    assert str(config.timezone("acme")) == "Europe/Berlin"
+    with pytest.raises(ConfigError, match=r"acme\.toml is not valid TOML"):
+        config_from_toml(b"[tenants\n", "acme.toml")
+    with pytest.raises(ConfigError, match=r"acme\.toml is not a TOML file \(not UTF-8 text at byte 0\)"):
+        config_from_toml(b"\xff\xfe", "acme.toml")
