@@ -5,7 +5,7 @@ prometheus_client instead; both are checked against each other in the tests.
 
 :func:`render` is on the scrape's path: a thousand queues make ~260,000 samples (~20 MB of
 text) with ~80,000 distinct label sets but only a few thousand distinct label pairs and
-values (96 % of the values are whole numbers, most of them 0). So it formats each label
+values (nearly all values are whole numbers, most of them 0). So it formats each label
 *pair* (``queue="q001"``) and each value once per rendering and builds a sample's line from
 those texts; :func:`render_reference` is the plain per-sample version it must equal byte for
 byte (tests/unit/kpi_core/test_exposition_fast.py).

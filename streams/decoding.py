@@ -3,8 +3,8 @@
 :func:`loads` is the decoder the worker (whole Kafka messages, :func:`kpi_core.events.envelope_items`)
 and ``ccmon replay`` (lines) pass to kpi_core, which stays free of third-party imports and keeps
 ``json.loads`` (:func:`kpi_core.events.decode_json`) as the reference. orjson decodes a usual
-envelope ~3x faster; the result is the same value, or the same ``invalid_json`` rejection with
-the same message, because every input where the two could differ goes to ``json.loads``:
+envelope several times faster (docs/BENCHMARKS.md); the result is the same value, or the same
+``invalid_json`` rejection with the same message, because every input where the two could differ goes to ``json.loads``:
 
 * what orjson refuses and ``json.loads`` takes (``NaN``/``Infinity`` literals, ``1e400``, lone
   surrogate escapes such as ``"\\ud800"``), and all it cannot read (not UTF-8, not JSON, NDJSON):
@@ -40,7 +40,7 @@ ORJSON_MAX_BRACKETS = 512
 _LONG_DIGITS = b"9" * 19
 _LONG_DIGITS_TEXT = re.compile(r"[0-9]{19}")
 #: Bytes to look for both in one pass: digits become ``9``, ``[`` and ``{`` become ``[``, the rest
-#: a space (``bytes.translate`` then ``in`` and ``count``: ~10x faster than ``re.search`` of
+#: a space (``bytes.translate`` then ``in`` and ``count``: far cheaper than ``re.search`` of
 #: ``[0-9]{19}``, which tries 19 digits from every digit of an envelope full of numbers).
 _SHAPE = bytes(57 if 48 <= byte <= 57 else 91 if byte in b"[{" else 32 for byte in range(256))
 

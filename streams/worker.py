@@ -674,8 +674,8 @@ def tune_gc() -> None:
     """Python's cyclic GC, tuned for a process whose batches allocate millions of short-lived
     containers (parsed events, records, contributions) next to hundreds of thousands of
     long-lived objects (Faust, aiokafka, fetched messages): with the default thresholds the
-    worker spent ~20 % of its time collecting (10 s of a 47 s run of 300,000 events, each
-    full collection traversing ~900,000 objects while holding the GIL). What is alive at
+    worker spent a large share of its time collecting, each full collection traversing every
+    long-lived object while holding the GIL (docs/BENCHMARKS.md, "Profiles and fixes"). What is alive at
     start is frozen (never traversed again), and a young collection runs every
     ``GC_YOUNG_THRESHOLD`` allocations instead of 700. Cycles are still collected; the
     worker's own data (JSON records) has none."""

@@ -107,8 +107,8 @@ PRIORITY_WORKERS = 4
 BACKLOG = 1024
 #: Gzip bodies of at least this many bytes, of these content types.
 GZIP_MIN_BYTES = 1024
-#: Level 1: a 1,000-queue /metrics page (20.5 MB) costs 48 ms of CPU for 1.03 MiB, against
-#: 114 ms for 0.87 MiB at level 6 (bench/bench_scrape.py, 2026-12-07).
+#: Level 1: on a 1,000-queue /metrics page it costs less than half the CPU of level 6 for a
+#: body about a fifth larger (bench/bench_scrape.py; figures in docs/BENCHMARKS.md).
 GZIP_LEVEL = 1
 _COMPRESSIBLE = ("text/", "application/json")
 SERVER_HEADER = "ccmon"
