@@ -1,4 +1,4 @@
-"""A 60-second soak (issue #9 item 8, CI's short version of ``bench/soak.py``): a steady
+"""A 90-second soak (issue #9 item 8, CI's short version of ``bench/soak.py``): a steady
 ~300 events/s of simulated real-time traffic through one ``ccmon worker`` and the exporter,
 sampled every 3 s, must show no growth trend.
 
@@ -17,7 +17,10 @@ only the second half is judged, by the ordinary least-squares slope of the serie
 Redis memory is recorded but not bounded here: the engine keeps the day's state (event ids,
 records, ``today`` buckets) until the horizon, so it grows within a day by design.
 
-Takes ~75 s (60 s of traffic, start-up and clean-up). CPU contention from other tests on the
+Takes ~105 s (90 s of traffic, start-up and clean-up). 90 s rather than 60: the exporter reads the
+day's state, which grows all run long, so its RSS climbs for a while before it levels off (a
+30-minute soak: +0.8 MiB/min in its second half); judged over the 30 s after a 60 s run, its slope
+ranged 1.6-7.0 MiB/min between runs of the same code. CPU contention from other tests on the
 2 cores shows up as backlog, not as memory growth.
 """
 
@@ -32,11 +35,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.serial]
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 RATE = 300.0
-SECONDS = 60.0
+SECONDS = 90.0
 INTERVAL = 3.0
 
 
-def test_sixty_seconds_at_a_steady_rate_show_no_growth(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> None:
+def test_ninety_seconds_at_a_steady_rate_show_no_growth(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> None:
     sys.path.insert(0, str(BENCH))
     try:
         import soak
