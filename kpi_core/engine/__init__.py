@@ -59,7 +59,7 @@ from kpi_core.engine.customers import MISSED_KINDS, CustomersMixin
 from kpi_core.engine.surveys import SurveysMixin, pulse_batches
 from kpi_core.engine.tickets import TICKET_MAX_AGE, TicketsMixin
 from kpi_core.errors import InvalidEventError
-from kpi_core.events import ALL, Event, Rejection
+from kpi_core.events import ALL, CALL_TYPES, Event, Rejection
 from kpi_core.state import KB_SCOPE_PREFIX, Record, StateStore, is_queue_scope, retirable
 from kpi_core.windows import local_midnight
 
@@ -98,25 +98,15 @@ __all__ = [
 #: than the lateness cutoff: they open or close something the live system holds open however
 #: long (a ticket, a callback, an agent's state, a waiting call). Surveys and knowledge-base
 #: views hold nothing open: older than the lateness cutoff they stay ``too_late``.
-CARRIED_TYPES = frozenset(
-    {
-        "call.offered",
-        "call.answered",
-        "call.abandoned",
-        "call.timeout",
-        "call.voicemail",
-        "call.ring_no_answer",
-        "call.transferred",
-        "call.ended",
-        "callback.requested",
-        "callback.attempted",
-        "agent.state",
-        "ticket.created",
-        "ticket.replied",
-        "ticket.resolved",
-        "ticket.reopened",
-    }
-)
+CARRIED_TYPES = CALL_TYPES | {
+    "callback.requested",
+    "callback.attempted",
+    "agent.state",
+    "ticket.created",
+    "ticket.replied",
+    "ticket.resolved",
+    "ticket.reopened",
+}
 #: The ``[limits]`` field of each guarded kind of name.
 _LIMIT_FIELDS = {
     "tenant": "tenants",
