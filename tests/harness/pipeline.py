@@ -44,6 +44,26 @@ class Pipeline:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.logs: dict[str, Path] = {}
 
+    def worker_args(
+        self, *extra: str, redis_url: str | None = None, at: float | str | None = None, **flags: object
+    ) -> list[str]:
+        """``worker`` on this run's Kafka, topic, dead-letter topic, consumer group, Redis and key
+        prefix (``redis_url`` instead of the run's), ``--clock fixed:<at>`` when ``at`` is given,
+        each keyword flag as ``--flag-name value`` (``batch_size=5``: ``--batch-size 5``), then
+        ``extra`` as it is."""
+        common = ["--kafka", self.kafka, "--topic", self.topic, "--dlq-topic", self.dlq, "--group", self.group]
+        return ["worker", *common, *self._redis_args(redis_url, at), *_flag_args(flags), *extra]
+
+    def exporter_args(
+        self, *extra: str, redis_url: str | None = None, at: float | str | None = None, **flags: object
+    ) -> list[str]:
+        """``exporter`` on this run's port, Redis and key prefix, otherwise as :meth:`worker_args`."""
+        return ["exporter", "--port", str(self.port), *self._redis_args(redis_url, at), *_flag_args(flags), *extra]
+
+    def _redis_args(self, redis_url: str | None, at: float | str | None) -> list[str]:
+        clock = [] if at is None else ["--clock", f"fixed:{at}"]
+        return ["--redis", self.redis_url if redis_url is None else redis_url, "--redis-prefix", self.prefix, *clock]
+
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         """``python -m streams.cli <args>``, unbuffered, its output to ``<tmp>/<name>.log``."""
         log = self.tmp / f"{name}.log"
@@ -83,6 +103,11 @@ class Pipeline:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as response:
             samples = samples_of(response.read().decode())
         return {key: value for key, value in samples.items() if not key[0].startswith("ccmon_exporter_")}
+
+
+def _flag_args(flags: dict[str, object]) -> list[str]:
+    """``{"batch_size": 5}`` as ``["--batch-size", "5"]``."""
+    return [arg for name, value in flags.items() for arg in ("--" + name.replace("_", "-"), str(value))]
 
 
 def settled(
