@@ -324,11 +324,11 @@ def test_customer_record_keys_are_keyed_digests_shared_by_worker_and_rebuild(run
 
     # Without a secret, the worker and the rebuild stop at once, naming the setting.
     for command in (
-        ["worker", "--kafka", p.kafka, "--topic", p.topic, "--dlq-topic", p.dlq, "--group", p.group, "--web-port", "0"],
-        ["rebuild", "--kafka", p.kafka, "--topic", p.topic, "--group", p.group],
+        p.worker_args(at=AT_EPOCH, web_port=0),
+        ["rebuild", "--kafka", p.kafka, "--topic", p.topic, "--group", p.group, *common],
     ):
         refused = subprocess.run(
-            [sys.executable, "-m", "streams.cli", *command, *common],
+            [sys.executable, "-m", "streams.cli", *command],
             capture_output=True,
             text=True,
             timeout=60,
@@ -347,20 +347,7 @@ def test_customer_record_keys_are_keyed_digests_shared_by_worker_and_rebuild(run
                 sys.executable,
                 "-m",
                 "streams.cli",
-                "worker",
-                "--kafka",
-                p.kafka,
-                "--topic",
-                p.topic,
-                "--dlq-topic",
-                p.dlq,
-                "--group",
-                p.group,
-                "--web-port",
-                "0",
-                "--batch-within",
-                "0.1",
-                *common,
+                *p.worker_args(at=AT_EPOCH, web_port=0, batch_within="0.1"),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
