@@ -48,21 +48,18 @@ class Pipeline:
         self, *extra: str, redis_url: str | None = None, at: float | str | None = None, **flags: object
     ) -> list[str]:
         """``worker`` on this run's Kafka, topic, dead-letter topic, consumer group, Redis and key
-        prefix (``redis_url`` instead of the run's), ``--clock fixed:<at>`` when ``at`` is given,
-        each keyword flag as ``--flag-name value`` (``batch_size=5``: ``--batch-size 5``), then
-        ``extra`` as it is."""
-        common = ["--kafka", self.kafka, "--topic", self.topic, "--dlq-topic", self.dlq, "--group", self.group]
-        return ["worker", *common, *self._redis_args(redis_url, at), *_flag_args(flags), *extra]
+        prefix (``redis_url`` instead of the run's), otherwise as :func:`cli_args`."""
+        names = {"kafka": self.kafka, "topic": self.topic, "dlq_topic": self.dlq, "group": self.group}
+        return cli_args("worker", *extra, at=at, **names, **self._redis(redis_url), **flags)
 
     def exporter_args(
         self, *extra: str, redis_url: str | None = None, at: float | str | None = None, **flags: object
     ) -> list[str]:
         """``exporter`` on this run's port, Redis and key prefix, otherwise as :meth:`worker_args`."""
-        return ["exporter", "--port", str(self.port), *self._redis_args(redis_url, at), *_flag_args(flags), *extra]
+        return cli_args("exporter", *extra, at=at, port=self.port, **self._redis(redis_url), **flags)
 
-    def _redis_args(self, redis_url: str | None, at: float | str | None) -> list[str]:
-        clock = [] if at is None else ["--clock", f"fixed:{at}"]
-        return ["--redis", self.redis_url if redis_url is None else redis_url, "--redis-prefix", self.prefix, *clock]
+    def _redis(self, redis_url: str | None) -> dict[str, object]:
+        return {"redis": self.redis_url if redis_url is None else redis_url, "redis_prefix": self.prefix}
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         """``python -m streams.cli <args>``, unbuffered, its output to ``<tmp>/<name>.log``."""
@@ -105,9 +102,14 @@ class Pipeline:
         return {key: value for key, value in samples.items() if not key[0].startswith("ccmon_exporter_")}
 
 
-def _flag_args(flags: dict[str, object]) -> list[str]:
-    """``{"batch_size": 5}`` as ``["--batch-size", "5"]``."""
-    return [arg for name, value in flags.items() for arg in ("--" + name.replace("_", "-"), str(value))]
+def cli_args(command: str, *extra: str, at: float | str | None = None, **flags: object) -> list[str]:
+    """``command``'s arguments: each keyword flag as ``--flag-name value`` (``batch_size=5``:
+    ``--batch-size 5``), ``--clock fixed:<at>`` when ``at`` is given, then ``extra`` as it is."""
+    args = [command]
+    for name, value in flags.items():
+        args += ["--" + name.replace("_", "-"), str(value)]
+    clock = [] if at is None else ["--clock", f"fixed:{at}"]
+    return [*args, *clock, *extra]
 
 
 def settled(
