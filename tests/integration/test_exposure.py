@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 from harness.kafka_topics import create_topics
-from harness.pipeline import Pipeline
+from harness.pipeline import Pipeline, cli_args
 from harness.processes import free_port, stop
 
 from kpi_core.config import Config
@@ -122,13 +122,7 @@ def test_the_exporter_listens_on_loopback_by_default(redis_url: str, redis_prefi
                 sys.executable,
                 "-m",
                 "streams.cli",
-                "exporter",
-                "--port",
-                str(port),
-                "--redis",
-                redis_url,
-                "--redis-prefix",
-                redis_prefix,
+                *cli_args("exporter", port=port, redis=redis_url, redis_prefix=redis_prefix),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
