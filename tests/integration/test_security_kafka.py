@@ -153,17 +153,8 @@ def test_worker_over_sasl_ssl_computes_the_golden_kpis(
     port = free_port()
     logs = {name: tmp_path / f"{name}.log" for name in ("worker", "exporter")}
     redis_flags = {"redis": redis_url, "redis_prefix": redis_prefix}
-    worker_args = cli_args(
-        "worker",
-        topic=topic,
-        dlq_topic=dlq,
-        group=group,
-        kafka_password_file=password_file,
-        web_port=0,
-        batch_within="0.1",
-        at=AT_EPOCH,
-        **redis_flags,
-    )
+    kafka_flags = {"topic": topic, "dlq_topic": dlq, "group": group, "kafka_password_file": password_file}
+    worker_args = cli_args("worker", **kafka_flags, web_port=0, batch_within="0.1", at=AT_EPOCH, **redis_flags)
     exporter_args = cli_args("exporter", host="127.0.0.1", port=port, at=AT_EPOCH, **redis_flags)
     processes: list[subprocess.Popen[bytes]] = []
 

@@ -201,17 +201,9 @@ def test_worker_and_exporter_over_tls(
     def tail() -> str:
         return "\n".join(f"--- {name}\n{path.read_text(errors='replace')[-3000:]}" for name, path in logs.items())
 
+    kafka_flags = {"kafka": kafka_bootstrap, "topic": topic, "dlq_topic": dlq, "group": group}
     worker_args = cli_args(
-        "worker",
-        kafka=kafka_bootstrap,
-        topic=topic,
-        dlq_topic=dlq,
-        group=group,
-        web_port=0,
-        batch_within="0.1",
-        redis_ca_file=tls.ca,
-        at=AT_EPOCH,
-        **redis_flags,
+        "worker", **kafka_flags, web_port=0, batch_within="0.1", redis_ca_file=tls.ca, at=AT_EPOCH, **redis_flags
     )
     exporter_args = cli_args(
         "exporter", host="127.0.0.1", port=port, redis_password_file=password_file, at=AT_EPOCH, **redis_flags
