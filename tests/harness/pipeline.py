@@ -1,6 +1,7 @@
 """The real pipeline: ``ccmon worker`` and ``ccmon exporter`` as subprocesses, on topics, a
-consumer group and a Redis key prefix of their own (:class:`Pipeline`); and the exporter's app
-over the golden data, in this process (:func:`serve_golden`)."""
+consumer group and a Redis key prefix of their own (:class:`Pipeline`), their command lines
+built by :func:`cli_args`; and the exporter's app over the golden data, in this process
+(:func:`serve_golden`)."""
 
 from __future__ import annotations
 
