@@ -1,6 +1,7 @@
 """The real pipeline: ``ccmon worker`` and ``ccmon exporter`` as subprocesses, on topics, a
-consumer group and a Redis key prefix of their own (:class:`Pipeline`); and the exporter's app
-over the golden data, in this process (:func:`serve_golden`)."""
+consumer group and a Redis key prefix of their own (:class:`Pipeline`), their command lines
+built by :func:`cli_args`; and the exporter's app over the golden data, in this process
+(:func:`serve_golden`)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,23 @@ class Pipeline:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.logs: dict[str, Path] = {}
 
+    def worker_args(
+        self, *extra: str, redis_url: str | None = None, at: float | str | None = None, **flags: object
+    ) -> list[str]:
+        """``worker`` on this run's Kafka, topic, dead-letter topic, consumer group, Redis and key
+        prefix (``redis_url`` instead of the run's), otherwise as :func:`cli_args`."""
+        names = {"kafka": self.kafka, "topic": self.topic, "dlq_topic": self.dlq, "group": self.group}
+        return cli_args("worker", *extra, at=at, **names, **self._redis(redis_url), **flags)
+
+    def exporter_args(
+        self, *extra: str, redis_url: str | None = None, at: float | str | None = None, **flags: object
+    ) -> list[str]:
+        """``exporter`` on this run's port, Redis and key prefix, otherwise as :meth:`worker_args`."""
+        return cli_args("exporter", *extra, at=at, port=self.port, **self._redis(redis_url), **flags)
+
+    def _redis(self, redis_url: str | None) -> dict[str, object]:
+        return {"redis": self.redis_url if redis_url is None else redis_url, "redis_prefix": self.prefix}
+
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         """``python -m streams.cli <args>``, unbuffered, its output to ``<tmp>/<name>.log``."""
         log = self.tmp / f"{name}.log"
@@ -83,6 +101,16 @@ class Pipeline:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as response:
             samples = samples_of(response.read().decode())
         return {key: value for key, value in samples.items() if not key[0].startswith("ccmon_exporter_")}
+
+
+def cli_args(command: str, *extra: str, at: float | str | None = None, **flags: object) -> list[str]:
+    """``command``'s arguments: each keyword flag as ``--flag-name value`` (``batch_size=5``:
+    ``--batch-size 5``), ``--clock fixed:<at>`` when ``at`` is given, then ``extra`` as it is."""
+    args = [command]
+    for name, value in flags.items():
+        args += ["--" + name.replace("_", "-"), str(value)]
+    clock = [] if at is None else ["--clock", f"fixed:{at}"]
+    return [*args, *clock, *extra]
 
 
 def settled(

@@ -131,29 +131,7 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(
     rng = random.Random(SEED * 100 + trial)
     # Any duplicate counted below comes from redelivery: the simulated day has none of its own.
     assert len({json.loads(line)["event_id"] for line in lines}) == len(lines)
-    worker_args = [
-        "worker",
-        "--kafka",
-        p.kafka,
-        "--topic",
-        p.topic,
-        "--dlq-topic",
-        p.dlq,
-        "--group",
-        p.group,
-        "--redis",
-        redis_url,
-        "--redis-prefix",
-        p.prefix,
-        "--clock",
-        f"fixed:{at}",
-        "--batch-size",
-        "5",
-        "--batch-within",
-        "0.1",
-        "--session-timeout",
-        "6",
-    ]
+    worker_args = p.worker_args(at=at, batch_size=5, batch_within="0.1", session_timeout=6)
     web_ports: dict[str, int] = {}
 
     def start(name: str) -> subprocess.Popen[bytes]:

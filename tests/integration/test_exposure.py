@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 from harness.kafka_topics import create_topics
-from harness.pipeline import Pipeline
+from harness.pipeline import Pipeline, cli_args
 from harness.processes import free_port, stop
 
 from kpi_core.config import Config
@@ -122,13 +122,7 @@ def test_the_exporter_listens_on_loopback_by_default(redis_url: str, redis_prefi
                 sys.executable,
                 "-m",
                 "streams.cli",
-                "exporter",
-                "--port",
-                str(port),
-                "--redis",
-                redis_url,
-                "--redis-prefix",
-                redis_prefix,
+                *cli_args("exporter", port=port, redis=redis_url, redis_prefix=redis_prefix),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -324,11 +318,11 @@ def test_customer_record_keys_are_keyed_digests_shared_by_worker_and_rebuild(run
 
     # Without a secret, the worker and the rebuild stop at once, naming the setting.
     for command in (
-        ["worker", "--kafka", p.kafka, "--topic", p.topic, "--dlq-topic", p.dlq, "--group", p.group, "--web-port", "0"],
-        ["rebuild", "--kafka", p.kafka, "--topic", p.topic, "--group", p.group],
+        p.worker_args(at=AT_EPOCH, web_port=0),
+        ["rebuild", "--kafka", p.kafka, "--topic", p.topic, "--group", p.group, *common],
     ):
         refused = subprocess.run(
-            [sys.executable, "-m", "streams.cli", *command, *common],
+            [sys.executable, "-m", "streams.cli", *command],
             capture_output=True,
             text=True,
             timeout=60,
@@ -347,20 +341,7 @@ def test_customer_record_keys_are_keyed_digests_shared_by_worker_and_rebuild(run
                 sys.executable,
                 "-m",
                 "streams.cli",
-                "worker",
-                "--kafka",
-                p.kafka,
-                "--topic",
-                p.topic,
-                "--dlq-topic",
-                p.dlq,
-                "--group",
-                p.group,
-                "--web-port",
-                "0",
-                "--batch-within",
-                "0.1",
-                *common,
+                *p.worker_args(at=AT_EPOCH, web_port=0, batch_within="0.1"),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

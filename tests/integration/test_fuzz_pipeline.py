@@ -870,25 +870,9 @@ def test_hostile_corpus_through_the_pipeline(
         producer.close()
         phase("produce")
 
-        common = ["--redis", redis_url, "--redis-prefix", p.prefix, "--clock", f"fixed:{AT_EPOCH:.0f}"]
-        worker = p.start(
-            "worker",
-            "worker",
-            "--kafka",
-            kafka_bootstrap,
-            "--topic",
-            p.topic,
-            "--dlq-topic",
-            p.dlq,
-            "--group",
-            p.group,
-            "--web-port",
-            "0",
-            "--batch-within",
-            "0.2",
-            *common,
-        )
-        p.start("exporter", "exporter", "--host", "127.0.0.1", "--port", str(p.port), *common)
+        at = f"{AT_EPOCH:.0f}"
+        worker = p.start("worker", *p.worker_args(at=at, web_port=0, batch_within="0.2"))
+        p.start("exporter", *p.exporter_args(at=at, host="127.0.0.1"))
         path = tmp_path / "valid.jsonl"
         path.write_bytes(b"".join(json.dumps(e, ensure_ascii=True, allow_nan=True).encode() + b"\n" for e in valid))
         want = replay_samples(path, AT_EPOCH)

@@ -22,6 +22,7 @@ from typing import Any
 import jsonschema
 import pytest
 import redis
+from harness.pipeline import cli_args
 from harness.processes import free_port, stop
 from harness.processes import http_answer as get
 from harness.redis_servers import delete_prefix
@@ -94,22 +95,8 @@ def exporters(
         for name, host in (("loopback", "127.0.0.1"), ("all", "0.0.0.0")):
             port = free_port()
             log = tmp / f"{name}.log"
-            proc = start(
-                [
-                    "exporter",
-                    "--host",
-                    host,
-                    "--port",
-                    str(port),
-                    "--redis",
-                    redis_url,
-                    "--redis-prefix",
-                    prefix,
-                    "--clock",
-                    f"fixed:{golden_at}",
-                ],
-                log,
-            )
+            args = cli_args("exporter", host=host, port=port, redis=redis_url, redis_prefix=prefix, at=golden_at)
+            proc = start(args, log)
             procs.append(proc)
             base = f"http://127.0.0.1:{port}"
             wait_until(lambda base=base: get(base + "/healthz")[0] == 200, proc, log, timeout=30)

@@ -250,28 +250,9 @@ def test_redis_down_30s_pauses_the_worker_which_catches_up(
     p = Pipeline(kafka_bootstrap, own_redis.url, tmp_path)
     create_topics(kafka_bootstrap, p.topic, p.dlq)
     web_port = free_port()
-    common = ["--redis", own_redis.url, "--redis-prefix", p.prefix, "--clock", f"fixed:{at}"]
     try:
-        p.start("exporter", "exporter", "--host", "127.0.0.1", "--port", str(p.port), *common)
-        worker = p.start(
-            "worker",
-            "worker",
-            "--kafka",
-            kafka_bootstrap,
-            "--topic",
-            p.topic,
-            "--dlq-topic",
-            p.dlq,
-            "--group",
-            p.group,
-            "--web-port",
-            str(web_port),
-            "--batch-size",
-            "5",
-            "--batch-within",
-            "0.1",
-            *common,
-        )
+        p.start("exporter", *p.exporter_args(at=at, host="127.0.0.1"))
+        worker = p.start("worker", *p.worker_args(at=at, web_port=web_port, batch_size=5, batch_within="0.1"))
         third = len(lines) // 3
         produce_timed(kafka_bootstrap, p.topic, lines[:third])
         wait_for_kpis(
@@ -370,31 +351,7 @@ def test_kafka_broker_restart_mid_stream_loses_nothing(
     redis_url = f"redis://127.0.0.1:{env['CCMON_REDIS_PORT']}/0"
     p = Pipeline(kafka, redis_url, tmp_path)
     create_topics(kafka, p.topic, p.dlq)
-    worker_args = [
-        "worker",
-        "--kafka",
-        kafka,
-        "--topic",
-        p.topic,
-        "--dlq-topic",
-        p.dlq,
-        "--group",
-        p.group,
-        "--redis",
-        redis_url,
-        "--redis-prefix",
-        p.prefix,
-        "--clock",
-        f"fixed:{at}",
-        "--batch-size",
-        "5",
-        "--batch-within",
-        "0.1",
-        "--session-timeout",
-        "10",
-        "--web-port",
-        "0",
-    ]
+    worker_args = p.worker_args(at=at, batch_size=5, batch_within="0.1", session_timeout=10, web_port=0)
     workers = [p.start(name, *worker_args) for name in ("w0", "w1")]
     try:
         deadline = time.monotonic() + 90

@@ -72,25 +72,8 @@ def pipeline(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.Temp
     producer.flush(30)
     producer.close()
 
-    common = ["--redis", redis_url, "--redis-prefix", p.prefix, "--clock", f"fixed:{AT_EPOCH}"]
-    p.start(
-        "worker",
-        "worker",
-        "--kafka",
-        kafka_bootstrap,
-        "--topic",
-        p.topic,
-        "--dlq-topic",
-        p.dlq,
-        "--group",
-        p.group,
-        "--web-port",
-        str(free_port()),
-        "--batch-within",
-        "0.1",
-        *common,
-    )
-    p.start("exporter", "exporter", "--host", "127.0.0.1", "--port", str(p.port), *common)
+    p.start("worker", *p.worker_args(at=AT_EPOCH, web_port=free_port(), batch_within="0.1"))
+    p.start("exporter", *p.exporter_args(at=AT_EPOCH, host="127.0.0.1"))
     try:
         yield p
     finally:

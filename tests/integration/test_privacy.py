@@ -245,37 +245,10 @@ def run(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathF
     producer.flush(30)
     producer.close()
 
-    common = ["--redis", redis_url, "--redis-prefix", p.prefix, "--clock", f"fixed:{AT_EPOCH}", "--log-level", "DEBUG"]
-    p.start_env(
-        "worker",
-        {},
-        "worker",
-        "--kafka",
-        kafka_bootstrap,
-        "--topic",
-        p.topic,
-        "--dlq-topic",
-        p.dlq,
-        "--group",
-        p.group,
-        "--web-port",
-        str(free_port()),
-        "--batch-within",
-        "0.1",
-        *common,
-    )
-    p.start_env(
-        "exporter",
-        {"CCMON_EXPORTER_BASIC_AUTH_PASSWORD": p.password},
-        "exporter",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(p.port),
-        "--basic-auth-user",
-        p.user,
-        *common,
-    )
+    p.start_env("worker", {}, *p.worker_args(at=AT_EPOCH, web_port=free_port(), batch_within="0.1", log_level="DEBUG"))
+    password = {"CCMON_EXPORTER_BASIC_AUTH_PASSWORD": p.password}
+    exporter_args = p.exporter_args(at=AT_EPOCH, host="127.0.0.1", basic_auth_user=p.user, log_level="DEBUG")
+    p.start_env("exporter", password, *exporter_args)
     try:
         deadline = time.monotonic() + SETTLE_TIMEOUT
         want = len(events) + len(invalid_messages())

@@ -56,6 +56,7 @@ import yaml
 from harness.dashboards import FORTHCOMING_METRICS, VAR_RE, dashboard_queries, metric_names_in
 from harness.kafka_topics import delete_topics
 from harness.monitoring import ALERTMANAGER, PROMETHEUS, Service, http_json
+from harness.pipeline import cli_args
 from harness.processes import free_port, stop, wait_for
 
 from kpi_core.config import WEEKDAYS
@@ -361,33 +362,10 @@ class ExporterTarget:
         admin.create_topics([kafka.admin.NewTopic(self.topic, 4, 1), kafka.admin.NewTopic(self.dlq, 1, 1)])
         admin.close()
         self.producer = kafka.KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=5)
-        common = [
-            "--redis",
-            redis_url,
-            "--redis-prefix",
-            self.prefix,
-            "--config",
-            str(staged.config),
-            "--clock",
-            f"fixed:{staged.at}",
-        ]
-        self._start(
-            "worker",
-            "--kafka",
-            kafka_bootstrap,
-            "--topic",
-            self.topic,
-            "--dlq-topic",
-            self.dlq,
-            "--group",
-            f"ccmon-live-{run}",
-            "--web-port",
-            str(free_port()),
-            "--batch-within",
-            "0.1",
-            *common,
-        )
-        self._start("exporter", "--host", "127.0.0.1", "--port", str(self.port), *common)
+        common = {"redis": redis_url, "redis_prefix": self.prefix, "config": staged.config}
+        worker = {"kafka": kafka_bootstrap, "topic": self.topic, "dlq_topic": self.dlq, "group": f"ccmon-live-{run}"}
+        self._start(*cli_args("worker", **worker, web_port=free_port(), batch_within="0.1", at=staged.at, **common))
+        self._start(*cli_args("exporter", host="127.0.0.1", port=self.port, at=staged.at, **common))
 
     def _start(self, command: str, *args: str) -> None:
         with (self.workdir / f"{command}.log").open("wb") as out:

@@ -121,30 +121,7 @@ def test_redis_lost_mid_day_is_rebuilt_from_kafka(run: Pipeline, tmp_path: Path)
     # A worker folds yesterday's and the first two thirds of today's events into Redis.
     produce_timed(p.kafka, p.topic, old, per_message=1)
     produced = produce_timed(p.kafka, p.topic, first)
-    worker = p.start(
-        "worker",
-        "worker",
-        "--kafka",
-        p.kafka,
-        "--topic",
-        p.topic,
-        "--dlq-topic",
-        p.dlq,
-        "--group",
-        p.group,
-        "--redis",
-        p.redis_url,
-        "--redis-prefix",
-        p.prefix,
-        "--clock",
-        f"fixed:{at}",
-        "--batch-size",
-        "20",
-        "--batch-within",
-        "0.1",
-        "--web-port",
-        "0",
-    )
+    worker = p.start("worker", *p.worker_args(at=at, batch_size=20, batch_within="0.1", web_port=0))
     wait_for_kpis(kpis, {("ccmon_events_total", ()): len(first)}, 90, [worker], p.log_tail)
     assert kpis()[TOO_LATE] == len(YESTERDAY)
 

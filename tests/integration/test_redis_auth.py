@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness.pipeline import cli_args
 from harness.processes import free_port, stop
 
 from kpi_core.config import Config
@@ -76,15 +77,7 @@ def start_exporter(url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
                 sys.executable,
                 "-m",
                 "streams.cli",
-                "exporter",
-                "--port",
-                str(port),
-                "--redis",
-                url,
-                "--redis-prefix",
-                "auth",
-                "--clock",
-                f"fixed:{AT}",
+                *cli_args("exporter", port=port, redis=url, redis_prefix="auth", at=AT),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.pipeline import cli_args
 from harness.processes import free_port
 
 from kpi_core.config import config_from_dict
@@ -120,31 +121,16 @@ def test_worker_and_exporter_on_a_cluster(cluster: list[int], kafka_bootstrap: s
 
     url = f"redis://127.0.0.1:{cluster[1]}"
     port = free_port()
-    common = ["--redis", url, "--redis-cluster", "yes", "--redis-prefix", "t2", "--clock", f"fixed:{AT}"]
+    common = {"redis": url, "redis_cluster": "yes", "redis_prefix": "t2"}
     logs = [open(tmp_path / name, "w") for name in ("worker.log", "exporter.log")]  # noqa: SIM115
+    worker_args = cli_args(
+        "worker", kafka=kafka_bootstrap, topic=topic, dlq_topic=f"{topic}-dlq", group=topic, web_port=0, at=AT, **common
+    )
     worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streams.cli",
-            "worker",
-            "--kafka",
-            kafka_bootstrap,
-            "--topic",
-            topic,
-            "--dlq-topic",
-            f"{topic}-dlq",
-            "--group",
-            topic,
-            "--web-port",
-            "0",
-            *common,
-        ],
-        stdout=logs[0],
-        stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "streams.cli", *worker_args], stdout=logs[0], stderr=subprocess.STDOUT
     )
     exporter = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "exporter", "--host", "127.0.0.1", "--port", str(port), *common],
+        [sys.executable, "-m", "streams.cli", *cli_args("exporter", host="127.0.0.1", port=port, at=AT, **common)],
         stdout=logs[1],
         stderr=subprocess.STDOUT,
     )

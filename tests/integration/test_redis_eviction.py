@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import redis
 from harness.kafka_topics import delete_topics
+from harness.pipeline import cli_args
 from harness.processes import free_port, stop
 from harness.redis_servers import RedisServer
 from harness.samples import samples_of
@@ -232,37 +233,25 @@ def test_the_override_runs_and_worker_and_exporter_follow_the_policy(
     }
     logs = [tmp_path / "worker.log", tmp_path / "exporter.log"]
     processes: list[subprocess.Popen[bytes]] = []
+    names = {"redis": server.url, "redis_prefix": f"evict-{run}"}
     commands = [
-        [
+        cli_args(
             "worker",
-            "--kafka",
-            kafka_bootstrap,
-            "--topic",
-            topic,
-            "--dlq-topic",
-            f"{topic}-dlq",
-            "--group",
-            topic,
-            "--web-port",
-            str(web_port),
-        ],
-        ["exporter", "--host", "127.0.0.1", "--port", str(port)],
+            kafka=kafka_bootstrap,
+            topic=topic,
+            dlq_topic=f"{topic}-dlq",
+            group=topic,
+            web_port=web_port,
+            **names,
+        ),
+        cli_args("exporter", host="127.0.0.1", port=port, **names),
     ]
     try:
         for log, command in zip(logs, commands, strict=True):
             with log.open("wb") as out:
                 processes.append(
                     subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "streams.cli",
-                            *command,
-                            "--redis",
-                            server.url,
-                            "--redis-prefix",
-                            f"evict-{run}",
-                        ],
+                        [sys.executable, "-m", "streams.cli", *command],
                         stdout=out,
                         stderr=subprocess.STDOUT,
                         env=env,

@@ -71,26 +71,8 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(run: Pipeline, tmp_path: P
     assert len(lines) > 1000
     at = math.ceil(max(parse_line(line).ts for line in lines) / 60) * 60 + 60
     half = len(lines) // 2
-    common = ["--redis", p.redis_url, "--redis-prefix", p.prefix, "--clock", f"fixed:{at}"]
-    worker_args = [
-        "worker",
-        "--kafka",
-        p.kafka,
-        "--topic",
-        p.topic,
-        "--dlq-topic",
-        p.dlq,
-        "--group",
-        p.group,
-        "--batch-size",
-        "5",
-        "--batch-within",
-        "0.1",
-        "--session-timeout",
-        "6",
-        *common,
-    ]
-    p.start("exporter", "exporter", "--host", "127.0.0.1", "--port", str(p.port), *common)
+    worker_args = p.worker_args(at=at, batch_size=5, batch_within="0.1", session_timeout=6)
+    p.start("exporter", *p.exporter_args(at=at, host="127.0.0.1"))
     a = p.start("worker-a", *worker_args, "--web-port", str(free_port()))
     p.start("worker-b", *worker_args, "--web-port", str(free_port()))
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import pytest
 import yaml
+from harness.pipeline import cli_args
 from harness.processes import free_port, stop
 from harness.redis_servers import delete_prefix
 from harness.samples import samples_of
@@ -106,33 +107,22 @@ def exporter(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         password_file.write_text(PASSWORD + "\n")
         password_file.chmod(0o600)
         port = free_port()
+        exporter_args = cli_args(
+            "exporter",
+            host="127.0.0.1",
+            port=port,
+            redis=redis_url,
+            redis_prefix=prefix,
+            at=AT_EPOCH,
+            basic_auth_user=USER,
+            basic_auth_password_file=password_file,
+            tls_cert_file=tls.server_cert,
+            tls_key_file=tls.server_key,
+        )
         log = workdir / "exporter.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "streams.cli",
-                    "exporter",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--redis",
-                    redis_url,
-                    "--redis-prefix",
-                    prefix,
-                    "--clock",
-                    f"fixed:{AT_EPOCH}",
-                    "--basic-auth-user",
-                    USER,
-                    "--basic-auth-password-file",
-                    str(password_file),
-                    "--tls-cert-file",
-                    str(tls.server_cert),
-                    "--tls-key-file",
-                    str(tls.server_key),
-                ],
+                [sys.executable, "-m", "streams.cli", *exporter_args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=workdir,

@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 from harness.kafka_topics import entity_key
+from harness.pipeline import cli_args
 from harness.private_kafka import PrivateKafka, start_private_kafka
 from harness.processes import free_port, stop
 from harness.samples import samples_of
@@ -151,7 +152,10 @@ def test_worker_over_sasl_ssl_computes_the_golden_kpis(
     worker_env = clean_environ() | {k: v for k, v in env.items() if k != "CCMON_KAFKA_PASSWORD"}
     port = free_port()
     logs = {name: tmp_path / f"{name}.log" for name in ("worker", "exporter")}
-    common = ["--redis", redis_url, "--redis-prefix", redis_prefix, "--clock", f"fixed:{AT_EPOCH}"]
+    redis_flags = {"redis": redis_url, "redis_prefix": redis_prefix}
+    kafka_flags = {"topic": topic, "dlq_topic": dlq, "group": group, "kafka_password_file": password_file}
+    worker_args = cli_args("worker", **kafka_flags, web_port=0, batch_within="0.1", at=AT_EPOCH, **redis_flags)
+    exporter_args = cli_args("exporter", host="127.0.0.1", port=port, at=AT_EPOCH, **redis_flags)
     processes: list[subprocess.Popen[bytes]] = []
 
     def tail() -> str:
@@ -165,25 +169,7 @@ def test_worker_over_sasl_ssl_computes_the_golden_kpis(
         with logs["worker"].open("wb") as out:
             processes.append(
                 subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "streams.cli",
-                        "worker",
-                        "--topic",
-                        topic,
-                        "--dlq-topic",
-                        dlq,
-                        "--group",
-                        group,
-                        "--kafka-password-file",
-                        str(password_file),
-                        "--web-port",
-                        "0",
-                        "--batch-within",
-                        "0.1",
-                        *common,
-                    ],
+                    [sys.executable, "-m", "streams.cli", *worker_args],
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     cwd=tmp_path,
@@ -193,17 +179,7 @@ def test_worker_over_sasl_ssl_computes_the_golden_kpis(
         with logs["exporter"].open("wb") as out:
             processes.append(
                 subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "streams.cli",
-                        "exporter",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                        *common,
-                    ],
+                    [sys.executable, "-m", "streams.cli", *exporter_args],
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     cwd=tmp_path,

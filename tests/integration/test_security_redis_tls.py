@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.pipeline import cli_args
 from harness.processes import free_port, stop
 from harness.samples import samples_of
 from harness.tls import Tls, clean_environ, make_tls
@@ -192,7 +193,7 @@ def test_worker_and_exporter_over_tls(
     producer.close()
 
     url = f"rediss://127.0.0.1:{tls_redis}/0"
-    common = ["--redis", url, "--redis-prefix", prefix, "--clock", f"fixed:{AT_EPOCH}"]
+    redis_flags = {"redis": url, "redis_prefix": prefix}
     logs = {name: tmp_path / f"{name}.log" for name in ("worker", "exporter")}
     port = free_port()
     processes: list[subprocess.Popen[bytes]] = []
@@ -200,31 +201,18 @@ def test_worker_and_exporter_over_tls(
     def tail() -> str:
         return "\n".join(f"--- {name}\n{path.read_text(errors='replace')[-3000:]}" for name, path in logs.items())
 
+    kafka_flags = {"kafka": kafka_bootstrap, "topic": topic, "dlq_topic": dlq, "group": group}
+    worker_args = cli_args(
+        "worker", **kafka_flags, web_port=0, batch_within="0.1", redis_ca_file=tls.ca, at=AT_EPOCH, **redis_flags
+    )
+    exporter_args = cli_args(
+        "exporter", host="127.0.0.1", port=port, redis_password_file=password_file, at=AT_EPOCH, **redis_flags
+    )
     try:
         with logs["worker"].open("wb") as out:  # CA by flag, password from the environment
             processes.append(
                 subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "streams.cli",
-                        "worker",
-                        "--kafka",
-                        kafka_bootstrap,
-                        "--topic",
-                        topic,
-                        "--dlq-topic",
-                        dlq,
-                        "--group",
-                        group,
-                        "--web-port",
-                        "0",
-                        "--batch-within",
-                        "0.1",
-                        "--redis-ca-file",
-                        str(tls.ca),
-                        *common,
-                    ],
+                    [sys.executable, "-m", "streams.cli", *worker_args],
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     cwd=tmp_path,
@@ -234,19 +222,7 @@ def test_worker_and_exporter_over_tls(
         with logs["exporter"].open("wb") as out:  # CA from the environment, password file by flag
             processes.append(
                 subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "streams.cli",
-                        "exporter",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                        "--redis-password-file",
-                        str(password_file),
-                        *common,
-                    ],
+                    [sys.executable, "-m", "streams.cli", *exporter_args],
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     cwd=tmp_path,

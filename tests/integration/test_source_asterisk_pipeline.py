@@ -76,25 +76,9 @@ def pipeline(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Iterator[P
     create_topics(kafka_bootstrap, p.topic, p.dlq, partitions=2, keep_forever=False)
     config = tmp_path / "ccmon.toml"
     config.write_text(CONFIG)
-    common = ["--redis", redis_url, "--redis-prefix", p.prefix, "--clock", f"fixed:{AT:.0f}", "--config", str(config)]
-    p.start(
-        "worker",
-        "worker",
-        "--kafka",
-        kafka_bootstrap,
-        "--topic",
-        p.topic,
-        "--dlq-topic",
-        p.dlq,
-        "--group",
-        p.group,
-        "--web-port",
-        str(free_port()),
-        "--batch-within",
-        "0.1",
-        *common,
-    )
-    p.start("exporter", "exporter", "--host", "127.0.0.1", "--port", str(p.port), *common)
+    at = f"{AT:.0f}"
+    p.start("worker", *p.worker_args(at=at, web_port=free_port(), batch_within="0.1", config=config))
+    p.start("exporter", *p.exporter_args(at=at, host="127.0.0.1", config=config))
     try:
         yield p
     finally:

@@ -63,29 +63,7 @@ def test_a_partition_never_fetched_makes_the_worker_exit_and_the_restart_applies
     want = replay_samples(path, at)
     p = Pipeline(kafka_bootstrap, redis_url, tmp_path)
     create_topics(kafka_bootstrap, p.topic, p.dlq)
-    worker_args = [
-        "worker",
-        "--kafka",
-        kafka_bootstrap,
-        "--topic",
-        p.topic,
-        "--dlq-topic",
-        p.dlq,
-        "--group",
-        p.group,
-        "--redis",
-        redis_url,
-        "--redis-prefix",
-        p.prefix,
-        "--clock",
-        f"fixed:{at}",
-        "--batch-size",
-        "5",
-        "--batch-within",
-        "0.1",
-        "--session-timeout",
-        "6",
-    ]
+    worker_args = p.worker_args(at=at, batch_size=5, batch_within="0.1", session_timeout=6)
     web_port = free_port()
     try:
         monkeypatch.setenv(TEST_HOOKS_ENV, TEST_HOOKS_VALUE)

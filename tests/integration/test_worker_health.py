@@ -60,29 +60,7 @@ def test_livez_and_readyz_follow_the_group_and_redis(
     at = max(parse_line(line).ts for line in lines) + 60
     create_topics(kafka_bootstrap, p.topic, p.dlq, partitions=1)
     ports = {"a": free_port(), "b": free_port()}
-    args = [
-        "worker",
-        "--kafka",
-        kafka_bootstrap,
-        "--topic",
-        p.topic,
-        "--dlq-topic",
-        p.dlq,
-        "--group",
-        p.group,
-        "--redis",
-        own_redis.url,
-        "--redis-prefix",
-        p.prefix,
-        "--batch-size",
-        "5",
-        "--batch-within",
-        "0.1",
-        "--session-timeout",
-        "6",
-        "--clock",
-        f"fixed:{at}",
-    ]
+    args = p.worker_args(at=at, batch_size=5, batch_within="0.1", session_timeout=6)
     try:
         p.start("a", *args, "--web-port", str(ports["a"]))
         early: list[Answer] = []
