@@ -70,6 +70,23 @@ AT = "2026-11-20T10:00:00Z"
 AT_EPOCH = 1795168800.0
 SIM_START = AT_EPOCH - 50 * 60  # 09:10, 0.8 h of simulated traffic, all before AT
 PARTITIONS = 2
+#: What a valid event is mutated into (``Fuzzer.make``); each must be seen among the invalid records.
+MUTATIONS = (
+    "wrong_type",
+    "missing",
+    "unknown_type",
+    "bad_ts",
+    "negative",
+    "huge_string",
+    "huge_number",
+    "deep",
+    "control",
+    "reserved",
+    "not_object",
+    "score",
+    "late",
+    "future",
+)
 SETTLE_TIMEOUT = 240.0
 MB = 1_000_000
 #: A Kafka record this big still goes to the events topic (broker default 1,048,588) but not,
@@ -226,25 +243,7 @@ class Hostile:
 
     def make(self, event: dict[str, Any]) -> Item:
         rng = self.rng
-        kind = rng.choice(
-            [
-                "wrong_type",
-                "wrong_type",
-                "missing",
-                "unknown_type",
-                "bad_ts",
-                "negative",
-                "huge_string",
-                "huge_number",
-                "deep",
-                "control",
-                "reserved",
-                "not_object",
-                "score",
-                "late",
-                "future",
-            ]
-        )
+        kind = rng.choice(("wrong_type", *MUTATIONS))  # a wrong type twice as often
         bad = self._copy(event)
         etype = event["type"]
         if kind == "wrong_type":
@@ -814,20 +813,7 @@ def test_hostile_corpus_through_the_pipeline(
     assert total >= RECORDS
     kinds = Counter(i.kind for i in invalid)
     for kind in (
-        "wrong_type",
-        "missing",
-        "unknown_type",
-        "bad_ts",
-        "negative",
-        "huge_string",
-        "huge_number",
-        "deep",
-        "control",
-        "reserved",
-        "not_object",
-        "score",
-        "late",
-        "future",
+        *MUTATIONS,
         "random_bytes",
         "invalid_utf8",
         "1MB_junk",
