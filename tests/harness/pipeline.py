@@ -59,6 +59,14 @@ class Pipeline:
         """``exporter`` on this run's port, Redis and key prefix, otherwise as :meth:`worker_args`."""
         return cli_args("exporter", *extra, at=at, port=self.port, **self._redis(redis_url), **flags)
 
+    def rebuild_args(
+        self, *extra: str, redis_url: str | None = None, at: float | str | None = None, **flags: object
+    ) -> list[str]:
+        """``rebuild`` of this run's topic and consumer group into its Redis and key prefix,
+        otherwise as :meth:`worker_args`."""
+        names = {"kafka": self.kafka, "topic": self.topic, "group": self.group}
+        return cli_args("rebuild", *extra, at=at, **names, **self._redis(redis_url), **flags)
+
     def _redis(self, redis_url: str | None) -> dict[str, object]:
         return {"redis": self.redis_url if redis_url is None else redis_url, "redis_prefix": self.prefix}
 

@@ -314,12 +314,11 @@ def test_customer_record_keys_are_keyed_digests_shared_by_worker_and_rebuild(run
         producer.send(p.topic, key=event["call_id"].encode(), value=json.dumps(event).encode())
     producer.flush(30)
     producer.close()
-    common = ["--redis", p.redis_url, "--redis-prefix", p.prefix, "--clock", f"fixed:{AT_EPOCH}"]
 
     # Without a secret, the worker and the rebuild stop at once, naming the setting.
     for command in (
         p.worker_args(at=AT_EPOCH, web_port=0),
-        ["rebuild", "--kafka", p.kafka, "--topic", p.topic, "--group", p.group, *common],
+        p.rebuild_args(at=AT_EPOCH),
     ):
         refused = subprocess.run(
             [sys.executable, "-m", "streams.cli", *command],
@@ -362,22 +361,7 @@ def test_customer_record_keys_are_keyed_digests_shared_by_worker_and_rebuild(run
     # `ccmon rebuild --clear` with the same secret: the very same names and records.
     def rebuild(secret: str) -> None:
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "streams.cli",
-                "rebuild",
-                "--kafka",
-                p.kafka,
-                "--topic",
-                p.topic,
-                "--group",
-                p.group,
-                "--clear",
-                "--force",
-                "--json",
-                *common,
-            ],
+            [sys.executable, "-m", "streams.cli", *p.rebuild_args("--clear", "--force", "--json", at=AT_EPOCH)],
             capture_output=True,
             text=True,
             timeout=180,

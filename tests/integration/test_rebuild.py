@@ -66,26 +66,7 @@ def run(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Iterator[Pipeli
 
 
 def rebuild_args(p: Pipeline, at: float, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "streams.cli",
-        "rebuild",
-        "--kafka",
-        p.kafka,
-        "--topic",
-        p.topic,
-        "--group",
-        p.group,
-        "--redis",
-        p.redis_url,
-        "--redis-prefix",
-        p.prefix,
-        "--clock",
-        f"fixed:{at}",
-        "--json",
-        *extra,
-    ]
+    return [sys.executable, "-m", "streams.cli", *p.rebuild_args("--json", *extra, at=at)]
 
 
 def rebuild(p: Pipeline, at: float, *extra: str) -> subprocess.CompletedProcess[str]:

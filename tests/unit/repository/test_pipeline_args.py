@@ -60,7 +60,24 @@ def test_pipeline_args_name_the_runs_own_topics_group_redis_and_port(tmp_path: P
         "--host",
         "127.0.0.1",
     ]
+    rebuild = p.rebuild_args("--json", at="60")
+    assert rebuild == [
+        "rebuild",
+        "--kafka",
+        "127.0.0.1:9092",
+        "--topic",
+        p.topic,
+        "--group",
+        p.group,
+        "--redis",
+        "redis://127.0.0.1:6379/0",
+        "--redis-prefix",
+        p.prefix,
+        "--clock",
+        "fixed:60",
+        "--json",
+    ]
     parser = build_parser()
-    for args in (worker, exporter):
+    for args in (worker, exporter, rebuild):
         parsed = parser.parse_args(args)
         assert parsed.redis_prefix == p.prefix
