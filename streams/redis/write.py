@@ -67,6 +67,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+import hiredis
 import redis
 from redis.cluster import RedisCluster
 
@@ -84,6 +85,55 @@ from streams.redis.keys import (
     seen_digest,
     utf8,
 )
+
+
+def _send(pipe: Any, commands: list[tuple[Any, ...]], *, watch: bool = False) -> list[Any]:
+    """Send ``commands`` on ``pipe``'s connection in one write and read their replies (an error
+    reply raises it, after the rest are read). The arguments are packed by hiredis in C: the
+    batch script takes thousands of them, and redis-py's per-argument encoding cost more
+    than the engine's work for many of the events. ``watch``: the commands start a WATCH (the
+    pipeline then unwatches on reset if no EXEC follows). Any other failure (the connection,
+    a timeout) closes the connection, so no reply is left unread on it, and raises: the
+    worker retries the whole batch (no WATCH survives a closed connection)."""
+    conn = pipe.connection
+    if conn is None:
+        conn = pipe.connection = pipe.connection_pool.get_connection()
+    if watch:
+        pipe.watching = True
+    replies: list[Any] = []
+    error: redis.ResponseError | None = None
+    try:
+        conn.send_packed_command([hiredis.pack_command(command) for command in commands])
+        for _command in commands:
+            try:
+                replies.append(conn.read_response())
+            except redis.ResponseError as exc:
+                error = error or exc
+                replies.append(exc)
+    except BaseException:
+        conn.disconnect()
+        pipe.watching = False
+        raise
+    if error is not None:
+        raise error
+    return replies
+
+
+def _transaction(pipe: Any, command: tuple[Any, ...]) -> Any:
+    """``command`` in ``MULTI``/``EXEC`` on ``pipe``'s connection (under the WATCHes it holds):
+    its reply, :class:`redis.WatchError` when a watched key changed, the error Redis gave
+    when it refused to queue the command (``OOM``, ``READONLY``...; the EXEC is then
+    aborted), or the command's own error reply (as a redis-py pipeline raises them)."""
+    try:
+        _ok, _queued, replies = _send(pipe, [("MULTI",), command, ("EXEC",)])
+    finally:
+        pipe.watching = False  # EXEC (or its abort) ends every WATCH of the connection
+    if replies is None:
+        raise redis.WatchError("Watched variable changed.")
+    (reply,) = replies
+    if isinstance(reply, redis.ResponseError):
+        raise reply
+    return reply
 
 
 class BatchConflict(CcmonError):
@@ -209,9 +259,13 @@ class BatchWriter(RedisKeys):
             pipe = self._pipe(b, key)
             groups.setdefault(id(pipe), (pipe, []))[1].append(key)
         for pipe, group in groups.values():
-            pipe.watch(*group)  # WATCH first: a change after it, before EXEC, aborts the batch
+            # WATCH first: a change after it, before EXEC, aborts the batch.
+            if self.cluster:
+                pipe.watch(*group)
+                values = pipe.execute_command("MGET", *group)
+            else:  # WATCH and MGET in one round trip
+                _ok, values = _send(pipe, [("WATCH", *group), ("MGET", *group)], watch=True)
             b.watched.update(group)
-            values = pipe.execute_command("MGET", *group)
             for key, raw in zip(group, values, strict=True):
                 b.records[key] = load_record(raw) if raw is not None else None
 
@@ -254,13 +308,17 @@ class BatchWriter(RedisKeys):
             keys.append(key)
             argv.extend(args)
         for group, (keys, argv) in ordered.items():
-            pipe = self._pipe(b, keys[0]) if self.cluster else b.pipe
-            pipe.multi()
             # EVAL, not EVALSHA: a script missing from the server's cache cannot fail inside
             # MULTI (Redis caches it by its SHA anyway).
-            pipe.execute_command("EVAL", scripts.APPLY_LUA, len(keys), *keys, *argv)
+            command = ("EVAL", scripts.APPLY_LUA, len(keys), *keys, *argv)
             try:
-                (result,) = pipe.execute()
+                if self.cluster:
+                    pipe = self._pipe(b, keys[0])
+                    pipe.multi()
+                    pipe.execute_command(*command)
+                    (result,) = pipe.execute()
+                else:
+                    result = _transaction(b.pipe, command)
             except redis.WatchError:
                 raise BatchConflict(
                     f"{len(b.watched)} watched record(s): one changed before the batch "

@@ -23,6 +23,7 @@ from kpi_core.config import Config
 from kpi_core.engine import Engine
 from kpi_core.errors import InvalidEventError
 from kpi_core.events import Event, parse_event
+from streams.redis import write
 from streams.redis.scripts import APPLY_LUA
 from streams.redis.state import RedisState
 from streams.sim import SimParams, Simulator, default_queues
@@ -256,15 +257,15 @@ def test_a_failure_at_any_write_of_the_batch_script_is_rolled_back(
 
         # A failure after the last write: everything is undone. The script call is kept.
         calls: list[tuple[Any, ...]] = []
-        execute_command = redis.client.Pipeline.execute_command
+        transaction = write._transaction
 
-        def spy(self: Any, *args: Any, **options: Any) -> Any:
-            if args[:2] == ("EVAL", APPLY_LUA):
-                calls.append(args[2:])
-            return execute_command(self, *args, **options)
+        def spy(pipe: Any, command: tuple[Any, ...]) -> Any:
+            if command[:2] == ("EVAL", APPLY_LUA):
+                calls.append(command[2:])
+            return transaction(pipe, command)
 
         with monkeypatch.context() as patch:
-            patch.setattr(redis.client.Pipeline, "execute_command", spy)
+            patch.setattr(write, "_transaction", spy)
             message = fail_with_hook(state, batch, now, -1)
         match = re.search(r"injected failure after the last write \((\d+) writes\)", message)
         assert match, message
