@@ -36,6 +36,8 @@ def main() -> int:
     parser.add_argument("--queues", type=int, default=60, help="simulated queues (default 60)")
     parser.add_argument("--every", type=int, default=20_000, help="print the rate every N events (default 20,000)")
     parser.add_argument("--profile", action="store_true", help="cProfile the middle 30 %% of the day")
+    parser.add_argument("--sort", default="tottime", help="the profile's order: tottime (default), cumulative...")
+    parser.add_argument("--lines", type=int, default=25, help="the profile's rows shown (default 25)")
     args = parser.parse_args()
 
     import redis
@@ -70,6 +72,7 @@ def main() -> int:
     print(f"{total:,} simulator events, {args.queues} queues, {len(takes)} takes of <= 2,000", file=sys.stderr)
     try:
         start = mark = time.perf_counter()
+        cpu = time.process_time()
         done = marked = 0
         for k, (take, clock) in enumerate(takes):
             now[0] = clock
@@ -82,11 +85,12 @@ def main() -> int:
                 print(f"events {marked:>9,} - {done:>9,}: {(done - marked) / (t - mark):8,.0f}/s", flush=True)
                 mark, marked = t, done
         elapsed = time.perf_counter() - start
-        print(f"all {total:,} events: {total / elapsed:,.0f}/s ({elapsed:.1f} s)")
+        cpu = time.process_time() - cpu
+        print(f"all {total:,} events: {total / elapsed:,.0f}/s ({elapsed:.1f} s; this process's CPU {cpu:.1f} s)")
     finally:
         common.clear_prefix(redis_url, prefix)
     if profile is not None:
-        pstats.Stats(profile).sort_stats("tottime").print_stats(25)
+        pstats.Stats(profile).sort_stats(args.sort).print_stats(args.lines)
     return 0
 
 
