@@ -153,8 +153,11 @@ class _Hash:
     maxes: dict[str, float] = field(default_factory=dict)
 
     def split(self) -> tuple[dict[str, float], dict[str, float]]:
+        legacy = [k for k in self.sums if k.startswith("max_")]  # almost always none
+        if not legacy:
+            return self.sums, dict(self.maxes)
         sums = {k: v for k, v in self.sums.items() if not k.startswith("max_")}
-        maxes = {k: v for k, v in self.sums.items() if k.startswith("max_")}
+        maxes = {k: self.sums[k] for k in legacy}
         maxes.update(self.maxes)
         return sums, maxes
 
@@ -164,6 +167,7 @@ class _Batch:
     pipe: Any  # redis.client.Pipeline in WATCH mode (Redis Cluster: the first group's)
     pipes: dict[str, Any] = field(default_factory=dict)  # hash-slot group -> its WATCH pipeline
     records: dict[str, Record | None] = field(default_factory=dict)  # key -> cached value
+    record_keys: dict[tuple[str, str, str], str] = field(default_factory=dict)  # (kind, tenant, key) -> its key
     watched: set[str] = field(default_factory=set)
     dirty_records: dict[str, tuple[Record | None, float]] = field(default_factory=dict)
     seen_known: set[tuple[str, bytes]] = field(default_factory=set)  # (seen key, digest) in Redis
@@ -249,7 +253,9 @@ class BatchWriter(RedisKeys):
         b = self._batch
         if b is None:
             return
-        wanted = [k for k in dict.fromkeys(self._record_key(kind, tenant, key) for key in keys) if k not in b.records]
+        wanted = [
+            k for k in dict.fromkeys(self._batch_record_key(b, kind, tenant, key) for key in keys) if k not in b.records
+        ]
         if wanted:
             self._read_records(b, wanted)
 
@@ -394,9 +400,12 @@ class BatchWriter(RedisKeys):
         sums, maxes = h.split() if split else (h.sums, h.maxes)
         ttl = self._ttl_ms(h.ttl_at, now) if h.ttl_at is not None else 0
         args: list[Any] = ["H", ttl, len(sums), len(maxes)]
+        append = args.append
         for fld, value in sums.items():
-            # ints as themselves: the script passes whole numbers to HINCRBY as text (exact)
-            args += [utf8(fld), str(value) if type(value) is int else num(value)]
+            # ints as themselves (packed as their decimal text): the script passes whole
+            # numbers to HINCRBY as text (exact)
+            append(fld.encode("utf-8", "surrogatepass"))  # utf8(), inline: a call per field counts here
+            append(value if type(value) is int else num(value))
         for fld, value in maxes.items():
             args += [utf8(fld), num(value)]
         return args
@@ -427,12 +436,19 @@ class BatchWriter(RedisKeys):
         pending[digest] = int(ts // 3600)
         return True
 
+    def _batch_record_key(self, b: _Batch, kind: str, tenant: str, key: str) -> str:
+        """:meth:`_record_key`, once per record and batch (a customer's is an HMAC)."""
+        rkey = b.record_keys.get((kind, tenant, key))
+        if rkey is None:
+            rkey = b.record_keys[(kind, tenant, key)] = self._record_key(kind, tenant, key)
+        return rkey
+
     def get_record(self, kind: str, tenant: str, key: str) -> Record | None:
-        rkey = self._record_key(kind, tenant, key)
         b = self._batch
         if b is None:
-            raw = self.client.get(rkey)
+            raw = self.client.get(self._record_key(kind, tenant, key))
             return load_record(raw) if raw is not None else None
+        rkey = self._batch_record_key(b, kind, tenant, key)
         if rkey not in b.records:
             self._read_records(b, [rkey])
         return b.records[rkey]
@@ -441,7 +457,7 @@ class BatchWriter(RedisKeys):
         b = self._batch
         if b is None:
             return self._autocommit(lambda: self.put_record(kind, tenant, key, record, expire_at))
-        rkey = self._record_key(kind, tenant, key)
+        rkey = self._batch_record_key(b, kind, tenant, key)
         b.records[rkey] = record
         b.dirty_records[rkey] = (record, expire_at)
 
@@ -449,7 +465,7 @@ class BatchWriter(RedisKeys):
         b = self._batch
         if b is None:
             return self._autocommit(lambda: self.delete_record(kind, tenant, key))
-        rkey = self._record_key(kind, tenant, key)
+        rkey = self._batch_record_key(b, kind, tenant, key)
         b.records[rkey] = None
         b.dirty_records[rkey] = (None, 0.0)
 
