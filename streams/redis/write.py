@@ -289,10 +289,13 @@ class BatchWriter(RedisKeys):
                 by_key.setdefault(key, []).append(digest)
         if not by_key:
             return
-        with self.client.pipeline(transaction=False) as pipe:
-            for key, digests in by_key.items():
-                pipe.zmscore(key, digests)  # type: ignore[arg-type]  # bytes are fine
-            results = pipe.execute()
+        if self.cluster:
+            with self.client.pipeline(transaction=False) as pipe:
+                for key, digests in by_key.items():
+                    pipe.zmscore(key, digests)  # type: ignore[arg-type]  # bytes are fine
+                results = pipe.execute()
+        else:  # a digest per event: packed by hiredis, on the batch's connection
+            results = _send(b.pipe, [("ZMSCORE", key, *digests) for key, digests in by_key.items()])
         for (key, digests), scores in zip(by_key.items(), results, strict=True):
             for digest, score in zip(digests, scores, strict=True):
                 if score is not None:
