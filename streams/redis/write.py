@@ -82,24 +82,22 @@ from streams.redis.keys import (
     dump_record,
     load_record,
     num,
+    record_version,
     seen_digest,
     utf8,
 )
 
 
-def _send(pipe: Any, commands: list[tuple[Any, ...]], *, watch: bool = False) -> list[Any]:
+def _send(pipe: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
     """Send ``commands`` on ``pipe``'s connection in one write and read their replies (an error
     reply raises it, after the rest are read). The arguments are packed by hiredis in C: the
     batch script takes thousands of them, and redis-py's per-argument encoding cost more
-    than the engine's work for many of the events. ``watch``: the commands start a WATCH (the
-    pipeline then unwatches on reset if no EXEC follows). Any other failure (the connection,
-    a timeout) closes the connection, so no reply is left unread on it, and raises: the
+    than the engine's work for many of the events. Any other failure (the connection, a
+    timeout) closes the connection, so no reply is left unread on it, and raises: the
     worker retries the whole batch (no WATCH survives a closed connection)."""
     conn = pipe.connection
     if conn is None:
         conn = pipe.connection = pipe.connection_pool.get_connection()
-    if watch:
-        pipe.watching = True
     replies: list[Any] = []
     error: redis.ResponseError | None = None
     try:
@@ -119,11 +117,15 @@ def _send(pipe: Any, commands: list[tuple[Any, ...]], *, watch: bool = False) ->
     return replies
 
 
-def _transaction(pipe: Any, command: tuple[Any, ...]) -> Any:
-    """``command`` in ``MULTI``/``EXEC`` on ``pipe``'s connection (under the WATCHes it holds):
-    its reply, :class:`redis.WatchError` when a watched key changed, the error Redis gave
-    when it refused to queue the command (``OOM``, ``READONLY``...; the EXEC is then
-    aborted), or the command's own error reply (as a redis-py pipeline raises them)."""
+def _run_script(pipe: Any, command: tuple[Any, ...], *, watching: bool) -> Any:
+    """Run ``command`` (the batch script) on ``pipe``'s connection: its reply. ``watching``:
+    the connection holds WATCHes, so it runs in ``MULTI``/``EXEC`` and raises
+    :class:`redis.WatchError` when a watched key changed. An error reply raises: the
+    command's own, or the one Redis gave when it refused to queue it (``OOM``,
+    ``READONLY``...; the EXEC is then aborted), as a redis-py pipeline raises them."""
+    if not watching:
+        (reply,) = _send(pipe, [command])
+        return reply
     try:
         _ok, _queued, replies = _send(pipe, [("MULTI",), command, ("EXEC",)])
     finally:
@@ -167,8 +169,9 @@ class _Batch:
     pipe: Any  # redis.client.Pipeline in WATCH mode (Redis Cluster: the first group's)
     pipes: dict[str, Any] = field(default_factory=dict)  # hash-slot group -> its WATCH pipeline
     records: dict[str, Record | None] = field(default_factory=dict)  # key -> cached value
+    versions: dict[str, bytes] = field(default_factory=dict)  # record key -> record_version() as read
     record_keys: dict[tuple[str, str, str], str] = field(default_factory=dict)  # (kind, tenant, key) -> its key
-    watched: set[str] = field(default_factory=set)
+    watched: set[str] = field(default_factory=set)  # live sets read by the upkeep (WATCHed)
     dirty_records: dict[str, tuple[Record | None, float]] = field(default_factory=dict)
     seen_known: set[tuple[str, bytes]] = field(default_factory=set)  # (seen key, digest) in Redis
     seen_checked: set[tuple[str, bytes]] = field(default_factory=set)  # looked up this batch
@@ -265,14 +268,14 @@ class BatchWriter(RedisKeys):
             pipe = self._pipe(b, key)
             groups.setdefault(id(pipe), (pipe, []))[1].append(key)
         for pipe, group in groups.values():
-            # WATCH first: a change after it, before EXEC, aborts the batch.
+            # No WATCH: the batch script checks each record's version as read (record_version)
+            # before it writes anything.
             if self.cluster:
-                pipe.watch(*group)
-                values = pipe.execute_command("MGET", *group)
-            else:  # WATCH and MGET in one round trip
-                _ok, values = _send(pipe, [("WATCH", *group), ("MGET", *group)], watch=True)
-            b.watched.update(group)
+                values = self.client.mget(group)  # one hash-slot group: one node
+            else:
+                (values,) = _send(pipe, [("MGET", *group)])
             for key, raw in zip(group, values, strict=True):
+                b.versions[key] = record_version(raw)
                 b.records[key] = load_record(raw) if raw is not None else None
 
     def prefetch_seen(self, items: Iterable[tuple[str, str, float]]) -> None:
@@ -326,18 +329,16 @@ class BatchWriter(RedisKeys):
                     pipe.multi()
                     pipe.execute_command(*command)
                     (result,) = pipe.execute()
-                else:
-                    result = _transaction(b.pipe, command)
+                else:  # under WATCH when the upkeep read live sets
+                    result = _run_script(b.pipe, command, watching=bool(b.watched))
             except redis.WatchError:
                 raise BatchConflict(
-                    f"{len(b.watched)} watched record(s): one changed before the batch "
+                    f"{len(b.watched)} watched live set(s): one changed before the batch "
                     f"was applied{self._partly(ordered, group)}"
                 ) from None
             if result != 0:
-                raise BatchConflict(
-                    f"{result[1]} event(s) of the batch were applied by another writer "
-                    f"first{self._partly(ordered, group)}"
-                )
+                what = "event(s) of the batch were applied" if result[0] == 1 else "record(s) it read were changed"
+                raise BatchConflict(f"{result[1]} {what} by another writer first{self._partly(ordered, group)}")
 
     @staticmethod
     def _partly(ordered: Mapping[str, Any], failed: str) -> str:
@@ -359,7 +360,8 @@ class BatchWriter(RedisKeys):
             for digest, hour in digests.items():
                 seen_args += [hour, digest]
             seen_ops.append((key, seen_args))
-        ops: list[tuple[str, list[Any]]] = []
+        # The records read, as they were read: checked before anything is written.
+        ops: list[tuple[str, list[Any]]] = [(key, ["C", version]) for key, version in b.versions.items()]
         for key, h in b.hashes.items():
             ops.append((key, self._encode_hash(h, now)))
         for key, (expire_at, keep_from, starts) in b.index.items():

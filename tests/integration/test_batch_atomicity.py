@@ -257,15 +257,15 @@ def test_a_failure_at_any_write_of_the_batch_script_is_rolled_back(
 
         # A failure after the last write: everything is undone. The script call is kept.
         calls: list[tuple[Any, ...]] = []
-        transaction = write._transaction
+        run_script = write._run_script
 
-        def spy(pipe: Any, command: tuple[Any, ...]) -> Any:
+        def spy(pipe: Any, command: tuple[Any, ...], **options: Any) -> Any:
             if command[:2] == ("EVAL", APPLY_LUA):
                 calls.append(command[2:])
-            return transaction(pipe, command)
+            return run_script(pipe, command, **options)
 
         with monkeypatch.context() as patch:
-            patch.setattr(write, "_transaction", spy)
+            patch.setattr(write, "_run_script", spy)
             message = fail_with_hook(state, batch, now, -1)
         match = re.search(r"injected failure after the last write \((\d+) writes\)", message)
         assert match, message
@@ -337,7 +337,8 @@ def _eval(client: Any, keys: list[str], argv: list[Any]) -> Any:
         ([("z", ["Z", -1])], r"\(count of op Z #3\) must be an integer in 0\.\.\d+, got -1"),
         ([("z", ["I", 0, 5, 1, 7])], r"\(ttl_ms of op I #3\) must be an integer in 1\.\.\d+, got 0"),
         ([("z", ["G", 1000, "x", 1, 5, b"n"])], r"\(below of op G #3\) must be a finite number, got x"),
-        ([("s", ["Q", 1])], r"\(op #3\) must be one of S H R D Z X A I G, got Q"),
+        ([("s", ["Q", 1])], r"\(op #3\) must be one of S H R D Z X A I G C, got Q"),
+        ([("rec", ["C"])], r"\(version of op C #3\) is required, got \(missing\)"),
         ([("s", ["S", 1000, 1, 1, 5, b"id"])], r"\(op #3\) must be S for exactly the first 1 ops, got S"),
         ([("h", ["H", 0, 0, 0]), ("extra", [])], r"4 KEYS but 3 operations in ARGV"),
     ],

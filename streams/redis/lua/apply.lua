@@ -13,12 +13,16 @@
 --     A n member ...             (key: a set)       -- SADD
 --     I ttl_ms below n start ... (key: a zset)      -- bucket index: ZADD start start, drop < below
 --     G ttl_ms below n at name ..(key: a zset)      -- series registry: ZADD GT, drop < below
+--     C version                  (key: a record)    -- check only: the record is as the batch read
+--                                                    it ('' absent; 23 bytes: its first bytes,
+--                                                    {"_v":"<digest>"; 40: SHA-1 hex of all of it)
 -- ttl_ms 0 means "no expiry" (H only). Returns 0, or {1, dup_count} without writing anything
--- when an event id is already in its seen set, or an error reply "ccmon apply: ..." having
+-- when an event id is already in its seen set, {2, changed_count} without writing anything
+-- when a record the batch read changed since (C), or an error reply "ccmon apply: ..." having
 -- changed nothing (a malformed ARGV is refused before the first write; a failure among the
 -- writes is rolled back from the undo log). Phases (streams/redis/write.py, the module header):
 --   1. validate all of ARGV (numbers finite, counts and TTLs in range, ops known, #KEYS);
---   2. check the seen sets (reads only);
+--   2. check the seen sets and the records read (reads only);
 --   3. under pcall, every write, each preceded by what undoes it: the other ops in order,
 --      then the seen-set ops last; on an error, the undo log is played back in reverse.
 
@@ -95,8 +99,11 @@ local function validate()
       for i = a + 2, a + span - 1, 2 do finite(i, 'score', j) end
     elseif op == 'X' or op == 'A' then
       span = span_of(a, a + 1, 1, 2, j)
+    elseif op == 'C' then
+      span = 2
+      if a + 1 > nargv then invalid(a + 1, 'version', j, 'is required') end
     else
-      invalid(a, 'op #' .. j, nil, 'must be one of S H R D Z X A I G')
+      invalid(a, 'op #' .. j, nil, 'must be one of S H R D Z X A I G C')
     end
     a = a + span
   end
@@ -129,6 +136,27 @@ for j = 1, nseen do
   end
 end
 if dups > 0 then return {1, dups} end
+-- And no record the batch read may have changed since (another writer of the same customer,
+-- agent...): the batch would write what it computed from the old value.
+local changed = 0
+for j = nseen + 1, nkeys do
+  local a = starts[j]
+  if ARGV[a] == 'C' then
+    local want = ARGV[a + 1]
+    local v = redis.pcall('GET', KEYS[j])
+    if type(v) == 'table' then v = false end  -- a key of another type: absent, as MGET read it
+    local same
+    if want == '' or not v then
+      same = (want == '') == (not v)
+    elseif #want == 40 then
+      same = redis.sha1hex(v) == want
+    else
+      same = string.sub(v, 1, #want) == want
+    end
+    if not same then changed = changed + 1 end
+  end
+end
+if changed > 0 then return {2, changed} end
 
 -- 3. Writes. Before each write, the undo log gets what restores the state it changes:
 --   {'h', key, fields, old}   hash fields back to their old text (HSET), or out (HDEL)
@@ -297,6 +325,8 @@ local function apply(j)
     zadd(key, 'GT', a + 4, tonumber(ARGV[a + 3]))
     prune(key, ARGV[a + 2])
     expire(key, ARGV[a + 1])
+  elseif op == 'C' then  -- checked in phase 2, nothing to write
+    return
   elseif op == 'S' then
     -- Phase 2 found none of these ids in the set: undoing their ZADD NX is removing them.
     zadd(key, 'NX', a + 4, tonumber(ARGV[a + 3]), {})
