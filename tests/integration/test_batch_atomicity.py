@@ -303,7 +303,7 @@ def test_a_failure_at_any_write_of_the_batch_script_is_rolled_back(
         for op in OPS:
             sample.add(op_of_step.index(op) + 1)
             sample.add(len(op_of_step) - op_of_step[::-1].index(op))
-        sample.update(range(1, writes + 1, 17))
+        sample.update(range(1, writes + 1, max(1, writes // 50)))  # ~50 evenly spread
         assert len(sample) >= 50
         for k in sorted(sample):
             message = fail_with_hook(state, batch, now, k)
@@ -418,6 +418,39 @@ def test_the_seen_ids_are_written_last(redis_client: Any, redis_prefix: str) -> 
     assert _eval(redis_client, keys, argv) == 0
     assert redis_client.zrange(f"{p}:seen", 0, -1) == [b"id1", b"id2"]
     assert _eval(redis_client, keys, argv) == [1, 2]  # both ids seen now: nothing written again
+
+
+def test_hash_sums_are_exact_in_the_script_and_through_hincrby(redis_client: Any, redis_prefix: str) -> None:
+    """Short whole numbers are summed in the script (one HSET per hash), longer ones (from 16
+    characters: beyond the doubles' exact integers once summed) by HINCRBY, fractions by
+    HINCRBYFLOAT: every sum is exact, a multiset field at 0 is deleted, another field keeps 0."""
+    p = f"{redis_prefix}:{{t:x}}"
+    big = str(2**53 + 1)  # 9007199254740993: a double would read it as ...992
+    redis_client.hset(
+        f"{p}:h",
+        mapping={"short": "-999999999999999", "big": big, "frac": "0.5", "mx:w:5": "1", "zero": "2", "keep": "7"},
+    )
+    deltas = {
+        "short": "999999999999998",  # both 15 characters: summed in the script
+        "big": "2",  # the field has 16: HINCRBY
+        "long": "-1000000000000000",  # the delta has 17: HINCRBY
+        "frac": "1",  # a fraction in the field: HINCRBYFLOAT
+        "mx:w:5": "-1",  # a multiset count at 0: deleted
+        "mx:w:9": "0",  # absent and 0: not written
+        "zero": "-2",  # not a multiset: stays, at 0
+    }
+    argv: list[Any] = [0, 0, "H", 0, len(deltas), 0]
+    for name, delta in deltas.items():
+        argv += [name.encode(), delta]
+    assert _eval(redis_client, [f"{p}:h"], argv) == 0
+    assert redis_client.hgetall(f"{p}:h") == {
+        b"short": b"-1",
+        b"big": str(2**53 + 3).encode(),
+        b"long": b"-1000000000000000",
+        b"frac": b"1.5",
+        b"zero": b"0",
+        b"keep": b"7",
+    }
 
 
 def test_a_record_ttl_that_overflows_writes_nothing_and_the_retry_applies_once(
