@@ -253,49 +253,32 @@ local function apply(j)
     if nf > 0 then
       local old = read('HMGET', key, fields)
       undo[#undo + 1] = {'h', key, fields, old}
-      local put, gone = {}, {}
       for i = 1, nsum do
-        -- The engine's deltas are all whole numbers (integers as text). Where the delta and
-        -- the field's value both have at most 15 characters, their sum is computed here,
-        -- exactly (|sum| < 2e15 < 2^53, the doubles' exact integers), and all such fields of
-        -- the hash are written by one HSET (a call per field was most of the script's time).
-        -- Otherwise: HINCRBY (int64 arithmetic in Redis, exact, the text passed as it is,
-        -- never through a Lua double). A field that holds a fraction (state from before)
-        -- refuses it (known beforehand when its text has a '.'), and takes HINCRBYFLOAT as
-        -- every fractional delta does. A multiset field (mx:*) that reaches 0 is deleted, so
-        -- a bucket keeps only values still counted (the undo log above restores it).
+        -- HINCRBY (integer arithmetic, exact, cheaper than HINCRBYFLOAT) for whole deltas: the engine's
+        -- are all whole (integers as text, passed as they are, never through a Lua double).
+        -- A field that holds a fraction (state from before) refuses it (known beforehand when
+        -- its text has a '.'), and takes HINCRBYFLOAT as every fractional delta does. A
+        -- multiset field (mx:*) that reaches 0 is deleted, so a bucket keeps only values
+        -- still counted (the undo log above restores it).
         local d = ARGV[a + 3 + 2 * i]
         local was = old[i]
         local f = fields[i]
-        if #d < 16 and string.find(d, '^%-?%d+$')
-            and (not was or (#was < 16 and string.find(was, '^%-?%d+$'))) then
-          local v = tonumber(d) + (was and tonumber(was) or 0)
-          if v == 0 and string.sub(f, 1, 3) == 'mx:' then
-            if was then gone[#gone + 1] = f end
-          else
-            put[#put + 1] = f
-            put[#put + 1] = string.format('%d', v)
+        step()
+        if string.find(d, '^%-?%d+$') and not (was and string.find(was, '.', 1, true)) then
+          local r = redis.pcall('HINCRBY', key, f, d)
+          if type(r) == 'table' then
+            redis.call('HINCRBYFLOAT', key, f, d)
+          elseif r == 0 and string.sub(f, 1, 3) == 'mx:' then
+            redis.call('HDEL', key, f)
           end
         else
-          step()
-          if string.find(d, '^%-?%d+$') and not (was and string.find(was, '.', 1, true)) then
-            local r = redis.pcall('HINCRBY', key, f, d)
-            if type(r) == 'table' then
-              redis.call('HINCRBYFLOAT', key, f, d)
-            elseif r == 0 and string.sub(f, 1, 3) == 'mx:' then
-              redis.call('HDEL', key, f)
-            end
-          else
-            local n = tonumber(d)
-            if n ~= math.floor(n) or n >= 1e15 or n <= -1e15 or (was and string.find(was, '.', 1, true))
-                or type(redis.pcall('HINCRBY', key, f, string.format('%d', n))) == 'table' then
-              redis.call('HINCRBYFLOAT', key, f, d)
-            end
+          local n = tonumber(d)
+          if n ~= math.floor(n) or n >= 1e15 or n <= -1e15 or (was and string.find(was, '.', 1, true))
+              or type(redis.pcall('HINCRBY', key, f, string.format('%d', n))) == 'table' then
+            redis.call('HINCRBYFLOAT', key, f, d)
           end
         end
       end
-      if #put > 0 then write('HSET', key, nil, put) end
-      if #gone > 0 then write('HDEL', key, nil, gone) end
       for i = nsum + 1, nf do
         local v = ARGV[a + 3 + 2 * i]
         local was = old[i]
