@@ -372,6 +372,11 @@ class BatchWriter(RedisKeys):
             for digest, hour in digests.items():
                 seen_args += [hour, digest]
             seen_ops.append((key, seen_args))
+        # The coarse buckets and totals get the sums of the fine buckets they hold (each add
+        # went to its fine bucket only).
+        for fine_h, coarse_h, totals_h in b.add_targets.values():
+            add_into(coarse_h.sums, fine_h.sums)
+            add_into(totals_h.sums, fine_h.sums, multisets=False)  # maxima are windowed only
         # The records read, as they were read: checked before anything is written.
         ops: list[tuple[str, list[Any]]] = [(key, ["C", version]) for key, version in b.versions.items()]
         for key, h in b.hashes.items():
@@ -495,10 +500,7 @@ class BatchWriter(RedisKeys):
         targets = b.add_targets.get((tenant, scope, fstart))
         if targets is None:
             targets = b.add_targets[(tenant, scope, fstart)] = self._add_targets(b, tenant, scope, fstart, ts)
-        fine_h, coarse_h, totals_h = targets
-        add_into(fine_h.sums, deltas)
-        add_into(coarse_h.sums, deltas)
-        add_into(totals_h.sums, deltas, multisets=False)  # maxima are windowed only
+        add_into(targets[0].sums, deltas)  # the fine bucket's: coarse and totals follow from it (_encode)
 
     def _add_targets(self, b: _Batch, tenant: str, scope: str, fstart: int, ts: float) -> tuple[_Hash, ...]:
         """The hashes an ``add`` at ``ts`` changes: its fine and coarse buckets and the totals."""
