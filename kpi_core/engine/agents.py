@@ -302,6 +302,9 @@ class AgentsMixin(Fold):
         if sign < 0:
             if fact[0] == "talk" or ts > rec["upto"]:
                 facts.pop(key, None)
+                if not facts:  # nothing left to be due
+                    rec.pop("first_talk", None)
+                    rec.pop("first_ahead", None)
             else:
                 self._agent_count(tenant, rec, fact, -1)
             return
