@@ -49,12 +49,12 @@ def agent_calls_today(record: Record | None, midnight: float, at: float) -> tupl
     midnight that starts ``at``'s day) to ``at``, and the newest ``talk`` fact stamped up to
     ``at`` (ties: the greatest call id, then fact key), or None. Exact for any ``at`` from the
     record's ``upto`` on (the newest clock it was written at; before it, the day's facts up to
-    ``upto`` count). A record in the format before ``days`` (``calls``: every fact) is read
+    ``upto`` count). A record in the format before ``counts`` (``calls``: every fact) is read
     as its facts."""
     if record is None:
         return 0, 0, None
     facts: dict[str, list[Any]] = record["facts"] if "facts" in record else record.get("calls", {})
-    handled, missed = record.get("days", {}).get(str(int(midnight)), (0, 0))
+    handled, missed = record.get("counts", {}).get(str(int(midnight)), (0, 0))
     talk: list[Any] | None = None
     best: tuple[float, str, str] | None = None
     for key, fact in facts.items():
@@ -173,7 +173,7 @@ class AgentsMixin(Fold):
         :func:`agent_calls_today` answers from (its size and the work per event do not grow
         with the day):
 
-        * ``days``: ``{local day start: [handled, missed]}``, the counts of the facts stamped up
+        * ``counts``: ``{local day start: [handled, missed]}``, the counts of the facts stamped up
           to ``upto`` (the newest clock the record was written at) per local day of the tenant
           (the day of the fact's ts): a new fact adds 1, a retracted one takes 1 off. The
           last two days are kept: days that start before ``floor`` (26 h before the latest
@@ -187,7 +187,8 @@ class AgentsMixin(Fold):
         * ``first_talk`` / ``first_ahead``: at most the ts of the oldest ``talk`` fact and of
           the oldest ``facts`` one after ``upto``, so ``facts`` is scanned only when something
           is due: a ``talk`` older than ``max_call_age`` to drop, a fact ``upto`` passed.
-        * ``newest``: the newest fact's ts; the record expires a day after it.
+        * ``newest``: the newest ts of a fact it took (one taken back since still counts); the
+          record expires a day after it.
 
         A record written before (``calls``: every fact of the day) is read as ``facts`` with no
         counts, and converted on its next write (its facts counted as above), so a fact it
@@ -234,7 +235,7 @@ class AgentsMixin(Fold):
             for key, fact in new.items():
                 if old.get(key) != fact:
                     self._agent_fact(tenant, rec, key, fact, +1, oldest_talk)
-            if rec["facts"] or rec["days"]:
+            if rec["facts"] or rec["counts"]:
                 store.put_record(AGENT_CALLS, tenant, agent, rec, rec["newest"] + DAY)
             else:
                 store.delete_record(AGENT_CALLS, tenant, agent)
@@ -246,18 +247,18 @@ class AgentsMixin(Fold):
     def _agent_calls_record(self, tenant: str, agent: str, oldest_talk: float) -> Record:
         """The agent's ``agent_calls`` record as of now (:meth:`_agent_calls`): ``upto`` moved
         on to now, and, only when something is due (or the record is in the format before
-        ``days``), the ``facts`` scanned: the ``talk`` ones older than ``oldest_talk`` dropped,
+        ``counts``), the ``facts`` scanned: the ``talk`` ones older than ``oldest_talk`` dropped,
         the others ``upto`` passed moved into the day counts."""
         now = self._now
         rec = self.store.get_record(AGENT_CALLS, tenant, agent)
         # A new record counts no day that starts more than 26 h before now: an expired one may
-        # have counted facts a late event retracts; one in the format before ``days`` held the
+        # have counted facts a late event retracts; one in the format before ``counts`` held the
         # facts of the last 26 h only.
         if rec is None:
-            return {"days": {}, "facts": {}, "upto": now, "floor": now - 26 * 3600.0, "newest": 0.0}
+            return {"counts": {}, "facts": {}, "upto": now, "floor": now - 26 * 3600.0, "newest": 0.0}
         calls = rec.pop("calls", None)
-        if calls is not None:  # the format before days: every fact, one by one
-            rec = {"days": {}, "facts": calls, "upto": now, "floor": now - 26 * 3600.0, "newest": 0.0}
+        if calls is not None:  # the format before counts: every fact, one by one
+            rec = {"counts": {}, "facts": calls, "upto": now, "floor": now - 26 * 3600.0, "newest": 0.0}
             rec["newest"] = max((f[1] for f in calls.values()), default=0.0)
             self._agent_calls_scan(tenant, rec, oldest_talk)
             return rec
@@ -325,11 +326,11 @@ class AgentsMixin(Fold):
 
     def _agent_count(self, tenant: str, rec: Record, fact: list[Any], sign: int) -> bool:
         """Count (``sign`` +1) or take off (-1) a ``handled`` / ``missed`` fact in its local day of
-        ``rec["days"]``; a fact of a day before ``rec["floor"]`` is neither (False). Counting a
+        ``rec["counts"]``; a fact of a day before ``rec["floor"]`` is neither (False). Counting a
         fact of a later day than any before moves the floor to 26 h before that day's start and
         drops the days that start before it."""
         day = self._agent_local_day(tenant, fact[1])
-        days: dict[str, list[int]] = rec["days"]
+        days: dict[str, list[int]] = rec["counts"]
         if day < rec["floor"]:
             return False
         name = str(int(day))

@@ -63,5 +63,5 @@ def test_an_old_agent_calls_record_in_redis_is_read_and_converted(redis_client: 
     assert processor.process(batch(second, 100)).accepted == len(second)
     record = state.get_record(AGENT_CALLS, "acme", "a")
     assert record is not None and "calls" not in record and record["facts"] == {}
-    assert record["days"] == {str(int(AT - 10 * 3600)): [1, 1]}
+    assert record["counts"] == {str(int(AT - 10 * 3600)): [1, 1]}
     assert row() == (None, 1, 1)

@@ -87,10 +87,10 @@ def test_the_record_does_not_grow_with_the_day() -> None:
     small = len(marshal.dumps(store.get_record(AGENT_CALLS, "acme", "a")))
     run(calls_handled("a", 180, MIDNIGHT + 8400, first=20), store=store)
     record = store.get_record(AGENT_CALLS, "acme", "a")
-    assert record is not None and record["days"] == {str(int(MIDNIGHT)): [200, 0]} and record["facts"] == {}
+    assert record is not None and record["counts"] == {str(int(MIDNIGHT)): [200, 0]} and record["facts"] == {}
     assert len(marshal.dumps(record)) == small < 200
     ringing = store.get_record(AGENT_CALLS, "acme", "b")
-    assert ringing is not None and ringing["days"] == {str(int(MIDNIGHT)): [0, 200]}
+    assert ringing is not None and ringing["counts"] == {str(int(MIDNIGHT)): [0, 200]}
     assert row(store, "a") == (None, None, 200, 0)
 
 
@@ -167,7 +167,7 @@ def test_a_fact_stamped_after_the_clock_counts_from_its_time_on() -> None:
     assert [row(store, "a", at)[2] for at in (AT, AT + 99, AT + 100)] == [1, 1, 2]
     run(calls_handled("a", 1, AT + 120, first=5), now=AT + 200, store=store)  # ends at AT + 160
     record = store.get_record(AGENT_CALLS, "acme", "a")
-    assert record is not None and record["facts"] == {} and record["days"] == {str(int(MIDNIGHT)): [3, 0]}
+    assert record is not None and record["facts"] == {} and record["counts"] == {str(int(MIDNIGHT)): [3, 0]}
     assert row(store, "a", AT + 200)[2] == 3
     # A late abandon before the answer takes the call back, from the counts now.
     run([event(13, "call.abandoned", AT + 45, call_id="f", queue="q")], now=AT + 200, store=store)
@@ -204,7 +204,7 @@ def test_a_record_in_the_old_format_is_read_and_converted_on_its_next_write() ->
     run(late, store=store)
     record = store.get_record(AGENT_CALLS, "acme", "a")
     assert record is not None and "calls" not in record
-    assert record["days"] == {str(int(MIDNIGHT)): [3, 1]} and record["facts"] == {}
+    assert record["counts"] == {str(int(MIDNIGHT)): [3, 1]} and record["facts"] == {}
     assert row(store, "a") == (None, None, 3, 1) == from_calls(store, "a", AT)
 
 
@@ -238,15 +238,15 @@ def test_old_talk_facts_and_old_days_are_pruned_only_when_due() -> None:
     record = store.get_record(AGENT_CALLS, "acme", "a")
     assert record is not None and record["facts"] == {} and "first_talk" not in record and len(scans) == 1
     day0 = str(int(t0 - 10 * 3600))
-    assert record["days"] == {day0: [31, 0]}
+    assert record["counts"] == {day0: [31, 0]}
     # Two days on, the first day's counts go; a late fact of that day is neither counted nor
     # taken off.
     feed(calls_handled("a", 1, t0 + 2 * DAY, first=60))
     record = store.get_record(AGENT_CALLS, "acme", "a")
     day2 = str(int(t0 - 10 * 3600 + 2 * DAY))
-    assert record is not None and record["days"] == {day2: [1, 0]} and len(scans) == 1
+    assert record is not None and record["counts"] == {day2: [1, 0]} and len(scans) == 1
     feed([event(900, "call.abandoned", t0 + 68, call_id="c10", queue="q")])  # before its answer
     record = store.get_record(AGENT_CALLS, "acme", "a")
-    assert record is not None and record["days"] == {day2: [1, 0]}
+    assert record is not None and record["counts"] == {day2: [1, 0]}
     # The record expires a day after its newest fact (c60's end).
     assert store._records[(AGENT_CALLS, "acme", "a")][1] == t0 + 2 * DAY + 40 + DAY
