@@ -330,25 +330,25 @@ class AgentsMixin(Fold):
         fact of a later day than any before moves the floor to 26 h before that day's start and
         drops the days that start before it."""
         day = self._agent_local_day(tenant, fact[1])
-        days: dict[str, list[int]] = rec["counts"]
+        by_day: dict[str, list[int]] = rec["counts"]
         if day < rec["floor"]:
             return False
         name = str(int(day))
-        counts = days.get(name)
+        counts = by_day.get(name)
         index = 0 if fact[0] == "handled" else 1
         if sign < 0:
             if counts is not None and counts[index] > 0:
                 counts[index] -= 1
                 if not any(counts):
-                    del days[name]
+                    del by_day[name]
             return True
         if counts is None:
-            counts = days[name] = [0, 0]
+            counts = by_day[name] = [0, 0]
             floor = day - 26 * 3600.0
             if floor > rec["floor"]:
                 rec["floor"] = floor
-                for old in [k for k in days if int(k) < floor]:
-                    del days[old]
+                for old in [k for k in by_day if int(k) < floor]:
+                    del by_day[old]
         counts[index] += 1
         return True
 
