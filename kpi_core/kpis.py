@@ -60,6 +60,7 @@ from kpi_core.engine import (
     Engine,
     split_state,
 )
+from kpi_core.engine.agents import agent_calls_today
 from kpi_core.erlang import agents_required, erlang_a, queue_wait, service_level
 from kpi_core.events import AGENT_STATES
 from kpi_core.state import (
@@ -1039,10 +1040,7 @@ def live_agents(
                 queues = list(Engine._agent_queues(changes, len(changes), record.get("base")))
                 day = present(record.get("days", {}).get(day_key, {}))
                 occupancy = _occupancy(day, {state: 1}, midnight, at)
-            calls = (store.get_record(AGENT_CALLS, name, agent) or {"calls": {}})["calls"].values()
-            handled = sum(1 for f in calls if f[0] == "handled" and midnight <= f[1] <= at)
-            missed = sum(1 for f in calls if f[0] == "missed" and midnight <= f[1] <= at)
-            talk = max((f for f in calls if f[0] == "talk" and f[1] <= at), key=lambda f: f[1], default=None)
+            handled, missed, talk = agent_calls_today(store.get_record(AGENT_CALLS, name, agent), midnight, at)
             if state not in BUSY_STATES:
                 talk = None
             in_state = max(0.0, at - since)

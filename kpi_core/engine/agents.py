@@ -43,6 +43,37 @@ def split_state(key: str) -> tuple[str, str]:
     return state, label or REASON_NONE
 
 
+def agent_calls_today(record: Record | None, midnight: float, at: float) -> tuple[int, int, list[Any] | None]:
+    """``(handled, missed, talk)`` of an agent's ``agent_calls`` record (:meth:`AgentsMixin._agent_calls`)
+    read at ``at``: the ``handled`` and ``missed`` facts stamped from ``midnight`` (the local
+    midnight that starts ``at``'s day) to ``at``, and the newest ``talk`` fact stamped up to
+    ``at`` (ties: the greatest call id, then fact key), or None. Exact for any ``at`` from the
+    record's ``upto`` on (the newest clock it was written at; before it, the day's facts up to
+    ``upto`` count). A record in the format before ``counts`` (``calls``: every fact) is read
+    as its facts."""
+    if record is None:
+        return 0, 0, None
+    facts: dict[str, list[Any]] = record["facts"] if "facts" in record else record.get("calls", {})
+    handled, missed = record.get("counts", {}).get(str(int(midnight)), (0, 0))
+    talk: list[Any] | None = None
+    best: tuple[float, str, str] | None = None
+    for key, fact in facts.items():
+        ts = fact[1]
+        if ts > at:
+            continue
+        kind = fact[0]
+        if kind == "talk":
+            rank = (ts, str(fact[3]), key)
+            if best is None or rank > best:
+                best, talk = rank, fact
+        elif ts >= midnight:
+            if kind == "handled":
+                handled += 1
+            elif kind == "missed":
+                missed += 1
+    return handled, missed, talk
+
+
 class AgentsMixin(Fold):
     """``agent.state`` (occupancy, the agents set) and the agents' side of calls (``agent_calls``)."""
 
@@ -130,14 +161,38 @@ class AgentsMixin(Fold):
             del days[key]
 
     def _agent_calls(self, tenant: str, call_id: str, record: Record, legs: list[dict[str, Any]]) -> None:
-        """Keep each agent's part of this call in the agent's ``agent_calls`` record, whose
-        ``calls`` map ``<call id>\x1f<fact>`` to ``[kind, ts, ...]``: ``talk`` (a leg the agent
-        answered, or an outbound call it made, not ended yet: its current call; ``+ [queue, call
-        id]``), ``handled`` (an inbound leg it answered that ended; ts: the end) and ``missed``
-        (rung, no answer). The call record keeps what it last gave each agent
+        """Keep each agent's part of this call in the agent's ``agent_calls`` record. A call
+        gives an agent facts ``<call id>\x1f<fact> -> [kind, ts, ...]``: ``talk`` (a leg the
+        agent answered, or an outbound call it made, not ended yet: its current call; ``+
+        [queue, call id]``), ``handled`` (an inbound leg it answered that ended; ts: the end)
+        and ``missed`` (rung, no answer). The call record keeps what it last gave each agent
         (``agents``), so an event changes only what the call's facts now imply, whatever the
-        arrival order. Facts older than a day (26 h) are dropped, a ``talk`` older than
-        ``max_call_age``; the record expires a day after its newest fact."""
+        arrival order: the facts it no longer implies are retracted, the new ones added.
+
+        The agent's record does not keep every fact of its day, only what
+        :func:`agent_calls_today` answers from (its size and the work per event do not grow
+        with the day):
+
+        * ``counts``: ``{local day start: [handled, missed]}``, the counts of the facts stamped up
+          to ``upto`` (the newest clock the record was written at) per local day of the tenant
+          (the day of the fact's ts): a new fact adds 1, a retracted one takes 1 off. The
+          last two days are kept: days that start before ``floor`` (26 h before the latest
+          day counted, or before the clock the record was created at) are dropped, and a fact
+          of such a day is neither counted nor taken off.
+        * ``facts``: the ``talk`` facts (an agent has few current calls) and the ``handled`` /
+          ``missed`` facts stamped after ``upto`` (from the future, up to
+          ``engine.max_future_seconds``), one by one: a read at ``at`` counts those up to
+          ``at`` only, as the facts' day counts hold none after ``upto``. Once ``upto`` passes
+          them they move into the counts.
+        * ``first_talk`` / ``first_ahead``: at most the ts of the oldest ``talk`` fact and of
+          the oldest ``facts`` one after ``upto``, so ``facts`` is scanned only when something
+          is due: a ``talk`` older than ``max_call_age`` to drop, a fact ``upto`` passed.
+        * ``newest``: the newest ts of a fact it took (one taken back since still counts); the
+          record expires a day after it.
+
+        A record written before (``calls``: every fact of the day) is read as ``facts`` with no
+        counts, and converted on its next write (its facts counted as above), so a fact it
+        holds can still be retracted."""
         desired: dict[str, dict[str, list[Any]]] = {}
         for leg in legs:
             if leg["direction"] == "outbound":  # the agent's current call until it ends; not counted
@@ -168,28 +223,145 @@ class AgentsMixin(Fold):
         if desired == applied:
             return
         store = self.store
-        oldest = self._now - 26 * 3600.0
         oldest_talk = self._now - self.config.max_call_age_seconds
         for agent in sorted(set(applied) | set(desired)):
             old, new = applied.get(agent, {}), desired.get(agent, {})
             if old == new:
                 continue
-            rec = store.get_record(AGENT_CALLS, tenant, agent) or {"calls": {}}
-            calls: dict[str, list[Any]] = rec["calls"]
-            for key in old:
-                if key not in new:
-                    calls.pop(key, None)
-            calls.update(new)
-            for key in [k for k, f in calls.items() if f[1] < (oldest_talk if f[0] == "talk" else oldest)]:
-                del calls[key]
-            if calls:
-                store.put_record(AGENT_CALLS, tenant, agent, rec, max(f[1] for f in calls.values()) + DAY)
+            rec = self._agent_calls_record(tenant, agent, oldest_talk)
+            for key, fact in old.items():
+                if new.get(key) != fact:
+                    self._agent_fact(tenant, rec, key, fact, -1, oldest_talk)
+            for key, fact in new.items():
+                if old.get(key) != fact:
+                    self._agent_fact(tenant, rec, key, fact, +1, oldest_talk)
+            if rec["facts"] or rec["counts"]:
+                store.put_record(AGENT_CALLS, tenant, agent, rec, rec["newest"] + DAY)
             else:
                 store.delete_record(AGENT_CALLS, tenant, agent)
         if desired:
             record["agents"] = desired
         else:
             record.pop("agents", None)
+
+    def _agent_calls_record(self, tenant: str, agent: str, oldest_talk: float) -> Record:
+        """The agent's ``agent_calls`` record as of now (:meth:`_agent_calls`): ``upto`` moved
+        on to now, and, only when something is due (or the record is in the format before
+        ``counts``), the ``facts`` scanned: the ``talk`` ones older than ``oldest_talk`` dropped,
+        the others ``upto`` passed moved into the day counts."""
+        now = self._now
+        rec = self.store.get_record(AGENT_CALLS, tenant, agent)
+        # A new record counts no day that starts more than 26 h before now: an expired one may
+        # have counted facts a late event retracts; one in the format before ``counts`` held the
+        # facts of the last 26 h only.
+        if rec is None:
+            return {"counts": {}, "facts": {}, "upto": now, "floor": now - 26 * 3600.0, "newest": 0.0}
+        calls = rec.pop("calls", None)
+        if calls is not None:  # the format before counts: every fact, one by one
+            rec = {"counts": {}, "facts": calls, "upto": now, "floor": now - 26 * 3600.0, "newest": 0.0}
+            rec["newest"] = max((f[1] for f in calls.values()), default=0.0)
+            self._agent_calls_scan(tenant, rec, oldest_talk)
+            return rec
+        if now > rec["upto"]:
+            rec["upto"] = now
+        first_talk, first_ahead = rec.get("first_talk"), rec.get("first_ahead")
+        if (first_talk is not None and first_talk < oldest_talk) or (
+            first_ahead is not None and first_ahead <= rec["upto"]
+        ):
+            self._agent_calls_scan(tenant, rec, oldest_talk)
+        return rec
+
+    def _agent_calls_scan(self, tenant: str, rec: Record, oldest_talk: float) -> None:
+        """Go through ``rec["facts"]``: drop the ``talk`` facts older than ``oldest_talk``, count
+        the others stamped up to ``upto`` in their day, and set ``first_talk`` / ``first_ahead``
+        to the oldest of what stays."""
+        upto = rec["upto"]
+        facts: dict[str, list[Any]] = rec["facts"]
+        first_talk = first_ahead = None
+        for key, fact in list(facts.items()):
+            ts = fact[1]
+            if fact[0] == "talk":
+                if ts < oldest_talk:
+                    del facts[key]
+                elif first_talk is None or ts < first_talk:
+                    first_talk = ts
+            elif ts <= upto:
+                del facts[key]
+                self._agent_count(tenant, rec, fact, +1)
+            elif first_ahead is None or ts < first_ahead:
+                first_ahead = ts
+        for name, value in (("first_talk", first_talk), ("first_ahead", first_ahead)):
+            if value is None:
+                rec.pop(name, None)
+            else:
+                rec[name] = value
+
+    def _agent_fact(self, tenant: str, rec: Record, key: str, fact: list[Any], sign: int, oldest_talk: float) -> None:
+        """Add (``sign`` +1) or retract (-1) one of a call's facts in the agent's record."""
+        facts: dict[str, list[Any]] = rec["facts"]
+        ts = fact[1]
+        if sign < 0:
+            if fact[0] == "talk" or ts > rec["upto"]:
+                facts.pop(key, None)
+                if not facts:  # nothing left to be due
+                    rec.pop("first_talk", None)
+                    rec.pop("first_ahead", None)
+            else:
+                self._agent_count(tenant, rec, fact, -1)
+            return
+        if fact[0] == "talk":
+            if ts < oldest_talk:  # dropped as it comes (a current call is at most max_call_age old)
+                return
+            facts[key] = fact
+            if ts < rec.get("first_talk", ts + 1):
+                rec["first_talk"] = ts
+        elif ts > rec["upto"]:
+            facts[key] = fact
+            if ts < rec.get("first_ahead", ts + 1):
+                rec["first_ahead"] = ts
+        elif not self._agent_count(tenant, rec, fact, +1):
+            return
+        if ts > rec["newest"]:
+            rec["newest"] = ts
+
+    def _agent_count(self, tenant: str, rec: Record, fact: list[Any], sign: int) -> bool:
+        """Count (``sign`` +1) or take off (-1) a ``handled`` / ``missed`` fact in its local day of
+        ``rec["counts"]``; a fact of a day before ``rec["floor"]`` is neither (False). Counting a
+        fact of a later day than any before moves the floor to 26 h before that day's start and
+        drops the days that start before it."""
+        day = self._agent_local_day(tenant, fact[1])
+        by_day: dict[str, list[int]] = rec["counts"]
+        if day < rec["floor"]:
+            return False
+        name = str(int(day))
+        counts = by_day.get(name)
+        index = 0 if fact[0] == "handled" else 1
+        if sign < 0:
+            if counts is not None and counts[index] > 0:
+                counts[index] -= 1
+                if not any(counts):
+                    del by_day[name]
+            return True
+        if counts is None:
+            counts = by_day[name] = [0, 0]
+            floor = day - 26 * 3600.0
+            if floor > rec["floor"]:
+                rec["floor"] = floor
+                for old in [k for k in by_day if int(k) < floor]:
+                    del by_day[old]
+        counts[index] += 1
+        return True
+
+    def _agent_local_day(self, tenant: str, ts: float) -> float:
+        """The start of the tenant's local day holding ``ts`` (cached as :meth:`_agent_day_add`
+        does: ``_local_days`` holds one day per tenant)."""
+        span = self._local_days.get(tenant)
+        if span is None or not span[0] <= ts < span[1]:
+            zone = self.config.timezone(tenant)
+            midnight = local_midnight(ts, zone)
+            # A local day lasts 23 to 25 h: 26 h on is in the next one.
+            span = self._local_days[tenant] = (midnight, local_midnight(midnight + 26 * 3600, zone))
+        return span[0]
 
     def _agent_prune(self, tenant: str, agent: str, record: Record) -> None:
         """Forget what no event can change any more: keep the latest change older than the
