@@ -10,7 +10,7 @@ Key layout (``P`` is the prefix, ``ccmon`` by default; ``<x>`` is a name encoded
     P:{t:<tenant>}:bi:<f|c>:<scope>         zset  bucket index: the starts of the buckets kept
     P:{t:<tenant>}:tot:<scope>              hash  lifetime totals (no TTL)
     P:{t:<tenant>}:live:<name>:<scope>      zset  member -> score
-    P:{t:<tenant>}:rec:<kind>:<key>         string JSON record, its version first (TTL = its expiry)
+    P:{t:<tenant>}:rec:<kind>:<key>         string JSON record (TTL = its expiry)
     P:{t:<tenant>}:rec:customer:#<digest>   string a customer's record, named by a keyed digest
     P:{t:<tenant>}:seen                     zset  digests of the event ids seen -> hour of first ts
     P:{t:<tenant>}:series:<kind>            zset  the cardinality guard's registry: name -> admitted at
@@ -200,46 +200,31 @@ def seen_digest(event_id: str) -> bytes:
     return hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=SEEN_DIGEST_BYTES).digest()
 
 
-#: A record's value starts with its version: ``{"_v":"<16 hex digits>"``, a digest of the
-#: record's JSON (:func:`dump_record`), so the batch script can tell that a record a batch read
-#: has not changed by comparing these first bytes (:func:`record_version`).
-RECORD_VERSION_FIELD = "_v"
-_VERSION_HEAD = b'{"_v":"'
-_VERSION_LENGTH = len(_VERSION_HEAD) + 16
-
-
 def dump_record(record: Record) -> bytes:
-    """A record as compact JSON, its version first: orjson for what it can take, else json,
-    which also writes lone surrogates (ids may hold them) as escapes. NaN never reaches a
-    record (events are validated finite), but json's refusal of it is kept as the check."""
+    """A record as compact JSON: orjson for what it can take, else json, which also writes
+    lone surrogates (ids may hold them) as escapes. NaN never reaches a record (events are
+    validated finite), but json's refusal of it is kept as the check."""
     try:
-        body = orjson.dumps(record)
+        return orjson.dumps(record)
     except TypeError:  # a str orjson will not encode (lone surrogate), or a non-str key
-        body = json.dumps(record, separators=(",", ":"), allow_nan=False).encode("ascii")
-    head = _VERSION_HEAD + hashlib.blake2b(body, digest_size=8).hexdigest().encode("ascii")
-    return head + b'"}' if body == b"{}" else head + b'",' + body[1:]
+        return json.dumps(record, separators=(",", ":"), allow_nan=False).encode("ascii")
 
 
 def load_record(raw: bytes | str) -> Record:
-    """The record :func:`dump_record` wrote (without its version), or one written before
-    records had versions."""
     try:
         record: Record = orjson.loads(raw)
     except orjson.JSONDecodeError:  # lone surrogates written by json (see dump_record)
         record = json.loads(raw)
-    record.pop(RECORD_VERSION_FIELD, None)
     return record
 
 
 def record_version(raw: bytes | str | None) -> bytes:
-    """What the batch script compares to tell that the record stored as ``raw`` (None:
-    absent) is unchanged: empty for an absent record, the version head for a versioned one,
-    the SHA-1 (hex) of the whole value for one written before versions (read once, then
-    rewritten with one)."""
+    """What the batch script compares (``redis.sha1hex`` of the stored value) to tell that the
+    record stored as ``raw`` is unchanged: the SHA-1 (hex) of the value, empty when absent.
+    A digest of the whole value, so any writer's change is seen (one of an earlier release
+    during a rolling upgrade too), with nothing added to the record."""
     if raw is None:
         return b""
     if isinstance(raw, str):
         raw = raw.encode("utf-8", "surrogatepass")
-    if raw.startswith(_VERSION_HEAD) and len(raw) > _VERSION_LENGTH:
-        return raw[:_VERSION_LENGTH]
-    return hashlib.sha1(raw, usedforsecurity=False).hexdigest().encode("ascii")  # redis.sha1hex in the script
+    return hashlib.sha1(raw, usedforsecurity=False).hexdigest().encode("ascii")

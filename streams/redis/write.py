@@ -2,8 +2,8 @@
 
 Writes happen in batches (:meth:`BatchWriter.batch`). Inside one, records are read through a
 per-batch cache (one ``MGET`` per wave of the engine's read plan), noting each record's
-version as read (:func:`~streams.redis.keys.record_version`: the first bytes of its value,
-a digest of its JSON); all writes are buffered and merged in Python (one value per key and
+version as read (:func:`~streams.redis.keys.record_version`: the SHA-1 of its value); all
+writes are buffered and merged in Python (one value per key and
 field), and leave in one call of one Lua script (:data:`~streams.redis.scripts.APPLY_LUA`,
 ``lua/apply.lua``), its arguments packed by hiredis. The script first checks that none of the
 batch's event ids is already in its ``seen`` set and that every record the batch read is
@@ -15,8 +15,10 @@ that is run again after a crash finds its events already seen and counts nothing
 
 Why versions and not ``WATCH``: Redis 7.0 checks each newly watched key against the list of
 keys the client already watches, so a batch's ``WATCH``es cost Redis time quadratic in its
-records (docs/BENCHMARKS.md); the version check is a ``GET`` and a comparison of 23 bytes per
-record. The upkeep (:meth:`~kpi_core.engine.Engine.maintain`) still ``WATCH``es the
+records (docs/BENCHMARKS.md); the version check is a ``GET`` and a SHA-1 per record, linear.
+A digest of the whole value, not a version number kept in the record: a worker of an earlier
+release (no versions, ``WATCH``) may run next to this one during a rolling upgrade, and any
+change it makes is seen. The upkeep (:meth:`~kpi_core.engine.Engine.maintain`) still ``WATCH``es the
 few live sets it reads (they have no version), and its batch then commits in
 ``MULTI``/``EXEC``.
 
@@ -31,8 +33,7 @@ back: what it wrote before an error stays). In three phases:
 2. *Duplicates and changes*: the batch's event ids are looked up in their ``seen`` sets
    (``ZMSCORE``); one found returns ``{1, count}`` (a :class:`BatchConflict`), nothing
    written. Then each record the batch read is compared with its version as read (absent,
-   the 23 first bytes, or, for a record written before versions, the SHA-1 of all of it);
-   one changed returns ``{2, count}``, nothing written.
+   or the SHA-1 of its value); one changed returns ``{2, count}``, nothing written.
 3. *Writes*, under ``pcall``, every other op first and the ``seen`` ids last. Before each
    write, an undo log keeps what restores the state it changes: a hash's fields as text
    (one ``HMGET`` per hash, which also serves the ``max_`` comparisons), a record's value

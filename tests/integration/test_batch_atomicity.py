@@ -338,7 +338,7 @@ def _eval(client: Any, keys: list[str], argv: list[Any]) -> Any:
         ([("z", ["I", 0, 5, 1, 7])], r"\(ttl_ms of op I #3\) must be an integer in 1\.\.\d+, got 0"),
         ([("z", ["G", 1000, "x", 1, 5, b"n"])], r"\(below of op G #3\) must be a finite number, got x"),
         ([("s", ["Q", 1])], r"\(op #3\) must be one of S H R D Z X A I G C, got Q"),
-        ([("rec", ["C"])], r"\(version of op C #3\) is required, got \(missing\)"),
+        ([("rec", ["C"])], r"\(sha1 of op C #3\) is required, got \(missing\)"),
         ([("s", ["S", 1000, 1, 1, 5, b"id"])], r"\(op #3\) must be S for exactly the first 1 ops, got S"),
         ([("h", ["H", 0, 0, 0]), ("extra", [])], r"4 KEYS but 3 operations in ARGV"),
     ],

@@ -180,9 +180,9 @@ def test_a_record_read_by_a_batch_and_changed_before_its_commit_conflicts(
     redis_client: Any, redis_prefix: str, golden_at: float
 ) -> None:
     """No WATCH on records: the batch script compares each record's version as the batch read
-    it (its first bytes, a digest of the JSON) with the stored one before writing anything. A
-    record written before versions existed is compared whole (SHA-1); once rewritten it has a
-    version. The same content written again (a no-op for what the batch computed) passes."""
+    it (the SHA-1 of its value) with the stored one before writing anything: a change by any
+    writer (another worker, one of an earlier release, a tool) conflicts. The same content
+    written again (a no-op for what the batch computed) passes."""
     at = golden_at
     a = make_state(redis_client, redis_prefix, at)
     key = a._record_key("call", "default", "c1")
@@ -191,28 +191,30 @@ def test_a_record_read_by_a_batch_and_changed_before_its_commit_conflicts(
         flat = redis_snapshot(a, at)
         return flat.get(("ccmon_calls_offered_total", (("tenant", "default"), ("queue", "support"))), 0.0)
 
-    redis_client.set(key, b'{"note":"written before versions"}', px=3_600_000)  # a legacy record
+    redis_client.set(key, b'{"note":"written by a tool"}', px=3_600_000)
     event = call_event("e1", "call.offered", at - 600, call_id="c1")
     with pytest.raises(BatchConflict, match="1 record\\(s\\) it read were changed by another writer"), a.batch():
         Engine(CONFIG, a).process(event, at)
         redis_client.set(key, b'{"note":"changed meanwhile"}', keepttl=True)
     assert offered() == 0 and redis_client.get(key) == b'{"note":"changed meanwhile"}'  # nothing written
 
-    with a.batch():  # unchanged legacy record: applied, and the record rewritten with a version
+    with a.batch():  # unchanged since read: applied
         Engine(CONFIG, a).process(event, at)
-    assert offered() == 1
-    stored = redis_client.get(key)
-    assert stored.startswith(b'{"_v":"') and a.get_record("call", "default", "c1")["note"] == "changed meanwhile"
-    assert "_v" not in a.get_record("call", "default", "c1")
+    assert offered() == 1 and a.get_record("call", "default", "c1")["note"] == "changed meanwhile"
 
     later = call_event("e2", "call.answered", at - 590, call_id="c1", agent_id="a1")
-    with pytest.raises(BatchConflict), a.batch():  # a versioned record changed meanwhile
+    with pytest.raises(BatchConflict), a.batch():  # changed meanwhile by another RedisState
         Engine(CONFIG, a).process(later, at)
         with make_state(redis_client, redis_prefix, at).batch() as other:
             record = other.get_record("call", "default", "c1")
             assert record is not None
             other.put_record("call", "default", "c1", {**record, "note": "another writer"}, at + 3600)
     assert offered() == 1 and a.get_record("call", "default", "c1")["note"] == "another writer"
+
+    with pytest.raises(BatchConflict), a.batch():  # one byte changed, the length kept: still seen
+        Engine(CONFIG, a).process(later, at)
+        redis_client.set(key, redis_client.get(key).replace(b"another writer", b"anotherXwriter"), keepttl=True)
+    assert offered() == 1 and a.get_record("call", "default", "c1")["note"] == "anotherXwriter"
 
     with a.batch():  # the same content written again meanwhile: the batch still holds
         Engine(CONFIG, a).process(later, at)

@@ -13,9 +13,8 @@
 --     A n member ...             (key: a set)       -- SADD
 --     I ttl_ms below n start ... (key: a zset)      -- bucket index: ZADD start start, drop < below
 --     G ttl_ms below n at name ..(key: a zset)      -- series registry: ZADD GT, drop < below
---     C version                  (key: a record)    -- check only: the record is as the batch read
---                                                    it ('' absent; 23 bytes: its first bytes,
---                                                    {"_v":"<digest>"; 40: SHA-1 hex of all of it)
+--     C sha1                     (key: a record)    -- check only: the record is as the batch read
+--                                                    it (the SHA-1 hex of its value; '' absent)
 -- ttl_ms 0 means "no expiry" (H only). Returns 0, or {1, dup_count} without writing anything
 -- when an event id is already in its seen set, {2, changed_count} without writing anything
 -- when a record the batch read changed since (C), or an error reply "ccmon apply: ..." having
@@ -101,7 +100,7 @@ local function validate()
       span = span_of(a, a + 1, 1, 2, j)
     elseif op == 'C' then
       span = 2
-      if a + 1 > nargv then invalid(a + 1, 'version', j, 'is required') end
+      if a + 1 > nargv then invalid(a + 1, 'sha1', j, 'is required') end
     else
       invalid(a, 'op #' .. j, nil, 'must be one of S H R D Z X A I G C')
     end
@@ -146,13 +145,7 @@ for j = nseen + 1, nkeys do
     local v = redis.pcall('GET', KEYS[j])
     if type(v) == 'table' then v = false end  -- a key of another type: absent, as MGET read it
     local same
-    if want == '' or not v then
-      same = (want == '') == (not v)
-    elseif #want == 40 then
-      same = redis.sha1hex(v) == want
-    else
-      same = string.sub(v, 1, #want) == want
-    end
+    if want == '' or not v then same = (want == '') == (not v) else same = redis.sha1hex(v) == want end
     if not same then changed = changed + 1 end
   end
 end

@@ -92,3 +92,16 @@ def test_the_scrape_live_queries_are_kpi_cores() -> None:
         (TICKETS, -math.inf, at),
     )
     assert live_bounds(CONFIG, "t", "other", at)[2] == (CALLBACKS, -math.inf, at - 900.0)
+
+
+def test_a_record_version_is_the_sha1_of_its_stored_value() -> None:
+    """What the batch script compares (``redis.sha1hex`` of the stored value) to tell that a
+    record a batch read is unchanged; empty for a record that was absent."""
+    import hashlib
+
+    from streams.redis.keys import dump_record, record_version
+
+    raw = dump_record({"offers": [[1.5, "e1", "q"]], "id": "\ud800"})
+    assert record_version(raw) == hashlib.sha1(raw).hexdigest().encode()
+    assert record_version(raw.decode("utf-8", "surrogatepass")) == record_version(raw)
+    assert record_version(None) == b""
