@@ -194,13 +194,14 @@ class CallsMixin(Fold):
             # The last leg of the fact's queue offered at or before it, else that queue's first.
             if only is not None and (queue is None or only["queue"] == queue):
                 return only  # a call offered once (most): its one leg
-            first = found = None
-            for leg in legs:
-                if queue is None or leg["queue"] == queue:
+            first: dict[str, Any] | None = None
+            found: dict[str, Any] | None = None
+            for candidate in legs:
+                if queue is None or candidate["queue"] == queue:
                     if first is None:
-                        first = leg
-                    if leg["offer_ts"] <= ts:
-                        found = leg
+                        first = candidate
+                    if candidate["offer_ts"] <= ts:
+                        found = candidate
             if first is not None:
                 return found if found is not None else first
             if queue is None:
