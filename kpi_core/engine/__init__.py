@@ -432,20 +432,26 @@ class Engine(CallsMixin, CustomersMixin, AgentsMixin, TicketsMixin, SurveysMixin
         Contributions older than the lateness cutoff are frozen: dropped, never retracted."""
         store = self.store
         cutoff = self._cutoff
-        applied: dict[str, Contribution] = record.get(key, {})
+        applied: dict[str, Contribution] | None = record.get(key)
         kept: dict[str, Contribution] = {}
+        if not applied:  # the first time (most calls' first event): nothing to compare
+            for cid, new in desired.items():
+                if new[1] >= cutoff:
+                    kept[cid] = new
+                    store.add(tenant, new[0], new[1], new[2])
+            record[key] = kept
+            return
         for cid, old in applied.items():
             if old[1] < cutoff:
                 continue
             if only is not None and not only(old):
                 kept[cid] = old
                 continue
-            new = desired.get(cid)
-            if new == old:
+            if desired.get(cid) == old:
                 continue
             # ``max_*``: a legacy contribution's maximum (before maxima were multisets), never
             # retractable; a multiset field ``mx:*`` is a count and retracted as one.
-            retract = {k: -v for k, v in old[2].items() if not k.startswith("max_")}
+            retract = {k: -v for k, v in old[2].items() if k[:4] != "max_"}
             if retract:
                 store.add(tenant, old[0], old[1], retract)
         for cid, new in desired.items():

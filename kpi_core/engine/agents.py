@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Mapping
+from operator import itemgetter
 from typing import Any
 
 from kpi_core.config import REASON_NONE
@@ -19,6 +20,9 @@ LOGGED_IN_STATES = frozenset({"available", "on_call", "acw", "away"})
 #: In an agents-set member ``<state>[\x1e<reason>]\x1f<agent>``, what separates an ``away``
 #: agent's state from its ``reason`` label (:func:`agent_member`; no reason: the state alone).
 REASON_SEP = "\x1e"
+#: A change's time, and its order (time, event id).
+_TS = itemgetter(0)
+_TS_ID = itemgetter(0, 1)
 #: A logged-in state's occupancy, ``(busy, staffed, logged in)``, each 0 or 1 (any other state:
 #: none; BUSY_STATES and STAFFED_STATES are logged in).
 _OCCUPANCY = {state: (int(state in BUSY_STATES), int(state in STAFFED_STATES), 1) for state in LOGGED_IN_STATES}
@@ -78,10 +82,10 @@ class AgentsMixin(Fold):
         record.pop("applied", None)
         changes: list[list[Any]] = record["changes"]  # [ts, eid, state, queues|None, reason], sorted
         new = [ev.ts, ev.event_id, ev.state, list(ev.queues) if ev.queues is not None else None, ev.reason or ""]
-        index = bisect.bisect_right(changes, (ev.ts, ev.event_id), key=lambda c: (c[0], c[1]))
+        index = bisect.bisect_right(changes, (ev.ts, ev.event_id), key=_TS_ID)
         if index == 0 and record.get("chunks"):
             changes = self._agent_unsplit(tenant, agent, record)
-            index = bisect.bisect_right(changes, (ev.ts, ev.event_id), key=lambda c: (c[0], c[1]))
+            index = bisect.bisect_right(changes, (ev.ts, ev.event_id), key=_TS_ID)
         base: list[str] = record.get("base", [])
         # The new change alters its own contribution and the next one's (which starts from
         # it), and those of the following changes that inherit its queues.
@@ -213,7 +217,7 @@ class AgentsMixin(Fold):
             if not chunks:
                 record.pop("chunks")
         # A change older than the cutoff in the record means every chunk was dropped above.
-        older = bisect.bisect_left(changes, cutoff, key=lambda c: c[0])
+        older = bisect.bisect_left(changes, cutoff, key=_TS)
         if older > 1 or (older == 1 and "base" in record):
             changes[older - 1][3] = self._agent_queues(changes, older, record.pop("base", []))
             del changes[: older - 1]
