@@ -28,7 +28,7 @@ One limit, documented in docs/KPI_ENGINE.md:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from typing import Any
 
 from kpi_core.config import Config
@@ -193,6 +193,9 @@ class Engine(CallsMixin, CustomersMixin, AgentsMixin, TicketsMixin, SurveysMixin
         self._local_days: dict[str, tuple[float, float]] = {}  # the same, of the last agent change seen
         self._longest = config.longest_sliding_seconds
         self._has_today = config.has_today
+        #: The guarded names of the events of the last :meth:`prefetch`, by ``id(event)``
+        #: (``(event, names)``: the names are an event's only while it is that object).
+        self._series_ahead: dict[int, tuple[Event, list[tuple[str, str, str, int]]]] = {}
 
     # -- entry points ----------------------------------------------------------------------
     def lateness_cutoff(self, tenant: str, now: float) -> float:
@@ -247,8 +250,10 @@ class Engine(CallsMixin, CustomersMixin, AgentsMixin, TicketsMixin, SurveysMixin
         and the ``agent_calls`` records of the agents the batch's calls touch."""
         store = self.store
         store.prefetch_seen((ev.tenant, ev.event_id, ev.ts) for ev in events)
+        # Each event's guarded names, kept for its _admit (the event object as the key's owner).
+        ahead = self._series_ahead = {id(ev): (ev, self.series_of(ev)) for ev in events}
         store.prefetch_series(
-            ((kind, tenant, name) for ev in events for kind, tenant, name, _limit in self.series_of(ev)),
+            ((kind, tenant, name) for _ev, names in ahead.values() for kind, tenant, name, _limit in names),
             now - self.horizon,
         )
         wanted: dict[tuple[str, str], set[str]] = {}
@@ -291,7 +296,9 @@ class Engine(CallsMixin, CustomersMixin, AgentsMixin, TicketsMixin, SurveysMixin
         store = self.store
         since = now - self.horizon
         admit: list[tuple[str, str, str]] = []
-        for kind, tenant, name, limit in self.series_of(event):
+        ahead = self._series_ahead.pop(id(event), None)
+        names = ahead[1] if ahead is not None and ahead[0] is event else self.series_of(event)
+        for kind, tenant, name, limit in names:
             seen = store.series_seen(kind, tenant, name)
             if seen is not None and seen >= since:
                 if now - seen >= 3600:
@@ -306,21 +313,31 @@ class Engine(CallsMixin, CustomersMixin, AgentsMixin, TicketsMixin, SurveysMixin
             admit.append((kind, tenant, name))
         return admit
 
-    def series_of(self, event: Event) -> Iterable[tuple[str, str, str, int]]:
+    def series_of(self, event: Event) -> list[tuple[str, str, str, int]]:
         """``(kind, tenant, name, limit)`` of every name ``event`` brings under the guard."""
         limits = self.config.limits
         tenant = event.tenant
+        names: list[tuple[str, str, str, int]] = []
         tenant_config = self.config.tenants.get(tenant)
         if tenant_config is None:
-            yield "tenant", "", tenant, limits.tenants
-        configured = tenant_config.queues if tenant_config is not None else {}
-        for queue in (event.queue, event.to_queue, *(event.queues or ())):
+            names.append(("tenant", "", tenant, limits.tenants))
+            configured: Container[str] = ()
+        else:
+            configured = tenant_config.queues
+        queue = event.queue
+        if queue is not None and queue not in configured:
+            names.append(("queue", tenant, queue, limits.queues_per_tenant))
+        queue = event.to_queue
+        if queue is not None and queue not in configured:
+            names.append(("queue", tenant, queue, limits.queues_per_tenant))
+        for queue in event.queues or ():
             if queue is not None and queue not in configured:
-                yield "queue", tenant, queue, limits.queues_per_tenant
+                names.append(("queue", tenant, queue, limits.queues_per_tenant))
         if event.agent_id is not None:
-            yield "agent", tenant, event.agent_id, limits.agents_per_tenant
+            names.append(("agent", tenant, event.agent_id, limits.agents_per_tenant))
         if event.article_id is not None:
-            yield "article", tenant, event.article_id, limits.articles_per_tenant
+            names.append(("article", tenant, event.article_id, limits.articles_per_tenant))
+        return names
 
     def reject(self, reason: str, tenant: str = "") -> None:
         """Count a rejection (``tenant``: where the store keeps the count; the worker keeps
@@ -415,20 +432,26 @@ class Engine(CallsMixin, CustomersMixin, AgentsMixin, TicketsMixin, SurveysMixin
         Contributions older than the lateness cutoff are frozen: dropped, never retracted."""
         store = self.store
         cutoff = self._cutoff
-        applied: dict[str, Contribution] = record.get(key, {})
+        applied: dict[str, Contribution] | None = record.get(key)
         kept: dict[str, Contribution] = {}
+        if not applied:  # the first time (most calls' first event): nothing to compare
+            for cid, new in desired.items():
+                if new[1] >= cutoff:
+                    kept[cid] = new
+                    store.add(tenant, new[0], new[1], new[2])
+            record[key] = kept
+            return
         for cid, old in applied.items():
             if old[1] < cutoff:
                 continue
             if only is not None and not only(old):
                 kept[cid] = old
                 continue
-            new = desired.get(cid)
-            if new == old:
+            if desired.get(cid) == old:
                 continue
             # ``max_*``: a legacy contribution's maximum (before maxima were multisets), never
             # retractable; a multiset field ``mx:*`` is a count and retracted as one.
-            retract = {k: -v for k, v in old[2].items() if not k.startswith("max_")}
+            retract = {k: -v for k, v in old[2].items() if k[:4] != "max_"}
             if retract:
                 store.add(tenant, old[0], old[1], retract)
         for cid, new in desired.items():

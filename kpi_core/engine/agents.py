@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Mapping
+from operator import itemgetter
 from typing import Any
 
 from kpi_core.config import REASON_NONE
@@ -19,6 +20,13 @@ LOGGED_IN_STATES = frozenset({"available", "on_call", "acw", "away"})
 #: In an agents-set member ``<state>[\x1e<reason>]\x1f<agent>``, what separates an ``away``
 #: agent's state from its ``reason`` label (:func:`agent_member`; no reason: the state alone).
 REASON_SEP = "\x1e"
+#: A change's time, and its order (time, event id).
+_TS = itemgetter(0)
+_TS_ID = itemgetter(0, 1)
+#: A logged-in state's occupancy, ``(busy, staffed, logged in)``, each 0 or 1 (any other state:
+#: none; BUSY_STATES and STAFFED_STATES are logged in).
+_OCCUPANCY = {state: (int(state in BUSY_STATES), int(state in STAFFED_STATES), 1) for state in LOGGED_IN_STATES}
+_NOT_LOGGED_IN = (0, 0, 0)
 #: Record kind of an agent's calls of the day (:meth:`AgentsMixin._agent_calls`).
 AGENT_CALLS = "agent_calls"
 
@@ -105,10 +113,10 @@ class AgentsMixin(Fold):
         record.pop("applied", None)
         changes: list[list[Any]] = record["changes"]  # [ts, eid, state, queues|None, reason], sorted
         new = [ev.ts, ev.event_id, ev.state, list(ev.queues) if ev.queues is not None else None, ev.reason or ""]
-        index = bisect.bisect_right(changes, (ev.ts, ev.event_id), key=lambda c: (c[0], c[1]))
+        index = bisect.bisect_right(changes, (ev.ts, ev.event_id), key=_TS_ID)
         if index == 0 and record.get("chunks"):
             changes = self._agent_unsplit(tenant, agent, record)
-            index = bisect.bisect_right(changes, (ev.ts, ev.event_id), key=lambda c: (c[0], c[1]))
+            index = bisect.bisect_right(changes, (ev.ts, ev.event_id), key=_TS_ID)
         base: list[str] = record.get("base", [])
         # The new change alters its own contribution and the next one's (which starts from
         # it), and those of the following changes that inherit its queues.
@@ -381,7 +389,7 @@ class AgentsMixin(Fold):
             if not chunks:
                 record.pop("chunks")
         # A change older than the cutoff in the record means every chunk was dropped above.
-        older = bisect.bisect_left(changes, cutoff, key=lambda c: c[0])
+        older = bisect.bisect_left(changes, cutoff, key=_TS)
         if older > 1 or (older == 1 and "base" in record):
             changes[older - 1][3] = self._agent_queues(changes, older, record.pop("base", []))
             del changes[: older - 1]
@@ -428,13 +436,16 @@ class AgentsMixin(Fold):
     def _agent_contributions(
         self, changes: list[list[Any]], start: int, stop: int, base: list[str] | None = None
     ) -> dict[str, Contribution]:
-        """The contributions of ``changes[start:stop]``, by ``<event id>:<scope>``."""
+        """The contributions of ``changes[start:stop]``, by ``<event id>:<scope>``: per scope
+        (each queue the agent has, counted as often as listed, and ``_all``), the occupancy of
+        the change's state less that of the one before (in the previous change's queues)."""
         out: dict[str, Contribution] = {}
         previous = changes[start - 1] if start > 0 else None
         current = self._agent_queues(changes, start, base)
         for i in range(start, stop):
             ts, eid, state, qs = changes[i][:4]
-            deltas: dict[str, dict[str, float]] = {}
+            # scope -> [busy, staffed, logged in]: the scopes left first, as they were listed
+            deltas: dict[str, list[int]] = {}
             if previous is not None:
                 for scope in [*current, ALL]:
                     self._occupancy_delta(deltas, scope, previous[2], -1)
@@ -442,21 +453,37 @@ class AgentsMixin(Fold):
                 current = qs
             for scope in [*current, ALL]:
                 self._occupancy_delta(deltas, scope, state, +1)
-            for scope, d in deltas.items():
-                fields = {k: v for k, v in d.items() if v}
-                if fields:
-                    ts_ms = to_ms(ts)
-                    fields.update({f"{k}_t_ms": v * ts_ms for k, v in list(fields.items())})
+            ts_ms = None
+            for scope, (busy, staffed, logged) in deltas.items():
+                if busy or staffed or logged:
+                    if ts_ms is None:
+                        ts_ms = to_ms(ts)
+                    fields: dict[str, float] = {}
+                    if busy:
+                        fields["occ_busy"] = busy
+                    if staffed:
+                        fields["occ_staffed"] = staffed
+                    if logged:
+                        fields["occ_logged"] = logged
+                    if busy:
+                        fields["occ_busy_t_ms"] = busy * ts_ms
+                    if staffed:
+                        fields["occ_staffed_t_ms"] = staffed * ts_ms
+                    if logged:
+                        fields["occ_logged_t_ms"] = logged * ts_ms
                     out[f"{eid}:{scope}"] = [scope, ts, fields]
             previous = changes[i]
         return out
 
     @staticmethod
-    def _occupancy_delta(deltas: dict[str, dict[str, float]], scope: str, state: str, sign: int) -> None:
-        d = deltas.setdefault(scope, {"occ_busy": 0, "occ_staffed": 0, "occ_logged": 0})
-        if state in BUSY_STATES:
-            d["occ_busy"] += sign
-        if state in STAFFED_STATES:
-            d["occ_staffed"] += sign
-        if state in LOGGED_IN_STATES:
-            d["occ_logged"] += sign
+    def _occupancy_delta(deltas: dict[str, list[int]], scope: str, state: str, sign: int) -> None:
+        """Add ``sign`` times the occupancy of ``state`` (``[busy, staffed, logged in]``, each 0
+        or 1) to ``deltas[scope]``."""
+        occupancy = _OCCUPANCY.get(state, _NOT_LOGGED_IN)
+        d = deltas.get(scope)
+        if d is None:
+            deltas[scope] = [sign * occupancy[0], sign * occupancy[1], sign * occupancy[2]]
+        else:
+            d[0] += sign * occupancy[0]
+            d[1] += sign * occupancy[1]
+            d[2] += sign * occupancy[2]

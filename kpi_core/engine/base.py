@@ -54,14 +54,18 @@ PRIORITY_MARK = "@p:"
 def broken_down(fields: dict[str, float], channel: str | None, priority: int | None) -> dict[str, float]:
     """``fields`` with each non-zero BREAKDOWN_FIELDS value repeated under its channel's and
     priority's name (none for a missing channel or priority)."""
-    marks = ([CHANNEL_MARK + channel] if channel is not None else []) + (
-        [f"{PRIORITY_MARK}{priority}"] if priority is not None else []
-    )
-    if marks:
-        for name, value in list(fields.items()):
-            if value and name in BREAKDOWN_FIELDS:
-                for mark in marks:
-                    fields[name + mark] = value
+    if channel is None:
+        if priority is None:
+            return fields
+        marks: tuple[str, ...] = (f"{PRIORITY_MARK}{priority}",)
+    elif priority is None:
+        marks = (CHANNEL_MARK + channel,)
+    else:
+        marks = (CHANNEL_MARK + channel, f"{PRIORITY_MARK}{priority}")
+    for name, value in list(fields.items()):
+        if value and name in BREAKDOWN_FIELDS:
+            for mark in marks:
+                fields[name + mark] = value
     return fields
 
 

@@ -9,7 +9,7 @@ leg implies its contributions, its membership of the waiting set, its customer's
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from operator import itemgetter
 from typing import Any
 
 from kpi_core.engine.base import WAITING, Contribution, Fold, broken_down
@@ -61,6 +61,12 @@ TERMINAL_KINDS = {
 }
 
 
+#: The lists of a call record's facts (each fact: ``[ts, event id, queue, ...]``).
+_FACT_KINDS = ("offers", "terminals", "rings", "ended")
+#: A fact's order: its time, then its event id.
+_TS_ID = itemgetter(0, 1)
+
+
 def wait_bucket(wait: float) -> int:
     return bisect.bisect_left(WAIT_BUCKETS, wait)
 
@@ -96,29 +102,29 @@ class CallsMixin(Fold):
         legs = self._call_legs(record)
         desired = self._call_contributions(tenant, legs)
         self._reconcile(tenant, record, desired)
-        expired = record.get("expired", [])
-        self._reconcile_live(
-            tenant,
-            record,
-            [
-                [WAITING, leg["queue"], f"{leg['queue']}\x1f{call_id}\x1f{leg['key']}", leg["offer_ts"]]
-                for leg in legs
-                if leg["offer_ts"] is not None
-                and leg["direction"] == "inbound"
-                and leg["outcome"] is None
-                and f"{leg['queue']}\x1f{call_id}\x1f{leg['key']}" not in expired
-            ],
-        )
-        summary = [
-            [leg["direction"], leg["offer_ts"], leg["queue"], *(leg["outcome"] or (None, None))[:2]] for leg in legs
-        ]
+        expired = record.get("expired", ())
+        waiting: list[list[Any]] = []
+        summary: list[list[Any]] = []
+        complete = bool(legs)
+        for leg in legs:
+            queue, offer_ts, direction, outcome = leg["queue"], leg["offer_ts"], leg["direction"], leg["outcome"]
+            if outcome is None:
+                complete = False
+                if offer_ts is not None and direction == "inbound":
+                    member = f"{queue}\x1f{call_id}\x1f{leg['key']}"
+                    if member not in expired:
+                        waiting.append([WAITING, queue, member, offer_ts])
+                summary.append([direction, offer_ts, queue, None, None])
+            else:
+                if outcome[0] == "answered" and not leg["ended"]:
+                    complete = False
+                summary.append([direction, offer_ts, queue, outcome[0], outcome[1]])
+        self._reconcile_live(tenant, record, waiting)
         record["summary"] = summary
         if ev.agent_id is not None or record.get("agents"):  # the agents' part, only where there is one
             self._agent_calls(tenant, call_id, record, legs)
-        last_ts = max(self._fact_times(record))
-        complete = bool(legs) and all(
-            leg["outcome"] is not None and (leg["outcome"][0] != "answered" or leg["ended"]) for leg in legs
-        )
+        # The call's newest fact (a fact time is its first item).
+        last_ts = max([fact[0] for key in _FACT_KINDS for fact in record.get(key, ())])
         grace = self.config.finished_call_grace_seconds
         keep = grace if complete else max(self.config.max_call_age_seconds, grace)
         store.put_record("call", tenant, call_id, record, last_ts + keep)
@@ -157,16 +163,12 @@ class CallsMixin(Fold):
             agents.update(r[3] for r in record.get("rings", ()) if len(r) > 3 and r[3] is not None)
         return agents
 
-    @staticmethod
-    def _fact_times(record: Record) -> Iterable[float]:
-        for key in ("offers", "terminals", "rings", "ended"):
-            for fact in record.get(key, ()):
-                yield fact[0]
-
     def _call_legs(self, record: Record) -> list[dict[str, Any]]:
         """Split a call into legs, one per offer (a transfer re-offers the call to another
         queue), and give each leg its terminals, rings and endings."""
-        offers = sorted(record.get("offers", ()), key=lambda o: (o[0], o[1]))
+        offers = record.get("offers", ())
+        if len(offers) > 1:
+            offers = sorted(offers, key=_TS_ID)
         # Offers recorded before channel and priority were kept have 4 items: no breakdown;
         # before the offering agent (outbound calls) was kept, 6.
         legs: list[dict[str, Any]] = [
@@ -185,13 +187,23 @@ class CallsMixin(Fold):
             }
             for o in offers
         ]
+        only = legs[0] if len(legs) == 1 else None
         virtual: dict[str, dict[str, Any]] = {}
 
         def leg_for(ts: float, queue: str | None) -> dict[str, Any] | None:
-            candidates = [leg for leg in legs if queue is None or leg["queue"] == queue]
-            if candidates:
-                earlier = [leg for leg in candidates if leg["offer_ts"] <= ts]
-                return earlier[-1] if earlier else candidates[0]
+            # The last leg of the fact's queue offered at or before it, else that queue's first.
+            if only is not None and (queue is None or only["queue"] == queue):
+                return only  # a call offered once (most): its one leg
+            first: dict[str, Any] | None = None
+            found: dict[str, Any] | None = None
+            for candidate in legs:
+                if queue is None or candidate["queue"] == queue:
+                    if first is None:
+                        first = candidate
+                    if candidate["offer_ts"] <= ts:
+                        found = candidate
+            if first is not None:
+                return found if found is not None else first
             if queue is None:
                 return None
             leg = virtual.get(queue)
@@ -215,10 +227,11 @@ class CallsMixin(Fold):
                 leg = leg_for(fact[0], fact[2])
                 if leg is not None:
                     leg[key].append(fact)
-        all_legs = legs + [virtual[q] for q in sorted(virtual)]
+        all_legs = legs + [virtual[q] for q in sorted(virtual)] if virtual else legs
         for leg in all_legs:
-            if leg["terminals"]:
-                first = min(leg["terminals"], key=lambda t: (t[0], t[1]))
+            terminals = leg["terminals"]
+            if terminals:
+                first = terminals[0] if len(terminals) == 1 else min(terminals, key=_TS_ID)
                 leg["outcome"] = (first[3], first[0], first[4])  # kind, ts, wait_seconds
         return all_legs
 
@@ -237,17 +250,18 @@ class CallsMixin(Fold):
                 outcome = leg["outcome"]
                 connected = 1 if (outcome is not None and outcome[0] == "answered") or leg["ended"] else 0
                 desired[f"{key}:placed"] = [queue, offer_ts, {"out_placed": 1, "out_connected": connected}]
-                if leg["ended"]:
-                    end = min(leg["ended"], key=lambda e: (e[0], e[1]))
+                ended = leg["ended"]
+                if ended:
+                    end = ended[0] if len(ended) == 1 else min(ended, key=_TS_ID)
                     converted = end[7] in self.config.queue(tenant, queue).conversion_outcomes
                     desired[f"{key}:end"] = [queue, end[0], {"out_ended": 1, "out_sales": 1 if converted else 0}]
                 continue
             channel, priority = leg["channel"], leg["priority"]
             if offer_ts is not None:
                 desired[f"{key}:off"] = [queue, offer_ts, broken_down({"offered": 1}, channel, priority)]
-            queue_config = self.config.queue(tenant, queue)
             outcome = leg["outcome"]
             if outcome is not None:
+                queue_config = self.config.queue(tenant, queue)
                 kind, ts, wait = outcome
                 # The wait in whole ms: the one the event carries rounded, else the difference
                 # of the two times in ms (exact); the thresholds compare the wait in seconds.
@@ -280,8 +294,9 @@ class CallsMixin(Fold):
                 desired[f"{key}:xfer"] = [queue, min(t[0] for t in transfers), {"transfers_out": 1}]
             for ring in leg["rings"]:
                 desired[f"r:{ring[1]}"] = [queue, ring[0], {"rings": 1}]
-            if leg["ended"]:
-                end = min(leg["ended"], key=lambda e: (e[0], e[1]))
+            ended = leg["ended"]
+            if ended:
+                end = ended[0] if len(ended) == 1 else min(ended, key=_TS_ID)
                 talk, hold, acw, resolved = end[3], end[4], end[5], end[6]
                 talk_ms = to_ms(talk)
                 fields = {"handled": 1, "handle_sum_ms": talk_ms + to_ms(hold) + to_ms(acw), "talk_sum_ms": talk_ms}

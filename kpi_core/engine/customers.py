@@ -18,6 +18,15 @@ from kpi_core.state import Record, max_field, to_ms
 MISSED_KINDS = frozenset({"abandoned", "timeout", "voicemail"})
 
 
+def _any_missed(calls: dict[str, list[list[Any]]]) -> bool:
+    """Whether a leg of the customer's calls (``[direction, offer ts, queue, kind, kind ts]``) was missed."""
+    for legs in calls.values():
+        for leg in legs:
+            if leg[3] in MISSED_KINDS:
+                return True
+    return False
+
+
 class CustomersMixin(Fold):
     """``callback.*`` and the customer's side of calls: repeat callers and callbacks."""
 
@@ -83,9 +92,7 @@ class CustomersMixin(Fold):
         live: list[list[Any]] = []
         keep_from = float("inf")
         on_missed = self.config.callback_on_missed
-        if not record["callbacks"] and not (
-            on_missed and any(leg[3] in MISSED_KINDS for legs in record["calls"].values() for leg in legs)
-        ):
+        if not record["callbacks"] and not (on_missed and _any_missed(record["calls"])):
             return desired, live, keep_from
         # Callbacks: walk the customer's timeline.
         timeline: list[tuple[float, int, str, str, str | None]] = []  # ts, order, kind, id, queue

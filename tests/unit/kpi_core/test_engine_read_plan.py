@@ -13,6 +13,7 @@ from harness.paths import REPO
 
 from kpi_core.config import Config
 from kpi_core.engine import AGENT_CALLS, Engine, record_keys
+from kpi_core.events import Event
 from kpi_core.state import MemoryState
 from streams.exporter import KpiCollector
 
@@ -107,6 +108,56 @@ def test_prefetch_reads_what_the_events_name_then_what_their_records_name() -> N
         "call",
         "customer",
     ]
+
+
+class CountingEngine(Engine):
+    """An engine that notes whose guarded names it works out."""
+
+    def __init__(self, config: Config, store: MemoryState) -> None:
+        super().__init__(config, store)
+        self.named: list[str] = []
+
+    def series_of(self, event: Event) -> list[tuple[str, str, str, int]]:
+        self.named.append(event.event_id)
+        return super().series_of(event)
+
+
+def test_the_read_plan_works_out_each_events_guarded_names_once() -> None:
+    """The names an event brings under the guard are worked out once in a batch: the read plan
+    reads their registry entries ahead and the guard (``_admit``) reuses them. An event the
+    plan did not see (a batch of one, replay) works them out itself, and so does an equal event
+    that is another object (the plan keys them by the object)."""
+    engine = CountingEngine(Config(), RecordingState())  # reads the names it is asked ahead for
+    batch = parsed(
+        [
+            {"event_id": "n0", "type": "call.offered", "ts": AT - 60, "call_id": "k1", "queue": "q1"},
+            {"event_id": "n1", "type": "agent.state", "ts": AT - 50, "agent_id": "a1", "state": "available"},
+            {
+                "event_id": "n2",
+                "type": "call.transferred",
+                "ts": AT - 40,
+                "call_id": "k1",
+                "queue": "q1",
+                "to_queue": "q2",
+            },
+        ]
+    )
+    engine.prefetch(batch, AT)
+    assert engine.named == ["n0", "n1", "n2"]
+    assert [engine.process(event, AT) for event in batch] == [True, True, True]
+    assert engine.named == ["n0", "n1", "n2"]  # none worked out again
+    assert engine.store.series_seen("queue", "default", "q2") == AT  # and the guard admitted them
+    assert engine.store.series_seen("agent", "default", "a1") == AT
+    (late,) = parsed(
+        [{"event_id": "n3", "type": "call.ended", "ts": AT - 30, "call_id": "k1", "queue": "q2", "talk_seconds": 5}]
+    )
+    assert engine.process(late, AT)
+    (again,) = parsed([{"event_id": "n4", "type": "call.abandoned", "ts": AT - 20, "call_id": "k2", "queue": "q3"}])
+    engine.prefetch([again], AT)
+    (twin,) = parsed([{"event_id": "n4", "type": "call.abandoned", "ts": AT - 20, "call_id": "k2", "queue": "q3"}])
+    assert engine.process(twin, AT)
+    assert engine.named == ["n0", "n1", "n2", "n3", "n4", "n4"]
+    assert engine.store.series_seen("queue", "default", "q3") == AT
 
 
 def test_memory_state_has_the_worker_and_exporter_side_of_a_store() -> None:

@@ -203,3 +203,91 @@ def test_add_into_keeps_legacy_maxima_as_maxima() -> None:
     add_into(bucket, {"max_wait": 2.0, "wait_sum": -1.25, "wait_sum_ms": 500, "mx:wait:500": 1})
     assert bucket == {"max_wait": 3.5, "wait_sum": 0.0, "wait_sum_ms": 500, "mx:wait:500": 1}
     assert present(bucket) == {"max_wait": 3.5, "wait_sum": 0.5}
+
+
+def test_memory_state_adds_to_each_tier_as_add_into_does() -> None:
+    """MemoryState.add adds a contribution to its fine and coarse bucket and the totals in one
+    pass: each ends as add_into leaves it, in the same field order (sums, a sum whose name
+    starts with ``m``, multiset fields deleted at 0 and left out of the totals, legacy maxima)."""
+    store = MemoryState(10, 900)
+    fine: dict[str, Any] = {}
+    coarse: dict[str, Any] = {}
+    totals: dict[str, Any] = {}
+    contributions = [
+        (AT + 1, {"answered": 1, "mx:wait:500": 1, "missed": 1, "wait_sum_ms": 500}),
+        (AT + 2, {"max_wait": 2.5, "answered": 1, "mx:wait:700": 1}),
+        (AT + 3, {"answered": -1, "mx:wait:500": -1, "missed": -1, "wait_sum_ms": -500}),
+        (AT + 4, {"max_wait": 1.0, "mx:wait:700": 1, "occ_busy": 2}),
+    ]
+    for ts, deltas in contributions:
+        store.add("t", "q", ts, deltas)
+        add_into(fine, deltas)
+        add_into(coarse, deltas)
+        add_into(totals, deltas, multisets=False)
+    fstart, cstart = int(AT // 10) * 10, int(AT // 900) * 900
+    assert list(store._fine[("t", "q")][fstart].items()) == list(fine.items())
+    assert list(store._coarse[("t", "q")][cstart].items()) == list(coarse.items())
+    assert list(store._totals[("t", "q")].items()) == list(totals.items())
+    assert fine == {"answered": 1, "missed": 0, "wait_sum_ms": 0, "max_wait": 2.5, "mx:wait:700": 2, "occ_busy": 2}
+    assert "mx:wait:700" not in totals
+
+
+def test_agent_occupancy_contributions_are_whole_numbers_per_listed_queue() -> None:
+    """An agent change's occupancy contribution: per scope, its state's ``occ_*`` less the
+    previous state's (in the queues the agent had then), and ``occ_*_t_ms`` = that times its time
+    in ms; a queue listed twice counts twice, a state that is not logged in counts nothing, a
+    scope whose difference is 0 contributes nothing; scopes left come first."""
+    engine = Engine(Config(), MemoryState())
+    changes = [
+        [100.0, "e0", "available", ["q", "q"], ""],
+        [200.0, "e1", "on_call", None, ""],
+        [300.0, "e2", "offline", ["r"], ""],
+    ]
+    expected = [
+        (
+            "e0:q",
+            ["q", 100.0, {"occ_staffed": 2, "occ_logged": 2, "occ_staffed_t_ms": 200000, "occ_logged_t_ms": 200000}],
+        ),
+        (
+            "e0:_all",
+            ["_all", 100.0, {"occ_staffed": 1, "occ_logged": 1, "occ_staffed_t_ms": 100000, "occ_logged_t_ms": 100000}],
+        ),
+        ("e1:q", ["q", 200.0, {"occ_busy": 2, "occ_busy_t_ms": 400000}]),
+        ("e1:_all", ["_all", 200.0, {"occ_busy": 1, "occ_busy_t_ms": 200000}]),
+        (
+            "e2:q",
+            [
+                "q",
+                300.0,
+                {
+                    "occ_busy": -2,
+                    "occ_staffed": -2,
+                    "occ_logged": -2,
+                    "occ_busy_t_ms": -600000,
+                    "occ_staffed_t_ms": -600000,
+                    "occ_logged_t_ms": -600000,
+                },
+            ],
+        ),
+        (
+            "e2:_all",
+            [
+                "_all",
+                300.0,
+                {
+                    "occ_busy": -1,
+                    "occ_staffed": -1,
+                    "occ_logged": -1,
+                    "occ_busy_t_ms": -300000,
+                    "occ_staffed_t_ms": -300000,
+                    "occ_logged_t_ms": -300000,
+                },
+            ],
+        ),
+    ]
+    out = engine._agent_contributions(changes, 0, 3, [])
+    # the same contributions, in the same order, their fields in the same order, all ints
+    assert [(cid, c[0], c[1], list(c[2].items())) for cid, c in out.items()] == [
+        (cid, c[0], c[1], list(c[2].items())) for cid, c in expected
+    ]
+    assert all(type(value) is int for c in out.values() for value in c[2].values())
