@@ -82,6 +82,8 @@ class SoakResult:
     rate_target: float
     tenants: int
     samples: list[Sample] = field(default_factory=list)
+    #: The exporter's RSS after each scrape of the held state (``run_soak(hold_scrapes=N)``).
+    held_exporter_rss_mib: list[float] = field(default_factory=list)
     command: str = ""
     started_utc: str = ""
 
@@ -241,7 +243,13 @@ def run_soak(
     workdir: Path,
     per_key_memory: bool = True,
     progress: bool = True,
+    hold_scrapes: int = 0,
 ) -> SoakResult:
+    """``seconds`` of traffic at ``rate``, sampled every ``interval``. ``hold_scrapes``: then,
+    once the worker has counted every event (the state no longer changes), scrape the exporter
+    that many times, noting its RSS after each (:attr:`SoakResult.held_exporter_rss_mib`):
+    while traffic flows the exporter's memory follows the day's state it reads, which grows by
+    design; over the same state, scrape after scrape, it must not."""
     import kafka as kafka_lib
     import redis
 
@@ -306,6 +314,13 @@ def run_soak(
                     break
                 next_sample += interval
             time.sleep(max(0.0, 0.5 - (time.time() - now)))
+        if hold_scrapes:
+            deadline = time.time() + 60
+            while (_metrics(port)[0] or 0.0) < sink.events and time.time() < deadline:
+                time.sleep(0.5)
+            for _ in range(hold_scrapes):
+                _metrics(port)
+                result.held_exporter_rss_mib.append(rss_mib(exporter.pid))
         return result
     finally:
         producer.close(timeout=10)
