@@ -11,9 +11,10 @@ only the second half is judged, by the ordinary least-squares slope of the serie
   would be 6 MiB/min. The worker keeps no state of its own (it lives in Redis), so its RSS is
   flat once warm (measured: +0.0 MiB/min): its last quarter must be within 3 % of its third;
 * the exporter's RSS follows the day's state it reads, which grows all run long by design, so
-  its leak check is on a held state: after the traffic, once every event is counted, 40 scrapes
-  of the same state: the mean RSS after the last 10 may not exceed the mean after the 11th-20th by
-  1 MiB (a leak of 50 KB a scrape would; the allocator moves it by up to ~0.9 MiB either way);
+  its leak check is on a held state: after the traffic, once every event is counted, 60 scrapes
+  of the same state: the lowest RSS after the last 15 may not exceed the lowest after the
+  11th-25th by 1.5 MiB (a leak of 45 KB a scrape would; the allocator moves the RSS by up to
+  ~0.9 MiB either way from one scrape to the next, its lows by less);
 * the backlog (events produced minus events the pipeline counted) does not grow: its slope is
   below 5 % of the produced events per minute and its last value below ten seconds of traffic;
   the consumer lag the worker reports ends below 50 messages (envelopes of up to 100 events).
@@ -31,7 +32,6 @@ check). CPU contention from other tests on the 2 cores shows up as backlog, not 
 
 from __future__ import annotations
 
-import statistics
 import sys
 from pathlib import Path
 
@@ -43,7 +43,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 RATE = 300.0
 SECONDS = 90.0
 INTERVAL = 3.0
-HELD_SCRAPES = 40
+HELD_SCRAPES = 60
 
 
 def test_ninety_seconds_at_a_steady_rate_show_no_growth(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> None:
@@ -67,8 +67,8 @@ def test_ninety_seconds_at_a_steady_rate_show_no_growth(kafka_bootstrap: str, re
     assert stats["worker_rss_mib"]["q4_over_q3"] < 1.03, f"the worker grows:\n{table}"
     held = result.held_exporter_rss_mib
     assert len(held) == HELD_SCRAPES, held
-    early, late = statistics.fmean(held[10:20]), statistics.fmean(held[-10:])
-    assert late - early < 1.0, f"the exporter grows over one held state, scrape after scrape: {held}"
+    early, late = min(held[10:25]), min(held[-15:])  # a leak raises the floor; the allocator's swings do not
+    assert late - early < 1.5, f"the exporter grows over one held state, scrape after scrape: {held}"
 
     backlog = stats["backlog"]
     assert backlog["slope_per_min"] < 0.05 * rate * 60, f"the backlog grows:\n{table}"
