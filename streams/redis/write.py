@@ -3,8 +3,8 @@
 Writes happen in batches (:meth:`BatchWriter.batch`). Inside one, records are read through a
 per-batch cache (one ``MGET`` per wave of the engine's read plan), noting each record's
 version as read (:func:`~streams.redis.keys.record_version`: the SHA-1 of its value); all
-writes are buffered and merged in Python (one value per key and
-field), and leave in one call of one Lua script (:data:`~streams.redis.scripts.APPLY_LUA`,
+writes are buffered and merged in Python (one value per key and field), and leave in one call
+of one Lua script (:data:`~streams.redis.scripts.APPLY_LUA`,
 ``lua/apply.lua``), its arguments packed by hiredis. The script first checks that none of the
 batch's event ids is already in its ``seen`` set and that every record the batch read is
 still the version it read (op ``C``), then applies everything. The batch fails with
@@ -104,8 +104,8 @@ from streams.redis.keys import (
 def _send(pipe: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
     """Send ``commands`` on ``pipe``'s connection in one write and read their replies (an error
     reply raises it, after the rest are read). The arguments are packed by hiredis in C: the
-    batch script takes thousands of them, and redis-py's per-argument encoding cost more
-    than the engine's work for many of the events. Any other failure (the connection, a
+    batch script takes thousands of them, which redis-py would encode one by one in Python
+    (docs/BENCHMARKS.md, "Engine v2, the write path"). Any other failure (the connection, a
     timeout) closes the connection, so no reply is left unread on it, and raises: the
     worker retries the whole batch (no WATCH survives a closed connection)."""
     conn = pipe.connection
@@ -152,8 +152,8 @@ def _run_script(pipe: Any, command: tuple[Any, ...], *, watching: bool) -> Any:
 
 
 class BatchConflict(CcmonError):
-    """A batch could not be applied because another writer got there first (a watched
-    record changed, or one of its events was applied). Nothing was written: recompute the
+    """A batch could not be applied because another writer got there first (a record it read
+    changed, or one of its events was applied). Nothing was written: recompute the
     whole batch and try again."""
 
 
@@ -179,7 +179,7 @@ class _Hash:
 
 @dataclass
 class _Batch:
-    pipe: Any  # redis.client.Pipeline in WATCH mode (Redis Cluster: the first group's)
+    pipe: Any  # redis.client.Pipeline: its connection carries the batch (Redis Cluster: the first group's)
     pipes: dict[str, Any] = field(default_factory=dict)  # hash-slot group -> its WATCH pipeline
     records: dict[str, Record | None] = field(default_factory=dict)  # key -> cached value
     versions: dict[str, bytes] = field(default_factory=dict)  # record key -> record_version() as read
