@@ -60,6 +60,7 @@ from typing import Any
 import pytest
 from harness.pipeline import Pipeline
 from harness.samples import diff, kpis_only, replay_samples, samples_of
+from harness.spec import REQUIRED
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -147,25 +148,6 @@ ID_FIELDS = (
 NAME_FIELDS = ("queue", "agent_id", "to_queue", "outcome")
 DURATIONS = ("wait_seconds", "talk_seconds", "hold_seconds", "acw_seconds")
 BOOLS = ("resolved", "connected", "first_contact")
-REQUIRED: dict[str, tuple[str, ...]] = {
-    "call.offered": ("call_id", "queue"),
-    "call.answered": ("call_id", "agent_id"),
-    "call.abandoned": ("call_id",),
-    "call.timeout": ("call_id",),
-    "call.voicemail": ("call_id",),
-    "call.ring_no_answer": ("call_id", "agent_id"),
-    "call.transferred": ("call_id",),
-    "call.ended": ("call_id", "talk_seconds"),
-    "callback.requested": ("callback_id", "queue"),
-    "callback.attempted": ("callback_id", "agent_id"),
-    "agent.state": ("agent_id", "state"),
-    "ticket.created": ("ticket_id", "queue"),
-    "ticket.replied": ("ticket_id", "author"),
-    "ticket.resolved": ("ticket_id",),
-    "ticket.reopened": ("ticket_id",),
-    "survey.response": ("survey", "score", "queue"),
-    "kb.viewed": ("article_id", "session_id"),
-}
 EVENT_TYPES = set(REQUIRED)
 
 

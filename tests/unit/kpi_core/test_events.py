@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from harness.spec import REQUIRED
 
 from kpi_core.errors import CcmonError, InvalidEventError
 from kpi_core.events import EVENT_TYPES, Event, parse_event, parse_instant, parse_line, parse_ts
@@ -276,25 +277,6 @@ def test_minimal_valid_event_of_every_type(event_type: str) -> None:
     assert event.event_id == "e1"
 
 
-REQUIRED = {
-    "call.offered": ("call_id", "queue"),
-    "call.answered": ("call_id", "agent_id"),
-    "call.abandoned": ("call_id",),
-    "call.timeout": ("call_id",),
-    "call.voicemail": ("call_id",),
-    "call.ring_no_answer": ("call_id", "agent_id"),
-    "call.transferred": ("call_id",),
-    "call.ended": ("call_id", "talk_seconds"),
-    "callback.requested": ("callback_id", "queue"),
-    "callback.attempted": ("callback_id", "agent_id"),
-    "agent.state": ("agent_id", "state"),
-    "ticket.created": ("ticket_id", "queue"),
-    "ticket.replied": ("ticket_id", "author"),
-    "ticket.resolved": ("ticket_id",),
-    "ticket.reopened": ("ticket_id",),
-    "survey.response": ("survey", "score", "queue"),
-    "kb.viewed": ("article_id", "session_id"),
-}
 MISSING_CASES = [
     (event_type, name, how)
     for event_type, names in REQUIRED.items()
