@@ -156,6 +156,7 @@ def workers_run(
     try:
         joined = wait_group(kafka, prefix, workers)
         count = common.Counted(redis_url, prefix)
+        cpu_before = common.redis_cpu(redis_url)
         produced: dict[str, float] = {}
 
         def produce() -> None:
@@ -171,6 +172,7 @@ def workers_run(
         thread = threading.Thread(target=produce, daemon=True)
         thread.start()
         rates = common.drain_rate(count, len(events), timeout=3600, processes=procs)
+        redis_cost = common.redis_cpu_delta(cpu_before, common.redis_cpu(redis_url), len(events))
         thread.join()
         produce_seconds = produced.get("seconds", math.nan)
         common.wait_http(port)
@@ -193,6 +195,7 @@ def workers_run(
             "produce_seconds": produce_seconds,
             "metrics_events": shown,
             "rejected": rejected,
+            "redis": redis_cost,
         }
     finally:
         common.stop([*procs, exporter])
@@ -388,7 +391,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     if "one" not in args.skip:
         result["one_worker"] = workers_run(kafka, redis_url, events, at, 1, log_dir)
-        print(f"one worker {result['one_worker']['steady']:,.0f}/s", file=sys.stderr)
+        print(
+            f"one worker {result['one_worker']['steady']:,.0f}/s, Redis CPU "
+            f"{result['one_worker']['redis']['cpu_us_per_event']:.1f} us/event",
+            file=sys.stderr,
+        )
     if "two" not in args.skip:
         result["two_workers"] = workers_run(kafka, redis_url, events, at, 2, log_dir)
         print(f"two workers {result['two_workers']['steady']:,.0f}/s", file=sys.stderr)

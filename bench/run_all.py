@@ -234,6 +234,23 @@ def section(
         f"| /metrics <= 200 ms at 1,000 queues | {c([s * 1000 for s in scrape[1000]], ',.0f', ' ms')} | "
         f"{verdict(m, (m or 1e9) <= 0.2)} |"
     )
+    if eng:
+        e = eng[0]
+        m = med(e["engine"])
+        add(
+            f"| engine alone >= 100,000 events/s ({e['events']:,} events) | {c(e['engine'], ',.0f')} events/s | "
+            f"{verdict(m, (m or 0) >= 100_000)} |"
+        )
+        bounds = {300_000: 150, 1_000_000: 300}  # MiB
+        sizes = [e, e["also"]] if "also" in e else [e]
+        for size in sizes:
+            bound = bounds.get(size["events"])
+            if bound is not None:
+                m = med(size["peak_mib"])
+                add(
+                    f"| engine peak memory <= {bound} MiB for {size['events']:,} events | "
+                    f"{c(size['peak_mib'], ',.0f', ' MiB')} | {verdict(m, (m or 1e9) <= bound)} |"
+                )
     m = med(growth)
     last = [x[-1] / 1024 for x in mem]
     add(
@@ -285,6 +302,10 @@ def section(
         add(f"| baseline `json.loads` per line, same file | {c(e['baseline'], ',.0f')} lines/s |")
         add(f"| engine / baseline | {c(ratios, '.3f')} |")
         add(f"| peak memory (max RSS) | {c(e['peak_mib'], ',.0f')} MiB |")
+        if "also" in e:
+            a = e["also"]
+            add(f"| {a['events']:,} events: engine | {c(a['engine'], ',.0f')} events/s |")
+            add(f"| {a['events']:,} events: peak memory (max RSS) | {c(a['peak_mib'], ',.0f')} MiB |")
         add("")
     if pipe:
         p = pipe[0]
@@ -300,6 +321,13 @@ def section(
         add(f"| one worker, steady (10-90 % counted in Redis) | {c(one, ',.0f')} events/s |")
         add(f"| one worker, first to last event | {c(values(pipe, 'one_worker', 'first_to_last'), ',.0f')} events/s |")
         add(f"| one worker / ceiling | {c(ratio, '.4f')} |")
+        redis_cpu = values(pipe, "one_worker", "redis", "cpu_us_per_event")
+        if redis_cpu:
+            add(f"| Redis CPU per event, one worker's run (`INFO cpu`) | {c(redis_cpu, ',.1f', ' us')} |")
+            add(
+                "| of which in scripts (`INFO commandstats`: `EVAL`, `EVALSHA`) | "
+                f"{c(values(pipe, 'one_worker', 'redis', 'script_us_per_event'), ',.1f', ' us')} |"
+            )
         add(f"| two workers, four partitions, steady | {c(two, ',.0f')} events/s |")
         add(f"| scaling: two / one | {c(scaling, '.2f')} |")
         add(
