@@ -10,6 +10,11 @@
 -- fields (``mx:<name>:<ms>`` -> count) are summed like counts, which is the multisets' union
 -- (kpi_core.state.present turns them into ``max_<name>`` in Python). Returns, per
 -- scope and window, a flat {field, value, ...} list with values as %.17g text (exact doubles).
+--
+-- Cost: a window part visits only the buckets its scope's index lists in it (found by binary
+-- search in the index's ascending starts), not every slot of its range; each bucket is read
+-- and its numbers parsed once per scope, however many windows hold it. A scope without an
+-- index (state written before indexes existed) has every slot of every part probed.
 
 local tag = ARGV[1]
 local fine = tonumber(ARGV[2])
@@ -34,66 +39,100 @@ for w = 1, nwin do
 end
 lo = lo or 0
 hi = hi or 0
+local tiers = {'f', 'c', 'f'}  -- the tier of each window part: head, middle, tail
+local steps = {fine, coarse, fine}
 local out = {}
 local ismax = {}
+local fmt = string.format
+local sub = string.sub
+
+-- The first position in ascending ``starts`` whose value is >= x (#starts + 1 if none).
+local function first_at_least(starts, x)
+  local a, b = 1, #starts + 1
+  while a < b do
+    local m = math.floor((a + b) / 2)
+    if starts[m] < x then a = m + 1 else b = m end
+  end
+  return a
+end
+
 for s = 5 + nwin * 6, #ARGV do
   local scope = ARGV[s]
-  local fine_pf = tag .. ':b:f:' .. scope .. ':'
-  local coarse_pf = tag .. ':b:c:' .. scope .. ':'
-  -- The scope's bucket indexes (see the apply script's I op) say which buckets exist; a
-  -- scope without one (state written before indexes existed) has every bucket probed.
-  local exists = {}
+  local prefixes = {f = tag .. ':b:f:' .. scope .. ':', c = tag .. ':b:c:' .. scope .. ':'}
+  -- Per tier, the ascending starts of the buckets the index lists in [lo, hi); nil: no index.
+  local listed = {}
   for _, tier in ipairs({'f', 'c'}) do
     local ikey = tag .. ':bi:' .. tier .. ':' .. scope
     if redis.call('EXISTS', ikey) == 1 then
-      local set = {}
-      for _, m in ipairs(redis.call('ZRANGEBYSCORE', ikey, lo, '(' .. hi)) do set[tonumber(m)] = true end
-      exists[tier] = set
+      local starts = {}
+      for i, m in ipairs(redis.call('ZRANGEBYSCORE', ikey, lo, '(' .. hi)) do starts[i] = tonumber(m) end
+      listed[tier] = starts
     end
   end
-  local cache = {}
-  local function bucket(tier, pf, start)
-    local set = exists[tier]
-    if set ~= nil and not set[start] then return {} end
-    local key = pf .. string.format('%d', start)
-    local flat = cache[key]
-    if flat == nil then
-      flat = redis.call('HGETALL', key)
-      cache[key] = flat
+  -- A bucket's fields and numbers, read and parsed once: {names, values}.
+  local parsed = {f = {}, c = {}}
+  local function bucket(tier, start)
+    local cache = parsed[tier]
+    local found = cache[start]
+    if found == nil then
+      local flat = redis.call('HGETALL', prefixes[tier] .. fmt('%d', start))
+      local names, values = {}, {}
+      for i = 1, #flat, 2 do
+        names[#names + 1] = flat[i]
+        values[#values + 1] = tonumber(flat[i + 1])
+      end
+      found = {names, values}
+      cache[start] = found
     end
-    return flat
+    return found
   end
   for w = 1, nwin do
     local r = ranges[w]
     local sums = {}
     local order = {}
-    local function add(flat)
-      for i = 1, #flat, 2 do
-        local f = flat[i]
-        local v = tonumber(flat[i + 1])
-        local m = ismax[f]
-        if m == nil then
-          m = string.sub(f, 1, 4) == 'max_'
-          ismax[f] = m
-        end
-        local cur = sums[f]
-        if cur == nil then
-          order[#order + 1] = f
-          if m then sums[f] = v else sums[f] = 0 + v end
-        elseif m then
-          if v > cur then sums[f] = v end
+    for part = 1, 3 do
+      local first, stop = r[2 * part - 1], r[2 * part]
+      if stop > first then
+        local tier, step = tiers[part], steps[part]
+        local starts = listed[tier]
+        local visit = {}
+        if starts == nil then
+          for t = first, stop - 1, step do visit[#visit + 1] = t end
         else
-          sums[f] = cur + v
+          for i = first_at_least(starts, first), #starts do
+            local t = starts[i]
+            if t >= stop then break end
+            if (t - first) % step == 0 then visit[#visit + 1] = t end
+          end
+        end
+        for _, t in ipairs(visit) do
+          local b = bucket(tier, t)
+          local names, values = b[1], b[2]
+          for i = 1, #names do
+            local f = names[i]
+            local v = values[i]
+            local m = ismax[f]
+            if m == nil then
+              m = sub(f, 1, 4) == 'max_'
+              ismax[f] = m
+            end
+            local cur = sums[f]
+            if cur == nil then
+              order[#order + 1] = f
+              if m then sums[f] = v else sums[f] = 0 + v end
+            elseif m then
+              if v > cur then sums[f] = v end
+            else
+              sums[f] = cur + v
+            end
+          end
         end
       end
     end
-    for t = r[1], r[2] - 1, fine do add(bucket('f', fine_pf, t)) end
-    for t = r[3], r[4] - 1, coarse do add(bucket('c', coarse_pf, t)) end
-    for t = r[5], r[6] - 1, fine do add(bucket('f', fine_pf, t)) end
     local flat = {}
     for _, f in ipairs(order) do
       flat[#flat + 1] = f
-      flat[#flat + 1] = string.format('%.17g', sums[f])
+      flat[#flat + 1] = fmt('%.17g', sums[f])
     end
     out[#out + 1] = flat
   end
