@@ -19,6 +19,8 @@ from redis.cluster import RedisCluster
 from kpi_core import windows
 from kpi_core.config import Config
 from kpi_core.state import (
+    MAX_PREFIX,
+    MS_SUFFIX,
     LiveSummary,
     add_into,
     count_states,
@@ -242,7 +244,7 @@ class SnapshotReader:
             replies = iter(pipe.execute())
         fields = self._fields = _FieldNames()
         for tenant, scope in pairs:
-            self._totals[(tenant, scope)] = fields.floats(next(replies))
+            self._totals[(tenant, scope)] = fields.presented(next(replies))
         script = client.register_script(scripts.LIVE_LUA)
         calls: list[tuple[str, list[tuple[str, str, str, float, float]]]] = []
         for tenant, scopes in exported.items():
@@ -308,21 +310,21 @@ class SnapshotReader:
             chunk = scopes[i : i + WINDOW_SCOPES_PER_CALL]
             replies = script(keys=[state._scopes_key(tenant)], args=[*args, *(utf8(encode(s)) for s in chunk)])
             it = iter(replies)
-            flat_floats = self._fields.flat
+            presented = self._fields.presented_flat
             for scope in chunk:
                 for start, end in ranges:
-                    self._windows[(tenant, scope, start, end)] = flat_floats(next(it))
+                    self._windows[(tenant, scope, start, end)] = presented(next(it))
 
     def scopes(self) -> Mapping[str, Iterable[str]]:
         return self._scopes
 
     def read_window(self, tenant: str, scope: str, start: float, end: float) -> dict[str, float]:
-        found = self._windows.get((tenant, scope, start, end))
-        return present(found) if found is not None else self.state.read_window(tenant, scope, start, end)
+        found = self._windows.get((tenant, scope, start, end))  # presented: a copy is the caller's
+        return dict(found) if found is not None else self.state.read_window(tenant, scope, start, end)
 
     def totals(self, tenant: str, scope: str) -> dict[str, float]:
         found = self._totals.get((tenant, scope))
-        return present(found) if found is not None else self.state.totals(tenant, scope)
+        return dict(found) if found is not None else self.state.totals(tenant, scope)
 
     def live(self, name: str, tenant: str, scope: str) -> dict[str, float]:
         return self.state.live(name, tenant, scope)
@@ -355,10 +357,19 @@ class SnapshotReader:
 
 class _FieldNames:
     """Replies of field names and numbers as ``{name: float}``, each distinct name decoded
-    once: a scrape parses many more fields than there are distinct names."""
+    once: a scrape parses many more fields than there are distinct names.
+
+    :meth:`presented` and :meth:`presented_flat` parse a reply straight into what
+    :func:`~kpi_core.state.present` makes of it (same keys, order and bits: the unit tests
+    compare them), with each distinct name classified once (plain, a ``*_ms`` sum scaled to
+    seconds, a multiset's ``mx:<name>:<ms>``) instead of once per field."""
 
     def __init__(self) -> None:
         self._text: dict[Any, str] = {}
+        # raw name -> (kind, name, ms): kind 0 plain (name: the field), 1 a ``*_ms`` sum
+        # (name: its presented field), 2 a multiset count (name: ``max_<name>``; its value ms),
+        # 3 a multiset field whose value is not a whole number (an error if its count is > 0).
+        self._kinds: dict[Any, tuple[int, str, int]] = {}
 
     def _learn(self, names: Iterable[Any]) -> None:
         known = self._text
@@ -381,3 +392,64 @@ class _FieldNames:
         except KeyError:
             self._learn(flat[0::2])
             return dict(zip(map(self._text.__getitem__, flat[0::2]), map(float, flat[1::2]), strict=True))
+
+    def _kind(self, raw: Any) -> tuple[int, str, int]:
+        found = self._kinds.get(raw)
+        if found is None:
+            field = text(raw)
+            if field.startswith(MAX_PREFIX):
+                name, _sep, ms = field[3:].rpartition(":")
+                try:
+                    found = (2, "max_" + name, int(ms))
+                except ValueError:  # present raises it for a count above 0 (below)
+                    found = (3, field, 0)
+            else:
+                base, at, mark = field.partition("@")
+                if MS_SUFFIX in field and base.endswith(MS_SUFFIX):
+                    found = (1, base[:-3] + at + mark, 0)
+                else:
+                    found = (0, field, 0)
+            self._kinds[raw] = found
+        return found
+
+    def presented(self, raw: Mapping[Any, Any]) -> dict[str, float]:
+        """``present(self.floats(raw))``, in one pass."""
+        return self._present(raw.items())
+
+    def presented_flat(self, flat: Sequence[Any]) -> dict[str, float]:
+        """``present(self.flat(flat))``, in one pass."""
+        return self._present(zip(flat[0::2], flat[1::2], strict=True))  # an odd length: ValueError
+
+    def _present(self, pairs: Iterable[tuple[Any, Any]]) -> dict[str, float]:
+        # kpi_core.state.present, step for step: plain fields in order, then the scaled sums
+        # (added to a legacy field of the same name), then the multisets' maxima.
+        out: dict[str, float] = {}
+        scaled: dict[str, float] | None = None
+        maxima: dict[str, int] | None = None
+        kinds, kind_of = self._kinds, self._kind
+        for raw, number in pairs:
+            kind, name, ms = kinds.get(raw) or kind_of(raw)
+            value = float(number)
+            if kind == 0:
+                out[name] = value
+            elif kind == 1:
+                if scaled is None:
+                    scaled = {}
+                scaled[name] = value
+            elif value > 0:
+                if kind == 3:
+                    int(name.rpartition(":")[2])  # raises present's ValueError
+                if maxima is None:
+                    maxima = {}
+                if ms > maxima.get(name, -(1 << 62)):
+                    maxima[name] = ms
+        if scaled is not None:
+            for name, value in scaled.items():
+                out[name] = out.get(name, 0.0) + value / 1000
+        if maxima is not None:
+            for name, ms in maxima.items():
+                seconds = ms / 1000
+                legacy = out.get(name)
+                if legacy is None or seconds > legacy:
+                    out[name] = seconds
+        return out
