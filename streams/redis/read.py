@@ -39,6 +39,18 @@ WINDOW_SCOPES_PER_CALL = 50
 LIVE_QUERIES_PER_CALL = 40
 
 
+#: Questions to the live script (``lua/live.lua``) asked of a scope: ``(kind, name, lo, hi)``.
+_LiveQuestions = tuple[tuple[str, str, float, float], ...]
+
+
+def _live_questions_args(questions: _LiveQuestions) -> list[Any]:
+    """The live script's arguments for ``questions``: their number, then each as four."""
+    args: list[Any] = [len(questions)]
+    for kind, name, lo, hi in questions:
+        args += [kind, utf8(encode(name)), score_arg(lo), score_arg(hi)]
+    return args
+
+
 def _live_reply(kind: str, reply: Any) -> Any:
     if kind == "n":
         return int(reply)
@@ -161,11 +173,13 @@ class StoreReader(BatchWriter):
 
     def _live_query(self, tenant: str, at: float, queries: Sequence[tuple[str, str, str, float, float]]) -> list[Any]:
         """:data:`~streams.redis.scripts.LIVE_LUA` for ``queries`` of one tenant: ``(kind, name, scope, lo, hi)``."""
-        args: list[Any] = [self._tag(tenant), repr(at)]
+        script = self.client.register_script(scripts.LIVE_LUA)
+        results = []
         for kind, name, scope, lo, hi in queries:
-            args += [kind, utf8(encode(name)), utf8(encode(scope)), score_arg(lo), score_arg(hi)]
-        replies = self.client.register_script(scripts.LIVE_LUA)(keys=[self._scopes_key(tenant)], args=args)
-        return [_live_reply(q[0], reply) for q, reply in zip(queries, replies, strict=True)]
+            args = [self._tag(tenant), repr(at), *_live_questions_args(((kind, name, lo, hi),)), utf8(encode(scope))]
+            (reply,) = script(keys=[self._scopes_key(tenant)], args=args)
+            results.append(_live_reply(kind, reply))
+        return results
 
     def counts(self) -> dict[str, dict[str, float]]:
         """The pipeline counters, summed (``max:`` ones: maximum) over every tenant."""
@@ -245,20 +259,24 @@ class SnapshotReader:
         fields = self._fields = _FieldNames()
         for tenant, scope in pairs:
             self._totals[(tenant, scope)] = fields.presented(next(replies))
+        # Every scope is asked its questions (kind, name, lo, hi); scopes asked the same ones
+        # (a tenant's queues, mostly) share calls, each question sent once a call.
         script = client.register_script(scripts.LIVE_LUA)
-        calls: list[tuple[str, list[tuple[str, str, str, float, float]]]] = []
+        calls: list[tuple[str, _LiveQuestions, list[str]]] = []
+        every_scope: _LiveQuestions = (*(("n", name, 0.0, 0.0) for name in LIVE_SETS), ("a", AGENTS, 0.0, 0.0))
         for tenant, scopes in exported.items():
-            queries: list[tuple[str, str, str, float, float]] = []
+            asked: dict[_LiveQuestions, list[str]] = {}
             for scope in scopes:
-                queries += [("n", name, scope, 0.0, 0.0) for name in LIVE_SETS]
-                queries.append(("a", AGENTS, scope, 0.0, 0.0))
+                wanted = every_scope
                 if is_queue_scope(scope) and scope != ALL:
-                    queries += [("s", name, scope, lo, hi) for name, lo, hi in live_bounds(config, tenant, scope, at)]
-            for i in range(0, len(queries), LIVE_QUERIES_PER_CALL):
-                calls.append((tenant, queries[i : i + LIVE_QUERIES_PER_CALL]))
-        # Each name and bound encoded once per scrape, handed over as bytes.
+                    wanted += tuple(("s", name, lo, hi) for name, lo, hi in live_bounds(config, tenant, scope, at))
+                asked.setdefault(wanted, []).append(scope)
+            for wanted, asked_of in asked.items():
+                step = max(1, LIVE_QUERIES_PER_CALL // len(wanted))
+                calls += [(tenant, wanted, asked_of[i : i + step]) for i in range(0, len(asked_of), step)]
+        # Each name, bound and set of questions encoded once per scrape, handed over as bytes.
         names_bytes: dict[str, bytes] = {}
-        bounds_bytes: dict[float, bytes] = {}
+        questions_args: dict[_LiveQuestions, list[Any]] = {}
 
         def name_bytes(name: str) -> bytes:
             found = names_bytes.get(name)
@@ -266,34 +284,35 @@ class SnapshotReader:
                 found = names_bytes[name] = utf8(encode(name))
             return found
 
-        def bound_bytes(bound: float) -> bytes:
-            found = bounds_bytes.get(bound)
-            if found is None:
-                found = bounds_bytes[bound] = score_arg(bound).encode("ascii")
-            return found
-
-        def live_args(tenant: str, chunk: list[tuple[str, str, str, float, float]]) -> list[Any]:
-            args: list[Any] = [state._tag(tenant), repr(at)]
-            for kind, name, scope, lo, hi in chunk:
-                args += [kind, name_bytes(name), name_bytes(scope), bound_bytes(lo), bound_bytes(hi)]
-            return args
+        def live_args(tenant: str, wanted: _LiveQuestions, scopes: list[str]) -> list[Any]:
+            head = questions_args.get(wanted)
+            if head is None:
+                head = questions_args[wanted] = _live_questions_args(wanted)
+            return [state._tag(tenant), repr(at), *head, *map(name_bytes, scopes)]
 
         if isinstance(client, RedisCluster):  # a cluster refuses scripts in a pipeline
-            results = [script(keys=[state._scopes_key(t)], args=live_args(t, chunk)) for t, chunk in calls]
+            results = [script(keys=[state._scopes_key(t)], args=live_args(t, q, s)) for t, q, s in calls]
         else:
             with client.pipeline(transaction=False) as pipe:
-                for tenant, chunk in calls:
-                    script(keys=[state._scopes_key(tenant)], args=live_args(tenant, chunk), client=pipe)
+                for tenant, wanted, asked_of in calls:
+                    script(keys=[state._scopes_key(tenant)], args=live_args(tenant, wanted, asked_of), client=pipe)
                 results = pipe.execute()
-        for (tenant, chunk), replies_ in zip(calls, results, strict=True):
-            for (kind, name, scope, lo, hi), reply in zip(chunk, replies_, strict=True):
-                value = _live_reply(kind, reply)
-                if kind == "n":
-                    self._live_sizes[(name, tenant, scope)] = value
-                elif kind == "s":
-                    self._live_summaries[(name, tenant, scope, lo, hi)] = value
-                else:
-                    self._live_states[(name, tenant, scope)] = value
+        sizes, summaries, agent_states = self._live_sizes, self._live_summaries, self._live_states
+        for (tenant, wanted, asked_of), replies_ in zip(calls, results, strict=True):
+            if len(replies_) != len(wanted) * len(asked_of):
+                raise ValueError(
+                    f"live script: {len(replies_)} replies for {len(wanted)} questions of {len(asked_of)} scopes"
+                )
+            it = iter(replies_)
+            for scope in asked_of:
+                for kind, name, lo, hi in wanted:
+                    reply = next(it)
+                    if kind == "n":
+                        sizes[(name, tenant, scope)] = int(reply)
+                    elif kind == "s":
+                        summaries[(name, tenant, scope, lo, hi)] = _live_reply(kind, reply)
+                    else:
+                        agent_states[(name, tenant, scope)] = _live_reply(kind, reply)
         for tenant, scopes in exported.items():
             ranges = [windows.window_range(window, at, config.timezone(tenant)) for window in config.windows]
             self._prefetch_windows(tenant, list(scopes), ranges)
