@@ -4,7 +4,8 @@ The script visits only the buckets a scope's index lists (binary search in the i
 starts) and parses each bucket once however many windows hold it; the reference,
 ``RedisState.read_window``, reads every slot of a window's cover. Both must give the same
 sums to the bit, for many scopes at instants with ragged and whole edges, with edge values
-(0, tiny and huge doubles, integers as floats, legacy ``max_*`` maxima, multiset counts), a
+(0, -0, tiny and huge doubles, whole numbers below and beyond 2^53: the script hands whole
+sums back as integers, others as text), legacy ``max_*`` maxima, multiset counts), a
 listed bucket that no longer exists, and a scope written before indexes existed (no index:
 every slot probed).
 """
@@ -25,7 +26,24 @@ pytestmark = pytest.mark.integration
 CONFIG = Config()
 #: 2026-11-20T10:07:00Z, a whole minute inside a quarter hour.
 AT = 1795168800.0 + 7 * 60
-VALUES = [0, 1, 2, 7, 1e-300, 0.1, 2.5, 2.0**52, 2.0**53 - 1, 1e300, 123456789.0]
+VALUES = [
+    0,
+    -0.0,
+    1,
+    2,
+    7,
+    -5,
+    1e-300,
+    0.1,
+    2.5,
+    2.0**52,
+    2.0**53 - 1,
+    2.0**53,
+    2.0**60,
+    -(2.0**61),
+    1e300,
+    123456789.0,
+]
 
 
 def populate(client: Any, state: RedisState, rng: random.Random, scopes: list[str], legacy: str) -> None:

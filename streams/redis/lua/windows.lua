@@ -9,7 +9,8 @@
 -- MemoryState.read_window does; legacy ``max_*`` fields take the maximum, a maximum's multiset
 -- fields (``mx:<name>:<ms>`` -> count) are summed like counts, which is the multisets' union
 -- (kpi_core.state.present turns them into ``max_<name>`` in Python). Returns, per
--- scope and window, a flat {field, value, ...} list with values as %.17g text (exact doubles).
+-- scope and window, a flat {field, value, ...} list; a value is an integer when it is a whole
+-- number below 2^53 in magnitude (not -0), else %.17g text (exact doubles).
 --
 -- Cost: a window part visits only the buckets its scope's index lists in it (found by binary
 -- search in the index's ascending starts), not every slot of its range; each bucket is read
@@ -45,6 +46,8 @@ local out = {}
 local ismax = {}
 local fmt = string.format
 local sub = string.sub
+local floor = math.floor
+local WHOLE = 2 ^ 53
 
 -- The first position in ascending ``starts`` whose value is >= x (#starts + 1 if none).
 local function first_at_least(starts, x)
@@ -63,11 +66,10 @@ for s = 5 + nwin * 6, #ARGV do
   local listed = {}
   for _, tier in ipairs({'f', 'c'}) do
     local ikey = tag .. ':bi:' .. tier .. ':' .. scope
-    if redis.call('EXISTS', ikey) == 1 then
-      local starts = {}
-      for i, m in ipairs(redis.call('ZRANGEBYSCORE', ikey, lo, '(' .. hi)) do starts[i] = tonumber(m) end
-      listed[tier] = starts
-    end
+    local starts = {}
+    for i, m in ipairs(redis.call('ZRANGEBYSCORE', ikey, lo, '(' .. hi)) do starts[i] = tonumber(m) end
+    -- A zset with members exists: EXISTS only tells an index empty in [lo, hi) from none.
+    if #starts > 0 or redis.call('EXISTS', ikey) == 1 then listed[tier] = starts end
   end
   -- A bucket's fields and numbers, read and parsed once: {names, values}.
   local parsed = {f = {}, c = {}}
@@ -131,8 +133,15 @@ for s = 5 + nwin * 6, #ARGV do
     end
     local flat = {}
     for _, f in ipairs(order) do
+      local v = sums[f]
       flat[#flat + 1] = f
-      flat[#flat + 1] = fmt('%.17g', sums[f])
+      -- A whole number goes back as an integer reply (exact below 2^53, and no text to
+      -- format: most sums are counts); anything else (fractions, -0, inf, nan) as %.17g text.
+      if v == floor(v) and v > -WHOLE and v < WHOLE and (v ~= 0 or 1 / v > 0) then
+        flat[#flat + 1] = v
+      else
+        flat[#flat + 1] = fmt('%.17g', v)
+      end
     end
     out[#out + 1] = flat
   end
