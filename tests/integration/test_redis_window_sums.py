@@ -6,8 +6,8 @@ starts) and parses each bucket once however many windows hold it; the reference,
 sums to the bit, for many scopes at instants with ragged and whole edges, with edge values
 (0, -0, tiny and huge doubles, whole numbers below and beyond 2^53: the script hands whole
 sums back as integers, others as text), legacy ``max_*`` maxima, multiset counts), a
-listed bucket that no longer exists, and a scope written before indexes existed (no index:
-every slot probed).
+listed bucket that no longer exists, a listed start off the bucket grid (no window holds it),
+and a scope written before indexes existed (no index: every slot probed).
 """
 
 from __future__ import annotations
@@ -69,6 +69,11 @@ def populate(client: Any, state: RedisState, rng: random.Random, scopes: list[st
                     if rng.random() < 0.3:
                         fields[f"mx:wait:{rng.randint(0, 5) * 1000}"] = rng.randint(1, 3)
                     pipe.hset(state._bucket_key("t", tier, scope, start), mapping=fields)
+                if scope != legacy and starts and rng.random() < 0.3:
+                    # A listed start off the tier's grid (no writer makes one): no window holds it.
+                    odd = starts[0] * size + size // 2
+                    listed.append(odd)
+                    pipe.hset(state._bucket_key("t", tier, scope, odd), mapping={"offered": "1000"})
                 if scope != legacy and listed:
                     pipe.zadd(state._index_key("t", tier, scope), {str(s): s for s in listed})
         pipe.execute()

@@ -71,23 +71,8 @@ for s = 5 + nwin * 6, #ARGV do
     -- A zset with members exists: EXISTS only tells an index empty in [lo, hi) from none.
     if #starts > 0 or redis.call('EXISTS', ikey) == 1 then listed[tier] = starts end
   end
-  -- A bucket's fields and numbers, read and parsed once: {names, values}.
+  -- A bucket's HGETALL reply, its numbers parsed in place, read once per scope.
   local parsed = {f = {}, c = {}}
-  local function bucket(tier, start)
-    local cache = parsed[tier]
-    local found = cache[start]
-    if found == nil then
-      local flat = redis.call('HGETALL', prefixes[tier] .. fmt('%d', start))
-      local names, values = {}, {}
-      for i = 1, #flat, 2 do
-        names[#names + 1] = flat[i]
-        values[#values + 1] = tonumber(flat[i + 1])
-      end
-      found = {names, values}
-      cache[start] = found
-    end
-    return found
-  end
   for w = 1, nwin do
     local r = ranges[w]
     local sums = {}
@@ -97,37 +82,44 @@ for s = 5 + nwin * 6, #ARGV do
       if stop > first then
         local tier, step = tiers[part], steps[part]
         local starts = listed[tier]
-        local visit = {}
-        if starts == nil then
-          for t = first, stop - 1, step do visit[#visit + 1] = t end
-        else
-          for i = first_at_least(starts, first), #starts do
-            local t = starts[i]
+        local cache, pf = parsed[tier], prefixes[tier]
+        local i, t = 1, first
+        if starts ~= nil then i = first_at_least(starts, first) end
+        while true do
+          if starts == nil then
             if t >= stop then break end
-            if (t - first) % step == 0 then visit[#visit + 1] = t end
+          else
+            t = starts[i]
+            if t == nil or t >= stop then break end
+            i = i + 1
           end
-        end
-        for _, t in ipairs(visit) do
-          local b = bucket(tier, t)
-          local names, values = b[1], b[2]
-          for i = 1, #names do
-            local f = names[i]
-            local v = values[i]
-            local m = ismax[f]
-            if m == nil then
-              m = sub(f, 1, 4) == 'max_'
-              ismax[f] = m
+          if starts == nil or (t - first) % step == 0 then
+            local flat = cache[t]
+            if flat == nil then
+              flat = redis.call('HGETALL', pf .. fmt('%d', t))
+              for j = 2, #flat, 2 do flat[j] = tonumber(flat[j]) end
+              cache[t] = flat
             end
-            local cur = sums[f]
-            if cur == nil then
-              order[#order + 1] = f
-              if m then sums[f] = v else sums[f] = 0 + v end
-            elseif m then
-              if v > cur then sums[f] = v end
-            else
-              sums[f] = cur + v
+            for j = 1, #flat, 2 do
+              local f = flat[j]
+              local v = flat[j + 1]
+              local m = ismax[f]
+              if m == nil then
+                m = sub(f, 1, 4) == 'max_'
+                ismax[f] = m
+              end
+              local cur = sums[f]
+              if cur == nil then
+                order[#order + 1] = f
+                if m then sums[f] = v else sums[f] = 0 + v end
+              elseif m then
+                if v > cur then sums[f] = v end
+              else
+                sums[f] = cur + v
+              end
             end
           end
+          if starts == nil then t = t + step end
         end
       end
     end
