@@ -99,3 +99,47 @@ def test_window_script_equals_every_bucket_read(redis_client: Any, redis_prefix:
                 compared += 1
                 nonempty += bool(want)
     assert compared == 5 * len(scopes) * len(CONFIG.windows) and nonempty > compared // 2
+
+
+def test_live_reads_of_many_queues_equal_the_store_reads(redis_client: Any, redis_prefix: str) -> None:
+    """The live script asked of many queues at once (a call asks each question once of up to
+    LIVE_QUERIES_PER_CALL // questions scopes; here several calls) answers every queue as the
+    store's own reads do: sizes, summaries in each bound, agents by state."""
+    from kpi_core.engine import AGENTS, ALL, CALLBACKS, TICKETS, WAITING
+    from kpi_core.engine.agents import agent_member
+    from kpi_core.kpis import LIVE_SETS, live_bounds
+    from streams.redis.read import LIVE_QUERIES_PER_CALL
+
+    state = RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=lambda: AT)
+    rng = random.Random(7)
+    queues = [f"q{i:03d}" for i in range(3 * LIVE_QUERIES_PER_CALL // 9 + 5)]
+    with redis_client.pipeline(transaction=False) as pipe:
+        pipe.sadd(state._tenants_key, "t")
+        pipe.sadd(state._scopes_key("t"), *queues, ALL)
+        for scope in [*queues, ALL]:
+            for name in (WAITING, CALLBACKS, TICKETS):
+                members = {
+                    f"m{j}": AT - rng.choice([0, 1, 30, 3599.5, 4 * 3600 + 1, 86400]) for j in range(rng.randint(0, 4))
+                }
+                if members:
+                    pipe.zadd(state._live_key(name, "t", scope), members)
+            agents = {
+                agent_member(rng.choice(["available", "busy", "away"]), "none", f"a{j}"): AT + rng.choice([-60, 0, 5])
+                for j in range(rng.randint(0, 5))
+            }
+            if agents:
+                pipe.zadd(state._live_key(AGENTS, "t", scope), agents)
+        pipe.execute()
+    reader = state.snapshot_reader(CONFIG, AT)
+    for scope in [*queues, ALL]:
+        for name in LIVE_SETS:
+            assert (name, "t", scope) in reader._live_sizes
+            assert reader.live_size(name, "t", scope) == state.live_size(name, "t", scope)
+        assert (AGENTS, "t", scope) in reader._live_states
+        assert reader.live_states(AGENTS, "t", scope, AT) == state.live_states(AGENTS, "t", scope, AT)
+        if scope != ALL:
+            for name, lo, hi in live_bounds(CONFIG, "t", scope, AT):
+                assert (name, "t", scope, lo, hi) in reader._live_summaries
+                assert reader.live_summary(name, "t", scope, lo, hi, AT) == state.live_summary(
+                    name, "t", scope, lo, hi, AT
+                )
