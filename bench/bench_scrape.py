@@ -18,7 +18,9 @@ before/after) and every size:
 2. **phases**, in a fresh process of that checkout (``PYTHONPATH=root``): the SnapshotReader's
    reads (Redis), ``kpis.snapshot`` (Python over the prefetched reads), ``exposition.render``,
    each as wall and CPU time (``*_cpu``; the read's wall time beyond its CPU time is Redis's),
-   and the time the cyclic garbage collector ran in them, with the collector as that
+   the read's window sums (``windows``: wall time of the window script's calls and their
+   parse, where the checkout's SnapshotReader has ``_prefetch_windows``), and the time the
+   cyclic garbage collector ran in them, with the collector as that
    checkout's exporter runs it (streams.exporter.GC_PAUSE, where it exists); median of
    ``--repeat``. ``--py-spy DIR`` records a py-spy flame graph of that process
    (``DIR/<root>-<queues>.svg`` and a raw ``.txt``).
@@ -34,6 +36,7 @@ import argparse
 import contextlib
 import gc
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -110,7 +113,23 @@ def phases(redis_url: str, prefix: str, at: float, repeat: int) -> dict[str, Any
     keys = ("read", "snapshot", "render", "total")
     out: dict[str, list[float]] = {key: [] for k in keys for key in (k, f"{k}_cpu")}
     out["gc"] = []
+    out["windows"] = []
     collecting = [0.0, 0.0]  # started at, seconds in the collector this repeat
+    # The window script's share of the read (wall: Redis summing buckets, and the replies'
+    # parse): SnapshotReader._prefetch_windows, timed where the checkout has it.
+    in_windows = [0.0]
+    reader_class = getattr(importlib.import_module("streams.redis.read"), "SnapshotReader", None)
+    prefetch = getattr(reader_class, "_prefetch_windows", None)
+    if prefetch is not None:
+
+        def timed_prefetch(self: Any, *args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return prefetch(self, *args, **kwargs)
+            finally:
+                in_windows[0] += time.perf_counter() - started
+
+        reader_class._prefetch_windows = timed_prefetch  # type: ignore[union-attr]
 
     def gc_time(phase: str, _info: dict[str, Any]) -> None:
         if phase == "start":
@@ -121,7 +140,7 @@ def phases(redis_url: str, prefix: str, at: float, repeat: int) -> dict[str, Any
     gc.callbacks.append(gc_time)
     samples = size = 0
     for i in range(repeat + 1):  # the first is a warm-up
-        collecting[1] = 0.0
+        collecting[1] = in_windows[0] = 0.0
         with pause:
             t0, c0 = time.perf_counter(), time.process_time()
             reader = state.snapshot_reader(config, at)
@@ -142,7 +161,10 @@ def phases(redis_url: str, prefix: str, at: float, repeat: int) -> dict[str, Any
                 out[key].append(wall)
                 out[f"{key}_cpu"].append(cpu)
             out["gc"].append(collecting[1])
+            out["windows"].append(in_windows[0])
     gc.callbacks.remove(gc_time)
+    if prefetch is not None:
+        reader_class._prefetch_windows = prefetch  # type: ignore[union-attr]
     return {**{key: spread(values) for key, values in out.items()}, "samples": samples, "bytes": size}
 
 

@@ -83,7 +83,10 @@ def render(families: Iterable[MetricFamily]) -> str:
             if number is None:
                 number = value_text[value] = format_value(value)
             append(f"{name}{suffix}{text} {number}")
-    return "\n".join(lines) + "\n"
+    if not lines:
+        return "\n"
+    append("")  # the page's final newline, without copying the page once more (``+ "\n"``)
+    return "\n".join(lines)
 
 
 def render_reference(families: Iterable[MetricFamily]) -> str:

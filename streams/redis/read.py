@@ -19,6 +19,8 @@ from redis.cluster import RedisCluster
 from kpi_core import windows
 from kpi_core.config import Config
 from kpi_core.state import (
+    MAX_PREFIX,
+    MS_SUFFIX,
     LiveSummary,
     add_into,
     count_states,
@@ -33,8 +35,22 @@ from streams.redis.write import BatchWriter
 #: Scopes per call of the window script: bounds the time Redis spends in one script.
 WINDOW_SCOPES_PER_CALL = 50
 #: Live-set queries per LIVE_LUA call in a scrape (each call runs alone in Redis, so a scrape
-#: never holds up the workers' transactions long).
-LIVE_QUERIES_PER_CALL = 40
+#: never holds up the workers' transactions long): ~22 queues a call, ~0.5 ms of Redis at the
+#: bench's state, well under a window call of WINDOW_SCOPES_PER_CALL scopes (~7 ms); 40 made
+#: ten times as many calls, each sending its questions again (~10 % of the read's CPU).
+LIVE_QUERIES_PER_CALL = 200
+
+
+#: Questions to the live script (``lua/live.lua``) asked of a scope: ``(kind, name, lo, hi)``.
+_LiveQuestions = tuple[tuple[str, str, float, float], ...]
+
+
+def _live_questions_args(questions: _LiveQuestions) -> list[Any]:
+    """The live script's arguments for ``questions``: their number, then each as four."""
+    args: list[Any] = [len(questions)]
+    for kind, name, lo, hi in questions:
+        args += [kind, utf8(encode(name)), score_arg(lo), score_arg(hi)]
+    return args
 
 
 def _live_reply(kind: str, reply: Any) -> Any:
@@ -159,11 +175,13 @@ class StoreReader(BatchWriter):
 
     def _live_query(self, tenant: str, at: float, queries: Sequence[tuple[str, str, str, float, float]]) -> list[Any]:
         """:data:`~streams.redis.scripts.LIVE_LUA` for ``queries`` of one tenant: ``(kind, name, scope, lo, hi)``."""
-        args: list[Any] = [self._tag(tenant), repr(at)]
+        script = self.client.register_script(scripts.LIVE_LUA)
+        results = []
         for kind, name, scope, lo, hi in queries:
-            args += [kind, utf8(encode(name)), utf8(encode(scope)), score_arg(lo), score_arg(hi)]
-        replies = self.client.register_script(scripts.LIVE_LUA)(keys=[self._scopes_key(tenant)], args=args)
-        return [_live_reply(q[0], reply) for q, reply in zip(queries, replies, strict=True)]
+            args = [self._tag(tenant), repr(at), *_live_questions_args(((kind, name, lo, hi),)), utf8(encode(scope))]
+            (reply,) = script(keys=[self._scopes_key(tenant)], args=args)
+            results.append(_live_reply(kind, reply))
+        return results
 
     def counts(self) -> dict[str, dict[str, float]]:
         """The pipeline counters, summed (``max:`` ones: maximum) over every tenant."""
@@ -242,21 +260,25 @@ class SnapshotReader:
             replies = iter(pipe.execute())
         fields = self._fields = _FieldNames()
         for tenant, scope in pairs:
-            self._totals[(tenant, scope)] = fields.floats(next(replies))
+            self._totals[(tenant, scope)] = fields.presented(next(replies))
+        # Every scope is asked its questions (kind, name, lo, hi); scopes asked the same ones
+        # (a tenant's queues, mostly) share calls, each question sent once a call.
         script = client.register_script(scripts.LIVE_LUA)
-        calls: list[tuple[str, list[tuple[str, str, str, float, float]]]] = []
+        calls: list[tuple[str, _LiveQuestions, list[str]]] = []
+        every_scope: _LiveQuestions = (*(("n", name, 0.0, 0.0) for name in LIVE_SETS), ("a", AGENTS, 0.0, 0.0))
         for tenant, scopes in exported.items():
-            queries: list[tuple[str, str, str, float, float]] = []
+            asked: dict[_LiveQuestions, list[str]] = {}
             for scope in scopes:
-                queries += [("n", name, scope, 0.0, 0.0) for name in LIVE_SETS]
-                queries.append(("a", AGENTS, scope, 0.0, 0.0))
+                wanted = every_scope
                 if is_queue_scope(scope) and scope != ALL:
-                    queries += [("s", name, scope, lo, hi) for name, lo, hi in live_bounds(config, tenant, scope, at)]
-            for i in range(0, len(queries), LIVE_QUERIES_PER_CALL):
-                calls.append((tenant, queries[i : i + LIVE_QUERIES_PER_CALL]))
-        # Each name and bound encoded once per scrape, handed over as bytes.
+                    wanted += tuple(("s", name, lo, hi) for name, lo, hi in live_bounds(config, tenant, scope, at))
+                asked.setdefault(wanted, []).append(scope)
+            for wanted, asked_of in asked.items():
+                step = max(1, LIVE_QUERIES_PER_CALL // len(wanted))
+                calls += [(tenant, wanted, asked_of[i : i + step]) for i in range(0, len(asked_of), step)]
+        # Each name, bound and set of questions encoded once per scrape, handed over as bytes.
         names_bytes: dict[str, bytes] = {}
-        bounds_bytes: dict[float, bytes] = {}
+        questions_args: dict[_LiveQuestions, list[Any]] = {}
 
         def name_bytes(name: str) -> bytes:
             found = names_bytes.get(name)
@@ -264,34 +286,35 @@ class SnapshotReader:
                 found = names_bytes[name] = utf8(encode(name))
             return found
 
-        def bound_bytes(bound: float) -> bytes:
-            found = bounds_bytes.get(bound)
-            if found is None:
-                found = bounds_bytes[bound] = score_arg(bound).encode("ascii")
-            return found
-
-        def live_args(tenant: str, chunk: list[tuple[str, str, str, float, float]]) -> list[Any]:
-            args: list[Any] = [state._tag(tenant), repr(at)]
-            for kind, name, scope, lo, hi in chunk:
-                args += [kind, name_bytes(name), name_bytes(scope), bound_bytes(lo), bound_bytes(hi)]
-            return args
+        def live_args(tenant: str, wanted: _LiveQuestions, scopes: list[str]) -> list[Any]:
+            head = questions_args.get(wanted)
+            if head is None:
+                head = questions_args[wanted] = _live_questions_args(wanted)
+            return [state._tag(tenant), repr(at), *head, *map(name_bytes, scopes)]
 
         if isinstance(client, RedisCluster):  # a cluster refuses scripts in a pipeline
-            results = [script(keys=[state._scopes_key(t)], args=live_args(t, chunk)) for t, chunk in calls]
+            results = [script(keys=[state._scopes_key(t)], args=live_args(t, q, s)) for t, q, s in calls]
         else:
             with client.pipeline(transaction=False) as pipe:
-                for tenant, chunk in calls:
-                    script(keys=[state._scopes_key(tenant)], args=live_args(tenant, chunk), client=pipe)
+                for tenant, wanted, asked_of in calls:
+                    script(keys=[state._scopes_key(tenant)], args=live_args(tenant, wanted, asked_of), client=pipe)
                 results = pipe.execute()
-        for (tenant, chunk), replies_ in zip(calls, results, strict=True):
-            for (kind, name, scope, lo, hi), reply in zip(chunk, replies_, strict=True):
-                value = _live_reply(kind, reply)
-                if kind == "n":
-                    self._live_sizes[(name, tenant, scope)] = value
-                elif kind == "s":
-                    self._live_summaries[(name, tenant, scope, lo, hi)] = value
-                else:
-                    self._live_states[(name, tenant, scope)] = value
+        sizes, summaries, agent_states = self._live_sizes, self._live_summaries, self._live_states
+        for (tenant, wanted, asked_of), replies_ in zip(calls, results, strict=True):
+            if len(replies_) != len(wanted) * len(asked_of):
+                raise ValueError(
+                    f"live script: {len(replies_)} replies for {len(wanted)} questions of {len(asked_of)} scopes"
+                )
+            it = iter(replies_)
+            for scope in asked_of:
+                for kind, name, lo, hi in wanted:
+                    reply = next(it)
+                    if kind == "n":
+                        sizes[(name, tenant, scope)] = int(reply)
+                    elif kind == "s":
+                        summaries[(name, tenant, scope, lo, hi)] = _live_reply(kind, reply)
+                    else:
+                        agent_states[(name, tenant, scope)] = _live_reply(kind, reply)
         for tenant, scopes in exported.items():
             ranges = [windows.window_range(window, at, config.timezone(tenant)) for window in config.windows]
             self._prefetch_windows(tenant, list(scopes), ranges)
@@ -308,21 +331,21 @@ class SnapshotReader:
             chunk = scopes[i : i + WINDOW_SCOPES_PER_CALL]
             replies = script(keys=[state._scopes_key(tenant)], args=[*args, *(utf8(encode(s)) for s in chunk)])
             it = iter(replies)
-            flat_floats = self._fields.flat
+            presented = self._fields.presented_flat
             for scope in chunk:
                 for start, end in ranges:
-                    self._windows[(tenant, scope, start, end)] = flat_floats(next(it))
+                    self._windows[(tenant, scope, start, end)] = presented(next(it))
 
     def scopes(self) -> Mapping[str, Iterable[str]]:
         return self._scopes
 
     def read_window(self, tenant: str, scope: str, start: float, end: float) -> dict[str, float]:
-        found = self._windows.get((tenant, scope, start, end))
-        return present(found) if found is not None else self.state.read_window(tenant, scope, start, end)
+        found = self._windows.get((tenant, scope, start, end))  # presented: a copy is the caller's
+        return dict(found) if found is not None else self.state.read_window(tenant, scope, start, end)
 
     def totals(self, tenant: str, scope: str) -> dict[str, float]:
         found = self._totals.get((tenant, scope))
-        return present(found) if found is not None else self.state.totals(tenant, scope)
+        return dict(found) if found is not None else self.state.totals(tenant, scope)
 
     def live(self, name: str, tenant: str, scope: str) -> dict[str, float]:
         return self.state.live(name, tenant, scope)
@@ -355,10 +378,19 @@ class SnapshotReader:
 
 class _FieldNames:
     """Replies of field names and numbers as ``{name: float}``, each distinct name decoded
-    once: a scrape parses many more fields than there are distinct names."""
+    once: a scrape parses many more fields than there are distinct names.
+
+    :meth:`presented` and :meth:`presented_flat` parse a reply straight into what
+    :func:`~kpi_core.state.present` makes of it (same keys, order and bits: the unit tests
+    compare them), with each distinct name classified once (plain, a ``*_ms`` sum scaled to
+    seconds, a multiset's ``mx:<name>:<ms>``) instead of once per field."""
 
     def __init__(self) -> None:
         self._text: dict[Any, str] = {}
+        # raw name -> (kind, name, ms): kind 0 plain (name: the field), 1 a ``*_ms`` sum
+        # (name: its presented field), 2 a multiset count (name: ``max_<name>``; its value ms),
+        # 3 a multiset field whose value is not a whole number (an error if its count is > 0).
+        self._kinds: dict[Any, tuple[int, str, int]] = {}
 
     def _learn(self, names: Iterable[Any]) -> None:
         known = self._text
@@ -381,3 +413,64 @@ class _FieldNames:
         except KeyError:
             self._learn(flat[0::2])
             return dict(zip(map(self._text.__getitem__, flat[0::2]), map(float, flat[1::2]), strict=True))
+
+    def _kind(self, raw: Any) -> tuple[int, str, int]:
+        found = self._kinds.get(raw)
+        if found is None:
+            field = text(raw)
+            if field.startswith(MAX_PREFIX):
+                name, _sep, ms = field[3:].rpartition(":")
+                try:
+                    found = (2, "max_" + name, int(ms))
+                except ValueError:  # present raises it for a count above 0 (below)
+                    found = (3, field, 0)
+            else:
+                base, at, mark = field.partition("@")
+                if MS_SUFFIX in field and base.endswith(MS_SUFFIX):
+                    found = (1, base[:-3] + at + mark, 0)
+                else:
+                    found = (0, field, 0)
+            self._kinds[raw] = found
+        return found
+
+    def presented(self, raw: Mapping[Any, Any]) -> dict[str, float]:
+        """``present(self.floats(raw))``, in one pass."""
+        return self._present(raw.items())
+
+    def presented_flat(self, flat: Sequence[Any]) -> dict[str, float]:
+        """``present(self.flat(flat))``, in one pass."""
+        return self._present(zip(flat[0::2], flat[1::2], strict=True))  # an odd length: ValueError
+
+    def _present(self, pairs: Iterable[tuple[Any, Any]]) -> dict[str, float]:
+        # kpi_core.state.present, step for step: plain fields in order, then the scaled sums
+        # (added to a legacy field of the same name), then the multisets' maxima.
+        out: dict[str, float] = {}
+        scaled: dict[str, float] | None = None
+        maxima: dict[str, int] | None = None
+        kinds, kind_of = self._kinds, self._kind
+        for raw, number in pairs:
+            kind, name, ms = kinds.get(raw) or kind_of(raw)
+            value = float(number)
+            if kind == 0:
+                out[name] = value
+            elif kind == 1:
+                if scaled is None:
+                    scaled = {}
+                scaled[name] = value
+            elif value > 0:
+                if kind == 3:
+                    int(name.rpartition(":")[2])  # raises present's ValueError
+                if maxima is None:
+                    maxima = {}
+                if ms > maxima.get(name, -(1 << 62)):
+                    maxima[name] = ms
+        if scaled is not None:
+            for name, value in scaled.items():
+                out[name] = out.get(name, 0.0) + value / 1000
+        if maxima is not None:
+            for name, ms in maxima.items():
+                seconds = ms / 1000
+                legacy = out.get(name)
+                if legacy is None or seconds > legacy:
+                    out[name] = seconds
+        return out

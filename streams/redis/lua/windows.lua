@@ -9,7 +9,13 @@
 -- MemoryState.read_window does; legacy ``max_*`` fields take the maximum, a maximum's multiset
 -- fields (``mx:<name>:<ms>`` -> count) are summed like counts, which is the multisets' union
 -- (kpi_core.state.present turns them into ``max_<name>`` in Python). Returns, per
--- scope and window, a flat {field, value, ...} list with values as %.17g text (exact doubles).
+-- scope and window, a flat {field, value, ...} list; a value is an integer when it is a whole
+-- number below 2^53 in magnitude (not -0), else %.17g text (exact doubles).
+--
+-- Cost: a window part visits only the buckets its scope's index lists in it (found by binary
+-- search in the index's ascending starts), not every slot of its range; each bucket is read
+-- and its numbers parsed once per scope, however many windows hold it. A scope without an
+-- index (state written before indexes existed) has every slot of every part probed.
 
 local tag = ARGV[1]
 local fine = tonumber(ARGV[2])
@@ -34,66 +40,100 @@ for w = 1, nwin do
 end
 lo = lo or 0
 hi = hi or 0
+local tiers = {'f', 'c', 'f'}  -- the tier of each window part: head, middle, tail
+local steps = {fine, coarse, fine}
 local out = {}
 local ismax = {}
+local fmt = string.format
+local sub = string.sub
+local floor = math.floor
+local WHOLE = 2 ^ 53
+
+-- The first position in ascending ``starts`` whose value is >= x (#starts + 1 if none).
+local function first_at_least(starts, x)
+  local a, b = 1, #starts + 1
+  while a < b do
+    local m = math.floor((a + b) / 2)
+    if starts[m] < x then a = m + 1 else b = m end
+  end
+  return a
+end
+
 for s = 5 + nwin * 6, #ARGV do
   local scope = ARGV[s]
-  local fine_pf = tag .. ':b:f:' .. scope .. ':'
-  local coarse_pf = tag .. ':b:c:' .. scope .. ':'
-  -- The scope's bucket indexes (see the apply script's I op) say which buckets exist; a
-  -- scope without one (state written before indexes existed) has every bucket probed.
-  local exists = {}
+  local prefixes = {f = tag .. ':b:f:' .. scope .. ':', c = tag .. ':b:c:' .. scope .. ':'}
+  -- Per tier, the ascending starts of the buckets the index lists in [lo, hi); nil: no index.
+  local listed = {}
   for _, tier in ipairs({'f', 'c'}) do
     local ikey = tag .. ':bi:' .. tier .. ':' .. scope
-    if redis.call('EXISTS', ikey) == 1 then
-      local set = {}
-      for _, m in ipairs(redis.call('ZRANGEBYSCORE', ikey, lo, '(' .. hi)) do set[tonumber(m)] = true end
-      exists[tier] = set
-    end
+    local starts = {}
+    for i, m in ipairs(redis.call('ZRANGEBYSCORE', ikey, lo, '(' .. hi)) do starts[i] = tonumber(m) end
+    -- A zset with members exists: EXISTS only tells an index empty in [lo, hi) from none.
+    if #starts > 0 or redis.call('EXISTS', ikey) == 1 then listed[tier] = starts end
   end
-  local cache = {}
-  local function bucket(tier, pf, start)
-    local set = exists[tier]
-    if set ~= nil and not set[start] then return {} end
-    local key = pf .. string.format('%d', start)
-    local flat = cache[key]
-    if flat == nil then
-      flat = redis.call('HGETALL', key)
-      cache[key] = flat
-    end
-    return flat
-  end
+  -- A bucket's HGETALL reply, its numbers parsed in place, read once per scope.
+  local parsed = {f = {}, c = {}}
   for w = 1, nwin do
     local r = ranges[w]
     local sums = {}
     local order = {}
-    local function add(flat)
-      for i = 1, #flat, 2 do
-        local f = flat[i]
-        local v = tonumber(flat[i + 1])
-        local m = ismax[f]
-        if m == nil then
-          m = string.sub(f, 1, 4) == 'max_'
-          ismax[f] = m
-        end
-        local cur = sums[f]
-        if cur == nil then
-          order[#order + 1] = f
-          if m then sums[f] = v else sums[f] = 0 + v end
-        elseif m then
-          if v > cur then sums[f] = v end
-        else
-          sums[f] = cur + v
+    for part = 1, 3 do
+      local first, stop = r[2 * part - 1], r[2 * part]
+      if stop > first then
+        local tier, step = tiers[part], steps[part]
+        local starts = listed[tier]
+        local cache, pf = parsed[tier], prefixes[tier]
+        local i, t = 1, first
+        if starts ~= nil then i = first_at_least(starts, first) end
+        while true do
+          if starts == nil then
+            if t >= stop then break end
+          else
+            t = starts[i]
+            if t == nil or t >= stop then break end
+            i = i + 1
+          end
+          if starts == nil or (t - first) % step == 0 then
+            local flat = cache[t]
+            if flat == nil then
+              flat = redis.call('HGETALL', pf .. fmt('%d', t))
+              for j = 2, #flat, 2 do flat[j] = tonumber(flat[j]) end
+              cache[t] = flat
+            end
+            for j = 1, #flat, 2 do
+              local f = flat[j]
+              local v = flat[j + 1]
+              local m = ismax[f]
+              if m == nil then
+                m = sub(f, 1, 4) == 'max_'
+                ismax[f] = m
+              end
+              local cur = sums[f]
+              if cur == nil then
+                order[#order + 1] = f
+                if m then sums[f] = v else sums[f] = 0 + v end
+              elseif m then
+                if v > cur then sums[f] = v end
+              else
+                sums[f] = cur + v
+              end
+            end
+          end
+          if starts == nil then t = t + step end
         end
       end
     end
-    for t = r[1], r[2] - 1, fine do add(bucket('f', fine_pf, t)) end
-    for t = r[3], r[4] - 1, coarse do add(bucket('c', coarse_pf, t)) end
-    for t = r[5], r[6] - 1, fine do add(bucket('f', fine_pf, t)) end
     local flat = {}
     for _, f in ipairs(order) do
+      local v = sums[f]
       flat[#flat + 1] = f
-      flat[#flat + 1] = string.format('%.17g', sums[f])
+      -- A whole number goes back as an integer reply (exact below 2^53, and no text to
+      -- format: most sums are counts); anything else (fractions, -0, inf, nan) as %.17g text.
+      if v == floor(v) and v > -WHOLE and v < WHOLE and (v ~= 0 or 1 / v > 0) then
+        flat[#flat + 1] = v
+      else
+        flat[#flat + 1] = fmt('%.17g', v)
+      end
     end
     out[#out + 1] = flat
   end
