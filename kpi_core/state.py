@@ -63,6 +63,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from kpi_core import windows
+from kpi_core.native import mypyc_attr
 
 if TYPE_CHECKING:
     from kpi_core.config import Config
@@ -333,6 +334,7 @@ def merge_into(target: dict[str, float], deltas: Mapping[str, float]) -> None:
             target[field] = target.get(field, 0.0) + value
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # tests and tools extend it (kpi_core.native)
 class MemoryState:
     """In-process :class:`StateStore`: dicts, pruned by :meth:`maintain`."""
 

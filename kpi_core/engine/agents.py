@@ -8,8 +8,9 @@ from operator import itemgetter
 from typing import Any
 
 from kpi_core.config import REASON_NONE
-from kpi_core.engine.base import AGENTS, DAY, Contribution, Fold
+from kpi_core.engine.base import AGENTS, DAY, Contribution, Fold, trait
 from kpi_core.events import ALL, Event
+from kpi_core.native import mypyc_attr
 from kpi_core.state import Record, to_ms
 from kpi_core.windows import local_midnight
 
@@ -82,6 +83,8 @@ def agent_calls_today(record: Record | None, midnight: float, at: float) -> tupl
     return handled, missed, talk
 
 
+@trait
+@mypyc_attr(allow_interpreted_subclasses=True)
 class AgentsMixin(Fold):
     """``agent.state`` (occupancy, the agents set) and the agents' side of calls (``agent_calls``)."""
 

@@ -12,8 +12,9 @@ import bisect
 from operator import itemgetter
 from typing import Any
 
-from kpi_core.engine.base import WAITING, Contribution, Fold, broken_down
+from kpi_core.engine.base import WAITING, Contribution, Fold, broken_down, trait
 from kpi_core.events import Event
+from kpi_core.native import mypyc_attr
 from kpi_core.state import Record, max_field, to_ms
 
 #: Upper bounds (``le``) of the wait-time histogram, seconds. The service-level thresholds in
@@ -71,6 +72,8 @@ def wait_bucket(wait: float) -> int:
     return bisect.bisect_left(WAIT_BUCKETS, wait)
 
 
+@trait
+@mypyc_attr(allow_interpreted_subclasses=True)
 class CallsMixin(Fold):
     """``call.*``: a call's record, its legs and their contributions."""
 

@@ -6,12 +6,15 @@ import bisect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kpi_core.engine.base import Contribution, Fold
+from kpi_core.engine.base import Contribution, Fold, trait
 from kpi_core.events import PULSE_SURVEYS, Event
+from kpi_core.native import mypyc_attr
 from kpi_core.state import KB_SCOPE_PREFIX, Record, to_ms
 from kpi_core.windows import local_midnight
 
 
+@trait
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SurveysMixin(Fold):
     """``kb.viewed`` (and a ticket's escalation of its session) and ``survey.response``."""
 
