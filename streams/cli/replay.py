@@ -29,6 +29,7 @@ reported (count, range, and the fence) by :func:`exclusion_note`; ``--at`` overr
 from __future__ import annotations
 
 import argparse
+import marshal
 import math
 import os
 import sys
@@ -214,17 +215,23 @@ _CHUNK = 4096
 
 class _Kept:
     """The parsed lines of a file, kept compact while the default ``at`` is not yet known, in
-    chunks of flat lists: an event as the positions of its fields that differ from the defaults
-    (one tuple per shape, shared) followed by their values, repeated strings (queues, agents,
-    calls...) stored once; a rejected line as its error (a fraction of an Event and its own
-    strings: docs/BENCHMARKS.md); :meth:`items` rebuilds the Events in order and frees each
-    chunk once read."""
+    chunks of :data:`_CHUNK` lines, each a flat list: an event as the positions of its fields
+    that differ from the defaults (one tuple per shape) followed by their values, repeated
+    strings (queues, agents, calls...) stored once a chunk; a rejected line as None, its error
+    kept aside. A full chunk is sealed into one marshal dump (~45 bytes an event where the
+    list and its objects take ~230, and one block to free, not thousands of small objects that
+    would leave the allocator's pages half used under the engine's growing state:
+    docs/BENCHMARKS.md); :meth:`items` rebuilds the Events in order and frees each chunk once
+    read."""
 
     def __init__(self) -> None:
-        self.chunks: list[list[Any]] = [[]]
+        self.chunks: list[list[Any] | bytes] = []
         self.shapes: dict[tuple[int, ...], tuple[tuple[int, ...], itemgetter[Any]]] = {}
         self.strings: dict[str, str] = {}
+        #: The rejected lines' errors, by their rank among the kept lines.
+        self.errors: dict[int, InvalidEventError] = {}
         self.count = 0
+        self._chunk: list[Any] = []
         self._in_chunk = 0
         #: (count, number): the line number of the ``count``-th non-blank line from there on
         #: is ``number + (its count - count)`` (blank lines are skipped, not kept).
@@ -233,15 +240,16 @@ class _Kept:
     def add(self, number: int, item: Event | InvalidEventError) -> None:
         if not self.numbers or self.numbers[-1][1] + self.count - self.numbers[-1][0] != number:
             self.numbers.append((self.count, number))
-        self.count += 1
         if self._in_chunk == _CHUNK:
-            self.chunks.append([])
-            self._in_chunk = 0
+            self._seal()
         self._in_chunk += 1
-        chunk = self.chunks[-1]
+        chunk = self._chunk
         if isinstance(item, InvalidEventError):
-            chunk.append(item)
+            self.errors[self.count] = item
+            self.count += 1
+            chunk.append(None)
             return
+        self.count += 1
         present = tuple(compress(range(len(_DEFAULTS)), map(ne, item, _DEFAULTS)))
         shape = self.shapes.get(present)
         if shape is None:
@@ -252,28 +260,42 @@ class _Kept:
         chunk.append(values[0])  # the event_id, unique; the other strings repeat (a call's id...)
         chunk.extend([strings.setdefault(v, v) if v.__class__ is str else v for v in values[1:]])
 
+    def _seal(self) -> None:
+        """Keep the current chunk as its marshal dump (as it is if something in it has none)."""
+        try:
+            self.chunks.append(marshal.dumps(self._chunk))
+        except ValueError:  # a value marshal cannot write: never from parse_line
+            self.chunks.append(self._chunk)
+        self._chunk = []
+        self._in_chunk = 0
+        self.strings.clear()  # a dump shares a string within itself only
+
     def items(self) -> Iterator[tuple[int, Event | InvalidEventError]]:
         """``(line number, event or error)`` in the file's order, each chunk freed once read."""
+        if self._in_chunk:
+            self._seal()
         self.shapes.clear()  # only needed to add: freed before the engine's state grows
-        self.strings.clear()
         runs = [*self.numbers, (self.count, 0)]  # the last one is never reached
         run = 0
         count = 0
         self.chunks.reverse()
         while self.chunks:
-            chunk = self.chunks.pop()
+            sealed = self.chunks.pop()
+            chunk: list[Any] = marshal.loads(sealed) if isinstance(sealed, bytes) else sealed
+            del sealed
             at = 0
             while at < len(chunk):
                 if count == runs[run + 1][0]:
                     run += 1
                 start, number = runs[run]
                 line = number + count - start
-                count += 1
                 head = chunk[at]
                 at += 1
-                if isinstance(head, InvalidEventError):
-                    yield line, head
+                if head is None:
+                    yield line, self.errors.pop(count)
+                    count += 1
                     continue
+                count += 1
                 fields = list(_DEFAULTS)
                 for position in head:
                     fields[position] = chunk[at]
