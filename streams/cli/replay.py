@@ -34,10 +34,11 @@ import math
 import os
 import sys
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from itertools import compress
+from itertools import compress, islice
 from operator import itemgetter, ne
 from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
@@ -52,6 +53,7 @@ from streams.progress import Progress, percent, wanted
 if TYPE_CHECKING:  # the engine is imported when a file is replayed: ccmon --help starts fast
     from kpi_core.engine import Engine
     from kpi_core.kpis import MetricFamily
+    from kpi_core.state import StateStore
 
 #: Upkeep (pruning old buckets, records and event ids) every this many events.
 MAINTAIN_EVERY = 20_000
@@ -211,6 +213,8 @@ def robust_at(minutes: Mapping[int, tuple[int, float, float]], max_future_second
 _DEFAULTS = tuple(Event._field_defaults.get(name) for name in Event._fields)
 #: Events kept per chunk: a chunk is freed as soon as it has been replayed.
 _CHUNK = 4096
+#: Events whose ids the store looks up at once (:func:`_seen_ahead`).
+_AHEAD = 1024
 
 
 class _Kept:
@@ -218,9 +222,9 @@ class _Kept:
     chunks of :data:`_CHUNK` lines, each a flat list: an event as the positions of its fields
     that differ from the defaults (one tuple per shape) followed by their values, repeated
     strings (queues, agents, calls...) stored once a chunk; a rejected line as None, its error
-    kept aside. A full chunk is sealed into one marshal dump (~45 bytes an event where the
-    list and its objects take ~230, and one block to free, not thousands of small objects that
-    would leave the allocator's pages half used under the engine's growing state:
+    kept aside. A full chunk is sealed into one block: its marshal dump, deflated (~15 bytes
+    an event where the list and its objects took ~230, and one block to free, not thousands of
+    small objects that leave the allocator's pages half used under the engine's growing state:
     docs/BENCHMARKS.md); :meth:`items` rebuilds the Events in order and frees each chunk once
     read."""
 
@@ -263,7 +267,7 @@ class _Kept:
     def _seal(self) -> None:
         """Keep the current chunk as its marshal dump (as it is if something in it has none)."""
         try:
-            self.chunks.append(marshal.dumps(self._chunk))
+            self.chunks.append(zlib.compress(marshal.dumps(self._chunk), 1))
         except ValueError:  # a value marshal cannot write: never from parse_line
             self.chunks.append(self._chunk)
         self._chunk = []
@@ -281,7 +285,7 @@ class _Kept:
         self.chunks.reverse()
         while self.chunks:
             sealed = self.chunks.pop()
-            chunk: list[Any] = marshal.loads(sealed) if isinstance(sealed, bytes) else sealed
+            chunk: list[Any] = marshal.loads(zlib.decompress(sealed)) if isinstance(sealed, bytes) else sealed
             del sealed
             at = 0
             while at < len(chunk):
@@ -409,7 +413,7 @@ def _run(
     assert isinstance(store, MemoryState)
     result = ReplayResult(at=at, families=[])
     watermark = float("-inf")  # newest event time so far: what "now" was, for pruning
-    for count, (number, event) in enumerate(items):
+    for count, (number, event) in enumerate(_seen_ahead(items, store, at)):
         if isinstance(event, InvalidEventError):
             engine.reject(event.reason)
             _note(result, number, event)
@@ -434,6 +438,21 @@ def _run(
     engine.maintain(at)
     result.families = snapshot(config, store, at)
     return result
+
+
+def _seen_ahead(
+    items: Iterable[tuple[int, Event | InvalidEventError]], store: StateStore, at: float
+) -> Iterator[tuple[int, Event | InvalidEventError]]:
+    """``items``, letting ``store`` look up the ids of each :data:`_AHEAD` events to be
+    replayed at once (:meth:`~kpi_core.state.StateStore.prefetch_seen`)."""
+    iterator = iter(items)
+    while batch := list(islice(iterator, _AHEAD)):
+        store.prefetch_seen(
+            (event.tenant, event.event_id, event.ts)
+            for _number, event in batch
+            if not isinstance(event, InvalidEventError) and event.ts < at
+        )
+        yield from batch
 
 
 def _note(result: ReplayResult, number: int, exc: InvalidEventError) -> None:
