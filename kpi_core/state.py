@@ -338,7 +338,7 @@ def merge_into(target: dict[str, float], deltas: Mapping[str, float]) -> None:
 
 
 #: Ids a :class:`_SeenIds` holds in a dict before merging them into its sorted arrays.
-SEEN_MERGE_EVERY = 1 << 16
+SEEN_MERGE_EVERY = 1 << 15
 
 
 class _SeenIds:

@@ -78,7 +78,7 @@ def test_ids_looked_up_ahead_are_claimed_as_without() -> None:
 
 
 def test_a_seen_id_takes_a_fraction_of_a_dict_entry() -> None:
-    n = 140_000  # two merges into the arrays, and 8,928 ids in the dict
+    n = 140_000  # four merges into the arrays, and 8,928 ids in the dict
 
     def fill() -> MemoryState:
         store = MemoryState()
