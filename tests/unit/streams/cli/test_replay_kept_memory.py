@@ -39,7 +39,7 @@ def test_kept_events_take_a_few_bytes_each_and_come_back_equal() -> None:
         held = (tracemalloc.get_traced_memory()[0] - before) / len(events)
     finally:
         tracemalloc.stop()
-    # Kept as lists of their fields with shared strings, they took ~100 bytes each (~230 in a
-    # real file's mix); deflated marshal chunks, ~10.
-    assert held < 30, held
+    # Kept as lists of their fields with shared strings, they took ~90 bytes each here (~230 in
+    # a real file's mix); in deflated marshal chunks ~27, most of it the last chunk, still open.
+    assert held < 45, held
     assert [event for _number, event in kept.items()] == events
