@@ -58,7 +58,9 @@ live sets, and records, which expire. :class:`MemoryState` is the in-process sto
 from __future__ import annotations
 
 import marshal
-from collections.abc import Iterable, Iterator, Mapping
+import struct
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -66,6 +68,8 @@ from kpi_core import windows
 from kpi_core.native import mypyc_attr
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from kpi_core.config import Config
 
 Record = dict[str, Any]
@@ -334,6 +338,259 @@ def merge_into(target: dict[str, float], deltas: Mapping[str, float]) -> None:
             target[field] = target.get(field, 0.0) + value
 
 
+#: Ids a :class:`_SeenIds` holds in a dict before merging them into its sorted arrays.
+SEEN_MERGE_EVERY = 1 << 15
+
+
+class _SeenIds:
+    """The event ids a :class:`MemoryState` has seen, as a 64-bit hash of ``(tenant, event_id)``
+    with the hour of the ts each was first seen with (:meth:`MemoryState.claim_event`).
+
+    The newest (up to ``merge_every``) are in a dict, hash -> hour; the rest in two numpy
+    arrays, the hashes sorted and their hours alongside (16 bytes an id, where a dict of Python
+    ints takes ~100: 100 MiB at a million ids). A lookup tries the dict, then a binary search
+    of the array; a full dict is merged into the arrays in one pass. Forgetting an hour drops
+    its ids from both."""
+
+    def __init__(self, merge_every: int = SEEN_MERGE_EVERY) -> None:
+        self._merge_every = merge_every
+        self._new: dict[int, int] = {}
+        self._keys: np.ndarray | None = None  # int64, sorted
+        self._hours: np.ndarray | None = None  # int64, the hour of each of _keys
+        self._count = 0  # len(_keys)
+        self._held: set[int] = set()  # every hour some id has
+        #: hash -> whether it is in the arrays, for the ids of the last :meth:`prefetch` (until
+        #: the arrays change).
+        self._ahead: dict[int, bool] = {}
+
+    def __len__(self) -> int:
+        return len(self._new) + self._count
+
+    def claim(self, tenant: str, event_id: str, ts: float) -> bool:
+        # A 64-bit hash instead of the id itself keeps a day of ids small; a false duplicate
+        # needs a collision among ~2^32 ids. hash() is salted per process, which is fine for a
+        # store that lives in one process.
+        # Idempotence on event_id alone (EVENTS.md): a re-sent event is a duplicate whatever
+        # ts it carries. The id is remembered by the hour of its first ts, and forgotten with
+        # that hour's state (MemoryState.maintain), when no event of that time is accepted any more.
+        key = hash((tenant, event_id))
+        if key in self._new:
+            return False
+        found = self._ahead.get(key)
+        if found is None:
+            keys = self._keys
+            if keys is not None:
+                at = keys.searchsorted(key)
+                if at < self._count and keys.item(at) == key:
+                    return False
+        elif found:
+            return False
+        hour = int(ts // 3600)
+        self._new[key] = hour
+        self._held.add(hour)
+        if len(self._new) >= self._merge_every:
+            self._merge()
+        return True
+
+    def prefetch(self, items: Iterable[tuple[str, str, float]]) -> None:
+        """Search the arrays for the ids of ``(tenant, event_id, ts)`` at once (one binary
+        search of all, where :meth:`claim` would make one each)."""
+        keys = self._keys
+        if keys is None:
+            return
+        import numpy as np
+
+        probe = np.fromiter((hash((tenant, event_id)) for tenant, event_id, _ts in items), np.int64)
+        if len(probe):
+            found = keys[np.minimum(keys.searchsorted(probe), self._count - 1)] == probe
+            self._ahead = dict(zip(probe.tolist(), found.tolist(), strict=True))
+
+    def _merge(self) -> None:
+        import numpy as np
+
+        new = self._new
+        keys = np.fromiter(new.keys(), np.int64, len(new))
+        hours = np.fromiter(new.values(), np.int64, len(new))
+        order = keys.argsort()
+        keys, hours = keys[order], hours[order]
+        if self._keys is not None and self._hours is not None:
+            at = self._keys.searchsorted(keys)
+            keys = np.insert(self._keys, at, keys)
+            hours = np.insert(self._hours, at, hours)
+        self._keys, self._hours, self._count = keys, hours, len(keys)
+        self._new = {}
+        self._ahead = {}
+
+    def forget(self, drop: Callable[[int], bool]) -> None:
+        """Forget the ids of every hour for which ``drop(hour)`` holds."""
+        gone = {hour for hour in self._held if drop(hour)}
+        if not gone:
+            return
+        self._held -= gone
+        self._ahead = {}
+        self._new = {key: hour for key, hour in self._new.items() if hour not in gone}
+        if self._keys is not None and self._hours is not None:
+            import numpy as np
+
+            keep = ~np.isin(self._hours, np.fromiter(gone, np.int64, len(gone)))
+            self._keys, self._hours = self._keys[keep], self._hours[keep]
+            self._count = len(self._keys)
+            if not self._count:
+                self._keys = self._hours = None
+
+
+#: A stored record's expiry, after its marshal dump (:class:`_Records`).
+_EXPIRY = struct.Struct("<d")
+#: Fewest records not written for an upkeep interval that :meth:`_Records.compact` samples
+#: its compression dictionary from (fewer: they stay as they are until there are more).
+COMPACT_SAMPLE_MIN = 64
+#: The compression dictionary's size (the deflate window, ``wbits`` 12: 4 KiB).
+_ZDICT_BYTES = 4096
+
+
+class _Group:
+    """The records of one ``(kind, tenant)``: ``key -> bytes``, and the keys written since the
+    last two upkeeps."""
+
+    __slots__ = ("blobs", "previous", "written")
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self.written: set[str] = set()
+        self.previous: set[str] = set()
+
+
+class _Records:
+    """Records (``MemoryState.get_record``...) by ``(kind, tenant)`` and key, each as one bytes
+    object: its marshal dump followed by its expiry (8 bytes, a double; ``marshal.loads``
+    ignores what follows a dump), ~0.6 KB for a finished call instead of ~3 KB of live lists
+    and dicts. A record not written during a whole upkeep interval (:meth:`compact`: most of a
+    day's calls are finished, kept for late events only) is deflated with a dictionary sampled
+    from the store's first such records (a third of its size) and marked by a leading zero
+    byte, which no marshal dump has. Reading one inflates it; writing it stores it plain again.
+    Only what :meth:`expire` drops ever leaves: the bytes are the record, compressed or not."""
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple[str, str], _Group] = {}
+        #: No record expires before this (the smallest expiry since the last sweep, or lower).
+        self._floor = float("inf")
+        self._deflate: Any = None  # zlib compress object primed with the dictionary (copied per record)
+        self._inflate: Any = None
+
+    def __len__(self) -> int:
+        return sum(len(group.blobs) for group in self._groups.values())
+
+    # -- a mapping view, ``(kind, tenant, key) -> (marshal dump, expiry)`` (tests, benchmarks) --
+    def __iter__(self) -> Iterator[tuple[str, str, str]]:
+        for (kind, tenant), group in list(self._groups.items()):
+            for key in list(group.blobs):
+                yield kind, tenant, key
+
+    def __getitem__(self, rkey: tuple[str, str, str]) -> tuple[bytes, float]:
+        kind, tenant, key = rkey
+        group = self._groups.get((kind, tenant))
+        blob = group.blobs.get(key) if group is not None else None
+        if blob is None:
+            raise KeyError(rkey)
+        dump = blob[:-8] if blob[0] else self._inflate.copy().decompress(memoryview(blob)[1:])
+        return dump, _EXPIRY.unpack_from(blob, len(blob) - 8)[0]
+
+    def __setitem__(self, rkey: tuple[str, str, str], value: tuple[bytes, float]) -> None:
+        kind, tenant, key = rkey
+        self.put(kind, tenant, key, marshal.loads(value[0]), value[1])
+
+    def items(self) -> Iterator[tuple[tuple[str, str, str], tuple[bytes, float]]]:
+        for rkey in self:
+            yield rkey, self[rkey]
+
+    @property
+    def cold(self) -> int:
+        """How many records are kept compressed."""
+        return sum(1 for group in self._groups.values() for blob in group.blobs.values() if not blob[0])
+
+    def get(self, kind: str, tenant: str, key: str) -> Record | None:
+        group = self._groups.get((kind, tenant))
+        if group is None:
+            return None
+        blob = group.blobs.get(key)
+        if blob is None:
+            return None
+        if blob[0]:
+            return marshal.loads(blob)
+        return marshal.loads(self._inflate.copy().decompress(memoryview(blob)[1:]))
+
+    def put(self, kind: str, tenant: str, key: str, record: Record, expire_at: float) -> None:
+        group = self._groups.get((kind, tenant))
+        if group is None:
+            group = self._groups[(kind, tenant)] = _Group()
+        group.blobs[key] = marshal.dumps(record) + _EXPIRY.pack(expire_at)
+        group.written.add(key)
+        if expire_at < self._floor:
+            self._floor = expire_at
+
+    def delete(self, kind: str, tenant: str, key: str) -> None:
+        group = self._groups.get((kind, tenant))
+        if group is not None:
+            group.blobs.pop(key, None)
+
+    def expire(self, now: float) -> None:
+        """Drop the records whose expiry is before ``now``."""
+        if self._floor >= now:
+            return  # nothing expires yet: no sweep
+        floor = float("inf")
+        unpack = _EXPIRY.unpack_from
+        for group in self._groups.values():
+            blobs = group.blobs
+            gone = []
+            for key, blob in blobs.items():
+                expire_at = unpack(blob, len(blob) - 8)[0]
+                if expire_at < now:
+                    gone.append(key)
+                elif expire_at < floor:
+                    floor = expire_at
+            for key in gone:
+                del blobs[key]
+        self._floor = floor
+
+    def compact(self) -> None:
+        """Compress the records not written since the previous call (an upkeep interval)."""
+        stale = [(group, group.previous - group.written) for group in self._groups.values()]
+        for group, _keys in stale:
+            group.previous, group.written = group.written, set()
+        if self._deflate is None and not self._prime([blob for g, keys in stale for blob in _blobs(g, keys)]):
+            for group, keys in stale:
+                group.previous |= keys  # still plain: considered again at the next call
+            return
+        deflate = self._deflate
+        for group, keys in stale:
+            blobs = group.blobs
+            for key in keys:
+                blob = blobs.get(key)
+                if blob is not None and blob[0]:
+                    packer = deflate.copy()
+                    blobs[key] = b"\0" + packer.compress(memoryview(blob)[:-8]) + packer.flush() + blob[-8:]
+
+    def _prime(self, sample: list[bytes]) -> bool:
+        """Make the compressor, its dictionary sampled from ``sample`` (plain records); False
+        when there are too few to sample from."""
+        if len(sample) < COMPACT_SAMPLE_MIN:
+            return False
+        # Every n-th record's dump, so that every kind of record is in it by its share;
+        # deflate matches nearer strings more cheaply, and the newest are nearest.
+        step = max(1, len(sample) * 600 // _ZDICT_BYTES)
+        zdict = b"".join(blob[:-8] for blob in sample[::step])[-_ZDICT_BYTES:]
+        self._deflate = zlib.compressobj(1, zlib.DEFLATED, -12, 4, zlib.Z_DEFAULT_STRATEGY, zdict)
+        self._inflate = zlib.decompressobj(-12, zdict)
+        return True
+
+
+def _blobs(group: _Group, keys: Iterable[str]) -> Iterator[bytes]:
+    for key in keys:
+        blob = group.blobs.get(key)
+        if blob is not None and blob[0]:
+            yield blob
+
+
 @mypyc_attr(allow_interpreted_subclasses=True)  # tests and tools extend it (kpi_core.native)
 class MemoryState:
     """In-process :class:`StateStore`: dicts, pruned by :meth:`maintain`."""
@@ -341,13 +598,8 @@ class MemoryState:
     def __init__(self, fine_seconds: int = 10, coarse_seconds: int = 900) -> None:
         self.fine_seconds = fine_seconds
         self.coarse_seconds = coarse_seconds
-        # Event ids seen: hash of (tenant, event_id) -> hour of the ts it was first seen with,
-        # and per hour the hashes first seen then (for pruning).
-        self._seen: dict[int, int] = {}
-        self._seen_by_hour: dict[int, list[int]] = {}
-        # Records are kept marshalled: a finished call is ~0.5 KB of bytes instead of ~3 KB
-        # of live lists and dicts, which matters for a day of calls.
-        self._records: dict[tuple[str, str, str], tuple[bytes, float]] = {}
+        self._seen = _SeenIds()
+        self._records = _Records()
         self._fine: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
         self._coarse: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
         self._totals: dict[tuple[str, str], dict[str, float]] = {}
@@ -362,7 +614,7 @@ class MemoryState:
         yield self
 
     def prefetch_seen(self, items: Iterable[tuple[str, str, float]]) -> None:
-        pass
+        self._seen.prefetch(items)
 
     def prefetch_series(self, items: Iterable[tuple[str, str, str]], since: float) -> None:
         pass
@@ -372,32 +624,16 @@ class MemoryState:
 
     # -- write side ------------------------------------------------------------------------
     def claim_event(self, tenant: str, event_id: str, ts: float) -> bool:
-        # A 64-bit hash instead of the id itself keeps a day of ids small; a false duplicate
-        # needs a collision among ~2^32 ids. hash() is salted per process, which is fine for a
-        # store that lives in one process.
-        # Idempotence on event_id alone (EVENTS.md): a re-sent event is a duplicate whatever
-        # ts it carries. The id is remembered by the hour of its first ts, and forgotten with
-        # that hour's state (maintain), when no event of that time is accepted any more.
-        key = hash((tenant, event_id))
-        if key in self._seen:
-            return False
-        hour = int(ts // 3600)
-        self._seen[key] = hour
-        by_hour = self._seen_by_hour.get(hour)
-        if by_hour is None:
-            by_hour = self._seen_by_hour[hour] = []
-        by_hour.append(key)
-        return True
+        return self._seen.claim(tenant, event_id, ts)
 
     def get_record(self, kind: str, tenant: str, key: str) -> Record | None:
-        entry = self._records.get((kind, tenant, key))
-        return marshal.loads(entry[0]) if entry is not None else None
+        return self._records.get(kind, tenant, key)
 
     def put_record(self, kind: str, tenant: str, key: str, record: Record, expire_at: float) -> None:
-        self._records[(kind, tenant, key)] = (marshal.dumps(record), expire_at)
+        self._records.put(kind, tenant, key, record, expire_at)
 
     def delete_record(self, kind: str, tenant: str, key: str) -> None:
-        self._records.pop((kind, tenant, key), None)
+        self._records.delete(kind, tenant, key)
 
     def add(self, tenant: str, scope: str, ts: float, deltas: Mapping[str, float]) -> None:
         key = (tenant, scope)
@@ -591,11 +827,9 @@ class MemoryState:
             for buckets in tiers.values():
                 for bstart in [b for b in buckets if b < cutoff]:
                     del buckets[bstart]
-        for hour in [h for h in self._seen_by_hour if (h + 1) * 3600 < coarse_cutoff]:
-            for key in self._seen_by_hour.pop(hour):
-                if self._seen.get(key) == hour:
-                    del self._seen[key]
-        self._records = {k: v for k, v in self._records.items() if v[1] >= now}
+        self._seen.forget(lambda hour: (hour + 1) * 3600 < coarse_cutoff)
+        self._records.expire(now)
+        self._records.compact()
         # The guard's registry is not pruned here: a name leaves it when it retires, with its
         # state (Engine.maintain, series_retire), so the registry and the export always agree.
 
@@ -604,6 +838,7 @@ class MemoryState:
         return {
             "event_ids": len(self._seen),
             "records": len(self._records),
+            "cold_records": self._records.cold,
             "fine_buckets": sum(len(b) for b in self._fine.values()),
             "coarse_buckets": sum(len(b) for b in self._coarse.values()),
             "live_members": sum(len(m) for m in self._live.values()),

@@ -29,14 +29,16 @@ reported (count, range, and the fence) by :func:`exclusion_note`; ``--at`` overr
 from __future__ import annotations
 
 import argparse
+import marshal
 import math
 import os
 import sys
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from itertools import compress
+from itertools import compress, islice
 from operator import itemgetter, ne
 from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
@@ -51,6 +53,7 @@ from streams.progress import Progress, percent, wanted
 if TYPE_CHECKING:  # the engine is imported when a file is replayed: ccmon --help starts fast
     from kpi_core.engine import Engine
     from kpi_core.kpis import MetricFamily
+    from kpi_core.state import StateStore
 
 #: Upkeep (pruning old buckets, records and event ids) every this many events.
 MAINTAIN_EVERY = 20_000
@@ -210,21 +213,29 @@ def robust_at(minutes: Mapping[int, tuple[int, float, float]], max_future_second
 _DEFAULTS = tuple(Event._field_defaults.get(name) for name in Event._fields)
 #: Events kept per chunk: a chunk is freed as soon as it has been replayed.
 _CHUNK = 4096
+#: Events whose ids the store looks up at once (:func:`_seen_ahead`).
+_AHEAD = 1024
 
 
 class _Kept:
     """The parsed lines of a file, kept compact while the default ``at`` is not yet known, in
-    chunks of flat lists: an event as the positions of its fields that differ from the defaults
-    (one tuple per shape, shared) followed by their values, repeated strings (queues, agents,
-    calls...) stored once; a rejected line as its error (a fraction of an Event and its own
-    strings: docs/BENCHMARKS.md); :meth:`items` rebuilds the Events in order and frees each
-    chunk once read."""
+    chunks of :data:`_CHUNK` lines, each a flat list: an event as the positions of its fields
+    that differ from the defaults (one tuple per shape) followed by their values, repeated
+    strings (queues, agents, calls...) stored once a chunk; a rejected line as None, its error
+    kept aside. A full chunk is sealed into one block: its marshal dump, deflated (~15 bytes
+    an event where the list and its objects took ~230, and one block to free, not thousands of
+    small objects that leave the allocator's pages half used under the engine's growing state:
+    docs/BENCHMARKS.md); :meth:`items` rebuilds the Events in order and frees each chunk once
+    read."""
 
     def __init__(self) -> None:
-        self.chunks: list[list[Any]] = [[]]
+        self.chunks: list[list[Any] | bytes] = []
         self.shapes: dict[tuple[int, ...], tuple[tuple[int, ...], itemgetter[Any]]] = {}
         self.strings: dict[str, str] = {}
+        #: The rejected lines' errors, by their rank among the kept lines.
+        self.errors: dict[int, InvalidEventError] = {}
         self.count = 0
+        self._chunk: list[Any] = []
         self._in_chunk = 0
         #: (count, number): the line number of the ``count``-th non-blank line from there on
         #: is ``number + (its count - count)`` (blank lines are skipped, not kept).
@@ -233,15 +244,16 @@ class _Kept:
     def add(self, number: int, item: Event | InvalidEventError) -> None:
         if not self.numbers or self.numbers[-1][1] + self.count - self.numbers[-1][0] != number:
             self.numbers.append((self.count, number))
-        self.count += 1
         if self._in_chunk == _CHUNK:
-            self.chunks.append([])
-            self._in_chunk = 0
+            self._seal()
         self._in_chunk += 1
-        chunk = self.chunks[-1]
+        chunk = self._chunk
         if isinstance(item, InvalidEventError):
-            chunk.append(item)
+            self.errors[self.count] = item
+            self.count += 1
+            chunk.append(None)
             return
+        self.count += 1
         present = tuple(compress(range(len(_DEFAULTS)), map(ne, item, _DEFAULTS)))
         shape = self.shapes.get(present)
         if shape is None:
@@ -252,28 +264,42 @@ class _Kept:
         chunk.append(values[0])  # the event_id, unique; the other strings repeat (a call's id...)
         chunk.extend([strings.setdefault(v, v) if v.__class__ is str else v for v in values[1:]])
 
+    def _seal(self) -> None:
+        """Keep the current chunk as its marshal dump (as it is if something in it has none)."""
+        try:
+            self.chunks.append(zlib.compress(marshal.dumps(self._chunk), 1))
+        except ValueError:  # a value marshal cannot write: never from parse_line
+            self.chunks.append(self._chunk)
+        self._chunk = []
+        self._in_chunk = 0
+        self.strings.clear()  # a dump shares a string within itself only
+
     def items(self) -> Iterator[tuple[int, Event | InvalidEventError]]:
         """``(line number, event or error)`` in the file's order, each chunk freed once read."""
+        if self._in_chunk:
+            self._seal()
         self.shapes.clear()  # only needed to add: freed before the engine's state grows
-        self.strings.clear()
         runs = [*self.numbers, (self.count, 0)]  # the last one is never reached
         run = 0
         count = 0
         self.chunks.reverse()
         while self.chunks:
-            chunk = self.chunks.pop()
+            sealed = self.chunks.pop()
+            chunk: list[Any] = marshal.loads(zlib.decompress(sealed)) if isinstance(sealed, bytes) else sealed
+            del sealed
             at = 0
             while at < len(chunk):
                 if count == runs[run + 1][0]:
                     run += 1
                 start, number = runs[run]
                 line = number + count - start
-                count += 1
                 head = chunk[at]
                 at += 1
-                if isinstance(head, InvalidEventError):
-                    yield line, head
+                if head is None:
+                    yield line, self.errors.pop(count)
+                    count += 1
                     continue
+                count += 1
                 fields = list(_DEFAULTS)
                 for position in head:
                     fields[position] = chunk[at]
@@ -387,7 +413,7 @@ def _run(
     assert isinstance(store, MemoryState)
     result = ReplayResult(at=at, families=[])
     watermark = float("-inf")  # newest event time so far: what "now" was, for pruning
-    for count, (number, event) in enumerate(items):
+    for count, (number, event) in enumerate(_seen_ahead(items, store, at)):
         if isinstance(event, InvalidEventError):
             engine.reject(event.reason)
             _note(result, number, event)
@@ -412,6 +438,21 @@ def _run(
     engine.maintain(at)
     result.families = snapshot(config, store, at)
     return result
+
+
+def _seen_ahead(
+    items: Iterable[tuple[int, Event | InvalidEventError]], store: StateStore, at: float
+) -> Iterator[tuple[int, Event | InvalidEventError]]:
+    """``items``, letting ``store`` look up the ids of each :data:`_AHEAD` events to be
+    replayed at once (:meth:`~kpi_core.state.StateStore.prefetch_seen`)."""
+    iterator = iter(items)
+    while batch := list(islice(iterator, _AHEAD)):
+        store.prefetch_seen(
+            (event.tenant, event.event_id, event.ts)
+            for _number, event in batch
+            if not isinstance(event, InvalidEventError) and event.ts < at
+        )
+        yield from batch
 
 
 def _note(result: ReplayResult, number: int, exc: InvalidEventError) -> None:
