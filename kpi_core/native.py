@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from importlib.machinery import EXTENSION_SUFFIXES
+from importlib.util import find_spec
 from typing import Any
 
 try:
@@ -30,8 +31,8 @@ except ImportError:  # no mypy: the engine runs interpreted, nothing to mark
 
 
 def compiled() -> bool:
-    """True when the engine's modules are the compiled ones."""
-    import kpi_core.engine.calls
-
-    path = kpi_core.engine.calls.__file__ or ""
-    return any(path.endswith(suffix) for suffix in EXTENSION_SUFFIXES)
+    """True when the engine's modules are the compiled ones (the module Python finds for
+    ``kpi_core.engine.calls`` is an extension)."""
+    spec = find_spec("kpi_core.engine.calls")
+    origin = (spec.origin if spec is not None else None) or ""
+    return any(origin.endswith(suffix) for suffix in EXTENSION_SUFFIXES)

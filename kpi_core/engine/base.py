@@ -15,7 +15,7 @@ from typing import Any
 
 from kpi_core.config import Config
 from kpi_core.native import mypyc_attr, trait
-from kpi_core.state import Record, StateStore
+from kpi_core.state import Amount, Record, StateStore
 
 Contribution = list[Any]  # [scope, ts, {field: value}]
 
@@ -52,7 +52,7 @@ CHANNEL_MARK = "@c:"
 PRIORITY_MARK = "@p:"
 
 
-def broken_down(fields: dict[str, float], channel: str | None, priority: int | None) -> dict[str, float]:
+def broken_down(fields: dict[str, Amount], channel: str | None, priority: int | None) -> dict[str, Amount]:
     """``fields`` with each non-zero BREAKDOWN_FIELDS value repeated under its channel's and
     priority's name (none for a missing channel or priority)."""
     if channel is None:
