@@ -6,6 +6,11 @@ FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 
+# A C compiler for the build only: mypyc compiles the engine (setup.py); the runtime stage
+# gets the compiled modules in /opt/ccmon and no compiler.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/ccmon
 WORKDIR /src
 COPY . .

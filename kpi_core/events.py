@@ -242,8 +242,9 @@ def parse_instant(text: str) -> float:
 
 
 #: Control characters (C0, DEL, C1) and lone surrogates (valid JSON escapes that are not text).
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
+# Raw patterns: ``re`` reads the escapes (mypyc compiles no surrogate in a string literal).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def _has_control(text: str) -> bool:

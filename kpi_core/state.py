@@ -65,6 +65,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from kpi_core import windows
+from kpi_core.native import mypyc_attr
 
 if TYPE_CHECKING:
     import numpy as np
@@ -72,6 +73,11 @@ if TYPE_CHECKING:
     from kpi_core.config import Config
 
 Record = dict[str, Any]
+#: A contribution's value: a whole number (counts, ms, multiset counts), or a float in state
+#: written before exact aggregation. Typed ``int | float``, not ``float``: compiled by mypyc
+#: (kpi_core.native), a value held in a ``float`` variable becomes a float, and a sum of floats
+#: is no longer exact beyond 2^53 nor the same objects the interpreted engine keeps.
+Amount = int | float
 KB_SCOPE_PREFIX = "\x1fkb\x1f"
 #: The scope holding the lifetime totals of a tenant's retired queues (series_retire), so
 #: the tenant's own counters never go down.
@@ -145,7 +151,7 @@ class StateStore(Protocol):
 
     def delete_record(self, kind: str, tenant: str, key: str) -> None: ...
 
-    def add(self, tenant: str, scope: str, ts: float, deltas: Mapping[str, float]) -> None:
+    def add(self, tenant: str, scope: str, ts: float, deltas: Mapping[str, Amount]) -> None:
         """Add ``deltas`` to the buckets holding ``ts`` and to the lifetime totals."""
 
     def live_put(self, name: str, tenant: str, scope: str, member: str, score: float) -> None: ...
@@ -270,7 +276,7 @@ def max_field(name: str, value_ms: int) -> str:
     return f"{MAX_PREFIX}{name}:{value_ms}"
 
 
-def add_into(target: dict[str, Any], deltas: Mapping[str, float], multisets: bool = True) -> None:
+def add_into(target: dict[str, Any], deltas: Mapping[str, Amount], multisets: bool = True) -> None:
     """Add ``deltas`` to a stored bucket ``target``: sums (whole numbers stay ints), a
     multiset field that reaches 0 deleted, legacy ``max_*`` fields as maxima. Without
     ``multisets`` (lifetime totals), multiset fields are left out."""
@@ -292,7 +298,7 @@ def add_into(target: dict[str, Any], deltas: Mapping[str, float], multisets: boo
             target[field] = get(field, 0) + value
 
 
-def present(fields: Mapping[str, float]) -> dict[str, float]:
+def present(fields: Mapping[str, Amount]) -> dict[str, float]:
     """Stored fields (a bucket, a sum of buckets, totals) in the shape the KPI layer reads,
     all floats: a ``<name>_ms`` field as ``<name>`` in seconds (``asa_sum_ms@c:chat`` as
     ``asa_sum@c:chat``), added to a legacy ``<name>`` field if there is one; the multiset
@@ -300,7 +306,7 @@ def present(fields: Mapping[str, float]) -> dict[str, float]:
     of their largest value and a legacy ``max_<name>``. Everything else as it is. The one
     translation both stores use, so they present the same bits."""
     out: dict[str, float] = {}
-    scaled: dict[str, float] = {}
+    scaled: dict[str, Amount] = {}
     maxima: dict[str, int] = {}
     for field, value in fields.items():
         if field.startswith(MAX_PREFIX):
@@ -590,6 +596,7 @@ def _blobs(group: _Group, keys: Iterable[str]) -> Iterator[bytes]:
             yield blob
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # tests and tools extend it (kpi_core.native)
 class MemoryState:
     """In-process :class:`StateStore`: dicts, pruned by :meth:`maintain`."""
 
@@ -598,9 +605,9 @@ class MemoryState:
         self.coarse_seconds = coarse_seconds
         self._seen = _SeenIds()
         self._records = _Records()
-        self._fine: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
-        self._coarse: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
-        self._totals: dict[tuple[str, str], dict[str, float]] = {}
+        self._fine: dict[tuple[str, str], dict[int, dict[str, Amount]]] = {}
+        self._coarse: dict[tuple[str, str], dict[int, dict[str, Amount]]] = {}
+        self._totals: dict[tuple[str, str], dict[str, Amount]] = {}
         self._live: dict[tuple[str, str, str], dict[str, float]] = {}
         self._counts: dict[str, dict[str, float]] = {}
         self._scopes: dict[str, set[str]] = {}
@@ -633,7 +640,7 @@ class MemoryState:
     def delete_record(self, kind: str, tenant: str, key: str) -> None:
         self._records.delete(kind, tenant, key)
 
-    def add(self, tenant: str, scope: str, ts: float, deltas: Mapping[str, float]) -> None:
+    def add(self, tenant: str, scope: str, ts: float, deltas: Mapping[str, Amount]) -> None:
         key = (tenant, scope)
         fine = self._fine.get(key)
         if fine is None:

@@ -625,6 +625,7 @@ def run_worker(settings: Settings) -> int:
     """``ccmon worker``: connect, then consume until SIGTERM/SIGINT."""
     import faust
 
+    from kpi_core.native import compiled
     from streams.files import load_config
     from streams.security import customer_key, redis_connection_kwargs
 
@@ -632,6 +633,10 @@ def run_worker(settings: Settings) -> int:
     key = customer_key(settings, "ccmon worker")  # before anything else: a missing secret is one line
     _check_port_free(settings.worker_web_port)
     log.info("starting: %s", settings.redacted())
+    log.info(
+        "engine: %s",
+        "compiled (mypyc)" if compiled() else "interpreted (not compiled at install: slower; see setup.py)",
+    )
     state = RedisState.from_url(
         settings.redis_url,
         config,

@@ -40,6 +40,23 @@ TEST_CUSTOMER_KEY_SECRET = "tests-only-customer-key-" + "5eed" * 8
 os.environ.setdefault("CCMON_CUSTOMER_KEY_SECRET", TEST_CUSTOMER_KEY_SECRET)
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop at once when the compiled engine (setup.py, mypyc) is older than its sources:
+    Python would import the compiled module and test the code as it was at the last install."""
+    stale = [
+        str(source.relative_to(REPO))
+        for source in sorted((REPO / "kpi_core").rglob("*.py"))
+        for compiled in source.parent.glob(f"{source.stem}.cpython-*.so")
+        if source.stat().st_mtime > compiled.stat().st_mtime
+    ]
+    if stale:
+        pytest.exit(
+            f"the compiled engine is older than {', '.join(stale)}: run `make install` (or "
+            "`python setup.py build_ext --inplace`), or delete the *.so files to test interpreted",
+            returncode=4,
+        )
+
+
 def _parse_env(text: str) -> dict[str, str]:
     """``KEY=value`` lines (optionally ``export``-ed and shell-quoted)."""
     values: dict[str, str] = {}

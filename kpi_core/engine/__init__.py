@@ -60,6 +60,7 @@ from kpi_core.engine.surveys import SurveysMixin, pulse_batches
 from kpi_core.engine.tickets import TICKET_MAX_AGE, TicketsMixin
 from kpi_core.errors import InvalidEventError
 from kpi_core.events import ALL, CALL_TYPES, Event, Rejection
+from kpi_core.native import mypyc_attr
 from kpi_core.state import KB_SCOPE_PREFIX, Record, StateStore, is_queue_scope, retirable
 from kpi_core.windows import local_midnight
 
@@ -149,6 +150,7 @@ def record_keys(event: Event) -> Iterator[tuple[str, str]]:
         yield "kb", event.session_id
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # tests and tools extend it (kpi_core.native)
 class Engine(CallsMixin, CustomersMixin, AgentsMixin, TicketsMixin, SurveysMixin):
     """Applies events to a store. One engine per store; not thread-safe. The fold is here
     (:meth:`process`, the cardinality guard, :meth:`_reconcile`, :meth:`maintain`); each

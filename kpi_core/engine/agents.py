@@ -8,9 +8,10 @@ from operator import itemgetter
 from typing import Any
 
 from kpi_core.config import REASON_NONE
-from kpi_core.engine.base import AGENTS, DAY, Contribution, Fold
+from kpi_core.engine.base import AGENTS, DAY, Contribution, Fold, trait
 from kpi_core.events import ALL, Event
-from kpi_core.state import Record, to_ms
+from kpi_core.native import mypyc_attr
+from kpi_core.state import Amount, Record, to_ms
 from kpi_core.windows import local_midnight
 
 BUSY_STATES = frozenset({"on_call", "acw"})
@@ -82,6 +83,8 @@ def agent_calls_today(record: Record | None, midnight: float, at: float) -> tupl
     return handled, missed, talk
 
 
+@trait
+@mypyc_attr(allow_interpreted_subclasses=True)
 class AgentsMixin(Fold):
     """``agent.state`` (occupancy, the agents set) and the agents' side of calls (``agent_calls``)."""
 
@@ -149,7 +152,7 @@ class AgentsMixin(Fold):
         self._agent_spill(tenant, agent, record, expire_at)
         store.put_record("agent", tenant, agent, record, expire_at)
 
-    def _agent_day_add(self, tenant: str, record: Record, ts: float, fields: Mapping[str, float], sign: int) -> None:
+    def _agent_day_add(self, tenant: str, record: Record, ts: float, fields: Mapping[str, Amount], sign: int) -> None:
         """Add (``sign`` -1: retract) one of the agent's own occupancy contributions (its
         ``_all`` one: the agent alone) to ``record["days"]``, the sums of the local day that
         holds ``ts`` (``{day start: {field: sum}}``, the last two days kept): the agent's
@@ -161,7 +164,7 @@ class AgentsMixin(Fold):
             # A local day lasts 23 to 25 h: 26 h on is in the next one.
             span = self._local_days[tenant] = (midnight, local_midnight(midnight + 26 * 3600, zone))
         start = span[0]
-        days: dict[str, dict[str, float]] = record.setdefault("days", {})
+        days: dict[str, dict[str, Amount]] = record.setdefault("days", {})
         day = days.setdefault(str(int(start)), {})
         for key, value in fields.items():
             day[key] = day.get(key, 0) + sign * value
@@ -458,7 +461,7 @@ class AgentsMixin(Fold):
                 if busy or staffed or logged:
                     if ts_ms is None:
                         ts_ms = to_ms(ts)
-                    fields: dict[str, float] = {}
+                    fields: dict[str, Amount] = {}
                     if busy:
                         fields["occ_busy"] = busy
                     if staffed:

@@ -11,10 +11,11 @@ importing another domain.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kpi_core.config import Config
-from kpi_core.state import Record, StateStore
+from kpi_core.native import mypyc_attr, trait
+from kpi_core.state import Amount, Record, StateStore
 
 Contribution = list[Any]  # [scope, ts, {field: value}]
 
@@ -51,7 +52,7 @@ CHANNEL_MARK = "@c:"
 PRIORITY_MARK = "@p:"
 
 
-def broken_down(fields: dict[str, float], channel: str | None, priority: int | None) -> dict[str, float]:
+def broken_down(fields: dict[str, Amount], channel: str | None, priority: int | None) -> dict[str, Amount]:
     """``fields`` with each non-zero BREAKDOWN_FIELDS value repeated under its channel's and
     priority's name (none for a missing channel or priority)."""
     if channel is None:
@@ -69,6 +70,8 @@ def broken_down(fields: dict[str, float], channel: str | None, priority: int | N
     return fields
 
 
+@trait
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Fold:
     """The engine as a domain step sees it: its configuration and store, the time and lateness
     cutoff of the event being applied (set by :meth:`~kpi_core.engine.Engine.process`), the
@@ -83,32 +86,39 @@ class Fold:
     _cutoff: float
     _local_days: dict[str, tuple[float, float]]
 
-    if TYPE_CHECKING:  # what the engine (__init__.py) and the other domains provide
+    # What the engine (__init__.py) and the other domains provide (Engine's MRO puts its own and
+    # the domains' methods first). Plain methods, not an `if TYPE_CHECKING:` block: mypyc compiles
+    # no statement but definitions in a class body.
 
-        def _reconcile(
-            self,
-            tenant: str,
-            record: Record,
-            desired: dict[str, Contribution],
-            *,
-            key: str = "applied",
-            only: Callable[[Contribution], bool] | None = None,
-        ) -> None: ...
+    def _reconcile(
+        self,
+        tenant: str,
+        record: Record,
+        desired: dict[str, Contribution],
+        *,
+        key: str = "applied",
+        only: Callable[[Contribution], bool] | None = None,
+    ) -> None:
+        raise NotImplementedError
 
-        def _reconcile_live(self, tenant: str, record: Record, desired: list[list[Any]]) -> None: ...
+    def _reconcile_live(self, tenant: str, record: Record, desired: list[list[Any]]) -> None:
+        raise NotImplementedError
 
-        # customers.py: a call's offers and outcomes on its customer's timeline
-        def _customer_update(
-            self,
-            tenant: str,
-            customer: str,
-            ts: float,
-            mutate: Callable[[Record], None],
-            repeat_range: tuple[float, float] | None = None,
-        ) -> None: ...
+    # customers.py: a call's offers and outcomes on its customer's timeline
+    def _customer_update(
+        self,
+        tenant: str,
+        customer: str,
+        ts: float,
+        mutate: Callable[[Record], None],
+        repeat_range: tuple[float, float] | None = None,
+    ) -> None:
+        raise NotImplementedError
 
-        # agents.py: a call's part in its agents' day
-        def _agent_calls(self, tenant: str, call_id: str, record: Record, legs: list[dict[str, Any]]) -> None: ...
+    # agents.py: a call's part in its agents' day
+    def _agent_calls(self, tenant: str, call_id: str, record: Record, legs: list[dict[str, Any]]) -> None:
+        raise NotImplementedError
 
-        # surveys.py: a ticket opened from a knowledge-base session
-        def _kb_escalation(self, tenant: str, session: str, ticket_id: str, ts: float) -> None: ...
+    # surveys.py: a ticket opened from a knowledge-base session
+    def _kb_escalation(self, tenant: str, session: str, ticket_id: str, ts: float) -> None:
+        raise NotImplementedError

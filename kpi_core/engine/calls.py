@@ -12,9 +12,10 @@ import bisect
 from operator import itemgetter
 from typing import Any
 
-from kpi_core.engine.base import WAITING, Contribution, Fold, broken_down
+from kpi_core.engine.base import WAITING, Contribution, Fold, broken_down, trait
 from kpi_core.events import Event
-from kpi_core.state import Record, max_field, to_ms
+from kpi_core.native import mypyc_attr
+from kpi_core.state import Amount, Record, max_field, to_ms
 
 #: Upper bounds (``le``) of the wait-time histogram, seconds. The service-level thresholds in
 #: common use (10, 15, 20, 30, 45, 60, 90, 120 s) are all bounds, so quantiles are exact there.
@@ -71,6 +72,8 @@ def wait_bucket(wait: float) -> int:
     return bisect.bisect_left(WAIT_BUCKETS, wait)
 
 
+@trait
+@mypyc_attr(allow_interpreted_subclasses=True)
 class CallsMixin(Fold):
     """``call.*``: a call's record, its legs and their contributions."""
 
@@ -270,7 +273,7 @@ class CallsMixin(Fold):
                 elif offer_ts is not None:
                     wait = max(0.0, ts - offer_ts)
                     wait_ms = max(0, to_ms(ts) - to_ms(offer_ts))
-                fields: dict[str, float] = {kind: 1}
+                fields: dict[str, Amount] = {kind: 1}
                 if wait is not None:
                     fields[max_field("wait", wait_ms)] = 1
                     threshold = queue_config.sl_threshold_seconds

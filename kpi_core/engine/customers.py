@@ -11,8 +11,9 @@ import bisect
 from collections.abc import Callable
 from typing import Any
 
-from kpi_core.engine.base import CALLBACKS, DAY, Contribution, Fold
+from kpi_core.engine.base import CALLBACKS, DAY, Contribution, Fold, trait
 from kpi_core.events import Event
+from kpi_core.native import mypyc_attr
 from kpi_core.state import Record, max_field, to_ms
 
 MISSED_KINDS = frozenset({"abandoned", "timeout", "voicemail"})
@@ -27,6 +28,8 @@ def _any_missed(calls: dict[str, list[list[Any]]]) -> bool:
     return False
 
 
+@trait
+@mypyc_attr(allow_interpreted_subclasses=True)
 class CustomersMixin(Fold):
     """``callback.*`` and the customer's side of calls: repeat callers and callbacks."""
 

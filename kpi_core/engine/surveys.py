@@ -6,12 +6,15 @@ import bisect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kpi_core.engine.base import Contribution, Fold
+from kpi_core.engine.base import Contribution, Fold, trait
 from kpi_core.events import PULSE_SURVEYS, Event
-from kpi_core.state import KB_SCOPE_PREFIX, Record, to_ms
+from kpi_core.native import mypyc_attr
+from kpi_core.state import KB_SCOPE_PREFIX, Amount, Record, to_ms
 from kpi_core.windows import local_midnight
 
 
+@trait
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SurveysMixin(Fold):
     """``kb.viewed`` (and a ticket's escalation of its session) and ``survey.response``."""
 
@@ -47,7 +50,7 @@ class SurveysMixin(Fold):
             self._pulse(ev)
             return
         score = ev.score
-        fields: Mapping[str, float]
+        fields: Mapping[str, Amount]
         if ev.survey == "csat":
             scale_max = ev.scale_max or 5
             fields = {"csat_n": 1, "csat_top": 1 if score >= scale_max - 1 else 0}
@@ -94,7 +97,7 @@ def pulse_batches(answers: list[list[Any]], scope: str, minimum: int) -> dict[st
     desired: dict[str, Contribution] = {}
     for survey in sorted(PULSE_SURVEYS):
         agents: set[str] = set()
-        sums: dict[str, float] = {}
+        sums: dict[str, Amount] = {}
         batch = 0
         for ts, _eid, kind, agent, fields in answers:
             if kind != survey:

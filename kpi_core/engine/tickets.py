@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from kpi_core.engine.base import DAY, TICKETS, Contribution, Fold, broken_down
+from kpi_core.engine.base import DAY, TICKETS, Contribution, Fold, broken_down, trait
 from kpi_core.events import Event
+from kpi_core.native import mypyc_attr
 from kpi_core.state import Record, to_ms
 
 #: An open ticket's record is kept this long after its last event (help-desk tickets may sit
@@ -13,6 +14,8 @@ from kpi_core.state import Record, to_ms
 TICKET_MAX_AGE = 366 * DAY
 
 
+@trait
+@mypyc_attr(allow_interpreted_subclasses=True)
 class TicketsMixin(Fold):
     """``ticket.*``: a ticket's record, its contributions and the open-tickets set."""
 
