@@ -21,7 +21,8 @@ import sys
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-#: The modules compiled, in one group (they call each other natively). Each one must stay
+#: The modules compiled, in one group (they call each other natively; the group's shared
+#: library is ``kpi_core/compiled__mypyc``, inside the package, so whatever finds kpi_core finds it). Each one must stay
 #: compilable: no multiple inheritance but from ``trait`` classes (kpi_core/engine/base.py),
 #: no surrogate in a string literal, nothing but definitions in a class body.
 NATIVE = [
@@ -70,7 +71,7 @@ def ext_modules() -> list:
         _warn("mypyc (mypy) is not installed, so the engine is not compiled")
         return []
     try:
-        return mypycify(NATIVE, opt_level="3", debug_level="0", group_name="ccmon")
+        return mypycify(NATIVE, opt_level="3", debug_level="0", group_name="kpi_core.compiled")
     except (Exception, SystemExit) as exc:  # mypyc reports a type error by exiting
         if MODE == "1":
             raise

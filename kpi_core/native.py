@@ -15,8 +15,7 @@ it they mark nothing, and nothing is compiled.
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib.machinery import EXTENSION_SUFFIXES
-from importlib.util import find_spec
+from types import FunctionType
 from typing import Any
 
 try:
@@ -31,8 +30,8 @@ except ImportError:  # no mypy: the engine runs interpreted, nothing to mark
 
 
 def compiled() -> bool:
-    """True when the engine's modules are the compiled ones (the module Python finds for
-    ``kpi_core.engine.calls`` is an extension)."""
-    spec = find_spec("kpi_core.engine.calls")
-    origin = (spec.origin if spec is not None else None) or ""
-    return any(origin.endswith(suffix) for suffix in EXTENSION_SUFFIXES)
+    """True when the engine's modules are the compiled ones (all of setup.py's ``NATIVE`` are
+    built together): mypyc makes a module's functions builtins, where Python makes functions."""
+    from kpi_core import events
+
+    return not isinstance(events.parse_ts, FunctionType)
