@@ -40,6 +40,23 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 python="$venv/bin/python"
 pip=("$python" -m pip install --quiet --disable-pip-version-check)
+# The compiled engine (setup.py) needs a C compiler and Python's headers; on Debian and Ubuntu
+# they are installed when missing (gcc; python3.X-dev for the distribution's own Python).
+# Elsewhere, or with CCMON_NATIVE=0, ccmon installs interpreted (the same results, slower).
+headers() { "$python" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; }
+if [ "${CCMON_NATIVE:-auto}" != 0 ] && command -v apt-get >/dev/null && { ! command -v cc >/dev/null || ! headers; }; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  minor="$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+  packages=(gcc libc6-dev)
+  headers || packages+=("python$minor-dev")
+  say "installing ${packages[*]} (apt-get) to compile the engine"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y -qq "${packages[@]}" >/dev/null 2>&1 || {
+    $sudo apt-get update -qq >/dev/null 2>&1 || true
+    $sudo apt-get install -y -qq "${packages[@]}" >/dev/null 2>&1 || say "install.sh: could not install ${packages[*]}"
+  }
+fi
 # The build's requirements (pyproject.toml [build-system]: setuptools, wheel, and the pinned mypy
 # whose mypyc compiles the engine, setup.py), installed once and used without build isolation.
 mapfile -t build_requires < <("$python" -c 'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["build-system"]["requires"]))' "$repo/pyproject.toml")
