@@ -83,6 +83,10 @@ def agent_calls_today(record: Record | None, midnight: float, at: float) -> tupl
     return handled, missed, talk
 
 
+#: The latest changes an agent's record keeps by default (:attr:`AgentsMixin.AGENT_HEAD`).
+AGENT_HEAD = 16
+
+
 @trait
 @mypyc_attr(allow_interpreted_subclasses=True)
 class AgentsMixin(Fold):
@@ -90,8 +94,9 @@ class AgentsMixin(Fold):
 
     #: An agent's record keeps its latest changes (between AGENT_HEAD and twice that); older
     #: ones move, AGENT_HEAD at a time, to history chunks that are read only for an event that
-    #: lands before the record's first change.
-    AGENT_HEAD = 16
+    #: lands before the record's first change. An instance's attribute (tests make it small);
+    #: compiled, the class holds no value for it: :data:`AGENT_HEAD` is the default.
+    AGENT_HEAD: int = AGENT_HEAD
 
     def _agent(self, ev: Event) -> None:
         """Occupancy is integrated from state changes: each change adds ``d`` (+1/-1 agents

@@ -21,6 +21,7 @@ import redis
 
 from kpi_core.config import Config
 from kpi_core.engine import Engine
+from kpi_core.engine.agents import AGENT_HEAD
 from kpi_core.errors import InvalidEventError
 from kpi_core.events import Event, parse_event
 from streams.redis import write
@@ -177,7 +178,7 @@ def scenario(golden_lines: list[bytes], at: float) -> tuple[list[Any], list[Any]
                 "queues": list(first.queues or ()),
             }
         )
-        for i in range(2 * Engine.AGENT_HEAD)
+        for i in range(2 * AGENT_HEAD)
     ]
     base = sorted([*base, *breaks], key=lambda e: e.ts)
     back = parse_event(
