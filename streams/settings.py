@@ -305,7 +305,7 @@ class Settings(SecuritySettings):
         2000, "--batch-size", _integer(1, 1_000_000), "Kafka messages per batch (a message may hold many events)"
     )
     batch_within: float = setting(
-        0.05, "--batch-within", _seconds(lambda x: 0 < x <= 60, "in (0, 60]"), "seconds to wait for a batch to fill"
+        0.01, "--batch-within", _seconds(lambda x: 0 < x <= 60, "in (0, 60]"), "seconds to wait for a batch to fill"
     )
     session_timeout: float = setting(
         60.0,

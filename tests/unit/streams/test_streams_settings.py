@@ -24,7 +24,7 @@ def test_defaults() -> None:
     assert settings.redis_url == "redis://127.0.0.1:16379/0"
     assert (settings.events_topic, settings.dlq_topic, settings.group_id) == ("ccmon.events", "ccmon.dlq", "ccmon")
     assert (settings.exporter_port, settings.worker_web_port) == (9108, 9109)
-    assert (settings.batch_size, settings.batch_within) == (2000, 0.05)
+    assert (settings.batch_size, settings.batch_within) == (2000, 0.01)
     assert settings.fixed_time is None
 
 
