@@ -326,7 +326,9 @@ def present(fields: Mapping[str, Amount]) -> dict[str, float]:
     for field, value in scaled.items():
         out[field] = out.get(field, 0.0) + value / 1000
     for name, n in maxima.items():
-        seconds = n / 1000
+        # float() first: compiled code divides an int as a double, and both must give the
+        # same bits beyond 2^53 ms too (Python's int / int would round once, exactly).
+        seconds = float(n) / 1000
         legacy = out.get("max_" + name)
         if legacy is None or seconds > legacy:
             out["max_" + name] = seconds

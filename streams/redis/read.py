@@ -469,7 +469,7 @@ class _FieldNames:
                 out[name] = out.get(name, 0.0) + value / 1000
         if maxima is not None:
             for name, ms in maxima.items():
-                seconds = ms / 1000
+                seconds = float(ms) / 1000  # as present() does (the same bits, compiled or not)
                 legacy = out.get(name)
                 if legacy is None or seconds > legacy:
                     out[name] = seconds

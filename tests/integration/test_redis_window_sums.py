@@ -68,6 +68,15 @@ def populate(client: Any, state: RedisState, rng: random.Random, scopes: list[st
                         fields["max_wait"] = repr(rng.choice(VALUES))
                     if rng.random() < 0.3:
                         fields[f"mx:wait:{rng.randint(0, 5) * 1000}"] = rng.randint(1, 3)
+                    if rng.random() < 0.3:
+                        # Many values of two maxima (the script keeps each bucket's largest),
+                        # rarely a count the writer never leaves (0, below 0) or an ms beyond
+                        # 15 digits: a window holding one sums every field instead.
+                        for _ in range(rng.randint(1, 30)):
+                            name = rng.choice(["wait", "callback_delay"])
+                            ms = rng.choice([rng.randint(-5, 10**7), 12345678901234567, 9007199254740993])
+                            count = rng.choice([1, 1, 2, 3] * 10 + [0, -1])
+                            fields[f"mx:{name}:{ms}"] = count
                     pipe.hset(state._bucket_key("t", tier, scope, start), mapping=fields)
                 if scope != legacy and starts and rng.random() < 0.3:
                     # A listed start off the tier's grid (no writer makes one): no window holds it.

@@ -16,6 +16,15 @@
 -- search in the index's ascending starts), not every slot of its range; each bucket is read
 -- and its numbers parsed once per scope, however many windows hold it. A scope without an
 -- index (state written before indexes existed) has every slot of every part probed.
+--
+-- Multisets: a bucket holds one ``mx:<name>:<ms>`` field per distinct value (a busy queue's
+-- hour: thousands), and all present() makes of them is, per name, the largest ms whose summed
+-- count is above 0. The writer deletes a multiset field at 0, so every count is above 0 and
+-- that largest ms is the largest of the buckets' own largest: each bucket's is found once,
+-- when it is parsed, and a window returns one field per name, the largest (count 1), after its
+-- other fields, in the order its names are first met (present()'s order). A window holding a
+-- bucket with a count of 0 or below, or an ms that is not a plain integer of at most 15
+-- digits, sums every field as the general rule says and returns them all.
 
 local tag = ARGV[1]
 local fine = tonumber(ARGV[2])
@@ -46,6 +55,7 @@ local out = {}
 local ismax = {}
 local fmt = string.format
 local sub = string.sub
+local match = string.match
 local floor = math.floor
 local WHOLE = 2 ^ 53
 
@@ -57,6 +67,39 @@ local function first_at_least(starts, x)
     if starts[m] < x then a = m + 1 else b = m end
   end
   return a
+end
+
+-- A bucket's reply, parsed (see the loop below).
+local function parse_bucket(key)
+  local flat = redis.call('HGETALL', key)
+  local plain, names, top, topf = {}, {}, {}, {}
+  local odd = false
+  for j = 1, #flat, 2 do
+    local f = flat[j]
+    local v = tonumber(flat[j + 1])
+    flat[j + 1] = v
+    if sub(f, 1, 3) == 'mx:' then
+      local name, sign, digits = match(f, '^mx:(.*):(%-?)(%d+)$')
+      if name == nil or #digits > 15 or v == nil or not (v > 0) then
+        odd = true
+      else
+        local ms = tonumber(sign .. digits)
+        local cur = top[name]
+        if cur == nil then
+          names[#names + 1] = name
+          top[name] = ms
+          topf[name] = f
+        elseif ms > cur then
+          top[name] = ms
+          topf[name] = f
+        end
+      end
+    else
+      plain[#plain + 1] = f
+      plain[#plain + 1] = v
+    end
+  end
+  return {flat = flat, plain = plain, names = names, top = top, topf = topf, odd = odd}
 end
 
 for s = 5 + nwin * 6, #ARGV do
@@ -71,12 +114,14 @@ for s = 5 + nwin * 6, #ARGV do
     -- A zset with members exists: EXISTS only tells an index empty in [lo, hi) from none.
     if #starts > 0 or redis.call('EXISTS', ikey) == 1 then listed[tier] = starts end
   end
-  -- A bucket's HGETALL reply, its numbers parsed in place, read once per scope.
+  -- Each bucket read and parsed once per scope: its fields but the multisets' (``plain``), its
+  -- largest ms per multiset name (``names`` in first-met order, ``top``: that ms, ``topf``: its
+  -- field), ``odd`` when a multiset field breaks the fast rule, and the whole reply (``flat``).
   local parsed = {f = {}, c = {}}
   for w = 1, nwin do
     local r = ranges[w]
-    local sums = {}
-    local order = {}
+    local held = {}
+    local odd = false
     for part = 1, 3 do
       local first, stop = r[2 * part - 1], r[2 * part]
       if stop > first then
@@ -94,32 +139,53 @@ for s = 5 + nwin * 6, #ARGV do
             i = i + 1
           end
           if starts == nil or (t - first) % step == 0 then
-            local flat = cache[t]
-            if flat == nil then
-              flat = redis.call('HGETALL', pf .. fmt('%d', t))
-              for j = 2, #flat, 2 do flat[j] = tonumber(flat[j]) end
-              cache[t] = flat
+            local b = cache[t]
+            if b == nil then
+              b = parse_bucket(pf .. fmt('%d', t))
+              cache[t] = b
             end
-            for j = 1, #flat, 2 do
-              local f = flat[j]
-              local v = flat[j + 1]
-              local m = ismax[f]
-              if m == nil then
-                m = sub(f, 1, 4) == 'max_'
-                ismax[f] = m
-              end
-              local cur = sums[f]
-              if cur == nil then
-                order[#order + 1] = f
-                if m then sums[f] = v else sums[f] = 0 + v end
-              elseif m then
-                if v > cur then sums[f] = v end
-              else
-                sums[f] = cur + v
-              end
-            end
+            held[#held + 1] = b
+            odd = odd or b.odd
           end
           if starts == nil then t = t + step end
+        end
+      end
+    end
+    local sums = {}
+    local order = {}
+    local names, top, topf = {}, {}, {}
+    for _, b in ipairs(held) do
+      local flat = odd and b.flat or b.plain
+      for j = 1, #flat, 2 do
+        local f = flat[j]
+        local v = flat[j + 1]
+        local m = ismax[f]
+        if m == nil then
+          m = sub(f, 1, 4) == 'max_'
+          ismax[f] = m
+        end
+        local cur = sums[f]
+        if cur == nil then
+          order[#order + 1] = f
+          if m then sums[f] = v else sums[f] = 0 + v end
+        elseif m then
+          if v > cur then sums[f] = v end
+        else
+          sums[f] = cur + v
+        end
+      end
+      if not odd then
+        for _, name in ipairs(b.names) do
+          local ms = b.top[name]
+          local cur = top[name]
+          if cur == nil then
+            names[#names + 1] = name
+            top[name] = ms
+            topf[name] = b.topf[name]
+          elseif ms > cur then
+            top[name] = ms
+            topf[name] = b.topf[name]
+          end
         end
       end
     end
@@ -134,6 +200,10 @@ for s = 5 + nwin * 6, #ARGV do
       else
         flat[#flat + 1] = fmt('%.17g', v)
       end
+    end
+    for _, name in ipairs(names) do
+      flat[#flat + 1] = topf[name]
+      flat[#flat + 1] = 1
     end
     out[#out + 1] = flat
   end
