@@ -14,7 +14,10 @@ In the same run, on the same events (``streams.sim``, a day of a contact center 
 3. **two workers on four partitions**, same group, same events on a fresh topic: the same
    rates, and the scaling ratio (two / one);
 4. **``/metrics`` time and size** with 10, 100 and 1,000 queues (state written through the
-   worker's BatchProcessor into Redis, every window populated), median of 5 scrapes;
+   worker's BatchProcessor into Redis, every window populated), median of 5 scrapes; and
+   with ``--day-queues`` (100; quick 20) queues of a simulated day written from midnight to
+   16:00 on the event-time clock (``bench_scrape.build_day_state``): a real day's traffic,
+   where ``today`` holds every bucket since midnight;
 5. **Redis memory per queue** at steady state: ``MEMORY USAGE`` of every key of the run's
    prefix at the end of each of three simulated days on the same queues (the windows fill
    within the 25 h horizon: days 2 and 3 are the steady state, at different event counts).
@@ -247,14 +250,26 @@ def apply_events(
 
 
 # -- 4. scrape ---------------------------------------------------------------------------------
-def scrape_run(redis_url: str, queues: int, at: float, scrapes: int, log_dir: Path) -> dict[str, float]:
+#: The instant of the day scrape: 16:00 of the simulated day, its afternoon peak.
+DAY_SCRAPE_AT = DAY + 16 * 3600
+
+
+def scrape_run(
+    redis_url: str, queues: int, at: float, scrapes: int, log_dir: Path, day: bool = False
+) -> dict[str, Any]:
     from gen_events import generate
 
-    prefix = common.unique(f"bench-scrape{queues}")
-    # gen_events makes queues q000..: 60 events per queue over the last 6 hours, so every
-    # window (5m, 15m, 1h, today) of every queue holds events.
-    events = list(generate(queues * 60, queues, seed=3, start=int(at) - 6 * 3600))
-    apply_events(redis_url, prefix, events, at)
+    if day:
+        from bench_scrape import build_day_state
+
+        at = DAY_SCRAPE_AT
+        prefix = build_day_state(redis_url, queues, at)
+    else:
+        prefix = common.unique(f"bench-scrape{queues}")
+        # gen_events makes queues q000..: 60 events per queue over the last 6 hours, so every
+        # window (5m, 15m, 1h, today) of every queue holds events.
+        events = list(generate(queues * 60, queues, seed=3, start=int(at) - 6 * 3600))
+        apply_events(redis_url, prefix, events, at)
     port = common.free_port()
     exporter = common.ccmon(
         common.exporter_args(redis_url, prefix, port, f"fixed:{at}"), log_dir / f"{prefix}-exporter.log"
@@ -267,7 +282,7 @@ def scrape_run(redis_url: str, queues: int, at: float, scrapes: int, log_dir: Pa
             t = time.perf_counter()
             size = len(common.scrape(port))
             times.append(time.perf_counter() - t)
-        return {"seconds": statistics.median(times), "bytes": size, "queues": queues}
+        return {"seconds": statistics.median(times), "bytes": size, "queues": queues, "day": day}
     finally:
         common.stop([exporter])
         common.clear_prefix(redis_url, prefix)
@@ -277,13 +292,15 @@ def scrape_run(redis_url: str, queues: int, at: float, scrapes: int, log_dir: Pa
 KINDS = (
     (":b:", "buckets"),
     (":bi:", "bucket_index"),
+    (":wc:", "window_cache"),
+    (":wv:", "window_version"),
     (":tot:", "totals"),
     (":live:", "live"),
     (":rec:", "records"),
     (":seen", "seen_ids"),
     (":series:", "series"),
 )
-PER_QUEUE = ("buckets", "bucket_index", "totals", "live")
+PER_QUEUE = ("buckets", "bucket_index", "window_cache", "window_version", "totals", "live")
 
 
 def prefix_memory(redis_url: str, prefix: str) -> dict[str, float]:
@@ -360,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=None, help="events (default 300,000; quick 40,000)")
     parser.add_argument("--queues", type=int, default=None, help="queues of the simulated day (default 80; quick 12)")
     parser.add_argument("--scrape-queues", type=int, nargs="*", default=[10, 100, 1000])
+    parser.add_argument(
+        "--day-queues", type=int, default=None, help="queues of the day scrape (default 100; quick 20; 0: none)"
+    )
     parser.add_argument("--scrapes", type=int, default=None, help="scrapes per size (default 5; quick 3)")
     parser.add_argument("--memory-queues", type=int, default=None, help="queues for Redis memory (default 20; quick 4)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["ceiling", "one", "two", "scrape", "memory"])
@@ -405,6 +425,14 @@ def main(argv: list[str] | None = None) -> int:
             row = scrape_run(redis_url, q, at, scrapes, log_dir)
             result["scrape"].append(row)
             print(f"scrape {q} queues: {row['seconds'] * 1000:,.0f} ms, {row['bytes']:,} bytes", file=sys.stderr)
+        day_queues = args.day_queues if args.day_queues is not None else (20 if args.quick else 100)
+        if day_queues:
+            row = scrape_run(redis_url, day_queues, at, scrapes, log_dir, day=True)
+            result["scrape"].append(row)
+            print(
+                f"scrape {day_queues} queues, a day to 16:00: {row['seconds'] * 1000:,.0f} ms, {row['bytes']:,} bytes",
+                file=sys.stderr,
+            )
     if "memory" not in args.skip:
         result["memory"] = memory_run(redis_url, memory_queues)
         for i, day in enumerate(result["memory"]["days"]):

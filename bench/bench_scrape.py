@@ -25,9 +25,14 @@ before/after) and every size:
    ``--repeat``. ``--py-spy DIR`` records a py-spy flame graph of that process
    (``DIR/<root>-<queues>.svg`` and a raw ``.txt``).
 
+``--day``: the state is a simulated day instead (``streams.sim``: its traffic, agents and
+breakdowns) from midnight to ``--at``, written on the event-time clock as a live worker
+writes it, so the ``today`` window covers every bucket since midnight.
+
 Prints a JSON document (``--json FILE`` too). Run alone (it loads both cores)::
 
     python bench/bench_scrape.py --root /work/main --root . --queues 100 1000
+    python bench/bench_scrape.py --day --queues 20 100 --at 1795190400   # a day to 16:00
 """
 
 from __future__ import annotations
@@ -204,6 +209,25 @@ def phases_run(
     return result
 
 
+def build_day_state(redis_url: str, queues: int, at: float) -> str:
+    """A fresh prefix holding a simulated contact-center day (``streams.sim``, ``queues``
+    queues, up to 200) from its midnight (UTC) to ``at``, written as a live worker writes it
+    (the clock is each take's newest event time): the traffic of a real day, where ``today``
+    covers every bucket since midnight and a busy queue's buckets hold hundreds of fields."""
+    from bench_pipeline import apply_events
+
+    from kpi_core.events import parse_ts
+    from streams.sim import SimParams, Simulator, default_queues
+
+    midnight = at - at % 86400
+    params = SimParams(start=midnight, hours=24, queues=default_queues(queues), seed=7)
+    events = [r for _t, r in Simulator(params).stream() if isinstance(r, dict) and parse_ts(r["ts"]) <= at]
+    prefix = common.unique(f"bench-day{queues}")
+    apply_events(redis_url, prefix, events, None)
+    print(f"{queues} queues, a simulated day to {at:.0f}: {len(events):,} events written", file=sys.stderr)
+    return prefix
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--queues", type=int, nargs="*", default=[100, 1000])
@@ -218,6 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="in-process snapshots per root and size (default 5)")
     parser.add_argument("--at", type=float, default=AT)
     parser.add_argument("--py-spy", type=Path, default=None, help="record py-spy profiles of the phases into DIR")
+    parser.add_argument(
+        "--day",
+        action="store_true",
+        help="state: a simulated day from midnight to --at (streams.sim, up to 200 queues) "
+        "instead of 60 bench/gen_events.py events a queue over 6 h",
+    )
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--json", default=None)
     parser.add_argument("--phases-of", default=None, help=argparse.SUPPRESS)  # the child: one prefix, this checkout
@@ -234,8 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     roots = [root.resolve() for root in (args.root or [common.REPO])]
     result: dict[str, Any] = {"at": args.at, "roots": [str(r) for r in roots], "machine": common.machine(), "sizes": []}
     for queues in args.queues:
-        prefix = build_state(redis_url, queues, args.at)
-        row: dict[str, Any] = {"queues": queues}
+        prefix = build_day_state(redis_url, queues, args.at) if args.day else build_state(redis_url, queues, args.at)
+        row: dict[str, Any] = {"queues": queues, "state": "day" if args.day else "gen_events"}
         try:
             if not args.skip_http:
                 row["http"] = http_run(redis_url, prefix, roots, args.at, args.scrapes)

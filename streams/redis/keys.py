@@ -8,6 +8,10 @@ Key layout (``P`` is the prefix, ``ccmon`` by default; ``<x>`` is a name encoded
     P:{t:<tenant>}:b:f:<scope>:<start>      hash  fine bucket: field -> number (TTL)
     P:{t:<tenant>}:b:c:<scope>:<start>      hash  coarse bucket (TTL)
     P:{t:<tenant>}:bi:<f|c>:<scope>         zset  bucket index: the starts of the buckets kept
+    P:{t:<tenant>}:wv:<scope>               string window version: moves on when a coarse bucket
+                                                  below the newest is written (TTL: the index's)
+    P:{t:<tenant>}:wc:<scope>               string window cache: a window's sums over closed coarse
+                                                  buckets, at a window version (lua/windows.lua)
     P:{t:<tenant>}:tot:<scope>              hash  lifetime totals (no TTL)
     P:{t:<tenant>}:live:<name>:<scope>      zset  member -> score
     P:{t:<tenant>}:rec:<kind>:<key>         string JSON record (TTL = its expiry)
@@ -118,6 +122,12 @@ class RedisKeys:
 
     def _index_key(self, tenant: str, tier: str, scope: str) -> str:
         return f"{self._tag(tenant)}:bi:{tier}:{encode(scope)}"
+
+    def _window_version_key(self, tenant: str, scope: str) -> str:
+        return f"{self._tag(tenant)}:wv:{encode(scope)}"
+
+    def _window_cache_key(self, tenant: str, scope: str) -> str:
+        return f"{self._tag(tenant)}:wc:{encode(scope)}"
 
     def _totals_key(self, tenant: str, scope: str) -> str:
         return f"{self._tag(tenant)}:tot:{encode(scope)}"

@@ -191,6 +191,7 @@ class _Batch:
     seen_new: dict[str, dict[bytes, int]] = field(default_factory=dict)  # seen key -> digest -> hour
     hashes: dict[str, _Hash] = field(default_factory=dict)
     index: dict[str, tuple[float, float, set[int]]] = field(default_factory=dict)  # key -> (expire, keep from, starts)
+    index_of: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # index key -> (tenant, tier, scope)
     add_targets: dict[tuple[str, str, int], tuple[_Hash, ...]] = field(
         default_factory=dict
     )  # (tenant, scope, fine start)
@@ -383,6 +384,14 @@ class BatchWriter(RedisKeys):
         for key, h in b.hashes.items():
             ops.append((key, self._encode_hash(h, now)))
         for key, (expire_at, keep_from, starts) in b.index.items():
+            tenant, tier, scope = b.index_of[key]
+            if tier == windows.COARSE:  # before the index gets these starts: W compares with its newest
+                ops.append(
+                    (
+                        self._window_version_key(tenant, scope),
+                        ["W", self._ttl_ms(expire_at, now), utf8(key), min(starts)],
+                    )
+                )
             ops.append((key, ["I", self._ttl_ms(expire_at, now), int(keep_from), len(starts), *sorted(starts)]))
         keep = self.series_keep_seconds
         for (kind, tenant), names in b.series_new.items():
@@ -534,6 +543,7 @@ class BatchWriter(RedisKeys):
         entry = b.index.get(key)
         if entry is None:
             entry = b.index[key] = (start + keep, start - keep, set())
+            b.index_of[key] = (tenant, tier, scope)
         elif start + keep > entry[0]:
             entry = b.index[key] = (start + keep, start - keep, entry[2])
         entry[2].add(start)

@@ -152,3 +152,97 @@ def test_live_reads_of_many_queues_equal_the_store_reads(redis_client: Any, redi
                 assert reader.live_summary(name, "t", scope, lo, hi, AT) == state.live_summary(
                     name, "t", scope, lo, hi, AT
                 )
+
+
+def test_the_window_cache_follows_every_write(redis_client: Any, redis_prefix: str) -> None:
+    """The window script keeps, per scope, its fold of the longest window's closed coarse
+    buckets (``wc``) at the scope's window version (``wv``), which the batch script moves on
+    when a batch writes a coarse bucket below the index's newest, or makes a new index.
+    Through the writer's own path, scrape after scrape with writes between them (late ones
+    into cached buckets, retractions, multisets, the clock moving on, the prefix's keys but
+    the caches deleted and written again), every (scope, window) the script sums equals the
+    store's every-bucket read; and the cache is what the script reads (a cached bucket
+    changed behind the writer's back does not show until a write moves the version on)."""
+    now = [AT]
+    state = RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=lambda: now[0])
+    rng = random.Random(11)
+    scopes = [f"q{i}" for i in range(6)] + ["_all"]
+    midnight = AT - AT % 86400
+    applied: list[tuple[str, float, dict[str, int]]] = []
+
+    def write(n: int, lo: float, hi: float, retract: bool = True) -> None:
+        with state.batch():
+            for _ in range(n):
+                if retract and applied and rng.random() < 0.15:  # a retraction, as the engine makes them
+                    scope, ts, deltas = applied.pop(rng.randrange(len(applied)))
+                    state.add("t", scope, ts, {k: -v for k, v in deltas.items()})
+                    continue
+                scope, ts = rng.choice(scopes), rng.uniform(lo, hi)
+                deltas = {rng.choice(["offered", "answered", "wait_sum_ms", "rings"]): rng.randint(1, 9)}
+                if rng.random() < 0.5:
+                    deltas[f"mx:{rng.choice(['wait', 'callback_delay'])}:{rng.randint(0, 10**6)}"] = 1
+                state.add("t", scope, ts, deltas)
+                applied.append((scope, ts, deltas))
+
+    def check(at: float) -> int:
+        reader = state.snapshot_reader(CONFIG, at)
+        ranges = [windows.window_range(w, at, CONFIG.timezone("t")) for w in CONFIG.windows]
+        reader._prefetch_windows("t", scopes, ranges)
+        nonempty = 0
+        for scope in scopes:
+            for start, end in ranges:
+                want = state.read_window("t", scope, start, end)
+                got = reader.read_window("t", scope, start, end)
+                assert got == want, (scope, start, end, at)
+                assert [repr(v) for v in got.values()] == [repr(v) for v in want.values()]
+                nonempty += bool(want)
+        return nonempty
+
+    write(400, midnight, AT)
+    assert check(AT) > 0
+    caches = sorted(k for k in redis_client.scan_iter(match=f"{redis_prefix}:*:wc:*"))
+    assert len(caches) == len(scopes)
+    steps = {"late": 0, "current": 0, "advance": 0, "again": 0}
+    for _ in range(40):
+        step = rng.choice(list(steps))
+        steps[step] += 1
+        if step == "late":  # into buckets the caches hold
+            write(rng.randint(1, 15), midnight, now[0] - 1800)
+        elif step == "current":
+            write(rng.randint(1, 15), now[0] - 60, now[0])
+        elif step == "advance":
+            now[0] += rng.choice([10, 300, 900, 1000])
+            write(rng.randint(1, 15), now[0] - 120, now[0])
+        check(now[0])  # "again": a scrape with nothing written since the last
+    assert min(steps.values()) >= 5
+
+    # The cache is read: a cached bucket changed behind the writer's back (no version move)
+    # does not show; the next write below the newest bucket moves the version on, and it does.
+    window = windows.window_range(CONFIG.windows[-1], now[0], CONFIG.timezone("t"))
+    scope = "q1"
+    before = state.read_window("t", scope, *window)
+    first = min(int(m) for m in redis_client.zrange(state._index_key("t", windows.COARSE, scope), 0, -1))
+    redis_client.hincrby(state._bucket_key("t", windows.COARSE, scope, first), "offered", 1000)
+    reader = state.snapshot_reader(CONFIG, now[0])
+    assert reader.read_window("t", scope, *window) == before
+    with state.batch():
+        state.add("t", scope, first + 1, {"rings": 1})
+    reader = state.snapshot_reader(CONFIG, now[0])
+    assert reader.read_window("t", scope, *window) == state.read_window("t", scope, *window)
+    assert reader.read_window("t", scope, *window)["offered"] == before["offered"] + 1000
+
+    # A day written in time order (no write below a newest bucket: only the new indexes move
+    # the versions) and cached; then every key but the caches deleted (a `rebuild --clear`
+    # racing a scrape) and another day written the same way: the new indexes move the versions
+    # on again, to values they never had, so the caches of the first are not read.
+    def clear(keep: bytes) -> None:
+        for key in redis_client.scan_iter(match=f"{redis_prefix}:*"):
+            if keep not in key:
+                redis_client.delete(key)
+
+    for kept in (b"\0", b":wc:"):
+        clear(kept)
+        applied.clear()
+        for hour in range(int(midnight), int(now[0]) - 3600, 3600):
+            write(20, hour, hour + 3600, retract=False)
+        check(now[0])

@@ -15,6 +15,11 @@
 --     G ttl_ms below n at name ..(key: a zset)      -- series registry: ZADD GT, drop < below
 --     C sha1                     (key: a record)    -- check only: the record is as the batch read
 --                                                    it (the SHA-1 hex of its value; '' absent)
+--     W ttl_ms index start       (key: a window version) -- before a coarse bucket index's I:
+--                                                    when ``start`` (the lowest the batch writes)
+--                                                    is below the index's newest, or there is no
+--                                                    index, the scope's window version moves on
+--                                                    (what lua/windows.lua cached is stale)
 -- ttl_ms 0 means "no expiry" (H only). Returns 0, or {1, dup_count} without writing anything
 -- when an event id is already in its seen set, {2, changed_count} without writing anything
 -- when a record the batch read changed since (C), or an error reply "ccmon apply: ..." having
@@ -101,8 +106,13 @@ local function validate()
     elseif op == 'C' then
       span = 2
       if a + 1 > nargv then invalid(a + 1, 'sha1', j, 'is required') end
+    elseif op == 'W' then
+      int(a + 1, 1, MAX_TTL_MS, 'ttl_ms', j)
+      if a + 2 > nargv then invalid(a + 2, 'index', j, 'is required') end
+      finite(a + 3, 'start', j)
+      span = 4
     else
-      invalid(a, 'op #' .. j, nil, 'must be one of S H R D Z X A I G C')
+      invalid(a, 'op #' .. j, nil, 'must be one of S H R D Z X A I G C W')
     end
     a = a + span
   end
@@ -181,6 +191,7 @@ local function write(cmd, key, opt, list)
 end
 local clock = redis.call('TIME')
 local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 -- A TTL only ever extends. The expiry is read as an instant (PEXPIRETIME: -1 none, -2 no key),
 -- which is what the undo log restores (PTTL then PEXPIRE would drift by the script's runtime).
 local function expire(key, ttl_arg)
@@ -320,6 +331,15 @@ local function apply(j)
     expire(key, ARGV[a + 1])
   elseif op == 'C' then  -- checked in phase 2, nothing to write
     return
+  elseif op == 'W' then
+    -- A window version never comes back to a value it had: a new one starts at the clock in
+    -- microseconds (above anything an earlier key of that name reached, one step a batch).
+    local newest = redis.call('ZRANGE', ARGV[a + 2], -1, -1)
+    if #newest == 0 or tonumber(ARGV[a + 3]) < tonumber(newest[1]) then
+      local v = redis.pcall('GET', key)
+      v = type(v) == 'string' and tonumber(v)
+      record(key, string.format('%d', v and v + 1 or now_us), ARGV[a + 1])
+    end
   elseif op == 'S' then
     -- Phase 2 found none of these ids in the set: undoing their ZADD NX is removing them.
     zadd(key, 'NX', a + 4, tonumber(ARGV[a + 3]), {})

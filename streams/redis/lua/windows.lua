@@ -118,12 +118,14 @@ for s = 5 + nwin * 6, #ARGV do
   -- largest ms per multiset name (``names`` in first-met order, ``top``: that ms, ``topf``: its
   -- field), ``odd`` when a multiset field breaks the fast rule, and the whole reply (``flat``).
   local parsed = {f = {}, c = {}}
-  for w = 1, nwin do
-    local r = ranges[w]
-    local held = {}
+  -- The buckets of window w in fold order (head, middle, tail, ascending), each with its part
+  -- and start; the middle's below ``skip`` left out (they are in the cache). ``odd``: one is.
+  local function gather(r, skip)
+    local held, parts, at = {}, {}, {}
     local odd = false
     for part = 1, 3 do
       local first, stop = r[2 * part - 1], r[2 * part]
+      if part == 2 and skip ~= nil then first = skip end
       if stop > first then
         local tier, step = tiers[part], steps[part]
         local starts = listed[tier]
@@ -138,23 +140,103 @@ for s = 5 + nwin * 6, #ARGV do
             if t == nil or t >= stop then break end
             i = i + 1
           end
-          if starts == nil or (t - first) % step == 0 then
+          if starts == nil or (t - r[2 * part - 1]) % step == 0 then
             local b = cache[t]
             if b == nil then
               b = parse_bucket(pf .. fmt('%d', t))
               cache[t] = b
             end
             held[#held + 1] = b
+            parts[#held] = part
+            at[#held] = t
             odd = odd or b.odd
           end
           if starts == nil then t = t + step end
         end
       end
     end
+    return held, parts, at, odd
+  end
+  -- The window cache (see the header): the window with the longest coarse middle and no fine
+  -- head, where the scope has a coarse index.
+  local cw, cwlen = nil, 0
+  if listed.c ~= nil then
+    for w = 1, nwin do
+      local r = ranges[w]
+      if r[2] <= r[1] and r[4] - r[3] > cwlen then cw, cwlen = w, r[4] - r[3] end
+    end
+  end
+  local cached, ckey, cikey, version, newest
+  if cw ~= nil then
+    ckey = tag .. ':wc:' .. scope
+    cikey = tag .. ':bi:c:' .. scope
+    version = redis.pcall('GET', tag .. ':wv:' .. scope)
+    if type(version) ~= 'string' then version = '' end
+    newest = tonumber(redis.call('ZRANGE', cikey, -1, -1)[1])
+    local blob = redis.pcall('GET', ckey)
+    if type(blob) == 'string' then
+      local ok, c = pcall(cmsgpack.unpack, blob)
+      if ok and type(c) == 'table' and c.c0 == ranges[cw][3] and c.version == version
+          and type(c.upto) == 'number' and c.upto <= ranges[cw][4] and type(c.order) == 'table'
+          and type(c.vals) == 'table' and type(c.names) == 'table' and type(c.top) == 'table'
+          and type(c.topf) == 'table' then
+        cached = c
+      end
+    end
+  end
+  for w = 1, nwin do
+    local r = ranges[w]
+    local held, parts, at, odd
+    local use = w == cw and cached ~= nil
+    if use then
+      held, parts, at, odd = gather(r, cached.upto)
+      if odd then use = false end  -- the general rule from the start: every bucket read
+    end
+    if not use then held, parts, at, odd = gather(r, nil) end
     local sums = {}
     local order = {}
     local names, top, topf = {}, {}, {}
-    for _, b in ipairs(held) do
+    if use then  -- the fold as it stood after the cached buckets
+      for i, f in ipairs(cached.order) do
+        order[i] = f
+        sums[f] = cached.vals[i]
+      end
+      for i, name in ipairs(cached.names) do
+        names[i] = name
+        top[name] = cached.top[i]
+        topf[name] = cached.topf[i]
+      end
+    end
+    -- Where to cache the fold: after the middle's buckets below its end and below the index's
+    -- newest start (a write below that one moves the version on, apply.lua's W).
+    local capture = nil
+    if w == cw and not odd and newest ~= nil then
+      local upto = math.min(r[4], newest)
+      if upto > r[3] and (not use or upto > cached.upto) then capture = upto end
+    end
+    local function keep(upto)
+      local vals, tops, topfs = {}, {}, {}
+      for i, f in ipairs(order) do
+        local v = sums[f]
+        -- Only numbers msgpack gives back as they are: no -0, nan, inf or whole beyond 2^53.
+        if v ~= v or v >= WHOLE or v <= -WHOLE or (v == 0 and 1 / v < 0) then return end
+        vals[i] = v
+      end
+      for i, name in ipairs(names) do
+        tops[i] = top[name]
+        topfs[i] = topf[name]
+      end
+      local expiry = redis.call('PEXPIRETIME', cikey)
+      if expiry <= 0 then return end
+      local blob = cmsgpack.pack({c0 = r[3], upto = upto, version = version, order = order, vals = vals,
+                                  names = names, top = tops, topf = topfs})
+      redis.pcall('SET', ckey, blob, 'PXAT', expiry)  -- refused on a read-only replica: no cache
+    end
+    for k, b in ipairs(held) do
+      if capture ~= nil and (parts[k] ~= 2 or at[k] >= capture) then
+        keep(capture)
+        capture = nil
+      end
       local flat = odd and b.flat or b.plain
       for j = 1, #flat, 2 do
         local f = flat[j]
@@ -189,6 +271,7 @@ for s = 5 + nwin * 6, #ARGV do
         end
       end
     end
+    if capture ~= nil then keep(capture) end
     local flat = {}
     for _, f in ipairs(order) do
       local v = sums[f]
