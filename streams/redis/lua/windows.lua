@@ -25,6 +25,17 @@
 -- other fields, in the order its names are first met (present()'s order). A window holding a
 -- bucket with a count of 0 or below, or an ms that is not a plain integer of at most 15
 -- digits, sums every field as the general rule says and returns them all.
+--
+-- The window cache: per scope, the fold (sums in first-met order, the multisets' largest) of
+-- the longest window's coarse middle from its first bucket up to, not including, the scope's
+-- newest coarse bucket (``P:{t:..}:wc:<scope>``, msgpack, expiring with the coarse index),
+-- made at the scope's window version (``P:{t:..}:wv:<scope>``). The batch script moves the
+-- version on when a batch writes a coarse bucket below the index's newest or makes a new
+-- index (apply.lua, op W), so a cache at the current version holds exactly what the buckets
+-- hold; the fold goes on from it over the later buckets, the same additions in the same order
+-- as without it. Not cached: a window with a fine head, an odd bucket, a sum that is -0, not
+-- finite, or whole beyond 2^53 (msgpack would not give it back as it is). A read-only replica
+-- refuses the write: the script goes on without a cache.
 
 local tag = ARGV[1]
 local fine = tonumber(ARGV[2])
