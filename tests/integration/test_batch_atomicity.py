@@ -351,6 +351,8 @@ def _eval(client: Any, keys: list[str], argv: list[Any]) -> Any:
         ([("z", ["G", 1000, "x", 1, 5, b"n"])], r"\(below of op G #3\) must be a finite number, got x"),
         ([("s", ["Q", 1])], r"\(op #3\) must be one of S H R D Z X A I G C W, got Q"),
         ([("rec", ["C"])], r"\(sha1 of op C #3\) is required, got \(missing\)"),
+        ([("wv", ["W", 1000, b"idx", "soon"])], r"\(start of op W #3\) must be a finite number, got soon"),
+        ([("wv", ["W", 0, b"idx", 5])], r"\(ttl_ms of op W #3\) must be an integer in 1\.\.\d+, got 0"),
         ([("s", ["S", 1000, 1, 1, 5, b"id"])], r"\(op #3\) must be S for exactly the first 1 ops, got S"),
         ([("h", ["H", 0, 0, 0]), ("extra", [])], r"4 KEYS but 3 operations in ARGV"),
     ],
