@@ -126,9 +126,6 @@ class RedisKeys:
     def _window_version_key(self, tenant: str, scope: str) -> str:
         return f"{self._tag(tenant)}:wv:{encode(scope)}"
 
-    def _window_cache_key(self, tenant: str, scope: str) -> str:
-        return f"{self._tag(tenant)}:wc:{encode(scope)}"
-
     def _totals_key(self, tenant: str, scope: str) -> str:
         return f"{self._tag(tenant)}:tot:{encode(scope)}"
 
