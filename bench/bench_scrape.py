@@ -209,19 +209,25 @@ def phases_run(
     return result
 
 
+def day_events(queues: int, at: float) -> list[dict[str, Any]]:
+    """The valid events of the simulated contact-center day (``streams.sim``, ``queues``
+    queues, up to 200) that holds ``at``, from its midnight (UTC), in time order."""
+    from streams.sim import SimParams, Simulator, default_queues
+
+    params = SimParams(start=at - at % 86400, hours=24, queues=default_queues(queues), seed=7)
+    return [r for _t, r in Simulator(params).stream() if isinstance(r, dict)]
+
+
 def build_day_state(redis_url: str, queues: int, at: float) -> str:
-    """A fresh prefix holding a simulated contact-center day (``streams.sim``, ``queues``
-    queues, up to 200) from its midnight (UTC) to ``at``, written as a live worker writes it
-    (the clock is each take's newest event time): the traffic of a real day, where ``today``
-    covers every bucket since midnight and a busy queue's buckets hold hundreds of fields."""
+    """A fresh prefix holding :func:`day_events` up to ``at``, written as a live worker
+    writes them (the clock is each take's newest event time): the traffic of a real day,
+    where ``today`` covers every bucket since midnight and a busy queue's buckets hold
+    hundreds of fields."""
     from bench_pipeline import apply_events
 
     from kpi_core.events import parse_ts
-    from streams.sim import SimParams, Simulator, default_queues
 
-    midnight = at - at % 86400
-    params = SimParams(start=midnight, hours=24, queues=default_queues(queues), seed=7)
-    events = [r for _t, r in Simulator(params).stream() if isinstance(r, dict) and parse_ts(r["ts"]) <= at]
+    events = [e for e in day_events(queues, at) if parse_ts(e["ts"]) <= at]
     prefix = common.unique(f"bench-day{queues}")
     apply_events(redis_url, prefix, events, None)
     print(f"{queues} queues, a simulated day to {at:.0f}: {len(events):,} events written", file=sys.stderr)

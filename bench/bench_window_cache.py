@@ -45,23 +45,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import redis
-    from bench_scrape import build_day_state
+    from bench_scrape import build_day_state, day_events
 
     from kpi_core import windows
     from kpi_core.config import Config
     from kpi_core.events import parse_ts
     from streams.redis.read import SnapshotReader, _FieldNames
     from streams.redis.state import RedisState
-    from streams.sim import SimParams, Simulator, default_queues
 
     _kafka, redis_url = common.services_env()
     client = redis.Redis.from_url(redis_url)
     config = Config()
     tenant = "default"
     prefix = build_day_state(redis_url, args.queues, args.at)
-    midnight = args.at - args.at % 86400
-    params = SimParams(start=midnight, hours=24, queues=default_queues(args.queues), seed=7)
-    later = [r for _t, r in Simulator(params).stream() if isinstance(r, dict) and parse_ts(r["ts"]) > args.at]
+    later = [e for e in day_events(args.queues, args.at) if parse_ts(e["ts"]) > args.at]
 
     def windows_call(at: float, cold: bool = False) -> tuple[float, dict[Any, dict[str, float]]]:
         """One snapshot's window script calls at ``at`` (ms) and what they read; ``cold``:
