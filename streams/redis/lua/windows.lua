@@ -47,20 +47,20 @@ for w = 1, nwin do
   ranges[w] = {tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]),
                tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])}
 end
--- lo, hi: the span of every window (bucket starts in [lo, hi) can matter)
-local lo, hi = nil, nil
+-- lo[tier], hi[tier]: the span of the window parts of that tier (bucket starts in [lo, hi) can
+-- matter): the fine index is read only around the fine edges, not since ``today``'s midnight.
+local tiers = {'f', 'c', 'f'}  -- the tier of each window part: head, middle, tail
+local lo, hi = {}, {}
 for w = 1, nwin do
   local r = ranges[w]
-  for p = 1, 5, 2 do
-    if r[p + 1] > r[p] then
-      if lo == nil or r[p] < lo then lo = r[p] end
-      if hi == nil or r[p + 1] > hi then hi = r[p + 1] end
+  for part = 1, 3 do
+    local first, stop, tier = r[2 * part - 1], r[2 * part], tiers[part]
+    if stop > first then
+      if lo[tier] == nil or first < lo[tier] then lo[tier] = first end
+      if hi[tier] == nil or stop > hi[tier] then hi[tier] = stop end
     end
   end
 end
-lo = lo or 0
-hi = hi or 0
-local tiers = {'f', 'c', 'f'}  -- the tier of each window part: head, middle, tail
 local steps = {fine, coarse, fine}
 local out = {}
 local ismax = {}
@@ -116,14 +116,17 @@ end
 for s = 5 + nwin * 6, #ARGV do
   local scope = ARGV[s]
   local prefixes = {f = tag .. ':b:f:' .. scope .. ':', c = tag .. ':b:c:' .. scope .. ':'}
-  -- Per tier, the ascending starts of the buckets the index lists in [lo, hi); nil: no index.
+  -- Per tier, the ascending starts of the buckets the index lists in [lo, hi); nil: no index
+  -- (or no window part of that tier).
   local listed = {}
   for _, tier in ipairs({'f', 'c'}) do
-    local ikey = tag .. ':bi:' .. tier .. ':' .. scope
-    local starts = {}
-    for i, m in ipairs(redis.call('ZRANGEBYSCORE', ikey, lo, '(' .. hi)) do starts[i] = tonumber(m) end
-    -- A zset with members exists: EXISTS only tells an index empty in [lo, hi) from none.
-    if #starts > 0 or redis.call('EXISTS', ikey) == 1 then listed[tier] = starts end
+    if lo[tier] ~= nil then
+      local ikey = tag .. ':bi:' .. tier .. ':' .. scope
+      local starts = {}
+      for i, m in ipairs(redis.call('ZRANGEBYSCORE', ikey, lo[tier], '(' .. hi[tier])) do starts[i] = tonumber(m) end
+      -- A zset with members exists: EXISTS only tells an index empty in [lo, hi) from none.
+      if #starts > 0 or redis.call('EXISTS', ikey) == 1 then listed[tier] = starts end
+    end
   end
   -- Each bucket read and parsed once per scope: its fields but the multisets' (``plain``), its
   -- largest ms per multiset name (``names`` in first-met order, ``top``: that ms, ``topf``: its
