@@ -80,21 +80,42 @@ local function first_at_least(starts, x)
   return a
 end
 
--- A bucket's reply, parsed (see the loop below).
+-- What a field name is, worked out once per call (a name recurs across buckets and scopes):
+-- true for a plain field, {name, ms} for a multiset field that keeps the fast rule, false for
+-- one that does not (not ``mx:<name>:<ms>``, or an ms of more than 15 digits).
+local kinds = {}
+local function kind_of(f)
+  local k
+  if sub(f, 1, 3) == 'mx:' then
+    local name, sign, digits = match(f, '^mx:(.*):(%-?)(%d+)$')
+    if name == nil or #digits > 15 then k = false else k = {name, tonumber(sign .. digits)} end
+  else
+    k = true
+  end
+  kinds[f] = k
+  return k
+end
+
+-- A bucket's reply, parsed (see the loop below). A multiset count of ``1`` (nearly all of
+-- them) is known to be above 0 without converting it; the whole reply (``flat``) is converted
+-- to numbers only for a window the general rule sums (``numbers``).
 local function parse_bucket(key)
   local flat = redis.call('HGETALL', key)
   local plain, names, top, topf = {}, {}, {}, {}
   local odd = false
   for j = 1, #flat, 2 do
     local f = flat[j]
-    local v = tonumber(flat[j + 1])
-    flat[j + 1] = v
-    if sub(f, 1, 3) == 'mx:' then
-      local name, sign, digits = match(f, '^mx:(.*):(%-?)(%d+)$')
-      if name == nil or #digits > 15 or v == nil or not (v > 0) then
+    local k = kinds[f]
+    if k == nil then k = kind_of(f) end
+    if k == true then
+      plain[#plain + 1] = f
+      plain[#plain + 1] = tonumber(flat[j + 1])
+    else
+      local raw = flat[j + 1]
+      if k == false or (raw ~= '1' and not (tonumber(raw) and tonumber(raw) > 0)) then
         odd = true
       else
-        local ms = tonumber(sign .. digits)
+        local name, ms = k[1], k[2]
         local cur = top[name]
         if cur == nil then
           names[#names + 1] = name
@@ -105,12 +126,19 @@ local function parse_bucket(key)
           topf[name] = f
         end
       end
-    else
-      plain[#plain + 1] = f
-      plain[#plain + 1] = v
     end
   end
-  return {flat = flat, plain = plain, names = names, top = top, topf = topf, odd = odd}
+  return {flat = flat, plain = plain, names = names, top = top, topf = topf, odd = odd, numbers = false}
+end
+
+-- A bucket's whole reply as numbers, for a window the general rule sums (converted once).
+local function numbers(b)
+  if not b.numbers then
+    local flat = b.flat
+    for j = 2, #flat, 2 do flat[j] = tonumber(flat[j]) end
+    b.numbers = true
+  end
+  return b.flat
 end
 
 for s = 5 + nwin * 6, #ARGV do
@@ -251,7 +279,7 @@ for s = 5 + nwin * 6, #ARGV do
         keep(capture)
         capture = nil
       end
-      local flat = odd and b.flat or b.plain
+      local flat = odd and numbers(b) or b.plain
       for j = 1, #flat, 2 do
         local f = flat[j]
         local v = flat[j + 1]
