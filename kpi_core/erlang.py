@@ -17,6 +17,7 @@ not O(N²).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 #: The required-agents search gives up (returns None) beyond this many agents: far more than
 #: any queue has, and it bounds the work of a corrupt load.
@@ -174,23 +175,48 @@ def erlang_a(
     a = servers * mu + np.arange(len(queued)) * theta
     p_answered = np.cumprod(a / (a + theta))  # P(answered | k ahead)
     abandoned = float((queued * (1.0 - p_answered)).sum())
+    within = answered_within(queued, a, theta, threshold)
+    return float(weights[:servers].sum()) + within, abandoned
+
+
+def answered_within(queued: Any, a: Any, theta: float, threshold: float) -> float:
+    """Erlang A's share of arrivals answered within ``threshold`` seconds after waiting:
+    ``queued[k]`` is the probability that an arrival finds ``k`` callers ahead, ``a[j]`` the
+    rate at which it moves up from ``j`` ahead (``N μ + j θ``), ``theta`` its own rate of
+    hanging up. Uniformises that absorbing chain (Poisson weights in log space)."""
+    import numpy as np
+
     # Uniformised chain over positions 0..K plus "answered": from position j, rate a_j to
     # j - 1 (or to answered from 0), rate θ out (the caller hangs up).
     rate = float(a[-1] + theta)
     stay = 1.0 - (a + theta) / rate
     move = a / rate
     lam_t = rate * threshold
-    vector = queued.copy()
-    answered = within = 0.0
+    # The Poisson weights first: where they end fixes the last step, and so how many
+    # positions can still reach the front in the steps left (mass moves one position a
+    # step); the positions beyond are left out, step by step, without changing a bit of
+    # what reaches the front.
+    terms: list[float] = []
     step = 0
     while True:
         term = math.exp(-lam_t + step * math.log(lam_t) - math.lgamma(step + 1)) if lam_t > 0 else float(step == 0)
-        within += term * answered
+        terms.append(term)
         if lam_t == 0 or (step > lam_t and term < 1e-15):
             break
-        answered += float(vector[0] * move[0])
-        shifted = np.zeros_like(vector)
-        shifted[:-1] = vector[1:] * move[1:]
-        vector = vector * stay + shifted
         step += 1
-    return float(weights[:servers].sum()) + within, abandoned
+    last = len(terms) - 1  # the front is read at steps 0 .. last - 1
+    vector = queued[: max(1, min(len(queued), last))].copy()
+    answered = within = 0.0
+    for step, term in enumerate(terms):
+        within += term * answered
+        if step == last:
+            break
+        answered += float(vector[0] * move[0])
+        keep, held = max(1, last - step - 1), len(vector)  # positions read from the next step on
+        if keep < held:  # each kept position's inflow is held
+            vector = vector[:keep] * stay[:keep] + vector[1 : keep + 1] * move[1 : keep + 1]
+        else:  # the chain's own last position: nothing flows into it
+            shifted = np.zeros_like(vector)
+            shifted[:-1] = vector[1:] * move[1:held]
+            vector = vector * stay[:held] + shifted
+    return within

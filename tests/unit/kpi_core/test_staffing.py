@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
+import numpy as np
 import pytest
 from harness.queueing import erlang_a as reference_erlang_a
 
@@ -32,6 +34,7 @@ from kpi_core.engine import Engine
 from kpi_core.erlang import (
     MAX_AGENTS,
     agents_required,
+    answered_within,
     erlang_a,
     erlang_b,
     erlang_c,
@@ -335,6 +338,44 @@ def test_erlang_a_at_scale_and_its_limits() -> None:
     assert erlang_a(0, 5.0, 180.0, 60.0, 20.0) == (0.0, 1.0)
     with pytest.raises(ValueError, match=r"finite patience_seconds > 0 and threshold >= 0, got 180\.0, inf, 20\.0"):
         erlang_a(10, 5.0, 180.0, math.inf, 20.0)
+
+
+def whole_chain_answered_within(queued: Any, a: Any, theta: float, threshold: float) -> float:
+    """The uniformised walk over every position of the chain, each step (the reference for
+    kpi_core.erlang.answered_within, which leaves out the positions that cannot reach the
+    front in the steps left)."""
+    rate = float(a[-1] + theta)
+    stay, move = 1.0 - (a + theta) / rate, a / rate
+    lam_t = rate * threshold
+    vector = queued.copy()
+    answered = within = 0.0
+    step = 0
+    while True:
+        term = math.exp(-lam_t + step * math.log(lam_t) - math.lgamma(step + 1)) if lam_t > 0 else float(step == 0)
+        within += term * answered
+        if lam_t == 0 or (step > lam_t and term < 1e-15):
+            return within
+        answered += float(vector[0] * move[0])
+        shifted = np.zeros_like(vector)
+        shifted[:-1] = vector[1:] * move[1:]
+        vector = vector * stay + shifted
+        step += 1
+
+
+@pytest.mark.parametrize("length", [1, 2, 5, 41, 300])
+@pytest.mark.parametrize("threshold", [0.0, 0.5, 20.0, 120.0])
+@pytest.mark.parametrize(("servers", "aht", "patience"), [(1, 60.0, 30.0), (12, 250.0, 190.0), (300, 180.0, 900.0)])
+def test_erlang_a_walk_leaves_out_only_what_cannot_reach_the_front(
+    length: int, threshold: float, servers: int, aht: float, patience: float
+) -> None:
+    """Bit for bit the whole chain's answer: short chains (every position reachable), long
+    ones (most left out), thresholds of no step, a few, and hundreds."""
+    rng = np.random.default_rng(length * 1000 + servers)
+    queued = rng.random(length)
+    queued /= queued.sum() * 1.5
+    theta = 1 / patience
+    a = servers / aht + np.arange(length) * theta
+    assert answered_within(queued, a, theta, threshold) == whole_chain_answered_within(queued, a, theta, threshold)
 
 
 def test_erlang_a_family_uses_the_patience_of_the_last_15_minutes() -> None:
