@@ -13,9 +13,11 @@
 -- number below 2^53 in magnitude (not -0), else %.17g text (exact doubles).
 --
 -- Cost: a window part visits only the buckets its scope's index lists in it (found by binary
--- search in the index's ascending starts), not every slot of its range; each bucket is read
--- and its numbers parsed once per scope, however many windows hold it. A scope without an
--- index (state written before indexes existed) has every slot of every part probed.
+-- search in the index's ascending starts), not every slot of its range; each tier's index is
+-- read only over the span of that tier's parts (the fine one around the fine edges, not since
+-- ``today``'s midnight); each bucket is read and its numbers parsed once per scope, however
+-- many windows hold it, and each distinct field name is classified once per call. A scope
+-- without an index (state written before indexes existed) has every slot of every part probed.
 --
 -- Multisets: a bucket holds one ``mx:<name>:<ms>`` field per distinct value (a busy queue's
 -- hour: thousands), and all present() makes of them is, per name, the largest ms whose summed
