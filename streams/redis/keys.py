@@ -12,6 +12,10 @@ Key layout (``P`` is the prefix, ``ccmon`` by default; ``<x>`` is a name encoded
                                                   below the newest is written (TTL: the index's)
     P:{t:<tenant>}:wc:<scope>               string window cache: a window's sums over closed coarse
                                                   buckets, at a window version (lua/windows.lua)
+    P:{t:<tenant>}:wv:f:<scope>             string minute version: moves on when a fine bucket in a
+                                                  minute below the newest's is written (TTL: the index's)
+    P:{t:<tenant>}:mc:<scope>               string minute folds: each closed minute's fine buckets
+                                                  summed, at a minute version (lua/windows.lua)
     P:{t:<tenant>}:tot:<scope>              hash  lifetime totals (no TTL)
     P:{t:<tenant>}:live:<name>:<scope>      zset  member -> score
     P:{t:<tenant>}:rec:<kind>:<key>         string JSON record (TTL = its expiry)
@@ -125,6 +129,9 @@ class RedisKeys:
 
     def _window_version_key(self, tenant: str, scope: str) -> str:
         return f"{self._tag(tenant)}:wv:{encode(scope)}"
+
+    def _minute_version_key(self, tenant: str, scope: str) -> str:
+        return f"{self._tag(tenant)}:wv:f:{encode(scope)}"
 
     def _totals_key(self, tenant: str, scope: str) -> str:
         return f"{self._tag(tenant)}:tot:{encode(scope)}"

@@ -392,6 +392,14 @@ class BatchWriter(RedisKeys):
                         ["W", self._ttl_ms(expire_at, now), utf8(key), min(starts)],
                     )
                 )
+            elif self.fine_seconds < 60 and 60 % self.fine_seconds == 0:  # the minute folds' version (lua/windows.lua)
+                first = min(starts)
+                ops.append(
+                    (
+                        self._minute_version_key(tenant, scope),
+                        ["W", self._ttl_ms(expire_at, now), utf8(key), first - first % 60 + 59],
+                    )
+                )
             ops.append((key, ["I", self._ttl_ms(expire_at, now), int(keep_from), len(starts), *sorted(starts)]))
         keep = self.series_keep_seconds
         for (kind, tenant), names in b.series_new.items():

@@ -246,3 +246,100 @@ def test_the_window_cache_follows_every_write(redis_client: Any, redis_prefix: s
         for hour in range(int(midnight), int(now[0]) - 3600, 3600):
             write(20, hour, hour + 3600, retract=False)
         check(now[0])
+
+
+def test_the_minute_folds_follow_every_write(redis_client: Any, redis_prefix: str) -> None:
+    """The window script folds each closed minute of fine buckets once (``mc``) at the scope's
+    minute version (``wv:f``), which the batch script moves on when a batch writes a fine
+    bucket in a minute below the index's newest one's, or makes a new index. Scrape after
+    scrape, with writes between them (late ones into folded minutes, retractions, multisets,
+    the current minute, the clock moving on by less and more than a minute), every (scope,
+    window) equals the store's every-bucket read, to the bit; a fraction in a bucket (a
+    legacy float) makes its windows fold bucket by bucket; the folds are what the script
+    reads (a folded bucket changed behind the writer's back does not show until a write
+    moves the version on); and folds left by keys deleted and written again are not read."""
+    now = [AT + 23.0]  # ragged edges: the fine parts hold whole minutes and loose buckets
+    state = RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=lambda: now[0])
+    rng = random.Random(5)
+    scopes = [f"q{i}" for i in range(5)] + ["_all"]
+    applied: list[tuple[str, float, dict[str, int]]] = []
+
+    def write(n: int, lo: float, hi: float, retract: bool = True) -> None:
+        with state.batch():
+            for _ in range(n):
+                if retract and applied and rng.random() < 0.15:
+                    scope, ts, deltas = applied.pop(rng.randrange(len(applied)))
+                    state.add("t", scope, ts, {k: -v for k, v in deltas.items()})
+                    continue
+                scope, ts = rng.choice(scopes), rng.uniform(lo, hi)
+                deltas = {rng.choice(["offered", "answered", "wait_sum_ms", "rings"]): rng.randint(1, 9)}
+                if rng.random() < 0.5:
+                    deltas[f"mx:{rng.choice(['wait', 'callback_delay'])}:{rng.randint(0, 10**6)}"] = 1
+                state.add("t", scope, ts, deltas)
+                applied.append((scope, ts, deltas))
+
+    def check(at: float) -> None:
+        reader = state.snapshot_reader(CONFIG, at)
+        ranges = [windows.window_range(w, at, CONFIG.timezone("t")) for w in CONFIG.windows]
+        reader._prefetch_windows("t", scopes, ranges)
+        for scope in scopes:
+            for start, end in ranges:
+                want = state.read_window("t", scope, start, end)
+                got = reader.read_window("t", scope, start, end)
+                assert got == want, (scope, start, end, at)
+                assert [repr(v) for v in got.values()] == [repr(v) for v in want.values()]
+
+    def folds() -> dict[bytes, bytes]:
+        return {k: redis_client.get(k) for k in redis_client.scan_iter(match=f"{redis_prefix}:*:mc:*")}
+
+    write(600, now[0] - 3700, now[0])
+    check(now[0])
+    assert len(folds()) == len(scopes)
+    steps = {"late": 0, "current": 0, "advance": 0, "again": 0}
+    for _ in range(40):
+        step = rng.choice(list(steps))
+        steps[step] += 1
+        if step == "late":  # into minutes already folded
+            write(rng.randint(1, 10), now[0] - 3000, now[0] - 120)
+        elif step == "current":
+            write(rng.randint(1, 10), now[0] - 15, now[0])
+        elif step == "advance":
+            now[0] += rng.choice([10, 30, 60, 70, 300])
+            write(rng.randint(1, 10), now[0] - 40, now[0])
+        check(now[0])
+    assert min(steps.values()) >= 5
+
+    # The folds are read: a bucket of a folded minute changed behind the writer's back does
+    # not show; a write into an earlier minute moves the version on, and then it does.
+    scope = "q2"
+    five = windows.window_range(CONFIG.windows[0], now[0], CONFIG.timezone("t"))
+    fine = CONFIG.bucket_seconds
+    starts = [int(m) for m in redis_client.zrange(state._index_key("t", windows.FINE, scope), 0, -1)]
+    newest_minute = max(starts) - max(starts) % 60
+    folded = [t for t in starts if five[0] <= t - t % 60 and t - t % 60 + 60 <= min(five[1], newest_minute)]
+    assert folded, "no folded minute in the 5m window"
+    before = state.read_window("t", scope, *five)
+    redis_client.hincrby(state._bucket_key("t", windows.FINE, scope, folded[0]), "offered", 1000)
+    assert state.snapshot_reader(CONFIG, now[0]).read_window("t", scope, *five) == before
+    with state.batch():
+        state.add("t", scope, folded[0] - folded[0] % 60 + fine / 2, {"rings": 1})
+    got = state.snapshot_reader(CONFIG, now[0]).read_window("t", scope, *five)
+    assert got == state.read_window("t", scope, *five)
+    assert got["offered"] == before.get("offered", 0) + 1000
+
+    # A fraction (a legacy float) in one folded bucket: its windows are summed bucket by bucket.
+    redis_client.hset(state._bucket_key("t", windows.FINE, scope, folded[-1]), "wait_sum", "0.1")
+    with state.batch():  # moves the version on, so the minute is folded again (and refused)
+        state.add("t", scope, folded[-1] - folded[-1] % 60 + fine / 2, {"rings": 1})
+    check(now[0])
+
+    # Every key but the folds deleted (a `rebuild --clear` racing a scrape), then other data
+    # written in time order: the new indexes move the versions on, the old folds are not read.
+    for kept in (b"\0", b":mc:"):
+        for key in redis_client.scan_iter(match=f"{redis_prefix}:*"):
+            if kept not in key:
+                redis_client.delete(key)
+        applied.clear()
+        for minute in range(int(now[0]) - 3600, int(now[0]) - 60, 600):
+            write(15, minute, minute + 600, retract=False)
+        check(now[0])

@@ -42,7 +42,8 @@ local function drop(enc)
     for i = 1, #starts, 1000 do redis.call('DEL', unpack(starts, i, math.min(i + 999, #starts))) end
     redis.call('DEL', ikey)
   end
-  redis.call('DEL', tag .. ':wv:' .. enc, tag .. ':wc:' .. enc)  -- the window cache goes with them
+  -- the window cache and the minute folds go with them
+  redis.call('DEL', tag .. ':wv:' .. enc, tag .. ':wc:' .. enc, tag .. ':wv:f:' .. enc, tag .. ':mc:' .. enc)
 end
 local retired = 0
 if kind == 'tenant' then
