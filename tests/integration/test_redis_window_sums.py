@@ -255,7 +255,8 @@ def test_the_minute_folds_follow_every_write(redis_client: Any, redis_prefix: st
     scrape, with writes between them (late ones into folded minutes, retractions, multisets,
     the current minute, the clock moving on by less and more than a minute), every (scope,
     window) equals the store's every-bucket read, to the bit; a fraction in a bucket (a
-    legacy float) makes its windows fold bucket by bucket; the folds are what the script
+    legacy float) or sums that would round differently regrouped (near 2^52 and 2^53) make
+    their windows fold bucket by bucket; the folds are what the script
     reads (a folded bucket changed behind the writer's back does not show until a write
     moves the version on); and folds left by keys deleted and written again are not read."""
     now = [AT + 23.0]  # ragged edges: the fine parts hold whole minutes and loose buckets
@@ -327,6 +328,20 @@ def test_the_minute_folds_follow_every_write(redis_client: Any, redis_prefix: st
     assert got == state.read_window("t", scope, *five)
     assert got["offered"] == before.get("offered", 0) + 1000
 
+    # Where grouping would change the bits: 2^52 - 0.5 in one minute's bucket, then 1 and 1 in
+    # two buckets of the next minute. In order: 2^52 + 0.5 rounds to 2^52, then 2^52 + 1; the
+    # next minute's fold (2) added at once would give 2^52 + 1.5, rounded to 2^52 + 2. And
+    # whole numbers whose sum passes 2^53 (2^53, then 1 and 1) round alike only in order.
+    for field, head, where in (("legacy_sum", "4503599627370495.5", "q2"), ("huge_sum_ms", "9007199254740992", "q3")):
+        listed = [int(m) for m in redis_client.zrange(state._index_key("t", windows.FINE, where), 0, -1)]
+        closed = max(listed) - max(listed) % 60
+        first, second = list(range(int(five[0]) - int(five[0]) % 60 + 60, closed, 60))[:2]
+        redis_client.hset(state._bucket_key("t", windows.FINE, where, first), field, head)
+        with state.batch():
+            for start in (second, second + fine):
+                state.add("t", where, start + fine / 2, {field: 1})
+            state.add("t", where, first + fine / 2, {"rings": 1})  # a write below the newest minute
+        check(now[0])
     # A fraction (a legacy float) in one folded bucket: its windows are summed bucket by bucket.
     redis_client.hset(state._bucket_key("t", windows.FINE, scope, folded[-1]), "wait_sum", "0.1")
     with state.batch():  # moves the version on, so the minute is folded again (and refused)

@@ -48,8 +48,10 @@
 -- holds what its buckets hold. A window then folds a whole minute as one item instead of its
 -- buckets: 5m reads 5 items where it read 30. Summing by minutes groups the additions
 -- differently, so it is used only where grouping cannot change a bit: every number of the
--- window's buckets whole and below 2^38 (a window cache's below 2^45), no odd bucket;
--- otherwise the window is folded bucket by bucket, as without the folds.
+-- window's buckets whole, the largest magnitudes of its items (and of the window cache it
+-- goes on from) summing below 2^53 (no partial sum, in any grouping, reaches it), no odd
+-- bucket; otherwise the window is folded bucket by bucket, as without the folds. Like the
+-- window cache, it assumes every worker writing the prefix moves the versions (this release).
 
 local tag = ARGV[1]
 local fine = tonumber(ARGV[2])
@@ -83,13 +85,9 @@ local sub = string.sub
 local match = string.match
 local floor = math.floor
 local WHOLE = 2 ^ 53
--- Minute folds (see the header), where fine buckets tile a minute. A bucket whose numbers are
--- all whole and below SMALL (and a window cache below CACHE_SMALL) sums to the same numbers in
--- any grouping: every partial sum of a day's buckets stays below 2^53.
+-- Minute folds (see the header), where fine buckets tile a minute.
 local MINUTE = 60
 local minutes_on = fine < MINUTE and MINUTE % fine == 0
-local SMALL = 2 ^ 38
-local CACHE_SMALL = 2 ^ 45
 
 -- The first position in ascending ``starts`` whose value is >= x (#starts + 1 if none).
 local function first_at_least(starts, x)
@@ -162,31 +160,40 @@ local function numbers(b)
   return b.flat
 end
 
--- True when every number of a parsed bucket's plain fields is whole and below SMALL (checked
--- once): such buckets may be summed minute by minute (the minute folds).
-local function small_whole(b)
+-- Whether every number of a parsed bucket's plain fields is whole, and the largest magnitude
+-- among them (worked out once). Whole numbers sum to the same bits in any grouping when no
+-- partial sum reaches 2^53: ensured when the magnitudes summed over a window's items stay
+-- below it (any partial sum of a field is at most that).
+local function whole_mag(b)
   local w = b.whole
   if w == nil then
     w = true
+    local mag = 0
     local plain = b.plain
     for k = 2, #plain, 2 do
       local v = plain[k]
-      if v ~= floor(v) or v >= SMALL or v <= -SMALL then
+      if v ~= floor(v) then
         w = false
         break
       end
+      if v < 0 then v = -v end
+      if v > mag then mag = v end
     end
-    b.whole = w
+    b.whole, b.mag = w, mag
   end
-  return w
+  return w, b.mag
 end
 
 -- The fold of parsed buckets, in order, as the window loop below folds them, kept compact:
 -- ``p`` the sums as a flat {field, value, ...} list in first-met order, ``n`` the multiset
--- names in first-met order, ``t`` and ``f`` their largest ms and its field.
+-- names in first-met order, ``t`` and ``f`` each name's largest ms and its field, ``m`` the
+-- sum of the buckets' largest magnitudes (a bound on any partial sum of a field).
 local function fold_buckets(buckets)
   local sums, order, names, top, topf = {}, {}, {}, {}, {}
+  local mag = 0
   for _, b in ipairs(buckets) do
+    local _, m = whole_mag(b)
+    mag = mag + m
     local flat = b.plain
     for k = 1, #flat, 2 do
       local f, v = flat[k], flat[k + 1]
@@ -217,34 +224,21 @@ local function fold_buckets(buckets)
       end
     end
   end
-  local p, t, tf = {}, {}, {}
+  local p = {}
   for _, f in ipairs(order) do
     p[#p + 1] = f
     p[#p + 1] = sums[f]
   end
-  for k, name in ipairs(names) do
-    t[k] = top[name]
-    tf[k] = topf[name]
-  end
-  return {p = p, n = names, t = t, f = tf}
+  return {p = p, n = names, t = top, f = topf, m = mag}
 end
 
 -- A compact fold as an item the window loop folds like a bucket; nil when it is malformed.
 local function fold_item(c)
   if type(c) ~= 'table' or type(c.p) ~= 'table' or type(c.n) ~= 'table' or type(c.t) ~= 'table'
-      or type(c.f) ~= 'table' or #c.p % 2 ~= 0 then
+      or type(c.f) ~= 'table' or type(c.m) ~= 'number' then
     return nil
   end
-  local top, topf = {}, {}
-  for k, name in ipairs(c.n) do
-    if type(name) ~= 'string' or type(c.t[k]) ~= 'number' or type(c.f[k]) ~= 'string' then return nil end
-    top[name] = c.t[k]
-    topf[name] = c.f[k]
-  end
-  for k = 1, #c.p, 2 do
-    if type(c.p[k]) ~= 'string' or type(c.p[k + 1]) ~= 'number' then return nil end
-  end
-  return {plain = c.p, names = c.n, top = top, topf = topf, odd = false, whole = true}
+  return {plain = c.p, names = c.n, top = c.t, topf = c.f, odd = false, whole = true, mag = c.m}
 end
 
 for s = 5 + nwin * 6, #ARGV do
@@ -287,7 +281,7 @@ for s = 5 + nwin * 6, #ARGV do
     end
   end
   -- Minute m's fold as an item, from the cache or from its buckets (then cached); nil when one
-  -- of its buckets is odd or not small and whole (they are then folded one by one).
+  -- of its buckets is odd or holds a fraction (they are then folded one by one).
   local function minute_item(m)
     local item = mitems[m]
     if item ~= nil or mbad[m] then return item end
@@ -303,7 +297,7 @@ for s = 5 + nwin * 6, #ARGV do
             b = parse_bucket(prefixes.f .. fmt('%d', t))
             parsed.f[t] = b
           end
-          if b.odd or not small_whole(b) then
+          if b.odd or not whole_mag(b) then
             mbad[m] = true
             return nil
           end
@@ -321,7 +315,7 @@ for s = 5 + nwin * 6, #ARGV do
   end
   -- The buckets of window w in fold order (head, middle, tail, ascending), each with its part
   -- and start; the middle's below ``skip`` left out (they are in the cache). ``odd``: one is.
-  local function gather(r, skip, minutes)
+  local function gather(r, skip, minutes, base)
     local held, parts, at = {}, {}, {}
     local odd, folded, last = false, false, nil
     for part = 1, 3 do
@@ -370,12 +364,16 @@ for s = 5 + nwin * 6, #ARGV do
         end
       end
     end
-    -- Minute folds stand with small whole numbers only (any grouping sums them alike): else
-    -- the caller gathers the window again bucket by bucket.
+    -- Minute folds stand only where any grouping sums alike: whole numbers, the magnitudes of
+    -- the items (and ``base``, the largest of a cache the fold goes on from) summing below
+    -- 2^53. Else the caller gathers the window again bucket by bucket.
     local grouped = folded and not odd
     if grouped then
+      local total = base or 0
       for _, b in ipairs(held) do
-        if not small_whole(b) then
+        local whole, mag = whole_mag(b)
+        total = total + mag
+        if not whole or total >= WHOLE then
           grouped = false
           break
         end
@@ -410,14 +408,18 @@ for s = 5 + nwin * 6, #ARGV do
       end
     end
   end
-  -- Whether the cache may be continued with minute folds: its sums small and whole.
-  local cached_small = cached ~= nil
+  -- The largest magnitude among the cache's sums (WHOLE when one is not a whole number): the
+  -- minute folds after it stand only if it leaves room below 2^53.
+  local cached_mag = WHOLE
   if cached ~= nil then
+    cached_mag = 0
     for _, v in ipairs(cached.vals) do
-      if type(v) ~= 'number' or v ~= floor(v) or v >= CACHE_SMALL or v <= -CACHE_SMALL then
-        cached_small = false
+      if type(v) ~= 'number' or v ~= floor(v) then
+        cached_mag = WHOLE
         break
       end
+      if v < 0 then v = -v end
+      if v > cached_mag then cached_mag = v end
     end
   end
   local minutes = mfolds ~= nil
@@ -426,8 +428,8 @@ for s = 5 + nwin * 6, #ARGV do
     local held, parts, at, odd, folded, grouped
     local use = w == cw and cached ~= nil
     if use then
-      held, parts, at, odd, folded, grouped = gather(r, cached.upto, minutes)
-      if folded and not (grouped and cached_small) then
+      held, parts, at, odd, folded, grouped = gather(r, cached.upto, minutes, cached_mag)
+      if folded and not grouped then
         held, parts, at, odd = gather(r, cached.upto, false)
       end
       if odd then use = false end  -- the general rule from the start: every bucket read
