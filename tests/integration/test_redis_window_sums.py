@@ -154,6 +154,50 @@ def test_live_reads_of_many_queues_equal_the_store_reads(redis_client: Any, redi
                 )
 
 
+def random_writes(
+    state: RedisState,
+    rng: random.Random,
+    scopes: list[str],
+    applied: list[tuple[str, float, dict[str, int]]],
+    n: int,
+    lo: float,
+    hi: float,
+    retract: bool = True,
+) -> None:
+    """One batch of ``n`` adds through the writer at times in [lo, hi): a random count or sum,
+    half of them with a multiset field; or (15 %, with ``retract``) the retraction of an earlier
+    one from ``applied``, as the engine makes them."""
+    with state.batch():
+        for _ in range(n):
+            if retract and applied and rng.random() < 0.15:  # a retraction, as the engine makes them
+                scope, ts, deltas = applied.pop(rng.randrange(len(applied)))
+                state.add("t", scope, ts, {k: -v for k, v in deltas.items()})
+                continue
+            scope, ts = rng.choice(scopes), rng.uniform(lo, hi)
+            deltas = {rng.choice(["offered", "answered", "wait_sum_ms", "rings"]): rng.randint(1, 9)}
+            if rng.random() < 0.5:
+                deltas[f"mx:{rng.choice(['wait', 'callback_delay'])}:{rng.randint(0, 10**6)}"] = 1
+            state.add("t", scope, ts, deltas)
+            applied.append((scope, ts, deltas))
+
+
+def scripted_equals_store(state: RedisState, scopes: list[str], at: float) -> int:
+    """Every (scope, window) the window script sums at ``at`` equals the store's every-bucket
+    read, to the bit; returns how many are not empty."""
+    reader = state.snapshot_reader(CONFIG, at)
+    ranges = [windows.window_range(w, at, CONFIG.timezone("t")) for w in CONFIG.windows]
+    reader._prefetch_windows("t", scopes, ranges)
+    nonempty = 0
+    for scope in scopes:
+        for start, end in ranges:
+            want = state.read_window("t", scope, start, end)
+            got = reader.read_window("t", scope, start, end)
+            assert got == want, (scope, start, end, at)
+            assert [repr(v) for v in got.values()] == [repr(v) for v in want.values()]
+            nonempty += bool(want)
+    return nonempty
+
+
 def test_the_window_cache_follows_every_write(redis_client: Any, redis_prefix: str) -> None:
     """The window script keeps, per scope, its fold of the longest window's closed coarse
     buckets (``wc``) at the scope's window version (``wv``), which the batch script moves on
@@ -171,32 +215,10 @@ def test_the_window_cache_follows_every_write(redis_client: Any, redis_prefix: s
     applied: list[tuple[str, float, dict[str, int]]] = []
 
     def write(n: int, lo: float, hi: float, retract: bool = True) -> None:
-        with state.batch():
-            for _ in range(n):
-                if retract and applied and rng.random() < 0.15:  # a retraction, as the engine makes them
-                    scope, ts, deltas = applied.pop(rng.randrange(len(applied)))
-                    state.add("t", scope, ts, {k: -v for k, v in deltas.items()})
-                    continue
-                scope, ts = rng.choice(scopes), rng.uniform(lo, hi)
-                deltas = {rng.choice(["offered", "answered", "wait_sum_ms", "rings"]): rng.randint(1, 9)}
-                if rng.random() < 0.5:
-                    deltas[f"mx:{rng.choice(['wait', 'callback_delay'])}:{rng.randint(0, 10**6)}"] = 1
-                state.add("t", scope, ts, deltas)
-                applied.append((scope, ts, deltas))
+        random_writes(state, rng, scopes, applied, n, lo, hi, retract)
 
     def check(at: float) -> int:
-        reader = state.snapshot_reader(CONFIG, at)
-        ranges = [windows.window_range(w, at, CONFIG.timezone("t")) for w in CONFIG.windows]
-        reader._prefetch_windows("t", scopes, ranges)
-        nonempty = 0
-        for scope in scopes:
-            for start, end in ranges:
-                want = state.read_window("t", scope, start, end)
-                got = reader.read_window("t", scope, start, end)
-                assert got == want, (scope, start, end, at)
-                assert [repr(v) for v in got.values()] == [repr(v) for v in want.values()]
-                nonempty += bool(want)
-        return nonempty
+        return scripted_equals_store(state, scopes, at)
 
     write(400, midnight, AT)
     assert check(AT) > 0
@@ -266,29 +288,10 @@ def test_the_minute_folds_follow_every_write(redis_client: Any, redis_prefix: st
     applied: list[tuple[str, float, dict[str, int]]] = []
 
     def write(n: int, lo: float, hi: float, retract: bool = True) -> None:
-        with state.batch():
-            for _ in range(n):
-                if retract and applied and rng.random() < 0.15:
-                    scope, ts, deltas = applied.pop(rng.randrange(len(applied)))
-                    state.add("t", scope, ts, {k: -v for k, v in deltas.items()})
-                    continue
-                scope, ts = rng.choice(scopes), rng.uniform(lo, hi)
-                deltas = {rng.choice(["offered", "answered", "wait_sum_ms", "rings"]): rng.randint(1, 9)}
-                if rng.random() < 0.5:
-                    deltas[f"mx:{rng.choice(['wait', 'callback_delay'])}:{rng.randint(0, 10**6)}"] = 1
-                state.add("t", scope, ts, deltas)
-                applied.append((scope, ts, deltas))
+        random_writes(state, rng, scopes, applied, n, lo, hi, retract)
 
     def check(at: float) -> None:
-        reader = state.snapshot_reader(CONFIG, at)
-        ranges = [windows.window_range(w, at, CONFIG.timezone("t")) for w in CONFIG.windows]
-        reader._prefetch_windows("t", scopes, ranges)
-        for scope in scopes:
-            for start, end in ranges:
-                want = state.read_window("t", scope, start, end)
-                got = reader.read_window("t", scope, start, end)
-                assert got == want, (scope, start, end, at)
-                assert [repr(v) for v in got.values()] == [repr(v) for v in want.values()]
+        scripted_equals_store(state, scopes, at)
 
     def folds() -> dict[bytes, bytes]:
         return {k: redis_client.get(k) for k in redis_client.scan_iter(match=f"{redis_prefix}:*:mc:*")}

@@ -184,6 +184,43 @@ local function whole_mag(b)
   return w, b.mag
 end
 
+-- Adds a flat {field, value, ...} list into ``sums``, each field's first meeting appended to
+-- ``order``: counts and sums added (from 0), a legacy ``max_*`` field the larger.
+local function add_fields(sums, order, flat)
+  for k = 1, #flat, 2 do
+    local f, v = flat[k], flat[k + 1]
+    local m = ismax[f]
+    if m == nil then
+      m = sub(f, 1, 4) == 'max_'
+      ismax[f] = m
+    end
+    local cur = sums[f]
+    if cur == nil then
+      order[#order + 1] = f
+      if m then sums[f] = v else sums[f] = 0 + v end
+    elseif m then
+      if v > cur then sums[f] = v end
+    else
+      sums[f] = cur + v
+    end
+  end
+end
+
+-- Merges item ``b``'s multisets' largest (``names``, ``top``, ``topf``) into the fold's.
+local function add_largest(names, top, topf, b)
+  for _, name in ipairs(b.names) do
+    local ms, cur = b.top[name], top[name]
+    if cur == nil then
+      names[#names + 1] = name
+      top[name] = ms
+      topf[name] = b.topf[name]
+    elseif ms > cur then
+      top[name] = ms
+      topf[name] = b.topf[name]
+    end
+  end
+end
+
 -- The fold of parsed buckets, in order, as the window loop below folds them, kept compact:
 -- ``p`` the sums as a flat {field, value, ...} list in first-met order, ``n`` the multiset
 -- names in first-met order, ``t`` and ``f`` each name's largest ms and its field, ``m`` the
@@ -194,35 +231,8 @@ local function fold_buckets(buckets)
   for _, b in ipairs(buckets) do
     local _, m = whole_mag(b)
     mag = mag + m
-    local flat = b.plain
-    for k = 1, #flat, 2 do
-      local f, v = flat[k], flat[k + 1]
-      local m = ismax[f]
-      if m == nil then
-        m = sub(f, 1, 4) == 'max_'
-        ismax[f] = m
-      end
-      local cur = sums[f]
-      if cur == nil then
-        order[#order + 1] = f
-        if m then sums[f] = v else sums[f] = 0 + v end
-      elseif m then
-        if v > cur then sums[f] = v end
-      else
-        sums[f] = cur + v
-      end
-    end
-    for _, name in ipairs(b.names) do
-      local ms, cur = b.top[name], top[name]
-      if cur == nil then
-        names[#names + 1] = name
-        top[name] = ms
-        topf[name] = b.topf[name]
-      elseif ms > cur then
-        top[name] = ms
-        topf[name] = b.topf[name]
-      end
-    end
+    add_fields(sums, order, b.plain)
+    add_largest(names, top, topf, b)
   end
   local p = {}
   for _, f in ipairs(order) do
@@ -482,39 +492,8 @@ for s = 5 + nwin * 6, #ARGV do
         keep(capture)
         capture = nil
       end
-      local flat = odd and numbers(b) or b.plain
-      for j = 1, #flat, 2 do
-        local f = flat[j]
-        local v = flat[j + 1]
-        local m = ismax[f]
-        if m == nil then
-          m = sub(f, 1, 4) == 'max_'
-          ismax[f] = m
-        end
-        local cur = sums[f]
-        if cur == nil then
-          order[#order + 1] = f
-          if m then sums[f] = v else sums[f] = 0 + v end
-        elseif m then
-          if v > cur then sums[f] = v end
-        else
-          sums[f] = cur + v
-        end
-      end
-      if not odd then
-        for _, name in ipairs(b.names) do
-          local ms = b.top[name]
-          local cur = top[name]
-          if cur == nil then
-            names[#names + 1] = name
-            top[name] = ms
-            topf[name] = b.topf[name]
-          elseif ms > cur then
-            top[name] = ms
-            topf[name] = b.topf[name]
-          end
-        end
-      end
+      add_fields(sums, order, odd and numbers(b) or b.plain)
+      if not odd then add_largest(names, top, topf, b) end
     end
     if capture ~= nil then keep(capture) end
     local flat = {}
