@@ -160,28 +160,29 @@ local function numbers(b)
   return b.flat
 end
 
--- Whether every number of a parsed bucket's plain fields is whole, and the largest magnitude
--- among them (worked out once). Whole numbers sum to the same bits in any grouping when no
--- partial sum reaches 2^53: ensured when the magnitudes summed over a window's items stay
--- below it (any partial sum of a field is at most that).
-local function whole_mag(b)
-  local w = b.whole
-  if w == nil then
-    w = true
-    local mag = 0
-    local plain = b.plain
-    for k = 2, #plain, 2 do
-      local v = plain[k]
-      if v ~= floor(v) then
-        w = false
-        break
-      end
-      if v < 0 then v = -v end
-      if v > mag then mag = v end
-    end
-    b.whole, b.mag = w, mag
+-- ``largest_whole``: the largest magnitude among list[first], list[first + step]..., nil when
+-- one is not a whole number. ``whole_mag``: whether every number of a parsed bucket's plain
+-- fields is whole, and the largest magnitude among them (worked out once). Whole numbers sum
+-- to the same bits in any grouping when no partial sum reaches 2^53: ensured when the
+-- magnitudes summed over a window's items stay below it (any partial sum of a field is at
+-- most that).
+local function largest_whole(list, first, step)
+  local mag = 0
+  for k = first, #list, step do
+    local v = list[k]
+    if type(v) ~= 'number' or v ~= floor(v) then return nil end
+    if v < 0 then v = -v end
+    if v > mag then mag = v end
   end
-  return w, b.mag
+  return mag
+end
+
+local function whole_mag(b)
+  if b.whole == nil then
+    local mag = largest_whole(b.plain, 2, 2)
+    b.whole, b.mag = mag ~= nil, mag or 0
+  end
+  return b.whole, b.mag
 end
 
 -- Adds a flat {field, value, ...} list into ``sums``, each field's first meeting appended to
@@ -420,18 +421,7 @@ for s = 5 + nwin * 6, #ARGV do
   end
   -- The largest magnitude among the cache's sums (WHOLE when one is not a whole number): the
   -- minute folds after it stand only if it leaves room below 2^53.
-  local cached_mag = WHOLE
-  if cached ~= nil then
-    cached_mag = 0
-    for _, v in ipairs(cached.vals) do
-      if type(v) ~= 'number' or v ~= floor(v) then
-        cached_mag = WHOLE
-        break
-      end
-      if v < 0 then v = -v end
-      if v > cached_mag then cached_mag = v end
-    end
-  end
+  local cached_mag = cached ~= nil and largest_whole(cached.vals, 1, 1) or WHOLE
   local minutes = mfolds ~= nil
   for w = 1, nwin do
     local r = ranges[w]
