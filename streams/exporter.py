@@ -63,7 +63,7 @@ from kpi_core.kpis import MetricFamily, live_agents, snapshot, waiting_calls
 from kpi_core.state import StateStore
 from streams import web
 from streams.redis.policy import EvictionWatch
-from streams.security import WSGIApp
+from streams.security import WSGIApp, redis_error_hint
 from streams.settings import Settings
 from streams.web.alerts import AlertmanagerAlerts
 from streams.web.week_over_week import WeekOverWeek
@@ -225,7 +225,7 @@ def _redis_guard(fn: web.app.LiveRows) -> web.app.LiveRows:
         try:
             return fn(tenant, queue)
         except redis.RedisError as exc:
-            log.error("live rows: Redis error: %s: %s", type(exc).__name__, exc)
+            log.error("live rows: Redis error: %s: %s%s", type(exc).__name__, exc, redis_error_hint(exc))
             raise web.app.Unavailable(f"Redis unavailable: {type(exc).__name__}") from exc
 
     return call
@@ -304,7 +304,7 @@ def build_app(
             try:
                 content_type, body = read(query)
             except redis.RedisError as exc:
-                log.error("%s: Redis error: %s: %s", path, type(exc).__name__, exc)
+                log.error("%s: Redis error: %s: %s%s", path, type(exc).__name__, exc, redis_error_hint(exc))
                 body = f"Redis unavailable: {type(exc).__name__}\n".encode()
                 return "503 Service Unavailable", "text/plain; charset=utf-8", body
             return "200 OK", content_type, body

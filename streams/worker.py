@@ -49,6 +49,7 @@ from streams.logs import faust_logging_config
 from streams.redis.policy import EvictionWatch, check_at_start
 from streams.redis.state import RedisState
 from streams.redis.write import BatchConflict
+from streams.security import redis_error_hint
 from streams.settings import Settings
 from streams.watchdog import PartitionWatchdog
 
@@ -283,7 +284,12 @@ class BatchProcessor:
         if self._redis_down_since is None:
             self._redis_down_since = now
             self._last_down_log = now
-            log.error("Redis error: %s: %s; the batch waits and is retried (not dropped)", type(exc).__name__, exc)
+            log.error(
+                "Redis error: %s: %s%s; the batch waits and is retried (not dropped)",
+                type(exc).__name__,
+                exc,
+                redis_error_hint(exc),
+            )
         elif now - self._last_down_log >= 30:
             self._last_down_log = now
             log.error("Redis still failing after %.0f s: %s: %s", now - self._redis_down_since, type(exc).__name__, exc)
