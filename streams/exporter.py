@@ -391,6 +391,8 @@ def serve(settings: Settings) -> int:
             "listening on %s without basic auth: /api/callbacks/pending masks customer ids (docs/SECURITY.md)",
             settings.exporter_host,
         )
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stopped.set())  # a stop during the ping below too
     try:
         server = web.serve(app, settings.exporter_host, settings.exporter_port, ssl_context=tls)
     except OSError as exc:
@@ -406,8 +408,6 @@ def serve(settings: Settings) -> int:
             security.redis_error_hint(exc),
         )
     recorder.start()
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: stopped.set())
     log.info(
         "serving %smetrics from %s (prefix %s)%s",
         server.url,
