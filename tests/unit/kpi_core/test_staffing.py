@@ -341,9 +341,8 @@ def test_erlang_a_at_scale_and_its_limits() -> None:
 
 
 def whole_chain_answered_within(queued: Any, a: Any, theta: float, threshold: float) -> float:
-    """The uniformised walk over every position of the chain, each step (the reference for
-    kpi_core.erlang.answered_within, which leaves out the positions that cannot reach the
-    front in the steps left)."""
+    """The uniformised walk over every position of the chain, each step: the reference for
+    kpi_core.erlang.answered_within's closed form."""
     rate = float(a[-1] + theta)
     stay, move = 1.0 - (a + theta) / rate, a / rate
     lam_t = rate * threshold
@@ -362,20 +361,25 @@ def whole_chain_answered_within(queued: Any, a: Any, theta: float, threshold: fl
         step += 1
 
 
-@pytest.mark.parametrize("length", [1, 2, 5, 41, 300])
+@pytest.mark.parametrize("length", [1, 2, 3, 5, 41, 300, 1000])
 @pytest.mark.parametrize("threshold", [0.0, 0.5, 20.0, 120.0])
-@pytest.mark.parametrize(("servers", "aht", "patience"), [(1, 60.0, 30.0), (12, 250.0, 190.0), (300, 180.0, 900.0)])
-def test_erlang_a_walk_leaves_out_only_what_cannot_reach_the_front(
+@pytest.mark.parametrize(
+    ("servers", "aht", "patience"), [(1, 60.0, 30.0), (12, 250.0, 190.0), (300, 180.0, 900.0), (5, 100.0, 10.0)]
+)
+def test_erlang_a_closed_form_is_the_uniformised_walk(
     length: int, threshold: float, servers: int, aht: float, patience: float
 ) -> None:
-    """Bit for bit the whole chain's answer: short chains (every position reachable), long
-    ones (most left out), thresholds of no step, a few, and hundreds."""
+    """The closed form (a regularised incomplete beta function a position) equals the walk of
+    the whole chain: short chains and long ones, thresholds of no step, a few and hundreds,
+    patience far shorter and far longer than the threshold."""
     rng = np.random.default_rng(length * 1000 + servers)
     queued = rng.random(length)
     queued /= queued.sum() * 1.5
     theta = 1 / patience
     a = servers / aht + np.arange(length) * theta
-    assert answered_within(queued, a, theta, threshold) == whole_chain_answered_within(queued, a, theta, threshold)
+    got = answered_within(queued, a, theta, threshold)
+    assert got == pytest.approx(whole_chain_answered_within(queued, a, theta, threshold), rel=0, abs=1e-12)
+    assert (got > 0) == (threshold > 0)
 
 
 def test_erlang_a_family_uses_the_patience_of_the_last_15_minutes() -> None:
