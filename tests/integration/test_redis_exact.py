@@ -191,3 +191,63 @@ def test_a_redis_in_the_old_layout_reads_as_a_fresh_store_fed_every_event(redis_
     want = memory(events, at)
     assert got.keys() == want.keys()
     assert got == pytest.approx(want, rel=1e-9, abs=1e-6)
+
+
+def test_the_batch_scripts_hash_sums_are_exact_on_every_path(redis_client: Any, redis_prefix: str) -> None:
+    """The batch script's ``H`` op on every kind of field: whole deltas by HINCRBY (beyond 2^53
+    too), a fraction or a field holding one (an older release's) by HINCRBYFLOAT, maxima kept
+    only when higher. Each gives the text exact arithmetic gives, a multiset field at 0 is
+    deleted, and a field named twice is added twice."""
+    from decimal import Decimal
+
+    from streams.redis.scripts import APPLY_LUA
+
+    key = f"{redis_prefix}:{{t:x}}:b:f:q:0"
+    old = {
+        "b": "123",
+        "mx:7": "2",
+        "c": "999999999999999",  # the sum has 16 digits
+        "d": "9007199254740993",  # above 2^53: not a double
+        "e": "1.5",  # a fraction from an old release: HINCRBYFLOAT
+        "g": "7",
+        "h": "-42",
+        "i": "5",
+        "m": "10",
+        "n": "10",
+    }
+    redis_client.hset(key, mapping=old)
+    sums = [
+        ("a", "5"),  # absent
+        ("b", "-123"),  # to 0, kept
+        ("mx:7", "-2"),  # a multiset count to 0: deleted
+        ("mx:8", "0"),  # absent and 0: stays absent
+        ("c", "1"),
+        ("d", "1"),
+        ("e", "2"),
+        ("g", "0.25"),
+        ("h", "100000000000000"),
+        ("j", "-1000000000000000"),
+    ]
+    maxima = [("m", "12"), ("n", "3")]
+    argv: list[Any] = [0, 0, "H", 0, len(sums), len(maxima)]
+    for field, delta in [*sums, *maxima]:
+        argv += [field, delta]
+    assert redis_client.eval(APPLY_LUA, 1, key, *argv) == 0
+
+    def exact(was: str | None, delta: str) -> str:
+        total = Decimal(was or 0) + Decimal(delta)
+        return str(int(total)) if total == int(total) else str(total.normalize())
+
+    want = dict(old)
+    for field, delta in sums:
+        want[field] = exact(old.get(field), delta)
+    want["m"] = "12"
+    del want["mx:7"], want["mx:8"]
+    got = {k.decode(): v.decode() for k, v in redis_client.hgetall(key).items()}
+    assert got == want
+    assert got["c"] == "1000000000000000" and got["d"] == "9007199254740994" and got["g"] == "7.25"
+
+    # A field named twice in one op (the writer merges them; the script adds both anyway).
+    twice = [0, 0, "H", 0, 3, 0, "i", "1", "i", "2", "a", "1"]
+    assert redis_client.eval(APPLY_LUA, 1, key, *twice) == 0
+    assert redis_client.hmget(key, ["i", "a"]) == [b"8", b"6"]
