@@ -245,8 +245,8 @@ class Engine(CallsMixin, CustomersMixin, AgentsMixin, TicketsMixin, SurveysMixin
 
     # -- the read plan ---------------------------------------------------------------------
     def prefetch(self, events: Sequence[Event], now: float) -> None:
-        """Let the store read ahead (in its batch: a round trip per kind of read, not per
-        event) what processing ``events`` at ``now`` will read: the seen ids, the guard's
+        """Let the store read ahead (RedisState: a round trip per wave of this plan, not per
+        event or kind of read) what processing ``events`` at ``now`` will read: the seen ids, the guard's
         registry entries, the records the events name (:func:`record_keys`), then, from the
         call and callback records just read, the customers of events that do not name theirs
         and the ``agent_calls`` records of the agents the batch's calls touch."""

@@ -1,7 +1,9 @@
 """The write side of :class:`~streams.redis.state.RedisState`: batches.
 
 Writes happen in batches (:meth:`BatchWriter.batch`). Inside one, records are read through a
-per-batch cache (one ``MGET`` per wave of the engine's read plan), noting each record's
+per-batch cache (a round trip per wave of the engine's read plan: what it asks for is sent
+together when the batch first needs one of them, the seen ids, the guard's names and every kind
+of record in one write; :meth:`BatchWriter._flush`), noting each record's
 version as read (:func:`~streams.redis.keys.record_version`: the SHA-1 of its value); all
 writes are buffered and merged in Python (one value per key and field), and leave in one call
 of one Lua script (:data:`~streams.redis.scripts.APPLY_LUA`,
@@ -114,7 +116,7 @@ def _send(pipe: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
     replies: list[Any] = []
     error: redis.ResponseError | None = None
     try:
-        conn.send_packed_command([hiredis.pack_command(command) for command in commands])
+        conn.send_packed_command([b"".join([hiredis.pack_command(command) for command in commands])])  # one write
         for _command in commands:
             try:
                 replies.append(conn.read_response())
@@ -201,6 +203,12 @@ class _Batch:
     live: dict[str, dict[str, float | None]] = field(default_factory=dict)  # key -> member -> score/None
     scopes: dict[str, set[str]] = field(default_factory=dict)  # tenant -> new scopes
     counts: dict[tuple[str, str], _Hash] = field(default_factory=dict)  # (tenant, "sum:"/"max:" name) -> changes
+    # Reads asked for and not sent yet (BatchWriter._flush): the read plan's waves leave in one
+    # round trip each, whatever the kinds of record, the seen ids and the guard's names.
+    pending: bool = False
+    pending_records: dict[str, None] = field(default_factory=dict)  # record keys, in order
+    pending_seen: dict[str, list[bytes]] = field(default_factory=dict)  # seen key -> digests
+    pending_series: list[tuple[str, str, list[str], float]] = field(default_factory=list)  # kind, tenant, names, since
 
 
 #: Live sets summed up inside Redis, so a scrape never carries their members (a big tenant's
@@ -266,15 +274,53 @@ class BatchWriter(RedisKeys):
             return write()
 
     def prefetch_records(self, kind: str, tenant: str, keys: Iterable[str]) -> None:
-        """Read (and watch) many records in one round trip, for the batch's cache."""
+        """Read many records for the batch's cache: with the other reads asked for before the
+        batch next needs one (:meth:`_flush`), in one round trip."""
         b = self._batch
         if b is None:
             return
         wanted = [
             k for k in dict.fromkeys(self._batch_record_key(b, kind, tenant, key) for key in keys) if k not in b.records
         ]
-        if wanted:
+        if not wanted:
+            return
+        if self.cluster:  # a round trip per hash-slot group, now
             self._read_records(b, wanted)
+            return
+        pending = b.pending_records
+        for key in wanted:
+            pending[key] = None
+        b.pending = True
+
+    def _flush(self, b: _Batch) -> None:
+        """Send the reads asked for (:meth:`prefetch_seen`, :meth:`prefetch_series`,
+        :meth:`prefetch_records`) in one round trip on the batch's connection. A batch reads
+        them before it first needs one of them; what it never needs is never read (nor checked
+        at the commit: nothing the batch computed came from it)."""
+        seen, series, keys = b.pending_seen, b.pending_series, list(b.pending_records)
+        b.pending_seen, b.pending_series, b.pending_records, b.pending = {}, [], {}, False
+        commands: list[tuple[Any, ...]] = [("ZMSCORE", key, *digests) for key, digests in seen.items()]
+        for kind, tenant, names, since in series:
+            key = self._series_key(kind, tenant)
+            commands += [("ZMSCORE", key, *names), ("ZCOUNT", key, repr(since), "+inf")]
+        if keys:
+            commands.append(("MGET", *keys))
+        if not commands:
+            return
+        replies = iter(_send(b.pipe, commands))
+        for key, digests in seen.items():
+            for digest, score in zip(digests, next(replies), strict=True):
+                if score is not None:
+                    b.seen_known.add((key, digest))
+        for kind, tenant, names, since in series:
+            for name, score in zip(names, next(replies), strict=True):
+                b.series_seen[(kind, tenant, name)] = float(score) if score is not None else None
+            b.series_counts[(kind, tenant, since)] = int(next(replies))
+        if keys:
+            for key, raw in zip(keys, next(replies), strict=True):
+                b.versions[key] = record_version(raw)
+                if key not in b.records:  # else written by the batch since it was asked for
+                    b.records[key] = load_record(raw) if raw is not None else None
 
     def _read_records(self, b: _Batch, keys: list[str]) -> None:
         groups: dict[int, tuple[Any, list[str]]] = {}
@@ -306,13 +352,15 @@ class BatchWriter(RedisKeys):
                 by_key.setdefault(key, []).append(digest)
         if not by_key:
             return
-        if self.cluster:
-            with self.client.pipeline(transaction=False) as pipe:
-                for key, digests in by_key.items():
-                    pipe.zmscore(key, digests)  # type: ignore[arg-type]  # bytes are fine
-                results = pipe.execute()
-        else:  # a digest per event: packed by hiredis, on the batch's connection
-            results = _send(b.pipe, [("ZMSCORE", key, *digests) for key, digests in by_key.items()])
+        if not self.cluster:  # a digest per event: packed by hiredis, sent with the batch's next reads
+            for key, digests in by_key.items():
+                b.pending_seen.setdefault(key, []).extend(digests)
+            b.pending = True
+            return
+        with self.client.pipeline(transaction=False) as pipe:
+            for key, digests in by_key.items():
+                pipe.zmscore(key, digests)  # type: ignore[arg-type]  # bytes are fine
+            results = pipe.execute()
         for (key, digests), scores in zip(by_key.items(), results, strict=True):
             for digest, score in zip(digests, scores, strict=True):
                 if score is not None:
@@ -460,6 +508,8 @@ class BatchWriter(RedisKeys):
         # Idempotent on event_id alone, whatever ts a re-sent event carries: one sorted set
         # per tenant, member = digest, score = hour of the ts it was first seen with, so ids
         # are forgotten with their hour's state (as MemoryState.maintain does).
+        if b.pending:
+            self._flush(b)
         key = self._seen_key(tenant)
         digest = seen_digest(event_id)
         pending = b.seen_new.get(key)
@@ -490,7 +540,11 @@ class BatchWriter(RedisKeys):
             return load_record(raw) if raw is not None else None
         rkey = self._batch_record_key(b, kind, tenant, key)
         if rkey not in b.records:
-            self._read_records(b, [rkey])
+            if self.cluster:
+                self._read_records(b, [rkey])
+            else:  # with every read asked for so far
+                b.pending_records[rkey] = None
+                self._flush(b)
         return b.records[rkey]
 
     def put_record(self, kind: str, tenant: str, key: str, record: Record, expire_at: float) -> None:
@@ -605,6 +659,10 @@ class BatchWriter(RedisKeys):
                 by_key.setdefault((kind, tenant), []).append(name)
         if not by_key:
             return
+        if not self.cluster:  # sent with the batch's next reads
+            b.pending_series += [(kind, tenant, names, since) for (kind, tenant), names in by_key.items()]
+            b.pending = True
+            return
         with self.client.pipeline(transaction=False) as pipe:
             for (kind, tenant), names in by_key.items():
                 pipe.zmscore(self._series_key(kind, tenant), names)
@@ -620,6 +678,8 @@ class BatchWriter(RedisKeys):
         if b is None:
             score = self.client.zscore(self._series_key(kind, tenant), name)
             return float(score) if score is not None else None
+        if b.pending:
+            self._flush(b)
         pending = b.series_new.get((kind, tenant), {}).get(name)
         if (kind, tenant, name) not in b.series_seen:
             score = self.client.zscore(self._series_key(kind, tenant), name)
@@ -634,6 +694,8 @@ class BatchWriter(RedisKeys):
         key = self._series_key(kind, tenant)
         if b is None:
             return int(self.client.zcount(key, since, "+inf"))
+        if b.pending:
+            self._flush(b)
         count = b.series_counts.get((kind, tenant, since))
         if count is None:
             count = b.series_counts[(kind, tenant, since)] = int(self.client.zcount(key, since, "+inf"))

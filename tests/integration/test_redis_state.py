@@ -539,3 +539,49 @@ def test_snapshot_of_a_simulated_day_in_redis_equals_memory(redis_client: Any, r
         }
         assert {k: got[k] for k in live} == live
         assert flatten(snapshot(config, redis_state.snapshot_reader(config, at), at)) == got, at
+
+
+def test_the_read_plans_first_wave_leaves_in_one_round_trip(
+    redis_client: Any, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seen ids, the guard's names and records of every kind asked for before the batch
+    needs one are read in one round trip (with a record asked for then), each as stored; a
+    record the batch writes after asking for it keeps what the batch wrote."""
+    import streams.redis.write
+
+    at = 1_795_168_800.0
+    state = make_state(redis_client, redis_prefix, at)
+    with state.batch():
+        state.put_record("call", "default", "c1", {"queue": "support", "n": 1}, at + 3600)
+        state.put_record("call", "default", "c2", {"queue": "sales", "n": 2}, at + 3600)
+        state.put_record("customer", "default", "u1", {"calls": [1, 2]}, at + 3600)
+        assert state.claim_event("default", "e1", at)
+        state.series_touch("queue", "default", "support", at - 60)
+
+    sends: list[int] = []
+    send = streams.redis.write._send
+    monkeypatch.setattr(
+        streams.redis.write, "_send", lambda pipe, commands: sends.append(len(commands)) or send(pipe, commands)
+    )
+    with state.batch():
+        state.prefetch_seen([("default", "e1", at), ("default", "e2", at)])
+        state.prefetch_series([("queue", "default", "support"), ("queue", "default", "new")], at - 3600)
+        state.prefetch_records("call", "default", ["c1", "c2", "c9"])
+        state.prefetch_records("customer", "default", ["u1"])
+        state.prefetch_records("agent_calls", "default", ["a1"])
+        state.put_record("agent_calls", "default", "a1", {"written": True}, at + 3600)
+        assert sends == []
+        assert state.get_record("callback", "default", "b1") is None  # not asked for: with the rest
+        assert sends == [4]  # in one write: the seen ids' ZMSCORE, the names' ZMSCORE and ZCOUNT, one MGET
+        assert state.get_record("call", "default", "c1") == {"queue": "support", "n": 1}
+        assert state.get_record("call", "default", "c2") == {"queue": "sales", "n": 2}
+        assert state.get_record("call", "default", "c9") is None
+        assert state.get_record("customer", "default", "u1") == {"calls": [1, 2]}
+        assert state.get_record("agent_calls", "default", "a1") == {"written": True}
+        assert not state.claim_event("default", "e1", at)
+        assert state.claim_event("default", "e2", at)
+        assert state.series_seen("queue", "default", "support") == at - 60
+        assert state.series_seen("queue", "default", "new") is None
+        assert state.series_count("queue", "default", at - 3600) == 1
+        assert sends == [4]
+    assert len(sends) == 2  # and the batch script
