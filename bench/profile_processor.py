@@ -8,9 +8,14 @@ middle of the day. The events are freed before the run: the collector then trave
 processor itself keeps, not the harness's data (keeping them inflated the mid-day slowdown in
 session 3's measurement).
 
+``--envelope`` and ``--take`` set the batch's size (a live worker at 5,000 events/s takes
+~250 events a batch; small batches show a batch's fixed cost). The median take of the day's
+second half, wall and CPU, is printed at the end.
+
 Used for the "Profiles and fixes" rows of docs/BENCHMARKS.md; not part of ``make bench``::
 
     python bench/profile_processor.py --events 250000 --queues 60
+    python bench/profile_processor.py --events 60000 --queues 20 --envelope 10 --take 2
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import cProfile
 import gc
 import json
 import pstats
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,6 +44,8 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile the middle 30 %% of the day")
     parser.add_argument("--sort", default="tottime", help="the profile's order: tottime (default), cumulative...")
     parser.add_argument("--lines", type=int, default=25, help="the profile's rows shown (default 25)")
+    parser.add_argument("--envelope", type=int, default=100, help="events per Kafka message (default 100)")
+    parser.add_argument("--take", type=int, default=20, help="messages per batch (default 20)")
     args = parser.parse_args()
 
     import redis
@@ -51,13 +59,14 @@ def main() -> int:
     _kafka, redis_url = common.services_env()
     events = sim_events(args.events, args.queues)
     total = len(events)
+    size, per = args.envelope, args.take
     messages = [
-        Message("bench", 0, i, None, json.dumps(events[j : j + 100]).encode())
-        for i, j in enumerate(range(0, total, 100))
+        Message("bench", 0, i, None, json.dumps(events[j : j + size]).encode())
+        for i, j in enumerate(range(0, total, size))
     ]
     takes = [
-        (messages[i : i + 20], max(parse_ts(e["ts"]) for e in events[i * 100 : (i + 20) * 100]))
-        for i in range(0, len(messages), 20)
+        (messages[i : i + per], max(parse_ts(e["ts"]) for e in events[i * size : (i + per) * size]))
+        for i in range(0, len(messages), per)
     ]
     del events
     gc.collect()
@@ -69,7 +78,9 @@ def main() -> int:
     processor = BatchProcessor(config, RedisState(client, config, prefix=prefix, clock=lambda: now[0]), lambda: now[0])
     profile = cProfile.Profile() if args.profile else None
     lo, hi = int(len(takes) * 0.35), int(len(takes) * 0.65)
-    print(f"{total:,} simulator events, {args.queues} queues, {len(takes)} takes of <= 2,000", file=sys.stderr)
+    print(f"{total:,} simulator events, {args.queues} queues, {len(takes)} takes of <= {size * per:,}", file=sys.stderr)
+    walls: list[float] = []
+    cpus: list[float] = []
     try:
         start = mark = time.perf_counter()
         cpu = time.process_time()
@@ -78,8 +89,12 @@ def main() -> int:
             now[0] = clock
             if profile is not None and k in (lo, hi):
                 (profile.enable if k == lo else profile.disable)()
+            took, used = time.perf_counter(), time.process_time()
             processor.process(take)
-            done = min(total, (k + 1) * 2000)
+            if k >= len(takes) // 2:
+                walls.append(time.perf_counter() - took)
+                cpus.append(time.process_time() - used)
+            done = min(total, (k + 1) * size * per)
             if done - marked >= args.every:
                 t = time.perf_counter()
                 print(f"events {marked:>9,} - {done:>9,}: {(done - marked) / (t - mark):8,.0f}/s", flush=True)
@@ -87,6 +102,11 @@ def main() -> int:
         elapsed = time.perf_counter() - start
         cpu = time.process_time() - cpu
         print(f"all {total:,} events: {total / elapsed:,.0f}/s ({elapsed:.1f} s; this process's CPU {cpu:.1f} s)")
+        if walls:
+            print(
+                f"median take of the second half ({size * per:,} events): {statistics.median(walls) * 1e3:.2f} ms, "
+                f"this process's CPU {statistics.median(cpus) * 1e3:.2f} ms"
+            )
     finally:
         common.clear_prefix(redis_url, prefix)
     if profile is not None:

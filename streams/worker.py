@@ -318,7 +318,8 @@ class BatchProcessor:
         result = BatchResult(dead=[])
         with state.batch():
             events = [item.parsed for item in items if isinstance(item.parsed, Event)]
-            engine.prefetch(events, now)  # one round trip per kind of read, not per event
+            engine.prefetch(events, now)  # one round trip per wave of reads, not per event or kind
+            state.send_reads()  # its last wave too, before the events are applied
             for item in items:
                 parsed = item.parsed
                 if isinstance(parsed, Event):

@@ -295,10 +295,35 @@ class BatchWriter(RedisKeys):
     def _flush(self, b: _Batch) -> None:
         """Send the reads asked for (:meth:`prefetch_seen`, :meth:`prefetch_series`,
         :meth:`prefetch_records`) in one round trip on the batch's connection. A batch reads
-        them before it first needs one of them; what it never needs is never read (nor checked
-        at the commit: nothing the batch computed came from it)."""
-        seen, series, keys = b.pending_seen, b.pending_series, list(b.pending_records)
-        b.pending_seen, b.pending_series, b.pending_records, b.pending = {}, [], {}, False
+        them before it first needs one of them (or at :meth:`send_reads`); what it never needs
+        is never read (nor checked at the commit: nothing the batch computed came from it)."""
+        keys = list(b.pending_records)
+        b.pending_records = {}
+        self._read_records(b, keys)
+
+    def send_reads(self) -> None:
+        """Read what the batch asked for, now: the worker calls it after the engine's read plan,
+        so that nothing is read while the events are applied."""
+        b = self._batch
+        if b is not None and b.pending:
+            self._flush(b)
+
+    def _read_records(self, b: _Batch, keys: list[str]) -> None:
+        """Read ``keys`` into the batch's cache, noting their versions; with them, in the same
+        round trip, the seen ids and the guard's names asked for (not on Redis Cluster, where
+        those are read when asked for)."""
+        if self.cluster:
+            groups: dict[int, tuple[Any, list[str]]] = {}
+            for key in keys:
+                pipe = self._pipe(b, key)
+                groups.setdefault(id(pipe), (pipe, []))[1].append(key)
+            for _pipe, group in groups.values():
+                self._cache_records(b, group, self.client.mget(group))  # one hash-slot group: one node
+            return
+        # No WATCH: the batch script checks each record's version as read (record_version)
+        # before it writes anything.
+        seen, series = b.pending_seen, b.pending_series
+        b.pending_seen, b.pending_series, b.pending = {}, [], bool(b.pending_records)
         commands: list[tuple[Any, ...]] = [("ZMSCORE", key, *digests) for key, digests in seen.items()]
         for kind, tenant, names, since in series:
             key = self._series_key(kind, tenant)
@@ -317,25 +342,13 @@ class BatchWriter(RedisKeys):
                 b.series_seen[(kind, tenant, name)] = float(score) if score is not None else None
             b.series_counts[(kind, tenant, since)] = int(next(replies))
         if keys:
-            for key, raw in zip(keys, next(replies), strict=True):
-                b.versions[key] = record_version(raw)
-                if key not in b.records:  # else written by the batch since it was asked for
-                    b.records[key] = load_record(raw) if raw is not None else None
+            self._cache_records(b, keys, next(replies))
 
-    def _read_records(self, b: _Batch, keys: list[str]) -> None:
-        groups: dict[int, tuple[Any, list[str]]] = {}
-        for key in keys:
-            pipe = self._pipe(b, key)
-            groups.setdefault(id(pipe), (pipe, []))[1].append(key)
-        for pipe, group in groups.values():
-            # No WATCH: the batch script checks each record's version as read (record_version)
-            # before it writes anything.
-            if self.cluster:
-                values = self.client.mget(group)  # one hash-slot group: one node
-            else:
-                (values,) = _send(pipe, [("MGET", *group)])
-            for key, raw in zip(group, values, strict=True):
-                b.versions[key] = record_version(raw)
+    @staticmethod
+    def _cache_records(b: _Batch, keys: list[str], values: list[Any]) -> None:
+        for key, raw in zip(keys, values, strict=True):
+            b.versions[key] = record_version(raw)
+            if key not in b.records:  # else written by the batch since it was asked for
                 b.records[key] = load_record(raw) if raw is not None else None
 
     def prefetch_seen(self, items: Iterable[tuple[str, str, float]]) -> None:

@@ -149,7 +149,7 @@ def test_redis_errors_wait_and_retry_the_same_batch(
 
 
 def test_a_batch_reads_its_records_ahead_in_one_wave_per_kind(redis_client: Any, redis_prefix: str) -> None:
-    """Every record the engine reads in a batch was read ahead (one MGET per kind and wave),
+    """Every record the engine reads in a batch was read ahead (one round trip per wave),
     none on its own while the events are applied: a record read per event (the agents'
     ``agent_calls`` before it was in the plan) cost a round trip each, -36 % events/s."""
     at = 1795168000.0
