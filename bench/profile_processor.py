@@ -8,7 +8,9 @@ middle of the day. The events are freed before the run: the collector then trave
 processor itself keeps, not the harness's data (keeping them inflated the mid-day slowdown in
 session 3's measurement).
 
-``--envelope`` and ``--take`` set the batch's size (a live worker at 5,000 events/s takes
+Python's garbage collector is tuned as ``ccmon worker`` tunes it (``streams.worker.tune_gc``;
+``--default-gc`` keeps Python's thresholds, as this script ran before 2026-12-07 17:50 UTC:
+5-10 % slower). ``--envelope`` and ``--take`` set the batch's size (a live worker at 5,000 events/s takes
 ~250 events a batch; small batches show a batch's fixed cost). The median take of the day's
 second half, wall and CPU, is printed at the end.
 
@@ -46,6 +48,9 @@ def main() -> int:
     parser.add_argument("--lines", type=int, default=25, help="the profile's rows shown (default 25)")
     parser.add_argument("--envelope", type=int, default=100, help="events per Kafka message (default 100)")
     parser.add_argument("--take", type=int, default=20, help="messages per batch (default 20)")
+    parser.add_argument(
+        "--default-gc", action="store_true", help="keep Python's GC thresholds (default: tuned as the worker's)"
+    )
     args = parser.parse_args()
 
     import redis
@@ -70,6 +75,10 @@ def main() -> int:
     ]
     del events
     gc.collect()
+    if not args.default_gc:
+        from streams.worker import tune_gc
+
+        tune_gc()  # as `ccmon worker` runs
 
     client = redis.Redis.from_url(redis_url)
     prefix = common.unique("bench-processor")
