@@ -49,6 +49,12 @@ def main() -> int:
     parser.add_argument("--envelope", type=int, default=100, help="events per Kafka message (default 100)")
     parser.add_argument("--take", type=int, default=20, help="messages per batch (default 20)")
     parser.add_argument(
+        "--chunk",
+        type=int,
+        default=None,
+        help="events per pipelined chunk (default: the worker's, PIPELINE_CHUNK_EVENTS; 0: no pipelining)",
+    )
+    parser.add_argument(
         "--default-gc", action="store_true", help="keep Python's GC thresholds (default: tuned as the worker's)"
     )
     args = parser.parse_args()
@@ -85,6 +91,8 @@ def main() -> int:
     now = [0.0]
     config = Config()
     processor = BatchProcessor(config, RedisState(client, config, prefix=prefix, clock=lambda: now[0]), lambda: now[0])
+    if args.chunk is not None:
+        processor.chunk_events = args.chunk or None
     profile = cProfile.Profile() if args.profile else None
     lo, hi = int(len(takes) * 0.35), int(len(takes) * 0.65)
     print(f"{total:,} simulator events, {args.queues} queues, {len(takes)} takes of <= {size * per:,}", file=sys.stderr)

@@ -49,6 +49,9 @@ SECRETS = ("kafka_password", "redis_password", "exporter_auth_password", "custom
 #: Shortest customer key secret accepted: the digests of low-entropy ids (phone numbers) are
 #: only as hard to reverse as the secret is to guess.
 MIN_CUSTOMER_KEY_SECRET_CHARS = 32
+#: The worker applies a batch of more events than this in chunks of about this many, each
+#: computed while Redis applies the one before (streams.worker.BatchProcessor._pipelined).
+PIPELINE_CHUNK_EVENTS = 5000
 
 
 class Invalid(ValueError):
@@ -306,6 +309,13 @@ class Settings(SecuritySettings):
     )
     batch_within: float = setting(
         0.01, "--batch-within", _seconds(lambda x: 0 < x <= 60, "in (0, 60]"), "seconds to wait for a batch to fill"
+    )
+    pipeline_chunk: int = setting(
+        PIPELINE_CHUNK_EVENTS,
+        "--pipeline-chunk",
+        _integer(0, 5000),
+        "a batch of more events than this is applied in chunks of about this many, each computed "
+        "while Redis applies the one before; 0: one chunk after the other, never at once",
     )
     session_timeout: float = setting(
         60.0,

@@ -48,9 +48,9 @@ from streams.kafka.admin import LagProbe
 from streams.logs import faust_logging_config
 from streams.redis.policy import EvictionWatch, check_at_start
 from streams.redis.state import RedisState
-from streams.redis.write import BatchConflict
+from streams.redis.write import BatchConflict, DeferredCommit
 from streams.security import redis_error_hint
-from streams.settings import Settings
+from streams.settings import PIPELINE_CHUNK_EVENTS, Settings
 from streams.watchdog import PartitionWatchdog
 
 if TYPE_CHECKING:
@@ -210,6 +210,8 @@ class BatchProcessor:
         self.engine = Engine(config, state)
         self.clock = clock
         self.stopping = threading.Event()
+        #: Events per pipelined chunk (None: no pipelining, every chunk applied in turn).
+        self.chunk_events: int | None = None if state.cluster else PIPELINE_CHUNK_EVENTS
         self._redis_down_since: float | None = None
         self._last_down_log = 0.0
 
@@ -222,8 +224,64 @@ class BatchProcessor:
             for message in messages
             for index, (raw, parsed) in enumerate(envelope_items(message.value, loads))
         ]
+        size = self.chunk_events
+        if size is not None and len(items) > size:
+            return BatchResult.combine(self._pipelined(items, min(size, MAX_TRANSACTION_EVENTS)))
         chunks = range(0, len(items), MAX_TRANSACTION_EVENTS)
         return BatchResult.combine([self._resilient(items[i : i + MAX_TRANSACTION_EVENTS]) for i in chunks])
+
+    def _pipelined(self, items: list[_Item], size: int) -> list[BatchResult]:
+        """Apply ``items`` in chunks of about ``size`` events, each computed while Redis runs
+        the script of the one before: Redis and the engine work at once, on two cores.
+
+        The order on the wire: chunk k+1's reads, then chunk k's script, then chunk k+1 is
+        computed on what Redis held before chunk k plus what chunk k writes
+        (``RedisState.batch(after=...)``); chunk k's reply is read before chunk k+1's script
+        leaves. Anything that goes wrong (a conflict, Redis down, an engine or script error)
+        goes the unpipelined way: chunk k is applied alone, as :meth:`_resilient` applies any
+        batch, and chunk k+1, dropped unsent, is computed again after it. Each chunk is atomic
+        and idempotent on its own, as the chunks of a take always were."""
+        state = self.state
+        count = -(-len(items) // size)
+        chunks = [items[len(items) * i // count : len(items) * (i + 1) // count] for i in range(count)]
+        results: list[BatchResult] = []
+        flight: tuple[list[_Item], DeferredCommit, BatchResult] | None = None
+        i = 0
+        while i < len(chunks) or flight is not None:
+            ahead: tuple[list[_Item], DeferredCommit | None, BatchResult] | None = None
+            failed = False
+            if i < len(chunks):
+                chunk = chunks[i]
+                try:
+                    result = self._apply(chunk, self.clock(), after=flight[1] if flight else None, defer=True)
+                    ahead = (chunk, state.deferred, result)
+                except (Stopping, KeyboardInterrupt):
+                    raise
+                except Exception:  # applied alone below, once the chunk in flight has landed
+                    failed = True
+            if flight is not None:
+                try:
+                    state.finish_commit(flight[1])
+                    results.append(flight[2])
+                except (Stopping, KeyboardInterrupt):
+                    raise
+                except Exception as exc:
+                    log.debug("a pipelined chunk was not applied (%s: %s): applied alone", type(exc).__name__, exc)
+                    if ahead is not None and ahead[1] is not None:
+                        state.drop_commit(ahead[1])
+                    results.append(self._resilient(flight[0]))
+                    flight = None
+                    continue  # chunk i again, on what Redis now holds
+                flight = None
+            if failed:
+                results.append(self._resilient(chunks[i]))
+            elif ahead is not None:
+                if ahead[1] is None:  # applied already (it could not be deferred)
+                    results.append(ahead[2])
+                else:
+                    flight = (ahead[0], ahead[1], ahead[2])
+            i += 1
+        return results
 
     def _resilient(self, items: list[_Item]) -> BatchResult:
         """Apply ``items``; a failure inside the engine (a bug, not bad data) is narrowed
@@ -312,14 +370,20 @@ class BatchProcessor:
         since = self._redis_down_since
         return 0.0 if since is None else time.monotonic() - since
 
-    def _apply(self, items: list[_Item], now: float) -> BatchResult:
+    def _apply(
+        self, items: list[_Item], now: float, *, after: DeferredCommit | None = None, defer: bool = False
+    ) -> BatchResult:
+        """Apply ``items`` in one batch; with ``defer``, leave it computed in
+        ``state.deferred`` (pipelining: :meth:`_pipelined`), on top of ``after``."""
         state = self.state
         engine = self.engine
         result = BatchResult(dead=[])
-        with state.batch():
+        with state.batch(after=after, defer=defer):
             events = [item.parsed for item in items if isinstance(item.parsed, Event)]
             engine.prefetch(events, now)  # one round trip per wave of reads, not per event or kind
             state.send_reads()  # its last wave too, before the events are applied
+            if after is not None:
+                state.send_commit(after)  # Redis applies the chunk before while this one is computed
             for item in items:
                 parsed = item.parsed
                 if isinstance(parsed, Event):
@@ -654,6 +718,8 @@ def run_worker(settings: Settings) -> int:
         customer_key=key,
     )
     processor = BatchProcessor(config, state, settings.make_clock())
+    if not state.cluster:
+        processor.chunk_events = settings.pipeline_chunk or None
     _wait_for_redis(state)
     eviction = EvictionWatch(
         state.client,

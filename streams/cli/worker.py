@@ -39,6 +39,7 @@ FLAGS = (
     "redis_prefix",
     "batch_size",
     "batch_within",
+    "pipeline_chunk",
     "session_timeout",
     "worker_web_port",
     "offset_reset",

@@ -209,6 +209,27 @@ class _Batch:
     pending_records: dict[str, None] = field(default_factory=dict)  # record keys, in order
     pending_seen: dict[str, list[bytes]] = field(default_factory=dict)  # seen key -> digests
     pending_series: list[tuple[str, str, list[str], float]] = field(default_factory=list)  # kind, tenant, names, since
+    # Pipelining (DeferredCommit): the records the batch before this one writes, as it writes
+    # them (None: deleted), read from here instead of Redis, which does not hold them yet.
+    prior: dict[str, bytes | None] = field(default_factory=dict)
+    written: dict[str, bytes | None] = field(default_factory=dict)  # this batch's, as encoded
+
+
+@dataclass
+class DeferredCommit:
+    """A batch computed and encoded but not yet applied (:meth:`BatchWriter.batch` with
+    ``defer=True``): its script call, sent by :meth:`BatchWriter.send_commit` and confirmed
+    by :meth:`BatchWriter.finish_commit`, and what the next batch needs to be computed while
+    Redis runs it (:meth:`BatchWriter.batch` with ``after=``): the records it writes, its
+    event ids and the guard's names it registers."""
+
+    pipe: Any  # its connection carries the script; its reply is read by finish_commit
+    command: tuple[Any, ...]
+    records: dict[str, bytes | None]  # record key -> value written (None: deleted)
+    seen: dict[str, dict[bytes, int]]  # seen key -> digest -> hour
+    series: dict[tuple[str, str], dict[str, float]]  # (kind, tenant) -> name -> admitted at
+    sent: bool = False
+    done: bool = False
 
 
 #: Live sets summed up inside Redis, so a scrape never carries their members (a big tenant's
@@ -237,22 +258,109 @@ class BatchWriter(RedisKeys):
 
     # -- batches ---------------------------------------------------------------------------
     @contextmanager
-    def batch(self) -> Iterator[Self]:
+    def batch(self, *, after: DeferredCommit | None = None, defer: bool = False) -> Iterator[Self]:
         """One unit of work: every write inside leaves in one transaction at the end, or,
-        on an exception (including :class:`BatchConflict`), not at all."""
+        on an exception (including :class:`BatchConflict`), not at all.
+
+        Pipelining (``BatchProcessor``'s takes of many events): with ``defer``, the batch is
+        encoded at the end but not applied; :attr:`deferred` holds it (``None`` when it could
+        not be deferred and was applied as usual: Redis Cluster, or an upkeep that watched
+        live sets). The next batch, opened with ``after=`` that commit before it is sent,
+        takes what that one writes from it, not from Redis: its records as written, its event
+        ids as seen, its guard's names as registered (and registers them again, which changes
+        nothing). So it is computed while Redis runs the one before (:meth:`send_commit`
+        after its reads). Its script checks the versions of the records it took from the one
+        before, so it applies only on top of that one; when the one before fails, the next
+        is dropped unsent (:meth:`drop_commit`) and computed again."""
         if self._batch is not None:
             raise RuntimeError("RedisState.batch() does not nest")
         pipe = self.client.pipeline(transaction=True)
         self._batch = b = _Batch(pipe)
+        self.deferred = None
+        if after is not None:
+            self._overlay(b, after)
+        kept = False
         try:
             yield self
-            self._commit(b)
+            if defer and not self.cluster and not b.watched:
+                self.deferred = self._defer(b)
+                kept = True
+            else:
+                self._commit(b)
         finally:
             self._batch = None
-            pipe.reset()
+            if not kept:
+                pipe.reset()
             for other in b.pipes.values():
                 if other is not pipe:
                     other.reset()
+
+    @staticmethod
+    def _overlay(b: _Batch, after: DeferredCommit) -> None:
+        b.prior = after.records
+        for key, digests in after.seen.items():
+            for digest in digests:
+                b.seen_known.add((key, digest))
+                b.seen_checked.add((key, digest))
+        b.series_new = {kind_tenant: dict(names) for kind_tenant, names in after.series.items()}
+
+    def _defer(self, b: _Batch) -> DeferredCommit:
+        """The batch's script call, as :meth:`_commit` makes it (one group: not on Redis Cluster)."""
+        seen_ops, ops = self._encode(b)
+        keys: list[str] = []
+        argv: list[Any] = [len(seen_ops), self.fail_at_write]
+        for key, args in seen_ops + ops:
+            keys.append(key)
+            argv.extend(args)
+        command = ("EVAL", scripts.APPLY_LUA, len(keys), *keys, *argv)
+        return DeferredCommit(b.pipe, command, b.written, b.seen_new, b.series_new)
+
+    @staticmethod
+    def send_commit(commit: DeferredCommit) -> None:
+        """Send ``commit``'s script on its connection; :meth:`finish_commit` reads its reply."""
+        if commit.sent:
+            return
+        pipe = commit.pipe
+        conn = pipe.connection
+        if conn is None:
+            conn = pipe.connection = pipe.connection_pool.get_connection()
+        commit.sent = True
+        try:
+            conn.send_packed_command([hiredis.pack_command(commit.command)])
+        except BaseException:
+            conn.disconnect()
+            raise
+
+    def finish_commit(self, commit: DeferredCommit) -> None:
+        """Apply ``commit`` (sent now unless it was) and read its reply: returns once it is
+        applied; raises as the end of a batch does (:class:`BatchConflict`, the script's
+        error, a connection error) when it was not."""
+        if commit.done:
+            raise RuntimeError("this commit was finished or dropped already")
+        pipe = commit.pipe
+        try:
+            self.send_commit(commit)
+            try:
+                result = pipe.connection.read_response()
+            except redis.ResponseError:
+                raise
+            except BaseException:
+                pipe.connection.disconnect()  # its reply unread: the connection is not reused
+                raise
+        finally:
+            commit.done = True
+            pipe.reset()
+        if result != 0:
+            what = "event(s) of the batch were applied" if result[0] == 1 else "record(s) it read were changed"
+            raise BatchConflict(f"{result[1]} {what} by another writer first")
+
+    @staticmethod
+    def drop_commit(commit: DeferredCommit) -> None:
+        """Forget ``commit``, never sent (the batch before it failed): nothing of it is applied."""
+        if commit.sent and not commit.done:
+            raise RuntimeError("a commit sent is finished (finish_commit), not dropped")
+        commit.done = True
+        commit.pipe.reset()
 
     def _pipe(self, b: _Batch, key: str) -> Any:
         """The batch's WATCH pipeline for ``key``: the one pipeline, or on Redis Cluster one per
@@ -282,6 +390,8 @@ class BatchWriter(RedisKeys):
         wanted = [
             k for k in dict.fromkeys(self._batch_record_key(b, kind, tenant, key) for key in keys) if k not in b.records
         ]
+        if b.prior:
+            wanted = [k for k in wanted if not self._from_prior(b, k)]
         if not wanted:
             return
         if self.cluster:  # a round trip per hash-slot group, now
@@ -343,6 +453,16 @@ class BatchWriter(RedisKeys):
             b.series_counts[(kind, tenant, since)] = int(next(replies))
         if keys:
             self._cache_records(b, keys, next(replies))
+
+    @staticmethod
+    def _from_prior(b: _Batch, key: str) -> bool:
+        """Take record ``key`` as the batch before writes it, if it does (see :meth:`batch`)."""
+        if key not in b.prior:
+            return False
+        raw = b.prior[key]
+        b.versions[key] = record_version(raw)
+        b.records[key] = load_record(raw) if raw is not None else None
+        return True
 
     @staticmethod
     def _cache_records(b: _Batch, keys: list[str], values: list[Any]) -> None:
@@ -476,11 +596,14 @@ class BatchWriter(RedisKeys):
             ops.append((self._count_names_key(tenant), ["A", len(counted), *map(utf8, counted)]))
         if count_names:
             ops.append((self._count_tenants_key, ["A", len(count_names), *map(utf8, count_names)]))
+        written = b.written
         for key, (record, expire_at) in b.dirty_records.items():
             if record is None:
                 ops.append((key, ["D"]))
+                written[key] = None
             else:
-                ops.append((key, ["R", self._ttl_ms(expire_at, now), dump_record(record)]))
+                value = written[key] = dump_record(record)
+                ops.append((key, ["R", self._ttl_ms(expire_at, now), value]))
         for key, members in b.live.items():
             puts = [(m, s) for m, s in members.items() if s is not None]
             removes = [m for m, s in members.items() if s is None]
@@ -552,7 +675,7 @@ class BatchWriter(RedisKeys):
             raw = self.client.get(self._record_key(kind, tenant, key))
             return load_record(raw) if raw is not None else None
         rkey = self._batch_record_key(b, kind, tenant, key)
-        if rkey not in b.records:
+        if rkey not in b.records and not (b.prior and self._from_prior(b, rkey)):
             if self.cluster:
                 self._read_records(b, [rkey])
             else:  # with every read asked for so far
