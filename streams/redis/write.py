@@ -211,8 +211,8 @@ class _Batch:
     pending_series: list[tuple[str, str, list[str], float]] = field(default_factory=list)  # kind, tenant, names, since
     # Pipelining (DeferredCommit): the records the batch before this one writes, as it writes
     # them (None: deleted), read from here instead of Redis, which does not hold them yet.
-    prior: dict[str, bytes | None] = field(default_factory=dict)
-    written: dict[str, bytes | None] = field(default_factory=dict)  # this batch's, as encoded
+    prior: dict[str, tuple[bytes, Record] | None] = field(default_factory=dict)
+    written: dict[str, tuple[bytes, Record] | None] = field(default_factory=dict)  # this batch's, as encoded
 
 
 @dataclass
@@ -225,7 +225,7 @@ class DeferredCommit:
 
     pipe: Any  # its connection carries the script; its reply is read by finish_commit
     command: tuple[Any, ...]
-    records: dict[str, bytes | None]  # record key -> value written (None: deleted)
+    records: dict[str, tuple[bytes, Record] | None]  # record key -> value written, as sent and as a record
     seen: dict[str, dict[bytes, int]]  # seen key -> digest -> hour
     series: dict[tuple[str, str], dict[str, float]]  # (kind, tenant) -> name -> admitted at
     sent: bool = False
@@ -456,12 +456,18 @@ class BatchWriter(RedisKeys):
 
     @staticmethod
     def _from_prior(b: _Batch, key: str) -> bool:
-        """Take record ``key`` as the batch before writes it, if it does (see :meth:`batch`)."""
+        """Take record ``key`` as the batch before writes it, if it does (see :meth:`batch`):
+        the very object it wrote, as a batch's later events get what its earlier ones put (the
+        batch before is encoded already, so whatever this one does to the object stays here)."""
         if key not in b.prior:
             return False
-        raw = b.prior[key]
-        b.versions[key] = record_version(raw)
-        b.records[key] = load_record(raw) if raw is not None else None
+        written = b.prior[key]
+        if written is None:
+            b.versions[key] = record_version(None)
+            b.records[key] = None
+        else:
+            b.versions[key] = record_version(written[0])
+            b.records[key] = written[1]
         return True
 
     @staticmethod
@@ -602,7 +608,8 @@ class BatchWriter(RedisKeys):
                 ops.append((key, ["D"]))
                 written[key] = None
             else:
-                value = written[key] = dump_record(record)
+                value = dump_record(record)
+                written[key] = (value, record)
                 ops.append((key, ["R", self._ttl_ms(expire_at, now), value]))
         for key, members in b.live.items():
             puts = [(m, s) for m, s in members.items() if s is not None]
