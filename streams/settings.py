@@ -49,8 +49,8 @@ SECRETS = ("kafka_password", "redis_password", "exporter_auth_password", "custom
 #: Shortest customer key secret accepted: the digests of low-entropy ids (phone numbers) are
 #: only as hard to reverse as the secret is to guess.
 MIN_CUSTOMER_KEY_SECRET_CHARS = 32
-#: The worker applies a batch of more events than this in chunks of about this many, each
-#: computed while Redis applies the one before (streams.worker.BatchProcessor._pipelined).
+#: The worker applies a batch in chunks of this many events, each computed while Redis
+#: applies the one before (streams.worker.BatchProcessor._pipelined).
 PIPELINE_CHUNK_EVENTS = 5000
 
 
@@ -314,8 +314,8 @@ class Settings(SecuritySettings):
         PIPELINE_CHUNK_EVENTS,
         "--pipeline-chunk",
         _integer(0, 5000),
-        "a batch of more events than this is applied in chunks of about this many, each computed "
-        "while Redis applies the one before; 0: one chunk after the other, never at once",
+        "events per chunk of a batch, each chunk computed while Redis applies the one before; "
+        "0: chunks of 5000 applied one after the other, never at once",
     )
     session_timeout: float = setting(
         60.0,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import logging
 import os
 import random
@@ -210,7 +211,7 @@ class BatchProcessor:
         self.engine = Engine(config, state)
         self.clock = clock
         self.stopping = threading.Event()
-        #: Events per pipelined chunk (None: no pipelining, every chunk applied in turn).
+        #: Events per pipelined chunk (None: chunks of MAX_TRANSACTION_EVENTS, one after the other).
         self.chunk_events: int | None = None if state.cluster else PIPELINE_CHUNK_EVENTS
         self._redis_down_since: float | None = None
         self._last_down_log = 0.0
@@ -219,20 +220,34 @@ class BatchProcessor:
     def process(self, messages: Sequence[Message]) -> BatchResult:
         """Apply ``messages`` exactly once; returns the rejections for the DLQ. Raises
         :class:`Stopping` when asked to stop while Redis cannot be reached."""
-        items = [
-            _Item(message, index, raw, parsed)
-            for message in messages
-            for index, (raw, parsed) in enumerate(envelope_items(message.value, loads))
-        ]
         size = self.chunk_events
-        if size is not None and len(items) > size:
-            return BatchResult.combine(self._pipelined(items, min(size, MAX_TRANSACTION_EVENTS)))
-        chunks = range(0, len(items), MAX_TRANSACTION_EVENTS)
-        return BatchResult.combine([self._resilient(items[i : i + MAX_TRANSACTION_EVENTS]) for i in chunks])
+        if size is None:
+            chunks = self._chunks(messages, MAX_TRANSACTION_EVENTS)
+            return BatchResult.combine([self._resilient(chunk) for chunk in chunks])
+        chunks = self._chunks(messages, min(size, MAX_TRANSACTION_EVENTS))
+        first = next(chunks, None)
+        second = next(chunks, None) if first is not None else None
+        if first is None or second is None:  # one chunk at most (a live take): nothing to overlap
+            return BatchResult.combine([self._resilient(first)] if first is not None else [])
+        return BatchResult.combine(self._pipelined(itertools.chain([first, second], chunks)))
 
-    def _pipelined(self, items: list[_Item], size: int) -> list[BatchResult]:
-        """Apply ``items`` in chunks of about ``size`` events, each computed while Redis runs
-        the script of the one before: Redis and the engine work at once, on two cores.
+    @staticmethod
+    def _chunks(messages: Sequence[Message], size: int) -> Iterator[list[_Item]]:
+        """The events of ``messages`` in order, ``size`` at a time, each parsed when its chunk
+        is due: a backlog's take (tens of thousands of events) is never all parsed at once."""
+        chunk: list[_Item] = []
+        for message in messages:
+            for index, (raw, parsed) in enumerate(envelope_items(message.value, loads)):
+                chunk.append(_Item(message, index, raw, parsed))
+                if len(chunk) == size:
+                    yield chunk
+                    chunk = []
+        if chunk:
+            yield chunk
+
+    def _pipelined(self, chunks: Iterator[list[_Item]]) -> list[BatchResult]:
+        """Apply ``chunks`` in turn, each computed while Redis runs the script of the one
+        before: Redis and the engine work at once, on two cores.
 
         The order on the wire: chunk k+1's reads, then chunk k's script, then chunk k+1 is
         computed on what Redis held before chunk k plus what chunk k writes
@@ -242,16 +257,17 @@ class BatchProcessor:
         batch, and chunk k+1, dropped unsent, is computed again after it. Each chunk is atomic
         and idempotent on its own, as the chunks of a take always were."""
         state = self.state
-        count = -(-len(items) // size)
-        chunks = [items[len(items) * i // count : len(items) * (i + 1) // count] for i in range(count)]
         results: list[BatchResult] = []
         flight: tuple[list[_Item], DeferredCommit, BatchResult] | None = None
-        i = 0
-        while i < len(chunks) or flight is not None:
+        again: list[_Item] | None = None
+        while True:
+            chunk = again if again is not None else next(chunks, None)
+            again = None
+            if chunk is None and flight is None:
+                return results
             ahead: tuple[list[_Item], DeferredCommit | None, BatchResult] | None = None
             failed = False
-            if i < len(chunks):
-                chunk = chunks[i]
+            if chunk is not None:
                 try:
                     result = self._apply(chunk, self.clock(), after=flight[1] if flight else None, defer=True)
                     ahead = (chunk, state.deferred, result)
@@ -271,17 +287,16 @@ class BatchProcessor:
                         state.drop_commit(ahead[1])
                     results.append(self._resilient(flight[0]))
                     flight = None
-                    continue  # chunk i again, on what Redis now holds
+                    again = chunk  # computed again, on what Redis now holds
+                    continue
                 flight = None
-            if failed:
-                results.append(self._resilient(chunks[i]))
+            if failed and chunk is not None:
+                results.append(self._resilient(chunk))
             elif ahead is not None:
                 if ahead[1] is None:  # applied already (it could not be deferred)
                     results.append(ahead[2])
                 else:
                     flight = (ahead[0], ahead[1], ahead[2])
-            i += 1
-        return results
 
     def _resilient(self, items: list[_Item]) -> BatchResult:
         """Apply ``items``; a failure inside the engine (a bug, not bad data) is narrowed
