@@ -194,6 +194,7 @@ def workers_run(
             )
         return {
             **rates,
+            "worker_peak_mib": max(peak_rss_mib(proc.pid) for proc in procs),
             "joined_seconds": joined,
             "produce_seconds": produce_seconds,
             "metrics_events": shown,
@@ -204,6 +205,15 @@ def workers_run(
         common.stop([*procs, exporter])
         common.clear_prefix(redis_url, prefix)
         common.delete_topics(kafka, [topic, f"{topic}-dlq", f"{prefix}-__assignor-__leader"])
+
+
+def peak_rss_mib(pid: int) -> float:
+    """A running process's peak resident memory (``VmHWM``), MiB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return math.nan
 
 
 # -- state written in-process through the worker's own batch code ------------------------------
@@ -413,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         result["one_worker"] = workers_run(kafka, redis_url, events, at, 1, log_dir)
         print(
             f"one worker {result['one_worker']['steady']:,.0f}/s, Redis CPU "
-            f"{result['one_worker']['redis']['cpu_us_per_event']:.1f} us/event",
+            f"{result['one_worker']['redis']['cpu_us_per_event']:.1f} us/event, "
+            f"peak RSS {result['one_worker']['worker_peak_mib']:,.0f} MiB",
             file=sys.stderr,
         )
     if "two" not in args.skip:

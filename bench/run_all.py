@@ -322,6 +322,9 @@ def section(
         add(f"| one worker, steady (10-90 % counted in Redis) | {c(one, ',.0f')} events/s |")
         add(f"| one worker, first to last event | {c(values(pipe, 'one_worker', 'first_to_last'), ',.0f')} events/s |")
         add(f"| one worker / ceiling | {c(ratio, '.4f')} |")
+        peak = values(pipe, "one_worker", "worker_peak_mib")
+        if peak:
+            add(f"| one worker's peak memory (max RSS) | {c(peak, ',.0f', ' MiB')} |")
         redis_cpu = values(pipe, "one_worker", "redis", "cpu_us_per_event")
         if redis_cpu:
             add(f"| Redis CPU per event, one worker's run (`INFO cpu`) | {c(redis_cpu, ',.1f', ' us')} |")
