@@ -30,7 +30,7 @@ Health: ``/livez`` says the process answers (a liveness probe: it reads nothing,
 outage restarts no exporter), ``/readyz`` that Redis answers a PING (a readiness probe);
 ``/healthz`` is the readiness check under its old name.
 
-A scrape reads and renders with Python's cyclic garbage collector paused (:class:`GcPause`):
+A scrape reads and renders with Python's cyclic garbage collector paused (:class:`~streams.collector.GcPause`):
 it builds many objects that all survive until the page is rendered, and the collector's full
 passes over them find nothing to free. Reference counting still frees everything acyclic at
 once; the cycles left are collected when the pause ends (bench/bench_scrape.py, figures in
@@ -45,7 +45,6 @@ docs there).
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import math
@@ -62,6 +61,7 @@ from kpi_core.exposition import render
 from kpi_core.kpis import MetricFamily, live_agents, snapshot, waiting_calls
 from kpi_core.state import StateStore
 from streams import web
+from streams.collector import GC_PAUSE
 from streams.redis.policy import EvictionWatch
 from streams.security import WSGIApp, redis_error_hint
 from streams.settings import Settings
@@ -180,35 +180,6 @@ class SingleFlight:
                 self._flight = None
             flight.done.set()
         return flight.value
-
-
-class GcPause:
-    """A context manager that keeps Python's cyclic garbage collector off while any thread is
-    inside one (nested and concurrent uses count), and turns it back on when the last one
-    leaves, if it was on when the first one entered. For short bursts that allocate many
-    long-lived objects (a scrape), where the collector's passes find nothing to free."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._inside = 0
-        self._was_enabled = False
-
-    def __enter__(self) -> None:
-        with self._lock:
-            if self._inside == 0:
-                self._was_enabled = gc.isenabled()
-                gc.disable()
-            self._inside += 1
-
-    def __exit__(self, *_exc: object) -> None:
-        with self._lock:
-            self._inside -= 1
-            if self._inside == 0 and self._was_enabled:
-                gc.enable()
-
-
-#: The exporter's one pause, shared by every scrape and snapshot of the process.
-GC_PAUSE = GcPause()
 
 
 class _Flight:

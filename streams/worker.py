@@ -44,6 +44,7 @@ from kpi_core.config import Config
 from kpi_core.engine import Engine
 from kpi_core.errors import InvalidEventError
 from kpi_core.events import Event, Rejection, Source, envelope_items, event_bytes
+from streams.collector import GC_PAUSE, tune_gc
 from streams.decoding import loads
 from streams.kafka.admin import LagProbe
 from streams.logs import faust_logging_config
@@ -70,8 +71,6 @@ CONFLICT_ATTEMPTS = 8
 MAX_TRANSACTION_EVENTS = 5000
 #: Longest wait between two attempts to reach Redis.
 REDIS_BACKOFF_MAX_SECONDS = 5.0
-#: Allocations between young GC collections (Python's default: 700); see tune_gc().
-GC_YOUNG_THRESHOLD = 50_000
 #: A tenant no event can have: the seen-set namespace of rejections' Kafka coordinates.
 PIPELINE_TENANT = "\x1fpipeline"
 INTERNAL_ERROR = "internal_error"
@@ -219,7 +218,15 @@ class BatchProcessor:
     # -- batches of messages ---------------------------------------------------------------
     def process(self, messages: Sequence[Message]) -> BatchResult:
         """Apply ``messages`` exactly once; returns the rejections for the DLQ. Raises
-        :class:`Stopping` when asked to stop while Redis cannot be reached."""
+        :class:`Stopping` when asked to stop while Redis cannot be reached.
+
+        The cyclic collector is paused meanwhile: its passes over a take's parsed events,
+        acyclic records and contributions find nothing to free (docs/BENCHMARKS.md); a take
+        waiting for Redis collects before each wait (:meth:`_redis_down`)."""
+        with GC_PAUSE:
+            return self._process(messages)
+
+    def _process(self, messages: Sequence[Message]) -> BatchResult:
         size = self.chunk_events
         if size is None:
             chunks = self._chunks(messages, MAX_TRANSACTION_EVENTS)
@@ -369,6 +376,7 @@ class BatchProcessor:
         if self.stopping.is_set():
             raise Stopping("stopping while Redis is unreachable") from exc
         backoff = min(REDIS_BACKOFF_MAX_SECONDS, 0.25 * 2 ** min(6, int(now - self._redis_down_since)))
+        gc.collect()  # the collector is paused during a take (process): nothing piles up in a long wait
         self.stopping.wait(backoff * (0.5 + random.random() / 2))
         if self.stopping.is_set():
             raise Stopping("stopping while Redis is unreachable") from exc
@@ -761,20 +769,6 @@ def run_worker(settings: Settings) -> int:
     finally:
         processor.stopping.set()
     return watchdog.exit_code or 0
-
-
-def tune_gc() -> None:
-    """Python's cyclic GC, tuned for a process whose batches allocate millions of short-lived
-    containers (parsed events, records, contributions) next to hundreds of thousands of
-    long-lived objects (Faust, aiokafka, fetched messages): with the default thresholds the
-    worker spent a large share of its time collecting, each full collection traversing every
-    long-lived object while holding the GIL (docs/BENCHMARKS.md, "Profiles and fixes"). What is alive at
-    start is frozen (never traversed again), and a young collection runs every
-    ``GC_YOUNG_THRESHOLD`` allocations instead of 700. Cycles are still collected; the
-    worker's own data (JSON records) has none."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
 
 
 def _check_port_free(port: int) -> None:

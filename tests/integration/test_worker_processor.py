@@ -92,6 +92,34 @@ def test_an_event_the_engine_fails_on_is_isolated(
     assert sum(v for (name, _l), v in flat.items() if name == "ccmon_events_total") == len(golden_lines) - 1
 
 
+def test_a_batch_is_computed_with_the_collector_paused_and_it_is_on_again_after(
+    redis_client: Any, redis_prefix: str, golden_lines: list[bytes], golden_at: float
+) -> None:
+    """The cyclic collector's passes over a batch's acyclic records find nothing to free: it is
+    off while the engine folds the events, and on again once the batch is applied, whether the
+    batch landed or an event made the engine fail."""
+    import gc
+
+    clock = lambda: golden_at  # noqa: E731
+    state = RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=clock)
+    seen: list[bool] = []
+
+    class Watching(Engine):
+        def process(self, event: Any, now: float) -> bool:
+            seen.append(gc.isenabled())
+            if event.event_id == "g5":
+                raise KeyError("a bug")
+            return super().process(event, now)
+
+    processor = BatchProcessor(CONFIG, state, clock)
+    processor.engine = Watching(CONFIG, state)
+    assert gc.isenabled()
+    result = processor.process(messages(golden_lines))
+    assert gc.isenabled()
+    assert [d.reason for d in result.dead].count(INTERNAL_ERROR) == 1
+    assert seen and not any(seen)
+
+
 def test_an_event_the_batch_script_fails_on_is_isolated_not_retried_forever(
     redis_client: Any, redis_prefix: str, golden_lines: list[bytes], golden_at: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,5 +1,5 @@
 """The exporter reads and renders a scrape with the cyclic garbage collector paused
-(streams.exporter.GcPause): on while nobody scrapes, off inside, back on after, whatever
+(streams.collector.GcPause): on while nobody scrapes, off inside, back on after, whatever
 the nesting, the threads or an error."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import pytest
 
 from kpi_core.config import Config
 from kpi_core.state import MemoryState
-from streams.exporter import GcPause, build_app
+from streams.collector import GcPause
+from streams.exporter import build_app
 
 AT = 1_795_168_800.0
 
