@@ -92,12 +92,13 @@ def test_an_event_the_engine_fails_on_is_isolated(
     assert sum(v for (name, _l), v in flat.items() if name == "ccmon_events_total") == len(golden_lines) - 1
 
 
-def test_a_batch_is_computed_with_the_collector_paused_and_it_is_on_again_after(
+def test_a_backlogs_take_is_computed_with_the_collector_paused_and_it_is_on_again_after(
     redis_client: Any, redis_prefix: str, golden_lines: list[bytes], golden_at: float
 ) -> None:
-    """The cyclic collector's passes over a batch's acyclic records find nothing to free: it is
-    off while the engine folds the events, and on again once the batch is applied, whether the
-    batch landed or an event made the engine fail."""
+    """The cyclic collector's passes over a take's acyclic records find nothing to free: on a
+    take of many chunks (a backlog's) it is off while the engine folds the events, and on again
+    once the take is applied, whether every chunk landed or an event made the engine fail. A
+    take of one chunk (live traffic) keeps it on."""
     import gc
 
     clock = lambda: golden_at  # noqa: E731
@@ -113,11 +114,17 @@ def test_a_batch_is_computed_with_the_collector_paused_and_it_is_on_again_after(
 
     processor = BatchProcessor(CONFIG, state, clock)
     processor.engine = Watching(CONFIG, state)
+    processor.chunk_events = 10  # the golden lines in chunks of 10
     assert gc.isenabled()
     result = processor.process(messages(golden_lines))
     assert gc.isenabled()
     assert [d.reason for d in result.dead].count(INTERNAL_ERROR) == 1
-    assert seen and not any(seen)
+    assert len(seen) >= len(golden_lines) and not any(seen)
+
+    seen.clear()
+    processor.chunk_events = len(golden_lines) + 10  # one chunk
+    processor.process(messages(golden_lines))
+    assert seen and all(seen)
 
 
 def test_an_event_the_batch_script_fails_on_is_isolated_not_retried_forever(
