@@ -50,7 +50,8 @@ SECRETS = ("kafka_password", "redis_password", "exporter_auth_password", "custom
 #: only as hard to reverse as the secret is to guess.
 MIN_CUSTOMER_KEY_SECRET_CHARS = 32
 #: The worker applies a batch in chunks of this many events, each computed while Redis
-#: applies the one before (streams.worker.BatchProcessor._pipelined).
+#: applies the one before (streams.worker.BatchProcessor._pipelined); at most
+#: streams.worker.MAX_TRANSACTION_EVENTS.
 PIPELINE_CHUNK_EVENTS = 5000
 
 
@@ -313,7 +314,7 @@ class Settings(SecuritySettings):
     pipeline_chunk: int = setting(
         PIPELINE_CHUNK_EVENTS,
         "--pipeline-chunk",
-        _integer(0, 5000),
+        _integer(0, PIPELINE_CHUNK_EVENTS),  # the default is the most: a batch script's 5,000 events
         "events per chunk of a batch, each chunk computed while Redis applies the one before; "
         "0: chunks of 5000 applied one after the other, never at once",
     )

@@ -159,6 +159,15 @@ class BatchConflict(CcmonError):
     whole batch and try again."""
 
 
+def _check_reply(result: Any, where: str = "") -> None:
+    """The batch script's reply: 0 when it applied the batch; ``{1, n}`` (n of its events were
+    applied by another writer first) or ``{2, n}`` (n records it read were changed) raise
+    :class:`BatchConflict`, nothing having been written."""
+    if result != 0:
+        what = "event(s) of the batch were applied" if result[0] == 1 else "record(s) it read were changed"
+        raise BatchConflict(f"{result[1]} {what} by another writer first{where}")
+
+
 @dataclass
 class _Hash:
     """Buffered changes to one hash: summed deltas and maxima. Bucket hashes keep both in
@@ -224,7 +233,7 @@ class DeferredCommit:
     event ids and the guard's names it registers."""
 
     pipe: Any  # its connection carries the script; its reply is read by finish_commit
-    command: tuple[Any, ...]
+    command: tuple[Any, ...] | None  # None: the batch writes nothing
     records: dict[str, tuple[bytes, Record] | None]  # record key -> value written, as sent and as a record
     seen: dict[str, dict[bytes, int]]  # seen key -> digest -> hour
     series: dict[tuple[str, str], dict[str, float]]  # (kind, tenant) -> name -> admitted at
@@ -305,20 +314,16 @@ class BatchWriter(RedisKeys):
         b.series_new = {kind_tenant: dict(names) for kind_tenant, names in after.series.items()}
 
     def _defer(self, b: _Batch) -> DeferredCommit:
-        """The batch's script call, as :meth:`_commit` makes it (one group: not on Redis Cluster)."""
-        seen_ops, ops = self._encode(b)
-        keys: list[str] = []
-        argv: list[Any] = [len(seen_ops), self.fail_at_write]
-        for key, args in seen_ops + ops:
-            keys.append(key)
-            argv.extend(args)
-        command = ("EVAL", scripts.APPLY_LUA, len(keys), *keys, *argv)
+        """The batch's script call, as :meth:`_commit` makes it (one group: not on Redis
+        Cluster), or none when the batch wrote nothing."""
+        calls = self._script_calls(b)
+        command = next(iter(calls.values()))[1] if calls else None
         return DeferredCommit(b.pipe, command, b.written, b.seen_new, b.series_new)
 
     @staticmethod
     def send_commit(commit: DeferredCommit) -> None:
         """Send ``commit``'s script on its connection; :meth:`finish_commit` reads its reply."""
-        if commit.sent:
+        if commit.sent or commit.command is None:
             return
         pipe = commit.pipe
         conn = pipe.connection
@@ -338,6 +343,10 @@ class BatchWriter(RedisKeys):
         if commit.done:
             raise RuntimeError("this commit was finished or dropped already")
         pipe = commit.pipe
+        if commit.command is None:
+            commit.done = True
+            pipe.reset()
+            return
         try:
             self.send_commit(commit)
             try:
@@ -350,9 +359,7 @@ class BatchWriter(RedisKeys):
         finally:
             commit.done = True
             pipe.reset()
-        if result != 0:
-            what = "event(s) of the batch were applied" if result[0] == 1 else "record(s) it read were changed"
-            raise BatchConflict(f"{result[1]} {what} by another writer first")
+        _check_reply(result)
 
     @staticmethod
     def drop_commit(commit: DeferredCommit) -> None:
@@ -505,11 +512,12 @@ class BatchWriter(RedisKeys):
                 if score is not None:
                     b.seen_known.add((key, digest))
 
-    def _commit(self, b: _Batch) -> None:
+    def _script_calls(self, b: _Batch) -> dict[str, tuple[str, tuple[Any, ...]]]:
+        """The batch's script calls, one per hash-slot group (one group but on Redis Cluster):
+        group -> (its first key, the command). KEYS in operation order, ARGV = number of
+        seen-set operations (they come first: the script checks them before writing, and
+        writes them last), the test hook, then the ops."""
         seen_ops, ops = self._encode(b)
-        # One script call per group: KEYS in operation order, ARGV = number of seen-set
-        # operations (they come first: the script checks them before writing, and writes
-        # them last), the test hook, then the ops.
         ordered: dict[str, tuple[list[str], list[Any]]] = {}
         for key, args in seen_ops:
             keys, argv = ordered.setdefault(self._group(key), ([], [0, self.fail_at_write]))
@@ -520,13 +528,19 @@ class BatchWriter(RedisKeys):
             keys, argv = ordered.setdefault(self._group(key), ([], [0, self.fail_at_write]))
             keys.append(key)
             argv.extend(args)
-        for group, (keys, argv) in ordered.items():
-            # EVAL, not EVALSHA: a script missing from the server's cache cannot fail inside
-            # MULTI (Redis caches it by its SHA anyway).
-            command = ("EVAL", scripts.APPLY_LUA, len(keys), *keys, *argv)
+        # EVAL, not EVALSHA: a script missing from the server's cache cannot fail inside
+        # MULTI (Redis caches it by its SHA anyway).
+        return {
+            group: (keys[0], ("EVAL", scripts.APPLY_LUA, len(keys), *keys, *argv))
+            for group, (keys, argv) in ordered.items()
+        }
+
+    def _commit(self, b: _Batch) -> None:
+        calls = self._script_calls(b)
+        for group, (first_key, command) in calls.items():
             try:
                 if self.cluster:
-                    pipe = self._pipe(b, keys[0])
+                    pipe = self._pipe(b, first_key)
                     pipe.multi()
                     pipe.execute_command(*command)
                     (result,) = pipe.execute()
@@ -535,11 +549,9 @@ class BatchWriter(RedisKeys):
             except redis.WatchError:
                 raise BatchConflict(
                     f"{len(b.watched)} watched live set(s): one changed before the batch "
-                    f"was applied{self._partly(ordered, group)}"
+                    f"was applied{self._partly(calls, group)}"
                 ) from None
-            if result != 0:
-                what = "event(s) of the batch were applied" if result[0] == 1 else "record(s) it read were changed"
-                raise BatchConflict(f"{result[1]} {what} by another writer first{self._partly(ordered, group)}")
+            _check_reply(result, self._partly(calls, group))
 
     @staticmethod
     def _partly(ordered: Mapping[str, Any], failed: str) -> str:
