@@ -103,6 +103,14 @@ from streams.redis.keys import (
 )
 
 
+def _connection(pipe: Any) -> Any:
+    """``pipe``'s connection, taken from its pool on first use (kept until ``pipe.reset()``)."""
+    conn = pipe.connection
+    if conn is None:
+        conn = pipe.connection = pipe.connection_pool.get_connection()
+    return conn
+
+
 def _send(pipe: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
     """Send ``commands`` on ``pipe``'s connection in one write and read their replies (an error
     reply raises it, after the rest are read). The arguments are packed by hiredis in C: the
@@ -110,9 +118,7 @@ def _send(pipe: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
     (docs/BENCHMARKS.md, "Engine v2, the write path"). Any other failure (the connection, a
     timeout) closes the connection, so no reply is left unread on it, and raises: the
     worker retries the whole batch (no WATCH survives a closed connection)."""
-    conn = pipe.connection
-    if conn is None:
-        conn = pipe.connection = pipe.connection_pool.get_connection()
+    conn = _connection(pipe)
     replies: list[Any] = []
     error: redis.ResponseError | None = None
     try:
@@ -325,10 +331,7 @@ class BatchWriter(RedisKeys):
         """Send ``commit``'s script on its connection; :meth:`finish_commit` reads its reply."""
         if commit.sent or commit.command is None:
             return
-        pipe = commit.pipe
-        conn = pipe.connection
-        if conn is None:
-            conn = pipe.connection = pipe.connection_pool.get_connection()
+        conn = _connection(commit.pipe)
         commit.sent = True
         try:
             conn.send_packed_command([hiredis.pack_command(commit.command)])
