@@ -382,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
                 "redis_p99_ms": 1000 * quantile(r_delays, 0.99),
                 "redis_max_ms": 1000 * max(r_delays),
                 "redis_p99_low_ms": 1000 * quantile(r_lows, 0.99),
+                # each marker's commit delay, in production order (where the tail comes from)
+                "redis_delays_ms": [round(1000 * d, 1) for d in r_delays],
             }
         )
     if m_delays:

@@ -315,7 +315,7 @@ class Settings(SecuritySettings):
         PIPELINE_CHUNK_EVENTS,
         "--pipeline-chunk",
         _integer(0, PIPELINE_CHUNK_EVENTS),  # the default is the most: a batch script's 5,000 events
-        "events per chunk of a batch, each chunk computed while Redis applies the one before; "
+        "events per chunk of a batch, each chunk (and each take) computed while Redis applies the one before; "
         "0: chunks of 5000 applied one after the other, never at once",
     )
     session_timeout: float = setting(

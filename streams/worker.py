@@ -62,6 +62,9 @@ log = logging.getLogger("ccmon.worker")
 
 #: Seconds between two runs of the engine's upkeep (expiring calls that waited too long).
 MAINTAIN_INTERVAL_SECONDS = 10.0
+#: Seconds a take's last chunk may stay in flight (its script sent, its reply unread) when no
+#: next take comes to confirm it (BatchProcessor.take): its offsets are committed after.
+HOLD_SECONDS = 0.05
 #: Seconds between two measurements of the consumer group's lag.
 LAG_INTERVAL_SECONDS = 5.0
 #: Attempts of a whole batch that keeps conflicting with other workers before it is split.
@@ -197,6 +200,19 @@ def _script_failed(exc: redis.RedisError) -> bool:
     )
 
 
+#: A chunk computed and encoded, its script in flight: the chunk, its commit, its result.
+_Flight = tuple[list[_Item], DeferredCommit, BatchResult]
+
+
+@dataclass
+class _Held:
+    """A take whose last chunk is in flight (:meth:`BatchProcessor.take`)."""
+
+    token: object
+    flight: _Flight
+    earlier: list[BatchResult]  # its chunks landed already
+
+
 class Stopping(Exception):
     """The worker is stopping while a batch waits for Redis: the batch was not applied."""
 
@@ -214,6 +230,8 @@ class BatchProcessor:
         self.chunk_events: int | None = None if state.cluster else PIPELINE_CHUNK_EVENTS
         self._redis_down_since: float | None = None
         self._last_down_log = 0.0
+        self._held: _Held | None = None  # the take in flight (take)
+        self._landed: list[tuple[object, BatchResult]] = []  # takes landed, not yet handed out (maintain)
 
     # -- batches of messages ---------------------------------------------------------------
     def process(self, messages: Sequence[Message]) -> BatchResult:
@@ -234,8 +252,10 @@ class BatchProcessor:
         second = next(chunks, None) if first is not None else None
         if first is None or second is None:  # one chunk at most (a live take): nothing to overlap
             return BatchResult.combine([self._resilient(first)] if first is not None else [])
+        if self._held is not None:
+            raise RuntimeError("a take is in flight: flush() it before process()")
         with GC_PAUSE:
-            return BatchResult.combine(self._pipelined(itertools.chain([first, second], chunks)))
+            return BatchResult.combine(self._pipelined(itertools.chain([first, second], chunks))[0])
 
     @staticmethod
     def _chunks(messages: Sequence[Message], size: int) -> Iterator[list[_Item]]:
@@ -251,7 +271,9 @@ class BatchProcessor:
         if chunk:
             yield chunk
 
-    def _pipelined(self, chunks: Iterator[list[_Item]]) -> list[BatchResult]:
+    def _pipelined(
+        self, chunks: Iterator[list[_Item]], flight: _Flight | None = None, *, hold: bool = False
+    ) -> tuple[list[BatchResult], _Flight | None]:
         """Apply ``chunks`` in turn, each computed while Redis runs the script of the one
         before: Redis and the engine work at once, on two cores.
 
@@ -261,22 +283,30 @@ class BatchProcessor:
         leaves. Anything that goes wrong (a conflict, Redis down, an engine or script error)
         goes the unpipelined way: chunk k is applied alone, as :meth:`_resilient` applies any
         batch, and chunk k+1, dropped unsent, is computed again after it. Each chunk is atomic
-        and idempotent on its own, as the chunks of a take always were."""
+        and idempotent on its own, as the chunks of a take always were.
+
+        ``flight``: a chunk already computed (the last of the take before, :meth:`take`), the
+        first to land; its result comes first. ``hold``: the last chunk is not confirmed but
+        returned, still in flight (its script possibly unsent)."""
         state = self.state
         results: list[BatchResult] = []
-        flight: tuple[list[_Item], DeferredCommit, BatchResult] | None = None
         again: list[_Item] | None = None
         while True:
             chunk = again if again is not None else next(chunks, None)
             again = None
-            if chunk is None and flight is None:
-                return results
-            ahead: tuple[list[_Item], DeferredCommit | None, BatchResult] | None = None
+            if chunk is None and (flight is None or hold):
+                return results, flight
+            ahead: _Flight | None = None
+            landed_now: BatchResult | None = None
             failed = False
             if chunk is not None:
                 try:
                     result = self._apply(chunk, self.clock(), after=flight[1] if flight else None, defer=True)
-                    ahead = (chunk, state.deferred, result)
+                    deferred = state.deferred
+                    if deferred is None:  # applied already (it could not be deferred)
+                        landed_now = result
+                    else:
+                        ahead = (chunk, deferred, result)
                 except (Stopping, KeyboardInterrupt):
                     raise
                 except Exception:  # applied alone below, once the chunk in flight has landed
@@ -289,7 +319,7 @@ class BatchProcessor:
                     raise
                 except Exception as exc:
                     log.debug("a pipelined chunk was not applied (%s: %s): applied alone", type(exc).__name__, exc)
-                    if ahead is not None and ahead[1] is not None:
+                    if ahead is not None:
                         state.drop_commit(ahead[1])
                     results.append(self._resilient(flight[0]))
                     flight = None
@@ -299,10 +329,90 @@ class BatchProcessor:
             if failed and chunk is not None:
                 results.append(self._resilient(chunk))
             elif ahead is not None:
-                if ahead[1] is None:  # applied already (it could not be deferred)
-                    results.append(ahead[2])
-                else:
-                    flight = (ahead[0], ahead[1], ahead[2])
+                flight = ahead
+            elif chunk is not None and landed_now is not None:
+                results.append(landed_now)
+
+    # -- takes that overlap (a live worker's) ----------------------------------------------
+    def take(self, messages: Sequence[Message], token: object) -> list[tuple[object, BatchResult]]:
+        """Apply ``messages`` exactly once, as :meth:`process` does, but leave the take's last
+        chunk in flight: its script is sent and Redis applies it while the worker goes back
+        to Kafka for the next take, which is computed on top of it (what it writes is taken
+        from it, as a backlog's chunks take it from the chunk before: :meth:`_pipelined`).
+
+        Returns the takes that landed (their scripts' replies read, or applied again alone
+        after a failure), oldest first, each with its ``token``: the take held before, now
+        confirmed, and this one when it could not be held. The take held lands on the next
+        take, :meth:`flush` or :meth:`maintain`; acknowledge its messages then, not before."""
+        landed, self._landed = self._landed, []
+        held, self._held = self._held, None
+        size = self.chunk_events
+        if size is None:  # nothing is held: Redis Cluster, or --pipeline-chunk 0
+            if held is not None:
+                landed.append(self._land(held))
+            landed.append((token, self.process(messages)))
+            return landed
+        chunks = self._chunks(messages, min(size, MAX_TRANSACTION_EVENTS))
+        first = next(chunks, None)
+        if first is None:  # no event at all (empty messages)
+            if held is not None:
+                landed.append(self._land(held))
+            landed.append((token, BatchResult(dead=[])))
+            return landed
+        second = next(chunks, None)
+        ordered = itertools.chain([first], [second] if second else [], chunks)
+        prior = held.flight if held is not None else None
+        try:
+            if second is None:  # a live take: the collector stays on (process)
+                results, flight = self._pipelined(ordered, prior, hold=True)
+            else:
+                with GC_PAUSE:
+                    results, flight = self._pipelined(ordered, prior, hold=True)
+        except BaseException:
+            if held is not None:
+                self.state.abandon_commit(held.flight[1])  # not acknowledged: read again
+            raise
+        if held is not None:  # its last chunk landed first
+            landed.append((held.token, BatchResult.combine([*held.earlier, results.pop(0)])))
+        if flight is None:
+            landed.append((token, BatchResult.combine(results)))
+            return landed
+        self._held = _Held(token, flight, results)
+        try:
+            self.state.send_commit(flight[1])  # Redis applies it now, not when the next take comes
+        except (Stopping, KeyboardInterrupt):
+            raise
+        except Exception:  # landed (applied alone) at once
+            self._held = None
+            landed.append(self._land(_Held(token, flight, results)))
+        return landed
+
+    def flush(self, token: object | None = None) -> list[tuple[object, BatchResult]]:
+        """The takes landed since the last call, confirming the one held first (only if it is
+        ``token``'s, when given): what to acknowledge, oldest first."""
+        landed, self._landed = self._landed, []
+        held = self._held
+        if held is not None and (token is None or held.token is token):
+            self._held = None
+            landed.append(self._land(held))
+        return landed
+
+    def holds(self, token: object) -> bool:
+        """Whether ``token``'s take is still in flight (it lands on the next take or :meth:`flush`)."""
+        return self._held is not None and self._held.token is token
+
+    def _land(self, held: _Held) -> tuple[object, BatchResult]:
+        """Confirm ``held``'s chunk in flight, or apply it alone (:meth:`_resilient`) when its
+        script failed or its reply was lost."""
+        chunk, commit, result = held.flight
+        try:
+            self.state.finish_commit(commit)
+        except (Stopping, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            log.debug("a take in flight was not applied (%s: %s): applied alone", type(exc).__name__, exc)
+            result = self._resilient(chunk)
+        return held.token, BatchResult.combine([*held.earlier, result])
 
     def _resilient(self, items: list[_Item]) -> BatchResult:
         """Apply ``items``; a failure inside the engine (a bug, not bad data) is narrowed
@@ -430,7 +540,9 @@ class BatchProcessor:
     # -- upkeep ----------------------------------------------------------------------------
     def maintain(self) -> None:
         """The engine's upkeep (expire calls that waited longer than ``max_call_age``), then the
-        retirement of idle names (Engine.retire_series)."""
+        retirement of idle names (Engine.retire_series). A take in flight lands first (the
+        next :meth:`take` or :meth:`flush` hands it out)."""
+        self._landed = self.flush()
         for _attempt in range(CONFLICT_ATTEMPTS):
             try:
                 with self.state.batch():
@@ -578,35 +690,22 @@ def build_app(
         async def eviction_policy() -> None:  # in the batch thread; a change is logged, the worker goes on
             await asyncio.get_running_loop().run_in_executor(executor, eviction.refresh)
 
-    @app.agent(events_topic, name="ccmon-events")
-    async def consume(stream: Any) -> None:
-        loop = asyncio.get_running_loop()
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within):
-            # take_events acks the batch when the generator moves on *or is closed* (Faust
-            # closes it on stop, even mid-batch). Hold one more reference per message so
-            # that ack alone cannot make an unapplied offset committable; ours comes after.
-            taken = time.time()
-            for event in batch:
-                event.message.incref()
-            messages = [_message(event.message) for event in batch]
-            watchdog.batch_started({message.partition for message in messages})
-            future = loop.run_in_executor(executor, processor.process, messages)
-            try:
-                result = await asyncio.shield(future)
-            except asyncio.CancelledError:
-                # Stopping: give a batch in flight a moment to land; one that waits for
-                # Redis gives up, stays unacked, and is read again on the next start.
-                processor.stopping.set()
-                try:
-                    late = await asyncio.wait_for(asyncio.shield(future), timeout=10)
-                    if not late.dead:  # else unacked: read again, its dead letters resent
-                        for event in batch:
-                            event.ack()
-                except BaseException:  # Stopping, a timeout, a second cancel
-                    log.warning(
-                        "stopped with a batch of %d messages not applied; it is read again on restart", len(batch)
-                    )
-                raise
+    # Takes handed to the processor and not yet landed (BatchProcessor.take: a take's last
+    # chunk stays in flight until the next take), by token: the events and when they were taken.
+    taken_by: dict[object, tuple[list[Any], float]] = {}
+
+    def ack(event: Any) -> None:
+        """Let ``event``'s offset be committed. When ours is the message's last reference (a take
+        held in flight is acknowledged after Faust's take moved on), tell Faust's sensors, as
+        its own last acknowledgement does (the worker's ``active_messages``)."""
+        if event.ack():
+            message = event.message
+            app.sensors.on_message_out(message.tp, message.offset, message)
+
+    async def land(landed: list[tuple[object, BatchResult]]) -> None:
+        """Dead-letter what each landed take rejected, then let its offsets be committed."""
+        for token, result in landed:
+            batch, taken = taken_by.pop(token)
             deliveries = []
             for dead in result.dead:
                 fitted = dead.fitted()
@@ -622,23 +721,73 @@ def build_app(
             if deliveries:
                 await asyncio.gather(*deliveries)
             for event in batch:
-                event.ack()  # applied and dead-lettered: now its offset may be committed
-            watchdog.batch_finished()
+                ack(event)  # applied and dead-lettered: now its offset may be committed
             if log.isEnabledFor(logging.DEBUG):
                 # Where a batch's time goes: Kafka's CreateTime of its oldest message -> the
-                # take yielding it -> applied in Redis and dead-lettered.
+                # take yielding it -> applied in Redis and dead-lettered (a take left in flight
+                # is confirmed with the next take, or HOLD_SECONDS after it when none comes).
                 oldest = min(event.message.timestamp for event in batch)
                 log.debug(
                     "batch of %d messages (%d events): oldest waited %.3f s before the take, applied %.3f s later",
-                    len(messages),
+                    len(batch),
                     result.accepted,
                     taken - oldest,
                     time.time() - taken,
                 )
-            stats["messages"] += len(messages)
+            stats["messages"] += len(batch)
             stats["events"] += result.accepted
             stats["duplicates"] += result.duplicates
             stats["rejected"] += len(result.dead)
+
+    async def land_when_idle(token: object) -> None:
+        """Confirm ``token``'s take, still in flight after HOLD_SECONDS (no next take came)."""
+        await asyncio.sleep(HOLD_SECONDS)
+        if processor.holds(token):
+            await land(await asyncio.get_running_loop().run_in_executor(executor, processor.flush, token))
+
+    @app.agent(events_topic, name="ccmon-events")
+    async def consume(stream: Any) -> None:
+        loop = asyncio.get_running_loop()
+        tokens = itertools.count()
+        idle: asyncio.Task[None] | None = None
+        try:
+            async for batch in stream.take_events(settings.batch_size, within=settings.batch_within):
+                # take_events acks the batch when the generator moves on *or is closed* (Faust
+                # closes it on stop, even mid-batch). Hold one more reference per message so
+                # that ack alone cannot make an unapplied offset committable; ours comes after.
+                taken = time.time()
+                for event in batch:
+                    event.message.incref()
+                messages = [_message(event.message) for event in batch]
+                token = next(tokens)
+                taken_by[token] = (batch, taken)
+                watchdog.batch_started({message.partition for message in messages})
+                future = loop.run_in_executor(executor, processor.take, messages, token)
+                try:
+                    landed = await asyncio.shield(future)
+                except asyncio.CancelledError:
+                    # Stopping: give a batch in flight a moment to land; one that waits for
+                    # Redis gives up, stays unacked, and is read again on the next start.
+                    processor.stopping.set()
+                    try:
+                        late = await asyncio.wait_for(asyncio.shield(future), timeout=10)
+                        late += await asyncio.wait_for(loop.run_in_executor(executor, processor.flush), timeout=10)
+                        for late_token, result in late:
+                            if not result.dead:  # else unacked: read again, its dead letters resent
+                                for event in taken_by.pop(late_token)[0]:
+                                    ack(event)
+                    except BaseException:  # Stopping, a timeout, a second cancel
+                        log.warning(
+                            "stopped with a batch of %d messages not applied; it is read again on restart", len(batch)
+                        )
+                    raise
+                await land(landed)
+                watchdog.batch_finished()
+                if processor.holds(token):
+                    idle = asyncio.ensure_future(land_when_idle(token))
+        finally:
+            if idle is not None:
+                idle.cancel()
 
     lock_key = f"{settings.redis_prefix}:{{p}}:maintain-lock"
     me = uuid.uuid4().hex

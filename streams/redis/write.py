@@ -372,6 +372,18 @@ class BatchWriter(RedisKeys):
         commit.done = True
         commit.pipe.reset()
 
+    @staticmethod
+    def abandon_commit(commit: DeferredCommit) -> None:
+        """Forget ``commit`` whether or not it was sent (the worker stops with it in flight: its
+        events are read again and found seen if it was applied). A reply that may still come
+        is never read: its connection is closed."""
+        if commit.done:
+            return
+        if commit.sent and commit.pipe.connection is not None:
+            commit.pipe.connection.disconnect()
+        commit.done = True
+        commit.pipe.reset()
+
     def _pipe(self, b: _Batch, key: str) -> Any:
         """The batch's WATCH pipeline for ``key``: the one pipeline, or on Redis Cluster one per
         hash-slot group (a transaction cannot span slots there)."""

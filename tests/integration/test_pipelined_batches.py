@@ -1,8 +1,10 @@
 """The worker's pipelined chunks (``BatchProcessor._pipelined``) on the real Redis: a take of
 many events is applied in chunks, each computed while Redis runs the script of the one before,
-on what Redis held before it plus what that one writes. Whatever happens to the chunk in
-flight (another worker applying one of its events first, the connection lost under it), every
-event counts once and Redis ends holding what one chunk after the other leaves, key by key."""
+on what Redis held before it plus what that one writes. The same for a live worker's takes
+(``BatchProcessor.take``): a take's last chunk stays in flight while the next take is computed.
+Whatever happens to the chunk in flight (another worker applying one of its events first, the
+connection lost under it), every event counts once and Redis ends holding what one chunk after
+the other leaves, key by key."""
 
 from __future__ import annotations
 
@@ -31,6 +33,10 @@ AT = START + 3600 + 60
 ENVELOPE = 10  # events per Kafka message
 TAKE = 40  # messages per take: 400 events
 CHUNK = 60  # events per pipelined chunk: ~7 chunks a take
+LIVE_TAKE = 5  # messages per take of one chunk (a live worker's)
+#: How the takes are applied: ``process`` (each take landed before the next), ``take`` with
+#: takes of one chunk (each held in flight until the next), ``take`` with takes of many chunks.
+MODES = {"chunks": (False, TAKE), "held takes": (True, LIVE_TAKE), "held takes of many chunks": (True, TAKE)}
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +52,33 @@ def day() -> list[bytes]:
     return lines
 
 
-def takes(lines: list[bytes]) -> list[list[Message]]:
+def takes(lines: list[bytes], size: int = TAKE) -> list[list[Message]]:
     envelopes = [b"[" + b",".join(lines[i : i + ENVELOPE]) + b"]" for i in range(0, len(lines), ENVELOPE)]
     messages = [Message("events", 0, offset, None, value, AT) for offset, value in enumerate(envelopes)]
-    return [messages[i : i + TAKE] for i in range(0, len(messages), TAKE)]
+    return [messages[i : i + size] for i in range(0, len(messages), size)]
 
 
-def run(state: RedisState, lines: list[bytes], chunk: int | None) -> tuple[int, int]:
+def run(state: RedisState, lines: list[bytes], chunk: int | None, mode: str = "chunks") -> tuple[int, int]:
+    """Apply ``lines`` in takes, as ``mode`` says; ``take``'s takes must each land exactly
+    once, in order, and each was in flight (``holds``) when its call returned."""
     processor = BatchProcessor(CONFIG, state, lambda: AT)
     processor.chunk_events = chunk
+    held, size = MODES[mode]
     accepted = duplicates = 0
-    for take in takes(lines):
-        result = processor.process(take)
+    landed: list[tuple[object, Any]] = []
+    in_flight = 0
+    all_takes = takes(lines, size)
+    for token, take in enumerate(all_takes):
+        if not held:
+            landed.append((token, processor.process(take)))
+            continue
+        landed += processor.take(take, token)
+        in_flight += processor.holds(token)
+    landed += processor.flush()
+    assert [token for token, _result in landed] == list(range(len(all_takes)))
+    if held and chunk is not None:
+        assert in_flight >= len(all_takes) - len(all_takes) // 4, (in_flight, len(all_takes))
+    for _token, result in landed:
         assert not result.dead
         accepted += result.accepted
         duplicates += result.duplicates
@@ -104,8 +125,9 @@ def one_after_the_other(redis_client: Any, redis_prefix: str, day: list[bytes]) 
     return stored(redis_client, f"{redis_prefix}-a"), flatten(snapshot(CONFIG, state, AT))
 
 
+@pytest.mark.parametrize("mode", MODES)
 def test_pipelined_chunks_leave_redis_as_one_chunk_after_the_other(
-    redis_client: Any, redis_prefix: str, day: list[bytes], one_after_the_other: tuple[dict[str, Any], Any]
+    redis_client: Any, redis_prefix: str, day: list[bytes], one_after_the_other: tuple[dict[str, Any], Any], mode: str
 ) -> None:
     keys, flat = one_after_the_other
     state = RedisState(redis_client, CONFIG, prefix=f"{redis_prefix}-b", clock=lambda: AT)
@@ -122,13 +144,17 @@ def test_pipelined_chunks_leave_redis_as_one_chunk_after_the_other(
         finished.append("landed after the next chunk's reads" if sent_before else "landed")
 
     state.finish_commit = finish_commit  # type: ignore[method-assign]
-    accepted, duplicates = run(state, day, CHUNK)
+    accepted, duplicates = run(state, day, CHUNK, mode)
     distinct = len({orjson.loads(line)["event_id"] for line in day})
     assert (accepted, duplicates) == (distinct, len(day) - distinct)
-    # Every chunk but each take's last was in flight while the next was computed, and each
-    # landed at once: the next one's view of it (records, seen ids) was what Redis then held.
+    # Every chunk but each take's last (held takes: but the last take's) was in flight while
+    # the next was computed, and each landed at once: the next one's view of it (records,
+    # seen ids) was what Redis then held.
     chunks_in_flight = finished.count("landed after the next chunk's reads")
-    assert chunks_in_flight >= len(takes(day)) * 5, finished
+    if mode == "chunks":
+        assert chunks_in_flight >= len(takes(day)) * 5, finished
+    else:
+        assert chunks_in_flight >= len(takes(day, MODES[mode][1])) - 1, finished
     assert set(finished) <= {"landed after the next chunk's reads", "landed"}
     assert stored(redis_client, f"{redis_prefix}-b") == keys
     assert flatten(snapshot(CONFIG, state, AT)) == flat == in_memory(day)
@@ -178,6 +204,7 @@ class Interfering(RedisState):
         super().drop_commit(commit)
 
 
+@pytest.mark.parametrize("mode", ["chunks", "held takes"])
 @pytest.mark.parametrize("trouble", ["applied first", "lost before it ran", "reply lost after it ran"])
 def test_a_chunk_in_trouble_in_flight_is_applied_alone_and_the_next_computed_again(
     redis_client: Any,
@@ -185,6 +212,7 @@ def test_a_chunk_in_trouble_in_flight_is_applied_alone_and_the_next_computed_aga
     day: list[bytes],
     one_after_the_other: tuple[dict[str, Any], Any],
     trouble: str,
+    mode: str,
 ) -> None:
     """Another worker applies one of the chunk's events while it is in flight (its script then
     refuses the batch), or its connection dies before the script ran, or after, with its reply
@@ -194,7 +222,7 @@ def test_a_chunk_in_trouble_in_flight_is_applied_alone_and_the_next_computed_aga
     keys, flat = one_after_the_other
     prefix = f"{redis_prefix}-b"
     state = Interfering(redis_client, CONFIG, prefix=prefix, clock=lambda: AT, trouble=trouble, when=5, lines=day)
-    accepted, duplicates = run(state, day, CHUNK)
+    accepted, duplicates = run(state, day, CHUNK, mode)
     distinct = len({orjson.loads(line)["event_id"] for line in day})
     troubles = state.troubles
     assert troubles >= 5 and state.dropped >= 3  # chunks computed on one in trouble, computed again
@@ -223,3 +251,46 @@ def test_a_chunk_in_trouble_in_flight_is_applied_alone_and_the_next_computed_aga
     }
     assert {k: v for k, v in got.items() if k[0] != dup} == {k: v for k, v in flat.items() if k[0] != dup}
     assert flat == in_memory(day)
+
+
+@pytest.mark.parametrize("trouble", ["applied first", "lost before it ran", "reply lost after it ran"])
+def test_a_held_take_in_trouble_is_applied_alone_when_flushed(
+    redis_client: Any, redis_prefix: str, day: list[bytes], trouble: str
+) -> None:
+    """A live take's last chunk, in flight when no next take comes, meets trouble: ``flush``
+    (what the worker runs when it is idle) applies it alone, and hands it out once."""
+    lines = day[: ENVELOPE * LIVE_TAKE]
+    state = Interfering(
+        redis_client, CONFIG, prefix=f"{redis_prefix}-c", clock=lambda: AT, trouble=trouble, when=1, lines=day
+    )
+    processor = BatchProcessor(CONFIG, state, lambda: AT)
+    processor.chunk_events = CHUNK
+    (take,) = takes(lines, LIVE_TAKE)
+    assert processor.take(take, "t") == []
+    assert processor.holds("t") and state.troubles == 1
+    (landed,) = processor.flush()
+    assert not processor.holds("t") and processor.flush() == []
+    token, result = landed
+    distinct = len({orjson.loads(line)["event_id"] for line in lines})
+    assert token == "t" and not result.dead and result.accepted + result.duplicates == len(lines)
+    assert result.accepted == {"applied first": distinct - 1, "lost before it ran": distinct}.get(trouble, 0)
+    dup = "ccmon_events_duplicate_total"
+    got = flatten(snapshot(CONFIG, state, AT))
+    assert {k: v for k, v in got.items() if k[0] != dup} == {k: v for k, v in in_memory(lines).items() if k[0] != dup}
+
+
+def test_a_take_without_events_lands_the_take_held_then_itself(
+    redis_client: Any, redis_prefix: str, day: list[bytes]
+) -> None:
+    lines = day[: ENVELOPE * LIVE_TAKE]
+    state = RedisState(redis_client, CONFIG, prefix=f"{redis_prefix}-d", clock=lambda: AT)
+    processor = BatchProcessor(CONFIG, state, lambda: AT)
+    processor.chunk_events = CHUNK
+    (take,) = takes(lines, LIVE_TAKE)
+    assert processor.take(take, "events") == []
+    landed = processor.take([Message("events", 0, 99, None, b"[]", AT)], "empty")
+    assert [(token, result.accepted) for token, result in landed] == [
+        ("events", len({orjson.loads(line)["event_id"] for line in lines})),
+        ("empty", 0),
+    ]
+    assert processor.flush() == []
