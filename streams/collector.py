@@ -7,7 +7,11 @@ collected when a pause ends (docs/BENCHMARKS.md)."""
 from __future__ import annotations
 
 import gc
+import logging
 import threading
+import time
+from collections.abc import Callable
+from typing import Any
 
 #: Allocations between young GC collections (Python's default: 700); see tune_gc().
 GC_YOUNG_THRESHOLD = 50_000
@@ -25,6 +29,35 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
+
+
+#: A collection at least this long is logged at DEBUG (report_slow_collections).
+SLOW_COLLECTION_SECONDS = 0.02
+
+
+def report_slow_collections(
+    log: logging.Logger, threshold: float = SLOW_COLLECTION_SECONDS
+) -> Callable[[str, dict[str, Any]], None]:
+    """Log at DEBUG (when ``log`` is at DEBUG) each collection that holds the GIL ``threshold``
+    seconds or more (its generation, time and objects collected): where a batch's stall came
+    from. Returns the callback (in ``gc.callbacks``)."""
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+            return
+        took = time.perf_counter() - started[0]
+        if took >= threshold and log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "the garbage collector took %.3f s (generation %d, %d collected)",
+                took,
+                info["generation"],
+                info["collected"],
+            )
+
+    gc.callbacks.append(callback)
+    return callback
 
 
 class GcPause:

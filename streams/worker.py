@@ -44,7 +44,7 @@ from kpi_core.config import Config
 from kpi_core.engine import Engine
 from kpi_core.errors import InvalidEventError
 from kpi_core.events import Event, Rejection, Source, envelope_items, event_bytes
-from streams.collector import GC_PAUSE, tune_gc
+from streams.collector import GC_PAUSE, report_slow_collections, tune_gc
 from streams.decoding import loads
 from streams.kafka.admin import LagProbe
 from streams.logs import faust_logging_config
@@ -231,7 +231,6 @@ class BatchProcessor:
         self._redis_down_since: float | None = None
         self._last_down_log = 0.0
         self._held: _Held | None = None  # the take in flight (take)
-        self._landed: list[tuple[object, BatchResult]] = []  # takes landed, not yet handed out (maintain)
 
     # -- batches of messages ---------------------------------------------------------------
     def process(self, messages: Sequence[Message]) -> BatchResult:
@@ -344,7 +343,7 @@ class BatchProcessor:
         after a failure), oldest first, each with its ``token``: the take held before, now
         confirmed, and this one when it could not be held. The take held lands on the next
         take, :meth:`flush` or :meth:`maintain`; acknowledge its messages then, not before."""
-        landed, self._landed = self._landed, []
+        landed: list[tuple[object, BatchResult]] = []
         held, self._held = self._held, None
         size = self.chunk_events
         if size is None:  # nothing is held: Redis Cluster, or --pipeline-chunk 0
@@ -388,14 +387,13 @@ class BatchProcessor:
         return landed
 
     def flush(self, token: object | None = None) -> list[tuple[object, BatchResult]]:
-        """The takes landed since the last call, confirming the one held first (only if it is
-        ``token``'s, when given): what to acknowledge, oldest first."""
-        landed, self._landed = self._landed, []
+        """Confirm the take in flight (only if it is ``token``'s, when given): what landed, to
+        acknowledge (nothing, or that take)."""
         held = self._held
-        if held is not None and (token is None or held.token is token):
-            self._held = None
-            landed.append(self._land(held))
-        return landed
+        if held is None or (token is not None and held.token is not token):
+            return []
+        self._held = None
+        return [self._land(held)]
 
     def holds(self, token: object) -> bool:
         """Whether ``token``'s take is still in flight (it lands on the next take or :meth:`flush`)."""
@@ -538,22 +536,26 @@ class BatchProcessor:
         return result
 
     # -- upkeep ----------------------------------------------------------------------------
-    def maintain(self) -> None:
+    def maintain(self) -> list[tuple[object, BatchResult]]:
         """The engine's upkeep (expire calls that waited longer than ``max_call_age``), then the
-        retirement of idle names (Engine.retire_series). A take in flight lands first (the
-        next :meth:`take` or :meth:`flush` hands it out)."""
-        self._landed = self.flush()
-        for _attempt in range(CONFLICT_ATTEMPTS):
-            try:
-                with self.state.batch():
-                    self.engine.maintain(self.clock(), retire=False)
-                break
-            except BatchConflict:
-                time.sleep(0.05 * (0.5 + random.random()))
-        else:
-            log.warning("upkeep kept conflicting with other workers; it runs again later")
-        # Retirement writes at once, in small atomic steps: after the batch, never inside it.
-        self.engine.retire_series(self.clock())
+        retirement of idle names (Engine.retire_series). A take in flight lands first: it is
+        returned, to acknowledge, as :meth:`flush` returns it."""
+        landed = self.flush()
+        try:
+            for _attempt in range(CONFLICT_ATTEMPTS):
+                try:
+                    with self.state.batch():
+                        self.engine.maintain(self.clock(), retire=False)
+                    break
+                except BatchConflict:
+                    time.sleep(0.05 * (0.5 + random.random()))
+            else:
+                log.warning("upkeep kept conflicting with other workers; it runs again later")
+            # Retirement writes at once, in small atomic steps: after the batch, never inside it.
+            self.engine.retire_series(self.clock())
+        except redis.RedisError as exc:
+            log.warning("upkeep skipped: Redis error: %s", exc)
+        return landed
 
 
 # -- Kafka -------------------------------------------------------------------------------------
@@ -810,16 +812,21 @@ def build_app(
     async def upkeep() -> None:
         loop = asyncio.get_running_loop()
 
-        def run() -> None:
+        def run() -> list[tuple[object, BatchResult]]:
             # One worker of the group does the upkeep per interval.
             client = processor.state.client
             try:
-                if client.set(lock_key, me, nx=True, px=int(MAINTAIN_INTERVAL_SECONDS * 900)):
-                    processor.maintain()
+                if not client.set(lock_key, me, nx=True, px=int(MAINTAIN_INTERVAL_SECONDS * 900)):
+                    return []
             except redis.RedisError as exc:
                 log.warning("upkeep skipped: Redis error: %s", exc)
+                return []
+            started = time.perf_counter()
+            landed = processor.maintain()  # a take in flight lands first: acknowledged below
+            log.debug("upkeep took %.3f s (takes wait meanwhile)", time.perf_counter() - started)
+            return landed
 
-        await loop.run_in_executor(executor, run)
+        await land(await loop.run_in_executor(executor, run))
 
     # Its own thread: a slow Kafka answer to the probe never holds up a batch.
     lag_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ccmon-lag")
@@ -910,6 +917,7 @@ def run_worker(settings: Settings) -> int:
     for name in PAYLOAD_LOGGERS:  # privacy: no event in a log line, even at DEBUG
         logging.getLogger(name).setLevel(max(logging.INFO, getattr(logging, settings.log_level)))
     tune_gc()
+    report_slow_collections(log)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

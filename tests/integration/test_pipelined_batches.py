@@ -294,3 +294,22 @@ def test_a_take_without_events_lands_the_take_held_then_itself(
         ("empty", 0),
     ]
     assert processor.flush() == []
+
+
+def test_the_upkeep_lands_the_take_in_flight_first_and_hands_it_out(
+    redis_client: Any, redis_prefix: str, day: list[bytes]
+) -> None:
+    """The upkeep reads Redis, so the take in flight lands first; ``maintain`` returns it, to
+    be acknowledged (the worker's idle flush then finds nothing: else its offsets would never
+    be committed)."""
+    lines = day[: ENVELOPE * LIVE_TAKE]
+    state = RedisState(redis_client, CONFIG, prefix=f"{redis_prefix}-e", clock=lambda: AT)
+    processor = BatchProcessor(CONFIG, state, lambda: AT)
+    processor.chunk_events = CHUNK
+    (take,) = takes(lines, LIVE_TAKE)
+    assert processor.take(take, "t") == [] and processor.holds("t")
+    landed = processor.maintain()
+    assert [(token, result.accepted) for token, result in landed] == [
+        ("t", len({orjson.loads(line)["event_id"] for line in lines}))
+    ]
+    assert not processor.holds("t") and processor.flush("t") == [] and processor.flush() == []

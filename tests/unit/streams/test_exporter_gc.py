@@ -110,3 +110,33 @@ def test_concurrent_pauses_end_when_the_last_thread_leaves() -> None:
         first.join(5)
         second.join(5)
         assert gc.isenabled()
+
+
+def test_a_slow_collection_is_logged_at_debug_and_only_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from streams.collector import report_slow_collections
+
+    log = logging.getLogger("ccmon.test-collector")
+    callback = report_slow_collections(log, threshold=0.0)
+    try:
+        cycles = []
+        for _ in range(1000):
+            a: list[Any] = []
+            a.append(a)  # a cycle: only the collector frees it
+            cycles.append(a)
+        del cycles, a
+        with caplog.at_level(logging.INFO, logger=log.name):
+            gc.collect()
+        assert not caplog.records
+        with caplog.at_level(logging.DEBUG, logger=log.name):
+            gc.collect()
+            cycles = [[]]
+            cycles[0].append(cycles)
+            del cycles
+            gc.collect()
+        lines = [r.getMessage() for r in caplog.records]
+        assert any(line.startswith("the garbage collector took") and "generation 2" in line for line in lines), lines
+        assert any("2 collected" in line for line in lines), lines
+    finally:
+        gc.callbacks.remove(callback)
