@@ -24,6 +24,7 @@ transaction as its counters, so it changes nothing a second time. The DLQ is at-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import itertools
 import logging
@@ -362,11 +363,8 @@ class BatchProcessor:
         ordered = itertools.chain([first], [second] if second else [], chunks)
         prior = held.flight if held is not None else None
         try:
-            if second is None:  # a live take: the collector stays on (process)
+            with GC_PAUSE if second is not None else contextlib.nullcontext():  # a live take: on (process)
                 results, flight = self._pipelined(ordered, prior, hold=True)
-            else:
-                with GC_PAUSE:
-                    results, flight = self._pipelined(ordered, prior, hold=True)
         except BaseException:
             if held is not None:
                 self.state.abandon_commit(held.flight[1])  # not acknowledged: read again
