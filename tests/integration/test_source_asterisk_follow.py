@@ -115,26 +115,30 @@ def caught_up(log: Path, state: Path, timeout: float = 60.0) -> None:
 
 
 def consumed(kafka: str, topic: str, want: int, timeout: float = 60.0) -> Counter[str]:
-    """Event ids on the topic, once ``want`` have arrived and nothing more comes for 1.5 s."""
-    from kafka import KafkaConsumer
+    """Event ids on the topic's three partitions, read to their end offsets (at least ``want``
+    events), then 1.5 s more for anything extra. The partitions are assigned explicitly: a
+    subscription without a group waits on a metadata refresh that a loaded machine can miss."""
+    from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=kafka,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=1000,
-        group_id=None,
-    )
+    partitions = [TopicPartition(topic, p) for p in range(3)]
+    consumer = KafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False, group_id=None)
     ids: Counter[str] = Counter()
-    deadline = time.monotonic() + timeout
+
+    def read(until: float) -> None:
+        while time.monotonic() < until:
+            for records in consumer.poll(timeout_ms=200).values():
+                for message in records:
+                    ids.update(event["event_id"] for event in json.loads(message.value))
+            done = all(consumer.position(tp) >= end for tp, end in consumer.end_offsets(partitions).items())
+            if done and sum(ids.values()) >= want:
+                return
+
     try:
-        while sum(ids.values()) < want and time.monotonic() < deadline:
-            for message in consumer:
-                ids.update(event["event_id"] for event in json.loads(message.value))
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        read(time.monotonic() + timeout)
         time.sleep(1.5)  # anything extra (a duplicate) would arrive now
-        for message in consumer:
-            ids.update(event["event_id"] for event in json.loads(message.value))
+        read(time.monotonic() + 5)
     finally:
         consumer.close()
     return ids
