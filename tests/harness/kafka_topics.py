@@ -46,6 +46,35 @@ def delete_topics(kafka: str, *topics: str) -> None:
         pass
 
 
+def read_topic(kafka: str, topic: str, at_least: int = 0, timeout: float = 60.0, **config: Any) -> list[Any]:
+    """Every message on ``topic``, from the beginning to its end offsets, once it holds at least
+    ``at_least`` messages; in partition order. ``config``: more KafkaConsumer settings (TLS,
+    SASL, fetch sizes). The partitions are assigned explicitly: a subscription without a group
+    waits for a metadata refresh that a loaded machine can miss, and then reads nothing."""
+    import kafka as kafka_lib
+
+    consumer = kafka_lib.KafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False, group_id=None, **config)
+    try:
+        deadline = time.monotonic() + timeout
+        while not (numbers := consumer.partitions_for_topic(topic)):
+            assert time.monotonic() < deadline, f"topic {topic} has no partitions after {timeout} s"
+            time.sleep(0.1)
+        partitions = [kafka_lib.TopicPartition(topic, n) for n in sorted(numbers)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        records: dict[int, list[Any]] = {tp.partition: [] for tp in partitions}
+        while True:
+            ends = consumer.end_offsets(partitions)
+            read = sum(map(len, records.values()))
+            if read >= at_least and all(consumer.position(tp) >= end for tp, end in ends.items()):
+                return [record for n in sorted(records) for record in records[n]]
+            assert time.monotonic() < deadline, f"topic {topic}: {read} messages read in {timeout} s, {ends}"
+            for tp, batch in consumer.poll(timeout_ms=200).items():
+                records[tp.partition] += batch
+    finally:
+        consumer.close()
+
+
 def entity_key(event: dict[str, Any]) -> bytes:
     """The Kafka key of an event: its entity (call, ticket...), as producers should key them."""
     for field in ("call_id", "ticket_id", "callback_id", "agent_id", "session_id", "contact_id"):

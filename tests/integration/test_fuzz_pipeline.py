@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.kafka_topics import read_topic
 from harness.pipeline import Pipeline
 from harness.samples import diff, kpis_only, replay_samples, samples_of
 from harness.spec import REQUIRED
@@ -732,44 +733,29 @@ def expected_dead(messages: list[Message]) -> Counter[tuple[str, str]]:
 
 
 def read_dlq(kafka: str, topic: str, count: int, originals: dict[int, bytes]) -> Counter[tuple[str, str]]:
-    import kafka as kafka_lib
-
-    consumer = kafka_lib.KafkaConsumer(
+    records = read_topic(
+        kafka,
         topic,
-        bootstrap_servers=kafka,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=10_000,
+        at_least=count,
+        timeout=120,
         max_partition_fetch_bytes=4 * MB,
         fetch_max_bytes=64 * MB,
-        check_crcs=False,
-    )  # kafka-python checks CRCs in pure Python
+        check_crcs=False,  # kafka-python checks CRCs in pure Python
+    )
+    assert len(records) == count, f"{len(records)} dead letters, expected {count}"  # and nothing more
     got: Counter[tuple[str, str]] = Counter()
-    n = 0
-    deadline = time.monotonic() + 120
-    try:
-        while n < count and time.monotonic() < deadline:
-            for record in consumer:
-                headers = dict(record.headers or [])
-                assert headers.get("ccmon-reason"), f"no ccmon-reason on {record.offset}"
-                assert headers.get("ccmon-error") and headers.get("ccmon-source"), headers
-                reason = headers["ccmon-reason"].decode()
-                value = record.value or b""
-                if "ccmon-truncated" in headers:
-                    size = int(headers["ccmon-truncated"])
-                    assert originals[size].startswith(value) and len(value) > size - 4096
-                    got[(f"T{size}", reason)] += 1
-                else:
-                    got[(canonical(value), reason)] += 1
-                n += 1
-                if n >= count:
-                    break
-        # nothing more than expected: the topic (one partition) ends right there
-        [end] = consumer.end_offsets([kafka_lib.TopicPartition(topic, 0)]).values()
-        assert end == n, f"the DLQ holds {end} records, {n} read"
-    finally:
-        consumer.close()
-    assert n == count, f"{n} dead letters, expected {count}"
+    for record in records:
+        headers = dict(record.headers or [])
+        assert headers.get("ccmon-reason"), f"no ccmon-reason on {record.offset}"
+        assert headers.get("ccmon-error") and headers.get("ccmon-source"), headers
+        reason = headers["ccmon-reason"].decode()
+        value = record.value or b""
+        if "ccmon-truncated" in headers:
+            size = int(headers["ccmon-truncated"])
+            assert originals[size].startswith(value) and len(value) > size - 4096
+            got[(f"T{size}", reason)] += 1
+        else:
+            got[(canonical(value), reason)] += 1
     return got
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness.kafka_topics import create_topics, entity_key
+from harness.kafka_topics import create_topics, entity_key, read_topic
 from harness.pipeline import Pipeline, settled
 from harness.processes import free_port, stop
 
@@ -100,26 +100,12 @@ def test_golden_values_through_kafka_and_redis(
 
 
 def test_malformed_messages_are_dead_lettered(pipeline: Pipeline, golden_lines: list[bytes]) -> None:
-    import kafka
-
     settled(pipeline, len(golden_lines) + len(MALFORMED) + 1)
-    consumer = kafka.KafkaConsumer(
-        pipeline.dlq,
-        bootstrap_servers=pipeline.kafka,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=5000,
-    )
     dead: dict[str, bytes] = {}
-    deadline = time.monotonic() + 30
-    while len(dead) < len(MALFORMED) + 1 and time.monotonic() < deadline:
-        for record in consumer:
-            headers = dict(record.headers or [])
-            dead[headers["ccmon-reason"].decode()] = record.value
-            assert headers["ccmon-error"]
-            if len(dead) == len(MALFORMED) + 1:
-                break
-    consumer.close()
+    for record in read_topic(pipeline.kafka, pipeline.dlq, at_least=len(MALFORMED) + 1, timeout=30):
+        headers = dict(record.headers or [])
+        dead[headers["ccmon-reason"].decode()] = record.value
+        assert headers["ccmon-error"]
     want = {reason: raw for raw, reason in MALFORMED}
     want[BAD_ELEMENT_REASON] = json.dumps(BAD_ELEMENT).encode()
     assert set(dead) == set(want), dead

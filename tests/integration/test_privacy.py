@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.kafka_topics import read_topic
 from harness.pipeline import Pipeline
 from harness.processes import free_port
 from harness.samples import samples_of
@@ -330,17 +331,7 @@ def test_no_customer_data_in_any_log_line(run: PrivacyRun) -> None:
 
 
 def test_no_customer_data_in_dead_letter_headers(run: PrivacyRun) -> None:
-    import kafka
-
-    consumer = kafka.KafkaConsumer(
-        run.dlq,
-        bootstrap_servers=run.kafka,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=5000,
-    )
-    records = list(consumer)
-    consumer.close()
+    records = read_topic(run.kafka, run.dlq)
     reasons = sorted(dict(r.headers)["ccmon-reason"].decode() for r in records)
     assert reasons == sorted(reason for _value, reason in invalid_messages())
     found: list[str] = []

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness.kafka_topics import entity_key
+from harness.kafka_topics import entity_key, read_topic
 from harness.pipeline import cli_args
 from harness.private_kafka import PrivateKafka, start_private_kafka
 from harness.processes import free_port, stop
@@ -84,24 +84,7 @@ def client_kwargs(env: dict[str, str]) -> dict[str, Any]:
 
 
 def consume_all(bootstrap: str, topic: str, kwargs: dict[str, Any], want: int, timeout: float = 20) -> list[Any]:
-    import kafka
-
-    consumer = kafka.KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=2000,
-        **kwargs,
-    )
-    records: list[Any] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(records) < want and time.monotonic() < deadline:
-            records.extend(consumer)
-    finally:
-        consumer.close()
-    return records
+    return read_topic(bootstrap, topic, at_least=want, timeout=timeout, **kwargs)
 
 
 def assert_no_secret(*texts: str) -> None:

@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from harness.kafka_topics import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +35,7 @@ def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_up_status_env_roundtrip_down(script_env: dict[str, str]) -> None:
     import redis
-    from kafka import KafkaConsumer, KafkaProducer
+    from kafka import KafkaProducer
 
     up = run(script_env, "up")
     try:
@@ -49,11 +50,7 @@ def test_up_status_env_roundtrip_down(script_env: dict[str, str]) -> None:
         producer = KafkaProducer(bootstrap_servers="127.0.0.1:29192")
         producer.send(topic, b"hello").get(timeout=30)
         producer.close()
-        consumer = KafkaConsumer(
-            topic, bootstrap_servers="127.0.0.1:29192", auto_offset_reset="earliest", consumer_timeout_ms=20000
-        )
-        assert [m.value for m in consumer][:1] == [b"hello"]
-        consumer.close()
+        assert [m.value for m in read_topic("127.0.0.1:29192", topic, at_least=1, timeout=20)] == [b"hello"]
         assert redis.Redis.from_url("redis://127.0.0.1:26479/0").ping()
 
         again = run(script_env, "up")

@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from harness.kafka_topics import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +19,6 @@ ARGS = ["--start", "2026-11-20T08:00:00Z", "--hours", "0.5", "--queues", "2", "-
 
 
 def test_simulate_to_kafka_equals_simulate_to_file(kafka_bootstrap: str, tmp_path: Path) -> None:
-    from kafka import KafkaConsumer
 
     path = tmp_path / "day.jsonl"
     subprocess.run(
@@ -46,26 +46,14 @@ def test_simulate_to_kafka_equals_simulate_to_file(kafka_bootstrap: str, tmp_pat
         timeout=120,
     )
 
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=kafka_bootstrap,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=10000,
-        enable_auto_commit=False,
-    )
     from_kafka: list[dict[str, object]] = []
     keys_by_partition: dict[int, set[bytes | None]] = {}
-    try:
-        for message in consumer:
-            envelope = json.loads(message.value)
-            assert isinstance(envelope, list)
-            assert 1 <= len(envelope) <= 25
-            from_kafka.extend(envelope)
-            keys_by_partition.setdefault(message.partition, set()).add(message.key)
-            if len(from_kafka) >= len(from_file):
-                break
-    finally:
-        consumer.close()
+    for message in read_topic(kafka_bootstrap, topic):
+        envelope = json.loads(message.value)
+        assert isinstance(envelope, list)
+        assert 1 <= len(envelope) <= 25
+        from_kafka.extend(envelope)
+        keys_by_partition.setdefault(message.partition, set()).add(message.key)
 
     def canonical(events: list[dict[str, object]]) -> list[str]:
         return sorted(json.dumps(e, sort_keys=True) for e in events)

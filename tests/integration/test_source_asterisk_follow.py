@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness.kafka_topics import read_topic
 from harness.processes import stop
 
 from streams.sources.asterisk import map_file
@@ -114,34 +115,10 @@ def caught_up(log: Path, state: Path, timeout: float = 60.0) -> None:
     pytest.fail(f"the source did not reach the end of {log} within {timeout:.0f} s")
 
 
-def consumed(kafka: str, topic: str, want: int, timeout: float = 60.0) -> Counter[str]:
-    """Event ids on the topic's three partitions, read to their end offsets (at least ``want``
-    events), then 1.5 s more for anything extra. The partitions are assigned explicitly: a
-    subscription without a group waits on a metadata refresh that a loaded machine can miss."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    partitions = [TopicPartition(topic, p) for p in range(3)]
-    consumer = KafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False, group_id=None)
-    ids: Counter[str] = Counter()
-
-    def read(until: float) -> None:
-        while time.monotonic() < until:
-            for records in consumer.poll(timeout_ms=200).values():
-                for message in records:
-                    ids.update(event["event_id"] for event in json.loads(message.value))
-            done = all(consumer.position(tp) >= end for tp, end in consumer.end_offsets(partitions).items())
-            if done and sum(ids.values()) >= want:
-                return
-
-    try:
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        read(time.monotonic() + timeout)
-        time.sleep(1.5)  # anything extra (a duplicate) would arrive now
-        read(time.monotonic() + 5)
-    finally:
-        consumer.close()
-    return ids
+def consumed(kafka: str, topic: str, timeout: float = 60.0) -> Counter[str]:
+    """Event ids on the topic (the source has stopped: everything it sent is there)."""
+    messages = read_topic(kafka, topic, timeout=timeout)
+    return Counter(event["event_id"] for message in messages for event in json.loads(message.value))
 
 
 def test_live_rotated_file_arrives_in_kafka_once(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:
@@ -183,7 +160,7 @@ def test_live_rotated_file_arrives_in_kafka_once(kafka_bootstrap: str, topic: st
 
     expected = log.expected_ids(tmp_path)
     assert sum(expected.values()) == len(expected) == 50 * 5  # per call: offered, answered, on_call, ended, available
-    ids = consumed(kafka_bootstrap, topic, len(expected))
+    ids = consumed(kafka_bootstrap, topic)
     assert ids == expected, err.read_text()[-3000:]  # every event, once
     stderr = err.read_text()
     assert "queue_log:22: skipped: too_few_fields" in stderr  # line 22 of the file after the rotation
@@ -222,7 +199,7 @@ def test_a_killed_source_loses_nothing(kafka_bootstrap: str, topic: str, tmp_pat
         probe.close()
 
     expected = log.expected_ids(tmp_path)
-    ids = consumed(kafka_bootstrap, topic, len(expected), timeout=120)
+    ids = consumed(kafka_bootstrap, topic, timeout=120)
     assert set(ids) == set(expected), err.read_text()[-3000:]  # nothing lost, nothing else
     resent = sum(ids.values()) - len(expected)
     assert resent > 0 and set(ids.values()) <= {1, 2}  # what was sent before the kill, once more

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.kafka_topics import read_topic
 from realdata import real_data
 
 pytestmark = pytest.mark.integration
@@ -35,7 +36,6 @@ COMMAND = [
 
 
 def test_tickets_to_kafka_equal_tickets_to_a_file(kafka_bootstrap: str, tmp_path: Path) -> None:
-    from kafka import KafkaConsumer
     from kafka.admin import KafkaAdminClient, NewTopic
 
     out = tmp_path / "tickets.jsonl"
@@ -56,29 +56,17 @@ def test_tickets_to_kafka_equal_tickets_to_a_file(kafka_bootstrap: str, tmp_path
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert f"-> kafka {kafka_bootstrap} topic {topic}; 2 rows not mapped" in proc.stderr
 
-        consumer = KafkaConsumer(
-            topic,
-            bootstrap_servers=kafka_bootstrap,
-            auto_offset_reset="earliest",
-            consumer_timeout_ms=15000,
-            enable_auto_commit=False,
-        )
         from_kafka: list[dict[str, Any]] = []
         partition_of: dict[str, set[int]] = {}
         per_ticket: dict[str, list[str]] = {}
-        try:
-            for message in consumer:
-                envelope = json.loads(message.value)
-                assert isinstance(envelope, list) and 1 <= len(envelope) <= 200
-                assert message.key == envelope[0]["ticket_id"].encode()
-                for event in envelope:
-                    from_kafka.append(event)
-                    partition_of.setdefault(event["ticket_id"], set()).add(message.partition)
-                    per_ticket.setdefault(event["ticket_id"], []).append(event["event_id"])
-                if len(from_kafka) >= len(from_file):
-                    break
-        finally:
-            consumer.close()
+        for message in read_topic(kafka_bootstrap, topic):
+            envelope = json.loads(message.value)
+            assert isinstance(envelope, list) and 1 <= len(envelope) <= 200
+            assert message.key == envelope[0]["ticket_id"].encode()
+            for event in envelope:
+                from_kafka.append(event)
+                partition_of.setdefault(event["ticket_id"], set()).add(message.partition)
+                per_ticket.setdefault(event["ticket_id"], []).append(event["event_id"])
     finally:
         admin.delete_topics([topic])
         admin.close()
