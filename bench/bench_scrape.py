@@ -18,8 +18,10 @@ before/after) and every size:
 2. **phases**, in a fresh process of that checkout (``PYTHONPATH=root``): the SnapshotReader's
    reads (Redis), ``kpis.snapshot`` (Python over the prefetched reads), ``exposition.render``,
    each as wall and CPU time (``*_cpu``; the read's wall time beyond its CPU time is Redis's),
-   the read's window sums (``windows``: wall time of the window script's calls and their
-   parse, where the checkout's SnapshotReader has ``_prefetch_windows``), and the time the
+   the read's window sums (``windows``: wall time of the window script's calls made alone and
+   their parse, where the checkout's SnapshotReader has ``_prefetch_windows``; since the first
+   call rides in the reader's last pipelined round trip, ``_call_windows``: the further ones
+   only, the first is in ``read``), and the time the
    cyclic garbage collector ran in them, with the collector as that
    checkout's exporter runs it (streams.exporter.GC_PAUSE, where it exists); median of
    ``--repeat``. ``--py-spy DIR`` records a py-spy flame graph of that process
@@ -121,10 +123,13 @@ def phases(redis_url: str, prefix: str, at: float, repeat: int) -> dict[str, Any
     out["windows"] = []
     collecting = [0.0, 0.0]  # started at, seconds in the collector this repeat
     # The window script's share of the read (wall: Redis summing buckets, and the replies'
-    # parse): SnapshotReader._prefetch_windows, timed where the checkout has it.
+    # parse): the calls made alone, timed where the checkout has them.
     in_windows = [0.0]
     reader_class = getattr(importlib.import_module("streams.redis.read"), "SnapshotReader", None)
-    prefetch = getattr(reader_class, "_prefetch_windows", None)
+    # Where the calls are made: _call_windows since the first call rides in the reader's
+    # fourth round trip (its time is then in "read", not in "windows").
+    timed = "_call_windows" if hasattr(reader_class, "_call_windows") else "_prefetch_windows"
+    prefetch = getattr(reader_class, timed, None)
     if prefetch is not None:
 
         def timed_prefetch(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -134,7 +139,7 @@ def phases(redis_url: str, prefix: str, at: float, repeat: int) -> dict[str, Any
             finally:
                 in_windows[0] += time.perf_counter() - started
 
-        reader_class._prefetch_windows = timed_prefetch  # type: ignore[union-attr]
+        setattr(reader_class, timed, timed_prefetch)
 
     def gc_time(phase: str, _info: dict[str, Any]) -> None:
         if phase == "start":
@@ -169,7 +174,7 @@ def phases(redis_url: str, prefix: str, at: float, repeat: int) -> dict[str, Any
             out["windows"].append(in_windows[0])
     gc.callbacks.remove(gc_time)
     if prefetch is not None:
-        reader_class._prefetch_windows = prefetch  # type: ignore[union-attr]
+        setattr(reader_class, timed, prefetch)
     return {**{key: spread(values) for key, values in out.items()}, "samples": samples, "bytes": size}
 
 

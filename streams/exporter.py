@@ -73,6 +73,10 @@ log = logging.getLogger("ccmon.exporter")
 Clock = Callable[[], float]
 
 
+#: A snapshot: its instant, the KPI families, the consumer lag and the stuck partitions.
+_Snapshot = tuple[float, list[MetricFamily], dict[tuple[str, int], float] | None, dict[tuple[str, int], float] | None]
+
+
 class KpiCollector:
     """Builds every KPI from the store at each scrape. Concurrent callers (scrapes, the JSON
     API, the board's push and its history) share one snapshot in flight instead of each
@@ -85,29 +89,33 @@ class KpiCollector:
         self.eviction = eviction
         self._snapshot = SingleFlight(self._read)
 
-    def _read(self) -> tuple[float, list[MetricFamily]]:
+    def _read(self) -> _Snapshot:
         at = self.clock()
         with GC_PAUSE:  # RedisState's reader: prefetched reads
-            return at, snapshot(self.config, self.store.snapshot_reader(self.config, at), at)
+            reader = self.store.snapshot_reader(self.config, at)
+            families = snapshot(self.config, reader, at)
+        # The workers' figures, read with the KPIs (RedisState's reader: in its first round trip).
+        return at, families, reader.consumer_lag(), reader.stuck_partitions()
 
     def snapshot(self) -> tuple[float, list[MetricFamily]]:
-        at, families = self._snapshot()
+        at, families, _lag, _stuck = self._snapshot()
         return at, list(families)  # the caller's own list: families() appends to it
 
     def families(self) -> list[MetricFamily]:
         """Every family of a scrape: the KPIs, the consumer lag the worker measured, and the
         time this scrape took to read and compute them."""
         started = time.perf_counter()
-        _at, families = self.snapshot()
+        _at, shared, lag, stuck = self._snapshot()
+        families = list(shared)  # this page's own list
         # RedisState's figures from the workers: their group's lag, partitions their watchdog found stuck.
-        for family, read in (
+        for family, values in (
             (
                 MetricFamily(
                     "ccmon_consumer_lag",
                     "gauge",
                     "Kafka messages of the events topic not yet processed by the worker group (measured every 5 s).",
                 ),
-                self.store.consumer_lag,
+                lag,
             ),
             (
                 MetricFamily(
@@ -116,10 +124,9 @@ class KpiCollector:
                     "Unix time a worker's watchdog last "
                     "found this partition stuck and restarted the worker (kept 1 h).",
                 ),
-                self.store.stuck_partitions,
+                stuck,
             ),
         ):
-            values = read()
             if values is not None:
                 for (topic, partition), value in sorted(values.items()):
                     family.add((("topic", topic), ("partition", str(partition))), value)

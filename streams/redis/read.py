@@ -11,10 +11,11 @@ any field.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from redis.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 from kpi_core import windows
 from kpi_core.config import Config
@@ -67,6 +68,35 @@ def _live_reply(kind: str, reply: Any) -> Any:
     return every, {state: n for state, n in before.items() if n}
 
 
+def count_pairs(tenants: list[str], names: Sequence[Any]) -> list[tuple[str, str]]:
+    """``(tenant, counter name)`` of every counter, from each tenant's names set as read."""
+    return [(tenant, text(name)) for tenant, members in zip(tenants, names, strict=True) for name in sorted(members)]
+
+
+def sum_counts(pairs: list[tuple[str, str]], values: Sequence[Any]) -> dict[str, dict[str, float]]:
+    """The counters of ``pairs`` (their hashes as read), summed over the tenants (``max:`` ones:
+    the maximum)."""
+    result: dict[str, dict[str, float]] = {}
+    for (_tenant, name), raw in zip(pairs, values, strict=True):
+        kind, _sep, bare = name.partition(":")
+        labels = result.setdefault(bare, {})
+        for label, value in floats(raw).items():
+            if kind == "max":
+                labels[label] = max(labels.get(label, -math.inf), value)
+            else:
+                labels[label] = labels.get(label, 0.0) + value
+    return result
+
+
+def partition_map(raw: Mapping[Any, Any]) -> dict[tuple[str, int], float]:
+    """A pipeline hash of ``topic\x1fpartition -> number`` (as read) as ``(topic, partition) -> number``."""
+    result: dict[tuple[str, int], float] = {}
+    for fld, value in floats(raw).items():
+        topic, _sep, partition = fld.rpartition("\x1f")
+        result[(topic, int(partition))] = value
+    return result
+
+
 class StoreReader(BatchWriter):
     """The read side of :class:`~streams.redis.state.RedisState`. Reads outside a batch may
     come from many threads (the exporter)."""
@@ -107,13 +137,19 @@ class StoreReader(BatchWriter):
 
     def scopes(self) -> Mapping[str, Iterable[str]]:
         tenants = sorted(text(m) for m in self.client.smembers(self._tenants_key))
-        result: dict[str, set[str]] = {}
+        replies: list[Any] = []
         if tenants:
             with self.client.pipeline(transaction=False) as pipe:
                 for tenant in tenants:
                     pipe.smembers(self._scopes_key(tenant))
-                for tenant, members in zip(tenants, pipe.execute(), strict=True):
-                    result[tenant] = {text(m) for m in members}
+                replies = pipe.execute()
+        return self._scopes_of(tenants, replies)
+
+    def _scopes_of(self, tenants: list[str], replies: Sequence[Any]) -> dict[str, list[str]]:
+        """:meth:`scopes` from the ``tenants`` and each one's scopes set as read."""
+        result: dict[str, set[str]] = {
+            tenant: {text(m) for m in members} for tenant, members in zip(tenants, replies, strict=True)
+        }
         if self._batch is not None:
             for tenant, scopes in self._batch.scopes.items():
                 result.setdefault(tenant, set()).update(scopes)
@@ -191,25 +227,11 @@ class StoreReader(BatchWriter):
         with self.client.pipeline(transaction=False) as pipe:
             for tenant in tenants:
                 pipe.smembers(self._count_names_key(tenant))
-            pairs = [
-                (tenant, text(name))
-                for tenant, names in zip(tenants, pipe.execute(), strict=True)
-                for name in sorted(names)
-            ]
+            pairs = count_pairs(tenants, pipe.execute())
         with self.client.pipeline(transaction=False) as pipe:
             for tenant, name in pairs:
                 pipe.hgetall(self._count_key(tenant, name))
-            values = pipe.execute()
-        result: dict[str, dict[str, float]] = {}
-        for (_tenant, name), raw in zip(pairs, values, strict=True):
-            kind, _sep, bare = name.partition(":")
-            labels = result.setdefault(bare, {})
-            for label, value in floats(raw).items():
-                if kind == "max":
-                    labels[label] = max(labels.get(label, -math.inf), value)
-                else:
-                    labels[label] = labels.get(label, 0.0) + value
-        return result
+            return sum_counts(pairs, pipe.execute())
 
     def snapshot_reader(self, config: Config, at: float) -> SnapshotReader:
         """This store's read side for one snapshot at ``at``, prefetched (see SnapshotReader)."""
@@ -218,24 +240,59 @@ class StoreReader(BatchWriter):
 
 class SnapshotReader:
     """The read side of a :class:`~streams.redis.state.RedisState` for one scrape, prefetched
-    in a few round trips: scopes, every scope's totals and live sets in one pipeline, and the
-    window sums of every (scope, window) the snapshot will ask for, from the window script
-    (``lua/windows.lua``). Reads it was not prepared for fall through to the store, so results
-    never differ from the store's own.
+    in four round trips, whatever the number of tenants and scopes:
+
+    1. the tenants (those with KPI scopes, those with pipeline counters) and the workers'
+       hashes (consumer lag, stuck partitions);
+    2. each tenant's scopes and counter names;
+    3. the guard's registry of the names those scopes bring (what is exported);
+    4. every exported scope's totals and live sets (``lua/live.lua``), the counters, and the
+       first call of the window script (``lua/windows.lua``: the window sums of every
+       (scope, window) the snapshot will ask for); each further call, for more than
+       :data:`WINDOW_SCOPES_PER_CALL` scopes, is a round trip of its own, so that a worker's
+       batch runs between them.
+
+    Under load a round trip waits for the batch Redis is running (a worker's, ~15-20 ms at
+    5,000 events/s), so the number of round trips, not their size, is what a scrape waits
+    for. Scripts go by EVALSHA without redis-py's SCRIPT EXISTS round trip first; a Redis
+    without them (restarted, flushed) has them loaded and the round trip made again (reads
+    only). Reads it was not prepared for fall through to the store, so results never differ
+    from the store's own.
     """
 
     def __init__(self, state: StoreReader, config: Config, at: float) -> None:
         from kpi_core.engine import AGENTS, ALL
+        from kpi_core.kpis import LIVE_SETS, guarded_names, live_bounds, split_scopes
 
         self.state = state
         self.fine_seconds = state.fine_seconds
         self.coarse_seconds = state.coarse_seconds
         self.at = at
-        # The scopes exported (kpi_core.kpis.exported_scopes), with the guard's registry read
-        # in one round trip; series_live answers from it.
-        from kpi_core.kpis import LIVE_SETS, guarded_names, live_bounds, split_scopes
-
-        self._scopes = state.scopes()
+        client = state.client
+        cluster = isinstance(client, RedisCluster)  # a cluster refuses scripts in a pipeline
+        # 1. The tenants, and the workers' hashes.
+        with client.pipeline(transaction=False) as pipe:
+            pipe.smembers(state._tenants_key)
+            pipe.smembers(state._count_tenants_key)
+            pipe.hgetall(state._pipeline_key("consumer-lag"))
+            pipe.hgetall(state._pipeline_key("stuck-partitions"))
+            tenants_raw, count_tenants_raw, lag, stuck = pipe.execute()
+        self._consumer_lag, self._stuck_partitions = partition_map(lag), partition_map(stuck)
+        tenants = sorted(text(m) for m in tenants_raw)
+        count_tenants = sorted(text(m) for m in count_tenants_raw)
+        # 2. Each tenant's scopes and counter names.
+        replies: list[Any] = []
+        if tenants or count_tenants:
+            with client.pipeline(transaction=False) as pipe:
+                for tenant in tenants:
+                    pipe.smembers(state._scopes_key(tenant))
+                for tenant in count_tenants:
+                    pipe.smembers(state._count_names_key(tenant))
+                replies = pipe.execute()
+        self._scopes = state._scopes_of(tenants, replies[: len(tenants)])
+        counters = count_pairs(count_tenants, replies[len(tenants) :])
+        # 3. The scopes exported (kpi_core.kpis.exported_scopes): the guard's registry of their
+        # names; series_live answers from it.
         questions = guarded_names(config, self._scopes)
         self._series_live = {
             (kind, tenant, limit): (set(names), live)
@@ -253,17 +310,8 @@ class SnapshotReader:
         self._live_states: dict[tuple[str, str, str], tuple[dict[str, int], dict[str, int]]] = {}
         pairs = [(tenant, scope) for tenant, scopes in exported.items() for scope in scopes]
         pairs += [(tenant, scope) for tenant, scopes in hidden.items() for scope in scopes if is_queue_scope(scope)]
-        client = state.client
-        with client.pipeline(transaction=False) as pipe:
-            for tenant, scope in pairs:
-                pipe.hgetall(state._totals_key(tenant, scope))
-            replies = iter(pipe.execute())
-        fields = self._fields = _FieldNames()
-        for tenant, scope in pairs:
-            self._totals[(tenant, scope)] = fields.presented(next(replies))
         # Every scope is asked its questions (kind, name, lo, hi); scopes asked the same ones
         # (a tenant's queues, mostly) share calls, each question sent once a call.
-        script = client.register_script(scripts.LIVE_LUA)
         calls: list[tuple[str, _LiveQuestions, list[str]]] = []
         every_scope: _LiveQuestions = (*(("n", name, 0.0, 0.0) for name in LIVE_SETS), ("a", AGENTS, 0.0, 0.0))
         for tenant, scopes in exported.items():
@@ -292,15 +340,42 @@ class SnapshotReader:
                 head = questions_args[wanted] = _live_questions_args(wanted)
             return [state._tag(tenant), repr(at), *head, *map(name_bytes, scopes)]
 
-        if isinstance(client, RedisCluster):  # a cluster refuses scripts in a pipeline
-            results = [script(keys=[state._scopes_key(t)], args=live_args(t, q, s)) for t, q, s in calls]
-        else:
-            with client.pipeline(transaction=False) as pipe:
+        window_calls = [
+            call
+            for tenant, scopes in exported.items()
+            for call in self._window_calls(
+                tenant,
+                list(scopes),
+                [windows.window_range(window, at, config.timezone(tenant)) for window in config.windows],
+                name_bytes,
+            )
+        ]
+        # 4. Totals, live sets, counters and the first window call in one round trip.
+        live_script = client.register_script(scripts.LIVE_LUA)
+        windows_script = client.register_script(scripts.WINDOWS_LUA)
+        first_windows = window_calls[:1] if not cluster else []
+
+        def build(pipe: Any) -> None:
+            for tenant, scope in pairs:
+                pipe.hgetall(state._totals_key(tenant, scope))
+            for tenant, name in counters:
+                pipe.hgetall(state._count_key(tenant, name))
+            if not cluster:
                 for tenant, wanted, asked_of in calls:
-                    script(keys=[state._scopes_key(tenant)], args=live_args(tenant, wanted, asked_of), client=pipe)
-                results = pipe.execute()
+                    pipe.evalsha(live_script.sha, 1, state._scopes_key(tenant), *live_args(tenant, wanted, asked_of))
+                for tenant, _scopes, _ranges, args in first_windows:
+                    pipe.evalsha(windows_script.sha, 1, state._scopes_key(tenant), *args)
+
+        results = iter(self._round_trip(build, (live_script, windows_script)))
+        fields = self._fields = _FieldNames()
+        for tenant, scope in pairs:
+            self._totals[(tenant, scope)] = fields.presented(next(results))
+        self._counts = sum_counts(counters, [next(results) for _pair in counters])
+        if cluster:
+            results = iter([live_script(keys=[state._scopes_key(t)], args=live_args(t, q, s)) for t, q, s in calls])
         sizes, summaries, agent_states = self._live_sizes, self._live_summaries, self._live_states
-        for (tenant, wanted, asked_of), replies_ in zip(calls, results, strict=True):
+        for tenant, wanted, asked_of in calls:
+            replies_ = next(results)
             if len(replies_) != len(wanted) * len(asked_of):
                 raise ValueError(
                     f"live script: {len(replies_)} replies for {len(wanted)} questions of {len(asked_of)} scopes"
@@ -315,26 +390,62 @@ class SnapshotReader:
                         summaries[(name, tenant, scope, lo, hi)] = _live_reply(kind, reply)
                     else:
                         agent_states[(name, tenant, scope)] = _live_reply(kind, reply)
-        for tenant, scopes in exported.items():
-            ranges = [windows.window_range(window, at, config.timezone(tenant)) for window in config.windows]
-            self._prefetch_windows(tenant, list(scopes), ranges)
+        for call in first_windows:
+            self._take_windows(call, next(results))
+        self._call_windows(window_calls[len(first_windows) :])
+
+    def _round_trip(self, build: Callable[[Any], None], scripts_used: Sequence[Any]) -> list[Any]:
+        """The replies of the commands ``build`` puts in a pipeline, in one round trip. Its
+        scripts go by EVALSHA alone; when Redis does not have them (NOSCRIPT: restarted,
+        flushed), they are loaded and the round trip made again (reads: safe to repeat)."""
+        client = self.state.client
+        for attempt in (1, 2):
+            with client.pipeline(transaction=False) as pipe:
+                build(pipe)
+                try:
+                    return list(pipe.execute())
+                except NoScriptError:
+                    if attempt == 2:
+                        raise
+            for script in scripts_used:
+                client.script_load(script.script)
+        raise AssertionError("unreachable")
+
+    def _window_calls(
+        self, tenant: str, scopes: list[str], ranges: list[tuple[float, float]], name_bytes: Callable[[str], bytes]
+    ) -> list[tuple[str, list[str], list[tuple[float, float]], list[Any]]]:
+        """The window script's calls for ``scopes`` of ``tenant`` over ``ranges``: ``(tenant,
+        scopes, ranges, ARGV)``, :data:`WINDOW_SCOPES_PER_CALL` scopes a call."""
+        covers = [windows.cover(start, end, self.fine_seconds, self.coarse_seconds) for start, end in ranges]
+        head: list[Any] = [self.state._tag(tenant), self.fine_seconds, self.coarse_seconds, len(ranges)]
+        for fine_head, middle, tail in covers:
+            for part in (fine_head, middle, tail):
+                head += [part.start, part.stop] if len(part) else [0, 0]
+        return [
+            (tenant, chunk, ranges, [*head, *map(name_bytes, chunk)])
+            for i in range(0, len(scopes), WINDOW_SCOPES_PER_CALL)
+            for chunk in (scopes[i : i + WINDOW_SCOPES_PER_CALL],)
+        ]
+
+    def _take_windows(self, call: tuple[str, list[str], list[tuple[float, float]], list[Any]], replies: Any) -> None:
+        """Keep the window sums of one call's reply."""
+        tenant, scopes, ranges, _args = call
+        it = iter(replies)
+        presented = self._fields.presented_flat
+        for scope in scopes:
+            for start, end in ranges:
+                self._windows[(tenant, scope, start, end)] = presented(next(it))
+
+    def _call_windows(self, calls: list[tuple[str, list[str], list[tuple[float, float]], list[Any]]]) -> None:
+        """The window script's ``calls``, a round trip each."""
+        state = self.state
+        script = state.client.register_script(scripts.WINDOWS_LUA)
+        for call in calls:
+            self._take_windows(call, script(keys=[state._scopes_key(call[0])], args=call[3]))
 
     def _prefetch_windows(self, tenant: str, scopes: list[str], ranges: list[tuple[float, float]]) -> None:
-        state = self.state
-        covers = [windows.cover(start, end, self.fine_seconds, self.coarse_seconds) for start, end in ranges]
-        args: list[Any] = [state._tag(tenant), self.fine_seconds, self.coarse_seconds, len(ranges)]
-        for head, middle, tail in covers:
-            for part in (head, middle, tail):
-                args += [part.start, part.stop] if len(part) else [0, 0]
-        script = state.client.register_script(scripts.WINDOWS_LUA)
-        for i in range(0, len(scopes), WINDOW_SCOPES_PER_CALL):
-            chunk = scopes[i : i + WINDOW_SCOPES_PER_CALL]
-            replies = script(keys=[state._scopes_key(tenant)], args=[*args, *(utf8(encode(s)) for s in chunk)])
-            it = iter(replies)
-            presented = self._fields.presented_flat
-            for scope in chunk:
-                for start, end in ranges:
-                    self._windows[(tenant, scope, start, end)] = presented(next(it))
+        """The window sums of ``scopes`` of ``tenant`` over ``ranges``, a round trip per call."""
+        self._call_windows(self._window_calls(tenant, scopes, ranges, lambda name: utf8(encode(name))))
 
     def scopes(self) -> Mapping[str, Iterable[str]]:
         return self._scopes
@@ -363,7 +474,13 @@ class SnapshotReader:
         return found if found is not None else self.state.live_states(name, tenant, scope, at)
 
     def counts(self) -> dict[str, dict[str, float]]:
-        return self.state.counts()
+        return {name: dict(labels) for name, labels in self._counts.items()}
+
+    def consumer_lag(self) -> dict[tuple[str, int], float]:
+        return dict(self._consumer_lag)
+
+    def stuck_partitions(self) -> dict[tuple[str, int], float]:
+        return dict(self._stuck_partitions)
 
     def series_live(self, kind: str, tenant: str, names: Iterable[str], limit: int) -> set[str]:
         wanted = set(names)

@@ -26,8 +26,8 @@ from kpi_core.config import Config
 from kpi_core.engine import series_retention_seconds
 from kpi_core.state import KB_SCOPE_PREFIX, RETIRED_SCOPE
 from streams.redis import scripts
-from streams.redis.keys import LAG_TTL_SECONDS, STUCK_TTL_SECONDS, encode, floats, num, text, utf8
-from streams.redis.read import StoreReader
+from streams.redis.keys import LAG_TTL_SECONDS, STUCK_TTL_SECONDS, encode, num, text, utf8
+from streams.redis.read import StoreReader, partition_map
 
 #: Names per call of the retirement script (an agent: fewer, see RedisState.series_retire).
 RETIRE_NAMES_PER_CALL = 20
@@ -178,11 +178,7 @@ class RedisState(StoreReader):
 
     def _partition_map(self, name: str) -> dict[tuple[str, int], float]:
         """A pipeline hash of ``topic\x1fpartition -> number`` as ``(topic, partition) -> number``."""
-        result: dict[tuple[str, int], float] = {}
-        for fld, value in floats(self.client.hgetall(self._pipeline_key(name))).items():
-            topic, _sep, partition = fld.rpartition("\x1f")
-            result[(topic, int(partition))] = value
-        return result
+        return partition_map(self.client.hgetall(self._pipeline_key(name)))
 
     def put_stuck_partitions(self, stuck: Mapping[tuple[str, int], float]) -> None:
         """Record partitions a worker's watchdog found stuck, ``(topic, partition) -> unix time``;

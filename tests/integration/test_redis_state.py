@@ -585,3 +585,70 @@ def test_the_read_plans_first_wave_leaves_in_one_round_trip(
         assert state.series_count("queue", "default", at - 3600) == 1
         assert sends == [4]
     assert len(sends) == 2  # and the batch script
+
+
+def test_a_scrape_reads_in_four_round_trips_and_loads_its_scripts_when_redis_lost_them(own_redis: Any) -> None:
+    """Under load every round trip of a scrape waits for the batch Redis is running, so the
+    SnapshotReader reads in four whatever the number of scopes and tenants (one more per
+    further window-script call of WINDOW_SCOPES_PER_CALL scopes), with the workers' counters,
+    consumer lag and stuck partitions among them. Its scripts go by EVALSHA alone: a Redis
+    that lost them (SCRIPT FLUSH, a restart) gets them loaded, and the scrape is the same."""
+    import redis as redis_lib
+    from redis.connection import AbstractConnection
+
+    from streams.exporter import KpiCollector
+    from streams.redis.read import WINDOW_SCOPES_PER_CALL
+
+    client = redis_lib.Redis.from_url(own_redis.url)
+    at = 1795003200.0
+    rng = random.Random(3)
+    many = [f"q{i:03d}" for i in range(WINDOW_SCOPES_PER_CALL + 5)]  # two window calls for "acme"
+    events = _random_calls(rng, at, ["support", "sales"], ["default"], 150)
+    events += _random_calls(rng, at, many, ["acme"], 400)
+    from kpi_core.config import config_from_dict
+
+    config = config_from_dict({"tenants": {"acme": {"timezone": "Asia/Kathmandu"}, "default": {"timezone": "UTC"}}})
+    state = RedisState(client, config, prefix="rt", clock=lambda: at)
+    _fold_into(config, (state,), events, at, 50)
+    with state.batch():
+        state.count("rejected", "bad_json", 3.0)
+    state.put_consumer_lag({("events", 0): 12.0, ("events", 1): 0.0})
+    state.put_stuck_partitions({("events", 1): at - 60})
+    windows_calls = sum(-(-len(scopes) // WINDOW_SCOPES_PER_CALL) for scopes in state.scopes().values())
+    assert windows_calls == 3  # default: 1, acme: 2
+
+    sent: list[bytes] = []
+    send = AbstractConnection.send_packed_command
+
+    def counted(self: Any, command: Any, check_health: bool = True) -> None:
+        sent.append(command if isinstance(command, bytes) else b"".join(command))
+        send(self, command, check_health)
+
+    want = flatten(snapshot(config, state, at))  # the store's own reads, one by one
+    assert want[("ccmon_events_rejected_total", (("reason", "bad_json"),))] == 3
+    collector = KpiCollector(config, state, lambda: at)
+    collector.families()  # the scripts are loaded
+    for flushed in (False, True):
+        if flushed:
+            client.script_flush()
+        sent.clear()
+        AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
+        try:
+            families = collector.families()
+        finally:
+            AbstractConnection.send_packed_command = send  # type: ignore[method-assign]
+        # Round trips: 4, one per further window call, and after the flush, the scripts
+        # loaded (two SCRIPT LOADs) and the fourth again; never a SCRIPT EXISTS.
+        assert len(sent) == 4 + (windows_calls - 1) + (3 if flushed else 0), [c[:60] for c in sent]
+        assert not any(b"EXISTS" in c[:40] for c in sent)
+        got = {f.name: f for f in families}
+        assert got["ccmon_consumer_lag"].samples == [
+            ("", (("topic", "events"), ("partition", "0")), 12.0),
+            ("", (("topic", "events"), ("partition", "1")), 0.0),
+        ]
+        assert got["ccmon_stuck_partition_timestamp_seconds"].samples == [
+            ("", (("topic", "events"), ("partition", "1")), at - 60)
+        ]
+        kpis = [f for f in families if f.name not in {"ccmon_consumer_lag", "ccmon_stuck_partition_timestamp_seconds"}]
+        kpis = [f for f in kpis if f.name != "ccmon_exporter_scrape_seconds"]
+        assert flatten(kpis) == want
