@@ -35,6 +35,11 @@ Prints a JSON document (``--json FILE`` too). Run alone (it loads both cores)::
 
     python bench/bench_scrape.py --root /work/main --root . --queues 100 1000
     python bench/bench_scrape.py --day --queues 20 100 --at 1795190400   # a day to 16:00
+    python bench/bench_scrape.py --root /work/main --root . --queues 20 100 --busy 0.5 --skip-phases
+
+``--busy F``: during the HTTP scrapes, another client keeps Redis running 15 ms scripts ``F`` of
+the time, as a live worker's batch scripts do (~0.3-0.6 at 5,000 events/s): each round trip of
+a scrape may then wait for one, as under load.
 """
 
 from __future__ import annotations
@@ -72,7 +77,53 @@ def _comparable(body: bytes) -> bytes:
     return b"\n".join(line for line in body.split(b"\n") if not line.startswith(b"ccmon_exporter_scrape_seconds "))
 
 
-def http_run(redis_url: str, prefix: str, roots: list[Path], at: float, scrapes: int) -> dict[str, Any]:
+#: A worker's batch, as Redis sees it: one script that holds the server for ``ARGV[1]`` microseconds.
+BUSY_LUA = """
+local t = redis.call('TIME')
+local stop = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[1])
+repeat t = redis.call('TIME') until tonumber(t[1]) * 1000000 + tonumber(t[2]) >= stop
+return 0
+"""
+
+
+@contextlib.contextmanager
+def busy_redis(redis_url: str, share: float, batch_ms: float = 15.0) -> Any:
+    """A client that keeps Redis running scripts of ``batch_ms`` for ``share`` of the time (a
+    live worker's batch scripts at 5,000 events/s: ~15-20 ms each, Redis busy ~30-60 %), so
+    that every round trip of a scrape may wait for one, as under load. Yields the counter of
+    scripts run."""
+    import threading
+
+    import redis
+
+    if share <= 0:
+        yield [0]
+        return
+    client = redis.Redis.from_url(redis_url)
+    script = client.register_script(BUSY_LUA)
+    stop = threading.Event()
+    ran = [0]
+    pause = batch_ms / 1000 * (1 - share) / share
+
+    def loop() -> None:
+        while not stop.is_set():
+            script(args=[int(batch_ms * 1000)])
+            ran[0] += 1
+            stop.wait(pause)
+
+    thread = threading.Thread(target=loop, name="busy-redis", daemon=True)
+    thread.start()
+    try:
+        yield ran
+    finally:
+        stop.set()
+        thread.join()
+        client.close()
+
+
+def http_run(
+    redis_url: str, prefix: str, roots: list[Path], at: float, scrapes: int, busy: float = 0.0
+) -> dict[str, Any]:
     from bench_http import exporter
 
     with ExitStack() as stack:
@@ -83,6 +134,7 @@ def http_run(redis_url: str, prefix: str, roots: list[Path], at: float, scrapes:
             )
             ports.append(process.port)  # type: ignore[attr-defined]
         bodies = [common.scrape(port) for port in ports]  # warm-up: imports, connections, caches
+        stack.enter_context(busy_redis(redis_url, busy))
         times: list[list[float]] = [[] for _ in roots]
         for _ in range(scrapes):
             for i, port in enumerate(ports):
@@ -259,7 +311,15 @@ def main(argv: list[str] | None = None) -> int:
         help="state: a simulated day from midnight to --at (streams.sim, up to 200 queues) "
         "instead of 60 bench/gen_events.py events a queue over 6 h",
     )
+    parser.add_argument(
+        "--busy",
+        type=float,
+        default=0.0,
+        help="during the HTTP scrapes, keep Redis running 15 ms scripts this share of the time "
+        "(0-0.9; a live worker's batches at 5,000 events/s: ~0.3-0.6)",
+    )
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--skip-phases", action="store_true")
     parser.add_argument("--json", default=None)
     parser.add_argument("--phases-of", default=None, help=argparse.SUPPRESS)  # the child: one prefix, this checkout
     args = parser.parse_args(argv)
@@ -273,16 +333,24 @@ def main(argv: list[str] | None = None) -> int:
     # two processes order them alike only with the same hash seed (every exporter started here).
     os.environ.setdefault("PYTHONHASHSEED", "0")
     roots = [root.resolve() for root in (args.root or [common.REPO])]
-    result: dict[str, Any] = {"at": args.at, "roots": [str(r) for r in roots], "machine": common.machine(), "sizes": []}
+    if not 0 <= args.busy <= 0.9:
+        parser.error(f"--busy must be in 0..0.9, got {args.busy}")
+    result: dict[str, Any] = {
+        "at": args.at,
+        "busy": args.busy,
+        "roots": [str(r) for r in roots],
+        "machine": common.machine(),
+        "sizes": [],
+    }
     for queues in args.queues:
         prefix = build_day_state(redis_url, queues, args.at) if args.day else build_state(redis_url, queues, args.at)
         row: dict[str, Any] = {"queues": queues, "state": "day" if args.day else "gen_events"}
         try:
             if not args.skip_http:
-                row["http"] = http_run(redis_url, prefix, roots, args.at, args.scrapes)
+                row["http"] = http_run(redis_url, prefix, roots, args.at, args.scrapes, args.busy)
                 print(f"{queues} queues, HTTP: {json.dumps(row['http'])}", file=sys.stderr)
             row["phases"] = {}
-            for n, root in enumerate(roots):
+            for n, root in enumerate([] if args.skip_phases else roots):
                 label = f"{n}-{root.name}-{queues}"
                 row["phases"][str(root)] = phases_run(redis_url, prefix, root, args.at, args.repeat, args.py_spy, label)
                 print(f"{queues} queues, phases of {root}: {json.dumps(row['phases'][str(root)])}", file=sys.stderr)
