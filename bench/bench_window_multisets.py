@@ -7,8 +7,8 @@ script (``streams/redis/lua/windows.lua``) reads every one only to find each mul
 largest. This measures what keeping them apart would save, before building it:
 
 1. ``--events`` simulator events (``streams.sim``, ``--queues`` queues) stamped at ``--rate``
-   events/s of event time ending now, written through the engine into ``RedisState`` in takes
-   of 250 with the clock at each take's newest event (as a live worker at that rate);
+   events/s of event time ending now, written through the worker's BatchProcessor with the
+   clock at each take's newest event (``bench_pipeline.apply_events``);
 2. the SnapshotReader's read of one scrape (its round trips and window-script calls), median
    of ``--repeat``, with the window caches deleted first (**cold**) and kept (**warm**);
 3. every bucket's multiset fields but each name's largest deleted (what the script would read
@@ -33,30 +33,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 from bench_latency import sim_days
+from bench_pipeline import apply_events
 
 
 def write_state(redis_url: str, prefix: str, events: int, queues: int, rate: float) -> tuple[Any, float]:
-    """The state, written as a live worker at ``rate`` writes it; ``(state, clock at the end)``."""
+    """The state, written through the worker's BatchProcessor (bench_pipeline.apply_events: the
+    clock at each take's newest event) with the events stamped ``rate`` a second up to now;
+    ``(a RedisState at the end's clock, that clock)``."""
     import redis
 
     from kpi_core.config import Config
-    from kpi_core.engine import Engine
-    from kpi_core.events import parse_event
     from streams.redis.state import RedisState
     from streams.sim import format_ts
 
-    raw = sim_days(events, queues)
     t0 = time.time() - events / rate
-    clock = [t0]
-    state = RedisState(redis.Redis.from_url(redis_url), Config(), prefix=prefix, clock=lambda: clock[0])
-    engine = Engine(state.config, state)
-    for i in range(0, events, 250):
-        take = [parse_event({**e, "ts": format_ts(t0 + (i + j) / rate)}) for j, e in enumerate(raw[i : i + 250])]
-        clock[0] = t0 + (i + len(take)) / rate
-        with state.batch():
-            for event in take:
-                engine.handle(event, clock[0])
-    return state, clock[0]
+    stamped = [{**e, "ts": format_ts(t0 + i / rate)} for i, e in enumerate(sim_days(events, queues))]
+    apply_events(redis_url, prefix, stamped, None)
+    at = t0 + events / rate
+    return RedisState(redis.Redis.from_url(redis_url), Config(), prefix=prefix, clock=lambda: at), at
 
 
 def reads(state: Any, at: float, repeat: int, cold: bool) -> float:
