@@ -61,6 +61,9 @@ MIN_TTL_SECONDS = 3600.0
 SEEN_DIGEST_BYTES = 16
 #: The consumer group's lag figures older than this are dropped: no figure rather than a stale one.
 LAG_TTL_SECONDS = 60
+#: The pipeline's own hashes (``P:{p}:<name>``) of the workers' figures the exporter serves.
+CONSUMER_LAG = "consumer-lag"
+STUCK_PARTITIONS = "stuck-partitions"
 #: How long a partition the worker's watchdog found stuck stays on record (streams/watchdog.py).
 STUCK_TTL_SECONDS = 3600
 #: The customer key of a store given none (tests, ``--insecure-dev``): public, so its record

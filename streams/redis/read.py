@@ -30,7 +30,7 @@ from kpi_core.state import (
     summarize_live,
 )
 from streams.redis import scripts
-from streams.redis.keys import encode, floats, score_arg, text, utf8
+from streams.redis.keys import CONSUMER_LAG, STUCK_PARTITIONS, encode, floats, score_arg, text, utf8
 from streams.redis.write import BatchWriter
 
 #: Scopes per call of the window script: bounds the time Redis spends in one script.
@@ -274,8 +274,8 @@ class SnapshotReader:
         with client.pipeline(transaction=False) as pipe:
             pipe.smembers(state._tenants_key)
             pipe.smembers(state._count_tenants_key)
-            pipe.hgetall(state._pipeline_key("consumer-lag"))
-            pipe.hgetall(state._pipeline_key("stuck-partitions"))
+            pipe.hgetall(state._pipeline_key(CONSUMER_LAG))
+            pipe.hgetall(state._pipeline_key(STUCK_PARTITIONS))
             tenants_raw, count_tenants_raw, lag, stuck = pipe.execute()
         self._consumer_lag, self._stuck_partitions = partition_map(lag), partition_map(stuck)
         tenants = sorted(text(m) for m in tenants_raw)

@@ -26,7 +26,16 @@ from kpi_core.config import Config
 from kpi_core.engine import series_retention_seconds
 from kpi_core.state import KB_SCOPE_PREFIX, RETIRED_SCOPE
 from streams.redis import scripts
-from streams.redis.keys import LAG_TTL_SECONDS, STUCK_TTL_SECONDS, encode, num, text, utf8
+from streams.redis.keys import (
+    CONSUMER_LAG,
+    LAG_TTL_SECONDS,
+    STUCK_PARTITIONS,
+    STUCK_TTL_SECONDS,
+    encode,
+    num,
+    text,
+    utf8,
+)
 from streams.redis.read import StoreReader, partition_map
 
 #: Names per call of the retirement script (an agent: fewer, see RedisState.series_retire).
@@ -163,7 +172,7 @@ class RedisState(StoreReader):
     # -- consumer lag (written by a worker, served by the exporter) ------------------------
     def put_consumer_lag(self, lag: Mapping[tuple[str, int], float]) -> None:
         """Replace the consumer group's lag, ``(topic, partition) -> messages behind``."""
-        key = self._pipeline_key("consumer-lag")
+        key = self._pipeline_key(CONSUMER_LAG)
         with self.client.pipeline(transaction=True) as pipe:
             pipe.delete(key)
             if lag:
@@ -174,7 +183,7 @@ class RedisState(StoreReader):
             pipe.execute()
 
     def consumer_lag(self) -> dict[tuple[str, int], float]:
-        return self._partition_map("consumer-lag")
+        return self._partition_map(CONSUMER_LAG)
 
     def _partition_map(self, name: str) -> dict[tuple[str, int], float]:
         """A pipeline hash of ``topic\x1fpartition -> number`` as ``(topic, partition) -> number``."""
@@ -183,14 +192,14 @@ class RedisState(StoreReader):
     def put_stuck_partitions(self, stuck: Mapping[tuple[str, int], float]) -> None:
         """Record partitions a worker's watchdog found stuck, ``(topic, partition) -> unix time``;
         the record is kept :data:`~streams.redis.keys.STUCK_TTL_SECONDS` after the latest one."""
-        key = self._pipeline_key("stuck-partitions")
+        key = self._pipeline_key(STUCK_PARTITIONS)
         with self.client.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping={f"{topic}\x1f{partition}": num(when) for (topic, partition), when in stuck.items()})
             pipe.expire(key, STUCK_TTL_SECONDS)
             pipe.execute()
 
     def stuck_partitions(self) -> dict[tuple[str, int], float]:
-        return self._partition_map("stuck-partitions")
+        return self._partition_map(STUCK_PARTITIONS)
 
     # -- upkeep ----------------------------------------------------------------------------
     def maintain(self, now: float, fine_keep_seconds: float, coarse_keep_seconds: float) -> None:
