@@ -6,7 +6,11 @@ Key layout (``P`` is the prefix, ``ccmon`` by default; ``<x>`` is a name encoded
 
     P:{t:<tenant>}:scopes                   set   scope names (raw), for listing
     P:{t:<tenant>}:b:f:<scope>:<start>      hash  fine bucket: field -> number (TTL)
-    P:{t:<tenant>}:b:c:<scope>:<start>      hash  coarse bucket (TTL)
+    P:{t:<tenant>}:b:c:<scope>:<start>      hash  coarse bucket (TTL); a bucket's maxima are not
+                                                  in it but ``mt:<name>`` -> the largest ms of
+                                                  its multiset (``mt:!`` = 1: a count fell below 0)
+    P:{t:<tenant>}:bx:<f|c>:<scope>:<start> hash  the bucket's maxima's multisets:
+                                                  ``mx:<name>:<ms>`` -> count (TTL: the bucket's)
     P:{t:<tenant>}:bi:<f|c>:<scope>         zset  bucket index: the starts of the buckets kept
     P:{t:<tenant>}:wv:<scope>               string window version: moves on when a coarse bucket
                                                   below the newest is written (TTL: the index's)
@@ -71,6 +75,16 @@ STUCK_TTL_SECONDS = 3600
 #: (:func:`streams.security.customer_key`).
 INSECURE_DEV_CUSTOMER_KEY = b"ccmon-insecure-dev-customer-key"
 
+#: A bucket's maxima (``mx:<name>:<ms>`` -> count, :data:`kpi_core.state.MAX_PREFIX`) are kept
+#: beside it, in its multiset hash (:meth:`RedisKeys._multiset_key`); the bucket holds, per
+#: name, ``mt:<name>`` -> the largest ms whose count is above 0 (the batch script keeps it), and
+#: :data:`MULTISET_ODD` once a count there fell below 0. A scrape then reads one field per
+#: maximum instead of one per distinct value (lua/windows.lua; docs/BENCHMARKS.md).
+MULTISET_TOP = "mt:"
+#: Set in a bucket whose multiset hash held a count below 0: its readers sum the multisets
+#: field by field (the general rule) instead of taking the tops.
+MULTISET_ODD = "mt:!"
+
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 
@@ -122,6 +136,10 @@ class RedisKeys:
 
     def _bucket_key(self, tenant: str, tier: str, scope: str, start: int) -> str:
         return f"{self._tag(tenant)}:b:{tier}:{encode(scope)}:{start}"
+
+    def _multiset_key(self, tenant: str, tier: str, scope: str, start: int) -> str:
+        """The hash of bucket ``start``'s maxima's multisets (:data:`MULTISET_TOP`)."""
+        return f"{self._tag(tenant)}:bx:{tier}:{encode(scope)}:{start}"
 
     def _series_key(self, kind: str, tenant: str) -> str:
         tag = self._pipeline_tag if kind == "tenant" else self._tag(tenant)

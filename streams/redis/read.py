@@ -30,7 +30,7 @@ from kpi_core.state import (
     summarize_live,
 )
 from streams.redis import scripts
-from streams.redis.keys import CONSUMER_LAG, STUCK_PARTITIONS, encode, floats, score_arg, text, utf8
+from streams.redis.keys import CONSUMER_LAG, MULTISET_TOP, STUCK_PARTITIONS, encode, floats, score_arg, text, utf8
 from streams.redis.write import BatchWriter
 
 #: Scopes per call of the window script: bounds the time Redis spends in one script.
@@ -156,19 +156,24 @@ class StoreReader(BatchWriter):
         return {tenant: sorted(scopes) for tenant, scopes in sorted(result.items()) if scopes}
 
     def read_window(self, tenant: str, scope: str, start: float, end: float) -> dict[str, float]:
+        """The window's buckets summed field by field (the general rule): each bucket's own
+        fields but its multisets' tops, and its multiset hash's counts."""
         head, middle, tail = windows.cover(start, end, self.fine_seconds, self.coarse_seconds)
-        keys = [self._bucket_key(tenant, windows.FINE, scope, s) for s in head]
-        keys += [self._bucket_key(tenant, windows.COARSE, scope, s) for s in middle]
-        keys += [self._bucket_key(tenant, windows.FINE, scope, s) for s in tail]
+        buckets = [(windows.FINE, s) for s in head] + [(windows.COARSE, s) for s in middle]
+        buckets += [(windows.FINE, s) for s in tail]
         result: dict[str, float] = {}
-        if not keys:
+        if not buckets:
             return result
         with self.client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.hgetall(key)
-            for bucket in pipe.execute():
-                if bucket:
-                    add_into(result, floats(bucket))
+            for tier, s in buckets:
+                pipe.hgetall(self._bucket_key(tenant, tier, scope, s))
+                pipe.hgetall(self._multiset_key(tenant, tier, scope, s))
+            replies = pipe.execute()
+        for bucket, counts in zip(replies[0::2], replies[1::2], strict=True):
+            if bucket:
+                add_into(result, {k: v for k, v in floats(bucket).items() if not k.startswith(MULTISET_TOP)})
+            if counts:
+                add_into(result, floats(counts))
         return present(result)
 
     def totals(self, tenant: str, scope: str) -> dict[str, float]:

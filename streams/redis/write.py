@@ -62,8 +62,10 @@ the rollback at every step (tests/integration/test_batch_atomicity.py).
 Bucket arithmetic (``kpi_core.state``, "Exact arithmetic"): the engine's deltas are whole
 numbers (durations in ms, maxima as ``mx:<name>:<ms>`` multiset counts), sent as integer text
 and added by ``HINCRBY`` as they are (int64, never through a Lua double), so Redis holds the
-very integers :class:`~kpi_core.state.MemoryState` does, whatever the batching and order; a
-multiset field that reaches 0 is deleted, and the totals hashes get no multiset field. A
+very integers :class:`~kpi_core.state.MemoryState` does, whatever the batching and order. A
+bucket's multiset fields go to its multiset hash beside it (op ``M``: a field that reaches 0
+is deleted, and the bucket's ``mt:<name>`` tops are kept, :data:`~streams.redis.keys.MULTISET_TOP`),
+and the totals hashes get no multiset field. A
 fractional delta (the retraction of a contribution applied before the upgrade, under its
 legacy float name) still takes ``HINCRBYFLOAT``, and a legacy ``max_*`` field still takes the
 maximum.
@@ -89,7 +91,7 @@ from redis.cluster import RedisCluster
 from kpi_core import windows
 from kpi_core.config import Config
 from kpi_core.errors import CcmonError
-from kpi_core.state import Record, add_into
+from kpi_core.state import MAX_PREFIX, Record, add_into
 from streams.redis import scripts
 from streams.redis.keys import (
     MIN_TTL_SECONDS,
@@ -183,6 +185,7 @@ class _Hash:
     ttl_at: float | None  # engine-clock expiry, None = keep
     sums: dict[str, float] = field(default_factory=dict)
     maxes: dict[str, float] = field(default_factory=dict)
+    multisets: str | None = None  # a bucket's: the key its multiset fields go to (op M)
 
     def split(self) -> tuple[dict[str, float], dict[str, float]]:
         legacy = [k for k in self.sums if k.startswith("max_")]  # almost always none
@@ -596,7 +599,10 @@ class BatchWriter(RedisKeys):
         # The records read, as they were read: checked before anything is written.
         ops: list[tuple[str, list[Any]]] = [(key, ["C", version]) for key, version in b.versions.items()]
         for key, h in b.hashes.items():
-            ops.append((key, self._encode_hash(h, now)))
+            if h.multisets is None:
+                ops.append((key, self._encode_hash(h, now)))
+            else:
+                ops.extend(self._encode_bucket(key, h, now))
         for key, (expire_at, keep_from, starts) in b.index.items():
             tenant, tier, scope = b.index_of[key]
             if tier == windows.COARSE:  # before the index gets these starts: W compares with its newest
@@ -667,6 +673,21 @@ class BatchWriter(RedisKeys):
         for fld, value in maxes.items():
             args += [utf8(fld), num(value)]
         return args
+
+    def _encode_bucket(self, key: str, h: _Hash, now: float) -> list[tuple[str, list[Any]]]:
+        """A bucket's ops: ``H`` of its sums, then ``M`` of its multiset fields' counts into its
+        multiset hash, which also keeps the bucket's ``mt:<name>`` tops (lua/apply.lua)."""
+        sums = h.sums
+        multiset = [k for k in sums if k[:3] == MAX_PREFIX]
+        if not multiset:
+            return [(key, self._encode_hash(h, now))]
+        plain = _Hash(h.ttl_at, {k: v for k, v in sums.items() if k[:3] != MAX_PREFIX}, h.maxes)
+        ttl = self._ttl_ms(h.ttl_at, now) if h.ttl_at is not None else 0
+        args: list[Any] = ["M", ttl, utf8(key), len(multiset)]
+        for fld in multiset:
+            args += [utf8(fld), int(sums[fld])]  # counts are whole (add_into keeps them ints)
+        assert h.multisets is not None
+        return [(key, self._encode_hash(plain, now)), (h.multisets, args)]
 
     # -- write side ------------------------------------------------------------------------
     # Outside ``batch()`` every write is a batch of its own (tests, tools); the worker always
@@ -758,7 +779,7 @@ class BatchWriter(RedisKeys):
             key = self._bucket_key(tenant, tier, scope, bstart)
             h = hashes.get(key)
             if h is None:
-                h = hashes[key] = _Hash(bstart + keep + size)
+                h = hashes[key] = _Hash(bstart + keep + size, multisets=self._multiset_key(tenant, tier, scope, bstart))
                 self._index_bucket(b, tenant, tier, scope, bstart, keep + size)
             targets.append(h)
         key = self._totals_key(tenant, scope)

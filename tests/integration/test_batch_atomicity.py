@@ -33,7 +33,7 @@ from streams.worker import INTERNAL_ERROR, PIPELINE_TENANT, BatchProcessor, Mess
 pytestmark = pytest.mark.integration
 
 CONFIG = Config()
-OPS = set("SHRDZXAIGW")
+OPS = set("SHMRDZXAIGW")
 
 Dump = dict[bytes, tuple[bytes, Any, Any]]
 ZRANGE_RAW = "return redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')"
@@ -349,11 +349,15 @@ def _eval(client: Any, keys: list[str], argv: list[Any]) -> Any:
         ([("z", ["Z", -1])], r"\(count of op Z #3\) must be an integer in 0\.\.\d+, got -1"),
         ([("z", ["I", 0, 5, 1, 7])], r"\(ttl_ms of op I #3\) must be an integer in 1\.\.\d+, got 0"),
         ([("z", ["G", 1000, "x", 1, 5, b"n"])], r"\(below of op G #3\) must be a finite number, got x"),
-        ([("s", ["Q", 1])], r"\(op #3\) must be one of S H R D Z X A I G C W, got Q"),
+        ([("s", ["Q", 1])], r"\(op #3\) must be one of S H M R D Z X A I G C W, got Q"),
         ([("rec", ["C"])], r"\(sha1 of op C #3\) is required, got \(missing\)"),
         ([("wv", ["W", 1000, b"idx", "soon"])], r"\(start of op W #3\) must be a finite number, got soon"),
         ([("wv", ["W", 0, b"idx", 5])], r"\(ttl_ms of op W #3\) must be an integer in 1\.\.\d+, got 0"),
         ([("s", ["S", 1000, 1, 1, 5, b"id"])], r"\(op #3\) must be S for exactly the first 1 ops, got S"),
+        ([("bx", ["M", 1000, b"b", 1, b"wait:5", 1])], r"\(field of op M #3\) must be mx:<name>:<ms>.*, got wait:5"),
+        ([("bx", ["M", 1000, b"b", 1, b"mx:wait:1234567890123456", 1])], r"\(field of op M #3\) must be mx:<name>"),
+        ([("bx", ["M", 1000, b"b", 1, b"mx:wait:5", "0.5"])], r"\(count of op M #3\) must be an integer"),
+        ([("bx", ["M", 0, b"b", 1, b"mx:wait:5", 1])], r"\(ttl_ms of op M #3\) must be an integer in 1\.\.\d+, got 0"),
         ([("h", ["H", 0, 0, 0]), ("extra", [])], r"4 KEYS but 3 operations in ARGV"),
     ],
 )

@@ -76,11 +76,11 @@ def exported(metrics: dict[str, dict[tuple[tuple[str, str], ...], float]]) -> di
 
 
 def expired_bucket(key: str, now: float) -> bool:
-    """A bucket past its expiry by the engine's clock. Redis still holds it because its TTL
-    runs in real seconds (at least MIN_TTL_SECONDS) while this test moves the clock 26 h a
-    step; in service it is gone, by TTL, before its name can retire."""
+    """A bucket (or its multiset hash) past its expiry by the engine's clock. Redis still holds
+    it because its TTL runs in real seconds (at least MIN_TTL_SECONDS) while this test moves
+    the clock 26 h a step; in service it is gone, by TTL, before its name can retire."""
     parts = key.split(":")
-    if len(parts) < 5 or parts[-4] != "b" or parts[-3] not in ("f", "c"):
+    if len(parts) < 5 or parts[-4] not in ("b", "bx") or parts[-3] not in ("f", "c"):
         return False
     keep = (
         CONFIG.longest_sliding_seconds + 3600 + CONFIG.bucket_seconds

@@ -6,6 +6,12 @@
 --   then any of:
 --     H ttl_ms nsum nmax f v ... (key: a hash)      -- HINCRBY sums (a multiset field mx:* at 0
 --                                                    deleted), max for legacy max_ fields
+--     M ttl_ms bucket n f d ...  (key: a bucket's multiset hash) -- HINCRBY the counts d (whole)
+--                                                    of fields f = mx:<name>:<ms> (one at 0
+--                                                    deleted), then keep the bucket's tops:
+--                                                    ``mt:<name>`` = the largest ms counted above
+--                                                    0 (none: no field), ``mt:!`` = 1 once a
+--                                                    count fell below 0 (see below)
 --     R ttl_ms value             (key: a record)    -- SET PX
 --     D                          (key: a record)    -- DEL
 --     Z n score member ...       (key: a zset)      -- ZADD
@@ -20,6 +26,11 @@
 --                                                    is below the index's newest, or there is no
 --                                                    index, the scope's window version moves on
 --                                                    (what lua/windows.lua cached is stale)
+-- A bucket's tops are what a scrape reads of its maxima (lua/windows.lua): one field per name
+-- instead of one per distinct value. A top only moves up on an addition; when the value it
+-- names is no longer counted, it is found again from the multiset hash (a late event's
+-- retraction: rare). ``mt:!`` tells readers a count there is below 0 (a retraction before its
+-- addition), so they sum the multisets field by field (the general rule) for that bucket.
 -- ttl_ms 0 means "no expiry" (H only). Returns 0, or {1, dup_count} without writing anything
 -- when an event id is already in its seen set, {2, changed_count} without writing anything
 -- when a record the batch read changed since (C), or an error reply "ccmon apply: ..." having
@@ -38,6 +49,7 @@ local CHUNK = 5000  -- arguments per command built with unpack (Lua's C stack ho
 -- 1. Validation: nothing below is written before all of ARGV has been checked. (Messages are
 -- built only on an error: a string made per checked value would cost more than the check.)
 local starts = {}
+local multiset = {}  -- ARGV index of an M op's field -> {name, ms as text, ms}
 local nseen, failat
 local huge = math.huge
 local function invalid(i, what, j, rule)
@@ -82,6 +94,16 @@ local function validate()
       local nsum = int(a + 2, 0, nargv, 'nsum', j)
       span = span_of(a, a + 3, 2, 4 + 2 * nsum, j)
       for i = a + 5, a + span - 1, 2 do finite(i, 'value', j) end
+    elseif op == 'M' then
+      int(a + 1, 1, MAX_TTL_MS, 'ttl_ms', j)
+      if a + 2 > nargv then invalid(a + 2, 'bucket', j, 'is required') end
+      span = span_of(a, a + 3, 2, 4, j)
+      for i = a + 4, a + span - 1, 2 do
+        local name, sign, digits = string.match(ARGV[i], '^mx:(.+):(%-?)(%d+)$')
+        if name == nil or #digits > 15 then invalid(i, 'field', j, 'must be mx:<name>:<ms>, ms of at most 15 digits') end
+        multiset[i] = {name, sign .. digits, tonumber(sign .. digits)}
+        int(i + 1, -1e15, 1e15, 'count', j)
+      end
     elseif op == 'R' then
       int(a + 1, 1, MAX_TTL_MS, 'ttl_ms', j)
       span = 3
@@ -112,7 +134,7 @@ local function validate()
       finite(a + 3, 'start', j)
       span = 4
     else
-      invalid(a, 'op #' .. j, nil, 'must be one of S H R D Z X A I G C W')
+      invalid(a, 'op #' .. j, nil, 'must be one of S H M R D Z X A I G C W')
     end
     a = a + span
   end
@@ -243,6 +265,86 @@ local function record(key, value, ttl_arg)
   if value then redis.call('SET', key, value, 'PX', ttl_arg) else redis.call('DEL', key) end
 end
 
+-- Op M (see the header): the counts into the multiset hash ``key``, then the bucket's tops.
+local function multisets(key, a)
+  local ttl_arg, bucket, n = ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+  if n == 0 then return end
+  local fields = {}
+  for i = 1, n do fields[i] = ARGV[a + 2 + 2 * i] end
+  local old = read('HMGET', key, fields)
+  undo[#undo + 1] = {'h', key, fields, old}
+  -- Per name (in first-met order): the largest value newly counted (``gain``, its ms and text)
+  -- and the values no longer counted (``lost``).
+  local names, by = {}, {}
+  local below = false
+  for i = 1, n do
+    local f = fields[i]
+    local p = multiset[a + 2 + 2 * i]
+    step()
+    local r = redis.call('HINCRBY', key, f, ARGV[a + 3 + 2 * i])
+    if r == 0 then redis.call('HDEL', key, f) elseif r < 0 then below = true end
+    local was = tonumber(old[i]) or 0
+    local st = by[p[1]]
+    if st == nil then
+      st = {lost = {}}
+      by[p[1]] = st
+      names[#names + 1] = p[1]
+    end
+    if r > 0 and was <= 0 then
+      if st.gain == nil or p[3] > st.gain then st.gain, st.text = p[3], p[2] end
+    elseif r <= 0 and was > 0 then
+      st.lost[p[3]] = true
+    end
+  end
+  local tfields = {}
+  for i, name in ipairs(names) do tfields[i] = 'mt:' .. name end
+  tfields[#names + 1] = 'mt:!'
+  local tops = redis.call('HMGET', bucket, unpack(tfields))
+  local put, out = {}, {}
+  for i, name in ipairs(names) do
+    local st, text = by[name], tops[i]
+    local cur = text and tonumber(text) or nil
+    local top, toptext = cur, text
+    if cur and st.lost[cur] then  -- the top is no longer counted: the largest that is
+      top, toptext = nil, false
+      local prefix = 'mx:' .. name .. ':'
+      local flat = redis.call('HGETALL', key)
+      for j = 1, #flat, 2 do
+        local f = flat[j]
+        if string.sub(f, 1, #prefix) == prefix and tonumber(flat[j + 1]) > 0 then
+          local t = string.sub(f, #prefix + 1)
+          local digits = string.match(t, '^%-?(%d+)$')
+          if digits and #digits <= 15 then
+            local v = tonumber(t)
+            if top == nil or v > top then top, toptext = v, t end
+          end
+        end
+      end
+    end
+    if st.gain ~= nil and (top == nil or st.gain > top) then top, toptext = st.gain, st.text end
+    if toptext ~= text then
+      if toptext then
+        put[#put + 1] = tfields[i]
+        put[#put + 1] = toptext
+      else
+        out[#out + 1] = tfields[i]
+      end
+    end
+  end
+  if below and not tops[#names + 1] then
+    put[#put + 1] = 'mt:!'
+    put[#put + 1] = '1'
+  end
+  if #put > 0 or #out > 0 then
+    undo[#undo + 1] = {'h', bucket, tfields, tops}
+    step()
+    if #put > 0 then redis.call('HSET', bucket, unpack(put)) end
+    if #out > 0 then redis.call('HDEL', bucket, unpack(out)) end
+    expire(bucket, ttl_arg)
+  end
+  expire(key, ttl_arg)
+end
+
 local function apply(j)
   cur = j
   local key = KEYS[j]
@@ -293,6 +395,8 @@ local function apply(j)
       end
     end
     if tonumber(ttl_arg) > 0 then expire(key, ttl_arg) end
+  elseif op == 'M' then
+    multisets(key, a)
   elseif op == 'R' then
     record(key, ARGV[a + 2], ARGV[a + 1])
   elseif op == 'D' then

@@ -7,8 +7,8 @@
 -- A name is retired only while the registry still holds it at exactly that time (admitted
 -- again meanwhile: left alone), or, for '', while it has no entry and no coarse bucket index
 -- (no bucket kept). Retiring a queue or article drops its scope: totals, live sets, bucket
--- indexes and the buckets they list, its scopes-set entry. An agent: its members of every
--- scope's agents set. Kind 'tenant' (the tenant's registry entry already removed): every
+-- indexes and the buckets they list (and their multiset hashes), its scopes-set entry. An
+-- agent: its members of every scope's agents set. Kind 'tenant' (the tenant's registry entry already removed): every
 -- scope listed in ARGV, the scopes set, the seen set and the tenant's registries (KEYS[1] is
 -- its scopes set); its records expire by TTL, its pipeline counters stay (they are summed
 -- into ccmon_events_total and the like, which must not go down).
@@ -38,8 +38,12 @@ local function drop(enc)
   for _, tier in ipairs({'f', 'c'}) do
     local ikey = tag .. ':bi:' .. tier .. ':' .. enc
     local starts = redis.call('ZRANGE', ikey, 0, -1)
-    for i = 1, #starts do starts[i] = tag .. ':b:' .. tier .. ':' .. enc .. ':' .. starts[i] end
-    for i = 1, #starts, 1000 do redis.call('DEL', unpack(starts, i, math.min(i + 999, #starts))) end
+    local keys = {}  -- each bucket and its multiset hash
+    for i = 1, #starts do
+      keys[2 * i - 1] = tag .. ':b:' .. tier .. ':' .. enc .. ':' .. starts[i]
+      keys[2 * i] = tag .. ':bx:' .. tier .. ':' .. enc .. ':' .. starts[i]
+    end
+    for i = 1, #keys, 1000 do redis.call('DEL', unpack(keys, i, math.min(i + 999, #keys))) end
     redis.call('DEL', ikey)
   end
   -- the window cache and the minute folds go with them

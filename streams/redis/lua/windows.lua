@@ -19,14 +19,17 @@
 -- many windows hold it, and each distinct field name is classified once per call. A scope
 -- without an index (state written before indexes existed) has every slot of every part probed.
 --
--- Multisets: a bucket holds one ``mx:<name>:<ms>`` field per distinct value (a busy queue's
+-- Multisets: a maximum keeps one ``mx:<name>:<ms>`` count per distinct value (a busy queue's
 -- hour: thousands), and all present() makes of them is, per name, the largest ms whose summed
--- count is above 0. The writer deletes a multiset field at 0, so every count is above 0 and
--- that largest ms is the largest of the buckets' own largest: each bucket's is found once,
--- when it is parsed, and a window returns one field per name, the largest (count 1), after its
--- other fields, in the order its names are first met (present()'s order). A window holding a
--- bucket with a count of 0 or below, or an ms that is not a plain integer of at most 15
--- digits, sums every field as the general rule says and returns them all.
+-- count is above 0. They are kept beside the bucket, in its multiset hash (``P:{t:..}:bx:``,
+-- apply.lua's op M), and the bucket holds ``mt:<name>`` = its largest ms counted (its top).
+-- The writer deletes a count at 0, so every count is above 0 and the window's largest is the
+-- largest of its buckets' tops: a window returns one field per name, the largest (count 1),
+-- after its other fields, in the order its names are first met (present()'s order). A bucket
+-- written before the multiset hashes holds the fields themselves: its largest is found when it
+-- is parsed. A window holding a bucket marked ``mt:!`` (a count below 0 in its multiset hash),
+-- one with a count of 0 or below, or an ms that is not a plain integer of at most 15 digits,
+-- sums every field as the general rule says, the multiset hashes' too, and returns them all.
 --
 -- The window cache: per scope, the fold (sums in first-met order, the multisets' largest) of
 -- the longest window's coarse middle from its first bucket up to, not including, the scope's
@@ -102,12 +105,17 @@ end
 -- What a field name is, worked out once per call (a name recurs across buckets and scopes):
 -- true for a plain field, {name, ms} for a multiset field that keeps the fast rule, false for
 -- one that does not (not ``mx:<name>:<ms>``, or an ms of more than 15 digits).
+-- A bucket's top of a multiset (``mt:<name>``, its value the ms) is {name, nil, true}; its
+-- marker (``mt:!``) is 'odd'.
 local kinds = {}
 local function kind_of(f)
   local k
-  if sub(f, 1, 3) == 'mx:' then
+  local head = sub(f, 1, 3)
+  if head == 'mx:' then
     local name, sign, digits = match(f, '^mx:(.*):(%-?)(%d+)$')
     if name == nil or #digits > 15 then k = false else k = {name, tonumber(sign .. digits)} end
+  elseif head == 'mt:' then
+    if f == 'mt:!' then k = 'odd' else k = {sub(f, 4), nil, true} end
   else
     k = true
   end
@@ -117,11 +125,12 @@ end
 
 -- A bucket's reply, parsed (see the loop below). A multiset count of ``1`` (nearly all of
 -- them) is known to be above 0 without converting it; the whole reply (``flat``) is converted
--- to numbers only for a window the general rule sums (``numbers``).
-local function parse_bucket(key)
+-- to numbers only for a window the general rule sums (``numbers``). ``xkey``: the bucket's
+-- multiset hash, read only by the general rule (and only when the bucket names a top).
+local function parse_bucket(key, xkey)
   local flat = redis.call('HGETALL', key)
   local plain, names, top, topf = {}, {}, {}, {}
-  local odd = false
+  local odd, tops = false, false
   for j = 1, #flat, 2 do
     local f = flat[j]
     local k = kinds[f]
@@ -129,12 +138,24 @@ local function parse_bucket(key)
     if k == true then
       plain[#plain + 1] = f
       plain[#plain + 1] = tonumber(flat[j + 1])
+    elseif k == 'odd' then
+      odd, tops = true, true
     else
       local raw = flat[j + 1]
-      if k == false or (raw ~= '1' and not (tonumber(raw) and tonumber(raw) > 0)) then
+      local name, ms = nil, nil
+      if k ~= false then
+        name, ms = k[1], k[2]
+        if k[3] then  -- a top: its value is the ms, counted once (not an integer: odd)
+          tops = true
+          local digits = match(raw, '^%-?(%d+)$')
+          ms = digits and #digits <= 15 and tonumber(raw) or nil
+          f = 'mx:' .. name .. ':' .. raw
+          raw = '1'
+        end
+      end
+      if ms == nil or (raw ~= '1' and not (tonumber(raw) and tonumber(raw) > 0)) then
         odd = true
       else
-        local name, ms = k[1], k[2]
         local cur = top[name]
         if cur == nil then
           names[#names + 1] = name
@@ -147,17 +168,32 @@ local function parse_bucket(key)
       end
     end
   end
-  return {flat = flat, plain = plain, names = names, top = top, topf = topf, odd = odd, numbers = false}
+  return {flat = flat, plain = plain, names = names, top = top, topf = topf, odd = odd, numbers = false,
+          xkey = tops and xkey}
 end
 
--- A bucket's whole reply as numbers, for a window the general rule sums (converted once).
+-- A bucket's fields as numbers, for a window the general rule sums (converted once): its own
+-- but the tops, and its multiset hash's, field by field.
 local function numbers(b)
   if not b.numbers then
-    local flat = b.flat
-    for j = 2, #flat, 2 do flat[j] = tonumber(flat[j]) end
-    b.numbers = true
+    local flat, out = b.flat, {}
+    for j = 1, #flat, 2 do
+      local f = flat[j]
+      if sub(f, 1, 3) ~= 'mt:' then
+        out[#out + 1] = f
+        out[#out + 1] = tonumber(flat[j + 1])
+      end
+    end
+    if b.xkey then
+      local x = redis.call('HGETALL', b.xkey)
+      for j = 1, #x, 2 do
+        out[#out + 1] = x[j]
+        out[#out + 1] = tonumber(x[j + 1])
+      end
+    end
+    b.numbers = out
   end
-  return b.flat
+  return b.numbers
 end
 
 -- ``largest_whole``: the largest magnitude among list[first], list[first + step]..., nil when
@@ -255,6 +291,7 @@ end
 for s = 5 + nwin * 6, #ARGV do
   local scope = ARGV[s]
   local prefixes = {f = tag .. ':b:f:' .. scope .. ':', c = tag .. ':b:c:' .. scope .. ':'}
+  local xprefixes = {f = tag .. ':bx:f:' .. scope .. ':', c = tag .. ':bx:c:' .. scope .. ':'}
   -- Per tier, the ascending starts of the buckets the index lists in [lo, hi); nil: no index
   -- (or no window part of that tier).
   local listed = {}
@@ -305,7 +342,7 @@ for s = 5 + nwin * 6, #ARGV do
         if t % fine == 0 then  -- a start off the bucket grid is in no window
           local b = parsed.f[t]
           if b == nil then
-            b = parse_bucket(prefixes.f .. fmt('%d', t))
+            b = parse_bucket(prefixes.f .. fmt('%d', t), xprefixes.f .. fmt('%d', t))
             parsed.f[t] = b
           end
           if b.odd or not whole_mag(b) then
@@ -335,7 +372,7 @@ for s = 5 + nwin * 6, #ARGV do
       if stop > first then
         local tier, step = tiers[part], steps[part]
         local starts = listed[tier]
-        local cache, pf = parsed[tier], prefixes[tier]
+        local cache, pf, xf = parsed[tier], prefixes[tier], xprefixes[tier]
         local i, t = 1, first
         if starts ~= nil then i = first_at_least(starts, first) end
         while true do
@@ -362,7 +399,7 @@ for s = 5 + nwin * 6, #ARGV do
             else
               local b = cache[t]
               if b == nil then
-                b = parse_bucket(pf .. fmt('%d', t))
+                b = parse_bucket(pf .. fmt('%d', t), xf .. fmt('%d', t))
                 cache[t] = b
               end
               held[#held + 1] = b
