@@ -215,3 +215,17 @@ def test_buckets_written_with_their_multisets_inside_read_and_upgrade_exactly(
     fields = [f for k in redis_client.scan_iter(match=f"{redis_prefix}:*:b:*") for f in redis_client.hkeys(k)]
     assert b"mt:!" in fields  # the late answer's retraction fell below 0 beside the old count
     assert any(f.startswith(b"mx:") for f in fields)  # still in the old place: both layouts were read
+
+
+def test_a_retired_queue_takes_its_multiset_hashes_with_its_buckets(
+    redis_client: Any, redis_prefix: str, stores: tuple[RedisState, MemoryState]
+) -> None:
+    state, _memory = stores
+    with state.batch():
+        for ts in (AT - 100, AT - 1000, AT - 5000):
+            state.add("default", "q", ts, {"offered": 1, "mx:wait:5000": 1})
+        state.series_touch("queue", "default", "q", AT - 100)
+    beside = list(redis_client.scan_iter(match=f"{redis_prefix}:*:bx:*:q:*"))
+    assert len(beside) >= 4  # fine and coarse buckets
+    assert state.series_retire("queue", "default", {"q": AT - 100}) == 1
+    assert not list(redis_client.scan_iter(match=f"{redis_prefix}:*:q:*"))
