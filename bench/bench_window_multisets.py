@@ -14,6 +14,12 @@ largest. This measures what keeping them apart would save, before building it:
 3. every bucket's multiset fields but each name's largest deleted (what the script would read
    if the writer kept them apart), and the same reads again.
 
+Since session 17 the writer keeps them apart (a bucket's multiset hash, ``:bx:``, and one top
+per maximum in the bucket): step 3 then finds nothing to delete, and step 2 is the read as it
+now is. Run it from an older checkout to see the layout before. Also reported: the write's
+wall time (``write_s``, what the batch script's op ``M`` costs the worker) and how much
+Redis's ``used_memory`` grew with the state (``redis_memory_added``).
+
 The state lives under a prefix of its own, deleted at the end. Needs ``REDIS_URL``; not part
 of ``make bench`` (docs/BENCHMARKS.md, "Engine v2, session 16")::
 
@@ -96,20 +102,29 @@ def main(argv: list[str] | None = None) -> int:
     _kafka, redis_url = common.services_env()
     prefix = common.unique("bench-multisets")
     try:
+        import redis
+
+        memory_before = redis.Redis.from_url(redis_url).info("memory")["used_memory"]
         started = time.perf_counter()
         state, at = write_state(redis_url, prefix, args.events, args.queues, args.rate)
-        print(f"wrote {args.events:,} events in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        write_s = time.perf_counter() - started
+        print(f"wrote {args.events:,} events in {write_s:.1f} s", file=sys.stderr)
         client = state.client
         buckets = list(client.scan_iter(match=f"{prefix}:*:b:*", count=10000))
         fields = sum(client.hlen(k) for k in buckets)
         multiset = sum(1 for k in buckets for f in client.hkeys(k) if f.startswith(b"mx:"))
+        beside = list(client.scan_iter(match=f"{prefix}:*:bx:*", count=10000))
         result: dict[str, Any] = {
             "events": args.events,
             "queues": args.queues,
             "rate": args.rate,
+            "write_s": write_s,
             "buckets": len(buckets),
             "fields": fields,
             "multiset_fields": multiset,
+            "multiset_hashes": len(beside),
+            "multiset_hash_fields": sum(client.hlen(k) for k in beside),
+            "redis_memory_added": client.info("memory")["used_memory"] - memory_before,
             "machine": common.machine(),
         }
         result["with_multisets_ms"] = {
@@ -123,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(
             f"{len(buckets)} buckets, {fields:,} fields of which {multiset:,} multiset fields; "
+            f"{len(beside)} multiset hashes beside them, {result['multiset_hash_fields']:,} fields; "
             f"a scrape's read: {result['with_multisets_ms']} -> {result['largest_only_ms']} ms",
             file=sys.stderr,
         )
