@@ -6,10 +6,11 @@ Key layout (``P`` is the prefix, ``ccmon`` by default; ``<x>`` is a name encoded
 
     P:{t:<tenant>}:scopes                   set   scope names (raw), for listing
     P:{t:<tenant>}:b:f:<scope>:<start>      hash  fine bucket: field -> number (TTL)
-    P:{t:<tenant>}:b:c:<scope>:<start>      hash  coarse bucket (TTL); a bucket's maxima are not
-                                                  in it but ``mt:<name>`` -> the largest ms of
-                                                  its multiset (``mt:!`` = 1: a count fell below 0)
-    P:{t:<tenant>}:bx:<f|c>:<scope>:<start> hash  the bucket's maxima's multisets:
+    P:{t:<tenant>}:b:c:<scope>:<start>      hash  coarse bucket (TTL); a busy bucket's maxima are
+                                                  not in it but ``mt:<name>`` -> the largest ms
+                                                  of its multiset (``mt:!`` = 1: a count fell
+                                                  below 0)
+    P:{t:<tenant>}:bx:<f|c>:<scope>:<start> hash  a busy bucket's maxima's multisets:
                                                   ``mx:<name>:<ms>`` -> count (TTL: the bucket's)
     P:{t:<tenant>}:bi:<f|c>:<scope>         zset  bucket index: the starts of the buckets kept
     P:{t:<tenant>}:wv:<scope>               string window version: moves on when a coarse bucket
@@ -75,9 +76,10 @@ STUCK_TTL_SECONDS = 3600
 #: (:func:`streams.security.customer_key`).
 INSECURE_DEV_CUSTOMER_KEY = b"ccmon-insecure-dev-customer-key"
 
-#: A bucket's maxima (``mx:<name>:<ms>`` -> count, :data:`kpi_core.state.MAX_PREFIX`) are kept
-#: beside it, in its multiset hash (:meth:`RedisKeys._multiset_key`); the bucket holds, per
-#: name, ``mt:<name>`` -> the largest ms whose count is above 0 (the batch script keeps it), and
+#: A busy bucket's maxima (``mx:<name>:<ms>`` -> count, :data:`kpi_core.state.MAX_PREFIX`) are
+#: kept beside it, in its multiset hash (:meth:`RedisKeys._multiset_key`; a quiet bucket keeps
+#: its few itself: ``BatchWriter.multiset_spill``); the bucket then holds, per name,
+#: ``mt:<name>`` -> the largest ms whose count is above 0 (the batch script keeps it), and
 #: :data:`MULTISET_ODD` once a count there fell below 0. A scrape then reads one field per
 #: maximum instead of one per distinct value (lua/windows.lua; docs/BENCHMARKS.md).
 MULTISET_TOP = "mt:"

@@ -63,9 +63,10 @@ Bucket arithmetic (``kpi_core.state``, "Exact arithmetic"): the engine's deltas 
 numbers (durations in ms, maxima as ``mx:<name>:<ms>`` multiset counts), sent as integer text
 and added by ``HINCRBY`` as they are (int64, never through a Lua double), so Redis holds the
 very integers :class:`~kpi_core.state.MemoryState` does, whatever the batching and order. A
-bucket's multiset fields go to its multiset hash beside it (op ``M``: a field that reaches 0
-is deleted, and the bucket's ``mt:<name>`` tops are kept, :data:`~streams.redis.keys.MULTISET_TOP`),
-and the totals hashes get no multiset field. A
+bucket's multiset fields take op ``M``: a field that reaches 0 is deleted; a busy bucket's go
+to its multiset hash beside it, the bucket keeping their ``mt:<name>`` tops
+(:data:`~streams.redis.keys.MULTISET_TOP`, :attr:`BatchWriter.multiset_spill`); the totals
+hashes get no multiset field. A
 fractional delta (the retraction of a contribution applied before the upgrade, under its
 legacy float name) still takes ``HINCRBYFLOAT``, and a legacy ``max_*`` field still takes the
 maximum.
@@ -270,6 +271,12 @@ class BatchWriter(RedisKeys):
     coarse_keep_seconds: float
     series_keep_seconds: float
     _batch: _Batch | None
+    #: A bucket keeps its maxima's multiset fields itself while it holds at most this many
+    #: fields; beyond, they move to its multiset hash and the bucket keeps their tops (op ``M``,
+    #: lua/apply.lua): a key of their own costs a quiet bucket more memory than its few values,
+    #: and spares a busy one's readers its hundreds (docs/BENCHMARKS.md, session 17). Tests
+    #: set 0 (always beside).
+    multiset_spill: int = 64
     #: Tests only (production never sets it): the batch script fails just before its k-th
     #: write (-1: after its last one) and rolls back, as on any failure among its writes.
     fail_at_write: int = 0
@@ -675,15 +682,16 @@ class BatchWriter(RedisKeys):
         return args
 
     def _encode_bucket(self, key: str, h: _Hash, now: float) -> list[tuple[str, list[Any]]]:
-        """A bucket's ops: ``H`` of its sums, then ``M`` of its multiset fields' counts into its
-        multiset hash, which also keeps the bucket's ``mt:<name>`` tops (lua/apply.lua)."""
+        """A bucket's ops: ``H`` of its sums, then ``M`` of its multiset fields' counts (in the
+        bucket while it is small, else in its multiset hash, the bucket keeping the
+        ``mt:<name>`` tops: :attr:`multiset_spill`, lua/apply.lua)."""
         sums = h.sums
         multiset = [k for k in sums if k[:3] == MAX_PREFIX]
         if not multiset:
             return [(key, self._encode_hash(h, now))]
         plain = _Hash(h.ttl_at, {k: v for k, v in sums.items() if k[:3] != MAX_PREFIX}, h.maxes)
         ttl = self._ttl_ms(h.ttl_at, now) if h.ttl_at is not None else 0
-        args: list[Any] = ["M", ttl, utf8(key), len(multiset)]
+        args: list[Any] = ["M", ttl, utf8(key), self.multiset_spill, len(multiset)]
         for fld in multiset:
             args += [utf8(fld), int(sums[fld])]  # counts are whole (add_into keeps them ints)
         assert h.multisets is not None

@@ -354,10 +354,20 @@ def _eval(client: Any, keys: list[str], argv: list[Any]) -> Any:
         ([("wv", ["W", 1000, b"idx", "soon"])], r"\(start of op W #3\) must be a finite number, got soon"),
         ([("wv", ["W", 0, b"idx", 5])], r"\(ttl_ms of op W #3\) must be an integer in 1\.\.\d+, got 0"),
         ([("s", ["S", 1000, 1, 1, 5, b"id"])], r"\(op #3\) must be S for exactly the first 1 ops, got S"),
-        ([("bx", ["M", 1000, b"b", 1, b"wait:5", 1])], r"\(field of op M #3\) must be mx:<name>:<ms>.*, got wait:5"),
-        ([("bx", ["M", 1000, b"b", 1, b"mx:wait:1234567890123456", 1])], r"\(field of op M #3\) must be mx:<name>"),
-        ([("bx", ["M", 1000, b"b", 1, b"mx:wait:5", "0.5"])], r"\(count of op M #3\) must be an integer"),
-        ([("bx", ["M", 0, b"b", 1, b"mx:wait:5", 1])], r"\(ttl_ms of op M #3\) must be an integer in 1\.\.\d+, got 0"),
+        (
+            [("bx", ["M", 1000, b"b", 64, 1, b"wait:5", 1])],
+            r"\(field of op M #3\) must be mx:<name>:<ms>.*, got wait:5",
+        ),
+        ([("bx", ["M", 1000, b"b", 64, 1, b"mx:wait:1234567890123456", 1])], r"\(field of op M #3\) must be mx:<name>"),
+        ([("bx", ["M", 1000, b"b", 64, 1, b"mx:wait:5", "0.5"])], r"\(count of op M #3\) must be an integer"),
+        (
+            [("bx", ["M", 0, b"b", 64, 1, b"mx:wait:5", 1])],
+            r"\(ttl_ms of op M #3\) must be an integer in 1\.\.\d+, got 0",
+        ),
+        (
+            [("bx", ["M", 1000, b"b", -1, 1, b"mx:wait:5", 1])],
+            r"\(spill of op M #3\) must be an integer in 0\.\.\d+, got -1",
+        ),
         ([("h", ["H", 0, 0, 0]), ("extra", [])], r"4 KEYS but 3 operations in ARGV"),
     ],
 )

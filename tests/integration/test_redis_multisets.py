@@ -1,8 +1,9 @@
-"""A bucket's maxima in Redis (streams/redis/keys.py, ``MULTISET_TOP``): their multiset counts
-are kept beside the bucket, in its multiset hash, and the bucket holds one top per maximum,
-which the batch script keeps right through additions, retractions of the top, counts that
-fall below 0 and rollbacks; both readers (the store's field-by-field sums and the scrape's
-window script) give what MemoryState gives."""
+"""A bucket's maxima in Redis (streams/redis/keys.py, ``MULTISET_TOP``): a quiet bucket keeps
+its multiset counts, a busy one (more than ``multiset_spill`` fields) has them moved beside it,
+to its multiset hash, and holds one top per maximum, which the batch script keeps right
+through additions, retractions of the top, counts that fall below 0 and rollbacks; both
+readers (the store's field-by-field sums and the scrape's window script) give what
+MemoryState gives."""
 
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ def text(mapping: Mapping[bytes, bytes]) -> dict[str, str]:
 @pytest.fixture
 def stores(redis_client: Any, redis_prefix: str) -> tuple[RedisState, MemoryState]:
     state = RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=lambda: AT)
+    state.multiset_spill = 0  # every bucket's multisets beside it (the default: once it is busy)
     return state, MemoryState(CONFIG.bucket_seconds, CONFIG.coarse_bucket_seconds)
 
 
@@ -184,6 +186,7 @@ def test_buckets_written_with_their_multisets_inside_read_and_upgrade_exactly(
     rest = [answered, *(e for e in events if e.ts >= cut or e.event_id in late)]
     events = [*first, *rest]
     state = RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=lambda: at)
+    state.multiset_spill = 0
     engine = Engine(CONFIG, state)
     for part in (first[i : i + 100] for i in range(0, len(first), 100)):
         with state.batch():
@@ -201,6 +204,7 @@ def test_buckets_written_with_their_multisets_inside_read_and_upgrade_exactly(
             pipe.execute()
         moved += len(counts)
     assert len(late) > 10 and moved > 50
+    state.multiset_spill = 64  # the default: quiet buckets keep them, busy ones move them out
     for part in (rest[i : i + 100] for i in range(0, len(rest), 100)):
         with state.batch():
             for event in part:
@@ -213,7 +217,6 @@ def test_buckets_written_with_their_multisets_inside_read_and_upgrade_exactly(
     assert flatten(snapshot(CONFIG, state.snapshot_reader(CONFIG, at), at)) == flat
     assert flat == flatten(snapshot(CONFIG, memory, at))
     fields = [f for k in redis_client.scan_iter(match=f"{redis_prefix}:*:b:*") for f in redis_client.hkeys(k)]
-    assert b"mt:!" in fields  # the late answer's retraction fell below 0 beside the old count
     assert any(f.startswith(b"mx:") for f in fields)  # still in the old place: both layouts were read
 
 
@@ -229,3 +232,68 @@ def test_a_retired_queue_takes_its_multiset_hashes_with_its_buckets(
     assert len(beside) >= 4  # fine and coarse buckets
     assert state.series_retire("queue", "default", {"q": AT - 100}) == 1
     assert not list(redis_client.scan_iter(match=f"{redis_prefix}:*:q:*"))
+
+
+def test_a_bucket_moves_its_multisets_beside_it_once_it_is_busy(redis_client: Any, redis_prefix: str) -> None:
+    """The default: a bucket keeps its multiset fields while it holds at most 64 fields; the
+    batch that takes it beyond moves them all out (a rollback of that batch at any write puts
+    them back), and the bucket then keeps its tops."""
+    state = RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=lambda: AT)
+    memory = MemoryState(CONFIG.bucket_seconds, CONFIG.coarse_bucket_seconds)
+    assert state.multiset_spill == 64
+    ts = AT - 100
+    start = int(ts // FINE) * FINE
+    bucket = state._bucket_key("default", "f", "q", start)
+    multisets = state._multiset_key("default", "f", "q", start)
+    values = [1000 + 37 * i for i in range(80)]
+    for i in range(0, 60, 20):  # 60 values and "offered": 61 fields
+        apply(state, memory, [[(ts, {"offered": 20, **{f"mx:wait:{v}": 1 for v in values[i : i + 20]}})]])
+    held = text(redis_client.hgetall(bucket))
+    assert len([f for f in held if f.startswith("mx:")]) == 60 and not [f for f in held if f.startswith("mt:")]
+    assert redis_client.exists(multisets) == 0
+    assert max_wait(reads(state, memory), "5m") == values[59] / 1000
+
+    def everything() -> dict[bytes, Any]:
+        return {key: (redis_client.hgetall(key), redis_client.pexpiretime(key)) for key in (bucket, multisets)}
+
+    before = everything()
+    spilling = {"mx:wait:1000": -1, **{f"mx:wait:{v}": 1 for v in values[60:70]}}
+    failed = []
+    for k in [-1, *range(1, 60)]:
+        state.fail_at_write = k
+        try:
+            with state.batch():
+                state.add("default", "q", ts, spilling)
+        except redis.ResponseError as exc:
+            assert "rolled back" in str(exc)
+            assert everything() == before, f"fail at write {k}"
+            failed.append(k)
+            continue
+        break
+    state.fail_at_write = 0
+    assert len(failed) > 10 and failed[-1] < 59
+    memory.add("default", "q", ts, spilling)
+    held = text(redis_client.hgetall(bucket))
+    assert not [f for f in held if f.startswith("mx:")]
+    assert held["mt:wait"] == str(values[69]) and "mt:!" not in held
+    counts = text(redis_client.hgetall(multisets))
+    assert len(counts) == 69 and "mx:wait:1000" not in counts
+    assert abs(redis_client.pexpiretime(multisets) - redis_client.pexpiretime(bucket)) < 1000
+    assert max_wait(reads(state, memory), "5m") == values[69] / 1000
+    apply(state, memory, [[(ts, {f"mx:wait:{values[69]}": -1, "mx:wait:500": 1})]])  # beside now
+    assert text(redis_client.hgetall(bucket))["mt:wait"] == str(values[68])
+    assert max_wait(reads(state, memory), "15m") == values[68] / 1000
+
+
+def test_a_count_below_zero_moved_beside_marks_the_bucket(redis_client: Any, redis_prefix: str) -> None:
+    state = RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=lambda: AT)
+    memory = MemoryState(CONFIG.bucket_seconds, CONFIG.coarse_bucket_seconds)
+    early, late = AT - 200, AT - 100
+    apply(state, memory, [[(early, {"offered": 1, "mx:wait:90000": -1})], [(late, {"mx:wait:90000": 1})]])
+    bucket = state._bucket_key("default", "f", "q", int(early // FINE) * FINE)
+    assert text(redis_client.hgetall(bucket)).get("mx:wait:90000") == "-1"  # kept in the bucket
+    apply(state, memory, [[(early, {f"mx:wait:{1000 + i}": 1 for i in range(70)})]])  # moved beside
+    held = text(redis_client.hgetall(bucket))
+    assert held.get("mt:!") == "1" and held.get("mt:wait") == "1069"
+    flat = reads(state, memory)
+    assert max_wait(flat, "5m") == 1.069  # 90 s cancels out over the window

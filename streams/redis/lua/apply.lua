@@ -6,12 +6,16 @@
 --   then any of:
 --     H ttl_ms nsum nmax f v ... (key: a hash)      -- HINCRBY sums (a multiset field mx:* at 0
 --                                                    deleted), max for legacy max_ fields
---     M ttl_ms bucket n f d ...  (key: a bucket's multiset hash) -- HINCRBY the counts d (whole)
---                                                    of fields f = mx:<name>:<ms> (one at 0
---                                                    deleted), then keep the bucket's tops:
---                                                    ``mt:<name>`` = the largest ms counted above
---                                                    0 (none: no field), ``mt:!`` = 1 once a
---                                                    count fell below 0 (see below)
+--     M ttl_ms bucket spill n f d ... (key: a bucket's multiset hash) -- HINCRBY the counts d
+--                                                    (whole) of fields f = mx:<name>:<ms> (one
+--                                                    at 0 deleted): in the bucket itself while
+--                                                    it has no multiset hash and at most
+--                                                    ``spill`` fields; else in the multiset
+--                                                    hash (the bucket's moved there first), the
+--                                                    bucket keeping its tops: ``mt:<name>`` =
+--                                                    the largest ms counted above 0 (none: no
+--                                                    field), ``mt:!`` = 1 once a count there
+--                                                    fell below 0 (see below)
 --     R ttl_ms value             (key: a record)    -- SET PX
 --     D                          (key: a record)    -- DEL
 --     Z n score member ...       (key: a zset)      -- ZADD
@@ -26,6 +30,8 @@
 --                                                    is below the index's newest, or there is no
 --                                                    index, the scope's window version moves on
 --                                                    (what lua/windows.lua cached is stale)
+-- A quiet bucket keeps its few multiset fields (a key of their own would cost more memory
+-- than they do); a busy one has them moved out once it holds more than ``spill`` fields.
 -- A bucket's tops are what a scrape reads of its maxima (lua/windows.lua): one field per name
 -- instead of one per distinct value. A top only moves up on an addition; when the value it
 -- names is no longer counted, it is found again from the multiset hash (a late event's
@@ -97,8 +103,9 @@ local function validate()
     elseif op == 'M' then
       int(a + 1, 1, MAX_TTL_MS, 'ttl_ms', j)
       if a + 2 > nargv then invalid(a + 2, 'bucket', j, 'is required') end
-      span = span_of(a, a + 3, 2, 4, j)
-      for i = a + 4, a + span - 1, 2 do
+      int(a + 3, 0, 1e9, 'spill', j)
+      span = span_of(a, a + 4, 2, 5, j)
+      for i = a + 5, a + span - 1, 2 do
         local name, sign, digits = string.match(ARGV[i], '^mx:(.+):(%-?)(%d+)$')
         if name == nil or #digits > 15 then invalid(i, 'field', j, 'must be mx:<name>:<ms>, ms of at most 15 digits') end
         multiset[i] = {name, sign .. digits, tonumber(sign .. digits)}
@@ -265,24 +272,43 @@ local function record(key, value, ttl_arg)
   if value then redis.call('SET', key, value, 'PX', ttl_arg) else redis.call('DEL', key) end
 end
 
--- Op M (see the header): the counts into the multiset hash ``key``, then the bucket's tops.
+-- Op M (see the header): the counts into the bucket, or into its multiset hash ``key`` and
+-- then the bucket's tops.
+local function tops_of(flat, by)
+  -- Per name in ``by``: the largest ms counted above 0 among the fields of ``flat``
+  -- (mx:<name>:<ms>, count, ...) -> by[name].top, .toptext.
+  for j = 1, #flat, 2 do
+    local f = flat[j]
+    if string.sub(f, 1, 3) == 'mx:' and tonumber(flat[j + 1]) > 0 then
+      local name, sign, digits = string.match(f, '^mx:(.+):(%-?)(%d+)$')
+      local st = name and by[name]
+      if st and #digits <= 15 then
+        local v = tonumber(sign .. digits)
+        if st.top == nil or v > st.top then st.top, st.toptext = v, sign .. digits end
+      end
+    end
+  end
+end
+
 local function multisets(key, a)
-  local ttl_arg, bucket, n = ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+  local ttl_arg, bucket, spill, n = ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
   if n == 0 then return end
   local fields = {}
-  for i = 1, n do fields[i] = ARGV[a + 2 + 2 * i] end
-  local old = read('HMGET', key, fields)
-  undo[#undo + 1] = {'h', key, fields, old}
+  for i = 1, n do fields[i] = ARGV[a + 3 + 2 * i] end
+  local beside = redis.call('EXISTS', key) == 1
+  local into = beside and key or bucket
+  local old = read('HMGET', into, fields)
+  undo[#undo + 1] = {'h', into, fields, old}
   -- Per name (in first-met order): the largest value newly counted (``gain``, its ms and text)
   -- and the values no longer counted (``lost``).
   local names, by = {}, {}
   local below = false
   for i = 1, n do
     local f = fields[i]
-    local p = multiset[a + 2 + 2 * i]
+    local p = multiset[a + 3 + 2 * i]
     step()
-    local r = redis.call('HINCRBY', key, f, ARGV[a + 3 + 2 * i])
-    if r == 0 then redis.call('HDEL', key, f) elseif r < 0 then below = true end
+    local r = redis.call('HINCRBY', into, f, ARGV[a + 4 + 2 * i])
+    if r == 0 then redis.call('HDEL', into, f) elseif r < 0 then below = true end
     local was = tonumber(old[i]) or 0
     local st = by[p[1]]
     if st == nil then
@@ -296,6 +322,59 @@ local function multisets(key, a)
       st.lost[p[3]] = true
     end
   end
+  expire(bucket, ttl_arg)
+  if not beside then
+    if redis.call('HLEN', bucket) <= spill then return end
+    -- Spill: every multiset field of the bucket moves to its multiset hash (which did not
+    -- exist), and the bucket gets its tops.
+    local flat = redis.call('HGETALL', bucket)
+    local moved, put, back = {}, {}, {}
+    for j = 1, #flat, 2 do
+      if string.sub(flat[j], 1, 3) == 'mx:' then
+        moved[#moved + 1] = flat[j]
+        put[#put + 1] = flat[j]
+        put[#put + 1] = flat[j + 1]
+        back[#back + 1] = flat[j + 1]
+        if tonumber(flat[j + 1]) < 0 then below = true end
+      end
+    end
+    if #moved == 0 then return end
+    local names_all, by_all = {}, {}
+    for _, f in ipairs(moved) do
+      local name = string.match(f, '^mx:(.+):%-?%d+$')
+      if name and by_all[name] == nil then
+        by_all[name] = {}
+        names_all[#names_all + 1] = name
+      end
+    end
+    tops_of(put, by_all)
+    undo[#undo + 1] = {'h', bucket, moved, back}
+    undo[#undo + 1] = {'h', key, moved, {}}
+    step()
+    for i = 1, #put, CHUNK do redis.call('HSET', key, unpack(put, i, math.min(i + CHUNK - 1, #put))) end
+    for i = 1, #moved, CHUNK do redis.call('HDEL', bucket, unpack(moved, i, math.min(i + CHUNK - 1, #moved))) end
+    local tput, tfields = {}, {}
+    for _, name in ipairs(names_all) do
+      local st = by_all[name]
+      if st.toptext then
+        tput[#tput + 1] = 'mt:' .. name
+        tput[#tput + 1] = st.toptext
+        tfields[#tfields + 1] = 'mt:' .. name
+      end
+    end
+    if below then
+      tput[#tput + 1] = 'mt:!'
+      tput[#tput + 1] = '1'
+      tfields[#tfields + 1] = 'mt:!'
+    end
+    if #tput > 0 then
+      undo[#undo + 1] = {'h', bucket, tfields, redis.call('HMGET', bucket, unpack(tfields))}
+      step()
+      redis.call('HSET', bucket, unpack(tput))
+    end
+    expire(key, ttl_arg)
+    return
+  end
   local tfields = {}
   for i, name in ipairs(names) do tfields[i] = 'mt:' .. name end
   tfields[#names + 1] = 'mt:!'
@@ -306,20 +385,9 @@ local function multisets(key, a)
     local cur = text and tonumber(text) or nil
     local top, toptext = cur, text
     if cur and st.lost[cur] then  -- the top is no longer counted: the largest that is
-      top, toptext = nil, false
-      local prefix = 'mx:' .. name .. ':'
-      local flat = redis.call('HGETALL', key)
-      for j = 1, #flat, 2 do
-        local f = flat[j]
-        if string.sub(f, 1, #prefix) == prefix and tonumber(flat[j + 1]) > 0 then
-          local t = string.sub(f, #prefix + 1)
-          local digits = string.match(t, '^%-?(%d+)$')
-          if digits and #digits <= 15 then
-            local v = tonumber(t)
-            if top == nil or v > top then top, toptext = v, t end
-          end
-        end
-      end
+      st.top, st.toptext = nil, nil
+      tops_of(redis.call('HGETALL', key), {[name] = st})
+      top, toptext = st.top, st.toptext or false
     end
     if st.gain ~= nil and (top == nil or st.gain > top) then top, toptext = st.gain, st.text end
     if toptext ~= text then
@@ -340,7 +408,6 @@ local function multisets(key, a)
     step()
     if #put > 0 then redis.call('HSET', bucket, unpack(put)) end
     if #out > 0 then redis.call('HDEL', bucket, unpack(out)) end
-    expire(bucket, ttl_arg)
   end
   expire(key, ttl_arg)
 end

@@ -21,13 +21,13 @@
 --
 -- Multisets: a maximum keeps one ``mx:<name>:<ms>`` count per distinct value (a busy queue's
 -- hour: thousands), and all present() makes of them is, per name, the largest ms whose summed
--- count is above 0. They are kept beside the bucket, in its multiset hash (``P:{t:..}:bx:``,
+-- count is above 0. A busy bucket's are kept beside it, in its multiset hash (``P:{t:..}:bx:``,
 -- apply.lua's op M), and the bucket holds ``mt:<name>`` = its largest ms counted (its top).
 -- The writer deletes a count at 0, so every count is above 0 and the window's largest is the
 -- largest of its buckets' tops: a window returns one field per name, the largest (count 1),
--- after its other fields, in the order its names are first met (present()'s order). A bucket
--- written before the multiset hashes holds the fields themselves: its largest is found when it
--- is parsed. A window holding a bucket marked ``mt:!`` (a count below 0 in its multiset hash),
+-- after its other fields, in the order its names are first met (present()'s order). A quiet
+-- bucket (or one written before the multiset hashes) holds the fields themselves: its largest
+-- is found when it is parsed. A window holding a bucket marked ``mt:!`` (a count below 0 in its multiset hash),
 -- one with a count of 0 or below, or an ms that is not a plain integer of at most 15 digits,
 -- sums every field as the general rule says, the multiset hashes' too, and returns them all.
 --
