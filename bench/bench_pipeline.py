@@ -240,7 +240,7 @@ def apply_events(
             seen_ops, ops = super()._encode(b)
             if expiry is not None:
                 for key, op in (*seen_ops, *ops):
-                    if op[0] in ("H", "I", "R", "S", "G") and op[1]:
+                    if op[0] in ("H", "M", "I", "R", "S", "G", "W") and op[1]:
                         expiry[key] = max(expiry.get(key, 0.0), now[0] + op[1] / 1000)
                     elif op[0] == "D":
                         expiry.pop(key, None)
@@ -301,8 +301,10 @@ def scrape_run(
 # -- 5. Redis memory per queue -------------------------------------------------------------------
 KINDS = (
     (":b:", "buckets"),
+    (":bx:", "bucket_multisets"),
     (":bi:", "bucket_index"),
     (":wc:", "window_cache"),
+    (":mc:", "minute_folds"),
     (":wv:", "window_version"),
     (":tot:", "totals"),
     (":live:", "live"),
@@ -310,7 +312,16 @@ KINDS = (
     (":seen", "seen_ids"),
     (":series:", "series"),
 )
-PER_QUEUE = ("buckets", "bucket_index", "window_cache", "window_version", "totals", "live")
+PER_QUEUE = (
+    "buckets",
+    "bucket_multisets",
+    "bucket_index",
+    "window_cache",
+    "minute_folds",
+    "window_version",
+    "totals",
+    "live",
+)
 
 
 def prefix_memory(redis_url: str, prefix: str) -> dict[str, float]:
@@ -343,7 +354,8 @@ def memory_run(redis_url: str, queues: int, days: int = 3) -> dict[str, Any]:
     instants the batch script set (event-time clock + TTL; TTLs only extend); what remains
     is what a live Redis holds at that instant. The windows fill within the lateness horizon
     (25 h with ``today``): days 2 and 3 are the steady state, the same queues with twice the
-    events. Per-queue state (buckets, bucket indexes, totals, live sets) is divided by the
+    events. Per-queue state (buckets and their multiset hashes, bucket indexes, window caches
+    and versions, minute folds, totals, live sets; every key of a scope) is divided by the
     queues; per-entity state (call/customer/ticket records, seen event ids) follows the
     traffic of the horizon, not the number of queues, and is shown apart."""
     import redis
