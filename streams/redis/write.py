@@ -274,9 +274,10 @@ class BatchWriter(RedisKeys):
     #: A bucket keeps its maxima's multiset fields itself while it holds at most this many
     #: fields; beyond, they move to its multiset hash and the bucket keeps their tops (op ``M``,
     #: lua/apply.lua): a key of their own costs a quiet bucket more memory than its few values,
-    #: and spares a busy one's readers its hundreds (docs/BENCHMARKS.md, session 17). Tests
-    #: set 0 (always beside).
-    multiset_spill: int = 64
+    #: and spares a busy one's readers its hundreds (docs/BENCHMARKS.md, session 17). 128 is
+    #: Redis's default ``hash-max-listpack-entries``: a bucket beyond it would leave its compact
+    #: encoding anyway. Tests set 0 (always beside).
+    multiset_spill: int = 128
     #: Tests only (production never sets it): the batch script fails just before its k-th
     #: write (-1: after its last one) and rolls back, as on any failure among its writes.
     fail_at_write: int = 0

@@ -204,7 +204,7 @@ def test_buckets_written_with_their_multisets_inside_read_and_upgrade_exactly(
             pipe.execute()
         moved += len(counts)
     assert len(late) > 10 and moved > 50
-    state.multiset_spill = 64  # the default: quiet buckets keep them, busy ones move them out
+    state.multiset_spill = RedisState.multiset_spill  # the default: quiet buckets keep them, busy ones move them out
     for part in (rest[i : i + 100] for i in range(0, len(rest), 100)):
         with state.batch():
             for event in part:
@@ -235,29 +235,30 @@ def test_a_retired_queue_takes_its_multiset_hashes_with_its_buckets(
 
 
 def test_a_bucket_moves_its_multisets_beside_it_once_it_is_busy(redis_client: Any, redis_prefix: str) -> None:
-    """The default: a bucket keeps its multiset fields while it holds at most 64 fields; the
+    """The default: a bucket keeps its multiset fields while it holds at most 128 fields; the
     batch that takes it beyond moves them all out (a rollback of that batch at any write puts
     them back), and the bucket then keeps its tops."""
     state = RedisState(redis_client, CONFIG, prefix=redis_prefix, clock=lambda: AT)
     memory = MemoryState(CONFIG.bucket_seconds, CONFIG.coarse_bucket_seconds)
-    assert state.multiset_spill == 64
+    limit = state.multiset_spill
+    assert limit == 128
     ts = AT - 100
     start = int(ts // FINE) * FINE
     bucket = state._bucket_key("default", "f", "q", start)
     multisets = state._multiset_key("default", "f", "q", start)
-    values = [1000 + 37 * i for i in range(80)]
-    for i in range(0, 60, 20):  # 60 values and "offered": 61 fields
+    values = [1000 + 37 * i for i in range(limit + 20)]
+    for i in range(0, limit - 8, 20):  # limit - 8 values and "offered": limit - 7 fields
         apply(state, memory, [[(ts, {"offered": 20, **{f"mx:wait:{v}": 1 for v in values[i : i + 20]}})]])
     held = text(redis_client.hgetall(bucket))
-    assert len([f for f in held if f.startswith("mx:")]) == 60 and not [f for f in held if f.startswith("mt:")]
+    assert len([f for f in held if f.startswith("mx:")]) == limit - 8 and not [f for f in held if f.startswith("mt:")]
     assert redis_client.exists(multisets) == 0
-    assert max_wait(reads(state, memory), "5m") == values[59] / 1000
+    assert max_wait(reads(state, memory), "5m") == values[limit - 9] / 1000
 
     def everything() -> dict[bytes, Any]:
         return {key: (redis_client.hgetall(key), redis_client.pexpiretime(key)) for key in (bucket, multisets)}
 
     before = everything()
-    spilling = {"mx:wait:1000": -1, **{f"mx:wait:{v}": 1 for v in values[60:70]}}
+    spilling = {"mx:wait:1000": -1, **{f"mx:wait:{v}": 1 for v in values[limit - 8 : limit + 2]}}
     failed = []
     for k in [-1, *range(1, 60)]:
         state.fail_at_write = k
@@ -275,14 +276,14 @@ def test_a_bucket_moves_its_multisets_beside_it_once_it_is_busy(redis_client: An
     memory.add("default", "q", ts, spilling)
     held = text(redis_client.hgetall(bucket))
     assert not [f for f in held if f.startswith("mx:")]
-    assert held["mt:wait"] == str(values[69]) and "mt:!" not in held
+    assert held["mt:wait"] == str(values[limit + 1]) and "mt:!" not in held
     counts = text(redis_client.hgetall(multisets))
-    assert len(counts) == 69 and "mx:wait:1000" not in counts
+    assert len(counts) == limit + 1 and "mx:wait:1000" not in counts
     assert abs(redis_client.pexpiretime(multisets) - redis_client.pexpiretime(bucket)) < 1000
-    assert max_wait(reads(state, memory), "5m") == values[69] / 1000
-    apply(state, memory, [[(ts, {f"mx:wait:{values[69]}": -1, "mx:wait:500": 1})]])  # beside now
-    assert text(redis_client.hgetall(bucket))["mt:wait"] == str(values[68])
-    assert max_wait(reads(state, memory), "15m") == values[68] / 1000
+    assert max_wait(reads(state, memory), "5m") == values[limit + 1] / 1000
+    apply(state, memory, [[(ts, {f"mx:wait:{values[limit + 1]}": -1, "mx:wait:500": 1})]])  # beside now
+    assert text(redis_client.hgetall(bucket))["mt:wait"] == str(values[limit])
+    assert max_wait(reads(state, memory), "15m") == values[limit] / 1000
 
 
 def test_a_count_below_zero_moved_beside_marks_the_bucket(redis_client: Any, redis_prefix: str) -> None:
@@ -292,8 +293,9 @@ def test_a_count_below_zero_moved_beside_marks_the_bucket(redis_client: Any, red
     apply(state, memory, [[(early, {"offered": 1, "mx:wait:90000": -1})], [(late, {"mx:wait:90000": 1})]])
     bucket = state._bucket_key("default", "f", "q", int(early // FINE) * FINE)
     assert text(redis_client.hgetall(bucket)).get("mx:wait:90000") == "-1"  # kept in the bucket
-    apply(state, memory, [[(early, {f"mx:wait:{1000 + i}": 1 for i in range(70)})]])  # moved beside
+    n = state.multiset_spill + 10
+    apply(state, memory, [[(early, {f"mx:wait:{1000 + i}": 1 for i in range(n)})]])  # moved beside
     held = text(redis_client.hgetall(bucket))
-    assert held.get("mt:!") == "1" and held.get("mt:wait") == "1069"
+    assert held.get("mt:!") == "1" and held.get("mt:wait") == str(999 + n)
     flat = reads(state, memory)
-    assert max_wait(flat, "5m") == 1.069  # 90 s cancels out over the window
+    assert max_wait(flat, "5m") == (999 + n) / 1000  # 90 s cancels out over the window
